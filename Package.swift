@@ -1,0 +1,52 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Every target opts into the same upcoming features so that imports and
+// existentials stay explicit across the code base.
+let strictness: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "orl",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "orlctl", targets: ["orlctl"]),
+        .executable(name: "orl-bench", targets: ["orl-bench"]),
+        .library(name: "OrlCore", targets: ["OrlCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // The pure core: model, validation, analysis, planning. No file, network,
+        // process or database access, so it is tested by fast pure tests.
+        .target(name: "OrlCore", swiftSettings: strictness),
+
+        // Adapters: each the only place that imports its dependency.
+        .systemLibrary(
+            name: "CYAML",
+            pkgConfig: "yaml-0.1",
+            providers: [.apt(["libyaml-dev"])]
+        ),
+        .target(name: "OrlYAML", dependencies: ["OrlCore", "CYAML"], swiftSettings: strictness),
+
+        // Composition root and command line.
+        .target(
+            name: "OrlCLI",
+            dependencies: [
+                "OrlCore", "OrlYAML",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictness
+        ),
+        .executableTarget(name: "orlctl", dependencies: ["OrlCLI"], swiftSettings: strictness),
+        .executableTarget(name: "orl-bench", dependencies: ["OrlCLI", "OrlCore", "OrlYAML"], swiftSettings: strictness),
+
+        .testTarget(name: "OrlCoreTests", dependencies: ["OrlCore", "OrlYAML"], swiftSettings: strictness),
+        .testTarget(name: "OrlYAMLTests", dependencies: ["OrlYAML", "OrlCore"], swiftSettings: strictness),
+        .testTarget(name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore"], swiftSettings: strictness),
+    ]
+)

@@ -1,0 +1,92 @@
+/// A problem found in the user's manifests, with where it is and what to do about it.
+///
+/// Every check in orl reports `Diagnostic` values rather than throwing, so one run
+/// reports every problem at once, sorted by file and line.
+public struct Diagnostic: Sendable, Hashable {
+    public enum Severity: String, Sendable, Hashable, Comparable {
+        case warning
+        case error
+
+        public static func < (lhs: Severity, rhs: Severity) -> Bool {
+            lhs == .warning && rhs == .error
+        }
+    }
+
+    /// A pointer to a related place: the other end of a reference, the first
+    /// definition of a duplicate, a hop of a cycle.
+    public struct Note: Sendable, Hashable {
+        public var message: String
+        public var location: SourceLocation?
+
+        public init(_ message: String, at location: SourceLocation? = nil) {
+            self.message = message
+            self.location = location
+        }
+    }
+
+    public var severity: Severity
+    public var code: DiagnosticCode
+    public var message: String
+    public var location: SourceLocation?
+    /// `Kind/name` of the resource the problem belongs to, when there is one.
+    public var resource: ResourceID?
+    /// Where in the resource the problem is: `spec.steps[2].agent`.
+    public var path: ValuePath?
+    public var notes: [Note]
+
+    public init(
+        _ severity: Severity,
+        _ code: DiagnosticCode,
+        _ message: String,
+        at location: SourceLocation?,
+        resource: ResourceID? = nil,
+        path: ValuePath? = nil,
+        notes: [Note] = []
+    ) {
+        self.severity = severity
+        self.code = code
+        self.message = message
+        self.location = location
+        self.resource = resource
+        self.path = path
+        self.notes = notes
+    }
+
+    public static func error(
+        _ code: DiagnosticCode, _ message: String, at location: SourceLocation?,
+        resource: ResourceID? = nil, path: ValuePath? = nil, notes: [Note] = []
+    ) -> Diagnostic {
+        Diagnostic(.error, code, message, at: location, resource: resource, path: path, notes: notes)
+    }
+
+    public static func warning(
+        _ code: DiagnosticCode, _ message: String, at location: SourceLocation?,
+        resource: ResourceID? = nil, path: ValuePath? = nil, notes: [Note] = []
+    ) -> Diagnostic {
+        Diagnostic(.warning, code, message, at: location, resource: resource, path: path, notes: notes)
+    }
+}
+
+extension Diagnostic {
+    /// The order users read diagnostics in: by file, line and column; problems with no
+    /// location last; then by code and message so the order never depends on timing.
+    public static func reportOrder(_ a: Diagnostic, _ b: Diagnostic) -> Bool {
+        switch (a.location, b.location) {
+        case (let la?, let lb?) where la != lb: return la < lb
+        case (.some, nil): return true
+        case (nil, .some): return false
+        default: break
+        }
+        if a.severity != b.severity { return a.severity > b.severity }
+        if a.code != b.code { return a.code.rawValue < b.code.rawValue }
+        return a.message < b.message
+    }
+}
+
+extension Array where Element == Diagnostic {
+    public var hasErrors: Bool { contains { $0.severity == .error } }
+
+    public func sortedForReport() -> [Diagnostic] {
+        sorted(by: Diagnostic.reportOrder)
+    }
+}

@@ -1,0 +1,39 @@
+/// The stable identifier of a kind of problem, in dotted families (`yaml.syntax`,
+/// `dag.cycle`). Codes are part of the `-o json` contract and of SARIF rule ids: add
+/// new ones, never rename. docs/diagnostics.md documents each.
+public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+
+    public static func < (lhs: DiagnosticCode, rhs: DiagnosticCode) -> Bool { lhs.rawValue < rhs.rawValue }
+    public var description: String { rawValue }
+
+    // Reading files.
+    /// A file could not be read inside a directory that was given (permissions, not UTF-8).
+    public static let fileUnreadable = DiagnosticCode("file.unreadable")
+
+    // Parsing.
+    public static let yamlSyntax = DiagnosticCode("yaml.syntax")
+    public static let yamlDuplicateKey = DiagnosticCode("yaml.duplicate-key")
+    /// A size, depth or alias-expansion limit was hit; parsing of that document stopped.
+    public static let yamlLimit = DiagnosticCode("yaml.limit")
+    /// A construct orl does not accept in manifests: non-scalar keys, unknown tags.
+    public static let yamlUnsupported = DiagnosticCode("yaml.unsupported")
+
+    // Documents and resources.
+    public static let resourceInvalid = DiagnosticCode("resource.invalid")
+    public static let resourceUnknownAPIVersion = DiagnosticCode("resource.unknown-api-version")
+    public static let resourceUnknownKind = DiagnosticCode("resource.unknown-kind")
+    public static let resourceDuplicate = DiagnosticCode("resource.duplicate")
+    public static let schemaInvalid = DiagnosticCode("schema.invalid")
+
+    // Cross-resource references.
+    public static let refMissing = DiagnosticCode("ref.missing")
+    public static let selectorEmpty = DiagnosticCode("selector.empty")
+
+    // Workflow DAG structure.
+    public static let dagCycle = DiagnosticCode("dag.cycle")
+    public static let dagUnknownDependency = DiagnosticCode("dag.unknown-dependency")
+    public static let dagDuplicateStep = DiagnosticCode("dag.duplicate-step")
+}

@@ -1,0 +1,125 @@
+/// A located value: the parsed form of a YAML or JSON document in which every value
+/// (and every mapping key) remembers where it came from.
+///
+/// Parsers (YAML, JSON) produce it; everything downstream (schema validation,
+/// decoding into resources, analysis) reads it, so every diagnostic can point at a
+/// file, line and column.
+public struct Node: Sendable {
+    public indirect enum Value: Sendable {
+        case null
+        case bool(Bool)
+        case number(Number)
+        case string(String)
+        case array([Node])
+        case object([Member])
+    }
+
+    /// One entry of a mapping, in source order. Keys are strings: the manifest formats
+    /// only use scalar keys and parsers reject the rest.
+    public struct Member: Sendable {
+        public var key: String
+        public var keyLocation: SourceLocation
+        public var value: Node
+
+        public init(key: String, keyLocation: SourceLocation, value: Node) {
+            self.key = key
+            self.keyLocation = keyLocation
+            self.value = value
+        }
+    }
+
+    public var value: Value
+    public var location: SourceLocation
+
+    public init(_ value: Value, at location: SourceLocation) {
+        self.value = value
+        self.location = location
+    }
+}
+
+extension Node {
+    /// The member's value for `key` (the first one: parsers report duplicates).
+    public subscript(key: String) -> Node? {
+        guard case .object(let members) = value else { return nil }
+        for member in members where member.key == key { return member.value }
+        return nil
+    }
+
+    /// The member itself, for the location of its key.
+    public func member(_ key: String) -> Member? {
+        guard case .object(let members) = value else { return nil }
+        for member in members where member.key == key { return member }
+        return nil
+    }
+
+    public var members: [Member]? {
+        if case .object(let m) = value { return m }
+        return nil
+    }
+
+    public var elements: [Node]? {
+        if case .array(let a) = value { return a }
+        return nil
+    }
+
+    public var string: String? {
+        if case .string(let s) = value { return s }
+        return nil
+    }
+
+    public var bool: Bool? {
+        if case .bool(let b) = value { return b }
+        return nil
+    }
+
+    public var number: Number? {
+        if case .number(let n) = value { return n }
+        return nil
+    }
+
+    public var isNull: Bool {
+        if case .null = value { return true }
+        return false
+    }
+
+    /// The JSON type name, as JSON Schema and error messages use it.
+    public var typeName: String {
+        switch value {
+        case .null: "null"
+        case .bool: "boolean"
+        case .number(let n): n.isInteger ? "integer" : "number"
+        case .string: "string"
+        case .array: "array"
+        case .object: "object"
+        }
+    }
+}
+
+extension Node: Equatable {
+    /// JSON equality (what `const`, `enum` and `uniqueItems` mean): locations and
+    /// member order do not matter; `1` equals `1.0`.
+    public static func == (lhs: Node, rhs: Node) -> Bool {
+        lhs.value == rhs.value
+    }
+}
+
+extension Node.Value: Equatable {
+    public static func == (lhs: Node.Value, rhs: Node.Value) -> Bool {
+        switch (lhs, rhs) {
+        case (.null, .null): return true
+        case (.bool(let a), .bool(let b)): return a == b
+        case (.number(let a), .number(let b)): return a == b
+        case (.string(let a), .string(let b)): return a == b
+        case (.array(let a), .array(let b)): return a == b
+        case (.object(let a), .object(let b)):
+            guard a.count == b.count else { return false }
+            for member in a {
+                guard let other = b.first(where: { $0.key == member.key }), other.value == member.value else {
+                    return false
+                }
+            }
+            return true
+        default: return false
+        }
+    }
+}
