@@ -1,0 +1,203 @@
+/// Decodes `Decodable` model types from a located `Node` tree.
+///
+/// Manifests are checked against their kind's JSON Schema before they are decoded,
+/// so a decoding failure means the schema and the model disagree; it is still
+/// reported as a located diagnostic, never a crash.
+public enum NodeDecoder {
+    public static func decode<T: Decodable>(_ type: T.Type, from node: Node, at path: ValuePath = .root) throws(NodeDecodingError) -> T {
+        do {
+            return try T(from: NodeDecoding(node: node, path: path))
+        } catch let error as NodeDecodingError {
+            throw error
+        } catch {
+            throw NodeDecodingError(message: "\(error)", location: node.location, path: path)
+        }
+    }
+}
+
+/// Why a node could not be decoded, and where.
+public struct NodeDecodingError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var location: SourceLocation
+    public var path: ValuePath
+
+    public var description: String { "\(location): \(path): \(message)" }
+}
+
+/// Lets `Located` read the position of the value being decoded.
+protocol LocatingDecoder: Decoder {
+    var node: Node { get }
+}
+
+struct NodeKey: CodingKey {
+    var stringValue: String
+    var intValue: Int?
+    init(stringValue: String) { self.stringValue = stringValue }
+    init(intValue: Int) {
+        self.stringValue = String(intValue)
+        self.intValue = intValue
+    }
+}
+
+struct NodeDecoding: LocatingDecoder {
+    let node: Node
+    let path: ValuePath
+    var codingPath: [any CodingKey] {
+        path.components.map { component in
+            switch component {
+            case .key(let k): NodeKey(stringValue: k)
+            case .index(let i): NodeKey(intValue: i)
+            }
+        }
+    }
+    var userInfo: [CodingUserInfoKey: Any] { [:] }
+
+    func mismatch(_ expected: String) -> NodeDecodingError {
+        NodeDecodingError(message: "expected \(expected), got \(node.typeName)", location: node.location, path: path)
+    }
+
+    func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
+        guard let members = node.members else { throw mismatch("object") }
+        return KeyedDecodingContainer(KeyedNodeContainer<Key>(decoder: self, members: members))
+    }
+
+    func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
+        guard let elements = node.elements else { throw mismatch("array") }
+        return UnkeyedNodeContainer(decoder: self, elements: elements)
+    }
+
+    func singleValueContainer() throws -> any SingleValueDecodingContainer { self }
+}
+
+extension NodeDecoding: SingleValueDecodingContainer {
+    func decodeNil() -> Bool { node.isNull }
+
+    func decode(_ type: Bool.Type) throws -> Bool {
+        guard let b = node.bool else { throw mismatch("boolean") }
+        return b
+    }
+
+    func decode(_ type: String.Type) throws -> String {
+        guard let s = node.string else { throw mismatch("string") }
+        return s
+    }
+
+    func decode(_ type: Double.Type) throws -> Double {
+        guard let n = node.number else { throw mismatch("number") }
+        return n.double
+    }
+
+    func decode(_ type: Float.Type) throws -> Float { Float(try decode(Double.self)) }
+
+    func decode(_ type: Int.Type) throws -> Int {
+        guard let i = node.number?.integer else { throw mismatch("integer") }
+        return i
+    }
+
+    func decode(_ type: Int8.Type) throws -> Int8 { try decodeInteger() }
+    func decode(_ type: Int16.Type) throws -> Int16 { try decodeInteger() }
+    func decode(_ type: Int32.Type) throws -> Int32 { try decodeInteger() }
+    func decode(_ type: Int64.Type) throws -> Int64 { try decodeInteger() }
+    func decode(_ type: UInt.Type) throws -> UInt { try decodeInteger() }
+    func decode(_ type: UInt8.Type) throws -> UInt8 { try decodeInteger() }
+    func decode(_ type: UInt16.Type) throws -> UInt16 { try decodeInteger() }
+    func decode(_ type: UInt32.Type) throws -> UInt32 { try decodeInteger() }
+    func decode(_ type: UInt64.Type) throws -> UInt64 { try decodeInteger() }
+
+    private func decodeInteger<I: FixedWidthInteger>() throws -> I {
+        let i = try decode(Int.self)
+        guard let exact = I(exactly: i) else {
+            throw NodeDecodingError(message: "\(i) is out of range", location: node.location, path: path)
+        }
+        return exact
+    }
+
+    func decode<T: Decodable>(_ type: T.Type) throws -> T { try T(from: self) }
+}
+
+struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
+    let decoder: NodeDecoding
+    let members: [Node.Member]
+
+    var codingPath: [any CodingKey] { decoder.codingPath }
+    var allKeys: [Key] { members.compactMap { Key(stringValue: $0.key) } }
+
+    func contains(_ key: Key) -> Bool { member(key) != nil }
+
+    private func member(_ key: Key) -> Node.Member? {
+        let name = key.stringValue
+        for m in members where m.key == name { return m }
+        return nil
+    }
+
+    private func child(_ key: Key) throws -> NodeDecoding {
+        guard let m = member(key) else {
+            throw NodeDecodingError(
+                message: "missing required field \"\(key.stringValue)\"", location: decoder.node.location, path: decoder.path)
+        }
+        return NodeDecoding(node: m.value, path: decoder.path.appending(key.stringValue))
+    }
+
+    func decodeNil(forKey key: Key) throws -> Bool { member(key)?.value.isNull ?? true }
+    func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { try child(key).decode(type) }
+    func decode(_ type: String.Type, forKey key: Key) throws -> String { try child(key).decode(type) }
+    func decode(_ type: Double.Type, forKey key: Key) throws -> Double { try child(key).decode(type) }
+    func decode(_ type: Float.Type, forKey key: Key) throws -> Float { try child(key).decode(type) }
+    func decode(_ type: Int.Type, forKey key: Key) throws -> Int { try child(key).decode(type) }
+    func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T { try T(from: child(key)) }
+
+    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws
+        -> KeyedDecodingContainer<NestedKey>
+    {
+        try child(key).container(keyedBy: type)
+    }
+
+    func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
+        try child(key).unkeyedContainer()
+    }
+
+    func superDecoder() throws -> any Decoder { decoder }
+    func superDecoder(forKey key: Key) throws -> any Decoder { try child(key) }
+}
+
+struct UnkeyedNodeContainer: UnkeyedDecodingContainer {
+    let decoder: NodeDecoding
+    let elements: [Node]
+    var currentIndex = 0
+
+    init(decoder: NodeDecoding, elements: [Node]) {
+        self.decoder = decoder
+        self.elements = elements
+    }
+
+    var codingPath: [any CodingKey] { decoder.codingPath }
+    var count: Int? { elements.count }
+    var isAtEnd: Bool { currentIndex >= elements.count }
+
+    private mutating func next() throws -> NodeDecoding {
+        guard !isAtEnd else {
+            throw NodeDecodingError(message: "unexpected end of array", location: decoder.node.location, path: decoder.path)
+        }
+        defer { currentIndex += 1 }
+        return NodeDecoding(node: elements[currentIndex], path: decoder.path.appending(currentIndex))
+    }
+
+    mutating func decodeNil() throws -> Bool {
+        guard !isAtEnd, elements[currentIndex].isNull else { return false }
+        currentIndex += 1
+        return true
+    }
+
+    mutating func decode(_ type: Bool.Type) throws -> Bool { try next().decode(type) }
+    mutating func decode(_ type: String.Type) throws -> String { try next().decode(type) }
+    mutating func decode(_ type: Double.Type) throws -> Double { try next().decode(type) }
+    mutating func decode(_ type: Int.Type) throws -> Int { try next().decode(type) }
+    mutating func decode<T: Decodable>(_ type: T.Type) throws -> T { try T(from: next()) }
+
+    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
+        try next().container(keyedBy: type)
+    }
+
+    mutating func nestedUnkeyedContainer() throws -> any UnkeyedDecodingContainer { try next().unkeyedContainer() }
+    mutating func superDecoder() throws -> any Decoder { try next() }
+}

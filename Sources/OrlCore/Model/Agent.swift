@@ -1,0 +1,82 @@
+/// `Agent.spec`: see schemas/agent.schema.json for the meaning of each field.
+public struct AgentSpec: Sendable, Hashable, Decodable {
+    public enum RestartPolicy: String, Sendable, Hashable, Decodable {
+        case always = "Always"
+        case onFailure = "OnFailure"
+        case never = "Never"
+    }
+
+    public struct EnvVar: Sendable, Hashable, Decodable {
+        public var name: String
+        public var value: String
+    }
+
+    public struct Resources: Sendable, Hashable, Decodable {
+        public var memory: ByteQuantity?
+        public var openFiles: Int?
+        public var cpuTime: DurationValue?
+    }
+
+    public struct Runtime: Sendable, Hashable, Decodable {
+        public var command: String
+        public var args: [String]
+        public var env: [EnvVar]
+        public var workingDir: String?
+        public var restartPolicy: RestartPolicy
+        public var gracePeriod: DurationValue
+        public var resources: Resources?
+
+        enum CodingKeys: String, CodingKey { case command, args, env, workingDir, restartPolicy, gracePeriod, resources }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            command = try c.decode(String.self, forKey: .command)
+            args = try c.decodeIfPresent([String].self, forKey: .args) ?? []
+            env = try c.decodeIfPresent([EnvVar].self, forKey: .env) ?? []
+            workingDir = try c.decodeIfPresent(String.self, forKey: .workingDir)
+            restartPolicy = try c.decodeIfPresent(RestartPolicy.self, forKey: .restartPolicy) ?? .always
+            gracePeriod = try c.decodeIfPresent(DurationValue.self, forKey: .gracePeriod) ?? DurationValue("10s")!
+            resources = try c.decodeIfPresent(Resources.self, forKey: .resources)
+        }
+    }
+
+    /// A vault secret the agent needs, and the variable it arrives in.
+    public struct SecretRequest: Sendable, Hashable, Decodable {
+        public var name: Located<String>
+        public var env: String
+
+        enum CodingKeys: String, CodingKey { case name, env }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(Located<String>.self, forKey: .name)
+            env = try c.decodeIfPresent(String.self, forKey: .env) ?? SecretRequest.defaultEnv(for: name.value)
+        }
+
+        /// `search-api-key` arrives as `SEARCH_API_KEY`.
+        public static func defaultEnv(for name: String) -> String {
+            String(name.uppercased().map { $0 == "-" ? "_" : $0 })
+        }
+    }
+
+    public var description: String?
+    public var model: Located<ModelRef>
+    public var runtime: Runtime
+    public var tools: [Located<String>]
+    public var secrets: [SecretRequest]
+    public var maxTokensPerCall: Int?
+    public var suspend: Bool
+
+    enum CodingKeys: String, CodingKey { case description, model, runtime, tools, secrets, maxTokensPerCall, suspend }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        description = try c.decodeIfPresent(String.self, forKey: .description)
+        model = try c.decode(Located<ModelRef>.self, forKey: .model)
+        runtime = try c.decode(Runtime.self, forKey: .runtime)
+        tools = try c.decodeIfPresent([Located<String>].self, forKey: .tools) ?? []
+        secrets = try c.decodeIfPresent([SecretRequest].self, forKey: .secrets) ?? []
+        maxTokensPerCall = try c.decodeIfPresent(Int.self, forKey: .maxTokensPerCall)
+        suspend = try c.decodeIfPresent(Bool.self, forKey: .suspend) ?? false
+    }
+}

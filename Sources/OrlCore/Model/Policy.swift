@@ -1,0 +1,57 @@
+/// `Policy.spec`: see schemas/policy.schema.json.
+public struct PolicySpec: Sendable, Hashable, Decodable {
+    /// One side (allow or deny) of a policy. Entries keep their location so every
+    /// permission decision can name the line that made it.
+    public struct Rules: Sendable, Hashable, Decodable {
+        public var tools: [Located<String>]
+        public var models: [Located<String>]
+        public var secrets: [Located<String>]
+        public var handoffs: [Located<String>]
+        public var dataClasses: [Located<String>]
+        public var egress: [Located<String>]
+
+        public init() {
+            tools = []
+            models = []
+            secrets = []
+            handoffs = []
+            dataClasses = []
+            egress = []
+        }
+
+        enum CodingKeys: String, CodingKey { case tools, models, secrets, handoffs, dataClasses, egress }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            tools = try c.decodeIfPresent([Located<String>].self, forKey: .tools) ?? []
+            models = try c.decodeIfPresent([Located<String>].self, forKey: .models) ?? []
+            secrets = try c.decodeIfPresent([Located<String>].self, forKey: .secrets) ?? []
+            handoffs = try c.decodeIfPresent([Located<String>].self, forKey: .handoffs) ?? []
+            dataClasses = try c.decodeIfPresent([Located<String>].self, forKey: .dataClasses) ?? []
+            egress = try c.decodeIfPresent([Located<String>].self, forKey: .egress) ?? []
+        }
+    }
+
+    public var description: String?
+    public var appliesTo: AgentSelector
+    public var allow: Rules
+    public var deny: Rules
+    public var approvalTools: [Located<String>]
+
+    enum CodingKeys: String, CodingKey { case description, appliesTo, allow, deny, requireApproval }
+    enum ApprovalKeys: String, CodingKey { case tools }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        description = try c.decodeIfPresent(String.self, forKey: .description)
+        appliesTo = try c.decode(AgentSelector.self, forKey: .appliesTo)
+        allow = try c.decodeIfPresent(Rules.self, forKey: .allow) ?? Rules()
+        deny = try c.decodeIfPresent(Rules.self, forKey: .deny) ?? Rules()
+        if c.contains(.requireApproval) {
+            let approval = try c.nestedContainer(keyedBy: ApprovalKeys.self, forKey: .requireApproval)
+            approvalTools = try approval.decodeIfPresent([Located<String>].self, forKey: .tools) ?? []
+        } else {
+            approvalTools = []
+        }
+    }
+}

@@ -1,0 +1,117 @@
+/// `10m`, `1h30m`, `500ms`: how manifests write durations.
+public struct DurationValue: Sendable, Hashable, Decodable, CustomStringConvertible {
+    public var duration: Duration
+    public var text: String
+
+    public init?(_ text: String) {
+        var total = Duration.zero
+        var digits: Int?
+        var rest = Substring(text)
+        guard !rest.isEmpty else { return nil }
+        while let c = rest.first {
+            if let d = c.wholeNumberValue, c.isASCII {
+                let (mul, o1) = (digits ?? 0).multipliedReportingOverflow(by: 10)
+                let (sum, o2) = mul.addingReportingOverflow(d)
+                guard !o1, !o2 else { return nil }
+                digits = sum
+                rest = rest.dropFirst()
+                continue
+            }
+            guard let n = digits else { return nil }
+            let unit: Duration
+            if rest.hasPrefix("ms") {
+                unit = .milliseconds(n)
+                rest = rest.dropFirst(2)
+            } else {
+                switch c {
+                case "s": unit = .seconds(n)
+                case "m": unit = .seconds(n * 60)
+                case "h": unit = .seconds(n * 3600)
+                case "d": unit = .seconds(n * 86400)
+                default: return nil
+                }
+                rest = rest.dropFirst()
+            }
+            total += unit
+            digits = nil
+        }
+        guard digits == nil else { return nil }
+        self.duration = total
+        self.text = text
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = DurationValue(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\"\(text)\" is not a duration such as 30s, 10m or 1h30m"))
+        }
+        self = value
+    }
+
+    public var description: String { text }
+}
+
+/// `512Mi`, `2G`: a byte count with an optional binary or decimal suffix.
+public struct ByteQuantity: Sendable, Hashable, Decodable, CustomStringConvertible {
+    public var bytes: Int
+    public var text: String
+
+    public init?(_ text: String) {
+        let suffixes: [(String, Int)] = [
+            ("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40),
+            ("k", 1_000), ("M", 1_000_000), ("G", 1_000_000_000), ("T", 1_000_000_000_000),
+        ]
+        var number = Substring(text)
+        var multiplier = 1
+        for (suffix, value) in suffixes where text.hasSuffix(suffix) {
+            number = number.dropLast(suffix.count)
+            multiplier = value
+            break
+        }
+        guard let n = Int(number), n >= 0 else { return nil }
+        let (bytes, overflow) = n.multipliedReportingOverflow(by: multiplier)
+        guard !overflow else { return nil }
+        self.bytes = bytes
+        self.text = text
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = ByteQuantity(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\"\(text)\" is not a quantity such as 512Mi"))
+        }
+        self = value
+    }
+
+    public var description: String { text }
+}
+
+/// `PROVIDER/MODEL`: a ModelProvider's name and one of its models. The model part may
+/// itself contain '/' (`vllm/meta-llama/Llama-3.1-8B-Instruct`).
+public struct ModelRef: Sendable, Hashable, Decodable, CustomStringConvertible {
+    public var provider: String
+    public var model: String
+
+    public init(provider: String, model: String) {
+        self.provider = provider
+        self.model = model
+    }
+
+    public init?(_ text: String) {
+        guard let slash = text.firstIndex(of: "/") else { return nil }
+        let provider = String(text[..<slash])
+        let model = String(text[text.index(after: slash)...])
+        guard !provider.isEmpty, !model.isEmpty else { return nil }
+        self.init(provider: provider, model: model)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = ModelRef(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\"\(text)\" is not PROVIDER/MODEL"))
+        }
+        self = value
+    }
+
+    public var description: String { "\(provider)/\(model)" }
+}

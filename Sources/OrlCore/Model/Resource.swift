@@ -1,0 +1,53 @@
+/// One decoded manifest document: a resource of the desired state.
+public struct Resource: Sendable {
+    public enum Spec: Sendable {
+        case modelProvider(ModelProviderSpec)
+        case tool(ToolSpec)
+        case agent(AgentSpec)
+        case policy(PolicySpec)
+        case budget(BudgetSpec)
+        case workflow(WorkflowSpec)
+
+        public var kind: ResourceKind {
+            switch self {
+            case .modelProvider: .modelProvider
+            case .tool: .tool
+            case .agent: .agent
+            case .policy: .policy
+            case .budget: .budget
+            case .workflow: .workflow
+            }
+        }
+    }
+
+    public var metadata: ObjectMeta
+    public var spec: Spec
+    /// The document as written: apply hashes and diffs it, so what is stored is exactly
+    /// what the user wrote, not the model's reading of it.
+    public var document: Node
+    public var file: String
+    /// Position of the document in its file (0-based).
+    public var documentIndex: Int
+
+    public init(metadata: ObjectMeta, spec: Spec, document: Node, file: String, documentIndex: Int) {
+        self.metadata = metadata
+        self.spec = spec
+        self.document = document
+        self.file = file
+        self.documentIndex = documentIndex
+    }
+
+    public var kind: ResourceKind { spec.kind }
+    public var id: ResourceID { ResourceID(kind: kind.rawValue, namespace: metadata.namespace, name: metadata.name) }
+    /// Where the resource starts: the document's first line.
+    public var location: SourceLocation { document.location }
+    /// Where `metadata.name` is written, the best place to point at the resource as a whole.
+    public var nameLocation: SourceLocation { document["metadata"]?["name"]?.location ?? document.location }
+
+    public var agent: AgentSpec? { if case .agent(let s) = spec { s } else { nil } }
+    public var tool: ToolSpec? { if case .tool(let s) = spec { s } else { nil } }
+    public var modelProvider: ModelProviderSpec? { if case .modelProvider(let s) = spec { s } else { nil } }
+    public var policy: PolicySpec? { if case .policy(let s) = spec { s } else { nil } }
+    public var budget: BudgetSpec? { if case .budget(let s) = spec { s } else { nil } }
+    public var workflow: WorkflowSpec? { if case .workflow(let s) = spec { s } else { nil } }
+}

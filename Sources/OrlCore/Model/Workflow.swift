@@ -1,0 +1,204 @@
+/// `Workflow.spec`: see schemas/workflow.schema.json.
+public struct WorkflowSpec: Sendable, Hashable, Decodable {
+    public struct Trigger: Sendable, Hashable, Decodable {
+        public enum TriggerType: String, Sendable, Hashable, Decodable {
+            case manual
+            case schedule
+        }
+
+        public var type: TriggerType
+        /// Five-field cron expression in UTC, for `schedule`.
+        public var cron: String?
+    }
+
+    public struct Input: Sendable, Hashable, Decodable {
+        public var name: String
+        public var description: String?
+        public var required: Bool
+        public var `default`: String?
+
+        enum CodingKeys: String, CodingKey { case name, description, required, `default` }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(String.self, forKey: .name)
+            description = try c.decodeIfPresent(String.self, forKey: .description)
+            required = try c.decodeIfPresent(Bool.self, forKey: .required) ?? false
+            `default` = try c.decodeIfPresent(String.self, forKey: .default)
+        }
+    }
+
+    /// Where a step input comes from.
+    public enum InputSource: Sendable, Hashable, Decodable {
+        /// A parameter of the run.
+        case runInput(Located<String>)
+        /// An earlier step's output, or one key of it.
+        case stepOutput(step: Located<String>, key: String?)
+        /// A literal value, given to the step as written.
+        case literal(Node)
+
+        enum CodingKeys: String, CodingKey { case input, step, key, value }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            if let input = try c.decodeIfPresent(Located<String>.self, forKey: .input) {
+                self = .runInput(input)
+            } else if let step = try c.decodeIfPresent(Located<String>.self, forKey: .step) {
+                self = .stepOutput(step: step, key: try c.decodeIfPresent(String.self, forKey: .key))
+            } else if let locating = decoder as? any LocatingDecoder, let value = locating.node["value"] {
+                self = .literal(value)
+            } else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "an input needs one of input, step or value"))
+            }
+        }
+
+        public static func == (lhs: InputSource, rhs: InputSource) -> Bool {
+            switch (lhs, rhs) {
+            case (.runInput(let a), .runInput(let b)): a == b
+            case (.stepOutput(let s1, let k1), .stepOutput(let s2, let k2)): s1 == s2 && k1 == k2
+            case (.literal(let a), .literal(let b)): a == b
+            default: false
+            }
+        }
+
+        public func hash(into hasher: inout Hasher) {
+            switch self {
+            case .runInput(let name): hasher.combine(0); hasher.combine(name)
+            case .stepOutput(let step, let key): hasher.combine(1); hasher.combine(step); hasher.combine(key)
+            case .literal: hasher.combine(2)
+            }
+        }
+    }
+
+    public struct Approval: Sendable, Hashable, Decodable {
+        public enum OnTimeout: String, Sendable, Hashable, Decodable {
+            case deny
+            case approve
+        }
+
+        public var message: String?
+        public var timeout: DurationValue
+        public var onTimeout: OnTimeout
+
+        enum CodingKeys: String, CodingKey { case message, timeout, onTimeout }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            message = try c.decodeIfPresent(String.self, forKey: .message)
+            timeout = try c.decodeIfPresent(DurationValue.self, forKey: .timeout) ?? DurationValue("24h")!
+            onTimeout = try c.decodeIfPresent(OnTimeout.self, forKey: .onTimeout) ?? .deny
+        }
+    }
+
+    public struct Retry: Sendable, Hashable, Decodable {
+        public var attempts: Int
+        public var backoff: DurationValue
+        public var maxBackoff: DurationValue
+
+        public static let none = Retry(attempts: 1, backoff: DurationValue("1s")!, maxBackoff: DurationValue("5m")!)
+
+        init(attempts: Int, backoff: DurationValue, maxBackoff: DurationValue) {
+            self.attempts = attempts
+            self.backoff = backoff
+            self.maxBackoff = maxBackoff
+        }
+
+        enum CodingKeys: String, CodingKey { case attempts, backoff, maxBackoff }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            attempts = try c.decodeIfPresent(Int.self, forKey: .attempts) ?? Retry.none.attempts
+            backoff = try c.decodeIfPresent(DurationValue.self, forKey: .backoff) ?? Retry.none.backoff
+            maxBackoff = try c.decodeIfPresent(DurationValue.self, forKey: .maxBackoff) ?? Retry.none.maxBackoff
+        }
+    }
+
+    public struct Step: Sendable, Hashable, Decodable {
+        /// What runs the step: an agent, or a person approving.
+        public enum Executor: Sendable, Hashable {
+            case agent(Located<String>)
+            case approval(Approval)
+        }
+
+        public var id: Located<String>
+        public var description: String?
+        public var executor: Executor
+        public var dependsOn: [Located<String>]
+        public var tools: [Located<String>]
+        /// Input name → source, in the order written.
+        public var inputs: [(name: String, source: InputSource)]
+        public var prompt: String?
+        public var maxTokens: Int?
+        public var timeout: DurationValue
+        public var retry: Retry
+        public var continueOnFailure: Bool
+        public var location: SourceLocation
+
+        public var agent: Located<String>? {
+            if case .agent(let a) = executor { return a }
+            return nil
+        }
+
+        public var isApprovalGate: Bool {
+            if case .approval = executor { return true }
+            return false
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case id, description, agent, approval, dependsOn, tools, inputs, prompt, maxTokens, timeout, retry, continueOnFailure
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            id = try c.decode(Located<String>.self, forKey: .id)
+            description = try c.decodeIfPresent(String.self, forKey: .description)
+            if let approval = try c.decodeIfPresent(Approval.self, forKey: .approval) {
+                executor = .approval(approval)
+            } else {
+                executor = .agent(try c.decode(Located<String>.self, forKey: .agent))
+            }
+            dependsOn = try c.decodeIfPresent([Located<String>].self, forKey: .dependsOn) ?? []
+            tools = try c.decodeIfPresent([Located<String>].self, forKey: .tools) ?? []
+            if c.contains(.inputs) {
+                let inputs = try c.nestedContainer(keyedBy: NodeKey.self, forKey: .inputs)
+                self.inputs = try inputs.allKeys.map { ($0.stringValue, try inputs.decode(InputSource.self, forKey: $0)) }
+            } else {
+                inputs = []
+            }
+            prompt = try c.decodeIfPresent(String.self, forKey: .prompt)
+            maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
+            timeout = try c.decodeIfPresent(DurationValue.self, forKey: .timeout) ?? DurationValue("10m")!
+            retry = try c.decodeIfPresent(Retry.self, forKey: .retry) ?? .none
+            continueOnFailure = try c.decodeIfPresent(Bool.self, forKey: .continueOnFailure) ?? false
+            location = (decoder as? any LocatingDecoder)?.node.location ?? .file("")
+        }
+
+        public static func == (lhs: Step, rhs: Step) -> Bool {
+            lhs.id == rhs.id && lhs.executor == rhs.executor && lhs.dependsOn == rhs.dependsOn && lhs.tools == rhs.tools
+                && lhs.inputs.map(\.name) == rhs.inputs.map(\.name) && lhs.inputs.map(\.source) == rhs.inputs.map(\.source)
+                && lhs.prompt == rhs.prompt && lhs.maxTokens == rhs.maxTokens && lhs.timeout == rhs.timeout
+                && lhs.retry == rhs.retry && lhs.continueOnFailure == rhs.continueOnFailure && lhs.description == rhs.description
+        }
+
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(id)
+            hasher.combine(executor)
+            hasher.combine(dependsOn)
+        }
+    }
+
+    public var description: String?
+    public var triggers: [Trigger]
+    public var inputs: [Input]
+    public var steps: [Step]
+
+    enum CodingKeys: String, CodingKey { case description, triggers, inputs, steps }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        description = try c.decodeIfPresent(String.self, forKey: .description)
+        triggers = try c.decodeIfPresent([Trigger].self, forKey: .triggers) ?? []
+        inputs = try c.decodeIfPresent([Input].self, forKey: .inputs) ?? []
+        steps = try c.decode([Step].self, forKey: .steps)
+    }
+}
