@@ -43,7 +43,12 @@ let package = Package(
             swiftSettings: strictness
         ),
         .executableTarget(name: "orlctl", dependencies: ["OrlCLI"], swiftSettings: strictness),
-        .executableTarget(name: "orl-bench", dependencies: ["OrlCLI", "OrlCore", "OrlYAML"], swiftSettings: strictness),
+        // Benchmarks: a separate command, never part of the tests.
+        .executableTarget(
+            name: "orl-bench",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strictness
+        ),
 
         .testTarget(name: "OrlCoreTests", dependencies: ["OrlCore", "OrlYAML"], swiftSettings: strictness),
         .testTarget(name: "OrlYAMLTests", dependencies: ["OrlYAML", "OrlCore"], swiftSettings: strictness),

@@ -1,1 +1,3 @@
-print("orlctl")
+import OrlCLI
+
+await OrlctlMain.run()

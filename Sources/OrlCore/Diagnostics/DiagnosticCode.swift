@@ -9,10 +9,6 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static func < (lhs: DiagnosticCode, rhs: DiagnosticCode) -> Bool { lhs.rawValue < rhs.rawValue }
     public var description: String { rawValue }
 
-    // Reading files.
-    /// A file could not be read inside a directory that was given (permissions, not UTF-8).
-    public static let fileUnreadable = DiagnosticCode("file.unreadable")
-
     // Parsing.
     public static let yamlSyntax = DiagnosticCode("yaml.syntax")
     public static let yamlDuplicateKey = DiagnosticCode("yaml.duplicate-key")
@@ -36,4 +32,6 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static let dagCycle = DiagnosticCode("dag.cycle")
     public static let dagUnknownDependency = DiagnosticCode("dag.unknown-dependency")
     public static let dagDuplicateStep = DiagnosticCode("dag.duplicate-step")
+    /// A step reads the output of a step that does not always finish before it.
+    public static let dagInputNotUpstream = DiagnosticCode("dag.input-not-upstream")
 }

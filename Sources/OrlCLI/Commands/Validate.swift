@@ -1,0 +1,46 @@
+import ArgumentParser
+import OrlCore
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text
+    case json
+}
+
+/// `orlctl validate`: offline checks of manifests, no state touched.
+struct Validate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check manifests: YAML, schemas, references and workflow DAGs.",
+        discussion: """
+            Reports every problem in one run, sorted by file and line. Exit 0 when there is no \
+            error (warnings allowed), 1 when there is one, 2 when the input cannot be read.
+            """
+    )
+
+    @Option(name: [.short, .customLong("filename")], help: ArgumentHelp("A manifest file or directory, or - for standard input. Repeatable.", valueName: "path"))
+    var files: [String] = []
+
+    @Option(name: [.short, .long], help: "Output format: text or json.")
+    var output: OutputFormat = .text
+
+    @Flag(help: "Treat warnings as errors.")
+    var strict = false
+
+    func validate() throws {
+        guard !files.isEmpty else { throw ValidationError("give the manifests to check with -f PATH (a file, a directory or -)") }
+    }
+
+    func run() async throws {
+        let loader = ManifestLoader()
+        let result: (report: ValidationReport, files: Int)
+        do {
+            result = try await loader.validate(paths: files, strict: strict)
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        switch output {
+        case .text: writeStandardOutput(DiagnosticRenderer.text(result.report, files: result.files, color: TextStyle.forStandardOutput().enabled))
+        case .json: writeStandardOutput(DiagnosticRenderer.json(result.report, files: result.files))
+        }
+        if !result.report.isValid { throw ExitCode(ExitStatus.findings.rawValue) }
+    }
+}

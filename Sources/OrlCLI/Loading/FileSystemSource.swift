@@ -1,0 +1,117 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A manifest file's name (as the user will see it) and contents.
+struct ManifestFile: Sendable {
+    var path: String
+    var bytes: [UInt8]
+    /// Set instead of `bytes` when the file is over the size limit: it is reported, not read.
+    var oversizedBy: Int?
+}
+
+/// Why manifests could not be read at all: the user named something that is not there
+/// or cannot be read. These end the command with exit code 2.
+struct SourceError: Error, CustomStringConvertible {
+    var path: String
+    var reason: String
+    var description: String { "\(path): \(reason)" }
+}
+
+/// Reads the `-f` arguments: files, directories (walked recursively for .yaml, .yml and
+/// .json, in byte order of their paths, skipping hidden entries such as .git) and `-`
+/// for standard input.
+struct FileSystemSource {
+    static let manifestExtensions = [".yaml", ".yml", ".json"]
+
+    var maxFileBytes: Int
+
+    func read(_ arguments: [String]) throws(SourceError) -> [ManifestFile] {
+        var files: [ManifestFile] = []
+        var seen = Set<String>()
+        var readStandardInput = false
+        for argument in arguments {
+            if argument == "-" {
+                guard !readStandardInput else { continue }
+                readStandardInput = true
+                files.append(ManifestFile(path: "<stdin>", bytes: try readAll(descriptor: 0, path: "<stdin>")))
+                continue
+            }
+            for path in try expand(argument) where seen.insert(path).inserted {
+                files.append(try readFile(path))
+            }
+        }
+        return files
+    }
+
+    /// The manifest files a path names: itself, or the files below it.
+    private func expand(_ path: String) throws(SourceError) -> [String] {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw SourceError(path: path, reason: Self.errnoText()) }
+        if (info.st_mode & S_IFMT) != S_IFDIR { return [path] }
+        var found: [String] = []
+        try walk(path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path, into: &found)
+        return found.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+    }
+
+    private func walk(_ directory: String, into found: inout [String]) throws(SourceError) {
+        guard let handle = opendir(directory) else { throw SourceError(path: directory, reason: Self.errnoText()) }
+        defer { closedir(handle) }
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name.hasPrefix(".") { continue }
+            let path = directory == "/" ? "/" + name : directory + "/" + name
+            var info = stat()
+            guard stat(path, &info) == 0 else { throw SourceError(path: path, reason: Self.errnoText()) }
+            switch info.st_mode & S_IFMT {
+            case S_IFDIR:
+                try walk(path, into: &found)
+            case S_IFREG where Self.manifestExtensions.contains(where: { name.hasSuffix($0) }):
+                found.append(path)
+            default:
+                continue
+            }
+        }
+    }
+
+    private func readFile(_ path: String) throws(SourceError) -> ManifestFile {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw SourceError(path: path, reason: Self.errnoText()) }
+        defer { close(descriptor) }
+        var info = stat()
+        if fstat(descriptor, &info) == 0, Int(info.st_size) > maxFileBytes {
+            return ManifestFile(path: path, bytes: [], oversizedBy: Int(info.st_size))
+        }
+        return ManifestFile(path: path, bytes: try readAll(descriptor: descriptor, path: path))
+    }
+
+    private func readAll(descriptor: Int32, path: String) throws(SourceError) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SourceError(path: path, reason: Self.errnoText())
+            }
+            if count == 0 { return bytes }
+            bytes.append(contentsOf: chunk[0..<count])
+            // Standard input has no size to check up front.
+            if bytes.count > maxFileBytes {
+                throw SourceError(path: path, reason: "larger than the \(maxFileBytes / (1 << 20)) MiB limit for a manifest file")
+            }
+        }
+    }
+
+    private static func errnoText() -> String {
+        switch errno {
+        case ENOENT: "no such file or directory"
+        case EACCES: "permission denied"
+        default: String(cString: strerror(errno)).lowercased()
+        }
+    }
+}

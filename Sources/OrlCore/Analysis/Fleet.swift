@@ -1,0 +1,56 @@
+/// A consistent set of resources: the desired state as read from manifests, one
+/// resource per identity, in the order plans and listings use.
+public struct Fleet: Sendable {
+    public let resources: [Resource]
+    private let positions: [ResourceID: Int]
+
+    /// Keeps the first resource of every identity and reports the others as duplicates,
+    /// pointing at the first definition.
+    public static func assemble(_ candidates: [Resource]) -> (Fleet, [Diagnostic]) {
+        var first: [ResourceID: Resource] = [:]
+        var diagnostics: [Diagnostic] = []
+        for resource in candidates {
+            let id = resource.id
+            if let original = first[id] {
+                let place = id.namespace == ResourceID.defaultNamespace ? "" : " in namespace \"\(id.namespace)\""
+                diagnostics.append(
+                    .error(
+                        .resourceDuplicate, "\(id) is defined more than once\(place)", at: resource.nameLocation,
+                        resource: id, path: ValuePath([.key("metadata"), .key("name")]),
+                        notes: [.init("first defined here", at: original.nameLocation)]))
+            } else {
+                first[id] = resource
+            }
+        }
+        return (Fleet(Array(first.values)), diagnostics)
+    }
+
+    public init(_ resources: [Resource]) {
+        let sorted = resources.sorted { ($0.kind, $0.id) < ($1.kind, $1.id) }
+        self.resources = sorted
+        var positions: [ResourceID: Int] = [:]
+        for (i, r) in sorted.enumerated() { positions[r.id] = i }
+        self.positions = positions
+    }
+
+    public subscript(id: ResourceID) -> Resource? {
+        positions[id].map { resources[$0] }
+    }
+
+    public func resource(_ kind: ResourceKind, _ name: String, namespace: String) -> Resource? {
+        self[ResourceID(kind: kind.rawValue, namespace: namespace, name: name)]
+    }
+
+    public func resources(of kind: ResourceKind) -> [Resource] {
+        resources.filter { $0.kind == kind }
+    }
+
+    public func resources(of kind: ResourceKind, namespace: String) -> [Resource] {
+        resources.filter { $0.kind == kind && $0.metadata.namespace == namespace }
+    }
+
+    /// The agents a Policy or Budget selects, in its namespace.
+    public func agents(selectedBy selector: AgentSelector, namespace: String) -> [Resource] {
+        resources(of: .agent, namespace: namespace).filter { selector.selects($0.metadata) }
+    }
+}

@@ -1,0 +1,83 @@
+/// Checks that every reference between resources resolves: Agent → model and tools,
+/// Policy and Budget → the agents they name or select.
+///
+/// References resolve inside the referring resource's namespace.
+public enum ReferenceCheck {
+    public static func run(_ fleet: Fleet) -> [Diagnostic] {
+        var diagnostics: [Diagnostic] = []
+        for resource in fleet.resources {
+            switch resource.spec {
+            case .agent(let agent):
+                diagnostics += check(agent, of: resource, in: fleet)
+            case .policy(let policy):
+                diagnostics += check(policy.appliesTo, of: resource, in: fleet)
+            case .budget(let budget):
+                diagnostics += check(budget.appliesTo, of: resource, in: fleet)
+            case .modelProvider, .tool, .workflow:
+                break
+            }
+        }
+        return diagnostics
+    }
+
+    /// A reference to `kind/name` in `namespace` that did not resolve.
+    static func missing(
+        _ kind: ResourceKind, _ name: Located<String>, from resource: Resource, path: ValuePath, in fleet: Fleet,
+        severity: Diagnostic.Severity = .error, consequence: String = ""
+    ) -> Diagnostic {
+        let namespace = resource.metadata.namespace
+        let candidates = fleet.resources(of: kind, namespace: namespace).map(\.metadata.name)
+        let place = namespace == ResourceID.defaultNamespace ? "" : " in namespace \"\(namespace)\""
+        return Diagnostic(
+            severity, .refMissing,
+            "\(kind.rawValue) \"\(name.value)\" is not defined\(place)\(Suggestion.hint(for: name.value, among: candidates))\(consequence)",
+            at: name.location, resource: resource.id, path: path)
+    }
+
+    private static func check(_ agent: AgentSpec, of resource: Resource, in fleet: Fleet) -> [Diagnostic] {
+        var diagnostics: [Diagnostic] = []
+        let namespace = resource.metadata.namespace
+        let model = agent.model
+        let modelPath = ValuePath([.key("spec"), .key("model")])
+        let providerName = Located(model.value.provider, at: model.location)
+        if let provider = fleet.resource(.modelProvider, model.value.provider, namespace: namespace) {
+            if let spec = provider.modelProvider, spec.model(named: model.value.model) == nil {
+                let hint = Suggestion.hint(for: model.value.model, among: spec.models.map(\.name))
+                diagnostics.append(
+                    .error(
+                        .refMissing, "ModelProvider \"\(model.value.provider)\" has no model \"\(model.value.model)\"\(hint)",
+                        at: model.location, resource: resource.id, path: modelPath,
+                        notes: [.init("ModelProvider \"\(model.value.provider)\" is defined here", at: provider.nameLocation)]))
+            }
+        } else {
+            diagnostics.append(missing(.modelProvider, providerName, from: resource, path: modelPath, in: fleet))
+        }
+        for (i, tool) in agent.tools.enumerated() where fleet.resource(.tool, tool.value, namespace: namespace) == nil {
+            diagnostics.append(missing(.tool, tool, from: resource, path: ValuePath([.key("spec"), .key("tools"), .index(i)]), in: fleet))
+        }
+        return diagnostics
+    }
+
+    /// Named agents that do not exist, and label selectors that match no agent, are
+    /// warnings: the resource is valid but grants or caps nothing for them.
+    private static func check(_ selector: AgentSelector, of resource: Resource, in fleet: Fleet) -> [Diagnostic] {
+        var diagnostics: [Diagnostic] = []
+        let namespace = resource.metadata.namespace
+        let base = ValuePath([.key("spec"), .key("appliesTo")])
+        for (i, name) in selector.agents.enumerated() where fleet.resource(.agent, name.value, namespace: namespace) == nil {
+            let consequence = resource.kind == .policy ? "; this policy grants it nothing" : "; this budget caps nothing for it"
+            diagnostics.append(
+                missing(.agent, name, from: resource, path: base.appending("agents").appending(i), in: fleet, severity: .warning, consequence: consequence))
+        }
+        if let labels = selector.selector,
+            !fleet.resources(of: .agent, namespace: namespace).contains(where: { labels.matches($0.metadata.labels) })
+        {
+            let location = resource.document["spec"]?["appliesTo"]?["selector"]?.location ?? selector.location
+            diagnostics.append(
+                .warning(
+                    .selectorEmpty, "the selector of \(resource.id) matches no Agent\(namespace == ResourceID.defaultNamespace ? "" : " in namespace \"\(namespace)\"")",
+                    at: location, resource: resource.id, path: base.appending("selector")))
+        }
+        return diagnostics
+    }
+}

@@ -1,0 +1,168 @@
+/// The DAG of a Workflow: steps by index, edges from a dependency to its dependant.
+///
+/// Built once per workflow and shared by the structural checks here, the permission
+/// audit and the run engine, so they all agree on what the graph is.
+public struct WorkflowGraph: Sendable {
+    public let steps: [WorkflowSpec.Step]
+    /// Index of the first step with each id (later duplicates are reported, not indexed).
+    public let index: [String: Int]
+    /// `dependencies[i]`: indices of the steps step i waits for (resolved entries only).
+    public let dependencies: [[Int]]
+    /// `dependants[i]`: indices of the steps waiting for step i.
+    public let dependants: [[Int]]
+
+    public init(_ spec: WorkflowSpec) {
+        steps = spec.steps
+        var index: [String: Int] = [:]
+        for (i, step) in steps.enumerated() where index[step.id.value] == nil {
+            index[step.id.value] = i
+        }
+        self.index = index
+        var dependencies = [[Int]](repeating: [], count: steps.count)
+        var dependants = [[Int]](repeating: [], count: steps.count)
+        for (i, step) in steps.enumerated() where index[step.id.value] == i {
+            for dep in step.dependsOn {
+                guard let d = index[dep.value], !dependencies[i].contains(d) else { continue }
+                dependencies[i].append(d)
+                dependants[d].append(i)
+            }
+        }
+        self.dependencies = dependencies
+        self.dependants = dependants
+    }
+
+    /// Steps that wait for nothing.
+    public var roots: [Int] { steps.indices.filter { dependencies[$0].isEmpty && index[steps[$0].id.value] == $0 } }
+
+    /// Every elementary cycle's representative: one cycle per strongly connected
+    /// component that has one, as step indices with the first repeated at the end
+    /// (`a → b → c → a`). Tarjan's algorithm, iterative, linear in steps and edges.
+    public func cycles() -> [[Int]] {
+        var order = [Int](repeating: -1, count: steps.count)
+        var low = [Int](repeating: 0, count: steps.count)
+        var onStack = [Bool](repeating: false, count: steps.count)
+        var stack: [Int] = []
+        var counter = 0
+        var components: [[Int]] = []
+
+        for start in steps.indices where order[start] == -1 {
+            // (node, next edge to look at)
+            var work: [(Int, Int)] = [(start, 0)]
+            order[start] = counter
+            low[start] = counter
+            counter += 1
+            stack.append(start)
+            onStack[start] = true
+            while let (node, edge) = work.last {
+                if edge < dependencies[node].count {
+                    work[work.count - 1].1 += 1
+                    let next = dependencies[node][edge]
+                    if order[next] == -1 {
+                        order[next] = counter
+                        low[next] = counter
+                        counter += 1
+                        stack.append(next)
+                        onStack[next] = true
+                        work.append((next, 0))
+                    } else if onStack[next] {
+                        low[node] = min(low[node], order[next])
+                    }
+                } else {
+                    work.removeLast()
+                    if let parent = work.last?.0 { low[parent] = min(low[parent], low[node]) }
+                    if low[node] == order[node] {
+                        var component: [Int] = []
+                        while let top = stack.popLast() {
+                            onStack[top] = false
+                            component.append(top)
+                            if top == node { break }
+                        }
+                        if component.count > 1 || dependencies[node].contains(node) {
+                            components.append(component)
+                        }
+                    }
+                }
+            }
+        }
+        return components.map(cycle(in:)).sorted { $0[0] < $1[0] }
+    }
+
+    /// One cycle through the component, starting at its first-declared step and walking
+    /// in the reading direction of `dependsOn` reversed, i.e. execution order.
+    private func cycle(in component: [Int]) -> [Int] {
+        let members = Set(component)
+        let start = component.min()!
+        // Breadth-first search from start back to start inside the component, along
+        // dependant edges, gives a shortest cycle: the clearest one to show.
+        var previous: [Int: Int] = [:]
+        var queue = [start]
+        var head = 0
+        while head < queue.count {
+            let node = queue[head]
+            head += 1
+            for next in dependants[node] where members.contains(next) {
+                if next == start {
+                    var chain: [Int] = []
+                    var cursor = node
+                    while cursor != start {
+                        chain.append(cursor)
+                        cursor = previous[cursor]!
+                    }
+                    return [start] + chain.reversed() + [start]
+                }
+                if previous[next] == nil {
+                    previous[next] = node
+                    queue.append(next)
+                }
+            }
+        }
+        return [start, start]
+    }
+
+    /// Steps in an order where every step comes after its dependencies, or nil when the
+    /// graph has a cycle.
+    public func topologicalOrder() -> [Int]? {
+        var remaining = dependencies.map(\.count)
+        var ready = steps.indices.filter { remaining[$0] == 0 }
+        var order: [Int] = []
+        order.reserveCapacity(steps.count)
+        while let node = ready.popLast() {
+            order.append(node)
+            for next in dependants[node] {
+                remaining[next] -= 1
+                if remaining[next] == 0 { ready.append(next) }
+            }
+        }
+        return order.count == steps.count ? order : nil
+    }
+
+    /// For each step, the set of steps that always finish before it (its transitive
+    /// dependencies), as bit sets. Nil when the graph has a cycle.
+    public func ancestors() -> [BitSet]? {
+        guard let order = topologicalOrder() else { return nil }
+        var result = [BitSet](repeating: BitSet(count: steps.count), count: steps.count)
+        for node in order {
+            for dep in dependencies[node] {
+                result[node].formUnion(result[dep])
+                result[node].insert(dep)
+            }
+        }
+        return result
+    }
+}
+
+/// A fixed-size set of small integers.
+public struct BitSet: Sendable, Hashable {
+    private var words: [UInt64]
+
+    public init(count: Int) {
+        words = [UInt64](repeating: 0, count: (count + 63) / 64)
+    }
+
+    public func contains(_ i: Int) -> Bool { words[i >> 6] & (1 << UInt64(i & 63)) != 0 }
+    public mutating func insert(_ i: Int) { words[i >> 6] |= 1 << UInt64(i & 63) }
+
+    public mutating func formUnion(_ other: BitSet) {
+        for i in words.indices { words[i] |= other.words[i] }
+    }
+}

@@ -1,0 +1,44 @@
+/// The outcome of validating a set of manifests: the resources that were read and
+/// every problem found, in report order.
+public struct ValidationReport: Sendable {
+    public var fleet: Fleet
+    /// Documents read as resources, duplicates included.
+    public var resourceCount: Int
+    public var diagnostics: [Diagnostic]
+
+    public var errorCount: Int { diagnostics.count { $0.severity == .error } }
+    public var warningCount: Int { diagnostics.count { $0.severity == .warning } }
+    public var isValid: Bool { errorCount == 0 }
+}
+
+/// The checks that need the whole set of manifests at once.
+public enum ManifestValidation {
+    /// Combines what reading each document found with the checks across documents.
+    /// With `strict`, warnings count as errors.
+    public static func validate(resources: [Resource], diagnostics: [Diagnostic], strict: Bool = false) -> ValidationReport {
+        let (fleet, duplicates) = Fleet.assemble(resources)
+        var all = diagnostics + duplicates
+        all += ReferenceCheck.run(fleet)
+        all += WorkflowCheck.run(fleet)
+        if strict {
+            all = all.map { d in
+                var d = d
+                d.severity = .error
+                return d
+            }
+        }
+        return ValidationReport(fleet: fleet, resourceCount: resources.count, diagnostics: all.sortedForReport())
+    }
+
+    /// Reads every document (in order) and validates the set.
+    public static func validate(_ sources: [ParsedSource], reader: ManifestReader = ManifestReader(), strict: Bool = false) -> ValidationReport {
+        var resources: [Resource] = []
+        var diagnostics: [Diagnostic] = []
+        for source in sources {
+            let (read, found) = reader.read(source)
+            resources += read
+            diagnostics += found
+        }
+        return validate(resources: resources, diagnostics: diagnostics, strict: strict)
+    }
+}
