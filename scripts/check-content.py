@@ -202,12 +202,40 @@ def load_validators() -> dict[str, Draft202012Validator]:
     return validators
 
 
+# The generic "is not valid under any of the given schemas" says nothing useful
+# for these two oneOfs, so explain the rule instead.
+ONE_OF_HINTS = {
+    ("spec", "steps", 0): "a step is either an agent step (agent, with optional tools and prompt) "
+                          "or an approval gate (approval, without agent, tools or prompt)",
+    ("spec", "steps", 0, "inputs", ""): "a step input is exactly one of {input: NAME}, "
+                                        "{step: ID} (optionally with key: KEY) or {value: ...}",
+}
+
+
+def _shape(path) -> tuple:
+    """The path with indices as 0 and input names as '', to look up ONE_OF_HINTS."""
+    out = []
+    for i, x in enumerate(path):
+        if isinstance(x, int):
+            out.append(0)
+        elif i >= 1 and path[i - 1] == "inputs" and len(path) > 2 and path[1] == "steps":
+            out.append("")
+        else:
+            out.append(x)
+    return tuple(out)
+
+
 def schema_errors(doc: Doc, validator: Draft202012Validator, rid: str, diags: list[Diag]) -> bool:
     errors = sorted(validator.iter_errors(doc.value), key=lambda e: [str(x) for x in e.absolute_path])
     for err in errors:
-        if err.context:  # oneOf/anyOf: report the most relevant sub-error
-            err = best_match(err.context) or err
         p = tuple(err.absolute_path)
+        hint = ONE_OF_HINTS.get(_shape(p)) if err.validator == "oneOf" else None
+        if hint:
+            diags.append(Diag("error", "schema.invalid", hint, doc.file, *doc.loc(p), rid, fmt_path(p)))
+            continue
+        if err.context:  # anyOf/oneOf elsewhere: report the most relevant sub-error
+            err = best_match(err.context) or err
+            p = tuple(err.absolute_path)
         line, col = doc.loc(p)
         msg = err.message
         if err.validator == "additionalProperties" and isinstance(err.instance, dict):
@@ -405,8 +433,8 @@ def check_workflow(r: Res, get, err) -> None:
                         f"'{src['step']}', which is not a step of this workflow", ip + ("step",))
                 elif src["step"] not in ups:
                     err(r, "dag.not-upstream", f"input '{name}' of step '{st['id']}' reads step "
-                        f"'{src['step']}', which is not upstream of it; add it (or a step after it) "
-                        f"to dependsOn", ip + ("step",))
+                        f"'{src['step']}', which is not upstream of it; make the step depend on it, directly or "
+                        f"through another step", ip + ("step",))
             if "input" in src and src["input"] not in declared_inputs:
                 err(r, "ref.missing", f"input '{name}' of step '{st['id']}' reads workflow input "
                     f"'{src['input']}', which spec.inputs does not declare", ip + ("input",))
@@ -449,7 +477,8 @@ def collect(paths: list[str]) -> list[Path]:
         else:
             print(f"{p}: no such file or directory", file=sys.stderr)
             sys.exit(2)
-    return files
+    seen: set[Path] = set()  # a file given both directly and via its directory counts once
+    return [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
 
 
 def main(argv: list[str]) -> int:
@@ -473,7 +502,8 @@ def main(argv: list[str]) -> int:
                 continue
             kind, api = v.get("kind"), v.get("apiVersion")
             name = (v.get("metadata") or {}).get("name") if isinstance(v.get("metadata"), dict) else None
-            rid = f"{kind}/{name}" if kind and name else None
+            ns = (v.get("metadata") or {}).get("namespace", "default") if isinstance(v.get("metadata"), dict) else "default"
+            rid = (f"{kind}/{name}" + ("" if ns == "default" else f"@{ns}")) if kind and name else None
             if api is None or kind is None:
                 diags.append(Diag("error", "resource.invalid", "document has no "
                                   + ("apiVersion" if api is None else "kind"), rel, *doc.start, rid))
@@ -488,7 +518,6 @@ def main(argv: list[str]) -> int:
                 continue
             kinds.append(kind)
             if schema_errors(doc, validators[kind], rid or kind, diags):
-                ns = v["metadata"].get("namespace", "default")
                 resources.append(Res(kind, ns, v["metadata"]["name"], doc))
         check_modeline(f, rel, kinds, diags)
 
