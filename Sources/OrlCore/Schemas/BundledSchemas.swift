@@ -591,7 +591,7 @@ enum BundledSchemas {
                   },
                   "oneOf": [
                     { "required": ["input"], "maxProperties": 1 },
-                    { "required": ["step"] },
+                    { "required": ["step"], "not": { "anyOf": [{ "required": ["input"] }, { "required": ["value"] }] } },
                     { "required": ["value"], "maxProperties": 1 }
                   ],
                   "dependentRequired": { "key": ["step"] }
