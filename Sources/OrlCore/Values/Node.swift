@@ -97,7 +97,8 @@ extension Node {
 
 extension Node: Equatable {
     /// JSON equality (what `const`, `enum` and `uniqueItems` mean): locations and
-    /// member order do not matter; `1` equals `1.0`.
+    /// member order do not matter; `1` equals `1.0`; strings are equal when their
+    /// code points are (not merely canonically equivalent, as Swift's `==` has it).
     public static func == (lhs: Node, rhs: Node) -> Bool {
         lhs.value == rhs.value
     }
@@ -109,17 +110,26 @@ extension Node.Value: Equatable {
         case (.null, .null): return true
         case (.bool(let a), .bool(let b)): return a == b
         case (.number(let a), .number(let b)): return a == b
-        case (.string(let a), .string(let b)): return a == b
+        case (.string(let a), .string(let b)): return a.hasSameCodePoints(as: b)
         case (.array(let a), .array(let b)): return a == b
         case (.object(let a), .object(let b)):
             guard a.count == b.count else { return false }
             for member in a {
-                guard let other = b.first(where: { $0.key == member.key }), other.value == member.value else {
+                guard let other = b.first(where: { $0.key.hasSameCodePoints(as: member.key) }), other.value == member.value
+                else {
                     return false
                 }
             }
             return true
         default: return false
         }
+    }
+}
+
+extension String {
+    /// Code-point equality, as JSON compares strings. Swift's `==` treats canonically
+    /// equivalent strings (precomposed `é` and `e` + combining accent) as equal.
+    func hasSameCodePoints(as other: String) -> Bool {
+        utf8.elementsEqual(other.utf8)
     }
 }
