@@ -52,6 +52,6 @@ let package = Package(
 
         .testTarget(name: "OrlCoreTests", dependencies: ["OrlCore", "OrlYAML"], swiftSettings: strictness),
         .testTarget(name: "OrlYAMLTests", dependencies: ["OrlYAML", "OrlCore"], swiftSettings: strictness),
-        .testTarget(name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore"], swiftSettings: strictness),
+        .testTarget(name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore"], exclude: ["Golden"], swiftSettings: strictness),
     ]
 )

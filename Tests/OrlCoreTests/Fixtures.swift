@@ -1,3 +1,4 @@
+import Foundation
 import OrlCore
 import OrlYAML
 import Testing

@@ -48,7 +48,7 @@ import Testing
         Case(
             name: "agent's model is not offered by the provider",
             yaml: baseFleet.replacingOccurrences(of: "name: writer\n  labels: {team: content}\nspec:\n  model: sim/small", with: "name: writer\n  labels: {team: content}\nspec:\n  model: sim/smal"),
-            code: "ref.missing", message: #"ModelProvider "sim" has no model "smal" (did you mean "small"?)"#, at: "sim/smal"),
+            code: "ref.missing", message: #"ModelProvider "sim" has no model "smal" (did you mean "small"?)"#, at: "sim/smal", after: "name: writer"),
         Case(
             name: "agent's tool is missing",
             yaml: baseFleet.replacingOccurrences(of: "tools: [publish-post]", with: "tools: [publish-posts]"),
@@ -67,8 +67,8 @@ import Testing
             code: "selector.empty", severity: .warning, message: "the selector of Budget/daily matches no Agent", at: "{matchLabels: {team: marketing}}"),
         Case(
             name: "unknown dependency",
-            yaml: baseFleet.replacingOccurrences(of: "dependsOn: [approve]", with: "dependsOn: [aprove]"),
-            code: "dag.unknown-dependency", message: #"step "publish" depends on "aprove", which is not a step of this workflow (did you mean "approve"?)"#, at: "aprove"),
+            yaml: baseFleet.replacingOccurrences(of: "dependsOn: [draft-a, draft-b]", with: "dependsOn: [draft-a, draft-bb]"),
+            code: "dag.unknown-dependency", message: #"step "approve" depends on "draft-bb", which is not a step of this workflow (did you mean "draft-b"?)"#, at: "draft-bb"),
         Case(
             name: "duplicate step id",
             yaml: baseFleet.replacingOccurrences(of: "- id: draft-b", with: "- id: draft-a")
@@ -162,8 +162,19 @@ import Testing
             .replacingOccurrences(of: "- id: draft-b", with: "- id: draft-a")
             .replacingOccurrences(of: "dependsOn: [draft-a, draft-b]", with: "dependsOn: [draft-a]")
         let d = validate(yaml).diagnostics
-        #expect(d.map(\.code) == [.refMissing, .dagDuplicateStep, .dagUnknownDependency])
+        // publish no longer waits for approve, so its input from draft-a is not upstream either.
+        #expect(d.map(\.code) == [.refMissing, .dagDuplicateStep, .dagUnknownDependency, .dagInputNotUpstream])
         #expect(d.map { $0.location!.line } == d.map { $0.location!.line }.sorted())
+    }
+
+    @Test func aBrokenResourceIsNotReportedAgainWhereItIsReferenced() {
+        // publisher breaks its schema; the step and the policy that name it must not
+        // add "not defined" errors on top.
+        let yaml = baseFleet.replacingOccurrences(of: "  tools: [publish-post]", with: "  tools: [publish-post]\n  replicas: 2")
+        let report = validate(yaml)
+        #expect(report.diagnostics.map(\.code) == [.schemaInvalid], "\(report.diagnostics.map(\.message))")
+        #expect(report.resourceCount == 9)
+        #expect(report.fleet.unreadable == [ResourceID(kind: "Agent", name: "publisher")])
     }
 
     @Test func approvalStepNeedsNoAgent() {

@@ -1,5 +1,4 @@
-import Foundation
-public import OrlCore
+import OrlCore
 
 /// How `validate` (and later commands that validate first) print diagnostics.
 enum DiagnosticRenderer {
@@ -33,72 +32,50 @@ enum DiagnosticRenderer {
         var parts: [String] = []
         if errors > 0 { parts.append(style.red(plural(errors, "error"))) }
         if warnings > 0 { parts.append(style.magenta(plural(warnings, "warning"))) }
-        return (errors == 0 ? style.green("valid: ") : style.red("invalid: ")) + parts.joined(separator: ", ") + " in " + scope
+        return (errors == 0 ? style.green("valid: ") : style.red("invalid: ")) + parts.joined(separator: ", ") + "; " + scope
     }
 
     static func plural(_ count: Int, _ noun: String) -> String {
         "\(count) \(noun)\(count == 1 ? "" : "s")"
     }
 
-    /// The `-o json` contract (documented in docs/cli.md); later commands embed the
-    /// same diagnostic objects.
-    struct JSONReport: Encodable {
-        var valid: Bool
-        var resources: Int
-        var files: Int
-        var errors: Int
-        var warnings: Int
-        var diagnostics: [JSONDiagnostic]
-    }
-
-    struct JSONDiagnostic: Encodable {
-        struct Note: Encodable {
-            var message: String
-            var file: String?
-            var line: Int?
-            var column: Int?
-        }
-
-        var severity: String
-        var code: String
-        var message: String
-        var file: String?
-        var line: Int?
-        var column: Int?
-        var resource: String?
-        var namespace: String?
-        var path: String?
-        var notes: [Note]
-
-        init(_ d: Diagnostic) {
-            severity = d.severity.rawValue
-            code = d.code.rawValue
-            message = d.message
-            file = d.location?.file
-            line = d.location?.line
-            column = d.location?.column
-            resource = d.resource?.description
-            namespace = d.resource?.namespace
-            path = d.path.flatMap { $0.isRoot ? nil : $0.description }
-            notes = d.notes.map { Note(message: $0.message, file: $0.location?.file, line: $0.location?.line, column: $0.location?.column) }
-        }
-    }
-
+    /// The `-o json` contract (docs/diagnostics.md); later commands embed the same
+    /// diagnostic objects.
     static func json(_ report: ValidationReport, files: Int) -> String {
-        let value = JSONReport(
-            valid: report.isValid, resources: report.resourceCount, files: files, errors: report.errorCount,
-            warnings: report.warningCount, diagnostics: report.diagnostics.map(JSONDiagnostic.init))
-        return JSONOutput.encode(value)
+        JSONValue.object([
+            ("valid", .bool(report.isValid)),
+            ("resources", .int(report.resourceCount)),
+            ("files", .int(files)),
+            ("errors", .int(report.errorCount)),
+            ("warnings", .int(report.warningCount)),
+            ("diagnostics", .array(report.diagnostics.map(json))),
+        ]).rendered()
     }
-}
 
-enum JSONOutput {
-    static func encode(_ value: some Encodable) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        // Encoding plain structs of strings and numbers cannot fail.
-        let data = try! encoder.encode(value)
-        return String(decoding: data, as: UTF8.self) + "\n"
+    static func json(_ d: Diagnostic) -> JSONValue {
+        .object([
+            ("severity", .string(d.severity.rawValue)),
+            ("code", .string(d.code.rawValue)),
+            ("message", .string(d.message)),
+            ("file", d.location.map { .string($0.file) }),
+            ("line", d.location.map { .int($0.line) }),
+            ("column", d.location.map { .int($0.column) }),
+            ("resource", d.resource.map { .string($0.description) }),
+            ("namespace", d.resource.map { .string($0.namespace) }),
+            ("path", d.path.flatMap { $0.isRoot ? nil : .string($0.description) }),
+            (
+                "notes",
+                .array(
+                    d.notes.map { note in
+                        .object([
+                            ("message", .string(note.message)),
+                            ("file", note.location.map { .string($0.file) }),
+                            ("line", note.location.map { .int($0.line) }),
+                            ("column", note.location.map { .int($0.column) }),
+                        ])
+                    })
+            ),
+        ])
     }
 }
 

@@ -3,10 +3,12 @@
 public struct Fleet: Sendable {
     public let resources: [Resource]
     private let positions: [ResourceID: Int]
+    /// Resources the manifests define but that could not be read; see `ReadManifests`.
+    public let unreadable: Set<ResourceID>
 
     /// Keeps the first resource of every identity and reports the others as duplicates,
     /// pointing at the first definition.
-    public static func assemble(_ candidates: [Resource]) -> (Fleet, [Diagnostic]) {
+    public static func assemble(_ candidates: [Resource], unreadable: [ResourceID] = []) -> (Fleet, [Diagnostic]) {
         var first: [ResourceID: Resource] = [:]
         var diagnostics: [Diagnostic] = []
         for resource in candidates {
@@ -22,10 +24,11 @@ public struct Fleet: Sendable {
                 first[id] = resource
             }
         }
-        return (Fleet(Array(first.values)), diagnostics)
+        return (Fleet(Array(first.values), unreadable: Set(unreadable)), diagnostics)
     }
 
-    public init(_ resources: [Resource]) {
+    public init(_ resources: [Resource], unreadable: Set<ResourceID> = []) {
+        self.unreadable = unreadable
         let sorted = resources.sorted { ($0.kind, $0.id) < ($1.kind, $1.id) }
         self.resources = sorted
         var positions: [ResourceID: Int] = [:]
@@ -39,6 +42,13 @@ public struct Fleet: Sendable {
 
     public func resource(_ kind: ResourceKind, _ name: String, namespace: String) -> Resource? {
         self[ResourceID(kind: kind.rawValue, namespace: namespace, name: name)]
+    }
+
+    /// Whether the manifests define `kind/name`, readable or not: what reference checks
+    /// ask, so that one broken document is not reported again at every reference to it.
+    public func declares(_ kind: ResourceKind, _ name: String, namespace: String) -> Bool {
+        let id = ResourceID(kind: kind.rawValue, namespace: namespace, name: name)
+        return positions[id] != nil || unreadable.contains(id)
     }
 
     public func resources(of kind: ResourceKind) -> [Resource] {

@@ -49,10 +49,10 @@ public enum ReferenceCheck {
                         at: model.location, resource: resource.id, path: modelPath,
                         notes: [.init("ModelProvider \"\(model.value.provider)\" is defined here", at: provider.nameLocation)]))
             }
-        } else {
+        } else if !fleet.declares(.modelProvider, model.value.provider, namespace: namespace) {
             diagnostics.append(missing(.modelProvider, providerName, from: resource, path: modelPath, in: fleet))
         }
-        for (i, tool) in agent.tools.enumerated() where fleet.resource(.tool, tool.value, namespace: namespace) == nil {
+        for (i, tool) in agent.tools.enumerated() where !fleet.declares(.tool, tool.value, namespace: namespace) {
             diagnostics.append(missing(.tool, tool, from: resource, path: ValuePath([.key("spec"), .key("tools"), .index(i)]), in: fleet))
         }
         return diagnostics
@@ -64,7 +64,7 @@ public enum ReferenceCheck {
         var diagnostics: [Diagnostic] = []
         let namespace = resource.metadata.namespace
         let base = ValuePath([.key("spec"), .key("appliesTo")])
-        for (i, name) in selector.agents.enumerated() where fleet.resource(.agent, name.value, namespace: namespace) == nil {
+        for (i, name) in selector.agents.enumerated() where !fleet.declares(.agent, name.value, namespace: namespace) {
             let consequence = resource.kind == .policy ? "; this policy grants it nothing" : "; this budget caps nothing for it"
             diagnostics.append(
                 missing(.agent, name, from: resource, path: base.appending("agents").appending(i), in: fleet, severity: .warning, consequence: consequence))

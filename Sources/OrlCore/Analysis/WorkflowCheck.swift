@@ -33,10 +33,10 @@ public enum WorkflowCheck {
                         "step \"\(step.id.value)\" depends on \"\(dep.value)\", which is not a step of this workflow\(Suggestion.hint(for: dep.value, among: stepIDs))",
                         at: dep.location, resource: id, path: path.appending("dependsOn").appending(j)))
             }
-            if let agent = step.agent, fleet.resource(.agent, agent.value, namespace: namespace) == nil {
+            if let agent = step.agent, !fleet.declares(.agent, agent.value, namespace: namespace) {
                 diagnostics.append(ReferenceCheck.missing(.agent, agent, from: resource, path: path.appending("agent"), in: fleet))
             }
-            for (j, tool) in step.tools.enumerated() where fleet.resource(.tool, tool.value, namespace: namespace) == nil {
+            for (j, tool) in step.tools.enumerated() where !fleet.declares(.tool, tool.value, namespace: namespace) {
                 diagnostics.append(ReferenceCheck.missing(.tool, tool, from: resource, path: path.appending("tools").appending(j), in: fleet))
             }
             for (name, source) in step.inputs {

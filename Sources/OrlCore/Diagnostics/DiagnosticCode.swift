@@ -9,6 +9,10 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static func < (lhs: DiagnosticCode, rhs: DiagnosticCode) -> Bool { lhs.rawValue < rhs.rawValue }
     public var description: String { rawValue }
 
+    // Reading files.
+    /// The file is not UTF-8 text (UTF-16, invalid bytes, NUL bytes).
+    public static let fileUnreadable = DiagnosticCode("file.unreadable")
+
     // Parsing.
     public static let yamlSyntax = DiagnosticCode("yaml.syntax")
     public static let yamlDuplicateKey = DiagnosticCode("yaml.duplicate-key")

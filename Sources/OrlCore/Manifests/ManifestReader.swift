@@ -1,3 +1,25 @@
+/// What reading documents produced.
+public struct ReadManifests: Sendable {
+    public var resources: [Resource] = []
+    /// Resources whose documents name them but could not be read (they break their
+    /// schema). Their errors are reported once; references to them are not reported
+    /// again as missing.
+    public var unreadable: [ResourceID] = []
+    public var diagnostics: [Diagnostic] = []
+
+    public init(resources: [Resource] = [], unreadable: [ResourceID] = [], diagnostics: [Diagnostic] = []) {
+        self.resources = resources
+        self.unreadable = unreadable
+        self.diagnostics = diagnostics
+    }
+
+    public mutating func append(_ other: ReadManifests) {
+        resources += other.resources
+        unreadable += other.unreadable
+        diagnostics += other.diagnostics
+    }
+}
+
 /// Turns one parsed document into a resource: checks its apiVersion and kind, validates
 /// it against its kind's schema, and decodes it.
 ///
@@ -12,18 +34,28 @@ public struct ManifestReader: Sendable {
     }
 
     /// Reads every document of a parsed file, keeping what the parser reported.
-    public func read(_ source: ParsedSource) -> (resources: [Resource], diagnostics: [Diagnostic]) {
-        var resources: [Resource] = []
-        var diagnostics = source.diagnostics
+    public func read(_ source: ParsedSource) -> ReadManifests {
+        var read = ReadManifests(diagnostics: source.diagnostics)
         for document in source.documents {
-            let (resource, found) = read(document)
-            if let resource { resources.append(resource) }
-            diagnostics += found
+            read.append(self.read(document))
         }
-        return (resources, diagnostics)
+        return read
     }
 
-    public func read(_ document: SourceDocument) -> (resource: Resource?, diagnostics: [Diagnostic]) {
+    public func read(_ document: SourceDocument) -> ReadManifests {
+        let (resource, diagnostics) = readResource(document)
+        var read = ReadManifests(diagnostics: diagnostics)
+        if let resource {
+            read.resources.append(resource)
+        } else if let kind = document.root["kind"]?.string.flatMap(ResourceKind.init(rawValue:)),
+            let id = Self.identity(of: document.root), document.root["apiVersion"]?.string == ResourceKind.apiVersion
+        {
+            read.unreadable.append(ResourceID(kind: kind.rawValue, namespace: id.namespace, name: id.name))
+        }
+        return read
+    }
+
+    private func readResource(_ document: SourceDocument) -> (resource: Resource?, diagnostics: [Diagnostic]) {
         let root = document.root
         guard root.members != nil else {
             return (nil, [.error(.resourceInvalid, "expected a resource (a mapping with apiVersion, kind, metadata and spec), got \(root.typeName)", at: root.location)])

@@ -2,7 +2,7 @@
 /// every problem found, in report order.
 public struct ValidationReport: Sendable {
     public var fleet: Fleet
-    /// Documents read as resources, duplicates included.
+    /// Documents that define a resource (duplicates and invalid ones included).
     public var resourceCount: Int
     public var diagnostics: [Diagnostic]
 
@@ -15,9 +15,9 @@ public struct ValidationReport: Sendable {
 public enum ManifestValidation {
     /// Combines what reading each document found with the checks across documents.
     /// With `strict`, warnings count as errors.
-    public static func validate(resources: [Resource], diagnostics: [Diagnostic], strict: Bool = false) -> ValidationReport {
-        let (fleet, duplicates) = Fleet.assemble(resources)
-        var all = diagnostics + duplicates
+    public static func validate(_ read: ReadManifests, strict: Bool = false) -> ValidationReport {
+        let (fleet, duplicates) = Fleet.assemble(read.resources, unreadable: read.unreadable)
+        var all = read.diagnostics + duplicates
         all += ReferenceCheck.run(fleet)
         all += WorkflowCheck.run(fleet)
         if strict {
@@ -27,18 +27,13 @@ public enum ManifestValidation {
                 return d
             }
         }
-        return ValidationReport(fleet: fleet, resourceCount: resources.count, diagnostics: all.sortedForReport())
+        return ValidationReport(fleet: fleet, resourceCount: read.resources.count + read.unreadable.count, diagnostics: all.sortedForReport())
     }
 
     /// Reads every document (in order) and validates the set.
     public static func validate(_ sources: [ParsedSource], reader: ManifestReader = ManifestReader(), strict: Bool = false) -> ValidationReport {
-        var resources: [Resource] = []
-        var diagnostics: [Diagnostic] = []
-        for source in sources {
-            let (read, found) = reader.read(source)
-            resources += read
-            diagnostics += found
-        }
-        return validate(resources: resources, diagnostics: diagnostics, strict: strict)
+        var read = ReadManifests()
+        for source in sources { read.append(reader.read(source)) }
+        return validate(read, strict: strict)
     }
 }
