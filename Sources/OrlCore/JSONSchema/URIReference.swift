@@ -42,8 +42,6 @@ struct URIReference: Hashable {
         path = String(rest)
     }
 
-    var isAbsolute: Bool { scheme != nil }
-
     /// The URI without its fragment: the identifier of a schema resource.
     var withoutFragment: URIReference {
         var copy = self

@@ -130,6 +130,12 @@ extension String {
     /// Code-point equality, as JSON compares strings. Swift's `==` treats canonically
     /// equivalent strings (precomposed `é` and `e` + combining accent) as equal.
     func hasSameCodePoints(as other: String) -> Bool {
-        utf8.elementsEqual(other.utf8)
+        guard utf8.count == other.utf8.count else { return false }
+        // Native strings are contiguous UTF-8: compare the buffers directly, which is
+        // much faster than iterating the views (schema validation calls this a lot).
+        let contiguous = utf8.withContiguousStorageIfAvailable { mine in
+            other.utf8.withContiguousStorageIfAvailable { theirs in mine.elementsEqual(theirs) }
+        }
+        return (contiguous ?? nil) ?? utf8.elementsEqual(other.utf8)
     }
 }
