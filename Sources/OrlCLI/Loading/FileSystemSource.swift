@@ -12,9 +12,16 @@ struct ManifestFile: Sendable {
     var oversizedBy: Int?
 }
 
+/// What `-f` named, once directories are expanded: files to read, or what standard
+/// input held (read at once, since it can be read only once).
+enum ManifestInput: Sendable {
+    case file(String)
+    case read(ManifestFile)
+}
+
 /// Why manifests could not be read at all: the user named something that is not there
 /// or cannot be read. These end the command with exit code 2.
-struct SourceError: Error, CustomStringConvertible {
+struct SourceError: Error, Sendable, CustomStringConvertible {
     var path: String
     var reason: String
     var description: String { "\(path): \(reason)" }
@@ -23,27 +30,36 @@ struct SourceError: Error, CustomStringConvertible {
 /// Reads the `-f` arguments: files, directories (walked recursively for .yaml, .yml and
 /// .json, in byte order of their paths, skipping hidden entries such as .git) and `-`
 /// for standard input.
-struct FileSystemSource {
+struct FileSystemSource: Sendable {
     static let manifestExtensions = [".yaml", ".yml", ".json"]
 
     var maxFileBytes: Int
 
-    func read(_ arguments: [String]) throws(SourceError) -> [ManifestFile] {
-        var files: [ManifestFile] = []
+    /// The files the arguments name, in order, each once. Reading them is left to the
+    /// caller, so that it can read on every core.
+    func inputs(_ arguments: [String]) throws(SourceError) -> [ManifestInput] {
+        var inputs: [ManifestInput] = []
         var seen = Set<String>()
         var readStandardInput = false
         for argument in arguments {
             if argument == "-" {
                 guard !readStandardInput else { continue }
                 readStandardInput = true
-                files.append(ManifestFile(path: "<stdin>", bytes: try readAll(descriptor: 0, path: "<stdin>")))
+                inputs.append(.read(ManifestFile(path: "<stdin>", bytes: try readAll(descriptor: 0, path: "<stdin>"))))
                 continue
             }
             for path in try expand(argument) where seen.insert(path).inserted {
-                files.append(try readFile(path))
+                inputs.append(.file(path))
             }
         }
-        return files
+        return inputs
+    }
+
+    func read(_ input: ManifestInput) throws(SourceError) -> ManifestFile {
+        switch input {
+        case .read(let file): file
+        case .file(let path): try readFile(path)
+        }
     }
 
     /// The manifest files a path names: itself, or the files below it.

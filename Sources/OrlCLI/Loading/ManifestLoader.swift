@@ -4,29 +4,33 @@ import OrlYAML
 /// Reads, parses and validates manifests: the adapters (files, YAML) feeding the pure
 /// core. Parsing and reading documents run on every core; the checks across
 /// documents run once at the end.
-struct ManifestLoader {
+struct ManifestLoader: Sendable {
     var parser = YAMLParser()
     var reader = ManifestReader()
 
     func validate(paths: [String], strict: Bool) async throws(SourceError) -> (report: ValidationReport, files: Int) {
-        let files = try FileSystemSource(maxFileBytes: parser.limits.maxFileBytes).read(paths)
+        let source = FileSystemSource(maxFileBytes: parser.limits.maxFileBytes)
+        let inputs = try source.inputs(paths)
         var read = ReadManifests()
-        for part in await load(files) { read.append(part) }
-        return (ManifestValidation.validate(read, strict: strict), files.count)
+        for part in await load(inputs, from: source) { read.append(try part.get()) }
+        return (ManifestValidation.validate(read, strict: strict), inputs.count)
     }
 
-    /// Parses and reads each file, in parallel, keeping the files' order in the result so
-    /// that "first defined here" always means first in path order.
-    private func load(_ files: [ManifestFile]) async -> [ReadManifests] {
-        let workers = min(max(1, System.processorCount), max(1, files.count / 16))
-        if workers == 1 { return files.map(load) }
-        return await withTaskGroup(of: [(Int, ReadManifests)].self) { group in
+    /// Reads, parses and reads each file, in parallel, keeping the files' order in the
+    /// result so that "first defined here" always means first in path order.
+    private func load(_ inputs: [ManifestInput], from source: FileSystemSource) async -> [Result<ReadManifests, SourceError>] {
+        let load: @Sendable (ManifestInput) -> Result<ReadManifests, SourceError> = { input in
+            Result { () throws(SourceError) in self.load(try source.read(input)) }
+        }
+        let workers = min(max(1, System.processorCount), max(1, inputs.count / 16))
+        if workers == 1 { return inputs.map(load) }
+        return await withTaskGroup(of: [(Int, Result<ReadManifests, SourceError>)].self) { group in
             for worker in 0..<workers {
                 group.addTask {
-                    stride(from: worker, to: files.count, by: workers).map { ($0, load(files[$0])) }
+                    stride(from: worker, to: inputs.count, by: workers).map { ($0, load(inputs[$0])) }
                 }
             }
-            var results = [ReadManifests](repeating: ReadManifests(), count: files.count)
+            var results = [Result<ReadManifests, SourceError>](repeating: .success(ReadManifests()), count: inputs.count)
             for await part in group {
                 for (index, loaded) in part { results[index] = loaded }
             }

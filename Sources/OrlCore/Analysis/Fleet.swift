@@ -3,17 +3,28 @@
 public struct Fleet: Sendable {
     public let resources: [Resource]
     private let positions: [ResourceID: Int]
+    /// Positions by kind and namespace: reference checks ask for these once per
+    /// reference, so a scan would make validation quadratic in fleet size.
+    private let groups: [Group: [Int]]
+
+    private struct Group: Hashable {
+        var kind: ResourceKind
+        var namespace: String
+    }
     /// Resources the manifests define but that could not be read; see `ReadManifests`.
     public let unreadable: Set<ResourceID>
 
     /// Keeps the first resource of every identity and reports the others as duplicates,
     /// pointing at the first definition.
     public static func assemble(_ candidates: [Resource], unreadable: [ResourceID] = []) -> (Fleet, [Diagnostic]) {
-        var first: [ResourceID: Resource] = [:]
+        var first: [ResourceID: Int] = [:]
+        var kept: [Resource] = []
+        kept.reserveCapacity(candidates.count)
         var diagnostics: [Diagnostic] = []
         for resource in candidates {
             let id = resource.id
-            if let original = first[id] {
+            if let index = first[id] {
+                let original = kept[index]
                 let place = id.namespace == ResourceID.defaultNamespace ? "" : " in namespace \"\(id.namespace)\""
                 diagnostics.append(
                     .error(
@@ -21,19 +32,28 @@ public struct Fleet: Sendable {
                         resource: id, path: ValuePath([.key("metadata"), .key("name")]),
                         notes: [.init("first defined here", at: original.nameLocation)]))
             } else {
-                first[id] = resource
+                first[id] = kept.count
+                kept.append(resource)
             }
         }
-        return (Fleet(Array(first.values), unreadable: Set(unreadable)), diagnostics)
+        return (Fleet(kept, unreadable: Set(unreadable)), diagnostics)
     }
 
     public init(_ resources: [Resource], unreadable: Set<ResourceID> = []) {
         self.unreadable = unreadable
-        let sorted = resources.sorted { ($0.kind, $0.id) < ($1.kind, $1.id) }
+        // Sort positions, not resources: a Resource is large and copying it costs.
+        let keys = resources.map { ($0.kind, $0.metadata.namespace, $0.metadata.name) }
+        let order = keys.indices.sorted { keys[$0] < keys[$1] }
+        let sorted = order.map { resources[$0] }
         self.resources = sorted
         var positions: [ResourceID: Int] = [:]
-        for (i, r) in sorted.enumerated() { positions[r.id] = i }
+        var groups: [Group: [Int]] = [:]
+        for (i, r) in sorted.enumerated() {
+            positions[r.id] = i
+            groups[Group(kind: r.kind, namespace: r.metadata.namespace), default: []].append(i)
+        }
         self.positions = positions
+        self.groups = groups
     }
 
     public subscript(id: ResourceID) -> Resource? {
@@ -56,7 +76,7 @@ public struct Fleet: Sendable {
     }
 
     public func resources(of kind: ResourceKind, namespace: String) -> [Resource] {
-        resources.filter { $0.kind == kind && $0.metadata.namespace == namespace }
+        groups[Group(kind: kind, namespace: namespace)]?.map { resources[$0] } ?? []
     }
 
     /// The agents a Policy or Budget selects, in its namespace.

@@ -10,8 +10,17 @@ public enum ResourceKind: String, CaseIterable, Sendable, Hashable, Comparable, 
 
     public static let apiVersion = "orl.dev/v1"
 
-    public static func < (lhs: ResourceKind, rhs: ResourceKind) -> Bool {
-        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    public static func < (lhs: ResourceKind, rhs: ResourceKind) -> Bool { lhs.order < rhs.order }
+
+    private var order: Int {
+        switch self {
+        case .modelProvider: 0
+        case .tool: 1
+        case .agent: 2
+        case .policy: 3
+        case .budget: 4
+        case .workflow: 5
+        }
     }
 
     /// The schema file in `schemas/` that defines this kind.
