@@ -41,7 +41,28 @@ struct NodeKey: CodingKey {
 
 struct NodeDecoding: LocatingDecoder {
     let node: Node
-    let path: ValuePath
+    /// The path of the parent, plus this node's key or index: most decoded values are
+    /// scalars whose full path is only needed for an error, so it is built lazily.
+    private let parentPath: ValuePath
+    private let last: ValuePath.Component?
+
+    init(node: Node, path: ValuePath) {
+        self.node = node
+        self.parentPath = path
+        self.last = nil
+    }
+
+    init(node: Node, parent: ValuePath, _ component: ValuePath.Component) {
+        self.node = node
+        self.parentPath = parent
+        self.last = component
+    }
+
+    var path: ValuePath {
+        guard let last else { return parentPath }
+        return ValuePath(parentPath.components + [last])
+    }
+
     var codingPath: [any CodingKey] {
         path.components.map { component in
             switch component {
@@ -118,6 +139,14 @@ extension NodeDecoding: SingleValueDecodingContainer {
 struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     let decoder: NodeDecoding
     let members: [Node.Member]
+    /// Built once for all the fields of this object.
+    let path: ValuePath
+
+    init(decoder: NodeDecoding, members: [Node.Member]) {
+        self.decoder = decoder
+        self.members = members
+        self.path = decoder.path
+    }
 
     var codingPath: [any CodingKey] { decoder.codingPath }
     var allKeys: [Key] { members.compactMap { Key(stringValue: $0.key) } }
@@ -133,9 +162,9 @@ struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     private func child(_ key: Key) throws -> NodeDecoding {
         guard let m = member(key) else {
             throw NodeDecodingError(
-                message: "missing required field \"\(key.stringValue)\"", location: decoder.node.location, path: decoder.path)
+                message: "missing required field \"\(key.stringValue)\"", location: decoder.node.location, path: path)
         }
-        return NodeDecoding(node: m.value, path: decoder.path.appending(key.stringValue))
+        return NodeDecoding(node: m.value, parent: path, .key(key.stringValue))
     }
 
     func decodeNil(forKey key: Key) throws -> Bool { member(key)?.value.isNull ?? true }
@@ -163,11 +192,13 @@ struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
 struct UnkeyedNodeContainer: UnkeyedDecodingContainer {
     let decoder: NodeDecoding
     let elements: [Node]
+    let path: ValuePath
     var currentIndex = 0
 
     init(decoder: NodeDecoding, elements: [Node]) {
         self.decoder = decoder
         self.elements = elements
+        self.path = decoder.path
     }
 
     var codingPath: [any CodingKey] { decoder.codingPath }
@@ -176,10 +207,10 @@ struct UnkeyedNodeContainer: UnkeyedDecodingContainer {
 
     private mutating func next() throws -> NodeDecoding {
         guard !isAtEnd else {
-            throw NodeDecodingError(message: "unexpected end of array", location: decoder.node.location, path: decoder.path)
+            throw NodeDecodingError(message: "unexpected end of array", location: decoder.node.location, path: path)
         }
         defer { currentIndex += 1 }
-        return NodeDecoding(node: elements[currentIndex], path: decoder.path.appending(currentIndex))
+        return NodeDecoding(node: elements[currentIndex], parent: path, .index(currentIndex))
     }
 
     mutating func decodeNil() throws -> Bool {
