@@ -1,14 +1,19 @@
 /// "Did you mean …?" for misspelt names, fields and enum values.
 public enum Suggestion {
-    /// The candidate closest to `word` by edit distance, when it is close enough to be
-    /// a plausible typo (at most a third of the word's length, and at least one edit).
+    /// The candidate closest to `word`, if close enough to be a plausible typo: within
+    /// one edit for short words, two for medium, three for long ones (a transposition
+    /// counts as one edit, so `modle` suggests `model`). Ties go to the candidate that
+    /// sorts first, so the suggestion never depends on the candidates' order.
     public static func closest(to word: String, among candidates: some Sequence<String>) -> String? {
-        let limit = max(1, word.count / 3)
+        let target = Array(word.lowercased().unicodeScalars)
+        let limit = target.count <= 3 ? 1 : target.count <= 8 ? 2 : 3
         var best: (candidate: String, distance: Int)?
-        let lowered = Array(word.lowercased().unicodeScalars)
         for candidate in candidates where candidate != word {
-            let d = distance(lowered, Array(candidate.lowercased().unicodeScalars), limit: limit)
-            if d <= limit, d < (best?.distance ?? .max) { best = (candidate, d) }
+            let d = distance(target, Array(candidate.lowercased().unicodeScalars), limit: limit)
+            guard d <= limit else { continue }
+            if best == nil || d < best!.distance || (d == best!.distance && candidate < best!.candidate) {
+                best = (candidate, d)
+            }
         }
         return best?.candidate
     }

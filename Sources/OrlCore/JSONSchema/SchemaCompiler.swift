@@ -311,9 +311,7 @@ struct SchemaCompiler {
                 member, "keyword \"\(member.key)\" is not part of this schema's dialect (\(context.scope.dialect ?? "")), so it would be ignored")
         }
         var message = "unknown schema keyword \"\(member.key)\""
-        if let suggestion = Suggestions.closest(to: member.key, among: Keywords.vocabulary.keys) {
-            message += " (did you mean \"\(suggestion)\"?)"
-        }
+        message += Suggestion.hint(for: member.key, among: Keywords.vocabulary.keys)
         message += "; it would not be enforced: remove it, or prefix it with \"x-\" if it is an extension"
         return SchemaError(message, at: member.keyLocation, schemaPointer: context.pointer(member.key))
     }

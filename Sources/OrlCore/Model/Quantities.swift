@@ -1,5 +1,24 @@
+/// A value manifests write as a string (`10m`, `512Mi`, `sim/small`) and orl parses.
+public protocol TextValue: Decodable {
+    init?(_ text: String)
+    /// What a valid value looks like, for the error when one is not.
+    static var expected: String { get }
+}
+
+extension TextValue {
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = Self(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\"\(text)\" is not \(Self.expected)"))
+        }
+        self = value
+    }
+}
+
 /// `10m`, `1h30m`, `500ms`: how manifests write durations.
-public struct DurationValue: Sendable, Hashable, Decodable, CustomStringConvertible {
+public struct DurationValue: Sendable, Hashable, TextValue, CustomStringConvertible {
+    public static let expected = "a duration such as 30s, 10m or 1h30m"
+
     public var duration: Duration
     public var text: String
 
@@ -40,19 +59,14 @@ public struct DurationValue: Sendable, Hashable, Decodable, CustomStringConverti
         self.text = text
     }
 
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let value = DurationValue(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\"\(text)\" is not a duration such as 30s, 10m or 1h30m"))
-        }
-        self = value
-    }
 
     public var description: String { text }
 }
 
 /// `512Mi`, `2G`: a byte count with an optional binary or decimal suffix.
-public struct ByteQuantity: Sendable, Hashable, Decodable, CustomStringConvertible {
+public struct ByteQuantity: Sendable, Hashable, TextValue, CustomStringConvertible {
+    public static let expected = "a quantity such as 512Mi"
+
     public var bytes: Int
     public var text: String
 
@@ -75,20 +89,15 @@ public struct ByteQuantity: Sendable, Hashable, Decodable, CustomStringConvertib
         self.text = text
     }
 
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let value = ByteQuantity(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\"\(text)\" is not a quantity such as 512Mi"))
-        }
-        self = value
-    }
 
     public var description: String { text }
 }
 
 /// `PROVIDER/MODEL`: a ModelProvider's name and one of its models. The model part may
 /// itself contain '/' (`vllm/meta-llama/Llama-3.1-8B-Instruct`).
-public struct ModelRef: Sendable, Hashable, Decodable, CustomStringConvertible {
+public struct ModelRef: Sendable, Hashable, TextValue, CustomStringConvertible {
+    public static let expected = "PROVIDER/MODEL"
+
     public var provider: String
     public var model: String
 
@@ -105,13 +114,6 @@ public struct ModelRef: Sendable, Hashable, Decodable, CustomStringConvertible {
         self.init(provider: provider, model: model)
     }
 
-    public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let value = ModelRef(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\"\(text)\" is not PROVIDER/MODEL"))
-        }
-        self = value
-    }
 
     public var description: String { "\(provider)/\(model)" }
 }
