@@ -31,6 +31,11 @@ struct DocumentBuilder {
     private var documentIndex = -1
     /// The collections being built, outermost first; its length is the nesting depth.
     private var stack: [Frame] = []
+    /// The children of all open collections, each frame owning the tail from its
+    /// `start`. Collecting them here and copying each collection out once, at its
+    /// exact size, saves the repeated growth of one array per collection.
+    private var elements: [Node] = []
+    private var members: [Node.Member] = []
     private var root: Node?
     /// Whether the document holds nothing (a trailing `---`, only comments).
     private var rootIsEmpty = false
@@ -78,7 +83,7 @@ struct DocumentBuilder {
         state = .reading
         root = nil
         rootIsEmpty = false
-        stack.removeAll(keepingCapacity: true)
+        clearCollections()
         anchors.removeAll(keepingCapacity: true)
     }
 
@@ -211,12 +216,23 @@ struct DocumentBuilder {
                 }
             }
         }
-        stack.append(Frame(isMapping: isMapping, location: location, anchor: anchor.map { String(cString: $0) }))
+        stack.append(
+            Frame(
+                isMapping: isMapping, location: location, anchor: anchor.map { String(cString: $0) },
+                start: isMapping ? members.count : elements.count
+            )
+        )
     }
 
     private mutating func endCollection() {
         let frame = stack.removeLast()
-        let node = Node(frame.isMapping ? .object(frame.resolvedMembers()) : .array(frame.elements), at: frame.location)
+        let value: Node.Value
+        if frame.isMapping {
+            value = .object(frame.resolve(members.removeTail(from: frame.start)))
+        } else {
+            value = .array(elements.removeTail(from: frame.start))
+        }
+        let node = Node(value, at: frame.location)
         if let anchor = frame.anchor {
             anchors[anchor] = Anchor(node: node, size: frame.size, scalarText: nil)
         }
@@ -227,14 +243,19 @@ struct DocumentBuilder {
 
     /// Whether the next node is the key of a mapping entry.
     private var isAwaitingKey: Bool {
-        guard let top = stack.last else { return false }
-        return top.isMapping && top.pendingKey == nil
+        guard let top = stack.indices.last else { return false }
+        return stack[top].isMapping && stack[top].pendingKey == nil
     }
 
     private mutating func acceptKey(_ key: String, at location: SourceLocation, isMerge: Bool) {
         let top = stack.count - 1
-        let firstLocation: SourceLocation? =
-            isMerge ? stack[top].merge?.keyLocation : stack[top].indexOfMember(key).map { stack[top].members[$0].keyLocation }
+        // Written without closures: capturing `self` here would copy the whole builder per key.
+        var firstLocation: SourceLocation?
+        if isMerge {
+            firstLocation = stack[top].merge?.keyLocation
+        } else if let index = indexOfMember(key, inFrame: top) {
+            firstLocation = members[index].keyLocation
+        }
         if let firstLocation {
             diagnostics.append(
                 .error(
@@ -244,7 +265,7 @@ struct DocumentBuilder {
             )
             stack[top].pendingKey = PendingKey(role: .discard, location: location)
         } else if isMerge {
-            stack[top].merge = Merge(keyLocation: location, position: stack[top].members.count)
+            stack[top].merge = Merge(keyLocation: location, position: members.count - stack[top].start)
             stack[top].pendingKey = PendingKey(role: .merge, location: location)
         } else {
             stack[top].pendingKey = PendingKey(role: .member(key), location: location)
@@ -260,17 +281,16 @@ struct DocumentBuilder {
         let top = stack.count - 1
         stack[top].size += size
         guard stack[top].isMapping else {
-            stack[top].elements.append(node)
+            elements.append(node)
             return
         }
-        guard let pending = stack[top].pendingKey else {
+        guard let pending = stack[top].pendingKey.take() else {
             rejectNonScalarKey(node, at: node.location)
             return
         }
-        stack[top].pendingKey = nil
         switch pending.role {
         case .member(let key):
-            stack[top].appendMember(Node.Member(key: key, keyLocation: pending.location, value: node))
+            appendMember(Node.Member(key: key, keyLocation: pending.location, value: node), to: top)
         case .merge:
             mergeSources(of: node, isAlias: isAlias).map { stack[top].merge?.sources = $0 }
         case .discard:
@@ -339,8 +359,42 @@ struct DocumentBuilder {
     private mutating func abandon(_ message: String, at location: SourceLocation) {
         diagnostics.append(.error(.yamlLimit, message, at: location))
         state = .abandoned
-        stack.removeAll(keepingCapacity: true)
+        clearCollections()
         anchors.removeAll(keepingCapacity: true)
+    }
+
+    private mutating func clearCollections() {
+        stack.removeAll(keepingCapacity: true)
+        elements.removeAll(keepingCapacity: true)
+        members.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: - Mapping keys
+
+    /// Mappings with at least this many members look keys up in a dictionary rather
+    /// than by scanning, so huge mappings do not cost quadratic time.
+    private static let keyIndexThreshold = 16
+
+    /// The position in `members` of the member named `key` of the frame at `top`.
+    private func indexOfMember(_ key: String, inFrame top: Int) -> Int? {
+        if stack[top].keyIndex != nil { return stack[top].keyIndex?[key] }
+        var index = stack[top].start
+        while index < members.count {
+            if members[index].key == key { return index }
+            index += 1
+        }
+        return nil
+    }
+
+    private mutating func appendMember(_ member: Node.Member, to top: Int) {
+        if stack[top].keyIndex != nil {
+            stack[top].keyIndex?[member.key] = members.count
+        }
+        members.append(member)
+        if stack[top].keyIndex == nil, members.count - stack[top].start == Self.keyIndexThreshold {
+            let start = stack[top].start
+            stack[top].keyIndex = Dictionary(uniqueKeysWithValues: (start..<members.count).map { (members[$0].key, $0) })
+        }
     }
 
     private static func unsupportedTagMessage(_ tag: String) -> String {
@@ -358,46 +412,30 @@ struct DocumentBuilder {
 
 /// A collection under construction.
 private struct Frame {
-    /// Mappings with at least this many members look keys up in a dictionary rather
-    /// than by scanning, so huge mappings do not cost quadratic time.
-    static let keyIndexThreshold = 16
-
     let isMapping: Bool
     let location: SourceLocation
     let anchor: String?
+    /// Where the collection's children begin in the builder's `elements` or `members`.
+    let start: Int
     /// The node's expanded size: itself plus its children, aliases counted in full.
     var size = 1
-    var elements: [Node] = []
-    var members: [Node.Member] = []
     /// The key read last, waiting for its value; nil when a key comes next.
     var pendingKey: PendingKey?
+    /// Positions of the members in the builder's `members`, once the mapping is large.
     var keyIndex: [String: Int]?
     var merge: Merge?
 
-    init(isMapping: Bool, location: SourceLocation, anchor: String?) {
+    init(isMapping: Bool, location: SourceLocation, anchor: String?, start: Int) {
         self.isMapping = isMapping
         self.location = location
         self.anchor = anchor
+        self.start = start
     }
 
-    func indexOfMember(_ key: String) -> Int? {
-        if let keyIndex { return keyIndex[key] }
-        return members.firstIndex { $0.key == key }
-    }
-
-    mutating func appendMember(_ member: Node.Member) {
-        members.append(member)
-        if keyIndex != nil {
-            keyIndex?[member.key] = members.count - 1
-        } else if members.count == Self.keyIndexThreshold {
-            keyIndex = Dictionary(uniqueKeysWithValues: members.enumerated().map { ($0.element.key, $0.offset) })
-        }
-    }
-
-    /// The members with merged ones inserted where `<<` stood. Explicit keys win over
-    /// merged ones, and an earlier merged mapping wins over a later one, as in
-    /// go-yaml and therefore kubectl.
-    func resolvedMembers() -> [Node.Member] {
+    /// The explicit members with merged ones inserted where `<<` stood. Explicit keys
+    /// win over merged ones, and an earlier merged mapping wins over a later one, as
+    /// in go-yaml and therefore kubectl.
+    func resolve(_ members: [Node.Member]) -> [Node.Member] {
         guard let merge, !merge.sources.isEmpty else { return members }
         var taken = Set(members.lazy.map(\.key))
         var inherited: [Node.Member] = []
@@ -429,6 +467,21 @@ private struct Merge {
     /// Where among the explicit members the merged ones go.
     var position: Int
     var sources: [[Node.Member]] = []
+}
+
+extension Array {
+    /// Removes the elements from `start` on and returns them in order. They are moved,
+    /// not copied: copying a slice would retain and then release every reference in
+    /// every node, which costs more than building the node.
+    fileprivate mutating func removeTail(from start: Int) -> [Element] {
+        let count = self.count - start
+        return [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
+            for offset in stride(from: count - 1, through: 0, by: -1) {
+                (buffer.baseAddress! + offset).initialize(to: removeLast())
+            }
+            initialized = count
+        }
+    }
 }
 
 private struct Anchor {
