@@ -107,7 +107,7 @@ struct DocumentBuilder {
             // value is only needed to check a tag, or for an anchor that an alias may reuse.
             if tag != nil || anchor != nil {
                 guard let value = resolve(text, tag: tag, isPlain: isPlain, at: at) else {
-                    stack[stack.count - 1].pendingKey = PendingKey(role: .discard, location: at)
+                    skipNode(at: at)
                     return
                 }
                 if let anchor {
@@ -123,7 +123,7 @@ struct DocumentBuilder {
             rootIsEmpty = true
         }
         guard let value = resolve(text, tag: tag, isPlain: isPlain, at: at) else {
-            attachPlaceholder(at: at)
+            skipNode(at: at)
             return
         }
         let node = Node(value, at: at)
@@ -160,7 +160,7 @@ struct DocumentBuilder {
                 "alias *\(name) refers to no anchor; define &\(name) on a value earlier in the same document",
                 at: at
             )
-            attachPlaceholder(at: at)
+            skipNode(at: at)
             return
         }
         aliasExpansion += anchor.size
@@ -298,13 +298,16 @@ struct DocumentBuilder {
         }
     }
 
-    /// Stands in for a node that could not be built, so reading can go on and report
-    /// further problems; the document is dropped anyway.
-    private mutating func attachPlaceholder(at location: SourceLocation) {
-        if isAwaitingKey {
-            stack[stack.count - 1].pendingKey = PendingKey(role: .discard, location: location)
+    /// Leaves out a node that could not be built (its document is dropped anyway) so
+    /// that reading goes on to report further problems, without follow-on errors.
+    private mutating func skipNode(at location: SourceLocation) {
+        guard let top = stack.indices.last, stack[top].isMapping else { return }
+        if stack[top].pendingKey == nil {
+            // A bad key: its value goes too.
+            stack[top].pendingKey = PendingKey(role: .discard, location: location)
         } else {
-            attach(Node(.null, at: location), size: 1)
+            // A bad value: the entry is complete, the next node is a key again.
+            stack[top].pendingKey = nil
         }
     }
 
