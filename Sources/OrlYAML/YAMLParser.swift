@@ -18,11 +18,12 @@ public struct YAMLParser: Sendable {
     public struct Limits: Sendable, Hashable {
         /// Larger files are not parsed at all.
         public var maxFileBytes: Int
-        /// Collections nested deeper than this abandon their document.
+        /// Collections nested deeper than this stop the reading of the file.
         public var maxDepth: Int
         /// How many nodes aliases may add to one file, each alias counting as a full
-        /// copy of its anchor. The budget is per file rather than per document so that
-        /// a file of many small alias bombs is stopped as surely as one big one.
+        /// copy of its anchor; beyond it the reading of the file stops. The budget is
+        /// per file rather than per document so that a file of many small alias bombs
+        /// is stopped as surely as one big one.
         public var maxAliasExpansion: Int
 
         public init(maxFileBytes: Int = 4 << 20, maxDepth: Int = 100, maxAliasExpansion: Int = 100_000) {
@@ -95,7 +96,7 @@ public struct YAMLParser: Sendable {
                 let isEnd = event.type == YAML_STREAM_END_EVENT
                 builder.handle(event)
                 yaml_event_delete(&event)
-                if isEnd { break }
+                if isEnd || builder.isStopped { break }
             }
             return ParsedSource(documents: builder.documents, diagnostics: builder.diagnostics)
         }
