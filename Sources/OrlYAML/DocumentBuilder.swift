@@ -259,7 +259,7 @@ struct DocumentBuilder {
             firstLocation = members[index].keyLocation
         }
         if let firstLocation {
-            diagnostics.append(
+            report(
                 .error(
                     .yamlDuplicateKey, "duplicate key \(quoted(key)); only the first one is used, remove this one",
                     at: location, notes: [Diagnostic.Note("\(quoted(key)) is first defined here", at: firstLocation)]
@@ -357,8 +357,21 @@ struct DocumentBuilder {
     // MARK: - Errors
 
     private mutating func fail(_ code: DiagnosticCode, _ message: String, at location: SourceLocation) {
-        diagnostics.append(.error(code, message, at: location))
+        report(.error(code, message, at: location))
         if state == .reading { state = .invalid }
+    }
+
+    /// Records a problem, stopping at the file's quota: a generated file can repeat one
+    /// mistake a hundred thousand times, and the diagnostics would then outweigh the file.
+    private mutating func report(_ diagnostic: Diagnostic) {
+        diagnostics.append(diagnostic)
+        if diagnostics.count == limits.maxDiagnostics {
+            stop(
+                "\(limits.maxDiagnostics) problems found, so the rest of the file is not read; "
+                    + "fix these first (a generator may be repeating one mistake)",
+                at: diagnostic.location ?? .file(file)
+            )
+        }
     }
 
     private mutating func stop(_ message: String, at location: SourceLocation) {

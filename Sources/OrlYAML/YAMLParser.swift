@@ -25,11 +25,18 @@ public struct YAMLParser: Sendable {
         /// per file rather than per document so that a file of many small alias bombs
         /// is stopped as surely as one big one.
         public var maxAliasExpansion: Int
+        /// After this many problems in one file the reading of the file stops, with
+        /// one more diagnostic that says so.
+        public var maxDiagnostics: Int
 
-        public init(maxFileBytes: Int = 4 << 20, maxDepth: Int = 100, maxAliasExpansion: Int = 100_000) {
+        public init(
+            maxFileBytes: Int = 4 << 20, maxDepth: Int = 100, maxAliasExpansion: Int = 100_000,
+            maxDiagnostics: Int = 100
+        ) {
             self.maxFileBytes = maxFileBytes
             self.maxDepth = maxDepth
             self.maxAliasExpansion = maxAliasExpansion
+            self.maxDiagnostics = maxDiagnostics
         }
     }
 

@@ -74,6 +74,18 @@ import Testing
         #expect(parsed.documents.isEmpty)
     }
 
+    @Test func aFileStopsAfterTooManyProblems() {
+        let text = "a: 1\n" + String(repeating: "a: 2\n", count: 10)
+        let parsed = parse(text, limits: YAMLParser.Limits(maxDiagnostics: 3))
+        #expect(parsed.diagnostics.map(\.code) == [.yamlDuplicateKey, .yamlDuplicateKey, .yamlDuplicateKey, .yamlLimit])
+        #expect(parsed.diagnostics.last?.location == at(4, 1))
+        #expect(
+            parsed.diagnostics.last?.message
+                == "3 problems found, so the rest of the file is not read; fix these first (a generator may be repeating one mistake)"
+        )
+        #expect(parsed.documents.isEmpty)
+    }
+
     @Test func filesOverTheSizeLimitAreNotParsed() {
         let parsed = parse("key: value\n", limits: YAMLParser.Limits(maxFileBytes: 10))
         #expect(parsed.documents.isEmpty)
