@@ -10,10 +10,13 @@ public import OrlCore
 ///   and size, nesting and alias expansion are limited so that no input can make a
 ///   parse (or anything walking its result) take unbounded time or memory.
 /// - Problems become diagnostics, never thrown errors: the documents that could be
-///   read are returned next to what went wrong in the others.
+///   read are returned next to what went wrong in the others. A document with an
+///   error is left out, except for duplicate keys (the first value is kept so later
+///   checks still see the document). A syntax error or a limit ends the file: the
+///   documents before it stay. A file that is not UTF-8 text is not read at all.
 ///
-/// A parser holds only its limits; `parse` keeps all its state on the stack, so one
-/// parser may be used from several threads at once.
+/// A parser holds only its limits and each `parse` call owns its libyaml parser, so
+/// one parser may be used from several threads at once.
 public struct YAMLParser: Sendable {
     public struct Limits: Sendable, Hashable {
         /// Larger files are not parsed at all.
