@@ -42,7 +42,7 @@ struct LibYAMLError {
     ) -> Diagnostic {
         // A key without its colon is noticed only where scanning gave up, usually the
         // next line; the key itself is what the user has to fix.
-        if problem == "could not find expected ':'", context != nil {
+        if problem == "could not find expected ':'" {
             return .error(
                 .yamlSyntax, "this key is not followed by \":\"; " + missingColonHint,
                 at: location(contextMark, file: file)
@@ -73,8 +73,6 @@ struct LibYAMLError {
             return "a plain value cannot contain \": \": quote the value, or check the indentation"
         case "did not find expected key":
             return "check the indentation: the keys of one mapping must start in the same column"
-        case "could not find expected ':'":
-            return missingColonHint
         case "found character that cannot start any token":
             guard column < line.count else { return nil }
             switch line[column] {
