@@ -2,10 +2,11 @@ import OrlCore
 
 /// Scalar resolution by the YAML 1.2 core schema, plus the standard `!!` tags.
 ///
-/// YAML 1.1 (and libyaml's own defaults) read `yes`, `on` and `no` as booleans and
-/// `012` as octal, which silently turns a country code `NO` or a version `1.10` into
-/// something else. Manifests follow YAML 1.2 instead, where only `true`/`false`,
-/// `null`/`~`/empty and JSON-like numbers are special; everything else is a string.
+/// YAML 1.1, which many tools still follow, reads `yes`, `on`, `no` and `off` as
+/// booleans and `012` as octal, so the country code `NO` silently becomes false.
+/// Manifests follow YAML 1.2 instead, where only `true`/`false`, `null`/`~`/empty and
+/// JSON-like numbers (plus `0o`/`0x` integers and `.inf`/`.nan`) are special; every
+/// other plain scalar is a string.
 ///
 /// Resolution works on the scalar's UTF-8 bytes straight from libyaml, so a plain
 /// string costs one first-byte check before it becomes a `String`.
@@ -50,10 +51,8 @@ enum CoreSchema {
             if let integer = integer(text) { return .value(.number(integer)) }
             return .mismatch("\(shown) value \(quoted(string(text))) is not an integer")
         case "float":
-            if let number = number(text) {
-                // `!!float 1` is the number 1.0: keep the literal, force the floating kind.
-                return .value(.number(Number(double: number.double, text: number.text)))
-            }
+            // Integers are floats too; like JSON, the value model does not tell 1 from 1.0.
+            if let number = number(text) { return .value(.number(number)) }
             return .mismatch("\(shown) value \(quoted(string(text))) is not a number")
         case "bool":
             if let bool = bool(text) { return .value(.bool(bool)) }

@@ -40,6 +40,14 @@ struct LibYAMLError {
         problem: String, problemMark: yaml_mark_t, context: String?, contextMark: yaml_mark_t,
         input: UnsafeBufferPointer<UInt8>, file: String
     ) -> Diagnostic {
+        // A key without its colon is noticed only where scanning gave up, usually the
+        // next line; the key itself is what the user has to fix.
+        if problem == "could not find expected ':'" {
+            return .error(
+                .yamlSyntax, "this key is not followed by \":\"; " + missingColonHint,
+                at: location(contextMark, file: file)
+            )
+        }
         var message = problem
         if let context { message += " " + context }
         let line = sourceLine(Int(problemMark.line), in: input)
@@ -53,6 +61,9 @@ struct LibYAMLError {
         return .error(.yamlSyntax, message, at: location(problemMark, file: file), notes: notes)
     }
 
+    private static let missingColonHint =
+        "add the colon, or if this line continues a value, quote the value or use | or >"
+
     /// What usually causes the problem, for the problems users hit most.
     private static func hint(problem: String, line: [Unicode.Scalar], column: Int) -> String? {
         let tabHint = "YAML does not allow tabs for indentation: indent with spaces"
@@ -62,8 +73,6 @@ struct LibYAMLError {
             return "a plain value cannot contain \": \": quote the value, or check the indentation"
         case "did not find expected key":
             return "check the indentation: the keys of one mapping must start in the same column"
-        case "could not find expected ':'":
-            return "a key must be followed by \": \"; a value spanning several lines must be quoted or use | or >"
         case "found character that cannot start any token":
             guard column < line.count else { return nil }
             switch line[column] {

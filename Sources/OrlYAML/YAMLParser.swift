@@ -10,25 +10,36 @@ public import OrlCore
 ///   and size, nesting and alias expansion are limited so that no input can make a
 ///   parse (or anything walking its result) take unbounded time or memory.
 /// - Problems become diagnostics, never thrown errors: the documents that could be
-///   read are returned next to what went wrong in the others.
+///   read are returned next to what went wrong in the others. A document with an
+///   error is left out, except for duplicate keys (the first value is kept so later
+///   checks still see the document). A syntax error or a limit ends the file: the
+///   documents before it stay. A file that is not UTF-8 text is not read at all.
 ///
-/// A parser holds only its limits; `parse` keeps all its state on the stack, so one
-/// parser may be used from several threads at once.
+/// A parser holds only its limits and each `parse` call owns its libyaml parser, so
+/// one parser may be used from several threads at once.
 public struct YAMLParser: Sendable {
     public struct Limits: Sendable, Hashable {
         /// Larger files are not parsed at all.
         public var maxFileBytes: Int
-        /// Collections nested deeper than this abandon their document.
+        /// Collections nested deeper than this stop the reading of the file.
         public var maxDepth: Int
         /// How many nodes aliases may add to one file, each alias counting as a full
-        /// copy of its anchor. The budget is per file rather than per document so that
-        /// a file of many small alias bombs is stopped as surely as one big one.
+        /// copy of its anchor; beyond it the reading of the file stops. The budget is
+        /// per file rather than per document so that a file of many small alias bombs
+        /// is stopped as surely as one big one.
         public var maxAliasExpansion: Int
+        /// After this many problems in one file the reading of the file stops, with
+        /// one more diagnostic that says so.
+        public var maxDiagnostics: Int
 
-        public init(maxFileBytes: Int = 4 << 20, maxDepth: Int = 100, maxAliasExpansion: Int = 100_000) {
+        public init(
+            maxFileBytes: Int = 4 << 20, maxDepth: Int = 100, maxAliasExpansion: Int = 100_000,
+            maxDiagnostics: Int = 100
+        ) {
             self.maxFileBytes = maxFileBytes
             self.maxDepth = maxDepth
             self.maxAliasExpansion = maxAliasExpansion
+            self.maxDiagnostics = maxDiagnostics
         }
     }
 
@@ -95,7 +106,7 @@ public struct YAMLParser: Sendable {
                 let isEnd = event.type == YAML_STREAM_END_EVENT
                 builder.handle(event)
                 yaml_event_delete(&event)
-                if isEnd { break }
+                if isEnd || builder.isStopped { break }
             }
             return ParsedSource(documents: builder.documents, diagnostics: builder.diagnostics)
         }

@@ -124,3 +124,18 @@ import Testing
         #expect(parsed.documents.first?.root.member("a")?.keyLocation == at(1, 1))
     }
 }
+
+@Suite struct MissingColonTests {
+    @Test func aKeyWithoutItsColonIsReportedAtTheKey() {
+        let parsed = parse("a: 1\nb\nc: 2\n")
+        #expect(
+            parsed.diagnostics == [
+                .error(
+                    .yamlSyntax,
+                    #"this key is not followed by ":"; add the colon, or if this line continues a value, quote the value or use | or >"#,
+                    at: at(2, 1)
+                )
+            ]
+        )
+    }
+}

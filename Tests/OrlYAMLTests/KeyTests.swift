@@ -149,3 +149,28 @@ import Testing
         #expect(parsed.documents.first?.root["m"]?.members?.map(\.key) == ["x"])
     }
 }
+
+@Suite struct AliasEdgeTests {
+    @Test func anAliasToASequenceCannotBeMerged() {
+        let parsed = parse("list: &l [{x: 1}]\nm:\n  <<: *l\n")
+        #expect(parsed.diagnostics.map(\.location) == [at(3, 7)])
+    }
+
+    @Test func anUnknownAliasAsMergeValueIsReportedOnce() {
+        let parsed = parse("m:\n  <<: *missing\n  x: 1\n")
+        #expect(parsed.diagnostics.count == 1)
+        #expect(parsed.diagnostics.first?.message.hasPrefix("alias *missing refers to no anchor") == true)
+    }
+
+    @Test func anAliasToAMappingCannotBeAKey() {
+        let parsed = parse("a: &m {x: 1}\nb:\n  *m : 2\n")
+        #expect(parsed.diagnostics.map(\.code) == [.yamlUnsupported])
+        #expect(parsed.diagnostics.first?.location == at(3, 3))
+    }
+
+    @Test func errorsInOneDocumentDoNotAffectTheNext() {
+        let parsed = parse("a: !!int x\nb: !Ref y\n---\nc: 1\n")
+        #expect(parsed.documents.map(\.index) == [1])
+        #expect(parsed.diagnostics.count == 2)
+    }
+}
