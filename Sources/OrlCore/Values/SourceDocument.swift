@@ -13,7 +13,8 @@ public struct SourceDocument: Sendable {
 }
 
 /// What a parser makes of one file: the documents it could read and every problem it
-/// found. A document with an error is left out; the other documents of the file stay.
+/// found. A document that could not be built is left out (a duplicate key alone keeps
+/// it, with the first value); a limit or an encoding error stops the rest of the file.
 public struct ParsedSource: Sendable {
     public var documents: [SourceDocument]
     public var diagnostics: [Diagnostic]
