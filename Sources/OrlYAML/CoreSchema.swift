@@ -49,17 +49,17 @@ enum CoreSchema {
             return .value(.string(string(text)))
         case "int":
             if let integer = integer(text) { return .value(.number(integer)) }
-            return .mismatch("\(shown) value \(quoted(string(text))) is not an integer")
+            return .mismatch("\(shown) value \(Diagnostic.quoted(string(text))) is not an integer")
         case "float":
             // Integers are floats too; like JSON, the value model does not tell 1 from 1.0.
             if let number = number(text) { return .value(.number(number)) }
-            return .mismatch("\(shown) value \(quoted(string(text))) is not a number")
+            return .mismatch("\(shown) value \(Diagnostic.quoted(string(text))) is not a number")
         case "bool":
             if let bool = bool(text) { return .value(.bool(bool)) }
-            return .mismatch("\(shown) value \(quoted(string(text))) is not true or false")
+            return .mismatch("\(shown) value \(Diagnostic.quoted(string(text))) is not true or false")
         case "null":
             if text.isEmpty || isNull(text) { return .value(.null) }
-            return .mismatch("\(shown) value \(quoted(string(text))) is not null")
+            return .mismatch("\(shown) value \(Diagnostic.quoted(string(text))) is not null")
         case "map", "seq":
             return .mismatch("tag \(shown) cannot be used on a scalar")
         default:
@@ -203,21 +203,4 @@ enum CoreSchema {
         let expected = UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount)
         return t.elementsEqual(expected)
     }
-}
-
-/// A value shown in a message: in double quotes, with quotes, backslashes and
-/// control characters escaped so the message stays on one line.
-func quoted(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\t": out += "\\t"
-        case "\r": out += "\\r"
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
 }

@@ -261,8 +261,8 @@ struct DocumentBuilder {
         if let firstLocation {
             report(
                 .error(
-                    .yamlDuplicateKey, "duplicate key \(quoted(key)); only the first one is used, remove this one",
-                    at: location, notes: [Diagnostic.Note("\(quoted(key)) is first defined here", at: firstLocation)]
+                    .yamlDuplicateKey, "duplicate key \(Diagnostic.quoted(key)); only the first one is used, remove this one",
+                    at: location, notes: [Diagnostic.Note("\(Diagnostic.quoted(key)) is first defined here", at: firstLocation)]
                 )
             )
             stack[top].pendingKey = PendingKey(role: .discard, location: location)

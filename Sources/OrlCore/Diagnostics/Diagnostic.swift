@@ -83,6 +83,30 @@ extension Diagnostic {
     }
 }
 
+extension Diagnostic {
+    /// A value as messages show it: in double quotes, escaped so the message stays on
+    /// one line, and shortened when long.
+    public static func quoted(_ text: String) -> String {
+        let limit = 60
+        var out = "\""
+        for (i, scalar) in text.unicodeScalars.enumerated() {
+            if i == limit {
+                out += "…"
+                break
+            }
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}
+
 extension Array where Element == Diagnostic {
     public var hasErrors: Bool { contains { $0.severity == .error } }
 

@@ -34,11 +34,7 @@ enum ViolationMessages {
         return render(node)
     }
 
-    static func quoted(_ string: String) -> String {
-        let limit = 60
-        let shown = string.unicodeScalars.count > limit ? String(String.UnicodeScalarView(string.unicodeScalars.prefix(limit))) + "…" : string
-        return "\"" + shown.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"").replacingAll("\n", with: "\\n") + "\""
-    }
+    static func quoted(_ string: String) -> String { Diagnostic.quoted(string) }
 
     static func plural(_ count: Int, _ noun: String) -> String {
         "\(count) \(noun)\(count == 1 ? "" : "s")"
