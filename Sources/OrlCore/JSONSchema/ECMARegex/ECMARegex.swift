@@ -57,22 +57,37 @@ struct ECMARegex: Sendable {
         program = try Program(parser.parse())
     }
 
-    func matches(_ string: String) -> Bool {
+    /// How `matches` searches; both strategies give the same answers, and tests check so.
+    enum Strategy {
+        /// Backtracking for short inputs, the Pike VM past `backtrackLimit`.
+        case automatic
+        case backtracking
+        case pikeVM
+    }
+
+    func matches(_ string: String, strategy: Strategy = .automatic) -> Bool {
+        let search = { (input: UnsafeBufferPointer<UInt8>) in self.search(input, strategy) }
         if let result = string.utf8.withContiguousStorageIfAvailable(search) { return result }
         var contiguous = string
         contiguous.makeContiguousUTF8()
         return contiguous.utf8.withContiguousStorageIfAvailable(search)!
     }
 
-    private func search(_ input: UnsafeBufferPointer<UInt8>) -> Bool {
+    private func search(_ input: UnsafeBufferPointer<UInt8>, _ strategy: Strategy) -> Bool {
         program.instructions.withUnsafeBufferPointer { instructions in
             program.sets.withUnsafeBufferPointer { sets in
-                let machine = Machine(instructions: instructions, sets: sets, input: input)
-                let pairs = program.splitCount * (input.count + 1)
-                if pairs <= Self.backtrackLimit {
-                    return machine.backtrack(anchored: program.anchoredAtStart, splitCount: program.splitCount)
+                program.ranges.withUnsafeBufferPointer { ranges in
+                    let machine = Machine(instructions: instructions, sets: sets, ranges: ranges, input: input)
+                    let backtracks = switch strategy {
+                    case .automatic: program.splitCount * (input.count + 1) <= Self.backtrackLimit
+                    case .backtracking: true
+                    case .pikeVM: false
+                    }
+                    if backtracks {
+                        return machine.backtrack(anchored: program.anchoredAtStart, splitCount: program.splitCount)
+                    }
+                    return machine.simulate(anchored: program.anchoredAtStart)
                 }
-                return machine.simulate(anchored: program.anchoredAtStart)
             }
         }
     }
@@ -84,6 +99,7 @@ extension ECMARegex {
     private struct Machine {
         let instructions: UnsafeBufferPointer<Instruction>
         let sets: UnsafeBufferPointer<ScalarSet>
+        let ranges: UnsafeBufferPointer<ClosedRange<UInt32>>
         let input: UnsafeBufferPointer<UInt8>
 
         // MARK: Memoized backtracking
@@ -127,7 +143,7 @@ extension ECMARegex {
                 case .set(let index):
                     if position < input.count {
                         let (scalar, width) = decode(at: position)
-                        if sets[Int(index)].contains(scalar) {
+                        if sets[Int(index)].contains(scalar, storage: ranges) {
                             pc += 1
                             position += width
                             continue
@@ -244,7 +260,7 @@ extension ECMARegex {
         private func consumes(_ pc: Int, _ scalar: UInt32) -> Bool {
             switch instructions[pc] {
             case .scalar(let expected): scalar == expected
-            case .set(let index): sets[Int(index)].contains(scalar)
+            case .set(let index): sets[Int(index)].contains(scalar, storage: ranges)
             default: false
             }
         }

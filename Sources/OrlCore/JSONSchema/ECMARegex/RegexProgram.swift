@@ -18,6 +18,8 @@ extension ECMARegex {
     struct Program: Sendable {
         var instructions: [Instruction] = []
         var sets: [ScalarSet] = []
+        /// The non-ASCII ranges of all `sets`.
+        var ranges: [ClosedRange<UInt32>] = []
         var splitCount = 0
         /// Whether every match must start at position 0 (the pattern begins with `^`),
         /// so a search need not try other starting positions.
@@ -64,7 +66,7 @@ extension ECMARegex {
                 append(.scalar(value))
             case .set(let ranges):
                 append(.set(Int32(sets.count)))
-                sets.append(ScalarSet(ranges))
+                sets.append(ScalarSet(ranges, storage: &self.ranges))
             case .assertion(let assertion):
                 append(.assert(assertion))
             case .concatenation(let nodes):

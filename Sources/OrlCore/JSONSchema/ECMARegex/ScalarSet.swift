@@ -1,40 +1,44 @@
 /// A set of code points: a character class, `.`, or a class escape such as `\d`.
 ///
 /// Built once per pattern from ranges; membership is then a bit test for ASCII
-/// (nearly every scalar a manifest contains) and a binary search otherwise.
+/// (nearly every scalar a manifest contains) and a binary search otherwise. The
+/// non-ASCII ranges live in one array shared by a program's sets, so a set is plain
+/// data and testing it never touches a reference count.
 struct ScalarSet: Sendable {
     /// Bit `c` of `asciiLow` (c < 64) or bit `c - 64` of `asciiHigh` says whether ASCII `c` is in the set.
     private let asciiLow: UInt64
     private let asciiHigh: UInt64
-    /// The members from U+0080 up: sorted, disjoint, non-adjacent.
-    private let nonASCII: [ClosedRange<UInt32>]
+    /// The members from U+0080 up, as indices into the shared range storage: sorted,
+    /// disjoint, non-adjacent.
+    private let nonASCII: Range<Int32>
 
-    init(_ ranges: [ClosedRange<UInt32>]) {
+    /// The set of `ranges`, appending its non-ASCII part to `storage`.
+    init(_ ranges: [ClosedRange<UInt32>], storage: inout [ClosedRange<UInt32>]) {
         var low: UInt64 = 0
         var high: UInt64 = 0
-        var nonASCII: [ClosedRange<UInt32>] = []
+        let start = Int32(storage.count)
         for range in Self.normalized(ranges) {
             if range.lowerBound < 0x80 {
                 for scalar in range.lowerBound...min(range.upperBound, 0x7F) {
                     if scalar < 64 { low |= 1 << UInt64(scalar) } else { high |= 1 << UInt64(scalar - 64) }
                 }
             }
-            if range.upperBound >= 0x80 { nonASCII.append(max(range.lowerBound, 0x80)...range.upperBound) }
+            if range.upperBound >= 0x80 { storage.append(max(range.lowerBound, 0x80)...range.upperBound) }
         }
         asciiLow = low
         asciiHigh = high
-        self.nonASCII = nonASCII
+        nonASCII = start..<Int32(storage.count)
     }
 
     @inline(__always)
-    func contains(_ scalar: UInt32) -> Bool {
+    func contains(_ scalar: UInt32, storage: UnsafeBufferPointer<ClosedRange<UInt32>>) -> Bool {
         if scalar < 64 { return asciiLow & (1 << UInt64(scalar)) != 0 }
         if scalar < 128 { return asciiHigh & (1 << UInt64(scalar - 64)) != 0 }
-        var lower = 0
-        var upper = nonASCII.count
+        var lower = Int(nonASCII.lowerBound)
+        var upper = Int(nonASCII.upperBound)
         while lower < upper {
             let middle = (lower + upper) / 2
-            let range = nonASCII[middle]
+            let range = storage[middle]
             if scalar < range.lowerBound {
                 upper = middle
             } else if scalar > range.upperBound {
