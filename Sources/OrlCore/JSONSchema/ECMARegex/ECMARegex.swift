@@ -19,8 +19,8 @@
 /// ## Matching
 /// The pattern is parsed (`Parser`) into a tree, compiled (`Program`) into a flat
 /// instruction array, and run over the string's UTF-8 bytes, decoding code points as
-/// it goes, without allocating when the input is short. `matches` is an unanchored
-/// search, as `RegExp.prototype.test`.
+/// it goes, with scratch space from temporary (stack, when small) allocations rather
+/// than arrays. `matches` is an unanchored search, as `RegExp.prototype.test`.
 ///
 /// JSON Schema only asks *whether* a pattern matches, never for captures, so a
 /// thread's state is just (instruction, position). That makes backtracking safe to
