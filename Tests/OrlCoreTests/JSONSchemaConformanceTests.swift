@@ -45,8 +45,25 @@ struct JSONSchemaConformanceTests {
 
     @Test(arguments: testFiles)
     func conformance(file: String) throws {
-        let url = Self.suiteRoot.appendingPathComponent("tests/draft2020-12").appendingPathComponent(file)
-        let data = try #require(FileManager.default.contents(atPath: url.path))
+        try Self.run("tests/draft2020-12/" + file, exclusions: Self.exclusions)
+    }
+
+    /// The suite's optional regex files, which probe ECMA-262 specifics (`\d` is
+    /// ASCII-only, `$` does not match before a final newline, code point matching).
+    static let optionalRegexFiles = ["ecmascript-regex.json", "non-bmp-regex.json"]
+
+    /// Optional cases expected to fail, as for `exclusions`.
+    static let optionalRegexExclusions: [String: String] = [:]
+
+    @Test(arguments: optionalRegexFiles)
+    func optionalRegex(file: String) throws {
+        try Self.run("tests/draft2020-12/optional/" + file, exclusions: Self.optionalRegexExclusions)
+    }
+
+    /// Runs one suite file; case names are `file: case description: test description`.
+    static func run(_ path: String, exclusions: [String: String]) throws {
+        let file = URL(fileURLWithPath: path).lastPathComponent
+        let data = try #require(FileManager.default.contents(atPath: suiteRoot.appendingPathComponent(path).path))
         let document = try JSONParser.parse(bytes: [UInt8](data), file: file)
         var passed = 0
         var total = 0
@@ -57,7 +74,7 @@ struct JSONSchemaConformanceTests {
             var compileError: SchemaError?
             do {
                 schema = try JSONSchema(
-                    schemaNode, registry: Self.remotes, options: JSONSchema.Options(unknownKeywords: .ignore))
+                    schemaNode, registry: remotes, options: JSONSchema.Options(unknownKeywords: .ignore))
             } catch {
                 schema = nil
                 compileError = error
@@ -78,7 +95,7 @@ struct JSONSchemaConformanceTests {
                     outcome = nil
                 }
                 let ok = outcome == expected
-                if let reason = Self.exclusions[name] {
+                if let reason = exclusions[name] {
                     #expect(!ok, "\(name) is excluded (\(reason)) but now passes: remove the exclusion")
                     continue
                 }

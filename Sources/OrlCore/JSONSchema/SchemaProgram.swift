@@ -153,26 +153,44 @@ struct PropertyRules: Sendable {
     var additional: Int?
 }
 
-/// A compiled `pattern` / `patternProperties` regular expression.
+/// A compiled `pattern` / `patternProperties` regular expression: an `ECMARegex`,
+/// or Swift `Regex` for the constructs `ECMARegex` leaves out (see there).
 ///
 /// `Regex` is not declared `Sendable`, but a compiled regex is immutable: its lazily
 /// lowered program is published with an atomic compare-and-swap inside the standard
 /// library, and the compiler forces that lowering up front anyway (see `init`).
 struct Pattern: @unchecked Sendable {
     let source: String
-    private let regex: Regex<AnyRegexOutput>
+    private let engine: Engine
 
-    /// ECMA-262 (with the `u` flag) matches by code point, so the regex does too,
-    /// rather than Swift's default of grapheme clusters.
+    private enum Engine {
+        case ecma(ECMARegex)
+        /// Best effort: Swift's syntax and semantics differ from ECMA-262's in places
+        /// (its `\d` and `\w` match non-ASCII digits and letters, `$` matches before a
+        /// final newline), but only patterns using the constructs above get here.
+        case swift(Regex<AnyRegexOutput>)
+    }
+
     init(_ source: String) throws {
         self.source = source
-        regex = try Regex(source).matchingSemantics(.unicodeScalar)
-        _ = matches("")
+        do {
+            engine = .ecma(try ECMARegex(source))
+        } catch .invalid(let error) {
+            throw error
+        } catch .unsupported {
+            // ECMA-262 (with the `u` flag) matches by code point, so the regex does too,
+            // rather than Swift's default of grapheme clusters.
+            engine = .swift(try Regex(source).matchingSemantics(.unicodeScalar))
+            _ = matches("")
+        }
     }
 
     /// Unanchored search, as ECMA-262 `RegExp.prototype.test`.
     func matches(_ string: String) -> Bool {
-        (try? regex.firstMatch(in: string)) != nil
+        switch engine {
+        case .ecma(let regex): regex.matches(string)
+        case .swift(let regex): (try? regex.firstMatch(in: string)) != nil
+        }
     }
 }
 
