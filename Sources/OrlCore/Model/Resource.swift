@@ -20,21 +20,38 @@ public struct Resource: Sendable {
         }
     }
 
-    public var metadata: ObjectMeta
-    public var spec: Spec
+    /// A resource is read once and then only passed around (into fleets, plans, the
+    /// store), so its fields live in one immutable box: a copy is a single retain,
+    /// not one per field, and value semantics hold because nothing mutates it.
+    private final class Storage: Sendable {
+        let metadata: ObjectMeta
+        let spec: Spec
+        let document: Node
+        let file: String
+        let documentIndex: Int
+
+        init(metadata: ObjectMeta, spec: Spec, document: Node, file: String, documentIndex: Int) {
+            self.metadata = metadata
+            self.spec = spec
+            self.document = document
+            self.file = file
+            self.documentIndex = documentIndex
+        }
+    }
+
+    private let storage: Storage
+
+    public var metadata: ObjectMeta { storage.metadata }
+    public var spec: Spec { storage.spec }
     /// The document as written: apply hashes and diffs it, so what is stored is exactly
     /// what the user wrote, not the model's reading of it.
-    public var document: Node
-    public var file: String
+    public var document: Node { storage.document }
+    public var file: String { storage.file }
     /// Position of the document in its file (0-based).
-    public var documentIndex: Int
+    public var documentIndex: Int { storage.documentIndex }
 
     public init(metadata: ObjectMeta, spec: Spec, document: Node, file: String, documentIndex: Int) {
-        self.metadata = metadata
-        self.spec = spec
-        self.document = document
-        self.file = file
-        self.documentIndex = documentIndex
+        storage = Storage(metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex)
     }
 
     public var kind: ResourceKind { spec.kind }
