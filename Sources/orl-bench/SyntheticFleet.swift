@@ -36,8 +36,12 @@ struct SyntheticFleet {
           labels:
             app.orl.dev/team: \(ns)
             app.orl.dev/tier: \(["gold", "silver", "bronze"][tier % 3])
+            app.orl.dev/component: \(kind.lowercased())
+            app.orl.dev/managed-by: orl
           annotations:
             orl.dev/owner: owner-\(tier % 7)@example.com
+            orl.dev/repo: https://git.example.com/platform/fleet
+            orl.dev/runbook: https://runbooks.example.com/\(ns)/\(name)
 
         """
     }

@@ -114,3 +114,38 @@ import Testing
         #expect(!selector.matches(["tier": "gold"]))
     }
 }
+
+@Suite struct NodeDecoderTests {
+    struct Labeled: Decodable {
+        var labels: [String: String]
+        var optional: [String: String]?
+    }
+
+    func node(_ yaml: String) throws -> Node {
+        try #require(YAMLParser().parse(yaml, file: "x.yaml").documents.first?.root)
+    }
+
+    @Test func stringMaps() throws {
+        let value = try NodeDecoder.decode(Labeled.self, from: node("labels: {a: x, b: 'y'}"))
+        #expect(value.labels == ["a": "x", "b": "y"])
+        #expect(value.optional == nil)
+    }
+
+    @Test func aNonStringInAMapIsReportedAtItsPlace() throws {
+        #expect {
+            try NodeDecoder.decode(Labeled.self, from: node("labels:\n  a: x\n  b: 3\n"))
+        } throws: { error in
+            guard let error = error as? NodeDecodingError else { return false }
+            return error.path.description == "labels.b" && error.location.line == 3 && error.location.column == 6
+                && error.message == "expected string, got integer"
+        }
+    }
+
+    @Test func missingRequiredField() throws {
+        #expect {
+            try NodeDecoder.decode(Labeled.self, from: node("optional: {}"))
+        } throws: { error in
+            (error as? NodeDecodingError)?.message == #"missing required field "labels""#
+        }
+    }
+}

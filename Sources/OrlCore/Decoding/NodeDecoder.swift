@@ -133,7 +133,24 @@ extension NodeDecoding: SingleValueDecodingContainer {
         return exact
     }
 
-    func decode<T: Decodable>(_ type: T.Type) throws -> T { try T(from: self) }
+    func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        // Labels, annotations and headers are string maps on nearly every resource;
+        // the generic Dictionary path decodes each entry through a keyed container.
+        if T.self == [String: String].self { return try decodeStringMap() as! T }
+        return try T(from: self)
+    }
+
+    private func decodeStringMap() throws -> [String: String] {
+        guard let members = node.members else { throw mismatch("object") }
+        var map = [String: String](minimumCapacity: members.count)
+        for member in members {
+            guard let value = member.value.string else {
+                throw NodeDecoding(node: member.value, parent: path, .key(member.key)).mismatch("string")
+            }
+            map[member.key] = value
+        }
+        return map
+    }
 }
 
 struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
@@ -173,7 +190,7 @@ struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     func decode(_ type: Double.Type, forKey key: Key) throws -> Double { try child(key).decode(type) }
     func decode(_ type: Float.Type, forKey key: Key) throws -> Float { try child(key).decode(type) }
     func decode(_ type: Int.Type, forKey key: Key) throws -> Int { try child(key).decode(type) }
-    func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T { try T(from: child(key)) }
+    func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T { try child(key).decode(type) }
 
     // The protocol's default decodeIfPresent looks the key up three times (contains,
     // decodeNil, decode); optional fields are most fields, so look once.
@@ -186,7 +203,7 @@ struct KeyedNodeContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     func decodeIfPresent(_ type: String.Type, forKey key: Key) throws -> String? { try present(key)?.decode(type) }
     func decodeIfPresent(_ type: Double.Type, forKey key: Key) throws -> Double? { try present(key)?.decode(type) }
     func decodeIfPresent(_ type: Int.Type, forKey key: Key) throws -> Int? { try present(key)?.decode(type) }
-    func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? { try present(key).map { try T(from: $0) } }
+    func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? { try present(key)?.decode(type) }
 
     func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws
         -> KeyedDecodingContainer<NestedKey>
@@ -236,7 +253,7 @@ struct UnkeyedNodeContainer: UnkeyedDecodingContainer {
     mutating func decode(_ type: String.Type) throws -> String { try next().decode(type) }
     mutating func decode(_ type: Double.Type) throws -> Double { try next().decode(type) }
     mutating func decode(_ type: Int.Type) throws -> Int { try next().decode(type) }
-    mutating func decode<T: Decodable>(_ type: T.Type) throws -> T { try T(from: next()) }
+    mutating func decode<T: Decodable>(_ type: T.Type) throws -> T { try next().decode(type) }
 
     mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
         try next().container(keyedBy: type)
