@@ -69,6 +69,21 @@ public enum OrlctlMain {
     }
 }
 
+/// Keeps `value` alive until the process exits, so it is never freed.
+///
+/// One-shot commands that read whole fleets end right after printing; freeing ten
+/// thousand parsed documents one by one then costs more than all the checks after
+/// parsing. Process exit returns the memory at once (clang's -disable-free does the
+/// same). Long-running code must never call this.
+func keepUntilExit(_ value: some Sendable) {
+    _ = Unmanaged.passRetained(Box(value))
+}
+
+private final class Box<Value: Sendable>: Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
 /// Writes to standard output in one piece (print() through stdio is slow for big output).
 func writeStandardOutput(_ text: String) {
     var text = text

@@ -41,6 +41,8 @@ struct Validate: AsyncParsableCommand {
         case .text: writeStandardOutput(DiagnosticRenderer.text(result.report, files: result.files, color: TextStyle.forStandardOutput().enabled))
         case .json: writeStandardOutput(DiagnosticRenderer.json(result.report, files: result.files))
         }
-        if !result.report.isValid { throw ExitCode(ExitStatus.findings.rawValue) }
+        let valid = result.report.isValid
+        keepUntilExit(result.report)
+        if !valid { throw ExitCode(ExitStatus.findings.rawValue) }
     }
 }
