@@ -18,7 +18,7 @@ let package = Package(
         .library(name: "OrlCore", targets: ["OrlCore"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
     ],
     targets: [
         // The pure core: model, validation, analysis, planning. No file, network,

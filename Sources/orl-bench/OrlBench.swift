@@ -31,7 +31,9 @@ struct ValidateBench: ParsableCommand {
     var keep: String?
 
     func run() throws {
-        let binary = orlctl ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        let binary =
+            orlctl
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
             .deletingLastPathComponent().appendingPathComponent("orlctl").path
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw ValidationError("no orlctl at \(binary); build it (swift build -c release) or pass --orlctl")
@@ -47,7 +49,9 @@ struct ValidateBench: ParsableCommand {
             try file.text.write(to: url, atomically: false, encoding: .utf8)
             lines += file.text.split(separator: "\n", omittingEmptySubsequences: false).count - 1
         }
-        print("validate: \(count) manifests, \(String(format: "%.1f", Double(lines) / Double(count))) lines each on average, 6 kinds, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        print(
+            "validate: \(count) manifests, \(String(format: "%.1f", Double(lines) / Double(count))) lines each on average, 6 kinds, \(ProcessInfo.processInfo.activeProcessorCount) cores"
+        )
 
         // One untimed run warms the page cache and checks the fleet is valid.
         let warm = try time(binary, directory)
@@ -58,7 +62,10 @@ struct ValidateBench: ParsableCommand {
         for _ in 0..<runs { seconds.append(try time(binary, directory).seconds) }
         seconds.sort()
         let median = seconds[seconds.count / 2]
-        print(String(format: "orlctl validate -f DIR: median %.3f s over %d runs (min %.3f, max %.3f)", median, runs, seconds.first!, seconds.last!))
+        print(
+            String(
+                format: "orlctl validate -f DIR: median %.3f s over %d runs (min %.3f, max %.3f)", median, runs, seconds.first!,
+                seconds.last!))
         print(String(format: "throughput: %.0f manifests/s", Double(count) / median))
     }
 

@@ -3,7 +3,8 @@ import Testing
 
 /// Runs the `orlctl` that was built next to the test bundle, as a user would.
 enum Orlctl {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
     static let binary: URL = {
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
@@ -21,7 +22,9 @@ enum Orlctl {
         var stderr: String
     }
 
-    static func run(_ arguments: [String], stdin: String? = nil, in directory: URL = packageRoot, environment: [String: String] = [:]) throws -> Result {
+    static func run(_ arguments: [String], stdin: String? = nil, in directory: URL = packageRoot, environment: [String: String] = [:])
+        throws -> Result
+    {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
@@ -46,7 +49,9 @@ enum Orlctl {
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         while errThread.isExecuting || !errThread.isFinished { usleep(1000) }
-        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+        return Result(
+            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData, as: UTF8.self))
     }
 }
 

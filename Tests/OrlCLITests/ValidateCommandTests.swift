@@ -39,7 +39,8 @@ import Testing
     }
 
     @Test func readsStandardInput() throws {
-        let manifest = "apiVersion: orl.dev/v1\nkind: Tool\nmetadata: {name: t}\nspec: {type: command, command: {command: x}, risk: extreme}\n"
+        let manifest =
+            "apiVersion: orl.dev/v1\nkind: Tool\nmetadata: {name: t}\nspec: {type: command, command: {command: x}, risk: extreme}\n"
         let r = try Orlctl.run(["validate", "-f", "-"], stdin: manifest)
         #expect(r.status == 1)
         #expect(r.stdout.hasPrefix("<stdin>:4:"), "\(r.stdout)")
@@ -48,10 +49,15 @@ import Testing
 
     @Test func walksDirectoriesInOrderSkippingHiddenAndOtherFiles() throws {
         let dir = try TemporaryDirectory()
-        let tool = { (name: String) in "apiVersion: orl.dev/v1\nkind: Tool\nmetadata: {name: \(name)}\nspec: {type: command, command: {command: x}}\n" }
+        let tool = { (name: String) in
+            "apiVersion: orl.dev/v1\nkind: Tool\nmetadata: {name: \(name)}\nspec: {type: command, command: {command: x}}\n"
+        }
         try dir.write("b/two.yml", tool("same"))
         try dir.write("a/one.yaml", tool("same"))
-        try dir.write("c.json", #"{"apiVersion": "orl.dev/v1", "kind": "Tool", "metadata": {"name": "j"}, "spec": {"type": "command", "command": {"command": "x"}}}"#)
+        try dir.write(
+            "c.json",
+            #"{"apiVersion": "orl.dev/v1", "kind": "Tool", "metadata": {"name": "j"}, "spec": {"type": "command", "command": {"command": "x"}}}"#
+        )
         try dir.write(".git/ignored.yaml", "not: [valid")
         try dir.write("notes.txt", "not: [valid")
         let r = try Orlctl.run(["validate", "-f", "."], in: dir.url)

@@ -1,6 +1,7 @@
 import Foundation
-@testable import OrlCore
 import Testing
+
+@testable import OrlCore
 
 /// schemas/ is the single source of truth; the copy built into the binary must match it.
 @Suite struct BundledSchemasTests {

@@ -1,5 +1,6 @@
-@testable import OrlCore
 import Testing
+
+@testable import OrlCore
 
 /// The ECMA-262 matcher behind `pattern` and `patternProperties`.
 struct ECMARegexTests {

@@ -220,9 +220,12 @@ struct JSONSchemaValidationTests {
 
     @Test func resolvesRegisteredDocumentsAndMetaSchemas() throws {
         var registry = SchemaRegistry()
-        registry.register(try JSONParser.parse(#"{"$defs": {"name": {"type": "string"}}}"#, file: "common.json"), uri: "https://orl.dev/schemas/common.json")
+        registry.register(
+            try JSONParser.parse(#"{"$defs": {"name": {"type": "string"}}}"#, file: "common.json"),
+            uri: "https://orl.dev/schemas/common.json")
         let schema = try JSONSchema(
-            JSONParser.parse(#"{"$id": "https://orl.dev/schemas/x.json", "properties": {"n": {"$ref": "common.json#/$defs/name"}}}"#, file: "x.json"),
+            JSONParser.parse(
+                #"{"$id": "https://orl.dev/schemas/x.json", "properties": {"n": {"$ref": "common.json#/$defs/name"}}}"#, file: "x.json"),
             registry: registry)
         #expect(try violations(schema, #"{"n": 1}"#).map(\.path.description) == ["n"])
 

@@ -6,7 +6,9 @@ import Testing
 @Suite struct WorkflowGraphTests {
     /// A graph from `step: deps` pairs, e.g. `["a": [], "b": ["a"]]` in order.
     func graph(_ steps: [(String, [String])]) throws -> WorkflowGraph {
-        let yaml = "steps:\n" + steps.map { id, deps in "  - {id: \(id), agent: x, dependsOn: [\(deps.joined(separator: ", "))]}" }.joined(separator: "\n")
+        let yaml =
+            "steps:\n"
+            + steps.map { id, deps in "  - {id: \(id), agent: x, dependsOn: [\(deps.joined(separator: ", "))]}" }.joined(separator: "\n")
         let node = try #require(YAMLParser().parse(yaml, file: "wf.yaml").documents.first?.root)
         return WorkflowGraph(try NodeDecoder.decode(WorkflowSpec.self, from: node))
     }
@@ -107,7 +109,9 @@ import Testing
     @Test func labelSelectors() {
         let selector = LabelSelector(
             matchLabels: ["team": "content"],
-            matchExpressions: [.init(key: "tier", operator: .in, values: ["gold", "silver"]), .init(key: "legacy", operator: .doesNotExist)])
+            matchExpressions: [
+                .init(key: "tier", operator: .in, values: ["gold", "silver"]), .init(key: "legacy", operator: .doesNotExist),
+            ])
         #expect(selector.matches(["team": "content", "tier": "gold"]))
         #expect(!selector.matches(["team": "content", "tier": "bronze"]))
         #expect(!selector.matches(["team": "content", "tier": "gold", "legacy": "yes"]))

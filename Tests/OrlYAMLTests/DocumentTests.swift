@@ -4,7 +4,8 @@ import Testing
 
 @Suite struct DocumentTests {
     @Test func eachDocumentOfAStreamIsSeparateWithItsIndex() {
-        let parsed = parse("""
+        let parsed = parse(
+            """
             kind: Agent
             ---
             kind: Workflow
@@ -20,7 +21,8 @@ import Testing
     }
 
     @Test func emptyDocumentsAreSkippedButCounted() {
-        let parsed = parse("""
+        let parsed = parse(
+            """
             # leading comment
             ---
             a: 1

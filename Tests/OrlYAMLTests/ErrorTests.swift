@@ -4,7 +4,8 @@ import Testing
 
 @Suite struct SyntaxErrorTests {
     @Test func aSyntaxErrorKeepsEarlierDocumentsAndDropsTheRest() {
-        let parsed = parse("""
+        let parsed = parse(
+            """
             kind: First
             ---
             kind: Second
@@ -26,7 +27,8 @@ import Testing
     }
 
     @Test func theContextIsANote() {
-        let parsed = parse("""
+        let parsed = parse(
+            """
             spec:
               model: opus
              tools: []

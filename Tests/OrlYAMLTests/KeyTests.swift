@@ -4,7 +4,8 @@ import Testing
 
 @Suite struct KeyTests {
     @Test func eachDuplicateIsReportedAtItsOwnPositionWithTheFirstAsNote() throws {
-        let parsed = parse("""
+        let parsed = parse(
+            """
             kind: Agent
             spec:
               model: opus
@@ -41,7 +42,8 @@ import Testing
     }
 
     @Test func collectionsCannotBeKeys() {
-        let parsed = parse("""
+        let parsed = parse(
+            """
             ? [a, b]
             : 1
             {x: 1}: 2
@@ -80,15 +82,17 @@ import Testing
 
 @Suite struct MergeKeyTests {
     @Test func mergesOneMappingWithExplicitKeysWinning() throws {
-        let doc = try #require(root("""
-            defaults: &defaults
-              model: sonnet
-              timeout: 30
-            agent:
-              timeout: 60
-              <<: *defaults
-              name: reviewer
-            """))
+        let doc = try #require(
+            root(
+                """
+                defaults: &defaults
+                  model: sonnet
+                  timeout: 30
+                agent:
+                  timeout: 60
+                  <<: *defaults
+                  name: reviewer
+                """))
         let agent = try #require(doc["agent"])
         #expect(agent.members?.map(\.key) == ["timeout", "model", "name"])
         #expect(agent["timeout"]?.number == Number(integer: 60))
@@ -106,13 +110,15 @@ import Testing
     }
 
     @Test func mergesAListWithEarlierMappingsWinning() throws {
-        let doc = try #require(root("""
-            a: &a {x: a, y: a}
-            b: &b {y: b, z: b}
-            m:
-              <<: [*a, *b, {w: inline}]
-              x: own
-            """))
+        let doc = try #require(
+            root(
+                """
+                a: &a {x: a, y: a}
+                b: &b {y: b, z: b}
+                m:
+                  <<: [*a, *b, {w: inline}]
+                  x: own
+                """))
         let m = try #require(doc["m"])
         #expect(m["x"]?.string == "own")
         #expect(m["y"]?.string == "a")

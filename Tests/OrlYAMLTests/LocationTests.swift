@@ -4,19 +4,21 @@ import Testing
 
 @Suite struct LocationTests {
     @Test func blockMappingKeysAndValuesKeepTheirPositions() throws {
-        let doc = try #require(root("""
-            apiVersion: orl.dev/v1
-            kind: Agent
-            metadata:
-              name: reviewer
-              labels:
-                team: core
-            spec:
-              tools:
-                - git
-                - name: shell
-                  timeout: 30
-            """))
+        let doc = try #require(
+            root(
+                """
+                apiVersion: orl.dev/v1
+                kind: Agent
+                metadata:
+                  name: reviewer
+                  labels:
+                    team: core
+                spec:
+                  tools:
+                    - git
+                    - name: shell
+                      timeout: 30
+                """))
         #expect(doc.location == at(1, 1))
         #expect(doc.member("kind")?.keyLocation == at(2, 1))
         #expect(doc["kind"]?.location == at(2, 7))
@@ -33,9 +35,11 @@ import Testing
     }
 
     @Test func flowStyleElementsHaveTheirOwnColumns() throws {
-        let doc = try #require(root("""
-            env: {a: 1, "b": [x, 'y', {c: true}]}
-            """))
+        let doc = try #require(
+            root(
+                """
+                env: {a: 1, "b": [x, 'y', {c: true}]}
+                """))
         #expect(doc["env"]?.location == at(1, 6))
         #expect(doc["env"]?.member("a")?.keyLocation == at(1, 7))
         #expect(doc[path: "env", "a"]?.location == at(1, 10))
@@ -48,14 +52,16 @@ import Testing
     }
 
     @Test func multiLineScalarsStartWhereTheyAreWritten() throws {
-        let doc = try #require(root("""
-            prompt: |
-              Review the change.
-              Be brief.
-            summary: a plain scalar
-              folded over two lines
-            after: x
-            """))
+        let doc = try #require(
+            root(
+                """
+                prompt: |
+                  Review the change.
+                  Be brief.
+                summary: a plain scalar
+                  folded over two lines
+                after: x
+                """))
         #expect(doc["prompt"]?.location == at(1, 9))
         #expect(doc["prompt"]?.string == "Review the change.\nBe brief.\n")
         #expect(doc["summary"]?.location == at(4, 10))
@@ -72,11 +78,13 @@ import Testing
     }
 
     @Test func anAliasIsLocatedWhereItIsUsedAndItsContentWhereItIsWritten() throws {
-        let doc = try #require(root("""
-            base: &base
-              image: alpine
-            copy: *base
-            """))
+        let doc = try #require(
+            root(
+                """
+                base: &base
+                  image: alpine
+                copy: *base
+                """))
         #expect(doc["copy"]?.location == at(3, 7))
         #expect(doc[path: "copy", "image"]?.location == at(2, 10))
         #expect(doc[path: "copy", "image"]?.string == "alpine")

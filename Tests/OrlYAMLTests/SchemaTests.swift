@@ -74,18 +74,20 @@ import Testing
     }
 
     @Test func standardTagsDecide() throws {
-        let doc = try #require(root("""
-            a: !!str 123
-            b: !!int "42"
-            c: !!float 1
-            d: !!bool "true"
-            e: !!null ""
-            f: !!str
-            g: ! 12
-            h: !!map {x: 1}
-            i: !!seq [1]
-            !!str k: v
-            """))
+        let doc = try #require(
+            root(
+                """
+                a: !!str 123
+                b: !!int "42"
+                c: !!float 1
+                d: !!bool "true"
+                e: !!null ""
+                f: !!str
+                g: ! 12
+                h: !!map {x: 1}
+                i: !!seq [1]
+                !!str k: v
+                """))
         #expect(doc["a"]?.string == "123")
         #expect(doc["b"]?.number == Number(integer: 42))
         #expect(doc["c"]?.number?.double == 1)

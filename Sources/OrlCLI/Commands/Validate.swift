@@ -16,7 +16,9 @@ struct Validate: AsyncParsableCommand {
             """
     )
 
-    @Option(name: [.short, .customLong("filename")], help: ArgumentHelp("A manifest file or directory, or - for standard input. Repeatable.", valueName: "path"))
+    @Option(
+        name: [.short, .customLong("filename")],
+        help: ArgumentHelp("A manifest file or directory, or - for standard input. Repeatable.", valueName: "path"))
     var files: [String] = []
 
     @Option(name: [.short, .long], help: "Output format: text or json.")
@@ -38,7 +40,8 @@ struct Validate: AsyncParsableCommand {
             throw CommandFailure(message: error.description)
         }
         switch output {
-        case .text: writeStandardOutput(DiagnosticRenderer.text(result.report, files: result.files, color: TextStyle.forStandardOutput().enabled))
+        case .text:
+            writeStandardOutput(DiagnosticRenderer.text(result.report, files: result.files, color: TextStyle.forStandardOutput().enabled))
         case .json: writeStandardOutput(DiagnosticRenderer.json(result.report, files: result.files))
         }
         let valid = result.report.isValid

@@ -67,7 +67,9 @@ public enum ReferenceCheck {
         for (i, name) in selector.agents.enumerated() where !fleet.declares(.agent, name.value, namespace: namespace) {
             let consequence = resource.kind == .policy ? "; this policy grants it nothing" : "; this budget caps nothing for it"
             diagnostics.append(
-                missing(.agent, name, from: resource, path: base.appending("agents").appending(i), in: fleet, severity: .warning, consequence: consequence))
+                missing(
+                    .agent, name, from: resource, path: base.appending("agents").appending(i), in: fleet, severity: .warning,
+                    consequence: consequence))
         }
         if let labels = selector.selector,
             !fleet.resources(of: .agent, namespace: namespace).contains(where: { labels.matches($0.metadata.labels) })
@@ -75,7 +77,8 @@ public enum ReferenceCheck {
             let location = resource.document["spec"]?["appliesTo"]?["selector"]?.location ?? selector.location
             diagnostics.append(
                 .warning(
-                    .selectorEmpty, "the selector of \(resource.id) matches no Agent\(namespace == ResourceID.defaultNamespace ? "" : " in namespace \"\(namespace)\"")",
+                    .selectorEmpty,
+                    "the selector of \(resource.id) matches no Agent\(namespace == ResourceID.defaultNamespace ? "" : " in namespace \"\(namespace)\"")",
                     at: location, resource: resource.id, path: base.appending("selector")))
         }
         return diagnostics

@@ -37,7 +37,8 @@ public enum WorkflowCheck {
                 diagnostics.append(ReferenceCheck.missing(.agent, agent, from: resource, path: path.appending("agent"), in: fleet))
             }
             for (j, tool) in step.tools.enumerated() where !fleet.declares(.tool, tool.value, namespace: namespace) {
-                diagnostics.append(ReferenceCheck.missing(.tool, tool, from: resource, path: path.appending("tools").appending(j), in: fleet))
+                diagnostics.append(
+                    ReferenceCheck.missing(.tool, tool, from: resource, path: path.appending("tools").appending(j), in: fleet))
             }
             for (name, source) in step.inputs {
                 let inputPath = path.appending("inputs").appending(name)

@@ -162,9 +162,15 @@ extension JSONParser {
             case UInt8(ascii: "{"): return try parseObject(at: location)
             case UInt8(ascii: "["): return try parseArray(at: location)
             case UInt8(ascii: "\""): return Node(.string(try parseString()), at: location)
-            case UInt8(ascii: "t"): try expectLiteral("true"); return Node(.bool(true), at: location)
-            case UInt8(ascii: "f"): try expectLiteral("false"); return Node(.bool(false), at: location)
-            case UInt8(ascii: "n"): try expectLiteral("null"); return Node(.null, at: location)
+            case UInt8(ascii: "t"):
+                try expectLiteral("true")
+                return Node(.bool(true), at: location)
+            case UInt8(ascii: "f"):
+                try expectLiteral("false")
+                return Node(.bool(false), at: location)
+            case UInt8(ascii: "n"):
+                try expectLiteral("null")
+                return Node(.null, at: location)
             case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
                 return Node(.number(try parseNumber()), at: location)
             default:
@@ -360,7 +366,8 @@ extension JSONParser {
                 let length = byte < 0x80 ? 1 : byte < 0xE0 ? 2 : byte < 0xF0 ? 3 : 4
                 let end = min(offset + length, bytes.count)
                 lineContinuationBytes += end - offset - 1
-                scalars.append(contentsOf: String(decoding: UnsafeBufferPointer(rebasing: bytes[offset..<end]), as: UTF8.self).unicodeScalars)
+                scalars.append(
+                    contentsOf: String(decoding: UnsafeBufferPointer(rebasing: bytes[offset..<end]), as: UTF8.self).unicodeScalars)
                 offset = end
             }
             throw error("unterminated string")

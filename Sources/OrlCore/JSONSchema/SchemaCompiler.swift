@@ -263,7 +263,8 @@ struct SchemaCompiler {
         }
         guard let position = index.resolve(dialect, against: URIReference(dialect)), let meta = index.node(at: position)
         else {
-            throw failure("unsupported dialect \"\(dialect)\": only JSON Schema draft 2020-12 and meta-schemas registered with the schema are known")
+            throw failure(
+                "unsupported dialect \"\(dialect)\": only JSON Schema draft 2020-12 and meta-schemas registered with the schema are known")
         }
         guard let declared = meta["$vocabulary"]?.members else {
             dialects[dialect] = .all
@@ -308,7 +309,8 @@ struct SchemaCompiler {
     private func unknownKeyword(_ member: Node.Member, known: Bool, context: Context) -> SchemaError {
         if known {
             return context.error(
-                member, "keyword \"\(member.key)\" is not part of this schema's dialect (\(context.scope.dialect ?? "")), so it would be ignored")
+                member,
+                "keyword \"\(member.key)\" is not part of this schema's dialect (\(context.scope.dialect ?? "")), so it would be ignored")
         }
         var message = "unknown schema keyword \"\(member.key)\""
         message += Suggestion.hint(for: member.key, among: Keywords.vocabulary.keys)
@@ -327,7 +329,8 @@ struct SchemaCompiler {
         for name in names {
             guard let string = name.string, let type = JSONTypes.names.first(where: { $0.0 == string })?.1 else {
                 throw context.error(
-                    member, "unknown type \(name.string.map { "\"\($0)\"" } ?? name.typeName); expected one of: "
+                    member,
+                    "unknown type \(name.string.map { "\"\($0)\"" } ?? name.typeName); expected one of: "
                         + JSONTypes.names.map(\.0).joined(separator: ", "))
             }
             types.insert(type)

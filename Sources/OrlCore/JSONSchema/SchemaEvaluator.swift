@@ -262,7 +262,8 @@ struct SchemaEvaluator {
                     guard reporting else { return false }
                     report(
                         schema, "dependentRequired", instance,
-                        "missing field \(ViolationMessages.quoted(name)), required when \(ViolationMessages.quoted(dependency.property)) is present")
+                        "missing field \(ViolationMessages.quoted(name)), required when \(ViolationMessages.quoted(dependency.property)) is present"
+                    )
                 }
             }
             return valid
@@ -334,7 +335,8 @@ struct SchemaEvaluator {
                 let listed = matches.map { "#\($0 + 1)" }
                 report(
                     schema, "oneOf", instance,
-                    "must match exactly one of the \(subschemas.count) alternatives, but matches \(matches.count) (\(listed.joined(separator: ", ")))")
+                    "must match exactly one of the \(subschemas.count) alternatives, but matches \(matches.count) (\(listed.joined(separator: ", ")))"
+                )
             }
             return false
 
@@ -466,7 +468,8 @@ struct SchemaEvaluator {
                 schema, minimum == 1 ? "contains" : "minContains", instance,
                 count == 0 && minimum == 1
                     ? "must contain at least one item matching the \"contains\" schema"
-                    : "must contain at least \(ViolationMessages.plural(minimum, "item")) matching the \"contains\" schema (found \(count))")
+                    : "must contain at least \(ViolationMessages.plural(minimum, "item")) matching the \"contains\" schema (found \(count))"
+            )
             return false
         }
         if let maximum, count > maximum {

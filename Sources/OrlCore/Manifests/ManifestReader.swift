@@ -58,12 +58,26 @@ public struct ManifestReader: Sendable {
     private func readResource(_ document: SourceDocument) -> (resource: Resource?, diagnostics: [Diagnostic]) {
         let root = document.root
         guard root.members != nil else {
-            return (nil, [.error(.resourceInvalid, "expected a resource (a mapping with apiVersion, kind, metadata and spec), got \(root.typeName)", at: root.location)])
+            return (
+                nil,
+                [
+                    .error(
+                        .resourceInvalid, "expected a resource (a mapping with apiVersion, kind, metadata and spec), got \(root.typeName)",
+                        at: root.location)
+                ]
+            )
         }
         let id = Self.identity(of: root)
 
         guard let apiVersionNode = root["apiVersion"] else {
-            return (nil, [.error(.resourceInvalid, "missing required field \"apiVersion\" (orl resources use \"\(ResourceKind.apiVersion)\")", at: root.location, resource: id)])
+            return (
+                nil,
+                [
+                    .error(
+                        .resourceInvalid, "missing required field \"apiVersion\" (orl resources use \"\(ResourceKind.apiVersion)\")",
+                        at: root.location, resource: id)
+                ]
+            )
         }
         guard apiVersionNode.string == ResourceKind.apiVersion else {
             let written = apiVersionNode.string.map { "\"\($0)\"" } ?? apiVersionNode.typeName
@@ -77,7 +91,10 @@ public struct ManifestReader: Sendable {
             )
         }
         guard let kindNode = root["kind"] else {
-            return (nil, [.error(.resourceInvalid, "missing required field \"kind\" (one of \(Self.kindList))", at: root.location, resource: id)])
+            return (
+                nil,
+                [.error(.resourceInvalid, "missing required field \"kind\" (one of \(Self.kindList))", at: root.location, resource: id)]
+            )
         }
         guard let kindName = kindNode.string, let kind = ResourceKind(rawValue: kindName) else {
             let written = kindNode.string ?? kindNode.typeName
@@ -115,7 +132,14 @@ public struct ManifestReader: Sendable {
         } catch {
             // The schema accepted what the model cannot read: a defect in orl, reported
             // where it happened rather than hidden.
-            return (nil, [.error(.resourceInvalid, "\(error.message) (the schema accepted it; please report this)", at: error.location, resource: id, path: error.path)])
+            return (
+                nil,
+                [
+                    .error(
+                        .resourceInvalid, "\(error.message) (the schema accepted it; please report this)", at: error.location, resource: id,
+                        path: error.path)
+                ]
+            )
         }
     }
 

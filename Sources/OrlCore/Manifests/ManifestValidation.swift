@@ -27,11 +27,14 @@ public enum ManifestValidation {
                 return d
             }
         }
-        return ValidationReport(fleet: fleet, resourceCount: read.resources.count + read.unreadable.count, diagnostics: all.sortedForReport())
+        return ValidationReport(
+            fleet: fleet, resourceCount: read.resources.count + read.unreadable.count, diagnostics: all.sortedForReport())
     }
 
     /// Reads every document (in order) and validates the set.
-    public static func validate(_ sources: [ParsedSource], reader: ManifestReader = ManifestReader(), strict: Bool = false) -> ValidationReport {
+    public static func validate(_ sources: [ParsedSource], reader: ManifestReader = ManifestReader(), strict: Bool = false)
+        -> ValidationReport
+    {
         var read = ReadManifests()
         for source in sources { read.append(reader.read(source)) }
         return validate(read, strict: strict)

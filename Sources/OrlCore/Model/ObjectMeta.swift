@@ -5,7 +5,9 @@ public struct ObjectMeta: Sendable, Hashable, Decodable {
     public var labels: [String: String]
     public var annotations: [String: String]
 
-    public init(name: String, namespace: String = ResourceID.defaultNamespace, labels: [String: String] = [:], annotations: [String: String] = [:]) {
+    public init(
+        name: String, namespace: String = ResourceID.defaultNamespace, labels: [String: String] = [:], annotations: [String: String] = [:]
+    ) {
         self.name = name
         self.namespace = namespace
         self.labels = labels

@@ -9,7 +9,8 @@ extension TextValue {
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let value = Self(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\"\(text)\" is not \(Self.expected)"))
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "\"\(text)\" is not \(Self.expected)"))
         }
         self = value
     }
@@ -59,7 +60,6 @@ public struct DurationValue: Sendable, Hashable, TextValue, CustomStringConverti
         self.text = text
     }
 
-
     public var description: String { text }
 }
 
@@ -89,7 +89,6 @@ public struct ByteQuantity: Sendable, Hashable, TextValue, CustomStringConvertib
         self.text = text
     }
 
-
     public var description: String { text }
 }
 
@@ -113,7 +112,6 @@ public struct ModelRef: Sendable, Hashable, TextValue, CustomStringConvertible {
         guard !provider.isEmpty, !model.isEmpty else { return nil }
         self.init(provider: provider, model: model)
     }
-
 
     public var description: String { "\(provider)/\(model)" }
 }

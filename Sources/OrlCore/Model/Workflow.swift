@@ -48,7 +48,8 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
             } else if let locating = decoder as? any LocatingDecoder, let value = locating.node["value"] {
                 self = .literal(value)
             } else {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "an input needs one of input, step or value"))
+                throw DecodingError.dataCorrupted(
+                    .init(codingPath: decoder.codingPath, debugDescription: "an input needs one of input, step or value"))
             }
         }
 
@@ -63,8 +64,13 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
 
         public func hash(into hasher: inout Hasher) {
             switch self {
-            case .runInput(let name): hasher.combine(0); hasher.combine(name)
-            case .stepOutput(let step, let key): hasher.combine(1); hasher.combine(step); hasher.combine(key)
+            case .runInput(let name):
+                hasher.combine(0)
+                hasher.combine(name)
+            case .stepOutput(let step, let key):
+                hasher.combine(1)
+                hasher.combine(step)
+                hasher.combine(key)
             case .literal: hasher.combine(2)
             }
         }

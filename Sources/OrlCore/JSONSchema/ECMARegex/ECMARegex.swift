@@ -78,11 +78,12 @@ struct ECMARegex: Sendable {
             program.sets.withUnsafeBufferPointer { sets in
                 program.ranges.withUnsafeBufferPointer { ranges in
                     let machine = Machine(instructions: instructions, sets: sets, ranges: ranges, input: input)
-                    let backtracks = switch strategy {
-                    case .automatic: program.splitCount * (input.count + 1) <= Self.backtrackLimit
-                    case .backtracking: true
-                    case .pikeVM: false
-                    }
+                    let backtracks =
+                        switch strategy {
+                        case .automatic: program.splitCount * (input.count + 1) <= Self.backtrackLimit
+                        case .backtracking: true
+                        case .pikeVM: false
+                        }
                     if backtracks {
                         return machine.backtrack(anchored: program.anchoredAtStart, splitCount: program.splitCount)
                     }

@@ -197,8 +197,9 @@ extension ECMARegex {
                 // punctuation is accepted, as without the `u` flag: `\-` or `\:` are common
                 // in schemas and cannot mean anything else. Letters and digits stay errors,
                 // because engines disagree on what `\a` or `\z` mean.
-                guard ("!"..."/").contains(scalar) || (":"..."@").contains(scalar) || ("["..."`").contains(scalar)
-                    || ("{"..."~").contains(scalar)
+                guard
+                    ("!"..."/").contains(scalar) || (":"..."@").contains(scalar) || ("["..."`").contains(scalar)
+                        || ("{"..."~").contains(scalar)
                 else { throw invalid("unknown escape '\\\(scalar)'", at: start) }
                 return scalar.value
             }
