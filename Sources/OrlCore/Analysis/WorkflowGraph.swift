@@ -10,6 +10,10 @@ public struct WorkflowGraph: Sendable {
     public let dependencies: [[Int]]
     /// `dependants[i]`: indices of the steps waiting for step i.
     public let dependants: [[Int]]
+    /// `dataSources[i]`: the steps whose output step i receives (its dependencies, and
+    /// the steps its inputs read, which may be further upstream), each with the place
+    /// that says so (the `dependsOn` entry, or the input's `step`).
+    public let dataSources: [[(step: Int, location: SourceLocation)]]
 
     public init(_ spec: WorkflowSpec) {
         steps = spec.steps
@@ -29,6 +33,19 @@ public struct WorkflowGraph: Sendable {
         }
         self.dependencies = dependencies
         self.dependants = dependants
+        var dataSources = [[(step: Int, location: SourceLocation)]](repeating: [], count: steps.count)
+        for (i, step) in steps.enumerated() where index[step.id.value] == i {
+            var seen = Set<Int>()
+            for dep in step.dependsOn {
+                guard let d = index[dep.value], d != i, seen.insert(d).inserted else { continue }
+                dataSources[i].append((d, dep.location))
+            }
+            for (_, source) in step.inputs {
+                guard case .stepOutput(let name, _) = source, let d = index[name.value], d != i, seen.insert(d).inserted else { continue }
+                dataSources[i].append((d, name.location))
+            }
+        }
+        self.dataSources = dataSources
     }
 
     /// Steps that wait for nothing.

@@ -38,4 +38,19 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static let dagDuplicateStep = DiagnosticCode("dag.duplicate-step")
     /// A step reads the output of a step that does not always finish before it.
     public static let dagInputNotUpstream = DiagnosticCode("dag.input-not-upstream")
+
+    // The permission audit: workflows checked against the policies before anything runs.
+    public static let permToolDenied = DiagnosticCode("perm.tool-denied")
+    public static let permToolUndeclared = DiagnosticCode("perm.tool-undeclared")
+    public static let permModelDenied = DiagnosticCode("perm.model-denied")
+    public static let permSecretDenied = DiagnosticCode("perm.secret-denied")
+    public static let permHandoffDenied = DiagnosticCode("perm.handoff-denied")
+    public static let permApprovalMissing = DiagnosticCode("perm.approval-missing")
+    public static let permDataflow = DiagnosticCode("perm.dataflow")
+
+    // Budgets.
+    /// An agent no Budget covers: nothing caps its spend.
+    public static let budgetMissing = DiagnosticCode("budget.missing")
+    /// A workflow's worst case costs more than a budget that covers its agents.
+    public static let budgetInfeasible = DiagnosticCode("budget.infeasible")
 }

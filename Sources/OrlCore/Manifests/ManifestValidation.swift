@@ -20,6 +20,7 @@ public enum ManifestValidation {
         var all = read.diagnostics + duplicates
         all += ReferenceCheck.run(fleet)
         all += WorkflowCheck.run(fleet)
+        all += PolicyAudit.run(fleet, engine: PolicyEngine(fleet))
         if strict {
             all = all.map { d in
                 var d = d

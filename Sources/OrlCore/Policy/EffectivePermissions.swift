@@ -1,0 +1,159 @@
+/// What a permission is about. The raw values are the prefixes users type:
+/// `orlctl explain agent/x --can use tool/web-search`.
+public enum PermissionKind: String, CaseIterable, Sendable, Hashable {
+    case tool
+    case model
+    case secret
+    case handoff
+    /// Clearance to receive data of a class.
+    case dataClass = "data-class"
+    /// Leave to send data of a class out through an egress tool.
+    case egress
+
+    /// How the kind is named in messages: `tool "web-search"`.
+    public var noun: String {
+        switch self {
+        case .tool: "tool"
+        case .model: "model"
+        case .secret: "secret"
+        case .handoff: "handoff to"
+        case .dataClass: "data class"
+        case .egress: "egress of data class"
+        }
+    }
+}
+
+/// One entry of a Policy that grants, denies or gates something: the unit every
+/// permission decision is explained by.
+public struct PolicyRule: Sendable, Hashable {
+    public enum Effect: String, Sendable, Hashable {
+        case allow
+        case deny
+        case requireApproval
+    }
+
+    public var effect: Effect
+    public var kind: PermissionKind
+    /// As written: a name, `*`, or for models `PROVIDER/*`.
+    public var pattern: String
+    public var policy: ResourceID
+    public var location: SourceLocation
+
+    public func matches(_ value: String) -> Bool {
+        if pattern == "*" || pattern == value { return true }
+        // `openai/*` covers every model of the provider `openai`.
+        if kind == .model, pattern.hasSuffix("/*") {
+            return value.hasPrefix(pattern.dropLast())
+        }
+        return false
+    }
+}
+
+/// The answer to "may this agent use X?", with the rules that decided it.
+public struct PermissionDecision: Sendable, Hashable {
+    public enum Outcome: Sendable, Hashable {
+        case allowed
+        /// A policy denies it (and denies win over allows).
+        case denied
+        /// No policy allows it: nothing is allowed by default.
+        case notAllowed
+    }
+
+    public var outcome: Outcome
+    /// The denying rules when denied, the allowing rules when allowed, none otherwise.
+    public var rules: [PolicyRule]
+
+    public var isAllowed: Bool { outcome == .allowed }
+
+    /// `denied by Policy/team-guardrails` / `allowed by Policy/a, Policy/b` /
+    /// `no policy allows it`.
+    public var reason: String {
+        let policies = Array(Set(rules.map(\.policy))).sorted().map(\.description).joined(separator: ", ")
+        switch outcome {
+        case .allowed: return "allowed by \(policies)"
+        case .denied: return "denied by \(policies)"
+        case .notAllowed: return "no policy allows it"
+        }
+    }
+}
+
+/// Everything the Policies that select an agent say about it. Deny by default; the
+/// allows of all policies add up; any deny wins.
+public struct EffectivePermissions: Sendable {
+    public let agent: ResourceID
+    /// The policies that select the agent, in name order.
+    public let policies: [ResourceID]
+    /// Every allow, deny and approval rule of those policies, in policy then source order.
+    public let rules: [PolicyRule]
+
+    public init(agent: ResourceID, policies: [ResourceID], rules: [PolicyRule]) {
+        self.agent = agent
+        self.policies = policies
+        self.rules = rules
+    }
+
+    public func decide(_ kind: PermissionKind, _ value: String) -> PermissionDecision {
+        var allows: [PolicyRule] = []
+        var denies: [PolicyRule] = []
+        for rule in rules where rule.kind == kind && rule.matches(value) {
+            switch rule.effect {
+            case .allow: allows.append(rule)
+            case .deny: denies.append(rule)
+            case .requireApproval: continue
+            }
+        }
+        if !denies.isEmpty { return PermissionDecision(outcome: .denied, rules: denies) }
+        if !allows.isEmpty { return PermissionDecision(outcome: .allowed, rules: allows) }
+        return PermissionDecision(outcome: .notAllowed, rules: [])
+    }
+
+    /// The rules that put `tool` behind a human approval gate for this agent.
+    public func approvalRules(forTool tool: String) -> [PolicyRule] {
+        rules.filter { $0.effect == .requireApproval && $0.kind == .tool && $0.matches(tool) }
+    }
+}
+
+/// Computes effective permissions for the agents of a fleet, once per agent.
+public struct PolicyEngine: Sendable {
+    private let byAgent: [ResourceID: EffectivePermissions]
+
+    public init(_ fleet: Fleet) {
+        var policiesOf: [ResourceID: [Resource]] = [:]
+        for policy in fleet.resources(of: .policy) {
+            guard let spec = policy.policy else { continue }
+            for agent in fleet.agents(selectedBy: spec.appliesTo, namespace: policy.metadata.namespace) {
+                policiesOf[agent.id, default: []].append(policy)
+            }
+        }
+        var byAgent: [ResourceID: EffectivePermissions] = [:]
+        for agent in fleet.resources(of: .agent) {
+            let policies = (policiesOf[agent.id] ?? []).sorted { $0.id < $1.id }
+            byAgent[agent.id] = EffectivePermissions(
+                agent: agent.id, policies: policies.map(\.id), rules: policies.flatMap(Self.rules(of:)))
+        }
+        self.byAgent = byAgent
+    }
+
+    /// The agent's permissions; an agent no policy selects may do nothing.
+    public func permissions(of agent: ResourceID) -> EffectivePermissions {
+        byAgent[agent] ?? EffectivePermissions(agent: agent, policies: [], rules: [])
+    }
+
+    static func rules(of policy: Resource) -> [PolicyRule] {
+        guard let spec = policy.policy else { return [] }
+        func rules(_ entries: [Located<String>], _ kind: PermissionKind, _ effect: PolicyRule.Effect) -> [PolicyRule] {
+            entries.map { PolicyRule(effect: effect, kind: kind, pattern: $0.value, policy: policy.id, location: $0.location) }
+        }
+        var all: [PolicyRule] = []
+        for (side, effect) in [(spec.allow, PolicyRule.Effect.allow), (spec.deny, .deny)] {
+            all += rules(side.tools, .tool, effect)
+            all += rules(side.models, .model, effect)
+            all += rules(side.secrets, .secret, effect)
+            all += rules(side.handoffs, .handoff, effect)
+            all += rules(side.dataClasses, .dataClass, effect)
+            all += rules(side.egress, .egress, effect)
+        }
+        all += rules(spec.approvalTools, .tool, .requireApproval)
+        return all
+    }
+}

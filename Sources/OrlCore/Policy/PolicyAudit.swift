@@ -1,0 +1,378 @@
+/// Proves, before anything runs, that agents and workflow DAGs respect the policies:
+/// tools, models, secrets, handoffs along DAG edges, approval gates on every path, data
+/// classes along every edge, and budgets.
+///
+/// Every check is linear (or near-linear) in steps and edges: facts are propagated
+/// once through the DAG in topological order, never by enumerating paths.
+public enum PolicyAudit {
+    public static func run(_ fleet: Fleet, engine: PolicyEngine) -> [Diagnostic] {
+        var diagnostics: [Diagnostic] = []
+        for agent in fleet.resources(of: .agent) {
+            diagnostics += audit(agent: agent, permissions: engine.permissions(of: agent.id), fleet: fleet)
+        }
+        for workflow in fleet.resources(of: .workflow) {
+            diagnostics += WorkflowAudit(workflow: workflow, fleet: fleet, engine: engine)?.run() ?? []
+        }
+        return diagnostics
+    }
+
+    /// What an agent declares, checked on its own: its model, its secrets, its tools, and
+    /// whether any budget caps it.
+    private static func audit(agent: Resource, permissions: EffectivePermissions, fleet: Fleet) -> [Diagnostic] {
+        guard let spec = agent.agent else { return [] }
+        var diagnostics: [Diagnostic] = []
+        let name = agent.metadata.name
+        let model = spec.model.value.description
+        let modelDecision = permissions.decide(.model, model)
+        if !modelDecision.isAllowed {
+            diagnostics.append(
+                .error(
+                    .permModelDenied, "agent \"\(name)\" may not use model \"\(model)\": \(modelDecision.reason)",
+                    at: spec.model.location, resource: agent.id, path: ValuePath([.key("spec"), .key("model")]),
+                    notes: notes(for: modelDecision, permissions)))
+        }
+        for (i, secret) in spec.secrets.enumerated() {
+            let decision = permissions.decide(.secret, secret.name.value)
+            guard !decision.isAllowed else { continue }
+            diagnostics.append(
+                .error(
+                    .permSecretDenied, "agent \"\(name)\" may not read secret \"\(secret.name.value)\": \(decision.reason)",
+                    at: secret.name.location, resource: agent.id,
+                    path: ValuePath([.key("spec"), .key("secrets"), .index(i), .key("name")]),
+                    notes: notes(for: decision, permissions)))
+        }
+        for (i, tool) in spec.tools.enumerated() {
+            let decision = permissions.decide(.tool, tool.value)
+            guard !decision.isAllowed else { continue }
+            diagnostics.append(
+                .error(
+                    .permToolDenied, "agent \"\(name)\" declares tool \"\(tool.value)\", which it may not use: \(decision.reason)",
+                    at: tool.location, resource: agent.id, path: ValuePath([.key("spec"), .key("tools"), .index(i)]),
+                    notes: notes(for: decision, permissions)))
+        }
+        let namespace = agent.metadata.namespace
+        let covered = fleet.resources(of: .budget, namespace: namespace).contains { budget in
+            budget.budget?.appliesTo.selects(agent.metadata) ?? false
+        }
+        if !covered {
+            diagnostics.append(
+                .warning(
+                    .budgetMissing, "no Budget covers agent \"\(name)\", so nothing caps what it spends on models",
+                    at: agent.nameLocation, resource: agent.id, path: ValuePath([.key("metadata"), .key("name")])))
+        }
+        return diagnostics
+    }
+
+    /// Notes that point at the rules behind a decision, or, when nothing allowed it, at
+    /// the policies that apply to the agent (or say that none does).
+    static func notes(for decision: PermissionDecision, _ permissions: EffectivePermissions) -> [Diagnostic.Note] {
+        switch decision.outcome {
+        case .denied:
+            return decision.rules.map { .init("denied by \($0.policy) here", at: $0.location) }
+        case .allowed:
+            return []
+        case .notAllowed:
+            if permissions.policies.isEmpty {
+                return [.init("no Policy applies to agent \"\(permissions.agent.name)\"; nothing is allowed unless a Policy allows it")]
+            }
+            let names = permissions.policies.map(\.description).joined(separator: ", ")
+            return [.init("policies that apply to agent \"\(permissions.agent.name)\": \(names); none allows it")]
+        }
+    }
+}
+
+/// The audit of one workflow's DAG.
+struct WorkflowAudit {
+    let workflow: Resource
+    let spec: WorkflowSpec
+    let graph: WorkflowGraph
+    let order: [Int]
+    let fleet: Fleet
+    let engine: PolicyEngine
+    /// The Agent of each step (nil for approval gates and unresolved agents).
+    let agents: [Resource?]
+
+    /// Nil when the DAG is not one (cycles are reported by the structural check).
+    init?(workflow: Resource, fleet: Fleet, engine: PolicyEngine) {
+        guard let spec = workflow.workflow else { return nil }
+        let graph = WorkflowGraph(spec)
+        guard let order = graph.topologicalOrder() else { return nil }
+        self.workflow = workflow
+        self.spec = spec
+        self.graph = graph
+        self.order = order
+        self.fleet = fleet
+        self.engine = engine
+        agents = spec.steps.map { step in
+            step.agent.flatMap { fleet.resource(.agent, $0.value, namespace: workflow.metadata.namespace) }
+        }
+    }
+
+    /// Steps whose index is their id's first use (duplicates are reported elsewhere).
+    var steps: [Int] { order }
+
+    func stepPath(_ i: Int) -> ValuePath { ValuePath([.key("spec"), .key("steps"), .index(i)]) }
+    func id(_ i: Int) -> String { spec.steps[i].id.value }
+
+    func run() -> [Diagnostic] {
+        tools() + handoffs() + approvals() + dataflow() + budgets()
+    }
+
+    // MARK: Tools
+
+    private func tools() -> [Diagnostic] {
+        var diagnostics: [Diagnostic] = []
+        for i in steps {
+            guard let agent = agents[i], let agentSpec = agent.agent else { continue }
+            let permissions = engine.permissions(of: agent.id)
+            let declared = Set(agentSpec.tools.map(\.value))
+            for (j, tool) in spec.steps[i].tools.enumerated() {
+                let path = stepPath(i).appending("tools").appending(j)
+                if !declared.contains(tool.value) {
+                    diagnostics.append(
+                        .error(
+                            .permToolUndeclared,
+                            "step \"\(id(i))\" uses tool \"\(tool.value)\", which agent \"\(agent.metadata.name)\" does not declare in spec.tools",
+                            at: tool.location, resource: workflow.id, path: path,
+                            notes: [.init("agent \"\(agent.metadata.name)\" is defined here", at: agent.nameLocation)]))
+                }
+                let decision = permissions.decide(.tool, tool.value)
+                if !decision.isAllowed {
+                    diagnostics.append(
+                        .error(
+                            .permToolDenied,
+                            "step \"\(id(i))\" uses tool \"\(tool.value)\", which agent \"\(agent.metadata.name)\" may not use: \(decision.reason)",
+                            at: tool.location, resource: workflow.id, path: path,
+                            notes: PolicyAudit.notes(for: decision, permissions)))
+                }
+            }
+        }
+        return diagnostics
+    }
+
+    // MARK: Handoffs
+
+    /// For each step, the agent steps whose output reaches it directly or through
+    /// approval gates (a gate passes on what it was shown), with the place in the step
+    /// that names the edge.
+    private func providers() -> [[(step: Int, location: SourceLocation)]] {
+        var providers = [[(step: Int, location: SourceLocation)]](repeating: [], count: spec.steps.count)
+        // What a gate passes on: the agent steps behind it.
+        var behindGate = [[Int]](repeating: [], count: spec.steps.count)
+        for i in order {
+            var seen = Set<Int>()
+            for source in graph.dataSources[i] {
+                let origins = spec.steps[source.step].isApprovalGate ? behindGate[source.step] : [source.step]
+                for origin in origins where seen.insert(origin).inserted {
+                    providers[i].append((origin, source.location))
+                }
+            }
+            if spec.steps[i].isApprovalGate { behindGate[i] = providers[i].map(\.step) }
+        }
+        return providers
+    }
+
+    private func handoffs() -> [Diagnostic] {
+        var diagnostics: [Diagnostic] = []
+        let providers = providers()
+        for i in steps {
+            guard let receiver = agents[i] else { continue }
+            for (source, location) in providers[i] {
+                guard let sender = agents[source], sender.id != receiver.id else { continue }
+                let permissions = engine.permissions(of: sender.id)
+                let decision = permissions.decide(.handoff, receiver.metadata.name)
+                guard !decision.isAllowed else { continue }
+                diagnostics.append(
+                    .error(
+                        .permHandoffDenied,
+                        "step \"\(id(i))\" receives the output of step \"\(id(source))\", but agent \"\(sender.metadata.name)\" may not hand off to agent \"\(receiver.metadata.name)\": \(decision.reason)",
+                        at: location, resource: workflow.id, path: stepPath(i),
+                        notes: PolicyAudit.notes(for: decision, permissions)))
+            }
+        }
+        return diagnostics
+    }
+
+    // MARK: Approval gates
+
+    private func approvals() -> [Diagnostic] {
+        // ungated[i]: some path from a root reaches step i without passing a gate;
+        // via[i] is the previous step on one such path.
+        var ungated = [Bool](repeating: false, count: spec.steps.count)
+        var via = [Int?](repeating: nil, count: spec.steps.count)
+        for i in order where !spec.steps[i].isApprovalGate {
+            if graph.dependencies[i].isEmpty {
+                ungated[i] = true
+            } else if let open = graph.dependencies[i].first(where: { ungated[$0] }) {
+                ungated[i] = true
+                via[i] = open
+            }
+        }
+        var diagnostics: [Diagnostic] = []
+        for i in steps where ungated[i] {
+            guard let agent = agents[i] else { continue }
+            let permissions = engine.permissions(of: agent.id)
+            for (j, tool) in spec.steps[i].tools.enumerated() {
+                let rules = permissions.approvalRules(forTool: tool.value)
+                guard !rules.isEmpty else { continue }
+                var path = [i]
+                while let previous = via[path[path.count - 1]] { path.append(previous) }
+                let route = path.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
+                let policies = Array(Set(rules.map(\.policy.description))).sorted().joined(separator: ", ")
+                diagnostics.append(
+                    .error(
+                        .permApprovalMissing,
+                        "step \"\(id(i))\" uses tool \"\(tool.value)\", which needs a human approval gate (\(policies)), but the path \(route) reaches it without one",
+                        at: tool.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
+                        notes: rules.map { .init("approval required by \($0.policy) here", at: $0.location) }))
+            }
+        }
+        return diagnostics
+    }
+
+    // MARK: Data classes
+
+    /// Where a step got a data class: from one of its tools, or from an upstream step.
+    private enum Origin {
+        case tool(String)
+        case step(Int)
+    }
+
+    private func dataflow() -> [Diagnostic] {
+        let namespace = workflow.metadata.namespace
+        func tool(_ name: String) -> Resource? { fleet.resource(.tool, name, namespace: namespace) }
+
+        // carried[i]: every class step i's output carries, with where it came from
+        // (first origin wins, which is enough to show one path).
+        var carried = [[String: Origin]](repeating: [:], count: spec.steps.count)
+        var diagnostics: [Diagnostic] = []
+        for i in order {
+            var held: [String: Origin] = [:]
+            for source in graph.dataSources[i] {
+                for (dataClass, _) in carried[source.step] where held[dataClass] == nil {
+                    held[dataClass] = .step(source.step)
+                }
+            }
+            for used in spec.steps[i].tools {
+                for dataClass in tool(used.value)?.tool?.dataClasses ?? [] where held[dataClass] == nil {
+                    held[dataClass] = .tool(used.value)
+                }
+            }
+            carried[i] = held
+            guard let agent = agents[i] else { continue }
+            let permissions = engine.permissions(of: agent.id)
+            let name = agent.metadata.name
+
+            for dataClass in held.keys.sorted() {
+                let decision = permissions.decide(.dataClass, dataClass)
+                guard !decision.isAllowed else { continue }
+                diagnostics.append(
+                    .error(
+                        .permDataflow,
+                        "data of class \"\(dataClass)\" reaches step \"\(id(i))\" (\(route(of: dataClass, to: i, carried))), but agent \"\(name)\" is not cleared for it: \(decision.reason)",
+                        at: spec.steps[i].id.location, resource: workflow.id, path: stepPath(i),
+                        notes: PolicyAudit.notes(for: decision, permissions)))
+            }
+
+            for (j, used) in spec.steps[i].tools.enumerated() {
+                guard let egress = tool(used.value)?.tool, egress.capabilities.contains(.egress) else { continue }
+                // What the step can send out: everything it holds but what this tool itself returns.
+                let sent = held.filter { if case .tool(let t) = $0.value { t != used.value } else { true } }
+                for dataClass in sent.keys.sorted() {
+                    let decision = permissions.decide(.egress, dataClass)
+                    guard !decision.isAllowed else { continue }
+                    diagnostics.append(
+                        .error(
+                            .permDataflow,
+                            "step \"\(id(i))\" can send data of class \"\(dataClass)\" (\(route(of: dataClass, to: i, carried))) out through egress tool \"\(used.value)\", but no policy lets agent \"\(name)\" send \"\(dataClass)\" out: \(decision.reason)",
+                            at: used.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
+                            notes: PolicyAudit.notes(for: decision, permissions)))
+                }
+            }
+        }
+        return diagnostics
+    }
+
+    /// `tool "crm-lookup" in "enrich" → "draft" → "send"`: the way a class reached a step.
+    private func route(of dataClass: String, to step: Int, _ carried: [[String: Origin]]) -> String {
+        var hops = [step]
+        var toolName = ""
+        while let origin = carried[hops[hops.count - 1]][dataClass] {
+            switch origin {
+            case .step(let previous):
+                hops.append(previous)
+                continue
+            case .tool(let name):
+                toolName = name
+            }
+            break
+        }
+        return "from tool \"\(toolName)\" in " + hops.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
+    }
+
+    // MARK: Budgets
+
+    private func budgets() -> [Diagnostic] {
+        let namespace = workflow.metadata.namespace
+        // Worst case per agent step: every attempt spends maxTokens at the model's
+        // dearer price (input or output).
+        var worst: [(agent: Resource, usd: Double, tokens: Int)] = []
+        for i in steps {
+            let step = spec.steps[i]
+            guard let agent = agents[i], let agentSpec = agent.agent, let maxTokens = step.maxTokens ?? agentSpec.maxTokensPerCall else {
+                continue
+            }
+            let model = agentSpec.model.value
+            guard
+                let pricing = fleet.resource(.modelProvider, model.provider, namespace: namespace)?.modelProvider?.model(
+                    named: model.model)?.pricing
+            else { continue }
+            let tokens = step.retry.attempts * maxTokens
+            worst.append((agent, Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens))
+        }
+        guard !worst.isEmpty else { return [] }
+
+        var diagnostics: [Diagnostic] = []
+        for budget in fleet.resources(of: .budget, namespace: namespace) {
+            guard let budgetSpec = budget.budget else { continue }
+            let covered = worst.filter { budgetSpec.appliesTo.selects($0.agent.metadata) }
+            guard !covered.isEmpty else { continue }
+            // A shared pool pays for every covered step; a per-agent budget for each agent's own.
+            let groups: [(who: String, usd: Double, tokens: Int)] =
+                switch budgetSpec.scope {
+                case .shared:
+                    [("", covered.map(\.usd).reduce(0, +), covered.map(\.tokens).reduce(0, +))]
+                case .perAgent:
+                    Dictionary(grouping: covered, by: { $0.agent.metadata.name }).sorted { $0.key < $1.key }.map { name, items in
+                        (" for agent \"\(name)\"", items.map(\.usd).reduce(0, +), items.map(\.tokens).reduce(0, +))
+                    }
+                }
+            for group in groups {
+                for limit in budgetSpec.limits {
+                    var over: [String] = []
+                    if let usd = limit.usd, group.usd > usd {
+                        over.append("$\(Self.money(group.usd)) against the $\(Self.money(usd)) per \(limit.window.rawValue)")
+                    }
+                    if let tokens = limit.tokens, group.tokens > tokens {
+                        over.append("\(group.tokens) tokens against the \(tokens) per \(limit.window.rawValue)")
+                    }
+                    guard !over.isEmpty else { continue }
+                    diagnostics.append(
+                        .warning(
+                            .budgetInfeasible,
+                            "one run of this workflow can spend up to \(over.joined(separator: " and ")) of \(budget.id)\(group.who) (every attempt of every step using its maxTokens)",
+                            at: workflow.nameLocation, resource: workflow.id, path: ValuePath([.key("metadata"), .key("name")]),
+                            notes: [.init("\(budget.id) is defined here", at: budget.nameLocation)]))
+                }
+            }
+        }
+        return diagnostics
+    }
+
+    /// Dollars with cents, no Foundation: 3.5 → "3.50".
+    static func money(_ value: Double) -> String {
+        let cents = Int((value * 100).rounded(.up))
+        let fraction = cents % 100
+        return "\(cents / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+    }
+}
