@@ -21,8 +21,9 @@ func position(of needle: String, in text: String, after: String? = nil) -> (line
     return nil
 }
 
-/// A small valid fleet: one provider, two tools, three agents, a policy, a budget and a
-/// diamond-shaped workflow. Cases add to it or change it.
+/// A small fleet that passes every check, the audit included: one provider, two tools,
+/// three agents, two policies, a budget and a diamond-shaped workflow with an approval
+/// gate. Cases add to it or change it.
 let baseFleet = """
     apiVersion: orl.dev/v1
     kind: ModelProvider
@@ -84,13 +85,21 @@ let baseFleet = """
       appliesTo:
         agents: [publisher]
         selector: {matchLabels: {team: content}}
-      allow: {tools: [web-search], models: ["sim/*"]}
+      allow: {tools: [web-search], models: ["sim/*"], handoffs: [writer, publisher]}
+      requireApproval: {tools: [publish-post]}
+    ---
+    apiVersion: orl.dev/v1
+    kind: Policy
+    metadata: {name: publishing}
+    spec:
+      appliesTo: {agents: [publisher]}
+      allow: {tools: [publish-post]}
     ---
     apiVersion: orl.dev/v1
     kind: Budget
     metadata: {name: daily}
     spec:
-      appliesTo: {selector: {matchLabels: {team: content}}}
+      appliesTo: {selector: {matchLabels: {team: content}}, agents: [publisher]}
       limits: [{window: day, usd: 10}]
     ---
     apiVersion: orl.dev/v1
@@ -114,5 +123,6 @@ let baseFleet = """
         - id: publish
           agent: publisher
           dependsOn: [approve]
+          tools: [publish-post]
           inputs: {post: {step: draft-a, key: text}}
     """

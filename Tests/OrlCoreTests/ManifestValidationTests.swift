@@ -6,8 +6,11 @@ import Testing
     @Test func baseFleetIsClean() {
         let report = validate(baseFleet)
         #expect(report.diagnostics.isEmpty, "\(report.diagnostics)")
-        #expect(report.resourceCount == 9)
-        #expect(report.fleet.resources.map(\.kind) == [.modelProvider, .tool, .tool, .agent, .agent, .agent, .policy, .budget, .workflow])
+        #expect(report.resourceCount == 10)
+        #expect(
+            report.fleet.resources.map(\.kind) == [
+                .modelProvider, .tool, .tool, .agent, .agent, .agent, .policy, .policy, .budget, .workflow,
+            ])
     }
 
     /// One case per rule: the text to add to (or replace in) the base fleet, what must be
@@ -57,7 +60,7 @@ import Testing
             after: "name: writer"),
         Case(
             name: "agent's tool is missing",
-            yaml: baseFleet.replacingOccurrences(of: "tools: [publish-post]", with: "tools: [publish-posts]"),
+            yaml: baseFleet.replacingOccurrences(of: "\n  tools: [publish-post]", with: "\n  tools: [publish-post, publish-posts]"),
             code: "ref.missing", message: #"Tool "publish-posts" is not defined (did you mean "publish-post"?)"#, at: "publish-posts"),
         Case(
             name: "step's agent is missing",
@@ -65,12 +68,13 @@ import Testing
             code: "ref.missing", message: #"Agent "publsher" is not defined (did you mean "publisher"?)"#, at: "publsher"),
         Case(
             name: "policy names an agent that does not exist",
-            yaml: baseFleet.replacingOccurrences(of: "agents: [publisher]", with: "agents: [publisher, ghost]"),
+            yaml: baseFleet.replacingOccurrences(of: "appliesTo: {agents: [publisher]}", with: "appliesTo: {agents: [publisher, ghost]}"),
             code: "ref.missing", severity: .warning, message: #"Agent "ghost" is not defined; this policy grants it nothing"#, at: "ghost"),
         Case(
             name: "budget selector matches nothing",
             yaml: baseFleet.replacingOccurrences(
-                of: "appliesTo: {selector: {matchLabels: {team: content}}}", with: "appliesTo: {selector: {matchLabels: {team: marketing}}}"
+                of: "appliesTo: {selector: {matchLabels: {team: content}}, agents: [publisher]}",
+                with: "appliesTo: {selector: {matchLabels: {team: marketing}}, agents: [researcher, writer, publisher]}"
             ),
             code: "selector.empty", severity: .warning, message: "the selector of Budget/daily matches no Agent",
             at: "{matchLabels: {team: marketing}}"),
@@ -168,7 +172,7 @@ import Testing
                   model: sim/small
                   runtime: {command: python3}
                 """
-        let d = validate(yaml).diagnostics
+        let d = validate(yaml).diagnostics.filter { $0.code != .budgetMissing }
         #expect(d.map(\.code) == [.refMissing])
         #expect(d.first?.message == #"ModelProvider "sim" is not defined in namespace "other""#)
     }
@@ -181,7 +185,7 @@ import Testing
     }
 
     @Test func strictTurnsWarningsIntoErrors() {
-        let yaml = baseFleet.replacingOccurrences(of: "agents: [publisher]", with: "agents: [publisher, ghost]")
+        let yaml = baseFleet.replacingOccurrences(of: "appliesTo: {agents: [publisher]}", with: "appliesTo: {agents: [publisher, ghost]}")
         #expect(validate(yaml).isValid)
         let strict = validate(yaml, strict: true)
         #expect(!strict.isValid)
@@ -191,23 +195,27 @@ import Testing
     @Test func everyProblemIsReportedSortedByLine() {
         let yaml =
             baseFleet
-            .replacingOccurrences(of: "tools: [publish-post]", with: "tools: [nope]")
+            .replacingOccurrences(of: "\n  tools: [publish-post]", with: "\n  tools: [nope]")
             .replacingOccurrences(of: "dependsOn: [approve]", with: "dependsOn: [nada]")
             .replacingOccurrences(of: "- id: draft-b", with: "- id: draft-a")
             .replacingOccurrences(of: "dependsOn: [draft-a, draft-b]", with: "dependsOn: [draft-a]")
         let d = validate(yaml).diagnostics
-        // publish no longer waits for approve, so its input from draft-a is not upstream either.
-        #expect(d.map(\.code) == [.refMissing, .dagDuplicateStep, .dagUnknownDependency, .dagInputNotUpstream])
+        // publish no longer waits for approve: its input from draft-a is not upstream, and its
+        // gated tool is reachable without the gate; its agent no longer declares that tool.
+        #expect(
+            d.map(\.code) == [
+                .refMissing, .dagDuplicateStep, .dagUnknownDependency, .permApprovalMissing, .permToolUndeclared, .dagInputNotUpstream,
+            ])
         #expect(d.map { $0.location!.line } == d.map { $0.location!.line }.sorted())
     }
 
     @Test func aBrokenResourceIsNotReportedAgainWhereItIsReferenced() {
         // publisher breaks its schema; the step and the policy that name it must not
         // add "not defined" errors on top.
-        let yaml = baseFleet.replacingOccurrences(of: "  tools: [publish-post]", with: "  tools: [publish-post]\n  replicas: 2")
+        let yaml = baseFleet.replacingOccurrences(of: "\n  tools: [publish-post]", with: "\n  tools: [publish-post]\n  replicas: 2")
         let report = validate(yaml)
         #expect(report.diagnostics.map(\.code) == [.schemaInvalid], "\(report.diagnostics.map(\.message))")
-        #expect(report.resourceCount == 9)
+        #expect(report.resourceCount == 10)
         #expect(report.fleet.unreadable == [ResourceID(kind: "Agent", name: "publisher")])
     }
 

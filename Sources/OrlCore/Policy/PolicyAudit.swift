@@ -22,9 +22,15 @@ public enum PolicyAudit {
         guard let spec = agent.agent else { return [] }
         var diagnostics: [Diagnostic] = []
         let name = agent.metadata.name
+        let namespace = agent.metadata.namespace
+        // Only what resolves is judged: a missing tool or model is reported once, as
+        // ref.missing, not again as a permission problem.
         let model = spec.model.value.description
+        let modelExists =
+            fleet.resource(.modelProvider, spec.model.value.provider, namespace: namespace)?.modelProvider?.model(
+                named: spec.model.value.model) != nil
         let modelDecision = permissions.decide(.model, model)
-        if !modelDecision.isAllowed {
+        if modelExists, !modelDecision.isAllowed {
             diagnostics.append(
                 .error(
                     .permModelDenied, "agent \"\(name)\" may not use model \"\(model)\": \(modelDecision.reason)",
@@ -41,7 +47,7 @@ public enum PolicyAudit {
                     path: ValuePath([.key("spec"), .key("secrets"), .index(i), .key("name")]),
                     notes: notes(for: decision, permissions)))
         }
-        for (i, tool) in spec.tools.enumerated() {
+        for (i, tool) in spec.tools.enumerated() where fleet.resource(.tool, tool.value, namespace: namespace) != nil {
             let decision = permissions.decide(.tool, tool.value)
             guard !decision.isAllowed else { continue }
             diagnostics.append(
@@ -50,7 +56,6 @@ public enum PolicyAudit {
                     at: tool.location, resource: agent.id, path: ValuePath([.key("spec"), .key("tools"), .index(i)]),
                     notes: notes(for: decision, permissions)))
         }
-        let namespace = agent.metadata.namespace
         let covered = fleet.resources(of: .budget, namespace: namespace).contains { budget in
             budget.budget?.appliesTo.selects(agent.metadata) ?? false
         }
@@ -126,7 +131,8 @@ struct WorkflowAudit {
             guard let agent = agents[i], let agentSpec = agent.agent else { continue }
             let permissions = engine.permissions(of: agent.id)
             let declared = Set(agentSpec.tools.map(\.value))
-            for (j, tool) in spec.steps[i].tools.enumerated() {
+            for (j, tool) in spec.steps[i].tools.enumerated()
+            where fleet.resource(.tool, tool.value, namespace: workflow.metadata.namespace) != nil {
                 let path = stepPath(i).appending("tools").appending(j)
                 if !declared.contains(tool.value) {
                     diagnostics.append(
