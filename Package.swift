@@ -46,7 +46,7 @@ let package = Package(
         // Benchmarks: a separate command, never part of the tests.
         .executableTarget(
             name: "orl-bench",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["OrlCore", "OrlYAML", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strictness
         ),
 

@@ -249,7 +249,7 @@ let supportFleet = """
                 Expected(
                     code: "perm.dataflow", at: "email", after: "id: reply",
                     message:
-                        #"step "reply" can send data of class "pii" (from tool "crm" in "triage" → "draft" → "approve" → "reply") out through egress tool "email", but no policy lets agent "mailer" send "pii" out: no policy allows it"#
+                        #"step "reply" can send data of class "pii" (from tool "crm" in "triage" → "draft" → "approve" → "reply") out through egress tool "email", but agent "mailer" may not send "pii" out: no policy allows it"#
                 )
             ]),
         Case(
@@ -299,6 +299,54 @@ let supportFleet = """
             #expect(d.message.contains(expected.message), "message was: \(d.message)")
             #expect(d.severity == expected.severity)
         }
+    }
+
+    /// What a step can send out through an egress tool is what it holds from elsewhere,
+    /// whatever order its tools are listed in; what the egress tool itself returns is not.
+    @Test(arguments: [("[crm, mail]", true), ("[mail, crm]", true), ("[mail]", false)])
+    func egressDoesNotDependOnToolOrder(_ tools: String, _ flagged: Bool) {
+        let yaml = """
+            apiVersion: orl.dev/v1
+            kind: ModelProvider
+            metadata: {name: sim}
+            spec: {apiStyle: simulated, models: [{name: small, pricing: {input: 1, output: 1}}]}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Tool
+            metadata: {name: crm}
+            spec: {type: command, command: {command: crm}, dataClasses: [pii]}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Tool
+            metadata: {name: mail}
+            spec: {type: command, command: {command: mail}, capabilities: [egress], dataClasses: [pii]}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Agent
+            metadata: {name: a}
+            spec: {model: sim/small, runtime: {command: x}, tools: [crm, mail]}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Policy
+            metadata: {name: a}
+            spec: {appliesTo: {agents: [a]}, allow: {tools: [crm, mail], models: ["*"], dataClasses: [pii]}}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Workflow
+            metadata: {name: w}
+            spec: {steps: [{id: s, agent: a, tools: \(tools)}]}
+            """
+        let codes = validate(yaml).diagnostics.map(\.code).filter { $0 != .budgetMissing }
+        #expect(codes == (flagged ? [.permDataflow] : []))
+    }
+
+    @Test func onlyWholeProviderWildcardsInModelPatterns() {
+        let yaml = supportFleet.replacingOccurrences(of: #"allow: {models: ["sim/*"]"#, with: #"allow: {models: ["sim/sm*"]"#)
+        // The broken policy is the one problem: without it the audit would wrongly deny
+        // every support agent its model, so it stays quiet until the policy reads.
+        let d = validate(yaml).diagnostics
+        #expect(d.map(\.code) == [.schemaInvalid])
+        #expect(d.first?.path?.description == "spec.allow.models[0]")
     }
 
     @Test func explanationsNameTheDecidingRules() throws {

@@ -16,7 +16,11 @@ public struct WorkflowGraph: Sendable {
     public let dataSources: [[(step: Int, location: SourceLocation)]]
 
     public init(_ spec: WorkflowSpec) {
-        steps = spec.steps
+        self = spec.graph
+    }
+
+    public init(steps: [WorkflowSpec.Step]) {
+        self.steps = steps
         var index: [String: Int] = [:]
         for (i, step) in steps.enumerated() where index[step.id.value] == nil {
             index[step.id.value] = i
@@ -35,13 +39,15 @@ public struct WorkflowGraph: Sendable {
         self.dependants = dependants
         var dataSources = [[(step: Int, location: SourceLocation)]](repeating: [], count: steps.count)
         for (i, step) in steps.enumerated() where index[step.id.value] == i {
-            var seen = Set<Int>()
+            // A step has a handful of sources: a linear check beats hashing.
             for dep in step.dependsOn {
-                guard let d = index[dep.value], d != i, seen.insert(d).inserted else { continue }
+                guard let d = index[dep.value], d != i, !dataSources[i].contains(where: { $0.step == d }) else { continue }
                 dataSources[i].append((d, dep.location))
             }
             for (_, source) in step.inputs {
-                guard case .stepOutput(let name, _) = source, let d = index[name.value], d != i, seen.insert(d).inserted else { continue }
+                guard case .stepOutput(let name, _) = source, let d = index[name.value], d != i,
+                    !dataSources[i].contains(where: { $0.step == d })
+                else { continue }
                 dataSources[i].append((d, name.location))
             }
         }
@@ -181,5 +187,24 @@ public struct BitSet: Sendable, Hashable {
 
     public mutating func formUnion(_ other: BitSet) {
         for i in words.indices { words[i] |= other.words[i] }
+    }
+
+    public func union(_ other: BitSet) -> BitSet {
+        var result = self
+        result.formUnion(other)
+        return result
+    }
+
+    /// The members, in increasing order.
+    public var elements: [Int] {
+        var result: [Int] = []
+        for (w, word) in words.enumerated() where word != 0 {
+            var bits = word
+            while bits != 0 {
+                result.append(w << 6 + bits.trailingZeroBitCount)
+                bits &= bits - 1
+            }
+        }
+        return result
     }
 }

@@ -196,7 +196,10 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
     public var description: String?
     public var triggers: [Trigger]
     public var inputs: [Input]
-    public var steps: [Step]
+    public let steps: [Step]
+    /// The DAG of `steps`, built once when the workflow is read (on every core) and
+    /// shared by the structural checks, the audit and the run engine.
+    public let graph: WorkflowGraph
 
     enum CodingKeys: String, CodingKey { case description, triggers, inputs, steps }
 
@@ -206,5 +209,17 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
         triggers = try c.decodeIfPresent([Trigger].self, forKey: .triggers) ?? []
         inputs = try c.decodeIfPresent([Input].self, forKey: .inputs) ?? []
         steps = try c.decode([Step].self, forKey: .steps)
+        graph = WorkflowGraph(steps: steps)
+    }
+
+    /// The graph is derived from the steps, so it takes no part in equality.
+    public static func == (lhs: WorkflowSpec, rhs: WorkflowSpec) -> Bool {
+        lhs.description == rhs.description && lhs.triggers == rhs.triggers && lhs.inputs == rhs.inputs && lhs.steps == rhs.steps
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(triggers)
+        hasher.combine(inputs)
+        hasher.combine(steps)
     }
 }

@@ -86,24 +86,63 @@ public struct EffectivePermissions: Sendable {
     /// Every allow, deny and approval rule of those policies, in policy then source order.
     public let rules: [PolicyRule]
 
+    /// Rule positions by kind, then by the exact value they name: deciding is a lookup,
+    /// since the audit asks about every step's tools, handoffs and data classes.
+    private let exact: [PermissionKind: [String: [Int]]]
+    /// Rules with `*` patterns, by kind: checked against every value.
+    private let wildcards: [PermissionKind: [Int]]
+
     public init(agent: ResourceID, policies: [ResourceID], rules: [PolicyRule]) {
         self.agent = agent
         self.policies = policies
         self.rules = rules
+        var exact: [PermissionKind: [String: [Int]]] = [:]
+        var wildcards: [PermissionKind: [Int]] = [:]
+        for (i, rule) in rules.enumerated() {
+            if rule.pattern.contains("*") {
+                wildcards[rule.kind, default: []].append(i)
+            } else {
+                exact[rule.kind, default: [:]][rule.pattern, default: []].append(i)
+            }
+        }
+        self.exact = exact
+        self.wildcards = wildcards
+    }
+
+    /// Whether the agent may: the audit's fast path, which builds no explanation.
+    public func permits(_ kind: PermissionKind, _ value: String) -> Bool {
+        var allowed = false
+        for i in exact[kind]?[value] ?? [] {
+            switch rules[i].effect {
+            case .deny: return false
+            case .allow: allowed = true
+            case .requireApproval: break
+            }
+        }
+        for i in wildcards[kind] ?? [] where rules[i].matches(value) {
+            switch rules[i].effect {
+            case .deny: return false
+            case .allow: allowed = true
+            case .requireApproval: break
+            }
+        }
+        return allowed
     }
 
     public func decide(_ kind: PermissionKind, _ value: String) -> PermissionDecision {
-        var allows: [PolicyRule] = []
-        var denies: [PolicyRule] = []
-        for rule in rules where rule.kind == kind && rule.matches(value) {
-            switch rule.effect {
-            case .allow: allows.append(rule)
-            case .deny: denies.append(rule)
-            case .requireApproval: continue
+        var allows: [Int] = []
+        var denies: [Int] = []
+        func consider(_ i: Int) {
+            switch rules[i].effect {
+            case .allow: allows.append(i)
+            case .deny: denies.append(i)
+            case .requireApproval: break
             }
         }
-        if !denies.isEmpty { return PermissionDecision(outcome: .denied, rules: denies) }
-        if !allows.isEmpty { return PermissionDecision(outcome: .allowed, rules: allows) }
+        for i in exact[kind]?[value] ?? [] { consider(i) }
+        for i in wildcards[kind] ?? [] where rules[i].matches(value) { consider(i) }
+        if !denies.isEmpty { return PermissionDecision(outcome: .denied, rules: denies.sorted().map { rules[$0] }) }
+        if !allows.isEmpty { return PermissionDecision(outcome: .allowed, rules: allows.sorted().map { rules[$0] }) }
         return PermissionDecision(outcome: .notAllowed, rules: [])
     }
 

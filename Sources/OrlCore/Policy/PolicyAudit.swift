@@ -6,11 +6,19 @@
 /// once through the DAG in topological order, never by enumerating paths.
 public enum PolicyAudit {
     public static func run(_ fleet: Fleet, engine: PolicyEngine) -> [Diagnostic] {
+        // Without every Policy of a namespace the audit would report denials that the
+        // unreadable one may grant; its schema error is the problem to fix first. Budgets
+        // likewise for coverage.
+        let blindPolicies = Set(fleet.unreadable.filter { $0.kind == ResourceKind.policy.rawValue }.map(\.namespace))
+        let blindBudgets = Set(fleet.unreadable.filter { $0.kind == ResourceKind.budget.rawValue }.map(\.namespace))
         var diagnostics: [Diagnostic] = []
         for agent in fleet.resources(of: .agent) {
-            diagnostics += audit(agent: agent, permissions: engine.permissions(of: agent.id), fleet: fleet)
+            let namespace = agent.metadata.namespace
+            diagnostics += audit(
+                agent: agent, permissions: engine.permissions(of: agent.id), fleet: fleet,
+                permissions: !blindPolicies.contains(namespace), budgets: !blindBudgets.contains(namespace))
         }
-        for workflow in fleet.resources(of: .workflow) {
+        for workflow in fleet.resources(of: .workflow) where !blindPolicies.contains(workflow.metadata.namespace) {
             diagnostics += WorkflowAudit(workflow: workflow, fleet: fleet, engine: engine)?.run() ?? []
         }
         return diagnostics
@@ -18,9 +26,13 @@ public enum PolicyAudit {
 
     /// What an agent declares, checked on its own: its model, its secrets, its tools, and
     /// whether any budget caps it.
-    private static func audit(agent: Resource, permissions: EffectivePermissions, fleet: Fleet) -> [Diagnostic] {
+    private static func audit(
+        agent: Resource, permissions: EffectivePermissions, fleet: Fleet, permissions checkPermissions: Bool, budgets checkBudgets: Bool
+    ) -> [Diagnostic] {
         guard let spec = agent.agent else { return [] }
         var diagnostics: [Diagnostic] = []
+        if checkBudgets, let missing = budgetMissing(agent, fleet) { diagnostics.append(missing) }
+        guard checkPermissions else { return diagnostics }
         let name = agent.metadata.name
         let namespace = agent.metadata.namespace
         // Only what resolves is judged: a missing tool or model is reported once, as
@@ -29,8 +41,8 @@ public enum PolicyAudit {
         let modelExists =
             fleet.resource(.modelProvider, spec.model.value.provider, namespace: namespace)?.modelProvider?.model(
                 named: spec.model.value.model) != nil
-        let modelDecision = permissions.decide(.model, model)
-        if modelExists, !modelDecision.isAllowed {
+        if modelExists, !permissions.permits(.model, model) {
+            let modelDecision = permissions.decide(.model, model)
             diagnostics.append(
                 .error(
                     .permModelDenied, "agent \"\(name)\" may not use model \"\(model)\": \(modelDecision.reason)",
@@ -38,8 +50,8 @@ public enum PolicyAudit {
                     notes: notes(for: modelDecision, permissions)))
         }
         for (i, secret) in spec.secrets.enumerated() {
+            guard !permissions.permits(.secret, secret.name.value) else { continue }
             let decision = permissions.decide(.secret, secret.name.value)
-            guard !decision.isAllowed else { continue }
             diagnostics.append(
                 .error(
                     .permSecretDenied, "agent \"\(name)\" may not read secret \"\(secret.name.value)\": \(decision.reason)",
@@ -48,24 +60,25 @@ public enum PolicyAudit {
                     notes: notes(for: decision, permissions)))
         }
         for (i, tool) in spec.tools.enumerated() where fleet.resource(.tool, tool.value, namespace: namespace) != nil {
+            guard !permissions.permits(.tool, tool.value) else { continue }
             let decision = permissions.decide(.tool, tool.value)
-            guard !decision.isAllowed else { continue }
             diagnostics.append(
                 .error(
                     .permToolDenied, "agent \"\(name)\" declares tool \"\(tool.value)\", which it may not use: \(decision.reason)",
                     at: tool.location, resource: agent.id, path: ValuePath([.key("spec"), .key("tools"), .index(i)]),
                     notes: notes(for: decision, permissions)))
         }
-        let covered = fleet.resources(of: .budget, namespace: namespace).contains { budget in
+        return diagnostics
+    }
+
+    private static func budgetMissing(_ agent: Resource, _ fleet: Fleet) -> Diagnostic? {
+        let covered = fleet.resources(of: .budget, namespace: agent.metadata.namespace).contains { budget in
             budget.budget?.appliesTo.selects(agent.metadata) ?? false
         }
-        if !covered {
-            diagnostics.append(
-                .warning(
-                    .budgetMissing, "no Budget covers agent \"\(name)\", so nothing caps what it spends on models",
-                    at: agent.nameLocation, resource: agent.id, path: ValuePath([.key("metadata"), .key("name")])))
-        }
-        return diagnostics
+        guard !covered else { return nil }
+        return .warning(
+            .budgetMissing, "no Budget covers agent \"\(agent.metadata.name)\", so nothing caps what it spends on models",
+            at: agent.nameLocation, resource: agent.id, path: ValuePath([.key("metadata"), .key("name")]))
     }
 
     /// Notes that point at the rules behind a decision, or, when nothing allowed it, at
@@ -108,8 +121,13 @@ struct WorkflowAudit {
         self.order = order
         self.fleet = fleet
         self.engine = engine
+        var byName: [String: Resource?] = [:]
         agents = spec.steps.map { step in
-            step.agent.flatMap { fleet.resource(.agent, $0.value, namespace: workflow.metadata.namespace) }
+            guard let name = step.agent?.value else { return nil }
+            if let known = byName[name] { return known }
+            let agent = fleet.resource(.agent, name, namespace: workflow.metadata.namespace)
+            byName[name] = agent
+            return agent
         }
     }
 
@@ -142,8 +160,8 @@ struct WorkflowAudit {
                             at: tool.location, resource: workflow.id, path: path,
                             notes: [.init("agent \"\(agent.metadata.name)\" is defined here", at: agent.nameLocation)]))
                 }
-                let decision = permissions.decide(.tool, tool.value)
-                if !decision.isAllowed {
+                if !permissions.permits(.tool, tool.value) {
+                    let decision = permissions.decide(.tool, tool.value)
                     diagnostics.append(
                         .error(
                             .permToolDenied,
@@ -186,8 +204,8 @@ struct WorkflowAudit {
             for (source, location) in providers[i] {
                 guard let sender = agents[source], sender.id != receiver.id else { continue }
                 let permissions = engine.permissions(of: sender.id)
+                guard !permissions.permits(.handoff, receiver.metadata.name) else { continue }
                 let decision = permissions.decide(.handoff, receiver.metadata.name)
-                guard !decision.isAllowed else { continue }
                 diagnostics.append(
                     .error(
                         .permHandoffDenied,
@@ -238,59 +256,70 @@ struct WorkflowAudit {
 
     // MARK: Data classes
 
-    /// Where a step got a data class: from one of its tools, or from an upstream step.
-    private enum Origin {
-        case tool(String)
-        case step(Int)
-    }
-
     private func dataflow() -> [Diagnostic] {
         let namespace = workflow.metadata.namespace
-        func tool(_ name: String) -> Resource? { fleet.resource(.tool, name, namespace: namespace) }
+        // The classes this workflow's tools carry, numbered, so each step's set is a
+        // bit set and propagating them costs a few word operations per edge.
+        var classNames: [String] = []
+        var classIndex: [String: Int] = [:]
+        var toolClasses: [String: [Int]] = [:]
+        var egressTools = Set<String>()
+        for step in spec.steps {
+            for used in step.tools where toolClasses[used.value] == nil {
+                let tool = fleet.resource(.tool, used.value, namespace: namespace)?.tool
+                if tool?.capabilities.contains(.egress) == true { egressTools.insert(used.value) }
+                toolClasses[used.value] = (tool?.dataClasses ?? []).map { name in
+                    if let i = classIndex[name] { return i }
+                    classIndex[name] = classNames.count
+                    classNames.append(name)
+                    return classNames.count - 1
+                }
+            }
+        }
+        guard !classNames.isEmpty else { return [] }
+        let empty = BitSet(count: classNames.count)
+        func classes(of tools: some Sequence<Located<String>>) -> BitSet {
+            var set = empty
+            for tool in tools {
+                for c in toolClasses[tool.value] ?? [] { set.insert(c) }
+            }
+            return set
+        }
 
-        // carried[i]: every class step i's output carries, with where it came from
-        // (first origin wins, which is enough to show one path).
-        var carried = [[String: Origin]](repeating: [:], count: spec.steps.count)
+        // carried[i]: the classes step i's output carries: what it received and what its
+        // own tools returned.
+        var carried = [BitSet](repeating: empty, count: spec.steps.count)
         var diagnostics: [Diagnostic] = []
         for i in order {
-            var held: [String: Origin] = [:]
-            for source in graph.dataSources[i] {
-                for (dataClass, _) in carried[source.step] where held[dataClass] == nil {
-                    held[dataClass] = .step(source.step)
-                }
-            }
-            for used in spec.steps[i].tools {
-                for dataClass in tool(used.value)?.tool?.dataClasses ?? [] where held[dataClass] == nil {
-                    held[dataClass] = .tool(used.value)
-                }
-            }
-            carried[i] = held
+            var received = empty
+            for source in graph.dataSources[i] { received.formUnion(carried[source.step]) }
+            let step = spec.steps[i]
+            carried[i] = received.union(classes(of: step.tools))
             guard let agent = agents[i] else { continue }
             let permissions = engine.permissions(of: agent.id)
             let name = agent.metadata.name
 
-            for dataClass in held.keys.sorted() {
-                let decision = permissions.decide(.dataClass, dataClass)
-                guard !decision.isAllowed else { continue }
+            for c in carried[i].elements {
+                guard !permissions.permits(.dataClass, classNames[c]) else { continue }
+                let decision = permissions.decide(.dataClass, classNames[c])
                 diagnostics.append(
                     .error(
                         .permDataflow,
-                        "data of class \"\(dataClass)\" reaches step \"\(id(i))\" (\(route(of: dataClass, to: i, carried))), but agent \"\(name)\" is not cleared for it: \(decision.reason)",
-                        at: spec.steps[i].id.location, resource: workflow.id, path: stepPath(i),
+                        "data of class \"\(classNames[c])\" reaches step \"\(id(i))\" (\(route(of: c, to: i, carried, toolClasses))), but agent \"\(name)\" is not cleared for it: \(decision.reason)",
+                        at: step.id.location, resource: workflow.id, path: stepPath(i),
                         notes: PolicyAudit.notes(for: decision, permissions)))
             }
 
-            for (j, used) in spec.steps[i].tools.enumerated() {
-                guard let egress = tool(used.value)?.tool, egress.capabilities.contains(.egress) else { continue }
+            for (j, used) in step.tools.enumerated() where egressTools.contains(used.value) {
                 // What the step can send out: everything it holds but what this tool itself returns.
-                let sent = held.filter { if case .tool(let t) = $0.value { t != used.value } else { true } }
-                for dataClass in sent.keys.sorted() {
-                    let decision = permissions.decide(.egress, dataClass)
-                    guard !decision.isAllowed else { continue }
+                let sent = received.union(classes(of: step.tools.filter { $0.value != used.value }))
+                for c in sent.elements {
+                    guard !permissions.permits(.egress, classNames[c]) else { continue }
+                    let decision = permissions.decide(.egress, classNames[c])
                     diagnostics.append(
                         .error(
                             .permDataflow,
-                            "step \"\(id(i))\" can send data of class \"\(dataClass)\" (\(route(of: dataClass, to: i, carried))) out through egress tool \"\(used.value)\", but no policy lets agent \"\(name)\" send \"\(dataClass)\" out: \(decision.reason)",
+                            "step \"\(id(i))\" can send data of class \"\(classNames[c])\" (\(route(of: c, to: i, carried, toolClasses))) out through egress tool \"\(used.value)\", but agent \"\(name)\" may not send \"\(classNames[c])\" out: \(decision.reason)",
                             at: used.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
                             notes: PolicyAudit.notes(for: decision, permissions)))
                 }
@@ -299,33 +328,29 @@ struct WorkflowAudit {
         return diagnostics
     }
 
-    /// `tool "crm-lookup" in "enrich" → "draft" → "send"`: the way a class reached a step.
-    private func route(of dataClass: String, to step: Int, _ carried: [[String: Origin]]) -> String {
+    /// `from tool "crm" in "triage" → "draft" → "send"`: one way a class reached a step,
+    /// rebuilt only for a report by walking back through the sources that carry it.
+    private func route(of dataClass: Int, to step: Int, _ carried: [BitSet], _ toolClasses: [String: [Int]]) -> String {
         var hops = [step]
-        var toolName = ""
-        while let origin = carried[hops[hops.count - 1]][dataClass] {
-            switch origin {
-            case .step(let previous):
-                hops.append(previous)
-                continue
-            case .tool(let name):
-                toolName = name
-            }
-            break
+        while let upstream = graph.dataSources[hops[hops.count - 1]].first(where: { carried[$0.step].contains(dataClass) }) {
+            hops.append(upstream.step)
         }
-        return "from tool \"\(toolName)\" in " + hops.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
+        let origin = spec.steps[hops[hops.count - 1]].tools.first { toolClasses[$0.value]?.contains(dataClass) == true }
+        return "from tool \"\(origin?.value ?? "?")\" in " + hops.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
     }
 
     // MARK: Budgets
 
     private func budgets() -> [Diagnostic] {
         let namespace = workflow.metadata.namespace
-        // Worst case per agent step: every attempt spends maxTokens at the model's
-        // dearer price (input or output).
+        // Worst case per agent step: every attempt spends the step's maxTokens at the
+        // model's dearer price (input or output). A step without maxTokens has no bound
+        // to plan with (maxTokensPerCall bounds one call, and an attempt makes several);
+        // the gateway still enforces the budget at run time.
         var worst: [(agent: Resource, usd: Double, tokens: Int)] = []
         for i in steps {
             let step = spec.steps[i]
-            guard let agent = agents[i], let agentSpec = agent.agent, let maxTokens = step.maxTokens ?? agentSpec.maxTokensPerCall else {
+            guard let agent = agents[i], let agentSpec = agent.agent, let maxTokens = step.maxTokens else {
                 continue
             }
             let model = agentSpec.model.value

@@ -270,9 +270,9 @@ enum BundledSchemas {
                   "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\\s]+$"
                 },
                 "modelPattern": {
-                  "description": "A model (PROVIDER/MODEL), every model of a provider (PROVIDER/*), or every model (*).",
+                  "description": "A model (PROVIDER/MODEL), every model of a provider (PROVIDER/*), or every model (*). No other wildcards: gpt-4o* is not a pattern.",
                   "type": "string",
-                  "pattern": "^(\\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\\s]+)$"
+                  "pattern": "^(\\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?/(\\*|[^\\s*]+))$"
                 },
                 "namePattern": {
                   "description": "A name, or * for every one.",
