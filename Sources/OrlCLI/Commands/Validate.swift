@@ -6,6 +6,13 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case json
 }
 
+/// `validate` also speaks SARIF, for code-scanning dashboards.
+enum ValidateOutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text
+    case json
+    case sarif
+}
+
 /// `orlctl validate`: offline checks of manifests, no state touched.
 struct Validate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,8 +28,8 @@ struct Validate: AsyncParsableCommand {
         help: ArgumentHelp("A manifest file or directory, or - for standard input. Repeatable.", valueName: "path"))
     var files: [String] = []
 
-    @Option(name: [.short, .long], help: "Output format: text or json.")
-    var output: OutputFormat = .text
+    @Option(name: [.short, .long], help: "Output format: text, json, or sarif (SARIF 2.1.0, for GitHub code scanning).")
+    var output: ValidateOutputFormat = .text
 
     @Flag(help: "Treat warnings as errors.")
     var strict = false
@@ -43,6 +50,7 @@ struct Validate: AsyncParsableCommand {
         case .text:
             writeStandardOutput(DiagnosticRenderer.text(result.report, files: result.files, color: TextStyle.forStandardOutput().enabled))
         case .json: writeStandardOutput(DiagnosticRenderer.json(result.report, files: result.files))
+        case .sarif: writeStandardOutput(SARIFRenderer.render(result.report))
         }
         let valid = result.report.isValid
         keepUntilExit(result.report)

@@ -32,6 +32,8 @@ struct SourceError: Error, Sendable, CustomStringConvertible {
 /// for standard input.
 struct FileSystemSource: Sendable {
     static let manifestExtensions = [".yaml", ".yml", ".json"]
+    /// What diagnostics call standard input.
+    static let standardInputName = "<stdin>"
 
     var maxFileBytes: Int
 
@@ -45,7 +47,8 @@ struct FileSystemSource: Sendable {
             if argument == "-" {
                 guard !readStandardInput else { continue }
                 readStandardInput = true
-                inputs.append(.read(ManifestFile(path: "<stdin>", bytes: try readAll(descriptor: 0, path: "<stdin>"))))
+                inputs.append(
+                    .read(ManifestFile(path: Self.standardInputName, bytes: try readAll(descriptor: 0, path: Self.standardInputName))))
                 continue
             }
             for path in try expand(argument) where seen.insert(path).inserted {

@@ -13,15 +13,20 @@ enum DiagnosticRenderer {
             let place = diagnostic.location.map { "\($0): " } ?? ""
             let severity =
                 diagnostic.severity == .error ? style.red("error[\(diagnostic.code)]") : style.magenta("warning[\(diagnostic.code)]")
-            // Schema messages speak of a field's value; the field's path makes them stand alone.
-            let subject = diagnostic.code == .schemaInvalid ? diagnostic.path.flatMap { $0.isRoot ? nil : "\($0): " } ?? "" : ""
-            out += style.bold(place) + severity + style.bold(": " + subject + diagnostic.message) + "\n"
+            out += style.bold(place) + severity + style.bold(": " + headline(diagnostic)) + "\n"
             for note in diagnostic.notes {
                 out += style.bold(note.location.map { "\($0): " } ?? "") + style.cyan("note") + ": " + note.message + "\n"
             }
         }
         out += summary(report, files: files, style: style) + "\n"
         return out
+    }
+
+    /// The message as it stands alone on a line: schema messages speak of a field's
+    /// value, so the field's path goes in front of them.
+    static func headline(_ diagnostic: Diagnostic) -> String {
+        let subject = diagnostic.code == .schemaInvalid ? diagnostic.path.flatMap { $0.isRoot ? nil : "\($0): " } ?? "" : ""
+        return subject + diagnostic.message
     }
 
     private static func summary(_ report: ValidationReport, files: Int, style: TextStyle) -> String {

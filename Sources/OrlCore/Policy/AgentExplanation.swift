@@ -1,0 +1,83 @@
+/// An answer to "may this agent do X?" with everything that explains it: the deciding
+/// rules, the allows a deny overrode, and for tools the approval gates they need.
+public struct PermissionAnswer: Sendable {
+    public var kind: PermissionKind
+    public var value: String
+    public var decision: PermissionDecision
+    /// Allow rules that match but lose to a deny: shown so "why is this denied when my
+    /// policy allows it?" answers itself.
+    public var overridden: [PolicyRule]
+    /// Rules that put a tool behind a human approval gate (tools only).
+    public var approval: [PolicyRule]
+
+    public var isAllowed: Bool { decision.isAllowed }
+}
+
+/// Why an agent may or may not do what it does: the policies that select it, all of
+/// their rules, and the answer for each thing the agent declares. `orlctl explain`
+/// renders it.
+public struct AgentExplanation: Sendable {
+    /// A Policy that applies to the agent, and how it selects it.
+    public struct SelectingPolicy: Sendable {
+        public var policy: Resource
+        /// Named in `appliesTo.agents`.
+        public var byName: Bool
+        /// Matched by `appliesTo.selector`.
+        public var byLabels: Bool
+    }
+
+    /// Something the agent's spec asks for (its model, a tool, a secret), where, and
+    /// whether its policies let it.
+    public struct Use: Sendable {
+        public var answer: PermissionAnswer
+        public var location: SourceLocation
+    }
+
+    public let agent: Resource
+    public let permissions: EffectivePermissions
+    /// In name order, as the engine applies them.
+    public let policies: [SelectingPolicy]
+    /// The model, then the tools and secrets in spec order.
+    public let uses: [Use]
+
+    /// Nil when the fleet has no such agent.
+    public init?(agent id: ResourceID, fleet: Fleet, engine: PolicyEngine) {
+        guard let agent = fleet[id], let spec = agent.agent else { return nil }
+        let permissions = engine.permissions(of: id)
+        self.agent = agent
+        self.permissions = permissions
+        policies = permissions.policies.compactMap { policyID in
+            guard let policy = fleet[policyID], let appliesTo = policy.policy?.appliesTo else { return nil }
+            return SelectingPolicy(
+                policy: policy, byName: appliesTo.agents.contains { $0.value == id.name },
+                byLabels: appliesTo.selector?.matches(agent.metadata.labels) ?? false)
+        }
+        var uses = [Use(answer: Self.answer(.model, spec.model.value.description, permissions), location: spec.model.location)]
+        uses += spec.tools.map { Use(answer: Self.answer(.tool, $0.value, permissions), location: $0.location) }
+        uses += spec.secrets.map { Use(answer: Self.answer(.secret, $0.name.value, permissions), location: $0.name.location) }
+        self.uses = uses
+    }
+
+    public func answer(_ kind: PermissionKind, _ value: String) -> PermissionAnswer {
+        Self.answer(kind, value, permissions)
+    }
+
+    static func answer(_ kind: PermissionKind, _ value: String, _ permissions: EffectivePermissions) -> PermissionAnswer {
+        let decision = permissions.decide(kind, value)
+        let overridden =
+            decision.outcome == .denied
+            ? permissions.rules.filter { $0.effect == .allow && $0.kind == kind && $0.matches(value) } : []
+        let approval = kind == .tool ? permissions.approvalRules(forTool: value) : []
+        return PermissionAnswer(kind: kind, value: value, decision: decision, overridden: overridden, approval: approval)
+    }
+
+    /// The allow and deny rules about one kind of permission, in policy then source order.
+    public func rules(_ kind: PermissionKind) -> [PolicyRule] {
+        permissions.rules.filter { $0.kind == kind && $0.effect != .requireApproval }
+    }
+
+    /// The rules that put tools behind a human approval gate.
+    public var approvalRules: [PolicyRule] {
+        permissions.rules.filter { $0.effect == .requireApproval }
+    }
+}
