@@ -110,3 +110,24 @@ import Testing
         #expect(version.stdout.hasPrefix("0."))
     }
 }
+
+/// examples/violations/README.md shows the output users should expect; it must stay true.
+@Suite struct ViolationsExampleTests {
+    @Test func readmeShowsTheRealOutput() throws {
+        let readme = try String(contentsOf: Orlctl.packageRoot.appendingPathComponent("examples/violations/README.md"), encoding: .utf8)
+        let command = "$ orlctl validate -f examples/violations/\n"
+        let start = try #require(readme.range(of: "```console\n" + command), "README has no console block for the command")
+        let end = try #require(readme.range(of: "\n```", range: start.upperBound..<readme.endIndex))
+        let shown = String(readme[start.upperBound..<end.lowerBound]) + "\n"
+        let r = try Orlctl.run(["validate", "-f", "examples/violations/"])
+        #expect(r.status == 1)
+        #expect(r.stdout == shown, "update the block in examples/violations/README.md")
+        // Every rule of the audit is shown on purpose.
+        for code in [
+            "perm.tool-denied", "perm.tool-undeclared", "perm.model-denied", "perm.secret-denied", "perm.handoff-denied",
+            "perm.approval-missing", "perm.dataflow", "budget.missing", "budget.infeasible",
+        ] {
+            #expect(r.stdout.contains("[\(code)]"), "\(code) is not shown")
+        }
+    }
+}
