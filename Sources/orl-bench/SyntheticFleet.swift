@@ -140,6 +140,9 @@ struct SyntheticFleet {
               description: Daily and monthly caps \(g)
               appliesTo:
                 agents: [agent-\(g)]
+                selector:
+                  matchLabels:
+                    app.orl.dev/team: \(ns)
               scope: perAgent
               limits:
                 - window: day

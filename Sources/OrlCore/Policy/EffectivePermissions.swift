@@ -10,6 +10,18 @@ public enum PermissionKind: String, CaseIterable, Sendable, Hashable {
     /// Leave to send data of a class out through an egress tool.
     case egress
 
+    /// Position in `allCases`, for tables indexed by kind.
+    var index: Int {
+        switch self {
+        case .tool: 0
+        case .model: 1
+        case .secret: 2
+        case .handoff: 3
+        case .dataClass: 4
+        case .egress: 5
+        }
+    }
+
     /// How the kind is named in messages: `tool "web-search"`.
     public var noun: String {
         switch self {
@@ -77,78 +89,101 @@ public struct PermissionDecision: Sendable, Hashable {
     }
 }
 
-/// Everything the Policies that select an agent say about it. Deny by default; the
-/// allows of all policies add up; any deny wins.
-public struct EffectivePermissions: Sendable {
-    public let agent: ResourceID
-    /// The policies that select the agent, in name order.
-    public let policies: [ResourceID]
-    /// Every allow, deny and approval rule of those policies, in policy then source order.
-    public let rules: [PolicyRule]
-
-    /// Rule positions by kind, then by the exact value they name: deciding is a lookup,
-    /// since the audit asks about every step's tools, handoffs and data classes.
-    private let exact: [PermissionKind: [String: [Int]]]
+/// One Policy's rules, indexed once and shared by every agent the policy selects (a
+/// team-wide policy may select hundreds).
+final class CompiledPolicy: Sendable {
+    let id: ResourceID
+    let rules: [PolicyRule]
+    /// Rule positions by kind (`PermissionKind.index`), then by the exact value they
+    /// name: deciding is one lookup per policy.
+    let exact: [[String: [Int]]]
     /// Rules with `*` patterns, by kind: checked against every value.
-    private let wildcards: [PermissionKind: [Int]]
+    let wildcards: [[Int]]
 
-    public init(agent: ResourceID, policies: [ResourceID], rules: [PolicyRule]) {
-        self.agent = agent
-        self.policies = policies
+    init(id: ResourceID, rules: [PolicyRule]) {
+        self.id = id
         self.rules = rules
-        var exact: [PermissionKind: [String: [Int]]] = [:]
-        var wildcards: [PermissionKind: [Int]] = [:]
+        var exact = [[String: [Int]]](repeating: [:], count: PermissionKind.allCases.count)
+        var wildcards = [[Int]](repeating: [], count: PermissionKind.allCases.count)
         for (i, rule) in rules.enumerated() {
             if rule.pattern.contains("*") {
-                wildcards[rule.kind, default: []].append(i)
+                wildcards[rule.kind.index].append(i)
             } else {
-                exact[rule.kind, default: [:]][rule.pattern, default: []].append(i)
+                exact[rule.kind.index][rule.pattern, default: []].append(i)
             }
         }
         self.exact = exact
         self.wildcards = wildcards
     }
 
+    /// The positions of this policy's rules that match `value`.
+    func matching(_ kind: PermissionKind, _ value: String) -> [Int] {
+        (exact[kind.index][value] ?? []) + wildcards[kind.index].filter { rules[$0].matches(value) }
+    }
+}
+
+/// Everything the Policies that select an agent say about it. Deny by default; the
+/// allows of all policies add up; any deny wins.
+public struct EffectivePermissions: Sendable {
+    public let agent: ResourceID
+    private let compiled: [CompiledPolicy]
+
+    init(agent: ResourceID, compiled: [CompiledPolicy]) {
+        self.agent = agent
+        self.compiled = compiled
+    }
+
+    /// The policies that select the agent, in name order.
+    public var policies: [ResourceID] { compiled.map(\.id) }
+
+    /// Every allow, deny and approval rule of those policies, in policy then source order.
+    public var rules: [PolicyRule] { compiled.flatMap(\.rules) }
+
     /// Whether the agent may: the audit's fast path, which builds no explanation.
     public func permits(_ kind: PermissionKind, _ value: String) -> Bool {
         var allowed = false
-        for i in exact[kind]?[value] ?? [] {
-            switch rules[i].effect {
-            case .deny: return false
-            case .allow: allowed = true
-            case .requireApproval: break
+        for policy in compiled {
+            for i in policy.exact[kind.index][value] ?? [] {
+                switch policy.rules[i].effect {
+                case .deny: return false
+                case .allow: allowed = true
+                case .requireApproval: break
+                }
             }
-        }
-        for i in wildcards[kind] ?? [] where rules[i].matches(value) {
-            switch rules[i].effect {
-            case .deny: return false
-            case .allow: allowed = true
-            case .requireApproval: break
+            for i in policy.wildcards[kind.index] where policy.rules[i].matches(value) {
+                switch policy.rules[i].effect {
+                case .deny: return false
+                case .allow: allowed = true
+                case .requireApproval: break
+                }
             }
         }
         return allowed
     }
 
     public func decide(_ kind: PermissionKind, _ value: String) -> PermissionDecision {
-        var allows: [Int] = []
-        var denies: [Int] = []
-        func consider(_ i: Int) {
-            switch rules[i].effect {
-            case .allow: allows.append(i)
-            case .deny: denies.append(i)
-            case .requireApproval: break
+        var allows: [PolicyRule] = []
+        var denies: [PolicyRule] = []
+        for policy in compiled {
+            for i in policy.matching(kind, value).sorted() {
+                let rule = policy.rules[i]
+                switch rule.effect {
+                case .allow: allows.append(rule)
+                case .deny: denies.append(rule)
+                case .requireApproval: break
+                }
             }
         }
-        for i in exact[kind]?[value] ?? [] { consider(i) }
-        for i in wildcards[kind] ?? [] where rules[i].matches(value) { consider(i) }
-        if !denies.isEmpty { return PermissionDecision(outcome: .denied, rules: denies.sorted().map { rules[$0] }) }
-        if !allows.isEmpty { return PermissionDecision(outcome: .allowed, rules: allows.sorted().map { rules[$0] }) }
+        if !denies.isEmpty { return PermissionDecision(outcome: .denied, rules: denies) }
+        if !allows.isEmpty { return PermissionDecision(outcome: .allowed, rules: allows) }
         return PermissionDecision(outcome: .notAllowed, rules: [])
     }
 
     /// The rules that put `tool` behind a human approval gate for this agent.
     public func approvalRules(forTool tool: String) -> [PolicyRule] {
-        rules.filter { $0.effect == .requireApproval && $0.kind == .tool && $0.matches(tool) }
+        compiled.flatMap { policy in
+            policy.matching(.tool, tool).sorted().map { policy.rules[$0] }.filter { $0.effect == .requireApproval }
+        }
     }
 }
 
@@ -157,25 +192,25 @@ public struct PolicyEngine: Sendable {
     private let byAgent: [ResourceID: EffectivePermissions]
 
     public init(_ fleet: Fleet) {
-        var policiesOf: [ResourceID: [Resource]] = [:]
+        var policiesOf: [ResourceID: [CompiledPolicy]] = [:]
         for policy in fleet.resources(of: .policy) {
             guard let spec = policy.policy else { continue }
+            let compiled = CompiledPolicy(id: policy.id, rules: Self.rules(of: policy))
             for agent in fleet.agents(selectedBy: spec.appliesTo, namespace: policy.metadata.namespace) {
-                policiesOf[agent.id, default: []].append(policy)
+                policiesOf[agent.id, default: []].append(compiled)
             }
         }
         var byAgent: [ResourceID: EffectivePermissions] = [:]
         for agent in fleet.resources(of: .agent) {
-            let policies = (policiesOf[agent.id] ?? []).sorted { $0.id < $1.id }
-            byAgent[agent.id] = EffectivePermissions(
-                agent: agent.id, policies: policies.map(\.id), rules: policies.flatMap(Self.rules(of:)))
+            // Fleet order is name order, so each agent's policies are too.
+            byAgent[agent.id] = EffectivePermissions(agent: agent.id, compiled: policiesOf[agent.id] ?? [])
         }
         self.byAgent = byAgent
     }
 
     /// The agent's permissions; an agent no policy selects may do nothing.
     public func permissions(of agent: ResourceID) -> EffectivePermissions {
-        byAgent[agent] ?? EffectivePermissions(agent: agent, policies: [], rules: [])
+        byAgent[agent] ?? EffectivePermissions(agent: agent, compiled: [])
     }
 
     static func rules(of policy: Resource) -> [PolicyRule] {
