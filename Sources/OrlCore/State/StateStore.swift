@@ -1,0 +1,165 @@
+/// Milliseconds since the Unix epoch, UTC. The core reads no clock: callers pass the
+/// time in, so plans and tests are deterministic.
+public struct Timestamp: Sendable, Hashable, Comparable, Codable, CustomStringConvertible {
+    public var milliseconds: Int64
+
+    public init(milliseconds: Int64) { self.milliseconds = milliseconds }
+
+    public static func < (lhs: Timestamp, rhs: Timestamp) -> Bool { lhs.milliseconds < rhs.milliseconds }
+
+    /// RFC 3339 in UTC, `2026-11-21T16:45:03.120Z`, computed without Foundation.
+    public var description: String {
+        let ms = Int(milliseconds % 1000 + 1000) % 1000
+        var seconds = Int((milliseconds - Int64(ms)) / 1000)
+        let second = seconds % 60
+        seconds /= 60
+        let minute = seconds % 60
+        seconds /= 60
+        let hour = seconds % 24
+        let days = seconds / 24
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        func pad(_ n: Int, _ width: Int) -> String {
+            let s = String(n)
+            return String(repeating: "0", count: max(0, width - s.count)) + s
+        }
+        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(hour, 2)):\(pad(minute, 2)):\(pad(second, 2)).\(pad(ms, 3))Z"
+    }
+}
+
+/// A resource as the store holds it: the manifest that was applied, and bookkeeping.
+public struct StoredResource: Sendable, Hashable {
+    public var id: ResourceID
+    /// The whole manifest as applied, in canonical JSON (sorted keys, no insignificant
+    /// space), so that two applies of the same content compare equal byte for byte.
+    public var manifest: String
+    /// SHA-256 of the canonical `spec`, hex: what "the spec changed" means.
+    public var specHash: String
+    /// Bumped only when the spec changes (Kubernetes' metadata.generation).
+    public var generation: Int
+    /// Bumped on every write of the resource, spec or not.
+    public var resourceVersion: Int
+    /// The apply source that owns the resource (see `ApplySource`).
+    public var source: String
+    /// Where the manifest came from: file, line, and a revision (a git commit) when known.
+    public var file: String
+    public var line: Int
+    public var revision: String?
+    public var appliedAt: Timestamp
+    public var appliedBy: String
+
+    public init(
+        id: ResourceID, manifest: String, specHash: String, generation: Int, resourceVersion: Int, source: String, file: String,
+        line: Int, revision: String?, appliedAt: Timestamp, appliedBy: String
+    ) {
+        self.id = id
+        self.manifest = manifest
+        self.specHash = specHash
+        self.generation = generation
+        self.resourceVersion = resourceVersion
+        self.source = source
+        self.file = file
+        self.line = line
+        self.revision = revision
+        self.appliedAt = appliedAt
+        self.appliedBy = appliedBy
+    }
+}
+
+/// One apply, as the append-only history keeps it.
+public struct ApplyRecord: Sendable, Hashable {
+    public var number: Int
+    public var source: String
+    public var revision: String?
+    public var appliedAt: Timestamp
+    public var appliedBy: String
+    /// `Plan: 2 to add, 1 to change, 0 to prune (7 unchanged).`
+    public var summary: String
+    /// The plan as JSON, for `orlctl history -o json` and audits.
+    public var plan: String
+    public var result: String
+
+    public init(
+        number: Int, source: String, revision: String?, appliedAt: Timestamp, appliedBy: String, summary: String, plan: String,
+        result: String
+    ) {
+        self.number = number
+        self.source = source
+        self.revision = revision
+        self.appliedAt = appliedAt
+        self.appliedBy = appliedBy
+        self.summary = summary
+        self.plan = plan
+        self.result = result
+    }
+}
+
+/// Something that happened to a resource, for `orlctl events` and `describe`.
+public struct StoreEvent: Sendable, Hashable {
+    public enum Kind: String, Sendable, Hashable {
+        case normal = "Normal"
+        case warning = "Warning"
+    }
+
+    public var number: Int
+    public var time: Timestamp
+    public var kind: Kind
+    public var resource: ResourceID?
+    /// A CamelCase word, as in Kubernetes: `Created`, `Updated`, `Pruned`, `Deleted`.
+    public var reason: String
+    public var message: String
+
+    public init(number: Int = 0, time: Timestamp, kind: Kind, resource: ResourceID?, reason: String, message: String) {
+        self.number = number
+        self.time = time
+        self.kind = kind
+        self.resource = resource
+        self.reason = reason
+        self.message = message
+    }
+}
+
+/// Why the store could not do what was asked. Messages say what to do.
+public struct StoreError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Reading the actual state.
+public protocol StateReader {
+    func resource(_ id: ResourceID) throws(StoreError) -> StoredResource?
+    /// Resources in kind order, then namespace and name; nil means any.
+    func resources(kind: ResourceKind?, namespace: String?) throws(StoreError) -> [StoredResource]
+    /// What a source owns: the resources it applied and has not pruned.
+    func inventory(source: String) throws(StoreError) -> [ResourceID]
+    /// The newest applies first.
+    func history(limit: Int) throws(StoreError) -> [ApplyRecord]
+    /// The newest events first; for one resource when given.
+    func events(for resource: ResourceID?, limit: Int) throws(StoreError) -> [StoreEvent]
+}
+
+/// Writing, inside one exclusive transaction.
+public protocol StateWriter: StateReader {
+    func put(_ resource: StoredResource) throws(StoreError)
+    func delete(_ id: ResourceID) throws(StoreError)
+    /// Appends to the history; returns the apply's number.
+    func record(_ apply: ApplyRecord) throws(StoreError) -> Int
+    func append(_ event: StoreEvent) throws(StoreError)
+}
+
+/// The port for the actual state. One writer at a time, across processes: `write` runs
+/// its body in a transaction that no other writer can interleave with, that sees
+/// everything committed before it began, and that lands entirely or not at all.
+public protocol StateStore: Sendable {
+    func read<T>(_ body: (any StateReader) throws(StoreError) -> T) throws(StoreError) -> T
+    func write<T>(_ body: (any StateWriter) throws(StoreError) -> T) throws(StoreError) -> T
+}
