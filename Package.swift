@@ -18,12 +18,14 @@ let package = Package(
         .library(name: "OrlCore", targets: ["OrlCore"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
     ],
     targets: [
         // The pure core: model, validation, analysis, planning. No file, network,
         // process or database access, so it is tested by fast pure tests.
-        .target(name: "OrlCore", swiftSettings: strictness),
+        // swift-crypto is pure computation (hashes now, the vault's AES-GCM later).
+        .target(name: "OrlCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictness),
 
         // Adapters: each the only place that imports its dependency.
         .systemLibrary(

@@ -1,7 +1,7 @@
-/// An output document for `-o json`, with object members in the order they are built:
-/// `valid` first, then counts, then details, as people read them; Foundation's
-/// encoder can only be unordered or alphabetical.
-enum JSONValue {
+/// A JSON document with object members in the order they are built (`valid` first,
+/// then counts, then details, as people read them): what `-o json` prints and what the
+/// history stores. Foundation's encoder can only be unordered or alphabetical.
+public enum JSONValue: Sendable {
     case null
     case bool(Bool)
     case int(Int)
@@ -11,12 +11,12 @@ enum JSONValue {
     case object([(String, JSONValue)])
 
     /// An object without the members whose value is nil.
-    static func object(_ members: [(String, JSONValue?)]) -> JSONValue {
+    public static func object(_ members: [(String, JSONValue?)]) -> JSONValue {
         .object(members.compactMap { key, value in value.map { (key, $0) } })
     }
 
     /// Two-space indented, one member per line, a final newline.
-    func rendered() -> String {
+    public func rendered() -> String {
         var out = ""
         write(to: &out, indent: 0)
         out += "\n"

@@ -1,0 +1,139 @@
+/// What an apply did (or, in a dry run, would do).
+public struct ApplyOutcome: Sendable {
+    public var plan: Plan
+    /// The history number, when something was written.
+    public var applyNumber: Int?
+}
+
+public enum ApplyError: Error, Sendable, CustomStringConvertible {
+    case store(StoreError)
+    case refused(PlanRefusal)
+
+    public var description: String {
+        switch self {
+        case .store(let e): e.description
+        case .refused(let r): r.description
+        }
+    }
+}
+
+/// `orlctl apply`: plans against the actual state and writes the plan, all or nothing.
+///
+/// The plan is computed inside the store's exclusive write transaction, so two applies
+/// at once run one after the other and the second plans against what the first wrote:
+/// nothing is lost and nothing interleaves.
+public enum ApplyOperation {
+    public static func apply(_ fleet: Fleet, to store: any StateStore, options: ApplyOptions, now: Timestamp, dryRun: Bool = false)
+        throws(ApplyError) -> ApplyOutcome
+    {
+        if dryRun {
+            let plan: Plan
+            do throws(StoreError) {
+                plan = try store.read { reader throws(StoreError) in
+                    try Planner.plan(desired: fleet, actual: reader, options: options, now: now)
+                }
+            } catch {
+                throw .store(error)
+            }
+            do throws(PlanRefusal) {
+                try Planner.check(plan, desiredCount: fleet.resources.count, options: options)
+            } catch {
+                throw .refused(error)
+            }
+            return ApplyOutcome(plan: plan, applyNumber: nil)
+        }
+
+        var refusal: PlanRefusal?
+        let outcome: ApplyOutcome
+        do throws(StoreError) {
+            outcome = try store.write { writer throws(StoreError) -> ApplyOutcome in
+                let plan = try Planner.plan(desired: fleet, actual: writer, options: options, now: now)
+                do throws(PlanRefusal) {
+                    try Planner.check(plan, desiredCount: fleet.resources.count, options: options)
+                } catch {
+                    refusal = error
+                    return ApplyOutcome(plan: plan, applyNumber: nil)
+                }
+                // Re-applying the same set writes nothing, not even history.
+                guard !plan.isEmpty else { return ApplyOutcome(plan: plan, applyNumber: nil) }
+                for change in plan.changes {
+                    switch change.action {
+                    case .create, .update:
+                        try writer.put(change.desired!)
+                    case .prune:
+                        try writer.delete(change.id)
+                    }
+                    try writer.append(event(for: change, plan: plan, at: now))
+                }
+                let number = try writer.record(
+                    ApplyRecord(
+                        number: 0, source: options.source, revision: options.revision, appliedAt: now, appliedBy: options.appliedBy,
+                        summary: plan.summary, plan: PlanJSON.render(plan).rendered(), result: "applied"))
+                return ApplyOutcome(plan: plan, applyNumber: number)
+            }
+        } catch {
+            throw .store(error)
+        }
+        if let refusal { throw .refused(refusal) }
+        return outcome
+    }
+
+    private static func event(for change: Plan.Change, plan: Plan, at time: Timestamp) -> StoreEvent {
+        let from = change.desired.map { " from \($0.file):\($0.line)" } ?? ""
+        switch change.action {
+        case .create:
+            return StoreEvent(
+                time: time, kind: .normal, resource: change.id, reason: "Created", message: "applied\(from) by source \(plan.source)")
+        case .update:
+            let generation = change.desired.map { "generation \($0.generation)" } ?? ""
+            let what = change.specChanged ? "spec changed, \(generation)" : "metadata changed"
+            let takeover = change.takesOverFrom.map { "; taken over from source \($0)" } ?? ""
+            return StoreEvent(time: time, kind: .normal, resource: change.id, reason: "Updated", message: "\(what)\(from)\(takeover)")
+        case .prune:
+            return StoreEvent(
+                time: time, kind: .normal, resource: change.id, reason: "Pruned",
+                message: "no longer in the manifests of source \(plan.source)")
+        }
+    }
+}
+
+/// The plan as JSON: what `-o json` prints and what the history keeps.
+public enum PlanJSON {
+    public static func render(_ plan: Plan) -> JSONValue {
+        .object([
+            ("source", .string(plan.source)),
+            ("summary", .string(plan.summary)),
+            ("add", .int(plan.additions)),
+            ("change", .int(plan.updates)),
+            ("prune", .int(plan.prunes)),
+            ("unchanged", .int(plan.unchanged.count)),
+            ("changes", .array(plan.changes.map(change))),
+        ])
+    }
+
+    static func change(_ change: Plan.Change) -> JSONValue {
+        .object([
+            ("action", .string(change.action.rawValue)),
+            ("kind", .string(change.id.kind)),
+            ("namespace", .string(change.id.namespace)),
+            ("name", .string(change.id.name)),
+            ("file", (change.desired ?? change.current).map { .string($0.file) }),
+            ("line", (change.desired ?? change.current).map { .int($0.line) }),
+            ("generation", change.desired.map { .int($0.generation) }),
+            ("takesOverFrom", change.takesOverFrom.map { .string($0) }),
+            (
+                "fields",
+                change.action == .update
+                    ? .array(
+                        change.fields.map { field in
+                            .object([
+                                ("change", .string(field.kind.rawValue)),
+                                ("path", .string(field.path.description)),
+                                ("before", field.before.map { .string($0) }),
+                                ("after", field.after.map { .string($0) }),
+                            ])
+                        }) : nil
+            ),
+        ])
+    }
+}

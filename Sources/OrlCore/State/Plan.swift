@@ -1,0 +1,148 @@
+/// What an apply would do: resources to create, update and prune, and those left alone.
+public struct Plan: Sendable {
+    public struct Change: Sendable {
+        public enum Action: String, Sendable, Hashable {
+            case create
+            case update
+            case prune
+        }
+
+        public var action: Action
+        public var id: ResourceID
+        /// For create and update: what will be stored.
+        public var desired: StoredResource?
+        /// For update and prune: what is stored now.
+        public var current: StoredResource?
+        /// For update: field by field.
+        public var fields: [FieldChange]
+        /// For update: the spec changed, so the generation goes up (labels alone do not).
+        public var specChanged: Bool
+        /// For update: another source applied it until now; this apply takes it over.
+        public var takesOverFrom: String?
+    }
+
+    public var source: String
+    /// In kind order then namespace and name; prunes in reverse, so what refers to
+    /// others goes before what it refers to.
+    public var changes: [Change]
+    public var unchanged: [ResourceID]
+
+    public var additions: Int { changes.count { $0.action == .create } }
+    public var updates: Int { changes.count { $0.action == .update } }
+    public var prunes: Int { changes.count { $0.action == .prune } }
+    public var isEmpty: Bool { changes.isEmpty }
+
+    /// `Plan: 2 to add, 1 to change, 0 to prune (7 unchanged).`
+    public var summary: String {
+        "Plan: \(additions) to add, \(updates) to change, \(prunes) to prune (\(unchanged.count) unchanged)."
+    }
+}
+
+/// What the user asked of an apply.
+public struct ApplyOptions: Sendable {
+    /// Who owns what this apply writes: prune removes only what this source applied.
+    public var source: String
+    public var prune: Bool
+    /// Prune even when the desired set is empty (which would otherwise remove everything).
+    public var allowEmpty: Bool
+    /// Refuse to prune more than this many resources without the user raising it.
+    public var maxDeletions: Int
+    public var revision: String?
+    public var appliedBy: String
+
+    public init(
+        source: String, prune: Bool = false, allowEmpty: Bool = false, maxDeletions: Int = 10, revision: String? = nil, appliedBy: String
+    ) {
+        self.source = source
+        self.prune = prune
+        self.allowEmpty = allowEmpty
+        self.maxDeletions = maxDeletions
+        self.revision = revision
+        self.appliedBy = appliedBy
+    }
+}
+
+/// Why a plan may not be applied as asked. Nothing is written.
+public enum PlanRefusal: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Pruning with nothing desired would delete everything the source owns.
+    case emptyDesiredSet(owned: Int)
+    case tooManyDeletions(count: Int, limit: Int)
+
+    public var description: String {
+        switch self {
+        case .emptyDesiredSet(let owned):
+            "the manifests define no resources, so --prune would delete all \(owned) this source owns; pass --allow-empty if that is what you want"
+        case .tooManyDeletions(let count, let limit):
+            "the plan prunes \(count) resources, more than --max-deletions \(limit); review the plan and rerun with --max-deletions \(count) if it is right"
+        }
+    }
+}
+
+/// Computes plans. Pure: the actual state comes in through the store's reader, the
+/// time through the caller.
+public enum Planner {
+    public static func plan(desired fleet: Fleet, actual: any StateReader, options: ApplyOptions, now: Timestamp) throws(StoreError) -> Plan
+    {
+        var changes: [Plan.Change] = []
+        var unchanged: [ResourceID] = []
+        var desiredIDs = Set<ResourceID>()
+        // One read of everything beats a query per resource when fleets are large.
+        var stored: [ResourceID: StoredResource] = [:]
+        for resource in try actual.resources(kind: nil, namespace: nil) { stored[resource.id] = resource }
+        for resource in fleet.resources {
+            let id = resource.id
+            desiredIDs.insert(id)
+            let manifest = CanonicalJSON.encode(resource.document)
+            let specHash = CanonicalJSON.hash(resource.document["spec"] ?? Node(.null, at: resource.location))
+            let current = stored[id]
+            var next = StoredResource(
+                id: id, manifest: manifest, specHash: specHash, generation: 1, resourceVersion: 1, source: options.source,
+                file: resource.file, line: resource.location.line, revision: options.revision, appliedAt: now, appliedBy: options.appliedBy)
+            guard let current else {
+                changes.append(
+                    Plan.Change(action: .create, id: id, desired: next, current: nil, fields: [], specChanged: true, takesOverFrom: nil))
+                continue
+            }
+            let takesOver = current.source == options.source ? nil : current.source
+            if current.manifest == manifest && takesOver == nil {
+                unchanged.append(id)
+                continue
+            }
+            let specChanged = current.specHash != specHash
+            next.generation = current.generation + (specChanged ? 1 : 0)
+            next.resourceVersion = current.resourceVersion + 1
+            let fields =
+                (try? JSONParser.parse(current.manifest, file: "<store>")).map { FieldDiff.changes(from: $0, to: resource.document) } ?? []
+            changes.append(
+                Plan.Change(
+                    action: .update, id: id, desired: next, current: current, fields: fields, specChanged: specChanged,
+                    takesOverFrom: takesOver))
+        }
+        if options.prune {
+            let owned = try actual.inventory(source: options.source)
+            let gone = owned.filter { !desiredIDs.contains($0) }
+            var prunes: [Plan.Change] = []
+            for id in gone {
+                prunes.append(
+                    Plan.Change(
+                        action: .prune, id: id, desired: nil, current: stored[id], fields: [], specChanged: false, takesOverFrom: nil))
+            }
+            changes += prunes.sorted { order($1.id, $0.id) }
+        }
+        return Plan(source: options.source, changes: changes, unchanged: unchanged)
+    }
+
+    /// Refuses plans that would delete more than the user meant.
+    public static func check(_ plan: Plan, desiredCount: Int, options: ApplyOptions) throws(PlanRefusal) {
+        guard plan.prunes > 0 else { return }
+        if desiredCount == 0 && !options.allowEmpty { throw .emptyDesiredSet(owned: plan.prunes) }
+        if plan.prunes > options.maxDeletions { throw .tooManyDeletions(count: plan.prunes, limit: options.maxDeletions) }
+    }
+
+    /// Kind order, then namespace and name.
+    static func order(_ a: ResourceID, _ b: ResourceID) -> Bool {
+        let (ka, kb) = (ResourceKind(rawValue: a.kind), ResourceKind(rawValue: b.kind))
+        if ka != kb, let ka, let kb { return ka < kb }
+        return a < b
+    }
+}

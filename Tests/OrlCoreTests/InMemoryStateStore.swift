@@ -1,0 +1,69 @@
+import OrlCore
+import Synchronization
+
+/// The state port in memory, for fast tests of planning and applying. A write works on a
+/// copy and publishes it only when the body returns, so a throw rolls back, as SQLite's
+/// transactions do.
+final class InMemoryStateStore: StateStore {
+    struct State {
+        var resources: [ResourceID: StoredResource] = [:]
+        var history: [ApplyRecord] = []
+        var events: [StoreEvent] = []
+    }
+
+    private let state = Mutex(State())
+
+    var snapshot: State { state.withLock { $0 } }
+
+    func read<T>(_ body: (any StateReader) throws(StoreError) -> T) throws(StoreError) -> T {
+        try body(Session(state: snapshot))
+    }
+
+    func write<T>(_ body: (any StateWriter) throws(StoreError) -> T) throws(StoreError) -> T {
+        try state.withLock { (current: inout State) throws(StoreError) -> T in
+            let session = Session(state: current)
+            let result = try body(session)
+            current = session.state
+            return result
+        }
+    }
+
+    final class Session: StateWriter {
+        var state: State
+        init(state: State) { self.state = state }
+
+        func resource(_ id: ResourceID) throws(StoreError) -> StoredResource? { state.resources[id] }
+
+        func resources(kind: ResourceKind?, namespace: String?) throws(StoreError) -> [StoredResource] {
+            state.resources.values
+                .filter { r in (kind.map { $0.rawValue == r.id.kind } ?? true) && (namespace.map { $0 == r.id.namespace } ?? true) }
+                .sorted { $0.id < $1.id }
+        }
+
+        func inventory(source: String) throws(StoreError) -> [ResourceID] {
+            state.resources.values.filter { $0.source == source }.map(\.id).sorted()
+        }
+
+        func history(limit: Int) throws(StoreError) -> [ApplyRecord] { Array(state.history.reversed().prefix(limit)) }
+
+        func events(for resource: ResourceID?, limit: Int) throws(StoreError) -> [StoreEvent] {
+            Array(state.events.filter { resource == nil || $0.resource == resource }.reversed().prefix(limit))
+        }
+
+        func put(_ resource: StoredResource) throws(StoreError) { state.resources[resource.id] = resource }
+        func delete(_ id: ResourceID) throws(StoreError) { state.resources[id] = nil }
+
+        func record(_ apply: ApplyRecord) throws(StoreError) -> Int {
+            var apply = apply
+            apply.number = state.history.count + 1
+            state.history.append(apply)
+            return apply.number
+        }
+
+        func append(_ event: StoreEvent) throws(StoreError) {
+            var event = event
+            event.number = state.events.count + 1
+            state.events.append(event)
+        }
+    }
+}
