@@ -34,6 +34,12 @@ let package = Package(
             providers: [.apt(["libyaml-dev"])]
         ),
         .target(name: "OrlYAML", dependencies: ["OrlCore", "CYAML"], swiftSettings: strictness),
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        .target(name: "OrlStore", dependencies: ["OrlCore", "CSQLite"], swiftSettings: strictness),
 
         // Composition root and command line.
         .target(

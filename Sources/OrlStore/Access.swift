@@ -1,0 +1,271 @@
+import OrlCore
+
+/// The reader (and, in a `write`, the writer) handed to a transaction's body: the
+/// queries, on statements prepared once per connection and reused row after row.
+final class Access: StateWriter {
+    private var database: Database?
+    private let isWritable: Bool
+
+    init(_ database: Database, writable: Bool) {
+        self.database = database
+        self.isWritable = writable
+    }
+
+    /// Called when the transaction ends: a reader kept past its body must not run
+    /// statements outside any transaction, nor on a connection another thread now holds.
+    func close() { database = nil }
+
+    private func connection(writing: Bool = false) throws(StoreError) -> Database {
+        guard let database else {
+            throw StoreError("the state store was used after its read or write ended; use the reader only inside the body")
+        }
+        guard isWritable || !writing else {
+            // A read transaction that writes would need the write lock it did not take,
+            // and could fail at once instead of waiting for another writer.
+            throw StoreError("the state store was written inside a read; use write instead")
+        }
+        return database
+    }
+
+    // MARK: Reading
+
+    private static let resourceColumns =
+        "kind, namespace, name, manifest, spec_hash, generation, resource_version, source, file, line, revision, applied_at, applied_by"
+
+    /// Listing order: kinds in `ResourceKind` order (what others refer to first), kinds
+    /// this binary does not know after them by name, then namespace and name. Computed
+    /// from `ResourceKind.allCases`, so the order has one definition and the schema no
+    /// rank to migrate when a kind is added.
+    private static let listingOrder: String = {
+        let ranks = ResourceKind.allCases.enumerated().map { rank, kind in
+            "WHEN '\(kind.rawValue.replacing("'", with: "''"))' THEN \(rank)"
+        }
+        return "ORDER BY CASE kind \(ranks.joined(separator: " ")) ELSE \(ranks.count) END, kind, namespace, name"
+    }()
+
+    private static func resource(_ row: Statement) -> StoredResource {
+        StoredResource(
+            id: ResourceID(kind: row.text(0), namespace: row.text(1), name: row.text(2)),
+            manifest: row.text(3),
+            specHash: row.text(4),
+            generation: row.int(5),
+            resourceVersion: row.int(6),
+            source: row.text(7),
+            file: row.text(8),
+            line: row.int(9),
+            revision: row.optionalText(10),
+            appliedAt: Timestamp(milliseconds: row.int64(11)),
+            appliedBy: row.text(12)
+        )
+    }
+
+    func resource(_ id: ResourceID) throws(StoreError) -> StoredResource? {
+        let intent = "read \(label(id))"
+        return try connection().withStatement(
+            "SELECT \(Self.resourceColumns) FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, id.kind)
+            try statement.bind(2, id.namespace)
+            try statement.bind(3, id.name)
+            return try statement.step(intent: intent) ? Self.resource(statement) : nil
+        }
+    }
+
+    func resources(kind: ResourceKind?, namespace: String?) throws(StoreError) -> [StoredResource] {
+        var conditions: [String] = []
+        if kind != nil { conditions.append("kind = ?1") }
+        if namespace != nil { conditions.append("namespace = ?2") }
+        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        let intent = "list resources"
+        return try connection().withStatement(
+            "SELECT \(Self.resourceColumns) FROM resources \(filter) \(Self.listingOrder)", intent: intent
+        ) { statement throws(StoreError) in
+            if let kind { try statement.bind(1, kind.rawValue) }
+            if let namespace { try statement.bind(2, namespace) }
+            var resources: [StoredResource] = []
+            while try statement.step(intent: intent) { resources.append(Self.resource(statement)) }
+            return resources
+        }
+    }
+
+    func inventory(source: String) throws(StoreError) -> [ResourceID] {
+        let intent = "read the inventory of \(source)"
+        return try connection().withStatement(
+            "SELECT kind, namespace, name FROM resources WHERE source = ?1 \(Self.listingOrder)", intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, source)
+            var ids: [ResourceID] = []
+            while try statement.step(intent: intent) {
+                ids.append(ResourceID(kind: statement.text(0), namespace: statement.text(1), name: statement.text(2)))
+            }
+            return ids
+        }
+    }
+
+    func history(limit: Int) throws(StoreError) -> [ApplyRecord] {
+        let intent = "read the apply history"
+        return try connection().withStatement(
+            """
+            SELECT number, source, revision, applied_at, applied_by, summary, plan, result
+            FROM applies ORDER BY number DESC LIMIT ?1
+            """,
+            intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, max(limit, 0))
+            var records: [ApplyRecord] = []
+            while try statement.step(intent: intent) {
+                records.append(
+                    ApplyRecord(
+                        number: statement.int(0),
+                        source: statement.text(1),
+                        revision: statement.optionalText(2),
+                        appliedAt: Timestamp(milliseconds: statement.int64(3)),
+                        appliedBy: statement.text(4),
+                        summary: statement.text(5),
+                        plan: statement.text(6),
+                        result: statement.text(7)
+                    ))
+            }
+            return records
+        }
+    }
+
+    func events(for resource: ResourceID?, limit: Int) throws(StoreError) -> [StoreEvent] {
+        let filter =
+            resource == nil ? "" : "WHERE resource_kind = ?2 AND resource_namespace = ?3 AND resource_name = ?4"
+        let intent = resource.map { "read the events of \(label($0))" } ?? "read the events"
+        return try connection().withStatement(
+            """
+            SELECT number, time, kind, resource_kind, resource_namespace, resource_name, reason, message
+            FROM events \(filter) ORDER BY number DESC LIMIT ?1
+            """,
+            intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, max(limit, 0))
+            if let resource {
+                try statement.bind(2, resource.kind)
+                try statement.bind(3, resource.namespace)
+                try statement.bind(4, resource.name)
+            }
+            var events: [StoreEvent] = []
+            while try statement.step(intent: intent) {
+                guard let kind = StoreEvent.Kind(rawValue: statement.text(2)) else {
+                    throw StoreError("event \(statement.int(0)) has an unknown kind \(statement.text(2))")
+                }
+                var subject: ResourceID?
+                if let kind = statement.optionalText(3) {
+                    subject = ResourceID(kind: kind, namespace: statement.text(4), name: statement.text(5))
+                }
+                events.append(
+                    StoreEvent(
+                        number: statement.int(0),
+                        time: Timestamp(milliseconds: statement.int64(1)),
+                        kind: kind,
+                        resource: subject,
+                        reason: statement.text(6),
+                        message: statement.text(7)
+                    ))
+            }
+            return events
+        }
+    }
+
+    // MARK: Writing
+
+    /// Inserts or replaces the resource, every column as given: generations and
+    /// versions are the caller's to compute. An upsert, not `INSERT OR REPLACE`, which
+    /// would delete the row first and so cascade to its status.
+    func put(_ resource: StoredResource) throws(StoreError) {
+        let intent = "store \(label(resource.id))"
+        try connection(writing: true).withStatement(
+            """
+            INSERT INTO resources (\(Self.resourceColumns))
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+            ON CONFLICT (kind, namespace, name) DO UPDATE SET
+                manifest = excluded.manifest, spec_hash = excluded.spec_hash, generation = excluded.generation,
+                resource_version = excluded.resource_version, source = excluded.source, file = excluded.file,
+                line = excluded.line, revision = excluded.revision, applied_at = excluded.applied_at,
+                applied_by = excluded.applied_by
+            """,
+            intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, resource.id.kind)
+            try statement.bind(2, resource.id.namespace)
+            try statement.bind(3, resource.id.name)
+            try statement.bind(4, resource.manifest)
+            try statement.bind(5, resource.specHash)
+            try statement.bind(6, resource.generation)
+            try statement.bind(7, resource.resourceVersion)
+            try statement.bind(8, resource.source)
+            try statement.bind(9, resource.file)
+            try statement.bind(10, resource.line)
+            try statement.bind(11, resource.revision)
+            try statement.bind(12, resource.appliedAt.milliseconds)
+            try statement.bind(13, resource.appliedBy)
+            try statement.run(intent: intent)
+        }
+    }
+
+    /// Deletes the resource (and its status); deleting one that is not there does nothing.
+    func delete(_ id: ResourceID) throws(StoreError) {
+        let intent = "delete \(label(id))"
+        try connection(writing: true).withStatement(
+            "DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, id.kind)
+            try statement.bind(2, id.namespace)
+            try statement.bind(3, id.name)
+            try statement.run(intent: intent)
+        }
+    }
+
+    /// Appends the apply; its `number` is ignored: the store numbers applies, never
+    /// reusing a number.
+    func record(_ apply: ApplyRecord) throws(StoreError) -> Int {
+        let intent = "record the apply of \(apply.source)"
+        let database = try connection(writing: true)
+        try database.withStatement(
+            """
+            INSERT INTO applies (source, revision, applied_at, applied_by, summary, plan, result)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            """,
+            intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, apply.source)
+            try statement.bind(2, apply.revision)
+            try statement.bind(3, apply.appliedAt.milliseconds)
+            try statement.bind(4, apply.appliedBy)
+            try statement.bind(5, apply.summary)
+            try statement.bind(6, apply.plan)
+            try statement.bind(7, apply.result)
+            try statement.run(intent: intent)
+        }
+        return Int(database.lastInsertedRowID)
+    }
+
+    /// Appends the event; its `number` is ignored, as for applies.
+    func append(_ event: StoreEvent) throws(StoreError) {
+        let intent = "record the event \(event.reason)"
+        try connection(writing: true).withStatement(
+            """
+            INSERT INTO events (time, kind, resource_kind, resource_namespace, resource_name, reason, message)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            """,
+            intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, event.time.milliseconds)
+            try statement.bind(2, event.kind.rawValue)
+            try statement.bind(3, event.resource?.kind)
+            try statement.bind(4, event.resource?.namespace)
+            try statement.bind(5, event.resource?.name)
+            try statement.bind(6, event.reason)
+            try statement.bind(7, event.message)
+            try statement.run(intent: intent)
+        }
+    }
+}
+
+/// `Agent/writer`, with its namespace when not the default one.
+private func label(_ id: ResourceID) -> String {
+    id.namespace == ResourceID.defaultNamespace ? id.description : "\(id.description) in namespace \(id.namespace)"
+}

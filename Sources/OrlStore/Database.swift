@@ -1,0 +1,216 @@
+import CSQLite
+import OrlCore
+
+/// One SQLite connection, and the statements prepared on it.
+///
+/// Not thread-safe, on purpose: the connection is opened with `SQLITE_OPEN_NOMUTEX`
+/// and its owner (`SQLiteStateStore`) lets one thread at a time use it, so SQLite's
+/// own per-call mutex would only add cost.
+///
+/// Every failure is a `StoreError` that says what was being done (the statement's
+/// intent, such as "store Agent/writer"), SQLite's own message, and the file.
+final class Database {
+    let path: String
+    private let handle: OpaquePointer
+    /// Statements prepared once and reused (reset between uses), keyed by their SQL.
+    private var statements: [String: Statement] = [:]
+
+    /// Opens (creating when missing) the database file at `path`.
+    init(path: String) throws(StoreError) {
+        self.path = path
+        var handle: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
+        let code = sqlite3_open_v2(path, &handle, flags, nil)
+        guard let handle else {
+            throw StoreError("could not open the state database \(path): \(String(cString: sqlite3_errstr(code)))")
+        }
+        guard code == SQLITE_OK else {
+            let message = String(cString: sqlite3_errmsg(handle))
+            sqlite3_close_v2(handle)
+            throw StoreError("could not open the state database \(path): \(message)")
+        }
+        self.handle = handle
+    }
+
+    deinit {
+        for statement in statements.values { statement.finalize() }
+        sqlite3_close_v2(handle)
+    }
+
+    /// How long a statement waits for another connection's lock before failing with
+    /// SQLITE_BUSY (SQLite sleeps and retries meanwhile).
+    func setBusyTimeout(milliseconds: Int32) { sqlite3_busy_timeout(handle, milliseconds) }
+
+    /// Whether a transaction is open (SQLite is not in autocommit mode).
+    var isInTransaction: Bool { sqlite3_get_autocommit(handle) == 0 }
+
+    /// The rowid of the last row inserted on this connection.
+    var lastInsertedRowID: Int64 { sqlite3_last_insert_rowid(handle) }
+
+    /// Runs statements that take no parameters and return nothing of interest:
+    /// pragmas, transaction control, migrations.
+    func execute(_ sql: String, intent: @autoclosure () -> String) throws(StoreError) {
+        let code = sqlite3_exec(handle, sql, nil, nil, nil)
+        guard code == SQLITE_OK else { throw error(code, intent: intent()) }
+    }
+
+    /// Runs `body` with the statement for `sql`, prepared on first use and kept for the
+    /// life of the connection. The statement is reset and its bindings cleared when
+    /// `body` returns, so no read stays open by accident (an unreset statement would
+    /// keep its snapshot, and its locks, alive past the transaction).
+    func withStatement<R>(
+        _ sql: String, intent: @autoclosure () -> String, _ body: (Statement) throws(StoreError) -> R
+    ) throws(StoreError) -> R {
+        let statement: Statement
+        if let cached = statements[sql] {
+            statement = cached
+        } else {
+            var prepared: OpaquePointer?
+            let code = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &prepared, nil)
+            guard code == SQLITE_OK, let prepared else { throw error(code, intent: "prepare to \(intent())") }
+            statement = Statement(handle: prepared, database: self)
+            statements[sql] = statement
+        }
+        defer { statement.reset() }
+        return try body(statement)
+    }
+
+    /// Runs `sql`, which takes no parameters, and returns the first column of its first row.
+    func scalar(_ sql: String, intent: @autoclosure () -> String) throws(StoreError) -> Int64? {
+        let intent = intent()
+        return try withStatement(sql, intent: intent) { statement throws(StoreError) in
+            try statement.step(intent: intent) ? statement.optionalInt64(0) : nil
+        }
+    }
+
+    enum TransactionMode: String {
+        /// Takes no lock until the first statement; a read transaction sees one snapshot.
+        case deferred = "DEFERRED"
+        /// Takes the write lock at once, waiting up to the busy timeout for it. A writer
+        /// must start this way: a deferred transaction that reads and then writes gets
+        /// SQLITE_BUSY at once, with no waiting, when another writer committed in between.
+        case immediate = "IMMEDIATE"
+    }
+
+    /// Runs `body` in a transaction: committed when it returns, rolled back when it (or
+    /// the commit) throws. No transaction is left open either way.
+    func transaction<R>(
+        _ mode: TransactionMode, intent: String, _ body: () throws(StoreError) -> R
+    ) throws(StoreError) -> R {
+        try execute("BEGIN \(mode.rawValue)", intent: "begin a transaction to \(intent)")
+        do {
+            let result = try body()
+            try execute("COMMIT", intent: "commit (\(intent))")
+            return result
+        } catch {
+            // ROLLBACK cannot fail in a way that leaves the transaction open; SQLite may
+            // also have rolled back already (after SQLITE_FULL, for one).
+            if isInTransaction { sqlite3_exec(handle, "ROLLBACK", nil, nil, nil) }
+            throw error
+        }
+    }
+
+    /// The error for a failed call, with SQLite's message when it is about that call.
+    func error(_ code: Int32, intent: String) -> StoreError {
+        let primary = code & 0xFF
+        if primary == SQLITE_BUSY || primary == SQLITE_LOCKED {
+            return StoreError(
+                "could not \(intent): the state database \(path) stayed locked by another orlctl or controller "
+                    + "past the busy timeout; try again when it has finished")
+        }
+        let message = String(cString: sqlite3_errmsg(handle))
+        return StoreError("could not \(intent): \(message) (SQLite error \(code), in \(path))")
+    }
+}
+
+/// A prepared statement. Parameters are numbered from 1 and columns from 0, as in
+/// SQLite's C API.
+final class Statement {
+    private let handle: OpaquePointer
+    private unowned let database: Database
+
+    fileprivate init(handle: OpaquePointer, database: Database) {
+        self.handle = handle
+        self.database = database
+    }
+
+    fileprivate func finalize() { sqlite3_finalize(handle) }
+
+    fileprivate func reset() {
+        sqlite3_reset(handle)
+        sqlite3_clear_bindings(handle)
+    }
+
+    // MARK: Binding
+
+    /// Binds the UTF-8 bytes of `text` with their length, so any size and any content
+    /// (NUL included) round-trips. SQLite copies the bytes (`SQLITE_TRANSIENT`): the
+    /// pointer is only valid inside `withUTF8`, and a copy of a manifest costs nothing
+    /// next to writing it.
+    func bind(_ index: Int32, _ text: String) throws(StoreError) {
+        var text = text
+        let code = text.withUTF8 { bytes in
+            // An empty buffer may have no address, and a null pointer binds NULL:
+            // point at a static empty string instead.
+            let empty: StaticString = ""
+            let start = UnsafeRawPointer(bytes.baseAddress ?? empty.utf8Start).assumingMemoryBound(to: CChar.self)
+            return sqlite3_bind_text64(
+                handle, index, start, sqlite3_uint64(bytes.count), orl_sqlite_transient(), UInt8(SQLITE_UTF8))
+        }
+        try check(code, binding: index)
+    }
+
+    func bind(_ index: Int32, _ text: String?) throws(StoreError) {
+        if let text { try bind(index, text) } else { try check(sqlite3_bind_null(handle, index), binding: index) }
+    }
+
+    func bind(_ index: Int32, _ integer: Int64) throws(StoreError) {
+        try check(sqlite3_bind_int64(handle, index, integer), binding: index)
+    }
+
+    func bind(_ index: Int32, _ integer: Int) throws(StoreError) { try bind(index, Int64(integer)) }
+
+    private func check(_ code: Int32, binding index: Int32) throws(StoreError) {
+        guard code == SQLITE_OK else { throw database.error(code, intent: "bind parameter \(index) of \(sqlText)") }
+    }
+
+    // MARK: Stepping
+
+    /// Advances to the next row: true when there is one, false when done.
+    func step(intent: @autoclosure () -> String) throws(StoreError) -> Bool {
+        switch sqlite3_step(handle) {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        case let code: throw database.error(code, intent: intent())
+        }
+    }
+
+    /// Runs a statement that returns no rows.
+    func run(intent: @autoclosure () -> String) throws(StoreError) {
+        while try step(intent: intent()) {}
+    }
+
+    // MARK: Columns
+
+    func text(_ column: Int32) -> String {
+        // sqlite3_column_text first, then _bytes: the documented order for a length
+        // that matches the returned pointer.
+        guard let start = sqlite3_column_text(handle, column) else { return "" }
+        let count = Int(sqlite3_column_bytes(handle, column))
+        return String(decoding: UnsafeBufferPointer(start: start, count: count), as: UTF8.self)
+    }
+
+    func optionalText(_ column: Int32) -> String? {
+        sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : text(column)
+    }
+
+    func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
+
+    func int(_ column: Int32) -> Int { Int(sqlite3_column_int64(handle, column)) }
+
+    func optionalInt64(_ column: Int32) -> Int64? {
+        sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : int64(column)
+    }
+
+    private var sqlText: String { sqlite3_sql(handle).map { String(cString: $0) } ?? "a statement" }
+}

@@ -1,0 +1,119 @@
+import OrlCore
+
+/// The database schema, as an ordered list of migrations.
+///
+/// `PRAGMA user_version` holds how many migrations a database has had. Opening applies
+/// the missing ones, in order, in one write transaction, and refuses a database that has
+/// more than this binary knows (written by a newer orlctl): reading it could misread
+/// columns, and writing it could break the newer binary.
+///
+/// A migration, once released, never changes: a change is a new migration appended to
+/// the list.
+enum Schema {
+    struct Migration {
+        /// What the migration does, for errors.
+        var summary: String
+        var sql: String
+    }
+
+    static let migrations: [Migration] = [
+        Migration(
+            summary: "create resources, applies, events and status",
+            sql: """
+                -- The actual state: the manifest each resource was last applied with.
+                -- A rowid table (not WITHOUT ROWID): manifests are kilobytes, and SQLite
+                -- advises rowid tables for rows that large.
+                CREATE TABLE resources (
+                    kind TEXT NOT NULL,
+                    namespace TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    manifest TEXT NOT NULL,           -- canonical JSON
+                    spec_hash TEXT NOT NULL,          -- SHA-256 of the canonical spec, hex
+                    generation INTEGER NOT NULL,
+                    resource_version INTEGER NOT NULL,
+                    source TEXT NOT NULL,             -- the apply source that owns it
+                    file TEXT NOT NULL,
+                    line INTEGER NOT NULL,
+                    revision TEXT,                    -- a git commit, when known
+                    applied_at INTEGER NOT NULL,      -- milliseconds since the epoch, UTC
+                    applied_by TEXT NOT NULL,
+                    PRIMARY KEY (kind, namespace, name)
+                );
+                -- The inventory of a source ("resources where source = ?"), covering.
+                CREATE INDEX resources_by_source ON resources (source, kind, namespace, name);
+
+                -- The append-only apply history. AUTOINCREMENT: a number is never reused,
+                -- even after the newest applies are deleted.
+                CREATE TABLE applies (
+                    number INTEGER PRIMARY KEY AUTOINCREMENT,
+                    source TEXT NOT NULL,
+                    revision TEXT,
+                    applied_at INTEGER NOT NULL,
+                    applied_by TEXT NOT NULL,
+                    summary TEXT NOT NULL,
+                    plan TEXT NOT NULL,               -- JSON
+                    result TEXT NOT NULL
+                );
+
+                -- Events; they outlive the resources they are about, so no foreign key.
+                CREATE TABLE events (
+                    number INTEGER PRIMARY KEY AUTOINCREMENT,
+                    time INTEGER NOT NULL,
+                    kind TEXT NOT NULL CHECK (kind IN ('Normal', 'Warning')),
+                    resource_kind TEXT,
+                    resource_namespace TEXT,
+                    resource_name TEXT,
+                    reason TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    CHECK ((resource_kind IS NULL) = (resource_namespace IS NULL)
+                        AND (resource_kind IS NULL) = (resource_name IS NULL))
+                );
+                -- A resource's events, newest first.
+                CREATE INDEX events_by_resource ON events (resource_kind, resource_namespace, resource_name, number);
+
+                -- What the controller observed of each resource (no API yet). Goes away
+                -- with the resource.
+                CREATE TABLE status (
+                    kind TEXT NOT NULL,
+                    namespace TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    phase TEXT NOT NULL,
+                    conditions TEXT NOT NULL DEFAULT '[]',  -- JSON array of conditions
+                    observed_generation INTEGER NOT NULL DEFAULT 0,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (kind, namespace, name),
+                    FOREIGN KEY (kind, namespace, name) REFERENCES resources (kind, namespace, name) ON DELETE CASCADE
+                );
+                """
+        )
+    ]
+
+    static var version: Int { migrations.count }
+
+    /// Brings the database up to `version`, or refuses it when it is newer.
+    static func migrate(_ database: Database) throws(StoreError) {
+        // The common case, an up-to-date database, takes no write lock.
+        if try currentVersion(database) == version { return }
+        try database.transaction(.immediate, intent: "migrate the state database") { () throws(StoreError) in
+            // Read again under the write lock: another process may have migrated meanwhile.
+            let current = try currentVersion(database)
+            guard current < version else { return }
+            for number in current..<version {
+                let migration = migrations[number]
+                try database.execute(migration.sql, intent: "migrate the state database to schema \(number + 1) (\(migration.summary))")
+            }
+            // PRAGMA takes no parameters; the version is an integer this code computed.
+            try database.execute("PRAGMA user_version = \(version)", intent: "record schema \(version)")
+        }
+    }
+
+    private static func currentVersion(_ database: Database) throws(StoreError) -> Int {
+        let current = Int(try database.scalar("PRAGMA user_version", intent: "read the schema version") ?? 0)
+        guard current <= version else {
+            throw StoreError(
+                "this state was written by a newer orlctl (schema \(current)); upgrade orlctl "
+                    + "(this one knows schema \(version) and earlier) to use \(database.path)")
+        }
+        return current
+    }
+}
