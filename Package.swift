@@ -45,7 +45,7 @@ let package = Package(
         .target(
             name: "OrlCLI",
             dependencies: [
-                "OrlCore", "OrlYAML",
+                "OrlCore", "OrlYAML", "OrlStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictness

@@ -98,6 +98,7 @@ struct TextStyle {
 
     func bold(_ text: String) -> String { wrap("1", text) }
     func red(_ text: String) -> String { wrap("1;31", text) }
+    func yellow(_ text: String) -> String { wrap("1;33", text) }
     func green(_ text: String) -> String { wrap("1;32", text) }
     func magenta(_ text: String) -> String { wrap("1;35", text) }
     func cyan(_ text: String) -> String { wrap("1;36", text) }

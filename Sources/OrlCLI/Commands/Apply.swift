@@ -1,0 +1,147 @@
+import ArgumentParser
+import Foundation
+import OrlCore
+
+/// What `apply` and `diff` share: which manifests, and which source they make up.
+struct ManifestSourceOptions: ParsableArguments {
+    @Option(
+        name: [.short, .customLong("filename")],
+        help: ArgumentHelp("A manifest file or directory, or - for standard input. Repeatable.", valueName: "path"))
+    var files: [String] = []
+
+    @Option(
+        help: ArgumentHelp(
+            "The apply source these manifests make up; prune removes only what this source applied (default: derived from the paths).",
+            valueName: "name"))
+    var source: String?
+
+    func validate() throws {
+        guard !files.isEmpty else { throw ValidationError("give the manifests with -f PATH (a file, a directory or -)") }
+    }
+
+    /// `files:/abs/manifests`: the same directory is the same source from any working
+    /// directory; several paths are one source together.
+    var resolvedSource: String {
+        if let source { return source }
+        let paths = files.map { path in
+            path == "-" ? "-" : URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
+        }
+        return "files:" + paths.sorted().joined(separator: ",")
+    }
+
+    /// Loads and checks the manifests; on any error prints them as `validate` does and
+    /// stops, so nothing is written from a broken set.
+    func load(output: OutputFormat) async throws -> ValidationReport {
+        let result: (report: ValidationReport, files: Int)
+        do {
+            result = try await ManifestLoader().validate(paths: files, strict: false)
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        let report = result.report
+        if !report.isValid {
+            switch output {
+            case .text:
+                writeStandardOutput(DiagnosticRenderer.text(report, files: result.files, color: TextStyle.forStandardOutput().enabled))
+                OrlctlMain.writeStandardError("orlctl: nothing was applied: fix the errors above first\n")
+            case .json:
+                writeStandardOutput(DiagnosticRenderer.json(report, files: result.files))
+            }
+            throw ExitCode(ExitStatus.findings.rawValue)
+        }
+        if output == .text, !report.diagnostics.isEmpty {
+            // Warnings do not stop an apply, but they are worth reading first.
+            OrlctlMain.writeStandardError(DiagnosticRenderer.text(report, files: result.files, color: false))
+        }
+        return report
+    }
+}
+
+/// `orlctl apply`: make the stored desired state match the manifests, all or nothing.
+struct Apply: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Apply manifests to the state: create, update and (with --prune) prune, all or nothing.",
+        discussion: """
+            The whole set is validated and audited first; any error means nothing is written. \
+            The plan is computed and written in one transaction, so concurrent applies run one \
+            after the other. Exit 0 when applied (or nothing to do), 1 when the manifests have \
+            errors or a guard refused the plan (nothing written), 2 on error.
+            """
+    )
+
+    @OptionGroup var manifests: ManifestSourceOptions
+    @OptionGroup var state: StateOptions
+
+    @Flag(help: "Delete what this source applied before and the manifests no longer define.")
+    var prune = false
+
+    @Flag(help: "Print the plan and write nothing.")
+    var dryRun = false
+
+    @Option(help: "Refuse to prune more than this many resources.")
+    var maxDeletions = 10
+
+    @Flag(help: "Allow --prune when the manifests define nothing (which prunes everything the source owns).")
+    var allowEmpty = false
+
+    @Option(name: [.short, .long], help: "Output format: text or json.")
+    var output: OutputFormat = .text
+
+    func run() async throws {
+        let report = try await manifests.load(output: output)
+        let store = try state.openStore()
+        let options = ApplyOptions(
+            source: manifests.resolvedSource, prune: prune, allowEmpty: allowEmpty, maxDeletions: maxDeletions, appliedBy: Caller.identity)
+        let outcome: ApplyOutcome
+        do {
+            outcome = try ApplyOperation.apply(report.fleet, to: store, options: options, now: Caller.now, dryRun: dryRun)
+        } catch {
+            switch error {
+            case .store(let e): throw CommandFailure(message: e.description)
+            case .refused(let refusal):
+                OrlctlMain.writeStandardError("orlctl: nothing was applied: \(refusal.description)\n")
+                throw ExitCode(ExitStatus.findings.rawValue)
+            }
+        }
+        switch output {
+        case .text: writeStandardOutput(PlanRenderer.text(outcome, dryRun: dryRun, style: TextStyle.forStandardOutput()))
+        case .json: writeStandardOutput(PlanRenderer.json(outcome, dryRun: dryRun))
+        }
+        keepUntilExit(report)
+    }
+}
+
+/// `orlctl diff`: the plan against the state, written nowhere. Exit 0 no changes, 1
+/// changes, 2 error, like `diff` and `kubectl diff`.
+struct Diff: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show what apply would change. Exit 0 no changes, 1 changes, 2 error.")
+
+    @OptionGroup var manifests: ManifestSourceOptions
+    @OptionGroup var state: StateOptions
+
+    @Flag(help: "Include what --prune would delete.")
+    var prune = false
+
+    @Option(name: [.short, .long], help: "Output format: text or json.")
+    var output: OutputFormat = .text
+
+    func run() async throws {
+        let report = try await manifests.load(output: output)
+        let store = try state.openStore()
+        let options = ApplyOptions(
+            source: manifests.resolvedSource, prune: prune, allowEmpty: true, maxDeletions: .max, appliedBy: Caller.identity)
+        let outcome: ApplyOutcome
+        do {
+            outcome = try ApplyOperation.apply(report.fleet, to: store, options: options, now: Caller.now, dryRun: true)
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        switch output {
+        case .text: writeStandardOutput(PlanRenderer.text(outcome, dryRun: true, style: TextStyle.forStandardOutput()))
+        case .json: writeStandardOutput(PlanRenderer.json(outcome, dryRun: true))
+        }
+        keepUntilExit(report)
+        if !outcome.plan.isEmpty { throw ExitCode(ExitStatus.findings.rawValue) }
+    }
+}
