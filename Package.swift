@@ -54,7 +54,7 @@ let package = Package(
         // Benchmarks: a separate command, never part of the tests.
         .executableTarget(
             name: "orl-bench",
-            dependencies: ["OrlCore", "OrlYAML", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["OrlCore", "OrlYAML", "OrlStore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strictness
         ),
 
