@@ -1,5 +1,4 @@
 public import OrlCore
-import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -21,11 +20,10 @@ import Synchronization
 /// once. Do not call the store from inside one of its own `read`/`write` bodies: the
 /// mutex is not recursive. The reader/writer handed to a body must not outlive it; it
 /// throws if used afterwards.
-@available(macOS 15, *)
 public final class SQLiteStateStore: StateStore {
     /// The database file.
     public let path: String
-    private let connection: Mutex<Database>
+    private let connection: Locked<Database>
 
     /// Opens `directory/state.db`, creating the directory (mode 0700: the state names
     /// every agent, tool and credential reference) and the database when missing, and
@@ -41,7 +39,7 @@ public final class SQLiteStateStore: StateStore {
         try Self.configure(database, busyTimeout: busyTimeout)
         try Schema.migrate(database)
         self.path = path
-        self.connection = Mutex(database)
+        self.connection = Locked(database)
     }
 
     public func read<T>(_ body: (any StateReader) throws(StoreError) -> T) throws(StoreError) -> T {
@@ -55,15 +53,11 @@ public final class SQLiteStateStore: StateStore {
     private func transaction<T>(
         _ mode: Database.TransactionMode, intent: String, _ body: (Access) throws(StoreError) -> T
     ) throws(StoreError) -> T {
-        // The result leaves the lock through a local, not as the closure's result:
-        // `withLock` wants a `sending` result, which a generic T from the body is not.
-        var result: T?
         try connection.withLock { (database: inout Database) throws(StoreError) in
             let access = Access(database, writable: mode == .immediate)
             defer { access.close() }
-            result = try database.transaction(mode, intent: intent) { () throws(StoreError) in try body(access) }
+            return try database.transaction(mode, intent: intent) { () throws(StoreError) in try body(access) }
         }
-        return result!
     }
 
     // MARK: Opening
