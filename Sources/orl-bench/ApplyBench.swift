@@ -66,13 +66,17 @@ struct ApplyBench: ParsableCommand {
         let reader = ManifestReader()
         for file in files { read.append(reader.read(parser.parse(file.text, file: file.path))) }
         let report = ManifestValidation.validate(read)
-        guard report.isValid else { throw ValidationError("the synthetic fleet is not valid: \(report.diagnostics.prefix(3).map(\.message))") }
+        guard report.isValid else {
+            throw ValidationError("the synthetic fleet is not valid: \(report.diagnostics.prefix(3).map(\.message))")
+        }
         return report.fleet
     }
 
     /// Whole processes, reading and validating the files too.
     private func endToEnd(_ files: [(path: String, text: String)], _ changedIndex: Int) throws {
-        let binary = orlctl ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        let binary =
+            orlctl
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
             .deletingLastPathComponent().appendingPathComponent("orlctl").path
         guard FileManager.default.isExecutableFile(atPath: binary) else { return }
         let root = NSTemporaryDirectory() + "orl-bench-apply-e2e-\(UUID().uuidString)"
@@ -86,7 +90,8 @@ struct ApplyBench: ParsableCommand {
         let state = root + "/state"
         let firstApply = try time(binary, ["apply", "-f", fleet, "--state", state])
         let changed = URL(fileURLWithPath: fleet).appendingPathComponent(files[changedIndex].path)
-        try files[changedIndex].text.replacingOccurrences(of: "usd: 25", with: "usd: 30").write(to: changed, atomically: true, encoding: .utf8)
+        try files[changedIndex].text.replacingOccurrences(of: "usd: 25", with: "usd: 30").write(
+            to: changed, atomically: true, encoding: .utf8)
         let oneChange = try time(binary, ["apply", "-f", fleet, "--state", state])
         let noChange = try time(binary, ["apply", "-f", fleet, "--state", state])
         print("orlctl apply processes (read, validate, audit, plan, write):")
@@ -101,7 +106,9 @@ struct ApplyBench: ParsableCommand {
         let start = DispatchTime.now().uptimeNanoseconds
         try process.run()
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ValidationError("orlctl \(arguments.joined(separator: " ")) exited \(process.terminationStatus)") }
+        guard process.terminationStatus == 0 else {
+            throw ValidationError("orlctl \(arguments.joined(separator: " ")) exited \(process.terminationStatus)")
+        }
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 

@@ -92,9 +92,14 @@ public enum Planner {
         for resource in fleet.resources {
             let id = resource.id
             desiredIDs.insert(id)
-            let manifest = CanonicalJSON.encode(resource.document)
-            let specHash = CanonicalJSON.hash(resource.document["spec"] ?? Node(.null, at: resource.location))
+            let canonical = CanonicalJSON.manifest(resource.document)
+            let manifest = canonical.text
             let current = stored[id]
+            if let current, current.manifest == manifest, current.source == options.source {
+                unchanged.append(id)
+                continue
+            }
+            let specHash = canonical.specHash
             var next = StoredResource(
                 id: id, manifest: manifest, specHash: specHash, generation: 1, resourceVersion: 1, source: options.source,
                 file: resource.file, line: resource.location.line, revision: options.revision, appliedAt: now, appliedBy: options.appliedBy)
@@ -104,10 +109,6 @@ public enum Planner {
                 continue
             }
             let takesOver = current.source == options.source ? nil : current.source
-            if current.manifest == manifest && takesOver == nil {
-                unchanged.append(id)
-                continue
-            }
             let specChanged = current.specHash != specHash
             next.generation = current.generation + (specChanged ? 1 : 0)
             next.resourceVersion = current.resourceVersion + 1
