@@ -134,6 +134,24 @@ import Testing
         #expect(!PlanJSON.render(back).rendered().contains("abc123") && !PlanJSON.render(back).rendered().contains("def456"))
     }
 
+    @Test(arguments: [
+        ("password", true), ("Authorization", true), ("X-Api-Key", true), ("client_secret", true), ("token", true),
+        ("tokens", false), ("apiKeySecret", false), ("credentialSecret", false), ("secrets", false), ("maxTokensPerCall", false),
+    ])
+    func credentialKeys(_ key: String, _ sensitive: Bool) {
+        #expect(Sensitivity.isSensitive(key: key) == sensitive)
+    }
+
+    @Test func budgetTokensAreNotMasked() throws {
+        let store = InMemoryStateStore()
+        let withTokens = baseFleet.replacingOccurrences(
+            of: "limits: [{window: day, usd: 10}]", with: "limits: [{window: day, usd: 10, tokens: 5000}]")
+        _ = try ApplyOperation.apply(fleet(withTokens), to: store, options: options, now: t0)
+        let more = withTokens.replacingOccurrences(of: "tokens: 5000", with: "tokens: 6000")
+        let change = try #require(ApplyOperation.apply(fleet(more), to: store, options: options, now: t0).plan.changes.first)
+        #expect(change.fields.map { "\($0.path) \($0.before ?? "") → \($0.after ?? "")" } == ["spec.limits[0].tokens 5000 → 6000"])
+    }
+
     @Test func canonicalTimestamps() {
         #expect(Timestamp(milliseconds: 0).description == "1970-01-01T00:00:00.000Z")
         #expect(Timestamp(milliseconds: 1_795_000_000_123).description == "2026-11-18T11:06:40.123Z")

@@ -63,14 +63,22 @@ public enum FieldDiff {
     }
 }
 
-/// Which values plans and listings hide. Manifests refer to secrets by name, but an
-/// env var or header may still carry a credential written inline.
+/// Which values plans and listings hide. Manifests name their secrets (the vault holds
+/// the values), so what can leak is a credential written inline: an env var such as
+/// `OPENAI_API_KEY`, a header such as `Authorization`, a field called `password`. Names
+/// of secrets (`apiKeySecret`, `credentialSecret`, `secrets`) and counts (`tokens`) are
+/// not credentials and stay visible.
 public enum Sensitivity {
-    private static let words = [
-        "password", "passwd", "secret", "token", "apikey", "api_key", "api-key", "credential", "private_key", "authorization",
+    public static let mask = "(sensitive)"
+
+    /// Keys, lower-cased with `-`, `_` and `.` removed, whose value is a credential.
+    private static let credentialKeys: Set<String> = [
+        "password", "passwd", "secret", "token", "apikey", "xapikey", "accesstoken", "refreshtoken", "authtoken", "bearertoken",
+        "clientsecret", "privatekey", "secretkey", "authorization", "proxyauthorization", "cookie",
     ]
 
-    public static let mask = "(sensitive)"
+    /// Words that make an env var's name a credential's.
+    private static let credentialWords = ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "PRIVATE_KEY", "CREDENTIAL"]
 
     /// The value with every sensitive field replaced by the mask.
     public static func masked(_ node: Node) -> Node {
@@ -93,13 +101,13 @@ public enum Sensitivity {
     }
 
     public static func isSensitive(key: String) -> Bool {
-        let lowered = key.lowercased()
-        return words.contains { lowered.contains($0) }
+        let normalized = String(key.lowercased().filter { $0 != "-" && $0 != "_" && $0 != "." })
+        return credentialKeys.contains(normalized)
     }
 
-    /// `{name: OPENAI_API_KEY, value: ...}`: a name/value entry whose name looks secret.
+    /// `{name: OPENAI_API_KEY, value: ...}`: a name/value entry whose name is a credential's.
     public static func isSensitive(entry: Node) -> Bool {
-        guard let name = entry["name"]?.string, entry["value"] != nil else { return false }
-        return isSensitive(key: name) || name.uppercased().hasSuffix("_KEY")
+        guard let name = entry["name"]?.string?.uppercased(), entry["value"] != nil else { return false }
+        return credentialWords.contains { name.contains($0) } || name.hasSuffix("_KEY")
     }
 }
