@@ -94,7 +94,10 @@ public enum Sensitivity {
 
     public static func isSensitive(key: String) -> Bool {
         let lowered = key.lowercased()
-        return words.contains { lowered.contains($0) }
+        // Token counts (`tokens`, `maxTokens`, `maxTokensPerCall`) are limits, not credentials.
+        return words.contains { word in
+            word == "token" ? lowered.contains(word) && !lowered.contains("tokens") : lowered.contains(word)
+        }
     }
 
     /// `{name: OPENAI_API_KEY, value: ...}`: a name/value entry whose name looks secret.
