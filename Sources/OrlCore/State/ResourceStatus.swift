@@ -70,11 +70,13 @@ public struct ResourceStatus: Sendable, Hashable {
         return stored
     }
 
-    /// kstatus' one-word summary: `Current` (observed and Ready, neither reconciling
-    /// nor stalled), `InProgress`, `Failed` (stalled), or `Unknown`.
+    /// kstatus' one-word summary: `InProgress` (the generation is not observed yet, or
+    /// reconciling), `Failed` (stalled), `Current` (observed and Ready, or observed with
+    /// no conditions), or `Unknown`.
     public func summary(generation: Int) -> String {
-        if condition(Self.stalled)?.status == .true { return "Failed" }
+        // As kstatus: conditions about an older generation say nothing about this one.
         guard let observed = observedGeneration, observed >= generation else { return "InProgress" }
+        if condition(Self.stalled)?.status == .true { return "Failed" }
         if condition(Self.reconciling)?.status == .true { return "InProgress" }
         switch condition(Self.ready)?.status {
         case .true?: return "Current"
