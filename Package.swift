@@ -61,6 +61,7 @@ let package = Package(
         .testTarget(name: "OrlCoreTests", dependencies: ["OrlCore", "OrlYAML"], swiftSettings: strictness),
         .testTarget(name: "OrlYAMLTests", dependencies: ["OrlYAML", "OrlCore"], swiftSettings: strictness),
         .testTarget(name: "OrlStoreTests", dependencies: ["OrlStore", "OrlCore"], swiftSettings: strictness),
-        .testTarget(name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore"], exclude: ["Golden"], swiftSettings: strictness),
+        .testTarget(
+            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore"], exclude: ["Golden"], swiftSettings: strictness),
     ]
 )

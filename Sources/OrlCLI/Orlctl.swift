@@ -18,7 +18,7 @@ struct Orlctl: AsyncParsableCommand {
             unreadable input).
             """,
         version: version,
-        subcommands: [Validate.self, Explain.self, Apply.self, Diff.self]
+        subcommands: [Validate.self, Explain.self, Apply.self, Diff.self, Get.self, Describe.self, Delete.self, History.self, Events.self]
     )
 }
 

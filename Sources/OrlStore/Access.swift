@@ -170,6 +170,41 @@ final class Access: StateWriter {
         }
     }
 
+    /// The `status` row: conditions as a JSON array (times in milliseconds), and
+    /// `observed_generation` 0 for "none observed" (generations start at 1).
+    func status(for resource: ResourceID) throws(StoreError) -> ResourceStatus? {
+        let intent = "read the status of \(label(resource))"
+        return try connection().withStatement(
+            "SELECT conditions, observed_generation, updated_at FROM status WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+            intent: intent
+        ) { statement throws(StoreError) -> ResourceStatus? in
+            try statement.bind(1, resource.kind)
+            try statement.bind(2, resource.namespace)
+            try statement.bind(3, resource.name)
+            guard try statement.step(intent: intent) else { return nil }
+            let observed = statement.int(1)
+            return ResourceStatus(
+                conditions: try Self.conditions(statement.text(0), of: resource),
+                observedGeneration: observed > 0 ? observed : nil,
+                updatedAt: Timestamp(milliseconds: statement.int64(2)))
+        }
+    }
+
+    private static func conditions(_ json: String, of resource: ResourceID) throws(StoreError) -> [ResourceStatus.Condition] {
+        let corrupt = StoreError("the stored status of \(label(resource)) is not a JSON array of conditions")
+        guard let node = try? JSONParser.parse(json, file: "<status>"), let items = node.elements else { throw corrupt }
+        var conditions: [ResourceStatus.Condition] = []
+        for item in items {
+            guard let type = item["type"]?.string, let value = item["status"]?.string.flatMap(ResourceStatus.Condition.Value.init)
+            else { throw corrupt }
+            conditions.append(
+                ResourceStatus.Condition(
+                    type: type, status: value, reason: item["reason"]?.string ?? "", message: item["message"]?.string ?? "",
+                    lastTransitionTime: item["lastTransitionTime"]?.number?.integer.map { Timestamp(milliseconds: Int64($0)) }))
+        }
+        return conditions
+    }
+
     // MARK: Writing
 
     /// Inserts or replaces the resource, every column as given: generations and
@@ -261,6 +296,46 @@ final class Access: StateWriter {
             try statement.bind(6, event.reason)
             try statement.bind(7, event.message)
             try statement.run(intent: intent)
+        }
+    }
+
+    /// Replaces the resource's status row. `phase` keeps kstatus' summary of the
+    /// conditions against their own generation, for people reading the database.
+    func putStatus(_ status: ResourceStatus, for resource: ResourceID) throws(StoreError) {
+        let intent = "store the status of \(label(resource))"
+        let conditions = JSONValue.array(
+            status.conditions.map { c in
+                .object([
+                    ("type", .string(c.type)),
+                    ("status", .string(c.status.rawValue)),
+                    ("reason", .string(c.reason)),
+                    ("message", .string(c.message)),
+                    ("lastTransitionTime", c.lastTransitionTime.map { .int(Int($0.milliseconds)) }),
+                ])
+            })
+        try connection(writing: true).withStatement(
+            """
+            INSERT INTO status (kind, namespace, name, phase, conditions, observed_generation, updated_at)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            ON CONFLICT (kind, namespace, name) DO UPDATE SET
+                phase = excluded.phase, conditions = excluded.conditions,
+                observed_generation = excluded.observed_generation, updated_at = excluded.updated_at
+            """,
+            intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, resource.kind)
+            try statement.bind(2, resource.namespace)
+            try statement.bind(3, resource.name)
+            try statement.bind(4, status.summary(generation: status.observedGeneration ?? 1))
+            try statement.bind(5, conditions.rendered())
+            try statement.bind(6, status.observedGeneration ?? 0)
+            try statement.bind(7, status.updatedAt.milliseconds)
+            do throws(StoreError) {
+                try statement.run(intent: intent)
+            } catch {
+                guard try self.resource(resource) == nil else { throw error }
+                throw StoreError("cannot store the status of \(label(resource)): it is not in the state")
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ final class InMemoryStateStore: StateStore {
         var resources: [ResourceID: StoredResource] = [:]
         var history: [ApplyRecord] = []
         var events: [StoreEvent] = []
+        var statuses: [ResourceID: ResourceStatus] = [:]
     }
 
     private let state = Mutex(State())
@@ -50,8 +51,19 @@ final class InMemoryStateStore: StateStore {
             Array(state.events.filter { resource == nil || $0.resource == resource }.reversed().prefix(limit))
         }
 
+        func status(for resource: ResourceID) throws(StoreError) -> ResourceStatus? { state.statuses[resource] }
+
         func put(_ resource: StoredResource) throws(StoreError) { state.resources[resource.id] = resource }
-        func delete(_ id: ResourceID) throws(StoreError) { state.resources[id] = nil }
+
+        func delete(_ id: ResourceID) throws(StoreError) {
+            state.resources[id] = nil
+            state.statuses[id] = nil
+        }
+
+        func putStatus(_ status: ResourceStatus, for resource: ResourceID) throws(StoreError) {
+            guard state.resources[resource] != nil else { throw StoreError("\(resource) is not in the state") }
+            state.statuses[resource] = status
+        }
 
         func record(_ apply: ApplyRecord) throws(StoreError) -> Int {
             var apply = apply

@@ -136,7 +136,9 @@ import Testing
 
     @Test(arguments: [
         ("password", true), ("Authorization", true), ("X-Api-Key", true), ("client_secret", true), ("token", true),
-        ("tokens", false), ("apiKeySecret", false), ("credentialSecret", false), ("secrets", false), ("maxTokensPerCall", false),
+        ("accessToken", true), ("bot_token", true), ("apiKey", true), ("secret", true),
+        ("tokens", false), ("maxTokens", false), ("maxTokensPerCall", false), ("apiKeySecret", false), ("credentialSecret", false),
+        ("secrets", false),
     ])
     func credentialKeys(_ key: String, _ sensitive: Bool) {
         #expect(Sensitivity.isSensitive(key: key) == sensitive)

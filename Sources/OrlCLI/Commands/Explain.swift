@@ -53,14 +53,17 @@ struct Explain: AsyncParsableCommand {
 
     /// The NAME of `agent/NAME`, with every spelling kubectl users reach for.
     func agentName() throws -> String {
-        let parts = agent.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
-        guard parts.count == 2, !parts[1].isEmpty, let kind = ResourceKind(userInput: String(parts[0])) else {
-            throw ValidationError("name the agent as agent/NAME, e.g. agent/\(parts.last ?? "writer"); got \(Diagnostic.quoted(agent))")
+        let reference: ResourceReference
+        do {
+            reference = try ResourceReference(parsing: agent)
+        } catch {
+            let name = agent.split(separator: "/").last.map(String.init) ?? "writer"
+            throw ValidationError("name the agent as agent/NAME, e.g. agent/\(name); got \(Diagnostic.quoted(agent))")
         }
-        guard kind == .agent else {
-            throw ValidationError("explain shows what an agent may do; got a \(kind.rawValue), \(Diagnostic.quoted(agent))")
+        guard reference.kind == .agent else {
+            throw ValidationError("explain shows what an agent may do; got a \(reference.kind.rawValue), \(Diagnostic.quoted(agent))")
         }
-        return String(parts[1])
+        return reference.name
     }
 
     /// The `--can` question, if one was asked.

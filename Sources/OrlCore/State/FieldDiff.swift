@@ -71,10 +71,11 @@ public enum FieldDiff {
 public enum Sensitivity {
     public static let mask = "(sensitive)"
 
-    /// Keys, lower-cased with `-`, `_` and `.` removed, whose value is a credential.
-    private static let credentialKeys: Set<String> = [
-        "password", "passwd", "secret", "token", "apikey", "xapikey", "accesstoken", "refreshtoken", "authtoken", "bearertoken",
-        "clientsecret", "privatekey", "secretkey", "authorization", "proxyauthorization", "cookie",
+    /// Endings of keys (lower-cased, `-`, `_` and `.` removed) whose value is a
+    /// credential: `bot_token`, `X-Api-Key`, `client_secret`. A plain `secret` too, but
+    /// not `apiKeySecret` or `credentialSecret`, which name a vault secret.
+    private static let credentialEndings = [
+        "password", "passwd", "token", "apikey", "privatekey", "secretkey", "clientsecret", "authorization", "cookie",
     ]
 
     /// Words that make an env var's name a credential's.
@@ -102,7 +103,7 @@ public enum Sensitivity {
 
     public static func isSensitive(key: String) -> Bool {
         let normalized = String(key.lowercased().filter { $0 != "-" && $0 != "_" && $0 != "." })
-        return credentialKeys.contains(normalized)
+        return normalized == "secret" || credentialEndings.contains { normalized.hasSuffix($0) }
     }
 
     /// `{name: OPENAI_API_KEY, value: ...}`: a name/value entry whose name is a credential's.

@@ -145,6 +145,9 @@ public protocol StateReader {
     func history(limit: Int) throws(StoreError) -> [ApplyRecord]
     /// The newest events first; for one resource when given.
     func events(for resource: ResourceID?, limit: Int) throws(StoreError) -> [StoreEvent]
+    /// What a controller last stored about the resource; nil when nothing has been
+    /// (use `ResourceStatus.effective` for what to show then).
+    func status(for resource: ResourceID) throws(StoreError) -> ResourceStatus?
 }
 
 /// Writing, inside one exclusive transaction.
@@ -154,6 +157,9 @@ public protocol StateWriter: StateReader {
     /// Appends to the history; returns the apply's number.
     func record(_ apply: ApplyRecord) throws(StoreError) -> Int
     func append(_ event: StoreEvent) throws(StoreError)
+    /// Stores the resource's status, replacing the previous one. The resource must
+    /// exist; deleting it deletes its status.
+    func putStatus(_ status: ResourceStatus, for resource: ResourceID) throws(StoreError)
 }
 
 /// The port for the actual state. One writer at a time, across processes: `write` runs

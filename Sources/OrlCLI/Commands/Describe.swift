@@ -1,0 +1,72 @@
+import ArgumentParser
+import OrlCore
+import OrlStore
+
+/// `orlctl describe`: one resource on a page, as kubectl describe prints it.
+struct Describe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show resources in detail: metadata, where they came from, spec, status and recent events.",
+        discussion: """
+            Name resources as KIND/NAME... or KIND NAME...; KIND alone describes every \
+            resource of that kind in the namespace. The spec is printed as YAML with \
+            secret-like values masked. Status follows kstatus (Ready, Reconciling, Stalled, \
+            observedGeneration); until a controller has observed the current generation it is \
+            Reconciling=True, reason NotObserved. Events are the newest 10.
+
+            Exit codes: 0 described, 1 a named resource is not in the state (the others are \
+            still printed), 2 error.
+            """
+    )
+
+    @Argument(help: ArgumentHelp("KIND/NAME..., KIND NAME..., or KIND.", valueName: "resource"))
+    var resources: [String] = []
+
+    @OptionGroup var namespace: NamespaceOption
+    @OptionGroup var state: StateOptions
+
+    static let eventLimit = 10
+
+    func validate() throws { _ = try ResourceSelection.parse(resources, allowAll: false) }
+
+    func run() async throws {
+        let selection = try ResourceSelection.parse(resources, allowAll: false)
+        let store = try state.openStore()
+        let namespace = self.namespace.namespace
+        let (pages, missing): ([(ResourceView, [StoreEvent])], [String])
+        do {
+            (pages, missing) = try store.read { reader throws(StoreError) in
+                var stored: [StoredResource] = []
+                var missing: [String] = []
+                if selection.isNamed {
+                    for reference in selection.references {
+                        let id = reference.id(namespace: namespace)
+                        if let resource = try reader.resource(id) {
+                            stored.append(resource)
+                        } else {
+                            missing.append(try NotFound.message(id, in: reader))
+                        }
+                    }
+                } else {
+                    for kind in selection.kinds { stored += try reader.resources(kind: kind, namespace: namespace) }
+                }
+                var pages: [(ResourceView, [StoreEvent])] = []
+                for resource in stored {
+                    pages.append(
+                        (
+                            ResourceView(resource, status: try reader.status(for: resource.id)),
+                            try reader.events(for: resource.id, limit: Self.eventLimit)
+                        ))
+                }
+                return (pages, missing)
+            }
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        let now = Caller.now
+        if pages.isEmpty && missing.isEmpty {
+            OrlctlMain.writeStandardError("No resources found in \(namespace) namespace.\n")
+        }
+        writeStandardOutput(pages.map { ResourceRenderer.describe($0.0, events: $0.1, now: now) }.joined(separator: "\n\n"))
+        if !missing.isEmpty { throw NotFound.fail(missing) }
+    }
+}

@@ -1,0 +1,123 @@
+import ArgumentParser
+import OrlCore
+import OrlStore
+
+enum GetOutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case wide
+    case json
+    case yaml
+    case name
+}
+
+/// `orlctl get`: list resources from the state, as kubectl get does.
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List resources in the state, as kubectl get does.",
+        discussion: """
+            KIND is singular, plural or short (agent, agents, ag) or all. Name resources as \
+            KIND NAME... or KIND/NAME.... AGE is the time since the resource was last applied. \
+            Secret-like values are masked in -o json and -o yaml.
+
+            Exit codes: 0 listed (an empty list too: "No resources found" goes to standard \
+            error), 1 a named resource is not in the state (the others are still printed), \
+            2 error (bad usage, bad selector, unreadable state).
+            """
+    )
+
+    @Argument(help: ArgumentHelp("KIND [NAME...], KIND/NAME..., or all.", valueName: "kind"))
+    var resources: [String] = []
+
+    @OptionGroup var namespace: NamespaceOption
+
+    @Flag(name: [.customShort("A"), .customLong("all-namespaces")], help: "List across all namespaces.")
+    var allNamespaces = false
+
+    @Option(name: [.short, .long], help: "Output format: wide, json, yaml or name (default: a table).")
+    var output: GetOutputFormat?
+
+    @Option(
+        name: [.customShort("l"), .customLong("selector")],
+        help: ArgumentHelp(
+            "Label selector: k=v, k!=v, k in (a,b), k notin (a), k, !k; comma-separated, all must hold.", valueName: "selector"))
+    var selector: String?
+
+    @OptionGroup var state: StateOptions
+
+    func validate() throws {
+        let selection = try ResourceSelection.parse(resources, allowAll: true)
+        if selection.isNamed && allNamespaces {
+            throw ValidationError("a resource cannot be retrieved by name across all namespaces; use -n NAMESPACE")
+        }
+        if selection.isNamed && selector != nil { throw ValidationError("names cannot be given together with a selector (-l)") }
+        _ = try labelSelector()
+    }
+
+    func labelSelector() throws -> LabelSelector? {
+        guard let selector else { return nil }
+        do {
+            return try LabelSelector(parsing: selector)
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+
+    func run() async throws {
+        let selection = try ResourceSelection.parse(resources, allowAll: true)
+        let selector = try labelSelector()
+        let store = try state.openStore()
+        let namespace = allNamespaces ? nil : self.namespace.namespace
+        let (views, missing): ([ResourceView], [String])
+        do {
+            (views, missing) = try store.read { reader throws(StoreError) in
+                var views: [ResourceView] = []
+                var missing: [String] = []
+                if selection.isNamed {
+                    for reference in selection.references {
+                        let id = reference.id(namespace: self.namespace.namespace)
+                        if let stored = try reader.resource(id) {
+                            views.append(ResourceView(stored, status: try reader.status(for: id)))
+                        } else {
+                            missing.append(try NotFound.message(id, in: reader))
+                        }
+                    }
+                } else {
+                    for kind in selection.kinds {
+                        for stored in try reader.resources(kind: kind, namespace: namespace) {
+                            let view = ResourceView(stored, status: try reader.status(for: stored.id))
+                            if let selector, !selector.matches(Dictionary(view.labels, uniquingKeysWith: { a, _ in a })) { continue }
+                            views.append(view)
+                        }
+                    }
+                }
+                return (views, missing)
+            }
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+
+        let now = Caller.now
+        switch output {
+        case nil, .wide?:
+            if views.isEmpty && missing.isEmpty {
+                let scope = namespace.map { " in \($0) namespace" } ?? ""
+                OrlctlMain.writeStandardError("No resources found\(scope).\n")
+            } else if !views.isEmpty {
+                writeStandardOutput(
+                    ResourceRenderer.tables(
+                        views, allNamespaces: allNamespaces, wide: output == .wide,
+                        qualifyNames: selection.isAll || selection.kinds.isEmpty,
+                        now: now))
+            }
+        case .name?:
+            writeStandardOutput(views.map { $0.slashedName + "\n" }.joined())
+        case .json?, .yaml?:
+            // One named resource is printed as itself, anything else as a List.
+            let single = selection.references.count == 1 && views.count == 1
+            let value = single ? ResourceRenderer.object(views[0]) : ResourceRenderer.list(views)
+            if !(single == false && views.isEmpty && !missing.isEmpty) {
+                writeStandardOutput(output == .json ? value.rendered() : YAMLEmitter.emit(value))
+            }
+        }
+        if !missing.isEmpty { throw NotFound.fail(missing) }
+    }
+}
