@@ -29,31 +29,32 @@ struct ManifestSourceOptions: ParsableArguments {
         return "files:" + paths.sorted().joined(separator: ",")
     }
 
-    /// Loads and checks the manifests; on any error prints them as `validate` does and
-    /// stops, so nothing is written from a broken set.
-    func load(output: OutputFormat) async throws -> ValidationReport {
-        let result: (report: ValidationReport, files: Int)
+    /// Loads the manifests, plans (and unless `dryRun`, applies) them against the state,
+    /// and prints the plan: the whole of `apply` and `diff`.
+    func plan(state: StateOptions, output: OutputFormat, dryRun: Bool, options: ApplyOptions) async throws -> Plan {
+        let report = try await load(output: output)
+        let store = try state.openStore()
+        let outcome: ApplyOutcome
         do {
-            result = try await ManifestLoader().validate(paths: files, strict: false)
+            outcome = try ApplyOperation.apply(report.fleet, to: store, options: options, now: Caller.now, dryRun: dryRun)
         } catch {
-            throw CommandFailure(message: error.description)
-        }
-        let report = result.report
-        if !report.isValid {
-            switch output {
-            case .text:
-                writeStandardOutput(DiagnosticRenderer.text(report, files: result.files, color: TextStyle.forStandardOutput().enabled))
-                OrlctlMain.writeStandardError("orlctl: nothing was applied: fix the errors above first\n")
-            case .json:
-                writeStandardOutput(DiagnosticRenderer.json(report, files: result.files))
+            switch error {
+            case .store(let e): throw CommandFailure(message: e.description)
+            case .refused(let refusal):
+                OrlctlMain.writeStandardError("orlctl: nothing was applied: \(refusal.description)\n")
+                throw ExitCode(ExitStatus.findings.rawValue)
             }
-            throw ExitCode(ExitStatus.findings.rawValue)
         }
-        if output == .text, !report.diagnostics.isEmpty {
-            // Warnings do not stop an apply, but they are worth reading first.
-            OrlctlMain.writeStandardError(DiagnosticRenderer.text(report, files: result.files, color: false))
+        switch output {
+        case .text: writeStandardOutput(PlanRenderer.text(outcome, dryRun: dryRun, style: TextStyle.forStandardOutput()))
+        case .json: writeStandardOutput(PlanRenderer.json(outcome, dryRun: dryRun))
         }
-        return report
+        return outcome.plan
+    }
+
+    /// Loads and checks the manifests; any error stops the command before it writes.
+    func load(output: OutputFormat) async throws -> ValidationReport {
+        try await ManifestLoader().load(paths: files, output: output, stopsOn: { $0.severity == .error }, notDone: "nothing was applied")
     }
 }
 
@@ -88,26 +89,11 @@ struct Apply: AsyncParsableCommand {
     var output: OutputFormat = .text
 
     func run() async throws {
-        let report = try await manifests.load(output: output)
-        let store = try state.openStore()
-        let options = ApplyOptions(
-            source: manifests.resolvedSource, prune: prune, allowEmpty: allowEmpty, maxDeletions: maxDeletions, appliedBy: Caller.identity)
-        let outcome: ApplyOutcome
-        do {
-            outcome = try ApplyOperation.apply(report.fleet, to: store, options: options, now: Caller.now, dryRun: dryRun)
-        } catch {
-            switch error {
-            case .store(let e): throw CommandFailure(message: e.description)
-            case .refused(let refusal):
-                OrlctlMain.writeStandardError("orlctl: nothing was applied: \(refusal.description)\n")
-                throw ExitCode(ExitStatus.findings.rawValue)
-            }
-        }
-        switch output {
-        case .text: writeStandardOutput(PlanRenderer.text(outcome, dryRun: dryRun, style: TextStyle.forStandardOutput()))
-        case .json: writeStandardOutput(PlanRenderer.json(outcome, dryRun: dryRun))
-        }
-        keepUntilExit(report)
+        _ = try await manifests.plan(
+            state: state, output: output, dryRun: dryRun,
+            options: ApplyOptions(
+                source: manifests.resolvedSource, prune: prune, allowEmpty: allowEmpty, maxDeletions: maxDeletions,
+                appliedBy: Caller.identity))
     }
 }
 
@@ -127,21 +113,11 @@ struct Diff: AsyncParsableCommand {
     var output: OutputFormat = .text
 
     func run() async throws {
-        let report = try await manifests.load(output: output)
-        let store = try state.openStore()
-        let options = ApplyOptions(
-            source: manifests.resolvedSource, prune: prune, allowEmpty: true, maxDeletions: .max, appliedBy: Caller.identity)
-        let outcome: ApplyOutcome
-        do {
-            outcome = try ApplyOperation.apply(report.fleet, to: store, options: options, now: Caller.now, dryRun: true)
-        } catch {
-            throw CommandFailure(message: error.description)
-        }
-        switch output {
-        case .text: writeStandardOutput(PlanRenderer.text(outcome, dryRun: true, style: TextStyle.forStandardOutput()))
-        case .json: writeStandardOutput(PlanRenderer.json(outcome, dryRun: true))
-        }
-        keepUntilExit(report)
-        if !outcome.plan.isEmpty { throw ExitCode(ExitStatus.findings.rawValue) }
+        // Diff shows every prune; the guards are apply's business.
+        let plan = try await manifests.plan(
+            state: state, output: output, dryRun: true,
+            options: ApplyOptions(
+                source: manifests.resolvedSource, prune: prune, allowEmpty: true, maxDeletions: .max, appliedBy: Caller.identity))
+        if !plan.isEmpty { throw ExitCode(ExitStatus.findings.rawValue) }
     }
 }

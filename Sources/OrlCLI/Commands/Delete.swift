@@ -101,24 +101,8 @@ struct Delete: AsyncParsableCommand {
 
     /// What the manifests define; any error that makes them unreadable stops the delete.
     private func manifestIDs() async throws -> [ResourceID] {
-        let result: (report: ValidationReport, files: Int)
-        do {
-            result = try await ManifestLoader().validate(paths: files, strict: false)
-        } catch {
-            throw CommandFailure(message: error.description)
-        }
-        let report = result.report
-        keepUntilExit(report)
-        if report.diagnostics.contains(where: Explain.preventsExplaining) {
-            switch output {
-            case .text:
-                writeStandardOutput(DiagnosticRenderer.text(report, files: result.files, color: TextStyle.forStandardOutput().enabled))
-                OrlctlMain.writeStandardError("orlctl: nothing was deleted: fix the errors above first\n")
-            case .json:
-                writeStandardOutput(DiagnosticRenderer.json(report, files: result.files))
-            }
-            throw ExitCode(ExitStatus.findings.rawValue)
-        }
+        let report = try await ManifestLoader().load(
+            paths: files, output: output, stopsOn: Explain.preventsExplaining, notDone: "nothing was deleted")
         // What refers to others goes first (workflows before agents before tools), as prune does.
         let rank = { (id: ResourceID) in ResourceKind(rawValue: id.kind).flatMap { ResourceKind.allCases.firstIndex(of: $0) } ?? 0 }
         return report.fleet.resources.map(\.id).sorted { a, b in

@@ -86,23 +86,8 @@ struct Explain: AsyncParsableCommand {
     func run() async throws {
         let name = try agentName()
         let question = try question()
-        let result: (report: ValidationReport, files: Int)
-        do {
-            result = try await ManifestLoader().validate(paths: files, strict: false)
-        } catch {
-            throw CommandFailure(message: error.description)
-        }
-        let report = result.report
-        keepUntilExit(report)
-
-        if report.diagnostics.contains(where: Self.preventsExplaining) {
-            switch output {
-            case .text:
-                writeStandardOutput(DiagnosticRenderer.text(report, files: result.files, color: TextStyle.forStandardOutput().enabled))
-            case .json: writeStandardOutput(DiagnosticRenderer.json(report, files: result.files))
-            }
-            throw ExitCode(ExitStatus.findings.rawValue)
-        }
+        let report = try await ManifestLoader().load(
+            paths: files, output: output, stopsOn: Self.preventsExplaining, notDone: "nothing was explained")
 
         let id = ResourceID(kind: ResourceKind.agent.rawValue, namespace: namespace, name: name)
         guard let explanation = AgentExplanation(agent: id, fleet: report.fleet, engine: PolicyEngine(report.fleet)) else {

@@ -1,3 +1,4 @@
+import ArgumentParser
 import OrlCore
 import OrlYAML
 
@@ -48,5 +49,36 @@ struct ManifestLoader: Sendable {
             ])
         }
         return reader.read(parser.parse(file.bytes, file: file.path))
+    }
+}
+
+extension ManifestLoader {
+    /// Loads manifests for a command that acts on them (apply, delete, explain). The
+    /// diagnostics that `stopsOn` selects are printed as `validate` prints them and end
+    /// the command with exit 1, saying what was not done; the others are shown on
+    /// standard error (text output) and the command goes on.
+    func load(paths: [String], output: OutputFormat, stopsOn: (Diagnostic) -> Bool, notDone: String) async throws -> ValidationReport {
+        let result: (report: ValidationReport, files: Int)
+        do {
+            result = try await validate(paths: paths, strict: false)
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        let report = result.report
+        keepUntilExit(report)
+        if report.diagnostics.contains(where: stopsOn) {
+            switch output {
+            case .text:
+                writeStandardOutput(DiagnosticRenderer.text(report, files: result.files, color: TextStyle.forStandardOutput().enabled))
+                OrlctlMain.writeStandardError("orlctl: \(notDone): fix the errors above first\n")
+            case .json:
+                writeStandardOutput(DiagnosticRenderer.json(report, files: result.files))
+            }
+            throw ExitCode(ExitStatus.findings.rawValue)
+        }
+        if output == .text, !report.diagnostics.isEmpty {
+            OrlctlMain.writeStandardError(DiagnosticRenderer.text(report, files: result.files, color: false))
+        }
+        return report
     }
 }
