@@ -85,8 +85,8 @@ public enum ApplyOperation {
             return StoreEvent(
                 time: time, kind: .normal, resource: change.id, reason: "Created", message: "applied\(from) by source \(plan.source)")
         case .update:
-            let generation = change.desired.map { "generation \($0.generation)" } ?? ""
-            let what = change.specChanged ? "spec changed, \(generation)" : "metadata changed"
+            let generation = change.desired.map { " (generation \($0.generation))" } ?? ""
+            let what = change.specChanged ? "spec changed\(generation)" : "labels or annotations changed"
             let takeover = change.takesOverFrom.map { "; taken over from source \($0)" } ?? ""
             return StoreEvent(time: time, kind: .normal, resource: change.id, reason: "Updated", message: "\(what)\(from)\(takeover)")
         case .prune:
