@@ -1,0 +1,112 @@
+/// What it takes to start one agent process: everything is explicit, nothing is
+/// inherited from the controller (its environment least of all).
+public struct ProcessSpec: Sendable, Hashable {
+    public var agent: ResourceID
+    /// A path, or a name looked up in `searchPath` (never the controller's PATH).
+    public var command: String
+    public var arguments: [String]
+    /// The whole environment the process gets, in order.
+    public var environment: [(name: String, value: String)]
+    public var workingDirectory: String
+    public var limits: ProcessLimits
+    /// Where stdout and stderr go (appended), rotated by size by the runtime.
+    public var logFile: String
+    /// How long SIGTERM is given before SIGKILL.
+    public var gracePeriod: Duration
+
+    public init(
+        agent: ResourceID, command: String, arguments: [String], environment: [(name: String, value: String)], workingDirectory: String,
+        limits: ProcessLimits, logFile: String, gracePeriod: Duration
+    ) {
+        self.agent = agent
+        self.command = command
+        self.arguments = arguments
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.limits = limits
+        self.logFile = logFile
+        self.gracePeriod = gracePeriod
+    }
+
+    public static func == (lhs: ProcessSpec, rhs: ProcessSpec) -> Bool {
+        lhs.agent == rhs.agent && lhs.command == rhs.command && lhs.arguments == rhs.arguments
+            && lhs.environment.map(\.name) == rhs.environment.map(\.name) && lhs.environment.map(\.value) == rhs.environment.map(\.value)
+            && lhs.workingDirectory == rhs.workingDirectory && lhs.limits == rhs.limits && lhs.logFile == rhs.logFile
+            && lhs.gracePeriod == rhs.gracePeriod
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(agent)
+        hasher.combine(command)
+        hasher.combine(arguments)
+    }
+}
+
+/// rlimits applied to the process before it runs its program; nil leaves the limit as
+/// the controller has it.
+public struct ProcessLimits: Sendable, Hashable {
+    /// RLIMIT_AS, bytes.
+    public var addressSpace: Int?
+    /// RLIMIT_NOFILE.
+    public var openFiles: Int?
+    /// RLIMIT_CPU, seconds.
+    public var cpuSeconds: Int?
+
+    public init(addressSpace: Int? = nil, openFiles: Int? = nil, cpuSeconds: Int? = nil) {
+        self.addressSpace = addressSpace
+        self.openFiles = openFiles
+        self.cpuSeconds = cpuSeconds
+    }
+}
+
+/// A running process, identified so that a PID reused by another program is never
+/// mistaken for it: the PID plus the kernel's start time of that PID.
+public struct ProcessIdentity: Sendable, Hashable, Codable, CustomStringConvertible {
+    public var pid: Int32
+    /// Clock ticks since boot when the process started (field 22 of /proc/PID/stat).
+    public var startTime: UInt64
+
+    public init(pid: Int32, startTime: UInt64) {
+        self.pid = pid
+        self.startTime = startTime
+    }
+
+    public var description: String { "pid \(pid)" }
+}
+
+/// How a process ended.
+public enum ProcessExit: Sendable, Hashable, CustomStringConvertible {
+    case exited(code: Int32)
+    case signaled(signal: Int32)
+
+    public var succeeded: Bool { self == .exited(code: 0) }
+
+    public var description: String {
+        switch self {
+        case .exited(let code): "exited with code \(code)"
+        case .signaled(let signal): "killed by signal \(signal)"
+        }
+    }
+}
+
+public struct RuntimeError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The port for agent processes. Processes run in their own session and process group,
+/// so stopping one stops everything it started, and they outlive the controller, so a
+/// new controller can adopt them.
+public protocol AgentRuntime: Sendable {
+    /// Starts the process; returns once it runs (or the program could not be started).
+    func start(_ spec: ProcessSpec) throws(RuntimeError) -> ProcessIdentity
+    /// Whether that exact process (PID and start time) is still running.
+    func isRunning(_ process: ProcessIdentity) -> Bool
+    /// Reaps the process if it has ended and this runtime started it; nil while it runs.
+    /// An adopted process (started by an earlier controller) ends with no status to read:
+    /// its exit is reported as `.signaled(0)` once it is gone.
+    func exitStatus(_ process: ProcessIdentity) -> ProcessExit?
+    /// SIGTERM to the whole group, then SIGKILL after `grace`; returns once all of it is gone.
+    func stop(_ process: ProcessIdentity, grace: Duration) async -> ProcessExit?
+}
