@@ -40,6 +40,10 @@ let package = Package(
             providers: [.apt(["libsqlite3-dev"])]
         ),
         .target(name: "OrlStore", dependencies: ["OrlCore", "CSQLite"], swiftSettings: strictness),
+        // Agent processes: fork and exec happen in C, where the child can be kept to
+        // async-signal-safe calls (Swift cannot fork a multi-threaded process safely).
+        .target(name: "COrlSpawn"),
+        .target(name: "OrlRuntime", dependencies: ["OrlCore", "COrlSpawn"], swiftSettings: strictness),
 
         // Composition root and command line.
         .target(
