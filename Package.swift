@@ -65,6 +65,7 @@ let package = Package(
         .testTarget(name: "OrlCoreTests", dependencies: ["OrlCore", "OrlYAML"], swiftSettings: strictness),
         .testTarget(name: "OrlYAMLTests", dependencies: ["OrlYAML", "OrlCore"], swiftSettings: strictness),
         .testTarget(name: "OrlStoreTests", dependencies: ["OrlStore", "OrlCore"], swiftSettings: strictness),
+        .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
             name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore"], exclude: ["Golden"], swiftSettings: strictness),
     ]

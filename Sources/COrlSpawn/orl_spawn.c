@@ -77,13 +77,15 @@ static void child(const struct child_args *args) {
     // process if a signal arrived now; all signals are blocked (the parent blocked
     // them around fork). Dispositions go back to default so that nothing the
     // controller ignores (SIGPIPE, say) stays ignored in the agent: execve resets
-    // handlers but keeps SIG_IGN. glibc refuses its two internal signals; that is fine.
-    struct sigaction default_action = {0};
-    default_action.sa_handler = SIG_DFL;
-    sigemptyset(&default_action.sa_mask);
+    // handlers but keeps SIG_IGN. The raw system call, because glibc's sigaction
+    // refuses signals 32 and 33 (its own), and an ignored 32 inherited from whoever
+    // started the controller would otherwise reach agents not built on glibc. An
+    // all-zero kernel sigaction is SIG_DFL, no flags, empty mask on every
+    // architecture, whatever its layout; 64 bytes covers the largest of them.
+    static const unsigned long default_action[8] = {0};
     for (int sig = 1; sig < NSIG; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
-        (void)sigaction(sig, &default_action, NULL);
+        (void)syscall(SYS_rt_sigaction, sig, default_action, NULL, (size_t)(NSIG - 1) / 8);
     }
 
     int moved = above_stdio(report_fd);

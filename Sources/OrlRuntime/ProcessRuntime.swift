@@ -67,7 +67,17 @@ public final class ProcessRuntime: AgentRuntime {
         )
         var pid: pid_t = 0
         var step = ORL_SPAWN_OK
-        let code = orl_spawn(path, argv.pointers, envp.pointers, spec.workingDirectory, spec.logFile, &limits, &pid, &step)
+        var code: Int32 = 0
+        // ETXTBSY: the program was recently written through a descriptor that a process
+        // forked by another thread (anywhere in the controller) still holds between its
+        // fork and its exec, a window of microseconds. Retrying briefly is the usual
+        // remedy (the kernel offers nothing better); a file really held open for writing
+        // still fails, after about 150 ms.
+        for delay in [0, 5, 10, 20, 40, 80] {
+            if delay > 0 { usleep(UInt32(delay * 1000)) }
+            code = orl_spawn(path, argv.pointers, envp.pointers, spec.workingDirectory, spec.logFile, &limits, &pid, &step)
+            guard code == ETXTBSY && step == ORL_SPAWN_EXEC else { break }
+        }
         guard code == 0 else {
             throw failure(Self.explain(step: step, code: code, path: path, spec: spec))
         }
