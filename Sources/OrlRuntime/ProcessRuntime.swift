@@ -106,6 +106,13 @@ public final class ProcessRuntime: AgentRuntime {
         for text in [spec.command, spec.workingDirectory, spec.logFile] + spec.arguments where text.utf8.contains(0) {
             throw failure("'\(text.replacing("\0", with: "\\0"))' contains a NUL character")
         }
+        for (name, value) in [
+            ("addressSpace", spec.limits.addressSpace), ("openFiles", spec.limits.openFiles), ("cpuSeconds", spec.limits.cpuSeconds),
+        ] {
+            if let value, value < 0 {
+                throw failure("the limit \(name) is \(value); it must not be negative (leave it unset for no limit)")
+            }
+        }
         for (name, value) in spec.environment {
             guard !name.isEmpty, !name.utf8.contains(UInt8(ascii: "=")), !name.utf8.contains(0) else {
                 throw failure("invalid environment variable name '\(name.replacing("\0", with: "\\0"))'")
@@ -248,6 +255,10 @@ public final class ProcessRuntime: AgentRuntime {
     /// Processes that left the group (a daemon that called setsid or setpgid) are not
     /// reached; only a cgroup can contain those.
     public func stop(_ process: ProcessIdentity, grace: Duration) async -> ProcessExit? {
+        // An identity comes from the state store, which may be damaged: kill(-0) would
+        // signal the controller's own group and kill(-1) every process it may signal.
+        // No agent is PID 0 or 1, or the controller, or the leader of its group.
+        guard process.pid > 1, process.pid != getpid(), process.pid != getpgrp() else { return nil }
         guard isRunning(process) || isUnreapedChild(process) else { return exitStatus(process) }
 
         signalGroup(of: process, SIGTERM)

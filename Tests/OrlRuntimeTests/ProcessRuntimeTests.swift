@@ -120,6 +120,11 @@ import Testing
                     == "cannot start agent Agent/writer: python3-not-installed: No such file or directory (searched /usr/bin:/bin, "
                     + "the PATH of the agent's environment)")
 
+            var negative = spec("sleep", ["1"], in: directory)
+            negative.limits.openFiles = -1
+            let invalid = #expect(throws: RuntimeError.self) { try runtime.start(negative) }
+            #expect(invalid?.message.contains("the limit openFiles is -1; it must not be negative") == true)
+
             let absent = #expect(throws: RuntimeError.self) { try runtime.start(spec("/opt/none/agent", in: directory)) }
             #expect(absent?.message.hasPrefix("cannot start agent Agent/writer: /opt/none/agent: No such file or directory") == true)
 
@@ -209,6 +214,31 @@ import Testing
             #expect(ProcStat.read(grandchild)?.isAlive != true)
             #expect(!ProcStat.groupHasLiveMembers(process.pid))
         }
+    }
+
+    @Test func cancellingStopSkipsTheRestOfTheGrace() async throws {
+        try await withTemporaryDirectory { directory in
+            let agent = shell("trap '' TERM; echo ready; while :; do sleep 0.05; done", in: directory)
+            let process = try runtime.start(agent)
+            #expect(await waitForLog(agent, containing: "ready"))
+            let clock = ContinuousClock()
+            let started = clock.now
+            let stopping = Task { await runtime.stop(process, grace: .seconds(30)) }
+            #expect(await eventually { clock.now - started > .milliseconds(50) })
+            stopping.cancel()
+            #expect(await stopping.value == .signaled(signal: SIGKILL))
+            #expect(clock.now - started < .seconds(5))
+        }
+    }
+
+    @Test func neverSignalsTheControllerOrInit() async throws {
+        // Identities as a damaged state store could hold them; each would be a disaster.
+        let controller = try #require(ProcStat.read(getpid()))
+        #expect(await runtime.stop(ProcessIdentity(pid: getpid(), startTime: controller.startTime), grace: .zero) == nil)
+        let initProcess = try #require(ProcStat.read(1))
+        #expect(await runtime.stop(ProcessIdentity(pid: 1, startTime: initProcess.startTime), grace: .zero) == nil)
+        #expect(await runtime.stop(ProcessIdentity(pid: 0, startTime: 0), grace: .zero) == nil)
+        #expect(ProcStat.read(1)?.isAlive == true)
     }
 
     @Test func stopIsIdempotent() async throws {
