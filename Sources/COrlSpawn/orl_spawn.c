@@ -5,6 +5,12 @@
 // stdio lock at the moment of the fork, and will never release it in the child. So
 // the child only makes async-signal-safe system calls on memory that the parent
 // prepared before forking: no malloc, no stdio, no Swift.
+//
+// Why not posix_spawn: glibc's covers the session, directory, descriptors and
+// signals, but has no rlimit action (setting limits from the parent with prlimit after
+// the spawn would let the program run unlimited for a moment), and it reports a
+// failure as a bare errno, without saying whether the directory, the log file or the
+// program was the problem.
 
 #define _GNU_SOURCE
 #include "orl_spawn.h"

@@ -120,6 +120,11 @@ import Testing
                     == "cannot start agent Agent/writer: python3-not-installed: No such file or directory (searched /usr/bin:/bin, "
                     + "the PATH of the agent's environment)")
 
+            var logIsADirectory = spec("sleep", ["1"], in: directory)
+            logIsADirectory.logFile = directory
+            let unopenable = #expect(throws: RuntimeError.self) { try runtime.start(logIsADirectory) }
+            #expect(unopenable?.message == "cannot start agent Agent/writer: cannot open the log file \(directory): Is a directory")
+
             var negative = spec("sleep", ["1"], in: directory)
             negative.limits.openFiles = -1
             let invalid = #expect(throws: RuntimeError.self) { try runtime.start(negative) }
