@@ -40,6 +40,10 @@ let package = Package(
             providers: [.apt(["libsqlite3-dev"])]
         ),
         .target(name: "OrlStore", dependencies: ["OrlCore", "CSQLite"], swiftSettings: strictness),
+        // Agent processes: fork and exec happen in C, where the child can be kept to
+        // async-signal-safe calls (Swift cannot fork a multi-threaded process safely).
+        .target(name: "COrlSpawn"),
+        .target(name: "OrlRuntime", dependencies: ["OrlCore", "COrlSpawn"], swiftSettings: strictness),
 
         // Composition root and command line.
         .target(
@@ -61,6 +65,7 @@ let package = Package(
         .testTarget(name: "OrlCoreTests", dependencies: ["OrlCore", "OrlYAML"], swiftSettings: strictness),
         .testTarget(name: "OrlYAMLTests", dependencies: ["OrlYAML", "OrlCore"], swiftSettings: strictness),
         .testTarget(name: "OrlStoreTests", dependencies: ["OrlStore", "OrlCore"], swiftSettings: strictness),
+        .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
             name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore"], exclude: ["Golden"], swiftSettings: strictness),
     ]

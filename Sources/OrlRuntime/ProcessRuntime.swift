@@ -1,0 +1,328 @@
+import COrlSpawn
+import Glibc
+public import OrlCore
+import Synchronization
+
+/// Agent processes as plain Linux processes: each in its own session and process
+/// group, stdout and stderr appended to its log file, identified by PID and start time
+/// so that a reused PID is never taken for it, and left running when the controller
+/// exits so that the next controller can adopt it.
+///
+/// Children this instance started are reaped by `exitStatus` and `stop` (with
+/// `waitpid` on their own PID only, never `waitpid(-1)`, so other code in the
+/// controller that waits for its own children is not disturbed). The controller must
+/// not set SIGCHLD to SIG_IGN: the kernel would then reap the children itself, and
+/// their exit status would be lost (they would be reported as adopted ones are).
+///
+/// Linux only: it relies on /proc, `close_range` and process-group semantics.
+public final class ProcessRuntime: AgentRuntime {
+    /// Where a bare command name is looked up when the agent's environment has no PATH.
+    /// Fixed, and never the controller's PATH: what an agent runs must not depend on
+    /// how the controller was started.
+    public static let defaultSearchPath = "/usr/local/bin:/usr/bin:/bin"
+
+    /// How long `stop` waits for the group to disappear after SIGKILL before giving
+    /// up (a process in uninterruptible sleep, such as on a hung NFS mount, can outlast
+    /// SIGKILL for a long time).
+    static let killTimeout: Duration = .seconds(5)
+
+    private struct State: ~Copyable {
+        /// Children started here and not reaped yet: PID to start time.
+        var children: [Int32: UInt64] = [:]
+        /// Exits already reaped, so that asking again gives the same answer; bounded,
+        /// oldest first out.
+        var exits: [ProcessIdentity: ProcessExit] = [:]
+        var exitOrder: [ProcessIdentity] = []
+
+        mutating func remember(_ exit: ProcessExit, of process: ProcessIdentity) {
+            exits[process] = exit
+            exitOrder.append(process)
+            if exitOrder.count > 1024 {
+                exits[exitOrder.removeFirst()] = nil
+            }
+        }
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    // MARK: Starting
+
+    public func start(_ spec: ProcessSpec) throws(RuntimeError) -> ProcessIdentity {
+        func failure(_ reason: String) -> RuntimeError {
+            RuntimeError("cannot start agent \(spec.agent): \(reason)")
+        }
+        try validate(spec, failure)
+        let path = try resolveCommand(spec, failure)
+        try createDirectories(parentOf: spec.logFile, failure)
+
+        let argv = CStringArray([spec.command] + spec.arguments)
+        let envp = CStringArray(spec.environment.map { "\($0.name)=\($0.value)" })
+        guard argv.isComplete && envp.isComplete else { throw failure("out of memory") }
+        var limits = orl_spawn_limits(
+            address_space: Int64(spec.limits.addressSpace ?? -1),
+            open_files: Int64(spec.limits.openFiles ?? -1),
+            cpu_seconds: Int64(spec.limits.cpuSeconds ?? -1)
+        )
+        var pid: pid_t = 0
+        var step = ORL_SPAWN_OK
+        var code: Int32 = 0
+        // ETXTBSY: the program was recently written through a descriptor that a process
+        // forked by another thread (anywhere in the controller) still holds between its
+        // fork and its exec, a window of microseconds. Retrying briefly is the usual
+        // remedy (the kernel offers nothing better); a file really held open for writing
+        // still fails, after about 150 ms.
+        for delay in [0, 5, 10, 20, 40, 80] {
+            if delay > 0 { usleep(UInt32(delay * 1000)) }
+            code = orl_spawn(path, argv.pointers, envp.pointers, spec.workingDirectory, spec.logFile, &limits, &pid, &step)
+            guard code == ETXTBSY && step == ORL_SPAWN_EXEC else { break }
+        }
+        guard code == 0 else {
+            throw failure(Self.explain(step: step, code: code, path: path, spec: spec))
+        }
+
+        // The child is ours and unreaped, so its stat stays readable (as a zombie at
+        // worst) until we wait for it: the start time read now is the child's.
+        guard let stat = ProcStat.read(pid) else {
+            // Only possible if something else reaped it (SIGCHLD ignored, waitpid(-1)).
+            _ = kill(-pid, SIGKILL)
+            throw failure("started as pid \(pid) but its /proc entry vanished at once; is SIGCHLD ignored in the controller?")
+        }
+        let identity = ProcessIdentity(pid: pid, startTime: stat.startTime)
+        state.withLock { $0.children[pid] = stat.startTime }
+        return identity
+    }
+
+    private func validate(_ spec: ProcessSpec, _ failure: (String) -> RuntimeError) throws(RuntimeError) {
+        guard !spec.command.isEmpty else { throw failure("the command is empty") }
+        guard spec.workingDirectory.hasPrefix("/") else {
+            throw failure("the working directory must be an absolute path, not '\(spec.workingDirectory)'")
+        }
+        guard spec.logFile.hasPrefix("/") else {
+            throw failure("the log file must be an absolute path, not '\(spec.logFile)'")
+        }
+        // A NUL would silently cut the string short on its way to execve.
+        for text in [spec.command, spec.workingDirectory, spec.logFile] + spec.arguments where text.utf8.contains(0) {
+            throw failure("'\(text.replacing("\0", with: "\\0"))' contains a NUL character")
+        }
+        for (name, value) in [
+            ("addressSpace", spec.limits.addressSpace), ("openFiles", spec.limits.openFiles), ("cpuSeconds", spec.limits.cpuSeconds),
+        ] {
+            if let value, value < 0 {
+                throw failure("the limit \(name) is \(value); it must not be negative (leave it unset for no limit)")
+            }
+        }
+        for (name, value) in spec.environment {
+            guard !name.isEmpty, !name.utf8.contains(UInt8(ascii: "=")), !name.utf8.contains(0) else {
+                throw failure("invalid environment variable name '\(name.replacing("\0", with: "\\0"))'")
+            }
+            guard !value.utf8.contains(0) else { throw failure("the value of environment variable \(name) contains a NUL character") }
+        }
+    }
+
+    /// The file to execute. A command with a slash is a path (a relative one is taken
+    /// from the agent's working directory, where the agent itself would look); a bare
+    /// name is searched in the PATH of the agent's own environment, as execvp would in
+    /// the agent, or else in `defaultSearchPath`.
+    private func resolveCommand(_ spec: ProcessSpec, _ failure: (String) -> RuntimeError) throws(RuntimeError) -> String {
+        let command = spec.command
+        if command.hasPrefix("/") { return command }
+        if command.contains("/") { return join(spec.workingDirectory, command) }
+
+        let agentPath = spec.environment.first(where: { $0.name == "PATH" })?.value
+        let searchPath = agentPath ?? Self.defaultSearchPath
+        var deniedAt: String?
+        for entry in searchPath.split(separator: ":", omittingEmptySubsequences: false) {
+            // An empty entry means the current directory (POSIX), here the agent's.
+            let directory =
+                entry.isEmpty ? spec.workingDirectory : entry.hasPrefix("/") ? String(entry) : join(spec.workingDirectory, String(entry))
+            let candidate = join(directory, command)
+            var info = stat()
+            guard stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { continue }
+            if access(candidate, X_OK) == 0 { return candidate }
+            deniedAt = deniedAt ?? candidate
+        }
+        if let deniedAt {
+            throw failure("\(command): Permission denied (\(deniedAt) is not executable)")
+        }
+        let origin =
+            agentPath == nil ? "the default search path, as the agent's environment sets no PATH" : "the PATH of the agent's environment"
+        throw failure("\(command): No such file or directory (searched \(searchPath), \(origin))")
+    }
+
+    private func createDirectories(parentOf file: String, _ failure: (String) -> RuntimeError) throws(RuntimeError) {
+        var prefix = ""
+        for component in file.split(separator: "/").dropLast() {
+            prefix += "/" + component
+            // 0700: agent logs may hold anything the agent printed, secrets included.
+            if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
+                throw failure("cannot create the log directory \(prefix): \(describeErrno(errno))")
+            }
+        }
+    }
+
+    private static func explain(step: orl_spawn_step, code: Int32, path: String, spec: ProcessSpec) -> String {
+        let reason = describeErrno(code)
+        switch step {
+        case ORL_SPAWN_EXEC:
+            switch code {
+            case ENOENT:
+                return "\(path): \(reason) (if the file exists, the interpreter named on its #! line does not)"
+            case ENOEXEC:
+                return "\(path): \(reason) (a script needs a #! line)"
+            case ENOMEM where spec.limits.addressSpace != nil:
+                return "\(path): \(reason) (the address-space limit of \(spec.limits.addressSpace!) bytes is too small to load it)"
+            default:
+                return "\(path): \(reason)"
+            }
+        case ORL_SPAWN_CHDIR:
+            return "cannot change to the working directory \(spec.workingDirectory): \(reason)"
+        case ORL_SPAWN_OPEN_LOG:
+            return "cannot open the log file \(spec.logFile): \(reason)"
+        case ORL_SPAWN_RLIMIT_AS, ORL_SPAWN_RLIMIT_NOFILE, ORL_SPAWN_RLIMIT_CPU:
+            let hint = code == EPERM ? " (a limit above the controller's own hard limit needs privileges; lower it)" : ""
+            return "cannot \(String(cString: orl_spawn_step_description(step))): \(reason)\(hint)"
+        default:
+            return "cannot \(String(cString: orl_spawn_step_description(step))): \(reason)"
+        }
+    }
+
+    // MARK: Watching
+
+    public func isRunning(_ process: ProcessIdentity) -> Bool {
+        guard let stat = ProcStat.read(process.pid) else { return false }
+        return stat.startTime == process.startTime && stat.isAlive
+    }
+
+    private enum Reaped {
+        case exited(ProcessExit)
+        case running
+        /// Not a child of this instance (adopted), or reaped by someone else.
+        case notOurs
+    }
+
+    public func exitStatus(_ process: ProcessIdentity) -> ProcessExit? {
+        // Under the lock, so that two callers (stop and a status poll) cannot both
+        // wait for the same child and one of them lose its exit status.
+        let reaped: Reaped = state.withLock { state in
+            if let exit = state.exits[process] { return .exited(exit) }
+            // A child's PID cannot be reused until it is reaped, so a PID found here
+            // with the same start time is this very process.
+            guard state.children[process.pid] == process.startTime else { return .notOurs }
+            var status: Int32 = 0
+            var result: pid_t
+            repeat {
+                result = waitpid(process.pid, &status, WNOHANG)
+            } while result < 0 && errno == EINTR
+            if result == 0 { return .running }
+            state.children[process.pid] = nil
+            guard result == process.pid else { return .notOurs }  // ECHILD: reaped elsewhere
+            let exit = Self.decode(status)
+            state.remember(exit, of: process)
+            return .exited(exit)
+        }
+        switch reaped {
+        case .exited(let exit): return exit
+        case .running: return nil
+        case .notOurs: return isRunning(process) ? nil : .signaled(signal: 0)
+        }
+    }
+
+    /// Decodes a wait status (the W* macros are not visible to Swift).
+    static func decode(_ status: Int32) -> ProcessExit {
+        let signal = status & 0x7f
+        return signal == 0 ? .exited(code: (status >> 8) & 0xff) : .signaled(signal: signal)
+    }
+
+    /// A child of this instance that has exited but is not reaped yet: its PID (and so
+    /// its process group ID) is still reserved, so the group may still be signalled.
+    private func isUnreapedChild(_ process: ProcessIdentity) -> Bool {
+        state.withLock { $0.children[process.pid] == process.startTime }
+    }
+
+    // MARK: Stopping
+
+    /// SIGTERM to the process group, up to `grace` for the whole group to exit, then
+    /// SIGKILL to the group; returns the leader's exit (`.signaled(0)` for an adopted
+    /// process, whose status only its real parent could read).
+    ///
+    /// Idempotent: stopping a process that is gone only reports its exit. Nothing is
+    /// signalled unless the PID is verified to be this process (start time), or is
+    /// this instance's unreaped child. If the calling task is cancelled, the grace
+    /// period is cut short and SIGKILL follows at once.
+    ///
+    /// Processes that left the group (a daemon that called setsid or setpgid) are not
+    /// reached; only a cgroup can contain those.
+    public func stop(_ process: ProcessIdentity, grace: Duration) async -> ProcessExit? {
+        // An identity comes from the state store, which may be damaged: kill(-0) would
+        // signal the controller's own group and kill(-1) every process it may signal.
+        // No agent is PID 0 or 1, or the controller, or the leader of its group.
+        guard process.pid > 1, process.pid != getpid(), process.pid != getpgrp() else { return nil }
+        guard isRunning(process) || isUnreapedChild(process) else { return exitStatus(process) }
+
+        signalGroup(of: process, SIGTERM)
+        let clock = ContinuousClock()
+        if await !waitForGroup(of: process, until: clock.now + grace, clock: clock) {
+            // Safe even if the leader exited meanwhile: either it is our unreaped
+            // zombie, or the group still has live members; both keep the PID from
+            // being reused, so -pid is still this group.
+            signalGroup(of: process, SIGKILL)
+            _ = await waitForGroup(of: process, until: clock.now + Self.killTimeout, clock: clock, evenIfCancelled: true)
+        }
+        // Reaped only now, after the group is gone: the zombie leader reserved the
+        // group's ID until then.
+        return exitStatus(process)
+    }
+
+    private func signalGroup(of process: ProcessIdentity, _ signal: Int32) {
+        _ = kill(-process.pid, signal)
+        // A leader that moved to another group itself is not reached by -pid.
+        if let stat = ProcStat.read(process.pid), stat.startTime == process.startTime, stat.isAlive,
+            stat.processGroup != process.pid
+        {
+            _ = kill(process.pid, signal)
+        }
+    }
+
+    /// Whether the leader has exited and no live process is left in its group.
+    private func groupIsGone(_ process: ProcessIdentity) -> Bool {
+        // The cheap check first (one small read); the /proc scan only once the leader
+        // is gone, to catch children it left behind.
+        !isRunning(process) && !ProcStat.groupHasLiveMembers(process.pid)
+    }
+
+    /// Polls until the group is gone (true) or the deadline passes (false), starting
+    /// fast (most agents exit within milliseconds of SIGTERM) and backing off to 20 ms.
+    private func waitForGroup(
+        of process: ProcessIdentity, until deadline: ContinuousClock.Instant, clock: ContinuousClock, evenIfCancelled: Bool = false
+    ) async -> Bool {
+        var interval: Duration = .milliseconds(1)
+        while true {
+            if groupIsGone(process) { return true }
+            let now = clock.now
+            if now >= deadline || (!evenIfCancelled && Task.isCancelled) { return false }
+            if Task.isCancelled {
+                // Task.sleep returns at once when cancelled; sleep without it.
+                usleep(UInt32(interval / .microseconds(1)))
+            } else {
+                try? await Task.sleep(for: min(interval, deadline - now))
+            }
+            interval = min(interval * 2, .milliseconds(20))
+        }
+    }
+}
+
+/// NUL-terminated C strings for execve, copied once before the fork (the child must
+/// not allocate), freed when this goes away.
+private final class CStringArray {
+    let pointers: [UnsafeMutablePointer<CChar>?]
+    init(_ strings: [String]) { pointers = strings.map { strdup($0) } + [nil] }
+    var isComplete: Bool { !pointers.dropLast().contains(nil) }
+    deinit { for pointer in pointers { free(pointer) } }
+}
+
+/// `directory/name`, without doubling a trailing slash.
+func join(_ directory: String, _ name: String) -> String {
+    directory.hasSuffix("/") ? directory + name : directory + "/" + name
+}
