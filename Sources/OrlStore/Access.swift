@@ -15,7 +15,7 @@ final class Access: StateWriter {
     /// statements outside any transaction, nor on a connection another thread now holds.
     func close() { database = nil }
 
-    private func connection(writing: Bool = false) throws(StoreError) -> Database {
+    fileprivate func connection(writing: Bool = false) throws(StoreError) -> Database {
         guard let database else {
             throw StoreError("the state store was used after its read or write ended; use the reader only inside the body")
         }
@@ -336,6 +336,99 @@ final class Access: StateWriter {
                 guard try self.resource(resource) == nil else { throw error }
                 throw StoreError("cannot store the status of \(label(resource)): it is not in the state")
             }
+        }
+    }
+}
+
+// MARK: Supervision
+
+extension Access {
+    private static let supervisionColumns =
+        "kind, namespace, name, pid, start_time, launch_hash, token, started_at, restarts, crashes, last_exit, exited_at"
+
+    private static func supervision(_ row: Statement) throws(StoreError) -> SupervisionRecord {
+        let agent = ResourceID(kind: row.text(0), namespace: row.text(1), name: row.text(2))
+        var process: ProcessIdentity?
+        if let pid = row.optionalInt64(3), let startTime = row.optionalInt64(4) {
+            guard let pid = Int32(exactly: pid), startTime >= 0 else {
+                throw StoreError("the stored supervision of \(label(agent)) has an invalid process identity")
+            }
+            process = ProcessIdentity(pid: pid, startTime: UInt64(startTime))
+        }
+        var lastExit: ProcessExit?
+        if let exit = row.optionalText(10) {
+            guard let parsed = ProcessExit(stored: exit) else {
+                throw StoreError("the stored supervision of \(label(agent)) has an invalid last exit \(exit)")
+            }
+            lastExit = parsed
+        }
+        return SupervisionRecord(
+            agent: agent, process: process, launchHash: row.optionalText(5), token: row.optionalText(6),
+            startedAt: row.optionalInt64(7).map(Timestamp.init(milliseconds:)), restarts: row.int(8), crashes: row.int(9),
+            lastExit: lastExit, exitedAt: row.optionalInt64(11).map(Timestamp.init(milliseconds:)))
+    }
+
+    func supervision(for agent: ResourceID) throws(StoreError) -> SupervisionRecord? {
+        let intent = "read the supervision of \(label(agent))"
+        return try connection().withStatement(
+            "SELECT \(Self.supervisionColumns) FROM supervision WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
+        ) { statement throws(StoreError) -> SupervisionRecord? in
+            try statement.bind(1, agent.kind)
+            try statement.bind(2, agent.namespace)
+            try statement.bind(3, agent.name)
+            return try statement.step(intent: intent) ? try Self.supervision(statement) : nil
+        }
+    }
+
+    func allSupervision() throws(StoreError) -> [SupervisionRecord] {
+        let intent = "read the supervision records"
+        return try connection().withStatement(
+            "SELECT \(Self.supervisionColumns) FROM supervision ORDER BY namespace, name, kind", intent: intent
+        ) { statement throws(StoreError) in
+            var records: [SupervisionRecord] = []
+            while try statement.step(intent: intent) { records.append(try Self.supervision(statement)) }
+            return records
+        }
+    }
+
+    func putSupervision(_ record: SupervisionRecord) throws(StoreError) {
+        let intent = "store the supervision of \(label(record.agent))"
+        try connection(writing: true).withStatement(
+            """
+            INSERT INTO supervision (\(Self.supervisionColumns))
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+            ON CONFLICT (kind, namespace, name) DO UPDATE SET
+                pid = excluded.pid, start_time = excluded.start_time, launch_hash = excluded.launch_hash,
+                token = excluded.token, started_at = excluded.started_at, restarts = excluded.restarts,
+                crashes = excluded.crashes, last_exit = excluded.last_exit, exited_at = excluded.exited_at
+            """,
+            intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, record.agent.kind)
+            try statement.bind(2, record.agent.namespace)
+            try statement.bind(3, record.agent.name)
+            try statement.bind(4, record.process.map { Int64($0.pid) })
+            try statement.bind(5, record.process.map { Int64(clamping: $0.startTime) })
+            try statement.bind(6, record.launchHash)
+            try statement.bind(7, record.token)
+            try statement.bind(8, record.startedAt?.milliseconds)
+            try statement.bind(9, record.restarts)
+            try statement.bind(10, record.crashes)
+            try statement.bind(11, record.lastExit?.stored)
+            try statement.bind(12, record.exitedAt?.milliseconds)
+            try statement.run(intent: intent)
+        }
+    }
+
+    func deleteSupervision(for agent: ResourceID) throws(StoreError) {
+        let intent = "forget the supervision of \(label(agent))"
+        try connection(writing: true).withStatement(
+            "DELETE FROM supervision WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, agent.kind)
+            try statement.bind(2, agent.namespace)
+            try statement.bind(3, agent.name)
+            try statement.run(intent: intent)
         }
     }
 }

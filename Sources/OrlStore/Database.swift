@@ -170,6 +170,10 @@ final class Statement {
 
     func bind(_ index: Int32, _ integer: Int) throws(StoreError) { try bind(index, Int64(integer)) }
 
+    func bind(_ index: Int32, _ integer: Int64?) throws(StoreError) {
+        if let integer { try bind(index, integer) } else { try check(sqlite3_bind_null(handle, index), binding: index) }
+    }
+
     private func check(_ code: Int32, binding index: Int32) throws(StoreError) {
         guard code == SQLITE_OK else { throw database.error(code, intent: "bind parameter \(index) of \(sqlText)") }
     }

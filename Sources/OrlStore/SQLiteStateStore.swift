@@ -50,6 +50,15 @@ public final class SQLiteStateStore: StateStore {
         try transaction(.immediate, intent: "write the state", body)
     }
 
+    /// A number that changes whenever another connection (another orlctl) commits a
+    /// write to the database, and only then: SQLite's `PRAGMA data_version`. Cheap (no
+    /// file read), so a controller can poll it to notice applies.
+    public func changeMarker() throws(StoreError) -> Int64 {
+        try connection.withLock { (database: inout Database) throws(StoreError) in
+            try database.scalar("PRAGMA data_version", intent: "read the data version") ?? 0
+        }
+    }
+
     private func transaction<T>(
         _ mode: Database.TransactionMode, intent: String, _ body: (Access) throws(StoreError) -> T
     ) throws(StoreError) -> T {

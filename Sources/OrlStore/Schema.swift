@@ -85,7 +85,31 @@ enum Schema {
                     FOREIGN KEY (kind, namespace, name) REFERENCES resources (kind, namespace, name) ON DELETE CASCADE
                 );
                 """
-        )
+        ),
+        Migration(
+            summary: "create supervision",
+            sql: """
+                -- The controller's record of each agent's process, so that a new controller
+                -- adopts what an earlier one started. No foreign key: a removed agent's
+                -- process is supervised until it has been stopped.
+                CREATE TABLE supervision (
+                    kind TEXT NOT NULL,
+                    namespace TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    pid INTEGER,
+                    start_time INTEGER,               -- clock ticks since boot (/proc/PID/stat)
+                    launch_hash TEXT,
+                    token TEXT,                       -- the agent's ORL_TOKEN
+                    started_at INTEGER,               -- milliseconds since the epoch, UTC
+                    restarts INTEGER NOT NULL DEFAULT 0,
+                    crashes INTEGER NOT NULL DEFAULT 0,
+                    last_exit TEXT,                   -- exited:CODE or signaled:SIGNAL
+                    exited_at INTEGER,
+                    PRIMARY KEY (kind, namespace, name),
+                    CHECK ((pid IS NULL) = (start_time IS NULL))
+                );
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

@@ -10,6 +10,7 @@ final class InMemoryStateStore: StateStore {
         var history: [ApplyRecord] = []
         var events: [StoreEvent] = []
         var statuses: [ResourceID: ResourceStatus] = [:]
+        var supervision: [ResourceID: SupervisionRecord] = [:]
     }
 
     private let state = Mutex(State())
@@ -52,6 +53,16 @@ final class InMemoryStateStore: StateStore {
         }
 
         func status(for resource: ResourceID) throws(StoreError) -> ResourceStatus? { state.statuses[resource] }
+
+        func supervision(for agent: ResourceID) throws(StoreError) -> SupervisionRecord? { state.supervision[agent] }
+
+        func allSupervision() throws(StoreError) -> [SupervisionRecord] {
+            state.supervision.values.sorted { ($0.agent.namespace, $0.agent.name) < ($1.agent.namespace, $1.agent.name) }
+        }
+
+        func putSupervision(_ record: SupervisionRecord) throws(StoreError) { state.supervision[record.agent] = record }
+
+        func deleteSupervision(for agent: ResourceID) throws(StoreError) { state.supervision[agent] = nil }
 
         func put(_ resource: StoredResource) throws(StoreError) { state.resources[resource.id] = resource }
 

@@ -148,6 +148,10 @@ public protocol StateReader {
     /// What a controller last stored about the resource; nil when nothing has been
     /// (use `ResourceStatus.effective` for what to show then).
     func status(for resource: ResourceID) throws(StoreError) -> ResourceStatus?
+    /// What the controller keeps about the agent's process; nil when nothing.
+    func supervision(for agent: ResourceID) throws(StoreError) -> SupervisionRecord?
+    /// Every supervision record, in namespace and name order.
+    func allSupervision() throws(StoreError) -> [SupervisionRecord]
 }
 
 /// Writing, inside one exclusive transaction.
@@ -160,6 +164,11 @@ public protocol StateWriter: StateReader {
     /// Stores the resource's status, replacing the previous one. The resource must
     /// exist; deleting it deletes its status.
     func putStatus(_ status: ResourceStatus, for resource: ResourceID) throws(StoreError)
+    /// Stores the record, replacing the agent's previous one. The agent need not be
+    /// applied: a removed agent's process is supervised until it is stopped.
+    func putSupervision(_ record: SupervisionRecord) throws(StoreError)
+    /// Forgets the agent's record; forgetting one that is not there does nothing.
+    func deleteSupervision(for agent: ResourceID) throws(StoreError)
 }
 
 /// The port for the actual state. One writer at a time, across processes: `write` runs

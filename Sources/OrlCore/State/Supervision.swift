@@ -1,0 +1,70 @@
+/// What the controller keeps about one agent's process, so that a controller that
+/// crashed and restarted can adopt the processes the previous one started instead of
+/// starting duplicates, and keep counting restarts and crashes.
+///
+/// Not tied to the applied resource: a row outlives the Agent it is about until the
+/// controller has stopped that agent's process.
+public struct SupervisionRecord: Sendable, Hashable {
+    public var agent: ResourceID
+    public var process: ProcessIdentity?
+    /// The launch hash the process was started with.
+    public var launchHash: String?
+    /// The agent's credential for orl's API (ORL_TOKEN), kept so that an adopted
+    /// process keeps working. Stored as is, in the 0700 state directory, until the vault
+    /// can seal it.
+    public var token: String?
+    public var startedAt: Timestamp?
+    public var restarts: Int
+    public var crashes: Int
+    public var lastExit: ProcessExit?
+    public var exitedAt: Timestamp?
+
+    public init(
+        agent: ResourceID, process: ProcessIdentity? = nil, launchHash: String? = nil, token: String? = nil,
+        startedAt: Timestamp? = nil, restarts: Int = 0, crashes: Int = 0, lastExit: ProcessExit? = nil, exitedAt: Timestamp? = nil
+    ) {
+        self.agent = agent
+        self.process = process
+        self.launchHash = launchHash
+        self.token = token
+        self.startedAt = startedAt
+        self.restarts = restarts
+        self.crashes = crashes
+        self.lastExit = lastExit
+        self.exitedAt = exitedAt
+    }
+
+    /// The observation the reconciler starts from; `running` is for the caller to check.
+    public func observation(running: Bool) -> AgentObservation {
+        AgentObservation(
+            process: process, running: running, launchHash: launchHash, startedAt: startedAt, lastExit: lastExit, exitedAt: exitedAt,
+            crashes: crashes, restarts: restarts)
+    }
+
+    public init(agent: ResourceID, observation: AgentObservation, token: String?) {
+        self.init(
+            agent: agent, process: observation.process, launchHash: observation.launchHash, token: token,
+            startedAt: observation.startedAt, restarts: observation.restarts, crashes: observation.crashes,
+            lastExit: observation.lastExit, exitedAt: observation.exitedAt)
+    }
+}
+
+extension ProcessExit {
+    /// `exited:3`, `signaled:9`: how the store spells an exit.
+    public var stored: String {
+        switch self {
+        case .exited(let code): "exited:\(code)"
+        case .signaled(let signal): "signaled:\(signal)"
+        }
+    }
+
+    public init?(stored: String) {
+        let parts = stored.split(separator: ":")
+        guard parts.count == 2, let value = Int32(parts[1]) else { return nil }
+        switch parts[0] {
+        case "exited": self = .exited(code: value)
+        case "signaled": self = .signaled(signal: value)
+        default: return nil
+        }
+    }
+}
