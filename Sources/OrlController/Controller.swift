@@ -1,0 +1,365 @@
+public import OrlCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Makes agent processes match the applied Agents, level-triggered: each pass reads
+/// what should run, looks at what runs, and lets `Reconciler.decide` say what to do.
+///
+/// A pass runs when the store changed (another orlctl committed), a process exited, a
+/// backoff ended, or 30 s have passed. Stops run in tasks of their own, so one agent's
+/// grace period never holds up the others. What the controller knows of each process is
+/// stored (`SupervisionRecord`), so that a controller started after a crash adopts the
+/// processes that still run instead of starting them twice.
+///
+/// For now: each agent's ORL_TOKEN is random, made by the controller and kept in the
+/// supervision record (no API checks it yet); secrets are never provided (the vault is
+/// to come), so an agent that asks for one starts without it; ORL_API_URL is a
+/// placeholder until the gateway exists. Store calls block the actor's thread briefly.
+public actor Controller {
+    public struct Configuration: Sendable {
+        /// The state directory, absolute: logs and working directories live in it.
+        public var stateDirectory: String
+        public var apiURL = "http://127.0.0.1:0"
+        public var pollInterval: Duration = .milliseconds(250)
+        public var resyncInterval: Duration = .seconds(30)
+        /// The grace period for a process whose Agent is no longer applied.
+        public var defaultGrace: Duration = .seconds(10)
+        public var backoff: BackoffPolicy = .standard
+
+        public init(stateDirectory: String) { self.stateDirectory = stateDirectory }
+    }
+
+    private let store: any StateStore
+    private let runtime: any AgentRuntime
+    private let configuration: Configuration
+    /// Changes when another process writes the store; nil when it cannot tell.
+    private let changeMarker: @Sendable () -> Int64?
+    private let log: @Sendable (String) -> Void
+    private let clock: @Sendable () -> Timestamp
+
+    private var records: [ResourceID: SupervisionRecord] = [:]
+    /// Agents whose recorded process is believed to run.
+    private var alive: Set<ResourceID> = []
+    /// Agents being stopped by a task of their own; passes leave them alone.
+    private var stopping: [ResourceID: Task<Void, Never>] = [:]
+    private var grace: [ResourceID: Duration] = [:]
+    /// Drawn at each exit, so a backoff does not move from pass to pass.
+    private var jitter: [ResourceID: Double] = [:]
+    private var requeueAt: [ResourceID: Timestamp] = [:]
+    private var statuses: [ResourceID: (status: ResourceStatus, generation: Int)] = [:]
+    private var written: [ResourceID: SupervisionRecord] = [:]
+    private var writtenStatuses: [ResourceID: [ResourceStatus.Condition]] = [:]
+    private var dirty = true
+    private var stopRequested = false
+
+    public init(
+        store: any StateStore, runtime: any AgentRuntime, configuration: Configuration,
+        changeMarker: @escaping @Sendable () -> Int64? = { nil }, log: @escaping @Sendable (String) -> Void,
+        clock: @escaping @Sendable () -> Timestamp = Controller.systemTime
+    ) {
+        self.store = store
+        self.runtime = runtime
+        self.configuration = configuration
+        self.changeMarker = changeMarker
+        self.log = log
+        self.clock = clock
+    }
+
+    public static let systemTime: @Sendable () -> Timestamp = {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Timestamp(milliseconds: Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000)
+    }
+
+    /// Ends `run` as cancelling its task does: every agent is stopped gracefully first.
+    public func requestStop() { stopRequested = true }
+
+    /// Reconciles until cancelled or asked to stop, then stops every agent (each with its
+    /// grace period, all at once) and returns.
+    public func run() async {
+        adopt()
+        var marker = changeMarker()
+        var lastPass = ContinuousClock.now
+        while !Task.isCancelled && !stopRequested {
+            let current = changeMarker()
+            if current != marker {
+                marker = current
+                dirty = true
+            }
+            if ContinuousClock.now - lastPass >= configuration.resyncInterval { dirty = true }
+            if let due = requeueAt.values.min(), due <= clock() { dirty = true }
+            if !dirty, alive.contains(where: { id in stopping[id] == nil && records[id]?.process.map(runtime.isRunning) == false }) {
+                dirty = true
+            }
+            if dirty {
+                dirty = false
+                lastPass = ContinuousClock.now
+                pass()
+            }
+            try? await Task.sleep(for: configuration.pollInterval)
+        }
+        // Not in this (maybe cancelled) task: a cancelled stop cuts grace periods short.
+        await Task { await self.stopAll() }.value
+    }
+
+    // MARK: Adopting
+
+    private func adopt() {
+        let stored: [SupervisionRecord]
+        do {
+            stored = try store.read { reader throws(StoreError) in try reader.allSupervision() }
+        } catch {
+            emit("error reading supervision records: \(error.description)")
+            return
+        }
+        for var record in stored {
+            if let process = record.process, runtime.isRunning(process) {
+                alive.insert(record.agent)
+                emit("adopted \(record.agent) \(process)")
+            } else {
+                record.process = nil
+            }
+            records[record.agent] = record
+        }
+    }
+
+    // MARK: One pass
+
+    private struct Desired {
+        var intents: [ResourceID: AgentIntent] = [:]
+        var generations: [ResourceID: Int] = [:]
+        /// Agents whose manifest cannot be read back: left as they are.
+        var unreadable: Set<ResourceID> = []
+    }
+
+    private func desired() throws(StoreError) -> Desired {
+        let stored = try store.read { reader throws(StoreError) in try reader.resources(kind: nil, namespace: nil) }
+        var read = ReadManifests()
+        var result = Desired()
+        let reader = ManifestReader()
+        for resource in stored {
+            guard let root = try? JSONParser.parse(resource.manifest, file: "<state>/\(resource.id)") else {
+                if resource.id.kind == ResourceKind.agent.rawValue { result.unreadable.insert(resource.id) }
+                continue
+            }
+            read.append(reader.read(SourceDocument(file: "<state>/\(resource.id)", index: 0, root: root)))
+            if resource.id.kind == ResourceKind.agent.rawValue { result.generations[resource.id] = resource.generation }
+        }
+        let (fleet, _) = Fleet.assemble(read.resources, unreadable: read.unreadable)
+        let engine = PolicyEngine(fleet)
+        let context = AgentLaunch.Context(stateDirectory: configuration.stateDirectory, apiURL: configuration.apiURL)
+        for id in result.generations.keys {
+            guard let agent = fleet[id], let spec = agent.agent else {
+                result.unreadable.insert(id)
+                continue
+            }
+            let token = records[id]?.token ?? Self.newToken()
+            guard
+                let launch = AgentLaunch.launch(
+                    agent, permissions: engine.permissions(of: id), context: context, token: token, secretValue: { _ in nil })
+            else { continue }
+            if records[id] == nil { records[id] = SupervisionRecord(agent: id, token: token) }
+            result.intents[id] = AgentIntent(
+                launch: launch, restartPolicy: spec.runtime.restartPolicy, hold: spec.suspend ? .suspended : nil)
+        }
+        return result
+    }
+
+    private func pass() {
+        let desired: Desired
+        do {
+            desired = try self.desired()
+        } catch {
+            emit("error reading the state: \(error.description)")
+            dirty = true
+            return
+        }
+        let now = clock()
+        requeueAt = [:]
+        let ids = Set(desired.intents.keys).union(records.keys).subtracting(desired.unreadable)
+        for id in ids.sorted() where stopping[id] == nil {
+            reconcile(id, intent: desired.intents[id], generation: desired.generations[id], now: now)
+        }
+        for id in desired.unreadable {
+            statuses[id] = (
+                ResourceStatus(
+                    conditions: [
+                        .init(
+                            type: ResourceStatus.ready, status: .false, reason: "Unreadable", message: "the stored manifest cannot be read"),
+                        .init(
+                            type: ResourceStatus.stalled, status: .true, reason: "Unreadable", message: "the stored manifest cannot be read"
+                        ),
+                    ], observedGeneration: desired.generations[id], updatedAt: now), desired.generations[id] ?? 0
+            )
+        }
+        persist(keeping: Set(desired.generations.keys).union(desired.unreadable), now: now)
+    }
+
+    private func reconcile(_ id: ResourceID, intent: AgentIntent?, generation: Int?, now: Timestamp) {
+        var record = records[id] ?? SupervisionRecord(agent: id, token: Self.newToken())
+        var observation = record.observation(running: alive.contains(id))
+        if let process = record.process, alive.contains(id), let exit = runtime.exitStatus(process) {
+            observation = Reconciler.recordExit(exit, of: observation, at: now, backoff: configuration.backoff)
+            alive.remove(id)
+            jitter[id] = Double.random(in: 0..<1)
+            emit("exited \(id) \(process): \(exit)")
+        }
+        if let intent { grace[id] = intent.launch.process.gracePeriod }
+        let decision = Reconciler.decide(intent, observation, now: now, backoff: configuration.backoff, random: jitter[id] ?? 0.5)
+        var stalled: String?
+        switch decision.action {
+        case .none:
+            break
+        case .start:
+            guard let intent else { break }
+            do {
+                try Self.makeDirectory(intent.launch.process.workingDirectory)
+                let process = try runtime.start(intent.launch.process)
+                observation = Reconciler.recordStart(process, launchHash: intent.launch.hash, of: observation, at: now)
+                alive.insert(id)
+                emit("started \(id) \(process)")
+                // Look again at once, to report it Running.
+                dirty = true
+            } catch {
+                stalled = error.description
+                emit("error starting \(id): \(error.description)")
+                // Counted as a crash, so that a failing start backs off as a crash does.
+                observation = Reconciler.recordExit(.exited(code: 127), of: observation, at: now, backoff: configuration.backoff)
+                observation.process = nil
+                jitter[id] = Double.random(in: 0..<1)
+                dirty = true
+            }
+        case .stop(let process), .restart(let process):
+            let restart = if case .restart = decision.action { true } else { false }
+            let wait = grace[id] ?? configuration.defaultGrace
+            emit("stopping \(id) \(process): \(decision.reason)")
+            stopping[id] = Task { [runtime] in
+                let exit = await runtime.stop(process, grace: wait)
+                self.stopped(id, process, exit: exit, restart: restart)
+            }
+        }
+        record = SupervisionRecord(agent: id, observation: observation, token: record.token)
+        records[id] = record
+        if let due = decision.requeueAt { requeueAt[id] = due }
+        if let generation {
+            var conditions = [
+                ResourceStatus.Condition(
+                    type: ResourceStatus.ready, status: decision.phase == .running ? .true : .false, reason: decision.reason,
+                    message: "\(decision.phase.rawValue): \(decision.message)")
+            ]
+            if let stalled {
+                conditions.append(.init(type: ResourceStatus.stalled, status: .true, reason: "StartFailed", message: stalled))
+            }
+            statuses[id] = (ResourceStatus(conditions: conditions, observedGeneration: generation, updatedAt: now), generation)
+        }
+    }
+
+    private func stopped(_ id: ResourceID, _ process: ProcessIdentity, exit: ProcessExit?, restart: Bool) {
+        stopping[id] = nil
+        alive.remove(id)
+        emit("stopped \(id) \(process)\(exit.map { ": \($0)" } ?? "")")
+        if var record = records[id], record.process == process {
+            // A deliberate stop is no crash: the process is forgotten, not exited.
+            record.process = nil
+            records[id] = record
+        }
+        dirty = true
+    }
+
+    /// One write for the pass: changed supervision records and statuses.
+    private func persist(keeping applied: Set<ResourceID>, now: Timestamp) {
+        // A removed agent whose process is gone needs no record any more.
+        for (id, record) in records where !applied.contains(id) && !alive.contains(id) && stopping[id] == nil && record.process == nil {
+            records[id] = nil
+            statuses[id] = nil
+        }
+        let changedRecords = records.values.filter { written[$0.agent] != $0 }
+        let forgotten = written.keys.filter { records[$0] == nil }
+        let changedStatuses = statuses.filter { id, entry in
+            applied.contains(id) && writtenStatuses[id].map { Self.sameConditions($0, entry.status.conditions) } != true
+        }
+        guard !changedRecords.isEmpty || !forgotten.isEmpty || !changedStatuses.isEmpty else { return }
+        do {
+            try store.write { writer throws(StoreError) in
+                for record in changedRecords { try writer.putSupervision(record) }
+                for id in forgotten { try writer.deleteSupervision(for: id) }
+                for (id, entry) in changedStatuses {
+                    guard try writer.resource(id) != nil else { continue }
+                    var status = entry.status
+                    let previous = try writer.status(for: id)
+                    for index in status.conditions.indices {
+                        let condition = status.conditions[index]
+                        if let before = previous?.condition(condition.type), before.status == condition.status {
+                            status.conditions[index].lastTransitionTime = before.lastTransitionTime ?? now
+                        } else {
+                            status.conditions[index].lastTransitionTime = now
+                        }
+                    }
+                    try writer.putStatus(status, for: id)
+                }
+            }
+            for record in changedRecords { written[record.agent] = record }
+            for id in forgotten { written[id] = nil }
+            for (id, entry) in changedStatuses { writtenStatuses[id] = entry.status.conditions }
+        } catch {
+            emit("error writing the state: \(error.description)")
+            dirty = true
+        }
+    }
+
+    private static func sameConditions(_ a: [ResourceStatus.Condition], _ b: [ResourceStatus.Condition]) -> Bool {
+        a.map { [$0.type, $0.status.rawValue, $0.reason, $0.message] } == b.map { [$0.type, $0.status.rawValue, $0.reason, $0.message] }
+    }
+
+    // MARK: Stopping everything
+
+    private func stopAll() async {
+        for task in stopping.values { await task.value }
+        let running = alive.compactMap { id in records[id]?.process.map { (id, $0, grace[id] ?? configuration.defaultGrace) } }
+        await withTaskGroup(of: Void.self) { group in
+            for (id, process, wait) in running {
+                emit("stopping \(id) \(process): ControllerStopping")
+                group.addTask { [runtime] in
+                    let exit = await runtime.stop(process, grace: wait)
+                    await self.stopped(id, process, exit: exit, restart: false)
+                }
+            }
+        }
+        let now = clock()
+        for id in statuses.keys {
+            statuses[id]?.status.conditions = [
+                .init(type: ResourceStatus.ready, status: .false, reason: "ControllerStopped", message: "Stopped: the controller stopped")
+            ]
+        }
+        persist(keeping: Set(statuses.keys), now: now)
+    }
+
+    // MARK: Helpers
+
+    private func emit(_ event: String) { log("\(clock().rfc3339Seconds) \(event)") }
+
+    static func newToken() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<4).map { _ in
+            let value = generator.next() as UInt64
+            let hex = String(value, radix: 16)
+            return String(repeating: "0", count: 16 - hex.count) + hex
+        }.joined()
+    }
+
+    /// mkdir -p, mode 0700.
+    static func makeDirectory(_ path: String) throws(RuntimeError) {
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for component in path.split(separator: "/") {
+            prefix += component
+            if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
+                throw RuntimeError("cannot create the directory \(prefix): \(String(cString: strerror(errno)))")
+            }
+            prefix += "/"
+        }
+    }
+}
