@@ -18,7 +18,10 @@ struct Orlctl: AsyncParsableCommand {
             unreadable input).
             """,
         version: version,
-        subcommands: [Validate.self, Explain.self, Apply.self, Diff.self, Get.self, Describe.self, Delete.self, History.self, Events.self]
+        subcommands: [
+            Validate.self, Explain.self, Apply.self, Diff.self, Get.self, Describe.self, Delete.self, History.self, Events.self,
+            ControllerCommand.self,
+        ]
     )
 }
 

@@ -1,0 +1,142 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import OrlController
+import OrlCore
+import OrlRuntime
+import OrlStore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// `orlctl controller`: runs the controller in the foreground, or stops the one that runs.
+struct ControllerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "controller",
+        abstract: "Run the controller that makes agent processes match the applied Agents.",
+        subcommands: [RunController.self, StopController.self],
+        defaultSubcommand: RunController.self
+    )
+}
+
+struct RunController: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the controller in the foreground (the default).",
+        discussion: """
+            One controller runs per state directory (<state>/controller.lock holds its PID). \
+            Events go to standard error, one line each. SIGTERM or SIGINT stops every agent \
+            gracefully, then the controller exits 0. Agents outlive a controller that is \
+            killed; the next one adopts them.
+
+            Exit codes: 0 stopped by a signal, 2 error (another controller runs, unreadable state).
+            """
+    )
+
+    @OptionGroup var state: StateOptions
+
+    func run() async throws {
+        let store = try state.openStore()
+        let directory = ControllerLock.absolute(state.resolvedDirectory)
+        let lock = try ControllerLock.acquire(directory)
+        defer { lock.release() }
+
+        let controller = Controller(
+            store: store, runtime: ProcessRuntime(), configuration: Controller.Configuration(stateDirectory: directory),
+            changeMarker: { try? store.changeMarker() },
+            log: { line in OrlctlMain.writeStandardError(line + "\n") })
+        var sources: [any DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler { Task { await controller.requestStop() } }
+            source.resume()
+            sources.append(source)
+        }
+        await controller.run()
+        for source in sources { source.cancel() }
+    }
+}
+
+struct StopController: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stop",
+        abstract: "Stop the controller of a state directory, and so its agents.",
+        discussion: "Exit codes: 0 stopped, 1 no controller runs, 2 error."
+    )
+
+    @OptionGroup var state: StateOptions
+
+    func run() async throws {
+        let directory = ControllerLock.absolute(state.resolvedDirectory)
+        guard let pid = try ControllerLock.holder(directory) else {
+            OrlctlMain.writeStandardError("orlctl: no controller runs for \(directory)\n")
+            throw ExitCode(ExitStatus.findings.rawValue)
+        }
+        guard kill(pid, SIGTERM) == 0 else {
+            throw CommandFailure(message: "cannot signal the controller (pid \(pid)): \(String(cString: strerror(errno)))")
+        }
+        while try ControllerLock.holder(directory) != nil {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
+
+/// `<state>/controller.lock`: an flock held for the controller's life, holding its PID.
+/// The descriptor is close-on-exec, so agents never inherit (and so keep) the lock.
+struct ControllerLock {
+    let descriptor: Int32
+
+    static func path(_ directory: String) -> String { directory + "/controller.lock" }
+
+    static func absolute(_ directory: String) -> String {
+        let path = directory.hasPrefix("/") ? directory : FileManager.default.currentDirectoryPath + "/" + directory
+        return URL(fileURLWithPath: path).standardizedFileURL.path
+    }
+
+    static func acquire(_ directory: String) throws -> ControllerLock {
+        let fd = open(path(directory), O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw CommandFailure(message: "cannot open \(path(directory)): \(String(cString: strerror(errno)))")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let pid = readPID(fd).map { " (pid \($0))" } ?? ""
+            close(fd)
+            throw CommandFailure(message: "a controller already runs for \(directory)\(pid)")
+        }
+        let text = "\(getpid())\n"
+        _ = ftruncate(fd, 0)
+        _ = text.withCString { pwrite(fd, $0, strlen($0), 0) }
+        return ControllerLock(descriptor: fd)
+    }
+
+    func release() {
+        _ = ftruncate(descriptor, 0)
+        close(descriptor)
+    }
+
+    /// The PID of the controller holding the lock; nil when none does.
+    static func holder(_ directory: String) throws -> Int32? {
+        let fd = open(path(directory), O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw CommandFailure(message: "cannot open \(path(directory)): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        if flock(fd, LOCK_EX | LOCK_NB) == 0 {
+            _ = flock(fd, LOCK_UN)
+            return nil
+        }
+        return readPID(fd)
+    }
+
+    private static func readPID(_ fd: Int32) -> Int32? {
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 31, 0) }
+        guard count > 0 else { return nil }
+        return Int32(String(decoding: buffer[..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+}

@@ -1,0 +1,244 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `orlctl controller` end to end: the real binary, a temporary state directory, agents
+/// that are `/bin/sh` sleeping. Agents are found through /proc (their working directory
+/// is under the state directory), so a duplicate would be seen. Every process a test
+/// starts is killed when it ends, passed or not.
+@Suite(.serialized) struct ControllerCommandTests {
+    final class Harness {
+        let work: TemporaryDirectory
+        var controllers: [Process] = []
+        var state: String { work.url.appendingPathComponent("state").path }
+        var agentsDirectory: String { state + "/agents/default/" }
+
+        init() throws { work = try TemporaryDirectory() }
+
+        deinit {
+            for controller in controllers where controller.isRunning { kill(controller.processIdentifier, SIGKILL) }
+            for pids in agents().values { for pid in pids { kill(-pid, SIGKILL) } }
+        }
+
+        struct Agent {
+            var name: String
+            var env = "v1"
+            var suspend = false
+        }
+
+        func manifests(_ agents: [Agent]) -> String {
+            var text = """
+                apiVersion: orl.dev/v1
+                kind: ModelProvider
+                metadata: {name: sim}
+                spec:
+                  apiStyle: simulated
+                  models: [{name: small, contextWindow: 1000, maxOutputTokens: 100, pricing: {input: 0.1, output: 0.1}}]
+                ---
+                apiVersion: orl.dev/v1
+                kind: Budget
+                metadata: {name: all}
+                spec:
+                  appliesTo: {selector: {matchLabels: {fleet: test}}}
+                  scope: perAgent
+                  limits: [{window: day, usd: 1}]
+                  onExceeded: halt
+
+                """
+            for agent in agents {
+                text += """
+                    ---
+                    apiVersion: orl.dev/v1
+                    kind: Agent
+                    metadata: {name: \(agent.name), labels: {fleet: test}}
+                    spec:
+                      model: sim/small
+                      suspend: \(agent.suspend)
+                      runtime:
+                        command: /bin/sh
+                        args: [-c, "echo up; exec sleep 1000"]
+                        env: [{name: VERSION, value: \(agent.env)}]
+                        gracePeriod: 2s
+                    ---
+                    apiVersion: orl.dev/v1
+                    kind: Policy
+                    metadata: {name: \(agent.name)}
+                    spec:
+                      appliesTo: {agents: [\(agent.name)]}
+                      allow: {models: ["sim/*"]}
+
+                    """
+            }
+            return text
+        }
+
+        func apply(_ agents: [Agent], prune: Bool = false) throws {
+            try work.write("fleet/fleet.yaml", manifests(agents))
+            let result = try orlctl(["apply", "-f", "fleet"] + (prune ? ["--prune"] : []))
+            #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        }
+
+        func orlctl(_ arguments: [String]) throws -> Orlctl.Result {
+            try Orlctl.run(arguments + ["--state", state], in: work.url)
+        }
+
+        /// Starts `orlctl controller` with its standard error in a file.
+        @discardableResult
+        func startController(log: String = "controller.log") throws -> Process {
+            let process = Process()
+            process.executableURL = Orlctl.binary
+            process.arguments = ["controller", "--state", state]
+            process.currentDirectoryURL = work.url
+            let logURL = work.url.appendingPathComponent(log)
+            _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
+            process.standardError = try FileHandle(forWritingTo: logURL)
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            controllers.append(process)
+            return process
+        }
+
+        func log(_ name: String = "controller.log") -> String {
+            (try? String(contentsOf: work.url.appendingPathComponent(name), encoding: .utf8)) ?? ""
+        }
+
+        /// Live agent processes by agent name: processes whose working directory is the
+        /// agent's home under this state directory.
+        func agents() -> [String: [Int32]] {
+            var found: [String: [Int32]] = [:]
+            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return found }
+            for entry in entries {
+                guard let pid = Int32(entry),
+                    let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"),
+                    cwd.hasPrefix(agentsDirectory),
+                    let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                    let close = stat.lastIndex(of: ")"),
+                    !stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
+                else { continue }
+                found[String(cwd.dropFirst(agentsDirectory.count)), default: []].append(pid)
+            }
+            return found
+        }
+
+        /// One pid per named agent, once each runs exactly one process.
+        func waitForAgents(_ names: Set<String>, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> [String:
+            Int32]
+        {
+            var last: [String: [Int32]] = [:]
+            let ok = waitUntil {
+                last = agents()
+                return Set(last.keys) == names && last.values.allSatisfy { $0.count == 1 }
+            }
+            #expect(ok, "\(what): agents \(last), expected one each of \(names.sorted())\n\(log())", sourceLocation: sourceLocation)
+            try #require(ok)
+            return last.mapValues { $0[0] }
+        }
+
+        func stopController(sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let stop = try orlctl(["controller", "stop"])
+            #expect(stop.status == 0, "\(stop.stderr)", sourceLocation: sourceLocation)
+            for controller in controllers where controller.isRunning {
+                #expect(waitUntil { !controller.isRunning }, sourceLocation: sourceLocation)
+            }
+        }
+    }
+
+    @Test func fleetComesUpRestartsKilledAgentsAndStops() throws {
+        let h = try Harness()
+        try h.apply([.init(name: "a"), .init(name: "b")])
+        let controller = try h.startController()
+        let first = try h.waitForAgents(["a", "b"], "after start")
+
+        // Ready in the status that get shows.
+        #expect(
+            waitUntil {
+                guard let r = try? h.orlctl(["get", "agents", "-o", "json"]),
+                    let json = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
+                    let items = json["items"] as? [[String: Any]]
+                else { return false }
+                return items.count == 2
+                    && items.allSatisfy { item in
+                        let conditions = (item["status"] as? [String: Any])?["conditions"] as? [[String: Any]] ?? []
+                        return conditions.contains { $0["type"] as? String == "Ready" && $0["status"] as? String == "True" }
+                    }
+            })
+
+        // The environment is the agent's own plus orl's, nothing from the controller
+        // (PWD is exported by /bin/sh itself).
+        let environ = try String(contentsOfFile: "/proc/\(first["a"]!)/environ", encoding: .utf8)
+        let names = Set(environ.split(separator: "\0").map { String($0.prefix { $0 != "=" }) }).subtracting(["PWD"])
+        #expect(names == ["VERSION", "ORL_AGENT", "ORL_NAMESPACE", "ORL_API_URL", "ORL_TOKEN"])
+        #expect(environ.contains("ORL_AGENT=a\0"))
+
+        // A second controller for the same state refuses to run.
+        let second = try h.orlctl(["controller"])
+        #expect(second.status == 2)
+        #expect(second.stderr == "orlctl: error: a controller already runs for \(h.state) (pid \(controller.processIdentifier))\n")
+
+        // A killed agent is restarted (after the first backoff, about a second).
+        kill(first["a"]!, SIGKILL)
+        #expect(waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
+        #expect(h.agents()["b"] == [first["b"]!])
+        #expect(h.log().contains("started Agent/a pid"))
+
+        try h.stopController()
+        #expect(controller.terminationStatus == 0)
+        #expect(h.agents().isEmpty)
+        #expect(try h.orlctl(["controller", "stop"]).status == 1)
+    }
+
+    @Test func specChangesSuspendAndPruneTouchOnlyTheirAgent() throws {
+        let h = try Harness()
+        try h.apply([.init(name: "a"), .init(name: "b"), .init(name: "c")])
+        try h.startController()
+        let first = try h.waitForAgents(["a", "b", "c"], "after start")
+
+        try h.apply([.init(name: "a"), .init(name: "b", env: "v2"), .init(name: "c")])
+        let changed = try h.waitForAgents(["a", "b", "c"], "after the change")
+        #expect(waitUntil { h.agents()["b"] != [first["b"]!] && h.agents()["b"]?.count == 1 }, "\(h.log())")
+        #expect(changed["a"] == first["a"] && changed["c"] == first["c"])
+
+        try h.apply([.init(name: "a"), .init(name: "b", env: "v2"), .init(name: "c", suspend: true)])
+        #expect(waitUntil { h.agents()["c"] == nil }, "\(h.log())")
+
+        try h.apply([.init(name: "b", env: "v2"), .init(name: "c", suspend: true)], prune: true)
+        #expect(waitUntil { h.agents()["a"] == nil }, "\(h.log())")
+        let after = try h.waitForAgents(["b"], "after suspend and prune")
+        #expect(after["b"] == h.agents()["b"]?.first)
+        try h.stopController()
+        #expect(h.agents().isEmpty)
+    }
+
+    @Test func aNewControllerAdoptsTheAgentsOfAKilledOne() throws {
+        let h = try Harness()
+        try h.apply([.init(name: "a"), .init(name: "b")])
+        let controller = try h.startController()
+        let first = try h.waitForAgents(["a", "b"], "after start")
+
+        kill(controller.processIdentifier, SIGKILL)
+        controller.waitUntilExit()
+        #expect(h.agents() == first.mapValues { [$0] })
+
+        try h.startController(log: "second.log")
+        #expect(waitUntil { h.log("second.log").components(separatedBy: " adopted ").count == 3 }, "\(h.log("second.log"))")
+        // Give it a few passes to (wrongly) start duplicates.
+        usleep(800_000)
+        #expect(h.agents() == first.mapValues { [$0] }, "\(h.log("second.log"))")
+        #expect(!h.log("second.log").contains("started"))
+        try h.stopController()
+        #expect(h.agents().isEmpty)
+    }
+}
+
+/// Polls until `condition` holds (true) or 8 s pass (false).
+private func waitUntil(_ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(8)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(50_000)
+    }
+    return condition()
+}
