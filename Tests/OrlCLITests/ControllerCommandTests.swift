@@ -27,6 +27,7 @@ import Testing
             var name: String
             var env = "v1"
             var suspend = false
+            var command = "/bin/sh"
         }
 
         func manifests(_ agents: [Agent]) -> String {
@@ -58,7 +59,7 @@ import Testing
                       model: sim/small
                       suspend: \(agent.suspend)
                       runtime:
-                        command: /bin/sh
+                        command: \(agent.command)
                         args: [-c, "echo up; exec sleep 1000"]
                         env: [{name: VERSION, value: \(agent.env)}]
                         gracePeriod: 2s
@@ -208,6 +209,27 @@ import Testing
         #expect(waitUntil { h.agents()["a"] == nil }, "\(h.log())")
         let after = try h.waitForAgents(["b"], "after suspend and prune")
         #expect(after["b"] == h.agents()["b"]?.first)
+        try h.stopController()
+        #expect(h.agents().isEmpty)
+    }
+
+    @Test func anAgentThatCannotStartIsStalledAndBlocksNoOther() throws {
+        let h = try Harness()
+        try h.apply([.init(name: "a"), .init(name: "broken", command: "/nonexistent/agent")])
+        try h.startController()
+        _ = try h.waitForAgents(["a"], "after start")
+        #expect(
+            waitUntil {
+                guard let r = try? h.orlctl(["get", "agent", "broken", "-o", "json"]),
+                    let json = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+                else { return false }
+                let conditions = (json["status"] as? [String: Any])?["conditions"] as? [[String: Any]] ?? []
+                return conditions.contains {
+                    $0["type"] as? String == "Stalled" && $0["status"] as? String == "True"
+                        && ($0["message"] as? String ?? "").contains("/nonexistent/agent")
+                }
+            }, "\(h.log())")
+        #expect(h.log().contains("error starting Agent/broken"))
         try h.stopController()
         #expect(h.agents().isEmpty)
     }
