@@ -1,0 +1,155 @@
+import ArgumentParser
+import Foundation
+
+/// The controller with real processes: N agents from an empty state to all running,
+/// all stopped again, and the controller's CPU while N agents idle. Everything goes
+/// through `orlctl` processes, as an operator would drive it.
+struct ControllerBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "controller",
+        abstract: "Time N agents coming up and going down under orlctl controller, and its idle CPU."
+    )
+
+    @Option(help: "How many agents.")
+    var agents = 100
+
+    @Option(help: "Seconds to sample the controller's CPU with every agent up.")
+    var idleSeconds = 10
+
+    @Option(help: "The orlctl binary (default: the one next to orl-bench).")
+    var orlctl: String?
+
+    func run() throws {
+        let binary =
+            orlctl
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("orlctl").path
+        let root = NSTemporaryDirectory() + "orl-bench-controller-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let state = root + "/state"
+        try fleet(agents).write(toFile: root + "/fleet.yaml", atomically: true, encoding: .utf8)
+        try "# nothing\n".write(toFile: root + "/empty.yaml", atomically: true, encoding: .utf8)
+
+        // The controller starts on an empty state and waits.
+        let controller = Process()
+        controller.executableURL = URL(fileURLWithPath: binary)
+        controller.arguments = ["controller", "--state", state]
+        controller.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try orl(binary, ["apply", "-f", root + "/empty.yaml", "--state", state, "--source", "bench"])
+        try controller.run()
+        defer {
+            if controller.isRunning {
+                controller.terminate()
+                controller.waitUntilExit()
+            }
+        }
+        guard wait(until: { FileManager.default.fileExists(atPath: state + "/controller.lock") }, seconds: 10) else {
+            throw ValidationError("the controller did not start")
+        }
+        let pid = controller.processIdentifier
+
+        var start = Date()
+        try orl(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--source", "bench"])
+        guard wait(until: { children(of: pid).count == agents }, seconds: 60) else {
+            throw ValidationError("only \(children(of: pid).count) of \(agents) agents came up")
+        }
+        let up = Date().timeIntervalSince(start)
+
+        let before = cpuSeconds(pid)
+        Thread.sleep(forTimeInterval: Double(idleSeconds))
+        let idle = (cpuSeconds(pid) - before) / Double(idleSeconds) * 100
+
+        start = Date()
+        try orl(
+            binary,
+            [
+                "apply", "-f", root + "/empty.yaml", "--state", state, "--source", "bench", "--prune", "--allow-empty", "--max-deletions",
+                "\(agents + 10)",
+            ])
+        guard wait(until: { children(of: pid).isEmpty }, seconds: 60) else {
+            throw ValidationError("\(children(of: pid).count) agents still run")
+        }
+        let down = Date().timeIntervalSince(start)
+
+        print("controller: \(agents) agents (/bin/sh then sleep), measured from the apply to the processes")
+        print(String(format: "  empty to all running:  %.3f s", up))
+        print(String(format: "  all stopped again:     %.3f s", down))
+        print(String(format: "  controller CPU with all up, over %d s: %.2f%%", idleSeconds, idle))
+    }
+
+    private func fleet(_ count: Int) -> String {
+        var text = """
+            apiVersion: orl.dev/v1
+            kind: ModelProvider
+            metadata: {name: sim}
+            spec: {apiStyle: simulated, models: [{name: small, pricing: {input: 0.15, output: 0.6}}]}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Policy
+            metadata: {name: bench}
+            spec: {appliesTo: {selector: {matchLabels: {team: bench}}}, allow: {models: ["sim/*"]}}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Budget
+            metadata: {name: bench}
+            spec: {appliesTo: {selector: {matchLabels: {team: bench}}}, limits: [{window: day, usd: 100}]}
+
+            """
+        for i in 0..<count {
+            text += """
+                ---
+                apiVersion: orl.dev/v1
+                kind: Agent
+                metadata: {name: agent-\(i), labels: {team: bench}}
+                spec: {model: sim/small, runtime: {command: /bin/sh, args: [-c, "exec sleep 100000"], gracePeriod: 5s}}
+
+                """
+        }
+        return text
+    }
+
+    private func orl(_ binary: String, _ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw ValidationError("orlctl \(arguments.joined(separator: " ")) exited \(process.terminationStatus)")
+        }
+    }
+
+    private func wait(until condition: () -> Bool, seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        return condition()
+    }
+
+    /// Live processes whose parent is `pid` (agents are the controller's children).
+    private func children(of pid: Int32) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).filter { child in
+            guard let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return false }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 2 && fields[0] != "Z" && Int32(fields[1]) == pid
+        }
+    }
+
+    /// User plus system CPU of a process, in seconds.
+    private func cpuSeconds(_ pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+            return 0
+        }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
+        let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+        return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+}
