@@ -55,6 +55,8 @@ public actor Controller {
     private var writtenStatuses: [ResourceID: [ResourceStatus.Condition]] = [:]
     private var dirty = true
     private var stopRequested = false
+    /// Set once adoption is done: no pass may run before it.
+    private var started = false
 
     public init(
         store: any StateStore, runtime: any AgentRuntime, configuration: Configuration,
@@ -78,10 +80,23 @@ public actor Controller {
     /// Ends `run` as cancelling its task does: every agent is stopped gracefully first.
     public func requestStop() { stopRequested = true }
 
+    /// Runs a pass now rather than at the next poll (`orlctl apply` signals SIGUSR1 after
+    /// a change). Before `run` has adopted, or while stopping, it only marks a pass due.
+    public func wake(_ why: String) {
+        emit("woken: \(why)")
+        guard started && !stopRequested && !Task.isCancelled else {
+            dirty = true
+            return
+        }
+        dirty = false
+        pass()
+    }
+
     /// Reconciles until cancelled or asked to stop, then stops every agent (each with its
     /// grace period, all at once) and returns.
     public func run() async {
         adopt()
+        started = true
         var marker = changeMarker()
         var lastPass = ContinuousClock.now
         while !Task.isCancelled && !stopRequested {
@@ -137,7 +152,9 @@ public actor Controller {
     }
 
     private func desired() throws(StoreError) -> Desired {
-        let stored = try store.read { reader throws(StoreError) in try reader.resources(kind: nil, namespace: nil) }
+        let (stored, holds) = try store.read { reader throws(StoreError) in
+            (try reader.resources(kind: nil, namespace: nil), Set(try reader.holds().map(\.agent)))
+        }
         var read = ReadManifests()
         var result = Desired()
         let reader = ManifestReader()
@@ -164,7 +181,8 @@ public actor Controller {
             else { continue }
             if records[id] == nil { records[id] = SupervisionRecord(agent: id, token: token) }
             result.intents[id] = AgentIntent(
-                launch: launch, restartPolicy: spec.runtime.restartPolicy, hold: spec.suspend ? .suspended : nil)
+                launch: launch, restartPolicy: spec.runtime.restartPolicy,
+                hold: holds.contains(id) ? .suspendedByUser : spec.suspend ? .suspended : nil)
         }
         return result
     }

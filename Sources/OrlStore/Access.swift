@@ -433,6 +433,56 @@ extension Access {
     }
 }
 
+// MARK: Holds
+
+extension Access {
+    func holds() throws(StoreError) -> [UserHold] {
+        let intent = "read the suspended agents"
+        return try connection().withStatement(
+            "SELECT kind, namespace, name, held_at, held_by FROM holds ORDER BY namespace, name, kind", intent: intent
+        ) { statement throws(StoreError) in
+            var holds: [UserHold] = []
+            while try statement.step(intent: intent) {
+                holds.append(
+                    UserHold(
+                        agent: ResourceID(kind: statement.text(0), namespace: statement.text(1), name: statement.text(2)),
+                        at: Timestamp(milliseconds: statement.int64(3)), by: statement.text(4)))
+            }
+            return holds
+        }
+    }
+
+    func putHold(_ hold: UserHold) throws(StoreError) {
+        let intent = "suspend \(label(hold.agent))"
+        try connection(writing: true).withStatement(
+            """
+            INSERT INTO holds (kind, namespace, name, held_at, held_by) VALUES (?1, ?2, ?3, ?4, ?5)
+            ON CONFLICT (kind, namespace, name) DO UPDATE SET held_at = excluded.held_at, held_by = excluded.held_by
+            """,
+            intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, hold.agent.kind)
+            try statement.bind(2, hold.agent.namespace)
+            try statement.bind(3, hold.agent.name)
+            try statement.bind(4, hold.at.milliseconds)
+            try statement.bind(5, hold.by)
+            try statement.run(intent: intent)
+        }
+    }
+
+    func deleteHold(for agent: ResourceID) throws(StoreError) {
+        let intent = "resume \(label(agent))"
+        try connection(writing: true).withStatement(
+            "DELETE FROM holds WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, agent.kind)
+            try statement.bind(2, agent.namespace)
+            try statement.bind(3, agent.name)
+            try statement.run(intent: intent)
+        }
+    }
+}
+
 /// `Agent/writer`, with its namespace when not the default one.
 private func label(_ id: ResourceID) -> String {
     id.namespace == ResourceID.defaultNamespace ? id.description : "\(id.description) in namespace \(id.namespace)"

@@ -78,9 +78,22 @@ public final class SQLiteStateStore: StateStore {
         database.setBusyTimeout(milliseconds: Int32(milliseconds))
         // WAL: readers see a snapshot and do not block the writer, nor it them; the
         // mode is stored in the file, so this is a no-op after the first open.
-        let mode = try database.withStatement("PRAGMA journal_mode = WAL", intent: "switch to WAL mode") {
-            statement throws(StoreError) in
-            try statement.step(intent: "switch to WAL mode") ? statement.text(0) : ""
+        // Two processes opening a new database at once can make the switch fail busy
+        // at once (SQLite does not always wait in the busy handler for it, to avoid a
+        // deadlock), so it is retried for as long as the busy timeout.
+        let deadline = ContinuousClock.now + busyTimeout
+        var mode = ""
+        while true {
+            do {
+                mode = try database.withStatement("PRAGMA journal_mode = WAL", intent: "switch to WAL mode") {
+                    statement throws(StoreError) in
+                    try statement.step(intent: "switch to WAL mode") ? statement.text(0) : ""
+                }
+                break
+            } catch {
+                guard ContinuousClock.now < deadline else { throw error }
+                usleep(10_000)
+            }
         }
         guard mode.lowercased() == "wal" else {
             throw StoreError(

@@ -110,6 +110,22 @@ enum Schema {
                 );
                 """
         ),
+        Migration(
+            summary: "create holds",
+            sql: """
+                -- Agents suspended by orlctl suspend, kept apart from the manifest so that
+                -- a re-apply does not undo it. Goes away with the resource.
+                CREATE TABLE holds (
+                    kind TEXT NOT NULL,
+                    namespace TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    held_at INTEGER NOT NULL,         -- milliseconds since the epoch, UTC
+                    held_by TEXT NOT NULL,
+                    PRIMARY KEY (kind, namespace, name),
+                    FOREIGN KEY (kind, namespace, name) REFERENCES resources (kind, namespace, name) ON DELETE CASCADE
+                );
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

@@ -28,6 +28,7 @@ import Testing
             var env = "v1"
             var suspend = false
             var command = "/bin/sh"
+            var script = "echo up; exec sleep 1000"
         }
 
         func manifests(_ agents: [Agent]) -> String {
@@ -60,7 +61,7 @@ import Testing
                       suspend: \(agent.suspend)
                       runtime:
                         command: \(agent.command)
-                        args: [-c, "echo up; exec sleep 1000"]
+                        args: [-c, "\(agent.script)"]
                         env: [{name: VERSION, value: \(agent.env)}]
                         gracePeriod: 2s
                     ---
@@ -88,10 +89,10 @@ import Testing
 
         /// Starts `orlctl controller` with its standard error in a file.
         @discardableResult
-        func startController(log: String = "controller.log") throws -> Process {
+        func startController(log: String = "controller.log", arguments: [String] = []) throws -> Process {
             let process = Process()
             process.executableURL = Orlctl.binary
-            process.arguments = ["controller", "--state", state]
+            process.arguments = ["controller", "--state", state] + arguments
             process.currentDirectoryURL = work.url
             let logURL = work.url.appendingPathComponent(log)
             _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
@@ -256,8 +257,8 @@ import Testing
 }
 
 /// Polls until `condition` holds (true) or 8 s pass (false).
-private func waitUntil(_ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(8)
+func waitUntil(seconds: Double = 8, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if condition() { return true }
         usleep(50_000)

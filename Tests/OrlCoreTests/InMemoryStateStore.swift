@@ -11,6 +11,7 @@ final class InMemoryStateStore: StateStore {
         var events: [StoreEvent] = []
         var statuses: [ResourceID: ResourceStatus] = [:]
         var supervision: [ResourceID: SupervisionRecord] = [:]
+        var holds: [ResourceID: UserHold] = [:]
     }
 
     private let state = Mutex(State())
@@ -64,11 +65,23 @@ final class InMemoryStateStore: StateStore {
 
         func deleteSupervision(for agent: ResourceID) throws(StoreError) { state.supervision[agent] = nil }
 
+        func holds() throws(StoreError) -> [UserHold] {
+            state.holds.values.sorted { ($0.agent.namespace, $0.agent.name) < ($1.agent.namespace, $1.agent.name) }
+        }
+
+        func putHold(_ hold: UserHold) throws(StoreError) {
+            guard state.resources[hold.agent] != nil else { throw StoreError("\(hold.agent) is not in the state") }
+            state.holds[hold.agent] = hold
+        }
+
+        func deleteHold(for agent: ResourceID) throws(StoreError) { state.holds[agent] = nil }
+
         func put(_ resource: StoredResource) throws(StoreError) { state.resources[resource.id] = resource }
 
         func delete(_ id: ResourceID) throws(StoreError) {
             state.resources[id] = nil
             state.statuses[id] = nil
+            state.holds[id] = nil
         }
 
         func putStatus(_ status: ResourceStatus, for resource: ResourceID) throws(StoreError) {

@@ -85,6 +85,12 @@ import Testing
         var intent = AgentIntent(launch: try launch(), restartPolicy: .always, hold: .suspended)
         #expect(Reconciler.decide(intent, up, now: t0, random: 0).action == .stop(process))
         #expect(Reconciler.decide(intent, AgentObservation(), now: t0, random: 0).phase == .suspended)
+        #expect(Reconciler.decide(intent, up, now: t0, random: 0).reason == "SuspendedInSpec")
+        intent.hold = .suspendedByUser
+        let byUser = Reconciler.decide(intent, up, now: t0, random: 0)
+        #expect(byUser.action == .stop(process) && byUser.phase == .suspended && byUser.reason == "SuspendedByUser")
+        let stillHeld = Reconciler.decide(intent, AgentObservation(), now: t0, random: 0)
+        #expect(stillHeld.action == .none && stillHeld.reason == "SuspendedByUser")
         intent.hold = .halted(reason: "BudgetExceeded", message: "Budget/daily is spent until 2026-11-22T00:00:00Z")
         let halted = Reconciler.decide(intent, up, now: t0, random: 0)
         #expect(halted.action == .stop(process) && halted.phase == .halted && halted.reason == "BudgetExceeded")

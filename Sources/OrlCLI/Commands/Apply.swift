@@ -89,11 +89,13 @@ struct Apply: AsyncParsableCommand {
     var output: OutputFormat = .text
 
     func run() async throws {
-        _ = try await manifests.plan(
+        let plan = try await manifests.plan(
             state: state, output: output, dryRun: dryRun,
             options: ApplyOptions(
                 source: manifests.resolvedSource, prune: prune, allowEmpty: allowEmpty, maxDeletions: maxDeletions,
                 appliedBy: Caller.identity))
+        // A running controller reconciles the change at once rather than at its next poll.
+        if !dryRun && !plan.isEmpty { ControllerWake.wake(state.resolvedDirectory) }
     }
 }
 

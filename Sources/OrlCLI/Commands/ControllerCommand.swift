@@ -38,6 +38,20 @@ struct RunController: AsyncParsableCommand {
 
     @OptionGroup var state: StateOptions
 
+    @Option(help: ArgumentHelp("Rotate an agent's log when it is larger than this many bytes.", valueName: "bytes"))
+    var logMaxBytes = 10 * 1024 * 1024
+
+    @Option(help: ArgumentHelp("How many rotated logs to keep per agent (<name>.log.1 is the newest).", valueName: "n"))
+    var logKeep = 3
+
+    /// How often the logs are looked at for rotation.
+    static let logRotationInterval: Duration = .seconds(10)
+
+    func validate() throws {
+        if logMaxBytes < 1 { throw ValidationError("--log-max-bytes must be 1 or more") }
+        if logKeep < 0 { throw ValidationError("--log-keep must be 0 or more") }
+    }
+
     func run() async throws {
         let store = try state.openStore()
         let directory = ControllerLock.absolute(state.resolvedDirectory)
@@ -56,8 +70,39 @@ struct RunController: AsyncParsableCommand {
             source.resume()
             sources.append(source)
         }
+        // apply, suspend and resume signal SIGUSR1 after a change. Agents do not inherit
+        // the ignored disposition: the spawn resets every signal to its default.
+        signal(SIGUSR1, SIG_IGN)
+        let wake = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+        wake.setEventHandler { Task { await controller.wake("SIGUSR1") } }
+        wake.resume()
+        sources.append(wake)
+        let rotation = Task { [logMaxBytes, logKeep] in
+            let runtime = ProcessRuntime()
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.logRotationInterval)
+                Self.rotateLogs(in: directory + "/logs", runtime: runtime, maxBytes: logMaxBytes, keep: logKeep)
+            }
+        }
         await controller.run()
+        rotation.cancel()
         for source in sources { source.cancel() }
+    }
+
+    /// Rotates every agent log (`<logs>/<namespace>/<name>.log`) that has grown too big.
+    static func rotateLogs(in logs: String, runtime: ProcessRuntime, maxBytes: Int, keep: Int) {
+        let files = FileManager.default
+        for namespace in (try? files.contentsOfDirectory(atPath: logs)) ?? [] {
+            for file in (try? files.contentsOfDirectory(atPath: logs + "/" + namespace)) ?? [] where file.hasSuffix(".log") {
+                do {
+                    if try runtime.rotateLog("\(logs)/\(namespace)/\(file)", maxBytes: maxBytes, keep: keep) {
+                        OrlctlMain.writeStandardError("\(Controller.systemTime().rfc3339Seconds) rotated \(logs)/\(namespace)/\(file)\n")
+                    }
+                } catch {
+                    OrlctlMain.writeStandardError("\(Controller.systemTime().rfc3339Seconds) error \(error.description)\n")
+                }
+            }
+        }
     }
 }
 
@@ -82,6 +127,16 @@ struct StopController: AsyncParsableCommand {
         while try ControllerLock.holder(directory) != nil {
             try await Task.sleep(for: .milliseconds(50))
         }
+    }
+}
+
+/// Tells the controller of a state directory, if one runs, that the state changed, so
+/// that it reconciles at once. The PID is taken only from a lock that is held, so a
+/// stale lock file's PID is never signalled.
+enum ControllerWake {
+    static func wake(_ directory: String) {
+        guard let pid = try? ControllerLock.holder(ControllerLock.absolute(directory)), pid > 0 else { return }
+        _ = kill(pid, SIGUSR1)
     }
 }
 

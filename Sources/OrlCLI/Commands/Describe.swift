@@ -32,6 +32,7 @@ struct Describe: AsyncParsableCommand {
         let selection = try ResourceSelection.parse(resources, allowAll: false)
         let store = try state.openStore()
         let namespace = self.namespace.namespace
+        let directory = ControllerLock.absolute(state.resolvedDirectory)
         let (pages, missing): ([(ResourceView, [StoreEvent])], [String])
         do {
             (pages, missing) = try store.read { reader throws(StoreError) in
@@ -51,9 +52,13 @@ struct Describe: AsyncParsableCommand {
                 }
                 var pages: [(ResourceView, [StoreEvent])] = []
                 for resource in stored {
+                    var view = ResourceView(
+                        resource, status: try reader.status(for: resource.id), supervision: try Get.supervision(of: resource.id, in: reader)
+                    )
+                    view.stateDirectory = directory
                     pages.append(
                         (
-                            ResourceView(resource, status: try reader.status(for: resource.id)),
+                            view,
                             try reader.events(for: resource.id, limit: Self.eventLimit)
                         ))
                 }

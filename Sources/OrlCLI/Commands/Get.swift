@@ -61,6 +61,11 @@ struct Get: AsyncParsableCommand {
         }
     }
 
+    /// An agent's supervision record; nil for other kinds.
+    static func supervision(of id: ResourceID, in reader: any StateReader) throws(StoreError) -> SupervisionRecord? {
+        id.kind == ResourceKind.agent.rawValue ? try reader.supervision(for: id) : nil
+    }
+
     func run() async throws {
         let selection = try ResourceSelection.parse(resources, allowAll: true)
         let selector = try labelSelector()
@@ -75,7 +80,9 @@ struct Get: AsyncParsableCommand {
                     for reference in selection.references {
                         let id = reference.id(namespace: self.namespace.namespace)
                         if let stored = try reader.resource(id) {
-                            views.append(ResourceView(stored, status: try reader.status(for: id)))
+                            views.append(
+                                ResourceView(
+                                    stored, status: try reader.status(for: id), supervision: try Self.supervision(of: id, in: reader)))
                         } else {
                             missing.append(try NotFound.message(id, in: reader))
                         }
@@ -83,7 +90,9 @@ struct Get: AsyncParsableCommand {
                 } else {
                     for kind in selection.kinds {
                         for stored in try reader.resources(kind: kind, namespace: namespace) {
-                            let view = ResourceView(stored, status: try reader.status(for: stored.id))
+                            let view = ResourceView(
+                                stored, status: try reader.status(for: stored.id),
+                                supervision: try Self.supervision(of: stored.id, in: reader))
                             if let selector, !selector.matches(Dictionary(view.labels, uniquingKeysWith: { a, _ in a })) { continue }
                             views.append(view)
                         }

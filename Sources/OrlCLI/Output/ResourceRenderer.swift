@@ -8,9 +8,15 @@ struct ResourceView {
     var manifest: Node
     var status: ResourceStatus
     var kind: ResourceKind?
+    /// What the controller keeps of an agent's process; nil for other kinds, and for an
+    /// agent no controller has looked at.
+    var supervision: SupervisionRecord?
+    /// The state directory, absolute, for the log file's path.
+    var stateDirectory: String?
 
-    init(_ stored: StoredResource, status: ResourceStatus?) {
+    init(_ stored: StoredResource, status: ResourceStatus?, supervision: SupervisionRecord? = nil) {
         self.stored = stored
+        self.supervision = supervision
         self.manifest =
             (try? JSONParser.parse(stored.manifest, file: "<state>")) ?? Node(.object([]), at: .file("<state>"))
         self.status = ResourceStatus.effective(for: stored, stored: status)
@@ -32,6 +38,23 @@ struct ResourceView {
 
     /// `agents/writer.yaml:3`.
     var place: String { "\(stored.file):\(stored.line)" }
+
+    /// The agent's phase as the controller last wrote it (the Ready condition's message
+    /// starts with it); nil when no controller has.
+    var phase: String? {
+        guard let ready = status.condition(ResourceStatus.ready),
+            let head = ready.message.split(separator: ":", maxSplits: 1).first,
+            AgentPhase(rawValue: String(head)) != nil
+        else { return nil }
+        return String(head)
+    }
+
+    /// The process that runs now, if the controller started one and it has not ended.
+    var runningProcess: ProcessIdentity? {
+        guard let supervision, let process = supervision.process, supervision.exitedAt.map({ $0 < supervision.startedAt ?? $0 }) ?? true
+        else { return nil }
+        return process
+    }
 }
 
 /// Resources as `get` and `describe` print them.
@@ -89,8 +112,9 @@ enum ResourceRenderer {
         }
         return groups.map { kind, views in
             let columns = self.columns(for: ResourceKind(rawValue: kind))
+            let wideColumns = wide ? self.wideColumns(for: ResourceKind(rawValue: kind)) : []
             var header = allNamespaces ? ["NAMESPACE", "NAME"] : ["NAME"]
-            header += columns.map(\.title) + ["AGE"]
+            header += columns.map(\.title) + ["AGE"] + wideColumns.map(\.title)
             if wide { header += ["SOURCE", "FILE"] }
             var rows = [header]
             for view in views {
@@ -98,6 +122,7 @@ enum ResourceRenderer {
                 row.append(qualifyNames ? view.slashedName : view.stored.id.name)
                 row += columns.map { $0.value(view) }
                 row.append(view.stored.appliedAt.age(at: now))
+                row += wideColumns.map { $0.value(view) }
                 if wide { row += [view.stored.source, view.place] }
                 rows.append(row)
             }
@@ -128,6 +153,9 @@ enum ResourceRenderer {
                 Column(title: "MODEL") { $0.spec?["model"]?.string ?? "<none>" },
                 Column(title: "TOOLS") { short(strings($0.spec?["tools"])) },
                 Column(title: "GENERATION") { String($0.stored.generation) },
+                Column(title: "PHASE") { $0.phase ?? "-" },
+                Column(title: "PID") { $0.runningProcess.map { String($0.pid) } ?? "-" },
+                Column(title: "RESTARTS") { $0.supervision.map { String($0.restarts) } ?? "-" },
             ]
         case .policy?:
             [
@@ -155,6 +183,15 @@ enum ResourceRenderer {
         case nil:
             [Column(title: "GENERATION") { String($0.stored.generation) }]
         }
+    }
+
+    /// What `-o wide` adds before SOURCE and FILE.
+    static func wideColumns(for kind: ResourceKind?) -> [Column] {
+        guard kind == .agent else { return [] }
+        return [
+            Column(title: "STARTED") { view in view.runningProcess == nil ? "-" : view.supervision?.startedAt?.rfc3339Seconds ?? "-" },
+            Column(title: "LAST-EXIT") { $0.supervision?.lastExit?.stored ?? "-" },
+        ]
     }
 
     static func strings(_ node: Node?) -> [String] { (node?.elements ?? []).compactMap(\.string) }
@@ -261,6 +298,27 @@ enum ResourceRenderer {
                 rows.append([c.type, c.status.rawValue, c.reason, c.message, c.lastTransitionTime.map { $0.age(at: now) } ?? "<none>"])
             }
             out += TextTable.render(rows, indent: 4)
+        }
+        if view.kind == .agent {
+            let process = view.supervision
+            out += "Process:\n"
+            func line(_ label: String, _ value: String) { out += "  " + (label + ":").padding(toLength: 22) + value + "\n" }
+            line("Phase", view.phase ?? "<unknown>")
+            line("PID", view.runningProcess.map { String($0.pid) } ?? "<none>")
+            if let started = process?.startedAt, view.runningProcess != nil {
+                line("Started", "\(started.rfc3339Seconds) (\(started.age(at: now)) ago)")
+            } else {
+                line("Started", "<none>")
+            }
+            line("Restarts", process.map { String($0.restarts) } ?? "0")
+            if let exit = process?.lastExit {
+                line("Last Exit", exit.description + (process?.exitedAt.map { " at \($0.rfc3339Seconds) (\($0.age(at: now)) ago)" } ?? ""))
+            } else {
+                line("Last Exit", "<none>")
+            }
+            if let state = view.stateDirectory {
+                line("Log File", "\(state)/logs/\(r.id.namespace)/\(r.id.name).log")
+            }
         }
         if events.isEmpty {
             out += "Events:             <none>\n"

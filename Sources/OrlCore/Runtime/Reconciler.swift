@@ -13,7 +13,10 @@ public enum AgentPhase: String, Sendable, Hashable {
 /// What should run for one agent.
 public struct AgentIntent: Sendable {
     public enum Hold: Sendable, Hashable {
+        /// `spec.suspend: true`.
         case suspended
+        /// `orlctl suspend`, whatever the manifest says.
+        case suspendedByUser
         case halted(reason: String, message: String)
     }
 
@@ -92,8 +95,15 @@ public enum Reconciler {
         }
         switch intent.hold {
         case .suspended?:
-            if let running { return decision(.stop(running), .suspended, "Suspended", "spec.suspend is true; stopping \(running)") }
-            return decision(.none, .suspended, "Suspended", "spec.suspend is true")
+            if let running {
+                return decision(.stop(running), .suspended, "SuspendedInSpec", "spec.suspend is true; stopping \(running)")
+            }
+            return decision(.none, .suspended, "SuspendedInSpec", "spec.suspend is true")
+        case .suspendedByUser?:
+            if let running {
+                return decision(.stop(running), .suspended, "SuspendedByUser", "suspended by orlctl suspend; stopping \(running)")
+            }
+            return decision(.none, .suspended, "SuspendedByUser", "suspended by orlctl suspend (orlctl resume to run it)")
         case .halted(let reason, let message)?:
             if let running { return decision(.stop(running), .halted, reason, "\(message); stopping \(running)") }
             return decision(.none, .halted, reason, message)

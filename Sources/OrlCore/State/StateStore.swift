@@ -152,6 +152,8 @@ public protocol StateReader {
     func supervision(for agent: ResourceID) throws(StoreError) -> SupervisionRecord?
     /// Every supervision record, in namespace and name order.
     func allSupervision() throws(StoreError) -> [SupervisionRecord]
+    /// Agents suspended by `orlctl suspend`, in namespace and name order.
+    func holds() throws(StoreError) -> [UserHold]
 }
 
 /// Writing, inside one exclusive transaction.
@@ -169,6 +171,11 @@ public protocol StateWriter: StateReader {
     func putSupervision(_ record: SupervisionRecord) throws(StoreError)
     /// Forgets the agent's record; forgetting one that is not there does nothing.
     func deleteSupervision(for agent: ResourceID) throws(StoreError)
+    /// Suspends the agent until `deleteHold`, whatever its manifest says. The agent must
+    /// exist; deleting it deletes the hold. Replaces an earlier hold.
+    func putHold(_ hold: UserHold) throws(StoreError)
+    /// Resumes the agent; resuming one that is not held does nothing.
+    func deleteHold(for agent: ResourceID) throws(StoreError)
 }
 
 /// The port for the actual state. One writer at a time, across processes: `write` runs

@@ -68,3 +68,17 @@ extension ProcessExit {
         }
     }
 }
+
+/// An imperative suspend (`orlctl suspend`), kept apart from the manifest so that a
+/// GitOps re-apply does not undo it, as `flux suspend` does.
+public struct UserHold: Sendable, Hashable {
+    public var agent: ResourceID
+    public var at: Timestamp
+    public var by: String
+
+    public init(agent: ResourceID, at: Timestamp, by: String) {
+        self.agent = agent
+        self.at = at
+        self.by = by
+    }
+}

@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import OrlCore
+import OrlStore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// `orlctl logs agent/NAME`: an agent's output, as the controller captured it.
+struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print an agent's log (its standard output and error).",
+        discussion: """
+            The log is <state>/logs/<namespace>/<name>.log; the controller rotates it by size \
+            (the previous one is <name>.log.1, printed by --previous). With -f, new output is \
+            printed as it is written, across rotations, until interrupted.
+
+            Exit codes: 0 printed, 1 no such agent or no log yet, 2 error.
+            """
+    )
+
+    @Argument(help: ArgumentHelp("agent/NAME or agent NAME.", valueName: "agent"))
+    var resources: [String] = []
+
+    @OptionGroup var namespace: NamespaceOption
+
+    @Option(help: ArgumentHelp("Print only the last N lines.", valueName: "n"))
+    var tail: Int?
+
+    @Flag(name: [.short, .long], help: "Keep printing new output until interrupted.")
+    var follow = false
+
+    @Flag(help: "Print the previous (rotated) log.")
+    var previous = false
+
+    @OptionGroup var state: StateOptions
+
+    func validate() throws {
+        _ = try agentID()
+        if let tail, tail < 0 { throw ValidationError("--tail must be 0 or more") }
+        if follow && previous { throw ValidationError("--previous cannot be followed (-f)") }
+    }
+
+    func agentID() throws -> ResourceID {
+        let selection = try ResourceSelection.parse(resources, allowAll: false)
+        guard selection.references.count == 1, let reference = selection.references.first else {
+            throw ValidationError("name one agent: agent/NAME or agent NAME")
+        }
+        guard reference.kind == .agent else { throw ValidationError("only agents have logs; name one as agent/NAME") }
+        return reference.id(namespace: namespace.namespace)
+    }
+
+    static func logPath(state: String, _ id: ResourceID) -> String {
+        "\(ControllerLock.absolute(state))/logs/\(id.namespace)/\(id.name).log"
+    }
+
+    func run() async throws {
+        let id = try agentID()
+        let store = try state.openStore()
+        let missing: String?
+        do {
+            missing = try store.read { reader throws(StoreError) in
+                try reader.resource(id) == nil ? try NotFound.message(id, in: reader) : nil
+            }
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        if let missing { throw NotFound.fail([missing]) }
+
+        let path = Self.logPath(state: state.resolvedDirectory, id) + (previous ? ".1" : "")
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let what = previous ? "no previous log" : "no log yet"
+            throw NotFound.fail(["agent \(Diagnostic.quoted(id.name)) has \(what) (\(path))"])
+        }
+        writeStandardOutput(Self.lastLines(String(decoding: data, as: UTF8.self), tail))
+        guard follow else { return }
+        var offset = Int64(data.count)
+        while true {
+            try await Task.sleep(for: .milliseconds(200))
+            var info = stat()
+            guard stat(path, &info) == 0 else { continue }
+            // Smaller than what was read: rotated (copied away and truncated); start over.
+            if Int64(info.st_size) < offset { offset = 0 }
+            guard Int64(info.st_size) > offset, let handle = FileHandle(forReadingAtPath: path) else { continue }
+            defer { try? handle.close() }
+            try? handle.seek(toOffset: UInt64(offset))
+            guard let more = try? handle.readToEnd(), !more.isEmpty else { continue }
+            offset += Int64(more.count)
+            writeStandardOutput(String(decoding: more, as: UTF8.self))
+        }
+    }
+
+    /// The last `count` lines of `text` (all when nil); a final line without a newline counts.
+    static func lastLines(_ text: String, _ count: Int?) -> String {
+        guard let count else { return text }
+        guard count > 0 else { return "" }
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        if text.hasSuffix("\n") { lines.removeLast() }
+        return lines.suffix(count).map { $0 + "\n" }.joined()
+    }
+}

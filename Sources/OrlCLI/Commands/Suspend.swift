@@ -1,0 +1,123 @@
+import ArgumentParser
+import OrlCore
+import OrlStore
+
+/// `orlctl suspend` and `orlctl resume`: an imperative hold on agents, kept in the state
+/// apart from their manifests so that a re-apply does not undo it (as `flux suspend`).
+struct HoldArguments: ParsableArguments {
+    @Argument(help: ArgumentHelp("agent/NAME... or agent NAME....", valueName: "agent"))
+    var resources: [String] = []
+
+    @Flag(help: "Every agent in the namespace (every agent anywhere with -A).")
+    var all = false
+
+    @Flag(name: [.customShort("A"), .customLong("all-namespaces")], help: "With --all: across all namespaces.")
+    var allNamespaces = false
+
+    @OptionGroup var namespace: NamespaceOption
+    @OptionGroup var state: StateOptions
+
+    func validate() throws {
+        if all {
+            guard resources.isEmpty else { throw ValidationError("give agents by name or --all, not both") }
+            return
+        }
+        if allNamespaces { throw ValidationError("-A goes with --all") }
+        let selection = try ResourceSelection.parse(resources, allowAll: false)
+        guard selection.isNamed else { throw ValidationError("name the agents (agent/NAME...) or give --all") }
+        guard selection.references.allSatisfy({ $0.kind == .agent }) else {
+            throw ValidationError("only agents can be suspended and resumed; name them as agent/NAME")
+        }
+    }
+
+    /// Holds or releases the agents in one transaction: all of them, or none when one
+    /// is not in the state. Prints a line per agent.
+    func change(suspend: Bool) throws {
+        let store = try state.openStore()
+        let by = Caller.identity
+        let now = Caller.now
+        let references = all ? [] : try ResourceSelection.parse(resources, allowAll: false).references
+        let lines: [String]
+        let missing: [String]
+        do {
+            (lines, missing) = try store.write { writer throws(StoreError) in
+                var ids: [ResourceID] = []
+                var missing: [String] = []
+                if all {
+                    ids = try writer.resources(kind: .agent, namespace: allNamespaces ? nil : namespace.namespace).map(\.id)
+                } else {
+                    for reference in references {
+                        let id = reference.id(namespace: namespace.namespace)
+                        if try writer.resource(id) == nil { missing.append(try NotFound.message(id, in: writer)) } else { ids.append(id) }
+                    }
+                }
+                guard missing.isEmpty else { return ([], missing) }
+                let held = Set(try writer.holds().map(\.agent))
+                var lines: [String] = []
+                for id in ids {
+                    let quoted = Diagnostic.quoted(id.name)
+                    let scope = id.namespace == ResourceID.defaultNamespace ? "" : " in namespace \(Diagnostic.quoted(id.namespace))"
+                    if suspend {
+                        guard !held.contains(id) else {
+                            lines.append("agent \(quoted)\(scope) already suspended")
+                            continue
+                        }
+                        try writer.putHold(UserHold(agent: id, at: now, by: by))
+                        try writer.append(
+                            StoreEvent(time: now, kind: .normal, resource: id, reason: "Suspended", message: "suspended by \(by)"))
+                        lines.append("agent \(quoted)\(scope) suspended")
+                    } else {
+                        guard held.contains(id) else {
+                            lines.append("agent \(quoted)\(scope) was not suspended")
+                            continue
+                        }
+                        try writer.deleteHold(for: id)
+                        try writer.append(
+                            StoreEvent(time: now, kind: .normal, resource: id, reason: "Resumed", message: "resumed by \(by)"))
+                        lines.append("agent \(quoted)\(scope) resumed")
+                    }
+                }
+                return (lines, [])
+            }
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        if !missing.isEmpty { throw NotFound.fail(missing, note: "nothing was changed") }
+        if lines.isEmpty { OrlctlMain.writeStandardError("No agents found.\n") }
+        writeStandardOutput(lines.map { $0 + "\n" }.joined())
+        ControllerWake.wake(state.resolvedDirectory)
+    }
+}
+
+struct Suspend: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Suspend agents: their processes are stopped and not started until resumed.",
+        discussion: """
+            The hold is kept in the state, apart from the manifests, so a re-apply does not undo \
+            it (as flux suspend). The controller shows the agent as Suspended, reason \
+            SuspendedByUser (SuspendedInSpec for spec.suspend). A Suspended event is recorded.
+
+            Exit codes: 0 suspended, 1 an agent is not in the state (nothing changed), 2 error.
+            """
+    )
+
+    @OptionGroup var arguments: HoldArguments
+
+    func run() async throws { try arguments.change(suspend: true) }
+}
+
+struct Resume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Resume agents suspended by orlctl suspend.",
+        discussion: """
+            An agent whose manifest says spec.suspend: true stays suspended. A Resumed event is \
+            recorded.
+
+            Exit codes: 0 resumed, 1 an agent is not in the state (nothing changed), 2 error.
+            """
+    )
+
+    @OptionGroup var arguments: HoldArguments
+
+    func run() async throws { try arguments.change(suspend: false) }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `orlctl logs` end to end, and the controller's log rotation.
+@Suite(.serialized) struct LogsCommandTests {
+    typealias Harness = ControllerCommandTests.Harness
+
+    func logPath(_ h: Harness, _ name: String) -> String { h.state + "/logs/default/\(name).log" }
+
+    @Test func printsTailsFollowsAcrossRotationAndReportsWhatIsMissing() throws {
+        let h = try Harness()
+        let script = "for i in 1 2 3 4 5; do echo line$i; done; exec sleep 1000"
+        try h.apply([.init(name: "alpha", script: script)])
+
+        let unknown = try h.orlctl(["logs", "agent/alpah"])
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr.contains("Agent \"alpah\" not found in namespace \"default\""), "\(unknown.stderr)")
+        #expect(unknown.stderr.contains("did you mean \"alpha\""), "\(unknown.stderr)")
+        let none = try h.orlctl(["logs", "agent/alpha"])
+        #expect(none.status == 1)
+        #expect(none.stderr.contains("agent \"alpha\" has no log yet"), "\(none.stderr)")
+
+        try h.startController()
+        _ = try h.waitForAgents(["alpha"], "after start")
+        #expect(waitUntil { (try? String(contentsOfFile: logPath(h, "alpha"), encoding: .utf8))?.contains("line5") == true })
+
+        let all = try h.orlctl(["logs", "agent/alpha"])
+        #expect(all.status == 0)
+        #expect(all.stdout == "line1\nline2\nline3\nline4\nline5\n")
+        let tail = try h.orlctl(["logs", "agent", "alpha", "--tail", "2"])
+        #expect(tail.stdout == "line4\nline5\n")
+        let previous = try h.orlctl(["logs", "agent/alpha", "--previous"])
+        #expect(previous.status == 1)
+        #expect(previous.stderr.contains("has no previous log"))
+
+        // Following: new output, then a rotation (truncated in place), then more output.
+        let follower = Process()
+        follower.executableURL = Orlctl.binary
+        follower.arguments = ["logs", "-f", "--tail", "1", "agent/alpha", "--state", h.state]
+        let outURL = h.work.url.appendingPathComponent("follow.out")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        follower.standardOutput = try FileHandle(forWritingTo: outURL)
+        follower.standardError = FileHandle.nullDevice
+        try follower.run()
+        defer { if follower.isRunning { kill(follower.processIdentifier, SIGKILL) } }
+        func followed() -> String { (try? String(contentsOf: outURL, encoding: .utf8)) ?? "" }
+        #expect(waitUntil { followed() == "line5\n" }, "\(followed())")
+
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath(h, "alpha")))
+        try log.seekToEnd()
+        try log.write(contentsOf: Data("appended\n".utf8))
+        #expect(waitUntil { followed() == "line5\nappended\n" }, "\(followed())")
+        try log.truncate(atOffset: 0)
+        try log.write(contentsOf: Data("new\n".utf8))
+        try log.close()
+        #expect(waitUntil { followed() == "line5\nappended\nnew\n" }, "\(followed())")
+
+        kill(follower.processIdentifier, SIGINT)
+        #expect(waitUntil { !follower.isRunning })
+        try h.stopController()
+    }
+
+    @Test func theControllerRotatesLogsBySize() throws {
+        let h = try Harness()
+        let line = String(repeating: "x", count: 100)
+        try h.apply([.init(name: "chatty", script: "while true; do echo \(line); sleep 0.02; done")])
+        try h.startController(arguments: ["--log-max-bytes", "2000", "--log-keep", "2"])
+        _ = try h.waitForAgents(["chatty"], "after start")
+        // The timer runs every 10 s.
+        #expect(waitUntil(seconds: 25) { FileManager.default.fileExists(atPath: logPath(h, "chatty") + ".1") }, "\(h.log())")
+        #expect(h.log().contains("rotated \(logPath(h, "chatty"))"), "\(h.log())")
+        let previous = try h.orlctl(["logs", "agent/chatty", "--previous"])
+        #expect(previous.status == 0)
+        #expect(previous.stdout.hasPrefix(line + "\n"))
+        try h.stopController()
+    }
+}

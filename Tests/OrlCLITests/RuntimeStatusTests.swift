@@ -1,0 +1,54 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What `get` and `describe` show of agent processes, end to end.
+@Suite(.serialized) struct RuntimeStatusTests {
+    typealias Harness = ControllerCommandTests.Harness
+
+    /// The `get agents` row of `name`, split on runs of spaces, keyed by the header.
+    func row(_ h: Harness, _ name: String, wide: Bool = false) -> [String: String] {
+        guard let r = try? h.orlctl(["get", "agents"] + (wide ? ["-o", "wide"] : [])) else { return [:] }
+        let lines = r.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+        guard let header = lines.first, let row = lines.first(where: { $0.first == name }), row.count == header.count else { return [:] }
+        return Dictionary(uniqueKeysWithValues: zip(header, row))
+    }
+
+    @Test func getAndDescribeShowTheProcess() throws {
+        let h = try Harness()
+        try h.apply([.init(name: "a")])
+        let before = row(h, "a")
+        #expect(before["PHASE"] == "-" && before["PID"] == "-" && before["RESTARTS"] == "-", "\(before)")
+
+        try h.startController()
+        let first = try h.waitForAgents(["a"], "after start")
+        #expect(waitUntil { row(h, "a")["PHASE"] == "Running" }, "\(row(h, "a"))")
+        let running = row(h, "a", wide: true)
+        #expect(running["PID"] == String(first["a"]!), "\(running)")
+        #expect(running["RESTARTS"] == "0")
+        #expect(running["STARTED"]?.hasSuffix("Z") == true, "\(running)")
+        #expect(running["LAST-EXIT"] == "-")
+
+        kill(first["a"]!, SIGKILL)
+        #expect(waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
+        let pid = h.agents()["a"]![0]
+        #expect(waitUntil { row(h, "a")["PID"] == String(pid) }, "\(row(h, "a"))")
+        let restarted = row(h, "a", wide: true)
+        #expect(restarted["RESTARTS"] == "1" && restarted["LAST-EXIT"] == "signaled:9", "\(restarted)")
+
+        var describe = try h.orlctl(["describe", "agent/a"])
+        let expected = "Process:\n  Phase:                Running\n  PID:                  \(pid)\n"
+        #expect(
+            waitUntil {
+                describe = (try? h.orlctl(["describe", "agent/a"])) ?? describe
+                return describe.stdout.contains(expected)
+            }, "\(describe.stdout)")
+        #expect(describe.stdout.contains("  Restarts:             1\n"), "\(describe.stdout)")
+        #expect(describe.stdout.contains("  Last Exit:            killed by signal 9 at "), "\(describe.stdout)")
+        #expect(describe.stdout.contains("  Log File:             \(h.state)/logs/default/a.log\n"), "\(describe.stdout)")
+        try h.stopController()
+    }
+}
