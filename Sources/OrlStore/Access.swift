@@ -64,9 +64,7 @@ final class Access: StateWriter {
         return try connection().withStatement(
             "SELECT \(Self.resourceColumns) FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
         ) { statement throws(StoreError) in
-            try statement.bind(1, id.kind)
-            try statement.bind(2, id.namespace)
-            try statement.bind(3, id.name)
+            try statement.bind(1, id)
             return try statement.step(intent: intent) ? Self.resource(statement) : nil
         }
     }
@@ -178,9 +176,7 @@ final class Access: StateWriter {
             "SELECT conditions, observed_generation, updated_at FROM status WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
             intent: intent
         ) { statement throws(StoreError) -> ResourceStatus? in
-            try statement.bind(1, resource.kind)
-            try statement.bind(2, resource.namespace)
-            try statement.bind(3, resource.name)
+            try statement.bind(1, resource)
             guard try statement.step(intent: intent) else { return nil }
             let observed = statement.int(1)
             return ResourceStatus(
@@ -224,9 +220,7 @@ final class Access: StateWriter {
             """,
             intent: intent
         ) { statement throws(StoreError) in
-            try statement.bind(1, resource.id.kind)
-            try statement.bind(2, resource.id.namespace)
-            try statement.bind(3, resource.id.name)
+            try statement.bind(1, resource.id)
             try statement.bind(4, resource.manifest)
             try statement.bind(5, resource.specHash)
             try statement.bind(6, resource.generation)
@@ -247,9 +241,7 @@ final class Access: StateWriter {
         try connection(writing: true).withStatement(
             "DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
         ) { statement throws(StoreError) in
-            try statement.bind(1, id.kind)
-            try statement.bind(2, id.namespace)
-            try statement.bind(3, id.name)
+            try statement.bind(1, id)
             try statement.run(intent: intent)
         }
     }
@@ -323,9 +315,7 @@ final class Access: StateWriter {
             """,
             intent: intent
         ) { statement throws(StoreError) in
-            try statement.bind(1, resource.kind)
-            try statement.bind(2, resource.namespace)
-            try statement.bind(3, resource.name)
+            try statement.bind(1, resource)
             try statement.bind(4, status.summary(generation: status.observedGeneration ?? 1))
             try statement.bind(5, conditions.rendered())
             try statement.bind(6, status.observedGeneration ?? 0)
@@ -373,9 +363,7 @@ extension Access {
         return try connection().withStatement(
             "SELECT \(Self.supervisionColumns) FROM supervision WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
         ) { statement throws(StoreError) -> SupervisionRecord? in
-            try statement.bind(1, agent.kind)
-            try statement.bind(2, agent.namespace)
-            try statement.bind(3, agent.name)
+            try statement.bind(1, agent)
             return try statement.step(intent: intent) ? try Self.supervision(statement) : nil
         }
     }
@@ -404,9 +392,7 @@ extension Access {
             """,
             intent: intent
         ) { statement throws(StoreError) in
-            try statement.bind(1, record.agent.kind)
-            try statement.bind(2, record.agent.namespace)
-            try statement.bind(3, record.agent.name)
+            try statement.bind(1, record.agent)
             try statement.bind(4, record.process.map { Int64($0.pid) })
             try statement.bind(5, record.process.map { Int64(clamping: $0.startTime) })
             try statement.bind(6, record.launchHash)
@@ -425,9 +411,7 @@ extension Access {
         try connection(writing: true).withStatement(
             "DELETE FROM supervision WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
         ) { statement throws(StoreError) in
-            try statement.bind(1, agent.kind)
-            try statement.bind(2, agent.namespace)
-            try statement.bind(3, agent.name)
+            try statement.bind(1, agent)
             try statement.run(intent: intent)
         }
     }
@@ -461,9 +445,7 @@ extension Access {
             """,
             intent: intent
         ) { statement throws(StoreError) in
-            try statement.bind(1, hold.agent.kind)
-            try statement.bind(2, hold.agent.namespace)
-            try statement.bind(3, hold.agent.name)
+            try statement.bind(1, hold.agent)
             try statement.bind(4, hold.at.milliseconds)
             try statement.bind(5, hold.by)
             try statement.run(intent: intent)
@@ -475,9 +457,7 @@ extension Access {
         try connection(writing: true).withStatement(
             "DELETE FROM holds WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
         ) { statement throws(StoreError) in
-            try statement.bind(1, agent.kind)
-            try statement.bind(2, agent.namespace)
-            try statement.bind(3, agent.name)
+            try statement.bind(1, agent)
             try statement.run(intent: intent)
         }
     }

@@ -170,6 +170,14 @@ final class Statement {
 
     func bind(_ index: Int32, _ integer: Int) throws(StoreError) { try bind(index, Int64(integer)) }
 
+    /// A resource's key, the primary key of most tables: kind, namespace and name in
+    /// parameters `first`, `first + 1` and `first + 2`.
+    func bind(_ first: Int32, _ id: ResourceID) throws(StoreError) {
+        try bind(first, id.kind)
+        try bind(first + 1, id.namespace)
+        try bind(first + 2, id.name)
+    }
+
     func bind(_ index: Int32, _ integer: Int64?) throws(StoreError) {
         if let integer { try bind(index, integer) } else { try check(sqlite3_bind_null(handle, index), binding: index) }
     }
