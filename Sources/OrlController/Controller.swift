@@ -38,7 +38,7 @@ public actor Controller {
     private let configuration: Configuration
     /// Changes when another process writes the store; nil when it cannot tell.
     private let changeMarker: @Sendable () -> Int64?
-    private let log: @Sendable (String) -> Void
+    private let log: @Sendable (ControllerEvent) -> Void
     private let clock: @Sendable () -> Timestamp
 
     private var records: [ResourceID: SupervisionRecord] = [:]
@@ -53,6 +53,10 @@ public actor Controller {
     private var statuses: [ResourceID: (status: ResourceStatus, generation: Int)] = [:]
     private var written: [ResourceID: SupervisionRecord] = [:]
     private var writtenStatuses: [ResourceID: [ResourceStatus.Condition]] = [:]
+    /// Lifecycle events not yet in the store: written with the next pass's write.
+    private var pendingEvents: [StoreEvent] = []
+    /// Agents whose BackOff has been reported, so that it is reported once per exit.
+    private var backingOff: Set<ResourceID> = []
     private var dirty = true
     private var stopRequested = false
     /// Set once adoption is done: no pass may run before it.
@@ -60,7 +64,7 @@ public actor Controller {
 
     public init(
         store: any StateStore, runtime: any AgentRuntime, configuration: Configuration,
-        changeMarker: @escaping @Sendable () -> Int64? = { nil }, log: @escaping @Sendable (String) -> Void,
+        changeMarker: @escaping @Sendable () -> Int64? = { nil }, log: @escaping @Sendable (ControllerEvent) -> Void,
         clock: @escaping @Sendable () -> Timestamp = Controller.systemTime
     ) {
         self.store = store
@@ -83,7 +87,7 @@ public actor Controller {
     /// Runs a pass now rather than at the next poll (`orlctl apply` signals SIGUSR1 after
     /// a change). Before `run` has adopted, or while stopping, it only marks a pass due.
     public func wake(_ why: String) {
-        emit("woken: \(why)")
+        emit(.woken, message: why)
         guard started && !stopRequested && !Task.isCancelled else {
             dirty = true
             return
@@ -128,13 +132,13 @@ public actor Controller {
         do {
             stored = try store.read { reader throws(StoreError) in try reader.allSupervision() }
         } catch {
-            emit("error reading supervision records: \(error.description)")
+            emit(.error, message: "reading supervision records: \(error.description)")
             return
         }
         for var record in stored {
             if let process = record.process, runtime.isRunning(process) {
                 alive.insert(record.agent)
-                emit("adopted \(record.agent) \(process)")
+                emit(.adopted, record.agent, process, message: "\(process)")
             } else {
                 record.process = nil
             }
@@ -192,7 +196,7 @@ public actor Controller {
         do {
             desired = try self.desired()
         } catch {
-            emit("error reading the state: \(error.description)")
+            emit(.error, message: "reading the state: \(error.description)")
             dirty = true
             return
         }
@@ -224,10 +228,15 @@ public actor Controller {
             observation = Reconciler.recordExit(exit, of: observation, at: now, backoff: configuration.backoff)
             alive.remove(id)
             jitter[id] = Double.random(in: 0..<1)
-            emit("exited \(id) \(process): \(exit)")
+            emit(.exited, id, process, message: "\(process): \(exit)")
         }
         if let intent { grace[id] = intent.launch.process.gracePeriod }
         let decision = Reconciler.decide(intent, observation, now: now, backoff: configuration.backoff, random: jitter[id] ?? 0.5)
+        if decision.phase == .crashLoopBackOff && decision.action == .none {
+            if backingOff.insert(id).inserted { emit(.backOff, id, message: decision.message) }
+        } else if decision.phase != .crashLoopBackOff {
+            backingOff.remove(id)
+        }
         var stalled: String?
         switch decision.action {
         case .none:
@@ -239,12 +248,13 @@ public actor Controller {
                 let process = try runtime.start(intent.launch.process)
                 observation = Reconciler.recordStart(process, launchHash: intent.launch.hash, of: observation, at: now)
                 alive.insert(id)
-                emit("started \(id) \(process)")
+                backingOff.remove(id)
+                emit(.started, id, process, message: "\(process)")
                 // Look again at once, to report it Running.
                 dirty = true
             } catch {
                 stalled = error.description
-                emit("error starting \(id): \(error.description)")
+                emit(.failedToStart, id, message: error.description)
                 // Counted as a crash, so that a failing start backs off as a crash does.
                 observation = Reconciler.recordExit(.exited(code: 127), of: observation, at: now, backoff: configuration.backoff)
                 observation.process = nil
@@ -254,7 +264,14 @@ public actor Controller {
         case .stop(let process), .restart(let process):
             let restart = if case .restart = decision.action { true } else { false }
             let wait = grace[id] ?? configuration.defaultGrace
-            emit("stopping \(id) \(process): \(decision.reason)")
+            let reason: ControllerEvent.Reason =
+                switch (restart, intent?.hold) {
+                case (true, _): .restarting
+                case (false, nil): intent == nil ? .removed : .stopping
+                case (false, .suspended?), (false, .suspendedByUser?): .suspended
+                case (false, .halted?): .halted
+                }
+            emit(reason, id, process, message: "\(process): \(decision.message)")
             stopping[id] = Task { [runtime] in
                 let exit = await runtime.stop(process, grace: wait)
                 self.stopped(id, process, exit: exit, restart: restart)
@@ -279,7 +296,7 @@ public actor Controller {
     private func stopped(_ id: ResourceID, _ process: ProcessIdentity, exit: ProcessExit?, restart: Bool) {
         stopping[id] = nil
         alive.remove(id)
-        emit("stopped \(id) \(process)\(exit.map { ": \($0)" } ?? "")")
+        emit(.stopped, id, process, message: "\(process)\(exit.map { ": \($0)" } ?? "")")
         if var record = records[id], record.process == process {
             // A deliberate stop is no crash: the process is forgotten, not exited.
             record.process = nil
@@ -300,9 +317,11 @@ public actor Controller {
         let changedStatuses = statuses.filter { id, entry in
             applied.contains(id) && writtenStatuses[id].map { Self.sameConditions($0, entry.status.conditions) } != true
         }
-        guard !changedRecords.isEmpty || !forgotten.isEmpty || !changedStatuses.isEmpty else { return }
+        let events = pendingEvents
+        guard !changedRecords.isEmpty || !forgotten.isEmpty || !changedStatuses.isEmpty || !events.isEmpty else { return }
         do {
             try store.write { writer throws(StoreError) in
+                for event in events { try writer.append(event) }
                 for record in changedRecords { try writer.putSupervision(record) }
                 for id in forgotten { try writer.deleteSupervision(for: id) }
                 for (id, entry) in changedStatuses {
@@ -320,11 +339,12 @@ public actor Controller {
                     try writer.putStatus(status, for: id)
                 }
             }
+            pendingEvents.removeFirst(events.count)
             for record in changedRecords { written[record.agent] = record }
             for id in forgotten { written[id] = nil }
             for (id, entry) in changedStatuses { writtenStatuses[id] = entry.status.conditions }
         } catch {
-            emit("error writing the state: \(error.description)")
+            emit(.error, message: "writing the state: \(error.description)")
             dirty = true
         }
     }
@@ -340,7 +360,7 @@ public actor Controller {
         let running = alive.compactMap { id in records[id]?.process.map { (id, $0, grace[id] ?? configuration.defaultGrace) } }
         await withTaskGroup(of: Void.self) { group in
             for (id, process, wait) in running {
-                emit("stopping \(id) \(process): ControllerStopping")
+                emit(.stopping, id, process, message: "\(process): the controller is stopping")
                 group.addTask { [runtime] in
                     let exit = await runtime.stop(process, grace: wait)
                     await self.stopped(id, process, exit: exit, restart: false)
@@ -358,7 +378,18 @@ public actor Controller {
 
     // MARK: Helpers
 
-    private func emit(_ event: String) { log("\(clock().rfc3339Seconds) \(event)") }
+    /// Logs the event and, when it is part of an agent's life, queues it for the store
+    /// (bounded, the oldest dropped, should the store stay unwritable).
+    private func emit(
+        _ reason: ControllerEvent.Reason, _ agent: ResourceID? = nil, _ process: ProcessIdentity? = nil, message: String
+    ) {
+        let event = ControllerEvent(time: clock(), reason: reason, agent: agent, pid: process?.pid, message: message)
+        log(event)
+        if let stored = event.storeEvent {
+            pendingEvents.append(stored)
+            if pendingEvents.count > 1000 { pendingEvents.removeFirst(pendingEvents.count - 1000) }
+        }
+    }
 
     static func newToken() -> String {
         var generator = SystemRandomNumberGenerator()

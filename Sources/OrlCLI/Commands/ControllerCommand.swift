@@ -38,6 +38,13 @@ struct RunController: AsyncParsableCommand {
 
     @OptionGroup var state: StateOptions
 
+    enum LogFormat: String, ExpressibleByArgument, CaseIterable {
+        case text, json
+    }
+
+    @Option(help: "How events are written to standard error: text (one line each) or json (one object per line).")
+    var logFormat: LogFormat = .text
+
     @Option(help: ArgumentHelp("Rotate an agent's log when it is larger than this many bytes.", valueName: "bytes"))
     var logMaxBytes = 10 * 1024 * 1024
 
@@ -61,7 +68,7 @@ struct RunController: AsyncParsableCommand {
         let controller = Controller(
             store: store, runtime: ProcessRuntime(), configuration: Controller.Configuration(stateDirectory: directory),
             changeMarker: { try? store.changeMarker() },
-            log: { line in OrlctlMain.writeStandardError(line + "\n") })
+            log: Self.sink(logFormat))
         var sources: [any DispatchSourceSignal] = []
         for signalNumber in [SIGTERM, SIGINT] {
             signal(signalNumber, SIG_IGN)
@@ -77,11 +84,11 @@ struct RunController: AsyncParsableCommand {
         wake.setEventHandler { Task { await controller.wake("SIGUSR1") } }
         wake.resume()
         sources.append(wake)
-        let rotation = Task { [logMaxBytes, logKeep] in
+        let rotation = Task { [logMaxBytes, logKeep, logFormat] in
             let runtime = ProcessRuntime()
             while !Task.isCancelled {
                 try? await Task.sleep(for: Self.logRotationInterval)
-                Self.rotateLogs(in: directory + "/logs", runtime: runtime, maxBytes: logMaxBytes, keep: logKeep)
+                Self.rotateLogs(in: directory + "/logs", runtime: runtime, maxBytes: logMaxBytes, keep: logKeep, log: Self.sink(logFormat))
             }
         }
         await controller.run()
@@ -90,18 +97,30 @@ struct RunController: AsyncParsableCommand {
     }
 
     /// Rotates every agent log (`<logs>/<namespace>/<name>.log`) that has grown too big.
-    static func rotateLogs(in logs: String, runtime: ProcessRuntime, maxBytes: Int, keep: Int) {
+    static func rotateLogs(
+        in logs: String, runtime: ProcessRuntime, maxBytes: Int, keep: Int, log: @Sendable (ControllerEvent) -> Void
+    ) {
         let files = FileManager.default
         for namespace in (try? files.contentsOfDirectory(atPath: logs)) ?? [] {
             for file in (try? files.contentsOfDirectory(atPath: logs + "/" + namespace)) ?? [] where file.hasSuffix(".log") {
                 do {
                     if try runtime.rotateLog("\(logs)/\(namespace)/\(file)", maxBytes: maxBytes, keep: keep) {
-                        OrlctlMain.writeStandardError("\(Controller.systemTime().rfc3339Seconds) rotated \(logs)/\(namespace)/\(file)\n")
+                        log(ControllerEvent(time: Controller.systemTime(), reason: .logRotated, message: "\(logs)/\(namespace)/\(file)"))
                     }
                 } catch {
-                    OrlctlMain.writeStandardError("\(Controller.systemTime().rfc3339Seconds) error \(error.description)\n")
+                    log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: error.description))
                 }
             }
+        }
+    }
+}
+
+extension RunController {
+    /// Where events go: standard error, one line each, in the format asked for.
+    static func sink(_ format: LogFormat) -> @Sendable (ControllerEvent) -> Void {
+        switch format {
+        case .text: { event in OrlctlMain.writeStandardError(event.textLine + "\n") }
+        case .json: { event in OrlctlMain.writeStandardError(event.jsonLine + "\n") }
         }
     }
 }

@@ -1,0 +1,107 @@
+public import OrlCore
+
+/// Something the controller did or saw. One model feeds every output: the text and
+/// JSON lines of `orlctl controller`, and (for agent lifecycle events) the store's
+/// event log that `orlctl events` and `describe` show.
+public struct ControllerEvent: Sendable, Hashable {
+    public enum Level: String, Sendable, Hashable {
+        case info, warning, error
+    }
+
+    /// A CamelCase word, as the store's events use.
+    public enum Reason: String, Sendable, Hashable, CaseIterable {
+        case started = "Started"
+        case exited = "Exited"
+        case backOff = "BackOff"
+        case failedToStart = "FailedToStart"
+        case restarting = "Restarting"
+        case suspended = "Suspended"
+        case halted = "Halted"
+        case removed = "Removed"
+        case stopping = "Stopping"
+        case stopped = "Stopped"
+        case adopted = "Adopted"
+        case woken = "Woken"
+        case logRotated = "LogRotated"
+        case error = "Error"
+
+        /// The word a text line starts with.
+        var verb: String {
+            switch self {
+            case .started: "started"
+            case .exited: "exited"
+            case .backOff: "backing off"
+            case .failedToStart: "error starting"
+            case .restarting: "restarting"
+            case .suspended: "suspending"
+            case .halted: "halting"
+            case .removed: "removing"
+            case .stopping: "stopping"
+            case .stopped: "stopped"
+            case .adopted: "adopted"
+            case .woken: "woken:"
+            case .logRotated: "rotated"
+            case .error: "error"
+            }
+        }
+
+        /// Whether the store's event log keeps it (an agent's lifecycle).
+        var isStored: Bool {
+            switch self {
+            case .woken, .logRotated, .error, .stopping: false
+            default: true
+            }
+        }
+
+        var level: Level {
+            switch self {
+            case .exited, .backOff: .warning
+            case .failedToStart, .error: .error
+            default: .info
+            }
+        }
+    }
+
+    public var time: Timestamp
+    public var reason: Reason
+    public var agent: ResourceID?
+    public var pid: Int32?
+    public var message: String
+
+    public init(time: Timestamp, reason: Reason, agent: ResourceID? = nil, pid: Int32? = nil, message: String) {
+        self.time = time
+        self.reason = reason
+        self.agent = agent
+        self.pid = pid
+        self.message = message
+    }
+
+    public var level: Level { reason.level }
+
+    /// `2026-11-21T16:45:03Z started Agent/echo pid 123`.
+    public var textLine: String {
+        var line = "\(time.rfc3339Seconds) \(reason.verb)"
+        if let agent { line += " \(agent)" }
+        if !message.isEmpty { line += (agent != nil && reason == .failedToStart ? ": " : " ") + message }
+        return line
+    }
+
+    /// One JSON object on one line, members in a fixed order; absent ones are left out.
+    public var jsonLine: String {
+        JSONValue.object([
+            ("time", .string(time.description)),
+            ("level", .string(level.rawValue)),
+            ("event", .string(reason.rawValue)),
+            ("agent", agent.map { .string("\($0.kind)/\($0.name)") }),
+            ("namespace", agent.map { .string($0.namespace) }),
+            ("pid", pid.map { .int(Int($0)) }),
+            ("message", .string(message)),
+        ]).compactRendered()
+    }
+
+    /// What the store keeps of it; nil for events that are not about an agent's life.
+    public var storeEvent: StoreEvent? {
+        guard reason.isStored, let agent else { return nil }
+        return StoreEvent(time: time, kind: level == .info ? .normal : .warning, resource: agent, reason: reason.rawValue, message: message)
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The controller's events end to end: in the store (`orlctl events`, `describe`), and as
+/// JSON lines.
+@Suite(.serialized) struct ControllerEventsTests {
+    typealias Harness = ControllerCommandTests.Harness
+
+    /// Reasons of the agent's stored events from the controller (not apply's), oldest first.
+    func reasons(_ h: Harness, _ agent: String) -> [String] {
+        guard let result = try? h.orlctl(["events", "--for", "agent/\(agent)", "-o", "json"]),
+            let json = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
+            let items = json["events"] as? [[String: Any]]
+        else { return [] }
+        return items.reversed().compactMap { $0["reason"] as? String }.filter { !["Created", "Updated"].contains($0) }
+    }
+
+    @Test func lifecycleEventsAreStoredAndLoggedAsJSONLines() throws {
+        let h = try Harness()
+        try h.apply([.init(name: "a")])
+        try h.startController(arguments: ["--log-format", "json"])
+        let first = try h.waitForAgents(["a"], "after start")
+        #expect(waitUntil { reasons(h, "a") == ["Started"] }, "\(reasons(h, "a"))\n\(h.log())")
+
+        kill(first["a"]!, SIGKILL)
+        #expect(waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
+        #expect(waitUntil { reasons(h, "a").last == "Started" && reasons(h, "a").count >= 3 }, "\(reasons(h, "a"))")
+        let afterKill = reasons(h, "a")
+        #expect(Array(afterKill.prefix(2)) == ["Started", "Exited"], "\(afterKill)")
+        #expect(afterKill.last == "Started")
+
+        let text = try h.orlctl(["events", "--for", "agent/a"])
+        let exited = text.stdout.split(separator: "\n").filter { $0.contains(" Exited ") }
+        #expect(exited.count == 1 && exited.allSatisfy { $0.contains(" Warning ") }, "\(text.stdout)")
+        #expect(text.stdout.contains("killed by signal 9"), "\(text.stdout)")
+        let describe = try h.orlctl(["describe", "agent/a"])
+        #expect(describe.stdout.contains("Exited") && describe.stdout.contains("Started"), "\(describe.stdout)")
+
+        try h.stopController()
+        #expect(reasons(h, "a").last == "Stopped", "\(reasons(h, "a"))")
+
+        // Every line of the log is one JSON object with the fixed members.
+        let lines = h.log().split(separator: "\n")
+        #expect(!lines.isEmpty)
+        var events: [String] = []
+        for line in lines {
+            let object = try #require(
+                try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not a JSON object: \(line)")
+            #expect(object["time"] is String && object["level"] is String && object["message"] is String, "\(line)")
+            events.append(object["event"] as? String ?? "")
+            if object["event"] as? String == "Started" {
+                #expect(object["agent"] as? String == "Agent/a" && object["namespace"] as? String == "default")
+                #expect(object["pid"] is Int && object["level"] as? String == "info")
+            }
+            if object["event"] as? String == "Exited" { #expect(object["level"] as? String == "warning") }
+        }
+        #expect(events.filter { $0 == "Started" }.count == 2, "\(events)")
+        #expect(events.contains("Exited") && events.contains("Stopped"), "\(events)")
+        #expect(h.agents().isEmpty)
+    }
+}
