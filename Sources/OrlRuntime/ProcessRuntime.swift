@@ -230,7 +230,7 @@ public final class ProcessRuntime: AgentRuntime {
     }
 
     /// Decodes a wait status (the W* macros are not visible to Swift).
-    static func decode(_ status: Int32) -> ProcessExit {
+    public static func decode(_ status: Int32) -> ProcessExit {
         let signal = status & 0x7f
         return signal == 0 ? .exited(code: (status >> 8) & 0xff) : .signaled(signal: signal)
     }
@@ -325,4 +325,26 @@ private final class CStringArray {
 /// `directory/name`, without doubling a trailing slash.
 func join(_ directory: String, _ name: String) -> String {
     directory.hasSuffix("/") ? directory + name : directory + "/" + name
+}
+
+extension ProcessRuntime {
+    /// Starts a program detached, as a daemon: in a session of its own, with stdin from
+    /// /dev/null, stdout and stderr appended to `logFile` (whose directory must exist),
+    /// no other descriptor inherited, default signal dispositions. Returns its PID once
+    /// it has called execve. The caller may reap it or exit and leave it to init.
+    public static func spawnDetached(
+        path: String, arguments: [String], environment: [String], workingDirectory: String, logFile: String
+    ) throws(RuntimeError) -> Int32 {
+        let argv = CStringArray([path] + arguments)
+        let envp = CStringArray(environment)
+        guard argv.isComplete && envp.isComplete else { throw RuntimeError("cannot start \(path): out of memory") }
+        var limits = orl_spawn_limits(address_space: -1, open_files: -1, cpu_seconds: -1)
+        var pid: pid_t = 0
+        var step = ORL_SPAWN_OK
+        let code = orl_spawn(path, argv.pointers, envp.pointers, workingDirectory, logFile, &limits, &pid, &step)
+        guard code == 0 else {
+            throw RuntimeError("cannot start \(path): cannot \(String(cString: orl_spawn_step_description(step))): \(describeErrno(code))")
+        }
+        return pid
+    }
 }

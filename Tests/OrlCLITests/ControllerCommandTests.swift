@@ -13,6 +13,8 @@ import Testing
     final class Harness {
         let work: TemporaryDirectory
         var controllers: [Process] = []
+        /// Controllers started with --detach, by PID.
+        var detached: [Int32] = []
         var state: String { work.url.appendingPathComponent("state").path }
         var agentsDirectory: String { state + "/agents/default/" }
 
@@ -20,6 +22,7 @@ import Testing
 
         deinit {
             for controller in controllers where controller.isRunning { kill(controller.processIdentifier, SIGKILL) }
+            for pid in detached { kill(pid, SIGKILL) }
             for pids in agents().values { for pid in pids { kill(-pid, SIGKILL) } }
         }
 

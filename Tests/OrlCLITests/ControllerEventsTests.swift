@@ -5,8 +5,8 @@ import Testing
     import Glibc
 #endif
 
-/// The controller's events end to end: in the store (`orlctl events`, `describe`), and as
-/// JSON lines.
+/// The controller's events end to end: in the store (`orlctl events`, `describe`), as
+/// JSON lines, and `orlctl controller --detach`.
 @Suite(.serialized) struct ControllerEventsTests {
     typealias Harness = ControllerCommandTests.Harness
 
@@ -17,6 +17,13 @@ import Testing
             let items = json["events"] as? [[String: Any]]
         else { return [] }
         return items.reversed().compactMap { $0["reason"] as? String }.filter { !["Created", "Updated"].contains($0) }
+    }
+
+    /// No such process, or a zombie (it is not our child: init reaps it).
+    func isGone(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")")
+        else { return true }
+        return stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
     }
 
     @Test func lifecycleEventsAreStoredAndLoggedAsJSONLines() throws {
@@ -61,5 +68,32 @@ import Testing
         #expect(events.filter { $0 == "Started" }.count == 2, "\(events)")
         #expect(events.contains("Exited") && events.contains("Stopped"), "\(events)")
         #expect(h.agents().isEmpty)
+    }
+
+    @Test func detachStartsAControllerInItsOwnSessionAndRefusesASecond() throws {
+        let h = try Harness()
+        try h.apply([.init(name: "a")])
+        let started = try h.orlctl(["controller", "--detach"])
+        #expect(started.status == 0, "\(started.stderr)")
+        let logPath = h.state + "/logs/controller.log"
+        let prefix = "controller started (pid "
+        let suffix = "); logs in \(logPath)\n"
+        #expect(started.stdout.hasPrefix(prefix) && started.stdout.hasSuffix(suffix), "\(started.stdout)")
+        let pid = try #require(Int32(started.stdout.dropFirst(prefix.count).dropLast(suffix.count)))
+        h.detached.append(pid)
+        #expect(getsid(pid) == pid)
+        #expect(getpgid(pid) == pid)
+        _ = try h.waitForAgents(["a"], "after --detach")
+        #expect(waitUntil { ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").contains("started Agent/a pid") })
+
+        let second = try h.orlctl(["controller", "--detach"])
+        #expect(second.status == 2)
+        #expect(second.stderr == "orlctl: error: a controller already runs for \(h.state) (pid \(pid))\n")
+
+        let stop = try h.orlctl(["controller", "stop"])
+        #expect(stop.status == 0, "\(stop.stderr)")
+        #expect(waitUntil { isGone(pid) })
+        #expect(h.agents().isEmpty)
+        #expect(((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").contains("stopped Agent/a pid"))
     }
 }

@@ -45,6 +45,13 @@ struct RunController: AsyncParsableCommand {
     @Option(help: "How events are written to standard error: text (one line each) or json (one object per line).")
     var logFormat: LogFormat = .text
 
+    @Flag(
+        help: """
+            Start the controller in the background, in a session of its own, with its events \
+            in <state>/logs/controller.log; return once it holds the lock.
+            """)
+    var detach = false
+
     @Option(help: ArgumentHelp("Rotate an agent's log when it is larger than this many bytes.", valueName: "bytes"))
     var logMaxBytes = 10 * 1024 * 1024
 
@@ -59,7 +66,11 @@ struct RunController: AsyncParsableCommand {
         if logKeep < 0 { throw ValidationError("--log-keep must be 0 or more") }
     }
 
+    /// How long `--detach` waits for the controller to take the lock.
+    static let detachTimeout: Duration = .seconds(10)
+
     func run() async throws {
+        if detach { return try await startDetached() }
         let store = try state.openStore()
         let directory = ControllerLock.absolute(state.resolvedDirectory)
         let lock = try ControllerLock.acquire(directory)
@@ -94,6 +105,63 @@ struct RunController: AsyncParsableCommand {
         await controller.run()
         rotation.cancel()
         for source in sources { source.cancel() }
+    }
+
+    /// `--detach`: starts `orlctl controller run` for the same state, detached (not with
+    /// Foundation's Process, whose child stays in our process group and is signalled with
+    /// it), then waits until it holds the lock or has exited.
+    private func startDetached() async throws {
+        _ = try state.openStore()
+        let directory = ControllerLock.absolute(state.resolvedDirectory)
+        if let pid = try ControllerLock.holder(directory) {
+            throw CommandFailure(message: "a controller already runs for \(directory) (pid \(pid))")
+        }
+        let logs = directory + "/logs"
+        let logFile = logs + "/controller.log"
+        do {
+            try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw CommandFailure(message: "cannot create \(logs): \(error.localizedDescription)")
+        }
+        let start = (try? FileManager.default.attributesOfItem(atPath: logFile)[.size] as? Int) ?? 0
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let arguments = [
+            "controller", "run", "--state", directory, "--log-format", logFormat.rawValue, "--log-max-bytes", String(logMaxBytes),
+            "--log-keep", String(logKeep),
+        ]
+        let pid: Int32
+        do {
+            pid = try ProcessRuntime.spawnDetached(
+                path: executable, arguments: arguments, environment: ProcessInfo.processInfo.environment.map { "\($0)=\($1)" },
+                workingDirectory: FileManager.default.currentDirectoryPath, logFile: logFile)
+        } catch {
+            throw CommandFailure(message: "cannot start the controller: \(error.description)")
+        }
+        let deadline = ContinuousClock.now + Self.detachTimeout
+        while ContinuousClock.now < deadline {
+            if try ControllerLock.holder(directory) == pid {
+                writeStandardOutput("controller started (pid \(pid)); logs in \(logFile)\n")
+                return
+            }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                let exit = ProcessRuntime.decode(status)
+                let said = Self.lastLine(of: logFile, from: start).map { ": \($0)" } ?? ""
+                throw CommandFailure(message: "the controller \(exit) at once\(said) (log: \(logFile))")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw CommandFailure(
+            message: "the controller (pid \(pid)) did not take the lock within \(Self.detachTimeout); it may still run (log: \(logFile))")
+    }
+
+    /// The last non-empty line written to the file from `offset` on.
+    static func lastLine(of file: String, from offset: Int) -> String? {
+        guard let handle = FileHandle(forReadingAtPath: file) else { return nil }
+        defer { try? handle.close() }
+        try? handle.seek(toOffset: UInt64(offset))
+        let data = (try? handle.readToEnd()) ?? Data()
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").last.map(String.init)
     }
 
     /// Rotates every agent log (`<logs>/<namespace>/<name>.log`) that has grown too big.
