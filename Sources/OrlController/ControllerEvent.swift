@@ -82,7 +82,7 @@ public struct ControllerEvent: Sendable, Hashable {
     public var textLine: String {
         var line = "\(time.rfc3339Seconds) \(reason.verb)"
         if let agent { line += " \(agent)" }
-        if !message.isEmpty { line += (agent != nil && reason == .failedToStart ? ": " : " ") + message }
+        if !message.isEmpty { line += (agent != nil && pid == nil ? ": " : " ") + message }
         return line
     }
 

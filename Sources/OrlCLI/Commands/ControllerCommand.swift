@@ -28,7 +28,9 @@ struct RunController: AsyncParsableCommand {
         abstract: "Run the controller in the foreground (the default).",
         discussion: """
             One controller runs per state directory (<state>/controller.lock holds its PID). \
-            Events go to standard error, one line each. SIGTERM or SIGINT stops every agent \
+            Events go to standard error, one line each (--log-format json: one \
+            JSON object each); agents' lifecycle events are also kept in the state, for orlctl \
+            events and describe. --detach runs it in the background. SIGTERM or SIGINT stops every agent \
             gracefully, then the controller exits 0. Agents outlive a controller that is \
             killed; the next one adopts them.
 
