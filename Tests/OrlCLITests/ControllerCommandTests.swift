@@ -212,6 +212,20 @@ import Testing
         try h.apply([.init(name: "b", env: "v2"), .init(name: "c", suspend: true)], prune: true)
         #expect(waitUntil { h.agents()["a"] == nil }, "\(h.log())")
         let after = try h.waitForAgents(["b"], "after suspend and prune")
+        // The controller's events say why each was stopped (Stopped lands with the next pass).
+        func seen() -> Set<String> {
+            guard let output = try? h.orlctl(["events", "-o", "json"]).stdout,
+                let json = try? JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
+                let events = json["events"] as? [[String: Any]]
+            else { return [] }
+            return Set(
+                events.compactMap { event -> String? in
+                    guard let name = (event["object"] as? [String: Any])?["name"] as? String, let reason = event["reason"] as? String
+                    else { return nil }
+                    return "\(name) \(reason)"
+                })
+        }
+        #expect(waitUntil { seen().isSuperset(of: ["b Restarting", "c Suspended", "a Removed", "a Stopped"]) }, "\(seen().sorted())")
         #expect(after["b"] == h.agents()["b"]?.first)
         try h.stopController()
         #expect(h.agents().isEmpty)

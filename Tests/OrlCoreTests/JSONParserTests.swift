@@ -106,3 +106,18 @@ struct JSONParserTests {
         #expect(throws: Never.self) { try JSONParser.parse(bytes: Array("\"é\"".utf8), file: "f.json") }
     }
 }
+
+@Suite struct JSONValueCompactTests {
+    @Test func compactRenderingIsOneLineInOrderAndParses() throws {
+        let value = JSONValue.object([
+            ("time", .string("2026-11-21T17:55:31.205Z")),
+            ("pid", .int(42)),
+            ("message", .string("a \"quoted\"\nline")),
+            ("items", .array([.bool(true), .null, .double(1.5), .object([])])),
+        ])
+        let text = value.compactRendered()
+        #expect(text == #"{"time":"2026-11-21T17:55:31.205Z","pid":42,"message":"a \"quoted\"\nline","items":[true,null,1.5,{}]}"#)
+        #expect(!text.contains("\n"))
+        _ = try JSONParser.parse(text, file: "<test>")
+    }
+}
