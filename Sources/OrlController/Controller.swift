@@ -57,6 +57,8 @@ public actor Controller {
     private var pendingEvents: [StoreEvent] = []
     /// Agents whose BackOff has been reported, so that it is reported once per exit.
     private var backingOff: Set<ResourceID> = []
+    /// Why the agent's last start failed, until one succeeds: it stays Stalled meanwhile.
+    private var startErrors: [ResourceID: String] = [:]
     private var dirty = true
     private var stopRequested = false
     /// Set once adoption is done: no pass may run before it.
@@ -234,10 +236,12 @@ public actor Controller {
         let decision = Reconciler.decide(intent, observation, now: now, backoff: configuration.backoff, random: jitter[id] ?? 0.5)
         if decision.phase == .crashLoopBackOff && decision.action == .none {
             if backingOff.insert(id).inserted { emit(.backOff, id, message: decision.message) }
-        } else if decision.phase != .crashLoopBackOff {
+        } else {
+            // Any other decision (a start, too) ends the backoff: the next one is reported.
             backingOff.remove(id)
         }
-        var stalled: String?
+        // Not meant to run (removed, held): a failed start no longer matters.
+        if intent == nil || intent?.hold != nil { startErrors[id] = nil }
         switch decision.action {
         case .none:
             break
@@ -248,16 +252,18 @@ public actor Controller {
                 let process = try runtime.start(intent.launch.process)
                 observation = Reconciler.recordStart(process, launchHash: intent.launch.hash, of: observation, at: now)
                 alive.insert(id)
-                backingOff.remove(id)
+                startErrors[id] = nil
                 emit(.started, id, process, message: "\(process)")
                 // Look again at once, to report it Running.
                 dirty = true
             } catch {
-                stalled = error.description
+                startErrors[id] = error.description
                 emit(.failedToStart, id, message: error.description)
                 // Counted as a crash, so that a failing start backs off as a crash does.
                 observation = Reconciler.recordExit(.exited(code: 127), of: observation, at: now, backoff: configuration.backoff)
                 observation.process = nil
+                // This launch was tried: it backs off, where a new spec would start at once.
+                observation.launchHash = intent.launch.hash
                 jitter[id] = Double.random(in: 0..<1)
                 dirty = true
             }
@@ -286,7 +292,7 @@ public actor Controller {
                     type: ResourceStatus.ready, status: decision.phase == .running ? .true : .false, reason: decision.reason,
                     message: "\(decision.phase.rawValue): \(decision.message)")
             ]
-            if let stalled {
+            if let stalled = startErrors[id] {
                 conditions.append(.init(type: ResourceStatus.stalled, status: .true, reason: "StartFailed", message: stalled))
             }
             statuses[id] = (ResourceStatus(conditions: conditions, observedGeneration: generation, updatedAt: now), generation)
@@ -310,6 +316,7 @@ public actor Controller {
         // A removed agent whose process is gone needs no record any more.
         for (id, record) in records where !applied.contains(id) && !alive.contains(id) && stopping[id] == nil && record.process == nil {
             records[id] = nil
+            startErrors[id] = nil
             statuses[id] = nil
         }
         let changedRecords = records.values.filter { written[$0.agent] != $0 }

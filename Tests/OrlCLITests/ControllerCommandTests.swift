@@ -248,6 +248,17 @@ import Testing
                 }
             }, "\(h.log())")
         #expect(h.log().contains("error starting Agent/broken"))
+        // Each failed start is a Warning in the store, and each backoff after it too.
+        func reasons() -> [String] {
+            guard let output = try? h.orlctl(["events", "--for", "agent/broken", "-o", "json"]).stdout,
+                let json = try? JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
+                let events = json["events"] as? [[String: Any]]
+            else { return [] }
+            return events.filter { $0["type"] as? String == "Warning" }.compactMap { $0["reason"] as? String }
+        }
+        #expect(
+            waitUntil { reasons().filter { $0 == "BackOff" }.count >= 2 && reasons().filter { $0 == "FailedToStart" }.count >= 2 },
+            "\(reasons())")
         try h.stopController()
         #expect(h.agents().isEmpty)
     }
