@@ -259,11 +259,8 @@ public actor Controller {
             } catch {
                 startErrors[id] = error.description
                 emit(.failedToStart, id, message: error.description)
-                // Counted as a crash, so that a failing start backs off as a crash does.
-                observation = Reconciler.recordExit(.exited(code: 127), of: observation, at: now, backoff: configuration.backoff)
-                observation.process = nil
-                // This launch was tried: it backs off, where a new spec would start at once.
-                observation.launchHash = intent.launch.hash
+                observation = Reconciler.recordFailedStart(
+                    launchHash: intent.launch.hash, of: observation, at: now, backoff: configuration.backoff)
                 jitter[id] = Double.random(in: 0..<1)
                 dirty = true
             }

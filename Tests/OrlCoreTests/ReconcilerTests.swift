@@ -166,6 +166,17 @@ import Testing
         #expect(Reconciler.decide(intent, failed, now: at(1), random: 0).action == .start)
     }
 
+    @Test func aFailedStartBacksOffLikeACrashButANewSpecStartsAtOnce() throws {
+        let intent = AgentIntent(launch: try launch(), restartPolicy: .always)
+        let failed = Reconciler.recordFailedStart(launchHash: intent.launch.hash, of: AgentObservation(), at: t0)
+        #expect(failed.process == nil && failed.lastExit == .exited(code: 127) && failed.crashes == 1)
+        let waiting = Reconciler.decide(intent, failed, now: t0, random: 0)
+        #expect(waiting.action == .none && waiting.phase == .crashLoopBackOff && waiting.requeueAt == at(1))
+        var changed = failed
+        changed.launchHash = "the spec before the fix"
+        #expect(Reconciler.decide(intent, changed, now: t0, random: 0).action == .start)
+    }
+
     @Test func jitterSpreadsRestartsWithinItsShare() {
         let policy = BackoffPolicy.standard
         #expect(policy.delay(afterCrashes: 3, random: 0) == .seconds(4))

@@ -170,6 +170,18 @@ public enum Reconciler {
         return next
     }
 
+    /// After a start that failed (the program could not be run): counted as a crash, so
+    /// it backs off as one, and recorded against this launch, so only a new spec is tried
+    /// at once. The exit is 127, as a shell reports a command it cannot run.
+    public static func recordFailedStart(
+        launchHash: String, of observed: AgentObservation, at now: Timestamp, backoff: BackoffPolicy = .standard
+    ) -> AgentObservation {
+        var next = recordExit(.exited(code: 127), of: observed, at: now, backoff: backoff)
+        next.process = nil
+        next.launchHash = launchHash
+        return next
+    }
+
     /// After a start: the new process, and a restart counted when it replaces another.
     public static func recordStart(
         _ process: ProcessIdentity, launchHash: String, of observed: AgentObservation, at now: Timestamp
