@@ -57,9 +57,3 @@ enum PlanRenderer {
         return JSONValue.object(members).rendered()
     }
 }
-
-extension String {
-    func padding(toLength length: Int) -> String {
-        count >= length ? self : self + String(repeating: " ", count: length - count)
-    }
-}

@@ -22,11 +22,17 @@ enum TextTable {
             var line = String(repeating: " ", count: indent)
             let last = row.lastIndex { !$0.isEmpty } ?? -1
             for (i, cell) in row.enumerated() where i <= last {
-                line += cell
-                if i < last { line += String(repeating: " ", count: widths[i] - cell.count + 2) }
+                line += i < last ? cell.padding(toLength: widths[i] + 2) : cell
             }
             out += line + "\n"
         }
         return out
+    }
+}
+
+extension String {
+    /// The string with spaces added up to `length` characters: how columns line up.
+    func padding(toLength length: Int) -> String {
+        count >= length ? self : self + String(repeating: " ", count: length - count)
     }
 }

@@ -131,9 +131,6 @@ struct WorkflowAudit {
         }
     }
 
-    /// Steps whose index is their id's first use (duplicates are reported elsewhere).
-    var steps: [Int] { order }
-
     func stepPath(_ i: Int) -> ValuePath { ValuePath([.key("spec"), .key("steps"), .index(i)]) }
     func id(_ i: Int) -> String { spec.steps[i].id.value }
 
@@ -145,7 +142,7 @@ struct WorkflowAudit {
 
     private func tools() -> [Diagnostic] {
         var diagnostics: [Diagnostic] = []
-        for i in steps {
+        for i in order {
             guard let agent = agents[i], let agentSpec = agent.agent else { continue }
             let permissions = engine.permissions(of: agent.id)
             let declared = Set(agentSpec.tools.map(\.value))
@@ -199,7 +196,7 @@ struct WorkflowAudit {
     private func handoffs() -> [Diagnostic] {
         var diagnostics: [Diagnostic] = []
         let providers = providers()
-        for i in steps {
+        for i in order {
             guard let receiver = agents[i] else { continue }
             for (source, location) in providers[i] {
                 guard let sender = agents[source], sender.id != receiver.id else { continue }
@@ -233,7 +230,7 @@ struct WorkflowAudit {
             }
         }
         var diagnostics: [Diagnostic] = []
-        for i in steps where ungated[i] {
+        for i in order where ungated[i] {
             guard let agent = agents[i] else { continue }
             let permissions = engine.permissions(of: agent.id)
             for (j, tool) in spec.steps[i].tools.enumerated() {
@@ -348,7 +345,7 @@ struct WorkflowAudit {
         // to plan with (maxTokensPerCall bounds one call, and an attempt makes several);
         // the gateway still enforces the budget at run time.
         var worst: [(agent: Resource, usd: Double, tokens: Int)] = []
-        for i in steps {
+        for i in order {
             let step = spec.steps[i]
             guard let agent = agents[i], let agentSpec = agent.agent, let maxTokens = step.maxTokens else {
                 continue
