@@ -237,13 +237,7 @@ final class Access: StateWriter {
 
     /// Deletes the resource (and its status); deleting one that is not there does nothing.
     func delete(_ id: ResourceID) throws(StoreError) {
-        let intent = "delete \(label(id))"
-        try connection(writing: true).withStatement(
-            "DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
-        ) { statement throws(StoreError) in
-            try statement.bind(1, id)
-            try statement.run(intent: intent)
-        }
+        try deleteRow(from: "resources", id, intent: "delete \(label(id))")
     }
 
     /// Appends the apply; its `number` is ignored: the store numbers applies, never
@@ -407,13 +401,7 @@ extension Access {
     }
 
     func deleteSupervision(for agent: ResourceID) throws(StoreError) {
-        let intent = "forget the supervision of \(label(agent))"
-        try connection(writing: true).withStatement(
-            "DELETE FROM supervision WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
-        ) { statement throws(StoreError) in
-            try statement.bind(1, agent)
-            try statement.run(intent: intent)
-        }
+        try deleteRow(from: "supervision", agent, intent: "forget the supervision of \(label(agent))")
     }
 }
 
@@ -453,11 +441,15 @@ extension Access {
     }
 
     func deleteHold(for agent: ResourceID) throws(StoreError) {
-        let intent = "resume \(label(agent))"
+        try deleteRow(from: "holds", agent, intent: "resume \(label(agent))")
+    }
+
+    /// Deletes the row keyed by a resource from `table`; a missing row is not an error.
+    fileprivate func deleteRow(from table: String, _ id: ResourceID, intent: String) throws(StoreError) {
         try connection(writing: true).withStatement(
-            "DELETE FROM holds WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
+            "DELETE FROM \(table) WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
         ) { statement throws(StoreError) in
-            try statement.bind(1, agent)
+            try statement.bind(1, id)
             try statement.run(intent: intent)
         }
     }
