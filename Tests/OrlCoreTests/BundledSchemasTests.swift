@@ -19,10 +19,12 @@ import Testing
         }
     }
 
-    @Test func everyKindHasACompiledSchema() {
-        let schemas = ManifestSchemas.bundled
-        for kind in ResourceKind.allCases {
-            _ = schemas.schema(for: kind)
+    @Test(arguments: ResourceKind.allCases)
+    func everyKindsSchemaRequiresTheEnvelope(_ kind: ResourceKind) throws {
+        let empty = try JSONParser.parse("{}", file: "empty.json")
+        let messages = ManifestSchemas.bundled.schema(for: kind).validate(empty).map(\.message)
+        for field in ["apiVersion", "kind", "metadata", "spec"] {
+            #expect(messages.contains { $0.contains("\"\(field)\"") }, "\(kind): \(messages)")
         }
     }
 }
