@@ -89,6 +89,18 @@ let package = Package(
         .testTarget(name: "OrlCoreTests", dependencies: ["OrlCore", "OrlYAML"], swiftSettings: strictness),
         .testTarget(name: "OrlYAMLTests", dependencies: ["OrlYAML", "OrlCore"], swiftSettings: strictness),
         .testTarget(name: "OrlStoreTests", dependencies: ["OrlStore", "OrlCore"], swiftSettings: strictness),
+        .testTarget(
+            name: "OrlServerTests",
+            dependencies: [
+                "OrlServer", "OrlCore", "OrlStore", "OrlYAML",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strictness
+        ),
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
             name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore"], exclude: ["Golden"], swiftSettings: strictness),
