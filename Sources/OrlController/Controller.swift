@@ -168,18 +168,15 @@ public actor Controller {
         let (stored, holds) = try store.read { reader throws(StoreError) in
             (try reader.resources(kind: nil, namespace: nil), Set(try reader.holds().map(\.agent)))
         }
-        var read = ReadManifests()
         var result = Desired()
-        let reader = ManifestReader()
-        for resource in stored {
-            guard let root = try? JSONParser.parse(resource.manifest, file: "<state>/\(resource.id)") else {
-                if resource.id.kind == ResourceKind.agent.rawValue { result.unreadable.insert(resource.id) }
-                continue
+        let (fleet, unreadable) = Fleet.applied(stored)
+        for resource in stored where resource.id.kind == ResourceKind.agent.rawValue {
+            if unreadable.contains(resource.id) {
+                result.unreadable.insert(resource.id)
+            } else {
+                result.generations[resource.id] = resource.generation
             }
-            read.append(reader.read(SourceDocument(file: "<state>/\(resource.id)", index: 0, root: root)))
-            if resource.id.kind == ResourceKind.agent.rawValue { result.generations[resource.id] = resource.generation }
         }
-        let (fleet, _) = Fleet.assemble(read.resources, unreadable: read.unreadable)
         result.fleet = fleet
         // The gateway sees the fleet before halts are asked for: a raised limit lifts them.
         publish(fleet, now: now)
@@ -427,7 +424,8 @@ public actor Controller {
         }
     }
 
-    static func newToken() -> String {
+    /// 256 random bits, in hex.
+    public static func newToken() -> String {
         var generator = SystemRandomNumberGenerator()
         return (0..<4).map { _ in
             let value = generator.next() as UInt64

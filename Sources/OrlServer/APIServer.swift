@@ -9,12 +9,16 @@ public struct APIServer: Sendable {
     public let gateway: Gateway
     public let host: String
     public let port: Int
+    /// The operator's credential (`<state>/controller.token`) for `/orl/v1`, which agents
+    /// cannot read; nil serves no operator routes.
+    public let adminToken: String?
 
     /// `port` 0 lets the system choose one.
-    public init(gateway: Gateway, host: String = "127.0.0.1", port: Int) {
+    public init(gateway: Gateway, host: String = "127.0.0.1", port: Int, adminToken: String? = nil) {
         self.gateway = gateway
         self.host = host
         self.port = port
+        self.adminToken = adminToken
     }
 
     /// Serves until the task is cancelled. `bound` is called once with the URL the server
@@ -23,6 +27,14 @@ public struct APIServer: Sendable {
         let router = Router()
         router.get("/v1/models") { [gateway] request, _ in gateway.models(request) }
         router.post("/v1/chat/completions") { [gateway] request, _ in await gateway.chatCompletions(request) }
+        if let adminToken {
+            router.get("/orl/v1/budgets") { [gateway] request, _ in
+                guard request.headers[.authorization] == "Bearer \(adminToken)" else {
+                    return Gateway.error(.unauthenticated("the operator token of <state>/controller.token is needed"))
+                }
+                return Gateway.json(.ok, ControllerClient.encode(gateway.budgetStatus(now: gateway.clock())))
+            }
+        }
         router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
         var logger = Logger(label: "orl.api")
         logger.logLevel = .critical

@@ -135,6 +135,10 @@ struct RunController: AsyncParsableCommand {
     /// `<state>/controller.api`: the URL the last controller served its API on.
     static func apiFile(_ directory: String) -> String { directory + "/controller.api" }
 
+    /// `<state>/controller.token`: the operator's credential for the API's `/orl/v1`
+    /// routes, new for each controller, readable by the state's owner only.
+    static func tokenFile(_ directory: String) -> String { directory + "/controller.token" }
+
     static func address(_ text: String) -> (host: String, port: Int)? {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
         else { return nil }
@@ -154,9 +158,17 @@ struct RunController: AsyncParsableCommand {
                 return Self.address(String(trimmed.dropFirst("http://".count)))
             }
         let wanted = listen.flatMap(Self.address) ?? previous ?? ("127.0.0.1", 0)
+        let adminToken = Controller.newToken()
+        let file = Self.tokenFile(directory)
+        unlink(file)
+        let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0, write(fd, adminToken, adminToken.utf8.count) == adminToken.utf8.count else {
+            throw CommandFailure(message: "cannot write \(file): \(String(cString: strerror(errno)))")
+        }
+        close(fd)
         let started: (url: String, task: Task<Void, any Error>)
         do {
-            started = try await APIServer(gateway: gateway, host: wanted.host, port: wanted.port).start()
+            started = try await APIServer(gateway: gateway, host: wanted.host, port: wanted.port, adminToken: adminToken).start()
         } catch {
             guard listen == nil, wanted.port != 0 else {
                 throw CommandFailure(message: "cannot serve the API on \(wanted.host):\(wanted.port): \(error)")
@@ -166,7 +178,7 @@ struct RunController: AsyncParsableCommand {
                     time: Controller.systemTime(), reason: .error,
                     message: "cannot serve the API on the previous port \(wanted.port) (\(error)); agents started before will be restarted"
                 ))
-            started = try await APIServer(gateway: gateway, host: wanted.host, port: 0).start()
+            started = try await APIServer(gateway: gateway, host: wanted.host, port: 0, adminToken: adminToken).start()
         }
         do {
             try (started.url + "\n").write(toFile: Self.apiFile(directory), atomically: true, encoding: .utf8)

@@ -44,6 +44,11 @@ public struct BudgetMeter: Sendable {
         /// The agent of a perAgent budget's account.
         public var agent: ResourceID?
 
+        public init(budget: ResourceID, agent: ResourceID?) {
+            self.budget = budget
+            self.agent = agent
+        }
+
         public static func < (lhs: Account, rhs: Account) -> Bool {
             (lhs.budget, lhs.agent?.description ?? "") < (rhs.budget, rhs.agent?.description ?? "")
         }
