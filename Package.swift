@@ -82,7 +82,10 @@ let package = Package(
         // Benchmarks: a separate command, never part of the tests.
         .executableTarget(
             name: "orl-bench",
-            dependencies: ["OrlCore", "OrlYAML", "OrlStore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "OrlCore", "OrlYAML", "OrlStore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: strictness
         ),
 
