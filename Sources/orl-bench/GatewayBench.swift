@@ -53,7 +53,7 @@ struct GatewayBench: AsyncParsableCommand {
         let state = root + "/state"
         try Self.fleet(upstream: upstreamURL).write(toFile: root + "/fleet.yaml", atomically: true, encoding: .utf8)
         try Self.script.write(toFile: root + "/post.lua", atomically: true, encoding: .utf8)
-        try Self.orl(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state])
+        try Self.orl(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--no-controller"])
         let controller = Process()
         controller.executableURL = URL(fileURLWithPath: binary)
         controller.arguments = ["controller", "--state", state]

@@ -302,3 +302,31 @@ func waitUntil(seconds: Double = 8, _ condition: () -> Bool) -> Bool {
     }
     return condition()
 }
+
+/// `apply` starts the controller the applied agents need, once.
+@Suite(.serialized) struct ApplyStartsTheControllerTests {
+    typealias Harness = ControllerCommandTests.Harness
+
+    @Test func applyStartsADetachedControllerWhenNoneRuns() throws {
+        let h = try Harness()
+        try h.work.write("fleet/fleet.yaml", h.manifests([.init(name: "a")]))
+        func apply(_ extra: [String] = []) throws -> Orlctl.Result {
+            try Orlctl.run(["apply", "-f", "fleet", "--state", h.state] + extra, in: h.work.url, environment: ["ORL_NO_CONTROLLER": ""])
+        }
+        let optedOut = try apply(["--no-controller"])
+        #expect(optedOut.status == 0 && !optedOut.stdout.contains("controller started"), "\(optedOut.stdout)")
+        #expect(try h.orlctl(["controller", "stop"]).status == 1, "no controller runs")
+
+        let first = try apply()
+        #expect(first.status == 0)
+        #expect(first.stdout.contains("controller started (pid "), "\(first.stdout)\(first.stderr)")
+        let pid = try #require(
+            Int32(first.stdout.split(separator: "(pid ").last?.prefix { $0.isNumber } ?? ""), "\(first.stdout)")
+        h.detached.append(pid)
+        _ = try h.waitForAgents(["a"], "after apply")
+
+        let again = try apply()
+        #expect(again.status == 0 && !again.stdout.contains("controller started"), "one controller is enough")
+        try h.stopController()
+    }
+}

@@ -85,7 +85,15 @@ struct RunController: AsyncParsableCommand {
     static let detachTimeout: Duration = .seconds(10)
 
     func run() async throws {
-        if detach { return try await startDetached() }
+        if detach {
+            let arguments =
+                [
+                    "--log-format", logFormat.rawValue, "--log-max-bytes", String(logMaxBytes), "--log-keep", String(logKeep),
+                ] + (listen.map { ["--listen", $0] } ?? [])
+            _ = try state.openStore()
+            return try await Self.startDetached(
+                stateDirectory: ControllerLock.absolute(state.resolvedDirectory), arguments: arguments, report: { writeStandardOutput($0) })
+        }
         let store = try state.openStore()
         let directory = ControllerLock.absolute(state.resolvedDirectory)
         let lock = try ControllerLock.acquire(directory)
@@ -192,9 +200,7 @@ struct RunController: AsyncParsableCommand {
     /// `--detach`: starts `orlctl controller run` for the same state, detached (not with
     /// Foundation's Process, whose child stays in our process group and is signalled with
     /// it), then waits until it holds the lock or has exited.
-    private func startDetached() async throws {
-        _ = try state.openStore()
-        let directory = ControllerLock.absolute(state.resolvedDirectory)
+    static func startDetached(stateDirectory directory: String, arguments extra: [String], report: (String) -> Void) async throws {
         if let pid = try ControllerLock.holder(directory) {
             throw CommandFailure(message: "a controller already runs for \(directory) (pid \(pid))")
         }
@@ -207,11 +213,7 @@ struct RunController: AsyncParsableCommand {
         }
         let start = (try? FileManager.default.attributesOfItem(atPath: logFile)[.size] as? Int) ?? 0
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let arguments =
-            [
-                "controller", "run", "--state", directory, "--log-format", logFormat.rawValue, "--log-max-bytes", String(logMaxBytes),
-                "--log-keep", String(logKeep),
-            ] + (listen.map { ["--listen", $0] } ?? [])
+        let arguments = ["controller", "run", "--state", directory] + extra
         let pid: Int32
         do {
             pid = try ProcessRuntime.spawnDetached(
@@ -220,22 +222,22 @@ struct RunController: AsyncParsableCommand {
         } catch {
             throw CommandFailure(message: "cannot start the controller: \(error.description)")
         }
-        let deadline = ContinuousClock.now + Self.detachTimeout
+        let deadline = ContinuousClock.now + detachTimeout
         while ContinuousClock.now < deadline {
             if try ControllerLock.holder(directory) == pid {
-                writeStandardOutput("controller started (pid \(pid)); logs in \(logFile)\n")
+                report("controller started (pid \(pid)); logs in \(logFile)\n")
                 return
             }
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
                 let exit = ProcessRuntime.decode(status)
-                let said = Self.lastLine(of: logFile, from: start).map { ": \($0)" } ?? ""
+                let said = lastLine(of: logFile, from: start).map { ": \($0)" } ?? ""
                 throw CommandFailure(message: "the controller \(exit) at once\(said) (log: \(logFile))")
             }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw CommandFailure(
-            message: "the controller (pid \(pid)) did not take the lock within \(Self.detachTimeout); it may still run (log: \(logFile))")
+            message: "the controller (pid \(pid)) did not take the lock within \(detachTimeout); it may still run (log: \(logFile))")
     }
 
     /// The last non-empty line written to the file from `offset` on.
