@@ -15,10 +15,11 @@ public import OrlCore
 /// stored (`SupervisionRecord`), so that a controller started after a crash adopts the
 /// processes that still run instead of starting them twice.
 ///
-/// For now: each agent's ORL_TOKEN is random, made by the controller and kept in the
-/// supervision record (no API checks it yet); secrets are never provided (the vault is
-/// to come), so an agent that asks for one starts without it; ORL_API_URL is a
-/// placeholder until the gateway exists. Store calls block the actor's thread briefly.
+/// Secrets come from the vault, read with the pass's state: an agent whose allowed
+/// secret is not set (or cannot be opened) waits, Pending, until a `secret set` changes
+/// the store. For now: each agent's ORL_TOKEN is random, made by the controller and kept
+/// in the supervision record (no API checks it yet); ORL_API_URL is a placeholder until
+/// the gateway exists. Store calls block the actor's thread briefly.
 public actor Controller {
     public struct Configuration: Sendable {
         /// The state directory, absolute: logs and working directories live in it.
@@ -40,6 +41,8 @@ public actor Controller {
     private let changeMarker: @Sendable () -> Int64?
     private let log: @Sendable (ControllerEvent) -> Void
     private let clock: @Sendable () -> Timestamp
+    /// The vault's master key (`MasterKeySource.load`); read only when secrets exist.
+    private let masterKey: @Sendable () throws(VaultError) -> MasterKey?
 
     private var records: [ResourceID: SupervisionRecord] = [:]
     /// Agents whose recorded process is believed to run.
@@ -57,6 +60,8 @@ public actor Controller {
     private var pendingEvents: [StoreEvent] = []
     /// Agents whose BackOff has been reported, so that it is reported once per exit.
     private var backingOff: Set<ResourceID> = []
+    /// Why each waiting agent waits, as last reported: reported again only when it changes.
+    private var waiting: [ResourceID: String] = [:]
     /// Why the agent's last start failed, until one succeeds: it stays Stalled meanwhile.
     private var startErrors: [ResourceID: String] = [:]
     private var dirty = true
@@ -67,9 +72,11 @@ public actor Controller {
     public init(
         store: any StateStore, runtime: any AgentRuntime, configuration: Configuration,
         changeMarker: @escaping @Sendable () -> Int64? = { nil }, log: @escaping @Sendable (ControllerEvent) -> Void,
-        clock: @escaping @Sendable () -> Timestamp = Controller.systemTime
+        clock: @escaping @Sendable () -> Timestamp = Controller.systemTime,
+        masterKey: @escaping @Sendable () throws(VaultError) -> MasterKey? = { nil }
     ) {
         self.store = store
+        self.masterKey = masterKey
         self.runtime = runtime
         self.configuration = configuration
         self.changeMarker = changeMarker
@@ -158,8 +165,8 @@ public actor Controller {
     }
 
     private func desired() throws(StoreError) -> Desired {
-        let (stored, holds) = try store.read { reader throws(StoreError) in
-            (try reader.resources(kind: nil, namespace: nil), Set(try reader.holds().map(\.agent)))
+        let (stored, holds, sealed) = try store.read { reader throws(StoreError) in
+            (try reader.resources(kind: nil, namespace: nil), Set(try reader.holds().map(\.agent)), try reader.secrets(namespace: nil))
         }
         var read = ReadManifests()
         var result = Desired()
@@ -174,6 +181,8 @@ public actor Controller {
         }
         let (fleet, _) = Fleet.assemble(read.resources, unreadable: read.unreadable)
         let engine = PolicyEngine(fleet)
+        let credentials = CredentialSecrets(fleet)
+        let vault = Vault(sealed: sealed, key: masterKey)
         let context = AgentLaunch.Context(stateDirectory: configuration.stateDirectory, apiURL: configuration.apiURL)
         for id in result.generations.keys {
             guard let agent = fleet[id], let spec = agent.agent else {
@@ -183,7 +192,8 @@ public actor Controller {
             let token = records[id]?.token ?? Self.newToken()
             guard
                 let launch = AgentLaunch.launch(
-                    agent, permissions: engine.permissions(of: id), context: context, token: token, secretValue: { _ in nil })
+                    agent, permissions: engine.permissions(of: id), credentials: credentials, context: context, token: token,
+                    secretValue: vault.value)
             else { continue }
             if records[id] == nil { records[id] = SupervisionRecord(agent: id, token: token) }
             result.intents[id] = AgentIntent(
@@ -239,6 +249,11 @@ public actor Controller {
         } else {
             // Any other decision (a start, too) ends the backoff: the next one is reported.
             backingOff.remove(id)
+        }
+        if let wait = intent?.launch.waiting, decision.action == .none, decision.reason == wait.reason {
+            if waiting.updateValue(wait.message, forKey: id) != wait.message { emit(.waiting, id, message: wait.message) }
+        } else {
+            waiting[id] = nil
         }
         // Not meant to run (removed, held): a failed start no longer matters.
         if intent == nil || intent?.hold != nil { startErrors[id] = nil }

@@ -14,6 +14,8 @@ public struct ControllerEvent: Sendable, Hashable {
         case exited = "Exited"
         case backOff = "BackOff"
         case failedToStart = "FailedToStart"
+        /// Not started until something changes: an allowed secret is missing or unreadable.
+        case waiting = "Waiting"
         case restarting = "Restarting"
         case suspended = "Suspended"
         case halted = "Halted"
@@ -32,6 +34,7 @@ public struct ControllerEvent: Sendable, Hashable {
             case .exited: "exited"
             case .backOff: "backing off"
             case .failedToStart: "error starting"
+            case .waiting: "not starting"
             case .restarting: "restarting"
             case .suspended: "suspending"
             case .halted: "halting"
@@ -55,7 +58,7 @@ public struct ControllerEvent: Sendable, Hashable {
 
         var level: Level {
             switch self {
-            case .exited, .backOff: .warning
+            case .exited, .backOff, .waiting: .warning
             case .failedToStart, .error: .error
             default: .info
             }

@@ -12,6 +12,7 @@ final class InMemoryStateStore: StateStore {
         var statuses: [ResourceID: ResourceStatus] = [:]
         var supervision: [ResourceID: SupervisionRecord] = [:]
         var holds: [ResourceID: UserHold] = [:]
+        var secrets: [SecretID: SealedSecret] = [:]
     }
 
     private let state = Mutex(State())
@@ -75,6 +76,14 @@ final class InMemoryStateStore: StateStore {
         }
 
         func deleteHold(for agent: ResourceID) throws(StoreError) { state.holds[agent] = nil }
+
+        func secrets(namespace: String?) throws(StoreError) -> [SealedSecret] {
+            state.secrets.values.filter { namespace == nil || $0.id.namespace == namespace }.sorted { $0.id < $1.id }
+        }
+
+        func putSecret(_ secret: SealedSecret) throws(StoreError) { state.secrets[secret.id] = secret }
+
+        func deleteSecret(_ id: SecretID) throws(StoreError) { state.secrets[id] = nil }
 
         func put(_ resource: StoredResource) throws(StoreError) { state.resources[resource.id] = resource }
 

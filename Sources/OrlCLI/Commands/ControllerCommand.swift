@@ -78,10 +78,13 @@ struct RunController: AsyncParsableCommand {
         let lock = try ControllerLock.acquire(directory)
         defer { lock.release() }
 
+        // ORL_MASTER_KEY is read once, from the controller's own environment (agents never
+        // see it: theirs is built from scratch); master.key is read when secrets are opened.
+        let keys = MasterKeySource(stateDirectory: directory, environment: ProcessInfo.processInfo.environment)
         let controller = Controller(
             store: store, runtime: ProcessRuntime(), configuration: Controller.Configuration(stateDirectory: directory),
             changeMarker: { try? store.changeMarker() },
-            log: Self.sink(logFormat))
+            log: Self.sink(logFormat), masterKey: { () throws(VaultError) in try keys.load() })
         var sources: [any DispatchSourceSignal] = []
         for signalNumber in [SIGTERM, SIGINT] {
             signal(signalNumber, SIG_IGN)

@@ -154,6 +154,8 @@ public protocol StateReader {
     func allSupervision() throws(StoreError) -> [SupervisionRecord]
     /// Agents suspended by `orlctl suspend`, in namespace and name order.
     func holds() throws(StoreError) -> [UserHold]
+    /// The vault's sealed secrets, in namespace and name order; one namespace's when given.
+    func secrets(namespace: String?) throws(StoreError) -> [SealedSecret]
 }
 
 /// Writing, inside one exclusive transaction.
@@ -176,6 +178,10 @@ public protocol StateWriter: StateReader {
     func putHold(_ hold: UserHold) throws(StoreError)
     /// Resumes the agent; resuming one that is not held does nothing.
     func deleteHold(for agent: ResourceID) throws(StoreError)
+    /// Stores the sealed secret, replacing the one of the same name.
+    func putSecret(_ secret: SealedSecret) throws(StoreError)
+    /// Forgets the secret; forgetting one that is not there does nothing.
+    func deleteSecret(_ id: SecretID) throws(StoreError)
 }
 
 /// The port for the actual state. One writer at a time, across processes: `write` runs
