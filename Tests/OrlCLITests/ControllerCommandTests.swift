@@ -92,10 +92,13 @@ import Testing
 
         /// Starts `orlctl controller` with its standard error in a file.
         @discardableResult
-        func startController(log: String = "controller.log", arguments: [String] = []) throws -> Process {
+        func startController(log: String = "controller.log", arguments: [String] = [], environment: [String: String] = [:]) throws
+            -> Process
+        {
             let process = Process()
             process.executableURL = Orlctl.binary
             process.arguments = ["controller", "--state", state] + arguments
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
             process.currentDirectoryURL = work.url
             let logURL = work.url.appendingPathComponent(log)
             _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
