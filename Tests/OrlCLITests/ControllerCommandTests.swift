@@ -271,6 +271,13 @@ import Testing
         try h.apply([.init(name: "a"), .init(name: "b")])
         let controller = try h.startController()
         let first = try h.waitForAgents(["a", "b"], "after start")
+        // The controller records a process at the end of the pass that started it; a kill
+        // before that write is the (known) window this test is not about.
+        #expect(
+            waitUntil {
+                let listed = (try? h.orlctl(["get", "agents"]).stdout) ?? ""
+                return first.values.allSatisfy { listed.contains("  \($0)  ") }
+            })
 
         kill(controller.processIdentifier, SIGKILL)
         controller.waitUntilExit()
