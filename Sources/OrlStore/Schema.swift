@@ -157,6 +157,24 @@ enum Schema {
                 UPDATE supervision SET token_digest = NULL;
                 """
         ),
+        Migration(
+            summary: "create secrets",
+            sql: """
+                -- The vault: each value sealed with AES-256-GCM under the master key (which
+                -- is never in the database), its namespace/name as associated data. Never
+                -- plain text. Secrets are not resources: no foreign key.
+                CREATE TABLE secrets (
+                    namespace TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    box BLOB NOT NULL,                -- nonce (12 bytes), ciphertext, tag (16 bytes)
+                    key_check TEXT NOT NULL,          -- identifies the master key that sealed it
+                    size INTEGER NOT NULL,            -- the value's length in bytes
+                    updated_at INTEGER NOT NULL,      -- milliseconds since the epoch, UTC
+                    updated_by TEXT NOT NULL,
+                    PRIMARY KEY (namespace, name)
+                );
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

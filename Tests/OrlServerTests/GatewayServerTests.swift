@@ -87,7 +87,8 @@ final class Locked<Value: Sendable>: Sendable {
             let now = self.now
             let exhausted = self.exhausted
             gateway = Gateway(
-                store: store, providerKey: { $0 == "up-key" ? GatewayServerTests.providerKey : nil }, clock: { now.withLock { $0 } },
+                store: store, providerKey: { $0 == SecretID(name: "up-key") ? GatewayServerTests.providerKey : nil },
+                clock: { now.withLock { $0 } },
                 log: { _ in }, onExhausted: { exhausted.withLock { $0 += 1 } })
         }
 

@@ -135,6 +135,13 @@ extension DiagnosticCode {
                 "Allow the secret in a Policy that applies to the agent, or move the credential to the Tool or ModelProvider that needs it."
         ),
         DiagnosticInfo(
+            code: .permSecretReserved, title: "Secret reserved for orl", severities: [.error],
+            summary:
+                "An Agent asks in `spec.secrets` for a vault secret that is a ModelProvider's `apiKeySecret` or a Tool's `credentialSecret`. orl presents those itself (the gateway, the tool call); no agent receives one, whatever its Policies allow.",
+            help:
+                "Remove it from the agent's `spec.secrets`: orl uses it on the agent's behalf (the gateway sends the provider's key upstream; a tool call carries the tool's credential). Give the agent a secret of its own if it needs one."
+        ),
+        DiagnosticInfo(
             code: .permHandoffDenied, title: "Handoff not allowed", severities: [.error],
             summary:
                 "A workflow passes one agent's output to another agent (directly, or through approval gates) but the sender's Policies do not allow handing off to the receiver.",

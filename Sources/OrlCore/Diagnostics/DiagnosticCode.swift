@@ -44,6 +44,8 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static let permToolUndeclared = DiagnosticCode("perm.tool-undeclared")
     public static let permModelDenied = DiagnosticCode("perm.model-denied")
     public static let permSecretDenied = DiagnosticCode("perm.secret-denied")
+    /// An agent asks for a provider's API key or a tool's credential, which only orl uses.
+    public static let permSecretReserved = DiagnosticCode("perm.secret-reserved")
     public static let permHandoffDenied = DiagnosticCode("perm.handoff-denied")
     public static let permApprovalMissing = DiagnosticCode("perm.approval-missing")
     public static let permDataflow = DiagnosticCode("perm.dataflow")

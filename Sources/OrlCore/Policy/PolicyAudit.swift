@@ -12,10 +12,11 @@ public enum PolicyAudit {
         let blindPolicies = Set(fleet.unreadable.filter { $0.kind == ResourceKind.policy.rawValue }.map(\.namespace))
         let blindBudgets = Set(fleet.unreadable.filter { $0.kind == ResourceKind.budget.rawValue }.map(\.namespace))
         var diagnostics: [Diagnostic] = []
+        let credentials = CredentialSecrets(fleet)
         for agent in fleet.resources(of: .agent) {
             let namespace = agent.metadata.namespace
             diagnostics += audit(
-                agent: agent, permissions: engine.permissions(of: agent.id), fleet: fleet,
+                agent: agent, permissions: engine.permissions(of: agent.id), credentials: credentials, fleet: fleet,
                 permissions: !blindPolicies.contains(namespace), budgets: !blindBudgets.contains(namespace))
         }
         for workflow in fleet.resources(of: .workflow) where !blindPolicies.contains(workflow.metadata.namespace) {
@@ -27,7 +28,8 @@ public enum PolicyAudit {
     /// What an agent declares, checked on its own: its model, its secrets, its tools, and
     /// whether any budget caps it.
     private static func audit(
-        agent: Resource, permissions: EffectivePermissions, fleet: Fleet, permissions checkPermissions: Bool, budgets checkBudgets: Bool
+        agent: Resource, permissions: EffectivePermissions, credentials: CredentialSecrets, fleet: Fleet,
+        permissions checkPermissions: Bool, budgets checkBudgets: Bool
     ) -> [Diagnostic] {
         guard let spec = agent.agent else { return [] }
         var diagnostics: [Diagnostic] = []
@@ -50,6 +52,18 @@ public enum PolicyAudit {
                     notes: notes(for: modelDecision, permissions)))
         }
         for (i, secret) in spec.secrets.enumerated() {
+            // Whatever the policies say: the fix is to stop asking, not to allow it.
+            let users = credentials.users(of: SecretID(namespace: namespace, name: secret.name.value))
+            if let user = users.first {
+                diagnostics.append(
+                    .error(
+                        .permSecretReserved,
+                        "agent \"\(name)\" may not read secret \"\(secret.name.value)\": it is \(user.role), which only orl presents",
+                        at: secret.name.location, resource: agent.id,
+                        path: ValuePath([.key("spec"), .key("secrets"), .index(i), .key("name")]),
+                        notes: users.map { .init("\($0.resource) uses it here", at: $0.location) }))
+                continue
+            }
             guard !permissions.permits(.secret, secret.name.value) else { continue }
             let decision = permissions.decide(.secret, secret.name.value)
             diagnostics.append(

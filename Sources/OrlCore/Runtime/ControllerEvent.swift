@@ -12,6 +12,8 @@ public struct ControllerEvent: Sendable, Hashable {
         case exited = "Exited"
         case backOff = "BackOff"
         case failedToStart = "FailedToStart"
+        /// Not started until something changes: an allowed secret is missing or unreadable.
+        case waiting = "Waiting"
         case restarting = "Restarting"
         case suspended = "Suspended"
         case halted = "Halted"
@@ -33,6 +35,7 @@ public struct ControllerEvent: Sendable, Hashable {
             case .exited: "exited"
             case .backOff: "backing off"
             case .failedToStart: "error starting"
+            case .waiting: "not starting"
             case .restarting: "restarting"
             case .suspended: "suspending"
             case .halted: "halting"
@@ -59,7 +62,7 @@ public struct ControllerEvent: Sendable, Hashable {
 
         var level: Level {
             switch self {
-            case .exited, .backOff, .budgetThreshold, .budgetExhausted: .warning
+            case .exited, .backOff, .waiting, .budgetThreshold, .budgetExhausted: .warning
             case .failedToStart, .error: .error
             default: .info
             }

@@ -143,6 +143,8 @@ public protocol StateReader {
     func ledger(_ query: LedgerQuery) throws(StoreError) -> [LedgerEntry]
     /// What each agent's calls cost from `since` on: budgets' spend at start-up.
     func spend(since: Timestamp) throws(StoreError) -> [ResourceID: Charge]
+    /// The vault's sealed secrets, in namespace and name order; one namespace's when given.
+    func secrets(namespace: String?) throws(StoreError) -> [SealedSecret]
 }
 
 /// Writing, inside one exclusive transaction.
@@ -167,6 +169,10 @@ public protocol StateWriter: StateReader {
     func deleteHold(for agent: ResourceID) throws(StoreError)
     /// Records model calls; their numbers are assigned in order.
     func append(_ entries: [LedgerEntry]) throws(StoreError)
+    /// Stores the sealed secret, replacing the one of the same name.
+    func putSecret(_ secret: SealedSecret) throws(StoreError)
+    /// Forgets the secret; forgetting one that is not there does nothing.
+    func deleteSecret(_ id: SecretID) throws(StoreError)
 }
 
 /// The port for the actual state. One writer at a time, across processes: `write` runs
