@@ -23,6 +23,10 @@ public struct ControllerEvent: Sendable, Hashable {
         case adopted = "Adopted"
         case woken = "Woken"
         case logRotated = "LogRotated"
+        /// Something that happened to a workflow run (already in the store's event log,
+        /// under the run): the message starts with its reason, such as `Retrying:`.
+        case run = "Run"
+        case runWarning = "RunWarning"
         case error = "Error"
 
         /// The word a text line starts with.
@@ -41,6 +45,7 @@ public struct ControllerEvent: Sendable, Hashable {
             case .adopted: "adopted"
             case .woken: "woken:"
             case .logRotated: "rotated"
+            case .run, .runWarning: "run"
             case .error: "error"
             }
         }
@@ -48,14 +53,14 @@ public struct ControllerEvent: Sendable, Hashable {
         /// Whether the store's event log keeps it (an agent's lifecycle).
         var isStored: Bool {
             switch self {
-            case .woken, .logRotated, .error, .stopping: false
+            case .woken, .logRotated, .error, .stopping, .run, .runWarning: false
             default: true
             }
         }
 
         var level: Level {
             switch self {
-            case .exited, .backOff: .warning
+            case .exited, .backOff, .runWarning: .warning
             case .failedToStart, .error: .error
             default: .info
             }

@@ -182,6 +182,10 @@ final class Statement {
         if let integer { try bind(index, integer) } else { try check(sqlite3_bind_null(handle, index), binding: index) }
     }
 
+    func bind(_ index: Int32, _ real: Double) throws(StoreError) {
+        try check(sqlite3_bind_double(handle, index, real), binding: index)
+    }
+
     private func check(_ code: Int32, binding index: Int32) throws(StoreError) {
         guard code == SQLITE_OK else { throw database.error(code, intent: "bind parameter \(index) of \(sqlText)") }
     }
@@ -219,6 +223,8 @@ final class Statement {
     func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
 
     func int(_ column: Int32) -> Int { Int(sqlite3_column_int64(handle, column)) }
+
+    func double(_ column: Int32) -> Double { sqlite3_column_double(handle, column) }
 
     func optionalInt64(_ column: Int32) -> Int64? {
         sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : int64(column)
