@@ -40,7 +40,7 @@ extension Access: RunWriter {
     }
 
     private static let stepColumns =
-        "run_id, idx, step, namespace, agent, state, attempt, ready_at, lease_expires_at, deadline, started_at, ended_at, error, decided_by, reason, tokens, cost_usd"
+        "run_id, idx, step, namespace, agent, state, waiting, attempt, ready_at, lease_expires_at, deadline, started_at, ended_at, error, decided_by, reason, tokens, cost_usd"
 
     private static func step(_ row: Statement) throws(StoreError) -> StepRecord {
         guard let run = RunID(row.text(0)), let state = StepState(rawValue: row.text(5)) else {
@@ -50,9 +50,9 @@ extension Access: RunWriter {
         return StepRecord(
             run: run, index: row.int(1), id: row.text(2),
             agent: row.optionalText(4).map { ResourceID(kind: ResourceKind.agent.rawValue, namespace: row.text(3), name: $0) },
-            state: state, attempt: row.int(6), readyAt: time(7), leaseExpiresAt: time(8), deadline: time(9), startedAt: time(10),
-            endedAt: time(11), error: row.optionalText(12), decidedBy: row.optionalText(13), reason: row.optionalText(14),
-            tokens: row.int(15), costUSD: row.double(16))
+            state: state, waitingFor: row.int(6), attempt: row.int(7), readyAt: time(8), leaseExpiresAt: time(9), deadline: time(10),
+            startedAt: time(11), endedAt: time(12), error: row.optionalText(13), decidedBy: row.optionalText(14),
+            reason: row.optionalText(15), tokens: row.int(16), costUSD: row.double(17))
     }
 
     private func rows<R>(
@@ -302,7 +302,7 @@ extension Access: RunWriter {
             try self.run(
                 """
                 INSERT INTO run_steps (\(Self.stepColumns))
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
                 """, intent: "store step \(step.id) of run \(run.id)"
             ) { s throws(StoreError) in
                 try s.bind(1, run.id.rawValue)
@@ -315,20 +315,21 @@ extension Access: RunWriter {
         }
     }
 
-    /// Parameters 6 to 17 of a step row: everything that changes.
+    /// Parameters 6 to 18 of a step row: everything that changes.
     private static func bindState(of step: StepRecord, to s: Statement) throws(StoreError) {
         try s.bind(6, step.state.rawValue)
-        try s.bind(7, step.attempt)
-        try s.bind(8, step.readyAt?.milliseconds)
-        try s.bind(9, step.leaseExpiresAt?.milliseconds)
-        try s.bind(10, step.deadline?.milliseconds)
-        try s.bind(11, step.startedAt?.milliseconds)
-        try s.bind(12, step.endedAt?.milliseconds)
-        try s.bind(13, step.error)
-        try s.bind(14, step.decidedBy)
-        try s.bind(15, step.reason)
-        try s.bind(16, step.tokens)
-        try s.bind(17, step.costUSD)
+        try s.bind(7, step.waitingFor)
+        try s.bind(8, step.attempt)
+        try s.bind(9, step.readyAt?.milliseconds)
+        try s.bind(10, step.leaseExpiresAt?.milliseconds)
+        try s.bind(11, step.deadline?.milliseconds)
+        try s.bind(12, step.startedAt?.milliseconds)
+        try s.bind(13, step.endedAt?.milliseconds)
+        try s.bind(14, step.error)
+        try s.bind(15, step.decidedBy)
+        try s.bind(16, step.reason)
+        try s.bind(17, step.tokens)
+        try s.bind(18, step.costUSD)
     }
 
     func update(_ run: RunRecord) throws(StoreError) {
@@ -344,8 +345,8 @@ extension Access: RunWriter {
     func update(_ step: StepRecord) throws(StoreError) {
         try run(
             """
-            UPDATE run_steps SET state = ?6, attempt = ?7, ready_at = ?8, lease_expires_at = ?9, deadline = ?10, started_at = ?11,
-                ended_at = ?12, error = ?13, decided_by = ?14, reason = ?15, tokens = ?16, cost_usd = ?17
+            UPDATE run_steps SET state = ?6, waiting = ?7, attempt = ?8, ready_at = ?9, lease_expires_at = ?10, deadline = ?11,
+                started_at = ?12, ended_at = ?13, error = ?14, decided_by = ?15, reason = ?16, tokens = ?17, cost_usd = ?18
             WHERE run_id = ?1 AND idx = ?2
             """, intent: "update step \(step.id) of run \(step.run)"
         ) { s throws(StoreError) in

@@ -164,6 +164,7 @@ enum Schema {
                     state TEXT NOT NULL CHECK (state IN (
                         'Pending', 'Ready', 'Running', 'WaitingApproval',
                         'Succeeded', 'Failed', 'DeadLetter', 'Skipped', 'Cancelled')),
+                    waiting INTEGER NOT NULL DEFAULT 0,  -- Pending: dependencies not yet finished
                     attempt INTEGER NOT NULL DEFAULT 0,
                     ready_at INTEGER,                 -- Ready: claimable from
                     lease_expires_at INTEGER,         -- Running: renewed by heartbeats

@@ -8,7 +8,7 @@ struct OrlBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "orl-bench",
         abstract: "Benchmarks for orl (build with -c release).",
-        subcommands: [ValidateBench.self, AuditBench.self, ApplyBench.self, ControllerBench.self]
+        subcommands: [ValidateBench.self, AuditBench.self, ApplyBench.self, ControllerBench.self, RunsBench.self]
     )
 }
 

@@ -49,6 +49,10 @@ final class InMemoryRunStore: RunStore {
                 .sorted { $0.id < $1.id }
         }
 
+        func events(for resource: ResourceID?, limit: Int) throws(StoreError) -> [StoreEvent] {
+            Array(state.events.filter { resource == nil || $0.resource == resource }.reversed().prefix(limit))
+        }
+
         func run(_ id: RunID) throws(StoreError) -> RunRecord? { state.runs[id] }
 
         func runs(namespace: String?, workflow: String?, limit: Int) throws(StoreError) -> [RunRecord] {

@@ -104,7 +104,12 @@ struct RunController: AsyncParsableCommand {
                 Self.rotateLogs(in: directory + "/logs", runtime: runtime, maxBytes: logMaxBytes, keep: logKeep, log: Self.sink(logFormat))
             }
         }
+        // Workflow runs move on a timer of their own, beside the reconcile loop.
+        let runs = Task {
+            await RunsDriver(store: store, changeMarker: { try? store.changeMarker() }, log: Self.sink(logFormat)).run()
+        }
         await controller.run()
+        runs.cancel()
         rotation.cancel()
         for source in sources { source.cancel() }
     }

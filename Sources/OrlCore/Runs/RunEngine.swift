@@ -15,7 +15,7 @@ public enum RunEngine {
     /// The steps of a new run: those that wait for nothing start at once.
     public static func initialSteps(of plan: RunPlan, run: RunID, now: Timestamp) -> [StepRecord] {
         plan.steps.enumerated().map { i, step in
-            let record = StepRecord(run: run, index: i, id: step.id, agent: plan.agent(of: i))
+            let record = StepRecord(run: run, index: i, id: step.id, agent: plan.agent(of: i), waitingFor: step.dependencies.count)
             return step.dependencies.isEmpty ? activate(record, step, now: now) : record
         }
     }
@@ -34,6 +34,15 @@ public enum RunEngine {
             record.deadline = now.adding(timeout)
         }
         return record
+    }
+
+    /// One of a pending step's dependencies finished in a way that lets it run: it
+    /// starts when that was the last one it waited for.
+    public static func dependencyReleased(_ record: StepRecord, _ step: RunPlan.Step, now: Timestamp) -> StepRecord {
+        guard record.state == .pending else { return record }
+        var record = record
+        record.waitingFor = max(0, record.waitingFor - 1)
+        return record.waitingFor == 0 ? activate(record, step, now: now) : record
     }
 
     /// Whether a finished step lets the steps that depend on it run: it succeeded, or

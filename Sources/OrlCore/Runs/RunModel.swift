@@ -106,6 +106,9 @@ public struct StepRecord: Sendable, Hashable {
     /// task of an agent is one indexed lookup.
     public var agent: ResourceID?
     public var state: StepState
+    /// Pending: how many of its dependencies have not finished in a way that lets it
+    /// run. It starts when this reaches 0 (so readiness costs one update per edge).
+    public var waitingFor: Int
     /// Attempts started so far (0 until first claimed).
     public var attempt: Int
     /// When a Ready step may be claimed: at once, or after a retry's backoff.
@@ -127,7 +130,7 @@ public struct StepRecord: Sendable, Hashable {
     public var costUSD: Double
 
     public init(
-        run: RunID, index: Int, id: String, agent: ResourceID?, state: StepState = .pending, attempt: Int = 0,
+        run: RunID, index: Int, id: String, agent: ResourceID?, state: StepState = .pending, waitingFor: Int = 0, attempt: Int = 0,
         readyAt: Timestamp? = nil, leaseExpiresAt: Timestamp? = nil, deadline: Timestamp? = nil, startedAt: Timestamp? = nil,
         endedAt: Timestamp? = nil, error: String? = nil, decidedBy: String? = nil, reason: String? = nil, tokens: Int = 0,
         costUSD: Double = 0
@@ -137,6 +140,7 @@ public struct StepRecord: Sendable, Hashable {
         self.id = id
         self.agent = agent
         self.state = state
+        self.waitingFor = waitingFor
         self.attempt = attempt
         self.readyAt = readyAt
         self.leaseExpiresAt = leaseExpiresAt

@@ -371,19 +371,9 @@ public struct RunOperations: Sendable {
         if RunEngine.releasesDependants(finished, step) {
             for index in step.dependants {
                 guard let dependant = try tx.writer.step(of: run.id, index: index), dependant.state == .pending else { continue }
-                var released = true
-                for dependency in plan.steps[index].dependencies where dependency != finished.index {
-                    guard let record = try tx.writer.step(of: run.id, index: dependency),
-                        RunEngine.releasesDependants(record, plan.steps[dependency])
-                    else {
-                        released = false
-                        break
-                    }
-                }
-                guard released else { continue }
-                let started = RunEngine.activate(dependant, plan.steps[index], now: now)
-                try tx.writer.update(started)
-                if started.state == .waitingApproval { try tx.record(approvalRequested(run, started, plan, now)) }
+                let next = RunEngine.dependencyReleased(dependant, plan.steps[index], now: now)
+                try tx.writer.update(next)
+                if next.state == .waitingApproval { try tx.record(approvalRequested(run, next, plan, now)) }
             }
         }
         if try tx.writer.openStepCount(of: run.id) == 0 {

@@ -5,6 +5,8 @@
 public protocol RunReader {
     func resource(_ id: ResourceID) throws(StoreError) -> StoredResource?
     func resources(kind: ResourceKind?, namespace: String?) throws(StoreError) -> [StoredResource]
+    /// The newest events first; for one subject (a run's is `RunRecord.eventSubject`) when given.
+    func events(for resource: ResourceID?, limit: Int) throws(StoreError) -> [StoreEvent]
 
     func run(_ id: RunID) throws(StoreError) -> RunRecord?
     /// Newest first; nil filters mean any.
