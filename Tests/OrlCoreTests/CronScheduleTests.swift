@@ -145,6 +145,14 @@ func utc(_ text: String) -> Timestamp {
         #expect(RunID("o1jd3k5x2a7qf")?.rawValue == "01jd3k5x2a7qf")
     }
 
+    @Test func durationsReadAsManifestsWriteThem() {
+        #expect(Duration.seconds(60).compactDescription == "1m")
+        #expect(Duration.milliseconds(10_600).compactDescription == "10.6s")
+        #expect(Duration.milliseconds(250).compactDescription == "250ms")
+        #expect(Duration.seconds(108_000).compactDescription == "1d6h")
+        #expect(Duration.seconds(5400).compactDescription == "1h30m")
+    }
+
     @Test func taskIDsRoundTrip() {
         let task = TaskID(run: RunID(time: Timestamp(milliseconds: 5), random: 7), step: "draft", attempt: 2)
         #expect(TaskID(task.description) == task)

@@ -153,7 +153,9 @@ final class InMemoryRunStore: RunStore {
             if let i = state.attempts.firstIndex(where: {
                 $0.run == attempt.run && $0.step == attempt.step && $0.attempt == attempt.attempt
             }) {
-                state.attempts[i] = attempt
+                state.attempts[i].endedAt = attempt.endedAt
+                state.attempts[i].outcome = attempt.outcome
+                state.attempts[i].error = attempt.error
             } else {
                 state.attempts.append(attempt)
             }

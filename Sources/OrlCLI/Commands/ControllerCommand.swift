@@ -104,9 +104,11 @@ struct RunController: AsyncParsableCommand {
                 Self.rotateLogs(in: directory + "/logs", runtime: runtime, maxBytes: logMaxBytes, keep: logKeep, log: Self.sink(logFormat))
             }
         }
-        // Workflow runs move on a timer of their own, beside the reconcile loop.
+        // Workflow runs move on a timer of their own, beside the reconcile loop, on a
+        // connection of their own so that neither waits for the other's statements.
+        let runsStore = try state.openStore()
         let runs = Task {
-            await RunsDriver(store: store, changeMarker: { try? store.changeMarker() }, log: Self.sink(logFormat)).run()
+            await RunsDriver(store: runsStore, changeMarker: { try? runsStore.changeMarker() }, log: Self.sink(logFormat)).run()
         }
         await controller.run()
         runs.cancel()

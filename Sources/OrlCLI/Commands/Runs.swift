@@ -175,7 +175,7 @@ struct RunWorkflow: AsyncParsableCommand {
             }
             if view.run.phase.isTerminal {
                 if print {
-                    let took = RunRenderer.duration(from: view.run.createdAt, to: view.run.endedAt ?? now)
+                    let took = view.run.createdAt.age(at: view.run.endedAt ?? now)
                     writeStandardOutput("run/\(id) \(view.run.phase.rawValue) after \(took)\(view.run.error.map { ": \($0)" } ?? "")\n")
                 }
                 return view.run

@@ -28,7 +28,7 @@ enum RunRenderer {
             rows.append(
                 (allNamespaces ? [run.workflow.namespace] : []) + [
                     run.id.rawValue, run.workflow.name, view.status, "\(view.succeeded)/\(view.steps.count)", run.trigger.name,
-                    run.createdAt.age(at: now), duration(from: run.createdAt, to: run.endedAt ?? now),
+                    run.createdAt.age(at: now), run.createdAt.age(at: run.endedAt ?? now),
                 ])
         }
         return TextTable.render(rows)
@@ -41,7 +41,7 @@ enum RunRenderer {
             rows.append(
                 (allNamespaces ? [view.run.workflow.namespace] : []) + [
                     view.run.id.rawValue, view.run.workflow.name, step.id, step.startedAt.map { $0.age(at: now) } ?? "-",
-                    step.deadline.map { "\(duration(from: now, to: $0)) (\(gate?.onTimeout.rawValue ?? "deny"))" } ?? "-",
+                    step.deadline.map { "\(now.age(at: $0)) (\(gate?.onTimeout.rawValue ?? "deny"))" } ?? "-",
                     gate?.message.map(oneLine) ?? "",
                 ])
         }
@@ -63,7 +63,7 @@ enum RunRenderer {
         case .schedule(let cron, let slot): field("Trigger", "schedule \(Diagnostic.quoted(cron)), slot \(slot.rfc3339Seconds)")
         }
         field("Started", "\(run.createdAt.rfc3339Seconds) (\(run.createdAt.age(at: now)) ago)")
-        field("Ended", run.endedAt.map { "\($0.rfc3339Seconds) (after \(duration(from: run.createdAt, to: $0)))" } ?? "<none>")
+        field("Ended", run.endedAt.map { "\($0.rfc3339Seconds) (after \(run.createdAt.age(at: $0)))" } ?? "<none>")
         if let error = run.error { field("Error", error) }
         let inputs = (try? JSONParser.parse(run.input, file: "<run>"))?.members ?? []
         if inputs.isEmpty {
@@ -186,11 +186,6 @@ enum RunRenderer {
     static func approval(of step: StepRecord, in plan: RunPlan) -> (message: String?, onTimeout: WorkflowSpec.Approval.OnTimeout)? {
         guard case .approval(let message, _, let onTimeout) = plan.steps[step.index].executor else { return nil }
         return (message, onTimeout)
-    }
-
-    /// `3s`, `2m5s`, `1h2m`: an elapsed time, to the second.
-    static func duration(from start: Timestamp, to end: Timestamp) -> String {
-        Duration.milliseconds(max(0, end.milliseconds - start.milliseconds) / 1000 * 1000).compactDescription
     }
 
     static func oneLine(_ text: String) -> String {

@@ -308,11 +308,13 @@ extension Duration {
         components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
     }
 
-    /// `1h30m`, `45s`, `250ms`: as manifests write durations.
+    /// `1h30m`, `45s`, `10.6s`, `250ms`: as manifests write durations (tenths of a
+    /// second under a minute).
     public var compactDescription: String {
         var ms = wholeMilliseconds
         if ms == 0 { return "0s" }
-        if ms % 1000 != 0 && ms < 60_000 { return "\(ms)ms" }
+        if ms < 1000 { return "\(ms)ms" }
+        if ms % 1000 >= 100 && ms < 60_000 { return "\(ms / 1000).\(ms % 1000 / 100)s" }
         ms /= 1000
         var out = ""
         for (unit, seconds) in [("d", Int64(86400)), ("h", 3600), ("m", 60), ("s", 1)] where ms >= seconds {

@@ -86,7 +86,15 @@ public struct RunOperations: Sendable {
     /// in any run, or nil when there is none. The step becomes Running, leased to the
     /// agent for one heartbeat timeout.
     public func claim(agent: ResourceID, now: Timestamp) throws(RunError) -> RunTask? {
-        try write { tx throws(StoreError) -> Result<RunTask?, RunError> in
+        // Agents poll: most polls find nothing, and finding nothing needs no write lock.
+        let any: Bool
+        do {
+            any = try store.readRuns { reader throws(StoreError) in try reader.nextClaimable(agent: agent, at: now) != nil }
+        } catch {
+            throw RunError(error)
+        }
+        guard any else { return nil }
+        return try write { tx throws(StoreError) -> Result<RunTask?, RunError> in
             guard let ready = try tx.writer.nextClaimable(agent: agent, at: now), let run = try tx.writer.run(ready.run) else {
                 return .success(nil)
             }
@@ -94,7 +102,7 @@ public struct RunOperations: Sendable {
             let record = RunEngine.claim(ready, plan.steps[ready.index], now: now)
             try tx.writer.update(record)
             try tx.writer.put(AttemptRecord(run: run.id, step: record.id, attempt: record.attempt, agent: agent, startedAt: now))
-            return .success(try RunTask.make(record, run: run, plan: plan, from: tx.writer))
+            return .success(try RunTask.make(record, agent: agent, run: run, plan: plan, from: tx.writer))
         }
     }
 

@@ -46,7 +46,8 @@ public protocol RunWriter: RunReader {
     func update(_ step: StepRecord) throws(StoreError)
     /// Appends a version of the value (its `version` is ignored); returns the version.
     @discardableResult func put(_ value: BlackboardValue) throws(StoreError) -> Int
-    /// Stores the attempt, replacing the record of the same run, step and attempt.
+    /// Stores the attempt; for one already stored (same run, step and attempt), its end,
+    /// outcome and error (when it started stays as first stored).
     func put(_ attempt: AttemptRecord) throws(StoreError)
     func put(_ slot: CronSlotRecord) throws(StoreError)
 }

@@ -51,7 +51,9 @@ public struct RunTask: Sendable {
     }
 
     /// Builds the task of a step just claimed, reading its inputs from the blackboard.
-    static func make(_ record: StepRecord, run: RunRecord, plan: RunPlan, from reader: any RunReader) throws(StoreError) -> RunTask {
+    static func make(
+        _ record: StepRecord, agent: ResourceID, run: RunRecord, plan: RunPlan, from reader: any RunReader
+    ) throws(StoreError) -> RunTask {
         let step = plan.steps[record.index]
         let runInput = parse(run.input) ?? .object([])
         var outputs: [Int: Node?] = [:]
@@ -80,7 +82,7 @@ public struct RunTask: Sendable {
             dependencies.append((plan.steps[dependency].id, try output(dependency).map(JSONValue.init) ?? .null))
         }
         return RunTask(
-            id: record.task, workflow: plan.workflow, agent: record.agent ?? plan.workflow, attempts: step.attempts,
+            id: record.task, workflow: plan.workflow, agent: agent, attempts: step.attempts,
             idempotencyKey: record.idempotencyKey, prompt: step.prompt, tools: step.tools, maxTokens: step.maxTokens, runInput: runInput,
             inputs: .object(inputs), dependencies: .object(dependencies), dataClasses: step.dataClasses,
             leaseExpiresAt: record.leaseExpiresAt ?? record.deadline ?? Timestamp(milliseconds: 0),
