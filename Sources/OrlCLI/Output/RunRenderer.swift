@@ -110,14 +110,7 @@ enum RunRenderer {
             }
             out += TextTable.render(rows, indent: 2)
         }
-        if view.events.isEmpty {
-            out += "Events:             <none>\n"
-        } else {
-            out += "Events:\n"
-            var rows = [["TYPE", "REASON", "AGE", "MESSAGE"]]
-            for event in view.events { rows.append([event.kind.rawValue, event.reason, event.time.age(at: now), event.message]) }
-            out += TextTable.render(rows, indent: 2)
-        }
+        out += ResourceRenderer.eventsSection(view.events, now: now)
         return out
     }
 
