@@ -106,6 +106,7 @@ let package = Package(
         ),
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
-            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore"], exclude: ["Golden"], swiftSettings: strictness),
+            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlController"], exclude: ["Golden"],
+            swiftSettings: strictness),
     ]
 )

@@ -15,7 +15,7 @@ final class Access: StateWriter {
     /// statements outside any transaction, nor on a connection another thread now holds.
     func close() { database = nil }
 
-    fileprivate func connection(writing: Bool = false) throws(StoreError) -> Database {
+    func connection(writing: Bool = false) throws(StoreError) -> Database {
         guard let database else {
             throw StoreError("the state store was used after its read or write ended; use the reader only inside the body")
         }

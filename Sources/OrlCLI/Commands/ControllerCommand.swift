@@ -136,7 +136,14 @@ struct RunController: AsyncParsableCommand {
                 Self.rotateLogs(in: directory + "/logs", runtime: runtime, maxBytes: logMaxBytes, keep: logKeep, log: Self.sink(logFormat))
             }
         }
+        // Workflow runs move on a timer of their own, beside the reconcile loop, on a
+        // connection of their own so that neither waits for the other's statements.
+        let runsStore = try state.openStore()
+        let runs = Task {
+            await RunsDriver(store: runsStore, changeMarker: { try? runsStore.changeMarker() }, log: Self.sink(logFormat)).run()
+        }
         await controller.run()
+        runs.cancel()
         rotation.cancel()
         // After the agents stopped: their last calls are settled and written.
         server.cancel()

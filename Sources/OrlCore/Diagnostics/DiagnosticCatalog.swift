@@ -113,6 +113,13 @@ extension DiagnosticCode {
                 "A step reads the output of a step that does not always finish before it (not among its transitive `dependsOn`), or its own.",
             help: "Add the step to `dependsOn`, directly or through another step."),
         DiagnosticInfo(
+            code: .triggerCronInvalid, title: "Invalid cron expression", severities: [.error],
+            summary:
+                "A `schedule` trigger's `cron` is not a five-field cron expression (`minute hour day-of-month month day-of-week`, UTC) that orl can read: a value out of range, an unknown name, a backwards range, or a date that never comes (`0 0 30 2 *`).",
+            help:
+                "Fix the field the message names. Fields take `*`, numbers, ranges `a-b`, lists `a,b`, steps `*/n`, and names `jan`-`dec`, `sun`-`sat`."
+        ),
+        DiagnosticInfo(
             code: .permToolDenied, title: "Tool not allowed", severities: [.error],
             summary:
                 "An Agent declares a tool in `spec.tools`, or a workflow step uses one, that the agent's Policies do not allow: a Policy denies it, or none allows it (nothing is allowed by default). Notes point at the denying rules or name the Policies that apply.",

@@ -39,6 +39,10 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     /// A step reads the output of a step that does not always finish before it.
     public static let dagInputNotUpstream = DiagnosticCode("dag.input-not-upstream")
 
+    // Triggers.
+    /// A schedule trigger's cron expression does not parse, or never fires.
+    public static let triggerCronInvalid = DiagnosticCode("trigger.cron-invalid")
+
     // The permission audit: workflows checked against the policies before anything runs.
     public static let permToolDenied = DiagnosticCode("perm.tool-denied")
     public static let permToolUndeclared = DiagnosticCode("perm.tool-undeclared")
