@@ -43,6 +43,8 @@ struct child_args {
     char *const *envp;
     const char *directory;
     const char *log_path;
+    /// When log_path is NULL: the descriptors to install as 0, 1 and 2.
+    const int *stdio;
     const orl_spawn_limits *limits;
     int report_fd;
     /// Upper bound for the close() loop when close_range is not available.
@@ -105,22 +107,35 @@ static void child(const struct child_args *args) {
 
     if (chdir(args->directory) < 0) report_and_exit(report_fd, ORL_SPAWN_CHDIR);
 
-    // O_APPEND: every write lands at the end even after the log is truncated by
-    // rotation (without it, writes would continue at the old offset, leaving a hole).
-    // O_NOCTTY: a session leader opening a terminal would otherwise acquire it.
-    int log_fd = open(args->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
-    if (log_fd < 0) report_and_exit(report_fd, ORL_SPAWN_OPEN_LOG);
-    log_fd = above_stdio(log_fd);
-    if (log_fd < 0) report_and_exit(report_fd, ORL_SPAWN_DUP);
+    int in_fd, out_fd, err_fd;
+    if (args->log_path != NULL) {
+        // O_APPEND: every write lands at the end even after the log is truncated by
+        // rotation (without it, writes would continue at the old offset, leaving a hole).
+        // O_NOCTTY: a session leader opening a terminal would otherwise acquire it.
+        int log_fd = open(args->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+        if (log_fd < 0) report_and_exit(report_fd, ORL_SPAWN_OPEN_LOG);
+        log_fd = above_stdio(log_fd);
+        if (log_fd < 0) report_and_exit(report_fd, ORL_SPAWN_DUP);
 
-    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (null_fd < 0) report_and_exit(report_fd, ORL_SPAWN_OPEN_DEVNULL);
-    null_fd = above_stdio(null_fd);
-    if (null_fd < 0) report_and_exit(report_fd, ORL_SPAWN_DUP);
+        int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (null_fd < 0) report_and_exit(report_fd, ORL_SPAWN_OPEN_DEVNULL);
+        null_fd = above_stdio(null_fd);
+        if (null_fd < 0) report_and_exit(report_fd, ORL_SPAWN_DUP);
+        in_fd = null_fd;
+        out_fd = log_fd;
+        err_fd = log_fd;
+    } else {
+        // The caller's pipes, moved out of 0..2 first so that installing one cannot
+        // overwrite another.
+        in_fd = above_stdio(args->stdio[0]);
+        out_fd = above_stdio(args->stdio[1]);
+        err_fd = above_stdio(args->stdio[2]);
+        if (in_fd < 0 || out_fd < 0 || err_fd < 0) report_and_exit(report_fd, ORL_SPAWN_DUP);
+    }
 
     // dup2 onto a different descriptor clears close-on-exec on the copy: these three
-    // are the only descriptors the agent gets.
-    if (dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0) report_and_exit(report_fd, ORL_SPAWN_DUP);
+    // are the only descriptors the program gets.
+    if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) report_and_exit(report_fd, ORL_SPAWN_DUP);
 
     // Everything else the controller has open (its database, sockets, other agents'
     // logs: descriptors other threads opened without O_CLOEXEC, or between our pipe2
@@ -152,8 +167,8 @@ static void child(const struct child_args *args) {
     report_and_exit(report_fd, ORL_SPAWN_EXEC);
 }
 
-int orl_spawn(
-    const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path,
+static int spawn(
+    const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path, const int *stdio,
     const orl_spawn_limits *limits, pid_t *pid_out, orl_spawn_step *step_out) {
     *step_out = ORL_SPAWN_OK;
 
@@ -177,6 +192,7 @@ int orl_spawn(
         .envp = envp,
         .directory = directory,
         .log_path = log_path,
+        .stdio = stdio,
         .limits = limits,
         .report_fd = report[1],
         .max_fd = max_fd,
@@ -227,6 +243,20 @@ int orl_spawn(
     *step_out = ORL_SPAWN_FORK;
     return count < 0 ? read_error : EIO;
 }
+
+int orl_spawn(
+    const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path,
+    const orl_spawn_limits *limits, pid_t *pid_out, orl_spawn_step *step_out) {
+    return spawn(path, argv, envp, directory, log_path, NULL, limits, pid_out, step_out);
+}
+
+int orl_spawn_stdio(
+    const char *path, char *const argv[], char *const envp[], const char *directory, const int stdio[3],
+    const orl_spawn_limits *limits, pid_t *pid_out, orl_spawn_step *step_out) {
+    return spawn(path, argv, envp, directory, NULL, stdio, limits, pid_out, step_out);
+}
+
+int orl_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 const char *orl_spawn_step_description(orl_spawn_step step) {
     switch (step) {

@@ -29,11 +29,14 @@ public actor RunsDriver {
     /// How often the workflows are read again even when nothing seems to have changed.
     static let rereadInterval: Int64 = 30_000
 
+    /// `onReady` is told the agents a sweep or a cron run gave a Ready step (what wakes
+    /// their long polls).
     public init(
         store: any RunStore, interval: Duration = .milliseconds(500), changeMarker: @escaping @Sendable () -> Int64? = { nil },
-        log: @escaping @Sendable (ControllerEvent) -> Void, clock: @escaping @Sendable () -> Timestamp = Controller.systemTime
+        log: @escaping @Sendable (ControllerEvent) -> Void, clock: @escaping @Sendable () -> Timestamp = Controller.systemTime,
+        onReady: (@Sendable (Set<ResourceID>) -> Void)? = nil
     ) {
-        self.operations = RunOperations(store: store)
+        self.operations = RunOperations(store: store, onReady: onReady)
         self.interval = interval
         self.changeMarker = changeMarker
         self.log = log

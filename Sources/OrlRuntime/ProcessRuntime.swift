@@ -17,9 +17,7 @@ import Synchronization
 /// Linux only: it relies on /proc, `close_range` and process-group semantics.
 public final class ProcessRuntime: AgentRuntime {
     /// Where a bare command name is looked up when the agent's environment has no PATH.
-    /// Fixed, and never the controller's PATH: what an agent runs must not depend on
-    /// how the controller was started.
-    public static let defaultSearchPath = "/usr/local/bin:/usr/bin:/bin"
+    public static let defaultSearchPath = ProcessSpec.defaultSearchPath
 
     /// How long `stop` waits for the group to disappear after SIGKILL before giving
     /// up (a process in uninterruptible sleep, such as on a hung NFS mount, can outlast
@@ -126,17 +124,24 @@ public final class ProcessRuntime: AgentRuntime {
     /// name is searched in the PATH of the agent's own environment, as execvp would in
     /// the agent, or else in `defaultSearchPath`.
     private func resolveCommand(_ spec: ProcessSpec, _ failure: (String) -> RuntimeError) throws(RuntimeError) -> String {
-        let command = spec.command
-        if command.hasPrefix("/") { return command }
-        if command.contains("/") { return join(spec.workingDirectory, command) }
+        try Self.resolve(
+            spec.command, path: spec.environment.first(where: { $0.name == "PATH" })?.value, workingDirectory: spec.workingDirectory,
+            failure)
+    }
 
-        let agentPath = spec.environment.first(where: { $0.name == "PATH" })?.value
+    /// `command` as execvp would find it from `workingDirectory` with `agentPath` as PATH.
+    static func resolve(
+        _ command: String, path agentPath: String?, workingDirectory: String, _ failure: (String) -> RuntimeError
+    ) throws(RuntimeError) -> String {
+        if command.hasPrefix("/") { return command }
+        if command.contains("/") { return join(workingDirectory, command) }
+
         let searchPath = agentPath ?? Self.defaultSearchPath
         var deniedAt: String?
         for entry in searchPath.split(separator: ":", omittingEmptySubsequences: false) {
             // An empty entry means the current directory (POSIX), here the agent's.
             let directory =
-                entry.isEmpty ? spec.workingDirectory : entry.hasPrefix("/") ? String(entry) : join(spec.workingDirectory, String(entry))
+                entry.isEmpty ? workingDirectory : entry.hasPrefix("/") ? String(entry) : join(workingDirectory, String(entry))
             let candidate = join(directory, command)
             var info = stat()
             guard stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { continue }
@@ -315,7 +320,7 @@ public final class ProcessRuntime: AgentRuntime {
 
 /// NUL-terminated C strings for execve, copied once before the fork (the child must
 /// not allocate), freed when this goes away.
-private final class CStringArray {
+final class CStringArray {
     let pointers: [UnsafeMutablePointer<CChar>?]
     init(_ strings: [String]) { pointers = strings.map { strdup($0) } + [nil] }
     var isComplete: Bool { !pointers.dropLast().contains(nil) }

@@ -3,10 +3,13 @@ import Logging
 import NIOCore
 public import OrlCore
 
-/// The controller's HTTP API on loopback: the gateway under `/v1`. Agents find it in
-/// ORL_API_URL (and OPENAI_BASE_URL, which is its `/v1`).
+/// The controller's HTTP API on loopback: the gateway under `/v1`, and the agents' task
+/// and tool calls beside it (`AgentAPI`). Agents find it in ORL_API_URL (and
+/// OPENAI_BASE_URL, which is its `/v1`).
 public struct APIServer: Sendable {
     public let gateway: Gateway
+    /// Tasks and tools; nil serves the gateway alone.
+    public let agents: AgentAPI?
     public let host: String
     public let port: Int
     /// The operator's credential (`<state>/controller.token`) for `/orl/v1`, which agents
@@ -14,8 +17,9 @@ public struct APIServer: Sendable {
     public let adminToken: String?
 
     /// `port` 0 lets the system choose one.
-    public init(gateway: Gateway, host: String = "127.0.0.1", port: Int, adminToken: String? = nil) {
+    public init(gateway: Gateway, agents: AgentAPI? = nil, host: String = "127.0.0.1", port: Int, adminToken: String? = nil) {
         self.gateway = gateway
+        self.agents = agents
         self.host = host
         self.port = port
         self.adminToken = adminToken
@@ -27,6 +31,7 @@ public struct APIServer: Sendable {
         let router = Router()
         router.get("/v1/models") { [gateway] request, _ in gateway.models(request) }
         router.post("/v1/chat/completions") { [gateway] request, _ in await gateway.chatCompletions(request) }
+        agents?.register(router)
         if let adminToken {
             router.get("/orl/v1/budgets") { [gateway] request, _ in
                 guard request.headers[.authorization] == "Bearer \(adminToken)" else {
@@ -46,6 +51,7 @@ public struct APIServer: Sendable {
             }, logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await gateway.run() }
+            if let agents { group.addTask { await agents.run() } }
             group.addTask { try await app.run() }
             try await group.next()
             group.cancelAll()

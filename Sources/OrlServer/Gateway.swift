@@ -26,6 +26,8 @@ public final class Gateway: ModelGateway {
     struct State {
         var table = GatewayTable()
         var meter = BudgetMeter()
+        /// The tasks agents hold, as the agents' API saw them: what calls are attributed to.
+        var tasks = TasksInFlight()
         var restored = false
         var pendingEntries: [LedgerEntry] = []
         var pendingEvents: [StoreEvent] = []
@@ -137,6 +139,36 @@ public final class Gateway: ModelGateway {
             }
             log(ControllerEvent(time: clock(), reason: .error, message: "writing the ledger: \(error.description)"))
         }
+    }
+
+    /// Logs the event and queues it for the store with the next ledger write (for events
+    /// that are part of a resource's life, such as a refused tool call).
+    func note(_ event: ControllerEvent) {
+        if let stored = event.storeEvent { state.withLock { $0.pendingEvents.append(stored) } }
+        log(event)
+    }
+
+    // MARK: Tasks in flight
+
+    /// The agent holds the task until `lease` (the agents' API saw it claimed or renewed).
+    func hold(_ task: TaskID, agent: ResourceID, until lease: Timestamp) {
+        state.withLock { $0.tasks.hold(task, agent: agent, until: lease) }
+    }
+
+    /// The agent answered the task, or was told it is no longer its.
+    func release(_ task: TaskID, agent: ResourceID) {
+        state.withLock { $0.tasks.release(task, agent: agent) }
+    }
+
+    /// What the store says is in flight (at the API's start), and forgetting old leases.
+    func resetTasks(_ running: [StepRecord]) { state.withLock { $0.tasks = TasksInFlight(running) } }
+    func pruneTasks(at now: Timestamp) { state.withLock { $0.tasks.prune(at: now) } }
+
+    /// The task a call serves: the one the agent names with x-orl-run and x-orl-step, or
+    /// its only task in flight; nil when it serves none (or names one it does not hold).
+    func serving(_ agent: ResourceID, run: String?, step: String?, now: Timestamp) -> TaskID? {
+        let held = state.withLock { $0.tasks.tasks(of: agent, at: now) }
+        return try? TaskServing.choose(held, agent: agent, run: run, step: step).get()
     }
 
     func record(_ entry: LedgerEntry, notices: [BudgetMeter.Notice]) {

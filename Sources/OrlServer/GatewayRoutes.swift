@@ -66,10 +66,12 @@ extension Gateway {
             refused(refusal, agent: caller.agent, now: now)
             return Self.error(.budgetExceeded(refusal.message), requestID: requestID)
         }
+        let task = serving(
+            caller.agent, run: request.headers[values: Self.runHeader].first, step: request.headers[values: Self.stepHeader].first, now: now
+        )
         let call = Call(
             gateway: self, agent: caller.agent, route: route, reservation: reservation, requestID: requestID, started: started,
-            run: request.headers[values: HTTPField.Name("x-orl-run")!].first,
-            step: request.headers[values: HTTPField.Name("x-orl-step")!].first)
+            run: task?.run.rawValue, step: task?.step)
 
         switch route.spec.apiStyle {
         case .simulated:
@@ -199,7 +201,12 @@ extension Gateway {
 
     // MARK: Helpers
 
-    private func authenticate(_ request: Request) throws(GatewayError) -> GatewayTable.Caller {
+    /// The headers with which an agent names the task a call serves.
+    static let runHeader = HTTPField.Name("x-orl-run")!
+    static let stepHeader = HTTPField.Name("x-orl-step")!
+
+    /// The calling agent, by its token: the gateway's, the tasks' and the tools' one check.
+    func authenticate(_ request: Request) throws(GatewayError) -> GatewayTable.Caller {
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
             throw .unauthenticated(
                 "no API key: send the agent's ORL_TOKEN as a bearer token (it is OPENAI_API_KEY in the agent's environment)")

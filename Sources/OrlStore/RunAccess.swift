@@ -40,7 +40,7 @@ extension Access: RunWriter {
     }
 
     private static let stepColumns =
-        "run_id, idx, step, namespace, agent, state, waiting, attempt, ready_at, lease_expires_at, deadline, started_at, ended_at, error, decided_by, reason, tokens, cost_usd"
+        "run_id, idx, step, namespace, agent, state, waiting, attempt, ready_at, lease_expires_at, deadline, started_at, ended_at, error, decided_by, reason"
 
     private static func step(_ row: Statement) throws(StoreError) -> StepRecord {
         guard let run = RunID(row.text(0)), let state = StepState(rawValue: row.text(5)) else {
@@ -52,7 +52,7 @@ extension Access: RunWriter {
             agent: row.optionalText(4).map { ResourceID(kind: ResourceKind.agent.rawValue, namespace: row.text(3), name: $0) },
             state: state, waitingFor: row.int(6), attempt: row.int(7), readyAt: time(8), leaseExpiresAt: time(9), deadline: time(10),
             startedAt: time(11), endedAt: time(12), error: row.optionalText(13), decidedBy: row.optionalText(14),
-            reason: row.optionalText(15), tokens: row.int(16), costUSD: row.double(17))
+            reason: row.optionalText(15))
     }
 
     private func rows<R>(
@@ -154,6 +154,22 @@ extension Access: RunWriter {
         } _: { s throws(StoreError) in
             try Self.step(s)
         }.first
+    }
+
+    func runningSteps(agent: ResourceID?) throws(StoreError) -> [StepRecord] {
+        try rows(
+            """
+            SELECT \(Self.stepColumns) FROM run_steps
+            WHERE state = 'Running'\(agent == nil ? "" : " AND namespace = ?1 AND agent = ?2") ORDER BY run_id, idx
+            """, intent: "find the tasks in flight"
+        ) { s throws(StoreError) in
+            if let agent {
+                try s.bind(1, agent.namespace)
+                try s.bind(2, agent.name)
+            }
+        } _: { s throws(StoreError) in
+            try Self.step(s)
+        }
     }
 
     func dueSteps(at now: Timestamp, limit: Int) throws(StoreError) -> [StepRecord] {
@@ -266,6 +282,21 @@ extension Access: RunWriter {
         }.first
     }
 
+    func spend(of run: RunID) throws(StoreError) -> [String: Charge] {
+        var spend: [String: Charge] = [:]
+        for (step, charge) in try rows(
+            """
+            SELECT step, total(usd), total(prompt_tokens + completion_tokens) FROM ledger
+            WHERE run = ?1 AND step IS NOT NULL GROUP BY step
+            """, intent: "sum the spend of run \(run)",
+            bind: { s throws(StoreError) in try s.bind(1, run.rawValue) },
+            { s throws(StoreError) in (s.text(0), Charge(usd: s.double(1), tokens: Int(s.double(2)))) })
+        {
+            spend[step] = charge
+        }
+        return spend
+    }
+
     // MARK: Writing
 
     private func run(_ sql: String, intent: String, bind: (Statement) throws(StoreError) -> Void) throws(StoreError) {
@@ -302,7 +333,7 @@ extension Access: RunWriter {
             try self.run(
                 """
                 INSERT INTO run_steps (\(Self.stepColumns))
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
                 """, intent: "store step \(step.id) of run \(run.id)"
             ) { s throws(StoreError) in
                 try s.bind(1, run.id.rawValue)
@@ -315,7 +346,7 @@ extension Access: RunWriter {
         }
     }
 
-    /// Parameters 6 to 18 of a step row: everything that changes.
+    /// Parameters 6 to 16 of a step row: everything that changes.
     private static func bindState(of step: StepRecord, to s: Statement) throws(StoreError) {
         try s.bind(6, step.state.rawValue)
         try s.bind(7, step.waitingFor)
@@ -328,8 +359,6 @@ extension Access: RunWriter {
         try s.bind(14, step.error)
         try s.bind(15, step.decidedBy)
         try s.bind(16, step.reason)
-        try s.bind(17, step.tokens)
-        try s.bind(18, step.costUSD)
     }
 
     func update(_ run: RunRecord) throws(StoreError) {
@@ -346,7 +375,7 @@ extension Access: RunWriter {
         try run(
             """
             UPDATE run_steps SET state = ?6, waiting = ?7, attempt = ?8, ready_at = ?9, lease_expires_at = ?10, deadline = ?11,
-                started_at = ?12, ended_at = ?13, error = ?14, decided_by = ?15, reason = ?16, tokens = ?17, cost_usd = ?18
+                started_at = ?12, ended_at = ?13, error = ?14, decided_by = ?15, reason = ?16
             WHERE run_id = ?1 AND idx = ?2
             """, intent: "update step \(step.id) of run \(step.run)"
         ) { s throws(StoreError) in

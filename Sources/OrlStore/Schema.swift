@@ -276,6 +276,16 @@ enum Schema {
                 ) WITHOUT ROWID;
                 """
         ),
+        Migration(
+            summary: "sum a run's spend per step from the ledger",
+            sql: """
+                -- describe run sums the ledger's rows of the run per step: the ledger is the
+                -- one record of spend, so the steps keep no copy of it.
+                CREATE INDEX ledger_by_run ON ledger (run, step) WHERE run IS NOT NULL;
+                ALTER TABLE run_steps DROP COLUMN tokens;
+                ALTER TABLE run_steps DROP COLUMN cost_usd;
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

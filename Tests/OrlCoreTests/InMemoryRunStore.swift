@@ -81,6 +81,12 @@ final class InMemoryRunStore: RunStore {
                 .min { ($0.readyAt!, $0.run, $0.index) < ($1.readyAt!, $1.run, $1.index) }
         }
 
+        func runningSteps(agent: ResourceID?) throws(StoreError) -> [StepRecord] {
+            allSteps.filter { $0.state == .running && (agent == nil || $0.agent == agent) }.sorted {
+                ($0.run, $0.index) < ($1.run, $1.index)
+            }
+        }
+
         func dueSteps(at now: Timestamp, limit: Int) throws(StoreError) -> [StepRecord] {
             Array(
                 allSteps.filter { step in
@@ -119,6 +125,10 @@ final class InMemoryRunStore: RunStore {
         }
 
         func cronSlot(workflow: ResourceID, cron: String) throws(StoreError) -> CronSlotRecord? { state.slots["\(workflow) \(cron)"] }
+
+        func spend(of run: RunID) throws(StoreError) -> [String: Charge] { [:] }
+
+        func status(for resource: ResourceID) throws(StoreError) -> ResourceStatus? { nil }
 
         func append(_ event: StoreEvent) throws(StoreError) {
             var event = event

@@ -45,7 +45,7 @@ import Testing
         let env = launch.process(token: "orl-token-1").environment.map { "\($0.name)=\($0.value)" }
         #expect(
             env == [
-                "LOG_LEVEL=debug", "SEARCH_KEY=s3cr3t", "ORL_AGENT=researcher", "ORL_NAMESPACE=default",
+                "LOG_LEVEL=debug", "SEARCH_KEY=s3cr3t", "ORL_AGENT=researcher", "ORL_NAMESPACE=default", "ORL_MODEL=sim/small",
                 "ORL_API_URL=http://127.0.0.1:7420", "OPENAI_BASE_URL=http://127.0.0.1:7420/v1",
                 "ORL_TOKEN=orl-token-1", "OPENAI_API_KEY=orl-token-1",
             ])

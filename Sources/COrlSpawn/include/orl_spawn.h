@@ -49,6 +49,16 @@ int orl_spawn(
     const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path,
     const orl_spawn_limits *limits, pid_t *pid_out, orl_spawn_step *step_out);
 
+/// As orl_spawn, but with `stdio[0]`, `stdio[1]` and `stdio[2]` (the caller's pipes,
+/// say) as the child's standard input, output and error instead of /dev/null and a log.
+/// The caller closes its copies of the child's ends after the call.
+int orl_spawn_stdio(
+    const char *path, char *const argv[], char *const envp[], const char *directory, const int stdio[3],
+    const orl_spawn_limits *limits, pid_t *pid_out, orl_spawn_step *step_out);
+
+/// pipe2(fds, O_CLOEXEC), which Swift's Glibc module does not show (a GNU extension).
+int orl_pipe_cloexec(int fds[2]);
+
 /// What a step was doing, for error messages ("open the log file").
 const char *orl_spawn_step_description(orl_spawn_step step);
 

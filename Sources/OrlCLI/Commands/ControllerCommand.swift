@@ -102,13 +102,21 @@ struct RunController: AsyncParsableCommand {
         // ORL_MASTER_KEY is read once, from the controller's own environment (agents never
         // see it: theirs is built from scratch); master.key is read when secrets are opened.
         let keys = MasterKeySource(stateDirectory: directory, environment: ProcessInfo.processInfo.environment)
-        let providerKeys = SecretCache(vault: StateVault(store: store, keys: keys), changeMarker: { try? store.changeMarker() })
+        let secrets = SecretCache(vault: StateVault(store: store, keys: keys), changeMarker: { try? store.changeMarker() })
         let log = Self.sink(logFormat)
         let gateway = Gateway(
-            store: store, providerKey: { providerKeys.value(of: $0) }, clock: Controller.systemTime, log: log,
+            store: store, providerKey: { secrets.value(of: $0) }, clock: Controller.systemTime, log: log,
             // The controller's own wake-up call, as orlctl apply sends it: halts come at once.
             onExhausted: { _ = kill(getpid(), SIGUSR1) })
-        let (url, server) = try await serve(gateway, directory: directory, log: log)
+        // The agents' task and tool calls, on a connection of their own (SQLite calls
+        // block): a poll waits for its agent's next Ready step, which the API's own
+        // answers, the runs driver's sweeps and other processes' writes announce.
+        let waiters = TaskWaiters()
+        let apiStore = try state.openStore()
+        let agents = AgentAPI(
+            gateway: gateway, store: apiStore, waiters: waiters, commands: ProcessRuntime(), secret: { secrets.value(of: $0) },
+            changeMarker: { try? apiStore.changeMarker() }, configuration: AgentAPI.Configuration(stateDirectory: directory))
+        let (url, server) = try await serve(gateway, agents: agents, directory: directory, log: log)
         var configuration = Controller.Configuration(stateDirectory: directory)
         configuration.apiURL = url
         let controller = Controller(
@@ -140,7 +148,10 @@ struct RunController: AsyncParsableCommand {
         // connection of their own so that neither waits for the other's statements.
         let runsStore = try state.openStore()
         let runs = Task {
-            await RunsDriver(store: runsStore, changeMarker: { try? runsStore.changeMarker() }, log: Self.sink(logFormat)).run()
+            await RunsDriver(
+                store: runsStore, changeMarker: { try? runsStore.changeMarker() }, log: Self.sink(logFormat),
+                onReady: { waiters.notify($0) }
+            ).run()
         }
         await controller.run()
         runs.cancel()
@@ -168,7 +179,7 @@ struct RunController: AsyncParsableCommand {
     /// Starts the API: on --listen, else on the previous run's port (adopted agents know
     /// only that one), else on any free port.
     private func serve(
-        _ gateway: Gateway, directory: String, log: @escaping @Sendable (ControllerEvent) -> Void
+        _ gateway: Gateway, agents: AgentAPI, directory: String, log: @escaping @Sendable (ControllerEvent) -> Void
     ) async throws -> (String, Task<Void, any Error>) {
         let previous = (try? String(contentsOfFile: Self.apiFile(directory), encoding: .utf8))
             .flatMap { text -> (host: String, port: Int)? in
@@ -187,7 +198,8 @@ struct RunController: AsyncParsableCommand {
         close(fd)
         let started: (url: String, task: Task<Void, any Error>)
         do {
-            started = try await APIServer(gateway: gateway, host: wanted.host, port: wanted.port, adminToken: adminToken).start()
+            started = try await APIServer(gateway: gateway, agents: agents, host: wanted.host, port: wanted.port, adminToken: adminToken)
+                .start()
         } catch {
             guard listen == nil, wanted.port != 0 else {
                 throw CommandFailure(message: "cannot serve the API on \(wanted.host):\(wanted.port): \(error)")
@@ -197,7 +209,7 @@ struct RunController: AsyncParsableCommand {
                     time: Controller.systemTime(), reason: .error,
                     message: "cannot serve the API on the previous port \(wanted.port) (\(error)); agents started before will be restarted"
                 ))
-            started = try await APIServer(gateway: gateway, host: wanted.host, port: 0, adminToken: adminToken).start()
+            started = try await APIServer(gateway: gateway, agents: agents, host: wanted.host, port: 0, adminToken: adminToken).start()
         }
         do {
             try (started.url + "\n").write(toFile: Self.apiFile(directory), atomically: true, encoding: .utf8)

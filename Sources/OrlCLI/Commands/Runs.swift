@@ -36,8 +36,18 @@ enum RunReference {
     /// A run and what is shown of it, read in one transaction.
     static func view(_ id: RunID, in reader: any RunReader, attempts: Bool = false) throws(StoreError) -> RunView? {
         guard let run = try reader.run(id) else { return nil }
-        return RunView(
-            run: run, plan: try reader.plan(of: id), steps: try reader.steps(of: id), attempts: attempts ? try reader.attempts(of: id) : [])
+        var view = RunView(
+            run: run, plan: try reader.plan(of: id), steps: try reader.steps(of: id), attempts: attempts ? try reader.attempts(of: id) : [],
+            spend: try reader.spend(of: id))
+        if attempts && run.phase == .running {
+            // Why a step waits: its agent is halted by a budget, suspended, crashing.
+            for agent in Set(view.steps.filter { $0.state == .ready || $0.state == .running }.compactMap(\.agent)) {
+                if let ready = try reader.status(for: agent)?.condition(ResourceStatus.ready), ready.status != .true {
+                    view.agentConditions[agent] = ready
+                }
+            }
+        }
+        return view
     }
 }
 

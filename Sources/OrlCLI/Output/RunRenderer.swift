@@ -8,6 +8,11 @@ struct RunView {
     var steps: [StepRecord]
     var attempts: [AttemptRecord] = []
     var events: [StoreEvent] = []
+    /// The ledger's spend against each step.
+    var spend: [String: Charge] = [:]
+    /// The Ready condition of the agents of steps that wait for them (Ready or Running),
+    /// when their process is not running: why a step does not move.
+    var agentConditions: [ResourceID: ResourceStatus.Condition] = [:]
 
     /// Running, or WaitingApproval while a gate waits; else the phase.
     var status: String {
@@ -76,13 +81,25 @@ enum RunRenderer {
         var rows = [["STEP", "STATE", "ATTEMPTS", "AGENT", "STARTED", "ENDED", "TOKENS", "USD", "ERROR"]]
         for step in view.steps {
             let planned = view.plan.steps[step.index]
+            let spent = view.spend[step.id] ?? .zero
             rows.append([
                 step.id, step.state.rawValue, planned.isApprovalGate ? "-" : "\(step.attempt)/\(planned.attempts)",
                 step.agent?.name ?? "<approval>", step.startedAt?.rfc3339Seconds ?? "-", step.endedAt?.rfc3339Seconds ?? "-",
-                String(step.tokens), step.costUSD > 0 ? "$" + String(format: "%.4f", step.costUSD) : "-", step.error.map(oneLine) ?? "",
+                String(spent.tokens), spent.usd > 0 ? "$" + String(format: "%.4f", spent.usd) : "-", step.error.map(oneLine) ?? "",
             ])
         }
         out += TextTable.render(rows, indent: 2)
+        let stuck = view.steps.compactMap { step -> (StepRecord, ResourceStatus.Condition)? in
+            guard step.state == .ready || step.state == .running, let agent = step.agent, let condition = view.agentConditions[agent]
+            else { return nil }
+            return (step, condition)
+        }
+        if !stuck.isEmpty {
+            out += "Waiting for Agents:\n"
+            for (step, condition) in stuck {
+                out += "  \(step.id): agent \(step.agent!.name) is not running (\(condition.reason)): \(oneLine(condition.message))\n"
+            }
+        }
         let waiting = view.steps.filter { $0.state == .waitingApproval }
         if !waiting.isEmpty {
             out += "Pending Approval:\n"
@@ -140,6 +157,7 @@ enum RunRenderer {
                 .array(
                     view.steps.map { step in
                         let planned = view.plan.steps[step.index]
+                        let spent = view.spend[step.id] ?? .zero
                         return .object([
                             ("id", .string(step.id)),
                             ("state", .string(step.state.rawValue)),
@@ -152,8 +170,8 @@ enum RunRenderer {
                             ("error", step.error.map { .string($0) }),
                             ("decidedBy", step.decidedBy.map { .string($0) }),
                             ("reason", step.reason.map { .string($0) }),
-                            ("tokens", .int(step.tokens)),
-                            ("costUSD", .double(step.costUSD)),
+                            ("tokens", .int(spent.tokens)),
+                            ("costUSD", .double(spent.usd)),
                         ])
                     })
             ),

@@ -56,4 +56,28 @@ public struct GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
     public static func upstream(status: Int, code: String, _ message: String) -> GatewayError {
         GatewayError(status: status, type: "upstream_error", code: code, message: message)
     }
+
+    public static func toolNotFound(_ message: String) -> GatewayError {
+        GatewayError(status: 404, type: "invalid_request_error", code: "tool_not_found", message: message, param: "tool")
+    }
+
+    public static func toolNotAllowed(_ message: String) -> GatewayError {
+        GatewayError(status: 403, type: "permission_error", code: "tool_not_allowed", message: message, param: "tool")
+    }
+
+    /// The tool answered with a failure (a non-2xx status, a non-zero exit), or could not be run.
+    public static func toolFailed(status: Int = 502, code: String = "tool_failed", _ message: String) -> GatewayError {
+        GatewayError(status: status, type: "tool_error", code: code, message: message)
+    }
+
+    /// A refused run operation (a task call), with the status its kind maps to.
+    public init(_ error: RunError) {
+        switch error.kind {
+        case .notFound: self.init(status: 404, type: "invalid_request_error", code: "not_found", message: error.message)
+        case .invalid: self.init(status: 400, type: "invalid_request_error", code: "invalid_request", message: error.message)
+        case .conflict: self.init(status: 409, type: "invalid_request_error", code: "conflict", message: error.message)
+        case .forbidden: self.init(status: 403, type: "permission_error", code: "forbidden", message: error.message)
+        case .store: self.init(status: 503, type: "server_error", code: "store_unavailable", message: error.message)
+        }
+    }
 }

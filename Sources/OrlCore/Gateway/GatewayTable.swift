@@ -19,6 +19,12 @@ public struct GatewayTable: Sendable {
         }
     }
 
+    /// A tool an agent may call through `POST /v1/tools/NAME/invoke`.
+    public struct ToolRoute: Sendable, Hashable {
+        public var id: ResourceID
+        public var spec: ToolSpec
+    }
+
     public struct Caller: Sendable {
         public var agent: ResourceID
         /// By `provider/model`, in that order.
@@ -26,6 +32,12 @@ public struct GatewayTable: Sendable {
         /// The agent's own model (`spec.model`): a bare model name is looked up there first.
         public var provider: String
         public var maxTokensPerCall: Int?
+        /// The tools its policies allow, by name.
+        public var tools: [String: ToolRoute]
+        /// Every tool of its namespace, to tell a denied tool from a missing one.
+        public var namespaceTools: Set<String>
+        /// `spec.runtime.workingDir`: command tools run where the agent does.
+        public var workingDir: String?
     }
 
     private var callers: [String: Caller] = [:]
@@ -43,13 +55,21 @@ public struct GatewayTable: Sendable {
                     Route(provider: provider.id, spec: spec, model: model))
             }
         }
+        var toolsByNamespace: [String: [ToolRoute]] = [:]
+        for tool in fleet.resources(of: .tool) {
+            guard let spec = tool.tool else { continue }
+            toolsByNamespace[tool.metadata.namespace, default: []].append(ToolRoute(id: tool.id, spec: spec))
+        }
         for (agent, digest) in tokens {
             guard let resource = fleet[agent], let spec = resource.agent else { continue }
             let permissions = engine.permissions(of: agent)
             let routes = (routesByNamespace[agent.namespace] ?? []).filter { permissions.permits(.model, $0.id) }
+            let tools = toolsByNamespace[agent.namespace] ?? []
             callers[digest] = Caller(
                 agent: agent, routes: routes.sorted { $0.id < $1.id }, provider: spec.model.value.provider,
-                maxTokensPerCall: spec.maxTokensPerCall)
+                maxTokensPerCall: spec.maxTokensPerCall,
+                tools: Dictionary(uniqueKeysWithValues: tools.filter { permissions.permits(.tool, $0.id.name) }.map { ($0.id.name, $0) }),
+                namespaceTools: Set(tools.map(\.id.name)), workingDir: spec.runtime.workingDir)
         }
     }
 
@@ -81,6 +101,20 @@ extension GatewayTable.Caller {
     }
 
     private var allowed: String { routes.isEmpty ? "no model" : routes.map(\.id).joined(separator: ", ") }
+
+    /// The tool a call names, if the agent's policies allow it now. Fails closed: a tool
+    /// no policy allows (or one denies) is refused, and one that is not applied is not found.
+    public func tool(_ name: String) throws(GatewayError) -> GatewayTable.ToolRoute {
+        if let route = tools[name] { return route }
+        let allowed = tools.isEmpty ? "no tool" : tools.keys.sorted().joined(separator: ", ")
+        guard namespaceTools.contains(name) else {
+            throw .toolNotFound(
+                "no Tool \(Diagnostic.quoted(name)) is applied in namespace \(Diagnostic.quoted(agent.namespace))"
+                    + "\(Suggestion.hint(for: name, among: Array(tools.keys)))")
+        }
+        throw .toolNotAllowed(
+            "agent \(agent) may not use tool \(Diagnostic.quoted(name)) (no policy allows it, or one denies it); it may use: \(allowed)")
+    }
 
     /// How many completion tokens the call may produce: the least of the agent's own
     /// bound, the request's and the model's; 4,096 when none says.

@@ -125,15 +125,11 @@ public struct StepRecord: Sendable, Hashable {
     /// Approval gates: who decided, and why.
     public var decidedBy: String?
     public var reason: String?
-    /// Spend recorded against the step by the model gateway (none until it records).
-    public var tokens: Int
-    public var costUSD: Double
 
     public init(
         run: RunID, index: Int, id: String, agent: ResourceID?, state: StepState = .pending, waitingFor: Int = 0, attempt: Int = 0,
         readyAt: Timestamp? = nil, leaseExpiresAt: Timestamp? = nil, deadline: Timestamp? = nil, startedAt: Timestamp? = nil,
-        endedAt: Timestamp? = nil, error: String? = nil, decidedBy: String? = nil, reason: String? = nil, tokens: Int = 0,
-        costUSD: Double = 0
+        endedAt: Timestamp? = nil, error: String? = nil, decidedBy: String? = nil, reason: String? = nil
     ) {
         self.run = run
         self.index = index
@@ -150,8 +146,6 @@ public struct StepRecord: Sendable, Hashable {
         self.error = error
         self.decidedBy = decidedBy
         self.reason = reason
-        self.tokens = tokens
-        self.costUSD = costUSD
     }
 
     /// The key an agent de-duplicates side effects with: one per step of a run, the

@@ -9,8 +9,14 @@
 /// been given up is refused.
 public struct RunOperations: Sendable {
     public let store: any RunStore
+    /// Told, after a write commits, the agents that have a step Ready because of it (at
+    /// once, or after a retry's backoff): what wakes the agents' long polls.
+    public let onReady: (@Sendable (Set<ResourceID>) -> Void)?
 
-    public init(store: any RunStore) { self.store = store }
+    public init(store: any RunStore, onReady: (@Sendable (Set<ResourceID>) -> Void)? = nil) {
+        self.store = store
+        self.onReady = onReady
+    }
 
     // MARK: Starting
 
@@ -66,6 +72,7 @@ public struct RunOperations: Sendable {
             createdAt: now, createdBy: request.by)
         let steps = RunEngine.initialSteps(of: plan, run: run.id, now: now)
         try tx.writer.insert(run, plan: plan, steps: steps)
+        for step in steps where step.state == .ready { tx.readied(step) }
         let how =
             switch request.trigger {
             case .manual: "by \(request.by)"
@@ -318,6 +325,7 @@ public struct RunOperations: Sendable {
         let step = plan.steps[record.index]
         let next = RunEngine.attemptFailed(record, step, error: message, retry: retry, now: now, random: random)
         try tx.writer.update(next)
+        tx.readied(next)
         if let agent = record.agent { try endAttempt(record, agent: agent, outcome, error: message, now: now, in: tx) }
         if next.state == .ready, let readyAt = next.readyAt {
             let wait = Duration.milliseconds(readyAt.milliseconds - now.milliseconds)
@@ -381,6 +389,7 @@ public struct RunOperations: Sendable {
                 guard let dependant = try tx.writer.step(of: run.id, index: index), dependant.state == .pending else { continue }
                 let next = RunEngine.dependencyReleased(dependant, plan.steps[index], now: now)
                 try tx.writer.update(next)
+                tx.readied(next)
                 if next.state == .waitingApproval { try tx.record(approvalRequested(run, next, plan, now)) }
             }
         }
@@ -450,11 +459,18 @@ public struct RunOperations: Sendable {
     /// failure with nothing written, so the transaction commits nothing.
     private func write<T>(_ body: (Transaction) throws(StoreError) -> Result<T, RunError>) throws(RunError) -> T {
         let result: Result<T, RunError>
+        var ready: Set<ResourceID> = []
         do {
-            result = try store.writeRuns { writer throws(StoreError) in try body(Transaction(writer)) }
+            result = try store.writeRuns { writer throws(StoreError) in
+                let tx = Transaction(writer)
+                let result = try body(tx)
+                ready = tx.ready
+                return result
+            }
         } catch {
             throw RunError(error)
         }
+        if let onReady, !ready.isEmpty, case .success = result { onReady(ready) }
         return try result.get()
     }
 }
@@ -464,8 +480,14 @@ public struct RunOperations: Sendable {
 private final class Transaction {
     let writer: any RunWriter
     private(set) var events: [StoreEvent] = []
+    /// The agents whose steps this transaction made Ready.
+    private(set) var ready: Set<ResourceID> = []
 
     init(_ writer: any RunWriter) { self.writer = writer }
+
+    func readied(_ step: StepRecord) {
+        if step.state == .ready, let agent = step.agent { ready.insert(agent) }
+    }
 
     func record(_ event: StoreEvent) throws(StoreError) {
         try writer.append(event)

@@ -21,6 +21,8 @@ public protocol RunReader {
     /// The Ready step of `agent` that became claimable first (at or before `now`), in
     /// any Running run.
     func nextClaimable(agent: ResourceID, at now: Timestamp) throws(StoreError) -> StepRecord?
+    /// The Running steps of `agent` (of every agent when nil): the tasks in flight.
+    func runningSteps(agent: ResourceID?) throws(StoreError) -> [StepRecord]
     /// Running steps whose lease or deadline has passed, and approvals past their
     /// deadline, oldest first.
     func dueSteps(at now: Timestamp, limit: Int) throws(StoreError) -> [StepRecord]
@@ -35,6 +37,10 @@ public protocol RunReader {
     /// The run's attempts, by step index then attempt.
     func attempts(of run: RunID) throws(StoreError) -> [AttemptRecord]
     func cronSlot(workflow: ResourceID, cron: String) throws(StoreError) -> CronSlotRecord?
+    /// What the model gateway's ledger records against the run, by step.
+    func spend(of run: RunID) throws(StoreError) -> [String: Charge]
+    /// A resource's status as the controller last wrote it (an agent's process phase).
+    func status(for resource: ResourceID) throws(StoreError) -> ResourceStatus?
 }
 
 /// Writing runs, inside one exclusive transaction.

@@ -116,20 +116,15 @@ public enum AgentLaunch {
                     + "in the vault (orlctl secret set \(missing[0])\(flag))")
         }
         let id = agent.id
+        // ORL_MODEL: the model the Agent declares, so a program need not repeat it.
         let own = [
-            ("ORL_AGENT", id.name), ("ORL_NAMESPACE", id.namespace), ("ORL_API_URL", context.apiURL),
-            ("OPENAI_BASE_URL", context.apiURL + "/v1"),
+            ("ORL_AGENT", id.name), ("ORL_NAMESPACE", id.namespace), ("ORL_MODEL", spec.model.value.description),
+            ("ORL_API_URL", context.apiURL), ("OPENAI_BASE_URL", context.apiURL + "/v1"),
         ]
         environment += own
         hashed += own
 
-        let home = "\(context.stateDirectory)/agents/\(id.namespace)/\(id.name)"
-        let workingDirectory: String =
-            switch runtime.workingDir {
-            case nil: home
-            case let dir? where dir.hasPrefix("/"): dir
-            case let dir?: "\(context.stateDirectory)/\(dir)"
-            }
+        let workingDirectory = Self.workingDirectory(runtime.workingDir, of: id, stateDirectory: context.stateDirectory)
         let limits = ProcessLimits(
             addressSpace: runtime.resources?.memory?.bytes, openFiles: runtime.resources?.openFiles,
             cpuSeconds: runtime.resources?.cpuTime.map { Int($0.duration.components.seconds) })
@@ -140,6 +135,16 @@ public enum AgentLaunch {
         var forHash = process
         forHash.environment = hashed
         return Launch(process: process, hash: hash(forHash), withheldSecrets: withheld, missingSecrets: missing, waiting: waiting)
+    }
+
+    /// Where the agent runs (and its command tools with it): `spec.runtime.workingDir`,
+    /// relative to the state directory, else `<state>/agents/<namespace>/<name>`.
+    public static func workingDirectory(_ workingDir: String?, of agent: ResourceID, stateDirectory: String) -> String {
+        switch workingDir {
+        case nil: "\(stateDirectory)/agents/\(agent.namespace)/\(agent.name)"
+        case let dir? where dir.hasPrefix("/"): dir
+        case let dir?: "\(stateDirectory)/\(dir)"
+        }
     }
 
     /// Over `process` as given: the caller puts secrets' versions in place of their values.

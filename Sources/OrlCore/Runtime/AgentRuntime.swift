@@ -14,6 +14,11 @@ public struct ProcessSpec: Sendable, Hashable {
     /// How long SIGTERM is given before SIGKILL.
     public var gracePeriod: Duration
 
+    /// Where a bare command name is looked up when the environment has no PATH (and
+    /// the PATH command tools get). Fixed, and never the controller's PATH: what an
+    /// agent runs must not depend on how the controller was started.
+    public static let defaultSearchPath = "/usr/local/bin:/usr/bin:/bin"
+
     public init(
         agent: ResourceID, command: String, arguments: [String], environment: [(name: String, value: String)], workingDirectory: String,
         limits: ProcessLimits, logFile: String, gracePeriod: Duration
@@ -109,4 +114,55 @@ public protocol AgentRuntime: Sendable {
     func exitStatus(_ process: ProcessIdentity) -> ProcessExit?
     /// SIGTERM to the whole group, then SIGKILL after `grace`; returns once all of it is gone.
     func stop(_ process: ProcessIdentity, grace: Duration) async -> ProcessExit?
+}
+
+/// One run of a program to completion, as a `command` Tool is run for an agent: exactly
+/// these arguments (no shell), this environment and directory, the input on its
+/// standard input, and a timeout after which its whole process group is killed.
+public struct CommandInvocation: Sendable, Hashable {
+    public var command: String
+    public var arguments: [String]
+    public var environment: [String: String]
+    public var workingDirectory: String
+    public var input: [UInt8]
+    public var timeout: Duration
+    /// Output beyond this many bytes (each of stdout and stderr) is dropped.
+    public var maxOutputBytes: Int
+
+    public init(
+        command: String, arguments: [String], environment: [String: String], workingDirectory: String, input: [UInt8],
+        timeout: Duration, maxOutputBytes: Int = 8 << 20
+    ) {
+        self.command = command
+        self.arguments = arguments
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.input = input
+        self.timeout = timeout
+        self.maxOutputBytes = maxOutputBytes
+    }
+}
+
+/// How a command ran.
+public struct CommandOutcome: Sendable, Hashable {
+    /// nil when it was killed for running past its timeout.
+    public var exit: ProcessExit?
+    public var stdout: [UInt8]
+    public var stderr: [UInt8]
+    /// Some output was dropped (more than `maxOutputBytes`).
+    public var truncated: Bool
+
+    public init(exit: ProcessExit?, stdout: [UInt8], stderr: [UInt8], truncated: Bool = false) {
+        self.exit = exit
+        self.stdout = stdout
+        self.stderr = stderr
+        self.truncated = truncated
+    }
+}
+
+/// The port that runs commands to completion (command Tools); `ProcessRuntime`
+/// implements it.
+public protocol CommandRunner: Sendable {
+    /// Throws when the program cannot be started at all (not found, not executable).
+    func run(_ invocation: CommandInvocation) async throws(RuntimeError) -> CommandOutcome
 }

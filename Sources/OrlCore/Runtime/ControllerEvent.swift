@@ -30,6 +30,10 @@ public struct ControllerEvent: Sendable, Hashable {
         /// under the run): the message starts with its reason, such as `Retrying:`.
         case run = "Run"
         case runWarning = "RunWarning"
+        /// An agent called a tool through the controller (logged, not stored).
+        case toolCall = "ToolCall"
+        /// A tool call was refused: the agent's policies or its task do not allow it.
+        case toolRefused = "ToolRefused"
         case error = "Error"
 
         /// The word a text line starts with.
@@ -53,6 +57,8 @@ public struct ControllerEvent: Sendable, Hashable {
             case .budgetThreshold: "threshold"
             case .budgetExhausted: "exhausted"
             case .run, .runWarning: "run"
+            case .toolCall: "tool call"
+            case .toolRefused: "tool call refused"
             case .error: "error"
             }
         }
@@ -60,14 +66,14 @@ public struct ControllerEvent: Sendable, Hashable {
         /// Whether the store's event log keeps it (an agent's lifecycle, a budget's).
         var isStored: Bool {
             switch self {
-            case .woken, .logRotated, .listening, .error, .stopping, .run, .runWarning: false
+            case .woken, .logRotated, .listening, .error, .stopping, .run, .runWarning, .toolCall: false
             default: true
             }
         }
 
         var level: Level {
             switch self {
-            case .exited, .backOff, .waiting, .budgetThreshold, .budgetExhausted, .runWarning: .warning
+            case .exited, .backOff, .waiting, .budgetThreshold, .budgetExhausted, .runWarning, .toolRefused: .warning
             case .failedToStart, .error: .error
             default: .info
             }
