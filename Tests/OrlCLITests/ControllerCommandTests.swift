@@ -178,7 +178,10 @@ import Testing
         // (PWD is exported by /bin/sh itself).
         let environ = try String(contentsOfFile: "/proc/\(first["a"]!)/environ", encoding: .utf8)
         let names = Set(environ.split(separator: "\0").map { String($0.prefix { $0 != "=" }) }).subtracting(["PWD"])
-        #expect(names == ["VERSION", "ORL_AGENT", "ORL_NAMESPACE", "ORL_MODEL", "ORL_API_URL", "ORL_TOKEN", "OPENAI_BASE_URL", "OPENAI_API_KEY"])
+        #expect(
+            names == [
+                "VERSION", "ORL_AGENT", "ORL_NAMESPACE", "ORL_MODEL", "ORL_API_URL", "ORL_TOKEN", "OPENAI_BASE_URL", "OPENAI_API_KEY",
+            ])
         #expect(environ.contains("ORL_AGENT=a\0"))
         // The gateway is the controller's API, and the agent's API key its own token.
         let api = try String(contentsOfFile: h.state + "/controller.api", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)

@@ -65,7 +65,8 @@ import Testing
         let env = launch.process(token: "t").environment.map { "\($0.name)=\($0.value)" }
         #expect(
             env == [
-                "MODE=test", "DB_PASS=value-of-db-pass", "ORL_AGENT=worker", "ORL_NAMESPACE=default", "ORL_MODEL=sim/small", "ORL_API_URL=http://127.0.0.1:1",
+                "MODE=test", "DB_PASS=value-of-db-pass", "ORL_AGENT=worker", "ORL_NAMESPACE=default", "ORL_MODEL=sim/small",
+                "ORL_API_URL=http://127.0.0.1:1",
                 "OPENAI_BASE_URL=http://127.0.0.1:1/v1", "ORL_TOKEN=t", "OPENAI_API_KEY=t",
             ])
         #expect(launch.withheldSecrets == ["sim-key", "search-token"])

@@ -85,7 +85,7 @@ enum RunRenderer {
             rows.append([
                 step.id, step.state.rawValue, planned.isApprovalGate ? "-" : "\(step.attempt)/\(planned.attempts)",
                 step.agent?.name ?? "<approval>", step.startedAt?.rfc3339Seconds ?? "-", step.endedAt?.rfc3339Seconds ?? "-",
-                String(spent.tokens), spent.usd > 0 ? "$" + String(format: "%.4f", spent.usd) : "-", step.error.map(oneLine) ?? "",
+                String(spent.tokens), spent.usd > 0 ? Money.format(spent.usd, decimals: 6) : "-", step.error.map(oneLine) ?? "",
             ])
         }
         out += TextTable.render(rows, indent: 2)

@@ -7,7 +7,9 @@ Inputs a step may give (all optional):
   fail_attempts   fail attempts 1..N (retryable), succeed after
   sleep           work this many seconds first (heart-beating meanwhile)
   call_tool       call this tool (the answer, or the refusal, goes in the output)
-  chat            "yes": call the model through the gateway first
+  chat_calls      call the model through the gateway this many times first
+  barrier         comma-separated steps of the same run: wait (up to a minute) until
+                  each has started, which only steps running in parallel can do
 """
 
 import json
@@ -15,7 +17,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.environ["ORL_REPOSITORY"], "examples", "agents"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "examples", "agents"))
 
 import agent  # noqa: E402
 
@@ -27,13 +29,32 @@ def journal(event, task, **extra):
         out.write(json.dumps(line) + "\n")
 
 
+def started_steps(run):
+    with open(os.environ["JOURNAL"]) as journal_file:
+        lines = [json.loads(line) for line in journal_file if line.strip()]
+    return {line["step"] for line in lines if line["event"] == "start" and line["task"].startswith(run + "/")}
+
+
 def handle(task, context):
     inputs = task.get("inputs") or {}
     journal("start", task)
     output = {"step": task["step"], "attempt": task["attempt"], "dependencies": sorted((task.get("dependencies") or {}).keys())}
-    if inputs.get("chat") == "yes":
-        reply = context.chat([{"role": "user", "content": f"step {task['step']}"}])
-        output["tokens"] = reply["usage"]["total_tokens"]
+    output["tokens"] = 0
+    for _ in range(int(inputs.get("chat_calls", 0))):
+        try:
+            reply = context.chat([{"role": "user", "content": f"step {task['step']}"}])
+        except agent.OrlError as error:
+            if error.code == "budget_exceeded":
+                raise agent.TaskFailed(f"model budget exceeded: {error.message}") from None
+            raise
+        output["tokens"] += reply["usage"]["total_tokens"]
+    if inputs.get("barrier"):
+        waiting_for = set(inputs["barrier"].split(","))
+        deadline = time.monotonic() + 60
+        while not waiting_for <= started_steps(task["run"]):
+            if time.monotonic() > deadline:
+                raise agent.TaskFailed(f"the steps {sorted(waiting_for)} did not all start within a minute", retry=False)
+            time.sleep(0.05)
     deadline = time.monotonic() + float(inputs.get("sleep", 0))
     while time.monotonic() < deadline and not context.lost.is_set():
         time.sleep(0.05)

@@ -1,0 +1,486 @@
+import Foundation
+import OrlCore
+import OrlStore
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Workflow runs end to end: the real `orlctl controller`, agent processes that take
+/// their tasks over the controller's HTTP API (the reference agent, or the test agent
+/// built on its client, `Fixtures/test_agent.py`), and the CLI verbs a person uses.
+@Suite(.serialized) struct AgentRunsTests {
+    static let fixtures = Orlctl.packageRoot.appendingPathComponent("Tests/OrlCLITests/Fixtures").path
+    static let echoKey = "echo-key-value-4f9d2b"
+
+    final class Harness {
+        let work: TemporaryDirectory
+        var processes: [Process] = []
+        var state: String { work.url.appendingPathComponent("state").path }
+        var journalPath: String { work.url.appendingPathComponent("journal.jsonl").path }
+
+        init() throws {
+            work = try TemporaryDirectory()
+            _ = FileManager.default.createFile(atPath: journalPath, contents: nil)
+        }
+
+        deinit {
+            for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            for pid in agentProcesses() { kill(-pid, SIGKILL) }
+        }
+
+        func orlctl(_ arguments: [String], environment: [String: String] = [:]) throws -> Orlctl.Result {
+            try Orlctl.run(arguments + ["--state", state], in: work.url, environment: environment)
+        }
+
+        func apply(_ path: String) throws {
+            let applied = try orlctl(["apply", "-f", path])
+            #expect(applied.status == 0, "\(applied.stdout)\(applied.stderr)")
+        }
+
+        @discardableResult
+        func background(_ executable: String, _ arguments: [String], log: String) throws -> Process {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+            process.currentDirectoryURL = work.url
+            let url = work.url.appendingPathComponent(log)
+            _ = FileManager.default.createFile(atPath: url.path, contents: nil)
+            process.standardOutput = try FileHandle(forWritingTo: url)
+            process.standardError = try FileHandle(forWritingTo: url)
+            try process.run()
+            processes.append(process)
+            return process
+        }
+
+        @discardableResult
+        func startController(log: String = "controller.log") throws -> Process {
+            try background(Orlctl.binary.path, ["controller", "--state", state], log: log)
+        }
+
+        func stopController() throws {
+            let stopped = try orlctl(["controller", "stop"])
+            #expect(stopped.status == 0, "\(stopped.stderr)")
+        }
+
+        func file(_ name: String) -> String { (try? String(contentsOf: work.url.appendingPathComponent(name), encoding: .utf8)) ?? "" }
+
+        /// `orlctl run ...`: the run id it printed.
+        func start(_ workflow: String, _ extra: [String] = []) throws -> String {
+            let result = try orlctl(["run", "workflow/\(workflow)"] + extra)
+            #expect(result.status == 0, "\(result.stderr)")
+            return String(result.stdout.dropFirst("run/".count).prefix(13))
+        }
+
+        func run(_ id: String) throws -> [String: Any] {
+            let result = try orlctl(["runs", "-o", "json", "-A"])
+            let runs = (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])?["runs"] as? [[String: Any]]
+            return runs?.first { $0["id"] as? String == id } ?? [:]
+        }
+
+        func steps(_ id: String) throws -> [String: [String: Any]] {
+            let steps = try run(id)["steps"] as? [[String: Any]] ?? []
+            return Dictionary(uniqueKeysWithValues: steps.map { ($0["id"] as? String ?? "", $0) })
+        }
+
+        /// Waits (generously) until the run's status is one of `statuses`.
+        @discardableResult
+        func await(_ id: String, _ statuses: Set<String>, seconds: Double = 90, sourceLocation: Testing.SourceLocation = #_sourceLocation)
+            throws
+            -> String
+        {
+            var status = ""
+            let reached = waitUntil(seconds: seconds) {
+                status = (try? run(id)["status"] as? String) ?? ""
+                return statuses.contains(status)
+            }
+            let described = (try? orlctl(["describe", "run/\(id)"]).stdout) ?? ""
+            #expect(
+                reached, "run \(id) is \(status), not \(statuses.sorted())\n\(described)\n\(file("controller.log"))\n\(agentLogs())",
+                sourceLocation: sourceLocation)
+            return status
+        }
+
+        func agentLogs() -> String {
+            let directory = state + "/logs/default"
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            return names.sorted().map { "== \($0)\n" + ((try? String(contentsOfFile: directory + "/" + $0, encoding: .utf8)) ?? "") }
+                .joined()
+        }
+
+        /// The test agent's journal: one entry per task event.
+        func journal() -> [[String: Any]] {
+            file("journal.jsonl").split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }
+        }
+
+        /// The blackboard's latest value of a step's output.
+        func output(_ id: String, _ step: String) throws -> [String: Any] {
+            let store = try SQLiteStateStore(directory: state)
+            let value = try store.readRuns { reader throws(StoreError) in try reader.value(of: RunID(id)!, key: step)?.value }
+            return (try JSONSerialization.jsonObject(with: Data((value ?? "{}").utf8)) as? [String: Any]) ?? [:]
+        }
+
+        /// Live processes whose working directory is inside the state directory: agents.
+        func agentProcesses() -> [Int32] {
+            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+            return entries.compactMap { entry in
+                guard let pid = Int32(entry), let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"),
+                    cwd.hasPrefix(state + "/")
+                else { return nil }
+                return pid
+            }
+        }
+    }
+
+    /// The quickstart's fleet as it is in manifests/, run by the reference agent: the
+    /// research and the draft (saved through the write-draft command tool), the approval
+    /// gate, then publish (reading the draft through read-draft) and announce. A second
+    /// run is denied at the gate. Model spend lands on each step.
+    @Test func theContentPipelineRunsEndToEndWithTheReferenceAgent() throws {
+        let h = try Harness()
+        // What scripts/quickstart does: the agents run in <state>/workspace, where the
+        // repository's examples/ are linked.
+        try FileManager.default.createDirectory(atPath: h.state + "/workspace", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(
+            atPath: h.state + "/workspace/examples", withDestinationPath: Orlctl.packageRoot.appendingPathComponent("examples").path)
+        try h.apply(Orlctl.packageRoot.appendingPathComponent("manifests").path)
+        try h.startController()
+
+        let id = try h.start("content-pipeline", ["--input", "topic=otters"])
+        try h.await(id, ["WaitingApproval"])
+        let pending = try h.orlctl(["runs", "--pending-approval"])
+        #expect(pending.stdout.contains(id) && pending.stdout.contains("editorial-review"), "\(pending.stdout)")
+        let draft = try h.output(id, "draft")
+        #expect(draft["draft_id"] as? String == id, "write-draft named the draft after the run: \(draft)")
+        #expect((draft["revision"] as? Int) == 1)
+        let saved = h.state + "/workspace/drafts/\(id)/rev-1.md"
+        #expect(FileManager.default.fileExists(atPath: saved), "the drafts store is in the writer's working directory")
+
+        let approved = try h.orlctl(["approve", "run/\(id)", "--step", "editorial-review", "--reason", "ship it"])
+        #expect(approved.status == 0, "\(approved.stderr)")
+        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        let publish = try h.output(id, "publish")
+        #expect(publish["draft_id"] as? String == id && (publish["body"] as? String)?.isEmpty == false, "read-draft read it: \(publish)")
+
+        // Each agent step's model calls are recorded against it.
+        let steps = try h.steps(id)
+        for step in ["research", "draft", "publish", "announce"] {
+            #expect((steps[step]?["tokens"] as? Int ?? 0) > 0, "\(step): \(steps[step] ?? [:])")
+            #expect((steps[step]?["costUSD"] as? Double ?? 0) > 0, "\(step)")
+        }
+        #expect(steps["editorial-review"]?["tokens"] as? Int == 0)
+        let described = try h.orlctl(["describe", "run/\(id)"]).stdout
+        #expect(described.contains("TOKENS  USD"))
+        let usage = try h.orlctl(["usage", "--calls"]).stdout
+        #expect(usage.contains("\(id)/draft") && usage.contains("\(id)/research"), "\(usage)")
+
+        // One line per task in each agent's log.
+        #expect(
+            h.file("state/logs/default/writer.log").contains("task \(id)/draft/1 (content-pipeline/draft, attempt 1 of 2): succeeded in"))
+        #expect(h.file("state/logs/default/writer.log").contains("tools: write-draft"))
+        #expect(h.file("controller.log").contains("tool call Agent/writer: tool \"write-draft\" for \(id)/draft/1: ok"))
+
+        let denied = try h.start("content-pipeline")
+        try h.await(denied, ["WaitingApproval"])
+        #expect(try h.orlctl(["deny", "run/\(denied)", "--step", "editorial-review", "--reason", "off-topic"]).status == 0)
+        #expect(try h.await(denied, ["Succeeded", "Failed"]) == "Failed")
+        #expect(try h.steps(denied)["publish"]?["state"] as? String == "Skipped")
+
+        try h.stopController()
+        #expect(h.file("state/logs/default/publisher.log").contains("publisher: stopped (SIGTERM)"))
+    }
+
+    /// A fleet of test agents (`Fixtures/test_agent.py`) and the workflows the tests run.
+    static func fleet(echoPort: Int, spenderTokens: Int = 150) -> String {
+        func agent(_ name: String, labels: String = "{team: t}", tools: String = "[]") -> String {
+            """
+            apiVersion: orl.dev/v1
+            kind: Agent
+            metadata: {name: \(name), labels: \(labels)}
+            spec:
+              model: sim/small
+              tools: \(tools)
+              runtime:
+                command: python3
+                args: ["\(fixtures)/test_agent.py"]
+                env:
+                  - {name: JOURNAL, value: "JOURNAL_PATH"}
+                  - {name: PYTHONUNBUFFERED, value: "1"}
+                gracePeriod: 5s
+            ---
+
+            """
+        }
+        return """
+            apiVersion: orl.dev/v1
+            kind: ModelProvider
+            metadata: {name: sim}
+            spec:
+              apiStyle: simulated
+              models: [{name: small, maxOutputTokens: 10, pricing: {input: 1, output: 1}}]
+            ---
+            apiVersion: orl.dev/v1
+            kind: Tool
+            metadata: {name: echo-http}
+            spec:
+              type: http
+              http: {url: "http://127.0.0.1:\(echoPort)/echo", credentialSecret: echo-key}
+              timeout: 10s
+            ---
+            apiVersion: orl.dev/v1
+            kind: Tool
+            metadata: {name: cat}
+            spec: {type: command, command: {command: /bin/cat}, timeout: 10s}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Tool
+            metadata: {name: shout}
+            spec: {type: command, command: {command: /bin/echo, args: [HEY]}, timeout: 10s}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Tool
+            metadata: {name: wipe}
+            spec: {type: command, command: {command: /bin/true}}
+            ---
+            \(agent("worker", tools: "[echo-http, cat, shout]"))\(agent("a1"))\(agent("a2"))\(agent("a3"))\(agent("spender", labels: "{team: t, spends: yes}"))apiVersion: orl.dev/v1
+            kind: Policy
+            metadata: {name: team}
+            spec:
+              appliesTo: {selector: {matchLabels: {team: t}}}
+              allow:
+                models: ["sim/*"]
+                tools: [echo-http, cat, shout]
+                handoffs: [worker, a1, a2, a3, spender]
+            ---
+            apiVersion: orl.dev/v1
+            kind: Budget
+            metadata: {name: team}
+            spec:
+              appliesTo: {selector: {matchLabels: {team: t}}}
+              limits: [{window: day, usd: 1000}]
+            ---
+            apiVersion: orl.dev/v1
+            kind: Budget
+            metadata: {name: tight}
+            spec:
+              appliesTo: {selector: {matchLabels: {spends: "yes"}}}
+              scope: perAgent
+              limits: [{window: day, tokens: \(spenderTokens)}]
+              onExceeded: halt
+            ---
+            apiVersion: orl.dev/v1
+            kind: Workflow
+            metadata: {name: fanout}
+            spec:
+              steps:
+                - {id: split, agent: worker}
+                - {id: x, agent: a1, dependsOn: [split], inputs: {barrier: {value: "x,y,z"}}}
+                - {id: y, agent: a2, dependsOn: [split], inputs: {barrier: {value: "x,y,z"}}}
+                - {id: z, agent: a3, dependsOn: [split], inputs: {barrier: {value: "x,y,z"}}}
+                - {id: join, agent: worker, dependsOn: [x, y, z]}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Workflow
+            metadata: {name: retries}
+            spec:
+              steps:
+                - id: flaky
+                  agent: worker
+                  inputs: {fail_attempts: {value: "2"}}
+                  retry: {attempts: 3, backoff: 1s}
+                - {id: after, agent: worker, dependsOn: [flaky]}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Workflow
+            metadata: {name: doomed}
+            spec:
+              steps:
+                - id: hopeless
+                  agent: worker
+                  inputs: {fail_attempts: {value: "9"}}
+                  retry: {attempts: 2, backoff: 1s}
+                - {id: never, agent: worker, dependsOn: [hopeless]}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Workflow
+            metadata: {name: tools}
+            spec:
+              steps:
+                - {id: http, agent: worker, tools: [echo-http], inputs: {call_tool: {value: echo-http}}}
+                - {id: command, agent: worker, tools: [cat], dependsOn: [http], inputs: {call_tool: {value: cat}}}
+                - {id: unlisted, agent: worker, tools: [cat], dependsOn: [command], inputs: {call_tool: {value: shout}}}
+                - {id: denied, agent: worker, dependsOn: [unlisted], inputs: {call_tool: {value: wipe}}}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Workflow
+            metadata: {name: spend}
+            spec:
+              steps:
+                - {id: first, agent: spender, inputs: {chat_calls: {value: "1"}}}
+                - id: second
+                  agent: spender
+                  dependsOn: [first]
+                  inputs: {chat_calls: {value: "20"}}
+                  retry: {attempts: 5, backoff: 5s}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Workflow
+            metadata: {name: slow}
+            spec:
+              steps:
+                - {id: slow, agent: worker, inputs: {sleep: {value: "4"}}, heartbeatTimeout: 60s}
+                - {id: gate, approval: {timeout: 1h}}
+                - {id: done, agent: worker, dependsOn: [slow, gate]}
+            """
+    }
+
+    /// Applies the test fleet (with an echo server for the http tool) and starts a controller.
+    static func fixtureHarness(spenderTokens: Int = 150) throws -> Harness {
+        let h = try Harness()
+        let portFile = h.work.url.appendingPathComponent("echo.port").path
+        try h.background("/usr/bin/env", ["python3", "\(fixtures)/echo_server.py", portFile, "echo.jsonl"], log: "echo.log")
+        #expect(waitUntil(seconds: 30) { FileManager.default.fileExists(atPath: portFile) }, "the echo server did not start")
+        let port = try #require(Int(try String(contentsOfFile: portFile, encoding: .utf8)))
+        try h.work.write(
+            "fleet.yaml", fleet(echoPort: port, spenderTokens: spenderTokens).replacingOccurrences(of: "JOURNAL_PATH", with: h.journalPath))
+        try h.apply("fleet.yaml")
+        try h.startController()
+        return h
+    }
+
+    @Test func aFanOutRunsItsBranchesInParallelAndTheJoinGetsThemAll() throws {
+        let h = try Self.fixtureHarness()
+        let id = try h.start("fanout")
+        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        // Each branch waited until all three had started: they ran at once.
+        let join = try h.output(id, "join")
+        #expect(join["dependencies"] as? [String] == ["x", "y", "z"], "\(join)")
+        let starts = h.journal().filter { $0["event"] as? String == "start" }.compactMap { $0["step"] as? String }
+        #expect(starts.first == "split" && starts.last == "join" && starts.count == 5, "\(starts)")
+        try h.stopController()
+    }
+
+    @Test func aFailingStepIsRetriedUntilItSucceedsAndOneThatKeepsFailingIsADeadLetter() throws {
+        let h = try Self.fixtureHarness()
+        let id = try h.start("retries")
+        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        let attempts = h.journal().filter { $0["step"] as? String == "flaky" && $0["event"] as? String == "start" }
+        #expect(attempts.compactMap { $0["attempt"] as? Int } == [1, 2, 3])
+        #expect(Set(attempts.compactMap { $0["key"] as? String }) == ["\(id)/flaky"], "one idempotency key for every attempt")
+        let described = try h.orlctl(["describe", "run/\(id)"]).stdout
+        #expect(described.contains("planned failure of attempt 1") && described.contains("planned failure of attempt 2"))
+
+        let doomed = try h.start("doomed")
+        #expect(try h.await(doomed, ["Succeeded", "Failed"]) == "Failed")
+        let steps = try h.steps(doomed)
+        #expect(steps["hopeless"]?["state"] as? String == "DeadLetter" && steps["hopeless"]?["attempt"] as? Int == 2)
+        #expect(steps["never"]?["state"] as? String == "Skipped")
+        let dead = try h.orlctl(["describe", "run/\(doomed)"]).stdout
+        #expect(dead.contains("Attempts:") && dead.contains("hopeless  2        Failed"), "\(dead)")
+        #expect(try h.orlctl(["events", "--for", "run/\(doomed)"]).stdout.contains("DeadLetter"))
+        try h.stopController()
+    }
+
+    /// Tools go through the controller: an http tool gets its credential from the vault
+    /// (the agent never sees it), a command tool its input on stdin; a tool the step
+    /// does not list, or that no policy allows, is refused.
+    @Test func toolCallsGoThroughTheControllerAndFailClosed() throws {
+        let h = try Self.fixtureHarness()
+        let stored = try Orlctl.run(["secret", "set", "echo-key", "--state", h.state], stdin: Self.echoKey + "\n", in: h.work.url)
+        #expect(stored.status == 0, "\(stored.stderr)")
+        let id = try h.start("tools")
+        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+
+        let http = try #require(try h.output(id, "http")["tool"] as? [String: Any])
+        #expect(http["status"] as? Int == 200, "\(http)")
+        let answer = try #require(http["answer"] as? [String: Any])
+        #expect(answer["task"] as? String == "\(id)/http/1")
+        let echoed = try #require(answer["output"] as? [String: Any])
+        #expect((echoed["echo"] as? [String: Any])?["from"] as? String == "http")
+        #expect(echoed["authorization"] as? String == "Bearer (sensitive)", "the credential is masked in the answer")
+        let received = h.file("echo.jsonl")
+        #expect(received.contains("Bearer \(Self.echoKey)"), "the tool got the credential: \(received)")
+        #expect(received.contains("\"Idempotency-Key\": \"\(id)/http\""))
+
+        let command = try #require(try h.output(id, "command")["tool"] as? [String: Any])
+        let catted = (command["answer"] as? [String: Any])?["output"] as? [String: Any]
+        #expect(catted?["from"] as? String == "command", "cat returns its input: \(command)")
+
+        let unlisted = try #require(try h.output(id, "unlisted")["tool"] as? [String: Any])
+        #expect(unlisted["status"] as? Int == 403 && unlisted["code"] as? String == "forbidden", "\(unlisted)")
+        #expect((unlisted["message"] as? String ?? "").contains(#"does not list tool "shout" (it lists: cat)"#))
+        let denied = try #require(try h.output(id, "denied")["tool"] as? [String: Any])
+        #expect(denied["status"] as? Int == 403 && denied["code"] as? String == "tool_not_allowed", "\(denied)")
+
+        // Nothing the agent could see holds the credential.
+        #expect(!h.file("journal.jsonl").contains(Self.echoKey) && !h.agentLogs().contains(Self.echoKey))
+        #expect(!h.file("controller.log").contains(Self.echoKey))
+        let events = try h.orlctl(["events", "--for", "agent/worker"]).stdout
+        #expect(events.contains("ToolRefused") && events.contains(#"tool "wipe""#), "\(events)")
+        try h.stopController()
+    }
+
+    /// A budget that halts an agent mid-run: the task it was doing fails with the
+    /// gateway's reason, the step waits (Ready) while its agent is halted, and runs
+    /// again once an apply raises the limit; the run then succeeds.
+    @Test func aBudgetThatHaltsAnAgentMidRunMakesTheRunWaitUntilItIsRaised() throws {
+        let h = try Self.fixtureHarness()
+        let id = try h.start("spend")
+        var described = ""
+        let waits = waitUntil(seconds: 90) {
+            described = (try? h.orlctl(["describe", "run/\(id)"]).stdout) ?? ""
+            return described.contains("Waiting for Agents:") && described.contains("(BudgetExceeded)")
+        }
+        #expect(waits, "\(described)\n\(h.file("controller.log"))\n\(h.agentLogs())")
+        #expect(described.contains("second: agent spender is not running (BudgetExceeded)"), "\(described)")
+        #expect(try h.run(id)["status"] as? String == "Running")
+        #expect(try h.steps(id)["second"]?["state"] as? String == "Ready")
+        #expect(described.contains("model budget exceeded:"), "the failed attempt says why: \(described)")
+
+        // Raising the limit resumes the agent, which runs the step again.
+        try h.work.write("fleet.yaml", h.file("fleet.yaml").replacingOccurrences(of: "tokens: 150}", with: "tokens: 1000000}"))
+        try h.apply("fleet.yaml")
+        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        let steps = try h.steps(id)
+        #expect((steps["second"]?["attempt"] as? Int ?? 0) >= 2)
+        #expect((steps["first"]?["tokens"] as? Int ?? 0) > 0 && (steps["second"]?["tokens"] as? Int ?? 0) > 0)
+        try h.stopController()
+    }
+
+    /// kill -9 of the controller while a task runs and an approval waits: the agent
+    /// outlives it, the next controller serves the same address, the agent's answer
+    /// lands there; nothing runs twice, the approval is still pending, the run ends once.
+    @Test func aControllerKilledMidRunIsResumedWithoutRunningAnythingTwice() throws {
+        let h = try Self.fixtureHarness()
+        let id = try h.start("slow")
+        #expect(
+            waitUntil(seconds: 60) { h.journal().contains { $0["step"] as? String == "slow" && $0["event"] as? String == "start" } },
+            "\(h.agentLogs())")
+        let first = h.processes.last!
+        kill(first.processIdentifier, SIGKILL)
+        #expect(waitUntil(seconds: 30) { !first.isRunning })
+        #expect(try h.orlctl(["runs", "--pending-approval"]).stdout.contains("gate"))
+        try h.startController(log: "controller-2.log")
+        #expect(
+            waitUntil(seconds: 60) { (try? h.steps(id)["slow"]?["state"] as? String) == "Succeeded" },
+            "\(h.file("controller-2.log"))\n\(h.agentLogs())")
+        #expect(try h.orlctl(["runs", "--pending-approval"]).stdout.contains("gate"), "the approval stayed pending")
+        #expect(try h.orlctl(["approve", "run/\(id)", "--step", "gate"]).status == 0)
+        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+
+        let journal = h.journal()
+        for step in ["slow", "done"] {
+            let started = journal.filter { $0["step"] as? String == step && $0["event"] as? String == "start" }
+            #expect(started.count == 1, "\(step) ran once: \(journal)")
+            #expect(started.first?["key"] as? String == "\(id)/\(step)")
+        }
+        #expect(try h.steps(id)["slow"]?["attempt"] as? Int == 1)
+        let listed = try h.orlctl(["runs", "-o", "json"]).stdout
+        let runs = (try JSONSerialization.jsonObject(with: Data(listed.utf8)) as? [String: Any])?["runs"] as? [[String: Any]]
+        #expect(runs?.count == 1, "one run: \(listed)")
+        try h.stopController()
+    }
+}
