@@ -107,8 +107,9 @@ public final class AgentAPI: Sendable {
         } catch {
             return Gateway.error(error)
         }
-        let asked = request.uri.queryParameters.get("wait").flatMap(Double.init)
-        if let asked, !(asked >= 0) || !asked.isFinite {
+        let given = request.uri.queryParameters.get("wait")
+        let asked = given.flatMap(Double.init)
+        if given != nil, !(asked.map { $0 >= 0 && $0.isFinite } ?? false) {
             return Gateway.error(.invalidRequest("wait must be a number of seconds, 0 or more", param: "wait"))
         }
         let longest = configuration.longestPoll

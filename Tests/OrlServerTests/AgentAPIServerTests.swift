@@ -1,0 +1,234 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import OrlCore
+import OrlServer
+import OrlStore
+import OrlYAML
+import Testing
+
+/// The agents' task API over real HTTP on loopback, on a real SQLite state: who may
+/// answer what, how a waiting poll learns of a task, and what a model call is
+/// attributed to.
+@Suite(.serialized) struct AgentAPIServerTests {
+    static let fleet = """
+        apiVersion: orl.dev/v1
+        kind: ModelProvider
+        metadata: {name: sim}
+        spec:
+          apiStyle: simulated
+          models: [{name: small, maxOutputTokens: 10, pricing: {input: 1, output: 1}}]
+        ---
+        apiVersion: orl.dev/v1
+        kind: Agent
+        metadata: {name: a}
+        spec: {model: sim/small, runtime: {command: /bin/true}}
+        ---
+        apiVersion: orl.dev/v1
+        kind: Agent
+        metadata: {name: b}
+        spec: {model: sim/small, runtime: {command: /bin/true}}
+        ---
+        apiVersion: orl.dev/v1
+        kind: Policy
+        metadata: {name: all}
+        spec:
+          appliesTo: {agents: [a, b]}
+          allow: {models: ["sim/*"], handoffs: [a, b]}
+        ---
+        apiVersion: orl.dev/v1
+        kind: Workflow
+        metadata: {name: relay}
+        spec:
+          steps:
+            - {id: first, agent: a}
+            - {id: second, agent: b, dependsOn: [first]}
+        ---
+        apiVersion: orl.dev/v1
+        kind: Workflow
+        metadata: {name: pair}
+        spec:
+          steps:
+            - {id: left, agent: a}
+            - {id: right, agent: a}
+        """
+
+    /// Command tools are not what these tests are about.
+    struct NoCommands: CommandRunner {
+        func run(_ invocation: CommandInvocation) async throws(RuntimeError) -> CommandOutcome {
+            throw RuntimeError("no commands here")
+        }
+    }
+
+    final class Harness: Sendable {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("orl-agent-api-\(UUID().uuidString)").path
+        let store: SQLiteStateStore
+        let gateway: Gateway
+        let api: AgentAPI
+        nonisolated(unsafe) var url = ""
+        nonisolated(unsafe) var server: Task<Void, any Error>?
+
+        static let clock: @Sendable () -> Timestamp = { Timestamp(milliseconds: Int64((Date().timeIntervalSince1970 * 1000).rounded())) }
+
+        /// `recheck`: how often a waiting poll looks by itself; long, so that only an
+        /// announcement can answer it within the tests' polls.
+        init(recheck: Duration = .seconds(120)) throws {
+            store = try SQLiteStateStore(directory: directory)
+            let report = ManifestValidation.validate([YAMLParser().parse(AgentAPIServerTests.fleet, file: "fleet.yaml")])
+            precondition(report.isValid, "\(report.diagnostics.map(\.message))")
+            _ = try ApplyOperation.apply(
+                report.fleet, to: store, options: ApplyOptions(source: "test", appliedBy: "test"), now: Self.clock())
+            gateway = Gateway(store: store, providerKey: { _ in nil }, clock: Self.clock, log: { _ in }, onExhausted: {})
+            gateway.update(
+                fleet: report.fleet,
+                tokens: [Self.agent("a"): AgentToken.digest("token-a"), Self.agent("b"): AgentToken.digest("token-b")],
+                now: Self.clock())
+            var configuration = AgentAPI.Configuration(stateDirectory: directory)
+            configuration.recheckInterval = recheck
+            configuration.changePollInterval = .milliseconds(20)
+            let apiStore = try SQLiteStateStore(directory: directory)
+            api = AgentAPI(
+                gateway: gateway, store: apiStore, waiters: TaskWaiters(), commands: NoCommands(), secret: { _ in nil },
+                changeMarker: { try? apiStore.changeMarker() }, configuration: configuration)
+        }
+
+        static func agent(_ name: String) -> ResourceID { ResourceID(kind: "Agent", name: name) }
+
+        func start() async throws {
+            let started = try await APIServer(gateway: gateway, agents: api, port: 0).start()
+            url = started.url
+            server = started.task
+        }
+
+        func stop() async {
+            server?.cancel()
+            _ = await server?.result
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+
+        /// Starts a run from another connection, as `orlctl run` does from another process.
+        func startRun(_ workflow: String) throws -> RunID {
+            let other = try SQLiteStateStore(directory: directory)
+            return try RunOperations(store: other).start(
+                .init(workflow: ResourceID(kind: "Workflow", name: workflow), by: "test"), now: Self.clock(),
+                random: UInt32.random(in: 0...UInt32.max)
+            ).id
+        }
+
+        func post(_ path: String, _ body: String? = nil, token: String? = "token-a", headers: [(String, String)] = []) async throws -> (
+            status: Int, json: [String: Any]
+        ) {
+            var request = HTTPClientRequest(url: url + path)
+            request.method = .POST
+            if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+            for (name, value) in headers { request.headers.add(name: name, value: value) }
+            if let body { request.body = .bytes(ByteBuffer(string: body)) }
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            let bytes = try await response.body.collect(upTo: 1 << 20)
+            let json =
+                bytes.readableBytes == 0
+                ? [:] : (try JSONSerialization.jsonObject(with: Data(Array(bytes.readableBytesView))) as? [String: Any] ?? [:])
+            return (Int(response.status.code), json)
+        }
+
+        func error(_ json: [String: Any]) -> (code: String, message: String) {
+            let error = json["error"] as? [String: Any] ?? [:]
+            return (error["code"] as? String ?? "", error["message"] as? String ?? "")
+        }
+    }
+
+    @Test func aPollIsAnsweredAtOnceWithoutATaskAndRefusedWithoutAToken() async throws {
+        let h = try Harness()
+        try await h.start()
+        let none = try await h.post("/v1/tasks/next?wait=0")
+        #expect(none.status == 204)
+        let anonymous = try await h.post("/v1/tasks/next?wait=0", token: nil)
+        #expect(anonymous.status == 401 && h.error(anonymous.json).code == "invalid_api_key")
+        let stranger = try await h.post("/v1/tasks/next?wait=0", token: "not-a-token")
+        #expect(stranger.status == 401)
+        let silly = try await h.post("/v1/tasks/next?wait=soon")
+        #expect(silly.status == 400 && h.error(silly.json).message.contains("wait must be a number of seconds"))
+        await h.stop()
+    }
+
+    /// The next step's agent waits in a long poll; the first agent's completion, through
+    /// the API, wakes it with its task (the poll's own recheck is two minutes away).
+    @Test func aCompletionWakesTheNextStepsAgentsPoll() async throws {
+        let h = try Harness()
+        try await h.start()
+        let run = try h.startRun("relay")
+        let first = try await h.post("/v1/tasks/next?wait=0")
+        #expect(first.status == 200 && first.json["step"] as? String == "first")
+        let task = try #require(first.json["task"] as? String)
+        #expect(first.json["idempotencyKey"] as? String == "\(run)/first")
+
+        async let waiting = h.post("/v1/tasks/next?wait=20", token: "token-b")
+        try await Task.sleep(for: .milliseconds(300))
+        let beat = try await h.post("/v1/tasks/\(task)/heartbeat")
+        #expect(beat.status == 200 && beat.json["leaseExpiresAt"] is String)
+        let done = try await h.post("/v1/tasks/\(task)/complete", #"{"output": {"n": 1}}"#)
+        #expect(done.status == 200 && done.json["state"] as? String == "Succeeded", "\(done.json)")
+        let second = try await waiting
+        #expect(second.status == 200 && second.json["step"] as? String == "second", "\(second)")
+        #expect((second.json["dependencies"] as? [String: Any])?["first"] as? [String: Int] == ["n": 1])
+
+        // The task is b's: a may not answer it, and an answer to a finished task is refused.
+        let secondTask = try #require(second.json["task"] as? String)
+        let notYours = try await h.post("/v1/tasks/\(secondTask)/complete", "{}")
+        #expect(notYours.status == 403 && h.error(notYours.json).code == "forbidden")
+        let late = try await h.post("/v1/tasks/\(task)/complete", "{}")
+        #expect(late.status == 409 && h.error(late.json).message.contains("is no longer running"))
+        let nowhere = try await h.post("/v1/tasks/0000000000000/x/1/heartbeat")
+        #expect(nowhere.status == 404)
+        let silent = try await h.post("/v1/tasks/\(secondTask)/fail", "{}", token: "token-b")
+        #expect(silent.status == 400 && h.error(silent.json).message.contains("say why the task failed"))
+        let failed = try await h.post("/v1/tasks/\(secondTask)/fail", #"{"error": "no", "retry": false}"#, token: "token-b")
+        #expect(failed.status == 200 && failed.json["state"] as? String == "DeadLetter")
+        await h.stop()
+    }
+
+    /// A run started by another process (another connection) wakes the polls too.
+    @Test func aRunStartedElsewhereWakesAWaitingPoll() async throws {
+        let h = try Harness()
+        try await h.start()
+        // Until the API has read the store once, a change could predate its marker.
+        try await Task.sleep(for: .milliseconds(200))
+        async let waiting = h.post("/v1/tasks/next?wait=20")
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try h.startRun("relay")
+        let answer = try await waiting
+        #expect(answer.status == 200 && answer.json["step"] as? String == "first", "\(answer)")
+        await h.stop()
+    }
+
+    /// Model calls are recorded against the task the agent names, or its only one.
+    @Test func modelCallsAreAttributedToTheTaskServed() async throws {
+        let h = try Harness()
+        try await h.start()
+        let run = try h.startRun("pair")
+        let chat = #"{"model": "sim/small", "messages": [{"role": "user", "content": "hi"}]}"#
+        let left = try await h.post("/v1/tasks/next?wait=0")
+        #expect(try await h.post("/v1/chat/completions", chat).status == 200)
+        let right = try await h.post("/v1/tasks/next?wait=0")
+        #expect(left.json["step"] as? String == "left" && right.json["step"] as? String == "right")
+        // Two in flight: a call naming neither is recorded against no step.
+        #expect(try await h.post("/v1/chat/completions", chat).status == 200)
+        #expect(
+            try await h.post("/v1/chat/completions", chat, headers: [("x-orl-run", run.rawValue), ("x-orl-step", "right")]).status == 200)
+        // A task the agent does not hold is not taken from its word.
+        #expect(
+            try await h.post("/v1/chat/completions", chat, headers: [("x-orl-run", run.rawValue), ("x-orl-step", "other")]).status == 200)
+
+        var rows: [LedgerEntry] = []
+        for _ in 0..<200 where rows.count < 4 {
+            rows = try h.store.read { reader throws(StoreError) in try reader.ledger(LedgerQuery()) }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(rows.reversed().map { $0.step ?? "-" } == ["left", "-", "right", "-"])
+        #expect(rows.allSatisfy { $0.run == nil || $0.run == run.rawValue })
+        let spend = try h.store.readRuns { reader throws(StoreError) in try reader.spend(of: run) }
+        #expect(spend.keys.sorted() == ["left", "right"] && (spend["left"]?.tokens ?? 0) > 0)
+        await h.stop()
+    }
+}
