@@ -44,6 +44,18 @@ let package = Package(
         // async-signal-safe calls (Swift cannot fork a multi-threaded process safely).
         .target(name: "COrlSpawn"),
         .target(name: "OrlRuntime", dependencies: ["OrlCore", "COrlSpawn"], swiftSettings: strictness),
+        // Git through libgit2 (Debian 12 ships 1.5): a bare mirror per source, ls-remote,
+        // fetch, and trees read straight from commits. `shim.h` wraps the variadic
+        // git_libgit2_opts and the credentials callback.
+        .systemLibrary(
+            name: "CGit2",
+            pkgConfig: "libgit2",
+            providers: [.apt(["libgit2-dev"])]
+        ),
+        .target(name: "OrlGit", dependencies: ["CGit2"], swiftSettings: strictness),
+        // The manifest pipeline's reading half (manifest files parsed and read on every
+        // core) and the GitOps sync of a git source into the state.
+        .target(name: "OrlSync", dependencies: ["OrlCore", "OrlYAML", "OrlGit"], swiftSettings: strictness),
         // The reconcile loop: applied Agents in the store made into running processes.
         .target(name: "OrlController", dependencies: ["OrlCore", "OrlStore", "OrlRuntime"], swiftSettings: strictness),
 
@@ -51,7 +63,7 @@ let package = Package(
         .target(
             name: "OrlCLI",
             dependencies: [
-                "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController",
+                "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlGit", "OrlSync",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictness
@@ -60,7 +72,9 @@ let package = Package(
         // Benchmarks: a separate command, never part of the tests.
         .executableTarget(
             name: "orl-bench",
-            dependencies: ["OrlCore", "OrlYAML", "OrlStore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlSync", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: strictness
         ),
 
@@ -69,6 +83,7 @@ let package = Package(
         .testTarget(name: "OrlStoreTests", dependencies: ["OrlStore", "OrlCore"], swiftSettings: strictness),
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
-            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore"], exclude: ["Golden"], swiftSettings: strictness),
+            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlGit"], exclude: ["Golden"],
+            swiftSettings: strictness),
     ]
 )

@@ -4,11 +4,11 @@ import Foundation
 /// `orl-bench`: orl's benchmarks, a separate command from the tests. Each prints figures
 /// meant to be read beside the peers' (../shared/peer-bench measures those here).
 @main
-struct OrlBench: ParsableCommand {
+struct OrlBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "orl-bench",
         abstract: "Benchmarks for orl (build with -c release).",
-        subcommands: [ValidateBench.self, AuditBench.self, ApplyBench.self, ControllerBench.self]
+        subcommands: [ValidateBench.self, AuditBench.self, ApplyBench.self, ControllerBench.self, SyncBench.self]
     )
 }
 

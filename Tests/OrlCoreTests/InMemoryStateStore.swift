@@ -12,6 +12,7 @@ final class InMemoryStateStore: StateStore {
         var statuses: [ResourceID: ResourceStatus] = [:]
         var supervision: [ResourceID: SupervisionRecord] = [:]
         var holds: [ResourceID: UserHold] = [:]
+        var sources: [String: SourceRecord] = [:]
     }
 
     private let state = Mutex(State())
@@ -75,6 +76,12 @@ final class InMemoryStateStore: StateStore {
         }
 
         func deleteHold(for agent: ResourceID) throws(StoreError) { state.holds[agent] = nil }
+
+        func sources() throws(StoreError) -> [SourceRecord] { state.sources.values.sorted { $0.name < $1.name } }
+
+        func source(named name: String) throws(StoreError) -> SourceRecord? { state.sources[name] }
+
+        func putSource(_ source: SourceRecord) throws(StoreError) { state.sources[source.name] = source }
 
         func put(_ resource: StoredResource) throws(StoreError) { state.resources[resource.id] = resource }
 

@@ -74,11 +74,14 @@ struct Events: AsyncParsableCommand {
 
     func validate() throws {
         guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
-        if let resource { _ = try ResourceSelection.reference(resource) }
+        if let resource, SourceSelection.name(resource) == nil { _ = try ResourceSelection.reference(resource) }
     }
 
     func run() async throws {
-        let id = try resource.map { try ResourceSelection.reference($0).id(namespace: namespace.namespace) }
+        let id = try resource.map { reference in
+            if let source = SourceSelection.name(reference) { return SourceRecord.eventSubject(source) }
+            return try ResourceSelection.reference(reference).id(namespace: namespace.namespace)
+        }
         let store = try state.openStore()
         let events: [StoreEvent]
         do {

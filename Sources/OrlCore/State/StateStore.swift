@@ -154,6 +154,9 @@ public protocol StateReader {
     func allSupervision() throws(StoreError) -> [SupervisionRecord]
     /// Agents suspended by `orlctl suspend`, in namespace and name order.
     func holds() throws(StoreError) -> [UserHold]
+    /// The git sources `orlctl sync` and `watch` have synced, in name order.
+    func sources() throws(StoreError) -> [SourceRecord]
+    func source(named name: String) throws(StoreError) -> SourceRecord?
 }
 
 /// Writing, inside one exclusive transaction.
@@ -176,6 +179,8 @@ public protocol StateWriter: StateReader {
     func putHold(_ hold: UserHold) throws(StoreError)
     /// Resumes the agent; resuming one that is not held does nothing.
     func deleteHold(for agent: ResourceID) throws(StoreError)
+    /// Stores the source's record, replacing the previous one of that name.
+    func putSource(_ source: SourceRecord) throws(StoreError)
 }
 
 /// The port for the actual state. One writer at a time, across processes: `write` runs
