@@ -83,7 +83,7 @@ let package = Package(
         .testTarget(name: "OrlStoreTests", dependencies: ["OrlStore", "OrlCore"], swiftSettings: strictness),
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
-            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlGit"], exclude: ["Golden"],
+            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlSync"], exclude: ["Golden"],
             swiftSettings: strictness),
     ]
 )

@@ -372,3 +372,39 @@ final class Watcher: @unchecked Sendable {
         Thread.sleep(forTimeInterval: 0.1)
     }
 }
+
+extension ControllerCommandTests {
+    /// The watcher and the controller together: a commit that changes one agent is one
+    /// update, and the running controller restarts that agent only.
+    @Test func aSyncedCommitRestartsTheChangedAgent() throws {
+        let h = try Harness()
+        let repo = h.work.url.appendingPathComponent("repo")
+        func git(_ arguments: String...) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+            process.arguments = ["-c", "user.name=T", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"] + arguments
+            process.currentDirectoryURL = repo
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            try #require(process.terminationStatus == 0, "git \(arguments)")
+        }
+        try h.work.write("repo/fleet.yaml", h.manifests([.init(name: "a"), .init(name: "b")]))
+        try git("init", "-q", "-b", "main")
+        try git("add", "-A")
+        try git("commit", "-q", "-m", "first")
+        let sync = ["sync", "--once", "--repo", repo.path]
+        #expect(try h.orlctl(sync).status == 0)
+        try h.startController()
+        let first = try h.waitForAgents(["a", "b"], "after the first sync")
+
+        try h.work.write("repo/fleet.yaml", h.manifests([.init(name: "a", env: "v2"), .init(name: "b")]))
+        try git("commit", "-q", "-am", "a v2")
+        let result = try h.orlctl(sync)
+        #expect(result.stdout.contains("Plan: 0 to add, 1 to change, 0 to prune"), "\(result.stdout)")
+        #expect(waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
+        #expect(h.agents()["b"] == [first["b"]!], "the unchanged agent keeps running")
+        #expect(h.log().contains("Agent/a"))
+        try h.stopController()
+    }
+}

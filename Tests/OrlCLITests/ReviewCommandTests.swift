@@ -26,7 +26,7 @@ import Testing
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
         #expect(lines.first == "1 to add, 1 to change, 0 to remove · permissions: 1 gained, 0 lost · violations: 0 new, 0 fixed")
-        #expect(result.stdout.contains("+ Tool/shell  fleet/tool2.yaml:1"))
+        #expect(result.stdout.contains("+ Tool/shell ") && result.stdout.contains("fleet/tool2.yaml:1"), "\(result.stdout)")
         #expect(
             result.stdout.contains(
                 "| Agent/echo | 🔺 gained | tool \"shell\" | allowed by Policy/team-a (fleet/policy.yaml:6:27); allow added to Policy/team-a |"
