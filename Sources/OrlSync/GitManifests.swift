@@ -40,7 +40,13 @@ public final class GitManifests {
         }
         let parsing = self.parsing
         let toParse = missing.map(\.file)
-        let parsed = ManifestParsing.parallelMap(toParse.count) { parsing.read(toParse[$0]) }
+        // Parsed files stay in the cache for the next rounds, so each resource's
+        // canonical form is computed once here, on every core, not in every plan.
+        let parsed = ManifestParsing.parallelMap(toParse.count) { index in
+            var read = parsing.read(toParse[index])
+            read.resources = read.resources.map { $0.withCanonicalForm() }
+            return read
+        }
         for (slot, read) in zip(missing, parsed) { parts[slot.index] = read }
         var next: [String: Parsed] = [:]
         next.reserveCapacity(files.count)

@@ -215,7 +215,7 @@ public final class GitSourceSync: @unchecked Sendable {
         report.parsed = manifests.lastParsed
         guard read.report.isValid else {
             let errors = read.report.diagnostics.filter { $0.severity == .error }
-            let first = errors.first.map { d in "; first: " + (d.location.map { "\($0): " } ?? "") + d.message } ?? ""
+            let first = errors.first.map { d in "; first: " + (d.location.map { "\($0): " } ?? "") + d.headline } ?? ""
             let message = "the manifests have \(errors.count) error\(errors.count == 1 ? "" : "s")\(first)"
             var failed = fail(&report, record, revision: head.hex, .invalid, reason: "InvalidManifests", message, now: now)
             failed.outcome = .invalid(read.report, files: read.files)

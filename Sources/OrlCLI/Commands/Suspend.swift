@@ -147,6 +147,9 @@ struct Suspend: AsyncParsableCommand {
             it (as flux suspend). The controller shows the agent as Suspended, reason \
             SuspendedByUser (SuspendedInSpec for spec.suspend). A Suspended event is recorded.
 
+            source/NAME suspends a git source instead: orlctl sync and watch neither apply \
+            nor prune it until it is resumed.
+
             Exit codes: 0 suspended, 1 an agent is not in the state (nothing changed), 2 error.
             """
     )
@@ -161,7 +164,7 @@ struct Resume: AsyncParsableCommand {
         abstract: "Resume agents suspended by orlctl suspend.",
         discussion: """
             An agent whose manifest says spec.suspend: true stays suspended. A Resumed event is \
-            recorded.
+            recorded. source/NAME resumes a git source and wakes its watcher.
 
             Exit codes: 0 resumed, 1 an agent is not in the state (nothing changed), 2 error.
             """

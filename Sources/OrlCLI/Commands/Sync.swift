@@ -206,7 +206,11 @@ struct Watch: AsyncParsableCommand {
             let report = await sync.round(retryFailed: false)
             if report.changed { ControllerWake.wake(source.state.resolvedDirectory) }
             let suspended = if case .suspended = report.outcome { true } else { false }
-            if let line = SyncRenderer.logLine(report), !(suspended && wasSuspended) { SyncRenderer.log(line) }
+            if let line = SyncRenderer.logLine(report), !(suspended && wasSuspended) {
+                SyncRenderer.log(line)
+            } else if wasSuspended && !suspended {
+                SyncRenderer.log("source \(configuration.name): resumed")
+            }
             if case .invalid(let validation, let files) = report.outcome {
                 OrlctlMain.writeStandardError(DiagnosticRenderer.text(validation, files: files, color: false))
             }

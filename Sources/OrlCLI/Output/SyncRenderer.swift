@@ -96,8 +96,8 @@ enum SyncRenderer {
         case .suspended:
             return "\(source): suspended; not syncing until resumed"
         case .applied(let outcome):
-            if outcome.plan.isEmpty { return "\(source): \(head) applied: no changes" }
             let was = report.previous.map { " (was \(SourceSync.short($0)))" } ?? ""
+            if outcome.plan.isEmpty { return "\(source): \(head) applied\(was): no changes" }
             let number = outcome.applyNumber.map { " as #\($0)" } ?? ""
             return "\(source): \(head) applied\(number)\(was): \(outcome.plan.summary)"
         case .invalid:

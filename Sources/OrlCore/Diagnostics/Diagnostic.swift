@@ -108,6 +108,13 @@ extension Diagnostic {
 }
 
 extension Diagnostic {
+    /// The message as it stands alone on a line: schema messages speak of a field's
+    /// value, so the field's path goes in front of them.
+    public var headline: String {
+        let subject = code == .schemaInvalid ? path.flatMap { $0.isRoot ? nil : "\($0): " } ?? "" : ""
+        return subject + message
+    }
+
     /// Identifies a problem across runs without its line, so that it keeps its identity
     /// when lines are added above it (SARIF alerts; what review calls new, fixed and
     /// still present): code, file, resource, field path and message, hashed with 64-bit

@@ -354,7 +354,7 @@ private struct FleetState: StateReader {
     init(_ fleet: Fleet, source: String) {
         var stored: [ResourceID: StoredResource] = [:]
         for resource in fleet.resources {
-            let canonical = CanonicalJSON.manifest(resource.document)
+            let canonical = resource.canonical
             stored[resource.id] = StoredResource(
                 id: resource.id, manifest: canonical.text, specHash: canonical.specHash, generation: 1, resourceVersion: 1,
                 source: source, file: resource.file, line: resource.location.line, revision: nil, appliedAt: Timestamp(milliseconds: 0),

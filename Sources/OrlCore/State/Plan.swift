@@ -92,7 +92,7 @@ public enum Planner {
         for resource in fleet.resources {
             let id = resource.id
             desiredIDs.insert(id)
-            let canonical = CanonicalJSON.manifest(resource.document)
+            let canonical = resource.canonical
             let manifest = canonical.text
             let current = stored[id]
             if let current, current.manifest == manifest, current.source == options.source {
