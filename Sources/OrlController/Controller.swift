@@ -15,10 +15,12 @@ public import OrlCore
 /// stored (`SupervisionRecord`), so that a controller started after a crash adopts the
 /// processes that still run instead of starting them twice.
 ///
-/// For now: each agent's ORL_TOKEN is random, made by the controller and kept in the
-/// supervision record (no API checks it yet); secrets are never provided (the vault is
-/// to come), so an agent that asks for one starts without it; ORL_API_URL is a
-/// placeholder until the gateway exists. Store calls block the actor's thread briefly.
+/// Each process gets a new random token (ORL_TOKEN, and OPENAI_API_KEY for the gateway);
+/// only its digest is kept, in the supervision record, and handed to the gateway with
+/// the applied fleet after every pass. The gateway says which agents exhausted a
+/// halting budget; they are halted until it says otherwise (a new window, a raised
+/// limit). Secrets are never provided yet (the vault is to come), so an agent that asks
+/// for one starts without it. Store calls block the actor's thread briefly.
 public actor Controller {
     public struct Configuration: Sendable {
         /// The state directory, absolute: logs and working directories live in it.
@@ -35,6 +37,7 @@ public actor Controller {
 
     private let store: any StateStore
     private let runtime: any AgentRuntime
+    private let gateway: (any ModelGateway)?
     private let configuration: Configuration
     /// Changes when another process writes the store; nil when it cannot tell.
     private let changeMarker: @Sendable () -> Int64?
@@ -65,12 +68,13 @@ public actor Controller {
     private var started = false
 
     public init(
-        store: any StateStore, runtime: any AgentRuntime, configuration: Configuration,
+        store: any StateStore, runtime: any AgentRuntime, gateway: (any ModelGateway)? = nil, configuration: Configuration,
         changeMarker: @escaping @Sendable () -> Int64? = { nil }, log: @escaping @Sendable (ControllerEvent) -> Void,
         clock: @escaping @Sendable () -> Timestamp = Controller.systemTime
     ) {
         self.store = store
         self.runtime = runtime
+        self.gateway = gateway
         self.configuration = configuration
         self.changeMarker = changeMarker
         self.log = log
@@ -155,24 +159,28 @@ public actor Controller {
         var generations: [ResourceID: Int] = [:]
         /// Agents whose manifest cannot be read back: left as they are.
         var unreadable: Set<ResourceID> = []
+        var fleet = Fleet([])
+        /// When budget halts end.
+        var resumptions: [ResourceID: Timestamp] = [:]
     }
 
-    private func desired() throws(StoreError) -> Desired {
+    private func desired(now: Timestamp) throws(StoreError) -> Desired {
         let (stored, holds) = try store.read { reader throws(StoreError) in
             (try reader.resources(kind: nil, namespace: nil), Set(try reader.holds().map(\.agent)))
         }
-        var read = ReadManifests()
         var result = Desired()
-        let reader = ManifestReader()
-        for resource in stored {
-            guard let root = try? JSONParser.parse(resource.manifest, file: "<state>/\(resource.id)") else {
-                if resource.id.kind == ResourceKind.agent.rawValue { result.unreadable.insert(resource.id) }
-                continue
+        let (fleet, unreadable) = Fleet.applied(stored)
+        for resource in stored where resource.id.kind == ResourceKind.agent.rawValue {
+            if unreadable.contains(resource.id) {
+                result.unreadable.insert(resource.id)
+            } else {
+                result.generations[resource.id] = resource.generation
             }
-            read.append(reader.read(SourceDocument(file: "<state>/\(resource.id)", index: 0, root: root)))
-            if resource.id.kind == ResourceKind.agent.rawValue { result.generations[resource.id] = resource.generation }
         }
-        let (fleet, _) = Fleet.assemble(read.resources, unreadable: read.unreadable)
+        result.fleet = fleet
+        // The gateway sees the fleet before halts are asked for: a raised limit lifts them.
+        publish(fleet, now: now)
+        let halts = gateway?.halts(now: now) ?? [:]
         let engine = PolicyEngine(fleet)
         let context = AgentLaunch.Context(stateDirectory: configuration.stateDirectory, apiURL: configuration.apiURL)
         for id in result.generations.keys {
@@ -180,34 +188,42 @@ public actor Controller {
                 result.unreadable.insert(id)
                 continue
             }
-            let token = records[id]?.token ?? Self.newToken()
             guard
                 let launch = AgentLaunch.launch(
-                    agent, permissions: engine.permissions(of: id), context: context, token: token, secretValue: { _ in nil })
+                    agent, permissions: engine.permissions(of: id), context: context, secretValue: { _ in nil })
             else { continue }
-            if records[id] == nil { records[id] = SupervisionRecord(agent: id, token: token) }
-            result.intents[id] = AgentIntent(
-                launch: launch, restartPolicy: spec.runtime.restartPolicy,
-                hold: holds.contains(id) ? .suspendedByUser : spec.suspend ? .suspended : nil)
+            if records[id] == nil { records[id] = SupervisionRecord(agent: id) }
+            var hold: AgentIntent.Hold?
+            if holds.contains(id) {
+                hold = .suspendedByUser
+            } else if spec.suspend {
+                hold = .suspended
+            } else if let halt = halts[id] {
+                hold = .halted(reason: "BudgetExceeded", message: halt.message)
+                result.resumptions[id] = halt.resumesAt
+            }
+            result.intents[id] = AgentIntent(launch: launch, restartPolicy: spec.runtime.restartPolicy, hold: hold)
         }
         return result
     }
 
     private func pass() {
+        let now = clock()
         let desired: Desired
         do {
-            desired = try self.desired()
+            desired = try self.desired(now: now)
         } catch {
             emit(.error, message: "reading the state: \(error.description)")
             dirty = true
             return
         }
-        let now = clock()
-        requeueAt = [:]
+        requeueAt = desired.resumptions
         let ids = Set(desired.intents.keys).union(records.keys).subtracting(desired.unreadable)
         for id in ids.sorted() where stopping[id] == nil {
             reconcile(id, intent: desired.intents[id], generation: desired.generations[id], now: now)
         }
+        // Processes started by this pass must be able to call the gateway at once.
+        publish(desired.fleet, now: now)
         for id in desired.unreadable {
             statuses[id] = (
                 ResourceStatus(
@@ -224,7 +240,7 @@ public actor Controller {
     }
 
     private func reconcile(_ id: ResourceID, intent: AgentIntent?, generation: Int?, now: Timestamp) {
-        var record = records[id] ?? SupervisionRecord(agent: id, token: Self.newToken())
+        var record = records[id] ?? SupervisionRecord(agent: id)
         var observation = record.observation(running: alive.contains(id))
         if let process = record.process, alive.contains(id), let exit = runtime.exitStatus(process) {
             observation = Reconciler.recordExit(exit, of: observation, at: now, backoff: configuration.backoff)
@@ -249,7 +265,9 @@ public actor Controller {
             guard let intent else { break }
             do {
                 try Self.makeDirectory(intent.launch.process.workingDirectory)
-                let process = try runtime.start(intent.launch.process)
+                let token = Self.newToken()
+                let process = try runtime.start(intent.launch.process(token: token))
+                record.tokenDigest = AgentToken.digest(token)
                 observation = Reconciler.recordStart(process, launchHash: intent.launch.hash, of: observation, at: now)
                 alive.insert(id)
                 startErrors[id] = nil
@@ -280,7 +298,7 @@ public actor Controller {
                 self.stopped(id, process, exit: exit, restart: restart)
             }
         }
-        record = SupervisionRecord(agent: id, observation: observation, token: record.token)
+        record = SupervisionRecord(agent: id, observation: observation, tokenDigest: record.tokenDigest)
         records[id] = record
         if let due = decision.requeueAt { requeueAt[id] = due }
         if let generation {
@@ -294,6 +312,17 @@ public actor Controller {
             }
             statuses[id] = (ResourceStatus(conditions: conditions, observedGeneration: generation, updatedAt: now), generation)
         }
+    }
+
+    /// Hands the gateway the fleet and the tokens of the processes that run; a stopped
+    /// process's token stops working with the next pass.
+    private func publish(_ fleet: Fleet, now: Timestamp) {
+        guard let gateway else { return }
+        var tokens: [ResourceID: String] = [:]
+        for (id, record) in records where record.process != nil {
+            if let digest = record.tokenDigest { tokens[id] = digest }
+        }
+        gateway.update(fleet: fleet, tokens: tokens, now: now)
     }
 
     private func stopped(_ id: ResourceID, _ process: ProcessIdentity, exit: ProcessExit?, restart: Bool) {
@@ -387,7 +416,7 @@ public actor Controller {
     private func emit(
         _ reason: ControllerEvent.Reason, _ agent: ResourceID? = nil, _ process: ProcessIdentity? = nil, message: String
     ) {
-        let event = ControllerEvent(time: clock(), reason: reason, agent: agent, pid: process?.pid, message: message)
+        let event = ControllerEvent(time: clock(), reason: reason, resource: agent, pid: process?.pid, message: message)
         log(event)
         if let stored = event.storeEvent {
             pendingEvents.append(stored)
@@ -395,7 +424,8 @@ public actor Controller {
         }
     }
 
-    static func newToken() -> String {
+    /// 256 random bits, in hex.
+    public static func newToken() -> String {
         var generator = SystemRandomNumberGenerator()
         return (0..<4).map { _ in
             let value = generator.next() as UInt64

@@ -328,7 +328,7 @@ final class Access: StateWriter {
 
 extension Access {
     private static let supervisionColumns =
-        "kind, namespace, name, pid, start_time, launch_hash, token, started_at, restarts, crashes, last_exit, exited_at"
+        "kind, namespace, name, pid, start_time, launch_hash, token_digest, started_at, restarts, crashes, last_exit, exited_at"
 
     private static func supervision(_ row: Statement) throws(StoreError) -> SupervisionRecord {
         let agent = ResourceID(kind: row.text(0), namespace: row.text(1), name: row.text(2))
@@ -347,7 +347,7 @@ extension Access {
             lastExit = parsed
         }
         return SupervisionRecord(
-            agent: agent, process: process, launchHash: row.optionalText(5), token: row.optionalText(6),
+            agent: agent, process: process, launchHash: row.optionalText(5), tokenDigest: row.optionalText(6),
             startedAt: row.optionalInt64(7).map(Timestamp.init(milliseconds:)), restarts: row.int(8), crashes: row.int(9),
             lastExit: lastExit, exitedAt: row.optionalInt64(11).map(Timestamp.init(milliseconds:)))
     }
@@ -381,7 +381,7 @@ extension Access {
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
             ON CONFLICT (kind, namespace, name) DO UPDATE SET
                 pid = excluded.pid, start_time = excluded.start_time, launch_hash = excluded.launch_hash,
-                token = excluded.token, started_at = excluded.started_at, restarts = excluded.restarts,
+                token_digest = excluded.token_digest, started_at = excluded.started_at, restarts = excluded.restarts,
                 crashes = excluded.crashes, last_exit = excluded.last_exit, exited_at = excluded.exited_at
             """,
             intent: intent
@@ -390,7 +390,7 @@ extension Access {
             try statement.bind(4, record.process.map { Int64($0.pid) })
             try statement.bind(5, record.process.map { Int64(clamping: $0.startTime) })
             try statement.bind(6, record.launchHash)
-            try statement.bind(7, record.token)
+            try statement.bind(7, record.tokenDigest)
             try statement.bind(8, record.startedAt?.milliseconds)
             try statement.bind(9, record.restarts)
             try statement.bind(10, record.crashes)
@@ -451,6 +451,87 @@ extension Access {
         ) { statement throws(StoreError) in
             try statement.bind(1, id)
             try statement.run(intent: intent)
+        }
+    }
+}
+
+// MARK: Ledger
+
+extension Access {
+    private static let ledgerColumns =
+        "number, time, kind, namespace, name, model, prompt_tokens, completion_tokens, usd, latency_ms, request_id, outcome, run, step"
+
+    func append(_ entries: [LedgerEntry]) throws(StoreError) {
+        let intent = "record model calls in the ledger"
+        try connection(writing: true).withStatement(
+            """
+            INSERT INTO ledger (time, kind, namespace, name, model, prompt_tokens, completion_tokens, usd, latency_ms,
+                request_id, outcome, run, step)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+            """,
+            intent: intent
+        ) { statement throws(StoreError) in
+            for entry in entries {
+                statement.reset()
+                try statement.bind(1, entry.time.milliseconds)
+                try statement.bind(2, entry.agent.kind)
+                try statement.bind(3, entry.agent.namespace)
+                try statement.bind(4, entry.agent.name)
+                try statement.bind(5, entry.model)
+                try statement.bind(6, entry.usage.prompt)
+                try statement.bind(7, entry.usage.completion)
+                try statement.bind(8, entry.usd)
+                try statement.bind(9, entry.latencyMilliseconds)
+                try statement.bind(10, entry.requestID)
+                try statement.bind(11, entry.outcome)
+                try statement.bind(12, entry.run)
+                try statement.bind(13, entry.step)
+                try statement.run(intent: intent)
+            }
+        }
+    }
+
+    func ledger(_ query: LedgerQuery) throws(StoreError) -> [LedgerEntry] {
+        let intent = "read the ledger"
+        var sql = "SELECT \(Self.ledgerColumns) FROM ledger WHERE time >= ?1"
+        if query.agent != nil { sql += " AND namespace = ?2 AND name = ?3" }
+        sql += " ORDER BY number DESC LIMIT ?4"
+        return try connection().withStatement(sql, intent: intent) { statement throws(StoreError) in
+            try statement.bind(1, query.since?.milliseconds ?? Int64.min)
+            if let agent = query.agent {
+                try statement.bind(2, agent.namespace)
+                try statement.bind(3, agent.name)
+            }
+            try statement.bind(4, query.limit)
+            var entries: [LedgerEntry] = []
+            while try statement.step(intent: intent) {
+                entries.append(
+                    LedgerEntry(
+                        number: statement.int(0), time: Timestamp(milliseconds: statement.int64(1)),
+                        agent: ResourceID(kind: statement.text(2), namespace: statement.text(3), name: statement.text(4)),
+                        model: statement.text(5), usage: TokenUsage(prompt: statement.int(6), completion: statement.int(7)),
+                        usd: statement.double(8), latencyMilliseconds: statement.int(9), requestID: statement.text(10),
+                        outcome: statement.text(11), run: statement.optionalText(12), step: statement.optionalText(13)))
+            }
+            return entries
+        }
+    }
+
+    func spend(since: Timestamp) throws(StoreError) -> [ResourceID: Charge] {
+        let intent = "sum the ledger"
+        return try connection().withStatement(
+            """
+            SELECT kind, namespace, name, total(usd), total(prompt_tokens + completion_tokens)
+            FROM ledger WHERE time >= ?1 GROUP BY kind, namespace, name
+            """, intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, since.milliseconds)
+            var spend: [ResourceID: Charge] = [:]
+            while try statement.step(intent: intent) {
+                spend[ResourceID(kind: statement.text(0), namespace: statement.text(1), name: statement.text(2))] = Charge(
+                    usd: statement.double(3), tokens: Int(statement.double(4)))
+            }
+            return spend
         }
     }
 }

@@ -136,7 +136,8 @@ final class Statement {
 
     fileprivate func finalize() { sqlite3_finalize(handle) }
 
-    fileprivate func reset() {
+    /// Makes the statement ready to run again, with no parameters bound.
+    func reset() {
         sqlite3_reset(handle)
         sqlite3_clear_bindings(handle)
     }
@@ -176,6 +177,10 @@ final class Statement {
         try bind(first, id.kind)
         try bind(first + 1, id.namespace)
         try bind(first + 2, id.name)
+    }
+
+    func bind(_ index: Int32, _ real: Double) throws(StoreError) {
+        try check(sqlite3_bind_double(handle, index, real), binding: index)
     }
 
     func bind(_ index: Int32, _ integer: Int64?) throws(StoreError) {
@@ -219,6 +224,8 @@ final class Statement {
     func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
 
     func int(_ column: Int32) -> Int { Int(sqlite3_column_int64(handle, column)) }
+
+    func double(_ column: Int32) -> Double { sqlite3_column_double(handle, column) }
 
     func optionalInt64(_ column: Int32) -> Int64? {
         sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : int64(column)

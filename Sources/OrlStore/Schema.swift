@@ -127,6 +127,37 @@ enum Schema {
                 """
         ),
         Migration(
+            summary: "create ledger; keep agent tokens as digests",
+            sql: """
+                -- Every model call the gateway forwarded, for orlctl usage and budgets' spend.
+                -- No foreign key: spend outlives the agent that spent it.
+                CREATE TABLE ledger (
+                    number INTEGER PRIMARY KEY AUTOINCREMENT,
+                    time INTEGER NOT NULL,            -- when the call began, ms since the epoch, UTC
+                    kind TEXT NOT NULL,               -- the agent
+                    namespace TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    model TEXT NOT NULL,              -- provider/model
+                    prompt_tokens INTEGER NOT NULL,
+                    completion_tokens INTEGER NOT NULL,
+                    usd REAL NOT NULL,
+                    latency_ms INTEGER NOT NULL,
+                    request_id TEXT NOT NULL,
+                    outcome TEXT NOT NULL,
+                    run TEXT,
+                    step TEXT
+                );
+                -- Spend since a window's start, and one agent's calls.
+                CREATE INDEX ledger_by_time ON ledger (time);
+                CREATE INDEX ledger_by_agent ON ledger (namespace, name, time);
+
+                -- Tokens were stored as they were; now only their SHA-256. The old ones
+                -- cannot be turned into digests here, so their agents get new ones.
+                ALTER TABLE supervision RENAME COLUMN token TO token_digest;
+                UPDATE supervision SET token_digest = NULL;
+                """
+        ),
+        Migration(
             summary: "create sources",
             sql: """
                 -- Git sources synced by orlctl sync and watch: where they read, whether

@@ -88,12 +88,12 @@ struct ApplyBench: ParsableCommand {
         }
         let fleet = root + "/fleet"
         let state = root + "/state"
-        let firstApply = try time(binary, ["apply", "-f", fleet, "--state", state])
+        let firstApply = try time(binary, ["apply", "-f", fleet, "--state", state, "--no-controller"])
         let changed = URL(fileURLWithPath: fleet).appendingPathComponent(files[changedIndex].path)
         try files[changedIndex].text.replacingOccurrences(of: "usd: 25", with: "usd: 30").write(
             to: changed, atomically: true, encoding: .utf8)
-        let oneChange = try time(binary, ["apply", "-f", fleet, "--state", state])
-        let noChange = try time(binary, ["apply", "-f", fleet, "--state", state])
+        let oneChange = try time(binary, ["apply", "-f", fleet, "--state", state, "--no-controller"])
+        let noChange = try time(binary, ["apply", "-f", fleet, "--state", state, "--no-controller"])
         print("orlctl apply processes (read, validate, audit, plan, write):")
         print(String(format: "  first %.3f s, one change %.3f s, no change %.3f s", firstApply, oneChange, noChange))
     }

@@ -8,6 +8,9 @@ import OrlSync
 #if canImport(Glibc)
     import Glibc
 #endif
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 /// The GitOps watcher's round against a real repository of N synthetic manifests: the
 /// first sync, a poll when the head did not move, and a one-file change synced (ls-remote,
@@ -25,6 +28,9 @@ struct SyncBench: AsyncParsableCommand {
 
     @Option(help: "How many timed runs of each (the median is reported).")
     var runs = 5
+
+    @Option(help: "The orlctl binary for the webhook latency (default: the one next to orl-bench).")
+    var orlctl: String?
 
     func run() async throws {
         let root = NSTemporaryDirectory() + "orl-bench-sync-\(UUID().uuidString)"
@@ -94,6 +100,8 @@ struct SyncBench: AsyncParsableCommand {
             "  one-file change synced (fetch, read, validate, plan, apply; \(parsed) file parsed): \(median(changes).milliseconds) ms wall, \(median(changeCPU).milliseconds) ms CPU"
         )
 
+        try await webhookLatency(repo: repo, root: root, changedPath: changedPath, text: files[changedIndex].text)
+
         // The peers' figures, measured the same way here.
         var lsRemote: [Double] = []
         var fetch: [Double] = []
@@ -110,6 +118,74 @@ struct SyncBench: AsyncParsableCommand {
             String(
                 format: "git CLI: ls-remote %.1f ms, fetch of one commit %.1f ms (median)", lsRemote.sorted()[runs / 2] * 1000,
                 fetch.sorted()[runs / 2] * 1000))
+    }
+
+    /// Commit to applied through `orlctl watch --webhook`: a commit, a signed push
+    /// delivery, and the state polled until the source has applied the commit.
+    private func webhookLatency(repo: String, root: String, changedPath: String, text: String) async throws {
+        let binary =
+            orlctl
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("orlctl").path
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            print("  (no orlctl next to orl-bench: webhook latency not measured)")
+            return
+        }
+        let state = root + "/webhook-state"
+        let secret = "bench-secret"
+        let watch = Process()
+        watch.executableURL = URL(fileURLWithPath: binary)
+        watch.arguments = [
+            "watch", "--repo", repo, "--path", "fleet", "--name", "hook", "--state", state, "--interval", "1h", "--webhook",
+            "127.0.0.1:0", "--webhook-secret-env", "ORL_BENCH_WEBHOOK_SECRET",
+        ]
+        watch.environment = ProcessInfo.processInfo.environment.merging(["ORL_BENCH_WEBHOOK_SECRET": secret]) { _, new in new }
+        let log = root + "/watch.log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        watch.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try watch.run()
+        defer {
+            watch.terminate()
+            watch.waitUntilExit()
+        }
+        var url: String?
+        while url == nil {
+            try await Task.sleep(for: .milliseconds(20))
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            url = text.split(separator: "\n").first { $0.contains("listening on ") }?.split(separator: " ").last.map(String.init)
+            guard watch.isRunning else { throw ValidationError("orlctl watch exited: \(text)") }
+        }
+        let store = try SQLiteStateStore(directory: state)
+        func applied() throws -> String? {
+            try store.read { reader throws(StoreError) in try reader.source(named: "hook") }?.lastApplied
+        }
+        let head = try String(contentsOfFile: repo + "/.git/refs/heads/main", encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
+        while try applied() != head { try await Task.sleep(for: .milliseconds(20)) }
+
+        var latencies: [Duration] = []
+        let clock = ContinuousClock()
+        for run in 0..<runs {
+            try text.replacingOccurrences(of: "usd: 25", with: "usd: \(50 + run)").write(
+                toFile: changedPath, atomically: true, encoding: .utf8)
+            try git(repo, "commit", "-q", "-am", "webhook \(run)")
+            let commit = try String(contentsOfFile: repo + "/.git/refs/heads/main", encoding: .utf8).trimmingCharacters(
+                in: .whitespacesAndNewlines)
+            let body = Array(#"{"ref": "refs/heads/main", "after": "\#(commit)", "repository": {"default_branch": "main"}}"#.utf8)
+            var request = URLRequest(url: URL(string: url!)!)
+            request.httpMethod = "POST"
+            request.httpBody = Data(body)
+            request.setValue("push", forHTTPHeaderField: "X-GitHub-Event")
+            request.setValue(GitWebhook.signature(body, secret: secret), forHTTPHeaderField: "X-Hub-Signature-256")
+            let start = clock.now
+            let (_, response) = try await URLSession.shared.data(for: request)
+            guard (response as? HTTPURLResponse)?.statusCode == 202 else { throw ValidationError("the webhook answered \(response)") }
+            while try applied() != commit { try await Task.sleep(for: .milliseconds(5)) }
+            latencies.append(clock.now - start)
+        }
+        print(
+            "  commit to applied through the webhook (orlctl watch --webhook, 5 ms polls of the state): \(median(latencies).milliseconds) ms"
+        )
     }
 
     private func git(_ directory: String, _ arguments: String...) throws {

@@ -175,8 +175,17 @@ import Testing
         // (PWD is exported by /bin/sh itself).
         let environ = try String(contentsOfFile: "/proc/\(first["a"]!)/environ", encoding: .utf8)
         let names = Set(environ.split(separator: "\0").map { String($0.prefix { $0 != "=" }) }).subtracting(["PWD"])
-        #expect(names == ["VERSION", "ORL_AGENT", "ORL_NAMESPACE", "ORL_API_URL", "ORL_TOKEN"])
+        #expect(names == ["VERSION", "ORL_AGENT", "ORL_NAMESPACE", "ORL_API_URL", "ORL_TOKEN", "OPENAI_BASE_URL", "OPENAI_API_KEY"])
         #expect(environ.contains("ORL_AGENT=a\0"))
+        // The gateway is the controller's API, and the agent's API key its own token.
+        let api = try String(contentsOfFile: h.state + "/controller.api", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let variables = Dictionary(
+            environ.split(separator: "\0").map { ($0.prefix { $0 != "=" }, $0.drop { $0 != "=" }.dropFirst()) }.map {
+                (String($0), String($1))
+            },
+            uniquingKeysWith: { a, _ in a })
+        #expect(variables["ORL_API_URL"] == api && variables["OPENAI_BASE_URL"] == api + "/v1")
+        #expect(variables["OPENAI_API_KEY"] == variables["ORL_TOKEN"] && variables["ORL_TOKEN"]?.count == 64)
 
         // A second controller for the same state refuses to run.
         let second = try h.orlctl(["controller"])
@@ -292,4 +301,32 @@ func waitUntil(seconds: Double = 8, _ condition: () -> Bool) -> Bool {
         usleep(50_000)
     }
     return condition()
+}
+
+/// `apply` starts the controller the applied agents need, once.
+@Suite(.serialized) struct ApplyStartsTheControllerTests {
+    typealias Harness = ControllerCommandTests.Harness
+
+    @Test func applyStartsADetachedControllerWhenNoneRuns() throws {
+        let h = try Harness()
+        try h.work.write("fleet/fleet.yaml", h.manifests([.init(name: "a")]))
+        func apply(_ extra: [String] = []) throws -> Orlctl.Result {
+            try Orlctl.run(["apply", "-f", "fleet", "--state", h.state] + extra, in: h.work.url, environment: ["ORL_NO_CONTROLLER": ""])
+        }
+        let optedOut = try apply(["--no-controller"])
+        #expect(optedOut.status == 0 && !optedOut.stdout.contains("controller started"), "\(optedOut.stdout)")
+        #expect(try h.orlctl(["controller", "stop"]).status == 1, "no controller runs")
+
+        let first = try apply()
+        #expect(first.status == 0)
+        #expect(first.stdout.contains("controller started (pid "), "\(first.stdout)\(first.stderr)")
+        let pid = try #require(
+            Int32(first.stdout.split(separator: "(pid ").last?.prefix { $0.isNumber } ?? ""), "\(first.stdout)")
+        h.detached.append(pid)
+        _ = try h.waitForAgents(["a"], "after apply")
+
+        let again = try apply()
+        #expect(again.status == 0 && !again.stdout.contains("controller started"), "one controller is enough")
+        try h.stopController()
+    }
 }

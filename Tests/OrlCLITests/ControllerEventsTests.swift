@@ -60,7 +60,7 @@ import Testing
             #expect(object["time"] is String && object["level"] is String && object["message"] is String, "\(line)")
             events.append(object["event"] as? String ?? "")
             if object["event"] as? String == "Started" {
-                #expect(object["agent"] as? String == "Agent/a" && object["namespace"] as? String == "default")
+                #expect(object["resource"] as? String == "Agent/a" && object["namespace"] as? String == "default")
                 #expect(object["pid"] is Int && object["level"] as? String == "info")
             }
             if object["event"] as? String == "Exited" { #expect(object["level"] as? String == "warning") }

@@ -1,5 +1,10 @@
 import Foundation
+import OrlCore
 import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 /// A real git repository made with the git CLI (the product reads it with libgit2 only).
 final class GitFixture {
@@ -321,6 +326,77 @@ enum GitFleet {
     }
 }
 
+extension GitSyncTests {
+    /// POSTs a webhook delivery; returns the status and the body.
+    func deliver(_ url: String, event: String, body: String, signature: String?) throws -> (Int, String) {
+        var request = URLRequest(url: URL(string: url)!)
+        request.httpMethod = "POST"
+        request.httpBody = Data(body.utf8)
+        request.setValue(event, forHTTPHeaderField: "X-GitHub-Event")
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        if let signature { request.setValue(signature, forHTTPHeaderField: "X-Hub-Signature-256") }
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var result: (Int, String) = (0, "")
+        URLSession.shared.dataTask(with: request) { data, response, _ in
+            result = ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data ?? Data(), as: UTF8.self))
+            done.signal()
+        }.resume()
+        done.wait()
+        return result
+    }
+
+    @Test func aSignedPushWebhookSyncsAtOnceAndABadSignatureDoesNothing() throws {
+        let repo = try GitFixture()
+        try GitFleet.write(to: repo)
+        let first = try repo.commit("first")
+        let secret = "s3cret-\(UUID().uuidString)"
+        // An hour's interval: only the webhook can make it sync again.
+        let watcher = try Watcher(
+            repo: repo,
+            arguments: [
+                "--repo", repo.root.path, "--path", "fleet", "--interval", "1h", "--webhook", "127.0.0.1:0", "--webhook-secret-env",
+                "ORL_TEST_WEBHOOK_SECRET",
+            ], environment: ["ORL_TEST_WEBHOOK_SECRET": secret])
+        defer { watcher.stop() }
+        try watcher.waitForLog("webhook receiver listening on ")
+        let url = try #require(
+            watcher.log().split(separator: "\n").first { $0.contains("listening on ") }?.split(separator: " ").last.map(String.init))
+        try poll { try repo.source()["lastAppliedRevision"] as? String == first }
+
+        try repo.write("fleet/agent.yaml", GitFleet.agent("two"))
+        let second = try repo.commit("second")
+        let push = #"{"ref": "refs/heads/main", "after": "\#(second)", "repository": {"default_branch": "main"}}"#
+
+        // Unsigned, wrongly signed, or signed with another secret: refused, nothing synced.
+        #expect(try deliver(url, event: "push", body: push, signature: nil).0 == 401)
+        #expect(try deliver(url, event: "push", body: push, signature: GitWebhookSignature.sign(push, secret: "wrong")).0 == 401)
+        let tampered = push.replacingOccurrences(of: "main\"}", with: "main\" }")
+        #expect(try deliver(url, event: "push", body: tampered, signature: GitWebhookSignature.sign(push, secret: secret)).0 == 401)
+        Thread.sleep(forTimeInterval: 1)
+        #expect(try repo.source()["lastAppliedRevision"] as? String == first)
+        #expect(watcher.log().contains("webhook delivery refused: bad or missing X-Hub-Signature-256"))
+
+        // A push to another branch is acknowledged and ignored; a ping is answered.
+        let other = #"{"ref": "refs/heads/dev", "repository": {"default_branch": "main"}}"#
+        #expect(
+            try deliver(url, event: "push", body: other, signature: GitWebhookSignature.sign(other, secret: secret)) == (
+                202, "ignored: refs/heads/dev is not the watched ref\n"
+            ))
+        #expect(try deliver(url, event: "ping", body: "{}", signature: GitWebhookSignature.sign("{}", secret: secret)).0 == 200)
+
+        // Signed with the secret: synced at once.
+        #expect(
+            try deliver(url, event: "push", body: push, signature: GitWebhookSignature.sign(push, secret: secret)) == (202, "syncing\n"))
+        try poll { try repo.source()["lastAppliedRevision"] as? String == second }
+        #expect(watcher.log().contains("webhook: push of refs/heads/main to \(second.prefix(7)); syncing"))
+    }
+}
+
+/// Signs as GitHub does; checked against GitHub's own example in GitWebhookTests.
+enum GitWebhookSignature {
+    static func sign(_ body: String, secret: String) -> String { GitWebhook.signature(Array(body.utf8), secret: secret) }
+}
+
 /// Polls `condition` until it holds, for up to a generous deadline.
 func poll(timeout: TimeInterval = 30, _ condition: () throws -> Bool) throws {
     let deadline = Date().addingTimeInterval(timeout)
@@ -337,9 +413,10 @@ final class Watcher: @unchecked Sendable {
     private let lock = NSLock()
     private var text = ""
 
-    init(repo: GitFixture, arguments: [String]) throws {
+    init(repo: GitFixture, arguments: [String], environment: [String: String] = [:]) throws {
         process.executableURL = Orlctl.binary
         process.arguments = ["watch"] + arguments + ["--state", repo.state]
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         process.currentDirectoryURL = repo.directory.url
         let pipe = Pipe()
         process.standardError = pipe

@@ -31,6 +31,8 @@ enum Orlctl {
         process.currentDirectoryURL = directory
         var env = ProcessInfo.processInfo.environment
         env["NO_COLOR"] = "1"
+        // Tests start the controllers they want; apply would start one per state.
+        env["ORL_NO_CONTROLLER"] = "1"
         env.merge(environment) { _, new in new }
         process.environment = env
         let out = Pipe()

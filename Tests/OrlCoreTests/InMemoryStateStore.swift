@@ -12,6 +12,7 @@ final class InMemoryStateStore: StateStore {
         var statuses: [ResourceID: ResourceStatus] = [:]
         var supervision: [ResourceID: SupervisionRecord] = [:]
         var holds: [ResourceID: UserHold] = [:]
+        var ledger: [LedgerEntry] = []
         var sources: [String: SourceRecord] = [:]
     }
 
@@ -76,6 +77,26 @@ final class InMemoryStateStore: StateStore {
         }
 
         func deleteHold(for agent: ResourceID) throws(StoreError) { state.holds[agent] = nil }
+
+        func ledger(_ query: LedgerQuery) throws(StoreError) -> [LedgerEntry] {
+            Array(
+                state.ledger.reversed().filter { entry in
+                    query.agent.map { $0 == entry.agent } ?? true && query.since.map { entry.time >= $0 } ?? true
+                }.prefix(query.limit))
+        }
+
+        func spend(since: Timestamp) throws(StoreError) -> [ResourceID: Charge] {
+            state.ledger.filter { $0.time >= since }.reduce(into: [:]) { spend, entry in
+                spend[entry.agent, default: .zero] = spend[entry.agent, default: .zero] + Charge(usd: entry.usd, tokens: entry.usage.total)
+            }
+        }
+
+        func append(_ entries: [LedgerEntry]) throws(StoreError) {
+            for var entry in entries {
+                entry.number = state.ledger.count + 1
+                state.ledger.append(entry)
+            }
+        }
 
         func sources() throws(StoreError) -> [SourceRecord] { state.sources.values.sorted { $0.name < $1.name } }
 

@@ -11,7 +11,7 @@ import Testing
         let resource = try #require(report.fleet.resource(.agent, agent, namespace: "default"), "\(report.diagnostics.map(\.message))")
         let permissions = PolicyEngine(report.fleet).permissions(of: resource.id)
         return try #require(
-            AgentLaunch.launch(resource, permissions: permissions, context: context, token: "orl-token-1", secretValue: { vault[$0] }))
+            AgentLaunch.launch(resource, permissions: permissions, context: context, secretValue: { vault[$0] }))
     }
 
     func at(_ seconds: Double) -> Timestamp { Timestamp(milliseconds: t0.milliseconds + Int64(seconds * 1000)) }
@@ -26,7 +26,7 @@ import Testing
             "  runtime:",
             "    command: python3",
             "    args: [agent.py]",
-            "    env: [{name: LOG_LEVEL, value: debug}, {name: ORL_TOKEN, value: forged}]",
+            "    env: [{name: LOG_LEVEL, value: debug}, {name: ORL_TOKEN, value: forged}, {name: OPENAI_BASE_URL, value: https://api.openai.com/v1}]",
             "    resources: {memory: 256Mi, openFiles: 64, cpuTime: 1h}",
         ].joined(separator: "\n")
         let yaml =
@@ -40,12 +40,12 @@ import Testing
                 with: "allow: {secrets: [search-key, not-in-vault], tools: [web-search], models: [\"sim/*\"]")
         #expect(yaml.contains("admin-token") && yaml.contains("secrets: [search-key"), "the fixture edits must apply")
         let launch = try launch(yaml, vault: ["search-key": "s3cr3t", "admin-token": "root"])
-        let env = launch.process.environment.map { "\($0.name)=\($0.value)" }
+        let env = launch.process(token: "orl-token-1").environment.map { "\($0.name)=\($0.value)" }
         #expect(
             env == [
                 "LOG_LEVEL=debug", "SEARCH_KEY=s3cr3t", "ORL_AGENT=researcher", "ORL_NAMESPACE=default",
-                "ORL_API_URL=http://127.0.0.1:7420",
-                "ORL_TOKEN=orl-token-1",
+                "ORL_API_URL=http://127.0.0.1:7420", "OPENAI_BASE_URL=http://127.0.0.1:7420/v1",
+                "ORL_TOKEN=orl-token-1", "OPENAI_API_KEY=orl-token-1",
             ])
         #expect(launch.withheldSecrets == ["admin-token"])
         #expect(launch.missingSecrets == ["not-in-vault"])

@@ -6,7 +6,8 @@ import Testing
 
 @Suite struct SupervisionTests {
     let full = SupervisionRecord(
-        agent: agent("writer"), process: ProcessIdentity(pid: 4242, startTime: 123_456_789), launchHash: "ab12", token: "t0k",
+        agent: agent("writer"), process: ProcessIdentity(pid: 4242, startTime: 123_456_789), launchHash: "ab12",
+        tokenDigest: AgentToken.digest("t0k"),
         startedAt: Timestamp(milliseconds: 1000), restarts: 3, crashes: 2, lastExit: .signaled(signal: 9),
         exitedAt: Timestamp(milliseconds: 900))
 

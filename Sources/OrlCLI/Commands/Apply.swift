@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlStore
 
 /// What `apply` and `diff` share: which manifests, and which source they make up.
 struct ManifestSourceOptions: ParsableArguments {
@@ -65,7 +66,9 @@ struct Apply: AsyncParsableCommand {
         discussion: """
             The whole set is validated and audited first; any error means nothing is written. \
             The plan is computed and written in one transaction, so concurrent applies run one \
-            after the other. Exit 0 when applied (or nothing to do), 1 when the manifests have \
+            after the other. When Agents are applied and no controller runs for the state, one is \
+            started in the background so that they run (--no-controller, or ORL_NO_CONTROLLER=1 as \
+            in CI, to opt out). Exit 0 when applied (or nothing to do), 1 when the manifests have \
             errors or a guard refused the plan (nothing written), 2 on error.
             """
     )
@@ -88,14 +91,40 @@ struct Apply: AsyncParsableCommand {
     @Option(name: [.short, .long], help: "Output format: text or json.")
     var output: OutputFormat = .text
 
+    @Flag(help: "Do not start a controller when none runs (also ORL_NO_CONTROLLER=1).")
+    var noController = false
+
     func run() async throws {
         let plan = try await manifests.plan(
             state: state, output: output, dryRun: dryRun,
             options: ApplyOptions(
                 source: manifests.resolvedSource, prune: prune, allowEmpty: allowEmpty, maxDeletions: maxDeletions,
                 appliedBy: Caller.identity))
+        guard !dryRun else { return }
         // A running controller reconciles the change at once rather than at its next poll.
-        if !dryRun && !plan.isEmpty { ControllerWake.wake(state.resolvedDirectory) }
+        if !plan.isEmpty { ControllerWake.wake(state.resolvedDirectory) }
+        if !noController, ProcessInfo.processInfo.environment["ORL_NO_CONTROLLER"].map({ $0.isEmpty || $0 == "0" }) ?? true {
+            try await startControllerIfNeeded()
+        }
+    }
+
+    /// Applied agents should run: with none running a controller, start one detached,
+    /// and say so (on standard error when standard output is JSON).
+    private func startControllerIfNeeded() async throws {
+        let directory = ControllerLock.absolute(state.resolvedDirectory)
+        guard try ControllerLock.holder(directory) == nil else { return }
+        let store = try state.openStore()
+        let agents: Int
+        do throws(StoreError) {
+            agents = try store.read { reader throws(StoreError) in try reader.resources(kind: .agent, namespace: nil).count }
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        guard agents > 0 else { return }
+        let json = output == .json
+        try await RunController.startDetached(stateDirectory: directory, arguments: []) { message in
+            if json { OrlctlMain.writeStandardError(message) } else { writeStandardOutput(message) }
+        }
     }
 }
 

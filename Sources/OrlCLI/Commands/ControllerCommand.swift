@@ -4,6 +4,7 @@ import Foundation
 import OrlController
 import OrlCore
 import OrlRuntime
+import OrlServer
 import OrlStore
 
 #if canImport(Glibc)
@@ -54,6 +55,15 @@ struct RunController: AsyncParsableCommand {
             """)
     var detach = false
 
+    @Option(
+        help: ArgumentHelp(
+            """
+            The loopback address of the API and model gateway agents call (ORL_API_URL, \
+            OPENAI_BASE_URL). By default the port of the previous run, so that adopted agents \
+            keep reaching it, else one the system chooses.
+            """, valueName: "host:port"))
+    var listen: String?
+
     @Option(help: ArgumentHelp("Rotate an agent's log when it is larger than this many bytes.", valueName: "bytes"))
     var logMaxBytes = 10 * 1024 * 1024
 
@@ -64,6 +74,9 @@ struct RunController: AsyncParsableCommand {
     static let logRotationInterval: Duration = .seconds(10)
 
     func validate() throws {
+        if let listen, Self.address(listen) == nil {
+            throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7420, not \(listen)")
+        }
         if logMaxBytes < 1 { throw ValidationError("--log-max-bytes must be 1 or more") }
         if logKeep < 0 { throw ValidationError("--log-keep must be 0 or more") }
     }
@@ -72,16 +85,31 @@ struct RunController: AsyncParsableCommand {
     static let detachTimeout: Duration = .seconds(10)
 
     func run() async throws {
-        if detach { return try await startDetached() }
+        if detach {
+            let arguments =
+                [
+                    "--log-format", logFormat.rawValue, "--log-max-bytes", String(logMaxBytes), "--log-keep", String(logKeep),
+                ] + (listen.map { ["--listen", $0] } ?? [])
+            _ = try state.openStore()
+            return try await Self.startDetached(
+                stateDirectory: ControllerLock.absolute(state.resolvedDirectory), arguments: arguments, report: { writeStandardOutput($0) })
+        }
         let store = try state.openStore()
         let directory = ControllerLock.absolute(state.resolvedDirectory)
         let lock = try ControllerLock.acquire(directory)
         defer { lock.release() }
 
+        let log = Self.sink(logFormat)
+        let gateway = Gateway(
+            store: store, providerKey: { _ in nil }, clock: Controller.systemTime, log: log,
+            // The controller's own wake-up call, as orlctl apply sends it: halts come at once.
+            onExhausted: { _ = kill(getpid(), SIGUSR1) })
+        let (url, server) = try await serve(gateway, directory: directory, log: log)
+        var configuration = Controller.Configuration(stateDirectory: directory)
+        configuration.apiURL = url
         let controller = Controller(
-            store: store, runtime: ProcessRuntime(), configuration: Controller.Configuration(stateDirectory: directory),
-            changeMarker: { try? store.changeMarker() },
-            log: Self.sink(logFormat))
+            store: store, runtime: ProcessRuntime(), gateway: gateway, configuration: configuration,
+            changeMarker: { try? store.changeMarker() }, log: log)
         var sources: [any DispatchSourceSignal] = []
         for signalNumber in [SIGTERM, SIGINT] {
             signal(signalNumber, SIG_IGN)
@@ -106,15 +134,73 @@ struct RunController: AsyncParsableCommand {
         }
         await controller.run()
         rotation.cancel()
+        // After the agents stopped: their last calls are settled and written.
+        server.cancel()
+        _ = await server.result
         for source in sources { source.cancel() }
+    }
+
+    /// `<state>/controller.api`: the URL the last controller served its API on.
+    static func apiFile(_ directory: String) -> String { directory + "/controller.api" }
+
+    /// `<state>/controller.token`: the operator's credential for the API's `/orl/v1`
+    /// routes, new for each controller, readable by the state's owner only.
+    static func tokenFile(_ directory: String) -> String { directory + "/controller.token" }
+
+    static func address(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
+        else { return nil }
+        let host = String(text[..<colon])
+        return host.isEmpty ? nil : (host, port)
+    }
+
+    /// Starts the API: on --listen, else on the previous run's port (adopted agents know
+    /// only that one), else on any free port.
+    private func serve(
+        _ gateway: Gateway, directory: String, log: @escaping @Sendable (ControllerEvent) -> Void
+    ) async throws -> (String, Task<Void, any Error>) {
+        let previous = (try? String(contentsOfFile: Self.apiFile(directory), encoding: .utf8))
+            .flatMap { text -> (host: String, port: Int)? in
+                let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                guard trimmed.hasPrefix("http://") else { return nil }
+                return Self.address(String(trimmed.dropFirst("http://".count)))
+            }
+        let wanted = listen.flatMap(Self.address) ?? previous ?? ("127.0.0.1", 0)
+        let adminToken = Controller.newToken()
+        let file = Self.tokenFile(directory)
+        unlink(file)
+        let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0, write(fd, adminToken, adminToken.utf8.count) == adminToken.utf8.count else {
+            throw CommandFailure(message: "cannot write \(file): \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+        let started: (url: String, task: Task<Void, any Error>)
+        do {
+            started = try await APIServer(gateway: gateway, host: wanted.host, port: wanted.port, adminToken: adminToken).start()
+        } catch {
+            guard listen == nil, wanted.port != 0 else {
+                throw CommandFailure(message: "cannot serve the API on \(wanted.host):\(wanted.port): \(error)")
+            }
+            log(
+                ControllerEvent(
+                    time: Controller.systemTime(), reason: .error,
+                    message: "cannot serve the API on the previous port \(wanted.port) (\(error)); agents started before will be restarted"
+                ))
+            started = try await APIServer(gateway: gateway, host: wanted.host, port: 0, adminToken: adminToken).start()
+        }
+        do {
+            try (started.url + "\n").write(toFile: Self.apiFile(directory), atomically: true, encoding: .utf8)
+        } catch {
+            log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: "cannot record the API URL: \(error)"))
+        }
+        log(ControllerEvent(time: Controller.systemTime(), reason: .listening, message: started.url))
+        return started
     }
 
     /// `--detach`: starts `orlctl controller run` for the same state, detached (not with
     /// Foundation's Process, whose child stays in our process group and is signalled with
     /// it), then waits until it holds the lock or has exited.
-    private func startDetached() async throws {
-        _ = try state.openStore()
-        let directory = ControllerLock.absolute(state.resolvedDirectory)
+    static func startDetached(stateDirectory directory: String, arguments extra: [String], report: (String) -> Void) async throws {
         if let pid = try ControllerLock.holder(directory) {
             throw CommandFailure(message: "a controller already runs for \(directory) (pid \(pid))")
         }
@@ -127,10 +213,7 @@ struct RunController: AsyncParsableCommand {
         }
         let start = (try? FileManager.default.attributesOfItem(atPath: logFile)[.size] as? Int) ?? 0
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let arguments = [
-            "controller", "run", "--state", directory, "--log-format", logFormat.rawValue, "--log-max-bytes", String(logMaxBytes),
-            "--log-keep", String(logKeep),
-        ]
+        let arguments = ["controller", "run", "--state", directory] + extra
         let pid: Int32
         do {
             pid = try ProcessRuntime.spawnDetached(
@@ -139,22 +222,22 @@ struct RunController: AsyncParsableCommand {
         } catch {
             throw CommandFailure(message: "cannot start the controller: \(error.description)")
         }
-        let deadline = ContinuousClock.now + Self.detachTimeout
+        let deadline = ContinuousClock.now + detachTimeout
         while ContinuousClock.now < deadline {
             if try ControllerLock.holder(directory) == pid {
-                writeStandardOutput("controller started (pid \(pid)); logs in \(logFile)\n")
+                report("controller started (pid \(pid)); logs in \(logFile)\n")
                 return
             }
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
                 let exit = ProcessRuntime.decode(status)
-                let said = Self.lastLine(of: logFile, from: start).map { ": \($0)" } ?? ""
+                let said = lastLine(of: logFile, from: start).map { ": \($0)" } ?? ""
                 throw CommandFailure(message: "the controller \(exit) at once\(said) (log: \(logFile))")
             }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw CommandFailure(
-            message: "the controller (pid \(pid)) did not take the lock within \(Self.detachTimeout); it may still run (log: \(logFile))")
+            message: "the controller (pid \(pid)) did not take the lock within \(detachTimeout); it may still run (log: \(logFile))")
     }
 
     /// The last non-empty line written to the file from `offset` on.

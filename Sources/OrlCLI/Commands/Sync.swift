@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import OrlCore
 import OrlGit
+import OrlServer
 import OrlStore
 import OrlSync
 import Synchronization
@@ -176,10 +177,44 @@ struct Watch: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How often to ask the remote for its head (e.g. 30s, 500ms, 2m).", valueName: "duration"))
     var interval = "30s"
 
+    @Option(
+        help: ArgumentHelp(
+            "Serve a receiver for GitHub-style push webhooks on this address (HOST:PORT, or :PORT for every interface) at /webhook; a push to the watched ref syncs at once.",
+            valueName: "addr"))
+    var webhook: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "The environment variable that holds the webhook's secret, which X-Hub-Signature-256 is checked against (required with --webhook).",
+            valueName: "name"))
+    var webhookSecretEnv: String?
+
     func validate() throws {
         guard let duration = DurationValue(interval)?.duration, duration > .zero else {
             throw ValidationError("--interval: \(Diagnostic.quoted(interval)) is not a duration such as 30s, 500ms or 2m")
         }
+        if let webhook {
+            guard Self.address(webhook) != nil else {
+                throw ValidationError("--webhook: \(Diagnostic.quoted(webhook)) is not HOST:PORT or :PORT")
+            }
+            guard let webhookSecretEnv else {
+                throw ValidationError("--webhook needs --webhook-secret-env NAME: deliveries are checked against the secret")
+            }
+            guard !(System.environment(webhookSecretEnv) ?? "").isEmpty else {
+                throw ValidationError("--webhook-secret-env \(webhookSecretEnv): the environment variable \(webhookSecretEnv) is not set")
+            }
+        } else if webhookSecretEnv != nil {
+            throw ValidationError("--webhook-secret-env goes with --webhook")
+        }
+    }
+
+    /// `HOST:PORT`, or `:PORT` for every interface.
+    static func address(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            return nil
+        }
+        let host = String(text[..<colon])
+        return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 
     func run() async throws {
@@ -197,6 +232,18 @@ struct Watch: AsyncParsableCommand {
             sources.append(source)
         }
         defer { for source in sources { source.cancel() } }
+        var receiver: Task<Void, any Error>?
+        if let webhook, let address = Self.address(webhook), let secret = webhookSecretEnv.flatMap(System.environment) {
+            let handler = Self.webhookHandler(secret: secret, ref: configuration.ref, source: configuration.name, signals: signals)
+            do {
+                let (url, task) = try await WebhookServer(host: address.host, port: address.port, handle: handler).start()
+                receiver = task
+                SyncRenderer.log("webhook receiver listening on \(url)")
+            } catch {
+                throw CommandFailure(message: "cannot serve the webhook on \(webhook): \(error)")
+            }
+        }
+        defer { receiver?.cancel() }
         let ref = configuration.ref.map { " \($0)" } ?? ""
         let path = configuration.path.map { " (\($0))" } ?? ""
         SyncRenderer.log(
@@ -221,6 +268,43 @@ struct Watch: AsyncParsableCommand {
             }
         }
         SyncRenderer.log("stopped watching source \(configuration.name)")
+    }
+}
+
+extension Watch {
+    /// Checks a delivery's signature, then syncs at once when it is a push to the
+    /// watched ref. Unsigned or wrongly signed deliveries change nothing.
+    static func webhookHandler(secret: String, ref: String?, source: String, signals: WatchSignals)
+        -> @Sendable (WebhookDelivery) async
+        -> WebhookAnswer
+    {
+        { delivery in
+            guard GitWebhook.isValid(signature: delivery.signature, body: delivery.body, secret: secret) else {
+                SyncRenderer.log("source \(source): webhook delivery refused: bad or missing X-Hub-Signature-256")
+                return WebhookAnswer(
+                    status: 401, message: "refused: X-Hub-Signature-256 must be sha256= and the HMAC-SHA256 of the body with the secret")
+            }
+            let event: GitWebhook.Event
+            do throws(WebhookError) {
+                event = try GitWebhook.event(named: delivery.event, body: delivery.body)
+            } catch {
+                return WebhookAnswer(status: 400, message: error.message)
+            }
+            switch event {
+            case .ping:
+                return WebhookAnswer(status: 200, message: "pong")
+            case .push(let pushed, let after, _):
+                guard GitWebhook.moves(event, watched: ref) else {
+                    return WebhookAnswer(status: 202, message: "ignored: \(pushed) is not the watched ref")
+                }
+                signals.raise(WatchSignals.wake)
+                let commit = after.map { " to \(SourceSync.short($0))" } ?? ""
+                SyncRenderer.log("source \(source): webhook: push of \(pushed)\(commit); syncing")
+                return WebhookAnswer(status: 202, message: "syncing")
+            case .other(let name):
+                return WebhookAnswer(status: 202, message: "ignored: event \(name)")
+            }
+        }
     }
 }
 

@@ -247,6 +247,17 @@ enum ResourceRenderer {
     }
 
     /// `5M`, `200k`, `1500`.
+    /// `2,410`: a count with thousands separators.
+    static func count(_ n: Int) -> String {
+        let digits = Array(String(n.magnitude))
+        var out = ""
+        for (i, d) in digits.enumerated() {
+            if i > 0 && (digits.count - i) % 3 == 0 { out += "," }
+            out.append(d)
+        }
+        return (n < 0 ? "-" : "") + out
+    }
+
     static func compact(_ n: Int) -> String {
         if n >= 1_000_000, n % 1_000_000 == 0 { return "\(n / 1_000_000)M" }
         if n >= 1000, n % 1000 == 0 { return "\(n / 1000)k" }

@@ -397,10 +397,6 @@ struct WorkflowAudit {
         return diagnostics
     }
 
-    /// Dollars with cents, no Foundation: 3.5 → "3.50".
-    static func money(_ value: Double) -> String {
-        let cents = Int((value * 100).rounded(.up))
-        let fraction = cents % 100
-        return "\(cents / 100).\(fraction < 10 ? "0" : "")\(fraction)"
-    }
+    /// Dollars with cents: 3.5 → "3.50", rounded up: a worst case is never shown as less than it is.
+    static func money(_ value: Double) -> String { String(Money.format(value, rounding: .up).dropFirst()) }
 }

@@ -379,4 +379,6 @@ private struct FleetState: StateReader {
     func holds() throws(StoreError) -> [UserHold] { [] }
     func sources() throws(StoreError) -> [SourceRecord] { [] }
     func source(named name: String) throws(StoreError) -> SourceRecord? { nil }
+    func ledger(_ query: LedgerQuery) throws(StoreError) -> [LedgerEntry] { [] }
+    func spend(since: Timestamp) throws(StoreError) -> [ResourceID: Charge] { [:] }
 }

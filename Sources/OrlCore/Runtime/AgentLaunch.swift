@@ -5,7 +5,8 @@ public enum AgentLaunch {
     public struct Context: Sendable {
         /// Where logs and default working directories live (the state directory).
         public var stateDirectory: String
-        /// The controller's loopback API, given to agents as ORL_API_URL.
+        /// The controller's loopback API, given to agents as ORL_API_URL; its `/v1` is
+        /// the gateway, given as OPENAI_BASE_URL.
         public var apiURL: String
 
         public init(stateDirectory: String, apiURL: String) {
@@ -14,29 +15,44 @@ public enum AgentLaunch {
         }
     }
 
-    /// orl's own variables; they always win over an Agent's env entry of the same name,
-    /// so an agent cannot be started with another agent's identity.
+    /// orl's own variables; they always win over an Agent's env entry or secret of the
+    /// same name, so an agent cannot be started with another agent's identity, nor be
+    /// pointed past the gateway.
     public static let reservedPrefix = "ORL_"
+    public static let gatewayVariables: Set<String> = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]
+
+    static func reserved(_ name: String) -> Bool { name.hasPrefix(reservedPrefix) || gatewayVariables.contains(name) }
 
     public struct Launch: Sendable {
+        /// The process, but for its token (see `process(token:)`).
         public var process: ProcessSpec
-        /// SHA-256 over everything that shapes the process: when it changes, the process
-        /// is restarted (a spec edit, or a policy that now allows another secret).
+        /// SHA-256 over everything that shapes the process but its token: when it
+        /// changes, the process is restarted (a spec edit, a policy that now allows
+        /// another secret, a new gateway address). The token is left out so that an
+        /// adopted process, whose token only the process knows, is recognised.
         public var hash: String
         /// Secrets the Agent asks for that its policies do not allow: left out.
         public var withheldSecrets: [String]
         /// Allowed secrets the vault does not hold: left out.
         public var missingSecrets: [String]
+
+        /// The process to start: with the agent's own credential for orl's API, which
+        /// is also its OpenAI API key at the gateway.
+        public func process(token: String) -> ProcessSpec {
+            var process = self.process
+            process.environment += [("ORL_TOKEN", token), ("OPENAI_API_KEY", token)]
+            return process
+        }
     }
 
-    /// `secretValue` reads the vault; `token` is the agent's own credential for orl's API.
+    /// `secretValue` reads the vault.
     public static func launch(
-        _ agent: Resource, permissions: EffectivePermissions, context: Context, token: String, secretValue: (String) -> String?
+        _ agent: Resource, permissions: EffectivePermissions, context: Context, secretValue: (String) -> String?
     ) -> Launch? {
         guard let spec = agent.agent else { return nil }
         let runtime = spec.runtime
         var environment: [(name: String, value: String)] = runtime.env
-            .filter { !$0.name.hasPrefix(reservedPrefix) }
+            .filter { !reserved($0.name) }
             .map { ($0.name, $0.value) }
         var withheld: [String] = []
         var missing: [String] = []
@@ -49,12 +65,14 @@ public enum AgentLaunch {
                 missing.append(secret.name.value)
                 continue
             }
+            guard !reserved(secret.env) else { continue }
             environment.removeAll { $0.name == secret.env }
             environment.append((secret.env, value))
         }
         let id = agent.id
         environment += [
-            ("ORL_AGENT", id.name), ("ORL_NAMESPACE", id.namespace), ("ORL_API_URL", context.apiURL), ("ORL_TOKEN", token),
+            ("ORL_AGENT", id.name), ("ORL_NAMESPACE", id.namespace), ("ORL_API_URL", context.apiURL),
+            ("OPENAI_BASE_URL", context.apiURL + "/v1"),
         ]
 
         let home = "\(context.stateDirectory)/agents/\(id.namespace)/\(id.name)"

@@ -9,29 +9,14 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable, CustomStringCo
 
     /// RFC 3339 in UTC, `2026-11-21T16:45:03.120Z`, computed without Foundation.
     public var description: String {
-        let ms = Int(milliseconds % 1000 + 1000) % 1000
-        var seconds = Int((milliseconds - Int64(ms)) / 1000)
-        let second = seconds % 60
-        seconds /= 60
-        let minute = seconds % 60
-        seconds /= 60
-        let hour = seconds % 24
-        let days = seconds / 24
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let day = doy - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        let date = civilDate
+        let ms = Int(milliseconds - date.midnight.milliseconds)
         func pad(_ n: Int, _ width: Int) -> String {
             let s = String(n)
             return String(repeating: "0", count: max(0, width - s.count)) + s
         }
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(hour, 2)):\(pad(minute, 2)):\(pad(second, 2)).\(pad(ms, 3))Z"
+        return "\(pad(date.year, 4))-\(pad(date.month, 2))-\(pad(date.day, 2))T\(pad(ms / 3_600_000, 2)):"
+            + "\(pad(ms / 60000 % 60, 2)):\(pad(ms / 1000 % 60, 2)).\(pad(ms % 1000, 3))Z"
     }
 }
 
@@ -154,6 +139,10 @@ public protocol StateReader {
     func allSupervision() throws(StoreError) -> [SupervisionRecord]
     /// Agents suspended by `orlctl suspend`, in namespace and name order.
     func holds() throws(StoreError) -> [UserHold]
+    /// Model calls, the newest first.
+    func ledger(_ query: LedgerQuery) throws(StoreError) -> [LedgerEntry]
+    /// What each agent's calls cost from `since` on: budgets' spend at start-up.
+    func spend(since: Timestamp) throws(StoreError) -> [ResourceID: Charge]
     /// The git sources `orlctl sync` and `watch` have synced, in name order.
     func sources() throws(StoreError) -> [SourceRecord]
     func source(named name: String) throws(StoreError) -> SourceRecord?
@@ -179,6 +168,8 @@ public protocol StateWriter: StateReader {
     func putHold(_ hold: UserHold) throws(StoreError)
     /// Resumes the agent; resuming one that is not held does nothing.
     func deleteHold(for agent: ResourceID) throws(StoreError)
+    /// Records model calls; their numbers are assigned in order.
+    func append(_ entries: [LedgerEntry]) throws(StoreError)
     /// Stores the source's record, replacing the previous one of that name.
     func putSource(_ source: SourceRecord) throws(StoreError)
 }

@@ -9,10 +9,10 @@ public struct SupervisionRecord: Sendable, Hashable {
     public var process: ProcessIdentity?
     /// The launch hash the process was started with.
     public var launchHash: String?
-    /// The agent's credential for orl's API (ORL_TOKEN), kept so that an adopted
-    /// process keeps working. Stored as is, in the 0700 state directory, until the vault
-    /// can seal it.
-    public var token: String?
+    /// The digest of the process's credential for orl's API (ORL_TOKEN, and
+    /// OPENAI_API_KEY for the gateway): an adopted process keeps its token, and the
+    /// gateway recognises it by this digest. The token itself is never stored.
+    public var tokenDigest: String?
     public var startedAt: Timestamp?
     public var restarts: Int
     public var crashes: Int
@@ -20,13 +20,13 @@ public struct SupervisionRecord: Sendable, Hashable {
     public var exitedAt: Timestamp?
 
     public init(
-        agent: ResourceID, process: ProcessIdentity? = nil, launchHash: String? = nil, token: String? = nil,
+        agent: ResourceID, process: ProcessIdentity? = nil, launchHash: String? = nil, tokenDigest: String? = nil,
         startedAt: Timestamp? = nil, restarts: Int = 0, crashes: Int = 0, lastExit: ProcessExit? = nil, exitedAt: Timestamp? = nil
     ) {
         self.agent = agent
         self.process = process
         self.launchHash = launchHash
-        self.token = token
+        self.tokenDigest = tokenDigest
         self.startedAt = startedAt
         self.restarts = restarts
         self.crashes = crashes
@@ -41,9 +41,9 @@ public struct SupervisionRecord: Sendable, Hashable {
             crashes: crashes, restarts: restarts)
     }
 
-    public init(agent: ResourceID, observation: AgentObservation, token: String?) {
+    public init(agent: ResourceID, observation: AgentObservation, tokenDigest: String?) {
         self.init(
-            agent: agent, process: observation.process, launchHash: observation.launchHash, token: token,
+            agent: agent, process: observation.process, launchHash: observation.launchHash, tokenDigest: tokenDigest,
             startedAt: observation.startedAt, restarts: observation.restarts, crashes: observation.crashes,
             lastExit: observation.lastExit, exitedAt: observation.exitedAt)
     }

@@ -1,8 +1,6 @@
-public import OrlCore
-
-/// Something the controller did or saw. One model feeds every output: the text and
-/// JSON lines of `orlctl controller`, and (for agent lifecycle events) the store's
-/// event log that `orlctl events` and `describe` show.
+/// Something the controller (or its gateway) did or saw. One model feeds every output:
+/// the text and JSON lines of `orlctl controller`, and (for agents' lifecycles and
+/// budgets' thresholds) the store's event log that `orlctl events` and `describe` show.
 public struct ControllerEvent: Sendable, Hashable {
     public enum Level: String, Sendable, Hashable {
         case info, warning, error
@@ -23,6 +21,9 @@ public struct ControllerEvent: Sendable, Hashable {
         case adopted = "Adopted"
         case woken = "Woken"
         case logRotated = "LogRotated"
+        case listening = "Listening"
+        case budgetThreshold = "BudgetThreshold"
+        case budgetExhausted = "BudgetExhausted"
         case error = "Error"
 
         /// The word a text line starts with.
@@ -41,21 +42,24 @@ public struct ControllerEvent: Sendable, Hashable {
             case .adopted: "adopted"
             case .woken: "woken:"
             case .logRotated: "rotated"
+            case .listening: "listening on"
+            case .budgetThreshold: "threshold"
+            case .budgetExhausted: "exhausted"
             case .error: "error"
             }
         }
 
-        /// Whether the store's event log keeps it (an agent's lifecycle).
+        /// Whether the store's event log keeps it (an agent's lifecycle, a budget's).
         var isStored: Bool {
             switch self {
-            case .woken, .logRotated, .error, .stopping: false
+            case .woken, .logRotated, .listening, .error, .stopping: false
             default: true
             }
         }
 
         var level: Level {
             switch self {
-            case .exited, .backOff: .warning
+            case .exited, .backOff, .budgetThreshold, .budgetExhausted: .warning
             case .failedToStart, .error: .error
             default: .info
             }
@@ -64,14 +68,15 @@ public struct ControllerEvent: Sendable, Hashable {
 
     public var time: Timestamp
     public var reason: Reason
-    public var agent: ResourceID?
+    /// The agent, or the budget, it is about.
+    public var resource: ResourceID?
     public var pid: Int32?
     public var message: String
 
-    public init(time: Timestamp, reason: Reason, agent: ResourceID? = nil, pid: Int32? = nil, message: String) {
+    public init(time: Timestamp, reason: Reason, resource: ResourceID? = nil, pid: Int32? = nil, message: String) {
         self.time = time
         self.reason = reason
-        self.agent = agent
+        self.resource = resource
         self.pid = pid
         self.message = message
     }
@@ -81,8 +86,8 @@ public struct ControllerEvent: Sendable, Hashable {
     /// `2026-11-21T16:45:03Z started Agent/echo pid 123`.
     public var textLine: String {
         var line = "\(time.rfc3339Seconds) \(reason.verb)"
-        if let agent { line += " \(agent)" }
-        if !message.isEmpty { line += (agent != nil && pid == nil ? ": " : " ") + message }
+        if let resource { line += " \(resource)" }
+        if !message.isEmpty { line += (resource != nil && pid == nil ? ": " : " ") + message }
         return line
     }
 
@@ -92,16 +97,17 @@ public struct ControllerEvent: Sendable, Hashable {
             ("time", .string(time.description)),
             ("level", .string(level.rawValue)),
             ("event", .string(reason.rawValue)),
-            ("agent", agent.map { .string("\($0.kind)/\($0.name)") }),
-            ("namespace", agent.map { .string($0.namespace) }),
+            ("resource", resource.map { .string("\($0.kind)/\($0.name)") }),
+            ("namespace", resource.map { .string($0.namespace) }),
             ("pid", pid.map { .int(Int($0)) }),
             ("message", .string(message)),
         ]).compactRendered()
     }
 
-    /// What the store keeps of it; nil for events that are not about an agent's life.
+    /// What the store keeps of it; nil for events that are about no resource's life.
     public var storeEvent: StoreEvent? {
-        guard reason.isStored, let agent else { return nil }
-        return StoreEvent(time: time, kind: level == .info ? .normal : .warning, resource: agent, reason: reason.rawValue, message: message)
+        guard reason.isStored, let resource else { return nil }
+        return StoreEvent(
+            time: time, kind: level == .info ? .normal : .warning, resource: resource, reason: reason.rawValue, message: message)
     }
 }

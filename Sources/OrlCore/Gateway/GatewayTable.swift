@@ -1,0 +1,104 @@
+public import Crypto
+
+/// What the gateway knows of the fleet: which token is which agent, and which models
+/// each agent may call, at which price. The controller builds a new table on every pass
+/// from the applied state, so an apply that changes a policy changes the next call.
+public struct GatewayTable: Sendable {
+    /// A model an agent may call.
+    public struct Route: Sendable, Hashable {
+        public var provider: ResourceID
+        public var spec: ModelProviderSpec
+        public var model: ModelProviderSpec.Model
+
+        /// `provider/model`, as agents name it and `/v1/models` lists it.
+        public var id: String { "\(provider.name)/\(model.name)" }
+
+        /// Worst case in dollars for a call of these many tokens.
+        public func cost(_ usage: TokenUsage) -> Double {
+            (Double(usage.prompt) * model.pricing.input + Double(usage.completion) * model.pricing.output) / 1_000_000
+        }
+    }
+
+    public struct Caller: Sendable {
+        public var agent: ResourceID
+        /// By `provider/model`, in that order.
+        public var routes: [Route]
+        /// The agent's own model (`spec.model`): a bare model name is looked up there first.
+        public var provider: String
+        public var maxTokensPerCall: Int?
+    }
+
+    private var callers: [String: Caller] = [:]
+
+    public init() {}
+
+    /// `tokens` holds each supervised agent's token digest (see `AgentToken`).
+    public init(fleet: Fleet, tokens: [ResourceID: String]) {
+        let engine = PolicyEngine(fleet)
+        var routesByNamespace: [String: [Route]] = [:]
+        for provider in fleet.resources(of: .modelProvider) {
+            guard let spec = provider.modelProvider else { continue }
+            for model in spec.models {
+                routesByNamespace[provider.metadata.namespace, default: []].append(
+                    Route(provider: provider.id, spec: spec, model: model))
+            }
+        }
+        for (agent, digest) in tokens {
+            guard let resource = fleet[agent], let spec = resource.agent else { continue }
+            let permissions = engine.permissions(of: agent)
+            let routes = (routesByNamespace[agent.namespace] ?? []).filter { permissions.permits(.model, $0.id) }
+            callers[digest] = Caller(
+                agent: agent, routes: routes.sorted { $0.id < $1.id }, provider: spec.model.value.provider,
+                maxTokensPerCall: spec.maxTokensPerCall)
+        }
+    }
+
+    /// The agent whose token this is; nil for any other string.
+    public func caller(token: String) -> Caller? { callers[AgentToken.digest(token)] }
+
+    public var agents: [ResourceID] { callers.values.map(\.agent).sorted() }
+}
+
+extension GatewayTable.Caller {
+    /// The route for the model a request names. Fails closed: a model no policy allows
+    /// is refused like one that does not exist, but says which it is.
+    public func route(_ name: String) throws(GatewayError) -> GatewayTable.Route {
+        if let ref = ModelRef(name) {
+            if let route = routes.first(where: { $0.provider.name == ref.provider && $0.model.name == ref.model }) { return route }
+            throw .modelNotAllowed(
+                "agent \(agent) may not use the model \"\(name)\" (no policy allows it, or no ModelProvider \(agent.namespace)/\(ref.provider) serves it); it may use: \(allowed)"
+            )
+        }
+        let named = routes.filter { $0.model.name == name }
+        if let own = named.first(where: { $0.provider.name == provider }) { return own }
+        if named.count == 1 { return named[0] }
+        if named.isEmpty {
+            throw .modelNotAllowed("agent \(agent) may not use a model named \"\(name)\"; it may use: \(allowed)")
+        }
+        throw .invalidRequest(
+            "the model name \"\(name)\" is served by several providers; say which: \(named.map(\.id).joined(separator: ", "))",
+            param: "model")
+    }
+
+    private var allowed: String { routes.isEmpty ? "no model" : routes.map(\.id).joined(separator: ", ") }
+
+    /// How many completion tokens the call may produce: the least of the agent's own
+    /// bound, the request's and the model's; 4,096 when none says.
+    public func completionBound(_ request: ChatRequest, _ route: GatewayTable.Route) -> Int {
+        let bounds = [request.maxTokens, maxTokensPerCall, route.model.maxOutputTokens].compactMap { $0 }
+        if let least = bounds.min() { return least }
+        if let window = route.model.contextWindow { return max(1, window - request.promptBound) }
+        return 4096
+    }
+}
+
+/// Agents' credentials for orl's API. Only digests are kept: a stolen state file grants
+/// nothing, and the gateway compares digests of what it is shown.
+public enum AgentToken {
+    public static func digest(_ token: String) -> String {
+        SHA256.hash(data: Array(token.utf8)).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
+}

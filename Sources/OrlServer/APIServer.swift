@@ -1,0 +1,78 @@
+import Hummingbird
+import Logging
+import NIOCore
+public import OrlCore
+
+/// The controller's HTTP API on loopback: the gateway under `/v1`. Agents find it in
+/// ORL_API_URL (and OPENAI_BASE_URL, which is its `/v1`).
+public struct APIServer: Sendable {
+    public let gateway: Gateway
+    public let host: String
+    public let port: Int
+    /// The operator's credential (`<state>/controller.token`) for `/orl/v1`, which agents
+    /// cannot read; nil serves no operator routes.
+    public let adminToken: String?
+
+    /// `port` 0 lets the system choose one.
+    public init(gateway: Gateway, host: String = "127.0.0.1", port: Int, adminToken: String? = nil) {
+        self.gateway = gateway
+        self.host = host
+        self.port = port
+        self.adminToken = adminToken
+    }
+
+    /// Serves until the task is cancelled. `bound` is called once with the URL the server
+    /// listens on (with the port the system chose), before any request is served.
+    public func run(bound: @escaping @Sendable (String) async -> Void) async throws {
+        let router = Router()
+        router.get("/v1/models") { [gateway] request, _ in gateway.models(request) }
+        router.post("/v1/chat/completions") { [gateway] request, _ in await gateway.chatCompletions(request) }
+        if let adminToken {
+            router.get("/orl/v1/budgets") { [gateway] request, _ in
+                guard request.headers[.authorization] == "Bearer \(adminToken)" else {
+                    return Gateway.error(.unauthenticated("the operator token of <state>/controller.token is needed"))
+                }
+                return Gateway.json(.ok, ControllerClient.encode(gateway.budgetStatus(now: gateway.clock())))
+            }
+        }
+        router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
+        var logger = Logger(label: "orl.api")
+        logger.logLevel = .critical
+        let host = self.host
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { channel in
+                await bound("http://\(host):\(channel.localAddress?.port ?? 0)")
+            }, logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await gateway.run() }
+            group.addTask { try await app.run() }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+}
+
+extension APIServer {
+    /// Starts serving in a task of its own and returns once the server listens, with its
+    /// URL; throws what stopped it from listening (the port is taken, say).
+    public func start() async throws -> (url: String, task: Task<Void, any Error>) {
+        let (events, continuation) = AsyncStream<Result<String, any Error>>.makeStream()
+        let task = Task {
+            do {
+                try await run { url in continuation.yield(.success(url)) }
+                continuation.yield(.failure(CancellationError()))
+            } catch {
+                continuation.yield(.failure(error))
+                throw error
+            }
+        }
+        for await event in events {
+            switch event {
+            case .success(let url): return (url, task)
+            case .failure(let error): throw error
+            }
+        }
+        throw CancellationError()
+    }
+}

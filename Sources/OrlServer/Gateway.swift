@@ -1,0 +1,168 @@
+import AsyncHTTPClient
+import Hummingbird
+import NIOCore
+public import OrlCore
+import Synchronization
+
+/// The model gateway: agents call it as they would call OpenAI, with their own orl token
+/// as API key. Each call is authenticated, checked against the agent's policies (fail
+/// closed), reserved against its budgets at its worst case, forwarded with the provider
+/// key injected (or answered by the simulated provider), settled on the reported usage
+/// and written to the ledger.
+///
+/// The table and the meter sit behind one lock, held for microseconds: a reservation is
+/// a few additions, never I/O. Ledger rows are written in batches by `run`, so a call
+/// never waits on SQLite; at most the last `flushInterval` of rows is lost to a crash.
+public final class Gateway: ModelGateway {
+    public struct Configuration: Sendable {
+        /// Requests larger than this are refused (413).
+        public var maxRequestBytes = 8 << 20
+        public var maxResponseBytes = 64 << 20
+        public var flushInterval: Duration = .milliseconds(50)
+
+        public init() {}
+    }
+
+    struct State {
+        var table = GatewayTable()
+        var meter = BudgetMeter()
+        var restored = false
+        var pendingEntries: [LedgerEntry] = []
+        var pendingEvents: [StoreEvent] = []
+    }
+
+    let state = Mutex(State())
+    let store: any StateStore
+    let client: HTTPClient
+    let configuration: Configuration
+    let providerKey: @Sendable (String) -> String?
+    let clock: @Sendable () -> Timestamp
+    let log: @Sendable (ControllerEvent) -> Void
+    /// Called when a budget is first exhausted, so that the controller halts at once.
+    let onExhausted: @Sendable () -> Void
+    private let requestNumbers = Atomic<Int>(0)
+    private let prefix: String
+
+    /// `providerKey` reads a secret's value from the vault.
+    public init(
+        store: any StateStore, configuration: Configuration = Configuration(), providerKey: @escaping @Sendable (String) -> String?,
+        clock: @escaping @Sendable () -> Timestamp, log: @escaping @Sendable (ControllerEvent) -> Void,
+        onExhausted: @escaping @Sendable () -> Void
+    ) {
+        self.store = store
+        self.configuration = configuration
+        self.providerKey = providerKey
+        self.clock = clock
+        self.log = log
+        self.onExhausted = onExhausted
+        var client = HTTPClient.Configuration()
+        client.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        client.decompression = .disabled
+        self.client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: client)
+        self.prefix = "orl-" + String(UInt32.random(in: 0...UInt32.max), radix: 16) + "-"
+    }
+
+    deinit { try? client.syncShutdown() }
+
+    // MARK: ModelGateway
+
+    public func update(fleet: Fleet, tokens: [ResourceID: String], now: Timestamp) {
+        let table = GatewayTable(fleet: fleet, tokens: tokens)
+        let restore: [(BudgetSpec.Window, Timestamp, [ResourceID: Charge])]? =
+            state.withLock { $0.restored } ? nil : restoreSpend(now: now)
+        state.withLock { state in
+            state.table = table
+            state.meter.configure(fleet)
+            if let restore, !state.restored {
+                for (window, start, spend) in restore {
+                    for (agent, charge) in spend { state.meter.restore(agent, window, at: start, charge) }
+                }
+                state.restored = true
+            }
+        }
+    }
+
+    public func halts(now: Timestamp) -> [ResourceID: BudgetMeter.Halt] {
+        state.withLock { $0.meter.halts(now: now) }
+    }
+
+    /// What `orlctl budget status` shows of the running controller.
+    public func budgetStatus(now: Timestamp) -> [BudgetMeter.LimitStatus] {
+        state.withLock { $0.meter.status(now: now) }
+    }
+
+    /// The ledger's spend in the current day and month, read once, at the first update.
+    private func restoreSpend(now: Timestamp) -> [(BudgetSpec.Window, Timestamp, [ResourceID: Charge])]? {
+        do {
+            return try [BudgetSpec.Window.day, .month].map { window throws(StoreError) in
+                let start = window.interval(containing: now).lowerBound
+                return (window, start, try store.read { reader throws(StoreError) in try reader.spend(since: start) })
+            }
+        } catch {
+            log(ControllerEvent(time: now, reason: .error, message: "reading the ledger: \(error.description)"))
+            return nil
+        }
+    }
+
+    // MARK: Writing the ledger
+
+    /// Writes ledger rows and events in batches until cancelled, then once more.
+    public func run() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.flushInterval)
+            flush()
+        }
+        flush()
+    }
+
+    func flush() {
+        let (entries, events) = state.withLock { state in
+            defer {
+                state.pendingEntries.removeAll(keepingCapacity: true)
+                state.pendingEvents.removeAll(keepingCapacity: true)
+            }
+            return (state.pendingEntries, state.pendingEvents)
+        }
+        guard !entries.isEmpty || !events.isEmpty else { return }
+        do {
+            try store.write { writer throws(StoreError) in
+                try writer.append(entries)
+                for event in events { try writer.append(event) }
+            }
+        } catch {
+            // Kept for the next round rather than lost: spend must reach the ledger.
+            state.withLock { state in
+                state.pendingEntries.insert(contentsOf: entries, at: 0)
+                state.pendingEvents.insert(contentsOf: events, at: 0)
+            }
+            log(ControllerEvent(time: clock(), reason: .error, message: "writing the ledger: \(error.description)"))
+        }
+    }
+
+    func record(_ entry: LedgerEntry, notices: [BudgetMeter.Notice]) {
+        let events = notices.map { notice in
+            ControllerEvent(
+                time: entry.time, reason: notice.kind == .exceeded ? .budgetExhausted : .budgetThreshold,
+                resource: notice.account.budget, message: notice.message)
+        }
+        state.withLock { state in
+            state.pendingEntries.append(entry)
+            state.pendingEvents += events.compactMap(\.storeEvent)
+        }
+        for event in events { log(event) }
+        if notices.contains(where: { $0.kind == .exceeded }) { onExhausted() }
+    }
+
+    func refused(_ refusal: BudgetMeter.Refusal, agent: ResourceID, now: Timestamp) {
+        guard refusal.isFirst else { return }
+        let event = ControllerEvent(
+            time: now, reason: .budgetExhausted, resource: refusal.account.budget, message: "\(refusal.message) (call by \(agent))")
+        state.withLock { $0.pendingEvents += [event.storeEvent].compactMap { $0 } }
+        log(event)
+        onExhausted()
+    }
+
+    func nextRequestID() -> String {
+        prefix + String(requestNumbers.wrappingAdd(1, ordering: .relaxed).newValue)
+    }
+}
