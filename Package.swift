@@ -118,7 +118,8 @@ let package = Package(
         ),
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
-            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlSync"], exclude: ["Golden"],
+            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlSync"],
+            exclude: ["Golden"],
             swiftSettings: strictness),
     ]
 )

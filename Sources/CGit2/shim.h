@@ -31,7 +31,7 @@ static inline int orl_git_credentials(
     (void)url;
     orl_git_auth *auth = (orl_git_auth *)payload;
     if (auth == NULL) {
-        git_error_set_str(GIT_ERROR_NET, "the remote asks for credentials and none were given (--ssh-key or --token-env)");
+        git_error_set_str(GIT_ERROR_NET, "the remote asks for credentials and none were given (--ssh-key or --token-secret)");
         return GIT_EAUTH;
     }
     const char *user = username_from_url != NULL && username_from_url[0] != '\0' ? username_from_url : auth->username;
@@ -53,7 +53,7 @@ static inline int orl_git_credentials(
         }
         return git_credential_userpass_plaintext_new(out, user != NULL ? user : "x-access-token", auth->token);
     }
-    git_error_set_str(GIT_ERROR_NET, "the remote asks for credentials that were not given (--ssh-key for SSH, --token-env for HTTPS)");
+    git_error_set_str(GIT_ERROR_NET, "the remote asks for credentials that were not given (--ssh-key for SSH, --token-secret for HTTPS)");
     return GIT_EAUTH;
 }
 

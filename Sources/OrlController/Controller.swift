@@ -19,8 +19,9 @@ public import OrlCore
 /// only its digest is kept, in the supervision record, and handed to the gateway with
 /// the applied fleet after every pass. The gateway says which agents exhausted a
 /// halting budget; they are halted until it says otherwise (a new window, a raised
-/// limit). Secrets are never provided yet (the vault is to come), so an agent that asks
-/// for one starts without it. Store calls block the actor's thread briefly.
+/// limit). Secrets come from the vault, read with the pass's state: an agent whose
+/// allowed secret is not set (or cannot be opened) waits, Pending, until a `secret set`
+/// changes the store. Store calls block the actor's thread briefly.
 public actor Controller {
     public struct Configuration: Sendable {
         /// The state directory, absolute: logs and working directories live in it.
@@ -43,6 +44,8 @@ public actor Controller {
     private let changeMarker: @Sendable () -> Int64?
     private let log: @Sendable (ControllerEvent) -> Void
     private let clock: @Sendable () -> Timestamp
+    /// The vault's master key (`MasterKeySource.load`); read only when secrets exist.
+    private let masterKey: @Sendable () throws(VaultError) -> MasterKey?
 
     private var records: [ResourceID: SupervisionRecord] = [:]
     /// Agents whose recorded process is believed to run.
@@ -60,6 +63,8 @@ public actor Controller {
     private var pendingEvents: [StoreEvent] = []
     /// Agents whose BackOff has been reported, so that it is reported once per exit.
     private var backingOff: Set<ResourceID> = []
+    /// Why each waiting agent waits, as last reported: reported again only when it changes.
+    private var waiting: [ResourceID: String] = [:]
     /// Why the agent's last start failed, until one succeeds: it stays Stalled meanwhile.
     private var startErrors: [ResourceID: String] = [:]
     private var dirty = true
@@ -70,9 +75,11 @@ public actor Controller {
     public init(
         store: any StateStore, runtime: any AgentRuntime, gateway: (any ModelGateway)? = nil, configuration: Configuration,
         changeMarker: @escaping @Sendable () -> Int64? = { nil }, log: @escaping @Sendable (ControllerEvent) -> Void,
-        clock: @escaping @Sendable () -> Timestamp = Controller.systemTime
+        clock: @escaping @Sendable () -> Timestamp = Controller.systemTime,
+        masterKey: @escaping @Sendable () throws(VaultError) -> MasterKey? = { nil }
     ) {
         self.store = store
+        self.masterKey = masterKey
         self.runtime = runtime
         self.gateway = gateway
         self.configuration = configuration
@@ -165,8 +172,8 @@ public actor Controller {
     }
 
     private func desired(now: Timestamp) throws(StoreError) -> Desired {
-        let (stored, holds) = try store.read { reader throws(StoreError) in
-            (try reader.resources(kind: nil, namespace: nil), Set(try reader.holds().map(\.agent)))
+        let (stored, holds, sealed) = try store.read { reader throws(StoreError) in
+            (try reader.resources(kind: nil, namespace: nil), Set(try reader.holds().map(\.agent)), try reader.secrets(namespace: nil))
         }
         var result = Desired()
         let (fleet, unreadable) = Fleet.applied(stored)
@@ -182,6 +189,8 @@ public actor Controller {
         publish(fleet, now: now)
         let halts = gateway?.halts(now: now) ?? [:]
         let engine = PolicyEngine(fleet)
+        let credentials = CredentialSecrets(fleet)
+        let vault = Vault(sealed: sealed, key: masterKey)
         let context = AgentLaunch.Context(stateDirectory: configuration.stateDirectory, apiURL: configuration.apiURL)
         for id in result.generations.keys {
             guard let agent = fleet[id], let spec = agent.agent else {
@@ -190,7 +199,8 @@ public actor Controller {
             }
             guard
                 let launch = AgentLaunch.launch(
-                    agent, permissions: engine.permissions(of: id), context: context, secretValue: { _ in nil })
+                    agent, permissions: engine.permissions(of: id), credentials: credentials, context: context,
+                    secretValue: vault.value)
             else { continue }
             if records[id] == nil { records[id] = SupervisionRecord(agent: id) }
             var hold: AgentIntent.Hold?
@@ -256,6 +266,11 @@ public actor Controller {
             // Any other decision (a start, too) ends the backoff: the next one is reported.
             backingOff.remove(id)
         }
+        if let wait = intent?.launch.waiting, decision.action == .none, decision.reason == wait.reason {
+            if waiting.updateValue(wait.message, forKey: id) != wait.message { emit(.waiting, id, message: wait.message) }
+        } else {
+            waiting[id] = nil
+        }
         // Not meant to run (removed, held): a failed start no longer matters.
         if intent == nil || intent?.hold != nil { startErrors[id] = nil }
         switch decision.action {
@@ -269,6 +284,15 @@ public actor Controller {
                 let process = try runtime.start(intent.launch.process(token: token))
                 record.tokenDigest = AgentToken.digest(token)
                 observation = Reconciler.recordStart(process, launchHash: intent.launch.hash, of: observation, at: now)
+                // Recorded at once, not with the pass's write: a controller killed in
+                // between would leave a process the next one does not know, and starts again.
+                let started = SupervisionRecord(agent: id, observation: observation, tokenDigest: record.tokenDigest)
+                do {
+                    try store.write { writer throws(StoreError) in try writer.putSupervision(started) }
+                    written[id] = started
+                } catch {
+                    emit(.error, id, message: "recording the start of \(process): \(error.description)")
+                }
                 alive.insert(id)
                 startErrors[id] = nil
                 emit(.started, id, process, message: "\(process)")

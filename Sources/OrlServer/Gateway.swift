@@ -35,7 +35,7 @@ public final class Gateway: ModelGateway {
     let store: any StateStore
     let client: HTTPClient
     let configuration: Configuration
-    let providerKey: @Sendable (String) -> String?
+    let providerKey: @Sendable (SecretID) -> String?
     let clock: @Sendable () -> Timestamp
     let log: @Sendable (ControllerEvent) -> Void
     /// Called when a budget is first exhausted, so that the controller halts at once.
@@ -45,7 +45,7 @@ public final class Gateway: ModelGateway {
 
     /// `providerKey` reads a secret's value from the vault.
     public init(
-        store: any StateStore, configuration: Configuration = Configuration(), providerKey: @escaping @Sendable (String) -> String?,
+        store: any StateStore, configuration: Configuration = Configuration(), providerKey: @escaping @Sendable (SecretID) -> String?,
         clock: @escaping @Sendable () -> Timestamp, log: @escaping @Sendable (ControllerEvent) -> Void,
         onExhausted: @escaping @Sendable () -> Void
     ) {

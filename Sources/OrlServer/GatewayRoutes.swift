@@ -103,7 +103,7 @@ extension Gateway {
         upstream.headers.add(name: "Accept", value: chat.stream ? "text/event-stream" : "application/json")
         upstream.headers.add(name: "X-Request-Id", value: call.requestID)
         if let secret = spec.apiKeySecret?.value {
-            guard let key = providerKey(secret) else {
+            guard let key = providerKey(SecretID(namespace: call.route.provider.namespace, name: secret)) else {
                 call.release(outcome: "provider key missing")
                 return Self.error(
                     .upstream(

@@ -15,7 +15,7 @@ final class Access: StateWriter {
     /// statements outside any transaction, nor on a connection another thread now holds.
     func close() { database = nil }
 
-    fileprivate func connection(writing: Bool = false) throws(StoreError) -> Database {
+    func connection(writing: Bool = false) throws(StoreError) -> Database {
         guard let database else {
             throw StoreError("the state store was used after its read or write ended; use the reader only inside the body")
         }
@@ -532,6 +532,63 @@ extension Access {
                     usd: statement.double(3), tokens: Int(statement.double(4)))
             }
             return spend
+        }
+    }
+}
+
+// MARK: Secrets
+
+extension Access {
+    func secrets(namespace: String?) throws(StoreError) -> [SealedSecret] {
+        let intent = "read the vault's secrets"
+        let filter = namespace == nil ? "" : "WHERE namespace = ?1"
+        return try connection().withStatement(
+            "SELECT namespace, name, box, key_check, size, updated_at, updated_by FROM secrets \(filter) ORDER BY namespace, name",
+            intent: intent
+        ) { statement throws(StoreError) in
+            if let namespace { try statement.bind(1, namespace) }
+            var secrets: [SealedSecret] = []
+            while try statement.step(intent: intent) {
+                secrets.append(
+                    SealedSecret(
+                        id: SecretID(namespace: statement.text(0), name: statement.text(1)), box: statement.blob(2),
+                        keyCheck: statement.text(3), size: statement.int(4), updatedAt: Timestamp(milliseconds: statement.int64(5)),
+                        updatedBy: statement.text(6)))
+            }
+            return secrets
+        }
+    }
+
+    func putSecret(_ secret: SealedSecret) throws(StoreError) {
+        let intent = "store \(secret.id)"
+        try connection(writing: true).withStatement(
+            """
+            INSERT INTO secrets (namespace, name, box, key_check, size, updated_at, updated_by)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            ON CONFLICT (namespace, name) DO UPDATE SET
+                box = excluded.box, key_check = excluded.key_check, size = excluded.size,
+                updated_at = excluded.updated_at, updated_by = excluded.updated_by
+            """,
+            intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, secret.id.namespace)
+            try statement.bind(2, secret.id.name)
+            try statement.bind(3, blob: secret.box)
+            try statement.bind(4, secret.keyCheck)
+            try statement.bind(5, secret.size)
+            try statement.bind(6, secret.updatedAt.milliseconds)
+            try statement.bind(7, secret.updatedBy)
+            try statement.run(intent: intent)
+        }
+    }
+
+    func deleteSecret(_ id: SecretID) throws(StoreError) {
+        let intent = "delete \(id)"
+        try connection(writing: true).withStatement("DELETE FROM secrets WHERE namespace = ?1 AND name = ?2", intent: intent) {
+            statement throws(StoreError) in
+            try statement.bind(1, id.namespace)
+            try statement.bind(2, id.name)
+            try statement.run(intent: intent)
         }
     }
 }

@@ -165,6 +165,18 @@ final class Statement {
         if let text { try bind(index, text) } else { try check(sqlite3_bind_null(handle, index), binding: index) }
     }
 
+    /// Binds bytes as a BLOB (copied, as text is).
+    func bind(_ index: Int32, blob bytes: [UInt8]) throws(StoreError) {
+        let code = bytes.withUnsafeBytes { buffer in
+            // A zero-length BLOB needs an address too: a null pointer binds NULL.
+            let empty: StaticString = ""
+            return sqlite3_bind_blob64(
+                handle, index, buffer.baseAddress ?? UnsafeRawPointer(empty.utf8Start), sqlite3_uint64(buffer.count),
+                orl_sqlite_transient())
+        }
+        try check(code, binding: index)
+    }
+
     func bind(_ index: Int32, _ integer: Int64) throws(StoreError) {
         try check(sqlite3_bind_int64(handle, index, integer), binding: index)
     }
@@ -219,6 +231,13 @@ final class Statement {
 
     func optionalText(_ column: Int32) -> String? {
         sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : text(column)
+    }
+
+    func blob(_ column: Int32) -> [UInt8] {
+        // _blob first, then _bytes, as for text.
+        guard let start = sqlite3_column_blob(handle, column) else { return [] }
+        let count = Int(sqlite3_column_bytes(handle, column))
+        return Array(UnsafeRawBufferPointer(start: start, count: count))
     }
 
     func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }

@@ -59,7 +59,7 @@ public final class SQLiteStateStore: StateStore {
         }
     }
 
-    private func transaction<T>(
+    func transaction<T>(
         _ mode: Database.TransactionMode, intent: String, _ body: (Access) throws(StoreError) -> T
     ) throws(StoreError) -> T {
         try connection.withLock { (database: inout Database) throws(StoreError) in

@@ -158,6 +158,125 @@ enum Schema {
                 """
         ),
         Migration(
+            summary: "create secrets",
+            sql: """
+                -- The vault: each value sealed with AES-256-GCM under the master key (which
+                -- is never in the database), its namespace/name as associated data. Never
+                -- plain text. Secrets are not resources: no foreign key.
+                CREATE TABLE secrets (
+                    namespace TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    box BLOB NOT NULL,                -- nonce (12 bytes), ciphertext, tag (16 bytes)
+                    key_check TEXT NOT NULL,          -- identifies the master key that sealed it
+                    size INTEGER NOT NULL,            -- the value's length in bytes
+                    updated_at INTEGER NOT NULL,      -- milliseconds since the epoch, UTC
+                    updated_by TEXT NOT NULL,
+                    PRIMARY KEY (namespace, name)
+                );
+                """
+        ),
+        Migration(
+            summary: "create runs, run steps, attempts, the blackboard and cron slots",
+            sql: """
+                -- Workflow runs. A run keeps the plan it started with (the DAG, retry
+                -- policies, inputs, as JSON), so a re-apply does not change a run in flight.
+                -- A rowid table: plans are kilobytes.
+                CREATE TABLE runs (
+                    id TEXT NOT NULL PRIMARY KEY,     -- 13 characters, sorted by creation time
+                    namespace TEXT NOT NULL,
+                    workflow TEXT NOT NULL,
+                    generation INTEGER NOT NULL,      -- the Workflow's, when the run started
+                    phase TEXT NOT NULL CHECK (phase IN ('Running', 'Succeeded', 'Failed', 'Cancelled')),
+                    trigger TEXT NOT NULL CHECK (trigger IN ('manual', 'schedule')),
+                    cron TEXT,                        -- schedule: the trigger's expression
+                    slot INTEGER,                     -- schedule: the slot, milliseconds since the epoch
+                    input TEXT NOT NULL,              -- JSON object of strings
+                    plan TEXT NOT NULL,               -- JSON
+                    created_at INTEGER NOT NULL,
+                    created_by TEXT NOT NULL,
+                    ended_at INTEGER,
+                    error TEXT,
+                    CHECK ((trigger = 'schedule') = (slot IS NOT NULL AND cron IS NOT NULL))
+                );
+                CREATE INDEX runs_by_workflow ON runs (namespace, workflow, id);
+                -- At most one run per schedule slot of a workflow, whatever else goes wrong.
+                CREATE UNIQUE INDEX runs_by_slot ON runs (namespace, workflow, slot) WHERE slot IS NOT NULL;
+
+                -- Each step of each run: its state, attempts and lease. The agent is kept
+                -- (not only in the plan) so that the next task of an agent is one index seek.
+                CREATE TABLE run_steps (
+                    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                    idx INTEGER NOT NULL,             -- the step's position in the workflow
+                    step TEXT NOT NULL,
+                    namespace TEXT NOT NULL,
+                    agent TEXT,                       -- NULL for an approval gate
+                    state TEXT NOT NULL CHECK (state IN (
+                        'Pending', 'Ready', 'Running', 'WaitingApproval',
+                        'Succeeded', 'Failed', 'DeadLetter', 'Skipped', 'Cancelled')),
+                    waiting INTEGER NOT NULL DEFAULT 0,  -- Pending: dependencies not yet finished
+                    attempt INTEGER NOT NULL DEFAULT 0,
+                    ready_at INTEGER,                 -- Ready: claimable from
+                    lease_expires_at INTEGER,         -- Running: renewed by heartbeats
+                    deadline INTEGER,                 -- Running: timeout; WaitingApproval: approval timeout
+                    started_at INTEGER,
+                    ended_at INTEGER,
+                    error TEXT,
+                    decided_by TEXT,                  -- approval gates
+                    reason TEXT,
+                    tokens INTEGER NOT NULL DEFAULT 0,  -- spend the model gateway records against the step
+                    cost_usd REAL NOT NULL DEFAULT 0,
+                    PRIMARY KEY (run_id, idx)
+                ) WITHOUT ROWID;
+                -- The next task of an agent: its Ready steps, oldest first.
+                CREATE INDEX run_steps_ready ON run_steps (state, namespace, agent, ready_at);
+                -- What a sweep gives up on: timeouts and expired leases.
+                CREATE INDEX run_steps_deadline ON run_steps (state, deadline);
+                CREATE INDEX run_steps_lease ON run_steps (state, lease_expires_at);
+                -- Whether a run has open steps left.
+                CREATE INDEX run_steps_by_state ON run_steps (run_id, state);
+
+                -- Every attempt at an agent step, kept after it ends: how a dead letter
+                -- is inspected.
+                CREATE TABLE run_attempts (
+                    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                    step TEXT NOT NULL,
+                    attempt INTEGER NOT NULL,
+                    namespace TEXT NOT NULL,
+                    agent TEXT NOT NULL,
+                    started_at INTEGER NOT NULL,
+                    ended_at INTEGER,
+                    outcome TEXT NOT NULL CHECK (outcome IN (
+                        'Running', 'Succeeded', 'Failed', 'TimedOut', 'LeaseExpired', 'Abandoned')),
+                    error TEXT,
+                    PRIMARY KEY (run_id, step, attempt)
+                ) WITHOUT ROWID;
+
+                -- The blackboard: versioned values per run (a step's output under its id).
+                -- Append-only: a new version never overwrites an old one.
+                CREATE TABLE run_values (
+                    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                    key TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    value TEXT NOT NULL,              -- canonical JSON
+                    written_at INTEGER NOT NULL,
+                    step TEXT,
+                    attempt INTEGER,
+                    PRIMARY KEY (run_id, key, version)
+                );
+
+                -- The last slot of each cron trigger of each workflow, and the run it
+                -- started (NULL: the slot was seen, not run), so no slot runs twice.
+                CREATE TABLE cron_slots (
+                    namespace TEXT NOT NULL,
+                    workflow TEXT NOT NULL,
+                    cron TEXT NOT NULL,
+                    slot INTEGER NOT NULL,
+                    run_id TEXT,
+                    PRIMARY KEY (namespace, workflow, cron)
+                ) WITHOUT ROWID;
+                """
+        ),
+        Migration(
             summary: "create sources",
             sql: """
                 -- Git sources synced by orlctl sync and watch: where they read, whether

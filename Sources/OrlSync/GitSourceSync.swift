@@ -12,7 +12,9 @@ public struct GitSourceConfiguration: Sendable {
     public var allowRewind: Bool
     public var maxDeletions: Int
     public var allowEmpty: Bool
-    public var auth: GitAuth
+    /// The credentials, asked for at each round, so that a token rotated in the vault
+    /// is used from the next round on.
+    public var auth: @Sendable () -> GitAuth
     /// Who applies, as the history records it.
     public var appliedBy: String
     /// The bare mirror the source is fetched into: `<state>/git/<name>.git`.
@@ -20,7 +22,7 @@ public struct GitSourceConfiguration: Sendable {
 
     public init(
         name: String, url: String, ref: String?, path: String?, prune: Bool, allowRewind: Bool, maxDeletions: Int, allowEmpty: Bool,
-        auth: GitAuth, appliedBy: String, mirror: String
+        auth: @escaping @Sendable () -> GitAuth, appliedBy: String, mirror: String
     ) {
         self.name = name
         self.url = url
@@ -139,6 +141,7 @@ public final class GitSourceSync: @unchecked Sendable {
 
         let repository: GitRepository
         let remote: GitRemoteRef
+        let auth = c.auth()
         do throws(GitError) {
             if let open = self.repository {
                 repository = open
@@ -146,7 +149,7 @@ public final class GitSourceSync: @unchecked Sendable {
                 repository = try GitRepository.mirror(at: c.mirror)
                 self.repository = repository
             }
-            remote = try repository.remoteRef(url: c.url, ref: c.ref, auth: c.auth)
+            remote = try repository.remoteRef(url: c.url, ref: c.ref, auth: auth)
         } catch {
             return fail(&report, record, revision: nil, .unreachable, reason: "Unreachable", error.description, now: now)
         }
@@ -174,7 +177,7 @@ public final class GitSourceSync: @unchecked Sendable {
 
         do {
             if !repository.hasCommit(head) {
-                head = try repository.fetch(url: c.url, ref: remote.name, auth: c.auth)
+                head = try repository.fetch(url: c.url, ref: remote.name, auth: auth)
                 report.head = head
             }
         } catch {

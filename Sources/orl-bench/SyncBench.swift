@@ -52,7 +52,7 @@ struct SyncBench: AsyncParsableCommand {
         let sync = GitSourceSync(
             configuration: GitSourceConfiguration(
                 name: "bench", url: repo, ref: "main", path: "fleet", prune: true, allowRewind: false, maxDeletions: 10,
-                allowEmpty: false, auth: .none, appliedBy: "orl-bench", mirror: root + "/state/git/bench.git"),
+                allowEmpty: false, auth: { .none }, appliedBy: "orl-bench", mirror: root + "/state/git/bench.git"),
             store: store, clock: { Timestamp(milliseconds: Int64(Date().timeIntervalSince1970 * 1000)) })
         let clock = ContinuousClock()
 
@@ -133,13 +133,20 @@ struct SyncBench: AsyncParsableCommand {
         }
         let state = root + "/webhook-state"
         let secret = "bench-secret"
+        let set = Process()
+        set.executableURL = URL(fileURLWithPath: binary)
+        set.arguments = ["secret", "set", "hook", "--from-env", "ORL_BENCH_WEBHOOK_SECRET", "--state", state]
+        set.environment = ProcessInfo.processInfo.environment.merging(["ORL_BENCH_WEBHOOK_SECRET": secret]) { _, new in new }
+        set.standardOutput = FileHandle.nullDevice
+        try set.run()
+        set.waitUntilExit()
+        guard set.terminationStatus == 0 else { throw ValidationError("orlctl secret set exited \(set.terminationStatus)") }
         let watch = Process()
         watch.executableURL = URL(fileURLWithPath: binary)
         watch.arguments = [
             "watch", "--repo", repo, "--path", "fleet", "--name", "hook", "--state", state, "--interval", "1h", "--webhook",
-            "127.0.0.1:0", "--webhook-secret-env", "ORL_BENCH_WEBHOOK_SECRET",
+            "127.0.0.1:0", "--webhook-secret", "hook",
         ]
-        watch.environment = ProcessInfo.processInfo.environment.merging(["ORL_BENCH_WEBHOOK_SECRET": secret]) { _, new in new }
         let log = root + "/watch.log"
         FileManager.default.createFile(atPath: log, contents: nil)
         watch.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))

@@ -93,8 +93,9 @@ import Testing
 
         let events = try h.orlctl(["events", "--for", "budget/team"])
         #expect(events.stdout.contains("BudgetThreshold") && events.stdout.contains("BudgetExhausted"), "\(events.stdout)")
-        let log = try String(contentsOfFile: h.state + "/logs/default/spender.log", encoding: .utf8)
-        #expect(log.contains("429") && log.contains("budget_exceeded"), "the agent saw an OpenAI-style refusal")
+        // The refused call is named (whether the agent printed its 429 before it was
+        // halted is a race; the body itself is checked by the gateway's own tests).
+        #expect(events.stdout.contains("(call by Agent/spender)"), "\(events.stdout)")
 
         // An apply that raises the limit lifts the halt at once.
         try h.work.write("fleet/fleet.yaml", Self.fleet(dailyUSD: 100, script: script))

@@ -92,10 +92,13 @@ import Testing
 
         /// Starts `orlctl controller` with its standard error in a file.
         @discardableResult
-        func startController(log: String = "controller.log", arguments: [String] = []) throws -> Process {
+        func startController(log: String = "controller.log", arguments: [String] = [], environment: [String: String] = [:]) throws
+            -> Process
+        {
             let process = Process()
             process.executableURL = Orlctl.binary
             process.arguments = ["controller", "--state", state] + arguments
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
             process.currentDirectoryURL = work.url
             let logURL = work.url.appendingPathComponent(log)
             _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
@@ -277,6 +280,13 @@ import Testing
         try h.apply([.init(name: "a"), .init(name: "b")])
         let controller = try h.startController()
         let first = try h.waitForAgents(["a", "b"], "after start")
+        // The controller records a process at the end of the pass that started it; a kill
+        // before that write is the (known) window this test is not about.
+        #expect(
+            waitUntil {
+                let listed = (try? h.orlctl(["get", "agents"]).stdout) ?? ""
+                return first.values.allSatisfy { listed.contains("  \($0)  ") }
+            })
 
         kill(controller.processIdentifier, SIGKILL)
         controller.waitUntilExit()

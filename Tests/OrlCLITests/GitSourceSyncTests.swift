@@ -11,7 +11,7 @@ import Testing
         GitSourceSync(
             configuration: GitSourceConfiguration(
                 name: "fleet", url: repo.root.path, ref: "main", path: "fleet", prune: true, allowRewind: false, maxDeletions: 10,
-                allowEmpty: false, auth: .none, appliedBy: "test", mirror: repo.state + "/git/fleet.git"),
+                allowEmpty: false, auth: { .none }, appliedBy: "test", mirror: repo.state + "/git/fleet.git"),
             store: store, clock: { Timestamp(milliseconds: Int64(Date().timeIntervalSince1970 * 1000)) })
     }
 

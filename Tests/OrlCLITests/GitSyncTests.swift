@@ -350,13 +350,16 @@ extension GitSyncTests {
         try GitFleet.write(to: repo)
         let first = try repo.commit("first")
         let secret = "s3cret-\(UUID().uuidString)"
+        let arguments = [
+            "--repo", repo.root.path, "--path", "fleet", "--interval", "1h", "--webhook", "127.0.0.1:0", "--webhook-secret", "hook",
+        ]
+        // The secret comes from the vault: none there is an error at start.
+        let missing = try repo.orlctl(["watch"] + arguments)
+        #expect(missing.status == 2)
+        #expect(missing.stderr.contains("--webhook-secret: secret \"hook\" is not in the vault; set it with orlctl secret set hook"))
+        #expect(try Orlctl.run(["secret", "set", "hook", "--state", repo.state], stdin: secret).status == 0)
         // An hour's interval: only the webhook can make it sync again.
-        let watcher = try Watcher(
-            repo: repo,
-            arguments: [
-                "--repo", repo.root.path, "--path", "fleet", "--interval", "1h", "--webhook", "127.0.0.1:0", "--webhook-secret-env",
-                "ORL_TEST_WEBHOOK_SECRET",
-            ], environment: ["ORL_TEST_WEBHOOK_SECRET": secret])
+        let watcher = try Watcher(repo: repo, arguments: arguments)
         defer { watcher.stop() }
         try watcher.waitForLog("webhook receiver listening on ")
         let url = try #require(

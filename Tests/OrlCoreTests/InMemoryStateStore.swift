@@ -13,6 +13,7 @@ final class InMemoryStateStore: StateStore {
         var supervision: [ResourceID: SupervisionRecord] = [:]
         var holds: [ResourceID: UserHold] = [:]
         var ledger: [LedgerEntry] = []
+        var secrets: [SecretID: SealedSecret] = [:]
         var sources: [String: SourceRecord] = [:]
     }
 
@@ -97,6 +98,13 @@ final class InMemoryStateStore: StateStore {
                 state.ledger.append(entry)
             }
         }
+        func secrets(namespace: String?) throws(StoreError) -> [SealedSecret] {
+            state.secrets.values.filter { namespace == nil || $0.id.namespace == namespace }.sorted { $0.id < $1.id }
+        }
+
+        func putSecret(_ secret: SealedSecret) throws(StoreError) { state.secrets[secret.id] = secret }
+
+        func deleteSecret(_ id: SecretID) throws(StoreError) { state.secrets[id] = nil }
 
         func sources() throws(StoreError) -> [SourceRecord] { state.sources.values.sorted { $0.name < $1.name } }
 

@@ -11,7 +11,9 @@ import Testing
         let resource = try #require(report.fleet.resource(.agent, agent, namespace: "default"), "\(report.diagnostics.map(\.message))")
         let permissions = PolicyEngine(report.fleet).permissions(of: resource.id)
         return try #require(
-            AgentLaunch.launch(resource, permissions: permissions, context: context, secretValue: { vault[$0] }))
+            AgentLaunch.launch(
+                resource, permissions: permissions, credentials: CredentialSecrets(report.fleet), context: context,
+                secretValue: { vault[$0.name].map { SecretValue(value: $0, version: "v-\($0.count)") } }))
     }
 
     func at(_ seconds: Double) -> Timestamp { Timestamp(milliseconds: t0.milliseconds + Int64(seconds * 1000)) }

@@ -24,7 +24,7 @@ final class Locked<Value: Sendable>: Sendable {
     /// 2026-11-21T23:00:00Z: an hour before the day's window ends.
     static let lateEvening = Timestamp(milliseconds: 1_795_302_000_000)
 
-    static func fleetYAML(upstream: String, dailyUSD: Double = 100) -> String {
+    static func fleetYAML(upstream: String, dailyUSD: Double = 100, timeout: String = "60s") -> String {
         """
         apiVersion: orl.dev/v1
         kind: ModelProvider
@@ -33,7 +33,7 @@ final class Locked<Value: Sendable>: Sendable {
           apiStyle: openai
           baseURL: \(upstream)
           apiKeySecret: up-key
-          timeout: 2s
+          timeout: \(timeout)
           models:
             - {name: m, maxOutputTokens: 10, pricing: {input: 1000, output: 1000}}
             - {name: forbidden, pricing: {input: 1, output: 1}}
@@ -87,7 +87,8 @@ final class Locked<Value: Sendable>: Sendable {
             let now = self.now
             let exhausted = self.exhausted
             gateway = Gateway(
-                store: store, providerKey: { $0 == "up-key" ? GatewayServerTests.providerKey : nil }, clock: { now.withLock { $0 } },
+                store: store, providerKey: { $0 == SecretID(name: "up-key") ? GatewayServerTests.providerKey : nil },
+                clock: { now.withLock { $0 } },
                 log: { _ in }, onExhausted: { exhausted.withLock { $0 += 1 } })
         }
 
@@ -99,8 +100,9 @@ final class Locked<Value: Sendable>: Sendable {
             server = started.task
         }
 
-        func configure(dailyUSD: Double) {
-            let document = YAMLParser().parse(GatewayServerTests.fleetYAML(upstream: upstream.url, dailyUSD: dailyUSD), file: "fleet.yaml")
+        func configure(dailyUSD: Double, timeout: String = "60s") {
+            let document = YAMLParser().parse(
+                GatewayServerTests.fleetYAML(upstream: upstream.url, dailyUSD: dailyUSD, timeout: timeout), file: "fleet.yaml")
             let report = ManifestValidation.validate([document], strict: false)
             gateway.update(fleet: report.fleet, tokens: [agent: AgentToken.digest(GatewayServerTests.agentToken)], now: now.withLock { $0 })
         }
@@ -222,7 +224,9 @@ final class Locked<Value: Sendable>: Sendable {
         h.upstream.behaviour.withLock { $0 = .fail(status: 400) }
         #expect(try await h.post(Self.chat()).status == 400, "a provider's 4xx is passed on")
 
-        h.upstream.behaviour.withLock { $0 = .stall(seconds: 5) }
+        // A provider that does not answer within its timeout.
+        h.configure(dailyUSD: 100, timeout: "2s")
+        h.upstream.behaviour.withLock { $0 = .stall(seconds: 30) }
         let slow = try await h.post(Self.chat())
         #expect(slow.status == 504)
         #expect((Self.json(slow.body)["error"] as? [String: Any])?["code"] as? String == "upstream_timeout")

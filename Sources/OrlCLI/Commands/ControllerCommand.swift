@@ -99,9 +99,13 @@ struct RunController: AsyncParsableCommand {
         let lock = try ControllerLock.acquire(directory)
         defer { lock.release() }
 
+        // ORL_MASTER_KEY is read once, from the controller's own environment (agents never
+        // see it: theirs is built from scratch); master.key is read when secrets are opened.
+        let keys = MasterKeySource(stateDirectory: directory, environment: ProcessInfo.processInfo.environment)
+        let providerKeys = SecretCache(vault: StateVault(store: store, keys: keys), changeMarker: { try? store.changeMarker() })
         let log = Self.sink(logFormat)
         let gateway = Gateway(
-            store: store, providerKey: { _ in nil }, clock: Controller.systemTime, log: log,
+            store: store, providerKey: { providerKeys.value(of: $0) }, clock: Controller.systemTime, log: log,
             // The controller's own wake-up call, as orlctl apply sends it: halts come at once.
             onExhausted: { _ = kill(getpid(), SIGUSR1) })
         let (url, server) = try await serve(gateway, directory: directory, log: log)
@@ -109,7 +113,7 @@ struct RunController: AsyncParsableCommand {
         configuration.apiURL = url
         let controller = Controller(
             store: store, runtime: ProcessRuntime(), gateway: gateway, configuration: configuration,
-            changeMarker: { try? store.changeMarker() }, log: log)
+            changeMarker: { try? store.changeMarker() }, log: log, masterKey: { () throws(VaultError) in try keys.load() })
         var sources: [any DispatchSourceSignal] = []
         for signalNumber in [SIGTERM, SIGINT] {
             signal(signalNumber, SIG_IGN)
@@ -132,7 +136,14 @@ struct RunController: AsyncParsableCommand {
                 Self.rotateLogs(in: directory + "/logs", runtime: runtime, maxBytes: logMaxBytes, keep: logKeep, log: Self.sink(logFormat))
             }
         }
+        // Workflow runs move on a timer of their own, beside the reconcile loop, on a
+        // connection of their own so that neither waits for the other's statements.
+        let runsStore = try state.openStore()
+        let runs = Task {
+            await RunsDriver(store: runsStore, changeMarker: { try? runsStore.changeMarker() }, log: Self.sink(logFormat)).run()
+        }
         await controller.run()
+        runs.cancel()
         rotation.cancel()
         // After the agents stopped: their last calls are settled and written.
         server.cancel()

@@ -8,7 +8,9 @@ struct Describe: AsyncParsableCommand {
         abstract: "Show resources in detail: metadata, where they came from, spec, status and recent events.",
         discussion: """
             Name resources as KIND/NAME... or KIND NAME...; KIND alone describes every \
-            resource of that kind in the namespace. The spec is printed as YAML with \
+            resource of that kind in the namespace. run/ID describes a workflow run: each \
+            step's state, attempts, agent, times, spend and error, pending approvals, the \
+            attempts of failed or retried steps, and the run's events. The spec is printed as YAML with \
             secret-like values masked. Status follows kstatus (Ready, Reconciling, Stalled, \
             observedGeneration); until a controller has observed the current generation it is \
             Reconciling=True, reason NotObserved. Events are the newest 10.
@@ -18,7 +20,7 @@ struct Describe: AsyncParsableCommand {
             """
     )
 
-    @Argument(help: ArgumentHelp("KIND/NAME..., KIND NAME..., or KIND.", valueName: "resource"))
+    @Argument(help: ArgumentHelp("KIND/NAME..., KIND NAME..., KIND, or run/ID....", valueName: "resource"))
     var resources: [String] = []
 
     @OptionGroup var namespace: NamespaceOption
@@ -27,11 +29,13 @@ struct Describe: AsyncParsableCommand {
     static let eventLimit = 10
 
     func validate() throws {
+        if try RunReference.described(resources) != nil { return }
         if try SourceSelection.parse(resources) != nil { return }
         _ = try ResourceSelection.parse(resources, allowAll: false)
     }
 
     func run() async throws {
+        if let runs = try RunReference.described(resources) { return try RunDescription.describe(runs, state: state) }
         if let names = try SourceSelection.parse(resources) { return try describeSources(names) }
         let selection = try ResourceSelection.parse(resources, allowAll: false)
         let store = try state.openStore()

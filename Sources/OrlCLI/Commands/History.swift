@@ -59,7 +59,10 @@ struct Events: AsyncParsableCommand {
         discussion: "Events outlive the resources they are about, so a deleted resource's events are still listed."
     )
 
-    @Option(name: .customLong("for"), help: ArgumentHelp("Only the events of this resource (KIND/NAME).", valueName: "kind/name"))
+    @Option(
+        name: .customLong("for"),
+        help: ArgumentHelp(
+            "Only the events of this resource (KIND/NAME), run (run/ID) or git source (source/NAME).", valueName: "kind/name"))
     var resource: String?
 
     @OptionGroup var namespace: NamespaceOption
@@ -74,15 +77,26 @@ struct Events: AsyncParsableCommand {
 
     func validate() throws {
         guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
-        if let resource, SourceSelection.name(resource) == nil { _ = try ResourceSelection.reference(resource) }
+        if let resource, !isRun(resource), SourceSelection.name(resource) == nil { _ = try ResourceSelection.reference(resource) }
+        if let resource, isRun(resource) { _ = try RunReference.parse(resource) }
     }
 
+    private func isRun(_ text: String) -> Bool { text.lowercased().hasPrefix("run/") || text.lowercased().hasPrefix("runs/") }
+
     func run() async throws {
-        let id = try resource.map { reference in
-            if let source = SourceSelection.name(reference) { return SourceRecord.eventSubject(source) }
-            return try ResourceSelection.reference(reference).id(namespace: namespace.namespace)
-        }
         let store = try state.openStore()
+        var id =
+            try resource.map { reference -> ResourceID? in
+                if isRun(reference) { return nil }
+                if let source = SourceSelection.name(reference) { return SourceRecord.eventSubject(source) }
+                return try ResourceSelection.reference(reference).id(namespace: namespace.namespace)
+            } ?? nil
+        if let resource, isRun(resource) {
+            // A run's events are under its workflow's namespace, wherever -n points.
+            let run = try RunReference.parse(resource)
+            let namespace = try readingRuns(store) { reader throws(StoreError) in try reader.run(run)?.workflow.namespace }
+            id = ResourceID(kind: RunRecord.eventKind, namespace: namespace ?? self.namespace.namespace, name: run.rawValue)
+        }
         let events: [StoreEvent]
         do {
             events = try store.read { reader throws(StoreError) in try reader.events(for: id, limit: limit) }

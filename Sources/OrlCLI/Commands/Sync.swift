@@ -50,9 +50,9 @@ struct GitSourceOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
-            "HTTPS: the environment variable that holds the access token (sent as the password; user x-access-token).",
-            valueName: "name"))
-    var tokenEnv: String?
+            "HTTPS: the vault secret (NAME or NAMESPACE/NAME) that holds the access token (sent as the password; user x-access-token).",
+            valueName: "secret"))
+    var tokenSecret: String?
 
     @OptionGroup var state: StateOptions
 
@@ -62,9 +62,7 @@ struct GitSourceOptions: ParsableArguments {
                 "\(Diagnostic.quoted(name)) cannot name a source: use lower-case letters, digits, '-', '_' and '.' (at most 63)")
         }
         if maxDeletions < 0 { throw ValidationError("--max-deletions must be 0 or more") }
-        if let tokenEnv, System.environment(tokenEnv)?.isEmpty ?? true {
-            throw ValidationError("--token-env \(tokenEnv): the environment variable \(tokenEnv) is not set")
-        }
+        if let tokenSecret { _ = try VaultReference.id(tokenSecret, flag: "--token-secret") }
     }
 
     /// The URL as stored: a local path made absolute, so that the same repository is the
@@ -77,20 +75,27 @@ struct GitSourceOptions: ParsableArguments {
 
     var resolvedName: String { name ?? SourceRecord.defaultName(forURL: resolvedURL) }
 
-    func configuration(state directory: String) -> GitSourceConfiguration {
+    func configuration(state directory: String, auth: @escaping @Sendable () -> GitAuth) -> GitSourceConfiguration {
         let name = resolvedName
         return GitSourceConfiguration(
             name: name, url: resolvedURL, ref: ref, path: path, prune: prune, allowRewind: allowRewind, maxDeletions: maxDeletions,
-            allowEmpty: allowEmpty,
-            auth: GitAuth(sshPrivateKey: sshKey, token: tokenEnv.flatMap(System.environment)),
-            appliedBy: Caller.identity, mirror: SourceLock.directory(directory) + "/\(name).git")
+            allowEmpty: allowEmpty, auth: auth, appliedBy: Caller.identity, mirror: SourceLock.directory(directory) + "/\(name).git")
+    }
+
+    /// The credentials: the key file as given, the token from the vault (checked now,
+    /// then read through a cache that notices a `secret set`).
+    func credentials() throws -> @Sendable () -> GitAuth {
+        let sshKey = self.sshKey
+        guard let tokenSecret else { return { GitAuth(sshPrivateKey: sshKey) } }
+        let secret = try VaultReference.secret(tokenSecret, flag: "--token-secret", state: state)
+        return { GitAuth(sshPrivateKey: sshKey, token: secret()) }
     }
 
     /// Opens the state and checks that the name is not another repository's source.
     func open() throws -> (SQLiteStateStore, GitSourceConfiguration, SourceLock) {
         let store = try state.openStore()
         let directory = ControllerLock.absolute(state.resolvedDirectory)
-        let configuration = configuration(state: directory)
+        let configuration = configuration(state: directory, auth: try credentials())
         let existing: SourceRecord?
         do {
             existing = try store.read { reader throws(StoreError) in try reader.source(named: configuration.name) }
@@ -185,9 +190,9 @@ struct Watch: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "The environment variable that holds the webhook's secret, which X-Hub-Signature-256 is checked against (required with --webhook).",
-            valueName: "name"))
-    var webhookSecretEnv: String?
+            "The vault secret (NAME or NAMESPACE/NAME) that X-Hub-Signature-256 is checked against (required with --webhook).",
+            valueName: "secret"))
+    var webhookSecret: String?
 
     func validate() throws {
         guard let duration = DurationValue(interval)?.duration, duration > .zero else {
@@ -197,14 +202,12 @@ struct Watch: AsyncParsableCommand {
             guard Self.address(webhook) != nil else {
                 throw ValidationError("--webhook: \(Diagnostic.quoted(webhook)) is not HOST:PORT or :PORT")
             }
-            guard let webhookSecretEnv else {
-                throw ValidationError("--webhook needs --webhook-secret-env NAME: deliveries are checked against the secret")
+            guard let webhookSecret else {
+                throw ValidationError("--webhook needs --webhook-secret NAME: deliveries are checked against that vault secret")
             }
-            guard !(System.environment(webhookSecretEnv) ?? "").isEmpty else {
-                throw ValidationError("--webhook-secret-env \(webhookSecretEnv): the environment variable \(webhookSecretEnv) is not set")
-            }
-        } else if webhookSecretEnv != nil {
-            throw ValidationError("--webhook-secret-env goes with --webhook")
+            _ = try VaultReference.id(webhookSecret, flag: "--webhook-secret")
+        } else if webhookSecret != nil {
+            throw ValidationError("--webhook-secret goes with --webhook")
         }
     }
 
@@ -233,7 +236,8 @@ struct Watch: AsyncParsableCommand {
         }
         defer { for source in sources { source.cancel() } }
         var receiver: Task<Void, any Error>?
-        if let webhook, let address = Self.address(webhook), let secret = webhookSecretEnv.flatMap(System.environment) {
+        if let webhook, let address = Self.address(webhook), let webhookSecret {
+            let secret = try VaultReference.secret(webhookSecret, flag: "--webhook-secret", state: source.state)
             let handler = Self.webhookHandler(secret: secret, ref: configuration.ref, source: configuration.name, signals: signals)
             do {
                 let (url, task) = try await WebhookServer(host: address.host, port: address.port, handle: handler).start()
@@ -274,12 +278,11 @@ struct Watch: AsyncParsableCommand {
 extension Watch {
     /// Checks a delivery's signature, then syncs at once when it is a push to the
     /// watched ref. Unsigned or wrongly signed deliveries change nothing.
-    static func webhookHandler(secret: String, ref: String?, source: String, signals: WatchSignals)
-        -> @Sendable (WebhookDelivery) async
-        -> WebhookAnswer
+    static func webhookHandler(secret: @escaping @Sendable () -> String?, ref: String?, source: String, signals: WatchSignals)
+        -> @Sendable (WebhookDelivery) async -> WebhookAnswer
     {
         { delivery in
-            guard GitWebhook.isValid(signature: delivery.signature, body: delivery.body, secret: secret) else {
+            guard let secret = secret(), GitWebhook.isValid(signature: delivery.signature, body: delivery.body, secret: secret) else {
                 SyncRenderer.log("source \(source): webhook delivery refused: bad or missing X-Hub-Signature-256")
                 return WebhookAnswer(
                     status: 401, message: "refused: X-Hub-Signature-256 must be sha256= and the HMAC-SHA256 of the body with the secret")
@@ -305,6 +308,39 @@ extension Watch {
                 return WebhookAnswer(status: 202, message: "ignored: event \(name)")
             }
         }
+    }
+}
+
+/// A vault secret named on the command line (`NAME` or `NAMESPACE/NAME`), for the
+/// credentials of sync and watch.
+enum VaultReference {
+    static func id(_ text: String, flag: String) throws -> SecretID {
+        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        let id = parts.count == 2 ? SecretID(namespace: parts[0], name: parts[1]) : SecretID(name: text)
+        if let problem = SecretID.problem(name: id.name, namespace: id.namespace) { throw ValidationError("\(flag): \(problem)") }
+        return id
+    }
+
+    /// The secret's value, read now (so that a missing secret or key fails at start,
+    /// exit 2) and then through a cache on a connection of its own, which reads the
+    /// vault again only after another process changed the state (`orlctl secret set`).
+    static func secret(_ text: String, flag: String, state: StateOptions) throws -> @Sendable () -> String? {
+        let id = try id(text, flag: flag)
+        let store = try state.openStore()
+        let vault = StateVault(
+            store: store, keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: ProcessInfo.processInfo.environment))
+        let value: String?
+        do {
+            value = try vault.value(of: id)
+        } catch {
+            throw CommandFailure(message: "\(flag): cannot read \(id): \(error)")
+        }
+        guard value != nil else {
+            let scope = id.namespace == ResourceID.defaultNamespace ? "" : " -n \(id.namespace)"
+            throw CommandFailure(message: "\(flag): \(id) is not in the vault; set it with orlctl secret set \(id.name)\(scope)")
+        }
+        let cache = SecretCache(vault: vault, changeMarker: { try? store.changeMarker() })
+        return { cache.value(of: id) }
     }
 }
 

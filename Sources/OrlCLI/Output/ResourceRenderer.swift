@@ -331,14 +331,15 @@ enum ResourceRenderer {
                 line("Log File", "\(state)/logs/\(r.id.namespace)/\(r.id.name).log")
             }
         }
-        if events.isEmpty {
-            out += "Events:             <none>\n"
-        } else {
-            out += "Events:\n"
-            var rows = [["TYPE", "REASON", "AGE", "MESSAGE"]]
-            for event in events { rows.append([event.kind.rawValue, event.reason, event.time.age(at: now), event.message]) }
-            out += TextTable.render(rows, indent: 2)
-        }
+        out += eventsSection(events, now: now)
         return out
+    }
+
+    /// The Events section that ends a describe page (of a resource, or of a run).
+    static func eventsSection(_ events: [StoreEvent], now: Timestamp) -> String {
+        guard !events.isEmpty else { return "Events:             <none>\n" }
+        var rows = [["TYPE", "REASON", "AGE", "MESSAGE"]]
+        for event in events { rows.append([event.kind.rawValue, event.reason, event.time.age(at: now), event.message]) }
+        return "Events:\n" + TextTable.render(rows, indent: 2)
     }
 }

@@ -84,22 +84,3 @@ public struct Fleet: Sendable {
         resources(of: .agent, namespace: namespace).filter { selector.selects($0.metadata) }
     }
 }
-
-extension Fleet {
-    /// The fleet as applied: the stored manifests read back. Resources whose manifest
-    /// cannot be read are left out and named in `unreadable`.
-    public static func applied(_ stored: [StoredResource]) -> (fleet: Fleet, unreadable: Set<ResourceID>) {
-        var read = ReadManifests()
-        var unreadable: Set<ResourceID> = []
-        let reader = ManifestReader()
-        for resource in stored {
-            guard let root = try? JSONParser.parse(resource.manifest, file: "<state>/\(resource.id)") else {
-                unreadable.insert(resource.id)
-                continue
-            }
-            read.append(reader.read(SourceDocument(file: "<state>/\(resource.id)", index: 0, root: root)))
-        }
-        let (fleet, _) = Fleet.assemble(read.resources, unreadable: read.unreadable)
-        return (fleet, unreadable)
-    }
-}

@@ -1,6 +1,6 @@
 /// Checks the structure of every Workflow: unique step ids, dependencies that exist,
-/// no cycles, steps whose agents, tools and inputs resolve, and inputs that only read
-/// steps that finish first.
+/// no cycles, steps whose agents, tools and inputs resolve, inputs that only read
+/// steps that finish first, and cron triggers that parse and fire.
 public enum WorkflowCheck {
     public static func run(_ fleet: Fleet) -> [Diagnostic] {
         fleet.resources(of: .workflow).flatMap { resource in
@@ -10,7 +10,7 @@ public enum WorkflowCheck {
 
     static func stepPath(_ i: Int) -> ValuePath { ValuePath([.key("spec"), .key("steps"), .index(i)]) }
 
-    private static func check(_ workflow: WorkflowSpec, of resource: Resource, in fleet: Fleet) -> [Diagnostic] {
+    static func check(_ workflow: WorkflowSpec, of resource: Resource, in fleet: Fleet) -> [Diagnostic] {
         let graph = WorkflowGraph(workflow)
         var diagnostics: [Diagnostic] = []
         let id = resource.id
@@ -58,6 +58,18 @@ public enum WorkflowCheck {
                 default:
                     break
                 }
+            }
+        }
+
+        for (i, trigger) in workflow.triggers.enumerated() {
+            guard let cron = trigger.cron else { continue }
+            do throws(CronSyntaxError) {
+                _ = try CronSchedule(parsing: cron.value)
+            } catch {
+                diagnostics.append(
+                    .error(
+                        .triggerCronInvalid, "cron trigger: \(error.message)", at: cron.location, resource: id,
+                        path: ValuePath([.key("spec"), .key("triggers"), .index(i), .key("cron")])))
             }
         }
 

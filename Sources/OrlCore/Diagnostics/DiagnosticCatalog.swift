@@ -113,6 +113,13 @@ extension DiagnosticCode {
                 "A step reads the output of a step that does not always finish before it (not among its transitive `dependsOn`), or its own.",
             help: "Add the step to `dependsOn`, directly or through another step."),
         DiagnosticInfo(
+            code: .triggerCronInvalid, title: "Invalid cron expression", severities: [.error],
+            summary:
+                "A `schedule` trigger's `cron` is not a five-field cron expression (`minute hour day-of-month month day-of-week`, UTC) that orl can read: a value out of range, an unknown name, a backwards range, or a date that never comes (`0 0 30 2 *`).",
+            help:
+                "Fix the field the message names. Fields take `*`, numbers, ranges `a-b`, lists `a,b`, steps `*/n`, and names `jan`-`dec`, `sun`-`sat`."
+        ),
+        DiagnosticInfo(
             code: .permToolDenied, title: "Tool not allowed", severities: [.error],
             summary:
                 "An Agent declares a tool in `spec.tools`, or a workflow step uses one, that the agent's Policies do not allow: a Policy denies it, or none allows it (nothing is allowed by default). Notes point at the denying rules or name the Policies that apply.",
@@ -133,6 +140,13 @@ extension DiagnosticCode {
             summary: "An Agent asks for a vault secret in `spec.secrets` that its Policies deny or do not allow.",
             help:
                 "Allow the secret in a Policy that applies to the agent, or move the credential to the Tool or ModelProvider that needs it."
+        ),
+        DiagnosticInfo(
+            code: .permSecretReserved, title: "Secret reserved for orl", severities: [.error],
+            summary:
+                "An Agent asks in `spec.secrets` for a vault secret that is a ModelProvider's `apiKeySecret` or a Tool's `credentialSecret`. orl presents those itself (the gateway, the tool call); no agent receives one, whatever its Policies allow.",
+            help:
+                "Remove it from the agent's `spec.secrets`: orl uses it on the agent's behalf (the gateway sends the provider's key upstream; a tool call carries the tool's credential). Give the agent a secret of its own if it needs one."
         ),
         DiagnosticInfo(
             code: .permHandoffDenied, title: "Handoff not allowed", severities: [.error],

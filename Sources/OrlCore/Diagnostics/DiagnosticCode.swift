@@ -39,11 +39,17 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     /// A step reads the output of a step that does not always finish before it.
     public static let dagInputNotUpstream = DiagnosticCode("dag.input-not-upstream")
 
+    // Triggers.
+    /// A schedule trigger's cron expression does not parse, or never fires.
+    public static let triggerCronInvalid = DiagnosticCode("trigger.cron-invalid")
+
     // The permission audit: workflows checked against the policies before anything runs.
     public static let permToolDenied = DiagnosticCode("perm.tool-denied")
     public static let permToolUndeclared = DiagnosticCode("perm.tool-undeclared")
     public static let permModelDenied = DiagnosticCode("perm.model-denied")
     public static let permSecretDenied = DiagnosticCode("perm.secret-denied")
+    /// An agent asks for a provider's API key or a tool's credential, which only orl uses.
+    public static let permSecretReserved = DiagnosticCode("perm.secret-reserved")
     public static let permHandoffDenied = DiagnosticCode("perm.handoff-denied")
     public static let permApprovalMissing = DiagnosticCode("perm.approval-missing")
     public static let permDataflow = DiagnosticCode("perm.dataflow")

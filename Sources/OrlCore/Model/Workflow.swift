@@ -7,8 +7,8 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
         }
 
         public var type: TriggerType
-        /// Five-field cron expression in UTC, for `schedule`.
-        public var cron: String?
+        /// Five-field cron expression in UTC, for `schedule` (see `CronSchedule`).
+        public var cron: Located<String>?
     }
 
     public struct Input: Sendable, Hashable, Decodable {
@@ -135,7 +135,10 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
         public var inputs: [(name: String, source: InputSource)]
         public var prompt: String?
         public var maxTokens: Int?
+        /// How long one attempt may run, from its claim.
         public var timeout: DurationValue
+        /// How long a claimed task may go unheard from (its lease).
+        public var heartbeatTimeout: DurationValue
         public var retry: Retry
         public var continueOnFailure: Bool
         public var location: SourceLocation
@@ -151,7 +154,8 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case id, description, agent, approval, dependsOn, tools, inputs, prompt, maxTokens, timeout, retry, continueOnFailure
+            case id, description, agent, approval, dependsOn, tools, inputs, prompt, maxTokens, timeout, heartbeatTimeout, retry
+            case continueOnFailure
         }
 
         public init(from decoder: any Decoder) throws {
@@ -174,6 +178,7 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
             prompt = try c.decodeIfPresent(String.self, forKey: .prompt)
             maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
             timeout = try c.decodeIfPresent(DurationValue.self, forKey: .timeout) ?? DurationValue("10m")!
+            heartbeatTimeout = try c.decodeIfPresent(DurationValue.self, forKey: .heartbeatTimeout) ?? DurationValue("60s")!
             retry = try c.decodeIfPresent(Retry.self, forKey: .retry) ?? .none
             continueOnFailure = try c.decodeIfPresent(Bool.self, forKey: .continueOnFailure) ?? false
             location = (decoder as? any LocatingDecoder)?.node.location ?? .file("")
@@ -183,6 +188,7 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
             lhs.id == rhs.id && lhs.executor == rhs.executor && lhs.dependsOn == rhs.dependsOn && lhs.tools == rhs.tools
                 && lhs.inputs.map(\.name) == rhs.inputs.map(\.name) && lhs.inputs.map(\.source) == rhs.inputs.map(\.source)
                 && lhs.prompt == rhs.prompt && lhs.maxTokens == rhs.maxTokens && lhs.timeout == rhs.timeout
+                && lhs.heartbeatTimeout == rhs.heartbeatTimeout
                 && lhs.retry == rhs.retry && lhs.continueOnFailure == rhs.continueOnFailure && lhs.description == rhs.description
         }
 

@@ -12,10 +12,11 @@ public enum PolicyAudit {
         let blindPolicies = Set(fleet.unreadable.filter { $0.kind == ResourceKind.policy.rawValue }.map(\.namespace))
         let blindBudgets = Set(fleet.unreadable.filter { $0.kind == ResourceKind.budget.rawValue }.map(\.namespace))
         var diagnostics: [Diagnostic] = []
+        let credentials = CredentialSecrets(fleet)
         for agent in fleet.resources(of: .agent) {
             let namespace = agent.metadata.namespace
             diagnostics += audit(
-                agent: agent, permissions: engine.permissions(of: agent.id), fleet: fleet,
+                agent: agent, permissions: engine.permissions(of: agent.id), credentials: credentials, fleet: fleet,
                 permissions: !blindPolicies.contains(namespace), budgets: !blindBudgets.contains(namespace))
         }
         for workflow in fleet.resources(of: .workflow) where !blindPolicies.contains(workflow.metadata.namespace) {
@@ -27,7 +28,8 @@ public enum PolicyAudit {
     /// What an agent declares, checked on its own: its model, its secrets, its tools, and
     /// whether any budget caps it.
     private static func audit(
-        agent: Resource, permissions: EffectivePermissions, fleet: Fleet, permissions checkPermissions: Bool, budgets checkBudgets: Bool
+        agent: Resource, permissions: EffectivePermissions, credentials: CredentialSecrets, fleet: Fleet,
+        permissions checkPermissions: Bool, budgets checkBudgets: Bool
     ) -> [Diagnostic] {
         guard let spec = agent.agent else { return [] }
         var diagnostics: [Diagnostic] = []
@@ -50,6 +52,18 @@ public enum PolicyAudit {
                     notes: notes(for: modelDecision, permissions)))
         }
         for (i, secret) in spec.secrets.enumerated() {
+            // Whatever the policies say: the fix is to stop asking, not to allow it.
+            let users = credentials.users(of: SecretID(namespace: namespace, name: secret.name.value))
+            if let user = users.first {
+                diagnostics.append(
+                    .error(
+                        .permSecretReserved,
+                        "agent \"\(name)\" may not read secret \"\(secret.name.value)\": it is \(user.role), which only orl presents",
+                        at: secret.name.location, resource: agent.id,
+                        path: ValuePath([.key("spec"), .key("secrets"), .index(i), .key("name")]),
+                        notes: users.map { .init("\($0.resource) uses it here", at: $0.location) }))
+                continue
+            }
             guard !permissions.permits(.secret, secret.name.value) else { continue }
             let decision = permissions.decide(.secret, secret.name.value)
             diagnostics.append(
@@ -254,69 +268,37 @@ struct WorkflowAudit {
     // MARK: Data classes
 
     private func dataflow() -> [Diagnostic] {
-        let namespace = workflow.metadata.namespace
-        // The classes this workflow's tools carry, numbered, so each step's set is a
-        // bit set and propagating them costs a few word operations per edge.
-        var classNames: [String] = []
-        var classIndex: [String: Int] = [:]
-        var toolClasses: [String: [Int]] = [:]
-        var egressTools = Set<String>()
-        for step in spec.steps {
-            for used in step.tools where toolClasses[used.value] == nil {
-                let tool = fleet.resource(.tool, used.value, namespace: namespace)?.tool
-                if tool?.capabilities.contains(.egress) == true { egressTools.insert(used.value) }
-                toolClasses[used.value] = (tool?.dataClasses ?? []).map { name in
-                    if let i = classIndex[name] { return i }
-                    classIndex[name] = classNames.count
-                    classNames.append(name)
-                    return classNames.count - 1
-                }
-            }
-        }
-        guard !classNames.isEmpty else { return [] }
-        let empty = BitSet(count: classNames.count)
-        func classes(of tools: some Sequence<Located<String>>) -> BitSet {
-            var set = empty
-            for tool in tools {
-                for c in toolClasses[tool.value] ?? [] { set.insert(c) }
-            }
-            return set
-        }
-
-        // carried[i]: the classes step i's output carries: what it received and what its
-        // own tools returned.
-        var carried = [BitSet](repeating: empty, count: spec.steps.count)
+        let flow = DataClassFlow(spec: spec, graph: graph, order: order, namespace: workflow.metadata.namespace, fleet: fleet)
+        guard !flow.classNames.isEmpty else { return [] }
+        let classNames = flow.classNames
         var diagnostics: [Diagnostic] = []
         for i in order {
-            var received = empty
-            for source in graph.dataSources[i] { received.formUnion(carried[source.step]) }
             let step = spec.steps[i]
-            carried[i] = received.union(classes(of: step.tools))
             guard let agent = agents[i] else { continue }
             let permissions = engine.permissions(of: agent.id)
             let name = agent.metadata.name
 
-            for c in carried[i].elements {
+            for c in flow.carried[i].elements {
                 guard !permissions.permits(.dataClass, classNames[c]) else { continue }
                 let decision = permissions.decide(.dataClass, classNames[c])
                 diagnostics.append(
                     .error(
                         .permDataflow,
-                        "data of class \"\(classNames[c])\" reaches step \"\(id(i))\" (\(route(of: c, to: i, carried, toolClasses))), but agent \"\(name)\" is not cleared for it: \(decision.reason)",
+                        "data of class \"\(classNames[c])\" reaches step \"\(id(i))\" (\(route(of: c, to: i, flow))), but agent \"\(name)\" is not cleared for it: \(decision.reason)",
                         at: step.id.location, resource: workflow.id, path: stepPath(i),
                         notes: PolicyAudit.notes(for: decision, permissions)))
             }
 
-            for (j, used) in step.tools.enumerated() where egressTools.contains(used.value) {
+            for (j, used) in step.tools.enumerated() where flow.egressTools.contains(used.value) {
                 // What the step can send out: everything it holds but what this tool itself returns.
-                let sent = received.union(classes(of: step.tools.filter { $0.value != used.value }))
+                let sent = flow.received[i].union(flow.classes(of: step.tools.filter { $0.value != used.value }))
                 for c in sent.elements {
                     guard !permissions.permits(.egress, classNames[c]) else { continue }
                     let decision = permissions.decide(.egress, classNames[c])
                     diagnostics.append(
                         .error(
                             .permDataflow,
-                            "step \"\(id(i))\" can send data of class \"\(classNames[c])\" (\(route(of: c, to: i, carried, toolClasses))) out through egress tool \"\(used.value)\", but agent \"\(name)\" may not send \"\(classNames[c])\" out: \(decision.reason)",
+                            "step \"\(id(i))\" can send data of class \"\(classNames[c])\" (\(route(of: c, to: i, flow))) out through egress tool \"\(used.value)\", but agent \"\(name)\" may not send \"\(classNames[c])\" out: \(decision.reason)",
                             at: used.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
                             notes: PolicyAudit.notes(for: decision, permissions)))
                 }
@@ -327,12 +309,12 @@ struct WorkflowAudit {
 
     /// `from tool "crm" in "triage" → "draft" → "send"`: one way a class reached a step,
     /// rebuilt only for a report by walking back through the sources that carry it.
-    private func route(of dataClass: Int, to step: Int, _ carried: [BitSet], _ toolClasses: [String: [Int]]) -> String {
+    private func route(of dataClass: Int, to step: Int, _ flow: DataClassFlow) -> String {
         var hops = [step]
-        while let upstream = graph.dataSources[hops[hops.count - 1]].first(where: { carried[$0.step].contains(dataClass) }) {
+        while let upstream = graph.dataSources[hops[hops.count - 1]].first(where: { flow.carried[$0.step].contains(dataClass) }) {
             hops.append(upstream.step)
         }
-        let origin = spec.steps[hops[hops.count - 1]].tools.first { toolClasses[$0.value]?.contains(dataClass) == true }
+        let origin = spec.steps[hops[hops.count - 1]].tools.first { flow.toolClasses[$0.value]?.contains(dataClass) == true }
         return "from tool \"\(origin?.value ?? "?")\" in " + hops.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
     }
 
@@ -399,4 +381,52 @@ struct WorkflowAudit {
 
     /// Dollars with cents: 3.5 → "3.50", rounded up: a worst case is never shown as less than it is.
     static func money(_ value: Double) -> String { String(Money.format(value, rounding: .up).dropFirst()) }
+}
+
+/// The data classes along a workflow's DAG: what each step receives from the steps it
+/// reads, and what its output carries (that, and what its own tools return). The audit
+/// judges them; a run records them on each step's task.
+struct DataClassFlow {
+    /// The classes this workflow's tools carry, numbered, so each step's set is a bit
+    /// set and propagating them costs a few word operations per edge.
+    private(set) var classNames: [String] = []
+    private(set) var toolClasses: [String: [Int]] = [:]
+    private(set) var egressTools = Set<String>()
+    private(set) var received: [BitSet] = []
+    private(set) var carried: [BitSet] = []
+
+    init(spec: WorkflowSpec, graph: WorkflowGraph, order: [Int], namespace: String, fleet: Fleet) {
+        var classIndex: [String: Int] = [:]
+        for step in spec.steps {
+            for used in step.tools where toolClasses[used.value] == nil {
+                let tool = fleet.resource(.tool, used.value, namespace: namespace)?.tool
+                if tool?.capabilities.contains(.egress) == true { egressTools.insert(used.value) }
+                toolClasses[used.value] = (tool?.dataClasses ?? []).map { name in
+                    if let i = classIndex[name] { return i }
+                    classIndex[name] = classNames.count
+                    classNames.append(name)
+                    return classNames.count - 1
+                }
+            }
+        }
+        let empty = BitSet(count: classNames.count)
+        received = [BitSet](repeating: empty, count: spec.steps.count)
+        carried = received
+        guard !classNames.isEmpty else { return }
+        for i in order {
+            for source in graph.dataSources[i] { received[i].formUnion(carried[source.step]) }
+            carried[i] = received[i].union(classes(of: spec.steps[i].tools))
+        }
+    }
+
+    func classes(of tools: some Sequence<Located<String>>) -> BitSet {
+        var set = BitSet(count: classNames.count)
+        for tool in tools {
+            for c in toolClasses[tool.value] ?? [] { set.insert(c) }
+        }
+        return set
+    }
+
+    /// The names of the classes in `set`, sorted.
+    func names(_ set: BitSet) -> [String] { set.elements.map { classNames[$0] }.sorted() }
 }

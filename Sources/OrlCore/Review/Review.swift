@@ -347,7 +347,7 @@ public struct Review: Sendable {
 
 /// A fleet seen as the actual state, so that the planner can diff two revisions as it
 /// diffs manifests against the store.
-private struct FleetState: StateReader {
+private struct FleetState: AppliedResources {
     let stored: [ResourceID: StoredResource]
     let order: [ResourceID]
 
@@ -364,21 +364,10 @@ private struct FleetState: StateReader {
         order = fleet.resources.map(\.id)
     }
 
-    func resource(_ id: ResourceID) throws(StoreError) -> StoredResource? { stored[id] }
     func resources(kind: ResourceKind?, namespace: String?) throws(StoreError) -> [StoredResource] {
         order.compactMap { stored[$0] }.filter { r in
             (kind.map { $0.rawValue == r.id.kind } ?? true) && (namespace.map { $0 == r.id.namespace } ?? true)
         }
     }
     func inventory(source: String) throws(StoreError) -> [ResourceID] { order }
-    func history(limit: Int) throws(StoreError) -> [ApplyRecord] { [] }
-    func events(for resource: ResourceID?, limit: Int) throws(StoreError) -> [StoreEvent] { [] }
-    func status(for resource: ResourceID) throws(StoreError) -> ResourceStatus? { nil }
-    func supervision(for agent: ResourceID) throws(StoreError) -> SupervisionRecord? { nil }
-    func allSupervision() throws(StoreError) -> [SupervisionRecord] { [] }
-    func holds() throws(StoreError) -> [UserHold] { [] }
-    func sources() throws(StoreError) -> [SourceRecord] { [] }
-    func source(named name: String) throws(StoreError) -> SourceRecord? { nil }
-    func ledger(_ query: LedgerQuery) throws(StoreError) -> [LedgerEntry] { [] }
-    func spend(since: Timestamp) throws(StoreError) -> [ResourceID: Charge] { [:] }
 }

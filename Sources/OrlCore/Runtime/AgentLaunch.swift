@@ -28,13 +28,19 @@ public enum AgentLaunch {
         public var process: ProcessSpec
         /// SHA-256 over everything that shapes the process but its token: when it
         /// changes, the process is restarted (a spec edit, a policy that now allows
-        /// another secret, a new gateway address). The token is left out so that an
-        /// adopted process, whose token only the process knows, is recognised.
+        /// another secret, a secret set to a new value, a new gateway address). Secrets
+        /// count by their version, never their value, so the hash, which the store
+        /// keeps, tells nothing about a value. The token is left out so that an adopted
+        /// process, whose token only the process knows, is recognised.
         public var hash: String
-        /// Secrets the Agent asks for that its policies do not allow: left out.
+        /// Secrets the Agent asks for that it may not have (its policies do not allow
+        /// them, or they are a provider's or a tool's credential): left out.
         public var withheldSecrets: [String]
-        /// Allowed secrets the vault does not hold: left out.
+        /// Allowed secrets the vault does not hold.
         public var missingSecrets: [String]
+        /// Set when the process cannot be started as the spec says: an allowed secret is
+        /// missing or cannot be read. The agent is not started (nor restarted) until it can be.
+        public var waiting: Waiting?
 
         /// The process to start: with the agent's own credential for orl's API, which
         /// is also its OpenAI API key at the gateway.
@@ -45,35 +51,77 @@ public enum AgentLaunch {
         }
     }
 
-    /// `secretValue` reads the vault.
+    /// Why an agent waits to start, for its Ready condition: a CamelCase reason and a sentence.
+    public struct Waiting: Sendable, Hashable {
+        public var reason: String
+        public var message: String
+
+        public init(reason: String, message: String) {
+            self.reason = reason
+            self.message = message
+        }
+    }
+
+    /// `secretValue` reads the vault (nil: the secret is not set); `credentials` are the
+    /// secrets no agent receives.
     public static func launch(
-        _ agent: Resource, permissions: EffectivePermissions, context: Context, secretValue: (String) -> String?
+        _ agent: Resource, permissions: EffectivePermissions, credentials: CredentialSecrets, context: Context,
+        secretValue: (SecretID) throws(VaultError) -> SecretValue?
     ) -> Launch? {
         guard let spec = agent.agent else { return nil }
         let runtime = spec.runtime
         var environment: [(name: String, value: String)] = runtime.env
             .filter { !reserved($0.name) }
             .map { ($0.name, $0.value) }
+        // What the hash sees of the environment: secrets by version.
+        var hashed = environment
         var withheld: [String] = []
         var missing: [String] = []
+        var unreadable: [String] = []
         for secret in spec.secrets {
-            guard permissions.permits(.secret, secret.name.value) else {
-                withheld.append(secret.name.value)
+            let id = SecretID(namespace: agent.metadata.namespace, name: secret.name.value)
+            guard permissions.permits(.secret, id.name), credentials.reservation(of: id) == nil,
+                !reserved(secret.env)
+            else {
+                withheld.append(id.name)
                 continue
             }
-            guard let value = secretValue(secret.name.value) else {
-                missing.append(secret.name.value)
+            let value: SecretValue
+            do throws(VaultError) {
+                guard let found = try secretValue(id) else {
+                    missing.append(id.name)
+                    continue
+                }
+                value = found
+            } catch {
+                unreadable.append("cannot read \(id): \(error.message)")
                 continue
             }
-            guard !reserved(secret.env) else { continue }
             environment.removeAll { $0.name == secret.env }
-            environment.append((secret.env, value))
+            environment.append((secret.env, value.value))
+            hashed.removeAll { $0.name == secret.env }
+            hashed.append((secret.env, "vault:\(value.version)"))
+        }
+        var waiting: Waiting?
+        if let first = unreadable.first {
+            waiting = Waiting(reason: "SecretUnavailable", message: first)
+        } else if !missing.isEmpty {
+            let namespace = agent.metadata.namespace
+            let (noun, verb) = missing.count == 1 ? ("secret", "is") : ("secrets", "are")
+            let scope = namespace == ResourceID.defaultNamespace ? "" : " in namespace \(Diagnostic.quoted(namespace))"
+            let flag = namespace == ResourceID.defaultNamespace ? "" : " -n \(namespace)"
+            waiting = Waiting(
+                reason: "SecretMissing",
+                message: "waiting for \(noun) \(missing.map(Diagnostic.quoted).joined(separator: ", "))\(scope), which \(verb) not "
+                    + "in the vault (orlctl secret set \(missing[0])\(flag))")
         }
         let id = agent.id
-        environment += [
+        let own = [
             ("ORL_AGENT", id.name), ("ORL_NAMESPACE", id.namespace), ("ORL_API_URL", context.apiURL),
             ("OPENAI_BASE_URL", context.apiURL + "/v1"),
         ]
+        environment += own
+        hashed += own
 
         let home = "\(context.stateDirectory)/agents/\(id.namespace)/\(id.name)"
         let workingDirectory: String =
@@ -89,9 +137,12 @@ public enum AgentLaunch {
             agent: id, command: runtime.command, arguments: runtime.args, environment: environment, workingDirectory: workingDirectory,
             limits: limits, logFile: "\(context.stateDirectory)/logs/\(id.namespace)/\(id.name).log",
             gracePeriod: runtime.gracePeriod.duration)
-        return Launch(process: process, hash: hash(process), withheldSecrets: withheld, missingSecrets: missing)
+        var forHash = process
+        forHash.environment = hashed
+        return Launch(process: process, hash: hash(forHash), withheldSecrets: withheld, missingSecrets: missing, waiting: waiting)
     }
 
+    /// Over `process` as given: the caller puts secrets' versions in place of their values.
     static func hash(_ process: ProcessSpec) -> String {
         let at = SourceLocation.file("<launch>")
         func string(_ s: String) -> Node { Node(.string(s), at: at) }

@@ -12,6 +12,8 @@ public struct ControllerEvent: Sendable, Hashable {
         case exited = "Exited"
         case backOff = "BackOff"
         case failedToStart = "FailedToStart"
+        /// Not started until something changes: an allowed secret is missing or unreadable.
+        case waiting = "Waiting"
         case restarting = "Restarting"
         case suspended = "Suspended"
         case halted = "Halted"
@@ -24,6 +26,10 @@ public struct ControllerEvent: Sendable, Hashable {
         case listening = "Listening"
         case budgetThreshold = "BudgetThreshold"
         case budgetExhausted = "BudgetExhausted"
+        /// Something that happened to a workflow run (already in the store's event log,
+        /// under the run): the message starts with its reason, such as `Retrying:`.
+        case run = "Run"
+        case runWarning = "RunWarning"
         case error = "Error"
 
         /// The word a text line starts with.
@@ -33,6 +39,7 @@ public struct ControllerEvent: Sendable, Hashable {
             case .exited: "exited"
             case .backOff: "backing off"
             case .failedToStart: "error starting"
+            case .waiting: "not starting"
             case .restarting: "restarting"
             case .suspended: "suspending"
             case .halted: "halting"
@@ -45,6 +52,7 @@ public struct ControllerEvent: Sendable, Hashable {
             case .listening: "listening on"
             case .budgetThreshold: "threshold"
             case .budgetExhausted: "exhausted"
+            case .run, .runWarning: "run"
             case .error: "error"
             }
         }
@@ -52,14 +60,14 @@ public struct ControllerEvent: Sendable, Hashable {
         /// Whether the store's event log keeps it (an agent's lifecycle, a budget's).
         var isStored: Bool {
             switch self {
-            case .woken, .logRotated, .listening, .error, .stopping: false
+            case .woken, .logRotated, .listening, .error, .stopping, .run, .runWarning: false
             default: true
             }
         }
 
         var level: Level {
             switch self {
-            case .exited, .backOff, .budgetThreshold, .budgetExhausted: .warning
+            case .exited, .backOff, .waiting, .budgetThreshold, .budgetExhausted, .runWarning: .warning
             case .failedToStart, .error: .error
             default: .info
             }

@@ -87,6 +87,24 @@ public enum Reconciler {
     public static func decide(
         _ intent: AgentIntent?, _ observed: AgentObservation, now: Timestamp, backoff: BackoffPolicy = .standard, random: Double
     ) -> ReconcileDecision {
+        let decision = decideIgnoringWaits(intent, observed, now: now, backoff: backoff, random: random)
+        // A launch that cannot be made as the spec says (a secret is missing or cannot be
+        // read) is never started; a process that runs keeps running, as a Kubernetes pod
+        // does when its secret goes away, since its launch can no longer be compared.
+        guard let waiting = intent?.launch.waiting else { return decision }
+        switch decision.action {
+        case .start:
+            return Self.decision(.none, .pending, waiting.reason, waiting.message)
+        case .restart(let process):
+            return Self.decision(.none, .running, "Running", "\(process) is running; not restarted: \(waiting.message)")
+        case .none, .stop:
+            return decision
+        }
+    }
+
+    private static func decideIgnoringWaits(
+        _ intent: AgentIntent?, _ observed: AgentObservation, now: Timestamp, backoff: BackoffPolicy, random: Double
+    ) -> ReconcileDecision {
         let running = observed.running ? observed.process : nil
 
         guard let intent else {

@@ -672,7 +672,8 @@ enum BundledSchemas {
                           },
                           "prompt": { "type": "string", "description": "The instruction the agent receives for this step." },
                           "maxTokens": { "type": "integer", "minimum": 1, "description": "Upper bound on tokens the step may spend per attempt." },
-                          "timeout": { "$ref": "common.schema.json#/$defs/duration", "default": "10m" },
+                          "timeout": { "$ref": "common.schema.json#/$defs/duration", "default": "10m", "description": "How long one attempt may run, from the moment its agent claims the task; past it the attempt fails and is retried per retry." },
+                          "heartbeatTimeout": { "$ref": "common.schema.json#/$defs/duration", "default": "60s", "description": "How long a claimed task may go without a heartbeat from its agent before the attempt is given up and retried per retry (the task's lease)." },
                           "retry": {
                             "type": "object",
                             "additionalProperties": false,
@@ -682,11 +683,11 @@ enum BundledSchemas {
                               "maxBackoff": { "$ref": "common.schema.json#/$defs/duration", "default": "5m" }
                             }
                           },
-                          "continueOnFailure": { "type": "boolean", "default": false, "description": "When true a failure of this step does not fail its dependants or the run." }
+                          "continueOnFailure": { "type": "boolean", "default": false, "description": "When true a failure of this step (after its last attempt) does not fail its dependants or the run: they run without its output. Agent steps only: a denied approval gate always stops what depends on it." }
                         },
                         "oneOf": [
                           { "required": ["agent"], "not": { "required": ["approval"] } },
-                          { "required": ["approval"], "not": { "anyOf": [{ "required": ["agent"] }, { "required": ["tools"] }, { "required": ["prompt"] }] } }
+                          { "required": ["approval"], "not": { "anyOf": [{ "required": ["agent"] }, { "required": ["tools"] }, { "required": ["prompt"] }, { "required": ["heartbeatTimeout"] }, { "required": ["continueOnFailure"] }] } }
                         ]
                       }
                     }

@@ -6,8 +6,13 @@ public struct ManifestSchemas: Sendable {
     public static let baseURI = "https://schemas.orl.dev/v1/"
 
     private let byKind: [ResourceKind: JSONSchema]
+    /// `common.schema.json#/$defs/name`: what names a resource, or a vault secret.
+    private let name: JSONSchema
 
     public func schema(for kind: ResourceKind) -> JSONSchema { byKind[kind]! }
+
+    /// Whether `text` is a name manifests accept (a DNS-1123 label).
+    public func isName(_ text: String) -> Bool { name.isValid(Node(.string(text), at: .file("<name>"))) }
 
     /// Compiled once per process. The bundled schemas are checked by the tests, so a
     /// failure here is a build defect, not a user error.
@@ -46,6 +51,18 @@ public struct ManifestSchemas: Sendable {
             }
         }
         self.byKind = byKind
+        do {
+            let reference = Node(
+                .object([
+                    Node.Member(
+                        key: "$ref", keyLocation: .file("<name>"),
+                        value: Node(.string("common.schema.json#/$defs/name"), at: .file("<name>")))
+                ]),
+                at: .file("<name>"))
+            name = try JSONSchema(reference, baseURI: ManifestSchemas.baseURI + "name", registry: registry)
+        } catch {
+            throw ManifestSchemaError(message: error.description)
+        }
     }
 }
 

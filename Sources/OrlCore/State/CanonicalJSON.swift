@@ -56,7 +56,7 @@ public enum CanonicalJSON {
         return Manifest(text: String(decoding: out, as: UTF8.self), spec: spec)
     }
 
-    private static func hex(_ digest: some Sequence<UInt8>) -> String {
+    static func hex(_ digest: some Sequence<UInt8>) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var out: [UInt8] = []
         for byte in digest {

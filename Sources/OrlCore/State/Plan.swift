@@ -81,7 +81,8 @@ public enum PlanRefusal: Error, Sendable, Equatable, CustomStringConvertible {
 /// Computes plans. Pure: the actual state comes in through the store's reader, the
 /// time through the caller.
 public enum Planner {
-    public static func plan(desired fleet: Fleet, actual: any StateReader, options: ApplyOptions, now: Timestamp) throws(StoreError) -> Plan
+    public static func plan(desired fleet: Fleet, actual: any AppliedResources, options: ApplyOptions, now: Timestamp) throws(StoreError)
+        -> Plan
     {
         var changes: [Plan.Change] = []
         var unchanged: [ResourceID] = []

@@ -1,0 +1,135 @@
+public import OrlCore
+
+/// Moves workflow runs along on a timer, next to the controller's reconcile loop: gives
+/// up on tasks whose lease or timeout has passed (retried or dead-lettered), decides
+/// approvals that timed out, and starts the runs cron triggers owe. Claims, results and
+/// approvals happen elsewhere (the agents' API, the CLI), each a transaction of its own.
+///
+/// Everything it acts on is in the store, so a driver started after a controller was
+/// killed carries on where the last one stopped: completed steps are not run again,
+/// running tasks keep their lease (an agent that outlived the controller can still
+/// heartbeat and complete; one that did not is retried, with the same idempotency key,
+/// once its lease expires), pending approvals stay pending, and cron slots already
+/// recorded do not fire again.
+public actor RunsDriver {
+    private let operations: RunOperations
+    private let interval: Duration
+    private let changeMarker: @Sendable () -> Int64?
+    private let log: @Sendable (ControllerEvent) -> Void
+    private let clock: @Sendable () -> Timestamp
+
+    /// The cron triggers of every applied workflow, read again when the store changes.
+    private var schedules: [(workflow: ResourceID, cron: CronSchedule)] = []
+    private var parsedSpecs: [ResourceID: (specHash: String, crons: [CronSchedule])] = [:]
+    private var marker: Int64?
+    private var lastRead: Timestamp?
+    /// The latest slot handled per trigger, so a slot costs one write transaction.
+    private var handled: [String: Timestamp] = [:]
+
+    /// How often the workflows are read again even when nothing seems to have changed.
+    static let rereadInterval: Int64 = 30_000
+
+    public init(
+        store: any RunStore, interval: Duration = .milliseconds(500), changeMarker: @escaping @Sendable () -> Int64? = { nil },
+        log: @escaping @Sendable (ControllerEvent) -> Void, clock: @escaping @Sendable () -> Timestamp = Controller.systemTime
+    ) {
+        self.operations = RunOperations(store: store)
+        self.interval = interval
+        self.changeMarker = changeMarker
+        self.log = log
+        self.clock = clock
+    }
+
+    /// Ticks until the task is cancelled.
+    public func run() async {
+        while !Task.isCancelled {
+            tick()
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// One round: overdue tasks and approvals, then cron triggers.
+    public func tick() {
+        let now = clock()
+        do {
+            let events = try operations.sweep(now: now) { Double.random(in: 0..<1) }
+            for event in events { report(event) }
+        } catch {
+            log(ControllerEvent(time: now, reason: .error, message: "advancing runs: \(error.message)"))
+        }
+        fireSchedules(now: now)
+    }
+
+    private func fireSchedules(now: Timestamp) {
+        let current = changeMarker()
+        if current == nil || current != marker || lastRead.map({ now.milliseconds - $0.milliseconds >= Self.rereadInterval }) ?? true {
+            marker = current
+            lastRead = now
+            readSchedules()
+        }
+        for (workflow, cron) in schedules {
+            guard let slot = cron.latest(atOrBefore: now) else { continue }
+            let key = "\(workflow)\u{0}\(cron.expression)"
+            if let done = handled[key], done >= slot { continue }
+            do {
+                let outcome = try operations.fire(
+                    workflow, cron: cron.expression, slot: slot, now: now, random: UInt32.random(in: 0...UInt32.max))
+                handled[key] = slot
+                switch outcome {
+                case .success(let run)?:
+                    log(
+                        ControllerEvent(
+                            time: now, reason: .run, resource: run.eventSubject,
+                            message: "Started: workflow \(workflow.name) for slot \(slot.rfc3339Seconds) (cron \(cron.expression))"))
+                case .failure(let error)?:
+                    log(
+                        ControllerEvent(
+                            time: now, reason: .error, resource: workflow,
+                            message: "the scheduled run for \(slot.rfc3339Seconds) did not start: \(error.message)"))
+                case nil:
+                    break
+                }
+            } catch {
+                log(
+                    ControllerEvent(
+                        time: now, reason: .error, resource: workflow, message: "firing cron \(cron.expression): \(error.message)")
+                )
+            }
+        }
+    }
+
+    private func readSchedules() {
+        let stored: [StoredResource]
+        do {
+            stored = try operations.store.readRuns { reader throws(StoreError) in try reader.resources(kind: .workflow, namespace: nil) }
+        } catch {
+            log(ControllerEvent(time: clock(), reason: .error, message: "reading workflows: \(error.message)"))
+            return
+        }
+        var parsed: [ResourceID: (specHash: String, crons: [CronSchedule])] = [:]
+        for resource in stored {
+            if let known = parsedSpecs[resource.id], known.specHash == resource.specHash {
+                parsed[resource.id] = known
+                continue
+            }
+            // Only the triggers matter here: the run itself is planned (and audited) from
+            // the whole namespace when it starts.
+            let crons =
+                ((try? JSONParser.parse(resource.manifest, file: "<state>/\(resource.id)"))?["spec"]?["triggers"]?.elements ?? [])
+                .compactMap { trigger -> CronSchedule? in
+                    guard trigger["type"]?.string == "schedule", let expression = trigger["cron"]?.string else { return nil }
+                    return try? CronSchedule(parsing: expression)
+                }
+            parsed[resource.id] = (resource.specHash, crons)
+        }
+        parsedSpecs = parsed
+        schedules = parsed.sorted { $0.key < $1.key }.flatMap { id, entry in entry.crons.map { (id, $0) } }
+    }
+
+    private func report(_ event: StoreEvent) {
+        log(
+            ControllerEvent(
+                time: event.time, reason: event.kind == .warning ? .runWarning : .run, resource: event.resource,
+                message: "\(event.reason): \(event.message)"))
+    }
+}

@@ -1,0 +1,170 @@
+/// The state machine of a run's steps, as pure functions of a step's record, its plan
+/// and the time: no store and no clock, so every transition is tested exactly.
+/// `RunOperations` loads the records a transition needs and stores what it returns.
+///
+/// ```text
+/// Pending ──deps done──▶ Ready ──claim──▶ Running ──complete──▶ Succeeded
+///    │                     ▲                 │
+///    │                     └──attempt failed─┤ (attempts left: after the backoff)
+///    │                                       └──last attempt failed──▶ DeadLetter
+///    └──deps done (gate)──▶ WaitingApproval ──approve──▶ Succeeded
+///                                            └─deny / time out──▶ Failed
+/// any open step ──run cancelled──▶ Cancelled;  ──upstream failed──▶ Skipped
+/// ```
+public enum RunEngine {
+    /// The steps of a new run: those that wait for nothing start at once.
+    public static func initialSteps(of plan: RunPlan, run: RunID, now: Timestamp) -> [StepRecord] {
+        plan.steps.enumerated().map { i, step in
+            let record = StepRecord(run: run, index: i, id: step.id, agent: plan.agent(of: i), waitingFor: step.dependencies.count)
+            return step.dependencies.isEmpty ? activate(record, step, now: now) : record
+        }
+    }
+
+    /// A step whose dependencies have all finished: an agent step becomes claimable, an
+    /// approval gate starts waiting for a person.
+    public static func activate(_ record: StepRecord, _ step: RunPlan.Step, now: Timestamp) -> StepRecord {
+        var record = record
+        switch step.executor {
+        case .agent:
+            record.state = .ready
+            record.readyAt = now
+        case .approval(_, let timeout, _):
+            record.state = .waitingApproval
+            record.startedAt = now
+            record.deadline = now.adding(timeout)
+        }
+        return record
+    }
+
+    /// One of a pending step's dependencies finished in a way that lets it run: it
+    /// starts when that was the last one it waited for.
+    public static func dependencyReleased(_ record: StepRecord, _ step: RunPlan.Step, now: Timestamp) -> StepRecord {
+        guard record.state == .pending else { return record }
+        var record = record
+        record.waitingFor = max(0, record.waitingFor - 1)
+        return record.waitingFor == 0 ? activate(record, step, now: now) : record
+    }
+
+    /// Whether a finished step lets the steps that depend on it run: it succeeded, or
+    /// it is an agent step that failed with `continueOnFailure`. A denied gate never does.
+    public static func releasesDependants(_ record: StepRecord, _ step: RunPlan.Step) -> Bool {
+        switch record.state {
+        case .succeeded: true
+        case .deadLetter: step.continueOnFailure
+        default: false
+        }
+    }
+
+    /// Whether a finished step fails its run.
+    public static func failsRun(_ record: StepRecord, _ step: RunPlan.Step) -> Bool {
+        switch record.state {
+        case .failed: true
+        case .deadLetter: !step.continueOnFailure
+        default: false
+        }
+    }
+
+    /// The agent takes the task: a new attempt, leased until a heartbeat is due, and
+    /// bounded by the step's timeout.
+    public static func claim(_ record: StepRecord, _ step: RunPlan.Step, now: Timestamp) -> StepRecord {
+        var record = record
+        record.state = .running
+        record.attempt += 1
+        record.readyAt = nil
+        record.leaseExpiresAt = now.adding(step.heartbeatTimeout)
+        record.deadline = now.adding(step.timeout)
+        if record.startedAt == nil { record.startedAt = now }
+        return record
+    }
+
+    /// The agent is still at it: the lease runs for another heartbeat timeout.
+    public static func heartbeat(_ record: StepRecord, _ step: RunPlan.Step, now: Timestamp) -> StepRecord {
+        var record = record
+        record.leaseExpiresAt = now.adding(step.heartbeatTimeout)
+        return record
+    }
+
+    public static func succeed(_ record: StepRecord, now: Timestamp) -> StepRecord {
+        var record = record
+        record.state = .succeeded
+        record.endedAt = now
+        record.leaseExpiresAt = nil
+        record.deadline = nil
+        record.error = nil
+        return record
+    }
+
+    /// An attempt failed (the agent said so, it timed out, or its lease expired): retried
+    /// after the step's backoff while attempts are left, else kept as a dead letter.
+    /// `retry: false` (the agent says another attempt cannot help) dead-letters at once.
+    /// `random` in [0, 1) draws the jitter.
+    public static func attemptFailed(
+        _ record: StepRecord, _ step: RunPlan.Step, error: String, retry: Bool = true, now: Timestamp, random: Double
+    ) -> StepRecord {
+        var record = record
+        record.leaseExpiresAt = nil
+        record.deadline = nil
+        if retry && record.attempt < step.attempts {
+            record.state = .ready
+            record.readyAt = now.adding(retryDelay(after: record.attempt, step, random: random))
+            record.error = "attempt \(record.attempt) of \(step.attempts): \(error)"
+        } else {
+            record.state = .deadLetter
+            record.endedAt = now
+            record.error =
+                step.attempts == 1
+                ? error : "attempt \(record.attempt) of \(step.attempts) (the last\(retry ? "" : ": not retryable")): \(error)"
+        }
+        return record
+    }
+
+    /// The wait before attempt `failed + 1`: the step's backoff doubling per failed
+    /// attempt, capped at its maxBackoff, plus up to 20% jitter.
+    public static func retryDelay(after failed: Int, _ step: RunPlan.Step, random: Double) -> Duration {
+        step.backoffPolicy.delay(afterCrashes: failed, random: random)
+    }
+
+    /// A person decided on an approval gate.
+    public static func decide(_ record: StepRecord, approved: Bool, by: String, reason: String?, now: Timestamp) -> StepRecord {
+        var record = record
+        record.state = approved ? .succeeded : .failed
+        record.endedAt = now
+        record.deadline = nil
+        record.decidedBy = by
+        record.reason = reason
+        record.error = approved ? nil : "denied by \(by)\(reason.map { ": \($0)" } ?? "")"
+        return record
+    }
+
+    /// Nobody decided in time: the gate's `onTimeout` decides.
+    public static func approvalTimedOut(_ record: StepRecord, _ step: RunPlan.Step, now: Timestamp) -> StepRecord {
+        guard case .approval(_, let timeout, let onTimeout) = step.executor else { return record }
+        var record = decide(record, approved: onTimeout == .approve, by: "timeout", reason: nil, now: now)
+        record.reason = "no decision within \(timeout.compactDescription) (onTimeout: \(onTimeout.rawValue))"
+        if onTimeout == .deny { record.error = "approval timed out after \(timeout.compactDescription)" }
+        return record
+    }
+
+    /// An open step that will not run: the run was cancelled or failed (`.cancelled`), or
+    /// a step it depends on failed (`.skipped`). A finished step is left as it is.
+    public static func close(_ record: StepRecord, as state: StepState, reason: String, now: Timestamp) -> StepRecord {
+        guard !record.state.isTerminal else { return record }
+        var record = record
+        record.state = state
+        record.endedAt = now
+        record.readyAt = nil
+        record.leaseExpiresAt = nil
+        record.deadline = nil
+        record.error = reason
+        return record
+    }
+
+    /// Why a Running step is due at `now`, if it is: its attempt timed out, or its lease
+    /// expired (the agent stopped heart-beating).
+    public static func overdue(_ record: StepRecord, _ step: RunPlan.Step, now: Timestamp) -> AttemptRecord.Outcome? {
+        guard record.state == .running else { return nil }
+        if let deadline = record.deadline, deadline <= now { return .timedOut }
+        if let lease = record.leaseExpiresAt, lease <= now { return .leaseExpired }
+        return nil
+    }
+}

@@ -1,0 +1,276 @@
+/// What a run executes: its workflow's DAG as it was when the run started, with every
+/// step's executor, retry policy, deadlines, inputs and data classes resolved. Made
+/// once, stored with the run (as JSON) and never changed, so a re-apply of the
+/// workflow in the middle of a run does not change the run.
+public struct RunPlan: Sendable, Hashable {
+    public struct Step: Sendable, Hashable {
+        public enum Executor: Sendable, Hashable {
+            /// The name of the Agent, in the workflow's namespace.
+            case agent(String)
+            case approval(message: String?, timeout: Duration, onTimeout: WorkflowSpec.Approval.OnTimeout)
+        }
+
+        /// Where a named input of the step comes from.
+        public enum Source: Sendable, Hashable {
+            case runInput(String)
+            /// The output of step `step` (an index), or one key of it.
+            case stepOutput(step: Int, key: String?)
+            /// A literal, as canonical JSON.
+            case literal(String)
+        }
+
+        public struct Input: Sendable, Hashable {
+            public var name: String
+            public var source: Source
+        }
+
+        public var id: String
+        public var executor: Executor
+        /// Indices of the steps it waits for, and of those waiting for it.
+        public var dependencies: [Int]
+        public var dependants: [Int]
+        public var inputs: [Input]
+        public var prompt: String?
+        public var tools: [String]
+        public var maxTokens: Int?
+        public var timeout: Duration
+        public var heartbeatTimeout: Duration
+        /// Attempts in all, the first included.
+        public var attempts: Int
+        public var backoff: Duration
+        public var maxBackoff: Duration
+        public var continueOnFailure: Bool
+        /// The data classes the step's output carries (sorted).
+        public var dataClasses: [String]
+
+        public var agent: String? {
+            if case .agent(let name) = executor { return name }
+            return nil
+        }
+
+        public var isApprovalGate: Bool { agent == nil }
+
+        /// The retry backoff as the controller's crash backoff computes it.
+        public var backoffPolicy: BackoffPolicy {
+            BackoffPolicy(initial: backoff, cap: maxBackoff, jitter: RunPlan.retryJitter, resetAfter: .zero)
+        }
+    }
+
+    public var workflow: ResourceID
+    public var generation: Int
+    public var steps: [Step]
+    /// Step id → index.
+    public let index: [String: Int]
+
+    /// Up to this fraction of a retry's backoff is added at random, so tasks that failed
+    /// together do not all come back at the same instant.
+    public static let retryJitter = 0.2
+
+    public init(workflow: ResourceID, generation: Int, steps: [Step]) {
+        self.workflow = workflow
+        self.generation = generation
+        self.steps = steps
+        var index: [String: Int] = [:]
+        for (i, step) in steps.enumerated() { index[step.id] = i }
+        self.index = index
+    }
+
+    public static func == (lhs: RunPlan, rhs: RunPlan) -> Bool {
+        lhs.workflow == rhs.workflow && lhs.generation == rhs.generation && lhs.steps == rhs.steps
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(workflow)
+        hasher.combine(generation)
+        hasher.combine(steps)
+    }
+
+    /// Every step downstream of `step`, in breadth-first order.
+    public func descendants(of step: Int) -> [Int] {
+        var seen = Set<Int>()
+        var queue = steps[step].dependants
+        var head = 0
+        while head < queue.count {
+            let next = queue[head]
+            head += 1
+            if seen.insert(next).inserted { queue += steps[next].dependants }
+        }
+        return queue.filter { seen.remove($0) != nil }
+    }
+
+    /// The agent of a step as a resource.
+    public func agent(of step: Int) -> ResourceID? {
+        steps[step].agent.map { ResourceID(kind: ResourceKind.agent.rawValue, namespace: workflow.namespace, name: $0) }
+    }
+
+    // MARK: Compiling
+
+    /// The plan of a run of `workflow` against the state as it is: refused unless the
+    /// workflow passes the structural checks and the permission audit against `fleet`
+    /// (the state could have drifted from what apply audited, and a run fails closed).
+    public static func compile(_ workflow: Resource, generation: Int, in fleet: Fleet) -> Result<RunPlan, RunError> {
+        guard let spec = workflow.workflow else {
+            return .failure(RunError(.invalid, "\(workflow.id) is not a Workflow"))
+        }
+        let graph = WorkflowGraph(spec)
+        var problems = WorkflowCheck.check(spec, of: workflow, in: fleet).filter { $0.severity == .error }
+        guard problems.isEmpty, let order = graph.topologicalOrder() else {
+            return .failure(refusal(workflow, problems, what: "is not a valid DAG"))
+        }
+        let engine = PolicyEngine(fleet)
+        problems = (WorkflowAudit(workflow: workflow, fleet: fleet, engine: engine)?.run() ?? []).filter { $0.severity == .error }
+        guard problems.isEmpty else {
+            return .failure(refusal(workflow, problems, what: "does not pass the permission audit against the applied state"))
+        }
+        let flow = DataClassFlow(spec: spec, graph: graph, order: order, namespace: workflow.metadata.namespace, fleet: fleet)
+        let steps = spec.steps.enumerated().map { i, step in
+            let executor: Step.Executor =
+                switch step.executor {
+                case .agent(let name): .agent(name.value)
+                case .approval(let approval):
+                    .approval(message: approval.message, timeout: approval.timeout.duration, onTimeout: approval.onTimeout)
+                }
+            let inputs = step.inputs.map { name, source -> Step.Input in
+                switch source {
+                case .runInput(let input): Step.Input(name: name, source: .runInput(input.value))
+                case .stepOutput(let step, let key): Step.Input(name: name, source: .stepOutput(step: graph.index[step.value]!, key: key))
+                case .literal(let node): Step.Input(name: name, source: .literal(CanonicalJSON.encode(node)))
+                }
+            }
+            return Step(
+                id: step.id.value, executor: executor, dependencies: graph.dependencies[i], dependants: graph.dependants[i], inputs: inputs,
+                prompt: step.prompt, tools: step.tools.map(\.value), maxTokens: step.maxTokens, timeout: step.timeout.duration,
+                heartbeatTimeout: step.heartbeatTimeout.duration, attempts: max(1, step.retry.attempts),
+                backoff: step.retry.backoff.duration,
+                maxBackoff: step.retry.maxBackoff.duration, continueOnFailure: step.continueOnFailure,
+                dataClasses: flow.names(flow.carried[i]))
+        }
+        return .success(RunPlan(workflow: workflow.id, generation: generation, steps: steps))
+    }
+
+    private static func refusal(_ workflow: Resource, _ problems: [Diagnostic], what: String) -> RunError {
+        let shown = problems.prefix(3).map { "\n  \($0.code): \($0.message)" }.joined()
+        let more = problems.count > 3 ? "\n  and \(problems.count - 3) more" : ""
+        return RunError(
+            .forbidden,
+            "workflow \(Diagnostic.quoted(workflow.metadata.name)) \(what), so it cannot run:\(shown)\(more)\n(orlctl validate on its manifests shows where)"
+        )
+    }
+
+    // MARK: Stored form
+
+    /// Compact JSON, as the store keeps it.
+    public var json: String {
+        JSONValue.object([
+            ("workflow", .string(workflow.name)),
+            ("namespace", .string(workflow.namespace)),
+            ("generation", .int(generation)),
+            ("steps", .array(steps.map(Self.json))),
+        ]).compactRendered()
+    }
+
+    private static func json(_ step: Step) -> JSONValue {
+        var members: [(String, JSONValue?)] = [("id", .string(step.id))]
+        switch step.executor {
+        case .agent(let name):
+            members.append(("agent", .string(name)))
+        case .approval(let message, let timeout, let onTimeout):
+            members.append(
+                (
+                    "approval",
+                    .object([
+                        ("message", message.map { .string($0) }), ("timeoutMs", .int(Int(timeout.wholeMilliseconds))),
+                        ("onTimeout", .string(onTimeout.rawValue)),
+                    ])
+                ))
+        }
+        members += [
+            ("dependencies", .array(step.dependencies.map { .int($0) })),
+            ("dependants", .array(step.dependants.map { .int($0) })),
+            (
+                "inputs",
+                .array(
+                    step.inputs.map { input in
+                        let source: JSONValue =
+                            switch input.source {
+                            case .runInput(let name): .object([("input", .string(name))])
+                            case .stepOutput(let step, let key): .object([("step", .int(step)), ("key", key.map { .string($0) })])
+                            case .literal(let json): .object([("literal", .string(json))])
+                            }
+                        return .object([("name", .string(input.name)), ("source", source)])
+                    })
+            ),
+            ("prompt", step.prompt.map { .string($0) }),
+            ("tools", .array(step.tools.map { .string($0) })),
+            ("maxTokens", step.maxTokens.map { .int($0) }),
+            ("timeoutMs", .int(Int(step.timeout.wholeMilliseconds))),
+            ("heartbeatTimeoutMs", .int(Int(step.heartbeatTimeout.wholeMilliseconds))),
+            ("attempts", .int(step.attempts)),
+            ("backoffMs", .int(Int(step.backoff.wholeMilliseconds))),
+            ("maxBackoffMs", .int(Int(step.maxBackoff.wholeMilliseconds))),
+            ("continueOnFailure", .bool(step.continueOnFailure)),
+            ("dataClasses", .array(step.dataClasses.map { .string($0) })),
+        ]
+        return .object(members)
+    }
+
+    /// Reads the stored form back.
+    public init(json text: String) throws(StoreError) {
+        let corrupt = { (what: String) in StoreError("a stored run plan is corrupt (\(what)); the run cannot continue") }
+        guard let root = try? JSONParser.parse(text, file: "<run plan>") else { throw corrupt("not JSON") }
+        guard let name = root["workflow"]?.string, let namespace = root["namespace"]?.string,
+            let generation = root["generation"]?.number?.integer, let items = root["steps"]?.elements
+        else { throw corrupt("no workflow") }
+        func int(_ node: Node?) -> Int? { node?.number?.integer }
+        func ms(_ node: Node?) throws(StoreError) -> Duration {
+            guard let value = int(node) else { throw corrupt("a duration is missing") }
+            return .milliseconds(value)
+        }
+        var steps: [Step] = []
+        for item in items {
+            guard let id = item["id"]?.string else { throw corrupt("a step has no id") }
+            let executor: Step.Executor
+            if let agent = item["agent"]?.string {
+                executor = .agent(agent)
+            } else if let approval = item["approval"],
+                let onTimeout = approval["onTimeout"]?.string.flatMap(WorkflowSpec.Approval.OnTimeout.init(rawValue:))
+            {
+                executor = .approval(message: approval["message"]?.string, timeout: try ms(approval["timeoutMs"]), onTimeout: onTimeout)
+            } else {
+                throw corrupt("step \(id) has no executor")
+            }
+            var inputs: [Step.Input] = []
+            for input in item["inputs"]?.elements ?? [] {
+                guard let inputName = input["name"]?.string, let source = input["source"] else { throw corrupt("an input of \(id)") }
+                if let run = source["input"]?.string {
+                    inputs.append(Step.Input(name: inputName, source: .runInput(run)))
+                } else if let step = int(source["step"]), step >= 0, step < items.count {
+                    inputs.append(Step.Input(name: inputName, source: .stepOutput(step: step, key: source["key"]?.string)))
+                } else if let literal = source["literal"]?.string {
+                    inputs.append(Step.Input(name: inputName, source: .literal(literal)))
+                } else {
+                    throw corrupt("input \(inputName) of \(id)")
+                }
+            }
+            let indices = { (key: String) throws(StoreError) -> [Int] in
+                let values = (item[key]?.elements ?? []).compactMap { int($0) }
+                guard values.allSatisfy({ $0 >= 0 && $0 < items.count }) else { throw corrupt("\(key) of \(id)") }
+                return values
+            }
+            guard let attempts = int(item["attempts"]) else { throw corrupt("attempts of \(id)") }
+            steps.append(
+                Step(
+                    id: id, executor: executor, dependencies: try indices("dependencies"), dependants: try indices("dependants"),
+                    inputs: inputs,
+                    prompt: item["prompt"]?.string, tools: (item["tools"]?.elements ?? []).compactMap(\.string),
+                    maxTokens: int(item["maxTokens"]),
+                    timeout: try ms(item["timeoutMs"]), heartbeatTimeout: try ms(item["heartbeatTimeoutMs"]), attempts: attempts,
+                    backoff: try ms(item["backoffMs"]), maxBackoff: try ms(item["maxBackoffMs"]),
+                    continueOnFailure: item["continueOnFailure"]?.bool ?? false,
+                    dataClasses: (item["dataClasses"]?.elements ?? []).compactMap(\.string)))
+        }
+        self.init(
+            workflow: ResourceID(kind: ResourceKind.workflow.rawValue, namespace: namespace, name: name), generation: generation,
+            steps: steps)
+    }
+}

@@ -1,0 +1,412 @@
+public import OrlCore
+
+/// Runs in the same database as the rest of the state (migration 4): a run operation
+/// and the events it records commit in one transaction.
+extension SQLiteStateStore: RunStore {
+    public func readRuns<T>(_ body: (any RunReader) throws(StoreError) -> T) throws(StoreError) -> T {
+        try transaction(.deferred, intent: "read the runs", body)
+    }
+
+    public func writeRuns<T>(_ body: (any RunWriter) throws(StoreError) -> T) throws(StoreError) -> T {
+        try transaction(.immediate, intent: "write the runs", body)
+    }
+}
+
+/// Parsed plans, by database and run. A plan never changes once stored, so a cached
+/// one is never stale, and parsing a thousand-step plan for every claim would cost
+/// more than the claim.
+private let planCache = Locked<[String: RunPlan]>([:])
+private let planCacheLimit = 256
+
+extension Access: RunWriter {
+    private static let runColumns =
+        "id, namespace, workflow, generation, phase, trigger, cron, slot, input, created_at, created_by, ended_at, error"
+
+    private static func run(_ row: Statement) throws(StoreError) -> RunRecord {
+        let id = row.text(0)
+        guard let runID = RunID(id), let phase = RunPhase(rawValue: row.text(4)) else {
+            throw StoreError("the stored run \(id) is corrupt (id or phase)")
+        }
+        let trigger: RunTrigger
+        if row.text(5) == "schedule", let cron = row.optionalText(6), let slot = row.optionalInt64(7) {
+            trigger = .schedule(cron: cron, slot: Timestamp(milliseconds: slot))
+        } else {
+            trigger = .manual
+        }
+        return RunRecord(
+            id: runID, workflow: ResourceID(kind: ResourceKind.workflow.rawValue, namespace: row.text(1), name: row.text(2)),
+            generation: row.int(3), phase: phase, trigger: trigger, input: row.text(8), createdAt: Timestamp(milliseconds: row.int64(9)),
+            createdBy: row.text(10), endedAt: row.optionalInt64(11).map(Timestamp.init(milliseconds:)), error: row.optionalText(12))
+    }
+
+    private static let stepColumns =
+        "run_id, idx, step, namespace, agent, state, waiting, attempt, ready_at, lease_expires_at, deadline, started_at, ended_at, error, decided_by, reason, tokens, cost_usd"
+
+    private static func step(_ row: Statement) throws(StoreError) -> StepRecord {
+        guard let run = RunID(row.text(0)), let state = StepState(rawValue: row.text(5)) else {
+            throw StoreError("a stored step of run \(row.text(0)) is corrupt (run id or state)")
+        }
+        func time(_ column: Int32) -> Timestamp? { row.optionalInt64(column).map(Timestamp.init(milliseconds:)) }
+        return StepRecord(
+            run: run, index: row.int(1), id: row.text(2),
+            agent: row.optionalText(4).map { ResourceID(kind: ResourceKind.agent.rawValue, namespace: row.text(3), name: $0) },
+            state: state, waitingFor: row.int(6), attempt: row.int(7), readyAt: time(8), leaseExpiresAt: time(9), deadline: time(10),
+            startedAt: time(11), endedAt: time(12), error: row.optionalText(13), decidedBy: row.optionalText(14),
+            reason: row.optionalText(15), tokens: row.int(16), costUSD: row.double(17))
+    }
+
+    private func rows<R>(
+        _ sql: String, intent: String, bind: (Statement) throws(StoreError) -> Void, _ read: (Statement) throws(StoreError) -> R
+    ) throws(StoreError) -> [R] {
+        try connection().withStatement(sql, intent: intent) { statement throws(StoreError) in
+            try bind(statement)
+            var result: [R] = []
+            while try statement.step(intent: intent) { result.append(try read(statement)) }
+            return result
+        }
+    }
+
+    // MARK: Reading
+
+    func run(_ id: RunID) throws(StoreError) -> RunRecord? {
+        try rows("SELECT \(Self.runColumns) FROM runs WHERE id = ?1", intent: "read run \(id)") { s throws(StoreError) in
+            try s.bind(1, id.rawValue)
+        } _: { s throws(StoreError) in
+            try Self.run(s)
+        }.first
+    }
+
+    func runs(namespace: String?, workflow: String?, limit: Int) throws(StoreError) -> [RunRecord] {
+        var conditions: [String] = []
+        if namespace != nil { conditions.append("namespace = ?2") }
+        if workflow != nil { conditions.append("workflow = ?3") }
+        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        return try rows("SELECT \(Self.runColumns) FROM runs \(filter) ORDER BY id DESC LIMIT ?1", intent: "list runs") {
+            s throws(StoreError) in
+            try s.bind(1, max(limit, 0))
+            if let namespace { try s.bind(2, namespace) }
+            if let workflow { try s.bind(3, workflow) }
+        } _: { s throws(StoreError) in
+            try Self.run(s)
+        }
+    }
+
+    func plan(of run: RunID) throws(StoreError) -> RunPlan {
+        let database = try connection()
+        let key = database.path + "\u{0}" + run.rawValue
+        if let cached = planCache.withLock({ $0[key] }) { return cached }
+        let text = try rows("SELECT plan FROM runs WHERE id = ?1", intent: "read the plan of run \(run)") { s throws(StoreError) in
+            try s.bind(1, run.rawValue)
+        } _: { s throws(StoreError) in
+            s.text(0)
+        }
+        guard let text = text.first else { throw StoreError("run \(run) is not in the state") }
+        let plan = try RunPlan(json: text)
+        planCache.withLock { cache in
+            if cache.count >= planCacheLimit { cache.removeAll() }
+            cache[key] = plan
+        }
+        return plan
+    }
+
+    func step(of run: RunID, index: Int) throws(StoreError) -> StepRecord? {
+        try rows("SELECT \(Self.stepColumns) FROM run_steps WHERE run_id = ?1 AND idx = ?2", intent: "read a step of run \(run)") {
+            s throws(StoreError) in
+            try s.bind(1, run.rawValue)
+            try s.bind(2, index)
+        } _: { s throws(StoreError) in
+            try Self.step(s)
+        }.first
+    }
+
+    func steps(of run: RunID) throws(StoreError) -> [StepRecord] {
+        try rows("SELECT \(Self.stepColumns) FROM run_steps WHERE run_id = ?1 ORDER BY idx", intent: "read the steps of run \(run)") {
+            s throws(StoreError) in
+            try s.bind(1, run.rawValue)
+        } _: { s throws(StoreError) in
+            try Self.step(s)
+        }
+    }
+
+    private static let openStates = "('Pending', 'Ready', 'Running', 'WaitingApproval')"
+
+    func openStepCount(of run: RunID) throws(StoreError) -> Int {
+        try rows(
+            "SELECT count(*) FROM run_steps WHERE run_id = ?1 AND state IN \(Self.openStates)", intent: "count the open steps of run \(run)"
+        ) { s throws(StoreError) in
+            try s.bind(1, run.rawValue)
+        } _: { s throws(StoreError) in
+            s.int(0)
+        }.first ?? 0
+    }
+
+    func nextClaimable(agent: ResourceID, at now: Timestamp) throws(StoreError) -> StepRecord? {
+        try rows(
+            """
+            SELECT \(Self.stepColumns) FROM run_steps
+            WHERE state = 'Ready' AND namespace = ?1 AND agent = ?2 AND ready_at <= ?3
+            ORDER BY ready_at, run_id, idx LIMIT 1
+            """, intent: "find the next task of \(agent)"
+        ) { s throws(StoreError) in
+            try s.bind(1, agent.namespace)
+            try s.bind(2, agent.name)
+            try s.bind(3, now.milliseconds)
+        } _: { s throws(StoreError) in
+            try Self.step(s)
+        }.first
+    }
+
+    func dueSteps(at now: Timestamp, limit: Int) throws(StoreError) -> [StepRecord] {
+        try rows(
+            """
+            SELECT \(Self.stepColumns) FROM run_steps WHERE state IN ('Running', 'WaitingApproval') AND deadline <= ?1
+            UNION
+            SELECT \(Self.stepColumns) FROM run_steps WHERE state = 'Running' AND lease_expires_at <= ?1
+            ORDER BY run_id, idx LIMIT ?2
+            """, intent: "find overdue steps"
+        ) { s throws(StoreError) in
+            try s.bind(1, now.milliseconds)
+            try s.bind(2, max(limit, 0))
+        } _: { s throws(StoreError) in
+            try Self.step(s)
+        }
+    }
+
+    func nextDue() throws(StoreError) -> Timestamp? {
+        try rows(
+            """
+            SELECT min(due) FROM (
+                SELECT min(deadline) AS due FROM run_steps WHERE state IN ('Running', 'WaitingApproval')
+                UNION ALL
+                SELECT min(lease_expires_at) FROM run_steps WHERE state = 'Running')
+            """, intent: "find the next deadline"
+        ) { _ throws(StoreError) in
+        } _: { s throws(StoreError) in
+            s.optionalInt64(0)
+        }.first?.map(Timestamp.init(milliseconds:))
+    }
+
+    func pendingApprovals(namespace: String?) throws(StoreError) -> [StepRecord] {
+        try rows(
+            """
+            SELECT \(Self.stepColumns) FROM run_steps WHERE state = 'WaitingApproval' \(namespace == nil ? "" : "AND namespace = ?1")
+            ORDER BY started_at, run_id, idx
+            """, intent: "list pending approvals"
+        ) { s throws(StoreError) in
+            if let namespace { try s.bind(1, namespace) }
+        } _: { s throws(StoreError) in
+            try Self.step(s)
+        }
+    }
+
+    private static let valueColumns = "run_id, key, version, value, written_at, step, attempt"
+
+    private static func value(_ row: Statement) throws(StoreError) -> BlackboardValue {
+        guard let run = RunID(row.text(0)) else { throw StoreError("a stored blackboard value has a corrupt run id \(row.text(0))") }
+        return BlackboardValue(
+            run: run, key: row.text(1), version: row.int(2), value: row.text(3), writtenAt: Timestamp(milliseconds: row.int64(4)),
+            step: row.optionalText(5), attempt: row.optionalInt64(6).map(Int.init))
+    }
+
+    func value(of run: RunID, key: String) throws(StoreError) -> BlackboardValue? {
+        try rows(
+            "SELECT \(Self.valueColumns) FROM run_values WHERE run_id = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1",
+            intent: "read \(key) of run \(run)"
+        ) { s throws(StoreError) in
+            try s.bind(1, run.rawValue)
+            try s.bind(2, key)
+        } _: { s throws(StoreError) in
+            try Self.value(s)
+        }.first
+    }
+
+    func values(of run: RunID) throws(StoreError) -> [BlackboardValue] {
+        try rows(
+            "SELECT \(Self.valueColumns) FROM run_values WHERE run_id = ?1 ORDER BY key, version",
+            intent: "read the blackboard of run \(run)"
+        ) { s throws(StoreError) in
+            try s.bind(1, run.rawValue)
+        } _: { s throws(StoreError) in
+            try Self.value(s)
+        }
+    }
+
+    func attempts(of run: RunID) throws(StoreError) -> [AttemptRecord] {
+        try rows(
+            """
+            SELECT a.run_id, a.step, a.attempt, a.namespace, a.agent, a.started_at, a.ended_at, a.outcome, a.error
+            FROM run_attempts a JOIN run_steps s ON s.run_id = a.run_id AND s.step = a.step
+            WHERE a.run_id = ?1 ORDER BY s.idx, a.attempt
+            """, intent: "read the attempts of run \(run)"
+        ) { s throws(StoreError) in
+            try s.bind(1, run.rawValue)
+        } _: { s throws(StoreError) in
+            guard let id = RunID(s.text(0)), let outcome = AttemptRecord.Outcome(rawValue: s.text(7)) else {
+                throw StoreError("a stored attempt of run \(s.text(0)) is corrupt")
+            }
+            return AttemptRecord(
+                run: id, step: s.text(1), attempt: s.int(2),
+                agent: ResourceID(kind: ResourceKind.agent.rawValue, namespace: s.text(3), name: s.text(4)),
+                startedAt: Timestamp(milliseconds: s.int64(5)), endedAt: s.optionalInt64(6).map(Timestamp.init(milliseconds:)),
+                outcome: outcome, error: s.optionalText(8))
+        }
+    }
+
+    func cronSlot(workflow: ResourceID, cron: String) throws(StoreError) -> CronSlotRecord? {
+        try rows(
+            "SELECT slot, run_id FROM cron_slots WHERE namespace = ?1 AND workflow = ?2 AND cron = ?3",
+            intent: "read the last cron slot of \(workflow)"
+        ) { s throws(StoreError) in
+            try s.bind(1, workflow.namespace)
+            try s.bind(2, workflow.name)
+            try s.bind(3, cron)
+        } _: { s throws(StoreError) in
+            CronSlotRecord(
+                workflow: workflow, cron: cron, slot: Timestamp(milliseconds: s.int64(0)), run: s.optionalText(1).flatMap(RunID.init))
+        }.first
+    }
+
+    // MARK: Writing
+
+    private func run(_ sql: String, intent: String, bind: (Statement) throws(StoreError) -> Void) throws(StoreError) {
+        try connection(writing: true).withStatement(sql, intent: intent) { statement throws(StoreError) in
+            try bind(statement)
+            try statement.run(intent: intent)
+        }
+    }
+
+    func insert(_ run: RunRecord, plan: RunPlan, steps: [StepRecord]) throws(StoreError) {
+        let intent = "store run \(run.id)"
+        try self.run(
+            "INSERT INTO runs (\(Self.runColumns), plan) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            intent: intent
+        ) { s throws(StoreError) in
+            try s.bind(1, run.id.rawValue)
+            try s.bind(2, run.workflow.namespace)
+            try s.bind(3, run.workflow.name)
+            try s.bind(4, run.generation)
+            try s.bind(5, run.phase.rawValue)
+            try s.bind(6, run.trigger.name)
+            if case .schedule(let cron, let slot) = run.trigger {
+                try s.bind(7, cron)
+                try s.bind(8, slot.milliseconds)
+            }
+            try s.bind(9, run.input)
+            try s.bind(10, run.createdAt.milliseconds)
+            try s.bind(11, run.createdBy)
+            try s.bind(12, run.endedAt?.milliseconds)
+            try s.bind(13, run.error)
+            try s.bind(14, plan.json)
+        }
+        for step in steps {
+            try self.run(
+                """
+                INSERT INTO run_steps (\(Self.stepColumns))
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+                """, intent: "store step \(step.id) of run \(run.id)"
+            ) { s throws(StoreError) in
+                try s.bind(1, run.id.rawValue)
+                try s.bind(2, step.index)
+                try s.bind(3, step.id)
+                try s.bind(4, step.agent?.namespace ?? run.workflow.namespace)
+                try s.bind(5, step.agent?.name)
+                try Self.bindState(of: step, to: s)
+            }
+        }
+    }
+
+    /// Parameters 6 to 18 of a step row: everything that changes.
+    private static func bindState(of step: StepRecord, to s: Statement) throws(StoreError) {
+        try s.bind(6, step.state.rawValue)
+        try s.bind(7, step.waitingFor)
+        try s.bind(8, step.attempt)
+        try s.bind(9, step.readyAt?.milliseconds)
+        try s.bind(10, step.leaseExpiresAt?.milliseconds)
+        try s.bind(11, step.deadline?.milliseconds)
+        try s.bind(12, step.startedAt?.milliseconds)
+        try s.bind(13, step.endedAt?.milliseconds)
+        try s.bind(14, step.error)
+        try s.bind(15, step.decidedBy)
+        try s.bind(16, step.reason)
+        try s.bind(17, step.tokens)
+        try s.bind(18, step.costUSD)
+    }
+
+    func update(_ run: RunRecord) throws(StoreError) {
+        try self.run("UPDATE runs SET phase = ?2, ended_at = ?3, error = ?4 WHERE id = ?1", intent: "update run \(run.id)") {
+            s throws(StoreError) in
+            try s.bind(1, run.id.rawValue)
+            try s.bind(2, run.phase.rawValue)
+            try s.bind(3, run.endedAt?.milliseconds)
+            try s.bind(4, run.error)
+        }
+    }
+
+    func update(_ step: StepRecord) throws(StoreError) {
+        try run(
+            """
+            UPDATE run_steps SET state = ?6, waiting = ?7, attempt = ?8, ready_at = ?9, lease_expires_at = ?10, deadline = ?11,
+                started_at = ?12, ended_at = ?13, error = ?14, decided_by = ?15, reason = ?16, tokens = ?17, cost_usd = ?18
+            WHERE run_id = ?1 AND idx = ?2
+            """, intent: "update step \(step.id) of run \(step.run)"
+        ) { s throws(StoreError) in
+            try s.bind(1, step.run.rawValue)
+            try s.bind(2, step.index)
+            try Self.bindState(of: step, to: s)
+        }
+    }
+
+    func put(_ value: BlackboardValue) throws(StoreError) -> Int {
+        let intent = "write \(value.key) of run \(value.run)"
+        try run(
+            """
+            INSERT INTO run_values (\(Self.valueColumns))
+            SELECT ?1, ?2, coalesce(max(version), 0) + 1, ?3, ?4, ?5, ?6 FROM run_values WHERE run_id = ?1 AND key = ?2
+            """, intent: intent
+        ) { s throws(StoreError) in
+            try s.bind(1, value.run.rawValue)
+            try s.bind(2, value.key)
+            try s.bind(3, value.value)
+            try s.bind(4, value.writtenAt.milliseconds)
+            try s.bind(5, value.step)
+            try s.bind(6, value.attempt.map(Int64.init))
+        }
+        return try self.value(of: value.run, key: value.key)?.version ?? 1
+    }
+
+    func put(_ attempt: AttemptRecord) throws(StoreError) {
+        try run(
+            """
+            INSERT INTO run_attempts (run_id, step, attempt, namespace, agent, started_at, ended_at, outcome, error)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            ON CONFLICT (run_id, step, attempt) DO UPDATE SET
+                ended_at = excluded.ended_at, outcome = excluded.outcome, error = excluded.error
+            """, intent: "record attempt \(attempt.attempt) of step \(attempt.step) of run \(attempt.run)"
+        ) { s throws(StoreError) in
+            try s.bind(1, attempt.run.rawValue)
+            try s.bind(2, attempt.step)
+            try s.bind(3, attempt.attempt)
+            try s.bind(4, attempt.agent.namespace)
+            try s.bind(5, attempt.agent.name)
+            try s.bind(6, attempt.startedAt.milliseconds)
+            try s.bind(7, attempt.endedAt?.milliseconds)
+            try s.bind(8, attempt.outcome.rawValue)
+            try s.bind(9, attempt.error)
+        }
+    }
+
+    func put(_ slot: CronSlotRecord) throws(StoreError) {
+        try run(
+            """
+            INSERT INTO cron_slots (namespace, workflow, cron, slot, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
+            ON CONFLICT (namespace, workflow, cron) DO UPDATE SET slot = excluded.slot, run_id = excluded.run_id
+            """, intent: "record the cron slot of \(slot.workflow)"
+        ) { s throws(StoreError) in
+            try s.bind(1, slot.workflow.namespace)
+            try s.bind(2, slot.workflow.name)
+            try s.bind(3, slot.cron)
+            try s.bind(4, slot.slot.milliseconds)
+            try s.bind(5, slot.run?.rawValue)
+        }
+    }
+}

@@ -1,0 +1,36 @@
+public import OrlCore
+import Synchronization
+
+/// Secret values for a process that reads them on every request (the gateway's
+/// provider keys): opened once, and again only after another process wrote the store
+/// (a `secret set`, say), so a call costs a lookup rather than a read and a decryption.
+public final class SecretCache: Sendable {
+    private let vault: StateVault
+    private let changeMarker: @Sendable () -> Int64?
+    private let cached = Mutex<(marker: Int64?, values: [SecretID: String])?>(nil)
+
+    public init(vault: StateVault, changeMarker: @escaping @Sendable () -> Int64?) {
+        self.vault = vault
+        self.changeMarker = changeMarker
+    }
+
+    /// The secret's value; nil when it is not set or cannot be read (no key, the wrong
+    /// key), which the caller reports as missing.
+    public func value(of id: SecretID) -> String? {
+        let marker = changeMarker()
+        if let hit = cached.withLock({ cache -> String?? in
+            guard let cache, cache.marker == marker, marker != nil else { return nil }
+            return .some(cache.values[id])
+        }) {
+            return hit
+        }
+        var values: [SecretID: String] = [:]
+        if let opened = try? vault.open() {
+            for sealed in (try? vault.list(namespace: nil)) ?? [] {
+                if let value = try? opened.value(of: sealed.id)?.value { values[sealed.id] = value }
+            }
+        }
+        cached.withLock { $0 = (marker, values) }
+        return values[id]
+    }
+}

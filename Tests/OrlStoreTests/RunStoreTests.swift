@@ -1,0 +1,214 @@
+import Foundation
+import OrlCore
+import Testing
+
+@testable import OrlStore
+
+/// A fleet of one agent and the workflows these tests run, as JSON manifests.
+let runManifests = [
+    #"{"apiVersion":"orl.dev/v1","kind":"ModelProvider","metadata":{"name":"sim"},"spec":{"apiStyle":"simulated","models":[{"name":"small","pricing":{"input":0.1,"output":0.1}}]}}"#,
+    #"{"apiVersion":"orl.dev/v1","kind":"Agent","metadata":{"name":"worker"},"spec":{"model":"sim/small","runtime":{"command":"/bin/true"}}}"#,
+    #"{"apiVersion":"orl.dev/v1","kind":"Policy","metadata":{"name":"all"},"spec":{"appliesTo":{"agents":["worker"]},"allow":{"models":["sim/*"]}}}"#,
+    #"{"apiVersion":"orl.dev/v1","kind":"Workflow","metadata":{"name":"one"},"spec":{"steps":[{"id":"only","agent":"worker","heartbeatTimeout":"30s"}]}}"#,
+    #"{"apiVersion":"orl.dev/v1","kind":"Workflow","metadata":{"name":"two"},"spec":{"steps":[{"id":"a","agent":"worker","retry":{"attempts":3}},{"id":"b","agent":"worker","dependsOn":["a"],"heartbeatTimeout":"30s","retry":{"attempts":2,"backoff":"1s"}},{"id":"gate","approval":{"timeout":"1h"},"dependsOn":["a"]}]}}"#,
+]
+
+let worker = ResourceID(kind: "Agent", name: "worker")
+let start = Timestamp(milliseconds: 1_795_161_600_000)
+
+/// Opens the store in `directory` with the fleet applied.
+func storeWithFleet(_ directory: String) throws -> SQLiteStateStore {
+    let store = try SQLiteStateStore(directory: directory)
+    try store.write { writer throws(StoreError) in
+        for json in runManifests {
+            let manifest = CanonicalJSON.manifest(try! JSONParser.parse(json, file: "test.json"))
+            let root = try! JSONParser.parse(json, file: "test.json")
+            let id = ResourceID(kind: root["kind"]!.string!, name: root["metadata"]!["name"]!.string!)
+            var resource = stored(id, manifest: manifest.text)
+            resource.specHash = manifest.specHash
+            try writer.put(resource)
+        }
+    }
+    return store
+}
+
+func startRun(_ workflow: String, in store: SQLiteStateStore, at time: Timestamp = start, random: UInt32 = 1) throws -> RunRecord {
+    try RunOperations(store: store).start(
+        .init(workflow: ResourceID(kind: "Workflow", name: workflow), by: "test"), now: time, random: random)
+}
+
+@Suite(.serialized) struct RunStoreTests {
+    @Test func twoClaimersRacingForOneTaskOneWins() throws {
+        try withStateDirectory { directory in
+            let setup = try storeWithFleet(directory)
+            // Twenty one-task runs; two connections (as two API servers would have) claim
+            // them at once until none is left. Every task is handed out exactly once.
+            for i in 0..<20 { _ = try startRun("one", in: setup, random: UInt32(i)) }
+            let claimers = [try SQLiteStateStore(directory: directory), try SQLiteStateStore(directory: directory)]
+            let claimed = Locked<[[String]]>([[], []])
+            let failures = Failures()
+            let go = DispatchSemaphore(value: 0)
+            onThreads(
+                claimers.enumerated().map { i, store in
+                    {
+                        go.wait()
+                        let operations = RunOperations(store: store)
+                        do {
+                            while let task = try operations.claim(agent: worker, now: start) {
+                                claimed.withLock { $0[i].append(task.id.description) }
+                            }
+                        } catch {
+                            failures.record(error)
+                        }
+                    }
+                } + [
+                    {
+                        go.signal()
+                        go.signal()
+                    }
+                ])
+            #expect(failures.all.isEmpty)
+            let all = claimed.withLock { $0 }
+            #expect(all[0].count + all[1].count == 20)
+            #expect(Set(all[0] + all[1]).count == 20, "a task was handed out twice")
+            let states = try setup.readRuns { reader throws(StoreError) in
+                var states: [StepState] = []
+                for run in try reader.runs(namespace: nil, workflow: nil, limit: 100) {
+                    states += try reader.steps(of: run.id).map(\.state)
+                }
+                return states
+            }
+            #expect(states == Array(repeating: .running, count: 20))
+        }
+    }
+
+    @Test func oneReadyTaskTwoClaimsAtOnce() throws {
+        try withStateDirectory { directory in
+            let setup = try storeWithFleet(directory)
+            for round in 0..<10 {
+                _ = try startRun("one", in: setup, random: UInt32(round))
+                let stores = [try SQLiteStateStore(directory: directory), try SQLiteStateStore(directory: directory)]
+                let winners = Locked(0)
+                let go = DispatchSemaphore(value: 0)
+                onThreads(
+                    stores.map { store in
+                        {
+                            go.wait()
+                            if (try? RunOperations(store: store).claim(agent: worker, now: start)) != nil {
+                                winners.withLock { $0 += 1 }
+                            }
+                        }
+                    } + [
+                        {
+                            go.signal()
+                            go.signal()
+                        }
+                    ])
+                #expect(winners.withLock { $0 } == 1)
+            }
+        }
+    }
+
+    @Test func anExpiredLeaseIsRetriedUnderTheSameKey() throws {
+        try withStateDirectory { directory in
+            let store = try storeWithFleet(directory)
+            let operations = RunOperations(store: store)
+            let run = try startRun("two", in: store)
+            let first = try #require(try operations.claim(agent: worker, now: start))
+            #expect(try operations.sweep(now: start.adding(.seconds(59))) { 0 }.isEmpty)
+            let lease = try store.readRuns { reader throws(StoreError) in try reader.nextDue() }
+            #expect(lease == start.adding(.seconds(60)))
+            let events = try operations.sweep(now: start.adding(.seconds(60))) { 0 }
+            #expect(events.map(\.reason) == ["Retrying"])
+            // attempt 1 failed; the retry waits for its 1 s backoff.
+            #expect(try operations.claim(agent: worker, now: start.adding(.seconds(60))) == nil)
+            let second = try #require(try operations.claim(agent: worker, now: start.adding(.seconds(61))))
+            #expect(second.id.attempt == 2 && second.idempotencyKey == first.idempotencyKey && second.idempotencyKey == "\(run.id)/a")
+            #expect {
+                try operations.complete(first.id, agent: worker, output: JSONParser.parse("{}", file: ""), now: start.adding(.seconds(62)))
+            } throws: { ($0 as? RunError)?.kind == .conflict }
+            try operations.complete(
+                second.id, agent: worker, output: JSONParser.parse(#"{"v":1}"#, file: ""), now: start.adding(.seconds(62)))
+            let attempts = try store.readRuns { reader throws(StoreError) in try reader.attempts(of: run.id) }
+            #expect(attempts.map(\.outcome) == [.leaseExpired, .succeeded])
+            #expect(attempts.first?.error == "no heartbeat from agent \"worker\" for 1m")
+        }
+    }
+
+    /// What kill -9 of a controller leaves is what the next one resumes from: every
+    /// transaction that committed is there, and nothing else.
+    @Test func aReopenedStoreResumesTheRun() throws {
+        try withStateDirectory { directory in
+            var run: RunRecord
+            var inFlight: RunTask
+            do {
+                let store = try storeWithFleet(directory)
+                let operations = RunOperations(store: store)
+                run = try startRun("two", in: store)
+                let a = try #require(try operations.claim(agent: worker, now: start))
+                try operations.complete(a.id, agent: worker, output: JSONParser.parse(#"{"text":"hi"}"#, file: ""), now: start)
+                inFlight = try #require(try operations.claim(agent: worker, now: start))
+                #expect(inFlight.id.step == "b")
+            }
+            let store = try SQLiteStateStore(directory: directory)
+            let operations = RunOperations(store: store)
+            let steps = try store.readRuns { reader throws(StoreError) in try reader.steps(of: run.id) }
+            #expect(steps.map(\.state) == [.succeeded, .running, .waitingApproval])
+            #expect(try operations.claim(agent: worker, now: start.adding(.seconds(1))) == nil, "a succeeded step is not run again")
+            // The agent that outlived the controller can still heartbeat within its lease.
+            let lease = try operations.heartbeat(inFlight.id, agent: worker, now: start.adding(.seconds(20)))
+            #expect(lease == start.adding(.seconds(50)))
+            // One that did not is retried once its lease expires, under the same key.
+            #expect(try operations.sweep(now: start.adding(.seconds(50))) { 0 }.map(\.reason) == ["Retrying"])
+            let retry = try #require(try operations.claim(agent: worker, now: start.adding(.seconds(51))))
+            #expect(retry.id.step == "b" && retry.id.attempt == 2 && retry.idempotencyKey == inFlight.idempotencyKey)
+            #expect(retry.dependencies.compactRendered() == #"{"a":{"text":"hi"}}"#)
+            let pending = try store.readRuns { reader throws(StoreError) in try reader.pendingApprovals(namespace: nil) }
+            #expect(pending.map(\.id) == ["gate"])
+            try operations.decide(run: run.id, step: "gate", approve: true, by: "bob", reason: nil, now: start.adding(.seconds(52)))
+            try operations.complete(retry.id, agent: worker, output: JSONParser.parse("{}", file: ""), now: start.adding(.seconds(53)))
+            #expect(try store.readRuns { reader throws(StoreError) in try reader.run(run.id) }?.phase == .succeeded)
+        }
+    }
+
+    @Test func theBlackboardKeepsEveryVersion() throws {
+        try withStateDirectory { directory in
+            let store = try storeWithFleet(directory)
+            let run = try startRun("one", in: store)
+            let versions = try store.writeRuns { writer throws(StoreError) in
+                [
+                    try writer.put(BlackboardValue(run: run.id, key: "notes", value: "1", writtenAt: start, step: "only", attempt: 1)),
+                    try writer.put(BlackboardValue(run: run.id, key: "notes", value: "2", writtenAt: start, step: "only", attempt: 2)),
+                    try writer.put(BlackboardValue(run: run.id, key: "other", value: "3", writtenAt: start, step: nil, attempt: nil)),
+                ]
+            }
+            #expect(versions == [1, 2, 1])
+            try store.readRuns { reader throws(StoreError) in
+                #expect(try reader.value(of: run.id, key: "notes")?.value == "2")
+                #expect(try reader.values(of: run.id).map { "\($0.key)@\($0.version)" } == ["notes@1", "notes@2", "other@1"])
+            }
+        }
+    }
+
+    @Test func aSlotHasAtMostOneRunWhateverTheCaller() throws {
+        try withStateDirectory { directory in
+            let store = try storeWithFleet(directory)
+            let slot = Timestamp(milliseconds: 1_795_161_600_000)
+            let workflow = ResourceID(kind: "Workflow", name: "one")
+            let fleet = Fleet.applied(try store.readRuns { reader throws(StoreError) in try reader.resources(kind: nil, namespace: nil) })
+                .fleet
+            let plan = try RunPlan.compile(fleet[workflow]!, generation: 1, in: fleet).get()
+            func insert(_ random: UInt32) throws {
+                let run = RunRecord(
+                    id: RunID(time: slot, random: random), workflow: workflow, generation: 1,
+                    trigger: .schedule(cron: "* * * * *", slot: slot),
+                    input: "{}", createdAt: slot, createdBy: "schedule")
+                try store.writeRuns { writer throws(StoreError) in
+                    try writer.insert(run, plan: plan, steps: RunEngine.initialSteps(of: plan, run: run.id, now: slot))
+                }
+            }
+            try insert(1)
+            #expect(throws: StoreError.self) { try insert(2) }
+        }
+    }
+}
