@@ -170,7 +170,10 @@ struct Watch: AsyncParsableCommand {
             One line per round that changed something or failed goes to standard error; \
             the state keeps the source's status and events (orlctl get sources, describe \
             source/NAME, events --for source/NAME). One watcher per source (a lock in \
-            <state>/git). SIGTERM or SIGINT ends it after the round in progress.
+            <state>/git). With --webhook it also serves http://ADDR/webhook for GitHub-style \
+            push webhooks: a push to the watched ref signed (X-Hub-Signature-256) with the \
+            vault secret --webhook-secret syncs at once; anything unsigned is refused (401). \
+            SIGTERM or SIGINT ends it after the round in progress.
 
             Exit codes: 0 stopped by a signal, 2 error (another process syncs the source, \
             unreadable state).
