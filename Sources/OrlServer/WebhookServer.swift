@@ -46,6 +46,11 @@ public struct WebhookServer: Sendable {
     /// Starts serving in a task of its own and returns once the server listens, with the
     /// URL deliveries go to; throws what stopped it from listening (the port is taken).
     public func start() async throws -> (url: String, task: Task<Void, any Error>) {
+        try await startServing { bound in try await run(bound: bound) }
+    }
+
+    /// Serves until the task is cancelled; `bound` gets the URL deliveries go to.
+    private func run(bound: @escaping @Sendable (String) async -> Void) async throws {
         let router = Router()
         let (handle, maxBodyBytes) = (self.handle, self.maxBodyBytes)
         router.post(RouterPath(stringLiteral: Self.path)) { request, _ -> Response in
@@ -65,29 +70,12 @@ public struct WebhookServer: Sendable {
         }
         var logger = Logger(label: "orl.webhook")
         logger.logLevel = .critical
-        let (events, continuation) = AsyncStream<Result<String, any Error>>.makeStream()
         let host = self.host
         let app = Application(
             router: router, configuration: .init(address: .hostname(host, port: port), serverName: nil),
-            onServerRunning: { channel in
-                continuation.yield(.success("http://\(host):\(channel.localAddress?.port ?? 0)\(Self.path)"))
-            }, logger: logger)
-        let task = Task {
-            do {
-                try await app.run()
-                continuation.yield(.failure(CancellationError()))
-            } catch {
-                continuation.yield(.failure(error))
-                throw error
-            }
-        }
-        for await event in events {
-            switch event {
-            case .success(let url): return (url, task)
-            case .failure(let error): throw error
-            }
-        }
-        throw CancellationError()
+            onServerRunning: { channel in await bound("http://\(host):\(channel.localAddress?.port ?? 0)\(Self.path)") },
+            logger: logger)
+        try await app.run()
     }
 
     private static func text(_ status: Int, _ message: String) -> Response {

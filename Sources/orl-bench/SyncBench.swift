@@ -59,8 +59,11 @@ struct SyncBench: AsyncParsableCommand {
         var start = clock.now
         let first = await sync.round(retryFailed: false)
         let firstTime = clock.now - start
+        if case .invalid(let report, _) = first.outcome {
+            throw ValidationError("the synthetic fleet is not valid: \(report.diagnostics.prefix(3).map(\.message))")
+        }
         guard case .applied(let outcome) = first.outcome, outcome.plan.additions == count else {
-            throw ValidationError("the first sync did not apply the fleet: \(first.outcome)")
+            throw ValidationError("the first sync did not apply the fleet: \(first.record?.message ?? "")")
         }
         print("sync: a git repository of \(count) manifests, rounds in process, median of \(runs)")
         print("  first sync (fetch \(count) files, parse, validate, apply): \(firstTime.seconds) s")
