@@ -323,6 +323,11 @@ enum GitFleet {
         result = try repo.orlctl(["sync", "--once", "--repo", repo.root.path, "--ref", "dev", "--name", "dev"])
         #expect(result.status == 2)
         #expect(result.stderr.contains("has no ref \"dev\"; its branches: main"), "\(result.stderr)")
+        // An HTTPS token comes from the vault: one that is not there stops the command first.
+        result = try repo.orlctl(["sync", "--once", "--repo", repo.root.path, "--name", "tok", "--token-secret", "git-token"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("--token-secret: secret \"git-token\" is not in the vault; set it with orlctl secret set git-token"))
+        #expect(try repo.orlctl(["get", "source/tok"]).status == 1, "nothing was attempted")
     }
 }
 
