@@ -178,7 +178,7 @@ enum GitFleet {
         #expect(page.contains("Last Applied:         \(second)"))
     }
 
-    @Test func aBadCommitChangesNothingAndAFixAppliesThenPrune() throws {
+    @Test func aBadCommitChangesNothingAndAFixAppliesThenPrune() async throws {
         let repo = try GitFixture()
         try GitFleet.write(to: repo)
         try repo.write("fleet/extra.yaml", GitFleet.budget.replacingOccurrences(of: "name: daily", with: "name: extra"))
@@ -206,15 +206,15 @@ enum GitFleet {
         let watcher = try Watcher(
             repo: repo, arguments: ["--repo", repo.root.path, "--path", "fleet", "--name", "fleet", "--interval", "100ms"])
         defer { watcher.stop() }
-        try watcher.waitForLog("watching ")
-        Thread.sleep(forTimeInterval: 1.5)
+        try await watcher.waitForLog("watching ")
+        try await Task.sleep(for: .seconds(1.5))
         #expect(try repo.events(for: "source/fleet").filter { $0 == "InvalidManifests" }.count == 1)
         #expect(try repo.source("fleet")["failures"] as? Int == 1)
 
         // ...and picks up the fix at once.
         try repo.write("fleet/agent.yaml", GitFleet.agent("two"))
         let fix = try repo.commit("fix")
-        try poll { try repo.source("fleet")["lastAppliedRevision"] as? String == fix }
+        try await poll { try repo.source("fleet")["lastAppliedRevision"] as? String == fix }
         status = try repo.source("fleet")
         #expect(status["result"] as? String == "Applied")
         watcher.stop()
@@ -350,7 +350,7 @@ extension GitSyncTests {
         return result
     }
 
-    @Test func aSignedPushWebhookSyncsAtOnceAndABadSignatureDoesNothing() throws {
+    @Test func aSignedPushWebhookSyncsAtOnceAndABadSignatureDoesNothing() async throws {
         let repo = try GitFixture()
         try GitFleet.write(to: repo)
         let first = try repo.commit("first")
@@ -366,10 +366,10 @@ extension GitSyncTests {
         // An hour's interval: only the webhook can make it sync again.
         let watcher = try Watcher(repo: repo, arguments: arguments)
         defer { watcher.stop() }
-        try watcher.waitForLog("webhook receiver listening on ")
+        try await watcher.waitForLog("webhook receiver listening on ")
         let url = try #require(
             watcher.log().split(separator: "\n").first { $0.contains("listening on ") }?.split(separator: " ").last.map(String.init))
-        try poll { try repo.source()["lastAppliedRevision"] as? String == first }
+        try await poll { try repo.source()["lastAppliedRevision"] as? String == first }
 
         try repo.write("fleet/agent.yaml", GitFleet.agent("two"))
         let second = try repo.commit("second")
@@ -380,7 +380,7 @@ extension GitSyncTests {
         #expect(try deliver(url, event: "push", body: push, signature: GitWebhookSignature.sign(push, secret: "wrong")).0 == 401)
         let tampered = push.replacingOccurrences(of: "main\"}", with: "main\" }")
         #expect(try deliver(url, event: "push", body: tampered, signature: GitWebhookSignature.sign(push, secret: secret)).0 == 401)
-        Thread.sleep(forTimeInterval: 1)
+        try await Task.sleep(for: .seconds(1))
         #expect(try repo.source()["lastAppliedRevision"] as? String == first)
         #expect(watcher.log().contains("webhook delivery refused: bad or missing X-Hub-Signature-256"))
 
@@ -395,7 +395,7 @@ extension GitSyncTests {
         // Signed with the secret: synced at once.
         #expect(
             try deliver(url, event: "push", body: push, signature: GitWebhookSignature.sign(push, secret: secret)) == (202, "syncing\n"))
-        try poll { try repo.source()["lastAppliedRevision"] as? String == second }
+        try await poll { try repo.source()["lastAppliedRevision"] as? String == second }
         #expect(watcher.log().contains("webhook: push of refs/heads/main to \(second.prefix(7)); syncing"))
     }
 }
@@ -405,12 +405,13 @@ enum GitWebhookSignature {
     static func sign(_ body: String, secret: String) -> String { GitWebhook.signature(Array(body.utf8), secret: secret) }
 }
 
-/// Polls `condition` until it holds, for up to a generous deadline.
-func poll(timeout: TimeInterval = 30, _ condition: () throws -> Bool) throws {
+/// Polls `condition` until it holds, for up to a generous deadline, sleeping without
+/// holding a thread of the pool that other suites' tests run on.
+func poll(timeout: TimeInterval = 30, _ condition: () throws -> Bool) async throws {
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {
         if try condition() { return }
-        Thread.sleep(forTimeInterval: 0.05)
+        try await Task.sleep(for: .milliseconds(50))
     }
     Issue.record("condition not met within \(timeout) s")
 }
@@ -445,8 +446,8 @@ final class Watcher: @unchecked Sendable {
         return text
     }
 
-    func waitForLog(_ needle: String) throws {
-        try poll { self.log().contains(needle) }
+    func waitForLog(_ needle: String) async throws {
+        try await poll { self.log().contains(needle) }
     }
 
     func stop() {
