@@ -64,7 +64,9 @@ struct RunController: AsyncParsableCommand {
             """, valueName: "host:port"))
     var listen: String?
 
-    @Option(help: ArgumentHelp("Rotate an agent's log when it is larger than this many bytes.", valueName: "bytes"))
+    @Option(
+        help: ArgumentHelp(
+            "Rotate an agent's log (and the detached controller's own) when it is larger than this many bytes.", valueName: "bytes"))
     var logMaxBytes = 10 * 1024 * 1024
 
     @Option(help: ArgumentHelp("How many rotated logs to keep per agent (<name>.log.1 is the newest).", valueName: "n"))
@@ -265,15 +267,20 @@ struct RunController: AsyncParsableCommand {
         in logs: String, runtime: ProcessRuntime, maxBytes: Int, keep: Int, log: @Sendable (ControllerEvent) -> Void
     ) {
         let files = FileManager.default
+        // The detached controller's own log too: it is written O_APPEND, as agents' are.
+        var paths = ["\(logs)/controller.log"]
         for namespace in (try? files.contentsOfDirectory(atPath: logs)) ?? [] {
             for file in (try? files.contentsOfDirectory(atPath: logs + "/" + namespace)) ?? [] where file.hasSuffix(".log") {
-                do {
-                    if try runtime.rotateLog("\(logs)/\(namespace)/\(file)", maxBytes: maxBytes, keep: keep) {
-                        log(ControllerEvent(time: Controller.systemTime(), reason: .logRotated, message: "\(logs)/\(namespace)/\(file)"))
-                    }
-                } catch {
-                    log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: error.description))
+                paths.append("\(logs)/\(namespace)/\(file)")
+            }
+        }
+        for path in paths {
+            do {
+                if try runtime.rotateLog(path, maxBytes: maxBytes, keep: keep) {
+                    log(ControllerEvent(time: Controller.systemTime(), reason: .logRotated, message: path))
                 }
+            } catch {
+                log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: error.description))
             }
         }
     }
