@@ -343,14 +343,20 @@ struct ControllerLock {
     }
 
     static func acquire(_ directory: String) throws -> ControllerLock {
-        let fd = open(path(directory), O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        try acquire(file: path(directory), held: { pid in "a controller already runs for \(directory)\(pid)" })
+    }
+
+    /// Takes the lock in `file` (any PID lock: sources have theirs); when another
+    /// process holds it, fails with `held(" (pid N)")`.
+    static func acquire(file: String, held: (String) -> String) throws -> ControllerLock {
+        let fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            throw CommandFailure(message: "cannot open \(path(directory)): \(String(cString: strerror(errno)))")
+            throw CommandFailure(message: "cannot open \(file): \(String(cString: strerror(errno)))")
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let pid = readPID(fd).map { " (pid \($0))" } ?? ""
             close(fd)
-            throw CommandFailure(message: "a controller already runs for \(directory)\(pid)")
+            throw CommandFailure(message: held(pid))
         }
         let text = "\(getpid())\n"
         _ = ftruncate(fd, 0)
@@ -364,11 +370,14 @@ struct ControllerLock {
     }
 
     /// The PID of the controller holding the lock; nil when none does.
-    static func holder(_ directory: String) throws -> Int32? {
-        let fd = open(path(directory), O_RDWR | O_CLOEXEC)
+    static func holder(_ directory: String) throws -> Int32? { try holder(file: path(directory)) }
+
+    /// The PID of the process holding the lock in `file`; nil when none does.
+    static func holder(file: String) throws -> Int32? {
+        let fd = open(file, O_RDWR | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT { return nil }
-            throw CommandFailure(message: "cannot open \(path(directory)): \(String(cString: strerror(errno)))")
+            throw CommandFailure(message: "cannot open \(file): \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
         if flock(fd, LOCK_EX | LOCK_NB) == 0 {
