@@ -52,6 +52,18 @@ let package = Package(
         // async-signal-safe calls (Swift cannot fork a multi-threaded process safely).
         .target(name: "COrlSpawn"),
         .target(name: "OrlRuntime", dependencies: ["OrlCore", "COrlSpawn"], swiftSettings: strictness),
+        // Git through libgit2 (Debian 12 ships 1.5): a bare mirror per source, ls-remote,
+        // fetch, and trees read straight from commits. `shim.h` wraps the variadic
+        // git_libgit2_opts and the credentials callback.
+        .systemLibrary(
+            name: "CGit2",
+            pkgConfig: "libgit2",
+            providers: [.apt(["libgit2-dev"])]
+        ),
+        .target(name: "OrlGit", dependencies: ["CGit2"], swiftSettings: strictness),
+        // The manifest pipeline's reading half (manifest files parsed and read on every
+        // core) and the GitOps sync of a git source into the state.
+        .target(name: "OrlSync", dependencies: ["OrlCore", "OrlYAML", "OrlGit"], swiftSettings: strictness),
         // The reconcile loop: applied Agents in the store made into running processes.
         .target(name: "OrlController", dependencies: ["OrlCore", "OrlStore", "OrlRuntime"], swiftSettings: strictness),
         // HTTP: the gateway agents call instead of their model provider.
@@ -73,7 +85,7 @@ let package = Package(
         .target(
             name: "OrlCLI",
             dependencies: [
-                "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer",
+                "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer", "OrlGit", "OrlSync",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictness
@@ -83,7 +95,7 @@ let package = Package(
         .executableTarget(
             name: "orl-bench",
             dependencies: [
-                "OrlCore", "OrlYAML", "OrlStore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlSync", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictness
@@ -106,7 +118,8 @@ let package = Package(
         ),
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
-            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlController"], exclude: ["Golden", "Fixtures"],
+            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlSync"],
+            exclude: ["Golden", "Fixtures"],
             swiftSettings: strictness),
     ]
 )

@@ -284,6 +284,15 @@ public actor Controller {
                 let process = try runtime.start(intent.launch.process(token: token))
                 record.tokenDigest = AgentToken.digest(token)
                 observation = Reconciler.recordStart(process, launchHash: intent.launch.hash, of: observation, at: now)
+                // Recorded at once, not with the pass's write: a controller killed in
+                // between would leave a process the next one does not know, and starts again.
+                let started = SupervisionRecord(agent: id, observation: observation, tokenDigest: record.tokenDigest)
+                do {
+                    try store.write { writer throws(StoreError) in try writer.putSupervision(started) }
+                    written[id] = started
+                } catch {
+                    emit(.error, id, message: "recording the start of \(process): \(error.description)")
+                }
                 alive.insert(id)
                 startErrors[id] = nil
                 emit(.started, id, process, message: "\(process)")

@@ -63,22 +63,31 @@ extension APIServer {
     /// Starts serving in a task of its own and returns once the server listens, with its
     /// URL; throws what stopped it from listening (the port is taken, say).
     public func start() async throws -> (url: String, task: Task<Void, any Error>) {
-        let (events, continuation) = AsyncStream<Result<String, any Error>>.makeStream()
-        let task = Task {
-            do {
-                try await run { url in continuation.yield(.success(url)) }
-                continuation.yield(.failure(CancellationError()))
-            } catch {
-                continuation.yield(.failure(error))
-                throw error
-            }
-        }
-        for await event in events {
-            switch event {
-            case .success(let url): return (url, task)
-            case .failure(let error): throw error
-            }
-        }
-        throw CancellationError()
+        try await startServing { bound in try await run(bound: bound) }
     }
+}
+
+/// Runs a server (`run`, which reports the URL it listens on through `bound`) in a task
+/// of its own and returns once it listens, with that URL; throws what stopped it from
+/// listening.
+func startServing(
+    _ run: @escaping @Sendable (_ bound: @escaping @Sendable (String) async -> Void) async throws -> Void
+) async throws -> (url: String, task: Task<Void, any Error>) {
+    let (events, continuation) = AsyncStream<Result<String, any Error>>.makeStream()
+    let task = Task {
+        do {
+            try await run { url in continuation.yield(.success(url)) }
+            continuation.yield(.failure(CancellationError()))
+        } catch {
+            continuation.yield(.failure(error))
+            throw error
+        }
+    }
+    for await event in events {
+        switch event {
+        case .success(let url): return (url, task)
+        case .failure(let error): throw error
+        }
+    }
+    throw CancellationError()
 }

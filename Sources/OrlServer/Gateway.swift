@@ -57,14 +57,19 @@ public final class Gateway: ModelGateway {
         self.clock = clock
         self.log = log
         self.onExhausted = onExhausted
-        var client = HTTPClient.Configuration()
-        client.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
-        client.decompression = .disabled
-        self.client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: client)
+        self.client = Self.sharedClient
         self.prefix = "orl-" + String(UInt32.random(in: 0...UInt32.max), radix: 16) + "-"
     }
 
-    deinit { try? client.syncShutdown() }
+    /// One client for the process, never shut down: a gateway lives as long as its
+    /// controller, and shutting a client down from the wrong thread (the last release
+    /// may happen on an event loop) is a crash.
+    static let sharedClient: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        configuration.decompression = .disabled
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
 
     // MARK: ModelGateway
 

@@ -593,6 +593,80 @@ extension Access {
     }
 }
 
+// MARK: Sources
+
+extension Access {
+    private static let sourceColumns =
+        "name, url, ref, path, suspended_at, suspended_by, last_applied, last_applied_at, last_attempted, last_attempted_at, result, message, failures"
+
+    private static func source(_ row: Statement) throws(StoreError) -> SourceRecord {
+        var result: SourceRecord.Result?
+        if let text = row.optionalText(10) {
+            guard let parsed = SourceRecord.Result(rawValue: text) else {
+                throw StoreError("the stored source \(row.text(0)) has an unknown result \(text)")
+            }
+            result = parsed
+        }
+        return SourceRecord(
+            name: row.text(0), url: row.text(1), ref: row.optionalText(2), path: row.optionalText(3),
+            suspendedAt: row.optionalInt64(4).map(Timestamp.init(milliseconds:)), suspendedBy: row.optionalText(5),
+            lastApplied: row.optionalText(6), lastAppliedAt: row.optionalInt64(7).map(Timestamp.init(milliseconds:)),
+            lastAttempted: row.optionalText(8), lastAttemptedAt: row.optionalInt64(9).map(Timestamp.init(milliseconds:)),
+            result: result, message: row.text(11), failures: row.int(12))
+    }
+
+    func sources() throws(StoreError) -> [SourceRecord] {
+        let intent = "read the sources"
+        return try connection().withStatement("SELECT \(Self.sourceColumns) FROM sources ORDER BY name", intent: intent) {
+            statement throws(StoreError) in
+            var sources: [SourceRecord] = []
+            while try statement.step(intent: intent) { sources.append(try Self.source(statement)) }
+            return sources
+        }
+    }
+
+    func source(named name: String) throws(StoreError) -> SourceRecord? {
+        let intent = "read the source \(name)"
+        return try connection().withStatement("SELECT \(Self.sourceColumns) FROM sources WHERE name = ?1", intent: intent) {
+            statement throws(StoreError) -> SourceRecord? in
+            try statement.bind(1, name)
+            return try statement.step(intent: intent) ? try Self.source(statement) : nil
+        }
+    }
+
+    func putSource(_ source: SourceRecord) throws(StoreError) {
+        let intent = "store the source \(source.name)"
+        try connection(writing: true).withStatement(
+            """
+            INSERT INTO sources (\(Self.sourceColumns))
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+            ON CONFLICT (name) DO UPDATE SET
+                url = excluded.url, ref = excluded.ref, path = excluded.path, suspended_at = excluded.suspended_at,
+                suspended_by = excluded.suspended_by, last_applied = excluded.last_applied,
+                last_applied_at = excluded.last_applied_at, last_attempted = excluded.last_attempted,
+                last_attempted_at = excluded.last_attempted_at, result = excluded.result, message = excluded.message,
+                failures = excluded.failures
+            """,
+            intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, source.name)
+            try statement.bind(2, source.url)
+            try statement.bind(3, source.ref)
+            try statement.bind(4, source.path)
+            try statement.bind(5, source.suspendedAt?.milliseconds)
+            try statement.bind(6, source.suspendedBy)
+            try statement.bind(7, source.lastApplied)
+            try statement.bind(8, source.lastAppliedAt?.milliseconds)
+            try statement.bind(9, source.lastAttempted)
+            try statement.bind(10, source.lastAttemptedAt?.milliseconds)
+            try statement.bind(11, source.result?.rawValue)
+            try statement.bind(12, source.message)
+            try statement.bind(13, source.failures)
+            try statement.run(intent: intent)
+        }
+    }
+}
+
 /// `Agent/writer`, with its namespace when not the default one.
 private func label(_ id: ResourceID) -> String {
     id.namespace == ResourceID.defaultNamespace ? id.description : "\(id.description) in namespace \(id.namespace)"

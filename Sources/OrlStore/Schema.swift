@@ -277,6 +277,30 @@ enum Schema {
                 """
         ),
         Migration(
+            summary: "create sources",
+            sql: """
+                -- Git sources synced by orlctl sync and watch: where they read, whether
+                -- they are suspended, and how the last rounds went. Their resources are
+                -- those whose source is 'git:' || name.
+                CREATE TABLE sources (
+                    name TEXT PRIMARY KEY,
+                    url TEXT NOT NULL,
+                    ref TEXT,                         -- NULL: the remote's default branch
+                    path TEXT,                        -- NULL: the whole tree
+                    suspended_at INTEGER,             -- milliseconds since the epoch, UTC
+                    suspended_by TEXT,
+                    last_applied TEXT,                -- a commit id
+                    last_applied_at INTEGER,
+                    last_attempted TEXT,
+                    last_attempted_at INTEGER,
+                    result TEXT CHECK (result IN ('Applied', 'Invalid', 'Refused', 'Failed', 'Unreachable')),
+                    message TEXT NOT NULL DEFAULT '',
+                    failures INTEGER NOT NULL DEFAULT 0,
+                    CHECK ((suspended_at IS NULL) = (suspended_by IS NULL))
+                );
+                """
+        ),
+        Migration(
             summary: "sum a run's spend per step from the ledger",
             sql: """
                 -- describe run sums the ledger's rows of the run per step: the ledger is the

@@ -58,6 +58,7 @@ struct AuditBench: ParsableCommand {
 
 extension Duration {
     var seconds: String { String(format: "%.3f", Double(components.seconds) + Double(components.attoseconds) / 1e18) }
+    var milliseconds: String { String(format: "%.1f", Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15) }
 }
 
 /// Workflows shaped like real ones: mostly chains, with a fan-out and fan-in every few

@@ -8,7 +8,9 @@ struct OrlBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "orl-bench",
         abstract: "Benchmarks for orl (build with -c release).",
-        subcommands: [ValidateBench.self, AuditBench.self, ApplyBench.self, ControllerBench.self, GatewayBench.self, RunsBench.self]
+        subcommands: [
+            ValidateBench.self, AuditBench.self, ApplyBench.self, ControllerBench.self, GatewayBench.self, RunsBench.self, SyncBench.self,
+        ]
     )
 }
 

@@ -105,7 +105,7 @@ struct SyntheticFleet {
                   openFiles: 1024
               tools: [tool-\(g)]
               secrets:
-                - name: search-key-\(g)
+                - name: agent-key-\(g)
               maxTokensPerCall: 4096
 
             """
@@ -123,7 +123,7 @@ struct SyntheticFleet {
               allow:
                 tools: [tool-\(g)]
                 models: [provider-\(g)/*]
-                secrets: [search-key-\(g)]
+                secrets: [agent-key-\(g)]
                 dataClasses: [public, internal]
               deny:
                 tools: [shell]

@@ -68,11 +68,19 @@ import Testing
         let h = try Harness()
         let line = String(repeating: "x", count: 100)
         try h.apply([.init(name: "chatty", script: "while true; do echo \(line); sleep 0.02; done")])
-        try h.startController(arguments: ["--log-max-bytes", "2000", "--log-keep", "2"])
+        // Detached, so that its own log is <state>/logs/controller.log, rotated too.
+        let started = try h.orlctl(["controller", "--detach", "--log-max-bytes", "150", "--log-keep", "2"])
+        #expect(started.status == 0, "\(started.stderr)")
+        if let pid = Int32(started.stdout.split(separator: "(pid ").last?.prefix { $0.isNumber } ?? "") { h.detached.append(pid) }
         _ = try h.waitForAgents(["chatty"], "after start")
-        // The timer runs every 10 s.
+        let controllerLog = h.state + "/logs/controller.log"
+        // The timer runs every 10 s; the controller's log passes 150 bytes by the second run.
         #expect(waitUntil(seconds: 25) { FileManager.default.fileExists(atPath: logPath(h, "chatty") + ".1") }, "\(h.log())")
-        #expect(h.log().contains("rotated \(logPath(h, "chatty"))"), "\(h.log())")
+        #expect(waitUntil(seconds: 25) { FileManager.default.fileExists(atPath: controllerLog + ".1") })
+        let rotated = (try? String(contentsOfFile: controllerLog + ".1", encoding: .utf8)) ?? ""
+        let current = (try? String(contentsOfFile: controllerLog, encoding: .utf8)) ?? ""
+        #expect((rotated + current).contains("rotated \(logPath(h, "chatty"))"), "\(rotated)\(current)")
+        #expect(rotated.contains("listening on http://127.0.0.1:"), "\(rotated)")
         let previous = try h.orlctl(["logs", "agent/chatty", "--previous"])
         #expect(previous.status == 0)
         #expect(previous.stdout.hasPrefix(line + "\n"))

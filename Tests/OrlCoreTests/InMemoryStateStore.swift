@@ -14,6 +14,7 @@ final class InMemoryStateStore: StateStore {
         var holds: [ResourceID: UserHold] = [:]
         var ledger: [LedgerEntry] = []
         var secrets: [SecretID: SealedSecret] = [:]
+        var sources: [String: SourceRecord] = [:]
     }
 
     private let state = Mutex(State())
@@ -104,6 +105,12 @@ final class InMemoryStateStore: StateStore {
         func putSecret(_ secret: SealedSecret) throws(StoreError) { state.secrets[secret.id] = secret }
 
         func deleteSecret(_ id: SecretID) throws(StoreError) { state.secrets[id] = nil }
+
+        func sources() throws(StoreError) -> [SourceRecord] { state.sources.values.sorted { $0.name < $1.name } }
+
+        func source(named name: String) throws(StoreError) -> SourceRecord? { state.sources[name] }
+
+        func putSource(_ source: SourceRecord) throws(StoreError) { state.sources[source.name] = source }
 
         func put(_ resource: StoredResource) throws(StoreError) { state.resources[resource.id] = resource }
 

@@ -64,7 +64,9 @@ struct RunController: AsyncParsableCommand {
             """, valueName: "host:port"))
     var listen: String?
 
-    @Option(help: ArgumentHelp("Rotate an agent's log when it is larger than this many bytes.", valueName: "bytes"))
+    @Option(
+        help: ArgumentHelp(
+            "Rotate an agent's log (and the detached controller's own) when it is larger than this many bytes.", valueName: "bytes"))
     var logMaxBytes = 10 * 1024 * 1024
 
     @Option(help: ArgumentHelp("How many rotated logs to keep per agent (<name>.log.1 is the newest).", valueName: "n"))
@@ -277,15 +279,20 @@ struct RunController: AsyncParsableCommand {
         in logs: String, runtime: ProcessRuntime, maxBytes: Int, keep: Int, log: @Sendable (ControllerEvent) -> Void
     ) {
         let files = FileManager.default
+        // The detached controller's own log too: it is written O_APPEND, as agents' are.
+        var paths = ["\(logs)/controller.log"]
         for namespace in (try? files.contentsOfDirectory(atPath: logs)) ?? [] {
             for file in (try? files.contentsOfDirectory(atPath: logs + "/" + namespace)) ?? [] where file.hasSuffix(".log") {
-                do {
-                    if try runtime.rotateLog("\(logs)/\(namespace)/\(file)", maxBytes: maxBytes, keep: keep) {
-                        log(ControllerEvent(time: Controller.systemTime(), reason: .logRotated, message: "\(logs)/\(namespace)/\(file)"))
-                    }
-                } catch {
-                    log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: error.description))
+                paths.append("\(logs)/\(namespace)/\(file)")
+            }
+        }
+        for path in paths {
+            do {
+                if try runtime.rotateLog(path, maxBytes: maxBytes, keep: keep) {
+                    log(ControllerEvent(time: Controller.systemTime(), reason: .logRotated, message: path))
                 }
+            } catch {
+                log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: error.description))
             }
         }
     }
@@ -348,14 +355,20 @@ struct ControllerLock {
     }
 
     static func acquire(_ directory: String) throws -> ControllerLock {
-        let fd = open(path(directory), O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        try acquire(file: path(directory), held: { pid in "a controller already runs for \(directory)\(pid)" })
+    }
+
+    /// Takes the lock in `file` (any PID lock: sources have theirs); when another
+    /// process holds it, fails with `held(" (pid N)")`.
+    static func acquire(file: String, held: (String) -> String) throws -> ControllerLock {
+        let fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            throw CommandFailure(message: "cannot open \(path(directory)): \(String(cString: strerror(errno)))")
+            throw CommandFailure(message: "cannot open \(file): \(String(cString: strerror(errno)))")
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let pid = readPID(fd).map { " (pid \($0))" } ?? ""
             close(fd)
-            throw CommandFailure(message: "a controller already runs for \(directory)\(pid)")
+            throw CommandFailure(message: held(pid))
         }
         let text = "\(getpid())\n"
         _ = ftruncate(fd, 0)
@@ -369,11 +382,14 @@ struct ControllerLock {
     }
 
     /// The PID of the controller holding the lock; nil when none does.
-    static func holder(_ directory: String) throws -> Int32? {
-        let fd = open(path(directory), O_RDWR | O_CLOEXEC)
+    static func holder(_ directory: String) throws -> Int32? { try holder(file: path(directory)) }
+
+    /// The PID of the process holding the lock in `file`; nil when none does.
+    static func holder(file: String) throws -> Int32? {
+        let fd = open(file, O_RDWR | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT { return nil }
-            throw CommandFailure(message: "cannot open \(path(directory)): \(String(cString: strerror(errno)))")
+            throw CommandFailure(message: "cannot open \(file): \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
         if flock(fd, LOCK_EX | LOCK_NB) == 0 {

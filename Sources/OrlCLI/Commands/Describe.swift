@@ -30,11 +30,13 @@ struct Describe: AsyncParsableCommand {
 
     func validate() throws {
         if try RunReference.described(resources) != nil { return }
+        if try SourceSelection.parse(resources) != nil { return }
         _ = try ResourceSelection.parse(resources, allowAll: false)
     }
 
     func run() async throws {
         if let runs = try RunReference.described(resources) { return try RunDescription.describe(runs, state: state) }
+        if let names = try SourceSelection.parse(resources) { return try describeSources(names) }
         let selection = try ResourceSelection.parse(resources, allowAll: false)
         let store = try state.openStore()
         let namespace = self.namespace.namespace
@@ -78,6 +80,39 @@ struct Describe: AsyncParsableCommand {
             OrlctlMain.writeStandardError("No resources found in \(namespace) namespace.\n")
         }
         writeStandardOutput(pages.map { ResourceRenderer.describe($0.0, events: $0.1, now: now) }.joined(separator: "\n\n"))
+        if !missing.isEmpty { throw NotFound.fail(missing) }
+    }
+}
+
+extension Describe {
+    /// `describe source/NAME`: where the source reads, its status and its events.
+    func describeSources(_ names: [String]) throws {
+        let store = try state.openStore()
+        let (pages, missing): ([(SourceRecord, Int, [StoreEvent])], [String])
+        do {
+            (pages, missing) = try store.read { reader throws(StoreError) in
+                let all = try reader.sources()
+                var pages: [(SourceRecord, Int, [StoreEvent])] = []
+                var missing: [String] = []
+                for name in names.isEmpty ? all.map(\.name) : names {
+                    guard let source = all.first(where: { $0.name == name }) else {
+                        missing.append(SourceSelection.notFound(name, among: all.map(\.name)))
+                        continue
+                    }
+                    pages.append(
+                        (
+                            source, try reader.inventory(source: source.applySource).count,
+                            try reader.events(for: source.eventSubject, limit: Self.eventLimit)
+                        ))
+                }
+                return (pages, missing)
+            }
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        if pages.isEmpty && missing.isEmpty { OrlctlMain.writeStandardError("No sources found.\n") }
+        let now = Caller.now
+        writeStandardOutput(pages.map { SourceRenderer.describe($0.0, resources: $0.1, events: $0.2, now: now) }.joined(separator: "\n\n"))
         if !missing.isEmpty { throw NotFound.fail(missing) }
     }
 }

@@ -44,6 +44,10 @@ struct Get: AsyncParsableCommand {
     @OptionGroup var state: StateOptions
 
     func validate() throws {
+        if try SourceSelection.parse(resources) != nil {
+            if selector != nil { throw ValidationError("sources have no labels to select by (-l)") }
+            return
+        }
         let selection = try ResourceSelection.parse(resources, allowAll: true)
         if selection.isNamed && allNamespaces {
             throw ValidationError("a resource cannot be retrieved by name across all namespaces; use -n NAMESPACE")
@@ -67,6 +71,7 @@ struct Get: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if let names = try SourceSelection.parse(resources) { return try getSources(names) }
         let selection = try ResourceSelection.parse(resources, allowAll: true)
         let selector = try labelSelector()
         let store = try state.openStore()
@@ -124,6 +129,49 @@ struct Get: AsyncParsableCommand {
             let single = selection.references.count == 1 && views.count == 1
             let value = single ? ResourceRenderer.object(views[0]) : ResourceRenderer.list(views)
             if !(single == false && views.isEmpty && !missing.isEmpty) {
+                writeStandardOutput(output == .json ? value.rendered() : YAMLEmitter.emit(value))
+            }
+        }
+        if !missing.isEmpty { throw NotFound.fail(missing) }
+    }
+}
+
+extension Get {
+    /// `get sources`: the git sources that sync and watch keep, with their status.
+    func getSources(_ names: [String]) throws {
+        let store = try state.openStore()
+        let (sources, missing): ([SourceRecord], [String])
+        do {
+            (sources, missing) = try store.read { reader throws(StoreError) in
+                let all = try reader.sources()
+                guard !names.isEmpty else { return (all, []) }
+                var found: [SourceRecord] = []
+                var missing: [String] = []
+                for name in names {
+                    if let source = all.first(where: { $0.name == name }) {
+                        found.append(source)
+                    } else {
+                        missing.append(SourceSelection.notFound(name, among: all.map(\.name)))
+                    }
+                }
+                return (found, missing)
+            }
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        switch output {
+        case nil, .wide?:
+            if sources.isEmpty && missing.isEmpty {
+                OrlctlMain.writeStandardError("No sources found.\n")
+            } else if !sources.isEmpty {
+                writeStandardOutput(SourceRenderer.table(sources, wide: output == .wide, now: Caller.now))
+            }
+        case .name?:
+            writeStandardOutput(sources.map { "source/\($0.name)\n" }.joined())
+        case .json?, .yaml?:
+            let single = names.count == 1 && sources.count == 1
+            let value = single ? SourceRenderer.object(sources[0]) : SourceRenderer.list(sources)
+            if !(sources.isEmpty && !missing.isEmpty) {
                 writeStandardOutput(output == .json ? value.rendered() : YAMLEmitter.emit(value))
             }
         }

@@ -61,7 +61,8 @@ struct Events: AsyncParsableCommand {
 
     @Option(
         name: .customLong("for"),
-        help: ArgumentHelp("Only the events of this resource (KIND/NAME) or run (run/ID).", valueName: "kind/name"))
+        help: ArgumentHelp(
+            "Only the events of this resource (KIND/NAME), run (run/ID) or git source (source/NAME).", valueName: "kind/name"))
     var resource: String?
 
     @OptionGroup var namespace: NamespaceOption
@@ -76,7 +77,7 @@ struct Events: AsyncParsableCommand {
 
     func validate() throws {
         guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
-        if let resource, !isRun(resource) { _ = try ResourceSelection.reference(resource) }
+        if let resource, !isRun(resource), SourceSelection.name(resource) == nil { _ = try ResourceSelection.reference(resource) }
         if let resource, isRun(resource) { _ = try RunReference.parse(resource) }
     }
 
@@ -84,7 +85,12 @@ struct Events: AsyncParsableCommand {
 
     func run() async throws {
         let store = try state.openStore()
-        var id = try resource.map { try isRun($0) ? nil : ResourceSelection.reference($0).id(namespace: namespace.namespace) } ?? nil
+        var id =
+            try resource.map { reference -> ResourceID? in
+                if isRun(reference) { return nil }
+                if let source = SourceSelection.name(reference) { return SourceRecord.eventSubject(source) }
+                return try ResourceSelection.reference(reference).id(namespace: namespace.namespace)
+            } ?? nil
         if let resource, isRun(resource) {
             // A run's events are under its workflow's namespace, wherever -n points.
             let run = try RunReference.parse(resource)

@@ -1,16 +1,10 @@
+import OrlSync
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
 #endif
-
-/// A manifest file's name (as the user will see it) and contents.
-struct ManifestFile: Sendable {
-    var path: String
-    var bytes: [UInt8]
-    /// Set instead of `bytes` when the file is over the size limit: it is reported, not read.
-    var oversizedBy: Int?
-}
 
 /// What `-f` named, once directories are expanded: files to read, or what standard
 /// input held (read at once, since it can be read only once).
@@ -31,7 +25,6 @@ struct SourceError: Error, Sendable, CustomStringConvertible {
 /// .json, in byte order of their paths, skipping hidden entries such as .git) and `-`
 /// for standard input.
 struct FileSystemSource: Sendable {
-    static let manifestExtensions = [".yaml", ".yml", ".json"]
     /// What diagnostics call standard input.
     static let standardInputName = "<stdin>"
 
@@ -89,7 +82,7 @@ struct FileSystemSource: Sendable {
             switch info.st_mode & S_IFMT {
             case S_IFDIR:
                 try walk(path, into: &found)
-            case S_IFREG where Self.manifestExtensions.contains(where: { name.hasSuffix($0) }):
+            case S_IFREG where ManifestParsing.extensions.contains(where: { name.hasSuffix($0) }):
                 found.append(path)
             default:
                 continue

@@ -1,54 +1,23 @@
 import ArgumentParser
 import OrlCore
-import OrlYAML
+import OrlSync
 
-/// Reads, parses and validates manifests: the adapters (files, YAML) feeding the pure
-/// core. Parsing and reading documents run on every core; the checks across
-/// documents run once at the end.
+/// Reads, parses and validates manifests from files: the file system feeding the
+/// pipeline's reading half (`ManifestParsing`, on every core) and the core's checks
+/// across documents.
 struct ManifestLoader: Sendable {
-    var parser = YAMLParser()
-    var reader = ManifestReader()
+    var parsing = ManifestParsing()
 
     func validate(paths: [String], strict: Bool) async throws(SourceError) -> (report: ValidationReport, files: Int) {
-        let source = FileSystemSource(maxFileBytes: parser.limits.maxFileBytes)
+        let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes)
         let inputs = try source.inputs(paths)
+        let parsing = self.parsing
+        let parts = ManifestParsing.parallelMap(inputs.count) { index in
+            Result { () throws(SourceError) in parsing.read(try source.read(inputs[index])) }
+        }
         var read = ReadManifests()
-        for part in await load(inputs, from: source) { read.append(try part.get()) }
+        for part in parts { read.append(try part.get()) }
         return (ManifestValidation.validate(read, strict: strict), inputs.count)
-    }
-
-    /// Reads, parses and reads each file, in parallel, keeping the files' order in the
-    /// result so that "first defined here" always means first in path order.
-    private func load(_ inputs: [ManifestInput], from source: FileSystemSource) async -> [Result<ReadManifests, SourceError>] {
-        let load: @Sendable (ManifestInput) -> Result<ReadManifests, SourceError> = { input in
-            Result { () throws(SourceError) in self.load(try source.read(input)) }
-        }
-        let workers = min(max(1, System.processorCount), max(1, inputs.count / 16))
-        if workers == 1 { return inputs.map(load) }
-        return await withTaskGroup(of: [(Int, Result<ReadManifests, SourceError>)].self) { group in
-            for worker in 0..<workers {
-                group.addTask {
-                    stride(from: worker, to: inputs.count, by: workers).map { ($0, load(inputs[$0])) }
-                }
-            }
-            var results = [Result<ReadManifests, SourceError>](repeating: .success(ReadManifests()), count: inputs.count)
-            for await part in group {
-                for (index, loaded) in part { results[index] = loaded }
-            }
-            return results
-        }
-    }
-
-    private func load(_ file: ManifestFile) -> ReadManifests {
-        if let size = file.oversizedBy {
-            let limit = parser.limits.maxFileBytes
-            return ReadManifests(diagnostics: [
-                .error(
-                    .yamlLimit, "file is \(size) bytes, over the \(limit) byte limit for a manifest file; split it into several files",
-                    at: .file(file.path))
-            ])
-        }
-        return reader.read(parser.parse(file.bytes, file: file.path))
     }
 }
 

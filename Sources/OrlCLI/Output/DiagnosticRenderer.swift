@@ -24,10 +24,7 @@ enum DiagnosticRenderer {
 
     /// The message as it stands alone on a line: schema messages speak of a field's
     /// value, so the field's path goes in front of them.
-    static func headline(_ diagnostic: Diagnostic) -> String {
-        let subject = diagnostic.code == .schemaInvalid ? diagnostic.path.flatMap { $0.isRoot ? nil : "\($0): " } ?? "" : ""
-        return subject + diagnostic.message
-    }
+    static func headline(_ diagnostic: Diagnostic) -> String { diagnostic.headline }
 
     private static func summary(_ report: ValidationReport, files: Int, style: TextStyle) -> String {
         let scope = "\(plural(report.resourceCount, "resource")) in \(plural(files, "file"))"

@@ -8,6 +8,18 @@ enum PlanRenderer {
         if plan.isEmpty {
             return "No changes. \(DiagnosticRenderer.plural(plan.unchanged.count, "resource")) up to date.\n"
         }
+        var out = changes(plan, style: style)
+        out += "\n" + style.bold(plan.summary) + "\n"
+        if let number = outcome.applyNumber {
+            out += "Applied as #\(number).\n"
+        } else if dryRun {
+            out += "Dry run: nothing was written.\n"
+        }
+        return out
+    }
+
+    /// The plan's `+ ~ -` lines, with field changes under updates.
+    static func changes(_ plan: Plan, style: TextStyle) -> String {
         var out = ""
         let width = plan.changes.map { name($0.id).count }.max() ?? 0
         for change in plan.changes {
@@ -32,12 +44,6 @@ enum PlanRenderer {
                 let from = change.current.map { ", applied from \($0.file):\($0.line)" } ?? ""
                 out += style.red("  - ") + label + "  pruned: no longer in the manifests\(from)\n"
             }
-        }
-        out += "\n" + style.bold(plan.summary) + "\n"
-        if let number = outcome.applyNumber {
-            out += "Applied as #\(number).\n"
-        } else if dryRun {
-            out += "Dry run: nothing was written.\n"
         }
         return out
     }

@@ -9,7 +9,9 @@ enum SARIFRenderer {
     /// The name under which results carry their own fingerprint (see `fingerprint`).
     static let fingerprintName = "orlDiagnostic/v1"
 
-    static func render(_ report: ValidationReport) -> String {
+    /// With `baseline` (a diagnostic's fingerprint → `new` or `unchanged`), results say
+    /// whether the change under review brought them (SARIF's `baselineState`).
+    static func render(_ report: ValidationReport, baseline: [String: String]? = nil) -> String {
         // Every known code is a rule, not only the ones that occur, so a rule's index
         // (which results point at) is the same in every run.
         var rules = DiagnosticCode.catalog
@@ -36,7 +38,10 @@ enum SARIFRenderer {
             // orl counts columns in Unicode code points, as libyaml does; SARIF's
             // default is UTF-16 code units, which differs for astral characters.
             ("columnKind", .string("unicodeCodePoints")),
-            ("results", .array(report.diagnostics.map { result($0, ruleIndex: ruleIndex[$0.code]!) })),
+            (
+                "results",
+                .array(report.diagnostics.map { result($0, ruleIndex: ruleIndex[$0.code]!, baselineState: baseline?[$0.fingerprint]) })
+            ),
         ])
         return JSONValue.object([
             ("$schema", .string(schema)),
@@ -59,7 +64,7 @@ enum SARIFRenderer {
         ])
     }
 
-    private static func result(_ d: Diagnostic, ruleIndex: Int) -> JSONValue {
+    private static func result(_ d: Diagnostic, ruleIndex: Int, baselineState: String?) -> JSONValue {
         // Viewers show the message, not related locations, so notes are folded into it
         // (with their place) as well as listed as related locations.
         var text = DiagnosticRenderer.headline(d)
@@ -86,7 +91,8 @@ enum SARIFRenderer {
                             ])
                         })
             ),
-            ("partialFingerprints", .object([(fingerprintName, .string(fingerprint(d)))])),
+            ("partialFingerprints", .object([(fingerprintName, .string(d.fingerprint))])),
+            ("baselineState", baselineState.map { .string($0) }),
         ])
     }
 
@@ -136,22 +142,5 @@ enum SARIFRenderer {
             }
         }
         return out
-    }
-
-    /// Identifies a problem across runs without its line, so an alert survives edits
-    /// above it: code, file, resource, field path and message, hashed with 64-bit
-    /// FNV-1a (stable across processes, unlike `Hasher`).
-    static func fingerprint(_ d: Diagnostic) -> String {
-        let parts = [
-            d.code.rawValue, d.location?.file ?? "", d.resource?.namespace ?? "", d.resource?.description ?? "",
-            d.path?.description ?? "", d.message,
-        ]
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in parts.joined(separator: "\u{0}").utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01B3
-        }
-        let hex = String(hash, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 }

@@ -107,6 +107,32 @@ extension Diagnostic {
     }
 }
 
+extension Diagnostic {
+    /// The message as it stands alone on a line: schema messages speak of a field's
+    /// value, so the field's path goes in front of them.
+    public var headline: String {
+        let subject = code == .schemaInvalid ? path.flatMap { $0.isRoot ? nil : "\($0): " } ?? "" : ""
+        return subject + message
+    }
+
+    /// Identifies a problem across runs without its line, so that it keeps its identity
+    /// when lines are added above it (SARIF alerts; what review calls new, fixed and
+    /// still present): code, file, resource, field path and message, hashed with 64-bit
+    /// FNV-1a (stable across processes, unlike `Hasher`).
+    public var fingerprint: String {
+        let parts = [
+            code.rawValue, location?.file ?? "", resource?.namespace ?? "", resource?.description ?? "", path?.description ?? "", message,
+        ]
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in parts.joined(separator: "\u{0}").utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
+
 extension Array where Element == Diagnostic {
     public var hasErrors: Bool { contains { $0.severity == .error } }
 

@@ -29,13 +29,16 @@ public struct Resource: Sendable {
         let document: Node
         let file: String
         let documentIndex: Int
+        /// Kept when the resource is (`withCanonicalForm`).
+        let canonical: CanonicalJSON.Manifest?
 
-        init(metadata: ObjectMeta, spec: Spec, document: Node, file: String, documentIndex: Int) {
+        init(metadata: ObjectMeta, spec: Spec, document: Node, file: String, documentIndex: Int, canonical: CanonicalJSON.Manifest?) {
             self.metadata = metadata
             self.spec = spec
             self.document = document
             self.file = file
             self.documentIndex = documentIndex
+            self.canonical = canonical
         }
     }
 
@@ -51,7 +54,24 @@ public struct Resource: Sendable {
     public var documentIndex: Int { storage.documentIndex }
 
     public init(metadata: ObjectMeta, spec: Spec, document: Node, file: String, documentIndex: Int) {
-        storage = Storage(metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex)
+        storage = Storage(metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex, canonical: nil)
+    }
+
+    private init(_ storage: Storage) { self.storage = storage }
+
+    /// The document's canonical form, what apply stores and compares.
+    public var canonical: CanonicalJSON.Manifest { storage.canonical ?? CanonicalJSON.manifest(document) }
+
+    /// The same resource with its canonical form computed now and kept, for readers
+    /// that keep resources from one apply to the next (a git source's parse cache), so
+    /// that each plan does not encode every unchanged resource again. One-shot commands
+    /// skip it: `validate` never needs the form.
+    public func withCanonicalForm() -> Resource {
+        guard storage.canonical == nil else { return self }
+        return Resource(
+            Storage(
+                metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex,
+                canonical: CanonicalJSON.manifest(document)))
     }
 
     public var kind: ResourceKind { spec.kind }

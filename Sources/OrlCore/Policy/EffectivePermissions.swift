@@ -99,21 +99,58 @@ final class CompiledPolicy: Sendable {
     let exact: [[String: [Int]]]
     /// Rules with `*` patterns, by kind: checked against every value.
     let wildcards: [[Int]]
+    /// What `permits` needs, without copying whole rules (their strings and locations
+    /// cost a retain each) on the audit's hot path: the effects of exact rules by kind
+    /// and value, and the wildcard rules as tests.
+    let exactEffects: [[String: [PolicyRule.Effect]]]
+    let wildcardTests: [[(effect: PolicyRule.Effect, test: WildcardTest)]]
+
+    /// `PolicyRule.matches` for a pattern with a `*`, decided once.
+    enum WildcardTest: Sendable {
+        case any
+        case prefix(String)
+        /// A `*` that is not a wildcard for its kind matches only itself.
+        case literal(String)
+
+        init(_ rule: PolicyRule) {
+            if rule.pattern == "*" {
+                self = .any
+            } else if rule.kind == .model, rule.pattern.hasSuffix("/*") {
+                self = .prefix(String(rule.pattern.dropLast()))
+            } else {
+                self = .literal(rule.pattern)
+            }
+        }
+
+        func matches(_ value: String) -> Bool {
+            switch self {
+            case .any: true
+            case .prefix(let prefix): value.hasPrefix(prefix)
+            case .literal(let pattern): value == pattern
+            }
+        }
+    }
 
     init(id: ResourceID, rules: [PolicyRule]) {
         self.id = id
         self.rules = rules
         var exact = [[String: [Int]]](repeating: [:], count: PermissionKind.allCases.count)
         var wildcards = [[Int]](repeating: [], count: PermissionKind.allCases.count)
+        var exactEffects = [[String: [PolicyRule.Effect]]](repeating: [:], count: PermissionKind.allCases.count)
+        var wildcardTests = [[(effect: PolicyRule.Effect, test: WildcardTest)]](repeating: [], count: PermissionKind.allCases.count)
         for (i, rule) in rules.enumerated() {
             if rule.pattern.contains("*") {
                 wildcards[rule.kind.index].append(i)
+                wildcardTests[rule.kind.index].append((rule.effect, WildcardTest(rule)))
             } else {
                 exact[rule.kind.index][rule.pattern, default: []].append(i)
+                exactEffects[rule.kind.index][rule.pattern, default: []].append(rule.effect)
             }
         }
         self.exact = exact
         self.wildcards = wildcards
+        self.exactEffects = exactEffects
+        self.wildcardTests = wildcardTests
     }
 
     /// The positions of this policy's rules that match `value`.
@@ -142,16 +179,19 @@ public struct EffectivePermissions: Sendable {
     /// Whether the agent may: the audit's fast path, which builds no explanation.
     public func permits(_ kind: PermissionKind, _ value: String) -> Bool {
         var allowed = false
+        let k = kind.index
         for policy in compiled {
-            for i in policy.exact[kind.index][value] ?? [] {
-                switch policy.rules[i].effect {
-                case .deny: return false
-                case .allow: allowed = true
-                case .requireApproval: break
+            if let effects = policy.exactEffects[k][value] {
+                for effect in effects {
+                    switch effect {
+                    case .deny: return false
+                    case .allow: allowed = true
+                    case .requireApproval: break
+                    }
                 }
             }
-            for i in policy.wildcards[kind.index] where policy.rules[i].matches(value) {
-                switch policy.rules[i].effect {
+            for wildcard in policy.wildcardTests[k] where wildcard.test.matches(value) {
+                switch wildcard.effect {
                 case .deny: return false
                 case .allow: allowed = true
                 case .requireApproval: break

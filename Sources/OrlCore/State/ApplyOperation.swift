@@ -43,39 +43,46 @@ public enum ApplyOperation {
             return ApplyOutcome(plan: plan, applyNumber: nil)
         }
 
-        var refusal: PlanRefusal?
-        let outcome: ApplyOutcome
+        let result: Result<ApplyOutcome, PlanRefusal>
         do throws(StoreError) {
-            outcome = try store.write { writer throws(StoreError) -> ApplyOutcome in
-                let plan = try Planner.plan(desired: fleet, actual: writer, options: options, now: now)
-                do throws(PlanRefusal) {
-                    try Planner.check(plan, desiredCount: fleet.resources.count, options: options)
-                } catch {
-                    refusal = error
-                    return ApplyOutcome(plan: plan, applyNumber: nil)
-                }
-                // Re-applying the same set writes nothing, not even history.
-                guard !plan.isEmpty else { return ApplyOutcome(plan: plan, applyNumber: nil) }
-                for change in plan.changes {
-                    switch change.action {
-                    case .create, .update:
-                        try writer.put(change.desired!)
-                    case .prune:
-                        try writer.delete(change.id)
-                    }
-                    try writer.append(event(for: change, plan: plan, at: now))
-                }
-                let number = try writer.record(
-                    ApplyRecord(
-                        number: 0, source: options.source, revision: options.revision, appliedAt: now, appliedBy: options.appliedBy,
-                        summary: plan.summary, plan: PlanJSON.render(plan).rendered(), result: "applied"))
-                return ApplyOutcome(plan: plan, applyNumber: number)
-            }
+            result = try store.write { writer throws(StoreError) in try apply(fleet, in: writer, options: options, now: now) }
         } catch {
             throw .store(error)
         }
-        if let refusal { throw .refused(refusal) }
-        return outcome
+        switch result {
+        case .success(let outcome): return outcome
+        case .failure(let refusal): throw .refused(refusal)
+        }
+    }
+
+    /// The write half of `apply`, inside a transaction the caller holds, for callers that
+    /// write more in the same transaction (a git source records its status with the
+    /// apply, so that the two never disagree). A refusal writes nothing.
+    public static func apply(_ fleet: Fleet, in writer: any StateWriter, options: ApplyOptions, now: Timestamp) throws(StoreError)
+        -> Result<ApplyOutcome, PlanRefusal>
+    {
+        let plan = try Planner.plan(desired: fleet, actual: writer, options: options, now: now)
+        do throws(PlanRefusal) {
+            try Planner.check(plan, desiredCount: fleet.resources.count, options: options)
+        } catch {
+            return .failure(error)
+        }
+        // Re-applying the same set writes nothing, not even history.
+        guard !plan.isEmpty else { return .success(ApplyOutcome(plan: plan, applyNumber: nil)) }
+        for change in plan.changes {
+            switch change.action {
+            case .create, .update:
+                try writer.put(change.desired!)
+            case .prune:
+                try writer.delete(change.id)
+            }
+            try writer.append(event(for: change, plan: plan, at: now))
+        }
+        let number = try writer.record(
+            ApplyRecord(
+                number: 0, source: options.source, revision: options.revision, appliedAt: now, appliedBy: options.appliedBy,
+                summary: plan.summary, plan: PlanJSON.render(plan).rendered(), result: "applied"))
+        return .success(ApplyOutcome(plan: plan, applyNumber: number))
     }
 
     private static func event(for change: Plan.Change, plan: Plan, at time: Timestamp) -> StoreEvent {

@@ -81,7 +81,8 @@ public enum PlanRefusal: Error, Sendable, Equatable, CustomStringConvertible {
 /// Computes plans. Pure: the actual state comes in through the store's reader, the
 /// time through the caller.
 public enum Planner {
-    public static func plan(desired fleet: Fleet, actual: any StateReader, options: ApplyOptions, now: Timestamp) throws(StoreError) -> Plan
+    public static func plan(desired fleet: Fleet, actual: any AppliedResources, options: ApplyOptions, now: Timestamp) throws(StoreError)
+        -> Plan
     {
         var changes: [Plan.Change] = []
         var unchanged: [ResourceID] = []
@@ -92,7 +93,7 @@ public enum Planner {
         for resource in fleet.resources {
             let id = resource.id
             desiredIDs.insert(id)
-            let canonical = CanonicalJSON.manifest(resource.document)
+            let canonical = resource.canonical
             let manifest = canonical.text
             let current = stored[id]
             if let current, current.manifest == manifest, current.source == options.source {

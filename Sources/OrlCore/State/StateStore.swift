@@ -119,13 +119,19 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// Reading the actual state.
-public protocol StateReader {
-    func resource(_ id: ResourceID) throws(StoreError) -> StoredResource?
+/// What a plan reads of the actual state: the resources, and what each source owns.
+/// The store provides it, and so does a fleet standing in for the state (a review
+/// plans one revision against another).
+public protocol AppliedResources {
     /// Resources in kind order, then namespace and name; nil means any.
     func resources(kind: ResourceKind?, namespace: String?) throws(StoreError) -> [StoredResource]
     /// What a source owns: the resources it applied and has not pruned.
     func inventory(source: String) throws(StoreError) -> [ResourceID]
+}
+
+/// Reading the actual state.
+public protocol StateReader: AppliedResources {
+    func resource(_ id: ResourceID) throws(StoreError) -> StoredResource?
     /// The newest applies first.
     func history(limit: Int) throws(StoreError) -> [ApplyRecord]
     /// The newest events first; for one resource when given.
@@ -145,6 +151,9 @@ public protocol StateReader {
     func spend(since: Timestamp) throws(StoreError) -> [ResourceID: Charge]
     /// The vault's sealed secrets, in namespace and name order; one namespace's when given.
     func secrets(namespace: String?) throws(StoreError) -> [SealedSecret]
+    /// The git sources `orlctl sync` and `watch` have synced, in name order.
+    func sources() throws(StoreError) -> [SourceRecord]
+    func source(named name: String) throws(StoreError) -> SourceRecord?
 }
 
 /// Writing, inside one exclusive transaction.
@@ -173,6 +182,8 @@ public protocol StateWriter: StateReader {
     func putSecret(_ secret: SealedSecret) throws(StoreError)
     /// Forgets the secret; forgetting one that is not there does nothing.
     func deleteSecret(_ id: SecretID) throws(StoreError)
+    /// Stores the source's record, replacing the previous one of that name.
+    func putSource(_ source: SourceRecord) throws(StoreError)
 }
 
 /// The port for the actual state. One writer at a time, across processes: `write` runs

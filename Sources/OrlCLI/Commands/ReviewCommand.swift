@@ -1,0 +1,82 @@
+import ArgumentParser
+import OrlCore
+import OrlGit
+import OrlSync
+
+enum ReviewOutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text
+    case markdown
+    case json
+    case sarif
+}
+
+/// `orlctl review`: what a pull request of manifest and policy changes does, from git
+/// objects alone (no checkout).
+struct ReviewCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "review",
+        abstract: "Review a change of manifests between two revisions: plan, permissions, budgets, audit.",
+        discussion: """
+            Reads both revisions' manifests from git objects (no checkout) and reports the \
+            resource plan from base to head, each agent's effective permissions gained and \
+            lost with the Policy change that caused it, approval gates added and removed, \
+            budget changes, and the audit's problems new in head, fixed in head and still \
+            present. -o markdown is fit to paste as a pull request comment; -o sarif is head's \
+            problems for code scanning, each marked new or unchanged.
+
+            Exit codes: 0 head brings no new error, 1 it does (and, with \
+            --fail-on-escalation, when any agent gains a permission), 2 error.
+            """
+    )
+
+    @Option(help: ArgumentHelp("The git repository (a work tree, a directory in it, or a bare repository).", valueName: "path"))
+    var repo = "."
+
+    @Option(help: ArgumentHelp("The revision the change starts from (e.g. origin/main, a commit).", valueName: "rev"))
+    var base: String
+
+    @Option(help: ArgumentHelp("The revision with the change (e.g. HEAD, the pull request's commit).", valueName: "rev"))
+    var head = "HEAD"
+
+    @Option(help: ArgumentHelp("The directory of the repository that holds the manifests (default: all of it).", valueName: "dir"))
+    var path: String?
+
+    @Option(name: [.short, .long], help: "Output format: text, markdown, json or sarif.")
+    var output: ReviewOutputFormat = .text
+
+    @Flag(help: "Exit 1 when any agent gains a permission (or loses an approval gate).")
+    var failOnEscalation = false
+
+    func run() async throws {
+        let manifests = GitManifests()
+        let baseID: GitObjectID
+        let headID: GitObjectID
+        let before: (report: ValidationReport, files: Int)
+        let after: (report: ValidationReport, files: Int)
+        do {
+            let repository = try GitRepository.open(repo)
+            baseID = try repository.resolve(base)
+            headID = try repository.resolve(head)
+            // One reader for both: files the change did not touch are parsed once.
+            before = try manifests.read(repository, commit: baseID, under: path)
+            after = try manifests.read(repository, commit: headID, under: path)
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        let review = Review.compare(base: before.report, head: after.report)
+        keepUntilExit(before.report)
+        keepUntilExit(after.report)
+        let revisions = ReviewRenderer.Revisions(base: base, baseID: baseID.short, head: head, headID: headID.short, path: path)
+        switch output {
+        case .text: writeStandardOutput(ReviewRenderer.text(review, revisions, style: TextStyle.forStandardOutput()))
+        case .markdown: writeStandardOutput(ReviewRenderer.markdown(review, revisions))
+        case .json: writeStandardOutput(ReviewRenderer.json(review, base: baseID.hex, head: headID.hex).rendered())
+        case .sarif:
+            var baseline: [String: String] = [:]
+            for d in review.newDiagnostics { baseline[d.fingerprint] = "new" }
+            for d in review.remainingDiagnostics { baseline[d.fingerprint] = "unchanged" }
+            writeStandardOutput(SARIFRenderer.render(after.report, baseline: baseline))
+        }
+        if review.newErrors > 0 || (failOnEscalation && review.gained > 0) { throw ExitCode(ExitStatus.findings.rawValue) }
+    }
+}

@@ -1,0 +1,190 @@
+import OrlCore
+
+/// `orlctl review` for people (a terminal, a pull request comment) and for machines.
+enum ReviewRenderer {
+    struct Revisions {
+        var base: String
+        var baseID: String
+        var head: String
+        var headID: String
+        var path: String?
+
+        /// `origin/main (1a2b3c4) → HEAD (5d6e7f8) in manifests/`.
+        var description: String {
+            "\(base) (\(baseID)) → \(head) (\(headID))" + (path.map { " in \($0)" } ?? "")
+        }
+    }
+
+    // MARK: Text
+
+    static func text(_ review: Review, _ revisions: Revisions, style: TextStyle) -> String {
+        var out = style.bold(review.summary) + "\n"
+        out += "Review of \(revisions.description)\n"
+        out += "\n" + style.bold("Resources:") + "\n"
+        out += review.plan.isEmpty ? "  no changes\n" : PlanRenderer.changes(review.plan, style: style)
+        out += "\n" + style.bold("Permissions:") + "\n"
+        if review.permissions.isEmpty { out += "  no agent gains or loses a permission\n" }
+        for (agent, changes) in grouped(review.permissions) {
+            out += "  \(PlanRenderer.name(agent))\n"
+            for change in changes {
+                let sign = change.change == .gained ? style.green("+ gained ") : style.red("- lost   ")
+                out += "    \(sign) \(change.subject): \(change.cause)\n"
+            }
+        }
+        out += "\n" + style.bold("Budgets:") + "\n"
+        if review.budgets.isEmpty { out += "  no changes\n" }
+        for change in review.budgets {
+            let sign = change.loosens ? style.yellow("↑ ") : "  "
+            out += "  \(sign)\(change.message)\n"
+        }
+        out += "\n" + style.bold("Diagnostics:") + "\n"
+        let sections: [(String, [Diagnostic])] = [
+            ("new in head", review.newDiagnostics), ("fixed in head", review.fixedDiagnostics),
+            ("still present", review.remainingDiagnostics),
+        ]
+        for (title, diagnostics) in sections {
+            out += "  \(title): \(diagnostics.count)\n"
+            for d in diagnostics { out += "    " + line(d, style: style) + "\n" }
+        }
+        return out
+    }
+
+    private static func line(_ d: Diagnostic, style: TextStyle) -> String {
+        let place = d.location.map { "\($0): " } ?? ""
+        let severity = d.severity == .error ? style.red("error[\(d.code)]") : style.magenta("warning[\(d.code)]")
+        return place + severity + ": " + DiagnosticRenderer.headline(d)
+    }
+
+    private static func grouped(_ changes: [Review.PermissionChange]) -> [(ResourceID, [Review.PermissionChange])] {
+        var groups: [(ResourceID, [Review.PermissionChange])] = []
+        for change in changes {
+            if let last = groups.indices.last, groups[last].0 == change.agent {
+                groups[last].1.append(change)
+            } else {
+                groups.append((change.agent, [change]))
+            }
+        }
+        return groups
+    }
+
+    // MARK: Markdown
+
+    /// A pull request comment: the summary on the first line, then sections.
+    static func markdown(_ review: Review, _ revisions: Revisions) -> String {
+        var out = review.summary + "\n\n"
+        out += "orl review of `\(revisions.base)` (\(revisions.baseID)) → `\(revisions.head)` (\(revisions.headID))"
+        out += (revisions.path.map { " in `\($0)`" } ?? "") + "\n"
+
+        out += "\n### Resources\n\n"
+        if review.plan.isEmpty {
+            out += "No changes.\n"
+        } else {
+            out +=
+                "```diff\n"
+                + PlanRenderer.changes(review.plan, style: TextStyle(enabled: false)).split(separator: "\n").map {
+                    // diff highlighting keys on the first column.
+                    let line = String($0)
+                    return line.hasPrefix("  ") ? String(line.dropFirst(2)) : line
+                }.joined(separator: "\n") + "\n```\n"
+        }
+
+        out += "\n### Permissions\n\n"
+        if review.permissions.isEmpty {
+            out += "No agent gains or loses a permission.\n"
+        } else {
+            out += "| Agent | Change | Permission | Cause |\n|---|---|---|---|\n"
+            for change in review.permissions {
+                let mark = change.change == .gained ? "🔺 gained" : "🔻 lost"
+                out +=
+                    "| \(cell(PlanRenderer.name(change.agent))) | \(mark) | \(cell(change.subject.description)) | \(cell(change.cause)) |\n"
+            }
+        }
+
+        out += "\n### Budgets\n\n"
+        if review.budgets.isEmpty {
+            out += "No changes.\n"
+        } else {
+            for change in review.budgets { out += "- \(change.loosens ? "⚠️ " : "")\(inline(change.message))\n" }
+        }
+
+        out += "\n### Audit\n\n"
+        if review.newDiagnostics.isEmpty && review.fixedDiagnostics.isEmpty && review.remainingDiagnostics.isEmpty {
+            out += "No problems in either revision.\n"
+        }
+        for (title, diagnostics, open) in [
+            ("New in head", review.newDiagnostics, true), ("Fixed in head", review.fixedDiagnostics, true),
+            ("Still present", review.remainingDiagnostics, false),
+        ] where !diagnostics.isEmpty {
+            if open {
+                out += "**\(title)** (\(diagnostics.count))\n\n"
+            } else {
+                out += "<details><summary>\(title) (\(diagnostics.count))</summary>\n\n"
+            }
+            for d in diagnostics {
+                let place = d.location.map { "`\($0)` " } ?? ""
+                out += "- \(place)\(d.severity.rawValue) `\(d.code)`: \(inline(DiagnosticRenderer.headline(d)))\n"
+            }
+            out += open ? "\n" : "\n</details>\n\n"
+        }
+        return out
+    }
+
+    /// A table cell: pipes and line breaks would end it.
+    private static func cell(_ text: String) -> String {
+        inline(text).replacing("|", with: "\\|")
+    }
+
+    /// Text that must not start Markdown or HTML of its own.
+    private static func inline(_ text: String) -> String {
+        text.replacing("\n", with: " ").replacing("<", with: "&lt;")
+    }
+
+    // MARK: JSON
+
+    static func json(_ review: Review, base: String, head: String) -> JSONValue {
+        func location(_ l: SourceLocation?) -> [(String, JSONValue?)] {
+            [("file", l.map { .string($0.file) }), ("line", l.map { .int($0.line) }), ("column", l.map { .int($0.column) })]
+        }
+        func id(_ id: ResourceID) -> JSONValue {
+            .object([("kind", .string(id.kind)), ("namespace", .string(id.namespace)), ("name", .string(id.name))])
+        }
+        let permissions = review.permissions.map { change -> JSONValue in
+            let (kind, value): (String, String) =
+                switch change.subject {
+                case .permission(let kind, let value): (kind.rawValue, value)
+                case .approval(let tool): ("approval", tool)
+                }
+            return .object(
+                [
+                    ("agent", id(change.agent)), ("change", .string(change.change.rawValue)), ("kind", .string(kind)),
+                    ("value", .string(value)), ("cause", .string(change.cause)),
+                ] + location(change.location))
+        }
+        let budgets = review.budgets.map { change -> JSONValue in
+            .object(
+                [
+                    ("subject", id(change.subject)), ("change", .string(change.change.rawValue)), ("message", .string(change.message)),
+                    ("loosens", .bool(change.loosens)),
+                ] + location(change.location))
+        }
+        return .object([
+            ("base", .string(base)),
+            ("head", .string(head)),
+            ("summary", .string(review.summary)),
+            ("newErrors", .int(review.newErrors)),
+            ("gained", .int(review.gained)),
+            ("lost", .int(review.lost)),
+            ("plan", PlanJSON.render(review.plan)),
+            ("permissions", .array(permissions)),
+            ("budgets", .array(budgets)),
+            (
+                "diagnostics",
+                .object([
+                    ("new", .array(review.newDiagnostics.map(DiagnosticRenderer.json))),
+                    ("fixed", .array(review.fixedDiagnostics.map(DiagnosticRenderer.json))),
+                    ("remaining", .array(review.remainingDiagnostics.map(DiagnosticRenderer.json))),
+                ])
+            ),
+        ])
+    }
+}

@@ -1,0 +1,373 @@
+/// What a change of manifests (a pull request, from a base revision to a head) does,
+/// computed from the two validated sets alone: the resource plan, what each agent gains
+/// and loses in effective permissions with the Policy change that caused it, budget
+/// changes, and which problems of the audit are new, fixed or still present.
+public struct Review: Sendable {
+    public struct PermissionChange: Sendable, Hashable {
+        public enum Change: String, Sendable, Hashable {
+            case gained
+            case lost
+        }
+
+        public enum Subject: Sendable, Hashable, CustomStringConvertible {
+            case permission(PermissionKind, String)
+            /// A human approval gate on a tool the agent may use: a gate removed is a
+            /// gain, a gate added a loss.
+            case approval(tool: String)
+
+            /// `tool "web-search"`, `approval for tool "publish"`.
+            public var description: String {
+                switch self {
+                case .permission(let kind, let value): "\(kind.noun) \(Diagnostic.quoted(value))"
+                case .approval(let tool): "approval gate on tool \(Diagnostic.quoted(tool))"
+                }
+            }
+        }
+
+        public var agent: ResourceID
+        public var subject: Subject
+        public var change: Change
+        /// What caused it: the deciding rule and how the Policy changed.
+        public var cause: String
+        /// The deciding rule (in head when it is there, else in base).
+        public var location: SourceLocation?
+    }
+
+    public struct BudgetChange: Sendable, Hashable {
+        public enum Change: String, Sendable, Hashable {
+            case added
+            case removed
+            case raised
+            case lowered
+            case changed
+            /// An agent no Budget covers any more (or a new one that none covers).
+            case uncovered
+        }
+
+        /// The Budget, or the agent for `uncovered`.
+        public var subject: ResourceID
+        public var change: Change
+        public var message: String
+        public var location: SourceLocation?
+        /// Whether it lets agents spend more than before.
+        public var loosens: Bool
+    }
+
+    /// Base to head, with removals as prunes.
+    public var plan: Plan
+    public var permissions: [PermissionChange]
+    public var budgets: [BudgetChange]
+    /// Problems of head that base did not have, those base had and head has not, and
+    /// those both have (as head reports them).
+    public var newDiagnostics: [Diagnostic]
+    public var fixedDiagnostics: [Diagnostic]
+    public var remainingDiagnostics: [Diagnostic]
+
+    public var gained: Int { permissions.count { $0.change == .gained } }
+    public var lost: Int { permissions.count { $0.change == .lost } }
+    public var newErrors: Int { newDiagnostics.count { $0.severity == .error } }
+
+    /// `2 to add, 1 to change, 0 to remove · permissions: 3 gained, 1 lost · violations: 1 new, 2 fixed`.
+    public var summary: String {
+        "\(plan.additions) to add, \(plan.updates) to change, \(plan.prunes) to remove · permissions: \(gained) gained, \(lost) lost · violations: \(newDiagnostics.count) new, \(fixedDiagnostics.count) fixed"
+    }
+
+    public static func compare(base: ValidationReport, head: ValidationReport) -> Review {
+        Review(
+            plan: plan(base: base.fleet, head: head.fleet),
+            permissions: permissionChanges(base: base.fleet, head: head.fleet),
+            budgets: budgetChanges(base: base.fleet, head: head.fleet),
+            diagnostics: (base.diagnostics, head.diagnostics))
+    }
+
+    private init(
+        plan: Plan, permissions: [PermissionChange], budgets: [BudgetChange], diagnostics: (base: [Diagnostic], head: [Diagnostic])
+    ) {
+        self.plan = plan
+        self.permissions = permissions
+        self.budgets = budgets
+        let before = Set(diagnostics.base.map(\.fingerprint))
+        let after = Set(diagnostics.head.map(\.fingerprint))
+        newDiagnostics = diagnostics.head.filter { !before.contains($0.fingerprint) }
+        remainingDiagnostics = diagnostics.head.filter { before.contains($0.fingerprint) }
+        fixedDiagnostics = diagnostics.base.filter { !after.contains($0.fingerprint) }
+    }
+
+    // MARK: Plan
+
+    /// The plan that applying head over base would make, by the same planner as apply.
+    /// A resource that head defines but cannot read is not shown as removed: its errors
+    /// are the news.
+    static func plan(base: Fleet, head: Fleet) -> Plan {
+        let source = "review"
+        let options = ApplyOptions(source: source, prune: true, allowEmpty: true, maxDeletions: .max, appliedBy: source)
+        let state = FleetState(base, source: source)
+        var plan =
+            (try? Planner.plan(desired: head, actual: state, options: options, now: Timestamp(milliseconds: 0)))
+            ?? Plan(source: source, changes: [], unchanged: [])
+        plan.changes.removeAll { $0.action == .prune && head.unreadable.contains($0.id) }
+        return plan
+    }
+
+    // MARK: Permissions
+
+    static func permissionChanges(base: Fleet, head: Fleet) -> [PermissionChange] {
+        let baseEngine = PolicyEngine(base)
+        let headEngine = PolicyEngine(head)
+        var universes: [String: [PermissionKind: [String]]] = [:]
+        var changes: [PermissionChange] = []
+        let agents = Set(base.resources(of: .agent).map(\.id)).union(head.resources(of: .agent).map(\.id)).sorted()
+        for agent in agents {
+            // What a removed agent loses, the plan already says.
+            guard head[agent] != nil else { continue }
+            let universe =
+                universes[agent.namespace]
+                ?? {
+                    let u = Self.universe(of: [base, head], namespace: agent.namespace)
+                    universes[agent.namespace] = u
+                    return u
+                }()
+            let before = base[agent] == nil ? nil : baseEngine.permissions(of: agent)
+            let after = headEngine.permissions(of: agent)
+            let context = CauseContext(agent: agent, base: base, head: head, before: before, after: after)
+            for kind in PermissionKind.allCases {
+                for value in universe[kind] ?? [] {
+                    let was = before?.permits(kind, value) ?? false
+                    let now = after.permits(kind, value)
+                    guard was != now else { continue }
+                    let (cause, location) = now ? context.gain(kind, value) : context.loss(kind, value)
+                    changes.append(
+                        PermissionChange(
+                            agent: agent, subject: .permission(kind, value), change: now ? .gained : .lost, cause: cause, location: location
+                        ))
+                }
+            }
+            guard let before else { continue }
+            for tool in universe[.tool] ?? [] where before.permits(.tool, tool) && after.permits(.tool, tool) {
+                let gatesBefore = before.approvalRules(forTool: tool)
+                let gatesAfter = after.approvalRules(forTool: tool)
+                if gatesBefore.isEmpty, let rule = gatesAfter.first {
+                    changes.append(
+                        PermissionChange(
+                            agent: agent, subject: .approval(tool: tool), change: .lost,
+                            cause: "required by \(rule.policy) (\(rule.location))\(context.qualifier(rule.policy, added: "requirement"))",
+                            location: rule.location))
+                } else if gatesAfter.isEmpty, let rule = gatesBefore.first {
+                    let (why, location) = context.gone(rule.policy, what: "requirement")
+                    changes.append(
+                        PermissionChange(
+                            agent: agent, subject: .approval(tool: tool), change: .gained,
+                            cause: "no longer required: \(why)", location: location))
+                }
+            }
+        }
+        return changes
+    }
+
+    /// The values each kind of permission is judged on in a namespace: everything either
+    /// revision names (tools, models, secrets, agents, data classes) and every exact
+    /// value a policy rule names. A wildcard rule is judged by the values it covers.
+    static func universe(of fleets: [Fleet], namespace: String) -> [PermissionKind: [String]] {
+        var values: [PermissionKind: Set<String>] = [:]
+        for fleet in fleets {
+            for tool in fleet.resources(of: .tool, namespace: namespace) {
+                values[.tool, default: []].insert(tool.metadata.name)
+                for dataClass in tool.tool?.dataClasses ?? [] { values[.dataClass, default: []].insert(dataClass) }
+            }
+            for provider in fleet.resources(of: .modelProvider, namespace: namespace) {
+                for model in provider.modelProvider?.models ?? [] {
+                    values[.model, default: []].insert("\(provider.metadata.name)/\(model.name)")
+                }
+            }
+            for agent in fleet.resources(of: .agent, namespace: namespace) {
+                values[.handoff, default: []].insert(agent.metadata.name)
+                guard let spec = agent.agent else { continue }
+                values[.model, default: []].insert(spec.model.value.description)
+                for tool in spec.tools { values[.tool, default: []].insert(tool.value) }
+                for secret in spec.secrets { values[.secret, default: []].insert(secret.name.value) }
+            }
+            for policy in fleet.resources(of: .policy, namespace: namespace) {
+                for rule in PolicyEngine.rules(of: policy) where !rule.pattern.contains("*") {
+                    values[rule.kind == .egress ? .dataClass : rule.kind, default: []].insert(rule.pattern)
+                }
+            }
+        }
+        values[.egress] = values[.dataClass]
+        return values.mapValues { $0.sorted() }
+    }
+
+    /// Explains a change of one agent's permissions by the Policies on both sides.
+    private struct CauseContext {
+        var agent: ResourceID
+        var base: Fleet
+        var head: Fleet
+        var before: EffectivePermissions?
+        var after: EffectivePermissions
+
+        func gain(_ kind: PermissionKind, _ value: String) -> (String, SourceLocation?) {
+            let decision = after.decide(kind, value)
+            guard let rule = decision.rules.first else { return ("", nil) }
+            var cause = "allowed by \(rule.policy) (\(rule.location))"
+            if let before, before.decide(kind, value).outcome == .denied, let deny = before.decide(kind, value).rules.first {
+                cause += "; the deny of \(deny.policy) is gone: " + gone(deny.policy, what: "deny").0
+            } else {
+                cause += qualifier(rule.policy, added: "allow")
+            }
+            return (cause, rule.location)
+        }
+
+        func loss(_ kind: PermissionKind, _ value: String) -> (String, SourceLocation?) {
+            let decision = after.decide(kind, value)
+            if decision.outcome == .denied, let rule = decision.rules.first {
+                return ("denied by \(rule.policy) (\(rule.location))\(qualifier(rule.policy, added: "deny"))", rule.location)
+            }
+            guard let allow = before?.decide(kind, value).rules.first else { return ("no policy allows it", nil) }
+            return gone(allow.policy, what: "allow")
+        }
+
+        /// Why a rule of `policy` that decided in base no longer does.
+        func gone(_ policy: ResourceID, what: String) -> (String, SourceLocation?) {
+            guard let now = head[policy] else { return ("\(policy) was removed", nil) }
+            if !after.policies.contains(policy) { return ("\(policy) no longer applies to it", now.nameLocation) }
+            return ("its \(what) was removed from \(policy)", now.nameLocation)
+        }
+
+        /// How the Policy that decides in head came to: new, newly applying to the agent,
+        /// or a rule added to it (or the agent is new).
+        func qualifier(_ policy: ResourceID, added what: String) -> String {
+            guard let before else { return "; new agent" }
+            if base[policy] == nil { return "; \(policy) is new" }
+            if !before.policies.contains(policy) { return "; \(policy) now applies to it" }
+            return "; \(what) added to \(policy)"
+        }
+    }
+
+    // MARK: Budgets
+
+    static func budgetChanges(base: Fleet, head: Fleet) -> [BudgetChange] {
+        var changes: [BudgetChange] = []
+        let budgets = Set(base.resources(of: .budget).map(\.id)).union(head.resources(of: .budget).map(\.id)).sorted()
+        for id in budgets {
+            let old = base[id]
+            let new = head[id]
+            guard let newSpec = new?.budget else {
+                if let old, old.budget != nil {
+                    changes.append(
+                        BudgetChange(
+                            subject: id, change: .removed, message: "\(id) removed (it capped \(limits(old.budget!)))", location: nil,
+                            loosens: true))
+                }
+                continue
+            }
+            let location = new?.nameLocation
+            guard let oldSpec = old?.budget else {
+                changes.append(
+                    BudgetChange(
+                        subject: id, change: .added, message: "\(id) added: \(limits(newSpec))", location: location, loosens: false))
+                continue
+            }
+            for window in [BudgetSpec.Window.day, .month] {
+                let a = oldSpec.limits.first { $0.window == window }
+                let b = newSpec.limits.first { $0.window == window }
+                for (unit, before, after) in [
+                    ("usd", a?.usd.map(money), b?.usd.map(money)), ("tokens", a?.tokens.map(String.init), b?.tokens.map(String.init)),
+                ] {
+                    let x = unit == "usd" ? a?.usd : a?.tokens.map(Double.init)
+                    let y = unit == "usd" ? b?.usd : b?.tokens.map(Double.init)
+                    guard x != y else { continue }
+                    let field = "\(window.rawValue) \(unit)"
+                    switch (x, y) {
+                    case (let x?, let y?):
+                        changes.append(
+                            BudgetChange(
+                                subject: id, change: y > x ? .raised : .lowered, message: "\(id) \(field): \(before!) → \(after!)",
+                                location: location, loosens: y > x))
+                    case (nil, _?):
+                        changes.append(
+                            BudgetChange(
+                                subject: id, change: .lowered, message: "\(id) \(field): no cap → \(after!)", location: location,
+                                loosens: false))
+                    case (_?, nil):
+                        changes.append(
+                            BudgetChange(
+                                subject: id, change: .raised, message: "\(id) \(field): \(before!) → no cap", location: location,
+                                loosens: true))
+                    case (nil, nil):
+                        break
+                    }
+                }
+            }
+            if oldSpec.scope != newSpec.scope {
+                changes.append(
+                    BudgetChange(
+                        subject: id, change: .changed, message: "\(id) scope: \(oldSpec.scope.rawValue) → \(newSpec.scope.rawValue)",
+                        location: location, loosens: oldSpec.scope == .perAgent))
+            }
+            if oldSpec.onExceeded != newSpec.onExceeded {
+                changes.append(
+                    BudgetChange(
+                        subject: id, change: .changed,
+                        message: "\(id) onExceeded: \(oldSpec.onExceeded.rawValue) → \(newSpec.onExceeded.rawValue)", location: location,
+                        loosens: newSpec.onExceeded == .alert))
+            }
+        }
+        for agent in head.resources(of: .agent) where !covered(agent, in: head) {
+            let previous = base[agent.id]
+            guard previous == nil || covered(previous!, in: base) else { continue }
+            let what = previous == nil ? "new agent" : "agent"
+            changes.append(
+                BudgetChange(
+                    subject: agent.id, change: .uncovered,
+                    message: "\(what) \(Diagnostic.quoted(agent.metadata.name)) is covered by no Budget, so nothing caps its spend",
+                    location: agent.nameLocation, loosens: true))
+        }
+        return changes
+    }
+
+    static func covered(_ agent: Resource, in fleet: Fleet) -> Bool {
+        fleet.resources(of: .budget, namespace: agent.metadata.namespace).contains { $0.budget?.appliesTo.selects(agent.metadata) ?? false }
+    }
+
+    /// `day: $10, 5000000 tokens; month: $150`.
+    static func limits(_ spec: BudgetSpec) -> String {
+        spec.limits.map { limit in
+            var caps: [String] = []
+            if let usd = limit.usd { caps.append(money(usd)) }
+            if let tokens = limit.tokens { caps.append("\(tokens) tokens") }
+            return "\(limit.window.rawValue): " + caps.joined(separator: ", ")
+        }.joined(separator: "; ")
+    }
+
+    /// `$10`, `$0.5`.
+    static func money(_ value: Double) -> String {
+        let text = value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+        return "$" + text
+    }
+}
+
+/// A fleet seen as the actual state, so that the planner can diff two revisions as it
+/// diffs manifests against the store.
+private struct FleetState: AppliedResources {
+    let stored: [ResourceID: StoredResource]
+    let order: [ResourceID]
+
+    init(_ fleet: Fleet, source: String) {
+        var stored: [ResourceID: StoredResource] = [:]
+        for resource in fleet.resources {
+            let canonical = resource.canonical
+            stored[resource.id] = StoredResource(
+                id: resource.id, manifest: canonical.text, specHash: canonical.specHash, generation: 1, resourceVersion: 1,
+                source: source, file: resource.file, line: resource.location.line, revision: nil, appliedAt: Timestamp(milliseconds: 0),
+                appliedBy: source)
+        }
+        self.stored = stored
+        order = fleet.resources.map(\.id)
+    }
+
+    func resources(kind: ResourceKind?, namespace: String?) throws(StoreError) -> [StoredResource] {
+        order.compactMap { stored[$0] }.filter { r in
+            (kind.map { $0.rawValue == r.id.kind } ?? true) && (namespace.map { $0 == r.id.namespace } ?? true)
+        }
+    }
+    func inventory(source: String) throws(StoreError) -> [ResourceID] { order }
+}

@@ -1,0 +1,120 @@
+/// The decisions of a git source's sync round, and its write: pure, so that the rules
+/// (no hot loop on a failing revision, a rewind refused, the last good revision kept)
+/// are tested without git or a database. The round itself (ls-remote, fetch, reading
+/// the tree) is the OrlSync adapter's.
+public enum SourceSync {
+    /// How long a failed revision waits before it is tried again while the head stays
+    /// on it: 2 minutes, doubling to an hour. A newer head is tried at once.
+    public static let retry = BackoffPolicy(initial: .seconds(120), cap: .seconds(3600), jitter: 0, resetAfter: .seconds(0))
+
+    /// What a round does once it knows the remote's head.
+    public enum Step: Sendable, Hashable {
+        /// Suspended by `orlctl suspend source/NAME`: nothing is fetched or applied.
+        case suspended
+        /// The head is the applied revision: nothing else to do.
+        case upToDate
+        /// The head is a revision that failed; it is tried again at this time, or at
+        /// once when the head moves.
+        case retryLater(at: Timestamp)
+        /// Fetch, read, validate and apply the head.
+        case sync
+    }
+
+    public static func step(_ record: SourceRecord?, head: String, now: Timestamp) -> Step {
+        guard let record else { return .sync }
+        if record.isSuspended { return .suspended }
+        if head == record.lastApplied { return .upToDate }
+        if head == record.lastAttempted, let result = record.result, result.isRevisionFailure, record.failures > 0 {
+            let attempted = record.lastAttemptedAt ?? now
+            let delay = retry.delay(afterCrashes: record.failures, random: 0)
+            let due = Timestamp(milliseconds: attempted.milliseconds + Int64(delay.inSeconds * 1000))
+            if now < due { return .retryLater(at: due) }
+        }
+        return .sync
+    }
+
+    /// When the head went back to the applied revision after a failed attempt (the bad
+    /// commit was reverted by a force push), the status says so; nil when it already does.
+    public static func settled(_ record: SourceRecord, head: String, now: Timestamp) -> SourceRecord? {
+        guard record.lastAttempted != head || record.result != .applied else { return nil }
+        var next = record
+        next.lastAttempted = head
+        next.lastAttemptedAt = now
+        next.result = .applied
+        next.failures = 0
+        next.message = "the head is back at the applied revision \(short(head))"
+        return next
+    }
+
+    /// The message of a refused rewind: the new head does not have the applied revision
+    /// in its history (a force push), so applying it may undo commits.
+    public static func rewindMessage(head: String, applied: String, known: Bool) -> String {
+        let why =
+            known
+            ? "does not descend from the applied revision \(short(applied))"
+            : "cannot be checked against the applied revision \(short(applied)), which is not in the mirror"
+        return "the new head \(short(head)) \(why) (a force push?); pass --allow-rewind to apply it"
+    }
+
+    /// The record and event after a failed attempt (or, for `.unreachable`, a failure to
+    /// learn the head). Nothing of what the source applied changes.
+    public static func failed(
+        _ record: SourceRecord, revision: String?, result: SourceRecord.Result, reason: String, message: String, now: Timestamp
+    ) -> (SourceRecord, StoreEvent) {
+        var next = record
+        next.result = result
+        next.message = message
+        if let revision {
+            next.failures = revision == record.lastAttempted && (record.result?.isRevisionFailure ?? false) ? record.failures + 1 : 1
+            next.lastAttempted = revision
+            next.lastAttemptedAt = now
+        }
+        let at = revision.map { " at \(short($0))" } ?? ""
+        let event = StoreEvent(
+            time: now, kind: .warning, resource: record.eventSubject, reason: reason, message: "\(result.rawValue)\(at): \(message)")
+        return (next, event)
+    }
+
+    /// Applies a revision's fleet and records the source's status, in one transaction:
+    /// the resources, the history, their events and the source's record land together
+    /// or not at all. A refusal by prune's guards is recorded as `.refused` and applies
+    /// nothing. `events` (a permitted rewind) are written with it.
+    public static func apply(
+        _ fleet: Fleet, revision: String, record: SourceRecord, options: ApplyOptions, events: [StoreEvent] = [],
+        to store: any StateStore, now: Timestamp
+    ) throws(StoreError) -> (Result<ApplyOutcome, PlanRefusal>, SourceRecord) {
+        try store.write { writer throws(StoreError) in
+            let result = try ApplyOperation.apply(fleet, in: writer, options: options, now: now)
+            var next = record
+            switch result {
+            case .success(let outcome):
+                let plan = outcome.plan
+                next.lastApplied = revision
+                next.lastAppliedAt = now
+                next.lastAttempted = revision
+                next.lastAttemptedAt = now
+                next.result = .applied
+                next.failures = 0
+                next.message = plan.isEmpty ? "no changes" : plan.summary
+                for event in events { try writer.append(event) }
+                if !plan.isEmpty {
+                    let number = outcome.applyNumber.map { " as #\($0)" } ?? ""
+                    try writer.append(
+                        StoreEvent(
+                            time: now, kind: .normal, resource: record.eventSubject, reason: "Synced",
+                            message: "applied \(short(revision))\(number): \(plan.summary)"))
+                }
+            case .failure(let refusal):
+                let (failed, event) = self.failed(
+                    record, revision: revision, result: .refused, reason: "SyncRefused", message: refusal.description, now: now)
+                next = failed
+                try writer.append(event)
+            }
+            try writer.putSource(next)
+            return (result, next)
+        }
+    }
+
+    /// A commit as people read it: its first 7 digits.
+    public static func short(_ revision: String) -> String { String(revision.prefix(7)) }
+}

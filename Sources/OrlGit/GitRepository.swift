@@ -1,0 +1,341 @@
+import CGit2
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A git object id (SHA-1), as 40 hex digits.
+public struct GitObjectID: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public let hex: String
+
+    /// Nil unless `hex` is 40 hex digits.
+    public init?(hex: String) {
+        guard hex.utf8.count == 40, hex.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else { return nil }
+        self.hex = hex
+    }
+
+    init(_ oid: git_oid) {
+        var oid = oid
+        var buffer = [CChar](repeating: 0, count: 41)
+        git_oid_tostr(&buffer, buffer.count, &oid)
+        hex = String(decoding: buffer.prefix(40).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    var oid: git_oid {
+        var oid = git_oid()
+        _ = git_oid_fromstrn(&oid, hex, hex.utf8.count)
+        return oid
+    }
+
+    /// The first 7 digits, as `git log --oneline` shows a commit.
+    public var short: String { String(hex.prefix(7)) }
+    public var description: String { hex }
+    public static func < (lhs: GitObjectID, rhs: GitObjectID) -> Bool { lhs.hex < rhs.hex }
+}
+
+/// What git could not do, with libgit2's own explanation.
+public struct GitError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Credentials for a remote: none for local paths and `file://`; a key file for SSH; a
+/// token for HTTPS (sent as the password, with `x-access-token` as the user unless the
+/// URL or `username` names one).
+public struct GitAuth: Sendable, Hashable {
+    public var username: String?
+    public var sshPrivateKey: String?
+    public var sshPublicKey: String?
+    public var sshPassphrase: String?
+    public var token: String?
+
+    public init(
+        username: String? = nil, sshPrivateKey: String? = nil, sshPublicKey: String? = nil, sshPassphrase: String? = nil,
+        token: String? = nil
+    ) {
+        self.username = username
+        self.sshPrivateKey = sshPrivateKey
+        self.sshPublicKey = sshPublicKey
+        self.sshPassphrase = sshPassphrase
+        self.token = token
+    }
+
+    public static let none = GitAuth()
+}
+
+/// A file of a commit's tree: its path from the repository's root, and its blob.
+public struct GitTreeFile: Sendable, Hashable {
+    public var path: String
+    public var blob: GitObjectID
+}
+
+/// A ref as the remote advertises it.
+public struct GitRemoteRef: Sendable, Hashable {
+    /// `refs/heads/main`.
+    public var name: String
+    /// The commit (for an annotated tag, the commit it points at).
+    public var commit: GitObjectID
+}
+
+/// One libgit2 repository. libgit2 objects must not be used from two threads at once:
+/// a `GitRepository` is used by one thread at a time (its owner confines it, e.g. to
+/// a serial queue). Every call blocks; fetches and remote calls block on the network.
+public final class GitRepository {
+    private let handle: OpaquePointer
+    public let path: String
+
+    private static let initialized: Bool = {
+        git_libgit2_init()
+        return true
+    }()
+
+    private init(_ handle: OpaquePointer, path: String) {
+        self.handle = handle
+        self.path = path
+    }
+
+    deinit { git_repository_free(handle) }
+
+    /// Opens the bare mirror at `path`, creating it (and its parent directories) when
+    /// missing. Owner validation is off for the open: the mirror is orl's own, in the
+    /// state directory, which a service user may have created for another.
+    public static func mirror(at path: String) throws(GitError) -> GitRepository {
+        _ = initialized
+        _ = orl_git_set_owner_validation(0)
+        defer { _ = orl_git_set_owner_validation(1) }
+        var repository: OpaquePointer?
+        if git_repository_open_bare(&repository, path) == 0, let repository {
+            return GitRepository(repository, path: path)
+        }
+        try check(git_repository_init(&repository, path, 1), "cannot create the git mirror \(path)")
+        return GitRepository(repository!, path: path)
+    }
+
+    /// Opens the repository that holds `path` (its work tree, a directory in it, or its
+    /// `.git`; a bare repository too), with owner validation on: it is the user's.
+    public static func open(_ path: String) throws(GitError) -> GitRepository {
+        _ = initialized
+        var repository: OpaquePointer?
+        try check(git_repository_open_ext(&repository, path, 0, nil), "cannot open the git repository \(path)")
+        return GitRepository(repository!, path: path)
+    }
+
+    // MARK: Remotes
+
+    /// The commit the remote's ref points at, asked of the remote in one round trip (as
+    /// `git ls-remote`); nothing is downloaded. `ref` is a branch (`main`), a tag, a full
+    /// ref name (`refs/heads/main`), or nil for the remote's default branch (its HEAD).
+    public func remoteRef(url: String, ref: String?, auth: GitAuth) throws(GitError) -> GitRemoteRef {
+        let remote = try anonymousRemote(url)
+        defer { git_remote_free(remote) }
+        let advertised: [(name: String, oid: GitObjectID, symref: String?)] = try Self.withCredentials(auth) {
+            (callbacks: inout git_remote_callbacks) throws(GitError) in
+            try Self.check(git_remote_connect(remote, GIT_DIRECTION_FETCH, &callbacks, nil, nil), "cannot reach \(url)")
+            defer { git_remote_disconnect(remote) }
+            var heads: UnsafeMutablePointer<UnsafePointer<git_remote_head>?>?
+            var count = 0
+            try Self.check(git_remote_ls(&heads, &count, remote), "cannot list the refs of \(url)")
+            var advertised: [(name: String, oid: GitObjectID, symref: String?)] = []
+            for i in 0..<count {
+                guard let head = heads?[i]?.pointee else { continue }
+                advertised.append((String(cString: head.name), GitObjectID(head.oid), head.symref_target.map { String(cString: $0) }))
+            }
+            return advertised
+        }
+        let wanted: [String]
+        if let ref {
+            wanted = ref.hasPrefix("refs/") ? [ref] : ["refs/heads/\(ref)", "refs/tags/\(ref)"]
+        } else if let head = advertised.first(where: { $0.name == "HEAD" }) {
+            // The default branch, by name when the remote says which it is, so that
+            // the mirror fetches a branch rather than a detached HEAD.
+            if let target = head.symref { return GitRemoteRef(name: target, commit: head.oid) }
+            return GitRemoteRef(name: "HEAD", commit: head.oid)
+        } else {
+            throw GitError("\(url) has no HEAD (an empty repository?); name a branch with --ref")
+        }
+        for name in wanted {
+            // An annotated tag is advertised twice; `^{}` is the commit it tags.
+            if let peeled = advertised.first(where: { $0.name == name + "^{}" }) { return GitRemoteRef(name: name, commit: peeled.oid) }
+            if let found = advertised.first(where: { $0.name == name }) { return GitRemoteRef(name: name, commit: found.oid) }
+        }
+        let branches = advertised.map(\.name).filter { $0.hasPrefix("refs/heads/") }.map { String($0.dropFirst(11)) }
+        let known = branches.isEmpty ? "it has no branches" : "its branches: \(branches.prefix(10).joined(separator: ", "))"
+        throw GitError("\(url) has no ref \"\(ref ?? "HEAD")\"; \(known)")
+    }
+
+    /// Fetches the remote's `ref` into the same ref of this (bare mirror) repository
+    /// and returns the commit it now points at. Objects already here are not fetched
+    /// again; tags are not fetched.
+    @discardableResult
+    public func fetch(url: String, ref: String, auth: GitAuth) throws(GitError) -> GitObjectID {
+        let remote = try anonymousRemote(url)
+        defer { git_remote_free(remote) }
+        let local = ref == "HEAD" ? "refs/orl/HEAD" : ref
+        try Self.withCredentials(auth) { (callbacks: inout git_remote_callbacks) throws(GitError) in
+            var options = git_fetch_options()
+            git_fetch_options_init(&options, UInt32(GIT_FETCH_OPTIONS_VERSION))
+            options.callbacks = callbacks
+            options.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE
+            options.update_fetchhead = 0
+            let refspec = strdup("+\(ref):\(local)")
+            defer { free(refspec) }
+            var strings: [UnsafeMutablePointer<CChar>?] = [refspec]
+            try strings.withUnsafeMutableBufferPointer { buffer throws(GitError) in
+                var specs = git_strarray(strings: buffer.baseAddress, count: 1)
+                try Self.check(git_remote_fetch(remote, &specs, &options, "orl fetch"), "cannot fetch \(ref) from \(url)")
+            }
+        }
+        var oid = git_oid()
+        try Self.check(git_reference_name_to_id(&oid, handle, local), "the fetch of \(ref) from \(url) left no \(local)")
+        return GitObjectID(oid)
+    }
+
+    private func anonymousRemote(_ url: String) throws(GitError) -> OpaquePointer {
+        var remote: OpaquePointer?
+        try Self.check(git_remote_create_anonymous(&remote, handle, url), "\(url) is not a git remote")
+        return remote!
+    }
+
+    /// Runs `body` with remote callbacks that offer `auth`; the C strings they point at
+    /// live until it returns.
+    private static func withCredentials<T>(
+        _ auth: GitAuth, _ body: (inout git_remote_callbacks) throws(GitError) -> T
+    ) throws(GitError) -> T {
+        let strings = [auth.username, auth.sshPrivateKey, auth.sshPublicKey, auth.sshPassphrase, auth.token].map { $0.map { strdup($0) } }
+        defer { for s in strings { free(s ?? nil) } }
+        let payload = UnsafeMutablePointer<orl_git_auth>.allocate(capacity: 1)
+        defer { payload.deallocate() }
+        payload.initialize(
+            to: orl_git_auth(
+                username: strings[0].map { UnsafePointer($0!) }, ssh_private_key: strings[1].map { UnsafePointer($0!) },
+                ssh_public_key: strings[2].map { UnsafePointer($0!) }, ssh_passphrase: strings[3].map { UnsafePointer($0!) },
+                token: strings[4].map { UnsafePointer($0!) }, key_attempts: 0, token_attempts: 0))
+        var callbacks = git_remote_callbacks()
+        git_remote_init_callbacks(&callbacks, UInt32(GIT_REMOTE_CALLBACKS_VERSION))
+        callbacks.credentials = orl_git_credentials
+        callbacks.payload = UnsafeMutableRawPointer(payload)
+        return try body(&callbacks)
+    }
+
+    // MARK: Objects
+
+    /// The commit `revision` names (`main`, `HEAD~2`, a hex id, `origin/main`), peeled
+    /// from a tag when it names one.
+    public func resolve(_ revision: String) throws(GitError) -> GitObjectID {
+        var object: OpaquePointer?
+        try Self.check(git_revparse_single(&object, handle, revision), "\(path) has no revision \"\(revision)\"")
+        defer { git_object_free(object) }
+        var commit: OpaquePointer?
+        try Self.check(git_object_peel(&commit, object, GIT_OBJECT_COMMIT), "\"\(revision)\" is not a commit")
+        defer { git_object_free(commit) }
+        return GitObjectID(git_object_id(commit).pointee)
+    }
+
+    /// Whether the commit is here (fetched before).
+    public func hasCommit(_ id: GitObjectID) -> Bool {
+        var oid = id.oid
+        var commit: OpaquePointer?
+        guard git_commit_lookup(&commit, handle, &oid) == 0 else {
+            git_error_clear()
+            return false
+        }
+        git_commit_free(commit)
+        return true
+    }
+
+    /// Whether `commit` has `ancestor` in its history (a commit does not descend from
+    /// itself). Both must be here.
+    public func isDescendant(_ commit: GitObjectID, of ancestor: GitObjectID) throws(GitError) -> Bool {
+        var a = commit.oid
+        var b = ancestor.oid
+        let result = git_graph_descendant_of(handle, &a, &b)
+        try Self.check(result, "cannot tell whether \(commit.short) descends from \(ancestor.short)")
+        return result == 1
+    }
+
+    /// The files of the commit's tree under `directory` (the whole tree when nil or
+    /// empty) whose names end with one of `extensions`, in byte order of their paths,
+    /// skipping hidden entries (names starting with `.`) and symbolic links, as a
+    /// directory walk of a checkout would. Only tree objects are read.
+    public func files(of commit: GitObjectID, under directory: String?, extensions: [String]) throws(GitError) -> [GitTreeFile] {
+        var oid = commit.oid
+        var commitObject: OpaquePointer?
+        try Self.check(git_commit_lookup(&commitObject, handle, &oid), "cannot read commit \(commit.short)")
+        defer { git_commit_free(commitObject) }
+        var root: OpaquePointer?
+        try Self.check(git_commit_tree(&root, commitObject), "cannot read the tree of commit \(commit.short)")
+        defer { git_tree_free(root) }
+        var prefix = directory.map { String($0.drop(while: { $0 == "/" })) } ?? ""
+        while prefix.hasPrefix("./") { prefix.removeFirst(2) }
+        while prefix.hasSuffix("/") { prefix.removeLast() }
+        if prefix == "." { prefix = "" }
+        var files: [GitTreeFile] = []
+        if prefix.isEmpty {
+            try walk(root!, prefix: "", extensions: extensions, into: &files)
+        } else {
+            var entry: OpaquePointer?
+            guard git_tree_entry_bypath(&entry, root, prefix) == 0 else {
+                git_error_clear()
+                throw GitError("commit \(commit.short) has no directory \(prefix)")
+            }
+            defer { git_tree_entry_free(entry) }
+            guard git_tree_entry_type(entry) == GIT_OBJECT_TREE else {
+                throw GitError("\(prefix) is not a directory in commit \(commit.short)")
+            }
+            var tree: OpaquePointer?
+            try Self.check(git_tree_lookup(&tree, handle, git_tree_entry_id(entry)), "cannot read \(prefix) in commit \(commit.short)")
+            defer { git_tree_free(tree) }
+            try walk(tree!, prefix: prefix + "/", extensions: extensions, into: &files)
+        }
+        return files.sorted { $0.path.utf8.lexicographicallyPrecedes($1.path.utf8) }
+    }
+
+    private func walk(_ tree: OpaquePointer, prefix: String, extensions: [String], into files: inout [GitTreeFile]) throws(GitError) {
+        for i in 0..<git_tree_entrycount(tree) {
+            guard let entry = git_tree_entry_byindex(tree, i) else { continue }
+            let name = String(cString: git_tree_entry_name(entry))
+            if name.hasPrefix(".") { continue }
+            let id = git_tree_entry_id(entry)!
+            switch git_tree_entry_type(entry) {
+            case GIT_OBJECT_TREE:
+                var subtree: OpaquePointer?
+                try Self.check(git_tree_lookup(&subtree, handle, id), "cannot read the directory \(prefix)\(name)")
+                defer { git_tree_free(subtree) }
+                try walk(subtree!, prefix: prefix + name + "/", extensions: extensions, into: &files)
+            case GIT_OBJECT_BLOB where git_tree_entry_filemode(entry) != GIT_FILEMODE_LINK:
+                if extensions.contains(where: { name.hasSuffix($0) }) {
+                    files.append(GitTreeFile(path: prefix + name, blob: GitObjectID(id.pointee)))
+                }
+            default:
+                continue
+            }
+        }
+    }
+
+    /// A blob's bytes; when it is larger than `maxBytes`, only its size.
+    public func blob(_ id: GitObjectID, maxBytes: Int) throws(GitError) -> (bytes: [UInt8], oversizedBy: Int?) {
+        var oid = id.oid
+        var blob: OpaquePointer?
+        try Self.check(git_blob_lookup(&blob, handle, &oid), "cannot read blob \(id.short)")
+        defer { git_blob_free(blob) }
+        let size = Int(git_blob_rawsize(blob))
+        if size > maxBytes { return ([], size) }
+        guard size > 0, let content = git_blob_rawcontent(blob) else { return ([], nil) }
+        return (Array(UnsafeRawBufferPointer(start: content, count: size)), nil)
+    }
+
+    // MARK: Errors
+
+    private static func check(_ code: Int32, _ what: @autoclosure () -> String) throws(GitError) {
+        guard code < 0 else { return }
+        var detail = "libgit2 error \(code)"
+        if let last = git_error_last(), let message = last.pointee.message {
+            detail = String(cString: message)
+        }
+        git_error_clear()
+        throw GitError("\(what()): \(detail)")
+    }
+}

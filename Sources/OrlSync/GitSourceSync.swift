@@ -1,0 +1,268 @@
+import Dispatch
+public import OrlCore
+public import OrlGit
+
+/// What a git source syncs and how: the flags of `orlctl sync` and `orlctl watch`.
+public struct GitSourceConfiguration: Sendable {
+    public var name: String
+    public var url: String
+    public var ref: String?
+    public var path: String?
+    public var prune: Bool
+    public var allowRewind: Bool
+    public var maxDeletions: Int
+    public var allowEmpty: Bool
+    /// The credentials, asked for at each round, so that a token rotated in the vault
+    /// is used from the next round on.
+    public var auth: @Sendable () -> GitAuth
+    /// Who applies, as the history records it.
+    public var appliedBy: String
+    /// The bare mirror the source is fetched into: `<state>/git/<name>.git`.
+    public var mirror: String
+
+    public init(
+        name: String, url: String, ref: String?, path: String?, prune: Bool, allowRewind: Bool, maxDeletions: Int, allowEmpty: Bool,
+        auth: @escaping @Sendable () -> GitAuth, appliedBy: String, mirror: String
+    ) {
+        self.name = name
+        self.url = url
+        self.ref = ref
+        self.path = path
+        self.prune = prune
+        self.allowRewind = allowRewind
+        self.maxDeletions = maxDeletions
+        self.allowEmpty = allowEmpty
+        self.auth = auth
+        self.appliedBy = appliedBy
+        self.mirror = mirror
+    }
+}
+
+/// What one round did.
+public struct SyncReport: Sendable {
+    public enum Outcome: Sendable {
+        /// Suspended: the remote was not even asked.
+        case suspended
+        /// The head is the applied revision.
+        case upToDate
+        /// The head is a revision that failed; it waits until then (or a new head).
+        case waiting(until: Timestamp)
+        /// Applied (the plan may be empty: the revision changed nothing).
+        case applied(ApplyOutcome)
+        /// The manifests have errors; nothing was applied.
+        case invalid(ValidationReport, files: Int)
+        /// A rewind or a prune guard refused it; nothing was applied.
+        case refused(String)
+        /// Git or the store failed; nothing was applied.
+        case failed(String)
+        /// The remote could not be asked for its head.
+        case unreachable(String)
+    }
+
+    public var source: String
+    /// The remote's head, when it was learnt.
+    public var head: GitObjectID?
+    /// The revision applied before this round.
+    public var previous: String?
+    public var outcome: Outcome
+    /// The source's record after the round (nil when the store could not be read).
+    public var record: SourceRecord?
+    /// Manifest files read and, of those, parsed anew (the rest came from the cache).
+    public var files = 0
+    public var parsed = 0
+
+    /// Whether the round changed the state.
+    public var changed: Bool {
+        if case .applied(let outcome) = outcome { return !outcome.plan.isEmpty }
+        return false
+    }
+
+    /// The round failed (what `--once` exits 1 or 2 for, and what the watcher reports).
+    public var failed: Bool {
+        switch outcome {
+        case .invalid, .refused, .failed, .unreachable: true
+        case .suspended, .upToDate, .waiting, .applied: false
+        }
+    }
+}
+
+/// Syncs one git source into the state, a round at a time: ask the remote for the ref's
+/// commit (ls-remote); when it did not move, nothing else. Otherwise fetch it into the
+/// bare mirror, read the manifests from the commit's tree (unchanged blobs are not
+/// parsed again), and run the same all-or-nothing validate → audit → plan → apply
+/// (→ prune, with the same guards) as `orlctl apply`, with the source's own inventory,
+/// recording the source's status with the apply.
+///
+/// The repository and the parse cache are confined to a serial queue of their own:
+/// libgit2 objects are not for two threads, and fetches block on the network, off the
+/// cooperative pool.
+public final class GitSourceSync: @unchecked Sendable {
+    public let configuration: GitSourceConfiguration
+    private let store: any StateStore
+    private let clock: @Sendable () -> Timestamp
+    private let queue: DispatchQueue
+    // Touched only on `queue`.
+    private var repository: GitRepository?
+    private let manifests = GitManifests()
+
+    public init(configuration: GitSourceConfiguration, store: any StateStore, clock: @escaping @Sendable () -> Timestamp) {
+        self.configuration = configuration
+        self.store = store
+        self.clock = clock
+        queue = DispatchQueue(label: "orl.sync.\(configuration.name)")
+    }
+
+    /// Runs a round. With `retryFailed`, a revision that failed is tried again at once
+    /// (`sync --once`, run on purpose) rather than after its backoff (`watch`).
+    public func round(retryFailed: Bool) async -> SyncReport {
+        await withCheckedContinuation { continuation in
+            queue.async { continuation.resume(returning: self.roundOnQueue(retryFailed: retryFailed)) }
+        }
+    }
+
+    private func roundOnQueue(retryFailed: Bool) -> SyncReport {
+        let c = configuration
+        let now = clock()
+        let stored: SourceRecord?
+        do {
+            stored = try store.read { reader throws(StoreError) in try reader.source(named: c.name) }
+        } catch {
+            return SyncReport(source: c.name, outcome: .failed(error.description))
+        }
+        var record = stored ?? SourceRecord(name: c.name, url: c.url)
+        record.url = c.url
+        record.ref = c.ref
+        record.path = c.path
+        var report = SyncReport(source: c.name, previous: record.lastApplied, outcome: .upToDate, record: stored)
+        if record.isSuspended {
+            report.outcome = .suspended
+            return report
+        }
+
+        let repository: GitRepository
+        let remote: GitRemoteRef
+        let auth = c.auth()
+        do throws(GitError) {
+            if let open = self.repository {
+                repository = open
+            } else {
+                repository = try GitRepository.mirror(at: c.mirror)
+                self.repository = repository
+            }
+            remote = try repository.remoteRef(url: c.url, ref: c.ref, auth: auth)
+        } catch {
+            return fail(&report, record, revision: nil, .unreachable, reason: "Unreachable", error.description, now: now)
+        }
+        var head = remote.commit
+        report.head = head
+
+        switch SourceSync.step(stored == nil ? nil : record, head: head.hex, now: now) {
+        case .suspended:
+            report.outcome = .suspended
+            return report
+        case .upToDate:
+            if let settled = SourceSync.settled(record, head: head.hex, now: now) {
+                try? store.write { writer throws(StoreError) in try writer.putSource(settled) }
+                report.record = settled
+            }
+            return report
+        case .retryLater(let at):
+            if !retryFailed {
+                report.outcome = .waiting(until: at)
+                return report
+            }
+        case .sync:
+            break
+        }
+
+        do {
+            if !repository.hasCommit(head) {
+                head = try repository.fetch(url: c.url, ref: remote.name, auth: auth)
+                report.head = head
+            }
+        } catch {
+            return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
+        }
+
+        var events: [StoreEvent] = []
+        if let applied = record.lastApplied, applied != head.hex {
+            let ancestor = GitObjectID(hex: applied)
+            let known = ancestor.map(repository.hasCommit) ?? false
+            var descends = false
+            if known, let ancestor {
+                do {
+                    descends = try repository.isDescendant(head, of: ancestor)
+                } catch {
+                    return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
+                }
+            }
+            if !descends {
+                let message = SourceSync.rewindMessage(head: head.hex, applied: applied, known: known)
+                guard c.allowRewind else {
+                    return fail(&report, record, revision: head.hex, .refused, reason: "RewindRefused", message, now: now)
+                }
+                events.append(
+                    StoreEvent(
+                        time: now, kind: .warning, resource: record.eventSubject, reason: "Rewound",
+                        message: "applying \(head.short), which does not descend from \(SourceSync.short(applied)) (--allow-rewind)"))
+            }
+        }
+
+        let read: (report: ValidationReport, files: Int)
+        do {
+            read = try manifests.read(repository, commit: head, under: c.path)
+        } catch {
+            return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
+        }
+        report.files = read.files
+        report.parsed = manifests.lastParsed
+        guard read.report.isValid else {
+            let errors = read.report.diagnostics.filter { $0.severity == .error }
+            let first = errors.first.map { d in "; first: " + (d.location.map { "\($0): " } ?? "") + d.headline } ?? ""
+            let message = "the manifests have \(errors.count) error\(errors.count == 1 ? "" : "s")\(first)"
+            var failed = fail(&report, record, revision: head.hex, .invalid, reason: "InvalidManifests", message, now: now)
+            failed.outcome = .invalid(read.report, files: read.files)
+            return failed
+        }
+
+        let options = ApplyOptions(
+            source: record.applySource, prune: c.prune, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
+            appliedBy: c.appliedBy)
+        do {
+            let (result, next) = try SourceSync.apply(
+                read.report.fleet, revision: head.hex, record: record, options: options, events: events, to: store, now: now)
+            report.record = next
+            switch result {
+            case .success(let outcome): report.outcome = .applied(outcome)
+            case .failure(let refusal): report.outcome = .refused(refusal.description)
+            }
+        } catch {
+            return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
+        }
+        return report
+    }
+
+    /// Records a failed round (when the store can be written) and says why.
+    private func fail(
+        _ report: inout SyncReport, _ record: SourceRecord, revision: String?, _ result: SourceRecord.Result, reason: String,
+        _ message: String, now: Timestamp
+    ) -> SyncReport {
+        let (next, event) = SourceSync.failed(record, revision: revision, result: result, reason: reason, message: message, now: now)
+        var message = message
+        do {
+            try store.write { writer throws(StoreError) in
+                try writer.putSource(next)
+                try writer.append(event)
+            }
+            report.record = next
+        } catch {
+            message += " (and its status could not be stored: \(error.description))"
+        }
+        switch result {
+        case .unreachable: report.outcome = .unreachable(message)
+        case .refused: report.outcome = .refused(message)
+        default: report.outcome = .failed(message)
+        }
+        return report
+    }
+}

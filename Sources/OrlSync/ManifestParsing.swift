@@ -1,0 +1,78 @@
+import Dispatch
+public import OrlCore
+public import OrlYAML
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A manifest file's name (as the user will see it) and contents, from wherever it was
+/// read: a directory, standard input, or a blob of a git tree.
+public struct ManifestFile: Sendable {
+    public var path: String
+    public var bytes: [UInt8]
+    /// Set instead of `bytes` when the file is over the size limit: it is reported, not read.
+    public var oversizedBy: Int?
+
+    public init(path: String, bytes: [UInt8], oversizedBy: Int? = nil) {
+        self.path = path
+        self.bytes = bytes
+        self.oversizedBy = oversizedBy
+    }
+}
+
+/// The reading half of the apply pipeline, the same whatever the files come from:
+/// each file parsed (YAML) and its documents read into resources, on every core. What
+/// needs the whole set (`ManifestValidation`: duplicates, references, DAGs, the audit),
+/// then the plan and the apply, come after, in the core.
+public struct ManifestParsing: Sendable {
+    public var parser = YAMLParser()
+    public var reader = ManifestReader()
+
+    public init() {}
+
+    /// The manifest file extensions, for a directory walk or a git tree.
+    public static let extensions = [".yaml", ".yml", ".json"]
+
+    public var maxFileBytes: Int { parser.limits.maxFileBytes }
+
+    /// One file's resources and problems.
+    public func read(_ file: ManifestFile) -> ReadManifests {
+        if let size = file.oversizedBy {
+            let limit = parser.limits.maxFileBytes
+            return ReadManifests(diagnostics: [
+                .error(
+                    .yamlLimit, "file is \(size) bytes, over the \(limit) byte limit for a manifest file; split it into several files",
+                    at: .file(file.path))
+            ])
+        }
+        return reader.read(parser.parse(file.bytes, file: file.path))
+    }
+
+    /// `body(i)` for every `i` in `0..<count`, on every core, the results in index
+    /// order, so that "first defined here" always means first in path order. Blocks
+    /// until all are done; small inputs run on the caller's thread.
+    public static func parallelMap<T: Sendable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T] {
+        let workers = min(Self.processorCount, max(1, count / 16))
+        if workers == 1 { return (0..<count).map(body) }
+        let parts = Mutex<[[(Int, T)]]>([])
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            let part = stride(from: worker, to: count, by: workers).map { ($0, body($0)) }
+            parts.withLock { $0.append(part) }
+        }
+        var slots = [T?](repeating: nil, count: count)
+        for part in parts.withLock({ $0 }) {
+            for (index, value) in part { slots[index] = value }
+        }
+        return slots.map { $0! }
+    }
+
+    /// Cores this process may run on (respects CPU affinity, as in containers and CI).
+    static var processorCount: Int {
+        let count = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        return count > 0 ? count : 1
+    }
+}

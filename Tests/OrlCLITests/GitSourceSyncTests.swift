@@ -1,0 +1,69 @@
+import Foundation
+import OrlCore
+import OrlGit
+import OrlStore
+import OrlSync
+import Testing
+
+/// The sync round in process, as a watcher runs it: what it reads and parses.
+@Suite(.serialized) struct GitSourceSyncTests {
+    func sync(_ repo: GitFixture, store: SQLiteStateStore) -> GitSourceSync {
+        GitSourceSync(
+            configuration: GitSourceConfiguration(
+                name: "fleet", url: repo.root.path, ref: "main", path: "fleet", prune: true, allowRewind: false, maxDeletions: 10,
+                allowEmpty: false, auth: { .none }, appliedBy: "test", mirror: repo.state + "/git/fleet.git"),
+            store: store, clock: { Timestamp(milliseconds: Int64(Date().timeIntervalSince1970 * 1000)) })
+    }
+
+    @Test func unchangedBlobsAreNotParsedAgain() async throws {
+        let repo = try GitFixture()
+        try GitFleet.write(to: repo)
+        try repo.commit("first")
+        let store = try SQLiteStateStore(directory: repo.state)
+        let sync = sync(repo, store: store)
+
+        var report = await sync.round(retryFailed: false)
+        #expect(report.files == 5 && report.parsed == 5)
+        #expect(report.changed)
+
+        report = await sync.round(retryFailed: false)
+        guard case .upToDate = report.outcome else {
+            Issue.record("expected up to date, got \(report.outcome)")
+            return
+        }
+        #expect(report.files == 0, "a poll reads no tree")
+
+        try repo.write("fleet/agent.yaml", GitFleet.agent("two"))
+        let second = try repo.commit("second")
+        report = await sync.round(retryFailed: false)
+        #expect(report.files == 5 && report.parsed == 1, "only the changed file is parsed")
+        #expect(report.head?.hex == second)
+        guard case .applied(let outcome) = report.outcome else {
+            Issue.record("expected applied, got \(report.outcome)")
+            return
+        }
+        #expect(outcome.plan.updates == 1 && outcome.plan.unchanged.count == 4)
+        #expect(try store.read { reader throws(StoreError) in try reader.source(named: "fleet") }?.lastApplied == second)
+    }
+
+    @Test func theMirrorReadsTreesWithoutACheckout() throws {
+        let repo = try GitFixture()
+        try GitFleet.write(to: repo)
+        try repo.write("fleet/.hidden/x.yaml", "not read")
+        try repo.write("fleet/notes.txt", "not a manifest")
+        let commit = try repo.commit("first")
+        let mirror = try GitRepository.mirror(at: repo.directory.url.appendingPathComponent("mirror.git").path)
+        let remote = try mirror.remoteRef(url: repo.root.path, ref: nil, auth: .none)
+        #expect(remote.name == "refs/heads/main" && remote.commit.hex == commit)
+        #expect(!mirror.hasCommit(remote.commit))
+        #expect(try mirror.fetch(url: repo.root.path, ref: remote.name, auth: .none) == remote.commit)
+        #expect(mirror.hasCommit(remote.commit))
+        let files = try mirror.files(of: remote.commit, under: "./fleet/", extensions: ManifestParsing.extensions)
+        #expect(
+            files.map(\.path) == ["fleet/agent.yaml", "fleet/budget.yaml", "fleet/policy.yaml", "fleet/provider.yaml", "fleet/tool.yaml"])
+        let blob = try mirror.blob(files[0].blob, maxBytes: 1 << 20)
+        #expect(String(decoding: blob.bytes, as: UTF8.self) == GitFleet.agent())
+        #expect(try mirror.blob(files[0].blob, maxBytes: 10).oversizedBy == GitFleet.agent().utf8.count)
+        #expect(throws: GitError.self) { try mirror.files(of: remote.commit, under: "fleet/agent.yaml", extensions: [".yaml"]) }
+    }
+}
