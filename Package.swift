@@ -95,8 +95,10 @@ let package = Package(
         .executableTarget(
             name: "orl-bench",
             dependencies: [
-                "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlSync", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlSync", "OrlServer", "OrlRuntime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: strictness
         ),

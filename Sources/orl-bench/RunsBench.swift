@@ -10,7 +10,10 @@ import OrlYAML
 /// is done and persisted: the plan, each claim's lease and task with its inputs from
 /// the blackboard, each result on the blackboard, the dependants made ready, the
 /// attempt records and the run's events; only the agent's work is nothing.
-struct RunsBench: ParsableCommand {
+///
+/// `--api` drives the same runs through the controller's HTTP API instead: the API
+/// server on loopback, agents polling for tasks and completing them over HTTP.
+struct RunsBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "runs",
         abstract: "Time the orchestration overhead per step of a chain and of a fan-out, agents answering at once."
@@ -25,7 +28,14 @@ struct RunsBench: ParsableCommand {
     @Option(help: "How many timed runs of each (the median is reported).")
     var runs = 5
 
-    func run() throws {
+    @Flag(help: "Through the controller's HTTP API on loopback: agents long-poll and complete over HTTP.")
+    var api = false
+
+    @Option(help: "With --api: how many agents poll at once (each a connection of its own).")
+    var agents = 4
+
+    func run() async throws {
+        if api { return try await measureAPI() }
         print("runs: agents answer at once; SQLite (WAL) state, each claim and completion one transaction; median of \(runs)")
         try measure("chain of \(chain) steps", steps: chain, workflow: Self.chain(chain))
         try measure("fan-out 1 → \(width) → 1 (\(width + 2) steps)", steps: width + 2, workflow: Self.fanOut(width))
