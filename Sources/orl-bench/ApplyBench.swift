@@ -74,10 +74,7 @@ struct ApplyBench: ParsableCommand {
 
     /// Whole processes, reading and validating the files too.
     private func endToEnd(_ files: [(path: String, text: String)], _ changedIndex: Int) throws {
-        let binary =
-            orlctl
-            ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-            .deletingLastPathComponent().appendingPathComponent("orlctl").path
+        let binary = Orlctl.binary(orlctl)
         guard FileManager.default.isExecutableFile(atPath: binary) else { return }
         let root = NSTemporaryDirectory() + "orl-bench-apply-e2e-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: root) }

@@ -20,10 +20,7 @@ struct ControllerBench: ParsableCommand {
     var orlctl: String?
 
     func run() throws {
-        let binary =
-            orlctl
-            ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-            .deletingLastPathComponent().appendingPathComponent("orlctl").path
+        let binary = Orlctl.binary(orlctl)
         let root = NSTemporaryDirectory() + "orl-bench-controller-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -36,7 +33,7 @@ struct ControllerBench: ParsableCommand {
         controller.executableURL = URL(fileURLWithPath: binary)
         controller.arguments = ["controller", "--state", state]
         controller.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try orl(binary, ["apply", "-f", root + "/empty.yaml", "--state", state, "--source", "bench"])
+        try Orlctl.run(binary, ["apply", "-f", root + "/empty.yaml", "--state", state, "--source", "bench"])
         try controller.run()
         defer {
             if controller.isRunning {
@@ -50,7 +47,7 @@ struct ControllerBench: ParsableCommand {
         let pid = controller.processIdentifier
 
         var start = Date()
-        try orl(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--source", "bench"])
+        try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--source", "bench"])
         guard wait(until: { children(of: pid).count == agents }, seconds: 60) else {
             throw ValidationError("only \(children(of: pid).count) of \(agents) agents came up")
         }
@@ -61,7 +58,7 @@ struct ControllerBench: ParsableCommand {
         let idle = (cpuSeconds(pid) - before) / Double(idleSeconds) * 100
 
         start = Date()
-        try orl(
+        try Orlctl.run(
             binary,
             [
                 "apply", "-f", root + "/empty.yaml", "--state", state, "--source", "bench", "--prune", "--allow-empty", "--max-deletions",
@@ -107,18 +104,6 @@ struct ControllerBench: ParsableCommand {
                 """
         }
         return text
-    }
-
-    private func orl(_ binary: String, _ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw ValidationError("orlctl \(arguments.joined(separator: " ")) exited \(process.terminationStatus)")
-        }
     }
 
     private func wait(until condition: () -> Bool, seconds: Double) -> Bool {

@@ -30,10 +30,7 @@ struct GatewayBench: AsyncParsableCommand {
     var orlctl: String?
 
     func run() async throws {
-        let binary =
-            orlctl
-            ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-            .deletingLastPathComponent().appendingPathComponent("orlctl").path
+        let binary = Orlctl.binary(orlctl)
         guard let wrk = Self.which("wrk") else { throw ValidationError("wrk is not installed: apt-get install wrk") }
         let root = NSTemporaryDirectory() + "orl-bench-gateway-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -53,7 +50,7 @@ struct GatewayBench: AsyncParsableCommand {
         let state = root + "/state"
         try Self.fleet(upstream: upstreamURL).write(toFile: root + "/fleet.yaml", atomically: true, encoding: .utf8)
         try Self.script.write(toFile: root + "/post.lua", atomically: true, encoding: .utf8)
-        try Self.orl(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--no-controller"])
+        try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--no-controller"])
         let controller = Process()
         controller.executableURL = URL(fileURLWithPath: binary)
         controller.arguments = ["controller", "--state", state]
@@ -210,16 +207,6 @@ struct GatewayBench: AsyncParsableCommand {
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
         return ticks * 1000 / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
-    static func orl(_ binary: String, _ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ValidationError("orlctl \(arguments.joined(separator: " ")) failed") }
     }
 
     static func which(_ name: String) -> String? {

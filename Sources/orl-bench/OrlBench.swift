@@ -33,10 +33,7 @@ struct ValidateBench: ParsableCommand {
     var keep: String?
 
     func run() throws {
-        let binary =
-            orlctl
-            ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-            .deletingLastPathComponent().appendingPathComponent("orlctl").path
+        let binary = Orlctl.binary(orlctl)
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw ValidationError("no orlctl at \(binary); build it (swift build -c release) or pass --orlctl")
         }

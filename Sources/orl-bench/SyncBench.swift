@@ -126,10 +126,7 @@ struct SyncBench: AsyncParsableCommand {
     /// Commit to applied through `orlctl watch --webhook`: a commit, a signed push
     /// delivery, and the state polled until the source has applied the commit.
     private func webhookLatency(repo: String, root: String, changedPath: String, text: String) async throws {
-        let binary =
-            orlctl
-            ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-            .deletingLastPathComponent().appendingPathComponent("orlctl").path
+        let binary = Orlctl.binary(orlctl)
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             print("  (no orlctl next to orl-bench: webhook latency not measured)")
             return
