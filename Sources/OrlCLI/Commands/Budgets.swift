@@ -230,11 +230,11 @@ struct Usage: AsyncParsableCommand {
                 let t = totals[key]!
                 table.append([
                     BudgetStatus.name(key.agent), key.model, String(t.calls), String(t.usage.prompt), String(t.usage.completion),
-                    Money.format(t.usd, decimals: 4),
+                    Self.dollars(t.usd),
                 ])
             }
             writeStandardOutput(TextTable.render(table))
-            writeStandardOutput("\n\(entries.count) calls since \(start.rfc3339Seconds): \(Money.format(sum, decimals: 4))\n")
+            writeStandardOutput("\n\(entries.count) calls since \(start.rfc3339Seconds): \(Self.dollars(sum))\n")
         case .json:
             let items = keys.map { key in
                 let t = totals[key]!
@@ -251,6 +251,9 @@ struct Usage: AsyncParsableCommand {
                 ]).rendered())
         }
     }
+
+    /// Four decimals, or six for amounts too small to show in four (a call of a cheap model).
+    static func dollars(_ usd: Double) -> String { Money.format(usd, decimals: usd > 0 && usd < 0.001 ? 6 : 4) }
 
     static func json(_ e: LedgerEntry) -> JSONValue {
         .object([
