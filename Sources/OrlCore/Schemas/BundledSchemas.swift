@@ -36,7 +36,7 @@ enum BundledSchemas {
                         "command": { "type": "string", "minLength": 1, "description": "The program to run: a path, or a name looked up in PATH." },
                         "args": { "type": "array", "items": { "type": "string" } },
                         "env": {
-                          "description": "Environment variables, the only ones the process gets besides allowed secrets and orl's own ORL_* variables.",
+                          "description": "Environment variables, the only ones the process gets besides allowed secrets and orl's own variables (ORL_*, OPENAI_BASE_URL, OPENAI_API_KEY), which it cannot override.",
                           "type": "array",
                           "items": {
                             "type": "object",
