@@ -30,7 +30,9 @@ public struct APIServer: Sendable {
     public func run(bound: @escaping @Sendable (String) async -> Void) async throws {
         let router = Router()
         router.get("/v1/models") { [gateway] request, _ in gateway.models(request) }
-        router.post("/v1/chat/completions") { [gateway] request, _ in await gateway.chatCompletions(request) }
+        for api in ModelAPI.allCases {
+            router.post(RouterPath("/v1" + api.path)) { [gateway] request, _ in await gateway.serve(api, request) }
+        }
         agents?.register(router)
         if let adminToken {
             router.get("/orl/v1/budgets") { [gateway] request, _ in

@@ -7,20 +7,44 @@ import OrlCore
 import Synchronization
 
 extension Gateway {
-    /// `GET /v1/models`: the models the calling agent may use, as `provider/model`.
+    /// `GET /v1/models`: the models the calling agent may use, as `provider/model`, in
+    /// the shape of the client's API: Anthropic's (its SDKs send `anthropic-version`, or
+    /// only `x-api-key`) lists the models `/v1/messages` serves; OpenAI's the others.
     func models(_ request: Request) -> Response {
+        let anthropic = request.headers[Self.anthropicVersionHeader] != nil || request.headers[.authorization] == nil && request.headers[Self.apiKeyHeader] != nil
+        let api: ModelAPI = anthropic ? .messages : .chatCompletions
         let caller: GatewayTable.Caller
         do {
             caller = try authenticate(request)
         } catch {
-            return Self.error(error)
+            return Self.error(error, api: api)
+        }
+        let routes = caller.routes.filter { route in
+            anthropic ? ModelAPI.messages.isSpoken(by: route.spec.apiStyle) : route.spec.apiStyle != .anthropic
+        }
+        if anthropic {
+            let list = JSONValue.object([
+                (
+                    "data",
+                    .array(
+                        routes.map { route in
+                            .object([
+                                ("type", .string("model")), ("id", .string(route.id)), ("display_name", .string(route.id)),
+                                ("created_at", .string("1970-01-01T00:00:00Z")),
+                            ])
+                        })
+                ),
+                ("has_more", .bool(false)), ("first_id", routes.first.map { .string($0.id) } ?? .null),
+                ("last_id", routes.last.map { .string($0.id) } ?? .null),
+            ])
+            return Self.json(.ok, list.compactRendered())
         }
         let list = JSONValue.object([
             ("object", .string("list")),
             (
                 "data",
                 .array(
-                    caller.routes.map { route in
+                    routes.map { route in
                         .object([
                             ("id", .string(route.id)), ("object", .string("model")), ("created", .int(0)),
                             ("owned_by", .string(route.provider.name)),
@@ -31,13 +55,16 @@ extension Gateway {
         return Self.json(.ok, list.compactRendered())
     }
 
-    /// `POST /v1/chat/completions`, plain or streamed.
-    func chatCompletions(_ request: Request) async -> Response {
+    /// `POST /v1/chat/completions`, `/v1/responses`, `/v1/messages` and `/v1/embeddings`,
+    /// plain or streamed: one metered call whatever the wire format. Authenticated, routed
+    /// by policy (fail closed), reserved at its worst case, answered by the simulated
+    /// provider or forwarded, then settled on the reported usage and written to the ledger.
+    func serve(_ api: ModelAPI, _ request: Request) async -> Response {
         let started = ContinuousClock.now
         let now = clock()
         let requestID = nextRequestID()
         let caller: GatewayTable.Caller
-        let chat: ChatRequest
+        let parsed: ModelRequest
         let route: GatewayTable.Route
         let bound: Int
         do throws(GatewayError) {
@@ -51,128 +78,166 @@ extension Gateway {
                     status: 413, type: "invalid_request_error", code: "request_too_large",
                     message: "the request is larger than \(configuration.maxRequestBytes) bytes")
             }
-            chat = try ChatRequest(body: Array(body.readableBytesView))
-            route = try caller.route(chat.model)
-            bound = caller.completionBound(chat, route)
+            parsed = try ModelRequest(api: api, body: Array(body.readableBytesView))
+            route = try caller.route(parsed.model, for: api)
+            bound = caller.completionBound(parsed, route)
         } catch {
-            return Self.error(error, requestID: requestID)
+            return Self.error(error, api: api, requestID: requestID)
         }
-        let worst = TokenUsage(prompt: chat.promptBound, completion: bound)
+        let worst = TokenUsage(prompt: parsed.promptBound, completion: bound)
         let reserved = state.withLock { $0.meter.reserve(caller.agent, Charge(usd: route.cost(worst), tokens: worst.total), now: now) }
         let reservation: BudgetMeter.Reservation
         switch reserved {
         case .success(let held): reservation = held
         case .failure(let refusal):
             refused(refusal, agent: caller.agent, now: now)
-            return Self.error(.budgetExceeded(refusal.message), requestID: requestID)
+            return Self.error(.budgetExceeded(refusal.message), api: api, requestID: requestID)
         }
         let task = serving(
             caller.agent, run: request.headers[values: Self.runHeader].first, step: request.headers[values: Self.stepHeader].first, now: now
         )
         let call = Call(
-            gateway: self, agent: caller.agent, route: route, reservation: reservation, requestID: requestID, started: started,
-            run: task?.run.rawValue, step: task?.step)
+            gateway: self, agent: caller.agent, route: route, request: parsed, bound: bound, reservation: reservation,
+            requestID: requestID, started: started, run: task?.run.rawValue, step: task?.step)
 
         switch route.spec.apiStyle {
         case .simulated:
-            let completion = SimulatedProvider.complete(chat, model: route.model.name, maxTokens: bound)
-            call.settle(completion.usage, outcome: "ok")
-            if chat.stream {
-                let events = SimulatedProvider.events(completion, model: route.model.name, created: now)
-                return Response(
-                    status: .ok, headers: Self.headers(eventStream: true, requestID: requestID),
-                    body: ResponseBody(contentsOf: events.map { ByteBuffer(string: $0) }))
-            }
-            return Self.json(.ok, SimulatedProvider.body(completion, model: route.model.name, created: now), requestID: requestID)
-        case .openai:
-            return await forward(chat, bound: bound, call: call)
+            return simulate(call, now: now)
+        case .openai, .anthropic:
+            return await forward(call, headers: request.headers)
         }
+    }
+
+    private func simulate(_ call: Call, now: Timestamp) -> Response {
+        let request = call.request
+        let model = call.route.model.name
+        if request.api == .embeddings {
+            let (body, usage) = SimulatedProvider.embed(request, model: model)
+            call.settle(usage, outcome: "ok")
+            return Self.json(.ok, body, requestID: call.requestID)
+        }
+        let completion = SimulatedProvider.complete(request, model: model, maxTokens: call.bound)
+        call.settle(completion.usage, outcome: "ok")
+        if request.stream {
+            let events = SimulatedProvider.events(completion, for: request.api, model: model, maxTokens: call.bound, created: now)
+            return Response(
+                status: .ok, headers: Self.headers(eventStream: true, requestID: call.requestID),
+                body: ResponseBody(contentsOf: events.map { ByteBuffer(string: $0) }))
+        }
+        return Self.json(
+            .ok, SimulatedProvider.body(completion, for: request.api, model: model, maxTokens: call.bound, created: now),
+            requestID: call.requestID)
     }
 
     // MARK: Forwarding
 
-    private func forward(_ chat: ChatRequest, bound: Int, call: Call) async -> Response {
+    /// The request the provider gets: the agent's body with the provider's model name and
+    /// the reserved output bound, the provider's key instead of the agent's token (in
+    /// `x-api-key` for Anthropic, with the client's `anthropic-version` and betas).
+    private func upstreamRequest(_ call: Call, headers: HTTPFields) throws(GatewayError) -> HTTPClientRequest {
         let spec = call.route.spec
         guard let base = spec.baseURL else {
-            call.release(outcome: "no baseURL")
-            return Self.error(
-                .upstream(status: 502, code: "provider_misconfigured", "ModelProvider \(call.route.provider) has no baseURL"),
-                requestID: call.requestID)
+            throw .upstream(status: 502, code: "provider_misconfigured", "ModelProvider \(call.route.provider) has no baseURL")
         }
-        var upstream = HTTPClientRequest(url: (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/chat/completions")
+        var upstream = HTTPClientRequest(url: (base.hasSuffix("/") ? String(base.dropLast()) : base) + call.request.api.path)
         upstream.method = .POST
         upstream.headers.add(name: "Content-Type", value: "application/json")
-        upstream.headers.add(name: "Accept", value: chat.stream ? "text/event-stream" : "application/json")
+        upstream.headers.add(name: "Accept", value: call.request.stream ? "text/event-stream" : "application/json")
         upstream.headers.add(name: "X-Request-Id", value: call.requestID)
+        if spec.apiStyle == .anthropic {
+            upstream.headers.add(name: "anthropic-version", value: headers[Self.anthropicVersionHeader] ?? "2023-06-01")
+            if let beta = headers[Self.anthropicBetaHeader] { upstream.headers.add(name: "anthropic-beta", value: beta) }
+        }
         if let secret = spec.apiKeySecret?.value {
             guard let key = providerKey(SecretID(namespace: call.route.provider.namespace, name: secret)) else {
-                call.release(outcome: "provider key missing")
-                return Self.error(
-                    .upstream(
-                        status: 503, code: "provider_key_missing",
-                        "the key of ModelProvider \(call.route.provider) (secret \"\(secret)\") is not in the vault; set it with orlctl secret set \(secret)"
-                    ), requestID: call.requestID)
+                throw .upstream(
+                    status: 503, code: "provider_key_missing",
+                    "the key of ModelProvider \(call.route.provider) (secret \"\(secret)\") is not in the vault; set it with orlctl secret set \(secret)"
+                )
             }
-            upstream.headers.add(name: "Authorization", value: "Bearer \(key)")
+            if spec.apiStyle == .anthropic {
+                upstream.headers.add(name: "x-api-key", value: key)
+            } else {
+                upstream.headers.add(name: "Authorization", value: "Bearer \(key)")
+            }
         }
-        upstream.body = .bytes(ByteBuffer(bytes: chat.upstreamBody(model: call.route.model.name, maxTokens: bound)))
+        upstream.body = .bytes(ByteBuffer(bytes: call.request.upstreamBody(model: call.route.model.name, maxTokens: call.bound)))
+        return upstream
+    }
 
+    private func forward(_ call: Call, headers: HTTPFields) async -> Response {
+        let api = call.request.api
+        let upstream: HTTPClientRequest
+        do throws(GatewayError) {
+            upstream = try upstreamRequest(call, headers: headers)
+        } catch {
+            call.release(outcome: error.code)
+            return Self.error(error, api: api, requestID: call.requestID)
+        }
         let response: HTTPClientResponse
         do {
-            let (seconds, attoseconds) = spec.timeout.duration.components
+            let (seconds, attoseconds) = call.route.spec.timeout.duration.components
             response = try await client.execute(upstream, timeout: .milliseconds(seconds * 1000 + attoseconds / 1_000_000_000_000_000))
         } catch {
             let failure = Self.upstreamFailure(error, provider: call.route.provider)
             call.release(outcome: failure.code)
-            return Self.error(failure, requestID: call.requestID)
+            return Self.error(failure, api: api, requestID: call.requestID)
         }
         let status = Int(response.status.code)
         let eventStream = response.headers.first(name: "content-type")?.hasPrefix("text/event-stream") == true
-        if chat.stream && status == 200 && eventStream {
+        if call.request.stream && status == 200 && eventStream {
             return Response(
                 status: .ok, headers: Self.headers(eventStream: true, requestID: call.requestID),
                 body: ResponseBody { writer in
                     var events = ServerSentEvents()
-                    var usage: TokenUsage?
+                    var report = UsageReport()
                     var chunks = 0
                     do {
                         for try await buffer in response.body {
                             for payload in events.feed(buffer.readableBytesView) {
-                                if let found = Self.usage(inEvent: payload) { usage = found }
+                                if let found = Self.usage(inEvent: payload) { report.merge(found) }
                                 chunks += 1
                             }
                             try await writer.write(buffer)
                         }
                         try await writer.finish(nil)
-                        call.settle(usage ?? call.estimate(chat, chunks: chunks), outcome: usage == nil ? "ok, usage estimated" : "ok")
+                        call.settle(report, chunks: chunks, outcome: "ok")
                     } catch {
-                        call.settle(usage ?? call.estimate(chat, chunks: chunks), outcome: "stream cut: \(error)")
+                        call.settle(report, chunks: chunks, outcome: "stream cut: \(error)")
                         throw error
                     }
                 })
         }
+        return await answer(call, response, status: status, eventStream: eventStream)
+    }
+
+    /// A provider's whole (not streamed) answer: settled on its usage and passed on, a
+    /// 5xx turned into a 502 that names the provider. The one place that reads an
+    /// upstream body.
+    private func answer(_ call: Call, _ response: HTTPClientResponse, status: Int, eventStream: Bool) async -> Response {
+        let api = call.request.api
         let body: ByteBuffer
         do {
             body = try await response.body.collect(upTo: configuration.maxResponseBytes)
         } catch {
             let failure = Self.upstreamFailure(error, provider: call.route.provider)
             call.release(outcome: failure.code)
-            return Self.error(failure, requestID: call.requestID)
+            return Self.error(failure, api: api, requestID: call.requestID)
         }
         let bytes = Array(body.readableBytesView)
-        let usage = TokenUsage(body: bytes)
+        let report = (try? JSONParser.parse(bytes: bytes, file: "<response>")).flatMap { UsageReport(json: $0) }
         if (200..<300).contains(status) {
-            call.settle(usage ?? call.estimate(chat, chunks: 0), outcome: usage == nil ? "ok, usage estimated" : "ok")
+            call.settle(report ?? UsageReport(), chunks: 0, outcome: "ok")
             return Response(
                 status: .init(code: status), headers: Self.headers(eventStream: eventStream, requestID: call.requestID),
                 body: ResponseBody(byteBuffer: body))
         }
         // Charged what the provider says it used, nothing more.
-        if let usage { call.settle(usage, outcome: "upstream \(status)") } else { call.release(outcome: "upstream \(status)") }
+        if let usage = report?.usage { call.settle(usage, outcome: "upstream \(status)") } else { call.release(outcome: "upstream \(status)") }
         if status >= 500 {
             let said = String(decoding: bytes.prefix(300), as: UTF8.self)
             return Self.error(
-                .upstream(status: 502, code: "upstream_error", "ModelProvider \(call.route.provider) answered \(status): \(said)"),
+                .upstream(status: 502, code: "upstream_error", "ModelProvider \(call.route.provider) answered \(status): \(said)"), api: api,
                 requestID: call.requestID)
         }
         // A 4xx is the provider's verdict on the request: passed on as it is.
@@ -190,28 +255,39 @@ extension Gateway {
         return .upstream(status: 502, code: "upstream_unreachable", "cannot reach ModelProvider \(provider): \(error)")
     }
 
-    /// The usage of a stream's event, read only when the event has one: most chunks say
-    /// `"usage":null` or nothing, and parsing each would cost more than forwarding it.
-    static func usage(inEvent payload: [UInt8]) -> TokenUsage? {
+    /// The usage of a stream's event, read only when the event may have one: most
+    /// chunks carry text only, and parsing each would cost more than forwarding it.
+    static func usage(inEvent payload: [UInt8]) -> UsageReport? {
         guard payload.count > 20, payload.first == UInt8(ascii: "{"), payload.contains(subsequence: Self.usageKey) else { return nil }
-        return TokenUsage(body: payload)
+        return (try? JSONParser.parse(bytes: payload, file: "<event>")).flatMap { UsageReport(json: $0) }
     }
 
-    private static let usageKey = Array("\"prompt_tokens\"".utf8)
+    /// In every API's usage: `prompt_tokens`, `input_tokens`, `output_tokens`.
+    private static let usageKey = Array("_tokens\"".utf8)
 
     // MARK: Helpers
 
     /// The headers with which an agent names the task a call serves.
     static let runHeader = HTTPField.Name("x-orl-run")!
     static let stepHeader = HTTPField.Name("x-orl-step")!
+    /// Anthropic's SDKs send the key in `x-api-key` and the API version in `anthropic-version`.
+    static let apiKeyHeader = HTTPField.Name("x-api-key")!
+    static let anthropicVersionHeader = HTTPField.Name("anthropic-version")!
+    static let anthropicBetaHeader = HTTPField.Name("anthropic-beta")!
 
     /// The calling agent, by its token: the gateway's, the tasks' and the tools' one check.
+    /// The token comes as a bearer token (OpenAI's SDKs) or in `x-api-key` (Anthropic's).
     func authenticate(_ request: Request) throws(GatewayError) -> GatewayTable.Caller {
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+        let token: String
+        if let header = request.headers[.authorization], header.hasPrefix("Bearer ") {
+            token = String(header.dropFirst("Bearer ".count))
+        } else if let key = request.headers[Self.apiKeyHeader], !key.isEmpty {
+            token = key
+        } else {
             throw .unauthenticated(
-                "no API key: send the agent's ORL_TOKEN as a bearer token (it is OPENAI_API_KEY in the agent's environment)")
+                "no API key: send the agent's ORL_TOKEN as a bearer token or in x-api-key (it is OPENAI_API_KEY and ANTHROPIC_API_KEY in the agent's environment)"
+            )
         }
-        let token = String(header.dropFirst("Bearer ".count))
         guard let caller = state.withLock({ $0.table.caller(token: token) }) else {
             throw .unauthenticated("the API key is not the token of a running agent")
         }
@@ -232,8 +308,8 @@ extension Gateway {
             body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
     }
 
-    static func error(_ error: GatewayError, requestID: String? = nil) -> Response {
-        json(.init(code: error.status), error.body, requestID: requestID)
+    static func error(_ error: GatewayError, api: ModelAPI = .chatCompletions, requestID: String? = nil) -> Response {
+        json(.init(code: error.status), error.body(for: api), requestID: requestID)
     }
 }
 
@@ -243,6 +319,9 @@ final class Call: Sendable {
     let gateway: Gateway
     let agent: ResourceID
     let route: GatewayTable.Route
+    let request: ModelRequest
+    /// The output tokens reserved for, and sent upstream as the request's bound.
+    let bound: Int
     let reservation: BudgetMeter.Reservation
     let requestID: String
     let started: ContinuousClock.Instant
@@ -251,12 +330,14 @@ final class Call: Sendable {
     private let done = Atomic<Bool>(false)
 
     init(
-        gateway: Gateway, agent: ResourceID, route: GatewayTable.Route, reservation: BudgetMeter.Reservation, requestID: String,
-        started: ContinuousClock.Instant, run: String?, step: String?
+        gateway: Gateway, agent: ResourceID, route: GatewayTable.Route, request: ModelRequest, bound: Int,
+        reservation: BudgetMeter.Reservation, requestID: String, started: ContinuousClock.Instant, run: String?, step: String?
     ) {
         self.gateway = gateway
         self.agent = agent
         self.route = route
+        self.request = request
+        self.bound = bound
         self.reservation = reservation
         self.requestID = requestID
         self.started = started
@@ -278,11 +359,14 @@ final class Call: Sendable {
         gateway.record(entry(TokenUsage(prompt: 0, completion: 0), usd: 0, outcome: outcome), notices: [])
     }
 
-    /// When a provider reports no usage: the prompt as the simulated provider counts
-    /// it, and a token per streamed chunk (what OpenAI-style servers send).
-    func estimate(_ chat: ChatRequest, chunks: Int) -> TokenUsage {
-        let prompt = chat.messages.reduce(3) { $0 + 4 + ($1.content.utf8.count + 3) / 4 }
-        return TokenUsage(prompt: min(prompt, chat.promptBound), completion: min(chunks, reservation.charge.tokens - chat.promptBound))
+    /// Settles on what the provider reported, estimating what it did not: the input as
+    /// the simulated provider counts it, a token per streamed event (what servers send),
+    /// each within what was reserved.
+    func settle(_ report: UsageReport, chunks: Int, outcome: String) {
+        let prompt = report.prompt ?? min(request.messages.reduce(3) { $0 + 4 + ($1.content.utf8.count + 3) / 4 }, request.promptBound)
+        let completion = report.completion ?? min(chunks, bound)
+        let estimated = report.prompt == nil || report.completion == nil && request.api.hasOutput
+        settle(TokenUsage(prompt: prompt, completion: completion), outcome: estimated ? outcome + ", usage estimated" : outcome)
     }
 
     private func entry(_ usage: TokenUsage, usd: Double, outcome: String) -> LedgerEntry {

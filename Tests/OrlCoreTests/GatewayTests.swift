@@ -99,7 +99,7 @@ private let fleetYAML = """
         fleet = report.fleet
     }
 
-    func request(_ json: String) throws -> ChatRequest { try ChatRequest(body: Array(json.utf8)) }
+    func request(_ json: String) throws -> ModelRequest { try ModelRequest(body: Array(json.utf8)) }
 
     // MARK: Windows
 
@@ -141,7 +141,7 @@ private let fleetYAML = """
     func badRequestsAreRefusedWithOpenAIErrors(body: String, code: String) {
         #expect(throws: GatewayError.self) { try request(body) }
         do throws(GatewayError) {
-            _ = try ChatRequest(body: Array(body.utf8))
+            _ = try ModelRequest(body: Array(body.utf8))
         } catch {
             #expect(error.code == code && error.status == 400)
             #expect(error.body.hasPrefix(#"{"error":{"message":"#))

@@ -33,6 +33,27 @@ public struct GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
         ]).compactRendered()
     }
 
+    /// The error as the API's clients expect it: Anthropic's SDKs read
+    /// `{"type":"error","error":{"type":…,"message":…}}`, OpenAI's `body`.
+    public func body(for api: ModelAPI) -> String {
+        guard api == .messages else { return body }
+        let type =
+            switch status {
+            case 400: "invalid_request_error"
+            case 401: "authentication_error"
+            case 403: "permission_error"
+            case 404: "not_found_error"
+            case 413: "request_too_large"
+            case 429: "rate_limit_error"
+            case 504: "timeout_error"
+            default: status >= 500 ? "api_error" : "invalid_request_error"
+            }
+        return JSONValue.object([
+            ("type", .string("error")),
+            ("error", .object([("type", .string(type)), ("message", .string(message)), ("code", .string(code))])),
+        ]).compactRendered()
+    }
+
     public static func unauthenticated(_ message: String) -> GatewayError {
         GatewayError(status: 401, type: "invalid_request_error", code: "invalid_api_key", message: message)
     }

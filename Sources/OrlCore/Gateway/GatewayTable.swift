@@ -100,6 +100,21 @@ extension GatewayTable.Caller {
             param: "model")
     }
 
+    /// The route for a request in `api`: as `route(_:)`, and refused (naming what to
+    /// use) when the model's provider does not speak that API.
+    public func route(_ name: String, for api: ModelAPI) throws(GatewayError) -> GatewayTable.Route {
+        let route = try route(name)
+        guard api.isSpoken(by: route.spec.apiStyle) else {
+            let spoken = ModelAPI.spoken(by: route.spec.apiStyle)
+            throw GatewayError(
+                status: 400, type: "invalid_request_error", code: "api_not_supported",
+                message:
+                    "model \(route.id) is served by ModelProvider \(route.provider) (apiStyle \(route.spec.apiStyle.rawValue)), which does not speak the \(api.title) API; call it through \(spoken.map { "POST /v1" + $0.path }.joined(separator: ", ")), or use a model of a ModelProvider whose apiStyle is \(api == .messages ? "anthropic" : "openai")",
+                param: "model")
+        }
+        return route
+    }
+
     private var allowed: String { routes.isEmpty ? "no model" : routes.map(\.id).joined(separator: ", ") }
 
     /// The tool a call names, if the agent's policies allow it now. Fails closed: a tool
@@ -116,9 +131,10 @@ extension GatewayTable.Caller {
             "agent \(agent) may not use tool \(Diagnostic.quoted(name)) (no policy allows it, or one denies it); it may use: \(allowed)")
     }
 
-    /// How many completion tokens the call may produce: the least of the agent's own
-    /// bound, the request's and the model's; 4,096 when none says.
-    public func completionBound(_ request: ChatRequest, _ route: GatewayTable.Route) -> Int {
+    /// How many output tokens the call may produce: the least of the agent's own bound,
+    /// the request's and the model's; 4,096 when none says; none for embeddings.
+    public func completionBound(_ request: ModelRequest, _ route: GatewayTable.Route) -> Int {
+        guard request.api.hasOutput else { return 0 }
         let bounds = [request.maxTokens, maxTokensPerCall, route.model.maxOutputTokens].compactMap { $0 }
         if let least = bounds.min() { return least }
         if let window = route.model.contextWindow { return max(1, window - request.promptBound) }

@@ -2,6 +2,7 @@
 public struct ModelProviderSpec: Sendable, Hashable, Decodable {
     public enum APIStyle: String, Sendable, Hashable, Decodable {
         case openai
+        case anthropic
         case simulated
     }
 

@@ -6,7 +6,7 @@ public enum AgentLaunch {
         /// Where logs and default working directories live (the state directory).
         public var stateDirectory: String
         /// The controller's loopback API, given to agents as ORL_API_URL; its `/v1` is
-        /// the gateway, given as OPENAI_BASE_URL.
+        /// the gateway, given as OPENAI_BASE_URL (and as ANTHROPIC_BASE_URL, without `/v1`).
         public var apiURL: String
 
         public init(stateDirectory: String, apiURL: String) {
@@ -19,7 +19,7 @@ public enum AgentLaunch {
     /// same name, so an agent cannot be started with another agent's identity, nor be
     /// pointed past the gateway.
     public static let reservedPrefix = "ORL_"
-    public static let gatewayVariables: Set<String> = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]
+    public static let gatewayVariables: Set<String> = ["OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"]
 
     static func reserved(_ name: String) -> Bool { name.hasPrefix(reservedPrefix) || gatewayVariables.contains(name) }
 
@@ -46,7 +46,7 @@ public enum AgentLaunch {
         /// is also its OpenAI API key at the gateway.
         public func process(token: String) -> ProcessSpec {
             var process = self.process
-            process.environment += [("ORL_TOKEN", token), ("OPENAI_API_KEY", token)]
+            process.environment += [("ORL_TOKEN", token), ("OPENAI_API_KEY", token), ("ANTHROPIC_API_KEY", token)]
             return process
         }
     }
@@ -120,6 +120,8 @@ public enum AgentLaunch {
         let own = [
             ("ORL_AGENT", id.name), ("ORL_NAMESPACE", id.namespace), ("ORL_MODEL", spec.model.value.description),
             ("ORL_API_URL", context.apiURL), ("OPENAI_BASE_URL", context.apiURL + "/v1"),
+            // Anthropic's SDKs add /v1 themselves.
+            ("ANTHROPIC_BASE_URL", context.apiURL),
         ]
         environment += own
         hashed += own

@@ -36,7 +36,7 @@ enum BundledSchemas {
                         "command": { "type": "string", "minLength": 1, "description": "The program to run: a path, or a name looked up in PATH." },
                         "args": { "type": "array", "items": { "type": "string" } },
                         "env": {
-                          "description": "Environment variables, the only ones the process gets besides allowed secrets and orl's own variables (ORL_*, OPENAI_BASE_URL, OPENAI_API_KEY), which it cannot override.",
+                          "description": "Environment variables, the only ones the process gets besides allowed secrets and orl's own variables (ORL_*, OPENAI_BASE_URL, OPENAI_API_KEY, ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY), which it cannot override.",
                           "type": "array",
                           "items": {
                             "type": "object",
@@ -366,10 +366,10 @@ enum BundledSchemas {
                   "properties": {
                     "description": { "type": "string", "maxLength": 2000 },
                     "apiStyle": {
-                      "description": "openai: any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp, LiteLLM). simulated: orl answers itself, deterministically, for offline runs and CI.",
-                      "enum": ["openai", "simulated"]
+                      "description": "openai: any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp, LiteLLM), for chat completions, Responses and embeddings. anthropic: Anthropic's Messages API (the key goes in x-api-key). simulated: orl answers every API itself, deterministically, for offline runs and CI.",
+                      "enum": ["openai", "anthropic", "simulated"]
                     },
-                    "baseURL": { "type": "string", "pattern": "^https?://[^\\s]+$", "description": "Base URL of the API, e.g. https://api.openai.com/v1." },
+                    "baseURL": { "type": "string", "pattern": "^https?://[^\\s]+$", "description": "Base URL of the API, up to and including its version: https://api.openai.com/v1, https://api.anthropic.com/v1." },
                     "apiKeySecret": {
                       "description": "Vault secret holding the provider's API key. The gateway injects it; agents never see it.",
                       "$ref": "common.schema.json#/$defs/name"
@@ -400,7 +400,7 @@ enum BundledSchemas {
                       }
                     }
                   },
-                  "if": { "properties": { "apiStyle": { "const": "openai" } }, "required": ["apiStyle"] },
+                  "if": { "properties": { "apiStyle": { "enum": ["openai", "anthropic"] } }, "required": ["apiStyle"] },
                   "then": { "required": ["baseURL"] }
                 }
               }
