@@ -4,9 +4,10 @@ import Hummingbird
 import NIOCore
 import Synchronization
 
-/// A real OpenAI-compatible server on loopback, for the gateway to forward to. It
-/// records every request it gets, and answers as told: a completion with a fixed usage,
-/// a stream ending with a usage chunk, an error status, or nothing for a while.
+/// A real OpenAI- and Anthropic-compatible server on loopback, for the gateway to forward
+/// to. It records every request it gets, and answers as told: a reply with a fixed usage
+/// (chat completions, Responses, Messages, embeddings; plain or streamed, with the usage
+/// events of each API), an error status, or nothing for a while.
 final class FakeUpstream: Sendable {
     enum Behaviour: Sendable {
         case answer
@@ -15,7 +16,10 @@ final class FakeUpstream: Sendable {
     }
 
     struct Received: Sendable {
+        var path: String = "/v1/chat/completions"
         var authorization: String?
+        var apiKey: String?
+        var anthropicVersion: String?
         var body: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(raw))) as? [String: Any] ?? [:] }
         var raw: [UInt8]
     }
@@ -73,6 +77,29 @@ final class FakeUpstream: Sendable {
                             #"{"id":"up-1","object":"chat.completion","created":1,"model":"\#(model)","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from upstream"},"finish_reason":"stop"}],"usage":\#(usage)}"#
                     )))
         }
+        for path in ["/v1/responses", "/v1/messages", "/v1/embeddings"] {
+            router.post(RouterPath(path)) { [self] request, _ in
+                var request = request
+                let body = try await request.collectBody(upTo: 1 << 20)
+                let received = Received(
+                    path: path, authorization: request.headers[.authorization],
+                    apiKey: request.headers[HTTPField.Name("x-api-key")!],
+                    anthropicVersion: request.headers[HTTPField.Name("anthropic-version")!], raw: Array(body.readableBytesView))
+                self.received.withLock { $0.append(received) }
+                switch behaviour.withLock({ $0 }) {
+                case .fail(let status):
+                    return Response(
+                        status: .init(code: status), headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"upstream is unwell","type":"server_error"}}"#)))
+                case .stall(let seconds):
+                    try await Task.sleep(for: .seconds(seconds))
+                    return Response(status: .ok)
+                case .answer:
+                    break
+                }
+                return Self.answer(path: path, received.body)
+            }
+        }
         let (urls, continuation) = AsyncStream<String>.makeStream()
         let app = Application(
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
@@ -87,5 +114,70 @@ final class FakeUpstream: Sendable {
     func stop() async {
         task?.cancel()
         _ = await task?.result
+    }
+
+    /// The reply of the Responses, Messages or embeddings API, with `usage`.
+    static func answer(path: String, _ body: [String: Any]) -> Response {
+        let model = body["model"] as? String ?? "?"
+        let (prompt, completion) = usage
+        let words = ["Hello", " from", " upstream"]
+        func json(_ text: String) -> Response {
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+        func stream(_ events: [(String, String)]) -> Response {
+            Response(
+                status: .ok, headers: [.contentType: "text/event-stream"],
+                body: ResponseBody(contentsOf: events.map { ByteBuffer(string: "event: \($0.0)\ndata: \($0.1)\n\n") }))
+        }
+        let streamed = body["stream"] as? Bool == true
+        switch path {
+        case "/v1/embeddings":
+            let count = (body["input"] as? [Any])?.count ?? 1
+            let data = (0..<count).map { #"{"object":"embedding","index":\#($0),"embedding":[0.6,0.8]}"# }.joined(separator: ",")
+            return json(
+                #"{"object":"list","data":[\#(data)],"model":"\#(model)","usage":{"prompt_tokens":\#(prompt),"total_tokens":\#(prompt)}}"#)
+        case "/v1/messages":
+            let message = { (content: String, output: Int, stop: String) in
+                #"{"id":"msg_up1","type":"message","role":"assistant","model":"\#(model)","content":[\#(content)],"stop_reason":\#(stop),"stop_sequence":null,"usage":{"input_tokens":\#(prompt),"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":\#(output)}}"#
+            }
+            guard streamed else { return json(message(#"{"type":"text","text":"Hello from upstream"}"#, completion, #""end_turn""#)) }
+            var events = [
+                ("message_start", #"{"type":"message_start","message":\#(message("", 1, "null"))}"#),
+                ("content_block_start", #"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
+                ("ping", #"{"type":"ping"}"#),
+            ]
+            events += words.map {
+                ("content_block_delta", #"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\#($0)"}}"#)
+            }
+            events += [
+                ("content_block_stop", #"{"type":"content_block_stop","index":0}"#),
+                (
+                    "message_delta",
+                    #"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":\#(completion)}}"#
+                ),
+                ("message_stop", #"{"type":"message_stop"}"#),
+            ]
+            return stream(events)
+        default:
+            let response = { (status: String, output: String, usage: String) in
+                #"{"id":"resp_up1","object":"response","created_at":1,"status":"\#(status)","error":null,"incomplete_details":null,"instructions":null,"model":"\#(model)","output":[\#(output)],"parallel_tool_calls":true,"tool_choice":"auto","tools":[],"usage":\#(usage)}"#
+            }
+            let item =
+                #"{"id":"msg_up1","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hello from upstream","annotations":[]}]}"#
+            let usage =
+                #"{"input_tokens":\#(prompt),"input_tokens_details":{"cached_tokens":0},"output_tokens":\#(completion),"output_tokens_details":{"reasoning_tokens":0},"total_tokens":\#(prompt + completion)}"#
+            guard streamed else { return json(response("completed", item, usage)) }
+            var sequence = 0
+            func event(_ type: String, _ rest: String) -> (String, String) {
+                defer { sequence += 1 }
+                return (type, #"{"type":"\#(type)","sequence_number":\#(sequence),\#(rest)}"#)
+            }
+            var events = [event("response.created", #""response":\#(response("in_progress", "", "null"))"#)]
+            events += words.map {
+                event("response.output_text.delta", #""item_id":"msg_up1","output_index":0,"content_index":0,"delta":"\#($0)","logprobs":[]"#)
+            }
+            events.append(event("response.completed", #""response":\#(response("completed", item, usage))"#))
+            return stream(events)
+        }
     }
 }

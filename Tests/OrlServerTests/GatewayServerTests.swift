@@ -40,6 +40,17 @@ final class Locked<Value: Sendable>: Sendable {
         ---
         apiVersion: orl.dev/v1
         kind: ModelProvider
+        metadata: {name: ant}
+        spec:
+          apiStyle: anthropic
+          baseURL: \(upstream)
+          apiKeySecret: up-key
+          timeout: \(timeout)
+          models:
+            - {name: m, maxOutputTokens: 10, pricing: {input: 1000, output: 1000}}
+        ---
+        apiVersion: orl.dev/v1
+        kind: ModelProvider
         metadata: {name: sim}
         spec:
           apiStyle: simulated
@@ -58,7 +69,7 @@ final class Locked<Value: Sendable>: Sendable {
         metadata: {name: x}
         spec:
           appliesTo: {selector: {matchLabels: {team: x}}}
-          allow: {models: ["up/*", "sim/*"]}
+          allow: {models: ["up/*", "sim/*", "ant/*"]}
           deny: {models: [up/forbidden]}
         ---
         apiVersion: orl.dev/v1

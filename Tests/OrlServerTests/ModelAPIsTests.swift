@@ -1,0 +1,140 @@
+import Foundation
+import OrlCore
+import OrlServer
+import Synchronization
+import Testing
+
+/// The official OpenAI and Anthropic Python SDKs (scripts/install-deps installs them)
+/// as the agent: Responses, Messages and embeddings through the gateway on loopback,
+/// answered by the simulated provider and forwarded to a real upstream server.
+@Suite(.serialized) struct ModelAPIsTests {
+    typealias Harness = GatewayServerTests.Harness
+
+    static let agentScript = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/sdk_agent.py").path
+
+    /// Runs the SDK agent with the environment orl gives agents; its one JSON line.
+    static func agent(_ arguments: [String], gateway url: String) async throws -> [String: Any] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", agentScript] + arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["OPENAI_BASE_URL"] = url + "/v1"
+        environment["ANTHROPIC_BASE_URL"] = url
+        environment["OPENAI_API_KEY"] = GatewayServerTests.agentToken
+        environment["ANTHROPIC_API_KEY"] = GatewayServerTests.agentToken
+        process.environment = environment
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        let exited = AsyncStream<Void>.makeStream()
+        process.terminationHandler = { _ in exited.continuation.finish() }
+        try process.run()
+        // Read while it runs, so that a full pipe cannot stall it.
+        async let out = Task.detached { output.fileHandleForReading.readDataToEndOfFile() }.value
+        async let err = Task.detached { errors.fileHandleForReading.readDataToEndOfFile() }.value
+        let (stdout, stderr) = await (out, err)
+        for await _ in exited.stream {}
+        let said = String(decoding: stderr, as: UTF8.self)
+        guard process.terminationStatus == 0 else {
+            throw Failure(
+                "sdk_agent.py \(arguments.joined(separator: " ")) exited \(process.terminationStatus)"
+                    + (said.contains("No module named") ? " (run scripts/install-deps to install the openai and anthropic SDKs)" : "")
+                    + ":\n\(said)")
+        }
+        return try JSONSerialization.jsonObject(with: stdout) as? [String: Any] ?? [:]
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    static func usages(_ items: [[String: Any]]) -> [[Int]] {
+        items.compactMap { ($0["usage"] ?? $0["ok"]) as? [Int] }.sorted { $0.lexicographicallyPrecedes($1) }
+    }
+
+    static func usages(_ rows: [LedgerEntry]) -> [[Int]] {
+        rows.map { [$0.usage.prompt, $0.usage.completion] }.sorted { $0.lexicographicallyPrecedes($1) }
+    }
+
+    @Test(arguments: [("up/m", "ant/m"), ("sim/m", "sim/m")])
+    func theSDKsCallEveryAPIAndTheLedgerHasTheirUsageExactly(openaiModel: String, anthropicModel: String) async throws {
+        let h = try Harness()
+        try await h.start()
+        defer { Task { await h.stop() } }
+
+        let seen = try await Self.agent(["calls", openaiModel, anthropicModel], gateway: h.url)
+        let calls = try #require(seen["calls"] as? [[String: Any]])
+        let metered = calls.filter { $0["usage"] != nil }
+        #expect(metered.count == 6)
+        for call in metered where call["text"] != nil {
+            let text = call["text"] as? String ?? ""
+            #expect(openaiModel == "up/m" ? text == "Hello from upstream" : text.hasPrefix("This is a simulated reply from m."), "\(call)")
+        }
+        let refused = calls.filter { $0["refused"] != nil }
+        #expect(refused.map { $0["status"] as? Int } == [403, 400])
+        #expect((refused.first?["message"] as? String)?.contains("may not use the model") == true)
+        #expect((refused.last?["message"] as? String)?.contains("previous_response_id") == true)
+        #expect(seen["openai_models"] as? [String] == ["sim/m", "up/m"])
+        #expect(seen["anthropic_models"] as? [String] == ["ant/m", "sim/m"])
+
+        let rows = try await h.ledger(count: 6)
+        #expect(rows.count == 6)
+        #expect(Self.usages(rows) == Self.usages(metered), "the ledger has what the SDKs were told, exactly")
+        #expect(rows.allSatisfy { $0.outcome == "ok" && $0.agent == h.agent })
+        for row in rows {
+            let price = 1000.0 / 1_000_000
+            #expect(abs(row.usd - Double(row.usage.total) * price) < 1e-12)
+        }
+
+        if openaiModel == "up/m" {
+            #expect(metered.allSatisfy { ($0["usage"] as? [Int])?.first == FakeUpstream.usage.prompt })
+            let received = h.upstream.received.withLock { $0 }
+            #expect(received.map(\.path).sorted() == ["/v1/embeddings", "/v1/embeddings", "/v1/messages", "/v1/messages", "/v1/responses", "/v1/responses"])
+            for request in received {
+                let body = request.body
+                #expect(body["model"] as? String == "m", "the provider gets its own model name")
+                #expect(!String(decoding: request.raw, as: UTF8.self).contains(GatewayServerTests.agentToken))
+                switch request.path {
+                case "/v1/messages":
+                    #expect(request.apiKey == GatewayServerTests.providerKey && request.authorization == nil)
+                    #expect(request.anthropicVersion == "2023-06-01")
+                    #expect(body["max_tokens"] as? Int == 10, "the model's bound, below the agent's 50")
+                case "/v1/responses":
+                    #expect(request.authorization == "Bearer \(GatewayServerTests.providerKey)" && request.apiKey == nil)
+                    #expect(body["max_output_tokens"] as? Int == 10, "the reserved bound is sent even when the agent sent none")
+                default:
+                    #expect(request.authorization == "Bearer \(GatewayServerTests.providerKey)")
+                    #expect(body["max_tokens"] == nil && body["max_output_tokens"] == nil)
+                }
+            }
+        } else {
+            #expect(h.upstream.received.withLock { $0.isEmpty })
+        }
+    }
+
+    @Test(arguments: ["responses", "messages", "embeddings"])
+    func sixtyFourConcurrentSDKClientsNeverSpendPastTheCap(api: String) async throws {
+        let h = try Harness()
+        let cap = 1.0
+        try await h.start(dailyUSD: cap)
+        defer { Task { await h.stop() } }
+
+        let model = api == "messages" ? "ant/m" : "up/m"
+        let result = try await Self.agent(["flood", api, model, "64", "2"], gateway: h.url)
+        let outcomes = try #require(result["outcomes"] as? [[String: Any]])
+        #expect(outcomes.count == 128)
+        let succeeded = outcomes.filter { $0["ok"] != nil }
+        #expect(outcomes.allSatisfy { $0["ok"] != nil || $0["refused"] as? Int == 429 }, "\(outcomes.filter { $0["error"] != nil }.prefix(3))")
+        #expect(succeeded.count > 0 && succeeded.count < 128, "some calls fit, and 128 do not")
+        let rows = try await h.ledger(count: succeeded.count)
+        #expect(rows.count == succeeded.count)
+        #expect(Self.usages(rows) == Self.usages(succeeded))
+        let spent = rows.reduce(0) { $0 + $1.usd }
+        #expect(spent <= cap, "settled spend \(spent) stays within the cap \(cap)")
+        let daily = h.gateway.budgetStatus(now: GatewayServerTests.lateEvening).first { $0.account.budget.name == "daily" }
+        #expect(daily?.reserved == .zero, "no reservation is left behind")
+        #expect(h.exhausted.withLock { $0 } >= 1)
+    }
+}
