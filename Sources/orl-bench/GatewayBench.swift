@@ -85,6 +85,11 @@ struct GatewayBench: AsyncParsableCommand {
                 wrk, root: root, url: api + "/v1/chat/completions", key: token, connections: connections, seconds: duration,
                 model: "sim/gpt-4o-mini")
             Self.report("gateway, simulated", connections, simulated, cpu: nil)
+            for (name, path, body) in Self.otherAPIs {
+                let figures = try Self.wrk(wrk, root: root, url: api + path, key: token, connections: connections, seconds: duration, body: body)
+                Self.report(name, connections, figures, cpu: nil)
+                if figures.non2xx > 0 { print("  non-2xx: \(figures.non2xx)") }
+            }
             print(
                 String(
                     format: "  added by the gateway at %d conn: p50 %+.3f ms, p99 %+.3f ms; throughput %.0f%% of direct", connections,
@@ -112,12 +117,17 @@ struct GatewayBench: AsyncParsableCommand {
     }
 
     static func wrk(
-        _ wrk: String, root: String, url: String, key: String, connections: Int, seconds: Int, model: String = "up/gpt-4o-mini"
+        _ wrk: String, root: String, url: String, key: String, connections: Int, seconds: Int, model: String = "up/gpt-4o-mini",
+        body: String? = nil
     ) throws -> Figures {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: wrk)
         process.arguments = ["-t1", "-c\(connections)", "-d\(seconds)s", "--latency", "-s", root + "/post.lua", url]
-        process.environment = ["BENCH_KEY": key, "BENCH_MODEL": model]
+        process.environment = [
+            "BENCH_KEY": key,
+            "BENCH_BODY": body
+                ?? #"{"model":"\#(model)","messages":[{"role":"user","content":"Say hello in five words."}],"max_tokens":16}"#,
+        ]
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
@@ -131,10 +141,19 @@ struct GatewayBench: AsyncParsableCommand {
             p99: json["p99_ms"] as? Double ?? 0, non2xx: json["non2xx"] as? Int ?? 0)
     }
 
-    /// What wrk posts: the request peer-bench posts to LiteLLM.
+    /// The Responses and Messages APIs on the simulated provider, beside its chat completions.
+    static let otherAPIs = [
+        ("responses, simulated", "/v1/responses", #"{"model":"sim/gpt-4o-mini","input":"Say hello in five words.","max_output_tokens":16}"#),
+        (
+            "messages, simulated", "/v1/messages",
+            #"{"model":"sim/gpt-4o-mini","max_tokens":16,"messages":[{"role":"user","content":"Say hello in five words."}]}"#
+        ),
+    ]
+
+    /// What wrk posts (by default the request peer-bench posts to LiteLLM).
     static let script = """
         wrk.method = "POST"
-        wrk.body = '{"model":"' .. (os.getenv("BENCH_MODEL") or "up/gpt-4o-mini") .. '","messages":[{"role":"user","content":"Say hello in five words."}],"max_tokens":16}'
+        wrk.body = os.getenv("BENCH_BODY")
         wrk.headers["Content-Type"] = "application/json"
         wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")
         local bad = 0
