@@ -11,7 +11,9 @@ extension Gateway {
     /// the shape of the client's API: Anthropic's (its SDKs send `anthropic-version`, or
     /// only `x-api-key`) lists the models `/v1/messages` serves; OpenAI's the others.
     func models(_ request: Request) -> Response {
-        let anthropic = request.headers[Self.anthropicVersionHeader] != nil || request.headers[.authorization] == nil && request.headers[Self.apiKeyHeader] != nil
+        let anthropic =
+            request.headers[Self.anthropicVersionHeader] != nil
+            || request.headers[.authorization] == nil && request.headers[Self.apiKeyHeader] != nil
         let api: ModelAPI = anthropic ? .messages : .chatCompletions
         let caller: GatewayTable.Caller
         do {
@@ -233,11 +235,16 @@ extension Gateway {
                 body: ResponseBody(byteBuffer: body))
         }
         // Charged what the provider says it used, nothing more.
-        if let usage = report?.usage { call.settle(usage, outcome: "upstream \(status)") } else { call.release(outcome: "upstream \(status)") }
+        if let usage = report?.usage {
+            call.settle(usage, outcome: "upstream \(status)")
+        } else {
+            call.release(outcome: "upstream \(status)")
+        }
         if status >= 500 {
             let said = String(decoding: bytes.prefix(300), as: UTF8.self)
             return Self.error(
-                .upstream(status: 502, code: "upstream_error", "ModelProvider \(call.route.provider) answered \(status): \(said)"), api: api,
+                .upstream(status: 502, code: "upstream_error", "ModelProvider \(call.route.provider) answered \(status): \(said)"),
+                api: api,
                 requestID: call.requestID)
         }
         // A 4xx is the provider's verdict on the request: passed on as it is.

@@ -86,7 +86,8 @@ struct GatewayBench: AsyncParsableCommand {
                 model: "sim/gpt-4o-mini")
             Self.report("gateway, simulated", connections, simulated, cpu: nil)
             for (name, path, body) in Self.otherAPIs {
-                let figures = try Self.wrk(wrk, root: root, url: api + path, key: token, connections: connections, seconds: duration, body: body)
+                let figures = try Self.wrk(
+                    wrk, root: root, url: api + path, key: token, connections: connections, seconds: duration, body: body)
                 Self.report(name, connections, figures, cpu: nil)
                 if figures.non2xx > 0 { print("  non-2xx: \(figures.non2xx)") }
             }
@@ -143,7 +144,10 @@ struct GatewayBench: AsyncParsableCommand {
 
     /// The Responses and Messages APIs on the simulated provider, beside its chat completions.
     static let otherAPIs = [
-        ("responses, simulated", "/v1/responses", #"{"model":"sim/gpt-4o-mini","input":"Say hello in five words.","max_output_tokens":16}"#),
+        (
+            "responses, simulated", "/v1/responses",
+            #"{"model":"sim/gpt-4o-mini","input":"Say hello in five words.","max_output_tokens":16}"#
+        ),
         (
             "messages, simulated", "/v1/messages",
             #"{"model":"sim/gpt-4o-mini","max_tokens":16,"messages":[{"role":"user","content":"Say hello in five words."}]}"#

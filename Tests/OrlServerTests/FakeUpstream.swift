@@ -174,7 +174,8 @@ final class FakeUpstream: Sendable {
             }
             var events = [event("response.created", #""response":\#(response("in_progress", "", "null"))"#)]
             events += words.map {
-                event("response.output_text.delta", #""item_id":"msg_up1","output_index":0,"content_index":0,"delta":"\#($0)","logprobs":[]"#)
+                event(
+                    "response.output_text.delta", #""item_id":"msg_up1","output_index":0,"content_index":0,"delta":"\#($0)","logprobs":[]"#)
             }
             events.append(event("response.completed", #""response":\#(response("completed", item, usage))"#))
             return stream(events)

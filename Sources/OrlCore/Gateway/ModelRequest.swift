@@ -299,7 +299,10 @@ public struct UsageReport: Sendable, Hashable {
 
     /// The report in a body or event; nil when it has none.
     public init?(json: Node) {
-        guard let usage = [json["usage"], json["response"]?["usage"], json["message"]?["usage"]].lazy.compactMap({ $0 }).first(where: { $0.members != nil })
+        guard
+            let usage = [json["usage"], json["response"]?["usage"], json["message"]?["usage"]].lazy.compactMap({ $0 }).first(where: {
+                $0.members != nil
+            })
         else { return nil }
         func count(_ key: String) -> Int? { usage[key]?.number?.integer }
         let input = count("input_tokens").map { $0 + (count("cache_creation_input_tokens") ?? 0) + (count("cache_read_input_tokens") ?? 0) }

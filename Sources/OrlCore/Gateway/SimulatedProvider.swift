@@ -139,7 +139,9 @@ public enum SimulatedProvider {
                         ("part", part(completion.content)),
                     ]),
                 next("response.output_item.done", [("output_index", .int(0)), ("item", item(true))]),
-                next("response.completed", [("response", response(completion, model: model, maxTokens: maxTokens, created: created, done: true))]),
+                next(
+                    "response.completed",
+                    [("response", response(completion, model: model, maxTokens: maxTokens, created: created, done: true))]),
             ]
             return events
         case .messages:
@@ -147,7 +149,8 @@ public enum SimulatedProvider {
             var events = [
                 event("message_start", [("message", message(completion, model: model, maxTokens: maxTokens, done: false))]),
                 event(
-                    "content_block_start", [("index", .int(0)), ("content_block", .object([("type", .string("text")), ("text", .string(""))]))]),
+                    "content_block_start",
+                    [("index", .int(0)), ("content_block", .object([("type", .string("text")), ("text", .string(""))]))]),
             ]
             for word in words {
                 events.append(
@@ -229,7 +232,9 @@ public enum SimulatedProvider {
         for (index, input) in request.messages.enumerated() {
             tokens += max(1, (input.content.utf8.count + 3) / 4)
             let digest = SHA256.hash(data: Array((model + "\u{0}" + input.content).utf8)).map { $0 }
-            var vector = (0..<dimensions).map { i in Double(Int(digest[i % digest.count] ^ UInt8(truncatingIfNeeded: i / digest.count))) - 127.5 }
+            var vector = (0..<dimensions).map { i in
+                Double(Int(digest[i % digest.count] ^ UInt8(truncatingIfNeeded: i / digest.count))) - 127.5
+            }
             let norm = vector.reduce(0) { $0 + $1 * $1 }.squareRoot()
             vector = vector.map { Double(Float($0 / norm)) }
             let embedding: JSONValue =

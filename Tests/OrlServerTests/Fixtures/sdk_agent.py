@@ -16,11 +16,11 @@ import openai
 
 
 def openai_client(cls=openai.OpenAI):
-    return cls(base_url=os.environ["OPENAI_BASE_URL"], api_key=os.environ["OPENAI_API_KEY"], max_retries=0)
+    return cls(base_url=os.environ["OPENAI_BASE_URL"], api_key=os.environ["OPENAI_API_KEY"], max_retries=0, timeout=20)
 
 
 def anthropic_client(cls=anthropic.Anthropic):
-    return cls(base_url=os.environ["ANTHROPIC_BASE_URL"], api_key=os.environ["ANTHROPIC_API_KEY"], max_retries=0)
+    return cls(base_url=os.environ["ANTHROPIC_BASE_URL"], api_key=os.environ["ANTHROPIC_API_KEY"], max_retries=0, timeout=20)
 
 
 def calls(openai_model, anthropic_model):
