@@ -21,7 +21,7 @@ import Testing
         apiVersion: orl.dev/v1
         kind: Agent
         metadata: {name: a}
-        spec: {model: sim/small, maxTokensPerCall: $maxTokensPerCall, runtime: {command: /bin/true, limits: {openFiles: $openFiles}}}
+        spec: {model: sim/small, maxTokensPerCall: $maxTokensPerCall, runtime: {command: /bin/true, resources: {openFiles: $openFiles}}}
         ---
         apiVersion: orl.dev/v1
         kind: Policy
