@@ -157,7 +157,7 @@ import Testing
         #expect(limits != nil && limits?.soft == limits?.hard, "the controller raised its soft limit: \(String(describing: limits))")
 
         var idle: [Int32] = []
-        defer { idle.forEach { close($0) } }
+        defer { for fd in idle { close(fd) } }
         for _ in 0..<1100 {
             let fd = RawSocket.connect(port: port)
             if fd >= 0 { idle.append(fd) }
