@@ -109,6 +109,12 @@ public struct ManifestReader: Sendable {
             )
         }
 
+        let violations = schemas.schema(for: kind).validate(root)
+        guard violations.isEmpty else {
+            let id = id.map { ResourceID(kind: kind.rawValue, namespace: $0.namespace, name: $0.name) }
+            return (nil, violations.map { .error(.schemaInvalid, $0.message, at: $0.location, resource: id, path: $0.path) })
+        }
+
         // What is stored, listed and loaded at every controller pass is bounded, aliases
         // counted in full: a resource of 290 MB once made every pass take 1.8 GB.
         let size = root.textBytes(upTo: Resource.maxTextBytes)
@@ -122,12 +128,6 @@ public struct ManifestReader: Sendable {
                         at: root.location, resource: id)
                 ]
             )
-        }
-
-        let violations = schemas.schema(for: kind).validate(root)
-        guard violations.isEmpty else {
-            let id = id.map { ResourceID(kind: kind.rawValue, namespace: $0.namespace, name: $0.name) }
-            return (nil, violations.map { .error(.schemaInvalid, $0.message, at: $0.location, resource: id, path: $0.path) })
         }
 
         do {
