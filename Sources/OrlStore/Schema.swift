@@ -310,6 +310,15 @@ enum Schema {
                 ALTER TABLE run_steps DROP COLUMN cost_usd;
                 """
         ),
+        Migration(
+            summary: "record where an Agent's or a Tool's code comes from",
+            sql: """
+                -- The directory relative paths in an Agent's runtime or a command Tool resolve
+                -- against: the repository (or directory) `apply -f` read, or the read-only tree
+                -- of the applied commit of a git source. NULL for other kinds.
+                ALTER TABLE resources ADD COLUMN code_root TEXT;
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

@@ -19,11 +19,16 @@ public struct GitSourceConfiguration: Sendable {
     public var appliedBy: String
     /// The bare mirror the source is fetched into: `<state>/git/<name>.git`.
     public var mirror: String
+    /// Where the trees of applied commits are written for Agents and Tools to run code
+    /// from (`<state>/code/<name>`, see `CodeTrees`); nil: none is, and their relative
+    /// paths resolve as without a source.
+    public var codeTrees: CodeTrees?
 
     public init(
         name: String, url: String, ref: String?, path: String?, prune: Bool, allowRewind: Bool, maxDeletions: Int, allowEmpty: Bool,
-        auth: @escaping @Sendable () -> GitAuth, appliedBy: String, mirror: String
+        auth: @escaping @Sendable () -> GitAuth, appliedBy: String, mirror: String, codeTrees: CodeTrees? = nil
     ) {
+        self.codeTrees = codeTrees
         self.name = name
         self.url = url
         self.ref = ref
@@ -225,15 +230,28 @@ public final class GitSourceSync: @unchecked Sendable {
             return failed
         }
 
+        // The code of the revision, written before the apply that switches agents to it; a
+        // revision that fails validation never gets here, and one refused leaves a tree
+        // no resource names, collected at the next apply.
+        var codeRoot: String?
+        if let trees = c.codeTrees {
+            do {
+                codeRoot = try trees.materialise(head, from: repository)
+            } catch {
+                return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
+            }
+        }
         let options = ApplyOptions(
             source: record.applySource, prune: c.prune, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
-            appliedBy: c.appliedBy)
+            appliedBy: c.appliedBy, codeRoot: codeRoot)
         do {
             let (result, next) = try SourceSync.apply(
                 read.report.fleet, revision: head.hex, record: record, options: options, events: events, to: store, now: now)
             report.record = next
             switch result {
-            case .success(let outcome): report.outcome = .applied(outcome)
+            case .success(let outcome):
+                report.outcome = .applied(outcome)
+                c.codeTrees?.collect(keeping: Set([head.hex, report.previous].compactMap { $0 }))
             case .failure(let refusal): report.outcome = .refused(refusal.description)
             }
         } catch {

@@ -30,6 +30,30 @@ struct ManifestSourceOptions: ParsableArguments {
         return "files:" + paths.sorted().joined(separator: ",")
     }
 
+    /// Where the applied Agents' and Tools' code is (see `CodeOrigin`): the top of the git
+    /// work tree holding the first path given, else that path's directory (its own
+    /// directory for a file), else (standard input only) the current directory. So
+    /// `apply -f manifests/` from a repository runs `examples/agents/agent.py` from that
+    /// repository, whichever directory it is applied from.
+    var codeRoot: String {
+        let files = FileManager.default
+        let start: URL
+        if let path = self.files.first(where: { $0 != "-" }) {
+            let url = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath()
+            var isDirectory: ObjCBool = false
+            start = files.fileExists(atPath: url.path, isDirectory: &isDirectory) && !isDirectory.boolValue ? url.deletingLastPathComponent() : url
+        } else {
+            start = URL(fileURLWithPath: files.currentDirectoryPath).standardizedFileURL
+        }
+        var directory = start
+        while true {
+            if files.fileExists(atPath: directory.appendingPathComponent(".git").path) { return directory.path }
+            let parent = directory.deletingLastPathComponent()
+            if parent.path == directory.path { return start.path }
+            directory = parent
+        }
+    }
+
     /// Loads the manifests, plans (and unless `dryRun`, applies) them against the state,
     /// and prints the plan: the whole of `apply` and `diff`.
     func plan(state: StateOptions, output: OutputFormat, dryRun: Bool, options: ApplyOptions) async throws -> Plan {
@@ -99,7 +123,7 @@ struct Apply: AsyncParsableCommand {
             state: state, output: output, dryRun: dryRun,
             options: ApplyOptions(
                 source: manifests.resolvedSource, prune: prune, allowEmpty: allowEmpty, maxDeletions: maxDeletions,
-                appliedBy: Caller.identity))
+                appliedBy: Caller.identity, codeRoot: manifests.codeRoot))
         guard !dryRun else { return }
         // A running controller reconciles the change at once rather than at its next poll.
         if !plan.isEmpty { ControllerWake.wake(state.resolvedDirectory) }
@@ -148,7 +172,8 @@ struct Diff: AsyncParsableCommand {
         let plan = try await manifests.plan(
             state: state, output: output, dryRun: true,
             options: ApplyOptions(
-                source: manifests.resolvedSource, prune: prune, allowEmpty: true, maxDeletions: .max, appliedBy: Caller.identity))
+                source: manifests.resolvedSource, prune: prune, allowEmpty: true, maxDeletions: .max, appliedBy: Caller.identity,
+                codeRoot: manifests.codeRoot))
         if !plan.isEmpty { throw ExitCode(ExitStatus.findings.rawValue) }
     }
 }

@@ -79,7 +79,8 @@ struct GitSourceOptions: ParsableArguments {
         let name = resolvedName
         return GitSourceConfiguration(
             name: name, url: resolvedURL, ref: ref, path: path, prune: prune, allowRewind: allowRewind, maxDeletions: maxDeletions,
-            allowEmpty: allowEmpty, auth: auth, appliedBy: Caller.identity, mirror: SourceLock.directory(directory) + "/\(name).git")
+            allowEmpty: allowEmpty, auth: auth, appliedBy: Caller.identity, mirror: SourceLock.directory(directory) + "/\(name).git",
+            codeTrees: CodeTrees(directory: ControllerLock.absolute(directory) + "/code/\(name)"))
     }
 
     /// The credentials: the key file as given, the token from the vault (checked now,

@@ -40,11 +40,15 @@ public struct StoredResource: Sendable, Hashable {
     public var revision: String?
     public var appliedAt: Timestamp
     public var appliedBy: String
+    /// For Agents and Tools: the directory relative paths of their runtime resolve against
+    /// (see `CodeOrigin`); nil when the apply named none.
+    public var codeRoot: String?
 
     public init(
         id: ResourceID, manifest: String, specHash: String, generation: Int, resourceVersion: Int, source: String, file: String,
-        line: Int, revision: String?, appliedAt: Timestamp, appliedBy: String
+        line: Int, revision: String?, appliedAt: Timestamp, appliedBy: String, codeRoot: String? = nil
     ) {
+        self.codeRoot = codeRoot
         self.id = id
         self.manifest = manifest
         self.specHash = specHash
