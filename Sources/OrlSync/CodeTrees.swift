@@ -1,8 +1,10 @@
 import Foundation
+import OrlCore
 public import OrlGit
 
 /// The read-only trees of a git source's commits that its Agents and Tools run code from:
-/// `<state>/code/<source>/<commit>`. A tree is written under a temporary name and renamed
+/// `<state>/code/<source>/<code identity>` (see `CodeOrigin.identity`: commits that
+/// change only manifests share a tree). A tree is written under a temporary name and renamed
 /// into place, so it is either absent or whole; the apply that names it is what switches
 /// agents to it (one transaction for code and manifests). Trees no apply names any more
 /// are removed, but for the one applied before, which processes being replaced may
@@ -12,14 +14,27 @@ public struct CodeTrees: Sendable {
 
     public init(directory: String) { self.directory = directory }
 
-    public func path(of commit: GitObjectID) -> String { directory + "/" + commit.hex }
+    /// The commit's tree, written now unless a tree of the same code already is.
+    public func materialise(
+        _ commit: GitObjectID, manifestsUnder path: String?, from repository: GitRepository
+    ) throws(GitError) -> String {
+        var prefix = path.map { String($0.drop(while: { $0 == "/" })) } ?? ""
+        while prefix.hasPrefix("./") { prefix.removeFirst(2) }
+        while prefix.hasSuffix("/") { prefix.removeLast() }
+        if prefix == "." { prefix = "" }
+        if !prefix.isEmpty { prefix += "/" }
+        let files = try repository.files(of: commit, under: nil, extensions: [""])
+        let identity = CodeOrigin.identity(of: files.map { ($0.path, $0.blob.hex) }) { file in
+            file.hasPrefix(prefix) && ManifestParsing.extensions.contains(where: { file.hasSuffix($0) })
+        }
+        return try materialise(commit, as: String(identity.prefix(32)), from: repository)
+    }
 
-    /// The commit's tree, written now unless it already is.
-    public func materialise(_ commit: GitObjectID, from repository: GitRepository) throws(GitError) -> String {
-        let target = path(of: commit)
+    private func materialise(_ commit: GitObjectID, as name: String, from repository: GitRepository) throws(GitError) -> String {
+        let target = directory + "/" + name
         let files = FileManager.default
         if files.fileExists(atPath: target) { return target }
-        let partial = directory + "/.partial-" + commit.hex
+        let partial = directory + "/.partial-" + name
         do {
             try files.createDirectory(atPath: directory, withIntermediateDirectories: true)
             if files.fileExists(atPath: partial) { try Self.remove(partial) }
@@ -34,12 +49,18 @@ public struct CodeTrees: Sendable {
         return target
     }
 
-    /// Removes every tree but those of `keeping`; returns the commits removed.
+    /// Removes every tree but `current` and the newest other one (processes being
+    /// replaced may still run from it); returns the trees removed.
     @discardableResult
-    public func collect(keeping: Set<String>) -> [String] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    public func collect(current: String) -> [String] {
+        let files = FileManager.default
+        let names = ((try? files.contentsOfDirectory(atPath: directory)) ?? []).filter { directory + "/" + $0 != current }
+        func modified(_ name: String) -> Double {
+            ((try? files.attributesOfItem(atPath: directory + "/" + name)[.modificationDate]) as? Date)?.timeIntervalSince1970 ?? 0
+        }
+        let newest = names.filter { !$0.hasPrefix(".") }.max { modified($0) < modified($1) }
         var removed: [String] = []
-        for name in names.sorted() where !keeping.contains(name) {
+        for name in names.sorted() where name != newest {
             if (try? Self.remove(directory + "/" + name)) != nil { removed.append(name) }
         }
         return removed

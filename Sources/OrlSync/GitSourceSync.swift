@@ -236,7 +236,7 @@ public final class GitSourceSync: @unchecked Sendable {
         var codeRoot: String?
         if let trees = c.codeTrees {
             do {
-                codeRoot = try trees.materialise(head, from: repository)
+                codeRoot = try trees.materialise(head, manifestsUnder: c.path, from: repository)
             } catch {
                 return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
             }
@@ -251,7 +251,7 @@ public final class GitSourceSync: @unchecked Sendable {
             switch result {
             case .success(let outcome):
                 report.outcome = .applied(outcome)
-                c.codeTrees?.collect(keeping: Set([head.hex, report.previous].compactMap { $0 }))
+                if let codeRoot { c.codeTrees?.collect(current: codeRoot) }
             case .failure(let refusal): report.outcome = .refused(refusal.description)
             }
         } catch {

@@ -41,7 +41,9 @@ struct ManifestSourceOptions: ParsableArguments {
         if let path = self.files.first(where: { $0 != "-" }) {
             let url = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath()
             var isDirectory: ObjCBool = false
-            start = files.fileExists(atPath: url.path, isDirectory: &isDirectory) && !isDirectory.boolValue ? url.deletingLastPathComponent() : url
+            start =
+                files.fileExists(atPath: url.path, isDirectory: &isDirectory) && !isDirectory.boolValue
+                ? url.deletingLastPathComponent() : url
         } else {
             start = URL(fileURLWithPath: files.currentDirectoryPath).standardizedFileURL
         }
@@ -127,14 +129,21 @@ struct Apply: AsyncParsableCommand {
         guard !dryRun else { return }
         // A running controller reconciles the change at once rather than at its next poll.
         if !plan.isEmpty { ControllerWake.wake(state.resolvedDirectory) }
-        if !noController, ProcessInfo.processInfo.environment["ORL_NO_CONTROLLER"].map({ $0.isEmpty || $0 == "0" }) ?? true {
-            try await startControllerIfNeeded()
-        }
+        try await ControllerAutostart.ensure(state: state, optedOut: noController, json: output == .json)
+    }
+}
+
+/// What `apply`, `sync` and `watch` share: applied agents should run, so with none
+/// running a controller for the state, one is started detached, and said so (on
+/// standard error when standard output is JSON). `--no-controller` or
+/// ORL_NO_CONTROLLER=1 (as in CI) opts out.
+enum ControllerAutostart {
+    static var disabledByEnvironment: Bool {
+        !(ProcessInfo.processInfo.environment["ORL_NO_CONTROLLER"].map({ $0.isEmpty || $0 == "0" }) ?? true)
     }
 
-    /// Applied agents should run: with none running a controller, start one detached,
-    /// and say so (on standard error when standard output is JSON).
-    private func startControllerIfNeeded() async throws {
+    static func ensure(state: StateOptions, optedOut: Bool, json: Bool) async throws {
+        guard !optedOut, !disabledByEnvironment else { return }
         let directory = ControllerLock.absolute(state.resolvedDirectory)
         guard try ControllerLock.holder(directory) == nil else { return }
         let store = try state.openStore()
@@ -145,7 +154,6 @@ struct Apply: AsyncParsableCommand {
             throw CommandFailure(message: error.description)
         }
         guard agents > 0 else { return }
-        let json = output == .json
         try await RunController.startDetached(stateDirectory: directory, arguments: []) { message in
             if json { OrlctlMain.writeStandardError(message) } else { writeStandardOutput(message) }
         }

@@ -41,7 +41,8 @@ public struct ProcessSpec: Sendable, Hashable {
     public static func == (lhs: ProcessSpec, rhs: ProcessSpec) -> Bool {
         lhs.agent == rhs.agent && lhs.command == rhs.command && lhs.arguments == rhs.arguments
             && lhs.environment.map(\.name) == rhs.environment.map(\.name) && lhs.environment.map(\.value) == rhs.environment.map(\.value)
-            && lhs.workingDirectory == rhs.workingDirectory && lhs.codeDirectory == rhs.codeDirectory && lhs.limits == rhs.limits && lhs.logFile == rhs.logFile
+            && lhs.workingDirectory == rhs.workingDirectory && lhs.codeDirectory == rhs.codeDirectory && lhs.limits == rhs.limits
+            && lhs.logFile == rhs.logFile
             && lhs.gracePeriod == rhs.gracePeriod
     }
 

@@ -1,3 +1,5 @@
+import Crypto
+
 /// Where an Agent's or a command Tool's code comes from: the directory relative paths in
 /// its runtime resolve against. For `orlctl apply -f`, the git work tree holding the
 /// manifests (else the directory given); for a git source, the read-only tree of the
@@ -17,8 +19,23 @@ public struct CodeOrigin: Sendable, Hashable {
         self.revision = revision
     }
 
-    /// Kinds whose runtime runs a program from the source.
-    public static func hasCode(_ kind: ResourceKind) -> Bool { kind == .agent || kind == .tool }
+    /// Whether the resource runs a program from its source: an Agent, a command Tool.
+    public static func hasCode(_ resource: Resource) -> Bool { resource.kind == .agent || resource.tool?.command != nil }
+
+    /// What a git source's code is, for one commit: SHA-256 over the path and blob of each
+    /// file but the manifests the source reads (`isManifest`). A commit that changes only
+    /// manifests has the code of the one before, so its agents are not restarted for
+    /// code; one that changes anything else gets a tree, and a restart, of its own.
+    public static func identity(of files: [(path: String, blob: String)], isManifest: (String) -> Bool) -> String {
+        var bytes: [UInt8] = []
+        for file in files where !isManifest(file.path) {
+            bytes += Array(file.path.utf8) + [0] + Array(file.blob.utf8) + [10]
+        }
+        return SHA256.hash(data: bytes).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
 
     /// The origin the store records for the resource, if any.
     public init?(_ stored: StoredResource) {

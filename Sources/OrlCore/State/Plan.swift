@@ -100,7 +100,7 @@ public enum Planner {
             let canonical = resource.canonical
             let manifest = canonical.text
             let current = stored[id]
-            let codeRoot = CodeOrigin.hasCode(resource.kind) ? options.codeRoot : nil
+            let codeRoot = CodeOrigin.hasCode(resource) ? options.codeRoot : nil
             if let current, current.manifest == manifest, current.source == options.source, current.codeRoot == codeRoot {
                 unchanged.append(id)
                 continue
