@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 public import OrlCore
 public import OrlGit
 
@@ -109,6 +110,9 @@ public final class GitSourceSync: @unchecked Sendable {
     // Touched only on `queue`.
     private var repository: GitRepository?
     private let manifests = GitManifests()
+    /// The applied revision's fleet and code, kept so that an up-to-date round can put
+    /// back drift without validating the revision again.
+    private var applied: (commit: String, fleet: Fleet, codeRoot: String?)?
 
     public init(configuration: GitSourceConfiguration, store: any StateStore, clock: @escaping @Sendable () -> Timestamp) {
         self.configuration = configuration
@@ -170,6 +174,7 @@ public final class GitSourceSync: @unchecked Sendable {
                 try? store.write { writer throws(StoreError) in try writer.putSource(settled) }
                 report.record = settled
             }
+            correctDrift(&report, record: report.record ?? record, head: head, repository: repository, now: now)
             return report
         case .retryLater(let at):
             if !retryFailed {
@@ -251,6 +256,7 @@ public final class GitSourceSync: @unchecked Sendable {
             switch result {
             case .success(let outcome):
                 report.outcome = .applied(outcome)
+                applied = (head.hex, read.report.fleet, codeRoot)
                 if let codeRoot { c.codeTrees?.collect(current: codeRoot) }
             case .failure(let refusal): report.outcome = .refused(refusal.description)
             }
@@ -258,6 +264,48 @@ public final class GitSourceSync: @unchecked Sendable {
             return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
         }
         return report
+    }
+
+    /// Level-triggered, as Flux is: while the head does not move, what the applied revision
+    /// declares is applied again when the state no longer matches it (a resource of this
+    /// source changed or deleted out of band, its code tree removed), with a DriftCorrected
+    /// event. The plan is made on a read first, so an undrifted round writes nothing.
+    private func correctDrift(
+        _ report: inout SyncReport, record: SourceRecord, head: GitObjectID, repository: GitRepository, now: Timestamp
+    ) {
+        let c = configuration
+        if applied?.commit != head.hex {
+            guard let read = try? manifests.read(repository, commit: head, under: c.path), read.report.isValid else { return }
+            applied = (head.hex, read.report.fleet, nil)
+        }
+        guard var current = applied else { return }
+        if let trees = c.codeTrees, current.codeRoot.map({ !FileManager.default.fileExists(atPath: $0) }) ?? true {
+            guard let root = try? trees.materialise(head, manifestsUnder: c.path, from: repository) else { return }
+            current.codeRoot = root
+            applied = current
+        }
+        let options = ApplyOptions(
+            source: record.applySource, prune: c.prune, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
+            appliedBy: c.appliedBy, codeRoot: current.codeRoot)
+        guard let preview = try? ApplyOperation.apply(current.fleet, to: store, options: options, now: now, dryRun: true),
+            !preview.plan.isEmpty
+        else { return }
+        do {
+            let changed = preview.plan.changes.map { "\($0.id)" }.joined(separator: ", ")
+            let event = StoreEvent(
+                time: now, kind: .warning, resource: record.eventSubject, reason: "DriftCorrected",
+                message: "put back what changed out of band since \(head.short) was applied: \(changed)")
+            let outcome: ApplyOutcome? = try store.write { writer throws(StoreError) in
+                guard case .success(let outcome) = try ApplyOperation.apply(current.fleet, in: writer, options: options, now: now),
+                    !outcome.plan.isEmpty
+                else { return nil }
+                try writer.append(event)
+                return outcome
+            }
+            if let outcome { report.outcome = .applied(outcome) }
+        } catch {
+            return
+        }
     }
 
     /// Records a failed round (when the store can be written) and says why.

@@ -168,3 +168,64 @@ import Testing
         return (object?["status"] as? [String: Any])?["pid"] as? Int
     }
 }
+
+/// Level-triggered sync: while the head does not move, what the applied revision
+/// declares is put back when it is changed or deleted out of band.
+@Suite(.serialized) struct DriftTests {
+    @Test func anUnmovedHeadPutsBackWhatChangedOutOfBand() throws {
+        let repo = try GitFixture()
+        try GitFleet.write(to: repo)
+        try repo.commit("first")
+        let sync = ["sync", "--once", "--repo", repo.root.path, "--path", "fleet"]
+        var result = try repo.orlctl(sync)
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+
+        // Deleted out of band: back at the next round, with an event saying so.
+        #expect(try repo.orlctl(["delete", "agent/echo"]).status == 0)
+        result = try repo.orlctl(sync)
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(try repo.orlctl(["get", "agent/echo"]).status == 0)
+        #expect(try repo.events(for: "source/repo").contains("DriftCorrected"))
+        let events = try repo.orlctl(["events", "--for", "source/repo"]).stdout
+        #expect(events.contains("put back what changed out of band"), "\(events)")
+
+        // Changed out of band under the source's name: its spec is put back.
+        let edited = try TemporaryDirectory()
+        for (file, text) in [
+            ("provider", GitFleet.provider), ("tool", GitFleet.tool), ("agent", GitFleet.agent("edited")), ("policy", GitFleet.policy()),
+            ("budget", GitFleet.budget),
+        ] {
+            try edited.write("\(file).yaml", text)
+        }
+        result = try repo.orlctl(["apply", "-f", edited.url.path, "--source", "git:repo"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(try repo.orlctl(["get", "agent/echo", "-o", "json"]).stdout.contains("edited"))
+        result = try repo.orlctl(sync)
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        let restored = try repo.orlctl(["get", "agent/echo", "-o", "json"]).stdout
+        #expect(!restored.contains("edited"), "\(restored)")
+        #expect(restored.contains("\"one\""), "\(restored)")
+
+        // No drift: the round writes nothing and says it is up to date.
+        let history = try repo.orlctl(["history"]).stdout
+        result = try repo.orlctl(sync)
+        #expect(result.stdout.contains("up to date"), "\(result.stdout)")
+        #expect(try repo.orlctl(["history"]).stdout == history)
+
+        // The code tree removed out of band is written again.
+        let code = repo.state + "/code/repo"
+        let trees = try FileManager.default.contentsOfDirectory(atPath: code)
+        for tree in trees {
+            let path = code + "/" + tree
+            let chmod = Process()
+            chmod.executableURL = URL(fileURLWithPath: "/bin/chmod")
+            chmod.arguments = ["-R", "u+w", path]
+            try chmod.run()
+            chmod.waitUntilExit()
+            try FileManager.default.removeItem(atPath: path)
+        }
+        result = try repo.orlctl(sync)
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: code) == trees)
+    }
+}
