@@ -319,6 +319,26 @@ enum Schema {
                 ALTER TABLE resources ADD COLUMN code_root TEXT;
                 """
         ),
+        Migration(
+            summary: "keep the ledger's old rows as spend per agent, model and day",
+            sql: """
+                -- Retention rolls ledger rows past their age up into one row per UTC day,
+                -- agent and model before deleting them, so spend history outlives the calls.
+                CREATE TABLE ledger_daily (
+                    day TEXT NOT NULL,                -- YYYY-MM-DD, UTC
+                    kind TEXT NOT NULL,
+                    namespace TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    calls INTEGER NOT NULL,
+                    prompt_tokens INTEGER NOT NULL,
+                    completion_tokens INTEGER NOT NULL,
+                    usd REAL NOT NULL,
+                    PRIMARY KEY (day, kind, namespace, name, model)
+                );
+                CREATE INDEX events_by_time ON events (time);
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

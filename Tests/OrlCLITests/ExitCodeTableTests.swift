@@ -116,6 +116,8 @@ import Testing
                 try run(sync + ["--ref", "broken", "--name", "broken"], state: repo.state)
             },
             "sync --once 2": { try run(["sync", "--once", "--repo", root + "/no-such-repo"], state: repo.state) },
+            "gc 0": { try run(["gc"]) },
+            "gc 2": { try run(["gc"], state: bad) },
             "review 0": { try Orlctl.run(["review", "--repo", repo.root.path, "--base", good, "--head", good, "--path", "fleet"]) },
             "review 1": { try Orlctl.run(["review", "--repo", repo.root.path, "--base", good, "--head", broken, "--path", "fleet"]) },
             "review 2": { try Orlctl.run(["review", "--repo", root + "/no-such-repo", "--base", good, "--head", good]) },
