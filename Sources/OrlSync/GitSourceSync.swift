@@ -76,6 +76,8 @@ public struct SyncReport: Sendable {
     /// Manifest files read and, of those, parsed anew (the rest came from the cache).
     public var files = 0
     public var parsed = 0
+    /// The head had not moved: what was applied is what changed out of band, put back.
+    public var drift = false
 
     /// Whether the round changed the state.
     public var changed: Bool {
@@ -284,8 +286,10 @@ public final class GitSourceSync: @unchecked Sendable {
             current.codeRoot = root
             applied = current
         }
+        // Puts back, never prunes: pruning follows a new head, so adding --prune to a
+        // source's sync waits for one, as it always has.
         let options = ApplyOptions(
-            source: record.applySource, prune: c.prune, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
+            source: record.applySource, prune: false, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
             appliedBy: c.appliedBy, codeRoot: current.codeRoot)
         guard let preview = try? ApplyOperation.apply(current.fleet, to: store, options: options, now: now, dryRun: true),
             !preview.plan.isEmpty
@@ -302,7 +306,10 @@ public final class GitSourceSync: @unchecked Sendable {
                 try writer.append(event)
                 return outcome
             }
-            if let outcome { report.outcome = .applied(outcome) }
+            if let outcome {
+                report.outcome = .applied(outcome)
+                report.drift = true
+            }
         } catch {
             return
         }

@@ -186,6 +186,7 @@ import Testing
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(try repo.orlctl(["get", "agent/echo"]).status == 0)
         #expect(try repo.events(for: "source/repo").contains("DriftCorrected"))
+        #expect(result.stdout.contains("put back what changed out of band"), "\(result.stdout)")
         let events = try repo.orlctl(["events", "--for", "source/repo"]).stdout
         #expect(events.contains("put back what changed out of band"), "\(events)")
 

@@ -94,7 +94,9 @@ struct Apply: AsyncParsableCommand {
             The plan is computed and written in one transaction, so concurrent applies run one \
             after the other. When Agents are applied and no controller runs for the state, one is \
             started in the background so that they run (--no-controller, or ORL_NO_CONTROLLER=1 as \
-            in CI, to opt out). Exit 0 when applied (or nothing to do), 1 when the manifests have \
+            in CI, to opt out). Relative paths in an Agent's command and args (and a \
+            command Tool's) resolve against the git work tree holding the first -f path, \
+            else that path (docs/operations.md). Exit 0 when applied (or nothing to do), 1 when the manifests have \
             errors or a guard refused the plan (nothing written), 2 on error.
             """
     )
