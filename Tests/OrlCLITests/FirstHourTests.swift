@@ -39,6 +39,22 @@ import Testing
             waitUntil(seconds: 10) {
                 ((try? String(contentsOfFile: h.state + "/logs/default/writer.log", encoding: .utf8)) ?? "").contains("started")
             }, "\(log)")
+
+        // The README's next step: the pipeline runs, its writer saves the draft with the
+        // drafts.py command Tool (resolved in the repository too), the publisher reads it.
+        let created = try h.orlctl(["run", "workflow/content-pipeline", "--input", "topic=vector databases"])
+        let run = try #require(created.stdout.split(separator: " ").first.map(String.init), "\(created.stderr)")
+        func status() -> String {
+            let runs = (try? Self.json(h.orlctl(["runs", "-o", "json"])))?["runs"] as? [[String: Any]] ?? []
+            return runs.first { "run/" + ($0["id"] as? String ?? "") == run }?["status"] as? String ?? "?"
+        }
+        #expect(waitUntil(seconds: 30) { status() == "WaitingApproval" }, "\(status())")
+        let approve = try h.orlctl(["approve", run, "--step", "editorial-review"])
+        #expect(approve.status == 0, "\(approve.stderr)")
+        #expect(waitUntil(seconds: 30) { status() == "Succeeded" }, "\(status())")
+        let drafts = (try? FileManager.default.contentsOfDirectory(atPath: h.state + "/workspace/drafts")) ?? []
+        #expect(drafts.count == 1, "\(drafts)")
+
         let stop = try h.orlctl(["controller", "stop"])
         #expect(stop.status == 0, "\(stop.stderr)")
     }
