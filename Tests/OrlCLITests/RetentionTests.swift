@@ -57,5 +57,10 @@ import Testing
         let again = try orlctl(["gc", "--keep-runs", "1", "--keep-events", "5"])
         #expect(again.stdout.hasPrefix("Deleted 0 runs, 0 events and 0 ledger rows"), "\(again.stdout)")
         #expect(try orlctl(["gc", "--ledger-older-than", "7d"]).status == 2)
+
+        let described = try orlctl(["describe", "state"])
+        #expect(described.status == 0, "\(described.stderr)")
+        #expect(described.stdout.contains("State:              \(state)"), "\(described.stdout)")
+        #expect(described.stdout.contains("database") && described.stdout.contains(" KiB"), "\(described.stdout)")
     }
 }
