@@ -87,6 +87,18 @@ final class Access: StateWriter {
         }
     }
 
+    func fingerprint(source: String) throws(StoreError) -> String {
+        let intent = "read the fingerprint of \(source)"
+        return try connection().withStatement(
+            "SELECT count(*), coalesce(sum(resource_version), 0), coalesce(max(applied_at), 0) FROM resources WHERE source = ?1",
+            intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, source)
+            guard try statement.step(intent: intent) else { return "" }
+            return "\(statement.int64(0)):\(statement.int64(1)):\(statement.int64(2))"
+        }
+    }
+
     func inventory(source: String) throws(StoreError) -> [ResourceID] {
         let intent = "read the inventory of \(source)"
         return try connection().withStatement(

@@ -115,6 +115,9 @@ public final class GitSourceSync: @unchecked Sendable {
     /// The applied revision's fleet and code, kept so that an up-to-date round can put
     /// back drift without validating the revision again.
     private var applied: (commit: String, fleet: Fleet, codeRoot: String?)?
+    /// The source's `fingerprint` when the state last matched `applied`: while it holds,
+    /// an up-to-date round has no drift to look for.
+    private var matched: String?
 
     public init(configuration: GitSourceConfiguration, store: any StateStore, clock: @escaping @Sendable () -> Timestamp) {
         self.configuration = configuration
@@ -259,6 +262,7 @@ public final class GitSourceSync: @unchecked Sendable {
             case .success(let outcome):
                 report.outcome = .applied(outcome)
                 applied = (head.hex, read.report.fleet, codeRoot)
+                matched = try? store.read { reader throws(StoreError) in try reader.fingerprint(source: record.applySource) }
                 if let codeRoot { c.codeTrees?.collect(current: codeRoot) }
             case .failure(let refusal): report.outcome = .refused(refusal.description)
             }
@@ -276,6 +280,15 @@ public final class GitSourceSync: @unchecked Sendable {
         _ report: inout SyncReport, record: SourceRecord, head: GitObjectID, repository: GitRepository, now: Timestamp
     ) {
         let c = configuration
+        let fingerprint = try? store.read { reader throws(StoreError) in try reader.fingerprint(source: record.applySource) }
+        if let fingerprint, fingerprint == matched, applied?.commit == head.hex,
+            applied?.codeRoot.map({ FileManager.default.fileExists(atPath: $0) }) ?? true
+        {
+            return
+        }
+        defer {
+            matched = try? store.read { reader throws(StoreError) in try reader.fingerprint(source: record.applySource) }
+        }
         if applied?.commit != head.hex {
             guard let read = try? manifests.read(repository, commit: head, under: c.path), read.report.isValid else { return }
             applied = (head.hex, read.report.fleet, nil)
