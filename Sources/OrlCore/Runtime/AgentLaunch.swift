@@ -168,21 +168,23 @@ public enum AgentLaunch {
         func string(_ s: String) -> Node { Node(.string(s), at: at) }
         func member(_ key: String, _ value: Node) -> Node.Member { Node.Member(key: key, keyLocation: at, value: value) }
         func int(_ i: Int?) -> Node { i.map { Node(.number(Number(integer: $0)), at: at) } ?? Node(.null, at: at) }
-        let node = Node(
-            .object([
-                member("command", string(process.command)),
-                member("arguments", Node(.array(process.arguments.map(string)), at: at)),
-                member(
-                    "environment",
-                    Node(.array(process.environment.map { Node(.array([string($0.name), string($0.value)]), at: at) }), at: at)),
-                member("workingDirectory", string(process.workingDirectory)),
-                member("codeDirectory", process.codeDirectory.map(string) ?? Node(.null, at: at)),
-                member("addressSpace", int(process.limits.addressSpace)),
-                member("openFiles", int(process.limits.openFiles)),
-                member("cpuSeconds", int(process.limits.cpuSeconds)),
-                member("logFile", string(process.logFile)),
-                member("graceMilliseconds", int(Int((process.gracePeriod.inSeconds * 1000).rounded()))),
-            ]), at: at)
+        var members = [
+            member("command", string(process.command)),
+            member("arguments", Node(.array(process.arguments.map(string)), at: at)),
+            member(
+                "environment",
+                Node(.array(process.environment.map { Node(.array([string($0.name), string($0.value)]), at: at) }), at: at)),
+            member("workingDirectory", string(process.workingDirectory)),
+            member("addressSpace", int(process.limits.addressSpace)),
+            member("openFiles", int(process.limits.openFiles)),
+            member("cpuSeconds", int(process.limits.cpuSeconds)),
+            member("logFile", string(process.logFile)),
+            member("graceMilliseconds", int(Int((process.gracePeriod.inSeconds * 1000).rounded()))),
+        ]
+        // Only when set: agents applied before code had a place keep their hash, so an
+        // upgrade of orl does not restart them.
+        if let code = process.codeDirectory { members.append(member("codeDirectory", string(code))) }
+        let node = Node(.object(members), at: at)
         return CanonicalJSON.hash(node)
     }
 }
