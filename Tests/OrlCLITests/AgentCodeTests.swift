@@ -71,7 +71,7 @@ import Testing
         return text.split(separator: " ").map(String.init)
     }
 
-    @Test func applyRunsTheAgentsCodeFromTheRepositoryOfTheManifests() throws {
+    @Test func applyRunsTheAgentsCodeFromTheRepositoryOfTheManifests() async throws {
         let repo = try GitFixture()
         try repo.write("bin/agent.py", Self.program("v1"))
         try repo.write("deploy/orl/fleet.yaml", Self.fleet)
@@ -84,7 +84,7 @@ import Testing
         #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
         let controller = Controller(state: repo.state)
         try controller.start(in: elsewhere.url)
-        #expect(waitUntil(seconds: 20) { Self.ran(state: repo.state).count == 3 }, "\(Self.ran(state: repo.state))")
+        #expect(await eventually(seconds: 20) { Self.ran(state: repo.state).count == 3 }, "\(Self.ran(state: repo.state))")
         let ran = Self.ran(state: repo.state)
         #expect(ran.first == "v1")
         #expect(ran.dropFirst().first == repo.root.resolvingSymlinksInPath().appendingPathComponent("bin/agent.py").path)
@@ -96,7 +96,7 @@ import Testing
         #expect(again.status == 0, "\(again.stdout)\(again.stderr)")
     }
 
-    @Test func aGitSourceRunsTheAppliedRevisionsReadOnlyTreeAndRestartsOnACodeChange() throws {
+    @Test func aGitSourceRunsTheAppliedRevisionsReadOnlyTreeAndRestartsOnACodeChange() async throws {
         let repo = try GitFixture()
         try repo.write("bin/agent.py", Self.program("v1"))
         try repo.write("fleet/fleet.yaml", Self.fleet)
@@ -106,7 +106,7 @@ import Testing
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         let controller = Controller(state: repo.state)
         try controller.start(in: repo.directory.url)
-        #expect(waitUntil(seconds: 20) { Self.ran(state: repo.state).first == "v1" }, "\(Self.ran(state: repo.state))")
+        #expect(await eventually(seconds: 20) { Self.ran(state: repo.state).first == "v1" }, "\(Self.ran(state: repo.state))")
         var ran = Self.ran(state: repo.state)
         let firstTree = URL(fileURLWithPath: ran[1]).deletingLastPathComponent().deletingLastPathComponent().path
         #expect(firstTree.hasPrefix(repo.state + "/code/app/"), "\(ran)")
@@ -125,7 +125,7 @@ import Testing
         try repo.commit("labels")
         result = try repo.orlctl(sync)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
-        usleep(1_500_000)
+        try await Task.sleep(for: .microseconds(1_500_000))
         #expect(try Self.pid(repo) == pid)
 
         // A code change is a new tree and a restart onto it.
@@ -133,7 +133,7 @@ import Testing
         let second = try repo.commit("v2")
         result = try repo.orlctl(sync)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
-        #expect(waitUntil(seconds: 20) { Self.ran(state: repo.state).first == "v2" }, "\(Self.ran(state: repo.state))")
+        #expect(await eventually(seconds: 20) { Self.ran(state: repo.state).first == "v2" }, "\(Self.ran(state: repo.state))")
         ran = Self.ran(state: repo.state)
         #expect(ran[2] == second)
         #expect(!ran[1].hasPrefix(firstTree + "/"))
@@ -146,7 +146,7 @@ import Testing
         try repo.commit("broken")
         result = try repo.orlctl(sync)
         #expect(result.status == 1, "\(result.stdout)\(result.stderr)")
-        usleep(1_000_000)
+        try await Task.sleep(for: .microseconds(1_000_000))
         #expect(Self.ran(state: repo.state).first == "v2")
         let trees = try FileManager.default.contentsOfDirectory(atPath: repo.state + "/code/app")
         #expect(trees.count == 2, "\(trees)")
@@ -157,7 +157,7 @@ import Testing
         try repo.commit("v4")
         result = try repo.orlctl(sync)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
-        #expect(waitUntil(seconds: 20) { Self.ran(state: repo.state).first == "v4" }, "\(Self.ran(state: repo.state))")
+        #expect(await eventually(seconds: 20) { Self.ran(state: repo.state).first == "v4" }, "\(Self.ran(state: repo.state))")
         let after = try FileManager.default.contentsOfDirectory(atPath: repo.state + "/code/app")
         #expect(after.count == 2 && !after.contains(URL(fileURLWithPath: firstTree).lastPathComponent), "\(after)")
     }
@@ -172,7 +172,7 @@ import Testing
 /// Level-triggered sync: while the head does not move, what the applied revision
 /// declares is put back when it is changed or deleted out of band.
 @Suite(.serialized) struct DriftTests {
-    @Test func anUnmovedHeadPutsBackWhatChangedOutOfBand() throws {
+    @Test func anUnmovedHeadPutsBackWhatChangedOutOfBand() async throws {
         let repo = try GitFixture()
         try GitFleet.write(to: repo)
         try repo.commit("first")

@@ -15,14 +15,14 @@ import Testing
 
     /// The mission's command, from the repository's root, with nothing prepared: the
     /// controller starts and the three demo agents run the repository's agent.py.
-    @Test func applyOfTheDemoManifestsAloneRunsTheFleet() throws {
+    @Test func applyOfTheDemoManifestsAloneRunsTheFleet() async throws {
         let h = try Harness()
         defer { _ = try? h.orlctl(["controller", "stop"]) }
         let apply = try Orlctl.run(["apply", "-f", "manifests/", "--state", h.state], environment: ["ORL_NO_CONTROLLER": ""])
         #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
         #expect(apply.stdout.contains("controller started"), "\(apply.stdout)")
         var phases: [String: String] = [:]
-        let running = waitUntil(seconds: 30) {
+        let running = await eventually(seconds: 30) {
             guard let list = try? Self.json(h.orlctl(["get", "agents", "-o", "json"])),
                 let items = list["items"] as? [[String: Any]]
             else { return false }
@@ -36,7 +36,7 @@ import Testing
         #expect(running, "\(phases)\n\((try? String(contentsOfFile: h.state + "/logs/controller.log", encoding: .utf8)) ?? "")")
         let log = (try? String(contentsOfFile: h.state + "/logs/default/writer.log", encoding: .utf8)) ?? ""
         #expect(
-            waitUntil(seconds: 10) {
+            await eventually(seconds: 10) {
                 ((try? String(contentsOfFile: h.state + "/logs/default/writer.log", encoding: .utf8)) ?? "").contains("started")
             }, "\(log)")
 
@@ -48,10 +48,10 @@ import Testing
             let runs = (try? Self.json(h.orlctl(["runs", "-o", "json"])))?["runs"] as? [[String: Any]] ?? []
             return runs.first { "run/" + ($0["id"] as? String ?? "") == run }?["status"] as? String ?? "?"
         }
-        #expect(waitUntil(seconds: 30) { status() == "WaitingApproval" }, "\(status())")
+        #expect(await eventually(seconds: 30) { status() == "WaitingApproval" }, "\(status())")
         let approve = try h.orlctl(["approve", run, "--step", "editorial-review"])
         #expect(approve.status == 0, "\(approve.stderr)")
-        #expect(waitUntil(seconds: 30) { status() == "Succeeded" }, "\(status())")
+        #expect(await eventually(seconds: 30) { status() == "Succeeded" }, "\(status())")
         let drafts = (try? FileManager.default.contentsOfDirectory(atPath: h.state + "/workspace/drafts")) ?? []
         #expect(drafts.count == 1, "\(drafts)")
 
@@ -60,7 +60,7 @@ import Testing
     }
 
     /// `get -o json` carries what the tables show as fields of `status`.
-    @Test func getJSONCarriesTheProcessAsStatusFields() throws {
+    @Test func getJSONCarriesTheProcessAsStatusFields() async throws {
         let h = try Harness()
         try h.apply([.init(name: "up"), .init(name: "down", script: "exit 3")])
         try h.startController()
@@ -70,7 +70,7 @@ import Testing
         }
         var up: [String: Any] = [:]
         #expect(
-            waitUntil(seconds: 15) {
+            await eventually(seconds: 15) {
                 up = (try? status("up")) ?? [:]
                 return up["pid"] != nil && up["phase"] as? String == "Running"
             }, "\(up)")
@@ -83,7 +83,7 @@ import Testing
 
         var down: [String: Any] = [:]
         #expect(
-            waitUntil(seconds: 15) {
+            await eventually(seconds: 15) {
                 down = (try? status("down")) ?? [:]
                 return down["lastExit"] != nil
             }, "\(down)")
@@ -101,7 +101,7 @@ import Testing
     }
 
     /// `sync --once` starts the controller the applied agents need, as apply does.
-    @Test func syncStartsAControllerAsApplyDoes() throws {
+    @Test func syncStartsAControllerAsApplyDoes() async throws {
         let repo = try GitFixture()
         try GitFleet.write(to: repo)
         try repo.commit("first")
@@ -115,4 +115,15 @@ import Testing
         let stop = try repo.orlctl(["controller", "stop"])
         #expect(stop.status == 0, "\(stop.stdout)\(stop.stderr)")
     }
+}
+
+/// Polls `condition` until it holds (true) or `seconds` pass (false), sleeping without
+/// holding a thread of the pool that other suites' tests run on.
+func eventually(seconds: Double, _ condition: () throws -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if (try? condition()) == true { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return (try? condition()) == true
 }

@@ -183,8 +183,9 @@ struct Watch: AsyncParsableCommand {
             push webhooks: a push to the watched ref signed (X-Hub-Signature-256) with the \
             vault secret --webhook-secret syncs at once; anything unsigned is refused (401). \
             SIGTERM or SIGINT ends it after the round in progress. When Agents are applied \
-            and no controller runs for the state, one is started in the background, as \
-            orlctl apply does (--no-controller, or ORL_NO_CONTROLLER=1, to opt out).
+            and no controller runs for the state, one is started in the background after the \
+            first round and after a round that changed the state, as orlctl apply does \
+            (--no-controller, or ORL_NO_CONTROLLER=1, to opt out).
 
             Exit codes: 0 stopped by a signal, 2 error (another process syncs the source, \
             unreadable state).
@@ -270,10 +271,14 @@ struct Watch: AsyncParsableCommand {
         SyncRenderer.log(
             "watching \(configuration.url)\(ref)\(path) every \(DurationValue(self.interval)!.text) as source \(configuration.name)")
         var wasSuspended = false
+        var firstRound = true
         while !signals.stopRequested {
             let report = await sync.round(retryFailed: false)
             if report.changed { ControllerWake.wake(source.state.resolvedDirectory) }
-            if !report.failed {
+            // After the first round and after changes only: a controller stopped on purpose
+            // stays stopped until the fleet changes again.
+            if !report.failed, report.changed || firstRound {
+                firstRound = false
                 do {
                     try await ControllerAutostart.ensure(state: source.state, optedOut: noController, json: true)
                 } catch {
