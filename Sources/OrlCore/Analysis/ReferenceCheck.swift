@@ -26,7 +26,7 @@ public enum ReferenceCheck {
         severity: Diagnostic.Severity = .error, consequence: String = ""
     ) -> Diagnostic {
         let namespace = resource.metadata.namespace
-        let candidates = fleet.resources(of: kind, namespace: namespace).map(\.metadata.name)
+        let candidates = fleet.names(of: kind, namespace: namespace)
         let place = namespace == ResourceID.defaultNamespace ? "" : " in namespace \"\(namespace)\""
         return Diagnostic(
             severity, .refMissing,
