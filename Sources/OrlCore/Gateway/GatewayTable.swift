@@ -30,6 +30,8 @@ public struct GatewayTable: Sendable {
     public struct ToolRoute: Sendable, Hashable {
         public var id: ResourceID
         public var spec: ToolSpec
+        /// Where a command Tool's program and file arguments are (see `CodeOrigin`).
+        public var origin: CodeOrigin? = nil
     }
 
     public struct Caller: Sendable {
@@ -65,7 +67,7 @@ public struct GatewayTable: Sendable {
         var toolsByNamespace: [String: [ToolRoute]] = [:]
         for tool in fleet.resources(of: .tool) {
             guard let spec = tool.tool else { continue }
-            toolsByNamespace[tool.metadata.namespace, default: []].append(ToolRoute(id: tool.id, spec: spec))
+            toolsByNamespace[tool.metadata.namespace, default: []].append(ToolRoute(id: tool.id, spec: spec, origin: tool.origin))
         }
         for (agent, digest) in tokens {
             guard let resource = fleet[agent], let spec = resource.agent else { continue }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An HTTP tool for the end-to-end tests: `echo_server.py PORT_FILE RECORD_FILE`.
+r"""An HTTP tool for the end-to-end tests: `echo_server.py PORT_FILE RECORD_FILE`.
 
 Listens on a free loopback port (written to PORT_FILE), appends each request it gets
 to RECORD_FILE as a JSON line (path, headers, body), and answers with the body it got
