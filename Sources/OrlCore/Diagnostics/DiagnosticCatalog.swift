@@ -172,5 +172,15 @@ extension DiagnosticCode {
             summary:
                 "One run of a workflow can cost more than a Budget that covers its agents allows (every attempt of every step using its `maxTokens`, at the model's dearer price).",
             help: "Raise the budget, lower `maxTokens` or retries, or use a cheaper model."),
+        DiagnosticInfo(
+            code: .mcpUnpinned, title: "MCP server not pinned", severities: [.warning],
+            summary:
+                "A Tool of type `mcp` has no pinned tool definitions in `mcp.lock.json` next to the manifests, so agents can call none of its tools: orl only forwards calls to definitions it has pinned.",
+            help: "Run `orlctl mcp pin -f DIR` against the server, review the lock file and commit it with the manifests."),
+        DiagnosticInfo(
+            code: .mcpPinInvalid, title: "Invalid MCP pin", severities: [.error],
+            summary:
+                "An entry of `mcp.lock.json` is malformed, or a tool's `hash` does not match its definition (the file was edited by hand).",
+            help: "Pin again with `orlctl mcp pin -f DIR` rather than editing the lock file."),
     ]
 }
