@@ -190,7 +190,7 @@ public final class McpUpstream: Sendable {
             }
             return (reply["result"], response.headers)
         }
-        throw Failure("MCP server \(endpoint.server.name) sent no response to the request")
+        throw Failure("MCP server \(endpoint.server.name) sent no response to the request: \(String(text.prefix(200)))")
     }
 
     static let expired = "session expired"
@@ -199,8 +199,8 @@ public final class McpUpstream: Sendable {
     static func events(_ text: String) -> [String] {
         var events: [String] = []
         var data: [Substring] = []
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            let line = line.hasSuffix("\r") ? line.dropLast() : line
+        // "\r\n" is one Character in Swift: split on each kind of line end.
+        for line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) {
             if line.isEmpty {
                 if !data.isEmpty { events.append(data.joined(separator: "\n")) }
                 data = []
