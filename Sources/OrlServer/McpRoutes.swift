@@ -19,7 +19,8 @@ extension AgentAPI {
             !McpUpstream.protocolVersions.contains(version)
         {
             return Self.rpc(
-                nil, error: -32600, "unsupported MCP-Protocol-Version \(version); orl speaks \(McpUpstream.protocolVersions.joined(separator: ", "))",
+                nil, error: -32600,
+                "unsupported MCP-Protocol-Version \(version); orl speaks \(McpUpstream.protocolVersions.joined(separator: ", "))",
                 status: .badRequest)
         }
         let caller: GatewayTable.Caller
@@ -33,7 +34,8 @@ extension AgentAPI {
         do {
             bytes = Array(try await request.collectBody(upTo: configuration.maxRequestBytes).readableBytesView)
         } catch {
-            return Self.rpc(nil, error: -32600, "the request is larger than \(configuration.maxRequestBytes) bytes", status: .contentTooLarge)
+            return Self.rpc(
+                nil, error: -32600, "the request is larger than \(configuration.maxRequestBytes) bytes", status: .contentTooLarge)
         }
         guard let message = try? JSONParser.parse(bytes: bytes, file: "<mcp>"), message.members != nil else {
             return Self.rpc(nil, error: -32700, "the body is not a JSON-RPC message (one JSON object)", status: .badRequest)
@@ -140,7 +142,8 @@ extension AgentAPI {
             return Self.rpc(id, error: -32003, message)
         }
         guard let url = server.url else {
-            return Self.toolError(id, "MCP server \(route.id.name) is a stdio server, which this controller cannot reach yet; give it a url")
+            return Self.toolError(
+                id, "MCP server \(route.id.name) is a stdio server, which this controller cannot reach yet; give it a url")
         }
         var credential: String?
         if let secret = server.credentialSecret?.value {
@@ -174,7 +177,9 @@ extension AgentAPI {
         return Gateway.json(.ok, text)
     }
 
-    private func recordCall(_ tool: String, _ agent: ResourceID, _ task: String?, _ started: ContinuousClock.Instant, outcome: String, bytes: Int) {
+    private func recordCall(
+        _ tool: String, _ agent: ResourceID, _ task: String?, _ started: ContinuousClock.Instant, outcome: String, bytes: Int
+    ) {
         let elapsed = ContinuousClock.now - started
         let micros = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
         gateway.log(
@@ -194,7 +199,9 @@ extension AgentAPI {
     // MARK: JSON-RPC
 
     static func rpc(_ id: Node?, result: JSONValue) -> Response {
-        Gateway.json(.ok, JSONValue.object([("jsonrpc", .string("2.0")), ("id", id.map(JSONValue.init) ?? .null), ("result", result)]).compactRendered())
+        Gateway.json(
+            .ok,
+            JSONValue.object([("jsonrpc", .string("2.0")), ("id", id.map(JSONValue.init) ?? .null), ("result", result)]).compactRendered())
     }
 
     static func rpc(_ id: Node?, error code: Int, _ message: String, status: HTTPResponse.Status = .ok) -> Response {

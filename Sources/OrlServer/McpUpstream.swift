@@ -100,7 +100,7 @@ public final class McpUpstream: Sendable {
     func request(_ endpoint: Endpoint, method: String, params: JSONValue) async throws(Failure) -> Node {
         do {
             return try await send(endpoint, try await session(endpoint), method: method, params: params)
-        } catch where error.message == Self.expired {
+        } catch  where error.message == Self.expired {
             // The server restarted or dropped the session: open a new one, once.
             sessions.withLock { $0[endpoint] = nil }
             return try await send(endpoint, try await session(endpoint), method: method, params: params)
@@ -119,7 +119,8 @@ public final class McpUpstream: Sendable {
         let version = result["protocolVersion"]?.string ?? Self.protocolVersion
         guard Self.protocolVersions.contains(version) else {
             throw Failure(
-                "MCP server \(endpoint.server.name) speaks protocol \(version); orl speaks \(Self.protocolVersions.joined(separator: ", "))")
+                "MCP server \(endpoint.server.name) speaks protocol \(version); orl speaks \(Self.protocolVersions.joined(separator: ", "))"
+            )
         }
         let session = Session(id: headers.first(name: "mcp-session-id"), version: version)
         _ = try await post(
@@ -186,7 +187,9 @@ public final class McpUpstream: Sendable {
             if let error = reply["error"] {
                 let code = error["code"]?.number?.integer.map { " \($0)" } ?? ""
                 throw Failure(
-                    masked("MCP server \(endpoint.server.name) refused\(code): \(error["message"]?.string ?? "no message")", endpoint.credential))
+                    masked(
+                        "MCP server \(endpoint.server.name) refused\(code): \(error["message"]?.string ?? "no message")",
+                        endpoint.credential))
             }
             return (reply["result"], response.headers)
         }

@@ -53,7 +53,9 @@ public struct ManifestParsing: Sendable {
             do {
                 return ReadManifests(mcpLocks: [try JSONParser.parse(bytes: file.bytes, file: file.path)])
             } catch {
-                return ReadManifests(diagnostics: [.error(.mcpPinInvalid, "\(McpLock.fileName) is not JSON: \(error.message)", at: error.location)])
+                return ReadManifests(diagnostics: [
+                    .error(.mcpPinInvalid, "\(McpLock.fileName) is not JSON: \(error.message)", at: error.location)
+                ])
             }
         }
         return reader.read(parser.parse(file.bytes, file: file.path))

@@ -87,7 +87,8 @@ struct McpCommand: AsyncParsableCommand {
                         let store = try state.openStore()
                         vault = StateVault(
                             store: store,
-                            keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: ProcessInfo.processInfo.environment))
+                            keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: ProcessInfo.processInfo.environment)
+                        )
                     }
                     do {
                         credential = try vault?.value(of: SecretID(namespace: resource.metadata.namespace, name: secret))
@@ -95,7 +96,9 @@ struct McpCommand: AsyncParsableCommand {
                         throw CommandFailure(message: "reading the credential of \(resource.id): \(error)")
                     }
                     guard credential != nil else {
-                        throw CommandFailure(message: "the credential of \(resource.id) (secret \"\(secret)\") is not in the vault of \(state.resolvedDirectory)")
+                        throw CommandFailure(
+                            message:
+                                "the credential of \(resource.id) (secret \"\(secret)\") is not in the vault of \(state.resolvedDirectory)")
                     }
                 }
                 let endpoint = McpUpstream.Endpoint(

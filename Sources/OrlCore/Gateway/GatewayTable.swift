@@ -91,7 +91,8 @@ public struct GatewayTable: Sendable {
             callers[digest] = Caller(
                 agent: agent, routes: routes.sorted { $0.id < $1.id }, provider: spec.model.value.provider,
                 maxTokensPerCall: spec.maxTokensPerCall,
-                tools: Dictionary(tools.filter { permissions.permits(.tool, $0.name) }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
+                tools: Dictionary(
+                    tools.filter { permissions.permits(.tool, $0.name) }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
                 namespaceTools: Set(tools.map(\.name)), workingDir: spec.runtime.workingDir,
                 approvalTools: Set(tools.filter { !permissions.approvalRules(forTool: $0.name).isEmpty }.map(\.name)))
         }

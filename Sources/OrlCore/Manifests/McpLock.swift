@@ -61,7 +61,8 @@ public enum McpLock {
             let violations = reader.schemas.schema(for: .tool).validate(document)
             guard violations.isEmpty else {
                 result.diagnostics += violations.map {
-                    .error(.mcpPinInvalid, "the pins of \(resource.id) in \(fileName): \($0.message)", at: $0.location, resource: resource.id)
+                    .error(
+                        .mcpPinInvalid, "the pins of \(resource.id) in \(fileName): \($0.message)", at: $0.location, resource: resource.id)
                 }
                 continue
             }
@@ -82,14 +83,16 @@ public enum McpLock {
         guard lock.members != nil, lock["lockVersion"]?.number?.integer == version, let servers = lock["servers"]?.elements else {
             return [
                 .error(
-                    .mcpPinInvalid, "\(fileName) must be an object with \"lockVersion\": \(version) and a \"servers\" array, as orlctl mcp pin writes it",
+                    .mcpPinInvalid,
+                    "\(fileName) must be an object with \"lockVersion\": \(version) and a \"servers\" array, as orlctl mcp pin writes it",
                     at: lock.location)
             ]
         }
         var diagnostics: [Diagnostic] = []
         for server in servers {
             guard let name = server["name"]?.string, let tools = server["tools"], tools.elements != nil else {
-                diagnostics.append(.error(.mcpPinInvalid, "a server of \(fileName) needs a \"name\" and a \"tools\" array", at: server.location))
+                diagnostics.append(
+                    .error(.mcpPinInvalid, "a server of \(fileName) needs a \"name\" and a \"tools\" array", at: server.location))
                 continue
             }
             let id = ResourceID(
