@@ -4,7 +4,7 @@ library only; orl's /mcp answers plain JSON, so no SDK is needed).
 
 For each task it asks the model through the gateway, then lists the MCP tools orl
 offers it for the step (tools/list) and calls each of them that its step lists and
-AGENT_TOOLS names (tools/call), with the step's input as arguments. orl checks every
+AGENT_TOOLS names (tools/call), with the step's inputs as arguments. orl checks every
 call against the agent's policies, injects the server's credential and refuses a tool
 whose definition changed since it was pinned; a refusal fails the task without retry.
 
@@ -46,7 +46,7 @@ def mcp_step(task, context):
         wire = tool.replace("/", "__", 1)
         if wire not in offered:
             raise TaskFailed(f"orl's /mcp does not offer {tool} for this step", retry=False)
-        arguments = task.get("input") if isinstance(task.get("input"), dict) else {}
+        arguments = task.get("inputs") if isinstance(task.get("inputs"), dict) else {}
         result = mcp.call(task, "tools/call", {"name": wire, "arguments": arguments})
         text = "".join(part.get("text", "") for part in result.get("content", []) if part.get("type") == "text")
         if result.get("isError"):
