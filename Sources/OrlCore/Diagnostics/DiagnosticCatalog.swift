@@ -182,5 +182,10 @@ extension DiagnosticCode {
             summary:
                 "An entry of `mcp.lock.json` is malformed, or a tool's `hash` does not match its definition (the file was edited by hand).",
             help: "Pin again with `orlctl mcp pin -f DIR` rather than editing the lock file."),
+        DiagnosticInfo(
+            code: .mcpPinChanged, title: "MCP tool definition changed", severities: [.warning],
+            summary:
+                "Reported by `orlctl review` only: the change pins a new or altered definition of an MCP tool (its description, schemas or annotations). A description is what the model reads, so a changed one can change what agents do with the tool (the \"rug pull\").",
+            help: "Read the new definition in `mcp.lock.json` before merging; revert the pin if the server's change is not wanted."),
     ]
 }

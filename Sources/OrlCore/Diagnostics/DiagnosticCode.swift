@@ -65,4 +65,6 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static let mcpUnpinned = DiagnosticCode("mcp.unpinned")
     /// A lock file entry that is malformed or whose hash does not match its definition.
     public static let mcpPinInvalid = DiagnosticCode("mcp.pin-invalid")
+    /// `review`: a pinned MCP tool definition that the change adds or alters.
+    public static let mcpPinChanged = DiagnosticCode("mcp.pin-changed")
 }

@@ -77,7 +77,7 @@ public struct Review: Sendable {
             plan: plan(base: base.fleet, head: head.fleet),
             permissions: permissionChanges(base: base.fleet, head: head.fleet),
             budgets: budgetChanges(base: base.fleet, head: head.fleet),
-            diagnostics: (base.diagnostics, head.diagnostics))
+            diagnostics: (base.diagnostics, head.diagnostics + McpPinChanges.findings(base: base.fleet, head: head.fleet)))
     }
 
     private init(
