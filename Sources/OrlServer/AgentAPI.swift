@@ -116,13 +116,15 @@ public final class AgentAPI: Sendable {
         } catch {
             return Gateway.error(error)
         }
-        let given = request.uri.queryParameters.get("wait")
-        let asked = given.flatMap(Double.init)
-        if given != nil, !(asked.map { $0 >= 0 && $0.isFinite } ?? false) {
-            return Gateway.error(.invalidRequest("wait must be a number of seconds, 0 or more", param: "wait"))
-        }
         let longest = configuration.longestPoll
-        let wait = asked.map { min(Duration.milliseconds(Int64($0 * 1000)), longest) } ?? longest
+        var wait = longest
+        if let given = request.uri.queryParameters.get("wait") {
+            // Clamped, never converted as given: `wait=1e16` once trapped the controller.
+            guard let asked = Double(given).flatMap({ Duration.seconds(clamping: $0, atMost: longest) }) else {
+                return Gateway.error(.invalidRequest("wait must be a number of seconds, 0 or more", param: "wait"))
+            }
+            wait = asked
+        }
         let clock = ContinuousClock()
         let deadline = clock.now + wait
         let agent = caller.agent

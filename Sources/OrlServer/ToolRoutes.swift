@@ -51,7 +51,7 @@ extension AgentAPI {
                 .toolFailed(status: 400, code: "tool_is_mcp", "Tool \(route.id.name) is an MCP server: call its tools through /mcp"))
         }
         let elapsed = ContinuousClock.now - started
-        let took = "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)ms"
+        let took = "\(elapsed.wholeMilliseconds)ms"
         switch result {
         case .success(let answer):
             gateway.log(
@@ -112,12 +112,11 @@ extension AgentAPI {
         upstream.headers.replaceOrAdd(name: "X-Orl-Run", value: grant.task.run.rawValue)
         upstream.headers.replaceOrAdd(name: "X-Orl-Step", value: grant.task.step)
         if sendsBody { upstream.body = .bytes(ByteBuffer(string: input.compactRendered())) }
-        let (seconds, attoseconds) = route.spec.timeout.duration.components
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
             response = try await gateway.client.execute(
-                upstream, timeout: .milliseconds(seconds * 1000 + attoseconds / 1_000_000_000_000_000))
+                upstream, timeout: .milliseconds(route.spec.timeout.duration.wholeMilliseconds))
             body = try await response.body.collect(upTo: configuration.maxToolOutputBytes)
         } catch {
             let failure = Gateway.upstreamFailure(error, provider: route.id)
@@ -127,12 +126,16 @@ extension AgentAPI {
                     status: timedOut ? 504 : 502, code: timedOut ? "tool_timeout" : "tool_unreachable",
                     masked("Tool \(route.id.name) (\(endpoint.method) \(endpoint.url)): \(failure.message)", credential)))
         }
-        let text = masked(String(decoding: body.readableBytesView, as: UTF8.self), credential)
+        // Masked in the raw text through every JSON escape, then again in the decoded
+        // values: a tool that echoes its credential as `\u002d` or `\/` hands the agent
+        // nothing.
+        let mask = CredentialMask([credential].compactMap { $0 })
+        let text = String(decoding: mask.mask(Array(body.readableBytesView)), as: UTF8.self)
         let status = Int(response.status.code)
         guard (200..<300).contains(status) else {
             return .failure(.toolFailed("Tool \(route.id.name) answered \(status): \(String(text.prefix(500)))"))
         }
-        return .success((status, Self.output(text)))
+        return .success((status, mask.mask(Self.output(text))))
     }
 
     // MARK: command
@@ -187,8 +190,7 @@ extension AgentAPI {
     }
 
     private func masked(_ text: String, _ credential: String?) -> String {
-        guard let credential, !credential.isEmpty else { return text }
-        return text.replacing(credential, with: "(sensitive)")
+        CredentialMask([credential].compactMap { $0 }).mask(text)
     }
 }
 

@@ -529,7 +529,7 @@ extension Access {
             var spend: [ResourceID: Charge] = [:]
             while try statement.step(intent: intent) {
                 spend[ResourceID(kind: statement.text(0), namespace: statement.text(1), name: statement.text(2))] = Charge(
-                    usd: statement.double(3), tokens: Int(statement.double(4)))
+                    usd: statement.double(3), tokens: Int(clamping: statement.double(4)))
             }
             return spend
         }

@@ -87,6 +87,9 @@ struct RunController: AsyncParsableCommand {
     static let detachTimeout: Duration = .seconds(10)
 
     func run() async throws {
+        // Connections, agents' pipes and logs all take descriptors: the default soft
+        // limit is what a crowd of idle connections once exhausted.
+        ConnectionGuard.raiseDescriptorLimit()
         if detach {
             let arguments =
                 [

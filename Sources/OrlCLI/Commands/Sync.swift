@@ -243,6 +243,7 @@ struct Watch: AsyncParsableCommand {
             let secret = try VaultReference.secret(webhookSecret, flag: "--webhook-secret", state: source.state)
             let handler = Self.webhookHandler(secret: secret, ref: configuration.ref, source: configuration.name, signals: signals)
             do {
+                ConnectionGuard.raiseDescriptorLimit()
                 let (url, task) = try await WebhookServer(host: address.host, port: address.port, handle: handler).start()
                 receiver = task
                 SyncRenderer.log("webhook receiver listening on \(url)")

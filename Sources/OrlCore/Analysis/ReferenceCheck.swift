@@ -31,7 +31,7 @@ public enum ReferenceCheck {
         {
             return mcpToolMissing(name, server: server, from: resource, path: path, severity: severity)
         }
-        let candidates = fleet.resources(of: kind, namespace: namespace).map(\.metadata.name)
+        let candidates = fleet.names(of: kind, namespace: namespace)
         let place = namespace == ResourceID.defaultNamespace ? "" : " in namespace \"\(namespace)\""
         return Diagnostic(
             severity, .refMissing,

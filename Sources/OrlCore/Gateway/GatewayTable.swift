@@ -14,9 +14,16 @@ public struct GatewayTable: Sendable {
         public var id: String { "\(provider.name)/\(model.name)" }
 
         /// Worst case in dollars for a call of these many tokens.
+        /// Held finite (a stored price of `1e308` or `.nan` must neither trap nor make
+        /// a reservation that cannot be given back: `inf - inf` is NaN, and NaN passes
+        /// every limit).
         public func cost(_ usage: TokenUsage) -> Double {
-            (Double(usage.prompt) * model.pricing.input + Double(usage.completion) * model.pricing.output) / 1_000_000
+            let usd = (Double(usage.prompt) * model.pricing.input + Double(usage.completion) * model.pricing.output) / 1_000_000
+            return usd.isNaN ? Self.dearest : min(max(usd, 0), Self.dearest)
         }
+
+        /// The most one call may be counted at: far above any budget, far below overflow.
+        static let dearest = 1e18
     }
 
     /// A tool an agent may call through `POST /v1/tools/NAME/invoke`.
@@ -154,6 +161,18 @@ extension GatewayTable.Caller {
 /// Agents' credentials for orl's API. Only digests are kept: a stolen state file grants
 /// nothing, and the gateway compares digests of what it is shown.
 public enum AgentToken {
+    /// Whether `given` is `expected`, in time that depends on neither: both are hashed
+    /// first and the digests compared whole, so a caller timing the answer learns
+    /// nothing of the operator's token.
+    public static func matches(_ given: String?, _ expected: String) -> Bool {
+        guard let given else { return false }
+        let a = Array(SHA256.hash(data: Array(given.utf8)))
+        let b = Array(SHA256.hash(data: Array(expected.utf8)))
+        var difference: UInt8 = 0
+        for (x, y) in zip(a, b) { difference |= x ^ y }
+        return difference == 0
+    }
+
     public static func digest(_ token: String) -> String {
         SHA256.hash(data: Array(token.utf8)).map { byte in
             let hex = String(byte, radix: 16)

@@ -113,6 +113,21 @@ public struct ManifestReader: Sendable {
             )
         }
 
+        // What is stored, listed and loaded at every controller pass is bounded, aliases
+        // counted in full: a resource of 290 MB once made every pass take 1.8 GB.
+        let size = root.textBytes(upTo: Resource.maxTextBytes)
+        guard size <= Resource.maxTextBytes else {
+            return (
+                nil,
+                [
+                    .error(
+                        .resourceInvalid,
+                        "this resource holds more than \(Resource.maxTextBytes) bytes of text (aliases counted in full), the most a resource may hold; keep large content (prompts, data) out of manifests or split the resource",
+                        at: root.location, resource: id)
+                ]
+            )
+        }
+
         let violations = schemas.schema(for: kind).validate(root)
         guard violations.isEmpty else {
             let id = id.map { ResourceID(kind: kind.rawValue, namespace: $0.namespace, name: $0.name) }
@@ -154,5 +169,33 @@ public struct ManifestReader: Sendable {
     private static func identity(of root: Node) -> ResourceID? {
         guard let kind = root["kind"]?.string, let name = root["metadata"]?["name"]?.string else { return nil }
         return ResourceID(kind: kind, namespace: root["metadata"]?["namespace"]?.string ?? ResourceID.defaultNamespace, name: name)
+    }
+}
+
+extension Resource {
+    /// The most text (keys and scalars, aliases counted in full) one resource may hold.
+    public static let maxTextBytes = 1 << 20
+}
+
+extension Node {
+    /// The bytes of text in the node (keys and scalars, each alias in full), counted
+    /// until they pass `limit`: the walk stops there, so an alias bomb costs no more.
+    func textBytes(upTo limit: Int) -> Int {
+        var total = 0
+        var pending: [Node] = [self]
+        while let node = pending.popLast(), total <= limit {
+            switch node.value {
+            case .null, .bool: total += 4
+            case .number(let number): total += number.text.utf8.count
+            case .string(let string): total += string.utf8.count
+            case .array(let elements): pending += elements
+            case .object(let members):
+                for member in members {
+                    total += member.key.utf8.count
+                    pending.append(member.value)
+                }
+            }
+        }
+        return total
     }
 }

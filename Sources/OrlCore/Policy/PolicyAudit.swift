@@ -337,7 +337,7 @@ struct WorkflowAudit {
                 let pricing = fleet.resource(.modelProvider, model.provider, namespace: namespace)?.modelProvider?.model(
                     named: model.model)?.pricing
             else { continue }
-            let tokens = step.retry.attempts * maxTokens
+            let tokens = step.retry.attempts.saturatingMultiplied(by: maxTokens)
             worst.append((agent, Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens))
         }
         guard !worst.isEmpty else { return [] }
@@ -351,10 +351,10 @@ struct WorkflowAudit {
             let groups: [(who: String, usd: Double, tokens: Int)] =
                 switch budgetSpec.scope {
                 case .shared:
-                    [("", covered.map(\.usd).reduce(0, +), covered.map(\.tokens).reduce(0, +))]
+                    [("", covered.map(\.usd).reduce(0, +), covered.map(\.tokens).reduce(0) { $0.saturatingAdding($1) })]
                 case .perAgent:
                     Dictionary(grouping: covered, by: { $0.agent.metadata.name }).sorted { $0.key < $1.key }.map { name, items in
-                        (" for agent \"\(name)\"", items.map(\.usd).reduce(0, +), items.map(\.tokens).reduce(0, +))
+                        (" for agent \"\(name)\"", items.map(\.usd).reduce(0, +), items.map(\.tokens).reduce(0) { $0.saturatingAdding($1) })
                     }
                 }
             for group in groups {

@@ -95,7 +95,8 @@ enum BundledSchemas {
                     "maxTokensPerCall": {
                       "description": "Upper bound on completion tokens per model call; the gateway enforces it and budgets plan with it.",
                       "type": "integer",
-                      "minimum": 1
+                      "minimum": 1,
+                      "maximum": 1000000000000
                     },
                     "suspend": {
                       "description": "When true the agent is stopped and not restarted until it is set back to false.",
@@ -144,8 +145,8 @@ enum BundledSchemas {
                         "minProperties": 2,
                         "properties": {
                           "window": { "enum": ["day", "month"], "description": "A UTC calendar day or month." },
-                          "usd": { "type": "number", "exclusiveMinimum": 0 },
-                          "tokens": { "type": "integer", "minimum": 1 }
+                          "usd": { "type": "number", "exclusiveMinimum": 0, "maximum": 1000000000000 },
+                          "tokens": { "type": "integer", "minimum": 1, "maximum": 1000000000000 }
                         }
                       }
                     },
@@ -401,16 +402,16 @@ enum BundledSchemas {
                         "additionalProperties": false,
                         "properties": {
                           "name": { "type": "string", "minLength": 1, "pattern": "^[^\\s]+$" },
-                          "contextWindow": { "type": "integer", "minimum": 1 },
-                          "maxOutputTokens": { "type": "integer", "minimum": 1 },
+                          "contextWindow": { "type": "integer", "minimum": 1, "maximum": 1000000000000 },
+                          "maxOutputTokens": { "type": "integer", "minimum": 1, "maximum": 1000000000000 },
                           "pricing": {
                             "description": "USD per million tokens.",
                             "type": "object",
                             "required": ["input", "output"],
                             "additionalProperties": false,
                             "properties": {
-                              "input": { "type": "number", "minimum": 0 },
-                              "output": { "type": "number", "minimum": 0 }
+                              "input": { "type": "number", "minimum": 0, "maximum": 1000000 },
+                              "output": { "type": "number", "minimum": 0, "maximum": 1000000 }
                             }
                           }
                         }
@@ -750,7 +751,7 @@ enum BundledSchemas {
                             "additionalProperties": { "$ref": "#/$defs/inputSource" }
                           },
                           "prompt": { "type": "string", "description": "The instruction the agent receives for this step." },
-                          "maxTokens": { "type": "integer", "minimum": 1, "description": "Upper bound on tokens the step may spend per attempt." },
+                          "maxTokens": { "type": "integer", "minimum": 1, "maximum": 1000000000000, "description": "Upper bound on tokens the step may spend per attempt." },
                           "timeout": { "$ref": "common.schema.json#/$defs/duration", "default": "10m", "description": "How long one attempt may run, from the moment its agent claims the task; past it the attempt fails and is retried per retry." },
                           "heartbeatTimeout": { "$ref": "common.schema.json#/$defs/duration", "default": "60s", "description": "How long a claimed task may go without a heartbeat from its agent before the attempt is given up and retried per retry (the task's lease)." },
                           "retry": {
