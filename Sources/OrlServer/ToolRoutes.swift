@@ -50,6 +50,9 @@ extension AgentAPI {
         switch route.spec.type {
         case .http: result = await callHTTP(route, grant: grant, agent: agent, input: input)
         case .command: result = await runCommand(route, grant: grant, caller: caller, input: input)
+        case .mcp:
+            result = .failure(
+                .toolFailed(status: 400, code: "tool_is_mcp", "Tool \(route.id.name) is an MCP server: call its tools through /mcp"))
         }
         let elapsed = ContinuousClock.now - started
         let took = "\(elapsed.wholeMilliseconds)ms"
