@@ -4,6 +4,10 @@ import NIOCore
 import NIOHTTP1
 import OrlCore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// `POST /v1/tools/NAME/invoke`: an agent calls a Tool through the controller, which
 /// checks, fails closed, that the agent's policies allow the tool now and that the task
 /// the call serves is a step that lists it, then calls it with the tool's credential
@@ -46,6 +50,9 @@ extension AgentAPI {
         switch route.spec.type {
         case .http: result = await callHTTP(route, grant: grant, agent: agent, input: input)
         case .command: result = await runCommand(route, grant: grant, caller: caller, input: input)
+        case .mcp:
+            result = .failure(
+                .toolFailed(status: 400, code: "tool_is_mcp", "Tool \(route.id.name) is an MCP server: call its tools through /mcp"))
         }
         let elapsed = ContinuousClock.now - started
         let took = "\(elapsed.wholeMilliseconds)ms"
@@ -146,13 +153,19 @@ extension AgentAPI {
         let agent = caller.agent
         // Where the agent itself runs: a tool works on what the agent could reach.
         let directory = AgentLaunch.workingDirectory(caller.workingDir, of: agent, stateDirectory: configuration.stateDirectory)
-        let environment = [
+        var environment = [
             "PATH": ProcessSpec.defaultSearchPath, "LANG": "C.UTF-8", "ORL_TOOL": route.id.name, "ORL_AGENT": agent.name,
             "ORL_NAMESPACE": agent.namespace, "ORL_RUN": grant.task.run.rawValue, "ORL_STEP": grant.task.step,
             "ORL_TASK": grant.task.description, "ORL_IDEMPOTENCY_KEY": grant.idempotencyKey,
         ]
+        // The program comes from the Tool's source; it runs in the agent's directory.
+        var (program, arguments) = (command.command, command.args)
+        if let origin = route.origin {
+            environment["ORL_CODE_DIR"] = origin.root
+            (program, arguments) = origin.resolve(command: program, arguments: arguments, exists: { access($0, F_OK) == 0 })
+        }
         let invocation = CommandInvocation(
-            command: command.command, arguments: command.args, environment: environment, workingDirectory: directory,
+            command: program, arguments: arguments, environment: environment, workingDirectory: directory,
             input: Array((input.compactRendered() + "\n").utf8), timeout: route.spec.timeout.duration,
             maxOutputBytes: configuration.maxToolOutputBytes)
         let outcome: CommandOutcome

@@ -47,6 +47,9 @@ final class Database {
     /// SQLITE_BUSY (SQLite sleeps and retries meanwhile).
     func setBusyTimeout(milliseconds: Int32) { sqlite3_busy_timeout(handle, milliseconds) }
 
+    /// Rows the last statement inserted, updated or deleted.
+    var changes: Int { Int(sqlite3_changes(handle)) }
+
     /// Whether a transaction is open (SQLite is not in autocommit mode).
     var isInTransaction: Bool { sqlite3_get_autocommit(handle) == 0 }
 

@@ -6,17 +6,21 @@ public struct ReadManifests: Sendable {
     /// again as missing.
     public var unreadable: [ResourceID] = []
     public var diagnostics: [Diagnostic] = []
+    /// Parsed `mcp.lock.json` files: see `McpLock`.
+    public var mcpLocks: [Node] = []
 
-    public init(resources: [Resource] = [], unreadable: [ResourceID] = [], diagnostics: [Diagnostic] = []) {
+    public init(resources: [Resource] = [], unreadable: [ResourceID] = [], diagnostics: [Diagnostic] = [], mcpLocks: [Node] = []) {
         self.resources = resources
         self.unreadable = unreadable
         self.diagnostics = diagnostics
+        self.mcpLocks = mcpLocks
     }
 
     public mutating func append(_ other: ReadManifests) {
         resources += other.resources
         unreadable += other.unreadable
         diagnostics += other.diagnostics
+        mcpLocks += other.mcpLocks
     }
 }
 

@@ -73,7 +73,7 @@ public enum PolicyAudit {
                     path: ValuePath([.key("spec"), .key("secrets"), .index(i), .key("name")]),
                     notes: notes(for: decision, permissions)))
         }
-        for (i, tool) in spec.tools.enumerated() where fleet.resource(.tool, tool.value, namespace: namespace) != nil {
+        for (i, tool) in spec.tools.enumerated() where fleet.tool(tool.value, namespace: namespace) != nil {
             guard !permissions.permits(.tool, tool.value) else { continue }
             let decision = permissions.decide(.tool, tool.value)
             diagnostics.append(
@@ -161,7 +161,7 @@ struct WorkflowAudit {
             let permissions = engine.permissions(of: agent.id)
             let declared = Set(agentSpec.tools.map(\.value))
             for (j, tool) in spec.steps[i].tools.enumerated()
-            where fleet.resource(.tool, tool.value, namespace: workflow.metadata.namespace) != nil {
+            where fleet.tool(tool.value, namespace: workflow.metadata.namespace) != nil {
                 let path = stepPath(i).appending("tools").appending(j)
                 if !declared.contains(tool.value) {
                     diagnostics.append(
@@ -399,7 +399,7 @@ struct DataClassFlow {
         var classIndex: [String: Int] = [:]
         for step in spec.steps {
             for used in step.tools where toolClasses[used.value] == nil {
-                let tool = fleet.resource(.tool, used.value, namespace: namespace)?.tool
+                let tool = fleet.tool(used.value, namespace: namespace)
                 if tool?.capabilities.contains(.egress) == true { egressTools.insert(used.value) }
                 toolClasses[used.value] = (tool?.dataClasses ?? []).map { name in
                     if let i = classIndex[name] { return i }
