@@ -146,10 +146,16 @@ extension Gateway {
         upstream.headers.add(name: "Content-Type", value: "application/json")
         upstream.headers.add(name: "Accept", value: call.request.stream ? "text/event-stream" : "application/json")
         upstream.headers.add(name: "X-Request-Id", value: call.requestID)
+<<<<<<< HEAD
         if spec.apiStyle == .anthropic {
             upstream.headers.add(name: "anthropic-version", value: headers[Self.anthropicVersionHeader] ?? "2023-06-01")
             if let beta = headers[Self.anthropicBetaHeader] { upstream.headers.add(name: "anthropic-beta", value: beta) }
         }
+=======
+        // The key, wherever a provider echoes it (an error, a 200, a stream), plainly or
+        // JSON-escaped, is masked before the agent sees the body.
+        var mask = CredentialMask([])
+>>>>>>> main
         if let secret = spec.apiKeySecret?.value {
             guard let key = providerKey(SecretID(namespace: call.route.provider.namespace, name: secret)) else {
                 throw .upstream(
@@ -162,6 +168,11 @@ extension Gateway {
             } else {
                 upstream.headers.add(name: "Authorization", value: "Bearer \(key)")
             }
+<<<<<<< HEAD
+=======
+            upstream.headers.add(name: "Authorization", value: "Bearer \(key)")
+            mask = CredentialMask([key])
+>>>>>>> main
         }
         upstream.body = .bytes(ByteBuffer(bytes: call.request.upstreamBody(model: call.route.model.name, maxTokens: call.bound)))
         return upstream
@@ -178,8 +189,12 @@ extension Gateway {
         }
         let response: HTTPClientResponse
         do {
+<<<<<<< HEAD
             let (seconds, attoseconds) = call.route.spec.timeout.duration.components
             response = try await client.execute(upstream, timeout: .milliseconds(seconds * 1000 + attoseconds / 1_000_000_000_000_000))
+=======
+            response = try await client.execute(upstream, timeout: .milliseconds(spec.timeout.duration.wholeMilliseconds))
+>>>>>>> main
         } catch {
             let failure = Self.upstreamFailure(error, provider: call.route.provider)
             call.release(outcome: failure.code)
@@ -190,7 +205,8 @@ extension Gateway {
         if call.request.stream && status == 200 && eventStream {
             return Response(
                 status: .ok, headers: Self.headers(eventStream: true, requestID: call.requestID),
-                body: ResponseBody { writer in
+                body: ResponseBody { [mask] writer in
+                    var masking = CredentialMask.Stream(mask)
                     var events = ServerSentEvents()
                     var report = UsageReport()
                     var chunks = 0
@@ -200,8 +216,15 @@ extension Gateway {
                                 if let found = Self.usage(inEvent: payload) { report.merge(found) }
                                 chunks += 1
                             }
-                            try await writer.write(buffer)
+                            if mask.isEmpty {
+                                try await writer.write(buffer)
+                            } else {
+                                let ready = masking.feed(buffer.readableBytesView)
+                                if !ready.isEmpty { try await writer.write(ByteBuffer(bytes: ready)) }
+                            }
                         }
+                        let rest = masking.finish()
+                        if !rest.isEmpty { try await writer.write(ByteBuffer(bytes: rest)) }
                         try await writer.finish(nil)
                         call.settle(report, chunks: chunks, outcome: "ok")
                     } catch {
@@ -226,13 +249,20 @@ extension Gateway {
             call.release(outcome: failure.code)
             return Self.error(failure, api: api, requestID: call.requestID)
         }
+<<<<<<< HEAD
         let bytes = Array(body.readableBytesView)
         let report = (try? JSONParser.parse(bytes: bytes, file: "<response>")).flatMap { UsageReport(json: $0) }
+=======
+        let raw = Array(body.readableBytesView)
+        let usage = TokenUsage(body: raw)
+        let bytes = mask.isEmpty ? raw : mask.mask(raw)
+        let masked = mask.isEmpty ? body : ByteBuffer(bytes: bytes)
+>>>>>>> main
         if (200..<300).contains(status) {
             call.settle(report ?? UsageReport(), chunks: 0, outcome: "ok")
             return Response(
                 status: .init(code: status), headers: Self.headers(eventStream: eventStream, requestID: call.requestID),
-                body: ResponseBody(byteBuffer: body))
+                body: ResponseBody(byteBuffer: masked))
         }
         // Charged what the provider says it used, nothing more.
         if let usage = report?.usage {
@@ -250,7 +280,7 @@ extension Gateway {
         // A 4xx is the provider's verdict on the request: passed on as it is.
         return Response(
             status: .init(code: status), headers: Self.headers(eventStream: false, requestID: call.requestID),
-            body: ResponseBody(byteBuffer: body))
+            body: ResponseBody(byteBuffer: masked))
     }
 
     static func upstreamFailure(_ error: any Error, provider: ResourceID) -> GatewayError {
@@ -380,7 +410,7 @@ final class Call: Sendable {
         let elapsed = ContinuousClock.now - started
         return LedgerEntry(
             time: reservation.at, agent: agent, model: route.id, usage: usage, usd: usd,
-            latencyMilliseconds: Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000),
+            latencyMilliseconds: Int(elapsed.wholeMilliseconds),
             requestID: requestID, outcome: outcome, run: run, step: step)
     }
 }

@@ -16,8 +16,10 @@ import Testing
     /// Runs the SDK agent with the environment orl gives agents; its one JSON line.
     static func agent(_ arguments: [String], gateway url: String) async throws -> [String: Any] {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", agentScript] + arguments
+        // The venv scripts/install-deps --test installs the SDKs into (with the MCP SDK).
+        let venv = ProcessInfo.processInfo.environment["ORL_MCP_VENV"] ?? NSHomeDirectory() + "/.cache/orl/mcp-venv"
+        process.executableURL = URL(fileURLWithPath: venv + "/bin/python")
+        process.arguments = [agentScript] + arguments
         var environment = ProcessInfo.processInfo.environment
         environment["OPENAI_BASE_URL"] = url + "/v1"
         environment["ANTHROPIC_BASE_URL"] = url
@@ -40,7 +42,7 @@ import Testing
         guard process.terminationStatus == 0 else {
             throw Failure(
                 "sdk_agent.py \(arguments.joined(separator: " ")) exited \(process.terminationStatus)"
-                    + (said.contains("No module named") ? " (run scripts/install-deps to install the openai and anthropic SDKs)" : "")
+                    + (said.contains("No module named") ? " (run scripts/install-deps --test to install the openai and anthropic SDKs)" : "")
                     + ":\n\(said)")
         }
         return try JSONSerialization.jsonObject(with: stdout) as? [String: Any] ?? [:]
