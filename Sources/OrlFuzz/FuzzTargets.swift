@@ -36,7 +36,7 @@ public enum FuzzTargets {
     /// What the API decodes of an agent's request or an upstream's answer: chat
     /// bodies, usage, task paths, the poll's `wait`, streamed events, masking.
     public static func api(_ bytes: [UInt8]) {
-        if let chat = try? ChatRequest(body: bytes) {
+        if let chat = try? ModelRequest(body: bytes) {
             _ = chat.upstreamBody(model: "m", maxTokens: Int.max)
             let usage = TokenUsage(prompt: chat.promptBound, completion: chat.maxTokens ?? 0)
             _ = Charge(usd: 0, tokens: usage.total) + Charge(usd: .infinity, tokens: .max)

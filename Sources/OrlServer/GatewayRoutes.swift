@@ -136,7 +136,7 @@ extension Gateway {
     /// The request the provider gets: the agent's body with the provider's model name and
     /// the reserved output bound, the provider's key instead of the agent's token (in
     /// `x-api-key` for Anthropic, with the client's `anthropic-version` and betas).
-    private func upstreamRequest(_ call: Call, headers: HTTPFields) throws(GatewayError) -> HTTPClientRequest {
+    private func upstreamRequest(_ call: Call, headers: HTTPFields) throws(GatewayError) -> (HTTPClientRequest, CredentialMask) {
         let spec = call.route.spec
         guard let base = spec.baseURL else {
             throw .upstream(status: 502, code: "provider_misconfigured", "ModelProvider \(call.route.provider) has no baseURL")
@@ -146,16 +146,13 @@ extension Gateway {
         upstream.headers.add(name: "Content-Type", value: "application/json")
         upstream.headers.add(name: "Accept", value: call.request.stream ? "text/event-stream" : "application/json")
         upstream.headers.add(name: "X-Request-Id", value: call.requestID)
-<<<<<<< HEAD
         if spec.apiStyle == .anthropic {
             upstream.headers.add(name: "anthropic-version", value: headers[Self.anthropicVersionHeader] ?? "2023-06-01")
             if let beta = headers[Self.anthropicBetaHeader] { upstream.headers.add(name: "anthropic-beta", value: beta) }
         }
-=======
         // The key, wherever a provider echoes it (an error, a 200, a stream), plainly or
         // JSON-escaped, is masked before the agent sees the body.
         var mask = CredentialMask([])
->>>>>>> main
         if let secret = spec.apiKeySecret?.value {
             guard let key = providerKey(SecretID(namespace: call.route.provider.namespace, name: secret)) else {
                 throw .upstream(
@@ -168,33 +165,25 @@ extension Gateway {
             } else {
                 upstream.headers.add(name: "Authorization", value: "Bearer \(key)")
             }
-<<<<<<< HEAD
-=======
-            upstream.headers.add(name: "Authorization", value: "Bearer \(key)")
             mask = CredentialMask([key])
->>>>>>> main
         }
         upstream.body = .bytes(ByteBuffer(bytes: call.request.upstreamBody(model: call.route.model.name, maxTokens: call.bound)))
-        return upstream
+        return (upstream, mask)
     }
 
     private func forward(_ call: Call, headers: HTTPFields) async -> Response {
         let api = call.request.api
         let upstream: HTTPClientRequest
+        let mask: CredentialMask
         do throws(GatewayError) {
-            upstream = try upstreamRequest(call, headers: headers)
+            (upstream, mask) = try upstreamRequest(call, headers: headers)
         } catch {
             call.release(outcome: error.code)
             return Self.error(error, api: api, requestID: call.requestID)
         }
         let response: HTTPClientResponse
         do {
-<<<<<<< HEAD
-            let (seconds, attoseconds) = call.route.spec.timeout.duration.components
-            response = try await client.execute(upstream, timeout: .milliseconds(seconds * 1000 + attoseconds / 1_000_000_000_000_000))
-=======
-            response = try await client.execute(upstream, timeout: .milliseconds(spec.timeout.duration.wholeMilliseconds))
->>>>>>> main
+            response = try await client.execute(upstream, timeout: .milliseconds(call.route.spec.timeout.duration.wholeMilliseconds))
         } catch {
             let failure = Self.upstreamFailure(error, provider: call.route.provider)
             call.release(outcome: failure.code)
@@ -233,13 +222,15 @@ extension Gateway {
                     }
                 })
         }
-        return await answer(call, response, status: status, eventStream: eventStream)
+        return await answer(call, response, status: status, eventStream: eventStream, mask: mask)
     }
 
     /// A provider's whole (not streamed) answer: settled on its usage and passed on, a
     /// 5xx turned into a 502 that names the provider. The one place that reads an
     /// upstream body.
-    private func answer(_ call: Call, _ response: HTTPClientResponse, status: Int, eventStream: Bool) async -> Response {
+    private func answer(
+        _ call: Call, _ response: HTTPClientResponse, status: Int, eventStream: Bool, mask: CredentialMask
+    ) async -> Response {
         let api = call.request.api
         let body: ByteBuffer
         do {
@@ -249,15 +240,10 @@ extension Gateway {
             call.release(outcome: failure.code)
             return Self.error(failure, api: api, requestID: call.requestID)
         }
-<<<<<<< HEAD
-        let bytes = Array(body.readableBytesView)
-        let report = (try? JSONParser.parse(bytes: bytes, file: "<response>")).flatMap { UsageReport(json: $0) }
-=======
         let raw = Array(body.readableBytesView)
-        let usage = TokenUsage(body: raw)
+        let report = (try? JSONParser.parse(bytes: raw, file: "<response>")).flatMap { UsageReport(json: $0) }
         let bytes = mask.isEmpty ? raw : mask.mask(raw)
         let masked = mask.isEmpty ? body : ByteBuffer(bytes: bytes)
->>>>>>> main
         if (200..<300).contains(status) {
             call.settle(report ?? UsageReport(), chunks: 0, outcome: "ok")
             return Response(

@@ -181,11 +181,7 @@ import Testing
         #expect(
             names == [
                 "VERSION", "ORL_AGENT", "ORL_NAMESPACE", "ORL_MODEL", "ORL_API_URL", "ORL_TOKEN", "OPENAI_BASE_URL", "OPENAI_API_KEY",
-<<<<<<< HEAD
-                "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY",
-=======
-                "ORL_CODE_DIR",
->>>>>>> main
+                "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "ORL_CODE_DIR",
             ])
         #expect(environ.contains("ORL_AGENT=a\0"))
         // The gateway is the controller's API, and the agent's API key its own token.

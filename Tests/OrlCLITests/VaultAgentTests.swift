@@ -137,13 +137,8 @@ import Testing
         try set(h, "api-token", Self.apiToken)
         let pids = try h.waitForAgents(["a", "b"], "after api-token is set")
         let own = [
-<<<<<<< HEAD
             "ORL_AGENT", "ORL_NAMESPACE", "ORL_MODEL", "ORL_API_URL", "ORL_TOKEN", "OPENAI_BASE_URL", "OPENAI_API_KEY",
-            "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "VERSION",
-=======
-            "ORL_AGENT", "ORL_NAMESPACE", "ORL_MODEL", "ORL_API_URL", "ORL_TOKEN", "OPENAI_BASE_URL", "OPENAI_API_KEY", "VERSION",
-            "ORL_CODE_DIR",
->>>>>>> main
+            "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "VERSION", "ORL_CODE_DIR",
         ]
         let a = try environment(pids["a"]!)
         #expect(Set(a.keys) == Set(own + ["DB_PASS", "TOKEN"]), "\(a.keys.sorted())")

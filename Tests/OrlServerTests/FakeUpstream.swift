@@ -99,6 +99,11 @@ final class FakeUpstream: Sendable {
                     return Response(
                         status: .init(code: status), headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"upstream is unwell","type":"server_error"}}"#)))
+                case .echo(let status, let contentType, let body):
+                    let key = received.apiKey ?? String((received.authorization ?? "").dropFirst("Bearer ".count))
+                    return Response(
+                        status: .init(code: status), headers: [.contentType: contentType],
+                        body: ResponseBody(contentsOf: body(key).map { ByteBuffer(string: $0) }))
                 case .stall(let seconds):
                     try await Task.sleep(for: .seconds(seconds))
                     return Response(status: .ok)

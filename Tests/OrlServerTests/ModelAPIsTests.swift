@@ -42,7 +42,8 @@ import Testing
         guard process.terminationStatus == 0 else {
             throw Failure(
                 "sdk_agent.py \(arguments.joined(separator: " ")) exited \(process.terminationStatus)"
-                    + (said.contains("No module named") ? " (run scripts/install-deps --test to install the openai and anthropic SDKs)" : "")
+                    + (said.contains("No module named")
+                        ? " (run scripts/install-deps --test to install the openai and anthropic SDKs)" : "")
                     + ":\n\(said)")
         }
         return try JSONSerialization.jsonObject(with: stdout) as? [String: Any] ?? [:]
