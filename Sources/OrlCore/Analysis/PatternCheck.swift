@@ -91,7 +91,8 @@ enum PatternCheck {
             for (j, fallback) in step.fallback.enumerated() {
                 if !fleet.declares(.agent, fallback.agent.value, namespace: namespace) {
                     diagnostics.append(
-                        ReferenceCheck.missing(.agent, fallback.agent, from: resource, path: path(i, "fallback").appending(j).appending("agent"), in: fleet))
+                        ReferenceCheck.missing(
+                            .agent, fallback.agent, from: resource, path: path(i, "fallback").appending(j).appending("agent"), in: fleet))
                 } else if fallback.agent.value == step.agent?.value {
                     error(
                         "fallback \(j + 1) of step \"\(step.id.value)\" is its own agent \"\(fallback.agent.value)\"; retry it with retry.attempts instead",

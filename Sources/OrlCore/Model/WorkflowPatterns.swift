@@ -168,7 +168,8 @@ enum WorkflowPatterns {
                         copy.dependsOn.append(Located(previous[name]!, at: loop.from.location))
                     }
                     for k in copy.inputs.indices {
-                        guard case .stepOutput(let source, let key) = copy.inputs[k].source, let s = index[source.value], members.contains(s)
+                        guard case .stepOutput(let source, let key) = copy.inputs[k].source, let s = index[source.value],
+                            members.contains(s)
                         else { continue }
                         let forward = ancestorsInBody[t]?.contains(s) ?? false
                         let target = forward ? current[source.value]! : previous[source.value]!

@@ -21,7 +21,10 @@ enum PatternAudit {
                 for via in branches.routes(of: step) {
                     diagnostic.notes.append(.init("step \"\(planned.id.value)\" runs via route \(via)"))
                 }
-                if step >= spec.declaredCount, let declared = graph.index[planned.generated?.fallback != nil ? (planned.generated?.takesOverFrom ?? "") : planned.outputKey] {
+                if step >= spec.declaredCount,
+                    let declared = graph.index[
+                        planned.generated?.fallback != nil ? (planned.generated?.takesOverFrom ?? "") : planned.outputKey]
+                {
                     diagnostic.path = declaredPath(diagnostic.path!, step: step, declared: declared, spec: spec, graph: graph)
                 }
             }
@@ -85,8 +88,12 @@ enum PatternAudit {
     private static func bounds(_ spec: WorkflowSpec) -> String {
         var parts: [String] = []
         for step in spec.steps.prefix(spec.declaredCount) {
-            if let loop = step.loop { parts.append("\(loop.maxRounds) round\(loop.maxRounds == 1 ? "" : "s") of loop \"\(step.id.value)\"") }
-            if !step.fallback.isEmpty { parts.append("\(step.fallback.count) fallback\(step.fallback.count == 1 ? "" : "s") of \"\(step.id.value)\"") }
+            if let loop = step.loop {
+                parts.append("\(loop.maxRounds) round\(loop.maxRounds == 1 ? "" : "s") of loop \"\(step.id.value)\"")
+            }
+            if !step.fallback.isEmpty {
+                parts.append("\(step.fallback.count) fallback\(step.fallback.count == 1 ? "" : "s") of \"\(step.id.value)\"")
+            }
             if step.route != nil { parts.append("every branch of route \"\(step.id.value)\"") }
         }
         return "counted at the bounds: " + parts.joined(separator: "; ")
@@ -127,7 +134,9 @@ struct BranchMembership {
     /// `billing of step "classify"` for each route the step depends on.
     func routes(of step: Int) -> [String] {
         var seen = Set<String>()
-        return (routersOf[step] ?? []).map { "\($0.branch) of step \"\(spec.steps[$0.router].outputKey)\"" }.filter { seen.insert($0).inserted }
+        return (routersOf[step] ?? []).map { "\($0.branch) of step \"\(spec.steps[$0.router].outputKey)\"" }.filter {
+            seen.insert($0).inserted
+        }
     }
 
     static func downstream(of entries: [Int], _ graph: WorkflowGraph) -> Set<Int> {

@@ -207,10 +207,13 @@ public struct RunPlan: Sendable, Hashable {
                         skip: only.enumerated().filter { $0.offset != k }.flatMap { $0.element.steps }.sorted())
                 }
                 steps[i].route = Step.Route(
-                    key: route.key, branches: plan, defaultBranch: route.default.flatMap { d in route.branches.firstIndex { $0.value == d.value } })
+                    key: route.key, branches: plan,
+                    defaultBranch: route.default.flatMap { d in route.branches.firstIndex { $0.value == d.value } })
             }
             if let loop = step.loop, let name = step.generated?.loop, let round = step.generated?.round {
-                let later = spec.steps.indices.filter { spec.steps[$0].generated?.loop == name && (spec.steps[$0].generated?.round ?? 0) > round }
+                let later = spec.steps.indices.filter {
+                    spec.steps[$0].generated?.loop == name && (spec.steps[$0].generated?.round ?? 0) > round
+                }
                 steps[i].until = Step.Until(
                     loop: name, key: loop.until?.key, equals: loop.until?.equals, round: round, maxRounds: loop.maxRounds, skip: later)
             }
