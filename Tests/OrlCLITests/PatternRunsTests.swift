@@ -41,7 +41,7 @@ import Testing
         steps = try h.steps(unclear)
         #expect(state(steps, "escalate") == "WaitingApproval" && state(steps, "debug") == "Skipped" && state(steps, "check") == "Skipped")
         #expect((steps["classify"]?["reason"] as? String)?.contains("matches no branch; the default") == true)
-        #expect(try h.orlctl(["approve", "run/\(unclear)", "-n", "routing", "--step", "escalate"]).status == 0)
+        #expect(try h.orlctl(["approve", "run/\(unclear)", "--step", "escalate"]).status == 0)
         #expect(try h.await(unclear, ["Succeeded", "Failed"]) == "Succeeded")
 
         // Revision loop: approved in round 2, so round 3 never runs; publish gets round 2's draft.
