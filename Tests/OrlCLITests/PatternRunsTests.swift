@@ -32,7 +32,8 @@ import Testing
         for skipped in ["check", "approve-refund", "refund", "escalate"] { #expect(state(steps, skipped) == "Skipped", "\(skipped)") }
         #expect(steps["classify"]?["reason"] as? String == #"route technical (category = "technical")"#)
         let described = try h.orlctl(["describe", "run/\(technical)", "-n", "routing"]).stdout
-        #expect(described.contains("Decisions:") && described.contains(#"classify: route technical (category = "technical")"#), "\(described)")
+        let decision = #"classify: route technical (category = "technical")"#
+        #expect(described.contains("Decisions:") && described.contains(decision), "\(described)")
         #expect(described.contains("Routed"), "\(described)")
 
         // A ticket triage cannot place goes to a person (the default branch).
