@@ -113,6 +113,11 @@ extension DiagnosticCode {
                 "A step reads the output of a step that does not always finish before it (not among its transitive `dependsOn`), or its own.",
             help: "Add the step to `dependsOn`, directly or through another step."),
         DiagnosticInfo(
+            code: .dagPatternInvalid, title: "Invalid route, loop or fallback", severities: [.error],
+            summary:
+                "A step's `route`, `loop` or `fallback` cannot be bounded or run as written: a branch names no step of the workflow or the router itself, a step starts two branches, `default` names no branch, a loop's `from` is not upstream of the step that closes it, two loops share a step, or a route sits inside a loop.",
+            help: "Fix the construct the message names; docs/patterns.md shows each one."),
+        DiagnosticInfo(
             code: .triggerCronInvalid, title: "Invalid cron expression", severities: [.error],
             summary:
                 "A `schedule` trigger's `cron` is not a five-field cron expression (`minute hour day-of-month month day-of-week`, UTC) that orl can read: a value out of range, an unknown name, a backwards range, or a date that never comes (`0 0 30 2 *`).",

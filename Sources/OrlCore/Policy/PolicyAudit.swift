@@ -149,7 +149,8 @@ struct WorkflowAudit {
     func id(_ i: Int) -> String { spec.steps[i].id.value }
 
     func run() -> [Diagnostic] {
-        tools() + handoffs() + approvals() + dataflow() + budgets()
+        PatternAudit.refine(
+            tools() + handoffs() + approvals() + dataflow() + budgets(), spec: spec, graph: graph, workflow: workflow.id)
     }
 
     // MARK: Tools
