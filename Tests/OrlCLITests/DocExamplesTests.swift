@@ -1,0 +1,223 @@
+import Foundation
+import OrlCore
+import OrlYAML
+import Testing
+
+/// The documentation cannot drift from the product: every `$ command` in a ```console
+/// block of README.md and docs/ is run, in order, against a fresh state per page, and
+/// its output must be the one shown; every ```yaml block must parse, and every orl
+/// manifest in one must pass the schemas. New pages are picked up by themselves.
+@Suite struct DocExamplesTests {
+    static let root = Orlctl.packageRoot
+
+    /// README.md and every Markdown page under docs/.
+    static func pages() -> [String] {
+        var pages = ["README.md"]
+        let docs = root.appendingPathComponent("docs")
+        if let walker = FileManager.default.enumerator(atPath: docs.path) {
+            for case let path as String in walker where path.hasSuffix(".md") { pages.append("docs/" + path) }
+        }
+        return pages.sorted()
+    }
+
+    struct Block {
+        var language: String
+        var line: Int
+        var lines: [String]
+    }
+
+    static func blocks(in text: String) -> [Block] {
+        var blocks: [Block] = []
+        var current: Block?
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if var block = current {
+                if trimmed == "```" {
+                    blocks.append(block)
+                    current = nil
+                } else {
+                    // Blocks indented under a list item keep their text relative to the fence.
+                    block.lines.append(String(line))
+                    current = block
+                }
+            } else if trimmed.hasPrefix("```") {
+                current = Block(language: String(trimmed.dropFirst(3)), line: index + 1, lines: [])
+            }
+        }
+        return blocks.map { block in
+            let indent = block.lines.filter { !$0.isEmpty }.map { $0.prefix { $0 == " " }.count }.min() ?? 0
+            return Block(language: block.language, line: block.line, lines: block.lines.map { String($0.dropFirst(min(indent, $0.count))) })
+        }
+    }
+
+    /// One `$ command` and the output shown after it.
+    struct Step {
+        var command: String
+        var line: Int
+        var expected: [String]
+    }
+
+    static func steps(_ block: Block) -> [Step] {
+        var steps: [Step] = []
+        for (offset, line) in block.lines.enumerated() {
+            if line.hasPrefix("$ ") {
+                steps.append(Step(command: String(line.dropFirst(2)), line: block.line + 1 + offset, expected: []))
+            } else if !steps.isEmpty {
+                steps[steps.count - 1].expected.append(line)
+            }
+        }
+        return steps
+    }
+
+    static var pagesWithTranscripts: [String] {
+        pages().filter { page in
+            let text = (try? String(contentsOf: root.appendingPathComponent(page), encoding: .utf8)) ?? ""
+            return blocks(in: text).contains { $0.language == "console" }
+        }
+    }
+
+    @Test(arguments: pagesWithTranscripts)
+    func transcriptsShowTheRealOutput(_ page: String) throws {
+        let text = try String(contentsOf: Self.root.appendingPathComponent(page), encoding: .utf8)
+        let work = try TemporaryDirectory()
+        // The page's commands run where the repository's examples are, as a reader's would.
+        for name in ["manifests", "examples", "schemas"] {
+            try FileManager.default.createSymbolicLink(
+                at: work.url.appendingPathComponent(name), withDestinationURL: Self.root.appendingPathComponent(name))
+        }
+        let state = work.url.appendingPathComponent("state").path
+        for block in Self.blocks(in: text) where block.language == "console" {
+            for step in Self.steps(block) {
+                let actual = try Self.run(step.command, in: work.url, state: state)
+                let normalise = { (lines: [String]) in lines.map { Self.normalise($0, work: work.url.path, state: state) } }
+                if let mismatch = Self.mismatch(expected: normalise(step.expected), actual: normalise(actual)) {
+                    Issue.record(
+                        """
+                        \(page):\(step.line): `$ \(step.command)` printed something else (\(mismatch)). Real output:
+                        \(actual.joined(separator: "\n"))
+                        """)
+                }
+            }
+        }
+    }
+
+    /// Runs a command line with sh, orlctl first on the PATH, standard error merged into
+    /// standard output in order.
+    static func run(_ command: String, in directory: URL, state: String) throws -> [String] {
+        let result = try ShellRun.run(
+            command + " 2>&1", in: directory,
+            environment: [
+                "PATH": Orlctl.binary.deletingLastPathComponent().path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"),
+                "ORL_HOME": state, "ORL_NO_CONTROLLER": "1", "NO_COLOR": "1", "COLUMNS": "100",
+            ])
+        var lines = result.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.last == "" { lines.removeLast() }
+        return lines
+    }
+
+    /// Times, ages, ids, pids, the user and the temporary paths differ from run to run;
+    /// column padding follows them, so runs of spaces count as one.
+    static func normalise(_ line: String, work: String, state: String) -> String {
+        var line = line
+        for (path, name) in [(state, "<state>"), (work, "/src"), (root.path, "/src"), (root.resolvingSymlinksInPath().path, "/src")] {
+            line = line.replacingOccurrences(of: path, with: name)
+        }
+        line = line.replacingOccurrences(of: DocCaller.identity, with: "alice@build-7")
+        line = line.replacing(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/, with: "<time>")
+        line = line.replacing(/\b(?=[0-9a-z]*[0-9])(?=[0-9a-z]*[a-z])[0-9a-z]{13}\b/, with: "<id>")
+        line = line.replacing(/\b(\d+d)?(\d+h)?(\d+m)?(\d+(\.\d+)?m?s)?\b/) { match in
+            match.output.0.isEmpty || match.output.0.allSatisfy(\.isNumber) ? String(match.output.0) : "<age>"
+        }
+        line = line.replacing(/pid \d+/, with: "pid <pid>")
+        line = line.replacing(/ {2,}/, with: " ")
+        while line.last == " " { line.removeLast() }
+        return line
+    }
+
+    /// nil when `actual` matches; a line that is `...` matches any lines, and a line that
+    /// ends in ` ...` matches any line it begins.
+    static func mismatch(expected: [String], actual: [String]) -> String? {
+        func matches(_ e: Int, _ a: Int) -> Bool {
+            if e == expected.count { return a == actual.count }
+            let pattern = expected[e].trimmingCharacters(in: .whitespaces)
+            if pattern == "..." {
+                return (a...actual.count).contains { matches(e + 1, $0) }
+            }
+            guard a < actual.count else { return false }
+            let line = expected[e]
+            let fits = line.hasSuffix(" ...") ? actual[a].hasPrefix(String(line.dropLast(4))) : actual[a] == line
+            return fits && matches(e + 1, a + 1)
+        }
+        guard !matches(0, 0) else { return nil }
+        for (index, line) in expected.enumerated() where line.trimmingCharacters(in: .whitespaces) != "..." {
+            let bare = line.hasSuffix(" ...") ? String(line.dropLast(4)) : line
+            if !actual.contains(where: { $0.hasPrefix(bare) }) { return "no line like: \(line) (expected line \(index + 1))" }
+        }
+        return "the lines differ in number or order"
+    }
+
+    static var pagesWithYAML: [String] {
+        pages().filter { page in
+            let text = (try? String(contentsOf: root.appendingPathComponent(page), encoding: .utf8)) ?? ""
+            return blocks(in: text).contains { $0.language == "yaml" }
+        }
+    }
+
+    /// Families of problems a snippet must not have; references to resources that are
+    /// defined elsewhere (ref.*, perm.*, budget.*) are not the snippet's to resolve.
+    static let snippetFamilies = ["file.", "yaml.", "resource.", "schema.", "dag.", "trigger.", "name.", "duplicate."]
+
+    @Test(arguments: pagesWithYAML)
+    func yamlSnippetsAreValid(_ page: String) throws {
+        let text = try String(contentsOf: Self.root.appendingPathComponent(page), encoding: .utf8)
+        for block in Self.blocks(in: text) where block.language == "yaml" {
+            let file = "\(page):\(block.line)"
+            let document = YAMLParser().parse(block.lines.joined(separator: "\n") + "\n", file: file)
+            let report = ManifestValidation.validate([document])
+            let orl = block.lines.contains { $0.hasPrefix("apiVersion: orl.dev/") }
+            for diagnostic in report.diagnostics where diagnostic.severity == .error {
+                let code = diagnostic.code.rawValue
+                let ownProblem = code.hasPrefix("yaml.") || code.hasPrefix("file.") || (orl && Self.snippetFamilies.contains { code.hasPrefix($0) })
+                if ownProblem { Issue.record("\(page), the yaml block at line \(block.line): \(code): \(diagnostic.message)") }
+            }
+        }
+    }
+
+    @Test func normalisingKeepsWhatMatters() {
+        let line = Self.normalise(
+            "1m7ztfz8dm0yv  content-pipeline  2026-11-21T19:49:21Z  5m  3d4h  $0.50  200k tokens  pid 1234", work: "/tmp/w", state: "/tmp/w/s")
+        #expect(line == "<id> content-pipeline <time> <age> <age> $0.50 200k tokens pid <pid>")
+        #expect(Self.mismatch(expected: ["a", "...", "d"], actual: ["a", "b", "c", "d"]) == nil)
+        #expect(Self.mismatch(expected: ["a b ..."], actual: ["a b c"]) == nil)
+        #expect(Self.mismatch(expected: ["a", "c"], actual: ["a", "b"]) != nil)
+    }
+}
+
+/// `sh -c`, for the transcripts' command lines (pipes and redirections included).
+enum ShellRun {
+    static func run(_ command: String, in directory: URL, environment: [String: String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", command]
+        process.currentDirectoryURL = directory
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { _, new in new }
+        process.environment = env
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// The identity apply records (user@host), as orlctl computes it.
+enum DocCaller {
+    static var identity: String {
+        let environment = ProcessInfo.processInfo.environment
+        let user = environment["USER"] ?? environment["LOGNAME"] ?? NSUserName()
+        return "\(user)@\(ProcessInfo.processInfo.hostName)"
+    }
+}
