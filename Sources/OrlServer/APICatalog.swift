@@ -18,7 +18,7 @@ public enum APICatalog {
     public struct Route: Sendable {
         public var server: String
         public var method: String
-        /// Hummingbird's form, `/v1/tasks/:run/:step/:attempt/complete`.
+        /// As the router lists it, `/v1/tasks/{run}/{step}/{attempt}/complete`.
         public var path: String
         public var summary: String
         public var description: String
@@ -63,19 +63,19 @@ public enum APICatalog {
                 ), (204, "No task within `wait`."), (401, "`invalid_api_key`."),
             ]),
         Route(
-            server: agentAPI, method: "POST", path: "/v1/tasks/:run/:step/:attempt/heartbeat", summary: "Extend a task's lease",
+            server: agentAPI, method: "POST", path: "/v1/tasks/{run}/{step}/{attempt}/heartbeat", summary: "Extend a task's lease",
             description: "Sent while the agent works on the task.", auth: .agent, request: nil,
             responses: [
                 (200, "`{\"leaseExpiresAt\"}`"), (404, "`not_found`."),
                 (409, "`conflict`: the task is no longer the agent's; stop working on it."),
             ]),
         Route(
-            server: agentAPI, method: "POST", path: "/v1/tasks/:run/:step/:attempt/complete", summary: "Complete a task with its output",
+            server: agentAPI, method: "POST", path: "/v1/tasks/{run}/{step}/{attempt}/complete", summary: "Complete a task with its output",
             description: "The output (any JSON) goes on the run's blackboard and the next steps start.", auth: .agent,
             request: "`{\"output\": ANY}`",
             responses: [(200, "`{\"state\": \"Succeeded\"}`"), (400, "`invalid_request`."), (404, "`not_found`."), (409, "`conflict`.")]),
         Route(
-            server: agentAPI, method: "POST", path: "/v1/tasks/:run/:step/:attempt/fail", summary: "Fail a task",
+            server: agentAPI, method: "POST", path: "/v1/tasks/{run}/{step}/{attempt}/fail", summary: "Fail a task",
             description: "Retried after the step's backoff, or a dead letter past its last attempt.", auth: .agent,
             request: "`{\"error\": \"...\", \"retry\": true}` (`retry: false` when another attempt cannot help)",
             responses: [
@@ -83,7 +83,7 @@ public enum APICatalog {
                 (409, "`conflict`."),
             ]),
         Route(
-            server: agentAPI, method: "POST", path: "/v1/tools/:name/invoke", summary: "Call a Tool",
+            server: agentAPI, method: "POST", path: "/v1/tools/{name}/invoke", summary: "Call a Tool",
             description:
                 "The agent's policies must allow the tool and the task it serves (`x-orl-run`, `x-orl-step`, or its only task) must list it. orl adds the credential; the agent never sees it.",
             auth: .agent, request: "`{\"input\": ANY}`",
@@ -118,10 +118,10 @@ public enum APICatalog {
     public static func openAPI(version: String) -> JSONValue {
         var paths: [(String, JSONValue)] = []
         for route in routes {
-            let path = openAPIPath(route.path)
-            let parameters = route.path.split(separator: "/").filter { $0.hasPrefix(":") }.map { name in
+            let path = route.path
+            let parameters = route.path.split(separator: "/").filter { $0.hasPrefix("{") }.map { name in
                 JSONValue.object([
-                    ("name", .string(String(name.dropFirst()))), ("in", .string("path")), ("required", .bool(true)),
+                    ("name", .string(String(name.dropFirst().dropLast()))), ("in", .string("path")), ("required", .bool(true)),
                     ("schema", .object([("type", .string("string"))])),
                 ])
             }
@@ -187,11 +187,5 @@ public enum APICatalog {
                 ])
             ),
         ])
-    }
-
-    /// `/v1/tasks/:run` → `/v1/tasks/{run}`.
-    static func openAPIPath(_ path: String) -> String {
-        path.split(separator: "/", omittingEmptySubsequences: false).map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }
-            .joined(separator: "/")
     }
 }

@@ -107,7 +107,8 @@ import Testing
         let result = try ShellRun.run(
             command + " 2>&1", in: directory,
             environment: [
-                "PATH": Orlctl.binary.deletingLastPathComponent().path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"),
+                "PATH": Orlctl.binary.deletingLastPathComponent().path + ":"
+                    + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"),
                 "ORL_HOME": state, "ORL_NO_CONTROLLER": "1", "NO_COLOR": "1", "COLUMNS": "100",
             ])
         var lines = result.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
@@ -129,7 +130,7 @@ import Testing
             match.output.0.isEmpty || match.output.0.allSatisfy(\.isNumber) ? String(match.output.0) : "<age>"
         }
         line = line.replacing(/pid \d+/, with: "pid <pid>")
-        line = line.replacing(/ {2,}/, with: " ")
+        line = line.replacing(/[ ]{2,}/, with: " ")
         while line.last == " " { line.removeLast() }
         return line
     }
@@ -177,7 +178,8 @@ import Testing
             let orl = block.lines.contains { $0.hasPrefix("apiVersion: orl.dev/") }
             for diagnostic in report.diagnostics where diagnostic.severity == .error {
                 let code = diagnostic.code.rawValue
-                let ownProblem = code.hasPrefix("yaml.") || code.hasPrefix("file.") || (orl && Self.snippetFamilies.contains { code.hasPrefix($0) })
+                let ownProblem =
+                    code.hasPrefix("yaml.") || code.hasPrefix("file.") || (orl && Self.snippetFamilies.contains { code.hasPrefix($0) })
                 if ownProblem { Issue.record("\(page), the yaml block at line \(block.line): \(code): \(diagnostic.message)") }
             }
         }
@@ -185,7 +187,8 @@ import Testing
 
     @Test func normalisingKeepsWhatMatters() {
         let line = Self.normalise(
-            "1m7ztfz8dm0yv  content-pipeline  2026-11-21T19:49:21Z  5m  3d4h  $0.50  200k tokens  pid 1234", work: "/tmp/w", state: "/tmp/w/s")
+            "1m7ztfz8dm0yv  content-pipeline  2026-11-21T19:49:21Z  5m  3d4h  $0.50  200k tokens  pid 1234", work: "/tmp/w",
+            state: "/tmp/w/s")
         #expect(line == "<id> content-pipeline <time> <age> <age> $0.50 200k tokens pid <pid>")
         #expect(Self.mismatch(expected: ["a", "...", "d"], actual: ["a", "b", "c", "d"]) == nil)
         #expect(Self.mismatch(expected: ["a b ..."], actual: ["a b c"]) == nil)
