@@ -172,17 +172,34 @@ import Testing
     func yamlSnippetsAreValid(_ page: String) throws {
         let text = try String(contentsOf: Self.root.appendingPathComponent(page), encoding: .utf8)
         for block in Self.blocks(in: text) where block.language == "yaml" {
-            let file = "\(page):\(block.line)"
-            let document = YAMLParser().parse(block.lines.joined(separator: "\n") + "\n", file: file)
-            let report = ManifestValidation.validate([document])
-            let orl = block.lines.contains { $0.hasPrefix("apiVersion: orl.dev/") }
-            for diagnostic in report.diagnostics where diagnostic.severity == .error {
-                let code = diagnostic.code.rawValue
-                let ownProblem =
-                    code.hasPrefix("yaml.") || code.hasPrefix("file.") || (orl && Self.snippetFamilies.contains { code.hasPrefix($0) })
-                if ownProblem { Issue.record("\(page), the yaml block at line \(block.line): \(code): \(diagnostic.message)") }
+            for problem in Self.problems(inSnippet: block.lines, file: "\(page):\(block.line)") {
+                Issue.record("\(page), the yaml block at line \(block.line): \(problem)")
             }
         }
+    }
+
+    /// What is wrong with a YAML snippet itself: its syntax, and for orl manifests the
+    /// schemas, names and DAGs.
+    static func problems(inSnippet lines: [String], file: String) -> [String] {
+        let document = YAMLParser().parse(lines.joined(separator: "\n") + "\n", file: file)
+        let report = ManifestValidation.validate([document])
+        let orl = lines.contains { $0.hasPrefix("apiVersion: orl.dev/") }
+        return report.diagnostics.filter { diagnostic in
+            let code = diagnostic.code.rawValue
+            return diagnostic.severity == .error
+                && (code.hasPrefix("yaml.") || code.hasPrefix("file.") || (orl && Self.snippetFamilies.contains { code.hasPrefix($0) }))
+        }.map { "\($0.code.rawValue): \($0.message)" }
+    }
+
+    @Test func snippetCheckCatchesWhatTheManifestsWouldFailOn() {
+        let agent = [
+            "apiVersion: orl.dev/v1", "kind: Agent", "metadata:", "  name: a", "spec:", "  model: sim/small", "  runtime:",
+            "    command: x",
+        ]
+        #expect(Self.problems(inSnippet: agent, file: "ok.yaml").isEmpty)
+        #expect(Self.problems(inSnippet: agent + ["  colour: red"], file: "bad.yaml").contains { $0.hasPrefix("schema.") })
+        #expect(Self.problems(inSnippet: ["a: [1, 2"], file: "syntax.yaml").contains { $0.hasPrefix("yaml.") })
+        #expect(Self.problems(inSnippet: ["on: [push]", "jobs: {}"], file: "ci.yaml").isEmpty)
     }
 
     @Test func normalisingKeepsWhatMatters() {

@@ -58,3 +58,32 @@ import Testing
         #expect(text.stdout.hasPrefix("orlctl 0.1.0 (commit \(commit)"))
     }
 }
+
+/// `scripts/install` puts the binary, its man pages and completions under a prefix.
+@Suite struct InstallScriptTests {
+    @Test func installsBinaryManPagesAndCompletionsUnderThePrefix() throws {
+        let prefix = try TemporaryDirectory()
+        let process = Process()
+        process.executableURL = Orlctl.packageRoot.appendingPathComponent("scripts/install")
+        process.currentDirectoryURL = Orlctl.packageRoot
+        var environment = ProcessInfo.processInfo.environment
+        environment["PREFIX"] = prefix.url.path
+        environment["ORLCTL"] = Orlctl.binary.path
+        process.environment = environment
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let said = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(said)")
+        #expect(said.contains("installed orlctl 0.1.0"))
+        let root = prefix.url.path
+        for file in [
+            "bin/orlctl", "share/man/man1/orlctl.1", "share/man/man1/orlctl-apply.1", "share/bash-completion/completions/orlctl",
+            "share/zsh/site-functions/_orlctl", "share/fish/vendor_completions.d/orlctl.fish",
+        ] {
+            #expect(FileManager.default.fileExists(atPath: "\(root)/\(file)"), "\(file)")
+        }
+        #expect(FileManager.default.isExecutableFile(atPath: "\(root)/bin/orlctl"))
+    }
+}
