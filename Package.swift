@@ -9,11 +9,15 @@ let strictness: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
-// The commit `orlctl version` reports: ORL_BUILD_COMMIT when the build script sets it,
-// else SwiftPM's view of the repository; a build without git (a tarball, a sandbox)
-// says "unknown" at run time rather than failing.
-let buildCommit = Context.environment["ORL_BUILD_COMMIT"] ?? Context.gitInformation?.currentCommit ?? ""
-let buildDirty = Context.gitInformation?.hasUncommittedChanges == true ? "1" : "0"
+// The commit `orlctl version` reports: ORL_BUILD_COMMIT (and ORL_BUILD_DIRTY) when the
+// scripts set them (scripts/build-env), else SwiftPM's view of the repository, which
+// its manifest cache can keep from an earlier commit; a build without git (a tarball,
+// a sandbox) says "unknown" at run time rather than failing.
+let environmentCommit = Context.environment["ORL_BUILD_COMMIT"]
+let buildCommit = environmentCommit ?? Context.gitInformation?.currentCommit ?? ""
+let isDirty =
+    environmentCommit != nil ? Context.environment["ORL_BUILD_DIRTY"] == "1" : Context.gitInformation?.hasUncommittedChanges == true
+let buildDirty = isDirty ? "1" : "0"
 let buildCommitIsHex = buildCommit.allSatisfy { $0.isHexDigit }
 
 let package = Package(

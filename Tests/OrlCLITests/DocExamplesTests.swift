@@ -86,9 +86,14 @@ import Testing
                 at: work.url.appendingPathComponent(name), withDestinationURL: Self.root.appendingPathComponent(name))
         }
         let state = work.url.appendingPathComponent("state").path
+        // Run ids differ from the page's: once an output shows one, later commands that
+        // name the page's id get the real one.
+        var ids: [String: String] = [:]
         for block in Self.blocks(in: text) where block.language == "console" {
             for step in Self.steps(block) {
-                let actual = try Self.run(step.command, in: work.url, state: state)
+                let command = ids.reduce(step.command) { $0.replacingOccurrences(of: $1.key, with: $1.value) }
+                let actual = try Self.run(command, in: work.url, state: state)
+                for (shown, real) in zip(Self.runIDs(step.expected), Self.runIDs(actual)) where ids[shown] == nil { ids[shown] = real }
                 let normalise = { (lines: [String]) in lines.map { Self.normalise($0, work: work.url.path, state: state) } }
                 if let mismatch = Self.mismatch(expected: normalise(step.expected), actual: normalise(actual)) {
                     Issue.record(
@@ -116,6 +121,12 @@ import Testing
         return lines
     }
 
+    static func runIDs(_ lines: [String]) -> [String] {
+        lines.flatMap { $0.matches(of: Self.runID).map { String($0.output) } }
+    }
+
+    static var runID: Regex<Substring> { /\b(?=[0-9a-z]*[0-9])(?=[0-9a-z]*[a-z])[0-9a-z]{13}\b/ }
+
     /// Times, ages, ids, pids, the user and the temporary paths differ from run to run;
     /// column padding follows them, so runs of spaces count as one.
     static func normalise(_ line: String, work: String, state: String) -> String {
@@ -125,7 +136,7 @@ import Testing
         }
         line = line.replacingOccurrences(of: DocCaller.identity, with: "alice@build-7")
         line = line.replacing(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/, with: "<time>")
-        line = line.replacing(/\b(?=[0-9a-z]*[0-9])(?=[0-9a-z]*[a-z])[0-9a-z]{13}\b/, with: "<id>")
+        line = line.replacing(Self.runID, with: "<id>")
         line = line.replacing(/\b(\d+d)?(\d+h)?(\d+m)?(\d+(\.\d+)?m?s)?\b/) { match in
             match.output.0.isEmpty || match.output.0.allSatisfy(\.isNumber) ? String(match.output.0) : "<age>"
         }

@@ -53,6 +53,8 @@ import Testing
         // A build without git (a tarball, or the sandboxed build of this machine) says
         // "unknown"; one from a clone names the 40-hex commit.
         #expect(commit == "unknown" || (commit.count == 40 && commit.allSatisfy(\.isHexDigit)), "\(commit)")
+        // scripts/test sets it for the build and the tests alike (scripts/build-env).
+        if let built = ProcessInfo.processInfo.environment["ORL_BUILD_COMMIT"] { #expect(commit == built) }
         #expect(object["dirty"] is Bool)
         let text = try Orlctl.run(["version"])
         #expect(text.stdout.hasPrefix("orlctl 0.1.0 (commit \(commit)"))
