@@ -24,12 +24,18 @@ import Testing
         var language: String
         var line: Int
         var lines: [String]
+        /// `<!-- fresh state -->` just before the block: its commands start from an empty state.
+        var freshState = false
     }
+
+    static let freshStateMarker = "<!-- fresh state -->"
 
     static func blocks(in text: String) -> [Block] {
         var blocks: [Block] = []
         var current: Block?
+        var previous = ""
         for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            defer { if current == nil, !line.trimmingCharacters(in: .whitespaces).isEmpty { previous = String(line) } }
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             if var block = current {
                 if trimmed == "```" {
@@ -41,12 +47,16 @@ import Testing
                     current = block
                 }
             } else if trimmed.hasPrefix("```") {
-                current = Block(language: String(trimmed.dropFirst(3)), line: index + 1, lines: [])
+                current = Block(
+                    language: String(trimmed.dropFirst(3)), line: index + 1, lines: [],
+                    freshState: previous.trimmingCharacters(in: .whitespaces) == Self.freshStateMarker)
             }
         }
         return blocks.map { block in
             let indent = block.lines.filter { !$0.isEmpty }.map { $0.prefix { $0 == " " }.count }.min() ?? 0
-            return Block(language: block.language, line: block.line, lines: block.lines.map { String($0.dropFirst(min(indent, $0.count))) })
+            var unindented = block
+            unindented.lines = block.lines.map { String($0.dropFirst(min(indent, $0.count))) }
+            return unindented
         }
     }
 
@@ -85,11 +95,12 @@ import Testing
             try FileManager.default.createSymbolicLink(
                 at: work.url.appendingPathComponent(name), withDestinationURL: Self.root.appendingPathComponent(name))
         }
-        let state = work.url.appendingPathComponent("state").path
+        var state = work.url.appendingPathComponent("state").path
         // Run ids differ from the page's: once an output shows one, later commands that
         // name the page's id get the real one.
         var ids: [String: String] = [:]
-        for block in Self.blocks(in: text) where block.language == "console" {
+        for (number, block) in Self.blocks(in: text).enumerated() where block.language == "console" {
+            if block.freshState { state = work.url.appendingPathComponent("state-\(number)").path }
             for step in Self.steps(block) {
                 let command = ids.reduce(step.command) { $0.replacingOccurrences(of: $1.key, with: $1.value) }
                 let actual = try Self.run(command, in: work.url, state: state)
@@ -115,6 +126,10 @@ import Testing
                 "PATH": Orlctl.binary.deletingLastPathComponent().path + ":"
                     + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"),
                 "ORL_HOME": state, "ORL_NO_CONTROLLER": "1", "NO_COLOR": "1", "COLUMNS": "100",
+                // Commits made by a page's commands get the same ids on every run.
+                "GIT_AUTHOR_NAME": "alice", "GIT_AUTHOR_EMAIL": "alice@example.com", "GIT_AUTHOR_DATE": "2026-11-21T12:00:00Z",
+                "GIT_COMMITTER_NAME": "alice", "GIT_COMMITTER_EMAIL": "alice@example.com", "GIT_COMMITTER_DATE": "2026-11-21T12:00:00Z",
+                "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
             ])
         var lines = result.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if lines.last == "" { lines.removeLast() }
