@@ -91,16 +91,26 @@ import Testing
         let text = try String(contentsOf: Self.root.appendingPathComponent(page), encoding: .utf8)
         let work = try TemporaryDirectory()
         // The page's commands run where the repository's examples are, as a reader's would.
-        for name in ["manifests", "examples", "schemas"] {
+        for name in ["manifests", "examples", "schemas", "docs", "scripts"] {
             try FileManager.default.createSymbolicLink(
                 at: work.url.appendingPathComponent(name), withDestinationURL: Self.root.appendingPathComponent(name))
         }
         var state = work.url.appendingPathComponent("state").path
+        var states = [state]
+        // A page that starts a controller must not leave it running.
+        defer {
+            for state in states where FileManager.default.fileExists(atPath: state + "/controller.lock") {
+                _ = try? Self.run("orlctl controller stop", in: work.url, state: state)
+            }
+        }
         // Run ids differ from the page's: once an output shows one, later commands that
         // name the page's id get the real one.
         var ids: [String: String] = [:]
         for (number, block) in Self.blocks(in: text).enumerated() where block.language == "console" {
-            if block.freshState { state = work.url.appendingPathComponent("state-\(number)").path }
+            if block.freshState {
+                state = work.url.appendingPathComponent("state-\(number)").path
+                states.append(state)
+            }
             for step in Self.steps(block) {
                 let command = ids.reduce(step.command) { $0.replacingOccurrences(of: $1.key, with: $1.value) }
                 let actual = try Self.run(command, in: work.url, state: state)
@@ -243,8 +253,10 @@ import Testing
 enum ShellRun {
     static func run(_ command: String, in directory: URL, environment: [String: String]) throws -> String {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", command]
+        // A command that never ends (a watch, a controller in the foreground) fails the
+        // page after a minute rather than hanging the tests.
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        process.arguments = ["--kill-after=5", "60", "/bin/sh", "-c", command]
         process.currentDirectoryURL = directory
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { _, new in new }
