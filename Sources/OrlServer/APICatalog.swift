@@ -109,6 +109,68 @@ public enum APICatalog {
             ]),
     ]
 
+    /// JSON Schemas of the bodies agents exchange with the controller, by name.
+    static let schemas: [(String, JSONValue)] = [
+        (
+            "Error",
+            object(
+                ["error"],
+                [
+                    (
+                        "error",
+                        object(
+                            ["message", "type"],
+                            [
+                                ("message", string("What went wrong.")), ("type", string("OpenAI's error type.")),
+                                ("code", string("orl's code.")),
+                            ])
+                    )
+                ])
+        ),
+        (
+            "Task",
+            object(
+                [
+                    "task", "run", "workflow", "namespace", "step", "agent", "attempt", "attempts", "idempotencyKey", "tools",
+                    "leaseExpiresAt", "deadline",
+                ],
+                [
+                    ("task", string("RUN/STEP/ATTEMPT: the path of the task's calls.")), ("run", string("The run id.")),
+                    ("workflow", string("The Workflow.")), ("namespace", string("Its namespace.")), ("step", string("The step id.")),
+                    ("agent", string("The agent the step is for.")), ("attempt", integer("This attempt, from 1.")),
+                    ("attempts", integer("The step's attempts in all.")),
+                    ("idempotencyKey", string("RUN/STEP, the same for every attempt: pass it to side effects.")),
+                    ("prompt", string("The step's prompt.")),
+                    ("tools", .object([("type", .string("array")), ("items", .object([("type", .string("string"))]))])),
+                    ("maxTokens", integer("The step's token allowance.")),
+                    ("input", .object([("description", .string("The run's input."))])),
+                    ("inputs", .object([("description", .string("The step's inputs, resolved."))])),
+                    ("dependencies", .object([("description", .string("The outputs of the steps it depends on, by step id."))])),
+                    ("dataClasses", .object([("type", .string("array")), ("items", .object([("type", .string("string"))]))])),
+                    ("leaseExpiresAt", string("Heartbeat before this time.")), ("deadline", string("The attempt's timeout.")),
+                    ("heartbeatTimeoutMs", integer("The lease a heartbeat gives.")),
+                ])
+        ),
+    ]
+
+    /// The schemas of each route's bodies: the request's, and the answers' by status.
+    static let bodies: [String: (request: String?, responses: [Int: String])] = [
+        "POST /v1/tasks/next": (nil, [200: "Task"])
+    ]
+
+    private static func object(_ required: [String], _ properties: [(String, JSONValue)]) -> JSONValue {
+        .object([("type", .string("object")), ("required", .array(required.map { .string($0) })), ("properties", .object(properties))])
+    }
+    private static func string(_ description: String) -> JSONValue {
+        .object([("type", .string("string")), ("description", .string(description))])
+    }
+    private static func integer(_ description: String) -> JSONValue {
+        .object([("type", .string("integer")), ("description", .string(description))])
+    }
+    private static func content(_ schema: String) -> JSONValue {
+        .object([("application/json", .object([("schema", .object([("$ref", .string("#/components/schemas/\(schema)"))]))]))])
+    }
+
     /// `METHOD /path` of every route of a server, as the router lists them.
     public static func keys(server: String) -> Set<String> {
         Set(routes.filter { $0.server == server }.map { "\($0.method) \($0.path)" })
@@ -139,7 +201,16 @@ public enum APICatalog {
                 ),
                 (
                     "responses",
-                    .object(route.responses.map { (String($0.status), .object([("description", .string($0.description))])) })
+                    .object(
+                        route.responses.map { response in
+                            let body =
+                                bodies["\(route.method) \(route.path)"]?.responses[response.status]
+                                ?? (response.status >= 400 && route.server == agentAPI ? "Error" : nil)
+                            return (
+                                String(response.status),
+                                .object([("description", .string(response.description)), ("content", body.map(content))])
+                            )
+                        })
                 ),
             ])
             if let index = paths.firstIndex(where: { $0.0 == path }), case .object(var members) = paths[index].1 {
@@ -170,6 +241,7 @@ public enum APICatalog {
             (
                 "components",
                 .object([
+                    ("schemas", .object(schemas)),
                     (
                         "securitySchemes",
                         .object([
@@ -183,7 +255,7 @@ public enum APICatalog {
                                 ])
                             ),
                         ])
-                    )
+                    ),
                 ])
             ),
         ])
