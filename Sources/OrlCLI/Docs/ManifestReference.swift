@@ -34,7 +34,7 @@ enum ManifestReference {
             out += "Schema: [`schemas/\(name)`](../../schemas/\(name)).\n\n"
             var rows: [[String]] = []
             var rules: [String] = []
-            walk(schema, path: "", required: true, common: common, rows: &rows, rules: &rules, depth: 0)
+            walk(schema, path: "", required: true, common: common, local: schema, rows: &rows, rules: &rules, depth: 0)
             out += table(rows)
             if !rules.isEmpty {
                 out += "\nRules across fields:\n\n" + rules.map { "- \($0)" }.joined(separator: "\n") + "\n"
@@ -64,16 +64,17 @@ enum ManifestReference {
 
     /// Walks properties and items depth first; a `$ref` into common.schema.json is
     /// named as its type (and followed when it is an object, such as metadata).
-    static func walk(_ schema: Node, path: String, required: Bool, common: Node?, rows: inout [[String]], rules: inout [String], depth: Int)
-    {
+    static func walk(
+        _ schema: Node, path: String, required: Bool, common: Node?, local: Node, rows: inout [[String]], rules: inout [String], depth: Int
+    ) {
         guard depth < 12 else { return }
-        let resolved = resolve(schema, common: common)
+        let resolved = resolve(schema, common: common, local: local)
         if !path.isEmpty {
             var description = schema["description"]?.string ?? resolved["description"]?.string ?? ""
             if let const = schema["const"] { description = "Always `\(compact(const))`." + (description.isEmpty ? "" : " " + description) }
             rows.append([
                 "`\(path)`" + (required ? " (required)" : ""),
-                type(schema, common: common),
+                type(schema, common: common, local: local),
                 constraints(schema, resolvedFrom: resolved),
                 schema["default"].map { "`\(compact($0))`" } ?? "",
                 cell(description),
@@ -89,14 +90,16 @@ enum ManifestReference {
                 walk(
                     property.value, path: path.isEmpty ? property.key : "\(path).\(property.key)",
                     required: requiredNames.contains(property.key),
-                    common: common, rows: &rows, rules: &rules, depth: depth + 1)
+                    common: common, local: local, rows: &rows, rules: &rules, depth: depth + 1)
             }
         }
         if let additional = object["additionalProperties"], additional.members != nil {
-            walk(additional, path: "\(path).<name>", required: false, common: common, rows: &rows, rules: &rules, depth: depth + 1)
+            walk(
+                additional, path: "\(path).<name>", required: false, common: common, local: local, rows: &rows, rules: &rules,
+                depth: depth + 1)
         }
         if let items = object["items"] {
-            walk(items, path: "\(path)[]", required: false, common: common, rows: &rows, rules: &rules, depth: depth + 1)
+            walk(items, path: "\(path)[]", required: false, common: common, local: local, rows: &rows, rules: &rules, depth: depth + 1)
         }
     }
 
@@ -108,27 +111,36 @@ enum ManifestReference {
         return Node(.object(members), at: schema.location)
     }
 
-    static func resolve(_ schema: Node, common: Node?) -> Node {
-        guard let ref = schema["$ref"]?.string, let name = ref.split(separator: "/").last, let def = common?["$defs"]?[String(name)] else {
-            return schema
-        }
-        return def
+    /// The schema a `$ref` names: a `$defs` entry of common.schema.json, or of the
+    /// kind's own schema (`#/$defs/...`).
+    static func resolve(_ schema: Node, common: Node?, local: Node? = nil) -> Node {
+        guard let ref = schema["$ref"]?.string, let name = ref.split(separator: "/").last else { return schema }
+        return definition(ref, String(name), common: common, local: local) ?? schema
     }
 
-    static func type(_ schema: Node, common: Node? = nil) -> String {
+    /// Inside common.schema.json, `#/$defs/...` is common's own: look in the kind's schema
+    /// first, then in common's.
+    static func definition(_ ref: String, _ name: String, common: Node?, local: Node?) -> Node? {
+        guard ref.hasPrefix("#") else { return common?["$defs"]?[name] }
+        return local?["$defs"]?[name] ?? common?["$defs"]?[name]
+    }
+
+    static func type(_ schema: Node, common: Node? = nil, local: Node? = nil) -> String {
         if let ref = schema["$ref"]?.string, let name = ref.split(separator: "/").last {
-            let def = resolve(schema, common: common)
+            let def = resolve(schema, common: common, local: local)
+            // The kind's own definitions are listed in place, below the field.
+            if ref.hasPrefix("#"), local?["$defs"]?[String(name)] != nil { return type(def, common: common, local: nil) }
             return "[\(name)](#type-\(name.lowercased()))" + (def["type"]?.string.map { " (\($0))" } ?? "")
         }
         if let const = schema["const"] { return "`\(compact(const))`" }
         if let enumeration = schema["enum"]?.elements { return "one of " + enumeration.map { "`\(compact($0))`" }.joined(separator: ", ") }
         if let type = schema["type"]?.string {
-            if type == "array", let items = schema["items"] { return "array of \(Self.type(items, common: common))" }
+            if type == "array", let items = schema["items"] { return "array of \(Self.type(items, common: common, local: local))" }
             return type
         }
         if let types = schema["type"]?.elements { return types.compactMap(\.string).joined(separator: " or ") }
         if let alternatives = schema["oneOf"]?.elements ?? schema["anyOf"]?.elements {
-            return alternatives.map { Self.type($0, common: common) }.joined(separator: " or ")
+            return alternatives.map { Self.type($0, common: common, local: local) }.joined(separator: " or ")
         }
         return "any"
     }
