@@ -43,6 +43,8 @@ struct GenerateDocs: AsyncParsableCommand {
         ]
     }
 
+    static func words(_ text: String) -> [Substring] { text.split(whereSeparator: \.isWhitespace) }
+
     /// docs/diagnostics.md with its table rows replaced by the catalog's.
     static func diagnosticsTable(in text: String) -> String {
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
@@ -78,7 +80,11 @@ struct GenerateDocs: AsyncParsableCommand {
         var stale: [String] = []
         for file in generated {
             let url = rootURL.appendingPathComponent(file.path)
-            if (try? String(contentsOf: url, encoding: .utf8)) == file.text { continue }
+            let current = try? String(contentsOf: url, encoding: .utf8)
+            if current == file.text { continue }
+            // The check compares words, not layout: a newer argument-parser that wraps help
+            // differently (CI resolves the newest release) is no reason to fail a build.
+            if check, let current, Self.words(current) == Self.words(file.text) { continue }
             stale.append(file.path)
             if !check {
                 try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
