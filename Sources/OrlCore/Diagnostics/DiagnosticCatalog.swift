@@ -14,6 +14,11 @@ public struct DiagnosticInfo: Sendable, Hashable {
     public var help: String
 
     /// `DagCycle` for `dag.cycle`: the identifier-like name SARIF rules carry.
+    /// The row docs/diagnostics.md has for this code (scripts/gen-docs writes the table).
+    public var markdownRow: String {
+        "| `\(code)` | \(severities.map(\.rawValue).joined(separator: " / ")) | **\(title).** \(summary) | \(help) |"
+    }
+
     public var name: String {
         code.rawValue.split(whereSeparator: { $0 == "." || $0 == "-" }).map { $0.prefix(1).uppercased() + $0.dropFirst() }
             .joined()
