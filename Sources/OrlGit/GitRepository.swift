@@ -6,6 +6,12 @@ import CGit2
     import Darwin
 #endif
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A git object id (SHA-1), as 40 hex digits.
 public struct GitObjectID: Sendable, Hashable, Comparable, CustomStringConvertible {
     public let hex: String
@@ -129,6 +135,7 @@ public final class GitRepository {
     /// `git ls-remote`); nothing is downloaded. `ref` is a branch (`main`), a tag, a full
     /// ref name (`refs/heads/main`), or nil for the remote's default branch (its HEAD).
     public func remoteRef(url: String, ref: String?, auth: GitAuth) throws(GitError) -> GitRemoteRef {
+        try Self.checkLocalPath(url)
         let remote = try anonymousRemote(url)
         defer { git_remote_free(remote) }
         let advertised: [(name: String, oid: GitObjectID, symref: String?)] = try Self.withCredentials(auth) {
@@ -191,6 +198,22 @@ public final class GitRepository {
         var oid = git_oid()
         try Self.check(git_reference_name_to_id(&oid, handle, local), "the fetch of \(ref) from \(url) left no \(local)")
         return GitObjectID(oid)
+    }
+
+    /// The file system path of a local remote (`/srv/git/fleet.git`, `../fleet`,
+    /// `file:///srv/git/fleet.git`); nil for `https://`, `ssh://` and `user@host:path`.
+    static func localPath(of url: String) -> String? {
+        if url.hasPrefix("file://") { return String(url.dropFirst("file://".count)) }
+        if url.contains("://") { return nil }
+        if let colon = url.firstIndex(of: ":"), !url[..<colon].contains("/") { return nil }
+        return url
+    }
+
+    /// A local remote that does not exist, said plainly: libgit2 would call a missing
+    /// path an "unsupported URL protocol".
+    private static func checkLocalPath(_ url: String) throws(GitError) {
+        guard let path = localPath(of: url), access(path, F_OK) != 0 else { return }
+        throw GitError("cannot reach \(url): no such directory")
     }
 
     private func anonymousRemote(_ url: String) throws(GitError) -> OpaquePointer {
@@ -260,7 +283,12 @@ public final class GitRepository {
     /// empty) whose names end with one of `extensions`, in byte order of their paths,
     /// skipping hidden entries (names starting with `.`) and symbolic links, as a
     /// directory walk of a checkout would. Only tree objects are read.
-    public func files(of commit: GitObjectID, under directory: String?, extensions: [String]) throws(GitError) -> [GitTreeFile] {
+    /// With `missingIsEmpty`, a directory the commit does not have holds no files (a
+    /// review of the first pull request, or of one that deletes the fleet); otherwise it
+    /// is an error (a sync of a mistyped path).
+    public func files(of commit: GitObjectID, under directory: String?, extensions: [String], missingIsEmpty: Bool = false)
+        throws(GitError) -> [GitTreeFile]
+    {
         var oid = commit.oid
         var commitObject: OpaquePointer?
         try Self.check(git_commit_lookup(&commitObject, handle, &oid), "cannot read commit \(commit.short)")
@@ -279,6 +307,7 @@ public final class GitRepository {
             var entry: OpaquePointer?
             guard git_tree_entry_bypath(&entry, root, prefix) == 0 else {
                 git_error_clear()
+                if missingIsEmpty { return [] }
                 throw GitError("commit \(commit.short) has no directory \(prefix)")
             }
             defer { git_tree_entry_free(entry) }

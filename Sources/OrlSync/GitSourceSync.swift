@@ -19,11 +19,14 @@ public struct GitSourceConfiguration: Sendable {
     public var appliedBy: String
     /// The bare mirror the source is fetched into: `<state>/git/<name>.git`.
     public var mirror: String
+    /// Take over resources another source applied (`--force-conflicts`).
+    public var forceConflicts: Bool
 
     public init(
         name: String, url: String, ref: String?, path: String?, prune: Bool, allowRewind: Bool, maxDeletions: Int, allowEmpty: Bool,
-        auth: @escaping @Sendable () -> GitAuth, appliedBy: String, mirror: String
+        auth: @escaping @Sendable () -> GitAuth, appliedBy: String, mirror: String, forceConflicts: Bool = false
     ) {
+        self.forceConflicts = forceConflicts
         self.name = name
         self.url = url
         self.ref = ref
@@ -67,6 +70,11 @@ public struct SyncReport: Sendable {
     public var outcome: Outcome
     /// The source's record after the round (nil when the store could not be read).
     public var record: SourceRecord?
+    /// The round failed as the one before did (the remote is still unreachable): no new
+    /// event was recorded, and a watcher logs nothing.
+    public var repeated = false
+    /// The remote answered again after being unreachable: what was recorded.
+    public var recovered: String?
     /// Manifest files read and, of those, parsed anew (the rest came from the cache).
     public var files = 0
     public var parsed = 0
@@ -151,7 +159,20 @@ public final class GitSourceSync: @unchecked Sendable {
             }
             remote = try repository.remoteRef(url: c.url, ref: c.ref, auth: auth)
         } catch {
-            return fail(&report, record, revision: nil, .unreachable, reason: "Unreachable", error.description, now: now)
+            return unreachable(&report, record, error.description, now: now)
+        }
+        if let (next, event) = SourceSync.reachable(record, now: now) {
+            do {
+                try store.write { writer throws(StoreError) in
+                    try writer.putSource(next)
+                    try writer.append(event)
+                }
+                record = next
+                report.record = next
+                report.recovered = next.message
+            } catch {
+                return SyncReport(source: c.name, outcome: .failed(error.description))
+            }
         }
         var head = remote.commit
         report.head = head
@@ -227,7 +248,7 @@ public final class GitSourceSync: @unchecked Sendable {
 
         let options = ApplyOptions(
             source: record.applySource, prune: c.prune, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
-            appliedBy: c.appliedBy)
+            appliedBy: c.appliedBy, forceConflicts: c.forceConflicts)
         do {
             let (result, next) = try SourceSync.apply(
                 read.report.fleet, revision: head.hex, record: record, options: options, events: events, to: store, now: now)
@@ -239,6 +260,25 @@ public final class GitSourceSync: @unchecked Sendable {
         } catch {
             return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
         }
+        return report
+    }
+
+    /// Records that the remote could not be reached: the first round of an outage with
+    /// an event, the next ones in the record alone.
+    private func unreachable(_ report: inout SyncReport, _ record: SourceRecord, _ message: String, now: Timestamp) -> SyncReport {
+        let (next, event) = SourceSync.unreachable(record, message: message, now: now)
+        var message = message
+        do {
+            try store.write { writer throws(StoreError) in
+                try writer.putSource(next)
+                if let event { try writer.append(event) }
+            }
+            report.record = next
+        } catch {
+            message += " (and its status could not be stored: \(error.description))"
+        }
+        report.repeated = event == nil
+        report.outcome = .unreachable(message)
         return report
     }
 

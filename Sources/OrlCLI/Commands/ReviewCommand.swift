@@ -58,14 +58,30 @@ struct ReviewCommand: AsyncParsableCommand {
             baseID = try repository.resolve(base)
             headID = try repository.resolve(head)
             // One reader for both: files the change did not touch are parsed once.
-            before = try manifests.read(repository, commit: baseID, under: path)
-            after = try manifests.read(repository, commit: headID, under: path)
+            // A path missing in a revision is an empty fleet: the first pull request
+            // adds it, another deletes it.
+            before = try manifests.read(repository, commit: baseID, under: path, missingIsEmpty: true)
+            after = try manifests.read(repository, commit: headID, under: path, missingIsEmpty: true)
         } catch {
             throw CommandFailure(message: error.description)
         }
-        let review = Review.compare(base: before.report, head: after.report)
         keepUntilExit(before.report)
         keepUntilExit(after.report)
+        guard after.report.fleet.isComplete else {
+            // A permission diff on a partial fleet would call what the unread documents
+            // grant or deny changes: the errors are the review.
+            switch output {
+            case .text, .markdown:
+                writeStandardOutput(DiagnosticRenderer.text(after.report, files: after.files, color: TextStyle.forStandardOutput().enabled))
+            case .json: writeStandardOutput(DiagnosticRenderer.json(after.report, files: after.files))
+            case .sarif: writeStandardOutput(SARIFRenderer.render(after.report, baseline: [:]))
+            }
+            throw CommandFailure(
+                message:
+                    "\(head) (\(headID.short)) has manifests that cannot be read (see above); fix them first: nothing is reviewed on a partial fleet"
+            )
+        }
+        let review = Review.compare(base: before.report, head: after.report)
         let revisions = ReviewRenderer.Revisions(base: base, baseID: baseID.short, head: head, headID: headID.short, path: path)
         switch output {
         case .text: writeStandardOutput(ReviewRenderer.text(review, revisions, style: TextStyle.forStandardOutput()))

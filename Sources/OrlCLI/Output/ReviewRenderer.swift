@@ -23,7 +23,11 @@ enum ReviewRenderer {
         out += "\n" + style.bold("Resources:") + "\n"
         out += review.plan.isEmpty ? "  no changes\n" : PlanRenderer.changes(review.plan, style: style)
         out += "\n" + style.bold("Permissions:") + "\n"
-        if review.permissions.isEmpty { out += "  no agent gains or loses a permission\n" }
+        if review.baseIncomplete {
+            out += "  not compared: base has manifests that cannot be read, so what it granted is unknown\n"
+        } else if review.permissions.isEmpty {
+            out += "  no agent gains or loses a permission\n"
+        }
         for (agent, changes) in grouped(review.permissions) {
             out += "  \(PlanRenderer.name(agent))\n"
             for change in changes {
@@ -89,7 +93,9 @@ enum ReviewRenderer {
         }
 
         out += "\n### Permissions\n\n"
-        if review.permissions.isEmpty {
+        if review.baseIncomplete {
+            out += "Not compared: base has manifests that cannot be read, so what it granted is unknown.\n"
+        } else if review.permissions.isEmpty {
             out += "No agent gains or loses a permission.\n"
         } else {
             out += "| Agent | Change | Permission | Cause |\n|---|---|---|---|\n"
@@ -172,6 +178,7 @@ enum ReviewRenderer {
             ("head", .string(head)),
             ("summary", .string(review.summary)),
             ("newErrors", .int(review.newErrors)),
+            ("baseIncomplete", .bool(review.baseIncomplete)),
             ("gained", .int(review.gained)),
             ("lost", .int(review.lost)),
             ("plan", PlanJSON.render(review.plan)),

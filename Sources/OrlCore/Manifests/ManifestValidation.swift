@@ -16,7 +16,7 @@ public enum ManifestValidation {
     /// Combines what reading each document found with the checks across documents.
     /// With `strict`, warnings count as errors.
     public static func validate(_ read: ReadManifests, strict: Bool = false) -> ValidationReport {
-        let (fleet, duplicates) = Fleet.assemble(read.resources, unreadable: read.unreadable)
+        let (fleet, duplicates) = Fleet.assemble(read.resources, unreadable: read.unreadable, unidentified: read.unidentified)
         var all = read.diagnostics + duplicates
         all += ReferenceCheck.run(fleet)
         all += WorkflowCheck.run(fleet)

@@ -11,15 +11,15 @@ public struct Review: Sendable {
 
         public enum Subject: Sendable, Hashable, CustomStringConvertible {
             case permission(PermissionKind, String)
-            /// A human approval gate on a tool the agent may use: a gate removed is a
-            /// gain, a gate added a loss.
+            /// Using a tool without a human approval gate: a gate requirement removed
+            /// gains it, one added loses it.
             case approval(tool: String)
 
-            /// `tool "web-search"`, `approval for tool "publish"`.
+            /// `tool "web-search"`, `use of tool "publish" without an approval gate`.
             public var description: String {
                 switch self {
                 case .permission(let kind, let value): "\(kind.noun) \(Diagnostic.quoted(value))"
-                case .approval(let tool): "approval gate on tool \(Diagnostic.quoted(tool))"
+                case .approval(let tool): "use of tool \(Diagnostic.quoted(tool)) without an approval gate"
                 }
             }
         }
@@ -72,12 +72,22 @@ public struct Review: Sendable {
         "\(plan.additions) to add, \(plan.updates) to change, \(plan.prunes) to remove · permissions: \(gained) gained, \(lost) lost · violations: \(newDiagnostics.count) new, \(fixedDiagnostics.count) fixed"
     }
 
+    /// Base has documents that could not be read, so what it granted is unknown and
+    /// permissions and budgets are not compared (head's are judged by its audit alone).
+    public var baseIncomplete = false
+
+    /// Compares two revisions. Head must be complete (`Fleet.isComplete`): a diff built
+    /// on a partial fleet reports what the unread documents grant or deny as changes,
+    /// so the caller shows head's errors instead.
     public static func compare(base: ValidationReport, head: ValidationReport) -> Review {
-        Review(
+        let comparable = base.fleet.isComplete
+        var review = Review(
             plan: plan(base: base.fleet, head: head.fleet),
-            permissions: permissionChanges(base: base.fleet, head: head.fleet),
-            budgets: budgetChanges(base: base.fleet, head: head.fleet),
+            permissions: comparable ? permissionChanges(base: base.fleet, head: head.fleet) : [],
+            budgets: comparable ? budgetChanges(base: base.fleet, head: head.fleet) : [],
             diagnostics: (base.diagnostics, head.diagnostics))
+        review.baseIncomplete = !comparable
+        return review
     }
 
     private init(
