@@ -271,6 +271,21 @@ public final class GitRepository {
 
     /// Whether `commit` has `ancestor` in its history (a commit does not descend from
     /// itself). Both must be here.
+    /// The best common ancestor of two commits (`git merge-base A B`); nil when they
+    /// share no history.
+    public func mergeBase(_ a: GitObjectID, _ b: GitObjectID) throws(GitError) -> GitObjectID? {
+        var x = a.oid
+        var y = b.oid
+        var out = git_oid()
+        let result = git_merge_base(&out, handle, &x, &y)
+        if result == GIT_ENOTFOUND.rawValue {
+            git_error_clear()
+            return nil
+        }
+        try Self.check(result, "cannot find the merge base of \(a.short) and \(b.short)")
+        return GitObjectID(out)
+    }
+
     public func isDescendant(_ commit: GitObjectID, of ancestor: GitObjectID) throws(GitError) -> Bool {
         var a = commit.oid
         var b = ancestor.oid

@@ -31,6 +31,8 @@ public struct Review: Sendable {
         public var cause: String
         /// The deciding rule (in head when it is there, else in base).
         public var location: SourceLocation?
+        /// For a gain, what it means (see `Review.meaning`).
+        public var details: [String] = []
     }
 
     public struct BudgetChange: Sendable, Hashable {
@@ -62,14 +64,21 @@ public struct Review: Sendable {
     public var newDiagnostics: [Diagnostic]
     public var fixedDiagnostics: [Diagnostic]
     public var remainingDiagnostics: [Diagnostic]
+    /// Tools whose behaviour changed, and agents whose model or provider did.
+    public var tools: [ToolChange] = []
+    public var models: [ModelChange] = []
 
     public var gained: Int { permissions.count { $0.change == .gained } }
     public var lost: Int { permissions.count { $0.change == .lost } }
     public var newErrors: Int { newDiagnostics.count { $0.severity == .error } }
 
     /// `2 to add, 1 to change, 0 to remove · permissions: 3 gained, 1 lost · violations: 1 new, 2 fixed`.
+    /// `· escalations: N` follows when a budget, tool or model change escalates too.
     public var summary: String {
-        "\(plan.additions) to add, \(plan.updates) to change, \(plan.prunes) to remove · permissions: \(gained) gained, \(lost) lost · violations: \(newDiagnostics.count) new, \(fixedDiagnostics.count) fixed"
+        let others = escalations - gained
+        return
+            "\(plan.additions) to add, \(plan.updates) to change, \(plan.prunes) to remove · permissions: \(gained) gained, \(lost) lost · violations: \(newDiagnostics.count) new, \(fixedDiagnostics.count) fixed"
+            + (others > 0 ? " · other escalations: \(others)" : "")
     }
 
     /// Base has documents that could not be read, so what it granted is unknown and
@@ -87,6 +96,10 @@ public struct Review: Sendable {
             budgets: comparable ? budgetChanges(base: base.fleet, head: head.fleet) : [],
             diagnostics: (base.diagnostics, head.diagnostics))
         review.baseIncomplete = !comparable
+        if comparable {
+            review.tools = toolChanges(base: base.fleet, head: head.fleet)
+            review.models = modelChanges(base: base.fleet, head: head.fleet)
+        }
         return review
     }
 
@@ -124,6 +137,8 @@ public struct Review: Sendable {
     static func permissionChanges(base: Fleet, head: Fleet) -> [PermissionChange] {
         let baseEngine = PolicyEngine(base)
         let headEngine = PolicyEngine(head)
+        let baseCredentials = CredentialSecrets(base)
+        let headCredentials = CredentialSecrets(head)
         var universes: [String: [PermissionKind: [String]]] = [:]
         var changes: [PermissionChange] = []
         let agents = Set(base.resources(of: .agent).map(\.id)).union(head.resources(of: .agent).map(\.id)).sorted()
@@ -142,14 +157,19 @@ public struct Review: Sendable {
             let context = CauseContext(agent: agent, base: base, head: head, before: before, after: after)
             for kind in PermissionKind.allCases {
                 for value in universe[kind] ?? [] {
-                    let was = before?.permits(kind, value) ?? false
-                    let now = after.permits(kind, value)
+                    // A secret orl presents itself is never the agent's, whatever the
+                    // policies say: the same decision as the audit and the controller.
+                    let secret = SecretID(namespace: agent.namespace, name: value)
+                    let was = before.map { kind == .secret ? baseCredentials.permits(secret, $0) : $0.permits(kind, value) } ?? false
+                    let now = kind == .secret ? headCredentials.permits(secret, after) : after.permits(kind, value)
                     guard was != now else { continue }
-                    let (cause, location) = now ? context.gain(kind, value) : context.loss(kind, value)
+                    var (cause, location) = now ? context.gain(kind, value) : context.loss(kind, value)
+                    if !now, kind == .secret, let why = headCredentials.reservation(of: secret) { (cause, location) = (why, nil) }
                     changes.append(
                         PermissionChange(
-                            agent: agent, subject: .permission(kind, value), change: now ? .gained : .lost, cause: cause, location: location
-                        ))
+                            agent: agent, subject: .permission(kind, value), change: now ? .gained : .lost, cause: cause,
+                            location: location,
+                            details: now ? meaning(of: kind, value, agent: agent, head: head, after: after) : []))
                 }
             }
             guard let before else { continue }
@@ -167,7 +187,8 @@ public struct Review: Sendable {
                     changes.append(
                         PermissionChange(
                             agent: agent, subject: .approval(tool: tool), change: .gained,
-                            cause: "no longer required: \(why)", location: location))
+                            cause: "no longer required: \(why)", location: location,
+                            details: head.resource(.tool, tool, namespace: agent.namespace)?.tool.map { [describe($0)] } ?? []))
                 }
             }
         }
