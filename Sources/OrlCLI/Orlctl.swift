@@ -22,6 +22,7 @@ struct Orlctl: AsyncParsableCommand {
             Validate.self, Explain.self, Apply.self, Diff.self, Get.self, Describe.self, Delete.self, History.self, Events.self,
             Logs.self, Suspend.self, Resume.self, RunWorkflow.self, Runs.self, Approve.self, Deny.self, Cancel.self,
             SecretCommand.self, ControllerCommand.self, BudgetCommand.self, Usage.self, Sync.self, Watch.self, ReviewCommand.self,
+            TestCommand.self,
         ]
     )
 }
