@@ -51,6 +51,15 @@ public struct ManifestParsing: Sendable {
             read.unidentified = 1
             return read
         }
+        if McpLock.isLockFile(file.path) {
+            do {
+                return ReadManifests(mcpLocks: [try JSONParser.parse(bytes: file.bytes, file: file.path)])
+            } catch {
+                return ReadManifests(diagnostics: [
+                    .error(.mcpPinInvalid, "\(McpLock.fileName) is not JSON: \(error.message)", at: error.location)
+                ])
+            }
+        }
         return reader.read(parser.parse(file.bytes, file: file.path))
     }
 

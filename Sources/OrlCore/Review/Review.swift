@@ -94,7 +94,7 @@ public struct Review: Sendable {
             plan: plan(base: base.fleet, head: head.fleet),
             permissions: comparable ? permissionChanges(base: base.fleet, head: head.fleet) : [],
             budgets: comparable ? budgetChanges(base: base.fleet, head: head.fleet) : [],
-            diagnostics: (base.diagnostics, head.diagnostics))
+            diagnostics: (base.diagnostics, head.diagnostics + McpPinChanges.findings(base: base.fleet, head: head.fleet)))
         review.baseIncomplete = !comparable
         if comparable {
             review.tools = toolChanges(base: base.fleet, head: head.fleet)
@@ -204,6 +204,7 @@ public struct Review: Sendable {
             for tool in fleet.resources(of: .tool, namespace: namespace) {
                 values[.tool, default: []].insert(tool.metadata.name)
                 for dataClass in tool.tool?.dataClasses ?? [] { values[.dataClass, default: []].insert(dataClass) }
+                for (name, _) in tool.tool?.mcpTools(server: tool.metadata.name) ?? [] { values[.tool, default: []].insert(name) }
             }
             for provider in fleet.resources(of: .modelProvider, namespace: namespace) {
                 for model in provider.modelProvider?.models ?? [] {

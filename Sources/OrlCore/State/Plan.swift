@@ -49,6 +49,8 @@ public struct ApplyOptions: Sendable {
     public var maxDeletions: Int
     public var revision: String?
     public var appliedBy: String
+    /// Where the code of the Agents and Tools applied comes from (see `CodeOrigin`).
+    public var codeRoot: String?
     /// Take over resources another source applied (`--force-conflicts`). Without it a
     /// plan that would is refused: two sources declaring one resource would otherwise
     /// take it from each other on every apply, and prune what the other still declares.
@@ -56,8 +58,9 @@ public struct ApplyOptions: Sendable {
 
     public init(
         source: String, prune: Bool = false, allowEmpty: Bool = false, maxDeletions: Int = 10, revision: String? = nil, appliedBy: String,
-        forceConflicts: Bool = false
+        codeRoot: String? = nil, forceConflicts: Bool = false
     ) {
+        self.codeRoot = codeRoot
         self.forceConflicts = forceConflicts
         self.source = source
         self.prune = prune
@@ -121,14 +124,16 @@ public enum Planner {
             let canonical = resource.canonical
             let manifest = canonical.text
             let current = stored[id]
-            if let current, current.manifest == manifest, current.source == options.source {
+            let codeRoot = CodeOrigin.hasCode(resource) ? options.codeRoot : nil
+            if let current, current.manifest == manifest, current.source == options.source, current.codeRoot == codeRoot {
                 unchanged.append(id)
                 continue
             }
             let specHash = canonical.specHash
             var next = StoredResource(
                 id: id, manifest: manifest, specHash: specHash, generation: 1, resourceVersion: 1, source: options.source,
-                file: resource.file, line: resource.location.line, revision: options.revision, appliedAt: now, appliedBy: options.appliedBy)
+                file: resource.file, line: resource.location.line, revision: options.revision, appliedAt: now, appliedBy: options.appliedBy,
+                codeRoot: codeRoot)
             guard let current else {
                 changes.append(
                     Plan.Change(action: .create, id: id, desired: next, current: nil, fields: [], specChanged: true, takesOverFrom: nil))
