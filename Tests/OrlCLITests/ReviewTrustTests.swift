@@ -22,6 +22,10 @@ import Testing
         return repo
     }
 
+    func quickstartRepository(_ head: (GitFixture) throws -> Void) throws -> GitFixture {
+        try repository(base: { try Self.writeQuickstart(to: $0) }, head: head)
+    }
+
     func review(_ repo: GitFixture, _ extra: [String] = []) throws -> Orlctl.Result {
         try Orlctl.run(["review", "--repo", repo.root.path, "--base", "main", "--head", "change", "--path", "fleet"] + extra)
     }
@@ -78,7 +82,7 @@ import Testing
     // MARK: 2. Keyed lists
 
     @Test func stepsAreComparedByIdInReviewAndDiff() throws {
-        let repo = try repository(base: { try Self.writeQuickstart(to: $0) }) { repo in
+        let repo = try quickstartRepository { repo in
             let path = repo.root.appendingPathComponent("fleet/workflows/content-pipeline.yaml")
             let text = try String(contentsOf: path, encoding: .utf8)
             // A step inserted after research, and the approval gate's timeout changed.
@@ -115,7 +119,7 @@ import Testing
     }
 
     @Test func removingAGateIsOneLine() throws {
-        let repo = try repository(base: { try Self.writeQuickstart(to: $0) }) { repo in
+        let repo = try quickstartRepository { repo in
             let path = repo.root.appendingPathComponent("fleet/workflows/content-pipeline.yaml")
             var text = try String(contentsOf: path, encoding: .utf8)
             let start = text.range(of: "    - id: editorial-review\n")!
@@ -174,7 +178,7 @@ import Testing
     // MARK: 4. A path missing in a revision
 
     @Test func theFirstPullRequestAndADeletedFleetAreReviewed() throws {
-        let first = try repository(base: { try $0.write("README.md", "nothing yet\n") }) { try GitFleet.write(to: $0) }
+        let first = try repository(base: { try $0.write("README.md", "nothing yet\n") }, head: { try GitFleet.write(to: $0) })
         var result = try review(first)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.hasPrefix("5 to add, 0 to change, 0 to remove"), "\(result.stdout)")
@@ -252,7 +256,7 @@ import Testing
     // MARK: 7. Messages
 
     @Test func droppingAnApprovalRequirementSaysWhatIsGained() throws {
-        let repo = try repository(base: { try Self.writeQuickstart(to: $0) }) { repo in
+        let repo = try quickstartRepository { repo in
             let path = repo.root.appendingPathComponent("fleet/policies/content-team.yaml")
             let text = try String(contentsOf: path, encoding: .utf8)
             try repo.write(

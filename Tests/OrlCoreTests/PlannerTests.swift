@@ -44,7 +44,9 @@ import Testing
         let change = try #require(outcome.plan.changes.first)
         #expect(change.id == ResourceID(kind: "Budget", name: "daily"))
         #expect(
-            change.fields.map { "\($0.kind) \($0.path) \($0.before ?? "") → \($0.after ?? "")" } == ["changed spec.limits[window=day].usd 10 → 12"])
+            change.fields.map { "\($0.kind) \($0.path) \($0.before ?? "") → \($0.after ?? "")" } == [
+                "changed spec.limits[window=day].usd 10 → 12"
+            ])
         #expect(change.specChanged && change.desired?.generation == 2 && change.desired?.resourceVersion == 2)
     }
 
