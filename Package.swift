@@ -9,6 +9,17 @@ let strictness: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+// The commit `orlctl version` reports: ORL_BUILD_COMMIT (and ORL_BUILD_DIRTY) when the
+// scripts set them (scripts/build-env), else SwiftPM's view of the repository, which
+// its manifest cache can keep from an earlier commit; a build without git (a tarball,
+// a sandbox) says "unknown" at run time rather than failing.
+let environmentCommit = Context.environment["ORL_BUILD_COMMIT"]
+let buildCommit = environmentCommit ?? Context.gitInformation?.currentCommit ?? ""
+let isDirty =
+    environmentCommit != nil ? Context.environment["ORL_BUILD_DIRTY"] == "1" : Context.gitInformation?.hasUncommittedChanges == true
+let buildDirty = isDirty ? "1" : "0"
+let buildCommitIsHex = buildCommit.allSatisfy { $0.isHexDigit }
+
 let package = Package(
     name: "orl",
     platforms: [.macOS(.v14)],
@@ -52,6 +63,11 @@ let package = Package(
         // Agent processes: fork and exec happen in C, where the child can be kept to
         // async-signal-safe calls (Swift cannot fork a multi-threaded process safely).
         .target(name: "COrlSpawn"),
+        .target(
+            name: "COrlBuildInfo",
+            cSettings: [
+                .define("ORL_BUILD_COMMIT", to: "\"\(buildCommitIsHex ? buildCommit : "")\""), .define("ORL_BUILD_DIRTY", to: buildDirty),
+            ]),
         .target(name: "OrlRuntime", dependencies: ["OrlCore", "COrlSpawn"], swiftSettings: strictness),
         // Git through libgit2 (Debian 12 ships 1.5): a bare mirror per source, ls-remote,
         // fetch, and trees read straight from commits. `shim.h` wraps the variadic
@@ -88,7 +104,7 @@ let package = Package(
         .target(
             name: "OrlCLI",
             dependencies: [
-                "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer", "OrlGit", "OrlSync",
+                "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer", "OrlGit", "OrlSync", "COrlBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictness

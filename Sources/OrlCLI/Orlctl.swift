@@ -17,12 +17,13 @@ struct Orlctl: AsyncParsableCommand {
             Exit codes: 0 no change or no problem, 1 changes or violations, 2 error (bad usage, \
             unreadable input).
             """,
-        version: version,
+        // `--version` says which build, as `orlctl version` does.
+        version: "\(version) (commit \(Version.commit))",
         subcommands: [
             Validate.self, Explain.self, Apply.self, Diff.self, Get.self, Describe.self, Delete.self, History.self, Events.self,
             Logs.self, Suspend.self, Resume.self, RunWorkflow.self, Runs.self, Approve.self, Deny.self, Cancel.self,
             SecretCommand.self, McpCommand.self, ControllerCommand.self, BudgetCommand.self, Usage.self, Sync.self, Watch.self,
-            ReviewCommand.self, GC.self,
+            ReviewCommand.self, GC.self, TestCommand.self, Version.self, GenerateDocs.self,
         ]
     )
 }

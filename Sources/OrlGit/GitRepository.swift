@@ -6,6 +6,12 @@ import CGit2
     import Darwin
 #endif
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A git object id (SHA-1), as 40 hex digits.
 public struct GitObjectID: Sendable, Hashable, Comparable, CustomStringConvertible {
     public let hex: String
@@ -129,6 +135,7 @@ public final class GitRepository {
     /// `git ls-remote`); nothing is downloaded. `ref` is a branch (`main`), a tag, a full
     /// ref name (`refs/heads/main`), or nil for the remote's default branch (its HEAD).
     public func remoteRef(url: String, ref: String?, auth: GitAuth) throws(GitError) -> GitRemoteRef {
+        try Self.checkLocalPath(url)
         let remote = try anonymousRemote(url)
         defer { git_remote_free(remote) }
         let advertised: [(name: String, oid: GitObjectID, symref: String?)] = try Self.withCredentials(auth) {
@@ -193,6 +200,22 @@ public final class GitRepository {
         return GitObjectID(oid)
     }
 
+    /// The file system path of a local remote (`/srv/git/fleet.git`, `../fleet`,
+    /// `file:///srv/git/fleet.git`); nil for `https://`, `ssh://` and `user@host:path`.
+    static func localPath(of url: String) -> String? {
+        if url.hasPrefix("file://") { return String(url.dropFirst("file://".count)) }
+        if url.contains("://") { return nil }
+        if let colon = url.firstIndex(of: ":"), !url[..<colon].contains("/") { return nil }
+        return url
+    }
+
+    /// A local remote that does not exist, said plainly: libgit2 would call a missing
+    /// path an "unsupported URL protocol".
+    private static func checkLocalPath(_ url: String) throws(GitError) {
+        guard let path = localPath(of: url), access(path, F_OK) != 0 else { return }
+        throw GitError("cannot reach \(url): no such directory")
+    }
+
     private func anonymousRemote(_ url: String) throws(GitError) -> OpaquePointer {
         var remote: OpaquePointer?
         try Self.check(git_remote_create_anonymous(&remote, handle, url), "\(url) is not a git remote")
@@ -248,6 +271,21 @@ public final class GitRepository {
 
     /// Whether `commit` has `ancestor` in its history (a commit does not descend from
     /// itself). Both must be here.
+    /// The best common ancestor of two commits (`git merge-base A B`); nil when they
+    /// share no history.
+    public func mergeBase(_ a: GitObjectID, _ b: GitObjectID) throws(GitError) -> GitObjectID? {
+        var x = a.oid
+        var y = b.oid
+        var out = git_oid()
+        let result = git_merge_base(&out, handle, &x, &y)
+        if result == GIT_ENOTFOUND.rawValue {
+            git_error_clear()
+            return nil
+        }
+        try Self.check(result, "cannot find the merge base of \(a.short) and \(b.short)")
+        return GitObjectID(out)
+    }
+
     public func isDescendant(_ commit: GitObjectID, of ancestor: GitObjectID) throws(GitError) -> Bool {
         var a = commit.oid
         var b = ancestor.oid
@@ -260,7 +298,12 @@ public final class GitRepository {
     /// empty) whose names end with one of `extensions`, in byte order of their paths,
     /// skipping hidden entries (names starting with `.`) and symbolic links, as a
     /// directory walk of a checkout would. Only tree objects are read.
-    public func files(of commit: GitObjectID, under directory: String?, extensions: [String]) throws(GitError) -> [GitTreeFile] {
+    /// With `missingIsEmpty`, a directory the commit does not have holds no files (a
+    /// review of the first pull request, or of one that deletes the fleet); otherwise it
+    /// is an error (a sync of a mistyped path).
+    public func files(of commit: GitObjectID, under directory: String?, extensions: [String], missingIsEmpty: Bool = false)
+        throws(GitError) -> [GitTreeFile]
+    {
         var oid = commit.oid
         var commitObject: OpaquePointer?
         try Self.check(git_commit_lookup(&commitObject, handle, &oid), "cannot read commit \(commit.short)")
@@ -279,6 +322,7 @@ public final class GitRepository {
             var entry: OpaquePointer?
             guard git_tree_entry_bypath(&entry, root, prefix) == 0 else {
                 git_error_clear()
+                if missingIsEmpty { return [] }
                 throw GitError("commit \(commit.short) has no directory \(prefix)")
             }
             defer { git_tree_entry_free(entry) }

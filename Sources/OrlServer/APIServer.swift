@@ -34,21 +34,7 @@ public struct APIServer: Sendable {
     /// Serves until the task is cancelled. `bound` is called once with the URL the server
     /// listens on (with the port the system chose), before any request is served.
     public func run(bound: @escaping @Sendable (String) async -> Void) async throws {
-        let router = Router()
-        router.get("/v1/models") { [gateway] request, _ in gateway.models(request) }
-        for api in ModelAPI.allCases {
-            router.post(RouterPath("/v1" + api.path)) { [gateway] request, _ in await gateway.serve(api, request) }
-        }
-        agents?.register(router)
-        if let adminToken {
-            router.get("/orl/v1/budgets") { [gateway] request, _ in
-                guard AgentToken.matches(request.headers[.authorization], "Bearer \(adminToken)") else {
-                    return Gateway.error(.unauthenticated("the operator token of <state>/controller.token is needed"))
-                }
-                return Gateway.json(.ok, ControllerClient.encode(gateway.budgetStatus(now: gateway.clock())))
-            }
-        }
-        router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
+        let router = makeRouter()
         var logger = Logger(label: "orl.api")
         logger.logLevel = .critical
         let host = self.host
@@ -64,6 +50,28 @@ public struct APIServer: Sendable {
             try await group.next()
             group.cancelAll()
         }
+    }
+
+    /// `METHOD /path` of every route this server registers (APICatalog describes them).
+    public var registeredRoutes: Set<String> { Set(makeRouter().routes.map { "\($0.method) \($0.path)" }) }
+
+    func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("/v1/models") { [gateway] request, _ in gateway.models(request) }
+        for api in ModelAPI.allCases {
+            router.post(RouterPath("/v1" + api.path)) { [gateway] request, _ in await gateway.serve(api, request) }
+        }
+        agents?.register(router)
+        if let adminToken {
+            router.get("/orl/v1/budgets") { [gateway] request, _ in
+                guard AgentToken.matches(request.headers[.authorization], "Bearer \(adminToken)") else {
+                    return Gateway.error(.unauthenticated("the operator token of <state>/controller.token is needed"))
+                }
+                return Gateway.json(.ok, ControllerClient.encode(gateway.budgetStatus(now: gateway.clock())))
+            }
+        }
+        router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
+        return router
     }
 }
 

@@ -49,8 +49,10 @@ public struct WebhookServer: Sendable {
         try await startServing { bound in try await run(bound: bound) }
     }
 
-    /// Serves until the task is cancelled; `bound` gets the URL deliveries go to.
-    private func run(bound: @escaping @Sendable (String) async -> Void) async throws {
+    /// `METHOD /path` of every route this server registers (APICatalog describes them).
+    public var registeredRoutes: Set<String> { Set(makeRouter().routes.map { "\($0.method) \($0.path)" }) }
+
+    private func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
         let (handle, maxBodyBytes) = (self.handle, self.maxBodyBytes)
         router.post(RouterPath(stringLiteral: Self.path)) { request, _ -> Response in
@@ -68,6 +70,12 @@ public struct WebhookServer: Sendable {
             let answer = await handle(delivery)
             return Self.text(answer.status, answer.message)
         }
+        return router
+    }
+
+    /// Serves until the task is cancelled; `bound` gets the URL deliveries go to.
+    private func run(bound: @escaping @Sendable (String) async -> Void) async throws {
+        let router = makeRouter()
         var logger = Logger(label: "orl.webhook")
         logger.logLevel = .critical
         let host = self.host

@@ -23,10 +23,12 @@ public final class GitManifests {
     /// The manifests of `commit` under `directory`, validated as a set, and how many
     /// files they are. The cache keeps only this tree's files afterwards, so it never
     /// holds more than one revision.
-    public func read(_ repository: GitRepository, commit: GitObjectID, under directory: String?) throws(GitError) -> (
-        report: ValidationReport, files: Int
-    ) {
-        let files = try repository.files(of: commit, under: directory, extensions: ManifestParsing.extensions)
+    /// With `missingIsEmpty`, a directory the commit lacks is an empty fleet.
+    public func read(_ repository: GitRepository, commit: GitObjectID, under directory: String?, missingIsEmpty: Bool = false)
+        throws(GitError) -> (report: ValidationReport, files: Int)
+    {
+        let files = try repository.files(
+            of: commit, under: directory, extensions: ManifestParsing.extensions, missingIsEmpty: missingIsEmpty)
         var parts = [ReadManifests?](repeating: nil, count: files.count)
         var missing: [(index: Int, file: ManifestFile)] = []
         for (index, file) in files.enumerated() {

@@ -24,12 +24,16 @@ public struct GitSourceConfiguration: Sendable {
     /// from (`<state>/code/<name>`, see `CodeTrees`); nil: none is, and their relative
     /// paths resolve as without a source.
     public var codeTrees: CodeTrees?
+    /// Take over resources another source applied (`--force-conflicts`).
+    public var forceConflicts: Bool
 
     public init(
         name: String, url: String, ref: String?, path: String?, prune: Bool, allowRewind: Bool, maxDeletions: Int, allowEmpty: Bool,
-        auth: @escaping @Sendable () -> GitAuth, appliedBy: String, mirror: String, codeTrees: CodeTrees? = nil
+        auth: @escaping @Sendable () -> GitAuth, appliedBy: String, mirror: String, codeTrees: CodeTrees? = nil,
+        forceConflicts: Bool = false
     ) {
         self.codeTrees = codeTrees
+        self.forceConflicts = forceConflicts
         self.name = name
         self.url = url
         self.ref = ref
@@ -73,6 +77,11 @@ public struct SyncReport: Sendable {
     public var outcome: Outcome
     /// The source's record after the round (nil when the store could not be read).
     public var record: SourceRecord?
+    /// The round failed as the one before did (the remote is still unreachable): no new
+    /// event was recorded, and a watcher logs nothing.
+    public var repeated = false
+    /// The remote answered again after being unreachable: what was recorded.
+    public var recovered: String?
     /// Manifest files read and, of those, parsed anew (the rest came from the cache).
     public var files = 0
     public var parsed = 0
@@ -165,7 +174,20 @@ public final class GitSourceSync: @unchecked Sendable {
             }
             remote = try repository.remoteRef(url: c.url, ref: c.ref, auth: auth)
         } catch {
-            return fail(&report, record, revision: nil, .unreachable, reason: "Unreachable", error.description, now: now)
+            return unreachable(&report, record, error.description, now: now)
+        }
+        if let (next, event) = SourceSync.reachable(record, now: now) {
+            do {
+                try store.write { writer throws(StoreError) in
+                    try writer.putSource(next)
+                    try writer.append(event)
+                }
+                record = next
+                report.record = next
+                report.recovered = next.message
+            } catch {
+                return SyncReport(source: c.name, outcome: .failed(error.description))
+            }
         }
         var head = remote.commit
         report.head = head
@@ -253,7 +275,7 @@ public final class GitSourceSync: @unchecked Sendable {
         }
         let options = ApplyOptions(
             source: record.applySource, prune: c.prune, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
-            appliedBy: c.appliedBy, codeRoot: codeRoot)
+            appliedBy: c.appliedBy, codeRoot: codeRoot, forceConflicts: c.forceConflicts)
         do {
             let (result, next) = try SourceSync.apply(
                 read.report.fleet, revision: head.hex, record: record, options: options, events: events, to: store, now: now)
@@ -269,6 +291,25 @@ public final class GitSourceSync: @unchecked Sendable {
         } catch {
             return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
         }
+        return report
+    }
+
+    /// Records that the remote could not be reached: the first round of an outage with
+    /// an event, the next ones in the record alone.
+    private func unreachable(_ report: inout SyncReport, _ record: SourceRecord, _ message: String, now: Timestamp) -> SyncReport {
+        let (next, event) = SourceSync.unreachable(record, message: message, now: now)
+        var message = message
+        do {
+            try store.write { writer throws(StoreError) in
+                try writer.putSource(next)
+                if let event { try writer.append(event) }
+            }
+            report.record = next
+        } catch {
+            message += " (and its status could not be stored: \(error.description))"
+        }
+        report.repeated = event == nil
+        report.outcome = .unreachable(message)
         return report
     }
 
@@ -303,7 +344,7 @@ public final class GitSourceSync: @unchecked Sendable {
         // source's sync waits for one, as it always has.
         let options = ApplyOptions(
             source: record.applySource, prune: false, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
-            appliedBy: c.appliedBy, codeRoot: current.codeRoot)
+            appliedBy: c.appliedBy, codeRoot: current.codeRoot, forceConflicts: c.forceConflicts)
         guard let preview = try? ApplyOperation.apply(current.fleet, to: store, options: options, now: now, dryRun: true),
             !preview.plan.isEmpty
         else { return }

@@ -43,11 +43,13 @@ public struct ManifestParsing: Sendable {
     public func read(_ file: ManifestFile) -> ReadManifests {
         if let size = file.oversizedBy {
             let limit = parser.limits.maxFileBytes
-            return ReadManifests(diagnostics: [
+            var read = ReadManifests(diagnostics: [
                 .error(
                     .yamlLimit, "file is \(size) bytes, over the \(limit) byte limit for a manifest file; split it into several files",
                     at: .file(file.path))
             ])
+            read.unidentified = 1
+            return read
         }
         if McpLock.isLockFile(file.path) {
             do {

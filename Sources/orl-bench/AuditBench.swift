@@ -20,7 +20,14 @@ struct AuditBench: ParsableCommand {
     @Option(help: "How many timed runs (the median is reported).")
     var runs = 5
 
+    @Flag(
+        help:
+            "Instead: one workflow with bounded patterns (a 10-way route, a 20-worker round of 5 rounds, a 3-round writer/reviewer loop, fallbacks), then each bound doubled, to show how the audit grows."
+    )
+    var patterns = false
+
     func run() throws {
+        if patterns { return try PatternAuditBench(runs: runs).run() }
         let yaml = AuditFleet(workflows: workflows, steps: steps).yaml()
         let clock = ContinuousClock()
         var start = clock.now

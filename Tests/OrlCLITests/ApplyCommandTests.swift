@@ -45,7 +45,7 @@ import Testing
         let diff = try orlctl(["diff", "-f", "fleet"])
         #expect(diff.status == 1)
         #expect(diff.stdout.contains("  ~ Budget/publisher"))
-        #expect(diff.stdout.contains("      ~ spec.limits[0].usd: 0.5 → 0.75"), "\(diff.stdout)")
+        #expect(diff.stdout.contains("      ~ spec.limits[window=day].usd: 0.5 → 0.75"), "\(diff.stdout)")
         #expect(diff.stdout.contains("Plan: 0 to add, 1 to change, 0 to prune (17 unchanged)."))
         let apply = try orlctl(["apply", "-f", "fleet", "-o", "json"])
         #expect(apply.status == 0)

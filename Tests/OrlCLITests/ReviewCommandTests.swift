@@ -29,7 +29,7 @@ import Testing
         #expect(result.stdout.contains("+ Tool/shell ") && result.stdout.contains("fleet/tool2.yaml:1"), "\(result.stdout)")
         #expect(
             result.stdout.contains(
-                "| Agent/echo | 🔺 gained | tool \"shell\" | allowed by Policy/team-a (fleet/policy.yaml:6:27); allow added to Policy/team-a |"
+                "| Agent/echo | 🔺 gained | tool \"shell\" | allowed by Policy/team-a (fleet/policy.yaml:6:27); allow added to Policy/team-a | http tool; no declared capabilities; risk: low; no approval gate |"
             ),
             "\(result.stdout)")
 

@@ -31,10 +31,7 @@ import Testing
     }
 
     /// The table row docs/diagnostics.md must have for a code.
-    static func row(_ info: DiagnosticInfo) -> String {
-        let severity = info.severities.map(\.rawValue).joined(separator: " / ")
-        return "| `\(info.code)` | \(severity) | **\(info.title).** \(info.summary) | \(info.help) |"
-    }
+    static func row(_ info: DiagnosticInfo) -> String { info.markdownRow }
 
     /// docs/diagnostics.md lists every code, in catalog order, with the catalog's words.
     /// `ORL_UPDATE_GOLDEN=1` rewrites the table from the catalog.

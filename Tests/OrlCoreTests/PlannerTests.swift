@@ -44,7 +44,9 @@ import Testing
         let change = try #require(outcome.plan.changes.first)
         #expect(change.id == ResourceID(kind: "Budget", name: "daily"))
         #expect(
-            change.fields.map { "\($0.kind) \($0.path) \($0.before ?? "") → \($0.after ?? "")" } == ["changed spec.limits[0].usd 10 → 12"])
+            change.fields.map { "\($0.kind) \($0.path) \($0.before ?? "") → \($0.after ?? "")" } == [
+                "changed spec.limits[window=day].usd 10 → 12"
+            ])
         #expect(change.specChanged && change.desired?.generation == 2 && change.desired?.resourceVersion == 2)
     }
 
@@ -151,7 +153,7 @@ import Testing
         _ = try ApplyOperation.apply(fleet(withTokens), to: store, options: options, now: t0)
         let more = withTokens.replacingOccurrences(of: "tokens: 5000", with: "tokens: 6000")
         let change = try #require(ApplyOperation.apply(fleet(more), to: store, options: options, now: t0).plan.changes.first)
-        #expect(change.fields.map { "\($0.path) \($0.before ?? "") → \($0.after ?? "")" } == ["spec.limits[0].tokens 5000 → 6000"])
+        #expect(change.fields.map { "\($0.path) \($0.before ?? "") → \($0.after ?? "")" } == ["spec.limits[window=day].tokens 5000 → 6000"])
     }
 
     @Test func canonicalTimestamps() {

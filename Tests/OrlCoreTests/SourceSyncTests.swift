@@ -38,11 +38,38 @@ import Testing
 
     @Test func anUnreachableRemoteIsNotARevisionFailure() {
         let record = SourceRecord(name: "fleet", url: "/r", lastApplied: a, lastAttempted: a, result: .applied)
-        let (next, event) = SourceSync.failed(record, revision: nil, result: .unreachable, reason: "Unreachable", message: "no", now: t0)
-        #expect(next.lastAttempted == a && next.failures == 0 && next.result == .unreachable)
-        #expect(event.message == "Unreachable: no")
+        let (next, event) = SourceSync.unreachable(record, message: "no", now: t0)
+        #expect(next.lastAttempted == a && next.failures == 1 && next.result == .unreachable)
+        #expect(event?.message == "Unreachable: no")
         #expect(SourceSync.step(next, head: a, now: t0) == .upToDate)
         #expect(SourceSync.step(next, head: b, now: t0) == .sync)
+    }
+
+    @Test func anOutageIsRecordedOnceAndItsEndToo() {
+        let record = SourceRecord(name: "fleet", url: "/r", lastApplied: a, lastAttempted: a, result: .applied)
+        var (down, event) = SourceSync.unreachable(record, message: "no", now: t0)
+        #expect(event?.reason == "Unreachable")
+        for round in 2...5 {
+            (down, event) = SourceSync.unreachable(down, message: "still no", now: at(seconds: Int64(round * 30)))
+            #expect(event == nil, "round \(round) records no new event")
+            #expect(down.failures == round)
+        }
+        let (up, recovery) = try! #require(SourceSync.reachable(down, now: at(seconds: 200)))
+        #expect(up.result == .applied && up.failures == 0)
+        #expect(recovery.reason == "Reachable" && recovery.kind == .normal)
+        #expect(recovery.message == "the remote is reachable again (it was not for 5 rounds)")
+        #expect(SourceSync.reachable(up, now: at(seconds: 201)) == nil)
+    }
+
+    @Test func anUnreachableRemoteIsAskedLessAndLessOften() {
+        let interval = Duration.seconds(30)
+        #expect(SourceSync.unreachableDelay(failures: 1, interval: interval) == .seconds(30))
+        #expect(SourceSync.unreachableDelay(failures: 2, interval: interval) == .seconds(60))
+        #expect(SourceSync.unreachableDelay(failures: 4, interval: interval) == .seconds(240))
+        #expect(SourceSync.unreachableDelay(failures: 5, interval: interval) == .seconds(300))
+        #expect(SourceSync.unreachableDelay(failures: 100, interval: interval) == .seconds(300))
+        // An interval longer than the cap is kept.
+        #expect(SourceSync.unreachableDelay(failures: 3, interval: .seconds(900)) == .seconds(900))
     }
 
     @Test func aSuspendedSourceDoesNothing() {

@@ -11,6 +11,13 @@ OPENAI_BASE_URL and OPENAI_API_KEY in its environment. Its own settings:
 
   AGENT_TOOLS   the step's tools it calls, comma-separated, in the step's order;
                 "*" for all of them; none by default
+  AGENT_FAIL    when set, every task fails with this message (a stand-in for an
+                agent that is down, to exercise retries and fallbacks)
+
+A step can script the answer with an input named `reply`: an object is merged into
+the output (how a router's `category` or a reviewer's `approved` is given in demos
+and tests), a list gives one object per loop round (the last one from then on), and
+a string is read as JSON.
   LOG_LEVEL     "debug" logs every call, "info" (default) one line per task
 
 Import it to write another agent: `serve(handler)` runs the loop, and `handler(task,
@@ -274,10 +281,25 @@ def tools_to_call(task):
     return [tool for tool in task.get("tools", []) if "*" in wanted or tool in wanted]
 
 
+def scripted_reply(task):
+    """The step's `reply` input, for this round: an object to merge into the output."""
+    reply = (task.get("inputs") or {}).get("reply")
+    if isinstance(reply, str):
+        try:
+            reply = json.loads(reply)
+        except ValueError:
+            return {"reply": reply}
+    if isinstance(reply, list) and reply:
+        reply = reply[min(len(reply), task.get("round") or 1) - 1]
+    return reply if isinstance(reply, dict) else {}
+
+
 def run_step(task, context):
     """Asks the model to do the step, then calls the tools; the output is the reply
     (a JSON object when the model answered with one, else {"text": ...}) plus what
-    each tool returned."""
+    each tool returned, and what the step's `reply` input scripts."""
+    if os.environ.get("AGENT_FAIL"):
+        raise TaskFailed(os.environ["AGENT_FAIL"])
     given = {"input": task.get("input"), "inputs": task.get("inputs"), "dependencies": task.get("dependencies")}
     messages = [
         {"role": "system", "content": task.get("prompt") or f"You run step {task['step']} of workflow {task['workflow']}."},
@@ -313,6 +335,7 @@ def run_step(task, context):
             output.update(result)
         else:
             output[tool] = result
+    output.update(scripted_reply(task))
     return output
 
 

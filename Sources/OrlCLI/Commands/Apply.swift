@@ -58,8 +58,10 @@ struct ManifestSourceOptions: ParsableArguments {
 
     /// Loads the manifests, plans (and unless `dryRun`, applies) them against the state,
     /// and prints the plan: the whole of `apply` and `diff`.
-    func plan(state: StateOptions, output: OutputFormat, dryRun: Bool, options: ApplyOptions) async throws -> Plan {
-        let report = try await load(output: output)
+    func plan(state: StateOptions, output: OutputFormat, dryRun: Bool, options: ApplyOptions, invalid: ExitStatus = .findings)
+        async throws -> Plan
+    {
+        let report = try await load(output: output, exit: invalid)
         let store = try state.openStore()
         let outcome: ApplyOutcome
         do {
@@ -80,8 +82,11 @@ struct ManifestSourceOptions: ParsableArguments {
     }
 
     /// Loads and checks the manifests; any error stops the command before it writes.
-    func load(output: OutputFormat) async throws -> ValidationReport {
-        try await ManifestLoader().load(paths: files, output: output, stopsOn: { $0.severity == .error }, notDone: "nothing was applied")
+    func load(output: OutputFormat, exit: ExitStatus = .findings) async throws -> ValidationReport {
+        try await ManifestLoader().load(
+            paths: files, output: output, stopsOn: { $0.severity == .error },
+            notDone: exit == .findings ? "nothing was applied" : "no plan",
+            exit: exit)
     }
 }
 
@@ -96,7 +101,9 @@ struct Apply: AsyncParsableCommand {
             started in the background so that they run (--no-controller, or ORL_NO_CONTROLLER=1 as \
             in CI, to opt out). Relative paths in an Agent's command and args (and a \
             command Tool's) resolve against the git work tree holding the first -f path, \
-            else that path (docs/operations.md). Exit 0 when applied (or nothing to do), 1 when the manifests have \
+            else that path (docs/operations.md). A resource another source applied (another -f \
+            path, a git source) is not taken over unless --force-conflicts: the apply is refused \
+            and names its owner. Exit 0 when applied (or nothing to do), 1 when the manifests have \
             errors or a guard refused the plan (nothing written), 2 on error.
             """
     )
@@ -116,6 +123,9 @@ struct Apply: AsyncParsableCommand {
     @Flag(help: "Allow --prune when the manifests define nothing (which prunes everything the source owns).")
     var allowEmpty = false
 
+    @Flag(help: "Take over resources another source applied (otherwise the apply is refused as a conflict).")
+    var forceConflicts = false
+
     @Option(name: [.short, .long], help: "Output format: text or json.")
     var output: OutputFormat = .text
 
@@ -127,7 +137,7 @@ struct Apply: AsyncParsableCommand {
             state: state, output: output, dryRun: dryRun,
             options: ApplyOptions(
                 source: manifests.resolvedSource, prune: prune, allowEmpty: allowEmpty, maxDeletions: maxDeletions,
-                appliedBy: Caller.identity, codeRoot: manifests.codeRoot))
+                appliedBy: Caller.identity, codeRoot: manifests.codeRoot, forceConflicts: forceConflicts))
         guard !dryRun else { return }
         // A running controller reconciles the change at once rather than at its next poll.
         if !plan.isEmpty { ControllerWake.wake(state.resolvedDirectory) }
@@ -163,10 +173,11 @@ enum ControllerAutostart {
 }
 
 /// `orlctl diff`: the plan against the state, written nowhere. Exit 0 no changes, 1
-/// changes, 2 error, like `diff` and `kubectl diff`.
+/// changes, 2 error (invalid manifests included: a script reads 1 as "there are
+/// changes"), like `diff` and `kubectl diff`.
 struct Diff: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show what apply would change. Exit 0 no changes, 1 changes, 2 error.")
+        abstract: "Show what apply would change. Exit 0 no changes, 1 changes, 2 error (invalid manifests included).")
 
     @OptionGroup var manifests: ManifestSourceOptions
     @OptionGroup var state: StateOptions
@@ -183,7 +194,8 @@ struct Diff: AsyncParsableCommand {
             state: state, output: output, dryRun: true,
             options: ApplyOptions(
                 source: manifests.resolvedSource, prune: prune, allowEmpty: true, maxDeletions: .max, appliedBy: Caller.identity,
-                codeRoot: manifests.codeRoot))
+                codeRoot: manifests.codeRoot, forceConflicts: true),
+            invalid: .failure)
         if !plan.isEmpty { throw ExitCode(ExitStatus.findings.rawValue) }
     }
 }

@@ -9,7 +9,7 @@ struct Explain: AsyncParsableCommand {
         discussion: """
             Reads and validates the manifests as validate does. Errors that make the fleet \
             untrustworthy (YAML, schemas, references, DAGs) are printed as validate prints them \
-            and nothing is explained (exit 1); the permission audit's own findings (perm.*, \
+            and nothing is explained (exit 2, since 1 means no); the permission audit's own findings (perm.*, \
             budget.*) do not stop it, since they are what explain explains.
 
             Without --can: the policies that select the agent, the decision on its model, \
@@ -87,7 +87,7 @@ struct Explain: AsyncParsableCommand {
         let name = try agentName()
         let question = try question()
         let report = try await ManifestLoader().load(
-            paths: files, output: output, stopsOn: Self.preventsExplaining, notDone: "nothing was explained")
+            paths: files, output: output, stopsOn: Self.preventsExplaining, notDone: "nothing was explained", exit: .failure)
 
         let id = ResourceID(kind: ResourceKind.agent.rawValue, namespace: namespace, name: name)
         guard let explanation = AgentExplanation(agent: id, fleet: report.fleet, engine: PolicyEngine(report.fleet)) else {

@@ -87,6 +87,6 @@ enum NotFound {
 
 /// `-n NS`, shared by the commands that read resources.
 struct NamespaceOption: ParsableArguments {
-    @Option(name: [.short, .long], help: "The namespace (default: default).")
+    @Option(name: [.short, .long], help: "The namespace.")
     var namespace: String = ResourceID.defaultNamespace
 }

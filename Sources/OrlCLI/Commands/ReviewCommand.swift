@@ -24,8 +24,17 @@ struct ReviewCommand: AsyncParsableCommand {
             present. -o markdown is fit to paste as a pull request comment; -o sarif is head's \
             problems for code scanning, each marked new or unchanged.
 
+            By default base is where head forked from --base (git diff A...B), so a branch \
+            behind main does not show main's newer changes reversed; --no-merge-base compares \
+            with --base itself. A path missing in a revision is an empty fleet. A head whose \
+            manifests cannot all be read is not reviewed: its errors are printed (exit 2).
+
+            Escalations: a permission gained (or an approval gate dropped), a budget loosened \
+            (raised, removed, an agent left uncapped, halt → alert), a Tool gaining a \
+            capability or risk, an agent moved to another provider or a dearer model.
+
             Exit codes: 0 head brings no new error, 1 it does (and, with \
-            --fail-on-escalation, when any agent gains a permission), 2 error.
+            --fail-on-escalation, when anything escalates), 2 error.
             """
     )
 
@@ -44,8 +53,15 @@ struct ReviewCommand: AsyncParsableCommand {
     @Option(name: [.short, .long], help: "Output format: text, markdown, json or sarif.")
     var output: ReviewOutputFormat = .text
 
-    @Flag(help: "Exit 1 when any agent gains a permission (or loses an approval gate).")
+    @Flag(
+        help: "Exit 1 when anything escalates: a permission gained, an approval gate dropped, a budget loosened, a tool or model escalated."
+    )
     var failOnEscalation = false
+
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Compare head with where it forked from --base (git diff A...B), not with --base's tip.")
+    var mergeBase = true
 
     func run() async throws {
         let manifests = GitManifests()
@@ -53,20 +69,40 @@ struct ReviewCommand: AsyncParsableCommand {
         let headID: GitObjectID
         let before: (report: ValidationReport, files: Int)
         let after: (report: ValidationReport, files: Int)
+        var forked = false
         do {
             let repository = try GitRepository.open(repo)
-            baseID = try repository.resolve(base)
+            let tip = try repository.resolve(base)
             headID = try repository.resolve(head)
+            baseID = mergeBase ? (try repository.mergeBase(tip, headID) ?? tip) : tip
+            forked = baseID != tip
             // One reader for both: files the change did not touch are parsed once.
-            before = try manifests.read(repository, commit: baseID, under: path)
-            after = try manifests.read(repository, commit: headID, under: path)
+            // A path missing in a revision is an empty fleet: the first pull request
+            // adds it, another deletes it.
+            before = try manifests.read(repository, commit: baseID, under: path, missingIsEmpty: true)
+            after = try manifests.read(repository, commit: headID, under: path, missingIsEmpty: true)
         } catch {
             throw CommandFailure(message: error.description)
         }
-        let review = Review.compare(base: before.report, head: after.report)
         keepUntilExit(before.report)
         keepUntilExit(after.report)
-        let revisions = ReviewRenderer.Revisions(base: base, baseID: baseID.short, head: head, headID: headID.short, path: path)
+        guard after.report.fleet.isComplete else {
+            // A permission diff on a partial fleet would call what the unread documents
+            // grant or deny changes: the errors are the review.
+            switch output {
+            case .text, .markdown:
+                writeStandardOutput(DiagnosticRenderer.text(after.report, files: after.files, color: TextStyle.forStandardOutput().enabled))
+            case .json: writeStandardOutput(DiagnosticRenderer.json(after.report, files: after.files))
+            case .sarif: writeStandardOutput(SARIFRenderer.render(after.report, baseline: [:]))
+            }
+            throw CommandFailure(
+                message:
+                    "\(head) (\(headID.short)) has manifests that cannot be read (see above); fix them first: nothing is reviewed on a partial fleet"
+            )
+        }
+        let review = Review.compare(base: before.report, head: after.report)
+        let revisions = ReviewRenderer.Revisions(
+            base: base, baseID: baseID.short, head: head, headID: headID.short, path: path, mergeBase: forked)
         switch output {
         case .text: writeStandardOutput(ReviewRenderer.text(review, revisions, style: TextStyle.forStandardOutput()))
         case .markdown: writeStandardOutput(ReviewRenderer.markdown(review, revisions))
@@ -75,8 +111,8 @@ struct ReviewCommand: AsyncParsableCommand {
             var baseline: [String: String] = [:]
             for d in review.newDiagnostics { baseline[d.fingerprint] = "new" }
             for d in review.remainingDiagnostics { baseline[d.fingerprint] = "unchanged" }
-            writeStandardOutput(SARIFRenderer.render(after.report, baseline: baseline))
+            writeStandardOutput(SARIFRenderer.render(after.report, baseline: baseline, extra: ReviewRenderer.sarifEscalations(review)))
         }
-        if review.newErrors > 0 || (failOnEscalation && review.gained > 0) { throw ExitCode(ExitStatus.findings.rawValue) }
+        if review.newErrors > 0 || (failOnEscalation && review.escalations > 0) { throw ExitCode(ExitStatus.findings.rawValue) }
     }
 }

@@ -45,6 +45,9 @@ struct GitSourceOptions: ParsableArguments {
     @Flag(help: "Allow --prune when the manifests define nothing (which prunes everything the source owns).")
     var allowEmpty = false
 
+    @Flag(help: "Take over resources another source applied (otherwise such a revision is refused as a conflict).")
+    var forceConflicts = false
+
     @Option(help: ArgumentHelp("SSH: the private key file to authenticate with.", valueName: "file"))
     var sshKey: String?
 
@@ -80,7 +83,7 @@ struct GitSourceOptions: ParsableArguments {
         return GitSourceConfiguration(
             name: name, url: resolvedURL, ref: ref, path: path, prune: prune, allowRewind: allowRewind, maxDeletions: maxDeletions,
             allowEmpty: allowEmpty, auth: auth, appliedBy: Caller.identity, mirror: SourceLock.directory(directory) + "/\(name).git",
-            codeTrees: CodeTrees(directory: ControllerLock.absolute(directory) + "/code/\(name)"))
+            codeTrees: CodeTrees(directory: ControllerLock.absolute(directory) + "/code/\(name)"), forceConflicts: forceConflicts)
     }
 
     /// The credentials: the key file as given, the token from the vault (checked now,
@@ -287,7 +290,10 @@ struct Watch: AsyncParsableCommand {
                 }
             }
             let suspended = if case .suspended = report.outcome { true } else { false }
-            if let line = SyncRenderer.logLine(report), !(suspended && wasSuspended) {
+            if let recovered = report.recovered { SyncRenderer.log("source \(configuration.name): \(recovered)") }
+            if report.repeated {
+                // Still unreachable: said once, when it started.
+            } else if let line = SyncRenderer.logLine(report), !(suspended && wasSuspended) {
                 SyncRenderer.log(line)
             } else if wasSuspended && !suspended {
                 SyncRenderer.log("source \(configuration.name): resumed")
@@ -296,7 +302,11 @@ struct Watch: AsyncParsableCommand {
                 OrlctlMain.writeStandardError(DiagnosticRenderer.text(validation, files: files, color: false))
             }
             wasSuspended = suspended
-            let deadline = ContinuousClock.now + interval
+            var wait = interval
+            if case .unreachable = report.outcome {
+                wait = SourceSync.unreachableDelay(failures: report.record?.failures ?? 1, interval: interval)
+            }
+            let deadline = ContinuousClock.now + wait
             while ContinuousClock.now < deadline, !signals.stopRequested, !signals.takeWake() {
                 try? await Task.sleep(for: min(.milliseconds(50), deadline - ContinuousClock.now))
             }

@@ -24,9 +24,12 @@ struct ManifestLoader: Sendable {
 extension ManifestLoader {
     /// Loads manifests for a command that acts on them (apply, delete, explain). The
     /// diagnostics that `stopsOn` selects are printed as `validate` prints them and end
-    /// the command with exit 1, saying what was not done; the others are shown on
-    /// standard error (text output) and the command goes on.
-    func load(paths: [String], output: OutputFormat, stopsOn: (Diagnostic) -> Bool, notDone: String) async throws -> ValidationReport {
+    /// the command with `exit` (1 for apply and delete, whose 1 means "not done"; 2 for
+    /// diff and explain, whose 1 means "changes" or "no"), saying what was not done; the
+    /// others are shown on standard error (text output) and the command goes on.
+    func load(
+        paths: [String], output: OutputFormat, stopsOn: (Diagnostic) -> Bool, notDone: String, exit: ExitStatus = .findings
+    ) async throws -> ValidationReport {
         let result: (report: ValidationReport, files: Int)
         do {
             result = try await validate(paths: paths, strict: false)
@@ -43,7 +46,7 @@ extension ManifestLoader {
             case .json:
                 writeStandardOutput(DiagnosticRenderer.json(report, files: result.files))
             }
-            throw ExitCode(ExitStatus.findings.rawValue)
+            throw ExitCode(exit.rawValue)
         }
         if output == .text, !report.diagnostics.isEmpty {
             OrlctlMain.writeStandardError(DiagnosticRenderer.text(report, files: result.files, color: false))

@@ -67,6 +67,7 @@ enum ExplainRenderer {
         case .denied:
             rows = answer.decision.rules.map { row("denied", $0) } + answer.overridden.map { row("allow overridden", $0) }
         case .notAllowed: rows = [["not allowed", "-", "-", "no policy allows it"]]
+        case .reserved: rows = [["reserved", "-", "-", answer.decision.reason]]
         }
         if answer.isAllowed { rows += answer.approval.map { row("needs approval", $0) } }
         return rows.enumerated().map { i, rest in (i == 0 ? [answer.kind.rawValue, answer.value] : ["", ""]) + rest }
@@ -133,6 +134,9 @@ enum ExplainRenderer {
         case .denied:
             rows = answer.decision.rules.map { row("denied by", $0) }
             rows += answer.overridden.map { row("allowed by", $0, "but a deny wins") }
+        case .reserved:
+            out += "  \(answer.decision.reason): no agent reads it, whatever its policies allow\n"
+            rows = answer.decision.rules.map { row("allowed by", $0, "but orl alone presents it") }
         case .notAllowed:
             if e.policies.isEmpty {
                 out += "  no Policy applies to agent \(Diagnostic.quoted(agent)); nothing is allowed unless a Policy allows it\n"
@@ -186,6 +190,7 @@ enum ExplainRenderer {
         case .allowed: "allowed"
         case .denied: "denied"
         case .notAllowed: "not-allowed"
+        case .reserved: "reserved"
         }
     }
 

@@ -8,10 +8,12 @@ enum ReviewRenderer {
         var head: String
         var headID: String
         var path: String?
+        /// Base is where head forked from `base` (git diff A...B), not base's tip.
+        var mergeBase = false
 
         /// `origin/main (1a2b3c4) → HEAD (5d6e7f8) in manifests/`.
         var description: String {
-            "\(base) (\(baseID)) → \(head) (\(headID))" + (path.map { " in \($0)" } ?? "")
+            "\(base) (\(mergeBase ? "merge base " : "")\(baseID)) → \(head) (\(headID))" + (path.map { " in \($0)" } ?? "")
         }
     }
 
@@ -23,12 +25,17 @@ enum ReviewRenderer {
         out += "\n" + style.bold("Resources:") + "\n"
         out += review.plan.isEmpty ? "  no changes\n" : PlanRenderer.changes(review.plan, style: style)
         out += "\n" + style.bold("Permissions:") + "\n"
-        if review.permissions.isEmpty { out += "  no agent gains or loses a permission\n" }
+        if review.baseIncomplete {
+            out += "  not compared: base has manifests that cannot be read, so what it granted is unknown\n"
+        } else if review.permissions.isEmpty {
+            out += "  no agent gains or loses a permission\n"
+        }
         for (agent, changes) in grouped(review.permissions) {
             out += "  \(PlanRenderer.name(agent))\n"
             for change in changes {
                 let sign = change.change == .gained ? style.green("+ gained ") : style.red("- lost   ")
                 out += "    \(sign) \(change.subject): \(change.cause)\n"
+                if !change.details.isEmpty { out += "              " + change.details.joined(separator: "; ") + "\n" }
             }
         }
         out += "\n" + style.bold("Budgets:") + "\n"
@@ -36,6 +43,14 @@ enum ReviewRenderer {
         for change in review.budgets {
             let sign = change.loosens ? style.yellow("↑ ") : "  "
             out += "  \(sign)\(change.message)\n"
+        }
+        if !review.tools.isEmpty {
+            out += "\n" + style.bold("Tools:") + "\n"
+            for change in review.tools { out += "  \(change.escalates ? style.yellow("↑ ") : "  ")\(change.message)\n" }
+        }
+        if !review.models.isEmpty {
+            out += "\n" + style.bold("Models:") + "\n"
+            for change in review.models { out += "  \(change.escalates ? style.yellow("↑ ") : "  ")\(change.message)\n" }
         }
         out += "\n" + style.bold("Diagnostics:") + "\n"
         let sections: [(String, [Diagnostic])] = [
@@ -72,7 +87,8 @@ enum ReviewRenderer {
     /// A pull request comment: the summary on the first line, then sections.
     static func markdown(_ review: Review, _ revisions: Revisions) -> String {
         var out = review.summary + "\n\n"
-        out += "orl review of `\(revisions.base)` (\(revisions.baseID)) → `\(revisions.head)` (\(revisions.headID))"
+        out +=
+            "orl review of `\(revisions.base)` (\(revisions.mergeBase ? "merge base " : "")\(revisions.baseID)) → `\(revisions.head)` (\(revisions.headID))"
         out += (revisions.path.map { " in `\($0)`" } ?? "") + "\n"
 
         out += "\n### Resources\n\n"
@@ -89,14 +105,16 @@ enum ReviewRenderer {
         }
 
         out += "\n### Permissions\n\n"
-        if review.permissions.isEmpty {
+        if review.baseIncomplete {
+            out += "Not compared: base has manifests that cannot be read, so what it granted is unknown.\n"
+        } else if review.permissions.isEmpty {
             out += "No agent gains or loses a permission.\n"
         } else {
-            out += "| Agent | Change | Permission | Cause |\n|---|---|---|---|\n"
+            out += "| Agent | Change | Permission | Cause | What it means |\n|---|---|---|---|---|\n"
             for change in review.permissions {
                 let mark = change.change == .gained ? "🔺 gained" : "🔻 lost"
                 out +=
-                    "| \(cell(PlanRenderer.name(change.agent))) | \(mark) | \(cell(change.subject.description)) | \(cell(change.cause)) |\n"
+                    "| \(cell(PlanRenderer.name(change.agent))) | \(mark) | \(cell(change.subject.description)) | \(cell(change.cause)) | \(cell(change.details.joined(separator: "; "))) |\n"
             }
         }
 
@@ -105,6 +123,15 @@ enum ReviewRenderer {
             out += "No changes.\n"
         } else {
             for change in review.budgets { out += "- \(change.loosens ? "⚠️ " : "")\(inline(change.message))\n" }
+        }
+
+        if !review.tools.isEmpty {
+            out += "\n### Tools\n\n"
+            for change in review.tools { out += "- \(change.escalates ? "⚠️ " : "")\(inline(change.message))\n" }
+        }
+        if !review.models.isEmpty {
+            out += "\n### Models\n\n"
+            for change in review.models { out += "- \(change.escalates ? "⚠️ " : "")\(inline(change.message))\n" }
         }
 
         out += "\n### Audit\n\n"
@@ -158,6 +185,7 @@ enum ReviewRenderer {
                 [
                     ("agent", id(change.agent)), ("change", .string(change.change.rawValue)), ("kind", .string(kind)),
                     ("value", .string(value)), ("cause", .string(change.cause)),
+                    ("details", .array(change.details.map(JSONValue.string))),
                 ] + location(change.location))
         }
         let budgets = review.budgets.map { change -> JSONValue in
@@ -172,11 +200,36 @@ enum ReviewRenderer {
             ("head", .string(head)),
             ("summary", .string(review.summary)),
             ("newErrors", .int(review.newErrors)),
+            ("baseIncomplete", .bool(review.baseIncomplete)),
             ("gained", .int(review.gained)),
             ("lost", .int(review.lost)),
             ("plan", PlanJSON.render(review.plan)),
             ("permissions", .array(permissions)),
             ("budgets", .array(budgets)),
+            ("escalations", .int(review.escalations)),
+            (
+                "tools",
+                .array(
+                    review.tools.map { change in
+                        .object(
+                            [
+                                ("tool", id(change.tool)), ("changes", .array(change.changes.map(JSONValue.string))),
+                                ("agents", .array(change.agents.map(JSONValue.string))), ("escalates", .bool(change.escalates)),
+                                ("message", .string(change.message)),
+                            ] + location(change.location))
+                    })
+            ),
+            (
+                "models",
+                .array(
+                    review.models.map { change in
+                        .object(
+                            [
+                                ("agent", id(change.agent)), ("before", .string(change.before)), ("after", .string(change.after)),
+                                ("escalates", .bool(change.escalates)),
+                            ] + location(change.location))
+                    })
+            ),
             (
                 "diagnostics",
                 .object([
@@ -186,5 +239,17 @@ enum ReviewRenderer {
                 ])
             ),
         ])
+    }
+
+    // MARK: SARIF
+
+    /// Escalations as SARIF results, so a pull request whose only effect is one still
+    /// shows up in code scanning.
+    static func sarifEscalations(_ review: Review) -> [SARIFRenderer.Extra] {
+        review.escalationItems.map { item in
+            SARIFRenderer.Extra(
+                rule: Review.escalationRule, message: item.message, location: item.location,
+                fingerprint: "review.escalation:" + item.message)
+        }
     }
 }

@@ -89,6 +89,12 @@ enum RunRenderer {
             ])
         }
         out += TextTable.render(rows, indent: 2)
+        // What routes, loops and fallbacks decided, and the value that decided it.
+        let decided = view.steps.filter { !view.plan.steps[$0.index].isApprovalGate && $0.reason != nil }
+        if !decided.isEmpty {
+            out += "Decisions:\n"
+            for step in decided { out += "  \(step.id): \(oneLine(step.reason!))\n" }
+        }
         let stuck = view.steps.compactMap { step -> (StepRecord, ResourceStatus.Condition)? in
             guard step.state == .ready || step.state == .running, let agent = step.agent, let condition = view.agentConditions[agent]
             else { return nil }

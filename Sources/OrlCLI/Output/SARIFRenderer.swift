@@ -11,7 +11,16 @@ enum SARIFRenderer {
 
     /// With `baseline` (a diagnostic's fingerprint → `new` or `unchanged`), results say
     /// whether the change under review brought them (SARIF's `baselineState`).
-    static func render(_ report: ValidationReport, baseline: [String: String]? = nil) -> String {
+    /// A result that is not a diagnostic: what `review` reports as an escalation.
+    struct Extra {
+        var rule: DiagnosticInfo
+        var message: String
+        var location: SourceLocation?
+        var fingerprint: String
+    }
+
+    /// `extra` results come after the diagnostics, under rules of their own, marked new.
+    static func render(_ report: ValidationReport, baseline: [String: String]? = nil, extra: [Extra] = []) -> String {
         // Every known code is a rule, not only the ones that occur, so a rule's index
         // (which results point at) is the same in every run.
         var rules = DiagnosticCode.catalog
@@ -19,6 +28,21 @@ enum SARIFRenderer {
         for diagnostic in report.diagnostics where ruleIndex[diagnostic.code] == nil {
             ruleIndex[diagnostic.code] = rules.count
             rules.append(diagnostic.code.info)
+        }
+        for item in extra where ruleIndex[item.rule.code] == nil {
+            ruleIndex[item.rule.code] = rules.count
+            rules.append(item.rule)
+        }
+        let extraResults = extra.map { item -> JSONValue in
+            .object([
+                ("ruleId", .string(item.rule.code.rawValue)),
+                ("ruleIndex", .int(ruleIndex[item.rule.code]!)),
+                ("level", .string("warning")),
+                ("message", .object([("text", .string(item.message))])),
+                ("locations", item.location.flatMap(physicalLocation).map { .array([.object([("physicalLocation", $0)])]) }),
+                ("partialFingerprints", .object([(fingerprintName, .string(item.fingerprint))])),
+                ("baselineState", .string("new")),
+            ])
         }
         let run = JSONValue.object([
             (
@@ -40,7 +64,9 @@ enum SARIFRenderer {
             ("columnKind", .string("unicodeCodePoints")),
             (
                 "results",
-                .array(report.diagnostics.map { result($0, ruleIndex: ruleIndex[$0.code]!, baselineState: baseline?[$0.fingerprint]) })
+                .array(
+                    report.diagnostics.map { result($0, ruleIndex: ruleIndex[$0.code]!, baselineState: baseline?[$0.fingerprint]) }
+                        + extraResults)
             ),
         ])
         return JSONValue.object([

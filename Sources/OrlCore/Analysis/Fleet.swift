@@ -13,10 +13,15 @@ public struct Fleet: Sendable {
     }
     /// Resources the manifests define but that could not be read; see `ReadManifests`.
     public let unreadable: Set<ResourceID>
+    /// Documents whose resources could not even be named (see `ReadManifests.unidentified`).
+    public let unidentified: Int
+    private let unreadableGroups: Set<Group>
 
     /// Keeps the first resource of every identity and reports the others as duplicates,
     /// pointing at the first definition.
-    public static func assemble(_ candidates: [Resource], unreadable: [ResourceID] = []) -> (Fleet, [Diagnostic]) {
+    public static func assemble(_ candidates: [Resource], unreadable: [ResourceID] = [], unidentified: Int = 0) -> (
+        Fleet, [Diagnostic]
+    ) {
         var first: [ResourceID: Int] = [:]
         var kept: [Resource] = []
         kept.reserveCapacity(candidates.count)
@@ -36,11 +41,14 @@ public struct Fleet: Sendable {
                 kept.append(resource)
             }
         }
-        return (Fleet(kept, unreadable: Set(unreadable)), diagnostics)
+        return (Fleet(kept, unreadable: Set(unreadable), unidentified: unidentified), diagnostics)
     }
 
-    public init(_ resources: [Resource], unreadable: Set<ResourceID> = []) {
+    public init(_ resources: [Resource], unreadable: Set<ResourceID> = [], unidentified: Int = 0) {
         self.unreadable = unreadable
+        self.unidentified = unidentified
+        unreadableGroups = Set(
+            unreadable.compactMap { id in ResourceKind(rawValue: id.kind).map { Group(kind: $0, namespace: id.namespace) } })
         // Sort positions, not resources: a Resource is large and copying it costs.
         let keys = resources.map { ($0.kind, $0.metadata.namespace, $0.metadata.name) }
         let order = keys.indices.sorted { keys[$0] < keys[$1] }
@@ -69,6 +77,17 @@ public struct Fleet: Sendable {
     public func declares(_ kind: ResourceKind, _ name: String, namespace: String) -> Bool {
         let id = ResourceID(kind: kind.rawValue, namespace: namespace, name: name)
         return positions[id] != nil || unreadable.contains(id)
+    }
+
+    /// Whether every document of the manifests was read: nothing unreadable, nothing
+    /// unnamed. A permission diff or an audit of an incomplete fleet would report what
+    /// the missing documents may grant or deny.
+    public var isComplete: Bool { unreadable.isEmpty && unidentified == 0 }
+
+    /// Whether the manifests may define a `kind` in `namespace` that could not be read:
+    /// one of that kind there is unreadable, or some document could not even be named.
+    public func mayMiss(_ kind: ResourceKind, in namespace: String) -> Bool {
+        unidentified > 0 || unreadableGroups.contains(Group(kind: kind, namespace: namespace))
     }
 
     public func resources(of kind: ResourceKind) -> [Resource] {

@@ -18,7 +18,9 @@ public enum WorkflowCheck {
         let stepIDs = workflow.steps.map(\.id.value)
         let declaredInputs = Set(workflow.inputs.map(\.name))
 
-        for (i, step) in workflow.steps.enumerated() {
+        // Derived steps (loop rounds, fallbacks) repeat what their declared step says;
+        // PatternCheck checks what is their own.
+        for (i, step) in workflow.steps.prefix(workflow.declaredCount).enumerated() {
             let path = stepPath(i)
             if let first = graph.index[step.id.value], first != i {
                 diagnostics.append(
@@ -60,6 +62,8 @@ public enum WorkflowCheck {
                 }
             }
         }
+
+        diagnostics += PatternCheck.check(workflow, of: resource, in: fleet)
 
         for (i, trigger) in workflow.triggers.enumerated() {
             guard let cron = trigger.cron else { continue }

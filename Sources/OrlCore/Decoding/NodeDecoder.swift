@@ -68,6 +68,7 @@ struct NodeDecoding: LocatingDecoder {
             switch component {
             case .key(let k): NodeKey(stringValue: k)
             case .index(let i): NodeKey(intValue: i)
+            case .element(let key, let value): NodeKey(stringValue: "[\(key)=\(value)]")
             }
         }
     }

@@ -14,6 +14,11 @@ public struct DiagnosticInfo: Sendable, Hashable {
     public var help: String
 
     /// `DagCycle` for `dag.cycle`: the identifier-like name SARIF rules carry.
+    /// The row docs/diagnostics.md has for this code (scripts/gen-docs writes the table).
+    public var markdownRow: String {
+        "| `\(code)` | \(severities.map(\.rawValue).joined(separator: " / ")) | **\(title).** \(summary) | \(help) |"
+    }
+
     public var name: String {
         code.rawValue.split(whereSeparator: { $0 == "." || $0 == "-" }).map { $0.prefix(1).uppercased() + $0.dropFirst() }
             .joined()
@@ -112,6 +117,11 @@ extension DiagnosticCode {
             summary:
                 "A step reads the output of a step that does not always finish before it (not among its transitive `dependsOn`), or its own.",
             help: "Add the step to `dependsOn`, directly or through another step."),
+        DiagnosticInfo(
+            code: .dagPatternInvalid, title: "Invalid route, loop or fallback", severities: [.error],
+            summary:
+                "A step's `route`, `loop` or `fallback` cannot be bounded or run as written: a branch names no step of the workflow or the router itself, a step starts two branches, `default` names no branch, a loop's `from` is not upstream of the step that closes it, two loops share a step, or a route sits inside a loop.",
+            help: "Fix the construct the message names; docs/patterns.md shows each one."),
         DiagnosticInfo(
             code: .triggerCronInvalid, title: "Invalid cron expression", severities: [.error],
             summary:

@@ -38,6 +38,8 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static let dagDuplicateStep = DiagnosticCode("dag.duplicate-step")
     /// A step reads the output of a step that does not always finish before it.
     public static let dagInputNotUpstream = DiagnosticCode("dag.input-not-upstream")
+    /// A route, loop or fallback whose shape orl cannot bound or run.
+    public static let dagPatternInvalid = DiagnosticCode("dag.pattern-invalid")
 
     // Triggers.
     /// A schedule trigger's cron expression does not parse, or never fires.

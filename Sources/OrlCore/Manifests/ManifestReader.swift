@@ -5,6 +5,10 @@ public struct ReadManifests: Sendable {
     /// schema). Their errors are reported once; references to them are not reported
     /// again as missing.
     public var unreadable: [ResourceID] = []
+    /// Files or documents that failed so early (YAML, no kind or name, over the size
+    /// limit) that which resources they define is unknown: any namespace may be missing
+    /// a Policy or Budget.
+    public var unidentified = 0
     public var diagnostics: [Diagnostic] = []
     /// Parsed `mcp.lock.json` files: see `McpLock`.
     public var mcpLocks: [Node] = []
@@ -19,6 +23,7 @@ public struct ReadManifests: Sendable {
     public mutating func append(_ other: ReadManifests) {
         resources += other.resources
         unreadable += other.unreadable
+        unidentified += other.unidentified
         diagnostics += other.diagnostics
         mcpLocks += other.mcpLocks
     }
@@ -40,6 +45,7 @@ public struct ManifestReader: Sendable {
     /// Reads every document of a parsed file, keeping what the parser reported.
     public func read(_ source: ParsedSource) -> ReadManifests {
         var read = ReadManifests(diagnostics: source.diagnostics)
+        if source.diagnostics.contains(where: { $0.severity == .error }) { read.unidentified += 1 }
         for document in source.documents {
             read.append(self.read(document))
         }
@@ -55,6 +61,8 @@ public struct ManifestReader: Sendable {
             let id = Self.identity(of: document.root), document.root["apiVersion"]?.string == ResourceKind.apiVersion
         {
             read.unreadable.append(ResourceID(kind: kind.rawValue, namespace: id.namespace, name: id.name))
+        } else if diagnostics.contains(where: { $0.severity == .error }) {
+            read.unidentified += 1
         }
         return read
     }

@@ -17,7 +17,7 @@ public enum ManifestValidation {
     /// With `strict`, warnings count as errors.
     public static func validate(_ read: ReadManifests, strict: Bool = false) -> ValidationReport {
         let read = read.mcpLocks.isEmpty && !read.resources.contains(where: { $0.tool?.type == .mcp }) ? read : McpLock.attach(read)
-        let (fleet, duplicates) = Fleet.assemble(read.resources, unreadable: read.unreadable)
+        let (fleet, duplicates) = Fleet.assemble(read.resources, unreadable: read.unreadable, unidentified: read.unidentified)
         var all = read.diagnostics + duplicates
         all += ReferenceCheck.run(fleet)
         all += WorkflowCheck.run(fleet)

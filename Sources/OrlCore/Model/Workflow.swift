@@ -141,6 +141,13 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
         public var heartbeatTimeout: DurationValue
         public var retry: Retry
         public var continueOnFailure: Bool
+        /// Bounded dynamic patterns (see WorkflowPatterns.swift).
+        public var route: Route?
+        public var loop: Loop?
+        public var fallback: [Fallback]
+        /// Set on the steps orl derives from the declared ones (loop rounds after the
+        /// first, fallbacks), and on the declared steps of a loop (round 1).
+        public var generated: Generated?
         public var location: SourceLocation
 
         public var agent: Located<String>? {
@@ -155,7 +162,7 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
 
         enum CodingKeys: String, CodingKey {
             case id, description, agent, approval, dependsOn, tools, inputs, prompt, maxTokens, timeout, heartbeatTimeout, retry
-            case continueOnFailure
+            case continueOnFailure, route, loop, fallback
         }
 
         public init(from decoder: any Decoder) throws {
@@ -181,6 +188,10 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
             heartbeatTimeout = try c.decodeIfPresent(DurationValue.self, forKey: .heartbeatTimeout) ?? DurationValue("60s")!
             retry = try c.decodeIfPresent(Retry.self, forKey: .retry) ?? .none
             continueOnFailure = try c.decodeIfPresent(Bool.self, forKey: .continueOnFailure) ?? false
+            route = try c.decodeIfPresent(Route.self, forKey: .route)
+            loop = try c.decodeIfPresent(Loop.self, forKey: .loop)
+            fallback = try c.decodeIfPresent([Fallback].self, forKey: .fallback) ?? []
+            generated = nil
             location = (decoder as? any LocatingDecoder)?.node.location ?? .file("")
         }
 
@@ -190,6 +201,7 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
                 && lhs.prompt == rhs.prompt && lhs.maxTokens == rhs.maxTokens && lhs.timeout == rhs.timeout
                 && lhs.heartbeatTimeout == rhs.heartbeatTimeout
                 && lhs.retry == rhs.retry && lhs.continueOnFailure == rhs.continueOnFailure && lhs.description == rhs.description
+                && lhs.route == rhs.route && lhs.loop == rhs.loop && lhs.fallback == rhs.fallback && lhs.generated == rhs.generated
         }
 
         public func hash(into hasher: inout Hasher) {
@@ -202,7 +214,11 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
     public var description: String?
     public var triggers: [Trigger]
     public var inputs: [Input]
+    /// The declared steps, then the steps orl derives from bounded patterns (loop rounds
+    /// after the first, fallbacks): every step that can run, so every check, the audit
+    /// and the run engine see every path. The first `declaredCount` are as written.
     public let steps: [Step]
+    public let declaredCount: Int
     /// The DAG of `steps`, built once when the workflow is read (on every core) and
     /// shared by the structural checks, the audit and the run engine.
     public let graph: WorkflowGraph
@@ -214,7 +230,9 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
         description = try c.decodeIfPresent(String.self, forKey: .description)
         triggers = try c.decodeIfPresent([Trigger].self, forKey: .triggers) ?? []
         inputs = try c.decodeIfPresent([Input].self, forKey: .inputs) ?? []
-        steps = try c.decode([Step].self, forKey: .steps)
+        let declared = try c.decode([Step].self, forKey: .steps)
+        declaredCount = declared.count
+        steps = WorkflowPatterns.expand(declared)
         graph = WorkflowGraph(steps: steps)
     }
 

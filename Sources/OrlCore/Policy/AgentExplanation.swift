@@ -39,6 +39,8 @@ public struct AgentExplanation: Sendable {
     public let policies: [SelectingPolicy]
     /// The model, then the tools and secrets in spec order.
     public let uses: [Use]
+    /// Secrets orl presents itself (provider keys, tool credentials), which no agent reads.
+    private let credentials: CredentialSecrets
 
     /// Nil when the fleet has no such agent.
     public init?(agent id: ResourceID, fleet: Fleet, engine: PolicyEngine) {
@@ -46,24 +48,34 @@ public struct AgentExplanation: Sendable {
         let permissions = engine.permissions(of: id)
         self.agent = agent
         self.permissions = permissions
+        let credentials = CredentialSecrets(fleet)
+        self.credentials = credentials
         policies = permissions.policies.compactMap { policyID in
             guard let policy = fleet[policyID], let appliesTo = policy.policy?.appliesTo else { return nil }
             return SelectingPolicy(
                 policy: policy, byName: appliesTo.agents.contains { $0.value == id.name },
                 byLabels: appliesTo.selector?.matches(agent.metadata.labels) ?? false)
         }
-        var uses = [Use(answer: Self.answer(.model, spec.model.value.description, permissions), location: spec.model.location)]
-        uses += spec.tools.map { Use(answer: Self.answer(.tool, $0.value, permissions), location: $0.location) }
-        uses += spec.secrets.map { Use(answer: Self.answer(.secret, $0.name.value, permissions), location: $0.name.location) }
+        let namespace = id.namespace
+        func answer(_ kind: PermissionKind, _ value: String) -> PermissionAnswer {
+            Self.answer(kind, value, permissions, credentials, namespace: namespace)
+        }
+        var uses = [Use(answer: answer(.model, spec.model.value.description), location: spec.model.location)]
+        uses += spec.tools.map { Use(answer: answer(.tool, $0.value), location: $0.location) }
+        uses += spec.secrets.map { Use(answer: answer(.secret, $0.name.value), location: $0.name.location) }
         self.uses = uses
     }
 
     public func answer(_ kind: PermissionKind, _ value: String) -> PermissionAnswer {
-        Self.answer(kind, value, permissions)
+        Self.answer(kind, value, permissions, credentials, namespace: agent.metadata.namespace)
     }
 
-    static func answer(_ kind: PermissionKind, _ value: String, _ permissions: EffectivePermissions) -> PermissionAnswer {
-        let decision = permissions.decide(kind, value)
+    static func answer(
+        _ kind: PermissionKind, _ value: String, _ permissions: EffectivePermissions, _ credentials: CredentialSecrets, namespace: String
+    ) -> PermissionAnswer {
+        let decision =
+            kind == .secret
+            ? credentials.decide(SecretID(namespace: namespace, name: value), permissions) : permissions.decide(kind, value)
         let overridden =
             decision.outcome == .denied
             ? permissions.rules.filter { $0.effect == .allow && $0.kind == kind && $0.matches(value) } : []

@@ -18,6 +18,8 @@ public struct CredentialSecrets: Sendable {
     /// Namespaces with a ModelProvider or Tool that could not be read: which secrets
     /// they use is unknown there, so none may be given out.
     private let blind: Set<String>
+    /// Some document could not even be named: any namespace may hold a provider or tool.
+    private let blindEverywhere: Bool
 
     public init(_ fleet: Fleet) {
         var users: [SecretID: [User]] = [:]
@@ -35,6 +37,7 @@ public struct CredentialSecrets: Sendable {
         blind = Set(
             fleet.unreadable.filter { $0.kind == ResourceKind.modelProvider.rawValue || $0.kind == ResourceKind.tool.rawValue }.map(
                 \.namespace))
+        blindEverywhere = fleet.unidentified > 0
     }
 
     /// The resources that use the secret as their credential, in fleet order; empty when none.
@@ -43,9 +46,22 @@ public struct CredentialSecrets: Sendable {
     /// Why an agent may not receive the secret even when a policy allows it; nil when it may.
     public func reservation(of secret: SecretID) -> String? {
         if let user = users(of: secret).first { return "it is \(user.role), which only orl presents" }
-        if blind.contains(secret.namespace) {
+        if blindEverywhere || blind.contains(secret.namespace) {
             return "a ModelProvider or Tool in its namespace cannot be read, so whether it is a provider key or tool credential is unknown"
         }
         return nil
+    }
+
+    /// May the agent with these permissions read the secret: the one decision that
+    /// `explain`, the audit and the controller all use. A reservation beats any allow.
+    public func decide(_ secret: SecretID, _ permissions: EffectivePermissions) -> PermissionDecision {
+        let decision = permissions.decide(.secret, secret.name)
+        guard let why = reservation(of: secret) else { return decision }
+        return PermissionDecision(outcome: .reserved, rules: decision.isAllowed ? decision.rules : [], reservation: why)
+    }
+
+    /// `decide(...).isAllowed`, on the fast path.
+    public func permits(_ secret: SecretID, _ permissions: EffectivePermissions) -> Bool {
+        permissions.permits(.secret, secret.name) && reservation(of: secret) == nil
     }
 }

@@ -70,11 +70,23 @@ public struct PermissionDecision: Sendable, Hashable {
         case denied
         /// No policy allows it: nothing is allowed by default.
         case notAllowed
+        /// A secret that orl itself presents (a provider's API key, a tool's
+        /// credential): no agent gets it, whatever its policies say.
+        case reserved
     }
 
     public var outcome: Outcome
-    /// The denying rules when denied, the allowing rules when allowed, none otherwise.
+    /// The denying rules when denied, the allowing rules when allowed, none otherwise
+    /// (for `reserved`, the allows the reservation overrides).
     public var rules: [PolicyRule]
+    /// For `reserved`: why (`it is the API key of ModelProvider/openai, which only orl presents`).
+    public var reservation: String?
+
+    public init(outcome: Outcome, rules: [PolicyRule], reservation: String? = nil) {
+        self.outcome = outcome
+        self.rules = rules
+        self.reservation = reservation
+    }
 
     public var isAllowed: Bool { outcome == .allowed }
 
@@ -86,6 +98,7 @@ public struct PermissionDecision: Sendable, Hashable {
         case .allowed: return "allowed by \(policies)"
         case .denied: return "denied by \(policies)"
         case .notAllowed: return "no policy allows it"
+        case .reserved: return reservation ?? "orl alone presents it"
         }
     }
 }

@@ -9,8 +9,10 @@ public enum PolicyAudit {
         // Without every Policy of a namespace the audit would report denials that the
         // unreadable one may grant; its schema error is the problem to fix first. Budgets
         // likewise for coverage.
-        let blindPolicies = Set(fleet.unreadable.filter { $0.kind == ResourceKind.policy.rawValue }.map(\.namespace))
-        let blindBudgets = Set(fleet.unreadable.filter { $0.kind == ResourceKind.budget.rawValue }.map(\.namespace))
+        // A document that could not even be named may be a Policy or Budget of any namespace.
+        let namespaces = Set(fleet.resources.map(\.metadata.namespace))
+        let blindPolicies = namespaces.filter { fleet.mayMiss(.policy, in: $0) }
+        let blindBudgets = namespaces.filter { fleet.mayMiss(.budget, in: $0) }
         var diagnostics: [Diagnostic] = []
         let credentials = CredentialSecrets(fleet)
         for agent in fleet.resources(of: .agent) {
@@ -52,26 +54,23 @@ public enum PolicyAudit {
                     notes: notes(for: modelDecision, permissions)))
         }
         for (i, secret) in spec.secrets.enumerated() {
-            // Whatever the policies say: the fix is to stop asking, not to allow it.
-            let users = credentials.users(of: SecretID(namespace: namespace, name: secret.name.value))
-            if let user = users.first {
+            let id = SecretID(namespace: namespace, name: secret.name.value)
+            guard !credentials.permits(id, permissions) else { continue }
+            let decision = credentials.decide(id, permissions)
+            let path = ValuePath([.key("spec"), .key("secrets"), .index(i), .key("name")])
+            if decision.outcome == .reserved {
+                // Whatever the policies say: the fix is to stop asking, not to allow it.
                 diagnostics.append(
                     .error(
-                        .permSecretReserved,
-                        "agent \"\(name)\" may not read secret \"\(secret.name.value)\": it is \(user.role), which only orl presents",
-                        at: secret.name.location, resource: agent.id,
-                        path: ValuePath([.key("spec"), .key("secrets"), .index(i), .key("name")]),
-                        notes: users.map { .init("\($0.resource) uses it here", at: $0.location) }))
+                        .permSecretReserved, "agent \"\(name)\" may not read secret \"\(secret.name.value)\": \(decision.reason)",
+                        at: secret.name.location, resource: agent.id, path: path,
+                        notes: credentials.users(of: id).map { .init("\($0.resource) uses it here", at: $0.location) }))
                 continue
             }
-            guard !permissions.permits(.secret, secret.name.value) else { continue }
-            let decision = permissions.decide(.secret, secret.name.value)
             diagnostics.append(
                 .error(
                     .permSecretDenied, "agent \"\(name)\" may not read secret \"\(secret.name.value)\": \(decision.reason)",
-                    at: secret.name.location, resource: agent.id,
-                    path: ValuePath([.key("spec"), .key("secrets"), .index(i), .key("name")]),
-                    notes: notes(for: decision, permissions)))
+                    at: secret.name.location, resource: agent.id, path: path, notes: notes(for: decision, permissions)))
         }
         for (i, tool) in spec.tools.enumerated() where fleet.tool(tool.value, namespace: namespace) != nil {
             guard !permissions.permits(.tool, tool.value) else { continue }
@@ -101,7 +100,7 @@ public enum PolicyAudit {
         switch decision.outcome {
         case .denied:
             return decision.rules.map { .init("denied by \($0.policy) here", at: $0.location) }
-        case .allowed:
+        case .allowed, .reserved:
             return []
         case .notAllowed:
             if permissions.policies.isEmpty {
@@ -149,7 +148,8 @@ struct WorkflowAudit {
     func id(_ i: Int) -> String { spec.steps[i].id.value }
 
     func run() -> [Diagnostic] {
-        tools() + handoffs() + approvals() + dataflow() + budgets()
+        PatternAudit.refine(
+            tools() + handoffs() + approvals() + dataflow() + budgets(), spec: spec, graph: graph, workflow: workflow.id)
     }
 
     // MARK: Tools
@@ -298,7 +298,7 @@ struct WorkflowAudit {
                     diagnostics.append(
                         .error(
                             .permDataflow,
-                            "step \"\(id(i))\" can send data of class \"\(classNames[c])\" (\(route(of: c, to: i, flow))) out through egress tool \"\(used.value)\", but agent \"\(name)\" may not send \"\(classNames[c])\" out: \(decision.reason)",
+                            "step \"\(id(i))\" can send data of class \"\(classNames[c])\" (\(route(of: c, to: i, flow, besides: used.value))) out through egress tool \"\(used.value)\", but agent \"\(name)\" may not send \"\(classNames[c])\" out: \(decision.reason)",
                             at: used.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
                             notes: PolicyAudit.notes(for: decision, permissions)))
                 }
@@ -309,12 +309,17 @@ struct WorkflowAudit {
 
     /// `from tool "crm" in "triage" → "draft" → "send"`: one way a class reached a step,
     /// rebuilt only for a report by walking back through the sources that carry it.
-    private func route(of dataClass: Int, to step: Int, _ flow: DataClassFlow) -> String {
+    /// `besides`: the egress tool the data leaves through, which is not where it came
+    /// from (what a tool returns is not what the step sends out through it).
+    private func route(of dataClass: Int, to step: Int, _ flow: DataClassFlow, besides: String? = nil) -> String {
         var hops = [step]
         while let upstream = graph.dataSources[hops[hops.count - 1]].first(where: { flow.carried[$0.step].contains(dataClass) }) {
             hops.append(upstream.step)
         }
-        let origin = spec.steps[hops[hops.count - 1]].tools.first { flow.toolClasses[$0.value]?.contains(dataClass) == true }
+        let first = hops[hops.count - 1]
+        let origin = spec.steps[first].tools.first {
+            flow.toolClasses[$0.value]?.contains(dataClass) == true && !(first == step && $0.value == besides)
+        }
         return "from tool \"\(origin?.value ?? "?")\" in " + hops.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
     }
 

@@ -11,15 +11,15 @@ public struct Review: Sendable {
 
         public enum Subject: Sendable, Hashable, CustomStringConvertible {
             case permission(PermissionKind, String)
-            /// A human approval gate on a tool the agent may use: a gate removed is a
-            /// gain, a gate added a loss.
+            /// Using a tool without a human approval gate: a gate requirement removed
+            /// gains it, one added loses it.
             case approval(tool: String)
 
-            /// `tool "web-search"`, `approval for tool "publish"`.
+            /// `tool "web-search"`, `use of tool "publish" without an approval gate`.
             public var description: String {
                 switch self {
                 case .permission(let kind, let value): "\(kind.noun) \(Diagnostic.quoted(value))"
-                case .approval(let tool): "approval gate on tool \(Diagnostic.quoted(tool))"
+                case .approval(let tool): "use of tool \(Diagnostic.quoted(tool)) without an approval gate"
                 }
             }
         }
@@ -31,6 +31,8 @@ public struct Review: Sendable {
         public var cause: String
         /// The deciding rule (in head when it is there, else in base).
         public var location: SourceLocation?
+        /// For a gain, what it means (see `Review.meaning`).
+        public var details: [String] = []
     }
 
     public struct BudgetChange: Sendable, Hashable {
@@ -62,22 +64,43 @@ public struct Review: Sendable {
     public var newDiagnostics: [Diagnostic]
     public var fixedDiagnostics: [Diagnostic]
     public var remainingDiagnostics: [Diagnostic]
+    /// Tools whose behaviour changed, and agents whose model or provider did.
+    public var tools: [ToolChange] = []
+    public var models: [ModelChange] = []
 
     public var gained: Int { permissions.count { $0.change == .gained } }
     public var lost: Int { permissions.count { $0.change == .lost } }
     public var newErrors: Int { newDiagnostics.count { $0.severity == .error } }
 
     /// `2 to add, 1 to change, 0 to remove · permissions: 3 gained, 1 lost · violations: 1 new, 2 fixed`.
+    /// `· escalations: N` follows when a budget, tool or model change escalates too.
     public var summary: String {
-        "\(plan.additions) to add, \(plan.updates) to change, \(plan.prunes) to remove · permissions: \(gained) gained, \(lost) lost · violations: \(newDiagnostics.count) new, \(fixedDiagnostics.count) fixed"
+        let others = escalations - gained
+        return
+            "\(plan.additions) to add, \(plan.updates) to change, \(plan.prunes) to remove · permissions: \(gained) gained, \(lost) lost · violations: \(newDiagnostics.count) new, \(fixedDiagnostics.count) fixed"
+            + (others > 0 ? " · other escalations: \(others)" : "")
     }
 
+    /// Base has documents that could not be read, so what it granted is unknown and
+    /// permissions and budgets are not compared (head's are judged by its audit alone).
+    public var baseIncomplete = false
+
+    /// Compares two revisions. Head must be complete (`Fleet.isComplete`): a diff built
+    /// on a partial fleet reports what the unread documents grant or deny as changes,
+    /// so the caller shows head's errors instead.
     public static func compare(base: ValidationReport, head: ValidationReport) -> Review {
-        Review(
+        let comparable = base.fleet.isComplete
+        var review = Review(
             plan: plan(base: base.fleet, head: head.fleet),
-            permissions: permissionChanges(base: base.fleet, head: head.fleet),
-            budgets: budgetChanges(base: base.fleet, head: head.fleet),
+            permissions: comparable ? permissionChanges(base: base.fleet, head: head.fleet) : [],
+            budgets: comparable ? budgetChanges(base: base.fleet, head: head.fleet) : [],
             diagnostics: (base.diagnostics, head.diagnostics + McpPinChanges.findings(base: base.fleet, head: head.fleet)))
+        review.baseIncomplete = !comparable
+        if comparable {
+            review.tools = toolChanges(base: base.fleet, head: head.fleet)
+            review.models = modelChanges(base: base.fleet, head: head.fleet)
+        }
+        return review
     }
 
     private init(
@@ -114,6 +137,8 @@ public struct Review: Sendable {
     static func permissionChanges(base: Fleet, head: Fleet) -> [PermissionChange] {
         let baseEngine = PolicyEngine(base)
         let headEngine = PolicyEngine(head)
+        let baseCredentials = CredentialSecrets(base)
+        let headCredentials = CredentialSecrets(head)
         var universes: [String: [PermissionKind: [String]]] = [:]
         var changes: [PermissionChange] = []
         let agents = Set(base.resources(of: .agent).map(\.id)).union(head.resources(of: .agent).map(\.id)).sorted()
@@ -132,14 +157,19 @@ public struct Review: Sendable {
             let context = CauseContext(agent: agent, base: base, head: head, before: before, after: after)
             for kind in PermissionKind.allCases {
                 for value in universe[kind] ?? [] {
-                    let was = before?.permits(kind, value) ?? false
-                    let now = after.permits(kind, value)
+                    // A secret orl presents itself is never the agent's, whatever the
+                    // policies say: the same decision as the audit and the controller.
+                    let secret = SecretID(namespace: agent.namespace, name: value)
+                    let was = before.map { kind == .secret ? baseCredentials.permits(secret, $0) : $0.permits(kind, value) } ?? false
+                    let now = kind == .secret ? headCredentials.permits(secret, after) : after.permits(kind, value)
                     guard was != now else { continue }
-                    let (cause, location) = now ? context.gain(kind, value) : context.loss(kind, value)
+                    var (cause, location) = now ? context.gain(kind, value) : context.loss(kind, value)
+                    if !now, kind == .secret, let why = headCredentials.reservation(of: secret) { (cause, location) = (why, nil) }
                     changes.append(
                         PermissionChange(
-                            agent: agent, subject: .permission(kind, value), change: now ? .gained : .lost, cause: cause, location: location
-                        ))
+                            agent: agent, subject: .permission(kind, value), change: now ? .gained : .lost, cause: cause,
+                            location: location,
+                            details: now ? meaning(of: kind, value, agent: agent, head: head, after: after) : []))
                 }
             }
             guard let before else { continue }
@@ -157,7 +187,8 @@ public struct Review: Sendable {
                     changes.append(
                         PermissionChange(
                             agent: agent, subject: .approval(tool: tool), change: .gained,
-                            cause: "no longer required: \(why)", location: location))
+                            cause: "no longer required: \(why)", location: location,
+                            details: head.resource(.tool, tool, namespace: agent.namespace)?.tool.map { [describe($0)] } ?? []))
                 }
             }
         }

@@ -50,7 +50,7 @@ public enum RunEngine {
     public static func releasesDependants(_ record: StepRecord, _ step: RunPlan.Step) -> Bool {
         switch record.state {
         case .succeeded: true
-        case .deadLetter: step.continueOnFailure
+        case .deadLetter: step.continueOnFailure || step.fallback != nil
         default: false
         }
     }
@@ -59,9 +59,91 @@ public enum RunEngine {
     public static func failsRun(_ record: StepRecord, _ step: RunPlan.Step) -> Bool {
         switch record.state {
         case .failed: true
-        case .deadLetter: !step.continueOnFailure
+        case .deadLetter: !step.continueOnFailure && step.fallback == nil
         default: false
         }
+    }
+
+    /// What a step decides when it succeeds with `output`: the steps that will not run
+    /// (the branches not taken, the rounds after the loop ends, the fallbacks no longer
+    /// needed) and why, in words for `describe run`. A failure is an answer the step's
+    /// route cannot take (no branch matches and there is no default): the attempt fails.
+    public struct Decision: Sendable, Hashable {
+        public var skip: [Int]
+        /// Recorded on the step (nil when there was nothing to decide).
+        public var reason: String?
+        /// The run event: reason and message.
+        public var event: (reason: String, message: String)?
+
+        public static func == (lhs: Decision, rhs: Decision) -> Bool {
+            lhs.skip == rhs.skip && lhs.reason == rhs.reason && lhs.event?.reason == rhs.event?.reason
+                && lhs.event?.message == rhs.event?.message
+        }
+
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(skip)
+            hasher.combine(reason)
+        }
+    }
+
+    public static func decision(of step: RunPlan.Step, output: Node) -> Result<Decision, DecisionError> {
+        var decision = Decision(skip: step.skipOnSuccess, reason: nil, event: nil)
+        let quoted = Diagnostic.quoted(step.outputKey)
+        if let route = step.route {
+            let value = output[route.key]
+            let text = value.map { $0.string ?? CanonicalJSON.encode($0) }
+            let shown = value.map { $0.string.map(Diagnostic.quoted) ?? CanonicalJSON.encode($0) } ?? "missing"
+            let chosen: Int
+            let how: String
+            if let text, let match = route.branches.firstIndex(where: { $0.value == text }) {
+                chosen = match
+                how = "\(route.key) = \(shown)"
+            } else if let fallback = route.defaultBranch {
+                chosen = fallback
+                how = "\(route.key) = \(shown) matches no branch; the default"
+            } else {
+                let names = route.branches.map { Diagnostic.quoted($0.value) }.joined(separator: ", ")
+                return .failure(
+                    DecisionError(
+                        "route of step \(quoted): \(route.key) = \(shown) matches none of its branches (\(names)) and it has no default"))
+            }
+            let branch = route.branches[chosen]
+            decision.skip += branch.skip
+            decision.reason = "route \(branch.value) (\(how))"
+            decision.event = ("Routed", "step \(quoted) took branch \(Diagnostic.quoted(branch.value)) (\(how))")
+        }
+        if let until = step.until {
+            let loop = Diagnostic.quoted(until.loop)
+            var met = false
+            var how = ""
+            if let key = until.key, let equals = until.equals {
+                let value = output[key]
+                met = value.map(CanonicalJSON.encode) == equals
+                how = ": \(key) = \(value.map(CanonicalJSON.encode) ?? "missing")"
+            }
+            if met {
+                decision.skip += until.skip
+                decision.reason = "loop ended in round \(until.round) of \(until.maxRounds)\(how)"
+                decision.event = ("LoopEnded", "loop \(loop) ended in round \(until.round) of \(until.maxRounds)\(how)")
+            } else if until.round >= until.maxRounds {
+                decision.reason = "loop ended at its bound, round \(until.round) of \(until.maxRounds)\(how)"
+                decision.event = ("LoopEnded", "loop \(loop) ended at its bound (\(until.maxRounds) rounds)\(how)")
+            } else {
+                decision.reason = "round \(until.round) of \(until.maxRounds)\(how); another round"
+            }
+        }
+        return .success(decision)
+    }
+
+    public struct DecisionError: Error, Sendable, Hashable {
+        public var message: String
+        init(_ message: String) { self.message = message }
+    }
+
+    /// A step a decision leaves out: Skipped, with the reason.
+    public static func skip(_ record: StepRecord, reason: String, now: Timestamp) -> StepRecord {
+        guard record.state == .pending else { return record }
+        return close(record, as: .skipped, reason: reason, now: now)
     }
 
     /// The agent takes the task: a new attempt, leased until a heartbeat is due, and

@@ -140,13 +140,27 @@ public struct RunOperations: Sendable {
             case .success(let found): current = found
             case .failure(let error): return .failure(error)
             }
-            let record = RunEngine.succeed(current.record, now: now)
+            let step = current.plan.steps[current.record.index]
+            let decision: RunEngine.Decision
+            switch RunEngine.decision(of: step, output: output) {
+            case .success(let decided): decision = decided
+            case .failure(let error):
+                // An answer the route cannot take: the attempt failed, retried like any other.
+                let record = try Self.attemptFailed(
+                    current.record, outcome: .failed, error: error.message, retry: true, run: &current.run, plan: current.plan, now: now,
+                    random: 0, in: tx)
+                return .success(record)
+            }
+            var record = RunEngine.succeed(current.record, now: now)
+            record.reason = decision.reason
             try tx.writer.update(record)
             try tx.writer.put(
                 BlackboardValue(
-                    run: record.run, key: record.id, value: CanonicalJSON.encode(output), writtenAt: now, step: record.id,
+                    run: record.run, key: step.outputKey, value: CanonicalJSON.encode(output), writtenAt: now, step: record.id,
                     attempt: record.attempt))
             try Self.endAttempt(record, agent: agent, .succeeded, error: nil, now: now, in: tx)
+            if let event = decision.event { try tx.record(Self.event(current.run, .normal, event.reason, event.message, now)) }
+            try Self.skip(decision.skip, because: record, run: current.run, plan: current.plan, now: now, in: tx)
             try Self.settle(record, run: &current.run, plan: current.plan, now: now, in: tx)
             return .success(record)
         }
@@ -334,6 +348,14 @@ public struct RunOperations: Sendable {
                     run, .warning, "Retrying",
                     "step \(Diagnostic.quoted(record.id)) attempt \(record.attempt) of \(step.attempts) failed: \(message); retrying in \(wait.compactDescription)",
                     now))
+        } else if let fallback = step.fallback {
+            let takes = plan.steps[fallback]
+            try tx.record(
+                event(
+                    run, .warning, "FallbackTakesOver",
+                    "step \(Diagnostic.quoted(record.id)) failed after \(record.attempt) attempt\(record.attempt == 1 ? "" : "s"): \(message); agent \(Diagnostic.quoted(takes.agent ?? "?")) takes over as step \(Diagnostic.quoted(takes.id))",
+                    now))
+            try settle(next, run: &run, plan: plan, now: now, in: tx)
         } else {
             try tx.record(
                 event(
@@ -345,6 +367,33 @@ public struct RunOperations: Sendable {
         return next
     }
 
+    /// The steps a decision leaves out become Skipped, and the steps after them that
+    /// the decision keeps stop waiting for them (a join after a route's branches runs on
+    /// the branch taken).
+    private static func skip(
+        _ indices: [Int], because decider: StepRecord, run: RunRecord, plan: RunPlan, now: Timestamp, in tx: Transaction
+    ) throws(StoreError) {
+        guard !indices.isEmpty else { return }
+        let skipped = Set(indices)
+        let who = Diagnostic.quoted(decider.id)
+        let reason = "not run: " + (decider.reason.map { "step \(who) decided \($0)" } ?? "step \(who) succeeded")
+        var closed: [Int] = []
+        for index in indices.sorted() {
+            guard let record = try tx.writer.step(of: run.id, index: index), record.state == .pending else { continue }
+            try tx.writer.update(RunEngine.skip(record, reason: reason, now: now))
+            closed.append(index)
+        }
+        for index in closed {
+            for dependant in plan.steps[index].dependants where !skipped.contains(dependant) {
+                guard let waiting = try tx.writer.step(of: run.id, index: dependant), waiting.state == .pending else { continue }
+                let next = RunEngine.dependencyReleased(waiting, plan.steps[dependant], now: now)
+                try tx.writer.update(next)
+                tx.readied(next)
+                if next.state == .waitingApproval { try tx.record(approvalRequested(run, next, plan, now)) }
+            }
+        }
+    }
+
     private static func recordDecision(
         _ record: StepRecord, run: inout RunRecord, plan: RunPlan, now: Timestamp, in tx: Transaction
     ) throws(StoreError) {
@@ -352,7 +401,7 @@ public struct RunOperations: Sendable {
         let approved = record.state == .succeeded
         try tx.writer.put(
             BlackboardValue(
-                run: record.run, key: record.id,
+                run: record.run, key: plan.steps[record.index].outputKey,
                 value: JSONValue.object([
                     ("approved", .bool(approved)), ("by", .string(record.decidedBy ?? "")), ("reason", record.reason.map { .string($0) }),
                 ]).compactRendered(), writtenAt: now, step: record.id, attempt: nil))

@@ -42,6 +42,42 @@ public struct RunPlan: Sendable, Hashable {
         public var continueOnFailure: Bool
         /// The data classes the step's output carries (sorted).
         public var dataClasses: [String]
+        /// The blackboard key its output goes under: the declared step's id (loop
+        /// rounds and fallbacks share it, so later steps read whichever ran last).
+        public var outputKey: String = ""
+        /// Its round, in a loop.
+        public var round: Int? = nil
+        /// What it decides when it succeeds, and the steps that does not run.
+        public var route: Route? = nil
+        public var until: Until? = nil
+        /// The step that takes over when its last attempt fails, and the fallbacks
+        /// skipped when it succeeds.
+        public var fallback: Int? = nil
+        public var skipOnSuccess: [Int] = []
+
+        /// A route, resolved: each branch with the steps skipped when it is taken.
+        public struct Route: Sendable, Hashable {
+            public struct Branch: Sendable, Hashable {
+                public var value: String
+                public var skip: [Int]
+            }
+
+            public var key: String
+            public var branches: [Branch]
+            /// The index in `branches` of the default.
+            public var defaultBranch: Int?
+        }
+
+        /// The end condition of one round of a loop, with the later rounds' steps.
+        public struct Until: Sendable, Hashable {
+            public var loop: String
+            public var key: String?
+            /// Canonical JSON.
+            public var equals: String?
+            public var round: Int
+            public var maxRounds: Int
+            public var skip: [Int]
+        }
 
         public var agent: String? {
             if case .agent(let name) = executor { return name }
@@ -143,9 +179,9 @@ public struct RunPlan: Sendable, Hashable {
                 heartbeatTimeout: step.heartbeatTimeout.duration, attempts: max(1, step.retry.attempts),
                 backoff: step.retry.backoff.duration,
                 maxBackoff: step.retry.maxBackoff.duration, continueOnFailure: step.continueOnFailure,
-                dataClasses: flow.names(flow.carried[i]))
+                dataClasses: flow.names(flow.carried[i]), outputKey: step.outputKey, round: step.generated?.round)
         }
-        return .success(RunPlan(workflow: workflow.id, generation: generation, steps: steps))
+        return .success(RunPlan(workflow: workflow.id, generation: generation, steps: decisions(steps, spec, graph)))
     }
 
     private static func refusal(_ workflow: Resource, _ problems: [Diagnostic], what: String) -> RunError {
@@ -155,6 +191,48 @@ public struct RunPlan: Sendable, Hashable {
             .forbidden,
             "workflow \(Diagnostic.quoted(workflow.metadata.name)) \(what), so it cannot run:\(shown)\(more)\n(orlctl validate on its manifests shows where)"
         )
+    }
+
+    /// The run-time side of the bounded patterns: what each router, loop round and
+    /// fallback skips, computed once from the expanded graph.
+    private static func decisions(_ steps: [Step], _ spec: WorkflowSpec, _ graph: WorkflowGraph) -> [Step] {
+        var steps = steps
+        let branches = BranchMembership(spec: spec, graph: graph)
+        for (i, step) in spec.steps.enumerated() {
+            if let route = step.route {
+                let only = branches.only[i] ?? []
+                let plan = route.branches.enumerated().map { k, branch in
+                    Step.Route.Branch(
+                        value: branch.value,
+                        skip: only.enumerated().filter { $0.offset != k }.flatMap { $0.element.steps }.sorted())
+                }
+                steps[i].route = Step.Route(
+                    key: route.key, branches: plan,
+                    defaultBranch: route.default.flatMap { d in route.branches.firstIndex { $0.value == d.value } })
+            }
+            if let loop = step.loop, let name = step.generated?.loop, let round = step.generated?.round {
+                let later = spec.steps.indices.filter {
+                    spec.steps[$0].generated?.loop == name && (spec.steps[$0].generated?.round ?? 0) > round
+                }
+                steps[i].until = Step.Until(
+                    loop: name, key: loop.until?.key, equals: loop.until?.equals, round: round, maxRounds: loop.maxRounds, skip: later)
+            }
+        }
+        // Fallback chains: each step names the next; a success skips the rest.
+        for (i, step) in spec.steps.enumerated() {
+            guard let from = step.generated?.takesOverFrom, let previous = graph.index[from] else { continue }
+            steps[previous].fallback = i
+        }
+        for i in steps.indices {
+            var chain: [Int] = []
+            var next = steps[i].fallback
+            while let n = next {
+                chain.append(n)
+                next = steps[n].fallback
+            }
+            steps[i].skipOnSuccess = chain
+        }
+        return steps
     }
 
     // MARK: Stored form
@@ -210,7 +288,36 @@ public struct RunPlan: Sendable, Hashable {
             ("maxBackoffMs", .int(Int(step.maxBackoff.wholeMilliseconds))),
             ("continueOnFailure", .bool(step.continueOnFailure)),
             ("dataClasses", .array(step.dataClasses.map { .string($0) })),
+            ("outputKey", step.outputKey == step.id ? nil : .string(step.outputKey)),
+            ("round", step.round.map { .int($0) }),
+            ("fallback", step.fallback.map { .int($0) }),
+            ("skipOnSuccess", step.skipOnSuccess.isEmpty ? nil : .array(step.skipOnSuccess.map { .int($0) })),
         ]
+        if let route = step.route {
+            members.append(
+                (
+                    "route",
+                    .object([
+                        ("key", .string(route.key)),
+                        (
+                            "branches",
+                            .array(
+                                route.branches.map { .object([("value", .string($0.value)), ("skip", .array($0.skip.map { .int($0) }))]) })
+                        ),
+                        ("default", route.defaultBranch.map { .int($0) }),
+                    ])
+                ))
+        }
+        if let until = step.until {
+            members.append(
+                (
+                    "until",
+                    .object([
+                        ("loop", .string(until.loop)), ("key", until.key.map { .string($0) }), ("equals", until.equals.map { .string($0) }),
+                        ("round", .int(until.round)), ("maxRounds", .int(until.maxRounds)), ("skip", .array(until.skip.map { .int($0) })),
+                    ])
+                ))
+        }
         return .object(members)
     }
 
@@ -225,6 +332,11 @@ public struct RunPlan: Sendable, Hashable {
         func ms(_ node: Node?) throws(StoreError) -> Duration {
             guard let value = int(node) else { throw corrupt("a duration is missing") }
             return .milliseconds(value)
+        }
+        func indicesOf(_ node: Node?, _ what: String) throws(StoreError) -> [Int] {
+            let values = (node?.elements ?? []).compactMap { int($0) }
+            guard values.allSatisfy({ $0 >= 0 && $0 < items.count }) else { throw corrupt(what) }
+            return values
         }
         var steps: [Step] = []
         for item in items {
@@ -258,6 +370,27 @@ public struct RunPlan: Sendable, Hashable {
                 return values
             }
             guard let attempts = int(item["attempts"]) else { throw corrupt("attempts of \(id)") }
+            var route: Step.Route?
+            if let r = item["route"] {
+                guard let key = r["key"]?.string else { throw corrupt("route of \(id)") }
+                var branches: [Step.Route.Branch] = []
+                for b in r["branches"]?.elements ?? [] {
+                    guard let value = b["value"]?.string else { throw corrupt("route of \(id)") }
+                    branches.append(Step.Route.Branch(value: value, skip: try indicesOf(b["skip"], "route of \(id)")))
+                }
+                route = Step.Route(key: key, branches: branches, defaultBranch: int(r["default"]))
+            }
+            var until: Step.Until?
+            if let u = item["until"] {
+                guard let loop = u["loop"]?.string, let round = int(u["round"]), let maxRounds = int(u["maxRounds"]) else {
+                    throw corrupt("until of \(id)")
+                }
+                until = Step.Until(
+                    loop: loop, key: u["key"]?.string, equals: u["equals"]?.string, round: round, maxRounds: maxRounds,
+                    skip: try indicesOf(u["skip"], "until of \(id)"))
+            }
+            let fallback = int(item["fallback"])
+            if let fallback, fallback < 0 || fallback >= items.count { throw corrupt("fallback of \(id)") }
             steps.append(
                 Step(
                     id: id, executor: executor, dependencies: try indices("dependencies"), dependants: try indices("dependants"),
@@ -267,7 +400,9 @@ public struct RunPlan: Sendable, Hashable {
                     timeout: try ms(item["timeoutMs"]), heartbeatTimeout: try ms(item["heartbeatTimeoutMs"]), attempts: attempts,
                     backoff: try ms(item["backoffMs"]), maxBackoff: try ms(item["maxBackoffMs"]),
                     continueOnFailure: item["continueOnFailure"]?.bool ?? false,
-                    dataClasses: (item["dataClasses"]?.elements ?? []).compactMap(\.string)))
+                    dataClasses: (item["dataClasses"]?.elements ?? []).compactMap(\.string), outputKey: item["outputKey"]?.string ?? id,
+                    round: int(item["round"]), route: route, until: until, fallback: fallback,
+                    skipOnSuccess: try indicesOf(item["skipOnSuccess"], "skipOnSuccess of \(id)")))
         }
         self.init(
             workflow: ResourceID(kind: ResourceKind.workflow.rawValue, namespace: namespace, name: name), generation: generation,

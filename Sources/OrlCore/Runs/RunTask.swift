@@ -24,6 +24,8 @@ public struct RunTask: Sendable {
     public var leaseExpiresAt: Timestamp
     public var deadline: Timestamp
     public var heartbeatTimeout: Duration
+    /// The round, for a step of a revision loop.
+    public var round: Int? = nil
 
     /// The task as the agents' API sends it.
     public var json: JSONValue {
@@ -47,6 +49,7 @@ public struct RunTask: Sendable {
             ("leaseExpiresAt", .string(leaseExpiresAt.description)),
             ("deadline", .string(deadline.description)),
             ("heartbeatTimeoutMs", .int(Int(heartbeatTimeout.wholeMilliseconds))),
+            ("round", round.map { .int($0) }),
         ])
     }
 
@@ -59,7 +62,7 @@ public struct RunTask: Sendable {
         var outputs: [Int: Node?] = [:]
         func output(_ index: Int) throws(StoreError) -> Node? {
             if let known = outputs[index] { return known }
-            let value = try reader.value(of: run.id, key: plan.steps[index].id).flatMap {
+            let value = try reader.value(of: run.id, key: plan.steps[index].outputKey).flatMap {
                 try? JSONParser.parse($0.value, file: "<blackboard>")
             }
             outputs[index] = value
@@ -77,16 +80,18 @@ public struct RunTask: Sendable {
                 inputs.append((input.name, parse(json) ?? .null))
             }
         }
+        // Keyed by the declared step: loop rounds and fallbacks write one key, so a step
+        // after them sees the output of whichever ran last.
         var dependencies: [(String, JSONValue)] = []
-        for dependency in step.dependencies {
-            dependencies.append((plan.steps[dependency].id, try output(dependency).map(JSONValue.init) ?? .null))
+        for dependency in step.dependencies where !dependencies.contains(where: { $0.0 == plan.steps[dependency].outputKey }) {
+            dependencies.append((plan.steps[dependency].outputKey, try output(dependency).map(JSONValue.init) ?? .null))
         }
         return RunTask(
             id: record.task, workflow: plan.workflow, agent: agent, attempts: step.attempts,
             idempotencyKey: record.idempotencyKey, prompt: step.prompt, tools: step.tools, maxTokens: step.maxTokens, runInput: runInput,
             inputs: .object(inputs), dependencies: .object(dependencies), dataClasses: step.dataClasses,
             leaseExpiresAt: record.leaseExpiresAt ?? record.deadline ?? Timestamp(milliseconds: 0),
-            deadline: record.deadline ?? Timestamp(milliseconds: 0), heartbeatTimeout: step.heartbeatTimeout)
+            deadline: record.deadline ?? Timestamp(milliseconds: 0), heartbeatTimeout: step.heartbeatTimeout, round: step.round)
     }
 
     private static func parse(_ json: String) -> JSONValue? {

@@ -84,7 +84,7 @@ public enum AgentLaunch {
         var unreadable: [String] = []
         for secret in spec.secrets {
             let id = SecretID(namespace: agent.metadata.namespace, name: secret.name.value)
-            guard permissions.permits(.secret, id.name), credentials.reservation(of: id) == nil,
+            guard credentials.permits(id, permissions),
                 !reserved(secret.env)
             else {
                 withheld.append(id.name)

@@ -652,11 +652,64 @@ enum BundledSchemas {
             {
               "$schema": "https://json-schema.org/draft/2020-12/schema",
               "title": "Workflow",
-              "description": "A DAG of steps run by agents, with human approval gates. orl proves it respects the policies before it runs.",
+              "description": "A DAG of steps run by agents, with human approval gates, bounded routing, revision loops and fallbacks. orl proves that every path respects the policies before it runs.",
               "type": "object",
               "required": ["apiVersion", "kind", "metadata", "spec"],
               "additionalProperties": false,
               "$defs": {
+                "retry": {
+                  "type": "object",
+                  "additionalProperties": false,
+                  "properties": {
+                    "attempts": { "type": "integer", "minimum": 1, "maximum": 100, "default": 1 },
+                    "backoff": { "$ref": "common.schema.json#/$defs/duration", "default": "1s" },
+                    "maxBackoff": { "$ref": "common.schema.json#/$defs/duration", "default": "5m" }
+                  }
+                },
+                "route": {
+                  "description": "Makes the step a router: one member of its output selects one of the branches, and the steps of the branches not taken are Skipped. Every branch is known from the manifest, so the audit checks each of them.",
+                  "type": "object",
+                  "required": ["key", "branches"],
+                  "additionalProperties": false,
+                  "properties": {
+                    "key": { "type": "string", "minLength": 1, "description": "The member of the step's output (a JSON object) whose value picks the branch; a value that is not a string is matched as its JSON text (true, 3)." },
+                    "branches": {
+                      "description": "Value → the steps that start that branch. They run after this step (orl adds the dependency).",
+                      "type": "object",
+                      "minProperties": 1,
+                      "maxProperties": 100,
+                      "additionalProperties": { "$ref": "common.schema.json#/$defs/names" }
+                    },
+                    "default": { "type": "string", "description": "The branch taken when the value matches none (or is missing). Without it such a result fails the attempt." }
+                  }
+                },
+                "loop": {
+                  "description": "Closes a bounded revision loop: the steps from `from` to this one run again, at most maxRounds times in all, until this step's output says so.",
+                  "type": "object",
+                  "required": ["from", "maxRounds"],
+                  "additionalProperties": false,
+                  "properties": {
+                    "from": { "$ref": "common.schema.json#/$defs/name", "description": "The first step of the loop (this step itself for a one-step loop); it must be upstream of this step." },
+                    "maxRounds": { "type": "integer", "minimum": 1, "maximum": 20, "description": "Rounds in all, the first included: the bound the audit checks budgets against." },
+                    "until": {
+                      "description": "Ends the loop early when the member `key` of this step's output equals `equals`.",
+                      "type": "object",
+                      "required": ["key", "equals"],
+                      "additionalProperties": false,
+                      "properties": { "key": { "type": "string", "minLength": 1 }, "equals": true }
+                    }
+                  }
+                },
+                "fallback": {
+                  "description": "An agent that takes the step over when its last attempt fails.",
+                  "type": "object",
+                  "required": ["agent"],
+                  "additionalProperties": false,
+                  "properties": {
+                    "agent": { "$ref": "common.schema.json#/$defs/name" },
+                    "retry": { "$ref": "#/$defs/retry" }
+                  }
+                },
                 "inputSource": {
                   "description": "Where a step input comes from: a run input, an earlier step's output (or one key of it), or a literal value.",
                   "type": "object",
@@ -754,20 +807,21 @@ enum BundledSchemas {
                           "maxTokens": { "type": "integer", "minimum": 1, "maximum": 1000000000000, "description": "Upper bound on tokens the step may spend per attempt." },
                           "timeout": { "$ref": "common.schema.json#/$defs/duration", "default": "10m", "description": "How long one attempt may run, from the moment its agent claims the task; past it the attempt fails and is retried per retry." },
                           "heartbeatTimeout": { "$ref": "common.schema.json#/$defs/duration", "default": "60s", "description": "How long a claimed task may go without a heartbeat from its agent before the attempt is given up and retried per retry (the task's lease)." },
-                          "retry": {
-                            "type": "object",
-                            "additionalProperties": false,
-                            "properties": {
-                              "attempts": { "type": "integer", "minimum": 1, "maximum": 100, "default": 1 },
-                              "backoff": { "$ref": "common.schema.json#/$defs/duration", "default": "1s" },
-                              "maxBackoff": { "$ref": "common.schema.json#/$defs/duration", "default": "5m" }
-                            }
+                          "retry": { "$ref": "#/$defs/retry" },
+                          "route": { "$ref": "#/$defs/route" },
+                          "loop": { "$ref": "#/$defs/loop" },
+                          "fallback": {
+                            "description": "Alternative agents that take over, in order, when the step exhausts its retries (each one after the previous one fails).",
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 5,
+                            "items": { "$ref": "#/$defs/fallback" }
                           },
                           "continueOnFailure": { "type": "boolean", "default": false, "description": "When true a failure of this step (after its last attempt) does not fail its dependants or the run: they run without its output. Agent steps only: a denied approval gate always stops what depends on it." }
                         },
                         "oneOf": [
                           { "required": ["agent"], "not": { "required": ["approval"] } },
-                          { "required": ["approval"], "not": { "anyOf": [{ "required": ["agent"] }, { "required": ["tools"] }, { "required": ["prompt"] }, { "required": ["heartbeatTimeout"] }, { "required": ["continueOnFailure"] }] } }
+                          { "required": ["approval"], "not": { "anyOf": [{ "required": ["agent"] }, { "required": ["tools"] }, { "required": ["prompt"] }, { "required": ["heartbeatTimeout"] }, { "required": ["continueOnFailure"] }, { "required": ["route"] }, { "required": ["loop"] }, { "required": ["fallback"] }] } }
                         ]
                       }
                     }

@@ -51,12 +51,17 @@ public struct ApplyOptions: Sendable {
     public var appliedBy: String
     /// Where the code of the Agents and Tools applied comes from (see `CodeOrigin`).
     public var codeRoot: String?
+    /// Take over resources another source applied (`--force-conflicts`). Without it a
+    /// plan that would is refused: two sources declaring one resource would otherwise
+    /// take it from each other on every apply, and prune what the other still declares.
+    public var forceConflicts: Bool
 
     public init(
         source: String, prune: Bool = false, allowEmpty: Bool = false, maxDeletions: Int = 10, revision: String? = nil, appliedBy: String,
-        codeRoot: String? = nil
+        codeRoot: String? = nil, forceConflicts: Bool = false
     ) {
         self.codeRoot = codeRoot
+        self.forceConflicts = forceConflicts
         self.source = source
         self.prune = prune
         self.allowEmpty = allowEmpty
@@ -71,13 +76,32 @@ public enum PlanRefusal: Error, Sendable, Equatable, CustomStringConvertible {
     /// Pruning with nothing desired would delete everything the source owns.
     case emptyDesiredSet(owned: Int)
     case tooManyDeletions(count: Int, limit: Int)
+    /// Resources another source applied, which this apply would take over.
+    case conflicts([Conflict])
+
+    public struct Conflict: Sendable, Equatable {
+        public var id: ResourceID
+        /// The source that applied it (`git:fleet`, `files:/srv/manifests`).
+        public var owner: String
+        /// Where that source's manifest defines it.
+        public var file: String
+        public var line: Int
+    }
 
     public var description: String {
         switch self {
+        case .conflicts(let conflicts):
+            let shown = conflicts.prefix(5).map { "\($0.id) is owned by source \($0.owner) (applied from \($0.file):\($0.line))" }
+            let more = conflicts.count > 5 ? "; and \(conflicts.count - 5) more" : ""
+            let them = conflicts.count == 1 ? "it" : "them"
+            return
+                "conflict: \(shown.joined(separator: "; "))\(more). Remove \(them) from these manifests, or pass --force-conflicts to take \(them) over"
         case .emptyDesiredSet(let owned):
-            "the manifests define no resources, so --prune would delete all \(owned) this source owns; pass --allow-empty if that is what you want"
+            return
+                "the manifests define no resources, so --prune would delete all \(owned) this source owns; pass --allow-empty if that is what you want"
         case .tooManyDeletions(let count, let limit):
-            "the plan prunes \(count) resources, more than --max-deletions \(limit); review the plan and rerun with --max-deletions \(count) if it is right"
+            return
+                "the plan prunes \(count) resources, more than --max-deletions \(limit); review the plan and rerun with --max-deletions \(count) if it is right"
         }
     }
 }
@@ -142,6 +166,13 @@ public enum Planner {
 
     /// Refuses plans that would delete more than the user meant.
     public static func check(_ plan: Plan, desiredCount: Int, options: ApplyOptions) throws(PlanRefusal) {
+        if !options.forceConflicts {
+            let conflicts = plan.changes.compactMap { change -> PlanRefusal.Conflict? in
+                guard let owner = change.takesOverFrom, let current = change.current else { return nil }
+                return PlanRefusal.Conflict(id: change.id, owner: owner, file: current.file, line: current.line)
+            }
+            if !conflicts.isEmpty { throw .conflicts(conflicts) }
+        }
         guard plan.prunes > 0 else { return }
         if desiredCount == 0 && !options.allowEmpty { throw .emptyDesiredSet(owned: plan.prunes) }
         if plan.prunes > options.maxDeletions { throw .tooManyDeletions(count: plan.prunes, limit: options.maxDeletions) }

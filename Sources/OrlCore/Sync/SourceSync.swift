@@ -115,6 +115,50 @@ public enum SourceSync {
         }
     }
 
+    // MARK: An unreachable remote
+
+    /// The record after a round that could not reach the remote, and the event to
+    /// record: only when the source was reachable before. A remote that stays down is
+    /// one state, not one Warning per round. `failures` counts the rounds in a row.
+    public static func unreachable(_ record: SourceRecord, message: String, now: Timestamp) -> (SourceRecord, StoreEvent?) {
+        var next = record
+        let already = record.result == .unreachable
+        next.result = .unreachable
+        next.message = message
+        next.failures = already ? record.failures + 1 : 1
+        guard !already else { return (next, nil) }
+        return (
+            next,
+            StoreEvent(time: now, kind: .warning, resource: record.eventSubject, reason: "Unreachable", message: "Unreachable: \(message)")
+        )
+    }
+
+    /// The record and event once a remote that was unreachable answers again; nil when
+    /// it was not unreachable.
+    public static func reachable(_ record: SourceRecord, now: Timestamp) -> (SourceRecord, StoreEvent)? {
+        guard record.result == .unreachable else { return nil }
+        var next = record
+        let rounds = record.failures == 1 ? "1 round" : "\(record.failures) rounds"
+        // What the last attempt came to before the outage is not kept; a revision that
+        // had failed is simply tried again.
+        next.result = record.lastAttempted == record.lastApplied ? .applied : .failed
+        next.failures = 0
+        next.message = "the remote is reachable again (it was not for \(rounds))"
+        return (
+            next, StoreEvent(time: now, kind: .normal, resource: record.eventSubject, reason: "Reachable", message: next.message)
+        )
+    }
+
+    /// How long a watcher waits before asking an unreachable remote again: its interval,
+    /// doubling with each round in a row that failed, up to 5 minutes (or the interval,
+    /// when that is longer). A webhook delivery still syncs at once.
+    public static func unreachableDelay(failures: Int, interval: Duration) -> Duration {
+        let cap = max(interval, .seconds(300))
+        let exponent = max(0, min(failures - 1, 20))
+        let delay = interval * (1 << exponent)
+        return min(delay, cap)
+    }
+
     /// A commit as people read it: its first 7 digits.
     public static func short(_ revision: String) -> String { String(revision.prefix(7)) }
 }

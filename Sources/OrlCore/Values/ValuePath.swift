@@ -6,6 +6,9 @@ public struct ValuePath: Sendable, Hashable, CustomStringConvertible {
     public enum Component: Sendable, Hashable {
         case key(String)
         case index(Int)
+        /// The element of a keyed list whose `key` is `value`: `steps[id=draft]`. Diffs
+        /// name list elements by key, so inserting one does not renumber the others.
+        case element(key: String, value: String)
     }
 
     public var components: [Component]
@@ -34,6 +37,8 @@ public struct ValuePath: Sendable, Hashable, CustomStringConvertible {
             switch component {
             case .index(let i):
                 out += "[\(i)]"
+            case .element(let key, let value):
+                out += "[\(key)=\(value)]"
             case .key(let k):
                 if ValuePath.isPlainKey(k) {
                     if !out.isEmpty { out += "." }
@@ -53,6 +58,7 @@ public struct ValuePath: Sendable, Hashable, CustomStringConvertible {
             out += "/"
             switch component {
             case .index(let i): out += String(i)
+            case .element(let key, let value): out += "[\(key)=\(value)]".replacingAll("~", with: "~0").replacingAll("/", with: "~1")
             case .key(let k): out += k.replacingAll("~", with: "~0").replacingAll("/", with: "~1")
             }
         }

@@ -1,0 +1,34 @@
+import ArgumentParser
+import COrlBuildInfo
+import OrlCore
+
+/// `orlctl version`: what was built, from which commit, for bug reports and fleets of
+/// installed binaries (like `kubectl version --client -o json`).
+struct Version: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print orlctl's version and the commit it was built from.",
+        discussion: "The commit is \"unknown\" for a build made without git (from a tarball, say)."
+    )
+
+    @Option(name: [.short, .long], help: "Output format: text or json.")
+    var output: OutputFormat = .text
+
+    static var commit: String {
+        let commit = String(cString: orl_build_commit())
+        return commit.isEmpty ? "unknown" : commit
+    }
+
+    func run() async throws {
+        let dirty = orl_build_dirty() != 0
+        switch output {
+        case .text:
+            writeStandardOutput("orlctl \(Orlctl.version) (commit \(Self.commit)\(dirty ? ", with uncommitted changes" : ""))\n")
+        case .json:
+            writeStandardOutput(
+                JSONValue.object([
+                    ("version", .string(Orlctl.version)), ("commit", .string(Self.commit)), ("dirty", .bool(dirty)),
+                    ("apiVersion", .string("orl.dev/v1")),
+                ]).rendered())
+        }
+    }
+}

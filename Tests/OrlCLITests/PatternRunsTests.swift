@@ -1,0 +1,101 @@
+import Foundation
+import OrlCore
+import Testing
+
+/// The bounded patterns end to end: the examples' fleets (examples/routing,
+/// revision-loop, fallback) applied to a real state, run by the real controller and the
+/// reference agent, whose answers the manifests script (a step's `reply` input,
+/// `AGENT_FAIL` on an agent).
+@Suite(.serialized) struct PatternRunsTests {
+    static func harness() throws -> AgentRunsTests.Harness {
+        let h = try AgentRunsTests.Harness()
+        try FileManager.default.createDirectory(atPath: h.state + "/workspace", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(
+            atPath: h.state + "/workspace/examples", withDestinationPath: Orlctl.packageRoot.appendingPathComponent("examples").path)
+        for example in ["routing", "revision-loop", "fallback"] {
+            try h.apply(Orlctl.packageRoot.appendingPathComponent("examples/\(example)").path)
+        }
+        try h.startController()
+        return h
+    }
+
+    func state(_ steps: [String: [String: Any]], _ id: String) -> String { steps[id]?["state"] as? String ?? "?" }
+
+    @Test func theBoundedPatternsRunEndToEndWithTheReferenceAgent() throws {
+        let h = try Self.harness()
+
+        // Routing: a technical ticket takes the technical branch only.
+        let technical = try h.start("support-ticket", ["-n", "routing", "--input", #"ticket={"category": "technical"}"#])
+        #expect(try h.await(technical, ["Succeeded", "Failed"]) == "Succeeded")
+        var steps = try h.steps(technical)
+        #expect(state(steps, "debug") == "Succeeded" && state(steps, "close") == "Succeeded")
+        for skipped in ["check", "approve-refund", "refund", "escalate"] { #expect(state(steps, skipped) == "Skipped", "\(skipped)") }
+        #expect(steps["classify"]?["reason"] as? String == #"route technical (category = "technical")"#)
+        let described = try h.orlctl(["describe", "run/\(technical)", "-n", "routing"]).stdout
+        let decision = #"classify: route technical (category = "technical")"#
+        #expect(described.contains("Decisions:") && described.contains(decision), "\(described)")
+        #expect(described.contains("Routed"), "\(described)")
+
+        // A ticket triage cannot place goes to a person (the default branch).
+        let unclear = try h.start("support-ticket", ["-n", "routing", "--input", "ticket=the printer is on fire"])
+        try h.await(unclear, ["WaitingApproval"])
+        steps = try h.steps(unclear)
+        #expect(state(steps, "escalate") == "WaitingApproval" && state(steps, "debug") == "Skipped" && state(steps, "check") == "Skipped")
+        #expect((steps["classify"]?["reason"] as? String)?.contains("matches no branch; the default") == true)
+        #expect(try h.orlctl(["approve", "run/\(unclear)", "--step", "escalate"]).status == 0)
+        #expect(try h.await(unclear, ["Succeeded", "Failed"]) == "Succeeded")
+
+        // Revision loop: approved in round 2, so round 3 never runs; publish gets round 2's draft.
+        let article = try h.start("article", ["-n", "revision-loop"])
+        #expect(try h.await(article, ["Succeeded", "Failed"]) == "Succeeded")
+        steps = try h.steps(article)
+        #expect(state(steps, "review~r2") == "Succeeded" && state(steps, "write~r3") == "Skipped" && state(steps, "review~r3") == "Skipped")
+        #expect((steps["review~r2"]?["reason"] as? String)?.hasPrefix("loop ended in round 2 of 3") == true)
+        #expect(try h.output(article, "review")["approved"] as? Bool == true, "the latest review is round 2's")
+        #expect((steps["write~r2"]?["tokens"] as? Int ?? 0) > 0, "each round has its own cost")
+
+        // Never approved: the loop stops at its bound and the run goes on.
+        let stubborn = try h.start("article", ["-n", "revision-loop", "--input", #"verdicts={"approved": false}"#])
+        #expect(try h.await(stubborn, ["Succeeded", "Failed"]) == "Succeeded")
+        steps = try h.steps(stubborn)
+        #expect(state(steps, "review~r3") == "Succeeded" && state(steps, "publish") == "Succeeded")
+        #expect(steps["review~r3"]?["reason"] as? String == "loop ended at its bound, round 3 of 3: approved = false")
+
+        // Fallback: primary fails both attempts, backup takes over, notify gets its summary.
+        let digest = try h.start("daily-digest", ["-n", "fallback"])
+        #expect(try h.await(digest, ["Succeeded", "Failed"]) == "Succeeded")
+        steps = try h.steps(digest)
+        #expect(state(steps, "summarize") == "DeadLetter" && steps["summarize"]?["attempt"] as? Int == 2)
+        #expect(state(steps, "summarize~fallback1") == "Succeeded" && state(steps, "notify") == "Succeeded")
+        let events = try h.orlctl(["describe", "run/\(digest)", "-n", "fallback"]).stdout
+        #expect(events.contains("FallbackTakesOver") && events.contains("the upstream model is unavailable"), "\(events)")
+        #expect(h.file("state/logs/fallback/backup.log").contains("summarize~fallback1"), "\(h.agentLogs())")
+
+        try h.stopController()
+    }
+
+    /// Each example is valid, and the change that breaks each pattern's proof is flagged.
+    @Test func eachPatternsAuditFlagsTheBreakingChangeAndPassesItsTwin() throws {
+        let work = try TemporaryDirectory()
+        func validate(_ example: String, _ old: String, _ new: String) throws -> Orlctl.Result {
+            let text = try String(
+                contentsOf: Orlctl.packageRoot.appendingPathComponent("examples/\(example)/fleet.yaml"), encoding: .utf8)
+            #expect(text.contains(old), "examples/\(example) has no \(old)")
+            let path = work.url.appendingPathComponent("\(example).yaml").path
+            try text.replacingOccurrences(of: old, with: new).write(toFile: path, atomically: true, encoding: .utf8)
+            return try Orlctl.run(["validate", "-f", path], in: work.url)
+        }
+        for example in ["routing", "revision-loop", "fallback"] {
+            let valid = try validate(example, "apiVersion", "apiVersion")
+            #expect(valid.status == 0, "\(example): \(valid.stdout)\(valid.stderr)")
+        }
+        let ungated = try validate("routing", "dependsOn: [approve-refund]", "dependsOn: [check]")
+        #expect(ungated.status == 1 && ungated.stdout.contains("perm.approval-missing"))
+        #expect(ungated.stdout.contains(#"runs via route billing of step "classify""#), "\(ungated.stdout)")
+        let looping = try validate("revision-loop", "limits: [{ window: day, tokens: 100000 }]", "limits: [{ window: day, tokens: 30000 }]")
+        #expect(looping.stdout.contains("budget.infeasible") && looping.stdout.contains("3 rounds of loop \"review\""), "\(looping.stdout)")
+        let handoff = try validate("fallback", "handoffs: [backup]", "handoffs: [primary]")
+        #expect(handoff.status == 1 && handoff.stdout.contains(#"agent "primary" may not hand off to agent "backup""#), "\(handoff.stdout)")
+        #expect(handoff.stdout.contains("fallback 1 of \"summarize\""), "\(handoff.stdout)")
+    }
+}

@@ -1,0 +1,39 @@
+import Foundation
+import Testing
+
+/// `orlctl test`: the quickstart fleet's own tests pass; a wrong expectation fails with
+/// exit 1 and a JUnit failure; a test file that cannot be read is an error.
+@Suite struct PolicyTestCommandTests {
+    @Test func theQuickstartFleetPassesItsTests() throws {
+        let result = try Orlctl.run(["test", "-f", "manifests/", "tests/"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.hasSuffix("7 passed, 0 failed\n"), "\(result.stdout)")
+    }
+
+    @Test func aWrongExpectationFailsWithJUnit() throws {
+        let directory = try TemporaryDirectory()
+        let file = directory.url.appendingPathComponent("t.yaml")
+        try """
+        tests:
+          - agent: writer
+            may: {tool: publish-post}
+          - diagnostic: budget.missing
+            raised: true
+        """.write(to: file, atomically: true, encoding: .utf8)
+        let junit = directory.url.appendingPathComponent("junit.xml").path
+        let result = try Orlctl.run(["test", "-f", "manifests/", file.path, "--junit", junit])
+        #expect(result.status == 1)
+        #expect(result.stdout.contains("FAIL  \(file.path):2  agent \"writer\" may use tool \"publish-post\""), "\(result.stdout)")
+        #expect(result.stdout.hasSuffix("0 passed, 2 failed\n"), "\(result.stdout)")
+        let xml = try String(contentsOfFile: junit, encoding: .utf8)
+        #expect(xml.contains("<testsuites name=\"orlctl test\" tests=\"2\" failures=\"2\">"))
+        #expect(
+            xml.contains("<failure message=\"it may not: no policy allows it\">") || xml.contains("<failure message=\"it may not"), "\(xml)"
+        )
+
+        try "tests:\n  - agent: writer\n    may: {tol: x}\n".write(to: file, atomically: true, encoding: .utf8)
+        let bad = try Orlctl.run(["test", "-f", "manifests/", file.path])
+        #expect(bad.status == 2)
+        #expect(bad.stderr.contains("unknown permission kind \"tol\" (did you mean \"tool\"?)"), "\(bad.stderr)")
+    }
+}
