@@ -48,6 +48,11 @@ import Testing
         try repo.git("checkout", "-q", "-b", "broken")
         try repo.write("fleet/agent.yaml", GitFleet.agent().replacingOccurrences(of: "model: sim/small", with: "model: 42"))
         let broken = try repo.commit("broken")
+        // Readable, but it brings a new error: review judges it (exit 1) rather than refusing
+        // a fleet it cannot read (exit 2).
+        try repo.git("checkout", "-q", "-b", "violating", good)
+        try repo.write("fleet/agent.yaml", GitFleet.agent().replacingOccurrences(of: "model: sim/small", with: "model: sim/no-such-model"))
+        let violating = try repo.commit("violating")
         try repo.git("checkout", "-q", "main")
         let sync = ["sync", "--once", "--repo", repo.root.path, "--path", "fleet"]
 
@@ -119,7 +124,7 @@ import Testing
             "gc 0": { try run(["gc"]) },
             "gc 2": { try run(["gc"], state: bad) },
             "review 0": { try Orlctl.run(["review", "--repo", repo.root.path, "--base", good, "--head", good, "--path", "fleet"]) },
-            "review 1": { try Orlctl.run(["review", "--repo", repo.root.path, "--base", good, "--head", broken, "--path", "fleet"]) },
+            "review 1": { try Orlctl.run(["review", "--repo", repo.root.path, "--base", good, "--head", violating, "--path", "fleet"]) },
             "review 2": { try Orlctl.run(["review", "--repo", root + "/no-such-repo", "--base", good, "--head", good]) },
         ]
         var missing: [String] = []
