@@ -17,12 +17,15 @@ public struct APIServer: Sendable {
     public let adminToken: String?
     /// The connections held at most (see `ConnectionGuard`).
     public let connections: ConnectionGuard
+    /// The web dashboard under `/ui`; nil serves none.
+    public let dashboard: Dashboard?
 
     /// `port` 0 lets the system choose one.
     public init(
         gateway: Gateway, agents: AgentAPI? = nil, host: String = "127.0.0.1", port: Int, adminToken: String? = nil,
-        connections: ConnectionGuard = ConnectionGuard(cap: ConnectionGuard.capForThisProcess())
+        connections: ConnectionGuard = ConnectionGuard(cap: ConnectionGuard.capForThisProcess()), dashboard: Dashboard? = nil
     ) {
+        self.dashboard = dashboard
         self.connections = connections
         self.gateway = gateway
         self.agents = agents
@@ -62,6 +65,7 @@ public struct APIServer: Sendable {
             router.post(RouterPath("/v1" + api.path)) { [gateway] request, _ in await gateway.serve(api, request) }
         }
         agents?.register(router)
+        dashboard?.register(router)
         if let adminToken {
             router.get("/orl/v1/budgets") { [gateway] request, _ in
                 guard AgentToken.matches(request.headers[.authorization], "Bearer \(adminToken)") else {

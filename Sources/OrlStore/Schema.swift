@@ -339,6 +339,41 @@ enum Schema {
                 CREATE INDEX events_by_time ON events (time);
                 """
         ),
+        Migration(
+            summary: "create the alert outbox",
+            sql: """
+                -- Alerts' notifications, written from the event log before they are sent:
+                -- a controller killed mid-delivery sends them on restart. One row per event
+                -- and Alert, so an event is never queued twice for the same Alert.
+                CREATE TABLE alert_outbox (
+                    event_number INTEGER NOT NULL,    -- events.number (the delivery id is evt-N)
+                    namespace TEXT NOT NULL,          -- the Alert
+                    alert TEXT NOT NULL,
+                    type TEXT NOT NULL,               -- AlertEventType
+                    time INTEGER NOT NULL,            -- the event's
+                    resource_kind TEXT NOT NULL,
+                    resource_namespace TEXT NOT NULL,
+                    resource_name TEXT NOT NULL,
+                    reason TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    action TEXT,
+                    state TEXT NOT NULL DEFAULT 'Pending' CHECK (state IN ('Pending', 'Delivered', 'Failed')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER NOT NULL,
+                    last_error TEXT,
+                    delivered_at INTEGER,
+                    PRIMARY KEY (namespace, alert, event_number)
+                );
+                CREATE INDEX alert_outbox_due ON alert_outbox (state, next_attempt_at);
+                -- The last event the outbox has looked at; events before the outbox existed
+                -- are history, not news.
+                CREATE TABLE alert_cursor (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    event_number INTEGER NOT NULL
+                );
+                INSERT INTO alert_cursor (id, event_number) SELECT 1, COALESCE(MAX(number), 0) FROM events;
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

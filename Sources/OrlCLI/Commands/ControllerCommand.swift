@@ -121,7 +121,14 @@ struct RunController: AsyncParsableCommand {
         let agents = AgentAPI(
             gateway: gateway, store: apiStore, waiters: waiters, commands: ProcessRuntime(), secret: { secrets.value(of: $0) },
             changeMarker: { try? apiStore.changeMarker() }, configuration: AgentAPI.Configuration(stateDirectory: directory))
-        let (url, server) = try await serve(gateway, agents: agents, directory: directory, log: log)
+        let dashboardStore = try state.openStore()
+        let (url, server) = try await serve(
+            gateway, agents: agents, directory: directory, log: log,
+            dashboard: { token in
+                Dashboard(
+                    store: dashboardStore, adminToken: token, budgets: { gateway.budgetStatus(now: $0) }, onReady: { waiters.notify($0) },
+                    clock: Controller.systemTime, identity: "\(Caller.identity) (dashboard)")
+            })
         var configuration = Controller.Configuration(stateDirectory: directory)
         configuration.apiURL = url
         let controller = Controller(
@@ -166,7 +173,17 @@ struct RunController: AsyncParsableCommand {
                 onReady: { waiters.notify($0) }
             ).run()
         }
+        // Alerts' notifications, from the event log through the outbox, on a connection
+        // of their own.
+        let alertStore = try state.openStore()
+        let notifier = Task {
+            await Notifier(
+                store: alertStore, secret: { secrets.value(of: $0) }, log: Self.sink(logFormat), clock: Controller.systemTime,
+                changeMarker: { try? alertStore.changeMarker() }
+            ).run()
+        }
         await controller.run()
+        notifier.cancel()
         runs.cancel()
         rotation.cancel()
         retention.cancel()
@@ -193,7 +210,8 @@ struct RunController: AsyncParsableCommand {
     /// Starts the API: on --listen, else on the previous run's port (adopted agents know
     /// only that one), else on any free port.
     private func serve(
-        _ gateway: Gateway, agents: AgentAPI, directory: String, log: @escaping @Sendable (ControllerEvent) -> Void
+        _ gateway: Gateway, agents: AgentAPI, directory: String, log: @escaping @Sendable (ControllerEvent) -> Void,
+        dashboard: (String) -> Dashboard
     ) async throws -> (String, Task<Void, any Error>) {
         let previous = (try? String(contentsOfFile: Self.apiFile(directory), encoding: .utf8))
             .flatMap { text -> (host: String, port: Int)? in
@@ -212,8 +230,10 @@ struct RunController: AsyncParsableCommand {
         close(fd)
         let started: (url: String, task: Task<Void, any Error>)
         do {
-            started = try await APIServer(gateway: gateway, agents: agents, host: wanted.host, port: wanted.port, adminToken: adminToken)
-                .start()
+            started = try await APIServer(
+                gateway: gateway, agents: agents, host: wanted.host, port: wanted.port, adminToken: adminToken,
+                dashboard: dashboard(adminToken)
+            ).start()
         } catch {
             guard listen == nil, wanted.port != 0 else {
                 throw CommandFailure(message: "cannot serve the API on \(wanted.host):\(wanted.port): \(error)")
@@ -223,7 +243,9 @@ struct RunController: AsyncParsableCommand {
                     time: Controller.systemTime(), reason: .error,
                     message: "cannot serve the API on the previous port \(wanted.port) (\(error)); agents started before will be restarted"
                 ))
-            started = try await APIServer(gateway: gateway, agents: agents, host: wanted.host, port: 0, adminToken: adminToken).start()
+            started = try await APIServer(
+                gateway: gateway, agents: agents, host: wanted.host, port: 0, adminToken: adminToken, dashboard: dashboard(adminToken)
+            ).start()
         }
         do {
             try (started.url + "\n").write(toFile: Self.apiFile(directory), atomically: true, encoding: .utf8)

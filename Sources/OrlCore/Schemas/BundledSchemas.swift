@@ -110,6 +110,79 @@ enum BundledSchemas {
             """#
         ),
         (
+            "alert.schema.json",
+            #"""
+            {
+              "$schema": "https://json-schema.org/draft/2020-12/schema",
+              "title": "Alert",
+              "description": "Sends chosen events (budgets, approvals, runs, git syncs, agents' restarts) to a webhook: generic JSON signed with HMAC-SHA256, or Slack's incoming-webhook shape. Each event is delivered at most once per receiver that acknowledges it (2xx), retried with backoff until then.",
+              "type": "object",
+              "required": ["apiVersion", "kind", "metadata", "spec"],
+              "additionalProperties": false,
+              "properties": {
+                "apiVersion": { "const": "orl.dev/v1" },
+                "kind": { "const": "Alert" },
+                "metadata": { "$ref": "common.schema.json#/$defs/metadata" },
+                "spec": {
+                  "type": "object",
+                  "required": ["events", "webhook"],
+                  "additionalProperties": false,
+                  "properties": {
+                    "description": { "type": "string", "maxLength": 2000 },
+                    "events": {
+                      "description": "The events sent. BudgetThreshold, BudgetExhausted, BudgetHalt (an agent halted by a budget); ApprovalRequested (with the orlctl command that decides it); RunFailed, DeadLetter (a step gave up after its last attempt); SyncFailed (a git source failed, was unreachable or had invalid manifests), SyncRefused (a guard or a rewind refused it); CrashLoopBackOff, Stalled (an agent could not be started).",
+                      "type": "array",
+                      "minItems": 1,
+                      "uniqueItems": true,
+                      "items": {
+                        "enum": [
+                          "BudgetThreshold", "BudgetExhausted", "BudgetHalt", "ApprovalRequested", "RunFailed", "DeadLetter",
+                          "SyncFailed", "SyncRefused", "CrashLoopBackOff", "Stalled"
+                        ]
+                      }
+                    },
+                    "namespaces": {
+                      "description": "The namespaces whose events are sent; * for all. By default the Alert's own (git sources' events are in default).",
+                      "type": "array",
+                      "minItems": 1,
+                      "uniqueItems": true,
+                      "items": { "type": "string", "pattern": "^(\\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$" }
+                    },
+                    "webhook": {
+                      "type": "object",
+                      "required": ["urlSecret"],
+                      "additionalProperties": false,
+                      "properties": {
+                        "format": {
+                          "description": "json: orl's event object, signed (X-Orl-Signature) when signingKeySecret is set. slack: {\"text\": ...}, for Slack (or Mattermost, Rocket.Chat) incoming webhooks.",
+                          "enum": ["json", "slack"],
+                          "default": "json"
+                        },
+                        "urlSecret": {
+                          "description": "Vault secret holding the webhook's URL (http or https): Slack's URLs are credentials. orl reads it; no agent receives it.",
+                          "$ref": "common.schema.json#/$defs/name"
+                        },
+                        "signingKeySecret": {
+                          "description": "Vault secret holding the HMAC-SHA256 key: X-Orl-Signature is v1=hex(HMAC(key, X-Orl-Timestamp + \".\" + body)).",
+                          "$ref": "common.schema.json#/$defs/name"
+                        },
+                        "timeout": { "$ref": "common.schema.json#/$defs/duration", "default": "10s" },
+                        "maxAttempts": {
+                          "description": "Attempts before the delivery is given up and an AlertFailed event recorded; between them 1s, 2s, 4s, ... up to 5 minutes.",
+                          "type": "integer",
+                          "minimum": 1,
+                          "maximum": 100,
+                          "default": 10
+                        }
+                      }
+                    }
+                  }
+                }
+              }
+            }
+            """#
+        ),
+        (
             "budget.schema.json",
             #"""
             {
@@ -332,7 +405,7 @@ enum BundledSchemas {
               "required": ["apiVersion", "kind"],
               "properties": {
                 "apiVersion": { "const": "orl.dev/v1" },
-                "kind": { "enum": ["Agent", "Tool", "ModelProvider", "Policy", "Budget", "Workflow"] }
+                "kind": { "enum": ["Agent", "Tool", "ModelProvider", "Policy", "Budget", "Workflow", "Alert"] }
               },
               "allOf": [
                 {
@@ -358,6 +431,10 @@ enum BundledSchemas {
                 {
                   "if": { "properties": { "kind": { "const": "Workflow" } }, "required": ["kind"] },
                   "then": { "$ref": "workflow.schema.json" }
+                },
+                {
+                  "if": { "properties": { "kind": { "const": "Alert" } }, "required": ["kind"] },
+                  "then": { "$ref": "alert.schema.json" }
                 }
               ]
             }
