@@ -158,12 +158,15 @@ public enum APICatalog {
             auth: .none, request: nil, responses: [(200, "HTML.")]),
         Route(
             server: agentAPI, method: "POST", path: "/ui/login", summary: "Log in to the dashboard",
-            description: "`token` = the operator token of <state>/controller.token; sets the `orl_session` cookie (HttpOnly, SameSite=Strict, Path=/ui). Refused without this server's `Origin`.",
-            auth: .none, request: "application/x-www-form-urlencoded", responses: [(303, "To `/ui`, with the cookie."), (401, "Not the operator token."), (403, "Cross-site request.")]),
+            description:
+                "`token` = the operator token of <state>/controller.token; sets the `orl_session` cookie (HttpOnly, SameSite=Strict, Path=/ui). Refused without this server's `Origin`.",
+            auth: .none, request: "application/x-www-form-urlencoded",
+            responses: [(303, "To `/ui`, with the cookie."), (401, "Not the operator token."), (403, "Cross-site request.")]),
         Route(
             server: agentAPI, method: "POST", path: "/ui/logout", summary: "Log out of the dashboard",
             description: "Clears the cookie. Needs the form's `csrf` token and this server's `Origin`.",
-            auth: .dashboardSession, request: "application/x-www-form-urlencoded", responses: [(303, "To `/ui/login`."), (403, "Missing or wrong `csrf` token, or cross-site.")]),
+            auth: .dashboardSession, request: "application/x-www-form-urlencoded",
+            responses: [(303, "To `/ui/login`."), (403, "Missing or wrong `csrf` token, or cross-site.")]),
         Route(
             server: agentAPI, method: "GET", path: "/ui", summary: "Dashboard: fleet",
             description: "Agents with phases, restarts and today's spend; approvals waiting, with approve and deny.",
@@ -171,7 +174,8 @@ public enum APICatalog {
         Route(
             server: agentAPI, method: "GET", path: "/ui/agents/{namespace}/{name}", summary: "Dashboard: agent",
             description: "An agent's effective permissions (policies, rules, decisions on its model, tools and secrets), spend and events.",
-            auth: .dashboardSession, request: nil, responses: [(200, "HTML."), (303, "To `/ui/login` without a session."), (404, "Not applied.")]),
+            auth: .dashboardSession, request: nil,
+            responses: [(200, "HTML."), (303, "To `/ui/login` without a session."), (404, "Not applied.")]),
         Route(
             server: agentAPI, method: "GET", path: "/ui/runs", summary: "Dashboard: runs",
             description: "The latest runs.",
@@ -179,11 +183,17 @@ public enum APICatalog {
         Route(
             server: agentAPI, method: "GET", path: "/ui/runs/{id}", summary: "Dashboard: run",
             description: "A run's DAG (inline SVG) with step states, its steps, approval forms and events.",
-            auth: .dashboardSession, request: nil, responses: [(200, "HTML."), (303, "To `/ui/login` without a session."), (404, "No such run.")]),
+            auth: .dashboardSession, request: nil,
+            responses: [(200, "HTML."), (303, "To `/ui/login` without a session."), (404, "No such run.")]),
         Route(
             server: agentAPI, method: "POST", path: "/ui/runs/{id}/decide", summary: "Approve or deny an approval step",
-            description: "`step`, `decision` (approve or deny), `reason`, `csrf`: recorded as `orlctl approve`/`deny` records it. Needs this server's `Origin`.",
-            auth: .dashboardSession, request: "application/x-www-form-urlencoded", responses: [(303, "Back to the run."), (400, "Missing fields."), (403, "Missing or wrong `csrf` token, or cross-site."), (409, "The step is not waiting.")]),
+            description:
+                "`step`, `decision` (approve or deny), `reason`, `csrf`: recorded as `orlctl approve`/`deny` records it. Needs this server's `Origin`.",
+            auth: .dashboardSession, request: "application/x-www-form-urlencoded",
+            responses: [
+                (303, "Back to the run."), (400, "Missing fields."), (403, "Missing or wrong `csrf` token, or cross-site."),
+                (409, "The step is not waiting."),
+            ]),
         Route(
             server: agentAPI, method: "GET", path: "/ui/budgets", summary: "Dashboard: budgets",
             description: "Each budget account's spend, reservations and limit; spend per day over two weeks against day limits (SVG).",
@@ -355,7 +365,12 @@ public enum APICatalog {
                                 "dashboardSession",
                                 .object([
                                     ("type", .string("apiKey")), ("in", .string("cookie")), ("name", .string("orl_session")),
-                                    ("description", .string("Set by POST /ui/login for the operator token; POSTs also need the form's csrf token and this server's Origin.")),
+                                    (
+                                        "description",
+                                        .string(
+                                            "Set by POST /ui/login for the operator token; POSTs also need the form's csrf token and this server's Origin."
+                                        )
+                                    ),
                                 ])
                             ),
                             (

@@ -64,7 +64,8 @@ public final class Dashboard: Sendable {
         router.get("/ui") { request, _ in await self.page(request) { csrf, now in try self.fleetPage(csrf: csrf, now: now) } }
         router.get("/ui/agents/:namespace/:name") { request, context in
             let id = ResourceID(
-                kind: ResourceKind.agent.rawValue, namespace: context.parameters.get("namespace") ?? "", name: context.parameters.get("name") ?? "")
+                kind: ResourceKind.agent.rawValue, namespace: context.parameters.get("namespace") ?? "",
+                name: context.parameters.get("name") ?? "")
             return await self.page(request) { csrf, now in try self.agentPage(id, csrf: csrf, now: now) }
         }
         router.get("/ui/runs") { request, _ in await self.page(request) { csrf, now in try self.runsPage(csrf: csrf, now: now) } }
@@ -119,7 +120,8 @@ public final class Dashboard: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "text/html; charset=utf-8"
         headers[.cacheControl] = "no-store"
-        headers[HTTPField.Name("Content-Security-Policy")!] = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
+        headers[HTTPField.Name("Content-Security-Policy")!] =
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
         headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
         headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
@@ -164,10 +166,14 @@ public final class Dashboard: Sendable {
                 do {
                     continuation.resume(returning: Self.html(.ok, try build(token, now)))
                 } catch let error as DashboardError {
-                    continuation.resume(returning: Self.html(.notFound, HTML.page(title: "Not found", active: "", csrf: token, "<h1>\(HTML.escape(error.message))</h1>")))
+                    continuation.resume(
+                        returning: Self.html(
+                            .notFound, HTML.page(title: "Not found", active: "", csrf: token, "<h1>\(HTML.escape(error.message))</h1>")))
                 } catch {
                     continuation.resume(
-                        returning: Self.html(.internalServerError, HTML.page(title: "Error", active: "", csrf: token, "<h1>\(HTML.escape("\(error)"))</h1>")))
+                        returning: Self.html(
+                            .internalServerError, HTML.page(title: "Error", active: "", csrf: token, "<h1>\(HTML.escape("\(error)"))</h1>"))
+                    )
                 }
             }
         }
@@ -205,7 +211,11 @@ public final class Dashboard: Sendable {
             _ = try RunOperations(store: store, onReady: onReady).decide(
                 run: id, step: step, approve: decision == "approve", by: identity, reason: reason, now: clock())
         } catch {
-            return Self.html(.conflict, HTML.page(title: "Not decided", active: "runs", csrf: nil, "<h1>\(HTML.escape(error.message))</h1><p><a href=\"/ui/runs/\(HTML.path(run))\">Back to the run</a></p>"))
+            return Self.html(
+                .conflict,
+                HTML.page(
+                    title: "Not decided", active: "runs", csrf: nil,
+                    "<h1>\(HTML.escape(error.message))</h1><p><a href=\"/ui/runs/\(HTML.path(run))\">Back to the run</a></p>"))
         }
         return Self.redirect("/ui/runs/\(HTML.path(run))")
     }

@@ -58,8 +58,10 @@ enum HTML {
         """
 
     static func page(title: String, active: String, csrf: String?, _ body: String) -> String {
-        let links = [("fleet", "/ui", "Fleet"), ("runs", "/ui/runs", "Runs"), ("budgets", "/ui/budgets", "Budgets"),
-            ("sources", "/ui/sources", "Sources"), ("alerts", "/ui/alerts", "Alerts"), ("events", "/ui/events", "Events")]
+        let links = [
+            ("fleet", "/ui", "Fleet"), ("runs", "/ui/runs", "Runs"), ("budgets", "/ui/budgets", "Budgets"),
+            ("sources", "/ui/sources", "Sources"), ("alerts", "/ui/alerts", "Alerts"), ("events", "/ui/events", "Events"),
+        ]
         let nav = links.map { key, href, label in "<a href=\"\(href)\"\(key == active ? " class=\"on\"" : "")>\(label)</a>" }.joined()
         let logout =
             csrf.map {
@@ -81,7 +83,9 @@ enum HTML {
         return "<table><thead><tr>\(head)</tr></thead><tbody>\(body)</tbody></table>"
     }
 
-    static func time(_ t: Timestamp?) -> String { t.map { "<span title=\"\(escape($0.description))\">\(escape($0.rfc3339Seconds))</span>" } ?? "–" }
+    static func time(_ t: Timestamp?) -> String {
+        t.map { "<span title=\"\(escape($0.description))\">\(escape($0.rfc3339Seconds))</span>" } ?? "–"
+    }
 
     static func usd(_ value: Double) -> String {
         let cents = (value * 10000).rounded() / 10000

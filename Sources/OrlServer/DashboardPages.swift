@@ -79,7 +79,8 @@ extension Dashboard {
             [
                 HTML.escape(row.id.namespace),
                 "<a href=\"/ui/agents/\(HTML.path(row.id.namespace))/\(HTML.path(row.id.name))\">\(HTML.escape(row.id.name))</a>",
-                HTML.pill(row.phase), String(row.restarts), row.pid.map { String($0) } ?? "–", HTML.usd(row.spend.usd), String(row.spend.tokens),
+                HTML.pill(row.phase), String(row.restarts), row.pid.map { String($0) } ?? "–", HTML.usd(row.spend.usd),
+                String(row.spend.tokens),
             ]
         }
         return HTML.page(
@@ -113,19 +114,31 @@ extension Dashboard {
         if let spec {
             for model in [spec.model.value.description] {
                 let d = permissions.decide(.model, model)
-                decisions.append(["model", HTML.escape(model), d.isAllowed ? "<span class=\"good\">allowed</span>" : "<span class=\"bad\">denied</span>", HTML.escape(d.reason)])
+                decisions.append([
+                    "model", HTML.escape(model), d.isAllowed ? "<span class=\"good\">allowed</span>" : "<span class=\"bad\">denied</span>",
+                    HTML.escape(d.reason),
+                ])
             }
             for tool in spec.tools.map(\.value) {
                 let d = permissions.decide(.tool, tool)
-                decisions.append(["tool", HTML.escape(tool), d.isAllowed ? "<span class=\"good\">allowed</span>" : "<span class=\"bad\">denied</span>", HTML.escape(d.reason)])
+                decisions.append([
+                    "tool", HTML.escape(tool), d.isAllowed ? "<span class=\"good\">allowed</span>" : "<span class=\"bad\">denied</span>",
+                    HTML.escape(d.reason),
+                ])
             }
             for secret in spec.secrets.map(\.name.value) {
                 let d = credentials.decide(SecretID(namespace: id.namespace, name: secret), permissions)
-                decisions.append(["secret", HTML.escape(secret), d.isAllowed ? "<span class=\"good\">allowed</span>" : "<span class=\"bad\">denied</span>", HTML.escape(d.reason)])
+                decisions.append([
+                    "secret", HTML.escape(secret),
+                    d.isAllowed ? "<span class=\"good\">allowed</span>" : "<span class=\"bad\">denied</span>", HTML.escape(d.reason),
+                ])
             }
         }
         let rules = permissions.rules.map { rule in
-            [HTML.escape(rule.effect.rawValue), HTML.escape(rule.kind.rawValue), "<code>\(HTML.escape(rule.pattern))</code>", HTML.escape(rule.policy.name)]
+            [
+                HTML.escape(rule.effect.rawValue), HTML.escape(rule.kind.rawValue), "<code>\(HTML.escape(rule.pattern))</code>",
+                HTML.escape(rule.policy.name),
+            ]
         }
         let eventRows = events.map { [HTML.time($0.time), HTML.escape($0.reason), HTML.escape($0.message)] }
         return HTML.page(
@@ -152,14 +165,16 @@ extension Dashboard {
         let runs = try store.readRuns { reader throws(StoreError) in try reader.runs(namespace: nil, workflow: nil, limit: 200) }
         let rows = runs.map { run in
             [
-                "<a href=\"/ui/runs/\(HTML.path(run.id.rawValue))\">\(HTML.escape(run.id.rawValue))</a>", HTML.escape(run.workflow.namespace),
+                "<a href=\"/ui/runs/\(HTML.path(run.id.rawValue))\">\(HTML.escape(run.id.rawValue))</a>",
+                HTML.escape(run.workflow.namespace),
                 HTML.escape(run.workflow.name), HTML.pill(run.phase.rawValue), HTML.time(run.createdAt), HTML.time(run.endedAt),
                 HTML.escape(run.error ?? ""),
             ]
         }
         return HTML.page(
             title: "Runs", active: "runs", csrf: csrf,
-            "<h1>Runs</h1>" + HTML.table(["Run", "Namespace", "Workflow", "Phase", "Started", "Ended", "Error"], rows, empty: "No runs yet."))
+            "<h1>Runs</h1>"
+                + HTML.table(["Run", "Namespace", "Workflow", "Phase", "Started", "Ended", "Error"], rows, empty: "No runs yet."))
     }
 
     func runPage(_ text: String, csrf: String, now: Timestamp) throws -> String {
@@ -216,7 +231,8 @@ extension Dashboard {
         var svg = "<svg id=\"dag\" width=\"\(width + 20)\" height=\"\(height + 20)\" role=\"img\" aria-label=\"run graph\">"
         for (index, step) in plan.steps.enumerated() {
             for dependency in step.dependencies {
-                svg += "<line x1=\"\(x(dependency) + w)\" y1=\"\(y(dependency) + h / 2)\" x2=\"\(x(index))\" y2=\"\(y(index) + h / 2)\" stroke=\"#8a93a5\"/>"
+                svg +=
+                    "<line x1=\"\(x(dependency) + w)\" y1=\"\(y(dependency) + h / 2)\" x2=\"\(x(index))\" y2=\"\(y(index) + h / 2)\" stroke=\"#8a93a5\"/>"
             }
         }
         let colours = [
@@ -225,7 +241,8 @@ extension Dashboard {
         ]
         for (index, step) in plan.steps.enumerated() {
             let s = state[index] ?? "Pending"
-            svg += "<g class=\"node\" data-step=\"\(HTML.escape(step.id))\"><rect x=\"\(x(index))\" y=\"\(y(index))\" width=\"\(w)\" height=\"\(h)\" rx=\"5\" fill=\"\(colours[s] ?? "#fff")\" stroke=\"#8a93a5\"/>"
+            svg +=
+                "<g class=\"node\" data-step=\"\(HTML.escape(step.id))\"><rect x=\"\(x(index))\" y=\"\(y(index))\" width=\"\(w)\" height=\"\(h)\" rx=\"5\" fill=\"\(colours[s] ?? "#fff")\" stroke=\"#8a93a5\"/>"
             svg += "<text x=\"\(x(index) + 8)\" y=\"\(y(index) + 16)\">\(HTML.escape(String(step.id.prefix(20))))</text>"
             svg += "<text x=\"\(x(index) + 8)\" y=\"\(y(index) + 32)\" fill=\"#6b7385\">\(HTML.escape(s))</text></g>"
         }
@@ -241,9 +258,11 @@ extension Dashboard {
             let spent = "\(HTML.usd(s.spent.usd)) / \(s.spent.tokens) tokens"
             let bar = Self.bar(percent: s.percentUsed)
             return [
-                HTML.escape(s.account.budget.namespace + "/" + s.account.budget.name), s.account.agent.map { HTML.escape($0.name) } ?? "shared",
+                HTML.escape(s.account.budget.namespace + "/" + s.account.budget.name),
+                s.account.agent.map { HTML.escape($0.name) } ?? "shared",
                 HTML.escape(s.window.rawValue), limit, spent, "\(HTML.usd(s.reserved.usd)) / \(s.reserved.tokens)",
-                bar, HTML.time(s.resetsAt), s.exhausted ? "<span class=\"bad\">exhausted (\(HTML.escape(s.onExceeded.rawValue)))</span>" : "OK",
+                bar, HTML.time(s.resetsAt),
+                s.exhausted ? "<span class=\"bad\">exhausted (\(HTML.escape(s.onExceeded.rawValue)))</span>" : "OK",
             ]
         }
         // Spend per UTC day over two weeks, against the day-window USD limits.
@@ -267,7 +286,8 @@ extension Dashboard {
     static func bar(percent: Double) -> String {
         let p = max(0, min(100, percent.isFinite ? percent : 0))
         let colour = p >= 100 ? "#b3261e" : p >= 80 ? "#d08a00" : "#1e7b34"
-        return "<svg width=\"104\" height=\"12\"><rect x=\"2\" y=\"1\" width=\"100\" height=\"10\" fill=\"#eceef2\"/><rect x=\"2\" y=\"1\" width=\"\(Int(p))\" height=\"10\" fill=\"\(colour)\"/></svg> \(Int(percent.isFinite ? percent : 0))%"
+        return
+            "<svg width=\"104\" height=\"12\"><rect x=\"2\" y=\"1\" width=\"100\" height=\"10\" fill=\"#eceef2\"/><rect x=\"2\" y=\"1\" width=\"\(Int(p))\" height=\"10\" fill=\"\(colour)\"/></svg> \(Int(percent.isFinite ? percent : 0))%"
     }
 
     static func chart(days: [Double], limits: [Double], since: Timestamp) -> String {
@@ -280,11 +300,13 @@ extension Dashboard {
         svg += "<line x1=\"\(left)\" y1=\"\(height - bottom)\" x2=\"\(width - 10)\" y2=\"\(height - bottom)\" stroke=\"#8a93a5\"/>"
         svg += "<text x=\"4\" y=\"14\">\(HTML.usd(top))</text><text x=\"4\" y=\"\(height - bottom)\">$0</text>"
         for limit in limits {
-            svg += "<line x1=\"\(left)\" y1=\"\(y(limit))\" x2=\"\(width - 10)\" y2=\"\(y(limit))\" stroke=\"#b3261e\" stroke-dasharray=\"4 3\"/>"
+            svg +=
+                "<line x1=\"\(left)\" y1=\"\(y(limit))\" x2=\"\(width - 10)\" y2=\"\(y(limit))\" stroke=\"#b3261e\" stroke-dasharray=\"4 3\"/>"
             svg += "<text x=\"\(width - 120)\" y=\"\(y(limit) - 4)\" fill=\"#b3261e\">limit \(HTML.usd(limit))/day</text>"
         }
         svg += "<polyline fill=\"none\" stroke=\"#2f5fd0\" stroke-width=\"2\" points=\"\(points)\"/>"
-        svg += "<text x=\"\(left)\" y=\"\(height - 6)\">\(HTML.escape(String(since.rfc3339Seconds.prefix(10))))</text><text x=\"\(width - 80)\" y=\"\(height - 6)\">today</text>"
+        svg +=
+            "<text x=\"\(left)\" y=\"\(height - 6)\">\(HTML.escape(String(since.rfc3339Seconds.prefix(10))))</text><text x=\"\(width - 80)\" y=\"\(height - 6)\">today</text>"
         return svg + "</svg>"
     }
 
@@ -304,7 +326,8 @@ extension Dashboard {
         return HTML.page(
             title: "Sources", active: "sources", csrf: csrf,
             "<h1>Sources</h1>"
-                + HTML.table(["Source", "URL", "Ref", "Applied", "Attempted", "Result", "Failures", "", "Message"], rows, empty: "No git sources."))
+                + HTML.table(
+                    ["Source", "URL", "Ref", "Applied", "Attempted", "Result", "Failures", "", "Message"], rows, empty: "No git sources."))
     }
 
     func alertsPage(csrf: String, now: Timestamp) throws -> String {
@@ -312,14 +335,16 @@ extension Dashboard {
         let rows = deliveries.map { d in
             [
                 HTML.escape(d.notification.id), HTML.escape(d.notification.alert.name), HTML.escape(d.notification.type.rawValue),
-                HTML.escape("\(d.notification.subject.kind)/\(d.notification.subject.name)"), HTML.pill(d.state.rawValue), String(d.attempts),
+                HTML.escape("\(d.notification.subject.kind)/\(d.notification.subject.name)"), HTML.pill(d.state.rawValue),
+                String(d.attempts),
                 HTML.time(d.deliveredAt), HTML.escape(d.lastError ?? ""),
             ]
         }
         return HTML.page(
             title: "Alerts", active: "alerts", csrf: csrf,
             "<h1>Alert deliveries</h1>"
-                + HTML.table(["Id", "Alert", "Event", "About", "State", "Attempts", "Delivered", "Last error"], rows, empty: "Nothing sent yet."))
+                + HTML.table(
+                    ["Id", "Alert", "Event", "About", "State", "Attempts", "Delivered", "Last error"], rows, empty: "Nothing sent yet."))
     }
 
     func eventsPage(csrf: String, now: Timestamp) throws -> String {
@@ -327,7 +352,8 @@ extension Dashboard {
         let rows = events.map { e in
             [
                 HTML.time(e.time), e.kind == .warning ? "<span class=\"warn\">Warning</span>" : "Normal",
-                e.resource.map { HTML.escape("\($0.kind)/\($0.name)") } ?? "", HTML.escape(e.resource?.namespace ?? ""), HTML.escape(e.reason),
+                e.resource.map { HTML.escape("\($0.kind)/\($0.name)") } ?? "", HTML.escape(e.resource?.namespace ?? ""),
+                HTML.escape(e.reason),
                 HTML.escape(e.message),
             ]
         }

@@ -71,13 +71,16 @@ public actor Notifier {
         marker = current
         do {
             // Whole batches until the log is caught up: a burst of events is not left behind.
-            while try store.enqueueAlerts(limit: 500, route: { reader, events throws(StoreError) in
-                let stored = try reader.resources(kind: .alert, namespace: nil)
-                guard !stored.isEmpty else { return [] }
-                let fleet = Fleet.applied(stored).fleet
-                let alerts = fleet.resources(of: .alert).compactMap { r in r.alert.map { (id: r.id, spec: $0) } }
-                return AlertNotification.route(events, alerts: alerts)
-            }) > 0 {}
+            while try store.enqueueAlerts(
+                limit: 500,
+                route: { reader, events throws(StoreError) in
+                    let stored = try reader.resources(kind: .alert, namespace: nil)
+                    guard !stored.isEmpty else { return [] }
+                    let fleet = Fleet.applied(stored).fleet
+                    let alerts = fleet.resources(of: .alert).compactMap { r in r.alert.map { (id: r.id, spec: $0) } }
+                    return AlertNotification.route(events, alerts: alerts)
+                }) > 0
+            {}
         } catch {
             log(ControllerEvent(time: clock(), reason: .error, message: "queueing alerts: \(error.message)"))
         }

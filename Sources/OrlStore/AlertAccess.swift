@@ -9,7 +9,8 @@ extension SQLiteStateStore: AlertOutbox {
     ) throws(StoreError) -> Int {
         try transaction(.immediate, intent: "queue alerts") { access throws(StoreError) in
             let database = try access.connection(writing: true)
-            let cursor = Int(try database.scalar("SELECT event_number FROM alert_cursor WHERE id = 1", intent: "read the alert cursor") ?? 0)
+            let cursor = Int(
+                try database.scalar("SELECT event_number FROM alert_cursor WHERE id = 1", intent: "read the alert cursor") ?? 0)
             let events = try access.events(after: cursor, limit: limit)
             guard let last = events.last?.number else { return 0 }
             let notifications = try route(access, events)

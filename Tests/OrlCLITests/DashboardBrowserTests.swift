@@ -8,7 +8,8 @@ import Testing
 @Suite(.serialized) struct DashboardBrowserTests {
     static let script = Orlctl.packageRoot.appendingPathComponent("Tests/OrlCLITests/Fixtures/dashboard/browser_test.py").path
     static let artifacts = Orlctl.packageRoot.appendingPathComponent(".build/test-artifacts/dashboard").path
-    static let python = (ProcessInfo.processInfo.environment["ORL_MCP_VENV"] ?? (NSHomeDirectory() + "/.cache/orl/mcp-venv")) + "/bin/python"
+    static let python =
+        (ProcessInfo.processInfo.environment["ORL_MCP_VENV"] ?? (NSHomeDirectory() + "/.cache/orl/mcp-venv")) + "/bin/python"
 
     static let fleet = """
         apiVersion: orl.dev/v1
@@ -96,6 +97,7 @@ import Testing
         process.waitUntilExit()
         while !errThread.isFinished { usleep(1000) }
         return Orlctl.Result(
-            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData, as: UTF8.self))
     }
 }

@@ -63,8 +63,8 @@ public struct AlertNotification: Sendable, Hashable {
             let step = message[message.index(message.startIndex, offsetBy: 6)..<end]
             return "orlctl approve run/\(subject.name) --step \(step) --reason '...'"
         case .runFailed, .deadLetter: return "orlctl describe run/\(subject.name)"
-        case .syncFailed, .syncRefused: return "orlctl sources"
-        case .budgetThreshold, .budgetExhausted: return "orlctl budgets\(namespace)"
+        case .syncFailed, .syncRefused: return "orlctl describe source/\(subject.name)"
+        case .budgetThreshold, .budgetExhausted: return "orlctl budget status\(namespace)"
         case .budgetHalt, .crashLoopBackOff, .stalled: return "orlctl describe agent/\(subject.name)\(namespace)"
         }
     }
@@ -140,7 +140,8 @@ public protocol AlertOutbox: StateStore {
     func nextAlertDue() throws(StoreError) -> Timestamp?
     /// Records an outcome: delivered; or failed, to try again at `retryAt`, or given up
     /// (retryAt nil) with `event` recorded in the same transaction.
-    func recordAlert(_ notification: AlertNotification, delivered: Bool, error: String?, retryAt: Timestamp?, event: StoreEvent?, now: Timestamp)
+    func recordAlert(
+        _ notification: AlertNotification, delivered: Bool, error: String?, retryAt: Timestamp?, event: StoreEvent?, now: Timestamp)
         throws(StoreError)
     /// Every notification of an Alert, newest first (the dashboard, tests).
     func alertDeliveries(limit: Int) throws(StoreError) -> [AlertDelivery]

@@ -1,6 +1,6 @@
 """A webhook receiver for the alert tests: verifies X-Orl-Signature on its own (Python's
-hmac, not orl's code), journals every request, deduplicates by X-Orl-Event-Id as a real
-receiver would, and can hold its first answer (while <dir>/hold exists) so that a test
+hmac, not orl's code), journals every request, deduplicates by X-Orl-Event-Id per endpoint
+(path) as a real receiver would, and can hold its first answer (while <dir>/hold exists) so that a test
 can kill the controller mid-delivery.
 
 usage: webhook_receiver.py DIR SIGNING_KEY   (writes DIR/port, appends DIR/journal.jsonl)
@@ -30,7 +30,7 @@ class Handler(BaseHTTPRequestHandler):
                 "attempt": self.headers.get("X-Orl-Delivery-Attempt"), "signed": given is not None,
                 "valid": given is not None and hmac.compare_digest(given, expected),
                 "fresh": timestamp.isdigit() and abs(time.time() - int(timestamp)) < 300,
-                "duplicate": event_id in acked, "body": json.loads(body),
+                "duplicate": (self.path, event_id) in acked, "body": json.loads(body),
             }
             with open(os.path.join(directory, "journal.jsonl"), "a") as journal:
                 journal.write(json.dumps(entry) + "\n")
@@ -43,7 +43,7 @@ class Handler(BaseHTTPRequestHandler):
         while first and os.path.exists(hold):
             time.sleep(0.05)
         with lock:
-            acked.add(event_id)
+            acked.add((self.path, event_id))
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()

@@ -46,6 +46,14 @@ def eventually(condition, what, seconds=30):
     check(False, what)
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+opener = urllib.request.build_opener(NoRedirect)
+
+
 def post(path, fields, cookie, origin):
     body = "&".join(f"{k}={urllib.request.quote(v)}" for k, v in fields.items()).encode()
     request = urllib.request.Request(url + path, data=body, method="POST")
@@ -54,7 +62,7 @@ def post(path, fields, cookie, origin):
     if origin:
         request.add_header("Origin", origin)
     try:
-        return urllib.request.urlopen(request).status
+        return opener.open(request).status
     except urllib.error.HTTPError as error:
         return error.code
 
