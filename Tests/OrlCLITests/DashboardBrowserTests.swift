@@ -74,7 +74,7 @@ import Testing
 
         // The gate was approved in the browser, recorded as `orlctl approve` records it.
         let steps = try h.steps(run)
-        #expect(steps["gate"]?["status"] as? String == "Succeeded", "\(steps)")
+        #expect(steps["gate"]?["state"] as? String == "Succeeded", "\(steps)")
         let described = try h.orlctl(["describe", "run/\(run)"]).stdout
         #expect(described.contains("looks good") && described.contains("(dashboard)"), "\(described)")
         try h.stopController()

@@ -79,7 +79,7 @@ extension DiagnosticCode {
             help: "Use `orl.dev/v1`."),
         DiagnosticInfo(
             code: .resourceUnknownKind, title: "Unknown kind", severities: [.error],
-            summary: "`kind` is not one of Agent, Tool, ModelProvider, Policy, Budget, Workflow (a close match is suggested).",
+            summary: "`kind` is not one of Agent, Tool, ModelProvider, Policy, Budget, Workflow, Alert (a close match is suggested).",
             help: "Fix the kind's spelling."),
         DiagnosticInfo(
             code: .schemaInvalid, title: "Schema violation", severities: [.error],

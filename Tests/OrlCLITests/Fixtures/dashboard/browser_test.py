@@ -9,6 +9,8 @@ import json, os, sys, time, urllib.error, urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 url, token, run_id, agents, artifacts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(","), sys.argv[5]
 os.makedirs(artifacts, exist_ok=True)
@@ -54,6 +56,18 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 opener = urllib.request.build_opener(NoRedirect)
 
 
+def submit(button):
+    """Clicks and waits for the next page: the old one's elements go stale."""
+    button.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(button))
+
+
+def type_into(element_id, text):
+    field = driver.find_element(By.ID, element_id)
+    field.clear()
+    field.send_keys(text)
+
+
 def post(path, fields, cookie, origin):
     body = "&".join(f"{k}={urllib.request.quote(v)}" for k, v in fields.items()).encode()
     request = urllib.request.Request(url + path, data=body, method="POST")
@@ -71,15 +85,15 @@ try:
     # Without a session: the login page. A wrong token is refused.
     driver.get(url + "/ui")
     check(driver.current_url.endswith("/ui/login"), "not sent to the login page")
-    driver.find_element(By.ID, "token").send_keys("not-the-token")
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    type_into("token", "not-the-token")
+    submit(driver.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     check(len(driver.find_elements(By.ID, "login-error")) == 1, "a wrong token was not refused")
     check(driver.get_cookie("orl_session") is None, "a wrong token got a session")
     shot("1-login-refused")
 
     # The right one: a session cookie, HttpOnly and SameSite=Strict, and the fleet.
-    driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    type_into("token", token)
+    submit(driver.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     cookie = driver.get_cookie("orl_session")
     check(cookie is not None and cookie["httpOnly"] and cookie.get("sameSite") == "Strict", f"cookie flags: {cookie}")
     check(driver.execute_script("return document.cookie") == "", "the session cookie is readable by scripts")
@@ -90,7 +104,7 @@ try:
     shot("2-fleet")
 
     # The run: its graph and its waiting gate.
-    driver.find_element(By.LINK_TEXT, run_id).click()
+    submit(driver.find_element(By.LINK_TEXT, run_id))
     check(driver.current_url.endswith("/ui/runs/" + run_id), "the run link went elsewhere")
     check(len(driver.find_elements(By.CSS_SELECTOR, "#dag g.node")) >= 1, "no DAG drawn")
     check("WaitingApproval" in driver.find_element(By.CSS_SELECTOR, "#dag").text, "the gate is not shown waiting")
@@ -112,7 +126,7 @@ try:
     # Approve with a reason: the run goes on and finishes.
     form = driver.find_element(By.CSS_SELECTOR, "form[data-step=gate]")
     form.find_element(By.NAME, "reason").send_keys("looks good")
-    form.find_element(By.CSS_SELECTOR, "button.approve").click()
+    submit(form.find_element(By.CSS_SELECTOR, "button.approve"))
     eventually(lambda: "Succeeded" in driver.find_element(By.ID, "run-phase").text, "the run did not finish after the approval", 60)
     check("looks good" in driver.find_element(By.TAG_NAME, "main").text, "the reason is not shown")
     shot("4-run-finished")
@@ -120,8 +134,8 @@ try:
     for page in ("budgets", "sources", "alerts", "events"):
         driver.get(url + "/ui/" + page)
         check(driver.find_element(By.TAG_NAME, "h1").text != "", f"/ui/{page} is empty")
-    check(len(driver.find_elements(By.ID, "spend-chart")) == 1, "no spend chart")
     driver.get(url + "/ui/budgets")
+    check(len(driver.find_elements(By.ID, "spend-chart")) == 1, "no spend chart")
     shot("5-budgets")
     print(json.dumps({"ok": True}))
 finally:
