@@ -6,7 +6,7 @@ import NIOCore
 public import OrlCore
 
 /// What the dashboard reads and writes: the state, the runs and the alert outbox.
-public typealias DashboardStore = AlertOutbox & RunStore
+public typealias DashboardStore = AlertOutbox & RunStore & SpendHistory
 
 /// The web dashboard under `/ui`: the fleet, agents' permissions and spend, runs and
 /// their DAGs, pending approvals (approved or denied through the same `RunOperations.decide`

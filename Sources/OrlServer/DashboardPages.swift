@@ -97,14 +97,17 @@ extension Dashboard {
     // MARK: Agent
 
     func agentPage(_ id: ResourceID, csrf: String, now: Timestamp) throws -> String {
-        let (stored, all, events, today, month, supervision) = try store.read { reader throws(StoreError) in
-            let today = CivilDate(daysSinceEpoch: Int(now.milliseconds / 86_400_000))
-            let monthStart = CivilDate(year: today.year, month: today.month, day: 1).midnight
-            return (
-                try reader.resource(id), try reader.resources(kind: nil, namespace: nil), try reader.events(for: id, limit: 30),
-                try reader.spend(since: Self.startOfDay(now))[id], try reader.spend(since: monthStart)[id], try reader.supervision(for: id)
+        let (stored, all, events, supervision) = try store.read { reader throws(StoreError) in
+            (
+                try reader.resource(id), try reader.resources(kind: nil, namespace: id.namespace), try reader.events(for: id, limit: 30),
+                try reader.supervision(for: id)
             )
         }
+        let day = CivilDate(daysSinceEpoch: Int(now.milliseconds / 86_400_000))
+        let monthStart = CivilDate(year: day.year, month: day.month, day: 1)
+        let days = try store.dailySpend(since: monthStart.midnight, agent: id)
+        let today: Charge? = days[day.daysSinceEpoch]
+        let month: Charge? = days.values.reduce(Charge(usd: 0, tokens: 0)) { Charge(usd: $0.usd + $1.usd, tokens: $0.tokens + $1.tokens) }
         guard let stored else { throw DashboardError(message: "\(id) is not applied") }
         let fleet = Fleet.applied(all).fleet
         let permissions = PolicyEngine(fleet).permissions(of: id)
@@ -267,12 +270,9 @@ extension Dashboard {
         }
         // Spend per UTC day over two weeks, against the day-window USD limits.
         let since = Timestamp(milliseconds: Self.startOfDay(now).milliseconds - 13 * 86_400_000)
-        let ledger = try store.read { reader throws(StoreError) in try reader.ledger(LedgerQuery(since: since, limit: 200_000)) }
-        var days = [Double](repeating: 0, count: 14)
-        for entry in ledger {
-            let day = Int((entry.time.milliseconds - since.milliseconds) / 86_400_000)
-            if (0..<14).contains(day) { days[day] += entry.usd }
-        }
+        let spend = try store.dailySpend(since: since, agent: nil)
+        let first = Int(since.milliseconds / 86_400_000)
+        let days = (0..<14).map { spend[first + $0]?.usd ?? 0 }
         let limits = Set(status.filter { $0.window == .day }.compactMap(\.limit.usd)).sorted()
         return HTML.page(
             title: "Budgets", active: "budgets", csrf: csrf,

@@ -164,3 +164,49 @@ extension Access {
         }
     }
 }
+
+extension SQLiteStateStore: SpendHistory {
+    public func dailySpend(since: Timestamp, agent: ResourceID?) throws(StoreError) -> [Int: Charge] {
+        try transaction(.deferred, intent: "sum the spend per day") { access throws(StoreError) in
+            let database = try access.connection()
+            let filter = agent == nil ? "" : " AND kind = ?2 AND namespace = ?3 AND name = ?4"
+            var days: [Int: Charge] = [:]
+            func add(_ day: Int, _ usd: Double, _ tokens: Double) {
+                let before = days[day] ?? Charge(usd: 0, tokens: 0)
+                days[day] = Charge(usd: before.usd + usd, tokens: before.tokens + Int(clamping: Int64(tokens)))
+            }
+            let intent = "sum the spend per day"
+            try database.withStatement(
+                """
+                SELECT time / 86400000, total(usd), total(prompt_tokens + completion_tokens) FROM ledger
+                WHERE time >= ?1\(filter) GROUP BY time / 86400000
+                """, intent: intent
+            ) { statement throws(StoreError) in
+                try statement.bind(1, since.milliseconds)
+                if let agent { try statement.bind(2, agent) }
+                while try statement.step(intent: intent) { add(statement.int(0), statement.double(1), statement.double(2)) }
+            }
+            let first = CivilDate(daysSinceEpoch: Int(since.milliseconds / 86_400_000))
+            func pad(_ value: Int, _ width: Int) -> String {
+                let text = String(value)
+                return String(repeating: "0", count: max(0, width - text.count)) + text
+            }
+            let firstDay = "\(pad(first.year, 4))-\(pad(first.month, 2))-\(pad(first.day, 2))"
+            try database.withStatement(
+                """
+                SELECT day, total(usd), total(prompt_tokens + completion_tokens) FROM ledger_daily
+                WHERE day >= ?1\(filter) GROUP BY day
+                """, intent: intent
+            ) { statement throws(StoreError) in
+                try statement.bind(1, firstDay)
+                if let agent { try statement.bind(2, agent) }
+                while try statement.step(intent: intent) {
+                    let parts = statement.text(0).split(separator: "-").compactMap { Int($0) }
+                    guard parts.count == 3 else { continue }
+                    add(CivilDate(year: parts[0], month: parts[1], day: parts[2]).daysSinceEpoch, statement.double(1), statement.double(2))
+                }
+            }
+            return days
+        }
+    }
+}
