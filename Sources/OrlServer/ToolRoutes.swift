@@ -148,10 +148,18 @@ extension AgentAPI {
             "ORL_NAMESPACE": agent.namespace, "ORL_RUN": grant.task.run.rawValue, "ORL_STEP": grant.task.step,
             "ORL_TASK": grant.task.description, "ORL_IDEMPOTENCY_KEY": grant.idempotencyKey,
         ]
+        // In the agent's own kind of sandbox, without its way out: a tool works on the
+        // agent's directory and answers on its output.
+        let sandbox = caller.runtime.flatMap { runtime in
+            runtime.isolation == .strict
+                ? AgentLaunch.sandbox(
+                    runtime, workingDirectory: directory,
+                    context: AgentLaunch.Context(stateDirectory: configuration.stateDirectory, apiURL: ""), apiPort: nil) : nil
+        }
         let invocation = CommandInvocation(
             command: command.command, arguments: command.args, environment: environment, workingDirectory: directory,
             input: Array((input.compactRendered() + "\n").utf8), timeout: route.spec.timeout.duration,
-            maxOutputBytes: configuration.maxToolOutputBytes)
+            maxOutputBytes: configuration.maxToolOutputBytes, sandbox: sandbox)
         let outcome: CommandOutcome
         do {
             outcome = try await commands.run(invocation)

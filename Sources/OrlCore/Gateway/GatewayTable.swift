@@ -38,6 +38,8 @@ public struct GatewayTable: Sendable {
         public var namespaceTools: Set<String>
         /// `spec.runtime.workingDir`: command tools run where the agent does.
         public var workingDir: String?
+        /// `spec.runtime`: its command tools run in a sandbox like the agent's.
+        public var runtime: AgentSpec.Runtime?
     }
 
     private var callers: [String: Caller] = [:]
@@ -69,7 +71,7 @@ public struct GatewayTable: Sendable {
                 agent: agent, routes: routes.sorted { $0.id < $1.id }, provider: spec.model.value.provider,
                 maxTokensPerCall: spec.maxTokensPerCall,
                 tools: Dictionary(uniqueKeysWithValues: tools.filter { permissions.permits(.tool, $0.id.name) }.map { ($0.id.name, $0) }),
-                namespaceTools: Set(tools.map(\.id.name)), workingDir: spec.runtime.workingDir)
+                namespaceTools: Set(tools.map(\.id.name)), workingDir: spec.runtime.workingDir, runtime: spec.runtime)
         }
     }
 

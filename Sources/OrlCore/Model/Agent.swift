@@ -15,6 +15,19 @@ public struct AgentSpec: Sendable, Hashable, Decodable {
         public var memory: ByteQuantity?
         public var openFiles: Int?
         public var cpuTime: DurationValue?
+        /// Processes and threads at once.
+        public var pids: Int?
+        /// CPU cores' worth of time per period, e.g. 0.5.
+        public var cpu: Double?
+    }
+
+    /// `spec.runtime.isolation`: how the process is confined (docs/sandbox.md).
+    public enum Isolation: String, Sendable, Hashable, Decodable {
+        /// Its own namespaces, a read-only view of what it needs, orl's API as its only
+        /// way out, an unprivileged uid, a seccomp filter.
+        case strict
+        /// An ordinary process of the controller's user (reported as perm.unconfined).
+        case none
     }
 
     public struct Runtime: Sendable, Hashable, Decodable {
@@ -25,8 +38,11 @@ public struct AgentSpec: Sendable, Hashable, Decodable {
         public var restartPolicy: RestartPolicy
         public var gracePeriod: DurationValue
         public var resources: Resources?
+        /// As written, for its location; nil means strict.
+        public var isolationSetting: Located<Isolation>?
+        public var isolation: Isolation { isolationSetting?.value ?? .strict }
 
-        enum CodingKeys: String, CodingKey { case command, args, env, workingDir, restartPolicy, gracePeriod, resources }
+        enum CodingKeys: String, CodingKey { case command, args, env, workingDir, restartPolicy, gracePeriod, resources, isolation }
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -37,6 +53,7 @@ public struct AgentSpec: Sendable, Hashable, Decodable {
             restartPolicy = try c.decodeIfPresent(RestartPolicy.self, forKey: .restartPolicy) ?? .always
             gracePeriod = try c.decodeIfPresent(DurationValue.self, forKey: .gracePeriod) ?? DurationValue("10s")!
             resources = try c.decodeIfPresent(Resources.self, forKey: .resources)
+            isolationSetting = try c.decodeIfPresent(Located<Isolation>.self, forKey: .isolation)
         }
     }
 

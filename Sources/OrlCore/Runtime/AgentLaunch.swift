@@ -117,9 +117,14 @@ public enum AgentLaunch {
         }
         let id = agent.id
         // ORL_MODEL: the model the Agent declares, so a program need not repeat it.
+        // Inside a sandbox the API is at 127.0.0.1 on the same port, served by the
+        // controller on a listener in the agent's own network namespace.
+        let strict = runtime.isolation == .strict
+        let apiPort = port(of: context.apiURL)
+        let apiURL = strict ? "http://127.0.0.1:\(apiPort ?? 0)" : context.apiURL
         let own = [
             ("ORL_AGENT", id.name), ("ORL_NAMESPACE", id.namespace), ("ORL_MODEL", spec.model.value.description),
-            ("ORL_API_URL", context.apiURL), ("OPENAI_BASE_URL", context.apiURL + "/v1"),
+            ("ORL_API_URL", apiURL), ("OPENAI_BASE_URL", apiURL + "/v1"),
         ]
         environment += own
         hashed += own
@@ -128,13 +133,29 @@ public enum AgentLaunch {
         let limits = ProcessLimits(
             addressSpace: runtime.resources?.memory?.bytes, openFiles: runtime.resources?.openFiles,
             cpuSeconds: runtime.resources?.cpuTime.map { Int($0.duration.components.seconds) })
+        let sandbox = strict ? Self.sandbox(runtime, workingDirectory: workingDirectory, context: context, apiPort: apiPort) : nil
         let process = ProcessSpec(
             agent: id, command: runtime.command, arguments: runtime.args, environment: environment, workingDirectory: workingDirectory,
             limits: limits, logFile: "\(context.stateDirectory)/logs/\(id.namespace)/\(id.name).log",
-            gracePeriod: runtime.gracePeriod.duration)
+            gracePeriod: runtime.gracePeriod.duration, sandbox: sandbox)
         var forHash = process
         forHash.environment = hashed
         return Launch(process: process, hash: hash(forHash), withheldSecrets: withheld, missingSecrets: missing, waiting: waiting)
+    }
+
+    /// The sandbox of an agent (apiPort set) or of its command tools (nil).
+    public static func sandbox(
+        _ runtime: AgentSpec.Runtime, workingDirectory: String, context: Context, apiPort: Int?
+    ) -> SandboxSpec {
+        SandboxSpec(
+            stateDirectory: context.stateDirectory, writable: [workingDirectory], apiPort: apiPort, memory: runtime.resources?.memory?.bytes,
+            pids: runtime.resources?.pids, cpu: runtime.resources?.cpu)
+    }
+
+    /// The port of `http://host:port`.
+    static func port(of url: String) -> Int? {
+        guard let colon = url.lastIndex(of: ":") else { return nil }
+        return Int(url[url.index(after: colon)...].prefix { $0.isNumber })
     }
 
     /// Where the agent runs (and its command tools with it): `spec.runtime.workingDir`,
@@ -166,6 +187,9 @@ public enum AgentLaunch {
                 member("cpuSeconds", int(process.limits.cpuSeconds)),
                 member("logFile", string(process.logFile)),
                 member("graceMilliseconds", int(Int((process.gracePeriod.inSeconds * 1000).rounded()))),
+                member("isolation", string(process.sandbox == nil ? "none" : "strict")),
+                member("pids", int(process.sandbox?.pids)),
+                member("cpuMillis", int(process.sandbox?.cpu.map { Int(($0 * 1000).rounded()) })),
             ]), at: at)
         return CanonicalJSON.hash(node)
     }
