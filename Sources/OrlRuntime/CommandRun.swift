@@ -69,7 +69,8 @@ extension ProcessRuntime: CommandRunner {
             if let sandbox {
                 return sandbox.c.withPointer { pointer in
                     orl_spawn_sandboxed(
-                        path, argv.pointers, envp.pointers, invocation.workingDirectory, nil, fds.baseAddress, &limits, pointer, &pid, nil, &step)
+                        path, argv.pointers, envp.pointers, invocation.workingDirectory, nil, fds.baseAddress, &limits, pointer, &pid, nil,
+                        &step)
                 }
             }
             return orl_spawn_stdio(path, argv.pointers, envp.pointers, invocation.workingDirectory, fds.baseAddress, &limits, &pid, &step)

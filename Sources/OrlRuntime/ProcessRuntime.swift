@@ -94,7 +94,8 @@ public final class ProcessRuntime: AgentRuntime {
             if let sandbox {
                 code = sandbox.c.withPointer { pointer in
                     orl_spawn_sandboxed(
-                        path, argv.pointers, envp.pointers, spec.workingDirectory, spec.logFile, nil, &limits, pointer, &pid, &listener, &step)
+                        path, argv.pointers, envp.pointers, spec.workingDirectory, spec.logFile, nil, &limits, pointer, &pid, &listener,
+                        &step)
                 }
             } else {
                 code = orl_spawn(path, argv.pointers, envp.pointers, spec.workingDirectory, spec.logFile, &limits, &pid, &step)
@@ -370,7 +371,8 @@ public final class ProcessRuntime: AgentRuntime {
 // MARK: Sandboxes
 
 extension ProcessRuntime {
-    static let isolationHint = "the sandbox of spec.runtime.isolation: strict cannot be had on this host (see docs/sandbox.md); set spec.runtime.isolation: none to run this agent unconfined"
+    static let isolationHint =
+        "the sandbox of spec.runtime.isolation: strict cannot be had on this host (see docs/sandbox.md); set spec.runtime.isolation: none to run this agent unconfined"
 
     struct PreparedSandbox {
         var c: CSandbox
@@ -386,13 +388,27 @@ extension ProcessRuntime {
         guard geteuid() == 0 else {
             throw failure("the controller runs as uid \(geteuid()), not root; \(isolationHint)")
         }
-        for directory in sandbox.writable {
+        let state = SandboxPlan.normalized(sandbox.stateDirectory)
+        for (index, path) in sandbox.writable.enumerated() {
+            let path = SandboxPlan.normalized(path)
+            let what = index == 0 ? "the working directory" : "the writable mount"
+            // Writable and holding the state (or in it, but for the agent's own
+            // directory): the database, the keys, other agents would be exposed.
+            if SandboxPlan.isWithin(state, path) || (index > 0 && SandboxPlan.isWithin(path, state)) {
+                throw failure(
+                    "\(what) \(path) \(SandboxPlan.isWithin(state, path) ? "contains" : "is inside") the state directory \(state); "
+                        + "a sandboxed agent may not write there (choose another path)")
+            }
+        }
+        if let directory = sandbox.writable.first {
             // The program runs as the sandbox's uid: its own directory must be its.
+            // (Declared writable mounts keep their owner: the operator grants access.)
             if chown(directory, sandbox.uid, sandbox.gid) != 0 {
                 throw failure("cannot hand the working directory \(directory) to uid \(sandbox.uid): \(describeErrno(errno))")
             }
         }
-        let plan = SandboxPlan.make(sandbox, program: program, arguments: arguments, searchPath: searchPath, workingDirectory: workingDirectory)
+        let plan = SandboxPlan.make(
+            sandbox, program: program, arguments: arguments, searchPath: searchPath, workingDirectory: workingDirectory)
         let cgroups = SandboxCgroups.make(key: key, sandbox: sandbox)
         let c = CSandbox(sandbox, plan: plan, cgroups: cgroups, processes: cgroups.pidsByCgroup ? nil : sandbox.pids)
         guard c.isComplete else { throw failure("out of memory") }

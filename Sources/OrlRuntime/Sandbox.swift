@@ -43,7 +43,11 @@ struct SandboxPlan {
             var info = stat()
             guard argument.hasPrefix("/") || argument.contains("/") || stat(path, &info) == 0 else { continue }
             guard stat(path, &info) == 0 else { continue }
-            offer(info.st_mode & S_IFMT == S_IFDIR ? path : dirname(path))
+            let isDirectory = info.st_mode & S_IFMT == S_IFDIR
+            offer(isDirectory ? path : dirname(path))
+            // Through a symlink (a workspace that links the repository's examples, say):
+            // where it leads, too.
+            if let real = realPath(path) { offer(isDirectory ? real : dirname(real)) }
         }
         for path in sandbox.readOnly { offer(path) }
 
@@ -57,7 +61,8 @@ struct SandboxPlan {
         // Not below a writable directory (it would become read-only), nor twice.
         readOnly = readOnly.filter { path in !writable.contains { isWithin(path, $0) } }
         var entries: [(kind: Int32, path: String)] =
-            Array(Set(readOnly)).map { (Int32(ORL_MOUNT_READONLY.rawValue), $0) } + writable.map { (Int32(ORL_MOUNT_WRITABLE.rawValue), $0) }
+            Array(Set(readOnly)).map { (Int32(ORL_MOUNT_READONLY.rawValue), $0) }
+            + writable.map { (Int32(ORL_MOUNT_WRITABLE.rawValue), $0) }
             + [(Int32(ORL_MOUNT_HIDDEN.rawValue), state), (Int32(ORL_MOUNT_TMPFS.rawValue), "/tmp")]
         // Covered by a shallower read-only bind with nothing hidden in between: redundant.
         let hides = entries.filter { $0.kind != Int32(ORL_MOUNT_READONLY.rawValue) }.map(\.path)
@@ -146,7 +151,10 @@ struct SandboxPlan {
 /// /sys/fs/cgroup/NAME; what neither offers falls back to an rlimit (memory, pids) or
 /// is not enforced (cpu), and `describe` says so.
 struct SandboxCgroups {
-    enum Version: String { case v1 = "cgroup v1", v2 = "cgroup v2" }
+    enum Version: String {
+        case v1 = "cgroup v1"
+        case v2 = "cgroup v2"
+    }
 
     /// The cgroup.procs files the process joins.
     var procs: [String] = []
@@ -212,7 +220,8 @@ struct SandboxCgroups {
             case ("cpu", .v2):
                 ok = writeText(directory + "/cpu.max", "\(Int((sandbox.cpu! * 100_000).rounded())) 100000")
             case ("cpu", .v1):
-                ok = writeText(directory + "/cpu.cfs_period_us", "100000")
+                ok =
+                    writeText(directory + "/cpu.cfs_period_us", "100000")
                     && writeText(directory + "/cpu.cfs_quota_us", String(Int((sandbox.cpu! * 100_000).rounded())))
             default:
                 break

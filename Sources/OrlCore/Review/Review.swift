@@ -14,12 +14,16 @@ public struct Review: Sendable {
             /// A human approval gate on a tool the agent may use: a gate removed is a
             /// gain, a gate added a loss.
             case approval(tool: String)
+            /// Running unconfined (`isolation: none`): gained when an agent leaves its
+            /// sandbox, lost when it enters one.
+            case unconfined
 
             /// `tool "web-search"`, `approval for tool "publish"`.
             public var description: String {
                 switch self {
                 case .permission(let kind, let value): "\(kind.noun) \(Diagnostic.quoted(value))"
                 case .approval(let tool): "approval gate on tool \(Diagnostic.quoted(tool))"
+                case .unconfined: "running unconfined (isolation: none)"
                 }
             }
         }
@@ -141,6 +145,17 @@ public struct Review: Sendable {
                             agent: agent, subject: .permission(kind, value), change: now ? .gained : .lost, cause: cause, location: location
                         ))
                 }
+            }
+            let wasUnconfined = base[agent]?.agent?.runtime.isolation == Optional.some(.none)
+            if let spec = head[agent]?.agent, (spec.runtime.isolation == .none) != wasUnconfined {
+                let setting = spec.runtime.isolationSetting
+                changes.append(
+                    PermissionChange(
+                        agent: agent, subject: .unconfined, change: wasUnconfined ? .lost : .gained,
+                        cause: wasUnconfined
+                            ? "isolation \(spec.runtime.isolation.rawValue): the kernel now enforces its policies"
+                            : "spec.runtime.isolation: none: its process is no longer sandboxed",
+                        location: setting?.location ?? head[agent]?.nameLocation))
             }
             guard let before else { continue }
             for tool in universe[.tool] ?? [] where before.permits(.tool, tool) && after.permits(.tool, tool) {

@@ -148,7 +148,8 @@ public enum AgentLaunch {
         _ runtime: AgentSpec.Runtime, workingDirectory: String, context: Context, apiPort: Int?
     ) -> SandboxSpec {
         SandboxSpec(
-            stateDirectory: context.stateDirectory, writable: [workingDirectory], apiPort: apiPort, memory: runtime.resources?.memory?.bytes,
+            stateDirectory: context.stateDirectory, writable: [workingDirectory] + runtime.mounts.filter(\.writable).map(\.path),
+            readOnly: runtime.mounts.filter { !$0.writable }.map(\.path), apiPort: apiPort, memory: runtime.resources?.memory?.bytes,
             pids: runtime.resources?.pids, cpu: runtime.resources?.cpu)
     }
 
@@ -188,6 +189,8 @@ public enum AgentLaunch {
                 member("logFile", string(process.logFile)),
                 member("graceMilliseconds", int(Int((process.gracePeriod.inSeconds * 1000).rounded()))),
                 member("isolation", string(process.sandbox == nil ? "none" : "strict")),
+                member("writable", Node(.array((process.sandbox?.writable ?? []).map(string)), at: at)),
+                member("readOnly", Node(.array((process.sandbox?.readOnly ?? []).map(string)), at: at)),
                 member("pids", int(process.sandbox?.pids)),
                 member("cpuMillis", int(process.sandbox?.cpu.map { Int(($0 * 1000).rounded()) })),
             ]), at: at)

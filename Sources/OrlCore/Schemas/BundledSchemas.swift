@@ -64,6 +64,19 @@ enum BundledSchemas {
                           "enum": ["strict", "none"],
                           "default": "strict"
                         },
+                        "mounts": {
+                          "description": "Host paths the sandbox (isolation strict) offers besides the system directories, the program's own and its working directory: read-only unless writable is true. The state directory's top, logs and agents' directories are never offered.",
+                          "type": "array",
+                          "items": {
+                            "type": "object",
+                            "required": ["path"],
+                            "additionalProperties": false,
+                            "properties": {
+                              "path": { "type": "string", "pattern": "^/", "description": "An absolute host path, offered at the same path." },
+                              "writable": { "type": "boolean", "default": false }
+                            }
+                          }
+                        },
                         "resources": {
                           "description": "Limits enforced on the process: with isolation strict, memory, pids and cpu by cgroups where the host offers them, else rlimits (describe says which); openFiles and cpuTime as rlimits.",
                           "type": "object",
