@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.34.1"),
     ],
     targets: [
         // The pure core: model, validation, analysis, planning. No file, network,
@@ -78,6 +79,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
             ],
             swiftSettings: strictness
         ),
@@ -92,6 +95,10 @@ let package = Package(
             swiftSettings: strictness
         ),
         .executableTarget(name: "orlctl", dependencies: ["OrlCLI"], swiftSettings: strictness),
+        // Fuzzing: the targets (run on the corpus by the tests) and the libFuzzer driver
+        // (scripts/fuzz builds it with -sanitize=fuzzer).
+        .target(name: "OrlFuzz", dependencies: ["OrlCore", "OrlYAML"], swiftSettings: strictness),
+        .executableTarget(name: "orl-fuzz", dependencies: ["OrlFuzz"], swiftSettings: strictness),
         // Benchmarks: a separate command, never part of the tests.
         .executableTarget(
             name: "orl-bench",
@@ -105,7 +112,8 @@ let package = Package(
         ),
 
         .testTarget(name: "OrlCoreTests", dependencies: ["OrlCore", "OrlYAML"], swiftSettings: strictness),
-        .testTarget(name: "OrlYAMLTests", dependencies: ["OrlYAML", "OrlCore"], swiftSettings: strictness),
+        .testTarget(
+            name: "OrlYAMLTests", dependencies: ["OrlYAML", "OrlCore", "OrlFuzz"], exclude: ["FuzzCorpus"], swiftSettings: strictness),
         .testTarget(name: "OrlStoreTests", dependencies: ["OrlStore", "OrlCore"], swiftSettings: strictness),
         .testTarget(
             name: "OrlServerTests",

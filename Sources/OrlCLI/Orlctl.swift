@@ -21,7 +21,8 @@ struct Orlctl: AsyncParsableCommand {
         subcommands: [
             Validate.self, Explain.self, Apply.self, Diff.self, Get.self, Describe.self, Delete.self, History.self, Events.self,
             Logs.self, Suspend.self, Resume.self, RunWorkflow.self, Runs.self, Approve.self, Deny.self, Cancel.self,
-            SecretCommand.self, ControllerCommand.self, BudgetCommand.self, Usage.self, Sync.self, Watch.self, ReviewCommand.self,
+            SecretCommand.self, McpCommand.self, ControllerCommand.self, BudgetCommand.self, Usage.self, Sync.self, Watch.self,
+            ReviewCommand.self, GC.self,
         ]
     )
 }
@@ -43,6 +44,9 @@ public enum OrlctlMain {
     /// Parses the arguments and runs the command, mapping every outcome to orl's exit
     /// codes (ArgumentParser's own usage code, 64, becomes 2).
     public static func run(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Never {
+        // Every file orlctl creates (the database, its WAL, logs, tokens, keys, clones)
+        // is its user's alone, whatever the mode of the directory it lands in.
+        umask(0o077)
         do {
             var command = try Orlctl.parseAsRoot(arguments)
             if var command = command as? any AsyncParsableCommand {

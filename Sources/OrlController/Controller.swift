@@ -192,7 +192,8 @@ public actor Controller {
         let engine = PolicyEngine(fleet)
         let credentials = CredentialSecrets(fleet)
         let vault = Vault(sealed: sealed, key: masterKey)
-        let context = AgentLaunch.Context(stateDirectory: configuration.stateDirectory, apiURL: configuration.apiURL)
+        let context = AgentLaunch.Context(
+            stateDirectory: configuration.stateDirectory, apiURL: configuration.apiURL, fileExists: { access($0, F_OK) == 0 })
         for id in result.generations.keys {
             guard let agent = fleet[id], let spec = agent.agent else {
                 result.unreadable.insert(id)

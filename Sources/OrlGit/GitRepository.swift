@@ -315,6 +315,60 @@ public final class GitRepository {
         }
     }
 
+    /// Writes the commit's whole tree into `directory`, which must not exist: files with
+    /// their modes (executable or not), symbolic links as links, submodules left out.
+    public func writeTree(of commit: GitObjectID, to directory: String) throws(GitError) {
+        var oid = commit.oid
+        var commitObject: OpaquePointer?
+        try Self.check(git_commit_lookup(&commitObject, handle, &oid), "cannot read commit \(commit.short)")
+        defer { git_commit_free(commitObject) }
+        var root: OpaquePointer?
+        try Self.check(git_commit_tree(&root, commitObject), "cannot read the tree of commit \(commit.short)")
+        defer { git_tree_free(root) }
+        try writeEntries(root!, at: directory, commit: commit)
+    }
+
+    private func writeEntries(_ tree: OpaquePointer, at directory: String, commit: GitObjectID) throws(GitError) {
+        guard mkdir(directory, 0o755) == 0 else {
+            throw GitError("cannot create \(directory): \(String(cString: strerror(errno)))")
+        }
+        for i in 0..<git_tree_entrycount(tree) {
+            guard let entry = git_tree_entry_byindex(tree, i) else { continue }
+            let name = String(cString: git_tree_entry_name(entry))
+            // git refuses these names too; a crafted tree must not write outside `directory`.
+            guard !name.isEmpty, name != ".", name != "..", name != ".git", !name.contains("/") else { continue }
+            let path = directory + "/" + name
+            let id = git_tree_entry_id(entry)!
+            switch git_tree_entry_type(entry) {
+            case GIT_OBJECT_TREE:
+                var subtree: OpaquePointer?
+                try Self.check(git_tree_lookup(&subtree, handle, id), "cannot read the directory \(name) of commit \(commit.short)")
+                defer { git_tree_free(subtree) }
+                try writeEntries(subtree!, at: path, commit: commit)
+            case GIT_OBJECT_BLOB:
+                let (bytes, _) = try blob(GitObjectID(id.pointee), maxBytes: .max)
+                let mode = git_tree_entry_filemode(entry)
+                if mode == GIT_FILEMODE_LINK {
+                    guard symlink(String(decoding: bytes, as: UTF8.self), path) == 0 else {
+                        throw GitError("cannot create the link \(path): \(String(cString: strerror(errno)))")
+                    }
+                    continue
+                }
+                let fd = createFile(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode == GIT_FILEMODE_BLOB_EXECUTABLE ? 0o755 : 0o644)
+                guard fd >= 0 else { throw GitError("cannot create \(path): \(String(cString: strerror(errno)))") }
+                defer { close(fd) }
+                var written = 0
+                while written < bytes.count {
+                    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, bytes.count - written) }
+                    guard n > 0 else { throw GitError("cannot write \(path): \(String(cString: strerror(errno)))") }
+                    written += n
+                }
+            default:
+                continue
+            }
+        }
+    }
+
     /// A blob's bytes; when it is larger than `maxBytes`, only its size.
     public func blob(_ id: GitObjectID, maxBytes: Int) throws(GitError) -> (bytes: [UInt8], oversizedBy: Int?) {
         var oid = id.oid
@@ -339,3 +393,6 @@ public final class GitRepository {
         throw GitError("\(what()): \(detail)")
     }
 }
+
+/// `open(2)`, which `GitRepository.open(_:)` hides inside that type.
+private func createFile(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 { open(path, flags, mode) }

@@ -178,7 +178,7 @@ private struct PipeIO {
             if input >= 0 { fds.append(pollfd(fd: input, events: Int16(POLLOUT), revents: 0)) }
             if output >= 0 { fds.append(pollfd(fd: output, events: Int16(POLLIN), revents: 0)) }
             if errors >= 0 { fds.append(pollfd(fd: errors, events: Int16(POLLIN), revents: 0)) }
-            let milliseconds = Int32(min(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1, 1000))
+            let milliseconds = Int32(min(min(left.wholeMilliseconds, 1000) + 1, 1000))
             let ready = poll(&fds, nfds_t(fds.count), milliseconds)
             if ready < 0 && errno != EINTR { return false }
             guard ready > 0 else { continue }

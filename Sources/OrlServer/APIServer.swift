@@ -15,9 +15,15 @@ public struct APIServer: Sendable {
     /// The operator's credential (`<state>/controller.token`) for `/orl/v1`, which agents
     /// cannot read; nil serves no operator routes.
     public let adminToken: String?
+    /// The connections held at most (see `ConnectionGuard`).
+    public let connections: ConnectionGuard
 
     /// `port` 0 lets the system choose one.
-    public init(gateway: Gateway, agents: AgentAPI? = nil, host: String = "127.0.0.1", port: Int, adminToken: String? = nil) {
+    public init(
+        gateway: Gateway, agents: AgentAPI? = nil, host: String = "127.0.0.1", port: Int, adminToken: String? = nil,
+        connections: ConnectionGuard = ConnectionGuard(cap: ConnectionGuard.capForThisProcess())
+    ) {
+        self.connections = connections
         self.gateway = gateway
         self.agents = agents
         self.host = host
@@ -34,7 +40,7 @@ public struct APIServer: Sendable {
         agents?.register(router)
         if let adminToken {
             router.get("/orl/v1/budgets") { [gateway] request, _ in
-                guard request.headers[.authorization] == "Bearer \(adminToken)" else {
+                guard AgentToken.matches(request.headers[.authorization], "Bearer \(adminToken)") else {
                     return Gateway.error(.unauthenticated("the operator token of <state>/controller.token is needed"))
                 }
                 return Gateway.json(.ok, ControllerClient.encode(gateway.budgetStatus(now: gateway.clock())))
@@ -45,7 +51,7 @@ public struct APIServer: Sendable {
         logger.logLevel = .critical
         let host = self.host
         let app = Application(
-            router: router, configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            router: router, server: connections.server(), configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in
                 await bound("http://\(host):\(channel.localAddress?.port ?? 0)")
             }, logger: logger)

@@ -15,6 +15,7 @@ public import OrlCore
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/complete  {"output": JSON}
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/fail      {"error": "...", "retry": true}
 /// POST /v1/tools/NAME/invoke                {"input": JSON}, for the task x-orl-run/x-orl-step name
+/// POST /mcp                                 MCP (streamable HTTP): the MCP tools the agent may call
 /// ```
 public final class AgentAPI: Sendable {
     public struct Configuration: Sendable {
@@ -29,6 +30,8 @@ public final class AgentAPI: Sendable {
         public var changePollInterval: Duration = .milliseconds(100)
         public var maxRequestBytes = 8 << 20
         public var maxToolOutputBytes = 8 << 20
+        /// How old the live tool definitions an MCP call is checked against may be.
+        public var mcpDefinitionMaxAge: Duration = .seconds(5)
 
         public init(stateDirectory: String) { self.stateDirectory = stateDirectory }
     }
@@ -40,6 +43,7 @@ public final class AgentAPI: Sendable {
     let secret: @Sendable (SecretID) -> String?
     let changeMarker: @Sendable () -> Int64?
     let configuration: Configuration
+    let mcp: McpUpstream
     private let queue = DispatchQueue(label: "orl.agent-api.store")
 
     /// `store` is a connection of the API's own; `secret` reads the vault (tools'
@@ -56,6 +60,7 @@ public final class AgentAPI: Sendable {
         self.secret = secret
         self.changeMarker = changeMarker
         self.configuration = configuration
+        self.mcp = McpUpstream(client: gateway.client, maxResponseBytes: configuration.maxToolOutputBytes)
     }
 
     func register(_ router: Router<BasicRequestContext>) {
@@ -68,6 +73,10 @@ public final class AgentAPI: Sendable {
         router.post("/v1/tools/:name/invoke") { request, context in
             await self.invoke(request, tool: context.parameters.get("name") ?? "")
         }
+        router.post("/mcp") { request, _ in await self.mcp(request) }
+        // Stateless: no stream for the server to talk on, and no session to end.
+        router.get("/mcp") { _, _ in Response(status: .methodNotAllowed) }
+        router.delete("/mcp") { _, _ in Response(status: .methodNotAllowed) }
     }
 
     /// Learns the tasks in flight from the store (agents outlive controllers), then
@@ -107,13 +116,15 @@ public final class AgentAPI: Sendable {
         } catch {
             return Gateway.error(error)
         }
-        let given = request.uri.queryParameters.get("wait")
-        let asked = given.flatMap(Double.init)
-        if given != nil, !(asked.map { $0 >= 0 && $0.isFinite } ?? false) {
-            return Gateway.error(.invalidRequest("wait must be a number of seconds, 0 or more", param: "wait"))
-        }
         let longest = configuration.longestPoll
-        let wait = asked.map { min(Duration.milliseconds(Int64($0 * 1000)), longest) } ?? longest
+        var wait = longest
+        if let given = request.uri.queryParameters.get("wait") {
+            // Clamped, never converted as given: `wait=1e16` once trapped the controller.
+            guard let asked = Double(given).flatMap({ Duration.seconds(clamping: $0, atMost: longest) }) else {
+                return Gateway.error(.invalidRequest("wait must be a number of seconds, 0 or more", param: "wait"))
+            }
+            wait = asked
+        }
         let clock = ContinuousClock()
         let deadline = clock.now + wait
         let agent = caller.agent

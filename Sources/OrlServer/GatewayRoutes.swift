@@ -104,6 +104,9 @@ extension Gateway {
         upstream.headers.add(name: "Content-Type", value: "application/json")
         upstream.headers.add(name: "Accept", value: chat.stream ? "text/event-stream" : "application/json")
         upstream.headers.add(name: "X-Request-Id", value: call.requestID)
+        // The key, wherever a provider echoes it (an error, a 200, a stream), plainly or
+        // JSON-escaped, is masked before the agent sees the body.
+        var mask = CredentialMask([])
         if let secret = spec.apiKeySecret?.value {
             guard let key = providerKey(SecretID(namespace: call.route.provider.namespace, name: secret)) else {
                 call.release(outcome: "provider key missing")
@@ -114,13 +117,13 @@ extension Gateway {
                     ), requestID: call.requestID)
             }
             upstream.headers.add(name: "Authorization", value: "Bearer \(key)")
+            mask = CredentialMask([key])
         }
         upstream.body = .bytes(ByteBuffer(bytes: chat.upstreamBody(model: call.route.model.name, maxTokens: bound)))
 
         let response: HTTPClientResponse
         do {
-            let (seconds, attoseconds) = spec.timeout.duration.components
-            response = try await client.execute(upstream, timeout: .milliseconds(seconds * 1000 + attoseconds / 1_000_000_000_000_000))
+            response = try await client.execute(upstream, timeout: .milliseconds(spec.timeout.duration.wholeMilliseconds))
         } catch {
             let failure = Self.upstreamFailure(error, provider: call.route.provider)
             call.release(outcome: failure.code)
@@ -131,7 +134,8 @@ extension Gateway {
         if chat.stream && status == 200 && eventStream {
             return Response(
                 status: .ok, headers: Self.headers(eventStream: true, requestID: call.requestID),
-                body: ResponseBody { writer in
+                body: ResponseBody { [mask] writer in
+                    var masking = CredentialMask.Stream(mask)
                     var events = ServerSentEvents()
                     var usage: TokenUsage?
                     var chunks = 0
@@ -141,8 +145,15 @@ extension Gateway {
                                 if let found = Self.usage(inEvent: payload) { usage = found }
                                 chunks += 1
                             }
-                            try await writer.write(buffer)
+                            if mask.isEmpty {
+                                try await writer.write(buffer)
+                            } else {
+                                let ready = masking.feed(buffer.readableBytesView)
+                                if !ready.isEmpty { try await writer.write(ByteBuffer(bytes: ready)) }
+                            }
                         }
+                        let rest = masking.finish()
+                        if !rest.isEmpty { try await writer.write(ByteBuffer(bytes: rest)) }
                         try await writer.finish(nil)
                         call.settle(usage ?? call.estimate(chat, chunks: chunks), outcome: usage == nil ? "ok, usage estimated" : "ok")
                     } catch {
@@ -159,13 +170,15 @@ extension Gateway {
             call.release(outcome: failure.code)
             return Self.error(failure, requestID: call.requestID)
         }
-        let bytes = Array(body.readableBytesView)
-        let usage = TokenUsage(body: bytes)
+        let raw = Array(body.readableBytesView)
+        let usage = TokenUsage(body: raw)
+        let bytes = mask.isEmpty ? raw : mask.mask(raw)
+        let masked = mask.isEmpty ? body : ByteBuffer(bytes: bytes)
         if (200..<300).contains(status) {
             call.settle(usage ?? call.estimate(chat, chunks: 0), outcome: usage == nil ? "ok, usage estimated" : "ok")
             return Response(
                 status: .init(code: status), headers: Self.headers(eventStream: eventStream, requestID: call.requestID),
-                body: ResponseBody(byteBuffer: body))
+                body: ResponseBody(byteBuffer: masked))
         }
         // Charged what the provider says it used, nothing more.
         if let usage { call.settle(usage, outcome: "upstream \(status)") } else { call.release(outcome: "upstream \(status)") }
@@ -178,7 +191,7 @@ extension Gateway {
         // A 4xx is the provider's verdict on the request: passed on as it is.
         return Response(
             status: .init(code: status), headers: Self.headers(eventStream: false, requestID: call.requestID),
-            body: ResponseBody(byteBuffer: body))
+            body: ResponseBody(byteBuffer: masked))
     }
 
     static func upstreamFailure(_ error: any Error, provider: ResourceID) -> GatewayError {
@@ -289,7 +302,7 @@ final class Call: Sendable {
         let elapsed = ContinuousClock.now - started
         return LedgerEntry(
             time: reservation.at, agent: agent, model: route.id, usage: usage, usd: usd,
-            latencyMilliseconds: Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000),
+            latencyMilliseconds: Int(elapsed.wholeMilliseconds),
             requestID: requestID, outcome: outcome, run: run, step: step)
     }
 }

@@ -4,6 +4,10 @@ import NIOCore
 import NIOHTTP1
 import OrlCore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// `POST /v1/tools/NAME/invoke`: an agent calls a Tool through the controller, which
 /// checks, fails closed, that the agent's policies allow the tool now and that the task
 /// the call serves is a step that lists it, then calls it with the tool's credential
@@ -46,9 +50,12 @@ extension AgentAPI {
         switch route.spec.type {
         case .http: result = await callHTTP(route, grant: grant, agent: agent, input: input)
         case .command: result = await runCommand(route, grant: grant, caller: caller, input: input)
+        case .mcp:
+            result = .failure(
+                .toolFailed(status: 400, code: "tool_is_mcp", "Tool \(route.id.name) is an MCP server: call its tools through /mcp"))
         }
         let elapsed = ContinuousClock.now - started
-        let took = "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)ms"
+        let took = "\(elapsed.wholeMilliseconds)ms"
         switch result {
         case .success(let answer):
             gateway.log(
@@ -109,12 +116,11 @@ extension AgentAPI {
         upstream.headers.replaceOrAdd(name: "X-Orl-Run", value: grant.task.run.rawValue)
         upstream.headers.replaceOrAdd(name: "X-Orl-Step", value: grant.task.step)
         if sendsBody { upstream.body = .bytes(ByteBuffer(string: input.compactRendered())) }
-        let (seconds, attoseconds) = route.spec.timeout.duration.components
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
             response = try await gateway.client.execute(
-                upstream, timeout: .milliseconds(seconds * 1000 + attoseconds / 1_000_000_000_000_000))
+                upstream, timeout: .milliseconds(route.spec.timeout.duration.wholeMilliseconds))
             body = try await response.body.collect(upTo: configuration.maxToolOutputBytes)
         } catch {
             let failure = Gateway.upstreamFailure(error, provider: route.id)
@@ -124,12 +130,16 @@ extension AgentAPI {
                     status: timedOut ? 504 : 502, code: timedOut ? "tool_timeout" : "tool_unreachable",
                     masked("Tool \(route.id.name) (\(endpoint.method) \(endpoint.url)): \(failure.message)", credential)))
         }
-        let text = masked(String(decoding: body.readableBytesView, as: UTF8.self), credential)
+        // Masked in the raw text through every JSON escape, then again in the decoded
+        // values: a tool that echoes its credential as `\u002d` or `\/` hands the agent
+        // nothing.
+        let mask = CredentialMask([credential].compactMap { $0 })
+        let text = String(decoding: mask.mask(Array(body.readableBytesView)), as: UTF8.self)
         let status = Int(response.status.code)
         guard (200..<300).contains(status) else {
             return .failure(.toolFailed("Tool \(route.id.name) answered \(status): \(String(text.prefix(500)))"))
         }
-        return .success((status, Self.output(text)))
+        return .success((status, mask.mask(Self.output(text))))
     }
 
     // MARK: command
@@ -143,21 +153,28 @@ extension AgentAPI {
         let agent = caller.agent
         // Where the agent itself runs: a tool works on what the agent could reach.
         let directory = AgentLaunch.workingDirectory(caller.workingDir, of: agent, stateDirectory: configuration.stateDirectory)
-        let environment = [
+        var environment = [
             "PATH": ProcessSpec.defaultSearchPath, "LANG": "C.UTF-8", "ORL_TOOL": route.id.name, "ORL_AGENT": agent.name,
             "ORL_NAMESPACE": agent.namespace, "ORL_RUN": grant.task.run.rawValue, "ORL_STEP": grant.task.step,
             "ORL_TASK": grant.task.description, "ORL_IDEMPOTENCY_KEY": grant.idempotencyKey,
         ]
+        // The program comes from the Tool's source; it runs in the agent's directory.
+        var (program, arguments) = (command.command, command.args)
+        if let origin = route.origin {
+            environment["ORL_CODE_DIR"] = origin.root
+            (program, arguments) = origin.resolve(command: program, arguments: arguments, exists: { access($0, F_OK) == 0 })
+        }
         // In the agent's own kind of sandbox, without its way out: a tool works on the
         // agent's directory and answers on its output.
         let sandbox = caller.runtime.flatMap { runtime in
             runtime.isolation == .strict
                 ? AgentLaunch.sandbox(
                     runtime, workingDirectory: directory,
-                    context: AgentLaunch.Context(stateDirectory: configuration.stateDirectory, apiURL: ""), apiPort: nil) : nil
+                    context: AgentLaunch.Context(stateDirectory: configuration.stateDirectory, apiURL: ""), apiPort: nil,
+                    code: route.origin?.root) : nil
         }
         let invocation = CommandInvocation(
-            command: command.command, arguments: command.args, environment: environment, workingDirectory: directory,
+            command: program, arguments: arguments, environment: environment, workingDirectory: directory,
             input: Array((input.compactRendered() + "\n").utf8), timeout: route.spec.timeout.duration,
             maxOutputBytes: configuration.maxToolOutputBytes, sandbox: sandbox)
         let outcome: CommandOutcome
@@ -192,8 +209,7 @@ extension AgentAPI {
     }
 
     private func masked(_ text: String, _ credential: String?) -> String {
-        guard let credential, !credential.isEmpty else { return text }
-        return text.replacing(credential, with: "(sensitive)")
+        CredentialMask([credential].compactMap { $0 }).mask(text)
     }
 }
 

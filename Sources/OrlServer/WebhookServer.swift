@@ -72,7 +72,8 @@ public struct WebhookServer: Sendable {
         logger.logLevel = .critical
         let host = self.host
         let app = Application(
-            router: router, configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            router: router, server: ConnectionGuard(cap: ConnectionGuard.capForThisProcess()).server(),
+            configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in await bound("http://\(host):\(channel.localAddress?.port ?? 0)\(Self.path)") },
             logger: logger)
         try await app.run()

@@ -30,7 +30,7 @@ final class Access: StateWriter {
     // MARK: Reading
 
     private static let resourceColumns =
-        "kind, namespace, name, manifest, spec_hash, generation, resource_version, source, file, line, revision, applied_at, applied_by"
+        "kind, namespace, name, manifest, spec_hash, generation, resource_version, source, file, line, revision, applied_at, applied_by, code_root"
 
     /// Listing order: kinds in `ResourceKind` order (what others refer to first), kinds
     /// this binary does not know after them by name, then namespace and name. Computed
@@ -55,7 +55,8 @@ final class Access: StateWriter {
             line: row.int(9),
             revision: row.optionalText(10),
             appliedAt: Timestamp(milliseconds: row.int64(11)),
-            appliedBy: row.text(12)
+            appliedBy: row.text(12),
+            codeRoot: row.optionalText(13)
         )
     }
 
@@ -83,6 +84,18 @@ final class Access: StateWriter {
             var resources: [StoredResource] = []
             while try statement.step(intent: intent) { resources.append(Self.resource(statement)) }
             return resources
+        }
+    }
+
+    func fingerprint(source: String) throws(StoreError) -> String {
+        let intent = "read the fingerprint of \(source)"
+        return try connection().withStatement(
+            "SELECT count(*), coalesce(sum(resource_version), 0), coalesce(max(applied_at), 0) FROM resources WHERE source = ?1",
+            intent: intent
+        ) { statement throws(StoreError) in
+            try statement.bind(1, source)
+            guard try statement.step(intent: intent) else { return "" }
+            return "\(statement.int64(0)):\(statement.int64(1)):\(statement.int64(2))"
         }
     }
 
@@ -211,12 +224,12 @@ final class Access: StateWriter {
         try connection(writing: true).withStatement(
             """
             INSERT INTO resources (\(Self.resourceColumns))
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
             ON CONFLICT (kind, namespace, name) DO UPDATE SET
                 manifest = excluded.manifest, spec_hash = excluded.spec_hash, generation = excluded.generation,
                 resource_version = excluded.resource_version, source = excluded.source, file = excluded.file,
                 line = excluded.line, revision = excluded.revision, applied_at = excluded.applied_at,
-                applied_by = excluded.applied_by
+                applied_by = excluded.applied_by, code_root = excluded.code_root
             """,
             intent: intent
         ) { statement throws(StoreError) in
@@ -231,6 +244,7 @@ final class Access: StateWriter {
             try statement.bind(11, resource.revision)
             try statement.bind(12, resource.appliedAt.milliseconds)
             try statement.bind(13, resource.appliedBy)
+            try statement.bind(14, resource.codeRoot)
             try statement.run(intent: intent)
         }
     }
@@ -529,7 +543,7 @@ extension Access {
             var spend: [ResourceID: Charge] = [:]
             while try statement.step(intent: intent) {
                 spend[ResourceID(kind: statement.text(0), namespace: statement.text(1), name: statement.text(2))] = Charge(
-                    usd: statement.double(3), tokens: Int(statement.double(4)))
+                    usd: statement.double(3), tokens: Int(clamping: statement.double(4)))
             }
             return spend
         }

@@ -14,6 +14,12 @@ final class Database {
     private let handle: OpaquePointer
     /// Statements prepared once and reused (reset between uses), keyed by their SQL.
     private var statements: [String: Statement] = [:]
+    /// The SQLite result code of the last failure: what a caller retries on.
+    private(set) var lastFailure: Int32 = SQLITE_OK
+
+    /// Whether the last failure was a lock held by another connection, the only one
+    /// worth retrying (a corrupt file or a full disk stays so).
+    var lastFailureIsBusy: Bool { lastFailure & 0xFF == SQLITE_BUSY || lastFailure & 0xFF == SQLITE_LOCKED }
 
     /// Opens (creating when missing) the database file at `path`.
     init(path: String) throws(StoreError) {
@@ -40,6 +46,9 @@ final class Database {
     /// How long a statement waits for another connection's lock before failing with
     /// SQLITE_BUSY (SQLite sleeps and retries meanwhile).
     func setBusyTimeout(milliseconds: Int32) { sqlite3_busy_timeout(handle, milliseconds) }
+
+    /// Rows the last statement inserted, updated or deleted.
+    var changes: Int { Int(sqlite3_changes(handle)) }
 
     /// Whether a transaction is open (SQLite is not in autocommit mode).
     var isInTransaction: Bool { sqlite3_get_autocommit(handle) == 0 }
@@ -112,6 +121,7 @@ final class Database {
 
     /// The error for a failed call, with SQLite's message when it is about that call.
     func error(_ code: Int32, intent: String) -> StoreError {
+        lastFailure = code
         let primary = code & 0xFF
         if primary == SQLITE_BUSY || primary == SQLITE_LOCKED {
             return StoreError(

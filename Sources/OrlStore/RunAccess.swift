@@ -290,7 +290,7 @@ extension Access: RunWriter {
             WHERE run = ?1 AND step IS NOT NULL GROUP BY step
             """, intent: "sum the spend of run \(run)",
             bind: { s throws(StoreError) in try s.bind(1, run.rawValue) },
-            { s throws(StoreError) in (s.text(0), Charge(usd: s.double(1), tokens: Int(s.double(2)))) })
+            { s throws(StoreError) in (s.text(0), Charge(usd: s.double(1), tokens: Int(clamping: s.double(2)))) })
         {
             spend[step] = charge
         }

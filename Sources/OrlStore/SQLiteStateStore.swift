@@ -35,6 +35,8 @@ public final class SQLiteStateStore: StateStore {
     public init(directory: String, busyTimeout: Duration = .seconds(30)) throws(StoreError) {
         try Self.createDirectory(directory)
         let path = directory.hasSuffix("/") ? directory + "state.db" : directory + "/state.db"
+        try Self.createIfMissing(path, busyTimeout: busyTimeout)
+        Self.restrict(path)
         let database = try Database(path: path)
         try Self.configure(database, busyTimeout: busyTimeout)
         try Schema.migrate(database)
@@ -73,8 +75,7 @@ public final class SQLiteStateStore: StateStore {
 
     private static func configure(_ database: Database, busyTimeout: Duration) throws(StoreError) {
         // First, so that even the pragmas below wait for a writer in another process.
-        let (seconds, attoseconds) = busyTimeout.components
-        let milliseconds = max(0, min(Int64(Int32.max), seconds * 1000 + attoseconds / 1_000_000_000_000_000))
+        let milliseconds = max(0, min(Int64(Int32.max), busyTimeout.wholeMilliseconds))
         database.setBusyTimeout(milliseconds: Int32(milliseconds))
         // WAL: readers see a snapshot and do not block the writer, nor it them; the
         // mode is stored in the file, so this is a no-op after the first open.
@@ -91,7 +92,9 @@ public final class SQLiteStateStore: StateStore {
                 }
                 break
             } catch {
-                guard ContinuousClock.now < deadline else { throw error }
+                // Only a lock is worth waiting for: a corrupt file or a full disk would
+                // be reported after the whole busy timeout, and stays so.
+                guard database.lastFailureIsBusy, ContinuousClock.now < deadline else { throw error }
                 usleep(10_000)
             }
         }
@@ -108,6 +111,75 @@ public final class SQLiteStateStore: StateStore {
         // fsync per apply (tens of milliseconds on some disks).
         try database.execute("PRAGMA synchronous = NORMAL", intent: "set synchronous mode")
         try database.execute("PRAGMA foreign_keys = ON", intent: "enable foreign keys")
+    }
+
+    /// Creates a new state database whole, or finds the existing one sound enough to
+    /// open. A new database is made under a temporary name (mode 0600, in WAL mode,
+    /// migrated) and linked into place, so `state.db` never exists empty: an empty one
+    /// was truncated (a full disk, a bad copy) and is refused, where SQLite would take
+    /// it for a new database and the whole state would silently be gone.
+    private static func createIfMissing(_ path: String, busyTimeout: Duration) throws(StoreError) {
+        var info = stat()
+        if stat(path, &info) == 0 {
+            guard (info.st_mode & S_IFMT) == S_IFREG else {
+                throw StoreError("the state database \(path) is not a regular file")
+            }
+            guard info.st_size > 0 else {
+                throw StoreError(
+                    "the state database \(path) is empty (0 bytes): it was truncated, or is not an orl state; restore it from a "
+                        + "backup, or move it away to start a new, empty state")
+            }
+            return
+        }
+        guard errno == ENOENT else {
+            throw StoreError("cannot read the state database \(path): \(String(cString: strerror(errno)))")
+        }
+        let temporary = "\(path).new-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw StoreError("cannot create the state database \(temporary): \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+        defer {
+            unlink(temporary)
+            unlink(temporary + "-wal")
+            unlink(temporary + "-shm")
+        }
+        do {
+            // Closed at the end of this block: SQLite then folds the WAL into the file.
+            let fresh = try Database(path: temporary)
+            try configure(fresh, busyTimeout: busyTimeout)
+            try Schema.migrate(fresh)
+        }
+        // Another process may have created it meanwhile: theirs is as good as ours.
+        if link(temporary, path) != 0 && errno != EEXIST {
+            // A file system without hard links: renamed instead, unless one appeared.
+            var existing = stat()
+            guard stat(path, &existing) != 0, rename(temporary, path) == 0 || errno == EEXIST else {
+                throw StoreError("cannot create the state database \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    /// Makes the database and its WAL and shared-memory files 0600 when they are not
+    /// (a state created before orl made them so, or copied in): the state names every
+    /// agent, tool and credential reference. SQLite gives the WAL and SHM files the
+    /// database's mode when it creates them.
+    private static func restrict(_ path: String) {
+        for file in [path, path + "-wal", path + "-shm"] {
+            var info = stat()
+            guard lstat(file, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_mode & 0o077 != 0 else { continue }
+            chmod(file, 0o600)
+        }
+    }
+
+    /// Why the state directory is exposed to other local users (group or world may
+    /// read or enter it), or nil when it is not.
+    public static func exposure(of directory: String) -> String? {
+        var info = stat()
+        guard stat(directory, &info) == 0, info.st_mode & 0o077 != 0 else { return nil }
+        let mode = String(info.st_mode & 0o777, radix: 8)
+        return "the state directory \(directory) is open to other local users (mode \(mode)); run chmod 700 \(directory)"
     }
 
     private static func createDirectory(_ directory: String) throws(StoreError) {

@@ -310,6 +310,35 @@ enum Schema {
                 ALTER TABLE run_steps DROP COLUMN cost_usd;
                 """
         ),
+        Migration(
+            summary: "record where an Agent's or a Tool's code comes from",
+            sql: """
+                -- The directory relative paths in an Agent's runtime or a command Tool resolve
+                -- against: the repository (or directory) `apply -f` read, or the read-only tree
+                -- of the applied commit of a git source. NULL for other kinds.
+                ALTER TABLE resources ADD COLUMN code_root TEXT;
+                """
+        ),
+        Migration(
+            summary: "keep the ledger's old rows as spend per agent, model and day",
+            sql: """
+                -- Retention rolls ledger rows past their age up into one row per UTC day,
+                -- agent and model before deleting them, so spend history outlives the calls.
+                CREATE TABLE ledger_daily (
+                    day TEXT NOT NULL,                -- YYYY-MM-DD, UTC
+                    kind TEXT NOT NULL,
+                    namespace TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    calls INTEGER NOT NULL,
+                    prompt_tokens INTEGER NOT NULL,
+                    completion_tokens INTEGER NOT NULL,
+                    usd REAL NOT NULL,
+                    PRIMARY KEY (day, kind, namespace, name, model)
+                );
+                CREATE INDEX events_by_time ON events (time);
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 public import OrlCore
 public import OrlGit
 
@@ -19,11 +20,16 @@ public struct GitSourceConfiguration: Sendable {
     public var appliedBy: String
     /// The bare mirror the source is fetched into: `<state>/git/<name>.git`.
     public var mirror: String
+    /// Where the trees of applied commits are written for Agents and Tools to run code
+    /// from (`<state>/code/<name>`, see `CodeTrees`); nil: none is, and their relative
+    /// paths resolve as without a source.
+    public var codeTrees: CodeTrees?
 
     public init(
         name: String, url: String, ref: String?, path: String?, prune: Bool, allowRewind: Bool, maxDeletions: Int, allowEmpty: Bool,
-        auth: @escaping @Sendable () -> GitAuth, appliedBy: String, mirror: String
+        auth: @escaping @Sendable () -> GitAuth, appliedBy: String, mirror: String, codeTrees: CodeTrees? = nil
     ) {
+        self.codeTrees = codeTrees
         self.name = name
         self.url = url
         self.ref = ref
@@ -70,6 +76,8 @@ public struct SyncReport: Sendable {
     /// Manifest files read and, of those, parsed anew (the rest came from the cache).
     public var files = 0
     public var parsed = 0
+    /// The head had not moved: what was applied is what changed out of band, put back.
+    public var drift = false
 
     /// Whether the round changed the state.
     public var changed: Bool {
@@ -104,6 +112,12 @@ public final class GitSourceSync: @unchecked Sendable {
     // Touched only on `queue`.
     private var repository: GitRepository?
     private let manifests = GitManifests()
+    /// The applied revision's fleet and code, kept so that an up-to-date round can put
+    /// back drift without validating the revision again.
+    private var applied: (commit: String, fleet: Fleet, codeRoot: String?)?
+    /// The source's `fingerprint` when the state last matched `applied`: while it holds,
+    /// an up-to-date round has no drift to look for.
+    private var matched: String?
 
     public init(configuration: GitSourceConfiguration, store: any StateStore, clock: @escaping @Sendable () -> Timestamp) {
         self.configuration = configuration
@@ -165,6 +179,7 @@ public final class GitSourceSync: @unchecked Sendable {
                 try? store.write { writer throws(StoreError) in try writer.putSource(settled) }
                 report.record = settled
             }
+            correctDrift(&report, record: report.record ?? record, head: head, repository: repository, now: now)
             return report
         case .retryLater(let at):
             if !retryFailed {
@@ -225,21 +240,92 @@ public final class GitSourceSync: @unchecked Sendable {
             return failed
         }
 
+        // The code of the revision, written before the apply that switches agents to it; a
+        // revision that fails validation never gets here, and one refused leaves a tree
+        // no resource names, collected at the next apply.
+        var codeRoot: String?
+        if let trees = c.codeTrees {
+            do {
+                codeRoot = try trees.materialise(head, manifestsUnder: c.path, from: repository)
+            } catch {
+                return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
+            }
+        }
         let options = ApplyOptions(
             source: record.applySource, prune: c.prune, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
-            appliedBy: c.appliedBy)
+            appliedBy: c.appliedBy, codeRoot: codeRoot)
         do {
             let (result, next) = try SourceSync.apply(
                 read.report.fleet, revision: head.hex, record: record, options: options, events: events, to: store, now: now)
             report.record = next
             switch result {
-            case .success(let outcome): report.outcome = .applied(outcome)
+            case .success(let outcome):
+                report.outcome = .applied(outcome)
+                applied = (head.hex, read.report.fleet, codeRoot)
+                matched = try? store.read { reader throws(StoreError) in try reader.fingerprint(source: record.applySource) }
+                if let codeRoot { c.codeTrees?.collect(current: codeRoot) }
             case .failure(let refusal): report.outcome = .refused(refusal.description)
             }
         } catch {
             return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
         }
         return report
+    }
+
+    /// Level-triggered, as Flux is: while the head does not move, what the applied revision
+    /// declares is applied again when the state no longer matches it (a resource of this
+    /// source changed or deleted out of band, its code tree removed), with a DriftCorrected
+    /// event. The plan is made on a read first, so an undrifted round writes nothing.
+    private func correctDrift(
+        _ report: inout SyncReport, record: SourceRecord, head: GitObjectID, repository: GitRepository, now: Timestamp
+    ) {
+        let c = configuration
+        let fingerprint = try? store.read { reader throws(StoreError) in try reader.fingerprint(source: record.applySource) }
+        if let fingerprint, fingerprint == matched, applied?.commit == head.hex,
+            applied?.codeRoot.map({ FileManager.default.fileExists(atPath: $0) }) ?? true
+        {
+            return
+        }
+        defer {
+            matched = try? store.read { reader throws(StoreError) in try reader.fingerprint(source: record.applySource) }
+        }
+        if applied?.commit != head.hex {
+            guard let read = try? manifests.read(repository, commit: head, under: c.path), read.report.isValid else { return }
+            applied = (head.hex, read.report.fleet, nil)
+        }
+        guard var current = applied else { return }
+        if let trees = c.codeTrees, current.codeRoot.map({ !FileManager.default.fileExists(atPath: $0) }) ?? true {
+            guard let root = try? trees.materialise(head, manifestsUnder: c.path, from: repository) else { return }
+            current.codeRoot = root
+            applied = current
+        }
+        // Puts back, never prunes: pruning follows a new head, so adding --prune to a
+        // source's sync waits for one, as it always has.
+        let options = ApplyOptions(
+            source: record.applySource, prune: false, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
+            appliedBy: c.appliedBy, codeRoot: current.codeRoot)
+        guard let preview = try? ApplyOperation.apply(current.fleet, to: store, options: options, now: now, dryRun: true),
+            !preview.plan.isEmpty
+        else { return }
+        do {
+            let changed = preview.plan.changes.map { "\($0.id)" }.joined(separator: ", ")
+            let event = StoreEvent(
+                time: now, kind: .warning, resource: record.eventSubject, reason: "DriftCorrected",
+                message: "put back what changed out of band since \(head.short) was applied: \(changed)")
+            let outcome: ApplyOutcome? = try store.write { writer throws(StoreError) in
+                guard case .success(let outcome) = try ApplyOperation.apply(current.fleet, in: writer, options: options, now: now),
+                    !outcome.plan.isEmpty
+                else { return nil }
+                try writer.append(event)
+                return outcome
+            }
+            if let outcome {
+                report.outcome = .applied(outcome)
+                report.drift = true
+            }
+        } catch {
+            return
+        }
     }
 
     /// Records a failed round (when the store can be written) and says why.

@@ -49,6 +49,15 @@ public struct ManifestParsing: Sendable {
                     at: .file(file.path))
             ])
         }
+        if McpLock.isLockFile(file.path) {
+            do {
+                return ReadManifests(mcpLocks: [try JSONParser.parse(bytes: file.bytes, file: file.path)])
+            } catch {
+                return ReadManifests(diagnostics: [
+                    .error(.mcpPinInvalid, "\(McpLock.fileName) is not JSON: \(error.message)", at: error.location)
+                ])
+            }
+        }
         return reader.read(parser.parse(file.bytes, file: file.path))
     }
 

@@ -47,6 +47,9 @@ struct DocumentBuilder {
     /// Nodes that aliases have added to the file so far, counting each alias as a full
     /// copy of its anchor: what anyone walking the documents would visit.
     private var aliasExpansion = 0
+    /// Bytes of text (keys and scalars) the file has expanded to so far, aliases
+    /// counted in full.
+    private var expandedBytes = 0
 
     init(file: String, limits: YAMLParser.Limits) {
         self.file = file
@@ -102,6 +105,7 @@ struct DocumentBuilder {
         let tag = data.tag.map { String(cString: $0) }
         let isPlain = data.style == YAML_PLAIN_SCALAR_STYLE
         let anchor = data.anchor.map { String(cString: $0) }
+        guard expand(by: data.length, at: at) else { return }
 
         if isAwaitingKey {
             // Keys are read as their text: `1:` and `true:` are the keys "1" and "true". The
@@ -112,10 +116,11 @@ struct DocumentBuilder {
                     return
                 }
                 if let anchor {
-                    anchors[anchor] = Anchor(node: Node(value, at: at), size: 1, scalarText: CoreSchema.string(text))
+                    anchors[anchor] = Anchor(node: Node(value, at: at), size: 1, bytes: data.length, scalarText: CoreSchema.string(text))
                 }
             }
             let key = CoreSchema.string(text)
+            stack[stack.count - 1].bytes += data.length
             acceptKey(key, at: at, isMerge: isPlain && tag == nil && key == "<<")
             return
         }
@@ -129,9 +134,9 @@ struct DocumentBuilder {
         }
         let node = Node(value, at: at)
         if let anchor {
-            anchors[anchor] = Anchor(node: node, size: 1, scalarText: CoreSchema.string(text))
+            anchors[anchor] = Anchor(node: node, size: 1, bytes: data.length, scalarText: CoreSchema.string(text))
         }
-        attach(node, size: 1)
+        attach(node, size: 1, bytes: data.length)
     }
 
     /// The scalar's value, or nil after reporting why its tag does not apply.
@@ -174,11 +179,13 @@ struct DocumentBuilder {
             )
             return
         }
+        guard expand(by: anchor.bytes, at: at, alias: name) else { return }
         if isAwaitingKey {
             guard let key = anchor.scalarText else {
                 rejectNonScalarKey(anchor.node, at: at)
                 return
             }
+            stack[stack.count - 1].bytes += anchor.bytes
             acceptKey(key, at: at, isMerge: false)
             return
         }
@@ -186,7 +193,21 @@ struct DocumentBuilder {
         // the anchored definition, which is where they are written.
         var node = anchor.node
         node.location = at
-        attach(node, size: anchor.size, isAlias: true)
+        attach(node, size: anchor.size, bytes: anchor.bytes, isAlias: true)
+    }
+
+    /// Counts `bytes` more of expanded text; false (and the file stops) past the limit.
+    private mutating func expand(by bytes: Int, at location: SourceLocation, alias: String? = nil) -> Bool {
+        expandedBytes += bytes
+        guard expandedBytes > limits.maxExpandedBytes else { return true }
+        let what = alias.map { "alias *\($0) expands" } ?? "this value brings"
+        stop(
+            "\(what) the file beyond \(limits.maxExpandedBytes) bytes of text, the limit for manifests (each alias counts "
+                + "as a full copy of its anchor), so this document and the rest of the file are not read; "
+                + (alias == nil ? "split the file" : "this looks like an alias bomb: use fewer or smaller aliases"),
+            at: location
+        )
+        return false
     }
 
     private mutating func beginCollection(
@@ -236,9 +257,9 @@ struct DocumentBuilder {
         }
         let node = Node(value, at: frame.location)
         if let anchor = frame.anchor {
-            anchors[anchor] = Anchor(node: node, size: frame.size, scalarText: nil)
+            anchors[anchor] = Anchor(node: node, size: frame.size, bytes: frame.bytes, scalarText: nil)
         }
-        attach(node, size: frame.size)
+        attach(node, size: frame.size, bytes: frame.bytes)
     }
 
     // MARK: - Attaching nodes to their parent
@@ -275,13 +296,14 @@ struct DocumentBuilder {
     }
 
     /// Adds a finished node (with its expanded size) to the enclosing collection.
-    private mutating func attach(_ node: Node, size: Int, isAlias: Bool = false) {
+    private mutating func attach(_ node: Node, size: Int, bytes: Int, isAlias: Bool = false) {
         guard !stack.isEmpty else {
             root = node
             return
         }
         let top = stack.count - 1
         stack[top].size += size
+        stack[top].bytes += bytes
         guard stack[top].isMapping else {
             elements.append(node)
             return
@@ -435,6 +457,8 @@ private struct Frame {
     let start: Int
     /// The node's expanded size: itself plus its children, aliases counted in full.
     var size = 1
+    /// The bytes of text (keys and scalars) in it, aliases counted in full.
+    var bytes = 0
     /// The key read last, waiting for its value; nil when a key comes next.
     var pendingKey: PendingKey?
     /// Positions of the members in the builder's `members`, once the mapping is large.
@@ -503,6 +527,7 @@ extension Array {
 private struct Anchor {
     var node: Node
     var size: Int
+    var bytes: Int
     /// The text of a scalar anchor, so that an alias can serve as a mapping key.
     var scalarText: String?
 }

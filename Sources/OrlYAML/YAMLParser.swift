@@ -28,15 +28,20 @@ public struct YAMLParser: Sendable {
         /// per file rather than per document so that a file of many small alias bombs
         /// is stopped as surely as one big one.
         public var maxAliasExpansion: Int
+        /// How many bytes of text (keys and scalars) one file may expand to, aliases
+        /// counted in full; beyond it the reading of the file stops. The node limit
+        /// alone let one 3 MB string aliased a thousand times through.
+        public var maxExpandedBytes: Int
         /// After this many problems in one file the reading of the file stops, with
         /// one more diagnostic that says so.
         public var maxDiagnostics: Int
 
         public init(
             maxFileBytes: Int = 4 << 20, maxDepth: Int = 100, maxAliasExpansion: Int = 100_000,
-            maxDiagnostics: Int = 100
+            maxDiagnostics: Int = 100, maxExpandedBytes: Int = 16 << 20
         ) {
             self.maxFileBytes = maxFileBytes
+            self.maxExpandedBytes = maxExpandedBytes
             self.maxDepth = maxDepth
             self.maxAliasExpansion = maxAliasExpansion
             self.maxDiagnostics = maxDiagnostics

@@ -80,7 +80,9 @@ struct SyncBench: AsyncParsableCommand {
             pollCPU.append(cpuTime() - cpu)
             guard case .upToDate = poll.outcome else { throw ValidationError("a poll did something: \(poll.outcome)") }
         }
-        print("  no-change poll (ls-remote only): \(median(polls).milliseconds) ms wall, \(median(pollCPU).milliseconds) ms CPU")
+        print(
+            "  no-change poll (ls-remote, drift fingerprint): \(median(polls).milliseconds) ms wall, \(median(pollCPU).milliseconds) ms CPU"
+        )
 
         var changes: [Duration] = []
         var changeCPU: [Duration] = []

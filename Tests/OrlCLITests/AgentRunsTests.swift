@@ -407,6 +407,11 @@ import Testing
         let echoed = try #require(answer["output"] as? [String: Any])
         #expect((echoed["echo"] as? [String: Any])?["from"] as? String == "http")
         #expect(echoed["authorization"] as? String == "Bearer (sensitive)", "the credential is masked in the answer")
+        for form in ["dashed", "lower", "upper", "mixed"] {
+            // The tool wrote it JSON-escaped: masked as the agent's parser decodes it.
+            #expect((echoed[form] as? String)?.contains("(sensitive)") == true, "\(form): \(echoed[form] ?? "nil")")
+            #expect((echoed[form] as? String)?.contains(Self.echoKey) == false, "\(form)")
+        }
         let received = h.file("echo.jsonl")
         #expect(received.contains("Bearer \(Self.echoKey)"), "the tool got the credential: \(received)")
         #expect(received.contains("\"Idempotency-Key\": \"\(id)/http\""))

@@ -175,12 +175,13 @@ import Testing
             })
 
         // The environment is the agent's own plus orl's, nothing from the controller
-        // (PWD is exported by /bin/sh itself).
+        // (PWD is exported by /bin/sh itself; ORL_CODE_DIR is where the manifests were applied from).
         let environ = try String(contentsOfFile: "/proc/\(first["a"]!)/environ", encoding: .utf8)
         let names = Set(environ.split(separator: "\0").map { String($0.prefix { $0 != "=" }) }).subtracting(["PWD"])
         #expect(
             names == [
                 "VERSION", "ORL_AGENT", "ORL_NAMESPACE", "ORL_MODEL", "ORL_API_URL", "ORL_TOKEN", "OPENAI_BASE_URL", "OPENAI_API_KEY",
+                "ORL_CODE_DIR",
             ])
         #expect(environ.contains("ORL_AGENT=a\0"))
         // The gateway is the controller's API, and the agent's API key its own token.

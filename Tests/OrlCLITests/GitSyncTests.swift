@@ -152,11 +152,14 @@ enum GitFleet {
         #expect(result.status == 0)
         #expect(result.stdout == "source \"repo\" is up to date at \(first.prefix(7)).\n")
 
-        // A commit that only touches a file outside the manifests applies with no change.
+        // A commit that only touches a file outside the manifests is new code for the agent
+        // (its relative paths resolve in the applied commit's tree): only its code moves.
         try repo.write("README.md", "still not a manifest\n")
-        try repo.commit("docs")
+        let docs = try repo.commit("docs")
         result = try repo.orlctl(sync)
-        #expect(result.stdout.contains("No changes. 5 resources up to date."), "\(result.stdout)")
+        #expect(result.stdout.contains("~ Agent/echo"), "\(result.stdout)")
+        #expect(result.stdout.contains("Plan: 0 to add, 1 to change, 0 to prune (4 unchanged)."), "\(result.stdout)")
+        #expect(try repo.orlctl(["events", "--for", "agent/echo"]).stdout.contains("code now from revision \(docs.prefix(7))"))
 
         // One agent changes: one update.
         try repo.write("fleet/agent.yaml", GitFleet.agent("two"))
@@ -167,7 +170,7 @@ enum GitFleet {
         #expect(result.stdout.contains("Plan: 0 to add, 1 to change, 0 to prune (4 unchanged)."))
         status = try repo.source()
         #expect(status["lastAppliedRevision"] as? String == second)
-        #expect(try repo.events(for: "source/repo") == ["Synced", "Synced"])
+        #expect(try repo.events(for: "source/repo") == ["Synced", "Synced", "Synced"])
 
         // get and describe show the source.
         let table = try repo.orlctl(["get", "sources"])

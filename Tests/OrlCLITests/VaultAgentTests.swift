@@ -136,7 +136,10 @@ import Testing
         // Setting it starts `a`, with its two secrets and not the provider's key.
         try set(h, "api-token", Self.apiToken)
         let pids = try h.waitForAgents(["a", "b"], "after api-token is set")
-        let own = ["ORL_AGENT", "ORL_NAMESPACE", "ORL_MODEL", "ORL_API_URL", "ORL_TOKEN", "OPENAI_BASE_URL", "OPENAI_API_KEY", "VERSION"]
+        let own = [
+            "ORL_AGENT", "ORL_NAMESPACE", "ORL_MODEL", "ORL_API_URL", "ORL_TOKEN", "OPENAI_BASE_URL", "OPENAI_API_KEY", "VERSION",
+            "ORL_CODE_DIR",
+        ]
         let a = try environment(pids["a"]!)
         #expect(Set(a.keys) == Set(own + ["DB_PASS", "TOKEN"]), "\(a.keys.sorted())")
         #expect(a["DB_PASS"] == Self.dbPass && a["TOKEN"] == Self.apiToken)

@@ -73,7 +73,7 @@ import Testing
 
         /// `recheck`: how often a waiting poll looks by itself; long, so that only an
         /// announcement can answer it within the tests' polls.
-        init(recheck: Duration = .seconds(120)) throws {
+        init(recheck: Duration = .seconds(120), longestPoll: Duration = .seconds(25)) throws {
             store = try SQLiteStateStore(directory: directory)
             let report = ManifestValidation.validate([YAMLParser().parse(AgentAPIServerTests.fleet, file: "fleet.yaml")])
             precondition(report.isValid, "\(report.diagnostics.map(\.message))")
@@ -86,6 +86,7 @@ import Testing
                 now: Self.clock())
             var configuration = AgentAPI.Configuration(stateDirectory: directory)
             configuration.recheckInterval = recheck
+            configuration.longestPoll = longestPoll
             configuration.changePollInterval = .milliseconds(20)
             let apiStore = try SQLiteStateStore(directory: directory)
             api = AgentAPI(
@@ -116,7 +117,9 @@ import Testing
             ).id
         }
 
-        func post(_ path: String, _ body: String? = nil, token: String? = "token-a", headers: [(String, String)] = []) async throws -> (
+        func post(
+            _ path: String, _ body: String? = nil, token: String? = "token-a", headers: [(String, String)] = [], timeoutSeconds: Int64 = 60
+        ) async throws -> (
             status: Int, json: [String: Any]
         ) {
             var request = HTTPClientRequest(url: url + path)
@@ -124,7 +127,7 @@ import Testing
             if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
             for (name, value) in headers { request.headers.add(name: name, value: value) }
             if let body { request.body = .bytes(ByteBuffer(string: body)) }
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(timeoutSeconds))
             let bytes = try await response.body.collect(upTo: 1 << 20)
             let json =
                 bytes.readableBytes == 0

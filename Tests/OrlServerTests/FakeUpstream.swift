@@ -12,6 +12,9 @@ final class FakeUpstream: Sendable {
         case answer
         case fail(status: Int)
         case stall(seconds: Int)
+        /// Answers `status` with the chunks `body` makes of the key it was sent (an
+        /// upstream that echoes its credential).
+        case echo(status: Int, contentType: String, body: @Sendable (_ key: String) -> [String])
     }
 
     struct Received: Sendable {
@@ -39,6 +42,11 @@ final class FakeUpstream: Sendable {
                 return Response(
                     status: .init(code: status), headers: [.contentType: "application/json"],
                     body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"message":"upstream is unwell","type":"server_error"}}"#)))
+            case .echo(let status, let contentType, let body):
+                let key = String((request.headers[.authorization] ?? "").dropFirst("Bearer ".count))
+                return Response(
+                    status: .init(code: status), headers: [.contentType: contentType],
+                    body: ResponseBody(contentsOf: body(key).map { ByteBuffer(string: $0) }))
             case .stall(let seconds):
                 try await Task.sleep(for: .seconds(seconds))
                 return Response(status: .ok)

@@ -5,19 +5,35 @@ import Testing
 @testable import OrlStore
 
 @Suite struct SchemaTests {
-    @Test func anEmptyFileIsMigratedToTheCurrentSchema() throws {
+    /// An empty state.db was truncated (a full disk, a bad copy): SQLite would take it
+    /// for a new database, and the whole state would silently be gone.
+    @Test func anEmptyFileIsRefusedNotTakenForANewState() throws {
         try withStateDirectory { directory in
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
             #expect(FileManager.default.createFile(atPath: directory + "/state.db", contents: Data()))
+            #expect(throws: StoreError.self) { _ = try SQLiteStateStore(directory: directory) }
+            do {
+                _ = try SQLiteStateStore(directory: directory)
+            } catch {
+                #expect((error as? StoreError)?.message.contains("is empty (0 bytes)") == true)
+            }
+            #expect((try FileManager.default.attributesOfItem(atPath: directory + "/state.db")[.size] as? Int) == 0)
+        }
+    }
+
+    @Test func aNewStateIsCreatedWholeAndPrivate() throws {
+        try withStateDirectory { directory in
             let store = try SQLiteStateStore(directory: directory)
             try store.write { s throws(StoreError) in try s.put(stored(agent("writer"))) }
-
             let database = try Database(path: store.path)
             #expect(try database.scalar("PRAGMA user_version", intent: "test") == Int64(Schema.version))
             let tables = try names(in: database, of: "table")
             #expect(Set(["resources", "applies", "events", "status"]).isSubset(of: tables))
-            let indexes = try names(in: database, of: "index")
-            #expect(Set(["resources_by_source", "events_by_resource"]).isSubset(of: indexes))
+            for file in try FileManager.default.contentsOfDirectory(atPath: directory) {
+                let mode = try FileManager.default.attributesOfItem(atPath: directory + "/" + file)[.posixPermissions] as? Int
+                #expect(mode == 0o600, "\(file)")
+                #expect(!file.contains(".new-"), "no temporary file is left: \(file)")
+            }
         }
     }
 

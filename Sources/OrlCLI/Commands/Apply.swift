@@ -30,6 +30,32 @@ struct ManifestSourceOptions: ParsableArguments {
         return "files:" + paths.sorted().joined(separator: ",")
     }
 
+    /// Where the applied Agents' and Tools' code is (see `CodeOrigin`): the top of the git
+    /// work tree holding the first path given, else that path's directory (its own
+    /// directory for a file), else (standard input only) the current directory. So
+    /// `apply -f manifests/` from a repository runs `examples/agents/agent.py` from that
+    /// repository, whichever directory it is applied from.
+    var codeRoot: String {
+        let files = FileManager.default
+        let start: URL
+        if let path = self.files.first(where: { $0 != "-" }) {
+            let url = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath()
+            var isDirectory: ObjCBool = false
+            start =
+                files.fileExists(atPath: url.path, isDirectory: &isDirectory) && !isDirectory.boolValue
+                ? url.deletingLastPathComponent() : url
+        } else {
+            start = URL(fileURLWithPath: files.currentDirectoryPath).standardizedFileURL
+        }
+        var directory = start
+        while true {
+            if files.fileExists(atPath: directory.appendingPathComponent(".git").path) { return directory.path }
+            let parent = directory.deletingLastPathComponent()
+            if parent.path == directory.path { return start.path }
+            directory = parent
+        }
+    }
+
     /// Loads the manifests, plans (and unless `dryRun`, applies) them against the state,
     /// and prints the plan: the whole of `apply` and `diff`.
     func plan(state: StateOptions, output: OutputFormat, dryRun: Bool, options: ApplyOptions) async throws -> Plan {
@@ -68,7 +94,9 @@ struct Apply: AsyncParsableCommand {
             The plan is computed and written in one transaction, so concurrent applies run one \
             after the other. When Agents are applied and no controller runs for the state, one is \
             started in the background so that they run (--no-controller, or ORL_NO_CONTROLLER=1 as \
-            in CI, to opt out). Exit 0 when applied (or nothing to do), 1 when the manifests have \
+            in CI, to opt out). Relative paths in an Agent's command and args (and a \
+            command Tool's) resolve against the git work tree holding the first -f path, \
+            else that path (docs/operations.md). Exit 0 when applied (or nothing to do), 1 when the manifests have \
             errors or a guard refused the plan (nothing written), 2 on error.
             """
     )
@@ -99,18 +127,25 @@ struct Apply: AsyncParsableCommand {
             state: state, output: output, dryRun: dryRun,
             options: ApplyOptions(
                 source: manifests.resolvedSource, prune: prune, allowEmpty: allowEmpty, maxDeletions: maxDeletions,
-                appliedBy: Caller.identity))
+                appliedBy: Caller.identity, codeRoot: manifests.codeRoot))
         guard !dryRun else { return }
         // A running controller reconciles the change at once rather than at its next poll.
         if !plan.isEmpty { ControllerWake.wake(state.resolvedDirectory) }
-        if !noController, ProcessInfo.processInfo.environment["ORL_NO_CONTROLLER"].map({ $0.isEmpty || $0 == "0" }) ?? true {
-            try await startControllerIfNeeded()
-        }
+        try await ControllerAutostart.ensure(state: state, optedOut: noController, json: output == .json)
+    }
+}
+
+/// What `apply`, `sync` and `watch` share: applied agents should run, so with none
+/// running a controller for the state, one is started detached, and said so (on
+/// standard error when standard output is JSON). `--no-controller` or
+/// ORL_NO_CONTROLLER=1 (as in CI) opts out.
+enum ControllerAutostart {
+    static var disabledByEnvironment: Bool {
+        !(ProcessInfo.processInfo.environment["ORL_NO_CONTROLLER"].map({ $0.isEmpty || $0 == "0" }) ?? true)
     }
 
-    /// Applied agents should run: with none running a controller, start one detached,
-    /// and say so (on standard error when standard output is JSON).
-    private func startControllerIfNeeded() async throws {
+    static func ensure(state: StateOptions, optedOut: Bool, json: Bool) async throws {
+        guard !optedOut, !disabledByEnvironment else { return }
         let directory = ControllerLock.absolute(state.resolvedDirectory)
         guard try ControllerLock.holder(directory) == nil else { return }
         let store = try state.openStore()
@@ -121,7 +156,6 @@ struct Apply: AsyncParsableCommand {
             throw CommandFailure(message: error.description)
         }
         guard agents > 0 else { return }
-        let json = output == .json
         try await RunController.startDetached(stateDirectory: directory, arguments: []) { message in
             if json { OrlctlMain.writeStandardError(message) } else { writeStandardOutput(message) }
         }
@@ -148,7 +182,8 @@ struct Diff: AsyncParsableCommand {
         let plan = try await manifests.plan(
             state: state, output: output, dryRun: true,
             options: ApplyOptions(
-                source: manifests.resolvedSource, prune: prune, allowEmpty: true, maxDeletions: .max, appliedBy: Caller.identity))
+                source: manifests.resolvedSource, prune: prune, allowEmpty: true, maxDeletions: .max, appliedBy: Caller.identity,
+                codeRoot: manifests.codeRoot))
         if !plan.isEmpty { throw ExitCode(ExitStatus.findings.rawValue) }
     }
 }

@@ -68,7 +68,7 @@ struct BudgetStatus: AsyncParsableCommand {
                 table.append([
                     Self.name(row.account.budget), row.account.agent.map { $0.name } ?? "(shared)", row.window.rawValue,
                     Self.amounts(row.spent, of: row.limit), Self.amounts(row.reserved, of: row.limit), Self.limit(row.limit),
-                    "\(Int(row.percentUsed.rounded(.down)))%", row.resetsAt.rfc3339Seconds,
+                    "\(Int(clamping: row.percentUsed.rounded(.down)))%", row.resetsAt.rfc3339Seconds,
                     row.exhausted ? (row.onExceeded == .halt ? "Exhausted (halted)" : "Exhausted (alert)") : "OK",
                 ])
             }
@@ -215,8 +215,8 @@ struct Usage: AsyncParsableCommand {
         for e in entries {
             var total = totals[Key(agent: e.agent, model: e.model)] ?? (0, TokenUsage(prompt: 0, completion: 0), 0)
             total.calls += 1
-            total.usage.prompt += e.usage.prompt
-            total.usage.completion += e.usage.completion
+            total.usage.prompt = total.usage.prompt.saturatingAdding(e.usage.prompt)
+            total.usage.completion = total.usage.completion.saturatingAdding(e.usage.completion)
             total.usd += e.usd
             totals[Key(agent: e.agent, model: e.model)] = total
         }
@@ -268,12 +268,11 @@ struct Usage: AsyncParsableCommand {
     /// `2026-11-21`, `2026-11-21T09:00:00Z` (UTC), or a duration back from `now`.
     static func instant(_ text: String, now: Timestamp) -> Timestamp? {
         if let duration = DurationValue(text) {
-            let (seconds, attoseconds) = duration.duration.components
-            return Timestamp(milliseconds: now.milliseconds - seconds * 1000 - attoseconds / 1_000_000_000_000_000)
+            return Timestamp(milliseconds: now.milliseconds.subtractingReportingOverflow(duration.duration.wholeMilliseconds).partialValue)
         }
         let parts = text.split(separator: "T", maxSplits: 1)
         let date = parts[0].split(separator: "-").compactMap { Int($0) }
-        guard date.count == 3, (1...12).contains(date[1]), (1...31).contains(date[2]) else { return nil }
+        guard date.count == 3, (1...9999).contains(date[0]), (1...12).contains(date[1]), (1...31).contains(date[2]) else { return nil }
         var milliseconds = CivilDate(year: date[0], month: date[1], day: date[2]).midnight.milliseconds
         if parts.count == 2 {
             guard parts[1].hasSuffix("Z") else { return nil }

@@ -87,6 +87,9 @@ struct RunController: AsyncParsableCommand {
     static let detachTimeout: Duration = .seconds(10)
 
     func run() async throws {
+        // Connections, agents' pipes and logs all take descriptors: the default soft
+        // limit is what a crowd of idle connections once exhausted.
+        ConnectionGuard.raiseDescriptorLimit()
         if detach {
             let arguments =
                 [
@@ -148,6 +151,14 @@ struct RunController: AsyncParsableCommand {
                 Self.rotateLogs(in: directory + "/logs", runtime: runtime, maxBytes: logMaxBytes, keep: logKeep, log: Self.sink(logFormat))
             }
         }
+        // History is trimmed as `orlctl gc` does with its defaults, at start and hourly.
+        let retentionStore = try state.openStore()
+        let retention = Task {
+            while !Task.isCancelled {
+                _ = try? retentionStore.retain(.standard, now: Controller.systemTime())
+                try? await Task.sleep(for: .seconds(3600))
+            }
+        }
         // Workflow runs move on a timer of their own, beside the reconcile loop, on a
         // connection of their own so that neither waits for the other's statements.
         let runsStore = try state.openStore()
@@ -160,6 +171,7 @@ struct RunController: AsyncParsableCommand {
         await controller.run()
         runs.cancel()
         rotation.cancel()
+        retention.cancel()
         // After the agents stopped: their last calls are settled and written.
         server.cancel()
         _ = await server.result

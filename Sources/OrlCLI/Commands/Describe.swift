@@ -13,7 +13,8 @@ struct Describe: AsyncParsableCommand {
             attempts of failed or retried steps, and the run's events. The spec is printed as YAML with \
             secret-like values masked. Status follows kstatus (Ready, Reconciling, Stalled, \
             observedGeneration); until a controller has observed the current generation it is \
-            Reconciling=True, reason NotObserved. Events are the newest 10.
+            Reconciling=True, reason NotObserved. Events are the newest 10. `describe state` \
+            shows the state directory: its parts and their sizes (orlctl gc trims them).
 
             Exit codes: 0 described, 1 a named resource is not in the state (the others are \
             still printed), 2 error.
@@ -29,12 +30,18 @@ struct Describe: AsyncParsableCommand {
     static let eventLimit = 10
 
     func validate() throws {
+        if resources == ["state"] { return }
         if try RunReference.described(resources) != nil { return }
         if try SourceSelection.parse(resources) != nil { return }
         _ = try ResourceSelection.parse(resources, allowAll: false)
     }
 
     func run() async throws {
+        if resources == ["state"] {
+            let directory = ControllerLock.absolute(state.resolvedDirectory)
+            _ = try state.openStore()
+            return writeStandardOutput("State:              \(directory)\n" + GC.sizes(directory))
+        }
         if let runs = try RunReference.described(resources) { return try RunDescription.describe(runs, state: state) }
         if let names = try SourceSelection.parse(resources) { return try describeSources(names) }
         let selection = try ResourceSelection.parse(resources, allowAll: false)

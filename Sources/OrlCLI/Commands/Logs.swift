@@ -45,7 +45,7 @@ struct Logs: AsyncParsableCommand {
     }
 
     func agentID() throws -> ResourceID {
-        let selection = try ResourceSelection.parse(resources, allowAll: false)
+        let selection = try ResourceSelection.parse(resources, allowAll: false, bareNames: .agent)
         guard selection.references.count == 1, let reference = selection.references.first else {
             throw ValidationError("name one agent: agent/NAME or agent NAME")
         }

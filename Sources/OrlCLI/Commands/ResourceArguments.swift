@@ -14,9 +14,18 @@ struct ResourceSelection {
 
     var isNamed: Bool { !references.isEmpty }
 
-    static func parse(_ arguments: [String], allowAll: Bool) throws -> ResourceSelection {
+    /// With `bareNames`, words that are not a type name resources of that kind, as
+    /// `kubectl logs POD` does: `orlctl logs writer`, `orlctl suspend writer researcher`.
+    static func parse(_ arguments: [String], allowAll: Bool, bareNames: ResourceKind? = nil) throws -> ResourceSelection {
         guard let first = arguments.first else {
             throw ValidationError("name a resource type (e.g. agents) or a resource (e.g. agent/writer)")
+        }
+        if let bareNames, !first.contains("/"), (try? ResourceReference.kind(first)) == nil {
+            guard arguments.allSatisfy({ !$0.contains("/") }) else {
+                throw ValidationError("give names as NAME or KIND/NAME, not a mix")
+            }
+            return ResourceSelection(
+                kinds: [bareNames], references: arguments.map { ResourceReference(kind: bareNames, name: $0) }, isAll: false)
         }
         if first.contains("/") {
             return ResourceSelection(kinds: [], references: try arguments.map(reference), isAll: false)

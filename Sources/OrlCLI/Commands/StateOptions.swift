@@ -23,7 +23,11 @@ struct StateOptions: ParsableArguments {
 
     func openStore() throws -> SQLiteStateStore {
         do {
-            return try SQLiteStateStore(directory: resolvedDirectory)
+            let store = try SQLiteStateStore(directory: resolvedDirectory)
+            if let exposure = SQLiteStateStore.exposure(of: resolvedDirectory) {
+                OrlctlMain.writeStandardError("orlctl: warning: \(exposure)\n")
+            }
+            return store
         } catch {
             throw CommandFailure(message: "cannot open the state in \(resolvedDirectory): \(error.description)")
         }

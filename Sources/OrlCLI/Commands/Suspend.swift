@@ -28,7 +28,7 @@ struct HoldArguments: ParsableArguments {
             return
         }
         if allNamespaces { throw ValidationError("-A goes with --all") }
-        let selection = try ResourceSelection.parse(resources, allowAll: false)
+        let selection = try ResourceSelection.parse(resources, allowAll: false, bareNames: .agent)
         guard selection.isNamed else { throw ValidationError("name the agents (agent/NAME...) or give --all") }
         guard selection.references.allSatisfy({ $0.kind == .agent }) else {
             throw ValidationError("only agents can be suspended and resumed; name them as agent/NAME")
@@ -42,7 +42,7 @@ struct HoldArguments: ParsableArguments {
         let store = try state.openStore()
         let by = Caller.identity
         let now = Caller.now
-        let references = all ? [] : try ResourceSelection.parse(resources, allowAll: false).references
+        let references = all ? [] : try ResourceSelection.parse(resources, allowAll: false, bareNames: .agent).references
         let lines: [String]
         let missing: [String]
         do {

@@ -79,7 +79,8 @@ struct GitSourceOptions: ParsableArguments {
         let name = resolvedName
         return GitSourceConfiguration(
             name: name, url: resolvedURL, ref: ref, path: path, prune: prune, allowRewind: allowRewind, maxDeletions: maxDeletions,
-            allowEmpty: allowEmpty, auth: auth, appliedBy: Caller.identity, mirror: SourceLock.directory(directory) + "/\(name).git")
+            allowEmpty: allowEmpty, auth: auth, appliedBy: Caller.identity, mirror: SourceLock.directory(directory) + "/\(name).git",
+            codeTrees: CodeTrees(directory: ControllerLock.absolute(directory) + "/code/\(name)"))
     }
 
     /// The credentials: the key file as given, the token from the vault (checked now,
@@ -125,6 +126,10 @@ struct Sync: AsyncParsableCommand {
             not descend from the applied revision is refused unless --allow-rewind. A revision \
             that failed before is tried again (orlctl watch waits for a new head or a backoff).
 
+            When Agents are applied and no controller runs for the state, one is started in \
+            the background, as orlctl apply does (--no-controller, or ORL_NO_CONTROLLER=1, \
+            to opt out).
+
             Exit codes: 0 applied or nothing to do (or suspended), 1 the manifests have \
             errors or a guard refused the revision (nothing applied), 2 error (the remote \
             cannot be reached, a git or state error).
@@ -132,6 +137,9 @@ struct Sync: AsyncParsableCommand {
     )
 
     @OptionGroup var source: GitSourceOptions
+
+    @Flag(help: "Do not start a controller when none runs (also ORL_NO_CONTROLLER=1).")
+    var noController = false
 
     @Flag(help: "Sync one revision and exit (required; orlctl watch keeps syncing).")
     var once = false
@@ -149,6 +157,7 @@ struct Sync: AsyncParsableCommand {
         let sync = GitSourceSync(configuration: configuration, store: store, clock: { Caller.now })
         let report = await sync.round(retryFailed: true)
         if report.changed { ControllerWake.wake(source.state.resolvedDirectory) }
+        if !report.failed { try await ControllerAutostart.ensure(state: source.state, optedOut: noController, json: output == .json) }
         switch output {
         case .text: try SyncRenderer.finish(report, configuration: configuration)
         case .json:
@@ -173,7 +182,10 @@ struct Watch: AsyncParsableCommand {
             <state>/git). With --webhook it also serves http://ADDR/webhook for GitHub-style \
             push webhooks: a push to the watched ref signed (X-Hub-Signature-256) with the \
             vault secret --webhook-secret syncs at once; anything unsigned is refused (401). \
-            SIGTERM or SIGINT ends it after the round in progress.
+            SIGTERM or SIGINT ends it after the round in progress. When Agents are applied \
+            and no controller runs for the state, one is started in the background after the \
+            first round and after a round that changed the state, as orlctl apply does \
+            (--no-controller, or ORL_NO_CONTROLLER=1, to opt out).
 
             Exit codes: 0 stopped by a signal, 2 error (another process syncs the source, \
             unreadable state).
@@ -184,6 +196,9 @@ struct Watch: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("How often to ask the remote for its head (e.g. 30s, 500ms, 2m).", valueName: "duration"))
     var interval = "30s"
+
+    @Flag(help: "Do not start a controller when none runs (also ORL_NO_CONTROLLER=1).")
+    var noController = false
 
     @Option(
         help: ArgumentHelp(
@@ -243,6 +258,7 @@ struct Watch: AsyncParsableCommand {
             let secret = try VaultReference.secret(webhookSecret, flag: "--webhook-secret", state: source.state)
             let handler = Self.webhookHandler(secret: secret, ref: configuration.ref, source: configuration.name, signals: signals)
             do {
+                ConnectionGuard.raiseDescriptorLimit()
                 let (url, task) = try await WebhookServer(host: address.host, port: address.port, handle: handler).start()
                 receiver = task
                 SyncRenderer.log("webhook receiver listening on \(url)")
@@ -256,9 +272,20 @@ struct Watch: AsyncParsableCommand {
         SyncRenderer.log(
             "watching \(configuration.url)\(ref)\(path) every \(DurationValue(self.interval)!.text) as source \(configuration.name)")
         var wasSuspended = false
+        var firstRound = true
         while !signals.stopRequested {
             let report = await sync.round(retryFailed: false)
             if report.changed { ControllerWake.wake(source.state.resolvedDirectory) }
+            // After the first round and after changes only: a controller stopped on purpose
+            // stays stopped until the fleet changes again.
+            if !report.failed, report.changed || firstRound {
+                firstRound = false
+                do {
+                    try await ControllerAutostart.ensure(state: source.state, optedOut: noController, json: true)
+                } catch {
+                    SyncRenderer.log("cannot start a controller: \(error)")
+                }
+            }
             let suspended = if case .suspended = report.outcome { true } else { false }
             if let line = SyncRenderer.logLine(report), !(suspended && wasSuspended) {
                 SyncRenderer.log(line)

@@ -62,7 +62,13 @@ struct FileSystemSource: Sendable {
     private func expand(_ path: String) throws(SourceError) -> [String] {
         var info = stat()
         guard stat(path, &info) == 0 else { throw SourceError(path: path, reason: Self.errnoText()) }
-        if (info.st_mode & S_IFMT) != S_IFDIR { return [path] }
+        switch info.st_mode & S_IFMT {
+        case S_IFDIR: break
+        case S_IFREG: return [path]
+        // A FIFO would block the read forever, a device never end: refused by name, as
+        // inside directories they are skipped.
+        default: throw SourceError(path: path, reason: Self.notRegular(info.st_mode))
+        }
         var found: [String] = []
         try walk(path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path, into: &found)
         return found.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
@@ -91,11 +97,15 @@ struct FileSystemSource: Sendable {
     }
 
     private func readFile(_ path: String) throws(SourceError) -> ManifestFile {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        // Non-blocking, so that a FIFO swapped in after the check cannot block the open;
+        // what was opened is checked again.
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         guard descriptor >= 0 else { throw SourceError(path: path, reason: Self.errnoText()) }
         defer { close(descriptor) }
         var info = stat()
-        if fstat(descriptor, &info) == 0, Int(info.st_size) > maxFileBytes {
+        guard fstat(descriptor, &info) == 0 else { throw SourceError(path: path, reason: Self.errnoText()) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw SourceError(path: path, reason: Self.notRegular(info.st_mode)) }
+        if Int(info.st_size) > maxFileBytes {
             return ManifestFile(path: path, bytes: [], oversizedBy: Int(info.st_size))
         }
         return ManifestFile(path: path, bytes: try readAll(descriptor: descriptor, path: path))
@@ -117,6 +127,18 @@ struct FileSystemSource: Sendable {
                 throw SourceError(path: path, reason: "larger than the \(maxFileBytes / (1 << 20)) MiB limit for a manifest file")
             }
         }
+    }
+
+    private static func notRegular(_ mode: mode_t) -> String {
+        let what =
+            switch mode & S_IFMT {
+            case S_IFIFO: "a FIFO"
+            case S_IFCHR: "a character device"
+            case S_IFBLK: "a block device"
+            case S_IFSOCK: "a socket"
+            default: "not a regular file"
+            }
+        return "\(what), not a manifest file; name a regular file, a directory, or - for standard input"
     }
 
     private static func errnoText() -> String {

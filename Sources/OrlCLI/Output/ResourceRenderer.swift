@@ -71,6 +71,7 @@ enum ResourceRenderer {
             ("orl.dev/applied-by", .string(r.appliedBy)),
         ]
         if let revision = r.revision { annotations.append(("orl.dev/revision", .string(revision))) }
+        if let root = r.codeRoot { annotations.append(("orl.dev/code-root", .string(root))) }
         let labels = view.labels.map { ($0.0, JSONValue.string($0.1)) }
         let metadata = JSONValue.object([
             ("name", .string(r.id.name)),
@@ -89,8 +90,38 @@ enum ResourceRenderer {
         for member in view.manifest.members ?? [] where !["apiVersion", "kind", "metadata", "status"].contains(member.key) {
             members.append((member.key, JSONValue(Sensitivity.masked(member.value))))
         }
-        members.append(("status", view.status.json))
+        members.append(("status", status(view)))
         return .object(members)
+    }
+
+    /// The status, for an agent with what the tables show of its process as fields of
+    /// their own (kubectl's columns come from the object too): `phase`, `reason` and
+    /// `message` (of Ready, when not ready), `pid` and `startTime` while it runs,
+    /// `restarts`, and `lastExit` (`exitCode` or `signal`, `reason`, `finishedAt`).
+    static func status(_ view: ResourceView) -> JSONValue {
+        guard view.kind == .agent, case .object(let conditions) = view.status.json else { return view.status.json }
+        let ready = view.status.condition(ResourceStatus.ready)
+        let notReady = ready.flatMap { $0.status == .true ? nil : $0 }
+        let supervision = view.supervision
+        let running = view.runningProcess
+        let lastExit: JSONValue? = supervision?.lastExit.map { exit in
+            let (number, reason): ((String, JSONValue), String) =
+                switch exit {
+                case .exited(let code): (("exitCode", .int(Int(code))), code == 0 ? "Completed" : "Error")
+                case .signaled(let signal): (("signal", .int(Int(signal))), "Signaled")
+                }
+            return .object([number, ("reason", .string(reason)), ("finishedAt", supervision?.exitedAt.map { .string($0.rfc3339Seconds) })])
+        }
+        let process: [(String, JSONValue?)] = [
+            ("phase", .string(view.phase ?? "Unknown")),
+            ("reason", notReady.map { .string($0.reason) }),
+            ("message", notReady.map { .string($0.message) }),
+            ("pid", running.map { .int(Int($0.pid)) }),
+            ("startTime", running == nil ? nil : supervision?.startedAt.map { .string($0.rfc3339Seconds) }),
+            ("restarts", .int(supervision?.restarts ?? 0)),
+            ("lastExit", lastExit),
+        ]
+        return .object(process + conditions.map { ($0.0, $0.1) })
     }
 
     static func list(_ views: [ResourceView]) -> JSONValue {
@@ -287,6 +318,7 @@ enum ResourceRenderer {
         field("Source", r.source)
         field("File", view.place)
         field("Revision", r.revision ?? "<none>")
+        if view.kind == .agent || view.kind == .tool { field("Code", r.codeRoot ?? "<none>") }
         field("Applied", "\(r.appliedAt.rfc3339Seconds) (\(r.appliedAt.age(at: now)) ago) by \(r.appliedBy)")
         field("Generation", String(r.generation))
         field("Resource Version", String(r.resourceVersion))

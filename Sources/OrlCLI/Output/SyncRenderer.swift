@@ -19,7 +19,7 @@ enum SyncRenderer {
             writeStandardOutput(
                 "source \(name)\(at) failed before; it is tried again after \(until.rfc3339Seconds) or when the head moves.\n")
         case .applied(let outcome):
-            let was = report.previous.map { ", was \(SourceSync.short($0))" } ?? ""
+            let was = report.drift ? ": put back what changed out of band" : report.previous.map { ", was \(SourceSync.short($0))" } ?? ""
             writeStandardOutput(
                 "source \(name)\(at)\(was)\n" + PlanRenderer.text(outcome, dryRun: false, style: TextStyle.forStandardOutput()))
         case .invalid(let validation, let files):
@@ -78,6 +78,7 @@ enum SyncRenderer {
             ("head", report.head.map { .string($0.hex) }),
             ("previous", report.previous.map { .string($0) }),
             ("result", .string(result)),
+            ("drift", report.drift ? .bool(true) : nil),
             ("message", message.map { .string($0) }),
             ("applyNumber", applyNumber.map { .int($0) }),
             ("plan", plan),
@@ -96,7 +97,7 @@ enum SyncRenderer {
         case .suspended:
             return "\(source): suspended; not syncing until resumed"
         case .applied(let outcome):
-            let was = report.previous.map { " (was \(SourceSync.short($0)))" } ?? ""
+            let was = report.drift ? " again (drift)" : report.previous.map { " (was \(SourceSync.short($0)))" } ?? ""
             if outcome.plan.isEmpty { return "\(source): \(head) applied\(was): no changes" }
             let number = outcome.applyNumber.map { " as #\($0)" } ?? ""
             return "\(source): \(head) applied\(number)\(was): \(outcome.plan.summary)"

@@ -79,6 +79,12 @@ public struct Fleet: Sendable {
         groups[Group(kind: kind, namespace: namespace)]?.map { resources[$0] } ?? []
     }
 
+    /// The names of the resources of a kind in a namespace, without copying them: what
+    /// a "did you mean" looks through, once per unresolved reference.
+    public func names(of kind: ResourceKind, namespace: String) -> LazyMapSequence<[Int], String> {
+        (groups[Group(kind: kind, namespace: namespace)] ?? []).lazy.map { resources[$0].metadata.name }
+    }
+
     /// The agents a Policy or Budget selects, in its namespace.
     public func agents(selectedBy selector: AgentSelector, namespace: String) -> [Resource] {
         resources(of: .agent, namespace: namespace).filter { selector.selects($0.metadata) }

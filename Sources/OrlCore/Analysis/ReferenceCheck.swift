@@ -26,12 +26,41 @@ public enum ReferenceCheck {
         severity: Diagnostic.Severity = .error, consequence: String = ""
     ) -> Diagnostic {
         let namespace = resource.metadata.namespace
-        let candidates = fleet.resources(of: kind, namespace: namespace).map(\.metadata.name)
+        if kind == .tool, let slash = name.value.firstIndex(of: "/"),
+            let server = fleet.resource(.tool, String(name.value[..<slash]), namespace: namespace)
+        {
+            return mcpToolMissing(name, server: server, from: resource, path: path, severity: severity)
+        }
+        let candidates = fleet.names(of: kind, namespace: namespace)
         let place = namespace == ResourceID.defaultNamespace ? "" : " in namespace \"\(namespace)\""
         return Diagnostic(
             severity, .refMissing,
             "\(kind.rawValue) \"\(name.value)\" is not defined\(place)\(Suggestion.hint(for: name.value, among: candidates))\(consequence)",
             at: name.location, resource: resource.id, path: path)
+    }
+
+    /// `SERVER/TOOL` where SERVER is a Tool: says whether it is an MCP server at all,
+    /// whether it is pinned, and which tools it has.
+    private static func mcpToolMissing(
+        _ name: Located<String>, server: Resource, from resource: Resource, path: ValuePath, severity: Diagnostic.Severity
+    ) -> Diagnostic {
+        let tool = String(name.value[name.value.index(after: name.value.firstIndex(of: "/")!)...])
+        let why: String
+        if let spec = server.tool, spec.type == .mcp, let mcp = spec.mcp {
+            if mcp.pins.isEmpty {
+                why = "MCP server \"\(server.metadata.name)\" has no pinned tools; pin them with orlctl mcp pin -f DIR"
+            } else if mcp.pins.contains(where: { $0.name == tool }) {
+                why = "MCP server \"\(server.metadata.name)\" does not expose its tool \"\(tool)\" (spec.mcp.tools)"
+            } else {
+                why =
+                    "MCP server \"\(server.metadata.name)\" has no pinned tool \"\(tool)\"\(Suggestion.hint(for: tool, among: mcp.exposed.map(\.name))); if the server has it now, pin again with orlctl mcp pin -f DIR"
+            }
+        } else {
+            why = "Tool \"\(server.metadata.name)\" is not an MCP server (type: mcp), so it has no tool \"\(tool)\""
+        }
+        return Diagnostic(
+            severity, .refMissing, why, at: name.location, resource: resource.id, path: path,
+            notes: [.init("\(server.id) is defined here", at: server.nameLocation)])
     }
 
     private static func check(_ agent: AgentSpec, of resource: Resource, in fleet: Fleet) -> [Diagnostic] {
@@ -52,7 +81,7 @@ public enum ReferenceCheck {
         } else if !fleet.declares(.modelProvider, model.value.provider, namespace: namespace) {
             diagnostics.append(missing(.modelProvider, providerName, from: resource, path: modelPath, in: fleet))
         }
-        for (i, tool) in agent.tools.enumerated() where !fleet.declares(.tool, tool.value, namespace: namespace) {
+        for (i, tool) in agent.tools.enumerated() where !fleet.declaresTool(tool.value, namespace: namespace) {
             diagnostics.append(missing(.tool, tool, from: resource, path: ValuePath([.key("spec"), .key("tools"), .index(i)]), in: fleet))
         }
         return diagnostics

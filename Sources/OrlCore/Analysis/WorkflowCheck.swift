@@ -36,7 +36,7 @@ public enum WorkflowCheck {
             if let agent = step.agent, !fleet.declares(.agent, agent.value, namespace: namespace) {
                 diagnostics.append(ReferenceCheck.missing(.agent, agent, from: resource, path: path.appending("agent"), in: fleet))
             }
-            for (j, tool) in step.tools.enumerated() where !fleet.declares(.tool, tool.value, namespace: namespace) {
+            for (j, tool) in step.tools.enumerated() where !fleet.declaresTool(tool.value, namespace: namespace) {
                 diagnostics.append(
                     ReferenceCheck.missing(.tool, tool, from: resource, path: path.appending("tools").appending(j), in: fleet))
             }

@@ -179,5 +179,20 @@ extension DiagnosticCode {
             summary:
                 "One run of a workflow can cost more than a Budget that covers its agents allows (every attempt of every step using its `maxTokens`, at the model's dearer price).",
             help: "Raise the budget, lower `maxTokens` or retries, or use a cheaper model."),
+        DiagnosticInfo(
+            code: .mcpUnpinned, title: "MCP server not pinned", severities: [.warning],
+            summary:
+                "A Tool of type `mcp` has no pinned tool definitions in `mcp.lock.json` next to the manifests, so agents can call none of its tools: orl only forwards calls to definitions it has pinned.",
+            help: "Run `orlctl mcp pin -f DIR` against the server, review the lock file and commit it with the manifests."),
+        DiagnosticInfo(
+            code: .mcpPinInvalid, title: "Invalid MCP pin", severities: [.error],
+            summary:
+                "An entry of `mcp.lock.json` is malformed, or a tool's `hash` does not match its definition (the file was edited by hand).",
+            help: "Pin again with `orlctl mcp pin -f DIR` rather than editing the lock file."),
+        DiagnosticInfo(
+            code: .mcpPinChanged, title: "MCP tool definition changed", severities: [.warning],
+            summary:
+                "Reported by `orlctl review` only: the change pins a new or altered definition of an MCP tool (its description, schemas or annotations). A description is what the model reads, so a changed one can change what agents do with the tool (the \"rug pull\").",
+            help: "Read the new definition in `mcp.lock.json` before merging; revert the pin if the server's change is not wanted."),
     ]
 }

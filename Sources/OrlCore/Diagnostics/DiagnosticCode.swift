@@ -61,4 +61,12 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static let budgetMissing = DiagnosticCode("budget.missing")
     /// A workflow's worst case costs more than a budget that covers its agents.
     public static let budgetInfeasible = DiagnosticCode("budget.infeasible")
+
+    // MCP servers.
+    /// An MCP server with no pinned tools: agents can call none of them.
+    public static let mcpUnpinned = DiagnosticCode("mcp.unpinned")
+    /// A lock file entry that is malformed or whose hash does not match its definition.
+    public static let mcpPinInvalid = DiagnosticCode("mcp.pin-invalid")
+    /// `review`: a pinned MCP tool definition that the change adds or alters.
+    public static let mcpPinChanged = DiagnosticCode("mcp.pin-changed")
 }

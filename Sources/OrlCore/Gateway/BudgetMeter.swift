@@ -10,8 +10,14 @@ public struct Charge: Sendable, Hashable {
 
     public static let zero = Charge(usd: 0, tokens: 0)
 
-    public static func + (lhs: Charge, rhs: Charge) -> Charge { Charge(usd: lhs.usd + rhs.usd, tokens: lhs.tokens + rhs.tokens) }
-    public static func - (lhs: Charge, rhs: Charge) -> Charge { Charge(usd: lhs.usd - rhs.usd, tokens: lhs.tokens - rhs.tokens) }
+    // Saturating: token counts come from providers and manifests, and a trap here
+    // would stop the gateway for every agent.
+    public static func + (lhs: Charge, rhs: Charge) -> Charge {
+        Charge(usd: lhs.usd + rhs.usd, tokens: lhs.tokens.saturatingAdding(rhs.tokens))
+    }
+    public static func - (lhs: Charge, rhs: Charge) -> Charge {
+        Charge(usd: lhs.usd - rhs.usd, tokens: lhs.tokens.saturatingSubtracting(rhs.tokens))
+    }
 }
 
 extension BudgetSpec.Window {
@@ -178,7 +184,7 @@ public struct BudgetMeter: Sendable {
                 if let usd = limit.usd, exhaustedBefore || spent.usd + held.usd + charge.usd > usd {
                     broken =
                         "\(Money.format(spent.usd, decimals: 4)) spent and \(Money.format(held.usd, decimals: 4)) reserved of \(Money.format(usd)) per \(limit.window.rawValue); this call may cost up to \(Money.format(charge.usd, decimals: 4))"
-                } else if let tokens = limit.tokens, exhaustedBefore || spent.tokens + held.tokens + charge.tokens > tokens {
+                } else if let tokens = limit.tokens, exhaustedBefore || (spent + held + charge).tokens > tokens {
                     broken =
                         "\(spent.tokens) tokens spent and \(held.tokens) reserved of \(tokens) per \(limit.window.rawValue); this call may use up to \(charge.tokens)"
                 }

@@ -88,9 +88,11 @@ public struct TokenUsage: Sendable, Hashable {
     public var prompt: Int
     public var completion: Int
 
+    /// Each count is held in 0...`Bounds.tokens`: providers report them, and one that
+    /// says `-1` or `1e30` must not trap the gateway, nor credit a budget.
     public init(prompt: Int, completion: Int) {
-        self.prompt = prompt
-        self.completion = completion
+        self.prompt = min(max(prompt, 0), Bounds.tokens)
+        self.completion = min(max(completion, 0), Bounds.tokens)
     }
 
     public var total: Int { prompt + completion }

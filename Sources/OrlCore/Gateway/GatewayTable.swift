@@ -14,15 +14,41 @@ public struct GatewayTable: Sendable {
         public var id: String { "\(provider.name)/\(model.name)" }
 
         /// Worst case in dollars for a call of these many tokens.
+        /// Held finite (a stored price of `1e308` or `.nan` must neither trap nor make
+        /// a reservation that cannot be given back: `inf - inf` is NaN, and NaN passes
+        /// every limit).
         public func cost(_ usage: TokenUsage) -> Double {
-            (Double(usage.prompt) * model.pricing.input + Double(usage.completion) * model.pricing.output) / 1_000_000
+            let usd = (Double(usage.prompt) * model.pricing.input + Double(usage.completion) * model.pricing.output) / 1_000_000
+            return usd.isNaN ? Self.dearest : min(max(usd, 0), Self.dearest)
         }
+
+        /// The most one call may be counted at: far above any budget, far below overflow.
+        static let dearest = 1e18
     }
 
     /// A tool an agent may call through `POST /v1/tools/NAME/invoke`.
     public struct ToolRoute: Sendable, Hashable {
+        /// The Tool resource: for an MCP tool, its server.
         public var id: ResourceID
         public var spec: ToolSpec
+        /// As agents name it: the Tool's name, or `SERVER/TOOL` for an MCP server's tool.
+        public var name: String
+
+        /// Where a command Tool's program and file arguments are (see `CodeOrigin`).
+        public var origin: CodeOrigin?
+
+        public init(id: ResourceID, spec: ToolSpec, name: String? = nil, origin: CodeOrigin? = nil) {
+            self.id = id
+            self.spec = spec
+            self.name = name ?? id.name
+            self.origin = origin
+        }
+
+        /// For an MCP tool: the server's spec (where to call it) and the tool's pin.
+        public var mcp: (server: McpServerSpec, pin: McpPin)? {
+            guard spec.type == .mcp, let server = spec.mcp, let pin = spec.pinned else { return nil }
+            return (server, pin)
+        }
     }
 
     public struct Caller: Sendable {
@@ -40,6 +66,8 @@ public struct GatewayTable: Sendable {
         public var workingDir: String?
         /// `spec.runtime`: its command tools run in a sandbox like the agent's.
         public var runtime: AgentSpec.Runtime?
+        /// The allowed tools a Policy gates behind a human approval.
+        public var approvalTools: Set<String> = []
     }
 
     private var callers: [String: Caller] = [:]
@@ -60,7 +88,13 @@ public struct GatewayTable: Sendable {
         var toolsByNamespace: [String: [ToolRoute]] = [:]
         for tool in fleet.resources(of: .tool) {
             guard let spec = tool.tool else { continue }
-            toolsByNamespace[tool.metadata.namespace, default: []].append(ToolRoute(id: tool.id, spec: spec))
+            if spec.type == .mcp {
+                for (name, derived) in spec.mcpTools(server: tool.metadata.name) {
+                    toolsByNamespace[tool.metadata.namespace, default: []].append(ToolRoute(id: tool.id, spec: derived, name: name))
+                }
+            } else {
+                toolsByNamespace[tool.metadata.namespace, default: []].append(ToolRoute(id: tool.id, spec: spec, origin: tool.origin))
+            }
         }
         for (agent, digest) in tokens {
             guard let resource = fleet[agent], let spec = resource.agent else { continue }
@@ -70,8 +104,10 @@ public struct GatewayTable: Sendable {
             callers[digest] = Caller(
                 agent: agent, routes: routes.sorted { $0.id < $1.id }, provider: spec.model.value.provider,
                 maxTokensPerCall: spec.maxTokensPerCall,
-                tools: Dictionary(uniqueKeysWithValues: tools.filter { permissions.permits(.tool, $0.id.name) }.map { ($0.id.name, $0) }),
-                namespaceTools: Set(tools.map(\.id.name)), workingDir: spec.runtime.workingDir, runtime: spec.runtime)
+                tools: Dictionary(
+                    tools.filter { permissions.permits(.tool, $0.name) }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
+                namespaceTools: Set(tools.map(\.name)), workingDir: spec.runtime.workingDir, runtime: spec.runtime,
+                approvalTools: Set(tools.filter { !permissions.approvalRules(forTool: $0.name).isEmpty }.map(\.name)))
         }
     }
 
@@ -131,6 +167,18 @@ extension GatewayTable.Caller {
 /// Agents' credentials for orl's API. Only digests are kept: a stolen state file grants
 /// nothing, and the gateway compares digests of what it is shown.
 public enum AgentToken {
+    /// Whether `given` is `expected`, in time that depends on neither: both are hashed
+    /// first and the digests compared whole, so a caller timing the answer learns
+    /// nothing of the operator's token.
+    public static func matches(_ given: String?, _ expected: String) -> Bool {
+        guard let given else { return false }
+        let a = Array(SHA256.hash(data: Array(given.utf8)))
+        let b = Array(SHA256.hash(data: Array(expected.utf8)))
+        var difference: UInt8 = 0
+        for (x, y) in zip(a, b) { difference |= x ^ y }
+        return difference == 0
+    }
+
     public static func digest(_ token: String) -> String {
         SHA256.hash(data: Array(token.utf8)).map { byte in
             let hex = String(byte, radix: 16)

@@ -485,6 +485,9 @@ struct SchemaEvaluator {
         _ members: [Node.Member], _ rules: PropertyRules, _ schema: Int, _ local: inout Annotations?
     ) -> Bool {
         var valid = true
+        // The keys present, once per object and only when an unknown one is reported:
+        // looking each up among all members made many unknown keys quadratic.
+        var present: Set<String>?
         for (index, member) in members.enumerated() {
             var matched = false
             if let entry = rules.properties.index(forKey: member.key), rules.properties[entry].key.hasSameCodePoints(as: member.key) {
@@ -514,7 +517,8 @@ struct SchemaEvaluator {
                 if isFalse(additional) {
                     valid = false
                     guard reporting else { return false }
-                    let candidates = rules.properties.keys.filter { name in !members.contains { $0.key == name } }
+                    if present == nil { present = Set(members.map(\.key)) }
+                    let candidates = rules.properties.keys.filter { [present] name in !present!.contains(name) }
                     report(
                         schema, "additionalProperties", member.value,
                         ViolationMessages.unknownField(member.key, candidates: candidates), at: member.keyLocation,
@@ -551,11 +555,13 @@ struct SchemaEvaluator {
         _ members: [Node.Member], _ subschema: Int, _ schema: Int, _ local: inout Annotations?
     ) -> Bool {
         var valid = true
+        var present: Set<String>?
         for (index, member) in members.enumerated() where !(local?.properties.contains(index) ?? false) {
             if isFalse(subschema) {
                 valid = false
                 guard reporting else { return false }
-                let candidates = declaredProperties(of: schema).filter { name in !members.contains { $0.key == name } }
+                if present == nil { present = Set(members.map(\.key)) }
+                let candidates = declaredProperties(of: schema).filter { [present] name in !present!.contains(name) }
                 report(
                     schema, "unevaluatedProperties", member.value,
                     ViolationMessages.unknownField(member.key, candidates: candidates), at: member.keyLocation,

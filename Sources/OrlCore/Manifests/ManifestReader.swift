@@ -6,17 +6,21 @@ public struct ReadManifests: Sendable {
     /// again as missing.
     public var unreadable: [ResourceID] = []
     public var diagnostics: [Diagnostic] = []
+    /// Parsed `mcp.lock.json` files: see `McpLock`.
+    public var mcpLocks: [Node] = []
 
-    public init(resources: [Resource] = [], unreadable: [ResourceID] = [], diagnostics: [Diagnostic] = []) {
+    public init(resources: [Resource] = [], unreadable: [ResourceID] = [], diagnostics: [Diagnostic] = [], mcpLocks: [Node] = []) {
         self.resources = resources
         self.unreadable = unreadable
         self.diagnostics = diagnostics
+        self.mcpLocks = mcpLocks
     }
 
     public mutating func append(_ other: ReadManifests) {
         resources += other.resources
         unreadable += other.unreadable
         diagnostics += other.diagnostics
+        mcpLocks += other.mcpLocks
     }
 }
 
@@ -115,6 +119,21 @@ public struct ManifestReader: Sendable {
             return (nil, violations.map { .error(.schemaInvalid, $0.message, at: $0.location, resource: id, path: $0.path) })
         }
 
+        // What is stored, listed and loaded at every controller pass is bounded, aliases
+        // counted in full: a resource of 290 MB once made every pass take 1.8 GB.
+        let size = root.textBytes(upTo: Resource.maxTextBytes)
+        guard size <= Resource.maxTextBytes else {
+            return (
+                nil,
+                [
+                    .error(
+                        .resourceInvalid,
+                        "this resource holds more than \(Resource.maxTextBytes) bytes of text (aliases counted in full), the most a resource may hold; keep large content (prompts, data) out of manifests or split the resource",
+                        at: root.location, resource: id)
+                ]
+            )
+        }
+
         do {
             let metadata = try NodeDecoder.decode(ObjectMeta.self, from: root["metadata"]!, at: ValuePath([.key("metadata")]))
             let specNode = root["spec"]!
@@ -150,5 +169,33 @@ public struct ManifestReader: Sendable {
     private static func identity(of root: Node) -> ResourceID? {
         guard let kind = root["kind"]?.string, let name = root["metadata"]?["name"]?.string else { return nil }
         return ResourceID(kind: kind, namespace: root["metadata"]?["namespace"]?.string ?? ResourceID.defaultNamespace, name: name)
+    }
+}
+
+extension Resource {
+    /// The most text (keys and scalars, aliases counted in full) one resource may hold.
+    public static let maxTextBytes = 1 << 20
+}
+
+extension Node {
+    /// The bytes of text in the node (keys and scalars, each alias in full), counted
+    /// until they pass `limit`: the walk stops there, so an alias bomb costs no more.
+    func textBytes(upTo limit: Int) -> Int {
+        var total = 0
+        var pending: [Node] = [self]
+        while let node = pending.popLast(), total <= limit {
+            switch node.value {
+            case .null, .bool: total += 4
+            case .number(let number): total += number.text.utf8.count
+            case .string(let string): total += string.utf8.count
+            case .array(let elements): pending += elements
+            case .object(let members):
+                for member in members {
+                    total += member.key.utf8.count
+                    pending.append(member.value)
+                }
+            }
+        }
+        return total
     }
 }

@@ -16,6 +16,7 @@ public enum ManifestValidation {
     /// Combines what reading each document found with the checks across documents.
     /// With `strict`, warnings count as errors.
     public static func validate(_ read: ReadManifests, strict: Bool = false) -> ValidationReport {
+        let read = read.mcpLocks.isEmpty && !read.resources.contains(where: { $0.tool?.type == .mcp }) ? read : McpLock.attach(read)
         let (fleet, duplicates) = Fleet.assemble(read.resources, unreadable: read.unreadable)
         var all = read.diagnostics + duplicates
         all += ReferenceCheck.run(fleet)

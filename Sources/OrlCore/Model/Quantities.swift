@@ -18,7 +18,7 @@ extension TextValue {
 
 /// `10m`, `1h30m`, `500ms`: how manifests write durations.
 public struct DurationValue: Sendable, Hashable, TextValue, CustomStringConvertible {
-    public static let expected = "a duration such as 30s, 10m or 1h30m"
+    public static let expected = "a duration such as 30s, 10m or 1h30m, of at most 36600d"
 
     public var duration: Duration
     public var text: String
@@ -45,15 +45,17 @@ public struct DurationValue: Sendable, Hashable, TextValue, CustomStringConverti
             } else {
                 switch c {
                 case "s": unit = .seconds(n)
-                case "m": unit = .seconds(n * 60)
-                case "h": unit = .seconds(n * 3600)
-                case "d": unit = .seconds(n * 86400)
+                case "m": unit = .seconds(n.saturatingMultiplied(by: 60))
+                case "h": unit = .seconds(n.saturatingMultiplied(by: 3600))
+                case "d": unit = .seconds(n.saturatingMultiplied(by: 86400))
                 default: return nil
                 }
                 rest = rest.dropFirst()
             }
             total += unit
             digits = nil
+            // Longer is refused, so that instants plus durations stay in range.
+            guard total <= Bounds.duration else { return nil }
         }
         guard digits == nil else { return nil }
         self.duration = total

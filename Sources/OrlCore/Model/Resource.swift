@@ -31,8 +31,13 @@ public struct Resource: Sendable {
         let documentIndex: Int
         /// Kept when the resource is (`withCanonicalForm`).
         let canonical: CanonicalJSON.Manifest?
+        let origin: CodeOrigin?
 
-        init(metadata: ObjectMeta, spec: Spec, document: Node, file: String, documentIndex: Int, canonical: CanonicalJSON.Manifest?) {
+        init(
+            metadata: ObjectMeta, spec: Spec, document: Node, file: String, documentIndex: Int, canonical: CanonicalJSON.Manifest?,
+            origin: CodeOrigin? = nil
+        ) {
+            self.origin = origin
             self.metadata = metadata
             self.spec = spec
             self.document = document
@@ -52,6 +57,8 @@ public struct Resource: Sendable {
     public var file: String { storage.file }
     /// Position of the document in its file (0-based).
     public var documentIndex: Int { storage.documentIndex }
+    /// Where an applied Agent's or Tool's code comes from (set when read from the store).
+    public var origin: CodeOrigin? { storage.origin }
 
     public init(metadata: ObjectMeta, spec: Spec, document: Node, file: String, documentIndex: Int) {
         storage = Storage(metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex, canonical: nil)
@@ -71,7 +78,15 @@ public struct Resource: Sendable {
         return Resource(
             Storage(
                 metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex,
-                canonical: CanonicalJSON.manifest(document)))
+                canonical: CanonicalJSON.manifest(document), origin: origin))
+    }
+
+    /// The same resource, its code coming from `origin`.
+    public func with(origin: CodeOrigin?) -> Resource {
+        Resource(
+            Storage(
+                metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex,
+                canonical: storage.canonical, origin: origin))
     }
 
     public var kind: ResourceKind { spec.kind }

@@ -3,6 +3,8 @@ public struct ToolSpec: Sendable, Hashable, Decodable {
     public enum InvocationType: String, Sendable, Hashable, Decodable {
         case http
         case command
+        /// An MCP server: its pinned tools are the tools, named `SERVER/TOOL`.
+        case mcp
     }
 
     public enum Capability: String, Sendable, Hashable, Decodable, CaseIterable {
@@ -56,12 +58,15 @@ public struct ToolSpec: Sendable, Hashable, Decodable {
     public var type: InvocationType
     public var http: HTTPEndpoint?
     public var command: Command?
+    public var mcp: McpServerSpec?
+    /// For a tool `SERVER/TOOL` of an MCP server: its pinned definition.
+    public var pinned: McpPin?
     public var timeout: DurationValue
     public var capabilities: [Capability]
     public var dataClasses: [String]
     public var risk: Risk
 
-    enum CodingKeys: String, CodingKey { case description, type, http, command, timeout, capabilities, dataClasses, risk }
+    enum CodingKeys: String, CodingKey { case description, type, http, command, mcp, timeout, capabilities, dataClasses, risk }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -69,6 +74,8 @@ public struct ToolSpec: Sendable, Hashable, Decodable {
         type = try c.decode(InvocationType.self, forKey: .type)
         http = try c.decodeIfPresent(HTTPEndpoint.self, forKey: .http)
         command = try c.decodeIfPresent(Command.self, forKey: .command)
+        mcp = try c.decodeIfPresent(McpServerSpec.self, forKey: .mcp)
+        pinned = nil
         timeout = try c.decodeIfPresent(DurationValue.self, forKey: .timeout) ?? DurationValue("30s")!
         capabilities = try c.decodeIfPresent([Capability].self, forKey: .capabilities) ?? []
         dataClasses = try c.decodeIfPresent([String].self, forKey: .dataClasses) ?? []

@@ -27,7 +27,7 @@ public struct CredentialSecrets: Sendable {
                 User(resource: provider.id, location: name.location))
         }
         for tool in fleet.resources(of: .tool) {
-            guard let name = tool.tool?.http?.credentialSecret else { continue }
+            guard let name = tool.tool?.http?.credentialSecret ?? tool.tool?.mcp?.credentialSecret else { continue }
             users[SecretID(namespace: tool.metadata.namespace, name: name.value), default: []].append(
                 User(resource: tool.id, location: name.location))
         }

@@ -53,8 +53,9 @@ public struct PolicyRule: Sendable, Hashable {
 
     public func matches(_ value: String) -> Bool {
         if pattern == "*" || pattern == value { return true }
-        // `openai/*` covers every model of the provider `openai`.
-        if kind == .model, pattern.hasSuffix("/*") {
+        // `openai/*` covers every model of the provider `openai`; `github/*` every tool
+        // of the MCP server `github`.
+        if kind == .model || kind == .tool, pattern.hasSuffix("/*") {
             return value.hasPrefix(pattern.dropLast())
         }
         return false
@@ -115,7 +116,7 @@ final class CompiledPolicy: Sendable {
         init(_ rule: PolicyRule) {
             if rule.pattern == "*" {
                 self = .any
-            } else if rule.kind == .model, rule.pattern.hasSuffix("/*") {
+            } else if rule.kind == .model || rule.kind == .tool, rule.pattern.hasSuffix("/*") {
                 self = .prefix(String(rule.pattern.dropLast()))
             } else {
                 self = .literal(rule.pattern)

@@ -74,7 +74,7 @@ public enum PolicyAudit {
                     path: ValuePath([.key("spec"), .key("secrets"), .index(i), .key("name")]),
                     notes: notes(for: decision, permissions)))
         }
-        for (i, tool) in spec.tools.enumerated() where fleet.resource(.tool, tool.value, namespace: namespace) != nil {
+        for (i, tool) in spec.tools.enumerated() where fleet.tool(tool.value, namespace: namespace) != nil {
             guard !permissions.permits(.tool, tool.value) else { continue }
             let decision = permissions.decide(.tool, tool.value)
             diagnostics.append(
@@ -183,7 +183,7 @@ struct WorkflowAudit {
             let permissions = engine.permissions(of: agent.id)
             let declared = Set(agentSpec.tools.map(\.value))
             for (j, tool) in spec.steps[i].tools.enumerated()
-            where fleet.resource(.tool, tool.value, namespace: workflow.metadata.namespace) != nil {
+            where fleet.tool(tool.value, namespace: workflow.metadata.namespace) != nil {
                 let path = stepPath(i).appending("tools").appending(j)
                 if !declared.contains(tool.value) {
                     diagnostics.append(
@@ -359,7 +359,7 @@ struct WorkflowAudit {
                 let pricing = fleet.resource(.modelProvider, model.provider, namespace: namespace)?.modelProvider?.model(
                     named: model.model)?.pricing
             else { continue }
-            let tokens = step.retry.attempts * maxTokens
+            let tokens = step.retry.attempts.saturatingMultiplied(by: maxTokens)
             worst.append((agent, Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens))
         }
         guard !worst.isEmpty else { return [] }
@@ -373,10 +373,10 @@ struct WorkflowAudit {
             let groups: [(who: String, usd: Double, tokens: Int)] =
                 switch budgetSpec.scope {
                 case .shared:
-                    [("", covered.map(\.usd).reduce(0, +), covered.map(\.tokens).reduce(0, +))]
+                    [("", covered.map(\.usd).reduce(0, +), covered.map(\.tokens).reduce(0) { $0.saturatingAdding($1) })]
                 case .perAgent:
                     Dictionary(grouping: covered, by: { $0.agent.metadata.name }).sorted { $0.key < $1.key }.map { name, items in
-                        (" for agent \"\(name)\"", items.map(\.usd).reduce(0, +), items.map(\.tokens).reduce(0, +))
+                        (" for agent \"\(name)\"", items.map(\.usd).reduce(0, +), items.map(\.tokens).reduce(0) { $0.saturatingAdding($1) })
                     }
                 }
             for group in groups {
@@ -421,7 +421,7 @@ struct DataClassFlow {
         var classIndex: [String: Int] = [:]
         for step in spec.steps {
             for used in step.tools where toolClasses[used.value] == nil {
-                let tool = fleet.resource(.tool, used.value, namespace: namespace)?.tool
+                let tool = fleet.tool(used.value, namespace: namespace)
                 if tool?.capabilities.contains(.egress) == true { egressTools.insert(used.value) }
                 toolClasses[used.value] = (tool?.dataClasses ?? []).map { name in
                     if let i = classIndex[name] { return i }

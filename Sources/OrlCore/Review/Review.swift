@@ -81,7 +81,7 @@ public struct Review: Sendable {
             plan: plan(base: base.fleet, head: head.fleet),
             permissions: permissionChanges(base: base.fleet, head: head.fleet),
             budgets: budgetChanges(base: base.fleet, head: head.fleet),
-            diagnostics: (base.diagnostics, head.diagnostics))
+            diagnostics: (base.diagnostics, head.diagnostics + McpPinChanges.findings(base: base.fleet, head: head.fleet)))
     }
 
     private init(
@@ -188,6 +188,7 @@ public struct Review: Sendable {
             for tool in fleet.resources(of: .tool, namespace: namespace) {
                 values[.tool, default: []].insert(tool.metadata.name)
                 for dataClass in tool.tool?.dataClasses ?? [] { values[.dataClass, default: []].insert(dataClass) }
+                for (name, _) in tool.tool?.mcpTools(server: tool.metadata.name) ?? [] { values[.tool, default: []].insert(name) }
             }
             for provider in fleet.resources(of: .modelProvider, namespace: namespace) {
                 for model in provider.modelProvider?.models ?? [] {

@@ -293,13 +293,18 @@ public struct RunError: Error, Sendable, Hashable, CustomStringConvertible {
 extension Timestamp {
     /// This time plus `duration`, to the millisecond.
     public func adding(_ duration: Duration) -> Timestamp {
-        Timestamp(milliseconds: milliseconds + duration.wholeMilliseconds)
+        let (sum, overflow) = milliseconds.addingReportingOverflow(duration.wholeMilliseconds)
+        return Timestamp(milliseconds: overflow ? (duration < .zero ? .min : .max) : sum)
     }
 }
 
 extension Duration {
+    /// Held in `Int64`'s range: durations come from manifests and agents.
     public var wholeMilliseconds: Int64 {
-        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+        let (seconds, attoseconds) = components
+        let (ms, o1) = seconds.multipliedReportingOverflow(by: 1000)
+        let (total, o2) = ms.addingReportingOverflow(attoseconds / 1_000_000_000_000_000)
+        return o1 || o2 ? (seconds < 0 ? .min : .max) : total
     }
 
     /// `1h30m`, `45s`, `10.6s`, `250ms`: as manifests write durations (tenths of a

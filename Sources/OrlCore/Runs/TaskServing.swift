@@ -128,3 +128,30 @@ extension RunOperations {
         return try result.get()
     }
 }
+
+extension RunOperations {
+    /// The tools the step an agent serves lists (the task it names, or its only one in
+    /// flight): what `/mcp` offers it while it works on that step. Fails closed as
+    /// `toolGrant` does.
+    public func stepTools(agent: ResourceID, run: String?, step: String?) throws(RunError) -> (task: TaskID, tools: [String]) {
+        let result: Result<(task: TaskID, tools: [String]), RunError>
+        do {
+            result = try store.readRuns { reader throws(StoreError) -> Result<(task: TaskID, tools: [String]), RunError> in
+                let running = try reader.runningSteps(agent: agent)
+                let task: TaskID
+                switch TaskServing.choose(running.map(\.task), agent: agent, run: run, step: step) {
+                case .success(let chosen): task = chosen
+                case .failure(let error): return .failure(error)
+                }
+                let plan = try reader.plan(of: task.run)
+                guard let index = plan.index[task.step] else {
+                    return .failure(RunError(.notFound, "run \(task.run) has no step \(Diagnostic.quoted(task.step))"))
+                }
+                return .success((task, plan.steps[index].tools))
+            }
+        } catch {
+            throw RunError(error)
+        }
+        return try result.get()
+    }
+}

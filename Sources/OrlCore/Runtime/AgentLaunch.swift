@@ -8,10 +8,14 @@ public enum AgentLaunch {
         /// The controller's loopback API, given to agents as ORL_API_URL; its `/v1` is
         /// the gateway, given as OPENAI_BASE_URL.
         public var apiURL: String
+        /// Whether a path exists: which arguments name files of the agent's source (see
+        /// `CodeOrigin.resolve`). The core does no I/O; the controller looks.
+        public var fileExists: @Sendable (String) -> Bool
 
-        public init(stateDirectory: String, apiURL: String) {
+        public init(stateDirectory: String, apiURL: String, fileExists: @escaping @Sendable (String) -> Bool = { _ in false }) {
             self.stateDirectory = stateDirectory
             self.apiURL = apiURL
+            self.fileExists = fileExists
         }
     }
 
@@ -126,18 +130,29 @@ public enum AgentLaunch {
             ("ORL_AGENT", id.name), ("ORL_NAMESPACE", id.namespace), ("ORL_MODEL", spec.model.value.description),
             ("ORL_API_URL", apiURL), ("OPENAI_BASE_URL", apiURL + "/v1"),
         ]
-        environment += own
-        hashed += own
+        var code: [(String, String)] = []
+        if let origin = agent.origin {
+            code.append(("ORL_CODE_DIR", origin.root))
+            if let revision = origin.revision { code.append(("ORL_CODE_REVISION", revision)) }
+        }
+        environment += own + code
+        hashed += own + code
 
         let workingDirectory = Self.workingDirectory(runtime.workingDir, of: id, stateDirectory: context.stateDirectory)
         let limits = ProcessLimits(
             addressSpace: runtime.resources?.memory?.bytes, openFiles: runtime.resources?.openFiles,
             cpuSeconds: runtime.resources?.cpuTime.map { Int($0.duration.components.seconds) })
-        let sandbox = strict ? Self.sandbox(runtime, workingDirectory: workingDirectory, context: context, apiPort: apiPort) : nil
+        var (command, arguments) = (runtime.command, runtime.args)
+        if let origin = agent.origin {
+            (command, arguments) = origin.resolve(command: command, arguments: arguments, exists: context.fileExists)
+        }
+        let sandbox =
+            strict
+            ? Self.sandbox(runtime, workingDirectory: workingDirectory, context: context, apiPort: apiPort, code: agent.origin?.root) : nil
         let process = ProcessSpec(
-            agent: id, command: runtime.command, arguments: runtime.args, environment: environment, workingDirectory: workingDirectory,
+            agent: id, command: command, arguments: arguments, environment: environment, workingDirectory: workingDirectory,
             limits: limits, logFile: "\(context.stateDirectory)/logs/\(id.namespace)/\(id.name).log",
-            gracePeriod: runtime.gracePeriod.duration, sandbox: sandbox)
+            gracePeriod: runtime.gracePeriod.duration, codeDirectory: agent.origin?.root, sandbox: sandbox)
         var forHash = process
         forHash.environment = hashed
         return Launch(process: process, hash: hash(forHash), withheldSecrets: withheld, missingSecrets: missing, waiting: waiting)
@@ -145,11 +160,12 @@ public enum AgentLaunch {
 
     /// The sandbox of an agent (apiPort set) or of its command tools (nil).
     public static func sandbox(
-        _ runtime: AgentSpec.Runtime, workingDirectory: String, context: Context, apiPort: Int?
+        _ runtime: AgentSpec.Runtime, workingDirectory: String, context: Context, apiPort: Int?, code: String? = nil
     ) -> SandboxSpec {
         SandboxSpec(
             stateDirectory: context.stateDirectory, writable: [workingDirectory] + runtime.mounts.filter(\.writable).map(\.path),
-            readOnly: runtime.mounts.filter { !$0.writable }.map(\.path), apiPort: apiPort, memory: runtime.resources?.memory?.bytes,
+            readOnly: runtime.mounts.filter { !$0.writable }.map(\.path) + (code.map { [$0] } ?? []), apiPort: apiPort,
+            memory: runtime.resources?.memory?.bytes,
             pids: runtime.resources?.pids, cpu: runtime.resources?.cpu)
     }
 
@@ -159,8 +175,10 @@ public enum AgentLaunch {
         return Int(url[url.index(after: colon)...].prefix { $0.isNumber })
     }
 
-    /// Where the agent runs (and its command tools with it): `spec.runtime.workingDir`,
-    /// relative to the state directory, else `<state>/agents/<namespace>/<name>`.
+    /// Where the agent runs and writes (and its command tools with it):
+    /// `spec.runtime.workingDir`, relative to the state directory, else
+    /// `<state>/agents/<namespace>/<name>`. Never the code's directory (`CodeOrigin`),
+    /// which the agent reads and does not write: a git source's tree is read-only.
     public static func workingDirectory(_ workingDir: String?, of agent: ResourceID, stateDirectory: String) -> String {
         switch workingDir {
         case nil: "\(stateDirectory)/agents/\(agent.namespace)/\(agent.name)"
@@ -175,25 +193,30 @@ public enum AgentLaunch {
         func string(_ s: String) -> Node { Node(.string(s), at: at) }
         func member(_ key: String, _ value: Node) -> Node.Member { Node.Member(key: key, keyLocation: at, value: value) }
         func int(_ i: Int?) -> Node { i.map { Node(.number(Number(integer: $0)), at: at) } ?? Node(.null, at: at) }
-        let node = Node(
-            .object([
-                member("command", string(process.command)),
-                member("arguments", Node(.array(process.arguments.map(string)), at: at)),
-                member(
-                    "environment",
-                    Node(.array(process.environment.map { Node(.array([string($0.name), string($0.value)]), at: at) }), at: at)),
-                member("workingDirectory", string(process.workingDirectory)),
-                member("addressSpace", int(process.limits.addressSpace)),
-                member("openFiles", int(process.limits.openFiles)),
-                member("cpuSeconds", int(process.limits.cpuSeconds)),
-                member("logFile", string(process.logFile)),
-                member("graceMilliseconds", int(Int((process.gracePeriod.inSeconds * 1000).rounded()))),
-                member("isolation", string(process.sandbox == nil ? "none" : "strict")),
-                member("writable", Node(.array((process.sandbox?.writable ?? []).map(string)), at: at)),
-                member("readOnly", Node(.array((process.sandbox?.readOnly ?? []).map(string)), at: at)),
-                member("pids", int(process.sandbox?.pids)),
-                member("cpuMillis", int(process.sandbox?.cpu.map { Int(($0 * 1000).rounded()) })),
-            ]), at: at)
+        var members = [
+            member("command", string(process.command)),
+            member("arguments", Node(.array(process.arguments.map(string)), at: at)),
+            member(
+                "environment",
+                Node(.array(process.environment.map { Node(.array([string($0.name), string($0.value)]), at: at) }), at: at)),
+            member("workingDirectory", string(process.workingDirectory)),
+            member("addressSpace", int(process.limits.addressSpace)),
+            member("openFiles", int(process.limits.openFiles)),
+            member("cpuSeconds", int(process.limits.cpuSeconds)),
+            member("logFile", string(process.logFile)),
+            member("graceMilliseconds", int(Int((process.gracePeriod.inSeconds * 1000).rounded()))),
+        ]
+        // Only when set: agents applied before code had a place keep their hash, so an
+        // upgrade of orl does not restart them.
+        if let code = process.codeDirectory { members.append(member("codeDirectory", string(code))) }
+        members += [
+            member("isolation", string(process.sandbox == nil ? "none" : "strict")),
+            member("writable", Node(.array((process.sandbox?.writable ?? []).map(string)), at: at)),
+            member("readOnly", Node(.array((process.sandbox?.readOnly ?? []).map(string)), at: at)),
+            member("pids", int(process.sandbox?.pids)),
+            member("cpuMillis", int(process.sandbox?.cpu.map { Int(($0 * 1000).rounded()) })),
+        ]
+        let node = Node(.object(members), at: at)
         return CanonicalJSON.hash(node)
     }
 }

@@ -7,7 +7,11 @@ public struct ProcessSpec: Sendable, Hashable {
     public var arguments: [String]
     /// The whole environment the process gets, in order.
     public var environment: [(name: String, value: String)]
+    /// The agent's own writable directory, its current directory.
     public var workingDirectory: String
+    /// Where its code is (`CodeOrigin.root`), read-only to it; nil when the apply named none.
+    /// Kept apart from `workingDirectory` so that a sandbox can bind each as it should.
+    public var codeDirectory: String?
     public var limits: ProcessLimits
     /// Where stdout and stderr go (appended), rotated by size by the runtime.
     public var logFile: String
@@ -23,8 +27,9 @@ public struct ProcessSpec: Sendable, Hashable {
 
     public init(
         agent: ResourceID, command: String, arguments: [String], environment: [(name: String, value: String)], workingDirectory: String,
-        limits: ProcessLimits, logFile: String, gracePeriod: Duration, sandbox: SandboxSpec? = nil
+        limits: ProcessLimits, logFile: String, gracePeriod: Duration, codeDirectory: String? = nil, sandbox: SandboxSpec? = nil
     ) {
+        self.codeDirectory = codeDirectory
         self.sandbox = sandbox
         self.agent = agent
         self.command = command
@@ -39,7 +44,8 @@ public struct ProcessSpec: Sendable, Hashable {
     public static func == (lhs: ProcessSpec, rhs: ProcessSpec) -> Bool {
         lhs.agent == rhs.agent && lhs.command == rhs.command && lhs.arguments == rhs.arguments
             && lhs.environment.map(\.name) == rhs.environment.map(\.name) && lhs.environment.map(\.value) == rhs.environment.map(\.value)
-            && lhs.workingDirectory == rhs.workingDirectory && lhs.limits == rhs.limits && lhs.logFile == rhs.logFile
+            && lhs.workingDirectory == rhs.workingDirectory && lhs.codeDirectory == rhs.codeDirectory && lhs.limits == rhs.limits
+            && lhs.logFile == rhs.logFile
             && lhs.gracePeriod == rhs.gracePeriod && lhs.sandbox == rhs.sandbox
     }
 

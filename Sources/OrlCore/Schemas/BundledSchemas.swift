@@ -93,8 +93,8 @@ enum BundledSchemas {
                       }
                     },
                     "tools": {
-                      "description": "Tools (by name) this agent uses. Policies decide whether it may.",
-                      "$ref": "common.schema.json#/$defs/names"
+                      "description": "Tools (by name; SERVER/TOOL for an MCP server's tool) this agent uses. Policies decide whether it may.",
+                      "$ref": "common.schema.json#/$defs/toolNames"
                     },
                     "secrets": {
                       "description": "Vault secrets this agent needs, given to it as environment variables when its policies allow them.",
@@ -115,7 +115,8 @@ enum BundledSchemas {
                     "maxTokensPerCall": {
                       "description": "Upper bound on completion tokens per model call; the gateway enforces it and budgets plan with it.",
                       "type": "integer",
-                      "minimum": 1
+                      "minimum": 1,
+                      "maximum": 1000000000000
                     },
                     "suspend": {
                       "description": "When true the agent is stopped and not restarted until it is set back to false.",
@@ -164,8 +165,8 @@ enum BundledSchemas {
                         "minProperties": 2,
                         "properties": {
                           "window": { "enum": ["day", "month"], "description": "A UTC calendar day or month." },
-                          "usd": { "type": "number", "exclusiveMinimum": 0 },
-                          "tokens": { "type": "integer", "minimum": 1 }
+                          "usd": { "type": "number", "exclusiveMinimum": 0, "maximum": 1000000000000 },
+                          "tokens": { "type": "integer", "minimum": 1, "maximum": 1000000000000 }
                         }
                       }
                     },
@@ -294,6 +295,23 @@ enum BundledSchemas {
                   "type": "string",
                   "pattern": "^(\\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?/(\\*|[^\\s*]+))$"
                 },
+                "toolName": {
+                  "description": "A Tool's name, or SERVER/TOOL for a pinned tool of an MCP server (a Tool of type mcp).",
+                  "type": "string",
+                  "maxLength": 192,
+                  "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[A-Za-z0-9_.-]{1,128})?$"
+                },
+                "toolNames": {
+                  "type": "array",
+                  "items": { "$ref": "#/$defs/toolName" },
+                  "uniqueItems": true
+                },
+                "toolPattern": {
+                  "description": "A tool name, SERVER/TOOL, SERVER/* for every tool of an MCP server, or * for every tool.",
+                  "type": "string",
+                  "maxLength": 192,
+                  "pattern": "^(\\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?(/(\\*|[A-Za-z0-9_.-]{1,128}))?)$"
+                },
                 "namePattern": {
                   "description": "A name, or * for every one.",
                   "type": "string",
@@ -404,16 +422,16 @@ enum BundledSchemas {
                         "additionalProperties": false,
                         "properties": {
                           "name": { "type": "string", "minLength": 1, "pattern": "^[^\\s]+$" },
-                          "contextWindow": { "type": "integer", "minimum": 1 },
-                          "maxOutputTokens": { "type": "integer", "minimum": 1 },
+                          "contextWindow": { "type": "integer", "minimum": 1, "maximum": 1000000000000 },
+                          "maxOutputTokens": { "type": "integer", "minimum": 1, "maximum": 1000000000000 },
                           "pricing": {
                             "description": "USD per million tokens.",
                             "type": "object",
                             "required": ["input", "output"],
                             "additionalProperties": false,
                             "properties": {
-                              "input": { "type": "number", "minimum": 0 },
-                              "output": { "type": "number", "minimum": 0 }
+                              "input": { "type": "number", "minimum": 0, "maximum": 1000000 },
+                              "output": { "type": "number", "minimum": 0, "maximum": 1000000 }
                             }
                           }
                         }
@@ -443,10 +461,10 @@ enum BundledSchemas {
                   "additionalProperties": false,
                   "properties": {
                     "tools": {
-                      "description": "Tool names, or * for all.",
+                      "description": "Tool names (SERVER/TOOL for an MCP server's tool), SERVER/* for every tool of an MCP server, or * for all.",
                       "type": "array",
                       "uniqueItems": true,
-                      "items": { "$ref": "common.schema.json#/$defs/namePattern" }
+                      "items": { "$ref": "common.schema.json#/$defs/toolPattern" }
                     },
                     "models": {
                       "description": "PROVIDER/MODEL, PROVIDER/* or *.",
@@ -506,7 +524,7 @@ enum BundledSchemas {
                         "tools": {
                           "type": "array",
                           "uniqueItems": true,
-                          "items": { "$ref": "common.schema.json#/$defs/namePattern" }
+                          "items": { "$ref": "common.schema.json#/$defs/toolPattern" }
                         }
                       }
                     }
@@ -522,7 +540,7 @@ enum BundledSchemas {
             {
               "$schema": "https://json-schema.org/draft/2020-12/schema",
               "title": "Tool",
-              "description": "Something an agent can call: an HTTP endpoint or a command. Its capabilities and data classes drive the policy audit.",
+              "description": "Something an agent can call: an HTTP endpoint, a command, or an MCP server whose pinned tools agents call as SERVER/TOOL through orl's /mcp. Its capabilities and data classes drive the policy audit.",
               "type": "object",
               "required": ["apiVersion", "kind", "metadata", "spec"],
               "additionalProperties": false,
@@ -536,7 +554,7 @@ enum BundledSchemas {
                   "additionalProperties": false,
                   "properties": {
                     "description": { "type": "string", "maxLength": 2000 },
-                    "type": { "enum": ["http", "command"], "description": "How orl invokes the tool." },
+                    "type": { "enum": ["http", "command", "mcp"], "description": "How orl invokes the tool." },
                     "http": {
                       "type": "object",
                       "required": ["url"],
@@ -560,6 +578,64 @@ enum BundledSchemas {
                         "args": { "type": "array", "items": { "type": "string" } }
                       }
                     },
+                    "mcp": {
+                      "description": "An MCP server: a streamable-HTTP url, or a stdio command orl runs. Its tools are the ones `orlctl mcp pin` recorded in mcp.lock.json next to the manifests.",
+                      "type": "object",
+                      "additionalProperties": false,
+                      "properties": {
+                        "url": { "type": "string", "pattern": "^https?://[^\\s]+$" },
+                        "command": {
+                          "type": "object",
+                          "required": ["command"],
+                          "additionalProperties": false,
+                          "properties": {
+                            "command": { "type": "string", "minLength": 1 },
+                            "args": { "type": "array", "items": { "type": "string" } }
+                          }
+                        },
+                        "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+                        "credentialSecret": {
+                          "description": "Vault secret sent to the server as a bearer token (stdio: in MCP_CREDENTIAL); agents never see it.",
+                          "$ref": "common.schema.json#/$defs/name"
+                        },
+                        "tools": {
+                          "description": "The server's tools orl exposes: names, NAME* prefixes, or * (the default).",
+                          "type": "array",
+                          "uniqueItems": true,
+                          "items": { "type": "string", "pattern": "^[A-Za-z0-9_.*-]{1,128}$" }
+                        },
+                        "pins": {
+                          "description": "Pinned tool definitions. Written by orlctl mcp pin into mcp.lock.json, which replaces this when present.",
+                          "type": "array",
+                          "items": {
+                            "type": "object",
+                            "required": ["name", "inputSchema", "hash"],
+                            "properties": {
+                              "name": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$" },
+                              "title": { "type": "string" },
+                              "description": { "type": "string" },
+                              "inputSchema": { "type": "object" },
+                              "outputSchema": { "type": "object" },
+                              "annotations": {
+                                "type": "object",
+                                "properties": {
+                                  "title": { "type": "string" },
+                                  "readOnlyHint": { "type": "boolean" },
+                                  "destructiveHint": { "type": "boolean" },
+                                  "idempotentHint": { "type": "boolean" },
+                                  "openWorldHint": { "type": "boolean" }
+                                }
+                              },
+                              "hash": { "type": "string", "pattern": "^sha256:[0-9a-f]{64}$" }
+                            }
+                          }
+                        }
+                      },
+                      "oneOf": [
+                        { "required": ["url"], "not": { "required": ["command"] } },
+                        { "required": ["command"], "not": { "required": ["url"] } }
+                      ]
+                    },
                     "timeout": { "$ref": "common.schema.json#/$defs/duration", "default": "30s" },
                     "capabilities": {
                       "description": "What calling the tool can do. egress: data leaves the organisation; irreversible: effects cannot be undone; filesystem: reads or writes local files; code-execution: runs arbitrary code; network: reads from the network.",
@@ -578,11 +654,15 @@ enum BundledSchemas {
                   "allOf": [
                     {
                       "if": { "properties": { "type": { "const": "http" } }, "required": ["type"] },
-                      "then": { "required": ["http"], "not": { "required": ["command"] } }
+                      "then": { "required": ["http"], "not": { "anyOf": [{ "required": ["command"] }, { "required": ["mcp"] }] } }
                     },
                     {
                       "if": { "properties": { "type": { "const": "command" } }, "required": ["type"] },
-                      "then": { "required": ["command"], "not": { "required": ["http"] } }
+                      "then": { "required": ["command"], "not": { "anyOf": [{ "required": ["http"] }, { "required": ["mcp"] }] } }
+                    },
+                    {
+                      "if": { "properties": { "type": { "const": "mcp" } }, "required": ["type"] },
+                      "then": { "required": ["mcp"], "not": { "anyOf": [{ "required": ["http"] }, { "required": ["command"] }] } }
                     }
                   ]
                 }
@@ -688,14 +768,14 @@ enum BundledSchemas {
                             }
                           },
                           "dependsOn": { "$ref": "common.schema.json#/$defs/names" },
-                          "tools": { "$ref": "common.schema.json#/$defs/names", "description": "Tools the step's agent uses for this step." },
+                          "tools": { "$ref": "common.schema.json#/$defs/toolNames", "description": "Tools the step's agent uses for this step (SERVER/TOOL for an MCP server's tool)." },
                           "inputs": {
                             "type": "object",
                             "propertyNames": { "pattern": "^[A-Za-z_][A-Za-z0-9_-]*$" },
                             "additionalProperties": { "$ref": "#/$defs/inputSource" }
                           },
                           "prompt": { "type": "string", "description": "The instruction the agent receives for this step." },
-                          "maxTokens": { "type": "integer", "minimum": 1, "description": "Upper bound on tokens the step may spend per attempt." },
+                          "maxTokens": { "type": "integer", "minimum": 1, "maximum": 1000000000000, "description": "Upper bound on tokens the step may spend per attempt." },
                           "timeout": { "$ref": "common.schema.json#/$defs/duration", "default": "10m", "description": "How long one attempt may run, from the moment its agent claims the task; past it the attempt fails and is retried per retry." },
                           "heartbeatTimeout": { "$ref": "common.schema.json#/$defs/duration", "default": "60s", "description": "How long a claimed task may go without a heartbeat from its agent before the attempt is given up and retried per retry (the task's lease)." },
                           "retry": {

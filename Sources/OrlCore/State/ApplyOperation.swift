@@ -93,7 +93,12 @@ public enum ApplyOperation {
                 time: time, kind: .normal, resource: change.id, reason: "Created", message: "applied\(from) by source \(plan.source)")
         case .update:
             let generation = change.desired.map { " (generation \($0.generation))" } ?? ""
-            let what = change.specChanged ? "spec changed\(generation)" : "labels or annotations changed"
+            var what = change.specChanged ? "spec changed\(generation)" : "labels or annotations changed"
+            if !change.specChanged, let current = change.current, let desired = change.desired, current.manifest == desired.manifest,
+                current.codeRoot != desired.codeRoot
+            {
+                what = "code now from " + (desired.revision.map { "revision \(String($0.prefix(7)))" } ?? desired.codeRoot ?? "nowhere")
+            }
             let takeover = change.takesOverFrom.map { "; taken over from source \($0)" } ?? ""
             return StoreEvent(time: time, kind: .normal, resource: change.id, reason: "Updated", message: "\(what)\(from)\(takeover)")
         case .prune:

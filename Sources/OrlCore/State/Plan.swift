@@ -49,10 +49,14 @@ public struct ApplyOptions: Sendable {
     public var maxDeletions: Int
     public var revision: String?
     public var appliedBy: String
+    /// Where the code of the Agents and Tools applied comes from (see `CodeOrigin`).
+    public var codeRoot: String?
 
     public init(
-        source: String, prune: Bool = false, allowEmpty: Bool = false, maxDeletions: Int = 10, revision: String? = nil, appliedBy: String
+        source: String, prune: Bool = false, allowEmpty: Bool = false, maxDeletions: Int = 10, revision: String? = nil, appliedBy: String,
+        codeRoot: String? = nil
     ) {
+        self.codeRoot = codeRoot
         self.source = source
         self.prune = prune
         self.allowEmpty = allowEmpty
@@ -96,14 +100,16 @@ public enum Planner {
             let canonical = resource.canonical
             let manifest = canonical.text
             let current = stored[id]
-            if let current, current.manifest == manifest, current.source == options.source {
+            let codeRoot = CodeOrigin.hasCode(resource) ? options.codeRoot : nil
+            if let current, current.manifest == manifest, current.source == options.source, current.codeRoot == codeRoot {
                 unchanged.append(id)
                 continue
             }
             let specHash = canonical.specHash
             var next = StoredResource(
                 id: id, manifest: manifest, specHash: specHash, generation: 1, resourceVersion: 1, source: options.source,
-                file: resource.file, line: resource.location.line, revision: options.revision, appliedAt: now, appliedBy: options.appliedBy)
+                file: resource.file, line: resource.location.line, revision: options.revision, appliedAt: now, appliedBy: options.appliedBy,
+                codeRoot: codeRoot)
             guard let current else {
                 changes.append(
                     Plan.Change(action: .create, id: id, desired: next, current: nil, fields: [], specChanged: true, takesOverFrom: nil))

@@ -40,11 +40,15 @@ public struct StoredResource: Sendable, Hashable {
     public var revision: String?
     public var appliedAt: Timestamp
     public var appliedBy: String
+    /// For Agents and Tools: the directory relative paths of their runtime resolve against
+    /// (see `CodeOrigin`); nil when the apply named none.
+    public var codeRoot: String?
 
     public init(
         id: ResourceID, manifest: String, specHash: String, generation: Int, resourceVersion: Int, source: String, file: String,
-        line: Int, revision: String?, appliedAt: Timestamp, appliedBy: String
+        line: Int, revision: String?, appliedAt: Timestamp, appliedBy: String, codeRoot: String? = nil
     ) {
+        self.codeRoot = codeRoot
         self.id = id
         self.manifest = manifest
         self.specHash = specHash
@@ -132,6 +136,10 @@ public protocol AppliedResources {
 /// Reading the actual state.
 public protocol StateReader: AppliedResources {
     func resource(_ id: ResourceID) throws(StoreError) -> StoredResource?
+    /// Changes whenever a resource the source owns is written or deleted: how many it
+    /// owns, the sum of their versions, the last time one was applied. Cheap, so that a
+    /// git source's up-to-date round can tell there is no drift without planning.
+    func fingerprint(source: String) throws(StoreError) -> String
     /// The newest applies first.
     func history(limit: Int) throws(StoreError) -> [ApplyRecord]
     /// The newest events first; for one resource when given.
@@ -192,4 +200,11 @@ public protocol StateWriter: StateReader {
 public protocol StateStore: Sendable {
     func read<T>(_ body: (any StateReader) throws(StoreError) -> T) throws(StoreError) -> T
     func write<T>(_ body: (any StateWriter) throws(StoreError) -> T) throws(StoreError) -> T
+}
+
+extension StateReader {
+    public func fingerprint(source: String) throws(StoreError) -> String {
+        let owned = try resources(kind: nil, namespace: nil).filter { $0.source == source }
+        return "\(owned.count):\(owned.reduce(0) { $0 + $1.resourceVersion }):\(owned.map(\.appliedAt.milliseconds).max() ?? 0)"
+    }
 }

@@ -6,7 +6,9 @@ extension Fleet {
         var read = ReadManifests()
         var unreadable: Set<ResourceID> = []
         let reader = ManifestReader()
+        var origins: [ResourceID: CodeOrigin] = [:]
         for resource in stored {
+            if let origin = CodeOrigin(resource) { origins[resource.id] = origin }
             let file = "<state>/\(resource.id)"
             guard let root = try? JSONParser.parse(resource.manifest, file: file) else {
                 read.unreadable.append(resource.id)
@@ -14,6 +16,9 @@ extension Fleet {
                 continue
             }
             read.append(reader.read(SourceDocument(file: file, index: 0, root: root)))
+        }
+        if !origins.isEmpty {
+            read.resources = read.resources.map { resource in origins[resource.id].map { resource.with(origin: $0) } ?? resource }
         }
         return (Fleet.assemble(read.resources, unreadable: read.unreadable).0, unreadable)
     }

@@ -1,0 +1,236 @@
+import Hummingbird
+import NIOCore
+import OrlCore
+import Synchronization
+
+/// `/mcp`: one MCP endpoint per agent (streamable HTTP, stateless: no session, every
+/// POST answered with JSON). The agent authenticates with its own token; `tools/list`
+/// offers the pinned MCP tools its policies allow (only its step's, while it serves a
+/// workflow step); `tools/call` is checked again, fails closed, and is forwarded to the
+/// tool's server with the server's credential from the vault.
+///
+/// On the wire a tool is `SERVER__TOOL`: MCP tool names and the function names model
+/// APIs accept have no `/`; policies name it `SERVER/TOOL`, and a call may use either.
+extension AgentAPI {
+    static let mcpSeparator = "__"
+
+    func mcp(_ request: Request) async -> Response {
+        if let version = request.headers[values: .init("MCP-Protocol-Version")!].first,
+            !McpUpstream.protocolVersions.contains(version)
+        {
+            return Self.rpc(
+                nil, error: -32600,
+                "unsupported MCP-Protocol-Version \(version); orl speaks \(McpUpstream.protocolVersions.joined(separator: ", "))",
+                status: .badRequest)
+        }
+        let caller: GatewayTable.Caller
+        do {
+            caller = try gateway.authenticate(request)
+        } catch {
+            return Self.rpc(nil, error: -32001, error.message, status: .unauthorized)
+        }
+        var request = request
+        let bytes: [UInt8]
+        do {
+            bytes = Array(try await request.collectBody(upTo: configuration.maxRequestBytes).readableBytesView)
+        } catch {
+            return Self.rpc(
+                nil, error: -32600, "the request is larger than \(configuration.maxRequestBytes) bytes", status: .contentTooLarge)
+        }
+        guard let message = try? JSONParser.parse(bytes: bytes, file: "<mcp>"), message.members != nil else {
+            return Self.rpc(nil, error: -32700, "the body is not a JSON-RPC message (one JSON object)", status: .badRequest)
+        }
+        // Notifications and the client's responses need no answer.
+        guard let id = message["id"], let method = message["method"]?.string else {
+            return Response(status: .accepted)
+        }
+        let params = message["params"]
+        switch method {
+        case "initialize":
+            let asked = params?["protocolVersion"]?.string ?? McpUpstream.protocolVersion
+            let version = McpUpstream.protocolVersions.contains(asked) ? asked : McpUpstream.protocolVersion
+            return Self.rpc(
+                id,
+                result: .object([
+                    ("protocolVersion", .string(version)),
+                    ("capabilities", .object([("tools", .object([("listChanged", .bool(false))]))])),
+                    ("serverInfo", .object([("name", .string("orl")), ("version", .string("1"))])),
+                    (
+                        "instructions",
+                        .string("Tools of the MCP servers orl fronts for agent \(caller.agent.name), as its policies allow.")
+                    ),
+                ]))
+        case "ping":
+            return Self.rpc(id, result: .object([]))
+        case "tools/list":
+            return await listTools(id, caller: caller, request: request)
+        case "tools/call":
+            return await callTool(id, params: params, caller: caller, request: request)
+        default:
+            return Self.rpc(id, error: -32601, "method \(Diagnostic.quoted(method)) is not served by orl's /mcp")
+        }
+    }
+
+    // MARK: tools/list
+
+    private func listTools(_ id: Node, caller: GatewayTable.Caller, request: Request) async -> Response {
+        var routes = caller.tools.values.filter { $0.mcp != nil }
+        let agent = caller.agent
+        if gateway.holdsTasks(agent, now: gateway.clock()) {
+            let run = request.headers[values: Gateway.runHeader].first
+            let step = request.headers[values: Gateway.stepHeader].first
+            do {
+                let scope = try await perform { () throws(RunError) in try self.operations.stepTools(agent: agent, run: run, step: step) }
+                routes = routes.filter { scope.tools.contains($0.name) }
+            } catch {
+                return Self.rpc(id, error: -32003, error.message)
+            }
+        }
+        let tools = routes.sorted { $0.name < $1.name }.compactMap { route -> JSONValue? in
+            guard let pin = route.mcp?.pin, case .object(var members) = pin.definition else { return nil }
+            members[0] = ("name", .string(Self.wireName(route.name)))
+            return .object(members)
+        }
+        return Self.rpc(id, result: .object([("tools", .array(tools))]))
+    }
+
+    static func wireName(_ name: String) -> String { name.replacing("/", with: mcpSeparator, maxReplacements: 1) }
+
+    static func orlName(_ wire: String) -> String {
+        guard !wire.contains("/"), let range = wire.firstRange(of: mcpSeparator) else { return wire }
+        return String(wire[..<range.lowerBound]) + "/" + String(wire[range.upperBound...])
+    }
+
+    // MARK: tools/call
+
+    private func callTool(_ id: Node, params: Node?, caller: GatewayTable.Caller, request: Request) async -> Response {
+        let started = ContinuousClock.now
+        let agent = caller.agent
+        guard let wire = params?["name"]?.string else {
+            return Self.rpc(id, error: -32602, "tools/call needs params.name, the tool's name as tools/list gives it")
+        }
+        let name = Self.orlName(wire)
+        let arguments = params?["arguments"].map(JSONValue.init) ?? .object([])
+        let route: GatewayTable.ToolRoute
+        do throws(GatewayError) {
+            route = try caller.tool(name)
+        } catch {
+            mcpRefused(name, agent, error.message)
+            return Self.rpc(id, error: error.code == "tool_not_found" ? -32602 : -32003, error.message)
+        }
+        guard let (server, pin) = route.mcp else {
+            return Self.rpc(id, error: -32602, "\(Diagnostic.quoted(name)) is not an MCP tool; call it with POST /v1/tools/\(name)/invoke")
+        }
+        // The task it serves, if any: then the step must list the tool.
+        var task: String?
+        if gateway.holdsTasks(agent, now: gateway.clock()) {
+            let run = request.headers[values: Gateway.runHeader].first
+            let step = request.headers[values: Gateway.stepHeader].first
+            do {
+                task = try await perform { () throws(RunError) in try self.operations.toolGrant(name, agent: agent, run: run, step: step) }
+                    .task.description
+            } catch {
+                mcpRefused(name, agent, error.message)
+                return Self.rpc(id, error: -32003, error.message)
+            }
+        } else if caller.approvalTools.contains(name) {
+            // Outside a workflow no approval gate stands before the call, and orl does
+            // not let one through on the agent's word.
+            let message =
+                "tool \(Diagnostic.quoted(name)) needs a human approval (a Policy's requireApproval); call it from a workflow step behind an approval gate"
+            mcpRefused(name, agent, message)
+            return Self.rpc(id, error: -32003, message)
+        }
+        guard let url = server.url else {
+            return Self.toolError(
+                id, "MCP server \(route.id.name) is a stdio server, which this controller cannot reach yet; give it a url")
+        }
+        var credential: String?
+        if let secret = server.credentialSecret?.value {
+            guard let value = self.secret(SecretID(namespace: route.id.namespace, name: secret)) else {
+                return Self.toolError(
+                    id, "the credential of MCP server \(route.id.name) (secret \(Diagnostic.quoted(secret))) is not in the vault")
+            }
+            credential = value
+        }
+        let endpoint = McpUpstream.Endpoint(
+            server: route.id, url: url, headers: server.headers, credential: credential, timeout: route.spec.timeout.duration)
+        let result: Node
+        do throws(McpUpstream.Failure) {
+            // The rug pull: a definition that changed since it was pinned is not called.
+            let live = try await mcp.liveHashes(endpoint, maxAge: configuration.mcpDefinitionMaxAge)
+            guard live[pin.name] == pin.hash else {
+                let what = live[pin.name] == nil ? "no longer lists it" : "changed its definition since it was pinned"
+                let message =
+                    "tool \(Diagnostic.quoted(name)) is refused: MCP server \(route.id.name) \(what); review the change and pin again with orlctl mcp pin"
+                mcpRefused(name, agent, message)
+                return Self.rpc(id, error: -32003, message)
+            }
+            result = try await mcp.callTool(endpoint, name: pin.name, arguments: arguments)
+        } catch {
+            recordCall(name, agent, task, started, outcome: "failed: \(error.message)", bytes: 0)
+            return Self.toolError(id, error.message)
+        }
+        var text = JSONValue.object([("jsonrpc", .string("2.0")), ("id", JSONValue(id)), ("result", JSONValue(result))]).compactRendered()
+        if let credential, !credential.isEmpty { text = text.replacing(credential, with: "(sensitive)") }
+        recordCall(name, agent, task, started, outcome: result["isError"]?.bool == true ? "tool error" : "ok", bytes: text.utf8.count)
+        return Gateway.json(.ok, text)
+    }
+
+    private func recordCall(
+        _ tool: String, _ agent: ResourceID, _ task: String?, _ started: ContinuousClock.Instant, outcome: String, bytes: Int
+    ) {
+        let elapsed = ContinuousClock.now - started
+        let micros = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+        gateway.log(
+            ControllerEvent(
+                time: gateway.clock(), reason: .toolCall, resource: agent,
+                message:
+                    "mcp tool \(Diagnostic.quoted(tool))\(task.map { " for \($0)" } ?? ""): \(outcome) in \(micros / 1000).\(threeDigits(micros % 1000))ms, \(bytes) bytes"
+            ))
+    }
+
+    private func mcpRefused(_ tool: String, _ agent: ResourceID, _ message: String) {
+        gateway.note(
+            ControllerEvent(
+                time: gateway.clock(), reason: .toolRefused, resource: agent, message: "mcp tool \(Diagnostic.quoted(tool)): \(message)"))
+    }
+
+    // MARK: JSON-RPC
+
+    static func rpc(_ id: Node?, result: JSONValue) -> Response {
+        Gateway.json(
+            .ok,
+            JSONValue.object([("jsonrpc", .string("2.0")), ("id", id.map(JSONValue.init) ?? .null), ("result", result)]).compactRendered())
+    }
+
+    static func rpc(_ id: Node?, error code: Int, _ message: String, status: HTTPResponse.Status = .ok) -> Response {
+        let body = JSONValue.object([
+            ("jsonrpc", .string("2.0")), ("id", id.map(JSONValue.init) ?? .null),
+            ("error", .object([("code", .int(code)), ("message", .string(message))])),
+        ])
+        return Gateway.json(status, body.compactRendered())
+    }
+
+    /// A failure of the tool itself, told to the model as MCP tool errors are.
+    static func toolError(_ id: Node, _ message: String) -> Response {
+        rpc(
+            id,
+            result: .object([
+                ("content", .array([.object([("type", .string("text")), ("text", .string(message))])])), ("isError", .bool(true)),
+            ]))
+    }
+}
+
+/// Three digits, zero-padded.
+private func threeDigits(_ value: Int64) -> String {
+    let digits = value.description
+    return String(repeating: "0", count: max(0, 3 - digits.count)) + digits
+}
+
+extension Gateway {
+    /// Whether the agent holds any task now (as the agents' API saw them claimed).
+    func holdsTasks(_ agent: ResourceID, now: Timestamp) -> Bool {
+        state.withLock { !$0.tasks.tasks(of: agent, at: now).isEmpty }
+    }
+}

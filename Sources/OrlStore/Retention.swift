@@ -1,0 +1,94 @@
+public import OrlCore
+
+extension SQLiteStateStore {
+    /// Deletes the history `policy` does not keep, in one write transaction: ended runs
+    /// (their steps, attempts and blackboard values go with them), events, and ledger rows,
+    /// which are first added to the daily roll-up (`ledger_daily`). Running runs are never
+    /// touched; budgets only read the current day and month, which the policy keeps.
+    public func retain(_ policy: RetentionPolicy, now: Timestamp) throws(StoreError) -> RetentionReport {
+        try transaction(.immediate, intent: "apply the retention policy") { access throws(StoreError) in
+            try access.retain(policy, now: now)
+        }
+    }
+
+    /// The ledger's daily roll-up, oldest day first.
+    public func ledgerDaily() throws(StoreError) -> [(day: String, agent: ResourceID, model: String, calls: Int, tokens: Int, usd: Double)]
+    {
+        try transaction(.deferred, intent: "read the ledger's daily roll-up") { access throws(StoreError) in try access.ledgerDaily() }
+    }
+}
+
+extension Access {
+    func retain(_ policy: RetentionPolicy, now: Timestamp) throws(StoreError) -> RetentionReport {
+        let database = try connection(writing: true)
+        var report = RetentionReport()
+        func delete(_ sql: String, _ value: Int64, intent: String) throws(StoreError) -> Int {
+            try database.withStatement(sql, intent: intent) { statement throws(StoreError) in
+                try statement.bind(1, value)
+                try statement.run(intent: intent)
+            }
+            return database.changes
+        }
+        if let cutoff = RetentionPolicy.cutoff(policy.runsMaxAge, now: now) {
+            report.runs += try delete(
+                "DELETE FROM runs WHERE ended_at IS NOT NULL AND ended_at < ?1", cutoff.milliseconds, intent: "delete old runs")
+        }
+        if let count = policy.runsMaxCount {
+            report.runs += try delete(
+                """
+                DELETE FROM runs WHERE ended_at IS NOT NULL
+                    AND id NOT IN (SELECT id FROM runs WHERE ended_at IS NOT NULL ORDER BY id DESC LIMIT ?1)
+                """, Int64(count), intent: "delete the runs beyond the count kept")
+        }
+        if let cutoff = RetentionPolicy.cutoff(policy.eventsMaxAge, now: now) {
+            report.events += try delete("DELETE FROM events WHERE time < ?1", cutoff.milliseconds, intent: "delete old events")
+        }
+        if let count = policy.eventsMaxCount {
+            report.events += try delete(
+                "DELETE FROM events WHERE number <= (SELECT max(number) FROM events) - ?1", Int64(count),
+                intent: "delete the events beyond the count kept")
+        }
+        if let cutoff = RetentionPolicy.cutoff(policy.ledgerMaxAge, now: now) {
+            let intent = "roll the ledger up by day"
+            try database.withStatement(
+                """
+                INSERT INTO ledger_daily (day, kind, namespace, name, model, calls, prompt_tokens, completion_tokens, usd)
+                SELECT strftime('%Y-%m-%d', time / 1000, 'unixepoch'), kind, namespace, name, model, count(*),
+                    sum(prompt_tokens), sum(completion_tokens), total(usd)
+                FROM ledger WHERE time < ?1 GROUP BY 1, 2, 3, 4, 5
+                ON CONFLICT (day, kind, namespace, name, model) DO UPDATE SET
+                    calls = calls + excluded.calls, prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                    completion_tokens = completion_tokens + excluded.completion_tokens, usd = usd + excluded.usd
+                """, intent: intent
+            ) { statement throws(StoreError) in
+                try statement.bind(1, cutoff.milliseconds)
+                try statement.run(intent: intent)
+            }
+            report.ledgerDays = database.changes
+            report.ledgerRows = try delete(
+                "DELETE FROM ledger WHERE time < ?1", cutoff.milliseconds, intent: "delete rolled-up ledger rows")
+        }
+        return report
+    }
+
+    /// The daily roll-up, oldest day first: (day, agent, model, calls, tokens, usd).
+    func ledgerDaily() throws(StoreError) -> [(day: String, agent: ResourceID, model: String, calls: Int, tokens: Int, usd: Double)] {
+        let intent = "read the ledger's daily roll-up"
+        return try connection().withStatement(
+            """
+            SELECT day, kind, namespace, name, model, calls, prompt_tokens + completion_tokens, usd FROM ledger_daily
+            ORDER BY day, namespace, name, model
+            """, intent: intent
+        ) { statement throws(StoreError) in
+            var rows: [(String, ResourceID, String, Int, Int, Double)] = []
+            while try statement.step(intent: intent) {
+                rows.append(
+                    (
+                        statement.text(0), ResourceID(kind: statement.text(1), namespace: statement.text(2), name: statement.text(3)),
+                        statement.text(4), statement.int(5), statement.int(6), statement.double(7)
+                    ))
+            }
+            return rows
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+
+/// Walks docs/exit-codes.md: each cell of the table is run against a real state and
+/// must exit as it says. A row or cell without a scenario here fails, so the table and
+/// the commands cannot drift apart.
+@Suite(.serialized) struct ExitCodeTableTests {
+    /// `(command, code)` for every cell that is not `—`.
+    static func cells() throws -> [(command: String, code: Int32)] {
+        let url = Orlctl.packageRoot.appendingPathComponent("docs/exit-codes.md")
+        var cells: [(String, Int32)] = []
+        for line in try String(contentsOf: url, encoding: .utf8).split(separator: "\n") where line.hasPrefix("| `orlctl ") {
+            let columns = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            let command = String(columns[1].dropFirst("`orlctl ".count).dropLast())
+            for (code, cell) in zip([Int32(0), 1, 2], columns[2...4]) where cell != "—" { cells.append((command, code)) }
+        }
+        return cells
+    }
+
+    /// Cells whose scenario needs a running fleet, exercised by the tests named.
+    static let elsewhere: [String: String] = [
+        "approve 0": "AgentRunsTests (a run waiting at its gate)",
+        "deny 0": "AgentRunsTests (a run waiting at its gate)",
+        "controller stop 0": "FirstHourTests.syncStartsAControllerAsApplyDoes",
+        "logs 0": "LogsCommandTests",
+    ]
+
+    @Test func everyCellOfTheTableHolds() throws {
+        let cells = try Self.cells()
+        #expect(cells.count > 50, "the table was not found or not read: \(cells.count) cells")
+        let work = try TemporaryDirectory()
+        let root = work.url.path
+        let state = root + "/state"
+        let bad = root + "/not-a-state"
+        try "not a database\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        func run(_ arguments: [String], state: String = state) throws -> Orlctl.Result {
+            try Orlctl.run(arguments + ["--state", state])
+        }
+        let applied = try run(["apply", "-f", "manifests/"])
+        try #require(applied.status == 0, "\(applied.stderr)")
+        let created = try run(["run", "workflow/content-pipeline", "--input", "topic=x"])
+        let runID = try #require(created.stdout.split(separator: " ").first.map(String.init), "\(created.stdout)\(created.stderr)")
+        let unknownRun = "run/1m94r223cwn58"
+
+        let repo = try GitFixture()
+        try GitFleet.write(to: repo)
+        let good = try repo.commit("good")
+        try repo.git("checkout", "-q", "-b", "broken")
+        try repo.write("fleet/agent.yaml", GitFleet.agent().replacingOccurrences(of: "model: sim/small", with: "model: 42"))
+        let broken = try repo.commit("broken")
+        try repo.git("checkout", "-q", "main")
+        let sync = ["sync", "--once", "--repo", repo.root.path, "--path", "fleet"]
+
+        let scenarios: [String: () throws -> Orlctl.Result] = [
+            "validate 0": { try Orlctl.run(["validate", "-f", "manifests/"]) },
+            "validate 1": { try Orlctl.run(["validate", "-f", "examples/broken"]) },
+            "validate 2": { try Orlctl.run(["validate", "-f", root + "/missing"]) },
+            "apply 0": { try run(["apply", "-f", "manifests/"]) },
+            "apply 1": { try run(["apply", "-f", "examples/broken"]) },
+            "apply 2": { try run(["apply", "-f", "manifests/"], state: bad) },
+            "diff 0": { try run(["diff", "-f", "manifests/"]) },
+            "diff 1": { try run(["diff", "-f", "manifests/"], state: root + "/fresh") },
+            "diff 2": { try run(["diff", "-f", "manifests/"], state: bad) },
+            "explain 0": { try Orlctl.run(["explain", "agent/writer", "-f", "manifests/"]) },
+            "explain 1": { try Orlctl.run(["explain", "agent/writer", "--can", "use", "tool/publish-post", "-f", "manifests/"]) },
+            "explain 2": { try Orlctl.run(["explain", "agent/nobody", "-f", "manifests/"]) },
+            "get 0": { try run(["get", "agents"]) },
+            "get 1": { try run(["get", "agent/nobody"]) },
+            "get 2": { try run(["get", "agents"], state: bad) },
+            "describe 0": { try run(["describe", "agent/writer"]) },
+            "describe 1": { try run(["describe", "agent/nobody"]) },
+            "describe 2": { try run(["describe", "agent/writer"], state: bad) },
+            "delete 0": { try run(["delete", "budget/publisher"]) },
+            "delete 1": { try run(["delete", "agent/nobody"]) },
+            "delete 2": { try run(["delete", "agent/writer"], state: bad) },
+            "logs 1": { try run(["logs", "nobody"]) },
+            "logs 2": { try run(["logs", "writer"], state: bad) },
+            "suspend 0": { try run(["suspend", "writer"]) },
+            "suspend 1": { try run(["suspend", "nobody"]) },
+            "suspend 2": { try run(["suspend", "writer"], state: bad) },
+            "resume 0": { try run(["resume", "writer"]) },
+            "resume 1": { try run(["resume", "nobody"]) },
+            "resume 2": { try run(["resume", "writer"], state: bad) },
+            "history 0": { try run(["history"]) },
+            "history 2": { try run(["history"], state: bad) },
+            "events 0": { try run(["events"]) },
+            "events 2": { try run(["events"], state: bad) },
+            "run 0": { try run(["run", "workflow/content-pipeline", "--input", "topic=y"]) },
+            "run 1": { try run(["run", "workflow/nothing"]) },
+            "run 2": { try run(["run", "workflow/content-pipeline"], state: bad) },
+            "runs 0": { try run(["runs"]) },
+            "runs 2": { try run(["runs"], state: bad) },
+            "cancel 0": { try run(["cancel", runID]) },
+            "cancel 1": { try run(["cancel", unknownRun]) },
+            "cancel 2": { try run(["cancel", runID], state: bad) },
+            "approve 1": { try run(["approve", unknownRun, "--step", "editorial-review"]) },
+            "approve 2": { try run(["approve", runID, "--step", "editorial-review"], state: bad) },
+            "deny 1": { try run(["deny", unknownRun, "--step", "editorial-review"]) },
+            "deny 2": { try run(["deny", runID, "--step", "editorial-review"], state: bad) },
+            "budget status 0": { try run(["budget", "status"]) },
+            "budget status 2": { try run(["budget", "status"], state: bad) },
+            "usage 0": { try run(["usage"]) },
+            "usage 2": { try run(["usage"], state: bad) },
+            "secret list 0": { try run(["secret", "list"]) },
+            "secret list 2": { try run(["secret", "list"], state: bad) },
+            "secret delete 0": {
+                try Orlctl.run(["secret", "set", "token", "--from-file", bad, "--state", state])
+                return try run(["secret", "delete", "token"])
+            },
+            "secret delete 1": { try run(["secret", "delete", "nothing"]) },
+            "secret delete 2": { try run(["secret", "delete", "nothing"], state: bad) },
+            "controller stop 1": { try run(["controller", "stop"]) },
+            "controller stop 2": { try run(["controller", "stop"], state: bad) },
+            "sync --once 0": { try run(sync + ["--no-controller"], state: repo.state) },
+            "sync --once 1": {
+                try run(sync + ["--ref", "broken", "--name", "broken"], state: repo.state)
+            },
+            "sync --once 2": { try run(["sync", "--once", "--repo", root + "/no-such-repo"], state: repo.state) },
+            "gc 0": { try run(["gc"]) },
+            "gc 2": { try run(["gc"], state: bad) },
+            "review 0": { try Orlctl.run(["review", "--repo", repo.root.path, "--base", good, "--head", good, "--path", "fleet"]) },
+            "review 1": { try Orlctl.run(["review", "--repo", repo.root.path, "--base", good, "--head", broken, "--path", "fleet"]) },
+            "review 2": { try Orlctl.run(["review", "--repo", root + "/no-such-repo", "--base", good, "--head", good]) },
+        ]
+        var missing: [String] = []
+        var seen = Set<String>()
+        for (command, code) in cells {
+            let key = "\(command) \(code)"
+            seen.insert(key)
+            if Self.elsewhere[key] != nil { continue }
+            guard let scenario = scenarios[key] else {
+                missing.append(key)
+                continue
+            }
+            let result = try scenario()
+            #expect(result.status == code, "orlctl \(key): exited \(result.status)\n\(result.stdout)\(result.stderr)")
+        }
+        #expect(missing.isEmpty, "cells of docs/exit-codes.md without a scenario: \(missing)")
+        let stale = Set(scenarios.keys).union(Self.elsewhere.keys).subtracting(seen)
+        #expect(stale.isEmpty, "scenarios for cells docs/exit-codes.md does not have: \(stale.sorted())")
+    }
+}
