@@ -311,7 +311,9 @@ import Testing
 
 /// The parent of `pid`, from /proc (0 when it cannot be read).
 func parentPID(of pid: Int32) -> Int32 {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+        return 0
+    }
     let fields = stat[stat.index(after: close)...].split(separator: " ")
     return fields.count > 1 ? Int32(fields[1]) ?? 0 : 0
 }
