@@ -76,49 +76,54 @@ struct AuditFleet {
     var steps: Int
     let agents = 20
 
-    func yaml() -> String {
-        var out = """
-            apiVersion: orl.dev/v1
-            kind: ModelProvider
-            metadata: {name: sim}
-            spec: {apiStyle: simulated, models: [{name: small, pricing: {input: 0.15, output: 0.6}}]}
-            ---
-            apiVersion: orl.dev/v1
-            kind: Tool
-            metadata: {name: lookup}
-            spec: {type: http, http: {url: "https://crm.example.com"}, dataClasses: [internal, pii]}
-            ---
-            apiVersion: orl.dev/v1
-            kind: Tool
-            metadata: {name: search}
-            spec: {type: http, http: {url: "https://search.example.com"}, dataClasses: [public]}
-            ---
-            apiVersion: orl.dev/v1
-            kind: Tool
-            metadata: {name: send}
-            spec: {type: command, command: {command: send}, capabilities: [egress, irreversible]}
-            ---
-            apiVersion: orl.dev/v1
-            kind: Policy
-            metadata: {name: fleet}
-            spec:
-              appliesTo: {selector: {matchLabels: {team: bench}}}
-              allow:
-                tools: [lookup, search, send]
-                models: ["sim/*"]
-                handoffs: ["*"]
-                dataClasses: [public, internal, pii]
-                egress: [public, internal, pii]
-              requireApproval: {tools: [send]}
-            ---
-            apiVersion: orl.dev/v1
-            kind: Budget
-            metadata: {name: fleet}
-            spec:
-              appliesTo: {selector: {matchLabels: {team: bench}}}
-              limits: [{window: day, usd: 1000000}]
+    /// The simulated provider and the data-carrying lookup tool every audit benchmark uses.
+    static let providerAndLookup = """
+        apiVersion: orl.dev/v1
+        kind: ModelProvider
+        metadata: {name: sim}
+        spec: {apiStyle: simulated, models: [{name: small, pricing: {input: 0.15, output: 0.6}}]}
+        ---
+        apiVersion: orl.dev/v1
+        kind: Tool
+        metadata: {name: lookup}
+        spec: {type: http, http: {url: "https://crm.example.com"}, dataClasses: [internal, pii]}
+        ---
+        """ + "\n"
 
-            """
+    func yaml() -> String {
+        var out =
+            Self.providerAndLookup + """
+                apiVersion: orl.dev/v1
+                kind: Tool
+                metadata: {name: search}
+                spec: {type: http, http: {url: "https://search.example.com"}, dataClasses: [public]}
+                ---
+                apiVersion: orl.dev/v1
+                kind: Tool
+                metadata: {name: send}
+                spec: {type: command, command: {command: send}, capabilities: [egress, irreversible]}
+                ---
+                apiVersion: orl.dev/v1
+                kind: Policy
+                metadata: {name: fleet}
+                spec:
+                  appliesTo: {selector: {matchLabels: {team: bench}}}
+                  allow:
+                    tools: [lookup, search, send]
+                    models: ["sim/*"]
+                    handoffs: ["*"]
+                    dataClasses: [public, internal, pii]
+                    egress: [public, internal, pii]
+                  requireApproval: {tools: [send]}
+                ---
+                apiVersion: orl.dev/v1
+                kind: Budget
+                metadata: {name: fleet}
+                spec:
+                  appliesTo: {selector: {matchLabels: {team: bench}}}
+                  limits: [{window: day, usd: 1000000}]
+
+                """
         for a in 0..<agents {
             out += """
                 ---

@@ -76,43 +76,34 @@ struct PatternAuditBench {
     }
 
     static func yaml(_ b: Bounds) -> String {
-        var out = """
-            apiVersion: orl.dev/v1
-            kind: ModelProvider
-            metadata: {name: sim}
-            spec: {apiStyle: simulated, models: [{name: small, pricing: {input: 0.15, output: 0.6}}]}
-            ---
-            apiVersion: orl.dev/v1
-            kind: Tool
-            metadata: {name: lookup}
-            spec: {type: http, http: {url: "https://crm.example.com"}, dataClasses: [internal, pii]}
-            ---
-            apiVersion: orl.dev/v1
-            kind: Tool
-            metadata: {name: send}
-            spec: {type: command, command: {command: send}, capabilities: [egress, irreversible]}
-            ---
-            apiVersion: orl.dev/v1
-            kind: Policy
-            metadata: {name: fleet}
-            spec:
-              appliesTo: {selector: {matchLabels: {team: bench}}}
-              allow:
-                tools: [lookup, send]
-                models: ["sim/*"]
-                handoffs: ["*"]
-                dataClasses: [public, internal, pii]
-                egress: [public, internal, pii]
-              requireApproval: {tools: [send]}
-            ---
-            apiVersion: orl.dev/v1
-            kind: Budget
-            metadata: {name: fleet}
-            spec:
-              appliesTo: {selector: {matchLabels: {team: bench}}}
-              limits: [{window: day, usd: 1000000}]
+        var out =
+            AuditFleet.providerAndLookup + """
+                apiVersion: orl.dev/v1
+                kind: Tool
+                metadata: {name: send}
+                spec: {type: command, command: {command: send}, capabilities: [egress, irreversible]}
+                ---
+                apiVersion: orl.dev/v1
+                kind: Policy
+                metadata: {name: fleet}
+                spec:
+                  appliesTo: {selector: {matchLabels: {team: bench}}}
+                  allow:
+                    tools: [lookup, send]
+                    models: ["sim/*"]
+                    handoffs: ["*"]
+                    dataClasses: [public, internal, pii]
+                    egress: [public, internal, pii]
+                  requireApproval: {tools: [send]}
+                ---
+                apiVersion: orl.dev/v1
+                kind: Budget
+                metadata: {name: fleet}
+                spec:
+                  appliesTo: {selector: {matchLabels: {team: bench}}}
+                  limits: [{window: day, usd: 1000000}]
 
-            """
+                """
         let agents = max(b.routes, b.pool) + 3
         for a in 0..<agents {
             out +=
