@@ -79,6 +79,41 @@ extension WorkflowSpec {
         public var retry: Retry?
     }
 
+    /// `delegate:` on a planner step: each round, its output lists sub-tasks (under
+    /// `key`, each `{agent, task}`), which run as steps of the run on a declared pool of
+    /// workers, at most `maxTasks` a round and `maxConcurrent` at a time; the planner
+    /// sees their results in its next round, up to `maxRounds`. orl expands every round
+    /// and every sub-task slot, so the audit checks each worker of the pool in each slot.
+    public struct Delegate: Sendable, Hashable, Decodable {
+        public var workers: [Located<String>]
+        public var maxTasks: Int
+        public var maxConcurrent: Int
+        public var maxRounds: Int
+        public var key: String
+        /// What each sub-task step is given, as a step's fields.
+        public var tools: [Located<String>]
+        public var prompt: String?
+        public var maxTokens: Int?
+        public var retry: Retry?
+        public var location: SourceLocation
+
+        enum CodingKeys: String, CodingKey { case workers, maxTasks, maxConcurrent, maxRounds, key, tools, prompt, maxTokens, retry }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            workers = try c.decode([Located<String>].self, forKey: .workers)
+            maxTasks = try c.decode(Int.self, forKey: .maxTasks)
+            maxConcurrent = try c.decodeIfPresent(Int.self, forKey: .maxConcurrent) ?? maxTasks
+            maxRounds = try c.decodeIfPresent(Int.self, forKey: .maxRounds) ?? 1
+            key = try c.decodeIfPresent(String.self, forKey: .key) ?? "tasks"
+            tools = try c.decodeIfPresent([Located<String>].self, forKey: .tools) ?? []
+            prompt = try c.decodeIfPresent(String.self, forKey: .prompt)
+            maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
+            retry = try c.decodeIfPresent(Retry.self, forKey: .retry)
+            location = (decoder as? any LocatingDecoder)?.node.location ?? .file("")
+        }
+    }
+
     /// What a derived step comes from, and where a step sits in a loop.
     public struct Generated: Sendable, Hashable {
         /// The declared step it is a copy of (itself for round 1 of a loop): its output
@@ -90,6 +125,11 @@ extension WorkflowSpec {
         /// For a fallback: the step it takes over from, and its place in the chain (1...).
         public var takesOverFrom: String?
         public var fallback: Int?
+        /// For a planner's rounds and its sub-tasks: the planner (its declared id).
+        public var delegation: String? = nil
+        /// For a sub-task: its slot in its round (1...), and the agents that may serve it.
+        public var task: Int? = nil
+        public var pool: [Located<String>] = []
     }
 }
 
@@ -104,6 +144,13 @@ extension WorkflowSpec.Step {
         var parts: [String] = []
         if let loop = generated.loop, let round = generated.round { parts.append("round \(round) of loop \"\(loop)\"") }
         if let n = generated.fallback, let from = generated.takesOverFrom { parts.append("fallback \(n) of \"\(from)\"") }
+        if let planner = generated.delegation {
+            if let task = generated.task {
+                parts.append("sub-task \(task) of round \(generated.round ?? 1) delegated by \"\(planner)\"")
+            } else if let round = generated.round {
+                parts.append("round \(round) of planner \"\(planner)\"")
+            }
+        }
         return parts.isEmpty ? nil : parts.joined(separator: ", ")
     }
 }
@@ -115,7 +162,9 @@ enum WorkflowPatterns {
     static let separator = "~"
 
     static func expand(_ declared: [WorkflowSpec.Step]) -> [WorkflowSpec.Step] {
-        guard declared.contains(where: { $0.route != nil || $0.loop != nil || !$0.fallback.isEmpty }) else { return declared }
+        guard declared.contains(where: { $0.route != nil || $0.loop != nil || !$0.fallback.isEmpty || $0.delegate != nil }) else {
+            return declared
+        }
         var steps = declared
         var index: [String: Int] = [:]
         for (i, step) in steps.enumerated() where index[step.id.value] == nil { index[step.id.value] = i }
@@ -194,6 +243,13 @@ enum WorkflowPatterns {
             }
         }
 
+        // Delegations, after loops (a planner after a loop waits for its every round),
+        // before fallbacks (a step after a planner waits for every sub-task, and so
+        // does its fallback).
+        for p in declared.indices where steps[p].delegate != nil && steps[p].generated == nil && !steps[p].isApprovalGate {
+            expandDelegation(p, &steps)
+        }
+
         // Fallbacks, last, so that loop copies get theirs too.
         var i = 0
         while i < steps.count {
@@ -231,6 +287,68 @@ enum WorkflowPatterns {
             }
         }
         return steps
+    }
+
+    /// A planner's rounds and sub-task slots: round r's planner (`plan`, `plan~r2`, ...)
+    /// is followed by its slots (`plan~task1`, `plan~r2~task1`, ...), each reading the
+    /// planner's list and run by whichever worker of the pool it names; the next
+    /// round's planner waits for them, and so does every step after the planner.
+    private static func expandDelegation(_ p: Int, _ steps: inout [WorkflowSpec.Step]) {
+        let planner = steps[p]
+        guard let delegate = planner.delegate, delegate.maxTasks >= 1, delegate.maxRounds >= 1, let first = delegate.workers.first
+        else { return }
+        let name = planner.id.value
+        var added: [String] = []
+        var previousSlots: [Located<String>] = []
+        for round in 1...delegate.maxRounds {
+            let roundID: String
+            if round == 1 {
+                if delegate.maxRounds > 1 { steps[p].generated = .init(declared: name, round: 1, delegation: name) }
+                roundID = name
+            } else {
+                var copy = planner
+                roundID = "\(name)\(separator)r\(round)"
+                copy.id = Located(roundID, at: planner.id.location)
+                copy.generated = .init(declared: name, round: round, delegation: name)
+                copy.dependsOn = planner.dependsOn + previousSlots
+                steps.append(copy)
+                added.append(roundID)
+            }
+            previousSlots = []
+            for task in 1...delegate.maxTasks {
+                let id = "\(roundID)\(separator)task\(task)"
+                var slot = planner
+                slot.id = Located(id, at: delegate.location)
+                slot.executor = .agent(first)
+                slot.dependsOn = [Located(roundID, at: delegate.location)]
+                slot.inputs = [("task", .stepOutput(step: Located(roundID, at: delegate.location), key: delegate.key))]
+                slot.tools = delegate.tools
+                slot.prompt = delegate.prompt
+                slot.maxTokens = delegate.maxTokens
+                slot.retry = delegate.retry ?? planner.retry
+                slot.continueOnFailure = false
+                slot.route = nil
+                slot.loop = nil
+                slot.fallback = []
+                slot.delegate = nil
+                slot.generated = .init(declared: id, round: round, delegation: name, task: task, pool: delegate.workers)
+                steps.append(slot)
+                added.append(id)
+                previousSlots.append(Located(id, at: delegate.location))
+            }
+        }
+        // Whatever waits for the planner waits for every round and sub-task.
+        let mine = Set(added)
+        for d in steps.indices where steps[d].id.value != name && !mine.contains(steps[d].id.value) {
+            let reads =
+                steps[d].dependsOn.contains { $0.value == name }
+                || steps[d].inputs.contains { if case .stepOutput(let s, _) = $0.source { s.value == name } else { false } }
+            guard reads else { continue }
+            let at = steps[d].dependsOn.first { $0.value == name }?.location ?? steps[d].id.location
+            for id in added where !steps[d].dependsOn.contains(where: { $0.value == id }) {
+                steps[d].dependsOn.append(Located(id, at: at))
+            }
+        }
     }
 
     /// The steps of the loop closed by `closing`: those downstream of its `from` step and

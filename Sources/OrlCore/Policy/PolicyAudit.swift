@@ -120,8 +120,11 @@ struct WorkflowAudit {
     let order: [Int]
     let fleet: Fleet
     let engine: PolicyEngine
-    /// The Agent of each step (nil for approval gates and unresolved agents).
-    let agents: [Resource?]
+    /// The Agents that may serve each step: its agent, or for a delegated sub-task
+    /// every worker of the pool, each with where the manifest names it (empty for
+    /// approval gates and unresolved agents). Every check runs for each of them, so a
+    /// sub-task is proven for whichever worker the planner picks at run time.
+    let agents: [[(agent: Resource, named: SourceLocation)]]
 
     /// Nil when the DAG is not one (cycles are reported by the structural check).
     init?(workflow: Resource, fleet: Fleet, engine: PolicyEngine) {
@@ -135,12 +138,16 @@ struct WorkflowAudit {
         self.fleet = fleet
         self.engine = engine
         var byName: [String: Resource?] = [:]
-        agents = spec.steps.map { step in
-            guard let name = step.agent?.value else { return nil }
+        func resolve(_ name: String) -> Resource? {
             if let known = byName[name] { return known }
             let agent = fleet.resource(.agent, name, namespace: workflow.metadata.namespace)
             byName[name] = agent
             return agent
+        }
+        agents = spec.steps.map { step in
+            guard let agent = step.agent else { return [] }
+            let pool = step.generated?.pool ?? []
+            return (pool.isEmpty ? [agent] : pool).compactMap { name in resolve(name.value).map { ($0, name.location) } }
         }
     }
 
@@ -157,28 +164,30 @@ struct WorkflowAudit {
     private func tools() -> [Diagnostic] {
         var diagnostics: [Diagnostic] = []
         for i in order {
-            guard let agent = agents[i], let agentSpec = agent.agent else { continue }
-            let permissions = engine.permissions(of: agent.id)
-            let declared = Set(agentSpec.tools.map(\.value))
-            for (j, tool) in spec.steps[i].tools.enumerated()
-            where fleet.tool(tool.value, namespace: workflow.metadata.namespace) != nil {
-                let path = stepPath(i).appending("tools").appending(j)
-                if !declared.contains(tool.value) {
-                    diagnostics.append(
-                        .error(
-                            .permToolUndeclared,
-                            "step \"\(id(i))\" uses tool \"\(tool.value)\", which agent \"\(agent.metadata.name)\" does not declare in spec.tools",
-                            at: tool.location, resource: workflow.id, path: path,
-                            notes: [.init("agent \"\(agent.metadata.name)\" is defined here", at: agent.nameLocation)]))
-                }
-                if !permissions.permits(.tool, tool.value) {
-                    let decision = permissions.decide(.tool, tool.value)
-                    diagnostics.append(
-                        .error(
-                            .permToolDenied,
-                            "step \"\(id(i))\" uses tool \"\(tool.value)\", which agent \"\(agent.metadata.name)\" may not use: \(decision.reason)",
-                            at: tool.location, resource: workflow.id, path: path,
-                            notes: PolicyAudit.notes(for: decision, permissions)))
+            for (agent, _) in agents[i] {
+                guard let agentSpec = agent.agent else { continue }
+                let permissions = engine.permissions(of: agent.id)
+                let declared = Set(agentSpec.tools.map(\.value))
+                for (j, tool) in spec.steps[i].tools.enumerated()
+                where fleet.tool(tool.value, namespace: workflow.metadata.namespace) != nil {
+                    let path = stepPath(i).appending("tools").appending(j)
+                    if !declared.contains(tool.value) {
+                        diagnostics.append(
+                            .error(
+                                .permToolUndeclared,
+                                "step \"\(id(i))\" uses tool \"\(tool.value)\", which agent \"\(agent.metadata.name)\" does not declare in spec.tools",
+                                at: tool.location, resource: workflow.id, path: path,
+                                notes: [.init("agent \"\(agent.metadata.name)\" is defined here", at: agent.nameLocation)]))
+                    }
+                    if !permissions.permits(.tool, tool.value) {
+                        let decision = permissions.decide(.tool, tool.value)
+                        diagnostics.append(
+                            .error(
+                                .permToolDenied,
+                                "step \"\(id(i))\" uses tool \"\(tool.value)\", which agent \"\(agent.metadata.name)\" may not use: \(decision.reason)",
+                                at: tool.location, resource: workflow.id, path: path,
+                                notes: PolicyAudit.notes(for: decision, permissions)))
+                    }
                 }
             }
         }
@@ -211,18 +220,22 @@ struct WorkflowAudit {
         var diagnostics: [Diagnostic] = []
         let providers = providers()
         for i in order {
-            guard let receiver = agents[i] else { continue }
-            for (source, location) in providers[i] {
-                guard let sender = agents[source], sender.id != receiver.id else { continue }
-                let permissions = engine.permissions(of: sender.id)
-                guard !permissions.permits(.handoff, receiver.metadata.name) else { continue }
-                let decision = permissions.decide(.handoff, receiver.metadata.name)
-                diagnostics.append(
-                    .error(
-                        .permHandoffDenied,
-                        "step \"\(id(i))\" receives the output of step \"\(id(source))\", but agent \"\(sender.metadata.name)\" may not hand off to agent \"\(receiver.metadata.name)\": \(decision.reason)",
-                        at: location, resource: workflow.id, path: stepPath(i),
-                        notes: PolicyAudit.notes(for: decision, permissions)))
+            for (receiver, named) in agents[i] {
+                for (source, edge) in providers[i] {
+                    for (sender, _) in agents[source] where sender.id != receiver.id {
+                        // A sub-task's finding is about the worker: point at it in the pool.
+                        let location = agents[i].count > 1 ? named : edge
+                        let permissions = engine.permissions(of: sender.id)
+                        guard !permissions.permits(.handoff, receiver.metadata.name) else { continue }
+                        let decision = permissions.decide(.handoff, receiver.metadata.name)
+                        diagnostics.append(
+                            .error(
+                                .permHandoffDenied,
+                                "step \"\(id(i))\" receives the output of step \"\(id(source))\", but agent \"\(sender.metadata.name)\" may not hand off to agent \"\(receiver.metadata.name)\": \(decision.reason)",
+                                at: location, resource: workflow.id, path: stepPath(i),
+                                notes: PolicyAudit.notes(for: decision, permissions)))
+                    }
+                }
             }
         }
         return diagnostics
@@ -245,21 +258,22 @@ struct WorkflowAudit {
         }
         var diagnostics: [Diagnostic] = []
         for i in order where ungated[i] {
-            guard let agent = agents[i] else { continue }
-            let permissions = engine.permissions(of: agent.id)
-            for (j, tool) in spec.steps[i].tools.enumerated() {
-                let rules = permissions.approvalRules(forTool: tool.value)
-                guard !rules.isEmpty else { continue }
-                var path = [i]
-                while let previous = via[path[path.count - 1]] { path.append(previous) }
-                let route = path.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
-                let policies = Array(Set(rules.map(\.policy.description))).sorted().joined(separator: ", ")
-                diagnostics.append(
-                    .error(
-                        .permApprovalMissing,
-                        "step \"\(id(i))\" uses tool \"\(tool.value)\", which needs a human approval gate (\(policies)), but the path \(route) reaches it without one",
-                        at: tool.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
-                        notes: rules.map { .init("approval required by \($0.policy) here", at: $0.location) }))
+            for (agent, _) in agents[i] {
+                let permissions = engine.permissions(of: agent.id)
+                for (j, tool) in spec.steps[i].tools.enumerated() {
+                    let rules = permissions.approvalRules(forTool: tool.value)
+                    guard !rules.isEmpty else { continue }
+                    var path = [i]
+                    while let previous = via[path[path.count - 1]] { path.append(previous) }
+                    let route = path.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
+                    let policies = Array(Set(rules.map(\.policy.description))).sorted().joined(separator: ", ")
+                    diagnostics.append(
+                        .error(
+                            .permApprovalMissing,
+                            "step \"\(id(i))\" uses tool \"\(tool.value)\", which needs a human approval gate (\(policies)), but the path \(route) reaches it without one",
+                            at: tool.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
+                            notes: rules.map { .init("approval required by \($0.policy) here", at: $0.location) }))
+                }
             }
         }
         return diagnostics
@@ -274,33 +288,34 @@ struct WorkflowAudit {
         var diagnostics: [Diagnostic] = []
         for i in order {
             let step = spec.steps[i]
-            guard let agent = agents[i] else { continue }
-            let permissions = engine.permissions(of: agent.id)
-            let name = agent.metadata.name
+            for (agent, _) in agents[i] {
+                let permissions = engine.permissions(of: agent.id)
+                let name = agent.metadata.name
 
-            for c in flow.carried[i].elements {
-                guard !permissions.permits(.dataClass, classNames[c]) else { continue }
-                let decision = permissions.decide(.dataClass, classNames[c])
-                diagnostics.append(
-                    .error(
-                        .permDataflow,
-                        "data of class \"\(classNames[c])\" reaches step \"\(id(i))\" (\(route(of: c, to: i, flow))), but agent \"\(name)\" is not cleared for it: \(decision.reason)",
-                        at: step.id.location, resource: workflow.id, path: stepPath(i),
-                        notes: PolicyAudit.notes(for: decision, permissions)))
-            }
-
-            for (j, used) in step.tools.enumerated() where flow.egressTools.contains(used.value) {
-                // What the step can send out: everything it holds but what this tool itself returns.
-                let sent = flow.received[i].union(flow.classes(of: step.tools.filter { $0.value != used.value }))
-                for c in sent.elements {
-                    guard !permissions.permits(.egress, classNames[c]) else { continue }
-                    let decision = permissions.decide(.egress, classNames[c])
+                for c in flow.carried[i].elements {
+                    guard !permissions.permits(.dataClass, classNames[c]) else { continue }
+                    let decision = permissions.decide(.dataClass, classNames[c])
                     diagnostics.append(
                         .error(
                             .permDataflow,
-                            "step \"\(id(i))\" can send data of class \"\(classNames[c])\" (\(route(of: c, to: i, flow, besides: used.value))) out through egress tool \"\(used.value)\", but agent \"\(name)\" may not send \"\(classNames[c])\" out: \(decision.reason)",
-                            at: used.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
+                            "data of class \"\(classNames[c])\" reaches step \"\(id(i))\" (\(route(of: c, to: i, flow))), but agent \"\(name)\" is not cleared for it: \(decision.reason)",
+                            at: step.id.location, resource: workflow.id, path: stepPath(i),
                             notes: PolicyAudit.notes(for: decision, permissions)))
+                }
+
+                for (j, used) in step.tools.enumerated() where flow.egressTools.contains(used.value) {
+                    // What the step can send out: everything it holds but what this tool itself returns.
+                    let sent = flow.received[i].union(flow.classes(of: step.tools.filter { $0.value != used.value }))
+                    for c in sent.elements {
+                        guard !permissions.permits(.egress, classNames[c]) else { continue }
+                        let decision = permissions.decide(.egress, classNames[c])
+                        diagnostics.append(
+                            .error(
+                                .permDataflow,
+                                "step \"\(id(i))\" can send data of class \"\(classNames[c])\" (\(route(of: c, to: i, flow, besides: used.value))) out through egress tool \"\(used.value)\", but agent \"\(name)\" may not send \"\(classNames[c])\" out: \(decision.reason)",
+                                at: used.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
+                                notes: PolicyAudit.notes(for: decision, permissions)))
+                    }
                 }
             }
         }
@@ -331,26 +346,34 @@ struct WorkflowAudit {
         // model's dearer price (input or output). A step without maxTokens has no bound
         // to plan with (maxTokensPerCall bounds one call, and an attempt makes several);
         // the gateway still enforces the budget at run time.
-        var worst: [(agent: Resource, usd: Double, tokens: Int)] = []
+        // A sub-task counts once, at its dearest worker the budget covers.
+        var worst: [[(agent: Resource, usd: Double, tokens: Int)]] = []
         for i in order {
             let step = spec.steps[i]
-            guard let agent = agents[i], let agentSpec = agent.agent, let maxTokens = step.maxTokens else {
-                continue
+            guard let maxTokens = step.maxTokens else { continue }
+            var candidates: [(agent: Resource, usd: Double, tokens: Int)] = []
+            for (agent, _) in agents[i] {
+                guard let model = agent.agent?.model.value,
+                    let pricing = fleet.resource(.modelProvider, model.provider, namespace: namespace)?.modelProvider?.model(
+                        named: model.model)?.pricing
+                else { continue }
+                let tokens = step.retry.attempts.saturatingMultiplied(by: maxTokens)
+                candidates.append((agent, Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens))
             }
-            let model = agentSpec.model.value
-            guard
-                let pricing = fleet.resource(.modelProvider, model.provider, namespace: namespace)?.modelProvider?.model(
-                    named: model.model)?.pricing
-            else { continue }
-            let tokens = step.retry.attempts.saturatingMultiplied(by: maxTokens)
-            worst.append((agent, Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens))
+            if !candidates.isEmpty { worst.append(candidates) }
         }
         guard !worst.isEmpty else { return [] }
 
         var diagnostics: [Diagnostic] = []
         for budget in fleet.resources(of: .budget, namespace: namespace) {
             guard let budgetSpec = budget.budget else { continue }
-            let covered = worst.filter { budgetSpec.appliesTo.selects($0.agent.metadata) }
+            // A shared pool pays for a sub-task once, at its dearest covered worker; a
+            // per-agent budget, for each worker, every sub-task it may be given.
+            let covered: [(agent: Resource, usd: Double, tokens: Int)] = worst.flatMap { candidates in
+                let mine = candidates.filter { budgetSpec.appliesTo.selects($0.agent.metadata) }
+                guard budgetSpec.scope == .shared else { return mine }
+                return mine.max { ($0.usd, $0.tokens) < ($1.usd, $1.tokens) }.map { [$0] } ?? []
+            }
             guard !covered.isEmpty else { continue }
             // A shared pool pays for every covered step; a per-agent budget for each agent's own.
             let groups: [(who: String, usd: Double, tokens: Int)] =

@@ -652,7 +652,7 @@ enum BundledSchemas {
             {
               "$schema": "https://json-schema.org/draft/2020-12/schema",
               "title": "Workflow",
-              "description": "A DAG of steps run by agents, with human approval gates, bounded routing, revision loops and fallbacks. orl proves that every path respects the policies before it runs.",
+              "description": "A DAG of steps run by agents, with human approval gates, bounded routing, revision loops, fallbacks and delegation to a pool of workers. orl proves that every path respects the policies before it runs.",
               "type": "object",
               "required": ["apiVersion", "kind", "metadata", "spec"],
               "additionalProperties": false,
@@ -708,6 +708,23 @@ enum BundledSchemas {
                   "properties": {
                     "agent": { "$ref": "common.schema.json#/$defs/name" },
                     "retry": { "$ref": "#/$defs/retry" }
+                  }
+                },
+                "delegate": {
+                  "description": "Makes the step a planner: each round, its output lists sub-tasks (under `key`, each an object with `agent` and `task`) that run as steps of the run on the pool of `workers`, at most `maxTasks` a round and `maxConcurrent` at a time; the planner's next round sees their results. Every worker in every slot and round is known from the manifest, so the audit checks each of them.",
+                  "type": "object",
+                  "required": ["workers", "maxTasks"],
+                  "additionalProperties": false,
+                  "properties": {
+                    "workers": { "description": "The pool: the agents a sub-task may name. The planner's Policy must allow a hand-off to each, and each worker's a hand-off to the steps that read its result.", "type": "array", "minItems": 1, "maxItems": 50, "items": { "$ref": "common.schema.json#/$defs/name" } },
+                    "maxTasks": { "type": "integer", "minimum": 1, "maximum": 50, "description": "Sub-tasks per round at most: an answer that lists more fails the planner's attempt (event DelegationRefused)." },
+                    "maxConcurrent": { "type": "integer", "minimum": 1, "maximum": 50, "description": "Sub-tasks running at once at most (default maxTasks); the others wait for a place." },
+                    "maxRounds": { "type": "integer", "minimum": 1, "maximum": 10, "description": "Planner rounds in all, the first included (default 1): after a round's sub-tasks the planner runs again with their results, until it lists none." },
+                    "key": { "type": "string", "minLength": 1, "description": "The member of the planner's output that lists the sub-tasks (default tasks)." },
+                    "tools": { "$ref": "common.schema.json#/$defs/names", "description": "Tools a sub-task may call (each worker must declare them and be allowed them)." },
+                    "prompt": { "type": "string", "description": "Instructions sent with every sub-task." },
+                    "maxTokens": { "type": "integer", "minimum": 1, "description": "Token bound of one sub-task: the budget audit counts it maxTasks × maxRounds × attempts times." },
+                    "retry": { "$ref": "#/$defs/retry", "description": "Retry of each sub-task (defaults to the planner step's)." }
                   }
                 },
                 "inputSource": {
@@ -817,11 +834,12 @@ enum BundledSchemas {
                             "maxItems": 5,
                             "items": { "$ref": "#/$defs/fallback" }
                           },
+                          "delegate": { "$ref": "#/$defs/delegate" },
                           "continueOnFailure": { "type": "boolean", "default": false, "description": "When true a failure of this step (after its last attempt) does not fail its dependants or the run: they run without its output. Agent steps only: a denied approval gate always stops what depends on it." }
                         },
                         "oneOf": [
                           { "required": ["agent"], "not": { "required": ["approval"] } },
-                          { "required": ["approval"], "not": { "anyOf": [{ "required": ["agent"] }, { "required": ["tools"] }, { "required": ["prompt"] }, { "required": ["heartbeatTimeout"] }, { "required": ["continueOnFailure"] }, { "required": ["route"] }, { "required": ["loop"] }, { "required": ["fallback"] }] } }
+                          { "required": ["approval"], "not": { "anyOf": [{ "required": ["agent"] }, { "required": ["tools"] }, { "required": ["prompt"] }, { "required": ["heartbeatTimeout"] }, { "required": ["continueOnFailure"] }, { "required": ["route"] }, { "required": ["loop"] }, { "required": ["fallback"] }, { "required": ["delegate"] }] } }
                         ]
                       }
                     }
