@@ -125,6 +125,11 @@ struct WorkflowAudit {
     /// approval gates and unresolved agents). Every check runs for each of them, so a
     /// sub-task is proven for whichever worker the planner picks at run time.
     let agents: [[(agent: Resource, named: SourceLocation)]]
+    /// The sub-task slots after the first of their round: each is the first one again
+    /// (same pool, tools, inputs and neighbours; only the id differs), so the per-step
+    /// checks judge the first for all of them and a delegation costs the audit
+    /// rounds × workers, not slots × workers. The budget still counts every slot.
+    let mirrors: [Bool]
 
     /// Nil when the DAG is not one (cycles are reported by the structural check).
     init?(workflow: Resource, fleet: Fleet, engine: PolicyEngine) {
@@ -149,6 +154,7 @@ struct WorkflowAudit {
             let pool = step.generated?.pool ?? []
             return (pool.isEmpty ? [agent] : pool).compactMap { name in resolve(name.value).map { ($0, name.location) } }
         }
+        mirrors = spec.steps.map { ($0.generated?.task ?? 1) > 1 }
     }
 
     func stepPath(_ i: Int) -> ValuePath { ValuePath([.key("spec"), .key("steps"), .index(i)]) }
@@ -163,15 +169,26 @@ struct WorkflowAudit {
 
     private func tools() -> [Diagnostic] {
         var diagnostics: [Diagnostic] = []
-        for i in order {
+        // The sub-task slots of a delegation repeat the same (worker, tool) pairs: each
+        // is judged once, so the audit grows with slots + workers, not their product.
+        var verdicts: [String: (declared: Bool, permitted: Bool)] = [:]
+        for i in order where !mirrors[i] {
             for (agent, _) in agents[i] {
                 guard let agentSpec = agent.agent else { continue }
                 let permissions = engine.permissions(of: agent.id)
-                let declared = Set(agentSpec.tools.map(\.value))
                 for (j, tool) in spec.steps[i].tools.enumerated()
                 where fleet.tool(tool.value, namespace: workflow.metadata.namespace) != nil {
+                    let key = "\(agent.id)|\(tool.value)"
+                    let verdict =
+                        verdicts[key]
+                        ?? {
+                            let v = (agentSpec.tools.contains { $0.value == tool.value }, permissions.permits(.tool, tool.value))
+                            verdicts[key] = v
+                            return v
+                        }()
+                    guard !verdict.declared || !verdict.permitted else { continue }
                     let path = stepPath(i).appending("tools").appending(j)
-                    if !declared.contains(tool.value) {
+                    if !verdict.declared {
                         diagnostics.append(
                             .error(
                                 .permToolUndeclared,
@@ -179,7 +196,7 @@ struct WorkflowAudit {
                                 at: tool.location, resource: workflow.id, path: path,
                                 notes: [.init("agent \"\(agent.metadata.name)\" is defined here", at: agent.nameLocation)]))
                     }
-                    if !permissions.permits(.tool, tool.value) {
+                    if !verdict.permitted {
                         let decision = permissions.decide(.tool, tool.value)
                         diagnostics.append(
                             .error(
@@ -219,14 +236,27 @@ struct WorkflowAudit {
     private func handoffs() -> [Diagnostic] {
         var diagnostics: [Diagnostic] = []
         let providers = providers()
-        for i in order {
+        // Judged once per pair of agents, and reported once per pair and step: a step
+        // after a delegation receives from every slot, each served by any worker.
+        var allowed: [String: Bool] = [:]
+        for i in order where !mirrors[i] {
+            var seen = Set<String>()
             for (receiver, named) in agents[i] {
-                for (source, edge) in providers[i] {
+                for (source, edge) in providers[i] where !mirrors[source] {
                     for (sender, _) in agents[source] where sender.id != receiver.id {
+                        let pair = "\(sender.id)|\(receiver.id)"
+                        guard seen.insert(pair).inserted else { continue }
                         // A sub-task's finding is about the worker: point at it in the pool.
                         let location = agents[i].count > 1 ? named : edge
                         let permissions = engine.permissions(of: sender.id)
-                        guard !permissions.permits(.handoff, receiver.metadata.name) else { continue }
+                        let permitted =
+                            allowed[pair]
+                            ?? {
+                                let p = permissions.permits(.handoff, receiver.metadata.name)
+                                allowed[pair] = p
+                                return p
+                            }()
+                        guard !permitted else { continue }
                         let decision = permissions.decide(.handoff, receiver.metadata.name)
                         diagnostics.append(
                             .error(
@@ -257,7 +287,7 @@ struct WorkflowAudit {
             }
         }
         var diagnostics: [Diagnostic] = []
-        for i in order where ungated[i] {
+        for i in order where ungated[i] && !mirrors[i] {
             for (agent, _) in agents[i] {
                 let permissions = engine.permissions(of: agent.id)
                 for (j, tool) in spec.steps[i].tools.enumerated() {
@@ -286,14 +316,23 @@ struct WorkflowAudit {
         guard !flow.classNames.isEmpty else { return [] }
         let classNames = flow.classNames
         var diagnostics: [Diagnostic] = []
-        for i in order {
+        // Once per agent, kind and class (a delegation's slots repeat them).
+        var memo: [String: Bool] = [:]
+        func permits(_ permissions: EffectivePermissions, _ kind: PermissionKind, _ value: String) -> Bool {
+            let key = "\(permissions.agent)|\(kind)|\(value)"
+            if let known = memo[key] { return known }
+            let verdict = permissions.permits(kind, value)
+            memo[key] = verdict
+            return verdict
+        }
+        for i in order where !mirrors[i] {
             let step = spec.steps[i]
             for (agent, _) in agents[i] {
                 let permissions = engine.permissions(of: agent.id)
                 let name = agent.metadata.name
 
                 for c in flow.carried[i].elements {
-                    guard !permissions.permits(.dataClass, classNames[c]) else { continue }
+                    guard !permits(permissions, .dataClass, classNames[c]) else { continue }
                     let decision = permissions.decide(.dataClass, classNames[c])
                     diagnostics.append(
                         .error(
@@ -307,7 +346,7 @@ struct WorkflowAudit {
                     // What the step can send out: everything it holds but what this tool itself returns.
                     let sent = flow.received[i].union(flow.classes(of: step.tools.filter { $0.value != used.value }))
                     for c in sent.elements {
-                        guard !permissions.permits(.egress, classNames[c]) else { continue }
+                        guard !permits(permissions, .egress, classNames[c]) else { continue }
                         let decision = permissions.decide(.egress, classNames[c])
                         diagnostics.append(
                             .error(
