@@ -5,7 +5,11 @@
 enum PatternCheck {
     static func check(_ workflow: WorkflowSpec, of resource: Resource, in fleet: Fleet) -> [Diagnostic] {
         let declared = Array(workflow.steps.prefix(workflow.declaredCount))
-        guard declared.contains(where: { $0.route != nil || $0.loop != nil || !$0.fallback.isEmpty || $0.delegate != nil }) else {
+        guard
+            declared.contains(where: {
+                $0.route != nil || $0.loop != nil || !$0.fallback.isEmpty || $0.delegate != nil || $0.handoff != nil
+            })
+        else {
             return []
         }
         var diagnostics: [Diagnostic] = []
@@ -125,6 +129,36 @@ enum PatternCheck {
                 for (j, tool) in delegate.tools.enumerated() where !fleet.declaresTool(tool.value, namespace: namespace) {
                     diagnostics.append(
                         ReferenceCheck.missing(.tool, tool, from: resource, path: at.appending("tools").appending(j), in: fleet))
+                }
+            }
+            if let handoff = step.handoff {
+                let at = path(i, "handoff")
+                if step.isApprovalGate {
+                    error("step \"\(step.id.value)\" is an approval gate; only an agent can hand a task off", handoff.location, at)
+                }
+                if let loop = loopOf[i] {
+                    error(
+                        "step \"\(step.id.value)\" hands off inside the loop of \"\(loop)\"; put the hand-offs before or after the loop",
+                        handoff.location, at)
+                }
+                for (other, present) in [
+                    ("route", step.route != nil), ("loop", step.loop != nil), ("fallback", !step.fallback.isEmpty),
+                    ("delegate", step.delegate != nil),
+                ] where present {
+                    error(
+                        "step \"\(step.id.value)\" has both handoff and \(other); put the \(other) on a step before or after it",
+                        handoff.location, at)
+                }
+                var seen = Set<String>()
+                for (j, target) in handoff.agents.enumerated() {
+                    let targetPath = at.appending("agents").appending(j)
+                    if !fleet.declares(.agent, target.value, namespace: namespace) {
+                        diagnostics.append(ReferenceCheck.missing(.agent, target, from: resource, path: targetPath, in: fleet))
+                    } else if !seen.insert(target.value).inserted {
+                        error(
+                            "agent \"\(target.value)\" is listed twice in the hand-offs of step \"\(step.id.value)\"", target.location,
+                            targetPath)
+                    }
                 }
             }
             for (j, fallback) in step.fallback.enumerated() {

@@ -114,6 +114,27 @@ extension WorkflowSpec {
         }
     }
 
+    /// `handoff:` on a step: the agent serving it may hand the task (with what it has
+    /// so far) to another agent of `agents`, which may hand it on, at most
+    /// `maxHandoffs` times. orl expands every turn (`triage~h1`, ...), each servable by
+    /// any agent of the set, so the audit checks every hand-off between them.
+    public struct Handoff: Sendable, Hashable, Decodable {
+        public var agents: [Located<String>]
+        public var maxHandoffs: Int
+        public var key: String
+        public var location: SourceLocation
+
+        enum CodingKeys: String, CodingKey { case agents, maxHandoffs, key }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            agents = try c.decode([Located<String>].self, forKey: .agents)
+            maxHandoffs = try c.decode(Int.self, forKey: .maxHandoffs)
+            key = try c.decodeIfPresent(String.self, forKey: .key) ?? "handoffTo"
+            location = (decoder as? any LocatingDecoder)?.node.location ?? .file("")
+        }
+    }
+
     /// What a derived step comes from, and where a step sits in a loop.
     public struct Generated: Sendable, Hashable {
         /// The declared step it is a copy of (itself for round 1 of a loop): its output
@@ -130,6 +151,8 @@ extension WorkflowSpec {
         /// For a sub-task: its slot in its round (1...), and the agents that may serve it.
         public var task: Int? = nil
         public var pool: [Located<String>] = []
+        /// For a hand-off turn: its place (1...) after the declared step.
+        public var turn: Int? = nil
     }
 }
 
@@ -144,6 +167,9 @@ extension WorkflowSpec.Step {
         var parts: [String] = []
         if let loop = generated.loop, let round = generated.round { parts.append("round \(round) of loop \"\(loop)\"") }
         if let n = generated.fallback, let from = generated.takesOverFrom { parts.append("fallback \(n) of \"\(from)\"") }
+        if let turn = generated.turn {
+            parts.append("hand-off \(turn) of \"\(generated.declared)\"")
+        }
         if let planner = generated.delegation {
             if let task = generated.task {
                 parts.append("sub-task \(task) of round \(generated.round ?? 1) delegated by \"\(planner)\"")
@@ -162,7 +188,11 @@ enum WorkflowPatterns {
     static let separator = "~"
 
     static func expand(_ declared: [WorkflowSpec.Step]) -> [WorkflowSpec.Step] {
-        guard declared.contains(where: { $0.route != nil || $0.loop != nil || !$0.fallback.isEmpty || $0.delegate != nil }) else {
+        guard
+            declared.contains(where: {
+                $0.route != nil || $0.loop != nil || !$0.fallback.isEmpty || $0.delegate != nil || $0.handoff != nil
+            })
+        else {
             return declared
         }
         var steps = declared
@@ -250,6 +280,10 @@ enum WorkflowPatterns {
             expandDelegation(p, &steps)
         }
 
+        for s in declared.indices where steps[s].handoff != nil && steps[s].generated == nil && !steps[s].isApprovalGate {
+            expandHandoff(s, &steps)
+        }
+
         // Fallbacks, last, so that loop copies get theirs too.
         var i = 0
         while i < steps.count {
@@ -331,6 +365,7 @@ enum WorkflowPatterns {
                 slot.loop = nil
                 slot.fallback = []
                 slot.delegate = nil
+                slot.handoff = nil
                 slot.generated = .init(declared: id, round: round, delegation: name, task: task, pool: delegate.workers)
                 steps.append(slot)
                 added.append(id)
@@ -338,6 +373,40 @@ enum WorkflowPatterns {
             }
         }
         // Whatever waits for the planner waits for every round and sub-task.
+        waitForAll(name, added, &steps)
+    }
+
+    /// A step's hand-off turns: turn k (`triage~hk`) runs after turn k-1, served by the
+    /// agent turn k-1 named, with the step's inputs and turn k-1's output as
+    /// `conversation`; they share the step's output key, so later steps read the last.
+    private static func expandHandoff(_ s: Int, _ steps: inout [WorkflowSpec.Step]) {
+        let step = steps[s]
+        guard let handoff = step.handoff, handoff.maxHandoffs >= 1, let agent = step.agent else { return }
+        let name = step.id.value
+        var pool: [Located<String>] = [agent]
+        for a in handoff.agents where !pool.contains(where: { $0.value == a.value }) { pool.append(a) }
+        var previous = name
+        var added: [String] = []
+        for turn in 1...handoff.maxHandoffs {
+            var copy = step
+            let id = "\(name)\(separator)h\(turn)"
+            copy.id = Located(id, at: handoff.location)
+            copy.dependsOn = [Located(previous, at: handoff.location)]
+            copy.inputs = step.inputs + [("conversation", .stepOutput(step: Located(previous, at: handoff.location), key: nil))]
+            copy.route = nil
+            copy.loop = nil
+            copy.fallback = []
+            copy.delegate = nil
+            copy.generated = .init(declared: name, pool: pool, turn: turn)
+            steps.append(copy)
+            added.append(id)
+            previous = id
+        }
+        waitForAll(name, added, &steps)
+    }
+
+    /// Whatever waits for (or reads) `name` waits for every step in `added` too.
+    private static func waitForAll(_ name: String, _ added: [String], _ steps: inout [WorkflowSpec.Step]) {
         let mine = Set(added)
         for d in steps.indices where steps[d].id.value != name && !mine.contains(steps[d].id.value) {
             let reads =

@@ -55,6 +55,8 @@ enum PatternAudit {
         if spec.steps[step].generated?.task != nil {
             // A sub-task's findings belong to the planner's `delegate`.
             components.insert(.key("delegate"), at: 3)
+        } else if spec.steps[step].generated?.turn != nil {
+            components.insert(.key("handoff"), at: 3)
         }
         if let n = spec.steps[step].generated?.fallback {
             let primary = ValuePath(Array(components.prefix(3)))
@@ -65,6 +67,9 @@ enum PatternAudit {
     }
 
     private static func bound(_ step: WorkflowSpec.Step, _ spec: WorkflowSpec) -> String {
+        if step.generated?.turn != nil, let handoff = step.handoff {
+            return " (at most \(handoff.maxHandoffs) hand-off\(handoff.maxHandoffs == 1 ? "" : "s"))"
+        }
         if let planner = step.generated?.delegation, let delegate = spec.steps.first(where: { $0.id.value == planner })?.delegate {
             return
                 " (at most \(delegate.maxTasks) sub-task\(delegate.maxTasks == 1 ? "" : "s") a round, \(delegate.maxRounds) round\(delegate.maxRounds == 1 ? "" : "s"))"
@@ -81,7 +86,7 @@ enum PatternAudit {
             // rounds and slots repeating a finding match.
             if message[i] == "~" {
                 let rest = message[message.index(after: i)...]
-                let prefix = rest.hasPrefix("task") ? 4 : rest.hasPrefix("r") ? 1 : 0
+                let prefix = rest.hasPrefix("task") ? 4 : rest.hasPrefix("r") || rest.hasPrefix("h") ? 1 : 0
                 if prefix > 0 {
                     let digits = rest.index(rest.startIndex, offsetBy: prefix)
                     var j = digits
@@ -109,6 +114,9 @@ enum PatternAudit {
                 parts.append("\(step.fallback.count) fallback\(step.fallback.count == 1 ? "" : "s") of \"\(step.id.value)\"")
             }
             if step.route != nil { parts.append("every branch of route \"\(step.id.value)\"") }
+            if let handoff = step.handoff {
+                parts.append("\(handoff.maxHandoffs) hand-off\(handoff.maxHandoffs == 1 ? "" : "s") of \"\(step.id.value)\"")
+            }
             if let delegate = step.delegate {
                 parts.append(
                     "\(delegate.maxTasks) sub-task\(delegate.maxTasks == 1 ? "" : "s") × \(delegate.maxRounds) round\(delegate.maxRounds == 1 ? "" : "s") delegated by \"\(step.id.value)\""

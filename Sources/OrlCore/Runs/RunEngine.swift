@@ -143,6 +143,16 @@ public enum RunEngine {
                 decision.reason = "round \(until.round) of \(until.maxRounds)\(how); another round"
             }
         }
+        if let handoff = step.handoff {
+            switch handOff(handoff, output: output, quoted: Diagnostic.quoted(step.id)) {
+            case .success(let handed):
+                decision.skip += handed.skip
+                decision.reason = handed.reason
+                decision.event = handed.event
+                decision.assign = handed.assign
+            case .failure(let error): return .failure(error)
+            }
+        }
         if let delegation = step.delegation {
             switch delegate(delegation, output: output, quoted: quoted) {
             case .success(let delegated):
@@ -211,6 +221,37 @@ public enum RunEngine {
             skip: Array(d.slots[items.count...]), reason: how, event: ("Delegated", "step \(quoted) \(how)"))
         decision.assign = assign
         return .success(decision)
+    }
+
+    /// A turn's answer: keep the task (no `key`, or null), or hand it to an agent of the
+    /// set while hand-offs are left. Anything else is refused and the attempt fails.
+    private static func handOff(_ h: RunPlan.Step.Handoff, output: Node, quoted: String) -> Result<Decision, DecisionError> {
+        func refuse(_ why: String) -> Result<Decision, DecisionError> {
+            let message = "hand-off from step \(quoted) refused: \(why)"
+            return .failure(DecisionError(message, event: ("HandoffRefused", message)))
+        }
+        let asked = output[h.key]
+        switch asked?.value {
+        case nil, .null?:
+            let after = h.turn == 0 ? nil : "kept the task after \(h.turn) hand-off\(h.turn == 1 ? "" : "s")"
+            return .success(Decision(skip: h.later, reason: after, event: nil))
+        case .string(let target)?:
+            guard h.agents.contains(target) else {
+                return refuse(
+                    "\(h.key) = \(Diagnostic.quoted(target)), which is not among the agents it may hand off to (\(h.agents.joined(separator: ", ")))"
+                )
+            }
+            guard let next = h.next else {
+                return refuse(
+                    "\(h.key) = \(Diagnostic.quoted(target)), but the task has been handed off \(h.maxHandoffs) times (maxHandoffs)")
+            }
+            let how = "handed off to \(Diagnostic.quoted(target)) (hand-off \(h.turn + 1) of at most \(h.maxHandoffs))"
+            var decision = Decision(skip: [], reason: how, event: ("HandedOff", "step \(quoted) \(how)"))
+            decision.assign = [.init(slot: next, agent: target, held: false)]
+            return .success(decision)
+        default:
+            return refuse("\(h.key) must name an agent, not \(CanonicalJSON.encode(asked!))")
+        }
     }
 
     public struct DecisionError: Error, Sendable, Hashable {

@@ -64,6 +64,20 @@ public struct RunPlan: Sendable, Hashable {
         public var subtask: Int? = nil
         public var siblings: [Int] = []
 
+        /// For a step that may hand its task off: who to, and the next turn.
+        public var handoff: Handoff? = nil
+
+        public struct Handoff: Sendable, Hashable {
+            public var key: String
+            public var agents: [String]
+            /// This step's turn (0 for the declared step) and the bound.
+            public var turn: Int
+            public var maxHandoffs: Int
+            /// The next turn, none at the bound; and every later turn.
+            public var next: Int?
+            public var later: [Int]
+        }
+
         /// A planner round, resolved.
         public struct Delegation: Sendable, Hashable {
             public var planner: String
@@ -262,6 +276,18 @@ public struct RunPlan: Sendable, Hashable {
                     })
             }
         }
+        // Hand-offs: each turn names the next.
+        for (i, step) in spec.steps.enumerated() {
+            guard let handoff = step.handoff else { continue }
+            let name = step.outputKey
+            let turn = step.generated?.turn ?? 0
+            if turn > 0 { steps[i].pool = (step.generated?.pool ?? []).map(\.value) }
+            steps[i].handoff = Step.Handoff(
+                key: handoff.key, agents: ([step.agent?.value].compactMap { $0 } + handoff.agents.map(\.value)).uniqued(), turn: turn,
+                maxHandoffs: handoff.maxHandoffs,
+                next: graph.index["\(name)\(WorkflowPatterns.separator)h\(turn + 1)"],
+                later: spec.steps.indices.filter { spec.steps[$0].outputKey == name && (spec.steps[$0].generated?.turn ?? 0) > turn })
+        }
         // Fallback chains: each step names the next; a success skips the rest.
         for (i, step) in spec.steps.enumerated() {
             guard let from = step.generated?.takesOverFrom, let previous = graph.index[from] else { continue }
@@ -340,6 +366,17 @@ public struct RunPlan: Sendable, Hashable {
             ("subtask", step.subtask.map { .int($0) }),
             ("siblings", step.siblings.isEmpty ? nil : .array(step.siblings.map { .int($0) })),
         ]
+        if let h = step.handoff {
+            members.append(
+                (
+                    "handoff",
+                    .object([
+                        ("key", .string(h.key)), ("agents", .array(h.agents.map { .string($0) })), ("turn", .int(h.turn)),
+                        ("maxHandoffs", .int(h.maxHandoffs)), ("next", h.next.map { .int($0) }),
+                        ("later", .array(h.later.map { .int($0) })),
+                    ])
+                ))
+        }
         if let d = step.delegation {
             members.append(
                 (
@@ -457,6 +494,17 @@ public struct RunPlan: Sendable, Hashable {
                     slots: try indicesOf(d["slots"], "delegation of \(id)"), maxConcurrent: maxConcurrent, round: round,
                     maxRounds: maxRounds, later: try indicesOf(d["later"], "delegation of \(id)"))
             }
+            var handoff: Step.Handoff?
+            if let h = item["handoff"] {
+                guard let key = h["key"]?.string, let turn = int(h["turn"]), let maxHandoffs = int(h["maxHandoffs"]) else {
+                    throw corrupt("handoff of \(id)")
+                }
+                let next = int(h["next"])
+                if let next, next < 0 || next >= items.count { throw corrupt("handoff of \(id)") }
+                handoff = Step.Handoff(
+                    key: key, agents: (h["agents"]?.elements ?? []).compactMap(\.string), turn: turn, maxHandoffs: maxHandoffs, next: next,
+                    later: try indicesOf(h["later"], "handoff of \(id)"))
+            }
             let fallback = int(item["fallback"])
             if let fallback, fallback < 0 || fallback >= items.count { throw corrupt("fallback of \(id)") }
             steps.append(
@@ -472,10 +520,18 @@ public struct RunPlan: Sendable, Hashable {
                     round: int(item["round"]), route: route, until: until, fallback: fallback,
                     skipOnSuccess: try indicesOf(item["skipOnSuccess"], "skipOnSuccess of \(id)"), delegation: delegation,
                     pool: (item["pool"]?.elements ?? []).compactMap(\.string), subtask: int(item["subtask"]),
-                    siblings: try indicesOf(item["siblings"], "siblings of \(id)")))
+                    siblings: try indicesOf(item["siblings"], "siblings of \(id)"), handoff: handoff))
         }
         self.init(
             workflow: ResourceID(kind: ResourceKind.workflow.rawValue, namespace: namespace, name: name), generation: generation,
             steps: steps)
+    }
+}
+
+extension Array where Element: Hashable {
+    /// The elements in order, each once.
+    fileprivate func uniqued() -> [Element] {
+        var seen = Set<Element>()
+        return filter { seen.insert($0).inserted }
     }
 }

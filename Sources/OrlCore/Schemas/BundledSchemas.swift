@@ -652,7 +652,7 @@ enum BundledSchemas {
             {
               "$schema": "https://json-schema.org/draft/2020-12/schema",
               "title": "Workflow",
-              "description": "A DAG of steps run by agents, with human approval gates, bounded routing, revision loops, fallbacks and delegation to a pool of workers. orl proves that every path respects the policies before it runs.",
+              "description": "A DAG of steps run by agents, with human approval gates, bounded routing, revision loops, fallbacks, delegation to a pool of workers and hand-offs. orl proves that every path respects the policies before it runs.",
               "type": "object",
               "required": ["apiVersion", "kind", "metadata", "spec"],
               "additionalProperties": false,
@@ -725,6 +725,17 @@ enum BundledSchemas {
                     "prompt": { "type": "string", "description": "Instructions sent with every sub-task." },
                     "maxTokens": { "type": "integer", "minimum": 1, "description": "Token bound of one sub-task: the budget audit counts it maxTasks × maxRounds × attempts times." },
                     "retry": { "$ref": "#/$defs/retry", "description": "Retry of each sub-task (defaults to the planner step's)." }
+                  }
+                },
+                "handoff": {
+                  "description": "Lets the agent serving the step hand the task (with its output so far, as the next turn's `conversation` input) to another agent of `agents`, which may hand it on, at most `maxHandoffs` times. Every hand-off between the agents is known from the manifest, so the audit checks each of them.",
+                  "type": "object",
+                  "required": ["agents", "maxHandoffs"],
+                  "additionalProperties": false,
+                  "properties": {
+                    "agents": { "description": "The agents the task may be handed to (the step's own agent may always take it back). Each one's Policy must allow a hand-off to each other.", "type": "array", "minItems": 1, "maxItems": 20, "items": { "$ref": "common.schema.json#/$defs/name" } },
+                    "maxHandoffs": { "type": "integer", "minimum": 1, "maximum": 10, "description": "Hand-offs in all, at most: one more is refused (event HandoffRefused) and fails the attempt." },
+                    "key": { "type": "string", "minLength": 1, "description": "The member of a turn's output that names the next agent (default handoffTo); missing or null keeps the task." }
                   }
                 },
                 "inputSource": {
@@ -835,11 +846,12 @@ enum BundledSchemas {
                             "items": { "$ref": "#/$defs/fallback" }
                           },
                           "delegate": { "$ref": "#/$defs/delegate" },
+                          "handoff": { "$ref": "#/$defs/handoff" },
                           "continueOnFailure": { "type": "boolean", "default": false, "description": "When true a failure of this step (after its last attempt) does not fail its dependants or the run: they run without its output. Agent steps only: a denied approval gate always stops what depends on it." }
                         },
                         "oneOf": [
                           { "required": ["agent"], "not": { "required": ["approval"] } },
-                          { "required": ["approval"], "not": { "anyOf": [{ "required": ["agent"] }, { "required": ["tools"] }, { "required": ["prompt"] }, { "required": ["heartbeatTimeout"] }, { "required": ["continueOnFailure"] }, { "required": ["route"] }, { "required": ["loop"] }, { "required": ["fallback"] }, { "required": ["delegate"] }] } }
+                          { "required": ["approval"], "not": { "anyOf": [{ "required": ["agent"] }, { "required": ["tools"] }, { "required": ["prompt"] }, { "required": ["heartbeatTimeout"] }, { "required": ["continueOnFailure"] }, { "required": ["route"] }, { "required": ["loop"] }, { "required": ["fallback"] }, { "required": ["delegate"] }, { "required": ["handoff"] }] } }
                         ]
                       }
                     }
