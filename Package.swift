@@ -80,7 +80,7 @@ let package = Package(
         .target(name: "OrlGit", dependencies: ["CGit2"], swiftSettings: strictness),
         // The manifest pipeline's reading half (manifest files parsed and read on every
         // core) and the GitOps sync of a git source into the state.
-        .target(name: "OrlSync", dependencies: ["OrlCore", "OrlYAML", "OrlGit"], swiftSettings: strictness),
+        .target(name: "OrlManifests", dependencies: ["OrlCore", "OrlYAML", "OrlGit"], swiftSettings: strictness),
         // The reconcile loop: applied Agents in the store made into running processes.
         .target(name: "OrlController", dependencies: ["OrlCore", "OrlStore", "OrlRuntime"], swiftSettings: strictness),
         // HTTP: the gateway agents call instead of their model provider.
@@ -104,7 +104,7 @@ let package = Package(
         .target(
             name: "OrlCLI",
             dependencies: [
-                "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer", "OrlGit", "OrlSync", "COrlBuildInfo",
+                "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer", "OrlGit", "OrlManifests", "COrlBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictness
@@ -118,7 +118,7 @@ let package = Package(
         .executableTarget(
             name: "orl-bench",
             dependencies: [
-                "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlSync", "OrlServer", "OrlRuntime",
+                "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlManifests", "OrlServer", "OrlRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -145,7 +145,7 @@ let package = Package(
         ),
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
-            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlSync"],
+            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlManifests"],
             exclude: ["Golden", "Fixtures"],
             swiftSettings: strictness),
     ]

@@ -3,7 +3,7 @@ import Foundation
 import OrlCore
 import OrlGit
 import OrlStore
-import OrlSync
+import OrlManifests
 
 #if canImport(Glibc)
     import Glibc

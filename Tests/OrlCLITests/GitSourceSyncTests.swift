@@ -2,7 +2,7 @@ import Foundation
 import OrlCore
 import OrlGit
 import OrlStore
-import OrlSync
+import OrlManifests
 import Testing
 
 /// The sync round in process, as a watcher runs it: what it reads and parses.

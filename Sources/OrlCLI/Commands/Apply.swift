@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlManifests
 import OrlStore
 
 /// What `apply` and `diff` share: which manifests, and which source they make up.

@@ -5,7 +5,7 @@ import OrlCore
 import OrlGit
 import OrlServer
 import OrlStore
-import OrlSync
+import OrlManifests
 import Synchronization
 
 #if canImport(Glibc)
