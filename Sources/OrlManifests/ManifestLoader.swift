@@ -20,4 +20,3 @@ public struct ManifestLoader: Sendable {
         return (ManifestValidation.validate(read, strict: strict), inputs.count)
     }
 }
-

@@ -2,8 +2,8 @@ import ArgumentParser
 import Foundation
 import OrlCore
 import OrlGit
-import OrlStore
 import OrlManifests
+import OrlStore
 
 #if canImport(Glibc)
     import Glibc

@@ -17,7 +17,15 @@ extension ManifestLoader {
         } catch {
             throw CommandFailure(message: error.description)
         }
-        let report = result.report
+        try Self.check(result.report, files: result.files, output: output, stopsOn: stopsOn, notDone: notDone, exit: exit)
+        return result.report
+    }
+
+    /// Prints the diagnostics of loaded manifests; those `stopsOn` selects end the command.
+    static func check(
+        _ report: ValidationReport, files: Int, output: OutputFormat, stopsOn: (Diagnostic) -> Bool, notDone: String, exit: ExitStatus
+    ) throws {
+        let result = (report: report, files: files)
         keepUntilExit(report)
         if report.diagnostics.contains(where: stopsOn) {
             switch output {
@@ -32,6 +40,5 @@ extension ManifestLoader {
         if output == .text, !report.diagnostics.isEmpty {
             OrlctlMain.writeStandardError(DiagnosticRenderer.text(report, files: result.files, color: false))
         }
-        return report
     }
 }

@@ -3,9 +3,9 @@ import Dispatch
 import Foundation
 import OrlCore
 import OrlGit
+import OrlManifests
 import OrlServer
 import OrlStore
-import OrlManifests
 import Synchronization
 
 #if canImport(Glibc)
