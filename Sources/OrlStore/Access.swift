@@ -322,6 +322,7 @@ final class Access: StateWriter {
             """, intent: intent
         ) { statement throws(StoreError) in
             for record in write.records {
+                statement.reset()
                 try statement.bind(1, source)
                 try statement.bind(2, record.path)
                 try statement.bind(3, record.contentHash)
@@ -333,6 +334,7 @@ final class Access: StateWriter {
         try database.withStatement("UPDATE manifest_files SET stamp = ?3 WHERE source = ?1 AND path = ?2", intent: intent) {
             statement throws(StoreError) in
             for (path, stamp) in write.stamps where !recorded.contains(path) {
+                statement.reset()
                 try statement.bind(1, source)
                 try statement.bind(2, path)
                 try statement.bind(3, stamp)
@@ -349,6 +351,7 @@ final class Access: StateWriter {
         try database.withStatement("DELETE FROM manifest_files WHERE source = ?1 AND path = ?2", intent: intent) {
             statement throws(StoreError) in
             for path in stored where !write.paths.contains(path) {
+                statement.reset()
                 try statement.bind(1, source)
                 try statement.bind(2, path)
                 try statement.run(intent: intent)
@@ -361,6 +364,7 @@ final class Access: StateWriter {
             """, intent: intent
         ) { statement throws(StoreError) in
             for (namespace, diagnostics) in write.namespaces where !diagnostics.isEmpty {
+                statement.reset()
                 try statement.bind(1, source)
                 try statement.bind(2, namespace)
                 try statement.bind(3, DiagnosticCoding.encodeList(diagnostics))
@@ -370,6 +374,7 @@ final class Access: StateWriter {
         try database.withStatement("DELETE FROM manifest_namespaces WHERE source = ?1 AND namespace = ?2", intent: intent) {
             statement throws(StoreError) in
             for (namespace, diagnostics) in write.namespaces where diagnostics.isEmpty {
+                statement.reset()
                 try statement.bind(1, source)
                 try statement.bind(2, namespace)
                 try statement.run(intent: intent)

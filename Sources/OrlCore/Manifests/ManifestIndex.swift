@@ -179,9 +179,15 @@ public enum IncrementalValidation {
             for entry in record.entries where seen.insert(entry.id).inserted { desired.append(DesiredResource(entry, file: record.path)) }
         }
         desired.sort(by: DesiredResource.fleetOrder)
+        // A resource read this time stands for its entry only if it is the one kept (a
+        // duplicate's first definition may be in a file that was not read).
+        var keptIn: [ResourceID: String] = [:]
+        for entry in desired { keptIn[entry.id] = entry.file }
         var resources: [ResourceID: Resource] = [:]
         for index in fresh.keys.sorted() {
-            for resource in fresh[index]!.resources where resources[resource.id] == nil { resources[resource.id] = resource }
+            for resource in fresh[index]!.resources where resources[resource.id] == nil && keptIn[resource.id] == resource.file {
+                resources[resource.id] = resource
+            }
         }
         let report = ValidationReport(
             fleet: Fleet(Array(resources.values)),
@@ -306,7 +312,10 @@ public enum DiagnosticCoding {
             ("l", d.location.map(locationJSON)),
             ("r", d.resource.map { .array([.string($0.kind), .string($0.namespace), .string($0.name)]) }),
             ("p", d.path.map { .array($0.components.map(componentJSON)) }),
-            ("n", d.notes.isEmpty ? nil : .array(d.notes.map { .object([("m", .string($0.message)), ("l", $0.location.map(locationJSON))]) })),
+            (
+                "n",
+                d.notes.isEmpty ? nil : .array(d.notes.map { .object([("m", .string($0.message)), ("l", $0.location.map(locationJSON))]) })
+            ),
         ])
     }
 
