@@ -80,14 +80,11 @@ public final class AgentAPI: Sendable {
     }
 
     /// Learns the tasks in flight from the store (agents outlive controllers), then
-    /// wakes every poll when another process changes the store, until cancelled.
+    /// wakes every poll when another process changes the store, until cancelled. The
+    /// daemon does not use this loop: it calls `prepare` before it serves, and
+    /// `storeChanged` from its change feed.
     func run() async {
-        do {
-            let running = try await perform { () throws(RunError) in try self.operations.tasksInFlight() }
-            gateway.resetTasks(running)
-        } catch {
-            gateway.log(ControllerEvent(time: gateway.clock(), reason: .error, message: "reading the tasks in flight: \(error.message)"))
-        }
+        await prepare()
         var marker = changeMarker()
         var rounds = 0
         while !Task.isCancelled {
@@ -95,15 +92,29 @@ public final class AgentAPI: Sendable {
             let current = changeMarker()
             if current != marker {
                 marker = current
-                waiters.notifyAll()
+                storeChanged()
             }
             rounds += 1
-            if rounds % 600 == 0 {
-                let now = gateway.clock()
-                gateway.pruneTasks(at: now)
-            }
+            if rounds % 600 == 0 { prune() }
         }
     }
+
+    /// Learns the tasks in flight from the store (agents outlive controllers), so that
+    /// their calls are attributed from the first one: done before the API serves.
+    public func prepare() async {
+        do {
+            let running = try await perform { () throws(RunError) in try self.operations.tasksInFlight() }
+            gateway.resetTasks(running)
+        } catch {
+            gateway.log(ControllerEvent(time: gateway.clock(), reason: .error, message: "reading the tasks in flight: \(error.message)"))
+        }
+    }
+
+    /// Another connection changed the store: every waiting poll looks again.
+    public func storeChanged() { waiters.notifyAll() }
+
+    /// Forgets the leases that have passed.
+    public func prune() { gateway.pruneTasks(at: gateway.clock()) }
 
     // MARK: Tasks
 
