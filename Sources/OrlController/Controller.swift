@@ -149,7 +149,10 @@ public actor Controller {
         while !Task.isCancelled && !stopRequested {
             if ContinuousClock.now - lastPass >= configuration.resyncInterval { dirty = true }
             if let due = requeueAt.values.min(), due <= clock() { dirty = true }
-            if !dirty, alive.contains(where: { id in stopping[id] == nil && records[id]?.process.map(runtime.isRunning) == false }) {
+            // Asked of the runtime rather than of /proc: for its own children a
+            // waitpid(WNOHANG), where reading /proc for 100 agents four times a second
+            // was most of an idle controller's CPU. The exit is kept for the pass.
+            if !dirty, alive.contains(where: { id in stopping[id] == nil && records[id]?.process.map(runtime.exitStatus) != nil }) {
                 dirty = true
             }
             if dirty {
