@@ -131,7 +131,8 @@ public struct Daemon: Sendable {
         controllerConfiguration.apiURL = url
         // Sandboxed agents reach the API on a listener in their own network namespace.
         let controller = Controller(
-            store: store, runtime: ProcessRuntime(listeners: SandboxBridge(apiURL: url)), gateway: gateway, configuration: controllerConfiguration, log: log,
+            store: store, runtime: ProcessRuntime(listeners: SandboxBridge(apiURL: url)), gateway: gateway,
+            configuration: controllerConfiguration, log: log,
             masterKey: { () throws(VaultError) in try keys.load() })
         let runs = RunsDriver(store: runsStore, log: log, onReady: { waiters.notify($0) })
         let feed = ChangeFeed(
