@@ -66,6 +66,15 @@ struct RunController: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
+            """
+            Also serve GET /metrics (Prometheus) on this address, without the operator token, \
+            for a scraper on a trusted network (on the API address it needs the token). \
+            Traces go to OTEL_EXPORTER_OTLP_ENDPOINT when it is set (docs/observability.md).
+            """, valueName: "host:port"))
+    var metricsListen: String?
+
+    @Option(
+        help: ArgumentHelp(
             "Rotate an agent's log (and the detached controller's own) when it is larger than this many bytes.", valueName: "bytes"))
     var logMaxBytes = 10 * 1024 * 1024
 
@@ -78,6 +87,9 @@ struct RunController: AsyncParsableCommand {
     func validate() throws {
         if let listen, Self.address(listen) == nil {
             throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7420, not \(listen)")
+        }
+        if let metricsListen, Self.address(metricsListen) == nil {
+            throw ValidationError("--metrics-listen must be HOST:PORT, e.g. 0.0.0.0:9464, not \(metricsListen)")
         }
         if logMaxBytes < 1 { throw ValidationError("--log-max-bytes must be 1 or more") }
         if logKeep < 0 { throw ValidationError("--log-keep must be 0 or more") }
@@ -94,7 +106,7 @@ struct RunController: AsyncParsableCommand {
             let arguments =
                 [
                     "--log-format", logFormat.rawValue, "--log-max-bytes", String(logMaxBytes), "--log-keep", String(logKeep),
-                ] + (listen.map { ["--listen", $0] } ?? [])
+                ] + (listen.map { ["--listen", $0] } ?? []) + (metricsListen.map { ["--metrics-listen", $0] } ?? [])
             _ = try state.openStore()
             return try await Self.startDetached(
                 stateDirectory: ControllerLock.absolute(state.resolvedDirectory), arguments: arguments, report: { writeStandardOutput($0) })
@@ -109,10 +121,11 @@ struct RunController: AsyncParsableCommand {
         let keys = MasterKeySource(stateDirectory: directory, environment: ProcessInfo.processInfo.environment)
         let secrets = SecretCache(vault: StateVault(store: store, keys: keys), changeMarker: { try? store.changeMarker() })
         let log = Self.sink(logFormat)
+        let telemetry = try Self.telemetry(gaugeStore: try state.openStore(), log: log)
         let gateway = Gateway(
             store: store, providerKey: { secrets.value(of: $0) }, clock: Controller.systemTime, log: log,
             // The controller's own wake-up call, as orlctl apply sends it: halts come at once.
-            onExhausted: { _ = kill(getpid(), SIGUSR1) })
+            onExhausted: { _ = kill(getpid(), SIGUSR1) }, telemetry: telemetry)
         // The agents' task and tool calls, on a connection of their own (SQLite calls
         // block): a poll waits for its agent's next Ready step, which the API's own
         // answers, the runs driver's sweeps and other processes' writes announce.
@@ -122,8 +135,12 @@ struct RunController: AsyncParsableCommand {
             gateway: gateway, store: apiStore, waiters: waiters, commands: ProcessRuntime(), secret: { secrets.value(of: $0) },
             changeMarker: { try? apiStore.changeMarker() }, configuration: AgentAPI.Configuration(stateDirectory: directory))
         let (url, server) = try await serve(gateway, agents: agents, directory: directory, log: log)
+        let metricsServer = try await serveMetrics(gateway, log: log)
         var configuration = Controller.Configuration(stateDirectory: directory)
         configuration.apiURL = url
+        configuration.onPass = { [metrics = telemetry.metrics] took in
+            metrics?.observe(Metrics.reconcileDuration, [], Metrics.seconds(took))
+        }
         let controller = Controller(
             store: store, runtime: ProcessRuntime(), gateway: gateway, configuration: configuration,
             changeMarker: { try? store.changeMarker() }, log: log, masterKey: { () throws(VaultError) in try keys.load() })
@@ -173,7 +190,37 @@ struct RunController: AsyncParsableCommand {
         // After the agents stopped: their last calls are settled and written.
         server.cancel()
         _ = await server.result
+        metricsServer?.cancel()
         for source in sources { source.cancel() }
+    }
+
+    /// Metrics always (a few counters and a state read per scrape); spans when
+    /// OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set.
+    static func telemetry(gaugeStore: SQLiteStateStore, log: @escaping @Sendable (ControllerEvent) -> Void) throws -> Telemetry {
+        var tracer: Tracer?
+        do throws(Tracer.ConfigurationError) {
+            if var configuration = try Tracer.Configuration.fromEnvironment(ProcessInfo.processInfo.environment) {
+                configuration.scopeVersion = Orlctl.version
+                tracer = Tracer(configuration: configuration) { message in
+                    log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: message))
+                }
+            }
+        } catch {
+            throw CommandFailure(message: error.message)
+        }
+        return Telemetry(tracer: tracer, gauges: { () throws(StoreError) in try gaugeStore.fleetGauges() })
+    }
+
+    /// `--metrics-listen`: /metrics on an address of its own, without the token.
+    private func serveMetrics(_ gateway: Gateway, log: @Sendable (ControllerEvent) -> Void) async throws -> Task<Void, any Error>? {
+        guard let metricsListen, let address = Self.address(metricsListen) else { return nil }
+        do {
+            let (url, task) = try await MetricsServer(gateway: gateway, host: address.host, port: address.port).start()
+            log(ControllerEvent(time: Controller.systemTime(), reason: .listening, message: url + "/metrics"))
+            return task
+        } catch {
+            throw CommandFailure(message: "cannot serve the metrics on \(metricsListen): \(error)")
+        }
     }
 
     /// `<state>/controller.api`: the URL the last controller served its API on.
