@@ -239,7 +239,7 @@ public final class AgentAPI: Sendable {
         // A run that ended, or is gone from the state (deleted with its workflow), is let go.
         let found =
             (try? await perform { () throws(RunError) -> [(RunID, RunRecord?)] in
-                do {
+                do throws(StoreError) {
                     return try self.operations.store.readRuns { reader throws(StoreError) in
                         try runs.map { id throws(StoreError) in (id, try reader.run(id)) }
                     }
@@ -253,7 +253,7 @@ public final class AgentAPI: Sendable {
             for (id, _) in done { traced.runs.remove(id) }
             traced.claimed = traced.claimed.filter { traced.runs.contains($0.key.run) }
         }
-        let ended = done.compactMap(\.1)
+        let ended = done.compactMap { $0.1 }
         for run in ended { gateway.observeRunEnded(run) }
     }
 

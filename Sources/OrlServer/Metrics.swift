@@ -1,4 +1,3 @@
-public import OrlCore
 import Synchronization
 
 /// The controller's own counters and histograms, rendered in the Prometheus text format

@@ -36,14 +36,13 @@ public struct MetricsServer: Sendable {
 
     /// Starts serving in a task of its own; returns once it listens, with its URL.
     public func start() async throws -> (url: String, task: Task<Void, any Error>) {
-        let router = makeRouter()
-        var logger = Logger(label: "orl.metrics")
-        logger.logLevel = .critical
         let host = self.host
         let port = self.port
-        return try await startServing { bound in
+        return try await startServing { [self] bound in
+            var logger = Logger(label: "orl.metrics")
+            logger.logLevel = .critical
             let app = Application(
-                router: router, configuration: .init(address: .hostname(host, port: port), serverName: nil),
+                router: makeRouter(), configuration: .init(address: .hostname(host, port: port), serverName: nil),
                 onServerRunning: { channel in await bound("http://\(host):\(channel.localAddress?.port ?? 0)") }, logger: logger)
             try await app.run()
         }

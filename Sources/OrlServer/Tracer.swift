@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import NIOCore
+import NIOHTTP1
 public import OrlCore
 import Synchronization
 
@@ -50,7 +51,7 @@ public final class Tracer: Sendable {
                 }
                 let key = pair[..<equals].trimmingCharacters(in: " ")
                 let value = pair[pair.index(after: equals)...].trimmingCharacters(in: " ")
-                configuration.headers.append((key, value.removingPercentEncoding ?? value))
+                configuration.headers.append((key, percentDecoded(value) ?? value))
             }
             if let name = environment["OTEL_SERVICE_NAME"], !name.isEmpty { configuration.serviceName = name }
             if let delay = environment["OTEL_BSP_SCHEDULE_DELAY"] {
@@ -174,19 +175,21 @@ extension Substring {
         String(drop(while: { $0 == character }).reversed().drop(while: { $0 == character }).reversed())
     }
 
-    fileprivate var removingPercentEncoding: String? {
-        var bytes: [UInt8] = []
-        var iterator = utf8.makeIterator()
-        while let byte = iterator.next() {
-            if byte == UInt8(ascii: "%") {
-                guard let high = iterator.next(), let low = iterator.next(),
-                    let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16)
-                else { return nil }
-                bytes.append(value)
-            } else {
-                bytes.append(byte)
-            }
+}
+
+/// `%20` and the like decoded, as OTEL_EXPORTER_OTLP_HEADERS values are; nil when malformed.
+private func percentDecoded(_ text: String) -> String? {
+    var bytes: [UInt8] = []
+    var iterator = text.utf8.makeIterator()
+    while let byte = iterator.next() {
+        if byte == UInt8(ascii: "%") {
+            guard let high = iterator.next(), let low = iterator.next(),
+                let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16)
+            else { return nil }
+            bytes.append(value)
+        } else {
+            bytes.append(byte)
         }
-        return String(validating: bytes, as: UTF8.self)
     }
+    return String(validating: bytes, as: UTF8.self)
 }

@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import NIOHTTP1
 import OrlCore
 import OrlServer
 import OrlStore
@@ -180,10 +181,13 @@ import Testing
         let start = try #require(chat.numbers[7]?.first)
         let end = try #require(chat.numbers[8]?.first)
         #expect(start > 1_700_000_000_000_000_000 && end >= start)
-        let resource = Proto(try #require(Proto(try #require(receiver.bodies.withLock { $0.first })))[1].first)
-        let service = Proto(try #require(Proto(try #require(resource[1].first))[1].first))
+        let export = Proto(try #require(receiver.bodies.withLock { $0.first }))
+        let resource = Proto(try #require(export[1].first))
+        let resourceMessage = Proto(try #require(resource[1].first))
+        let service = Proto(try #require(resourceMessage[1].first))
         #expect(service.string(1) == "service.name")
-        #expect(Proto(try #require(service[2].first)).string(1) == "orl-test")
+        let serviceName = try #require(service[2].first)
+        #expect(Proto(serviceName).string(1) == "orl-test")
     }
 
     @Test func traceparentsAreReadAsTheW3CSpecificationSays() {
