@@ -20,7 +20,8 @@ import Testing
 
     /// GETs `url`; returns the status and the body.
     static func get(_ url: String, token: String? = nil) -> (Int, String) {
-        var request = URLRequest(url: URL(string: url)!)
+        guard let parsed = URL(string: url), !url.isEmpty else { return (0, "") }
+        var request = URLRequest(url: parsed)
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var result: (Int, String) = (0, "")
@@ -94,7 +95,7 @@ import Testing
         #expect(
             waitUntil(seconds: 10) {
                 metricsURL =
-                    h.file("controller.log").split(separator: "\n").first { $0.contains("Listening") && $0.contains("/metrics") }
+                    h.file("controller.log").split(separator: "\n").first { $0.contains("listening on") && $0.hasSuffix("/metrics") }
                     .flatMap { $0.split(separator: " ").last.map(String.init) } ?? ""
                 return !metricsURL.isEmpty
             }, "\(h.file("controller.log"))")
