@@ -219,7 +219,7 @@ struct ObservabilityBench: AsyncParsableCommand {
             metadata: {name: bench}
             spec:
               appliesTo: {selector: {matchLabels: {bench: observability}}}
-              allow: {models: ["*"]}
+              allow: {models: ["*"], handoffs: ["*"]}
             ---
             apiVersion: orl.dev/v1
             kind: Budget
