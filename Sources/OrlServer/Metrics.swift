@@ -121,13 +121,11 @@ public final class Metrics: Sendable {
                     text += Self.number(value.value)
                     text += "\n"
                 case .histogram:
-                    let open = hasLabels ? value.labelText + "," : "{"
+                    let prefix = family.name + "_bucket" + (hasLabels ? value.labelText + "," : "{")
                     var cumulative: UInt64 = 0
                     for (index, suffix) in family.bucketSuffixes.enumerated() {
                         cumulative += index < value.counts.count ? value.counts[index] : 0
-                        text += family.name
-                        text += "_bucket"
-                        text += open
+                        text += prefix
                         text += suffix
                         text += String(index < value.counts.count ? cumulative : value.count)
                         text += "\n"
