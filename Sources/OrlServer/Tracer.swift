@@ -73,7 +73,7 @@ public final class Tracer: Sendable {
         var dropped = 0
         var exported = 0
         var failures = 0
-        var random = SystemRandomNumberGenerator()
+        var random = SpanIDGenerator()
     }
 
     public let configuration: Configuration

@@ -42,6 +42,11 @@ struct ObservabilityBench: AsyncParsableCommand {
     @Option(help: "The orlctl binary (default: the one next to orl-bench).")
     var orlctl: String?
 
+    enum Part: String, ExpressibleByArgument { case all, scrape, gateway }
+
+    @Option(help: "What to measure: all, scrape (the big state) or gateway (throughput, on a small state).")
+    var part: Part = .all
+
     func run() async throws {
         let root = NSTemporaryDirectory() + "orl-bench-observability-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -57,13 +62,14 @@ struct ObservabilityBench: AsyncParsableCommand {
         try yaml.write(toFile: root + "/fleet.yaml", atomically: true, encoding: .utf8)
         try Orlctl.run(Orlctl.binary(orlctl), ["apply", "-f", root + "/fleet.yaml", "--state", root + "/state", "--no-controller"])
         let store = try SQLiteStateStore(directory: root + "/state")
-        try Self.fill(store, agents: agents, ledgerRows: ledgerRows, runs: runs)
-        print(
-            "observability: state of \(agents) agents, \(ledgerRows) ledger rows, \(runs * 3) run steps (filled in \(started.duration(to: .now)))"
-        )
-
-        try await scrape(store: store, fleet: fleet)
-        try await throughput(store: store, fleet: fleet, sinkURL: sinkURL, received: received)
+        if part != .gateway {
+            try Self.fill(store, agents: agents, ledgerRows: ledgerRows, runs: runs)
+            print(
+                "observability: state of \(agents) agents, \(ledgerRows) ledger rows, \(runs * 3) run steps (filled in \(started.duration(to: .now)))"
+            )
+            try await scrape(store: store, fleet: fleet)
+        }
+        if part != .scrape { try await throughput(store: store, fleet: fleet, sinkURL: sinkURL, received: received) }
     }
 
     // MARK: Scrape

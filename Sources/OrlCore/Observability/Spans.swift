@@ -50,8 +50,16 @@ public struct SpanContext: Sendable, Hashable {
         SpanContext(traceID: randomID(16, &random), spanID: randomID(8, &random))
     }
 
+    /// `count` bytes, 8 from each draw (a draw from the system generator is a system call).
     static func randomID(_ count: Int, _ random: inout some RandomNumberGenerator) -> [UInt8] {
-        var bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &random) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count)
+        while bytes.count < count {
+            let word = random.next()
+            for shift in stride(from: 0, to: min(64, (count - bytes.count) * 8), by: 8) {
+                bytes.append(UInt8(truncatingIfNeeded: word >> UInt64(shift)))
+            }
+        }
         if !bytes.contains(where: { $0 != 0 }) { bytes[count - 1] = 1 }
         return bytes
     }
@@ -90,6 +98,32 @@ public struct SpanContext: Sendable, Hashable {
         }
         return String(decoding: out, as: UTF8.self)
     }
+}
+
+/// Span ids: xoshiro256** seeded from the system's generator once, so that an id costs
+/// no system call. Ids need to be unique, not secret.
+public struct SpanIDGenerator: RandomNumberGenerator, Sendable {
+    private var state: (UInt64, UInt64, UInt64, UInt64)
+
+    public init() {
+        var system = SystemRandomNumberGenerator()
+        state = (system.next(), system.next(), system.next(), system.next())
+        if state == (0, 0, 0, 0) { state.0 = 1 }
+    }
+
+    public mutating func next() -> UInt64 {
+        let result = rotate(state.1 &* 5, 7) &* 9
+        let t = state.1 << 17
+        state.2 ^= state.0
+        state.3 ^= state.1
+        state.1 ^= state.2
+        state.0 ^= state.3
+        state.2 ^= t
+        state.3 = rotate(state.3, 45)
+        return result
+    }
+
+    private func rotate(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
 }
 
 /// One finished span, as OTLP carries it.
