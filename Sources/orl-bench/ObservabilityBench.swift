@@ -175,7 +175,7 @@ struct ObservabilityBench: AsyncParsableCommand {
         await tracer.flush()
         let counts = tracer.counts
         print(
-            "spans exported \(counts.exported) (\(received.value) received by the sink, \(counts.dropped) dropped); target: on at most 10% below off"
+            "spans exported \(counts.exported) (\(received.value) bytes received by the sink, \(counts.dropped) dropped); target: on at most 10% below off"
         )
     }
 

@@ -187,7 +187,7 @@ public enum OTLPEncoding {
         scopeSpans.message(1, instrumentation)
         for span in spans { scopeSpans.message(2, encode(span)) }
         var resourceMessage = ProtoWriter()
-        for (key, value) in resource { resourceMessage.message(1, keyValue(key, value)) }
+        for (key, value) in resource { resourceMessage.keyValue(1, key, value) }
         var resourceSpans = ProtoWriter()
         resourceSpans.message(1, resourceMessage)
         resourceSpans.message(2, scopeSpans)
@@ -198,6 +198,7 @@ public enum OTLPEncoding {
 
     static func encode(_ span: SpanRecord) -> ProtoWriter {
         var out = ProtoWriter()
+        out.reserve(64 + span.name.utf8.count + span.attributes.count * 48)
         out.lengthDelimited(1, span.context.traceID)
         out.lengthDelimited(2, span.context.spanID)
         if let parent = span.parent { out.lengthDelimited(4, parent) }
@@ -205,7 +206,7 @@ public enum OTLPEncoding {
         out.varint(6, UInt64(span.kind.rawValue))
         out.fixed64(7, span.startNanoseconds)
         out.fixed64(8, span.endNanoseconds)
-        for (key, value) in span.attributes { out.message(9, keyValue(key, value)) }
+        for (key, value) in span.attributes { out.keyValue(9, key, value) }
         var status = ProtoWriter()
         if let error = span.error {
             status.string(2, error)
@@ -217,18 +218,53 @@ public enum OTLPEncoding {
         return out
     }
 
-    static func keyValue(_ key: String, _ value: SpanRecord.Value) -> ProtoWriter {
-        var any = ProtoWriter()
+}
+
+extension ProtoWriter {
+    /// A KeyValue (`key`, then an AnyValue) as field `field`, written in place: its
+    /// length is computed rather than built in a buffer of its own, as spans carry a
+    /// dozen attributes each.
+    mutating func keyValue(_ field: Int, _ key: String, _ value: SpanRecord.Value) {
+        tag(field, 2)
+        rawVarint(UInt64(Self.keyValueSize(key, value)))
+        keyValueFields(key, value)
+    }
+
+    mutating func keyValueFields(_ key: String, _ value: SpanRecord.Value) {
+        string(1, key)
+        tag(2, 2)
+        rawVarint(UInt64(Self.anyValueSize(value)))
         switch value {
-        case .string(let text): any.string(1, text, always: true)
-        case .bool(let flag): any.varint(2, flag ? 1 : 0, always: true)
-        case .int(let number): any.varint(3, UInt64(bitPattern: number), always: true)
-        case .double(let number): any.fixed64(4, number.bitPattern, always: true)
+        case .string(let text): string(1, text, always: true)
+        case .bool(let flag): varint(2, flag ? 1 : 0, always: true)
+        case .int(let number): varint(3, UInt64(bitPattern: number), always: true)
+        case .double(let number): fixed64(4, number.bitPattern, always: true)
         }
-        var pair = ProtoWriter()
-        pair.string(1, key)
-        pair.message(2, any)
-        return pair
+    }
+
+    static func varintSize(_ value: UInt64) -> Int {
+        var value = value
+        var size = 1
+        while value >= 0x80 {
+            value >>= 7
+            size += 1
+        }
+        return size
+    }
+
+    static func anyValueSize(_ value: SpanRecord.Value) -> Int {
+        switch value {
+        case .string(let text): 1 + varintSize(UInt64(text.utf8.count)) + text.utf8.count
+        case .bool: 2
+        case .int(let number): 1 + varintSize(UInt64(bitPattern: number))
+        case .double: 9
+        }
+    }
+
+    static func keyValueSize(_ key: String, _ value: SpanRecord.Value) -> Int {
+        let keySize = key.utf8.isEmpty ? 0 : 1 + varintSize(UInt64(key.utf8.count)) + key.utf8.count
+        let any = anyValueSize(value)
+        return keySize + 1 + varintSize(UInt64(any)) + any
     }
 }
 
@@ -238,6 +274,8 @@ public struct ProtoWriter: Sendable {
     public private(set) var bytes: [UInt8] = []
 
     public init() {}
+
+    mutating func reserve(_ count: Int) { bytes.reserveCapacity(count) }
 
     mutating func tag(_ field: Int, _ wireType: UInt64) { rawVarint(UInt64(field) << 3 | wireType) }
 
