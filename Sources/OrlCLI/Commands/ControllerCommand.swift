@@ -141,8 +141,10 @@ struct RunController: AsyncParsableCommand {
         configuration.onPass = { [metrics = telemetry.metrics] took in
             metrics?.observe(Metrics.reconcileDuration, [], Metrics.seconds(took))
         }
+        // Sandboxed agents reach the API on a listener in their own network namespace.
+        let bridge = SandboxBridge(apiURL: url)
         let controller = Controller(
-            store: store, runtime: ProcessRuntime(), gateway: gateway, configuration: configuration,
+            store: store, runtime: ProcessRuntime(listeners: bridge), gateway: gateway, configuration: configuration,
             changeMarker: { try? store.changeMarker() }, log: log, masterKey: { () throws(VaultError) in try keys.load() })
         var sources: [any DispatchSourceSignal] = []
         for signalNumber in [SIGTERM, SIGINT] {
