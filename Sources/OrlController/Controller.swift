@@ -34,6 +34,8 @@ public actor Controller {
         /// The grace period for a process whose Agent is no longer applied.
         public var defaultGrace: Duration = .seconds(10)
         public var backoff: BackoffPolicy = .standard
+        /// Told how long each reconcile pass took (the metrics' reconcile duration).
+        public var onPass: (@Sendable (Duration) -> Void)?
 
         public init(stateDirectory: String) { self.stateDirectory = stateDirectory }
     }
@@ -268,6 +270,8 @@ public actor Controller {
     }
 
     private func pass() {
+        let began = ContinuousClock.now
+        defer { configuration.onPass?(ContinuousClock.now - began) }
         let now = clock()
         let desired: Desired
         do {

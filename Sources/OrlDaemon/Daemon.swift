@@ -3,7 +3,7 @@ import Logging
 public import OrlController
 public import OrlCore
 import OrlRuntime
-import OrlServer
+public import OrlServer
 public import OrlStore
 import ServiceLifecycle
 import UnixSignals
@@ -45,6 +45,10 @@ public struct Daemon: Sendable {
         public var retentionInterval: Duration = .seconds(3600)
         /// How often the change feed asks SQLite whether the store changed.
         public var changePollInterval: Duration = .milliseconds(100)
+        /// Also serve /metrics here, without the operator token (`--metrics-listen`).
+        public var metricsListen: (host: String, port: Int)?
+        /// Metrics and spans (`.off`: none kept).
+        public var telemetry: Telemetry = .off
         /// The controller's own settings (its API URL is set once the API listens).
         public var controller: Controller.Configuration
 
@@ -113,7 +117,7 @@ public struct Daemon: Sendable {
         let halt = Inbox<Bool>()
         let gateway = Gateway(
             store: ledgerStore, providerKey: secretCache, clock: Controller.systemTime, log: log,
-            onExhausted: { halt.post(true) })
+            onExhausted: { halt.post(true) }, telemetry: configuration.telemetry)
         // The agents' task and tool calls, on a connection of their own (on a queue of
         // the API's own: SQLite calls block): a poll waits for its agent's next Ready
         // step, which the API's own answers, the runs driver's sweeps and the change
@@ -126,9 +130,13 @@ public struct Daemon: Sendable {
         // the first one.
         await agents.prepare()
         let (url, server) = try await serve(gateway, agents: agents)
+        let metricsServer = try await serveMetrics(gateway)
 
         var controllerConfiguration = configuration.controller
         controllerConfiguration.apiURL = url
+        if let metrics = configuration.telemetry.metrics {
+            controllerConfiguration.onPass = { took in metrics.observe(Metrics.reconcileDuration, [], Metrics.seconds(took)) }
+        }
         // Sandboxed agents reach the API on a listener in their own network namespace.
         let controller = Controller(
             store: store, runtime: ProcessRuntime(listeners: SandboxBridge(apiURL: url)), gateway: gateway,
@@ -158,9 +166,14 @@ public struct Daemon: Sendable {
         defer { halts.cancel() }
 
         let (maxBytes, keep) = (configuration.logMaxBytes, configuration.logKeep)
-        let services: [any Service] = [
+        // Spans go last: after the ledger, so that the calls' last spans are in.
+        let tracing: [any Service] = configuration.telemetry.tracer.map { [TracingService(tracer: $0, agents: agents)] } ?? []
+        let services: [any Service] =
+            tracing + [
             LedgerService(gateway: gateway),
             APIService(server: server),
+        ] + (metricsServer.map { [APIService(server: $0)] } ?? []) + [
+
             feed,
             secrets,
             RunsService(driver: runs),
@@ -186,6 +199,18 @@ public struct Daemon: Sendable {
             try await group.run()
         } catch {
             throw DaemonError("the controller stopped: \(error)")
+        }
+    }
+
+    /// `metricsListen`: /metrics on an address of its own, without the token.
+    private func serveMetrics(_ gateway: Gateway) async throws(DaemonError) -> Task<Void, any Error>? {
+        guard let address = configuration.metricsListen else { return nil }
+        do {
+            let (url, task) = try await MetricsServer(gateway: gateway, host: address.host, port: address.port).start()
+            log(ControllerEvent(time: Controller.systemTime(), reason: .listening, message: url + "/metrics"))
+            return task
+        } catch {
+            throw DaemonError("cannot serve the metrics on \(address.host):\(address.port): \(error)")
         }
     }
 

@@ -123,3 +123,29 @@ struct PeriodicService: Service {
         }
     }
 }
+
+/// OpenTelemetry spans: the exporter, and the `invoke_workflow` span of each traced run
+/// once it has ended (a second at most after). Shut down last: its final export carries
+/// the spans of the calls the API answered while the agents stopped.
+struct TracingService: Service {
+    let tracer: Tracer
+    let agents: AgentAPI
+
+    func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try? await cancelWhenGracefulShutdown {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .seconds(1))
+                        await agents.traceEndedRuns()
+                    }
+                }
+            }
+            group.addTask {
+                try? await cancelWhenGracefulShutdown { await tracer.run() }
+            }
+        }
+        await agents.traceEndedRuns()
+        await tracer.flush()
+    }
+}

@@ -51,6 +51,7 @@ public struct APIServer: Sendable {
             if runsBackgroundWork {
                 group.addTask { await gateway.run() }
                 if let agents { group.addTask { await agents.run() } }
+                if let tracer = gateway.telemetry.tracer { group.addTask { await tracer.run() } }
             }
             group.addTask { try await app.run() }
             try await group.next()
@@ -74,6 +75,12 @@ public struct APIServer: Sendable {
                     return Gateway.error(.unauthenticated("the operator token of <state>/controller.token is needed"))
                 }
                 return Gateway.json(.ok, ControllerClient.encode(gateway.budgetStatus(now: gateway.clock())))
+            }
+            router.get("/metrics") { [gateway] request, _ in
+                guard AgentToken.matches(request.headers[.authorization], "Bearer \(adminToken)") else {
+                    return Gateway.error(.unauthenticated("the operator token of <state>/controller.token is needed"))
+                }
+                return await MetricsServer.response(gateway)
             }
         }
         router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }

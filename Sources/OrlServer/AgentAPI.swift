@@ -2,6 +2,7 @@ import Dispatch
 import Hummingbird
 import NIOCore
 public import OrlCore
+import Synchronization
 
 /// The agents' side of workflow runs on the controller's loopback API: the task
 /// protocol (long-poll the next task, heartbeat, complete, fail) and tool calls. Each
@@ -45,6 +46,14 @@ public final class AgentAPI: Sendable {
     let configuration: Configuration
     let mcp: McpUpstream
     private let queue = DispatchQueue(label: "orl.agent-api.store")
+    /// When each attempt in flight was claimed, and the runs they belong to: the spans of
+    /// attempts and runs (only kept while a tracer is set).
+    let traced = Mutex(TracedRuns())
+
+    struct TracedRuns {
+        var claimed: [TaskID: Timestamp] = [:]
+        var runs: Set<RunID> = []
+    }
 
     /// `store` is a connection of the API's own; `secret` reads the vault (tools'
     /// credentials); `changeMarker` changes when another process writes the store.
@@ -95,6 +104,7 @@ public final class AgentAPI: Sendable {
                 storeChanged()
             }
             rounds += 1
+            if rounds % 10 == 0, gateway.telemetry.tracer != nil { await traceEndedRuns() }
             if rounds % 600 == 0 { prune() }
         }
     }
@@ -149,7 +159,18 @@ public final class AgentAPI: Sendable {
             }
             if let task {
                 gateway.hold(task.id, agent: agent, until: task.leaseExpiresAt)
-                return Gateway.json(.ok, task.json.compactRendered())
+                if gateway.telemetry.tracer != nil {
+                    let now = gateway.clock()
+                    traced.withLock { traced in
+                        traced.claimed[task.id] = now
+                        traced.runs.insert(task.id.run)
+                    }
+                }
+                var response = Gateway.json(.ok, task.json.compactRendered())
+                // The attempt's span: an agent that sends it back on its model and tool
+                // calls puts their spans under it (the reference agent does).
+                response.headers[Gateway.traceparentHeader] = SpanContext.attempt(task.id).traceparent
+                return response
             }
             let left = deadline - clock.now
             if left <= .zero || Task.isCancelled { return Response(status: .noContent) }
@@ -191,6 +212,7 @@ public final class AgentAPI: Sendable {
                     try self.operations.complete(task, agent: agent, output: output, now: now)
                 }
                 gateway.release(task, agent: agent)
+                attemptEnded(task, agent: agent, record: record, failed: nil)
                 return Gateway.json(.ok, Self.state(of: record, task).compactRendered())
             case .fail:
                 guard let message = body?["error"]?.string, !message.isEmpty else {
@@ -201,6 +223,7 @@ public final class AgentAPI: Sendable {
                     try self.operations.fail(task, agent: agent, error: message, retry: retry, now: now, random: Double.random(in: 0..<1))
                 }
                 gateway.release(task, agent: agent)
+                attemptEnded(task, agent: agent, record: record, failed: message)
                 return Gateway.json(.ok, Self.state(of: record, task).compactRendered())
             }
         } catch {
@@ -208,6 +231,41 @@ public final class AgentAPI: Sendable {
             if error.kind == .conflict || error.kind == .forbidden { gateway.release(task, agent: agent) }
             return Gateway.error(GatewayError(error))
         }
+    }
+
+    /// The attempt's duration and span: from its claim here, or from the step's start
+    /// when it was claimed before this controller started.
+    private func attemptEnded(_ task: TaskID, agent: ResourceID, record: StepRecord, failed: String?) {
+        let claimed = traced.withLock { $0.claimed.removeValue(forKey: task) }
+        var timed = record
+        if let claimed { timed.startedAt = claimed }
+        gateway.observeAttempt(task, agent: agent, record: timed, failed: failed)
+    }
+
+    /// The `invoke_workflow` span of each run an attempt was traced of, once it ended
+    /// (by its last step, a sweep, a decision or a cancel in another process).
+    public func traceEndedRuns() async {
+        let runs = traced.withLock { $0.runs }
+        guard !runs.isEmpty else { return }
+        // A run that ended, or is gone from the state (deleted with its workflow), is let go.
+        let found =
+            (try? await perform { () throws(RunError) -> [(RunID, RunRecord?)] in
+                do throws(StoreError) {
+                    return try self.operations.store.readRuns { reader throws(StoreError) in
+                        try runs.map { id throws(StoreError) in (id, try reader.run(id)) }
+                    }
+                } catch {
+                    throw RunError(error)
+                }
+            }) ?? []
+        let done = found.filter { $0.1 == nil || $0.1?.endedAt != nil }
+        guard !done.isEmpty else { return }
+        traced.withLock { traced in
+            for (id, _) in done { traced.runs.remove(id) }
+            traced.claimed = traced.claimed.filter { traced.runs.contains($0.key.run) }
+        }
+        let ended = done.compactMap { $0.1 }
+        for run in ended { gateway.observeRunEnded(run) }
     }
 
     private static func state(of record: StepRecord, _ task: TaskID) -> JSONValue {

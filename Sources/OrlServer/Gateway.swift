@@ -44,6 +44,8 @@ public final class Gateway: ModelGateway {
     let log: @Sendable (ControllerEvent) -> Void
     /// Called when a budget is first exhausted, so that the controller halts at once.
     let onExhausted: @Sendable () -> Void
+    /// Metrics and spans of every call through the controller's API.
+    public let telemetry: Telemetry
     private let requestNumbers = Atomic<Int>(0)
     private let prefix: String
     /// Rings when rows wait to be written: the ledger loop sleeps while there are none.
@@ -53,8 +55,9 @@ public final class Gateway: ModelGateway {
     public init(
         store: any StateStore, configuration: Configuration = Configuration(), providerKey: @escaping @Sendable (SecretID) -> String?,
         clock: @escaping @Sendable () -> Timestamp, log: @escaping @Sendable (ControllerEvent) -> Void,
-        onExhausted: @escaping @Sendable () -> Void
+        onExhausted: @escaping @Sendable () -> Void, telemetry: Telemetry = .off
     ) {
+        self.telemetry = telemetry
         self.store = store
         self.configuration = configuration
         self.providerKey = providerKey

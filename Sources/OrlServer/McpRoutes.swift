@@ -182,6 +182,13 @@ extension AgentAPI {
     ) {
         let elapsed = ContinuousClock.now - started
         let micros = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+        if let metrics = gateway.telemetry.metrics {
+            let kind = outcome == "ok" ? "ok" : outcome == "tool error" ? "tool_error" : "tool_failed"
+            metrics.record { r in
+                r.add(Metrics.toolCalls, [agent.namespace, agent.name, tool, kind])
+                r.observe(Metrics.toolDuration, [agent.namespace, tool], Metrics.seconds(elapsed))
+            }
+        }
         gateway.log(
             ControllerEvent(
                 time: gateway.clock(), reason: .toolCall, resource: agent,
@@ -191,6 +198,7 @@ extension AgentAPI {
     }
 
     private func mcpRefused(_ tool: String, _ agent: ResourceID, _ message: String) {
+        gateway.telemetry.metrics?.add(Metrics.refusals, [agent.namespace, agent.name, "mcp_tool_refused"])
         gateway.note(
             ControllerEvent(
                 time: gateway.clock(), reason: .toolRefused, resource: agent, message: "mcp tool \(Diagnostic.quoted(tool)): \(message)"))

@@ -67,6 +67,15 @@ struct RunController: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
+            """
+            Also serve GET /metrics (Prometheus) on this address, without the operator token, \
+            for a scraper on a trusted network (on the API address it needs the token). \
+            Traces go to OTEL_EXPORTER_OTLP_ENDPOINT when it is set (docs/observability.md).
+            """, valueName: "host:port"))
+    var metricsListen: String?
+
+    @Option(
+        help: ArgumentHelp(
             "Rotate an agent's log (and the detached controller's own) when it is larger than this many bytes.", valueName: "bytes"))
     var logMaxBytes = 10 * 1024 * 1024
 
@@ -79,6 +88,9 @@ struct RunController: AsyncParsableCommand {
     func validate() throws {
         if let listen, Self.address(listen) == nil {
             throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7420, not \(listen)")
+        }
+        if let metricsListen, Self.address(metricsListen) == nil {
+            throw ValidationError("--metrics-listen must be HOST:PORT, e.g. 0.0.0.0:9464, not \(metricsListen)")
         }
         if logMaxBytes < 1 { throw ValidationError("--log-max-bytes must be 1 or more") }
         if logKeep < 0 { throw ValidationError("--log-keep must be 0 or more") }
@@ -95,7 +107,7 @@ struct RunController: AsyncParsableCommand {
             let arguments =
                 [
                     "--log-format", logFormat.rawValue, "--log-max-bytes", String(logMaxBytes), "--log-keep", String(logKeep),
-                ] + (listen.map { ["--listen", $0] } ?? [])
+                ] + (listen.map { ["--listen", $0] } ?? []) + (metricsListen.map { ["--metrics-listen", $0] } ?? [])
             _ = try state.openStore()
             return try await Self.startDetached(
                 stateDirectory: ControllerLock.absolute(state.resolvedDirectory), arguments: arguments, report: { writeStandardOutput($0) })
@@ -106,18 +118,38 @@ struct RunController: AsyncParsableCommand {
         defer { lock.release() }
         var configuration = Daemon.Configuration(stateDirectory: directory)
         configuration.listen = listen.flatMap(Self.address)
+        configuration.metricsListen = metricsListen.flatMap(Self.address)
         configuration.logMaxBytes = logMaxBytes
         configuration.logKeep = logKeep
         configuration.logRotationInterval = Self.logRotationInterval
+        let log = Self.sink(logFormat)
+        configuration.telemetry = try Self.telemetry(gaugeStore: try state.openStore(), log: log)
         let daemon = Daemon(
             configuration: configuration,
             keys: MasterKeySource(stateDirectory: directory, environment: ProcessInfo.processInfo.environment),
-            log: Self.sink(logFormat), openStore: { () throws(StoreError) in try SQLiteStateStore(directory: directory) })
+            log: log, openStore: { () throws(StoreError) in try SQLiteStateStore(directory: directory) })
         do {
             try await daemon.run()
         } catch {
             throw CommandFailure(message: error.description)
         }
+    }
+
+    /// Metrics always (a few counters and a state read per scrape); spans when
+    /// OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set.
+    static func telemetry(gaugeStore: SQLiteStateStore, log: @escaping @Sendable (ControllerEvent) -> Void) throws -> Telemetry {
+        var tracer: Tracer?
+        do throws(Tracer.ConfigurationError) {
+            if var configuration = try Tracer.Configuration.fromEnvironment(ProcessInfo.processInfo.environment) {
+                configuration.scopeVersion = Orlctl.version
+                tracer = Tracer(configuration: configuration) { message in
+                    log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: message))
+                }
+            }
+        } catch {
+            throw CommandFailure(message: error.message)
+        }
+        return Telemetry(tracer: tracer, gauges: { () throws(StoreError) in try gaugeStore.fleetGauges() })
     }
 
     static func apiFile(_ directory: String) -> String { Daemon.apiFile(directory) }
