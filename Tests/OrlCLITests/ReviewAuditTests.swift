@@ -90,7 +90,9 @@ import Testing
     @Test func aGateThatApprovesItselfIsReportedWithItsPath() throws {
         let repo = try repository { repo in
             try repo.write(
-                "fleet/fleet.yaml", Self.fleet.replacingOccurrences(of: "approval: {message: send it?}", with: "approval: {message: send it?, onTimeout: approve}"))
+                "fleet/fleet.yaml",
+                Self.fleet.replacingOccurrences(
+                    of: "approval: {message: send it?}", with: "approval: {message: send it?, onTimeout: approve}"))
         }
         let result = try review(repo)
         #expect(result.status == 1, "\(result.stdout)")
@@ -109,7 +111,8 @@ import Testing
         let repo = try repository { repo in
             try repo.write(
                 "fleet/policy.yaml",
-                Self.policy.replacingOccurrences(of: "requireApproval: {capabilities: [irreversible]}", with: "requireApproval: {tools: [psot]}"))
+                Self.policy.replacingOccurrences(
+                    of: "requireApproval: {capabilities: [irreversible]}", with: "requireApproval: {tools: [psot]}"))
         }
         let result = try review(repo, ["--fail-on-escalation"])
         #expect(result.status == 1)
@@ -126,12 +129,14 @@ import Testing
             base: { repo in
                 try repo.write("fleet/fleet.yaml", Self.fleet)
                 try repo.write(
-                    "fleet/policy.yaml", Self.policy.replacingOccurrences(of: "  requireApproval: {capabilities: [irreversible]}\n", with: ""))
+                    "fleet/policy.yaml",
+                    Self.policy.replacingOccurrences(of: "  requireApproval: {capabilities: [irreversible]}\n", with: ""))
             },
             head: { repo in try repo.write("fleet/policy.yaml", Self.policy) })
         let gated = try review(added)
         #expect(
-            gated.stdout.contains(#"- lost    use of tool "post" without an approval gate: required by Policy/team (capability "irreversible")"#),
+            gated.stdout.contains(
+                #"- lost    use of tool "post" without an approval gate: required by Policy/team (capability "irreversible")"#),
             "\(gated.stdout)")
     }
 
@@ -190,8 +195,12 @@ import Testing
         let result = try review(repo)
         #expect(result.status == 0)
         #expect(result.stdout.contains("before: at most $5.00 a day, $155.00 a month"), "\(result.stdout)")
-        #expect(result.stdout.contains("after:  at most $50.00 a day, $1550.00 a month") || result.stdout.contains("after:  at most $50.00 a day, $1,550.00 a month"), "\(result.stdout)")
-        #expect(result.stdout.contains("change: +$45.00 a day, +$1395.00 a month") || result.stdout.contains("+$1,395.00 a month"), "\(result.stdout)")
+        #expect(
+            result.stdout.contains("after:  at most $50.00 a day, $1550.00 a month")
+                || result.stdout.contains("after:  at most $50.00 a day, $1,550.00 a month"), "\(result.stdout)")
+        #expect(
+            result.stdout.contains("change: +$45.00 a day, +$1395.00 a month") || result.stdout.contains("+$1,395.00 a month"),
+            "\(result.stdout)")
 
         let failing = try review(repo, ["--max-cost-increase", "100"])
         #expect(failing.status == 1)
@@ -206,7 +215,10 @@ import Testing
 
     @Test func anAgentLeftUncappedIsAnUnboundedIncrease() throws {
         let repo = try repository { repo in
-            try repo.write("fleet/fleet.yaml", Self.fleet.replacingOccurrences(of: "limits: [{window: day, usd: 5}]}", with: "limits: [{window: day, usd: 5}], onExceeded: alert}"))
+            try repo.write(
+                "fleet/fleet.yaml",
+                Self.fleet.replacingOccurrences(
+                    of: "limits: [{window: day, usd: 5}]}", with: "limits: [{window: day, usd: 5}], onExceeded: alert}"))
         }
         let result = try review(repo, ["--max-cost-increase", "1000000"])
         #expect(result.status == 1)

@@ -18,7 +18,9 @@ import Testing
     }
 
     /// The reply step straight after the draft: no gate on its path.
-    static let ungated = ("      dependsOn: [approve]\n      tools: [email, refund]", "      dependsOn: [draft]\n      tools: [email, refund]")
+    static let ungated = (
+        "      dependsOn: [approve]\n      tools: [email, refund]", "      dependsOn: [draft]\n      tools: [email, refund]"
+    )
 
     // MARK: requireApproval by capability and risk
 
@@ -101,7 +103,10 @@ import Testing
 
     @Test func aMisspeltDenyIsReported() throws {
         let yaml = try edited([
-            ("allow: {tools: [email, refund], egress: [public, pii]}", "allow: {tools: [\"*\"], egress: [public, pii]}\n  deny: {tools: [refnud]}")
+            (
+                "allow: {tools: [email, refund], egress: [public, pii]}",
+                "allow: {tools: [\"*\"], egress: [public, pii]}\n  deny: {tools: [refnud]}"
+            )
         ])
         let unmatched = findings(yaml, "policy.unmatched")
         #expect(
@@ -114,17 +119,46 @@ import Testing
     }
 
     @Test(arguments: [
-        ("allow: {models: [\"sim/*\"], dataClasses: [public, pii]}", "allow: {models: [\"sim/*\", sim/smal], dataClasses: [public, pii]}", "model \"sim/smal\""),
-        ("allow: {models: [\"sim/*\"], dataClasses: [public, pii]}", "allow: {models: [\"sim/*\", \"sym/*\"], dataClasses: [public, pii]}", "model \"sym/*\""),
-        ("allow: {models: [\"sim/*\"], dataClasses: [public, pii]}", "allow: {models: [\"sim/*\"], dataClasses: [public, pi]}", "data class \"pi\""),
+        (
+            "allow: {models: [\"sim/*\"], dataClasses: [public, pii]}",
+            "allow: {models: [\"sim/*\", sim/smal], dataClasses: [public, pii]}", "model \"sim/smal\""
+        ),
+        (
+            "allow: {models: [\"sim/*\"], dataClasses: [public, pii]}",
+            "allow: {models: [\"sim/*\", \"sym/*\"], dataClasses: [public, pii]}", "model \"sym/*\""
+        ),
+        (
+            "allow: {models: [\"sim/*\"], dataClasses: [public, pii]}", "allow: {models: [\"sim/*\"], dataClasses: [public, pi]}",
+            "data class \"pi\""
+        ),
         ("allow: {tools: [crm, search], handoffs: [writer]}", "allow: {tools: [crm, search], handoffs: [writter]}", "agent \"writter\""),
         ("requireApproval: {tools: [refund]}", "requireApproval: {tools: [refunds]}", "tool \"refunds\""),
-        ("allow: {handoffs: [mailer]}", "allow: {handoffs: [mailer]}\n  deny: {secrets: [crm-tokn]}", "secret \"crm-tokn\""),
     ])
     func everyKindOfEntryIsChecked(_ from: String, _ to: String, _ noun: String) throws {
         let yaml = try edited([(from, to)])
         let unmatched = findings(yaml, "policy.unmatched")
-        #expect(unmatched.count == 1 && unmatched.first?.message.contains("names \(noun), which matches nothing") == true, "\(unmatched.map(\.message))")
+        #expect(
+            unmatched.count == 1 && unmatched.first?.message.contains("names \(noun), which matches nothing") == true,
+            "\(unmatched.map(\.message))")
+    }
+
+    @Test func aSecretOrDataClassIsReportedOnlyWhenCloseToARealOne() throws {
+        let withSecret = try edited([
+            (
+                "name: writer, labels: {team: support}}\nspec:\n  model: sim/small",
+                "name: writer, labels: {team: support}}\nspec:\n  secrets: [{name: crm-token}]\n  model: sim/small"
+            ),
+            (
+                "allow: {handoffs: [mailer]}",
+                "allow: {handoffs: [mailer], secrets: [crm-token]}\n  deny: {secrets: [crm-tokn, vault-root], egress: [payment]}"
+            ),
+        ])
+        // crm-tokn is a typo of the secret the writer reads; vault-root and payment are denied
+        // ahead of time on purpose.
+        #expect(
+            findings(withSecret, "policy.unmatched").map(\.message) == [
+                #"Policy/writer-can names secret "crm-tokn", which matches nothing in namespace "default"; this entry allows, denies or gates nothing (did you mean "crm-token"?)"#
+            ])
     }
 
     @Test func theSupportFleetNamesNothingThatIsMissing() {
@@ -298,7 +332,8 @@ import Testing
         #expect(found.first?.location?.line == at.line && found.first?.location?.column == at.column)
         #expect(found.first?.notes.count == 2)
         // Clearing c, or cutting the chain, ends it.
-        let cleared = Self.chainFleet.replacingOccurrences(of: "allow: {models: [\"sim/*\"]}", with: "allow: {models: [\"sim/*\"], dataClasses: [pii]}")
+        let cleared = Self.chainFleet.replacingOccurrences(
+            of: "allow: {models: [\"sim/*\"]}", with: "allow: {models: [\"sim/*\"], dataClasses: [pii]}")
         #expect(findings(cleared, "perm.handoff-reach").isEmpty)
         let cut = Self.chainFleet.replacingOccurrences(of: "handoffs: [c]", with: "handoffs: []")
         #expect(findings(cut, "perm.handoff-reach").isEmpty)
@@ -309,18 +344,18 @@ import Testing
             Self.chainFleet.replacingOccurrences(
                 of: "allow: {tools: [crm], dataClasses: [pii], handoffs: [b]}",
                 with: "allow: {tools: [crm], dataClasses: [pii], handoffs: [b]}\n  deny: {handoffs: [c]}")
-            + """
+                + """
 
-            ---
-            apiVersion: orl.dev/v1
-            kind: Workflow
-            metadata: {name: chain}
-            spec:
-              steps:
-                - {id: one, agent: a}
-                - {id: two, agent: b, dependsOn: [one]}
-                - {id: three, agent: c, dependsOn: [two]}
-            """
+                ---
+                apiVersion: orl.dev/v1
+                kind: Workflow
+                metadata: {name: chain}
+                spec:
+                  steps:
+                    - {id: one, agent: a}
+                    - {id: two, agent: b, dependsOn: [one]}
+                    - {id: three, agent: c, dependsOn: [two]}
+                """
         let denied = findings(yaml, "perm.handoff-denied")
         #expect(
             denied.map(\.message) == [

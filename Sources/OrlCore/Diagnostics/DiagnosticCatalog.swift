@@ -195,7 +195,7 @@ extension DiagnosticCode {
         DiagnosticInfo(
             code: .policyUnmatched, title: "Policy entry matches nothing", severities: [.warning],
             summary:
-                "A Policy's `allow`, `deny` or `requireApproval` entry names a tool, model, agent, secret or data class that nothing in its namespace defines or uses. A misspelt deny restricts nothing while a `*` allow still grants the real name.",
+                "A Policy's `allow`, `deny` or `requireApproval` entry names a tool, model or agent that its namespace does not define, or a secret or data class that nothing there uses but that is close to one that is (a likely typo). A misspelt deny restricts nothing while a `*` allow still grants the real name.",
             help: "Fix the name (a suggestion is shown when one is close), or remove the entry."),
         DiagnosticInfo(
             code: .budgetMissing, title: "No budget", severities: [.warning],

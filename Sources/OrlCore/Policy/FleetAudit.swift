@@ -177,13 +177,16 @@ extension PolicyAudit {
             fleet.resources(of: .tool, namespace: namespace).flatMap { $0.tool?.dataClasses ?? [] })
 
         var diagnostics: [Diagnostic] = []
+        // A data class or secret that nothing names yet may be denied ahead of time on
+        // purpose; only one close to a real name is a likely typo.
         func check(
-            _ entries: [Located<String>], _ path: ValuePath, noun: String, blind: Bool, candidates: [String],
+            _ entries: [Located<String>], _ path: ValuePath, noun: String, blind: Bool, candidates: [String], onlyTypos: Bool = false,
             exists: (String) -> Bool
         ) {
             guard !blind else { return }
             for (i, entry) in entries.enumerated() where entry.value != "*" && !exists(entry.value) {
                 let hint = Suggestion.hint(for: entry.value, among: candidates)
+                if onlyTypos && hint.isEmpty { continue }
                 diagnostics.append(
                     .warning(
                         .policyUnmatched,
@@ -211,13 +214,13 @@ extension PolicyAudit {
                 candidates: agentNames, exists: { agentNames.contains($0) })
             check(
                 rules.secrets, base.appending("secrets"), noun: "secret", blind: fleet.unidentified > 0 || !fleet.isComplete,
-                candidates: secrets.sorted(), exists: { secrets.contains($0) })
+                candidates: secrets.sorted(), onlyTypos: true, exists: { secrets.contains($0) })
             check(
                 rules.dataClasses, base.appending("dataClasses"), noun: "data class", blind: blindTools, candidates: classes.sorted(),
-                exists: { classes.contains($0) })
+                onlyTypos: true, exists: { classes.contains($0) })
             check(
                 rules.egress, base.appending("egress"), noun: "data class", blind: blindTools, candidates: classes.sorted(),
-                exists: { classes.contains($0) })
+                onlyTypos: true, exists: { classes.contains($0) })
         }
         check(
             spec.approvalTools, ValuePath([.key("spec"), .key("requireApproval"), .key("tools")]), noun: "tool", blind: blindTools,
