@@ -98,7 +98,7 @@ import Testing
         #expect(result.status == 1, "\(result.stdout)")
         #expect(
             result.stdout.contains(
-                #"fleet/fleet.yaml:52:55: error[perm.approval-missing]: step "send" uses tool "post", which needs a human approval gate (Policy/team (capability "irreversible")), but the path "read" → "look" → "send" reaches it without one"#
+                #"fleet/fleet.yaml:45:65: error[perm.approval-missing]: step "send" uses tool "post", which needs a human approval gate (Policy/team (capability "irreversible")), but the path "read" → "look" → "send" reaches it without one"#
             ), "\(result.stdout)")
         // The untrusted content now reaches the sending step with no human gate between.
         #expect(result.stdout.contains("warning[perm.lethal-trifecta]"), "\(result.stdout)")
@@ -122,7 +122,7 @@ import Testing
             "\(result.stdout)")
         #expect(
             result.stdout.contains(
-                #"fleet/policy.yaml:7:28: warning[policy.unmatched]: Policy/team names tool "psot", which matches nothing in namespace "default"; this entry allows, denies or gates nothing (did you mean "post"?)"#
+                #"fleet/policy.yaml:7:29: warning[policy.unmatched]: Policy/team names tool "psot", which matches nothing in namespace "default"; this entry allows, denies or gates nothing (did you mean "post"?)"#
             ), "\(result.stdout)")
         // The other way round, adding a capability rule, is a loss of the ungated use.
         let added = try trust.repository(
@@ -130,7 +130,7 @@ import Testing
                 try repo.write("fleet/fleet.yaml", Self.fleet)
                 try repo.write(
                     "fleet/policy.yaml",
-                    Self.policy.replacingOccurrences(of: "  requireApproval: {capabilities: [irreversible]}\n", with: ""))
+                    Self.policy.replacingOccurrences(of: "\n  requireApproval: {capabilities: [irreversible]}", with: ""))
             },
             head: { repo in try repo.write("fleet/policy.yaml", Self.policy) })
         let gated = try review(added)
