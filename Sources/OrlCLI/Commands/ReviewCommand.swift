@@ -126,7 +126,7 @@ struct ReviewCommand: AsyncParsableCommand {
         }
         if let limit = maxCostIncrease, let spend = review.spend, spend.exceeds(limit) {
             OrlctlMain.writeStandardError(
-                "orlctl review: the worst-case spend rises by \(spend.increaseDescription), more than --max-cost-increase \(Money.format(limit))\n"
+                "orlctl review: the worst-case spend change, \(spend.increaseDescription), is more than --max-cost-increase \(Money.format(limit))\n"
             )
             throw ExitCode(ExitStatus.findings.rawValue)
         }
