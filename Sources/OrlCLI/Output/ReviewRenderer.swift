@@ -192,6 +192,7 @@ enum ReviewRenderer {
                 case .permission(let kind, let value): (kind.rawValue, value)
                 case .approval(let tool): ("approval", tool)
                 case .reach(let dataClass): ("reach", dataClass)
+                case .unconfined: ("isolation", "none")
                 }
             return .object(
                 [

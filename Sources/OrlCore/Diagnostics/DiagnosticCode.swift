@@ -64,6 +64,8 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static let permHandoffReach = DiagnosticCode("perm.handoff-reach")
     /// A Policy entry that names no tool, model, agent, secret or data class.
     public static let policyUnmatched = DiagnosticCode("policy.unmatched")
+    /// An Agent with `spec.runtime.isolation: none`: its process is not sandboxed.
+    public static let permUnconfined = DiagnosticCode("perm.unconfined")
 
     // Budgets.
     /// An agent no Budget covers: nothing caps its spend.

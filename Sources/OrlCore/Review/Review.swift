@@ -17,6 +17,9 @@ public struct Review: Sendable {
             /// Receiving data of a class that other agents read, through a chain of
             /// handoffs (handoffs are transitive).
             case reach(dataClass: String)
+            /// Running unconfined (`isolation: none`): gained when an agent leaves its
+            /// sandbox, lost when it enters one.
+            case unconfined
 
             /// `tool "web-search"`, `use of tool "publish" without an approval gate`.
             public var description: String {
@@ -24,6 +27,7 @@ public struct Review: Sendable {
                 case .permission(let kind, let value): "\(kind.noun) \(Diagnostic.quoted(value))"
                 case .approval(let tool): "use of tool \(Diagnostic.quoted(tool)) without an approval gate"
                 case .reach(let dataClass): "data of class \(Diagnostic.quoted(dataClass)) by handoffs"
+                case .unconfined: "running unconfined (isolation: none)"
                 }
             }
         }
@@ -206,6 +210,17 @@ public struct Review: Sendable {
                     PermissionChange(
                         agent: agent, subject: .reach(dataClass: dataClass), change: .lost,
                         cause: "no handoff chain brings it any more (was \(found.route))", location: nil))
+            }
+            let wasUnconfined = base[agent]?.agent?.runtime.isolation == Optional.some(.none)
+            if let spec = head[agent]?.agent, (spec.runtime.isolation == .none) != wasUnconfined {
+                let setting = spec.runtime.isolationSetting
+                changes.append(
+                    PermissionChange(
+                        agent: agent, subject: .unconfined, change: wasUnconfined ? .lost : .gained,
+                        cause: wasUnconfined
+                            ? "isolation \(spec.runtime.isolation.rawValue): the kernel now enforces its policies"
+                            : "spec.runtime.isolation: none: its process is no longer sandboxed",
+                        location: setting?.location ?? head[agent]?.nameLocation))
             }
             guard let before else { continue }
             for tool in universe[.tool] ?? [] where before.permits(.tool, tool) && after.permits(.tool, tool) {
