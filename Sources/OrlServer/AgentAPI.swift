@@ -32,6 +32,12 @@ public final class AgentAPI: Sendable {
         public var maxToolOutputBytes = 8 << 20
         /// How old the live tool definitions an MCP call is checked against may be.
         public var mcpDefinitionMaxAge: Duration = .seconds(5)
+        /// A stdio MCP server no call used for this long is stopped (started again at
+        /// the next call).
+        public var mcpIdleTimeout: Duration = .seconds(600)
+        /// The first wait before a stdio MCP server that exited is started again
+        /// (doubling with each exit in a row, up to a minute).
+        public var mcpFirstBackoff: Duration = .seconds(1)
 
         public init(stateDirectory: String) { self.stateDirectory = stateDirectory }
     }
@@ -47,11 +53,12 @@ public final class AgentAPI: Sendable {
     private let queue = DispatchQueue(label: "orl.agent-api.store")
 
     /// `store` is a connection of the API's own; `secret` reads the vault (tools'
-    /// credentials); `changeMarker` changes when another process writes the store.
+    /// credentials); `changeMarker` changes when another process writes the store;
+    /// `servers` runs stdio MCP servers (by default `commands`, when it can).
     public init(
         gateway: Gateway, store: any RunStore, waiters: TaskWaiters, commands: any CommandRunner,
         secret: @escaping @Sendable (SecretID) -> String?, changeMarker: @escaping @Sendable () -> Int64? = { nil },
-        configuration: Configuration
+        servers: (any StdioLauncher)? = nil, configuration: Configuration
     ) {
         self.gateway = gateway
         self.operations = RunOperations(store: store, onReady: { waiters.notify($0) })
@@ -60,7 +67,10 @@ public final class AgentAPI: Sendable {
         self.secret = secret
         self.changeMarker = changeMarker
         self.configuration = configuration
-        self.mcp = McpUpstream(client: gateway.client, maxResponseBytes: configuration.maxToolOutputBytes)
+        let stdio = McpStdioServers(
+            launcher: servers ?? (commands as? any StdioLauncher), log: { gateway.note($0) }, clock: gateway.clock,
+            maxMessageBytes: configuration.maxToolOutputBytes, firstBackoff: configuration.mcpFirstBackoff)
+        self.mcp = McpUpstream(client: gateway.client, maxResponseBytes: configuration.maxToolOutputBytes, stdio: stdio)
     }
 
     func register(_ router: Router<BasicRequestContext>) {
@@ -101,8 +111,10 @@ public final class AgentAPI: Sendable {
             if rounds % 600 == 0 {
                 let now = gateway.clock()
                 gateway.pruneTasks(at: now)
+                await mcp.stdio?.stopIdle(after: configuration.mcpIdleTimeout)
             }
         }
+        await mcp.stdio?.stopAll()
     }
 
     // MARK: Tasks

@@ -141,10 +141,6 @@ extension AgentAPI {
             mcpRefused(name, agent, message)
             return Self.rpc(id, error: -32003, message)
         }
-        guard let url = server.url else {
-            return Self.toolError(
-                id, "MCP server \(route.id.name) is a stdio server, which this controller cannot reach yet; give it a url")
-        }
         var credential: String?
         if let secret = server.credentialSecret?.value {
             guard let value = self.secret(SecretID(namespace: route.id.namespace, name: secret)) else {
@@ -153,8 +149,12 @@ extension AgentAPI {
             }
             credential = value
         }
-        let endpoint = McpUpstream.Endpoint(
-            server: route.id, url: url, headers: server.headers, credential: credential, timeout: route.spec.timeout.duration)
+        guard
+            let endpoint = McpUpstream.Endpoint.server(
+                route.id, spec: route.spec, origin: route.origin, credential: credential, stateDirectory: configuration.stateDirectory)
+        else {
+            return Self.toolError(id, "MCP server \(route.id.name) has neither a url nor a command")
+        }
         let result: Node
         do throws(McpUpstream.Failure) {
             // The rug pull: a definition that changed since it was pinned is not called.
