@@ -175,7 +175,8 @@ import Testing
         let port: Int
 
         init() throws {
-            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            self.fd = fd
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -200,12 +201,13 @@ import Testing
         // in its environment, its own directory.
         let whoami = try #require(try h.client(["call", "notes__whoami"]) as? [String: Any])
         #expect(whoami["isError"] as? Bool == false, "\(whoami)")
-        let me = try #require(whoami["structured"] as? [String: Any], "\(whoami)")
+        let me = try #require(
+            try JSONSerialization.jsonObject(with: Data((whoami["text"] as? String ?? "").utf8)) as? [String: Any], "\(whoami)")
         #expect(me["uid"] as? Int == 65534, "\(me)")
         #expect(me["credential"] as? Bool == true, "\(me)")
         #expect(me["cwd"] as? String == h.directory + "/mcp/default/notes", "\(me)")
         let unconfined = try #require(try h.client(["call", "open__whoami"]) as? [String: Any])
-        #expect((unconfined["structured"] as? [String: Any])?["uid"] as? Int == 0, "\(unconfined)")
+        #expect((unconfined["text"] as? String ?? "").contains("\"uid\": 0,"), "\(unconfined)")
         #expect(h.messages(.started).contains { $0.contains("MCP server notes started in a strict sandbox") }, "\(h.messages(.started))")
 
         // The credential never reaches the agent, even when the server says it.
