@@ -38,6 +38,9 @@ public final class AgentAPI: Sendable {
         /// The first wait before a stdio MCP server that exited is started again
         /// (doubling with each exit in a row, up to a minute).
         public var mcpFirstBackoff: Duration = .seconds(1)
+        /// How long a call of a tool behind `requireApproval` (outside a workflow step)
+        /// waits for `orlctl approve`; then it is refused.
+        public var mcpApprovalTimeout: Duration = .seconds(120)
 
         public init(stateDirectory: String) { self.stateDirectory = stateDirectory }
     }
@@ -50,6 +53,8 @@ public final class AgentAPI: Sendable {
     let changeMarker: @Sendable () -> Int64?
     let configuration: Configuration
     let mcp: McpUpstream
+    /// Where per-call approvals are kept; nil: approval-gated calls are refused.
+    let approvals: (any ToolApprovalStore)?
     private let queue = DispatchQueue(label: "orl.agent-api.store")
 
     /// `store` is a connection of the API's own; `secret` reads the vault (tools'
@@ -62,6 +67,7 @@ public final class AgentAPI: Sendable {
     ) {
         self.gateway = gateway
         self.operations = RunOperations(store: store, onReady: { waiters.notify($0) })
+        self.approvals = store as? any ToolApprovalStore
         self.waiters = waiters
         self.commands = commands
         self.secret = secret

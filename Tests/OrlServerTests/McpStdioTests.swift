@@ -53,10 +53,22 @@ import Testing
         spec: {model: sim/small, runtime: {command: /bin/true}, tools: [notes/whoami, notes/connect, open/connect]}
         ---
         apiVersion: orl.dev/v1
+        kind: Agent
+        metadata: {name: b}
+        spec: {model: sim/small, runtime: {command: /bin/true}, tools: [notes/whoami]}
+        ---
+        apiVersion: orl.dev/v1
+        kind: Policy
+        metadata: {name: careful}
+        spec:
+          appliesTo: {agents: [b]}
+          requireApproval: {tools: [notes/whoami]}
+        ---
+        apiVersion: orl.dev/v1
         kind: Policy
         metadata: {name: notes}
         spec:
-          appliesTo: {agents: [a]}
+          appliesTo: {agents: [a, b]}
           allow: {models: ["sim/*"], tools: ["notes/*", "open/*"]}
           deny: {tools: [notes/forget]}
         """
@@ -74,7 +86,7 @@ import Testing
 
         /// Pins each server as `orlctl mcp pin` does (running it as the controller
         /// would), then serves the fleet.
-        init(backoff: Duration = .seconds(1)) async throws {
+        init(backoff: Duration = .seconds(1), approvalTimeout: Duration = .seconds(120)) async throws {
             var read = ManifestReader().read(YAMLParser().parse(McpStdioTests.fleet(), file: "fleet.yaml"))
             let unpinned = ManifestValidation.validate(read).fleet
             let pinning = McpStdioServers(launcher: ProcessRuntime())
@@ -101,10 +113,15 @@ import Testing
                 store: store, providerKey: { _ in nil }, clock: McpServerTests.Harness.clock,
                 log: { event in events.list.withLock { $0.append(event) } }, onExhausted: {})
             gateway.update(
-                fleet: report.fleet, tokens: [ResourceID(kind: "Agent", name: "a"): AgentToken.digest("token-a")],
+                fleet: report.fleet,
+                tokens: [
+                    ResourceID(kind: "Agent", name: "a"): AgentToken.digest("token-a"),
+                    ResourceID(kind: "Agent", name: "b"): AgentToken.digest("token-b"),
+                ],
                 now: McpServerTests.Harness.clock())
             var configuration = AgentAPI.Configuration(stateDirectory: directory)
             configuration.mcpFirstBackoff = backoff
+            configuration.mcpApprovalTimeout = approvalTimeout
             api = AgentAPI(
                 gateway: gateway, store: try SQLiteStateStore(directory: directory), waiters: TaskWaiters(), commands: ProcessRuntime(),
                 secret: Self.secret, configuration: configuration)
@@ -142,10 +159,10 @@ import Testing
         }
 
         /// One tools/call as a bare JSON-RPC POST (no client start-up: for timing).
-        func call(_ tool: String, _ arguments: String = "{}") async throws -> [String: Any] {
+        func call(_ tool: String, _ arguments: String = "{}", token: String = "token-a") async throws -> [String: Any] {
             var request = HTTPClientRequest(url: url + "/mcp")
             request.method = .POST
-            request.headers.add(name: "Authorization", value: "Bearer token-a")
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(
                 ByteBuffer(
@@ -268,6 +285,59 @@ import Testing
         }
         #expect(h.text(again).contains("65534"), "\(again)")
         #expect(h.messages(.started).count == 2, "\(h.messages(.started))")
+        await h.stop()
+    }
+
+    /// A Policy's requireApproval outside a workflow: each call waits for a person's
+    /// decision (what `orlctl approve/deny call/ID` does), recorded with who and why,
+    /// and is refused when none comes in time.
+    @Test func aCallBehindAnApprovalWaitsForTheDecision() async throws {
+        let h = try await Harness(approvalTimeout: .seconds(3))
+        let store = try SQLiteStateStore(directory: h.directory)
+        func nextPending() async throws -> ToolApproval {
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
+                if let first = try store.pendingToolApprovals(namespace: nil).first { return first }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "no call waits for approval"])
+        }
+        let approving = Task { () async throws -> String in h.text(try await h.call("notes__whoami", token: "token-b")) }
+        let first = try await nextPending()
+        #expect(first.tool == "notes/whoami" && first.agent.name == "b" && first.arguments == "{}", "\(first)")
+        _ = try store.decide(first.id, approve: true, by: "alice", reason: "looks fine", now: McpServerTests.Harness.clock())
+        let approved = try await approving.value
+        #expect(approved.contains("65534"), "\(approved)")
+        // Decided once: a second decision is refused.
+        #expect(throws: RunError.self) {
+            try store.decide(first.id, approve: false, by: "bob", reason: nil, now: McpServerTests.Harness.clock())
+        }
+
+        let denying = Task { () async throws -> String in
+            let reply = try await h.call("notes__whoami", token: "token-b")
+            let error = reply["error"] as? [String: Any]
+            return "\(error?["code"] as? Int ?? 0) \(error?["message"] as? String ?? "")"
+        }
+        let second = try await nextPending()
+        _ = try store.decide(second.id, approve: false, by: "bob", reason: "not now", now: McpServerTests.Harness.clock())
+        let denied = try await denying.value
+        #expect(denied.hasPrefix("-32003 ") && denied.contains("denied by bob: not now"), "\(denied)")
+
+        // Nobody decides: refused at the deadline, and recorded as Expired.
+        let expired = try await h.call("notes__whoami", token: "token-b")
+        let refusal = try #require(expired["error"] as? [String: Any], "\(expired)")
+        #expect((refusal["message"] as? String ?? "").contains("no one approved it within 3s"), "\(refusal)")
+        #expect(try store.pendingToolApprovals(namespace: nil).isEmpty)
+
+        let events = try store.read { reader throws(StoreError) in
+            try reader.events(for: ResourceID(kind: "Agent", name: "b"), limit: 20)
+        }.map { "\($0.reason): \($0.message)" }
+        #expect(events.contains { $0.hasPrefix("ToolApproved:") && $0.contains("approved by alice: looks fine") }, "\(events)")
+        #expect(events.contains { $0.hasPrefix("ToolDenied:") && $0.contains("denied by bob: not now") }, "\(events)")
+        #expect(events.contains { $0.hasPrefix("ToolApprovalExpired:") }, "\(events)")
+        #expect(events.filter { $0.hasPrefix("ToolApprovalRequested:") }.count == 3, "\(events)")
+        // Agent a, without the requireApproval, calls it at once.
+        #expect(h.text(try await h.call("notes__whoami")).contains("65534"))
         await h.stop()
     }
 }
