@@ -30,6 +30,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -62,6 +63,9 @@ struct child_args {
     /// NULL: an ordinary child; else the sandbox (the child is the namespace's init).
     const orl_sandbox *sandbox;
     int report_fd;
+    /// A sandbox's init writes the program's raw wait status here before it exits
+    /// (-1: nowhere), since an init cannot die of the program's signal itself.
+    int status_fd;
     /// Upper bound for the close() loop when close_range is not available.
     int max_fd;
 };
@@ -451,13 +455,23 @@ static void sandbox_init(const struct child_args *args, int report_fd) {
     if (program == 0) return;
 
     // Nothing of the controller's stays open here (the report socket included: the
-    // program's execve is what the parent waits for).
+    // program's execve is what the parent waits for), but for the status pipe.
+    int status_fd = args->status_fd;
 #ifdef SYS_close_range
-    if (syscall(SYS_close_range, 0U, ~0U, 0U) < 0)
+    int closed = status_fd < 0 ? (int)syscall(SYS_close_range, 0U, ~0U, 0U)
+                 : status_fd == 0 ? (int)syscall(SYS_close_range, 1U, ~0U, 0U)
+                                  : ((int)syscall(SYS_close_range, 0U, (unsigned)status_fd - 1U, 0U) < 0
+                                        ? -1
+                                        : (int)syscall(SYS_close_range, (unsigned)status_fd + 1U, ~0U, 0U));
+    if (closed < 0)
 #endif
     {
-        for (int fd = 0; fd < args->max_fd; fd++) (void)close(fd);
+        for (int fd = 0; fd < args->max_fd; fd++) {
+            if (fd != status_fd) (void)close(fd);
+        }
     }
+    // What `ps` and `top` show for it (its command line stays the controller's).
+    (void)prctl(PR_SET_NAME, "orl-sandbox", 0, 0, 0);
     // Signals stay blocked (as the parent left them): an init ignores those it has no
     // handler for anyway, and the program gets the controller's signals itself, being
     // in the same process group.
@@ -471,6 +485,12 @@ static void sandbox_init(const struct child_args *args, int report_fd) {
         }
         if (reaped == program) {
             code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f);
+            if (status_fd >= 0) {
+                ssize_t written;
+                do {
+                    written = write(status_fd, &status, sizeof status);
+                } while (written < 0 && errno == EINTR);
+            }
             break;
         }
     }
@@ -581,9 +601,11 @@ static void child(const struct child_args *args) {
 
 static int spawn(
     const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path, const int *stdio,
-    const orl_spawn_limits *limits, const orl_sandbox *sandbox, pid_t *pid_out, int *listener_out, orl_spawn_step *step_out) {
+    const orl_spawn_limits *limits, const orl_sandbox *sandbox, pid_t *pid_out, int *listener_out, int *status_out,
+    orl_spawn_step *step_out) {
     *step_out = ORL_SPAWN_OK;
     if (listener_out != NULL) *listener_out = -1;
+    if (status_out != NULL) *status_out = -1;
 
     // The child reports a failure before (or of) execve here, and a sandbox's init
     // sends the API listener; a successful execve closes the last copy of the child's
@@ -594,6 +616,16 @@ static int spawn(
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, report) < 0) {
         *step_out = ORL_SPAWN_PIPE;
         return errno;
+    }
+
+    // Close-on-exec: only the init keeps the writing end (it never calls execve).
+    int status_pipe[2] = {-1, -1};
+    if (sandbox != NULL && status_out != NULL && pipe2(status_pipe, O_CLOEXEC) < 0) {
+        int error = errno;
+        close(report[0]);
+        close(report[1]);
+        *step_out = ORL_SPAWN_PIPE;
+        return error;
     }
 
     struct rlimit files;
@@ -611,6 +643,7 @@ static int spawn(
         .limits = limits,
         .sandbox = sandbox,
         .report_fd = report[1],
+        .status_fd = status_pipe[1],
         .max_fd = max_fd,
     };
 
@@ -633,8 +666,10 @@ static int spawn(
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
 
     close(report[1]);
+    if (status_pipe[1] >= 0) close(status_pipe[1]);
     if (pid < 0) {
         close(report[0]);
+        if (status_pipe[0] >= 0) close(status_pipe[0]);
         *step_out = sandbox == NULL ? ORL_SPAWN_FORK : ORL_SPAWN_NAMESPACES;
         return fork_error;
     }
@@ -670,6 +705,7 @@ static int spawn(
         // End of file: execve succeeded (or the child was killed before it could
         // report, which its exit status will tell).
         *pid_out = pid;
+        if (status_out != NULL) *status_out = status_pipe[0];
         if (listener_out != NULL) {
             *listener_out = listener;
         } else if (listener >= 0) {
@@ -678,6 +714,7 @@ static int spawn(
         return 0;
     }
     if (listener >= 0) close(listener);
+    if (status_pipe[0] >= 0) close(status_pipe[0]);
 
     // The child failed and exits with 127 at once: reap it here, so a failed start
     // leaves no zombie and the caller never sees its PID.
@@ -696,19 +733,22 @@ static int spawn(
 int orl_spawn(
     const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path,
     const orl_spawn_limits *limits, pid_t *pid_out, orl_spawn_step *step_out) {
-    return spawn(path, argv, envp, directory, log_path, NULL, limits, NULL, pid_out, NULL, step_out);
+    return spawn(path, argv, envp, directory, log_path, NULL, limits, NULL, pid_out, NULL, NULL, step_out);
 }
 
 int orl_spawn_stdio(
     const char *path, char *const argv[], char *const envp[], const char *directory, const int stdio[3],
     const orl_spawn_limits *limits, pid_t *pid_out, orl_spawn_step *step_out) {
-    return spawn(path, argv, envp, directory, NULL, stdio, limits, NULL, pid_out, NULL, step_out);
+    return spawn(path, argv, envp, directory, NULL, stdio, limits, NULL, pid_out, NULL, NULL, step_out);
 }
 
 int orl_spawn_sandboxed(
     const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path, const int stdio[3],
-    const orl_spawn_limits *limits, const orl_sandbox *sandbox, pid_t *pid_out, int *listener_out, orl_spawn_step *step_out) {
-    return spawn(path, argv, envp, directory, log_path, log_path == NULL ? stdio : NULL, limits, sandbox, pid_out, listener_out, step_out);
+    const orl_spawn_limits *limits, const orl_sandbox *sandbox, pid_t *pid_out, int *listener_out, int *status_out,
+    orl_spawn_step *step_out) {
+    return spawn(
+        path, argv, envp, directory, log_path, log_path == NULL ? stdio : NULL, limits, sandbox, pid_out, listener_out, status_out,
+        step_out);
 }
 
 struct netns_listen {
@@ -791,4 +831,19 @@ const char *orl_spawn_step_description(orl_spawn_step step) {
     case ORL_SPAWN_RLIMIT_NPROC: return "set the process limit (RLIMIT_NPROC)";
     }
     return "start";
+}
+
+int orl_read_program_status(int fd, int *status_out) {
+    // The init writes before it exits and the caller reads after reaping it, so the
+    // bytes are there or never will be: poll rather than block, to be safe.
+    struct pollfd ready = {.fd = fd, .events = POLLIN};
+    if (poll(&ready, 1, 0) <= 0) return 0;
+    int status;
+    ssize_t count;
+    do {
+        count = read(fd, &status, sizeof status);
+    } while (count < 0 && errno == EINTR);
+    if (count != (ssize_t)sizeof status) return 0;
+    *status_out = status;
+    return 1;
 }

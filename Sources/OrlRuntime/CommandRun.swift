@@ -65,12 +65,13 @@ extension ProcessRuntime: CommandRunner {
                 throw error
             }
         }
+        var statusPipe: Int32 = -1
         let code = stdio.withUnsafeBufferPointer { fds in
             if let sandbox {
                 return sandbox.c.withPointer { pointer in
                     orl_spawn_sandboxed(
                         path, argv.pointers, envp.pointers, invocation.workingDirectory, nil, fds.baseAddress, &limits, pointer, &pid, nil,
-                        &step)
+                        &statusPipe, &step)
                 }
             }
             return orl_spawn_stdio(path, argv.pointers, envp.pointers, invocation.workingDirectory, fds.baseAddress, &limits, &pid, &step)
@@ -101,6 +102,13 @@ extension ProcessRuntime: CommandRunner {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         if exit == nil && finished { exit = decode(status) }
+        if statusPipe >= 0 {
+            // A sandbox's init exits with 128+N for a program killed by signal N; the
+            // program's own status says which it was.
+            var programStatus: Int32 = 0
+            if exit != nil && orl_read_program_status(statusPipe, &programStatus) == 1 { exit = decode(programStatus) }
+            close(statusPipe)
+        }
         io.closeAll()
         return CommandOutcome(exit: exit, stdout: io.stdout, stderr: io.stderr, truncated: io.truncated)
     }

@@ -29,6 +29,8 @@ public final class ProcessRuntime: AgentRuntime {
         var children: [Int32: UInt64] = [:]
         /// Sandboxed children's cgroup directories, removed once they are reaped.
         var cgroups: [Int32: [String]] = [:]
+        /// Sandboxed children's status pipes (see `orl_spawn_sandboxed`), read once reaped.
+        var statusPipes: [Int32: Int32] = [:]
         /// Why a sandboxed process ended, when one of its limits ended it.
         var notes: [ProcessIdentity: String] = [:]
         /// Exits already reaped, so that asking again gives the same answer; bounded,
@@ -84,6 +86,7 @@ public final class ProcessRuntime: AgentRuntime {
         var step = ORL_SPAWN_OK
         var code: Int32 = 0
         var listener: Int32 = -1
+        var statusPipe: Int32 = -1
         // ETXTBSY: the program was recently written through a descriptor that a process
         // forked by another thread (anywhere in the controller) still holds between its
         // fork and its exec, a window of microseconds. Retrying briefly is the usual
@@ -95,7 +98,7 @@ public final class ProcessRuntime: AgentRuntime {
                 code = sandbox.c.withPointer { pointer in
                     orl_spawn_sandboxed(
                         path, argv.pointers, envp.pointers, spec.workingDirectory, spec.logFile, nil, &limits, pointer, &pid, &listener,
-                        &step)
+                        &statusPipe, &step)
                 }
             } else {
                 code = orl_spawn(path, argv.pointers, envp.pointers, spec.workingDirectory, spec.logFile, &limits, &pid, &step)
@@ -113,7 +116,12 @@ public final class ProcessRuntime: AgentRuntime {
                 close(listener)
             }
         }
-        if let sandbox { state.withLock { $0.cgroups[pid] = sandbox.cgroups.directories } }
+        if let sandbox {
+            state.withLock {
+                $0.cgroups[pid] = sandbox.cgroups.directories
+                if statusPipe >= 0 { $0.statusPipes[pid] = statusPipe }
+            }
+        }
 
         // The child is ours and unreaped, so its stat stays readable (as a zombie at
         // worst) until we wait for it: the start time read now is the child's.
@@ -260,11 +268,19 @@ public final class ProcessRuntime: AgentRuntime {
             } while result < 0 && errno == EINTR
             if result == 0 { return .running }
             state.children[process.pid] = nil
+            let statusPipe = state.statusPipes.removeValue(forKey: process.pid)
+            defer { if let statusPipe { close(statusPipe) } }
             let directories = state.cgroups.removeValue(forKey: process.pid) ?? []
             if let note = SandboxCgroups.containment(in: directories) { state.notes[process] = note }
             SandboxCgroups.remove(directories)
             listeners?.release(pid: process.pid)
             guard result == process.pid else { return .notOurs }  // ECHILD: reaped elsewhere
+            // A sandbox's init can only exit with 128+N for a program killed by signal N
+            // (and dies of a signal itself only when the whole sandbox is killed).
+            var programStatus: Int32 = 0
+            if let statusPipe, status & 0x7f == 0, orl_read_program_status(statusPipe, &programStatus) == 1 {
+                status = programStatus
+            }
             let exit = Self.decode(status)
             state.remember(exit, of: process)
             return .exited(exit)

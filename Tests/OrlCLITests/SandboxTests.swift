@@ -79,7 +79,8 @@ import Testing
         shell("python3 -c \"import socket; socket.create_connection(('\(host)', \(port)), timeout=2)\"") == 0
     }
 
-    static func fleet(remote: String, loopback: Int, state: String, victim: String) -> String {
+    /// `unconfined`: the escaper (only) runs with `isolation: none`, for the control test.
+    static func fleet(remote: String, loopback: Int, state: String, victim: String, unconfined: Bool = false) -> String {
         let library = Orlctl.packageRoot.appendingPathComponent("examples/agents").path
         return """
             apiVersion: orl.dev/v1
@@ -106,6 +107,7 @@ import Testing
                 mounts: [{path: "\(library)"}]
                 env: [{name: PYTHONUNBUFFERED, value: "1"}]
                 gracePeriod: 2s
+                isolation: \(unconfined ? "none" : "strict")
             ---
             apiVersion: orl.dev/v1
             kind: Agent
@@ -134,7 +136,7 @@ import Testing
             metadata: {name: team}
             spec:
               appliesTo: {selector: {matchLabels: {team: t}}}
-              requireIsolation: strict
+              \(unconfined ? "" : "requireIsolation: strict")
               allow: {models: ["sim/*"], tools: [shout]}
             ---
             apiVersion: orl.dev/v1
@@ -232,6 +234,49 @@ import Testing
         #expect(described.contains("Sandboxed") && described.contains("uid 65534") && described.contains("127.0.0.1:"), "\(described)")
         let wide = try h.orlctl(["get", "agents", "-o", "wide"]).stdout
         #expect(wide.contains("ISOLATION") && wide.contains("strict"), "\(wide)")
+        try h.stopController()
+    }
+
+    /// The control: the same probes, run by the same agent with `isolation: none`, do
+    /// get out. Without it, a probe that failed for an unrelated reason (a typo, a
+    /// missing module) would pass the test above while proving nothing.
+    @Test func withoutTheSandboxTheSameProbesGetOut() throws {
+        // Unconfined, it really writes these (as root): put the host back.
+        defer { for path in ["/tmp/orl-sandbox-escaped", "/usr/escaped"] { unlink(path) } }
+        let remote = try RemoteHost()
+        let h = try AgentRunsTests.Harness()
+        let loopbackPortFile = h.work.url.appendingPathComponent("loopback.port").path
+        try h.background(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                "import socket,sys\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(64)\n"
+                    + "open(sys.argv[1],'w').write(str(s.getsockname()[1]))\nwhile True:\n  c,_=s.accept()\n  c.close()",
+                loopbackPortFile,
+            ], log: "loopback.log")
+        #expect(waitUntil(seconds: 30) { ((try? String(contentsOfFile: loopbackPortFile, encoding: .utf8)) ?? "").count > 0 })
+        let loopback = try #require(Int(try String(contentsOfFile: loopbackPortFile, encoding: .utf8)))
+        #expect(waitUntil(seconds: 30) { Self.canConnect(remote.address, remote.port) }, "the test host is not reachable from the host")
+
+        let victim = "victim-marker-\(UInt32.random(in: 0...UInt32.max))"
+        try h.work.write(
+            "fleet.yaml",
+            Self.fleet(remote: "\(remote.address):\(remote.port)", loopback: loopback, state: h.state, victim: victim, unconfined: true))
+        try h.apply("fleet.yaml")
+        #expect(FileManager.default.createFile(atPath: h.state + "/master.key", contents: Data("k".utf8)))
+        try h.startController()
+        #expect(waitUntil(seconds: 30) { ((try? h.orlctl(["get", "agent/victim"]).stdout) ?? "").contains("Running") })
+
+        let id = try h.start("escape")
+        #expect(try h.await(id, ["Succeeded", "Failed"], seconds: 60) == "Succeeded")
+        let probes = try #require(try h.output(id, "try")["probes"] as? [String: [String: Any]])
+        func could(_ name: String) -> Bool { probes[name]?["ok"] as? Bool ?? false }
+        func detail(_ name: String) -> String { probes[name]?["detail"] as? String ?? "" }
+        for probe in ["remote", "loopback", "masterKey", "database", "token", "otherEnviron", "writeParent", "writeUsr"] {
+            #expect(could(probe), "unconfined, \(probe) should get out: \(detail(probe))")
+        }
+        #expect(detail("uid") == "0")
+        #expect(could("model") && could("tool"))
         try h.stopController()
     }
 

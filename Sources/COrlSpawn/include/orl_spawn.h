@@ -102,9 +102,17 @@ int orl_spawn_stdio(
 
 /// As orl_spawn / orl_spawn_stdio (`log_path` NULL: `stdio`), in `sandbox` (NULL: none).
 /// `listener_out` gets the API listener (or -1); the returned PID is the namespace's init.
+/// `status_out` (if not NULL) gets the reading end of a pipe (close-on-exec) on which
+/// the init writes the program's raw wait status (an int) just before it exits: the
+/// init's own status can only say 128+N for a program killed by signal N.
 int orl_spawn_sandboxed(
     const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path, const int stdio[3],
-    const orl_spawn_limits *limits, const orl_sandbox *sandbox, pid_t *pid_out, int *listener_out, orl_spawn_step *step_out);
+    const orl_spawn_limits *limits, const orl_sandbox *sandbox, pid_t *pid_out, int *listener_out, int *status_out,
+    orl_spawn_step *step_out);
+
+/// Reads the wait status a sandbox's init wrote on `fd` (see orl_spawn_sandboxed) without
+/// blocking; returns 1 and stores it in `status_out`, or 0 if none was written.
+int orl_read_program_status(int fd, int *status_out);
 
 /// A TCP socket listening on 127.0.0.1:port inside the network namespace of `pid`
 /// (for a sandboxed process adopted from an earlier controller); -1 with errno set.
