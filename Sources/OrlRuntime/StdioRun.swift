@@ -76,7 +76,7 @@ extension ProcessRuntime: StdioLauncher {
                     return sandbox.c.withPointer { pointer in
                         orl_spawn_sandboxed(
                             path, argv.pointers, envp.pointers, invocation.workingDirectory, nil, fds.baseAddress, &limits, pointer, &pid,
-                            nil, &step)
+                            nil, nil, &step)
                     }
                 }
                 return orl_spawn_stdio(
