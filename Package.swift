@@ -152,7 +152,7 @@ let package = Package(
         .testTarget(
             name: "OrlServerTests",
             dependencies: [
-                "OrlServer", "OrlCore", "OrlStore", "OrlYAML",
+                "OrlServer", "OrlCore", "OrlStore", "OrlYAML", "OrlRuntime",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -171,6 +171,7 @@ public struct Daemon: Sendable {
         let services: [any Service] =
             tracing + [
             LedgerService(gateway: gateway),
+            McpServersService(agents: agents),
             APIService(server: server),
         ] + (metricsServer.map { [APIService(server: $0)] } ?? []) + [
 

@@ -149,3 +149,19 @@ struct TracingService: Service {
         await tracer.flush()
     }
 }
+
+/// The stdio MCP servers orl runs: the idle ones stopped every minute, and all of them
+/// once the API that calls them has stopped.
+struct McpServersService: Service {
+    let agents: AgentAPI
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try await Task.sleep(for: .seconds(60))
+                await agents.stopIdleServers()
+            }
+        }
+        await agents.stopServers()
+    }
+}

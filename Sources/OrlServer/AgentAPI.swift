@@ -33,6 +33,15 @@ public final class AgentAPI: Sendable {
         public var maxToolOutputBytes = 8 << 20
         /// How old the live tool definitions an MCP call is checked against may be.
         public var mcpDefinitionMaxAge: Duration = .seconds(5)
+        /// A stdio MCP server no call used for this long is stopped (started again at
+        /// the next call).
+        public var mcpIdleTimeout: Duration = .seconds(600)
+        /// The first wait before a stdio MCP server that exited is started again
+        /// (doubling with each exit in a row, up to a minute).
+        public var mcpFirstBackoff: Duration = .seconds(1)
+        /// How long a call of a tool behind `requireApproval` (outside a workflow step)
+        /// waits for `orlctl approve`; then it is refused.
+        public var mcpApprovalTimeout: Duration = .seconds(120)
 
         public init(stateDirectory: String) { self.stateDirectory = stateDirectory }
     }
@@ -45,6 +54,8 @@ public final class AgentAPI: Sendable {
     let changeMarker: @Sendable () -> Int64?
     let configuration: Configuration
     let mcp: McpUpstream
+    /// Where per-call approvals are kept; nil: approval-gated calls are refused.
+    let approvals: (any ToolApprovalStore)?
     private let queue = DispatchQueue(label: "orl.agent-api.store")
     /// When each attempt in flight was claimed, and the runs they belong to: the spans of
     /// attempts and runs (only kept while a tracer is set).
@@ -56,20 +67,25 @@ public final class AgentAPI: Sendable {
     }
 
     /// `store` is a connection of the API's own; `secret` reads the vault (tools'
-    /// credentials); `changeMarker` changes when another process writes the store.
+    /// credentials); `changeMarker` changes when another process writes the store;
+    /// `servers` runs stdio MCP servers (by default `commands`, when it can).
     public init(
         gateway: Gateway, store: any RunStore, waiters: TaskWaiters, commands: any CommandRunner,
         secret: @escaping @Sendable (SecretID) -> String?, changeMarker: @escaping @Sendable () -> Int64? = { nil },
-        configuration: Configuration
+        servers: (any StdioLauncher)? = nil, configuration: Configuration
     ) {
         self.gateway = gateway
         self.operations = RunOperations(store: store, onReady: { waiters.notify($0) })
+        self.approvals = store as? any ToolApprovalStore
         self.waiters = waiters
         self.commands = commands
         self.secret = secret
         self.changeMarker = changeMarker
         self.configuration = configuration
-        self.mcp = McpUpstream(client: gateway.client, maxResponseBytes: configuration.maxToolOutputBytes)
+        let stdio = McpStdioServers(
+            launcher: servers ?? (commands as? any StdioLauncher), log: { gateway.note($0) }, clock: gateway.clock,
+            maxMessageBytes: configuration.maxToolOutputBytes, firstBackoff: configuration.mcpFirstBackoff)
+        self.mcp = McpUpstream(client: gateway.client, maxResponseBytes: configuration.maxToolOutputBytes, stdio: stdio)
     }
 
     func register(_ router: Router<BasicRequestContext>) {
@@ -105,8 +121,12 @@ public final class AgentAPI: Sendable {
             }
             rounds += 1
             if rounds % 10 == 0, gateway.telemetry.tracer != nil { await traceEndedRuns() }
-            if rounds % 600 == 0 { prune() }
+            if rounds % 600 == 0 {
+                prune()
+                await stopIdleServers()
+            }
         }
+        await mcp.stdio?.stopAll()
     }
 
     /// Learns the tasks in flight from the store (agents outlive controllers), so that
@@ -125,6 +145,12 @@ public final class AgentAPI: Sendable {
 
     /// Forgets the leases that have passed.
     public func prune() { gateway.pruneTasks(at: gateway.clock()) }
+
+    /// Stops the stdio MCP servers no call has used for `mcpIdleTimeout`.
+    public func stopIdleServers() async { await mcp.stdio?.stopIdle(after: configuration.mcpIdleTimeout) }
+
+    /// Stops every stdio MCP server (the controller is stopping).
+    public func stopServers() async { await mcp.stdio?.stopAll() }
 
     // MARK: Tasks
 

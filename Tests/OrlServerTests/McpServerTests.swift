@@ -145,7 +145,13 @@ import Testing
             let apiStore = try SQLiteStateStore(directory: directory)
             api = AgentAPI(
                 gateway: gateway, store: apiStore, waiters: TaskWaiters(), commands: AgentAPIServerTests.NoCommands(),
-                secret: { $0.name == "issues-token" ? "s3cret" : nil }, configuration: AgentAPI.Configuration(stateDirectory: directory))
+                secret: { $0.name == "issues-token" ? "s3cret" : nil },
+                configuration: {
+                    var configuration = AgentAPI.Configuration(stateDirectory: directory)
+                    // A gated call waits for a decision none of these tests gives.
+                    configuration.mcpApprovalTimeout = .seconds(1)
+                    return configuration
+                }())
             let started = try await APIServer(gateway: gateway, agents: api, port: 0).start()
             url = started.url
             server = started.task
@@ -222,9 +228,10 @@ import Testing
         let unknown = try #require(try h.client(["call", "issues__nope"]) as? [String: Any])
         #expect(unknown["error"] as? Int == -32602, "\(unknown)")
 
-        // A tool behind an approval is not called outside an approved workflow step.
+        // A tool behind an approval, outside a workflow step, waits for a decision and
+        // is refused without one.
         let gated = try #require(try h.client(["call", "issues__create_issue", #"{"title": "x"}"#], token: "token-b") as? [String: Any])
-        #expect(gated["error"] as? Int == -32003 && (gated["message"] as? String ?? "").contains("approval"), "\(gated)")
+        #expect(gated["error"] as? Int == -32003 && (gated["message"] as? String ?? "").contains("no one approved it"), "\(gated)")
         await h.stop()
     }
 

@@ -610,8 +610,17 @@ enum BundledSchemas {
                         },
                         "headers": { "type": "object", "additionalProperties": { "type": "string" } },
                         "credentialSecret": {
-                          "description": "Vault secret sent to the server as a bearer token (stdio: in MCP_CREDENTIAL); agents never see it.",
+                          "description": "Vault secret sent to the server as a bearer token (stdio: in the environment variable credentialEnv); agents never see it.",
                           "$ref": "common.schema.json#/$defs/name"
+                        },
+                        "credentialEnv": {
+                          "description": "stdio: the environment variable the credential arrives in (default MCP_CREDENTIAL).",
+                          "$ref": "common.schema.json#/$defs/envName"
+                        },
+                        "isolation": {
+                          "description": "stdio: how the server process is confined. strict (the default): a sandbox of its own as an agent's (docs/sandbox.md) with no network at all and only its own directory writable. none: an ordinary process of the controller's user, for a server that must reach the network itself.",
+                          "enum": ["strict", "none"],
+                          "default": "strict"
                         },
                         "tools": {
                           "description": "The server's tools orl exposes: names, NAME* prefixes, or * (the default).",
