@@ -170,23 +170,23 @@ public struct Daemon: Sendable {
         let tracing: [any Service] = configuration.telemetry.tracer.map { [TracingService(tracer: $0, agents: agents)] } ?? []
         let services: [any Service] =
             tracing + [
-            LedgerService(gateway: gateway),
-            McpServersService(agents: agents),
-            APIService(server: server),
-        ] + (metricsServer.map { [APIService(server: $0)] } ?? []) + [
+                LedgerService(gateway: gateway),
+                McpServersService(agents: agents),
+                APIService(server: server),
+            ] + (metricsServer.map { [APIService(server: $0)] } ?? []) + [
 
-            feed,
-            secrets,
-            RunsService(driver: runs),
-            PeriodicService("log-rotation", every: configuration.logRotationInterval) {
-                LogRotation.rotateAll(in: directory + "/logs", runtime: ProcessRuntime(), maxBytes: maxBytes, keep: keep, log: log)
-            },
-            PeriodicService("retention", every: configuration.retentionInterval, atStart: true) {
-                _ = try? retentionStore.retain(.standard, now: Controller.systemTime())
-            },
-            PeriodicService("lease-pruning", every: .seconds(60)) { agents.prune() },
-            ReconcileService(controller: controller),
-        ]
+                feed,
+                secrets,
+                RunsService(driver: runs),
+                PeriodicService("log-rotation", every: configuration.logRotationInterval) {
+                    LogRotation.rotateAll(in: directory + "/logs", runtime: ProcessRuntime(), maxBytes: maxBytes, keep: keep, log: log)
+                },
+                PeriodicService("retention", every: configuration.retentionInterval, atStart: true) {
+                    _ = try? retentionStore.retain(.standard, now: Controller.systemTime())
+                },
+                PeriodicService("lease-pruning", every: .seconds(60)) { agents.prune() },
+                ReconcileService(controller: controller),
+            ]
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: services.map {
