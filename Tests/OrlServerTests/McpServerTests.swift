@@ -143,15 +143,12 @@ import Testing
                     ResourceID(kind: "Agent", name: "b"): AgentToken.digest("token-b"),
                 ], now: Self.clock())
             let apiStore = try SQLiteStateStore(directory: directory)
+            var configuration = AgentAPI.Configuration(stateDirectory: directory)
+            // A gated call waits for a decision none of these tests gives.
+            configuration.mcpApprovalTimeout = .seconds(1)
             api = AgentAPI(
                 gateway: gateway, store: apiStore, waiters: TaskWaiters(), commands: AgentAPIServerTests.NoCommands(),
-                secret: { $0.name == "issues-token" ? "s3cret" : nil },
-                configuration: {
-                    var configuration = AgentAPI.Configuration(stateDirectory: directory)
-                    // A gated call waits for a decision none of these tests gives.
-                    configuration.mcpApprovalTimeout = .seconds(1)
-                    return configuration
-                }())
+                secret: { $0.name == "issues-token" ? "s3cret" : nil }, configuration: configuration)
             let started = try await APIServer(gateway: gateway, agents: api, port: 0).start()
             url = started.url
             server = started.task
