@@ -109,9 +109,10 @@ extension ProcessRuntime: StdioLauncher {
         let child = StdioChildProcess(runtime: self, identity: identity, input: input[1])
         let reading = output[0]
         let leader = pid
-        // A blocking read loop for the program's lifetime: on a thread of its own, never
-        // the cooperative pool.
-        DispatchQueue.global().async {
+        // A blocking read loop for the program's lifetime: on a thread of its own, neither
+        // the cooperative pool nor Dispatch's global queues (as wide as the cores, which a
+        // few idle servers would otherwise hold for good).
+        startThread {
             StdioChildProcess.readLines(reading, pid: leader, maxLineBytes: maxLineBytes, onLine: onLine)
             close(reading)
             onClose()
@@ -192,5 +193,29 @@ final class StdioChildProcess: StdioChild {
                 return
             }
         }
+    }
+}
+
+/// Runs `body` on a new detached POSIX thread.
+func startThread(_ body: @escaping @Sendable () -> Void) {
+    final class Box: @unchecked Sendable {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    let context = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let created = pthread_create(
+        &thread, nil,
+        { context in
+            let box = Unmanaged<Box>.fromOpaque(context!).takeRetainedValue()
+            box.body()
+            return nil
+        }, context)
+    if created == 0 {
+        pthread_detach(thread)
+    } else {
+        // No thread to be had: the work still runs, on a queue.
+        let box = Unmanaged<Box>.fromOpaque(context).takeRetainedValue()
+        DispatchQueue.global().async { box.body() }
     }
 }

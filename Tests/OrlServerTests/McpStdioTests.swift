@@ -137,8 +137,22 @@ import Testing
             try? FileManager.default.removeItem(atPath: directory)
         }
 
-        /// The official client (examples/mcp/client.py) as agent a.
-        func client(_ arguments: [String]) throws -> Any {
+        /// The official client (examples/mcp/client.py) as agent a, waited for on a thread
+        /// of its own: blocking a thread of the cooperative pool (two here) for the
+        /// client's lifetime would starve the very API it calls, and every other suite.
+        func client(_ arguments: [String]) async throws -> Any {
+            let box = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<SendableBox, any Error>) in
+                Thread { continuation.resume(with: Result { SendableBox(try self.blockingClient(arguments)) }) }.start()
+            }
+            return box.value
+        }
+
+        struct SendableBox: @unchecked Sendable {
+            let value: Any
+            init(_ value: Any) { self.value = value }
+        }
+
+        private func blockingClient(_ arguments: [String]) throws -> Any {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: McpServerTests.python)
             process.arguments = [McpServerTests.root + "/examples/mcp/client.py", url + "/mcp", "token-a"] + arguments
@@ -210,45 +224,45 @@ import Testing
 
     @Test func aStdioServerRunsInItsSandboxAndAnAgentCallsItThroughMcp() async throws {
         let h = try await Harness()
-        let listed = try #require(try h.client(["list"]) as? [String])
+        let listed = try #require(try await h.client(["list"]) as? [String])
         #expect(listed.contains("notes__whoami") && listed.contains("open__connect"), "\(listed)")
         #expect(!listed.contains("notes__forget"), "a denied tool is not offered: \(listed)")
 
         // Started at its first use, in its sandbox: an unprivileged uid, the credential
         // in its environment, its own directory.
-        let whoami = try #require(try h.client(["call", "notes__whoami"]) as? [String: Any])
+        let whoami = try #require(try await h.client(["call", "notes__whoami"]) as? [String: Any])
         #expect(whoami["isError"] as? Bool == false, "\(whoami)")
         let me = try #require(
             try JSONSerialization.jsonObject(with: Data((whoami["text"] as? String ?? "").utf8)) as? [String: Any], "\(whoami)")
         #expect(me["uid"] as? Int == 65534, "\(me)")
         #expect(me["credential"] as? Bool == true, "\(me)")
         #expect(me["cwd"] as? String == h.directory + "/mcp/default/notes", "\(me)")
-        let unconfined = try #require(try h.client(["call", "open__whoami"]) as? [String: Any])
+        let unconfined = try #require(try await h.client(["call", "open__whoami"]) as? [String: Any])
         #expect((unconfined["text"] as? String ?? "").contains("\"uid\": 0,"), "\(unconfined)")
         #expect(h.messages(.started).contains { $0.contains("MCP server notes started in a strict sandbox") }, "\(h.messages(.started))")
 
         // The credential never reaches the agent, even when the server says it.
-        let echoed = try #require(try h.client(["call", "notes__echo_credential"]) as? [String: Any])
+        let echoed = try #require(try await h.client(["call", "notes__echo_credential"]) as? [String: Any])
         #expect((echoed["text"] as? String ?? "").contains("(sensitive)"), "\(echoed)")
         #expect(!(echoed["text"] as? String ?? "").contains("s3cret-notes"), "\(echoed)")
 
         // A tool a Policy denies is refused before the server hears of it.
-        let denied = try #require(try h.client(["call", "notes__forget"]) as? [String: Any])
+        let denied = try #require(try await h.client(["call", "notes__forget"]) as? [String: Any])
         #expect(denied["error"] as? Int == -32003, "\(denied)")
 
         // No network: the host's loopback is out of reach, which it is not for the same
         // server unconfined.
         let listener = try Listener()
-        let blocked = try #require(try h.client(["call", "notes__connect", #"{"port": \#(listener.port)}"#]) as? [String: Any])
+        let blocked = try #require(try await h.client(["call", "notes__connect", #"{"port": \#(listener.port)}"#]) as? [String: Any])
         #expect((blocked["text"] as? String ?? "").hasPrefix("failed"), "\(blocked)")
-        let reached = try #require(try h.client(["call", "open__connect", #"{"port": \#(listener.port)}"#]) as? [String: Any])
+        let reached = try #require(try await h.client(["call", "open__connect", #"{"port": \#(listener.port)}"#]) as? [String: Any])
         #expect(reached["text"] as? String == "connected", "\(reached)")
 
         // The state directory is not there for it.
         try "hello".write(toFile: h.directory + "/probe.txt", atomically: true, encoding: .utf8)
-        let hidden = try #require(try h.client(["call", "notes__read", #"{"path": "\#(h.directory)/probe.txt"}"#]) as? [String: Any])
+        let hidden = try #require(try await h.client(["call", "notes__read", #"{"path": "\#(h.directory)/probe.txt"}"#]) as? [String: Any])
         #expect((hidden["text"] as? String ?? "").hasPrefix("failed"), "\(hidden)")
-        let seen = try #require(try h.client(["call", "open__read", #"{"path": "\#(h.directory)/probe.txt"}"#]) as? [String: Any])
+        let seen = try #require(try await h.client(["call", "open__read", #"{"path": "\#(h.directory)/probe.txt"}"#]) as? [String: Any])
         #expect(seen["text"] as? String == "read: hello", "\(seen)")
 
         // Its standard error is in its log.
