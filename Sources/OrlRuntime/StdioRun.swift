@@ -67,6 +67,7 @@ extension ProcessRuntime: StdioLauncher {
         var pid: pid_t = 0
         var step = ORL_SPAWN_OK
         var code: Int32 = 0
+        var statusPipe: Int32 = -1
         let stdio: [Int32] = [input[0], output[1], log]
         for delay in [0, 5, 10, 20, 40, 80] {
             // ETXTBSY: see `start`.
@@ -76,7 +77,7 @@ extension ProcessRuntime: StdioLauncher {
                     return sandbox.c.withPointer { pointer in
                         orl_spawn_sandboxed(
                             path, argv.pointers, envp.pointers, invocation.workingDirectory, nil, fds.baseAddress, &limits, pointer, &pid,
-                            nil, nil, &step)
+                            nil, &statusPipe, &step)
                     }
                 }
                 return orl_spawn_stdio(
@@ -100,12 +101,17 @@ extension ProcessRuntime: StdioLauncher {
         }
         guard let stat = ProcStat.read(pid) else {
             _ = kill(-pid, SIGKILL)
+            if statusPipe >= 0 { close(statusPipe) }
             close(input[1])
             close(output[0])
             throw failure("started as pid \(pid) but its /proc entry vanished at once; is SIGCHLD ignored in the controller?")
         }
         let identity = ProcessIdentity(pid: pid, startTime: stat.startTime)
-        state.withLock { $0.children[pid] = stat.startTime }
+        state.withLock {
+            $0.children[pid] = stat.startTime
+            // Read when it is reaped, as an agent's: a signal is reported as that signal.
+            if statusPipe >= 0 { $0.statusPipes[pid] = statusPipe }
+        }
         let child = StdioChildProcess(runtime: self, identity: identity, input: input[1])
         let reading = output[0]
         let leader = pid
