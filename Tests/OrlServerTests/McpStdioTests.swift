@@ -137,40 +137,8 @@ import Testing
             try? FileManager.default.removeItem(atPath: directory)
         }
 
-        /// The official client (examples/mcp/client.py) as agent a, waited for on a thread
-        /// of its own: blocking a thread of the cooperative pool (two here) for the
-        /// client's lifetime would starve the very API it calls, and every other suite.
-        func client(_ arguments: [String]) async throws -> Any {
-            let box = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<SendableBox, any Error>) in
-                Thread { continuation.resume(with: Result { SendableBox(try self.blockingClient(arguments)) }) }.start()
-            }
-            return box.value
-        }
-
-        struct SendableBox: @unchecked Sendable {
-            let value: Any
-            init(_ value: Any) { self.value = value }
-        }
-
-        private func blockingClient(_ arguments: [String]) throws -> Any {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: McpServerTests.python)
-            process.arguments = [McpServerTests.root + "/examples/mcp/client.py", url + "/mcp", "token-a"] + arguments
-            let out = Pipe()
-            let err = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            try process.run()
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            let said = err.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            guard process.terminationStatus == 0, let line = String(data: data, encoding: .utf8)?.split(separator: "\n").last else {
-                throw CocoaError(
-                    .fileReadUnknown,
-                    userInfo: [NSLocalizedDescriptionKey: "client failed: \(String(decoding: said, as: UTF8.self).suffix(2000))"])
-            }
-            return try JSONSerialization.jsonObject(with: Data(line.utf8))
-        }
+        /// The official client as agent a.
+        func client(_ arguments: [String]) async throws -> Any { try await McpClient.run(url, token: "token-a", arguments) }
 
         /// One tools/call as a bare JSON-RPC POST (no client start-up: for timing).
         func call(_ tool: String, _ arguments: String = "{}", token: String = "token-a") async throws -> [String: Any] {
