@@ -340,6 +340,27 @@ enum Schema {
                 """
         ),
         Migration(
+            summary: "keep per-call approvals of tools behind requireApproval",
+            sql: """
+                -- A call of a tool a Policy gates behind an approval, made outside a workflow
+                -- step, waits here for orlctl approve/deny call/ID, or for its deadline.
+                CREATE TABLE tool_approvals (
+                    id TEXT PRIMARY KEY,              -- call-HEX
+                    namespace TEXT NOT NULL,
+                    agent TEXT NOT NULL,
+                    tool TEXT NOT NULL,               -- SERVER/TOOL
+                    arguments TEXT NOT NULL,          -- compact JSON, at most 4 KiB
+                    requested_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    state TEXT NOT NULL,              -- Pending, Approved, Denied, Expired
+                    decided_by TEXT,
+                    reason TEXT,
+                    decided_at INTEGER
+                );
+                CREATE INDEX tool_approvals_pending ON tool_approvals (requested_at) WHERE state = 'Pending';
+                """
+        ),
+        Migration(
             summary: "keep what the last apply of each source read, so that unchanged files are not read again",
             sql: """
                 -- SHA-256 of the canonical manifest, hex: the plan compares it before the JSON.
