@@ -24,6 +24,12 @@ public enum PolicyAudit {
         for workflow in fleet.resources(of: .workflow) where !blindPolicies.contains(workflow.metadata.namespace) {
             diagnostics += WorkflowAudit(workflow: workflow, fleet: fleet, engine: engine)?.run() ?? []
         }
+        for policy in fleet.resources(of: .policy) {
+            diagnostics += unmatchedNames(policy, in: fleet, credentials: credentials)
+        }
+        for namespace in namespaces.sorted() where !blindPolicies.contains(namespace) && !fleet.mayMiss(.agent, in: namespace) {
+            diagnostics += handoffReach(in: namespace, of: fleet, engine: engine)
+        }
         return diagnostics
     }
 
@@ -37,6 +43,7 @@ public enum PolicyAudit {
         var diagnostics: [Diagnostic] = []
         if checkBudgets, let missing = budgetMissing(agent, fleet) { diagnostics.append(missing) }
         guard checkPermissions else { return diagnostics }
+        if let trifecta = trifectaDiagnostic(agent, permissions, fleet) { diagnostics.append(trifecta) }
         let name = agent.metadata.name
         let namespace = agent.metadata.namespace
         if let unconfined = unconfined(agent, spec, fleet) { diagnostics.append(unconfined) }
@@ -184,7 +191,7 @@ struct WorkflowAudit {
 
     func run() -> [Diagnostic] {
         PatternAudit.refine(
-            tools() + handoffs() + approvals() + dataflow() + budgets(), spec: spec, graph: graph, workflow: workflow.id)
+            tools() + handoffs() + approvals() + dataflow() + trifecta() + budgets(), spec: spec, graph: graph, workflow: workflow.id)
     }
 
     // MARK: Tools
@@ -290,17 +297,76 @@ struct WorkflowAudit {
                 }
             }
         }
+        return diagnostics + transitiveHandoffs(providers)
+    }
+
+    /// Handoffs are transitive: what A's output says can reach C through B, so a deny of
+    /// A's handoff to C holds along every path, not only on a direct edge. (A handoff no
+    /// policy allows is only required of direct edges: a chain of per-hop allows is how a
+    /// pipeline is written.)
+    private func transitiveHandoffs(_ providers: [[(step: Int, location: SourceLocation)]]) -> [Diagnostic] {
+        // Only senders with a handoff deny can be refused along a path.
+        let denying = Set(
+            agents.joined().map(\.agent).filter { agent in
+                engine.permissions(of: agent.id).rules.contains { $0.kind == .handoff && $0.effect == .deny }
+            }.map(\.id))
+        guard !denying.isEmpty else { return [] }
+        // upstream[i]: the agent steps whose output reaches step i along some path.
+        var upstream = [BitSet](repeating: BitSet(count: spec.steps.count), count: spec.steps.count)
+        for i in order {
+            for (source, _) in providers[i] {
+                upstream[i].insert(source)
+                upstream[i].formUnion(upstream[source])
+            }
+        }
+        var diagnostics: [Diagnostic] = []
+        for i in order where !mirrors[i] {
+            let direct = Set(providers[i].map(\.step))
+            // Reported once per pair of agents and receiving step, as direct handoffs are.
+            var seen = Set<String>()
+            for origin in upstream[i].elements where !direct.contains(origin) && !mirrors[origin] {
+                for (receiver, _) in agents[i] {
+                    for (sender, _) in agents[origin] where sender.id != receiver.id && denying.contains(sender.id) {
+                        guard seen.insert("\(sender.id)|\(receiver.id)").inserted else { continue }
+                        let permissions = engine.permissions(of: sender.id)
+                        let decision = permissions.decide(.handoff, receiver.metadata.name)
+                        guard decision.outcome == .denied else { continue }
+                        // One way the output travels, walked back from the receiver.
+                        var hops = [i]
+                        while let next = providers[hops[hops.count - 1]].first(where: { $0.step == origin || upstream[$0.step].contains(origin) }) {
+                            hops.append(next.step)
+                            if next.step == origin { break }
+                        }
+                        let route = hops.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
+                        diagnostics.append(
+                            .error(
+                                .permHandoffDenied,
+                                "step \"\(id(i))\" receives the output of step \"\(id(origin))\" through \(route), but agent \"\(sender.metadata.name)\" may not hand off to agent \"\(receiver.metadata.name)\": \(decision.reason)",
+                                at: spec.steps[i].id.location, resource: workflow.id, path: stepPath(i),
+                                notes: PolicyAudit.notes(for: decision, permissions)))
+                    }
+                }
+            }
+        }
         return diagnostics
     }
 
     // MARK: Approval gates
 
-    private func approvals() -> [Diagnostic] {
-        // ungated[i]: some path from a root reaches step i without passing a gate;
-        // via[i] is the previous step on one such path.
+    /// Whether step `i` is an approval gate that counts as a human decision: one that
+    /// approves itself when its timeout passes does not, unless every rule asking for the
+    /// gate says it may (`acceptTimeoutApproval`).
+    private func isHumanGate(_ i: Int, acceptTimeout: Bool) -> Bool {
+        guard case .approval(let approval) = spec.steps[i].executor else { return false }
+        return acceptTimeout || approval.onTimeout == .deny
+    }
+
+    /// ungated[i]: some path from a root reaches step i without passing a gate that
+    /// counts; via[i] is the previous step on one such path.
+    private func ungatedPaths(acceptTimeout: Bool) -> (ungated: [Bool], via: [Int?]) {
         var ungated = [Bool](repeating: false, count: spec.steps.count)
         var via = [Int?](repeating: nil, count: spec.steps.count)
-        for i in order where !spec.steps[i].isApprovalGate {
+        for i in order where !isHumanGate(i, acceptTimeout: acceptTimeout) {
             if graph.dependencies[i].isEmpty {
                 ungated[i] = true
             } else if let open = graph.dependencies[i].first(where: { ungated[$0] }) {
@@ -308,27 +374,76 @@ struct WorkflowAudit {
                 via[i] = open
             }
         }
+        return (ungated, via)
+    }
+
+    private func approvals() -> [Diagnostic] {
+        let strict = ungatedPaths(acceptTimeout: false)
+        // Only computed when some gate approves itself: otherwise both are the same.
+        let selfApproving = spec.steps.contains {
+            if case .approval(let approval) = $0.executor { return approval.onTimeout == .approve }
+            return false
+        }
+        let lenient = selfApproving ? ungatedPaths(acceptTimeout: true) : strict
         var diagnostics: [Diagnostic] = []
-        for i in order where ungated[i] && !mirrors[i] {
+        for i in order where strict.ungated[i] && !mirrors[i] {
             for (agent, _) in agents[i] {
                 let permissions = engine.permissions(of: agent.id)
                 for (j, tool) in spec.steps[i].tools.enumerated() {
                     let rules = permissions.approvalRules(forTool: tool.value)
-                    guard !rules.isEmpty else { continue }
-                    var path = [i]
-                    while let previous = via[path[path.count - 1]] { path.append(previous) }
-                    let route = path.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
-                    let policies = Array(Set(rules.map(\.policy.description))).sorted().joined(separator: ", ")
+                    if rules.isEmpty {
+                        if let risky = risky(tool.value) {
+                            let route = route(to: i, strict.via)
+                            diagnostics.append(
+                                .warning(
+                                    .permRiskyUngated,
+                                    "step \(Diagnostic.quoted(id(i))) uses tool \(Diagnostic.quoted(tool.value)) (\(risky)) with no human approval gate on the path \(route.text), and no Policy requires one",
+                                    at: tool.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
+                                    notes: selfApprovalNotes(route.steps)))
+                        }
+                        continue
+                    }
+                    let paths = rules.allSatisfy(\.acceptsTimeoutApproval) ? lenient : strict
+                    guard paths.ungated[i] else { continue }
+                    let route = route(to: i, paths.via)
+                    let policies = Array(Set(rules.map(\.source))).sorted().joined(separator: ", ")
                     diagnostics.append(
                         .error(
                             .permApprovalMissing,
-                            "step \"\(id(i))\" uses tool \"\(tool.value)\", which needs a human approval gate (\(policies)), but the path \(route) reaches it without one",
+                            "step \"\(id(i))\" uses tool \"\(tool.value)\", which needs a human approval gate (\(policies)), but the path \(route.text) reaches it without one",
                             at: tool.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
-                            notes: rules.map { .init("approval required by \($0.policy) here", at: $0.location) }))
+                            notes: rules.map { .init("approval required by \($0.source) here", at: $0.location) }
+                                + selfApprovalNotes(route.steps)))
                 }
             }
         }
         return diagnostics
+    }
+
+    /// `"a" → "b" → "c"`: the ungated path to step `i`, from its root.
+    private func route(to i: Int, _ via: [Int?]) -> (steps: [Int], text: String) {
+        var path = [i]
+        while let previous = via[path[path.count - 1]] { path.append(previous) }
+        let steps = Array(path.reversed())
+        return (steps, steps.map { "\"\(id($0))\"" }.joined(separator: " → "))
+    }
+
+    /// Why a gate on the path did not count.
+    private func selfApprovalNotes(_ steps: [Int]) -> [Diagnostic.Note] {
+        steps.filter { spec.steps[$0].isApprovalGate }.map { g in
+            .init(
+                "approval step \(Diagnostic.quoted(id(g))) approves itself when its timeout passes (onTimeout: approve), so it is not a human gate; set onTimeout: deny, or acceptTimeoutApproval: true in the Policy",
+                at: spec.steps[g].id.location)
+        }
+    }
+
+    /// What makes a tool dangerous to run unattended: `irreversible`, `code-execution`,
+    /// `risk: critical`; nil when none.
+    private func risky(_ name: String) -> String? {
+        guard let tool = fleet.tool(name, namespace: workflow.metadata.namespace) else { return nil }
+        var why = tool.capabilities.filter { $0 == .irreversible || $0 == .codeExecution }.map(\.rawValue)
+        if tool.risk == .critical { why.append("risk: critical") }
+        return why.isEmpty ? nil : why.joined(separator: ", ")
     }
 
     // MARK: Data classes
@@ -378,6 +493,57 @@ struct WorkflowAudit {
                                 notes: PolicyAudit.notes(for: decision, permissions)))
                     }
                 }
+            }
+        }
+        return diagnostics
+    }
+
+    // MARK: Untrusted content
+
+    /// The lethal trifecta along the DAG: a step that can send data out through an
+    /// egress tool while it holds a data class and content from a tool whose output is
+    /// untrusted, with no human gate between the untrusted content and the step. An
+    /// agent that holds all three by itself is reported once, on the agent.
+    private func trifecta() -> [Diagnostic] {
+        let namespace = workflow.metadata.namespace
+        func untrusted(_ tool: String) -> Bool { fleet.tool(tool, namespace: namespace)?.untrustedOutput == true }
+        guard spec.steps.contains(where: { $0.tools.contains { untrusted($0.value) } }) else { return [] }
+        let flow = DataClassFlow(spec: spec, graph: graph, order: order, namespace: namespace, fleet: fleet)
+        // tainted[i]: step i's output may carry untrusted content; origin[i] is the step
+        // that read it (a human gate stops it: a person saw what passes).
+        var tainted = [Bool](repeating: false, count: spec.steps.count)
+        var via = [Int?](repeating: nil, count: spec.steps.count)
+        for i in order {
+            if isHumanGate(i, acceptTimeout: false) { continue }
+            if spec.steps[i].tools.contains(where: { untrusted($0.value) }) {
+                tainted[i] = true
+            } else if let source = graph.dataSources[i].first(where: { tainted[$0.step] }) {
+                tainted[i] = true
+                via[i] = source.step
+            }
+        }
+        var diagnostics: [Diagnostic] = []
+        for i in order where tainted[i] {
+            // Skipped when every agent that may serve the step has an agent-level trifecta
+            // warning of its own already.
+            guard !mirrors[i],
+                agents[i].contains(where: { PolicyAudit.trifecta(of: $0.agent, engine.permissions(of: $0.agent.id), fleet) == nil })
+            else { continue }
+            let step = spec.steps[i]
+            // An approval rule on the egress tool is not enough here: a gate before the
+            // untrusted content is read approves something the person never saw.
+            for (j, used) in step.tools.enumerated() where flow.egressTools.contains(used.value) {
+                let held = flow.received[i].union(flow.classes(of: step.tools.filter { $0.value != used.value }))
+                guard let c = held.elements.min(by: { flow.classNames[$0] < flow.classNames[$1] }) else { continue }
+                var hops = [i]
+                while let previous = via[hops[hops.count - 1]] { hops.append(previous) }
+                let reader = spec.steps[hops[hops.count - 1]].tools.first { untrusted($0.value) }?.value ?? "?"
+                let path = hops.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
+                diagnostics.append(
+                    .warning(
+                        .permLethalTrifecta,
+                        "step \(Diagnostic.quoted(id(i))) can send data of class \(Diagnostic.quoted(flow.classNames[c])) (\(route(of: c, to: i, flow, besides: used.value))) out through egress tool \(Diagnostic.quoted(used.value)) while holding untrusted content (from tool \(Diagnostic.quoted(reader)) in \(path)) with no human approval gate between: a prompt injection in that content can send the data out",
+                        at: used.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j)))
             }
         }
         return diagnostics

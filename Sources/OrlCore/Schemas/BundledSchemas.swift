@@ -517,7 +517,7 @@ enum BundledSchemas {
                       "enum": ["strict"]
                     },
                     "requireApproval": {
-                      "description": "Tools that a workflow step may only use after a human approval gate.",
+                      "description": "Tools that a workflow step may only use after a human approval gate: by name, by capability, or by risk. An approval step with onTimeout: approve is not a human gate unless acceptTimeoutApproval is true.",
                       "type": "object",
                       "additionalProperties": false,
                       "properties": {
@@ -525,6 +525,21 @@ enum BundledSchemas {
                           "type": "array",
                           "uniqueItems": true,
                           "items": { "$ref": "common.schema.json#/$defs/toolPattern" }
+                        },
+                        "capabilities": {
+                          "description": "Every tool with any of these capabilities needs a gate.",
+                          "type": "array",
+                          "uniqueItems": true,
+                          "items": { "enum": ["egress", "irreversible", "filesystem", "code-execution", "network"] }
+                        },
+                        "risk": {
+                          "description": "Every tool of this risk or higher needs a gate.",
+                          "enum": ["low", "medium", "high", "critical"]
+                        },
+                        "acceptTimeoutApproval": {
+                          "description": "Let an approval step that approves itself when its timeout passes (onTimeout: approve) count as the gate. Off by default: such a step is not a human decision.",
+                          "type": "boolean",
+                          "default": false
                         }
                       }
                     }
@@ -595,8 +610,17 @@ enum BundledSchemas {
                         },
                         "headers": { "type": "object", "additionalProperties": { "type": "string" } },
                         "credentialSecret": {
-                          "description": "Vault secret sent to the server as a bearer token (stdio: in MCP_CREDENTIAL); agents never see it.",
+                          "description": "Vault secret sent to the server as a bearer token (stdio: in the environment variable credentialEnv); agents never see it.",
                           "$ref": "common.schema.json#/$defs/name"
+                        },
+                        "credentialEnv": {
+                          "description": "stdio: the environment variable the credential arrives in (default MCP_CREDENTIAL).",
+                          "$ref": "common.schema.json#/$defs/envName"
+                        },
+                        "isolation": {
+                          "description": "stdio: how the server process is confined. strict (the default): a sandbox of its own as an agent's (docs/sandbox.md) with no network at all and only its own directory writable. none: an ordinary process of the controller's user, for a server that must reach the network itself.",
+                          "enum": ["strict", "none"],
+                          "default": "strict"
                         },
                         "tools": {
                           "description": "The server's tools orl exposes: names, NAME* prefixes, or * (the default).",
@@ -649,7 +673,12 @@ enum BundledSchemas {
                       "uniqueItems": true,
                       "items": { "$ref": "common.schema.json#/$defs/dataClass" }
                     },
-                    "risk": { "enum": ["low", "medium", "high", "critical"], "default": "low" }
+                    "risk": { "enum": ["low", "medium", "high", "critical"], "default": "low" },
+                    "untrustedOutput": {
+                      "description": "The tool returns content that anyone outside may have written (web pages, inbound email, issue comments): a prompt injection can hide in it. The audit reports an agent or workflow step where such content, a data class and an egress tool meet with no approval gate between (the lethal trifecta).",
+                      "type": "boolean",
+                      "default": false
+                    }
                   },
                   "allOf": [
                     {
