@@ -211,6 +211,12 @@ public enum APICatalog {
             description: "The latest events of the state.",
             auth: .dashboardSession, request: nil, responses: [(200, "HTML."), (303, "To `/ui/login` without a session.")]),
         Route(
+            server: agentAPI, method: "GET", path: "/metrics", summary: "Prometheus metrics (operator)",
+            description:
+                "The Prometheus text format (0.0.4): the OpenTelemetry GenAI client metrics (`gen_ai_client_token_usage`, `gen_ai_client_operation_duration_seconds`, `gen_ai_client_operation_time_to_first_chunk_seconds`), orl's cost, token, refusal, tool and step counters, and gauges read from the state at each scrape (budgets, agent phases and restarts, run steps, approvals, sources). `orlctl controller --metrics-listen HOST:PORT` also serves this route there, without a token, for a scraper on a trusted network. See docs/observability.md.",
+            auth: .operatorToken, request: nil,
+            responses: [(200, "`text/plain; version=0.0.4`"), (401, "Not the operator token.")]),
+        Route(
             server: agentAPI, method: "GET", path: "/healthz", summary: "Liveness", description: "Answers `ok`.", auth: .none, request: nil,
             responses: [(200, "`ok`")]),
         Route(

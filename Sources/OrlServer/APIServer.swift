@@ -19,14 +19,19 @@ public struct APIServer: Sendable {
     public let connections: ConnectionGuard
     /// The web dashboard under `/ui`; nil serves none.
     public let dashboard: Dashboard?
+    /// Whether `run` also writes the ledger and watches the store for the agents'
+    /// polls; false when the daemon runs those as services of their own.
+    public let runsBackgroundWork: Bool
 
     /// `port` 0 lets the system choose one.
     public init(
         gateway: Gateway, agents: AgentAPI? = nil, host: String = "127.0.0.1", port: Int, adminToken: String? = nil,
-        connections: ConnectionGuard = ConnectionGuard(cap: ConnectionGuard.capForThisProcess()), dashboard: Dashboard? = nil
+        connections: ConnectionGuard = ConnectionGuard(cap: ConnectionGuard.capForThisProcess()), runsBackgroundWork: Bool = true,
+        dashboard: Dashboard? = nil
     ) {
         self.dashboard = dashboard
         self.connections = connections
+        self.runsBackgroundWork = runsBackgroundWork
         self.gateway = gateway
         self.agents = agents
         self.host = host
@@ -47,8 +52,11 @@ public struct APIServer: Sendable {
                 await bound("http://\(host):\(channel.localAddress?.port ?? 0)")
             }, logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await gateway.run() }
-            if let agents { group.addTask { await agents.run() } }
+            if runsBackgroundWork {
+                group.addTask { await gateway.run() }
+                if let agents { group.addTask { await agents.run() } }
+                if let tracer = gateway.telemetry.tracer { group.addTask { await tracer.run() } }
+            }
             group.addTask { try await app.run() }
             try await group.next()
             group.cancelAll()
@@ -72,6 +80,12 @@ public struct APIServer: Sendable {
                     return Gateway.error(.unauthenticated("the operator token of <state>/controller.token is needed"))
                 }
                 return Gateway.json(.ok, ControllerClient.encode(gateway.budgetStatus(now: gateway.clock())))
+            }
+            router.get("/metrics") { [gateway] request, _ in
+                guard AgentToken.matches(request.headers[.authorization], "Bearer \(adminToken)") else {
+                    return Gateway.error(.unauthenticated("the operator token of <state>/controller.token is needed"))
+                }
+                return await MetricsServer.response(gateway)
             }
         }
         router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }

@@ -16,38 +16,45 @@ public actor Notifier {
     private let secret: @Sendable (SecretID) -> String?
     private let log: @Sendable (ControllerEvent) -> Void
     private let clock: @Sendable () -> Timestamp
-    private let changeMarker: @Sendable () -> Int64?
-    private let interval: Duration
+    private let resync: Duration
     private let client: HTTPClient
-    private var marker: Int64?
-    private var queuedOnce = false
+    private let executor: StoreExecutor
 
+    /// Posted when another connection wrote (the daemon's change feed): new events may
+    /// be waiting for the outbox.
+    public nonisolated let storeChanged = Inbox<Bool>()
+    /// The store is SQLite: its calls block, so they run on a thread of the notifier's own.
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    /// `resync`: the longest the notifier sleeps with nothing due and nothing announced.
     public init(
         store: any AlertOutbox, secret: @escaping @Sendable (SecretID) -> String?, log: @escaping @Sendable (ControllerEvent) -> Void,
-        clock: @escaping @Sendable () -> Timestamp, changeMarker: @escaping @Sendable () -> Int64? = { nil },
-        interval: Duration = .milliseconds(250)
+        clock: @escaping @Sendable () -> Timestamp, resync: Duration = .seconds(60),
+        executor: StoreExecutor = StoreExecutor(label: "orl.notifier")
     ) {
         self.store = store
         self.secret = secret
         self.log = log
         self.clock = clock
-        self.changeMarker = changeMarker
-        self.interval = interval
+        self.resync = resync
+        self.executor = executor
         self.client = Gateway.sharedClient
     }
 
-    /// Ticks until the task is cancelled.
+    /// Rounds until the task is cancelled: each after a change is announced or when the
+    /// next retry is due, never on a fixed tick, so an idle controller does no work here.
     public func run() async {
+        var changed = true
         while !Task.isCancelled {
-            await tick()
-            try? await Task.sleep(for: interval)
+            await tick(queueing: changed)
+            changed = !(await storeChanged.take(waitingAtMost: untilNextDue())).isEmpty
         }
     }
 
-    /// One round: new events queued (only when another connection wrote), then every
-    /// due notification sent once.
-    public func tick() async {
-        queue()
+    /// One round: new events queued (when told the store changed), then every due
+    /// notification sent once.
+    public func tick(queueing: Bool = true) async {
+        if queueing { queue() }
         let now = clock()
         let due: [(notification: AlertNotification, attempts: Int)]
         do {
@@ -64,11 +71,13 @@ public actor Notifier {
         }
     }
 
+    private func untilNextDue() -> Duration {
+        guard let next = try? store.nextAlertDue() else { return resync }
+        let wait = Duration.milliseconds(max(next.milliseconds - clock().milliseconds, 0))
+        return min(wait, resync)
+    }
+
     private func queue() {
-        let current = changeMarker()
-        guard !queuedOnce || current == nil || current != marker else { return }
-        queuedOnce = true
-        marker = current
         do {
             // Whole batches until the log is caught up: a burst of events is not left behind.
             while try store.enqueueAlerts(

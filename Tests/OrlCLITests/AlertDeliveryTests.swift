@@ -85,7 +85,7 @@ import Testing
 
         // The receiver holds its first answer; the controller is killed while it waits.
         let hold = receiver.directory.appendingPathComponent("hold")
-        FileManager.default.createFile(atPath: hold.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: hold.path, contents: nil)
         let first = try h.startController()
         let run = try h.start("gated")
         #expect(waitUntil(seconds: 30) { receiver.requests().count == 1 }, "no delivery arrived\n\(h.file("controller.log"))")

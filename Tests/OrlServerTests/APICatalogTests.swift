@@ -17,6 +17,15 @@ import Testing
         await harness.stop()
     }
 
+    /// `--metrics-listen` serves the controller's `/metrics`, nothing else.
+    @Test func metricsListenerRoutesAreCatalogued() async throws {
+        let harness = try AgentAPIServerTests.Harness()
+        let server = MetricsServer(gateway: harness.gateway, host: "127.0.0.1", port: 0)
+        #expect(server.registeredRoutes == ["GET /metrics"])
+        #expect(APICatalog.keys(server: "controller").isSuperset(of: server.registeredRoutes))
+        await harness.stop()
+    }
+
     @Test func webhookRoutesAreCatalogued() {
         let server = WebhookServer(host: "127.0.0.1", port: 0) { _ in WebhookAnswer(status: 202, message: "") }
         #expect(server.registeredRoutes == APICatalog.keys(server: "webhook"))
