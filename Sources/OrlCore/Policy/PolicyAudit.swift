@@ -333,7 +333,9 @@ struct WorkflowAudit {
                         guard decision.outcome == .denied else { continue }
                         // One way the output travels, walked back from the receiver.
                         var hops = [i]
-                        while let next = providers[hops[hops.count - 1]].first(where: { $0.step == origin || upstream[$0.step].contains(origin) }) {
+                        while let next = providers[hops[hops.count - 1]].first(where: {
+                            $0.step == origin || upstream[$0.step].contains(origin)
+                        }) {
                             hops.append(next.step)
                             if next.step == origin { break }
                         }
