@@ -43,6 +43,8 @@ let package = Package(
         // The daemon's services start and stop as one group, on SIGTERM/SIGINT
         // (Hummingbird depends on it already).
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        // The shared state's second backend: PostgreSQL, pooled connections, TLS.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // The pure core: model, validation, analysis, planning. No file, network,
@@ -63,6 +65,14 @@ let package = Package(
             providers: [.apt(["libsqlite3-dev"])]
         ),
         .target(name: "OrlStore", dependencies: ["OrlCore", "CSQLite"], swiftSettings: strictness),
+        // The state in PostgreSQL: the same ports as OrlStore, over postgres-nio.
+        .target(
+            name: "OrlPostgres",
+            dependencies: [
+                "OrlCore", .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictness),
         // Agent processes: fork and exec happen in C, where the child can be kept to
         // async-signal-safe calls (Swift cannot fork a multi-threaded process safely).
         .target(name: "COrlSpawn"),
@@ -162,6 +172,11 @@ let package = Package(
             exclude: ["Fixtures", "stdio_server.py"],
             swiftSettings: strictness
         ),
+        // A throwaway PostgreSQL cluster for the tests (initdb, pg_ctl on loopback).
+        .target(name: "OrlTestPostgres", path: "Tests/Support/OrlTestPostgres", swiftSettings: strictness),
+        // The store ports' expectations, run against SQLite and PostgreSQL alike.
+        .testTarget(
+            name: "OrlStatePortTests", dependencies: ["OrlStore", "OrlPostgres", "OrlCore", "OrlTestPostgres"], swiftSettings: strictness),
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
             name: "OrlDaemonTests", dependencies: ["OrlDaemon", "OrlController", "OrlStore", "OrlCore", "OrlYAML"],

@@ -1,0 +1,611 @@
+import OrlCore
+import PostgresNIO
+
+/// The reader (and, in a `write`, the writer) handed to a transaction's body: the SQLite
+/// store's queries (`OrlStore/Access.swift`) in PostgreSQL's dialect, one round trip each.
+final class PostgresAccess: StateWriter {
+    private var session: PostgresSession?
+    private let isWritable: Bool
+
+    init(_ session: PostgresSession, writable: Bool) {
+        self.session = session
+        self.isWritable = writable
+    }
+
+    /// Called when the transaction ends: a reader kept past its body must not run
+    /// statements outside its transaction, nor on a connection another caller now holds.
+    func close() { session = nil }
+
+    func connection(writing: Bool = false) throws(StoreError) -> PostgresSession {
+        guard let session else {
+            throw StoreError("the state store was used after its read or write ended; use the reader only inside the body")
+        }
+        guard isWritable || !writing else {
+            throw StoreError("the state store was written inside a read; use write instead")
+        }
+        return session
+    }
+
+    private func rows(_ sql: String, _ binds: [PostgresValue] = [], intent: String) throws(StoreError) -> [PostgresRandomAccessRow] {
+        try connection().query(sql, binds, intent: intent)
+    }
+
+    @discardableResult
+    private func change(_ sql: String, _ binds: [PostgresValue] = [], intent: String) throws(StoreError) -> Int {
+        try connection(writing: true).execute(sql, binds, intent: intent)
+    }
+
+    private static func key(_ id: ResourceID) -> [PostgresValue] { [.text(id.kind), .text(id.namespace), .text(id.name)] }
+
+    // MARK: Reading
+
+    private static let resourceColumns =
+        "kind, namespace, name, manifest, spec_hash, generation, resource_version, source, file, line, revision, applied_at, applied_by, code_root"
+
+    /// The SQLite store's listing order (kinds in `ResourceKind` order, unknown kinds after
+    /// them by name, then namespace and name); the columns collate as "C", so the same.
+    private static let listingOrder: String = {
+        let ranks = ResourceKind.allCases.enumerated().map { rank, kind in
+            "WHEN '\(kind.rawValue.replacing("'", with: "''"))' THEN \(rank)"
+        }
+        return "ORDER BY CASE kind \(ranks.joined(separator: " ")) ELSE \(ranks.count) END, kind, namespace, name"
+    }()
+
+    private static func resource(_ row: PostgresRandomAccessRow) throws(StoreError) -> StoredResource {
+        StoredResource(
+            id: ResourceID(kind: try row.text(0), namespace: try row.text(1), name: try row.text(2)),
+            manifest: try row.text(3),
+            specHash: try row.text(4),
+            generation: try row.int(5),
+            resourceVersion: try row.int(6),
+            source: try row.text(7),
+            file: try row.text(8),
+            line: try row.int(9),
+            revision: try row.optionalText(10),
+            appliedAt: Timestamp(milliseconds: try row.int64(11)),
+            appliedBy: try row.text(12),
+            codeRoot: try row.optionalText(13)
+        )
+    }
+
+    func resource(_ id: ResourceID) throws(StoreError) -> StoredResource? {
+        let found = try rows(
+            "SELECT \(Self.resourceColumns) FROM resources WHERE kind = $1 AND namespace = $2 AND name = $3", Self.key(id),
+            intent: "read \(label(id))")
+        return try found.first.map { row throws(StoreError) in try Self.resource(row) }
+    }
+
+    func resources(kind: ResourceKind?, namespace: String?) throws(StoreError) -> [StoredResource] {
+        var conditions: [String] = []
+        var binds: [PostgresValue] = []
+        if let kind {
+            binds.append(.text(kind.rawValue))
+            conditions.append("kind = $\(binds.count)")
+        }
+        if let namespace {
+            binds.append(.text(namespace))
+            conditions.append("namespace = $\(binds.count)")
+        }
+        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        var resources: [StoredResource] = []
+        for row in try rows("SELECT \(Self.resourceColumns) FROM resources \(filter) \(Self.listingOrder)", binds, intent: "list resources")
+        {
+            resources.append(try Self.resource(row))
+        }
+        return resources
+    }
+
+    func fingerprint(source: String) throws(StoreError) -> String {
+        let found = try rows(
+            """
+            SELECT count(*)::bigint, coalesce(sum(resource_version), 0)::bigint, coalesce(max(applied_at), 0)::bigint
+            FROM resources WHERE source = $1
+            """, [.text(source)], intent: "read the fingerprint of \(source)")
+        guard let row = found.first else { return "" }
+        return "\(try row.int64(0)):\(try row.int64(1)):\(try row.int64(2))"
+    }
+
+    func digests() throws(StoreError) -> [ResourceID: StoredDigest] {
+        var digests: [ResourceID: StoredDigest] = [:]
+        for row in try rows(
+            "SELECT kind, namespace, name, manifest_hash, source, code_root FROM resources", intent: "read the resources' hashes")
+        {
+            digests[ResourceID(kind: try row.text(0), namespace: try row.text(1), name: try row.text(2))] = StoredDigest(
+                manifestHash: try row.text(3), source: try row.text(4), codeRoot: try row.optionalText(5))
+        }
+        return digests
+    }
+
+    func manifestIndex(source: String) throws(StoreError) -> (index: ManifestIndex, stamps: [String: String])? {
+        var index = ManifestIndex()
+        var stamps: [String: String] = [:]
+        for row in try rows(
+            "SELECT path, content_hash, stamp, record FROM manifest_files WHERE source = $1", [.text(source)],
+            intent: "read the manifest index of \(source)")
+        {
+            let path = try row.text(0)
+            guard let record = ManifestFileRecord.decode(path: path, contentHash: try row.text(1), try row.text(3)) else { return nil }
+            index.files[path] = record
+            if let stamp = try row.optionalText(2) { stamps[path] = stamp }
+        }
+        guard !index.files.isEmpty else { return nil }
+        for row in try rows(
+            "SELECT namespace, diagnostics FROM manifest_namespaces WHERE source = $1", [.text(source)],
+            intent: "read the namespace diagnostics of \(source)")
+        {
+            guard let diagnostics = DiagnosticCoding.decodeList(try row.text(1)) else { return nil }
+            index.namespaces[try row.text(0)] = diagnostics
+        }
+        return (index, stamps)
+    }
+
+    func inventory(source: String) throws(StoreError) -> [ResourceID] {
+        var ids: [ResourceID] = []
+        for row in try rows(
+            "SELECT kind, namespace, name FROM resources WHERE source = $1 \(Self.listingOrder)", [.text(source)],
+            intent: "read the inventory of \(source)")
+        {
+            ids.append(ResourceID(kind: try row.text(0), namespace: try row.text(1), name: try row.text(2)))
+        }
+        return ids
+    }
+
+    func history(limit: Int) throws(StoreError) -> [ApplyRecord] {
+        var records: [ApplyRecord] = []
+        for row in try rows(
+            """
+            SELECT number, source, revision, applied_at, applied_by, summary, plan, result
+            FROM applies ORDER BY number DESC LIMIT $1
+            """, [.int(max(limit, 0))], intent: "read the apply history")
+        {
+            records.append(
+                ApplyRecord(
+                    number: try row.int(0), source: try row.text(1), revision: try row.optionalText(2),
+                    appliedAt: Timestamp(milliseconds: try row.int64(3)), appliedBy: try row.text(4), summary: try row.text(5),
+                    plan: try row.text(6), result: try row.text(7)))
+        }
+        return records
+    }
+
+    func events(for resource: ResourceID?, limit: Int) throws(StoreError) -> [StoreEvent] {
+        var binds: [PostgresValue] = [.int(max(limit, 0))]
+        var filter = ""
+        if let resource {
+            binds += Self.key(resource)
+            filter = "WHERE resource_kind = $2 AND resource_namespace = $3 AND resource_name = $4"
+        }
+        var events: [StoreEvent] = []
+        for row in try rows(
+            """
+            SELECT number, time, kind, resource_kind, resource_namespace, resource_name, reason, message
+            FROM events \(filter) ORDER BY number DESC LIMIT $1
+            """, binds, intent: resource.map { "read the events of \(label($0))" } ?? "read the events")
+        {
+            let kindText = try row.text(2)
+            guard let kind = StoreEvent.Kind(rawValue: kindText) else {
+                throw StoreError("event \(try row.int(0)) has an unknown kind \(kindText)")
+            }
+            var subject: ResourceID?
+            if let kind = try row.optionalText(3) {
+                subject = ResourceID(kind: kind, namespace: try row.text(4), name: try row.text(5))
+            }
+            events.append(
+                StoreEvent(
+                    number: try row.int(0), time: Timestamp(milliseconds: try row.int64(1)), kind: kind, resource: subject,
+                    reason: try row.text(6), message: try row.text(7)))
+        }
+        return events
+    }
+
+    func status(for resource: ResourceID) throws(StoreError) -> ResourceStatus? {
+        let found = try rows(
+            "SELECT conditions, observed_generation, updated_at FROM status WHERE kind = $1 AND namespace = $2 AND name = $3",
+            Self.key(resource), intent: "read the status of \(label(resource))")
+        guard let row = found.first else { return nil }
+        let observed = try row.int(1)
+        return ResourceStatus(
+            conditions: try Self.conditions(try row.text(0), of: resource), observedGeneration: observed > 0 ? observed : nil,
+            updatedAt: Timestamp(milliseconds: try row.int64(2)))
+    }
+
+    private static func conditions(_ json: String, of resource: ResourceID) throws(StoreError) -> [ResourceStatus.Condition] {
+        let corrupt = StoreError("the stored status of \(label(resource)) is not a JSON array of conditions")
+        guard let node = try? JSONParser.parse(json, file: "<status>"), let items = node.elements else { throw corrupt }
+        var conditions: [ResourceStatus.Condition] = []
+        for item in items {
+            guard let type = item["type"]?.string, let value = item["status"]?.string.flatMap(ResourceStatus.Condition.Value.init)
+            else { throw corrupt }
+            conditions.append(
+                ResourceStatus.Condition(
+                    type: type, status: value, reason: item["reason"]?.string ?? "", message: item["message"]?.string ?? "",
+                    lastTransitionTime: item["lastTransitionTime"]?.number?.integer.map { Timestamp(milliseconds: Int64($0)) }))
+        }
+        return conditions
+    }
+
+    // MARK: Writing
+
+    func put(_ resource: StoredResource) throws(StoreError) {
+        try change(
+            """
+            INSERT INTO resources (\(Self.resourceColumns), manifest_hash)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            ON CONFLICT (kind, namespace, name) DO UPDATE SET
+                manifest = excluded.manifest, manifest_hash = excluded.manifest_hash, spec_hash = excluded.spec_hash,
+                generation = excluded.generation,
+                resource_version = excluded.resource_version, source = excluded.source, file = excluded.file,
+                line = excluded.line, revision = excluded.revision, applied_at = excluded.applied_at,
+                applied_by = excluded.applied_by, code_root = excluded.code_root
+            """,
+            Self.key(resource.id) + [
+                .text(resource.manifest), .text(resource.specHash), .int(resource.generation), .int(resource.resourceVersion),
+                .text(resource.source), .text(resource.file), .int(resource.line), .text(resource.revision),
+                .int(resource.appliedAt.milliseconds), .text(resource.appliedBy), .text(resource.codeRoot),
+                .text(CanonicalJSON.textHash(resource.manifest)),
+            ], intent: "store \(label(resource.id))")
+    }
+
+    func putManifestIndex(source: String, _ write: ManifestIndexWrite?) throws(StoreError) {
+        let intent = "write the manifest index of \(source)"
+        guard let write else {
+            try change("DELETE FROM manifest_files WHERE source = $1", [.text(source)], intent: intent)
+            try change("DELETE FROM manifest_namespaces WHERE source = $1", [.text(source)], intent: intent)
+            return
+        }
+        let recorded = Set(write.records.map(\.path))
+        for record in write.records {
+            try change(
+                """
+                INSERT INTO manifest_files (source, path, content_hash, stamp, record) VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (source, path) DO UPDATE SET
+                    content_hash = excluded.content_hash, stamp = excluded.stamp, record = excluded.record
+                """,
+                [.text(source), .text(record.path), .text(record.contentHash), .text(write.stamps[record.path]), .text(record.encoded())],
+                intent: intent)
+        }
+        for (path, stamp) in write.stamps where !recorded.contains(path) {
+            try change(
+                "UPDATE manifest_files SET stamp = $3 WHERE source = $1 AND path = $2", [.text(source), .text(path), .text(stamp)],
+                intent: intent)
+        }
+        var stored: [String] = []
+        for row in try rows("SELECT path FROM manifest_files WHERE source = $1", [.text(source)], intent: intent) {
+            stored.append(try row.text(0))
+        }
+        for path in stored where !write.paths.contains(path) {
+            try change("DELETE FROM manifest_files WHERE source = $1 AND path = $2", [.text(source), .text(path)], intent: intent)
+        }
+        for (namespace, diagnostics) in write.namespaces {
+            if diagnostics.isEmpty {
+                try change(
+                    "DELETE FROM manifest_namespaces WHERE source = $1 AND namespace = $2", [.text(source), .text(namespace)],
+                    intent: intent)
+            } else {
+                try change(
+                    """
+                    INSERT INTO manifest_namespaces (source, namespace, diagnostics) VALUES ($1, $2, $3)
+                    ON CONFLICT (source, namespace) DO UPDATE SET diagnostics = excluded.diagnostics
+                    """, [.text(source), .text(namespace), .text(DiagnosticCoding.encodeList(diagnostics))], intent: intent)
+            }
+        }
+    }
+
+    func delete(_ id: ResourceID) throws(StoreError) {
+        try deleteRow(from: "resources", id, intent: "delete \(label(id))")
+    }
+
+    func record(_ apply: ApplyRecord) throws(StoreError) -> Int {
+        let intent = "record the apply of \(apply.source)"
+        let inserted = try connection(writing: true).query(
+            """
+            INSERT INTO applies (source, revision, applied_at, applied_by, summary, plan, result)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING number
+            """,
+            [
+                .text(apply.source), .text(apply.revision), .int(apply.appliedAt.milliseconds), .text(apply.appliedBy),
+                .text(apply.summary), .text(apply.plan), .text(apply.result),
+            ], intent: intent)
+        guard let row = inserted.first else { throw StoreError("cannot \(intent): the database returned no number") }
+        return try row.int(0)
+    }
+
+    func append(_ event: StoreEvent) throws(StoreError) {
+        try change(
+            """
+            INSERT INTO events (time, kind, resource_kind, resource_namespace, resource_name, reason, message)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            """,
+            [
+                .int(event.time.milliseconds), .text(event.kind.rawValue), .text(event.resource?.kind), .text(event.resource?.namespace),
+                .text(event.resource?.name), .text(event.reason), .text(event.message),
+            ], intent: "record the event \(event.reason)")
+    }
+
+    /// Replaces the resource's status row, when the resource exists: a failed statement
+    /// would abort the whole transaction in PostgreSQL, so the check is in the statement.
+    func putStatus(_ status: ResourceStatus, for resource: ResourceID) throws(StoreError) {
+        let conditions = JSONValue.array(
+            status.conditions.map { c in
+                .object([
+                    ("type", .string(c.type)),
+                    ("status", .string(c.status.rawValue)),
+                    ("reason", .string(c.reason)),
+                    ("message", .string(c.message)),
+                    ("lastTransitionTime", c.lastTransitionTime.map { .int(Int($0.milliseconds)) }),
+                ])
+            })
+        let stored = try change(
+            """
+            INSERT INTO status (kind, namespace, name, phase, conditions, observed_generation, updated_at)
+            SELECT $1, $2, $3, $4, $5, $6, $7
+            WHERE EXISTS (SELECT 1 FROM resources WHERE kind = $1 AND namespace = $2 AND name = $3)
+            ON CONFLICT (kind, namespace, name) DO UPDATE SET
+                phase = excluded.phase, conditions = excluded.conditions,
+                observed_generation = excluded.observed_generation, updated_at = excluded.updated_at
+            """,
+            Self.key(resource) + [
+                .text(status.summary(generation: status.observedGeneration ?? 1)), .text(conditions.rendered()),
+                .int(status.observedGeneration ?? 0), .int(status.updatedAt.milliseconds),
+            ], intent: "store the status of \(label(resource))")
+        guard stored > 0 else { throw StoreError("cannot store the status of \(label(resource)): it is not in the state") }
+    }
+
+    fileprivate func deleteRow(from table: String, _ id: ResourceID, intent: String) throws(StoreError) {
+        try change("DELETE FROM \(table) WHERE kind = $1 AND namespace = $2 AND name = $3", Self.key(id), intent: intent)
+    }
+}
+
+// MARK: Supervision
+
+extension PostgresAccess {
+    private static let supervisionColumns =
+        "kind, namespace, name, pid, start_time, launch_hash, token_digest, started_at, restarts, crashes, last_exit, exited_at"
+
+    private static func supervision(_ row: PostgresRandomAccessRow) throws(StoreError) -> SupervisionRecord {
+        let agent = ResourceID(kind: try row.text(0), namespace: try row.text(1), name: try row.text(2))
+        var process: ProcessIdentity?
+        if let pid = try row.optionalInt64(3), let startTime = try row.optionalInt64(4) {
+            guard let pid = Int32(exactly: pid), startTime >= 0 else {
+                throw StoreError("the stored supervision of \(label(agent)) has an invalid process identity")
+            }
+            process = ProcessIdentity(pid: pid, startTime: UInt64(startTime))
+        }
+        var lastExit: ProcessExit?
+        if let exit = try row.optionalText(10) {
+            guard let parsed = ProcessExit(stored: exit) else {
+                throw StoreError("the stored supervision of \(label(agent)) has an invalid last exit \(exit)")
+            }
+            lastExit = parsed
+        }
+        return SupervisionRecord(
+            agent: agent, process: process, launchHash: try row.optionalText(5), tokenDigest: try row.optionalText(6),
+            startedAt: try row.optionalInt64(7).map(Timestamp.init(milliseconds:)), restarts: try row.int(8), crashes: try row.int(9),
+            lastExit: lastExit, exitedAt: try row.optionalInt64(11).map(Timestamp.init(milliseconds:)))
+    }
+
+    func supervision(for agent: ResourceID) throws(StoreError) -> SupervisionRecord? {
+        let found = try rows(
+            "SELECT \(Self.supervisionColumns) FROM supervision WHERE kind = $1 AND namespace = $2 AND name = $3", Self.key(agent),
+            intent: "read the supervision of \(label(agent))")
+        return try found.first.map { row throws(StoreError) in try Self.supervision(row) }
+    }
+
+    func allSupervision() throws(StoreError) -> [SupervisionRecord] {
+        var records: [SupervisionRecord] = []
+        for row in try rows(
+            "SELECT \(Self.supervisionColumns) FROM supervision ORDER BY namespace, name, kind", intent: "read the supervision records")
+        {
+            records.append(try Self.supervision(row))
+        }
+        return records
+    }
+
+    func putSupervision(_ record: SupervisionRecord) throws(StoreError) {
+        try change(
+            """
+            INSERT INTO supervision (\(Self.supervisionColumns))
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            ON CONFLICT (kind, namespace, name) DO UPDATE SET
+                pid = excluded.pid, start_time = excluded.start_time, launch_hash = excluded.launch_hash,
+                token_digest = excluded.token_digest, started_at = excluded.started_at, restarts = excluded.restarts,
+                crashes = excluded.crashes, last_exit = excluded.last_exit, exited_at = excluded.exited_at
+            """,
+            Self.key(record.agent) + [
+                .int(record.process.map { Int64($0.pid) }), .int(record.process.map { Int64(clamping: $0.startTime) }),
+                .text(record.launchHash), .text(record.tokenDigest), .int(record.startedAt?.milliseconds), .int(record.restarts),
+                .int(record.crashes), .text(record.lastExit?.stored), .int(record.exitedAt?.milliseconds),
+            ], intent: "store the supervision of \(label(record.agent))")
+    }
+
+    func deleteSupervision(for agent: ResourceID) throws(StoreError) {
+        try deleteRow(from: "supervision", agent, intent: "forget the supervision of \(label(agent))")
+    }
+}
+
+// MARK: Holds
+
+extension PostgresAccess {
+    func holds() throws(StoreError) -> [UserHold] {
+        var holds: [UserHold] = []
+        for row in try rows(
+            "SELECT kind, namespace, name, held_at, held_by FROM holds ORDER BY namespace, name, kind", intent: "read the suspended agents")
+        {
+            holds.append(
+                UserHold(
+                    agent: ResourceID(kind: try row.text(0), namespace: try row.text(1), name: try row.text(2)),
+                    at: Timestamp(milliseconds: try row.int64(3)), by: try row.text(4)))
+        }
+        return holds
+    }
+
+    func putHold(_ hold: UserHold) throws(StoreError) {
+        let held = try change(
+            """
+            INSERT INTO holds (kind, namespace, name, held_at, held_by) SELECT $1, $2, $3, $4, $5
+            WHERE EXISTS (SELECT 1 FROM resources WHERE kind = $1 AND namespace = $2 AND name = $3)
+            ON CONFLICT (kind, namespace, name) DO UPDATE SET held_at = excluded.held_at, held_by = excluded.held_by
+            """, Self.key(hold.agent) + [.int(hold.at.milliseconds), .text(hold.by)], intent: "suspend \(label(hold.agent))")
+        guard held > 0 else { throw StoreError("cannot suspend \(label(hold.agent)): it is not in the state") }
+    }
+
+    func deleteHold(for agent: ResourceID) throws(StoreError) {
+        try deleteRow(from: "holds", agent, intent: "resume \(label(agent))")
+    }
+}
+
+// MARK: Ledger
+
+extension PostgresAccess {
+    private static let ledgerColumns =
+        "number, time, kind, namespace, name, model, prompt_tokens, completion_tokens, usd, latency_ms, request_id, outcome, run, step"
+
+    func append(_ entries: [LedgerEntry]) throws(StoreError) {
+        for entry in entries {
+            try change(
+                """
+                INSERT INTO ledger (time, kind, namespace, name, model, prompt_tokens, completion_tokens, usd, latency_ms,
+                    request_id, outcome, run, step)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                """,
+                [
+                    .int(entry.time.milliseconds), .text(entry.agent.kind), .text(entry.agent.namespace), .text(entry.agent.name),
+                    .text(entry.model), .int(entry.usage.prompt), .int(entry.usage.completion), .double(entry.usd),
+                    .int(entry.latencyMilliseconds), .text(entry.requestID), .text(entry.outcome), .text(entry.run), .text(entry.step),
+                ], intent: "record model calls in the ledger")
+        }
+    }
+
+    func ledger(_ query: LedgerQuery) throws(StoreError) -> [LedgerEntry] {
+        var binds: [PostgresValue] = [.int(query.since?.milliseconds ?? Int64.min), .int(query.limit)]
+        var sql = "SELECT \(Self.ledgerColumns) FROM ledger WHERE time >= $1"
+        if let agent = query.agent {
+            binds += [.text(agent.namespace), .text(agent.name)]
+            sql += " AND namespace = $3 AND name = $4"
+        }
+        sql += " ORDER BY number DESC LIMIT $2"
+        var entries: [LedgerEntry] = []
+        for row in try rows(sql, binds, intent: "read the ledger") {
+            entries.append(
+                LedgerEntry(
+                    number: try row.int(0), time: Timestamp(milliseconds: try row.int64(1)),
+                    agent: ResourceID(kind: try row.text(2), namespace: try row.text(3), name: try row.text(4)),
+                    model: try row.text(5), usage: TokenUsage(prompt: try row.int(6), completion: try row.int(7)),
+                    usd: try row.double(8), latencyMilliseconds: try row.int(9), requestID: try row.text(10),
+                    outcome: try row.text(11), run: try row.optionalText(12), step: try row.optionalText(13)))
+        }
+        return entries
+    }
+
+    func spend(since: Timestamp) throws(StoreError) -> [ResourceID: Charge] {
+        var spend: [ResourceID: Charge] = [:]
+        for row in try rows(
+            """
+            SELECT kind, namespace, name, coalesce(sum(usd), 0)::float8, coalesce(sum(prompt_tokens + completion_tokens), 0)::float8
+            FROM ledger WHERE time >= $1 GROUP BY kind, namespace, name
+            """, [.int(since.milliseconds)], intent: "sum the ledger")
+        {
+            spend[ResourceID(kind: try row.text(0), namespace: try row.text(1), name: try row.text(2))] = Charge(
+                usd: try row.double(3), tokens: Int(clamping: Int64(try row.double(4))))
+        }
+        return spend
+    }
+}
+
+// MARK: Secrets
+
+extension PostgresAccess {
+    func secrets(namespace: String?) throws(StoreError) -> [SealedSecret] {
+        let filter = namespace == nil ? "" : "WHERE namespace = $1"
+        var secrets: [SealedSecret] = []
+        for row in try rows(
+            "SELECT namespace, name, box, key_check, size, updated_at, updated_by FROM secrets \(filter) ORDER BY namespace, name",
+            namespace.map { [.text($0)] } ?? [], intent: "read the vault's secrets")
+        {
+            secrets.append(
+                SealedSecret(
+                    id: SecretID(namespace: try row.text(0), name: try row.text(1)), box: try row.bytes(2), keyCheck: try row.text(3),
+                    size: try row.int(4), updatedAt: Timestamp(milliseconds: try row.int64(5)), updatedBy: try row.text(6)))
+        }
+        return secrets
+    }
+
+    func putSecret(_ secret: SealedSecret) throws(StoreError) {
+        try change(
+            """
+            INSERT INTO secrets (namespace, name, box, key_check, size, updated_at, updated_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (namespace, name) DO UPDATE SET
+                box = excluded.box, key_check = excluded.key_check, size = excluded.size,
+                updated_at = excluded.updated_at, updated_by = excluded.updated_by
+            """,
+            [
+                .text(secret.id.namespace), .text(secret.id.name), .bytes(secret.box), .text(secret.keyCheck), .int(secret.size),
+                .int(secret.updatedAt.milliseconds), .text(secret.updatedBy),
+            ], intent: "store \(secret.id)")
+    }
+
+    func deleteSecret(_ id: SecretID) throws(StoreError) {
+        try change("DELETE FROM secrets WHERE namespace = $1 AND name = $2", [.text(id.namespace), .text(id.name)], intent: "delete \(id)")
+    }
+}
+
+// MARK: Sources
+
+extension PostgresAccess {
+    private static let sourceColumns =
+        "name, url, ref, path, suspended_at, suspended_by, last_applied, last_applied_at, last_attempted, last_attempted_at, result, message, failures"
+
+    private static func source(_ row: PostgresRandomAccessRow) throws(StoreError) -> SourceRecord {
+        var result: SourceRecord.Result?
+        if let text = try row.optionalText(10) {
+            guard let parsed = SourceRecord.Result(rawValue: text) else {
+                throw StoreError("the stored source \(try row.text(0)) has an unknown result \(text)")
+            }
+            result = parsed
+        }
+        return SourceRecord(
+            name: try row.text(0), url: try row.text(1), ref: try row.optionalText(2), path: try row.optionalText(3),
+            suspendedAt: try row.optionalInt64(4).map(Timestamp.init(milliseconds:)), suspendedBy: try row.optionalText(5),
+            lastApplied: try row.optionalText(6), lastAppliedAt: try row.optionalInt64(7).map(Timestamp.init(milliseconds:)),
+            lastAttempted: try row.optionalText(8), lastAttemptedAt: try row.optionalInt64(9).map(Timestamp.init(milliseconds:)),
+            result: result, message: try row.text(11), failures: try row.int(12))
+    }
+
+    func sources() throws(StoreError) -> [SourceRecord] {
+        var sources: [SourceRecord] = []
+        for row in try rows("SELECT \(Self.sourceColumns) FROM sources ORDER BY name", intent: "read the sources") {
+            sources.append(try Self.source(row))
+        }
+        return sources
+    }
+
+    func source(named name: String) throws(StoreError) -> SourceRecord? {
+        let found = try rows("SELECT \(Self.sourceColumns) FROM sources WHERE name = $1", [.text(name)], intent: "read the source \(name)")
+        return try found.first.map { row throws(StoreError) in try Self.source(row) }
+    }
+
+    func putSource(_ source: SourceRecord) throws(StoreError) {
+        try change(
+            """
+            INSERT INTO sources (\(Self.sourceColumns))
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            ON CONFLICT (name) DO UPDATE SET
+                url = excluded.url, ref = excluded.ref, path = excluded.path, suspended_at = excluded.suspended_at,
+                suspended_by = excluded.suspended_by, last_applied = excluded.last_applied,
+                last_applied_at = excluded.last_applied_at, last_attempted = excluded.last_attempted,
+                last_attempted_at = excluded.last_attempted_at, result = excluded.result, message = excluded.message,
+                failures = excluded.failures
+            """,
+            [
+                .text(source.name), .text(source.url), .text(source.ref), .text(source.path), .int(source.suspendedAt?.milliseconds),
+                .text(source.suspendedBy), .text(source.lastApplied), .int(source.lastAppliedAt?.milliseconds),
+                .text(source.lastAttempted), .int(source.lastAttemptedAt?.milliseconds), .text(source.result?.rawValue),
+                .text(source.message), .int(source.failures),
+            ], intent: "store the source \(source.name)")
+    }
+}
+
+/// `Agent/writer`, with its namespace when not the default one.
+private func label(_ id: ResourceID) -> String {
+    id.namespace == ResourceID.defaultNamespace ? id.description : "\(id.description) in namespace \(id.namespace)"
+}

@@ -1,0 +1,275 @@
+import Dispatch
+import Logging
+import OrlCore
+import PostgresNIO
+import Synchronization
+
+/// Connections to one PostgreSQL database, for callers that block.
+///
+/// The store's ports are synchronous (as SQLite's calls are), so this pool is too: a
+/// caller leases a connection, runs queries on it and waits for each on its own thread,
+/// while the I/O runs on the pool's own event loop (one NIO thread, never the cooperative
+/// pool's). Waiting cannot deadlock: the loop that completes a query is one no caller
+/// runs on (NIO's `wait` checks that), whichever thread the caller is (the CLI's, a
+/// store executor's, or the cooperative pool's, where a block costs what a SQLite call
+/// costs). postgres-nio's `PostgresClient` pools only for async callers (its `run()`
+/// must be a running task), hence this small blocking pool over `PostgresConnection`.
+///
+/// At most `maxConnections` are open; idle ones are kept and reused; one that failed is
+/// closed and dropped, never handed out again. Every wait is bounded: a lease by
+/// `leaseTimeout`, a connect by the URL's connect_timeout, a query by `queryTimeout`
+/// (after which the connection is closed, which fails the query and makes the server roll
+/// its transaction back).
+final class PostgresPool: Sendable {
+    let url: PostgresURL
+    let queryTimeout: Duration
+    let leaseTimeout: Duration
+    private let configuration: PostgresConnection.Configuration
+    private let group: MultiThreadedEventLoopGroup
+    private let slots: DispatchSemaphore
+    private let idle = Mutex<[PostgresConnection]>([])
+    private let nextID = Atomic<Int>(1)
+    private let logger = Logger(label: "orl.postgres")
+
+    init(url: PostgresURL, maxConnections: Int = 4, queryTimeout: Duration = .seconds(30), leaseTimeout: Duration = .seconds(30))
+        throws(StoreError)
+    {
+        self.url = url
+        self.queryTimeout = queryTimeout
+        self.leaseTimeout = leaseTimeout
+        var configuration = PostgresConnection.Configuration(
+            host: url.host, port: url.port, username: url.user, password: url.password, database: url.database,
+            tls: try Self.tls(url))
+        configuration.options.connectTimeout = .seconds(Int64(url.connectTimeoutSeconds))
+        let seconds = max(1, queryTimeout.wholeMilliseconds / 1000)
+        // The server bounds what the client bounds too, so that a client gone mid-transaction
+        // (killed, partitioned) does not hold the write lock until TCP gives up.
+        configuration.options.additionalStartupParameters = [
+            ("application_name", url.applicationName),
+            ("statement_timeout", "\(seconds)s"),
+            ("lock_timeout", "\(seconds)s"),
+            ("idle_in_transaction_session_timeout", "\(seconds * 2)s"),
+            ("TimeZone", "UTC"),
+        ]
+        self.configuration = configuration
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.slots = DispatchSemaphore(value: maxConnections)
+    }
+
+    deinit {
+        for connection in idle.withLock({ $0 }) { _ = connection.close() as EventLoopFuture<Void> }
+        try? group.syncShutdownGracefully()
+    }
+
+    /// Runs `body` on a leased connection, returned to the pool afterwards (closed instead
+    /// when `body` left it broken).
+    func withConnection<T>(intent: String, _ body: (PostgresSession) throws(StoreError) -> T) throws(StoreError) -> T {
+        guard slots.wait(timeout: .now() + .milliseconds(Int(leaseTimeout.wholeMilliseconds))) == .success else {
+            throw StoreError(
+                "cannot \(intent): every connection to the PostgreSQL state \(url) stayed busy for \(leaseTimeout.wholeMilliseconds / 1000)s"
+            )
+        }
+        defer { slots.signal() }
+        // An idle connection the server closed meanwhile (a restart, an idle timeout) is dropped.
+        var reused = idle.withLock { $0.popLast() }
+        while let stale = reused, stale.isClosed { reused = idle.withLock { $0.popLast() } }
+        let connection: PostgresConnection
+        if let reused { connection = reused } else { connection = try connect(intent: intent) }
+        let session = PostgresSession(connection: connection, pool: self)
+        defer {
+            if session.isBroken || connection.isClosed {
+                _ = connection.close() as EventLoopFuture<Void>
+            } else {
+                idle.withLock { $0.append(connection) }
+            }
+        }
+        return try body(session)
+    }
+
+    private func connect(intent: String) throws(StoreError) -> PostgresConnection {
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let future = PostgresConnection.connect(on: group.next(), configuration: configuration, id: id, logger: logger)
+        do {
+            return try future.wait()
+        } catch {
+            throw StoreError("cannot \(intent): cannot connect to the PostgreSQL state \(url): \(Self.describe(error))")
+        }
+    }
+
+    /// Waits for `future` at most `queryTimeout`, or until the connection closes, whichever
+    /// comes first: a query on a connection the server ended (a restart, an administrator's
+    /// pg_terminate_backend, a network cut that TCP noticed) can otherwise stay pending.
+    /// On timeout the connection is closed.
+    func wait<T: Sendable>(_ future: EventLoopFuture<T>, on connection: PostgresConnection, intent: String) throws(StoreError) -> T {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Result<T, any Error>?>(nil)
+        future.whenComplete { result in
+            outcome.withLock { if $0 == nil { $0 = result } }
+            done.signal()
+        }
+        connection.closeFuture.whenComplete { _ in
+            // The query's own failure, when it comes first, is the better message.
+            connection.closeFuture.eventLoop.scheduleTask(in: .milliseconds(50)) {
+                outcome.withLock { if $0 == nil { $0 = .failure(ConnectionClosed()) } }
+                done.signal()
+            }
+        }
+        let timeout = queryTimeout + .seconds(5)
+        if done.wait(timeout: .now() + .milliseconds(Int(timeout.wholeMilliseconds))) == .timedOut {
+            _ = connection.close() as EventLoopFuture<Void>
+            throw StoreError(
+                "cannot \(intent): the PostgreSQL state \(url) did not answer within \(timeout.wholeMilliseconds / 1000)s (nothing was written)"
+            )
+        }
+        switch outcome.withLock({ $0 })! {
+        case .success(let value): return value
+        case .failure(let error): throw StoreError("cannot \(intent): \(Self.describe(error))")
+        }
+    }
+
+    /// A message a user can act on: the server's own message (and its SQLSTATE) for a
+    /// server error, what failed for a connection error.
+    static func describe(_ error: any Error) -> String {
+        if error is ConnectionClosed { return "the connection was closed (the server ended it, or the network failed)" }
+        guard let error = error as? PSQLError else { return "\(error)" }
+        if let info = error.serverInfo {
+            var text = info[.message] ?? "server error"
+            if let detail = info[.detail] { text += " (\(detail))" }
+            if let state = info[.sqlState] { text += " [SQLSTATE \(state)]" }
+            return text
+        }
+        switch error.code {
+        case .connectionError:
+            return "the connection failed: \(error.underlying.map { "\($0)" } ?? "unknown reason")"
+        case .serverClosedConnection, .clientClosedConnection, .uncleanShutdown:
+            return "the connection was closed (\(error.underlying.map { "\($0)" } ?? "\(error.code)"))"
+        case .sslUnsupported:
+            return "the server does not support TLS, which sslmode requires"
+        case .authMechanismRequiresPassword:
+            return "the server asks for a password: give it in the URL or in PGPASSWORD"
+        default:
+            return "\(error.code)\(error.underlying.map { ": \($0)" } ?? "")"
+        }
+    }
+
+    private static func tls(_ url: PostgresURL) throws(StoreError) -> PostgresConnection.Configuration.TLS {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let root = url.sslRootCertificate { tls.trustRoots = .file(root) }
+        switch url.sslMode {
+        case .disable: return .disable
+        case .allow, .prefer, .require:
+            // As libpq: require encrypts without checking the certificate, unless a root
+            // certificate is given, which makes it verify-ca.
+            tls.certificateVerification = url.sslRootCertificate == nil ? .none : .noHostnameVerification
+        case .verifyCA: tls.certificateVerification = .noHostnameVerification
+        case .verifyFull: tls.certificateVerification = .fullVerification
+        }
+        let context: NIOSSLContext
+        do {
+            context = try NIOSSLContext(configuration: tls)
+        } catch {
+            throw StoreError("cannot set up TLS for the PostgreSQL state \(url): \(error)")
+        }
+        return url.sslMode == .allow || url.sslMode == .prefer ? .prefer(context) : .require(context)
+    }
+}
+
+/// The connection closed while a query waited for its answer.
+struct ConnectionClosed: Error {}
+
+/// One leased connection: statements run one after another, each waited for.
+final class PostgresSession {
+    let connection: PostgresConnection
+    private let pool: PostgresPool
+    /// Set when a wait failed or timed out: the connection's state is unknown, so it is
+    /// closed rather than returned to the pool.
+    private(set) var isBroken = false
+    private let logger = Logger(label: "orl.postgres")
+
+    init(connection: PostgresConnection, pool: PostgresPool) {
+        self.connection = connection
+        self.pool = pool
+    }
+
+    var url: PostgresURL { pool.url }
+
+    /// Runs one statement and returns its rows.
+    @discardableResult
+    func query(_ sql: String, _ binds: [PostgresValue] = [], intent: String) throws(StoreError) -> [PostgresRandomAccessRow] {
+        try run(sql, binds, intent: intent).rows
+    }
+
+    /// Runs one statement; returns how many rows it changed.
+    @discardableResult
+    func execute(_ sql: String, _ binds: [PostgresValue] = [], intent: String) throws(StoreError) -> Int {
+        try run(sql, binds, intent: intent).affected
+    }
+
+    private func run(_ sql: String, _ binds: [PostgresValue], intent: String) throws(StoreError) -> (
+        rows: [PostgresRandomAccessRow], affected: Int
+    ) {
+        guard !connection.isClosed else {
+            isBroken = true
+            throw StoreError("cannot \(intent): the connection to the PostgreSQL state \(url) was closed (nothing more was written)")
+        }
+        var bindings = PostgresBindings(capacity: binds.count)
+        for value in binds { value.bind(into: &bindings) }
+        let future = connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
+        do {
+            let result = try pool.wait(future, on: connection, intent: intent)
+            return (result.rows.map(PostgresRandomAccessRow.init), result.metadata.rows ?? 0)
+        } catch {
+            // A server error leaves the connection usable (the transaction is rolled back by
+            // the caller); a lost or timed-out one does not.
+            if connection.isClosed || !error.message.contains("[SQLSTATE") { isBroken = true }
+            throw error
+        }
+    }
+}
+
+/// A bound parameter: the few types the state's columns hold.
+enum PostgresValue {
+    case text(String?)
+    case int(Int64?)
+    case double(Double?)
+    case bytes([UInt8]?)
+
+    static func int(_ value: Int) -> PostgresValue { .int(Int64(value)) }
+    static func int(_ value: Int?) -> PostgresValue { .int(value.map(Int64.init)) }
+
+    func bind(into bindings: inout PostgresBindings) {
+        switch self {
+        case .text(let value?): bindings.append(value)
+        case .int(let value?): bindings.append(value)
+        case .double(let value?): bindings.append(value)
+        case .bytes(let value?): bindings.append(ByteBuffer(bytes: value))
+        case .text(nil): bindings.append(String?.none)
+        case .int(nil): bindings.append(Int64?.none)
+        case .double(nil): bindings.append(Double?.none)
+        case .bytes(nil): bindings.append(ByteBuffer?.none)
+        }
+    }
+}
+
+/// Reading a row's columns by position, as the SQLite store's `Statement` does: a column
+/// of another type than the schema says is a corrupt state, reported, not a crash.
+extension PostgresRandomAccessRow {
+    func text(_ index: Int) throws(StoreError) -> String { try decode(index, String.self) }
+    func optionalText(_ index: Int) throws(StoreError) -> String? { try decode(index, String?.self) }
+    func int64(_ index: Int) throws(StoreError) -> Int64 { try decode(index, Int64.self) }
+    func optionalInt64(_ index: Int) throws(StoreError) -> Int64? { try decode(index, Int64?.self) }
+    func int(_ index: Int) throws(StoreError) -> Int { Int(try int64(index)) }
+    func double(_ index: Int) throws(StoreError) -> Double { try decode(index, Double.self) }
+    func bytes(_ index: Int) throws(StoreError) -> [UInt8] {
+        let buffer = try decode(index, ByteBuffer.self)
+        return buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []
+    }
+
+    private func decode<T: PostgresDecodable>(_ index: Int, _ type: T.Type) throws(StoreError) -> T {
+        do {
+            return try self[index].decode(T.self)
+        } catch {
+            throw StoreError("the PostgreSQL state has an unexpected value in column \(self[index].columnName): \(error)")
+        }
+    }
+}

@@ -1,0 +1,393 @@
+import OrlCore
+import PostgresNIO
+
+/// The PostgreSQL schema, as an ordered list of migrations: the same rules as the SQLite
+/// list (`OrlStore/Schema.swift`), numbered on their own. A migration, once released,
+/// never changes; a change is a new one appended.
+///
+/// `schema_migrations` holds one row per applied migration. Opening applies the missing
+/// ones in one transaction (PostgreSQL's DDL is transactional: all or none), under an
+/// advisory lock so that two processes opening a new database do not both migrate it,
+/// and refuses a database that has more than this binary knows.
+///
+/// Columns mirror SQLite's, with PostgreSQL's types: times stay milliseconds since the
+/// epoch (BIGINT), so both stores read and write the same values. Every text column
+/// collates as "C" (byte order, as SQLite's BINARY), so listings come out in the same
+/// order on both, whatever locale the database was created with.
+enum PostgresSchema {
+    struct Migration {
+        var summary: String
+        /// One statement each: the extended protocol runs one at a time.
+        var statements: [String]
+    }
+
+    static let migrations: [Migration] = [
+        Migration(
+            summary: "create the state: resources, history, events, status, supervision, holds, ledger, vault, runs, sources",
+            statements: [
+                """
+                CREATE TABLE resources (
+                    kind TEXT COLLATE "C" NOT NULL,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    name TEXT COLLATE "C" NOT NULL,
+                    manifest TEXT NOT NULL,
+                    manifest_hash TEXT NOT NULL,
+                    spec_hash TEXT NOT NULL,
+                    generation BIGINT NOT NULL,
+                    resource_version BIGINT NOT NULL,
+                    source TEXT COLLATE "C" NOT NULL,
+                    file TEXT NOT NULL,
+                    line BIGINT NOT NULL,
+                    revision TEXT,
+                    applied_at BIGINT NOT NULL,
+                    applied_by TEXT NOT NULL,
+                    code_root TEXT,
+                    PRIMARY KEY (kind, namespace, name)
+                )
+                """,
+                "CREATE INDEX resources_by_source ON resources (source, kind, namespace, name)",
+                """
+                CREATE TABLE applies (
+                    number BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    source TEXT NOT NULL,
+                    revision TEXT,
+                    applied_at BIGINT NOT NULL,
+                    applied_by TEXT NOT NULL,
+                    summary TEXT NOT NULL,
+                    plan TEXT NOT NULL,
+                    result TEXT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE events (
+                    number BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    time BIGINT NOT NULL,
+                    kind TEXT NOT NULL CHECK (kind IN ('Normal', 'Warning')),
+                    resource_kind TEXT COLLATE "C",
+                    resource_namespace TEXT COLLATE "C",
+                    resource_name TEXT COLLATE "C",
+                    reason TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    CHECK ((resource_kind IS NULL) = (resource_namespace IS NULL)
+                        AND (resource_kind IS NULL) = (resource_name IS NULL))
+                )
+                """,
+                "CREATE INDEX events_by_resource ON events (resource_kind, resource_namespace, resource_name, number)",
+                "CREATE INDEX events_by_time ON events (time)",
+                """
+                CREATE TABLE status (
+                    kind TEXT COLLATE "C" NOT NULL,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    name TEXT COLLATE "C" NOT NULL,
+                    phase TEXT NOT NULL,
+                    conditions TEXT NOT NULL DEFAULT '[]',
+                    observed_generation BIGINT NOT NULL DEFAULT 0,
+                    updated_at BIGINT NOT NULL,
+                    PRIMARY KEY (kind, namespace, name),
+                    FOREIGN KEY (kind, namespace, name) REFERENCES resources (kind, namespace, name) ON DELETE CASCADE
+                )
+                """,
+                """
+                CREATE TABLE supervision (
+                    kind TEXT COLLATE "C" NOT NULL,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    name TEXT COLLATE "C" NOT NULL,
+                    pid BIGINT,
+                    start_time BIGINT,
+                    launch_hash TEXT,
+                    token_digest TEXT,
+                    started_at BIGINT,
+                    restarts BIGINT NOT NULL DEFAULT 0,
+                    crashes BIGINT NOT NULL DEFAULT 0,
+                    last_exit TEXT,
+                    exited_at BIGINT,
+                    PRIMARY KEY (kind, namespace, name),
+                    CHECK ((pid IS NULL) = (start_time IS NULL))
+                )
+                """,
+                """
+                CREATE TABLE holds (
+                    kind TEXT COLLATE "C" NOT NULL,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    name TEXT COLLATE "C" NOT NULL,
+                    held_at BIGINT NOT NULL,
+                    held_by TEXT NOT NULL,
+                    PRIMARY KEY (kind, namespace, name),
+                    FOREIGN KEY (kind, namespace, name) REFERENCES resources (kind, namespace, name) ON DELETE CASCADE
+                )
+                """,
+                """
+                CREATE TABLE ledger (
+                    number BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    time BIGINT NOT NULL,
+                    kind TEXT COLLATE "C" NOT NULL,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    name TEXT COLLATE "C" NOT NULL,
+                    model TEXT COLLATE "C" NOT NULL,
+                    prompt_tokens BIGINT NOT NULL,
+                    completion_tokens BIGINT NOT NULL,
+                    usd DOUBLE PRECISION NOT NULL,
+                    latency_ms BIGINT NOT NULL,
+                    request_id TEXT NOT NULL,
+                    outcome TEXT NOT NULL,
+                    run TEXT,
+                    step TEXT
+                )
+                """,
+                "CREATE INDEX ledger_by_time ON ledger (time)",
+                "CREATE INDEX ledger_by_agent ON ledger (namespace, name, time)",
+                "CREATE INDEX ledger_by_run ON ledger (run, step) WHERE run IS NOT NULL",
+                """
+                CREATE TABLE ledger_daily (
+                    day TEXT COLLATE "C" NOT NULL,
+                    kind TEXT COLLATE "C" NOT NULL,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    name TEXT COLLATE "C" NOT NULL,
+                    model TEXT COLLATE "C" NOT NULL,
+                    calls BIGINT NOT NULL,
+                    prompt_tokens BIGINT NOT NULL,
+                    completion_tokens BIGINT NOT NULL,
+                    usd DOUBLE PRECISION NOT NULL,
+                    PRIMARY KEY (day, kind, namespace, name, model)
+                )
+                """,
+                """
+                CREATE TABLE secrets (
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    name TEXT COLLATE "C" NOT NULL,
+                    box BYTEA NOT NULL,
+                    key_check TEXT NOT NULL,
+                    size BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL,
+                    updated_by TEXT NOT NULL,
+                    PRIMARY KEY (namespace, name)
+                )
+                """,
+                """
+                CREATE TABLE sources (
+                    name TEXT COLLATE "C" PRIMARY KEY,
+                    url TEXT NOT NULL,
+                    ref TEXT,
+                    path TEXT,
+                    suspended_at BIGINT,
+                    suspended_by TEXT,
+                    last_applied TEXT,
+                    last_applied_at BIGINT,
+                    last_attempted TEXT,
+                    last_attempted_at BIGINT,
+                    result TEXT CHECK (result IN ('Applied', 'Invalid', 'Refused', 'Failed', 'Unreachable')),
+                    message TEXT NOT NULL DEFAULT '',
+                    failures BIGINT NOT NULL DEFAULT 0,
+                    CHECK ((suspended_at IS NULL) = (suspended_by IS NULL))
+                )
+                """,
+                """
+                CREATE TABLE manifest_files (
+                    source TEXT COLLATE "C" NOT NULL,
+                    path TEXT COLLATE "C" NOT NULL,
+                    content_hash TEXT NOT NULL,
+                    stamp TEXT,
+                    record TEXT NOT NULL,
+                    PRIMARY KEY (source, path)
+                )
+                """,
+                """
+                CREATE TABLE manifest_namespaces (
+                    source TEXT COLLATE "C" NOT NULL,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    diagnostics TEXT NOT NULL,
+                    PRIMARY KEY (source, namespace)
+                )
+                """,
+                """
+                CREATE TABLE runs (
+                    id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    workflow TEXT COLLATE "C" NOT NULL,
+                    generation BIGINT NOT NULL,
+                    phase TEXT NOT NULL CHECK (phase IN ('Running', 'Succeeded', 'Failed', 'Cancelled')),
+                    trigger TEXT NOT NULL CHECK (trigger IN ('manual', 'schedule')),
+                    cron TEXT,
+                    slot BIGINT,
+                    input TEXT NOT NULL,
+                    plan TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    created_by TEXT NOT NULL,
+                    ended_at BIGINT,
+                    error TEXT,
+                    CHECK ((trigger = 'schedule') = (slot IS NOT NULL AND cron IS NOT NULL))
+                )
+                """,
+                "CREATE INDEX runs_by_workflow ON runs (namespace, workflow, id)",
+                "CREATE UNIQUE INDEX runs_by_slot ON runs (namespace, workflow, slot) WHERE slot IS NOT NULL",
+                """
+                CREATE TABLE run_steps (
+                    run_id TEXT COLLATE "C" NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                    idx BIGINT NOT NULL,
+                    step TEXT COLLATE "C" NOT NULL,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    agent TEXT COLLATE "C",
+                    state TEXT NOT NULL CHECK (state IN (
+                        'Pending', 'Ready', 'Running', 'WaitingApproval',
+                        'Succeeded', 'Failed', 'DeadLetter', 'Skipped', 'Cancelled')),
+                    waiting BIGINT NOT NULL DEFAULT 0,
+                    attempt BIGINT NOT NULL DEFAULT 0,
+                    ready_at BIGINT,
+                    lease_expires_at BIGINT,
+                    deadline BIGINT,
+                    started_at BIGINT,
+                    ended_at BIGINT,
+                    error TEXT,
+                    decided_by TEXT,
+                    reason TEXT,
+                    PRIMARY KEY (run_id, idx)
+                )
+                """,
+                "CREATE INDEX run_steps_ready ON run_steps (state, namespace, agent, ready_at)",
+                "CREATE INDEX run_steps_deadline ON run_steps (state, deadline)",
+                "CREATE INDEX run_steps_lease ON run_steps (state, lease_expires_at)",
+                "CREATE INDEX run_steps_by_state ON run_steps (run_id, state)",
+                """
+                CREATE TABLE run_attempts (
+                    run_id TEXT COLLATE "C" NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                    step TEXT COLLATE "C" NOT NULL,
+                    attempt BIGINT NOT NULL,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    agent TEXT COLLATE "C" NOT NULL,
+                    started_at BIGINT NOT NULL,
+                    ended_at BIGINT,
+                    outcome TEXT NOT NULL CHECK (outcome IN (
+                        'Running', 'Succeeded', 'Failed', 'TimedOut', 'LeaseExpired', 'Abandoned')),
+                    error TEXT,
+                    PRIMARY KEY (run_id, step, attempt)
+                )
+                """,
+                """
+                CREATE TABLE run_values (
+                    run_id TEXT COLLATE "C" NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                    key TEXT COLLATE "C" NOT NULL,
+                    version BIGINT NOT NULL,
+                    value TEXT NOT NULL,
+                    written_at BIGINT NOT NULL,
+                    step TEXT,
+                    attempt BIGINT,
+                    PRIMARY KEY (run_id, key, version)
+                )
+                """,
+                """
+                CREATE TABLE cron_slots (
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    workflow TEXT COLLATE "C" NOT NULL,
+                    cron TEXT COLLATE "C" NOT NULL,
+                    slot BIGINT NOT NULL,
+                    run_id TEXT,
+                    PRIMARY KEY (namespace, workflow, cron)
+                )
+                """,
+                """
+                CREATE TABLE tool_approvals (
+                    id TEXT COLLATE "C" PRIMARY KEY,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    agent TEXT NOT NULL,
+                    tool TEXT NOT NULL,
+                    arguments TEXT NOT NULL,
+                    requested_at BIGINT NOT NULL,
+                    expires_at BIGINT NOT NULL,
+                    state TEXT NOT NULL,
+                    decided_by TEXT,
+                    reason TEXT,
+                    decided_at BIGINT
+                )
+                """,
+                "CREATE INDEX tool_approvals_pending ON tool_approvals (requested_at) WHERE state = 'Pending'",
+                """
+                CREATE TABLE alert_outbox (
+                    event_number BIGINT NOT NULL,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    alert TEXT COLLATE "C" NOT NULL,
+                    type TEXT NOT NULL,
+                    time BIGINT NOT NULL,
+                    resource_kind TEXT NOT NULL,
+                    resource_namespace TEXT NOT NULL,
+                    resource_name TEXT NOT NULL,
+                    reason TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    action TEXT,
+                    state TEXT NOT NULL DEFAULT 'Pending' CHECK (state IN ('Pending', 'Delivered', 'Failed')),
+                    attempts BIGINT NOT NULL DEFAULT 0,
+                    next_attempt_at BIGINT NOT NULL,
+                    last_error TEXT,
+                    delivered_at BIGINT,
+                    PRIMARY KEY (namespace, alert, event_number)
+                )
+                """,
+                "CREATE INDEX alert_outbox_due ON alert_outbox (state, next_attempt_at)",
+                """
+                CREATE TABLE alert_cursor (
+                    id BIGINT PRIMARY KEY CHECK (id = 1),
+                    event_number BIGINT NOT NULL
+                )
+                """,
+                "INSERT INTO alert_cursor (id, event_number) VALUES (1, 0)",
+            ]
+        )
+    ]
+
+    static var version: Int { migrations.count }
+
+    /// Keys of the advisory locks the store takes (`pg_advisory_xact_lock`): 'orl' in the
+    /// high bytes, so that they do not collide with another application's in the database.
+    enum LockKey {
+        static let write: Int64 = 0x6F72_6C00_0000_0001
+        static let migrate: Int64 = 0x6F72_6C00_0000_0002
+    }
+
+    /// Brings the database up to `version`, or refuses it when it is newer.
+    static func migrate(_ session: PostgresSession) throws(StoreError) {
+        // The common case, an up-to-date database, takes no lock.
+        if try currentVersion(session, tableMayBeMissing: true) == version { return }
+        let intent = "migrate the PostgreSQL state"
+        try session.execute("BEGIN", intent: intent)
+        do throws(StoreError) {
+            try session.execute("SELECT pg_advisory_xact_lock($1)", [.int(LockKey.migrate)], intent: intent)
+            try session.execute(
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version BIGINT PRIMARY KEY,
+                    summary TEXT NOT NULL,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )
+                """, intent: intent)
+            // Read again under the lock: another process may have migrated meanwhile.
+            let current = try currentVersion(session, tableMayBeMissing: false)
+            for number in current..<version {
+                let migration = migrations[number]
+                let step = "migrate the PostgreSQL state to schema \(number + 1) (\(migration.summary))"
+                for statement in migration.statements { try session.execute(statement, intent: step) }
+                try session.execute(
+                    "INSERT INTO schema_migrations (version, summary) VALUES ($1, $2)",
+                    [.int(number + 1), .text(migration.summary)], intent: step)
+            }
+            try session.execute("COMMIT", intent: intent)
+        } catch {
+            _ = try? session.execute("ROLLBACK", intent: intent)
+            throw error
+        }
+    }
+
+    private static func currentVersion(_ session: PostgresSession, tableMayBeMissing: Bool) throws(StoreError) -> Int {
+        let intent = "read the schema version of the PostgreSQL state"
+        if tableMayBeMissing {
+            let exists = try session.query("SELECT to_regclass('schema_migrations') IS NOT NULL", intent: intent)
+            guard let row = exists.first, (try? row[0].decode(Bool.self)) == true else { return 0 }
+        }
+        let rows = try session.query("SELECT coalesce(max(version), 0)::bigint FROM schema_migrations", intent: intent)
+        let current = try rows.first?.int(0) ?? 0
+        guard current <= version else {
+            throw StoreError(
+                "this state was written by a newer orlctl (schema \(current)); upgrade orlctl "
+                    + "(this one knows schema \(version) and earlier) to use \(session.url)")
+        }
+        return current
+    }
+}

@@ -1,0 +1,71 @@
+public import OrlCore
+
+/// The actual state in a PostgreSQL database: the `StateStore` port, as `SQLiteStateStore`
+/// implements it, for a state shared by several machines.
+///
+/// **Transactions.** A `write` is one transaction on one leased connection that first
+/// takes a transaction-scoped advisory lock (`pg_advisory_xact_lock`), so writers, in
+/// any process on any machine, run one after another as SQLite's `BEGIN IMMEDIATE` makes
+/// them: the body then reads everything committed before it (READ COMMITTED, each
+/// statement after the lock sees the latest commits, and no other writer can commit
+/// meanwhile), generations and versions computed from those reads cannot race, and
+/// event and apply numbers are assigned in commit order (the alert outbox's cursor relies
+/// on it). The body's writes land together at COMMIT, or not at all: an error, a lost
+/// connection or a timeout rolls the transaction back. A `read` is a REPEATABLE READ,
+/// READ ONLY transaction: one snapshot, no lock, and writing in it is refused.
+///
+/// **Threads.** Calls block their thread until PostgreSQL answers, as SQLite's do; see
+/// `PostgresPool` for why that is safe from any thread and how every wait is bounded.
+/// Do not call the store from inside one of its own bodies (it would lease a second
+/// connection and, for a write, wait for its own lock until the lock timeout).
+public final class PostgresStateStore: StateStore {
+    public let url: PostgresURL
+    let pool: PostgresPool
+
+    /// Connects to the database and migrates it to this binary's schema.
+    public init(url: PostgresURL, maxConnections: Int = 4, timeout: Duration = .seconds(30)) throws(StoreError) {
+        self.url = url
+        self.pool = try PostgresPool(url: url, maxConnections: maxConnections, queryTimeout: timeout, leaseTimeout: timeout)
+        try pool.withConnection(intent: "open the PostgreSQL state") { session throws(StoreError) in
+            try PostgresSchema.migrate(session)
+        }
+    }
+
+    /// Parses `url` (see `PostgresURL`), then opens it.
+    public convenience init(url text: String, environment: [String: String] = [:]) throws(StoreError) {
+        try self.init(url: PostgresURL(parsing: text, environment: environment))
+    }
+
+    public func read<T>(_ body: (any StateReader) throws(StoreError) -> T) throws(StoreError) -> T {
+        try transaction(writable: false, intent: "read the state", body)
+    }
+
+    public func write<T>(_ body: (any StateWriter) throws(StoreError) -> T) throws(StoreError) -> T {
+        try transaction(writable: true, intent: "write the state", body)
+    }
+
+    func transaction<T>(writable: Bool, intent: String, _ body: (PostgresAccess) throws(StoreError) -> T) throws(StoreError) -> T {
+        try pool.withConnection(intent: intent) { session throws(StoreError) in
+            if writable {
+                try session.execute("BEGIN ISOLATION LEVEL READ COMMITTED", intent: intent)
+            } else {
+                try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", intent: intent)
+            }
+            let access = PostgresAccess(session, writable: writable)
+            defer { access.close() }
+            do throws(StoreError) {
+                if writable {
+                    try session.execute("SELECT pg_advisory_xact_lock($1)", [.int(PostgresSchema.LockKey.write)], intent: intent)
+                }
+                let value = try body(access)
+                try session.execute("COMMIT", intent: intent)
+                return value
+            } catch {
+                // A lost connection has rolled back already; otherwise roll back here, so the
+                // connection goes back to the pool outside any transaction.
+                if !session.isBroken { _ = try? session.execute("ROLLBACK", intent: intent) }
+                throw error
+            }
+        }
+    }
+}

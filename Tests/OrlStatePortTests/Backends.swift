@@ -1,0 +1,83 @@
+import Foundation
+import OrlCore
+import OrlPostgres
+import OrlStore
+import OrlTestPostgres
+import Testing
+
+/// The state backends every test of this target runs against, with the same expectations.
+enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite
+    case postgres
+
+    var testDescription: String { rawValue }
+
+    /// Both, or SQLite alone where PostgreSQL is not installed (see `postgresSkipped`).
+    static let available: [Backend] = PostgresCluster.unavailable == nil ? allCases : [.sqlite]
+}
+
+/// A fresh, empty state of one backend: `open()` gives a new store on it each time (a new
+/// connection, as another process would have), and the state is removed afterwards.
+final class TestState: Sendable {
+    let backend: Backend
+    let location: String
+    private let cleanup: @Sendable () -> Void
+
+    init(_ backend: Backend) throws {
+        self.backend = backend
+        switch backend {
+        case .sqlite:
+            let root = FileManager.default.temporaryDirectory.appendingPathComponent("orl-ports-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+            location = root.appendingPathComponent("state").path
+            cleanup = { try? FileManager.default.removeItem(at: root) }
+        case .postgres:
+            location = try PostgresCluster.shared().database("ports")
+            cleanup = {}
+        }
+    }
+
+    deinit { cleanup() }
+
+    func open() throws -> any StateStore {
+        switch backend {
+        case .sqlite: try SQLiteStateStore(directory: location)
+        case .postgres: try PostgresStateStore(url: location)
+        }
+    }
+}
+
+func agent(_ name: String, namespace: String = ResourceID.defaultNamespace) -> ResourceID {
+    ResourceID(kind: "Agent", namespace: namespace, name: name)
+}
+
+func stored(
+    _ id: ResourceID, manifest: String? = nil, generation: Int = 1, source: String = "manifests/", revision: String? = "abc123",
+    at time: Int64 = 1_763_743_503_120
+) -> StoredResource {
+    StoredResource(
+        id: id,
+        manifest: manifest ?? #"{"apiVersion":"orl.dev/v1","kind":"\#(id.kind)","metadata":{"name":"\#(id.name)"}}"#,
+        specHash: String(repeating: "ab", count: 32), generation: generation, resourceVersion: generation, source: source,
+        file: "manifests/\(id.name).yaml", line: 1, revision: revision, appliedAt: Timestamp(milliseconds: time), appliedBy: "alice")
+}
+
+func apply(_ source: String, summary: String = "Plan: 1 to add, 0 to change, 0 to prune (0 unchanged).") -> ApplyRecord {
+    ApplyRecord(
+        number: 0, source: source, revision: nil, appliedAt: Timestamp(milliseconds: 1000), appliedBy: "alice", summary: summary,
+        plan: "{}", result: "applied")
+}
+
+/// Runs each body on a thread of its own (store calls block) and waits for all of them.
+func onThreads(_ bodies: [@Sendable () -> Void]) {
+    let done = DispatchGroup()
+    for body in bodies {
+        done.enter()
+        Thread {
+            body()
+            done.leave()
+        }
+        .start()
+    }
+    done.wait()
+}
