@@ -132,8 +132,8 @@ let package = Package(
         .target(
             name: "OrlCLI",
             dependencies: [
-                "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer", "OrlDaemon", "OrlGit", "OrlManifests",
-                "COrlBuildInfo",
+                "OrlCore", "OrlYAML", "OrlStore", "OrlPostgres", "OrlRuntime", "OrlController", "OrlServer", "OrlDaemon", "OrlGit",
+                "OrlManifests", "COrlBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictness
@@ -182,7 +182,8 @@ let package = Package(
             name: "OrlDaemonTests", dependencies: ["OrlDaemon", "OrlController", "OrlStore", "OrlCore", "OrlYAML"],
             swiftSettings: strictness),
         .testTarget(
-            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlManifests"],
+            name: "OrlCLITests",
+            dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlManifests", "OrlTestPostgres"],
             exclude: ["Golden", "Fixtures"],
             swiftSettings: strictness),
     ]

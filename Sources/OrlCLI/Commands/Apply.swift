@@ -66,21 +66,21 @@ struct ManifestSourceOptions: ParsableArguments {
     ) async throws -> Plan {
         let outcome: ApplyOutcome
         do {
-            if let store = existingStore(state) {
+            if let store = try existingStore(state) {
                 let loaded: ManifestIndexLoader.Loaded
                 do {
                     loaded = try ManifestIndexLoader().load(paths: files, source: options.source, store: store, full: full)
                 } catch let error as SourceError {
                     throw CommandFailure(message: error.description)
                 } catch let error as StoreError {
-                    throw CommandFailure(message: "cannot open the state in \(state.resolvedDirectory): \(error.description)")
+                    throw CommandFailure(message: "cannot open the state in \(state.label): \(error.description)")
                 }
                 try ManifestLoader.check(
                     loaded.outcome.report, files: loaded.files, output: output, stopsOn: { $0.severity == .error },
                     notDone: notDone(invalid),
                     exit: invalid)
                 keepUntilExit(loaded)
-                if let exposure = SQLiteStateStore.exposure(of: state.resolvedDirectory) {
+                if state.postgresURL == nil, let exposure = SQLiteStateStore.exposure(of: state.resolvedDirectory) {
                     OrlctlMain.writeStandardError("orlctl: warning: \(exposure)\n")
                 }
                 outcome = try ApplyOperation.apply(
@@ -89,7 +89,7 @@ struct ManifestSourceOptions: ParsableArguments {
                     also: { writer throws(StoreError) in try loaded.writeIndex(source: options.source, writer) })
             } else {
                 let report = try await load(output: output, exit: invalid)
-                let store = try state.openStore()
+                let store = try state.openState()
                 outcome = try ApplyOperation.apply(report.fleet, to: store, options: options, now: Caller.now, dryRun: dryRun)
             }
         } catch let error as ApplyError {
@@ -109,8 +109,11 @@ struct ManifestSourceOptions: ParsableArguments {
 
     /// The state, when its database exists and opens: a first apply (or one against a
     /// state that cannot be opened) loads as `validate` does, then opens (or fails to
-    /// open) the state as before, so that invalid manifests never create a state.
-    private func existingStore(_ state: StateOptions) -> SQLiteStateStore? {
+    /// open) the state as before, so that invalid manifests never create a state. A
+    /// PostgreSQL state's database exists (its server made it): it is opened, or the
+    /// apply fails saying why.
+    private func existingStore(_ state: StateOptions) throws -> (any StateStore)? {
+        if state.postgresURL != nil { return try state.openState() }
         let directory = state.resolvedDirectory
         guard access((directory.hasSuffix("/") ? directory : directory + "/") + "state.db", F_OK) == 0 else { return nil }
         return try? SQLiteStateStore(directory: directory)
@@ -179,7 +182,7 @@ struct Apply: AsyncParsableCommand {
                 appliedBy: Caller.identity, codeRoot: manifests.codeRoot, forceConflicts: forceConflicts), full: full)
         guard !dryRun else { return }
         // A running controller reconciles the change at once rather than at its next poll.
-        if !plan.isEmpty { ControllerWake.wake(state.resolvedDirectory) }
+        if !plan.isEmpty && state.postgresURL == nil { ControllerWake.wake(state.resolvedDirectory) }
         try await ControllerAutostart.ensure(state: state, optedOut: noController, json: output == .json)
     }
 }
@@ -194,7 +197,8 @@ enum ControllerAutostart {
     }
 
     static func ensure(state: StateOptions, optedOut: Bool, json: Bool) async throws {
-        guard !optedOut, !disabledByEnvironment else { return }
+        // No controller runs against a PostgreSQL state yet (docs/postgres.md).
+        guard !optedOut, !disabledByEnvironment, state.postgresURL == nil else { return }
         let directory = ControllerLock.absolute(state.resolvedDirectory)
         guard try ControllerLock.holder(directory) == nil else { return }
         let store = try state.openStore()

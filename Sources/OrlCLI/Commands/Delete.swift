@@ -53,7 +53,7 @@ struct Delete: AsyncParsableCommand {
 
     func run() async throws {
         let ids = files.isEmpty ? try namedIDs() : try await manifestIDs()
-        let store = try state.openStore()
+        let store = try state.openState()
         let outcome: DeleteOutcome
         do {
             outcome = try DeleteOperation.delete(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import OrlCore
+import OrlPostgres
 import OrlStore
 
 /// `orlctl describe`: one resource on a page, as kubectl describe prints it.
@@ -38,6 +39,10 @@ struct Describe: AsyncParsableCommand {
 
     func run() async throws {
         if resources == ["state"] {
+            if let url = state.postgresURL {
+                _ = try state.openState()
+                return writeStandardOutput("State:              \(PostgresURL.redacted(url))\n")
+            }
             let directory = ControllerLock.absolute(state.resolvedDirectory)
             _ = try state.openStore()
             return writeStandardOutput("State:              \(directory)\n" + GC.sizes(directory))
@@ -45,9 +50,10 @@ struct Describe: AsyncParsableCommand {
         if let runs = try RunReference.described(resources) { return try RunDescription.describe(runs, state: state) }
         if let names = try SourceSelection.parse(resources) { return try describeSources(names) }
         let selection = try ResourceSelection.parse(resources, allowAll: false)
-        let store = try state.openStore()
+        let store = try state.openState()
         let namespace = self.namespace.namespace
-        let directory = ControllerLock.absolute(state.resolvedDirectory)
+        // Agents' logs are files of the state directory; a PostgreSQL state has none here.
+        let directory = state.postgresURL == nil ? ControllerLock.absolute(state.resolvedDirectory) : nil
         let (pages, missing): ([(ResourceView, [StoreEvent])], [String])
         do {
             (pages, missing) = try store.read { reader throws(StoreError) in
@@ -94,7 +100,7 @@ struct Describe: AsyncParsableCommand {
 extension Describe {
     /// `describe source/NAME`: where the source reads, its status and its events.
     func describeSources(_ names: [String]) throws {
-        let store = try state.openStore()
+        let store = try state.openState()
         let (pages, missing): ([(SourceRecord, Int, [StoreEvent])], [String])
         do {
             (pages, missing) = try store.read { reader throws(StoreError) in

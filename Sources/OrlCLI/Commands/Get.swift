@@ -74,7 +74,7 @@ struct Get: AsyncParsableCommand {
         if let names = try SourceSelection.parse(resources) { return try getSources(names) }
         let selection = try ResourceSelection.parse(resources, allowAll: true)
         let selector = try labelSelector()
-        let store = try state.openStore()
+        let store = try state.openState()
         let namespace = allNamespaces ? nil : self.namespace.namespace
         let (views, missing): ([ResourceView], [String])
         do {
@@ -139,7 +139,7 @@ struct Get: AsyncParsableCommand {
 extension Get {
     /// `get sources`: the git sources that sync and watch keep, with their status.
     func getSources(_ names: [String]) throws {
-        let store = try state.openStore()
+        let store = try state.openState()
         let (sources, missing): ([SourceRecord], [String])
         do {
             (sources, missing) = try store.read { reader throws(StoreError) in

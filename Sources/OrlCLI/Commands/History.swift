@@ -20,7 +20,7 @@ struct History: AsyncParsableCommand {
     func validate() throws { guard limit > 0 else { throw ValidationError("--limit must be at least 1") } }
 
     func run() async throws {
-        let store = try state.openStore()
+        let store = try state.openState()
         let records: [ApplyRecord]
         do {
             records = try store.read { reader throws(StoreError) in try reader.history(limit: limit) }
@@ -84,7 +84,7 @@ struct Events: AsyncParsableCommand {
     private func isRun(_ text: String) -> Bool { text.lowercased().hasPrefix("run/") || text.lowercased().hasPrefix("runs/") }
 
     func run() async throws {
-        let store = try state.openStore()
+        let store = try state.openState()
         var id =
             try resource.map { reference -> ResourceID? in
                 if isRun(reference) { return nil }
@@ -94,7 +94,7 @@ struct Events: AsyncParsableCommand {
         if let resource, isRun(resource) {
             // A run's events are under its workflow's namespace, wherever -n points.
             let run = try RunReference.parse(resource)
-            let namespace = try readingRuns(store) { reader throws(StoreError) in try reader.run(run)?.workflow.namespace }
+            let namespace = try readingRuns(try state.openStore()) { reader throws(StoreError) in try reader.run(run)?.workflow.namespace }
             id = ResourceID(kind: RunRecord.eventKind, namespace: namespace ?? self.namespace.namespace, name: run.rawValue)
         }
         let events: [StoreEvent]

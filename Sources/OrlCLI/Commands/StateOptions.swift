@@ -1,16 +1,43 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlPostgres
 import OrlStore
 
-/// `--state DIR`: where orl keeps its SQLite state. Shared by every command that
-/// touches state.
+/// `--state DIR` or `--state postgres://…`: where orl keeps its state, a SQLite database
+/// in a directory (the default) or a PostgreSQL database (docs/postgres.md). Shared by
+/// every command that touches state.
 struct StateOptions: ParsableArguments {
     @Option(
         name: .customLong("state"),
-        help: ArgumentHelp("The state directory (default: $ORL_HOME, else $XDG_STATE_HOME/orl, else ~/.local/state/orl).", valueName: "dir")
+        help: ArgumentHelp(
+            "The state directory (default: $ORL_HOME, else $XDG_STATE_HOME/orl, else ~/.local/state/orl), "
+                + "or a PostgreSQL URL postgres://USER@HOST:PORT/DATABASE?sslmode=MODE (default: $ORL_STATE_URL when set).",
+            valueName: "dir|url")
     )
     var directory: String?
+
+    /// The PostgreSQL URL when the state is in PostgreSQL: `--state postgres://…`, else
+    /// ORL_STATE_URL unless `--state` names a directory.
+    var postgresURL: String? {
+        if let directory { return PostgresURL.isPostgres(directory) ? directory : nil }
+        guard let url = ProcessInfo.processInfo.environment["ORL_STATE_URL"], !url.isEmpty else { return nil }
+        return url
+    }
+
+    /// The state as messages name it: its directory, or its URL without a password.
+    var label: String { postgresURL.map(PostgresURL.redacted) ?? resolvedDirectory }
+
+    /// Opens the state whichever its backend, as the port: for the commands that need
+    /// nothing else of it (apply, diff, get, describe, delete, history, events).
+    func openState() throws -> any StateStore {
+        guard let url = postgresURL else { return try openStore() }
+        do {
+            return try PostgresStateStore(url: url, environment: ProcessInfo.processInfo.environment)
+        } catch {
+            throw CommandFailure(message: "cannot open the state at \(PostgresURL.redacted(url)): \(error.description)")
+        }
+    }
 
     /// The directory to use, from the flag, then the environment, as the help says.
     var resolvedDirectory: String {
@@ -21,7 +48,15 @@ struct StateOptions: ParsableArguments {
         return NSHomeDirectory() + "/.local/state/orl"
     }
 
+    /// Opens the SQLite state: for the commands that need more than the `StateStore` port
+    /// (runs, the controller, the vault's key file, sync's locks), which a PostgreSQL state
+    /// does not offer yet; they say so.
     func openStore() throws -> SQLiteStateStore {
+        if let url = postgresURL {
+            throw CommandFailure(
+                message: "this command does not support a PostgreSQL state yet (\(PostgresURL.redacted(url))); "
+                    + "apply, diff, get, describe, delete, history and events do (docs/postgres.md)")
+        }
         do {
             let store = try SQLiteStateStore(directory: resolvedDirectory)
             if let exposure = SQLiteStateStore.exposure(of: resolvedDirectory) {
