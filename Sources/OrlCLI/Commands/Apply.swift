@@ -151,7 +151,7 @@ struct Apply: AsyncParsableCommand {
 /// ORL_NO_CONTROLLER=1 (as in CI) opts out.
 enum ControllerAutostart {
     static var disabledByEnvironment: Bool {
-        !(ProcessInfo.processInfo.environment["ORL_NO_CONTROLLER"].map({ $0.isEmpty || $0 == "0" }) ?? true)
+        !(System.environment("ORL_NO_CONTROLLER").map({ $0.isEmpty || $0 == "0" }) ?? true)
     }
 
     static func ensure(state: StateOptions, optedOut: Bool, json: Bool) async throws {

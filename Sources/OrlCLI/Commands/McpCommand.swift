@@ -87,7 +87,7 @@ struct McpCommand: AsyncParsableCommand {
                         let store = try state.openStore()
                         vault = StateVault(
                             store: store,
-                            keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: ProcessInfo.processInfo.environment)
+                            keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: System.environment)
                         )
                     }
                     do {
@@ -112,7 +112,7 @@ struct McpCommand: AsyncParsableCommand {
             let text = McpLock.render(kept.map { (id: $0.key, tools: $0.value) })
             let before = try? String(contentsOfFile: lockPath, encoding: .utf8)
             if before == text {
-                print("\(lockPath) unchanged (\(servers.count) server\(servers.count == 1 ? "" : "s"))")
+                writeStandardOutput("\(lockPath) unchanged (\(servers.count) server\(servers.count == 1 ? "" : "s"))\n")
                 return
             }
             do {
@@ -121,7 +121,8 @@ struct McpCommand: AsyncParsableCommand {
                 throw CommandFailure(message: "writing \(lockPath): \(error.localizedDescription)")
             }
             let count = kept.filter { id, _ in servers.contains { $0.id == id } }.values.map(\.count).reduce(0, +)
-            print("\(lockPath) written: \(count) tool\(count == 1 ? "" : "s") of \(servers.count) server\(servers.count == 1 ? "" : "s")")
+            writeStandardOutput(
+                "\(lockPath) written: \(count) tool\(count == 1 ? "" : "s") of \(servers.count) server\(servers.count == 1 ? "" : "s")\n")
             throw ExitCode(ExitStatus.findings.rawValue)
         }
 

@@ -368,7 +368,7 @@ enum VaultReference {
         let id = try id(text, flag: flag)
         let store = try state.openStore()
         let vault = StateVault(
-            store: store, keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: ProcessInfo.processInfo.environment))
+            store: store, keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: System.environment))
         let value: String?
         do {
             value = try vault.value(of: id)

@@ -41,7 +41,7 @@ struct FileSystemSource: Sendable {
                 guard !readStandardInput else { continue }
                 readStandardInput = true
                 inputs.append(
-                    .read(ManifestFile(path: Self.standardInputName, bytes: try readAll(descriptor: 0, path: Self.standardInputName))))
+                    .read(ManifestFile(path: Self.standardInputName, bytes: try standardInputBytes())))
                 continue
             }
             for path in try expand(argument) where seen.insert(path).inserted {
@@ -111,6 +111,16 @@ struct FileSystemSource: Sendable {
         return ManifestFile(path: path, bytes: try readAll(descriptor: descriptor, path: path))
     }
 
+    /// The command's standard input (the process's for the binary).
+    private func standardInputBytes() throws(SourceError) -> [UInt8] {
+        let path = Self.standardInputName
+        guard case .bytes(let bytes) = CommandContext.current.standardInput else {
+            return try readAll(descriptor: 0, path: path)
+        }
+        guard bytes.count <= maxFileBytes else { throw SourceError(path: path, reason: Self.tooLarge(maxFileBytes)) }
+        return bytes
+    }
+
     private func readAll(descriptor: Int32, path: String) throws(SourceError) -> [UInt8] {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
@@ -124,9 +134,13 @@ struct FileSystemSource: Sendable {
             bytes.append(contentsOf: chunk[0..<count])
             // Standard input has no size to check up front.
             if bytes.count > maxFileBytes {
-                throw SourceError(path: path, reason: "larger than the \(maxFileBytes / (1 << 20)) MiB limit for a manifest file")
+                throw SourceError(path: path, reason: Self.tooLarge(maxFileBytes))
             }
         }
+    }
+
+    private static func tooLarge(_ limit: Int) -> String {
+        "larger than the \(limit / (1 << 20)) MiB limit for a manifest file"
     }
 
     private static func notRegular(_ mode: mode_t) -> String {
