@@ -162,14 +162,17 @@ extension Array where Element: Sendable {
     /// Runs `transform` on every element at once, each on its own thread.
     func concurrentMap<T: Sendable>(_ transform: @escaping @Sendable (Element) throws -> T) throws -> [T] {
         let results = Mutex([Result<T, any Error>?](repeating: nil, count: count))
+        let done = DispatchGroup()
         let threads = enumerated().map { index, element in
-            Thread {
+            done.enter()
+            return Thread {
                 let result = Result { try transform(element) }
                 results.withLock { $0[index] = result }
+                done.leave()
             }
         }
         for thread in threads { thread.start() }
-        while results.withLock({ $0.contains { $0 == nil } }) { usleep(1000) }
+        done.wait()
         let collected = results.withLock { $0 }
         return try collected.map { try $0!.get() }
     }

@@ -48,11 +48,14 @@ enum Orlctl {
         try input.fileHandleForWriting.close()
         // Read both pipes concurrently so a large output on one cannot block the other.
         nonisolated(unsafe) var errData = Data()
-        let errThread = Thread { errData = err.fileHandleForReading.readDataToEndOfFile() }
-        errThread.start()
+        let errRead = DispatchSemaphore(value: 0)
+        Thread {
+            errData = err.fileHandleForReading.readDataToEndOfFile()
+            errRead.signal()
+        }.start()
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        while errThread.isExecuting || !errThread.isFinished { usleep(1000) }
+        errRead.wait()
         return Result(
             status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
             stderr: String(decoding: errData, as: UTF8.self))
@@ -68,6 +71,7 @@ extension Orlctl {
     /// The working directory is the process's, so calls take turns (each one short) and
     /// each runs on a thread of its own: commands read SQLite and files synchronously,
     /// which must not hold the cooperative pool's threads.
+    @discardableResult
     static func call(_ arguments: [String], stdin: String? = nil, in directory: URL = packageRoot, environment: [String: String] = [:])
         async throws -> Result
     {
