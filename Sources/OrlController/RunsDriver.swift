@@ -1,4 +1,5 @@
 public import OrlCore
+import OrlJSON
 
 /// Moves workflow runs along on a timer, next to the controller's reconcile loop: gives
 /// up on tasks whose lease or timeout has passed (retried or dead-lettered), decides

@@ -2,6 +2,7 @@ import Dispatch
 import Hummingbird
 import NIOCore
 public import OrlCore
+import OrlJSON
 
 /// The agents' side of workflow runs on the controller's loopback API: the task
 /// protocol (long-poll the next task, heartbeat, complete, fail) and tool calls. Each

@@ -3,6 +3,7 @@ import Hummingbird
 import NIOCore
 import NIOHTTP1
 import OrlCore
+import OrlJSON
 
 #if canImport(Glibc)
     import Glibc

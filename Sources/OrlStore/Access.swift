@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 
 /// The reader (and, in a `write`, the writer) handed to a transaction's body: the
 /// queries, on statements prepared once per connection and reused row after row.

@@ -1,6 +1,7 @@
 import Foundation
 import OrlCore
 import OrlGit
+import OrlJSON
 import OrlStore
 import OrlSync
 import Testing

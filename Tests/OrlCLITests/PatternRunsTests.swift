@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 import Testing
 
 /// The bounded patterns end to end: the examples' fleets (examples/routing,

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import OrlCore
+import OrlJSON
 import Testing
 
 @testable import OrlRuntime

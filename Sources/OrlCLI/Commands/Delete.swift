@@ -1,5 +1,6 @@
 import ArgumentParser
 import OrlCore
+import OrlJSON
 import OrlStore
 
 /// `orlctl delete`: remove resources from the state, all or nothing.

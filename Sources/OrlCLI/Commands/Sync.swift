@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import OrlCore
 import OrlGit
+import OrlJSON
 import OrlServer
 import OrlStore
 import OrlSync

@@ -1,6 +1,7 @@
 import ArgumentParser
 import COrlBuildInfo
 import OrlCore
+import OrlJSON
 
 /// `orlctl version`: what was built, from which commit, for bug reports and fleets of
 /// installed binaries (like `kubectl version --client -o json`).

@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 
 /// How `validate` (and later commands that validate first) print diagnostics.
 enum DiagnosticRenderer {
