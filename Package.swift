@@ -20,9 +20,10 @@ let isDirty =
 let buildDirty = isDirty ? "1" : "0"
 let buildCommitIsHex = buildCommit.allSatisfy { $0.isHexDigit }
 
+// Linux only (Debian 12 and the like): the code is written against Glibc and Linux
+// interfaces (/proc, prctl, namespaces, seccomp), so no Apple platform is declared.
 let package = Package(
     name: "orl",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "orlctl", targets: ["orlctl"]),
         .executable(name: "orl-bench", targets: ["orl-bench"]),
@@ -87,7 +88,7 @@ let package = Package(
         // core) and the GitOps sync of a git source into the state.
         .target(name: "OrlSync", dependencies: ["OrlJSON", "OrlCore", "OrlYAML", "OrlGit"], swiftSettings: strictness),
         // The reconcile loop: applied Agents in the store made into running processes.
-        .target(name: "OrlController", dependencies: ["OrlJSON", "OrlCore", "OrlStore", "OrlRuntime"], swiftSettings: strictness),
+        .target(name: "OrlController", dependencies: ["OrlJSON", "OrlCore"], swiftSettings: strictness),
         // HTTP: the gateway agents call instead of their model provider.
         .target(
             name: "OrlServer",

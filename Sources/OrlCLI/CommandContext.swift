@@ -1,10 +1,5 @@
+import Glibc
 import Synchronization
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
 
 /// What a command reads and writes besides its arguments and the files it names: the
 /// environment, standard input, output and error. The `orlctl` binary uses its own

@@ -1,10 +1,5 @@
+import Glibc
 public import OrlCore
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
 
 /// The actual state in a SQLite database, `state.db` in a directory of its own.
 ///

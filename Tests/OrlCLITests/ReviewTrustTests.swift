@@ -1,9 +1,6 @@
 import Foundation
+import Glibc
 import Testing
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// The verdicts a security reviewer relies on, each against a real git repository:
 /// what review, diff, apply, sync and watch say when the input is broken, when a list

@@ -1,9 +1,6 @@
 import Foundation
+import Glibc
 import Testing
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// `orlctl secret` in process, against a real state. Values never come back out, so
 /// what was stored is proved by sizes and by `unchanged` (the vault compares the new

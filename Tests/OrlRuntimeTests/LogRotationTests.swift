@@ -1,7 +1,6 @@
 import Foundation
 import Glibc
 import OrlCore
-import OrlJSON
 import Testing
 
 @testable import OrlRuntime

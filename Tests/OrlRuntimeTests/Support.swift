@@ -1,6 +1,5 @@
 import Foundation
 import OrlCore
-import OrlJSON
 import Testing
 
 @testable import OrlRuntime

@@ -1,13 +1,8 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import OrlCore
 import OrlStore
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
 
 /// `orlctl logs agent/NAME`: an agent's output, as the controller captured it.
 struct Logs: AsyncParsableCommand {

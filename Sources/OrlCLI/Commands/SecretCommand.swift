@@ -1,14 +1,9 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import OrlCore
 import OrlJSON
 import OrlStore
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
 
 /// `orlctl secret`: the vault. Values go in and never come out: no command prints one.
 struct SecretCommand: AsyncParsableCommand {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import Glibc
 import OrlCore
 import OrlGit
 import OrlJSON
@@ -8,12 +9,6 @@ import OrlServer
 import OrlStore
 import OrlSync
 import Synchronization
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
 
 /// What `sync` and `watch` share: the git source, how it is applied, and the state.
 struct GitSourceOptions: ParsableArguments {
