@@ -1,10 +1,10 @@
+import Glibc
+
 /// A mutex around a value that is not Sendable, handing it to one thread at a time.
 ///
 /// What `Synchronization.Mutex` does, which would tie the store (and every caller of
 /// it) to macOS 15; this works wherever the package builds. The value is only reachable
 /// through `withLock`, which is what makes the `@unchecked Sendable` true.
-import Glibc
-
 final class Locked<Value>: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private var value: Value

@@ -89,7 +89,7 @@ public final class SQLiteStateStore: StateStore {
             } catch {
                 // Only a lock is worth waiting for: a corrupt file or a full disk would
                 // be reported after the whole busy timeout, and stays so.
-                guard database.lastFailureIsBusy, ContinuousClock.now < deadline else { throw error }
+                guard error.isBusy, ContinuousClock.now < deadline else { throw error }
                 usleep(10_000)
             }
         }
