@@ -57,10 +57,10 @@ public final class SQLiteStateStore: StateStore {
     }
 
     func transaction<T>(
-        _ mode: Database.TransactionMode, intent: String, _ body: (Access) throws(StoreError) -> T
+        _ mode: Database.TransactionMode, intent: String, _ body: (SQLStateAccess) throws(StoreError) -> T
     ) throws(StoreError) -> T {
         try connection.withLock { (database: inout Database) throws(StoreError) in
-            let access = Access(database, writable: mode == .immediate)
+            let access = SQLStateAccess(database, writable: mode == .immediate)
             defer { access.close() }
             return try database.transaction(mode, intent: intent) { () throws(StoreError) in try body(access) }
         }
