@@ -156,8 +156,8 @@ enum ControllerAutostart {
 
     static func ensure(state: StateOptions, optedOut: Bool, json: Bool) async throws {
         guard !optedOut, !disabledByEnvironment else { return }
-        let directory = ControllerLock.absolute(state.resolvedDirectory)
-        guard try ControllerLock.holder(directory) == nil else { return }
+        let directory = PIDLock.absolute(state.resolvedDirectory)
+        guard try PIDLock.holder(directory) == nil else { return }
         let store = try state.openStore()
         let agents: Int
         do throws(StoreError) {

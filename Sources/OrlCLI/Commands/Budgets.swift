@@ -98,8 +98,8 @@ struct BudgetStatus: AsyncParsableCommand {
     /// The running controller's reservations and refusals; nil when none runs (or it
     /// cannot be asked, which is said).
     static func live(_ directory: String) async -> [ControllerClient.Key: ControllerClient.Live]? {
-        let directory = ControllerLock.absolute(directory)
-        guard (try? ControllerLock.holder(directory)) != nil,
+        let directory = PIDLock.absolute(directory)
+        guard (try? PIDLock.holder(directory)) != nil,
             let url = try? String(contentsOfFile: RunController.apiFile(directory), encoding: .utf8),
             let token = try? String(contentsOfFile: RunController.tokenFile(directory), encoding: .utf8)
         else { return nil }

@@ -49,7 +49,7 @@ struct Logs: AsyncParsableCommand {
     }
 
     static func logPath(state: String, _ id: ResourceID) -> String {
-        "\(ControllerLock.absolute(state))/logs/\(id.namespace)/\(id.name).log"
+        "\(PIDLock.absolute(state))/logs/\(id.namespace)/\(id.name).log"
     }
 
     func run() async throws {
