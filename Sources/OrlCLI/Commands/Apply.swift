@@ -166,7 +166,7 @@ enum ControllerAutostart {
             throw CommandFailure(message: error.description)
         }
         guard agents > 0 else { return }
-        try await RunController.startDetached(stateDirectory: directory, arguments: []) { message in
+        try await ControllerRunCommand.startDetached(stateDirectory: directory, arguments: []) { message in
             if json { OrlctlMain.writeStandardError(message) } else { writeStandardOutput(message) }
         }
     }

@@ -100,8 +100,8 @@ struct BudgetStatus: AsyncParsableCommand {
     static func live(_ directory: String) async -> [ControllerClient.Key: ControllerClient.Live]? {
         let directory = PIDLock.absolute(directory)
         guard (try? PIDLock.holder(directory)) != nil,
-            let url = try? String(contentsOfFile: RunController.apiFile(directory), encoding: .utf8),
-            let token = try? String(contentsOfFile: RunController.tokenFile(directory), encoding: .utf8)
+            let url = try? String(contentsOfFile: ControllerRunCommand.apiFile(directory), encoding: .utf8),
+            let token = try? String(contentsOfFile: ControllerRunCommand.tokenFile(directory), encoding: .utf8)
         else { return nil }
         do {
             return try await ControllerClient.budgets(

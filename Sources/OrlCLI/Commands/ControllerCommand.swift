@@ -18,12 +18,12 @@ struct ControllerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "controller",
         abstract: "Run the controller that makes agent processes match the applied Agents.",
-        subcommands: [RunController.self, StopController.self],
-        defaultSubcommand: RunController.self
+        subcommands: [ControllerRunCommand.self, StopController.self],
+        defaultSubcommand: ControllerRunCommand.self
     )
 }
 
-struct RunController: AsyncParsableCommand {
+struct ControllerRunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run the controller in the foreground (the default).",
@@ -310,7 +310,7 @@ struct RunController: AsyncParsableCommand {
     }
 }
 
-extension RunController {
+extension ControllerRunCommand {
     /// Where events go: standard error, one line each, in the format asked for.
     static func sink(_ format: LogFormat) -> @Sendable (ControllerEvent) -> Void {
         switch format {
