@@ -151,6 +151,7 @@ public actor Controller {
         for var record in stored {
             if let process = record.process, runtime.isRunning(process) {
                 alive.insert(record.agent)
+                runtime.adopt(process)
                 emit(.adopted, record.agent, process, message: "\(process)")
             } else {
                 record.process = nil
@@ -257,7 +258,7 @@ public actor Controller {
             observation = Reconciler.recordExit(exit, of: observation, at: now, backoff: configuration.backoff)
             alive.remove(id)
             jitter[id] = Double.random(in: 0..<1)
-            emit(.exited, id, process, message: "\(process): \(exit)")
+            emit(.exited, id, process, message: "\(process): \(exit)" + (runtime.exitNote(process).map { ": \($0)" } ?? ""))
         }
         if let intent { grace[id] = intent.launch.process.gracePeriod }
         let decision = Reconciler.decide(intent, observation, now: now, backoff: configuration.backoff, random: jitter[id] ?? 0.5)
@@ -334,6 +335,13 @@ public actor Controller {
             ]
             if let stalled = startErrors[id] {
                 conditions.append(.init(type: ResourceStatus.stalled, status: .true, reason: "StartFailed", message: stalled))
+            }
+            if let process = intent?.launch.process {
+                // What confines it (or would): describe shows it.
+                conditions.append(
+                    .init(
+                        type: Self.sandboxed, status: process.sandbox == nil ? .false : .true,
+                        reason: process.sandbox == nil ? "Unconfined" : "Strict", message: runtime.confinement(of: process)))
             }
             statuses[id] = (ResourceStatus(conditions: conditions, observedGeneration: generation, updatedAt: now), generation)
         }
@@ -448,6 +456,9 @@ public actor Controller {
             if pendingEvents.count > 1000 { pendingEvents.removeFirst(pendingEvents.count - 1000) }
         }
     }
+
+    /// The condition that says what confines an agent's process.
+    public static let sandboxed = "Sandboxed"
 
     /// 256 random bits, in hex.
     public static func newToken() -> String {

@@ -49,8 +49,32 @@ extension ProcessRuntime: CommandRunner {
         var pid: pid_t = 0
         var step = ORL_SPAWN_OK
         let stdio: [Int32] = [input[0], output[1], errors[1]]
+        var sandbox: PreparedSandbox?
+        if var wanted = invocation.sandbox {
+            // A tool has no way out at all (no API listener), and no cgroups of its
+            // own: its timeout bounds it.
+            wanted.apiPort = nil
+            wanted.memory = nil
+            wanted.cpu = nil
+            do throws(RuntimeError) {
+                sandbox = try prepareSandbox(
+                    wanted, key: "", program: path, arguments: invocation.arguments, searchPath: invocation.environment["PATH"],
+                    workingDirectory: invocation.workingDirectory, limits: ProcessLimits(), failure)
+            } catch {
+                for fd in input + output + errors { close(fd) }
+                throw error
+            }
+        }
+        var statusPipe: Int32 = -1
         let code = stdio.withUnsafeBufferPointer { fds in
-            orl_spawn_stdio(path, argv.pointers, envp.pointers, invocation.workingDirectory, fds.baseAddress, &limits, &pid, &step)
+            if let sandbox {
+                return sandbox.c.withPointer { pointer in
+                    orl_spawn_sandboxed(
+                        path, argv.pointers, envp.pointers, invocation.workingDirectory, nil, fds.baseAddress, &limits, pointer, &pid, nil,
+                        &statusPipe, &step)
+                }
+            }
+            return orl_spawn_stdio(path, argv.pointers, envp.pointers, invocation.workingDirectory, fds.baseAddress, &limits, &pid, &step)
         }
         close(input[0])
         close(output[1])
@@ -61,6 +85,7 @@ extension ProcessRuntime: CommandRunner {
                 step == ORL_SPAWN_CHDIR
                 ? "cannot change to the working directory \(invocation.workingDirectory): \(describeErrno(code))"
                 : "cannot \(String(cString: orl_spawn_step_description(step))): \(describeErrno(code))"
+                    + (sandbox != nil && step.rawValue >= ORL_SPAWN_NAMESPACES.rawValue ? "; \(isolationHint)" : "")
             throw failure(reason)
         }
         let deadline = ContinuousClock.now + invocation.timeout
@@ -77,6 +102,13 @@ extension ProcessRuntime: CommandRunner {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         if exit == nil && finished { exit = decode(status) }
+        if statusPipe >= 0 {
+            // A sandbox's init exits with 128+N for a program killed by signal N; the
+            // program's own status says which it was.
+            var programStatus: Int32 = 0
+            if exit != nil && orl_read_program_status(statusPipe, &programStatus) == 1 { exit = decode(programStatus) }
+            close(statusPipe)
+        }
         io.closeAll()
         return CommandOutcome(exit: exit, stdout: io.stdout, stderr: io.stderr, truncated: io.truncated)
     }

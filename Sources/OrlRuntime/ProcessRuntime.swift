@@ -27,6 +27,12 @@ public final class ProcessRuntime: AgentRuntime {
     private struct State: ~Copyable {
         /// Children started here and not reaped yet: PID to start time.
         var children: [Int32: UInt64] = [:]
+        /// Sandboxed children's cgroup directories, removed once they are reaped.
+        var cgroups: [Int32: [String]] = [:]
+        /// Sandboxed children's status pipes (see `orl_spawn_sandboxed`), read once reaped.
+        var statusPipes: [Int32: Int32] = [:]
+        /// Why a sandboxed process ended, when one of its limits ended it.
+        var notes: [ProcessIdentity: String] = [:]
         /// Exits already reaped, so that asking again gives the same answer; bounded,
         /// oldest first out.
         var exits: [ProcessIdentity: ProcessExit] = [:]
@@ -36,14 +42,20 @@ public final class ProcessRuntime: AgentRuntime {
             exits[process] = exit
             exitOrder.append(process)
             if exitOrder.count > 1024 {
-                exits[exitOrder.removeFirst()] = nil
+                let oldest = exitOrder.removeFirst()
+                exits[oldest] = nil
+                notes[oldest] = nil
             }
         }
     }
 
     private let state = Mutex(State())
+    /// Who serves orl's API on a sandboxed agent's listener; nil: nobody (command tools).
+    private let listeners: (any SandboxListeners)?
 
-    public init() {}
+    public init(listeners: (any SandboxListeners)? = nil) {
+        self.listeners = listeners
+    }
 
     // MARK: Starting
 
@@ -58,14 +70,23 @@ public final class ProcessRuntime: AgentRuntime {
         let argv = CStringArray([spec.command] + spec.arguments)
         let envp = CStringArray(spec.environment.map { "\($0.name)=\($0.value)" })
         guard argv.isComplete && envp.isComplete else { throw failure("out of memory") }
+        var sandbox: PreparedSandbox?
+        if let wanted = spec.sandbox {
+            sandbox = try Self.prepareSandbox(
+                wanted, key: "\(spec.agent.namespace).\(spec.agent.name)", program: path, arguments: spec.arguments,
+                searchPath: spec.environment.first(where: { $0.name == "PATH" })?.value, workingDirectory: spec.workingDirectory,
+                limits: spec.limits, failure)
+        }
         var limits = orl_spawn_limits(
-            address_space: Int64(spec.limits.addressSpace ?? -1),
+            address_space: Int64((sandbox?.cgroups.memoryByCgroup == true ? nil : spec.limits.addressSpace) ?? -1),
             open_files: Int64(spec.limits.openFiles ?? -1),
             cpu_seconds: Int64(spec.limits.cpuSeconds ?? -1)
         )
         var pid: pid_t = 0
         var step = ORL_SPAWN_OK
         var code: Int32 = 0
+        var listener: Int32 = -1
+        var statusPipe: Int32 = -1
         // ETXTBSY: the program was recently written through a descriptor that a process
         // forked by another thread (anywhere in the controller) still holds between its
         // fork and its exec, a window of microseconds. Retrying briefly is the usual
@@ -73,11 +94,33 @@ public final class ProcessRuntime: AgentRuntime {
         // still fails, after about 150 ms.
         for delay in [0, 5, 10, 20, 40, 80] {
             if delay > 0 { usleep(UInt32(delay * 1000)) }
-            code = orl_spawn(path, argv.pointers, envp.pointers, spec.workingDirectory, spec.logFile, &limits, &pid, &step)
+            if let sandbox {
+                code = sandbox.c.withPointer { pointer in
+                    orl_spawn_sandboxed(
+                        path, argv.pointers, envp.pointers, spec.workingDirectory, spec.logFile, nil, &limits, pointer, &pid, &listener,
+                        &statusPipe, &step)
+                }
+            } else {
+                code = orl_spawn(path, argv.pointers, envp.pointers, spec.workingDirectory, spec.logFile, &limits, &pid, &step)
+            }
             guard code == ETXTBSY && step == ORL_SPAWN_EXEC else { break }
         }
         guard code == 0 else {
+            if let sandbox { SandboxCgroups.remove(sandbox.cgroups.directories) }
             throw failure(Self.explain(step: step, code: code, path: path, spec: spec))
+        }
+        if listener >= 0 {
+            if let listeners {
+                listeners.serve(listener: listener, for: pid)
+            } else {
+                close(listener)
+            }
+        }
+        if let sandbox {
+            state.withLock {
+                $0.cgroups[pid] = sandbox.cgroups.directories
+                if statusPipe >= 0 { $0.statusPipes[pid] = statusPipe }
+            }
         }
 
         // The child is ours and unreaped, so its stat stays readable (as a zombie at
@@ -185,7 +228,10 @@ public final class ProcessRuntime: AgentRuntime {
             return "cannot change to the working directory \(spec.workingDirectory): \(reason)"
         case ORL_SPAWN_OPEN_LOG:
             return "cannot open the log file \(spec.logFile): \(reason)"
-        case ORL_SPAWN_RLIMIT_AS, ORL_SPAWN_RLIMIT_NOFILE, ORL_SPAWN_RLIMIT_CPU:
+        case ORL_SPAWN_NAMESPACES, ORL_SPAWN_CGROUP, ORL_SPAWN_MOUNTS, ORL_SPAWN_NETWORK, ORL_SPAWN_PRIVILEGES, ORL_SPAWN_SECCOMP,
+            ORL_SPAWN_INIT:
+            return "cannot \(String(cString: orl_spawn_step_description(step))): \(reason); \(Self.isolationHint)"
+        case ORL_SPAWN_RLIMIT_AS, ORL_SPAWN_RLIMIT_NOFILE, ORL_SPAWN_RLIMIT_CPU, ORL_SPAWN_RLIMIT_NPROC:
             let hint = code == EPERM ? " (a limit above the controller's own hard limit needs privileges; lower it)" : ""
             return "cannot \(String(cString: orl_spawn_step_description(step))): \(reason)\(hint)"
         default:
@@ -222,7 +268,19 @@ public final class ProcessRuntime: AgentRuntime {
             } while result < 0 && errno == EINTR
             if result == 0 { return .running }
             state.children[process.pid] = nil
+            let statusPipe = state.statusPipes.removeValue(forKey: process.pid)
+            defer { if let statusPipe { close(statusPipe) } }
+            let directories = state.cgroups.removeValue(forKey: process.pid) ?? []
+            if let note = SandboxCgroups.containment(in: directories) { state.notes[process] = note }
+            SandboxCgroups.remove(directories)
+            listeners?.release(pid: process.pid)
             guard result == process.pid else { return .notOurs }  // ECHILD: reaped elsewhere
+            // A sandbox's init can only exit with 128+N for a program killed by signal N
+            // (and dies of a signal itself only when the whole sandbox is killed).
+            var programStatus: Int32 = 0
+            if let statusPipe, status & 0x7f == 0, orl_read_program_status(statusPipe, &programStatus) == 1 {
+                status = programStatus
+            }
             let exit = Self.decode(status)
             state.remember(exit, of: process)
             return .exited(exit)
@@ -230,8 +288,16 @@ public final class ProcessRuntime: AgentRuntime {
         switch reaped {
         case .exited(let exit): return exit
         case .running: return nil
-        case .notOurs: return isRunning(process) ? nil : .signaled(signal: 0)
+        case .notOurs:
+            if isRunning(process) { return nil }
+            listeners?.release(pid: process.pid)
+            return .signaled(signal: 0)
         }
+    }
+
+    /// Why a sandboxed process ended when one of its limits ended it (once reaped).
+    public func exitNote(_ process: ProcessIdentity) -> String? {
+        state.withLock { $0.notes[process] }
     }
 
     /// Decodes a wait status (the W* macros are not visible to Swift).
@@ -315,6 +381,113 @@ public final class ProcessRuntime: AgentRuntime {
             }
             interval = min(interval * 2, .milliseconds(20))
         }
+    }
+}
+
+// MARK: Sandboxes
+
+extension ProcessRuntime {
+    static let isolationHint =
+        "the sandbox of spec.runtime.isolation: strict cannot be had on this host (see docs/sandbox.md); set spec.runtime.isolation: none to run this agent unconfined"
+
+    struct PreparedSandbox {
+        var c: CSandbox
+        var cgroups: SandboxCgroups
+    }
+
+    static func prepareSandbox(
+        _ sandbox: SandboxSpec, key: String, program: String, arguments: [String], searchPath: String?, workingDirectory: String,
+        limits: ProcessLimits, _ failure: (String) -> RuntimeError
+    ) throws(RuntimeError) -> PreparedSandbox {
+        // Namespaces, a root of its own and the uid drop all need CAP_SYS_ADMIN and
+        // CAP_SETUID; without them there is no sandbox, and no silent fallback either.
+        guard geteuid() == 0 else {
+            throw failure("the controller runs as uid \(geteuid()), not root; \(isolationHint)")
+        }
+        let state = SandboxPlan.normalized(sandbox.stateDirectory)
+        for (index, path) in sandbox.writable.enumerated() {
+            let path = SandboxPlan.normalized(path)
+            let what = index == 0 ? "the working directory" : "the writable mount"
+            // Writable and holding the state (or in it, but for the agent's own
+            // directory): the database, the keys, other agents would be exposed.
+            if SandboxPlan.isWithin(state, path) || (index > 0 && SandboxPlan.isWithin(path, state)) {
+                throw failure(
+                    "\(what) \(path) \(SandboxPlan.isWithin(state, path) ? "contains" : "is inside") the state directory \(state); "
+                        + "a sandboxed agent may not write there (choose another path)")
+            }
+        }
+        if let directory = sandbox.writable.first {
+            // The program runs as the sandbox's uid: its own directory must be its.
+            // (Declared writable mounts keep their owner: the operator grants access.)
+            if chown(directory, sandbox.uid, sandbox.gid) != 0 {
+                throw failure("cannot hand the working directory \(directory) to uid \(sandbox.uid): \(describeErrno(errno))")
+            }
+        }
+        let plan = SandboxPlan.make(
+            sandbox, program: program, arguments: arguments, searchPath: searchPath, workingDirectory: workingDirectory)
+        let cgroups = SandboxCgroups.make(key: key, sandbox: sandbox)
+        let c = CSandbox(sandbox, plan: plan, cgroups: cgroups, processes: cgroups.pidsByCgroup ? nil : sandbox.pids)
+        guard c.isComplete else { throw failure("out of memory") }
+        return PreparedSandbox(c: c, cgroups: cgroups)
+    }
+
+    /// An adopted sandboxed agent lost its API listener with the controller that made
+    /// it: a new one is made in its network namespace, on the same port.
+    public func adopt(_ process: ProcessIdentity) {
+        guard let listeners, let port = Self.apiPort(of: process.pid), Self.ownNetworkNamespace(process.pid) == false else { return }
+        let fd = orl_listen_in_netns(process.pid, Int32(port))
+        if fd >= 0 { listeners.serve(listener: fd, for: process.pid) }
+    }
+
+    /// The port of ORL_API_URL in the process's (or its program's) environment.
+    static func apiPort(of pid: Int32) -> Int? {
+        for candidate in [pid] + children(of: pid) {
+            guard let environ = SandboxCgroups.readText("/proc/\(candidate)/environ") else { continue }
+            for entry in environ.split(separator: "\0") where entry.hasPrefix("ORL_API_URL=") {
+                if let colon = entry.lastIndex(of: ":") { return Int(entry[entry.index(after: colon)...]) }
+            }
+        }
+        return nil
+    }
+
+    private static func children(of pid: Int32) -> [Int32] {
+        guard let text = SandboxCgroups.readText("/proc/\(pid)/task/\(pid)/children") else { return [] }
+        return text.split(separator: " ").compactMap { Int32($0.filter { $0.isNumber }) }
+    }
+
+    private static func ownNetworkNamespace(_ pid: Int32) -> Bool? {
+        var mine = stat()
+        var theirs = stat()
+        guard stat("/proc/self/ns/net", &mine) == 0, stat("/proc/\(pid)/ns/net", &theirs) == 0 else { return nil }
+        return mine.st_ino == theirs.st_ino && mine.st_dev == theirs.st_dev
+    }
+
+    /// What confines a process started from `spec`, as `describe` shows it.
+    public func confinement(of spec: ProcessSpec) -> String {
+        guard let sandbox = spec.sandbox else { return "none: an ordinary process of the controller's user (perm.unconfined)" }
+        var limits: [String] = []
+        let v2 = SandboxCgroups.controllersV2()
+        func how(_ controller: String) -> String {
+            v2.contains(controller) ? "cgroup v2" : SandboxCgroups.hasV1(controller) ? "cgroup v1" : ""
+        }
+        if let memory = sandbox.memory {
+            let by = how("memory")
+            limits.append("memory \(memory) bytes (\(by.isEmpty ? "RLIMIT_AS: no cgroup memory controller" : by))")
+        }
+        if let pids = sandbox.pids {
+            let by = how("pids")
+            limits.append("pids \(pids) (\(by.isEmpty ? "RLIMIT_NPROC, per uid: no cgroup pids controller" : by))")
+        }
+        if let cpu = sandbox.cpu {
+            let by = how("cpu")
+            limits.append("cpu \(cpu) (\(by.isEmpty ? "NOT enforced: no cgroup cpu controller" : by))")
+        }
+        if let files = spec.limits.openFiles { limits.append("openFiles \(files) (RLIMIT_NOFILE)") }
+        if let seconds = spec.limits.cpuSeconds { limits.append("cpuTime \(seconds)s (RLIMIT_CPU)") }
+        let api = sandbox.apiPort.map { "orl's API only, at 127.0.0.1:\($0)" } ?? "none"
+        return "strict: namespaces mount, network, pid, ipc, uts; uid \(sandbox.uid) gid \(sandbox.gid), no capabilities, "
+            + "no_new_privs, seccomp; network: loopback, \(api); files: host system read-only, \(sandbox.writable.joined(separator: ", ")) "
+            + "writable, private /tmp, state directory hidden; limits: \(limits.isEmpty ? "none set" : limits.joined(separator: ", "))"
     }
 }
 

@@ -162,10 +162,19 @@ extension AgentAPI {
             environment["ORL_CODE_DIR"] = origin.root
             (program, arguments) = origin.resolve(command: program, arguments: arguments, exists: { access($0, F_OK) == 0 })
         }
+        // In the agent's own kind of sandbox, without its way out: a tool works on the
+        // agent's directory and answers on its output.
+        let sandbox = caller.runtime.flatMap { runtime in
+            runtime.isolation == .strict
+                ? AgentLaunch.sandbox(
+                    runtime, workingDirectory: directory,
+                    context: AgentLaunch.Context(stateDirectory: configuration.stateDirectory, apiURL: ""), apiPort: nil,
+                    code: route.origin?.root) : nil
+        }
         let invocation = CommandInvocation(
             command: program, arguments: arguments, environment: environment, workingDirectory: directory,
             input: Array((input.compactRendered() + "\n").utf8), timeout: route.spec.timeout.duration,
-            maxOutputBytes: configuration.maxToolOutputBytes)
+            maxOutputBytes: configuration.maxToolOutputBytes, sandbox: sandbox)
         let outcome: CommandOutcome
         do {
             outcome = try await commands.run(invocation)

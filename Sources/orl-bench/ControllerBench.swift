@@ -19,13 +19,45 @@ struct ControllerBench: ParsableCommand {
     @Option(help: "The orlctl binary (default: the one next to orl-bench).")
     var orlctl: String?
 
+    @Option(help: "Agents' isolation: strict, none, or both (each measured, then compared).")
+    var isolation = "both"
+
+    struct Figures {
+        var up: Double
+        var down: Double
+        var idle: Double
+    }
+
+    func validate() throws {
+        guard ["strict", "none", "both"].contains(isolation) else { throw ValidationError("--isolation is strict, none or both") }
+    }
+
     func run() throws {
+        var results: [(String, Figures)] = []
+        for mode in isolation == "both" ? ["none", "strict"] : [isolation] {
+            let figures = try measure(mode)
+            results.append((mode, figures))
+            print("controller: \(agents) agents (/bin/sh then sleep), isolation \(mode), measured from the apply to the processes")
+            print(String(format: "  empty to all running:  %.3f s", figures.up))
+            print(String(format: "  all stopped again:     %.3f s", figures.down))
+            print(String(format: "  controller CPU with all up, over %d s: %.2f%%", idleSeconds, figures.idle))
+        }
+        if results.count == 2 {
+            let (none, strict) = (results[0].1, results[1].1)
+            // The controller starts agents one after another: the difference, per agent,
+            // is what the sandbox adds to each start.
+            let added = (strict.up - none.up) / Double(agents) * 1000
+            print(String(format: "  sandbox: %.2f ms added per agent start; strict/none start time ratio %.2f", added, strict.up / none.up))
+        }
+    }
+
+    private func measure(_ mode: String) throws -> Figures {
         let binary = Orlctl.binary(orlctl)
         let root = NSTemporaryDirectory() + "orl-bench-controller-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
         let state = root + "/state"
-        try fleet(agents).write(toFile: root + "/fleet.yaml", atomically: true, encoding: .utf8)
+        try fleet(agents, isolation: mode).write(toFile: root + "/fleet.yaml", atomically: true, encoding: .utf8)
         try "# nothing\n".write(toFile: root + "/empty.yaml", atomically: true, encoding: .utf8)
 
         // The controller starts on an empty state and waits.
@@ -69,13 +101,10 @@ struct ControllerBench: ParsableCommand {
         }
         let down = Date().timeIntervalSince(start)
 
-        print("controller: \(agents) agents (/bin/sh then sleep), measured from the apply to the processes")
-        print(String(format: "  empty to all running:  %.3f s", up))
-        print(String(format: "  all stopped again:     %.3f s", down))
-        print(String(format: "  controller CPU with all up, over %d s: %.2f%%", idleSeconds, idle))
+        return Figures(up: up, down: down, idle: idle)
     }
 
-    private func fleet(_ count: Int) -> String {
+    private func fleet(_ count: Int, isolation: String) -> String {
         var text = """
             apiVersion: orl.dev/v1
             kind: ModelProvider

@@ -20,7 +20,8 @@ import Testing
 
         init() throws {
             work = try TemporaryDirectory()
-            _ = FileManager.default.createFile(atPath: journalPath, contents: nil)
+            // Written by every test agent, each as the sandbox's uid.
+            _ = FileManager.default.createFile(atPath: journalPath, contents: nil, attributes: [.posixPermissions: 0o666])
         }
 
         deinit {
@@ -204,6 +205,11 @@ import Testing
               runtime:
                 command: python3
                 args: ["\(fixtures)/test_agent.py"]
+                # Strict (the default): the shared journal and the reference agent's
+                # library are offered to the sandbox explicitly.
+                mounts:
+                  - {path: "JOURNAL_PATH", writable: true}
+                  - {path: "\(Orlctl.packageRoot.appendingPathComponent("examples/agents").path)"}
                 env:
                   - {name: JOURNAL, value: "JOURNAL_PATH"}
                   - {name: PYTHONUNBUFFERED, value: "1"}

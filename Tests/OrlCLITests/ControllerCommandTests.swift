@@ -289,7 +289,9 @@ import Testing
         #expect(
             waitUntil {
                 let listed = (try? h.orlctl(["get", "agents"]).stdout) ?? ""
-                return first.values.allSatisfy { listed.contains("  \($0)  ") }
+                // A sandboxed agent's program is the child of the sandbox's first process,
+                // which is the process the controller records.
+                return first.values.allSatisfy { listed.contains("  \($0)  ") || listed.contains("  \(parentPID(of: $0))  ") }
             })
 
         kill(controller.processIdentifier, SIGKILL)
@@ -305,6 +307,15 @@ import Testing
         try h.stopController()
         #expect(h.agents().isEmpty)
     }
+}
+
+/// The parent of `pid`, from /proc (0 when it cannot be read).
+func parentPID(of pid: Int32) -> Int32 {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+        return 0
+    }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    return fields.count > 1 ? Int32(fields[1]) ?? 0 : 0
 }
 
 /// Polls until `condition` holds (true) or 8 s pass (false).

@@ -24,14 +24,20 @@ import Testing
         let first = try h.waitForAgents(["a"], "after start")
         #expect(waitUntil { row(h, "a")["PHASE"] == "Running" }, "\(row(h, "a"))")
         let running = row(h, "a", wide: true)
-        #expect(running["PID"] == String(first["a"]!), "\(running)")
+        // The PID orl supervises is the sandbox's init (PID 1 inside, the program its
+        // only child), as a container's PID is: killing it ends the whole sandbox.
+        let supervised = parentPID(of: first["a"]!)
+        #expect(running["PID"] == String(supervised), "\(running)")
+        #expect(running["ISOLATION"] == "strict", "\(running)")
+        #expect(processName(supervised) == "orl-sandbox")
         #expect(running["RESTARTS"] == "0")
         #expect(running["STARTED"]?.hasSuffix("Z") == true, "\(running)")
         #expect(running["LAST-EXIT"] == "-")
 
+        // The program itself is killed: its init reports the signal, not 128+9.
         kill(first["a"]!, SIGKILL)
         #expect(waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
-        let pid = h.agents()["a"]![0]
+        let pid = parentPID(of: h.agents()["a"]![0])
         #expect(waitUntil { row(h, "a")["PID"] == String(pid) }, "\(row(h, "a"))")
         let restarted = row(h, "a", wide: true)
         #expect(restarted["RESTARTS"] == "1" && restarted["LAST-EXIT"] == "signaled:9", "\(restarted)")
@@ -48,4 +54,9 @@ import Testing
         #expect(describe.stdout.contains("  Log File:             \(h.state)/logs/default/a.log\n"), "\(describe.stdout)")
         try h.stopController()
     }
+}
+
+/// The kernel's name of a process (`comm`, what `ps` and `top` show).
+func processName(_ pid: Int32) -> String? {
+    (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
 }

@@ -63,7 +63,7 @@ import Testing
         let lines = wide.stdout.split(separator: "\n")
         // AGE is as wide as its value (`9s` or `100s`).
         #expect(
-            lines.first?.contains(#/GENERATION  PHASE  PID  RESTARTS  AGE +STARTED  LAST-EXIT  SOURCE /#) == true
+            lines.first?.contains(#/GENERATION  PHASE  PID  RESTARTS  AGE +STARTED  LAST-EXIT  ISOLATION  SOURCE /#) == true
                 && lines.first?.hasSuffix("  FILE") == true, "\(wide.stdout)")
         #expect(lines.count == 2 && lines[1].hasSuffix("fleet/agents/writer.yaml:2"), "\(wide.stdout)")
         #expect(lines[1].contains("files:/"))

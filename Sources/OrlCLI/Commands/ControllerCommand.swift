@@ -124,8 +124,10 @@ struct ControllerRunCommand: AsyncParsableCommand {
         let (url, server) = try await serve(gateway, agents: agents, directory: directory, log: log)
         var configuration = Controller.Configuration(stateDirectory: directory)
         configuration.apiURL = url
+        // Sandboxed agents reach the API on a listener in their own network namespace.
+        let bridge = SandboxBridge(apiURL: url)
         let controller = Controller(
-            store: store, runtime: ProcessRuntime(), gateway: gateway, configuration: configuration,
+            store: store, runtime: ProcessRuntime(listeners: bridge), gateway: gateway, configuration: configuration,
             changeMarker: { try? store.changeMarker() }, log: log, masterKey: { () throws(VaultError) in try keys.load() })
         var sources: [any DispatchSourceSignal] = []
         for signalNumber in [SIGTERM, SIGINT] {

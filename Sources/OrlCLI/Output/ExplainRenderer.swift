@@ -14,6 +14,7 @@ enum ExplainRenderer {
             ["Agent:", id.name],
             ["Namespace:", id.namespace],
             ["Source:", e.agent.nameLocation.description],
+            ["Isolation:", isolation(e)],
         ])
 
         out += "\nPolicies:"
@@ -42,6 +43,13 @@ enum ExplainRenderer {
             out += "  \(title):" + (rows.isEmpty ? " <none>\n" : "\n" + TextTable.render(rows, widths: widths, indent: 4))
         }
         return out
+    }
+
+    /// What the kernel enforces of the decisions below (docs/sandbox.md).
+    static func isolation(_ e: AgentExplanation) -> String {
+        e.agent.agent?.runtime.isolation == Optional.some(.none)
+            ? "none (unconfined: the decisions below are not enforced by the kernel; perm.unconfined)"
+            : "strict (sandboxed: orl's API is its only way out)"
     }
 
     private static func title(_ kind: PermissionKind) -> String {
@@ -84,6 +92,7 @@ enum ExplainRenderer {
                     ("file", .string(e.agent.nameLocation.file)),
                     ("line", .int(e.agent.nameLocation.line)),
                     ("column", .int(e.agent.nameLocation.column)),
+                    ("isolation", .string(e.agent.agent?.runtime.isolation.rawValue ?? "strict")),
                 ])
             ),
             (

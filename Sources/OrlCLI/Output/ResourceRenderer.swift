@@ -223,6 +223,7 @@ enum ResourceRenderer {
         return [
             Column(title: "STARTED") { view in view.runningProcess == nil ? "-" : view.supervision?.startedAt?.rfc3339Seconds ?? "-" },
             Column(title: "LAST-EXIT") { $0.supervision?.lastExit?.stored ?? "-" },
+            Column(title: "ISOLATION") { $0.spec?["runtime"]?["isolation"]?.string ?? "strict" },
         ]
     }
 

@@ -181,6 +181,7 @@ enum ReviewRenderer {
                 switch change.subject {
                 case .permission(let kind, let value): (kind.rawValue, value)
                 case .approval(let tool): ("approval", tool)
+                case .unconfined: ("isolation", "none")
                 }
             return .object(
                 [

@@ -159,6 +159,13 @@ extension DiagnosticCode {
                 "Remove it from the agent's `spec.secrets`: orl uses it on the agent's behalf (the gateway sends the provider's key upstream; a tool call carries the tool's credential). Give the agent a secret of its own if it needs one."
         ),
         DiagnosticInfo(
+            code: .permUnconfined, title: "Agent runs unconfined", severities: [.warning, .error],
+            summary:
+                "An Agent sets `spec.runtime.isolation: none`: its process runs as an ordinary process of the controller's user, so it can reach the network, the state directory and other processes directly, past the gateway and the policies. A warning; an error when a Policy that selects the agent sets `requireIsolation: strict`.",
+            help:
+                "Remove `isolation: none` (strict is the default; see docs/sandbox.md), offering the paths the agent needs with `spec.runtime.mounts`."
+        ),
+        DiagnosticInfo(
             code: .permHandoffDenied, title: "Handoff not allowed", severities: [.error],
             summary:
                 "A workflow passes one agent's output to another agent (directly, or through approval gates) but the sender's Policies do not allow handing off to the receiver.",

@@ -55,6 +55,8 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static let permHandoffDenied = DiagnosticCode("perm.handoff-denied")
     public static let permApprovalMissing = DiagnosticCode("perm.approval-missing")
     public static let permDataflow = DiagnosticCode("perm.dataflow")
+    /// An Agent with `spec.runtime.isolation: none`: its process is not sandboxed.
+    public static let permUnconfined = DiagnosticCode("perm.unconfined")
 
     // Budgets.
     /// An agent no Budget covers: nothing caps its spend.

@@ -65,6 +65,8 @@ public struct GatewayTable: Sendable {
         public var namespaceTools: Set<String>
         /// `spec.runtime.workingDir`: command tools run where the agent does.
         public var workingDir: String?
+        /// `spec.runtime`: its command tools run in a sandbox like the agent's.
+        public var runtime: AgentSpec.Runtime?
         /// The allowed tools a Policy gates behind a human approval.
         public var approvalTools: Set<String> = []
     }
@@ -105,7 +107,7 @@ public struct GatewayTable: Sendable {
                 maxTokensPerCall: spec.maxTokensPerCall,
                 tools: Dictionary(
                     tools.filter { permissions.permits(.tool, $0.name) }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
-                namespaceTools: Set(tools.map(\.name)), workingDir: spec.runtime.workingDir,
+                namespaceTools: Set(tools.map(\.name)), workingDir: spec.runtime.workingDir, runtime: spec.runtime,
                 approvalTools: Set(tools.filter { !permissions.approvalRules(forTool: $0.name).isEmpty }.map(\.name)))
         }
     }

@@ -15,6 +15,33 @@ public struct AgentSpec: Sendable, Hashable, Decodable {
         public var memory: ByteQuantity?
         public var openFiles: Int?
         public var cpuTime: DurationValue?
+        /// Processes and threads at once.
+        public var pids: Int?
+        /// CPU cores' worth of time per period, e.g. 0.5.
+        public var cpu: Double?
+    }
+
+    /// `spec.runtime.mounts[]`: a host path offered inside the sandbox.
+    public struct Mount: Sendable, Hashable, Decodable {
+        public var path: String
+        public var writable: Bool
+
+        enum CodingKeys: String, CodingKey { case path, writable }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            path = try c.decode(String.self, forKey: .path)
+            writable = try c.decodeIfPresent(Bool.self, forKey: .writable) ?? false
+        }
+    }
+
+    /// `spec.runtime.isolation`: how the process is confined (docs/sandbox.md).
+    public enum Isolation: String, Sendable, Hashable, Decodable {
+        /// Its own namespaces, a read-only view of what it needs, orl's API as its only
+        /// way out, an unprivileged uid, a seccomp filter.
+        case strict
+        /// An ordinary process of the controller's user (reported as perm.unconfined).
+        case none
     }
 
     public struct Runtime: Sendable, Hashable, Decodable {
@@ -25,8 +52,12 @@ public struct AgentSpec: Sendable, Hashable, Decodable {
         public var restartPolicy: RestartPolicy
         public var gracePeriod: DurationValue
         public var resources: Resources?
+        /// As written, for its location; nil means strict.
+        public var isolationSetting: Located<Isolation>?
+        public var isolation: Isolation { isolationSetting?.value ?? .strict }
+        public var mounts: [Mount]
 
-        enum CodingKeys: String, CodingKey { case command, args, env, workingDir, restartPolicy, gracePeriod, resources }
+        enum CodingKeys: String, CodingKey { case command, args, env, workingDir, restartPolicy, gracePeriod, resources, isolation, mounts }
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -37,6 +68,8 @@ public struct AgentSpec: Sendable, Hashable, Decodable {
             restartPolicy = try c.decodeIfPresent(RestartPolicy.self, forKey: .restartPolicy) ?? .always
             gracePeriod = try c.decodeIfPresent(DurationValue.self, forKey: .gracePeriod) ?? DurationValue("10s")!
             resources = try c.decodeIfPresent(Resources.self, forKey: .resources)
+            isolationSetting = try c.decodeIfPresent(Located<Isolation>.self, forKey: .isolation)
+            mounts = try c.decodeIfPresent([Mount].self, forKey: .mounts) ?? []
         }
     }
 

@@ -37,8 +37,10 @@ public struct PolicySpec: Sendable, Hashable, Decodable {
     public var allow: Rules
     public var deny: Rules
     public var approvalTools: [Located<String>]
+    /// `requireIsolation: strict`: the agents it selects may not run unconfined.
+    public var requireIsolation: Located<AgentSpec.Isolation>?
 
-    enum CodingKeys: String, CodingKey { case description, appliesTo, allow, deny, requireApproval }
+    enum CodingKeys: String, CodingKey { case description, appliesTo, allow, deny, requireApproval, requireIsolation }
     enum ApprovalKeys: String, CodingKey { case tools }
 
     public init(from decoder: any Decoder) throws {
@@ -47,6 +49,7 @@ public struct PolicySpec: Sendable, Hashable, Decodable {
         appliesTo = try c.decode(AgentSelector.self, forKey: .appliesTo)
         allow = try c.decodeIfPresent(Rules.self, forKey: .allow) ?? Rules()
         deny = try c.decodeIfPresent(Rules.self, forKey: .deny) ?? Rules()
+        requireIsolation = try c.decodeIfPresent(Located<AgentSpec.Isolation>.self, forKey: .requireIsolation)
         if c.contains(.requireApproval) {
             let approval = try c.nestedContainer(keyedBy: ApprovalKeys.self, forKey: .requireApproval)
             approvalTools = try approval.decodeIfPresent([Located<String>].self, forKey: .tools) ?? []

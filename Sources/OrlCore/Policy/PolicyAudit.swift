@@ -41,6 +41,7 @@ public enum PolicyAudit {
         guard checkPermissions else { return diagnostics }
         let name = agent.metadata.name
         let namespace = agent.metadata.namespace
+        if let unconfined = unconfined(agent, spec, fleet) { diagnostics.append(unconfined) }
         // Only what resolves is judged: a missing tool or model is reported once, as
         // ref.missing, not again as a permission problem.
         let model = spec.model.value.description
@@ -84,6 +85,27 @@ public enum PolicyAudit {
                     notes: notes(for: decision, permissions)))
         }
         return diagnostics
+    }
+
+    /// `isolation: none`: a warning, or an error when a Policy that selects the agent
+    /// requires strict isolation.
+    private static func unconfined(_ agent: Resource, _ spec: AgentSpec, _ fleet: Fleet) -> Diagnostic? {
+        guard spec.runtime.isolation == .none, let setting = spec.runtime.isolationSetting else { return nil }
+        let path = ValuePath([.key("spec"), .key("runtime"), .key("isolation")])
+        let requiring = fleet.resources(of: .policy, namespace: agent.metadata.namespace).compactMap { policy -> Diagnostic.Note? in
+            guard let spec = policy.policy, let required = spec.requireIsolation, spec.appliesTo.selects(agent.metadata) else { return nil }
+            return .init("policy \"\(policy.metadata.name)\" requires isolation \(required.value.rawValue) here", at: required.location)
+        }
+        let name = agent.metadata.name
+        if requiring.isEmpty {
+            return .warning(
+                .permUnconfined,
+                "agent \"\(name)\" runs unconfined (isolation: none): what its policies allow is not enforced by the kernel",
+                at: setting.location, resource: agent.id, path: path)
+        }
+        return .error(
+            .permUnconfined, "agent \"\(name)\" may not run unconfined (isolation: none): a Policy that applies to it requires strict",
+            at: setting.location, resource: agent.id, path: path, notes: requiring)
     }
 
     private static func budgetMissing(_ agent: Resource, _ fleet: Fleet) -> Diagnostic? {

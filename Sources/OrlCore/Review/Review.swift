@@ -16,12 +16,16 @@ public struct Review: Sendable {
             /// Using a tool without a human approval gate: a gate requirement removed
             /// gains it, one added loses it.
             case approval(tool: String)
+            /// Running unconfined (`isolation: none`): gained when an agent leaves its
+            /// sandbox, lost when it enters one.
+            case unconfined
 
             /// `tool "web-search"`, `use of tool "publish" without an approval gate`.
             public var description: String {
                 switch self {
                 case .permission(let kind, let value): "\(kind.noun) \(Diagnostic.quoted(value))"
                 case .approval(let tool): "use of tool \(Diagnostic.quoted(tool)) without an approval gate"
+                case .unconfined: "running unconfined (isolation: none)"
                 }
             }
         }
@@ -173,6 +177,17 @@ public struct Review: Sendable {
                             location: location,
                             details: now ? meaning(of: kind, value, agent: agent, head: head, after: after) : []))
                 }
+            }
+            let wasUnconfined = base[agent]?.agent?.runtime.isolation == Optional.some(.none)
+            if let spec = head[agent]?.agent, (spec.runtime.isolation == .none) != wasUnconfined {
+                let setting = spec.runtime.isolationSetting
+                changes.append(
+                    PermissionChange(
+                        agent: agent, subject: .unconfined, change: wasUnconfined ? .lost : .gained,
+                        cause: wasUnconfined
+                            ? "isolation \(spec.runtime.isolation.rawValue): the kernel now enforces its policies"
+                            : "spec.runtime.isolation: none: its process is no longer sandboxed",
+                        location: setting?.location ?? head[agent]?.nameLocation))
             }
             guard let before else { continue }
             for tool in universe[.tool] ?? [] where before.permits(.tool, tool) && after.permits(.tool, tool) {

@@ -123,11 +123,16 @@ public enum AgentLaunch {
         }
         let id = agent.id
         // ORL_MODEL: the model the Agent declares, so a program need not repeat it.
+        // Inside a sandbox the API is at 127.0.0.1 on the same port, served by the
+        // controller on a listener in the agent's own network namespace.
+        let strict = runtime.isolation == .strict
+        let apiPort = port(of: context.apiURL)
+        let apiURL = strict ? "http://127.0.0.1:\(apiPort ?? 0)" : context.apiURL
         let own = [
             ("ORL_AGENT", id.name), ("ORL_NAMESPACE", id.namespace), ("ORL_MODEL", spec.model.value.description),
-            ("ORL_API_URL", context.apiURL), ("OPENAI_BASE_URL", context.apiURL + "/v1"),
+            ("ORL_API_URL", apiURL), ("OPENAI_BASE_URL", apiURL + "/v1"),
             // Anthropic's SDKs add /v1 themselves.
-            ("ANTHROPIC_BASE_URL", context.apiURL),
+            ("ANTHROPIC_BASE_URL", apiURL),
         ]
         var code: [(String, String)] = []
         if let origin = agent.origin {
@@ -145,13 +150,33 @@ public enum AgentLaunch {
         if let origin = agent.origin {
             (command, arguments) = origin.resolve(command: command, arguments: arguments, exists: context.fileExists)
         }
+        let sandbox =
+            strict
+            ? Self.sandbox(runtime, workingDirectory: workingDirectory, context: context, apiPort: apiPort, code: agent.origin?.root) : nil
         let process = ProcessSpec(
             agent: id, command: command, arguments: arguments, environment: environment, workingDirectory: workingDirectory,
             limits: limits, logFile: "\(context.stateDirectory)/logs/\(id.namespace)/\(id.name).log",
-            gracePeriod: runtime.gracePeriod.duration, codeDirectory: agent.origin?.root)
+            gracePeriod: runtime.gracePeriod.duration, codeDirectory: agent.origin?.root, sandbox: sandbox)
         var forHash = process
         forHash.environment = hashed
         return Launch(process: process, hash: hash(forHash), withheldSecrets: withheld, missingSecrets: missing, waiting: waiting)
+    }
+
+    /// The sandbox of an agent (apiPort set) or of its command tools (nil).
+    public static func sandbox(
+        _ runtime: AgentSpec.Runtime, workingDirectory: String, context: Context, apiPort: Int?, code: String? = nil
+    ) -> SandboxSpec {
+        SandboxSpec(
+            stateDirectory: context.stateDirectory, writable: [workingDirectory] + runtime.mounts.filter(\.writable).map(\.path),
+            readOnly: runtime.mounts.filter { !$0.writable }.map(\.path) + (code.map { [$0] } ?? []), apiPort: apiPort,
+            memory: runtime.resources?.memory?.bytes,
+            pids: runtime.resources?.pids, cpu: runtime.resources?.cpu)
+    }
+
+    /// The port of `http://host:port`.
+    static func port(of url: String) -> Int? {
+        guard let colon = url.lastIndex(of: ":") else { return nil }
+        return Int(url[url.index(after: colon)...].prefix { $0.isNumber })
     }
 
     /// Where the agent runs and writes (and its command tools with it):
@@ -188,6 +213,13 @@ public enum AgentLaunch {
         // Only when set: agents applied before code had a place keep their hash, so an
         // upgrade of orl does not restart them.
         if let code = process.codeDirectory { members.append(member("codeDirectory", string(code))) }
+        members += [
+            member("isolation", string(process.sandbox == nil ? "none" : "strict")),
+            member("writable", Node(.array((process.sandbox?.writable ?? []).map(string)), at: at)),
+            member("readOnly", Node(.array((process.sandbox?.readOnly ?? []).map(string)), at: at)),
+            member("pids", int(process.sandbox?.pids)),
+            member("cpuMillis", int(process.sandbox?.cpu.map { Int(($0 * 1000).rounded()) })),
+        ]
         let node = Node(.object(members), at: at)
         return CanonicalJSON.hash(node)
     }

@@ -17,6 +17,8 @@ public struct ProcessSpec: Sendable, Hashable {
     public var logFile: String
     /// How long SIGTERM is given before SIGKILL.
     public var gracePeriod: Duration
+    /// The sandbox it runs in; nil: unconfined (`isolation: none`).
+    public var sandbox: SandboxSpec?
 
     /// Where a bare command name is looked up when the environment has no PATH (and
     /// the PATH command tools get). Fixed, and never the controller's PATH: what an
@@ -25,9 +27,10 @@ public struct ProcessSpec: Sendable, Hashable {
 
     public init(
         agent: ResourceID, command: String, arguments: [String], environment: [(name: String, value: String)], workingDirectory: String,
-        limits: ProcessLimits, logFile: String, gracePeriod: Duration, codeDirectory: String? = nil
+        limits: ProcessLimits, logFile: String, gracePeriod: Duration, codeDirectory: String? = nil, sandbox: SandboxSpec? = nil
     ) {
         self.codeDirectory = codeDirectory
+        self.sandbox = sandbox
         self.agent = agent
         self.command = command
         self.arguments = arguments
@@ -43,13 +46,51 @@ public struct ProcessSpec: Sendable, Hashable {
             && lhs.environment.map(\.name) == rhs.environment.map(\.name) && lhs.environment.map(\.value) == rhs.environment.map(\.value)
             && lhs.workingDirectory == rhs.workingDirectory && lhs.codeDirectory == rhs.codeDirectory && lhs.limits == rhs.limits
             && lhs.logFile == rhs.logFile
-            && lhs.gracePeriod == rhs.gracePeriod
+            && lhs.gracePeriod == rhs.gracePeriod && lhs.sandbox == rhs.sandbox
     }
 
     public func hash(into hasher: inout Hasher) {
         hasher.combine(agent)
         hasher.combine(command)
         hasher.combine(arguments)
+    }
+}
+
+/// What confines a process under `isolation: strict` (docs/sandbox.md). The runtime
+/// derives the file-system view from it and the launch: the host's system directories
+/// and the program's own (its interpreter's, its arguments') read-only, the working
+/// directory writable, the state directory hidden, a private /tmp, /proc and /dev.
+public struct SandboxSpec: Sendable, Hashable {
+    /// Hidden entirely, but for the working directory and read-only paths inside it.
+    public var stateDirectory: String
+    /// Writable (the working directory).
+    public var writable: [String]
+    /// Offered read-only besides what the runtime derives.
+    public var readOnly: [String]
+    /// The port orl's API listens on inside the sandbox, at 127.0.0.1; nil: no way
+    /// out at all (a command tool).
+    public var apiPort: Int?
+    /// Bytes of memory (cgroup), else the address space (rlimit).
+    public var memory: Int?
+    /// Processes at once (cgroup pids), else RLIMIT_NPROC.
+    public var pids: Int?
+    /// Cores (cgroup cpu quota); not enforced without one.
+    public var cpu: Double?
+    /// The unprivileged uid and gid the program runs as: nobody.
+    public var uid: UInt32 = 65534
+    public var gid: UInt32 = 65534
+
+    public init(
+        stateDirectory: String, writable: [String], readOnly: [String] = [], apiPort: Int? = nil, memory: Int? = nil, pids: Int? = nil,
+        cpu: Double? = nil
+    ) {
+        self.stateDirectory = stateDirectory
+        self.writable = writable
+        self.readOnly = readOnly
+        self.apiPort = apiPort
+        self.memory = memory
+        self.pids = pids
+        self.cpu = cpu
     }
 }
 
@@ -120,6 +161,21 @@ public protocol AgentRuntime: Sendable {
     func exitStatus(_ process: ProcessIdentity) -> ProcessExit?
     /// SIGTERM to the whole group, then SIGKILL after `grace`; returns once all of it is gone.
     func stop(_ process: ProcessIdentity, grace: Duration) async -> ProcessExit?
+    /// A process of an earlier controller is taken over (its sandbox's API listener,
+    /// which died with that controller, is made again).
+    func adopt(_ process: ProcessIdentity)
+    /// What confines a process started from `spec`, for describe: one line.
+    func confinement(of spec: ProcessSpec) -> String
+    /// Why a reaped process ended when a limit of its sandbox ended it.
+    func exitNote(_ process: ProcessIdentity) -> String?
+}
+
+extension AgentRuntime {
+    public func adopt(_ process: ProcessIdentity) {}
+    public func exitNote(_ process: ProcessIdentity) -> String? { nil }
+    public func confinement(of spec: ProcessSpec) -> String {
+        spec.sandbox == nil ? "none: an ordinary process of the controller's user" : "strict"
+    }
 }
 
 /// One run of a program to completion, as a `command` Tool is run for an agent: exactly
@@ -134,11 +190,14 @@ public struct CommandInvocation: Sendable, Hashable {
     public var timeout: Duration
     /// Output beyond this many bytes (each of stdout and stderr) is dropped.
     public var maxOutputBytes: Int
+    /// The sandbox it runs in (the agent's, without its API); nil: unconfined.
+    public var sandbox: SandboxSpec?
 
     public init(
         command: String, arguments: [String], environment: [String: String], workingDirectory: String, input: [UInt8],
-        timeout: Duration, maxOutputBytes: Int = 8 << 20
+        timeout: Duration, maxOutputBytes: Int = 8 << 20, sandbox: SandboxSpec? = nil
     ) {
+        self.sandbox = sandbox
         self.command = command
         self.arguments = arguments
         self.environment = environment
@@ -171,4 +230,12 @@ public struct CommandOutcome: Sendable, Hashable {
 public protocol CommandRunner: Sendable {
     /// Throws when the program cannot be started at all (not found, not executable).
     func run(_ invocation: CommandInvocation) async throws(RuntimeError) -> CommandOutcome
+}
+
+/// Where the runtime hands the API listener it made inside a sandboxed agent's network
+/// namespace: the server accepts on it and serves orl's API (OrlServer's
+/// `SandboxBridge`). `release` when the process is gone, so its namespace can go too.
+public protocol SandboxListeners: Sendable {
+    func serve(listener fd: Int32, for pid: Int32)
+    func release(pid: Int32)
 }

@@ -59,15 +59,35 @@ enum BundledSchemas {
                           "$ref": "common.schema.json#/$defs/duration",
                           "default": "10s"
                         },
+                        "isolation": {
+                          "description": "How the process is confined. strict (the default): its own namespaces, a read-only view of what it needs with only its working directory writable, orl's API on 127.0.0.1 as its only way out, an unprivileged uid, no capabilities, a seccomp filter. none: an ordinary process of the controller's user (reported as perm.unconfined; a Policy can forbid it). See docs/sandbox.md.",
+                          "enum": ["strict", "none"],
+                          "default": "strict"
+                        },
+                        "mounts": {
+                          "description": "Host paths the sandbox (isolation strict) offers besides the system directories, the program's own and its working directory: read-only unless writable is true. The state directory's top, logs and agents' directories are never offered.",
+                          "type": "array",
+                          "items": {
+                            "type": "object",
+                            "required": ["path"],
+                            "additionalProperties": false,
+                            "properties": {
+                              "path": { "type": "string", "pattern": "^/", "description": "An absolute host path, offered at the same path." },
+                              "writable": { "type": "boolean", "default": false }
+                            }
+                          }
+                        },
                         "resources": {
-                          "description": "Limits enforced on the process (as rlimits).",
+                          "description": "Limits enforced on the process: with isolation strict, memory, pids and cpu by cgroups where the host offers them, else rlimits (describe says which); openFiles and cpuTime as rlimits.",
                           "type": "object",
                           "additionalProperties": false,
                           "minProperties": 1,
                           "properties": {
                             "memory": { "$ref": "common.schema.json#/$defs/quantity", "description": "Address-space limit, e.g. 512Mi." },
                             "openFiles": { "type": "integer", "minimum": 16, "maximum": 1048576 },
-                            "cpuTime": { "$ref": "common.schema.json#/$defs/duration", "description": "Total CPU time before the kernel stops the process." }
+                            "cpuTime": { "$ref": "common.schema.json#/$defs/duration", "description": "Total CPU time before the kernel stops the process." },
+                            "pids": { "type": "integer", "minimum": 1, "maximum": 4194304, "description": "Processes and threads the agent may have at once (its sandbox's init included)." },
+                            "cpu": { "type": "number", "exclusiveMinimum": 0, "maximum": 1024, "description": "CPU cores' worth of time, e.g. 0.5 (a cgroup quota; not enforced without one)." }
                           }
                         }
                       }
@@ -492,6 +512,10 @@ enum BundledSchemas {
                     "appliesTo": { "$ref": "common.schema.json#/$defs/agentSelector" },
                     "allow": { "$ref": "#/$defs/rules" },
                     "deny": { "$ref": "#/$defs/rules" },
+                    "requireIsolation": {
+                      "description": "The isolation every agent it applies to must run with: strict forbids spec.runtime.isolation none (an error, not only the perm.unconfined warning).",
+                      "enum": ["strict"]
+                    },
                     "requireApproval": {
                       "description": "Tools that a workflow step may only use after a human approval gate.",
                       "type": "object",
