@@ -42,6 +42,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.34.1"),
+        // The daemon's services start and stop as one group, on SIGTERM/SIGINT
+        // (Hummingbird depends on it already).
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // Located JSON values, the strict JSON parser, the JSON Schema (2020-12) validator
@@ -86,7 +89,7 @@ let package = Package(
         .target(name: "OrlGit", dependencies: ["CGit2"], swiftSettings: strictness),
         // The manifest pipeline's reading half (manifest files parsed and read on every
         // core) and the GitOps sync of a git source into the state.
-        .target(name: "OrlSync", dependencies: ["OrlJSON", "OrlCore", "OrlYAML", "OrlGit"], swiftSettings: strictness),
+        .target(name: "OrlManifests", dependencies: ["OrlJSON", "OrlCore", "OrlYAML", "OrlGit"], swiftSettings: strictness),
         // The reconcile loop: applied Agents in the store made into running processes.
         .target(name: "OrlController", dependencies: ["OrlJSON", "OrlCore"], swiftSettings: strictness),
         // HTTP: the gateway agents call instead of their model provider.
@@ -107,11 +110,26 @@ let package = Package(
             swiftSettings: strictness
         ),
 
+        // The controller's process: reconcile, runs, API and gateway, ledger, change
+        // feed, timers, composed as services of one group, every SQLite connection on
+        // an executor of its own.
+        .target(
+            name: "OrlDaemon",
+            dependencies: [
+                "OrlCore", "OrlStore", "OrlRuntime", "OrlController", "OrlServer",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictness
+        ),
+
         // Composition root and command line.
         .target(
             name: "OrlCLI",
             dependencies: [
-                "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer", "OrlGit", "OrlSync",
+                "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer", "OrlDaemon", "OrlGit",
+                "OrlManifests",
                 "COrlBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -126,7 +144,7 @@ let package = Package(
         .executableTarget(
             name: "orl-bench",
             dependencies: [
-                "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlSync", "OrlServer", "OrlRuntime",
+                "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlManifests", "OrlServer", "OrlRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -143,20 +161,23 @@ let package = Package(
         .testTarget(
             name: "OrlServerTests",
             dependencies: [
-                "OrlJSON", "OrlServer", "OrlCore", "OrlStore", "OrlYAML",
+                "OrlJSON", "OrlServer", "OrlCore", "OrlStore", "OrlYAML", "OrlRuntime",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
-            exclude: ["Fixtures"],
+            exclude: ["Fixtures", "stdio_server.py"],
             swiftSettings: strictness
         ),
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
+            name: "OrlDaemonTests", dependencies: ["OrlDaemon", "OrlController", "OrlStore", "OrlCore", "OrlYAML"],
+            swiftSettings: strictness),
+        .testTarget(
             name: "OrlCLITests",
-            dependencies: ["OrlCLI", "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlSync"],
+            dependencies: ["OrlCLI", "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlManifests"],
             exclude: ["Golden", "Fixtures"],
             swiftSettings: strictness),
     ]

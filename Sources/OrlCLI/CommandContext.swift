@@ -20,6 +20,11 @@ public struct CommandContext: Sendable {
 
     public var environment: [String: String]
     public var standardInput: Input
+    /// Standard input when it was given as bytes (in process); nil when it is a descriptor.
+    public var standardInputBytes: [UInt8]? {
+        guard case .bytes(let bytes) = standardInput else { return nil }
+        return bytes
+    }
     public var standardOutput: Output
     public var standardError: Output
     /// Colours and prompts depend on these; captured output is never a terminal.

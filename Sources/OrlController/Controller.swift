@@ -21,7 +21,8 @@ public import OrlCore
 /// halting budget; they are halted until it says otherwise (a new window, a raised
 /// limit). Secrets come from the vault, read with the pass's state: an agent whose
 /// allowed secret is not set (or cannot be opened) waits, Pending, until a `secret set`
-/// changes the store. Store calls block the actor's thread briefly.
+/// changes the store. Store calls block the actor's thread, which is a queue of its
+/// own (`StoreExecutor`), never the cooperative pool.
 public actor Controller {
     public struct Configuration: Sendable {
         /// The state directory, absolute: logs and working directories live in it.
@@ -32,20 +33,41 @@ public actor Controller {
         /// The grace period for a process whose Agent is no longer applied.
         public var defaultGrace: Duration = .seconds(10)
         public var backoff: BackoffPolicy = .standard
+        /// Told how long each reconcile pass took (the metrics' reconcile duration).
+        public var onPass: (@Sendable (Duration) -> Void)?
 
         public init(stateDirectory: String) { self.stateDirectory = stateDirectory }
+    }
+
+    /// Why the loop should look again; posts merge, so a burst of changes is one pass.
+    public enum Wake: Hashable, Sendable {
+        /// The store changed (the change feed saw another connection commit).
+        case storeChanged
+        /// Someone asked for a pass (SIGUSR1 from `orlctl apply`, the gateway halting an
+        /// agent); reported as a `woken` event with the reason.
+        case asked(String)
+        /// A stop this controller started has finished.
+        case stopFinished
+        /// Stop every agent gracefully and return from `run`.
+        case stop
     }
 
     private let store: any StateStore
     private let runtime: any AgentRuntime
     private let gateway: (any ModelGateway)?
     private let configuration: Configuration
-    /// Changes when another process writes the store; nil when it cannot tell.
-    private let changeMarker: @Sendable () -> Int64?
     private let log: @Sendable (ControllerEvent) -> Void
     private let clock: @Sendable () -> Timestamp
+    /// Draws the jitter of a backoff (injected so that tests can fix it).
+    private let random: @Sendable () -> Double
     /// The vault's master key (`MasterKeySource.load`); read only when secrets exist.
     private let masterKey: @Sendable () throws(VaultError) -> MasterKey?
+    /// The actor runs, and so calls SQLite, on a queue of its own, never on the pool.
+    private let executor: StoreExecutor
+    /// What wakes the loop: the change feed, signals, the gateway, finished stops.
+    public nonisolated let inbox = Inbox<Wake>()
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     private var records: [ResourceID: SupervisionRecord] = [:]
     /// Agents whose recorded process is believed to run.
@@ -74,18 +96,20 @@ public actor Controller {
 
     public init(
         store: any StateStore, runtime: any AgentRuntime, gateway: (any ModelGateway)? = nil, configuration: Configuration,
-        changeMarker: @escaping @Sendable () -> Int64? = { nil }, log: @escaping @Sendable (ControllerEvent) -> Void,
-        clock: @escaping @Sendable () -> Timestamp = Controller.systemTime,
-        masterKey: @escaping @Sendable () throws(VaultError) -> MasterKey? = { nil }
+        log: @escaping @Sendable (ControllerEvent) -> Void, clock: @escaping @Sendable () -> Timestamp = Controller.systemTime,
+        random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
+        masterKey: @escaping @Sendable () throws(VaultError) -> MasterKey? = { nil },
+        executor: StoreExecutor = StoreExecutor(label: "orl.controller")
     ) {
         self.store = store
         self.masterKey = masterKey
         self.runtime = runtime
         self.gateway = gateway
         self.configuration = configuration
-        self.changeMarker = changeMarker
         self.log = log
         self.clock = clock
+        self.random = random
+        self.executor = executor
     }
 
     public static let systemTime: @Sendable () -> Timestamp = {
@@ -95,15 +119,18 @@ public actor Controller {
     }
 
     /// Ends `run` as cancelling its task does: every agent is stopped gracefully first.
-    public func requestStop() { stopRequested = true }
+    public nonisolated func requestStop() { inbox.post(.stop) }
 
-    /// Runs a pass now rather than at the next poll (`orlctl apply` signals SIGUSR1 after
-    /// a change). Before `run` has adopted, or while stopping, it only marks a pass due.
-    public func wake(_ why: String) {
-        emit(.woken, message: why)
-        guard started && !stopRequested && !Task.isCancelled else {
-            dirty = true
-            return
+    /// Asks for a pass now rather than at the next resync (`orlctl apply` signals SIGUSR1
+    /// after a change). Before `run` has adopted, or while stopping, it only marks a pass due.
+    public nonisolated func wake(_ why: String) { inbox.post(.asked(why)) }
+
+    /// Adopts what runs (once) and reconciles every agent now: what `run` does on each
+    /// wake, for a caller that drives the controller itself (tests, with their clock).
+    public func reconcileNow() {
+        if !started {
+            adopt()
+            started = true
         }
         dirty = false
         pass()
@@ -111,20 +138,22 @@ public actor Controller {
 
     /// Reconciles until cancelled or asked to stop, then stops every agent (each with its
     /// grace period, all at once) and returns.
+    ///
+    /// Between passes it waits on its inbox, so an idle controller costs nothing but
+    /// the wake-ups it needs: a process that runs is looked at every `pollInterval`
+    /// (its exit is noticed by looking), a halt or backoff ends at its time, and every
+    /// `resyncInterval` it reads the whole state again in case a change went unseen.
     public func run() async {
         adopt()
         started = true
-        var marker = changeMarker()
         var lastPass = ContinuousClock.now
         while !Task.isCancelled && !stopRequested {
-            let current = changeMarker()
-            if current != marker {
-                marker = current
-                dirty = true
-            }
             if ContinuousClock.now - lastPass >= configuration.resyncInterval { dirty = true }
             if let due = requeueAt.values.min(), due <= clock() { dirty = true }
-            if !dirty, alive.contains(where: { id in stopping[id] == nil && records[id]?.process.map(runtime.isRunning) == false }) {
+            // Asked of the runtime rather than of /proc: for its own children a
+            // waitpid(WNOHANG), where reading /proc for 100 agents four times a second
+            // was most of an idle controller's CPU. The exit is kept for the pass.
+            if !dirty, alive.contains(where: { id in stopping[id] == nil && records[id]?.process.map(runtime.exitStatus) != nil }) {
                 dirty = true
             }
             if dirty {
@@ -132,10 +161,30 @@ public actor Controller {
                 lastPass = ContinuousClock.now
                 pass()
             }
-            try? await Task.sleep(for: configuration.pollInterval)
+            for reason in await inbox.take(waitingAtMost: nextLook(lastPass: lastPass)) {
+                switch reason {
+                case .storeChanged, .stopFinished: dirty = true
+                case .asked(let why):
+                    emit(.woken, message: why)
+                    dirty = true
+                case .stop: stopRequested = true
+                }
+            }
         }
         // Not in this (maybe cancelled) task: a cancelled stop cuts grace periods short.
         await Task { await self.stopAll() }.value
+    }
+
+    /// How long the loop may wait for its inbox before it must look by itself.
+    private func nextLook(lastPass: ContinuousClock.Instant) -> Duration {
+        var wait = configuration.resyncInterval - (ContinuousClock.now - lastPass)
+        // A failed pass (the store was locked) is tried again soon.
+        if dirty { wait = min(wait, configuration.pollInterval) }
+        if alive.contains(where: { stopping[$0] == nil }) { wait = min(wait, configuration.pollInterval) }
+        if let due = requeueAt.values.min() {
+            wait = min(wait, .milliseconds(max(0, due.milliseconds - clock().milliseconds)))
+        }
+        return max(wait, .zero)
     }
 
     // MARK: Adopting
@@ -220,6 +269,8 @@ public actor Controller {
     }
 
     private func pass() {
+        let began = ContinuousClock.now
+        defer { configuration.onPass?(ContinuousClock.now - began) }
         let now = clock()
         let desired: Desired
         do {
@@ -257,7 +308,7 @@ public actor Controller {
         if let process = record.process, alive.contains(id), let exit = runtime.exitStatus(process) {
             observation = Reconciler.recordExit(exit, of: observation, at: now, backoff: configuration.backoff)
             alive.remove(id)
-            jitter[id] = Double.random(in: 0..<1)
+            jitter[id] = random()
             emit(.exited, id, process, message: "\(process): \(exit)" + (runtime.exitNote(process).map { ": \($0)" } ?? ""))
         }
         if let intent { grace[id] = intent.launch.process.gracePeriod }
@@ -305,7 +356,7 @@ public actor Controller {
                 emit(.failedToStart, id, message: error.description)
                 observation = Reconciler.recordFailedStart(
                     launchHash: intent.launch.hash, of: observation, at: now, backoff: configuration.backoff)
-                jitter[id] = Double.random(in: 0..<1)
+                jitter[id] = random()
                 dirty = true
             }
         case .stop(let process), .restart(let process):
@@ -361,6 +412,7 @@ public actor Controller {
     private func stopped(_ id: ResourceID, _ process: ProcessIdentity, exit: ProcessExit?, restart: Bool) {
         stopping[id] = nil
         alive.remove(id)
+        inbox.post(.stopFinished)
         emit(.stopped, id, process, message: "\(process)\(exit.map { ": \($0)" } ?? "")")
         if var record = records[id], record.process == process {
             // A deliberate stop is no crash: the process is forgotten, not exited.

@@ -15,14 +15,19 @@ import OrlJSON
 public actor RunsDriver {
     private let operations: RunOperations
     private let interval: Duration
-    private let changeMarker: @Sendable () -> Int64?
     private let log: @Sendable (ControllerEvent) -> Void
     private let clock: @Sendable () -> Timestamp
+    /// The driver runs, and so calls SQLite, on a queue of its own, never on the pool.
+    private let executor: StoreExecutor
+    /// Posted when the store changed (the change feed): the workflows are read again.
+    public nonisolated let storeChanged = Inbox<Bool>()
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     /// The cron triggers of every applied workflow, read again when the store changes.
     private var schedules: [(workflow: ResourceID, cron: CronSchedule)] = []
     private var parsedSpecs: [ResourceID: (specHash: String, crons: [CronSchedule])] = [:]
-    private var marker: Int64?
+    private var schedulesStale = true
     private var lastRead: Timestamp?
     /// The latest slot handled per trigger, so a slot costs one write transaction.
     private var handled: [String: Timestamp] = [:]
@@ -33,22 +38,23 @@ public actor RunsDriver {
     /// `onReady` is told the agents a sweep or a cron run gave a Ready step (what wakes
     /// their long polls).
     public init(
-        store: any RunStore, interval: Duration = .milliseconds(500), changeMarker: @escaping @Sendable () -> Int64? = { nil },
-        log: @escaping @Sendable (ControllerEvent) -> Void, clock: @escaping @Sendable () -> Timestamp = Controller.systemTime,
-        onReady: (@Sendable (Set<ResourceID>) -> Void)? = nil
+        store: any RunStore, interval: Duration = .milliseconds(500), log: @escaping @Sendable (ControllerEvent) -> Void,
+        clock: @escaping @Sendable () -> Timestamp = Controller.systemTime, onReady: (@Sendable (Set<ResourceID>) -> Void)? = nil,
+        executor: StoreExecutor = StoreExecutor(label: "orl.runs")
     ) {
         self.operations = RunOperations(store: store, onReady: onReady)
         self.interval = interval
-        self.changeMarker = changeMarker
         self.log = log
         self.clock = clock
+        self.executor = executor
     }
 
-    /// Ticks until the task is cancelled.
+    /// Ticks until the task is cancelled: every `interval` (leases and timeouts end
+    /// with time, which nothing announces), and at once when the store changed.
     public func run() async {
         while !Task.isCancelled {
             tick()
-            try? await Task.sleep(for: interval)
+            if !(await storeChanged.take(waitingAtMost: interval)).isEmpty { schedulesStale = true }
         }
     }
 
@@ -65,9 +71,8 @@ public actor RunsDriver {
     }
 
     private func fireSchedules(now: Timestamp) {
-        let current = changeMarker()
-        if current == nil || current != marker || lastRead.map({ now.milliseconds - $0.milliseconds >= Self.rereadInterval }) ?? true {
-            marker = current
+        if schedulesStale || lastRead.map({ now.milliseconds - $0.milliseconds >= Self.rereadInterval }) ?? true {
+            schedulesStale = false
             lastRead = now
             readSchedules()
         }

@@ -136,7 +136,7 @@ extension ProcessRuntime: CommandRunner {
 /// Writing to a program that closed its input raises SIGPIPE, which would end the
 /// controller: blocked in this thread while `body` runs (the write fails with EPIPE
 /// instead), and one left pending is taken before the mask is restored.
-private func withSIGPIPEBlocked<T>(_ body: () -> T) -> T {
+func withSIGPIPEBlocked<T>(_ body: () -> T) -> T {
     var pipeSignal = sigset_t()
     sigemptyset(&pipeSignal)
     sigaddset(&pipeSignal, SIGPIPE)

@@ -24,7 +24,7 @@ public final class ProcessRuntime: AgentRuntime {
     /// SIGKILL for a long time).
     static let killTimeout: Duration = .seconds(5)
 
-    private struct State: ~Copyable {
+    struct State: ~Copyable {
         /// Children started here and not reaped yet: PID to start time.
         var children: [Int32: UInt64] = [:]
         /// Sandboxed children's cgroup directories, removed once they are reaped.
@@ -49,7 +49,7 @@ public final class ProcessRuntime: AgentRuntime {
         }
     }
 
-    private let state = Mutex(State())
+    let state = Mutex(State())
     /// Who serves orl's API on a sandboxed agent's listener; nil: nobody (command tools).
     private let listeners: (any SandboxListeners)?
 
@@ -199,7 +199,7 @@ public final class ProcessRuntime: AgentRuntime {
         throw failure("\(command): No such file or directory (searched \(searchPath), \(origin))")
     }
 
-    private func createDirectories(parentOf file: String, _ failure: (String) -> RuntimeError) throws(RuntimeError) {
+    func createDirectories(parentOf file: String, _ failure: (String) -> RuntimeError) throws(RuntimeError) {
         var prefix = ""
         for component in file.split(separator: "/").dropLast() {
             prefix += "/" + component

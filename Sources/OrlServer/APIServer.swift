@@ -17,13 +17,21 @@ public struct APIServer: Sendable {
     public let adminToken: String?
     /// The connections held at most (see `ConnectionGuard`).
     public let connections: ConnectionGuard
+    /// The web dashboard under `/ui`; nil serves none.
+    public let dashboard: Dashboard?
+    /// Whether `run` also writes the ledger and watches the store for the agents'
+    /// polls; false when the daemon runs those as services of their own.
+    public let runsBackgroundWork: Bool
 
     /// `port` 0 lets the system choose one.
     public init(
         gateway: Gateway, agents: AgentAPI? = nil, host: String = "127.0.0.1", port: Int, adminToken: String? = nil,
-        connections: ConnectionGuard = ConnectionGuard(cap: ConnectionGuard.capForThisProcess())
+        connections: ConnectionGuard = ConnectionGuard(cap: ConnectionGuard.capForThisProcess()), runsBackgroundWork: Bool = true,
+        dashboard: Dashboard? = nil
     ) {
+        self.dashboard = dashboard
         self.connections = connections
+        self.runsBackgroundWork = runsBackgroundWork
         self.gateway = gateway
         self.agents = agents
         self.host = host
@@ -44,8 +52,11 @@ public struct APIServer: Sendable {
                 await bound("http://\(host):\(channel.localAddress?.port ?? 0)")
             }, logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await gateway.run() }
-            if let agents { group.addTask { await agents.run() } }
+            if runsBackgroundWork {
+                group.addTask { await gateway.run() }
+                if let agents { group.addTask { await agents.run() } }
+                if let tracer = gateway.telemetry.tracer { group.addTask { await tracer.run() } }
+            }
             group.addTask { try await app.run() }
             try await group.next()
             group.cancelAll()
@@ -62,12 +73,19 @@ public struct APIServer: Sendable {
             router.post(RouterPath("/v1" + api.path)) { [gateway] request, _ in await gateway.serve(api, request) }
         }
         agents?.register(router)
+        dashboard?.register(router)
         if let adminToken {
             router.get("/orl/v1/budgets") { [gateway] request, _ in
                 guard AgentToken.matches(request.headers[.authorization], "Bearer \(adminToken)") else {
                     return Gateway.error(.unauthenticated("the operator token of <state>/controller.token is needed"))
                 }
                 return Gateway.json(.ok, ControllerClient.encode(gateway.budgetStatus(now: gateway.clock())))
+            }
+            router.get("/metrics") { [gateway] request, _ in
+                guard AgentToken.matches(request.headers[.authorization], "Bearer \(adminToken)") else {
+                    return Gateway.error(.unauthenticated("the operator token of <state>/controller.token is needed"))
+                }
+                return await MetricsServer.response(gateway)
             }
         }
         router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }

@@ -3,6 +3,7 @@ import Hummingbird
 import NIOCore
 public import OrlCore
 import OrlJSON
+import Synchronization
 
 /// The agents' side of workflow runs on the controller's loopback API: the task
 /// protocol (long-poll the next task, heartbeat, complete, fail) and tool calls. Each
@@ -33,6 +34,15 @@ public final class AgentAPI: Sendable {
         public var maxToolOutputBytes = 8 << 20
         /// How old the live tool definitions an MCP call is checked against may be.
         public var mcpDefinitionMaxAge: Duration = .seconds(5)
+        /// A stdio MCP server no call used for this long is stopped (started again at
+        /// the next call).
+        public var mcpIdleTimeout: Duration = .seconds(600)
+        /// The first wait before a stdio MCP server that exited is started again
+        /// (doubling with each exit in a row, up to a minute).
+        public var mcpFirstBackoff: Duration = .seconds(1)
+        /// How long a call of a tool behind `requireApproval` (outside a workflow step)
+        /// waits for `orlctl approve`; then it is refused.
+        public var mcpApprovalTimeout: Duration = .seconds(120)
 
         public init(stateDirectory: String) { self.stateDirectory = stateDirectory }
     }
@@ -45,23 +55,38 @@ public final class AgentAPI: Sendable {
     let changeMarker: @Sendable () -> Int64?
     let configuration: Configuration
     let mcp: McpUpstream
+    /// Where per-call approvals are kept; nil: approval-gated calls are refused.
+    let approvals: (any ToolApprovalStore)?
     private let queue = DispatchQueue(label: "orl.agent-api.store")
+    /// When each attempt in flight was claimed, and the runs they belong to: the spans of
+    /// attempts and runs (only kept while a tracer is set).
+    let traced = Mutex(TracedRuns())
+
+    struct TracedRuns {
+        var claimed: [TaskID: Timestamp] = [:]
+        var runs: Set<RunID> = []
+    }
 
     /// `store` is a connection of the API's own; `secret` reads the vault (tools'
-    /// credentials); `changeMarker` changes when another process writes the store.
+    /// credentials); `changeMarker` changes when another process writes the store;
+    /// `servers` runs stdio MCP servers (by default `commands`, when it can).
     public init(
         gateway: Gateway, store: any RunStore, waiters: TaskWaiters, commands: any CommandRunner,
         secret: @escaping @Sendable (SecretID) -> String?, changeMarker: @escaping @Sendable () -> Int64? = { nil },
-        configuration: Configuration
+        servers: (any StdioLauncher)? = nil, configuration: Configuration
     ) {
         self.gateway = gateway
         self.operations = RunOperations(store: store, onReady: { waiters.notify($0) })
+        self.approvals = store as? any ToolApprovalStore
         self.waiters = waiters
         self.commands = commands
         self.secret = secret
         self.changeMarker = changeMarker
         self.configuration = configuration
-        self.mcp = McpUpstream(client: gateway.client, maxResponseBytes: configuration.maxToolOutputBytes)
+        let stdio = McpStdioServers(
+            launcher: servers ?? (commands as? any StdioLauncher), log: { gateway.note($0) }, clock: gateway.clock,
+            maxMessageBytes: configuration.maxToolOutputBytes, firstBackoff: configuration.mcpFirstBackoff)
+        self.mcp = McpUpstream(client: gateway.client, maxResponseBytes: configuration.maxToolOutputBytes, stdio: stdio)
     }
 
     func register(_ router: Router<BasicRequestContext>) {
@@ -81,14 +106,11 @@ public final class AgentAPI: Sendable {
     }
 
     /// Learns the tasks in flight from the store (agents outlive controllers), then
-    /// wakes every poll when another process changes the store, until cancelled.
+    /// wakes every poll when another process changes the store, until cancelled. The
+    /// daemon does not use this loop: it calls `prepare` before it serves, and
+    /// `storeChanged` from its change feed.
     func run() async {
-        do {
-            let running = try await perform { () throws(RunError) in try self.operations.tasksInFlight() }
-            gateway.resetTasks(running)
-        } catch {
-            gateway.log(ControllerEvent(time: gateway.clock(), reason: .error, message: "reading the tasks in flight: \(error.message)"))
-        }
+        await prepare()
         var marker = changeMarker()
         var rounds = 0
         while !Task.isCancelled {
@@ -96,15 +118,40 @@ public final class AgentAPI: Sendable {
             let current = changeMarker()
             if current != marker {
                 marker = current
-                waiters.notifyAll()
+                storeChanged()
             }
             rounds += 1
+            if rounds % 10 == 0, gateway.telemetry.tracer != nil { await traceEndedRuns() }
             if rounds % 600 == 0 {
-                let now = gateway.clock()
-                gateway.pruneTasks(at: now)
+                prune()
+                await stopIdleServers()
             }
         }
+        await mcp.stdio?.stopAll()
     }
+
+    /// Learns the tasks in flight from the store (agents outlive controllers), so that
+    /// their calls are attributed from the first one: done before the API serves.
+    public func prepare() async {
+        do {
+            let running = try await perform { () throws(RunError) in try self.operations.tasksInFlight() }
+            gateway.resetTasks(running)
+        } catch {
+            gateway.log(ControllerEvent(time: gateway.clock(), reason: .error, message: "reading the tasks in flight: \(error.message)"))
+        }
+    }
+
+    /// Another connection changed the store: every waiting poll looks again.
+    public func storeChanged() { waiters.notifyAll() }
+
+    /// Forgets the leases that have passed.
+    public func prune() { gateway.pruneTasks(at: gateway.clock()) }
+
+    /// Stops the stdio MCP servers no call has used for `mcpIdleTimeout`.
+    public func stopIdleServers() async { await mcp.stdio?.stopIdle(after: configuration.mcpIdleTimeout) }
+
+    /// Stops every stdio MCP server (the controller is stopping).
+    public func stopServers() async { await mcp.stdio?.stopAll() }
 
     // MARK: Tasks
 
@@ -139,7 +186,18 @@ public final class AgentAPI: Sendable {
             }
             if let task {
                 gateway.hold(task.id, agent: agent, until: task.leaseExpiresAt)
-                return Gateway.json(.ok, task.json.compactRendered())
+                if gateway.telemetry.tracer != nil {
+                    let now = gateway.clock()
+                    traced.withLock { traced in
+                        traced.claimed[task.id] = now
+                        traced.runs.insert(task.id.run)
+                    }
+                }
+                var response = Gateway.json(.ok, task.json.compactRendered())
+                // The attempt's span: an agent that sends it back on its model and tool
+                // calls puts their spans under it (the reference agent does).
+                response.headers[Gateway.traceparentHeader] = SpanContext.attempt(task.id).traceparent
+                return response
             }
             let left = deadline - clock.now
             if left <= .zero || Task.isCancelled { return Response(status: .noContent) }
@@ -181,6 +239,7 @@ public final class AgentAPI: Sendable {
                     try self.operations.complete(task, agent: agent, output: output, now: now)
                 }
                 gateway.release(task, agent: agent)
+                attemptEnded(task, agent: agent, record: record, failed: nil)
                 return Gateway.json(.ok, Self.state(of: record, task).compactRendered())
             case .fail:
                 guard let message = body?["error"]?.string, !message.isEmpty else {
@@ -191,6 +250,7 @@ public final class AgentAPI: Sendable {
                     try self.operations.fail(task, agent: agent, error: message, retry: retry, now: now, random: Double.random(in: 0..<1))
                 }
                 gateway.release(task, agent: agent)
+                attemptEnded(task, agent: agent, record: record, failed: message)
                 return Gateway.json(.ok, Self.state(of: record, task).compactRendered())
             }
         } catch {
@@ -198,6 +258,41 @@ public final class AgentAPI: Sendable {
             if error.kind == .conflict || error.kind == .forbidden { gateway.release(task, agent: agent) }
             return Gateway.error(GatewayError(error))
         }
+    }
+
+    /// The attempt's duration and span: from its claim here, or from the step's start
+    /// when it was claimed before this controller started.
+    private func attemptEnded(_ task: TaskID, agent: ResourceID, record: StepRecord, failed: String?) {
+        let claimed = traced.withLock { $0.claimed.removeValue(forKey: task) }
+        var timed = record
+        if let claimed { timed.startedAt = claimed }
+        gateway.observeAttempt(task, agent: agent, record: timed, failed: failed)
+    }
+
+    /// The `invoke_workflow` span of each run an attempt was traced of, once it ended
+    /// (by its last step, a sweep, a decision or a cancel in another process).
+    public func traceEndedRuns() async {
+        let runs = traced.withLock { $0.runs }
+        guard !runs.isEmpty else { return }
+        // A run that ended, or is gone from the state (deleted with its workflow), is let go.
+        let found =
+            (try? await perform { () throws(RunError) -> [(RunID, RunRecord?)] in
+                do throws(StoreError) {
+                    return try self.operations.store.readRuns { reader throws(StoreError) in
+                        try runs.map { id throws(StoreError) in (id, try reader.run(id)) }
+                    }
+                } catch {
+                    throw RunError(error)
+                }
+            }) ?? []
+        let done = found.filter { $0.1 == nil || $0.1?.endedAt != nil }
+        guard !done.isEmpty else { return }
+        traced.withLock { traced in
+            for (id, _) in done { traced.runs.remove(id) }
+            traced.claimed = traced.claimed.filter { traced.runs.contains($0.key.run) }
+        }
+        let ended = done.compactMap { $0.1 }
+        for run in ended { gateway.observeRunEnded(run) }
     }
 
     private static func state(of record: StepRecord, _ task: TaskID) -> JSONValue {

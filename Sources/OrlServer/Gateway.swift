@@ -13,6 +13,8 @@ import Synchronization
 /// The table and the meter sit behind one lock, held for microseconds: a reservation is
 /// a few additions, never I/O. Ledger rows are written in batches by `run`, so a call
 /// never waits on SQLite; at most the last `flushInterval` of rows is lost to a crash.
+/// What a call needs from the state (the table, tokens, provider keys) is pushed to it
+/// by the controller and the daemon, never read on the call's path.
 public final class Gateway: ModelGateway {
     public struct Configuration: Sendable {
         /// Requests larger than this are refused (413).
@@ -42,15 +44,20 @@ public final class Gateway: ModelGateway {
     let log: @Sendable (ControllerEvent) -> Void
     /// Called when a budget is first exhausted, so that the controller halts at once.
     let onExhausted: @Sendable () -> Void
+    /// Metrics and spans of every call through the controller's API.
+    public let telemetry: Telemetry
     private let requestNumbers = Atomic<Int>(0)
     private let prefix: String
+    /// Rings when rows wait to be written: the ledger loop sleeps while there are none.
+    private let pending = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
 
     /// `providerKey` reads a secret's value from the vault.
     public init(
         store: any StateStore, configuration: Configuration = Configuration(), providerKey: @escaping @Sendable (SecretID) -> String?,
         clock: @escaping @Sendable () -> Timestamp, log: @escaping @Sendable (ControllerEvent) -> Void,
-        onExhausted: @escaping @Sendable () -> Void
+        onExhausted: @escaping @Sendable () -> Void, telemetry: Telemetry = .off
     ) {
+        self.telemetry = telemetry
         self.store = store
         self.configuration = configuration
         self.providerKey = providerKey
@@ -113,16 +120,20 @@ public final class Gateway: ModelGateway {
 
     // MARK: Writing the ledger
 
-    /// Writes ledger rows and events in batches until cancelled, then once more.
-    public func run() async {
-        while !Task.isCancelled {
+    /// Writes ledger rows and events in batches until cancelled, then once more: a
+    /// batch is written `flushInterval` after its first row, and nothing wakes while no
+    /// call is made. `flush` blocks on SQLite; the daemon runs this loop on an executor
+    /// of its own (`write` runs each batch where it is given).
+    public func run(write: (@Sendable () async -> Void)? = nil) async {
+        for await _ in pending.stream {
             try? await Task.sleep(for: configuration.flushInterval)
-            flush()
+            if let write { await write() } else { flush() }
         }
-        flush()
+        if let write { await write() } else { flush() }
     }
 
-    func flush() {
+    /// Writes the rows and events waiting, in one transaction (blocks on SQLite).
+    public func flush() {
         let (entries, events) = state.withLock { state in
             defer {
                 state.pendingEntries.removeAll(keepingCapacity: true)
@@ -142,6 +153,7 @@ public final class Gateway: ModelGateway {
                 state.pendingEntries.insert(contentsOf: entries, at: 0)
                 state.pendingEvents.insert(contentsOf: events, at: 0)
             }
+            pending.continuation.yield()
             log(ControllerEvent(time: clock(), reason: .error, message: "writing the ledger: \(error.description)"))
         }
     }
@@ -149,7 +161,10 @@ public final class Gateway: ModelGateway {
     /// Logs the event and queues it for the store with the next ledger write (for events
     /// that are part of a resource's life, such as a refused tool call).
     func note(_ event: ControllerEvent) {
-        if let stored = event.storeEvent { state.withLock { $0.pendingEvents.append(stored) } }
+        if let stored = event.storeEvent {
+            state.withLock { $0.pendingEvents.append(stored) }
+            pending.continuation.yield()
+        }
         log(event)
     }
 
@@ -186,6 +201,7 @@ public final class Gateway: ModelGateway {
             state.pendingEntries.append(entry)
             state.pendingEvents += events.compactMap(\.storeEvent)
         }
+        pending.continuation.yield()
         for event in events { log(event) }
         if notices.contains(where: { $0.kind == .exceeded }) { onExhausted() }
     }
@@ -195,6 +211,7 @@ public final class Gateway: ModelGateway {
         let event = ControllerEvent(
             time: now, reason: .budgetExhausted, resource: refusal.account.budget, message: "\(refusal.message) (call by \(agent))")
         state.withLock { $0.pendingEvents += [event.storeEvent].compactMap { $0 } }
+        pending.continuation.yield()
         log(event)
         onExhausted()
     }

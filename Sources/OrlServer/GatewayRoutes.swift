@@ -70,8 +70,10 @@ extension Gateway {
         let parsed: ModelRequest
         let route: GatewayTable.Route
         let bound: Int
+        var agent: ResourceID?
         do throws(GatewayError) {
             caller = try authenticate(request)
+            agent = caller.agent
             var request = request
             let body: ByteBuffer
             do {
@@ -85,6 +87,7 @@ extension Gateway {
             route = try caller.route(parsed.model, for: api)
             bound = caller.completionBound(parsed, route)
         } catch {
+            countRefusal(error, agent: agent)
             return Self.error(error, api: api, requestID: requestID)
         }
         let worst = TokenUsage(prompt: parsed.promptBound, completion: bound)
@@ -94,14 +97,18 @@ extension Gateway {
         case .success(let held): reservation = held
         case .failure(let refusal):
             refused(refusal, agent: caller.agent, now: now)
-            return Self.error(.budgetExceeded(refusal.message), api: api, requestID: requestID)
+            let error = GatewayError.budgetExceeded(refusal.message)
+            countRefusal(error, agent: caller.agent)
+            return Self.error(error, api: api, requestID: requestID)
         }
         let task = serving(
             caller.agent, run: request.headers[values: Self.runHeader].first, step: request.headers[values: Self.stepHeader].first, now: now
         )
+        let parent = telemetry.tracer == nil ? nil : parentContext(request.headers, task: task)
         let call = Call(
             gateway: self, agent: caller.agent, route: route, request: parsed, bound: bound, reservation: reservation,
-            requestID: requestID, started: started, run: task?.run.rawValue, step: task?.step)
+            requestID: requestID, started: started, run: task?.run.rawValue, step: task?.step,
+            trace: telemetry.tracer.map { (span: $0.newContext(in: parent), parent: parent, start: Tracer.now()) })
 
         switch route.spec.apiStyle {
         case .simulated:
@@ -122,6 +129,7 @@ extension Gateway {
         let completion = SimulatedProvider.complete(request, model: model, maxTokens: call.bound)
         call.settle(completion.usage, outcome: "ok")
         if request.stream {
+            observeFirstChunk(call)
             let events = SimulatedProvider.events(completion, for: request.api, model: model, maxTokens: call.bound, created: now)
             return Response(
                 status: .ok, headers: Self.headers(eventStream: true, requestID: call.requestID),
@@ -147,6 +155,8 @@ extension Gateway {
         upstream.headers.add(name: "Content-Type", value: "application/json")
         upstream.headers.add(name: "Accept", value: call.request.stream ? "text/event-stream" : "application/json")
         upstream.headers.add(name: "X-Request-Id", value: call.requestID)
+        // The provider's spans, if it traces, go under the call's.
+        if let span = call.span { upstream.headers.add(name: "traceparent", value: span.traceparent) }
         if spec.apiStyle == .anthropic {
             upstream.headers.add(name: "anthropic-version", value: headers[Self.anthropicVersionHeader] ?? "2023-06-01")
             if let beta = headers[Self.anthropicBetaHeader] { upstream.headers.add(name: "anthropic-beta", value: beta) }
@@ -200,8 +210,13 @@ extension Gateway {
                     var events = ServerSentEvents()
                     var report = UsageReport()
                     var chunks = 0
+                    var first = true
                     do {
                         for try await buffer in response.body {
+                            if first {
+                                first = false
+                                self.observeFirstChunk(call)
+                            }
                             for payload in events.feed(buffer.readableBytesView) {
                                 if let found = Self.usage(inEvent: payload) { report.merge(found) }
                                 chunks += 1
@@ -351,12 +366,21 @@ final class Call: Sendable {
     let started: ContinuousClock.Instant
     let run: String?
     let step: String?
+    /// The call's span, the span it continues, and when it started (nanoseconds since the
+    /// epoch); nil when nothing is traced.
+    let span: SpanContext?
+    let parent: SpanContext?
+    let startNanoseconds: UInt64
     private let done = Atomic<Bool>(false)
 
     init(
         gateway: Gateway, agent: ResourceID, route: GatewayTable.Route, request: ModelRequest, bound: Int,
-        reservation: BudgetMeter.Reservation, requestID: String, started: ContinuousClock.Instant, run: String?, step: String?
+        reservation: BudgetMeter.Reservation, requestID: String, started: ContinuousClock.Instant, run: String?, step: String?,
+        trace: (span: SpanContext, parent: SpanContext?, start: UInt64)? = nil
     ) {
+        self.span = trace?.span
+        self.parent = trace?.parent
+        self.startNanoseconds = trace?.start ?? 0
         self.gateway = gateway
         self.agent = agent
         self.route = route
@@ -373,14 +397,18 @@ final class Call: Sendable {
         guard !done.exchange(true, ordering: .relaxed) else { return }
         let usd = route.cost(usage)
         let notices = gateway.state.withLock { $0.meter.settle(reservation, cost: Charge(usd: usd, tokens: usage.total)) }
-        gateway.record(entry(usage, usd: usd, outcome: outcome), notices: notices)
+        let entry = entry(usage, usd: usd, outcome: outcome)
+        gateway.record(entry, notices: notices)
+        gateway.observe(self, entry, failed: !outcome.hasPrefix("ok"))
     }
 
     /// The call cost nothing the provider reported: its reservation is given back.
     func release(outcome: String) {
         guard !done.exchange(true, ordering: .relaxed) else { return }
         gateway.state.withLock { $0.meter.release(reservation) }
-        gateway.record(entry(TokenUsage(prompt: 0, completion: 0), usd: 0, outcome: outcome), notices: [])
+        let entry = entry(TokenUsage(prompt: 0, completion: 0), usd: 0, outcome: outcome)
+        gateway.record(entry, notices: [])
+        gateway.observe(self, entry, failed: true)
     }
 
     /// Settles on what the provider reported, estimating what it did not: the input as

@@ -135,16 +135,14 @@ extension AgentAPI {
                 return Self.rpc(id, error: -32003, error.message)
             }
         } else if caller.approvalTools.contains(name) {
-            // Outside a workflow no approval gate stands before the call, and orl does
-            // not let one through on the agent's word.
-            let message =
-                "tool \(Diagnostic.quoted(name)) needs a human approval (a Policy's requireApproval); call it from a workflow step behind an approval gate"
-            mcpRefused(name, agent, message)
-            return Self.rpc(id, error: -32003, message)
-        }
-        guard let url = server.url else {
-            return Self.toolError(
-                id, "MCP server \(route.id.name) is a stdio server, which this controller cannot reach yet; give it a url")
+            // Outside a workflow no approval gate stands before the call: this very call
+            // waits for a person's decision, and is refused without one.
+            switch await approval(of: name, arguments: arguments, agent: agent) {
+            case .approved(let approval): task = "\(approval.reference) approved by \(approval.decidedBy ?? "?")"
+            case .refused(let message):
+                mcpRefused(name, agent, message)
+                return Self.rpc(id, error: -32003, message)
+            }
         }
         var credential: String?
         if let secret = server.credentialSecret?.value {
@@ -154,8 +152,12 @@ extension AgentAPI {
             }
             credential = value
         }
-        let endpoint = McpUpstream.Endpoint(
-            server: route.id, url: url, headers: server.headers, credential: credential, timeout: route.spec.timeout.duration)
+        guard
+            let endpoint = McpUpstream.Endpoint.server(
+                route.id, spec: route.spec, origin: route.origin, credential: credential, stateDirectory: configuration.stateDirectory)
+        else {
+            return Self.toolError(id, "MCP server \(route.id.name) has neither a url nor a command")
+        }
         let result: Node
         do throws(McpUpstream.Failure) {
             // The rug pull: a definition that changed since it was pinned is not called.
@@ -178,11 +180,96 @@ extension AgentAPI {
         return Gateway.json(.ok, text)
     }
 
+    enum Decision {
+        case approved(ToolApproval)
+        case refused(String)
+    }
+
+    /// Records the call as waiting for approval and waits, woken by each change of
+    /// the store, until `orlctl approve`/`deny` decides it or its deadline passes
+    /// (then it is refused, and recorded as Expired).
+    private func approval(of tool: String, arguments: JSONValue, agent: ResourceID) async -> Decision {
+        guard let approvals else {
+            return .refused(
+                "tool \(Diagnostic.quoted(tool)) needs a human approval (a Policy's requireApproval), which this controller cannot ask for; call it from a workflow step behind an approval gate"
+            )
+        }
+        var random = SystemRandomNumberGenerator()
+        let now = gateway.clock()
+        let timeout = configuration.mcpApprovalTimeout
+        let text = arguments.compactRendered()
+        let request = ToolApproval(
+            id: ToolApproval.newID(using: &random), agent: agent, tool: tool,
+            arguments: text.utf8.count > ToolApproval.argumentLimit ? String(text.prefix(ToolApproval.argumentLimit)) + "…" : text,
+            requestedAt: now, expiresAt: now.adding(timeout))
+        let id = request.id
+        do {
+            try await perform { () throws(RunError) in
+                do throws(StoreError) { try approvals.request(request) } catch { throw RunError(error) }
+            }
+        } catch {
+            return .refused("tool \(Diagnostic.quoted(tool)) needs a human approval, which could not be recorded: \(error.message)")
+        }
+        gateway.log(
+            ControllerEvent(
+                time: now, reason: .toolCall, resource: agent,
+                message: "mcp tool \(Diagnostic.quoted(tool)) waits for approval: orlctl approve \(request.reference) (or deny)"))
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        func verdict(_ approval: ToolApproval?) -> Decision? {
+            guard let approval else { return .refused("\(request.reference) vanished from the state") }
+            let by = approval.decidedBy.map { " by \($0)" } ?? ""
+            let why = approval.reason.map { ": \($0)" } ?? ""
+            switch approval.state {
+            case .pending: return nil
+            case .approved: return .approved(approval)
+            case .denied: return .refused("\(approval.reference) (tool \(Diagnostic.quoted(tool))) was denied\(by)\(why)")
+            case .expired:
+                return .refused(
+                    "\(approval.reference) (tool \(Diagnostic.quoted(tool))) was refused: no one approved it within \(timeout.compactDescription)"
+                )
+            }
+        }
+        while true {
+            let seen = waiters.version(of: agent)
+            let current = try? await perform { () throws(RunError) in
+                do throws(StoreError) { return try approvals.toolApproval(id) } catch { throw RunError(error) }
+            }
+            if let decided = verdict(current ?? request) { return decided }
+            let left = deadline - clock.now
+            if left <= .zero || Task.isCancelled {
+                // Fail closed: Expired, unless a decision landed in the meantime.
+                let after = try? await perform { () throws(RunError) in
+                    do throws(StoreError) {
+                        _ = try approvals.updateToolApproval(id) {
+                            $0.deciding(.expired, by: "orl", reason: nil, now: self.gateway.clock())
+                        }
+                        return try approvals.toolApproval(id)
+                    } catch {
+                        throw RunError(error)
+                    }
+                }
+                if let after, let decided = verdict(after) { return decided }
+                return .refused(
+                    "\(request.reference) (tool \(Diagnostic.quoted(tool))) was refused: no decision within \(timeout.compactDescription)")
+            }
+            // Woken when another process (orlctl approve) writes the store.
+            await waiters.wait(agent, since: seen, for: min(left, .seconds(1)))
+        }
+    }
+
     private func recordCall(
         _ tool: String, _ agent: ResourceID, _ task: String?, _ started: ContinuousClock.Instant, outcome: String, bytes: Int
     ) {
         let elapsed = ContinuousClock.now - started
         let micros = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+        if let metrics = gateway.telemetry.metrics {
+            let kind = outcome == "ok" ? "ok" : outcome == "tool error" ? "tool_error" : "tool_failed"
+            metrics.record { r in
+                r.add(Metrics.toolCalls, [agent.namespace, agent.name, tool, kind])
+                r.observe(Metrics.toolDuration, [agent.namespace, tool], Metrics.seconds(elapsed))
+            }
+        }
         gateway.log(
             ControllerEvent(
                 time: gateway.clock(), reason: .toolCall, resource: agent,
@@ -192,6 +279,7 @@ extension AgentAPI {
     }
 
     private func mcpRefused(_ tool: String, _ agent: ResourceID, _ message: String) {
+        gateway.telemetry.metrics?.add(Metrics.refusals, [agent.namespace, agent.name, "mcp_tool_refused"])
         gateway.note(
             ControllerEvent(
                 time: gateway.clock(), reason: .toolRefused, resource: agent, message: "mcp tool \(Diagnostic.quoted(tool)): \(message)"))

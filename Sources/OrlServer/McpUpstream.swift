@@ -24,6 +24,9 @@ public final class McpUpstream: Sendable {
         public var headers: [String: String]
         public var credential: String?
         public var timeout: Duration
+        /// A stdio server: the program orl runs and speaks to on its standard input and
+        /// output (`url` then only names it in messages).
+        public var stdio: StdioInvocation?
 
         public init(server: ResourceID, url: String, headers: [String: String], credential: String?, timeout: Duration) {
             self.server = server
@@ -31,6 +34,11 @@ public final class McpUpstream: Sendable {
             self.headers = headers
             self.credential = credential
             self.timeout = timeout
+        }
+
+        public init(server: ResourceID, stdio: StdioInvocation, credential: String?, timeout: Duration) {
+            self.init(server: server, url: "stdio:" + stdio.command, headers: [:], credential: credential, timeout: timeout)
+            self.stdio = stdio
         }
     }
 
@@ -55,9 +63,13 @@ public final class McpUpstream: Sendable {
     private let ids = Atomic<Int>(0)
     let maxResponseBytes: Int
 
-    public init(client: HTTPClient? = nil, maxResponseBytes: Int = 16 << 20) {
+    /// Runs the stdio servers; nil: they are unavailable (calls to them fail with why).
+    public let stdio: McpStdioServers?
+
+    public init(client: HTTPClient? = nil, maxResponseBytes: Int = 16 << 20, stdio: McpStdioServers? = nil) {
         self.client = client ?? Gateway.sharedClient
         self.maxResponseBytes = maxResponseBytes
+        self.stdio = stdio
     }
 
     // MARK: Calls
@@ -99,6 +111,12 @@ public final class McpUpstream: Sendable {
     // MARK: JSON-RPC over streamable HTTP
 
     func request(_ endpoint: Endpoint, method: String, params: JSONValue) async throws(Failure) -> Node {
+        if endpoint.stdio != nil {
+            guard let stdio else {
+                throw Failure("MCP server \(endpoint.server.name) is a stdio server, and nothing here can run it")
+            }
+            return try await stdio.request(endpoint, method: method, params: params)
+        }
         do {
             return try await send(endpoint, try await session(endpoint), method: method, params: params)
         } catch  where error.message == Self.expired {

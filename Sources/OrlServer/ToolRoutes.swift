@@ -22,7 +22,7 @@ extension AgentAPI {
             do throws(GatewayError) {
                 route = try caller.tool(name)
             } catch {
-                refused(name, caller.agent, error.message)
+                refused(name, caller.agent, error)
                 throw error
             }
         } catch {
@@ -35,7 +35,7 @@ extension AgentAPI {
         do {
             grant = try await perform { () throws(RunError) in try self.operations.toolGrant(name, agent: agent, run: run, step: step) }
         } catch {
-            refused(name, agent, error.message)
+            refused(name, agent, GatewayError(error))
             return Gateway.error(GatewayError(error))
         }
         let input: JSONValue
@@ -44,16 +44,51 @@ extension AgentAPI {
         } catch {
             return Gateway.error(error)
         }
+        // The tool's span continues the agent's traceparent, else the step attempt's; the
+        // tool gets it (a header, TRACEPARENT) so that its own spans go under it.
+        let tracer = gateway.telemetry.tracer
+        let parent = tracer == nil ? nil : gateway.parentContext(request.headers, task: grant.task)
+        let span = tracer?.newContext(in: parent)
+        let spanStart = Tracer.now()
         let result: Result<(status: Int, output: JSONValue), GatewayError>
         switch route.spec.type {
-        case .http: result = await callHTTP(route, grant: grant, agent: agent, input: input)
-        case .command: result = await runCommand(route, grant: grant, caller: caller, input: input)
+        case .http: result = await callHTTP(route, grant: grant, agent: agent, input: input, traceparent: span?.traceparent)
+        case .command: result = await runCommand(route, grant: grant, caller: caller, input: input, traceparent: span?.traceparent)
         case .mcp:
             result = .failure(
                 .toolFailed(status: 400, code: "tool_is_mcp", "Tool \(route.id.name) is an MCP server: call its tools through /mcp"))
         }
         let elapsed = ContinuousClock.now - started
         let took = "\(elapsed.wholeMilliseconds)ms"
+        let outcome: String
+        switch result {
+        case .success: outcome = "ok"
+        case .failure(let error): outcome = error.code
+        }
+        if let metrics = gateway.telemetry.metrics {
+            metrics.record { r in
+                r.add(Metrics.toolCalls, [agent.namespace, agent.name, name, outcome])
+                r.observe(Metrics.toolDuration, [route.id.namespace, name], Metrics.seconds(elapsed))
+            }
+        }
+        if let tracer, let span {
+            var attributes: [(String, SpanRecord.Value)] = [
+                ("gen_ai.operation.name", .string("execute_tool")), ("gen_ai.tool.name", .string(name)),
+                ("gen_ai.tool.type", .string(route.spec.type.rawValue)), ("gen_ai.agent.name", .string(agent.name)),
+                ("gen_ai.conversation.id", .string(grant.task.run.rawValue)), ("orl.namespace", .string(agent.namespace)),
+                ("orl.step", .string(grant.task.step)), ("orl.attempt", .int(Int64(grant.task.attempt))),
+            ]
+            if outcome != "ok" { attributes.append(("error.type", .string(outcome))) }
+            let message: String? =
+                switch result {
+                case .success: nil
+                case .failure(let error): error.message
+                }
+            tracer.record(
+                SpanRecord(
+                    context: span, parent: parent?.spanID, name: "execute_tool \(name)", kind: .internal, startNanoseconds: spanStart,
+                    endNanoseconds: Tracer.now(), attributes: attributes, error: message))
+        }
         switch result {
         case .success(let answer):
             gateway.log(
@@ -75,16 +110,17 @@ extension AgentAPI {
         }
     }
 
-    private func refused(_ tool: String, _ agent: ResourceID, _ message: String) {
+    private func refused(_ tool: String, _ agent: ResourceID, _ error: GatewayError) {
+        gateway.countRefusal(error, agent: agent)
         gateway.note(
             ControllerEvent(
-                time: gateway.clock(), reason: .toolRefused, resource: agent, message: "tool \(Diagnostic.quoted(tool)): \(message)"))
+                time: gateway.clock(), reason: .toolRefused, resource: agent, message: "tool \(Diagnostic.quoted(tool)): \(error.message)"))
     }
 
     // MARK: http
 
     private func callHTTP(
-        _ route: GatewayTable.ToolRoute, grant: ToolGrant, agent: ResourceID, input: JSONValue
+        _ route: GatewayTable.ToolRoute, grant: ToolGrant, agent: ResourceID, input: JSONValue, traceparent: String?
     ) async -> Result<(status: Int, output: JSONValue), GatewayError> {
         guard let endpoint = route.spec.http else {
             return .failure(
@@ -113,6 +149,7 @@ extension AgentAPI {
         upstream.headers.replaceOrAdd(name: "Idempotency-Key", value: grant.idempotencyKey)
         upstream.headers.replaceOrAdd(name: "X-Orl-Run", value: grant.task.run.rawValue)
         upstream.headers.replaceOrAdd(name: "X-Orl-Step", value: grant.task.step)
+        if let traceparent { upstream.headers.replaceOrAdd(name: "traceparent", value: traceparent) }
         if sendsBody { upstream.body = .bytes(ByteBuffer(string: input.compactRendered())) }
         let response: HTTPClientResponse
         let body: ByteBuffer
@@ -143,7 +180,7 @@ extension AgentAPI {
     // MARK: command
 
     private func runCommand(
-        _ route: GatewayTable.ToolRoute, grant: ToolGrant, caller: GatewayTable.Caller, input: JSONValue
+        _ route: GatewayTable.ToolRoute, grant: ToolGrant, caller: GatewayTable.Caller, input: JSONValue, traceparent: String?
     ) async -> Result<(status: Int, output: JSONValue), GatewayError> {
         guard let command = route.spec.command else {
             return .failure(.toolFailed(status: 500, code: "tool_misconfigured", "Tool \(route.id.name) has type command but no command"))
@@ -156,6 +193,7 @@ extension AgentAPI {
             "ORL_NAMESPACE": agent.namespace, "ORL_RUN": grant.task.run.rawValue, "ORL_STEP": grant.task.step,
             "ORL_TASK": grant.task.description, "ORL_IDEMPOTENCY_KEY": grant.idempotencyKey,
         ]
+        if let traceparent { environment["TRACEPARENT"] = traceparent }
         // The program comes from the Tool's source; it runs in the agent's directory.
         var (program, arguments) = (command.command, command.args)
         if let origin = route.origin {

@@ -10,7 +10,8 @@ struct OrlBench: AsyncParsableCommand {
         abstract: "Benchmarks for orl (build with -c release).",
         subcommands: [
             ValidateBench.self, AuditBench.self, ApplyBench.self, ControllerBench.self, GatewayBench.self, McpBench.self, RunsBench.self,
-            SyncBench.self,
+            ObservabilityBench.self,
+            SyncBench.self, IncrementalBench.self, DashboardBench.self,
         ]
     )
 }

@@ -3,8 +3,8 @@ import Foundation
 import Glibc
 import OrlCore
 import OrlGit
+import OrlManifests
 import OrlStore
-import OrlSync
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking

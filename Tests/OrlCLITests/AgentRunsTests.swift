@@ -39,10 +39,11 @@ import Testing
         }
 
         @discardableResult
-        func background(_ executable: String, _ arguments: [String], log: String) throws -> Process {
+        func background(_ executable: String, _ arguments: [String], log: String, environment: [String: String] = [:]) throws -> Process {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
+            if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
             process.currentDirectoryURL = work.url
             let url = work.url.appendingPathComponent(log)
             _ = FileManager.default.createFile(atPath: url.path, contents: nil)

@@ -2,8 +2,8 @@ import Foundation
 import OrlCore
 import OrlGit
 import OrlJSON
+import OrlManifests
 import OrlStore
-import OrlSync
 import Testing
 
 /// The sync round in process, as a watcher runs it: what it reads and parses.

@@ -8,6 +8,9 @@ enum Measured {
     struct Result {
         var status: Int32
         var seconds: Double
+        /// User plus system CPU time of the child: what a bound on work should assert,
+        /// since wall time on a loaded machine (two cores, other suites) says little.
+        var cpuSeconds: Double
         /// Peak resident set, in MiB.
         var peakMiB: Double
         var stdout: String
@@ -48,6 +51,8 @@ enum Measured {
         return Result(
             status: exited ? (status >> 8) & 0xff : 128 + (status & 0x7f),
             seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
+            cpuSeconds: Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec)
+                + Double(usage.ru_stime.tv_usec) / 1e6,
             peakMiB: Double(usage.ru_maxrss) / 1024,
             stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
             stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")

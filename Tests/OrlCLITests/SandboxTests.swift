@@ -163,7 +163,10 @@ import Testing
             """
     }
 
-    @Test func anAgentCannotGetOutButThroughOrl() throws {
+    /// The escape agent's run against a test host, a service on the host's loopback, a
+    /// master key and a victim agent: the controller still runs, and what each probe
+    /// could do comes back. `unconfined`: the escaper runs with `isolation: none`.
+    static func escape(unconfined: Bool) throws -> (h: AgentRunsTests.Harness, probes: [String: [String: Any]]) {
         let remote = try RemoteHost()
         let h = try AgentRunsTests.Harness()
         // A service on the host's loopback, as the state's other ports would be.
@@ -179,12 +182,13 @@ import Testing
         #expect(waitUntil(seconds: 30) { ((try? String(contentsOfFile: loopbackPortFile, encoding: .utf8)) ?? "").count > 0 })
         let loopback = try #require(Int(try String(contentsOfFile: loopbackPortFile, encoding: .utf8)))
         // Both listeners are reachable from the host: a refusal inside is the sandbox's doing.
-        #expect(waitUntil(seconds: 30) { Self.canConnect(remote.address, remote.port) }, "the test host is not reachable from the host")
-        #expect(Self.canConnect("127.0.0.1", loopback))
+        #expect(waitUntil(seconds: 30) { canConnect(remote.address, remote.port) }, "the test host is not reachable from the host")
+        #expect(canConnect("127.0.0.1", loopback))
 
         let victim = "victim-marker-\(UInt32.random(in: 0...UInt32.max))"
         try h.work.write(
-            "fleet.yaml", Self.fleet(remote: "\(remote.address):\(remote.port)", loopback: loopback, state: h.state, victim: victim))
+            "fleet.yaml",
+            fleet(remote: "\(remote.address):\(remote.port)", loopback: loopback, state: h.state, victim: victim, unconfined: unconfined))
         try h.apply("fleet.yaml")
         // A master key, as `secret set` leaves one.
         #expect(FileManager.default.createFile(atPath: h.state + "/master.key", contents: Data("k".utf8)))
@@ -194,6 +198,13 @@ import Testing
         let id = try h.start("escape")
         #expect(try h.await(id, ["Succeeded", "Failed"], seconds: 60) == "Succeeded")
         let probes = try #require(try h.output(id, "try")["probes"] as? [String: [String: Any]])
+        // The remote host lives as long as the run needed it.
+        withExtendedLifetime(remote) {}
+        return (h, probes)
+    }
+
+    @Test func anAgentCannotGetOutButThroughOrl() throws {
+        let (h, probes) = try Self.escape(unconfined: false)
         func could(_ name: String) -> Bool { probes[name]?["ok"] as? Bool ?? true }
         func detail(_ name: String) -> String { probes[name]?["detail"] as? String ?? "" }
         // (1) the network: nothing but orl.
@@ -243,33 +254,7 @@ import Testing
     @Test func withoutTheSandboxTheSameProbesGetOut() throws {
         // Unconfined, it really writes these (as root): put the host back.
         defer { for path in ["/tmp/orl-sandbox-escaped", "/usr/escaped"] { unlink(path) } }
-        let remote = try RemoteHost()
-        let h = try AgentRunsTests.Harness()
-        let loopbackPortFile = h.work.url.appendingPathComponent("loopback.port").path
-        try h.background(
-            "/usr/bin/env",
-            [
-                "python3", "-c",
-                "import socket,sys\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(64)\n"
-                    + "open(sys.argv[1],'w').write(str(s.getsockname()[1]))\nwhile True:\n  c,_=s.accept()\n  c.close()",
-                loopbackPortFile,
-            ], log: "loopback.log")
-        #expect(waitUntil(seconds: 30) { ((try? String(contentsOfFile: loopbackPortFile, encoding: .utf8)) ?? "").count > 0 })
-        let loopback = try #require(Int(try String(contentsOfFile: loopbackPortFile, encoding: .utf8)))
-        #expect(waitUntil(seconds: 30) { Self.canConnect(remote.address, remote.port) }, "the test host is not reachable from the host")
-
-        let victim = "victim-marker-\(UInt32.random(in: 0...UInt32.max))"
-        try h.work.write(
-            "fleet.yaml",
-            Self.fleet(remote: "\(remote.address):\(remote.port)", loopback: loopback, state: h.state, victim: victim, unconfined: true))
-        try h.apply("fleet.yaml")
-        #expect(FileManager.default.createFile(atPath: h.state + "/master.key", contents: Data("k".utf8)))
-        try h.startController()
-        #expect(waitUntil(seconds: 30) { ((try? h.orlctl(["get", "agent/victim"]).stdout) ?? "").contains("Running") })
-
-        let id = try h.start("escape")
-        #expect(try h.await(id, ["Succeeded", "Failed"], seconds: 60) == "Succeeded")
-        let probes = try #require(try h.output(id, "try")["probes"] as? [String: [String: Any]])
+        let (h, probes) = try Self.escape(unconfined: true)
         func could(_ name: String) -> Bool { probes[name]?["ok"] as? Bool ?? false }
         func detail(_ name: String) -> String { probes[name]?["detail"] as? String ?? "" }
         for probe in ["remote", "loopback", "masterKey", "database", "token", "otherEnviron", "writeParent", "writeUsr"] {

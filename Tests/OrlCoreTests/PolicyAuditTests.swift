@@ -231,7 +231,13 @@ let supportFleet = """
                     code: "perm.approval-missing", at: "refund]", after: "id: reply",
                     message:
                         #"step "reply" uses tool "refund", which needs a human approval gate (Policy/support), but the path "triage" → "draft" → "reply" reaches it without one"#
-                )
+                ),
+                // email is irreversible too, and no policy asks for its gate.
+                Expected(
+                    code: "perm.risky-ungated", severity: .warning, at: "email", after: "id: reply",
+                    message:
+                        #"step "reply" uses tool "email" (irreversible) with no human approval gate on the path "triage" → "draft" → "reply""#
+                ),
             ]),
         Case(
             name: "data of a class an agent is not cleared for",
@@ -241,7 +247,11 @@ let supportFleet = """
                     code: "perm.dataflow", at: "draft", after: "- id: draft",
                     message:
                         #"data of class "pii" reaches step "draft" (from tool "crm" in "triage" → "draft"), but agent "writer" is not cleared for it: denied by Policy/writer-can"#
-                )
+                ),
+                // What the policies allow, whether or not a workflow does it: at triage's handoff rule.
+                Expected(
+                    code: "perm.handoff-reach", severity: .warning, at: "writer]}", after: "name: triage-can",
+                    message: #"handoffs can carry data of class "pii" (from tool "crm") along "triage" → "writer" to agent "writer""#),
             ]),
         Case(
             name: "data sent out through an egress tool without leave",

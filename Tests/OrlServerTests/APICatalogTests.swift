@@ -9,10 +9,21 @@ import Testing
 @Suite struct APICatalogTests {
     @Test func controllerRoutesAreCatalogued() async throws {
         let harness = try AgentAPIServerTests.Harness()
-        let server = APIServer(gateway: harness.gateway, agents: harness.api, port: 0, adminToken: "operator")
+        let dashboard = Dashboard(
+            store: harness.store, adminToken: "operator", budgets: { _ in [] }, clock: { Timestamp(milliseconds: 0) })
+        let server = APIServer(gateway: harness.gateway, agents: harness.api, port: 0, adminToken: "operator", dashboard: dashboard)
         #expect(
             server.registeredRoutes == APICatalog.keys(server: "controller"),
             "describe new routes in Sources/OrlServer/APICatalog.swift, then run scripts/gen-docs")
+        await harness.stop()
+    }
+
+    /// `--metrics-listen` serves the controller's `/metrics`, nothing else.
+    @Test func metricsListenerRoutesAreCatalogued() async throws {
+        let harness = try AgentAPIServerTests.Harness()
+        let server = MetricsServer(gateway: harness.gateway, host: "127.0.0.1", port: 0)
+        #expect(server.registeredRoutes == ["GET /metrics"])
+        #expect(APICatalog.keys(server: "controller").isSuperset(of: server.registeredRoutes))
         await harness.stop()
     }
 

@@ -23,6 +23,7 @@ final class FakeUpstream: Sendable {
         var authorization: String?
         var apiKey: String?
         var anthropicVersion: String?
+        var traceparent: String?
         var body: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(raw))) as? [String: Any] ?? [:] }
         var raw: [UInt8]
     }
@@ -39,7 +40,9 @@ final class FakeUpstream: Sendable {
         router.post("/v1/chat/completions") { [self] request, _ in
             var request = request
             let body = try await request.collectBody(upTo: 1 << 20)
-            let received = Received(authorization: request.headers[.authorization], raw: Array(body.readableBytesView))
+            let received = Received(
+                authorization: request.headers[.authorization], traceparent: request.headers[HTTPField.Name("traceparent")!],
+                raw: Array(body.readableBytesView))
             self.received.withLock { $0.append(received) }
             switch behaviour.withLock({ $0 }) {
             case .fail(let status):

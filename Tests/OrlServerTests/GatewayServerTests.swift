@@ -93,7 +93,7 @@ final class Locked<Value: Sendable>: Sendable {
         let directory: String
         let agent = ResourceID(kind: "Agent", namespace: "default", name: "a")
 
-        init() throws {
+        init(telemetry: Telemetry = .off) throws {
             directory = FileManager.default.temporaryDirectory.appendingPathComponent("orl-gateway-\(UUID().uuidString)").path
             store = try SQLiteStateStore(directory: directory)
             let now = self.now
@@ -101,7 +101,7 @@ final class Locked<Value: Sendable>: Sendable {
             gateway = Gateway(
                 store: store, providerKey: { $0 == SecretID(name: "up-key") ? GatewayServerTests.providerKey : nil },
                 clock: { now.withLock { $0 } },
-                log: { _ in }, onExhausted: { exhausted.withLock { $0 += 1 } })
+                log: { _ in }, onExhausted: { exhausted.withLock { $0 += 1 } }, telemetry: telemetry)
         }
 
         func start(dailyUSD: Double = 100) async throws {
@@ -141,10 +141,12 @@ final class Locked<Value: Sendable>: Sendable {
         }
 
         func post(
-            _ body: String, path: String = "/v1/chat/completions", token: String? = GatewayServerTests.agentToken
+            _ body: String, path: String = "/v1/chat/completions", token: String? = GatewayServerTests.agentToken,
+            headers: [(String, String)] = []
         ) async throws -> (status: Int, body: String, headers: [(String, String)]) {
             var request = HTTPClientRequest(url: url + path)
             request.method = .POST
+            for (name, value) in headers { request.headers.add(name: name, value: value) }
             if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
             request.body = .bytes(ByteBuffer(string: body))
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))

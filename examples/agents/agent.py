@@ -75,6 +75,7 @@ class Client:
         self.api_url = (api_url or os.environ["ORL_API_URL"]).rstrip("/")
         self.token = token or os.environ["ORL_TOKEN"]
         self.gateway = os.environ.get("OPENAI_BASE_URL", self.api_url + "/v1").rstrip("/")
+        self.last_traceparent = None
 
     def request(self, path, body=None, headers=None, timeout=30, base=None):
         url = (base or self.api_url) + path
@@ -88,6 +89,7 @@ class Client:
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 payload = response.read()
+                self.last_traceparent = response.headers.get("traceparent")
                 return response.status, (json.loads(payload) if payload else None)
         except urllib.error.HTTPError as error:
             payload = error.read()
@@ -102,7 +104,12 @@ class Client:
     def next_task(self, wait=LONG_POLL_SECONDS):
         """The agent's next task, or None when none came within `wait` seconds."""
         status, task = self.request(f"/v1/tasks/next?wait={wait}", timeout=wait + 15)
-        return task if status == 200 else None
+        if status != 200:
+            return None
+        # The task's span (W3C trace context): the calls made for it continue it.
+        if self.last_traceparent:
+            task["_traceparent"] = self.last_traceparent
+        return task
 
     def heartbeat(self, task):
         return self.request(f"/v1/tasks/{task['task']}/heartbeat")[1]
@@ -117,7 +124,10 @@ class Client:
 
     @staticmethod
     def serving(task):
-        return {"x-orl-run": task["run"], "x-orl-step": task["step"]}
+        headers = {"x-orl-run": task["run"], "x-orl-step": task["step"]}
+        if task.get("_traceparent"):
+            headers["traceparent"] = task["_traceparent"]
+        return headers
 
     def invoke_tool(self, task, name, tool_input):
         """The tool's answer: {"tool", "task", "status", "output"}."""

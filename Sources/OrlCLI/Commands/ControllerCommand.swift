@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import OrlController
 import OrlCore
+import OrlDaemon
 import OrlRuntime
 import OrlServer
 import OrlStore
@@ -66,6 +67,15 @@ struct ControllerRunCommand: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
+            """
+            Also serve GET /metrics (Prometheus) on this address, without the operator token, \
+            for a scraper on a trusted network (on the API address it needs the token). \
+            Traces go to OTEL_EXPORTER_OTLP_ENDPOINT when it is set (docs/observability.md).
+            """, valueName: "host:port"))
+    var metricsListen: String?
+
+    @Option(
+        help: ArgumentHelp(
             "Rotate an agent's log (and the detached controller's own) when it is larger than this many bytes.", valueName: "bytes"))
     var logMaxBytes = 10 * 1024 * 1024
 
@@ -78,6 +88,9 @@ struct ControllerRunCommand: AsyncParsableCommand {
     func validate() throws {
         if let listen, Self.address(listen) == nil {
             throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7420, not \(listen)")
+        }
+        if let metricsListen, Self.address(metricsListen) == nil {
+            throw ValidationError("--metrics-listen must be HOST:PORT, e.g. 0.0.0.0:9464, not \(metricsListen)")
         }
         if logMaxBytes < 1 { throw ValidationError("--log-max-bytes must be 1 or more") }
         if logKeep < 0 { throw ValidationError("--log-keep must be 0 or more") }
@@ -94,147 +107,55 @@ struct ControllerRunCommand: AsyncParsableCommand {
             let arguments =
                 [
                     "--log-format", logFormat.rawValue, "--log-max-bytes", String(logMaxBytes), "--log-keep", String(logKeep),
-                ] + (listen.map { ["--listen", $0] } ?? [])
+                ] + (listen.map { ["--listen", $0] } ?? []) + (metricsListen.map { ["--metrics-listen", $0] } ?? [])
             _ = try state.openStore()
             return try await Self.startDetached(
                 stateDirectory: PIDLock.absolute(state.resolvedDirectory), arguments: arguments, report: { writeStandardOutput($0) })
         }
-        let store = try state.openStore()
+        _ = try state.openStore()
         let directory = PIDLock.absolute(state.resolvedDirectory)
         let lock = try PIDLock.acquire(directory)
         defer { lock.release() }
-
-        // ORL_MASTER_KEY is read once, from the controller's own environment (agents never
-        // see it: theirs is built from scratch); master.key is read when secrets are opened.
-        let keys = MasterKeySource(stateDirectory: directory, environment: ProcessInfo.processInfo.environment)
-        let secrets = SecretCache(vault: StateVault(store: store, keys: keys), changeMarker: { try? store.changeMarker() })
+        var configuration = Daemon.Configuration(stateDirectory: directory)
+        configuration.listen = listen.flatMap(Self.address)
+        configuration.metricsListen = metricsListen.flatMap(Self.address)
+        configuration.logMaxBytes = logMaxBytes
+        configuration.logKeep = logKeep
+        configuration.logRotationInterval = Self.logRotationInterval
+        configuration.identity = "\(Caller.identity) (dashboard)"
         let log = Self.sink(logFormat)
-        let gateway = Gateway(
-            store: store, providerKey: { secrets.value(of: $0) }, clock: Controller.systemTime, log: log,
-            // The controller's own wake-up call, as orlctl apply sends it: halts come at once.
-            onExhausted: { _ = kill(getpid(), SIGUSR1) })
-        // The agents' task and tool calls, on a connection of their own (SQLite calls
-        // block): a poll waits for its agent's next Ready step, which the API's own
-        // answers, the runs driver's sweeps and other processes' writes announce.
-        let waiters = TaskWaiters()
-        let apiStore = try state.openStore()
-        let agents = AgentAPI(
-            gateway: gateway, store: apiStore, waiters: waiters, commands: ProcessRuntime(), secret: { secrets.value(of: $0) },
-            changeMarker: { try? apiStore.changeMarker() }, configuration: AgentAPI.Configuration(stateDirectory: directory))
-        let (url, server) = try await serve(gateway, agents: agents, directory: directory, log: log)
-        var configuration = Controller.Configuration(stateDirectory: directory)
-        configuration.apiURL = url
-        // Sandboxed agents reach the API on a listener in their own network namespace.
-        let bridge = SandboxBridge(apiURL: url)
-        let controller = Controller(
-            store: store, runtime: ProcessRuntime(listeners: bridge), gateway: gateway, configuration: configuration,
-            changeMarker: { try? store.changeMarker() }, log: log, masterKey: { () throws(VaultError) in try keys.load() })
-        var sources: [any DispatchSourceSignal] = []
-        for signalNumber in [SIGTERM, SIGINT] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { Task { await controller.requestStop() } }
-            source.resume()
-            sources.append(source)
-        }
-        // apply, suspend and resume signal SIGUSR1 after a change. Agents do not inherit
-        // the ignored disposition: the spawn resets every signal to its default.
-        signal(SIGUSR1, SIG_IGN)
-        let wake = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
-        wake.setEventHandler { Task { await controller.wake("SIGUSR1") } }
-        wake.resume()
-        sources.append(wake)
-        let rotation = Task { [logMaxBytes, logKeep, logFormat] in
-            let runtime = ProcessRuntime()
-            while !Task.isCancelled {
-                try? await Task.sleep(for: Self.logRotationInterval)
-                Self.rotateLogs(in: directory + "/logs", runtime: runtime, maxBytes: logMaxBytes, keep: logKeep, log: Self.sink(logFormat))
-            }
-        }
-        // History is trimmed as `orlctl gc` does with its defaults, at start and hourly.
-        let retentionStore = try state.openStore()
-        let retention = Task {
-            while !Task.isCancelled {
-                _ = try? retentionStore.retain(.standard, now: Controller.systemTime())
-                try? await Task.sleep(for: .seconds(3600))
-            }
-        }
-        // Workflow runs move on a timer of their own, beside the reconcile loop, on a
-        // connection of their own so that neither waits for the other's statements.
-        let runsStore = try state.openStore()
-        let runs = Task {
-            await RunsDriver(
-                store: runsStore, changeMarker: { try? runsStore.changeMarker() }, log: Self.sink(logFormat),
-                onReady: { waiters.notify($0) }
-            ).run()
-        }
-        await controller.run()
-        runs.cancel()
-        rotation.cancel()
-        retention.cancel()
-        // After the agents stopped: their last calls are settled and written.
-        server.cancel()
-        _ = await server.result
-        for source in sources { source.cancel() }
-    }
-
-    /// `<state>/controller.api`: the URL the last controller served its API on.
-    static func apiFile(_ directory: String) -> String { directory + "/controller.api" }
-
-    /// `<state>/controller.token`: the operator's credential for the API's `/orl/v1`
-    /// routes, new for each controller, readable by the state's owner only.
-    static func tokenFile(_ directory: String) -> String { directory + "/controller.token" }
-
-    static func address(_ text: String) -> (host: String, port: Int)? {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
-        else { return nil }
-        let host = String(text[..<colon])
-        return host.isEmpty ? nil : (host, port)
-    }
-
-    /// Starts the API: on --listen, else on the previous run's port (adopted agents know
-    /// only that one), else on any free port.
-    private func serve(
-        _ gateway: Gateway, agents: AgentAPI, directory: String, log: @escaping @Sendable (ControllerEvent) -> Void
-    ) async throws -> (String, Task<Void, any Error>) {
-        let previous = (try? String(contentsOfFile: Self.apiFile(directory), encoding: .utf8))
-            .flatMap { text -> (host: String, port: Int)? in
-                let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-                guard trimmed.hasPrefix("http://") else { return nil }
-                return Self.address(String(trimmed.dropFirst("http://".count)))
-            }
-        let wanted = listen.flatMap(Self.address) ?? previous ?? ("127.0.0.1", 0)
-        let adminToken = Controller.newToken()
-        let file = Self.tokenFile(directory)
-        unlink(file)
-        let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0, write(fd, adminToken, adminToken.utf8.count) == adminToken.utf8.count else {
-            throw CommandFailure(message: "cannot write \(file): \(String(cString: strerror(errno)))")
-        }
-        close(fd)
-        let started: (url: String, task: Task<Void, any Error>)
+        configuration.telemetry = try Self.telemetry(gaugeStore: try state.openStore(), log: log)
+        let daemon = Daemon(
+            configuration: configuration,
+            keys: MasterKeySource(stateDirectory: directory, environment: ProcessInfo.processInfo.environment),
+            log: log, openStore: { () throws(StoreError) in try SQLiteStateStore(directory: directory) })
         do {
-            started = try await APIServer(gateway: gateway, agents: agents, host: wanted.host, port: wanted.port, adminToken: adminToken)
-                .start()
+            try await daemon.run()
         } catch {
-            guard listen == nil, wanted.port != 0 else {
-                throw CommandFailure(message: "cannot serve the API on \(wanted.host):\(wanted.port): \(error)")
-            }
-            log(
-                ControllerEvent(
-                    time: Controller.systemTime(), reason: .error,
-                    message: "cannot serve the API on the previous port \(wanted.port) (\(error)); agents started before will be restarted"
-                ))
-            started = try await APIServer(gateway: gateway, agents: agents, host: wanted.host, port: 0, adminToken: adminToken).start()
+            throw CommandFailure(message: error.description)
         }
-        do {
-            try (started.url + "\n").write(toFile: Self.apiFile(directory), atomically: true, encoding: .utf8)
-        } catch {
-            log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: "cannot record the API URL: \(error)"))
-        }
-        log(ControllerEvent(time: Controller.systemTime(), reason: .listening, message: started.url))
-        return started
     }
+
+    /// Metrics always (a few counters and a state read per scrape); spans when
+    /// OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set.
+    static func telemetry(gaugeStore: SQLiteStateStore, log: @escaping @Sendable (ControllerEvent) -> Void) throws -> Telemetry {
+        var tracer: Tracer?
+        do throws(Tracer.ConfigurationError) {
+            if var configuration = try Tracer.Configuration.fromEnvironment(ProcessInfo.processInfo.environment) {
+                configuration.scopeVersion = Orlctl.version
+                tracer = Tracer(configuration: configuration) { message in
+                    log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: message))
+                }
+            }
+        } catch {
+            throw CommandFailure(message: error.message)
+        }
+        return Telemetry(tracer: tracer, gauges: { () throws(StoreError) in try gaugeStore.fleetGauges() })
+    }
+
+    static func apiFile(_ directory: String) -> String { Daemon.apiFile(directory) }
+    static func tokenFile(_ directory: String) -> String { Daemon.tokenFile(directory) }
+    static func address(_ text: String) -> (host: String, port: Int)? { Daemon.address(text) }
 
     /// `--detach`: starts `orlctl controller run` for the same state, detached (not with
     /// Foundation's Process, whose child stays in our process group and is signalled with
@@ -288,28 +209,6 @@ struct ControllerRunCommand: AsyncParsableCommand {
         return String(decoding: data, as: UTF8.self).split(separator: "\n").last.map(String.init)
     }
 
-    /// Rotates every agent log (`<logs>/<namespace>/<name>.log`) that has grown too big.
-    static func rotateLogs(
-        in logs: String, runtime: ProcessRuntime, maxBytes: Int, keep: Int, log: @Sendable (ControllerEvent) -> Void
-    ) {
-        let files = FileManager.default
-        // The detached controller's own log too: it is written O_APPEND, as agents' are.
-        var paths = ["\(logs)/controller.log"]
-        for namespace in (try? files.contentsOfDirectory(atPath: logs)) ?? [] {
-            for file in (try? files.contentsOfDirectory(atPath: logs + "/" + namespace)) ?? [] where file.hasSuffix(".log") {
-                paths.append("\(logs)/\(namespace)/\(file)")
-            }
-        }
-        for path in paths {
-            do {
-                if try runtime.rotateLog(path, maxBytes: maxBytes, keep: keep) {
-                    log(ControllerEvent(time: Controller.systemTime(), reason: .logRotated, message: path))
-                }
-            } catch {
-                log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: error.description))
-            }
-        }
-    }
 }
 
 extension ControllerRunCommand {

@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import OrlCore
 import OrlJSON
+import OrlManifests
+import OrlRuntime
 import OrlServer
 import OrlStore
 
@@ -18,7 +20,8 @@ struct McpCommand: AsyncParsableCommand {
             abstract: "Ask each MCP server for its tools and write mcp.lock.json next to the manifests.",
             discussion: """
                 Reads the manifests as validate does, lists the tools of every Tool of type mcp \
-                (through its url, with its credentialSecret from the vault of --state), keeps \
+                (through its url, or by running its stdio command in the sandbox the controller \
+                would run it in, with its credentialSecret from the vault of --state), keeps \
                 those spec.mcp.tools exposes, and writes their name, title, description, input \
                 and output schemas, annotations and a sha256 hash to mcp.lock.json in the \
                 directory given with -f (or the directory of the file). Review the diff and \
@@ -46,7 +49,9 @@ struct McpCommand: AsyncParsableCommand {
         func run() async throws {
             let report: ValidationReport
             do {
-                report = try await ManifestLoader().validate(paths: files, strict: false).report
+                report = try await ManifestLoader(standardInput: CommandContext.current.standardInputBytes).validate(
+                    paths: files, strict: false
+                ).report
             } catch {
                 throw CommandFailure(message: error.description)
             }
@@ -75,13 +80,19 @@ struct McpCommand: AsyncParsableCommand {
                     }
                 }
             }
-            let upstream = McpUpstream()
+            // stdio servers run here, in the sandbox they would run in under the
+            // controller, in a scratch directory of their own that goes afterwards.
+            let stdio = McpStdioServers(launcher: ProcessRuntime())
+            let upstream = McpUpstream(stdio: stdio)
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("orl-pin-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            var sources = ManifestSourceOptions()
+            sources.files = files
+            let origin = CodeOrigin(root: sources.codeRoot, source: sources.resolvedSource, revision: nil)
+            let stateDirectory = PIDLock.absolute(state.resolvedDirectory)
             var vault: StateVault?
             for resource in servers {
                 guard let spec = resource.tool, let mcp = spec.mcp else { continue }
-                guard let url = mcp.url else {
-                    throw CommandFailure(message: "\(resource.id) is a stdio MCP server; orlctl mcp pin reaches servers by url only")
-                }
                 var credential: String?
                 if let secret = mcp.credentialSecret?.value {
                     if vault == nil {
@@ -102,14 +113,20 @@ struct McpCommand: AsyncParsableCommand {
                                 "the credential of \(resource.id) (secret \"\(secret)\") is not in the vault of \(state.resolvedDirectory)")
                     }
                 }
-                let endpoint = McpUpstream.Endpoint(
-                    server: resource.id, url: url, headers: mcp.headers, credential: credential, timeout: spec.timeout.duration)
+                let directory = "\(scratch)/\(resource.metadata.namespace).\(resource.metadata.name)"
+                guard
+                    let endpoint = McpUpstream.Endpoint.server(
+                        resource.id, spec: spec, origin: mcp.command == nil ? nil : origin, credential: credential,
+                        stateDirectory: stateDirectory, workingDirectory: directory + "/work", logFile: directory + "/stderr.log")
+                else { throw CommandFailure(message: "\(resource.id) has neither spec.mcp.url nor spec.mcp.command") }
                 do {
                     kept[resource.id] = try await upstream.listTools(endpoint).filter { mcp.exposes($0["name"]?.string ?? "") }
                 } catch {
+                    await stdio.stopAll()
                     throw CommandFailure(message: "listing the tools of \(resource.id): \(error.message)")
                 }
             }
+            await stdio.stopAll()
             let text = McpLock.render(kept.map { (id: $0.key, tools: $0.value) })
             let before = try? String(contentsOfFile: lockPath, encoding: .utf8)
             if before == text {

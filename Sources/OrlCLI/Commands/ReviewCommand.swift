@@ -2,7 +2,7 @@ import ArgumentParser
 import OrlCore
 import OrlGit
 import OrlJSON
-import OrlSync
+import OrlManifests
 
 enum ReviewOutputFormat: String, ExpressibleByArgument, CaseIterable {
     case text
@@ -34,8 +34,13 @@ struct ReviewCommand: AsyncParsableCommand {
             (raised, removed, an agent left uncapped, halt → alert), a Tool gaining a \
             capability or risk, an agent moved to another provider or a dearer model.
 
+            Spend ceiling: what the fleet can spend at worst per day and per month as its \
+            halting Budgets cap it, before and after; --max-cost-increase fails the check when \
+            the monthly worst case rises by more than the amount (or an agent is left uncapped).
+
             Exit codes: 0 head brings no new error, 1 it does (and, with \
-            --fail-on-escalation, when anything escalates), 2 error.
+            --fail-on-escalation, when anything escalates; with --max-cost-increase, when the \
+            worst case rises by more), 2 error.
             """
     )
 
@@ -58,6 +63,12 @@ struct ReviewCommand: AsyncParsableCommand {
         help: "Exit 1 when anything escalates: a permission gained, an approval gate dropped, a budget loosened, a tool or model escalated."
     )
     var failOnEscalation = false
+
+    @Option(
+        help: ArgumentHelp(
+            "Exit 1 when the worst-case monthly spend (as the Budgets cap it) rises by more than this many dollars, or an agent is left uncapped.",
+            valueName: "usd"))
+    var maxCostIncrease: Double?
 
     @Flag(
         inversion: .prefixedNo,
@@ -113,6 +124,12 @@ struct ReviewCommand: AsyncParsableCommand {
             for d in review.newDiagnostics { baseline[d.fingerprint] = "new" }
             for d in review.remainingDiagnostics { baseline[d.fingerprint] = "unchanged" }
             writeStandardOutput(SARIFRenderer.render(after.report, baseline: baseline, extra: ReviewRenderer.sarifEscalations(review)))
+        }
+        if let limit = maxCostIncrease, let spend = review.spend, spend.exceeds(limit) {
+            OrlctlMain.writeStandardError(
+                "orlctl review: the worst-case spend change, \(spend.increaseDescription), is more than --max-cost-increase \(Money.format(limit))\n"
+            )
+            throw ExitCode(ExitStatus.findings.rawValue)
         }
         if review.newErrors > 0 || (failOnEscalation && review.escalations > 0) { throw ExitCode(ExitStatus.findings.rawValue) }
     }

@@ -273,13 +273,26 @@ struct Runs: AsyncParsableCommand {
                 }
                 return pending
             }
+            let calls: [ToolApproval]
+            do {
+                calls = try store.pendingToolApprovals(namespace: scope)
+            } catch {
+                throw CommandFailure(message: error.message)
+            }
             switch output {
             case .text:
-                guard !pending.isEmpty else { return OrlctlMain.writeStandardError("No approvals pending\(place).\n") }
-                writeStandardOutput(RunRenderer.approvalsTable(pending, now: now, allNamespaces: allNamespaces))
+                guard !pending.isEmpty || !calls.isEmpty else {
+                    return OrlctlMain.writeStandardError("No approvals pending\(place).\n")
+                }
+                if !pending.isEmpty { writeStandardOutput(RunRenderer.approvalsTable(pending, now: now, allNamespaces: allNamespaces)) }
+                if !pending.isEmpty && !calls.isEmpty { writeStandardOutput("\n") }
+                if !calls.isEmpty { writeStandardOutput(RunRenderer.callApprovalsTable(calls, now: now, allNamespaces: allNamespaces)) }
             case .json:
                 writeStandardOutput(
-                    JSONValue.object([("approvals", .array(pending.map { RunRenderer.approvalJSON($0.view, $0.step) }))]).rendered())
+                    JSONValue.object([
+                        ("approvals", .array(pending.map { RunRenderer.approvalJSON($0.view, $0.step) })),
+                        ("calls", .array(calls.map(RunRenderer.callApprovalJSON))),
+                    ]).rendered())
             }
             return
         }
@@ -328,21 +341,46 @@ enum RunDescription {
 // MARK: orlctl approve, deny, cancel
 
 struct DecisionArguments: ParsableArguments {
-    @Argument(help: ArgumentHelp("The run: run/ID.", valueName: "run/id"))
+    @Argument(
+        help: ArgumentHelp(
+            "The run (run/ID, with --step) or a tool call waiting for approval (call/ID, as runs --pending-approval lists it).",
+            valueName: "run/id|call/id"))
     var run: String
 
-    @Option(help: ArgumentHelp("The approval step.", valueName: "step"))
-    var step: String
+    @Option(help: ArgumentHelp("The approval step of the run.", valueName: "step"))
+    var step: String?
 
-    @Option(help: "Why, kept with the decision and shown in describe run.")
+    @Option(help: "Why, kept with the decision and shown in describe run and the events.")
     var reason: String?
 
     @OptionGroup var state: StateOptions
 
-    func validate() throws { _ = try RunReference.parse(run) }
+    var call: String? { run.hasPrefix("call/") ? String(run.dropFirst(5)) : nil }
+
+    func validate() throws {
+        if call != nil {
+            guard step == nil else { throw ValidationError("a tool call has no steps: leave out --step") }
+            return
+        }
+        _ = try RunReference.parse(run)
+        guard step != nil else { throw ValidationError("name the approval step of the run with --step") }
+    }
 
     func decide(approve: Bool) throws {
+        if let call {
+            let store = try state.openStore()
+            let decided: ToolApproval
+            do {
+                decided = try store.decide(call, approve: approve, by: Caller.identity, reason: reason, now: Caller.now)
+            } catch {
+                throw error.reported
+            }
+            return writeStandardOutput(
+                "call/\(call) (tool \(Diagnostic.quoted(decided.tool)) of agent \(decided.agent.name)) \(approve ? "approved" : "denied")\n"
+            )
+        }
         let id = try RunReference.parse(run)
+        let step = self.step ?? ""
         let store = try state.openStore()
         do {
             _ = try RunOperations(store: store).decide(
@@ -356,8 +394,8 @@ struct DecisionArguments: ParsableArguments {
 
 struct Approve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Approve a run's approval gate, so that the steps after it run.",
-        discussion: "Exit codes: 0 approved, 1 no such run or step, or the gate is not waiting, 2 error."
+        abstract: "Approve a run's approval gate, so that the steps after it run, or a tool call waiting for approval.",
+        discussion: "Exit codes: 0 approved, 1 no such run, step or call, or it is not waiting, 2 error."
     )
 
     @OptionGroup var arguments: DecisionArguments
@@ -367,8 +405,9 @@ struct Approve: AsyncParsableCommand {
 
 struct Deny: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Deny a run's approval gate: the run fails and the steps after the gate are skipped.",
-        discussion: "Exit codes: 0 denied, 1 no such run or step, or the gate is not waiting, 2 error."
+        abstract:
+            "Deny a run's approval gate (the run fails and the steps after the gate are skipped), or a tool call waiting for approval (it is refused).",
+        discussion: "Exit codes: 0 denied, 1 no such run, step or call, or it is not waiting, 2 error."
     )
 
     @OptionGroup var arguments: DecisionArguments

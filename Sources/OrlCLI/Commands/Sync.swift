@@ -2,12 +2,13 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Glibc
+import OrlController
 import OrlCore
 import OrlGit
 import OrlJSON
+import OrlManifests
 import OrlServer
 import OrlStore
-import OrlSync
 import Synchronization
 
 /// What `sync` and `watch` share: the git source, how it is applied, and the state.
@@ -304,7 +305,7 @@ struct Watch: AsyncParsableCommand {
             }
             let deadline = ContinuousClock.now + wait
             while ContinuousClock.now < deadline, !signals.stopRequested, !signals.takeWake() {
-                try? await Task.sleep(for: min(.milliseconds(50), deadline - ContinuousClock.now))
+                await signals.wait(upTo: deadline - ContinuousClock.now)
             }
         }
         SyncRenderer.log("stopped watching source \(configuration.name)")
@@ -385,8 +386,16 @@ final class WatchSignals: Sendable {
     static let stop = 1
     static let wake = 2
     private let flags = Atomic<Int>(0)
+    /// Rings the round loop, which waits on it rather than sleeping in slices.
+    private let bell = Inbox<Int>()
 
-    func raise(_ flag: Int) { flags.bitwiseOr(flag, ordering: .sequentiallyConsistent) }
+    func raise(_ flag: Int) {
+        flags.bitwiseOr(flag, ordering: .sequentiallyConsistent)
+        bell.post(flag)
+    }
+
+    /// Returns when a signal (or webhook) came, or after `duration`.
+    func wait(upTo duration: Duration) async { _ = await bell.take(waitingAtMost: duration) }
 
     var stopRequested: Bool { flags.load(ordering: .sequentiallyConsistent) & Self.stop != 0 }
 

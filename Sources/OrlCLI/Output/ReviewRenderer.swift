@@ -45,6 +45,12 @@ enum ReviewRenderer {
             let sign = change.loosens ? style.yellow("↑ ") : "  "
             out += "  \(sign)\(change.message)\n"
         }
+        if let spend = review.spend {
+            out += "\n" + style.bold("Spend ceiling:") + "\n"
+            out += "  before: \(spend.before.description)\n  after:  \(spend.after.description)\n"
+            let rises = spend.monthlyIncrease.map { $0 > 0 } ?? true
+            out += "  \(rises ? style.yellow("↑ ") : "")change: \(spend.increaseDescription)\n"
+        }
         if !review.tools.isEmpty {
             out += "\n" + style.bold("Tools:") + "\n"
             for change in review.tools { out += "  \(change.escalates ? style.yellow("↑ ") : "  ")\(change.message)\n" }
@@ -126,6 +132,11 @@ enum ReviewRenderer {
             for change in review.budgets { out += "- \(change.loosens ? "⚠️ " : "")\(inline(change.message))\n" }
         }
 
+        if let spend = review.spend {
+            out += "\n### Spend ceiling\n\n"
+            out += "- Before: \(inline(spend.before.description))\n- After: \(inline(spend.after.description))\n"
+            out += "- Change: \((spend.monthlyIncrease.map { $0 > 0 } ?? true) ? "⚠️ " : "")\(inline(spend.increaseDescription))\n"
+        }
         if !review.tools.isEmpty {
             out += "\n### Tools\n\n"
             for change in review.tools { out += "- \(change.escalates ? "⚠️ " : "")\(inline(change.message))\n" }
@@ -181,6 +192,7 @@ enum ReviewRenderer {
                 switch change.subject {
                 case .permission(let kind, let value): (kind.rawValue, value)
                 case .approval(let tool): ("approval", tool)
+                case .reach(let dataClass): ("reach", dataClass)
                 case .unconfined: ("isolation", "none")
                 }
             return .object(
@@ -197,6 +209,7 @@ enum ReviewRenderer {
                     ("loosens", .bool(change.loosens)),
                 ] + location(change.location))
         }
+        let spend: JSONValue = review.spend.map { spendJSON($0) } ?? JSONValue.null
         return .object([
             ("base", .string(base)),
             ("head", .string(head)),
@@ -209,6 +222,7 @@ enum ReviewRenderer {
             ("permissions", .array(permissions)),
             ("budgets", .array(budgets)),
             ("escalations", .int(review.escalations)),
+            ("spend", spend),
             (
                 "tools",
                 .array(
@@ -240,6 +254,26 @@ enum ReviewRenderer {
                     ("remaining", .array(review.remainingDiagnostics.map(DiagnosticRenderer.json))),
                 ])
             ),
+        ])
+    }
+
+    private static func optional(_ value: Double?) -> JSONValue {
+        guard let value else { return .null }
+        return .double(value)
+    }
+
+    private static func spendJSON(_ spend: Review.SpendChange) -> JSONValue {
+        func side(_ p: ProjectedSpend) -> JSONValue {
+            .object([
+                ("dayUSD", .double(p.day)), ("monthUSD", .double(p.month)),
+                ("uncapped", .array(p.uncapped.map { .string($0.description) })),
+                ("bounded", .bool(p.uncapped.isEmpty)),
+            ])
+        }
+        return .object([
+            ("before", side(spend.before)), ("after", side(spend.after)),
+            ("monthlyIncreaseUSD", optional(spend.monthlyIncrease)),
+            ("dailyIncreaseUSD", optional(spend.dailyIncrease)),
         ])
     }
 

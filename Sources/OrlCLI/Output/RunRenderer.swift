@@ -54,6 +54,28 @@ enum RunRenderer {
         return TextTable.render(rows)
     }
 
+    /// Tool calls waiting for approval (`orlctl approve call/ID`).
+    static func callApprovalsTable(_ calls: [ToolApproval], now: Timestamp, allNamespaces: Bool) -> String {
+        var rows = [(allNamespaces ? ["NAMESPACE"] : []) + ["CALL", "AGENT", "TOOL", "WAITING", "TIMEOUT", "ARGUMENTS"]]
+        for call in calls {
+            let arguments = oneLine(call.arguments)
+            rows.append(
+                (allNamespaces ? [call.agent.namespace] : []) + [
+                    call.reference, call.agent.name, call.tool, call.requestedAt.age(at: now), "\(now.age(at: call.expiresAt)) (deny)",
+                    arguments.count > 60 ? String(arguments.prefix(59)) + "…" : arguments,
+                ])
+        }
+        return TextTable.render(rows)
+    }
+
+    static func callApprovalJSON(_ call: ToolApproval) -> JSONValue {
+        .object([
+            ("call", .string(call.reference)), ("namespace", .string(call.agent.namespace)), ("agent", .string(call.agent.name)),
+            ("tool", .string(call.tool)), ("arguments", .string(call.arguments)), ("requestedAt", .string(call.requestedAt.description)),
+            ("deadline", .string(call.expiresAt.description)),
+        ])
+    }
+
     // MARK: Describe
 
     static func describe(_ view: RunView, now: Timestamp) -> String {
@@ -85,12 +107,13 @@ enum RunRenderer {
             let spent = view.spend[step.id] ?? .zero
             rows.append([
                 step.id, step.state.rawValue, planned.isApprovalGate ? "-" : "\(step.attempt)/\(planned.attempts)",
-                step.agent?.name ?? "<approval>", step.startedAt?.rfc3339Seconds ?? "-", step.endedAt?.rfc3339Seconds ?? "-",
+                step.agent?.name ?? (planned.isApprovalGate ? "<approval>" : "<unassigned>"), step.startedAt?.rfc3339Seconds ?? "-",
+                step.endedAt?.rfc3339Seconds ?? "-",
                 String(spent.tokens), spent.usd > 0 ? Money.format(spent.usd, decimals: 6) : "-", step.error.map(oneLine) ?? "",
             ])
         }
         out += TextTable.render(rows, indent: 2)
-        // What routes, loops and fallbacks decided, and the value that decided it.
+        // What routes, loops, fallbacks and planners decided, and the value that decided it.
         let decided = view.steps.filter { !view.plan.steps[$0.index].isApprovalGate && $0.reason != nil }
         if !decided.isEmpty {
             out += "Decisions:\n"

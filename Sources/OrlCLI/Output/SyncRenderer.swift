@@ -2,7 +2,7 @@ import ArgumentParser
 import OrlCore
 import OrlGit
 import OrlJSON
-import OrlSync
+import OrlManifests
 
 /// Sync rounds for people (`sync --once` output, `watch` log lines) and for machines.
 enum SyncRenderer {

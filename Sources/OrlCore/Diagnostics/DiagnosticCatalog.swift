@@ -79,7 +79,7 @@ extension DiagnosticCode {
             help: "Use `orl.dev/v1`."),
         DiagnosticInfo(
             code: .resourceUnknownKind, title: "Unknown kind", severities: [.error],
-            summary: "`kind` is not one of Agent, Tool, ModelProvider, Policy, Budget, Workflow (a close match is suggested).",
+            summary: "`kind` is not one of Agent, Tool, ModelProvider, Policy, Budget, Workflow, Alert (a close match is suggested).",
             help: "Fix the kind's spelling."),
         DiagnosticInfo(
             code: .schemaInvalid, title: "Schema violation", severities: [.error],
@@ -118,9 +118,9 @@ extension DiagnosticCode {
                 "A step reads the output of a step that does not always finish before it (not among its transitive `dependsOn`), or its own.",
             help: "Add the step to `dependsOn`, directly or through another step."),
         DiagnosticInfo(
-            code: .dagPatternInvalid, title: "Invalid route, loop or fallback", severities: [.error],
+            code: .dagPatternInvalid, title: "Invalid route, loop, fallback or delegation", severities: [.error],
             summary:
-                "A step's `route`, `loop` or `fallback` cannot be bounded or run as written: a branch names no step of the workflow or the router itself, a step starts two branches, `default` names no branch, a loop's `from` is not upstream of the step that closes it, two loops share a step, or a route sits inside a loop.",
+                "A step's `route`, `loop`, `fallback` or `delegate` cannot be bounded or run as written: a branch names no step of the workflow or the router itself, a step starts two branches, `default` names no branch, a loop's `from` is not upstream of the step that closes it, two loops share a step, a route sits inside a loop, a planner sits inside a loop or also routes, loops or falls back, its pool lists an agent twice, or `maxConcurrent` exceeds `maxTasks`.",
             help: "Fix the construct the message names; docs/patterns.md shows each one."),
         DiagnosticInfo(
             code: .triggerCronInvalid, title: "Invalid cron expression", severities: [.error],
@@ -173,13 +173,37 @@ extension DiagnosticCode {
         DiagnosticInfo(
             code: .permApprovalMissing, title: "Approval gate missing", severities: [.error],
             summary:
-                "A step uses a tool that a Policy puts behind `requireApproval`, but some path through the DAG reaches the step without passing an approval gate; the message prints that path.",
-            help: "Add an `approval` step that the step depends on, on every path to it."),
+                "A step uses a tool that a Policy puts behind `requireApproval` (by name, capability or risk), but some path through the DAG reaches the step without passing a human approval gate; the message prints that path. An approval step with `onTimeout: approve` is not a human gate unless the Policy sets `acceptTimeoutApproval: true`.",
+            help: "Add an `approval` step (with `onTimeout: deny`, the default) that the step depends on, on every path to it."),
         DiagnosticInfo(
             code: .permDataflow, title: "Data class not cleared", severities: [.error],
             summary:
                 "Data of a class (from a tool's `dataClasses`) reaches a step whose agent is not cleared for it (`dataClasses`), or a step can send it out through an `egress` tool without leave (`egress`). The message prints the route the data takes.",
             help: "Clear the agent for the class in a Policy, keep the data away from the step, or drop the egress tool."),
+        DiagnosticInfo(
+            code: .permRiskyUngated, title: "Risky tool without a gate", severities: [.warning],
+            summary:
+                "A workflow step uses a tool that is `irreversible`, has `code-execution` or is of `risk: critical`, some path reaches the step without a human approval gate, and no Policy requires one. An approval step with `onTimeout: approve` is not a human gate.",
+            help:
+                "Put an `approval` step before it, or make the gate a rule: `requireApproval: {capabilities: [irreversible, code-execution]}` or `{risk: critical}` in a Policy. `validate --strict` fails on it."
+        ),
+        DiagnosticInfo(
+            code: .permLethalTrifecta, title: "Untrusted content, private data and egress meet", severities: [.warning],
+            summary:
+                "An agent (or a workflow step, with what reaches it through the DAG) can read content from a Tool with `untrustedOutput: true`, holds data of a class, and can send out through an `egress` tool, with no human approval gate between: a prompt injection in the untrusted content can make it send the data out (the lethal trifecta).",
+            help:
+                "Take one of the three away from the agent, or gate the egress tool: `requireApproval: {capabilities: [egress]}` in a Policy, with an `approval` step (onTimeout: deny) before the step that sends."
+        ),
+        DiagnosticInfo(
+            code: .permHandoffReach, title: "Handoffs carry data to an agent not cleared for it", severities: [.warning],
+            summary:
+                "Handoffs are transitive: if A may hand off to B and B to C, what A reads can reach C. An agent reads data of a class (a tool it may call returns it), and the Policies' `handoffs` let it travel, directly or through other agents, to an agent whose Policies do not clear it for the class. The message prints the route; the location is the rule allowing the last hop.",
+            help: "Clear the receiving agent for the class (`allow.dataClasses`), or remove a handoff on the route."),
+        DiagnosticInfo(
+            code: .policyUnmatched, title: "Policy entry matches nothing", severities: [.warning],
+            summary:
+                "A Policy's `allow`, `deny` or `requireApproval` entry names a tool, model or agent that its namespace does not define, or a secret or data class that nothing there uses but that is close to one that is (a likely typo). A misspelt deny restricts nothing while a `*` allow still grants the real name.",
+            help: "Fix the name (a suggestion is shown when one is close), or remove the entry."),
         DiagnosticInfo(
             code: .budgetMissing, title: "No budget", severities: [.warning],
             summary: "No Budget covers an Agent, so nothing caps what it spends on models.",

@@ -38,7 +38,7 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static let dagDuplicateStep = DiagnosticCode("dag.duplicate-step")
     /// A step reads the output of a step that does not always finish before it.
     public static let dagInputNotUpstream = DiagnosticCode("dag.input-not-upstream")
-    /// A route, loop or fallback whose shape orl cannot bound or run.
+    /// A route, loop, fallback or delegation whose shape orl cannot bound or run.
     public static let dagPatternInvalid = DiagnosticCode("dag.pattern-invalid")
 
     // Triggers.
@@ -55,6 +55,15 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static let permHandoffDenied = DiagnosticCode("perm.handoff-denied")
     public static let permApprovalMissing = DiagnosticCode("perm.approval-missing")
     public static let permDataflow = DiagnosticCode("perm.dataflow")
+    /// A tool that is irreversible, runs code or is of critical risk, used by a step no
+    /// human gate stands before, and no Policy asks for one.
+    public static let permRiskyUngated = DiagnosticCode("perm.risky-ungated")
+    /// Untrusted content, a data class and an egress tool meet with no gate between.
+    public static let permLethalTrifecta = DiagnosticCode("perm.lethal-trifecta")
+    /// Handoffs (transitively) can carry a data class to an agent not cleared for it.
+    public static let permHandoffReach = DiagnosticCode("perm.handoff-reach")
+    /// A Policy entry that names no tool, model, agent, secret or data class.
+    public static let policyUnmatched = DiagnosticCode("policy.unmatched")
     /// An Agent with `spec.runtime.isolation: none`: its process is not sandboxed.
     public static let permUnconfined = DiagnosticCode("perm.unconfined")
 

@@ -91,7 +91,8 @@ public struct GatewayTable: Sendable {
             guard let spec = tool.tool else { continue }
             if spec.type == .mcp {
                 for (name, derived) in spec.mcpTools(server: tool.metadata.name) {
-                    toolsByNamespace[tool.metadata.namespace, default: []].append(ToolRoute(id: tool.id, spec: derived, name: name))
+                    toolsByNamespace[tool.metadata.namespace, default: []].append(
+                        ToolRoute(id: tool.id, spec: derived, name: name, origin: tool.origin))
                 }
             } else {
                 toolsByNamespace[tool.metadata.namespace, default: []].append(ToolRoute(id: tool.id, spec: spec, origin: tool.origin))

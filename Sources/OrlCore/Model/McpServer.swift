@@ -8,14 +8,19 @@ public struct McpServerSpec: Sendable, Hashable, Decodable {
     public var url: String?
     public var command: ToolSpec.Command?
     public var headers: [String: String]
-    /// Vault secret sent upstream as a bearer token (HTTP) or `MCP_CREDENTIAL` (stdio).
+    /// Vault secret sent upstream as a bearer token (HTTP) or in the environment
+    /// variable `credentialEnv` (stdio, `MCP_CREDENTIAL` by default).
     public var credentialSecret: Located<String>?
+    public var credentialEnv: String
+    /// How a stdio server is confined: strict (the default) is a sandbox of its own
+    /// with no network at all (docs/mcp.md).
+    public var isolation: AgentSpec.Isolation
     /// The server's tools orl exposes (names, `*` for all); nil exposes every pinned tool.
     public var tools: [String]?
     /// What `orlctl mcp pin` recorded: the definitions agents may use, and nothing else.
     public var pins: [McpPin]
 
-    enum CodingKeys: String, CodingKey { case url, command, headers, credentialSecret, tools, pins }
+    enum CodingKeys: String, CodingKey { case url, command, headers, credentialSecret, credentialEnv, isolation, tools, pins }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -23,6 +28,8 @@ public struct McpServerSpec: Sendable, Hashable, Decodable {
         command = try c.decodeIfPresent(ToolSpec.Command.self, forKey: .command)
         headers = try c.decodeIfPresent([String: String].self, forKey: .headers) ?? [:]
         credentialSecret = try c.decodeIfPresent(Located<String>.self, forKey: .credentialSecret)
+        credentialEnv = try c.decodeIfPresent(String.self, forKey: .credentialEnv) ?? "MCP_CREDENTIAL"
+        isolation = try c.decodeIfPresent(AgentSpec.Isolation.self, forKey: .isolation) ?? .strict
         tools = try c.decodeIfPresent([String].self, forKey: .tools)
         pins = try c.decodeIfPresent([McpPin].self, forKey: .pins) ?? []
     }

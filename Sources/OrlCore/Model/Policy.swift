@@ -37,11 +37,17 @@ public struct PolicySpec: Sendable, Hashable, Decodable {
     public var allow: Rules
     public var deny: Rules
     public var approvalTools: [Located<String>]
+    /// Tools with any of these capabilities need a gate, whatever their name.
+    public var approvalCapabilities: [Located<ToolSpec.Capability>]
+    /// Tools of this risk or higher need a gate.
+    public var approvalRisk: Located<ToolSpec.Risk>?
+    /// An approval step that approves itself on timeout counts as the gate.
+    public var acceptTimeoutApproval: Bool
     /// `requireIsolation: strict`: the agents it selects may not run unconfined.
     public var requireIsolation: Located<AgentSpec.Isolation>?
 
     enum CodingKeys: String, CodingKey { case description, appliesTo, allow, deny, requireApproval, requireIsolation }
-    enum ApprovalKeys: String, CodingKey { case tools }
+    enum ApprovalKeys: String, CodingKey { case tools, capabilities, risk, acceptTimeoutApproval }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -53,8 +59,14 @@ public struct PolicySpec: Sendable, Hashable, Decodable {
         if c.contains(.requireApproval) {
             let approval = try c.nestedContainer(keyedBy: ApprovalKeys.self, forKey: .requireApproval)
             approvalTools = try approval.decodeIfPresent([Located<String>].self, forKey: .tools) ?? []
+            approvalCapabilities = try approval.decodeIfPresent([Located<ToolSpec.Capability>].self, forKey: .capabilities) ?? []
+            approvalRisk = try approval.decodeIfPresent(Located<ToolSpec.Risk>.self, forKey: .risk)
+            acceptTimeoutApproval = try approval.decodeIfPresent(Bool.self, forKey: .acceptTimeoutApproval) ?? false
         } else {
             approvalTools = []
+            approvalCapabilities = []
+            approvalRisk = nil
+            acceptTimeoutApproval = false
         }
     }
 }

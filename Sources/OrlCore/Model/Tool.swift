@@ -65,8 +65,13 @@ public struct ToolSpec: Sendable, Hashable, Decodable {
     public var capabilities: [Capability]
     public var dataClasses: [String]
     public var risk: Risk
+    /// Its output may hold text written by anyone (web pages, inbound email): a prompt
+    /// injection can come in through it.
+    public var untrustedOutput: Bool
 
-    enum CodingKeys: String, CodingKey { case description, type, http, command, mcp, timeout, capabilities, dataClasses, risk }
+    enum CodingKeys: String, CodingKey {
+        case description, type, http, command, mcp, timeout, capabilities, dataClasses, risk, untrustedOutput
+    }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -80,5 +85,6 @@ public struct ToolSpec: Sendable, Hashable, Decodable {
         capabilities = try c.decodeIfPresent([Capability].self, forKey: .capabilities) ?? []
         dataClasses = try c.decodeIfPresent([String].self, forKey: .dataClasses) ?? []
         risk = try c.decodeIfPresent(Risk.self, forKey: .risk) ?? .low
+        untrustedOutput = try c.decodeIfPresent(Bool.self, forKey: .untrustedOutput) ?? false
     }
 }

@@ -52,6 +52,28 @@ public struct PolicyRule: Sendable, Hashable {
     public var pattern: String
     public var policy: ResourceID
     public var location: SourceLocation
+    /// For an approval rule that names no tool but a capability or a risk: which
+    /// (`capability "irreversible"`, `risk high or above`). The pattern is then the tool
+    /// it was found to cover.
+    public var via: String?
+    /// For an approval rule: an approval step that approves itself on timeout satisfies it.
+    public var acceptsTimeoutApproval = false
+
+    public init(
+        effect: Effect, kind: PermissionKind, pattern: String, policy: ResourceID, location: SourceLocation, via: String? = nil,
+        acceptsTimeoutApproval: Bool = false
+    ) {
+        self.effect = effect
+        self.kind = kind
+        self.pattern = pattern
+        self.policy = policy
+        self.location = location
+        self.via = via
+        self.acceptsTimeoutApproval = acceptsTimeoutApproval
+    }
+
+    /// `Policy/guardrails`, or `Policy/guardrails (capability "irreversible")`.
+    public var source: String { policy.description + (via.map { " (\($0))" } ?? "") }
 
     public func matches(_ value: String) -> Bool {
         if pattern == "*" || pattern == value { return true }
@@ -249,9 +271,22 @@ public struct PolicyEngine: Sendable {
 
     public init(_ fleet: Fleet) {
         var policiesOf: [ResourceID: [CompiledPolicy]] = [:]
+        var toolsOf: [String: [(name: String, spec: ToolSpec)]] = [:]
         for policy in fleet.resources(of: .policy) {
             guard let spec = policy.policy else { continue }
-            let compiled = CompiledPolicy(id: policy.id, rules: Self.rules(of: policy))
+            var rules = Self.rules(of: policy)
+            if !spec.approvalCapabilities.isEmpty || spec.approvalRisk != nil {
+                let namespace = policy.metadata.namespace
+                let tools =
+                    toolsOf[namespace]
+                    ?? {
+                        let tools = Self.tools(in: fleet, namespace: namespace)
+                        toolsOf[namespace] = tools
+                        return tools
+                    }()
+                rules += Self.approvalRules(of: policy, spec, tools: tools)
+            }
+            let compiled = CompiledPolicy(id: policy.id, rules: rules)
             for agent in fleet.agents(selectedBy: spec.appliesTo, namespace: policy.metadata.namespace) {
                 policiesOf[agent.id, default: []].append(compiled)
             }
@@ -283,7 +318,43 @@ public struct PolicyEngine: Sendable {
             all += rules(side.dataClasses, .dataClass, effect)
             all += rules(side.egress, .egress, effect)
         }
-        all += rules(spec.approvalTools, .tool, .requireApproval)
+        all += rules(spec.approvalTools, .tool, .requireApproval).map { rule in
+            var rule = rule
+            rule.acceptsTimeoutApproval = spec.acceptTimeoutApproval
+            return rule
+        }
         return all
+    }
+
+    /// Every tool of a namespace by the name agents call it: Tool resources and the
+    /// pinned tools of MCP servers (`SERVER/TOOL`).
+    static func tools(in fleet: Fleet, namespace: String) -> [(name: String, spec: ToolSpec)] {
+        fleet.resources(of: .tool, namespace: namespace).flatMap { resource -> [(name: String, spec: ToolSpec)] in
+            guard let spec = resource.tool else { return [] }
+            return [(resource.metadata.name, spec)] + spec.mcpTools(server: resource.metadata.name)
+        }
+    }
+
+    /// `requireApproval` by capability or risk, as one rule per tool it covers: the gate
+    /// then follows the tool's declaration (a tool that becomes irreversible needs the
+    /// gate without the policy changing), and every consumer of approval rules (audit,
+    /// review, explain, the gateway) sees the same rules.
+    static func approvalRules(of policy: Resource, _ spec: PolicySpec, tools: [(name: String, spec: ToolSpec)]) -> [PolicyRule] {
+        var rules: [PolicyRule] = []
+        for tool in tools {
+            if let capability = spec.approvalCapabilities.first(where: { tool.spec.capabilities.contains($0.value) }) {
+                rules.append(
+                    PolicyRule(
+                        effect: .requireApproval, kind: .tool, pattern: tool.name, policy: policy.id, location: capability.location,
+                        via: "capability \(Diagnostic.quoted(capability.value.rawValue))",
+                        acceptsTimeoutApproval: spec.acceptTimeoutApproval))
+            } else if let risk = spec.approvalRisk, tool.spec.risk >= risk.value {
+                rules.append(
+                    PolicyRule(
+                        effect: .requireApproval, kind: .tool, pattern: tool.name, policy: policy.id, location: risk.location,
+                        via: "risk \(risk.value.rawValue) or above", acceptsTimeoutApproval: spec.acceptTimeoutApproval))
+            }
+        }
+        return rules
     }
 }

@@ -16,6 +16,9 @@ public struct Review: Sendable {
             /// Using a tool without a human approval gate: a gate requirement removed
             /// gains it, one added loses it.
             case approval(tool: String)
+            /// Receiving data of a class that other agents read, through a chain of
+            /// handoffs (handoffs are transitive).
+            case reach(dataClass: String)
             /// Running unconfined (`isolation: none`): gained when an agent leaves its
             /// sandbox, lost when it enters one.
             case unconfined
@@ -25,6 +28,7 @@ public struct Review: Sendable {
                 switch self {
                 case .permission(let kind, let value): "\(kind.noun) \(Diagnostic.quoted(value))"
                 case .approval(let tool): "use of tool \(Diagnostic.quoted(tool)) without an approval gate"
+                case .reach(let dataClass): "data of class \(Diagnostic.quoted(dataClass)) by handoffs"
                 case .unconfined: "running unconfined (isolation: none)"
                 }
             }
@@ -73,6 +77,9 @@ public struct Review: Sendable {
     /// Tools whose behaviour changed, and agents whose model or provider did.
     public var tools: [ToolChange] = []
     public var models: [ModelChange] = []
+    /// The worst-case spend before and after, as the Budgets cap it (nil when base could
+    /// not be read).
+    public var spend: SpendChange?
 
     public var gained: Int { permissions.count { $0.change == .gained } }
     public var lost: Int { permissions.count { $0.change == .lost } }
@@ -105,6 +112,7 @@ public struct Review: Sendable {
         if comparable {
             review.tools = toolChanges(base: base.fleet, head: head.fleet)
             review.models = modelChanges(base: base.fleet, head: head.fleet)
+            review.spend = SpendChange(before: ProjectedSpend(base.fleet), after: ProjectedSpend(head.fleet))
         }
         return review
     }
@@ -146,6 +154,7 @@ public struct Review: Sendable {
         let baseCredentials = CredentialSecrets(base)
         let headCredentials = CredentialSecrets(head)
         var universes: [String: [PermissionKind: [String]]] = [:]
+        var reaches: [String: (base: [String: [String: PolicyAudit.Reach]], head: [String: [String: PolicyAudit.Reach]])] = [:]
         var changes: [PermissionChange] = []
         let agents = Set(base.resources(of: .agent).map(\.id)).union(head.resources(of: .agent).map(\.id)).sorted()
         for agent in agents {
@@ -178,6 +187,32 @@ public struct Review: Sendable {
                             details: now ? meaning(of: kind, value, agent: agent, head: head, after: after) : []))
                 }
             }
+            let reach =
+                reaches[agent.namespace]
+                ?? {
+                    let r = (
+                        PolicyAudit.reach(in: agent.namespace, of: base, engine: baseEngine),
+                        PolicyAudit.reach(in: agent.namespace, of: head, engine: headEngine)
+                    )
+                    reaches[agent.namespace] = r
+                    return r
+                }()
+            let reachBefore = before == nil ? [:] : reach.base[agent.name] ?? [:]
+            let reachAfter = reach.head[agent.name] ?? [:]
+            for (dataClass, found) in reachAfter.sorted(by: { $0.key < $1.key }) where reachBefore[dataClass] == nil {
+                changes.append(
+                    PermissionChange(
+                        agent: agent, subject: .reach(dataClass: dataClass), change: .gained,
+                        cause: "handoffs along \(found.route) (from tool \(Diagnostic.quoted(found.tool)))",
+                        location: found.rules.last?.location,
+                        details: after.permits(.dataClass, dataClass) ? [] : ["not cleared for it"]))
+            }
+            for (dataClass, found) in reachBefore.sorted(by: { $0.key < $1.key }) where reachAfter[dataClass] == nil {
+                changes.append(
+                    PermissionChange(
+                        agent: agent, subject: .reach(dataClass: dataClass), change: .lost,
+                        cause: "no handoff chain brings it any more (was \(found.route))", location: nil))
+            }
             let wasUnconfined = base[agent]?.agent?.runtime.isolation == Optional.some(.none)
             if let spec = head[agent]?.agent, (spec.runtime.isolation == .none) != wasUnconfined {
                 let setting = spec.runtime.isolationSetting
@@ -197,7 +232,7 @@ public struct Review: Sendable {
                     changes.append(
                         PermissionChange(
                             agent: agent, subject: .approval(tool: tool), change: .lost,
-                            cause: "required by \(rule.policy) (\(rule.location))\(context.qualifier(rule.policy, added: "requirement"))",
+                            cause: "required by \(rule.source) (\(rule.location))\(context.qualifier(rule.policy, added: "requirement"))",
                             location: rule.location))
                 } else if gatesAfter.isEmpty, let rule = gatesBefore.first {
                     let (why, location) = context.gone(rule.policy, what: "requirement")

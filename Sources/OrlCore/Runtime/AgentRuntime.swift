@@ -239,3 +239,48 @@ public protocol SandboxListeners: Sendable {
     func serve(listener fd: Int32, for pid: Int32)
     func release(pid: Int32)
 }
+
+/// A long-running program orl talks to over its standard input and output (a stdio
+/// MCP server): exactly these arguments and environment, in this directory and
+/// sandbox, its standard error appended to `logFile`.
+public struct StdioInvocation: Sendable, Hashable {
+    public var command: String
+    public var arguments: [String]
+    public var environment: [String: String]
+    public var workingDirectory: String
+    public var logFile: String
+    /// nil: unconfined.
+    public var sandbox: SandboxSpec?
+
+    public init(
+        command: String, arguments: [String], environment: [String: String], workingDirectory: String, logFile: String,
+        sandbox: SandboxSpec?
+    ) {
+        self.command = command
+        self.arguments = arguments
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.logFile = logFile
+        self.sandbox = sandbox
+    }
+}
+
+/// A program started from a `StdioInvocation`, running until it exits or is stopped.
+public protocol StdioChild: AnyObject, Sendable {
+    var identity: ProcessIdentity { get }
+    /// Writes `bytes` to its standard input, whole; false once it no longer reads.
+    func write(_ bytes: [UInt8]) async -> Bool
+    /// SIGTERM, SIGKILL after `grace`; its exit once it is gone (idempotent).
+    func stop(grace: Duration) async -> ProcessExit?
+}
+
+/// The port that starts stdio servers; `ProcessRuntime` implements it.
+public protocol StdioLauncher: Sendable {
+    /// Starts the program; `onLine` gets each line it writes on its standard output
+    /// (without the newline; a line longer than `maxLineBytes` ends the program), and
+    /// `onClose` once that output is closed (it exited, or closed it).
+    func launch(
+        _ invocation: StdioInvocation, maxLineBytes: Int, onLine: @escaping @Sendable ([UInt8]) -> Void,
+        onClose: @escaping @Sendable () -> Void
+    ) throws(RuntimeError) -> any StdioChild
+}

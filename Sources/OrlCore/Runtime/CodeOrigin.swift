@@ -19,8 +19,11 @@ public struct CodeOrigin: Sendable, Hashable {
         self.revision = revision
     }
 
-    /// Whether the resource runs a program from its source: an Agent, a command Tool.
-    public static func hasCode(_ resource: Resource) -> Bool { resource.kind == .agent || resource.tool?.command != nil }
+    /// Whether the resource runs a program from its source: an Agent, a command Tool,
+    /// a stdio MCP server.
+    public static func hasCode(_ resource: Resource) -> Bool {
+        resource.kind == .agent || resource.tool?.command != nil || resource.tool?.mcp?.command != nil
+    }
 
     /// What a git source's code is, for one commit: SHA-256 over the path and blob of each
     /// file but the manifests the source reads (`isManifest`). A commit that changes only

@@ -1,4 +1,4 @@
-import OrlSync
+public import OrlCore
 
 #if canImport(Glibc)
     import Glibc
@@ -8,31 +8,39 @@ import OrlSync
 
 /// What `-f` named, once directories are expanded: files to read, or what standard
 /// input held (read at once, since it can be read only once).
-enum ManifestInput: Sendable {
+public enum ManifestInput: Sendable {
     case file(String)
     case read(ManifestFile)
 }
 
 /// Why manifests could not be read at all: the user named something that is not there
 /// or cannot be read. These end the command with exit code 2.
-struct SourceError: Error, Sendable, CustomStringConvertible {
-    var path: String
-    var reason: String
-    var description: String { "\(path): \(reason)" }
+public struct SourceError: Error, Sendable, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+    public var description: String { "\(path): \(reason)" }
 }
 
 /// Reads the `-f` arguments: files, directories (walked recursively for .yaml, .yml and
 /// .json, in byte order of their paths, skipping hidden entries such as .git) and `-`
 /// for standard input.
-struct FileSystemSource: Sendable {
+public struct FileSystemSource: Sendable {
     /// What diagnostics call standard input.
-    static let standardInputName = "<stdin>"
+    public static let standardInputName = "<stdin>"
 
-    var maxFileBytes: Int
+    public var maxFileBytes: Int
+    /// What `-` reads: these bytes when given (a command run in process has its own
+    /// standard input), else the process's descriptor 0.
+    public var standardInput: [UInt8]?
+
+    public init(maxFileBytes: Int, standardInput: [UInt8]? = nil) {
+        self.maxFileBytes = maxFileBytes
+        self.standardInput = standardInput
+    }
 
     /// The files the arguments name, in order, each once. Reading them is left to the
     /// caller, so that it can read on every core.
-    func inputs(_ arguments: [String]) throws(SourceError) -> [ManifestInput] {
+    public func inputs(_ arguments: [String]) throws(SourceError) -> [ManifestInput] {
         var inputs: [ManifestInput] = []
         var seen = Set<String>()
         var readStandardInput = false
@@ -51,7 +59,7 @@ struct FileSystemSource: Sendable {
         return inputs
     }
 
-    func read(_ input: ManifestInput) throws(SourceError) -> ManifestFile {
+    public func read(_ input: ManifestInput) throws(SourceError) -> ManifestFile {
         switch input {
         case .read(let file): file
         case .file(let path): try readFile(path)
@@ -111,12 +119,9 @@ struct FileSystemSource: Sendable {
         return ManifestFile(path: path, bytes: try readAll(descriptor: descriptor, path: path))
     }
 
-    /// The command's standard input (the process's for the binary).
     private func standardInputBytes() throws(SourceError) -> [UInt8] {
         let path = Self.standardInputName
-        guard case .bytes(let bytes) = CommandContext.current.standardInput else {
-            return try readAll(descriptor: 0, path: path)
-        }
+        guard let bytes = standardInput else { return try readAll(descriptor: 0, path: path) }
         guard bytes.count <= maxFileBytes else { throw SourceError(path: path, reason: Self.tooLarge(maxFileBytes)) }
         return bytes
     }

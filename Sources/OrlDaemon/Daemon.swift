@@ -1,0 +1,288 @@
+import Foundation
+import Logging
+public import OrlController
+public import OrlCore
+import OrlRuntime
+public import OrlServer
+public import OrlStore
+import ServiceLifecycle
+import UnixSignals
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The controller's process: the long-running parts of orl, each a service in one
+/// `ServiceGroup`, which starts them, and on SIGTERM or SIGINT shuts them down in the
+/// reverse order, each once the one after it has finished:
+///
+/// 1. reconcile (the `Controller`): stops every agent, each within its grace period;
+/// 2. history retention, log rotation, lease pruning (timers);
+/// 3. the runs driver; the secrets the gateway reads;
+/// 4. the change feed;
+/// 5. the API and gateway: after the agents, so that their last calls are answered;
+/// 6. the ledger: its last batch once no call can add to it.
+///
+/// Every SQLite connection is used from an actor (or queue) with an executor of its
+/// own, never from the cooperative pool, so a long write by another process (a large
+/// apply) stalls only the loop that waits for it. The gateway reads nothing from the
+/// store on a call's path: the controller pushes it the fleet and the tokens, and the
+/// secrets service the provider keys, each time the change feed says the store changed.
+///
+/// The PID lock, detaching and the command line are `orlctl controller`'s business.
+public struct Daemon: Sendable {
+    public struct Configuration: Sendable {
+        /// The state directory, absolute.
+        public var stateDirectory: String
+        /// Where to serve the API: nil is the previous run's port (adopted agents know
+        /// only that one), else any free port.
+        public var listen: (host: String, port: Int)?
+        public var logMaxBytes = 10 * 1024 * 1024
+        public var logKeep = 3
+        /// How often the logs are looked at for rotation.
+        public var logRotationInterval: Duration = .seconds(10)
+        /// How often history is trimmed as `orlctl gc` does with its defaults.
+        public var retentionInterval: Duration = .seconds(3600)
+        /// How often the change feed asks SQLite whether the store changed.
+        public var changePollInterval: Duration = .milliseconds(100)
+        /// Also serve /metrics here, without the operator token (`--metrics-listen`).
+        public var metricsListen: (host: String, port: Int)?
+        /// Metrics and spans (`.off`: none kept).
+        public var telemetry: Telemetry = .off
+        /// Who the dashboard's decisions are recorded as made by (`user@host (dashboard)`).
+        public var identity = "dashboard"
+        /// The controller's own settings (its API URL is set once the API listens).
+        public var controller: Controller.Configuration
+
+        public init(stateDirectory: String) {
+            self.stateDirectory = stateDirectory
+            self.controller = Controller.Configuration(stateDirectory: stateDirectory)
+        }
+    }
+
+    public let configuration: Configuration
+    /// Opens a connection of its own to the state (one per service that uses it).
+    public let openStore: @Sendable () throws(StoreError) -> SQLiteStateStore
+    public let keys: MasterKeySource
+    public let log: @Sendable (ControllerEvent) -> Void
+
+    public init(
+        configuration: Configuration, keys: MasterKeySource, log: @escaping @Sendable (ControllerEvent) -> Void,
+        openStore: @escaping @Sendable () throws(StoreError) -> SQLiteStateStore
+    ) {
+        self.configuration = configuration
+        self.keys = keys
+        self.log = log
+        self.openStore = openStore
+    }
+
+    /// `<state>/controller.api`: the URL the last controller served its API on.
+    public static func apiFile(_ directory: String) -> String { directory + "/controller.api" }
+
+    /// `<state>/controller.token`: the operator's credential for the API's `/orl/v1`
+    /// routes, new for each controller, readable by the state's owner only.
+    public static func tokenFile(_ directory: String) -> String { directory + "/controller.token" }
+
+    /// `HOST:PORT`, as --listen takes it and controller.api records it.
+    public static func address(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port)
+        else { return nil }
+        let host = String(text[..<colon])
+        return host.isEmpty ? nil : (host, port)
+    }
+
+    /// Runs until SIGTERM or SIGINT has stopped every agent and every service.
+    public func run() async throws(DaemonError) {
+        let directory = configuration.stateDirectory
+        let store: SQLiteStateStore
+        let apiStore: SQLiteStateStore
+        let runsStore: SQLiteStateStore
+        let ledgerStore: SQLiteStateStore
+        let feedStore: SQLiteStateStore
+        let secretsStore: SQLiteStateStore
+        let retentionStore: SQLiteStateStore
+        let dashboardStore: SQLiteStateStore
+        let alertStore: SQLiteStateStore
+        do {
+            (store, apiStore, runsStore) = (try openStore(), try openStore(), try openStore())
+            (ledgerStore, feedStore, secretsStore, retentionStore) = (try openStore(), try openStore(), try openStore(), try openStore())
+            (dashboardStore, alertStore) = (try openStore(), try openStore())
+        } catch {
+            throw DaemonError("cannot open the state in \(directory): \(error.description)")
+        }
+        let log = self.log
+
+        // ORL_MASTER_KEY is read once, from the controller's own environment (agents never
+        // see it: theirs is built from scratch); master.key is read when secrets are opened.
+        let keys = self.keys
+        let secrets = SecretsService(cache: SecretCache(vault: StateVault(store: secretsStore, keys: keys)))
+        await secrets.refresh()
+        let secretCache = { @Sendable (id: SecretID) in secrets.cacheValue(of: id) }
+        // Filled in once the controller exists: the gateway halts an agent at once.
+        let halt = Inbox<Bool>()
+        let gateway = Gateway(
+            store: ledgerStore, providerKey: secretCache, clock: Controller.systemTime, log: log,
+            onExhausted: { halt.post(true) }, telemetry: configuration.telemetry)
+        // The agents' task and tool calls, on a connection of their own (on a queue of
+        // the API's own: SQLite calls block): a poll waits for its agent's next Ready
+        // step, which the API's own answers, the runs driver's sweeps and the change
+        // feed announce.
+        let waiters = TaskWaiters()
+        let agents = AgentAPI(
+            gateway: gateway, store: apiStore, waiters: waiters, commands: ProcessRuntime(), secret: secretCache,
+            configuration: AgentAPI.Configuration(stateDirectory: directory))
+        // Ready only once it knows the tasks in flight: their calls are attributed from
+        // the first one.
+        await agents.prepare()
+        let (url, server) = try await serve(gateway, agents: agents) { adminToken in
+            Dashboard(
+                store: dashboardStore, adminToken: adminToken, budgets: { gateway.budgetStatus(now: $0) },
+                onReady: { waiters.notify($0) }, clock: Controller.systemTime, identity: configuration.identity)
+        }
+        let metricsServer = try await serveMetrics(gateway)
+
+        var controllerConfiguration = configuration.controller
+        controllerConfiguration.apiURL = url
+        if let metrics = configuration.telemetry.metrics {
+            controllerConfiguration.onPass = { took in metrics.observe(Metrics.reconcileDuration, [], Metrics.seconds(took)) }
+        }
+        // Sandboxed agents reach the API on a listener in their own network namespace.
+        let controller = Controller(
+            store: store, runtime: ProcessRuntime(listeners: SandboxBridge(apiURL: url)), gateway: gateway,
+            configuration: controllerConfiguration, log: log,
+            masterKey: { () throws(VaultError) in try keys.load() })
+        let runs = RunsDriver(store: runsStore, log: log, onReady: { waiters.notify($0) })
+        let notifier = Notifier(store: alertStore, secret: secretCache, log: log, clock: Controller.systemTime)
+        let feed = ChangeFeed(
+            store: feedStore, interval: configuration.changePollInterval,
+            subscribers: [
+                { controller.inbox.post(.storeChanged) }, { runs.storeChanged.post(true) }, { agents.storeChanged() },
+                { secrets.changed.post(true) }, { notifier.storeChanged.post(true) },
+            ],
+            log: { log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: $0)) })
+
+        // apply, suspend and resume signal SIGUSR1 after a change. Agents do not inherit
+        // the ignored disposition: the spawn resets every signal to its default.
+        signal(SIGUSR1, SIG_IGN)
+        let wake = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+        wake.setEventHandler { controller.wake("SIGUSR1") }
+        wake.resume()
+        defer { wake.cancel() }
+        let halts = Task {
+            while !Task.isCancelled {
+                if !(await halt.take()).isEmpty { controller.wake("a budget is exhausted") }
+            }
+        }
+        defer { halts.cancel() }
+
+        let (maxBytes, keep) = (configuration.logMaxBytes, configuration.logKeep)
+        // Spans go last: after the ledger, so that the calls' last spans are in.
+        let tracing: [any Service] = configuration.telemetry.tracer.map { [TracingService(tracer: $0, agents: agents)] } ?? []
+        let services: [any Service] =
+            tracing + [
+                LedgerService(gateway: gateway),
+                McpServersService(agents: agents),
+                APIService(server: server),
+            ] + (metricsServer.map { [APIService(server: $0)] } ?? []) + [
+
+                feed,
+                secrets,
+                RunsService(driver: runs),
+                NotifierService(notifier: notifier),
+                PeriodicService("log-rotation", every: configuration.logRotationInterval) {
+                    LogRotation.rotateAll(in: directory + "/logs", runtime: ProcessRuntime(), maxBytes: maxBytes, keep: keep, log: log)
+                },
+                PeriodicService("retention", every: configuration.retentionInterval, atStart: true) {
+                    _ = try? retentionStore.retain(.standard, now: Controller.systemTime())
+                },
+                PeriodicService("lease-pruning", every: .seconds(60)) { agents.prune() },
+                ReconcileService(controller: controller),
+            ]
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: services.map {
+                    .init(
+                        service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
+                        failureTerminationBehavior: .gracefullyShutdownGroup)
+                },
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: Logger(label: "orl.daemon", factory: { _ in SwiftLogNoOpLogHandler() })))
+        do {
+            try await group.run()
+        } catch {
+            throw DaemonError("the controller stopped: \(error)")
+        }
+    }
+
+    /// `metricsListen`: /metrics on an address of its own, without the token.
+    private func serveMetrics(_ gateway: Gateway) async throws(DaemonError) -> Task<Void, any Error>? {
+        guard let address = configuration.metricsListen else { return nil }
+        do {
+            let (url, task) = try await MetricsServer(gateway: gateway, host: address.host, port: address.port).start()
+            log(ControllerEvent(time: Controller.systemTime(), reason: .listening, message: url + "/metrics"))
+            return task
+        } catch {
+            throw DaemonError("cannot serve the metrics on \(address.host):\(address.port): \(error)")
+        }
+    }
+
+    /// Starts the API: on `listen`, else on the previous run's port (adopted agents know
+    /// only that one), else on any free port.
+    private func serve(
+        _ gateway: Gateway, agents: AgentAPI, dashboard: (_ adminToken: String) -> Dashboard
+    ) async throws(DaemonError) -> (String, Task<Void, any Error>) {
+        let directory = configuration.stateDirectory
+        let previous = (try? String(contentsOfFile: Self.apiFile(directory), encoding: .utf8))
+            .flatMap { text -> (host: String, port: Int)? in
+                let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                guard trimmed.hasPrefix("http://") else { return nil }
+                return Self.address(String(trimmed.dropFirst("http://".count)))
+            }
+        let wanted = configuration.listen ?? previous ?? ("127.0.0.1", 0)
+        let adminToken = Controller.newToken()
+        let file = Self.tokenFile(directory)
+        unlink(file)
+        let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0, write(fd, adminToken, adminToken.utf8.count) == adminToken.utf8.count else {
+            throw DaemonError("cannot write \(file): \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+        let dashboard = dashboard(adminToken)
+        func server(port: Int) -> APIServer {
+            APIServer(
+                gateway: gateway, agents: agents, host: wanted.host, port: port, adminToken: adminToken, runsBackgroundWork: false,
+                dashboard: dashboard)
+        }
+        let started: (url: String, task: Task<Void, any Error>)
+        do {
+            started = try await server(port: wanted.port).start()
+        } catch {
+            guard configuration.listen == nil, wanted.port != 0 else {
+                throw DaemonError("cannot serve the API on \(wanted.host):\(wanted.port): \(error)")
+            }
+            log(
+                ControllerEvent(
+                    time: Controller.systemTime(), reason: .error,
+                    message: "cannot serve the API on the previous port \(wanted.port) (\(error)); agents started before will be restarted"
+                ))
+            do {
+                started = try await server(port: 0).start()
+            } catch {
+                throw DaemonError("cannot serve the API on \(wanted.host): \(error)")
+            }
+        }
+        do {
+            try (started.url + "\n").write(toFile: Self.apiFile(directory), atomically: true, encoding: .utf8)
+        } catch {
+            log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: "cannot record the API URL: \(error)"))
+        }
+        log(ControllerEvent(time: Controller.systemTime(), reason: .listening, message: started.url))
+        return started
+    }
+}
+
+/// Why the daemon could not start or stopped on its own.
+public struct DaemonError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}

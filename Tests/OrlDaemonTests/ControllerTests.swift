@@ -1,0 +1,264 @@
+import Foundation
+import OrlController
+import OrlCore
+import OrlStore
+import OrlYAML
+import Synchronization
+import Testing
+
+/// The agent runtime as the controller sees it, with processes the test starts, ends
+/// and inspects: no process is spawned. A test double, so it lives here, not in the
+/// product.
+final class FakeRuntime: AgentRuntime {
+    struct Process {
+        var spec: ProcessSpec
+        var exit: ProcessExit?
+        var stopped = false
+    }
+
+    private let state = Mutex<(next: Int32, processes: [ProcessIdentity: Process])>((1000, [:]))
+
+    func start(_ spec: ProcessSpec) throws(RuntimeError) -> ProcessIdentity {
+        state.withLock { state in
+            state.next += 1
+            let id = ProcessIdentity(pid: state.next, startTime: UInt64(state.next))
+            state.processes[id] = Process(spec: spec)
+            return id
+        }
+    }
+
+    func isRunning(_ process: ProcessIdentity) -> Bool {
+        state.withLock { $0.processes[process].map { $0.exit == nil } ?? false }
+    }
+
+    func exitStatus(_ process: ProcessIdentity) -> ProcessExit? {
+        state.withLock { state in
+            guard let known = state.processes[process] else { return .signaled(signal: 0) }
+            return known.exit
+        }
+    }
+
+    func stop(_ process: ProcessIdentity, grace: Duration) async -> ProcessExit? {
+        state.withLock { state in
+            state.processes[process]?.stopped = true
+            if state.processes[process]?.exit == nil { state.processes[process]?.exit = .signaled(signal: 15) }
+            return state.processes[process]?.exit
+        }
+    }
+
+    /// The process ends on its own (a crash when `code` is not 0).
+    func end(_ process: ProcessIdentity, code: Int32) {
+        state.withLock { $0.processes[process]?.exit = .exited(code: code) }
+    }
+
+    /// The processes of an agent, oldest first.
+    func processes(of name: String) -> [(id: ProcessIdentity, process: Process)] {
+        state.withLock { state in
+            state.processes.filter { $0.value.spec.agent.name == name }.sorted { $0.key.pid < $1.key.pid }.map { ($0.key, $0.value) }
+        }
+    }
+
+    func running(_ name: String) -> ProcessIdentity? {
+        processes(of: name).last { $0.process.exit == nil }?.id
+    }
+}
+
+/// Time as the test sets it.
+final class TestClock: Sendable {
+    private let time = Mutex(Timestamp(milliseconds: 1_795_161_600_000))
+    var now: Timestamp { time.withLock { $0 } }
+    func advance(_ duration: Duration) { time.withLock { $0 = $0.adding(duration) } }
+}
+
+/// The controller's events, for a test to wait on (not to sleep for).
+final class EventLog: Sendable {
+    private let state = Mutex<
+        (
+            events: [ControllerEvent], waiters: [(id: Int, match: @Sendable (ControllerEvent) -> Bool, CheckedContinuation<Void, Never>)],
+            next: Int
+        )
+    >(([], [], 0))
+
+    func record(_ event: ControllerEvent) {
+        let ready = state.withLock { state in
+            state.events.append(event)
+            let matched = state.waiters.filter { $0.match(event) }
+            state.waiters.removeAll { $0.match(event) }
+            return matched.map(\.2)
+        }
+        for continuation in ready { continuation.resume() }
+    }
+
+    var lines: [String] { state.withLock { $0.events.map(\.textLine) } }
+
+    /// Returns once an event matching `match` was logged (before or after the call).
+    func wait(for match: @escaping @Sendable (ControllerEvent) -> Bool) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if state.events.contains(where: match) { return true }
+                state.next += 1
+                state.waiters.append((state.next, match, continuation))
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+}
+
+func fleet(_ agents: [String], suspended: Set<String> = []) -> String {
+    var documents = [
+        """
+        apiVersion: orl.dev/v1
+        kind: ModelProvider
+        metadata: {name: sim}
+        spec:
+          apiStyle: simulated
+          models: [{name: small, contextWindow: 1000, maxOutputTokens: 100, pricing: {input: 0.1, output: 0.1}}]
+        ---
+        apiVersion: orl.dev/v1
+        kind: Policy
+        metadata: {name: everyone}
+        spec:
+          appliesTo: {agents: [\(agents.joined(separator: ", "))]}
+          allow: {models: ["sim/*"]}
+        """
+    ]
+    for name in agents {
+        documents.append(
+            """
+            apiVersion: orl.dev/v1
+            kind: Agent
+            metadata: {name: \(name)}
+            spec: {model: sim/small, suspend: \(suspended.contains(name)), runtime: {command: /bin/sleep, args: ["1000"]}}
+            """)
+    }
+    return documents.joined(separator: "\n---\n")
+}
+
+func apply(_ yaml: String, to store: SQLiteStateStore, at now: Timestamp) throws {
+    let report = ManifestValidation.validate([YAMLParser().parse(yaml, file: "fleet.yaml")])
+    try #require(report.isValid, "\(report.diagnostics.filter { $0.severity == .error }.map(\.message))")
+    _ = try ApplyOperation.apply(report.fleet, to: store, options: ApplyOptions(source: "test", appliedBy: "test"), now: now)
+}
+
+/// A state directory under a fresh temporary directory, removed with the value.
+final class TemporaryState {
+    let root: String
+    var directory: String { root + "/state" }
+    init() throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("orl-daemon-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: root) }
+}
+
+/// The controller in process: a real store (SQLite in a temporary directory), a fake
+/// runtime, the test's clock and a fixed jitter. Passes are driven by the test
+/// (`reconcileNow`) or by the loop, waited on through its events, never by sleeping.
+@Suite struct ControllerTests {
+    let state: TemporaryState
+    let store: SQLiteStateStore
+    let runtime = FakeRuntime()
+    let clock = TestClock()
+    let events = EventLog()
+
+    init() throws {
+        state = try TemporaryState()
+        store = try SQLiteStateStore(directory: state.directory)
+    }
+
+    func controller(runtime: FakeRuntime? = nil) -> Controller {
+        var configuration = Controller.Configuration(stateDirectory: state.directory)
+        configuration.defaultGrace = .milliseconds(10)
+        let events = self.events
+        let clock = self.clock
+        return Controller(
+            store: store, runtime: runtime ?? self.runtime, configuration: configuration, log: { events.record($0) }, clock: { clock.now },
+            random: { 0.5 })
+    }
+
+    func status(_ name: String) throws -> ResourceStatus? {
+        try store.read { reader throws(StoreError) in try reader.status(for: ResourceID(kind: "Agent", name: name)) }
+    }
+
+    @Test func startsEveryAppliedAgentAndRecordsItsProcess() async throws {
+        try apply(fleet(["a", "b"]), to: store, at: clock.now)
+        let controller = controller()
+        await controller.reconcileNow()
+        let a = try #require(runtime.running("a"))
+        #expect(runtime.running("b") != nil)
+        let record = try store.read { reader throws(StoreError) in try reader.supervision(for: ResourceID(kind: "Agent", name: "a")) }
+        #expect(record?.process == a)
+        #expect(record?.tokenDigest != nil)
+        // The next pass sees it running and says so in the status.
+        await controller.reconcileNow()
+        #expect(try status("a")?.condition(ResourceStatus.ready)?.status == .true)
+        #expect(runtime.processes(of: "a").count == 1)
+    }
+
+    @Test func aCrashIsRestartedAfterItsBackoffByTheInjectedClock() async throws {
+        try apply(fleet(["a"]), to: store, at: clock.now)
+        let controller = controller()
+        await controller.reconcileNow()
+        let first = try #require(runtime.running("a"))
+        runtime.end(first, code: 3)
+        await controller.reconcileNow()
+        #expect(events.lines.contains { $0.contains("exited") && $0.contains("exited with code 3") }, "\(events.lines)")
+        #expect(runtime.running("a") == nil)
+        // Backoff: 1 s, with the fixed jitter's factor of 1. Not before...
+        clock.advance(.milliseconds(900))
+        await controller.reconcileNow()
+        #expect(runtime.running("a") == nil)
+        // ...then once.
+        clock.advance(.seconds(1))
+        await controller.reconcileNow()
+        await controller.reconcileNow()
+        #expect(runtime.processes(of: "a").count == 2)
+        #expect(runtime.running("a") != nil)
+    }
+
+    @Test func aNewControllerAdoptsWhatRunsInsteadOfStartingItAgain() async throws {
+        try apply(fleet(["a"]), to: store, at: clock.now)
+        await controller().reconcileNow()
+        let process = try #require(runtime.running("a"))
+        // The first controller is gone (killed: it stopped nothing); a second one starts.
+        await controller().reconcileNow()
+        #expect(runtime.processes(of: "a").count == 1)
+        #expect(events.lines.contains { $0.contains("adopted") && $0.contains("\(process)") }, "\(events.lines)")
+    }
+
+    @Test func aSuspendedOrHeldAgentIsStopped() async throws {
+        try apply(fleet(["a", "b"]), to: store, at: clock.now)
+        let controller = controller()
+        await controller.reconcileNow()
+        let a = try #require(runtime.running("a"))
+        let b = try #require(runtime.running("b"))
+        try apply(fleet(["a", "b"], suspended: ["a"]), to: store, at: clock.now)
+        let hold = UserHold(agent: ResourceID(kind: "Agent", name: "b"), at: clock.now, by: "test")
+        try store.write { writer throws(StoreError) in try writer.putHold(hold) }
+        await controller.reconcileNow()
+        await events.wait { $0.reason == .stopped && $0.pid == a.pid }
+        await events.wait { $0.reason == .stopped && $0.pid == b.pid }
+        #expect(runtime.processes(of: "a").allSatisfy { $0.process.stopped })
+        #expect(runtime.processes(of: "b").allSatisfy { $0.process.stopped })
+    }
+
+    /// The loop: a store change posted to its inbox (as the change feed does) is one
+    /// pass; a stop request stops every agent and returns.
+    @Test func theLoopReconcilesWhenToldTheStoreChangedAndStopsEverythingOnRequest() async throws {
+        try apply(fleet(["a"]), to: store, at: clock.now)
+        let controller = controller()
+        let loop = Task { await controller.run() }
+        await events.wait { $0.reason == .started && $0.resource?.name == "a" }
+        try apply(fleet(["a", "b"]), to: store, at: clock.now)
+        controller.inbox.post(.storeChanged)
+        await events.wait { $0.reason == .started && $0.resource?.name == "b" }
+        controller.wake("test")
+        await events.wait { $0.reason == .woken && $0.message == "test" }
+        controller.requestStop()
+        await loop.value
+        #expect(runtime.running("a") == nil)
+        #expect(runtime.running("b") == nil)
+        #expect(try status("a")?.condition(ResourceStatus.ready)?.reason == "ControllerStopped")
+    }
+}
