@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 import PostgresNIO
 
 /// The reader (and, in a `write`, the writer) handed to a transaction's body: the SQLite

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import OrlCore
+import OrlJSON
 import OrlServer
 import OrlStore
 import OrlYAML

@@ -43,7 +43,7 @@ struct Describe: AsyncParsableCommand {
                 _ = try state.openState()
                 return writeStandardOutput("State:              \(PostgresURL.redacted(url))\n")
             }
-            let directory = ControllerLock.absolute(state.resolvedDirectory)
+            let directory = PIDLock.absolute(state.resolvedDirectory)
             _ = try state.openStore()
             return writeStandardOutput("State:              \(directory)\n" + GC.sizes(directory))
         }
@@ -53,7 +53,7 @@ struct Describe: AsyncParsableCommand {
         let store = try state.openState()
         let namespace = self.namespace.namespace
         // Agents' logs are files of the state directory; a PostgreSQL state has none here.
-        let directory = state.postgresURL == nil ? ControllerLock.absolute(state.resolvedDirectory) : nil
+        let directory = state.postgresURL == nil ? PIDLock.absolute(state.resolvedDirectory) : nil
         let (pages, missing): ([(ResourceView, [StoreEvent])], [String])
         do {
             (pages, missing) = try store.read { reader throws(StoreError) in

@@ -21,7 +21,7 @@ struct StateOptions: ParsableArguments {
     /// ORL_STATE_URL unless `--state` names a directory.
     var postgresURL: String? {
         if let directory { return PostgresURL.isPostgres(directory) ? directory : nil }
-        guard let url = ProcessInfo.processInfo.environment["ORL_STATE_URL"], !url.isEmpty else { return nil }
+        guard let url = System.environment["ORL_STATE_URL"], !url.isEmpty else { return nil }
         return url
     }
 
@@ -33,7 +33,7 @@ struct StateOptions: ParsableArguments {
     func openState() throws -> any StateStore {
         guard let url = postgresURL else { return try openStore() }
         do {
-            return try PostgresStateStore(url: url, environment: ProcessInfo.processInfo.environment)
+            return try PostgresStateStore(url: url, environment: System.environment)
         } catch {
             throw CommandFailure(message: "cannot open the state at \(PostgresURL.redacted(url)): \(error.description)")
         }
@@ -42,10 +42,10 @@ struct StateOptions: ParsableArguments {
     /// The directory to use, from the flag, then the environment, as the help says.
     var resolvedDirectory: String {
         if let directory { return directory }
-        let environment = ProcessInfo.processInfo.environment
+        let environment = System.environment
         if let home = environment["ORL_HOME"], !home.isEmpty { return home }
         if let state = environment["XDG_STATE_HOME"], !state.isEmpty { return state + "/orl" }
-        return NSHomeDirectory() + "/.local/state/orl"
+        return (environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()) + "/.local/state/orl"
     }
 
     /// Opens the SQLite state: for the commands that need more than the `StateStore` port
@@ -73,7 +73,7 @@ struct StateOptions: ParsableArguments {
 enum Caller {
     /// `alice@build-7`: the user and the host, like git's committer identity.
     static var identity: String {
-        let environment = ProcessInfo.processInfo.environment
+        let environment = System.environment
         let user = environment["USER"] ?? environment["LOGNAME"] ?? NSUserName()
         return "\(user)@\(ProcessInfo.processInfo.hostName)"
     }
