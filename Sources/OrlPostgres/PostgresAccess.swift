@@ -6,7 +6,7 @@ import PostgresNIO
 /// store's queries (`OrlStore/Access.swift`) in PostgreSQL's dialect, one round trip each.
 final class PostgresAccess: StateWriter {
     private var session: PostgresSession?
-    private let isWritable: Bool
+    let isWritable: Bool
 
     init(_ session: PostgresSession, writable: Bool) {
         self.session = session

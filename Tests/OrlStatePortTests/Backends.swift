@@ -39,7 +39,7 @@ final class TestState: Sendable {
 
     deinit { cleanup() }
 
-    func open() throws -> any StateStore {
+    func open() throws -> any StateStore & RunStore {
         switch backend {
         case .sqlite: try SQLiteStateStore(directory: location)
         case .postgres: try PostgresStateStore(url: location)
