@@ -12,8 +12,14 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
 
     var testDescription: String { rawValue }
 
-    /// Both, or SQLite alone where PostgreSQL is not installed (see `postgresSkipped`).
-    static let available: [Backend] = PostgresCluster.unavailable == nil ? allCases : [.sqlite]
+    /// Both, or SQLite alone where PostgreSQL is not installed; ORL_TEST_BACKENDS=sqlite (or
+    /// postgres) runs one, to time the suite per backend.
+    static let available: [Backend] = {
+        let installed = PostgresCluster.unavailable == nil ? allCases : [.sqlite]
+        guard let chosen = ProcessInfo.processInfo.environment["ORL_TEST_BACKENDS"], !chosen.isEmpty else { return installed }
+        let names = Set(chosen.split(separator: ",").map(String.init))
+        return installed.filter { names.contains($0.rawValue) }
+    }()
 }
 
 /// A fresh, empty state of one backend: `open()` gives a new store on it each time (a new
@@ -38,6 +44,13 @@ final class TestState: Sendable {
     }
 
     deinit { cleanup() }
+
+    func openAll() throws -> any StateStore & RunStore & ToolApprovalStore & SpendHistory {
+        switch backend {
+        case .sqlite: try SQLiteStateStore(directory: location)
+        case .postgres: try PostgresStateStore(url: location)
+        }
+    }
 
     func open() throws -> any StateStore & RunStore {
         switch backend {

@@ -106,3 +106,55 @@ private let start = Timestamp(milliseconds: 1_795_161_600_000)
         #expect(try store.readRuns { reader throws(StoreError) in try reader.plan(of: run.id) }.steps.count == 3)
     }
 }
+
+/// The `ToolApprovalStore` and `SpendHistory` ports, against every backend.
+@Suite struct ToolApprovalAndSpendPortTests {
+    @Test(arguments: Backend.available) func aToolApprovalIsDecidedOnceWithItsEvents(_ backend: Backend) throws {
+        let state = try TestState(backend)
+        let store = try state.openAll()
+        let requested = Timestamp(milliseconds: 1_000)
+        let approval = ToolApproval(
+            id: "call-ab12", agent: agent("writer"), tool: "fs/write", arguments: #"{"path":"/tmp/x"}"#, requestedAt: requested,
+            expiresAt: Timestamp(milliseconds: 61_000))
+        try store.request(approval)
+        #expect(try store.toolApproval("call-ab12") == approval)
+        #expect(try store.pendingToolApprovals(namespace: nil) == [approval])
+        #expect(try store.pendingToolApprovals(namespace: "team-a").isEmpty)
+        let decided = try store.decide("call-ab12", approve: true, by: "alice", reason: "fine", now: Timestamp(milliseconds: 2_000))
+        #expect(decided.state == .approved && decided.decidedBy == "alice")
+        #expect(try store.toolApproval("call-ab12") == decided)
+        #expect(try store.pendingToolApprovals(namespace: nil).isEmpty)
+        // A second decision is refused, and records nothing.
+        #expect(throws: RunError.self) {
+            try store.decide("call-ab12", approve: false, by: "bob", reason: nil, now: Timestamp(milliseconds: 3_000))
+        }
+        #expect(throws: RunError.self) {
+            try store.decide("call-none", approve: true, by: "bob", reason: nil, now: Timestamp(milliseconds: 3_000))
+        }
+        #expect(try store.read { s throws(StoreError) in try s.events(for: nil, limit: 10) }.count == 2)
+    }
+
+    @Test(arguments: Backend.available) func spendIsSummedPerDay(_ backend: Backend) throws {
+        let state = try TestState(backend)
+        let store = try state.openAll()
+        let day = Int64(86_400_000)
+        func call(_ name: String, at time: Int64, usd: Double) -> LedgerEntry {
+            LedgerEntry(
+                time: Timestamp(milliseconds: time), agent: agent(name), model: "sim/small", usage: TokenUsage(prompt: 10, completion: 5),
+                usd: usd, latencyMilliseconds: 1, requestID: "r\(time)", outcome: "ok")
+        }
+        try store.write { s throws(StoreError) in
+            try s.append([
+                call("writer", at: 20_000 * day + 5, usd: 1), call("writer", at: 20_000 * day + 9, usd: 2),
+                call("reader", at: 20_001 * day, usd: 4),
+            ])
+        }
+        let all = try store.dailySpend(since: Timestamp(milliseconds: 20_000 * day), agent: nil)
+        #expect(all == [20_000: Charge(usd: 3, tokens: 30), 20_001: Charge(usd: 4, tokens: 15)])
+        #expect(
+            try store.dailySpend(since: Timestamp(milliseconds: 20_000 * day), agent: agent("reader")) == [
+                20_001: Charge(usd: 4, tokens: 15)
+            ])
+        #expect(try store.dailySpend(since: Timestamp(milliseconds: 20_001 * day), agent: nil) == [20_001: Charge(usd: 4, tokens: 15)])
+    }
+}
