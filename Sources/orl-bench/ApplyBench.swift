@@ -22,6 +22,9 @@ struct ApplyBench: ParsableCommand {
     @Option(help: "The orlctl binary for the end-to-end figures (default: the one next to orl-bench).")
     var orlctl: String?
 
+    @Option(help: "A PostgreSQL state (postgres://…, an empty database) for the end-to-end figures, instead of a SQLite one.")
+    var state: String?
+
     func run() throws {
         let files = SyntheticFleet(count: count).files()
         let changedIndex = files.firstIndex { $0.path.contains("/budget-") }!
@@ -84,7 +87,7 @@ struct ApplyBench: ParsableCommand {
             try file.text.write(to: url, atomically: false, encoding: .utf8)
         }
         let fleet = root + "/fleet"
-        let state = root + "/state"
+        let state = self.state ?? root + "/state"
         let firstApply = try time(binary, ["apply", "-f", fleet, "--state", state, "--no-controller"])
         let changed = URL(fileURLWithPath: fleet).appendingPathComponent(files[changedIndex].path)
         try files[changedIndex].text.replacingOccurrences(of: "usd: 25", with: "usd: 30").write(
