@@ -160,7 +160,9 @@ extension AgentAPI {
         let result: Node
         do throws(McpUpstream.Failure) {
             // The rug pull: a definition that changed since it was pinned is not called.
-            let live = try await mcp.liveHashes(endpoint, maxAge: configuration.mcpDefinitionMaxAge)
+            let listing = try await mcp.listing(endpoint, maxAge: configuration.mcpDefinitionMaxAge)
+            notePins(route.id, server, seen: listing)
+            let live = listing.hashes
             guard live[pin.name] == pin.hash else {
                 let what = live[pin.name] == nil ? "no longer lists it" : "changed its definition since it was pinned"
                 let message =

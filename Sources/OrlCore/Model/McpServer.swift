@@ -176,3 +176,49 @@ extension Fleet {
         return tool(name, namespace: namespace) != nil
     }
 }
+
+/// How a server's live tool definitions stand against its pins: what the Tool's
+/// `PinMatches` condition reports.
+public struct McpPinDrift: Sendable, Hashable {
+    public var tool: String
+    /// The definition's members that differ (`description`, `inputSchema`,
+    /// `annotations` …); empty when the tool is no longer listed at all.
+    public var changed: [String]
+    public var pinnedHash: String
+    /// nil: the server no longer lists the tool.
+    public var liveHash: String?
+
+    /// `create_issue: description changed (pinned sha256:0123456789ab…, live sha256:…)`.
+    public var summary: String {
+        guard let liveHash else { return "\(tool): no longer listed by the server (pinned \(Self.short(pinnedHash)))" }
+        let what = changed.isEmpty ? "its definition" : changed.joined(separator: ", ")
+        return "\(tool): \(what) changed (pinned \(Self.short(pinnedHash)), live \(Self.short(liveHash)))"
+    }
+
+    static func short(_ hash: String) -> String { hash.count > 19 ? String(hash.prefix(19)) + "…" : hash }
+}
+
+extension McpServerSpec {
+    /// The exposed pins whose live definition (`live`, by tool name, as `tools/list`
+    /// gives it) is missing or hashes differently, in pin order.
+    public func drift(live: [String: Node]) -> [McpPinDrift] {
+        exposed.compactMap { pin in
+            guard let tool = live[pin.name] else {
+                return McpPinDrift(tool: pin.name, changed: [], pinnedHash: pin.hash, liveHash: nil)
+            }
+            let hash = McpPin.hash(of: tool)
+            guard hash != pin.hash else { return nil }
+            return McpPinDrift(tool: pin.name, changed: pin.changes(in: tool), pinnedHash: pin.hash, liveHash: hash)
+        }
+    }
+}
+
+extension McpPin {
+    /// The members of `definitionKeys` whose live value differs from the pinned one.
+    public func changes(in live: Node) -> [String] {
+        guard let pinned = try? JSONParser.parse(definition.compactRendered(), file: "<pin>") else { return [] }
+        return Self.definitionKeys.filter { key in
+            pinned[key].map(CanonicalJSON.encode) != live[key].map(CanonicalJSON.encode)
+        }
+    }
+}
