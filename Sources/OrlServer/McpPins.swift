@@ -69,17 +69,19 @@ extension AgentAPI {
             let endpoint = McpUpstream.Endpoint.server(
                 server.id, spec: server.spec, origin: server.origin, credential: credential, stateDirectory: configuration.stateDirectory)
         else { return }
+        let confinement = mcp.stdio?.confinement(of: endpoint)
         if endpoint.stdio != nil, mcp.stdio?.running()[server.id] == nil {
             notePins(
                 server.id, spec,
-                .unknown("NotStarted", "a stdio server starts at the first call of one of its tools; its definitions are checked then"))
+                .unknown("NotStarted", "a stdio server starts at the first call of one of its tools; its definitions are checked then"),
+                confinement: confinement)
             return
         }
         do throws(McpUpstream.Failure) {
             let listing = try await mcp.listing(endpoint, maxAge: configuration.mcpDefinitionMaxAge)
-            notePins(server.id, spec, .checked(spec.drift(live: listing.tools)), listedAt: listing.at)
+            notePins(server.id, spec, .checked(spec.drift(live: listing.tools)), listedAt: listing.at, confinement: confinement)
         } catch {
-            notePins(server.id, spec, .unknown("Unreachable", error.message))
+            notePins(server.id, spec, .unknown("Unreachable", error.message), confinement: confinement)
         }
     }
 
@@ -90,8 +92,18 @@ extension AgentAPI {
 
     /// Records what a check found; the status is written when it differs from the last
     /// one written (on the API's store queue, off the call's path).
-    func notePins(_ server: ResourceID, _ spec: McpServerSpec, _ finding: PinFinding, listedAt: ContinuousClock.Instant? = nil) {
-        let conditions = Self.conditions(server, spec, finding)
+    func notePins(
+        _ server: ResourceID, _ spec: McpServerSpec, _ finding: PinFinding, listedAt: ContinuousClock.Instant? = nil,
+        confinement: String? = nil
+    ) {
+        var found = Self.conditions(server, spec, finding)
+        if let confinement {
+            // A stdio server's sandbox and limits, as an agent's `Sandboxed` says.
+            let strict = spec.isolation == .strict
+            found.append(
+                .init(type: "Sandboxed", status: strict ? .true : .false, reason: strict ? "Strict" : "Unconfined", message: confinement))
+        }
+        let conditions = found
         let pins = spec.pins.map(\.hash)
         let changed = pinChecks.withLock { checks in
             let before = checks[server]
@@ -126,7 +138,8 @@ extension AgentAPI {
                 pinChecks.withLock { $0[server] = nil }
                 gateway.log(
                     ControllerEvent(
-                        time: now, reason: .error, resource: server, message: "writing the status of MCP server \(server.name): \(error.message)"))
+                        time: now, reason: .error, resource: server,
+                        message: "writing the status of MCP server \(server.name): \(error.message)"))
             }
         }
     }
@@ -134,13 +147,17 @@ extension AgentAPI {
     /// A call saw this listing: the status follows it when it is newer than the one
     /// last noted (a listing is made at most every `mcpDefinitionMaxAge`, so this costs a
     /// call nothing most of the time).
-    func notePins(_ server: ResourceID, _ spec: McpServerSpec, seen listing: McpUpstream.Live) {
+    func notePins(_ server: ResourceID, _ spec: McpServerSpec, seen listing: McpUpstream.Live, endpoint: McpUpstream.Endpoint) {
         let pins = spec.pins.map(\.hash)
         let newer = pinChecks.withLock { checks in
             guard let last = checks[server], last.pins == pins, let listed = last.listedAt else { return true }
             return listed < listing.at
         }
-        if newer { notePins(server, spec, .checked(spec.drift(live: listing.tools)), listedAt: listing.at) }
+        if newer {
+            notePins(
+                server, spec, .checked(spec.drift(live: listing.tools)), listedAt: listing.at,
+                confinement: mcp.stdio?.confinement(of: endpoint))
+        }
     }
 
     /// The hashes of the pins a stored Tool carries, in order.
@@ -172,7 +189,8 @@ extension AgentAPI {
             return [
                 Condition(type: pinMatches, status: .false, reason: reason, message: message),
                 Condition(type: ResourceStatus.ready, status: .false, reason: reason, message: "Refused: " + message),
-                Condition(type: ResourceStatus.stalled, status: .true, reason: reason, message: "waiting for a person to review and pin again"),
+                Condition(
+                    type: ResourceStatus.stalled, status: .true, reason: reason, message: "waiting for a person to review and pin again"),
             ]
         }
     }

@@ -13,12 +13,14 @@ public struct McpServerSpec: Sendable, Hashable, Decodable {
     /// How a stdio server is confined: strict (the default) is a sandbox of its own
     /// with no network at all (docs/mcp.md).
     public var isolation: AgentSpec.Isolation
+    /// stdio: limits on the server process, as an agent's (`spec.mcp.resources`).
+    public var resources: AgentSpec.Resources?
     /// The server's tools orl exposes (names, `*` for all); nil exposes every pinned tool.
     public var tools: [String]?
     /// What `orlctl mcp pin` recorded: the definitions agents may use, and nothing else.
     public var pins: [McpPin]
 
-    enum CodingKeys: String, CodingKey { case url, command, headers, credentialSecret, credentialEnv, isolation, tools, pins }
+    enum CodingKeys: String, CodingKey { case url, command, headers, credentialSecret, credentialEnv, isolation, resources, tools, pins }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -28,8 +30,26 @@ public struct McpServerSpec: Sendable, Hashable, Decodable {
         credentialSecret = try c.decodeIfPresent(Located<String>.self, forKey: .credentialSecret)
         credentialEnv = try c.decodeIfPresent(String.self, forKey: .credentialEnv) ?? "MCP_CREDENTIAL"
         isolation = try c.decodeIfPresent(AgentSpec.Isolation.self, forKey: .isolation) ?? .strict
+        resources = try c.decodeIfPresent(AgentSpec.Resources.self, forKey: .resources)
         tools = try c.decodeIfPresent([String].self, forKey: .tools)
         pins = try c.decodeIfPresent([McpPin].self, forKey: .pins) ?? []
+    }
+
+    /// What a strict stdio server gets when its Tool sets no limit: enough for an
+    /// interpreter and a few threads, not enough to take the host down.
+    public static let defaultMemory = 1 << 30
+    public static let defaultPids = 128
+    public static let defaultCPU = 1.0
+    public static let defaultOpenFiles = 1024
+
+    /// The limits of a stdio server: as set, else (isolation strict) the defaults.
+    public var limits: (memory: Int?, pids: Int?, cpu: Double?, openFiles: Int?, cpuSeconds: Int?) {
+        let strict = isolation == .strict
+        return (
+            resources?.memory?.bytes ?? (strict ? Self.defaultMemory : nil), resources?.pids ?? (strict ? Self.defaultPids : nil),
+            resources?.cpu ?? (strict ? Self.defaultCPU : nil), resources?.openFiles ?? (strict ? Self.defaultOpenFiles : nil),
+            resources?.cpuTime.map { Int($0.duration.components.seconds) }
+        )
     }
 
     /// Whether the filter exposes the server's tool `name`.
