@@ -47,10 +47,20 @@ import Testing
             command: {command: "\(McpServerTests.python)", args: ["\(fixture)"]}
             isolation: none
         ---
+        # The same program on a short leash.
+        apiVersion: orl.dev/v1
+        kind: Tool
+        metadata: {name: tight}
+        spec:
+          type: mcp
+          mcp:
+            command: {command: "\(McpServerTests.python)", args: ["\(fixture)"]}
+            resources: {memory: 256Mi, pids: 16, cpu: 0.5}
+        ---
         apiVersion: orl.dev/v1
         kind: Agent
         metadata: {name: a}
-        spec: {model: sim/small, runtime: {command: /bin/true}, tools: [notes/whoami, notes/connect, open/connect]}
+        spec: {model: sim/small, runtime: {command: /bin/true}, tools: [notes/whoami, notes/connect, open/connect, tight/spawn, tight/hog]}
         ---
         apiVersion: orl.dev/v1
         kind: Agent
@@ -69,7 +79,7 @@ import Testing
         metadata: {name: notes}
         spec:
           appliesTo: {agents: [a, b]}
-          allow: {models: ["sim/*"], tools: ["notes/*", "open/*"]}
+          allow: {models: ["sim/*"], tools: ["notes/*", "open/*", "tight/*"]}
           deny: {tools: [notes/forget]}
         """
     }
@@ -244,6 +254,49 @@ import Testing
         await h.stop()
         // Gone with the API.
         for pid in running { #expect(kill(pid, 0) != 0) }
+    }
+
+    /// A server that forks past its pids limit is refused the forks, and one that
+    /// fills memory past its limit is killed in its cgroup and reported as such: the
+    /// controller and the other servers go on. `describe` shows the limits (defaults
+    /// for a strict server that sets none).
+    @Test func aServerPastItsLimitsIsContainedAndReported() async throws {
+        let h = try await Harness()
+        let spawned = try await h.call("tight__spawn", #"{"count": 64}"#)
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(h.text(spawned).utf8)) as? [String: Any], "\(spawned)")
+        let started = try #require(report["started"] as? Int, "\(report)")
+        #expect(started > 0 && started < 16, "\(report)")
+        #expect((report["error"] as? String ?? "").contains("Resource temporarily unavailable"), "\(report)")
+        // Still up: refused forks, not killed.
+        #expect(h.text(try await h.call("tight__whoami")).contains("65534"))
+
+        let hogged = try await h.call("tight__hog", #"{"megabytes": 1024}"#)
+        #expect((hogged["result"] as? [String: Any])?["isError"] as? Bool == true, "\(hogged)")
+        #expect(h.text(hogged).contains("the memory limit was reached"), "\(h.text(hogged))")
+        #expect(h.messages(.exited).contains { $0.contains("MCP server tight") && $0.contains("the memory limit was reached") })
+        // Contained: the API and the other servers carry on.
+        #expect(h.text(try await h.call("notes__whoami")).contains("65534"))
+
+        // The Tools' status says what confines them.
+        let store = try SQLiteStateStore(directory: h.directory)
+        func sandboxed(_ name: String) async throws -> ResourceStatus.Condition? {
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(10)
+            while clock.now < deadline {
+                let status = try store.read { reader throws(StoreError) in try reader.status(for: ResourceID(kind: "Tool", name: name)) }
+                if let found = status?.condition("Sandboxed") { return found }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            return nil
+        }
+        let tight = try #require(try await sandboxed("tight"))
+        #expect(tight.status == .true && tight.message.contains("memory 268435456 bytes (cgroup"), "\(tight.message)")
+        #expect(tight.message.contains("pids 16 (cgroup") && tight.message.contains("cpu 0.5"), "\(tight.message)")
+        let notes = try #require(try await sandboxed("notes"))
+        #expect(notes.message.contains("memory 1073741824 bytes") && notes.message.contains("pids 128"), "\(notes.message)")
+        #expect(notes.message.contains("openFiles 1024"), "\(notes.message)")
+        await h.stop()
     }
 
     @Test func aServerThatExitsIsStartedAgainAfterItsBackoff() async throws {
