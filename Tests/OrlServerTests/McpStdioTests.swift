@@ -327,7 +327,7 @@ import Testing
     /// decision (what `orlctl approve/deny call/ID` does), recorded with who and why,
     /// and is refused when none comes in time.
     @Test func aCallBehindAnApprovalWaitsForTheDecision() async throws {
-        let h = try await Harness(approvalTimeout: .seconds(3))
+        let h = try await Harness(approvalTimeout: .seconds(6))
         let store = try SQLiteStateStore(directory: h.directory)
         func nextPending() async throws -> ToolApproval {
             let deadline = ContinuousClock.now + .seconds(30)
@@ -340,7 +340,11 @@ import Testing
         let approving = Task { () async throws -> String in h.text(try await h.call("notes__whoami", token: "token-b")) }
         let first = try await nextPending()
         #expect(first.tool == "notes/whoami" && first.agent.name == "b" && first.arguments == "{}", "\(first)")
-        _ = try store.decide(first.id, approve: true, by: "alice", reason: "looks fine", now: McpServerTests.Harness.clock())
+        // What a person runs: the call is listed, and decided by its reference.
+        let pending = try McpServerTests.orlctl(["runs", "--pending-approval", "--state", h.directory])
+        #expect(pending.contains("call/\(first.id)") && pending.contains("notes/whoami"), "\(pending)")
+        let said = try McpServerTests.orlctl(["approve", "call/\(first.id)", "--reason", "looks fine", "--state", h.directory])
+        #expect(said.contains("approved"), "\(said)")
         let approved = try await approving.value
         #expect(approved.contains("65534"), "\(approved)")
         // Decided once: a second decision is refused.
@@ -354,21 +358,21 @@ import Testing
             return "\(error?["code"] as? Int ?? 0) \(error?["message"] as? String ?? "")"
         }
         let second = try await nextPending()
-        _ = try store.decide(second.id, approve: false, by: "bob", reason: "not now", now: McpServerTests.Harness.clock())
+        _ = try McpServerTests.orlctl(["deny", "call/\(second.id)", "--reason", "not now", "--state", h.directory])
         let denied = try await denying.value
-        #expect(denied.hasPrefix("-32003 ") && denied.contains("denied by bob: not now"), "\(denied)")
+        #expect(denied.hasPrefix("-32003 ") && denied.contains("was denied by ") && denied.contains(": not now"), "\(denied)")
 
         // Nobody decides: refused at the deadline, and recorded as Expired.
         let expired = try await h.call("notes__whoami", token: "token-b")
         let refusal = try #require(expired["error"] as? [String: Any], "\(expired)")
-        #expect((refusal["message"] as? String ?? "").contains("no one approved it within 3s"), "\(refusal)")
+        #expect((refusal["message"] as? String ?? "").contains("no one approved it within 6s"), "\(refusal)")
         #expect(try store.pendingToolApprovals(namespace: nil).isEmpty)
 
         let events = try store.read { reader throws(StoreError) in
             try reader.events(for: ResourceID(kind: "Agent", name: "b"), limit: 20)
         }.map { "\($0.reason): \($0.message)" }
-        #expect(events.contains { $0.hasPrefix("ToolApproved:") && $0.contains("approved by alice: looks fine") }, "\(events)")
-        #expect(events.contains { $0.hasPrefix("ToolDenied:") && $0.contains("denied by bob: not now") }, "\(events)")
+        #expect(events.contains { $0.hasPrefix("ToolApproved:") && $0.contains(": looks fine") }, "\(events)")
+        #expect(events.contains { $0.hasPrefix("ToolDenied:") && $0.contains(": not now") }, "\(events)")
         #expect(events.contains { $0.hasPrefix("ToolApprovalExpired:") }, "\(events)")
         #expect(events.filter { $0.hasPrefix("ToolApprovalRequested:") }.count == 3, "\(events)")
         // Agent a, without the requireApproval, calls it at once.
