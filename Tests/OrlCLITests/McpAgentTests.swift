@@ -25,19 +25,19 @@ import Testing
         let server = try h.background(
             Self.python, [example.appendingPathComponent("issues_server.py").path, "--port", "0", "--token", "issues-s3cret"],
             log: "server.out")
-        var port: Int?
+        var announced: Int?
         #expect(
             waitUntil(seconds: 30) {
                 let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
-                port = text.split(separator: "\n").first { $0.hasPrefix("listening on ") }.flatMap { Int($0.dropFirst(13)) }
-                return port != nil
+                announced = text.split(separator: "\n").first { $0.hasPrefix("listening on ") }.flatMap { Int($0.dropFirst(13)) }
+                return announced != nil
             }, "the issues server did not start: \(h.file("server.out"))")
         defer { kill(server.processIdentifier, SIGKILL) }
-        let port_ = try #require(port)
+        let port = try #require(announced)
 
         // The example as committed, but for the server's port.
         let fleet = try String(contentsOf: example.appendingPathComponent("fleet.yaml"), encoding: .utf8)
-        try h.work.write("mcp/fleet.yaml", fleet.replacingOccurrences(of: "127.0.0.1:8931", with: "127.0.0.1:\(port_)"))
+        try h.work.write("mcp/fleet.yaml", fleet.replacingOccurrences(of: "127.0.0.1:8931", with: "127.0.0.1:\(port)"))
         try h.work.write(
             "mcp/mcp.lock.json", try String(contentsOf: example.appendingPathComponent("mcp.lock.json"), encoding: .utf8))
         try FileManager.default.createDirectory(atPath: h.state + "/workspace", withIntermediateDirectories: true)
