@@ -1,5 +1,4 @@
 public import OrlCore
-public import OrlStore
 
 #if canImport(Glibc)
     import Glibc

@@ -2,6 +2,7 @@ import Dispatch
 import Hummingbird
 import NIOCore
 public import OrlCore
+import OrlJSON
 import Synchronization
 
 /// The agents' side of workflow runs on the controller's loopback API: the task

@@ -1,6 +1,7 @@
 import Hummingbird
 import NIOCore
 import OrlCore
+import OrlJSON
 import Synchronization
 
 /// `/mcp`: one MCP endpoint per agent (streamable HTTP, stateless: no session, every

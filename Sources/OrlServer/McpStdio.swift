@@ -1,5 +1,6 @@
 import Dispatch
 public import OrlCore
+import OrlJSON
 import Synchronization
 
 #if canImport(Glibc)

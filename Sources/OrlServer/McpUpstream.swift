@@ -2,6 +2,7 @@ public import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
 public import OrlCore
+public import OrlJSON
 import Synchronization
 
 /// orl as an MCP client of the servers behind `/mcp` (streamable HTTP): one session per

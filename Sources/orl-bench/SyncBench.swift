@@ -1,13 +1,11 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import OrlCore
 import OrlGit
 import OrlManifests
 import OrlStore
 
-#if canImport(Glibc)
-    import Glibc
-#endif
 #if canImport(FoundationNetworking)
     import FoundationNetworking
 #endif

@@ -4,6 +4,7 @@ import Glibc
 import NIOCore
 import NIOHTTP1
 import OrlCore
+import OrlJSON
 import OrlServer
 import OrlStore
 import OrlYAML

@@ -1,4 +1,5 @@
 public import Crypto
+import OrlJSON
 
 /// What the gateway knows of the fleet: which token is which agent, and which models
 /// each agent may call, at which price. The controller builds a new table on every pass

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// `Tool.spec.mcp`: an MCP server whose tools agents call through orl's `/mcp`. The
 /// server is one Tool resource (`type: mcp`); each of its pinned tools is a tool like
 /// any other, named `SERVER/TOOL`, which policies allow, deny or gate by approval.
