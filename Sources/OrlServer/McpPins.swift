@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 import Synchronization
 
 /// The rug pull, in the Tool's status: the API compares each MCP server's live tool
