@@ -69,6 +69,8 @@ import Testing
         let issue = "\(output["issues/create_issue"] ?? "")"
         #expect(issue.contains("Broken build") && issue.contains("CI is red"), "\(output)")
         #expect(logs.contains("called issues/create_issue"), "\(logs)")
+        // Its policy allows list_issues too, but the step lists create_issue only.
+        #expect(logs.contains("offered for this step: issues__create_issue\n"), "\(logs)")
         #expect(h.file("controller.log").contains("mcp tool \"issues/create_issue\" for \(id)/file/1: ok"), "\(h.file("controller.log"))")
 
         // And the Tool's status says its live definitions match the pins.
