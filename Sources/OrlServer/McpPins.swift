@@ -111,7 +111,17 @@ extension AgentAPI {
             checks[server] = PinCheck(pins: pins, at: .now, listedAt: listedAt, conditions: conditions)
             return before?.pins != pins || before.map { Self.same($0.conditions, conditions) } != true
         }
-        guard changed, let statusStore else { return }
+        guard changed else { return }
+        if case .checked(let drift) = finding, !drift.isEmpty {
+            // An event on the Tool too, once per change found (its calls' refusals are
+            // events of the agents that made them).
+            gateway.note(
+                ControllerEvent(
+                    time: gateway.clock(), reason: .toolRefused, resource: server,
+                    message: "MCP server \(server.name): " + drift.map(\.summary).joined(separator: "; ")
+                        + "; its changed tools are refused until pinned again"))
+        }
+        guard let statusStore else { return }
         let now = gateway.clock()
         Task {
             do throws(RunError) {

@@ -319,6 +319,10 @@ import Testing
         #expect(!condition.message.contains("list_issues"), "only the tool that changed is named")
         #expect(status.condition(ResourceStatus.ready)?.status == .false)
         #expect(status.summary(generation: 1) == "Failed")
+        let onTheTool = h.events.list.withLock { $0.filter { $0.resource == ResourceID(kind: "Tool", name: "issues") } }
+        #expect(
+            onTheTool.contains { $0.reason == .toolRefused && $0.message.contains("create_issue: description changed") },
+            "\(onTheTool.map(\.message))")
 
         // What an operator runs.
         let json = try Self.orlctl(["get", "tool", "issues", "-o", "json", "--state", h.directory])
