@@ -53,6 +53,14 @@ public struct LedgerQuery: Sendable, Hashable {
 /// retention leaves), for views that chart it: reading every call would cost a
 /// page its time budget.
 public protocol SpendHistory: Sendable {
-    /// Spend per day (days since the epoch) from `since` on, of one agent or of all.
-    func dailySpend(since: Timestamp, agent: ResourceID?) throws(StoreError) -> [Int: Charge]
+    /// Spend per day (days since the epoch) from `since` up to `until` (excluded; nil:
+    /// no end), of one agent or of all.
+    func dailySpend(since: Timestamp, until: Timestamp?, agent: ResourceID?) throws(StoreError) -> [Int: Charge]
+}
+
+extension SpendHistory {
+    /// Spend per day from `since` on.
+    public func dailySpend(since: Timestamp, agent: ResourceID?) throws(StoreError) -> [Int: Charge] {
+        try dailySpend(since: since, until: nil, agent: agent)
+    }
 }
