@@ -199,7 +199,9 @@ public struct Daemon: Sendable {
                         in: directory + "/git", thorough: false, environment: ProcessInfo.processInfo.environment)
                     for mirror in mirrors.mirrors {
                         if let error = mirror.error {
-                            log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: "git mirror \(mirror.path): \(error)"))
+                            log(
+                                ControllerEvent(
+                                    time: Controller.systemTime(), reason: .error, message: "git mirror \(mirror.path): \(error)"))
                         }
                     }
                 },

@@ -16,7 +16,10 @@ extension SQLiteStateStore {
     /// the daily roll-ups of the days from the one holding `since` on.
     public func usage(_ query: LedgerQuery) throws(StoreError) -> (calls: [LedgerEntry], days: [LedgerDay]) {
         try transaction(.deferred, intent: "read the ledger") { access throws(StoreError) in
-            (try access.ledger(query), try access.ledgerDays(agent: query.agent, from: LedgerDay.name(of: query.since ?? Timestamp(milliseconds: 0))))
+            (
+                try access.ledger(query),
+                try access.ledgerDays(agent: query.agent, from: LedgerDay.name(of: query.since ?? Timestamp(milliseconds: 0)))
+            )
         }
     }
 
@@ -100,7 +103,8 @@ extension SQLStateAccess {
             while try statement.step(intent: intent) {
                 days.append(
                     LedgerDay(
-                        day: statement.text(0), agent: ResourceID(kind: statement.text(1), namespace: statement.text(2), name: statement.text(3)),
+                        day: statement.text(0),
+                        agent: ResourceID(kind: statement.text(1), namespace: statement.text(2), name: statement.text(3)),
                         model: statement.text(4), calls: statement.int(5),
                         usage: TokenUsage(prompt: statement.int(6), completion: statement.int(7)), usd: statement.double(8)))
             }

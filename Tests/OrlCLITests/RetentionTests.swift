@@ -84,7 +84,8 @@ import Testing
         }
         try store.write { writer throws(StoreError) in
             try writer.append([
-                entry("writer", at: old, usd: 0.25), entry("writer", at: old, usd: 0.5), entry("writer", at: old, usd: 1, model: "sim/large"),
+                entry("writer", at: old, usd: 0.25), entry("writer", at: old, usd: 0.5),
+                entry("writer", at: old, usd: 1, model: "sim/large"),
                 entry("researcher", at: old, usd: 2), entry("writer", at: Timestamp(milliseconds: old.milliseconds + day), usd: 4),
                 entry("writer", at: now, usd: 8),
             ])

@@ -26,11 +26,22 @@ import Testing
     /// The base fleet's pipeline, run every day at 09:00, each agent step bounded.
     static let scheduled =
         baseFleet
-        .replacingOccurrences(of: "  inputs: [{name: topic}]\n", with: "  triggers: [{type: schedule, cron: \"0 9 * * *\"}]\n  inputs: [{name: topic, default: x}]\n")
-        .replacingOccurrences(of: "    - id: research\n      agent: researcher\n", with: "    - id: research\n      agent: researcher\n      maxTokens: 10000\n      retry: {attempts: 2}\n")
-        .replacingOccurrences(of: "    - id: draft-a\n      agent: writer\n", with: "    - id: draft-a\n      agent: writer\n      maxTokens: 5000\n")
-        .replacingOccurrences(of: "    - id: draft-b\n      agent: writer\n", with: "    - id: draft-b\n      agent: writer\n      maxTokens: 5000\n")
-        .replacingOccurrences(of: "    - id: publish\n      agent: publisher\n", with: "    - id: publish\n      agent: publisher\n      maxTokens: 1000\n")
+        .replacingOccurrences(
+            of: "  inputs: [{name: topic}]\n",
+            with: "  triggers: [{type: schedule, cron: \"0 9 * * *\"}]\n  inputs: [{name: topic, default: x}]\n"
+        )
+        .replacingOccurrences(
+            of: "    - id: research\n      agent: researcher\n",
+            with: "    - id: research\n      agent: researcher\n      maxTokens: 10000\n      retry: {attempts: 2}\n"
+        )
+        .replacingOccurrences(
+            of: "    - id: draft-a\n      agent: writer\n", with: "    - id: draft-a\n      agent: writer\n      maxTokens: 5000\n"
+        )
+        .replacingOccurrences(
+            of: "    - id: draft-b\n      agent: writer\n", with: "    - id: draft-b\n      agent: writer\n      maxTokens: 5000\n"
+        )
+        .replacingOccurrences(
+            of: "    - id: publish\n      agent: publisher\n", with: "    - id: publish\n      agent: publisher\n      maxTokens: 1000\n")
 
     @Test func scheduledRunsAreProjectedPerWorkflowAndAgent() throws {
         let report = validate(Self.scheduled)
@@ -83,7 +94,8 @@ import Testing
             of: "      pricing: {input: 0.15, output: 0.6}\n",
             with: "      pricing: {input: 0.15, output: 0.6}\n    - name: large\n      pricing: {input: 3, output: 15}\n")
         let head = dearer.replacingOccurrences(
-            of: "  name: writer\n  labels: {team: content}\nspec:\n  model: sim/small", with: "  name: writer\n  labels: {team: content}\nspec:\n  model: sim/large")
+            of: "  name: writer\n  labels: {team: content}\nspec:\n  model: sim/small",
+            with: "  name: writer\n  labels: {team: content}\nspec:\n  model: sim/large")
         #expect(head != dearer && dearer != baseFleet)
         let writer = ResourceID(kind: "Agent", name: "writer")
         let observed = ObservedUsage(tokens: [writer: TokenUsage(prompt: 1_000_000, completion: 1_000_000)], days: 30)

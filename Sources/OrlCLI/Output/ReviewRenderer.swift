@@ -96,7 +96,7 @@ enum ReviewRenderer {
     }
 
     /// The projection for people: the totals and change, then each agent and scheduled
-    /// workflow whose figure is not zero on both sides; `rises` marks what went up.
+    /// workflow whose figure changes (-o json has them all); `rises` marks what went up.
     static func projectionLines(_ p: Review.ProjectionChange) -> [(text: String, rises: Bool)] {
         func money(_ v: Double) -> String { Money.format(v, rounding: .up) }
         var lines: [(String, Bool)] = [
@@ -104,18 +104,28 @@ enum ReviewRenderer {
             ("change: \(p.increaseDescription)", p.monthlyIncrease.map { $0 > 1e-9 } ?? true),
         ]
         let observed = Dictionary(p.after.agents.map { ($0.agent, $0.observed) }, uniquingKeysWith: { a, _ in a })
-        for row in p.agentRows {
+        let changed = { (row: (id: ResourceID, before: Double, after: Double)) in abs(row.after - row.before) > 1e-9 }
+        for row in p.agentRows where changed(row) {
             let ledger = (observed[row.id] ?? nil).map { " (from the ledger: \(money($0)))" } ?? ""
-            lines.append(("\(PlanRenderer.name(row.id)): \(money(row.before)) → \(money(row.after))\(ledger)", row.after > row.before + 1e-9))
+            lines.append(
+                ("\(PlanRenderer.name(row.id)): \(money(row.before)) → \(money(row.after))\(ledger)", row.after > row.before + 1e-9))
         }
         let runs = Dictionary(
             (p.before.workflows + p.after.workflows).map { ($0.workflow, $0) }, uniquingKeysWith: { _, head in head })
-        for row in p.workflowRows {
+        for row in p.workflowRows where changed(row) {
             let w = runs[row.id]!
             lines.append(
                 (
                     "\(PlanRenderer.name(row.id)): \(money(row.before)) → \(money(row.after)) (\((w.runsPerMonth * 10).rounded() / 10) runs a month, at most \(money(w.perRun)) a run)",
                     row.after > row.before + 1e-9
+                ))
+        }
+        let same = (p.agentRows.count { !changed($0) }, p.workflowRows.count { !changed($0) })
+        if same.0 + same.1 > 0 {
+            lines.append(
+                (
+                    "unchanged: \(same.0) agent\(same.0 == 1 ? "" : "s"), \(same.1) scheduled workflow\(same.1 == 1 ? "" : "s") (-o json lists them)",
+                    false
                 ))
         }
         for step in p.after.unbounded {

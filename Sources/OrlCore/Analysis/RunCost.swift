@@ -24,7 +24,8 @@ struct RunCost {
             for agent in agents[i] {
                 guard let pricing = price(of: agent, fleet: fleet) else { continue }
                 let tokens = step.retry.attempts.saturatingMultiplied(by: maxTokens)
-                candidates.append(Candidate(agent: agent, usd: Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens: tokens))
+                candidates.append(
+                    Candidate(agent: agent, usd: Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens: tokens))
             }
             if !candidates.isEmpty { steps.append(candidates) }
         }
@@ -51,7 +52,8 @@ struct RunCost {
     /// The price of the agent's model, USD per million tokens.
     static func price(of agent: Resource, fleet: Fleet) -> ModelProviderSpec.Pricing? {
         guard let model = agent.agent?.model.value else { return nil }
-        return fleet.resource(.modelProvider, model.provider, namespace: agent.metadata.namespace)?.modelProvider?.model(named: model.model)?
+        return fleet.resource(.modelProvider, model.provider, namespace: agent.metadata.namespace)?.modelProvider?.model(
+            named: model.model)?
             .pricing
     }
 }

@@ -239,7 +239,8 @@ extension Review {
     public var spendItems: [String] {
         var items: [String] = []
         if let spend, spend.monthlyIncrease.map({ $0 > 1e-9 }) ?? true {
-            items.append("spend ceiling: \(spend.increaseDescription) (before: \(spend.before.description); after: \(spend.after.description))")
+            items.append(
+                "spend ceiling: \(spend.increaseDescription) (before: \(spend.before.description); after: \(spend.after.description))")
         }
         if let projection, projection.monthlyIncrease.map({ $0 > 1e-9 }) ?? true {
             let rising = projection.agentRows.filter { $0.after > $0.before + 1e-9 }.map {
