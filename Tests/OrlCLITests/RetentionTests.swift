@@ -34,8 +34,22 @@ import Testing
             try writer.append([entry(100, usd: 0.25), entry(100, usd: 0.5), entry(90, usd: 1), entry(1, usd: 2)])
         }
 
+        // A value on each run's blackboard, as a step's output: it goes with its run.
+        let runIDs = ids.compactMap { RunID($0.replacingOccurrences(of: "run/", with: "")) }
+        #expect(runIDs.count == 4)
+        try store.writeRuns { writer throws(StoreError) in
+            for run in runIDs {
+                try writer.put(
+                    BlackboardValue(run: run, key: "research", value: "{\"notes\":\"n\"}", writtenAt: now, step: "research", attempt: 1))
+            }
+        }
+        func blackboard(_ run: RunID) throws -> Int { try store.readRuns { reader throws(StoreError) in try reader.values(of: run).count } }
+        #expect(try runIDs.allSatisfy { try blackboard($0) == 1 })
+
         let gc = try await orlctl(["gc", "--keep-runs", "1", "--keep-events", "5"])
         #expect(gc.status == 0, "\(gc.stdout)\(gc.stderr)")
+        #expect(try blackboard(runIDs[0]) == 0 && blackboard(runIDs[1]) == 0)
+        #expect(try blackboard(runIDs[2]) > 0 && blackboard(runIDs[3]) > 0)
         #expect(gc.stdout.contains("Deleted 2 runs, "), "\(gc.stdout)")
         #expect(gc.stdout.contains("and 3 ledger rows (rolled up into 2 daily rows)"), "\(gc.stdout)")
         #expect(gc.stdout.contains("database"), "\(gc.stdout)")
