@@ -85,11 +85,16 @@ extension PostgresAccess {
 
 /// Spend per UTC day, from the ledger and the daily roll-ups retention leaves.
 extension PostgresStateStore: SpendHistory {
-    public func dailySpend(since: Timestamp, agent: ResourceID?) throws(StoreError) -> [Int: Charge] {
+    public func dailySpend(since: Timestamp, until: Timestamp?, agent: ResourceID?) throws(StoreError) -> [Int: Charge] {
         try transaction(writable: false, intent: "sum the spend per day") { access throws(StoreError) in
             let session = try access.connection()
-            let filter = agent == nil ? "" : " AND kind = $2 AND namespace = $3 AND name = $4"
-            let agentBinds: [PostgresValue] = agent.map { [.text($0.kind), .text($0.namespace), .text($0.name)] } ?? []
+            var binds: [PostgresValue] = [.int(since.milliseconds)]
+            var filter = ""
+            if let agent {
+                binds += [.text(agent.kind), .text(agent.namespace), .text(agent.name)]
+                filter += " AND kind = $2 AND namespace = $3 AND name = $4"
+            }
+            let end = until == nil ? "" : " AND time < $\(binds.count + 1)"
             var days: [Int: Charge] = [:]
             func add(_ day: Int, _ usd: Double, _ tokens: Double) {
                 let before = days[day] ?? Charge(usd: 0, tokens: 0)
@@ -99,8 +104,8 @@ extension PostgresStateStore: SpendHistory {
             for row in try session.query(
                 """
                 SELECT (time / 86400000)::bigint, coalesce(sum(usd), 0)::float8, coalesce(sum(prompt_tokens + completion_tokens), 0)::float8
-                FROM ledger WHERE time >= $1\(filter) GROUP BY time / 86400000
-                """, [.int(since.milliseconds)] + agentBinds, intent: intent)
+                FROM ledger WHERE time >= $1\(filter)\(end) GROUP BY time / 86400000
+                """, binds + (until.map { [.int($0.milliseconds)] } ?? []), intent: intent)
             {
                 add(try row.int(0), try row.double(1), try row.double(2))
             }
@@ -109,12 +114,17 @@ extension PostgresStateStore: SpendHistory {
                 let text = String(value)
                 return String(repeating: "0", count: max(0, width - text.count)) + text
             }
-            let firstDay = "\(pad(first.year, 4))-\(pad(first.month, 2))-\(pad(first.day, 2))"
+            func dayText(_ date: CivilDate) -> String { "\(pad(date.year, 4))-\(pad(date.month, 2))-\(pad(date.day, 2))" }
+            binds[0] = .text(dayText(first))
+            if let until {
+                // The days wholly before `until`, and the one it falls in when it is not a midnight.
+                binds.append(.text(dayText(CivilDate(daysSinceEpoch: Int((until.milliseconds + 86_399_999) / 86_400_000)))))
+            }
             for row in try session.query(
                 """
                 SELECT day, coalesce(sum(usd), 0)::float8, coalesce(sum(prompt_tokens + completion_tokens), 0)::float8
-                FROM ledger_daily WHERE day >= $1\(filter) GROUP BY day
-                """, [.text(firstDay)] + agentBinds, intent: intent)
+                FROM ledger_daily WHERE day >= $1\(filter)\(until == nil ? "" : " AND day < $\(binds.count)") GROUP BY day
+                """, binds, intent: intent)
             {
                 let parts = try row.text(0).split(separator: "-").compactMap { Int($0) }
                 guard parts.count == 3 else { continue }

@@ -156,5 +156,10 @@ private let start = Timestamp(milliseconds: 1_795_161_600_000)
                 20_001: Charge(usd: 4, tokens: 15)
             ])
         #expect(try store.dailySpend(since: Timestamp(milliseconds: 20_001 * day), agent: nil) == [20_001: Charge(usd: 4, tokens: 15)])
+        #expect(
+            try store.dailySpend(since: Timestamp(milliseconds: 20_000 * day), until: Timestamp(milliseconds: 20_001 * day), agent: nil)
+                == [
+                    20_000: Charge(usd: 3, tokens: 30)
+                ])
     }
 }

@@ -86,8 +86,8 @@ struct McpCommand: AsyncParsableCommand {
             let upstream = McpUpstream(stdio: stdio)
             let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("orl-pin-\(UUID().uuidString)").path
             defer { try? FileManager.default.removeItem(atPath: scratch) }
-            var sources = ManifestSourceOptions()
-            sources.files = files
+            // Parsed, not built: an option group's unset options cannot be read otherwise.
+            let sources = try ManifestSourceOptions.parse(files.flatMap { ["-f", $0] })
             let origin = CodeOrigin(root: sources.codeRoot, source: sources.resolvedSource, revision: nil)
             let stateDirectory = PIDLock.absolute(state.resolvedDirectory)
             var vault: StateVault?
