@@ -151,12 +151,7 @@ public actor Controller {
         while !Task.isCancelled && !stopRequested {
             if ContinuousClock.now - lastPass >= configuration.resyncInterval { dirty = true }
             if let due = requeueAt.values.min(), due <= clock() { dirty = true }
-            // Asked of the runtime rather than of /proc: for its own children a
-            // waitpid(WNOHANG), where reading /proc for 100 agents four times a second
-            // was most of an idle controller's CPU. The exit is kept for the pass.
-            if !dirty, alive.contains(where: { id in stopping[id] == nil && records[id]?.process.map(runtime.exitStatus) != nil }) {
-                dirty = true
-            }
+            if !dirty, anAgentExited() { dirty = true }
             if dirty {
                 dirty = false
                 lastPass = ContinuousClock.now
@@ -174,6 +169,18 @@ public actor Controller {
         }
         // Not in this (maybe cancelled) task: a cancelled stop cuts grace periods short.
         await Task { await self.stopAll() }.value
+    }
+
+    /// Whether a process believed to run has ended: asked of the runtime rather than of
+    /// /proc (for its own children a waitpid(WNOHANG), where reading /proc for 100
+    /// agents four times a second was most of an idle controller's CPU). The exit is
+    /// kept for the pass. A process that still runs must not count: a full pass at every
+    /// look over an idle fleet was a fifth of a core for 100 agents.
+    private func anAgentExited() -> Bool {
+        alive.contains { id in
+            guard stopping[id] == nil, let process = records[id]?.process else { return false }
+            return runtime.exitStatus(process) != nil
+        }
     }
 
     /// How long the loop may wait for its inbox before it must look by itself.

@@ -17,6 +17,8 @@ final class FakeRuntime: AgentRuntime {
     }
 
     private let state = Mutex<(next: Int32, processes: [ProcessIdentity: Process])>((1000, [:]))
+    /// How many times the controller asked whether a process had ended.
+    let looks = Counter()
 
     func start(_ spec: ProcessSpec) throws(RuntimeError) -> ProcessIdentity {
         state.withLock { state in
@@ -32,7 +34,8 @@ final class FakeRuntime: AgentRuntime {
     }
 
     func exitStatus(_ process: ProcessIdentity) -> ProcessExit? {
-        state.withLock { state in
+        defer { looks.add() }
+        return state.withLock { state in
             guard let known = state.processes[process] else { return .signaled(signal: 0) }
             return known.exit
         }
@@ -60,6 +63,35 @@ final class FakeRuntime: AgentRuntime {
 
     func running(_ name: String) -> ProcessIdentity? {
         processes(of: name).last { $0.process.exit == nil }?.id
+    }
+}
+
+/// A count a test waits on (passes, looks at processes), rather than sleeping.
+final class Counter: Sendable {
+    private let state = Mutex<(count: Int, waiters: [(atLeast: Int, CheckedContinuation<Void, Never>)])>((0, []))
+
+    var value: Int { state.withLock { $0.count } }
+
+    func add() {
+        let ready = state.withLock { state in
+            state.count += 1
+            let count = state.count
+            defer { state.waiters.removeAll { $0.atLeast <= count } }
+            return state.waiters.filter { $0.atLeast <= count }.map(\.1)
+        }
+        for continuation in ready { continuation.resume() }
+    }
+
+    /// Returns once the count is at least `count`.
+    func wait(atLeast count: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if state.count >= count { return true }
+                state.waiters.append((count, continuation))
+                return false
+            }
+            if now { continuation.resume() }
+        }
     }
 }
 
@@ -167,9 +199,10 @@ final class TemporaryState {
         store = try SQLiteStateStore(directory: state.directory)
     }
 
-    func controller(runtime: FakeRuntime? = nil) -> Controller {
+    func controller(runtime: FakeRuntime? = nil, configure: (inout Controller.Configuration) -> Void = { _ in }) -> Controller {
         var configuration = Controller.Configuration(stateDirectory: state.directory)
         configuration.defaultGrace = .milliseconds(10)
+        configure(&configuration)
         let events = self.events
         let clock = self.clock
         return Controller(
@@ -260,5 +293,49 @@ final class TemporaryState {
         #expect(runtime.running("a") == nil)
         #expect(runtime.running("b") == nil)
         #expect(try status("a")?.condition(ResourceStatus.ready)?.reason == "ControllerStopped")
+    }
+
+    /// A pass that finds every agent as it should be writes nothing, so that the
+    /// controller's own pass never reads as a change of the store.
+    @Test func aPassOverUnchangedAgentsWritesNothing() async throws {
+        try apply(fleet(["a", "b", "c"]), to: store, at: clock.now)
+        let controller = controller()
+        await controller.reconcileNow()
+        await controller.reconcileNow()
+        #expect(try status("a")?.condition(ResourceStatus.ready)?.status == .true)
+        let observer = try SQLiteStateStore(directory: state.directory)
+        let before = try observer.changeMarker()
+        for _ in 0..<3 {
+            clock.advance(.seconds(40))
+            await controller.reconcileNow()
+        }
+        #expect(try observer.changeMarker() == before)
+    }
+
+    /// An idle fleet costs no pass: the loop looks at its processes every poll interval,
+    /// and one that still runs is no reason to reconcile (a full pass at every look was
+    /// a fifth of a core for 100 idle agents), nor to write anything.
+    @Test func anIdleFleetIsLookedAtWithoutPassesOrWrites() async throws {
+        let names = (0..<20).map { "agent-\($0)" }
+        try apply(fleet(names), to: store, at: clock.now)
+        let passes = Counter()
+        let controller = controller {
+            $0.pollInterval = .milliseconds(2)
+            $0.resyncInterval = .seconds(3600)
+            $0.onPass = { _ in passes.add() }
+        }
+        let observer = try SQLiteStateStore(directory: state.directory)
+        let loop = Task { await controller.run() }
+        for name in names { await events.wait { $0.reason == .started && $0.resource?.name == name } }
+        // The pass that reports them Running, then two looks at every process.
+        await runtime.looks.wait(atLeast: runtime.looks.value + 3 * names.count)
+        let (converged, marker) = (passes.value, try observer.changeMarker())
+        #expect(try status("agent-0")?.condition(ResourceStatus.ready)?.status == .true)
+        // Five more looks at every process.
+        await runtime.looks.wait(atLeast: runtime.looks.value + 5 * names.count)
+        #expect(passes.value == converged)
+        #expect(try observer.changeMarker() == marker)
+        controller.requestStop()
+        await loop.value
     }
 }
