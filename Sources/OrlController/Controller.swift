@@ -1,5 +1,6 @@
 public import OrlCore
 public import OrlStore
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -229,12 +230,71 @@ public actor Controller {
         var resumptions: [ResourceID: Timestamp] = [:]
     }
 
+    /// What the stored resources and secrets make of the fleet, kept from pass to pass
+    /// while they stay the same: decoding and validating every manifest, and each
+    /// agent's launch (its secrets opened, its canonical hash), were most of a pass's
+    /// cost, and a pass over an unchanged store (a resync, an exit) needs none of it.
+    private struct Plan {
+        var serial: Int
+        var stored: [StoredResource]
+        var sealed: [SealedSecret]
+        var fleet: Fleet
+        var unreadable: Set<ResourceID>
+        var engine: PolicyEngine
+        var credentials: CredentialSecrets
+        /// Each agent's launch, with the paths its resolution asked about (which
+        /// arguments name files of its source) and what they were then: asked again
+        /// before the launch is reused, so a file that appeared since is seen.
+        var launches: [ResourceID: (launch: AgentLaunch.Launch?, probes: [String: Bool])] = [:]
+    }
+
+    private var plan: Plan?
+    /// The plan and tokens the gateway was last handed: not handed again when the same.
+    private var published: (plan: Int, tokens: [ResourceID: String])?
+
+    private func plan(stored: [StoredResource], sealed: [SealedSecret]) -> Plan {
+        if let plan, plan.stored == stored, plan.sealed == sealed { return plan }
+        let (fleet, unreadable) = Fleet.applied(stored)
+        let plan = Plan(
+            serial: (plan?.serial ?? 0) + 1, stored: stored, sealed: sealed, fleet: fleet, unreadable: unreadable,
+            engine: PolicyEngine(fleet), credentials: CredentialSecrets(fleet))
+        self.plan = plan
+        return plan
+    }
+
+    /// The agent's launch: the plan's, unless the plan has none for it, the files its
+    /// arguments name have come or gone, or it waits (for a secret, or for the vault's
+    /// key: a key file put in place changes nothing in the store).
+    private func launch(of agent: Resource, in plan: inout Plan, vault: () -> Vault) -> AgentLaunch.Launch? {
+        if let known = plan.launches[agent.id], known.launch?.waiting == nil,
+            known.probes.allSatisfy({ path, existed in (access(path, F_OK) == 0) == existed })
+        {
+            return known.launch
+        }
+        let probes = Mutex<[String: Bool]>([:])
+        let context = AgentLaunch.Context(
+            stateDirectory: configuration.stateDirectory, apiURL: configuration.apiURL,
+            fileExists: { path in
+                let exists = access(path, F_OK) == 0
+                probes.withLock { $0[path] = exists }
+                return exists
+            })
+        let vault = vault()
+        let launch = AgentLaunch.launch(
+            agent, permissions: plan.engine.permissions(of: agent.id), credentials: plan.credentials, context: context,
+            secretValue: vault.value)
+        plan.launches[agent.id] = (launch, probes.withLock { $0 })
+        return launch
+    }
+
     private func desired(now: Timestamp) throws(StoreError) -> Desired {
         let (stored, holds, sealed) = try store.read { reader throws(StoreError) in
             (try reader.resources(kind: nil, namespace: nil), Set(try reader.holds().map(\.agent)), try reader.secrets(namespace: nil))
         }
         var result = Desired()
-        let (fleet, unreadable) = Fleet.applied(stored)
+        var plan = self.plan(stored: stored, sealed: sealed)
+        defer { self.plan = plan }
+        let (fleet, unreadable) = (plan.fleet, plan.unreadable)
         for resource in stored where resource.id.kind == ResourceKind.agent.rawValue {
             if unreadable.contains(resource.id) {
                 result.unreadable.insert(resource.id)
@@ -246,21 +306,21 @@ public actor Controller {
         // The gateway sees the fleet before halts are asked for: a raised limit lifts them.
         publish(fleet, now: now)
         let halts = gateway?.halts(now: now) ?? [:]
-        let engine = PolicyEngine(fleet)
-        let credentials = CredentialSecrets(fleet)
-        let vault = Vault(sealed: sealed, key: masterKey)
-        let context = AgentLaunch.Context(
-            stateDirectory: configuration.stateDirectory, apiURL: configuration.apiURL, fileExists: { access($0, F_OK) == 0 })
+        // Opened (and the master key read) only when a launch is made again.
+        var opened: Vault?
+        let masterKey = self.masterKey
+        let vault = {
+            if let opened { return opened }
+            let vault = Vault(sealed: sealed, key: masterKey)
+            opened = vault
+            return vault
+        }
         for id in result.generations.keys {
             guard let agent = fleet[id], let spec = agent.agent else {
                 result.unreadable.insert(id)
                 continue
             }
-            guard
-                let launch = AgentLaunch.launch(
-                    agent, permissions: engine.permissions(of: id), credentials: credentials, context: context,
-                    secretValue: vault.value)
-            else { continue }
+            guard let launch = launch(of: agent, in: &plan, vault: vault) else { continue }
             if records[id] == nil { records[id] = SupervisionRecord(agent: id) }
             var hold: AgentIntent.Hold?
             if holds.contains(id) {
@@ -414,7 +474,10 @@ public actor Controller {
         for (id, record) in records where record.process != nil {
             if let digest = record.tokenDigest { tokens[id] = digest }
         }
+        let serial = plan?.serial ?? 0
+        if let published, published.plan == serial, published.tokens == tokens { return }
         gateway.update(fleet: fleet, tokens: tokens, now: now)
+        published = (serial, tokens)
     }
 
     private func stopped(_ id: ResourceID, _ process: ProcessIdentity, exit: ProcessExit?, restart: Bool) {

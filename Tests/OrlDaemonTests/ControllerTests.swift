@@ -167,10 +167,11 @@ func fleet(_ agents: [String], suspended: Set<String> = []) -> String {
     return documents.joined(separator: "\n---\n")
 }
 
-func apply(_ yaml: String, to store: SQLiteStateStore, at now: Timestamp) throws {
+func apply(_ yaml: String, to store: SQLiteStateStore, at now: Timestamp, codeRoot: String? = nil) throws {
     let report = ManifestValidation.validate([YAMLParser().parse(yaml, file: "fleet.yaml")])
     try #require(report.isValid, "\(report.diagnostics.filter { $0.severity == .error }.map(\.message))")
-    _ = try ApplyOperation.apply(report.fleet, to: store, options: ApplyOptions(source: "test", appliedBy: "test"), now: now)
+    _ = try ApplyOperation.apply(
+        report.fleet, to: store, options: ApplyOptions(source: "test", appliedBy: "test", codeRoot: codeRoot), now: now)
 }
 
 /// A state directory under a fresh temporary directory, removed with the value.
@@ -337,5 +338,26 @@ final class TemporaryState {
         #expect(try observer.changeMarker() == marker)
         controller.requestStop()
         await loop.value
+    }
+
+    /// Launches are kept from pass to pass while the store stays the same, but the files
+    /// an agent's arguments name are looked at again: one that appears since is used.
+    @Test func aKeptLaunchIsMadeAgainWhenAFileItsArgumentsNameAppears() async throws {
+        let source = state.root + "/src"
+        try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+        let yaml = fleet(["a"]).replacingOccurrences(
+            of: "command: /bin/sleep, args: [\"1000\"]", with: "command: python3, args: [agent.py]")
+        try apply(yaml, to: store, at: clock.now, codeRoot: source)
+        let controller = controller()
+        await controller.reconcileNow()
+        #expect(runtime.processes(of: "a").map(\.process.spec.arguments) == [["agent.py"]])
+        await controller.reconcileNow()
+        #expect(runtime.processes(of: "a").count == 1)
+        FileManager.default.createFile(atPath: source + "/agent.py", contents: Data("print()\n".utf8))
+        await controller.reconcileNow()
+        let first = try #require(runtime.processes(of: "a").first?.id)
+        await events.wait { $0.reason == .stopped && $0.pid == first.pid }
+        await controller.reconcileNow()
+        #expect(runtime.processes(of: "a").map(\.process.spec.arguments) == [["agent.py"], [source + "/agent.py"]])
     }
 }
