@@ -146,8 +146,12 @@ public struct Daemon: Sendable {
         let feed = ChangeFeed(
             store: feedStore, interval: configuration.changePollInterval,
             subscribers: [
-                { controller.inbox.post(.storeChanged) }, { runs.storeChanged.post(true) }, { agents.storeChanged() },
-                { secrets.changed.post(true) },
+                .init(topics: [.resources, .secrets]) { controller.inbox.post(.storeChanged) },
+                // Workflows (their cron triggers) are resources.
+                .init(topics: [.resources]) { runs.storeChanged.post(true) },
+                // Task polls wait for a Ready step: a run started, an approval decided.
+                .init(topics: [.runs]) { agents.storeChanged() },
+                .init(topics: [.secrets]) { secrets.changed.post(true) },
             ],
             log: { log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: $0)) })
 

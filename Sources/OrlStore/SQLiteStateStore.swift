@@ -61,6 +61,22 @@ public final class SQLiteStateStore: StateStore {
         }
     }
 
+    /// How many writes each topic has seen (see `ChangeTopic`): read when
+    /// `changeMarker` moved, to tell which consumers the commits concern.
+    public func changeGenerations() throws(StoreError) -> [ChangeTopic: Int64] {
+        try connection.withLock { (database: inout Database) throws(StoreError) in
+            let intent = "read the change generations"
+            return try database.withStatement("SELECT topic, generation FROM change_topics", intent: intent) {
+                statement throws(StoreError) in
+                var generations: [ChangeTopic: Int64] = [:]
+                while try statement.step(intent: intent) {
+                    if let topic = ChangeTopic(rawValue: statement.text(0)) { generations[topic] = statement.int64(1) }
+                }
+                return generations
+            }
+        }
+    }
+
     func transaction<T>(
         _ mode: Database.TransactionMode, intent: String, _ body: (Access) throws(StoreError) -> T
     ) throws(StoreError) -> T {
@@ -202,4 +218,16 @@ public final class SQLiteStateStore: StateStore {
             prefix += "/"
         }
     }
+}
+
+/// What a consumer of the store's changes reads, each counted by triggers on its
+/// tables (`change_topics`), whichever process writes: the controller's and the
+/// agents' own bookkeeping (statuses, supervision, events, the ledger) counts for none.
+public enum ChangeTopic: String, Sendable, Hashable, CaseIterable {
+    /// Applied resources and `orlctl suspend`'s holds.
+    case resources
+    /// The vault's sealed secrets.
+    case secrets
+    /// Workflow runs, their steps, attempts and values, and tool-call approvals.
+    case runs
 }
