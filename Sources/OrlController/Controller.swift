@@ -50,6 +50,8 @@ public actor Controller {
         case asked(String)
         /// A stop this controller started has finished.
         case stopFinished
+        /// A process the runtime watches for us has ended.
+        case processEnded
         /// Stop every agent gracefully and return from `run`.
         case stop
     }
@@ -74,6 +76,8 @@ public actor Controller {
     private var records: [ResourceID: SupervisionRecord] = [:]
     /// Agents whose recorded process is believed to run.
     private var alive: Set<ResourceID> = []
+    /// Processes whose end the runtime announces (`AgentRuntime.watch`): not looked at.
+    private var watched: Set<ProcessIdentity> = []
     /// Agents being stopped by a task of their own; passes leave them alone.
     private var stopping: [ResourceID: Task<Void, Never>] = [:]
     private var grace: [ResourceID: Duration] = [:]
@@ -142,9 +146,10 @@ public actor Controller {
     /// grace period, all at once) and returns.
     ///
     /// Between passes it waits on its inbox, so an idle controller costs nothing but
-    /// the wake-ups it needs: a process that runs is looked at every `pollInterval`
-    /// (its exit is noticed by looking), a halt or backoff ends at its time, and every
-    /// `resyncInterval` it reads the whole state again in case a change went unseen.
+    /// the wake-ups it needs: the runtime announces a process's end (a pidfd; one it
+    /// cannot watch is looked at every `pollInterval`), a halt or backoff ends at its
+    /// time, and every `resyncInterval` it reads the whole state again (and asks after
+    /// every process) in case a change went unseen.
     public func run() async {
         adopt()
         started = true
@@ -160,7 +165,7 @@ public actor Controller {
             }
             for reason in await inbox.take(waitingAtMost: nextLook(lastPass: lastPass)) {
                 switch reason {
-                case .storeChanged, .stopFinished: dirty = true
+                case .storeChanged, .stopFinished, .processEnded: dirty = true
                 case .asked(let why):
                     emit(.woken, message: why)
                     dirty = true
@@ -179,9 +184,15 @@ public actor Controller {
     /// look over an idle fleet was a fifth of a core for 100 agents.
     private func anAgentExited() -> Bool {
         alive.contains { id in
-            guard stopping[id] == nil, let process = records[id]?.process else { return false }
+            guard stopping[id] == nil, let process = records[id]?.process, !watched.contains(process) else { return false }
             return runtime.exitStatus(process) != nil
         }
+    }
+
+    /// Has the runtime announce the process's end, when it can.
+    private func watch(_ process: ProcessIdentity) {
+        let inbox = self.inbox
+        if runtime.watch(process, onExit: { inbox.post(.processEnded) }) { watched.insert(process) }
     }
 
     /// How long the loop may wait for its inbox before it must look by itself.
@@ -189,7 +200,8 @@ public actor Controller {
         var wait = configuration.resyncInterval - (ContinuousClock.now - lastPass)
         // A failed pass (the store was locked) is tried again soon.
         if dirty { wait = min(wait, configuration.pollInterval) }
-        if alive.contains(where: { stopping[$0] == nil }) { wait = min(wait, configuration.pollInterval) }
+        let unwatched = alive.contains { id in stopping[id] == nil && records[id]?.process.map(watched.contains) == false }
+        if unwatched { wait = min(wait, configuration.pollInterval) }
         if let due = requeueAt.values.min() {
             wait = min(wait, .milliseconds(max(0, due.milliseconds - clock().milliseconds)))
         }
@@ -210,6 +222,7 @@ public actor Controller {
             if let process = record.process, runtime.isRunning(process) {
                 alive.insert(record.agent)
                 runtime.adopt(process)
+                watch(process)
                 emit(.adopted, record.agent, process, message: "\(process)")
             } else {
                 record.process = nil
@@ -376,6 +389,7 @@ public actor Controller {
         if let process = record.process, alive.contains(id), let exit = runtime.exitStatus(process) {
             observation = Reconciler.recordExit(exit, of: observation, at: now, backoff: configuration.backoff)
             alive.remove(id)
+            watched.remove(process)
             jitter[id] = random()
             emit(.exited, id, process, message: "\(process): \(exit)" + (runtime.exitNote(process).map { ": \($0)" } ?? ""))
         }
@@ -415,6 +429,7 @@ public actor Controller {
                     emit(.error, id, message: "recording the start of \(process): \(error.description)")
                 }
                 alive.insert(id)
+                watch(process)
                 startErrors[id] = nil
                 emit(.started, id, process, message: "\(process)")
                 // Look again at once, to report it Running.
@@ -483,6 +498,7 @@ public actor Controller {
     private func stopped(_ id: ResourceID, _ process: ProcessIdentity, exit: ProcessExit?, restart: Bool) {
         stopping[id] = nil
         alive.remove(id)
+        watched.remove(process)
         inbox.post(.stopFinished)
         emit(.stopped, id, process, message: "\(process)\(exit.map { ": \($0)" } ?? "")")
         if var record = records[id], record.process == process {

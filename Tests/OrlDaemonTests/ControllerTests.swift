@@ -19,6 +19,19 @@ final class FakeRuntime: AgentRuntime {
     private let state = Mutex<(next: Int32, processes: [ProcessIdentity: Process])>((1000, [:]))
     /// How many times the controller asked whether a process had ended.
     let looks = Counter()
+    /// Whether it announces ends (`watch`), as the real runtime does with pidfds.
+    let announces: Bool
+    private let watchers = Mutex<[ProcessIdentity: @Sendable () -> Void]>([:])
+
+    init(announces: Bool = false) { self.announces = announces }
+
+    func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool {
+        guard announces else { return false }
+        watchers.withLock { $0[process] = onExit }
+        return true
+    }
+
+    private func announce(_ process: ProcessIdentity) { watchers.withLock { $0.removeValue(forKey: process) }?() }
 
     func start(_ spec: ProcessSpec) throws(RuntimeError) -> ProcessIdentity {
         state.withLock { state in
@@ -42,7 +55,8 @@ final class FakeRuntime: AgentRuntime {
     }
 
     func stop(_ process: ProcessIdentity, grace: Duration) async -> ProcessExit? {
-        state.withLock { state in
+        defer { announce(process) }
+        return state.withLock { state in
             state.processes[process]?.stopped = true
             if state.processes[process]?.exit == nil { state.processes[process]?.exit = .signaled(signal: 15) }
             return state.processes[process]?.exit
@@ -52,6 +66,7 @@ final class FakeRuntime: AgentRuntime {
     /// The process ends on its own (a crash when `code` is not 0).
     func end(_ process: ProcessIdentity, code: Int32) {
         state.withLock { $0.processes[process]?.exit = .exited(code: code) }
+        announce(process)
     }
 
     /// The processes of an agent, oldest first.
@@ -359,5 +374,24 @@ final class TemporaryState {
         await events.wait { $0.reason == .stopped && $0.pid == first.pid }
         await controller.reconcileNow()
         #expect(runtime.processes(of: "a").map(\.process.spec.arguments) == [["agent.py"], [source + "/agent.py"]])
+    }
+
+    /// With a runtime that announces ends, the loop never looks: an exit is noticed with
+    /// polling and resyncs an hour apart.
+    @Test(.timeLimit(.minutes(1))) func anAnnouncedEndIsNoticedWithoutLooking() async throws {
+        let runtime = FakeRuntime(announces: true)
+        try apply(fleet(["a", "b"]), to: store, at: clock.now)
+        let controller = controller(runtime: runtime) {
+            $0.pollInterval = .seconds(3600)
+            $0.resyncInterval = .seconds(3600)
+        }
+        let loop = Task { await controller.run() }
+        await events.wait { $0.reason == .started && $0.resource?.name == "b" }
+        let first = try #require(runtime.running("a"))
+        runtime.end(first, code: 3)
+        await events.wait { $0.reason == .exited && $0.pid == first.pid }
+        controller.requestStop()
+        await loop.value
+        #expect(runtime.processes(of: "b").count == 1)
     }
 }
