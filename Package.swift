@@ -83,7 +83,7 @@ let package = Package(
         .target(name: "OrlGit", dependencies: ["CGit2"], swiftSettings: strictness),
         // The manifest pipeline's reading half (manifest files parsed and read on every
         // core) and the GitOps sync of a git source into the state.
-        .target(name: "OrlSync", dependencies: ["OrlCore", "OrlYAML", "OrlGit"], swiftSettings: strictness),
+        .target(name: "OrlManifests", dependencies: ["OrlCore", "OrlYAML", "OrlGit"], swiftSettings: strictness),
         // The reconcile loop: applied Agents in the store made into running processes.
         .target(name: "OrlController", dependencies: ["OrlCore", "OrlStore", "OrlRuntime"], swiftSettings: strictness),
         // HTTP: the gateway agents call instead of their model provider.
@@ -122,7 +122,7 @@ let package = Package(
         .target(
             name: "OrlCLI",
             dependencies: [
-                "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer", "OrlDaemon", "OrlGit", "OrlSync",
+                "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer", "OrlDaemon", "OrlGit", "OrlManifests",
                 "COrlBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -137,7 +137,7 @@ let package = Package(
         .executableTarget(
             name: "orl-bench",
             dependencies: [
-                "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlSync", "OrlServer", "OrlRuntime",
+                "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlManifests", "OrlServer", "OrlRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -159,7 +159,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
-            exclude: ["Fixtures"],
+            exclude: ["Fixtures", "stdio_server.py"],
             swiftSettings: strictness
         ),
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
@@ -167,7 +167,7 @@ let package = Package(
             name: "OrlDaemonTests", dependencies: ["OrlDaemon", "OrlController", "OrlStore", "OrlCore", "OrlYAML"],
             swiftSettings: strictness),
         .testTarget(
-            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlSync"],
+            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlManifests"],
             exclude: ["Golden", "Fixtures"],
             swiftSettings: strictness),
     ]

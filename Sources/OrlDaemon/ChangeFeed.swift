@@ -10,7 +10,7 @@ import ServiceLifecycle
 /// set`, a `watch` round) and this daemon's other connections alike. It is the only
 /// poll of the daemon: one cheap pragma every `interval`, on an executor of its own.
 /// It moves with every commit, though, the daemon's own bookkeeping included (statuses,
-/// supervision records, events, the ledger), so when it does the feed reads the store's
+/// supervision records, the ledger, the alert outbox), so when it does the feed reads the store's
 /// per-topic generations (`ChangeTopic`, counted by triggers whichever process writes)
 /// and calls only the subscribers of a topic that moved: the controller's own writes
 /// never wake it, nor does a ledger flush wake every waiting task poll. Subscribers are

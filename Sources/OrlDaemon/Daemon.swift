@@ -49,6 +49,8 @@ public struct Daemon: Sendable {
         public var metricsListen: (host: String, port: Int)?
         /// Metrics and spans (`.off`: none kept).
         public var telemetry: Telemetry = .off
+        /// Who the dashboard's decisions are recorded as made by (`user@host (dashboard)`).
+        public var identity = "dashboard"
         /// The controller's own settings (its API URL is set once the API listens).
         public var controller: Controller.Configuration
 
@@ -99,9 +101,12 @@ public struct Daemon: Sendable {
         let feedStore: SQLiteStateStore
         let secretsStore: SQLiteStateStore
         let retentionStore: SQLiteStateStore
+        let dashboardStore: SQLiteStateStore
+        let alertStore: SQLiteStateStore
         do {
             (store, apiStore, runsStore) = (try openStore(), try openStore(), try openStore())
             (ledgerStore, feedStore, secretsStore, retentionStore) = (try openStore(), try openStore(), try openStore(), try openStore())
+            (dashboardStore, alertStore) = (try openStore(), try openStore())
         } catch {
             throw DaemonError("cannot open the state in \(directory): \(error.description)")
         }
@@ -129,7 +134,11 @@ public struct Daemon: Sendable {
         // Ready only once it knows the tasks in flight: their calls are attributed from
         // the first one.
         await agents.prepare()
-        let (url, server) = try await serve(gateway, agents: agents)
+        let (url, server) = try await serve(gateway, agents: agents) { adminToken in
+            Dashboard(
+                store: dashboardStore, adminToken: adminToken, budgets: { gateway.budgetStatus(now: $0) },
+                onReady: { waiters.notify($0) }, clock: Controller.systemTime, identity: configuration.identity)
+        }
         let metricsServer = try await serveMetrics(gateway)
 
         var controllerConfiguration = configuration.controller
@@ -143,6 +152,7 @@ public struct Daemon: Sendable {
             configuration: controllerConfiguration, log: log,
             masterKey: { () throws(VaultError) in try keys.load() })
         let runs = RunsDriver(store: runsStore, log: log, onReady: { waiters.notify($0) })
+        let notifier = Notifier(store: alertStore, secret: secretCache, log: log, clock: Controller.systemTime)
         let feed = ChangeFeed(
             store: feedStore, interval: configuration.changePollInterval,
             subscribers: [
@@ -152,6 +162,8 @@ public struct Daemon: Sendable {
                 // Task polls wait for a Ready step: a run started, an approval decided.
                 .init(topics: [.runs]) { agents.storeChanged() },
                 .init(topics: [.secrets]) { secrets.changed.post(true) },
+                // New events may be due to Alerts (themselves resources).
+                .init(topics: [.events, .resources]) { notifier.storeChanged.post(true) },
             ],
             log: { log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: $0)) })
 
@@ -182,6 +194,7 @@ public struct Daemon: Sendable {
                 feed,
                 secrets,
                 RunsService(driver: runs),
+                NotifierService(notifier: notifier),
                 PeriodicService("log-rotation", every: configuration.logRotationInterval) {
                     LogRotation.rotateAll(in: directory + "/logs", runtime: ProcessRuntime(), maxBytes: maxBytes, keep: keep, log: log)
                 },
@@ -221,7 +234,9 @@ public struct Daemon: Sendable {
 
     /// Starts the API: on `listen`, else on the previous run's port (adopted agents know
     /// only that one), else on any free port.
-    private func serve(_ gateway: Gateway, agents: AgentAPI) async throws(DaemonError) -> (String, Task<Void, any Error>) {
+    private func serve(
+        _ gateway: Gateway, agents: AgentAPI, dashboard: (_ adminToken: String) -> Dashboard
+    ) async throws(DaemonError) -> (String, Task<Void, any Error>) {
         let directory = configuration.stateDirectory
         let previous = (try? String(contentsOfFile: Self.apiFile(directory), encoding: .utf8))
             .flatMap { text -> (host: String, port: Int)? in
@@ -238,8 +253,11 @@ public struct Daemon: Sendable {
             throw DaemonError("cannot write \(file): \(String(cString: strerror(errno)))")
         }
         close(fd)
+        let dashboard = dashboard(adminToken)
         func server(port: Int) -> APIServer {
-            APIServer(gateway: gateway, agents: agents, host: wanted.host, port: port, adminToken: adminToken, runsBackgroundWork: false)
+            APIServer(
+                gateway: gateway, agents: agents, host: wanted.host, port: port, adminToken: adminToken, runsBackgroundWork: false,
+                dashboard: dashboard)
         }
         let started: (url: String, task: Task<Void, any Error>)
         do {

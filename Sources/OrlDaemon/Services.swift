@@ -27,6 +27,15 @@ struct RunsService: Service {
     }
 }
 
+/// Alerts' notifications posted to their webhooks from the store's outbox.
+struct NotifierService: Service {
+    let notifier: Notifier
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { await notifier.run() }
+    }
+}
+
 /// The HTTP API, already listening when the group starts (the controller needs its
 /// URL first): serves until the group shuts it down, after the agents have stopped.
 struct APIService: Service {

@@ -12,6 +12,9 @@ public enum APICatalog {
         case operatorToken
         /// `X-Hub-Signature-256`: the HMAC-SHA256 of the body with the webhook secret.
         case webhookSignature
+        /// The dashboard's session cookie, set by `POST /ui/login` for the operator token;
+        /// POSTs also need the form's token and this server's Origin.
+        case dashboardSession
         case none
     }
 
@@ -145,6 +148,68 @@ public enum APICatalog {
             server: agentAPI, method: "GET", path: "/orl/v1/budgets", summary: "Budget status (operator)",
             description: "What `orlctl budget status` reads: spend, reservations in flight, and which budgets refused a call.",
             auth: .operatorToken, request: nil, responses: [(200, "`{\"budgets\": [...]}`"), (401, "Not the operator token.")]),
+        Route(
+            server: agentAPI, method: "GET", path: "/ui/style.css", summary: "Dashboard stylesheet",
+            description: "The dashboard's CSS, built into the binary (no CDN).",
+            auth: .none, request: nil, responses: [(200, "text/css")]),
+        Route(
+            server: agentAPI, method: "GET", path: "/ui/login", summary: "Dashboard login page",
+            description: "A form for the operator token.",
+            auth: .none, request: nil, responses: [(200, "HTML.")]),
+        Route(
+            server: agentAPI, method: "POST", path: "/ui/login", summary: "Log in to the dashboard",
+            description:
+                "`token` = the operator token of <state>/controller.token; sets the `orl_session` cookie (HttpOnly, SameSite=Strict, Path=/ui). Refused without this server's `Origin`.",
+            auth: .none, request: "application/x-www-form-urlencoded",
+            responses: [(303, "To `/ui`, with the cookie."), (401, "Not the operator token."), (403, "Cross-site request.")]),
+        Route(
+            server: agentAPI, method: "POST", path: "/ui/logout", summary: "Log out of the dashboard",
+            description: "Clears the cookie. Needs the form's `csrf` token and this server's `Origin`.",
+            auth: .dashboardSession, request: "application/x-www-form-urlencoded",
+            responses: [(303, "To `/ui/login`."), (403, "Missing or wrong `csrf` token, or cross-site.")]),
+        Route(
+            server: agentAPI, method: "GET", path: "/ui", summary: "Dashboard: fleet",
+            description: "Agents with phases, restarts and today's spend; approvals waiting, with approve and deny.",
+            auth: .dashboardSession, request: nil, responses: [(200, "HTML."), (303, "To `/ui/login` without a session.")]),
+        Route(
+            server: agentAPI, method: "GET", path: "/ui/agents/{namespace}/{name}", summary: "Dashboard: agent",
+            description: "An agent's effective permissions (policies, rules, decisions on its model, tools and secrets), spend and events.",
+            auth: .dashboardSession, request: nil,
+            responses: [(200, "HTML."), (303, "To `/ui/login` without a session."), (404, "Not applied.")]),
+        Route(
+            server: agentAPI, method: "GET", path: "/ui/runs", summary: "Dashboard: runs",
+            description: "The latest runs.",
+            auth: .dashboardSession, request: nil, responses: [(200, "HTML."), (303, "To `/ui/login` without a session.")]),
+        Route(
+            server: agentAPI, method: "GET", path: "/ui/runs/{id}", summary: "Dashboard: run",
+            description: "A run's DAG (inline SVG) with step states, its steps, approval forms and events.",
+            auth: .dashboardSession, request: nil,
+            responses: [(200, "HTML."), (303, "To `/ui/login` without a session."), (404, "No such run.")]),
+        Route(
+            server: agentAPI, method: "POST", path: "/ui/runs/{id}/decide", summary: "Approve or deny an approval step",
+            description:
+                "`step`, `decision` (approve or deny), `reason`, `csrf`: recorded as `orlctl approve`/`deny` records it. Needs this server's `Origin`.",
+            auth: .dashboardSession, request: "application/x-www-form-urlencoded",
+            responses: [
+                (303, "Back to the run."), (400, "Missing fields."), (403, "Missing or wrong `csrf` token, or cross-site."),
+                (409, "The step is not waiting."),
+            ]),
+        Route(
+            server: agentAPI, method: "GET", path: "/ui/budgets", summary: "Dashboard: budgets",
+            description: "Each budget account's spend, reservations and limit; spend per day over two weeks against day limits (SVG).",
+            auth: .dashboardSession, request: nil, responses: [(200, "HTML."), (303, "To `/ui/login` without a session.")]),
+        Route(
+            server: agentAPI, method: "GET", path: "/ui/sources", summary: "Dashboard: sources",
+            description: "Git sources: applied and attempted revisions, results, failures.",
+            auth: .dashboardSession, request: nil, responses: [(200, "HTML."), (303, "To `/ui/login` without a session.")]),
+        Route(
+            server: agentAPI, method: "GET", path: "/ui/alerts", summary: "Dashboard: alert deliveries",
+            description: "The alert outbox: each notification's state, attempts and last error.",
+            auth: .dashboardSession, request: nil, responses: [(200, "HTML."), (303, "To `/ui/login` without a session.")]),
+        Route(
+            server: agentAPI, method: "GET", path: "/ui/events", summary: "Dashboard: events",
+            description: "The latest events of the state.",
+            auth: .dashboardSession, request: nil, responses: [(200, "HTML."), (303, "To `/ui/login` without a session.")]),
         Route(
             server: agentAPI, method: "GET", path: "/metrics", summary: "Prometheus metrics (operator)",
             description:
@@ -302,6 +367,18 @@ public enum APICatalog {
                         .object([
                             ("agent", bearer("The agent's own token: ORL_TOKEN, the same as its OPENAI_API_KEY.")),
                             ("operatorToken", bearer("The operator token in <state>/controller.token (mode 0600).")),
+                            (
+                                "dashboardSession",
+                                .object([
+                                    ("type", .string("apiKey")), ("in", .string("cookie")), ("name", .string("orl_session")),
+                                    (
+                                        "description",
+                                        .string(
+                                            "Set by POST /ui/login for the operator token; POSTs also need the form's csrf token and this server's Origin."
+                                        )
+                                    ),
+                                ])
+                            ),
                             (
                                 "webhookSignature",
                                 .object([

@@ -17,6 +17,8 @@ public struct APIServer: Sendable {
     public let adminToken: String?
     /// The connections held at most (see `ConnectionGuard`).
     public let connections: ConnectionGuard
+    /// The web dashboard under `/ui`; nil serves none.
+    public let dashboard: Dashboard?
     /// Whether `run` also writes the ledger and watches the store for the agents'
     /// polls; false when the daemon runs those as services of their own.
     public let runsBackgroundWork: Bool
@@ -24,8 +26,10 @@ public struct APIServer: Sendable {
     /// `port` 0 lets the system choose one.
     public init(
         gateway: Gateway, agents: AgentAPI? = nil, host: String = "127.0.0.1", port: Int, adminToken: String? = nil,
-        connections: ConnectionGuard = ConnectionGuard(cap: ConnectionGuard.capForThisProcess()), runsBackgroundWork: Bool = true
+        connections: ConnectionGuard = ConnectionGuard(cap: ConnectionGuard.capForThisProcess()), runsBackgroundWork: Bool = true,
+        dashboard: Dashboard? = nil
     ) {
+        self.dashboard = dashboard
         self.connections = connections
         self.runsBackgroundWork = runsBackgroundWork
         self.gateway = gateway
@@ -69,6 +73,7 @@ public struct APIServer: Sendable {
             router.post(RouterPath("/v1" + api.path)) { [gateway] request, _ in await gateway.serve(api, request) }
         }
         agents?.register(router)
+        dashboard?.register(router)
         if let adminToken {
             router.get("/orl/v1/budgets") { [gateway] request, _ in
                 guard AgentToken.matches(request.headers[.authorization], "Bearer \(adminToken)") else {

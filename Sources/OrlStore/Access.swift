@@ -99,6 +99,56 @@ final class Access: StateWriter {
         }
     }
 
+    func digests() throws(StoreError) -> [ResourceID: StoredDigest] {
+        let intent = "read the resources' hashes"
+        return try connection().withStatement(
+            "SELECT kind, namespace, name, manifest_hash, source, code_root, CASE WHEN manifest_hash IS NULL THEN manifest END FROM resources",
+            intent: intent
+        ) { statement throws(StoreError) in
+            var digests: [ResourceID: StoredDigest] = [:]
+            while try statement.step(intent: intent) {
+                digests[ResourceID(kind: statement.text(0), namespace: statement.text(1), name: statement.text(2))] = StoredDigest(
+                    manifestHash: statement.optionalText(3) ?? CanonicalJSON.textHash(statement.text(6)), source: statement.text(4),
+                    codeRoot: statement.optionalText(5))
+            }
+            return digests
+        }
+    }
+
+    func manifestIndex(source: String) throws(StoreError) -> (index: ManifestIndex, stamps: [String: String])? {
+        var index = ManifestIndex()
+        var stamps: [String: String] = [:]
+        let database = try connection()
+        var intent = "read the manifest index of \(source)"
+        let complete = try database.withStatement(
+            "SELECT path, content_hash, stamp, record FROM manifest_files WHERE source = ?1", intent: intent
+        ) { statement throws(StoreError) -> Bool in
+            try statement.bind(1, source)
+            while try statement.step(intent: intent) {
+                let path = statement.text(0)
+                guard let record = ManifestFileRecord.decode(path: path, contentHash: statement.text(1), statement.text(3)) else {
+                    return false
+                }
+                index.files[path] = record
+                if let stamp = statement.optionalText(2) { stamps[path] = stamp }
+            }
+            return true
+        }
+        guard complete, !index.files.isEmpty else { return nil }
+        intent = "read the namespace diagnostics of \(source)"
+        let decoded = try database.withStatement(
+            "SELECT namespace, diagnostics FROM manifest_namespaces WHERE source = ?1", intent: intent
+        ) { statement throws(StoreError) -> Bool in
+            try statement.bind(1, source)
+            while try statement.step(intent: intent) {
+                guard let diagnostics = DiagnosticCoding.decodeList(statement.text(1)) else { return false }
+                index.namespaces[statement.text(0)] = diagnostics
+            }
+            return true
+        }
+        return decoded ? (index, stamps) : nil
+    }
+
     func inventory(source: String) throws(StoreError) -> [ResourceID] {
         let intent = "read the inventory of \(source)"
         return try connection().withStatement(
@@ -223,10 +273,11 @@ final class Access: StateWriter {
         let intent = "store \(label(resource.id))"
         try connection(writing: true).withStatement(
             """
-            INSERT INTO resources (\(Self.resourceColumns))
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+            INSERT INTO resources (\(Self.resourceColumns), manifest_hash)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
             ON CONFLICT (kind, namespace, name) DO UPDATE SET
-                manifest = excluded.manifest, spec_hash = excluded.spec_hash, generation = excluded.generation,
+                manifest = excluded.manifest, manifest_hash = excluded.manifest_hash, spec_hash = excluded.spec_hash,
+                generation = excluded.generation,
                 resource_version = excluded.resource_version, source = excluded.source, file = excluded.file,
                 line = excluded.line, revision = excluded.revision, applied_at = excluded.applied_at,
                 applied_by = excluded.applied_by, code_root = excluded.code_root
@@ -245,7 +296,89 @@ final class Access: StateWriter {
             try statement.bind(12, resource.appliedAt.milliseconds)
             try statement.bind(13, resource.appliedBy)
             try statement.bind(14, resource.codeRoot)
+            try statement.bind(15, CanonicalJSON.textHash(resource.manifest))
             try statement.run(intent: intent)
+        }
+    }
+
+    func putManifestIndex(source: String, _ write: ManifestIndexWrite?) throws(StoreError) {
+        let database = try connection(writing: true)
+        let intent = "write the manifest index of \(source)"
+        guard let write else {
+            for table in ["manifest_files", "manifest_namespaces"] {
+                try database.withStatement("DELETE FROM \(table) WHERE source = ?1", intent: intent) { statement throws(StoreError) in
+                    try statement.bind(1, source)
+                    try statement.run(intent: intent)
+                }
+            }
+            return
+        }
+        let recorded = Set(write.records.map(\.path))
+        try database.withStatement(
+            """
+            INSERT INTO manifest_files (source, path, content_hash, stamp, record) VALUES (?1, ?2, ?3, ?4, ?5)
+            ON CONFLICT (source, path) DO UPDATE SET
+                content_hash = excluded.content_hash, stamp = excluded.stamp, record = excluded.record
+            """, intent: intent
+        ) { statement throws(StoreError) in
+            for record in write.records {
+                statement.reset()
+                try statement.bind(1, source)
+                try statement.bind(2, record.path)
+                try statement.bind(3, record.contentHash)
+                try statement.bind(4, write.stamps[record.path])
+                try statement.bind(5, record.encoded())
+                try statement.run(intent: intent)
+            }
+        }
+        try database.withStatement("UPDATE manifest_files SET stamp = ?3 WHERE source = ?1 AND path = ?2", intent: intent) {
+            statement throws(StoreError) in
+            for (path, stamp) in write.stamps where !recorded.contains(path) {
+                statement.reset()
+                try statement.bind(1, source)
+                try statement.bind(2, path)
+                try statement.bind(3, stamp)
+                try statement.run(intent: intent)
+            }
+        }
+        let stored = try database.withStatement("SELECT path FROM manifest_files WHERE source = ?1", intent: intent) {
+            statement throws(StoreError) -> [String] in
+            try statement.bind(1, source)
+            var paths: [String] = []
+            while try statement.step(intent: intent) { paths.append(statement.text(0)) }
+            return paths
+        }
+        try database.withStatement("DELETE FROM manifest_files WHERE source = ?1 AND path = ?2", intent: intent) {
+            statement throws(StoreError) in
+            for path in stored where !write.paths.contains(path) {
+                statement.reset()
+                try statement.bind(1, source)
+                try statement.bind(2, path)
+                try statement.run(intent: intent)
+            }
+        }
+        try database.withStatement(
+            """
+            INSERT INTO manifest_namespaces (source, namespace, diagnostics) VALUES (?1, ?2, ?3)
+            ON CONFLICT (source, namespace) DO UPDATE SET diagnostics = excluded.diagnostics
+            """, intent: intent
+        ) { statement throws(StoreError) in
+            for (namespace, diagnostics) in write.namespaces where !diagnostics.isEmpty {
+                statement.reset()
+                try statement.bind(1, source)
+                try statement.bind(2, namespace)
+                try statement.bind(3, DiagnosticCoding.encodeList(diagnostics))
+                try statement.run(intent: intent)
+            }
+        }
+        try database.withStatement("DELETE FROM manifest_namespaces WHERE source = ?1 AND namespace = ?2", intent: intent) {
+            statement throws(StoreError) in
+            for (namespace, diagnostics) in write.namespaces where diagnostics.isEmpty {
+                statement.reset()
+                try statement.bind(1, source)
+                try statement.bind(2, namespace)
+                try statement.run(intent: intent)
+            }
         }
     }
 

@@ -374,13 +374,15 @@ extension Access: RunWriter {
     func update(_ step: StepRecord) throws(StoreError) {
         try run(
             """
-            UPDATE run_steps SET state = ?6, waiting = ?7, attempt = ?8, ready_at = ?9, lease_expires_at = ?10, deadline = ?11,
+            UPDATE run_steps SET agent = ?5, state = ?6, waiting = ?7, attempt = ?8, ready_at = ?9, lease_expires_at = ?10, deadline = ?11,
                 started_at = ?12, ended_at = ?13, error = ?14, decided_by = ?15, reason = ?16
             WHERE run_id = ?1 AND idx = ?2
             """, intent: "update step \(step.id) of run \(step.run)"
         ) { s throws(StoreError) in
             try s.bind(1, step.run.rawValue)
             try s.bind(2, step.index)
+            // A delegated sub-task gets its agent when its planner names one.
+            try s.bind(5, step.agent?.name)
             try Self.bindState(of: step, to: s)
         }
     }

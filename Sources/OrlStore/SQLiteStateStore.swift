@@ -221,8 +221,8 @@ public final class SQLiteStateStore: StateStore {
 }
 
 /// What a consumer of the store's changes reads, each counted by triggers on its
-/// tables (`change_topics`), whichever process writes: the controller's and the
-/// agents' own bookkeeping (statuses, supervision, events, the ledger) counts for none.
+/// tables (`change_topics`), whichever process writes: the daemon's own bookkeeping
+/// (statuses, supervision records, the ledger, the alert outbox) counts for none.
 public enum ChangeTopic: String, Sendable, Hashable, CaseIterable {
     /// Applied resources and `orlctl suspend`'s holds.
     case resources
@@ -230,4 +230,6 @@ public enum ChangeTopic: String, Sendable, Hashable, CaseIterable {
     case secrets
     /// Workflow runs, their steps, attempts and values, and tool-call approvals.
     case runs
+    /// Events added to the event log (what Alerts notify of).
+    case events
 }

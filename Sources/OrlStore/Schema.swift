@@ -361,15 +361,78 @@ enum Schema {
                 """
         ),
         Migration(
+            summary: "keep what the last apply of each source read, so that unchanged files are not read again",
+            sql: """
+                -- SHA-256 of the canonical manifest, hex: the plan compares it before the JSON.
+                -- NULL for rows written before this migration (the plan hashes those itself).
+                ALTER TABLE resources ADD COLUMN manifest_hash TEXT;
+
+                -- The manifest index (ManifestIndex): per source and file, its content hash,
+                -- a stamp of its file-system metadata (size, times, inode) that lets an
+                -- apply trust the record without reading the file, and what reading it gave
+                -- (resources by identity and manifest hash, its own diagnostics).
+                CREATE TABLE manifest_files (
+                    source TEXT NOT NULL,
+                    path TEXT NOT NULL,
+                    content_hash TEXT NOT NULL,
+                    stamp TEXT,
+                    record TEXT NOT NULL,
+                    PRIMARY KEY (source, path)
+                ) WITHOUT ROWID;
+                -- The diagnostics of the checks across resources, per source and namespace.
+                CREATE TABLE manifest_namespaces (
+                    source TEXT NOT NULL,
+                    namespace TEXT NOT NULL,
+                    diagnostics TEXT NOT NULL,        -- JSON
+                    PRIMARY KEY (source, namespace)
+                ) WITHOUT ROWID;
+                """
+        ),
+        Migration(
+            summary: "create the alert outbox",
+            sql: """
+                -- Alerts' notifications, written from the event log before they are sent:
+                -- a controller killed mid-delivery sends them on restart. One row per event
+                -- and Alert, so an event is never queued twice for the same Alert.
+                CREATE TABLE alert_outbox (
+                    event_number INTEGER NOT NULL,    -- events.number (the delivery id is evt-N)
+                    namespace TEXT NOT NULL,          -- the Alert
+                    alert TEXT NOT NULL,
+                    type TEXT NOT NULL,               -- AlertEventType
+                    time INTEGER NOT NULL,            -- the event's
+                    resource_kind TEXT NOT NULL,
+                    resource_namespace TEXT NOT NULL,
+                    resource_name TEXT NOT NULL,
+                    reason TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    action TEXT,
+                    state TEXT NOT NULL DEFAULT 'Pending' CHECK (state IN ('Pending', 'Delivered', 'Failed')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER NOT NULL,
+                    last_error TEXT,
+                    delivered_at INTEGER,
+                    PRIMARY KEY (namespace, alert, event_number)
+                );
+                CREATE INDEX alert_outbox_due ON alert_outbox (state, next_attempt_at);
+                -- The last event the outbox has looked at; events before the outbox existed
+                -- are history, not news.
+                CREATE TABLE alert_cursor (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    event_number INTEGER NOT NULL
+                );
+                INSERT INTO alert_cursor (id, event_number) SELECT 1, COALESCE(MAX(number), 0) FROM events;
+                """
+        ),
+        Migration(
             summary: "count changes per topic for the daemon's change feed",
             sql: """
                 -- One generation per topic, bumped in the writing transaction by whatever
                 -- process writes, so that the daemon wakes a consumer for the data it reads
-                -- (PRAGMA data_version moves with every commit: the ledger, events, the
-                -- controller's own statuses and supervision records). Tables no consumer
-                -- waits on have no trigger.
+                -- (PRAGMA data_version moves with every commit: the ledger, the controller's
+                -- own statuses and supervision records, the outbox). Tables no consumer
+                -- waits on have no trigger; events count when added (for the notifier).
                 CREATE TABLE change_topics (topic TEXT PRIMARY KEY, generation INTEGER NOT NULL) WITHOUT ROWID;
-                INSERT INTO change_topics (topic, generation) VALUES ('resources', 0), ('secrets', 0), ('runs', 0);
+                INSERT INTO change_topics (topic, generation) VALUES ('resources', 0), ('secrets', 0), ('runs', 0), ('events', 0);
                 CREATE TRIGGER resources_insert_changes AFTER INSERT ON resources
                     BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'resources'; END;
                 CREATE TRIGGER resources_update_changes AFTER UPDATE ON resources
@@ -418,6 +481,8 @@ enum Schema {
                     BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
                 CREATE TRIGGER tool_approvals_delete_changes AFTER DELETE ON tool_approvals
                     BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER events_insert_changes AFTER INSERT ON events
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'events'; END;
                 """
         ),
     ]

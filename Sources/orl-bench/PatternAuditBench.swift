@@ -6,7 +6,8 @@ import OrlYAML
 /// The audit of one workflow with bounded patterns, and how it grows with the bounds:
 /// orl expands every construct into steps and checks every edge once, so time should
 /// grow with the expanded steps and edges (linearly in the rounds, in the branches,
-/// and in the pool × rounds), not with the number of paths (which multiply).
+/// and in the slots × workers of a delegation), not with the number of paths (which
+/// multiply). A fleet of many such workflows shows the cost of a whole audit.
 struct PatternAuditBench {
     var runs: Int
 
@@ -15,7 +16,11 @@ struct PatternAuditBench {
         var pool = 20
         var poolRounds = 5
         var loopRounds = 3
-        var description: String { "route \(routes)-way, pool \(pool) × \(poolRounds) rounds, loop \(loopRounds) rounds" }
+        var workflows = 1
+        var description: String {
+            "route \(routes)-way, pool \(pool) × \(poolRounds) rounds, loop \(loopRounds) rounds"
+                + (workflows > 1 ? ", \(workflows) workflows" : "")
+        }
     }
 
     func run() throws {
@@ -26,12 +31,12 @@ struct PatternAuditBench {
             b.routes *= factor
             cases.append(("routes ×\(factor)", b))
         }
-        for rounds in [10, 20] {
+        for rounds in [8, 10] {
             var b = base
             b.poolRounds = rounds
             cases.append(("pool rounds \(rounds)", b))
         }
-        for factor in [2, 4] {
+        for factor in [2] {
             var b = base
             b.pool *= factor
             cases.append(("pool ×\(factor)", b))
@@ -41,6 +46,9 @@ struct PatternAuditBench {
             b.loopRounds = rounds
             cases.append(("loop rounds \(rounds)", b))
         }
+        var fleet = base
+        fleet.workflows = 50
+        cases.append(("a fleet of 50 of them", fleet))
         print("audit of one workflow with bounded patterns (validate = structural checks + expansion + audit; median of \(runs))")
         for (name, bounds) in cases {
             let (steps, edges, validate, audit) = try measure(bounds)
@@ -70,9 +78,12 @@ struct PatternAuditBench {
             precondition(diagnostics.isEmpty, "the pattern workflow must pass the audit: \(diagnostics.prefix(2).map(\.message))")
             report = validated
         }
-        let workflow = report!.fleet.resources(of: .workflow)[0].workflow!
-        let edges = workflow.graph.dependencies.reduce(0) { $0 + $1.count }
-        return (workflow.steps.count, edges, validations.sorted()[validations.count / 2], audits.sorted()[audits.count / 2])
+        let workflows = report!.fleet.resources(of: .workflow).compactMap(\.workflow)
+        let edges = workflows.reduce(0) { sum, w in w.graph.dependencies.reduce(sum) { $0 + $1.count } }
+        return (
+            workflows.reduce(0) { $0 + $1.steps.count }, edges, validations.sorted()[validations.count / 2],
+            audits.sorted()[audits.count / 2]
+        )
     }
 
     static func yaml(_ b: Bounds) -> String {
@@ -109,7 +120,12 @@ struct PatternAuditBench {
             out +=
                 "---\napiVersion: orl.dev/v1\nkind: Agent\nmetadata: {name: agent-\(a), labels: {team: bench}}\nspec: {model: sim/small, runtime: {command: python3}, tools: [lookup, send]}\n"
         }
-        out += "---\napiVersion: orl.dev/v1\nkind: Workflow\nmetadata: {name: patterns}\nspec:\n  steps:\n"
+        for w in 0..<b.workflows { out += workflow(b, name: w == 0 ? "patterns" : "patterns-\(w)") }
+        return out
+    }
+
+    static func workflow(_ b: Bounds, name: String) -> String {
+        var out = "---\napiVersion: orl.dev/v1\nkind: Workflow\nmetadata: {name: \(name)}\nspec:\n  steps:\n"
         // A router with one branch per specialist (each with a fallback), a gate before the join.
         let branches = (0..<b.routes).map { "b\($0): [route-\($0)]" }.joined(separator: ", ")
         out +=
@@ -119,13 +135,11 @@ struct PatternAuditBench {
                 "    - {id: route-\(r), agent: agent-\(r + 1), tools: [lookup], maxTokens: 1000, fallback: [{agent: agent-\(r + 2)}]}\n"
         }
         out += "    - {id: gate, approval: {}, dependsOn: [\((0..<b.routes).map { "route-\($0)" }.joined(separator: ", "))]}\n"
-        // The pool: a planner, the workers, a review that loops back to the planner.
-        out += "    - {id: plan, agent: agent-0, dependsOn: [gate], maxTokens: 1000, inputs: {last: {step: collect}}}\n"
-        for w in 0..<b.pool {
-            out += "    - {id: worker-\(w), agent: agent-\(w + 1), dependsOn: [plan], tools: [lookup], maxTokens: 1000}\n"
-        }
+        // The pool: a planner delegating up to one sub-task per worker a round, to any of them.
+        let workers = (0..<b.pool).map { "agent-\($0 + 1)" }.joined(separator: ", ")
         out +=
-            "    - {id: collect, agent: agent-0, maxTokens: 1000, dependsOn: [\((0..<b.pool).map { "worker-\($0)" }.joined(separator: ", "))], loop: {from: plan, maxRounds: \(b.poolRounds), until: {key: done, equals: true}}}\n"
+            "    - {id: plan, agent: agent-0, dependsOn: [gate], maxTokens: 1000, delegate: {workers: [\(workers)], maxTasks: \(b.pool), maxConcurrent: 4, maxRounds: \(b.poolRounds), tools: [lookup], maxTokens: 1000}}\n"
+        out += "    - {id: collect, agent: agent-0, maxTokens: 1000, dependsOn: [plan]}\n"
         // The writer/reviewer loop, then the gated send.
         out += "    - {id: write, agent: agent-1, dependsOn: [collect], maxTokens: 1000, inputs: {feedback: {step: review}}}\n"
         out +=

@@ -2,8 +2,8 @@ import ArgumentParser
 import Foundation
 import OrlCore
 import OrlGit
+import OrlManifests
 import OrlStore
-import OrlSync
 
 #if canImport(Glibc)
     import Glibc

@@ -47,7 +47,7 @@ import Testing
         let good = try repo.commit("good")
         try repo.git("checkout", "-q", "-b", "broken")
         try repo.write("fleet/agent.yaml", GitFleet.agent().replacingOccurrences(of: "model: sim/small", with: "model: 42"))
-        let broken = try repo.commit("broken")
+        _ = try repo.commit("broken")
         // Readable, but it brings a new error: review judges it (exit 1) rather than refusing
         // a fleet it cannot read (exit 2).
         try repo.git("checkout", "-q", "-b", "violating", good)
@@ -109,7 +109,7 @@ import Testing
             "secret list 0": { try run(["secret", "list"]) },
             "secret list 2": { try run(["secret", "list"], state: bad) },
             "secret delete 0": {
-                try Orlctl.run(["secret", "set", "token", "--from-file", bad, "--state", state])
+                _ = try Orlctl.run(["secret", "set", "token", "--from-file", bad, "--state", state])
                 return try run(["secret", "delete", "token"])
             },
             "secret delete 1": { try run(["secret", "delete", "nothing"]) },

@@ -1,8 +1,8 @@
 import Foundation
 import OrlCore
 import OrlGit
+import OrlManifests
 import OrlStore
-import OrlSync
 import Testing
 
 /// The sync round in process, as a watcher runs it: what it reads and parses.

@@ -12,7 +12,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: h.state + "/workspace", withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(
             atPath: h.state + "/workspace/examples", withDestinationPath: Orlctl.packageRoot.appendingPathComponent("examples").path)
-        for example in ["routing", "revision-loop", "fallback"] {
+        for example in ["routing", "revision-loop", "fallback", "delegation"] {
             try h.apply(Orlctl.packageRoot.appendingPathComponent("examples/\(example)").path)
         }
         try h.startController()
@@ -74,6 +74,35 @@ import Testing
         try h.stopController()
     }
 
+    /// Delegation: a research planner hands three sub-tasks to its pool (two at a time),
+    /// sees their results in its second round and hands one more; the report gets them
+    /// all. A planner that names an agent outside its pool is refused.
+    @Test func aPlannerDelegatesToItsPoolEndToEnd() throws {
+        let h = try Self.harness()
+        let research = try h.start("research", ["-n", "delegation"])
+        #expect(try h.await(research, ["Succeeded", "Failed"]) == "Succeeded")
+        let steps = try h.steps(research)
+        for ran in ["plan", "plan~task1", "plan~task2", "plan~task3", "plan~r2", "plan~r2~task1", "report"] {
+            #expect(state(steps, ran) == "Succeeded", "\(ran): \(steps[ran] ?? [:])")
+        }
+        for skipped in ["plan~task4", "plan~r2~task2", "plan~r2~task3", "plan~r2~task4"] { #expect(state(steps, skipped) == "Skipped") }
+        #expect(steps["plan~task2"]?["agent"] as? String == "papers" && steps["plan~r2~task1"]?["agent"] as? String == "papers")
+        #expect((steps["plan~task3"]?["tokens"] as? Int ?? 0) > 0, "each sub-task has its own cost")
+        #expect(h.file("state/logs/delegation/stats.log").contains("plan~task3"), "\(h.agentLogs())")
+        let described = try h.orlctl(["describe", "run/\(research)", "-n", "delegation"]).stdout
+        #expect(described.contains(#"plan: delegated 3 sub-tasks in round 1 of 2: "web", "papers", "stats""#), "\(described)")
+        #expect(described.contains("Delegated"), "\(described)")
+
+        let rogue = try h.start(
+            "research", ["-n", "delegation", "--input", #"plans={"tasks": [{"agent": "mallory", "task": "exfiltrate"}]}"#])
+        #expect(try h.await(rogue, ["Succeeded", "Failed"]) == "Failed")
+        let refused = try h.orlctl(["describe", "run/\(rogue)", "-n", "delegation"]).stdout
+        #expect(
+            refused.contains("DelegationRefused") && refused.contains(#"names agent "mallory", which is not in its pool"#), "\(refused)")
+        #expect(try h.steps(rogue).values.allSatisfy { ($0["agent"] as? String) != "mallory" })
+        try h.stopController()
+    }
+
     /// Each example is valid, and the change that breaks each pattern's proof is flagged.
     @Test func eachPatternsAuditFlagsTheBreakingChangeAndPassesItsTwin() throws {
         let work = try TemporaryDirectory()
@@ -85,7 +114,7 @@ import Testing
             try text.replacingOccurrences(of: old, with: new).write(toFile: path, atomically: true, encoding: .utf8)
             return try Orlctl.run(["validate", "-f", path], in: work.url)
         }
-        for example in ["routing", "revision-loop", "fallback"] {
+        for example in ["routing", "revision-loop", "fallback", "delegation"] {
             let valid = try validate(example, "apiVersion", "apiVersion")
             #expect(valid.status == 0, "\(example): \(valid.stdout)\(valid.stderr)")
         }
@@ -97,5 +126,12 @@ import Testing
         let handoff = try validate("fallback", "handoffs: [backup]", "handoffs: [primary]")
         #expect(handoff.status == 1 && handoff.stdout.contains(#"agent "primary" may not hand off to agent "backup""#), "\(handoff.stdout)")
         #expect(handoff.stdout.contains("fallback 1 of \"summarize\""), "\(handoff.stdout)")
+        let pool = try validate("delegation", "handoffs: [web, papers, stats]", "handoffs: [web, papers]")
+        #expect(pool.status == 1 && pool.stdout.contains(#"agent "planner" may not hand off to agent "stats""#), "\(pool.stdout)")
+        #expect(pool.stdout.contains(#"delegated by "plan""#), "\(pool.stdout)")
+        let wide = try validate("delegation", "limits: [{ window: day, tokens: 100000 }]", "limits: [{ window: day, tokens: 20000 }]")
+        #expect(
+            wide.stdout.contains("budget.infeasible") && wide.stdout.contains(#"4 sub-tasks × 2 rounds delegated by "plan""#),
+            "\(wide.stdout)")
     }
 }

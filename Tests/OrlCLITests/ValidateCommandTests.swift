@@ -8,7 +8,7 @@ import Testing
         #expect(r.stdout.hasPrefix("valid: "))
     }
 
-    @Test(arguments: ["sequential-pipeline", "fan-out-fan-in", "dev-team"])
+    @Test(arguments: ["sequential-pipeline", "fan-out-fan-in", "dev-team", "alerts"])
     func examplesAreValid(_ name: String) throws {
         let r = try Orlctl.run(["validate", "-f", "examples/\(name)", "--strict"])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")

@@ -15,6 +15,7 @@ final class InMemoryStateStore: StateStore {
         var ledger: [LedgerEntry] = []
         var secrets: [SecretID: SealedSecret] = [:]
         var sources: [String: SourceRecord] = [:]
+        var manifestIndexes: [String: (index: ManifestIndex, stamps: [String: String])] = [:]
     }
 
     private let state = Mutex(State())
@@ -111,6 +112,27 @@ final class InMemoryStateStore: StateStore {
         func source(named name: String) throws(StoreError) -> SourceRecord? { state.sources[name] }
 
         func putSource(_ source: SourceRecord) throws(StoreError) { state.sources[source.name] = source }
+
+        func manifestIndex(source: String) throws(StoreError) -> (index: ManifestIndex, stamps: [String: String])? {
+            state.manifestIndexes[source]
+        }
+
+        func putManifestIndex(source: String, _ write: ManifestIndexWrite?) throws(StoreError) {
+            guard let write else {
+                state.manifestIndexes[source] = nil
+                return
+            }
+            var (index, stamps) = state.manifestIndexes[source] ?? (ManifestIndex(), [:])
+            for record in write.records {
+                index.files[record.path] = record
+                stamps[record.path] = nil
+            }
+            for (path, stamp) in write.stamps { stamps[path] = stamp }
+            index.files = index.files.filter { write.paths.contains($0.key) }
+            stamps = stamps.filter { write.paths.contains($0.key) }
+            for (namespace, diagnostics) in write.namespaces { index.namespaces[namespace] = diagnostics.isEmpty ? nil : diagnostics }
+            state.manifestIndexes[source] = (index, stamps)
+        }
 
         func put(_ resource: StoredResource) throws(StoreError) { state.resources[resource.id] = resource }
 

@@ -11,12 +11,12 @@ import Testing
     @Test func wakesOnlyTheSubscribersOfTheTopicsWritten() async throws {
         let state = try TemporaryState()
         let store = try SQLiteStateStore(directory: state.directory)
-        let (resources, secrets, runs) = (Counter(), Counter(), Counter())
+        let (resources, secrets, runs, events) = (Counter(), Counter(), Counter(), Counter())
         let feed = ChangeFeed(
             store: try SQLiteStateStore(directory: state.directory), interval: .seconds(3600),
             subscribers: [
                 .init(topics: [.resources]) { resources.add() }, .init(topics: [.secrets]) { secrets.add() },
-                .init(topics: [.runs]) { runs.add() },
+                .init(topics: [.runs]) { runs.add() }, .init(topics: [.events]) { events.add() },
             ], log: { _ in })
         await feed.start()
         #expect(await feed.look() == [])
@@ -26,22 +26,26 @@ import Testing
         #expect(await feed.look() == [.resources])
         #expect((resources.value, secrets.value, runs.value) == (1, 0, 0))
 
-        // What the controller and the gateway write as they go: statuses, supervision
-        // records, events. The store moved (data_version), no topic did.
+        // What the controller writes as it goes: statuses and supervision records. The
+        // store moved (data_version), no topic did.
         let agent = ResourceID(kind: "Agent", name: "a")
         try store.write { writer throws(StoreError) in
             try writer.putStatus(ResourceStatus(conditions: [], observedGeneration: 1, updatedAt: now), for: agent)
             try writer.putSupervision(SupervisionRecord(agent: agent))
-            try writer.append(StoreEvent(time: now, kind: .normal, resource: agent, reason: "Started", message: "test"))
         }
         #expect(await feed.look() == [])
-        #expect((resources.value, secrets.value, runs.value) == (1, 0, 0))
+        #expect((resources.value, secrets.value, runs.value, events.value) == (1, 0, 0, 0))
+        // An event is news for the notifier only.
+        try store.write { writer throws(StoreError) in
+            try writer.append(StoreEvent(time: now, kind: .normal, resource: agent, reason: "Started", message: "test"))
+        }
+        #expect(await feed.look() == [.events])
 
         try store.write { writer throws(StoreError) in try writer.putHold(UserHold(agent: agent, at: now, by: "test")) }
         #expect(await feed.look() == [.resources])
         let sealed = SealedSecret(id: SecretID(name: "key"), box: [1, 2, 3], keyCheck: "check", size: 3, updatedAt: now, updatedBy: "test")
         try store.write { writer throws(StoreError) in try writer.putSecret(sealed) }
         #expect(await feed.look() == [.secrets])
-        #expect((resources.value, secrets.value, runs.value) == (2, 1, 0))
+        #expect((resources.value, secrets.value, runs.value, events.value) == (2, 1, 0, 1))
     }
 }

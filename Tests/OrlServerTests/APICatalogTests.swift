@@ -8,7 +8,9 @@ import Testing
 @Suite struct APICatalogTests {
     @Test func controllerRoutesAreCatalogued() async throws {
         let harness = try AgentAPIServerTests.Harness()
-        let server = APIServer(gateway: harness.gateway, agents: harness.api, port: 0, adminToken: "operator")
+        let dashboard = Dashboard(
+            store: harness.store, adminToken: "operator", budgets: { _ in [] }, clock: { Timestamp(milliseconds: 0) })
+        let server = APIServer(gateway: harness.gateway, agents: harness.api, port: 0, adminToken: "operator", dashboard: dashboard)
         #expect(
             server.registeredRoutes == APICatalog.keys(server: "controller"),
             "describe new routes in Sources/OrlServer/APICatalog.swift, then run scripts/gen-docs")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlManifests
 import OrlStore
 
 /// What `apply` and `diff` share: which manifests, and which source they make up.
@@ -57,16 +58,41 @@ struct ManifestSourceOptions: ParsableArguments {
     }
 
     /// Loads the manifests, plans (and unless `dryRun`, applies) them against the state,
-    /// and prints the plan: the whole of `apply` and `diff`.
-    func plan(state: StateOptions, output: OutputFormat, dryRun: Bool, options: ApplyOptions, invalid: ExitStatus = .findings)
-        async throws -> Plan
-    {
-        let report = try await load(output: output, exit: invalid)
-        let store = try state.openStore()
+    /// and prints the plan: the whole of `apply` and `diff`. With a state that exists, the
+    /// manifests are loaded against what the last apply of the source read, so unchanged
+    /// files are not parsed again (`ManifestIndexLoader`; `full` reads everything).
+    func plan(
+        state: StateOptions, output: OutputFormat, dryRun: Bool, options: ApplyOptions, invalid: ExitStatus = .findings, full: Bool = false
+    ) async throws -> Plan {
         let outcome: ApplyOutcome
         do {
-            outcome = try ApplyOperation.apply(report.fleet, to: store, options: options, now: Caller.now, dryRun: dryRun)
-        } catch {
+            if let store = existingStore(state) {
+                let loaded: ManifestIndexLoader.Loaded
+                do {
+                    loaded = try ManifestIndexLoader().load(paths: files, source: options.source, store: store, full: full)
+                } catch let error as SourceError {
+                    throw CommandFailure(message: error.description)
+                } catch let error as StoreError {
+                    throw CommandFailure(message: "cannot open the state in \(state.resolvedDirectory): \(error.description)")
+                }
+                try ManifestLoader.check(
+                    loaded.outcome.report, files: loaded.files, output: output, stopsOn: { $0.severity == .error },
+                    notDone: notDone(invalid),
+                    exit: invalid)
+                keepUntilExit(loaded)
+                if let exposure = SQLiteStateStore.exposure(of: state.resolvedDirectory) {
+                    OrlctlMain.writeStandardError("orlctl: warning: \(exposure)\n")
+                }
+                outcome = try ApplyOperation.apply(
+                    desired: loaded.outcome.desired, resolve: { index throws(StoreError) in try loaded.resource(at: index) }, to: store,
+                    options: options, now: Caller.now, dryRun: dryRun,
+                    also: { writer throws(StoreError) in try loaded.writeIndex(source: options.source, writer) })
+            } else {
+                let report = try await load(output: output, exit: invalid)
+                let store = try state.openStore()
+                outcome = try ApplyOperation.apply(report.fleet, to: store, options: options, now: Caller.now, dryRun: dryRun)
+            }
+        } catch let error as ApplyError {
             switch error {
             case .store(let e): throw CommandFailure(message: e.description)
             case .refused(let refusal):
@@ -81,12 +107,22 @@ struct ManifestSourceOptions: ParsableArguments {
         return outcome.plan
     }
 
+    /// The state, when its database exists and opens: a first apply (or one against a
+    /// state that cannot be opened) loads as `validate` does, then opens (or fails to
+    /// open) the state as before, so that invalid manifests never create a state.
+    private func existingStore(_ state: StateOptions) -> SQLiteStateStore? {
+        let directory = state.resolvedDirectory
+        guard access((directory.hasSuffix("/") ? directory : directory + "/") + "state.db", F_OK) == 0 else { return nil }
+        return try? SQLiteStateStore(directory: directory)
+    }
+
+    private func notDone(_ exit: ExitStatus) -> String { exit == .findings ? "nothing was applied" : "no plan" }
+
     /// Loads and checks the manifests; any error stops the command before it writes.
     func load(output: OutputFormat, exit: ExitStatus = .findings) async throws -> ValidationReport {
         try await ManifestLoader().load(
             paths: files, output: output, stopsOn: { $0.severity == .error },
-            notDone: exit == .findings ? "nothing was applied" : "no plan",
-            exit: exit)
+            notDone: notDone(exit), exit: exit)
     }
 }
 
@@ -132,12 +168,15 @@ struct Apply: AsyncParsableCommand {
     @Flag(help: "Do not start a controller when none runs (also ORL_NO_CONTROLLER=1).")
     var noController = false
 
+    @Flag(help: "Read and check every file, not only those changed since the last apply of this source.")
+    var full = false
+
     func run() async throws {
         let plan = try await manifests.plan(
             state: state, output: output, dryRun: dryRun,
             options: ApplyOptions(
                 source: manifests.resolvedSource, prune: prune, allowEmpty: allowEmpty, maxDeletions: maxDeletions,
-                appliedBy: Caller.identity, codeRoot: manifests.codeRoot, forceConflicts: forceConflicts))
+                appliedBy: Caller.identity, codeRoot: manifests.codeRoot, forceConflicts: forceConflicts), full: full)
         guard !dryRun else { return }
         // A running controller reconciles the change at once rather than at its next poll.
         if !plan.isEmpty { ControllerWake.wake(state.resolvedDirectory) }
@@ -185,6 +224,9 @@ struct Diff: AsyncParsableCommand {
     @Flag(help: "Include what --prune would delete.")
     var prune = false
 
+    @Flag(help: "Read and check every file, not only those changed since the last apply of this source.")
+    var full = false
+
     @Option(name: [.short, .long], help: "Output format: text or json.")
     var output: OutputFormat = .text
 
@@ -195,7 +237,7 @@ struct Diff: AsyncParsableCommand {
             options: ApplyOptions(
                 source: manifests.resolvedSource, prune: prune, allowEmpty: true, maxDeletions: .max, appliedBy: Caller.identity,
                 codeRoot: manifests.codeRoot, forceConflicts: true),
-            invalid: .failure)
+            invalid: .failure, full: full)
         if !plan.isEmpty { throw ExitCode(ExitStatus.findings.rawValue) }
     }
 }

@@ -122,6 +122,7 @@ struct RunController: AsyncParsableCommand {
         configuration.logMaxBytes = logMaxBytes
         configuration.logKeep = logKeep
         configuration.logRotationInterval = Self.logRotationInterval
+        configuration.identity = "\(Caller.identity) (dashboard)"
         let log = Self.sink(logFormat)
         configuration.telemetry = try Self.telemetry(gaugeStore: try state.openStore(), log: log)
         let daemon = Daemon(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import OrlCore
+import OrlManifests
 import OrlStore
 
 /// `orlctl delete`: remove resources from the state, all or nothing.

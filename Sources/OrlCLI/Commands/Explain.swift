@@ -1,5 +1,6 @@
 import ArgumentParser
 import OrlCore
+import OrlManifests
 
 /// `orlctl explain agent/NAME`: what an agent may do and which policy lines say so, or,
 /// with `--can use KIND/VALUE`, a yes or no to one question.

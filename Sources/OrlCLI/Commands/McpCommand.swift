@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlManifests
 import OrlRuntime
 import OrlServer
 import OrlStore

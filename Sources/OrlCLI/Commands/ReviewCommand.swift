@@ -1,7 +1,7 @@
 import ArgumentParser
 import OrlCore
 import OrlGit
-import OrlSync
+import OrlManifests
 
 enum ReviewOutputFormat: String, ExpressibleByArgument, CaseIterable {
     case text

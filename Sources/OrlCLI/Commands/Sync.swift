@@ -4,9 +4,9 @@ import Foundation
 import OrlController
 import OrlCore
 import OrlGit
+import OrlManifests
 import OrlServer
 import OrlStore
-import OrlSync
 import Synchronization
 
 #if canImport(Glibc)

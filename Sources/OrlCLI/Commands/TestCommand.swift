@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
-import OrlSync
+import OrlManifests
 import OrlYAML
 
 /// `orlctl test -f manifests/ tests/`: policy unit tests, offline, for CI.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import OrlCore
+import OrlManifests
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case text

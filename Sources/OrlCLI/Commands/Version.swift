@@ -2,6 +2,10 @@ import ArgumentParser
 import COrlBuildInfo
 import OrlCore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// `orlctl version`: what was built, from which commit, for bug reports and fleets of
 /// installed binaries (like `kubectl version --client -o json`).
 struct Version: AsyncParsableCommand {
@@ -30,5 +34,14 @@ struct Version: AsyncParsableCommand {
                     ("apiVersion", .string("orl.dev/v1")),
                 ]).rendered())
         }
+    }
+}
+
+extension OrlctlMain {
+    /// `orlctl --version`, as ArgumentParser would print it, without building the
+    /// command tree first.
+    public static func printVersion() -> Never {
+        writeStandardOutput("\(Orlctl.version) (commit \(Version.commit))\n")
+        exit(ExitStatus.clean.rawValue)
     }
 }

@@ -211,6 +211,11 @@ enum ResourceRenderer {
                         })
                 },
             ]
+        case .alert?:
+            [
+                Column(title: "EVENTS") { short(strings($0.spec?["events"])) },
+                Column(title: "FORMAT") { $0.spec?["webhook"]?["format"]?.string ?? "json" },
+            ]
         case nil:
             [Column(title: "GENERATION") { String($0.stored.generation) }]
         }

@@ -106,12 +106,13 @@ enum RunRenderer {
             let spent = view.spend[step.id] ?? .zero
             rows.append([
                 step.id, step.state.rawValue, planned.isApprovalGate ? "-" : "\(step.attempt)/\(planned.attempts)",
-                step.agent?.name ?? "<approval>", step.startedAt?.rfc3339Seconds ?? "-", step.endedAt?.rfc3339Seconds ?? "-",
+                step.agent?.name ?? (planned.isApprovalGate ? "<approval>" : "<unassigned>"), step.startedAt?.rfc3339Seconds ?? "-",
+                step.endedAt?.rfc3339Seconds ?? "-",
                 String(spent.tokens), spent.usd > 0 ? Money.format(spent.usd, decimals: 6) : "-", step.error.map(oneLine) ?? "",
             ])
         }
         out += TextTable.render(rows, indent: 2)
-        // What routes, loops and fallbacks decided, and the value that decided it.
+        // What routes, loops, fallbacks and planners decided, and the value that decided it.
         let decided = view.steps.filter { !view.plan.steps[$0.index].isApprovalGate && $0.reason != nil }
         if !decided.isEmpty {
             out += "Decisions:\n"

@@ -1,7 +1,7 @@
 import ArgumentParser
 import OrlCore
 import OrlGit
-import OrlSync
+import OrlManifests
 
 /// Sync rounds for people (`sync --once` output, `watch` log lines) and for machines.
 enum SyncRenderer {

@@ -5,7 +5,13 @@
 enum PatternCheck {
     static func check(_ workflow: WorkflowSpec, of resource: Resource, in fleet: Fleet) -> [Diagnostic] {
         let declared = Array(workflow.steps.prefix(workflow.declaredCount))
-        guard declared.contains(where: { $0.route != nil || $0.loop != nil || !$0.fallback.isEmpty }) else { return [] }
+        guard
+            declared.contains(where: {
+                $0.route != nil || $0.loop != nil || !$0.fallback.isEmpty || $0.delegate != nil || $0.handoff != nil
+            })
+        else {
+            return []
+        }
         var diagnostics: [Diagnostic] = []
         let id = resource.id
         let namespace = resource.metadata.namespace
@@ -86,6 +92,73 @@ enum PatternCheck {
                     error(
                         "the default of step \"\(step.id.value)\"'s route is \"\(fallback.value)\", which is not one of its branches\(Suggestion.hint(for: fallback.value, among: route.branches.map(\.value)))",
                         fallback.location, path(i, "route", "default"))
+                }
+            }
+            if let delegate = step.delegate {
+                let at = path(i, "delegate")
+                if step.isApprovalGate {
+                    error("step \"\(step.id.value)\" is an approval gate; only an agent can delegate", delegate.location, at)
+                }
+                if let loop = loopOf[i] {
+                    error(
+                        "step \"\(step.id.value)\" delegates inside the loop of \"\(loop)\"; a planner has rounds of its own (delegate.maxRounds)",
+                        delegate.location, at)
+                }
+                for (other, present) in [("route", step.route != nil), ("loop", step.loop != nil), ("fallback", !step.fallback.isEmpty)]
+                where present {
+                    error(
+                        "step \"\(step.id.value)\" has both delegate and \(other); put the \(other) on a step before or after the planner",
+                        delegate.location, at)
+                }
+                if delegate.maxConcurrent > delegate.maxTasks {
+                    error(
+                        "delegate.maxConcurrent of step \"\(step.id.value)\" is \(delegate.maxConcurrent), more than its maxTasks (\(delegate.maxTasks)); at most maxTasks sub-tasks can run at once",
+                        delegate.location, at.appending("maxConcurrent"))
+                }
+                var seen = Set<String>()
+                for (j, worker) in delegate.workers.enumerated() {
+                    let workerPath = at.appending("workers").appending(j)
+                    if !fleet.declares(.agent, worker.value, namespace: namespace) {
+                        diagnostics.append(ReferenceCheck.missing(.agent, worker, from: resource, path: workerPath, in: fleet))
+                    } else if !seen.insert(worker.value).inserted {
+                        error(
+                            "agent \"\(worker.value)\" is listed twice in the pool of step \"\(step.id.value)\"", worker.location,
+                            workerPath)
+                    }
+                }
+                for (j, tool) in delegate.tools.enumerated() where !fleet.declaresTool(tool.value, namespace: namespace) {
+                    diagnostics.append(
+                        ReferenceCheck.missing(.tool, tool, from: resource, path: at.appending("tools").appending(j), in: fleet))
+                }
+            }
+            if let handoff = step.handoff {
+                let at = path(i, "handoff")
+                if step.isApprovalGate {
+                    error("step \"\(step.id.value)\" is an approval gate; only an agent can hand a task off", handoff.location, at)
+                }
+                if let loop = loopOf[i] {
+                    error(
+                        "step \"\(step.id.value)\" hands off inside the loop of \"\(loop)\"; put the hand-offs before or after the loop",
+                        handoff.location, at)
+                }
+                for (other, present) in [
+                    ("route", step.route != nil), ("loop", step.loop != nil), ("fallback", !step.fallback.isEmpty),
+                    ("delegate", step.delegate != nil),
+                ] where present {
+                    error(
+                        "step \"\(step.id.value)\" has both handoff and \(other); put the \(other) on a step before or after it",
+                        handoff.location, at)
+                }
+                var seen = Set<String>()
+                for (j, target) in handoff.agents.enumerated() {
+                    let targetPath = at.appending("agents").appending(j)
+                    if !fleet.declares(.agent, target.value, namespace: namespace) {
+                        diagnostics.append(ReferenceCheck.missing(.agent, target, from: resource, path: targetPath, in: fleet))
+                    } else if !seen.insert(target.value).inserted {
+                        error(
+                            "agent \"\(target.value)\" is listed twice in the hand-offs of step \"\(step.id.value)\"", target.location,
+                            targetPath)
+                    }
                 }
             }
             for (j, fallback) in step.fallback.enumerated() {

@@ -13,7 +13,7 @@ public enum ReferenceCheck {
                 diagnostics += check(policy.appliesTo, of: resource, in: fleet)
             case .budget(let budget):
                 diagnostics += check(budget.appliesTo, of: resource, in: fleet)
-            case .modelProvider, .tool, .workflow:
+            case .modelProvider, .tool, .workflow, .alert:
                 break
             }
         }

@@ -79,7 +79,7 @@ extension DiagnosticCode {
             help: "Use `orl.dev/v1`."),
         DiagnosticInfo(
             code: .resourceUnknownKind, title: "Unknown kind", severities: [.error],
-            summary: "`kind` is not one of Agent, Tool, ModelProvider, Policy, Budget, Workflow (a close match is suggested).",
+            summary: "`kind` is not one of Agent, Tool, ModelProvider, Policy, Budget, Workflow, Alert (a close match is suggested).",
             help: "Fix the kind's spelling."),
         DiagnosticInfo(
             code: .schemaInvalid, title: "Schema violation", severities: [.error],
@@ -118,9 +118,9 @@ extension DiagnosticCode {
                 "A step reads the output of a step that does not always finish before it (not among its transitive `dependsOn`), or its own.",
             help: "Add the step to `dependsOn`, directly or through another step."),
         DiagnosticInfo(
-            code: .dagPatternInvalid, title: "Invalid route, loop or fallback", severities: [.error],
+            code: .dagPatternInvalid, title: "Invalid route, loop, fallback or delegation", severities: [.error],
             summary:
-                "A step's `route`, `loop` or `fallback` cannot be bounded or run as written: a branch names no step of the workflow or the router itself, a step starts two branches, `default` names no branch, a loop's `from` is not upstream of the step that closes it, two loops share a step, or a route sits inside a loop.",
+                "A step's `route`, `loop`, `fallback` or `delegate` cannot be bounded or run as written: a branch names no step of the workflow or the router itself, a step starts two branches, `default` names no branch, a loop's `from` is not upstream of the step that closes it, two loops share a step, a route sits inside a loop, a planner sits inside a loop or also routes, loops or falls back, its pool lists an agent twice, or `maxConcurrent` exceeds `maxTasks`.",
             help: "Fix the construct the message names; docs/patterns.md shows each one."),
         DiagnosticInfo(
             code: .triggerCronInvalid, title: "Invalid cron expression", severities: [.error],

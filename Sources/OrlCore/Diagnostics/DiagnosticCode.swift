@@ -38,7 +38,7 @@ public struct DiagnosticCode: RawRepresentable, Sendable, Hashable, Comparable, 
     public static let dagDuplicateStep = DiagnosticCode("dag.duplicate-step")
     /// A step reads the output of a step that does not always finish before it.
     public static let dagInputNotUpstream = DiagnosticCode("dag.input-not-upstream")
-    /// A route, loop or fallback whose shape orl cannot bound or run.
+    /// A route, loop, fallback or delegation whose shape orl cannot bound or run.
     public static let dagPatternInvalid = DiagnosticCode("dag.pattern-invalid")
 
     // Triggers.

@@ -154,6 +154,7 @@ public struct ManifestReader: Sendable {
                 case .policy: .policy(try NodeDecoder.decode(PolicySpec.self, from: specNode, at: specPath))
                 case .budget: .budget(try NodeDecoder.decode(BudgetSpec.self, from: specNode, at: specPath))
                 case .workflow: .workflow(try NodeDecoder.decode(WorkflowSpec.self, from: specNode, at: specPath))
+                case .alert: .alert(try NodeDecoder.decode(AlertSpec.self, from: specNode, at: specPath))
                 }
             return (Resource(metadata: metadata, spec: spec, document: root, file: document.file, documentIndex: document.index), [])
         } catch {

@@ -16,21 +16,33 @@ public enum ManifestValidation {
     /// Combines what reading each document found with the checks across documents.
     /// With `strict`, warnings count as errors.
     public static func validate(_ read: ReadManifests, strict: Bool = false) -> ValidationReport {
-        let read = read.mcpLocks.isEmpty && !read.resources.contains(where: { $0.tool?.type == .mcp }) ? read : McpLock.attach(read)
-        let (fleet, duplicates) = Fleet.assemble(read.resources, unreadable: read.unreadable, unidentified: read.unidentified)
-        var all = read.diagnostics + duplicates
+        let checked = crossChecks(read)
+        return ValidationReport(
+            fleet: checked.fleet, resourceCount: read.resources.count + read.unreadable.count,
+            diagnostics: strictened(read.diagnostics + checked.diagnostics, strict).sortedForReport())
+    }
+
+    /// The checks across documents: MCP pins, duplicates, references, DAGs and the
+    /// audit, with the fleet they assembled. Not `read`'s own diagnostics.
+    public static func crossChecks(_ read: ReadManifests) -> (fleet: Fleet, diagnostics: [Diagnostic]) {
+        let attached =
+            read.mcpLocks.isEmpty && !read.resources.contains(where: { $0.tool?.type == .mcp }) ? read : McpLock.attach(read)
+        let (fleet, duplicates) = Fleet.assemble(attached.resources, unreadable: attached.unreadable, unidentified: attached.unidentified)
+        var all = Array(attached.diagnostics[read.diagnostics.count...]) + duplicates
         all += ReferenceCheck.run(fleet)
         all += WorkflowCheck.run(fleet)
         all += PolicyAudit.run(fleet, engine: PolicyEngine(fleet))
-        if strict {
-            all = all.map { d in
-                var d = d
-                d.severity = .error
-                return d
-            }
+        return (fleet, all)
+    }
+
+    /// With `strict`, warnings count as errors.
+    static func strictened(_ diagnostics: [Diagnostic], _ strict: Bool) -> [Diagnostic] {
+        guard strict else { return diagnostics }
+        return diagnostics.map { d in
+            var d = d
+            d.severity = .error
+            return d
         }
-        return ValidationReport(
-            fleet: fleet, resourceCount: read.resources.count + read.unreadable.count, diagnostics: all.sortedForReport())
     }
 
     /// Reads every document (in order) and validates the set.

@@ -7,6 +7,7 @@ public struct Resource: Sendable {
         case policy(PolicySpec)
         case budget(BudgetSpec)
         case workflow(WorkflowSpec)
+        case alert(AlertSpec)
 
         public var kind: ResourceKind {
             switch self {
@@ -16,6 +17,7 @@ public struct Resource: Sendable {
             case .policy: .policy
             case .budget: .budget
             case .workflow: .workflow
+            case .alert: .alert
             }
         }
     }
@@ -102,4 +104,5 @@ public struct Resource: Sendable {
     public var policy: PolicySpec? { if case .policy(let s) = spec { s } else { nil } }
     public var budget: BudgetSpec? { if case .budget(let s) = spec { s } else { nil } }
     public var workflow: WorkflowSpec? { if case .workflow(let s) = spec { s } else { nil } }
+    public var alert: AlertSpec? { if case .alert(let s) = spec { s } else { nil } }
 }

@@ -7,6 +7,7 @@ public enum ResourceKind: String, CaseIterable, Sendable, Hashable, Comparable, 
     case policy = "Policy"
     case budget = "Budget"
     case workflow = "Workflow"
+    case alert = "Alert"
 
     public static let apiVersion = "orl.dev/v1"
 
@@ -20,6 +21,7 @@ public enum ResourceKind: String, CaseIterable, Sendable, Hashable, Comparable, 
         case .policy: 3
         case .budget: 4
         case .workflow: 5
+        case .alert: 6
         }
     }
 
@@ -42,6 +44,7 @@ public enum ResourceKind: String, CaseIterable, Sendable, Hashable, Comparable, 
         case .policy: ["pol"]
         case .budget: []
         case .workflow: ["wf"]
+        case .alert: []
         }
     }
 

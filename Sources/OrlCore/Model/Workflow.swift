@@ -145,6 +145,8 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
         public var route: Route?
         public var loop: Loop?
         public var fallback: [Fallback]
+        public var delegate: Delegate?
+        public var handoff: Handoff?
         /// Set on the steps orl derives from the declared ones (loop rounds after the
         /// first, fallbacks), and on the declared steps of a loop (round 1).
         public var generated: Generated?
@@ -162,7 +164,7 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
 
         enum CodingKeys: String, CodingKey {
             case id, description, agent, approval, dependsOn, tools, inputs, prompt, maxTokens, timeout, heartbeatTimeout, retry
-            case continueOnFailure, route, loop, fallback
+            case continueOnFailure, route, loop, fallback, delegate, handoff
         }
 
         public init(from decoder: any Decoder) throws {
@@ -191,6 +193,8 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
             route = try c.decodeIfPresent(Route.self, forKey: .route)
             loop = try c.decodeIfPresent(Loop.self, forKey: .loop)
             fallback = try c.decodeIfPresent([Fallback].self, forKey: .fallback) ?? []
+            delegate = try c.decodeIfPresent(Delegate.self, forKey: .delegate)
+            handoff = try c.decodeIfPresent(Handoff.self, forKey: .handoff)
             generated = nil
             location = (decoder as? any LocatingDecoder)?.node.location ?? .file("")
         }
@@ -202,6 +206,7 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
                 && lhs.heartbeatTimeout == rhs.heartbeatTimeout
                 && lhs.retry == rhs.retry && lhs.continueOnFailure == rhs.continueOnFailure && lhs.description == rhs.description
                 && lhs.route == rhs.route && lhs.loop == rhs.loop && lhs.fallback == rhs.fallback && lhs.generated == rhs.generated
+                && lhs.delegate == rhs.delegate && lhs.handoff == rhs.handoff
         }
 
         public func hash(into hasher: inout Hasher) {

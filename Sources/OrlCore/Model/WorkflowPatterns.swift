@@ -79,6 +79,62 @@ extension WorkflowSpec {
         public var retry: Retry?
     }
 
+    /// `delegate:` on a planner step: each round, its output lists sub-tasks (under
+    /// `key`, each `{agent, task}`), which run as steps of the run on a declared pool of
+    /// workers, at most `maxTasks` a round and `maxConcurrent` at a time; the planner
+    /// sees their results in its next round, up to `maxRounds`. orl expands every round
+    /// and every sub-task slot, so the audit checks each worker of the pool in each slot.
+    public struct Delegate: Sendable, Hashable, Decodable {
+        public var workers: [Located<String>]
+        public var maxTasks: Int
+        public var maxConcurrent: Int
+        public var maxRounds: Int
+        public var key: String
+        /// What each sub-task step is given, as a step's fields.
+        public var tools: [Located<String>]
+        public var prompt: String?
+        public var maxTokens: Int?
+        public var retry: Retry?
+        public var location: SourceLocation
+
+        enum CodingKeys: String, CodingKey { case workers, maxTasks, maxConcurrent, maxRounds, key, tools, prompt, maxTokens, retry }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            workers = try c.decode([Located<String>].self, forKey: .workers)
+            maxTasks = try c.decode(Int.self, forKey: .maxTasks)
+            maxConcurrent = try c.decodeIfPresent(Int.self, forKey: .maxConcurrent) ?? maxTasks
+            maxRounds = try c.decodeIfPresent(Int.self, forKey: .maxRounds) ?? 1
+            key = try c.decodeIfPresent(String.self, forKey: .key) ?? "tasks"
+            tools = try c.decodeIfPresent([Located<String>].self, forKey: .tools) ?? []
+            prompt = try c.decodeIfPresent(String.self, forKey: .prompt)
+            maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
+            retry = try c.decodeIfPresent(Retry.self, forKey: .retry)
+            location = (decoder as? any LocatingDecoder)?.node.location ?? .file("")
+        }
+    }
+
+    /// `handoff:` on a step: the agent serving it may hand the task (with what it has
+    /// so far) to another agent of `agents`, which may hand it on, at most
+    /// `maxHandoffs` times. orl expands every turn (`triage~h1`, ...), each servable by
+    /// any agent of the set, so the audit checks every hand-off between them.
+    public struct Handoff: Sendable, Hashable, Decodable {
+        public var agents: [Located<String>]
+        public var maxHandoffs: Int
+        public var key: String
+        public var location: SourceLocation
+
+        enum CodingKeys: String, CodingKey { case agents, maxHandoffs, key }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            agents = try c.decode([Located<String>].self, forKey: .agents)
+            maxHandoffs = try c.decode(Int.self, forKey: .maxHandoffs)
+            key = try c.decodeIfPresent(String.self, forKey: .key) ?? "handoffTo"
+            location = (decoder as? any LocatingDecoder)?.node.location ?? .file("")
+        }
+    }
+
     /// What a derived step comes from, and where a step sits in a loop.
     public struct Generated: Sendable, Hashable {
         /// The declared step it is a copy of (itself for round 1 of a loop): its output
@@ -90,6 +146,13 @@ extension WorkflowSpec {
         /// For a fallback: the step it takes over from, and its place in the chain (1...).
         public var takesOverFrom: String?
         public var fallback: Int?
+        /// For a planner's rounds and its sub-tasks: the planner (its declared id).
+        public var delegation: String? = nil
+        /// For a sub-task: its slot in its round (1...), and the agents that may serve it.
+        public var task: Int? = nil
+        public var pool: [Located<String>] = []
+        /// For a hand-off turn: its place (1...) after the declared step.
+        public var turn: Int? = nil
     }
 }
 
@@ -104,6 +167,16 @@ extension WorkflowSpec.Step {
         var parts: [String] = []
         if let loop = generated.loop, let round = generated.round { parts.append("round \(round) of loop \"\(loop)\"") }
         if let n = generated.fallback, let from = generated.takesOverFrom { parts.append("fallback \(n) of \"\(from)\"") }
+        if let turn = generated.turn {
+            parts.append("hand-off \(turn) of \"\(generated.declared)\"")
+        }
+        if let planner = generated.delegation {
+            if let task = generated.task {
+                parts.append("sub-task \(task) of round \(generated.round ?? 1) delegated by \"\(planner)\"")
+            } else if let round = generated.round {
+                parts.append("round \(round) of planner \"\(planner)\"")
+            }
+        }
         return parts.isEmpty ? nil : parts.joined(separator: ", ")
     }
 }
@@ -115,7 +188,13 @@ enum WorkflowPatterns {
     static let separator = "~"
 
     static func expand(_ declared: [WorkflowSpec.Step]) -> [WorkflowSpec.Step] {
-        guard declared.contains(where: { $0.route != nil || $0.loop != nil || !$0.fallback.isEmpty }) else { return declared }
+        guard
+            declared.contains(where: {
+                $0.route != nil || $0.loop != nil || !$0.fallback.isEmpty || $0.delegate != nil || $0.handoff != nil
+            })
+        else {
+            return declared
+        }
         var steps = declared
         var index: [String: Int] = [:]
         for (i, step) in steps.enumerated() where index[step.id.value] == nil { index[step.id.value] = i }
@@ -194,6 +273,17 @@ enum WorkflowPatterns {
             }
         }
 
+        // Delegations, after loops (a planner after a loop waits for its every round),
+        // before fallbacks (a step after a planner waits for every sub-task, and so
+        // does its fallback).
+        for p in declared.indices where steps[p].delegate != nil && steps[p].generated == nil && !steps[p].isApprovalGate {
+            expandDelegation(p, &steps)
+        }
+
+        for s in declared.indices where steps[s].handoff != nil && steps[s].generated == nil && !steps[s].isApprovalGate {
+            expandHandoff(s, &steps)
+        }
+
         // Fallbacks, last, so that loop copies get theirs too.
         var i = 0
         while i < steps.count {
@@ -231,6 +321,103 @@ enum WorkflowPatterns {
             }
         }
         return steps
+    }
+
+    /// A planner's rounds and sub-task slots: round r's planner (`plan`, `plan~r2`, ...)
+    /// is followed by its slots (`plan~task1`, `plan~r2~task1`, ...), each reading the
+    /// planner's list and run by whichever worker of the pool it names; the next
+    /// round's planner waits for them, and so does every step after the planner.
+    private static func expandDelegation(_ p: Int, _ steps: inout [WorkflowSpec.Step]) {
+        let planner = steps[p]
+        guard let delegate = planner.delegate, delegate.maxTasks >= 1, delegate.maxRounds >= 1, let first = delegate.workers.first
+        else { return }
+        let name = planner.id.value
+        var added: [String] = []
+        var previousSlots: [Located<String>] = []
+        for round in 1...delegate.maxRounds {
+            let roundID: String
+            if round == 1 {
+                if delegate.maxRounds > 1 { steps[p].generated = .init(declared: name, round: 1, delegation: name) }
+                roundID = name
+            } else {
+                var copy = planner
+                roundID = "\(name)\(separator)r\(round)"
+                copy.id = Located(roundID, at: planner.id.location)
+                copy.generated = .init(declared: name, round: round, delegation: name)
+                copy.dependsOn = planner.dependsOn + previousSlots
+                steps.append(copy)
+                added.append(roundID)
+            }
+            previousSlots = []
+            for task in 1...delegate.maxTasks {
+                let id = "\(roundID)\(separator)task\(task)"
+                var slot = planner
+                slot.id = Located(id, at: delegate.location)
+                slot.executor = .agent(first)
+                slot.dependsOn = [Located(roundID, at: delegate.location)]
+                slot.inputs = [("task", .stepOutput(step: Located(roundID, at: delegate.location), key: delegate.key))]
+                slot.tools = delegate.tools
+                slot.prompt = delegate.prompt
+                slot.maxTokens = delegate.maxTokens
+                slot.retry = delegate.retry ?? planner.retry
+                slot.continueOnFailure = false
+                slot.route = nil
+                slot.loop = nil
+                slot.fallback = []
+                slot.delegate = nil
+                slot.handoff = nil
+                slot.generated = .init(declared: id, round: round, delegation: name, task: task, pool: delegate.workers)
+                steps.append(slot)
+                added.append(id)
+                previousSlots.append(Located(id, at: delegate.location))
+            }
+        }
+        // Whatever waits for the planner waits for every round and sub-task.
+        waitForAll(name, added, &steps)
+    }
+
+    /// A step's hand-off turns: turn k (`triage~hk`) runs after turn k-1, served by the
+    /// agent turn k-1 named, with the step's inputs and turn k-1's output as
+    /// `conversation`; they share the step's output key, so later steps read the last.
+    private static func expandHandoff(_ s: Int, _ steps: inout [WorkflowSpec.Step]) {
+        let step = steps[s]
+        guard let handoff = step.handoff, handoff.maxHandoffs >= 1, let agent = step.agent else { return }
+        let name = step.id.value
+        var pool: [Located<String>] = [agent]
+        for a in handoff.agents where !pool.contains(where: { $0.value == a.value }) { pool.append(a) }
+        var previous = name
+        var added: [String] = []
+        for turn in 1...handoff.maxHandoffs {
+            var copy = step
+            let id = "\(name)\(separator)h\(turn)"
+            copy.id = Located(id, at: handoff.location)
+            copy.dependsOn = [Located(previous, at: handoff.location)]
+            copy.inputs = step.inputs + [("conversation", .stepOutput(step: Located(previous, at: handoff.location), key: nil))]
+            copy.route = nil
+            copy.loop = nil
+            copy.fallback = []
+            copy.delegate = nil
+            copy.generated = .init(declared: name, pool: pool, turn: turn)
+            steps.append(copy)
+            added.append(id)
+            previous = id
+        }
+        waitForAll(name, added, &steps)
+    }
+
+    /// Whatever waits for (or reads) `name` waits for every step in `added` too.
+    private static func waitForAll(_ name: String, _ added: [String], _ steps: inout [WorkflowSpec.Step]) {
+        let mine = Set(added)
+        for d in steps.indices where steps[d].id.value != name && !mine.contains(steps[d].id.value) {
+            let reads =
+                steps[d].dependsOn.contains { $0.value == name }
+                || steps[d].inputs.contains { if case .stepOutput(let s, _) = $0.source { s.value == name } else { false } }
+            guard reads else { continue }
+            let at = steps[d].dependsOn.first { $0.value == name }?.location ?? steps[d].id.location
+            for id in added where !steps[d].dependsOn.contains(where: { $0.value == id }) {
+                steps[d].dependsOn.append(Located(id, at: at))
+            }
+        }
     }
 
     /// The steps of the loop closed by `closing`: those downstream of its `from` step and

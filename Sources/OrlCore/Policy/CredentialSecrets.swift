@@ -10,7 +10,11 @@ public struct CredentialSecrets: Sendable {
 
         /// `the API key of ModelProvider/openai`.
         public var role: String {
-            "\(resource.kind == ResourceKind.modelProvider.rawValue ? "the API key of" : "the credential of") \(resource)"
+            switch resource.kind {
+            case ResourceKind.modelProvider.rawValue: "the API key of \(resource)"
+            case ResourceKind.alert.rawValue: "the webhook of \(resource)"
+            default: "the credential of \(resource)"
+            }
         }
     }
 
@@ -32,6 +36,14 @@ public struct CredentialSecrets: Sendable {
             guard let name = tool.tool?.http?.credentialSecret ?? tool.tool?.mcp?.credentialSecret else { continue }
             users[SecretID(namespace: tool.metadata.namespace, name: name.value), default: []].append(
                 User(resource: tool.id, location: name.location))
+        }
+        // An Alert's webhook URL and signing key: the notifier presents them.
+        for alert in fleet.resources(of: .alert) {
+            guard let webhook = alert.alert?.webhook else { continue }
+            for name in [webhook.urlSecret] + (webhook.signingKeySecret.map { [$0] } ?? []) {
+                users[SecretID(namespace: alert.metadata.namespace, name: name.value), default: []].append(
+                    User(resource: alert.id, location: name.location))
+            }
         }
         self.users = users
         blind = Set(

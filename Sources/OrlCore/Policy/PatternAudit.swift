@@ -21,10 +21,10 @@ enum PatternAudit {
                 for via in branches.routes(of: step) {
                     diagnostic.notes.append(.init("step \"\(planned.id.value)\" runs via route \(via)"))
                 }
-                if step >= spec.declaredCount,
-                    let declared = graph.index[
-                        planned.generated?.fallback != nil ? (planned.generated?.takesOverFrom ?? "") : planned.outputKey]
-                {
+                let declaredName =
+                    planned.generated?.fallback != nil
+                    ? (planned.generated?.takesOverFrom ?? "") : (planned.generated?.delegation ?? planned.outputKey)
+                if step >= spec.declaredCount, let declared = graph.index[declaredName] {
                     diagnostic.path = declaredPath(diagnostic.path!, step: step, declared: declared, spec: spec, graph: graph)
                 }
             }
@@ -52,6 +52,12 @@ enum PatternAudit {
     {
         var components = path.components
         components[2] = .index(declared)
+        if spec.steps[step].generated?.task != nil {
+            // A sub-task's findings belong to the planner's `delegate`.
+            components.insert(.key("delegate"), at: 3)
+        } else if spec.steps[step].generated?.turn != nil {
+            components.insert(.key("handoff"), at: 3)
+        }
         if let n = spec.steps[step].generated?.fallback {
             let primary = ValuePath(Array(components.prefix(3)))
             // The fallback's agent is where its findings belong, whatever they are about.
@@ -61,6 +67,13 @@ enum PatternAudit {
     }
 
     private static func bound(_ step: WorkflowSpec.Step, _ spec: WorkflowSpec) -> String {
+        if step.generated?.turn != nil, let handoff = step.handoff {
+            return " (at most \(handoff.maxHandoffs) hand-off\(handoff.maxHandoffs == 1 ? "" : "s"))"
+        }
+        if let planner = step.generated?.delegation, let delegate = spec.steps.first(where: { $0.id.value == planner })?.delegate {
+            return
+                " (at most \(delegate.maxTasks) sub-task\(delegate.maxTasks == 1 ? "" : "s") a round, \(delegate.maxRounds) round\(delegate.maxRounds == 1 ? "" : "s"))"
+        }
         guard let loop = step.generated?.loop, let closing = spec.steps.first(where: { $0.id.value == loop })?.loop else { return "" }
         return " (at most \(closing.maxRounds) round\(closing.maxRounds == 1 ? "" : "s"))"
     }
@@ -69,13 +82,19 @@ enum PatternAudit {
         var out = ""
         var i = message.startIndex
         while i < message.endIndex {
-            // Drop `~r2` (a loop round) so that rounds repeating a finding match.
-            if message[i] == "~", message.index(after: i) < message.endIndex, message[message.index(after: i)] == "r" {
-                var j = message.index(i, offsetBy: 2)
-                while j < message.endIndex, message[j].isNumber { j = message.index(after: j) }
-                if j > message.index(i, offsetBy: 2) {
-                    i = j
-                    continue
+            // Drop `~r2` (a loop or planner round) and `~task3` (a sub-task slot) so that
+            // rounds and slots repeating a finding match.
+            if message[i] == "~" {
+                let rest = message[message.index(after: i)...]
+                let prefix = rest.hasPrefix("task") ? 4 : rest.hasPrefix("r") || rest.hasPrefix("h") ? 1 : 0
+                if prefix > 0 {
+                    let digits = rest.index(rest.startIndex, offsetBy: prefix)
+                    var j = digits
+                    while j < message.endIndex, message[j].isNumber { j = message.index(after: j) }
+                    if j > digits {
+                        i = j
+                        continue
+                    }
                 }
             }
             out.append(message[i])
@@ -95,6 +114,14 @@ enum PatternAudit {
                 parts.append("\(step.fallback.count) fallback\(step.fallback.count == 1 ? "" : "s") of \"\(step.id.value)\"")
             }
             if step.route != nil { parts.append("every branch of route \"\(step.id.value)\"") }
+            if let handoff = step.handoff {
+                parts.append("\(handoff.maxHandoffs) hand-off\(handoff.maxHandoffs == 1 ? "" : "s") of \"\(step.id.value)\"")
+            }
+            if let delegate = step.delegate {
+                parts.append(
+                    "\(delegate.maxTasks) sub-task\(delegate.maxTasks == 1 ? "" : "s") × \(delegate.maxRounds) round\(delegate.maxRounds == 1 ? "" : "s") delegated by \"\(step.id.value)\""
+                )
+            }
         }
         return "counted at the bounds: " + parts.joined(separator: "; ")
     }

@@ -149,8 +149,16 @@ struct WorkflowAudit {
     let order: [Int]
     let fleet: Fleet
     let engine: PolicyEngine
-    /// The Agent of each step (nil for approval gates and unresolved agents).
-    let agents: [Resource?]
+    /// The Agents that may serve each step: its agent, or for a delegated sub-task
+    /// every worker of the pool, each with where the manifest names it (empty for
+    /// approval gates and unresolved agents). Every check runs for each of them, so a
+    /// sub-task is proven for whichever worker the planner picks at run time.
+    let agents: [[(agent: Resource, named: SourceLocation)]]
+    /// The sub-task slots after the first of their round: each is the first one again
+    /// (same pool, tools, inputs and neighbours; only the id differs), so the per-step
+    /// checks judge the first for all of them and a delegation costs the audit
+    /// rounds × workers, not slots × workers. The budget still counts every slot.
+    let mirrors: [Bool]
 
     /// Nil when the DAG is not one (cycles are reported by the structural check).
     init?(workflow: Resource, fleet: Fleet, engine: PolicyEngine) {
@@ -164,13 +172,18 @@ struct WorkflowAudit {
         self.fleet = fleet
         self.engine = engine
         var byName: [String: Resource?] = [:]
-        agents = spec.steps.map { step in
-            guard let name = step.agent?.value else { return nil }
+        func resolve(_ name: String) -> Resource? {
             if let known = byName[name] { return known }
             let agent = fleet.resource(.agent, name, namespace: workflow.metadata.namespace)
             byName[name] = agent
             return agent
         }
+        agents = spec.steps.map { step in
+            guard let agent = step.agent else { return [] }
+            let pool = step.generated?.pool ?? []
+            return (pool.isEmpty ? [agent] : pool).compactMap { name in resolve(name.value).map { ($0, name.location) } }
+        }
+        mirrors = spec.steps.map { ($0.generated?.task ?? 1) > 1 }
     }
 
     func stepPath(_ i: Int) -> ValuePath { ValuePath([.key("spec"), .key("steps"), .index(i)]) }
@@ -185,29 +198,42 @@ struct WorkflowAudit {
 
     private func tools() -> [Diagnostic] {
         var diagnostics: [Diagnostic] = []
-        for i in order {
-            guard let agent = agents[i], let agentSpec = agent.agent else { continue }
-            let permissions = engine.permissions(of: agent.id)
-            let declared = Set(agentSpec.tools.map(\.value))
-            for (j, tool) in spec.steps[i].tools.enumerated()
-            where fleet.tool(tool.value, namespace: workflow.metadata.namespace) != nil {
-                let path = stepPath(i).appending("tools").appending(j)
-                if !declared.contains(tool.value) {
-                    diagnostics.append(
-                        .error(
-                            .permToolUndeclared,
-                            "step \"\(id(i))\" uses tool \"\(tool.value)\", which agent \"\(agent.metadata.name)\" does not declare in spec.tools",
-                            at: tool.location, resource: workflow.id, path: path,
-                            notes: [.init("agent \"\(agent.metadata.name)\" is defined here", at: agent.nameLocation)]))
-                }
-                if !permissions.permits(.tool, tool.value) {
-                    let decision = permissions.decide(.tool, tool.value)
-                    diagnostics.append(
-                        .error(
-                            .permToolDenied,
-                            "step \"\(id(i))\" uses tool \"\(tool.value)\", which agent \"\(agent.metadata.name)\" may not use: \(decision.reason)",
-                            at: tool.location, resource: workflow.id, path: path,
-                            notes: PolicyAudit.notes(for: decision, permissions)))
+        // The sub-task slots of a delegation repeat the same (worker, tool) pairs: each
+        // is judged once, so the audit grows with slots + workers, not their product.
+        var verdicts: [String: (declared: Bool, permitted: Bool)] = [:]
+        for i in order where !mirrors[i] {
+            for (agent, _) in agents[i] {
+                guard let agentSpec = agent.agent else { continue }
+                let permissions = engine.permissions(of: agent.id)
+                for (j, tool) in spec.steps[i].tools.enumerated()
+                where fleet.tool(tool.value, namespace: workflow.metadata.namespace) != nil {
+                    let key = "\(agent.id)|\(tool.value)"
+                    let verdict =
+                        verdicts[key]
+                        ?? {
+                            let v = (agentSpec.tools.contains { $0.value == tool.value }, permissions.permits(.tool, tool.value))
+                            verdicts[key] = v
+                            return v
+                        }()
+                    guard !verdict.declared || !verdict.permitted else { continue }
+                    let path = stepPath(i).appending("tools").appending(j)
+                    if !verdict.declared {
+                        diagnostics.append(
+                            .error(
+                                .permToolUndeclared,
+                                "step \"\(id(i))\" uses tool \"\(tool.value)\", which agent \"\(agent.metadata.name)\" does not declare in spec.tools",
+                                at: tool.location, resource: workflow.id, path: path,
+                                notes: [.init("agent \"\(agent.metadata.name)\" is defined here", at: agent.nameLocation)]))
+                    }
+                    if !verdict.permitted {
+                        let decision = permissions.decide(.tool, tool.value)
+                        diagnostics.append(
+                            .error(
+                                .permToolDenied,
+                                "step \"\(id(i))\" uses tool \"\(tool.value)\", which agent \"\(agent.metadata.name)\" may not use: \(decision.reason)",
+                                at: tool.location, resource: workflow.id, path: path,
+                                notes: PolicyAudit.notes(for: decision, permissions)))
+                    }
                 }
             }
         }
@@ -239,19 +265,36 @@ struct WorkflowAudit {
     private func handoffs() -> [Diagnostic] {
         var diagnostics: [Diagnostic] = []
         let providers = providers()
-        for i in order {
-            guard let receiver = agents[i] else { continue }
-            for (source, location) in providers[i] {
-                guard let sender = agents[source], sender.id != receiver.id else { continue }
-                let permissions = engine.permissions(of: sender.id)
-                guard !permissions.permits(.handoff, receiver.metadata.name) else { continue }
-                let decision = permissions.decide(.handoff, receiver.metadata.name)
-                diagnostics.append(
-                    .error(
-                        .permHandoffDenied,
-                        "step \"\(id(i))\" receives the output of step \"\(id(source))\", but agent \"\(sender.metadata.name)\" may not hand off to agent \"\(receiver.metadata.name)\": \(decision.reason)",
-                        at: location, resource: workflow.id, path: stepPath(i),
-                        notes: PolicyAudit.notes(for: decision, permissions)))
+        // Judged once per pair of agents, and reported once per pair and step: a step
+        // after a delegation receives from every slot, each served by any worker.
+        var allowed: [String: Bool] = [:]
+        for i in order where !mirrors[i] {
+            var seen = Set<String>()
+            for (receiver, named) in agents[i] {
+                for (source, edge) in providers[i] where !mirrors[source] {
+                    for (sender, _) in agents[source] where sender.id != receiver.id {
+                        let pair = "\(sender.id)|\(receiver.id)"
+                        guard seen.insert(pair).inserted else { continue }
+                        // A sub-task's finding is about the worker: point at it in the pool.
+                        let location = agents[i].count > 1 ? named : edge
+                        let permissions = engine.permissions(of: sender.id)
+                        let permitted =
+                            allowed[pair]
+                            ?? {
+                                let p = permissions.permits(.handoff, receiver.metadata.name)
+                                allowed[pair] = p
+                                return p
+                            }()
+                        guard !permitted else { continue }
+                        let decision = permissions.decide(.handoff, receiver.metadata.name)
+                        diagnostics.append(
+                            .error(
+                                .permHandoffDenied,
+                                "step \"\(id(i))\" receives the output of step \"\(id(source))\", but agent \"\(sender.metadata.name)\" may not hand off to agent \"\(receiver.metadata.name)\": \(decision.reason)",
+                                at: location, resource: workflow.id, path: stepPath(i),
+                                notes: PolicyAudit.notes(for: decision, permissions)))
+                    }
+                }
             }
         }
         return diagnostics + transitiveHandoffs(providers)
@@ -264,7 +307,7 @@ struct WorkflowAudit {
     private func transitiveHandoffs(_ providers: [[(step: Int, location: SourceLocation)]]) -> [Diagnostic] {
         // Only senders with a handoff deny can be refused along a path.
         let denying = Set(
-            agents.compactMap { $0 }.filter { agent in
+            agents.joined().map(\.agent).filter { agent in
                 engine.permissions(of: agent.id).rules.contains { $0.kind == .handoff && $0.effect == .deny }
             }.map(\.id))
         guard !denying.isEmpty else { return [] }
@@ -277,27 +320,34 @@ struct WorkflowAudit {
             }
         }
         var diagnostics: [Diagnostic] = []
-        for i in order {
-            guard let receiver = agents[i] else { continue }
+        for i in order where !mirrors[i] {
             let direct = Set(providers[i].map(\.step))
-            for origin in upstream[i].elements where !direct.contains(origin) {
-                guard let sender = agents[origin], sender.id != receiver.id, denying.contains(sender.id) else { continue }
-                let permissions = engine.permissions(of: sender.id)
-                let decision = permissions.decide(.handoff, receiver.metadata.name)
-                guard decision.outcome == .denied else { continue }
-                // One way the output travels, walked back from the receiver.
-                var hops = [i]
-                while let next = providers[hops[hops.count - 1]].first(where: { $0.step == origin || upstream[$0.step].contains(origin) }) {
-                    hops.append(next.step)
-                    if next.step == origin { break }
+            // Reported once per pair of agents and receiving step, as direct handoffs are.
+            var seen = Set<String>()
+            for origin in upstream[i].elements where !direct.contains(origin) && !mirrors[origin] {
+                for (receiver, _) in agents[i] {
+                    for (sender, _) in agents[origin] where sender.id != receiver.id && denying.contains(sender.id) {
+                        guard seen.insert("\(sender.id)|\(receiver.id)").inserted else { continue }
+                        let permissions = engine.permissions(of: sender.id)
+                        let decision = permissions.decide(.handoff, receiver.metadata.name)
+                        guard decision.outcome == .denied else { continue }
+                        // One way the output travels, walked back from the receiver.
+                        var hops = [i]
+                        while let next = providers[hops[hops.count - 1]].first(where: {
+                            $0.step == origin || upstream[$0.step].contains(origin)
+                        }) {
+                            hops.append(next.step)
+                            if next.step == origin { break }
+                        }
+                        let route = hops.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
+                        diagnostics.append(
+                            .error(
+                                .permHandoffDenied,
+                                "step \"\(id(i))\" receives the output of step \"\(id(origin))\" through \(route), but agent \"\(sender.metadata.name)\" may not hand off to agent \"\(receiver.metadata.name)\": \(decision.reason)",
+                                at: spec.steps[i].id.location, resource: workflow.id, path: stepPath(i),
+                                notes: PolicyAudit.notes(for: decision, permissions)))
+                    }
                 }
-                let route = hops.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
-                diagnostics.append(
-                    .error(
-                        .permHandoffDenied,
-                        "step \"\(id(i))\" receives the output of step \"\(id(origin))\" through \(route), but agent \"\(sender.metadata.name)\" may not hand off to agent \"\(receiver.metadata.name)\": \(decision.reason)",
-                        at: spec.steps[i].id.location, resource: workflow.id, path: stepPath(i),
-                        notes: PolicyAudit.notes(for: decision, permissions)))
             }
         }
         return diagnostics
@@ -338,34 +388,35 @@ struct WorkflowAudit {
         }
         let lenient = selfApproving ? ungatedPaths(acceptTimeout: true) : strict
         var diagnostics: [Diagnostic] = []
-        for i in order where strict.ungated[i] {
-            guard let agent = agents[i] else { continue }
-            let permissions = engine.permissions(of: agent.id)
-            for (j, tool) in spec.steps[i].tools.enumerated() {
-                let rules = permissions.approvalRules(forTool: tool.value)
-                if rules.isEmpty {
-                    if let risky = risky(tool.value) {
-                        let route = route(to: i, strict.via)
-                        diagnostics.append(
-                            .warning(
-                                .permRiskyUngated,
-                                "step \(Diagnostic.quoted(id(i))) uses tool \(Diagnostic.quoted(tool.value)) (\(risky)) with no human approval gate on the path \(route.text), and no Policy requires one",
-                                at: tool.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
-                                notes: selfApprovalNotes(route.steps)))
+        for i in order where strict.ungated[i] && !mirrors[i] {
+            for (agent, _) in agents[i] {
+                let permissions = engine.permissions(of: agent.id)
+                for (j, tool) in spec.steps[i].tools.enumerated() {
+                    let rules = permissions.approvalRules(forTool: tool.value)
+                    if rules.isEmpty {
+                        if let risky = risky(tool.value) {
+                            let route = route(to: i, strict.via)
+                            diagnostics.append(
+                                .warning(
+                                    .permRiskyUngated,
+                                    "step \(Diagnostic.quoted(id(i))) uses tool \(Diagnostic.quoted(tool.value)) (\(risky)) with no human approval gate on the path \(route.text), and no Policy requires one",
+                                    at: tool.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
+                                    notes: selfApprovalNotes(route.steps)))
+                        }
+                        continue
                     }
-                    continue
+                    let paths = rules.allSatisfy(\.acceptsTimeoutApproval) ? lenient : strict
+                    guard paths.ungated[i] else { continue }
+                    let route = route(to: i, paths.via)
+                    let policies = Array(Set(rules.map(\.source))).sorted().joined(separator: ", ")
+                    diagnostics.append(
+                        .error(
+                            .permApprovalMissing,
+                            "step \"\(id(i))\" uses tool \"\(tool.value)\", which needs a human approval gate (\(policies)), but the path \(route.text) reaches it without one",
+                            at: tool.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
+                            notes: rules.map { .init("approval required by \($0.source) here", at: $0.location) }
+                                + selfApprovalNotes(route.steps)))
                 }
-                let paths = rules.allSatisfy(\.acceptsTimeoutApproval) ? lenient : strict
-                guard paths.ungated[i] else { continue }
-                let route = route(to: i, paths.via)
-                let policies = Array(Set(rules.map(\.source))).sorted().joined(separator: ", ")
-                diagnostics.append(
-                    .error(
-                        .permApprovalMissing,
-                        "step \"\(id(i))\" uses tool \"\(tool.value)\", which needs a human approval gate (\(policies)), but the path \(route.text) reaches it without one",
-                        at: tool.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
-                        notes: rules.map { .init("approval required by \($0.source) here", at: $0.location) }
-                            + selfApprovalNotes(route.steps)))
             }
         }
         return diagnostics
@@ -404,35 +455,45 @@ struct WorkflowAudit {
         guard !flow.classNames.isEmpty else { return [] }
         let classNames = flow.classNames
         var diagnostics: [Diagnostic] = []
-        for i in order {
+        // Once per agent, kind and class (a delegation's slots repeat them).
+        var memo: [String: Bool] = [:]
+        func permits(_ permissions: EffectivePermissions, _ kind: PermissionKind, _ value: String) -> Bool {
+            let key = "\(permissions.agent)|\(kind)|\(value)"
+            if let known = memo[key] { return known }
+            let verdict = permissions.permits(kind, value)
+            memo[key] = verdict
+            return verdict
+        }
+        for i in order where !mirrors[i] {
             let step = spec.steps[i]
-            guard let agent = agents[i] else { continue }
-            let permissions = engine.permissions(of: agent.id)
-            let name = agent.metadata.name
+            for (agent, _) in agents[i] {
+                let permissions = engine.permissions(of: agent.id)
+                let name = agent.metadata.name
 
-            for c in flow.carried[i].elements {
-                guard !permissions.permits(.dataClass, classNames[c]) else { continue }
-                let decision = permissions.decide(.dataClass, classNames[c])
-                diagnostics.append(
-                    .error(
-                        .permDataflow,
-                        "data of class \"\(classNames[c])\" reaches step \"\(id(i))\" (\(route(of: c, to: i, flow))), but agent \"\(name)\" is not cleared for it: \(decision.reason)",
-                        at: step.id.location, resource: workflow.id, path: stepPath(i),
-                        notes: PolicyAudit.notes(for: decision, permissions)))
-            }
-
-            for (j, used) in step.tools.enumerated() where flow.egressTools.contains(used.value) {
-                // What the step can send out: everything it holds but what this tool itself returns.
-                let sent = flow.received[i].union(flow.classes(of: step.tools.filter { $0.value != used.value }))
-                for c in sent.elements {
-                    guard !permissions.permits(.egress, classNames[c]) else { continue }
-                    let decision = permissions.decide(.egress, classNames[c])
+                for c in flow.carried[i].elements {
+                    guard !permits(permissions, .dataClass, classNames[c]) else { continue }
+                    let decision = permissions.decide(.dataClass, classNames[c])
                     diagnostics.append(
                         .error(
                             .permDataflow,
-                            "step \"\(id(i))\" can send data of class \"\(classNames[c])\" (\(route(of: c, to: i, flow, besides: used.value))) out through egress tool \"\(used.value)\", but agent \"\(name)\" may not send \"\(classNames[c])\" out: \(decision.reason)",
-                            at: used.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
+                            "data of class \"\(classNames[c])\" reaches step \"\(id(i))\" (\(route(of: c, to: i, flow))), but agent \"\(name)\" is not cleared for it: \(decision.reason)",
+                            at: step.id.location, resource: workflow.id, path: stepPath(i),
                             notes: PolicyAudit.notes(for: decision, permissions)))
+                }
+
+                for (j, used) in step.tools.enumerated() where flow.egressTools.contains(used.value) {
+                    // What the step can send out: everything it holds but what this tool itself returns.
+                    let sent = flow.received[i].union(flow.classes(of: step.tools.filter { $0.value != used.value }))
+                    for c in sent.elements {
+                        guard !permits(permissions, .egress, classNames[c]) else { continue }
+                        let decision = permissions.decide(.egress, classNames[c])
+                        diagnostics.append(
+                            .error(
+                                .permDataflow,
+                                "step \"\(id(i))\" can send data of class \"\(classNames[c])\" (\(route(of: c, to: i, flow, besides: used.value))) out through egress tool \"\(used.value)\", but agent \"\(name)\" may not send \"\(classNames[c])\" out: \(decision.reason)",
+                                at: used.location, resource: workflow.id, path: stepPath(i).appending("tools").appending(j),
+                                notes: PolicyAudit.notes(for: decision, permissions)))
+                    }
                 }
             }
         }
@@ -465,7 +526,11 @@ struct WorkflowAudit {
         }
         var diagnostics: [Diagnostic] = []
         for i in order where tainted[i] {
-            guard let agent = agents[i], PolicyAudit.trifecta(of: agent, engine.permissions(of: agent.id), fleet) == nil else { continue }
+            // Skipped when every agent that may serve the step has an agent-level trifecta
+            // warning of its own already.
+            guard !mirrors[i],
+                agents[i].contains(where: { PolicyAudit.trifecta(of: $0.agent, engine.permissions(of: $0.agent.id), fleet) == nil })
+            else { continue }
             let step = spec.steps[i]
             // An approval rule on the egress tool is not enough here: a gate before the
             // untrusted content is read approves something the person never saw.
@@ -510,26 +575,34 @@ struct WorkflowAudit {
         // model's dearer price (input or output). A step without maxTokens has no bound
         // to plan with (maxTokensPerCall bounds one call, and an attempt makes several);
         // the gateway still enforces the budget at run time.
-        var worst: [(agent: Resource, usd: Double, tokens: Int)] = []
+        // A sub-task counts once, at its dearest worker the budget covers.
+        var worst: [[(agent: Resource, usd: Double, tokens: Int)]] = []
         for i in order {
             let step = spec.steps[i]
-            guard let agent = agents[i], let agentSpec = agent.agent, let maxTokens = step.maxTokens else {
-                continue
+            guard let maxTokens = step.maxTokens else { continue }
+            var candidates: [(agent: Resource, usd: Double, tokens: Int)] = []
+            for (agent, _) in agents[i] {
+                guard let model = agent.agent?.model.value,
+                    let pricing = fleet.resource(.modelProvider, model.provider, namespace: namespace)?.modelProvider?.model(
+                        named: model.model)?.pricing
+                else { continue }
+                let tokens = step.retry.attempts.saturatingMultiplied(by: maxTokens)
+                candidates.append((agent, Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens))
             }
-            let model = agentSpec.model.value
-            guard
-                let pricing = fleet.resource(.modelProvider, model.provider, namespace: namespace)?.modelProvider?.model(
-                    named: model.model)?.pricing
-            else { continue }
-            let tokens = step.retry.attempts.saturatingMultiplied(by: maxTokens)
-            worst.append((agent, Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens))
+            if !candidates.isEmpty { worst.append(candidates) }
         }
         guard !worst.isEmpty else { return [] }
 
         var diagnostics: [Diagnostic] = []
         for budget in fleet.resources(of: .budget, namespace: namespace) {
             guard let budgetSpec = budget.budget else { continue }
-            let covered = worst.filter { budgetSpec.appliesTo.selects($0.agent.metadata) }
+            // A shared pool pays for a sub-task once, at its dearest covered worker; a
+            // per-agent budget, for each worker, every sub-task it may be given.
+            let covered: [(agent: Resource, usd: Double, tokens: Int)] = worst.flatMap { candidates in
+                let mine = candidates.filter { budgetSpec.appliesTo.selects($0.agent.metadata) }
+                guard budgetSpec.scope == .shared else { return mine }
+                return mine.max { ($0.usd, $0.tokens) < ($1.usd, $1.tokens) }.map { [$0] } ?? []
+            }
             guard !covered.isEmpty else { continue }
             // A shared pool pays for every covered step; a per-agent budget for each agent's own.
             let groups: [(who: String, usd: Double, tokens: Int)] =

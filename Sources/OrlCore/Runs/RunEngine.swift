@@ -15,7 +15,9 @@ public enum RunEngine {
     /// The steps of a new run: those that wait for nothing start at once.
     public static func initialSteps(of plan: RunPlan, run: RunID, now: Timestamp) -> [StepRecord] {
         plan.steps.enumerated().map { i, step in
-            let record = StepRecord(run: run, index: i, id: step.id, agent: plan.agent(of: i), waitingFor: step.dependencies.count)
+            // A sub-task slot has no agent until its planner names one.
+            let agent = step.pool.isEmpty ? plan.agent(of: i) : nil
+            let record = StepRecord(run: run, index: i, id: step.id, agent: agent, waitingFor: step.dependencies.count)
             return step.dependencies.isEmpty ? activate(record, step, now: now) : record
         }
     }
@@ -74,10 +76,19 @@ public enum RunEngine {
         public var reason: String?
         /// The run event: reason and message.
         public var event: (reason: String, message: String)?
+        /// For a planner: the sub-task slots it fills and the worker of each; those past
+        /// `maxConcurrent` are held until a running one ends.
+        public var assign: [Assignment] = []
+
+        public struct Assignment: Sendable, Hashable {
+            public var slot: Int
+            public var agent: String
+            public var held: Bool
+        }
 
         public static func == (lhs: Decision, rhs: Decision) -> Bool {
             lhs.skip == rhs.skip && lhs.reason == rhs.reason && lhs.event?.reason == rhs.event?.reason
-                && lhs.event?.message == rhs.event?.message
+                && lhs.event?.message == rhs.event?.message && lhs.assign == rhs.assign
         }
 
         public func hash(into hasher: inout Hasher) {
@@ -132,12 +143,131 @@ public enum RunEngine {
                 decision.reason = "round \(until.round) of \(until.maxRounds)\(how); another round"
             }
         }
+        if let handoff = step.handoff {
+            switch handOff(handoff, output: output, quoted: Diagnostic.quoted(step.id)) {
+            case .success(let handed):
+                decision.skip += handed.skip
+                decision.reason = handed.reason
+                decision.event = handed.event
+                decision.assign = handed.assign
+            case .failure(let error): return .failure(error)
+            }
+        }
+        if let delegation = step.delegation {
+            switch delegate(delegation, output: output, quoted: quoted) {
+            case .success(let delegated):
+                decision.skip += delegated.skip
+                decision.reason = delegated.reason
+                decision.event = delegated.event
+                decision.assign = delegated.assign
+            case .failure(let error): return .failure(error)
+            }
+        }
         return .success(decision)
+    }
+
+    /// A planner's answer: its list of sub-tasks, each naming a worker of the pool, at
+    /// most one per slot. Anything else is refused, and the attempt fails (a planner
+    /// cannot reach an agent outside its pool, nor run more than its bound).
+    private static func delegate(_ d: RunPlan.Step.Delegation, output: Node, quoted: String) -> Result<Decision, DecisionError> {
+        let round = d.maxRounds > 1 ? " in round \(d.round) of \(d.maxRounds)" : ""
+        func refuse(_ why: String) -> Result<Decision, DecisionError> {
+            let message = "delegation of step \(quoted)\(round) refused: \(why)"
+            return .failure(DecisionError(message, event: ("DelegationRefused", message)))
+        }
+        let listed = output[d.key]
+        let items: [Node]
+        switch listed?.value {
+        case nil, .null?: items = []
+        case .array(let elements)?: items = elements
+        default: return refuse("\(d.key) must be a list of sub-tasks ({agent, task}), not \(CanonicalJSON.encode(listed!))")
+        }
+        guard !items.isEmpty else {
+            let how = "delegation ended\(round): no sub-tasks"
+            return .success(
+                Decision(
+                    skip: d.slots + d.later, reason: how,
+                    event: (
+                        "DelegationEnded",
+                        "step \(quoted): \(how)\(d.round > 1 ? " after \(d.round - 1) round\(d.round == 2 ? "" : "s")" : "")"
+                    )))
+        }
+        guard items.count <= d.slots.count else {
+            return refuse("it lists \(items.count) sub-tasks, more than maxTasks (\(d.slots.count))")
+        }
+        var assign: [Decision.Assignment] = []
+        var named: [String] = []
+        for (k, item) in items.enumerated() {
+            let agent: String
+            if let given = item["agent"]?.string {
+                guard d.workers.contains(given) else {
+                    return refuse(
+                        "sub-task \(k + 1) names agent \(Diagnostic.quoted(given)), which is not in its pool (\(d.workers.joined(separator: ", ")))"
+                    )
+                }
+                agent = given
+            } else if d.workers.count == 1, item["agent"] == nil {
+                agent = d.workers[0]
+            } else {
+                return refuse("sub-task \(k + 1) names no agent (\"agent\": one of \(d.workers.joined(separator: ", ")))")
+            }
+            assign.append(.init(slot: d.slots[k], agent: agent, held: k >= d.maxConcurrent))
+            named.append(agent)
+        }
+        let how =
+            "delegated \(items.count) sub-task\(items.count == 1 ? "" : "s")\(round): "
+            + named.map(Diagnostic.quoted).joined(separator: ", ")
+        var decision = Decision(
+            skip: Array(d.slots[items.count...]), reason: how, event: ("Delegated", "step \(quoted) \(how)"))
+        decision.assign = assign
+        return .success(decision)
+    }
+
+    /// A turn's answer: keep the task (no `key`, or null), or hand it to an agent of the
+    /// set while hand-offs are left. Anything else is refused and the attempt fails.
+    private static func handOff(_ h: RunPlan.Step.Handoff, output: Node, quoted: String) -> Result<Decision, DecisionError> {
+        func refuse(_ why: String) -> Result<Decision, DecisionError> {
+            let message = "hand-off from step \(quoted) refused: \(why)"
+            return .failure(DecisionError(message, event: ("HandoffRefused", message)))
+        }
+        let asked = output[h.key]
+        switch asked?.value {
+        case nil, .null?:
+            let after = h.turn == 0 ? nil : "kept the task after \(h.turn) hand-off\(h.turn == 1 ? "" : "s")"
+            return .success(Decision(skip: h.later, reason: after, event: nil))
+        case .string(let target)?:
+            guard h.agents.contains(target) else {
+                return refuse(
+                    "\(h.key) = \(Diagnostic.quoted(target)), which is not among the agents it may hand off to (\(h.agents.joined(separator: ", ")))"
+                )
+            }
+            guard let next = h.next else {
+                return refuse(
+                    "\(h.key) = \(Diagnostic.quoted(target)), but the task has been handed off \(h.maxHandoffs) times (maxHandoffs)")
+            }
+            let how = "handed off to \(Diagnostic.quoted(target)) (hand-off \(h.turn + 1) of at most \(h.maxHandoffs))"
+            var decision = Decision(skip: [], reason: how, event: ("HandedOff", "step \(quoted) \(how)"))
+            decision.assign = [.init(slot: next, agent: target, held: false)]
+            return .success(decision)
+        default:
+            return refuse("\(h.key) must name an agent, not \(CanonicalJSON.encode(asked!))")
+        }
     }
 
     public struct DecisionError: Error, Sendable, Hashable {
         public var message: String
-        init(_ message: String) { self.message = message }
+        /// The run event the refusal records, if any.
+        public var event: Event?
+
+        public struct Event: Sendable, Hashable {
+            public var reason: String
+            public var message: String
+        }
+
+        init(_ message: String, event: (String, String)? = nil) {
+            self.message = message
+            self.event = event.map { Event(reason: $0.0, message: $0.1) }
+        }
     }
 
     /// A step a decision leaves out: Skipped, with the reason.

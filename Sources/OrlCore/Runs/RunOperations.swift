@@ -145,7 +145,11 @@ public struct RunOperations: Sendable {
             switch RunEngine.decision(of: step, output: output) {
             case .success(let decided): decision = decided
             case .failure(let error):
-                // An answer the route cannot take: the attempt failed, retried like any other.
+                // An answer the route cannot take, or a delegation beyond the planner's
+                // pool or bound: the attempt failed, retried like any other.
+                if let event = error.event {
+                    try tx.record(Self.event(current.run, .warning, event.reason, event.message, now))
+                }
                 let record = try Self.attemptFailed(
                     current.record, outcome: .failed, error: error.message, retry: true, run: &current.run, plan: current.plan, now: now,
                     random: 0, in: tx)
@@ -160,6 +164,13 @@ public struct RunOperations: Sendable {
                     attempt: record.attempt))
             try Self.endAttempt(record, agent: agent, .succeeded, error: nil, now: now, in: tx)
             if let event = decision.event { try tx.record(Self.event(current.run, .normal, event.reason, event.message, now)) }
+            for assigned in decision.assign {
+                guard var slot = try tx.writer.step(of: record.run, index: assigned.slot), slot.state == .pending else { continue }
+                slot.agent = ResourceID(kind: ResourceKind.agent.rawValue, namespace: current.run.workflow.namespace, name: assigned.agent)
+                // Past maxConcurrent: it also waits for a place, given when a sibling ends.
+                if assigned.held { slot.waitingFor += 1 }
+                try tx.writer.update(slot)
+            }
             try Self.skip(decision.skip, because: record, run: current.run, plan: current.plan, now: now, in: tx)
             try Self.settle(record, run: &current.run, plan: current.plan, now: now, in: tx)
             return .success(record)
@@ -432,6 +443,18 @@ public struct RunOperations: Sendable {
                     run, .warning, "Failed",
                     "\(run.error!)\(closed > 0 ? "; \(closed) unfinished step\(closed == 1 ? "" : "s") not run" : "")", now))
             return
+        }
+        // A sub-task that ends gives its place to the next one of its round waiting for one.
+        if finished.state.isTerminal, !step.siblings.isEmpty {
+            for index in step.siblings.sorted() {
+                guard let held = try tx.writer.step(of: run.id, index: index), held.state == .pending, held.agent != nil,
+                    held.waitingFor > 0
+                else { continue }
+                let next = RunEngine.dependencyReleased(held, plan.steps[index], now: now)
+                try tx.writer.update(next)
+                tx.readied(next)
+                break
+            }
         }
         if RunEngine.releasesDependants(finished, step) {
             for index in step.dependants {

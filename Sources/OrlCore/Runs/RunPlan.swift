@@ -54,6 +54,43 @@ public struct RunPlan: Sendable, Hashable {
         /// skipped when it succeeds.
         public var fallback: Int? = nil
         public var skipOnSuccess: [Int] = []
+        /// For a planner round: its sub-task slots and what ends the delegation.
+        public var delegation: Delegation? = nil
+        /// For a sub-task slot: the workers that may serve it (its agent is the one the
+        /// planner names, set when the planner answers), its place in the planner's list
+        /// (0-based), and the other slots of its round (one waiting for a place starts
+        /// when one of them ends).
+        public var pool: [String] = []
+        public var subtask: Int? = nil
+        public var siblings: [Int] = []
+
+        /// For a step that may hand its task off: who to, and the next turn.
+        public var handoff: Handoff? = nil
+
+        public struct Handoff: Sendable, Hashable {
+            public var key: String
+            public var agents: [String]
+            /// This step's turn (0 for the declared step) and the bound.
+            public var turn: Int
+            public var maxHandoffs: Int
+            /// The next turn, none at the bound; and every later turn.
+            public var next: Int?
+            public var later: [Int]
+        }
+
+        /// A planner round, resolved.
+        public struct Delegation: Sendable, Hashable {
+            public var planner: String
+            public var key: String
+            public var workers: [String]
+            /// The round's sub-task slots, in order.
+            public var slots: [Int]
+            public var maxConcurrent: Int
+            public var round: Int
+            public var maxRounds: Int
+            /// The later rounds' planners and slots: skipped when this round lists no sub-task.
+            public var later: [Int]
+        }
 
         /// A route, resolved: each branch with the steps skipped when it is taken.
         public struct Route: Sendable, Hashable {
@@ -218,6 +255,39 @@ public struct RunPlan: Sendable, Hashable {
                     loop: name, key: loop.until?.key, equals: loop.until?.equals, round: round, maxRounds: loop.maxRounds, skip: later)
             }
         }
+        // Delegations: each planner round with its slots and the rounds after it.
+        for (i, step) in spec.steps.enumerated() {
+            guard let planner = step.generated?.delegation else { continue }
+            let round = step.generated?.round ?? 1
+            let group = spec.steps.indices.filter {
+                spec.steps[$0].generated?.delegation == planner && spec.steps[$0].generated?.round ?? 1 == round
+                    && spec.steps[$0].generated?.task != nil
+            }
+            if let task = step.generated?.task {
+                steps[i].pool = (step.generated?.pool ?? []).map(\.value)
+                steps[i].subtask = task - 1
+                steps[i].siblings = group.filter { $0 != i }
+            } else if let delegate = step.delegate {
+                steps[i].delegation = Step.Delegation(
+                    planner: planner, key: delegate.key, workers: delegate.workers.map(\.value), slots: group,
+                    maxConcurrent: delegate.maxConcurrent, round: round, maxRounds: delegate.maxRounds,
+                    later: spec.steps.indices.filter {
+                        spec.steps[$0].generated?.delegation == planner && spec.steps[$0].generated?.round ?? 1 > round
+                    })
+            }
+        }
+        // Hand-offs: each turn names the next.
+        for (i, step) in spec.steps.enumerated() {
+            guard let handoff = step.handoff else { continue }
+            let name = step.outputKey
+            let turn = step.generated?.turn ?? 0
+            if turn > 0 { steps[i].pool = (step.generated?.pool ?? []).map(\.value) }
+            steps[i].handoff = Step.Handoff(
+                key: handoff.key, agents: ([step.agent?.value].compactMap { $0 } + handoff.agents.map(\.value)).uniqued(), turn: turn,
+                maxHandoffs: handoff.maxHandoffs,
+                next: graph.index["\(name)\(WorkflowPatterns.separator)h\(turn + 1)"],
+                later: spec.steps.indices.filter { spec.steps[$0].outputKey == name && (spec.steps[$0].generated?.turn ?? 0) > turn })
+        }
         // Fallback chains: each step names the next; a success skips the rest.
         for (i, step) in spec.steps.enumerated() {
             guard let from = step.generated?.takesOverFrom, let previous = graph.index[from] else { continue }
@@ -292,7 +362,32 @@ public struct RunPlan: Sendable, Hashable {
             ("round", step.round.map { .int($0) }),
             ("fallback", step.fallback.map { .int($0) }),
             ("skipOnSuccess", step.skipOnSuccess.isEmpty ? nil : .array(step.skipOnSuccess.map { .int($0) })),
+            ("pool", step.pool.isEmpty ? nil : .array(step.pool.map { .string($0) })),
+            ("subtask", step.subtask.map { .int($0) }),
+            ("siblings", step.siblings.isEmpty ? nil : .array(step.siblings.map { .int($0) })),
         ]
+        if let h = step.handoff {
+            members.append(
+                (
+                    "handoff",
+                    .object([
+                        ("key", .string(h.key)), ("agents", .array(h.agents.map { .string($0) })), ("turn", .int(h.turn)),
+                        ("maxHandoffs", .int(h.maxHandoffs)), ("next", h.next.map { .int($0) }),
+                        ("later", .array(h.later.map { .int($0) })),
+                    ])
+                ))
+        }
+        if let d = step.delegation {
+            members.append(
+                (
+                    "delegation",
+                    .object([
+                        ("planner", .string(d.planner)), ("key", .string(d.key)), ("workers", .array(d.workers.map { .string($0) })),
+                        ("slots", .array(d.slots.map { .int($0) })), ("maxConcurrent", .int(d.maxConcurrent)), ("round", .int(d.round)),
+                        ("maxRounds", .int(d.maxRounds)), ("later", .array(d.later.map { .int($0) })),
+                    ])
+                ))
+        }
         if let route = step.route {
             members.append(
                 (
@@ -389,6 +484,27 @@ public struct RunPlan: Sendable, Hashable {
                     loop: loop, key: u["key"]?.string, equals: u["equals"]?.string, round: round, maxRounds: maxRounds,
                     skip: try indicesOf(u["skip"], "until of \(id)"))
             }
+            var delegation: Step.Delegation?
+            if let d = item["delegation"] {
+                guard let planner = d["planner"]?.string, let key = d["key"]?.string, let maxConcurrent = int(d["maxConcurrent"]),
+                    let round = int(d["round"]), let maxRounds = int(d["maxRounds"])
+                else { throw corrupt("delegation of \(id)") }
+                delegation = Step.Delegation(
+                    planner: planner, key: key, workers: (d["workers"]?.elements ?? []).compactMap(\.string),
+                    slots: try indicesOf(d["slots"], "delegation of \(id)"), maxConcurrent: maxConcurrent, round: round,
+                    maxRounds: maxRounds, later: try indicesOf(d["later"], "delegation of \(id)"))
+            }
+            var handoff: Step.Handoff?
+            if let h = item["handoff"] {
+                guard let key = h["key"]?.string, let turn = int(h["turn"]), let maxHandoffs = int(h["maxHandoffs"]) else {
+                    throw corrupt("handoff of \(id)")
+                }
+                let next = int(h["next"])
+                if let next, next < 0 || next >= items.count { throw corrupt("handoff of \(id)") }
+                handoff = Step.Handoff(
+                    key: key, agents: (h["agents"]?.elements ?? []).compactMap(\.string), turn: turn, maxHandoffs: maxHandoffs, next: next,
+                    later: try indicesOf(h["later"], "handoff of \(id)"))
+            }
             let fallback = int(item["fallback"])
             if let fallback, fallback < 0 || fallback >= items.count { throw corrupt("fallback of \(id)") }
             steps.append(
@@ -402,10 +518,20 @@ public struct RunPlan: Sendable, Hashable {
                     continueOnFailure: item["continueOnFailure"]?.bool ?? false,
                     dataClasses: (item["dataClasses"]?.elements ?? []).compactMap(\.string), outputKey: item["outputKey"]?.string ?? id,
                     round: int(item["round"]), route: route, until: until, fallback: fallback,
-                    skipOnSuccess: try indicesOf(item["skipOnSuccess"], "skipOnSuccess of \(id)")))
+                    skipOnSuccess: try indicesOf(item["skipOnSuccess"], "skipOnSuccess of \(id)"), delegation: delegation,
+                    pool: (item["pool"]?.elements ?? []).compactMap(\.string), subtask: int(item["subtask"]),
+                    siblings: try indicesOf(item["siblings"], "siblings of \(id)"), handoff: handoff))
         }
         self.init(
             workflow: ResourceID(kind: ResourceKind.workflow.rawValue, namespace: namespace, name: name), generation: generation,
             steps: steps)
+    }
+}
+
+extension Array where Element: Hashable {
+    /// The elements in order, each once.
+    fileprivate func uniqued() -> [Element] {
+        var seen = Set<Element>()
+        return filter { seen.insert($0).inserted }
     }
 }

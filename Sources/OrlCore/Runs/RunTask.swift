@@ -75,7 +75,13 @@ public struct RunTask: Sendable {
                 inputs.append((input.name, member(runInput, name) ?? .null))
             case .stepOutput(let source, let key):
                 let node = try output(source)
-                inputs.append((input.name, (key.map { node?[$0] } ?? node).map(JSONValue.init) ?? .null))
+                var value = key.map { node?[$0] } ?? node
+                // A sub-task reads its own entry of its planner's list.
+                if let k = step.subtask, plan.steps[source].delegation != nil {
+                    let item = value?.elements.flatMap { k < $0.count ? $0[k] : nil }
+                    value = item?["task"] ?? item
+                }
+                inputs.append((input.name, value.map(JSONValue.init) ?? .null))
             case .literal(let json):
                 inputs.append((input.name, parse(json) ?? .null))
             }
@@ -84,7 +90,10 @@ public struct RunTask: Sendable {
         // after them sees the output of whichever ran last.
         var dependencies: [(String, JSONValue)] = []
         for dependency in step.dependencies where !dependencies.contains(where: { $0.0 == plan.steps[dependency].outputKey }) {
-            dependencies.append((plan.steps[dependency].outputKey, try output(dependency).map(JSONValue.init) ?? .null))
+            let value = try output(dependency)
+            // The sub-task slots a planner left empty are no result.
+            if value == nil, plan.steps[dependency].subtask != nil { continue }
+            dependencies.append((plan.steps[dependency].outputKey, value.map(JSONValue.init) ?? .null))
         }
         return RunTask(
             id: record.task, workflow: plan.workflow, agent: agent, attempts: step.attempts,

@@ -130,6 +130,79 @@ enum BundledSchemas {
             """#
         ),
         (
+            "alert.schema.json",
+            #"""
+            {
+              "$schema": "https://json-schema.org/draft/2020-12/schema",
+              "title": "Alert",
+              "description": "Sends chosen events (budgets, approvals, runs, git syncs, agents' restarts) to a webhook: generic JSON signed with HMAC-SHA256, or Slack's incoming-webhook shape. Each event is delivered at most once per receiver that acknowledges it (2xx), retried with backoff until then.",
+              "type": "object",
+              "required": ["apiVersion", "kind", "metadata", "spec"],
+              "additionalProperties": false,
+              "properties": {
+                "apiVersion": { "const": "orl.dev/v1" },
+                "kind": { "const": "Alert" },
+                "metadata": { "$ref": "common.schema.json#/$defs/metadata" },
+                "spec": {
+                  "type": "object",
+                  "required": ["events", "webhook"],
+                  "additionalProperties": false,
+                  "properties": {
+                    "description": { "type": "string", "maxLength": 2000 },
+                    "events": {
+                      "description": "The events sent. BudgetThreshold, BudgetExhausted, BudgetHalt (an agent halted by a budget); ApprovalRequested (with the orlctl command that decides it); RunFailed, DeadLetter (a step gave up after its last attempt); SyncFailed (a git source failed, was unreachable or had invalid manifests), SyncRefused (a guard or a rewind refused it); CrashLoopBackOff, Stalled (an agent could not be started).",
+                      "type": "array",
+                      "minItems": 1,
+                      "uniqueItems": true,
+                      "items": {
+                        "enum": [
+                          "BudgetThreshold", "BudgetExhausted", "BudgetHalt", "ApprovalRequested", "RunFailed", "DeadLetter",
+                          "SyncFailed", "SyncRefused", "CrashLoopBackOff", "Stalled"
+                        ]
+                      }
+                    },
+                    "namespaces": {
+                      "description": "The namespaces whose events are sent; * for all. By default the Alert's own (git sources' events are in default).",
+                      "type": "array",
+                      "minItems": 1,
+                      "uniqueItems": true,
+                      "items": { "type": "string", "pattern": "^(\\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$" }
+                    },
+                    "webhook": {
+                      "type": "object",
+                      "required": ["urlSecret"],
+                      "additionalProperties": false,
+                      "properties": {
+                        "format": {
+                          "description": "json: orl's event object, signed (X-Orl-Signature) when signingKeySecret is set. slack: {\"text\": ...}, for Slack (or Mattermost, Rocket.Chat) incoming webhooks.",
+                          "enum": ["json", "slack"],
+                          "default": "json"
+                        },
+                        "urlSecret": {
+                          "description": "Vault secret holding the webhook's URL (http or https): Slack's URLs are credentials. orl reads it; no agent receives it.",
+                          "$ref": "common.schema.json#/$defs/name"
+                        },
+                        "signingKeySecret": {
+                          "description": "Vault secret holding the HMAC-SHA256 key: X-Orl-Signature is v1=hex(HMAC(key, X-Orl-Timestamp + \".\" + body)).",
+                          "$ref": "common.schema.json#/$defs/name"
+                        },
+                        "timeout": { "$ref": "common.schema.json#/$defs/duration", "default": "10s" },
+                        "maxAttempts": {
+                          "description": "Attempts before the delivery is given up and an AlertFailed event recorded; between them 1s, 2s, 4s, ... up to 5 minutes.",
+                          "type": "integer",
+                          "minimum": 1,
+                          "maximum": 100,
+                          "default": 10
+                        }
+                      }
+                    }
+                  }
+                }
+              }
+            }
+            """#
+        ),
+        (
             "budget.schema.json",
             #"""
             {
@@ -352,7 +425,7 @@ enum BundledSchemas {
               "required": ["apiVersion", "kind"],
               "properties": {
                 "apiVersion": { "const": "orl.dev/v1" },
-                "kind": { "enum": ["Agent", "Tool", "ModelProvider", "Policy", "Budget", "Workflow"] }
+                "kind": { "enum": ["Agent", "Tool", "ModelProvider", "Policy", "Budget", "Workflow", "Alert"] }
               },
               "allOf": [
                 {
@@ -378,6 +451,10 @@ enum BundledSchemas {
                 {
                   "if": { "properties": { "kind": { "const": "Workflow" } }, "required": ["kind"] },
                   "then": { "$ref": "workflow.schema.json" }
+                },
+                {
+                  "if": { "properties": { "kind": { "const": "Alert" } }, "required": ["kind"] },
+                  "then": { "$ref": "alert.schema.json" }
                 }
               ]
             }
@@ -705,7 +782,7 @@ enum BundledSchemas {
             {
               "$schema": "https://json-schema.org/draft/2020-12/schema",
               "title": "Workflow",
-              "description": "A DAG of steps run by agents, with human approval gates, bounded routing, revision loops and fallbacks. orl proves that every path respects the policies before it runs.",
+              "description": "A DAG of steps run by agents, with human approval gates, bounded routing, revision loops, fallbacks, delegation to a pool of workers and hand-offs. orl proves that every path respects the policies before it runs.",
               "type": "object",
               "required": ["apiVersion", "kind", "metadata", "spec"],
               "additionalProperties": false,
@@ -761,6 +838,34 @@ enum BundledSchemas {
                   "properties": {
                     "agent": { "$ref": "common.schema.json#/$defs/name" },
                     "retry": { "$ref": "#/$defs/retry" }
+                  }
+                },
+                "delegate": {
+                  "description": "Makes the step a planner: each round, its output lists sub-tasks (under `key`, each an object with `agent` and `task`) that run as steps of the run on the pool of `workers`, at most `maxTasks` a round and `maxConcurrent` at a time; the planner's next round sees their results. Every worker in every slot and round is known from the manifest, so the audit checks each of them.",
+                  "type": "object",
+                  "required": ["workers", "maxTasks"],
+                  "additionalProperties": false,
+                  "properties": {
+                    "workers": { "description": "The pool: the agents a sub-task may name. The planner's Policy must allow a hand-off to each, and each worker's a hand-off to the steps that read its result.", "type": "array", "minItems": 1, "maxItems": 50, "items": { "$ref": "common.schema.json#/$defs/name" } },
+                    "maxTasks": { "type": "integer", "minimum": 1, "maximum": 50, "description": "Sub-tasks per round at most: an answer that lists more fails the planner's attempt (event DelegationRefused)." },
+                    "maxConcurrent": { "type": "integer", "minimum": 1, "maximum": 50, "description": "Sub-tasks running at once at most (default maxTasks); the others wait for a place." },
+                    "maxRounds": { "type": "integer", "minimum": 1, "maximum": 10, "description": "Planner rounds in all, the first included (default 1): after a round's sub-tasks the planner runs again with their results, until it lists none." },
+                    "key": { "type": "string", "minLength": 1, "description": "The member of the planner's output that lists the sub-tasks (default tasks)." },
+                    "tools": { "$ref": "common.schema.json#/$defs/names", "description": "Tools a sub-task may call (each worker must declare them and be allowed them)." },
+                    "prompt": { "type": "string", "description": "Instructions sent with every sub-task." },
+                    "maxTokens": { "type": "integer", "minimum": 1, "description": "Token bound of one sub-task: the budget audit counts it maxTasks × maxRounds × attempts times." },
+                    "retry": { "$ref": "#/$defs/retry", "description": "Retry of each sub-task (defaults to the planner step's)." }
+                  }
+                },
+                "handoff": {
+                  "description": "Lets the agent serving the step hand the task (with its output so far, as the next turn's `conversation` input) to another agent of `agents`, which may hand it on, at most `maxHandoffs` times. Every hand-off between the agents is known from the manifest, so the audit checks each of them.",
+                  "type": "object",
+                  "required": ["agents", "maxHandoffs"],
+                  "additionalProperties": false,
+                  "properties": {
+                    "agents": { "description": "The agents the task may be handed to (the step's own agent may always take it back). Each one's Policy must allow a hand-off to each other.", "type": "array", "minItems": 1, "maxItems": 20, "items": { "$ref": "common.schema.json#/$defs/name" } },
+                    "maxHandoffs": { "type": "integer", "minimum": 1, "maximum": 10, "description": "Hand-offs in all, at most: one more is refused (event HandoffRefused) and fails the attempt." },
+                    "key": { "type": "string", "minLength": 1, "description": "The member of a turn's output that names the next agent (default handoffTo); missing or null keeps the task." }
                   }
                 },
                 "inputSource": {
@@ -870,11 +975,13 @@ enum BundledSchemas {
                             "maxItems": 5,
                             "items": { "$ref": "#/$defs/fallback" }
                           },
+                          "delegate": { "$ref": "#/$defs/delegate" },
+                          "handoff": { "$ref": "#/$defs/handoff" },
                           "continueOnFailure": { "type": "boolean", "default": false, "description": "When true a failure of this step (after its last attempt) does not fail its dependants or the run: they run without its output. Agent steps only: a denied approval gate always stops what depends on it." }
                         },
                         "oneOf": [
                           { "required": ["agent"], "not": { "required": ["approval"] } },
-                          { "required": ["approval"], "not": { "anyOf": [{ "required": ["agent"] }, { "required": ["tools"] }, { "required": ["prompt"] }, { "required": ["heartbeatTimeout"] }, { "required": ["continueOnFailure"] }, { "required": ["route"] }, { "required": ["loop"] }, { "required": ["fallback"] }] } }
+                          { "required": ["approval"], "not": { "anyOf": [{ "required": ["agent"] }, { "required": ["tools"] }, { "required": ["prompt"] }, { "required": ["heartbeatTimeout"] }, { "required": ["continueOnFailure"] }, { "required": ["route"] }, { "required": ["loop"] }, { "required": ["fallback"] }, { "required": ["delegate"] }, { "required": ["handoff"] }] } }
                         ]
                       }
                     }

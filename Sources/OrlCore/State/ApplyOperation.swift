@@ -26,17 +26,29 @@ public enum ApplyOperation {
     public static func apply(_ fleet: Fleet, to store: any StateStore, options: ApplyOptions, now: Timestamp, dryRun: Bool = false)
         throws(ApplyError) -> ApplyOutcome
     {
+        try apply(
+            desired: fleet.resources.map(DesiredResource.init), resolve: { fleet.resources[$0] }, to: store, options: options, now: now,
+            dryRun: dryRun)
+    }
+
+    /// `apply` from hashes (see `Planner.plan(desired:resolve:...)`); `also` writes more in
+    /// the same transaction when the plan is applied or empty (the manifest index).
+    public static func apply(
+        desired: [DesiredResource], resolve: (Int) throws(StoreError) -> Resource, to store: any StateStore, options: ApplyOptions,
+        now: Timestamp,
+        dryRun: Bool = false, also: (any StateWriter) throws(StoreError) -> Void = { _ throws(StoreError) in }
+    ) throws(ApplyError) -> ApplyOutcome {
         if dryRun {
             let plan: Plan
             do throws(StoreError) {
                 plan = try store.read { reader throws(StoreError) in
-                    try Planner.plan(desired: fleet, actual: reader, options: options, now: now)
+                    try Planner.plan(desired: desired, resolve: resolve, actual: reader, options: options, now: now)
                 }
             } catch {
                 throw .store(error)
             }
             do throws(PlanRefusal) {
-                try Planner.check(plan, desiredCount: fleet.resources.count, options: options)
+                try Planner.check(plan, desiredCount: desired.count, options: options)
             } catch {
                 throw .refused(error)
             }
@@ -45,7 +57,11 @@ public enum ApplyOperation {
 
         let result: Result<ApplyOutcome, PlanRefusal>
         do throws(StoreError) {
-            result = try store.write { writer throws(StoreError) in try apply(fleet, in: writer, options: options, now: now) }
+            result = try store.write { writer throws(StoreError) in
+                let result = try apply(desired: desired, resolve: resolve, in: writer, options: options, now: now)
+                if case .success = result { try also(writer) }
+                return result
+            }
         } catch {
             throw .store(error)
         }
@@ -61,9 +77,17 @@ public enum ApplyOperation {
     public static func apply(_ fleet: Fleet, in writer: any StateWriter, options: ApplyOptions, now: Timestamp) throws(StoreError)
         -> Result<ApplyOutcome, PlanRefusal>
     {
-        let plan = try Planner.plan(desired: fleet, actual: writer, options: options, now: now)
+        try apply(
+            desired: fleet.resources.map(DesiredResource.init), resolve: { fleet.resources[$0] }, in: writer, options: options, now: now)
+    }
+
+    public static func apply(
+        desired: [DesiredResource], resolve: (Int) throws(StoreError) -> Resource, in writer: any StateWriter, options: ApplyOptions,
+        now: Timestamp
+    ) throws(StoreError) -> Result<ApplyOutcome, PlanRefusal> {
+        let plan = try Planner.plan(desired: desired, resolve: resolve, actual: writer, options: options, now: now)
         do throws(PlanRefusal) {
-            try Planner.check(plan, desiredCount: fleet.resources.count, options: options)
+            try Planner.check(plan, desiredCount: desired.count, options: options)
         } catch {
             return .failure(error)
         }

@@ -56,6 +56,17 @@ public enum CanonicalJSON {
         return Manifest(text: String(decoding: out, as: UTF8.self), spec: spec)
     }
 
+    /// SHA-256 of a text's UTF-8 bytes, in hex: a stored manifest's hash.
+    public static func textHash(_ text: String) -> String {
+        var text = text
+        return text.withUTF8 { hex(SHA256.hash(data: UnsafeRawBufferPointer($0))) }
+    }
+
+    /// SHA-256 of bytes, in hex: a manifest file's content hash.
+    public static func bytesHash(_ bytes: [UInt8]) -> String {
+        hex(SHA256.hash(data: bytes))
+    }
+
     static func hex(_ digest: some Sequence<UInt8>) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var out: [UInt8] = []

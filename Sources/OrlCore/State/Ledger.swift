@@ -48,3 +48,11 @@ public struct LedgerQuery: Sendable, Hashable {
         self.limit = limit
     }
 }
+
+/// Spend per UTC day, summed by the store (the raw ledger and the daily roll-ups that
+/// retention leaves), for views that chart it: reading every call would cost a
+/// page its time budget.
+public protocol SpendHistory: Sendable {
+    /// Spend per day (days since the epoch) from `since` on, of one agent or of all.
+    func dailySpend(since: Timestamp, agent: ResourceID?) throws(StoreError) -> [Int: Charge]
+}

@@ -112,19 +112,36 @@ public enum Planner {
     public static func plan(desired fleet: Fleet, actual: any AppliedResources, options: ApplyOptions, now: Timestamp) throws(StoreError)
         -> Plan
     {
+        try plan(
+            desired: fleet.resources.map(DesiredResource.init), resolve: { fleet.resources[$0] }, actual: actual, options: options, now: now
+        )
+    }
+
+    /// The plan from hashes: each desired resource's manifest hash is compared with the
+    /// stored one first; only a resource that differs is looked at (`resolve` gives the
+    /// resource at a position of `desired`) and its stored manifest read.
+    public static func plan(
+        desired: [DesiredResource], resolve: (Int) throws(StoreError) -> Resource, actual: any AppliedResources, options: ApplyOptions,
+        now: Timestamp
+    ) throws(StoreError) -> Plan {
         var changes: [Plan.Change] = []
         var unchanged: [ResourceID] = []
         var desiredIDs = Set<ResourceID>()
-        // One read of everything beats a query per resource when fleets are large.
-        var stored: [ResourceID: StoredResource] = [:]
-        for resource in try actual.resources(kind: nil, namespace: nil) { stored[resource.id] = resource }
-        for resource in fleet.resources {
-            let id = resource.id
+        // One read of every digest beats a query per resource when fleets are large.
+        let stored = try actual.digests()
+        for (index, entry) in desired.enumerated() {
+            let id = entry.id
             desiredIDs.insert(id)
+            let codeRoot = entry.hasCode ? options.codeRoot : nil
+            let digest = stored[id]
+            if let digest, digest.manifestHash == entry.manifestHash, digest.source == options.source, digest.codeRoot == codeRoot {
+                unchanged.append(id)
+                continue
+            }
+            let resource = try resolve(index)
             let canonical = resource.canonical
             let manifest = canonical.text
-            let current = stored[id]
-            let codeRoot = CodeOrigin.hasCode(resource) ? options.codeRoot : nil
+            let current = digest == nil ? nil : try actual.resource(id)
             if let current, current.manifest == manifest, current.source == options.source, current.codeRoot == codeRoot {
                 unchanged.append(id)
                 continue
@@ -157,7 +174,8 @@ public enum Planner {
             for id in gone {
                 prunes.append(
                     Plan.Change(
-                        action: .prune, id: id, desired: nil, current: stored[id], fields: [], specChanged: false, takesOverFrom: nil))
+                        action: .prune, id: id, desired: nil, current: try actual.resource(id), fields: [], specChanged: false,
+                        takesOverFrom: nil))
             }
             changes += prunes.sorted { order($1.id, $0.id) }
         }

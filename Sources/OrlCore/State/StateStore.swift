@@ -131,6 +131,39 @@ public protocol AppliedResources {
     func resources(kind: ResourceKind?, namespace: String?) throws(StoreError) -> [StoredResource]
     /// What a source owns: the resources it applied and has not pruned.
     func inventory(source: String) throws(StoreError) -> [ResourceID]
+    /// What the plan compares first, for every resource: far less to read than manifests.
+    func digests() throws(StoreError) -> [ResourceID: StoredDigest]
+    func resource(_ id: ResourceID) throws(StoreError) -> StoredResource?
+}
+
+/// A stored resource as the plan first compares it: its manifest's hash, its owner and
+/// its code root.
+public struct StoredDigest: Sendable, Equatable {
+    /// SHA-256 of the canonical manifest, in hex.
+    public var manifestHash: String
+    public var source: String
+    public var codeRoot: String?
+
+    public init(manifestHash: String, source: String, codeRoot: String?) {
+        self.manifestHash = manifestHash
+        self.source = source
+        self.codeRoot = codeRoot
+    }
+}
+
+extension AppliedResources {
+    public func digests() throws(StoreError) -> [ResourceID: StoredDigest] {
+        var digests: [ResourceID: StoredDigest] = [:]
+        for resource in try resources(kind: nil, namespace: nil) {
+            digests[resource.id] = StoredDigest(
+                manifestHash: CanonicalJSON.textHash(resource.manifest), source: resource.source, codeRoot: resource.codeRoot)
+        }
+        return digests
+    }
+
+    public func resource(_ id: ResourceID) throws(StoreError) -> StoredResource? {
+        try resources(kind: ResourceKind(rawValue: id.kind), namespace: id.namespace).first { $0.id == id }
+    }
 }
 
 /// Reading the actual state.
@@ -162,6 +195,9 @@ public protocol StateReader: AppliedResources {
     /// The git sources `orlctl sync` and `watch` have synced, in name order.
     func sources() throws(StoreError) -> [SourceRecord]
     func source(named name: String) throws(StoreError) -> SourceRecord?
+    /// What the last apply of `source` read (see `ManifestIndex`), with each file's
+    /// file-system stamp (see `ManifestIndexWrite`); nil when none is kept.
+    func manifestIndex(source: String) throws(StoreError) -> (index: ManifestIndex, stamps: [String: String])?
 }
 
 /// Writing, inside one exclusive transaction.
@@ -192,6 +228,9 @@ public protocol StateWriter: StateReader {
     func deleteSecret(_ id: SecretID) throws(StoreError)
     /// Stores the source's record, replacing the previous one of that name.
     func putSource(_ source: SourceRecord) throws(StoreError)
+    /// Replaces the index of a source: the records and stamps given are upserted, the
+    /// paths not in `keep` dropped; a nil index drops it all.
+    func putManifestIndex(source: String, _ write: ManifestIndexWrite?) throws(StoreError)
 }
 
 /// The port for the actual state. One writer at a time, across processes: `write` runs

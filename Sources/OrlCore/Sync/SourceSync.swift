@@ -1,7 +1,7 @@
 /// The decisions of a git source's sync round, and its write: pure, so that the rules
 /// (no hot loop on a failing revision, a rewind refused, the last good revision kept)
 /// are tested without git or a database. The round itself (ls-remote, fetch, reading
-/// the tree) is the OrlSync adapter's.
+/// the tree) is the OrlManifests adapter's.
 public enum SourceSync {
     /// How long a failed revision waits before it is tried again while the head stays
     /// on it: 2 minutes, doubling to an hour. A newer head is tried at once.

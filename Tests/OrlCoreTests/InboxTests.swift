@@ -1,4 +1,4 @@
-import OrlController
+import OrlCore
 import Testing
 
 @Suite struct InboxTests {

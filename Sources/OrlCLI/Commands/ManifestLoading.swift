@@ -1,25 +1,6 @@
 import ArgumentParser
 import OrlCore
-import OrlSync
-
-/// Reads, parses and validates manifests from files: the file system feeding the
-/// pipeline's reading half (`ManifestParsing`, on every core) and the core's checks
-/// across documents.
-struct ManifestLoader: Sendable {
-    var parsing = ManifestParsing()
-
-    func validate(paths: [String], strict: Bool) async throws(SourceError) -> (report: ValidationReport, files: Int) {
-        let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes)
-        let inputs = try source.inputs(paths)
-        let parsing = self.parsing
-        let parts = ManifestParsing.parallelMap(inputs.count) { index in
-            Result { () throws(SourceError) in parsing.read(try source.read(inputs[index])) }
-        }
-        var read = ReadManifests()
-        for part in parts { read.append(try part.get()) }
-        return (ManifestValidation.validate(read, strict: strict), inputs.count)
-    }
-}
+import OrlManifests
 
 extension ManifestLoader {
     /// Loads manifests for a command that acts on them (apply, delete, explain). The
@@ -36,7 +17,15 @@ extension ManifestLoader {
         } catch {
             throw CommandFailure(message: error.description)
         }
-        let report = result.report
+        try Self.check(result.report, files: result.files, output: output, stopsOn: stopsOn, notDone: notDone, exit: exit)
+        return result.report
+    }
+
+    /// Prints the diagnostics of loaded manifests; those `stopsOn` selects end the command.
+    static func check(
+        _ report: ValidationReport, files: Int, output: OutputFormat, stopsOn: (Diagnostic) -> Bool, notDone: String, exit: ExitStatus
+    ) throws {
+        let result = (report: report, files: files)
         keepUntilExit(report)
         if report.diagnostics.contains(where: stopsOn) {
             switch output {
@@ -51,6 +40,5 @@ extension ManifestLoader {
         if output == .text, !report.diagnostics.isEmpty {
             OrlctlMain.writeStandardError(DiagnosticRenderer.text(report, files: result.files, color: false))
         }
-        return report
     }
 }

@@ -13,6 +13,9 @@ public final class GitManifests {
 
     public let parsing: ManifestParsing
     private var cache: [String: Parsed] = [:]
+    /// What the last read checked, so that the next checks only the namespaces its
+    /// changed files touch (`IncrementalValidation`).
+    private var index: ManifestIndex?
     /// Files parsed by the last `read`, for figures: the others came from the cache.
     public private(set) var lastParsed = 0
 
@@ -59,6 +62,15 @@ public final class GitManifests {
         }
         cache = next
         lastParsed = missing.count
-        return (ManifestValidation.validate(read), files.count)
+        let outcome = IncrementalValidation.validate(
+            files: files.map { (path: $0.path, contentHash: $0.blob.hex) }, previous: index, strict: false
+        ) { positions in positions.map { parts[$0]! } }
+        index = outcome.index
+        if outcome.full { return (outcome.report, files.count) }
+        // Every file's resources are at hand (parsed now or kept): the fleet to apply is
+        // assembled from them; only the checks were limited to what changed.
+        var report = outcome.report
+        report.fleet = Fleet.assemble(read.resources, unreadable: read.unreadable, unidentified: read.unidentified).0
+        return (report, files.count)
     }
 }

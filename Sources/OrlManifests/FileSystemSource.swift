@@ -1,4 +1,4 @@
-import OrlSync
+public import OrlCore
 
 #if canImport(Glibc)
     import Glibc
@@ -8,31 +8,35 @@ import OrlSync
 
 /// What `-f` named, once directories are expanded: files to read, or what standard
 /// input held (read at once, since it can be read only once).
-enum ManifestInput: Sendable {
+public enum ManifestInput: Sendable {
     case file(String)
     case read(ManifestFile)
 }
 
 /// Why manifests could not be read at all: the user named something that is not there
 /// or cannot be read. These end the command with exit code 2.
-struct SourceError: Error, Sendable, CustomStringConvertible {
-    var path: String
-    var reason: String
-    var description: String { "\(path): \(reason)" }
+public struct SourceError: Error, Sendable, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+    public var description: String { "\(path): \(reason)" }
 }
 
 /// Reads the `-f` arguments: files, directories (walked recursively for .yaml, .yml and
 /// .json, in byte order of their paths, skipping hidden entries such as .git) and `-`
 /// for standard input.
-struct FileSystemSource: Sendable {
+public struct FileSystemSource: Sendable {
     /// What diagnostics call standard input.
-    static let standardInputName = "<stdin>"
+    public static let standardInputName = "<stdin>"
 
-    var maxFileBytes: Int
+    public var maxFileBytes: Int
+
+    public init(maxFileBytes: Int) {
+        self.maxFileBytes = maxFileBytes
+    }
 
     /// The files the arguments name, in order, each once. Reading them is left to the
     /// caller, so that it can read on every core.
-    func inputs(_ arguments: [String]) throws(SourceError) -> [ManifestInput] {
+    public func inputs(_ arguments: [String]) throws(SourceError) -> [ManifestInput] {
         var inputs: [ManifestInput] = []
         var seen = Set<String>()
         var readStandardInput = false
@@ -51,7 +55,7 @@ struct FileSystemSource: Sendable {
         return inputs
     }
 
-    func read(_ input: ManifestInput) throws(SourceError) -> ManifestFile {
+    public func read(_ input: ManifestInput) throws(SourceError) -> ManifestFile {
         switch input {
         case .read(let file): file
         case .file(let path): try readFile(path)

@@ -1,0 +1,403 @@
+/// What reading one manifest file gave, small enough to keep in the state for every file
+/// of a source: the resources' identities and content hashes (not their documents), and
+/// the file's own diagnostics. A file whose content hash is unchanged at the next apply
+/// is not parsed again: this record stands for it.
+public struct ManifestFileRecord: Sendable, Equatable {
+    public struct Entry: Sendable, Equatable {
+        public var id: ResourceID
+        /// SHA-256 of the canonical manifest, what the store keeps beside it.
+        public var manifestHash: String
+        public var line: Int
+        /// An Agent or a command Tool: its code root comes from the apply (`CodeOrigin`).
+        public var hasCode: Bool
+    }
+
+    public var path: String
+    /// SHA-256 of the file's bytes (a git source: the blob id).
+    public var contentHash: String
+    public var entries: [Entry]
+    public var unreadable: [ResourceID]
+    public var unidentified: Int
+    /// The file's own problems (YAML, schemas), before `--strict`.
+    public var diagnostics: [Diagnostic]
+    /// An `mcp.lock.json` or an MCP Tool: pins are matched across files, so a source that
+    /// has either is always checked in full.
+    public var spansFiles: Bool
+
+    public init(path: String, contentHash: String, read: ReadManifests) {
+        self.path = path
+        self.contentHash = contentHash
+        entries = read.resources.map { Entry($0) }
+        unreadable = read.unreadable
+        unidentified = read.unidentified
+        diagnostics = read.diagnostics
+        spansFiles = !read.mcpLocks.isEmpty || read.resources.contains { $0.tool?.type == .mcp }
+    }
+
+    init(
+        path: String, contentHash: String, entries: [Entry], unreadable: [ResourceID], unidentified: Int, diagnostics: [Diagnostic],
+        spansFiles: Bool
+    ) {
+        self.path = path
+        self.contentHash = contentHash
+        self.entries = entries
+        self.unreadable = unreadable
+        self.unidentified = unidentified
+        self.diagnostics = diagnostics
+        self.spansFiles = spansFiles
+    }
+
+    /// The namespaces this file defines something in: what a change to it can affect.
+    public var namespaces: Set<String> {
+        Set(entries.map(\.id.namespace)).union(unreadable.map(\.namespace))
+    }
+}
+
+extension ManifestFileRecord.Entry {
+    init(_ resource: Resource) {
+        id = resource.id
+        manifestHash = CanonicalJSON.textHash(resource.canonical.text)
+        line = resource.location.line
+        hasCode = CodeOrigin.hasCode(resource)
+    }
+}
+
+/// What the last apply of a source read: a record per file and the diagnostics of the
+/// checks across resources, per namespace (every reference, DAG and audit check stays
+/// inside one namespace, so a change re-checks only the namespaces it touches).
+public struct ManifestIndex: Sendable, Equatable {
+    public var files: [String: ManifestFileRecord]
+    public var namespaces: [String: [Diagnostic]]
+
+    public init(files: [String: ManifestFileRecord] = [:], namespaces: [String: [Diagnostic]] = [:]) {
+        self.files = files
+        self.namespaces = namespaces
+    }
+}
+
+/// A resource to apply as the plan first sees it: who it is, the hash of its canonical
+/// manifest and where it is. The document is looked at only when the hash differs from
+/// what is stored.
+public struct DesiredResource: Sendable, Equatable {
+    public var id: ResourceID
+    public var manifestHash: String
+    public var file: String
+    public var line: Int
+    public var hasCode: Bool
+
+    public init(_ resource: Resource) {
+        let entry = ManifestFileRecord.Entry(resource)
+        self.init(entry, file: resource.file)
+    }
+
+    init(_ entry: ManifestFileRecord.Entry, file: String) {
+        id = entry.id
+        manifestHash = entry.manifestHash
+        self.file = file
+        line = entry.line
+        hasCode = entry.hasCode
+    }
+
+    /// Kind order, then namespace and name: the order of `Fleet.resources`.
+    static func fleetOrder(_ a: DesiredResource, _ b: DesiredResource) -> Bool {
+        let ka = ResourceKind(rawValue: a.id.kind)!
+        let kb = ResourceKind(rawValue: b.id.kind)!
+        return (ka, a.id.namespace, a.id.name) < (kb, b.id.namespace, b.id.name)
+    }
+}
+
+/// Validation that costs what changed: files whose content hash matches the index are
+/// taken from it; changed files are read, and the checks across resources re-run only
+/// for the namespaces a changed, added or removed file defines something in. The result
+/// is the same as `ManifestValidation.validate` over every file (a property test holds it
+/// to that); whatever the index cannot stand for (unnamed documents, MCP pins, a check
+/// reporting outside a resource) makes it read everything.
+public enum IncrementalValidation {
+    public struct Outcome: Sendable {
+        /// The report's `fleet` holds only the resources read this time; `desired` has all.
+        public var report: ValidationReport
+        /// Every resource, in `Fleet` order, duplicates dropped (the first kept).
+        public var desired: [DesiredResource]
+        /// The resources read this time, by identity, for the plan to look at.
+        public var read: [ResourceID: Resource]
+        /// The index after this run, or nil when it cannot stand for the files (then none
+        /// is kept and the next run reads everything).
+        public var index: ManifestIndex?
+        /// Paths of the files parsed this time.
+        public var parsed: [String]
+        /// Whether everything was read and checked.
+        public var full: Bool
+    }
+
+    /// - Parameters:
+    ///   - files: the files in path order with their content hashes.
+    ///   - read: parses the files at these positions (on every core, as the caller sees
+    ///     fit), in the order asked; resources with their canonical form computed.
+    public static func validate(
+        files: [(path: String, contentHash: String)], previous: ManifestIndex?, strict: Bool,
+        read: ([Int]) -> [ReadManifests]
+    ) -> Outcome {
+        guard let previous else { return full(files: files, strict: strict, read: read) }
+        let paths = Set(files.map(\.path))
+        let changed = files.indices.filter { previous.files[files[$0].path]?.contentHash != files[$0].contentHash }
+        let removed = previous.files.values.filter { !paths.contains($0.path) }
+        var records = files.map { previous.files[$0.path] }
+        var fresh: [Int: ReadManifests] = [:]
+        var namespaces = previous.namespaces
+        var affected = Set<String>()
+        if !changed.isEmpty || !removed.isEmpty {
+            for (index, part) in zip(changed, read(changed)) {
+                let record = ManifestFileRecord(path: files[index].path, contentHash: files[index].contentHash, read: part)
+                if record.spansFiles || record.unidentified > 0 { return full(files: files, strict: strict, read: read) }
+                affected.formUnion(record.namespaces)
+                if let old = records[index] { affected.formUnion(old.namespaces) }
+                records[index] = record
+                fresh[index] = part
+            }
+            for old in removed { affected.formUnion(old.namespaces) }
+            // Unchanged files that define something in an affected namespace: read again,
+            // so that the checks see the whole namespace.
+            let others = files.indices.filter { fresh[$0] == nil && !records[$0]!.namespaces.isDisjoint(with: affected) }
+            for (index, part) in zip(others, read(others)) { fresh[index] = part }
+            var subset = ReadManifests()
+            for index in files.indices {
+                guard let part = fresh[index] else { continue }
+                subset.resources += part.resources.filter { affected.contains($0.metadata.namespace) }
+                subset.unreadable += part.unreadable.filter { affected.contains($0.namespace) }
+            }
+            guard let grouped = byNamespace(ManifestValidation.crossChecks(subset).diagnostics) else {
+                return full(files: files, strict: strict, read: read)
+            }
+            for namespace in affected { namespaces[namespace] = grouped[namespace] }
+        }
+        let all = records.map { $0! }
+        var diagnostics = all.flatMap(\.diagnostics)
+        for namespace in namespaces.keys.sorted() { diagnostics += namespaces[namespace]! }
+        var desired: [DesiredResource] = []
+        var seen = Set<ResourceID>()
+        for record in all {
+            for entry in record.entries where seen.insert(entry.id).inserted { desired.append(DesiredResource(entry, file: record.path)) }
+        }
+        desired.sort(by: DesiredResource.fleetOrder)
+        // A resource read this time stands for its entry only if it is the one kept (a
+        // duplicate's first definition may be in a file that was not read).
+        var keptIn: [ResourceID: String] = [:]
+        for entry in desired { keptIn[entry.id] = entry.file }
+        var resources: [ResourceID: Resource] = [:]
+        for index in fresh.keys.sorted() {
+            for resource in fresh[index]!.resources where resources[resource.id] == nil && keptIn[resource.id] == resource.file {
+                resources[resource.id] = resource
+            }
+        }
+        let report = ValidationReport(
+            fleet: Fleet(Array(resources.values)),
+            resourceCount: all.reduce(0) { $0 + $1.entries.count + $1.unreadable.count },
+            diagnostics: ManifestValidation.strictened(diagnostics, strict).sortedForReport())
+        return Outcome(
+            report: report, desired: desired, read: resources,
+            index: ManifestIndex(files: Dictionary(all.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a }), namespaces: namespaces),
+            parsed: fresh.keys.sorted().map { files[$0].path }, full: false)
+    }
+
+    /// Everything read and checked, as `validate` does, and the index made from it.
+    static func full(files: [(path: String, contentHash: String)], strict: Bool, read: ([Int]) -> [ReadManifests]) -> Outcome {
+        let parts = read(Array(files.indices))
+        var all = ReadManifests()
+        for part in parts { all.append(part) }
+        let records = zip(files, parts).map { ManifestFileRecord(path: $0.path, contentHash: $0.contentHash, read: $1) }
+        let checked = ManifestValidation.crossChecks(all)
+        let report = ValidationReport(
+            fleet: checked.fleet, resourceCount: all.resources.count + all.unreadable.count,
+            diagnostics: ManifestValidation.strictened(all.diagnostics + checked.diagnostics, strict).sortedForReport())
+        var index: ManifestIndex?
+        if !records.contains(where: { $0.spansFiles || $0.unidentified > 0 }), let grouped = byNamespace(checked.diagnostics) {
+            index = ManifestIndex(files: Dictionary(records.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a }), namespaces: grouped)
+        }
+        var read: [ResourceID: Resource] = [:]
+        for resource in checked.fleet.resources { read[resource.id] = resource }
+        return Outcome(
+            report: report, desired: checked.fleet.resources.map(DesiredResource.init), read: read, index: index, parsed: files.map(\.path),
+            full: true)
+    }
+
+    /// Diagnostics by the namespace of their resource, in their order; nil when one has
+    /// no resource (it could not be filed under a namespace).
+    static func byNamespace(_ diagnostics: [Diagnostic]) -> [String: [Diagnostic]]? {
+        var grouped: [String: [Diagnostic]] = [:]
+        for diagnostic in diagnostics {
+            guard let resource = diagnostic.resource else { return nil }
+            grouped[resource.namespace, default: []].append(diagnostic)
+        }
+        return grouped
+    }
+}
+
+/// What an apply writes of the index: the records of files read this time, the
+/// file-system stamps that changed, the paths that are still there (the rest is
+/// dropped), and the namespaces whose diagnostics changed (an empty list drops one).
+public struct ManifestIndexWrite: Sendable {
+    public var records: [ManifestFileRecord]
+    /// Per path: an opaque stamp of the file (size, times, inode) that lets the next
+    /// apply trust the record without reading the file; nil stamps are not kept.
+    public var stamps: [String: String]
+    public var paths: Set<String>
+    public var namespaces: [String: [Diagnostic]]
+    /// Files were added or removed since the index was written.
+    public var pathsChanged = false
+
+    public init(records: [ManifestFileRecord], stamps: [String: String], paths: Set<String>, namespaces: [String: [Diagnostic]]) {
+        self.records = records
+        self.stamps = stamps
+        self.paths = paths
+        self.namespaces = namespaces
+    }
+}
+
+/// The stored form of a record: one line per resource (kind, namespace, name, hash,
+/// line, code), per unreadable resource and per diagnostic (compact JSON). Names and
+/// namespaces cannot hold tabs or newlines (the schemas say so), so tabs separate fields.
+extension ManifestFileRecord {
+    public func encoded() -> String {
+        var out = ""
+        for entry in entries {
+            out +=
+                "E\t\(entry.id.kind)\t\(entry.id.namespace)\t\(entry.id.name)\t\(entry.manifestHash)\t\(entry.line)\t\(entry.hasCode ? 1 : 0)\n"
+        }
+        for id in unreadable { out += "U\t\(id.kind)\t\(id.namespace)\t\(id.name)\n" }
+        if unidentified > 0 { out += "I\t\(unidentified)\n" }
+        if spansFiles { out += "M\n" }
+        for diagnostic in diagnostics { out += "D\t" + DiagnosticCoding.encode(diagnostic).compactRendered() + "\n" }
+        return out
+    }
+
+    /// Nil when the text is not a record this version wrote: the file is read again.
+    public static func decode(path: String, contentHash: String, _ text: String) -> ManifestFileRecord? {
+        var record = ManifestFileRecord(
+            path: path, contentHash: contentHash, entries: [], unreadable: [], unidentified: 0, diagnostics: [], spansFiles: false)
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: "\t", maxSplits: line.first == "D" ? 1 : 7, omittingEmptySubsequences: false)
+            switch (fields.first, fields.count) {
+            case ("E", 7):
+                guard let number = Int(fields[5]) else { return nil }
+                record.entries.append(
+                    Entry(
+                        id: ResourceID(kind: String(fields[1]), namespace: String(fields[2]), name: String(fields[3])),
+                        manifestHash: String(fields[4]), line: number, hasCode: fields[6] == "1"))
+            case ("U", 4):
+                record.unreadable.append(ResourceID(kind: String(fields[1]), namespace: String(fields[2]), name: String(fields[3])))
+            case ("I", 2):
+                guard let count = Int(fields[1]) else { return nil }
+                record.unidentified = count
+            case ("M", 1):
+                record.spansFiles = true
+            case ("D", 2):
+                guard let diagnostic = DiagnosticCoding.decode(String(fields[1])) else { return nil }
+                record.diagnostics.append(diagnostic)
+            default:
+                return nil
+            }
+        }
+        return record
+    }
+}
+
+/// Diagnostics as JSON, to keep them in the state: every field, so that one read back
+/// prints exactly as the one that was found.
+public enum DiagnosticCoding {
+    public static func encode(_ d: Diagnostic) -> JSONValue {
+        .object([
+            ("s", .string(d.severity.rawValue)),
+            ("c", .string(d.code.rawValue)),
+            ("m", .string(d.message)),
+            ("l", d.location.map(locationJSON)),
+            ("r", d.resource.map { .array([.string($0.kind), .string($0.namespace), .string($0.name)]) }),
+            ("p", d.path.map { .array($0.components.map(componentJSON)) }),
+            (
+                "n",
+                d.notes.isEmpty ? nil : .array(d.notes.map { .object([("m", .string($0.message)), ("l", $0.location.map(locationJSON))]) })
+            ),
+        ])
+    }
+
+    public static func encodeList(_ diagnostics: [Diagnostic]) -> String {
+        JSONValue.array(diagnostics.map(encode)).compactRendered()
+    }
+
+    public static func decode(_ text: String) -> Diagnostic? {
+        guard let node = try? JSONParser.parse(text, file: "<state>") else { return nil }
+        return decode(node)
+    }
+
+    public static func decodeList(_ text: String) -> [Diagnostic]? {
+        guard let elements = (try? JSONParser.parse(text, file: "<state>"))?.elements else { return nil }
+        var out: [Diagnostic] = []
+        for element in elements {
+            guard let d = decode(element) else { return nil }
+            out.append(d)
+        }
+        return out
+    }
+
+    static func decode(_ node: Node) -> Diagnostic? {
+        guard let severity = node["s"]?.string.flatMap(Diagnostic.Severity.init(rawValue:)), let code = node["c"]?.string,
+            let message = node["m"]?.string
+        else { return nil }
+        var d = Diagnostic(severity, DiagnosticCode(rawValue: code), message, at: nil)
+        if let l = node["l"] {
+            guard let location = parseLocation(l) else { return nil }
+            d.location = location
+        }
+        if let r = node["r"] {
+            guard let parts = r.elements?.compactMap(\.string), parts.count == 3 else { return nil }
+            d.resource = ResourceID(kind: parts[0], namespace: parts[1], name: parts[2])
+        }
+        if let p = node["p"] {
+            guard let elements = p.elements else { return nil }
+            var components: [ValuePath.Component] = []
+            for element in elements {
+                guard let c = parseComponent(element) else { return nil }
+                components.append(c)
+            }
+            d.path = ValuePath(components)
+        }
+        if let n = node["n"] {
+            guard let elements = n.elements else { return nil }
+            for element in elements {
+                guard let message = element["m"]?.string else { return nil }
+                var note = Diagnostic.Note(message)
+                if let l = element["l"] {
+                    guard let location = parseLocation(l) else { return nil }
+                    note.location = location
+                }
+                d.notes.append(note)
+            }
+        }
+        return d
+    }
+
+    private static func locationJSON(_ l: SourceLocation) -> JSONValue {
+        .array([.string(l.file), .int(l.line), .int(l.column)])
+    }
+
+    private static func parseLocation(_ node: Node) -> SourceLocation? {
+        guard let parts = node.elements, parts.count == 3, let file = parts[0].string, let line = parts[1].number?.integer,
+            let column = parts[2].number?.integer
+        else { return nil }
+        return SourceLocation(file: file, line: line, column: column)
+    }
+
+    private static func componentJSON(_ c: ValuePath.Component) -> JSONValue {
+        switch c {
+        case .key(let key): .string(key)
+        case .index(let index): .int(index)
+        case .element(let key, let value): .array([.string(key), .string(value)])
+        }
+    }
+
+    private static func parseComponent(_ node: Node) -> ValuePath.Component? {
+        if let key = node.string { return .key(key) }
+        if let index = node.number?.integer { return .index(index) }
+        if let pair = node.elements?.compactMap(\.string), pair.count == 2 { return .element(key: pair[0], value: pair[1]) }
+        return nil
+    }
+}

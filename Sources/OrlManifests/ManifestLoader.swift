@@ -1,0 +1,22 @@
+public import OrlCore
+
+/// Reads, parses and validates manifests from files: the file system feeding the
+/// pipeline's reading half (`ManifestParsing`, on every core) and the core's checks
+/// across documents.
+public struct ManifestLoader: Sendable {
+    public var parsing = ManifestParsing()
+
+    public init() {}
+
+    public func validate(paths: [String], strict: Bool) async throws(SourceError) -> (report: ValidationReport, files: Int) {
+        let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes)
+        let inputs = try source.inputs(paths)
+        let parsing = self.parsing
+        let parts = ManifestParsing.parallelMap(inputs.count) { index in
+            Result { () throws(SourceError) in parsing.read(try source.read(inputs[index])) }
+        }
+        var read = ReadManifests()
+        for part in parts { read.append(try part.get()) }
+        return (ManifestValidation.validate(read, strict: strict), inputs.count)
+    }
+}

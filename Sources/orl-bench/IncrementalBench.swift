@@ -1,0 +1,169 @@
+import ArgumentParser
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Whole `orlctl` processes over N synthetic manifests, each figure beside its floor,
+/// measured alternately in one run: `apply` with nothing changed and with one manifest
+/// changed (against a no-op upsert of N rows by Python's sqlite3), `apply --full` for
+/// comparison, `validate`'s time, CPU and peak memory (against PyYAML + jsonschema over
+/// the same files, ../shared/peer-bench/validate_py_orl.py), and `orlctl --version`
+/// against /bin/true.
+struct IncrementalBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "incremental",
+        abstract: "Time re-applies, validate's memory and start-up, each beside its floor."
+    )
+
+    @Option(help: "How many manifests (comma-separated for a curve, e.g. 1000,10000,100000).")
+    var count = "10000"
+
+    @Option(help: "How many timed runs of each (the median is reported).")
+    var runs = 5
+
+    @Option(help: "The orlctl binary (default: the one next to orl-bench).")
+    var orlctl: String?
+
+    @Option(help: "The peers' scripts (../shared/peer-bench), for the PyYAML + jsonschema floor.")
+    var peerBench = "../shared/peer-bench"
+
+    @Flag(help: "Skip the floors.")
+    var noFloors = false
+
+    func run() throws {
+        let binary = Orlctl.binary(orlctl)
+        guard FileManager.default.isExecutableFile(atPath: binary) else { throw ValidationError("no orlctl at \(binary)") }
+        let counts = count.split(separator: ",").compactMap { Int($0) }
+        print("incremental: whole processes, median of \(runs) (wall / CPU user+system / peak RSS)")
+        startUp(binary)
+        for n in counts { try measure(n, binary) }
+    }
+
+    private func startUp(_ binary: String) {
+        var orl: [Measurement] = []
+        var floor: [Measurement] = []
+        for _ in 0..<max(runs, 20) {
+            orl.append(Measurement.run([binary, "--version"]))
+            floor.append(Measurement.run(["/bin/true"]))
+        }
+        print("  start-up: orlctl --version \(Measurement.median(orl).wallText) | floor /bin/true \(Measurement.median(floor).wallText)")
+    }
+
+    private func measure(_ n: Int, _ binary: String) throws {
+        let root = NSTemporaryDirectory() + "orl-bench-incremental-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let files = SyntheticFleet(count: n).files()
+        for file in files {
+            let url = URL(fileURLWithPath: root).appendingPathComponent("fleet").appendingPathComponent(file.path)
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try file.text.write(to: url, atomically: false, encoding: .utf8)
+        }
+        let fleet = root + "/fleet"
+        let state = root + "/state"
+        let changedIndex = files.firstIndex { $0.path.contains("/budget-") }!
+        let changedPath = fleet + "/" + files[changedIndex].path
+        let apply = [binary, "apply", "-f", fleet, "--state", state, "--no-controller"]
+        print("\(n) manifests:")
+
+        var validate: [Measurement] = []
+        var python: [Measurement] = []
+        let schemas = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../schemas").standardized.path
+        let peer = peerBench + "/validate_py_orl.py"
+        let floors = !noFloors && FileManager.default.fileExists(atPath: peer) && n <= 20_000
+        for _ in 0..<runs {
+            validate.append(Measurement.run([binary, "validate", "-f", fleet]))
+            if floors { python.append(Measurement.run(["/usr/bin/env", "python3", peer, schemas, fleet])) }
+        }
+        let v = Measurement.median(validate)
+        print(
+            "  validate:                 \(v.text), \(String(format: "%.1f", v.cpu / Double(n) * 1e6)) µs CPU per manifest"
+                + (floors ? " | floor PyYAML + jsonschema \(Measurement.median(python).text)" : ""))
+
+        let first = Measurement.run(apply)
+        guard first.status == 0 else { throw ValidationError("the first apply exited \(first.status)") }
+        print("  first apply:              \(first.text), \(String(format: "%.1f", first.cpu / Double(n) * 1e6)) µs CPU per manifest")
+
+        let sqlite = root + "/floor.py"
+        try Self.sqliteFloor.write(toFile: sqlite, atomically: true, encoding: .utf8)
+        var noChange: [Measurement] = []
+        var oneChange: [Measurement] = []
+        var full: [Measurement] = []
+        var floor: [Measurement] = []
+        if !noFloors { _ = Measurement.run(["/usr/bin/env", "python3", sqlite, root + "/floor.db", String(n), "init"]) }
+        for run in 0..<runs {
+            noChange.append(Measurement.run(apply))
+            try files[changedIndex].text.replacingOccurrences(of: "usd: 25", with: "usd: \(30 + run)").write(
+                toFile: changedPath, atomically: true, encoding: .utf8)
+            oneChange.append(Measurement.run(apply))
+            full.append(Measurement.run(apply + ["--full"]))
+            if !noFloors { floor.append(Measurement.run(["/usr/bin/env", "python3", sqlite, root + "/floor.db", String(n)])) }
+        }
+        guard noChange.allSatisfy({ $0.status == 0 }), oneChange.allSatisfy({ $0.status == 0 }) else {
+            throw ValidationError("an apply failed")
+        }
+        let floorText = noFloors ? "" : " | floor: Python sqlite3 no-op upsert of \(n) rows \(Measurement.median(floor).wallText)"
+        print("  apply, nothing changed:   \(Measurement.median(noChange).text)\(floorText)")
+        print("  apply, one file changed:  \(Measurement.median(oneChange).text)")
+        print("  apply --full, no change:  \(Measurement.median(full).text)")
+    }
+
+    /// The floor of a no-change apply: a process that opens the database and upserts N
+    /// rows that are already there (nothing written), in one transaction.
+    static let sqliteFloor = """
+        import sqlite3, sys
+        db, n = sys.argv[1], int(sys.argv[2])
+        c = sqlite3.connect(db, isolation_level=None)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("CREATE TABLE IF NOT EXISTS r(name TEXT PRIMARY KEY, hash TEXT NOT NULL, manifest TEXT NOT NULL)")
+        rows = [("r%d" % i, "h%d" % i, "x" * 700) for i in range(n)]
+        c.execute("BEGIN IMMEDIATE")
+        c.executemany("INSERT INTO r VALUES (?,?,?) ON CONFLICT(name) DO UPDATE SET hash=excluded.hash, manifest=excluded.manifest WHERE r.hash != excluded.hash", rows)
+        c.execute("COMMIT")
+        """
+}
+
+/// One child process: wall time, its CPU time and its peak resident memory (wait4).
+struct Measurement {
+    var wall: Double
+    var cpu: Double
+    var maxRSSKiB: Int
+    var status: Int32
+
+    var wallText: String { String(format: "%.1f ms", wall * 1000) }
+    var text: String {
+        String(format: "%.1f ms wall, %.1f ms CPU, %.1f MiB peak", wall * 1000, cpu * 1000, Double(maxRSSKiB) / 1024)
+    }
+
+    static func run(_ argv: [String]) -> Measurement {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var pid: pid_t = 0
+        let cArgs = argv.map { strdup($0) } + [nil]
+        defer { for p in cArgs { free(p) } }
+        let start = DispatchTime.now().uptimeNanoseconds
+        guard posix_spawnp(&pid, argv[0], &actions, nil, cArgs, environ) == 0 else {
+            return Measurement(wall: 0, cpu: 0, maxRSSKiB: 0, status: -1)
+        }
+        var status: Int32 = 0
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+        let wall = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return Measurement(
+            wall: wall, cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime), maxRSSKiB: usage.ru_maxrss,
+            status: (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1)
+    }
+
+    static func median(_ values: [Measurement]) -> Measurement {
+        let sorted = values.sorted { $0.wall < $1.wall }
+        var m = sorted[sorted.count / 2]
+        m.cpu = values.map(\.cpu).sorted()[values.count / 2]
+        m.maxRSSKiB = values.map(\.maxRSSKiB).sorted()[values.count / 2]
+        return m
+    }
+}

@@ -1,0 +1,279 @@
+import OrlCore
+import OrlYAML
+import Testing
+
+/// The incremental load (`IncrementalValidation`, the index an apply keeps) must always
+/// give what reading and checking everything gives: the same diagnostics, resource count,
+/// desired set, plan and index, after any sequence of edits. A seeded generator makes a
+/// fleet over a few namespaces and edits it at random: values, references that break and
+/// mend, files added, removed and split, resources moved between namespaces, duplicates,
+/// schema and YAML errors, workflow cycles.
+@Suite struct IncrementalValidationTests {
+    struct Doc {
+        var kind: Int  // 0 provider, 1 tool, 2 agent, 3 policy, 4 budget, 5 workflow
+        var namespace: String
+        var group: Int
+        /// What it refers to: the group of the agent, tool or provider it names.
+        var target: Int
+        var usd = 25
+        var schemaError = false
+        var cycle = false
+    }
+
+    struct File {
+        var path: String
+        var docs: [Doc]
+        var yamlError = false
+        var comment = 0
+    }
+
+    struct Generator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+    }
+
+    static let namespaces = ["default", "team-a", "team-b", "team-c"]
+    static let kindNames = ["provider", "tool", "agent", "policy", "budget", "workflow"]
+
+    static func render(_ doc: Doc) -> String {
+        let kind = ["ModelProvider", "Tool", "Agent", "Policy", "Budget", "Workflow"][doc.kind]
+        var text = """
+            apiVersion: orl.dev/v1
+            kind: \(kind)
+            metadata:
+              name: \(kindNames[doc.kind])-\(doc.group)
+              namespace: \(doc.namespace)
+              labels:
+                team: t\(doc.group % 3)
+            spec:
+
+            """
+        switch doc.kind {
+        case 0:
+            text += """
+                  apiStyle: openai
+                  baseURL: https://llm-\(doc.group).example.com/v1
+                  apiKeySecret: key-\(doc.group)
+                  models:
+                    - name: small
+                      pricing: {input: 0.15, output: 0.60}
+
+                """
+        case 1:
+            text += """
+                  type: http
+                  http:
+                    url: https://tools.example.com/\(doc.group)
+                  timeout: \(doc.schemaError ? "banana" : "30s")
+                  risk: low
+
+                """
+        case 2:
+            text += """
+                  model: provider-\(doc.target)/small
+                  runtime:
+                    command: python3
+                    args: [agent.py]
+                  tools: [tool-\(doc.target)]
+
+                """
+        case 3:
+            text += """
+                  appliesTo:
+                    agents: [agent-\(doc.target)]
+                  allow:
+                    tools: [tool-\(doc.target)]
+                    models: [provider-\(doc.target)/*]
+
+                """
+        case 4:
+            text += """
+                  appliesTo:
+                    selector:
+                      matchLabels:
+                        team: t\(doc.target % 3)
+                  limits:
+                    - window: day
+                      usd: \(doc.usd)
+                  onExceeded: halt
+
+                """
+        default:
+            text += """
+                  steps:
+                    - id: a
+                      agent: agent-\(doc.target)
+                      tools: [tool-\(doc.target)]
+                  \(doc.cycle ? "    dependsOn: [b]" : "")
+                    - id: b
+                      agent: agent-\(doc.target)
+                      dependsOn: [a]
+
+                """
+        }
+        return text
+    }
+
+    static func render(_ file: File) -> String {
+        (file.comment > 0 ? "# edit \(file.comment)\n" : "") + file.docs.map(render).joined(separator: "---\n")
+            + (file.yamlError ? "oops: [unclosed\n" : "")
+    }
+
+    static func padded(_ n: Int) -> String { String(String(n + 1000).dropFirst()) }
+
+    static func fleet(_ g: inout Generator) -> [File] {
+        var files: [File] = []
+        for i in 0..<40 {
+            let doc = Doc(kind: i % 6, namespace: namespaces[(i / 6) % namespaces.count], group: i / 6 % 5, target: i / 6 % 5)
+            files.append(File(path: "m/\(Self.padded(i)).yaml", docs: [doc]))
+        }
+        _ = g.next()
+        return files
+    }
+
+    static func edit(_ files: inout [File], _ g: inout Generator, serial: inout Int) {
+        guard !files.isEmpty else {
+            files.append(File(path: "m/new-\(serial).yaml", docs: [Doc(kind: 0, namespace: "default", group: 0, target: 0)]))
+            return
+        }
+        // A YAML error makes every load read everything; most are fixed at the next edit,
+        // so that the incremental path is exercised on the rounds between.
+        if g.below(4) != 0 { for i in files.indices { files[i].yamlError = false } }
+        let f = g.below(files.count)
+        let d = files[f].docs.isEmpty ? 0 : g.below(files[f].docs.count)
+        switch g.below(12) {
+        case 0: if !files[f].docs.isEmpty { files[f].docs[d].usd = 10 + g.below(90) }
+        case 1: if !files[f].docs.isEmpty { files[f].docs[d].target = g.below(6) }
+        case 2: files.remove(at: f)
+        case 3:
+            serial += 1
+            let doc = Doc(kind: g.below(6), namespace: namespaces[g.below(namespaces.count)], group: g.below(6), target: g.below(6))
+            files.insert(File(path: "m/\(Self.padded(g.below(50)))-\(serial).yaml", docs: [doc]), at: g.below(files.count + 1))
+            files.sort { $0.path.utf8.lexicographicallyPrecedes($1.path.utf8) }
+        case 4: if !files[f].docs.isEmpty { files[f].docs[d].namespace = namespaces[g.below(namespaces.count)] }
+        case 5: if !files[f].docs.isEmpty { files[f].docs[d].schemaError.toggle() }
+        case 6: files[f].yamlError = g.below(2) == 0
+        case 7:
+            // A duplicate, or a second document of another namespace in the same file.
+            if !files[f].docs.isEmpty { files[g.below(files.count)].docs.append(files[f].docs[d]) }
+        case 8: if !files[f].docs.isEmpty { files[f].docs[d].cycle.toggle() }
+        case 9: if !files[f].docs.isEmpty { files[f].docs[d].group = g.below(6) }
+        case 10: if files[f].docs.count > 1 { files[f].docs.remove(at: d) }
+        default:
+            // Nothing changes but a comment: same resources, new content hash.
+            files[f].comment += 1
+        }
+    }
+
+    static func read(_ files: [File], _ positions: [Int]) -> [ReadManifests] {
+        let parser = YAMLParser()
+        let reader = ManifestReader()
+        return positions.map { i in
+            var read = reader.read(parser.parse(render(files[i]), file: files[i].path))
+            read.resources = read.resources.map { $0.withCanonicalForm() }
+            return read
+        }
+    }
+
+    static func planText(_ plan: Plan) -> String { PlanJSON.render(plan).rendered() }
+
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func incrementalEqualsFull(seed: UInt64) throws {
+        var g = Generator(state: seed)
+        var files = Self.fleet(&g)
+        var serial = 0
+        var index: ManifestIndex?
+        let store = InMemoryStateStore()
+        let options = ApplyOptions(source: "test", prune: true, maxDeletions: .max, appliedBy: "test", codeRoot: "/src")
+        var incrementalRuns = 0
+        for step in 0..<40 {
+            if step > 0 { Self.edit(&files, &g, serial: &serial) }
+            let strict = g.below(5) == 0
+            let hashed = files.map { (path: $0.path, contentHash: CanonicalJSON.bytesHash(Array(Self.render($0).utf8))) }
+            let current = files
+            let incremental = IncrementalValidation.validate(files: hashed, previous: index, strict: strict) { Self.read(current, $0) }
+            let all = Self.read(current, Array(current.indices))
+            var merged = ReadManifests()
+            for part in all { merged.append(part) }
+            let full = ManifestValidation.validate(merged, strict: strict)
+            let fullOutcome = IncrementalValidation.validate(files: hashed, previous: nil, strict: strict) { Self.read(current, $0) }
+
+            #expect(incremental.report.diagnostics == full.diagnostics, "seed \(seed) step \(step)")
+            #expect(incremental.report.resourceCount == full.resourceCount, "seed \(seed) step \(step)")
+            #expect(incremental.desired == full.fleet.resources.map(DesiredResource.init), "seed \(seed) step \(step)")
+            #expect(incremental.index == fullOutcome.index, "seed \(seed) step \(step)")
+            #expect(fullOutcome.report.diagnostics == full.diagnostics)
+            if !incremental.full { incrementalRuns += 1 }
+
+            // The plan from hashes equals the plan from the whole fleet.
+            let fromHashes = try store.read { reader throws(StoreError) in
+                try Planner.plan(
+                    desired: incremental.desired,
+                    resolve: { i throws(StoreError) in
+                        let id = incremental.desired[i].id
+                        if let resource = incremental.read[id] { return resource }
+                        return full.fleet[id]!
+                    }, actual: reader, options: options, now: Timestamp(milliseconds: Int64(step)))
+            }
+            let fromFleet = try store.read { reader throws(StoreError) in
+                try Planner.plan(desired: full.fleet, actual: reader, options: options, now: Timestamp(milliseconds: Int64(step)))
+            }
+            #expect(Self.planText(fromHashes) == Self.planText(fromFleet), "seed \(seed) step \(step)")
+
+            if full.isValid {
+                _ = try ApplyOperation.apply(full.fleet, to: store, options: options, now: Timestamp(milliseconds: Int64(step)))
+            }
+            index = incremental.index
+        }
+        // The property says something only if most rounds took the incremental path.
+        #expect(incrementalRuns > 12, "only \(incrementalRuns) incremental rounds")
+    }
+
+    @Test func unchangedFilesAreNotReadAndOneChangeReadsItsNamespace() {
+        var g = Generator(state: 42)
+        var files = Self.fleet(&g)
+        func hashes() -> [(path: String, contentHash: String)] {
+            files.map { (path: $0.path, contentHash: CanonicalJSON.bytesHash(Array(Self.render($0).utf8))) }
+        }
+        let first = IncrementalValidation.validate(files: hashes(), previous: nil, strict: false) { Self.read(files, $0) }
+        #expect(first.full && first.index != nil)
+        let same = IncrementalValidation.validate(files: hashes(), previous: first.index, strict: false) { positions in
+            Issue.record("read \(positions) though nothing changed")
+            return Self.read(files, positions)
+        }
+        #expect(same.parsed.isEmpty && !same.full)
+        #expect(same.report.diagnostics == first.report.diagnostics)
+
+        let budget = files.firstIndex { $0.docs[0].kind == 4 && $0.docs[0].namespace == "team-a" }!
+        files[budget].docs[0].usd = 99
+        let changed = IncrementalValidation.validate(files: hashes(), previous: first.index, strict: false) { Self.read(files, $0) }
+        let namespace = files.filter { $0.docs.contains { $0.namespace == "team-a" } }.map(\.path)
+        #expect(Set(changed.parsed) == Set(namespace))
+        #expect(changed.parsed.count < files.count / 2)
+    }
+
+    @Test func recordsAndDiagnosticsRoundTripThroughTheirStoredForm() {
+        var g = Generator(state: 7)
+        var files = Self.fleet(&g)
+        files[3].docs[0].target = 9
+        files[1].docs[0].schemaError = true
+        files[5].docs.append(files[5].docs[0])
+        let all = Self.read(files, Array(files.indices))
+        for (file, read) in zip(files, all) {
+            let record = ManifestFileRecord(path: file.path, contentHash: "h", read: read)
+            #expect(ManifestFileRecord.decode(path: file.path, contentHash: "h", record.encoded()) == record)
+        }
+        var merged = ReadManifests()
+        for part in all { merged.append(part) }
+        let diagnostics = ManifestValidation.validate(merged).diagnostics
+        #expect(!diagnostics.isEmpty)
+        #expect(DiagnosticCoding.decodeList(DiagnosticCoding.encodeList(diagnostics)) == diagnostics)
+    }
+}
