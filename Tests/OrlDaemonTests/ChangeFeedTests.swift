@@ -22,9 +22,10 @@ import Testing
         #expect(await feed.look() == [])
 
         let now = Timestamp(milliseconds: 1_795_161_600_000)
+        // An apply writes resources and its events.
         try apply(fleet(["a"]), to: store, at: now)
-        #expect(await feed.look() == [.resources])
-        #expect((resources.value, secrets.value, runs.value) == (1, 0, 0))
+        #expect(await feed.look() == [.resources, .events])
+        #expect((resources.value, secrets.value, runs.value, events.value) == (1, 0, 0, 1))
 
         // What the controller writes as it goes: statuses and supervision records. The
         // store moved (data_version), no topic did.
@@ -34,7 +35,7 @@ import Testing
             try writer.putSupervision(SupervisionRecord(agent: agent))
         }
         #expect(await feed.look() == [])
-        #expect((resources.value, secrets.value, runs.value, events.value) == (1, 0, 0, 0))
+        #expect((resources.value, secrets.value, runs.value, events.value) == (1, 0, 0, 1))
         // An event is news for the notifier only.
         try store.write { writer throws(StoreError) in
             try writer.append(StoreEvent(time: now, kind: .normal, resource: agent, reason: "Started", message: "test"))
@@ -46,6 +47,6 @@ import Testing
         let sealed = SealedSecret(id: SecretID(name: "key"), box: [1, 2, 3], keyCheck: "check", size: 3, updatedAt: now, updatedBy: "test")
         try store.write { writer throws(StoreError) in try writer.putSecret(sealed) }
         #expect(await feed.look() == [.secrets])
-        #expect((resources.value, secrets.value, runs.value, events.value) == (2, 1, 0, 1))
+        #expect((resources.value, secrets.value, runs.value, events.value) == (2, 1, 0, 2))
     }
 }
