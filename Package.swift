@@ -20,13 +20,15 @@ let isDirty =
 let buildDirty = isDirty ? "1" : "0"
 let buildCommitIsHex = buildCommit.allSatisfy { $0.isHexDigit }
 
+// Linux only (Debian 12 and the like): the code is written against Glibc and Linux
+// interfaces (/proc, prctl, namespaces, seccomp), so no Apple platform is declared.
 let package = Package(
     name: "orl",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "orlctl", targets: ["orlctl"]),
         .executable(name: "orl-bench", targets: ["orl-bench"]),
         .library(name: "OrlCore", targets: ["OrlCore"]),
+        .library(name: "OrlJSON", targets: ["OrlJSON"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -45,10 +47,14 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
+        // Located JSON values, the strict JSON parser, the JSON Schema (2020-12) validator
+        // and its ECMA-262 regular expressions: knows nothing of orl, depends on nothing.
+        .target(name: "OrlJSON", swiftSettings: strictness),
         // The pure core: model, validation, analysis, planning. No file, network,
         // process or database access, so it is tested by fast pure tests.
         // swift-crypto is pure computation (hashes now, the vault's AES-GCM later).
-        .target(name: "OrlCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictness),
+        .target(
+            name: "OrlCore", dependencies: ["OrlJSON", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictness),
 
         // Adapters: each the only place that imports its dependency.
         .systemLibrary(
@@ -56,13 +62,13 @@ let package = Package(
             pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]
         ),
-        .target(name: "OrlYAML", dependencies: ["OrlCore", "CYAML"], swiftSettings: strictness),
+        .target(name: "OrlYAML", dependencies: ["OrlJSON", "OrlCore", "CYAML"], swiftSettings: strictness),
         .systemLibrary(
             name: "CSQLite",
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
-        .target(name: "OrlStore", dependencies: ["OrlCore", "CSQLite"], swiftSettings: strictness),
+        .target(name: "OrlStore", dependencies: ["OrlJSON", "OrlCore", "CSQLite"], swiftSettings: strictness),
         // Agent processes: fork and exec happen in C, where the child can be kept to
         // async-signal-safe calls (Swift cannot fork a multi-threaded process safely).
         .target(name: "COrlSpawn"),
@@ -83,14 +89,14 @@ let package = Package(
         .target(name: "OrlGit", dependencies: ["CGit2"], swiftSettings: strictness),
         // The manifest pipeline's reading half (manifest files parsed and read on every
         // core) and the GitOps sync of a git source into the state.
-        .target(name: "OrlManifests", dependencies: ["OrlCore", "OrlYAML", "OrlGit"], swiftSettings: strictness),
+        .target(name: "OrlManifests", dependencies: ["OrlJSON", "OrlCore", "OrlYAML", "OrlGit"], swiftSettings: strictness),
         // The reconcile loop: applied Agents in the store made into running processes.
-        .target(name: "OrlController", dependencies: ["OrlCore", "OrlStore", "OrlRuntime"], swiftSettings: strictness),
+        .target(name: "OrlController", dependencies: ["OrlJSON", "OrlCore"], swiftSettings: strictness),
         // HTTP: the gateway agents call instead of their model provider.
         .target(
             name: "OrlServer",
             dependencies: [
-                "OrlCore",
+                "OrlJSON", "OrlCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -122,7 +128,8 @@ let package = Package(
         .target(
             name: "OrlCLI",
             dependencies: [
-                "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer", "OrlDaemon", "OrlGit", "OrlManifests",
+                "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlRuntime", "OrlController", "OrlServer", "OrlDaemon", "OrlGit",
+                "OrlManifests",
                 "COrlBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -131,13 +138,13 @@ let package = Package(
         .executableTarget(name: "orlctl", dependencies: ["OrlCLI"], swiftSettings: strictness),
         // Fuzzing: the targets (run on the corpus by the tests) and the libFuzzer driver
         // (scripts/fuzz builds it with -sanitize=fuzzer).
-        .target(name: "OrlFuzz", dependencies: ["OrlCore", "OrlYAML"], swiftSettings: strictness),
+        .target(name: "OrlFuzz", dependencies: ["OrlJSON", "OrlCore", "OrlYAML"], swiftSettings: strictness),
         .executableTarget(name: "orl-fuzz", dependencies: ["OrlFuzz"], swiftSettings: strictness),
         // Benchmarks: a separate command, never part of the tests.
         .executableTarget(
             name: "orl-bench",
             dependencies: [
-                "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlManifests", "OrlServer", "OrlRuntime",
+                "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlManifests", "OrlServer", "OrlRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -145,14 +152,16 @@ let package = Package(
             swiftSettings: strictness
         ),
 
-        .testTarget(name: "OrlCoreTests", dependencies: ["OrlCore", "OrlYAML"], swiftSettings: strictness),
+        .testTarget(name: "OrlJSONTests", dependencies: ["OrlJSON"], swiftSettings: strictness),
+        .testTarget(name: "OrlCoreTests", dependencies: ["OrlJSON", "OrlCore", "OrlYAML"], swiftSettings: strictness),
         .testTarget(
-            name: "OrlYAMLTests", dependencies: ["OrlYAML", "OrlCore", "OrlFuzz"], exclude: ["FuzzCorpus"], swiftSettings: strictness),
-        .testTarget(name: "OrlStoreTests", dependencies: ["OrlStore", "OrlCore"], swiftSettings: strictness),
+            name: "OrlYAMLTests", dependencies: ["OrlJSON", "OrlYAML", "OrlCore", "OrlFuzz"], exclude: ["FuzzCorpus"],
+            swiftSettings: strictness),
+        .testTarget(name: "OrlStoreTests", dependencies: ["OrlJSON", "OrlStore", "OrlCore"], swiftSettings: strictness),
         .testTarget(
             name: "OrlServerTests",
             dependencies: [
-                "OrlServer", "OrlCore", "OrlStore", "OrlYAML", "OrlRuntime",
+                "OrlJSON", "OrlServer", "OrlCore", "OrlStore", "OrlYAML", "OrlRuntime",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -167,7 +176,8 @@ let package = Package(
             name: "OrlDaemonTests", dependencies: ["OrlDaemon", "OrlController", "OrlStore", "OrlCore", "OrlYAML"],
             swiftSettings: strictness),
         .testTarget(
-            name: "OrlCLITests", dependencies: ["OrlCLI", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlManifests"],
+            name: "OrlCLITests",
+            dependencies: ["OrlCLI", "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlManifests"],
             exclude: ["Golden", "Fixtures"],
             swiftSettings: strictness),
     ]

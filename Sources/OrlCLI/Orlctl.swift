@@ -1,10 +1,5 @@
 import ArgumentParser
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
+import Glibc
 
 /// `orlctl`: the root command.
 struct Orlctl: AsyncParsableCommand {
@@ -42,12 +37,31 @@ struct CommandFailure: Error {
 }
 
 public enum OrlctlMain {
-    /// Parses the arguments and runs the command, mapping every outcome to orl's exit
-    /// codes (ArgumentParser's own usage code, 64, becomes 2).
+    /// The `orlctl` binary: runs the command its arguments name with the process's own
+    /// descriptors and environment, and exits with its status.
     public static func run(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Never {
         // Every file orlctl creates (the database, its WAL, logs, tokens, keys, clones)
         // is its user's alone, whatever the mode of the directory it lands in.
         umask(0o077)
+        exit(await execute(arguments))
+    }
+
+    /// Runs one command in this process with `context` (its environment, standard input,
+    /// where its output goes) and returns its exit status. Relative paths are resolved
+    /// against the process's working directory, as for the binary. A command that starts
+    /// a detached controller starts this process's executable: in process, set
+    /// ORL_NO_CONTROLLER=1 or run the binary.
+    public static func run(_ arguments: [String], context: CommandContext) async -> CommandOutcome {
+        let status = await CommandContext.$current.withValue(context) { await execute(arguments) }
+        func text(_ output: CommandContext.Output) -> String {
+            if case .capture(let capture) = output { capture.text } else { "" }
+        }
+        return CommandOutcome(status: status, standardOutput: text(context.standardOutput), standardError: text(context.standardError))
+    }
+
+    /// Parses the arguments and runs the command, mapping every outcome to orl's exit
+    /// codes (ArgumentParser's own usage code, 64, becomes 2).
+    static func execute(_ arguments: [String]) async -> Int32 {
         do {
             var command = try Orlctl.parseAsRoot(arguments)
             if var command = command as? any AsyncParsableCommand {
@@ -55,27 +69,26 @@ public enum OrlctlMain {
             } else {
                 try command.run()
             }
-            exit(ExitStatus.clean.rawValue)
+            return ExitStatus.clean.rawValue
         } catch let status as ExitCode {
-            exit(status.rawValue)
+            return status.rawValue
         } catch let failure as CommandFailure {
             writeStandardError("orlctl: error: \(failure.message)\n")
-            exit(ExitStatus.failure.rawValue)
+            return ExitStatus.failure.rawValue
         } catch {
             let code = Orlctl.exitCode(for: error)
             if code == .success {
                 // --help and --version.
-                print(Orlctl.fullMessage(for: error))
-                exit(ExitStatus.clean.rawValue)
+                writeStandardOutput(Orlctl.fullMessage(for: error) + "\n")
+                return ExitStatus.clean.rawValue
             }
             writeStandardError(Orlctl.fullMessage(for: error) + "\n")
-            exit(ExitStatus.failure.rawValue)
+            return ExitStatus.failure.rawValue
         }
     }
 
     static func writeStandardError(_ text: String) {
-        var text = text
-        text.withUTF8 { buffer in _ = write(2, buffer.baseAddress, buffer.count) }
+        CommandContext.current.standardError.write(text)
     }
 }
 
@@ -84,8 +97,10 @@ public enum OrlctlMain {
 /// One-shot commands that read whole fleets end right after printing; freeing ten
 /// thousand parsed documents one by one then costs more than all the checks after
 /// parsing. Process exit returns the memory at once (clang's -disable-free does the
-/// same). Long-running code must never call this.
+/// same). Long-running code must never call this. A command run in process frees it as
+/// usual.
 func keepUntilExit(_ value: some Sendable) {
+    guard CommandContext.current.isProcess else { return }
     _ = Unmanaged.passRetained(Box(value))
 }
 
@@ -94,18 +109,7 @@ private final class Box<Value: Sendable>: Sendable {
     init(_ value: Value) { self.value = value }
 }
 
-/// Writes to standard output in one piece (print() through stdio is slow for big output).
+/// Writes to the command's standard output in one piece.
 func writeStandardOutput(_ text: String) {
-    var text = text
-    text.withUTF8 { buffer in
-        var offset = 0
-        while offset < buffer.count {
-            let written = write(1, buffer.baseAddress! + offset, buffer.count - offset)
-            if written <= 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            offset += written
-        }
-    }
+    CommandContext.current.standardOutput.write(text)
 }

@@ -1,5 +1,4 @@
 public import OrlCore
-public import OrlStore
 import Synchronization
 
 #if canImport(Glibc)

@@ -1,5 +1,5 @@
 public import OrlCore
-public import OrlStore
+import OrlJSON
 
 /// Moves workflow runs along on a timer, next to the controller's reconcile loop: gives
 /// up on tasks whose lease or timeout has passed (retried or dead-lettered), decides

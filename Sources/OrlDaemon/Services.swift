@@ -159,16 +159,23 @@ struct TracingService: Service {
     }
 }
 
-/// The stdio MCP servers orl runs: the idle ones stopped every minute, and all of them
-/// once the API that calls them has stopped.
+/// The MCP servers orl fronts: their live definitions compared with their pins (the
+/// Tools' status), the idle stdio ones stopped every minute, and all of them once the
+/// API that calls them has stopped.
 struct McpServersService: Service {
     let agents: AgentAPI
 
     func run() async throws {
         try? await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try await Task.sleep(for: .seconds(60))
-                await agents.stopIdleServers()
+            await withTaskGroup(of: Void.self) { group in
+                // The Tools' PinMatches conditions.
+                group.addTask { await agents.watchPins() }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .seconds(60))
+                        await agents.stopIdleServers()
+                    }
+                }
             }
         }
         await agents.stopServers()

@@ -1,4 +1,5 @@
 public import OrlCore
+import OrlJSON
 import OrlYAML
 
 /// What the fuzzers drive, one function per target: each must return for any input,

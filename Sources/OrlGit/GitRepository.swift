@@ -1,16 +1,5 @@
 import CGit2
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
+import Glibc
 
 /// A git object id (SHA-1), as 40 hex digits.
 public struct GitObjectID: Sendable, Hashable, Comparable, CustomStringConvertible {

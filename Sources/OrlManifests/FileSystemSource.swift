@@ -29,9 +29,13 @@ public struct FileSystemSource: Sendable {
     public static let standardInputName = "<stdin>"
 
     public var maxFileBytes: Int
+    /// What `-` reads: these bytes when given (a command run in process has its own
+    /// standard input), else the process's descriptor 0.
+    public var standardInput: [UInt8]?
 
-    public init(maxFileBytes: Int) {
+    public init(maxFileBytes: Int, standardInput: [UInt8]? = nil) {
         self.maxFileBytes = maxFileBytes
+        self.standardInput = standardInput
     }
 
     /// The files the arguments name, in order, each once. Reading them is left to the
@@ -45,7 +49,7 @@ public struct FileSystemSource: Sendable {
                 guard !readStandardInput else { continue }
                 readStandardInput = true
                 inputs.append(
-                    .read(ManifestFile(path: Self.standardInputName, bytes: try readAll(descriptor: 0, path: Self.standardInputName))))
+                    .read(ManifestFile(path: Self.standardInputName, bytes: try standardInputBytes())))
                 continue
             }
             for path in try expand(argument) where seen.insert(path).inserted {
@@ -115,6 +119,13 @@ public struct FileSystemSource: Sendable {
         return ManifestFile(path: path, bytes: try readAll(descriptor: descriptor, path: path))
     }
 
+    private func standardInputBytes() throws(SourceError) -> [UInt8] {
+        let path = Self.standardInputName
+        guard let bytes = standardInput else { return try readAll(descriptor: 0, path: path) }
+        guard bytes.count <= maxFileBytes else { throw SourceError(path: path, reason: Self.tooLarge(maxFileBytes)) }
+        return bytes
+    }
+
     private func readAll(descriptor: Int32, path: String) throws(SourceError) -> [UInt8] {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
@@ -128,9 +139,13 @@ public struct FileSystemSource: Sendable {
             bytes.append(contentsOf: chunk[0..<count])
             // Standard input has no size to check up front.
             if bytes.count > maxFileBytes {
-                throw SourceError(path: path, reason: "larger than the \(maxFileBytes / (1 << 20)) MiB limit for a manifest file")
+                throw SourceError(path: path, reason: Self.tooLarge(maxFileBytes))
             }
         }
+    }
+
+    private static func tooLarge(_ limit: Int) -> String {
+        "larger than the \(limit / (1 << 20)) MiB limit for a manifest file"
     }
 
     private static func notRegular(_ mode: mode_t) -> String {

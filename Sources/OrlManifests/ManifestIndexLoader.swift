@@ -12,8 +12,10 @@ import Synchronization
 /// (`IncrementalValidation`). `full` reads and checks everything.
 public struct ManifestIndexLoader: Sendable {
     public var parsing = ManifestParsing()
+    /// What `-` reads (see `FileSystemSource.standardInput`).
+    public var standardInput: [UInt8]?
 
-    public init() {}
+    public init(standardInput: [UInt8]? = nil) { self.standardInput = standardInput }
 
     /// What was loaded, and what to write of the index once the apply succeeds.
     public final class Loaded: @unchecked Sendable {
@@ -73,7 +75,7 @@ public struct ManifestIndexLoader: Sendable {
     }
 
     public func load(paths: [String], source name: String, store: any StateStore, full: Bool, strict: Bool = false) throws -> Loaded {
-        let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes)
+        let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes, standardInput: standardInput)
         let inputs = try source.inputs(paths)
         let stored = try store.read { reader throws(StoreError) in try reader.manifestIndex(source: name) }
         let previous = stored?.index

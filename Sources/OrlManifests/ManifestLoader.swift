@@ -5,11 +5,13 @@ public import OrlCore
 /// across documents.
 public struct ManifestLoader: Sendable {
     public var parsing = ManifestParsing()
+    /// What `-` reads (see `FileSystemSource.standardInput`).
+    public var standardInput: [UInt8]?
 
-    public init() {}
+    public init(standardInput: [UInt8]? = nil) { self.standardInput = standardInput }
 
     public func validate(paths: [String], strict: Bool) async throws(SourceError) -> (report: ValidationReport, files: Int) {
-        let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes)
+        let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes, standardInput: standardInput)
         let inputs = try source.inputs(paths)
         let parsing = self.parsing
         let parts = ManifestParsing.parallelMap(inputs.count) { index in

@@ -1,5 +1,6 @@
 import Dispatch
 public import OrlCore
+import OrlJSON
 public import OrlYAML
 import Synchronization
 

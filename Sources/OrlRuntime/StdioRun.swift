@@ -49,21 +49,21 @@ extension ProcessRuntime: StdioLauncher {
         func closeAll() { for fd in input + output + [log] where fd >= 0 { close(fd) } }
         var sandbox: PreparedSandbox?
         if var wanted = invocation.sandbox {
-            // No way out at all (no API listener), no cgroups of its own.
+            // No way out at all (no API listener); cgroups of its own, as an agent's.
             wanted.apiPort = nil
-            wanted.memory = nil
-            wanted.cpu = nil
-            wanted.pids = nil
             do throws(RuntimeError) {
                 sandbox = try Self.prepareSandbox(
-                    wanted, key: "", program: path, arguments: invocation.arguments, searchPath: invocation.environment["PATH"],
-                    workingDirectory: invocation.workingDirectory, limits: ProcessLimits(), failure)
+                    wanted, key: invocation.cgroupKey.isEmpty ? "mcp" : invocation.cgroupKey, program: path,
+                    arguments: invocation.arguments, searchPath: invocation.environment["PATH"],
+                    workingDirectory: invocation.workingDirectory, limits: invocation.limits, failure)
             } catch {
                 closeAll()
                 throw error
             }
         }
-        var limits = orl_spawn_limits(address_space: -1, open_files: -1, cpu_seconds: -1)
+        var limits = orl_spawn_limits(
+            address_space: Int64((sandbox?.cgroups.memoryByCgroup == true ? nil : invocation.limits.addressSpace) ?? -1),
+            open_files: Int64(invocation.limits.openFiles ?? -1), cpu_seconds: Int64(invocation.limits.cpuSeconds ?? -1))
         var pid: pid_t = 0
         var step = ORL_SPAWN_OK
         var code: Int32 = 0
@@ -89,6 +89,7 @@ extension ProcessRuntime: StdioLauncher {
         close(output[1])
         close(log)
         guard code == 0 else {
+            if let sandbox { SandboxCgroups.remove(sandbox.cgroups.directories) }
             close(input[1])
             close(output[0])
             let reason =
@@ -101,6 +102,7 @@ extension ProcessRuntime: StdioLauncher {
         }
         guard let stat = ProcStat.read(pid) else {
             _ = kill(-pid, SIGKILL)
+            if let sandbox { SandboxCgroups.remove(sandbox.cgroups.directories) }
             if statusPipe >= 0 { close(statusPipe) }
             close(input[1])
             close(output[0])
@@ -111,6 +113,8 @@ extension ProcessRuntime: StdioLauncher {
             $0.children[pid] = stat.startTime
             // Read when it is reaped, as an agent's: a signal is reported as that signal.
             if statusPipe >= 0 { $0.statusPipes[pid] = statusPipe }
+            // Read (what a limit did) and removed when it is reaped.
+            if let sandbox { $0.cgroups[pid] = sandbox.cgroups.directories }
         }
         let child = StdioChildProcess(runtime: self, identity: identity, input: input[1])
         let reading = output[0]
@@ -124,6 +128,14 @@ extension ProcessRuntime: StdioLauncher {
             onClose()
         }
         return child
+    }
+
+    public func confinement(of invocation: StdioInvocation) -> String {
+        confinement(
+            of: ProcessSpec(
+                agent: ResourceID(kind: "Tool", name: invocation.cgroupKey), command: invocation.command, arguments: invocation.arguments,
+                environment: [], workingDirectory: invocation.workingDirectory, limits: invocation.limits, logFile: invocation.logFile,
+                gracePeriod: .seconds(2), codeDirectory: nil, sandbox: invocation.sandbox))
     }
 }
 
@@ -163,6 +175,8 @@ final class StdioChildProcess: StdioChild {
         }
         return true
     }
+
+    var exitNote: String? { runtime.exitNote(identity) }
 
     func stop(grace: Duration) async -> ProcessExit? {
         // Its input closed first: a server that reads to the end leaves by itself. On

@@ -1,4 +1,5 @@
 public import OrlCore
+public import OrlJSON
 
 /// Every HTTP route orl serves, described once: docs/reference/openapi.json is generated
 /// from it (`scripts/gen-docs`), and a test compares it with the routes the servers

@@ -2,6 +2,7 @@ import Dispatch
 import Hummingbird
 import NIOCore
 public import OrlCore
+import OrlJSON
 import Synchronization
 
 /// The agents' side of workflow runs on the controller's loopback API: the task
@@ -42,6 +43,9 @@ public final class AgentAPI: Sendable {
         /// How long a call of a tool behind `requireApproval` (outside a workflow step)
         /// waits for `orlctl approve`; then it is refused.
         public var mcpApprovalTimeout: Duration = .seconds(120)
+        /// How often each MCP server's live definitions are compared with its pins for
+        /// the Tool's status when no call did (new pins are checked at once).
+        public var mcpPinCheckInterval: Duration = .seconds(60)
 
         public init(stateDirectory: String) { self.stateDirectory = stateDirectory }
     }
@@ -56,6 +60,9 @@ public final class AgentAPI: Sendable {
     let mcp: McpUpstream
     /// Where per-call approvals are kept; nil: approval-gated calls are refused.
     let approvals: (any ToolApprovalStore)?
+    /// Where MCP servers' Tools get their status (`PinMatches`); nil: nowhere.
+    let statusStore: (any StateStore)?
+    let pinChecks = Mutex<[ResourceID: PinCheck]>([:])
     private let queue = DispatchQueue(label: "orl.agent-api.store")
     /// When each attempt in flight was claimed, and the runs they belong to: the spans of
     /// attempts and runs (only kept while a tracer is set).
@@ -77,6 +84,7 @@ public final class AgentAPI: Sendable {
         self.gateway = gateway
         self.operations = RunOperations(store: store, onReady: { waiters.notify($0) })
         self.approvals = store as? any ToolApprovalStore
+        self.statusStore = store as? any StateStore
         self.waiters = waiters
         self.commands = commands
         self.secret = secret
@@ -110,6 +118,8 @@ public final class AgentAPI: Sendable {
     /// `storeChanged` from its change feed.
     func run() async {
         await prepare()
+        let pins = Task { await self.watchPins() }
+        defer { pins.cancel() }
         var marker = changeMarker()
         var rounds = 0
         while !Task.isCancelled {

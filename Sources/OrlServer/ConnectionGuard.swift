@@ -1,12 +1,9 @@
+import Glibc
 import Hummingbird
 import HummingbirdCore
 import NIOCore
 import NIOHTTPTypes
 import Synchronization
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// Bounds the connections a server holds, so that idle ones (opened by anyone: no
 /// token is needed to connect) can never use up the process's descriptors and lock

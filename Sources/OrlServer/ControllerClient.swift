@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
 public import OrlCore
+import OrlJSON
 
 /// What `orlctl` asks a running controller: what only its memory holds.
 public enum ControllerClient {

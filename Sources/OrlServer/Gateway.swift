@@ -96,6 +96,9 @@ public final class Gateway: ModelGateway {
         }
     }
 
+    /// The MCP servers (Tools of type mcp) of the fleet last published.
+    func mcpServers() -> [GatewayTable.ToolRoute] { state.withLock { $0.table.mcpServers } }
+
     public func halts(now: Timestamp) -> [ResourceID: BudgetMeter.Halt] {
         state.withLock { $0.meter.halts(now: now) }
     }

@@ -4,6 +4,7 @@ import Hummingbird
 import NIOCore
 import NIOHTTP1
 import OrlCore
+import OrlJSON
 import Synchronization
 
 extension Gateway {

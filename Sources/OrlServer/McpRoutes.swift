@@ -1,10 +1,12 @@
 import Hummingbird
 import NIOCore
 import OrlCore
+import OrlJSON
 import Synchronization
 
 /// `/mcp`: one MCP endpoint per agent (streamable HTTP, stateless: no session, every
-/// POST answered with JSON). The agent authenticates with its own token; `tools/list`
+/// POST answered with JSON; revisions 2025-03-26 to 2025-11-25, and the stateless
+/// 2026-07-28 per request). The agent authenticates with its own token; `tools/list`
 /// offers the pinned MCP tools its policies allow (only its step's, while it serves a
 /// workflow step); `tools/call` is checked again, fails closed, and is forwarded to the
 /// tool's server with the server's credential from the vault.
@@ -14,14 +16,17 @@ import Synchronization
 extension AgentAPI {
     static let mcpSeparator = "__"
 
+    /// The stateless revision: no `initialize`, no session; each request names its
+    /// revision in `params._meta` (and the `MCP-Protocol-Version`, `Mcp-Method` and,
+    /// for `tools/call`, `Mcp-Name` headers, which must agree with the body).
+    static let statelessVersions = ["2026-07-28"]
+    static let versionKey = "io.modelcontextprotocol/protocolVersion"
+    static let capabilitiesKey = "io.modelcontextprotocol/clientCapabilities"
+
     func mcp(_ request: Request) async -> Response {
-        if let version = request.headers[values: .init("MCP-Protocol-Version")!].first,
-            !McpUpstream.protocolVersions.contains(version)
-        {
-            return Self.rpc(
-                nil, error: -32600,
-                "unsupported MCP-Protocol-Version \(version); orl speaks \(McpUpstream.protocolVersions.joined(separator: ", "))",
-                status: .badRequest)
+        let headerVersion = request.headers[values: .init("MCP-Protocol-Version")!].first
+        if let version = headerVersion, !McpUpstream.protocolVersions.contains(version), !Self.statelessVersions.contains(version) {
+            return Self.unsupported(nil, version)
         }
         let caller: GatewayTable.Caller
         do {
@@ -45,35 +50,98 @@ extension AgentAPI {
             return Response(status: .accepted)
         }
         let params = message["params"]
-        switch method {
-        case "initialize":
+        let meta = params?["_meta"]
+        if method == "server/discover" || meta?[Self.versionKey] != nil {
+            if let refused = Self.checkStateless(id, method: method, params: params, headers: request.headers) { return refused }
+            return await mcp(id, method: method, params: params, caller: caller, request: request, stateless: true)
+        }
+        return await mcp(id, method: method, params: params, caller: caller, request: request, stateless: false)
+    }
+
+    private func mcp(
+        _ id: Node, method: String, params: Node?, caller: GatewayTable.Caller, request: Request, stateless: Bool
+    ) async -> Response {
+        let instructions = "Tools of the MCP servers orl fronts for agent \(caller.agent.name), as its policies allow."
+        let capabilities = JSONValue.object([("tools", .object([("listChanged", .bool(false))]))])
+        switch (method, stateless) {
+        case ("initialize", false):
             let asked = params?["protocolVersion"]?.string ?? McpUpstream.protocolVersion
             let version = McpUpstream.protocolVersions.contains(asked) ? asked : McpUpstream.protocolVersion
             return Self.rpc(
                 id,
                 result: .object([
-                    ("protocolVersion", .string(version)),
-                    ("capabilities", .object([("tools", .object([("listChanged", .bool(false))]))])),
-                    ("serverInfo", .object([("name", .string("orl")), ("version", .string("1"))])),
-                    (
-                        "instructions",
-                        .string("Tools of the MCP servers orl fronts for agent \(caller.agent.name), as its policies allow.")
-                    ),
+                    ("protocolVersion", .string(version)), ("capabilities", capabilities),
+                    ("serverInfo", .object([("name", .string("orl")), ("version", .string("1"))])), ("instructions", .string(instructions)),
                 ]))
-        case "ping":
+        case ("server/discover", true):
+            return Self.rpc(
+                id,
+                result: .object([
+                    ("supportedVersions", .array((Self.statelessVersions + McpUpstream.protocolVersions).map(JSONValue.string))),
+                    ("capabilities", capabilities), ("instructions", .string(instructions)),
+                    // What it lists depends on who asks: private, never cached.
+                    ("ttlMs", .int(0)), ("cacheScope", .string("private")),
+                    (
+                        "_meta",
+                        .object([("io.modelcontextprotocol/serverInfo", .object([("name", .string("orl")), ("version", .string("1"))]))])
+                    ),
+                ]), stateless: true)
+        case ("ping", false):
             return Self.rpc(id, result: .object([]))
-        case "tools/list":
-            return await listTools(id, caller: caller, request: request)
-        case "tools/call":
-            return await callTool(id, params: params, caller: caller, request: request)
+        case ("tools/list", _):
+            return await listTools(id, caller: caller, request: request, stateless: stateless)
+        case ("tools/call", _):
+            return await callTool(id, params: params, caller: caller, request: request, stateless: stateless)
         default:
-            return Self.rpc(id, error: -32601, "method \(Diagnostic.quoted(method)) is not served by orl's /mcp")
+            return Self.rpc(
+                id, error: -32601,
+                "method \(Diagnostic.quoted(method)) is not served by orl's /mcp\(stateless ? " in the stateless revision" : "")",
+                status: stateless ? .notFound : .ok)
         }
+    }
+
+    /// The stateless revision's checks of a request, in the order the revision gives
+    /// them; nil when it passes.
+    static func checkStateless(_ id: Node, method: String, params: Node?, headers: HTTPFields) -> Response? {
+        guard let meta = params?["_meta"], meta.members != nil, let version = meta[versionKey], meta[capabilitiesKey] != nil else {
+            return rpc(
+                id, error: -32602, "params._meta must carry \(versionKey) and \(capabilitiesKey) (protocol revision 2026-07-28)",
+                status: .badRequest)
+        }
+        let header = headers[values: .init("MCP-Protocol-Version")!].first
+        guard let asked = version.string, header == asked else {
+            return rpc(
+                id, error: -32020, "the MCP-Protocol-Version header does not match params._meta's protocol version", status: .badRequest)
+        }
+        guard headers[values: .init("Mcp-Method")!].first == method else {
+            return rpc(id, error: -32020, "the Mcp-Method header does not match the request's method", status: .badRequest)
+        }
+        if method == "tools/call", let name = params?["name"]?.string, headers[values: .init("Mcp-Name")!].first != name {
+            return rpc(id, error: -32020, "the Mcp-Name header does not match the tool's name", status: .badRequest)
+        }
+        guard statelessVersions.contains(asked) else { return unsupported(id, asked) }
+        return nil
+    }
+
+    static func unsupported(_ id: Node?, _ version: String) -> Response {
+        let supported = statelessVersions + McpUpstream.protocolVersions
+        let body = JSONValue.object([
+            ("jsonrpc", .string("2.0")), ("id", id.map(JSONValue.init) ?? .null),
+            (
+                "error",
+                .object([
+                    ("code", .int(-32022)),
+                    ("message", .string("unsupported MCP protocol version \(version); orl speaks \(supported.joined(separator: ", "))")),
+                    ("data", .object([("supported", .array(supported.map(JSONValue.string))), ("requested", .string(version))])),
+                ])
+            ),
+        ])
+        return Gateway.json(.badRequest, body.compactRendered())
     }
 
     // MARK: tools/list
 
-    private func listTools(_ id: Node, caller: GatewayTable.Caller, request: Request) async -> Response {
+    private func listTools(_ id: Node, caller: GatewayTable.Caller, request: Request, stateless: Bool) async -> Response {
         var routes = caller.tools.values.filter { $0.mcp != nil }
         let agent = caller.agent
         if gateway.holdsTasks(agent, now: gateway.clock()) {
@@ -91,7 +159,8 @@ extension AgentAPI {
             members[0] = ("name", .string(Self.wireName(route.name)))
             return .object(members)
         }
-        return Self.rpc(id, result: .object([("tools", .array(tools))]))
+        let cache: [(String, JSONValue?)] = stateless ? [("ttlMs", .int(0)), ("cacheScope", .string("private"))] : []
+        return Self.rpc(id, result: .object([("tools", .array(tools))] + cache), stateless: stateless)
     }
 
     static func wireName(_ name: String) -> String { name.replacing("/", with: mcpSeparator, maxReplacements: 1) }
@@ -103,7 +172,7 @@ extension AgentAPI {
 
     // MARK: tools/call
 
-    private func callTool(_ id: Node, params: Node?, caller: GatewayTable.Caller, request: Request) async -> Response {
+    private func callTool(_ id: Node, params: Node?, caller: GatewayTable.Caller, request: Request, stateless: Bool) async -> Response {
         let started = ContinuousClock.now
         let agent = caller.agent
         guard let wire = params?["name"]?.string else {
@@ -155,12 +224,14 @@ extension AgentAPI {
             let endpoint = McpUpstream.Endpoint.server(
                 route.id, spec: route.spec, origin: route.origin, credential: credential, stateDirectory: configuration.stateDirectory)
         else {
-            return Self.toolError(id, "MCP server \(route.id.name) has neither a url nor a command")
+            return Self.toolError(id, stateless: stateless, "MCP server \(route.id.name) has neither a url nor a command")
         }
         let result: Node
         do throws(McpUpstream.Failure) {
             // The rug pull: a definition that changed since it was pinned is not called.
-            let live = try await mcp.liveHashes(endpoint, maxAge: configuration.mcpDefinitionMaxAge)
+            let listing = try await mcp.listing(endpoint, maxAge: configuration.mcpDefinitionMaxAge)
+            notePins(route.id, server, seen: listing, endpoint: endpoint)
+            let live = listing.hashes
             guard live[pin.name] == pin.hash else {
                 let what = live[pin.name] == nil ? "no longer lists it" : "changed its definition since it was pinned"
                 let message =
@@ -171,9 +242,14 @@ extension AgentAPI {
             result = try await mcp.callTool(endpoint, name: pin.name, arguments: arguments)
         } catch {
             recordCall(name, agent, task, started, outcome: "failed: \(error.message)", bytes: 0)
-            return Self.toolError(id, error.message)
+            return Self.toolError(id, stateless: stateless, error.message)
         }
-        var text = JSONValue.object([("jsonrpc", .string("2.0")), ("id", JSONValue(id)), ("result", JSONValue(result))]).compactRendered()
+        var answer = JSONValue(result)
+        if stateless, case .object(var members) = answer, !members.contains(where: { $0.0 == "resultType" }) {
+            members.append(("resultType", .string("complete")))
+            answer = .object(members)
+        }
+        var text = JSONValue.object([("jsonrpc", .string("2.0")), ("id", JSONValue(id)), ("result", answer)]).compactRendered()
         if let credential, !credential.isEmpty { text = text.replacing(credential, with: "(sensitive)") }
         recordCall(name, agent, task, started, outcome: result["isError"]?.bool == true ? "tool error" : "ok", bytes: text.utf8.count)
         return Gateway.json(.ok, text)
@@ -286,8 +362,11 @@ extension AgentAPI {
 
     // MARK: JSON-RPC
 
-    static func rpc(_ id: Node?, result: JSONValue) -> Response {
-        Gateway.json(
+    /// `stateless`: the result says it is complete (`resultType`), as that revision requires.
+    static func rpc(_ id: Node?, result: JSONValue, stateless: Bool = false) -> Response {
+        var result = result
+        if stateless, case .object(let members) = result { result = .object([("resultType", .string("complete"))] + members) }
+        return Gateway.json(
             .ok,
             JSONValue.object([("jsonrpc", .string("2.0")), ("id", id.map(JSONValue.init) ?? .null), ("result", result)]).compactRendered())
     }
@@ -301,12 +380,12 @@ extension AgentAPI {
     }
 
     /// A failure of the tool itself, told to the model as MCP tool errors are.
-    static func toolError(_ id: Node, _ message: String) -> Response {
+    static func toolError(_ id: Node, stateless: Bool = false, _ message: String) -> Response {
         rpc(
             id,
             result: .object([
                 ("content", .array([.object([("type", .string("text")), ("text", .string(message))])])), ("isError", .bool(true)),
-            ]))
+            ]), stateless: stateless)
     }
 }
 

@@ -1,5 +1,6 @@
 import Dispatch
 public import OrlCore
+import OrlJSON
 import Synchronization
 
 #if canImport(Glibc)
@@ -55,6 +56,12 @@ public final class McpStdioServers: Sendable {
     }
 
     /// The processes running now, by server.
+    /// What confines the server `endpoint` runs, limits included (nil: not a stdio server).
+    public func confinement(of endpoint: McpUpstream.Endpoint) -> String? {
+        guard let launcher, let invocation = endpoint.stdio else { return nil }
+        return launcher.confinement(of: invocation)
+    }
+
     public func running() -> [ResourceID: ProcessIdentity] {
         let all = servers.withLock { Array($0.values) }
         var result: [ResourceID: ProcessIdentity] = [:]
@@ -322,11 +329,14 @@ final class McpStdioServer: Sendable {
         Task {
             let exit = await child.stop(grace: .milliseconds(500))
             let said = Self.lastLine(of: invocation.logFile)
+            let note = child.exitNote
             let (pending, message, stopped, delay) = state.withLock { s in
                 let pending = s.pending
                 s.pending = [:]
                 var message = "MCP server \(name) \(exit.map { "\($0)" } ?? "exited")"
                 if let failure = s.initFailure { message = failure }
+                // Its sandbox held: a limit ended it (or refused it processes).
+                if let note { message += ": \(note)" }
                 if let said, !said.isEmpty { message += "; its last words on stderr: \(said)" }
                 var delay = Duration.zero
                 if !s.stopped {
@@ -409,12 +419,19 @@ extension McpUpstream.Endpoint {
         }
         // Its own sandbox, not an agent's: one process serves every agent that may
         // call it, and none of them is its way out. No API port: no network at all.
+        // Limits as an agent's: memory, pids and cpu by its own cgroups where the host
+        // has them (rlimits else), open files and CPU time by rlimits.
+        let limits = mcp.limits
         let sandbox =
             mcp.isolation == .strict
-            ? SandboxSpec(stateDirectory: stateDirectory, writable: [directory], readOnly: origin.map { [$0.root] } ?? []) : nil
+            ? SandboxSpec(
+                stateDirectory: stateDirectory, writable: [directory], readOnly: origin.map { [$0.root] } ?? [], memory: limits.memory,
+                pids: limits.pids, cpu: limits.cpu) : nil
         let invocation = StdioInvocation(
             command: program, arguments: arguments, environment: environment, workingDirectory: directory,
-            logFile: logFile ?? "\(stateDirectory)/logs/mcp/\(id.namespace)/\(id.name).log", sandbox: sandbox)
+            logFile: logFile ?? "\(stateDirectory)/logs/mcp/\(id.namespace)/\(id.name).log", sandbox: sandbox,
+            limits: ProcessLimits(addressSpace: limits.memory, openFiles: limits.openFiles, cpuSeconds: limits.cpuSeconds),
+            cgroupKey: "mcp.\(id.namespace).\(id.name)")
         return .init(server: id, stdio: invocation, credential: credential, timeout: spec.timeout.duration)
     }
 }

@@ -2,6 +2,7 @@ public import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
 public import OrlCore
+public import OrlJSON
 import Synchronization
 
 /// orl as an MCP client of the servers behind `/mcp` (streamable HTTP): one session per
@@ -53,6 +54,8 @@ public final class McpUpstream: Sendable {
 
     struct Live: Sendable {
         var hashes: [String: String]
+        /// Each tool's definition as listed, by name: what `drift` compares with the pins.
+        var tools: [String: Node]
         var at: ContinuousClock.Instant
     }
 
@@ -83,7 +86,9 @@ public final class McpUpstream: Sendable {
             tools += result["tools"]?.elements ?? []
             cursor = result["nextCursor"]?.string
         } while cursor != nil && tools.count < 100_000
-        live.withLock { $0[endpoint] = Live(hashes: Self.hashes(tools), at: .now) }
+        var byName: [String: Node] = [:]
+        for tool in tools { if let name = tool["name"]?.string { byName[name] = tool } }
+        live.withLock { $0[endpoint] = Live(hashes: Self.hashes(tools), tools: byName, at: .now) }
         return tools
     }
 
@@ -97,6 +102,13 @@ public final class McpUpstream: Sendable {
     public func liveHashes(_ endpoint: Endpoint, maxAge: Duration) async throws(Failure) -> [String: String] {
         if let known = live.withLock({ $0[endpoint] }), ContinuousClock.now - known.at < maxAge { return known.hashes }
         return Self.hashes(try await listTools(endpoint))
+    }
+
+    /// The live listing (hashes and definitions), at most `maxAge` old.
+    func listing(_ endpoint: Endpoint, maxAge: Duration) async throws(Failure) -> Live {
+        if let known = live.withLock({ $0[endpoint] }), ContinuousClock.now - known.at < maxAge { return known }
+        let tools = try await listTools(endpoint)
+        return live.withLock { $0[endpoint] } ?? Live(hashes: Self.hashes(tools), tools: [:], at: .now)
     }
 
     static func hashes(_ tools: [Node]) -> [String: String] {

@@ -1,12 +1,10 @@
 import AsyncHTTPClient
+import Glibc
 import Hummingbird
 import NIOCore
 import NIOHTTP1
 import OrlCore
-
-#if canImport(Glibc)
-    import Glibc
-#endif
+import OrlJSON
 
 /// `POST /v1/tools/NAME/invoke`: an agent calls a Tool through the controller, which
 /// checks, fails closed, that the agent's policies allow the tool now and that the task

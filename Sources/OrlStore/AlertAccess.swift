@@ -135,7 +135,7 @@ extension SQLiteStateStore: AlertOutbox {
     }
 }
 
-extension Access {
+extension SQLStateAccess {
     /// The events numbered after `number`, oldest first.
     func events(after number: Int, limit: Int) throws(StoreError) -> [StoreEvent] {
         let intent = "read the new events"

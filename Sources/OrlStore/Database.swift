@@ -14,13 +14,6 @@ final class Database {
     private let handle: OpaquePointer
     /// Statements prepared once and reused (reset between uses), keyed by their SQL.
     private var statements: [String: Statement] = [:]
-    /// The SQLite result code of the last failure: what a caller retries on.
-    private(set) var lastFailure: Int32 = SQLITE_OK
-
-    /// Whether the last failure was a lock held by another connection, the only one
-    /// worth retrying (a corrupt file or a full disk stays so).
-    var lastFailureIsBusy: Bool { lastFailure & 0xFF == SQLITE_BUSY || lastFailure & 0xFF == SQLITE_LOCKED }
-
     /// Opens (creating when missing) the database file at `path`.
     init(path: String) throws(StoreError) {
         self.path = path
@@ -28,12 +21,15 @@ final class Database {
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
         let code = sqlite3_open_v2(path, &handle, flags, nil)
         guard let handle else {
-            throw StoreError("could not open the state database \(path): \(String(cString: sqlite3_errstr(code)))")
+            throw StoreError(
+                "could not open the state database \(path): \(String(cString: sqlite3_errstr(code)))", resultCode: code,
+                isBusy: Self.isBusy(code))
         }
         guard code == SQLITE_OK else {
             let message = String(cString: sqlite3_errmsg(handle))
+            let extended = sqlite3_extended_errcode(handle)
             sqlite3_close_v2(handle)
-            throw StoreError("could not open the state database \(path): \(message)")
+            throw StoreError("could not open the state database \(path): \(message)", resultCode: extended, isBusy: Self.isBusy(extended))
         }
         self.handle = handle
     }
@@ -121,16 +117,18 @@ final class Database {
 
     /// The error for a failed call, with SQLite's message when it is about that call.
     func error(_ code: Int32, intent: String) -> StoreError {
-        lastFailure = code
-        let primary = code & 0xFF
-        if primary == SQLITE_BUSY || primary == SQLITE_LOCKED {
+        if Self.isBusy(code) {
             return StoreError(
                 "could not \(intent): the state database \(path) stayed locked by another orlctl or controller "
-                    + "past the busy timeout; try again when it has finished")
+                    + "past the busy timeout; try again when it has finished", resultCode: code, isBusy: true)
         }
         let message = String(cString: sqlite3_errmsg(handle))
-        return StoreError("could not \(intent): \(message) (SQLite error \(code), in \(path))")
+        return StoreError("could not \(intent): \(message) (SQLite error \(code), in \(path))", resultCode: code)
     }
+
+    /// A lock held by another connection (SQLITE_BUSY, SQLITE_LOCKED and their extended
+    /// codes): the only failure worth retrying (a corrupt file or a full disk stays so).
+    static func isBusy(_ code: Int32) -> Bool { code & 0xFF == SQLITE_BUSY || code & 0xFF == SQLITE_LOCKED }
 }
 
 /// A prepared statement. Parameters are numbered from 1 and columns from 0, as in

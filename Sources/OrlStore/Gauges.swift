@@ -8,7 +8,7 @@ extension SQLiteStateStore {
     }
 }
 
-extension Access {
+extension SQLStateAccess {
     func fleetGauges() throws(StoreError) -> FleetGauges {
         let database = try connection()
         let agentsIntent = "read the agents' phases"

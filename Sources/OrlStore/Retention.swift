@@ -18,7 +18,7 @@ extension SQLiteStateStore {
     }
 }
 
-extension Access {
+extension SQLStateAccess {
     func retain(_ policy: RetentionPolicy, now: Timestamp) throws(StoreError) -> RetentionReport {
         let database = try connection(writing: true)
         var report = RetentionReport()

@@ -18,7 +18,7 @@ extension SQLiteStateStore: RunStore {
 private let planCache = Locked<[String: RunPlan]>([:])
 private let planCacheLimit = 256
 
-extension Access: RunWriter {
+extension SQLStateAccess: RunWriter {
     private static let runColumns =
         "id, namespace, workflow, generation, phase, trigger, cron, slot, input, created_at, created_by, ended_at, error"
 

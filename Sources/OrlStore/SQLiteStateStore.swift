@@ -1,10 +1,5 @@
+import Glibc
 public import OrlCore
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
 
 /// The actual state in a SQLite database, `state.db` in a directory of its own.
 ///
@@ -78,10 +73,10 @@ public final class SQLiteStateStore: StateStore {
     }
 
     func transaction<T>(
-        _ mode: Database.TransactionMode, intent: String, _ body: (Access) throws(StoreError) -> T
+        _ mode: Database.TransactionMode, intent: String, _ body: (SQLStateAccess) throws(StoreError) -> T
     ) throws(StoreError) -> T {
         try connection.withLock { (database: inout Database) throws(StoreError) in
-            let access = Access(database, writable: mode == .immediate)
+            let access = SQLStateAccess(database, writable: mode == .immediate)
             defer { access.close() }
             return try database.transaction(mode, intent: intent) { () throws(StoreError) in try body(access) }
         }
@@ -110,7 +105,7 @@ public final class SQLiteStateStore: StateStore {
             } catch {
                 // Only a lock is worth waiting for: a corrupt file or a full disk would
                 // be reported after the whole busy timeout, and stays so.
-                guard database.lastFailureIsBusy, ContinuousClock.now < deadline else { throw error }
+                guard error.isBusy, ContinuousClock.now < deadline else { throw error }
                 usleep(10_000)
             }
         }

@@ -1,10 +1,5 @@
+import Glibc
 public import OrlCore
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
 
 /// Where a state's master key comes from: `ORL_MASTER_KEY` (base64 of 32 bytes) when
 /// set, else `<state>/master.key`, which is created (mode 0600) the first time a secret

@@ -36,7 +36,7 @@ extension SQLiteStateStore: ToolApprovalStore {
     }
 }
 
-extension Access {
+extension SQLStateAccess {
     private static let approvalColumns =
         "id, namespace, agent, tool, arguments, requested_at, expires_at, state, decided_by, reason, decided_at"
 

@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 
 /// Scalar resolution by the YAML 1.2 core schema, plus the standard `!!` tags.
 ///

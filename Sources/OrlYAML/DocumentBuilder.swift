@@ -1,5 +1,6 @@
 import CYAML
 import OrlCore
+import OrlJSON
 
 /// Builds located documents from the libyaml event stream of one file.
 ///

@@ -1,5 +1,6 @@
 import CYAML
 import OrlCore
+import OrlJSON
 
 /// A libyaml failure turned into a diagnostic that says where and what to do.
 ///

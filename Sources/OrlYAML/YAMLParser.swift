@@ -1,5 +1,6 @@
 import CYAML
 public import OrlCore
+import OrlJSON
 
 /// Reads manifest files: YAML streams of one or more documents, into located values.
 ///

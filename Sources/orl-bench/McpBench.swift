@@ -1,17 +1,15 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import Glibc
 import NIOCore
 import NIOHTTP1
 import OrlCore
+import OrlJSON
 import OrlRuntime
 import OrlServer
 import OrlStore
 import OrlYAML
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// `orl-bench mcp`: what orl's `/mcp` adds to a `tools/call`. The issues server of
 /// examples/mcp (the official `mcp` Python SDK over streamable HTTP) is called directly

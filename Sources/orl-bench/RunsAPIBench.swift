@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import OrlCore
+import OrlJSON
 import OrlRuntime
 import OrlServer
 import OrlStore

@@ -1,13 +1,11 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import OrlCore
 import OrlGit
 import OrlManifests
 import OrlStore
 
-#if canImport(Glibc)
-    import Glibc
-#endif
 #if canImport(FoundationNetworking)
     import FoundationNetworking
 #endif
@@ -150,7 +148,7 @@ struct SyncBench: AsyncParsableCommand {
             "127.0.0.1:0", "--webhook-secret", "hook",
         ]
         let log = root + "/watch.log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         watch.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         try watch.run()
         defer {

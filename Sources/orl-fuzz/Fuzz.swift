@@ -1,8 +1,5 @@
+import Glibc
 import OrlFuzz
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 // Built by `scripts/fuzz` with `-sanitize=fuzzer -DFUZZING`: libFuzzer provides `main`
 // and calls this for every input; ORL_FUZZ_TARGET names the target (yaml, schema, api).

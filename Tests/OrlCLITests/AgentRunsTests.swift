@@ -1,11 +1,9 @@
 import Foundation
+import Glibc
 import OrlCore
+import OrlJSON
 import OrlStore
 import Testing
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// Workflow runs end to end: the real `orlctl controller`, agent processes that take
 /// their tasks over the controller's HTTP API (the reference agent, or the test agent

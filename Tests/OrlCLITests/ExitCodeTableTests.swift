@@ -1,8 +1,8 @@
 import Foundation
 import Testing
 
-/// Walks docs/exit-codes.md: each cell of the table is run against a real state and
-/// must exit as it says. A row or cell without a scenario here fails, so the table and
+/// Walks docs/exit-codes.md: each cell of the table is run (in process) against a real
+/// state and must exit as it says. A row or cell without a scenario here fails, so the table and
 /// the commands cannot drift apart.
 @Suite(.serialized) struct ExitCodeTableTests {
     /// `(command, code)` for every cell that is not `—`.
@@ -25,7 +25,7 @@ import Testing
         "logs 0": "LogsCommandTests",
     ]
 
-    @Test func everyCellOfTheTableHolds() throws {
+    @Test func everyCellOfTheTableHolds() async throws {
         let cells = try Self.cells()
         #expect(cells.count > 50, "the table was not found or not read: \(cells.count) cells")
         let work = try TemporaryDirectory()
@@ -33,12 +33,12 @@ import Testing
         let state = root + "/state"
         let bad = root + "/not-a-state"
         try "not a database\n".write(toFile: bad, atomically: true, encoding: .utf8)
-        func run(_ arguments: [String], state: String = state) throws -> Orlctl.Result {
-            try Orlctl.run(arguments + ["--state", state])
+        func run(_ arguments: [String], state: String = state) async throws -> Orlctl.Result {
+            try await Orlctl.call(arguments + ["--state", state])
         }
-        let applied = try run(["apply", "-f", "manifests/"])
+        let applied = try await run(["apply", "-f", "manifests/"])
         try #require(applied.status == 0, "\(applied.stderr)")
-        let created = try run(["run", "workflow/content-pipeline", "--input", "topic=x"])
+        let created = try await run(["run", "workflow/content-pipeline", "--input", "topic=x"])
         let runID = try #require(created.stdout.split(separator: " ").first.map(String.init), "\(created.stdout)\(created.stderr)")
         let unknownRun = "run/1m94r223cwn58"
 
@@ -56,76 +56,78 @@ import Testing
         try repo.git("checkout", "-q", "main")
         let sync = ["sync", "--once", "--repo", repo.root.path, "--path", "fleet"]
 
-        let scenarios: [String: () throws -> Orlctl.Result] = [
-            "validate 0": { try Orlctl.run(["validate", "-f", "manifests/"]) },
-            "validate 1": { try Orlctl.run(["validate", "-f", "examples/broken"]) },
-            "validate 2": { try Orlctl.run(["validate", "-f", root + "/missing"]) },
-            "apply 0": { try run(["apply", "-f", "manifests/"]) },
-            "apply 1": { try run(["apply", "-f", "examples/broken"]) },
-            "apply 2": { try run(["apply", "-f", "manifests/"], state: bad) },
-            "diff 0": { try run(["diff", "-f", "manifests/"]) },
-            "diff 1": { try run(["diff", "-f", "manifests/"], state: root + "/fresh") },
-            "diff 2": { try run(["diff", "-f", "manifests/"], state: bad) },
-            "explain 0": { try Orlctl.run(["explain", "agent/writer", "-f", "manifests/"]) },
-            "explain 1": { try Orlctl.run(["explain", "agent/writer", "--can", "use", "tool/publish-post", "-f", "manifests/"]) },
-            "explain 2": { try Orlctl.run(["explain", "agent/nobody", "-f", "manifests/"]) },
-            "get 0": { try run(["get", "agents"]) },
-            "get 1": { try run(["get", "agent/nobody"]) },
-            "get 2": { try run(["get", "agents"], state: bad) },
-            "describe 0": { try run(["describe", "agent/writer"]) },
-            "describe 1": { try run(["describe", "agent/nobody"]) },
-            "describe 2": { try run(["describe", "agent/writer"], state: bad) },
-            "delete 0": { try run(["delete", "budget/publisher"]) },
-            "delete 1": { try run(["delete", "agent/nobody"]) },
-            "delete 2": { try run(["delete", "agent/writer"], state: bad) },
-            "logs 1": { try run(["logs", "nobody"]) },
-            "logs 2": { try run(["logs", "writer"], state: bad) },
-            "suspend 0": { try run(["suspend", "writer"]) },
-            "suspend 1": { try run(["suspend", "nobody"]) },
-            "suspend 2": { try run(["suspend", "writer"], state: bad) },
-            "resume 0": { try run(["resume", "writer"]) },
-            "resume 1": { try run(["resume", "nobody"]) },
-            "resume 2": { try run(["resume", "writer"], state: bad) },
-            "history 0": { try run(["history"]) },
-            "history 2": { try run(["history"], state: bad) },
-            "events 0": { try run(["events"]) },
-            "events 2": { try run(["events"], state: bad) },
-            "run 0": { try run(["run", "workflow/content-pipeline", "--input", "topic=y"]) },
-            "run 1": { try run(["run", "workflow/nothing"]) },
-            "run 2": { try run(["run", "workflow/content-pipeline"], state: bad) },
-            "runs 0": { try run(["runs"]) },
-            "runs 2": { try run(["runs"], state: bad) },
-            "cancel 0": { try run(["cancel", runID]) },
-            "cancel 1": { try run(["cancel", unknownRun]) },
-            "cancel 2": { try run(["cancel", runID], state: bad) },
-            "approve 1": { try run(["approve", unknownRun, "--step", "editorial-review"]) },
-            "approve 2": { try run(["approve", runID, "--step", "editorial-review"], state: bad) },
-            "deny 1": { try run(["deny", unknownRun, "--step", "editorial-review"]) },
-            "deny 2": { try run(["deny", runID, "--step", "editorial-review"], state: bad) },
-            "budget status 0": { try run(["budget", "status"]) },
-            "budget status 2": { try run(["budget", "status"], state: bad) },
-            "usage 0": { try run(["usage"]) },
-            "usage 2": { try run(["usage"], state: bad) },
-            "secret list 0": { try run(["secret", "list"]) },
-            "secret list 2": { try run(["secret", "list"], state: bad) },
+        let scenarios: [String: () async throws -> Orlctl.Result] = [
+            "validate 0": { try await Orlctl.call(["validate", "-f", "manifests/"]) },
+            "validate 1": { try await Orlctl.call(["validate", "-f", "examples/broken"]) },
+            "validate 2": { try await Orlctl.call(["validate", "-f", root + "/missing"]) },
+            "apply 0": { try await run(["apply", "-f", "manifests/"]) },
+            "apply 1": { try await run(["apply", "-f", "examples/broken"]) },
+            "apply 2": { try await run(["apply", "-f", "manifests/"], state: bad) },
+            "diff 0": { try await run(["diff", "-f", "manifests/"]) },
+            "diff 1": { try await run(["diff", "-f", "manifests/"], state: root + "/fresh") },
+            "diff 2": { try await run(["diff", "-f", "manifests/"], state: bad) },
+            "explain 0": { try await Orlctl.call(["explain", "agent/writer", "-f", "manifests/"]) },
+            "explain 1": { try await Orlctl.call(["explain", "agent/writer", "--can", "use", "tool/publish-post", "-f", "manifests/"]) },
+            "explain 2": { try await Orlctl.call(["explain", "agent/nobody", "-f", "manifests/"]) },
+            "get 0": { try await run(["get", "agents"]) },
+            "get 1": { try await run(["get", "agent/nobody"]) },
+            "get 2": { try await run(["get", "agents"], state: bad) },
+            "describe 0": { try await run(["describe", "agent/writer"]) },
+            "describe 1": { try await run(["describe", "agent/nobody"]) },
+            "describe 2": { try await run(["describe", "agent/writer"], state: bad) },
+            "delete 0": { try await run(["delete", "budget/publisher"]) },
+            "delete 1": { try await run(["delete", "agent/nobody"]) },
+            "delete 2": { try await run(["delete", "agent/writer"], state: bad) },
+            "logs 1": { try await run(["logs", "nobody"]) },
+            "logs 2": { try await run(["logs", "writer"], state: bad) },
+            "suspend 0": { try await run(["suspend", "writer"]) },
+            "suspend 1": { try await run(["suspend", "nobody"]) },
+            "suspend 2": { try await run(["suspend", "writer"], state: bad) },
+            "resume 0": { try await run(["resume", "writer"]) },
+            "resume 1": { try await run(["resume", "nobody"]) },
+            "resume 2": { try await run(["resume", "writer"], state: bad) },
+            "history 0": { try await run(["history"]) },
+            "history 2": { try await run(["history"], state: bad) },
+            "events 0": { try await run(["events"]) },
+            "events 2": { try await run(["events"], state: bad) },
+            "run 0": { try await run(["run", "workflow/content-pipeline", "--input", "topic=y"]) },
+            "run 1": { try await run(["run", "workflow/nothing"]) },
+            "run 2": { try await run(["run", "workflow/content-pipeline"], state: bad) },
+            "runs 0": { try await run(["runs"]) },
+            "runs 2": { try await run(["runs"], state: bad) },
+            "cancel 0": { try await run(["cancel", runID]) },
+            "cancel 1": { try await run(["cancel", unknownRun]) },
+            "cancel 2": { try await run(["cancel", runID], state: bad) },
+            "approve 1": { try await run(["approve", unknownRun, "--step", "editorial-review"]) },
+            "approve 2": { try await run(["approve", runID, "--step", "editorial-review"], state: bad) },
+            "deny 1": { try await run(["deny", unknownRun, "--step", "editorial-review"]) },
+            "deny 2": { try await run(["deny", runID, "--step", "editorial-review"], state: bad) },
+            "budget status 0": { try await run(["budget", "status"]) },
+            "budget status 2": { try await run(["budget", "status"], state: bad) },
+            "usage 0": { try await run(["usage"]) },
+            "usage 2": { try await run(["usage"], state: bad) },
+            "secret list 0": { try await run(["secret", "list"]) },
+            "secret list 2": { try await run(["secret", "list"], state: bad) },
             "secret delete 0": {
-                _ = try Orlctl.run(["secret", "set", "token", "--from-file", bad, "--state", state])
-                return try run(["secret", "delete", "token"])
+                _ = try await Orlctl.call(["secret", "set", "token", "--from-file", bad, "--state", state])
+                return try await run(["secret", "delete", "token"])
             },
-            "secret delete 1": { try run(["secret", "delete", "nothing"]) },
-            "secret delete 2": { try run(["secret", "delete", "nothing"], state: bad) },
-            "controller stop 1": { try run(["controller", "stop"]) },
-            "controller stop 2": { try run(["controller", "stop"], state: bad) },
-            "sync --once 0": { try run(sync + ["--no-controller"], state: repo.state) },
+            "secret delete 1": { try await run(["secret", "delete", "nothing"]) },
+            "secret delete 2": { try await run(["secret", "delete", "nothing"], state: bad) },
+            "controller stop 1": { try await run(["controller", "stop"]) },
+            "controller stop 2": { try await run(["controller", "stop"], state: bad) },
+            "sync --once 0": { try await run(sync + ["--no-controller"], state: repo.state) },
             "sync --once 1": {
-                try run(sync + ["--ref", "broken", "--name", "broken"], state: repo.state)
+                try await run(sync + ["--ref", "broken", "--name", "broken"], state: repo.state)
             },
-            "sync --once 2": { try run(["sync", "--once", "--repo", root + "/no-such-repo"], state: repo.state) },
-            "gc 0": { try run(["gc"]) },
-            "gc 2": { try run(["gc"], state: bad) },
-            "review 0": { try Orlctl.run(["review", "--repo", repo.root.path, "--base", good, "--head", good, "--path", "fleet"]) },
-            "review 1": { try Orlctl.run(["review", "--repo", repo.root.path, "--base", good, "--head", violating, "--path", "fleet"]) },
-            "review 2": { try Orlctl.run(["review", "--repo", root + "/no-such-repo", "--base", good, "--head", good]) },
+            "sync --once 2": { try await run(["sync", "--once", "--repo", root + "/no-such-repo"], state: repo.state) },
+            "gc 0": { try await run(["gc"]) },
+            "gc 2": { try await run(["gc"], state: bad) },
+            "review 0": { try await Orlctl.call(["review", "--repo", repo.root.path, "--base", good, "--head", good, "--path", "fleet"]) },
+            "review 1": {
+                try await Orlctl.call(["review", "--repo", repo.root.path, "--base", good, "--head", violating, "--path", "fleet"])
+            },
+            "review 2": { try await Orlctl.call(["review", "--repo", root + "/no-such-repo", "--base", good, "--head", good]) },
         ]
         var missing: [String] = []
         var seen = Set<String>()
@@ -137,7 +139,7 @@ import Testing
                 missing.append(key)
                 continue
             }
-            let result = try scenario()
+            let result = try await scenario()
             #expect(result.status == code, "orlctl \(key): exited \(result.status)\n\(result.stdout)\(result.stderr)")
         }
         #expect(missing.isEmpty, "cells of docs/exit-codes.md without a scenario: \(missing)")

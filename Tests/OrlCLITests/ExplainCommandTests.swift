@@ -48,28 +48,28 @@ import Testing
 
         """
 
-    static func withFleet(_ arguments: [String]) throws -> Orlctl.Result {
+    static func withFleet(_ arguments: [String]) async throws -> Orlctl.Result {
         let dir = try TemporaryDirectory()
         try dir.write("fleet.yaml", fleet)
-        return try Orlctl.run(arguments + ["-f", "fleet.yaml"], in: dir.url)
+        return try await Orlctl.call(arguments + ["-f", "fleet.yaml"], in: dir.url)
     }
 
-    @Test func describesTheDemoPublisher() throws {
-        let r = try Orlctl.run(["explain", "agent/publisher", "-f", "manifests/"])
+    @Test func describesTheDemoPublisher() async throws {
+        let r = try await Orlctl.call(["explain", "agent/publisher", "-f", "manifests/"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.isEmpty)
         try expectGolden(r.stdout, "explain-publisher.txt")
     }
 
     @Test(arguments: ["agents/publisher", "ag/publisher", "Agent/publisher"])
-    func acceptsKubectlSpellings(_ target: String) throws {
-        let r = try Orlctl.run(["explain", target, "-f", "manifests/", "-n", "default"])
+    func acceptsKubectlSpellings(_ target: String) async throws {
+        let r = try await Orlctl.call(["explain", target, "-f", "manifests/", "-n", "default"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.hasPrefix("Agent:      publisher\n"))
     }
 
-    @Test func jsonContract() throws {
-        let r = try Orlctl.run(["explain", "agent/publisher", "-f", "manifests/", "-o", "json"])
+    @Test func jsonContract() async throws {
+        let r = try await Orlctl.call(["explain", "agent/publisher", "-f", "manifests/", "-o", "json"])
         #expect(r.status == 0)
         try expectGolden(r.stdout, "explain-publisher.json")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
@@ -89,8 +89,8 @@ import Testing
         #expect(rules.contains { $0["effect"] as? String == "deny" && $0["pattern"] as? String == "openai/*" })
     }
 
-    @Test func canUseAllowedToolNeedingApproval() throws {
-        let r = try Orlctl.run(["explain", "agent/publisher", "-f", "manifests/", "--can", "use", "tool/publish-post"])
+    @Test func canUseAllowedToolNeedingApproval() async throws {
+        let r = try await Orlctl.call(["explain", "agent/publisher", "-f", "manifests/", "--can", "use", "tool/publish-post"])
         #expect(r.status == 0)
         #expect(
             r.stdout == """
@@ -101,8 +101,8 @@ import Testing
                 """)
     }
 
-    @Test func canUseModelDeniedByWildcard() throws {
-        let r = try Orlctl.run(["explain", "agent/publisher", "-f", "manifests/", "--can", "use", "model/openai/gpt-4o"])
+    @Test func canUseModelDeniedByWildcard() async throws {
+        let r = try await Orlctl.call(["explain", "agent/publisher", "-f", "manifests/", "--can", "use", "model/openai/gpt-4o"])
         #expect(r.status == 1)
         #expect(
             r.stdout == """
@@ -112,8 +112,8 @@ import Testing
                 """)
     }
 
-    @Test func denyWinsOverAllow() throws {
-        let r = try Self.withFleet(["explain", "agent/bot", "--can", "use", "tool/shell"])
+    @Test func denyWinsOverAllow() async throws {
+        let r = try await Self.withFleet(["explain", "agent/bot", "--can", "use", "tool/shell"])
         #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
         #expect(
             r.stdout == """
@@ -122,21 +122,21 @@ import Testing
                   allowed by  Policy/bot         fleet.yaml:32:19  (matches "*") but a deny wins
 
                 """)
-        let full = try Self.withFleet(["explain", "agent/bot"])
+        let full = try await Self.withFleet(["explain", "agent/bot"])
         #expect(full.status == 0)
         #expect(full.stdout.contains("  tool    shell        denied            guardrails  shell  fleet.yaml:39:18\n"), "\(full.stdout)")
         #expect(full.stdout.contains("                       allow overridden  bot         *      fleet.yaml:32:19\n"), "\(full.stdout)")
     }
 
-    @Test func nothingIsAllowedByDefault() throws {
-        let secret = try Self.withFleet(["explain", "agent/bot", "--can", "use", "secret/db-password", "-o", "json"])
+    @Test func nothingIsAllowedByDefault() async throws {
+        let secret = try await Self.withFleet(["explain", "agent/bot", "--can", "use", "secret/db-password", "-o", "json"])
         #expect(secret.status == 1)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(secret.stdout.utf8)) as? [String: Any])
         #expect(object["allowed"] as? Bool == false)
         #expect(object["outcome"] as? String == "not-allowed")
         #expect(object["policies"] as? [String] == ["Policy/bot", "Policy/guardrails"])
 
-        let loner = try Self.withFleet(["explain", "agent/loner", "--can", "use", "model/sim/small"])
+        let loner = try await Self.withFleet(["explain", "agent/loner", "--can", "use", "model/sim/small"])
         #expect(loner.status == 1)
         #expect(
             loner.stdout == """
@@ -150,34 +150,34 @@ import Testing
         ["--can", "tool/shell"], ["--can", "use"], ["--can", "use", "tool"], ["--can", "use", "tool/"],
         ["--can", "use", "tol/shell"], ["--can", "use", "tool/shell", "extra"],
     ])
-    func badQuestionIsAUsageError(_ can: [String]) throws {
-        let r = try Self.withFleet(["explain", "agent/bot"] + can)
+    func badQuestionIsAUsageError(_ can: [String]) async throws {
+        let r = try await Self.withFleet(["explain", "agent/bot"] + can)
         #expect(r.status == 2)
         #expect(r.stdout.isEmpty)
         #expect(r.stderr.contains("--can takes `use KIND/VALUE`"), "\(r.stderr)")
     }
 
     @Test(arguments: [["explain", "bot"], ["explain", "tool/shell"], ["explain", "frob/bot"], ["explain", "agent/bot", "-o", "yaml"]])
-    func badTargetIsAUsageError(_ arguments: [String]) throws {
-        let r = try Self.withFleet(arguments)
+    func badTargetIsAUsageError(_ arguments: [String]) async throws {
+        let r = try await Self.withFleet(arguments)
         #expect(r.status == 2)
         #expect(!r.stderr.isEmpty)
     }
 
-    @Test func unknownAgentSuggestsACloseMatch() throws {
-        let r = try Orlctl.run(["explain", "agent/publsher", "-f", "manifests/"])
+    @Test func unknownAgentSuggestsACloseMatch() async throws {
+        let r = try await Orlctl.call(["explain", "agent/publsher", "-f", "manifests/"])
         #expect(r.status == 2)
         #expect(r.stdout.isEmpty)
         #expect(r.stderr == "orlctl: error: agent \"publsher\" not found in namespace \"default\" (did you mean \"publisher\"?)\n")
-        let other = try Orlctl.run(["explain", "agent/publisher", "-f", "manifests/", "-n", "prod"])
+        let other = try await Orlctl.call(["explain", "agent/publisher", "-f", "manifests/", "-n", "prod"])
         #expect(other.status == 2)
         #expect(other.stderr.contains("it is in namespace \"default\" (use -n default)"), "\(other.stderr)")
     }
 
-    @Test func invalidManifestsAreReportedNotExplained() throws {
-        let r = try Orlctl.run(["explain", "agent/worker", "-n", "broken", "-f", "examples/broken"])
+    @Test func invalidManifestsAreReportedNotExplained() async throws {
+        let r = try await Orlctl.call(["explain", "agent/worker", "-n", "broken", "-f", "examples/broken"])
         #expect(r.status == 2, "1 would read as no")
-        let validate = try Orlctl.run(["validate", "-f", "examples/broken"])
+        let validate = try await Orlctl.call(["validate", "-f", "examples/broken"])
         #expect(r.stdout == validate.stdout, "the same report as validate")
     }
 }

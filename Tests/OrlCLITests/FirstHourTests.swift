@@ -1,9 +1,6 @@
 import Foundation
+import Glibc
 import Testing
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// What a newcomer does in the first hour, end to end on a fresh state.
 @Suite(.serialized) struct FirstHourTests {

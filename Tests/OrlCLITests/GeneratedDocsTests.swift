@@ -4,8 +4,8 @@ import Testing
 /// The references in docs/ are generated (scripts/gen-docs); they must be what the
 /// generator makes of the product as it is now.
 @Suite struct GeneratedDocsTests {
-    @Test func generatedReferencesAreUpToDate() throws {
-        let result = try Orlctl.run(["generate-docs", "--check", "--root", Orlctl.packageRoot.path])
+    @Test func generatedReferencesAreUpToDate() async throws {
+        let result = try await Orlctl.call(["generate-docs", "--check", "--root", Orlctl.packageRoot.path])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
     }
 
@@ -25,11 +25,11 @@ import Testing
         #expect(openAPI.contains("\"/v1/chat/completions\"") && openAPI.contains("\"/webhook\""))
     }
 
-    @Test func manPagesAndCompletionsAreGeneratedFromTheCommands() throws {
+    @Test func manPagesAndCompletionsAreGeneratedFromTheCommands() async throws {
         let directory = try TemporaryDirectory()
         let man = directory.url.appendingPathComponent("man1").path
         let completions = directory.url.appendingPathComponent("completions").path
-        let result = try Orlctl.run([
+        let result = try await Orlctl.call([
             "generate-docs", "--check", "--root", Orlctl.packageRoot.path, "--man", man, "--completions", completions,
         ])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
@@ -44,8 +44,8 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: completions + "/orlctl.fish"))
     }
 
-    @Test func versionNamesTheBuildsCommit() throws {
-        let result = try Orlctl.run(["version", "-o", "json"])
+    @Test func versionNamesTheBuildsCommit() async throws {
+        let result = try await Orlctl.call(["version", "-o", "json"])
         #expect(result.status == 0)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         #expect(object["version"] as? String == "0.1.0")
@@ -56,7 +56,7 @@ import Testing
         // scripts/test sets it for the build and the tests alike (scripts/build-env).
         if let built = ProcessInfo.processInfo.environment["ORL_BUILD_COMMIT"] { #expect(commit == built) }
         #expect(object["dirty"] is Bool)
-        let text = try Orlctl.run(["version"])
+        let text = try await Orlctl.call(["version"])
         #expect(text.stdout.hasPrefix("orlctl 0.1.0 (commit \(commit)"))
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import OrlCore
 import OrlGit
+import OrlJSON
 import OrlManifests
 import OrlStore
 import Testing

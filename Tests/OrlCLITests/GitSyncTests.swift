@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -424,6 +425,7 @@ final class Watcher: @unchecked Sendable {
     let process = Process()
     private let lock = NSLock()
     private var text = ""
+    private let closed = DispatchSemaphore(value: 0)
 
     init(repo: GitFixture, arguments: [String], environment: [String: String] = [:]) throws {
         process.executableURL = Orlctl.binary
@@ -435,7 +437,13 @@ final class Watcher: @unchecked Sendable {
         process.standardOutput = FileHandle.nullDevice
         pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
-            guard let self, !data.isEmpty else { return }
+            guard let self else { return }
+            guard !data.isEmpty else {
+                // End of file: the watcher and whatever shared its standard error are gone.
+                handle.readabilityHandler = nil
+                self.closed.signal()
+                return
+            }
             self.lock.lock()
             self.text += String(decoding: data, as: UTF8.self)
             self.lock.unlock()
@@ -457,8 +465,8 @@ final class Watcher: @unchecked Sendable {
         guard process.isRunning else { return }
         process.terminate()
         process.waitUntilExit()
-        // Whatever was still in the pipe.
-        Thread.sleep(forTimeInterval: 0.1)
+        // Whatever was still in the pipe, up to its end.
+        _ = closed.wait(timeout: .now() + 5)
     }
 }
 

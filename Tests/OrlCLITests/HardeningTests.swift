@@ -107,15 +107,14 @@ import Testing
         #expect(
             applied.stderr.contains("warning: the state directory \(state) is open to other local users (mode 755)"), "\(applied.stderr)")
         for name in try FileManager.default.contentsOfDirectory(atPath: state) {
-            var info = stat()
-            #expect(lstat(state + "/" + name, &info) == 0)
-            #expect(info.st_mode & 0o077 == 0, "\(name) is \(String(info.st_mode & 0o777, radix: 8))")
+            // The mode of the entry itself (attributes do not follow a symbolic link).
+            let mode = try FileManager.default.attributesOfItem(atPath: state + "/" + name)[.posixPermissions] as? Int ?? 0o777
+            #expect(mode & 0o077 == 0, "\(name) is \(String(mode, radix: 8))")
         }
         // A state.db someone made readable is made private again on open.
         #expect(chmod(state + "/state.db", 0o644) == 0)
         _ = try Measured.run(["get", "providers", "--state", state])
-        var info = stat()
-        #expect(stat(state + "/state.db", &info) == 0 && info.st_mode & 0o777 == 0o600)
+        #expect(try FileManager.default.attributesOfItem(atPath: state + "/state.db")[.posixPermissions] as? Int == 0o600)
 
         // Zero length: refused, and left as it was.
         let empty = work.url.appendingPathComponent("empty").path

@@ -1,9 +1,6 @@
 import Foundation
+import Glibc
 import Testing
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// `orlctl logs` end to end, and the controller's log rotation.
 @Suite(.serialized) struct LogsCommandTests {

@@ -1,9 +1,6 @@
 import Foundation
+import Glibc
 import Testing
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// Runs `orlctl` and measures it from outside: wall time and peak resident memory
 /// (`wait4`'s rusage of that child alone), for the bounds the hardening tests assert.

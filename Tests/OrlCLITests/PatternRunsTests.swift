@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 import Testing
 
 /// The bounded patterns end to end: the examples' fleets (examples/routing,
@@ -104,32 +105,33 @@ import Testing
     }
 
     /// Each example is valid, and the change that breaks each pattern's proof is flagged.
-    @Test func eachPatternsAuditFlagsTheBreakingChangeAndPassesItsTwin() throws {
+    @Test func eachPatternsAuditFlagsTheBreakingChangeAndPassesItsTwin() async throws {
         let work = try TemporaryDirectory()
-        func validate(_ example: String, _ old: String, _ new: String) throws -> Orlctl.Result {
+        func validate(_ example: String, _ old: String, _ new: String) async throws -> Orlctl.Result {
             let text = try String(
                 contentsOf: Orlctl.packageRoot.appendingPathComponent("examples/\(example)/fleet.yaml"), encoding: .utf8)
             #expect(text.contains(old), "examples/\(example) has no \(old)")
             let path = work.url.appendingPathComponent("\(example).yaml").path
             try text.replacingOccurrences(of: old, with: new).write(toFile: path, atomically: true, encoding: .utf8)
-            return try Orlctl.run(["validate", "-f", path], in: work.url)
+            return try await Orlctl.call(["validate", "-f", path], in: work.url)
         }
         for example in ["routing", "revision-loop", "fallback", "delegation"] {
-            let valid = try validate(example, "apiVersion", "apiVersion")
+            let valid = try await validate(example, "apiVersion", "apiVersion")
             #expect(valid.status == 0, "\(example): \(valid.stdout)\(valid.stderr)")
         }
-        let ungated = try validate("routing", "dependsOn: [approve-refund]", "dependsOn: [check]")
+        let ungated = try await validate("routing", "dependsOn: [approve-refund]", "dependsOn: [check]")
         #expect(ungated.status == 1 && ungated.stdout.contains("perm.approval-missing"))
         #expect(ungated.stdout.contains(#"runs via route billing of step "classify""#), "\(ungated.stdout)")
-        let looping = try validate("revision-loop", "limits: [{ window: day, tokens: 100000 }]", "limits: [{ window: day, tokens: 30000 }]")
+        let looping = try await validate(
+            "revision-loop", "limits: [{ window: day, tokens: 100000 }]", "limits: [{ window: day, tokens: 30000 }]")
         #expect(looping.stdout.contains("budget.infeasible") && looping.stdout.contains("3 rounds of loop \"review\""), "\(looping.stdout)")
-        let handoff = try validate("fallback", "handoffs: [backup]", "handoffs: [primary]")
+        let handoff = try await validate("fallback", "handoffs: [backup]", "handoffs: [primary]")
         #expect(handoff.status == 1 && handoff.stdout.contains(#"agent "primary" may not hand off to agent "backup""#), "\(handoff.stdout)")
         #expect(handoff.stdout.contains("fallback 1 of \"summarize\""), "\(handoff.stdout)")
-        let pool = try validate("delegation", "handoffs: [web, papers, stats]", "handoffs: [web, papers]")
+        let pool = try await validate("delegation", "handoffs: [web, papers, stats]", "handoffs: [web, papers]")
         #expect(pool.status == 1 && pool.stdout.contains(#"agent "planner" may not hand off to agent "stats""#), "\(pool.stdout)")
         #expect(pool.stdout.contains(#"delegated by "plan""#), "\(pool.stdout)")
-        let wide = try validate("delegation", "limits: [{ window: day, tokens: 100000 }]", "limits: [{ window: day, tokens: 20000 }]")
+        let wide = try await validate("delegation", "limits: [{ window: day, tokens: 100000 }]", "limits: [{ window: day, tokens: 20000 }]")
         #expect(
             wide.stdout.contains("budget.infeasible") && wide.stdout.contains(#"4 sub-tasks × 2 rounds delegated by "plan""#),
             "\(wide.stdout)")

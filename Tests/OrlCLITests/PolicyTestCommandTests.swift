@@ -4,13 +4,13 @@ import Testing
 /// `orlctl test`: the quickstart fleet's own tests pass; a wrong expectation fails with
 /// exit 1 and a JUnit failure; a test file that cannot be read is an error.
 @Suite struct PolicyTestCommandTests {
-    @Test func theQuickstartFleetPassesItsTests() throws {
-        let result = try Orlctl.run(["test", "-f", "manifests/", "tests/"])
+    @Test func theQuickstartFleetPassesItsTests() async throws {
+        let result = try await Orlctl.call(["test", "-f", "manifests/", "tests/"])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(result.stdout.hasSuffix("7 passed, 0 failed\n"), "\(result.stdout)")
     }
 
-    @Test func aWrongExpectationFailsWithJUnit() throws {
+    @Test func aWrongExpectationFailsWithJUnit() async throws {
         let directory = try TemporaryDirectory()
         let file = directory.url.appendingPathComponent("t.yaml")
         try """
@@ -21,7 +21,7 @@ import Testing
             raised: true
         """.write(to: file, atomically: true, encoding: .utf8)
         let junit = directory.url.appendingPathComponent("junit.xml").path
-        let result = try Orlctl.run(["test", "-f", "manifests/", file.path, "--junit", junit])
+        let result = try await Orlctl.call(["test", "-f", "manifests/", file.path, "--junit", junit])
         #expect(result.status == 1)
         #expect(result.stdout.contains("FAIL  \(file.path):2  agent \"writer\" may use tool \"publish-post\""), "\(result.stdout)")
         #expect(result.stdout.hasSuffix("0 passed, 2 failed\n"), "\(result.stdout)")
@@ -32,7 +32,7 @@ import Testing
         )
 
         try "tests:\n  - agent: writer\n    may: {tol: x}\n".write(to: file, atomically: true, encoding: .utf8)
-        let bad = try Orlctl.run(["test", "-f", "manifests/", file.path])
+        let bad = try await Orlctl.call(["test", "-f", "manifests/", file.path])
         #expect(bad.status == 2)
         #expect(bad.stderr.contains("unknown permission kind \"tol\" (did you mean \"tool\"?)"), "\(bad.stderr)")
     }

@@ -1,8 +1,5 @@
 import Foundation
-
-#if canImport(Glibc)
-    import Glibc
-#endif
+import Glibc
 
 /// Plain TCP on loopback, for tests that hold many connections open or speak HTTP
 /// byte by byte.

@@ -73,28 +73,28 @@ import Testing
             }, head: head)
     }
 
-    func review(_ repo: GitFixture, _ extra: [String] = []) throws -> Orlctl.Result { try trust.review(repo, extra) }
+    func review(_ repo: GitFixture, _ extra: [String] = []) async throws -> Orlctl.Result { try await trust.review(repo, extra) }
 
     func sarifResults(_ text: String) throws -> [[String: Any]] {
         let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
         return ((object?["runs"] as? [[String: Any]])?.first?["results"] as? [[String: Any]]) ?? []
     }
 
-    @Test func theBaseFleetIsClean() throws {
+    @Test func theBaseFleetIsClean() async throws {
         let repo = try repository { _ in }
-        let result = try review(repo)
+        let result = try await review(repo)
         #expect(result.status == 0)
         #expect(result.stdout.contains("still present: 0"), "\(result.stdout)")
     }
 
-    @Test func aGateThatApprovesItselfIsReportedWithItsPath() throws {
+    @Test func aGateThatApprovesItselfIsReportedWithItsPath() async throws {
         let repo = try repository { repo in
             try repo.write(
                 "fleet/fleet.yaml",
                 Self.fleet.replacingOccurrences(
                     of: "approval: {message: send it?}", with: "approval: {message: send it?, onTimeout: approve}"))
         }
-        let result = try review(repo)
+        let result = try await review(repo)
         #expect(result.status == 1, "\(result.stdout)")
         #expect(
             result.stdout.contains(
@@ -102,19 +102,19 @@ import Testing
             ), "\(result.stdout)")
         // The untrusted content now reaches the sending step with no human gate between.
         #expect(result.stdout.contains("warning[perm.lethal-trifecta]"), "\(result.stdout)")
-        let sarif = try review(repo, ["-o", "sarif"])
+        let sarif = try await review(repo, ["-o", "sarif"])
         let rules = Set(try sarifResults(sarif.stdout).compactMap { $0["ruleId"] as? String })
         #expect(rules.isSuperset(of: ["perm.approval-missing", "perm.lethal-trifecta"]), "\(sarif.stdout)")
     }
 
-    @Test func droppingACapabilityGateIsAGainAndATypoIsReported() throws {
+    @Test func droppingACapabilityGateIsAGainAndATypoIsReported() async throws {
         let repo = try repository { repo in
             try repo.write(
                 "fleet/policy.yaml",
                 Self.policy.replacingOccurrences(
                     of: "requireApproval: {capabilities: [irreversible]}", with: "requireApproval: {tools: [psot]}"))
         }
-        let result = try review(repo, ["--fail-on-escalation"])
+        let result = try await review(repo, ["--fail-on-escalation"])
         #expect(result.status == 1)
         #expect(
             result.stdout.contains(
@@ -133,14 +133,14 @@ import Testing
                     Self.policy.replacingOccurrences(of: "\n  requireApproval: {capabilities: [irreversible]}", with: ""))
             },
             head: { repo in try repo.write("fleet/policy.yaml", Self.policy) })
-        let gated = try review(added)
+        let gated = try await review(added)
         #expect(
             gated.stdout.contains(
                 #"- lost    use of tool "post" without an approval gate: required by Policy/team (capability "irreversible")"#),
             "\(gated.stdout)")
     }
 
-    @Test func aHandoffChainIsAGainOfReach() throws {
+    @Test func aHandoffChainIsAGainOfReach() async throws {
         let repo = try repository { repo in
             try repo.write(
                 "fleet/auditor.yaml",
@@ -170,7 +170,7 @@ import Testing
                 spec: {appliesTo: {agents: [auditor]}, limits: [{window: day, usd: 1}]}
                 """)
         }
-        let result = try review(repo, ["--fail-on-escalation"])
+        let result = try await review(repo, ["--fail-on-escalation"])
         #expect(result.status == 1)
         #expect(
             result.stdout.contains(#"+ gained  data of class "pii" by handoffs: handoffs along "sender" → "auditor" (from tool "crm")"#),
@@ -179,7 +179,7 @@ import Testing
             result.stdout.contains(
                 #"warning[perm.handoff-reach]: handoffs can carry data of class "pii" (from tool "crm") along "sender" → "auditor" to agent "auditor", which is not cleared for it"#
             ), "\(result.stdout)")
-        let json = try review(repo, ["-o", "json"])
+        let json = try await review(repo, ["-o", "json"])
         let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
         let reach = (object?["permissions"] as? [[String: Any]])?.first { $0["kind"] as? String == "reach" }
         #expect(reach?["value"] as? String == "pii")
@@ -188,11 +188,11 @@ import Testing
 
     // MARK: Projected spend (part E)
 
-    @Test func aRaisedBudgetRaisesTheCeilingAndCanFailTheCheck() throws {
+    @Test func aRaisedBudgetRaisesTheCeilingAndCanFailTheCheck() async throws {
         let repo = try repository { repo in
             try repo.write("fleet/fleet.yaml", Self.fleet.replacingOccurrences(of: "usd: 5}", with: "usd: 50}"))
         }
-        let result = try review(repo)
+        let result = try await review(repo)
         #expect(result.status == 0)
         #expect(result.stdout.contains("before: at most $5.00 a day, $155.00 a month"), "\(result.stdout)")
         #expect(
@@ -202,25 +202,25 @@ import Testing
             result.stdout.contains("change: +$45.00 a day, +$1395.00 a month") || result.stdout.contains("+$1,395.00 a month"),
             "\(result.stdout)")
 
-        let failing = try review(repo, ["--max-cost-increase", "100"])
+        let failing = try await review(repo, ["--max-cost-increase", "100"])
         #expect(failing.status == 1)
         #expect(failing.stderr.contains("more than --max-cost-increase"), "\(failing.stderr)")
-        #expect(try review(repo, ["--max-cost-increase", "1395"]).status == 0)
+        #expect(try await review(repo, ["--max-cost-increase", "1395"]).status == 0)
 
-        let json = try review(repo, ["-o", "json"])
+        let json = try await review(repo, ["-o", "json"])
         let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
         let spend = object?["spend"] as? [String: Any]
         #expect((spend?["monthlyIncreaseUSD"] as? Double) == 1395)
     }
 
-    @Test func anAgentLeftUncappedIsAnUnboundedIncrease() throws {
+    @Test func anAgentLeftUncappedIsAnUnboundedIncrease() async throws {
         let repo = try repository { repo in
             try repo.write(
                 "fleet/fleet.yaml",
                 Self.fleet.replacingOccurrences(
                     of: "limits: [{window: day, usd: 5}]}", with: "limits: [{window: day, usd: 5}], onExceeded: alert}"))
         }
-        let result = try review(repo, ["--max-cost-increase", "1000000"])
+        let result = try await review(repo, ["--max-cost-increase", "1000000"])
         #expect(result.status == 1)
         #expect(result.stdout.contains(#"after:  no ceiling: no halting Budget caps agents "reader", "sender""#), "\(result.stdout)")
         #expect(result.stdout.contains("change: unbounded"), "\(result.stdout)")
@@ -228,6 +228,6 @@ import Testing
         let lowered = try repository { repo in
             try repo.write("fleet/fleet.yaml", Self.fleet.replacingOccurrences(of: "usd: 5}", with: "usd: 1}"))
         }
-        #expect(try review(lowered, ["--max-cost-increase", "0"]).status == 0)
+        #expect(try await review(lowered, ["--max-cost-increase", "0"]).status == 0)
     }
 }

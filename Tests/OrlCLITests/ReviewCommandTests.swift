@@ -13,16 +13,16 @@ import Testing
         return repo
     }
 
-    func review(_ repo: GitFixture, _ extra: [String] = []) throws -> Orlctl.Result {
-        try Orlctl.run(["review", "--repo", repo.root.path, "--base", "main", "--head", "change", "--path", "fleet"] + extra)
+    func review(_ repo: GitFixture, _ extra: [String] = []) async throws -> Orlctl.Result {
+        try await Orlctl.call(["review", "--repo", repo.root.path, "--base", "main", "--head", "change", "--path", "fleet"] + extra)
     }
 
-    @Test func anEscalationIsReportedWithItsCause() throws {
+    @Test func anEscalationIsReportedWithItsCause() async throws {
         let repo = try repository { repo in
             try repo.write("fleet/tool2.yaml", GitFleet.tool.replacingOccurrences(of: "name: search", with: "name: shell"))
             try repo.write("fleet/policy.yaml", GitFleet.policy(tools: ["search", "shell"]))
         }
-        var result = try review(repo, ["-o", "markdown"])
+        var result = try await review(repo, ["-o", "markdown"])
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
         #expect(lines.first == "1 to add, 1 to change, 0 to remove · permissions: 1 gained, 0 lost · violations: 0 new, 0 fixed")
@@ -33,11 +33,11 @@ import Testing
             ),
             "\(result.stdout)")
 
-        result = try review(repo, ["--fail-on-escalation"])
+        result = try await review(repo, ["--fail-on-escalation"])
         #expect(result.status == 1)
         #expect(result.stdout.contains("+ gained  tool \"shell\": allowed by Policy/team-a"), "\(result.stdout)")
 
-        result = try review(repo, ["-o", "json"])
+        result = try await review(repo, ["-o", "json"])
         let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
         #expect(object?["gained"] as? Int == 1)
         let permission = (object?["permissions"] as? [[String: Any]])?.first
@@ -45,11 +45,11 @@ import Testing
         #expect(permission?["file"] as? String == "fleet/policy.yaml")
     }
 
-    @Test func aDeEscalationAndANewError() throws {
+    @Test func aDeEscalationAndANewError() async throws {
         let repo = try repository { repo in
             try repo.write("fleet/policy.yaml", GitFleet.policy(tools: []))
         }
-        let result = try review(repo)
+        let result = try await review(repo)
         // The agent still declares the tool: a new error, so exit 1.
         #expect(result.status == 1)
         #expect(
@@ -57,13 +57,13 @@ import Testing
         #expect(result.stdout.contains("- lost    tool \"search\": its allow was removed from Policy/team-a"), "\(result.stdout)")
         #expect(result.stdout.contains("fleet/agent.yaml:7:11: error[perm.tool-denied]"), "\(result.stdout)")
 
-        let sarif = try review(repo, ["-o", "sarif"])
+        let sarif = try await review(repo, ["-o", "sarif"])
         #expect(sarif.status == 1)
         #expect(sarif.stdout.contains("\"baselineState\": \"new\""))
         #expect(sarif.stdout.contains("\"uri\": \"fleet/agent.yaml\""))
     }
 
-    @Test func aPullRequestThatOnlyReformatsChangesNothing() throws {
+    @Test func aPullRequestThatOnlyReformatsChangesNothing() async throws {
         let repo = try repository { repo in
             try repo.write(
                 "fleet/policy.yaml",
@@ -85,17 +85,17 @@ import Testing
                         team: a
                 """)
         }
-        let result = try review(repo)
+        let result = try await review(repo)
         #expect(result.status == 0)
         #expect(
             result.stdout.hasPrefix("0 to add, 0 to change, 0 to remove · permissions: 0 gained, 0 lost · violations: 0 new, 0 fixed\n"))
         #expect(result.stdout.contains("Permissions:\n  no agent gains or loses a permission\n"))
-        #expect(try review(repo, ["--fail-on-escalation"]).status == 0)
+        #expect(try await review(repo, ["--fail-on-escalation"]).status == 0)
     }
 
-    @Test func aBadRevisionIsAnError() throws {
+    @Test func aBadRevisionIsAnError() async throws {
         let repo = try repository { _ in }
-        let result = try Orlctl.run(["review", "--repo", repo.root.path, "--base", "nope", "--head", "change"])
+        let result = try await Orlctl.call(["review", "--repo", repo.root.path, "--base", "nope", "--head", "change"])
         #expect(result.status == 2)
         #expect(result.stderr.contains("has no revision \"nope\""), "\(result.stderr)")
     }

@@ -7,20 +7,20 @@ import Testing
 @Suite(.serialized) struct ReviewEscalationTests {
     let trust = ReviewTrustTests()
 
-    func review(_ repo: GitFixture, _ extra: [String] = []) throws -> Orlctl.Result {
-        try trust.review(repo, extra)
+    func review(_ repo: GitFixture, _ extra: [String] = []) async throws -> Orlctl.Result {
+        try await trust.review(repo, extra)
     }
 
     @Test(arguments: [
         ("limits: [{window: day, usd: 5}]", "limits: [{window: day, usd: 50}]", "daily day usd: $5 → $50"),
         ("limits: [{window: day, usd: 5}]", "limits: [{window: day, usd: 5}]\n  onExceeded: alert", "daily onExceeded: halt → alert"),
     ])
-    func aLoosenedBudgetIsAnEscalation(_ from: String, _ to: String, _ line: String) throws {
+    func aLoosenedBudgetIsAnEscalation(_ from: String, _ to: String, _ line: String) async throws {
         let repo = try trust.repository { repo in
             try repo.write("fleet/budget.yaml", GitFleet.budget.replacingOccurrences(of: from, with: to))
         }
-        #expect(try review(repo).status == 0)
-        let result = try review(repo, ["--fail-on-escalation"])
+        #expect(try await review(repo).status == 0)
+        let result = try await review(repo, ["--fail-on-escalation"])
         #expect(result.status == 1, "\(result.stdout)")
         #expect(result.stdout.contains("↑ Budget/\(line)"), "\(result.stdout)")
         #expect(
@@ -28,7 +28,7 @@ import Testing
                 "0 to add, 1 to change, 0 to remove · permissions: 0 gained, 0 lost · violations: 0 new, 0 fixed · other escalations: 1"))
 
         // SARIF carries it although head has no diagnostic.
-        let sarif = try review(repo, ["-o", "sarif", "--fail-on-escalation"])
+        let sarif = try await review(repo, ["-o", "sarif", "--fail-on-escalation"])
         #expect(sarif.status == 1)
         let object = try JSONSerialization.jsonObject(with: Data(sarif.stdout.utf8)) as? [String: Any]
         let results = ((object?["runs"] as? [[String: Any]])?.first?["results"] as? [[String: Any]]) ?? []
@@ -39,9 +39,9 @@ import Testing
         #expect(sarif.stdout.contains("\"uri\": \"fleet/budget.yaml\""))
     }
 
-    @Test func aDeletedBudgetLeavingAgentsUncappedIsAnEscalation() throws {
+    @Test func aDeletedBudgetLeavingAgentsUncappedIsAnEscalation() async throws {
         let repo = try trust.repository { repo in try repo.git("rm", "-q", "fleet/budget.yaml") }
-        let result = try review(repo, ["--fail-on-escalation"])
+        let result = try await review(repo, ["--fail-on-escalation"])
         #expect(result.status == 1)
         #expect(result.stdout.contains("↑ Budget/daily removed (it capped day: $5)"), "\(result.stdout)")
         #expect(result.stdout.contains("↑ agent \"echo\" is covered by no Budget"), "\(result.stdout)")
@@ -49,10 +49,10 @@ import Testing
         let lowered = try trust.repository { repo in
             try repo.write("fleet/budget.yaml", GitFleet.budget.replacingOccurrences(of: "usd: 5", with: "usd: 1"))
         }
-        #expect(try review(lowered, ["--fail-on-escalation"]).status == 0)
+        #expect(try await review(lowered, ["--fail-on-escalation"]).status == 0)
     }
 
-    @Test func aGainedToolSaysWhatItMeans() throws {
+    @Test func aGainedToolSaysWhatItMeans() async throws {
         let repo = try trust.repository { repo in
             try repo.write(
                 "fleet/shell.yaml",
@@ -68,7 +68,7 @@ import Testing
                 """)
             try repo.write("fleet/policy.yaml", GitFleet.policy(tools: ["\"*\""]))
         }
-        let result = try review(repo, ["-o", "json"])
+        let result = try await review(repo, ["-o", "json"])
         let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
         let shell = (object?["permissions"] as? [[String: Any]])?.first { $0["value"] as? String == "shell" }
         #expect(
@@ -76,13 +76,13 @@ import Testing
                 "command tool; capabilities: code-execution, filesystem; risk: critical", "no approval gate",
                 "through the wildcard \"*\" of Policy/team-a",
             ], "\(result.stdout)")
-        let text = try review(repo)
+        let text = try await review(repo)
         #expect(text.stdout.contains("command tool; capabilities: code-execution, filesystem; risk: critical; no approval gate"))
-        let markdown = try review(repo, ["-o", "markdown"])
+        let markdown = try await review(repo, ["-o", "markdown"])
         #expect(markdown.stdout.contains("| What it means |"))
     }
 
-    @Test func aToolThatBecomesAShellNamesTheAgentsThatCanCallIt() throws {
+    @Test func aToolThatBecomesAShellNamesTheAgentsThatCanCallIt() async throws {
         let repo = try trust.repository { repo in
             try repo.write(
                 "fleet/tool.yaml",
@@ -97,7 +97,7 @@ import Testing
                   risk: critical
                 """)
         }
-        let result = try review(repo, ["--fail-on-escalation"])
+        let result = try await review(repo, ["--fail-on-escalation"])
         #expect(result.status == 1, "no permission changed, but the tool escalated: \(result.stdout)")
         #expect(
             result.stdout.contains(
@@ -105,7 +105,7 @@ import Testing
             ), "\(result.stdout)")
     }
 
-    @Test func aModelMovingProviderShowsItsKindAndPrice() throws {
+    @Test func aModelMovingProviderShowsItsKindAndPrice() async throws {
         let repo = try trust.repository { repo in
             try repo.write(
                 "fleet/openai.yaml",
@@ -124,7 +124,7 @@ import Testing
             try repo.write("fleet/agent.yaml", GitFleet.agent().replacingOccurrences(of: "model: sim/small", with: "model: openai/gpt-4o"))
             try repo.write("fleet/policy.yaml", GitFleet.policy().replacingOccurrences(of: "\"sim/*\"", with: "\"sim/*\", \"openai/*\""))
         }
-        let result = try review(repo, ["--fail-on-escalation"])
+        let result = try await review(repo, ["--fail-on-escalation"])
         #expect(result.status == 1)
         #expect(
             result.stdout.contains(
@@ -132,7 +132,7 @@ import Testing
             ), "\(result.stdout)")
     }
 
-    @Test func aBranchBehindMainIsComparedWithItsMergeBase() throws {
+    @Test func aBranchBehindMainIsComparedWithItsMergeBase() async throws {
         let repo = try GitFixture()
         try GitFleet.write(to: repo)
         try repo.commit("base")
@@ -145,10 +145,10 @@ import Testing
         try repo.commit("main adds a tool")
         try repo.git("checkout", "-q", "change")
 
-        var result = try review(repo)
+        var result = try await review(repo)
         #expect(result.stdout.hasPrefix("0 to add, 1 to change, 0 to remove"), "main's new tool is not shown removed: \(result.stdout)")
         #expect(result.stdout.contains("Review of main (merge base "), "\(result.stdout)")
-        result = try review(repo, ["--no-merge-base"])
+        result = try await review(repo, ["--no-merge-base"])
         #expect(result.stdout.hasPrefix("0 to add, 1 to change, 1 to remove"), "\(result.stdout)")
     }
 }

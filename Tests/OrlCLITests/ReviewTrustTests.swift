@@ -1,9 +1,6 @@
 import Foundation
+import Glibc
 import Testing
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// The verdicts a security reviewer relies on, each against a real git repository:
 /// what review, diff, apply, sync and watch say when the input is broken, when a list
@@ -26,8 +23,8 @@ import Testing
         try repository(base: { try Self.writeQuickstart(to: $0) }, head: head)
     }
 
-    func review(_ repo: GitFixture, _ extra: [String] = []) throws -> Orlctl.Result {
-        try Orlctl.run(["review", "--repo", repo.root.path, "--base", "main", "--head", "change", "--path", "fleet"] + extra)
+    func review(_ repo: GitFixture, _ extra: [String] = []) async throws -> Orlctl.Result {
+        try await Orlctl.call(["review", "--repo", repo.root.path, "--base", "main", "--head", "change", "--path", "fleet"] + extra)
     }
 
     /// The quickstart's manifests, copied under `fleet/`.
@@ -48,32 +45,32 @@ import Testing
         // A schema error: the Policy is named but cannot be read.
         "apiVersion: orl.dev/v1\nkind: Policy\nmetadata: {name: team-a}\nspec:\n  appliesTo: {selector: {matchLabels: {team: a}}}\n  alow: {tools: [search], models: [\"sim/*\"]}\n",
     ])
-    func anUnreadableHeadGivesItsErrorsNotAPermissionDiff(_ broken: String) throws {
+    func anUnreadableHeadGivesItsErrorsNotAPermissionDiff(_ broken: String) async throws {
         let repo = try repository { repo in try repo.write("fleet/policy.yaml", broken) }
         for output in ["text", "markdown", "json", "sarif"] {
-            let result = try review(repo, ["-o", output])
+            let result = try await review(repo, ["-o", output])
             #expect(result.status == 2, "\(output): \(result.stdout)")
             #expect(result.stdout.contains("fleet/policy.yaml"), "\(output): \(result.stdout)")
             #expect(!result.stdout.contains("lost") && !result.stdout.contains("gained"), "\(output): \(result.stdout)")
             #expect(result.stderr.contains("nothing is reviewed on a partial fleet"), "\(result.stderr)")
         }
         // validate does not audit a namespace whose policies cannot all be read.
-        let validate = try Orlctl.run(["validate", "-f", "fleet"], in: repo.root)
+        let validate = try await Orlctl.call(["validate", "-f", "fleet"], in: repo.root)
         #expect(validate.status == 1)
         #expect(!validate.stdout.contains("perm."), "\(validate.stdout)")
         // Nor does explain answer on it (2: an error, not "no").
-        let explain = try Orlctl.run(["explain", "agent/echo", "-f", "fleet", "--can", "use", "tool/search"], in: repo.root)
+        let explain = try await Orlctl.call(["explain", "agent/echo", "-f", "fleet", "--can", "use", "tool/search"], in: repo.root)
         #expect(explain.status == 2)
     }
 
-    @Test func anUnreadableBaseIsNotComparedButHeadIsJudged() throws {
+    @Test func anUnreadableBaseIsNotComparedButHeadIsJudged() async throws {
         let repo = try repository(
             base: { repo in
                 try GitFleet.write(to: repo)
                 try repo.write("fleet/policy.yaml", "kind: Policy\napiVersion: orl.dev/v1\nmetadata: {name: team-a\n")
             },
             head: { repo in try GitFleet.write(to: repo) })
-        let result = try review(repo)
+        let result = try await review(repo)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(result.stdout.contains("not compared: base has manifests that cannot be read"), "\(result.stdout)")
         #expect(result.stdout.contains("fixed in head: 1"), "\(result.stdout)")
@@ -81,7 +78,7 @@ import Testing
 
     // MARK: 2. Keyed lists
 
-    @Test func stepsAreComparedByIdInReviewAndDiff() throws {
+    @Test func stepsAreComparedByIdInReviewAndDiff() async throws {
         let repo = try quickstartRepository { repo in
             let path = repo.root.appendingPathComponent("fleet/workflows/content-pipeline.yaml")
             let text = try String(contentsOf: path, encoding: .utf8)
@@ -101,7 +98,7 @@ import Testing
             ).replacingOccurrences(of: "timeout: 30h", with: "timeout: 10h")
             try repo.write("fleet/workflows/content-pipeline.yaml", inserted)
         }
-        let result = try review(repo)
+        let result = try await review(repo)
         #expect(result.stdout.contains("+ spec.steps[id=fact-check]: "), "\(result.stdout)")
         #expect(result.stdout.contains("~ spec.steps[id=editorial-review].approval.timeout: \"30h\" → \"10h\""), "\(result.stdout)")
         // Nothing is read as another step changing.
@@ -118,7 +115,7 @@ import Testing
         #expect(!diff.stdout.contains("spec.steps[id=draft]") && !diff.stdout.contains("spec.steps[2]"), "\(diff.stdout)")
     }
 
-    @Test func removingAGateIsOneLine() throws {
+    @Test func removingAGateIsOneLine() async throws {
         let repo = try quickstartRepository { repo in
             let path = repo.root.appendingPathComponent("fleet/workflows/content-pipeline.yaml")
             var text = try String(contentsOf: path, encoding: .utf8)
@@ -128,7 +125,7 @@ import Testing
             text = text.replacingOccurrences(of: "dependsOn: [editorial-review]", with: "dependsOn: [draft]")
             try repo.write("fleet/workflows/content-pipeline.yaml", text)
         }
-        let result = try review(repo)
+        let result = try await review(repo)
         let fieldLines = result.stdout.split(separator: "\n").filter { $0.contains("spec.steps") }
         #expect(fieldLines.count == 2, "\(result.stdout)")
         #expect(result.stdout.contains("- spec.steps[id=editorial-review]: {"), "\(result.stdout)")
@@ -177,21 +174,21 @@ import Testing
 
     // MARK: 4. A path missing in a revision
 
-    @Test func theFirstPullRequestAndADeletedFleetAreReviewed() throws {
+    @Test func theFirstPullRequestAndADeletedFleetAreReviewed() async throws {
         let first = try repository(base: { try $0.write("README.md", "nothing yet\n") }, head: { try GitFleet.write(to: $0) })
-        var result = try review(first)
+        var result = try await review(first)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.hasPrefix("5 to add, 0 to change, 0 to remove"), "\(result.stdout)")
         #expect(result.stdout.contains("+ gained  tool \"search\""), "\(result.stdout)")
 
         let gone = try repository { repo in try repo.git("rm", "-q", "-r", "fleet") }
-        result = try review(gone)
+        result = try await review(gone)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.hasPrefix("0 to add, 0 to change, 5 to remove"), "\(result.stdout)")
         #expect(result.stdout.contains("daily removed"), "\(result.stdout)")
 
         // A path that is a file is still an error.
-        result = try Orlctl.run(["review", "--repo", gone.root.path, "--base", "main", "--head", "change", "--path", "README.md"])
+        result = try await Orlctl.call(["review", "--repo", gone.root.path, "--base", "main", "--head", "change", "--path", "README.md"])
         #expect(result.status == 2)
     }
 
@@ -228,7 +225,7 @@ import Testing
 
     // MARK: 6. Reserved secrets
 
-    @Test func explainAndTheAuditAgreeOnReservedSecrets() throws {
+    @Test func explainAndTheAuditAgreeOnReservedSecrets() async throws {
         let repo = try GitFixture()
         try GitFleet.write(to: repo)
         try repo.write(
@@ -240,29 +237,30 @@ import Testing
         try repo.write(
             "fleet/agent.yaml",
             GitFleet.agent().replacingOccurrences(of: "tools: [search]", with: "tools: [search]\n  secrets: [{name: sim-key, env: KEY}]"))
-        let validate = try Orlctl.run(["validate", "-f", "fleet"], in: repo.root)
+        let validate = try await Orlctl.call(["validate", "-f", "fleet"], in: repo.root)
         #expect(validate.stdout.contains("perm.secret-reserved"), "\(validate.stdout)")
 
-        let explain = try Orlctl.run(["explain", "agent/echo", "-f", "fleet", "--can", "use", "secret/sim-key"], in: repo.root)
+        let explain = try await Orlctl.call(["explain", "agent/echo", "-f", "fleet", "--can", "use", "secret/sim-key"], in: repo.root)
         #expect(explain.status == 1, "\(explain.stdout)\(explain.stderr)")
         #expect(explain.stdout.hasPrefix("no: agent \"echo\" may not read secret \"sim-key\"\n"), "\(explain.stdout)")
         #expect(explain.stdout.contains("the API key of ModelProvider/sim, which only orl presents"), "\(explain.stdout)")
-        let json = try Orlctl.run(["explain", "agent/echo", "-f", "fleet", "--can", "use", "secret/sim-key", "-o", "json"], in: repo.root)
+        let json = try await Orlctl.call(
+            ["explain", "agent/echo", "-f", "fleet", "--can", "use", "secret/sim-key", "-o", "json"], in: repo.root)
         #expect(json.stdout.contains("\"outcome\": \"reserved\""), "\(json.stdout)")
         // Another secret under the same "*" is allowed.
-        #expect(try Orlctl.run(["explain", "agent/echo", "-f", "fleet", "--can", "use", "secret/other"], in: repo.root).status == 0)
+        #expect(try await Orlctl.call(["explain", "agent/echo", "-f", "fleet", "--can", "use", "secret/other"], in: repo.root).status == 0)
     }
 
     // MARK: 7. Messages
 
-    @Test func droppingAnApprovalRequirementSaysWhatIsGained() throws {
+    @Test func droppingAnApprovalRequirementSaysWhatIsGained() async throws {
         let repo = try quickstartRepository { repo in
             let path = repo.root.appendingPathComponent("fleet/policies/content-team.yaml")
             let text = try String(contentsOf: path, encoding: .utf8)
             try repo.write(
                 "fleet/policies/content-team.yaml", text.replacingOccurrences(of: "    tools: [publish-post]\n", with: "    tools: []\n"))
         }
-        let result = try review(repo)
+        let result = try await review(repo)
         #expect(
             result.stdout.contains("+ gained  use of tool \"publish-post\" without an approval gate: no longer required"),
             "\(result.stdout)")

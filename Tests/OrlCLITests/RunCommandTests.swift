@@ -1,11 +1,9 @@
 import Foundation
+import Glibc
 import OrlCore
+import OrlJSON
 import OrlStore
 import Testing
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// A fleet whose agents are suspended (no processes: the tests play the agents through
 /// the store, as the agents' API will), and the workflows the run tests drive.

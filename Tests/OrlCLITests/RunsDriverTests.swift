@@ -1,6 +1,7 @@
 import Foundation
 import OrlController
 import OrlCore
+import OrlJSON
 import OrlStore
 import OrlYAML
 import Testing

@@ -1,9 +1,6 @@
 import Foundation
+import Glibc
 import Testing
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// What `get` and `describe` show of agent processes, end to end.
 @Suite(.serialized) struct RuntimeStatusTests {

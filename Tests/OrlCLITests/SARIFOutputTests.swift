@@ -3,17 +3,17 @@ import Testing
 
 /// `validate -o sarif`, checked against what SARIF 2.1.0 and GitHub code scanning need.
 @Suite struct SARIFOutputTests {
-    static func sarif(_ arguments: [String], in directory: URL = Orlctl.packageRoot) throws -> (
+    static func sarif(_ arguments: [String], in directory: URL = Orlctl.packageRoot) async throws -> (
         status: Int32, log: [String: Any], text: String
     ) {
-        let r = try Orlctl.run(["validate", "-o", "sarif"] + arguments, in: directory)
+        let r = try await Orlctl.call(["validate", "-o", "sarif"] + arguments, in: directory)
         #expect(r.stderr.isEmpty, "\(r.stderr)")
         let log = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         return (r.status, log, r.stdout)
     }
 
-    @Test func brokenExamples() throws {
-        let (status, log, text) = try Self.sarif(["-f", "examples/broken"])
+    @Test func brokenExamples() async throws {
+        let (status, log, text) = try await Self.sarif(["-f", "examples/broken"])
         #expect(status == 1)
         try expectGolden(text, "validate-broken.sarif")
 
@@ -69,8 +69,8 @@ import Testing
         #expect((cycle["relatedLocations"] as? [[String: Any]])?.count == 2)
     }
 
-    @Test func cleanFleetHasRulesAndNoResults() throws {
-        let (status, log, _) = try Self.sarif(["-f", "manifests/"])
+    @Test func cleanFleetHasRulesAndNoResults() async throws {
+        let (status, log, _) = try await Self.sarif(["-f", "manifests/"])
         #expect(status == 0)
         let run = try #require((log["runs"] as? [[String: Any]])?.first)
         #expect((run["results"] as? [Any])?.isEmpty == true)
@@ -80,13 +80,13 @@ import Testing
 
     /// Fingerprints leave the line out, so an alert keeps its identity when lines are
     /// added above the problem; paths are made relative URIs without `./`.
-    @Test func fingerprintsSurviveEditsAbove() throws {
+    @Test func fingerprintsSurviveEditsAbove() async throws {
         let dir = try TemporaryDirectory()
         let tool = "apiVersion: orl.dev/v1\nkind: Tool\nmetadata: {name: t}\nspec: {type: command, command: {command: x}, risk: extreme}\n"
         try dir.write("my tools/t.yaml", tool)
-        let before = try Self.sarif(["-f", "./my tools/t.yaml"], in: dir.url)
+        let before = try await Self.sarif(["-f", "./my tools/t.yaml"], in: dir.url)
         try dir.write("my tools/t.yaml", "# a comment\n# another\n" + tool)
-        let after = try Self.sarif(["-f", "./my tools/t.yaml"], in: dir.url)
+        let after = try await Self.sarif(["-f", "./my tools/t.yaml"], in: dir.url)
         func first(_ log: [String: Any]) throws -> [String: Any] {
             try #require(((log["runs"] as? [[String: Any]])?.first?["results"] as? [[String: Any]])?.first)
         }

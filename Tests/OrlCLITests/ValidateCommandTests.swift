@@ -2,27 +2,27 @@ import Foundation
 import Testing
 
 @Suite struct ValidateCommandTests {
-    @Test func demoFleetIsValid() throws {
-        let r = try Orlctl.run(["validate", "-f", "manifests/", "--strict"])
+    @Test func demoFleetIsValid() async throws {
+        let r = try await Orlctl.call(["validate", "-f", "manifests/", "--strict"])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
         #expect(r.stdout.hasPrefix("valid: "))
     }
 
     @Test(arguments: ["sequential-pipeline", "fan-out-fan-in", "dev-team", "alerts"])
-    func examplesAreValid(_ name: String) throws {
-        let r = try Orlctl.run(["validate", "-f", "examples/\(name)", "--strict"])
+    func examplesAreValid(_ name: String) async throws {
+        let r = try await Orlctl.call(["validate", "-f", "examples/\(name)", "--strict"])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
     }
 
-    @Test func brokenExamplesReportEveryProblem() throws {
-        let r = try Orlctl.run(["validate", "-f", "examples/broken"])
+    @Test func brokenExamplesReportEveryProblem() async throws {
+        let r = try await Orlctl.call(["validate", "-f", "examples/broken"])
         #expect(r.status == 1)
         #expect(r.stderr.isEmpty)
         try expectGolden(r.stdout, "validate-broken.txt")
     }
 
-    @Test func jsonContract() throws {
-        let r = try Orlctl.run(["validate", "-f", "examples/broken", "-o", "json"])
+    @Test func jsonContract() async throws {
+        let r = try await Orlctl.call(["validate", "-f", "examples/broken", "-o", "json"])
         #expect(r.status == 1)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         #expect(object["valid"] as? Bool == false)
@@ -38,16 +38,16 @@ import Testing
         try expectGolden(r.stdout, "validate-broken.json")
     }
 
-    @Test func readsStandardInput() throws {
+    @Test func readsStandardInput() async throws {
         let manifest =
             "apiVersion: orl.dev/v1\nkind: Tool\nmetadata: {name: t}\nspec: {type: command, command: {command: x}, risk: extreme}\n"
-        let r = try Orlctl.run(["validate", "-f", "-"], stdin: manifest)
+        let r = try await Orlctl.call(["validate", "-f", "-"], stdin: manifest)
         #expect(r.status == 1)
         #expect(r.stdout.hasPrefix("<stdin>:4:"), "\(r.stdout)")
         #expect(r.stdout.contains("error[schema.invalid]: spec.risk:"))
     }
 
-    @Test func walksDirectoriesInOrderSkippingHiddenAndOtherFiles() throws {
+    @Test func walksDirectoriesInOrderSkippingHiddenAndOtherFiles() async throws {
         let dir = try TemporaryDirectory()
         let tool = { (name: String) in
             "apiVersion: orl.dev/v1\nkind: Tool\nmetadata: {name: \(name)}\nspec: {type: command, command: {command: x}}\n"
@@ -60,7 +60,7 @@ import Testing
         )
         try dir.write(".git/ignored.yaml", "not: [valid")
         try dir.write("notes.txt", "not: [valid")
-        let r = try Orlctl.run(["validate", "-f", "."], in: dir.url)
+        let r = try await Orlctl.call(["validate", "-f", "."], in: dir.url)
         // a/one.yaml comes first, so the duplicate is reported in b/two.yml.
         #expect(r.status == 1)
         #expect(r.stdout.hasPrefix("./b/two.yml:3:18: error[resource.duplicate]: Tool/same is defined more than once"), "\(r.stdout)")
@@ -68,44 +68,44 @@ import Testing
         #expect(r.stdout.hasSuffix("invalid: 1 error; 3 resources in 3 files\n"), "\(r.stdout)")
     }
 
-    @Test func warningsPassUnlessStrict() throws {
+    @Test func warningsPassUnlessStrict() async throws {
         let dir = try TemporaryDirectory()
         try dir.write("p.yaml", "apiVersion: orl.dev/v1\nkind: Policy\nmetadata: {name: p}\nspec: {appliesTo: {agents: [nobody]}}\n")
-        let relaxed = try Orlctl.run(["validate", "-f", "p.yaml"], in: dir.url)
+        let relaxed = try await Orlctl.call(["validate", "-f", "p.yaml"], in: dir.url)
         #expect(relaxed.status == 0, "\(relaxed.stdout)")
         #expect(relaxed.stdout.contains("warning[ref.missing]"))
-        let strict = try Orlctl.run(["validate", "-f", "p.yaml", "--strict"], in: dir.url)
+        let strict = try await Orlctl.call(["validate", "-f", "p.yaml", "--strict"], in: dir.url)
         #expect(strict.status == 1)
         #expect(strict.stdout.contains("error[ref.missing]"))
     }
 
-    @Test func oversizedFileIsReportedNotRead() throws {
+    @Test func oversizedFileIsReportedNotRead() async throws {
         let dir = try TemporaryDirectory()
         try dir.write("big.yaml", "# " + String(repeating: "x", count: 5 << 20) + "\n")
-        let r = try Orlctl.run(["validate", "-f", "big.yaml"], in: dir.url)
+        let r = try await Orlctl.call(["validate", "-f", "big.yaml"], in: dir.url)
         #expect(r.status == 1)
         #expect(r.stdout.contains("big.yaml:1:1: error[yaml.limit]"), "\(r.stdout)")
     }
 
-    @Test func missingPathIsAnErrorOfItsOwn() throws {
-        let r = try Orlctl.run(["validate", "-f", "manifests/", "-f", "no/such/dir"])
+    @Test func missingPathIsAnErrorOfItsOwn() async throws {
+        let r = try await Orlctl.call(["validate", "-f", "manifests/", "-f", "no/such/dir"])
         #expect(r.status == 2)
         #expect(r.stdout.isEmpty)
         #expect(r.stderr == "orlctl: error: no/such/dir: no such file or directory\n")
     }
 
     @Test(arguments: [["validate"], ["validate", "-f", "x", "-o", "xml"], ["validate", "--bogus"], ["frobnicate"]])
-    func usageErrorsExitTwo(_ arguments: [String]) throws {
-        let r = try Orlctl.run(arguments)
+    func usageErrorsExitTwo(_ arguments: [String]) async throws {
+        let r = try await Orlctl.call(arguments)
         #expect(r.status == 2, "\(r.stderr)")
         #expect(!r.stderr.isEmpty)
     }
 
-    @Test func helpAndVersionExitZero() throws {
-        let help = try Orlctl.run(["validate", "--help"])
+    @Test func helpAndVersionExitZero() async throws {
+        let help = try await Orlctl.call(["validate", "--help"])
         #expect(help.status == 0)
         #expect(help.stdout.contains("--strict"))
-        let version = try Orlctl.run(["--version"])
+        let version = try await Orlctl.call(["--version"])
         #expect(version.status == 0)
         #expect(version.stdout.hasPrefix("0."))
     }
@@ -113,13 +113,13 @@ import Testing
 
 /// examples/violations/README.md shows the output users should expect; it must stay true.
 @Suite struct ViolationsExampleTests {
-    @Test func readmeShowsTheRealOutput() throws {
+    @Test func readmeShowsTheRealOutput() async throws {
         let readme = try String(contentsOf: Orlctl.packageRoot.appendingPathComponent("examples/violations/README.md"), encoding: .utf8)
         let command = "$ orlctl validate -f examples/violations/\n"
         let start = try #require(readme.range(of: "```console\n" + command), "README has no console block for the command")
         let end = try #require(readme.range(of: "\n```", range: start.upperBound..<readme.endIndex))
         let shown = String(readme[start.upperBound..<end.lowerBound]) + "\n"
-        let r = try Orlctl.run(["validate", "-f", "examples/violations/"])
+        let r = try await Orlctl.call(["validate", "-f", "examples/violations/"])
         #expect(r.status == 1)
         #expect(r.stdout == shown, "update the block in examples/violations/README.md")
         // Every rule of the audit is shown on purpose.

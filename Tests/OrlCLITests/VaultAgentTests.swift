@@ -1,9 +1,6 @@
 import Foundation
+import Glibc
 import Testing
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// The vault and the controller end to end: which secrets reach agents' environments,
 /// what an agent does while one is missing, and that a value shows up nowhere else.

@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 import Testing
 
 /// Which secrets reach an agent's environment, and what the reconciler does while one

@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 import Synchronization
 import Testing
 

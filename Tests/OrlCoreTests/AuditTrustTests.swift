@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 import Testing
 
 /// The audit a security reviewer relies on (issue 17, part D): gates by capability and

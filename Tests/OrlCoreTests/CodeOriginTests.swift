@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 import Testing
 
 /// Where an agent's relative paths resolve, and what a new code revision does to its launch.

@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 import Testing
 
 /// A credential an upstream echoes is masked in every form a JSON parser decodes back

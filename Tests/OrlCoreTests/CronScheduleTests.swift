@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 import Testing
 
 /// `2026-11-20T08:00` (UTC) as a timestamp.

@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 import Testing
 
 /// A planner with a pool of three workers (one of them with a tool that needs approval

@@ -1,4 +1,5 @@
 import Foundation
+import OrlJSON
 import Testing
 
 @testable import OrlCore

@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 import Testing
 
 /// A fleet of two teams: `x` (agents a and b) shares a halting budget; agent c has a

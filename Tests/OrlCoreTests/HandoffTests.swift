@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 import Testing
 
 /// A front desk that may hand a ticket to billing or tech (and they to each other),

@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 import Synchronization
 
 /// The run port in memory, for fast tests of the run engine through `RunOperations`. A

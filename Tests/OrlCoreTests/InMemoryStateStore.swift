@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 import Synchronization
 
 /// The state port in memory, for fast tests of planning and applying. A write works on a

@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 import Testing
 
 /// A fleet with one workflow per bounded pattern: a support router (billing, technical,

@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 import Testing
 
 /// A support desk that passes the audit: triage reads a CRM (pii), a writer drafts, a

@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 import Testing
 
 @Suite struct SourceSyncTests {

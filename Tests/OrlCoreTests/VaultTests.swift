@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 import Testing
 
 /// Sealing and opening secrets: the pure part of the vault.

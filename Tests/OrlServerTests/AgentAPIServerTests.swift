@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import OrlCore
+import OrlJSON
 import OrlServer
 import OrlStore
 import OrlYAML

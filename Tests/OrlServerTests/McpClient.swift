@@ -5,9 +5,10 @@ import Foundation
 /// of its own: blocking a thread of the cooperative pool (two here) for the client's
 /// lifetime would starve the very API it calls, and every suite running beside it.
 enum McpClient {
-    static func run(_ url: String, token: String, _ arguments: [String]) async throws -> Any {
+    /// `mode`: the client's MCP_MODE (auto: the stateless revision after a probe; legacy: the handshake).
+    static func run(_ url: String, token: String, mode: String = "auto", _ arguments: [String]) async throws -> Any {
         let box = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Box, any Error>) in
-            Thread { continuation.resume(with: Result { Box(try blocking(url, token: token, arguments)) }) }.start()
+            Thread { continuation.resume(with: Result { Box(try blocking(url, token: token, mode: mode, arguments)) }) }.start()
         }
         return box.value
     }
@@ -17,8 +18,9 @@ enum McpClient {
         init(_ value: Any) { self.value = value }
     }
 
-    private static func blocking(_ url: String, token: String, _ arguments: [String]) throws -> Any {
+    private static func blocking(_ url: String, token: String, mode: String, _ arguments: [String]) throws -> Any {
         let process = Process()
+        process.environment = ProcessInfo.processInfo.environment.merging(["MCP_MODE": mode]) { _, new in new }
         process.executableURL = URL(fileURLWithPath: McpServerTests.python)
         process.arguments = [McpServerTests.root + "/examples/mcp/client.py", url + "/mcp", token] + arguments
         let out = Pipe()

@@ -4,6 +4,7 @@ import Glibc
 import NIOCore
 import NIOHTTP1
 import OrlCore
+import OrlJSON
 import OrlRuntime
 import OrlServer
 import OrlStore
@@ -47,10 +48,20 @@ import Testing
             command: {command: "\(McpServerTests.python)", args: ["\(fixture)"]}
             isolation: none
         ---
+        # The same program on a short leash.
+        apiVersion: orl.dev/v1
+        kind: Tool
+        metadata: {name: tight}
+        spec:
+          type: mcp
+          mcp:
+            command: {command: "\(McpServerTests.python)", args: ["\(fixture)"]}
+            resources: {memory: 256Mi, pids: 16, cpu: 0.5}
+        ---
         apiVersion: orl.dev/v1
         kind: Agent
         metadata: {name: a}
-        spec: {model: sim/small, runtime: {command: /bin/true}, tools: [notes/whoami, notes/connect, open/connect]}
+        spec: {model: sim/small, runtime: {command: /bin/true}, tools: [notes/whoami, notes/connect, open/connect, tight/spawn, tight/hog]}
         ---
         apiVersion: orl.dev/v1
         kind: Agent
@@ -69,7 +80,7 @@ import Testing
         metadata: {name: notes}
         spec:
           appliesTo: {agents: [a, b]}
-          allow: {models: ["sim/*"], tools: ["notes/*", "open/*"]}
+          allow: {models: ["sim/*"], tools: ["notes/*", "open/*", "tight/*"]}
           deny: {tools: [notes/forget]}
         """
     }
@@ -246,6 +257,49 @@ import Testing
         for pid in running { #expect(kill(pid, 0) != 0) }
     }
 
+    /// A server that forks past its pids limit is refused the forks, and one that
+    /// fills memory past its limit is killed in its cgroup and reported as such: the
+    /// controller and the other servers go on. `describe` shows the limits (defaults
+    /// for a strict server that sets none).
+    @Test func aServerPastItsLimitsIsContainedAndReported() async throws {
+        let h = try await Harness()
+        let spawned = try await h.call("tight__spawn", #"{"count": 64}"#)
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(h.text(spawned).utf8)) as? [String: Any], "\(spawned)")
+        let started = try #require(report["started"] as? Int, "\(report)")
+        #expect(started > 0 && started < 16, "\(report)")
+        #expect((report["error"] as? String ?? "").contains("Resource temporarily unavailable"), "\(report)")
+        // Still up: refused forks, not killed.
+        #expect(h.text(try await h.call("tight__whoami")).contains("65534"))
+
+        let hogged = try await h.call("tight__hog", #"{"megabytes": 1024}"#)
+        #expect((hogged["result"] as? [String: Any])?["isError"] as? Bool == true, "\(hogged)")
+        #expect(h.text(hogged).contains("the memory limit was reached"), "\(h.text(hogged))")
+        #expect(h.messages(.exited).contains { $0.contains("MCP server tight") && $0.contains("the memory limit was reached") })
+        // Contained: the API and the other servers carry on.
+        #expect(h.text(try await h.call("notes__whoami")).contains("65534"))
+
+        // The Tools' status says what confines them.
+        let store = try SQLiteStateStore(directory: h.directory)
+        func sandboxed(_ name: String) async throws -> ResourceStatus.Condition? {
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(10)
+            while clock.now < deadline {
+                let status = try store.read { reader throws(StoreError) in try reader.status(for: ResourceID(kind: "Tool", name: name)) }
+                if let found = status?.condition("Sandboxed") { return found }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            return nil
+        }
+        let tight = try #require(try await sandboxed("tight"))
+        #expect(tight.status == .true && tight.message.contains("memory 268435456 bytes (cgroup"), "\(tight.message)")
+        #expect(tight.message.contains("pids 16 (cgroup") && tight.message.contains("cpu 0.5"), "\(tight.message)")
+        let notes = try #require(try await sandboxed("notes"))
+        #expect(notes.message.contains("memory 1073741824 bytes") && notes.message.contains("pids 128"), "\(notes.message)")
+        #expect(notes.message.contains("openFiles 1024"), "\(notes.message)")
+        await h.stop()
+    }
+
     @Test func aServerThatExitsIsStartedAgainAfterItsBackoff() async throws {
         let h = try await Harness(backoff: .seconds(2))
         let first = try await h.call("notes__whoami")
@@ -274,7 +328,7 @@ import Testing
     /// decision (what `orlctl approve/deny call/ID` does), recorded with who and why,
     /// and is refused when none comes in time.
     @Test func aCallBehindAnApprovalWaitsForTheDecision() async throws {
-        let h = try await Harness(approvalTimeout: .seconds(3))
+        let h = try await Harness(approvalTimeout: .seconds(6))
         let store = try SQLiteStateStore(directory: h.directory)
         func nextPending() async throws -> ToolApproval {
             let deadline = ContinuousClock.now + .seconds(30)
@@ -287,7 +341,11 @@ import Testing
         let approving = Task { () async throws -> String in h.text(try await h.call("notes__whoami", token: "token-b")) }
         let first = try await nextPending()
         #expect(first.tool == "notes/whoami" && first.agent.name == "b" && first.arguments == "{}", "\(first)")
-        _ = try store.decide(first.id, approve: true, by: "alice", reason: "looks fine", now: McpServerTests.Harness.clock())
+        // What a person runs: the call is listed, and decided by its reference.
+        let pending = try McpServerTests.orlctl(["runs", "--pending-approval", "--state", h.directory])
+        #expect(pending.contains("call/\(first.id)") && pending.contains("notes/whoami"), "\(pending)")
+        let said = try McpServerTests.orlctl(["approve", "call/\(first.id)", "--reason", "looks fine", "--state", h.directory])
+        #expect(said.contains("approved"), "\(said)")
         let approved = try await approving.value
         #expect(approved.contains("65534"), "\(approved)")
         // Decided once: a second decision is refused.
@@ -301,21 +359,21 @@ import Testing
             return "\(error?["code"] as? Int ?? 0) \(error?["message"] as? String ?? "")"
         }
         let second = try await nextPending()
-        _ = try store.decide(second.id, approve: false, by: "bob", reason: "not now", now: McpServerTests.Harness.clock())
+        _ = try McpServerTests.orlctl(["deny", "call/\(second.id)", "--reason", "not now", "--state", h.directory])
         let denied = try await denying.value
-        #expect(denied.hasPrefix("-32003 ") && denied.contains("denied by bob: not now"), "\(denied)")
+        #expect(denied.hasPrefix("-32003 ") && denied.contains("was denied by ") && denied.contains(": not now"), "\(denied)")
 
         // Nobody decides: refused at the deadline, and recorded as Expired.
         let expired = try await h.call("notes__whoami", token: "token-b")
         let refusal = try #require(expired["error"] as? [String: Any], "\(expired)")
-        #expect((refusal["message"] as? String ?? "").contains("no one approved it within 3s"), "\(refusal)")
+        #expect((refusal["message"] as? String ?? "").contains("no one approved it within 6s"), "\(refusal)")
         #expect(try store.pendingToolApprovals(namespace: nil).isEmpty)
 
         let events = try store.read { reader throws(StoreError) in
             try reader.events(for: ResourceID(kind: "Agent", name: "b"), limit: 20)
         }.map { "\($0.reason): \($0.message)" }
-        #expect(events.contains { $0.hasPrefix("ToolApproved:") && $0.contains("approved by alice: looks fine") }, "\(events)")
-        #expect(events.contains { $0.hasPrefix("ToolDenied:") && $0.contains("denied by bob: not now") }, "\(events)")
+        #expect(events.contains { $0.hasPrefix("ToolApproved:") && $0.contains(": looks fine") }, "\(events)")
+        #expect(events.contains { $0.hasPrefix("ToolDenied:") && $0.contains(": not now") }, "\(events)")
         #expect(events.contains { $0.hasPrefix("ToolApprovalExpired:") }, "\(events)")
         #expect(events.filter { $0.hasPrefix("ToolApprovalRequested:") }.count == 3, "\(events)")
         // Agent a, without the requireApproval, calls it at once.

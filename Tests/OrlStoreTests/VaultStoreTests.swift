@@ -1,12 +1,10 @@
 import Foundation
+import Glibc
 import OrlCore
+import OrlJSON
 import Testing
 
 @testable import OrlStore
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// The vault over SQLite and the state directory: ciphertexts in the store, the key in
 /// `ORL_MASTER_KEY` or `master.key`.

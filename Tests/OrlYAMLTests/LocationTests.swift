@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 import OrlYAML
 import Testing
 

@@ -42,6 +42,7 @@ def mcp_step(task, context):
     output = run_step(task_without_tools, context)
     mcp = Mcp(context.client)
     offered = {tool["name"] for tool in mcp.call(task, "tools/list", {})["tools"]}
+    log(f"offered for this step: {', '.join(sorted(offered)) or 'nothing'}")
     for tool in wanted:
         wire = tool.replace("/", "__", 1)
         if wire not in offered:

@@ -2,14 +2,18 @@
 """orl's /mcp from the official MCP Python client (`mcp` on PyPI), as an agent sees it.
 
     python3 client.py URL TOKEN list
+    python3 client.py URL TOKEN version
     python3 client.py URL TOKEN call NAME '{"title": "..."}'
 
-URL is the controller's API plus /mcp; TOKEN the agent's ORL_TOKEN. Prints one JSON
-line: the tool names for list; for call {"isError": ..., "text": ..., "structured": ...},
+URL is the controller's API plus /mcp; TOKEN the agent's ORL_TOKEN. MCP_MODE picks how
+the client connects: auto (the default: the stateless 2026-07-28 revision, which orl
+speaks, after a server/discover probe), legacy (the initialize handshake of 2025-11-25). Prints one JSON
+line: [the protocol revision agreed] for version; the tool names for list; for call {"isError": ..., "text": ..., "structured": ...},
 or {"error": CODE, "message": ...} when orl refuses the call.
 """
 import asyncio
 import json
+import os
 import sys
 
 import httpx2
@@ -20,7 +24,10 @@ from mcp.shared.exceptions import MCPError
 
 async def main(url, token, command, *rest):
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    async with http, Client(streamable_http_client(url, http_client=http)) as client:
+    async with http, Client(streamable_http_client(url, http_client=http), mode=os.environ.get("MCP_MODE", "auto")) as client:
+        if command == "version":
+            print(json.dumps([client.protocol_version]))
+            return
         if command == "list":
             tools = await client.list_tools()
             print(json.dumps(sorted(t.name for t in tools.tools)))

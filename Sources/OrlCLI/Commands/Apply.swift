@@ -69,7 +69,8 @@ struct ManifestSourceOptions: ParsableArguments {
             if let store = existingStore(state) {
                 let loaded: ManifestIndexLoader.Loaded
                 do {
-                    loaded = try ManifestIndexLoader().load(paths: files, source: options.source, store: store, full: full)
+                    loaded = try ManifestIndexLoader(standardInput: CommandContext.current.standardInputBytes).load(
+                        paths: files, source: options.source, store: store, full: full)
                 } catch let error as SourceError {
                     throw CommandFailure(message: error.description)
                 } catch let error as StoreError {
@@ -120,7 +121,7 @@ struct ManifestSourceOptions: ParsableArguments {
 
     /// Loads and checks the manifests; any error stops the command before it writes.
     func load(output: OutputFormat, exit: ExitStatus = .findings) async throws -> ValidationReport {
-        try await ManifestLoader().load(
+        try await ManifestLoader(standardInput: CommandContext.current.standardInputBytes).load(
             paths: files, output: output, stopsOn: { $0.severity == .error },
             notDone: notDone(exit), exit: exit)
     }
@@ -190,13 +191,13 @@ struct Apply: AsyncParsableCommand {
 /// ORL_NO_CONTROLLER=1 (as in CI) opts out.
 enum ControllerAutostart {
     static var disabledByEnvironment: Bool {
-        !(ProcessInfo.processInfo.environment["ORL_NO_CONTROLLER"].map({ $0.isEmpty || $0 == "0" }) ?? true)
+        !(System.environment("ORL_NO_CONTROLLER").map({ $0.isEmpty || $0 == "0" }) ?? true)
     }
 
     static func ensure(state: StateOptions, optedOut: Bool, json: Bool) async throws {
         guard !optedOut, !disabledByEnvironment else { return }
-        let directory = ControllerLock.absolute(state.resolvedDirectory)
-        guard try ControllerLock.holder(directory) == nil else { return }
+        let directory = PIDLock.absolute(state.resolvedDirectory)
+        guard try PIDLock.holder(directory) == nil else { return }
         let store = try state.openStore()
         let agents: Int
         do throws(StoreError) {
@@ -205,7 +206,7 @@ enum ControllerAutostart {
             throw CommandFailure(message: error.description)
         }
         guard agents > 0 else { return }
-        try await RunController.startDetached(stateDirectory: directory, arguments: []) { message in
+        try await ControllerRunCommand.startDetached(stateDirectory: directory, arguments: []) { message in
             if json { OrlctlMain.writeStandardError(message) } else { writeStandardOutput(message) }
         }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlJSON
 import OrlServer
 import OrlStore
 
@@ -97,10 +98,10 @@ struct BudgetStatus: AsyncParsableCommand {
     /// The running controller's reservations and refusals; nil when none runs (or it
     /// cannot be asked, which is said).
     static func live(_ directory: String) async -> [ControllerClient.Key: ControllerClient.Live]? {
-        let directory = ControllerLock.absolute(directory)
-        guard (try? ControllerLock.holder(directory)) != nil,
-            let url = try? String(contentsOfFile: RunController.apiFile(directory), encoding: .utf8),
-            let token = try? String(contentsOfFile: RunController.tokenFile(directory), encoding: .utf8)
+        let directory = PIDLock.absolute(directory)
+        guard (try? PIDLock.holder(directory)) != nil,
+            let url = try? String(contentsOfFile: ControllerRunCommand.apiFile(directory), encoding: .utf8),
+            let token = try? String(contentsOfFile: ControllerRunCommand.tokenFile(directory), encoding: .utf8)
         else { return nil }
         do {
             return try await ControllerClient.budgets(

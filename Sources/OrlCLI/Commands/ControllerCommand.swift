@@ -19,12 +19,12 @@ struct ControllerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "controller",
         abstract: "Run the controller that makes agent processes match the applied Agents.",
-        subcommands: [RunController.self, StopController.self],
-        defaultSubcommand: RunController.self
+        subcommands: [ControllerRunCommand.self, StopController.self],
+        defaultSubcommand: ControllerRunCommand.self
     )
 }
 
-struct RunController: AsyncParsableCommand {
+struct ControllerRunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run the controller in the foreground (the default).",
@@ -110,11 +110,11 @@ struct RunController: AsyncParsableCommand {
                 ] + (listen.map { ["--listen", $0] } ?? []) + (metricsListen.map { ["--metrics-listen", $0] } ?? [])
             _ = try state.openStore()
             return try await Self.startDetached(
-                stateDirectory: ControllerLock.absolute(state.resolvedDirectory), arguments: arguments, report: { writeStandardOutput($0) })
+                stateDirectory: PIDLock.absolute(state.resolvedDirectory), arguments: arguments, report: { writeStandardOutput($0) })
         }
         _ = try state.openStore()
-        let directory = ControllerLock.absolute(state.resolvedDirectory)
-        let lock = try ControllerLock.acquire(directory)
+        let directory = PIDLock.absolute(state.resolvedDirectory)
+        let lock = try PIDLock.acquire(directory)
         defer { lock.release() }
         var configuration = Daemon.Configuration(stateDirectory: directory)
         configuration.listen = listen.flatMap(Self.address)
@@ -161,7 +161,7 @@ struct RunController: AsyncParsableCommand {
     /// Foundation's Process, whose child stays in our process group and is signalled with
     /// it), then waits until it holds the lock or has exited.
     static func startDetached(stateDirectory directory: String, arguments extra: [String], report: (String) -> Void) async throws {
-        if let pid = try ControllerLock.holder(directory) {
+        if let pid = try PIDLock.holder(directory) {
             throw CommandFailure(message: "a controller already runs for \(directory) (pid \(pid))")
         }
         let logs = directory + "/logs"
@@ -184,7 +184,7 @@ struct RunController: AsyncParsableCommand {
         }
         let deadline = ContinuousClock.now + detachTimeout
         while ContinuousClock.now < deadline {
-            if try ControllerLock.holder(directory) == pid {
+            if try PIDLock.holder(directory) == pid {
                 report("controller started (pid \(pid)); logs in \(logFile)\n")
                 return
             }
@@ -211,7 +211,7 @@ struct RunController: AsyncParsableCommand {
 
 }
 
-extension RunController {
+extension ControllerRunCommand {
     /// Where events go: standard error, one line each, in the format asked for.
     static func sink(_ format: LogFormat) -> @Sendable (ControllerEvent) -> Void {
         switch format {
@@ -231,15 +231,15 @@ struct StopController: AsyncParsableCommand {
     @OptionGroup var state: StateOptions
 
     func run() async throws {
-        let directory = ControllerLock.absolute(state.resolvedDirectory)
-        guard let pid = try ControllerLock.holder(directory) else {
+        let directory = PIDLock.absolute(state.resolvedDirectory)
+        guard let pid = try PIDLock.holder(directory) else {
             OrlctlMain.writeStandardError("orlctl: no controller runs for \(directory)\n")
             throw ExitCode(ExitStatus.findings.rawValue)
         }
         guard kill(pid, SIGTERM) == 0 else {
             throw CommandFailure(message: "cannot signal the controller (pid \(pid)): \(String(cString: strerror(errno)))")
         }
-        while try ControllerLock.holder(directory) != nil {
+        while try PIDLock.holder(directory) != nil {
             try await Task.sleep(for: .milliseconds(50))
         }
     }
@@ -250,14 +250,15 @@ struct StopController: AsyncParsableCommand {
 /// stale lock file's PID is never signalled.
 enum ControllerWake {
     static func wake(_ directory: String) {
-        guard let pid = try? ControllerLock.holder(ControllerLock.absolute(directory)), pid > 0 else { return }
+        guard let pid = try? PIDLock.holder(PIDLock.absolute(directory)), pid > 0 else { return }
         _ = kill(pid, SIGUSR1)
     }
 }
 
-/// `<state>/controller.lock`: an flock held for the controller's life, holding its PID.
-/// The descriptor is close-on-exec, so agents never inherit (and so keep) the lock.
-struct ControllerLock {
+/// A PID lock: an flock held for a process's life on a file that holds its PID: the
+/// controller's `<state>/controller.lock`, a source's lock while it is synced. The
+/// descriptor is close-on-exec, so agents never inherit (and so keep) the lock.
+struct PIDLock {
     let descriptor: Int32
 
     static func path(_ directory: String) -> String { directory + "/controller.lock" }
@@ -267,13 +268,13 @@ struct ControllerLock {
         return URL(fileURLWithPath: path).standardizedFileURL.path
     }
 
-    static func acquire(_ directory: String) throws -> ControllerLock {
+    static func acquire(_ directory: String) throws -> PIDLock {
         try acquire(file: path(directory), held: { pid in "a controller already runs for \(directory)\(pid)" })
     }
 
     /// Takes the lock in `file` (any PID lock: sources have theirs); when another
     /// process holds it, fails with `held(" (pid N)")`.
-    static func acquire(file: String, held: (String) -> String) throws -> ControllerLock {
+    static func acquire(file: String, held: (String) -> String) throws -> PIDLock {
         let fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             throw CommandFailure(message: "cannot open \(file): \(String(cString: strerror(errno)))")
@@ -286,7 +287,7 @@ struct ControllerLock {
         let text = "\(getpid())\n"
         _ = ftruncate(fd, 0)
         _ = text.withCString { pwrite(fd, $0, strlen($0), 0) }
-        return ControllerLock(descriptor: fd)
+        return PIDLock(descriptor: fd)
     }
 
     func release() {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import OrlCore
+import OrlJSON
 import OrlManifests
 import OrlStore
 
@@ -102,7 +103,7 @@ struct Delete: AsyncParsableCommand {
 
     /// What the manifests define; any error that makes them unreadable stops the delete.
     private func manifestIDs() async throws -> [ResourceID] {
-        let report = try await ManifestLoader().load(
+        let report = try await ManifestLoader(standardInput: CommandContext.current.standardInputBytes).load(
             paths: files, output: output, stopsOn: Explain.preventsExplaining, notDone: "nothing was deleted")
         // What refers to others goes first (workflows before agents before tools), as prune does.
         let rank = { (id: ResourceID) in ResourceKind(rawValue: id.kind).flatMap { ResourceKind.allCases.firstIndex(of: $0) } ?? 0 }

@@ -38,7 +38,7 @@ struct Describe: AsyncParsableCommand {
 
     func run() async throws {
         if resources == ["state"] {
-            let directory = ControllerLock.absolute(state.resolvedDirectory)
+            let directory = PIDLock.absolute(state.resolvedDirectory)
             _ = try state.openStore()
             return writeStandardOutput("State:              \(directory)\n" + GC.sizes(directory))
         }
@@ -47,7 +47,7 @@ struct Describe: AsyncParsableCommand {
         let selection = try ResourceSelection.parse(resources, allowAll: false)
         let store = try state.openStore()
         let namespace = self.namespace.namespace
-        let directory = ControllerLock.absolute(state.resolvedDirectory)
+        let directory = PIDLock.absolute(state.resolvedDirectory)
         let (pages, missing): ([(ResourceView, [StoreEvent])], [String])
         do {
             (pages, missing) = try store.read { reader throws(StoreError) in

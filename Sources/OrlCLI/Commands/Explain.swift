@@ -1,5 +1,6 @@
 import ArgumentParser
 import OrlCore
+import OrlJSON
 import OrlManifests
 
 /// `orlctl explain agent/NAME`: what an agent may do and which policy lines say so, or,
@@ -87,7 +88,7 @@ struct Explain: AsyncParsableCommand {
     func run() async throws {
         let name = try agentName()
         let question = try question()
-        let report = try await ManifestLoader().load(
+        let report = try await ManifestLoader(standardInput: CommandContext.current.standardInputBytes).load(
             paths: files, output: output, stopsOn: Self.preventsExplaining, notDone: "nothing was explained", exit: .failure)
 
         let id = ResourceID(kind: ResourceKind.agent.rawValue, namespace: namespace, name: name)

@@ -76,7 +76,7 @@ struct GC: AsyncParsableCommand {
             "Deleted \(report.runs) run\(report.runs == 1 ? "" : "s"), \(report.events) event\(report.events == 1 ? "" : "s") "
                 + "and \(report.ledgerRows) ledger row\(report.ledgerRows == 1 ? "" : "s") (rolled up into \(report.ledgerDays) daily row\(report.ledgerDays == 1 ? "" : "s")).\n"
         )
-        writeStandardOutput(Self.sizes(ControllerLock.absolute(state.resolvedDirectory)))
+        writeStandardOutput(Self.sizes(PIDLock.absolute(state.resolvedDirectory)))
     }
 
     /// The state directory's parts and their sizes on disk.

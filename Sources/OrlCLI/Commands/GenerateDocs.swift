@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlJSON
 import OrlServer
 
 /// `orlctl generate-docs` (hidden; `scripts/gen-docs` runs it): the references that

@@ -1,5 +1,6 @@
 import ArgumentParser
 import OrlCore
+import OrlJSON
 import OrlStore
 
 enum GetOutputFormat: String, ExpressibleByArgument, CaseIterable {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import OrlCore
+import OrlJSON
 import OrlStore
 
 /// `orlctl history`: the applies (and deletes), newest first.

@@ -1,13 +1,8 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import OrlCore
 import OrlStore
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
 
 /// `orlctl logs agent/NAME`: an agent's output, as the controller captured it.
 struct Logs: AsyncParsableCommand {
@@ -54,7 +49,7 @@ struct Logs: AsyncParsableCommand {
     }
 
     static func logPath(state: String, _ id: ResourceID) -> String {
-        "\(ControllerLock.absolute(state))/logs/\(id.namespace)/\(id.name).log"
+        "\(PIDLock.absolute(state))/logs/\(id.namespace)/\(id.name).log"
     }
 
     func run() async throws {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlJSON
 import OrlManifests
 import OrlRuntime
 import OrlServer
@@ -48,7 +49,9 @@ struct McpCommand: AsyncParsableCommand {
         func run() async throws {
             let report: ValidationReport
             do {
-                report = try await ManifestLoader().validate(paths: files, strict: false).report
+                report = try await ManifestLoader(standardInput: CommandContext.current.standardInputBytes).validate(
+                    paths: files, strict: false
+                ).report
             } catch {
                 throw CommandFailure(message: error.description)
             }
@@ -83,10 +86,10 @@ struct McpCommand: AsyncParsableCommand {
             let upstream = McpUpstream(stdio: stdio)
             let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("orl-pin-\(UUID().uuidString)").path
             defer { try? FileManager.default.removeItem(atPath: scratch) }
-            var sources = ManifestSourceOptions()
-            sources.files = files
+            // Parsed, not built: an option group's unset options cannot be read otherwise.
+            let sources = try ManifestSourceOptions.parse(files.flatMap { ["-f", $0] })
             let origin = CodeOrigin(root: sources.codeRoot, source: sources.resolvedSource, revision: nil)
-            let stateDirectory = ControllerLock.absolute(state.resolvedDirectory)
+            let stateDirectory = PIDLock.absolute(state.resolvedDirectory)
             var vault: StateVault?
             for resource in servers {
                 guard let spec = resource.tool, let mcp = spec.mcp else { continue }
@@ -96,7 +99,7 @@ struct McpCommand: AsyncParsableCommand {
                         let store = try state.openStore()
                         vault = StateVault(
                             store: store,
-                            keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: ProcessInfo.processInfo.environment)
+                            keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: System.environment)
                         )
                     }
                     do {
@@ -127,7 +130,7 @@ struct McpCommand: AsyncParsableCommand {
             let text = McpLock.render(kept.map { (id: $0.key, tools: $0.value) })
             let before = try? String(contentsOfFile: lockPath, encoding: .utf8)
             if before == text {
-                print("\(lockPath) unchanged (\(servers.count) server\(servers.count == 1 ? "" : "s"))")
+                writeStandardOutput("\(lockPath) unchanged (\(servers.count) server\(servers.count == 1 ? "" : "s"))\n")
                 return
             }
             do {
@@ -136,7 +139,8 @@ struct McpCommand: AsyncParsableCommand {
                 throw CommandFailure(message: "writing \(lockPath): \(error.localizedDescription)")
             }
             let count = kept.filter { id, _ in servers.contains { $0.id == id } }.values.map(\.count).reduce(0, +)
-            print("\(lockPath) written: \(count) tool\(count == 1 ? "" : "s") of \(servers.count) server\(servers.count == 1 ? "" : "s")")
+            writeStandardOutput(
+                "\(lockPath) written: \(count) tool\(count == 1 ? "" : "s") of \(servers.count) server\(servers.count == 1 ? "" : "s")\n")
             throw ExitCode(ExitStatus.findings.rawValue)
         }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import OrlCore
+import OrlJSON
 
 /// What `get`, `describe`, `delete` and `events` name on the command line, read one
 /// way for all of them: `KIND`, `KIND NAME...`, or `KIND/NAME...` (kinds singular,

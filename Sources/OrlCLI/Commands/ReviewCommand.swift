@@ -1,6 +1,7 @@
 import ArgumentParser
 import OrlCore
 import OrlGit
+import OrlJSON
 import OrlManifests
 
 enum ReviewOutputFormat: String, ExpressibleByArgument, CaseIterable {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlJSON
 import OrlStore
 import OrlYAML
 

@@ -1,13 +1,9 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import OrlCore
+import OrlJSON
 import OrlStore
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
 
 /// `orlctl secret`: the vault. Values go in and never come out: no command prints one.
 struct SecretCommand: AsyncParsableCommand {
@@ -32,7 +28,7 @@ struct VaultOptions: ParsableArguments {
     func vault() throws -> StateVault {
         StateVault(
             store: try state.openStore(),
-            keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: ProcessInfo.processInfo.environment))
+            keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: System.environment))
     }
 
     func id(_ name: String) throws -> SecretID {
@@ -96,11 +92,11 @@ struct SetSecret: AsyncParsableCommand {
 
     private func readValue() throws -> [UInt8] {
         if let fromEnv {
-            guard let value = getenv(fromEnv) else { throw CommandFailure(message: "the environment variable \(fromEnv) is not set") }
             // The bytes as they are: a value that is not UTF-8 is refused, not repaired.
-            return value.withMemoryRebound(to: UInt8.self, capacity: strlen(value)) {
-                Array(UnsafeBufferPointer(start: $0, count: strlen(value)))
+            guard let value = CommandContext.current.environmentBytes(fromEnv) else {
+                throw CommandFailure(message: "the environment variable \(fromEnv) is not set")
             }
+            return value
         }
         if let fromFile {
             guard let data = FileManager.default.contents(atPath: fromFile) else {
@@ -112,11 +108,16 @@ struct SetSecret: AsyncParsableCommand {
             return Array(data)
         }
         // A value typed at a terminal would be echoed, and in the shell's scrollback.
-        guard !System.isTerminal(0) else {
+        guard !CommandContext.current.standardInputIsTerminal else {
             throw CommandFailure(
                 message: "give the value on standard input (e.g. orlctl secret set \(name) < file), or use --from-file or --from-env")
         }
-        var bytes = Array(FileHandle.standardInput.readDataToEndOfFile())
+        var bytes: [UInt8]
+        do {
+            bytes = try CommandContext.current.readStandardInput()
+        } catch {
+            throw CommandFailure(message: "cannot read standard input: \(error)")
+        }
         if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }
         return bytes
     }

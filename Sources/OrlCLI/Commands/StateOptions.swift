@@ -15,10 +15,10 @@ struct StateOptions: ParsableArguments {
     /// The directory to use, from the flag, then the environment, as the help says.
     var resolvedDirectory: String {
         if let directory { return directory }
-        let environment = ProcessInfo.processInfo.environment
+        let environment = System.environment
         if let home = environment["ORL_HOME"], !home.isEmpty { return home }
         if let state = environment["XDG_STATE_HOME"], !state.isEmpty { return state + "/orl" }
-        return NSHomeDirectory() + "/.local/state/orl"
+        return (environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()) + "/.local/state/orl"
     }
 
     func openStore() throws -> SQLiteStateStore {
@@ -38,7 +38,7 @@ struct StateOptions: ParsableArguments {
 enum Caller {
     /// `alice@build-7`: the user and the host, like git's committer identity.
     static var identity: String {
-        let environment = ProcessInfo.processInfo.environment
+        let environment = System.environment
         let user = environment["USER"] ?? environment["LOGNAME"] ?? NSUserName()
         return "\(user)@\(ProcessInfo.processInfo.hostName)"
     }

@@ -1,19 +1,15 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import Glibc
 import OrlController
 import OrlCore
 import OrlGit
+import OrlJSON
 import OrlManifests
 import OrlServer
 import OrlStore
 import Synchronization
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
 
 /// What `sync` and `watch` share: the git source, how it is applied, and the state.
 struct GitSourceOptions: ParsableArguments {
@@ -84,7 +80,7 @@ struct GitSourceOptions: ParsableArguments {
         return GitSourceConfiguration(
             name: name, url: resolvedURL, ref: ref, path: path, prune: prune, allowRewind: allowRewind, maxDeletions: maxDeletions,
             allowEmpty: allowEmpty, auth: auth, appliedBy: Caller.identity, mirror: SourceLock.directory(directory) + "/\(name).git",
-            codeTrees: CodeTrees(directory: ControllerLock.absolute(directory) + "/code/\(name)"), forceConflicts: forceConflicts)
+            codeTrees: CodeTrees(directory: PIDLock.absolute(directory) + "/code/\(name)"), forceConflicts: forceConflicts)
     }
 
     /// The credentials: the key file as given, the token from the vault (checked now,
@@ -99,7 +95,7 @@ struct GitSourceOptions: ParsableArguments {
     /// Opens the state and checks that the name is not another repository's source.
     func open() throws -> (SQLiteStateStore, GitSourceConfiguration, SourceLock) {
         let store = try state.openStore()
-        let directory = ControllerLock.absolute(state.resolvedDirectory)
+        let directory = PIDLock.absolute(state.resolvedDirectory)
         let configuration = configuration(state: directory, auth: try credentials())
         let existing: SourceRecord?
         do {
@@ -369,7 +365,7 @@ enum VaultReference {
         let id = try id(text, flag: flag)
         let store = try state.openStore()
         let vault = StateVault(
-            store: store, keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: ProcessInfo.processInfo.environment))
+            store: store, keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: System.environment))
         let value: String?
         do {
             value = try vault.value(of: id)
@@ -411,7 +407,7 @@ final class WatchSignals: Sendable {
 /// its whole life, `sync --once` for its round), so two never fetch into one mirror or
 /// apply one source at once. It holds the PID, for resume to wake the watcher.
 struct SourceLock {
-    let lock: ControllerLock
+    let lock: PIDLock
 
     static func directory(_ state: String) -> String { state + "/git" }
 
@@ -425,7 +421,7 @@ struct SourceLock {
             throw CommandFailure(message: "cannot create \(directory(state)): \(error.localizedDescription)")
         }
         return SourceLock(
-            lock: try ControllerLock.acquire(
+            lock: try PIDLock.acquire(
                 file: path(state, name: name), held: { pid in "source \(Diagnostic.quoted(name)) is being synced by another orlctl\(pid)" })
         )
     }
@@ -434,7 +430,7 @@ struct SourceLock {
 
     /// Tells the watcher of the source, if one runs, to sync now.
     static func wake(_ state: String, name: String) {
-        guard let pid = try? ControllerLock.holder(file: path(ControllerLock.absolute(state), name: name)), pid > 0 else { return }
+        guard let pid = try? PIDLock.holder(file: path(PIDLock.absolute(state), name: name)), pid > 0 else { return }
         _ = kill(pid, SIGUSR1)
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlJSON
 import OrlManifests
 import OrlYAML
 
@@ -45,7 +46,7 @@ struct TestCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loader = ManifestLoader()
+        let loader = ManifestLoader(standardInput: CommandContext.current.standardInputBytes)
         let loaded: (report: ValidationReport, files: Int)
         do {
             loaded = try await loader.validate(paths: files, strict: false)
@@ -61,7 +62,7 @@ struct TestCommand: AsyncParsableCommand {
         var cases: [PolicyTestCase] = []
         var problems: [Diagnostic] = []
         do {
-            let source = FileSystemSource(maxFileBytes: loader.parsing.maxFileBytes)
+            let source = FileSystemSource(maxFileBytes: loader.parsing.maxFileBytes, standardInput: loader.standardInput)
             for input in try source.inputs(tests) {
                 let file = try source.read(input)
                 let (found, errors) = PolicyTests.cases(from: loader.parsing.parser.parse(file.bytes, file: file.path))

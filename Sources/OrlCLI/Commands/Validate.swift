@@ -40,7 +40,7 @@ struct Validate: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loader = ManifestLoader()
+        let loader = ManifestLoader(standardInput: CommandContext.current.standardInputBytes)
         let result: (report: ValidationReport, files: Int)
         do {
             result = try await loader.validate(paths: files, strict: strict)

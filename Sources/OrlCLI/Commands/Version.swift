@@ -1,6 +1,7 @@
 import ArgumentParser
 import COrlBuildInfo
 import OrlCore
+import OrlJSON
 
 #if canImport(Glibc)
     import Glibc

@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 
 /// docs/reference/manifests.md, generated from schemas/: every field of every kind with
 /// its type, whether it is required, its default, its constraints and its description.

@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 
 /// How `validate` (and later commands that validate first) print diagnostics.
 enum DiagnosticRenderer {
@@ -86,7 +87,7 @@ struct TextStyle {
     var enabled: Bool
 
     static func forStandardOutput() -> TextStyle {
-        TextStyle(enabled: System.isTerminal(1) && System.environment("NO_COLOR") == nil && System.environment("TERM") != "dumb")
+        TextStyle(enabled: System.standardOutputIsTerminal && System.environment("NO_COLOR") == nil && System.environment("TERM") != "dumb")
     }
 
     private func wrap(_ code: String, _ text: String) -> String {

@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 
 /// How `explain` prints an agent's permissions (`describe`-style text, or `-o json`)
 /// and its answers to `--can use KIND/VALUE`.

@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 
 /// Plans for people (terraform's `+ ~ -` with field changes and one summary line) and
 /// for machines.

@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 
 /// A stored resource ready to show: its manifest parsed back and its status as kstatus
 /// reads it.

@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 
 /// `orlctl review` for people (a terminal, a pull request comment) and for machines.
 enum ReviewRenderer {

@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlJSON
 
 /// A run with what `runs`, `describe run` and `run --wait` show of it.
 struct RunView {

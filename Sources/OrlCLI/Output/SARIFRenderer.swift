@@ -1,4 +1,5 @@
 import OrlCore
+import OrlJSON
 import OrlManifests
 
 /// `validate -o sarif`: the report as SARIF 2.1.0, the format GitHub code scanning (and

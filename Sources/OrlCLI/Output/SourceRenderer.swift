@@ -1,5 +1,6 @@
 import ArgumentParser
 import OrlCore
+import OrlJSON
 
 /// `source/NAME`, `source NAME`, `sources`: how the command line names git sources,
 /// which are not manifest resources but share get, describe, suspend, resume and events.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import OrlCore
 import OrlGit
+import OrlJSON
 import OrlManifests
 
 /// Sync rounds for people (`sync --once` output, `watch` log lines) and for machines.

@@ -1,13 +1,13 @@
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
+import Foundation
 
 enum System {
-    static func isTerminal(_ descriptor: Int32) -> Bool { isatty(descriptor) == 1 }
+    /// Whether the command's standard output is a terminal.
+    static var standardOutputIsTerminal: Bool { CommandContext.current.standardOutputIsTerminal }
 
-    static func environment(_ name: String) -> String? {
-        getenv(name).map { String(cString: $0) }
-    }
+    /// The command's environment (the process's for the binary).
+    static var environment: [String: String] { CommandContext.current.environment }
+
+    static func environment(_ name: String) -> String? { CommandContext.current.environment[name] }
+
+    static func processEnvironment() -> [String: String] { ProcessInfo.processInfo.environment }
 }

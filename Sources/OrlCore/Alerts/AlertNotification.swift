@@ -1,4 +1,5 @@
 internal import Crypto
+import OrlJSON
 
 /// One event on its way to one Alert's webhook: what the outbox keeps, and the bodies
 /// and signature sent. Pure: the HTTP client and the outbox are adapters'.

@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// A consistent set of resources: the desired state as read from manifests, one
 /// resource per identity, in the order plans and listings use.
 public struct Fleet: Sendable {

@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// Checks the bounded patterns of a Workflow as written (routes, loops, fallbacks):
 /// what `WorkflowPatterns.expand` needs to expand them into steps whose every path the
 /// audit can prove. Bounds themselves (maxRounds, the number of branches and

@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// Checks that every reference between resources resolves: Agent → model and tools,
 /// Policy and Budget → the agents they name or select.
 ///

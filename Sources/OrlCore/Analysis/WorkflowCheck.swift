@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// Checks the structure of every Workflow: unique step ids, dependencies that exist,
 /// no cycles, steps whose agents, tools and inputs resolve, inputs that only read
 /// steps that finish first, and cron triggers that parse and fire.

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// The DAG of a Workflow: steps by index, edges from a dependency to its dependant.
 ///
 /// Built once per workflow and shared by the structural checks here, the permission

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// A decoded value together with where it was written, so a diagnostic about it
 /// (a reference that does not resolve, say) can point at the exact spot.
 public struct Located<Value: Sendable>: Sendable {

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// Decodes `Decodable` model types from a located `Node` tree.
 ///
 /// Manifests are checked against their kind's JSON Schema before they are decoded,

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// A problem found in the user's manifests, with where it is and what to do about it.
 ///
 /// Every check in orl reports `Diagnostic` values rather than throwing, so one run
@@ -86,25 +88,7 @@ extension Diagnostic {
 extension Diagnostic {
     /// A value as messages show it: in double quotes, escaped so the message stays on
     /// one line, and shortened when long.
-    public static func quoted(_ text: String) -> String {
-        let limit = 60
-        var out = "\""
-        for (i, scalar) in text.unicodeScalars.enumerated() {
-            if i == limit {
-                out += "…"
-                break
-            }
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
+    public static func quoted(_ text: String) -> String { MessageText.quoted(text) }
 }
 
 extension Diagnostic {

@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// Why the gateway answers a call itself instead of forwarding it: each becomes an
 /// OpenAI-style error body, so that a stock SDK raises its usual exception.
 public struct GatewayError: Error, Sendable, Hashable, CustomStringConvertible {

@@ -1,4 +1,5 @@
 public import Crypto
+import OrlJSON
 
 /// What the gateway knows of the fleet: which token is which agent, and which models
 /// each agent may call, at which price. The controller builds a new table on every pass
@@ -71,6 +72,8 @@ public struct GatewayTable: Sendable {
     }
 
     private var callers: [String: Caller] = [:]
+    /// Every Tool of type mcp (the server's own spec, its pins included), by id.
+    public private(set) var mcpServers: [ToolRoute] = []
 
     public init() {}
 
@@ -89,6 +92,7 @@ public struct GatewayTable: Sendable {
         for tool in fleet.resources(of: .tool) {
             guard let spec = tool.tool else { continue }
             if spec.type == .mcp {
+                mcpServers.append(ToolRoute(id: tool.id, spec: spec, origin: tool.origin))
                 for (name, derived) in spec.mcpTools(server: tool.metadata.name) {
                     toolsByNamespace[tool.metadata.namespace, default: []].append(
                         ToolRoute(id: tool.id, spec: derived, name: name, origin: tool.origin))

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// The model APIs the gateway serves: four wire formats of one metered call (reserve
 /// the worst case, forward, settle on the reported usage).
 public enum ModelAPI: String, Sendable, Hashable, CaseIterable {

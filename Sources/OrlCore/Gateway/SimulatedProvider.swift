@@ -1,4 +1,5 @@
 import Crypto
+import OrlJSON
 
 /// The `simulated` API style: replies made up on the spot, the same for the same
 /// request, with token counts priced like a real model's. Demos, the quickstart and

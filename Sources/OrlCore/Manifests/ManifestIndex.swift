@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// What reading one manifest file gave, small enough to keep in the state for every file
 /// of a source: the resources' identities and content hashes (not their documents), and
 /// the file's own diagnostics. A file whose content hash is unchanged at the next apply

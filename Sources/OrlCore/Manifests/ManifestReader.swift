@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// What reading documents produced.
 public struct ReadManifests: Sendable {
     public var resources: [Resource] = []

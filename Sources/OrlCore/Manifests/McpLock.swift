@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// `mcp.lock.json`: the tool definitions `orlctl mcp pin` read from each MCP server,
 /// kept next to the manifests and versioned with them. Reading manifests puts each
 /// server's pins into its Tool (`spec.mcp.pins`), so validation, the audit, `explain`

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// `Tool.spec.mcp`: an MCP server whose tools agents call through orl's `/mcp`. The
 /// server is one Tool resource (`type: mcp`); each of its pinned tools is a tool like
 /// any other, named `SERVER/TOOL`, which policies allow, deny or gate by approval.
@@ -13,12 +15,14 @@ public struct McpServerSpec: Sendable, Hashable, Decodable {
     /// How a stdio server is confined: strict (the default) is a sandbox of its own
     /// with no network at all (docs/mcp.md).
     public var isolation: AgentSpec.Isolation
+    /// stdio: limits on the server process, as an agent's (`spec.mcp.resources`).
+    public var resources: AgentSpec.Resources?
     /// The server's tools orl exposes (names, `*` for all); nil exposes every pinned tool.
     public var tools: [String]?
     /// What `orlctl mcp pin` recorded: the definitions agents may use, and nothing else.
     public var pins: [McpPin]
 
-    enum CodingKeys: String, CodingKey { case url, command, headers, credentialSecret, credentialEnv, isolation, tools, pins }
+    enum CodingKeys: String, CodingKey { case url, command, headers, credentialSecret, credentialEnv, isolation, resources, tools, pins }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -28,8 +32,26 @@ public struct McpServerSpec: Sendable, Hashable, Decodable {
         credentialSecret = try c.decodeIfPresent(Located<String>.self, forKey: .credentialSecret)
         credentialEnv = try c.decodeIfPresent(String.self, forKey: .credentialEnv) ?? "MCP_CREDENTIAL"
         isolation = try c.decodeIfPresent(AgentSpec.Isolation.self, forKey: .isolation) ?? .strict
+        resources = try c.decodeIfPresent(AgentSpec.Resources.self, forKey: .resources)
         tools = try c.decodeIfPresent([String].self, forKey: .tools)
         pins = try c.decodeIfPresent([McpPin].self, forKey: .pins) ?? []
+    }
+
+    /// What a strict stdio server gets when its Tool sets no limit: enough for an
+    /// interpreter and a few threads, not enough to take the host down.
+    public static let defaultMemory = 1 << 30
+    public static let defaultPids = 128
+    public static let defaultCPU = 1.0
+    public static let defaultOpenFiles = 1024
+
+    /// The limits of a stdio server: as set, else (isolation strict) the defaults.
+    public var limits: (memory: Int?, pids: Int?, cpu: Double?, openFiles: Int?, cpuSeconds: Int?) {
+        let strict = isolation == .strict
+        return (
+            resources?.memory?.bytes ?? (strict ? Self.defaultMemory : nil), resources?.pids ?? (strict ? Self.defaultPids : nil),
+            resources?.cpu ?? (strict ? Self.defaultCPU : nil), resources?.openFiles ?? (strict ? Self.defaultOpenFiles : nil),
+            resources?.cpuTime.map { Int($0.duration.components.seconds) }
+        )
     }
 
     /// Whether the filter exposes the server's tool `name`.
@@ -174,5 +196,51 @@ extension Fleet {
         let server = String(name[..<slash])
         if unreadable.contains(ResourceID(kind: ResourceKind.tool.rawValue, namespace: namespace, name: server)) { return true }
         return tool(name, namespace: namespace) != nil
+    }
+}
+
+/// How a server's live tool definitions stand against its pins: what the Tool's
+/// `PinMatches` condition reports.
+public struct McpPinDrift: Sendable, Hashable {
+    public var tool: String
+    /// The definition's members that differ (`description`, `inputSchema`,
+    /// `annotations` …); empty when the tool is no longer listed at all.
+    public var changed: [String]
+    public var pinnedHash: String
+    /// nil: the server no longer lists the tool.
+    public var liveHash: String?
+
+    /// `create_issue: description changed (pinned sha256:0123456789ab…, live sha256:…)`.
+    public var summary: String {
+        guard let liveHash else { return "\(tool): no longer listed by the server (pinned \(Self.short(pinnedHash)))" }
+        let what = changed.isEmpty ? "its definition" : changed.joined(separator: ", ")
+        return "\(tool): \(what) changed (pinned \(Self.short(pinnedHash)), live \(Self.short(liveHash)))"
+    }
+
+    static func short(_ hash: String) -> String { hash.count > 19 ? String(hash.prefix(19)) + "…" : hash }
+}
+
+extension McpServerSpec {
+    /// The exposed pins whose live definition (`live`, by tool name, as `tools/list`
+    /// gives it) is missing or hashes differently, in pin order.
+    public func drift(live: [String: Node]) -> [McpPinDrift] {
+        exposed.compactMap { pin in
+            guard let tool = live[pin.name] else {
+                return McpPinDrift(tool: pin.name, changed: [], pinnedHash: pin.hash, liveHash: nil)
+            }
+            let hash = McpPin.hash(of: tool)
+            guard hash != pin.hash else { return nil }
+            return McpPinDrift(tool: pin.name, changed: pin.changes(in: tool), pinnedHash: pin.hash, liveHash: hash)
+        }
+    }
+}
+
+extension McpPin {
+    /// The members of `definitionKeys` whose live value differs from the pinned one.
+    public func changes(in live: Node) -> [String] {
+        guard let pinned = try? JSONParser.parse(definition.compactRendered(), file: "<pin>") else { return [] }
+        return Self.definitionKeys.filter { key in
+            pinned[key].map(CanonicalJSON.encode) != live[key].map(CanonicalJSON.encode)
+        }
     }
 }

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// One decoded manifest document: a resource of the desired state.
 public struct Resource: Sendable {
     public enum Spec: Sendable {

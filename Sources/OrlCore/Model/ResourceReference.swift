@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// What a command line names: `agent/writer`, `agents/writer`, `ag/writer`, or the kind
 /// and the name as two words. One parser for get, describe, delete, events and explain.
 public struct ResourceReference: Sendable, Hashable {

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// A Kubernetes label selector: all `matchLabels` and all `matchExpressions` hold.
 public struct LabelSelector: Sendable, Hashable, Decodable {
     public struct Requirement: Sendable, Hashable, Decodable {

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// `Workflow.spec`: see schemas/workflow.schema.json.
 public struct WorkflowSpec: Sendable, Hashable, Decodable {
     public struct Trigger: Sendable, Hashable, Decodable {

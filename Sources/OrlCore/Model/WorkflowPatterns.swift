@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// Bounded dynamic patterns of a Workflow: routing, revision loops and fallbacks.
 ///
 /// Each is written on a step and has a bound known from the manifest, so orl expands it

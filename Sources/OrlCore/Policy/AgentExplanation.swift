@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// An answer to "may this agent do X?" with everything that explains it: the deciding
 /// rules, the allows a deny overrode, and for tools the approval gates they need.
 public struct PermissionAnswer: Sendable {

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// The vault secrets that orl itself presents on an agent's behalf: a ModelProvider's
 /// `apiKeySecret` (the gateway sends it upstream) and an http Tool's `credentialSecret`.
 /// No agent ever receives one, whatever its policies allow: an agent that held the

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// What a permission is about. The raw values are the prefixes users type:
 /// `orlctl explain agent/x --can use tool/web-search`.
 public enum PermissionKind: String, CaseIterable, Sendable, Hashable {

@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// The parts of the audit that look at the fleet as the policies shape it, beyond what
 /// any one workflow does: an agent that holds the lethal trifecta by itself, data that
 /// handoffs can carry to an agent not cleared for it, and policy entries that name

@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// What the audit of a workflow with bounded patterns adds to its findings: the audit
 /// itself runs on the expanded steps (every branch, loop round and fallback is a step,
 /// every way between them an edge), so every path is proven; this says which path a

@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// Proves, before anything runs, that agents and workflow DAGs respect the policies:
 /// tools, models, secrets, handoffs along DAG edges, approval gates on every path, data
 /// classes along every edge, and budgets.

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// Policy unit tests, as `kyverno test` and `opa test` run them: a file in the
 /// repository states verdicts the fleet must give (agent X may / may not use tool Y,
 /// model M or secret S; workflow W puts a human approval gate before step S; budget B

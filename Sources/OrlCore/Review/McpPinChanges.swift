@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// `review`'s findings on pinned MCP tool definitions: every tool whose pin the change
 /// adds or alters, so a reviewer reads the new description before agents act on it.
 enum McpPinChanges {

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// What a change of manifests (a pull request, from a base revision to a head) does,
 /// computed from the two validated sets alone: the resource plan, what each agent gains
 /// and loses in effective permissions with the Policy change that caused it, budget

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// What a change means beyond the permission diff, for a reviewer approving it: what a
 /// gained permission lets the agent do, which agents a changed Tool reaches, and what
 /// moving an agent to another model or provider costs. Each is marked when it

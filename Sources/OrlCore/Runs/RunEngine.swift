@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// The state machine of a run's steps, as pure functions of a step's record, its plan
 /// and the time: no store and no clock, so every transition is tested exactly.
 /// `RunOperations` loads the records a transition needs and stores what it returns.

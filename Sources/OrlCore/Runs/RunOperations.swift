@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// The run use cases, each one write transaction of the store: start a run, claim the
 /// next task of an agent, heartbeat, complete, fail, approve or deny a gate, cancel,
 /// sweep what is overdue, fire cron triggers. The agents' API and the CLI are thin

@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// What a run executes: its workflow's DAG as it was when the run started, with every
 /// step's executor, retry policy, deadlines, inputs and data classes resolved. Made
 /// once, stored with the run (as JSON) and never changed, so a re-apply of the

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// What an agent receives when it claims a task: the step's instructions, exactly the
 /// data its step is given (the run's input, its named inputs, the outputs of the steps
 /// it depends on) and nothing else from the blackboard, the idempotency key to

@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// Turns an applied Agent into the exact process to run: its declared environment, the
 /// secrets its policies allow, and orl's own variables, nothing else.
 public enum AgentLaunch {

@@ -254,12 +254,16 @@ public struct StdioInvocation: Sendable, Hashable {
     public var environment: [String: String]
     public var workingDirectory: String
     public var logFile: String
-    /// nil: unconfined.
+    /// nil: unconfined. Its memory, pids and cpu are the server's cgroup limits.
     public var sandbox: SandboxSpec?
+    /// rlimits (address space only where no cgroup limits memory).
+    public var limits: ProcessLimits
+    /// Names its cgroups (`mcp.NAMESPACE.NAME`): unique among what the runtime starts.
+    public var cgroupKey: String
 
     public init(
         command: String, arguments: [String], environment: [String: String], workingDirectory: String, logFile: String,
-        sandbox: SandboxSpec?
+        sandbox: SandboxSpec?, limits: ProcessLimits = ProcessLimits(), cgroupKey: String = ""
     ) {
         self.command = command
         self.arguments = arguments
@@ -267,6 +271,8 @@ public struct StdioInvocation: Sendable, Hashable {
         self.workingDirectory = workingDirectory
         self.logFile = logFile
         self.sandbox = sandbox
+        self.limits = limits
+        self.cgroupKey = cgroupKey
     }
 }
 
@@ -277,6 +283,8 @@ public protocol StdioChild: AnyObject, Sendable {
     func write(_ bytes: [UInt8]) async -> Bool
     /// SIGTERM, SIGKILL after `grace`; its exit once it is gone (idempotent).
     func stop(grace: Duration) async -> ProcessExit?
+    /// Once it has exited: why, when one of its limits ended it or refused it something.
+    var exitNote: String? { get }
 }
 
 /// The port that starts stdio servers; `ProcessRuntime` implements it.
@@ -288,4 +296,7 @@ public protocol StdioLauncher: Sendable {
         _ invocation: StdioInvocation, maxLineBytes: Int, onLine: @escaping @Sendable ([UInt8]) -> Void,
         onClose: @escaping @Sendable () -> Void
     ) throws(RuntimeError) -> any StdioChild
+    /// What confines a program started from `invocation`, limits included, as
+    /// `describe` shows it.
+    func confinement(of invocation: StdioInvocation) -> String
 }

@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// Something the controller (or its gateway) did or saw. One model feeds every output:
 /// the text and JSON lines of `orlctl controller`, and (for agents' lifecycles and
 /// budgets' thresholds) the store's event log that `orlctl events` and `describe` show.

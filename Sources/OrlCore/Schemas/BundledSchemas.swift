@@ -699,6 +699,19 @@ enum BundledSchemas {
                           "enum": ["strict", "none"],
                           "default": "strict"
                         },
+                        "resources": {
+                          "description": "stdio: limits on the server process, as an agent's spec.runtime.resources: with isolation strict, memory, pids and cpu by cgroups where the host offers them, else rlimits; openFiles and cpuTime as rlimits. A strict server that sets none gets memory 1Gi, pids 128, cpu 1 and openFiles 1024; the Tool's Sandboxed condition (orlctl describe) says what applies and how.",
+                          "type": "object",
+                          "additionalProperties": false,
+                          "minProperties": 1,
+                          "properties": {
+                            "memory": { "$ref": "common.schema.json#/$defs/quantity", "description": "Memory, e.g. 512Mi (default 1Gi with isolation strict)." },
+                            "openFiles": { "type": "integer", "minimum": 16, "maximum": 1048576, "description": "Open descriptors (default 1024 with isolation strict)." },
+                            "cpuTime": { "$ref": "common.schema.json#/$defs/duration", "description": "Total CPU time before the kernel stops the process (no default: a server lives long)." },
+                            "pids": { "type": "integer", "minimum": 1, "maximum": 4194304, "description": "Processes and threads at once, its sandbox's init included (default 128 with isolation strict)." },
+                            "cpu": { "type": "number", "exclusiveMinimum": 0, "maximum": 1024, "description": "CPU cores' worth of time, e.g. 0.5 (default 1 with isolation strict; a cgroup quota, not enforced without one)." }
+                          }
+                        },
                         "tools": {
                           "description": "The server's tools orl exposes: names, NAME* prefixes, or * (the default).",
                           "type": "array",

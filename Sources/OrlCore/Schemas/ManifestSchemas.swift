@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// The compiled schema of every kind, from the schemas built into the binary.
 public struct ManifestSchemas: Sendable {
     /// Schemas refer to each other by relative file name (`common.schema.json#/$defs/name`),

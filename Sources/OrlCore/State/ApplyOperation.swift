@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// What an apply did (or, in a dry run, would do).
 public struct ApplyOutcome: Sendable {
     public var plan: Plan

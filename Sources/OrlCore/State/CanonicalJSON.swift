@@ -1,4 +1,5 @@
 internal import Crypto
+public import OrlJSON
 
 /// One text per value: sorted keys, no insignificant space, numbers in their shortest
 /// form (`0.60` and `0.6` are one number). What the store keeps and what "changed"

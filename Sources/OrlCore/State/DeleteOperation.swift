@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// What a delete did (or, in a dry run, would do).
 public struct DeleteOutcome: Sendable {
     /// What was deleted, as it was stored, in the order asked.

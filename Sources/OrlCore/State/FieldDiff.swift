@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// A change to one field between the applied and the desired manifest.
 public struct FieldChange: Sendable, Hashable {
     public enum Kind: String, Sendable, Hashable {

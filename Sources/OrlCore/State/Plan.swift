@@ -1,3 +1,5 @@
+import OrlJSON
+
 /// What an apply would do: resources to create, update and prune, and those left alone.
 public struct Plan: Sendable {
     public struct Change: Sendable {

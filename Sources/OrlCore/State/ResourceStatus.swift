@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// What a controller observed of a resource, in kstatus terms: conditions of the
 /// "abnormal-true" kind (`Reconciling`, `Stalled`) next to `Ready`, and the generation
 /// the conditions are about.

@@ -116,10 +116,25 @@ public struct StoreEvent: Sendable, Hashable {
     }
 }
 
-/// Why the store could not do what was asked. Messages say what to do.
+/// Why the store could not do what was asked. Messages say what to do; the database
+/// engine's result code stays with them, so that callers decide on it rather than on
+/// the wording.
 public struct StoreError: Error, Sendable, CustomStringConvertible {
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// The engine's extended result code (SQLite's: 5 busy, 11 corrupt, 13 full, 517
+    /// busy snapshot...) when the failure came from the database; nil for what the
+    /// store found itself (a corrupt row, a run that is not there).
+    public var resultCode: Int32?
+    /// Whether another process held the database locked past the busy timeout: the
+    /// one failure worth retrying (a corrupt file or a full disk stays so).
+    public var isBusy: Bool
+
+    public init(_ message: String, resultCode: Int32? = nil, isBusy: Bool = false) {
+        self.message = message
+        self.resultCode = resultCode
+        self.isBusy = isBusy
+    }
+
     public var description: String { message }
 }
 

@@ -1,3 +1,5 @@
+import OrlJSON
+
 extension Fleet {
     /// The fleet the store holds: each stored manifest read back (and validated against
     /// its schema again) as a resource. A manifest that no longer parses is unreadable,

@@ -1,4 +1,5 @@
 internal import Crypto
+import OrlJSON
 
 /// GitHub-style push webhooks, as `orlctl watch --webhook` receives them: the signature
 /// check (`X-Hub-Signature-256`, an HMAC-SHA256 of the body with the shared secret) and

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// One document of a manifest file (a file holds several, separated by `---`).
 public struct SourceDocument: Sendable {
     public var file: String

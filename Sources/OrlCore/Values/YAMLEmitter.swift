@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// Block-style YAML for `-o yaml` and `describe`: two-space indents, sequences indented
 /// under their key (as orl's manifests are written), multi-line strings as literal
 /// blocks, and a string quoted only when YAML 1.2's core schema would otherwise read

@@ -1,3 +1,5 @@
+public import OrlJSON
+
 /// Hides credentials in what upstreams (tools, model providers) send back before an
 /// agent sees it. An upstream that echoes its credential may write it plainly or
 /// JSON-escaped (`\/`, `\u002d`, any character as `\uXXXX`, hex in either case,

@@ -1,4 +1,4 @@
-import OrlCore
+import OrlJSON
 import Testing
 
 struct JSONParserTests {

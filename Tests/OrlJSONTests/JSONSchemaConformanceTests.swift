@@ -1,5 +1,5 @@
 import Foundation
-import OrlCore
+import OrlJSON
 import Testing
 
 /// Runs the official JSON-Schema-Test-Suite (draft 2020-12, required tests only) from

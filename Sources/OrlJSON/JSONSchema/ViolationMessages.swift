@@ -34,7 +34,7 @@ enum ViolationMessages {
         return render(node)
     }
 
-    static func quoted(_ string: String) -> String { Diagnostic.quoted(string) }
+    static func quoted(_ string: String) -> String { MessageText.quoted(string) }
 
     static func plural(_ count: Int, _ noun: String) -> String {
         "\(count) \(noun)\(count == 1 ? "" : "s")"

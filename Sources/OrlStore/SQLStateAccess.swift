@@ -1,8 +1,9 @@
 import OrlCore
+import OrlJSON
 
 /// The reader (and, in a `write`, the writer) handed to a transaction's body: the
 /// queries, on statements prepared once per connection and reused row after row.
-final class Access: StateWriter {
+final class SQLStateAccess: StateWriter {
     private var database: Database?
     private let isWritable: Bool
 
@@ -473,7 +474,7 @@ final class Access: StateWriter {
 
 // MARK: Supervision
 
-extension Access {
+extension SQLStateAccess {
     private static let supervisionColumns =
         "kind, namespace, name, pid, start_time, launch_hash, token_digest, started_at, restarts, crashes, last_exit, exited_at"
 
@@ -554,7 +555,7 @@ extension Access {
 
 // MARK: Holds
 
-extension Access {
+extension SQLStateAccess {
     func holds() throws(StoreError) -> [UserHold] {
         let intent = "read the suspended agents"
         return try connection().withStatement(
@@ -604,7 +605,7 @@ extension Access {
 
 // MARK: Ledger
 
-extension Access {
+extension SQLStateAccess {
     private static let ledgerColumns =
         "number, time, kind, namespace, name, model, prompt_tokens, completion_tokens, usd, latency_ms, request_id, outcome, run, step"
 
@@ -685,7 +686,7 @@ extension Access {
 
 // MARK: Secrets
 
-extension Access {
+extension SQLStateAccess {
     func secrets(namespace: String?) throws(StoreError) -> [SealedSecret] {
         let intent = "read the vault's secrets"
         let filter = namespace == nil ? "" : "WHERE namespace = ?1"
@@ -742,7 +743,7 @@ extension Access {
 
 // MARK: Sources
 
-extension Access {
+extension SQLStateAccess {
     private static let sourceColumns =
         "name, url, ref, path, suspended_at, suspended_by, last_applied, last_applied_at, last_attempted, last_attempted_at, result, message, failures"
 

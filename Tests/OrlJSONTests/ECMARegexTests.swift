@@ -1,6 +1,6 @@
 import Testing
 
-@testable import OrlCore
+@testable import OrlJSON
 
 /// The ECMA-262 matcher behind `pattern` and `patternProperties`.
 struct ECMARegexTests {

@@ -1,4 +1,4 @@
-import OrlCore
+import OrlJSON
 import Testing
 
 /// The violations orl users see: messages, instance paths, source locations and
