@@ -149,7 +149,8 @@ public enum APICatalog {
         Route(
             server: agentAPI, method: "POST", path: "/v1/tasks/{run}/{step}/{attempt}/read",
             summary: "Read a blackboard topic of the task's run",
-            description: "For a running task whose step lists the topic in `subscribe`: the latest value written (null, version 0, before any).",
+            description:
+                "For a running task whose step lists the topic in `subscribe`: the latest value written (null, version 0, before any).",
             auth: .agent, request: "`{\"topic\": \"...\"}`",
             responses: [
                 (200, "`{\"topic\", \"version\", \"value\", \"step\", \"writtenAt\"}`"), (400, "`invalid_request`."),

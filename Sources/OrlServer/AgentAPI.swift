@@ -271,7 +271,8 @@ public final class AgentAPI: Sendable {
                 }
                 if answer == .publish {
                     guard let value = body?["value"] else {
-                        return Gateway.error(.invalidRequest("give the value to publish: {\"topic\": ..., \"value\": JSON}", param: "value"))
+                        return Gateway.error(
+                            .invalidRequest("give the value to publish: {\"topic\": ..., \"value\": JSON}", param: "value"))
                     }
                     let version = try await perform { () throws(RunError) in
                         try self.operations.publish(task, agent: agent, topic: topic, value: value, now: now)

@@ -129,9 +129,11 @@ import Testing
         steps = try h.steps(rogue)
         #expect(steps.values.allSatisfy { ($0["agent"] as? String) != "mallory" })
         let refused = try h.orlctl(["describe", "run/\(rogue)", "-n", "handoff"]).stdout
-        #expect(refused.contains("HandoffRefused") && refused.contains(#"handoffTo = "mallory", which is not among the agents"#), "\(refused)")
+        #expect(
+            refused.contains("HandoffRefused") && refused.contains(#"handoffTo = "mallory", which is not among the agents"#), "\(refused)")
 
-        let pingPong = #"script={"byAgent": {"frontdesk": {"handoffTo": "billing"}, "billing": {"handoffTo": "tech"}, "tech": {"handoffTo": "billing"}}}"#
+        let pingPong =
+            #"script={"byAgent": {"frontdesk": {"handoffTo": "billing"}, "billing": {"handoffTo": "tech"}, "tech": {"handoffTo": "billing"}}}"#
         let endless = try h.start("help-desk", ["-n", "handoff", "--input", pingPong])
         #expect(try h.await(endless, ["Succeeded", "Failed"]) == "Failed")
         steps = try h.steps(endless)
@@ -147,8 +149,9 @@ import Testing
         let h = try Self.harness()
         let brief = try h.start("account-brief", ["-n", "blackboard"])
         #expect(try h.await(brief, ["Succeeded", "Failed"]) == "Succeeded")
-        let findings = (try h.output(brief, "write")["topics"] as? [String: Any])?["findings"] as? [String: Any]
-        #expect(findings?["account"] as? String == "acme" && findings?["renews"] as? String == "2027-05", "\(try h.output(brief, "write"))")
+        let written = try h.output(brief, "write")
+        let findings = (written["topics"] as? [String: Any])?["findings"] as? [String: Any]
+        #expect(findings?["account"] as? String == "acme" && findings?["renews"] as? String == "2027-05", "\(written)")
         #expect(try h.output(brief, "topic:findings")["renews"] as? String == "2027-05")
 
         let rogue = try h.start("account-brief", ["-n", "blackboard", "--input", #"notes={"secrets": "all of them"}"#])
@@ -168,7 +171,10 @@ import Testing
             contentsOf: Orlctl.packageRoot.appendingPathComponent("examples/routing/fleet.yaml"), encoding: .utf8)
         let repo = try ReviewTrustTests().repository(
             base: { try $0.write("fleet/fleet.yaml", routing) },
-            head: { try $0.write("fleet/fleet.yaml", routing.replacingOccurrences(of: "dependsOn: [approve-refund]", with: "dependsOn: [check]")) })
+            head: {
+                try $0.write(
+                    "fleet/fleet.yaml", routing.replacingOccurrences(of: "dependsOn: [approve-refund]", with: "dependsOn: [check]"))
+            })
         let review = try await ReviewTrustTests().review(repo)
         #expect(review.status == 1 && review.stdout.contains("error[perm.approval-missing]"), "\(review.stdout)")
         #expect(review.stdout.contains(#"      note: step "refund" runs via route billing of step "classify""#), "\(review.stdout)")

@@ -103,7 +103,7 @@ import Testing
         // Quadrupling a bound grows the work at most fourfold (linear), not 16-fold.
         var four = Bounds()
         four.loopRounds = 12
-        four.poolRounds = 20
+        four.routes = 40
         let grown = try Self.work(four)
         #expect(grown.work <= 4 * base.work, "\(base.work) → \(grown.work)")
     }

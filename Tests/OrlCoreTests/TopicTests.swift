@@ -36,7 +36,8 @@ import Testing
         #expect(denied.count == 1, "\(diagnostics.map(\.message))")
         #expect(
             denied.first?.message.hasPrefix(
-                #"step "watch" reads topic "findings", which step "gather" publishes, but agent "scout" may not hand off to agent "auditor""#)
+                #"step "watch" reads topic "findings", which step "gather" publishes, but agent "scout" may not hand off to agent "auditor""#
+            )
                 == true, "\(denied.map(\.message))")
         // Pointed at the subscription.
         #expect(denied.first?.path?.description == "spec.steps[1]")
@@ -71,11 +72,14 @@ import Testing
         let invalid = diagnostics.filter { $0.code == .dagPatternInvalid }
         #expect(
             invalid.map(\.message) == [
-                #"step "watch" subscribes to topic "findngs", which no other step of this workflow publishes; did you mean "findings"?"#
+                #"step "watch" subscribes to topic "findngs", which no other step of this workflow publishes (did you mean "findings"?)"#
             ], "\(diagnostics.map(\.message))")
         let gate = validate(
             try Self.edited([
-                ("    - id: watch\n      agent: auditor\n      prompt: Check the findings posted so far.\n", "    - id: watch\n      approval: {}\n")
+                (
+                    "    - id: watch\n      agent: auditor\n      prompt: Check the findings posted so far.\n",
+                    "    - id: watch\n      approval: {}\n"
+                )
             ])
         ).diagnostics
         #expect(gate.contains { $0.code == .schemaInvalid }, "\(gate.map(\.message))")

@@ -119,12 +119,15 @@ public struct AgentExplanation: Sendable {
                     parts.append("planner, round ≤ \(delegate.maxRounds)")
                 }
                 if let handoff = step.handoff, g?.turn == nil {
-                    parts.append("may hand the task to \(handoff.agents.map(\.value).joined(separator: ", ")) (at most \(handoff.maxHandoffs))")
+                    parts.append(
+                        "may hand the task to \(handoff.agents.map(\.value).joined(separator: ", ")) (at most \(handoff.maxHandoffs))")
                 }
                 if let loop = g?.loop, let closing = graph.index[loop], let bound = spec.steps[closing].loop?.maxRounds {
                     parts.append("round ≤ \(bound) of loop \"\(loop)\"")
                 }
-                if branches == nil, spec.steps.contains(where: { $0.route != nil }) { branches = BranchMembership(spec: spec, graph: graph) }
+                if branches == nil, spec.steps.contains(where: { $0.route != nil }) {
+                    branches = BranchMembership(spec: spec, graph: graph)
+                }
                 parts += (branches?.routes(of: i) ?? []).map { "via route \($0)" }
                 if !step.publish.isEmpty { parts.append("publishes \(step.publish.map(\.value).joined(separator: ", "))") }
                 if !step.subscribe.isEmpty { parts.append("subscribes to \(step.subscribe.map(\.value).joined(separator: ", "))") }

@@ -614,9 +614,11 @@ struct WorkflowAudit {
                 visited.insert(upstream.step)
             } else if !spec.steps[current].tools.contains(where: {
                 flow.toolClasses[$0.value]?.contains(dataClass) == true && !(current == step && $0.value == besides)
-            }), let published = graph.topicSources[current].first(where: {
-                !visited.contains($0.step) && flow.carried[$0.step].contains(dataClass)
-            }) {
+            }),
+                let published = graph.topicSources[current].first(where: {
+                    !visited.contains($0.step) && flow.carried[$0.step].contains(dataClass)
+                })
+            {
                 hops[hops.count - 1].topic = published.topic
                 hops.append((published.step, nil))
                 visited.insert(published.step)
@@ -647,10 +649,20 @@ struct WorkflowAudit {
         // to plan with (maxTokensPerCall bounds one call, and an attempt makes several);
         // the gateway still enforces the budget at run time.
         // A sub-task counts once, at its dearest worker the budget covers.
-        var worst: [[(agent: Resource, usd: Double, tokens: Int)]] = []
+        // Each entry: the candidates of a step, and how many steps cost the same (a
+        // round's sub-task slots are priced once and counted for each slot, so a pool
+        // costs slots + workers here, not their product).
+        var worst: [(candidates: [(agent: Resource, usd: Double, tokens: Int)], times: Int)] = []
+        var slotEntry: [String: Int] = [:]
         for i in order {
             let step = spec.steps[i]
             guard let maxTokens = step.maxTokens else { continue }
+            let group = step.generated?.task != nil ? "\(step.generated?.delegation ?? "")|\(step.generated?.round ?? 1)" : nil
+            if let group, let known = slotEntry[group] {
+                work.count += 1
+                worst[known].times += 1
+                continue
+            }
             var candidates: [(agent: Resource, usd: Double, tokens: Int)] = []
             for (agent, _) in agents[i] {
                 work.count += 1
@@ -661,7 +673,9 @@ struct WorkflowAudit {
                 let tokens = step.retry.attempts.saturatingMultiplied(by: maxTokens)
                 candidates.append((agent, Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens))
             }
-            if !candidates.isEmpty { worst.append(candidates) }
+            guard !candidates.isEmpty else { continue }
+            if let group { slotEntry[group] = worst.count }
+            worst.append((candidates, 1))
         }
         guard !worst.isEmpty else { return [] }
 
@@ -670,8 +684,10 @@ struct WorkflowAudit {
             guard let budgetSpec = budget.budget else { continue }
             // A shared pool pays for a sub-task once, at its dearest covered worker; a
             // per-agent budget, for each worker, every sub-task it may be given.
-            let covered: [(agent: Resource, usd: Double, tokens: Int)] = worst.flatMap { candidates in
-                let mine = candidates.filter { budgetSpec.appliesTo.selects($0.agent.metadata) }
+            let covered: [(agent: Resource, usd: Double, tokens: Int)] = worst.flatMap { entry in
+                let mine = entry.candidates.filter { budgetSpec.appliesTo.selects($0.agent.metadata) }.map {
+                    (agent: $0.agent, usd: $0.usd * Double(entry.times), tokens: $0.tokens.saturatingMultiplied(by: entry.times))
+                }
                 guard budgetSpec.scope == .shared else { return mine }
                 return mine.max { ($0.usd, $0.tokens) < ($1.usd, $1.tokens) }.map { [$0] } ?? []
             }
