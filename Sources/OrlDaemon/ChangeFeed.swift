@@ -35,7 +35,7 @@ actor ChangeFeed: Service {
     }
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await self.watch() }
+        await cancelWhenGracefulShutdown { await self.watch() }
     }
 
     private func watch() async {

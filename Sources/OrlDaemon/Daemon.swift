@@ -194,6 +194,16 @@ public struct Daemon: Sendable {
                 },
                 PeriodicService("retention", every: configuration.retentionInterval, atStart: true) {
                     _ = try? retentionStore.retain(.standard, now: Controller.systemTime())
+                    // Git sources' mirrors: repacked once git's own thresholds are passed.
+                    let mirrors = GitMirrors.collect(
+                        in: directory + "/git", thorough: false, environment: ProcessInfo.processInfo.environment)
+                    for mirror in mirrors.mirrors {
+                        if let error = mirror.error {
+                            log(
+                                ControllerEvent(
+                                    time: Controller.systemTime(), reason: .error, message: "git mirror \(mirror.path): \(error)"))
+                        }
+                    }
                 },
                 PeriodicService("lease-pruning", every: .seconds(60)) { agents.prune() },
                 ReconcileService(controller: controller),

@@ -188,18 +188,7 @@ struct WorkflowAudit {
         self.order = order
         self.fleet = fleet
         self.engine = engine
-        var byName: [String: Resource?] = [:]
-        func resolve(_ name: String) -> Resource? {
-            if let known = byName[name] { return known }
-            let agent = fleet.resource(.agent, name, namespace: workflow.metadata.namespace)
-            byName[name] = agent
-            return agent
-        }
-        agents = spec.steps.map { step in
-            guard let agent = step.agent else { return [] }
-            let pool = step.generated?.pool ?? []
-            return (pool.isEmpty ? [agent] : pool).compactMap { name in resolve(name.value).map { ($0, name.location) } }
-        }
+        agents = RunCost.agents(of: spec, namespace: workflow.metadata.namespace, fleet: fleet)
         mirrors = spec.steps.map { ($0.generated?.task ?? 1) > 1 }
     }
 
@@ -644,39 +633,10 @@ struct WorkflowAudit {
 
     private func budgets() -> [Diagnostic] {
         let namespace = workflow.metadata.namespace
-        // Worst case per agent step: every attempt spends the step's maxTokens at the
-        // model's dearer price (input or output). A step without maxTokens has no bound
-        // to plan with (maxTokensPerCall bounds one call, and an attempt makes several);
-        // the gateway still enforces the budget at run time.
         // A sub-task counts once, at its dearest worker the budget covers.
-        // Each entry: the candidates of a step, and how many steps cost the same (a
-        // round's sub-task slots are priced once and counted for each slot, so a pool
-        // costs slots + workers here, not their product).
-        var worst: [(candidates: [(agent: Resource, usd: Double, tokens: Int)], times: Int)] = []
-        var slotEntry: [String: Int] = [:]
-        for i in order {
-            let step = spec.steps[i]
-            guard let maxTokens = step.maxTokens else { continue }
-            let group = step.generated?.task != nil ? "\(step.generated?.delegation ?? "")|\(step.generated?.round ?? 1)" : nil
-            if let group, let known = slotEntry[group] {
-                work.count += 1
-                worst[known].times += 1
-                continue
-            }
-            var candidates: [(agent: Resource, usd: Double, tokens: Int)] = []
-            for (agent, _) in agents[i] {
-                work.count += 1
-                guard let model = agent.agent?.model.value,
-                    let pricing = fleet.resource(.modelProvider, model.provider, namespace: namespace)?.modelProvider?.model(
-                        named: model.model)?.pricing
-                else { continue }
-                let tokens = step.retry.attempts.saturatingMultiplied(by: maxTokens)
-                candidates.append((agent, Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens))
-            }
-            guard !candidates.isEmpty else { continue }
-            if let group { slotEntry[group] = worst.count }
-            worst.append((candidates, 1))
-        }
+        // A round's sub-task slots cost the same: priced once, counted for each slot.
+        let worst = RunCost.grouped(spec, order: order, agents: agents.map { $0.map(\.agent) }, fleet: fleet)
+        work.count += worst.reduce(0) { $0 + $1.candidates.count + $1.times }
         guard !worst.isEmpty else { return [] }
 
         var diagnostics: [Diagnostic] = []
