@@ -156,8 +156,14 @@ public struct Daemon: Sendable {
         let feed = ChangeFeed(
             store: feedStore, interval: configuration.changePollInterval,
             subscribers: [
-                { controller.inbox.post(.storeChanged) }, { runs.storeChanged.post(true) }, { agents.storeChanged() },
-                { secrets.changed.post(true) }, { notifier.storeChanged.post(true) },
+                .init(topics: [.resources, .secrets]) { controller.inbox.post(.storeChanged) },
+                // Workflows (their cron triggers) are resources.
+                .init(topics: [.resources]) { runs.storeChanged.post(true) },
+                // Task polls wait for a Ready step: a run started, an approval decided.
+                .init(topics: [.runs]) { agents.storeChanged() },
+                .init(topics: [.secrets]) { secrets.changed.post(true) },
+                // New events may be due to Alerts (themselves resources).
+                .init(topics: [.events, .resources]) { notifier.storeChanged.post(true) },
             ],
             log: { log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: $0)) })
 
