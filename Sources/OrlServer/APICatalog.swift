@@ -136,6 +136,28 @@ public enum APICatalog {
                 (409, "`conflict`."),
             ]),
         Route(
+            server: agentAPI, method: "POST", path: "/v1/tasks/{run}/{step}/{attempt}/publish",
+            summary: "Write a blackboard topic of the task's run",
+            description:
+                "For a running task whose step lists the topic in `publish`; every write is a new version. Subscribers read the latest.",
+            auth: .agent, request: "`{\"topic\": \"...\", \"value\": ANY}`",
+            responses: [
+                (200, "`{\"topic\", \"version\"}`"), (400, "`invalid_request`."),
+                (403, "`forbidden`: the step does not publish the topic (only declared topics are audited)."), (404, "`not_found`."),
+                (409, "`conflict`: the task is no longer running."),
+            ]),
+        Route(
+            server: agentAPI, method: "POST", path: "/v1/tasks/{run}/{step}/{attempt}/read",
+            summary: "Read a blackboard topic of the task's run",
+            description:
+                "For a running task whose step lists the topic in `subscribe`: the latest value written (null, version 0, before any).",
+            auth: .agent, request: "`{\"topic\": \"...\"}`",
+            responses: [
+                (200, "`{\"topic\", \"version\", \"value\", \"step\", \"writtenAt\"}`"), (400, "`invalid_request`."),
+                (403, "`forbidden`: the step does not subscribe to the topic."), (404, "`not_found`."),
+                (409, "`conflict`: the task is no longer running."),
+            ]),
+        Route(
             server: agentAPI, method: "POST", path: "/v1/tools/{name}/invoke", summary: "Call a Tool",
             description:
                 "The agent's policies must allow the tool and the task it serves (`x-orl-run`, `x-orl-step`, or its only task) must list it. orl adds the credential; the agent never sees it.",

@@ -16,6 +16,8 @@ import Synchronization
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/heartbeat 200 {"leaseExpiresAt": ...}
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/complete  {"output": JSON}
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/fail      {"error": "...", "retry": true}
+/// POST /v1/tasks/RUN/STEP/ATTEMPT/publish   {"topic": "...", "value": JSON}, a topic the step publishes
+/// POST /v1/tasks/RUN/STEP/ATTEMPT/read      {"topic": "..."}, a topic the step subscribes to
 /// POST /v1/tools/NAME/invoke                {"input": JSON}, for the task x-orl-run/x-orl-step name
 /// POST /mcp                                 MCP (streamable HTTP): the MCP tools the agent may call
 /// ```
@@ -103,6 +105,8 @@ public final class AgentAPI: Sendable {
         }
         router.post("/v1/tasks/:run/:step/:attempt/complete") { request, context in await self.answer(request, context, .complete) }
         router.post("/v1/tasks/:run/:step/:attempt/fail") { request, context in await self.answer(request, context, .fail) }
+        router.post("/v1/tasks/:run/:step/:attempt/publish") { request, context in await self.answer(request, context, .publish) }
+        router.post("/v1/tasks/:run/:step/:attempt/read") { request, context in await self.answer(request, context, .read) }
         router.post("/v1/tools/:name/invoke") { request, context in
             await self.invoke(request, tool: context.parameters.get("name") ?? "")
         }
@@ -214,7 +218,7 @@ public final class AgentAPI: Sendable {
         }
     }
 
-    enum Answer { case heartbeat, complete, fail }
+    enum Answer { case heartbeat, complete, fail, publish, read }
 
     /// Heartbeat, complete or fail one task, named by the path as the task names itself.
     func answer(_ request: Request, _ context: BasicRequestContext, _ answer: Answer) async -> Response {
@@ -261,6 +265,29 @@ public final class AgentAPI: Sendable {
                 gateway.release(task, agent: agent)
                 attemptEnded(task, agent: agent, record: record, failed: message)
                 return Gateway.json(.ok, Self.state(of: record, task).compactRendered())
+            case .publish, .read:
+                guard let topic = body?["topic"]?.string, !topic.isEmpty else {
+                    return Gateway.error(.invalidRequest("name the blackboard topic: {\"topic\": \"...\"}", param: "topic"))
+                }
+                if answer == .publish {
+                    guard let value = body?["value"] else {
+                        return Gateway.error(
+                            .invalidRequest("give the value to publish: {\"topic\": ..., \"value\": JSON}", param: "value"))
+                    }
+                    let version = try await perform { () throws(RunError) in
+                        try self.operations.publish(task, agent: agent, topic: topic, value: value, now: now)
+                    }
+                    return Gateway.json(
+                        .ok, JSONValue.object([("topic", .string(topic)), ("version", .int(version))]).compactRendered())
+                }
+                let found = try await perform { () throws(RunError) in try self.operations.read(task, agent: agent, topic: topic) }
+                let value = found.flatMap { try? JSONParser.parse($0.value, file: "<blackboard>") }.map(JSONValue.init)
+                return Gateway.json(
+                    .ok,
+                    JSONValue.object([
+                        ("topic", .string(topic)), ("version", .int(found?.version ?? 0)), ("value", value ?? .null),
+                        ("step", found?.step.map { .string($0) }), ("writtenAt", found.map { .string($0.writtenAt.description) }),
+                    ]).compactRendered())
             }
         } catch {
             // Not the agent's to run any more (given up, cancelled): it holds it no longer.

@@ -51,14 +51,14 @@ struct PatternAuditBench {
         cases.append(("a fleet of 50 of them", fleet))
         print("audit of one workflow with bounded patterns (validate = structural checks + expansion + audit; median of \(runs))")
         for (name, bounds) in cases {
-            let (steps, edges, validate, audit) = try measure(bounds)
+            let (steps, edges, validate, audit, work) = try measure(bounds)
             print(
-                "\(name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(bounds): \(steps) steps, \(edges) edges; validate \(validate.milliseconds) ms, audit \(audit.milliseconds) ms"
+                "\(name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(bounds): \(steps) steps, \(edges) edges; validate \(validate.milliseconds) ms, audit \(audit.milliseconds) ms, \(work) judgements"
             )
         }
     }
 
-    private func measure(_ bounds: Bounds) throws -> (Int, Int, Duration, Duration) {
+    private func measure(_ bounds: Bounds) throws -> (Int, Int, Duration, Duration, Int) {
         let yaml = Self.yaml(bounds)
         let read = ManifestReader().read(YAMLParser(limits: .init(maxFileBytes: Int.max)).parse(yaml, file: "patterns.yaml"))
         let clock = ContinuousClock()
@@ -78,11 +78,16 @@ struct PatternAuditBench {
             precondition(diagnostics.isEmpty, "the pattern workflow must pass the audit: \(diagnostics.prefix(2).map(\.message))")
             report = validated
         }
+        let engine = PolicyEngine(report!.fleet)
+        // The audit's judgements (one per step, agent and thing judged): deterministic.
+        let work = report!.fleet.resources(of: .workflow).reduce(0) {
+            $0 + PolicyAudit.audit(workflow: $1, in: report!.fleet, engine: engine).work
+        }
         let workflows = report!.fleet.resources(of: .workflow).compactMap(\.workflow)
         let edges = workflows.reduce(0) { sum, w in w.graph.dependencies.reduce(sum) { $0 + $1.count } }
         return (
             workflows.reduce(0) { $0 + $1.steps.count }, edges, validations.sorted()[validations.count / 2],
-            audits.sorted()[audits.count / 2]
+            audits.sorted()[audits.count / 2], work
         )
     }
 

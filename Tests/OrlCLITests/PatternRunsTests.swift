@@ -13,7 +13,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: h.state + "/workspace", withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(
             atPath: h.state + "/workspace/examples", withDestinationPath: Orlctl.packageRoot.appendingPathComponent("examples").path)
-        for example in ["routing", "revision-loop", "fallback", "delegation"] {
+        for example in ["routing", "revision-loop", "fallback", "delegation", "handoff", "blackboard"] {
             try h.apply(Orlctl.packageRoot.appendingPathComponent("examples/\(example)").path)
         }
         try h.startController()
@@ -70,6 +70,9 @@ import Testing
         #expect(state(steps, "summarize~fallback1") == "Succeeded" && state(steps, "notify") == "Succeeded")
         let events = try h.orlctl(["describe", "run/\(digest)", "-n", "fallback"]).stdout
         #expect(events.contains("FallbackTakesOver") && events.contains("the upstream model is unavailable"), "\(events)")
+        #expect(
+            events.contains(#"summarize: fallback: agent "backup" takes over as step "summarize~fallback1" after 2 failed attempts"#),
+            "\(events)")
         #expect(h.file("state/logs/fallback/backup.log").contains("summarize~fallback1"), "\(h.agentLogs())")
 
         try h.stopController()
@@ -104,6 +107,100 @@ import Testing
         try h.stopController()
     }
 
+    /// A help desk's hand-off chain: the front desk hands the ticket to billing, which
+    /// keeps it; `describe run` says who took it and the value that decided it. A
+    /// hand-off outside the declared set, or past maxHandoffs, is refused.
+    @Test func aHandOffChainRunsEndToEndWithinItsSetAndBound() throws {
+        let h = try Self.harness()
+        let desk = try h.start("help-desk", ["-n", "handoff"])
+        #expect(try h.await(desk, ["Succeeded", "Failed"]) == "Succeeded")
+        var steps = try h.steps(desk)
+        #expect(state(steps, "desk~h1") == "Succeeded" && steps["desk~h1"]?["agent"] as? String == "billing", "\(steps)")
+        #expect(state(steps, "desk~h2") == "Skipped" && state(steps, "close") == "Succeeded")
+        #expect(try h.output(desk, "desk")["answer"] as? String == "credit note issued", "close reads the last turn")
+        let described = try h.orlctl(["describe", "run/\(desk)", "-n", "handoff"]).stdout
+        #expect(described.contains(#"desk: handed off to "billing" (handoffTo = "billing"; hand-off 1 of at most 2)"#), "\(described)")
+        #expect(described.contains("desk~h1: kept the task after 1 hand-off") && described.contains("HandedOff"), "\(described)")
+        #expect(h.file("state/logs/handoff/billing.log").contains("desk~h1"), "\(h.agentLogs())")
+
+        let rogue = try h.start(
+            "help-desk", ["-n", "handoff", "--input", #"script={"byAgent": {"frontdesk": {"handoffTo": "mallory"}}}"#])
+        #expect(try h.await(rogue, ["Succeeded", "Failed"]) == "Failed")
+        steps = try h.steps(rogue)
+        #expect(steps.values.allSatisfy { ($0["agent"] as? String) != "mallory" })
+        let refused = try h.orlctl(["describe", "run/\(rogue)", "-n", "handoff"]).stdout
+        #expect(
+            refused.contains("HandoffRefused") && refused.contains(#"handoffTo = "mallory", which is not among the agents"#), "\(refused)")
+
+        let pingPong =
+            #"script={"byAgent": {"frontdesk": {"handoffTo": "billing"}, "billing": {"handoffTo": "tech"}, "tech": {"handoffTo": "billing"}}}"#
+        let endless = try h.start("help-desk", ["-n", "handoff", "--input", pingPong])
+        #expect(try h.await(endless, ["Succeeded", "Failed"]) == "Failed")
+        steps = try h.steps(endless)
+        #expect(steps["desk~h2"]?["agent"] as? String == "tech" && state(steps, "desk~h2") == "DeadLetter", "\(steps)")
+        #expect((steps["desk~h2"]?["error"] as? String)?.contains("handed off 2 times (maxHandoffs)") == true, "\(steps)")
+        try h.stopController()
+    }
+
+    /// Blackboard topics end to end: the scout publishes its findings through the
+    /// agent API and the writer reads them; a topic the step does not declare is
+    /// refused (403), and the attempt fails with the reason.
+    @Test func stepsShareBlackboardTopicsEndToEnd() throws {
+        let h = try Self.harness()
+        let brief = try h.start("account-brief", ["-n", "blackboard"])
+        #expect(try h.await(brief, ["Succeeded", "Failed"]) == "Succeeded")
+        let written = try h.output(brief, "write")
+        let findings = (written["topics"] as? [String: Any])?["findings"] as? [String: Any]
+        #expect(findings?["account"] as? String == "acme" && findings?["renews"] as? String == "2027-05", "\(written)")
+        #expect(try h.output(brief, "topic:findings")["renews"] as? String == "2027-05")
+
+        let rogue = try h.start("account-brief", ["-n", "blackboard", "--input", #"notes={"secrets": "all of them"}"#])
+        #expect(try h.await(rogue, ["Succeeded", "Failed"]) == "Failed")
+        let steps = try h.steps(rogue)
+        #expect(state(steps, "gather") == "DeadLetter")
+        #expect(
+            (steps["gather"]?["error"] as? String)?.contains(#"does not publish topic "secrets""#) == true, "\(steps["gather"] ?? [:])")
+        #expect(try h.output(rogue, "topic:secrets").isEmpty, "nothing was written")
+        try h.stopController()
+    }
+
+    /// `review` of a pull request that drops the refund branch's gate shows the new
+    /// finding with the route it is on; `explain` lists the bounded paths each agent serves.
+    @Test func reviewAndExplainShowTheExpandedPaths() async throws {
+        let routing = try String(
+            contentsOf: Orlctl.packageRoot.appendingPathComponent("examples/routing/fleet.yaml"), encoding: .utf8)
+        let repo = try ReviewTrustTests().repository(
+            base: { try $0.write("fleet/fleet.yaml", routing) },
+            head: {
+                try $0.write(
+                    "fleet/fleet.yaml", routing.replacingOccurrences(of: "dependsOn: [approve-refund]", with: "dependsOn: [check]"))
+            })
+        let review = try await ReviewTrustTests().review(repo)
+        #expect(review.status == 1 && review.stdout.contains("error[perm.approval-missing]"), "\(review.stdout)")
+        #expect(review.stdout.contains(#"      note: step "refund" runs via route billing of step "classify""#), "\(review.stdout)")
+        let markdown = try await ReviewTrustTests().review(repo, ["-o", "markdown"])
+        #expect(markdown.stdout.contains(#"  - step "refund" runs via route billing of step "classify""#), "\(markdown.stdout)")
+
+        func explain(_ example: String, _ agent: String) async throws -> String {
+            let path = Orlctl.packageRoot.appendingPathComponent("examples/\(example)").path
+            let result = try await Orlctl.call(["explain", "agent/\(agent)", "-n", example, "-f", path])
+            #expect(result.status == 0, "\(result.stderr)")
+            return result.stdout
+        }
+        let billing = try await explain("routing", "billing-agent")
+        #expect(billing.contains("Workflow steps (every path the audit checks):"), "\(billing)")
+        let refund = billing.split(separator: "\n").first { $0.contains(" refund ") }
+        #expect(refund?.contains(#"via route billing of step "classify""#) == true, "\(billing)")
+        let worker = try await explain("delegation", "stats")
+        #expect(worker.contains(#"sub-task delegated by "plan" (agent planner), round ≤ 2, at most 4 a round"#), "\(worker)")
+        let reviewer = try await explain("revision-loop", "reviewer")
+        #expect(reviewer.contains(#"round ≤ 3 of loop "review""#), "\(reviewer)")
+        let backup = try await explain("fallback", "backup")
+        #expect(backup.contains(#"fallback 1 of "summarize""#), "\(backup)")
+        let tech = try await explain("handoff", "tech")
+        #expect(tech.contains(#"hand-off turn of "desk""#), "\(tech)")
+    }
+
     /// Each example is valid, and the change that breaks each pattern's proof is flagged.
     @Test func eachPatternsAuditFlagsTheBreakingChangeAndPassesItsTwin() async throws {
         let work = try TemporaryDirectory()
@@ -115,7 +212,7 @@ import Testing
             try text.replacingOccurrences(of: old, with: new).write(toFile: path, atomically: true, encoding: .utf8)
             return try await Orlctl.call(["validate", "-f", path], in: work.url)
         }
-        for example in ["routing", "revision-loop", "fallback", "delegation"] {
+        for example in ["routing", "revision-loop", "fallback", "delegation", "handoff", "blackboard"] {
             let valid = try await validate(example, "apiVersion", "apiVersion")
             #expect(valid.status == 0, "\(example): \(valid.stdout)\(valid.stderr)")
         }
@@ -131,6 +228,13 @@ import Testing
         let pool = try await validate("delegation", "handoffs: [web, papers, stats]", "handoffs: [web, papers]")
         #expect(pool.status == 1 && pool.stdout.contains(#"agent "planner" may not hand off to agent "stats""#), "\(pool.stdout)")
         #expect(pool.stdout.contains(#"delegated by "plan""#), "\(pool.stdout)")
+        let swarm = try await validate("handoff", "handoffs: [frontdesk, billing, tech]", "handoffs: [frontdesk, billing]")
+        #expect(
+            swarm.status == 1 && swarm.stdout.contains(#"may not hand off to agent "tech""#)
+                && swarm.stdout.contains(#"hand-off 1 of "desk" (at most 2 hand-offs)"#), "\(swarm.stdout)")
+        let topic = try await validate("blackboard", "handoffs: [writer, auditor]", "handoffs: [writer]")
+        #expect(
+            topic.status == 1 && topic.stdout.contains(#"reads topic "findings", which step "gather" publishes"#), "\(topic.stdout)")
         let wide = try await validate("delegation", "limits: [{ window: day, tokens: 100000 }]", "limits: [{ window: day, tokens: 20000 }]")
         #expect(
             wide.stdout.contains("budget.infeasible") && wide.stdout.contains(#"4 sub-tasks × 2 rounds delegated by "plan""#),

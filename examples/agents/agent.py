@@ -17,7 +17,9 @@ OPENAI_BASE_URL and OPENAI_API_KEY in its environment. Its own settings:
 A step can script the answer with an input named `reply`: an object is merged into
 the output (how a router's `category` or a reviewer's `approved` is given in demos
 and tests), a list gives one object per loop round (the last one from then on), and
-a string is read as JSON.
+a string is read as JSON; {"byAgent": {NAME: {...}}} scripts each agent. An input named `publish` (an object, topic -> value) is
+written on those blackboard topics of the run before the task completes, and the latest
+value of each topic the step subscribes to is added to the output under `topics`.
   LOG_LEVEL     "debug" logs every call, "info" (default) one line per task
 
 Import it to write another agent: `serve(handler)` runs the loop, and `handler(task,
@@ -119,6 +121,15 @@ class Client:
 
     def fail(self, task, error, retry=True):
         return self.request(f"/v1/tasks/{task['task']}/fail", {"error": error, "retry": retry})[1]
+
+    # The run's blackboard topics the task's step declares (publish / subscribe).
+
+    def publish(self, task, topic, value):
+        return self.request(f"/v1/tasks/{task['task']}/publish", {"topic": topic, "value": value})[1]
+
+    def read_topic(self, task, topic):
+        """{"topic", "version", "value", ...}: the latest value (null before any)."""
+        return self.request(f"/v1/tasks/{task['task']}/read", {"topic": topic})[1]
 
     # What a task may call; each names the task it serves.
 
@@ -301,6 +312,9 @@ def scripted_reply(task):
             return {"reply": reply}
     if isinstance(reply, list) and reply:
         reply = reply[min(len(reply), task.get("round") or 1) - 1]
+    # {"byAgent": {NAME: {...}}}: what each agent answers (the turns of a hand-off chain).
+    if isinstance(reply, dict) and isinstance(reply.get("byAgent"), dict):
+        reply = reply["byAgent"].get(task.get("agent"), {})
     return reply if isinstance(reply, dict) else {}
 
 
@@ -346,6 +360,17 @@ def run_step(task, context):
         else:
             output[tool] = result
     output.update(scripted_reply(task))
+    try:
+        for topic in task.get("subscribe") or []:
+            output.setdefault("topics", {})[topic] = context.client.read_topic(task, topic).get("value")
+        publish = (task.get("inputs") or {}).get("publish")
+        if isinstance(publish, str):
+            publish = json.loads(publish)
+        for topic, value in (publish.items() if isinstance(publish, dict) else []):
+            context.client.publish(task, topic, value)
+    except OrlError as error:
+        # A topic the step does not declare is refused (403): another attempt cannot help.
+        raise TaskFailed(f"blackboard: {error.message}", retry=error.status not in (400, 403, 404)) from None
     return output
 
 

@@ -32,6 +32,15 @@ enum ExplainRenderer {
         out += "\nDeclared:\n"
         out += TextTable.render([["KIND", "NAME", "DECISION", "POLICY", "RULE", "SOURCE"]] + e.uses.flatMap(declaredRows), indent: 2)
 
+        if !e.serves.isEmpty {
+            // Where the audit checks the agent: every step of every bounded path it may serve.
+            out += "\nWorkflow steps (every path the audit checks):\n"
+            out += TextTable.render(
+                [["WORKFLOW", "STEP", "PATH", "SOURCE"]]
+                    + e.serves.map { [$0.workflow.name, $0.step, $0.path.isEmpty ? "-" : $0.path, $0.location.description] },
+                indent: 2)
+        }
+
         out += "\nRules (nothing is allowed unless a policy allows it; any deny wins):\n"
         let sections: [(String, [[String]])] =
             PermissionKind.allCases.map { kind in
@@ -82,6 +91,14 @@ enum ExplainRenderer {
         return rows.enumerated().map { i, rest in (i == 0 ? [answer.kind.rawValue, answer.value] : ["", ""]) + rest }
     }
 
+    private static func serviceJSON(_ s: AgentExplanation.Service) -> JSONValue {
+        let members: [(String, JSONValue?)] = [
+            ("workflow", .string(s.workflow.name)), ("step", .string(s.step)), ("path", .string(s.path)),
+            ("file", .string(s.location.file)), ("line", .int(s.location.line)), ("column", .int(s.location.column)),
+        ]
+        return .object(members)
+    }
+
     static func json(_ e: AgentExplanation) -> String {
         JSONValue.object([
             (
@@ -108,6 +125,10 @@ enum ExplainRenderer {
                             ("column", .int(p.policy.nameLocation.column)),
                         ])
                     })
+            ),
+            (
+                "steps",
+                .array(e.serves.map(serviceJSON))
             ),
             (
                 "declared",

@@ -72,7 +72,11 @@ enum ReviewRenderer {
         ]
         for (title, diagnostics) in sections {
             out += "  \(title): \(diagnostics.count)\n"
-            for d in diagnostics { out += "    " + line(d, style: style) + "\n" }
+            for d in diagnostics {
+                out += "    " + line(d, style: style) + "\n"
+                // Which branch, round, sub-task or hand-off the finding is on.
+                for note in d.notes where PatternAudit.isPathNote(note) { out += "      note: \(note.message)\n" }
+            }
         }
         return out
     }
@@ -211,6 +215,7 @@ enum ReviewRenderer {
             for d in diagnostics {
                 let place = d.location.map { "`\($0)` " } ?? ""
                 out += "- \(place)\(d.severity.rawValue) `\(d.code)`: \(inline(DiagnosticRenderer.headline(d)))\n"
+                for note in d.notes where PatternAudit.isPathNote(note) { out += "  - \(inline(note.message))\n" }
             }
             out += open ? "\n" : "\n</details>\n\n"
         }

@@ -10,6 +10,7 @@ enum PatternCheck {
         guard
             declared.contains(where: {
                 $0.route != nil || $0.loop != nil || !$0.fallback.isEmpty || $0.delegate != nil || $0.handoff != nil
+                    || !$0.publish.isEmpty || !$0.subscribe.isEmpty
             })
         else {
             return []
@@ -162,6 +163,13 @@ enum PatternCheck {
                             targetPath)
                     }
                 }
+            }
+            for (j, topic) in step.subscribe.enumerated()
+            where !declared.enumerated().contains(where: { $0.offset != i && $0.element.publish.contains { $0.value == topic.value } }) {
+                let topics = Set(declared.flatMap { $0.publish.map(\.value) }).sorted()
+                error(
+                    "step \"\(step.id.value)\" subscribes to topic \"\(topic.value)\", which no other step of this workflow publishes\(Suggestion.hint(for: topic.value, among: topics))",
+                    topic.location, path(i, "subscribe").appending(j))
             }
             for (j, fallback) in step.fallback.enumerated() {
                 if !fleet.declares(.agent, fallback.agent.value, namespace: namespace) {

@@ -16,10 +16,22 @@ struct RunCost {
     /// each with what the step costs at most when it does. Agents whose model has no
     /// price are left out (validation reports them).
     static func bounded(_ spec: WorkflowSpec, order: [Int], agents: [[Resource]], fleet: Fleet) -> [[Candidate]] {
-        var steps: [[Candidate]] = []
+        grouped(spec, order: order, agents: agents, fleet: fleet).flatMap { Array(repeating: $0.candidates, count: $0.times) }
+    }
+
+    /// The same, with the sub-task slots of one planner round (which cost the same)
+    /// priced once and counted `times`: a pool costs slots + workers, not their product.
+    static func grouped(_ spec: WorkflowSpec, order: [Int], agents: [[Resource]], fleet: Fleet) -> [(candidates: [Candidate], times: Int)] {
+        var steps: [(candidates: [Candidate], times: Int)] = []
+        var slotEntry: [String: Int] = [:]
         for i in order {
             let step = spec.steps[i]
             guard let maxTokens = step.maxTokens else { continue }
+            let group = step.generated?.task != nil ? "\(step.generated?.delegation ?? "")|\(step.generated?.round ?? 1)" : nil
+            if let group, let known = slotEntry[group] {
+                steps[known].times += 1
+                continue
+            }
             var candidates: [Candidate] = []
             for agent in agents[i] {
                 guard let pricing = price(of: agent, fleet: fleet) else { continue }
@@ -27,7 +39,9 @@ struct RunCost {
                 candidates.append(
                     Candidate(agent: agent, usd: Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens: tokens))
             }
-            if !candidates.isEmpty { steps.append(candidates) }
+            guard !candidates.isEmpty else { continue }
+            if let group { slotEntry[group] = steps.count }
+            steps.append((candidates, 1))
         }
         return steps
     }

@@ -16,6 +16,10 @@ public struct WorkflowGraph: Sendable {
     /// the steps its inputs read, which may be further upstream), each with the place
     /// that says so (the `dependsOn` entry, or the input's `step`).
     public let dataSources: [[(step: Int, location: SourceLocation)]]
+    /// `topicSources[i]`: the steps that publish a blackboard topic step i subscribes
+    /// to, each with the `subscribe` entry that says so. Publisher and subscriber may run
+    /// at once, so these are data edges that need not follow the DAG's order.
+    public let topicSources: [[(step: Int, location: SourceLocation, topic: String)]]
 
     public init(_ spec: WorkflowSpec) {
         self = spec.graph
@@ -54,7 +58,25 @@ public struct WorkflowGraph: Sendable {
             }
         }
         self.dataSources = dataSources
+        var publishers: [String: [Int]] = [:]
+        for (i, step) in steps.enumerated() where index[step.id.value] == i {
+            for topic in step.publish { publishers[topic.value, default: []].append(i) }
+        }
+        var topicSources = [[(step: Int, location: SourceLocation, topic: String)]](repeating: [], count: steps.count)
+        if !publishers.isEmpty {
+            for (i, step) in steps.enumerated() where index[step.id.value] == i {
+                for topic in step.subscribe {
+                    for p in publishers[topic.value] ?? [] where p != i && !topicSources[i].contains(where: { $0.step == p }) {
+                        topicSources[i].append((p, topic.location, topic.value))
+                    }
+                }
+            }
+        }
+        self.topicSources = topicSources
     }
+
+    /// Whether any step reads a blackboard topic another step publishes.
+    public var hasTopics: Bool { topicSources.contains { !$0.isEmpty } }
 
     /// Steps that wait for nothing.
     public var roots: [Int] { steps.indices.filter { dependencies[$0].isEmpty && index[steps[$0].id.value] == $0 } }

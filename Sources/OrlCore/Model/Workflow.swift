@@ -149,6 +149,11 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
         public var fallback: [Fallback]
         public var delegate: Delegate?
         public var handoff: Handoff?
+        /// Blackboard topics of the run the step may write and read while it runs: each
+        /// subscriber receives what a publisher holds, so the audit treats every
+        /// publisher → subscriber pair as it treats a step input.
+        public var publish: [Located<String>]
+        public var subscribe: [Located<String>]
         /// Set on the steps orl derives from the declared ones (loop rounds after the
         /// first, fallbacks), and on the declared steps of a loop (round 1).
         public var generated: Generated?
@@ -166,7 +171,7 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
 
         enum CodingKeys: String, CodingKey {
             case id, description, agent, approval, dependsOn, tools, inputs, prompt, maxTokens, timeout, heartbeatTimeout, retry
-            case continueOnFailure, route, loop, fallback, delegate, handoff
+            case continueOnFailure, route, loop, fallback, delegate, handoff, publish, subscribe
         }
 
         public init(from decoder: any Decoder) throws {
@@ -197,6 +202,8 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
             fallback = try c.decodeIfPresent([Fallback].self, forKey: .fallback) ?? []
             delegate = try c.decodeIfPresent(Delegate.self, forKey: .delegate)
             handoff = try c.decodeIfPresent(Handoff.self, forKey: .handoff)
+            publish = try c.decodeIfPresent([Located<String>].self, forKey: .publish) ?? []
+            subscribe = try c.decodeIfPresent([Located<String>].self, forKey: .subscribe) ?? []
             generated = nil
             location = (decoder as? any LocatingDecoder)?.node.location ?? .file("")
         }
@@ -208,7 +215,8 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
                 && lhs.heartbeatTimeout == rhs.heartbeatTimeout
                 && lhs.retry == rhs.retry && lhs.continueOnFailure == rhs.continueOnFailure && lhs.description == rhs.description
                 && lhs.route == rhs.route && lhs.loop == rhs.loop && lhs.fallback == rhs.fallback && lhs.generated == rhs.generated
-                && lhs.delegate == rhs.delegate && lhs.handoff == rhs.handoff
+                && lhs.delegate == rhs.delegate && lhs.handoff == rhs.handoff && lhs.publish == rhs.publish
+                && lhs.subscribe == rhs.subscribe
         }
 
         public func hash(into hasher: inout Hasher) {

@@ -368,6 +368,8 @@ enum WorkflowPatterns {
                 slot.fallback = []
                 slot.delegate = nil
                 slot.handoff = nil
+                slot.publish = []
+                slot.subscribe = []
                 slot.generated = .init(declared: id, round: round, delegation: name, task: task, pool: delegate.workers)
                 steps.append(slot)
                 added.append(id)

@@ -43,6 +43,19 @@ public struct AgentExplanation: Sendable {
     public let uses: [Use]
     /// Secrets orl presents itself (provider keys, tool credentials), which no agent reads.
     private let credentials: CredentialSecrets
+    /// The workflow steps the agent may serve, with the bounded path each is on
+    /// ("via route billing of step \"classify\"", "sub-task delegated by \"plan\", round ≤ 2"):
+    /// what the audit proves this agent's permissions for.
+    public let serves: [Service]
+
+    public struct Service: Sendable, Hashable {
+        public var workflow: ResourceID
+        /// The step as written (loop rounds, slots and turns fold into it).
+        public var step: String
+        /// How the agent comes to serve it, empty for a plain step.
+        public var path: String
+        public var location: SourceLocation
+    }
 
     /// Nil when the fleet has no such agent.
     public init?(agent id: ResourceID, fleet: Fleet, engine: PolicyEngine) {
@@ -66,6 +79,65 @@ public struct AgentExplanation: Sendable {
         uses += spec.tools.map { Use(answer: answer(.tool, $0.value), location: $0.location) }
         uses += spec.secrets.map { Use(answer: answer(.secret, $0.name.value), location: $0.name.location) }
         self.uses = uses
+        serves = Self.services(of: id, in: fleet)
+    }
+
+    /// Each expanded step the agent may serve, folded onto its declared step, once per
+    /// way (a loop's rounds, a planner's slots and a chain's turns are one line each).
+    static func services(of agent: ResourceID, in fleet: Fleet) -> [Service] {
+        var result: [Service] = []
+        var seen = Set<String>()
+        for workflow in fleet.resources(of: .workflow, namespace: agent.namespace) {
+            guard let spec = workflow.workflow else { continue }
+            let graph = spec.graph
+            var branches: BranchMembership?
+            for (i, step) in spec.steps.enumerated() where graph.index[step.id.value] == i {
+                let pool = step.generated?.pool ?? []
+                let mine = pool.isEmpty ? step.agent?.value == agent.name : pool.contains { $0.value == agent.name }
+                guard mine else { continue }
+                let g = step.generated
+                var parts: [String] = []
+                var declared = step.outputKey
+                if let from = g?.takesOverFrom, let n = g?.fallback {
+                    declared = spec.steps[graph.index[from] ?? i].outputKey
+                    parts.append("fallback \(n) of \"\(declared)\" (when its agent exhausts its retries)")
+                } else if let turn = g?.turn, let handoff = step.handoff {
+                    _ = turn
+                    parts.append(
+                        "hand-off turn of \"\(declared)\", after its agent hands the task off (at most \(handoff.maxHandoffs) hand-off\(handoff.maxHandoffs == 1 ? "" : "s"))"
+                    )
+                } else if let planner = g?.delegation, g?.task != nil,
+                    let p = graph.index[planner], let delegate = spec.steps[p].delegate
+                {
+                    declared = planner
+                    parts.append(
+                        "sub-task delegated by \"\(planner)\" (agent \(spec.steps[p].agent?.value ?? "?")), round ≤ \(delegate.maxRounds), at most \(delegate.maxTasks) a round"
+                    )
+                } else if let planner = g?.delegation, let delegate = spec.steps[graph.index[planner] ?? i].delegate,
+                    delegate.maxRounds > 1
+                {
+                    parts.append("planner, round ≤ \(delegate.maxRounds)")
+                }
+                if let handoff = step.handoff, g?.turn == nil {
+                    parts.append(
+                        "may hand the task to \(handoff.agents.map(\.value).joined(separator: ", ")) (at most \(handoff.maxHandoffs))")
+                }
+                if let loop = g?.loop, let closing = graph.index[loop], let bound = spec.steps[closing].loop?.maxRounds {
+                    parts.append("round ≤ \(bound) of loop \"\(loop)\"")
+                }
+                if branches == nil, spec.steps.contains(where: { $0.route != nil }) {
+                    branches = BranchMembership(spec: spec, graph: graph)
+                }
+                parts += (branches?.routes(of: i) ?? []).map { "via route \($0)" }
+                if !step.publish.isEmpty { parts.append("publishes \(step.publish.map(\.value).joined(separator: ", "))") }
+                if !step.subscribe.isEmpty { parts.append("subscribes to \(step.subscribe.map(\.value).joined(separator: ", "))") }
+                let path = parts.joined(separator: "; ")
+                guard seen.insert("\(workflow.id)|\(declared)|\(path)").inserted else { continue }
+                let location = graph.index[declared].map { spec.steps[$0].id.location } ?? step.id.location
+                result.append(Service(workflow: workflow.id, step: declared, path: path, location: location))
+            }
+        }
+        return result
     }
 
     public func answer(_ kind: PermissionKind, _ value: String) -> PermissionAnswer {

@@ -6,7 +6,15 @@ import OrlJSON
 /// finding is on ("via route billing of step classify", "round 2 of loop review"),
 /// points derived steps back at the lines that declare them, and reports a problem
 /// that every round repeats once.
-enum PatternAudit {
+public enum PatternAudit {
+    /// Whether a note says which bounded path a finding is on (`step "refund" runs via
+    /// route billing of step "classify"`, `step "plan~task1" is sub-task 1 ...`): what
+    /// `review` shows under a finding.
+    public static func isPathNote(_ note: Diagnostic.Note) -> Bool {
+        note.location == nil && note.message.hasPrefix("step \"")
+            && (note.message.contains("\" runs via route ") || note.message.contains("\" is "))
+    }
+
     static func refine(_ diagnostics: [Diagnostic], spec: WorkflowSpec, graph: WorkflowGraph, workflow: ResourceID) -> [Diagnostic] {
         guard spec.steps.count > spec.declaredCount || spec.steps.contains(where: { $0.route != nil }), !diagnostics.isEmpty else {
             return diagnostics

@@ -35,6 +35,14 @@ public enum PolicyAudit {
         return diagnostics
     }
 
+    /// The audit of one workflow, and how many judgements it made (one per step, agent
+    /// and thing judged): a deterministic measure of its work for benchmarks and tests.
+    public static func audit(workflow: Resource, in fleet: Fleet, engine: PolicyEngine) -> (diagnostics: [Diagnostic], work: Int) {
+        guard let audit = WorkflowAudit(workflow: workflow, fleet: fleet, engine: engine) else { return ([], 0) }
+        let diagnostics = audit.run()
+        return (diagnostics, audit.work.count)
+    }
+
     /// What an agent declares, checked on its own: its model, its secrets, its tools, and
     /// whether any budget caps it.
     private static func audit(
@@ -161,6 +169,13 @@ struct WorkflowAudit {
     /// checks judge the first for all of them and a delegation costs the audit
     /// rounds × workers, not slots × workers. The budget still counts every slot.
     let mirrors: [Bool]
+    /// What the audit judged: one per (step, agent, thing judged) pair it visits. A
+    /// deterministic measure of its work, which tests bound as the patterns' bounds grow.
+    let work = WorkCounter()
+
+    final class WorkCounter {
+        var count = 0
+    }
 
     /// Nil when the DAG is not one (cycles are reported by the structural check).
     init?(workflow: Resource, fleet: Fleet, engine: PolicyEngine) {
@@ -198,6 +213,7 @@ struct WorkflowAudit {
                 let permissions = engine.permissions(of: agent.id)
                 for (j, tool) in spec.steps[i].tools.enumerated()
                 where fleet.tool(tool.value, namespace: workflow.metadata.namespace) != nil {
+                    work.count += 1
                     let key = "\(agent.id)|\(tool.value)"
                     let verdict =
                         verdicts[key]
@@ -236,8 +252,8 @@ struct WorkflowAudit {
     /// For each step, the agent steps whose output reaches it directly or through
     /// approval gates (a gate passes on what it was shown), with the place in the step
     /// that names the edge.
-    private func providers() -> [[(step: Int, location: SourceLocation)]] {
-        var providers = [[(step: Int, location: SourceLocation)]](repeating: [], count: spec.steps.count)
+    private func providers() -> [[(step: Int, location: SourceLocation, topic: String?)]] {
+        var providers = [[(step: Int, location: SourceLocation, topic: String?)]](repeating: [], count: spec.steps.count)
         // What a gate passes on: the agent steps behind it.
         var behindGate = [[Int]](repeating: [], count: spec.steps.count)
         for i in order {
@@ -245,8 +261,12 @@ struct WorkflowAudit {
             for source in graph.dataSources[i] {
                 let origins = spec.steps[source.step].isApprovalGate ? behindGate[source.step] : [source.step]
                 for origin in origins where seen.insert(origin).inserted {
-                    providers[i].append((origin, source.location))
+                    providers[i].append((origin, source.location, nil))
                 }
+            }
+            // A topic's publishers (agent steps) reach each subscriber directly.
+            for source in graph.topicSources[i] where seen.insert(source.step).inserted {
+                providers[i].append((source.step, source.location, source.topic))
             }
             if spec.steps[i].isApprovalGate { behindGate[i] = providers[i].map(\.step) }
         }
@@ -262,8 +282,9 @@ struct WorkflowAudit {
         for i in order where !mirrors[i] {
             var seen = Set<String>()
             for (receiver, named) in agents[i] {
-                for (source, edge) in providers[i] where !mirrors[source] {
+                for (source, edge, topic) in providers[i] where !mirrors[source] {
                     for (sender, _) in agents[source] where sender.id != receiver.id {
+                        work.count += 1
                         let pair = "\(sender.id)|\(receiver.id)"
                         guard seen.insert(pair).inserted else { continue }
                         // A sub-task's finding is about the worker: point at it in the pool.
@@ -281,7 +302,7 @@ struct WorkflowAudit {
                         diagnostics.append(
                             .error(
                                 .permHandoffDenied,
-                                "step \"\(id(i))\" receives the output of step \"\(id(source))\", but agent \"\(sender.metadata.name)\" may not hand off to agent \"\(receiver.metadata.name)\": \(decision.reason)",
+                                "step \"\(id(i))\" \(topic.map { "reads topic \"\($0)\", which step \"\(id(source))\" publishes" } ?? "receives the output of step \"\(id(source))\""), but agent \"\(sender.metadata.name)\" may not hand off to agent \"\(receiver.metadata.name)\": \(decision.reason)",
                                 at: location, resource: workflow.id, path: stepPath(i),
                                 notes: PolicyAudit.notes(for: decision, permissions)))
                     }
@@ -295,7 +316,7 @@ struct WorkflowAudit {
     /// A's handoff to C holds along every path, not only on a direct edge. (A handoff no
     /// policy allows is only required of direct edges: a chain of per-hop allows is how a
     /// pipeline is written.)
-    private func transitiveHandoffs(_ providers: [[(step: Int, location: SourceLocation)]]) -> [Diagnostic] {
+    private func transitiveHandoffs(_ providers: [[(step: Int, location: SourceLocation, topic: String?)]]) -> [Diagnostic] {
         // Only senders with a handoff deny can be refused along a path.
         let denying = Set(
             agents.joined().map(\.agent).filter { agent in
@@ -304,11 +325,20 @@ struct WorkflowAudit {
         guard !denying.isEmpty else { return [] }
         // upstream[i]: the agent steps whose output reaches step i along some path.
         var upstream = [BitSet](repeating: BitSet(count: spec.steps.count), count: spec.steps.count)
-        for i in order {
-            for (source, _) in providers[i] {
-                upstream[i].insert(source)
-                upstream[i].formUnion(upstream[source])
+        // Topic edges may run against the DAG's order: then to a fixed point (each pass
+        // only adds, so at most one pass per step more).
+        var changed = true
+        while changed {
+            changed = false
+            for i in order {
+                let before = upstream[i]
+                for source in providers[i] {
+                    upstream[i].insert(source.step)
+                    upstream[i].formUnion(upstream[source.step])
+                }
+                if upstream[i] != before { changed = true }
             }
+            if !graph.hasTopics { break }
         }
         var diagnostics: [Diagnostic] = []
         for i in order where !mirrors[i] {
@@ -317,6 +347,7 @@ struct WorkflowAudit {
             var seen = Set<String>()
             for origin in upstream[i].elements where !direct.contains(origin) && !mirrors[origin] {
                 for (receiver, _) in agents[i] {
+                    work.count += 1
                     for (sender, _) in agents[origin] where sender.id != receiver.id && denying.contains(sender.id) {
                         guard seen.insert("\(sender.id)|\(receiver.id)").inserted else { continue }
                         let permissions = engine.permissions(of: sender.id)
@@ -324,10 +355,12 @@ struct WorkflowAudit {
                         guard decision.outcome == .denied else { continue }
                         // One way the output travels, walked back from the receiver.
                         var hops = [i]
+                        var visited: Set<Int> = [i]
                         while let next = providers[hops[hops.count - 1]].first(where: {
-                            $0.step == origin || upstream[$0.step].contains(origin)
+                            !visited.contains($0.step) && ($0.step == origin || upstream[$0.step].contains(origin))
                         }) {
                             hops.append(next.step)
+                            visited.insert(next.step)
                             if next.step == origin { break }
                         }
                         let route = hops.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
@@ -383,6 +416,7 @@ struct WorkflowAudit {
             for (agent, _) in agents[i] {
                 let permissions = engine.permissions(of: agent.id)
                 for (j, tool) in spec.steps[i].tools.enumerated() {
+                    work.count += 1
                     let rules = permissions.approvalRules(forTool: tool.value)
                     if rules.isEmpty {
                         if let risky = risky(tool.value) {
@@ -462,6 +496,7 @@ struct WorkflowAudit {
                 let name = agent.metadata.name
 
                 for c in flow.carried[i].elements {
+                    work.count += 1
                     guard !permits(permissions, .dataClass, classNames[c]) else { continue }
                     let decision = permissions.decide(.dataClass, classNames[c])
                     diagnostics.append(
@@ -506,14 +541,23 @@ struct WorkflowAudit {
         // that read it (a human gate stops it: a person saw what passes).
         var tainted = [Bool](repeating: false, count: spec.steps.count)
         var via = [Int?](repeating: nil, count: spec.steps.count)
-        for i in order {
-            if isHumanGate(i, acceptTimeout: false) { continue }
-            if spec.steps[i].tools.contains(where: { untrusted($0.value) }) {
-                tainted[i] = true
-            } else if let source = graph.dataSources[i].first(where: { tainted[$0.step] }) {
-                tainted[i] = true
-                via[i] = source.step
+        // Through topics too, to a fixed point (a step only ever becomes tainted).
+        var changed = true
+        while changed {
+            changed = false
+            for i in order where !tainted[i] {
+                if isHumanGate(i, acceptTimeout: false) { continue }
+                if spec.steps[i].tools.contains(where: { untrusted($0.value) }) {
+                    tainted[i] = true
+                } else if let source = graph.dataSources[i].first(where: { tainted[$0.step] })
+                    ?? graph.topicSources[i].first(where: { tainted[$0.step] }).map({ (step: $0.step, location: $0.location) })
+                {
+                    tainted[i] = true
+                    via[i] = source.step
+                }
+                if tainted[i] { changed = true }
             }
+            if !graph.hasTopics { break }
         }
         var diagnostics: [Diagnostic] = []
         for i in order where tainted[i] {
@@ -547,15 +591,42 @@ struct WorkflowAudit {
     /// `besides`: the egress tool the data leaves through, which is not where it came
     /// from (what a tool returns is not what the step sends out through it).
     private func route(of dataClass: Int, to step: Int, _ flow: DataClassFlow, besides: String? = nil) -> String {
-        var hops = [step]
-        while let upstream = graph.dataSources[hops[hops.count - 1]].first(where: { flow.carried[$0.step].contains(dataClass) }) {
-            hops.append(upstream.step)
+        // (step, the topic it was read from on the way to the next hop)
+        var hops: [(step: Int, topic: String?)] = [(step, nil)]
+        var visited: Set<Int> = [step]
+        while true {
+            let current = hops[hops.count - 1].step
+            if let upstream = graph.dataSources[current].first(where: {
+                !visited.contains($0.step) && flow.carried[$0.step].contains(dataClass)
+            }) {
+                hops.append((upstream.step, nil))
+                visited.insert(upstream.step)
+            } else if !spec.steps[current].tools.contains(where: {
+                flow.toolClasses[$0.value]?.contains(dataClass) == true && !(current == step && $0.value == besides)
+            }),
+                let published = graph.topicSources[current].first(where: {
+                    !visited.contains($0.step) && flow.carried[$0.step].contains(dataClass)
+                })
+            {
+                hops[hops.count - 1].topic = published.topic
+                hops.append((published.step, nil))
+                visited.insert(published.step)
+            } else {
+                break
+            }
         }
-        let first = hops[hops.count - 1]
+        let first = hops[hops.count - 1].step
         let origin = spec.steps[first].tools.first {
             flow.toolClasses[$0.value]?.contains(dataClass) == true && !(first == step && $0.value == besides)
         }
-        return "from tool \"\(origin?.value ?? "?")\" in " + hops.reversed().map { "\"\(id($0))\"" }.joined(separator: " → ")
+        var text = ""
+        for (k, hop) in hops.reversed().enumerated() {
+            if k > 0 { text += " → " }
+            text += "\"\(id(hop.step))\""
+            // The next hop (towards the receiver) read this one's output through the topic.
+            if k + 1 < hops.count, let topic = hops[hops.count - 2 - k].topic { text += " → topic \"\(topic)\"" }
+        }
+        return "from tool \"\(origin?.value ?? "?")\" in " + text
     }
 
     // MARK: Budgets
@@ -563,8 +634,9 @@ struct WorkflowAudit {
     private func budgets() -> [Diagnostic] {
         let namespace = workflow.metadata.namespace
         // A sub-task counts once, at its dearest worker the budget covers.
-        let worst = RunCost.bounded(spec, order: order, agents: agents.map { $0.map(\.agent) }, fleet: fleet)
-            .map { $0.map { (agent: $0.agent, usd: $0.usd, tokens: $0.tokens) } }
+        // A round's sub-task slots cost the same: priced once, counted for each slot.
+        let worst = RunCost.grouped(spec, order: order, agents: agents.map { $0.map(\.agent) }, fleet: fleet)
+        work.count += worst.reduce(0) { $0 + $1.candidates.count + $1.times }
         guard !worst.isEmpty else { return [] }
 
         var diagnostics: [Diagnostic] = []
@@ -572,8 +644,10 @@ struct WorkflowAudit {
             guard let budgetSpec = budget.budget else { continue }
             // A shared pool pays for a sub-task once, at its dearest covered worker; a
             // per-agent budget, for each worker, every sub-task it may be given.
-            let covered: [(agent: Resource, usd: Double, tokens: Int)] = worst.flatMap { candidates in
-                let mine = candidates.filter { budgetSpec.appliesTo.selects($0.agent.metadata) }
+            let covered: [(agent: Resource, usd: Double, tokens: Int)] = worst.flatMap { entry in
+                let mine = entry.candidates.filter { budgetSpec.appliesTo.selects($0.agent.metadata) }.map {
+                    (agent: $0.agent, usd: $0.usd * Double(entry.times), tokens: $0.tokens.saturatingMultiplied(by: entry.times))
+                }
                 guard budgetSpec.scope == .shared else { return mine }
                 return mine.max { ($0.usd, $0.tokens) < ($1.usd, $1.tokens) }.map { [$0] } ?? []
             }
@@ -644,9 +718,22 @@ struct DataClassFlow {
         received = [BitSet](repeating: empty, count: spec.steps.count)
         carried = received
         guard !classNames.isEmpty else { return }
-        for i in order {
-            for source in graph.dataSources[i] { received[i].formUnion(carried[source.step]) }
-            carried[i] = received[i].union(classes(of: spec.steps[i].tools))
+        // What a subscriber reads is what its topics' publishers hold, whenever they
+        // run: with topics, propagate to a fixed point (classes only get added, so the
+        // passes are bounded by the number of classes).
+        var changed = true
+        while changed {
+            changed = false
+            for i in order {
+                for source in graph.dataSources[i] { received[i].formUnion(carried[source.step]) }
+                for source in graph.topicSources[i] { received[i].formUnion(carried[source.step]) }
+                let next = received[i].union(classes(of: spec.steps[i].tools))
+                if next != carried[i] {
+                    carried[i] = next
+                    changed = true
+                }
+            }
+            if !graph.hasTopics { break }
         }
     }
 

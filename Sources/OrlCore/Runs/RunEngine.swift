@@ -247,7 +247,8 @@ public enum RunEngine {
                 return refuse(
                     "\(h.key) = \(Diagnostic.quoted(target)), but the task has been handed off \(h.maxHandoffs) times (maxHandoffs)")
             }
-            let how = "handed off to \(Diagnostic.quoted(target)) (hand-off \(h.turn + 1) of at most \(h.maxHandoffs))"
+            let how =
+                "handed off to \(Diagnostic.quoted(target)) (\(h.key) = \(Diagnostic.quoted(target)); hand-off \(h.turn + 1) of at most \(h.maxHandoffs))"
             var decision = Decision(skip: [], reason: how, event: ("HandedOff", "step \(quoted) \(how)"))
             decision.assign = [.init(slot: next, agent: target, held: false)]
             return .success(decision)

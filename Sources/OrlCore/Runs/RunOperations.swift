@@ -199,6 +199,63 @@ public struct RunOperations: Sendable {
         }
     }
 
+    // MARK: Blackboard topics
+
+    /// The blackboard key of a topic (a step's output is under the step's id, which
+    /// never contains a colon).
+    public static func topicKey(_ topic: String) -> String { "topic:\(topic)" }
+
+    /// Writes `value` on one of the run's topics for a running task whose step
+    /// publishes it; returns the value's version. Any other topic is refused
+    /// (`forbidden`): the audit proved what flows through the declared ones only.
+    @discardableResult
+    public func publish(_ task: TaskID, agent: ResourceID, topic: String, value: Node, now: Timestamp) throws(RunError) -> Int {
+        try write { tx throws(StoreError) -> Result<Int, RunError> in
+            let current: (record: StepRecord, run: RunRecord, plan: RunPlan)
+            switch try Self.running(task, agent: agent, in: tx) {
+            case .success(let found): current = found
+            case .failure(let error): return .failure(error)
+            }
+            let step = current.plan.steps[current.record.index]
+            guard step.publish.contains(topic) else {
+                return .failure(Self.undeclared(step, topic: topic, verb: "publish", declared: step.publish))
+            }
+            let version = try tx.writer.put(
+                BlackboardValue(
+                    run: task.run, key: Self.topicKey(topic), value: CanonicalJSON.encode(value), writtenAt: now,
+                    step: current.record.id, attempt: current.record.attempt))
+            return .success(version)
+        }
+    }
+
+    /// The latest value of one of the run's topics (nil before any publisher wrote),
+    /// for a running task whose step subscribes to it; any other topic is refused.
+    public func read(_ task: TaskID, agent: ResourceID, topic: String) throws(RunError) -> BlackboardValue? {
+        try write { tx throws(StoreError) -> Result<BlackboardValue?, RunError> in
+            let current: (record: StepRecord, run: RunRecord, plan: RunPlan)
+            switch try Self.running(task, agent: agent, in: tx) {
+            case .success(let found): current = found
+            case .failure(let error): return .failure(error)
+            }
+            let step = current.plan.steps[current.record.index]
+            guard step.subscribe.contains(topic) else {
+                return .failure(Self.undeclared(step, topic: topic, verb: "subscribe to", declared: step.subscribe))
+            }
+            return .success(try tx.writer.value(of: task.run, key: Self.topicKey(topic)))
+        }
+    }
+
+    private static func undeclared(_ step: RunPlan.Step, topic: String, verb: String, declared: [String]) -> RunError {
+        let field = verb == "publish" ? "publish" : "subscribe"
+        let has =
+            declared.isEmpty
+            ? "it declares no topics in \(field)" : "its \(field): \(declared.joined(separator: ", "))"
+        return RunError(
+            .forbidden,
+            "step \(Diagnostic.quoted(step.id)) does not \(verb) topic \(Diagnostic.quoted(topic))\(Suggestion.hint(for: topic, among: declared)) (\(has)); declare it in the workflow, where the audit checks it"
+        )
+    }
+
     // MARK: People
 
     /// Approves or denies an approval gate that is waiting.
@@ -350,7 +407,12 @@ public struct RunOperations: Sendable {
         now: Timestamp, random: Double, in tx: Transaction
     ) throws(StoreError) -> StepRecord {
         let step = plan.steps[record.index]
-        let next = RunEngine.attemptFailed(record, step, error: message, retry: retry, now: now, random: random)
+        var next = RunEngine.attemptFailed(record, step, error: message, retry: retry, now: now, random: random)
+        if next.state == .deadLetter, let fallback = step.fallback {
+            // What `describe run` lists as the decision: who takes over, and why.
+            next.reason =
+                "fallback: agent \(Diagnostic.quoted(plan.steps[fallback].agent ?? "?")) takes over as step \(Diagnostic.quoted(plan.steps[fallback].id)) after \(record.attempt) failed attempt\(record.attempt == 1 ? "" : "s")"
+        }
         try tx.writer.update(next)
         tx.readied(next)
         if let agent = record.agent { try endAttempt(record, agent: agent, outcome, error: message, now: now, in: tx) }

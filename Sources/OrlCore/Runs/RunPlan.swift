@@ -68,6 +68,10 @@ public struct RunPlan: Sendable, Hashable {
 
         /// For a step that may hand its task off: who to, and the next turn.
         public var handoff: Handoff? = nil
+        /// The blackboard topics its agent may write and read while it runs; any other is
+        /// refused (the audit proved these, and only these).
+        public var publish: [String] = []
+        public var subscribe: [String] = []
 
         public struct Handoff: Sendable, Hashable {
             public var key: String
@@ -218,7 +222,8 @@ public struct RunPlan: Sendable, Hashable {
                 heartbeatTimeout: step.heartbeatTimeout.duration, attempts: max(1, step.retry.attempts),
                 backoff: step.retry.backoff.duration,
                 maxBackoff: step.retry.maxBackoff.duration, continueOnFailure: step.continueOnFailure,
-                dataClasses: flow.names(flow.carried[i]), outputKey: step.outputKey, round: step.generated?.round)
+                dataClasses: flow.names(flow.carried[i]), outputKey: step.outputKey, round: step.generated?.round,
+                publish: step.publish.map(\.value), subscribe: step.subscribe.map(\.value))
         }
         return .success(RunPlan(workflow: workflow.id, generation: generation, steps: decisions(steps, spec, graph)))
     }
@@ -367,6 +372,8 @@ public struct RunPlan: Sendable, Hashable {
             ("pool", step.pool.isEmpty ? nil : .array(step.pool.map { .string($0) })),
             ("subtask", step.subtask.map { .int($0) }),
             ("siblings", step.siblings.isEmpty ? nil : .array(step.siblings.map { .int($0) })),
+            ("publish", step.publish.isEmpty ? nil : .array(step.publish.map { .string($0) })),
+            ("subscribe", step.subscribe.isEmpty ? nil : .array(step.subscribe.map { .string($0) })),
         ]
         if let h = step.handoff {
             members.append(
@@ -522,7 +529,9 @@ public struct RunPlan: Sendable, Hashable {
                     round: int(item["round"]), route: route, until: until, fallback: fallback,
                     skipOnSuccess: try indicesOf(item["skipOnSuccess"], "skipOnSuccess of \(id)"), delegation: delegation,
                     pool: (item["pool"]?.elements ?? []).compactMap(\.string), subtask: int(item["subtask"]),
-                    siblings: try indicesOf(item["siblings"], "siblings of \(id)"), handoff: handoff))
+                    siblings: try indicesOf(item["siblings"], "siblings of \(id)"), handoff: handoff,
+                    publish: (item["publish"]?.elements ?? []).compactMap(\.string),
+                    subscribe: (item["subscribe"]?.elements ?? []).compactMap(\.string)))
         }
         self.init(
             workflow: ResourceID(kind: ResourceKind.workflow.rawValue, namespace: namespace, name: name), generation: generation,

@@ -28,6 +28,9 @@ public struct RunTask: Sendable {
     public var heartbeatTimeout: Duration
     /// The round, for a step of a revision loop.
     public var round: Int? = nil
+    /// The run's blackboard topics the task may write and read (`publish`, `read`).
+    public var publish: [String] = []
+    public var subscribe: [String] = []
 
     /// The task as the agents' API sends it.
     public var json: JSONValue {
@@ -52,6 +55,8 @@ public struct RunTask: Sendable {
             ("deadline", .string(deadline.description)),
             ("heartbeatTimeoutMs", .int(Int(heartbeatTimeout.wholeMilliseconds))),
             ("round", round.map { .int($0) }),
+            ("publish", publish.isEmpty ? nil : .array(publish.map { .string($0) })),
+            ("subscribe", subscribe.isEmpty ? nil : .array(subscribe.map { .string($0) })),
         ])
     }
 
@@ -102,7 +107,8 @@ public struct RunTask: Sendable {
             idempotencyKey: record.idempotencyKey, prompt: step.prompt, tools: step.tools, maxTokens: step.maxTokens, runInput: runInput,
             inputs: .object(inputs), dependencies: .object(dependencies), dataClasses: step.dataClasses,
             leaseExpiresAt: record.leaseExpiresAt ?? record.deadline ?? Timestamp(milliseconds: 0),
-            deadline: record.deadline ?? Timestamp(milliseconds: 0), heartbeatTimeout: step.heartbeatTimeout, round: step.round)
+            deadline: record.deadline ?? Timestamp(milliseconds: 0), heartbeatTimeout: step.heartbeatTimeout, round: step.round,
+            publish: step.publish, subscribe: step.subscribe)
     }
 
     private static func parse(_ json: String) -> JSONValue? {

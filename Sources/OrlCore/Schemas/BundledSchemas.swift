@@ -870,6 +870,12 @@ enum BundledSchemas {
                     "retry": { "$ref": "#/$defs/retry", "description": "Retry of each sub-task (defaults to the planner step's)." }
                   }
                 },
+                "topics": {
+                  "type": "array",
+                  "maxItems": 16,
+                  "uniqueItems": true,
+                  "items": { "$ref": "common.schema.json#/$defs/name" }
+                },
                 "handoff": {
                   "description": "Lets the agent serving the step hand the task (with its output so far, as the next turn's `conversation` input) to another agent of `agents`, which may hand it on, at most `maxHandoffs` times. Every hand-off between the agents is known from the manifest, so the audit checks each of them.",
                   "type": "object",
@@ -990,11 +996,13 @@ enum BundledSchemas {
                           },
                           "delegate": { "$ref": "#/$defs/delegate" },
                           "handoff": { "$ref": "#/$defs/handoff" },
+                          "publish": { "$ref": "#/$defs/topics", "description": "Blackboard topics of the run the step's agent may write while it runs (POST /v1/tasks/TASK/publish). Each subscriber receives what the step holds, so the audit checks the hand-off and data classes from this step to each subscriber as for a step input." },
+                          "subscribe": { "$ref": "#/$defs/topics", "description": "Blackboard topics of the run the step's agent may read while it runs (POST /v1/tasks/TASK/read): the latest value a publisher wrote. Each topic must be published by another step of the workflow." },
                           "continueOnFailure": { "type": "boolean", "default": false, "description": "When true a failure of this step (after its last attempt) does not fail its dependants or the run: they run without its output. Agent steps only: a denied approval gate always stops what depends on it." }
                         },
                         "oneOf": [
                           { "required": ["agent"], "not": { "required": ["approval"] } },
-                          { "required": ["approval"], "not": { "anyOf": [{ "required": ["agent"] }, { "required": ["tools"] }, { "required": ["prompt"] }, { "required": ["heartbeatTimeout"] }, { "required": ["continueOnFailure"] }, { "required": ["route"] }, { "required": ["loop"] }, { "required": ["fallback"] }, { "required": ["delegate"] }, { "required": ["handoff"] }] } }
+                          { "required": ["approval"], "not": { "anyOf": [{ "required": ["agent"] }, { "required": ["tools"] }, { "required": ["prompt"] }, { "required": ["heartbeatTimeout"] }, { "required": ["continueOnFailure"] }, { "required": ["route"] }, { "required": ["loop"] }, { "required": ["fallback"] }, { "required": ["delegate"] }, { "required": ["handoff"] }, { "required": ["publish"] }, { "required": ["subscribe"] }] } }
                         ]
                       }
                     }
