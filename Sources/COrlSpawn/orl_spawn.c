@@ -806,6 +806,12 @@ int orl_listen_in_netns(pid_t pid, int port) {
 
 int orl_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+int orl_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
 const char *orl_spawn_step_description(orl_spawn_step step) {
     switch (step) {
     case ORL_SPAWN_OK: return "start";

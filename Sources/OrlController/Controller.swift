@@ -1,4 +1,5 @@
 public import OrlCore
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -48,6 +49,8 @@ public actor Controller {
         case asked(String)
         /// A stop this controller started has finished.
         case stopFinished
+        /// A process the runtime watches for us has ended.
+        case processEnded
         /// Stop every agent gracefully and return from `run`.
         case stop
     }
@@ -72,6 +75,8 @@ public actor Controller {
     private var records: [ResourceID: SupervisionRecord] = [:]
     /// Agents whose recorded process is believed to run.
     private var alive: Set<ResourceID> = []
+    /// Processes whose end the runtime announces (`AgentRuntime.watch`): not looked at.
+    private var watched: Set<ProcessIdentity> = []
     /// Agents being stopped by a task of their own; passes leave them alone.
     private var stopping: [ResourceID: Task<Void, Never>] = [:]
     private var grace: [ResourceID: Duration] = [:]
@@ -140,9 +145,10 @@ public actor Controller {
     /// grace period, all at once) and returns.
     ///
     /// Between passes it waits on its inbox, so an idle controller costs nothing but
-    /// the wake-ups it needs: a process that runs is looked at every `pollInterval`
-    /// (its exit is noticed by looking), a halt or backoff ends at its time, and every
-    /// `resyncInterval` it reads the whole state again in case a change went unseen.
+    /// the wake-ups it needs: the runtime announces a process's end (a pidfd; one it
+    /// cannot watch is looked at every `pollInterval`), a halt or backoff ends at its
+    /// time, and every `resyncInterval` it reads the whole state again (and asks after
+    /// every process) in case a change went unseen.
     public func run() async {
         adopt()
         started = true
@@ -150,12 +156,7 @@ public actor Controller {
         while !Task.isCancelled && !stopRequested {
             if ContinuousClock.now - lastPass >= configuration.resyncInterval { dirty = true }
             if let due = requeueAt.values.min(), due <= clock() { dirty = true }
-            // Asked of the runtime rather than of /proc: for its own children a
-            // waitpid(WNOHANG), where reading /proc for 100 agents four times a second
-            // was most of an idle controller's CPU. The exit is kept for the pass.
-            if !dirty, alive.contains(where: { id in stopping[id] == nil && records[id]?.process.map(runtime.exitStatus) != nil }) {
-                dirty = true
-            }
+            if !dirty, anAgentExited() { dirty = true }
             if dirty {
                 dirty = false
                 lastPass = ContinuousClock.now
@@ -163,7 +164,7 @@ public actor Controller {
             }
             for reason in await inbox.take(waitingAtMost: nextLook(lastPass: lastPass)) {
                 switch reason {
-                case .storeChanged, .stopFinished: dirty = true
+                case .storeChanged, .stopFinished, .processEnded: dirty = true
                 case .asked(let why):
                     emit(.woken, message: why)
                     dirty = true
@@ -175,12 +176,31 @@ public actor Controller {
         await Task { await self.stopAll() }.value
     }
 
+    /// Whether a process believed to run has ended: asked of the runtime rather than of
+    /// /proc (for its own children a waitpid(WNOHANG), where reading /proc for 100
+    /// agents four times a second was most of an idle controller's CPU). The exit is
+    /// kept for the pass. A process that still runs must not count: a full pass at every
+    /// look over an idle fleet was a fifth of a core for 100 agents.
+    private func anAgentExited() -> Bool {
+        alive.contains { id in
+            guard stopping[id] == nil, let process = records[id]?.process, !watched.contains(process) else { return false }
+            return runtime.exitStatus(process) != nil
+        }
+    }
+
+    /// Has the runtime announce the process's end, when it can.
+    private func watch(_ process: ProcessIdentity) {
+        let inbox = self.inbox
+        if runtime.watch(process, onExit: { inbox.post(.processEnded) }) { watched.insert(process) }
+    }
+
     /// How long the loop may wait for its inbox before it must look by itself.
     private func nextLook(lastPass: ContinuousClock.Instant) -> Duration {
         var wait = configuration.resyncInterval - (ContinuousClock.now - lastPass)
         // A failed pass (the store was locked) is tried again soon.
         if dirty { wait = min(wait, configuration.pollInterval) }
-        if alive.contains(where: { stopping[$0] == nil }) { wait = min(wait, configuration.pollInterval) }
+        let unwatched = alive.contains { id in stopping[id] == nil && records[id]?.process.map(watched.contains) == false }
+        if unwatched { wait = min(wait, configuration.pollInterval) }
         if let due = requeueAt.values.min() {
             wait = min(wait, .milliseconds(max(0, due.milliseconds - clock().milliseconds)))
         }
@@ -201,6 +221,7 @@ public actor Controller {
             if let process = record.process, runtime.isRunning(process) {
                 alive.insert(record.agent)
                 runtime.adopt(process)
+                watch(process)
                 emit(.adopted, record.agent, process, message: "\(process)")
             } else {
                 record.process = nil
@@ -221,12 +242,71 @@ public actor Controller {
         var resumptions: [ResourceID: Timestamp] = [:]
     }
 
+    /// What the stored resources and secrets make of the fleet, kept from pass to pass
+    /// while they stay the same: decoding and validating every manifest, and each
+    /// agent's launch (its secrets opened, its canonical hash), were most of a pass's
+    /// cost, and a pass over an unchanged store (a resync, an exit) needs none of it.
+    private struct Plan {
+        var serial: Int
+        var stored: [StoredResource]
+        var sealed: [SealedSecret]
+        var fleet: Fleet
+        var unreadable: Set<ResourceID>
+        var engine: PolicyEngine
+        var credentials: CredentialSecrets
+        /// Each agent's launch, with the paths its resolution asked about (which
+        /// arguments name files of its source) and what they were then: asked again
+        /// before the launch is reused, so a file that appeared since is seen.
+        var launches: [ResourceID: (launch: AgentLaunch.Launch?, probes: [String: Bool])] = [:]
+    }
+
+    private var plan: Plan?
+    /// The plan and tokens the gateway was last handed: not handed again when the same.
+    private var published: (plan: Int, tokens: [ResourceID: String])?
+
+    private func plan(stored: [StoredResource], sealed: [SealedSecret]) -> Plan {
+        if let plan, plan.stored == stored, plan.sealed == sealed { return plan }
+        let (fleet, unreadable) = Fleet.applied(stored)
+        let plan = Plan(
+            serial: (plan?.serial ?? 0) + 1, stored: stored, sealed: sealed, fleet: fleet, unreadable: unreadable,
+            engine: PolicyEngine(fleet), credentials: CredentialSecrets(fleet))
+        self.plan = plan
+        return plan
+    }
+
+    /// The agent's launch: the plan's, unless the plan has none for it, the files its
+    /// arguments name have come or gone, or it waits (for a secret, or for the vault's
+    /// key: a key file put in place changes nothing in the store).
+    private func launch(of agent: Resource, in plan: inout Plan, vault: () -> Vault) -> AgentLaunch.Launch? {
+        if let known = plan.launches[agent.id], known.launch?.waiting == nil,
+            known.probes.allSatisfy({ path, existed in (access(path, F_OK) == 0) == existed })
+        {
+            return known.launch
+        }
+        let probes = Mutex<[String: Bool]>([:])
+        let context = AgentLaunch.Context(
+            stateDirectory: configuration.stateDirectory, apiURL: configuration.apiURL,
+            fileExists: { path in
+                let exists = access(path, F_OK) == 0
+                probes.withLock { $0[path] = exists }
+                return exists
+            })
+        let vault = vault()
+        let launch = AgentLaunch.launch(
+            agent, permissions: plan.engine.permissions(of: agent.id), credentials: plan.credentials, context: context,
+            secretValue: vault.value)
+        plan.launches[agent.id] = (launch, probes.withLock { $0 })
+        return launch
+    }
+
     private func desired(now: Timestamp) throws(StoreError) -> Desired {
         let (stored, holds, sealed) = try store.read { reader throws(StoreError) in
             (try reader.resources(kind: nil, namespace: nil), Set(try reader.holds().map(\.agent)), try reader.secrets(namespace: nil))
         }
         var result = Desired()
-        let (fleet, unreadable) = Fleet.applied(stored)
+        var plan = self.plan(stored: stored, sealed: sealed)
+        defer { self.plan = plan }
+        let (fleet, unreadable) = (plan.fleet, plan.unreadable)
         for resource in stored where resource.id.kind == ResourceKind.agent.rawValue {
             if unreadable.contains(resource.id) {
                 result.unreadable.insert(resource.id)
@@ -238,21 +318,21 @@ public actor Controller {
         // The gateway sees the fleet before halts are asked for: a raised limit lifts them.
         publish(fleet, now: now)
         let halts = gateway?.halts(now: now) ?? [:]
-        let engine = PolicyEngine(fleet)
-        let credentials = CredentialSecrets(fleet)
-        let vault = Vault(sealed: sealed, key: masterKey)
-        let context = AgentLaunch.Context(
-            stateDirectory: configuration.stateDirectory, apiURL: configuration.apiURL, fileExists: { access($0, F_OK) == 0 })
+        // Opened (and the master key read) only when a launch is made again.
+        var opened: Vault?
+        let masterKey = self.masterKey
+        let vault = {
+            if let opened { return opened }
+            let vault = Vault(sealed: sealed, key: masterKey)
+            opened = vault
+            return vault
+        }
         for id in result.generations.keys {
             guard let agent = fleet[id], let spec = agent.agent else {
                 result.unreadable.insert(id)
                 continue
             }
-            guard
-                let launch = AgentLaunch.launch(
-                    agent, permissions: engine.permissions(of: id), credentials: credentials, context: context,
-                    secretValue: vault.value)
-            else { continue }
+            guard let launch = launch(of: agent, in: &plan, vault: vault) else { continue }
             if records[id] == nil { records[id] = SupervisionRecord(agent: id) }
             var hold: AgentIntent.Hold?
             if holds.contains(id) {
@@ -308,6 +388,7 @@ public actor Controller {
         if let process = record.process, alive.contains(id), let exit = runtime.exitStatus(process) {
             observation = Reconciler.recordExit(exit, of: observation, at: now, backoff: configuration.backoff)
             alive.remove(id)
+            watched.remove(process)
             jitter[id] = random()
             emit(.exited, id, process, message: "\(process): \(exit)" + (runtime.exitNote(process).map { ": \($0)" } ?? ""))
         }
@@ -347,6 +428,7 @@ public actor Controller {
                     emit(.error, id, message: "recording the start of \(process): \(error.description)")
                 }
                 alive.insert(id)
+                watch(process)
                 startErrors[id] = nil
                 emit(.started, id, process, message: "\(process)")
                 // Look again at once, to report it Running.
@@ -406,12 +488,16 @@ public actor Controller {
         for (id, record) in records where record.process != nil {
             if let digest = record.tokenDigest { tokens[id] = digest }
         }
+        let serial = plan?.serial ?? 0
+        if let published, published.plan == serial, published.tokens == tokens { return }
         gateway.update(fleet: fleet, tokens: tokens, now: now)
+        published = (serial, tokens)
     }
 
     private func stopped(_ id: ResourceID, _ process: ProcessIdentity, exit: ProcessExit?, restart: Bool) {
         stopping[id] = nil
         alive.remove(id)
+        watched.remove(process)
         inbox.post(.stopFinished)
         emit(.stopped, id, process, message: "\(process)\(exit.map { ": \($0)" } ?? "")")
         if var record = records[id], record.process == process {

@@ -2,29 +2,41 @@ import OrlCore
 import OrlStore
 import ServiceLifecycle
 
-/// The one place that notices the store changed, and tells every subscriber.
+/// The one place that notices the store changed, and tells the subscribers whose data
+/// changed.
 ///
 /// SQLite's `PRAGMA data_version` on a connection of the feed's own changes whenever
 /// any other connection commits: another process's (`orlctl apply`, `run`, `secret
-/// set`, a `watch` round) and this daemon's other connections alike (the agents' API
-/// completing a step, the runs driver, the controller). So it is the only poll of the
-/// daemon: one cheap pragma every `interval`, on an executor of its own, where there
-/// used to be four loops asking the same question. Subscribers are called with no
-/// lock held and must only post (to an `Inbox`, a waiter list): they never block it.
+/// set`, a `watch` round) and this daemon's other connections alike. It is the only
+/// poll of the daemon: one cheap pragma every `interval`, on an executor of its own.
+/// It moves with every commit, though, the daemon's own bookkeeping included (statuses,
+/// supervision records, the ledger, the alert outbox), so when it does the feed reads the store's
+/// per-topic generations (`ChangeTopic`, counted by triggers whichever process writes)
+/// and calls only the subscribers of a topic that moved: the controller's own writes
+/// never wake it, nor does a ledger flush wake every waiting task poll. Subscribers are
+/// called with no lock held and must only post (to an `Inbox`, a waiter list).
 ///
 /// SIGUSR1 (which `apply` and `sync` still send, so that a change is seen without the
 /// poll's delay) is not the feed's business: it wakes the controller directly.
 actor ChangeFeed: Service {
+    struct Subscriber: Sendable {
+        var topics: Set<ChangeTopic>
+        var notify: @Sendable () -> Void
+    }
+
     private let store: SQLiteStateStore
     private let interval: Duration
-    private let subscribers: [@Sendable () -> Void]
+    private let subscribers: [Subscriber]
     private let executor: StoreExecutor
     private let log: @Sendable (String) -> Void
+    private var marker: Int64?
+    private var generations: [ChangeTopic: Int64]?
+    private var reported = false
 
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     init(
-        store: SQLiteStateStore, interval: Duration, subscribers: [@Sendable () -> Void], log: @escaping @Sendable (String) -> Void,
+        store: SQLiteStateStore, interval: Duration, subscribers: [Subscriber], log: @escaping @Sendable (String) -> Void,
         executor: StoreExecutor = StoreExecutor(label: "orl.change-feed")
     ) {
         self.store = store
@@ -35,30 +47,49 @@ actor ChangeFeed: Service {
     }
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await self.watch() }
+        await cancelWhenGracefulShutdown { await self.watch() }
     }
 
     private func watch() async {
-        var marker = read()
+        start()
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
-            let current = read()
-            // An unreadable marker (the store locked in an odd way) counts as a change:
-            // subscribers read again rather than miss one.
-            if current == nil || current != marker {
-                marker = current
-                for subscriber in subscribers { subscriber() }
-            }
+            look()
         }
     }
 
-    private var reported = false
+    /// Where the store is now: what the next `look` compares with.
+    func start() {
+        marker = read { () throws(StoreError) in try store.changeMarker() }
+        generations = read { () throws(StoreError) in try store.changeGenerations() }
+    }
 
-    private func read() -> Int64? {
+    /// One look: calls the subscribers of each topic written since the last one, and
+    /// returns those topics. An unreadable marker or generations (the store locked in an
+    /// odd way) count as a change of every topic: subscribers read again rather than
+    /// miss one.
+    @discardableResult
+    func look() -> Set<ChangeTopic> {
+        let current = read { () throws(StoreError) in try store.changeMarker() }
+        guard current == nil || current != marker else { return [] }
+        marker = current
+        let now = read { () throws(StoreError) in try store.changeGenerations() }
+        let changed =
+            if let now, let before = generations {
+                Set(ChangeTopic.allCases.filter { now[$0] != before[$0] })
+            } else {
+                Set(ChangeTopic.allCases)
+            }
+        if let now { generations = now }
+        for subscriber in subscribers where !subscriber.topics.isDisjoint(with: changed) { subscriber.notify() }
+        return changed
+    }
+
+    private func read<T>(_ body: () throws(StoreError) -> T) -> T? {
         do {
-            let marker = try store.changeMarker()
+            let value = try body()
             reported = false
-            return marker
+            return value
         } catch {
             if !reported { log("watching the state for changes: \(error.description)") }
             reported = true

@@ -156,8 +156,14 @@ public struct Daemon: Sendable {
         let feed = ChangeFeed(
             store: feedStore, interval: configuration.changePollInterval,
             subscribers: [
-                { controller.inbox.post(.storeChanged) }, { runs.storeChanged.post(true) }, { agents.storeChanged() },
-                { secrets.changed.post(true) }, { notifier.storeChanged.post(true) },
+                .init(topics: [.resources, .secrets]) { controller.inbox.post(.storeChanged) },
+                // Workflows (their cron triggers) are resources.
+                .init(topics: [.resources]) { runs.storeChanged.post(true) },
+                // Task polls wait for a Ready step: a run started, an approval decided.
+                .init(topics: [.runs]) { agents.storeChanged() },
+                .init(topics: [.secrets]) { secrets.changed.post(true) },
+                // New events may be due to Alerts (themselves resources).
+                .init(topics: [.events, .resources]) { notifier.storeChanged.post(true) },
             ],
             log: { log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: $0)) })
 
@@ -194,6 +200,16 @@ public struct Daemon: Sendable {
                 },
                 PeriodicService("retention", every: configuration.retentionInterval, atStart: true) {
                     _ = try? retentionStore.retain(.standard, now: Controller.systemTime())
+                    // Git sources' mirrors: repacked once git's own thresholds are passed.
+                    let mirrors = GitMirrors.collect(
+                        in: directory + "/git", thorough: false, environment: ProcessInfo.processInfo.environment)
+                    for mirror in mirrors.mirrors {
+                        if let error = mirror.error {
+                            log(
+                                ControllerEvent(
+                                    time: Controller.systemTime(), reason: .error, message: "git mirror \(mirror.path): \(error)"))
+                        }
+                    }
                 },
                 PeriodicService("lease-pruning", every: .seconds(60)) { agents.prune() },
                 ReconcileService(controller: controller),

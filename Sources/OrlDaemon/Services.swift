@@ -23,7 +23,7 @@ struct RunsService: Service {
     let driver: RunsDriver
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await driver.run() }
+        await cancelWhenGracefulShutdown { await driver.run() }
     }
 }
 
@@ -32,7 +32,7 @@ struct NotifierService: Service {
     let notifier: Notifier
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await notifier.run() }
+        await cancelWhenGracefulShutdown { await notifier.run() }
     }
 }
 
@@ -65,7 +65,7 @@ actor LedgerService: Service {
 
     func run() async throws {
         let gateway = self.gateway
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await gateway.run(write: { await self.flush() })
         }
     }
@@ -94,7 +94,7 @@ actor SecretsService: Service {
     nonisolated func cacheValue(of id: SecretID) -> String? { cache.value(of: id) }
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await self.follow() }
+        await cancelWhenGracefulShutdown { await self.follow() }
     }
 
     private func follow() async {
@@ -122,7 +122,7 @@ struct PeriodicService: Service {
     }
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             if atStart { await executor.run(work) }
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
@@ -143,7 +143,7 @@ struct TracingService: Service {
     func run() async throws {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                try? await cancelWhenGracefulShutdown {
+                await cancelWhenGracefulShutdown {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: .seconds(1))
                         await agents.traceEndedRuns()
@@ -151,7 +151,7 @@ struct TracingService: Service {
                 }
             }
             group.addTask {
-                try? await cancelWhenGracefulShutdown { await tracer.run() }
+                await cancelWhenGracefulShutdown { await tracer.run() }
             }
         }
         await agents.traceEndedRuns()
@@ -166,7 +166,7 @@ struct McpServersService: Service {
     let agents: AgentAPI
 
     func run() async throws {
-        try? await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 // The Tools' PinMatches conditions.
                 group.addTask { await agents.watchPins() }

@@ -23,7 +23,9 @@ extension ProcessRuntime: CommandRunner {
         return try result.get()
     }
 
-    static func runToCompletion(_ invocation: CommandInvocation) throws(RuntimeError) -> CommandOutcome {
+    /// `run`, on the calling thread: it blocks until the program has ended, so call it
+    /// from a thread of its own (a timer's executor), never the cooperative pool.
+    public static func runToCompletion(_ invocation: CommandInvocation) throws(RuntimeError) -> CommandOutcome {
         func failure(_ reason: String) -> RuntimeError { RuntimeError("cannot run \(invocation.command): \(reason)") }
         for text in [invocation.command, invocation.workingDirectory] + invocation.arguments where text.utf8.contains(0) {
             throw failure("'\(text.replacing("\0", with: "\\0"))' contains a NUL character")

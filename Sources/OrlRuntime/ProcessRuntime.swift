@@ -1,4 +1,5 @@
 import COrlSpawn
+import Dispatch
 import Glibc
 public import OrlCore
 import Synchronization
@@ -37,6 +38,8 @@ public final class ProcessRuntime: AgentRuntime {
         /// oldest first out.
         var exits: [ProcessIdentity: ProcessExit] = [:]
         var exitOrder: [ProcessIdentity] = []
+        /// Watched processes whose end is not reported yet (see `watch`).
+        var watches: Set<ProcessIdentity> = []
 
         mutating func remember(_ exit: ProcessExit, of process: ProcessIdentity) {
             exits[process] = exit
@@ -294,6 +297,41 @@ public final class ProcessRuntime: AgentRuntime {
             return .signaled(signal: 0)
         }
     }
+
+    /// A pidfd, which the kernel makes readable when the process ends, watched by a
+    /// dispatch source (epoll): an idle controller asks nothing of its processes. Works
+    /// for adopted processes too; a PID already reused (the process ended before the
+    /// pidfd was opened) is told apart by its start time, and reported at once.
+    public func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool {
+        let fd = orl_pidfd_open(process.pid)
+        if fd < 0 {
+            // ESRCH: already gone (and reaped); anything else: no pidfds here.
+            guard errno == ESRCH else { return false }
+            onExit()
+            return true
+        }
+        state.withLock { _ = $0.watches.insert(process) }
+        // The handler keeps the source alive until it has fired and been cancelled.
+        let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: Self.watchQueue)
+        source.setEventHandler { [weak self] in
+            source.cancel()
+            // Once: the check below may have reported it already.
+            if self?.state.withLock({ $0.watches.remove(process) }) != nil { onExit() }
+        }
+        source.setCancelHandler { close(fd) }
+        source.resume()
+        // The pidfd may name a process that took the PID over: a child's PID is kept
+        // until it is reaped, an adopted one's is checked by its start time.
+        if state.withLock({ $0.children[process.pid] != process.startTime }) && !isRunning(process),
+            state.withLock({ $0.watches.remove(process) }) != nil
+        {
+            source.cancel()
+            onExit()
+        }
+        return true
+    }
+
+    private static let watchQueue = DispatchQueue(label: "orl.process-exits")
 
     /// Why a sandboxed process ended when one of its limits ended it (once reaped).
     public func exitNote(_ process: ProcessIdentity) -> String? {

@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 public import OrlCore
+import Synchronization
 
 /// What the dashboard reads and writes: the state, the runs and the alert outbox.
 public typealias DashboardStore = AlertOutbox & RunStore & SpendHistory
@@ -27,6 +28,15 @@ public final class Dashboard: Sendable {
     /// Who decisions are recorded as having been made by.
     let identity: String
     private let queue = DispatchQueue(label: "orl.dashboard.store")
+    /// The fleet's spend per day of the days that are over (see `spendPerDay`).
+    let closedDays = Mutex<ClosedDays?>(nil)
+
+    struct ClosedDays {
+        /// Days since the epoch, `until` excluded.
+        var from: Int
+        var until: Int
+        var spend: [Int: Charge]
+    }
 
     static let cookie = "orl_session"
 

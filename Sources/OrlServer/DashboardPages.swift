@@ -1,4 +1,5 @@
 import OrlCore
+import Synchronization
 
 extension Dashboard {
     // MARK: Fleet
@@ -270,7 +271,7 @@ extension Dashboard {
         }
         // Spend per UTC day over two weeks, against the day-window USD limits.
         let since = Timestamp(milliseconds: Self.startOfDay(now).milliseconds - 13 * 86_400_000)
-        let spend = try store.dailySpend(since: since, agent: nil)
+        let spend = try spendPerDay(since: since, now: now)
         let first = Int(since.milliseconds / 86_400_000)
         let days = (0..<14).map { spend[first + $0]?.usd ?? 0 }
         let limits = Set(status.filter { $0.window == .day }.compactMap(\.limit.usd)).sorted()
@@ -281,6 +282,32 @@ extension Dashboard {
             \(HTML.table(["Budget", "Account", "Window", "Limit", "Spent", "Reserved", "Used", "Resets", "State"], rows, empty: "No budgets applied."))
             <h2>Spend per day (UTC), last 14 days</h2>\(Self.chart(days: days, limits: limits, since: since))
             """)
+    }
+
+    /// The fleet's spend per day from `since` on. Days before yesterday no longer change
+    /// (a call is in the ledger by the end of the next day; retention only rolls their
+    /// rows up), so they are summed once and kept: a page load sums the last two days'
+    /// rows, not two weeks of them.
+    func spendPerDay(since: Timestamp, now: Timestamp) throws(StoreError) -> [Int: Charge] {
+        let from = Int(since.milliseconds / 86_400_000)
+        let open = max(Int(now.milliseconds / 86_400_000) - 1, from)
+        let cached = closedDays.withLock { cache -> [Int: Charge]? in
+            guard let cache, cache.from <= from, cache.until == open else { return nil }
+            return cache.spend.filter { $0.key >= from }
+        }
+        var days: [Int: Charge]
+        if let cached {
+            days = cached
+        } else {
+            days = try store.dailySpend(
+                since: since, until: Timestamp(milliseconds: Int64(open) * 86_400_000), agent: nil)
+            let closed = days
+            closedDays.withLock { $0 = ClosedDays(from: from, until: open, spend: closed) }
+        }
+        for (day, charge) in try store.dailySpend(since: Timestamp(milliseconds: Int64(open) * 86_400_000), until: nil, agent: nil) {
+            days[day] = charge
+        }
+        return days
     }
 
     static func bar(percent: Double) -> String {

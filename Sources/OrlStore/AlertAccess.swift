@@ -166,10 +166,12 @@ extension SQLStateAccess {
 }
 
 extension SQLiteStateStore: SpendHistory {
-    public func dailySpend(since: Timestamp, agent: ResourceID?) throws(StoreError) -> [Int: Charge] {
+    public func dailySpend(since: Timestamp, until: Timestamp?, agent: ResourceID?) throws(StoreError) -> [Int: Charge] {
         try transaction(.deferred, intent: "sum the spend per day") { access throws(StoreError) in
             let database = try access.connection()
             let filter = agent == nil ? "" : " AND kind = ?2 AND namespace = ?3 AND name = ?4"
+            let end = until == nil ? "" : " AND time < ?5"
+            let endDay = until == nil ? "" : " AND day < ?5"
             var days: [Int: Charge] = [:]
             func add(_ day: Int, _ usd: Double, _ tokens: Double) {
                 let before = days[day] ?? Charge(usd: 0, tokens: 0)
@@ -179,11 +181,12 @@ extension SQLiteStateStore: SpendHistory {
             try database.withStatement(
                 """
                 SELECT time / 86400000, total(usd), total(prompt_tokens + completion_tokens) FROM ledger
-                WHERE time >= ?1\(filter) GROUP BY time / 86400000
+                WHERE time >= ?1\(filter)\(end) GROUP BY time / 86400000
                 """, intent: intent
             ) { statement throws(StoreError) in
                 try statement.bind(1, since.milliseconds)
                 if let agent { try statement.bind(2, agent) }
+                if let until { try statement.bind(5, until.milliseconds) }
                 while try statement.step(intent: intent) { add(statement.int(0), statement.double(1), statement.double(2)) }
             }
             let first = CivilDate(daysSinceEpoch: Int(since.milliseconds / 86_400_000))
@@ -191,15 +194,21 @@ extension SQLiteStateStore: SpendHistory {
                 let text = String(value)
                 return String(repeating: "0", count: max(0, width - text.count)) + text
             }
-            let firstDay = "\(pad(first.year, 4))-\(pad(first.month, 2))-\(pad(first.day, 2))"
+            func dayText(_ date: CivilDate) -> String { "\(pad(date.year, 4))-\(pad(date.month, 2))-\(pad(date.day, 2))" }
+            let firstDay = dayText(first)
             try database.withStatement(
                 """
                 SELECT day, total(usd), total(prompt_tokens + completion_tokens) FROM ledger_daily
-                WHERE day >= ?1\(filter) GROUP BY day
+                WHERE day >= ?1\(filter)\(endDay) GROUP BY day
                 """, intent: intent
             ) { statement throws(StoreError) in
                 try statement.bind(1, firstDay)
                 if let agent { try statement.bind(2, agent) }
+                if let until {
+                    // The days wholly before `until`, and the one it falls in when it is not a midnight.
+                    let day = Int((until.milliseconds + 86_399_999) / 86_400_000)
+                    try statement.bind(5, dayText(CivilDate(daysSinceEpoch: day)))
+                }
                 while try statement.step(intent: intent) {
                     let parts = statement.text(0).split(separator: "-").compactMap { Int($0) }
                     guard parts.count == 3 else { continue }

@@ -11,6 +11,18 @@ extension SQLiteStateStore {
         }
     }
 
+    /// What `orlctl usage` reports, read in one transaction (so retention cannot move a
+    /// call from one to the other in between): the calls since `since`, newest first, and
+    /// the daily roll-ups of the days from the one holding `since` on.
+    public func usage(_ query: LedgerQuery) throws(StoreError) -> (calls: [LedgerEntry], days: [LedgerDay]) {
+        try transaction(.deferred, intent: "read the ledger") { access throws(StoreError) in
+            (
+                try access.ledger(query),
+                try access.ledgerDays(agent: query.agent, from: LedgerDay.name(of: query.since ?? Timestamp(milliseconds: 0)))
+            )
+        }
+    }
+
     /// The ledger's daily roll-up, oldest day first.
     public func ledgerDaily() throws(StoreError) -> [(day: String, agent: ResourceID, model: String, calls: Int, tokens: Int, usd: Double)]
     {
@@ -69,6 +81,35 @@ extension SQLStateAccess {
                 "DELETE FROM ledger WHERE time < ?1", cutoff.milliseconds, intent: "delete rolled-up ledger rows")
         }
         return report
+    }
+
+    /// Daily roll-ups from `day` (`YYYY-MM-DD`) on, oldest first; one agent's when given.
+    func ledgerDays(agent: ResourceID?, from day: String) throws(StoreError) -> [LedgerDay] {
+        let intent = "read the ledger's daily roll-up"
+        var sql = """
+            SELECT day, kind, namespace, name, model, calls, prompt_tokens, completion_tokens, usd FROM ledger_daily
+            WHERE day >= ?1
+            """
+        if agent != nil { sql += " AND kind = ?2 AND namespace = ?3 AND name = ?4" }
+        sql += " ORDER BY day, namespace, name, model"
+        return try connection().withStatement(sql, intent: intent) { statement throws(StoreError) in
+            try statement.bind(1, day)
+            if let agent {
+                try statement.bind(2, agent.kind)
+                try statement.bind(3, agent.namespace)
+                try statement.bind(4, agent.name)
+            }
+            var days: [LedgerDay] = []
+            while try statement.step(intent: intent) {
+                days.append(
+                    LedgerDay(
+                        day: statement.text(0),
+                        agent: ResourceID(kind: statement.text(1), namespace: statement.text(2), name: statement.text(3)),
+                        model: statement.text(4), calls: statement.int(5),
+                        usage: TokenUsage(prompt: statement.int(6), completion: statement.int(7)), usd: statement.double(8)))
+            }
+            return days
+        }
     }
 
     /// The daily roll-up, oldest day first: (day, agent, model, calls, tokens, usd).

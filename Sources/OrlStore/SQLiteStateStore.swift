@@ -56,6 +56,22 @@ public final class SQLiteStateStore: StateStore {
         }
     }
 
+    /// How many writes each topic has seen (see `ChangeTopic`): read when
+    /// `changeMarker` moved, to tell which consumers the commits concern.
+    public func changeGenerations() throws(StoreError) -> [ChangeTopic: Int64] {
+        try connection.withLock { (database: inout Database) throws(StoreError) in
+            let intent = "read the change generations"
+            return try database.withStatement("SELECT topic, generation FROM change_topics", intent: intent) {
+                statement throws(StoreError) in
+                var generations: [ChangeTopic: Int64] = [:]
+                while try statement.step(intent: intent) {
+                    if let topic = ChangeTopic(rawValue: statement.text(0)) { generations[topic] = statement.int64(1) }
+                }
+                return generations
+            }
+        }
+    }
+
     func transaction<T>(
         _ mode: Database.TransactionMode, intent: String, _ body: (SQLStateAccess) throws(StoreError) -> T
     ) throws(StoreError) -> T {
@@ -197,4 +213,18 @@ public final class SQLiteStateStore: StateStore {
             prefix += "/"
         }
     }
+}
+
+/// What a consumer of the store's changes reads, each counted by triggers on its
+/// tables (`change_topics`), whichever process writes: the daemon's own bookkeeping
+/// (statuses, supervision records, the ledger, the alert outbox) counts for none.
+public enum ChangeTopic: String, Sendable, Hashable, CaseIterable {
+    /// Applied resources and `orlctl suspend`'s holds.
+    case resources
+    /// The vault's sealed secrets.
+    case secrets
+    /// Workflow runs, their steps, attempts and values, and tool-call approvals.
+    case runs
+    /// Events added to the event log (what Alerts notify of).
+    case events
 }

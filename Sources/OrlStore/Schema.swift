@@ -423,6 +423,68 @@ enum Schema {
                 INSERT INTO alert_cursor (id, event_number) SELECT 1, COALESCE(MAX(number), 0) FROM events;
                 """
         ),
+        Migration(
+            summary: "count changes per topic for the daemon's change feed",
+            sql: """
+                -- One generation per topic, bumped in the writing transaction by whatever
+                -- process writes, so that the daemon wakes a consumer for the data it reads
+                -- (PRAGMA data_version moves with every commit: the ledger, the controller's
+                -- own statuses and supervision records, the outbox). Tables no consumer
+                -- waits on have no trigger; events count when added (for the notifier).
+                CREATE TABLE change_topics (topic TEXT PRIMARY KEY, generation INTEGER NOT NULL) WITHOUT ROWID;
+                INSERT INTO change_topics (topic, generation) VALUES ('resources', 0), ('secrets', 0), ('runs', 0), ('events', 0);
+                CREATE TRIGGER resources_insert_changes AFTER INSERT ON resources
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'resources'; END;
+                CREATE TRIGGER resources_update_changes AFTER UPDATE ON resources
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'resources'; END;
+                CREATE TRIGGER resources_delete_changes AFTER DELETE ON resources
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'resources'; END;
+                CREATE TRIGGER holds_insert_changes AFTER INSERT ON holds
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'resources'; END;
+                CREATE TRIGGER holds_update_changes AFTER UPDATE ON holds
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'resources'; END;
+                CREATE TRIGGER holds_delete_changes AFTER DELETE ON holds
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'resources'; END;
+                CREATE TRIGGER secrets_insert_changes AFTER INSERT ON secrets
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'secrets'; END;
+                CREATE TRIGGER secrets_update_changes AFTER UPDATE ON secrets
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'secrets'; END;
+                CREATE TRIGGER secrets_delete_changes AFTER DELETE ON secrets
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'secrets'; END;
+                CREATE TRIGGER runs_insert_changes AFTER INSERT ON runs
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER runs_update_changes AFTER UPDATE ON runs
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER runs_delete_changes AFTER DELETE ON runs
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER run_steps_insert_changes AFTER INSERT ON run_steps
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER run_steps_update_changes AFTER UPDATE ON run_steps
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER run_steps_delete_changes AFTER DELETE ON run_steps
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER run_attempts_insert_changes AFTER INSERT ON run_attempts
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER run_attempts_update_changes AFTER UPDATE ON run_attempts
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER run_attempts_delete_changes AFTER DELETE ON run_attempts
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER run_values_insert_changes AFTER INSERT ON run_values
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER run_values_update_changes AFTER UPDATE ON run_values
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER run_values_delete_changes AFTER DELETE ON run_values
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER tool_approvals_insert_changes AFTER INSERT ON tool_approvals
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER tool_approvals_update_changes AFTER UPDATE ON tool_approvals
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER tool_approvals_delete_changes AFTER DELETE ON tool_approvals
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs'; END;
+                CREATE TRIGGER events_insert_changes AFTER INSERT ON events
+                    BEGIN UPDATE change_topics SET generation = generation + 1 WHERE topic = 'events'; END;
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

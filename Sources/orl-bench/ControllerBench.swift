@@ -128,7 +128,7 @@ struct ControllerBench: ParsableCommand {
                 apiVersion: orl.dev/v1
                 kind: Agent
                 metadata: {name: agent-\(i), labels: {team: bench}}
-                spec: {model: sim/small, runtime: {command: /bin/sh, args: [-c, "exec sleep 100000"], gracePeriod: 5s}}
+                spec: {model: sim/small, runtime: {command: /bin/sh, args: [-c, "exec sleep 100000"], gracePeriod: 5s, isolation: \(isolation)}}
 
                 """
         }

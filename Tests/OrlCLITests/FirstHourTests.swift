@@ -114,6 +114,43 @@ import Testing
     }
 }
 
+extension FirstHourTests {
+    /// `watch` starts the controller the applied agents need, as apply and sync do (its
+    /// messages on stderr, its log lines on stdout).
+    @Test func watchStartsAControllerAsApplyDoes() async throws {
+        let repo = try GitFixture()
+        try GitFleet.write(to: repo)
+        try repo.commit("first")
+        defer { _ = try? repo.orlctl(["controller", "stop"]) }
+        let process = Process()
+        process.executableURL = Orlctl.binary
+        process.arguments = ["watch", "--repo", repo.root.path, "--path", "fleet", "--interval", "1h", "--state", repo.state]
+        process.currentDirectoryURL = repo.directory.url
+        var environment = ProcessInfo.processInfo.environment
+        environment["NO_COLOR"] = "1"
+        environment["ORL_NO_CONTROLLER"] = nil
+        process.environment = environment
+        let output = repo.directory.url.appendingPathComponent("watch.log")
+        FileManager.default.createFile(atPath: output.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: output)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        defer {
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+            try? handle.close()
+        }
+        func log() -> String { (try? String(contentsOf: output, encoding: .utf8)) ?? "" }
+        #expect(await eventually(seconds: 30) { log().contains("controller started") }, "\(log())")
+        process.terminate()
+        process.waitUntilExit()
+        // The controller outlives the watcher: `controller stop` exits 0 only when one ran.
+        let stop = try repo.orlctl(["controller", "stop"])
+        #expect(stop.status == 0, "\(stop.stdout)\(stop.stderr)\n\(log())")
+    }
+}
+
 /// Polls `condition` until it holds (true) or `seconds` pass (false), sleeping without
 /// holding a thread of the pool that other suites' tests run on.
 func eventually(seconds: Double, _ condition: () throws -> Bool) async -> Bool {

@@ -10,6 +10,31 @@ import Testing
         #expect(result.stdout.hasSuffix("7 passed, 0 failed\n"), "\(result.stdout)")
     }
 
+    /// examples/ shows policy tests on a fleet of its own (another namespace), and a
+    /// change that breaks one of its verdicts fails.
+    @Test func theDevTeamExamplePassesItsTestsAndABrokenVerdictFails() async throws {
+        let result = try await Orlctl.call(["test", "-f", "examples/dev-team/", "examples/policy-tests/"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.hasSuffix("8 passed, 0 failed\n"), "\(result.stdout)")
+
+        // The reviewer's deny dropped: the verdict a reviewer relies on fails.
+        let directory = try TemporaryDirectory()
+        for file in try FileManager.default.contentsOfDirectory(atPath: Orlctl.packageRoot.path + "/examples/dev-team") {
+            let text = try String(contentsOfFile: Orlctl.packageRoot.path + "/examples/dev-team/" + file, encoding: .utf8)
+            try directory.write(
+                "fleet/" + file,
+                text.replacingOccurrences(
+                    of: "    tools: [read-file, search-code, git-diff]\n",
+                    with: "    tools: [read-file, search-code, git-diff, apply-patch]\n"
+                ).replacingOccurrences(of: "  deny:\n    tools: [apply-patch, run-tests]\n", with: ""))
+        }
+        let broken = try await Orlctl.call(["test", "-f", directory.url.path + "/fleet", "examples/policy-tests/"])
+        #expect(broken.status == 1, "\(broken.stdout)\(broken.stderr)")
+        #expect(
+            broken.stdout.contains("FAIL  examples/policy-tests/dev-team.yaml:4  the reviewer can look but never change code"),
+            "\(broken.stdout)")
+    }
+
     @Test func aWrongExpectationFailsWithJUnit() async throws {
         let directory = try TemporaryDirectory()
         let file = directory.url.appendingPathComponent("t.yaml")

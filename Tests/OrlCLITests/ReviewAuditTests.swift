@@ -1,4 +1,7 @@
 import Foundation
+import OrlController
+import OrlCore
+import OrlStore
 import Testing
 
 /// `orlctl review` on real git repositories for the stronger audit (issue 17, parts D
@@ -229,5 +232,122 @@ import Testing
             try repo.write("fleet/fleet.yaml", Self.fleet.replacingOccurrences(of: "usd: 5}", with: "usd: 1}"))
         }
         #expect(try await review(lowered, ["--max-cost-increase", "0"]).status == 0)
+    }
+
+    /// The digest, run every hour, its agent steps bounded: 24 × 365.2425 / 12 runs a
+    /// month, each at most (20,000 + 2 × 10,000) tokens at $0.60 per million.
+    static let scheduled = fleet.replacingOccurrences(
+        of: """
+                - {id: read, agent: reader, tools: [web]}
+                - {id: look, approval: {message: send it?}, dependsOn: [read]}
+                - {id: send, agent: sender, dependsOn: [look], tools: [crm, post]}
+            """,
+        with: """
+                - {id: read, agent: reader, tools: [web], maxTokens: 20000}
+                - {id: look, approval: {message: send it?}, dependsOn: [read]}
+                - {id: send, agent: sender, dependsOn: [look], tools: [crm, post], maxTokens: 10000, retry: {attempts: 2}}
+              triggers: [{type: schedule, cron: "0 * * * *"}]
+            """)
+
+    @Test func aScheduleIsProjectedFromItsTokenBoundsAndCanFailTheCheck() async throws {
+        #expect(Self.scheduled != Self.fleet)
+        let repo = try repository { repo in try repo.write("fleet/fleet.yaml", Self.scheduled) }
+        let result = try await review(repo)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("Projected spend (a month):\n  before: $0.00\n  after:  $17.54\n"), "\(result.stdout)")
+        #expect(result.stdout.contains("↑ change: +$17.54 a month"), "\(result.stdout)")
+        #expect(result.stdout.contains("↑ Agent/reader: $0.00 → $8.77"), "\(result.stdout)")
+        #expect(result.stdout.contains("↑ Workflow/digest: $0.00 → $17.54 (730.5 runs a month, at most $0.03 a run)"), "\(result.stdout)")
+
+        // The ceiling does not move (the same $5 a day); the projection does.
+        let failing = try await review(repo, ["--max-cost-increase", "10"])
+        #expect(failing.status == 1)
+        #expect(
+            failing.stderr.contains("the projected spend change, +$17.54 a month, is more than --max-cost-increase $10.00"),
+            "\(failing.stderr)")
+        #expect(!failing.stderr.contains("worst-case"), "\(failing.stderr)")
+        #expect(try await review(repo, ["--max-cost-increase", "18"]).status == 0)
+
+        let json = try await review(repo, ["-o", "json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let projected = try #require(object["projectedSpend"] as? [String: Any])
+        let increase = try #require(projected["monthlyIncreaseUSD"] as? Double)
+        #expect(abs(increase - 24 * 30.436875 * 0.024) < 1e-6)
+        let after = try #require(projected["after"] as? [String: Any])
+        let workflow = try #require((after["workflows"] as? [[String: Any]])?.first)
+        #expect(workflow["workflow"] as? String == "Workflow/digest")
+        #expect(abs((workflow["runsPerMonth"] as? Double ?? 0) - 24 * 30.436875) < 1e-6)
+        #expect(abs((workflow["perRunUSD"] as? Double ?? 0) - 0.024) < 1e-12)
+
+        let markdown = try await review(repo, ["-o", "markdown"])
+        #expect(
+            markdown.stdout.contains("### Projected spend (a month)\n\n- before: $0.00\n- after:  $17.54\n- ⚠️ change: +$17.54 a month\n"),
+            "\(markdown.stdout)")
+        let sarif = try sarifResults(try await review(repo, ["-o", "sarif"]).stdout)
+        let spend = sarif.filter { $0["ruleId"] as? String == "review.spend-increase" }
+        #expect(spend.count == 1, "\(sarif)")
+        let message = (spend.first?["message"] as? [String: Any])?["text"] as? String ?? ""
+        #expect(
+            message.hasPrefix(
+                "projected spend: $0.00 → $17.54 a month, +$17.54 a month (agent \"reader\" $0.00 → $8.77, agent \"sender\" $0.00 → $8.77)"),
+            "\(message)")
+
+        // A step that loses its bound leaves the projection unbounded, which no limit passes.
+        let unbounded = try repository { repo in
+            try repo.write("fleet/fleet.yaml", Self.scheduled.replacingOccurrences(of: ", maxTokens: 20000", with: ""))
+        }
+        let open = try await review(unbounded, ["--max-cost-increase", "1000000"])
+        #expect(open.status == 1)
+        #expect(open.stdout.contains(#"workflow/digest step "read" has no maxTokens: its spend is not projected"#), "\(open.stdout)")
+        #expect(open.stderr.contains("the projected spend change, unbounded"), "\(open.stderr)")
+    }
+
+    /// With --state, each agent's recent tokens in the ledger are priced at the model it
+    /// has in each revision; review reads nothing else from the state.
+    @Test func aLedgerGivenWithStateIsPricedAtEachRevisionsModels() async throws {
+        let dearer = Self.fleet.replacingOccurrences(
+            of: "models: [{name: small, pricing: {input: 0.15, output: 0.6}}]",
+            with: "models: [{name: small, pricing: {input: 0.15, output: 0.6}}, {name: large, pricing: {input: 3, output: 15}}]")
+        let repo = try trust.repository(
+            base: { repo in
+                try repo.write("fleet/fleet.yaml", dearer)
+                try repo.write("fleet/policy.yaml", Self.policy)
+            },
+            head: { repo in
+                try repo.write(
+                    "fleet/fleet.yaml",
+                    dearer.replacingOccurrences(
+                        of: "metadata: {name: reader, labels: {team: x}}\nspec: {model: sim/small",
+                        with: "metadata: {name: reader, labels: {team: x}}\nspec: {model: sim/large"))
+            })
+        let state = repo.directory.url.appendingPathComponent("ledger").path
+        let store = try SQLiteStateStore(directory: state)
+        let now = Controller.systemTime()
+        try store.write { writer throws(StoreError) in
+            try writer.append([
+                LedgerEntry(
+                    time: Timestamp(milliseconds: now.milliseconds - 86_400_000), agent: ResourceID(kind: "Agent", name: "reader"),
+                    model: "sim/small", usage: TokenUsage(prompt: 1_000_000, completion: 1_000_000), usd: 0.75, latencyMilliseconds: 5,
+                    requestID: "r1", outcome: "ok"),
+                // Older than the 30 days read.
+                LedgerEntry(
+                    time: Timestamp(milliseconds: now.milliseconds - 40 * 86_400_000), agent: ResourceID(kind: "Agent", name: "reader"),
+                    model: "sim/small", usage: TokenUsage(prompt: 9_000_000, completion: 0), usd: 1.35, latencyMilliseconds: 5,
+                    requestID: "r2", outcome: "ok"),
+            ])
+        }
+        // Offline, the change projects nothing: nothing is scheduled.
+        let offline = try await review(repo)
+        #expect(offline.stdout.contains("Projected spend (a month):\n  before: $0.00\n  after:  $0.00\n"), "\(offline.stdout)")
+
+        let result = try await review(repo, ["--state", state])
+        #expect(result.status == 0, "\(result.stderr)")
+        // 1M + 1M tokens in 30 days: $0.75 at small's prices, $18 at large's, for an average month.
+        #expect(result.stdout.contains("↑ Agent/reader: $0.77 → $18.27 (from the ledger: $18.27)"), "\(result.stdout)")
+        #expect(try await review(repo, ["--state", state, "--max-cost-increase", "17"]).status == 1)
+        #expect(try await review(repo, ["--state", state, "--max-cost-increase", "18"]).status == 0)
+
+        let missing = try await review(repo, ["--state", state + "-typo"])
+        #expect(missing.status == 2 && missing.stderr.contains("no orl state there"), "\(missing.stderr)")
     }
 }

@@ -17,6 +17,21 @@ final class FakeRuntime: AgentRuntime {
     }
 
     private let state = Mutex<(next: Int32, processes: [ProcessIdentity: Process])>((1000, [:]))
+    /// How many times the controller asked whether a process had ended.
+    let looks = Counter()
+    /// Whether it announces ends (`watch`), as the real runtime does with pidfds.
+    let announces: Bool
+    private let watchers = Mutex<[ProcessIdentity: @Sendable () -> Void]>([:])
+
+    init(announces: Bool = false) { self.announces = announces }
+
+    func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool {
+        guard announces else { return false }
+        watchers.withLock { $0[process] = onExit }
+        return true
+    }
+
+    private func announce(_ process: ProcessIdentity) { watchers.withLock { $0.removeValue(forKey: process) }?() }
 
     func start(_ spec: ProcessSpec) throws(RuntimeError) -> ProcessIdentity {
         state.withLock { state in
@@ -32,14 +47,16 @@ final class FakeRuntime: AgentRuntime {
     }
 
     func exitStatus(_ process: ProcessIdentity) -> ProcessExit? {
-        state.withLock { state in
+        defer { looks.add() }
+        return state.withLock { state in
             guard let known = state.processes[process] else { return .signaled(signal: 0) }
             return known.exit
         }
     }
 
     func stop(_ process: ProcessIdentity, grace: Duration) async -> ProcessExit? {
-        state.withLock { state in
+        defer { announce(process) }
+        return state.withLock { state in
             state.processes[process]?.stopped = true
             if state.processes[process]?.exit == nil { state.processes[process]?.exit = .signaled(signal: 15) }
             return state.processes[process]?.exit
@@ -49,6 +66,7 @@ final class FakeRuntime: AgentRuntime {
     /// The process ends on its own (a crash when `code` is not 0).
     func end(_ process: ProcessIdentity, code: Int32) {
         state.withLock { $0.processes[process]?.exit = .exited(code: code) }
+        announce(process)
     }
 
     /// The processes of an agent, oldest first.
@@ -60,6 +78,35 @@ final class FakeRuntime: AgentRuntime {
 
     func running(_ name: String) -> ProcessIdentity? {
         processes(of: name).last { $0.process.exit == nil }?.id
+    }
+}
+
+/// A count a test waits on (passes, looks at processes), rather than sleeping.
+final class Counter: Sendable {
+    private let state = Mutex<(count: Int, waiters: [(atLeast: Int, CheckedContinuation<Void, Never>)])>((0, []))
+
+    var value: Int { state.withLock { $0.count } }
+
+    func add() {
+        let ready = state.withLock { state in
+            state.count += 1
+            let count = state.count
+            defer { state.waiters.removeAll { $0.atLeast <= count } }
+            return state.waiters.filter { $0.atLeast <= count }.map(\.1)
+        }
+        for continuation in ready { continuation.resume() }
+    }
+
+    /// Returns once the count is at least `count`.
+    func wait(atLeast count: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if state.count >= count { return true }
+                state.waiters.append((count, continuation))
+                return false
+            }
+            if now { continuation.resume() }
+        }
     }
 }
 
@@ -135,10 +182,11 @@ func fleet(_ agents: [String], suspended: Set<String> = []) -> String {
     return documents.joined(separator: "\n---\n")
 }
 
-func apply(_ yaml: String, to store: SQLiteStateStore, at now: Timestamp) throws {
+func apply(_ yaml: String, to store: SQLiteStateStore, at now: Timestamp, codeRoot: String? = nil) throws {
     let report = ManifestValidation.validate([YAMLParser().parse(yaml, file: "fleet.yaml")])
     try #require(report.isValid, "\(report.diagnostics.filter { $0.severity == .error }.map(\.message))")
-    _ = try ApplyOperation.apply(report.fleet, to: store, options: ApplyOptions(source: "test", appliedBy: "test"), now: now)
+    _ = try ApplyOperation.apply(
+        report.fleet, to: store, options: ApplyOptions(source: "test", appliedBy: "test", codeRoot: codeRoot), now: now)
 }
 
 /// A state directory under a fresh temporary directory, removed with the value.
@@ -167,9 +215,10 @@ final class TemporaryState {
         store = try SQLiteStateStore(directory: state.directory)
     }
 
-    func controller(runtime: FakeRuntime? = nil) -> Controller {
+    func controller(runtime: FakeRuntime? = nil, configure: (inout Controller.Configuration) -> Void = { _ in }) -> Controller {
         var configuration = Controller.Configuration(stateDirectory: state.directory)
         configuration.defaultGrace = .milliseconds(10)
+        configure(&configuration)
         let events = self.events
         let clock = self.clock
         return Controller(
@@ -260,5 +309,89 @@ final class TemporaryState {
         #expect(runtime.running("a") == nil)
         #expect(runtime.running("b") == nil)
         #expect(try status("a")?.condition(ResourceStatus.ready)?.reason == "ControllerStopped")
+    }
+
+    /// A pass that finds every agent as it should be writes nothing, so that the
+    /// controller's own pass never reads as a change of the store.
+    @Test func aPassOverUnchangedAgentsWritesNothing() async throws {
+        try apply(fleet(["a", "b", "c"]), to: store, at: clock.now)
+        let controller = controller()
+        await controller.reconcileNow()
+        await controller.reconcileNow()
+        #expect(try status("a")?.condition(ResourceStatus.ready)?.status == .true)
+        let observer = try SQLiteStateStore(directory: state.directory)
+        let before = try observer.changeMarker()
+        for _ in 0..<3 {
+            clock.advance(.seconds(40))
+            await controller.reconcileNow()
+        }
+        #expect(try observer.changeMarker() == before)
+    }
+
+    /// An idle fleet costs no pass: the loop looks at its processes every poll interval,
+    /// and one that still runs is no reason to reconcile (a full pass at every look was
+    /// a fifth of a core for 100 idle agents), nor to write anything.
+    @Test func anIdleFleetIsLookedAtWithoutPassesOrWrites() async throws {
+        let names = (0..<20).map { "agent-\($0)" }
+        try apply(fleet(names), to: store, at: clock.now)
+        let passes = Counter()
+        let controller = controller {
+            $0.pollInterval = .milliseconds(2)
+            $0.resyncInterval = .seconds(3600)
+            $0.onPass = { _ in passes.add() }
+        }
+        let observer = try SQLiteStateStore(directory: state.directory)
+        let loop = Task { await controller.run() }
+        for name in names { await events.wait { $0.reason == .started && $0.resource?.name == name } }
+        // The pass that reports them Running, then two looks at every process.
+        await runtime.looks.wait(atLeast: runtime.looks.value + 3 * names.count)
+        let (converged, marker) = (passes.value, try observer.changeMarker())
+        #expect(try status("agent-0")?.condition(ResourceStatus.ready)?.status == .true)
+        // Five more looks at every process.
+        await runtime.looks.wait(atLeast: runtime.looks.value + 5 * names.count)
+        #expect(passes.value == converged)
+        #expect(try observer.changeMarker() == marker)
+        controller.requestStop()
+        await loop.value
+    }
+
+    /// Launches are kept from pass to pass while the store stays the same, but the files
+    /// an agent's arguments name are looked at again: one that appears since is used.
+    @Test func aKeptLaunchIsMadeAgainWhenAFileItsArgumentsNameAppears() async throws {
+        let source = state.root + "/src"
+        try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+        let yaml = fleet(["a"]).replacingOccurrences(
+            of: "command: /bin/sleep, args: [\"1000\"]", with: "command: python3, args: [agent.py]")
+        try apply(yaml, to: store, at: clock.now, codeRoot: source)
+        let controller = controller()
+        await controller.reconcileNow()
+        #expect(runtime.processes(of: "a").map(\.process.spec.arguments) == [["agent.py"]])
+        await controller.reconcileNow()
+        #expect(runtime.processes(of: "a").count == 1)
+        FileManager.default.createFile(atPath: source + "/agent.py", contents: Data("print()\n".utf8))
+        await controller.reconcileNow()
+        let first = try #require(runtime.processes(of: "a").first?.id)
+        await events.wait { $0.reason == .stopped && $0.pid == first.pid }
+        await controller.reconcileNow()
+        #expect(runtime.processes(of: "a").map(\.process.spec.arguments) == [["agent.py"], [source + "/agent.py"]])
+    }
+
+    /// With a runtime that announces ends, the loop never looks: an exit is noticed with
+    /// polling and resyncs an hour apart.
+    @Test(.timeLimit(.minutes(1))) func anAnnouncedEndIsNoticedWithoutLooking() async throws {
+        let runtime = FakeRuntime(announces: true)
+        try apply(fleet(["a", "b"]), to: store, at: clock.now)
+        let controller = controller(runtime: runtime) {
+            $0.pollInterval = .seconds(3600)
+            $0.resyncInterval = .seconds(3600)
+        }
+        let loop = Task { await controller.run() }
+        await events.wait { $0.reason == .started && $0.resource?.name == "b" }
+        let first = try #require(runtime.running("a"))
+        runtime.end(first, code: 3)
+        await events.wait { $0.reason == .exited && $0.pid == first.pid }
+        controller.requestStop()
+        await loop.value
+        #expect(runtime.processes(of: "b").count == 1)
     }
 }

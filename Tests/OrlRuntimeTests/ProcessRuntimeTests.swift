@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import OrlCore
+import Synchronization
 import Testing
 
 @testable import OrlRuntime
@@ -277,6 +278,53 @@ import Testing
             #expect(adopting.exitStatus(process) == .signaled(signal: 0))
             // The real parent still reaps it, with its real status.
             #expect(earlier.exitStatus(process) == .signaled(signal: SIGTERM))
+        }
+    }
+}
+
+/// Ends announced rather than looked for: a pidfd per watched process.
+@Suite(.timeLimit(.minutes(1))) struct WatchTests {
+    let runtime = ProcessRuntime()
+
+    /// Returns once `onExit` was called.
+    func watched(_ process: ProcessIdentity, by runtime: ProcessRuntime) async -> Bool {
+        let watching = Mutex<Bool>(false)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ok = runtime.watch(process) { continuation.resume() }
+            watching.withLock { $0 = ok }
+        }
+        return watching.withLock { $0 }
+    }
+
+    @Test func theEndOfAChildIsAnnouncedAndItsStatusIsStillRead() async throws {
+        try await withTemporaryDirectory { directory in
+            let process = try runtime.start(shell("sleep 0.2; exit 4", in: directory))
+            #expect(await watched(process, by: runtime))
+            #expect(runtime.exitStatus(process) == .exited(code: 4))
+        }
+    }
+
+    /// A process another controller started (not this runtime's child) is watched too.
+    @Test func theEndOfAnAdoptedProcessIsAnnounced() async throws {
+        try await withTemporaryDirectory { directory in
+            let earlier = ProcessRuntime()
+            let process = try earlier.start(spec("sleep", ["30"], in: directory))
+            async let ended = watched(process, by: runtime)
+            _ = await earlier.stop(process, grace: .seconds(1))
+            #expect(await ended)
+        }
+    }
+
+    /// A process already gone, or a PID that now names another process, is reported
+    /// at once.
+    @Test func aProcessAlreadyGoneIsAnnouncedAtOnce() async throws {
+        try await withTemporaryDirectory { directory in
+            let process = try runtime.start(shell("exit 0", in: directory))
+            #expect(await eventually { runtime.exitStatus(process) != nil })
+            #expect(await watched(process, by: runtime))
+            let running = try runtime.start(spec("sleep", ["30"], in: directory))
+            #expect(await watched(ProcessIdentity(pid: running.pid, startTime: running.startTime + 1), by: runtime))
+            _ = await runtime.stop(running, grace: .seconds(1))
         }
     }
 }

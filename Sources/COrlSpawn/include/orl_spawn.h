@@ -121,6 +121,10 @@ int orl_listen_in_netns(pid_t pid, int port);
 /// pipe2(fds, O_CLOEXEC), which Swift's Glibc module does not show (a GNU extension).
 int orl_pipe_cloexec(int fds[2]);
 
+/// pidfd_open(2): a close-on-exec descriptor that becomes readable once `pid` has
+/// ended (reaping it is still waitpid's business); -1 with errno set (Linux before 5.3).
+int orl_pidfd_open(pid_t pid);
+
 /// What a step was doing, for error messages ("open the log file").
 const char *orl_spawn_step_description(orl_spawn_step step);
 

@@ -141,9 +141,14 @@ struct Usage: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show model calls and their cost, from the ledger.",
         discussion: """
-            By default a summary per agent and model since the start of the day (UTC); --calls \
-            lists the calls themselves, newest first. --since takes a time (2026-11-21, \
-            2026-11-21T09:00:00Z) or a duration back from now (30m, 24h, 7d).
+            By default a summary per agent and model since the start of the day (UTC); \
+            --by-day splits it per UTC day; --calls lists the calls themselves, newest first. \
+            --since takes a time (2026-11-21, 2026-11-21T09:00:00Z) or a duration back from \
+            now (30m, 24h, 7d).
+
+            Calls older than the ledger's retention (orlctl gc, 62 days by default) are kept \
+            as their totals per agent, model and day: the summaries count them (a day rolled \
+            up counts whole), --calls cannot list them.
 
             Exit codes: 0 shown, 2 error.
             """
@@ -160,6 +165,9 @@ struct Usage: AsyncParsableCommand {
     @Flag(help: "List the calls instead of the summary.")
     var calls = false
 
+    @Flag(help: "Summarise per UTC day, agent and model.")
+    var byDay = false
+
     @Option(help: "With --calls, show at most this many.")
     var limit = 100
 
@@ -173,6 +181,7 @@ struct Usage: AsyncParsableCommand {
             throw ValidationError("--since must be a time such as 2026-11-21T09:00:00Z or a duration such as 24h, not \(since)")
         }
         guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
+        if calls && byDay { throw ValidationError("--calls lists calls; --by-day summarises them: use one") }
     }
 
     func run() async throws {
@@ -181,14 +190,19 @@ struct Usage: AsyncParsableCommand {
         let start = since.flatMap { Self.instant($0, now: now) } ?? BudgetSpec.Window.day.interval(containing: now).lowerBound
         let who = agent.map { ResourceID(kind: ResourceKind.agent.rawValue, namespace: namespace.namespace, name: $0) }
         let entries: [LedgerEntry]
+        let days: [LedgerDay]
         do throws(StoreError) {
-            entries = try store.read { reader throws(StoreError) in
-                try reader.ledger(LedgerQuery(agent: who, since: start, limit: calls ? limit : Int.max))
-            }
+            (entries, days) = try store.usage(LedgerQuery(agent: who, since: start, limit: calls ? limit : Int.max))
         } catch {
             throw CommandFailure(message: error.description)
         }
+        let rolledUp = days.map(\.calls).reduce(0, +)
         if calls {
+            if rolledUp > 0 {
+                OrlctlMain.writeStandardError(
+                    "\(rolledUp) call\(rolledUp == 1 ? "" : "s") of \(Set(days.map(\.day)).count) day\(Set(days.map(\.day)).count == 1 ? "" : "s") from \(days[0].day) on "
+                        + "\(rolledUp == 1 ? "was" : "were") rolled up by retention: only their totals are kept (orlctl usage --by-day).\n")
+            }
             switch output {
             case .text:
                 guard !entries.isEmpty else { return OrlctlMain.writeStandardError("No calls since \(start.rfc3339Seconds).\n") }
@@ -208,47 +222,61 @@ struct Usage: AsyncParsableCommand {
             return
         }
         struct Key: Hashable, Comparable {
+            var day: String
             var agent: ResourceID
             var model: String
-            static func < (a: Key, b: Key) -> Bool { (a.agent, a.model) < (b.agent, b.model) }
+            static func < (a: Key, b: Key) -> Bool { (a.day, a.agent, a.model) < (b.day, b.agent, b.model) }
         }
         var totals: [Key: (calls: Int, usage: TokenUsage, usd: Double)] = [:]
+        func add(_ key: Key, calls: Int, usage: TokenUsage, usd: Double) {
+            var total = totals[key] ?? (0, TokenUsage(prompt: 0, completion: 0), 0)
+            total.calls += calls
+            total.usage.prompt = total.usage.prompt.saturatingAdding(usage.prompt)
+            total.usage.completion = total.usage.completion.saturatingAdding(usage.completion)
+            total.usd += usd
+            totals[key] = total
+        }
         for e in entries {
-            var total = totals[Key(agent: e.agent, model: e.model)] ?? (0, TokenUsage(prompt: 0, completion: 0), 0)
-            total.calls += 1
-            total.usage.prompt = total.usage.prompt.saturatingAdding(e.usage.prompt)
-            total.usage.completion = total.usage.completion.saturatingAdding(e.usage.completion)
-            total.usd += e.usd
-            totals[Key(agent: e.agent, model: e.model)] = total
+            add(Key(day: byDay ? LedgerDay.name(of: e.time) : "", agent: e.agent, model: e.model), calls: 1, usage: e.usage, usd: e.usd)
+        }
+        // The calls retention rolled up: their day's totals stand for them.
+        for d in days {
+            add(Key(day: byDay ? d.day : "", agent: d.agent, model: d.model), calls: d.calls, usage: d.usage, usd: d.usd)
         }
         let keys = totals.keys.sorted()
-        let sum = entries.reduce(0.0) { $0 + $1.usd }
+        let count = entries.count + rolledUp
+        let sum = entries.reduce(0.0) { $0 + $1.usd } + days.reduce(0.0) { $0 + $1.usd }
         switch output {
         case .text:
-            guard !entries.isEmpty else { return OrlctlMain.writeStandardError("No calls since \(start.rfc3339Seconds).\n") }
-            var table = [["AGENT", "MODEL", "CALLS", "PROMPT", "COMPLETION", "USD"]]
+            guard count > 0 else { return OrlctlMain.writeStandardError("No calls since \(start.rfc3339Seconds).\n") }
+            var table = [(byDay ? ["DAY"] : []) + ["AGENT", "MODEL", "CALLS", "PROMPT", "COMPLETION", "USD"]]
             for key in keys {
                 let t = totals[key]!
-                table.append([
-                    BudgetStatus.name(key.agent), key.model, String(t.calls), String(t.usage.prompt), String(t.usage.completion),
-                    Self.dollars(t.usd),
-                ])
+                table.append(
+                    (byDay ? [key.day] : []) + [
+                        BudgetStatus.name(key.agent), key.model, String(t.calls), String(t.usage.prompt), String(t.usage.completion),
+                        Self.dollars(t.usd),
+                    ])
             }
             writeStandardOutput(TextTable.render(table))
-            writeStandardOutput("\n\(entries.count) calls since \(start.rfc3339Seconds): \(Self.dollars(sum))\n")
+            writeStandardOutput("\n\(count) calls since \(start.rfc3339Seconds): \(Self.dollars(sum))\n")
+            if rolledUp > 0 {
+                writeStandardOutput("(\(rolledUp) of them from the daily totals retention kept, \(days[0].day) on)\n")
+            }
         case .json:
             let items = keys.map { key in
                 let t = totals[key]!
-                return JSONValue.object([
-                    ("agent", .string(key.agent.name)), ("namespace", .string(key.agent.namespace)), ("model", .string(key.model)),
-                    ("calls", .int(t.calls)), ("promptTokens", .int(t.usage.prompt)), ("completionTokens", .int(t.usage.completion)),
-                    ("usd", .double(t.usd)),
-                ])
+                return JSONValue.object(
+                    (byDay ? [("day", JSONValue.string(key.day))] : []) + [
+                        ("agent", .string(key.agent.name)), ("namespace", .string(key.agent.namespace)), ("model", .string(key.model)),
+                        ("calls", .int(t.calls)), ("promptTokens", .int(t.usage.prompt)), ("completionTokens", .int(t.usage.completion)),
+                        ("usd", .double(t.usd)),
+                    ])
             }
             writeStandardOutput(
                 JSONValue.object([
-                    ("since", .string(start.description)), ("calls", .int(entries.count)), ("usd", .double(sum)),
-                    ("byAgentAndModel", .array(items)),
+                    ("since", .string(start.description)), ("calls", .int(count)), ("rolledUpCalls", .int(rolledUp)),
+                    ("usd", .double(sum)), (byDay ? "byDayAgentAndModel" : "byAgentAndModel", .array(items)),
                 ]).rendered())
         }
     }

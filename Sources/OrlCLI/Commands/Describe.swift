@@ -1,5 +1,6 @@
 import ArgumentParser
 import OrlCore
+import OrlJSON
 import OrlStore
 
 /// `orlctl describe`: one resource on a page, as kubectl describe prints it.
@@ -14,7 +15,9 @@ struct Describe: AsyncParsableCommand {
             secret-like values masked. Status follows kstatus (Ready, Reconciling, Stalled, \
             observedGeneration); until a controller has observed the current generation it is \
             Reconciling=True, reason NotObserved. Events are the newest 10. `describe state` \
-            shows the state directory: its parts and their sizes (orlctl gc trims them).
+            shows the state directory: its parts (the database with its WAL, logs, git \
+            mirrors, code trees, agents' directories) and their sizes, human-readable in text \
+            and in bytes with -o json|yaml (orlctl gc trims them).
 
             Exit codes: 0 described, 1 a named resource is not in the state (the others are \
             still printed), 2 error.
@@ -27,10 +30,22 @@ struct Describe: AsyncParsableCommand {
     @OptionGroup var namespace: NamespaceOption
     @OptionGroup var state: StateOptions
 
+    @Option(name: [.short, .long], help: "Output format for describe state: text, json or yaml (resources: use get -o json|yaml).")
+    var output: StateOutputFormat = .text
+
+    enum StateOutputFormat: String, ExpressibleByArgument, CaseIterable {
+        case text
+        case json
+        case yaml
+    }
+
     static let eventLimit = 10
 
     func validate() throws {
         if resources == ["state"] { return }
+        if output != .text {
+            throw ValidationError("-o \(output.rawValue) is for describe state; for resources, use get -o \(output.rawValue)")
+        }
         if try RunReference.described(resources) != nil { return }
         if try SourceSelection.parse(resources) != nil { return }
         _ = try ResourceSelection.parse(resources, allowAll: false)
@@ -40,7 +55,13 @@ struct Describe: AsyncParsableCommand {
         if resources == ["state"] {
             let directory = PIDLock.absolute(state.resolvedDirectory)
             _ = try state.openStore()
-            return writeStandardOutput("State:              \(directory)\n" + GC.sizes(directory))
+            let parts = GC.parts(directory)
+            switch output {
+            case .text: writeStandardOutput("State:              \(directory)\n" + GC.sizes(parts))
+            case .json: writeStandardOutput(GC.json(directory, parts).rendered())
+            case .yaml: writeStandardOutput(YAMLEmitter.emit(GC.json(directory, parts)))
+            }
+            return
         }
         if let runs = try RunReference.described(resources) { return try RunDescription.describe(runs, state: state) }
         if let names = try SourceSelection.parse(resources) { return try describeSources(names) }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlDaemon
+import OrlJSON
 import OrlStore
 
 /// `orlctl gc`: the housekeeping a long-running fleet needs, on demand or from cron (the
@@ -8,14 +10,16 @@ import OrlStore
 struct GC: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gc",
-        abstract: "Delete old runs, events and ledger rows (kept as spend per agent and day); show the state's sizes.",
+        abstract: "Delete old runs, events and ledger rows (kept as spend per agent and day), collect git mirrors; show the state's sizes.",
         discussion: """
             Ended runs (with their steps and blackboard values) and events older than their \
             age or beyond their count are deleted; ledger rows older than theirs are added to \
             the daily roll-up (spend per agent, model and UTC day) and deleted. Running runs \
             and the current budget windows are never touched. 0 for an age or a count keeps \
-            everything of that kind. Then prints what was removed and the size of the \
-            database, logs, git mirrors and code trees.
+            everything of that kind. Git sources' mirrors are repacked and pruned by git's \
+            own gc (skipped, with a message, when git is not installed). Then prints what was \
+            removed and freed and the size of the database, logs, git mirrors and code trees \
+            (code trees no applied revision needs are removed when a source syncs).
 
             Exit codes: 0 done, 2 error.
             """
@@ -76,43 +80,70 @@ struct GC: AsyncParsableCommand {
             "Deleted \(report.runs) run\(report.runs == 1 ? "" : "s"), \(report.events) event\(report.events == 1 ? "" : "s") "
                 + "and \(report.ledgerRows) ledger row\(report.ledgerRows == 1 ? "" : "s") (rolled up into \(report.ledgerDays) daily row\(report.ledgerDays == 1 ? "" : "s")).\n"
         )
-        writeStandardOutput(Self.sizes(PIDLock.absolute(state.resolvedDirectory)))
+        let directory = PIDLock.absolute(state.resolvedDirectory)
+        writeStandardOutput(
+            Self.describe(
+                GitMirrors.collect(in: directory + "/git", thorough: true, environment: CommandContext.current.environment)))
+        writeStandardOutput(Self.sizes(directory))
     }
 
     /// The state directory's parts and their sizes on disk.
-    static func sizes(_ directory: String) -> String {
-        var rows = [["PART", "PATH", "SIZE"]]
-        for (part, path) in [
-            ("database", directory + "/state.db"), ("logs", directory + "/logs"), ("git mirrors", directory + "/git"),
-            ("code trees", directory + "/code"), ("agents' directories", directory + "/agents"),
-        ] {
-            rows.append([part, path, FileManager.default.fileExists(atPath: path) ? bytes(size(of: path)) : "-"])
+    static func parts(_ directory: String) -> [StatePart] {
+        [
+            ("database", "state.db"), ("logs", "logs"), ("git mirrors", "git"), ("code trees", "code"),
+            ("agents' directories", "agents"),
+        ].map { part, name in
+            let path = directory + "/" + name
+            return StatePart(part: part, path: path, bytes: FileManager.default.fileExists(atPath: path) ? DiskUsage.bytes(at: path) : nil)
         }
+    }
+
+    /// The parts as a table, sizes human-readable.
+    static func sizes(_ parts: [StatePart]) -> String {
+        var rows = [["PART", "PATH", "SIZE"]]
+        for part in parts { rows.append([part.part, part.path, part.bytes.map(DiskUsage.human) ?? "-"]) }
+        rows.append(["total", "", DiskUsage.human(parts.compactMap(\.bytes).reduce(0, +))])
         return TextTable.render(rows)
     }
 
-    static func size(of path: String) -> Int {
-        var total = 0
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return 0 }
-        total += Int(info.st_blocks) * 512
-        if info.st_mode & S_IFMT == S_IFDIR, let enumerator = FileManager.default.enumerator(atPath: path) {
-            while let relative = enumerator.nextObject() as? String {
-                if lstat(path + "/" + relative, &info) == 0 { total += Int(info.st_blocks) * 512 }
-            }
-        }
-        if info.st_mode & S_IFMT != S_IFDIR, path.hasSuffix(".db") {
-            for suffix in ["-wal", "-shm"] where lstat(path + suffix, &info) == 0 { total += Int(info.st_blocks) * 512 }
-        }
-        return total
+    static func sizes(_ directory: String) -> String { sizes(parts(directory)) }
+
+    /// The parts for scripts: bytes as numbers, null for a part that does not exist.
+    static func json(_ directory: String, _ parts: [StatePart]) -> JSONValue {
+        .object([
+            ("directory", .string(directory)),
+            (
+                "parts",
+                .array(
+                    parts.map {
+                        .object([("part", .string($0.part)), ("path", .string($0.path)), ("bytes", $0.bytes.map { .int($0) } ?? .null)])
+                    })
+            ),
+            ("totalBytes", .int(parts.compactMap(\.bytes).reduce(0, +))),
+        ])
     }
 
-    static func bytes(_ n: Int) -> String {
-        switch n {
-        case ..<1024: "\(n) B"
-        case ..<(1 << 20): String(format: "%.1f KiB", Double(n) / 1024)
-        case ..<(1 << 30): String(format: "%.1f MiB", Double(n) / Double(1 << 20))
-        default: String(format: "%.1f GiB", Double(n) / Double(1 << 30))
+    /// What collecting the git mirrors did, one line each.
+    static func describe(_ mirrors: GitMirrors.Report) -> String {
+        if mirrors.gitMissing {
+            return "Git mirrors not collected: no git on PATH (install git to repack and prune them).\n"
         }
+        var text = ""
+        for mirror in mirrors.mirrors {
+            if let error = mirror.error {
+                text += "Git mirror \(Diagnostic.quoted(mirror.name)) not collected: \(error)\n"
+            } else {
+                text +=
+                    "Collected git mirror \(Diagnostic.quoted(mirror.name)): \(DiskUsage.human(mirror.bytesBefore)) → \(DiskUsage.human(mirror.bytesAfter)) (freed \(DiskUsage.human(mirror.freed))).\n"
+            }
+        }
+        return text
     }
+}
+
+/// A part of the state directory and its size (nil: it does not exist).
+struct StatePart {
+    var part: String
+    var path: String
+    var bytes: Int?
 }

@@ -1,8 +1,10 @@
 import ArgumentParser
+import Foundation
 import OrlCore
 import OrlGit
 import OrlJSON
 import OrlManifests
+import OrlStore
 
 enum ReviewOutputFormat: String, ExpressibleByArgument, CaseIterable {
     case text
@@ -35,12 +37,23 @@ struct ReviewCommand: AsyncParsableCommand {
             capability or risk, an agent moved to another provider or a dearer model.
 
             Spend ceiling: what the fleet can spend at worst per day and per month as its \
-            halting Budgets cap it, before and after; --max-cost-increase fails the check when \
-            the monthly worst case rises by more than the amount (or an agent is left uncapped).
+            halting Budgets cap it, before and after.
+
+            Projected spend: what the fleet is projected to spend in an average month, before \
+            and after, per agent and per scheduled workflow: each schedule's runs a month (from \
+            its cron expressions) times what a run can spend (every attempt of every step at \
+            its maxTokens, at the dearer of its model's prices). With --state, each agent's \
+            tokens of the last 30 days in that state's ledger are priced at the agent's model \
+            in each revision, and an agent's projection is the larger of the two figures. \
+            Without --state the review reads git objects alone and is deterministic.
+
+            --max-cost-increase fails the check when either the ceiling or the projection rises \
+            by more than the amount a month (or loses its bound: an agent left uncapped, a \
+            scheduled step without maxTokens).
 
             Exit codes: 0 head brings no new error, 1 it does (and, with \
             --fail-on-escalation, when anything escalates; with --max-cost-increase, when the \
-            worst case rises by more), 2 error.
+            ceiling or the projection rises by more), 2 error.
             """
     )
 
@@ -66,9 +79,18 @@ struct ReviewCommand: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "Exit 1 when the worst-case monthly spend (as the Budgets cap it) rises by more than this many dollars, or an agent is left uncapped.",
+            "Exit 1 when the monthly spend ceiling (as the Budgets cap it) or the projected monthly spend rises by more than this many dollars, or loses its bound.",
             valueName: "usd"))
     var maxCostIncrease: Double?
+
+    @Option(
+        help: ArgumentHelp(
+            "A state whose ledger (the last 30 days) the spend projection prices at each revision's models (default: none; the review reads git alone).",
+            valueName: "dir"))
+    var state: String?
+
+    /// How far back the ledger's tokens are read for the projection.
+    static let observedDays = 30
 
     @Flag(
         inversion: .prefixedNo,
@@ -112,7 +134,7 @@ struct ReviewCommand: AsyncParsableCommand {
                     "\(head) (\(headID.short)) has manifests that cannot be read (see above); fix them first: nothing is reviewed on a partial fleet"
             )
         }
-        let review = Review.compare(base: before.report, head: after.report)
+        let review = Review.compare(base: before.report, head: after.report, observed: try observedUsage())
         let revisions = ReviewRenderer.Revisions(
             base: base, baseID: baseID.short, head: head, headID: headID.short, path: path, mergeBase: forked)
         switch output {
@@ -125,12 +147,50 @@ struct ReviewCommand: AsyncParsableCommand {
             for d in review.remainingDiagnostics { baseline[d.fingerprint] = "unchanged" }
             writeStandardOutput(SARIFRenderer.render(after.report, baseline: baseline, extra: ReviewRenderer.sarifEscalations(review)))
         }
-        if let limit = maxCostIncrease, let spend = review.spend, spend.exceeds(limit) {
-            OrlctlMain.writeStandardError(
-                "orlctl review: the worst-case spend change, \(spend.increaseDescription), is more than --max-cost-increase \(Money.format(limit))\n"
-            )
-            throw ExitCode(ExitStatus.findings.rawValue)
+        if let limit = maxCostIncrease {
+            var over = false
+            if let spend = review.spend, spend.exceeds(limit) {
+                OrlctlMain.writeStandardError(
+                    "orlctl review: the worst-case spend change, \(spend.increaseDescription), is more than --max-cost-increase \(Money.format(limit))\n"
+                )
+                over = true
+            }
+            if let projection = review.projection, projection.exceeds(limit) {
+                OrlctlMain.writeStandardError(
+                    "orlctl review: the projected spend change, \(projection.increaseDescription), is more than --max-cost-increase \(Money.format(limit)) a month\n"
+                )
+                over = true
+            }
+            if over { throw ExitCode(ExitStatus.findings.rawValue) }
         }
         if review.newErrors > 0 || (failOnEscalation && review.escalations > 0) { throw ExitCode(ExitStatus.findings.rawValue) }
+    }
+
+    /// The tokens each agent spent in the last `observedDays` days of `--state`'s ledger
+    /// (its daily roll-ups too); nil without --state. An absent state is an error, not an
+    /// empty ledger: a typo must not make the projection quietly ignore the ledger.
+    func observedUsage() throws -> ObservedUsage? {
+        guard let state else { return nil }
+        guard FileManager.default.fileExists(atPath: state + "/state.db") else {
+            throw CommandFailure(message: "--state \(state): no orl state there (no state.db)")
+        }
+        let since = Timestamp(milliseconds: Caller.now.milliseconds - Int64(Self.observedDays) * 86_400_000)
+        let calls: [LedgerEntry]
+        let days: [LedgerDay]
+        do {
+            (calls, days) = try SQLiteStateStore(directory: state).usage(LedgerQuery(since: since, limit: Int.max))
+        } catch {
+            throw CommandFailure(message: "cannot read the ledger in \(state): \(error.description)")
+        }
+        var tokens: [ResourceID: TokenUsage] = [:]
+        func add(_ agent: ResourceID, _ usage: TokenUsage) {
+            var total = tokens[agent] ?? TokenUsage(prompt: 0, completion: 0)
+            total.prompt = total.prompt.saturatingAdding(usage.prompt)
+            total.completion = total.completion.saturatingAdding(usage.completion)
+            tokens[agent] = total
+        }
+        for call in calls { add(call.agent, call.usage) }
+        for day in days { add(day.agent, day.usage) }
+        return ObservedUsage(tokens: tokens, days: Double(Self.observedDays))
     }
 }

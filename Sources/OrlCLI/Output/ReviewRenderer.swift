@@ -51,6 +51,12 @@ enum ReviewRenderer {
             let rises = spend.monthlyIncrease.map { $0 > 0 } ?? true
             out += "  \(rises ? style.yellow("↑ ") : "")change: \(spend.increaseDescription)\n"
         }
+        if let projection = review.projection {
+            out += "\n" + style.bold("Projected spend (a month):") + "\n"
+            out += projectionLines(projection).map { line in
+                (line.rises ? style.yellow("↑ ") : "  ") + line.text + "\n"
+            }.joined()
+        }
         if !review.tools.isEmpty {
             out += "\n" + style.bold("Tools:") + "\n"
             for change in review.tools { out += "  \(change.escalates ? style.yellow("↑ ") : "  ")\(change.message)\n" }
@@ -87,6 +93,45 @@ enum ReviewRenderer {
             }
         }
         return groups
+    }
+
+    /// The projection for people: the totals and change, then each agent and scheduled
+    /// workflow whose figure changes (-o json has them all); `rises` marks what went up.
+    static func projectionLines(_ p: Review.ProjectionChange) -> [(text: String, rises: Bool)] {
+        func money(_ v: Double) -> String { Money.format(v, rounding: .up) }
+        var lines: [(String, Bool)] = [
+            ("before: \(money(p.before.month))", false), ("after:  \(money(p.after.month))", false),
+            ("change: \(p.increaseDescription)", p.monthlyIncrease.map { $0 > 1e-9 } ?? true),
+        ]
+        let observed = Dictionary(p.after.agents.map { ($0.agent, $0.observed) }, uniquingKeysWith: { a, _ in a })
+        let changed = { (row: (id: ResourceID, before: Double, after: Double)) in abs(row.after - row.before) > 1e-9 }
+        for row in p.agentRows where changed(row) {
+            let ledger = (observed[row.id] ?? nil).map { " (from the ledger: \(money($0)))" } ?? ""
+            lines.append(
+                ("\(PlanRenderer.name(row.id)): \(money(row.before)) → \(money(row.after))\(ledger)", row.after > row.before + 1e-9))
+        }
+        let runs = Dictionary(
+            (p.before.workflows + p.after.workflows).map { ($0.workflow, $0) }, uniquingKeysWith: { _, head in head })
+        for row in p.workflowRows where changed(row) {
+            let w = runs[row.id]!
+            lines.append(
+                (
+                    "\(PlanRenderer.name(row.id)): \(money(row.before)) → \(money(row.after)) (\((w.runsPerMonth * 10).rounded() / 10) runs a month, at most \(money(w.perRun)) a run)",
+                    row.after > row.before + 1e-9
+                ))
+        }
+        let same = (p.agentRows.count { !changed($0) }, p.workflowRows.count { !changed($0) })
+        if same.0 + same.1 > 0 {
+            lines.append(
+                (
+                    "unchanged: \(same.0) agent\(same.0 == 1 ? "" : "s"), \(same.1) scheduled workflow\(same.1 == 1 ? "" : "s") (-o json lists them)",
+                    false
+                ))
+        }
+        for step in p.after.unbounded {
+            lines.append(("\(step) has no maxTokens: its spend is not projected", !p.before.unbounded.contains(step)))
+        }
+        return lines
     }
 
     // MARK: Markdown
@@ -136,6 +181,10 @@ enum ReviewRenderer {
             out += "\n### Spend ceiling\n\n"
             out += "- Before: \(inline(spend.before.description))\n- After: \(inline(spend.after.description))\n"
             out += "- Change: \((spend.monthlyIncrease.map { $0 > 0 } ?? true) ? "⚠️ " : "")\(inline(spend.increaseDescription))\n"
+        }
+        if let projection = review.projection {
+            out += "\n### Projected spend (a month)\n\n"
+            out += projectionLines(projection).map { "- \($0.rises ? "⚠️ " : "")\(inline($0.text))\n" }.joined()
         }
         if !review.tools.isEmpty {
             out += "\n### Tools\n\n"
@@ -210,6 +259,7 @@ enum ReviewRenderer {
                 ] + location(change.location))
         }
         let spend: JSONValue = review.spend.map { spendJSON($0) } ?? JSONValue.null
+        let projected: JSONValue = review.projection.map { projectionJSON($0) } ?? JSONValue.null
         return .object([
             ("base", .string(base)),
             ("head", .string(head)),
@@ -223,6 +273,7 @@ enum ReviewRenderer {
             ("budgets", .array(budgets)),
             ("escalations", .int(review.escalations)),
             ("spend", spend),
+            ("projectedSpend", projected),
             (
                 "tools",
                 .array(
@@ -277,15 +328,53 @@ enum ReviewRenderer {
         ])
     }
 
+    private static func projectionJSON(_ p: Review.ProjectionChange) -> JSONValue {
+        func side(_ s: SpendProjection) -> JSONValue {
+            .object([
+                ("monthUSD", .double(s.month)),
+                (
+                    "agents",
+                    .array(
+                        s.agents.map { a in
+                            .object([
+                                ("agent", .string(a.agent.description)), ("monthUSD", .double(a.month)),
+                                ("scheduledUSD", .double(a.scheduled)), ("observedUSD", optional(a.observed)),
+                            ])
+                        })
+                ),
+                (
+                    "workflows",
+                    .array(
+                        s.workflows.map { w in
+                            .object([
+                                ("workflow", .string(w.workflow.description)), ("runsPerMonth", .double(w.runsPerMonth)),
+                                ("perRunUSD", .double(w.perRun)), ("monthUSD", .double(w.month)),
+                                ("unboundedSteps", .array(w.unboundedSteps.map(JSONValue.string))),
+                            ])
+                        })
+                ),
+                ("bounded", .bool(s.unbounded.isEmpty)),
+            ])
+        }
+        return .object([
+            ("before", side(p.before)), ("after", side(p.after)), ("monthlyIncreaseUSD", optional(p.monthlyIncrease)),
+        ])
+    }
+
     // MARK: SARIF
 
-    /// Escalations as SARIF results, so a pull request whose only effect is one still
-    /// shows up in code scanning.
+    /// Escalations and rises of spend as SARIF results, so a pull request whose only
+    /// effect is one still shows up in code scanning.
     static func sarifEscalations(_ review: Review) -> [SARIFRenderer.Extra] {
         review.escalationItems.map { item in
             SARIFRenderer.Extra(
                 rule: Review.escalationRule, message: item.message, location: item.location,
                 fingerprint: "review.escalation:" + item.message)
         }
+            + review.spendItems.map { message in
+                SARIFRenderer.Extra(
+                    rule: Review.spendRule, message: message, location: nil,
+                    fingerprint: "review.spend-increase:" + message.prefix { $0 != ":" })
+            }
     }
 }

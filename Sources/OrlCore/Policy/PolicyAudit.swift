@@ -173,18 +173,7 @@ struct WorkflowAudit {
         self.order = order
         self.fleet = fleet
         self.engine = engine
-        var byName: [String: Resource?] = [:]
-        func resolve(_ name: String) -> Resource? {
-            if let known = byName[name] { return known }
-            let agent = fleet.resource(.agent, name, namespace: workflow.metadata.namespace)
-            byName[name] = agent
-            return agent
-        }
-        agents = spec.steps.map { step in
-            guard let agent = step.agent else { return [] }
-            let pool = step.generated?.pool ?? []
-            return (pool.isEmpty ? [agent] : pool).compactMap { name in resolve(name.value).map { ($0, name.location) } }
-        }
+        agents = RunCost.agents(of: spec, namespace: workflow.metadata.namespace, fleet: fleet)
         mirrors = spec.steps.map { ($0.generated?.task ?? 1) > 1 }
     }
 
@@ -573,26 +562,9 @@ struct WorkflowAudit {
 
     private func budgets() -> [Diagnostic] {
         let namespace = workflow.metadata.namespace
-        // Worst case per agent step: every attempt spends the step's maxTokens at the
-        // model's dearer price (input or output). A step without maxTokens has no bound
-        // to plan with (maxTokensPerCall bounds one call, and an attempt makes several);
-        // the gateway still enforces the budget at run time.
         // A sub-task counts once, at its dearest worker the budget covers.
-        var worst: [[(agent: Resource, usd: Double, tokens: Int)]] = []
-        for i in order {
-            let step = spec.steps[i]
-            guard let maxTokens = step.maxTokens else { continue }
-            var candidates: [(agent: Resource, usd: Double, tokens: Int)] = []
-            for (agent, _) in agents[i] {
-                guard let model = agent.agent?.model.value,
-                    let pricing = fleet.resource(.modelProvider, model.provider, namespace: namespace)?.modelProvider?.model(
-                        named: model.model)?.pricing
-                else { continue }
-                let tokens = step.retry.attempts.saturatingMultiplied(by: maxTokens)
-                candidates.append((agent, Double(tokens) * max(pricing.input, pricing.output) / 1_000_000, tokens))
-            }
-            if !candidates.isEmpty { worst.append(candidates) }
-        }
+        let worst = RunCost.bounded(spec, order: order, agents: agents.map { $0.map(\.agent) }, fleet: fleet)
+            .map { $0.map { (agent: $0.agent, usd: $0.usd, tokens: $0.tokens) } }
         guard !worst.isEmpty else { return [] }
 
         var diagnostics: [Diagnostic] = []

@@ -80,6 +80,8 @@ public struct Review: Sendable {
     /// The worst-case spend before and after, as the Budgets cap it (nil when base could
     /// not be read).
     public var spend: SpendChange?
+    /// The projected monthly spend before and after (nil when base could not be read).
+    public var projection: ProjectionChange?
 
     public var gained: Int { permissions.count { $0.change == .gained } }
     public var lost: Int { permissions.count { $0.change == .lost } }
@@ -101,7 +103,9 @@ public struct Review: Sendable {
     /// Compares two revisions. Head must be complete (`Fleet.isComplete`): a diff built
     /// on a partial fleet reports what the unread documents grant or deny as changes,
     /// so the caller shows head's errors instead.
-    public static func compare(base: ValidationReport, head: ValidationReport) -> Review {
+    /// `observed`: recent tokens per agent from a ledger, which the spend projection
+    /// prices at each revision's models (nil: from the schedules alone).
+    public static func compare(base: ValidationReport, head: ValidationReport, observed: ObservedUsage? = nil) -> Review {
         let comparable = base.fleet.isComplete
         var review = Review(
             plan: plan(base: base.fleet, head: head.fleet),
@@ -113,6 +117,8 @@ public struct Review: Sendable {
             review.tools = toolChanges(base: base.fleet, head: head.fleet)
             review.models = modelChanges(base: base.fleet, head: head.fleet)
             review.spend = SpendChange(before: ProjectedSpend(base.fleet), after: ProjectedSpend(head.fleet))
+            review.projection = ProjectionChange(
+                before: SpendProjection(base.fleet, observed: observed), after: SpendProjection(head.fleet, observed: observed))
         }
         return review
     }

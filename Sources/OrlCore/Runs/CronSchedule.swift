@@ -88,6 +88,33 @@ public struct CronSchedule: Sendable, Hashable, CustomStringConvertible {
         return nil
     }
 
+    /// How many times it fires in an average month: its slots over a whole 400-year
+    /// cycle of the Gregorian calendar (after which weekdays and leap days repeat) over
+    /// the cycle's 4,800 months. What a cost projection multiplies a run's cost by.
+    public var firingsPerMonth: Double {
+        var days = 0
+        for (index, count) in Self.calendarCycle.enumerated() where count > 0 {
+            let (month, day, weekday) = (index / (31 * 7) + 1, index / 7 % 31 + 1, index % 7)
+            let byDay = Self.has(self.days, day)
+            let byWeekday = Self.has(weekdays, weekday)
+            if Self.has(months, month) && (eitherDay ? byDay || byWeekday : byDay && byWeekday) { days += count }
+        }
+        return Double(days * minutes.nonzeroBitCount * hours.nonzeroBitCount) / 4_800
+    }
+
+    /// How many days of a 400-year cycle fall on each (month, day of month, weekday),
+    /// indexed `((month - 1) * 31 + day - 1) * 7 + weekday`: counted once, then every
+    /// schedule's days are a sum over 2,604 entries.
+    private static let calendarCycle: [Int] = {
+        var counts = [Int](repeating: 0, count: 12 * 31 * 7)
+        for day in 0..<146_097 {
+            let date = CivilDate(daysSinceEpoch: day)
+            let weekday = (day % 7 + 4) % 7  // 1970-01-01 was a Thursday
+            counts[((date.month - 1) * 31 + date.day - 1) * 7 + weekday] += 1
+        }
+        return counts
+    }()
+
     /// Eight years of minutes: long enough to reach a February 29 across a century
     /// year that is not a leap year (2096 to 2104).
     private static let horizon: Int64 = 8 * 366 * 1440

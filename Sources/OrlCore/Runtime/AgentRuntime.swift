@@ -168,11 +168,16 @@ public protocol AgentRuntime: Sendable {
     func confinement(of spec: ProcessSpec) -> String
     /// Why a reaped process ended when a limit of its sandbox ended it.
     func exitNote(_ process: ProcessIdentity) -> String?
+    /// Calls `onExit` once the process has ended (it is not reaped: `exitStatus` still
+    /// tells how), so that the caller need not keep asking; false when this runtime
+    /// cannot watch it, and the caller must look by itself.
+    func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool
 }
 
 extension AgentRuntime {
     public func adopt(_ process: ProcessIdentity) {}
     public func exitNote(_ process: ProcessIdentity) -> String? { nil }
+    public func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool { false }
     public func confinement(of spec: ProcessSpec) -> String {
         spec.sandbox == nil ? "none: an ordinary process of the controller's user" : "strict"
     }
