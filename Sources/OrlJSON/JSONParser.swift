@@ -309,16 +309,18 @@ extension JSONParser {
                 offset += 1
             }
             guard offset < bytes.count else { throw error("unterminated string") }
-            // Slow path: an escape sequence.
-            var scalars = String.UnicodeScalarView()
-            scalars.append(contentsOf: String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<offset]), as: UTF8.self).unicodeScalars)
+            // Slow path: an escape sequence. Bytes are gathered and decoded once (appending
+            // scalar by scalar to a String costs several times more).
+            var utf8: [UInt8] = []
+            utf8.reserveCapacity(offset - start + 16)
+            utf8.append(contentsOf: bytes[start..<offset])
             var pendingHigh: (value: UInt32, location: SourceLocation)? = nil
             while offset < bytes.count {
                 let byte = bytes[offset]
                 if byte == UInt8(ascii: "\"") {
                     if let high = pendingHigh { throw loneSurrogate(high.value, at: high.location) }
                     offset += 1
-                    return String(scalars)
+                    return String(decoding: utf8, as: UTF8.self)
                 }
                 if byte == UInt8(ascii: "\\") {
                     let escapeLocation = here
@@ -332,43 +334,46 @@ extension JSONParser {
                             pendingHigh = nil
                             guard (0xDC00...0xDFFF).contains(unit) else { throw loneSurrogate(high.value, at: high.location) }
                             let combined = 0x10000 + ((high.value - 0xD800) << 10) + (unit - 0xDC00)
-                            scalars.append(Unicode.Scalar(combined)!)
+                            UTF8.encode(Unicode.Scalar(combined)!) { utf8.append($0) }
                         } else if (0xD800...0xDBFF).contains(unit) {
                             pendingHigh = (unit, escapeLocation)
                         } else if (0xDC00...0xDFFF).contains(unit) {
                             throw loneSurrogate(unit, at: escapeLocation)
                         } else {
-                            scalars.append(Unicode.Scalar(unit)!)
+                            UTF8.encode(Unicode.Scalar(unit)!) { utf8.append($0) }
                         }
                         continue
                     }
                     if let high = pendingHigh { throw loneSurrogate(high.value, at: high.location) }
-                    let decoded: Unicode.Scalar
+                    let decoded: UInt8
                     switch escape {
-                    case UInt8(ascii: "\""): decoded = "\""
-                    case UInt8(ascii: "\\"): decoded = "\\"
-                    case UInt8(ascii: "/"): decoded = "/"
-                    case UInt8(ascii: "b"): decoded = "\u{08}"
-                    case UInt8(ascii: "f"): decoded = "\u{0C}"
-                    case UInt8(ascii: "n"): decoded = "\n"
-                    case UInt8(ascii: "r"): decoded = "\r"
-                    case UInt8(ascii: "t"): decoded = "\t"
+                    case UInt8(ascii: "\""): decoded = UInt8(ascii: "\"")
+                    case UInt8(ascii: "\\"): decoded = UInt8(ascii: "\\")
+                    case UInt8(ascii: "/"): decoded = UInt8(ascii: "/")
+                    case UInt8(ascii: "b"): decoded = 0x08
+                    case UInt8(ascii: "f"): decoded = 0x0C
+                    case UInt8(ascii: "n"): decoded = 0x0A
+                    case UInt8(ascii: "r"): decoded = 0x0D
+                    case UInt8(ascii: "t"): decoded = 0x09
                     default:
                         offset -= 1
                         throw error("invalid escape sequence '\\\(describeCurrent().trimmingQuotes)' in string")
                     }
-                    scalars.append(decoded)
+                    utf8.append(decoded)
                     continue
                 }
                 if let high = pendingHigh { throw loneSurrogate(high.value, at: high.location) }
                 if byte < 0x20 { throw controlCharacterError(byte) }
-                // Copy one whole (already valid) UTF-8 scalar.
-                let length = byte < 0x80 ? 1 : byte < 0xE0 ? 2 : byte < 0xF0 ? 3 : 4
-                let end = min(offset + length, bytes.count)
-                lineContinuationBytes += end - offset - 1
-                scalars.append(
-                    contentsOf: String(decoding: UnsafeBufferPointer(rebasing: bytes[offset..<end]), as: UTF8.self).unicodeScalars)
-                offset = end
+                // Copy the run of (already valid) UTF-8 up to the next quote, escape or
+                // control character.
+                let run = offset
+                while offset < bytes.count {
+                    let b = bytes[offset]
+                    if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") || b < 0x20 { break }
+                    if b & 0xC0 == 0x80 { lineContinuationBytes += 1 }
+                    offset += 1
+                }
+                utf8.append(contentsOf: bytes[run..<offset])
             }
             throw error("unterminated string")
         }

@@ -165,9 +165,14 @@ public struct ManifestIndexLoader: Sendable {
     /// last change was well before the stamp was taken: a write in the same clock tick
     /// as the read could otherwise leave the times unchanged (git's "racy" entries).
     static func vouches(old: String, new: String) -> Bool {
-        guard let at = old.lastIndex(of: "@"), old[..<at] == new, let recorded = Int64(old[old.index(after: at)...]) else { return false }
-        let fields = new.split(separator: ":")
-        guard fields.count == 5, let ctime = Int64(fields[2]), let mtime = Int64(fields[1]) else { return false }
+        // On bytes: this runs for every file of every apply.
+        let oldBytes = old.utf8
+        let newBytes = new.utf8
+        guard oldBytes.count > newBytes.count + 1, oldBytes.starts(with: newBytes) else { return false }
+        let rest = oldBytes.dropFirst(newBytes.count)
+        guard rest.first == UInt8(ascii: "@"), let recorded = Int64(Substring(rest.dropFirst())) else { return false }
+        let fields = newBytes.split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
+        guard fields.count == 5, let ctime = Int64(Substring(fields[2])), let mtime = Int64(Substring(fields[1])) else { return false }
         let margin: Int64 = 100_000_000
         return ctime < recorded - margin && mtime < recorded - margin
     }

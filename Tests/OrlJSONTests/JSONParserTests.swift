@@ -38,6 +38,17 @@ struct JSONParserTests {
         #expect(node.string == "é😀\n\t\"\\/A")
     }
 
+    /// An escape sends a string down the slow path, which copies the runs between
+    /// escapes whole: multi-byte text before, between and after escapes survives, and the
+    /// columns after it still count code points.
+    @Test func escapedStringsKeepTheirTextAndColumns() throws {
+        let root = try parse(#"{"k": "né \"x\" 😀 \u00e9 ü\tend", "b": 1}"#)
+        #expect(root["k"]?.string == "né \"x\" 😀 é ü\tend")
+        #expect(root.member("b")?.keyLocation.column == 35)
+        #expect(failure("\"a\\n\u{01}\"") != nil)
+        #expect(failure(#""a\"b"#)?.message.contains("unterminated") == true)
+    }
+
     @Test func rejectsUnpairedSurrogates() {
         #expect(failure(#""\ud83d""#)?.message == "unpaired UTF-16 surrogate \\uD83D in string")
         #expect(failure(#""\ude00x""#)?.location.column == 2)

@@ -180,7 +180,16 @@ public enum IncrementalValidation {
         for record in all {
             for entry in record.entries where seen.insert(entry.id).inserted { desired.append(DesiredResource(entry, file: record.path)) }
         }
-        desired.sort(by: DesiredResource.fleetOrder)
+        // The kind's rank once per resource, not once per comparison; indices sorted, so
+        // that the (large) values are moved once. A stable sort, as `sort` is.
+        let ranks = desired.map { ResourceKind(rawValue: $0.id.kind)! }
+        let order = desired.indices.sorted { a, b in
+            let (x, y) = (desired[a].id, desired[b].id)
+            if ranks[a] != ranks[b] { return ranks[a] < ranks[b] }
+            if x.namespace != y.namespace { return x.namespace < y.namespace }
+            return x.name < y.name
+        }
+        desired = order.map { desired[$0] }
         // A resource read this time stands for its entry only if it is the one kept (a
         // duplicate's first definition may be in a file that was not read).
         var keptIn: [ResourceID: String] = [:]
@@ -276,24 +285,29 @@ extension ManifestFileRecord {
     public static func decode(path: String, contentHash: String, _ text: String) -> ManifestFileRecord? {
         var record = ManifestFileRecord(
             path: path, contentHash: contentHash, entries: [], unreadable: [], unidentified: 0, diagnostics: [], spansFiles: false)
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: "\t", maxSplits: line.first == "D" ? 1 : 7, omittingEmptySubsequences: false)
-            switch (fields.first, fields.count) {
-            case ("E", 7):
-                guard let number = Int(fields[5]) else { return nil }
+        // Bytes, not Characters: splitting a String by Character walks grapheme clusters,
+        // several times the cost for a record read at every apply.
+        func string(_ field: Substring.UTF8View) -> String { String(Substring(field)) }
+        for line in text.utf8.split(separator: UInt8(ascii: "\n")) {
+            let kind = line.first
+            let fields = line.split(
+                separator: UInt8(ascii: "\t"), maxSplits: kind == UInt8(ascii: "D") ? 1 : 7, omittingEmptySubsequences: false)
+            switch (kind, fields.count) {
+            case (UInt8(ascii: "E"), 7) where fields[0].count == 1:
+                guard let number = Int(Substring(fields[5])) else { return nil }
                 record.entries.append(
                     Entry(
-                        id: ResourceID(kind: String(fields[1]), namespace: String(fields[2]), name: String(fields[3])),
-                        manifestHash: String(fields[4]), line: number, hasCode: fields[6] == "1"))
-            case ("U", 4):
-                record.unreadable.append(ResourceID(kind: String(fields[1]), namespace: String(fields[2]), name: String(fields[3])))
-            case ("I", 2):
-                guard let count = Int(fields[1]) else { return nil }
+                        id: ResourceID(kind: string(fields[1]), namespace: string(fields[2]), name: string(fields[3])),
+                        manifestHash: string(fields[4]), line: number, hasCode: fields[6].elementsEqual("1".utf8)))
+            case (UInt8(ascii: "U"), 4) where fields[0].count == 1:
+                record.unreadable.append(ResourceID(kind: string(fields[1]), namespace: string(fields[2]), name: string(fields[3])))
+            case (UInt8(ascii: "I"), 2) where fields[0].count == 1:
+                guard let count = Int(Substring(fields[1])) else { return nil }
                 record.unidentified = count
-            case ("M", 1):
+            case (UInt8(ascii: "M"), 1) where fields[0].count == 1:
                 record.spansFiles = true
-            case ("D", 2):
-                guard let diagnostic = DiagnosticCoding.decode(String(fields[1])) else { return nil }
+            case (UInt8(ascii: "D"), 2) where fields[0].count == 1:
+                guard let diagnostic = DiagnosticCoding.decode(string(fields[1])) else { return nil }
                 record.diagnostics.append(diagnostic)
             default:
                 return nil

@@ -38,10 +38,17 @@ public struct ReadManifests: Sendable {
 /// parallel; what needs the whole set (duplicates, references, DAGs) comes after, in
 /// `ManifestValidation`.
 public struct ManifestReader: Sendable {
-    public let schemas: ManifestSchemas
+    private let given: ManifestSchemas?
+    /// The bundled schemas are compiled on first use, not when a reader is made: an
+    /// apply with nothing changed reads no document and should not pay for them.
+    public var schemas: ManifestSchemas { given ?? .bundled }
 
-    public init(schemas: ManifestSchemas = .bundled) {
-        self.schemas = schemas
+    public init(schemas: ManifestSchemas) {
+        given = schemas
+    }
+
+    public init() {
+        given = nil
     }
 
     /// Reads every document of a parsed file, keeping what the parser reported.
