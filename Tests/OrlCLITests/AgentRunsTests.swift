@@ -440,9 +440,12 @@ import Testing
         let h = try Self.fixtureHarness()
         let id = try h.start("spend")
         var described = ""
+        // The halt and the failed attempt are two writes (the controller's and the API's),
+        // seen in either order: wait for both.
         let waits = waitUntil(seconds: 90) {
             described = (try? h.orlctl(["describe", "run/\(id)"]).stdout) ?? ""
             return described.contains("Waiting for Agents:") && described.contains("(BudgetExceeded)")
+                && described.contains("model budget exceeded:")
         }
         #expect(waits, "\(described)\n\(h.file("controller.log"))\n\(h.agentLogs())")
         #expect(described.contains("second: agent spender is not running (BudgetExceeded)"), "\(described)")
