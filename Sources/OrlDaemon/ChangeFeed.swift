@@ -1,3 +1,4 @@
+import Glibc
 import OrlCore
 import OrlStore
 import ServiceLifecycle
@@ -50,12 +51,24 @@ actor ChangeFeed: Service {
         await cancelWhenGracefulShutdown { await self.watch() }
     }
 
-    private func watch() async {
+    /// Returns when the task is cancelled or the state is removed: either way the group
+    /// shuts down, the agents first.
+    func watch() async {
         start()
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
+            if stateRemoved() { return }
             look()
         }
+    }
+
+    /// Whether the state's database file is gone (its directory deleted). A controller
+    /// left running on it would keep its agents up with nothing left to reach or stop
+    /// them by, so the feed ends and the daemon stops, as on SIGTERM.
+    func stateRemoved() -> Bool {
+        guard access(store.path, F_OK) != 0, errno == ENOENT else { return false }
+        log("the state database \(store.path) was removed: the controller stops its agents and exits")
+        return true
     }
 
     /// Where the store is now: what the next `look` compares with.

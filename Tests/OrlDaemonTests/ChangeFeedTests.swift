@@ -1,5 +1,7 @@
+import Foundation
 import OrlCore
 import OrlStore
+import Synchronization
 import Testing
 
 @testable import OrlDaemon
@@ -49,4 +51,27 @@ import Testing
         #expect(await feed.look() == [.secrets])
         #expect((resources.value, secrets.value, runs.value, events.value) == (2, 1, 0, 2))
     }
+}
+
+/// A controller whose state is deleted stops: the feed ends, and with it the group.
+@Suite struct RemovedStateTests {
+    @Test func theFeedEndsWhenTheStateDatabaseIsRemoved() async throws {
+        let state = try TemporaryState()
+        let messages = Messages()
+        let feed = ChangeFeed(
+            store: try SQLiteStateStore(directory: state.directory), interval: .milliseconds(1), subscribers: [],
+            log: { messages.add($0) })
+        #expect(await feed.stateRemoved() == false)
+        let watching = Task { await feed.watch() }
+        try FileManager.default.removeItem(atPath: state.directory)
+        // Returns by itself: the test waits for the task, not for a time.
+        await watching.value
+        #expect(messages.all.contains { $0.contains("was removed") }, "\(messages.all)")
+    }
+}
+
+final class Messages: Sendable {
+    private let list = Mutex<[String]>([])
+    func add(_ message: String) { list.withLock { $0.append(message) } }
+    var all: [String] { list.withLock { $0 } }
 }
