@@ -69,3 +69,47 @@ public final class PostgresStateStore: StateStore {
         }
     }
 }
+
+/// What `orlctl describe state` and `gc` show of a PostgreSQL state.
+public struct PostgresStateInfo: Sendable {
+    public struct Table: Sendable {
+        public var name: String
+        /// The planner's estimate (`pg_class.reltuples`, refreshed by autovacuum): counting
+        /// exactly would read every row.
+        public var estimatedRows: Int
+        /// Table, indexes and TOAST, on disk.
+        public var bytes: Int
+    }
+
+    public var serverVersion: String
+    public var schemaVersion: Int
+    public var tables: [Table]
+    public var databaseBytes: Int
+}
+
+extension PostgresStateStore {
+    public func info() throws(StoreError) -> PostgresStateInfo {
+        try transaction(writable: false, intent: "describe the PostgreSQL state") { access throws(StoreError) in
+            let session = try access.connection()
+            let intent = "describe the PostgreSQL state"
+            let head = try session.query(
+                """
+                SELECT current_setting('server_version')::text, (SELECT coalesce(max(version), 0) FROM schema_migrations)::bigint,
+                    pg_database_size(current_database())::bigint
+                """, intent: intent)
+            guard let row = head.first else { throw StoreError("cannot \(intent): no answer") }
+            var tables: [PostgresStateInfo.Table] = []
+            for table in try session.query(
+                """
+                SELECT c.relname::text, greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid)::bigint
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = current_schema() AND c.relkind = 'r' ORDER BY c.relname
+                """, intent: intent)
+            {
+                tables.append(.init(name: try table.text(0), estimatedRows: try table.int(1), bytes: try table.int(2)))
+            }
+            return PostgresStateInfo(
+                serverVersion: try row.text(0), schemaVersion: try row.int(1), tables: tables, databaseBytes: try row.int(2))
+        }
+    }
+}
