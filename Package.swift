@@ -193,7 +193,8 @@ let package = Package(
         .testTarget(
             name: "OrlCLITests",
             dependencies: [
-                "OrlCLI", "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlManifests", "OrlTestPostgres",
+                "OrlCLI", "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlPostgres", "OrlController", "OrlGit", "OrlManifests",
+                "OrlTestPostgres",
             ],
             exclude: ["Golden", "Fixtures"],
             swiftSettings: strictness),

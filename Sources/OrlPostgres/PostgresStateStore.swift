@@ -74,9 +74,7 @@ public final class PostgresStateStore: StateStore {
 public struct PostgresStateInfo: Sendable {
     public struct Table: Sendable {
         public var name: String
-        /// The planner's estimate (`pg_class.reltuples`, refreshed by autovacuum): counting
-        /// exactly would read every row.
-        public var estimatedRows: Int
+        public var rows: Int
         /// Table, indexes and TOAST, on disk.
         public var bytes: Int
     }
@@ -101,12 +99,15 @@ extension PostgresStateStore {
             var tables: [PostgresStateInfo.Table] = []
             for table in try session.query(
                 """
-                SELECT c.relname::text, greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid)::bigint
+                SELECT c.relname::text, pg_total_relation_size(c.oid)::bigint
                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE n.nspname = current_schema() AND c.relkind = 'r' ORDER BY c.relname
                 """, intent: intent)
             {
-                tables.append(.init(name: try table.text(0), estimatedRows: try table.int(1), bytes: try table.int(2)))
+                let name = try table.text(0)
+                // Counted, not estimated: reltuples is unknown until the table is first vacuumed.
+                let rows = try session.query("SELECT count(*)::bigint FROM \"\(name.replacing("\"", with: "\"\""))\"", intent: intent)
+                tables.append(.init(name: name, rows: try rows.first?.int(0) ?? 0, bytes: try table.int(1)))
             }
             return PostgresStateInfo(
                 serverVersion: try row.text(0), schemaVersion: try row.int(1), tables: tables, databaseBytes: try row.int(2))

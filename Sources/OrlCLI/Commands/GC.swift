@@ -134,8 +134,8 @@ struct GC: AsyncParsableCommand {
 
     /// A PostgreSQL state: the server, the schema, and each table's size.
     static func describe(_ info: PostgresStateInfo, url: String) -> String {
-        var rows = [["TABLE", "ROWS (EST.)", "SIZE"]]
-        for table in info.tables { rows.append([table.name, String(table.estimatedRows), DiskUsage.human(table.bytes)]) }
+        var rows = [["TABLE", "ROWS", "SIZE"]]
+        for table in info.tables { rows.append([table.name, String(table.rows), DiskUsage.human(table.bytes)]) }
         rows.append(["total (database)", "", DiskUsage.human(info.databaseBytes)])
         return "State:              \(url)\nServer:             PostgreSQL \(info.serverVersion)\n"
             + "Schema:             \(info.schemaVersion)\n" + TextTable.render(rows)
@@ -148,7 +148,7 @@ struct GC: AsyncParsableCommand {
                 "tables",
                 .array(
                     info.tables.map {
-                        .object([("table", .string($0.name)), ("estimatedRows", .int($0.estimatedRows)), ("bytes", .int($0.bytes))])
+                        .object([("table", .string($0.name)), ("rows", .int($0.rows)), ("bytes", .int($0.bytes))])
                     })
             ),
             ("totalBytes", .int(info.databaseBytes)),
