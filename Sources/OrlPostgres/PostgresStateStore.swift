@@ -58,6 +58,7 @@ public final class PostgresStateStore: StateStore {
                     try session.execute("SELECT pg_advisory_xact_lock($1)", [.int(PostgresSchema.LockKey.write)], intent: intent)
                 }
                 let value = try body(access)
+                try access.flush()
                 try session.execute("COMMIT", intent: intent)
                 return value
             } catch {

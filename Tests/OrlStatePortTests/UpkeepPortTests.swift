@@ -129,6 +129,43 @@ private func call(_ name: String, at time: Int64, usd: Double) -> LedgerEntry {
         #expect(try store.read { s throws(StoreError) in try s.events(for: alert, limit: 5) }.map(\.reason) == ["Retry"])
     }
 
+    /// Inside one write, what was written is read back, the last put of a resource wins, and
+    /// events are numbered in the order they were appended (PostgreSQL sends puts and events
+    /// many rows per statement, later: none of it may show).
+    @Test(arguments: Backend.available) func writesInATransactionAreReadBackInOrder(_ backend: Backend) throws {
+        let state = try TestState(backend)
+        let store = try state.open()
+        let seen = try store.write { s throws(StoreError) -> (Int, String?, [String]) in
+            for i in 0..<12_000 { try s.put(stored(agent("a\(i)"))) }
+            try s.append(StoreEvent(time: now, kind: .normal, resource: agent("a1"), reason: "First", message: "1"))
+            try s.put(stored(agent("a1"), manifest: #"{"second":true}"#, generation: 2))
+            try s.append(StoreEvent(time: now, kind: .warning, resource: nil, reason: "Second", message: "2"))
+            try s.delete(agent("a2"))
+            try s.append(StoreEvent(time: now, kind: .normal, resource: agent("a3"), reason: "Third", message: "3"))
+            return (
+                try s.resources(kind: .agent, namespace: nil).count, try s.resource(agent("a1"))?.manifest,
+                try s.events(for: nil, limit: 10).map(\.reason)
+            )
+        }
+        #expect(seen.0 == 11_999)
+        #expect(seen.1 == #"{"second":true}"#)
+        #expect(seen.2 == ["Third", "Second", "First"])
+        let events = try store.read { s throws(StoreError) in try s.events(for: nil, limit: 10) }
+        #expect(events.map(\.number) == [3, 2, 1])
+        #expect(events[1].resource == nil && events[1].kind == .warning)
+        #expect(try store.read { s throws(StoreError) in try s.resource(agent("a11999")) } == stored(agent("a11999")))
+        // A failed write sends nothing, buffered or not.
+        #expect(throws: StoreError.self) {
+            try store.write { s throws(StoreError) in
+                try s.put(stored(agent("ghost")))
+                try s.append(StoreEvent(time: now, kind: .normal, resource: nil, reason: "Lost", message: "x"))
+                try s.putStatus(ResourceStatus(conditions: [], observedGeneration: 1, updatedAt: now), for: agent("nobody"))
+            }
+        }
+        #expect(try store.read { s throws(StoreError) in try s.resource(agent("ghost")) } == nil)
+        #expect(try store.read { s throws(StoreError) in try s.events(for: nil, limit: 10) }.count == 3)
+    }
+
     // MARK: Moving a state
 
     /// A state with a row in every table, exported from one backend and imported into the
