@@ -536,12 +536,17 @@ public actor Controller {
             if let stalled = state.startError {
                 conditions.append(.init(type: ResourceStatus.stalled, status: .true, reason: "StartFailed", message: stalled))
             }
-            if let process = intent?.launch.process {
-                // What confines it (or would): describe shows it.
+            if let launch = intent?.launch {
+                // What confines it (or would): describe shows it. Asked once per launch
+                // (for a sandbox it reads the host's cgroup controllers).
+                if state.confinement?.hash != launch.hash {
+                    state.confinement = (launch.hash, runtime.confinement(of: launch.process))
+                }
+                let process = launch.process
                 conditions.append(
                     .init(
                         type: Self.sandboxed, status: process.sandbox == nil ? .false : .true,
-                        reason: process.sandbox == nil ? "Unconfined" : "Strict", message: runtime.confinement(of: process)))
+                        reason: process.sandbox == nil ? "Unconfined" : "Strict", message: state.confinement?.text ?? ""))
             }
             state.status = ResourceStatus(conditions: conditions, observedGeneration: generation, updatedAt: now)
         }
@@ -590,7 +595,7 @@ public actor Controller {
                 guard let order = byProcess[process] else { return }
                 await self.stopped(order.id, process, exit: exit)
             }
-            await self.stopTaskEnded(key)
+            self.stopTaskEnded(key)
         }
     }
 
@@ -785,6 +790,8 @@ struct AgentState {
     var startError: String?
     /// Removed, and its process gone: its record is deleted with the next write.
     var forgotten = false
+    /// What confines the process of the launch with this hash, as the runtime said.
+    var confinement: (hash: String, text: String)?
 
     /// What of the intent a change of makes the agent be reconciled again.
     var fingerprint: Fingerprint {
