@@ -1,3 +1,4 @@
+import Dispatch
 public import OrlCore
 import Synchronization
 
@@ -553,24 +554,45 @@ public actor Controller {
         agents[id] = state
     }
 
-    /// Starts the agents one after another with nothing in between (their records are
-    /// written together, by the drain's write that follows at once), and queues each
-    /// again to report what came of it.
+    /// Starts the agents side by side (a spawn waits for its child's execve, which
+    /// under load waits for the scheduler: a few at once overlap those waits), and
+    /// records each in order: their records are written together, by the drain's write
+    /// that follows at once; each is queued again to report what came of it.
     private func start(_ ids: [ResourceID], now: Timestamp) {
+        var launches: [(id: ResourceID, token: String, spec: ProcessSpec?, error: RuntimeError?)] = []
         for id in ids {
-            guard var state = agents[id], let intent = state.intent else { continue }
-            var observation = state.record.observation(running: state.alive)
+            guard let intent = agents[id]?.intent else { continue }
             do {
                 try Self.makeDirectory(intent.launch.process.workingDirectory)
                 let token = Self.newToken()
-                let process = try runtime.start(intent.launch.process(token: token))
-                state.record.tokenDigest = AgentToken.digest(token)
+                launches.append((id, token, intent.launch.process(token: token), nil))
+            } catch {
+                launches.append((id, "", nil, error))
+            }
+        }
+        let runtime = self.runtime
+        let specs = launches.map(\.spec)
+        let spawned = Self.concurrently(specs.count) { index -> Result<ProcessIdentity, RuntimeError>? in
+            guard let spec = specs[index] else { return nil }
+            do throws(RuntimeError) {
+                return .success(try runtime.start(spec))
+            } catch {
+                return .failure(error)
+            }
+        }
+        for (launch, result) in zip(launches, spawned) {
+            let id = launch.id
+            guard var state = agents[id], let intent = state.intent else { continue }
+            var observation = state.record.observation(running: state.alive)
+            switch result ?? .failure(launch.error ?? RuntimeError("cannot start agent \(id)")) {
+            case .success(let process):
+                state.record.tokenDigest = AgentToken.digest(launch.token)
                 observation = Reconciler.recordStart(process, launchHash: intent.launch.hash, of: observation, at: now)
                 state.alive = true
                 state.watched = watch(id, process)
                 state.startError = nil
                 emit(.started, id, process, message: "\(process)")
-            } catch {
+            case .failure(let error):
                 state.startError = error.description
                 emit(.failedToStart, id, message: error.description)
                 observation = Reconciler.recordFailedStart(
@@ -581,6 +603,36 @@ public actor Controller {
             agents[id] = state
             queue.add(id)
         }
+    }
+
+    /// How many spawns run at once.
+    static let spawnWidth = 4
+    /// Queues of their own (each its own thread while it works), so that blocking spawns
+    /// never occupy the cooperative pool or the global queues' few threads.
+    private static let spawners = (0..<spawnWidth).map { DispatchQueue(label: "orl.spawn.\($0)") }
+
+    /// `body(0..<count)` on up to `spawnWidth` threads; blocks until all are done and
+    /// returns the results in order.
+    static func concurrently<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) -> T) -> [T] {
+        guard count > 1 else { return (0..<count).map(body) }
+        let next = Mutex(0)
+        let results = Mutex<[T?]>(Array(repeating: nil, count: count))
+        let group = DispatchGroup()
+        for queue in spawners.prefix(count) {
+            queue.async(group: group) {
+                while true {
+                    let index = next.withLock { next in
+                        defer { next += 1 }
+                        return next
+                    }
+                    guard index < count else { return }
+                    let result = body(index)
+                    results.withLock { $0[index] = result }
+                }
+            }
+        }
+        group.wait()
+        return results.withLock { $0 }.map { $0! }
     }
 
     /// Signals every process of the batch at once; one task waits for them all and
