@@ -162,6 +162,9 @@ public actor Controller {
     /// every `resyncInterval` it reads the whole state again (and asks after every
     /// process) in case a change went unseen.
     public func run() async {
+        // The manifests' schemas are compiled on first use: now, rather than on the
+        // first apply's path to its agents.
+        _ = ManifestSchemas.bundled
         adopt()
         started = true
         resync()
@@ -463,8 +466,9 @@ public actor Controller {
                 configuration.onReconcile?(id)
                 reconcile(id, now: now, starts: &starts, stops: &stops)
             }
-            start(starts, now: now)
+            // Stops first: their signals need not wait for the spawns.
             stop(stops)
+            start(starts, now: now)
             // Processes started now must be able to call the gateway at once.
             publish(now: now)
             persist(now: now)
@@ -642,16 +646,20 @@ public actor Controller {
         let key = nextStopTask
         nextStopTask += 1
         let byProcess = Dictionary(orders.map { ($0.process, $0) }, uniquingKeysWith: { first, _ in first })
-        stopTasks[key] = Task { [runtime] in
-            await runtime.stop(orders.map { ($0.process, $0.grace) }) { process, exit in
-                guard let order = byProcess[process] else { return }
-                await self.stopped(order.id, process, exit: exit)
+        // Detached: the signals go out at once, not after this drain's write.
+        stopTasks[key] = Task.detached { [runtime] in
+            await runtime.stop(orders.map { ($0.process, $0.grace) }) { ended in
+                await self.stopped(ended.compactMap { entry in byProcess[entry.process].map { ($0.id, entry.process, entry.exit) } })
             }
-            self.stopTaskEnded(key)
+            await self.stopTaskEnded(key)
         }
     }
 
     private func stopTaskEnded(_ key: Int) { stopTasks[key] = nil }
+
+    private func stopped(_ ended: [(id: ResourceID, process: ProcessIdentity, exit: ProcessExit?)]) {
+        for (id, process, exit) in ended { stopped(id, process, exit: exit) }
+    }
 
     private func stopped(_ id: ResourceID, _ process: ProcessIdentity, exit: ProcessExit?) {
         emit(.stopped, id, process, message: "\(process)\(exit.map { ": \($0)" } ?? "")")
@@ -751,9 +759,8 @@ public actor Controller {
             orders.append(StopOrder(id: id, process: process, grace: state.grace ?? configuration.defaultGrace, restart: false))
         }
         let byProcess = Dictionary(orders.map { ($0.process, $0) }, uniquingKeysWith: { first, _ in first })
-        await runtime.stop(orders.map { ($0.process, $0.grace) }) { process, exit in
-            guard let order = byProcess[process] else { return }
-            await self.stopped(order.id, process, exit: exit)
+        await runtime.stop(orders.map { ($0.process, $0.grace) }) { ended in
+            await self.stopped(ended.compactMap { entry in byProcess[entry.process].map { ($0.id, entry.process, entry.exit) } })
         }
         let now = clock()
         for (id, state) in agents where state.status != nil {

@@ -365,7 +365,7 @@ public final class ProcessRuntime: AgentRuntime {
     /// reached; only a cgroup can contain those.
     public func stop(_ process: ProcessIdentity, grace: Duration) async -> ProcessExit? {
         let result = Mutex<ProcessExit?>(nil)
-        await stop([(process, grace)]) { _, exit in result.withLock { $0 = exit } }
+        await stop([(process, grace)]) { ended in result.withLock { $0 = ended.first?.exit } }
         return result.withLock { $0 }
     }
 
@@ -376,7 +376,7 @@ public final class ProcessRuntime: AgentRuntime {
     /// cost 100 scans of /proc at every look).
     public func stop(
         _ processes: [(process: ProcessIdentity, grace: Duration)],
-        stopped: @escaping @Sendable (ProcessIdentity, ProcessExit?) async -> Void
+        stopped: @escaping @Sendable ([(process: ProcessIdentity, exit: ProcessExit?)]) async -> Void
     ) async {
         struct Pending {
             var process: ProcessIdentity
@@ -386,18 +386,20 @@ public final class ProcessRuntime: AgentRuntime {
         let clock = ContinuousClock()
         let began = clock.now
         var pending: [Pending] = []
+        var ended: [(process: ProcessIdentity, exit: ProcessExit?)] = []
         for (process, grace) in processes {
             guard process.pid > 1, process.pid != getpid(), process.pid != getpgrp() else {
-                await stopped(process, nil)
+                ended.append((process, nil))
                 continue
             }
             guard isRunning(process) || isUnreapedChild(process) else {
-                await stopped(process, exitStatus(process))
+                ended.append((process, exitStatus(process)))
                 continue
             }
             signalGroup(of: process, SIGTERM)
             pending.append(Pending(process: process, deadline: began + grace))
         }
+        if !ended.isEmpty { await stopped(ended) }
         var interval: Duration = .microseconds(500)
         while !pending.isEmpty {
             let leaderGone = pending.indices.filter { !isRunning(pending[$0].process) }
@@ -408,11 +410,12 @@ public final class ProcessRuntime: AgentRuntime {
             }
             let now = clock.now
             var remaining: [Pending] = []
+            ended = []
             for (index, entry) in pending.enumerated() {
                 if gone.contains(index) {
                     // Reaped only now, after the group is gone: the zombie leader
                     // reserved the group's ID until then.
-                    await stopped(entry.process, exitStatus(entry.process))
+                    ended.append((entry.process, exitStatus(entry.process)))
                     continue
                 }
                 var entry = entry
@@ -424,12 +427,13 @@ public final class ProcessRuntime: AgentRuntime {
                     entry.killed = true
                     entry.deadline = now + Self.killTimeout
                 } else if entry.killed && now >= entry.deadline {
-                    await stopped(entry.process, exitStatus(entry.process))
+                    ended.append((entry.process, exitStatus(entry.process)))
                     continue
                 }
                 remaining.append(entry)
             }
             pending = remaining
+            if !ended.isEmpty { await stopped(ended) }
             guard let next = pending.map(\.deadline).min() else { break }
             let wait = max(.zero, min(interval, next - clock.now))
             if Task.isCancelled {

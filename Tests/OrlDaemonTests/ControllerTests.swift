@@ -43,7 +43,7 @@ final class FakeRuntime: AgentRuntime {
 
     func stop(
         _ processes: [(process: ProcessIdentity, grace: Duration)],
-        stopped: @escaping @Sendable (ProcessIdentity, ProcessExit?) async -> Void
+        stopped: @escaping @Sendable ([(process: ProcessIdentity, exit: ProcessExit?)]) async -> Void
     ) async {
         stopBatches.withLock { $0.append(processes.count) }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -54,7 +54,7 @@ final class FakeRuntime: AgentRuntime {
             }
             if now { continuation.resume() }
         }
-        for (process, grace) in processes { await stopped(process, await stop(process, grace: grace)) }
+        for (process, grace) in processes { await stopped([(process, await stop(process, grace: grace))]) }
     }
 
     func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool {

@@ -241,8 +241,8 @@ import Testing
             }
             for agent in quick + [stubborn] { #expect(await waitForLog(agent, containing: "ready")) }
             let reports = Mutex<[(ProcessIdentity, ProcessExit?)]>([])
-            await runtime.stop(processes.map { ($0, $0 == processes.last ? .milliseconds(300) : .seconds(30)) }) { process, exit in
-                reports.withLock { $0.append((process, exit)) }
+            await runtime.stop(processes.map { ($0, $0 == processes.last ? .milliseconds(300) : .seconds(30)) }) { ended in
+                reports.withLock { $0 += ended.map { ($0.process, $0.exit) } }
             }
             let reported = reports.withLock { $0 }
             #expect(reported.count == 6)

@@ -173,10 +173,10 @@ public protocol AgentRuntime: Sendable {
     /// cannot watch it, and the caller must look by itself.
     func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool
     /// Stops these processes together, each as `stop` does with its own grace period:
-    /// every one is signalled at once, and `stopped` is called for each as it is gone.
+    /// every one is signalled at once, and `stopped` is told of those gone at each look.
     func stop(
         _ processes: [(process: ProcessIdentity, grace: Duration)],
-        stopped: @escaping @Sendable (ProcessIdentity, ProcessExit?) async -> Void
+        stopped: @escaping @Sendable ([(process: ProcessIdentity, exit: ProcessExit?)]) async -> Void
     ) async
 }
 
@@ -186,13 +186,13 @@ extension AgentRuntime {
     public func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool { false }
     public func stop(
         _ processes: [(process: ProcessIdentity, grace: Duration)],
-        stopped: @escaping @Sendable (ProcessIdentity, ProcessExit?) async -> Void
+        stopped: @escaping @Sendable ([(process: ProcessIdentity, exit: ProcessExit?)]) async -> Void
     ) async {
         await withTaskGroup(of: Void.self) { group in
             for (process, grace) in processes {
                 group.addTask {
                     let exit = await self.stop(process, grace: grace)
-                    await stopped(process, exit)
+                    await stopped([(process, exit)])
                 }
             }
         }
