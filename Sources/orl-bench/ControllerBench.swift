@@ -83,7 +83,7 @@ struct ControllerBench: ParsableCommand {
         controller.executableURL = URL(fileURLWithPath: binary)
         controller.arguments = ["controller", "--state", state, "--log-format", "json"]
         let log = root + "/controller.log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         controller.standardError = FileHandle(forWritingAtPath: log)
         try Orlctl.run(binary, ["apply", "-f", root + "/empty.yaml", "--state", state, "--source", "bench"])
         try controller.run()

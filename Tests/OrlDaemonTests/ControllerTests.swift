@@ -422,7 +422,7 @@ final class TemporaryState {
         #expect(runtime.processes(of: "a").map(\.process.spec.arguments) == [["agent.py"]])
         await controller.reconcileNow()
         #expect(runtime.processes(of: "a").count == 1)
-        FileManager.default.createFile(atPath: source + "/agent.py", contents: Data("print()\n".utf8))
+        _ = FileManager.default.createFile(atPath: source + "/agent.py", contents: Data("print()\n".utf8))
         await controller.reconcileNow()
         let first = try #require(runtime.processes(of: "a").first?.id)
         await events.wait { $0.reason == .stopped && $0.pid == first.pid }
