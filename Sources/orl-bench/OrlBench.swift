@@ -11,7 +11,7 @@ struct OrlBench: AsyncParsableCommand {
         subcommands: [
             ValidateBench.self, AuditBench.self, ApplyBench.self, ControllerBench.self, GatewayBench.self, McpBench.self, RunsBench.self,
             ObservabilityBench.self,
-            SyncBench.self, IncrementalBench.self, DashboardBench.self,
+            SyncBench.self, IncrementalBench.self, DashboardBench.self, BudgetHammerBench.self,
         ]
     )
 }
