@@ -1,3 +1,4 @@
+import NIOCore
 import NIOPosix
 
 /// Swift concurrency's jobs on NIO's event loops (the ones the API serves on and the
