@@ -150,7 +150,12 @@ public struct RunOperations: Sendable {
         try write { tx throws(StoreError) -> Result<(record: StepRecord, next: RunTask?), RunError> in
             switch try Self.complete(task, agent: agent, output: output, now: now, in: tx) {
             case .failure(let error): return .failure(error)
-            case .success(let record): return .success((record, try Self.claim(agent: agent, now: now, in: tx)))
+            case .success(let record):
+                let next = try Self.claim(agent: agent, now: now, in: tx)
+                // The step readied for the agent is in this answer: its other polls are
+                // woken only when something else is Ready for it.
+                if next != nil, try tx.writer.nextClaimable(agent: agent, at: now) == nil { tx.claimedAll(of: agent) }
+                return .success((record, next))
             }
         }
     }
@@ -644,6 +649,9 @@ private final class Transaction {
     func readied(_ step: StepRecord) {
         if step.state == .ready, let agent = step.agent { ready.insert(agent) }
     }
+
+    /// The agent claimed, in this transaction, every step it had Ready.
+    func claimedAll(of agent: ResourceID) { ready.remove(agent) }
 
     func record(_ event: StoreEvent) throws(StoreError) {
         try writer.append(event)
