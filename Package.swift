@@ -145,7 +145,7 @@ let package = Package(
             ],
             swiftSettings: strictness
         ),
-        .executableTarget(name: "orlctl", dependencies: ["OrlCLI", "OrlServer"], swiftSettings: strictness),
+        .executableTarget(name: "orlctl", dependencies: ["OrlCLI"], swiftSettings: strictness),
         // Fuzzing: the targets (run on the corpus by the tests) and the libFuzzer driver
         // (scripts/fuzz builds it with -sanitize=fuzzer).
         .target(name: "OrlFuzz", dependencies: ["OrlJSON", "OrlCore", "OrlYAML"], swiftSettings: strictness),
