@@ -117,27 +117,11 @@ final class PostgresAccess: StateWriter {
         return digests
     }
 
-    func manifestIndex(source: String) throws(StoreError) -> (index: ManifestIndex, stamps: [String: String])? {
-        var index = ManifestIndex()
-        var stamps: [String: String] = [:]
-        for row in try rows(
-            "SELECT path, content_hash, stamp, record FROM manifest_files WHERE source = $1", [.text(source)],
-            intent: "read the manifest index of \(source)")
-        {
-            let path = try row.text(0)
-            guard let record = ManifestFileRecord.decode(path: path, contentHash: try row.text(1), try row.text(3)) else { return nil }
-            index.files[path] = record
-            if let stamp = try row.optionalText(2) { stamps[path] = stamp }
-        }
-        guard !index.files.isEmpty else { return nil }
-        for row in try rows(
-            "SELECT namespace, diagnostics FROM manifest_namespaces WHERE source = $1", [.text(source)],
-            intent: "read the namespace diagnostics of \(source)")
-        {
-            guard let diagnostics = DiagnosticCoding.decodeList(try row.text(1)) else { return nil }
-            index.namespaces[try row.text(0)] = diagnostics
-        }
-        return (index, stamps)
+    func manifestIndex(source: String) throws(StoreError) -> [UInt8]? {
+        let found = try rows(
+            "SELECT data FROM manifest_indexes WHERE source = $1", [.text(source)], intent: "read the manifest index of \(source)")
+        guard let row = found.first else { return nil }
+        return try row.bytes(0)
     }
 
     func inventory(source: String) throws(StoreError) -> [ResourceID] {
@@ -246,49 +230,15 @@ final class PostgresAccess: StateWriter {
             ], intent: "store \(label(resource.id))")
     }
 
-    func putManifestIndex(source: String, _ write: ManifestIndexWrite?) throws(StoreError) {
+    func putManifestIndex(source: String, _ data: [UInt8]?) throws(StoreError) {
         let intent = "write the manifest index of \(source)"
-        guard let write else {
-            try change("DELETE FROM manifest_files WHERE source = $1", [.text(source)], intent: intent)
-            try change("DELETE FROM manifest_namespaces WHERE source = $1", [.text(source)], intent: intent)
+        guard let data else {
+            try change("DELETE FROM manifest_indexes WHERE source = $1", [.text(source)], intent: intent)
             return
         }
-        let recorded = Set(write.records.map(\.path))
-        for record in write.records {
-            try change(
-                """
-                INSERT INTO manifest_files (source, path, content_hash, stamp, record) VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT (source, path) DO UPDATE SET
-                    content_hash = excluded.content_hash, stamp = excluded.stamp, record = excluded.record
-                """,
-                [.text(source), .text(record.path), .text(record.contentHash), .text(write.stamps[record.path]), .text(record.encoded())],
-                intent: intent)
-        }
-        for (path, stamp) in write.stamps where !recorded.contains(path) {
-            try change(
-                "UPDATE manifest_files SET stamp = $3 WHERE source = $1 AND path = $2", [.text(source), .text(path), .text(stamp)],
-                intent: intent)
-        }
-        var stored: [String] = []
-        for row in try rows("SELECT path FROM manifest_files WHERE source = $1", [.text(source)], intent: intent) {
-            stored.append(try row.text(0))
-        }
-        for path in stored where !write.paths.contains(path) {
-            try change("DELETE FROM manifest_files WHERE source = $1 AND path = $2", [.text(source), .text(path)], intent: intent)
-        }
-        for (namespace, diagnostics) in write.namespaces {
-            if diagnostics.isEmpty {
-                try change(
-                    "DELETE FROM manifest_namespaces WHERE source = $1 AND namespace = $2", [.text(source), .text(namespace)],
-                    intent: intent)
-            } else {
-                try change(
-                    """
-                    INSERT INTO manifest_namespaces (source, namespace, diagnostics) VALUES ($1, $2, $3)
-                    ON CONFLICT (source, namespace) DO UPDATE SET diagnostics = excluded.diagnostics
-                    """, [.text(source), .text(namespace), .text(DiagnosticCoding.encodeList(diagnostics))], intent: intent)
-            }
-        }
+        try change(
+            "INSERT INTO manifest_indexes (source, data) VALUES ($1, $2) ON CONFLICT (source) DO UPDATE SET data = excluded.data",
+            [.text(source), .bytes(data)], intent: intent)
     }
 
     func delete(_ id: ResourceID) throws(StoreError) {

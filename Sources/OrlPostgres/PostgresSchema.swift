@@ -330,7 +330,15 @@ enum PostgresSchema {
                 """,
                 "INSERT INTO alert_cursor (id, event_number) VALUES (1, 0)",
             ]
-        )
+        ),
+        Migration(
+            summary: "keep each source's manifest index as one blob",
+            statements: [
+                "CREATE TABLE manifest_indexes (source TEXT COLLATE \"C\" NOT NULL PRIMARY KEY, data BYTEA NOT NULL)",
+                "DROP TABLE manifest_files",
+                "DROP TABLE manifest_namespaces",
+            ]
+        ),
     ]
 
     static var version: Int { migrations.count }
