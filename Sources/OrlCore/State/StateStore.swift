@@ -213,9 +213,10 @@ public protocol StateReader: AppliedResources {
     /// What the last apply of `source` read, as it wrote it (`StoredManifestIndex`, an
     /// opaque blob to the store); nil when none is kept.
     func manifestIndex(source: String) throws(StoreError) -> [UInt8]?
-    /// Changes whenever a resource is written or deleted, by any source: what an apply
-    /// keeps (`ApplyMemo`) to know, at the next, that the resources it wrote are still as
-    /// it left them. The default is `fingerprint(source:)`, which sees the source's own.
+    /// Changes whenever what the source's resources are changes (one written, taken over
+    /// or deleted; a store may move it for any write): what an apply keeps (`ApplyMemo`)
+    /// to know, at the next, that the resources it wrote are still as it left them. The
+    /// default is `fingerprint(source:)`.
     func changeMark(source: String) throws(StoreError) -> String
 }
 
