@@ -154,7 +154,7 @@ let package = Package(
         .executableTarget(
             name: "orl-bench",
             dependencies: [
-                "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlGit", "OrlManifests", "OrlServer", "OrlRuntime",
+                "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlPostgres", "OrlGit", "OrlManifests", "OrlServer", "OrlRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -193,7 +193,8 @@ let package = Package(
         .testTarget(
             name: "OrlCLITests",
             dependencies: [
-                "OrlCLI", "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlController", "OrlGit", "OrlManifests", "OrlTestPostgres",
+                "OrlCLI", "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlPostgres", "OrlController", "OrlGit", "OrlManifests",
+                "OrlTestPostgres",
             ],
             exclude: ["Golden", "Fixtures"],
             swiftSettings: strictness),

@@ -1,3 +1,4 @@
+import Dispatch
 public import OrlCore
 import Synchronization
 
@@ -7,50 +8,62 @@ import Synchronization
     import Darwin
 #endif
 
-/// Makes agent processes match the applied Agents, level-triggered: each pass reads
-/// what should run, looks at what runs, and lets `Reconciler.decide` say what to do.
+/// Makes agent processes match the applied Agents, level-triggered: what should run
+/// (the store) and what runs (the runtime) go through `Reconciler.decide` for each agent.
 ///
-/// A pass runs when the store changed (another orlctl committed), a process exited, a
-/// backoff ended, or 30 s have passed. Stops run in tasks of their own, so one agent's
-/// grace period never holds up the others. What the controller knows of each process is
-/// stored (`SupervisionRecord`), so that a controller started after a crash adopts the
-/// processes that still run instead of starting them twice.
+/// Reconciling is a work queue of agents (`WorkQueue`, as client-go's): a store change
+/// queues the agents whose intent it changed, a process's end queues its agent, a
+/// backoff or a halt that ends queues its agent at its time, and every `resyncInterval`
+/// every agent is queued in case a change went unseen. Repeated adds of an agent merge;
+/// an agent whose stop is in flight stays queued until the stop has finished, so no
+/// agent is ever reconciled twice at once. One drain of the queue starts every agent
+/// due to start in one batch, signals every stop at once (one task waits for them all,
+/// each reported as it ends, so one agent's grace period never holds up the others),
+/// and writes what changed (supervision records, statuses, lifecycle events) in one
+/// transaction. What the controller knows of each process is stored
+/// (`SupervisionRecord`) right after the batch that started it, so that a controller
+/// started after a crash adopts the processes that still run instead of starting them
+/// twice.
 ///
 /// Each process gets a new random token (ORL_TOKEN, and OPENAI_API_KEY for the gateway);
 /// only its digest is kept, in the supervision record, and handed to the gateway with
-/// the applied fleet after every pass. The gateway says which agents exhausted a
-/// halting budget; they are halted until it says otherwise (a new window, a raised
-/// limit). Secrets come from the vault, read with the pass's state: an agent whose
-/// allowed secret is not set (or cannot be opened) waits, Pending, until a `secret set`
-/// changes the store. Store calls block the actor's thread, which is a queue of its
-/// own (`StoreExecutor`), never the cooperative pool.
+/// the applied fleet. The gateway says which agents exhausted a halting budget; they
+/// are halted until it says otherwise (a new window, a raised limit). Secrets come from
+/// the vault, read with the state: an agent whose allowed secret is not set (or cannot
+/// be opened) waits, Pending, until a `secret set` changes the store. Store calls block
+/// the actor's thread, which is a queue of its own (`StoreExecutor`), never the
+/// cooperative pool.
 public actor Controller {
     public struct Configuration: Sendable {
         /// The state directory, absolute: logs and working directories live in it.
         public var stateDirectory: String
         public var apiURL = "http://127.0.0.1:0"
+        /// How often a process whose end the runtime cannot announce is looked at (and
+        /// a failed read of the store tried again).
         public var pollInterval: Duration = .milliseconds(250)
         public var resyncInterval: Duration = .seconds(30)
         /// The grace period for a process whose Agent is no longer applied.
         public var defaultGrace: Duration = .seconds(10)
         public var backoff: BackoffPolicy = .standard
-        /// Told how long each reconcile pass took (the metrics' reconcile duration).
+        /// Told how long each drain of the work queue took (the metrics' reconcile duration).
         public var onPass: (@Sendable (Duration) -> Void)?
+        /// Told each agent reconciled, as it is (tests count them).
+        public var onReconcile: (@Sendable (ResourceID) -> Void)?
 
         public init(stateDirectory: String) { self.stateDirectory = stateDirectory }
     }
 
-    /// Why the loop should look again; posts merge, so a burst of changes is one pass.
+    /// Why the loop should look again; posts merge, so a burst of changes is one look.
     public enum Wake: Hashable, Sendable {
         /// The store changed (the change feed saw another connection commit).
         case storeChanged
-        /// Someone asked for a pass (SIGUSR1 from `orlctl apply`, the gateway halting an
+        /// Someone asked for a look (SIGUSR1 from `orlctl apply`, the gateway halting an
         /// agent); reported as a `woken` event with the reason.
         case asked(String)
         /// A stop this controller started has finished.
-        case stopFinished
-        /// A process the runtime watches for us has ended.
-        case processEnded
+        case stopFinished(ResourceID)
+        /// The process of this agent, which the runtime watches for us, has ended.
+        case processEnded(ResourceID)
         /// Stop every agent gracefully and return from `run`.
         case stop
     }
@@ -67,36 +80,28 @@ public actor Controller {
     private let masterKey: @Sendable () throws(VaultError) -> MasterKey?
     /// The actor runs, and so calls SQLite, on a queue of its own, never on the pool.
     private let executor: StoreExecutor
-    /// What wakes the loop: the change feed, signals, the gateway, finished stops.
+    /// What wakes the loop: the change feed, signals, the gateway, processes, stops.
     public nonisolated let inbox = Inbox<Wake>()
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
-    private var records: [ResourceID: SupervisionRecord] = [:]
-    /// Agents whose recorded process is believed to run.
-    private var alive: Set<ResourceID> = []
-    /// Processes whose end the runtime announces (`AgentRuntime.watch`): not looked at.
-    private var watched: Set<ProcessIdentity> = []
-    /// Agents being stopped by a task of their own; passes leave them alone.
-    private var stopping: [ResourceID: Task<Void, Never>] = [:]
-    private var grace: [ResourceID: Duration] = [:]
-    /// Drawn at each exit, so a backoff does not move from pass to pass.
-    private var jitter: [ResourceID: Double] = [:]
-    private var requeueAt: [ResourceID: Timestamp] = [:]
-    private var statuses: [ResourceID: (status: ResourceStatus, generation: Int)] = [:]
-    private var written: [ResourceID: SupervisionRecord] = [:]
-    private var writtenStatuses: [ResourceID: [ResourceStatus.Condition]] = [:]
-    /// Lifecycle events not yet in the store: written with the next pass's write.
+    /// Everything known of each agent: applied, running, or with a record left.
+    private var agents: [ResourceID: AgentState] = [:]
+    private var queue = WorkQueue<ResourceID>()
+    /// What the store said at the last read; intents are made again from it when only
+    /// time or the gateway's halts changed.
+    private var snapshot: (stored: [StoredResource], holds: Set<ResourceID>, sealed: [SealedSecret])?
+    /// The last read of the store failed: tried again every `pollInterval`.
+    private var readFailed = false
+    /// The last write failed: what it held is written with the next drain.
+    private var writeFailed = false
+    /// Lifecycle events not yet in the store: written with the next drain's write.
     private var pendingEvents: [StoreEvent] = []
-    /// Agents whose BackOff has been reported, so that it is reported once per exit.
-    private var backingOff: Set<ResourceID> = []
-    /// Why each waiting agent waits, as last reported: reported again only when it changes.
-    private var waiting: [ResourceID: String] = [:]
-    /// Why the agent's last start failed, until one succeeds: it stays Stalled meanwhile.
-    private var startErrors: [ResourceID: String] = [:]
-    private var dirty = true
+    /// Stops in flight, each a task for a batch of processes.
+    private var stopTasks: [Int: Task<Void, Never>] = [:]
+    private var nextStopTask = 0
     private var stopRequested = false
-    /// Set once adoption is done: no pass may run before it.
+    /// Set once adoption is done: nothing is reconciled before it.
     private var started = false
 
     public init(
@@ -126,83 +131,117 @@ public actor Controller {
     /// Ends `run` as cancelling its task does: every agent is stopped gracefully first.
     public nonisolated func requestStop() { inbox.post(.stop) }
 
-    /// Asks for a pass now rather than at the next resync (`orlctl apply` signals SIGUSR1
-    /// after a change). Before `run` has adopted, or while stopping, it only marks a pass due.
+    /// Asks for a look now rather than at the next resync (`orlctl apply` signals SIGUSR1
+    /// after a change). Before `run` has adopted, or while stopping, it only marks one due.
     public nonisolated func wake(_ why: String) { inbox.post(.asked(why)) }
 
-    /// Adopts what runs (once) and reconciles every agent now: what `run` does on each
-    /// wake, for a caller that drives the controller itself (tests, with their clock).
+    /// Adopts what runs (once), reads the store and reconciles every agent now: a full
+    /// resync, for a caller that drives the controller itself (tests, with their clock).
     public func reconcileNow() {
         if !started {
             adopt()
             started = true
         }
-        dirty = false
-        pass()
+        resync()
+        drain()
+    }
+
+    /// Queues an agent as a process's end or a finished stop does, and drains the queue
+    /// (tests, with their clock). Adds merge: an agent queued twice is reconciled once.
+    public func reconcile(_ ids: [ResourceID]) {
+        for id in ids { queue.add(id) }
+        drain()
     }
 
     /// Reconciles until cancelled or asked to stop, then stops every agent (each with its
     /// grace period, all at once) and returns.
     ///
-    /// Between passes it waits on its inbox, so an idle controller costs nothing but
-    /// the wake-ups it needs: the runtime announces a process's end (a pidfd; one it
-    /// cannot watch is looked at every `pollInterval`), a halt or backoff ends at its
-    /// time, and every `resyncInterval` it reads the whole state again (and asks after
-    /// every process) in case a change went unseen.
+    /// Between drains it waits on its inbox, so an idle controller costs nothing but the
+    /// wake-ups it needs: the runtime announces a process's end (a pidfd; one it cannot
+    /// watch is looked at every `pollInterval`), a halt or backoff ends at its time, and
+    /// every `resyncInterval` it reads the whole state again (and asks after every
+    /// process) in case a change went unseen.
     public func run() async {
+        // The manifests' schemas are compiled on first use: now, rather than on the
+        // first apply's path to its agents.
+        _ = ManifestSchemas.bundled
         adopt()
         started = true
-        var lastPass = ContinuousClock.now
+        resync()
+        var lastResync = ContinuousClock.now
         while !Task.isCancelled && !stopRequested {
-            if ContinuousClock.now - lastPass >= configuration.resyncInterval { dirty = true }
-            if let due = requeueAt.values.min(), due <= clock() { dirty = true }
-            if !dirty, anAgentExited() { dirty = true }
-            if dirty {
-                dirty = false
-                lastPass = ContinuousClock.now
-                pass()
+            if ContinuousClock.now - lastResync >= configuration.resyncInterval {
+                resync()
+                lastResync = ContinuousClock.now
+            } else if readFailed {
+                refresh(readingStore: true)
             }
-            for reason in await inbox.take(waitingAtMost: nextLook(lastPass: lastPass)) {
+            queueDue()
+            queueUnwatchedExits()
+            drain()
+            var changed = false
+            for reason in await inbox.take(waitingAtMost: nextLook(lastResync: lastResync)) {
                 switch reason {
-                case .storeChanged, .stopFinished, .processEnded: dirty = true
+                case .storeChanged: changed = true
                 case .asked(let why):
                     emit(.woken, message: why)
-                    dirty = true
+                    changed = true
+                case .stopFinished(let id), .processEnded(let id): queue.add(id)
                 case .stop: stopRequested = true
                 }
             }
+            if changed { refresh(readingStore: true) }
         }
         // Not in this (maybe cancelled) task: a cancelled stop cuts grace periods short.
-        await Task { await self.stopAll() }.value
+        await Task { await self.stopEverything() }.value
     }
 
-    /// Whether a process believed to run has ended: asked of the runtime rather than of
-    /// /proc (for its own children a waitpid(WNOHANG), where reading /proc for 100
-    /// agents four times a second was most of an idle controller's CPU). The exit is
-    /// kept for the pass. A process that still runs must not count: a full pass at every
-    /// look over an idle fleet was a fifth of a core for 100 agents.
-    private func anAgentExited() -> Bool {
-        alive.contains { id in
-            guard stopping[id] == nil, let process = records[id]?.process, !watched.contains(process) else { return false }
-            return runtime.exitStatus(process) != nil
+    /// Every agent queued, after a read of the whole store.
+    private func resync() {
+        refresh(readingStore: true)
+        for id in agents.keys { queue.add(id) }
+    }
+
+    /// Agents whose backoff or halt has ended are queued (a halt's end needs the
+    /// gateway asked again: the intents are made again first).
+    private func queueDue() {
+        let now = clock()
+        if agents.values.contains(where: { $0.resumesAt.map { $0 <= now } ?? false }) {
+            refresh(readingStore: false)
+        }
+        for (id, state) in agents {
+            if let due = state.retryAt, due <= now {
+                agents[id]?.retryAt = nil
+                queue.add(id)
+            }
+            if let due = state.resumesAt, due <= now {
+                agents[id]?.resumesAt = nil
+                queue.add(id)
+            }
         }
     }
 
-    /// Has the runtime announce the process's end, when it can.
-    private func watch(_ process: ProcessIdentity) {
-        let inbox = self.inbox
-        if runtime.watch(process, onExit: { inbox.post(.processEnded) }) { watched.insert(process) }
+    /// Processes the runtime cannot watch are asked after (for its own children a
+    /// waitpid(WNOHANG)); only an agent whose process has ended is queued: a full
+    /// reconcile at every look over an idle fleet was a fifth of a core for 100 agents.
+    private func queueUnwatchedExits() {
+        for (id, state) in agents where state.alive && !state.watched && !state.stopping {
+            if let process = state.record.process, runtime.exitStatus(process) != nil { queue.add(id) }
+        }
     }
 
     /// How long the loop may wait for its inbox before it must look by itself.
-    private func nextLook(lastPass: ContinuousClock.Instant) -> Duration {
-        var wait = configuration.resyncInterval - (ContinuousClock.now - lastPass)
-        // A failed pass (the store was locked) is tried again soon.
-        if dirty { wait = min(wait, configuration.pollInterval) }
-        let unwatched = alive.contains { id in stopping[id] == nil && records[id]?.process.map(watched.contains) == false }
-        if unwatched { wait = min(wait, configuration.pollInterval) }
-        if let due = requeueAt.values.min() {
-            wait = min(wait, .milliseconds(max(0, due.milliseconds - clock().milliseconds)))
+    private func nextLook(lastResync: ContinuousClock.Instant) -> Duration {
+        if queue.hasReady(where: { agents[$0]?.stopping != true }) { return .zero }
+        var wait = configuration.resyncInterval - (ContinuousClock.now - lastResync)
+        // A failed read or write (the store was locked) is tried again soon.
+        if readFailed || writeFailed { wait = min(wait, configuration.pollInterval) }
+        if agents.values.contains(where: { $0.alive && !$0.watched && !$0.stopping }) { wait = min(wait, configuration.pollInterval) }
+        let now = clock().milliseconds
+        for state in agents.values {
+            for due in [state.retryAt, state.resumesAt].compactMap({ $0 }) {
+                wait = min(wait, .milliseconds(max(0, due.milliseconds - now)))
+            }
         }
         return max(wait, .zero)
     }
@@ -218,29 +257,30 @@ public actor Controller {
             return
         }
         for var record in stored {
+            var state = AgentState(record: record)
+            // What is stored: a record whose process is gone is written again without it.
+            state.writtenRecord = record
             if let process = record.process, runtime.isRunning(process) {
-                alive.insert(record.agent)
+                state.alive = true
                 runtime.adopt(process)
-                watch(process)
+                state.watched = watch(record.agent, process)
                 emit(.adopted, record.agent, process, message: "\(process)")
             } else {
                 record.process = nil
+                state.record = record
             }
-            records[record.agent] = record
+            agents[record.agent] = state
+            queue.add(record.agent)
         }
     }
 
-    // MARK: One pass
-
-    private struct Desired {
-        var intents: [ResourceID: AgentIntent] = [:]
-        var generations: [ResourceID: Int] = [:]
-        /// Agents whose manifest cannot be read back: left as they are.
-        var unreadable: Set<ResourceID> = []
-        var fleet = Fleet([])
-        /// When budget halts end.
-        var resumptions: [ResourceID: Timestamp] = [:]
+    /// Has the runtime announce the process's end, when it can.
+    private func watch(_ id: ResourceID, _ process: ProcessIdentity) -> Bool {
+        let inbox = self.inbox
+        return runtime.watch(process, onExit: { inbox.post(.processEnded(id)) })
     }
+
+    // MARK: What should run
 
     /// What the stored resources and secrets make of the fleet, kept from pass to pass
     /// while they stay the same: decoding and validating every manifest, and each
@@ -299,24 +339,45 @@ public actor Controller {
         return launch
     }
 
-    private func desired(now: Timestamp) throws(StoreError) -> Desired {
-        let (stored, holds, sealed) = try store.read { reader throws(StoreError) in
-            (try reader.resources(kind: nil, namespace: nil), Set(try reader.holds().map(\.agent)), try reader.secrets(namespace: nil))
-        }
-        var result = Desired()
-        var plan = self.plan(stored: stored, sealed: sealed)
-        defer { self.plan = plan }
-        let (fleet, unreadable) = (plan.fleet, plan.unreadable)
-        for resource in stored where resource.id.kind == ResourceKind.agent.rawValue {
-            if unreadable.contains(resource.id) {
-                result.unreadable.insert(resource.id)
-            } else {
-                result.generations[resource.id] = resource.generation
+    /// The fleet of the last plan, handed to the gateway.
+    private var fleet = Fleet([])
+
+    /// Makes every agent's intent again, from a new read of the store or from the last
+    /// one (time passed, the gateway's halts changed), and queues the agents whose
+    /// intent changed: a change to one agent reconciles that agent only.
+    private func refresh(readingStore: Bool) {
+        if readingStore || snapshot == nil {
+            do {
+                snapshot = try store.read { reader throws(StoreError) in
+                    (
+                        try reader.resources(kind: nil, namespace: nil), Set(try reader.holds().map(\.agent)),
+                        try reader.secrets(namespace: nil)
+                    )
+                }
+                readFailed = false
+            } catch {
+                emit(.error, message: "reading the state: \(error.description)")
+                readFailed = true
+                return
             }
         }
-        result.fleet = fleet
+        guard let snapshot else { return }
+        let (stored, holds, sealed) = snapshot
+        let now = clock()
+        var plan = self.plan(stored: stored, sealed: sealed)
+        defer { self.plan = plan }
+        fleet = plan.fleet
+        var generations: [ResourceID: Int] = [:]
+        var unreadable: Set<ResourceID> = []
+        for resource in stored where resource.id.kind == ResourceKind.agent.rawValue {
+            if plan.unreadable.contains(resource.id) {
+                unreadable.insert(resource.id)
+            } else {
+                generations[resource.id] = resource.generation
+            }
+        }
         // The gateway sees the fleet before halts are asked for: a raised limit lifts them.
-        publish(fleet, now: now)
+        publish(now: now)
         let halts = gateway?.halts(now: now) ?? [:]
         // Opened (and the master key read) only when a launch is made again.
         var opened: Vault?
@@ -327,13 +388,14 @@ public actor Controller {
             opened = vault
             return vault
         }
-        for id in result.generations.keys {
-            guard let agent = fleet[id], let spec = agent.agent else {
-                result.unreadable.insert(id)
+        var intents: [ResourceID: AgentIntent] = [:]
+        var resumptions: [ResourceID: Timestamp] = [:]
+        for id in generations.keys {
+            guard let agent = plan.fleet[id], let spec = agent.agent else {
+                unreadable.insert(id)
                 continue
             }
             guard let launch = launch(of: agent, in: &plan, vault: vault) else { continue }
-            if records[id] == nil { records[id] = SupervisionRecord(agent: id) }
             var hold: AgentIntent.Hold?
             if holds.contains(id) {
                 hold = .suspendedByUser
@@ -341,109 +403,122 @@ public actor Controller {
                 hold = .suspended
             } else if let halt = halts[id] {
                 hold = .halted(reason: "BudgetExceeded", message: halt.message)
-                result.resumptions[id] = halt.resumesAt
+                resumptions[id] = halt.resumesAt
             }
-            result.intents[id] = AgentIntent(launch: launch, restartPolicy: spec.runtime.restartPolicy, hold: hold)
+            intents[id] = AgentIntent(launch: launch, restartPolicy: spec.runtime.restartPolicy, hold: hold)
         }
-        return result
-    }
-
-    private func pass() {
-        let began = ContinuousClock.now
-        defer { configuration.onPass?(ContinuousClock.now - began) }
-        let now = clock()
-        let desired: Desired
-        do {
-            desired = try self.desired(now: now)
-        } catch {
-            emit(.error, message: "reading the state: \(error.description)")
-            dirty = true
-            return
-        }
-        requeueAt = desired.resumptions
-        let ids = Set(desired.intents.keys).union(records.keys).subtracting(desired.unreadable)
-        for id in ids.sorted() where stopping[id] == nil {
-            reconcile(id, intent: desired.intents[id], generation: desired.generations[id], now: now)
-        }
-        // Processes started by this pass must be able to call the gateway at once.
-        publish(desired.fleet, now: now)
-        for id in desired.unreadable {
-            statuses[id] = (
-                ResourceStatus(
+        for id in Set(agents.keys).union(generations.keys).union(unreadable) {
+            var state = agents[id] ?? AgentState(record: SupervisionRecord(agent: id))
+            let before = state.fingerprint
+            state.intent = unreadable.contains(id) ? nil : intents[id]
+            state.generation = unreadable.contains(id) ? nil : generations[id]
+            state.unreadable = unreadable.contains(id)
+            state.resumesAt = resumptions[id]
+            if state.generation != nil || state.unreadable { state.forgotten = false }
+            if state.unreadable {
+                // Left as it is: its manifest cannot say what it should be.
+                let reason = "Unreadable"
+                let message = "the stored manifest cannot be read"
+                state.status = ResourceStatus(
                     conditions: [
-                        .init(
-                            type: ResourceStatus.ready, status: .false, reason: "Unreadable", message: "the stored manifest cannot be read"),
-                        .init(
-                            type: ResourceStatus.stalled, status: .true, reason: "Unreadable", message: "the stored manifest cannot be read"
-                        ),
-                    ], observedGeneration: desired.generations[id], updatedAt: now), desired.generations[id] ?? 0
-            )
+                        .init(type: ResourceStatus.ready, status: .false, reason: reason, message: message),
+                        .init(type: ResourceStatus.stalled, status: .true, reason: reason, message: message),
+                    ], observedGeneration: nil, updatedAt: now)
+            } else if state.fingerprint != before {
+                queue.add(id)
+            }
+            agents[id] = state
         }
-        persist(keeping: Set(desired.generations.keys).union(desired.unreadable), now: now)
     }
 
-    private func reconcile(_ id: ResourceID, intent: AgentIntent?, generation: Int?, now: Timestamp) {
-        var record = records[id] ?? SupervisionRecord(agent: id)
-        var observation = record.observation(running: alive.contains(id))
-        if let process = record.process, alive.contains(id), let exit = runtime.exitStatus(process) {
+    /// Hands the gateway the fleet and the tokens of the processes that run; a stopped
+    /// process's token stops working with the next drain.
+    private func publish(now: Timestamp) {
+        guard let gateway else { return }
+        var tokens: [ResourceID: String] = [:]
+        for (id, state) in agents where state.record.process != nil {
+            if let digest = state.record.tokenDigest { tokens[id] = digest }
+        }
+        let serial = plan?.serial ?? 0
+        if let published, published.plan == serial, published.tokens == tokens { return }
+        gateway.update(fleet: fleet, tokens: tokens, now: now)
+        published = (serial, tokens)
+    }
+
+    // MARK: Reconciling
+
+    /// Reconciles every queued agent that is not being stopped; starts and stops come
+    /// out of it in batches, and a started agent is looked at again at once (to report
+    /// it Running). Each round's changes are written in one transaction.
+    private func drain() {
+        let began = ContinuousClock.now
+        var rounds = 0
+        // A start queues its agent again; a third round would only be a start that
+        // failed at once, which waits for its backoff anyway.
+        while rounds < 3 {
+            let ids = queue.take(where: { agents[$0]?.stopping != true })
+            if ids.isEmpty { break }
+            rounds += 1
+            let now = clock()
+            var starts: [ResourceID] = []
+            var stops: [StopOrder] = []
+            for id in ids {
+                configuration.onReconcile?(id)
+                reconcile(id, now: now, starts: &starts, stops: &stops)
+            }
+            // Stops first: their signals need not wait for the spawns.
+            stop(stops)
+            start(starts, now: now)
+            // Processes started now must be able to call the gateway at once.
+            publish(now: now)
+            persist(now: now)
+        }
+        if rounds == 0 && (writeFailed || !pendingEvents.isEmpty) { persist(now: clock()) }
+        if rounds > 0 { configuration.onPass?(ContinuousClock.now - began) }
+    }
+
+    private struct StopOrder {
+        var id: ResourceID
+        var process: ProcessIdentity
+        var grace: Duration
+        var restart: Bool
+    }
+
+    private func reconcile(_ id: ResourceID, now: Timestamp, starts: inout [ResourceID], stops: inout [StopOrder]) {
+        guard var state = agents[id], !state.unreadable else { return }
+        var observation = state.record.observation(running: state.alive)
+        if let process = state.record.process, state.alive, let exit = runtime.exitStatus(process) {
             observation = Reconciler.recordExit(exit, of: observation, at: now, backoff: configuration.backoff)
-            alive.remove(id)
-            watched.remove(process)
-            jitter[id] = random()
+            state.alive = false
+            state.watched = false
+            state.jitter = random()
             emit(.exited, id, process, message: "\(process): \(exit)" + (runtime.exitNote(process).map { ": \($0)" } ?? ""))
         }
-        if let intent { grace[id] = intent.launch.process.gracePeriod }
-        let decision = Reconciler.decide(intent, observation, now: now, backoff: configuration.backoff, random: jitter[id] ?? 0.5)
+        let intent = state.intent
+        if let intent { state.grace = intent.launch.process.gracePeriod }
+        let decision = Reconciler.decide(intent, observation, now: now, backoff: configuration.backoff, random: state.jitter)
         if decision.phase == .crashLoopBackOff && decision.action == .none {
-            if backingOff.insert(id).inserted { emit(.backOff, id, message: decision.message) }
+            if !state.backingOff { emit(.backOff, id, message: decision.message) }
+            state.backingOff = true
         } else {
             // Any other decision (a start, too) ends the backoff: the next one is reported.
-            backingOff.remove(id)
+            state.backingOff = false
         }
         if let wait = intent?.launch.waiting, decision.action == .none, decision.reason == wait.reason {
-            if waiting.updateValue(wait.message, forKey: id) != wait.message { emit(.waiting, id, message: wait.message) }
+            if state.waiting != wait.message { emit(.waiting, id, message: wait.message) }
+            state.waiting = wait.message
         } else {
-            waiting[id] = nil
+            state.waiting = nil
         }
         // Not meant to run (removed, held): a failed start no longer matters.
-        if intent == nil || intent?.hold != nil { startErrors[id] = nil }
+        if intent == nil || intent?.hold != nil { state.startError = nil }
         switch decision.action {
         case .none:
             break
         case .start:
-            guard let intent else { break }
-            do {
-                try Self.makeDirectory(intent.launch.process.workingDirectory)
-                let token = Self.newToken()
-                let process = try runtime.start(intent.launch.process(token: token))
-                record.tokenDigest = AgentToken.digest(token)
-                observation = Reconciler.recordStart(process, launchHash: intent.launch.hash, of: observation, at: now)
-                // Recorded at once, not with the pass's write: a controller killed in
-                // between would leave a process the next one does not know, and starts again.
-                let started = SupervisionRecord(agent: id, observation: observation, tokenDigest: record.tokenDigest)
-                do {
-                    try store.write { writer throws(StoreError) in try writer.putSupervision(started) }
-                    written[id] = started
-                } catch {
-                    emit(.error, id, message: "recording the start of \(process): \(error.description)")
-                }
-                alive.insert(id)
-                watch(process)
-                startErrors[id] = nil
-                emit(.started, id, process, message: "\(process)")
-                // Look again at once, to report it Running.
-                dirty = true
-            } catch {
-                startErrors[id] = error.description
-                emit(.failedToStart, id, message: error.description)
-                observation = Reconciler.recordFailedStart(
-                    launchHash: intent.launch.hash, of: observation, at: now, backoff: configuration.backoff)
-                jitter[id] = random()
-                dirty = true
-            }
+            if intent != nil { starts.append(id) }
         case .stop(let process), .restart(let process):
             let restart = if case .restart = decision.action { true } else { false }
-            let wait = grace[id] ?? configuration.defaultGrace
             let reason: ControllerEvent.Reason =
                 switch (restart, intent?.hold) {
                 case (true, _): .restarting
@@ -452,85 +527,196 @@ public actor Controller {
                 case (false, .halted?): .halted
                 }
             emit(reason, id, process, message: "\(process): \(decision.message)")
-            stopping[id] = Task { [runtime] in
-                let exit = await runtime.stop(process, grace: wait)
-                self.stopped(id, process, exit: exit, restart: restart)
-            }
+            state.stopping = true
+            stops.append(StopOrder(id: id, process: process, grace: state.grace ?? configuration.defaultGrace, restart: restart))
         }
-        record = SupervisionRecord(agent: id, observation: observation, tokenDigest: record.tokenDigest)
-        records[id] = record
-        if let due = decision.requeueAt { requeueAt[id] = due }
-        if let generation {
+        state.record = SupervisionRecord(agent: id, observation: observation, tokenDigest: state.record.tokenDigest)
+        state.retryAt = decision.requeueAt
+        if let generation = state.generation {
             var conditions = [
                 ResourceStatus.Condition(
                     type: ResourceStatus.ready, status: decision.phase == .running ? .true : .false, reason: decision.reason,
                     message: "\(decision.phase.rawValue): \(decision.message)")
             ]
-            if let stalled = startErrors[id] {
+            if let stalled = state.startError {
                 conditions.append(.init(type: ResourceStatus.stalled, status: .true, reason: "StartFailed", message: stalled))
             }
-            if let process = intent?.launch.process {
-                // What confines it (or would): describe shows it.
+            if let launch = intent?.launch {
+                // What confines it (or would): describe shows it. Asked once per launch
+                // (for a sandbox it reads the host's cgroup controllers).
+                if state.confinement?.hash != launch.hash {
+                    state.confinement = (launch.hash, runtime.confinement(of: launch.process))
+                }
+                let process = launch.process
                 conditions.append(
                     .init(
                         type: Self.sandboxed, status: process.sandbox == nil ? .false : .true,
-                        reason: process.sandbox == nil ? "Unconfined" : "Strict", message: runtime.confinement(of: process)))
+                        reason: process.sandbox == nil ? "Unconfined" : "Strict", message: state.confinement?.text ?? ""))
             }
-            statuses[id] = (ResourceStatus(conditions: conditions, observedGeneration: generation, updatedAt: now), generation)
+            state.status = ResourceStatus(conditions: conditions, observedGeneration: generation, updatedAt: now)
+        }
+        agents[id] = state
+    }
+
+    /// Starts the agents side by side (a spawn waits for its child's execve, which
+    /// under load waits for the scheduler: a few at once overlap those waits), and
+    /// records each in order: their records are written together, by the drain's write
+    /// that follows at once; each is queued again to report what came of it.
+    private func start(_ ids: [ResourceID], now: Timestamp) {
+        var launches: [(id: ResourceID, token: String, spec: ProcessSpec?, error: RuntimeError?)] = []
+        for id in ids {
+            guard let intent = agents[id]?.intent else { continue }
+            do {
+                try Self.makeDirectory(intent.launch.process.workingDirectory)
+                let token = Self.newToken()
+                launches.append((id, token, intent.launch.process(token: token), nil))
+            } catch {
+                launches.append((id, "", nil, error))
+            }
+        }
+        let runtime = self.runtime
+        let specs = launches.map(\.spec)
+        let spawned = Self.concurrently(specs.count) { index -> Result<ProcessIdentity, RuntimeError>? in
+            guard let spec = specs[index] else { return nil }
+            do throws(RuntimeError) {
+                return .success(try runtime.start(spec))
+            } catch {
+                return .failure(error)
+            }
+        }
+        for (launch, result) in zip(launches, spawned) {
+            let id = launch.id
+            guard var state = agents[id], let intent = state.intent else { continue }
+            var observation = state.record.observation(running: state.alive)
+            switch result ?? .failure(launch.error ?? RuntimeError("cannot start agent \(id)")) {
+            case .success(let process):
+                state.record.tokenDigest = AgentToken.digest(launch.token)
+                observation = Reconciler.recordStart(process, launchHash: intent.launch.hash, of: observation, at: now)
+                state.alive = true
+                state.watched = watch(id, process)
+                state.startError = nil
+                emit(.started, id, process, message: "\(process)")
+            case .failure(let error):
+                state.startError = error.description
+                emit(.failedToStart, id, message: error.description)
+                observation = Reconciler.recordFailedStart(
+                    launchHash: intent.launch.hash, of: observation, at: now, backoff: configuration.backoff)
+                state.jitter = random()
+            }
+            state.record = SupervisionRecord(agent: id, observation: observation, tokenDigest: state.record.tokenDigest)
+            agents[id] = state
+            queue.add(id)
         }
     }
 
-    /// Hands the gateway the fleet and the tokens of the processes that run; a stopped
-    /// process's token stops working with the next pass.
-    private func publish(_ fleet: Fleet, now: Timestamp) {
-        guard let gateway else { return }
-        var tokens: [ResourceID: String] = [:]
-        for (id, record) in records where record.process != nil {
-            if let digest = record.tokenDigest { tokens[id] = digest }
+    /// How many spawns run at once.
+    static let spawnWidth = 4
+    /// Queues of their own (each its own thread while it works), so that blocking spawns
+    /// never occupy the cooperative pool or the global queues' few threads.
+    private static let spawners = (0..<spawnWidth).map { DispatchQueue(label: "orl.spawn.\($0)") }
+
+    /// `body(0..<count)` on up to `spawnWidth` threads; blocks until all are done and
+    /// returns the results in order.
+    static func concurrently<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) -> T) -> [T] {
+        guard count > 1 else { return (0..<count).map(body) }
+        let next = Mutex(0)
+        let results = Mutex<[T?]>(Array(repeating: nil, count: count))
+        let group = DispatchGroup()
+        for queue in spawners.prefix(count) {
+            queue.async(group: group) {
+                while true {
+                    let index = next.withLock { next in
+                        defer { next += 1 }
+                        return next
+                    }
+                    guard index < count else { return }
+                    let result = body(index)
+                    results.withLock { $0[index] = result }
+                }
+            }
         }
-        let serial = plan?.serial ?? 0
-        if let published, published.plan == serial, published.tokens == tokens { return }
-        gateway.update(fleet: fleet, tokens: tokens, now: now)
-        published = (serial, tokens)
+        group.wait()
+        return results.withLock { $0 }.map { $0! }
     }
 
-    private func stopped(_ id: ResourceID, _ process: ProcessIdentity, exit: ProcessExit?, restart: Bool) {
-        stopping[id] = nil
-        alive.remove(id)
-        watched.remove(process)
-        inbox.post(.stopFinished)
+    /// Signals every process of the batch at once; one task waits for them all and
+    /// reports each as it is gone.
+    private func stop(_ orders: [StopOrder]) {
+        guard !orders.isEmpty else { return }
+        let key = nextStopTask
+        nextStopTask += 1
+        let byProcess = Dictionary(orders.map { ($0.process, $0) }, uniquingKeysWith: { first, _ in first })
+        // Detached: the signals go out at once, not after this drain's write.
+        stopTasks[key] = Task.detached { [runtime] in
+            await runtime.stop(orders.map { ($0.process, $0.grace) }) { ended in
+                await self.stopped(ended.compactMap { entry in byProcess[entry.process].map { ($0.id, entry.process, entry.exit) } })
+            }
+            await self.stopTaskEnded(key)
+        }
+    }
+
+    private func stopTaskEnded(_ key: Int) { stopTasks[key] = nil }
+
+    private func stopped(_ ended: [(id: ResourceID, process: ProcessIdentity, exit: ProcessExit?)]) {
+        for (id, process, exit) in ended { stopped(id, process, exit: exit) }
+    }
+
+    private func stopped(_ id: ResourceID, _ process: ProcessIdentity, exit: ProcessExit?) {
         emit(.stopped, id, process, message: "\(process)\(exit.map { ": \($0)" } ?? "")")
-        if var record = records[id], record.process == process {
+        guard var state = agents[id] else { return }
+        state.stopping = false
+        if state.record.process == process {
+            state.alive = false
+            state.watched = false
             // A deliberate stop is no crash: the process is forgotten, not exited.
-            record.process = nil
-            records[id] = record
+            state.record.process = nil
         }
-        dirty = true
+        agents[id] = state
+        inbox.post(.stopFinished(id))
     }
 
-    /// One write for the pass: changed supervision records and statuses.
-    private func persist(keeping applied: Set<ResourceID>, now: Timestamp) {
+    /// One write for the round: changed supervision records and statuses, and the
+    /// lifecycle events so far.
+    private func persist(now: Timestamp) {
         // A removed agent whose process is gone needs no record any more.
-        for (id, record) in records where !applied.contains(id) && !alive.contains(id) && stopping[id] == nil && record.process == nil {
-            records[id] = nil
-            startErrors[id] = nil
-            statuses[id] = nil
+        for (id, state) in agents
+        where state.generation == nil && !state.unreadable && !state.alive && !state.stopping && state.record.process == nil
+            && !queue.contains(id)
+        {
+            if state.writtenRecord == nil {
+                agents[id] = nil
+            } else {
+                agents[id]?.forgotten = true
+            }
         }
-        let changedRecords = records.values.filter { written[$0.agent] != $0 }
-        let forgotten = written.keys.filter { records[$0] == nil }
-        let changedStatuses = statuses.filter { id, entry in
-            applied.contains(id) && writtenStatuses[id].map { Self.sameConditions($0, entry.status.conditions) } != true
+        var records: [SupervisionRecord] = []
+        var forgotten: [ResourceID] = []
+        var statuses: [(ResourceID, ResourceStatus)] = []
+        for (id, state) in agents {
+            if state.forgotten {
+                forgotten.append(id)
+                continue
+            }
+            if state.writtenRecord != state.record { records.append(state.record) }
+            if let status = state.status, state.generation != nil || state.unreadable,
+                state.writtenConditions.map({ Self.sameConditions($0, status.conditions) }) != true
+            {
+                statuses.append((id, status))
+            }
         }
         let events = pendingEvents
-        guard !changedRecords.isEmpty || !forgotten.isEmpty || !changedStatuses.isEmpty || !events.isEmpty else { return }
+        guard !records.isEmpty || !forgotten.isEmpty || !statuses.isEmpty || !events.isEmpty else {
+            writeFailed = false
+            return
+        }
         do {
             try store.write { writer throws(StoreError) in
                 for event in events { try writer.append(event) }
-                for record in changedRecords { try writer.putSupervision(record) }
+                for record in records { try writer.putSupervision(record) }
                 for id in forgotten { try writer.deleteSupervision(for: id) }
-                for (id, entry) in changedStatuses {
+                for (id, entry) in statuses {
                     guard try writer.resource(id) != nil else { continue }
-                    var status = entry.status
+                    var status = entry
                     let previous = try writer.status(for: id)
                     for index in status.conditions.indices {
                         let condition = status.conditions[index]
@@ -543,13 +729,14 @@ public actor Controller {
                     try writer.putStatus(status, for: id)
                 }
             }
+            writeFailed = false
             pendingEvents.removeFirst(events.count)
-            for record in changedRecords { written[record.agent] = record }
-            for id in forgotten { written[id] = nil }
-            for (id, entry) in changedStatuses { writtenStatuses[id] = entry.status.conditions }
+            for record in records { agents[record.agent]?.writtenRecord = record }
+            for id in forgotten { agents[id] = nil }
+            for (id, status) in statuses { agents[id]?.writtenConditions = status.conditions }
         } catch {
             emit(.error, message: "writing the state: \(error.description)")
-            dirty = true
+            writeFailed = true
         }
     }
 
@@ -559,25 +746,29 @@ public actor Controller {
 
     // MARK: Stopping everything
 
-    private func stopAll() async {
-        for task in stopping.values { await task.value }
-        let running = alive.compactMap { id in records[id]?.process.map { (id, $0, grace[id] ?? configuration.defaultGrace) } }
-        await withTaskGroup(of: Void.self) { group in
-            for (id, process, wait) in running {
-                emit(.stopping, id, process, message: "\(process): the controller is stopping")
-                group.addTask { [runtime] in
-                    let exit = await runtime.stop(process, grace: wait)
-                    await self.stopped(id, process, exit: exit, restart: false)
-                }
-            }
+    private func stopEverything() async {
+        while let (key, task) = stopTasks.first {
+            await task.value
+            stopTasks[key] = nil
+        }
+        var orders: [StopOrder] = []
+        for (id, state) in agents.sorted(by: { $0.key < $1.key }) where state.alive {
+            guard let process = state.record.process else { continue }
+            emit(.stopping, id, process, message: "\(process): the controller is stopping")
+            agents[id]?.stopping = true
+            orders.append(StopOrder(id: id, process: process, grace: state.grace ?? configuration.defaultGrace, restart: false))
+        }
+        let byProcess = Dictionary(orders.map { ($0.process, $0) }, uniquingKeysWith: { first, _ in first })
+        await runtime.stop(orders.map { ($0.process, $0.grace) }) { ended in
+            await self.stopped(ended.compactMap { entry in byProcess[entry.process].map { ($0.id, entry.process, entry.exit) } })
         }
         let now = clock()
-        for id in statuses.keys {
-            statuses[id]?.status.conditions = [
+        for (id, state) in agents where state.status != nil {
+            agents[id]?.status?.conditions = [
                 .init(type: ResourceStatus.ready, status: .false, reason: "ControllerStopped", message: "Stopped: the controller stopped")
             ]
         }
-        persist(keeping: Set(statuses.keys), now: now)
+        persist(now: now)
     }
 
     // MARK: Helpers
@@ -618,5 +809,88 @@ public actor Controller {
             }
             prefix += "/"
         }
+    }
+}
+
+/// Everything the controller knows of one agent, in one place.
+struct AgentState {
+    /// What is known of its process, as stored.
+    var record: SupervisionRecord
+    /// The record as last written (nil: none is stored).
+    var writtenRecord: SupervisionRecord?
+    /// The recorded process is believed to run.
+    var alive = false
+    /// The runtime announces the process's end: it is not looked at.
+    var watched = false
+    /// A stop is in flight: the agent waits in the queue until it has finished.
+    var stopping = false
+    /// What should run (nil: not applied, or no launch can be made of it).
+    var intent: AgentIntent?
+    /// The applied manifest's generation (nil: not applied).
+    var generation: Int?
+    /// Its manifest cannot be read back: left as it is.
+    var unreadable = false
+    /// The grace period of its last intent.
+    var grace: Duration?
+    /// Drawn at each exit, so that a backoff does not move from one look to the next.
+    var jitter = 0.5
+    /// When a budget halt ends.
+    var resumesAt: Timestamp?
+    /// When its decision asked to be looked at again (a backoff ends).
+    var retryAt: Timestamp?
+    var status: ResourceStatus?
+    /// The conditions as last written.
+    var writtenConditions: [ResourceStatus.Condition]?
+    /// Its BackOff has been reported (once per exit).
+    var backingOff = false
+    /// Why it waits, as last reported: reported again only when it changes.
+    var waiting: String?
+    /// Why its last start failed, until one succeeds: it stays Stalled meanwhile.
+    var startError: String?
+    /// Removed, and its process gone: its record is deleted with the next write.
+    var forgotten = false
+    /// What confines the process of the launch with this hash, as the runtime said.
+    var confinement: (hash: String, text: String)?
+
+    /// What of the intent a change of makes the agent be reconciled again.
+    var fingerprint: Fingerprint {
+        Fingerprint(
+            hash: intent?.launch.hash, waiting: intent?.launch.waiting, restartPolicy: intent?.restartPolicy.rawValue, hold: intent?.hold,
+            generation: generation, unreadable: unreadable)
+    }
+
+    struct Fingerprint: Hashable {
+        var hash: String?
+        var waiting: AgentLaunch.Waiting?
+        var restartPolicy: String?
+        var hold: AgentIntent.Hold?
+        var generation: Int?
+        var unreadable: Bool
+    }
+}
+
+/// Keys due to be processed, each once however often it was added, as client-go's work
+/// queue: a key that is busy (an agent being stopped) stays until it is free, so no key
+/// is ever processed twice at once.
+public struct WorkQueue<Key: Hashable & Comparable>: Sendable where Key: Sendable {
+    private var keys: Set<Key> = []
+
+    public init() {}
+
+    /// Adds the key; one already queued is not added again.
+    public mutating func add(_ key: Key) { keys.insert(key) }
+
+    public func contains(_ key: Key) -> Bool { keys.contains(key) }
+
+    public var count: Int { keys.count }
+
+    /// Whether a key is ready (`ready` says which are not busy).
+    public func hasReady(where ready: (Key) -> Bool) -> Bool { keys.contains(where: ready) }
+
+    /// The ready keys, in order, taken out of the queue; busy ones stay.
+    public mutating func take(where ready: (Key) -> Bool) -> [Key] {
+        let taken = keys.filter(ready)
+        keys.subtract(taken)
+        return taken.sorted()
     }
 }

@@ -1,10 +1,15 @@
 public import OrlCore
 import OrlJSON
 
-/// Moves workflow runs along on a timer, next to the controller's reconcile loop: gives
-/// up on tasks whose lease or timeout has passed (retried or dead-lettered), decides
-/// approvals that timed out, and starts the runs cron triggers owe. Claims, results and
-/// approvals happen elsewhere (the agents' API, the CLI), each a transaction of its own.
+/// Moves workflow runs along, next to the controller's reconcile loop: gives up on tasks
+/// whose lease or timeout has passed (retried or dead-lettered), decides approvals that
+/// timed out, and starts the runs cron triggers owe. Claims, results and approvals
+/// happen elsewhere (the agents' API, the CLI), each a transaction of its own.
+///
+/// It sleeps until the next thing due (the earliest lease expiry or deadline of an open
+/// step, the next cron slot), and is woken by the change feed when runs or workflows
+/// change (a claim or a heartbeat moves a lease; an apply changes the triggers): an idle
+/// controller with no run in flight wakes it only for its cron slots.
 ///
 /// Everything it acts on is in the store, so a driver started after a controller was
 /// killed carries on where the last one stopped: completed steps are not run again,
@@ -19,8 +24,16 @@ public actor RunsDriver {
     private let clock: @Sendable () -> Timestamp
     /// The driver runs, and so calls SQLite, on a queue of its own, never on the pool.
     private let executor: StoreExecutor
-    /// Posted when the store changed (the change feed): the workflows are read again.
-    public nonisolated let storeChanged = Inbox<Bool>()
+    /// What changed in the store (posted by the change feed).
+    public enum Change: Hashable, Sendable {
+        /// Resources: the workflows (their cron triggers) are read again.
+        case workflows
+        /// Runs: a lease or a deadline may have moved.
+        case runs
+    }
+
+    /// Posted when the store changed (the change feed).
+    public nonisolated let storeChanged = Inbox<Change>()
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
@@ -38,7 +51,7 @@ public actor RunsDriver {
     /// `onReady` is told the agents a sweep or a cron run gave a Ready step (what wakes
     /// their long polls).
     public init(
-        store: any RunStore, interval: Duration = .milliseconds(500), log: @escaping @Sendable (ControllerEvent) -> Void,
+        store: any RunStore, interval: Duration = .seconds(30), log: @escaping @Sendable (ControllerEvent) -> Void,
         clock: @escaping @Sendable () -> Timestamp = Controller.systemTime, onReady: (@Sendable (Set<ResourceID>) -> Void)? = nil,
         executor: StoreExecutor = StoreExecutor(label: "orl.runs")
     ) {
@@ -49,13 +62,37 @@ public actor RunsDriver {
         self.executor = executor
     }
 
-    /// Ticks until the task is cancelled: every `interval` (leases and timeouts end
-    /// with time, which nothing announces), and at once when the store changed.
+    /// Ticks until the task is cancelled: when the next thing is due (`nextWake`), at
+    /// once when the store changed, and at least every `interval`.
     public func run() async {
         while !Task.isCancelled {
             tick()
-            if !(await storeChanged.take(waitingAtMost: interval)).isEmpty { schedulesStale = true }
+            var wait = interval
+            if let next = nextWake() {
+                let now = clock()
+                // Still due after the tick: the store was locked; tried again soon.
+                wait = next <= now ? .milliseconds(250) : min(wait, .milliseconds(next.milliseconds - now.milliseconds))
+            }
+            if await storeChanged.take(waitingAtMost: wait).contains(.workflows) { schedulesStale = true }
         }
+    }
+
+    /// When the next tick is due: the earliest lease expiry or deadline of an open step,
+    /// or the next slot of a cron trigger; nil when nothing is (or the store cannot be
+    /// read: `interval` bounds the wait).
+    public func nextWake() -> Timestamp? {
+        let now = clock()
+        var next: Timestamp?
+        do {
+            next = try operations.store.readRuns { reader throws(StoreError) in try reader.nextDue() }
+        } catch {
+            log(ControllerEvent(time: now, reason: .error, message: "reading the runs' deadlines: \(error.message)"))
+        }
+        for (_, cron) in schedules {
+            guard let slot = cron.next(after: now) else { continue }
+            next = next.map { min($0, slot) } ?? slot
+        }
+        return next
     }
 
     /// One round: overdue tasks and approvals, then cron triggers.

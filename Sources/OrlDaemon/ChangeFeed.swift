@@ -8,17 +8,19 @@ import ServiceLifecycle
 ///
 /// SQLite's `PRAGMA data_version` on a connection of the feed's own changes whenever
 /// any other connection commits: another process's (`orlctl apply`, `run`, `secret
-/// set`, a `watch` round) and this daemon's other connections alike. It is the only
-/// poll of the daemon: one cheap pragma every `interval`, on an executor of its own.
-/// It moves with every commit, though, the daemon's own bookkeeping included (statuses,
-/// supervision records, the ledger, the alert outbox), so when it does the feed reads the store's
-/// per-topic generations (`ChangeTopic`, counted by triggers whichever process writes)
-/// and calls only the subscribers of a topic that moved: the controller's own writes
-/// never wake it, nor does a ledger flush wake every waiting task poll. Subscribers are
-/// called with no lock held and must only post (to an `Inbox`, a waiter list).
+/// set`, a `watch` round) and this daemon's other connections alike. The feed reads it
+/// when its `ChangeSignal` says the store may have changed (inotify on the database's
+/// files: no poll while nothing is written), and once every `safetyInterval` in case
+/// news was lost; without a signal it polls every `interval`. It moves with every
+/// commit, though, the daemon's own bookkeeping included (statuses, supervision records,
+/// the ledger, the alert outbox), so when it does the feed reads the store's per-topic
+/// generations (`ChangeTopic`, counted by triggers whichever process writes) and calls
+/// only the subscribers of a topic that moved: the controller's own writes never wake
+/// it, nor does a ledger flush wake every waiting task poll. Subscribers are called with
+/// no lock held and must only post (to an `Inbox`, a waiter list).
 ///
-/// SIGUSR1 (which `apply` and `sync` still send, so that a change is seen without the
-/// poll's delay) is not the feed's business: it wakes the controller directly.
+/// SIGUSR1 (which `apply` and `sync` still send, so that a change is seen at once) is
+/// not the feed's business: it wakes the controller directly.
 actor ChangeFeed: Service {
     struct Subscriber: Sendable {
         var topics: Set<ChangeTopic>
@@ -27,21 +29,28 @@ actor ChangeFeed: Service {
 
     private let store: SQLiteStateStore
     private let interval: Duration
+    private let signal: (any ChangeSignal)?
+    private let safetyInterval: Duration
     private let subscribers: [Subscriber]
     private let executor: StoreExecutor
     private let log: @Sendable (String) -> Void
     private var marker: Int64?
     private var generations: [ChangeTopic: Int64]?
     private var reported = false
+    /// Whether its signal watches the store (else it polls every `interval`).
+    private(set) var signalled = false
 
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     init(
-        store: SQLiteStateStore, interval: Duration, subscribers: [Subscriber], log: @escaping @Sendable (String) -> Void,
+        store: SQLiteStateStore, interval: Duration, signal: (any ChangeSignal)? = nil, safetyInterval: Duration = .seconds(5),
+        subscribers: [Subscriber], log: @escaping @Sendable (String) -> Void,
         executor: StoreExecutor = StoreExecutor(label: "orl.change-feed")
     ) {
         self.store = store
         self.interval = interval
+        self.signal = signal
+        self.safetyInterval = safetyInterval
         self.subscribers = subscribers
         self.log = log
         self.executor = executor
@@ -55,8 +64,13 @@ actor ChangeFeed: Service {
     /// shuts down, the agents first.
     func watch() async {
         start()
+        let bell = Inbox<Bool>()
+        signalled = signal?.start { bell.post(true) } ?? false
+        defer { signal?.stop() }
+        let wait = signalled ? safetyInterval : interval
         while !Task.isCancelled {
-            try? await Task.sleep(for: interval)
+            _ = await bell.take(waitingAtMost: wait)
+            if Task.isCancelled { return }
             if stateRemoved() { return }
             look()
         }

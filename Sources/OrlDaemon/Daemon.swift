@@ -43,8 +43,11 @@ public struct Daemon: Sendable {
         public var logRotationInterval: Duration = .seconds(10)
         /// How often history is trimmed as `orlctl gc` does with its defaults.
         public var retentionInterval: Duration = .seconds(3600)
-        /// How often the change feed asks SQLite whether the store changed.
+        /// How often the change feed asks SQLite whether the store changed when it
+        /// cannot watch the database's files.
         public var changePollInterval: Duration = .milliseconds(100)
+        /// How often it asks anyway while watching them, in case news was lost.
+        public var changeSafetyInterval: Duration = .seconds(5)
         /// Also serve /metrics here, without the operator token (`--metrics-listen`).
         public var metricsListen: (host: String, port: Int)?
         /// Metrics and spans (`.off`: none kept).
@@ -155,10 +158,12 @@ public struct Daemon: Sendable {
         let notifier = Notifier(store: alertStore, secret: secretCache, log: log, clock: Controller.systemTime)
         let feed = ChangeFeed(
             store: feedStore, interval: configuration.changePollInterval,
+            signal: SQLiteFileSignal(databasePath: feedStore.path), safetyInterval: configuration.changeSafetyInterval,
             subscribers: [
                 .init(topics: [.resources, .secrets]) { controller.inbox.post(.storeChanged) },
-                // Workflows (their cron triggers) are resources.
-                .init(topics: [.resources]) { runs.storeChanged.post(true) },
+                // Workflows (their cron triggers) are resources; runs move leases.
+                .init(topics: [.resources]) { runs.storeChanged.post(.workflows) },
+                .init(topics: [.runs]) { runs.storeChanged.post(.runs) },
                 // Task polls wait for a Ready step: a run started, an approval decided.
                 .init(topics: [.runs]) { agents.storeChanged() },
                 .init(topics: [.secrets]) { secrets.changed.post(true) },

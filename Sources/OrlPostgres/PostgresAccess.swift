@@ -7,6 +7,13 @@ import PostgresNIO
 final class PostgresAccess: StateWriter {
     private var session: PostgresSession?
     let isWritable: Bool
+    /// Resources and events written but not yet sent: an apply puts thousands, and one
+    /// statement per row would cost a round trip each. They are sent, many rows per
+    /// statement, before any other statement of the transaction runs (so every read sees
+    /// them, and numbers are assigned in the order written) and before it commits.
+    private var pendingResources: [StoredResource] = []
+    private var pendingResourceIndex: [ResourceID: Int] = [:]
+    private var pendingEvents: [StoreEvent] = []
 
     init(_ session: PostgresSession, writable: Bool) {
         self.session = session
@@ -18,6 +25,12 @@ final class PostgresAccess: StateWriter {
     func close() { session = nil }
 
     func connection(writing: Bool = false) throws(StoreError) -> PostgresSession {
+        let session = try checkedSession(writing: writing)
+        try flush()
+        return session
+    }
+
+    private func checkedSession(writing: Bool) throws(StoreError) -> PostgresSession {
         guard let session else {
             throw StoreError("the state store was used after its read or write ended; use the reader only inside the body")
         }
@@ -25,6 +38,73 @@ final class PostgresAccess: StateWriter {
             throw StoreError("the state store was written inside a read; use write instead")
         }
         return session
+    }
+
+    /// Sends what `put` and `append` kept: called before any other statement and before
+    /// the transaction commits.
+    func flush() throws(StoreError) {
+        guard !pendingResources.isEmpty || !pendingEvents.isEmpty, let session else { return }
+        let resources = pendingResources
+        let events = pendingEvents
+        pendingResources = []
+        pendingResourceIndex = [:]
+        pendingEvents = []
+        for start in stride(from: 0, to: resources.count, by: Self.rowsPerStatement) {
+            try Self.upsert(resources[start..<min(start + Self.rowsPerStatement, resources.count)], session)
+        }
+        for start in stride(from: 0, to: events.count, by: Self.rowsPerStatement) {
+            try Self.insert(events[start..<min(start + Self.rowsPerStatement, events.count)], session)
+        }
+    }
+
+    private static let rowsPerStatement = 5000
+
+    private static func upsert(_ resources: ArraySlice<StoredResource>, _ session: PostgresSession) throws(StoreError) {
+        func texts(_ value: (StoredResource) -> String) -> PostgresValue { .texts(resources.map(value)) }
+        func ints(_ value: (StoredResource) -> Int64) -> PostgresValue { .ints(resources.map(value)) }
+        let binds: [PostgresValue] = [
+            texts(\.id.kind), texts(\.id.namespace), texts(\.id.name), texts(\.manifest), texts(\.specHash), ints { Int64($0.generation) },
+            ints { Int64($0.resourceVersion) }, texts(\.source), texts(\.file), ints { Int64($0.line) }, texts { $0.revision ?? "" },
+            .bools(resources.map { $0.revision == nil }), ints(\.appliedAt.milliseconds), texts(\.appliedBy), texts { $0.codeRoot ?? "" },
+            .bools(resources.map { $0.codeRoot == nil }), texts { CanonicalJSON.textHash($0.manifest) },
+        ]
+        try session.execute(
+            """
+            INSERT INTO resources (\(resourceColumns), manifest_hash)
+            SELECT kind, namespace, name, manifest, spec_hash, generation, resource_version, source, file, line,
+                CASE WHEN revision_null THEN NULL ELSE revision END, applied_at, applied_by,
+                CASE WHEN code_root_null THEN NULL ELSE code_root END, manifest_hash
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[],
+                $9::text[], $10::bigint[], $11::text[], $12::bool[], $13::bigint[], $14::text[], $15::text[], $16::bool[], $17::text[])
+                AS r(kind, namespace, name, manifest, spec_hash, generation, resource_version, source, file, line, revision,
+                    revision_null, applied_at, applied_by, code_root, code_root_null, manifest_hash)
+            ON CONFLICT (kind, namespace, name) DO UPDATE SET
+                manifest = excluded.manifest, manifest_hash = excluded.manifest_hash, spec_hash = excluded.spec_hash,
+                generation = excluded.generation,
+                resource_version = excluded.resource_version, source = excluded.source, file = excluded.file,
+                line = excluded.line, revision = excluded.revision, applied_at = excluded.applied_at,
+                applied_by = excluded.applied_by, code_root = excluded.code_root
+            """, binds,
+            intent: resources.count == 1 ? "store \(label(resources.first!.id))" : "store \(resources.count) resources")
+    }
+
+    private static func insert(_ events: ArraySlice<StoreEvent>, _ session: PostgresSession) throws(StoreError) {
+        let binds: [PostgresValue] = [
+            .ints(events.map(\.time.milliseconds)), .texts(events.map(\.kind.rawValue)), .texts(events.map { $0.resource?.kind ?? "" }),
+            .texts(events.map { $0.resource?.namespace ?? "" }), .texts(events.map { $0.resource?.name ?? "" }),
+            .bools(events.map { $0.resource == nil }), .texts(events.map(\.reason)), .texts(events.map(\.message)),
+        ]
+        // WITH ORDINALITY and ORDER BY: numbers are assigned in the order the events were written.
+        try session.execute(
+            """
+            INSERT INTO events (time, kind, resource_kind, resource_namespace, resource_name, reason, message)
+            SELECT time, kind, CASE WHEN subject_null THEN NULL ELSE resource_kind END,
+                CASE WHEN subject_null THEN NULL ELSE resource_namespace END, CASE WHEN subject_null THEN NULL ELSE resource_name END,
+                reason, message
+            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[], $8::text[])
+                WITH ORDINALITY AS e(time, kind, resource_kind, resource_namespace, resource_name, subject_null, reason, message, position)
+            ORDER BY position
+            """, binds, intent: events.count == 1 ? "record the event \(events.first!.reason)" : "record \(events.count) events")
     }
 
     private func rows(_ sql: String, _ binds: [PostgresValue] = [], intent: String) throws(StoreError) -> [PostgresRandomAccessRow] {
@@ -225,23 +305,15 @@ final class PostgresAccess: StateWriter {
     // MARK: Writing
 
     func put(_ resource: StoredResource) throws(StoreError) {
-        try change(
-            """
-            INSERT INTO resources (\(Self.resourceColumns), manifest_hash)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-            ON CONFLICT (kind, namespace, name) DO UPDATE SET
-                manifest = excluded.manifest, manifest_hash = excluded.manifest_hash, spec_hash = excluded.spec_hash,
-                generation = excluded.generation,
-                resource_version = excluded.resource_version, source = excluded.source, file = excluded.file,
-                line = excluded.line, revision = excluded.revision, applied_at = excluded.applied_at,
-                applied_by = excluded.applied_by, code_root = excluded.code_root
-            """,
-            Self.key(resource.id) + [
-                .text(resource.manifest), .text(resource.specHash), .int(resource.generation), .int(resource.resourceVersion),
-                .text(resource.source), .text(resource.file), .int(resource.line), .text(resource.revision),
-                .int(resource.appliedAt.milliseconds), .text(resource.appliedBy), .text(resource.codeRoot),
-                .text(CanonicalJSON.textHash(resource.manifest)),
-            ], intent: "store \(label(resource.id))")
+        _ = try checkedSession(writing: true)
+        // Two puts of one resource in a transaction: the last wins, as it would row by row
+        // (one statement cannot upsert the same row twice).
+        if let index = pendingResourceIndex[resource.id] {
+            pendingResources[index] = resource
+        } else {
+            pendingResourceIndex[resource.id] = pendingResources.count
+            pendingResources.append(resource)
+        }
     }
 
     func putManifestIndex(source: String, _ data: [UInt8]?) throws(StoreError) {
@@ -275,15 +347,8 @@ final class PostgresAccess: StateWriter {
     }
 
     func append(_ event: StoreEvent) throws(StoreError) {
-        try change(
-            """
-            INSERT INTO events (time, kind, resource_kind, resource_namespace, resource_name, reason, message)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            """,
-            [
-                .int(event.time.milliseconds), .text(event.kind.rawValue), .text(event.resource?.kind), .text(event.resource?.namespace),
-                .text(event.resource?.name), .text(event.reason), .text(event.message),
-            ], intent: "record the event \(event.reason)")
+        _ = try checkedSession(writing: true)
+        pendingEvents.append(event)
     }
 
     /// Replaces the resource's status row, when the resource exists: a failed statement

@@ -233,6 +233,11 @@ enum PostgresValue {
     case int(Int64?)
     case double(Double?)
     case bytes([UInt8]?)
+    /// Arrays, for many rows in one statement (`unnest`): a nullable column goes as its
+    /// values and a parallel array of null flags.
+    case texts([String])
+    case ints([Int64])
+    case bools([Bool])
 
     static func int(_ value: Int) -> PostgresValue { .int(Int64(value)) }
     static func int(_ value: Int?) -> PostgresValue { .int(value.map(Int64.init)) }
@@ -247,6 +252,9 @@ enum PostgresValue {
         case .int(nil): bindings.append(Int64?.none)
         case .double(nil): bindings.append(Double?.none)
         case .bytes(nil): bindings.append(ByteBuffer?.none)
+        case .texts(let values): bindings.append(values)
+        case .ints(let values): bindings.append(values)
+        case .bools(let values): bindings.append(values)
         }
     }
 }

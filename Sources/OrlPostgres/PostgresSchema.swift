@@ -332,6 +332,59 @@ enum PostgresSchema {
             ]
         ),
         Migration(
+            summary: "budget reservations exact across processes; change counters per topic",
+            statements: [
+                // As SQLite's: whole micro-dollars and tokens, one row per account and window
+                // (agent '' for a shared budget). A reservation is a conditional UPDATE of its
+                // lines' rows, so it locks those rows only, not the state.
+                """
+                CREATE TABLE budget_lines (
+                    budget_namespace TEXT COLLATE "C" NOT NULL,
+                    budget_name TEXT COLLATE "C" NOT NULL,
+                    agent_namespace TEXT COLLATE "C" NOT NULL,
+                    agent_name TEXT COLLATE "C" NOT NULL,
+                    period TEXT COLLATE "C" NOT NULL,
+                    period_start BIGINT NOT NULL,
+                    cap_micro_usd BIGINT,
+                    cap_tokens BIGINT,
+                    spent_micro_usd BIGINT NOT NULL,
+                    spent_tokens BIGINT NOT NULL,
+                    reserved_micro_usd BIGINT NOT NULL,
+                    reserved_tokens BIGINT NOT NULL,
+                    PRIMARY KEY (budget_namespace, budget_name, agent_namespace, agent_name, period, period_start)
+                )
+                """,
+                """
+                CREATE TABLE budget_holds (
+                    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    micro_usd BIGINT NOT NULL,
+                    tokens BIGINT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    lines TEXT NOT NULL
+                )
+                """,
+                // The SQLite schema's change_topics, counted by statement triggers: what a
+                // consumer polls (changeMarker) to learn that another node wrote.
+                "CREATE TABLE change_topics (topic TEXT COLLATE \"C\" PRIMARY KEY, generation BIGINT NOT NULL)",
+                "INSERT INTO change_topics (topic, generation) VALUES ('resources', 0), ('secrets', 0), ('runs', 0), ('events', 0)",
+                """
+                CREATE FUNCTION orl_count_change() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    UPDATE change_topics SET generation = generation + 1 WHERE topic = TG_ARGV[0];
+                    RETURN NULL;
+                END
+                $$
+                """,
+            ]
+                + [
+                    ("resources", "resources"), ("holds", "resources"), ("secrets", "secrets"), ("runs", "runs"), ("run_steps", "runs"),
+                    ("run_attempts", "runs"), ("run_values", "runs"), ("tool_approvals", "runs"),
+                ].map { table, topic in
+                    "CREATE TRIGGER \(table)_changes AFTER INSERT OR UPDATE OR DELETE ON \(table) "
+                        + "FOR EACH STATEMENT EXECUTE FUNCTION orl_count_change('\(topic)')"
+                } + ["CREATE TRIGGER events_changes AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION orl_count_change('events')"]
+        ),
+        Migration(
             summary: "keep each source's manifest index as one blob",
             statements: [
                 "CREATE TABLE manifest_indexes (source TEXT COLLATE \"C\" NOT NULL PRIMARY KEY, data BYTEA NOT NULL)",

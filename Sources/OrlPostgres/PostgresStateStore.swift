@@ -58,6 +58,7 @@ public final class PostgresStateStore: StateStore {
                     try session.execute("SELECT pg_advisory_xact_lock($1)", [.int(PostgresSchema.LockKey.write)], intent: intent)
                 }
                 let value = try body(access)
+                try access.flush()
                 try session.execute("COMMIT", intent: intent)
                 return value
             } catch {
@@ -66,6 +67,51 @@ public final class PostgresStateStore: StateStore {
                 if !session.isBroken { _ = try? session.execute("ROLLBACK", intent: intent) }
                 throw error
             }
+        }
+    }
+}
+
+/// What `orlctl describe state` and `gc` show of a PostgreSQL state.
+public struct PostgresStateInfo: Sendable {
+    public struct Table: Sendable {
+        public var name: String
+        public var rows: Int
+        /// Table, indexes and TOAST, on disk.
+        public var bytes: Int
+    }
+
+    public var serverVersion: String
+    public var schemaVersion: Int
+    public var tables: [Table]
+    public var databaseBytes: Int
+}
+
+extension PostgresStateStore {
+    public func info() throws(StoreError) -> PostgresStateInfo {
+        try transaction(writable: false, intent: "describe the PostgreSQL state") { access throws(StoreError) in
+            let session = try access.connection()
+            let intent = "describe the PostgreSQL state"
+            let head = try session.query(
+                """
+                SELECT current_setting('server_version')::text, (SELECT coalesce(max(version), 0) FROM schema_migrations)::bigint,
+                    pg_database_size(current_database())::bigint
+                """, intent: intent)
+            guard let row = head.first else { throw StoreError("cannot \(intent): no answer") }
+            var tables: [PostgresStateInfo.Table] = []
+            for table in try session.query(
+                """
+                SELECT c.relname::text, pg_total_relation_size(c.oid)::bigint
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = current_schema() AND c.relkind = 'r' ORDER BY c.relname
+                """, intent: intent)
+            {
+                let name = try table.text(0)
+                // Counted, not estimated: reltuples is unknown until the table is first vacuumed.
+                let rows = try session.query("SELECT count(*)::bigint FROM \"\(name.replacing("\"", with: "\"\""))\"", intent: intent)
+                tables.append(.init(name: name, rows: try rows.first?.int(0) ?? 0, bytes: try table.int(1)))
+            }
+            return PostgresStateInfo(
+                serverVersion: try row.text(0), schemaVersion: try row.int(1), tables: tables, databaseBytes: try row.int(2))
         }
     }
 }

@@ -56,6 +56,22 @@ struct ProcStat: Equatable {
         }
         return false
     }
+
+    /// The process groups that have a process other than a zombie: one scan of /proc
+    /// answers `groupHasLiveMembers` for every group at once.
+    static func liveGroups() -> Set<Int32> {
+        guard let directory = opendir("/proc") else { return [] }
+        defer { closedir(directory) }
+        var groups: Set<Int32> = []
+        while let entry = readdir(directory) {
+            let pid = withUnsafeBytes(of: entry.pointee.d_name) { name in
+                Int32(decimal: name.prefix(while: { $0 != 0 }))
+            }
+            guard let pid, let stat = read(pid), stat.isAlive else { continue }
+            groups.insert(stat.processGroup)
+        }
+        return groups
+    }
 }
 
 /// Reads a whole file of /proc (or any small file); nil when it cannot be opened.

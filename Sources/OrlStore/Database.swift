@@ -260,3 +260,28 @@ final class Statement {
 
     private var sqlText: String { sqlite3_sql(handle).map { String(cString: $0) } ?? "a statement" }
 }
+
+/// Values of any column, for moving whole tables (`StateTables`).
+extension Statement {
+    var columnCount: Int32 { sqlite3_column_count(handle) }
+
+    func value(_ column: Int32) -> TableValue {
+        switch sqlite3_column_type(handle, column) {
+        case SQLITE_NULL: .null
+        case SQLITE_INTEGER: .integer(int64(column))
+        case SQLITE_FLOAT: .real(double(column))
+        case SQLITE_BLOB: .blob(blob(column))
+        default: .text(text(column))
+        }
+    }
+
+    func bind(_ index: Int32, value: TableValue) throws(StoreError) {
+        switch value {
+        case .null: try bind(index, Int64?.none)
+        case .integer(let n): try bind(index, n)
+        case .real(let d): try bind(index, d)
+        case .text(let s): try bind(index, s)
+        case .blob(let b): try bind(index, blob: b)
+        }
+    }
+}

@@ -24,11 +24,14 @@ extension SQLiteStateStore {
     }
 
     /// The ledger's daily roll-up, oldest day first.
-    public func ledgerDaily() throws(StoreError) -> [(day: String, agent: ResourceID, model: String, calls: Int, tokens: Int, usd: Double)]
-    {
-        try transaction(.deferred, intent: "read the ledger's daily roll-up") { access throws(StoreError) in try access.ledgerDaily() }
+    public func ledgerDaily() throws(StoreError) -> [LedgerDay] {
+        try transaction(.deferred, intent: "read the ledger's daily roll-up") { access throws(StoreError) in
+            try access.ledgerDays(agent: nil, from: "")
+        }
     }
 }
+
+extension SQLiteStateStore: StateUpkeep {}
 
 extension SQLStateAccess {
     func retain(_ policy: RetentionPolicy, now: Timestamp) throws(StoreError) -> RetentionReport {
@@ -109,27 +112,6 @@ extension SQLStateAccess {
                         usage: TokenUsage(prompt: statement.int(6), completion: statement.int(7)), usd: statement.double(8)))
             }
             return days
-        }
-    }
-
-    /// The daily roll-up, oldest day first: (day, agent, model, calls, tokens, usd).
-    func ledgerDaily() throws(StoreError) -> [(day: String, agent: ResourceID, model: String, calls: Int, tokens: Int, usd: Double)] {
-        let intent = "read the ledger's daily roll-up"
-        return try connection().withStatement(
-            """
-            SELECT day, kind, namespace, name, model, calls, prompt_tokens + completion_tokens, usd FROM ledger_daily
-            ORDER BY day, namespace, name, model
-            """, intent: intent
-        ) { statement throws(StoreError) in
-            var rows: [(String, ResourceID, String, Int, Int, Double)] = []
-            while try statement.step(intent: intent) {
-                rows.append(
-                    (
-                        statement.text(0), ResourceID(kind: statement.text(1), namespace: statement.text(2), name: statement.text(3)),
-                        statement.text(4), statement.int(5), statement.int(6), statement.double(7)
-                    ))
-            }
-            return rows
         }
     }
 }

@@ -486,6 +486,37 @@ enum Schema {
                 """
         ),
         Migration(
+            summary: "budget reservations kept in the state, exact across processes",
+            sql: """
+                -- One row per budget account and window (agent '' for a shared budget): spend
+                -- and reservations in whole micro-dollars and tokens, so that the check
+                -- spent + reserved + amount <= cap is exact. A hold is a reservation not yet
+                -- settled or released, with the lines it was taken on.
+                CREATE TABLE budget_lines (
+                    budget_namespace TEXT NOT NULL,
+                    budget_name TEXT NOT NULL,
+                    agent_namespace TEXT NOT NULL,
+                    agent_name TEXT NOT NULL,
+                    period TEXT NOT NULL,
+                    period_start INTEGER NOT NULL,
+                    cap_micro_usd INTEGER,
+                    cap_tokens INTEGER,
+                    spent_micro_usd INTEGER NOT NULL,
+                    spent_tokens INTEGER NOT NULL,
+                    reserved_micro_usd INTEGER NOT NULL,
+                    reserved_tokens INTEGER NOT NULL,
+                    PRIMARY KEY (budget_namespace, budget_name, agent_namespace, agent_name, period, period_start)
+                ) WITHOUT ROWID;
+                CREATE TABLE budget_holds (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    micro_usd INTEGER NOT NULL,
+                    tokens INTEGER NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    lines TEXT NOT NULL
+                );
+                """
+        ),
+        Migration(
             summary: "keep each source's manifest index as one blob",
             sql: """
                 -- The manifest index of a source (StoredManifestIndex): per file its path,

@@ -12,10 +12,22 @@ public struct MasterKeySource: Sendable {
     /// `ORL_MASTER_KEY`'s value, as the caller read it from its environment.
     public let environmentValue: String?
 
+    /// Whether the key may come from (and be created as) `<state>/master.key`: not for a
+    /// state in a database, which every machine must open with the same key.
+    public let keyFileAllowed: Bool
+
     /// `environment` is the process's (only `ORL_MASTER_KEY` is read; empty counts as unset).
     public init(stateDirectory: String, environment: [String: String]) {
         self.stateDirectory = stateDirectory
         environmentValue = environment[Self.environmentVariable].flatMap { $0.isEmpty ? nil : $0 }
+        keyFileAllowed = true
+    }
+
+    /// The key of a state shared by several machines (PostgreSQL): `ORL_MASTER_KEY` only.
+    public init(sharedState label: String, environment: [String: String]) {
+        stateDirectory = label
+        environmentValue = environment[Self.environmentVariable].flatMap { $0.isEmpty ? nil : $0 }
+        keyFileAllowed = false
     }
 
     public var filePath: String { stateDirectory.hasSuffix("/") ? stateDirectory + "master.key" : stateDirectory + "/master.key" }
@@ -23,6 +35,7 @@ public struct MasterKeySource: Sendable {
     /// The key; nil when there is none (no variable, no file).
     public func load() throws(VaultError) -> MasterKey? {
         if let environmentValue { return try MasterKey(base64: environmentValue, origin: Self.environmentVariable) }
+        guard keyFileAllowed else { return nil }
         return try readFile()
     }
 
@@ -30,6 +43,12 @@ public struct MasterKeySource: Sendable {
     /// vault: a new key would not open secrets already sealed.
     public func loadOrCreate() throws(VaultError) -> MasterKey {
         if let key = try load() { return key }
+        guard keyFileAllowed else {
+            throw VaultError(
+                .missingKey,
+                "the vault of \(stateDirectory) is sealed with $\(Self.environmentVariable), the same on every machine that uses "
+                    + "the state: set it to base64 of 32 random bytes (openssl rand -base64 32) and keep it safe")
+        }
         try createFile()
         guard let key = try readFile() else { throw VaultError(.io, "\(filePath) vanished right after it was created") }
         return key

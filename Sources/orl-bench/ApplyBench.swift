@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlPostgres
 import OrlStore
 import OrlYAML
 
@@ -22,7 +23,10 @@ struct ApplyBench: ParsableCommand {
     @Option(help: "The orlctl binary for the end-to-end figures (default: the one next to orl-bench).")
     var orlctl: String?
 
-    @Option(help: "A PostgreSQL state (postgres://…, an empty database) for the end-to-end figures, instead of a SQLite one.")
+    @Option(
+        help:
+            "A PostgreSQL state (postgres://…, a database the bench may empty): measured alternately with SQLite in process, and for the end-to-end figures instead of SQLite."
+    )
     var state: String?
 
     func run() throws {
@@ -36,30 +40,49 @@ struct ApplyBench: ParsableCommand {
         let options = ApplyOptions(source: "bench", appliedBy: "orl-bench")
         let clock = ContinuousClock()
 
-        var first: [Duration] = []
-        var oneChange: [Duration] = []
-        var noChange: [Duration] = []
+        // SQLite, and PostgreSQL when given, one after the other in each run: figures taken
+        // under the same load.
+        let backends = state.map { ["SQLite (WAL)", "PostgreSQL \(PostgresURL.redacted($0))"] } ?? ["SQLite (WAL)"]
+        var first: [[Duration]] = Array(repeating: [], count: backends.count)
+        var oneChange = first
+        var noChange = first
+        var cpu = first
         for _ in 0..<runs {
-            let directory = NSTemporaryDirectory() + "orl-bench-apply-\(UUID().uuidString)"
-            defer { try? FileManager.default.removeItem(atPath: directory) }
-            let store = try SQLiteStateStore(directory: directory)
-            var start = clock.now
-            let created = try ApplyOperation.apply(fleet, to: store, options: options, now: Timestamp(milliseconds: 1))
-            first.append(clock.now - start)
-            precondition(created.plan.additions == count)
-            start = clock.now
-            let updated = try ApplyOperation.apply(fleetWithChange, to: store, options: options, now: Timestamp(milliseconds: 2))
-            oneChange.append(clock.now - start)
-            precondition(updated.plan.updates == 1 && updated.plan.unchanged.count == count - 1)
-            start = clock.now
-            let same = try ApplyOperation.apply(fleetWithChange, to: store, options: options, now: Timestamp(milliseconds: 3))
-            noChange.append(clock.now - start)
-            precondition(same.plan.isEmpty)
+            for backend in backends.indices {
+                let directory = NSTemporaryDirectory() + "orl-bench-apply-\(UUID().uuidString)"
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let store: any StateBackend
+                if backend == 0 {
+                    store = try SQLiteStateStore(directory: directory)
+                } else {
+                    let postgres = try PostgresStateStore(url: state!)
+                    try postgres.importTables([], replace: true)  // empties every table
+                    store = postgres
+                }
+                let cpuStart = Self.cpuTime()
+                var start = clock.now
+                let created = try ApplyOperation.apply(fleet, to: store, options: options, now: Timestamp(milliseconds: 1))
+                first[backend].append(clock.now - start)
+                cpu[backend].append(Self.cpuTime() - cpuStart)
+                precondition(created.plan.additions == count)
+                start = clock.now
+                let updated = try ApplyOperation.apply(fleetWithChange, to: store, options: options, now: Timestamp(milliseconds: 2))
+                oneChange[backend].append(clock.now - start)
+                precondition(updated.plan.updates == 1 && updated.plan.unchanged.count == count - 1)
+                start = clock.now
+                let same = try ApplyOperation.apply(fleetWithChange, to: store, options: options, now: Timestamp(milliseconds: 3))
+                noChange[backend].append(clock.now - start)
+                precondition(same.plan.isEmpty)
+            }
         }
-        print("apply: \(count) resources into SQLite (WAL), plan and write in process, median of \(runs)")
-        print("  first apply (\(count) to add):      \(median(first).seconds) s")
-        print("  one change (1 to change):          \(median(oneChange).seconds) s")
-        print("  no change (nothing written):       \(median(noChange).seconds) s")
+        for (index, backend) in backends.enumerated() {
+            print("apply: \(count) resources into \(backend), plan and write in process, median of \(runs)")
+            print(
+                "  first apply (\(count) to add):      \(median(first[index]).seconds) s (this process's CPU \(median(cpu[index]).seconds) s)"
+            )
+            print("  one change (1 to change):          \(median(oneChange[index]).seconds) s")
+            print("  no change (nothing written):       \(median(noChange[index]).seconds) s")
+        }
         try endToEnd(files, changedIndex)
     }
 
@@ -88,6 +111,7 @@ struct ApplyBench: ParsableCommand {
         }
         let fleet = root + "/fleet"
         let state = self.state ?? root + "/state"
+        if let url = self.state { try PostgresStateStore(url: url).importTables([], replace: true) }
         let firstApply = try time(binary, ["apply", "-f", fleet, "--state", state, "--no-controller"])
         let changed = URL(fileURLWithPath: fleet).appendingPathComponent(files[changedIndex].path)
         try files[changedIndex].text.replacingOccurrences(of: "usd: 25", with: "usd: 30").write(
@@ -113,4 +137,13 @@ struct ApplyBench: ParsableCommand {
     }
 
     private func median(_ values: [Duration]) -> Duration { values.sorted()[values.count / 2] }
+
+    /// User and system CPU time of this process so far.
+    private static func cpuTime() -> Duration {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let micro =
+            Int64(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + Int64(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+        return .microseconds(micro)
+    }
 }

@@ -23,8 +23,20 @@ struct ControllerBench: ParsableCommand {
     var isolation = "both"
 
     struct Figures {
+        /// From the start of the `orlctl apply` (the apply's own time included).
         var up: Double
         var down: Double
+        /// From the apply's return (the controller may have begun before it: its change
+        /// feed sees the commit).
+        var upAfterApply: Double
+        var downAfterApply: Double
+        /// From the controller's first event of the change (its decision: the first
+        /// start, or the first stop) to the last process up or gone.
+        var upAfterDecision: Double?
+        var downAfterDecision: Double?
+        /// The controller's CPU over each.
+        var upCPU: Double
+        var downCPU: Double
         var idle: Double
     }
 
@@ -38,8 +50,14 @@ struct ControllerBench: ParsableCommand {
             let figures = try measure(mode)
             results.append((mode, figures))
             print("controller: \(agents) agents (/bin/sh then sleep), isolation \(mode), measured from the apply to the processes")
-            print(String(format: "  empty to all running:  %.3f s", figures.up))
-            print(String(format: "  all stopped again:     %.3f s", figures.down))
+            print(String(format: "  empty to all running:  %.3f s (%.3f s after the apply returned)", figures.up, figures.upAfterApply))
+            if let decided = figures.upAfterDecision {
+                print(String(format: "    from the first start to all running: %.3f s; controller CPU %.3f s", decided, figures.upCPU))
+            }
+            print(String(format: "  all stopped again:     %.3f s (%.3f s after the apply returned)", figures.down, figures.downAfterApply))
+            if let decided = figures.downAfterDecision {
+                print(String(format: "    from the stop decision to all gone: %.3f s; controller CPU %.3f s", decided, figures.downCPU))
+            }
             print(String(format: "  controller CPU with all up, over %d s: %.2f%%", idleSeconds, figures.idle))
         }
         if results.count == 2 {
@@ -63,8 +81,10 @@ struct ControllerBench: ParsableCommand {
         // The controller starts on an empty state and waits.
         let controller = Process()
         controller.executableURL = URL(fileURLWithPath: binary)
-        controller.arguments = ["controller", "--state", state]
-        controller.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        controller.arguments = ["controller", "--state", state, "--log-format", "json"]
+        let log = root + "/controller.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        controller.standardError = FileHandle(forWritingAtPath: log)
         try Orlctl.run(binary, ["apply", "-f", root + "/empty.yaml", "--state", state, "--source", "bench"])
         try controller.run()
         defer {
@@ -79,29 +99,58 @@ struct ControllerBench: ParsableCommand {
         let pid = controller.processIdentifier
 
         var start = Date()
+        var cpu = cpuSeconds(pid)
         try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--source", "bench"])
+        var applied = Date()
         guard wait(until: { children(of: pid).count == agents }, seconds: 60) else {
             throw ValidationError("only \(children(of: pid).count) of \(agents) agents came up")
         }
-        let up = Date().timeIntervalSince(start)
+        var end = Date()
+        let up = end.timeIntervalSince(start)
+        let upAfterApply = end.timeIntervalSince(applied)
+        let upAfterDecision = firstEvent(in: log, after: start, reasons: ["Started"]).map { end.timeIntervalSince($0) }
+        let upCPU = cpuSeconds(pid) - cpu
 
         let before = cpuSeconds(pid)
         Thread.sleep(forTimeInterval: Double(idleSeconds))
         let idle = (cpuSeconds(pid) - before) / Double(idleSeconds) * 100
 
         start = Date()
+        cpu = cpuSeconds(pid)
         try Orlctl.run(
             binary,
             [
                 "apply", "-f", root + "/empty.yaml", "--state", state, "--source", "bench", "--prune", "--allow-empty", "--max-deletions",
                 "\(agents + 10)",
             ])
+        applied = Date()
         guard wait(until: { children(of: pid).isEmpty }, seconds: 60) else {
             throw ValidationError("\(children(of: pid).count) agents still run")
         }
-        let down = Date().timeIntervalSince(start)
+        end = Date()
+        let down = end.timeIntervalSince(start)
+        let downAfterDecision = firstEvent(in: log, after: start, reasons: ["Removed", "Stopping"]).map { end.timeIntervalSince($0) }
 
-        return Figures(up: up, down: down, idle: idle)
+        return Figures(
+            up: up, down: down, upAfterApply: upAfterApply, downAfterApply: end.timeIntervalSince(applied),
+            upAfterDecision: upAfterDecision,
+            downAfterDecision: downAfterDecision, upCPU: upCPU, downCPU: cpuSeconds(pid) - cpu, idle: idle)
+    }
+
+    /// The time of the controller's first event of one of `reasons` at or after `time`
+    /// (its JSON log; times to the millisecond).
+    private func firstEvent(in log: String, after time: Date, reasons: Set<String>) -> Date? {
+        guard let text = try? String(contentsOfFile: log, encoding: .utf8) else { return nil }
+        let format = ISO8601DateFormatter()
+        format.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        for line in text.split(separator: "\n") {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                let event = object["event"] as? String, reasons.contains(event), let stamp = object["time"] as? String,
+                let date = format.date(from: stamp), date.timeIntervalSince(time) >= -0.001
+            else { continue }
+            return date
+        }
+        return nil
     }
 
     private func fleet(_ count: Int, isolation: String) -> String {

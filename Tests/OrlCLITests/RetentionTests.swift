@@ -64,7 +64,7 @@ import Testing
         let daily = try store.ledgerDaily()
         #expect(daily.map(\.calls) == [2, 1], "\(daily)")
         #expect(daily.map(\.usd) == [0.75, 1], "\(daily)")
-        #expect(daily.allSatisfy { $0.agent == writer && $0.tokens == $0.calls * 150 })
+        #expect(daily.allSatisfy { $0.agent == writer && $0.usage.prompt + $0.usage.completion == $0.calls * 150 })
         let kept = try store.read { reader throws(StoreError) in try reader.ledger(LedgerQuery()) }
         #expect(kept.map(\.usd) == [2])
 

@@ -66,6 +66,8 @@ struct AgentPlayer {
 
     init(state: String) throws { operations = RunOperations(store: try SQLiteStateStore(directory: state)) }
 
+    init(store: any RunStore) { operations = RunOperations(store: store) }
+
     static var now: Timestamp { Timestamp(milliseconds: Int64((Date().timeIntervalSince1970 * 1000).rounded())) }
 
     func claim() throws -> RunTask? { try operations.claim(agent: Self.worker, now: Self.now) }

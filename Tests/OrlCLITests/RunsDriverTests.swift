@@ -90,6 +90,22 @@ import Testing
         #expect(runs.first?.trigger == .schedule(cron: "*/5 * * * *", slot: Self.appliedAt.adding(.seconds(8 * 60))))
     }
 
+    /// The driver sleeps until the next thing due: the next cron slot while nothing
+    /// runs, a claimed task's lease once one does.
+    @Test func theNextWakeIsTheNextCronSlotOrLease() async throws {
+        let work = try TemporaryDirectory()
+        let store = try applied(work.url.appendingPathComponent("state").path)
+        let clock = Clock(Self.appliedAt.adding(.seconds(30)))  // 10:02:30
+        let driver = RunsDriver(store: store, log: { _ in }, clock: { clock.now })
+        await driver.tick()
+        #expect(await driver.nextWake() == Self.appliedAt.adding(.seconds(3 * 60)))  // 10:05
+        let operations = RunOperations(store: store)
+        _ = try operations.start(.init(workflow: ResourceID(kind: "Workflow", name: "nightly"), by: "test"), now: clock.now, random: 1)
+        _ = try #require(try operations.claim(agent: ResourceID(kind: "Agent", name: "worker"), now: clock.now))
+        // The heartbeat timeout is 30 s: the lease ends before the slot.
+        #expect(await driver.nextWake() == clock.now.adding(.seconds(30)))
+    }
+
     @Test func overdueTasksAreRetriedOnTheDriversTicks() async throws {
         let work = try TemporaryDirectory()
         let store = try applied(work.url.appendingPathComponent("state").path)

@@ -53,6 +53,51 @@ import Testing
     }
 }
 
+/// With the database's files watched, another connection's commit is news at once,
+/// with the poll and the safety look an hour away.
+@Suite struct ChangeSignalTests {
+    @Test(.timeLimit(.minutes(1))) func aCommitElsewhereWakesTheFeedWithoutAPoll() async throws {
+        let state = try TemporaryState()
+        let store = try SQLiteStateStore(directory: state.directory)
+        let resources = Counter()
+        let feedStore = try SQLiteStateStore(directory: state.directory)
+        let feed = ChangeFeed(
+            store: feedStore, interval: .seconds(3600), signal: SQLiteFileSignal(databasePath: feedStore.path),
+            safetyInterval: .seconds(3600), subscribers: [.init(topics: [.resources]) { resources.add() }], log: { _ in })
+        let watching = Task { await feed.watch() }
+        defer { watching.cancel() }
+        while await !feed.signalled { try await Task.sleep(for: .milliseconds(5)) }
+        // The first commit may come before the feed's first look: one each round until one is seen.
+        var round = 0
+        while resources.value == 0 {
+            round += 1
+            try apply(fleet((0...round).map { "a\($0)" }), to: store, at: Timestamp(milliseconds: 1_795_161_600_000))
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let seen = resources.value
+        try apply(fleet(["b"]), to: store, at: Timestamp(milliseconds: 1_795_161_600_000))
+        await resources.wait(atLeast: seen + 1)
+        watching.cancel()
+        await watching.value
+    }
+
+    @Test(.timeLimit(.minutes(1))) func theRemovalOfTheStateIsNewsToo() async throws {
+        let state = try TemporaryState()
+        let feedStore = try SQLiteStateStore(directory: state.directory)
+        let feed = ChangeFeed(
+            store: feedStore, interval: .seconds(3600), signal: SQLiteFileSignal(databasePath: feedStore.path),
+            safetyInterval: .seconds(3600), subscribers: [], log: { _ in })
+        let watching = Task { await feed.watch() }
+        while await !feed.signalled { try await Task.sleep(for: .milliseconds(5)) }
+        try FileManager.default.removeItem(atPath: state.directory)
+        await withTaskCancellationHandler {
+            await watching.value
+        } onCancel: {
+            watching.cancel()
+        }
+    }
+}
+
 /// A controller whose state is deleted stops: the feed ends, and with it the group.
 @Suite struct RemovedStateTests {
     @Test func theFeedEndsWhenTheStateDatabaseIsRemoved() async throws {

@@ -23,7 +23,39 @@ final class FakeRuntime: AgentRuntime {
     let announces: Bool
     private let watchers = Mutex<[ProcessIdentity: @Sendable () -> Void]>([:])
 
+    /// The sizes of the batches of stops asked for, in order.
+    let stopBatches = Mutex<[Int]>([])
+    /// While closed, stops wait (a grace period that takes its time).
+    private let gate = Mutex<(closed: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+
     init(announces: Bool = false) { self.announces = announces }
+
+    func closeGate() { gate.withLock { $0.closed = true } }
+
+    func openGate() {
+        let waiting = gate.withLock { gate in
+            gate.closed = false
+            defer { gate.waiting = [] }
+            return gate.waiting
+        }
+        for continuation in waiting { continuation.resume() }
+    }
+
+    func stop(
+        _ processes: [(process: ProcessIdentity, grace: Duration)],
+        stopped: @escaping @Sendable ([(process: ProcessIdentity, exit: ProcessExit?)]) async -> Void
+    ) async {
+        stopBatches.withLock { $0.append(processes.count) }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = gate.withLock { gate -> Bool in
+                if !gate.closed { return true }
+                gate.waiting.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+        for (process, grace) in processes { await stopped([(process, await stop(process, grace: grace))]) }
+    }
 
     func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool {
         guard announces else { return false }
@@ -79,6 +111,25 @@ final class FakeRuntime: AgentRuntime {
     func running(_ name: String) -> ProcessIdentity? {
         processes(of: name).last { $0.process.exit == nil }?.id
     }
+}
+
+/// The store, with its write transactions counted.
+final class CountingStore: StateStore {
+    let base: SQLiteStateStore
+    let writes = Counter()
+    init(_ base: SQLiteStateStore) { self.base = base }
+    func read<T>(_ body: (any StateReader) throws(StoreError) -> T) throws(StoreError) -> T { try base.read(body) }
+    func write<T>(_ body: (any StateWriter) throws(StoreError) -> T) throws(StoreError) -> T {
+        writes.add()
+        return try base.write(body)
+    }
+}
+
+/// How many times each agent was reconciled.
+final class Reconciles: Sendable {
+    private let counts = Mutex<[String: Int]>([:])
+    func add(_ id: ResourceID) { counts.withLock { $0[id.name, default: 0] += 1 } }
+    var all: [String: Int] { counts.withLock { $0 } }
 }
 
 /// A count a test waits on (passes, looks at processes), rather than sleeping.
@@ -215,14 +266,17 @@ final class TemporaryState {
         store = try SQLiteStateStore(directory: state.directory)
     }
 
-    func controller(runtime: FakeRuntime? = nil, configure: (inout Controller.Configuration) -> Void = { _ in }) -> Controller {
+    func controller(
+        runtime: FakeRuntime? = nil, store: (any StateStore)? = nil, configure: (inout Controller.Configuration) -> Void = { _ in }
+    ) -> Controller {
         var configuration = Controller.Configuration(stateDirectory: state.directory)
         configuration.defaultGrace = .milliseconds(10)
         configure(&configuration)
         let events = self.events
         let clock = self.clock
         return Controller(
-            store: store, runtime: runtime ?? self.runtime, configuration: configuration, log: { events.record($0) }, clock: { clock.now },
+            store: store ?? self.store, runtime: runtime ?? self.runtime, configuration: configuration, log: { events.record($0) },
+            clock: { clock.now },
             random: { 0.5 })
     }
 
@@ -368,7 +422,7 @@ final class TemporaryState {
         #expect(runtime.processes(of: "a").map(\.process.spec.arguments) == [["agent.py"]])
         await controller.reconcileNow()
         #expect(runtime.processes(of: "a").count == 1)
-        FileManager.default.createFile(atPath: source + "/agent.py", contents: Data("print()\n".utf8))
+        _ = FileManager.default.createFile(atPath: source + "/agent.py", contents: Data("print()\n".utf8))
         await controller.reconcileNow()
         let first = try #require(runtime.processes(of: "a").first?.id)
         await events.wait { $0.reason == .stopped && $0.pid == first.pid }
@@ -393,5 +447,104 @@ final class TemporaryState {
         controller.requestStop()
         await loop.value
         #expect(runtime.processes(of: "b").count == 1)
+    }
+
+    // MARK: The work queue and batches
+
+    /// Every due start of a drain is one batch: 20 agents come up with two write
+    /// transactions (their records, then their Running statuses), not one per agent.
+    @Test func startsAreOneBatchWithOneWriteEach() async throws {
+        let names = (0..<20).map { "agent-\($0)" }
+        try apply(fleet(names), to: store, at: clock.now)
+        let counting = CountingStore(store)
+        let controller = controller(store: counting)
+        await controller.reconcileNow()
+        #expect(names.allSatisfy { runtime.running($0) != nil })
+        #expect(counting.writes.value == 2)
+        #expect(try status("agent-7")?.condition(ResourceStatus.ready)?.status == .true)
+        let record = try store.read { reader throws(StoreError) in try reader.supervision(for: ResourceID(kind: "Agent", name: "agent-7")) }
+        #expect(record?.process == runtime.running("agent-7"))
+    }
+
+    /// Stops decided together are signalled together: one batch for the runtime.
+    @Test func stopsDecidedTogetherAreOneBatch() async throws {
+        let names = (0..<20).map { "agent-\($0)" }
+        try apply(fleet(names), to: store, at: clock.now)
+        let controller = controller()
+        await controller.reconcileNow()
+        try apply(fleet(names, suspended: Set(names)), to: store, at: clock.now)
+        await controller.reconcileNow()
+        for name in names { await events.wait { $0.reason == .stopped && $0.resource?.name == name } }
+        #expect(runtime.stopBatches.withLock { $0 } == [20])
+    }
+
+    /// A process's end reconciles its agent only, not the whole fleet.
+    @Test(.timeLimit(.minutes(1))) func anExitReconcilesThatAgentOnly() async throws {
+        let runtime = FakeRuntime(announces: true)
+        let names = ["a", "b", "c", "d"]
+        try apply(fleet(names), to: store, at: clock.now)
+        let reconciles = Reconciles()
+        let controller = controller(runtime: runtime) {
+            $0.pollInterval = .seconds(3600)
+            $0.resyncInterval = .seconds(3600)
+            $0.onReconcile = { reconciles.add($0) }
+        }
+        let loop = Task { await controller.run() }
+        defer { loop.cancel() }
+        for name in names { await events.wait { $0.reason == .started && $0.resource?.name == name } }
+        // Converged: each started, then looked at once more to report it Running.
+        await controller.reconcile([])
+        let before = reconciles.all
+        let process = try #require(runtime.running("c"))
+        runtime.end(process, code: 3)
+        await events.wait { $0.reason == .backOff && $0.resource?.name == "c" }
+        await controller.reconcile([])
+        var after = reconciles.all
+        #expect(after["c"] == (before["c"] ?? 0) + 1)
+        after["c"] = before["c"]
+        #expect(after == before)
+        controller.requestStop()
+        await loop.value
+    }
+
+    /// An agent added many times before it is reconciled is reconciled once; one whose
+    /// stop is in flight waits in the queue until the stop has finished, then once.
+    @Test func addsMergeAndAnAgentBeingStoppedWaits() async throws {
+        try apply(fleet(["a", "b"]), to: store, at: clock.now)
+        let reconciles = Reconciles()
+        let controller = controller { $0.onReconcile = { reconciles.add($0) } }
+        await controller.reconcileNow()
+        let a = ResourceID(kind: "Agent", name: "a")
+        let before = reconciles.all["a"] ?? 0
+        await controller.reconcile([a, a, a])
+        #expect(reconciles.all["a"] == before + 1)
+
+        runtime.closeGate()
+        try apply(fleet(["a", "b"], suspended: ["a"]), to: store, at: clock.now)
+        await controller.reconcileNow()
+        await events.wait { $0.reason == .suspended && $0.resource?.name == "a" }
+        let stopping = reconciles.all["a"] ?? 0
+        // Being stopped: queued, not reconciled, however often it is added.
+        await controller.reconcile([a, a])
+        await controller.reconcileNow()
+        #expect(reconciles.all["a"] == stopping)
+        runtime.openGate()
+        await events.wait { $0.reason == .stopped && $0.resource?.name == "a" }
+        await controller.reconcile([])
+        #expect(reconciles.all["a"] == stopping + 1)
+        #expect(try status("a")?.condition(ResourceStatus.ready)?.reason == "SuspendedInSpec")
+    }
+}
+
+@Suite struct WorkQueueTests {
+    @Test func aKeyIsTakenOnceAndABusyOneStays() {
+        var queue = WorkQueue<String>()
+        for key in ["b", "a", "b", "c", "a"] { queue.add(key) }
+        #expect(queue.count == 3)
+        #expect(queue.take(where: { $0 != "c" }) == ["a", "b"])
+        #expect(queue.contains("c"))
+        #expect(queue.take(where: { $0 != "c" }).isEmpty)
+        #expect(queue.take(where: { _ in true }) == ["c"])
+        #expect(queue.count == 0)
     }
 }

@@ -228,6 +228,31 @@ import Testing
         }
     }
 
+    /// A batch is signalled at once and each process reported as it is gone: those that
+    /// end on SIGTERM long before the one that waits for its SIGKILL.
+    @Test func aBatchIsSignalledAtOnceAndEachReportedAsItEnds() async throws {
+        try await withTemporaryDirectory { directory in
+            let quick = (0..<5).map { shell("echo ready; exec sleep 30", in: directory + "/quick\($0)") }
+            let stubborn = shell("trap '' TERM; echo ready; while :; do sleep 0.05; done", in: directory + "/stubborn")
+            var processes: [ProcessIdentity] = []
+            for agent in quick + [stubborn] {
+                try FileManager.default.createDirectory(atPath: agent.workingDirectory, withIntermediateDirectories: true)
+                processes.append(try runtime.start(agent))
+            }
+            for agent in quick + [stubborn] { #expect(await waitForLog(agent, containing: "ready")) }
+            let reports = Mutex<[(ProcessIdentity, ProcessExit?)]>([])
+            await runtime.stop(processes.map { ($0, $0 == processes.last ? .milliseconds(300) : .seconds(30)) }) { ended in
+                reports.withLock { $0 += ended.map { ($0.process, $0.exit) } }
+            }
+            let reported = reports.withLock { $0 }
+            #expect(reported.count == 6)
+            #expect(reported.last?.0 == processes.last)
+            #expect(reported.last?.1 == .signaled(signal: SIGKILL))
+            #expect(reported.dropLast().allSatisfy { $0.1 == .signaled(signal: SIGTERM) })
+            #expect(processes.allSatisfy { !runtime.isRunning($0) })
+        }
+    }
+
     @Test func cancellingStopSkipsTheRestOfTheGrace() async throws {
         try await withTemporaryDirectory { directory in
             let agent = shell("trap '' TERM; echo ready; while :; do sleep 0.05; done", in: directory)

@@ -45,14 +45,14 @@ final class TestState: Sendable {
 
     deinit { cleanup() }
 
-    func openAll() throws -> any StateStore & RunStore & ToolApprovalStore & SpendHistory {
+    func openAll() throws -> any StateBackend {
         switch backend {
         case .sqlite: try SQLiteStateStore(directory: location)
         case .postgres: try PostgresStateStore(url: location)
         }
     }
 
-    func open() throws -> any StateStore & RunStore {
+    func open() throws -> any StateBackend {
         switch backend {
         case .sqlite: try SQLiteStateStore(directory: location)
         case .postgres: try PostgresStateStore(url: location)

@@ -5,7 +5,7 @@ import Synchronization
 import Testing
 
 /// A fleet of one agent and the workflows these tests run, as JSON manifests.
-private let runManifests = [
+let runManifests = [
     #"{"apiVersion":"orl.dev/v1","kind":"ModelProvider","metadata":{"name":"sim"},"spec":{"apiStyle":"simulated","models":[{"name":"small","pricing":{"input":0.1,"output":0.1}}]}}"#,
     #"{"apiVersion":"orl.dev/v1","kind":"Agent","metadata":{"name":"worker"},"spec":{"model":"sim/small","runtime":{"command":"/bin/true"}}}"#,
     #"{"apiVersion":"orl.dev/v1","kind":"Policy","metadata":{"name":"all"},"spec":{"appliesTo":{"agents":["worker"]},"allow":{"models":["sim/*"]}}}"#,

@@ -36,7 +36,7 @@ struct BudgetStatus: AsyncParsableCommand {
     @OptionGroup var state: StateOptions
 
     func run() async throws {
-        let store = try state.openStore()
+        let store = try state.open()
         let now = Caller.now
         let statuses: [BudgetMeter.LimitStatus]
         do throws(StoreError) {
@@ -52,7 +52,7 @@ struct BudgetStatus: AsyncParsableCommand {
         } catch {
             throw CommandFailure(message: error.description)
         }
-        let live = await Self.live(state.resolvedDirectory)
+        let live = state.postgresURL == nil ? await Self.live(state.resolvedDirectory) : nil
         let rows = statuses.map { status -> BudgetMeter.LimitStatus in
             var status = status
             if let known = live?[ControllerClient.Key(account: status.account, window: status.window)] {
@@ -185,7 +185,7 @@ struct Usage: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let store = try state.openStore()
+        let store = try state.open()
         let now = Caller.now
         let start = since.flatMap { Self.instant($0, now: now) } ?? BudgetSpec.Window.day.interval(containing: now).lowerBound
         let who = agent.map { ResourceID(kind: ResourceKind.agent.rawValue, namespace: namespace.namespace, name: $0) }

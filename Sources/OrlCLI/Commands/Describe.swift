@@ -54,10 +54,7 @@ struct Describe: AsyncParsableCommand {
 
     func run() async throws {
         if resources == ["state"] {
-            if let url = state.postgresURL {
-                _ = try state.openState()
-                return writeStandardOutput("State:              \(PostgresURL.redacted(url))\n")
-            }
+            if state.postgresURL != nil { return try describePostgres() }
             let directory = PIDLock.absolute(state.resolvedDirectory)
             _ = try state.openStore()
             let parts = GC.parts(directory)
@@ -119,6 +116,22 @@ struct Describe: AsyncParsableCommand {
 }
 
 extension Describe {
+    /// `describe state` of a PostgreSQL state: the server, the schema and each table's size.
+    func describePostgres() throws {
+        guard let store = try state.open() as? PostgresStateStore else { return }
+        let info: PostgresStateInfo
+        do {
+            info = try store.info()
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        switch output {
+        case .text: writeStandardOutput(GC.describe(info, url: state.label))
+        case .json: writeStandardOutput(GC.json(info, url: state.label).rendered())
+        case .yaml: writeStandardOutput(YAMLEmitter.emit(GC.json(info, url: state.label)))
+        }
+    }
+
     /// `describe source/NAME`: where the source reads, its status and its events.
     func describeSources(_ names: [String]) throws {
         let store = try state.openState()

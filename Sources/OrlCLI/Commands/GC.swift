@@ -3,6 +3,7 @@ import Foundation
 import OrlCore
 import OrlDaemon
 import OrlJSON
+import OrlPostgres
 import OrlStore
 
 /// `orlctl gc`: the housekeeping a long-running fleet needs, on demand or from cron (the
@@ -68,7 +69,7 @@ struct GC: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let store = try state.openStore()
+        let store = try state.open()
         let report: RetentionReport
         let policy = try policy()
         do throws(StoreError) {
@@ -80,6 +81,14 @@ struct GC: AsyncParsableCommand {
             "Deleted \(report.runs) run\(report.runs == 1 ? "" : "s"), \(report.events) event\(report.events == 1 ? "" : "s") "
                 + "and \(report.ledgerRows) ledger row\(report.ledgerRows == 1 ? "" : "s") (rolled up into \(report.ledgerDays) daily row\(report.ledgerDays == 1 ? "" : "s")).\n"
         )
+        if let postgres = store as? PostgresStateStore {
+            // No git mirrors or logs live beside a database; its tables are what it holds.
+            do {
+                return writeStandardOutput(Self.describe(try postgres.info(), url: state.label))
+            } catch {
+                throw CommandFailure(message: error.description)
+            }
+        }
         let directory = PIDLock.absolute(state.resolvedDirectory)
         writeStandardOutput(
             Self.describe(
@@ -120,6 +129,29 @@ struct GC: AsyncParsableCommand {
                     })
             ),
             ("totalBytes", .int(parts.compactMap(\.bytes).reduce(0, +))),
+        ])
+    }
+
+    /// A PostgreSQL state: the server, the schema, and each table's size.
+    static func describe(_ info: PostgresStateInfo, url: String) -> String {
+        var rows = [["TABLE", "ROWS", "SIZE"]]
+        for table in info.tables { rows.append([table.name, String(table.rows), DiskUsage.human(table.bytes)]) }
+        rows.append(["total (database)", "", DiskUsage.human(info.databaseBytes)])
+        return "State:              \(url)\nServer:             PostgreSQL \(info.serverVersion)\n"
+            + "Schema:             \(info.schemaVersion)\n" + TextTable.render(rows)
+    }
+
+    static func json(_ info: PostgresStateInfo, url: String) -> JSONValue {
+        .object([
+            ("url", .string(url)), ("serverVersion", .string(info.serverVersion)), ("schemaVersion", .int(info.schemaVersion)),
+            (
+                "tables",
+                .array(
+                    info.tables.map {
+                        .object([("table", .string($0.name)), ("rows", .int($0.rows)), ("bytes", .int($0.bytes))])
+                    })
+            ),
+            ("totalBytes", .int(info.databaseBytes)),
         ])
     }
 

@@ -95,7 +95,7 @@ struct Events: AsyncParsableCommand {
         if let resource, isRun(resource) {
             // A run's events are under its workflow's namespace, wherever -n points.
             let run = try RunReference.parse(resource)
-            let namespace = try readingRuns(try state.openStore()) { reader throws(StoreError) in try reader.run(run)?.workflow.namespace }
+            let namespace = try readingRuns(try state.open()) { reader throws(StoreError) in try reader.run(run)?.workflow.namespace }
             id = ResourceID(kind: RunRecord.eventKind, namespace: namespace ?? self.namespace.namespace, name: run.rawValue)
         }
         let events: [StoreEvent]

@@ -89,18 +89,15 @@ struct McpCommand: AsyncParsableCommand {
             // Parsed, not built: an option group's unset options cannot be read otherwise.
             let sources = try ManifestSourceOptions.parse(files.flatMap { ["-f", $0] })
             let origin = CodeOrigin(root: sources.codeRoot, source: sources.resolvedSource, revision: nil)
-            let stateDirectory = PIDLock.absolute(state.resolvedDirectory)
+            // A PostgreSQL state has no directory here: the scratch one stands in for it.
+            let stateDirectory = state.postgresURL == nil ? PIDLock.absolute(state.resolvedDirectory) : scratch
             var vault: StateVault?
             for resource in servers {
                 guard let spec = resource.tool, let mcp = spec.mcp else { continue }
                 var credential: String?
                 if let secret = mcp.credentialSecret?.value {
                     if vault == nil {
-                        let store = try state.openStore()
-                        vault = StateVault(
-                            store: store,
-                            keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: System.environment)
-                        )
+                        vault = StateVault(store: try state.open(), keys: state.masterKeys)
                     }
                     do {
                         credential = try vault?.value(of: SecretID(namespace: resource.metadata.namespace, name: secret))
@@ -110,7 +107,7 @@ struct McpCommand: AsyncParsableCommand {
                     guard credential != nil else {
                         throw CommandFailure(
                             message:
-                                "the credential of \(resource.id) (secret \"\(secret)\") is not in the vault of \(state.resolvedDirectory)")
+                                "the credential of \(resource.id) (secret \"\(secret)\") is not in the vault of \(state.label)")
                     }
                 }
                 let directory = "\(scratch)/\(resource.metadata.namespace).\(resource.metadata.name)"

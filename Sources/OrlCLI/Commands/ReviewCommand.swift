@@ -4,6 +4,7 @@ import OrlCore
 import OrlGit
 import OrlJSON
 import OrlManifests
+import OrlPostgres
 import OrlStore
 
 enum ReviewOutputFormat: String, ExpressibleByArgument, CaseIterable {
@@ -85,8 +86,8 @@ struct ReviewCommand: AsyncParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "A state whose ledger (the last 30 days) the spend projection prices at each revision's models (default: none; the review reads git alone).",
-            valueName: "dir"))
+            "A state whose ledger (the last 30 days) the spend projection prices at each revision's models, a directory or postgres://… (default: none; the review reads git alone).",
+            valueName: "dir|url"))
     var state: String?
 
     /// How far back the ledger's tokens are read for the projection.
@@ -171,16 +172,19 @@ struct ReviewCommand: AsyncParsableCommand {
     /// empty ledger: a typo must not make the projection quietly ignore the ledger.
     func observedUsage() throws -> ObservedUsage? {
         guard let state else { return nil }
-        guard FileManager.default.fileExists(atPath: state + "/state.db") else {
+        let isPostgres = PostgresURL.isPostgres(state)
+        guard isPostgres || FileManager.default.fileExists(atPath: state + "/state.db") else {
             throw CommandFailure(message: "--state \(state): no orl state there (no state.db)")
         }
+        let store: any StateBackend = try StateOptions.parse(["--state", state]).open()
         let since = Timestamp(milliseconds: Caller.now.milliseconds - Int64(Self.observedDays) * 86_400_000)
         let calls: [LedgerEntry]
         let days: [LedgerDay]
         do {
-            (calls, days) = try SQLiteStateStore(directory: state).usage(LedgerQuery(since: since, limit: Int.max))
+            (calls, days) = try store.usage(LedgerQuery(since: since, limit: Int.max))
         } catch {
-            throw CommandFailure(message: "cannot read the ledger in \(state): \(error.description)")
+            throw CommandFailure(
+                message: "cannot read the ledger in \(isPostgres ? PostgresURL.redacted(state) : state): \(error.description)")
         }
         var tokens: [ResourceID: TokenUsage] = [:]
         func add(_ agent: ResourceID, _ usage: TokenUsage) {

@@ -148,7 +148,7 @@ struct RunWorkflow: AsyncParsableCommand {
 
     func run() async throws {
         let given = try inputFile.map(fileInputs) ?? commandLineInputs()
-        let store = try state.openStore()
+        let store = try state.open()
         let id = ResourceID(kind: ResourceKind.workflow.rawValue, namespace: namespace.namespace, name: try workflowName())
         let run: RunRecord
         do {
@@ -167,13 +167,13 @@ struct RunWorkflow: AsyncParsableCommand {
         guard final.phase == .succeeded else { throw ExitCode(ExitStatus.findings.rawValue) }
     }
 
-    private func printJSON(_ id: RunID, _ store: SQLiteStateStore) throws {
+    private func printJSON(_ id: RunID, _ store: any RunStore) throws {
         let view = try readingRuns(store) { reader throws(StoreError) in try RunReference.view(id, in: reader) }
         if let view { writeStandardOutput(RunRenderer.json(view).rendered()) }
     }
 
     /// Polls the run until it ends, printing each step whose state changes.
-    private func follow(_ id: RunID, _ store: SQLiteStateStore, print: Bool) async throws -> RunRecord {
+    private func follow(_ id: RunID, _ store: any RunStore, print: Bool) async throws -> RunRecord {
         var seen: [Int: (StepState, Int)] = [:]
         while true {
             guard let view = try readingRuns(store, { reader throws(StoreError) in try RunReference.view(id, in: reader) }) else {
@@ -216,7 +216,7 @@ struct RunWorkflow: AsyncParsableCommand {
 }
 
 /// One read of the runs, with store errors said as command failures.
-func readingRuns<T>(_ store: SQLiteStateStore, _ body: (any RunReader) throws(StoreError) -> T) throws -> T {
+func readingRuns<T>(_ store: any RunStore, _ body: (any RunReader) throws(StoreError) -> T) throws -> T {
     do {
         return try store.readRuns(body)
     } catch {
@@ -258,7 +258,7 @@ struct Runs: AsyncParsableCommand {
     func validate() throws { guard limit > 0 else { throw ValidationError("--limit must be at least 1") } }
 
     func run() async throws {
-        let store = try state.openStore()
+        let store = try state.open()
         let scope = allNamespaces ? nil : namespace.namespace
         let now = Caller.now
         let place = allNamespaces ? "" : " in \(namespace.namespace) namespace"
@@ -318,7 +318,7 @@ enum RunDescription {
     static let eventLimit = 20
 
     static func describe(_ ids: [RunID], state: StateOptions) throws {
-        let store = try state.openStore()
+        let store = try state.open()
         let (views, missing) = try readingRuns(store) { reader throws(StoreError) in
             var views: [RunView] = []
             var missing: [String] = []
@@ -368,7 +368,7 @@ struct DecisionArguments: ParsableArguments {
 
     func decide(approve: Bool) throws {
         if let call {
-            let store = try state.openStore()
+            let store = try state.open()
             let decided: ToolApproval
             do {
                 decided = try store.decide(call, approve: approve, by: Caller.identity, reason: reason, now: Caller.now)
@@ -381,7 +381,7 @@ struct DecisionArguments: ParsableArguments {
         }
         let id = try RunReference.parse(run)
         let step = self.step ?? ""
-        let store = try state.openStore()
+        let store = try state.open()
         do {
             _ = try RunOperations(store: store).decide(
                 run: id, step: step, approve: approve, by: Caller.identity, reason: reason, now: Caller.now)
@@ -436,7 +436,7 @@ struct Cancel: AsyncParsableCommand {
 
     func run() async throws {
         let id = try RunReference.parse(target)
-        let store = try state.openStore()
+        let store = try state.open()
         do {
             _ = try RunOperations(store: store).cancel(run: id, by: Caller.identity, reason: reason, now: Caller.now)
         } catch {

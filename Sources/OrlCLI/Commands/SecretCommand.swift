@@ -26,9 +26,7 @@ struct VaultOptions: ParsableArguments {
     @OptionGroup var state: StateOptions
 
     func vault() throws -> StateVault {
-        StateVault(
-            store: try state.openStore(),
-            keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: System.environment))
+        StateVault(store: try state.open(), keys: state.masterKeys)
     }
 
     func id(_ name: String) throws -> SecretID {
@@ -87,7 +85,7 @@ struct SetSecret: AsyncParsableCommand {
         case .unchanged:
             return writeStandardOutput("\(id) unchanged\n")
         }
-        ControllerWake.wake(options.state.resolvedDirectory)
+        options.state.wakeController()
     }
 
     private func readValue() throws -> [UInt8] {
@@ -209,6 +207,6 @@ struct DeleteSecrets: AsyncParsableCommand {
             throw NotFound.fail(outcome.missing.map { "\($0) not found" }, note: "nothing was deleted")
         }
         writeStandardOutput(outcome.deleted.map { "\($0) deleted\n" }.joined())
-        if !outcome.deleted.isEmpty { ControllerWake.wake(options.state.resolvedDirectory) }
+        if !outcome.deleted.isEmpty { options.state.wakeController() }
     }
 }

@@ -28,15 +28,32 @@ struct StateOptions: ParsableArguments {
     /// The state as messages name it: its directory, or its URL without a password.
     var label: String { postgresURL.map(PostgresURL.redacted) ?? resolvedDirectory }
 
-    /// Opens the state whichever its backend, as the port: for the commands that need
-    /// nothing else of it (apply, diff, get, describe, delete, history, events).
-    func openState() throws -> any StateStore {
-        guard let url = postgresURL else { return try openStore() }
+    /// Opens the state whichever its backend, with every port: the one way commands open
+    /// a state (a SQLite directory or a PostgreSQL database), so that none of them depends
+    /// on which.
+    func open() throws -> any StateBackend {
+        guard let url = postgresURL else { return try openSQLite() }
         do {
             return try PostgresStateStore(url: url, environment: System.environment)
         } catch {
             throw CommandFailure(message: "cannot open the state at \(PostgresURL.redacted(url)): \(error.description)")
         }
+    }
+
+    /// The state as the `StateStore` port.
+    func openState() throws -> any StateStore { try open() }
+
+    /// Where the state's master key comes from: `ORL_MASTER_KEY`, else (SQLite only)
+    /// the state directory's master.key.
+    var masterKeys: MasterKeySource {
+        if let url = postgresURL { return MasterKeySource(sharedState: PostgresURL.redacted(url), environment: System.environment) }
+        return MasterKeySource(stateDirectory: resolvedDirectory, environment: System.environment)
+    }
+
+    /// Tells a controller running on this state's directory that the state changed. A
+    /// PostgreSQL state's controllers notice by themselves (no local controller runs on it).
+    func wakeController() {
+        if postgresURL == nil { ControllerWake.wake(resolvedDirectory) }
     }
 
     /// The directory to use, from the flag, then the environment, as the help says.
@@ -48,15 +65,19 @@ struct StateOptions: ParsableArguments {
         return (environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()) + "/.local/state/orl"
     }
 
-    /// Opens the SQLite state: for the commands that need more than the `StateStore` port
-    /// (runs, the controller, the vault's key file, sync's locks), which a PostgreSQL state
-    /// does not offer yet; they say so.
+    /// Opens the SQLite state: for the commands that need its directory (the controller,
+    /// git sync's mirrors and locks, agents' logs), which a PostgreSQL state does not
+    /// offer yet; they say so.
     func openStore() throws -> SQLiteStateStore {
         if let url = postgresURL {
             throw CommandFailure(
                 message: "this command does not support a PostgreSQL state yet (\(PostgresURL.redacted(url))); "
-                    + "apply, diff, get, describe, delete, history and events do (docs/postgres.md)")
+                    + "every command but controller, watch, sync and logs does (docs/postgres.md)")
         }
+        return try openSQLite()
+    }
+
+    private func openSQLite() throws -> SQLiteStateStore {
         do {
             let store = try SQLiteStateStore(directory: resolvedDirectory)
             if let exposure = SQLiteStateStore.exposure(of: resolvedDirectory) {

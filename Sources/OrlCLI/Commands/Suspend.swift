@@ -39,7 +39,7 @@ struct HoldArguments: ParsableArguments {
     /// is not in the state. Prints a line per agent.
     func change(suspend: Bool) throws {
         if let names = try SourceSelection.parse(resources) { return try changeSources(names, suspend: suspend) }
-        let store = try state.openStore()
+        let store = try state.open()
         let by = Caller.identity
         let now = Caller.now
         let references = all ? [] : try ResourceSelection.parse(resources, allowAll: false, bareNames: .agent).references
@@ -91,7 +91,7 @@ struct HoldArguments: ParsableArguments {
         if !missing.isEmpty { throw NotFound.fail(missing, note: "nothing was changed") }
         if lines.isEmpty { OrlctlMain.writeStandardError("No agents found.\n") }
         writeStandardOutput(lines.map { $0 + "\n" }.joined())
-        ControllerWake.wake(state.resolvedDirectory)
+        state.wakeController()
     }
 }
 
@@ -99,7 +99,7 @@ extension HoldArguments {
     /// Suspends or resumes git sources, all or none: a suspended source is neither
     /// applied nor pruned (its watcher asks nothing of the remote) until resumed.
     func changeSources(_ names: [String], suspend: Bool) throws {
-        let store = try state.openStore()
+        let store = try state.open()
         let by = Caller.identity
         let now = Caller.now
         let (lines, missing): ([String], [String])
@@ -135,7 +135,7 @@ extension HoldArguments {
         if !missing.isEmpty { throw NotFound.fail(missing, note: "nothing was changed") }
         writeStandardOutput(lines.map { $0 + "\n" }.joined())
         // A resumed source's watcher syncs at once rather than at its next poll.
-        for name in names { SourceLock.wake(state.resolvedDirectory, name: name) }
+        if state.postgresURL == nil { for name in names { SourceLock.wake(state.resolvedDirectory, name: name) } }
     }
 }
 

@@ -1,4 +1,4 @@
-public import Crypto
+import Crypto
 import OrlJSON
 
 /// What the gateway knows of the fleet: which token is which agent, and which models

@@ -172,12 +172,31 @@ public protocol AgentRuntime: Sendable {
     /// tells how), so that the caller need not keep asking; false when this runtime
     /// cannot watch it, and the caller must look by itself.
     func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool
+    /// Stops these processes together, each as `stop` does with its own grace period:
+    /// every one is signalled at once, and `stopped` is told of those gone at each look.
+    func stop(
+        _ processes: [(process: ProcessIdentity, grace: Duration)],
+        stopped: @escaping @Sendable ([(process: ProcessIdentity, exit: ProcessExit?)]) async -> Void
+    ) async
 }
 
 extension AgentRuntime {
     public func adopt(_ process: ProcessIdentity) {}
     public func exitNote(_ process: ProcessIdentity) -> String? { nil }
     public func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool { false }
+    public func stop(
+        _ processes: [(process: ProcessIdentity, grace: Duration)],
+        stopped: @escaping @Sendable ([(process: ProcessIdentity, exit: ProcessExit?)]) async -> Void
+    ) async {
+        await withTaskGroup(of: Void.self) { group in
+            for (process, grace) in processes {
+                group.addTask {
+                    let exit = await self.stop(process, grace: grace)
+                    await stopped([(process, exit)])
+                }
+            }
+        }
+    }
     public func confinement(of spec: ProcessSpec) -> String {
         spec.sandbox == nil ? "none: an ordinary process of the controller's user" : "strict"
     }
