@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import OrlServer
 
 /// `orlctl`: the root command.
 struct Orlctl: AsyncParsableCommand {
@@ -37,6 +38,15 @@ struct CommandFailure: Error {
 }
 
 public enum OrlctlMain {
+    /// What the binary settles before any concurrency starts: the controller's jobs go on
+    /// the API's event loops (`EventLoopConcurrency`), and `--version` is answered before
+    /// the argument parser builds its command tree, which looks types up at run time and
+    /// was most of that answer's start-up.
+    public static func prepareProcess(_ arguments: [String] = Array(CommandLine.arguments.dropFirst()), environment: [String: String]) {
+        if arguments.first == "controller" { EventLoopConcurrency.install(environment: environment) }
+        if arguments == ["--version"] { printVersion() }
+    }
+
     /// The `orlctl` binary: runs the command its arguments name with the process's own
     /// descriptors and environment, and exits with its status.
     public static func run(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Never {

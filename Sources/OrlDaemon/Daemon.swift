@@ -106,10 +106,11 @@ public struct Daemon: Sendable {
         let retentionStore: SQLiteStateStore
         let dashboardStore: SQLiteStateStore
         let alertStore: SQLiteStateStore
+        let apiReadStore: SQLiteStateStore
         do {
             (store, apiStore, runsStore) = (try openStore(), try openStore(), try openStore())
             (ledgerStore, feedStore, secretsStore, retentionStore) = (try openStore(), try openStore(), try openStore(), try openStore())
-            (dashboardStore, alertStore) = (try openStore(), try openStore())
+            (dashboardStore, alertStore, apiReadStore) = (try openStore(), try openStore(), try openStore())
         } catch {
             throw DaemonError("cannot open the state in \(directory): \(error.description)")
         }
@@ -132,7 +133,7 @@ public struct Daemon: Sendable {
         // feed announce.
         let waiters = TaskWaiters()
         let agents = AgentAPI(
-            gateway: gateway, store: apiStore, waiters: waiters, commands: ProcessRuntime(), secret: secretCache,
+            gateway: gateway, store: apiStore, reader: apiReadStore, waiters: waiters, commands: ProcessRuntime(), secret: secretCache,
             configuration: AgentAPI.Configuration(stateDirectory: directory))
         // Ready only once it knows the tasks in flight: their calls are attributed from
         // the first one.

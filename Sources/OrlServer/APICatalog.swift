@@ -124,9 +124,14 @@ public enum APICatalog {
             ]),
         Route(
             server: agentAPI, method: "POST", path: "/v1/tasks/{run}/{step}/{attempt}/complete", summary: "Complete a task with its output",
-            description: "The output (any JSON) goes on the run's blackboard and the next steps start.", auth: .agent,
+            description:
+                "The output (any JSON) goes on the run's blackboard and the next steps start. `?next=SECONDS` (at most 25): the answer's `next` is the agent's next task, claimed in the same transaction when one is Ready (a chain's next step), else waited for up to SECONDS as `/v1/tasks/next` does; null when none came.",
+            auth: .agent,
             request: "`{\"output\": ANY}`",
-            responses: [(200, "`{\"state\": \"Succeeded\"}`"), (400, "`invalid_request`."), (404, "`not_found`."), (409, "`conflict`.")]),
+            responses: [
+                (200, "`{\"state\": \"Succeeded\"}`; with `?next`, also `next`: the next task (as `/v1/tasks/next` gives it) or null"),
+                (400, "`invalid_request`."), (404, "`not_found`."), (409, "`conflict`."),
+            ]),
         Route(
             server: agentAPI, method: "POST", path: "/v1/tasks/{run}/{step}/{attempt}/fail", summary: "Fail a task",
             description: "Retried after the step's backoff, or a dead letter past its last attempt.", auth: .agent,

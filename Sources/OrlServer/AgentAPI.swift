@@ -14,7 +14,8 @@ import Synchronization
 /// ```text
 /// POST /v1/tasks/next?wait=SECONDS          200 the task | 204 none came in time
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/heartbeat 200 {"leaseExpiresAt": ...}
-/// POST /v1/tasks/RUN/STEP/ATTEMPT/complete  {"output": JSON}
+/// POST /v1/tasks/RUN/STEP/ATTEMPT/complete  {"output": JSON}; with ?next=SECONDS the
+///                                           answer also carries the agent's next task
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/fail      {"error": "...", "retry": true}
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/publish   {"topic": "...", "value": JSON}, a topic the step publishes
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/read      {"topic": "..."}, a topic the step subscribes to
@@ -66,6 +67,11 @@ public final class AgentAPI: Sendable {
     let statusStore: (any StateStore)?
     let pinChecks = Mutex<[ResourceID: PinCheck]>([:])
     private let queue = DispatchQueue(label: "orl.agent-api.store")
+    /// Reads that decide a call (may this step call this tool?), on a connection and a
+    /// queue of their own: a write waiting for another process's lock (a large apply)
+    /// holds up the writes queued behind it, never these (WAL readers do not wait).
+    let reads: RunOperations
+    private let readQueue: DispatchQueue
     /// When each attempt in flight was claimed, and the runs they belong to: the spans of
     /// attempts and runs (only kept while a tracer is set).
     let traced = Mutex(TracedRuns())
@@ -75,16 +81,19 @@ public final class AgentAPI: Sendable {
         var runs: Set<RunID> = []
     }
 
-    /// `store` is a connection of the API's own; `secret` reads the vault (tools'
+    /// `store` is a connection of the API's own; `reader` another, for the reads that
+    /// decide tool calls (nil: `store`); `secret` reads the vault (tools'
     /// credentials); `changeMarker` changes when another process writes the store;
     /// `servers` runs stdio MCP servers (by default `commands`, when it can).
     public init(
-        gateway: Gateway, store: any RunStore, waiters: TaskWaiters, commands: any CommandRunner,
+        gateway: Gateway, store: any RunStore, reader: (any RunStore)? = nil, waiters: TaskWaiters, commands: any CommandRunner,
         secret: @escaping @Sendable (SecretID) -> String?, changeMarker: @escaping @Sendable () -> Int64? = { nil },
         servers: (any StdioLauncher)? = nil, configuration: Configuration
     ) {
         self.gateway = gateway
         self.operations = RunOperations(store: store, onReady: { waiters.notify($0) })
+        self.reads = reader.map { RunOperations(store: $0) } ?? operations
+        self.readQueue = reader == nil ? queue : DispatchQueue(label: "orl.agent-api.reads")
         self.approvals = store as? any ToolApprovalStore
         self.statusStore = store as? any StateStore
         self.waiters = waiters
@@ -172,49 +181,63 @@ public final class AgentAPI: Sendable {
     /// seconds (25 at most, the default) for one.
     func next(_ request: Request) async -> Response {
         let caller: GatewayTable.Caller
-        do {
+        let wait: Duration
+        do throws(GatewayError) {
             caller = try gateway.authenticate(request)
+            wait = try self.wait(request, "wait") ?? configuration.longestPoll
         } catch {
             return Gateway.error(error)
         }
-        let longest = configuration.longestPoll
-        var wait = longest
-        if let given = request.uri.queryParameters.get("wait") {
-            // Clamped, never converted as given: `wait=1e16` once trapped the controller.
-            guard let asked = Double(given).flatMap({ Duration.seconds(clamping: $0, atMost: longest) }) else {
-                return Gateway.error(.invalidRequest("wait must be a number of seconds, 0 or more", param: "wait"))
-            }
-            wait = asked
+        do {
+            guard let task = try await poll(caller.agent, for: wait) else { return Response(status: .noContent) }
+            var response = Gateway.json(.ok, task.json.compactRendered())
+            // The attempt's span: an agent that sends it back on its model and tool
+            // calls puts their spans under it (the reference agent does).
+            response.headers[Gateway.traceparentHeader] = SpanContext.attempt(task.id).traceparent
+            return response
+        } catch {
+            return Gateway.error(GatewayError(error))
         }
+    }
+
+    /// The query parameter `name` as a wait in seconds, clamped to the longest poll;
+    /// nil when it is absent.
+    private func wait(_ request: Request, _ name: String) throws(GatewayError) -> Duration? {
+        guard let given = request.uri.queryParameters.get(name) else { return nil }
+        // Clamped, never converted as given: `wait=1e16` once trapped the controller.
+        guard let asked = Double(given).flatMap({ Duration.seconds(clamping: $0, atMost: configuration.longestPoll) }) else {
+            throw .invalidRequest("\(name) must be a number of seconds, 0 or more", param: name)
+        }
+        return asked
+    }
+
+    /// Claims the agent's next task, waiting up to `wait` for one to be Ready; nil when
+    /// none came in time (or the client went away).
+    private func poll(_ agent: ResourceID, for wait: Duration) async throws(RunError) -> RunTask? {
         let clock = ContinuousClock()
         let deadline = clock.now + wait
-        let agent = caller.agent
         while true {
             let seen = waiters.version(of: agent)
-            let task: RunTask?
-            do {
-                task = try await perform { () throws(RunError) in try self.operations.claim(agent: agent, now: self.gateway.clock()) }
-            } catch {
-                return Gateway.error(GatewayError(error))
-            }
+            let task = try await perform { () throws(RunError) in try self.operations.claim(agent: agent, now: self.gateway.clock()) }
             if let task {
-                gateway.hold(task.id, agent: agent, until: task.leaseExpiresAt)
-                if gateway.telemetry.tracer != nil {
-                    let now = gateway.clock()
-                    traced.withLock { traced in
-                        traced.claimed[task.id] = now
-                        traced.runs.insert(task.id.run)
-                    }
-                }
-                var response = Gateway.json(.ok, task.json.compactRendered())
-                // The attempt's span: an agent that sends it back on its model and tool
-                // calls puts their spans under it (the reference agent does).
-                response.headers[Gateway.traceparentHeader] = SpanContext.attempt(task.id).traceparent
-                return response
+                claimed(task, agent: agent)
+                return task
             }
             let left = deadline - clock.now
-            if left <= .zero || Task.isCancelled { return Response(status: .noContent) }
+            if left <= .zero || Task.isCancelled { return nil }
             await waiters.wait(agent, since: seen, for: min(left, configuration.recheckInterval))
+        }
+    }
+
+    /// The agent holds the task now: its calls are attributed to it.
+    private func claimed(_ task: RunTask, agent: ResourceID) {
+        gateway.hold(task.id, agent: agent, until: task.leaseExpiresAt)
+        if gateway.telemetry.tracer != nil {
+            let now = gateway.clock()
+            traced.withLock { traced in
+                traced.claimed[task.id] = now
+                traced.runs.insert(task.id.run)
+            }
         }
     }
 
@@ -248,12 +271,35 @@ public final class AgentAPI: Sendable {
                         .compactRendered())
             case .complete:
                 let output = body?["output"] ?? Node(.null, at: .file("<request>"))
-                let record = try await perform { () throws(RunError) in
-                    try self.operations.complete(task, agent: agent, output: output, now: now)
+                let wait: Duration?
+                do throws(GatewayError) {
+                    wait = try self.wait(request, "next")
+                } catch {
+                    return Gateway.error(error)
+                }
+                guard let wait else {
+                    let record = try await perform { () throws(RunError) in
+                        try self.operations.complete(task, agent: agent, output: output, now: now)
+                    }
+                    gateway.release(task, agent: agent)
+                    attemptEnded(task, agent: agent, record: record, failed: nil)
+                    return Gateway.json(.ok, Self.state(of: record, task).compactRendered())
+                }
+                // `?next=SECONDS`: the agent's next task comes with the answer, claimed in
+                // the same transaction when one is Ready, else waited for as a poll does.
+                let (record, claimed) = try await perform { () throws(RunError) in
+                    try self.operations.completeAndClaim(task, agent: agent, output: output, now: now)
                 }
                 gateway.release(task, agent: agent)
                 attemptEnded(task, agent: agent, record: record, failed: nil)
-                return Gateway.json(.ok, Self.state(of: record, task).compactRendered())
+                if let claimed { self.claimed(claimed, agent: agent) }
+                // The completion is committed: a failed wait for the next task is only a
+                // missing `next`, which the agent's next poll makes up for.
+                var next = claimed
+                if next == nil, wait > .zero { next = (try? await poll(agent, for: wait)) ?? nil }
+                var response = Gateway.json(.ok, Self.state(of: record, task, next: .some(next)).compactRendered())
+                if let next { response.headers[Gateway.traceparentHeader] = SpanContext.attempt(next.id).traceparent }
+                return response
             case .fail:
                 guard let message = body?["error"]?.string, !message.isEmpty else {
                     return Gateway.error(.invalidRequest("say why the task failed: {\"error\": \"...\"}", param: "error"))
@@ -312,9 +358,9 @@ public final class AgentAPI: Sendable {
         guard !runs.isEmpty else { return }
         // A run that ended, or is gone from the state (deleted with its workflow), is let go.
         let found =
-            (try? await perform { () throws(RunError) -> [(RunID, RunRecord?)] in
+            (try? await perform(reading: true) { () throws(RunError) -> [(RunID, RunRecord?)] in
                 do throws(StoreError) {
-                    return try self.operations.store.readRuns { reader throws(StoreError) in
+                    return try self.reads.store.readRuns { reader throws(StoreError) in
                         try runs.map { id throws(StoreError) in (id, try reader.run(id)) }
                     }
                 } catch {
@@ -331,10 +377,13 @@ public final class AgentAPI: Sendable {
         for run in ended { gateway.observeRunEnded(run) }
     }
 
-    private static func state(of record: StepRecord, _ task: TaskID) -> JSONValue {
+    /// What an answer says of the task; `next` (when asked for) is the agent's next
+    /// task, or null.
+    private static func state(of record: StepRecord, _ task: TaskID, next: RunTask?? = nil) -> JSONValue {
         .object([
             ("task", .string(task.description)), ("state", .string(record.state.rawValue)),
             ("retryAt", record.state == .ready ? record.readyAt.map { .string($0.description) } : nil),
+            ("next", next.map { $0?.json ?? .null }),
         ])
     }
 
@@ -365,10 +414,11 @@ public final class AgentAPI: Sendable {
     }
 
     /// Runs a store call off the cooperative pool: SQLite blocks, up to its busy timeout
-    /// while another process writes.
-    func perform<T: Sendable>(_ body: @escaping @Sendable () throws(RunError) -> T) async throws(RunError) -> T {
+    /// while another process writes. `reading` calls run on the readers' connection
+    /// (`reads`), which never waits for a writer.
+    func perform<T: Sendable>(reading: Bool = false, _ body: @escaping @Sendable () throws(RunError) -> T) async throws(RunError) -> T {
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, RunError>, Never>) in
-            queue.async {
+            (reading ? readQueue : queue).async {
                 do throws(RunError) {
                     continuation.resume(returning: .success(try body()))
                 } catch {

@@ -81,19 +81,25 @@ public final class Gateway: ModelGateway {
     // MARK: ModelGateway
 
     public func update(fleet: Fleet, tokens: [ResourceID: String], now: Timestamp) {
+        // Worked out before the lock: calls wait for nothing but the swap.
         let table = GatewayTable(fleet: fleet, tokens: tokens)
+        let coverage = BudgetMeter.Coverage(fleet)
         let restore: [(BudgetSpec.Window, Timestamp, [ResourceID: Charge])]? =
             state.withLock { $0.restored } ? nil : restoreSpend(now: now)
-        state.withLock { state in
-            state.table = table
-            state.meter.configure(fleet)
+        // The previous table and coverage are released here, after the lock.
+        let previous = state.withLock { state in
+            var replaced = table
+            swap(&state.table, &replaced)
+            let coverage = state.meter.configure(coverage)
             if let restore, !state.restored {
                 for (window, start, spend) in restore {
                     for (agent, charge) in spend { state.meter.restore(agent, window, at: start, charge) }
                 }
                 state.restored = true
             }
+            return (replaced, coverage)
         }
+        _ = previous
     }
 
     /// The MCP servers (Tools of type mcp) of the fleet last published.

@@ -327,7 +327,9 @@ extension Gateway {
                 "no API key: send the agent's ORL_TOKEN as a bearer token or in x-api-key (it is OPENAI_API_KEY and ANTHROPIC_API_KEY in the agent's environment)"
             )
         }
-        guard let caller = state.withLock({ $0.table.caller(token: token) }) else {
+        // Hashed before the lock, which every call takes.
+        let digest = AgentToken.digest(token)
+        guard let caller = state.withLock({ $0.table.caller(digest: digest) }) else {
             throw .unauthenticated("the API key is not the token of a running agent")
         }
         return caller

@@ -148,7 +148,9 @@ extension AgentAPI {
             let run = request.headers[values: Gateway.runHeader].first
             let step = request.headers[values: Gateway.stepHeader].first
             do {
-                let scope = try await perform { () throws(RunError) in try self.operations.stepTools(agent: agent, run: run, step: step) }
+                let scope = try await perform(reading: true) { () throws(RunError) in
+                    try self.reads.stepTools(agent: agent, run: run, step: step)
+                }
                 routes = routes.filter { scope.tools.contains($0.name) }
             } catch {
                 return Self.rpc(id, error: -32003, error.message)
@@ -196,8 +198,10 @@ extension AgentAPI {
             let run = request.headers[values: Gateway.runHeader].first
             let step = request.headers[values: Gateway.stepHeader].first
             do {
-                task = try await perform { () throws(RunError) in try self.operations.toolGrant(name, agent: agent, run: run, step: step) }
-                    .task.description
+                task = try await perform(reading: true) { () throws(RunError) in
+                    try self.reads.toolGrant(name, agent: agent, run: run, step: step)
+                }
+                .task.description
             } catch {
                 mcpRefused(name, agent, error.message)
                 return Self.rpc(id, error: -32003, error.message)

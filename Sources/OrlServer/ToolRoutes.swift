@@ -33,7 +33,9 @@ extension AgentAPI {
         let step = request.headers[values: Gateway.stepHeader].first
         let grant: ToolGrant
         do {
-            grant = try await perform { () throws(RunError) in try self.operations.toolGrant(name, agent: agent, run: run, step: step) }
+            grant = try await perform(reading: true) { () throws(RunError) in
+                try self.reads.toolGrant(name, agent: agent, run: run, step: step)
+            }
         } catch {
             refused(name, agent, GatewayError(error))
             return Gateway.error(GatewayError(error))

@@ -62,8 +62,8 @@ struct ControllerBench: ParsableCommand {
         }
         if results.count == 2 {
             let (none, strict) = (results[0].1, results[1].1)
-            // The controller starts agents one after another: the difference, per agent,
-            // is what the sandbox adds to each start.
+            // The difference, per agent, is what the sandbox adds to each start (the
+            // controller spawns a batch on a few threads, so this is wall time, not CPU).
             let added = (strict.up - none.up) / Double(agents) * 1000
             print(String(format: "  sandbox: %.2f ms added per agent start; strict/none start time ratio %.2f", added, strict.up / none.up))
         }

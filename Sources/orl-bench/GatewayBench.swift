@@ -106,6 +106,7 @@ struct GatewayBench: AsyncParsableCommand {
         var rps: Double
         var p50: Double
         var p99: Double
+        var max: Double = 0
         var non2xx: Int
     }
 
@@ -139,7 +140,7 @@ struct GatewayBench: AsyncParsableCommand {
         else { throw ValidationError("wrk printed no figures:\n\(output)") }
         return Figures(
             requests: json["requests"] as? Int ?? 0, rps: json["rps"] as? Double ?? 0, p50: json["p50_ms"] as? Double ?? 0,
-            p99: json["p99_ms"] as? Double ?? 0, non2xx: json["non2xx"] as? Int ?? 0)
+            p99: json["p99_ms"] as? Double ?? 0, max: json["max_ms"] as? Double ?? 0, non2xx: json["non2xx"] as? Int ?? 0)
     }
 
     /// The Responses and Messages APIs on the simulated provider, beside its chat completions.
@@ -163,9 +164,9 @@ struct GatewayBench: AsyncParsableCommand {
         local bad = 0
         response = function(status, headers, body) if status ~= 200 then bad = bad + 1 end end
         done = function(summary, latency, requests)
-          io.write(string.format("JSON {\\"requests\\":%d,\\"rps\\":%.1f,\\"p50_ms\\":%.3f,\\"p99_ms\\":%.3f,\\"non2xx\\":%d}\\n",
+          io.write(string.format("JSON {\\"requests\\":%d,\\"rps\\":%.1f,\\"p50_ms\\":%.3f,\\"p99_ms\\":%.3f,\\"max_ms\\":%.3f,\\"non2xx\\":%d}\\n",
             summary.requests, summary.requests / (summary.duration / 1e6), latency:percentile(50)/1000,
-            latency:percentile(99)/1000, summary.errors.status))
+            latency:percentile(99)/1000, latency.max/1000, summary.errors.status))
         end
         """
 

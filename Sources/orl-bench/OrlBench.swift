@@ -9,9 +9,10 @@ struct OrlBench: AsyncParsableCommand {
         commandName: "orl-bench",
         abstract: "Benchmarks for orl (build with -c release).",
         subcommands: [
-            ValidateBench.self, AuditBench.self, ApplyBench.self, ControllerBench.self, GatewayBench.self, McpBench.self, RunsBench.self,
+            ValidateBench.self, AuditBench.self, ApplyBench.self, ControllerBench.self, GatewayBench.self, GatewayApplyBench.self,
+            McpBench.self, RunsBench.self,
             ObservabilityBench.self,
-            SyncBench.self, IncrementalBench.self, DashboardBench.self,
+            SyncBench.self, IncrementalBench.self, DashboardBench.self, BudgetHammerBench.self,
         ]
     )
 }

@@ -1,6 +1,5 @@
+import Foundation
 import OrlCLI
 
-// `--version` is answered before the argument parser builds its command tree, which
-// looks types up at run time and was most of this answer's start-up.
-if CommandLine.arguments.count == 2 && CommandLine.arguments[1] == "--version" { OrlctlMain.printVersion() }
+OrlctlMain.prepareProcess(environment: ProcessInfo.processInfo.environment)
 await OrlctlMain.run()

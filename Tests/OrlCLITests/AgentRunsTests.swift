@@ -195,7 +195,7 @@ import Testing
 
     /// A fleet of test agents (`Fixtures/test_agent.py`) and the workflows the tests run.
     static func fleet(echoPort: Int, spenderTokens: Int = 150) -> String {
-        func agent(_ name: String, labels: String = "{team: t}", tools: String = "[]") -> String {
+        func agent(_ name: String, labels: String = "{team: t}", tools: String = "[]", logLevel: String = "info") -> String {
             """
             apiVersion: orl.dev/v1
             kind: Agent
@@ -214,6 +214,7 @@ import Testing
                 env:
                   - {name: JOURNAL, value: "JOURNAL_PATH"}
                   - {name: PYTHONUNBUFFERED, value: "1"}
+                  - {name: LOG_LEVEL, value: \(logLevel)}
                 gracePeriod: 5s
             ---
 
@@ -250,7 +251,7 @@ import Testing
             metadata: {name: wipe}
             spec: {type: command, command: {command: /bin/true}}
             ---
-            \(agent("worker", tools: "[echo-http, cat, shout]"))\(agent("a1"))\(agent("a2"))\(agent("a3"))\(agent("spender", labels: "{team: t, spends: yes}"))apiVersion: orl.dev/v1
+            \(agent("worker", tools: "[echo-http, cat, shout]"))\(agent("a1"))\(agent("a2"))\(agent("a3"))\(agent("spender", labels: "{team: t, spends: yes}"))\(agent("chainer", logLevel: "debug"))apiVersion: orl.dev/v1
             kind: Policy
             metadata: {name: team}
             spec:
@@ -286,6 +287,15 @@ import Testing
                 - {id: y, agent: a2, dependsOn: [split], inputs: {barrier: {value: "x,y,z"}}}
                 - {id: z, agent: a3, dependsOn: [split], inputs: {barrier: {value: "x,y,z"}}}
                 - {id: join, agent: worker, dependsOn: [x, y, z]}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Workflow
+            metadata: {name: chain}
+            spec:
+              steps:
+                - {id: one, agent: chainer}
+                - {id: two, agent: chainer, dependsOn: [one]}
+                - {id: three, agent: chainer, dependsOn: [two]}
             ---
             apiVersion: orl.dev/v1
             kind: Workflow
@@ -365,6 +375,22 @@ import Testing
         #expect(join["dependencies"] as? [String] == ["x", "y", "z"], "\(join)")
         let starts = h.journal().filter { $0["event"] as? String == "start" }.compactMap { $0["step"] as? String }
         #expect(starts.first == "split" && starts.last == "join" && starts.count == 5, "\(starts)")
+        try h.stopController()
+    }
+
+    /// The reference agent takes a chain's next step from its completion's answer
+    /// (`complete?next=0`): one poll for the whole chain, not one per step.
+    @Test func theReferenceAgentTakesAChainsNextStepWithItsCompletion() throws {
+        let h = try Self.fixtureHarness()
+        let id = try h.start("chain")
+        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try h.output(id, "three")["dependencies"] as? [String] == ["two"])
+        let log = h.file("state/logs/default/chainer.log").split(separator: "\n")
+        let first = try #require(log.firstIndex { $0.contains("task \(id)/one/1 (") && $0.contains("succeeded") }, "\(log)")
+        let last = try #require(log.firstIndex { $0.contains("task \(id)/three/1 (") && $0.contains("succeeded") }, "\(log)")
+        let between = log[first...last]
+        #expect(!between.contains { $0.contains("POST /v1/tasks/next") }, "polled between steps:\n\(between.joined(separator: "\n"))")
+        #expect(log.filter { $0.contains("POST /v1/tasks/\(id)/") && $0.contains("/complete?next=0") }.count == 3, "\(log)")
         try h.stopController()
     }
 

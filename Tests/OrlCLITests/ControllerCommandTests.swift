@@ -114,14 +114,18 @@ import Testing
         }
 
         /// Live agent processes by agent name: processes whose working directory is the
-        /// agent's home under this state directory.
+        /// agent's home under this state directory, once they run their own program (a
+        /// child between its spawn and its execve is still the controller's image, with
+        /// the controller's environment).
         func agents() -> [String: [Int32]] {
             var found: [String: [Int32]] = [:]
             guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return found }
+            let controller = Orlctl.binary.resolvingSymlinksInPath().path
             for entry in entries {
                 guard let pid = Int32(entry),
                     let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"),
                     cwd.hasPrefix(agentsDirectory),
+                    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) != controller,
                     let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
                     let close = stat.lastIndex(of: ")"),
                     !stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")

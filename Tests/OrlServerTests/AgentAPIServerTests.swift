@@ -53,6 +53,15 @@ import Testing
           steps:
             - {id: left, agent: a}
             - {id: right, agent: a}
+        ---
+        apiVersion: orl.dev/v1
+        kind: Workflow
+        metadata: {name: chain}
+        spec:
+          steps:
+            - {id: one, agent: a}
+            - {id: two, agent: a, dependsOn: [one]}
+            - {id: three, agent: b, dependsOn: [two]}
         """
 
     /// Command tools are not what these tests are about.
@@ -189,6 +198,48 @@ import Testing
         #expect(silent.status == 400 && h.error(silent.json).message.contains("say why the task failed"))
         let failed = try await h.post("/v1/tasks/\(secondTask)/fail", #"{"error": "no", "retry": false}"#, token: "token-b")
         #expect(failed.status == 200 && failed.json["state"] as? String == "DeadLetter")
+        await h.stop()
+    }
+
+    /// `complete?next=SECONDS`: the answer carries the agent's next task, claimed in the
+    /// same transaction (a chain's next step), waited for when none is Ready, or null.
+    @Test func aCompletionCarriesTheAgentsNextTask() async throws {
+        let h = try Harness()
+        try await h.start()
+        let run = try h.startRun("chain")
+        let one = try await h.post("/v1/tasks/next?wait=0")
+        let oneTask = try #require(one.json["task"] as? String)
+        #expect(one.json["step"] as? String == "one")
+        // A bad wait is refused before anything is written.
+        let silly = try await h.post("/v1/tasks/\(oneTask)/complete?next=soon", #"{"output": 1}"#)
+        #expect(silly.status == 400 && h.error(silly.json).message.contains("next must be a number of seconds"))
+
+        let done = try await h.post("/v1/tasks/\(oneTask)/complete?next=0", #"{"output": {"n": 1}}"#)
+        #expect(done.status == 200 && done.json["state"] as? String == "Succeeded", "\(done.json)")
+        let two = try #require(done.json["next"] as? [String: Any], "\(done.json)")
+        #expect(two["step"] as? String == "two" && two["task"] as? String == "\(run)/two/1")
+        #expect((two["dependencies"] as? [String: Any])?["one"] as? [String: Int] == ["n": 1])
+        // Claimed: no poll finds it again.
+        #expect(try await h.post("/v1/tasks/next?wait=0").status == 204)
+
+        // The next step is b's: nothing for a.
+        let last = try await h.post("/v1/tasks/\(run)/two/1/complete?next=0", #"{"output": 2}"#)
+        #expect(last.status == 200 && last.json["next"] is NSNull, "\(last.json)")
+        let three = try await h.post("/v1/tasks/next?wait=0", token: "token-b")
+        #expect(three.json["step"] as? String == "three")
+        // Without `next`, the answer is as before.
+        let plain = try await h.post("/v1/tasks/\(run)/three/1/complete", #"{"output": 3}"#, token: "token-b")
+        #expect(plain.status == 200 && plain.json["next"] == nil && plain.json["state"] as? String == "Succeeded")
+
+        // Waiting: a run started elsewhere while the completion waits is its next task.
+        let relay = try h.startRun("relay")
+        let first = try #require(try await h.post("/v1/tasks/next?wait=0").json["task"] as? String)
+        async let answer = h.post("/v1/tasks/\(first)/complete?next=20", #"{"output": 4}"#)
+        try await Task.sleep(for: .milliseconds(300))
+        let other = try h.startRun("relay")
+        let waited = try await answer
+        let next = try #require(waited.json["next"] as? [String: Any], "\(waited.json)")
+        #expect(next["run"] as? String == other.rawValue && next["step"] as? String == "first", "\(next), not of \(relay)")
         await h.stop()
     }
 

@@ -116,8 +116,17 @@ class Client:
     def heartbeat(self, task):
         return self.request(f"/v1/tasks/{task['task']}/heartbeat")[1]
 
-    def complete(self, task, output):
-        return self.request(f"/v1/tasks/{task['task']}/complete", {"output": output})[1]
+    def complete(self, task, output, next_wait=None):
+        """Completes the task. With `next_wait` (seconds) the answer's "next" is the agent's
+        next task, already claimed (waited for up to that long; None when none came): a
+        chain costs one call per step instead of a completion and a poll."""
+        path = f"/v1/tasks/{task['task']}/complete"
+        if next_wait is not None:
+            path += f"?next={next_wait}"
+        answer = self.request(path, {"output": output}, timeout=(next_wait or 0) + 30)[1]
+        if answer and answer.get("next") and self.last_traceparent:
+            answer["next"]["_traceparent"] = self.last_traceparent
+        return answer
 
     def fail(self, task, error, retry=True):
         return self.request(f"/v1/tasks/{task['task']}/fail", {"error": error, "retry": retry})[1]
@@ -233,31 +242,37 @@ def serve(handler, client=None):
     signal.signal(signal.SIGINT, on_term)
     log(f"started; serving {client.api_url} as agent {os.environ.get('ORL_AGENT', '?')}")
     backoff = 0.5
+    task = None
     try:
-        while not state["stop"]:
-            try:
-                task = client.next_task()
-            except Stopping:
-                raise
-            except Exception as error:  # noqa: BLE001 - the controller may be restarting
-                log(f"cannot reach the controller ({error}); retrying in {backoff:.1f}s")
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 10)
-                continue
-            backoff = 0.5
+        # A task that came with the last completion is claimed: it is worked on even
+        # when SIGTERM came meanwhile (the grace period is for finishing work).
+        while task is not None or not state["stop"]:
             if task is None:
-                continue
+                try:
+                    task = client.next_task()
+                except Stopping:
+                    raise
+                except Exception as error:  # noqa: BLE001 - the controller may be restarting
+                    log(f"cannot reach the controller ({error}); retrying in {backoff:.1f}s")
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 10)
+                    continue
+                backoff = 0.5
+                if task is None:
+                    continue
             state["busy"] = True
             try:
-                handle(client, handler, task)
+                task = handle(client, handler, task, wants_next=lambda: not state["stop"])
             finally:
-                state["busy"] = False
+                state["busy"] = task is not None
     except Stopping:
         pass
     log("stopped (SIGTERM)")
 
 
-def handle(client, handler, task):
+def handle(client, handler, task, wants_next=lambda: False):
+    """Works on the task and answers it; returns the next task when the completion
+    brought one (asked for while `wants_next()`), else None."""
     started = time.monotonic()
     context = Context(client, task)
     beat = Heartbeat(context)
@@ -283,10 +298,14 @@ def handle(client, handler, task):
         if context.lost.is_set():
             log(f"{name}: dropped, the controller gave it up")
             return
-        persist(lambda: client.complete(task, output), time.monotonic() + patience)
+        # The next task comes with the answer when one is Ready at once (a chain's
+        # next step); otherwise the loop polls for it.
+        next_wait = 0 if wants_next() else None
+        answer = persist(lambda: client.complete(task, output, next_wait=next_wait), time.monotonic() + patience)
         spent = f"; {context.tokens} tokens" if context.tokens else ""
         tools = f"; tools: {', '.join(context.tools)}" if context.tools else ""
         log(f"{name}: succeeded in {time.monotonic() - started:.2f}s{spent}{tools}")
+        return (answer or {}).get("next")
     except OrlError as error:
         # 409: the task was given up (its lease expired, the run was cancelled); let it go.
         log(f"{name}: the controller refused the answer: {error}")

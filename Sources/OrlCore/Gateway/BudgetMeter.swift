@@ -118,7 +118,7 @@ public struct BudgetMeter: Sendable {
         }
     }
 
-    private struct Budget: Sendable {
+    fileprivate struct Budget: Sendable {
         var id: ResourceID
         var spec: BudgetSpec
         var agents: [ResourceID]
@@ -149,16 +149,37 @@ public struct BudgetMeter: Sendable {
 
     public init() {}
 
-    /// Takes the applied Budgets (and the agents they cover) as they are now.
-    public mutating func configure(_ fleet: Fleet) {
-        budgets = [:]
-        budgetsOf = [:]
-        for resource in fleet.resources(of: .budget) {
-            guard let spec = resource.budget else { continue }
-            let agents = fleet.agents(selectedBy: spec.appliesTo, namespace: resource.metadata.namespace).map(\.id)
-            budgets[resource.id] = Budget(id: resource.id, spec: spec, agents: agents)
-            for agent in agents { budgetsOf[agent, default: []].append(resource.id) }
+    /// The applied Budgets and the agents each covers: worked out from a fleet apart
+    /// from the meter, so that a gateway computes it outside the lock its calls take
+    /// (matching every Budget's selector against every Agent takes milliseconds in a
+    /// fleet of thousands).
+    public struct Coverage: Sendable {
+        fileprivate var budgets: [ResourceID: Budget] = [:]
+        fileprivate var budgetsOf: [ResourceID: [ResourceID]] = [:]
+
+        fileprivate init() {}
+
+        public init(_ fleet: Fleet) {
+            for resource in fleet.resources(of: .budget) {
+                guard let spec = resource.budget else { continue }
+                let agents = fleet.agents(selectedBy: spec.appliesTo, namespace: resource.metadata.namespace).map(\.id)
+                budgets[resource.id] = Budget(id: resource.id, spec: spec, agents: agents)
+                for agent in agents { budgetsOf[agent, default: []].append(resource.id) }
+            }
         }
+    }
+
+    /// Takes the applied Budgets (and the agents they cover) as they are now.
+    public mutating func configure(_ fleet: Fleet) { _ = configure(Coverage(fleet)) }
+
+    /// Takes Budgets' coverage worked out beforehand; returns the one it replaces (for
+    /// the caller to release after its lock).
+    @discardableResult
+    public mutating func configure(_ coverage: Coverage) -> Coverage {
+        var previous = Coverage()
+        (previous.budgets, budgets) = (budgets, coverage.budgets)
+        (previous.budgetsOf, budgetsOf) = (budgetsOf, coverage.budgetsOf)
+        return previous
     }
 
     /// Spend recorded before this meter existed (the ledger's sums, at start-up).

@@ -119,6 +119,9 @@ public struct GatewayTable: Sendable {
     /// The agent whose token this is; nil for any other string.
     public func caller(token: String) -> Caller? { callers[AgentToken.digest(token)] }
 
+    /// The agent whose token has this digest (`AgentToken.digest`).
+    public func caller(digest: String) -> Caller? { callers[digest] }
+
     public var agents: [ResourceID] { callers.values.map(\.agent).sorted() }
 }
 
@@ -200,10 +203,20 @@ public enum AgentToken {
         return difference == 0
     }
 
+    /// The token's SHA-256 in lowercase hex: what the gateway keeps and looks callers up
+    /// by. On every call's path, so written into one string without a string per byte.
     public static func digest(_ token: String) -> String {
-        SHA256.hash(data: Array(token.utf8)).map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
+        let hash = SHA256.hash(data: Array(token.utf8))
+        return String(unsafeUninitializedCapacity: 64) { buffer in
+            var index = 0
+            for byte in hash {
+                buffer[index] = hexDigits[Int(byte >> 4)]
+                buffer[index + 1] = hexDigits[Int(byte & 0x0f)]
+                index += 2
+            }
+            return index
+        }
     }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 }

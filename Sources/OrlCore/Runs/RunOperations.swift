@@ -103,16 +103,16 @@ public struct RunOperations: Sendable {
             throw RunError(error)
         }
         guard any else { return nil }
-        return try write { tx throws(StoreError) -> Result<RunTask?, RunError> in
-            guard let ready = try tx.writer.nextClaimable(agent: agent, at: now), let run = try tx.writer.run(ready.run) else {
-                return .success(nil)
-            }
-            let plan = try tx.writer.plan(of: ready.run)
-            let record = RunEngine.claim(ready, plan.steps[ready.index], now: now)
-            try tx.writer.update(record)
-            try tx.writer.put(AttemptRecord(run: run.id, step: record.id, attempt: record.attempt, agent: agent, startedAt: now))
-            return .success(try RunTask.make(record, agent: agent, run: run, plan: plan, from: tx.writer))
-        }
+        return try write { tx throws(StoreError) -> Result<RunTask?, RunError> in .success(try Self.claim(agent: agent, now: now, in: tx)) }
+    }
+
+    private static func claim(agent: ResourceID, now: Timestamp, in tx: Transaction) throws(StoreError) -> RunTask? {
+        guard let ready = try tx.writer.nextClaimable(agent: agent, at: now), let run = try tx.writer.run(ready.run) else { return nil }
+        let plan = try tx.writer.plan(of: ready.run)
+        let record = RunEngine.claim(ready, plan.steps[ready.index], now: now)
+        try tx.writer.update(record)
+        try tx.writer.put(AttemptRecord(run: run.id, step: record.id, attempt: record.attempt, agent: agent, startedAt: now))
+        return try RunTask.make(record, agent: agent, run: run, plan: plan, from: tx.writer)
     }
 
     /// Renews the task's lease; returns when it now expires. Refused (`conflict`) once
@@ -137,46 +137,71 @@ public struct RunOperations: Sendable {
     @discardableResult
     public func complete(_ task: TaskID, agent: ResourceID, output: Node, now: Timestamp) throws(RunError) -> StepRecord {
         try write { tx throws(StoreError) -> Result<StepRecord, RunError> in
-            var current: (record: StepRecord, run: RunRecord, plan: RunPlan)
-            switch try Self.running(task, agent: agent, in: tx) {
-            case .success(let found): current = found
+            try Self.complete(task, agent: agent, output: output, now: now, in: tx)
+        }
+    }
+
+    /// Completes the task and, in the same transaction, claims the agent's next one
+    /// (often the step the completion just made Ready): an agent working through a
+    /// chain pays one round trip and one commit per step instead of two each.
+    public func completeAndClaim(
+        _ task: TaskID, agent: ResourceID, output: Node, now: Timestamp
+    ) throws(RunError) -> (record: StepRecord, next: RunTask?) {
+        try write { tx throws(StoreError) -> Result<(record: StepRecord, next: RunTask?), RunError> in
+            switch try Self.complete(task, agent: agent, output: output, now: now, in: tx) {
             case .failure(let error): return .failure(error)
+            case .success(let record):
+                let next = try Self.claim(agent: agent, now: now, in: tx)
+                // The step readied for the agent is in this answer: its other polls are
+                // woken only when something else is Ready for it.
+                if next != nil, try tx.writer.nextClaimable(agent: agent, at: now) == nil { tx.claimedAll(of: agent) }
+                return .success((record, next))
             }
-            let step = current.plan.steps[current.record.index]
-            let decision: RunEngine.Decision
-            switch RunEngine.decision(of: step, output: output) {
-            case .success(let decided): decision = decided
-            case .failure(let error):
-                // An answer the route cannot take, or a delegation beyond the planner's
-                // pool or bound: the attempt failed, retried like any other.
-                if let event = error.event {
-                    try tx.record(Self.event(current.run, .warning, event.reason, event.message, now))
-                }
-                let record = try Self.attemptFailed(
-                    current.record, outcome: .failed, error: error.message, retry: true, run: &current.run, plan: current.plan, now: now,
-                    random: 0, in: tx)
-                return .success(record)
+        }
+    }
+
+    private static func complete(
+        _ task: TaskID, agent: ResourceID, output: Node, now: Timestamp, in tx: Transaction
+    ) throws(StoreError) -> Result<StepRecord, RunError> {
+        var current: (record: StepRecord, run: RunRecord, plan: RunPlan)
+        switch try Self.running(task, agent: agent, in: tx) {
+        case .success(let found): current = found
+        case .failure(let error): return .failure(error)
+        }
+        let step = current.plan.steps[current.record.index]
+        let decision: RunEngine.Decision
+        switch RunEngine.decision(of: step, output: output) {
+        case .success(let decided): decision = decided
+        case .failure(let error):
+            // An answer the route cannot take, or a delegation beyond the planner's
+            // pool or bound: the attempt failed, retried like any other.
+            if let event = error.event {
+                try tx.record(Self.event(current.run, .warning, event.reason, event.message, now))
             }
-            var record = RunEngine.succeed(current.record, now: now)
-            record.reason = decision.reason
-            try tx.writer.update(record)
-            try tx.writer.put(
-                BlackboardValue(
-                    run: record.run, key: step.outputKey, value: CanonicalJSON.encode(output), writtenAt: now, step: record.id,
-                    attempt: record.attempt))
-            try Self.endAttempt(record, agent: agent, .succeeded, error: nil, now: now, in: tx)
-            if let event = decision.event { try tx.record(Self.event(current.run, .normal, event.reason, event.message, now)) }
-            for assigned in decision.assign {
-                guard var slot = try tx.writer.step(of: record.run, index: assigned.slot), slot.state == .pending else { continue }
-                slot.agent = ResourceID(kind: ResourceKind.agent.rawValue, namespace: current.run.workflow.namespace, name: assigned.agent)
-                // Past maxConcurrent: it also waits for a place, given when a sibling ends.
-                if assigned.held { slot.waitingFor += 1 }
-                try tx.writer.update(slot)
-            }
-            try Self.skip(decision.skip, because: record, run: current.run, plan: current.plan, now: now, in: tx)
-            try Self.settle(record, run: &current.run, plan: current.plan, now: now, in: tx)
+            let record = try Self.attemptFailed(
+                current.record, outcome: .failed, error: error.message, retry: true, run: &current.run, plan: current.plan, now: now,
+                random: 0, in: tx)
             return .success(record)
         }
+        var record = RunEngine.succeed(current.record, now: now)
+        record.reason = decision.reason
+        try tx.writer.update(record)
+        try tx.writer.put(
+            BlackboardValue(
+                run: record.run, key: step.outputKey, value: CanonicalJSON.encode(output), writtenAt: now, step: record.id,
+                attempt: record.attempt))
+        try Self.endAttempt(record, agent: agent, .succeeded, error: nil, now: now, in: tx)
+        if let event = decision.event { try tx.record(Self.event(current.run, .normal, event.reason, event.message, now)) }
+        for assigned in decision.assign {
+            guard var slot = try tx.writer.step(of: record.run, index: assigned.slot), slot.state == .pending else { continue }
+            slot.agent = ResourceID(kind: ResourceKind.agent.rawValue, namespace: current.run.workflow.namespace, name: assigned.agent)
+            // Past maxConcurrent: it also waits for a place, given when a sibling ends.
+            if assigned.held { slot.waitingFor += 1 }
+            try tx.writer.update(slot)
+        }
+        try Self.skip(decision.skip, because: record, run: current.run, plan: current.plan, now: now, in: tx)
+        try Self.settle(record, run: &current.run, plan: current.plan, now: now, in: tx)
+        return .success(record)
     }
 
     /// The task failed, as its agent says: retried after the step's backoff while
@@ -624,6 +649,9 @@ private final class Transaction {
     func readied(_ step: StepRecord) {
         if step.state == .ready, let agent = step.agent { ready.insert(agent) }
     }
+
+    /// The agent claimed, in this transaction, every step it had Ready.
+    func claimedAll(of agent: ResourceID) { ready.remove(agent) }
 
     func record(_ event: StoreEvent) throws(StoreError) {
         try writer.append(event)

@@ -1,0 +1,212 @@
+import ArgumentParser
+import Foundation
+import Synchronization
+
+/// The gateway while another process applies a large fleet into the same state: the
+/// controller serves the bench agent's calls (forwarded to a built-in upstream, and
+/// answered by the simulated provider) while `orlctl apply` processes write 10,000
+/// synthetic manifests, re-apply them with changes and delete them, round after round.
+/// Each wrk run under that load alternates with one on a quiet state, so the two
+/// columns share the machine's load.
+struct GatewayApplyBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway-apply",
+        abstract: "The gateway's latency while `orlctl apply` of N manifests runs in another process, beside a quiet state.",
+        discussion: """
+            Needs wrk (apt-get install wrk). The synthetic Agents are applied suspended: the figure \
+            is about the write lock and the controller's reconcile of the change, not about starting \
+            1,667 processes (`orl-bench controller` measures that).
+            """
+    )
+
+    @Option(help: "How many synthetic manifests each apply writes.")
+    var count = 10_000
+
+    @Option(help: "Seconds per wrk run.")
+    var duration = 10
+
+    @Option(help: "Connection counts to run, comma-separated.")
+    var connections = "1,4"
+
+    @Option(help: "How many times the quiet/under-apply pair is run per connection count.")
+    var rounds = 2
+
+    @Option(help: "The orlctl binary (default: the one next to orl-bench).")
+    var orlctl: String?
+
+    func run() async throws {
+        let binary = Orlctl.binary(orlctl)
+        guard let wrk = GatewayBench.which("wrk") else { throw ValidationError("wrk is not installed: apt-get install wrk") }
+        let root = NSTemporaryDirectory() + "orl-bench-gateway-apply-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let (upstreamURL, server) = try await GatewayBench.startUpstream()
+        defer { server.cancel() }
+
+        // The fleet the controller serves, then two versions of the synthetic one: B
+        // changes every Agent and Budget of A (a third of the resources).
+        let state = root + "/state"
+        try GatewayBench.fleet(upstream: upstreamURL).write(toFile: root + "/fleet.yaml", atomically: true, encoding: .utf8)
+        try GatewayBench.script.write(toFile: root + "/post.lua", atomically: true, encoding: .utf8)
+        try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--no-controller"])
+        for file in SyntheticFleet(count: count).files() {
+            let a = file.text.replacingOccurrences(of: "  maxTokensPerCall: 4096\n", with: "  maxTokensPerCall: 4096\n  suspend: true\n")
+            let b = a.replacingOccurrences(of: "usd: 25", with: "usd: 30").replacingOccurrences(of: "value: info", with: "value: debug")
+            for (version, text) in [("a", a), ("b", b)] {
+                let url = URL(fileURLWithPath: root + "/synthetic-" + version).appendingPathComponent(file.path)
+                try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try text.write(to: url, atomically: false, encoding: .utf8)
+            }
+        }
+
+        let controller = Process()
+        controller.executableURL = URL(fileURLWithPath: binary)
+        controller.arguments = ["controller", "--state", state]
+        controller.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try controller.run()
+        defer {
+            controller.terminate()
+            controller.waitUntilExit()
+        }
+        var token: String?
+        var api: String?
+        for _ in 0..<200 where token == nil {
+            try await Task.sleep(for: .milliseconds(50))
+            api = try? String(contentsOfFile: state + "/controller.api", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            token = GatewayBench.agentToken(marker: root)
+        }
+        guard let token, let api else { throw ValidationError("the controller did not start the bench agent") }
+
+        let applier = Applier(binary: binary, state: state, root: root)
+        print("gateway-apply: orlctl controller; `orlctl apply` of \(count) manifests in another process, round after round")
+        print("(first apply, re-apply changing \(count / 3), delete); wrk \(duration) s per run, quiet and under apply alternating")
+        print("target                      conns   load      req/s   p50 ms   p99 ms   max ms  CPU ms/req  applies")
+        for connections in connections.split(separator: ",").compactMap({ Int($0) }) {
+            for _ in 0..<rounds {
+                let direct = try GatewayBench.wrk(
+                    wrk, root: root, url: upstreamURL + "/chat/completions", key: "none", connections: connections, seconds: duration)
+                report("upstream direct", connections, "quiet", direct, cpu: nil, applies: nil)
+                for (name, model) in [("gateway → upstream", "up/gpt-4o-mini"), ("gateway, simulated", "sim/gpt-4o-mini")] {
+                    var pair: [GatewayBench.Figures] = []
+                    for loaded in [false, true] {
+                        if loaded { applier.start() }
+                        let before = GatewayBench.cpuMilliseconds(controller.processIdentifier)
+                        let figures = try GatewayBench.wrk(
+                            wrk, root: root, url: api + "/v1/chat/completions", key: token, connections: connections, seconds: duration,
+                            model: model)
+                        let cpu = (GatewayBench.cpuMilliseconds(controller.processIdentifier) - before) / Double(max(figures.requests, 1))
+                        let applies = loaded ? applier.stop() : nil
+                        // The quiet run after starts once the controller has taken in the last write.
+                        if loaded { try await Self.settle(controller.processIdentifier) }
+                        report(name, connections, loaded ? "apply" : "quiet", figures, cpu: cpu, applies: applies)
+                        if figures.non2xx > 0 { print("  non-2xx: \(figures.non2xx)") }
+                        pair.append(figures)
+                    }
+                    if model.hasPrefix("up/") {
+                        print(
+                            String(
+                                format: "  added over the upstream: quiet p50 %+.3f p99 %+.3f ms; under apply p50 %+.3f p99 %+.3f ms",
+                                pair[0].p50 - direct.p50, pair[0].p99 - direct.p99, pair[1].p50 - direct.p50, pair[1].p99 - direct.p99))
+                    }
+                }
+            }
+        }
+        print("applies done: \(applier.summary())")
+        print("target: p99 added under apply < 5 ms")
+    }
+
+    /// Returns once the process has used under 4% of a core for a quarter of a second
+    /// (15 s at most).
+    static func settle(_ pid: Int32) async throws {
+        for _ in 0..<60 {
+            let before = GatewayBench.cpuMilliseconds(pid)
+            try await Task.sleep(for: .milliseconds(250))
+            if GatewayBench.cpuMilliseconds(pid) - before < 10 { return }
+        }
+    }
+
+    private func report(_ name: String, _ connections: Int, _ load: String, _ f: GatewayBench.Figures, cpu: Double?, applies: String?) {
+        print(
+            name.padding(toLength: 27, withPad: " ", startingAt: 0)
+                + String(
+                    format: " %5d   %@ %10.0f %8.3f %8.3f %8.3f  %10@  %@", connections, load, f.rps, f.p50, f.p99, f.max,
+                    cpu.map { String(format: "%.3f", $0) } ?? "-", applies ?? ""))
+    }
+
+    /// `orlctl apply`, re-apply with changes and delete, one process after the other on
+    /// a thread of its own, from `start` until `stop` (which waits for the process
+    /// under way): the cycle goes on where it stopped at the next `start`.
+    final class Applier: Sendable {
+        let binary: String
+        let state: String
+        let root: String
+        private let running = Atomic<Bool>(false)
+        private let done = Mutex<(phase: Int, window: [String], all: [String: [Double]])>((0, [], [:]))
+        private let finished = DispatchSemaphore(value: 0)
+
+        init(binary: String, state: String, root: String) {
+            self.binary = binary
+            self.state = state
+            self.root = root
+        }
+
+        func start() {
+            running.store(true, ordering: .sequentiallyConsistent)
+            let thread = Thread { [self] in
+                while running.load(ordering: .sequentiallyConsistent) { step() }
+                finished.signal()
+            }
+            thread.start()
+            // Let the first process get going before the load is measured.
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+
+        /// Stops after the process under way; what ran during the window.
+        func stop() -> String {
+            running.store(false, ordering: .sequentiallyConsistent)
+            finished.wait()
+            return done.withLock { state in
+                defer { state.window = [] }
+                return state.window.joined(separator: ",")
+            }
+        }
+
+        func summary() -> String {
+            done.withLock { state in
+                state.all.sorted { $0.key < $1.key }.map { name, seconds in
+                    let sorted = seconds.sorted()
+                    return String(format: "%@ ×%d median %.2f s", name, seconds.count, sorted[sorted.count / 2])
+                }.joined(separator: "; ")
+            }
+        }
+
+        private func step() {
+            let phase = done.withLock { $0.phase }
+            let (name, arguments): (String, [String]) =
+                switch phase % 3 {
+                case 0: ("apply", ["apply", "-f", root + "/synthetic-a", "--no-controller"])
+                case 1: ("re-apply", ["apply", "-f", root + "/synthetic-b", "--no-controller"])
+                default: ("delete", ["delete", "-f", root + "/synthetic-b"])
+                }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = arguments + ["--state", state]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            let started = DispatchTime.now().uptimeNanoseconds
+            do {
+                try process.run()
+            } catch {
+                return
+            }
+            process.waitUntilExit()
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            let ok = process.terminationStatus <= 1
+            done.withLock { state in
+                state.phase += 1
+                state.window.append(ok ? name : name + "(exit \(process.terminationStatus))")
+                state.all[name, default: []].append(seconds)
+            }
+        }
+    }
+}
