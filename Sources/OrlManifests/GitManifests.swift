@@ -18,6 +18,9 @@ public final class GitManifests {
     private var index: ManifestIndex?
     /// Files parsed by the last `read`, for figures: the others came from the cache.
     public private(set) var lastParsed = 0
+    /// The desired resources of the last `read`, in `Fleet` order, with the hashes
+    /// computed when their files were parsed.
+    public private(set) var lastDesired: [DesiredResource] = []
 
     public init(parsing: ManifestParsing = ManifestParsing()) {
         self.parsing = parsing
@@ -66,6 +69,7 @@ public final class GitManifests {
             files: files.map { (path: $0.path, contentHash: $0.blob.hex) }, previous: index, strict: false
         ) { positions in positions.map { parts[$0]! } }
         index = outcome.index
+        lastDesired = outcome.desired
         if outcome.full { return (outcome.report, files.count) }
         // Every file's resources are at hand (parsed now or kept): the fleet to apply is
         // assembled from them; only the checks were limited to what changed.

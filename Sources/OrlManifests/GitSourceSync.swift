@@ -121,6 +121,9 @@ public final class GitSourceSync: @unchecked Sendable {
     // Touched only on `queue`.
     private var repository: GitRepository?
     private let manifests = GitManifests()
+    /// What the last apply left in the store, for the next plan to take for granted while
+    /// the store's change mark is the one taken in that apply's transaction (`ApplyMemo`).
+    private var memo: (mark: String, options: ApplyOptions, desired: [ResourceID: DesiredResource])?
     /// The applied revision's fleet and code, kept so that an up-to-date round can put
     /// back drift without validating the revision again.
     private var applied: (commit: String, fleet: Fleet, codeRoot: String?)?
@@ -277,8 +280,32 @@ public final class GitSourceSync: @unchecked Sendable {
             source: record.applySource, prune: c.prune, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
             appliedBy: c.appliedBy, codeRoot: codeRoot, forceConflicts: c.forceConflicts)
         do {
+            let desired = manifests.lastDesired
+            let memo = self.memo
+            var mark: String?
             let (result, next) = try SourceSync.apply(
-                read.report.fleet, revision: head.hex, record: record, options: options, events: events, to: store, now: now)
+                read.report.fleet, revision: head.hex, record: record, options: options, events: events, to: store, now: now,
+                desired: desired,
+                shortcut: { reader throws(StoreError) in
+                    guard let memo, memo.options.source == options.source, try reader.changeMark(source: options.source) == memo.mark
+                    else { return nil }
+                    // A resource with code is stored with the code root of its revision.
+                    let sameRoot = memo.options.codeRoot == options.codeRoot
+                    let settled = desired.map { entry in
+                        memo.desired[entry.id].map {
+                            $0.manifestHash == entry.manifestHash && $0.hasCode == entry.hasCode && (sameRoot || !entry.hasCode)
+                        } ?? false
+                    }
+                    // After a prune the source owned exactly what it desired.
+                    return PlanShortcut(settled: settled, owned: memo.options.prune ? Array(memo.desired.keys) : nil)
+                },
+                applied: { writer throws(StoreError) in mark = try writer.changeMark(source: options.source) })
+            if let mark {
+                var byID: [ResourceID: DesiredResource] = [:]
+                byID.reserveCapacity(desired.count)
+                for entry in desired { byID[entry.id] = entry }
+                self.memo = (mark, options, byID)
+            }
             report.record = next
             switch result {
             case .success(let outcome):

@@ -6,10 +6,12 @@ import Synchronization
 #endif
 
 /// Loads the manifests of an `apply -f` with the work proportional to what changed: the
-/// state keeps what the last apply of the same source read (`ManifestIndex`); a file whose
-/// stamp (size, times, inode; as git's index does) or else whose content hash matches is
-/// not parsed again, and only the namespaces a change touches are checked again
-/// (`IncrementalValidation`). `full` reads and checks everything.
+/// state keeps what the last apply of the same source read (`StoredManifestIndex`); a file
+/// whose stamp (size, times, inode; as git's index does) or else whose content hash
+/// matches is not parsed again, and only the namespaces a change touches are checked
+/// again (`IncrementalValidation`). When no file changed, the index stands for the whole
+/// load, and the plan takes for granted what the last apply left in the store as long as
+/// nothing wrote there since (`ApplyMemo`). `full` reads and checks everything.
 public struct ManifestIndexLoader: Sendable {
     public var parsing = ManifestParsing()
     /// What `-` reads (see `FileSystemSource.standardInput`).
@@ -21,26 +23,39 @@ public struct ManifestIndexLoader: Sendable {
     public final class Loaded: @unchecked Sendable {
         public let outcome: IncrementalValidation.Outcome
         public let files: Int
-        let write: ManifestIndexWrite?
-        let dropIndex: Bool
+        /// The index to write (without its memo), nil when the load cannot be indexed.
+        let next: StoredManifestIndex?
+        let previous: StoredManifestIndex?
+        /// Nothing about the files changed: the index needs no write for their sake.
+        let filesUnchanged: Bool
+        /// The desired set is the previous apply's, entry for entry.
+        let sameDesired: Bool
+        let full: Bool
         let inputs: [ManifestInput]
         let positions: [String: Int]
         let source: FileSystemSource
         let parsing: ManifestParsing
+        /// Whether the plan took the previous apply's memo for granted.
+        private(set) var memoHeld = false
 
         init(
-            outcome: IncrementalValidation.Outcome, write: ManifestIndexWrite?, dropIndex: Bool, inputs: [ManifestInput],
-            source: FileSystemSource, parsing: ManifestParsing
+            outcome: IncrementalValidation.Outcome, next: StoredManifestIndex?, previous: StoredManifestIndex?, filesUnchanged: Bool,
+            sameDesired: Bool, full: Bool, inputs: [ManifestInput], source: FileSystemSource, parsing: ManifestParsing
         ) {
             self.outcome = outcome
-            self.write = write
-            self.dropIndex = dropIndex
+            self.next = next
+            self.previous = previous
+            self.filesUnchanged = filesUnchanged
+            self.sameDesired = sameDesired
+            self.full = full
             self.inputs = inputs
             self.source = source
             self.parsing = parsing
             files = inputs.count
             var positions: [String: Int] = [:]
-            for (index, input) in inputs.enumerated() { positions[input.path] = index }
+            if !outcome.desired.isEmpty && outcome.read.count < outcome.desired.count {
+                for (index, input) in inputs.enumerated() { positions[input.path] = index }
+            }
             self.positions = positions
         }
 
@@ -50,12 +65,13 @@ public struct ManifestIndexLoader: Sendable {
         public func resource(at index: Int) throws(StoreError) -> Resource {
             let entry = outcome.desired[index]
             if let resource = outcome.read[entry.id] { return resource }
-            guard let position = positions[entry.file], let record = outcome.index?.files[entry.file] else {
+            guard let position = positions[entry.file], let next, position < next.files.count, next.files[position].path == entry.file
+            else {
                 throw StoreError("\(entry.file) is no longer where it was read; run the apply again")
             }
             let file: ManifestFile
             do { file = try source.read(inputs[position]) } catch { throw StoreError(error.description) }
-            guard CanonicalJSON.bytesHash(file.bytes) == record.contentHash,
+            guard CanonicalJSON.bytesHash(file.bytes) == next.files[position].record.contentHash,
                 let resource = parsing.read(file).resources.first(where: { $0.id == entry.id })
             else {
                 throw StoreError("\(entry.file) changed while it was being applied; nothing was applied, run the apply again")
@@ -63,47 +79,106 @@ public struct ManifestIndexLoader: Sendable {
             return resource.withCanonicalForm()
         }
 
-        /// Writes the index of `source` in the apply's transaction; nothing when nothing
-        /// about the files changed.
-        public func writeIndex(source: String, _ writer: any StateWriter) throws(StoreError) {
-            if dropIndex {
-                try writer.putManifestIndex(source: source, nil)
-            } else if let write, !write.records.isEmpty || !write.stamps.isEmpty || !write.namespaces.isEmpty || write.pathsChanged {
-                try writer.putManifestIndex(source: source, write)
+        /// What the plan may take for granted, asked inside the apply's transaction: when
+        /// the store's change mark is the one the last apply of this source recorded, every
+        /// resource it desired is stored as it desired it.
+        public func shortcut(_ reader: any StateReader, source: String, codeRoot: String?) throws(StoreError) -> PlanShortcut? {
+            memoHeld = false
+            guard !full, let previous, let memo = previous.memo, memo.codeRoot == codeRoot,
+                try reader.changeMark(source: source) == memo.mark
+            else { return nil }
+            memoHeld = true
+            let desired = outcome.desired
+            let before = previous.desiredResources()
+            let owned = memo.ownsExactly ? before.map(\.id) : nil
+            if sameDesired { return PlanShortcut(settled: [Bool](repeating: true, count: desired.count), owned: owned) }
+            var old: [ResourceID: DesiredResource] = [:]
+            old.reserveCapacity(before.count)
+            for entry in before { old[entry.id] = entry }
+            let settled = desired.map { entry in
+                old[entry.id].map { $0.manifestHash == entry.manifestHash && $0.hasCode == entry.hasCode } ?? false
             }
+            return PlanShortcut(settled: settled, owned: owned)
+        }
+
+        /// Writes the index of `source` in the apply's transaction, with what the next apply
+        /// may take for granted; nothing when neither changed.
+        public func writeIndex(source: String, codeRoot: String?, prune: Bool, plan: Plan, _ writer: any StateWriter) throws(StoreError) {
+            guard var next else {
+                if previous != nil { try writer.putManifestIndex(source: source, nil) }
+                return
+            }
+            if filesUnchanged, memoHeld, plan.isEmpty { return }
+            // After a prune the source owns exactly what it desires; otherwise it still does
+            // if it did and kept desiring everything it did.
+            var ownsExactly = prune
+            if !ownsExactly, memoHeld, let memo = previous?.memo, memo.ownsExactly {
+                if sameDesired {
+                    ownsExactly = true
+                } else {
+                    let now = Set(outcome.desired.map(\.id))
+                    ownsExactly = previous!.desiredResources().allSatisfy { now.contains($0.id) }
+                }
+            }
+            next.memo = ApplyMemo(mark: try writer.changeMark(source: source), codeRoot: codeRoot, ownsExactly: ownsExactly)
+            if next == previous { return }
+            try writer.putManifestIndex(source: source, next.encoded())
         }
     }
 
     public func load(paths: [String], source name: String, store: any StateStore, full: Bool, strict: Bool = false) throws -> Loaded {
         let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes, standardInput: standardInput)
         let inputs = try source.inputs(paths)
-        let stored = try store.read { reader throws(StoreError) in try reader.manifestIndex(source: name) }
-        let previous = stored?.index
+        let data = try store.read { reader throws(StoreError) in try reader.manifestIndex(source: name) }
+        let stored = data.flatMap(StoredManifestIndex.decode)
+        // Taken before any file is looked at: a file changed after this is never vouched for
+        // by a stamp taken now (see `FileStamp.vouches`).
         let now = Self.realTimeNanoseconds()
+        let stamps = ManifestParsing.parallelMap(inputs.count) { index -> FileStamp? in
+            switch inputs[index] {
+            case .read: nil
+            case .file(let path): Self.stamp(path)
+            }
+        }
 
-        // Stamp, then (unless the stamp vouches for the record) read and hash, on every core.
+        // The common case: the same files, in the same order, none changed since.
+        if !full, let stored, stored.files.count == inputs.count,
+            zip(inputs, stored.files).enumerated().allSatisfy({ i, pair in
+                guard let stamp = stamps[i], let old = pair.1.stamp, pair.0.path == pair.1.path else { return false }
+                return old.vouches(for: stamp, recordedAt: pair.1.stampedAt)
+            })
+        {
+            let outcome = IncrementalValidation.unchanged(stored, strict: strict)
+            return Loaded(
+                outcome: outcome, next: stored, previous: stored, filesUnchanged: true, sameDesired: true, full: false, inputs: inputs,
+                source: source, parsing: parsing)
+        }
+
+        var previousFiles: [String: StoredManifestIndex.File] = [:]
+        if !full, let stored {
+            previousFiles.reserveCapacity(stored.files.count)
+            for file in stored.files where previousFiles[file.path] == nil { previousFiles[file.path] = file }
+        }
+        // Unless the stamp vouches for the record, read and hash, on every core.
         struct Probe: Sendable {
             var hash: String
-            var stamp: String?
             var file: ManifestFile?
-            var stampChanged: Bool
+            /// The stamp to keep and when it was taken.
+            var stamp: FileStamp?
+            var stampedAt: Int64
         }
+        let oldFiles = previousFiles
         let parts = ManifestParsing.parallelMap(inputs.count) { index -> Result<Probe, SourceError> in
             let input = inputs[index]
-            let stamp: String?
-            switch input {
-            case .read: stamp = nil
-            case .file(let path): stamp = Self.stamp(path)
-            }
-            if !full, let stamp, let record = previous?.files[input.path], let old = stored?.stamps[input.path],
-                Self.vouches(old: old, new: stamp)
+            let stamp = stamps[index]
+            if let stamp, let old = oldFiles[input.path], let oldStamp = old.stamp, oldStamp.vouches(for: stamp, recordedAt: old.stampedAt)
             {
-                return .success(Probe(hash: record.contentHash, stamp: old, file: nil, stampChanged: false))
+                return .success(Probe(hash: old.record.contentHash, file: nil, stamp: oldStamp, stampedAt: old.stampedAt))
             }
             do throws(SourceError) {
                 let file = try source.read(input)
                 let hash = file.oversizedBy.map { "oversized:\($0)" } ?? CanonicalJSON.bytesHash(file.bytes)
-                return .success(Probe(hash: hash, stamp: stamp.map { "\($0)@\(now)" }, file: file, stampChanged: stamp != nil))
+                return .success(Probe(hash: hash, file: file, stamp: stamp, stampedAt: now))
             } catch {
                 return .failure(error)
             }
@@ -115,7 +190,7 @@ public struct ManifestIndexLoader: Sendable {
         let parsing = self.parsing
         let failure = Mutex<SourceError?>(nil)
         let outcome = IncrementalValidation.validate(
-            files: zip(inputs, probes).map { (path: $0.path, contentHash: $1.hash) }, previous: full ? nil : previous, strict: strict
+            files: zip(inputs, probes).map { (path: $0.path, contentHash: $1.hash) }, previous: full ? nil : stored?.index, strict: strict
         ) { positions in
             let probes = probes
             return ManifestParsing.parallelMap(positions.count) { i in
@@ -134,47 +209,35 @@ public struct ManifestIndexLoader: Sendable {
         }
         if let error = failure.withLock({ $0 }) { throw error }
 
-        guard let index = outcome.index else {
-            return Loaded(outcome: outcome, write: nil, dropIndex: stored != nil, inputs: inputs, source: source, parsing: parsing)
+        var next: StoredManifestIndex?
+        if let index = outcome.index {
+            var files: [StoredManifestIndex.File] = []
+            files.reserveCapacity(inputs.count)
+            for (input, probe) in zip(inputs, probes) {
+                guard let record = index.files[input.path] else { continue }
+                files.append(
+                    StoredManifestIndex.File(record: record, stamp: probe.stamp, stampedAt: probe.stamp == nil ? 0 : probe.stampedAt))
+            }
+            if files.count == inputs.count, let positions = StoredManifestIndex.positions(of: outcome.desired, in: files) {
+                next = StoredManifestIndex(files: files, namespaces: index.namespaces, desired: positions, memo: nil)
+            }
         }
-        var stamps: [String: String] = [:]
-        for (input, probe) in zip(inputs, probes) where probe.stampChanged { stamps[input.path] = probe.stamp }
-        let records = outcome.parsed.compactMap { path in index.files[path] }.filter { previous?.files[$0.path] != $0 }
-        var namespaces: [String: [Diagnostic]] = [:]
-        var keys = Set(index.namespaces.keys)
-        if let previous { keys.formUnion(previous.namespaces.keys) }
-        for namespace in keys where index.namespaces[namespace] != previous?.namespaces[namespace] {
-            namespaces[namespace] = index.namespaces[namespace] ?? []
-        }
-        var write = ManifestIndexWrite(records: records, stamps: stamps, paths: Set(index.files.keys), namespaces: namespaces)
-        write.pathsChanged = previous.map { Set($0.files.keys) != write.paths } ?? true
-        return Loaded(outcome: outcome, write: write, dropIndex: false, inputs: inputs, source: source, parsing: parsing)
+        let sameDesired = stored.map { !full && $0.desiredResources() == outcome.desired } ?? false
+        return Loaded(
+            outcome: outcome, next: next, previous: stored, filesUnchanged: false, sameDesired: sameDesired, full: full, inputs: inputs,
+            source: source, parsing: parsing)
     }
 
     /// Size, modification and change times in nanoseconds, inode and device: what
     /// changes when a file's content may have.
-    static func stamp(_ path: String) -> String? {
+    static func stamp(_ path: String) -> FileStamp? {
         var info = stat()
         guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
-        let mtime = Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
-        let ctime = Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec)
-        return "\(info.st_size):\(mtime):\(ctime):\(info.st_ino):\(info.st_dev)"
-    }
-
-    /// The stored stamp vouches for the file when the file's stamp is the same and its
-    /// last change was well before the stamp was taken: a write in the same clock tick
-    /// as the read could otherwise leave the times unchanged (git's "racy" entries).
-    static func vouches(old: String, new: String) -> Bool {
-        // On bytes: this runs for every file of every apply.
-        let oldBytes = old.utf8
-        let newBytes = new.utf8
-        guard oldBytes.count > newBytes.count + 1, oldBytes.starts(with: newBytes) else { return false }
-        let rest = oldBytes.dropFirst(newBytes.count)
-        guard rest.first == UInt8(ascii: "@"), let recorded = Int64(Substring(rest.dropFirst())) else { return false }
-        let fields = newBytes.split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
-        guard fields.count == 5, let ctime = Int64(Substring(fields[2])), let mtime = Int64(Substring(fields[1])) else { return false }
-        let margin: Int64 = 100_000_000
-        return ctime < recorded - margin && mtime < recorded - margin
+        return FileStamp(
+            size: Int64(info.st_size),
+            mtime: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+            ctime: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
+            inode: Int64(bitPattern: UInt64(info.st_ino)), device: Int64(bitPattern: UInt64(info.st_dev)))
     }
 
     static func realTimeNanoseconds() -> Int64 {

@@ -186,6 +186,20 @@ final class PostgresAccess: StateWriter {
         return "\(try row.int64(0)):\(try row.int64(1)):\(try row.int64(2))"
     }
 
+    /// How many resources the source owns and a checksum of what each is (identity,
+    /// manifest hash, code root): what an apply's memo takes for granted, in one scan of
+    /// the source's rows. (No per-table change counter here, unlike SQLite's triggers.)
+    func changeMark(source: String) throws(StoreError) -> String {
+        let found = try rows(
+            """
+            SELECT count(*)::bigint, coalesce(sum(hashtextextended(
+                kind || '/' || namespace || '/' || name || ' ' || manifest_hash || ' ' || coalesce(code_root, '-'), 0)), 0)::text
+            FROM resources WHERE source = $1
+            """, [.text(source)], intent: "read the change mark of \(source)")
+        guard let row = found.first else { return "" }
+        return "h:\(try row.int64(0)):\(try row.text(1))"
+    }
+
     func digests() throws(StoreError) -> [ResourceID: StoredDigest] {
         var digests: [ResourceID: StoredDigest] = [:]
         for row in try rows(
@@ -197,27 +211,11 @@ final class PostgresAccess: StateWriter {
         return digests
     }
 
-    func manifestIndex(source: String) throws(StoreError) -> (index: ManifestIndex, stamps: [String: String])? {
-        var index = ManifestIndex()
-        var stamps: [String: String] = [:]
-        for row in try rows(
-            "SELECT path, content_hash, stamp, record FROM manifest_files WHERE source = $1", [.text(source)],
-            intent: "read the manifest index of \(source)")
-        {
-            let path = try row.text(0)
-            guard let record = ManifestFileRecord.decode(path: path, contentHash: try row.text(1), try row.text(3)) else { return nil }
-            index.files[path] = record
-            if let stamp = try row.optionalText(2) { stamps[path] = stamp }
-        }
-        guard !index.files.isEmpty else { return nil }
-        for row in try rows(
-            "SELECT namespace, diagnostics FROM manifest_namespaces WHERE source = $1", [.text(source)],
-            intent: "read the namespace diagnostics of \(source)")
-        {
-            guard let diagnostics = DiagnosticCoding.decodeList(try row.text(1)) else { return nil }
-            index.namespaces[try row.text(0)] = diagnostics
-        }
-        return (index, stamps)
+    func manifestIndex(source: String) throws(StoreError) -> [UInt8]? {
+        let found = try rows(
+            "SELECT data FROM manifest_indexes WHERE source = $1", [.text(source)], intent: "read the manifest index of \(source)")
+        guard let row = found.first else { return nil }
+        return try row.bytes(0)
     }
 
     func inventory(source: String) throws(StoreError) -> [ResourceID] {
@@ -318,61 +316,15 @@ final class PostgresAccess: StateWriter {
         }
     }
 
-    func putManifestIndex(source: String, _ write: ManifestIndexWrite?) throws(StoreError) {
+    func putManifestIndex(source: String, _ data: [UInt8]?) throws(StoreError) {
         let intent = "write the manifest index of \(source)"
-        guard let write else {
-            try change("DELETE FROM manifest_files WHERE source = $1", [.text(source)], intent: intent)
-            try change("DELETE FROM manifest_namespaces WHERE source = $1", [.text(source)], intent: intent)
+        guard let data else {
+            try change("DELETE FROM manifest_indexes WHERE source = $1", [.text(source)], intent: intent)
             return
         }
-        let recorded = Set(write.records.map(\.path))
-        // Many files per statement (a first apply records every file).
-        for start in stride(from: 0, to: write.records.count, by: Self.rowsPerStatement) {
-            let records = write.records[start..<min(start + Self.rowsPerStatement, write.records.count)]
-            try change(
-                """
-                INSERT INTO manifest_files (source, path, content_hash, stamp, record)
-                SELECT $1, path, content_hash, CASE WHEN stamp_null THEN NULL ELSE stamp END, record
-                FROM unnest($2::text[], $3::text[], $4::text[], $5::bool[], $6::text[]) AS f(path, content_hash, stamp, stamp_null, record)
-                ON CONFLICT (source, path) DO UPDATE SET
-                    content_hash = excluded.content_hash, stamp = excluded.stamp, record = excluded.record
-                """,
-                [
-                    .text(source), .texts(records.map(\.path)), .texts(records.map(\.contentHash)),
-                    .texts(records.map { write.stamps[$0.path] ?? "" }), .bools(records.map { write.stamps[$0.path] == nil }),
-                    .texts(records.map { $0.encoded() }),
-                ], intent: intent)
-        }
-        let restamped = write.stamps.filter { !recorded.contains($0.key) }
-        if !restamped.isEmpty {
-            try change(
-                """
-                UPDATE manifest_files AS m SET stamp = s.stamp FROM unnest($2::text[], $3::text[]) AS s(path, stamp)
-                WHERE m.source = $1 AND m.path = s.path
-                """, [.text(source), .texts(Array(restamped.keys)), .texts(Array(restamped.values))], intent: intent)
-        }
-        var stored: [String] = []
-        for row in try rows("SELECT path FROM manifest_files WHERE source = $1", [.text(source)], intent: intent) {
-            stored.append(try row.text(0))
-        }
-        let dropped = stored.filter { !write.paths.contains($0) }
-        if !dropped.isEmpty {
-            try change(
-                "DELETE FROM manifest_files WHERE source = $1 AND path = ANY($2::text[])", [.text(source), .texts(dropped)], intent: intent)
-        }
-        for (namespace, diagnostics) in write.namespaces {
-            if diagnostics.isEmpty {
-                try change(
-                    "DELETE FROM manifest_namespaces WHERE source = $1 AND namespace = $2", [.text(source), .text(namespace)],
-                    intent: intent)
-            } else {
-                try change(
-                    """
-                    INSERT INTO manifest_namespaces (source, namespace, diagnostics) VALUES ($1, $2, $3)
-                    ON CONFLICT (source, namespace) DO UPDATE SET diagnostics = excluded.diagnostics
-                    """, [.text(source), .text(namespace), .text(DiagnosticCoding.encodeList(diagnostics))], intent: intent)
-            }
-        }
+        try change(
+            "INSERT INTO manifest_indexes (source, data) VALUES ($1, $2) ON CONFLICT (source) DO UPDATE SET data = excluded.data",
+            [.text(source), .bytes(data)], intent: intent)
     }
 
     func delete(_ id: ResourceID) throws(StoreError) {

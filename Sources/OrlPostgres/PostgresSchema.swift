@@ -384,6 +384,14 @@ enum PostgresSchema {
                         + "FOR EACH STATEMENT EXECUTE FUNCTION orl_count_change('\(topic)')"
                 } + ["CREATE TRIGGER events_changes AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION orl_count_change('events')"]
         ),
+        Migration(
+            summary: "keep each source's manifest index as one blob",
+            statements: [
+                "CREATE TABLE manifest_indexes (source TEXT COLLATE \"C\" NOT NULL PRIMARY KEY, data BYTEA NOT NULL)",
+                "DROP TABLE manifest_files",
+                "DROP TABLE manifest_namespaces",
+            ]
+        ),
     ]
 
     static var version: Int { migrations.count }

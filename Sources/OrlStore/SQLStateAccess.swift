@@ -116,38 +116,24 @@ final class SQLStateAccess: StateWriter {
         }
     }
 
-    func manifestIndex(source: String) throws(StoreError) -> (index: ManifestIndex, stamps: [String: String])? {
-        var index = ManifestIndex()
-        var stamps: [String: String] = [:]
-        let database = try connection()
-        var intent = "read the manifest index of \(source)"
-        let complete = try database.withStatement(
-            "SELECT path, content_hash, stamp, record FROM manifest_files WHERE source = ?1", intent: intent
-        ) { statement throws(StoreError) -> Bool in
+    func manifestIndex(source: String) throws(StoreError) -> [UInt8]? {
+        let intent = "read the manifest index of \(source)"
+        return try connection().withStatement("SELECT data FROM manifest_indexes WHERE source = ?1", intent: intent) {
+            statement throws(StoreError) -> [UInt8]? in
             try statement.bind(1, source)
-            while try statement.step(intent: intent) {
-                let path = statement.text(0)
-                guard let record = ManifestFileRecord.decode(path: path, contentHash: statement.text(1), statement.text(3)) else {
-                    return false
-                }
-                index.files[path] = record
-                if let stamp = statement.optionalText(2) { stamps[path] = stamp }
-            }
-            return true
+            return try statement.step(intent: intent) ? statement.blob(0) : nil
         }
-        guard complete, !index.files.isEmpty else { return nil }
-        intent = "read the namespace diagnostics of \(source)"
-        let decoded = try database.withStatement(
-            "SELECT namespace, diagnostics FROM manifest_namespaces WHERE source = ?1", intent: intent
-        ) { statement throws(StoreError) -> Bool in
-            try statement.bind(1, source)
-            while try statement.step(intent: intent) {
-                guard let diagnostics = DiagnosticCoding.decodeList(statement.text(1)) else { return false }
-                index.namespaces[statement.text(0)] = diagnostics
-            }
-            return true
+    }
+
+    /// The generation the change feed's triggers bump at every write to `resources`: one
+    /// row, where the fingerprint would read every resource of the source.
+    func changeMark(source: String) throws(StoreError) -> String {
+        let intent = "read the resources' change mark"
+        return try connection().withStatement("SELECT generation FROM change_topics WHERE topic = 'resources'", intent: intent) {
+            statement throws(StoreError) in
+            guard try statement.step(intent: intent) else { return "f:" + (try fingerprint(source: source)) }
+            return "g:\(statement.int64(0))"
         }
-        return decoded ? (index, stamps) : nil
     }
 
     func inventory(source: String) throws(StoreError) -> [ResourceID] {
@@ -302,88 +288,26 @@ final class SQLStateAccess: StateWriter {
         }
     }
 
-    func putManifestIndex(source: String, _ write: ManifestIndexWrite?) throws(StoreError) {
+    func putManifestIndex(source: String, _ data: [UInt8]?) throws(StoreError) {
         let database = try connection(writing: true)
         let intent = "write the manifest index of \(source)"
-        guard let write else {
-            for table in ["manifest_files", "manifest_namespaces"] {
-                try database.withStatement("DELETE FROM \(table) WHERE source = ?1", intent: intent) { statement throws(StoreError) in
-                    try statement.bind(1, source)
-                    try statement.run(intent: intent)
-                }
+        guard let data else {
+            try database.withStatement("DELETE FROM manifest_indexes WHERE source = ?1", intent: intent) { statement throws(StoreError) in
+                try statement.bind(1, source)
+                try statement.run(intent: intent)
             }
             return
         }
-        let recorded = Set(write.records.map(\.path))
         try database.withStatement(
-            """
-            INSERT INTO manifest_files (source, path, content_hash, stamp, record) VALUES (?1, ?2, ?3, ?4, ?5)
-            ON CONFLICT (source, path) DO UPDATE SET
-                content_hash = excluded.content_hash, stamp = excluded.stamp, record = excluded.record
-            """, intent: intent
+            "INSERT INTO manifest_indexes (source, data) VALUES (?1, ?2) ON CONFLICT (source) DO UPDATE SET data = excluded.data",
+            intent: intent
         ) { statement throws(StoreError) in
-            for record in write.records {
-                statement.reset()
-                try statement.bind(1, source)
-                try statement.bind(2, record.path)
-                try statement.bind(3, record.contentHash)
-                try statement.bind(4, write.stamps[record.path])
-                try statement.bind(5, record.encoded())
-                try statement.run(intent: intent)
-            }
-        }
-        try database.withStatement("UPDATE manifest_files SET stamp = ?3 WHERE source = ?1 AND path = ?2", intent: intent) {
-            statement throws(StoreError) in
-            for (path, stamp) in write.stamps where !recorded.contains(path) {
-                statement.reset()
-                try statement.bind(1, source)
-                try statement.bind(2, path)
-                try statement.bind(3, stamp)
-                try statement.run(intent: intent)
-            }
-        }
-        let stored = try database.withStatement("SELECT path FROM manifest_files WHERE source = ?1", intent: intent) {
-            statement throws(StoreError) -> [String] in
             try statement.bind(1, source)
-            var paths: [String] = []
-            while try statement.step(intent: intent) { paths.append(statement.text(0)) }
-            return paths
-        }
-        try database.withStatement("DELETE FROM manifest_files WHERE source = ?1 AND path = ?2", intent: intent) {
-            statement throws(StoreError) in
-            for path in stored where !write.paths.contains(path) {
-                statement.reset()
-                try statement.bind(1, source)
-                try statement.bind(2, path)
-                try statement.run(intent: intent)
-            }
-        }
-        try database.withStatement(
-            """
-            INSERT INTO manifest_namespaces (source, namespace, diagnostics) VALUES (?1, ?2, ?3)
-            ON CONFLICT (source, namespace) DO UPDATE SET diagnostics = excluded.diagnostics
-            """, intent: intent
-        ) { statement throws(StoreError) in
-            for (namespace, diagnostics) in write.namespaces where !diagnostics.isEmpty {
-                statement.reset()
-                try statement.bind(1, source)
-                try statement.bind(2, namespace)
-                try statement.bind(3, DiagnosticCoding.encodeList(diagnostics))
-                try statement.run(intent: intent)
-            }
-        }
-        try database.withStatement("DELETE FROM manifest_namespaces WHERE source = ?1 AND namespace = ?2", intent: intent) {
-            statement throws(StoreError) in
-            for (namespace, diagnostics) in write.namespaces where diagnostics.isEmpty {
-                statement.reset()
-                try statement.bind(1, source)
-                try statement.bind(2, namespace)
-                try statement.run(intent: intent)
-            }
+            try statement.bind(2, blob: data)
+            try statement.run(intent: intent)
         }
     }
 
-    /// Deletes the resource (and its status); deleting one that is not there does nothing.
     func delete(_ id: ResourceID) throws(StoreError) {
         try deleteRow(from: "resources", id, intent: "delete \(label(id))")
     }

@@ -516,6 +516,19 @@ enum Schema {
                 );
                 """
         ),
+        Migration(
+            summary: "keep each source's manifest index as one blob",
+            sql: """
+                -- The manifest index of a source (StoredManifestIndex): per file its path,
+                -- content hash, file-system stamp and what reading it gave, the checks'
+                -- diagnostics per namespace, and what the plan may take for granted; read
+                -- in one query at every apply. The per-file tables it replaces are dropped:
+                -- the next apply of each source reads everything once and writes the blob.
+                CREATE TABLE manifest_indexes (source TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+                DROP TABLE manifest_files;
+                DROP TABLE manifest_namespaces;
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

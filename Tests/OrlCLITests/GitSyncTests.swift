@@ -59,6 +59,8 @@ final class GitFixture {
     /// `get sources -o json`'s object for the source.
     func source(_ name: String = "repo") throws -> [String: Any] {
         let result = try orlctl(["get", "source/\(name)", "-o", "json"])
+        // Not synced yet (a watcher's first round may still be running): no status.
+        guard result.status == 0 else { return [:] }
         let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
         return object?["status"] as? [String: Any] ?? [:]
     }

@@ -16,7 +16,7 @@ final class InMemoryStateStore: StateStore {
         var ledger: [LedgerEntry] = []
         var secrets: [SecretID: SealedSecret] = [:]
         var sources: [String: SourceRecord] = [:]
-        var manifestIndexes: [String: (index: ManifestIndex, stamps: [String: String])] = [:]
+        var manifestIndexes: [String: [UInt8]] = [:]
     }
 
     private let state = Mutex(State())
@@ -114,26 +114,9 @@ final class InMemoryStateStore: StateStore {
 
         func putSource(_ source: SourceRecord) throws(StoreError) { state.sources[source.name] = source }
 
-        func manifestIndex(source: String) throws(StoreError) -> (index: ManifestIndex, stamps: [String: String])? {
-            state.manifestIndexes[source]
-        }
+        func manifestIndex(source: String) throws(StoreError) -> [UInt8]? { state.manifestIndexes[source] }
 
-        func putManifestIndex(source: String, _ write: ManifestIndexWrite?) throws(StoreError) {
-            guard let write else {
-                state.manifestIndexes[source] = nil
-                return
-            }
-            var (index, stamps) = state.manifestIndexes[source] ?? (ManifestIndex(), [:])
-            for record in write.records {
-                index.files[record.path] = record
-                stamps[record.path] = nil
-            }
-            for (path, stamp) in write.stamps { stamps[path] = stamp }
-            index.files = index.files.filter { write.paths.contains($0.key) }
-            stamps = stamps.filter { write.paths.contains($0.key) }
-            for (namespace, diagnostics) in write.namespaces { index.namespaces[namespace] = diagnostics.isEmpty ? nil : diagnostics }
-            state.manifestIndexes[source] = (index, stamps)
-        }
+        func putManifestIndex(source: String, _ data: [UInt8]?) throws(StoreError) { state.manifestIndexes[source] = data }
 
         func put(_ resource: StoredResource) throws(StoreError) { state.resources[resource.id] = resource }
 

@@ -267,14 +267,28 @@ import Testing
         files[1].docs[0].schemaError = true
         files[5].docs.append(files[5].docs[0])
         let all = Self.read(files, Array(files.indices))
-        for (file, read) in zip(files, all) {
-            let record = ManifestFileRecord(path: file.path, contentHash: "h", read: read)
-            #expect(ManifestFileRecord.decode(path: file.path, contentHash: "h", record.encoded()) == record)
-        }
         var merged = ReadManifests()
         for part in all { merged.append(part) }
         let diagnostics = ManifestValidation.validate(merged).diagnostics
         #expect(!diagnostics.isEmpty)
-        #expect(DiagnosticCoding.decodeList(DiagnosticCoding.encodeList(diagnostics)) == diagnostics)
+        let stored = StoredManifestIndex(
+            files: zip(files, all).enumerated().map { i, pair in
+                StoredManifestIndex.File(
+                    record: ManifestFileRecord(path: pair.0.path, contentHash: "h\(i)", read: pair.1),
+                    stamp: i % 2 == 0 ? FileStamp(size: 700, mtime: -1, ctime: Int64.max, inode: 3, device: 4) : nil,
+                    stampedAt: i % 2 == 0 ? Int64(i) : 0)
+            },
+            namespaces: ["team-a": diagnostics, "default": []], desired: [.init(file: 0, entry: 0), .init(file: 2, entry: 0)],
+            memo: ApplyMemo(mark: "g:12", codeRoot: "/src", ownsExactly: true))
+        #expect(stored.files.contains { !$0.record.diagnostics.isEmpty })
+        #expect(StoredManifestIndex.decode(stored.encoded()) == stored)
+        var noMemo = stored
+        noMemo.memo = nil
+        #expect(StoredManifestIndex.decode(noMemo.encoded()) == noMemo)
+        // Anything else is not an index: the apply reads everything rather than trust it.
+        let bytes = stored.encoded()
+        #expect(StoredManifestIndex.decode(Array(bytes.dropLast())) == nil)
+        #expect(StoredManifestIndex.decode(bytes + [0]) == nil)
+        #expect(StoredManifestIndex.decode(Array("E\tAgent\tdefault\ta\th\t1\t0\n".utf8)) == nil)
     }
 }

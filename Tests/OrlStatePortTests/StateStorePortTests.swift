@@ -134,6 +134,50 @@ import Testing
         #expect(try store.read { s throws(StoreError) in try s.fingerprint(source: "git:fleet") } == "2:2:1763743503120")
     }
 
+    @Test(arguments: Backend.available) func theManifestIndexIsOneBlobPerSourceAndTheChangeMarkMovesWithEveryWrite(
+        _ backend: Backend
+    ) throws {
+        let state = try TestState(backend)
+        let store = try state.open()
+        #expect(try store.read { s throws(StoreError) in try s.manifestIndex(source: "files:/a") } == nil)
+        // Every byte value, and more than a page.
+        let blob = (0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try store.write { w throws(StoreError) in
+            try w.putManifestIndex(source: "files:/a", blob)
+            try w.putManifestIndex(source: "files:/b", [1, 2, 3])
+        }
+        #expect(try store.read { s throws(StoreError) in try s.manifestIndex(source: "files:/a") } == blob)
+        try store.write { w throws(StoreError) in try w.putManifestIndex(source: "files:/a", [0]) }
+        #expect(try store.read { s throws(StoreError) in try s.manifestIndex(source: "files:/a") } == [0])
+        try store.write { w throws(StoreError) in try w.putManifestIndex(source: "files:/a", nil) }
+        #expect(try store.read { s throws(StoreError) in try s.manifestIndex(source: "files:/a") } == nil)
+        #expect(try store.read { s throws(StoreError) in try s.manifestIndex(source: "files:/b") } == [1, 2, 3])
+
+        // The mark an apply keeps must move with any change to what the source's resources
+        // are (identity, manifest, owner), a takeover by another source and a delete included.
+        var marks: [String] = [try store.read { s throws(StoreError) in try s.changeMark(source: "git:fleet") }]
+        func mark(_ body: (any StateWriter) throws(StoreError) -> Void) throws {
+            marks.append(
+                try store.write { w throws(StoreError) in
+                    try body(w)
+                    return try w.changeMark(source: "git:fleet")
+                })
+        }
+        try mark { w throws(StoreError) in try w.put(stored(agent("a"), source: "git:fleet")) }
+        try mark { w throws(StoreError) in
+            try w.put(stored(agent("a"), manifest: #"{"kind":"Agent","spec":{"x":2}}"#, generation: 2, source: "git:fleet"))
+        }
+        try mark { w throws(StoreError) in try w.put(stored(agent("a"), generation: 3, source: "manifests/")) }
+        try mark { w throws(StoreError) in try w.put(stored(agent("b"), source: "git:fleet")) }
+        try mark { w throws(StoreError) in try w.delete(agent("b")) }
+        // (A store may give the same mark again when the source's resources are again what
+        // they were: the memo claims no more than that.)
+        for i in 1..<marks.count { #expect(marks[i] != marks[i - 1], "\(marks)") }
+        // Nothing written to the resources: the same mark.
+        try mark { w throws(StoreError) in try w.putManifestIndex(source: "git:fleet", [9]) }
+        #expect(marks[marks.count - 1] == marks[marks.count - 2])
+    }
+
     @Test(arguments: Backend.available) func manifestsRoundTripWhateverTheirSizeAndContent(_ backend: Backend) throws {
         let state = try TestState(backend)
         let large = String(repeating: #"{"k":"välue ✓ 🚀","n":[1,2,3]}"#, count: 80_000)  // about 2.6 MB

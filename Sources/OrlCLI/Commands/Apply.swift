@@ -87,7 +87,12 @@ struct ManifestSourceOptions: ParsableArguments {
                 outcome = try ApplyOperation.apply(
                     desired: loaded.outcome.desired, resolve: { index throws(StoreError) in try loaded.resource(at: index) }, to: store,
                     options: options, now: Caller.now, dryRun: dryRun,
-                    also: { writer throws(StoreError) in try loaded.writeIndex(source: options.source, writer) })
+                    shortcut: { reader throws(StoreError) in
+                        try loaded.shortcut(reader, source: options.source, codeRoot: options.codeRoot)
+                    },
+                    also: { writer, plan throws(StoreError) in
+                        try loaded.writeIndex(source: options.source, codeRoot: options.codeRoot, prune: options.prune, plan: plan, writer)
+                    })
             } else {
                 let report = try await load(output: output, exit: invalid)
                 let store = try state.openState()

@@ -123,12 +123,28 @@ public enum IncrementalValidation {
         /// The resources read this time, by identity, for the plan to look at.
         public var read: [ResourceID: Resource]
         /// The index after this run, or nil when it cannot stand for the files (then none
-        /// is kept and the next run reads everything).
+        /// is kept and the next run reads everything); nil too from `unchanged`, whose
+        /// index is the one it was given.
         public var index: ManifestIndex?
         /// Paths of the files parsed this time.
         public var parsed: [String]
         /// Whether everything was read and checked.
         public var full: Bool
+    }
+
+    /// The outcome when no file changed since `stored` was written: the index stands for
+    /// everything, nothing is read and nothing is checked again.
+    public static func unchanged(_ stored: StoredManifestIndex, strict: Bool) -> Outcome {
+        var diagnostics: [Diagnostic] = []
+        var count = 0
+        for file in stored.files {
+            diagnostics += file.record.diagnostics
+            count += file.record.entries.count + file.record.unreadable.count
+        }
+        for namespace in stored.namespaces.keys.sorted() { diagnostics += stored.namespaces[namespace]! }
+        let report = ValidationReport(
+            fleet: Fleet([]), resourceCount: count, diagnostics: ManifestValidation.strictened(diagnostics, strict).sortedForReport())
+        return Outcome(report: report, desired: stored.desiredResources(), read: [:], index: nil, parsed: [], full: false)
     }
 
     /// - Parameters:
@@ -240,180 +256,5 @@ public enum IncrementalValidation {
             grouped[resource.namespace, default: []].append(diagnostic)
         }
         return grouped
-    }
-}
-
-/// What an apply writes of the index: the records of files read this time, the
-/// file-system stamps that changed, the paths that are still there (the rest is
-/// dropped), and the namespaces whose diagnostics changed (an empty list drops one).
-public struct ManifestIndexWrite: Sendable {
-    public var records: [ManifestFileRecord]
-    /// Per path: an opaque stamp of the file (size, times, inode) that lets the next
-    /// apply trust the record without reading the file; nil stamps are not kept.
-    public var stamps: [String: String]
-    public var paths: Set<String>
-    public var namespaces: [String: [Diagnostic]]
-    /// Files were added or removed since the index was written.
-    public var pathsChanged = false
-
-    public init(records: [ManifestFileRecord], stamps: [String: String], paths: Set<String>, namespaces: [String: [Diagnostic]]) {
-        self.records = records
-        self.stamps = stamps
-        self.paths = paths
-        self.namespaces = namespaces
-    }
-}
-
-/// The stored form of a record: one line per resource (kind, namespace, name, hash,
-/// line, code), per unreadable resource and per diagnostic (compact JSON). Names and
-/// namespaces cannot hold tabs or newlines (the schemas say so), so tabs separate fields.
-extension ManifestFileRecord {
-    public func encoded() -> String {
-        var out = ""
-        for entry in entries {
-            out +=
-                "E\t\(entry.id.kind)\t\(entry.id.namespace)\t\(entry.id.name)\t\(entry.manifestHash)\t\(entry.line)\t\(entry.hasCode ? 1 : 0)\n"
-        }
-        for id in unreadable { out += "U\t\(id.kind)\t\(id.namespace)\t\(id.name)\n" }
-        if unidentified > 0 { out += "I\t\(unidentified)\n" }
-        if spansFiles { out += "M\n" }
-        for diagnostic in diagnostics { out += "D\t" + DiagnosticCoding.encode(diagnostic).compactRendered() + "\n" }
-        return out
-    }
-
-    /// Nil when the text is not a record this version wrote: the file is read again.
-    public static func decode(path: String, contentHash: String, _ text: String) -> ManifestFileRecord? {
-        var record = ManifestFileRecord(
-            path: path, contentHash: contentHash, entries: [], unreadable: [], unidentified: 0, diagnostics: [], spansFiles: false)
-        // Bytes, not Characters: splitting a String by Character walks grapheme clusters,
-        // several times the cost for a record read at every apply.
-        func string(_ field: Substring.UTF8View) -> String { String(Substring(field)) }
-        for line in text.utf8.split(separator: UInt8(ascii: "\n")) {
-            let kind = line.first
-            let fields = line.split(
-                separator: UInt8(ascii: "\t"), maxSplits: kind == UInt8(ascii: "D") ? 1 : 7, omittingEmptySubsequences: false)
-            switch (kind, fields.count) {
-            case (UInt8(ascii: "E"), 7) where fields[0].count == 1:
-                guard let number = Int(Substring(fields[5])) else { return nil }
-                record.entries.append(
-                    Entry(
-                        id: ResourceID(kind: string(fields[1]), namespace: string(fields[2]), name: string(fields[3])),
-                        manifestHash: string(fields[4]), line: number, hasCode: fields[6].elementsEqual("1".utf8)))
-            case (UInt8(ascii: "U"), 4) where fields[0].count == 1:
-                record.unreadable.append(ResourceID(kind: string(fields[1]), namespace: string(fields[2]), name: string(fields[3])))
-            case (UInt8(ascii: "I"), 2) where fields[0].count == 1:
-                guard let count = Int(Substring(fields[1])) else { return nil }
-                record.unidentified = count
-            case (UInt8(ascii: "M"), 1) where fields[0].count == 1:
-                record.spansFiles = true
-            case (UInt8(ascii: "D"), 2) where fields[0].count == 1:
-                guard let diagnostic = DiagnosticCoding.decode(string(fields[1])) else { return nil }
-                record.diagnostics.append(diagnostic)
-            default:
-                return nil
-            }
-        }
-        return record
-    }
-}
-
-/// Diagnostics as JSON, to keep them in the state: every field, so that one read back
-/// prints exactly as the one that was found.
-public enum DiagnosticCoding {
-    public static func encode(_ d: Diagnostic) -> JSONValue {
-        .object([
-            ("s", .string(d.severity.rawValue)),
-            ("c", .string(d.code.rawValue)),
-            ("m", .string(d.message)),
-            ("l", d.location.map(locationJSON)),
-            ("r", d.resource.map { .array([.string($0.kind), .string($0.namespace), .string($0.name)]) }),
-            ("p", d.path.map { .array($0.components.map(componentJSON)) }),
-            (
-                "n",
-                d.notes.isEmpty ? nil : .array(d.notes.map { .object([("m", .string($0.message)), ("l", $0.location.map(locationJSON))]) })
-            ),
-        ])
-    }
-
-    public static func encodeList(_ diagnostics: [Diagnostic]) -> String {
-        JSONValue.array(diagnostics.map(encode)).compactRendered()
-    }
-
-    public static func decode(_ text: String) -> Diagnostic? {
-        guard let node = try? JSONParser.parse(text, file: "<state>") else { return nil }
-        return decode(node)
-    }
-
-    public static func decodeList(_ text: String) -> [Diagnostic]? {
-        guard let elements = (try? JSONParser.parse(text, file: "<state>"))?.elements else { return nil }
-        var out: [Diagnostic] = []
-        for element in elements {
-            guard let d = decode(element) else { return nil }
-            out.append(d)
-        }
-        return out
-    }
-
-    static func decode(_ node: Node) -> Diagnostic? {
-        guard let severity = node["s"]?.string.flatMap(Diagnostic.Severity.init(rawValue:)), let code = node["c"]?.string,
-            let message = node["m"]?.string
-        else { return nil }
-        var d = Diagnostic(severity, DiagnosticCode(rawValue: code), message, at: nil)
-        if let l = node["l"] {
-            guard let location = parseLocation(l) else { return nil }
-            d.location = location
-        }
-        if let r = node["r"] {
-            guard let parts = r.elements?.compactMap(\.string), parts.count == 3 else { return nil }
-            d.resource = ResourceID(kind: parts[0], namespace: parts[1], name: parts[2])
-        }
-        if let p = node["p"] {
-            guard let elements = p.elements else { return nil }
-            var components: [ValuePath.Component] = []
-            for element in elements {
-                guard let c = parseComponent(element) else { return nil }
-                components.append(c)
-            }
-            d.path = ValuePath(components)
-        }
-        if let n = node["n"] {
-            guard let elements = n.elements else { return nil }
-            for element in elements {
-                guard let message = element["m"]?.string else { return nil }
-                var note = Diagnostic.Note(message)
-                if let l = element["l"] {
-                    guard let location = parseLocation(l) else { return nil }
-                    note.location = location
-                }
-                d.notes.append(note)
-            }
-        }
-        return d
-    }
-
-    private static func locationJSON(_ l: SourceLocation) -> JSONValue {
-        .array([.string(l.file), .int(l.line), .int(l.column)])
-    }
-
-    private static func parseLocation(_ node: Node) -> SourceLocation? {
-        guard let parts = node.elements, parts.count == 3, let file = parts[0].string, let line = parts[1].number?.integer,
-            let column = parts[2].number?.integer
-        else { return nil }
-        return SourceLocation(file: file, line: line, column: column)
-    }
-
-    private static func componentJSON(_ c: ValuePath.Component) -> JSONValue {
-        switch c {
-        case .key(let key): .string(key)
-        case .index(let index): .int(index)
-        case .element(let key, let value): .array([.string(key), .string(value)])
-        }
-    }
-
-    private static func parseComponent(_ node: Node) -> ValuePath.Component? {
-        if let key = node.string { return .key(key) }
-        if let index = node.number?.integer { return .index(index) }
-        if let pair = node.elements?.compactMap(\.string), pair.count == 2 { return .element(key: pair[0], value: pair[1]) }
-        return nil
     }
 }

@@ -33,18 +33,21 @@ public enum ApplyOperation {
             dryRun: dryRun)
     }
 
-    /// `apply` from hashes (see `Planner.plan(desired:resolve:...)`); `also` writes more in
-    /// the same transaction when the plan is applied or empty (the manifest index).
+    /// `apply` from hashes (see `Planner.plan(desired:resolve:...)`); `shortcut` says, inside
+    /// the transaction, what the plan may take for granted; `also` writes more in the same
+    /// transaction when the plan is applied or empty (the manifest index).
     public static func apply(
         desired: [DesiredResource], resolve: (Int) throws(StoreError) -> Resource, to store: any StateStore, options: ApplyOptions,
         now: Timestamp,
-        dryRun: Bool = false, also: (any StateWriter) throws(StoreError) -> Void = { _ throws(StoreError) in }
+        dryRun: Bool = false, shortcut: (any StateReader) throws(StoreError) -> PlanShortcut? = { _ throws(StoreError) in nil },
+        also: (any StateWriter, Plan) throws(StoreError) -> Void = { _, _ throws(StoreError) in }
     ) throws(ApplyError) -> ApplyOutcome {
         if dryRun {
             let plan: Plan
             do throws(StoreError) {
                 plan = try store.read { reader throws(StoreError) in
-                    try Planner.plan(desired: desired, resolve: resolve, actual: reader, options: options, now: now)
+                    try Planner.plan(
+                        desired: desired, resolve: resolve, actual: reader, options: options, now: now, shortcut: try shortcut(reader))
                 }
             } catch {
                 throw .store(error)
@@ -60,8 +63,9 @@ public enum ApplyOperation {
         let result: Result<ApplyOutcome, PlanRefusal>
         do throws(StoreError) {
             result = try store.write { writer throws(StoreError) in
-                let result = try apply(desired: desired, resolve: resolve, in: writer, options: options, now: now)
-                if case .success = result { try also(writer) }
+                let result = try apply(
+                    desired: desired, resolve: resolve, in: writer, options: options, now: now, shortcut: try shortcut(writer))
+                if case .success(let outcome) = result { try also(writer, outcome.plan) }
                 return result
             }
         } catch {
@@ -85,9 +89,9 @@ public enum ApplyOperation {
 
     public static func apply(
         desired: [DesiredResource], resolve: (Int) throws(StoreError) -> Resource, in writer: any StateWriter, options: ApplyOptions,
-        now: Timestamp
+        now: Timestamp, shortcut: PlanShortcut? = nil
     ) throws(StoreError) -> Result<ApplyOutcome, PlanRefusal> {
-        let plan = try Planner.plan(desired: desired, resolve: resolve, actual: writer, options: options, now: now)
+        let plan = try Planner.plan(desired: desired, resolve: resolve, actual: writer, options: options, now: now, shortcut: shortcut)
         do throws(PlanRefusal) {
             try Planner.check(plan, desiredCount: desired.count, options: options)
         } catch {

@@ -108,6 +108,20 @@ public enum PlanRefusal: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// What a plan may take for granted from the last apply of the same source, when the
+/// store has not changed since (see `ApplyMemo`).
+public struct PlanShortcut: Sendable {
+    /// Per desired resource: stored exactly as desired (same hash, owner and code root).
+    public var settled: [Bool]
+    /// Every resource the source owns; nil to ask the store.
+    public var owned: [ResourceID]?
+
+    public init(settled: [Bool], owned: [ResourceID]?) {
+        self.settled = settled
+        self.owned = owned
+    }
+}
+
 /// Computes plans. Pure: the actual state comes in through the store's reader, the
 /// time through the caller.
 public enum Planner {
@@ -121,21 +135,35 @@ public enum Planner {
 
     /// The plan from hashes: each desired resource's manifest hash is compared with the
     /// stored one first; only a resource that differs is looked at (`resolve` gives the
-    /// resource at a position of `desired`) and its stored manifest read.
+    /// resource at a position of `desired`) and its stored manifest read. With a
+    /// `shortcut`, the resources it settles are unchanged without a look at the store,
+    /// the others are read one by one, and what the source owns is taken from it.
     public static func plan(
         desired: [DesiredResource], resolve: (Int) throws(StoreError) -> Resource, actual: any AppliedResources, options: ApplyOptions,
-        now: Timestamp
+        now: Timestamp, shortcut: PlanShortcut? = nil
     ) throws(StoreError) -> Plan {
         var changes: [Plan.Change] = []
         var unchanged: [ResourceID] = []
-        var desiredIDs = Set<ResourceID>()
+        unchanged.reserveCapacity(desired.count)
         // One read of every digest beats a query per resource when fleets are large.
-        let stored = try actual.digests()
+        let stored = shortcut == nil ? try actual.digests() : nil
         for (index, entry) in desired.enumerated() {
             let id = entry.id
-            desiredIDs.insert(id)
+            if let shortcut, shortcut.settled[index] {
+                unchanged.append(id)
+                continue
+            }
             let codeRoot = entry.hasCode ? options.codeRoot : nil
-            let digest = stored[id]
+            var current: StoredResource?
+            let digest: StoredDigest?
+            if let stored {
+                digest = stored[id]
+            } else {
+                current = try actual.resource(id)
+                digest = current.map {
+                    StoredDigest(manifestHash: CanonicalJSON.textHash($0.manifest), source: $0.source, codeRoot: $0.codeRoot)
+                }
+            }
             if let digest, digest.manifestHash == entry.manifestHash, digest.source == options.source, digest.codeRoot == codeRoot {
                 unchanged.append(id)
                 continue
@@ -143,7 +171,7 @@ public enum Planner {
             let resource = try resolve(index)
             let canonical = resource.canonical
             let manifest = canonical.text
-            let current = digest == nil ? nil : try actual.resource(id)
+            if stored != nil, digest != nil { current = try actual.resource(id) }
             if let current, current.manifest == manifest, current.source == options.source, current.codeRoot == codeRoot {
                 unchanged.append(id)
                 continue
@@ -170,7 +198,9 @@ public enum Planner {
                     takesOverFrom: takesOver))
         }
         if options.prune {
-            let owned = try actual.inventory(source: options.source)
+            let desiredIDs = Set(desired.map(\.id))
+            var owned = shortcut?.owned ?? []
+            if shortcut?.owned == nil { owned = try actual.inventory(source: options.source) }
             let gone = owned.filter { !desiredIDs.contains($0) }
             var prunes: [Plan.Change] = []
             for id in gone {

@@ -210,9 +210,14 @@ public protocol StateReader: AppliedResources {
     /// The git sources `orlctl sync` and `watch` have synced, in name order.
     func sources() throws(StoreError) -> [SourceRecord]
     func source(named name: String) throws(StoreError) -> SourceRecord?
-    /// What the last apply of `source` read (see `ManifestIndex`), with each file's
-    /// file-system stamp (see `ManifestIndexWrite`); nil when none is kept.
-    func manifestIndex(source: String) throws(StoreError) -> (index: ManifestIndex, stamps: [String: String])?
+    /// What the last apply of `source` read, as it wrote it (`StoredManifestIndex`, an
+    /// opaque blob to the store); nil when none is kept.
+    func manifestIndex(source: String) throws(StoreError) -> [UInt8]?
+    /// Changes whenever what the source's resources are changes (one written, taken over
+    /// or deleted; a store may move it for any write): what an apply keeps (`ApplyMemo`)
+    /// to know, at the next, that the resources it wrote are still as it left them. The
+    /// default is `fingerprint(source:)`.
+    func changeMark(source: String) throws(StoreError) -> String
 }
 
 /// Writing, inside one exclusive transaction.
@@ -243,9 +248,8 @@ public protocol StateWriter: StateReader {
     func deleteSecret(_ id: SecretID) throws(StoreError)
     /// Stores the source's record, replacing the previous one of that name.
     func putSource(_ source: SourceRecord) throws(StoreError)
-    /// Replaces the index of a source: the records and stamps given are upserted, the
-    /// paths not in `keep` dropped; a nil index drops it all.
-    func putManifestIndex(source: String, _ write: ManifestIndexWrite?) throws(StoreError)
+    /// Replaces the index of a source (`StoredManifestIndex.encoded()`); nil drops it.
+    func putManifestIndex(source: String, _ data: [UInt8]?) throws(StoreError)
 }
 
 /// The port for the actual state. One writer at a time, across processes: `write` runs
@@ -257,6 +261,8 @@ public protocol StateStore: Sendable {
 }
 
 extension StateReader {
+    public func changeMark(source: String) throws(StoreError) -> String { "f:" + (try fingerprint(source: source)) }
+
     public func fingerprint(source: String) throws(StoreError) -> String {
         let owned = try resources(kind: nil, namespace: nil).filter { $0.source == source }
         return "\(owned.count):\(owned.reduce(0) { $0 + $1.resourceVersion }):\(owned.map(\.appliedAt.milliseconds).max() ?? 0)"

@@ -79,12 +79,30 @@ public enum SourceSync {
     /// the resources, the history, their events and the source's record land together
     /// or not at all. A refusal by prune's guards is recorded as `.refused` and applies
     /// nothing. `events` (a permitted rewind) are written with it.
+    /// With `desired` (the fleet's resources as the index has them, hashes computed once
+    /// per parse) and a `shortcut`, the plan compares hashes only where the shortcut
+    /// does not settle them; `applied` runs last in the transaction of an apply that
+    /// succeeded.
     public static func apply(
         _ fleet: Fleet, revision: String, record: SourceRecord, options: ApplyOptions, events: [StoreEvent] = [],
-        to store: any StateStore, now: Timestamp
+        to store: any StateStore, now: Timestamp, desired: [DesiredResource]? = nil,
+        shortcut: (any StateReader) throws(StoreError) -> PlanShortcut? = { _ throws(StoreError) in nil },
+        applied: (any StateWriter) throws(StoreError) -> Void = { _ throws(StoreError) in }
     ) throws(StoreError) -> (Result<ApplyOutcome, PlanRefusal>, SourceRecord) {
         try store.write { writer throws(StoreError) in
-            let result = try ApplyOperation.apply(fleet, in: writer, options: options, now: now)
+            let result: Result<ApplyOutcome, PlanRefusal>
+            if let desired {
+                result = try ApplyOperation.apply(
+                    desired: desired,
+                    resolve: { index throws(StoreError) in
+                        guard let resource = fleet[desired[index].id] else {
+                            throw StoreError("\(desired[index].id) is not in the fleet read")
+                        }
+                        return resource
+                    }, in: writer, options: options, now: now, shortcut: try shortcut(writer))
+            } else {
+                result = try ApplyOperation.apply(fleet, in: writer, options: options, now: now)
+            }
             var next = record
             switch result {
             case .success(let outcome):
@@ -111,6 +129,7 @@ public enum SourceSync {
                 try writer.append(event)
             }
             try writer.putSource(next)
+            if case .success = result { try applied(writer) }
             return (result, next)
         }
     }

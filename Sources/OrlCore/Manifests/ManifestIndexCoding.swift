@@ -1,0 +1,437 @@
+public import OrlJSON
+
+/// A file's metadata as git's index keeps it: what changes when its content may have.
+public struct FileStamp: Sendable, Equatable {
+    public var size: Int64
+    /// Modification and change times, in nanoseconds since the epoch.
+    public var mtime: Int64
+    public var ctime: Int64
+    public var inode: Int64
+    public var device: Int64
+
+    public init(size: Int64, mtime: Int64, ctime: Int64, inode: Int64, device: Int64) {
+        self.size = size
+        self.mtime = mtime
+        self.ctime = ctime
+        self.inode = inode
+        self.device = device
+    }
+
+    /// A stamp taken at `recordedAt` vouches for the file when the file's stamp is the
+    /// same now and its last change was well before the stamp was taken: a write in the
+    /// same clock tick as the read could otherwise leave the times unchanged (git's
+    /// "racy" entries), so such a file is read and hashed again.
+    public func vouches(for now: FileStamp, recordedAt: Int64) -> Bool {
+        // File times lag the clock by a kernel tick; on a file system that keeps whole
+        // seconds, by up to a second.
+        let second: Int64 = 1_000_000_000
+        let margin: Int64 = mtime % second == 0 && ctime % second == 0 ? 2 * second : 100_000_000
+        return self == now && ctime < recordedAt - margin && mtime < recordedAt - margin
+    }
+}
+
+/// What the plan may take for granted from the last apply of a source: when the stored
+/// resources have not changed since (the store's change mark is the same), each one the
+/// source applied still has the hash that apply gave it, so an unchanged desired
+/// resource need not be compared with the store at all.
+public struct ApplyMemo: Sendable, Equatable {
+    /// `StateReader.resourcesMark(source:)` right after that apply wrote.
+    public var mark: String
+    public var codeRoot: String?
+    /// The source owned exactly the resources that apply desired (nothing left to prune).
+    public var ownsExactly: Bool
+
+    public init(mark: String, codeRoot: String?, ownsExactly: Bool) {
+        self.mark = mark
+        self.codeRoot = codeRoot
+        self.ownsExactly = ownsExactly
+    }
+}
+
+/// The manifest index of a source as the state keeps it: one compact blob, read in one
+/// query and decoded without a JSON parser. Files are in the order the apply read them
+/// (the walk's order), so the next apply compares its walk with them in one pass.
+public struct StoredManifestIndex: Sendable, Equatable {
+    public struct File: Sendable, Equatable {
+        public var record: ManifestFileRecord
+        public var stamp: FileStamp?
+        /// When the stamp was taken (nanoseconds since the epoch).
+        public var stampedAt: Int64
+
+        public init(record: ManifestFileRecord, stamp: FileStamp?, stampedAt: Int64) {
+            self.record = record
+            self.stamp = stamp
+            self.stampedAt = stampedAt
+        }
+
+        public var path: String { record.path }
+    }
+
+    public var files: [File]
+    public var namespaces: [String: [Diagnostic]]
+    /// The desired resources in `Fleet` order, as (file, entry) positions.
+    public var desired: [Position]
+    public var memo: ApplyMemo?
+
+    public struct Position: Sendable, Equatable {
+        public var file: Int32
+        public var entry: Int32
+
+        public init(file: Int32, entry: Int32) {
+            self.file = file
+            self.entry = entry
+        }
+    }
+
+    public init(files: [File], namespaces: [String: [Diagnostic]], desired: [Position], memo: ApplyMemo?) {
+        self.files = files
+        self.namespaces = namespaces
+        self.desired = desired
+        self.memo = memo
+    }
+
+    /// The index as `IncrementalValidation` takes it.
+    public var index: ManifestIndex {
+        var files: [String: ManifestFileRecord] = [:]
+        files.reserveCapacity(self.files.count)
+        for file in self.files where files[file.path] == nil { files[file.path] = file.record }
+        return ManifestIndex(files: files, namespaces: namespaces)
+    }
+
+    /// The desired resources, in `Fleet` order.
+    public func desiredResources() -> [DesiredResource] {
+        desired.map { position in
+            let file = files[Int(position.file)]
+            return DesiredResource(file.record.entries[Int(position.entry)], file: file.path)
+        }
+    }
+
+    /// Positions of `desired` (as `IncrementalValidation` gives them) among `files`; nil
+    /// when one is not there.
+    public static func positions(of desired: [DesiredResource], in files: [File]) -> [Position]? {
+        var byPath: [String: Int] = [:]
+        byPath.reserveCapacity(files.count)
+        for (i, file) in files.enumerated() where byPath[file.path] == nil { byPath[file.path] = i }
+        var positions: [Position] = []
+        positions.reserveCapacity(desired.count)
+        for entry in desired {
+            guard let f = byPath[entry.file], let e = files[f].record.entries.firstIndex(where: { $0.id == entry.id }) else { return nil }
+            positions.append(Position(file: Int32(f), entry: Int32(e)))
+        }
+        return positions
+    }
+
+    // MARK: - The stored form
+
+    static let magic: [UInt8] = Array("orl-index-2\n".utf8)
+
+    public func encoded() -> [UInt8] {
+        var out = ByteWriter()
+        out.bytes.reserveCapacity(files.count * 256)
+        out.bytes += Self.magic
+        if let memo {
+            out.byte(1)
+            out.string(memo.mark)
+            out.optionalString(memo.codeRoot)
+            out.byte(memo.ownsExactly ? 1 : 0)
+        } else {
+            out.byte(0)
+        }
+        out.int(files.count)
+        for file in files {
+            let record = file.record
+            out.string(record.path)
+            out.string(record.contentHash)
+            if let stamp = file.stamp {
+                out.byte(1)
+                for value in [stamp.size, stamp.mtime, stamp.ctime, stamp.inode, stamp.device, file.stampedAt] { out.int64(value) }
+            } else {
+                out.byte(0)
+            }
+            out.int(record.entries.count)
+            for entry in record.entries {
+                out.id(entry.id)
+                out.string(entry.manifestHash)
+                out.int(entry.line)
+                out.byte(entry.hasCode ? 1 : 0)
+            }
+            out.int(record.unreadable.count)
+            for id in record.unreadable { out.id(id) }
+            out.int(record.unidentified)
+            out.byte(record.spansFiles ? 1 : 0)
+            out.diagnostics(record.diagnostics)
+        }
+        out.int(namespaces.count)
+        for namespace in namespaces.keys.sorted() {
+            out.string(namespace)
+            out.diagnostics(namespaces[namespace]!)
+        }
+        out.int(desired.count)
+        for position in desired {
+            out.int(Int(position.file))
+            out.int(Int(position.entry))
+        }
+        return out.bytes
+    }
+
+    /// Nil when the bytes are not an index this version wrote: everything is read again.
+    public static func decode(_ bytes: [UInt8]) -> StoredManifestIndex? {
+        bytes.withUnsafeBufferPointer { buffer in
+            var reader = ByteReader(buffer)
+            return try? reader.index()
+        }
+    }
+}
+
+struct ByteWriter {
+    var bytes: [UInt8] = []
+
+    mutating func byte(_ value: UInt8) { bytes.append(value) }
+
+    /// LEB128: most numbers here (lengths, counts, lines) fit in one or two bytes.
+    mutating func int(_ value: Int) {
+        var rest = UInt64(bitPattern: Int64(value))
+        while rest >= 0x80 {
+            bytes.append(UInt8(rest & 0x7f) | 0x80)
+            rest >>= 7
+        }
+        bytes.append(UInt8(rest))
+    }
+
+    mutating func int64(_ value: Int64) {
+        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    mutating func string(_ value: String) {
+        var value = value
+        value.withUTF8 { utf8 in
+            int(utf8.count)
+            bytes.append(contentsOf: utf8)
+        }
+    }
+
+    mutating func optionalString(_ value: String?) {
+        if let value {
+            byte(1)
+            string(value)
+        } else {
+            byte(0)
+        }
+    }
+
+    mutating func id(_ id: ResourceID) {
+        string(id.kind)
+        string(id.namespace)
+        string(id.name)
+    }
+
+    mutating func location(_ location: SourceLocation?) {
+        guard let location else { return byte(0) }
+        byte(1)
+        string(location.file)
+        int(location.line)
+        int(location.column)
+    }
+
+    mutating func diagnostics(_ diagnostics: [Diagnostic]) {
+        int(diagnostics.count)
+        for d in diagnostics {
+            string(d.severity.rawValue)
+            string(d.code.rawValue)
+            string(d.message)
+            location(d.location)
+            if let resource = d.resource {
+                byte(1)
+                id(resource)
+            } else {
+                byte(0)
+            }
+            if let path = d.path {
+                byte(1)
+                int(path.components.count)
+                for component in path.components {
+                    switch component {
+                    case .key(let key):
+                        byte(0)
+                        string(key)
+                    case .index(let index):
+                        byte(1)
+                        int(index)
+                    case .element(let key, let value):
+                        byte(2)
+                        string(key)
+                        string(value)
+                    }
+                }
+            } else {
+                byte(0)
+            }
+            int(d.notes.count)
+            for note in d.notes {
+                string(note.message)
+                location(note.location)
+            }
+        }
+    }
+}
+
+struct ByteReader {
+    struct Malformed: Error {}
+
+    let buffer: UnsafeBufferPointer<UInt8>
+    var offset = 0
+
+    init(_ buffer: UnsafeBufferPointer<UInt8>) { self.buffer = buffer }
+
+    mutating func byte() throws(Malformed) -> UInt8 {
+        guard offset < buffer.count else { throw Malformed() }
+        defer { offset += 1 }
+        return buffer[offset]
+    }
+
+    mutating func bool() throws(Malformed) -> Bool {
+        switch try byte() {
+        case 0: false
+        case 1: true
+        default: throw Malformed()
+        }
+    }
+
+    mutating func int() throws(Malformed) -> Int {
+        var value: UInt64 = 0
+        var shift: UInt64 = 0
+        while true {
+            let b = try byte()
+            guard shift < 64 else { throw Malformed() }
+            value |= UInt64(b & 0x7f) << shift
+            if b < 0x80 { return Int(Int64(bitPattern: value)) }
+            shift += 7
+        }
+    }
+
+    mutating func count() throws(Malformed) -> Int {
+        let n = try int()
+        guard n >= 0, n <= buffer.count - offset else { throw Malformed() }
+        return n
+    }
+
+    mutating func int64() throws(Malformed) -> Int64 {
+        guard buffer.count - offset >= 8 else { throw Malformed() }
+        var value: UInt64 = 0
+        for i in 0..<8 { value |= UInt64(buffer[offset + i]) << (8 * UInt64(i)) }
+        offset += 8
+        return Int64(bitPattern: value)
+    }
+
+    mutating func string() throws(Malformed) -> String {
+        let n = try count()
+        defer { offset += n }
+        return String(decoding: UnsafeBufferPointer(rebasing: buffer[offset..<offset + n]), as: UTF8.self)
+    }
+
+    mutating func optionalString() throws(Malformed) -> String? {
+        try bool() ? try string() : nil
+    }
+
+    mutating func id() throws(Malformed) -> ResourceID {
+        ResourceID(kind: try string(), namespace: try string(), name: try string())
+    }
+
+    mutating func location() throws(Malformed) -> SourceLocation? {
+        guard try bool() else { return nil }
+        return SourceLocation(file: try string(), line: try int(), column: try int())
+    }
+
+    mutating func diagnostics() throws(Malformed) -> [Diagnostic] {
+        let n = try count()
+        var out: [Diagnostic] = []
+        out.reserveCapacity(n)
+        for _ in 0..<n {
+            guard let severity = Diagnostic.Severity(rawValue: try string()) else { throw Malformed() }
+            let code = DiagnosticCode(rawValue: try string())
+            var d = Diagnostic(severity, code, try string(), at: try location())
+            if try bool() { d.resource = try id() }
+            if try bool() {
+                let m = try count()
+                var components: [ValuePath.Component] = []
+                components.reserveCapacity(m)
+                for _ in 0..<m {
+                    switch try byte() {
+                    case 0: components.append(.key(try string()))
+                    case 1: components.append(.index(try int()))
+                    case 2: components.append(.element(key: try string(), value: try string()))
+                    default: throw Malformed()
+                    }
+                }
+                d.path = ValuePath(components)
+            }
+            let notes = try count()
+            for _ in 0..<notes {
+                var note = Diagnostic.Note(try string())
+                note.location = try location()
+                d.notes.append(note)
+            }
+            out.append(d)
+        }
+        return out
+    }
+
+    mutating func index() throws(Malformed) -> StoredManifestIndex {
+        let magic = StoredManifestIndex.magic
+        guard buffer.count >= magic.count, buffer.prefix(magic.count).elementsEqual(magic) else { throw Malformed() }
+        offset = magic.count
+        var memo: ApplyMemo?
+        if try bool() {
+            memo = ApplyMemo(mark: try string(), codeRoot: try optionalString(), ownsExactly: try bool())
+        }
+        let fileCount = try count()
+        var files: [StoredManifestIndex.File] = []
+        files.reserveCapacity(fileCount)
+        for _ in 0..<fileCount {
+            let path = try string()
+            let contentHash = try string()
+            var stamp: FileStamp?
+            var stampedAt: Int64 = 0
+            if try bool() {
+                stamp = FileStamp(size: try int64(), mtime: try int64(), ctime: try int64(), inode: try int64(), device: try int64())
+                stampedAt = try int64()
+            }
+            let entryCount = try count()
+            var entries: [ManifestFileRecord.Entry] = []
+            entries.reserveCapacity(entryCount)
+            for _ in 0..<entryCount {
+                entries.append(
+                    ManifestFileRecord.Entry(id: try id(), manifestHash: try string(), line: try int(), hasCode: try bool()))
+            }
+            let unreadableCount = try count()
+            var unreadable: [ResourceID] = []
+            for _ in 0..<unreadableCount { unreadable.append(try id()) }
+            let unidentified = try int()
+            let spansFiles = try bool()
+            let diagnostics = try diagnostics()
+            files.append(
+                StoredManifestIndex.File(
+                    record: ManifestFileRecord(
+                        path: path, contentHash: contentHash, entries: entries, unreadable: unreadable, unidentified: unidentified,
+                        diagnostics: diagnostics, spansFiles: spansFiles),
+                    stamp: stamp, stampedAt: stampedAt))
+        }
+        let namespaceCount = try count()
+        var namespaces: [String: [Diagnostic]] = [:]
+        for _ in 0..<namespaceCount {
+            let name = try string()
+            namespaces[name] = try diagnostics()
+        }
+        let desiredCount = try count()
+        var desired: [StoredManifestIndex.Position] = []
+        desired.reserveCapacity(desiredCount)
+        for _ in 0..<desiredCount {
+            let file = try int()
+            let entry = try int()
+            guard file >= 0, file < files.count, entry >= 0, entry < files[file].record.entries.count else { throw Malformed() }
+            desired.append(StoredManifestIndex.Position(file: Int32(file), entry: Int32(entry)))
+        }
+        guard offset == buffer.count else { throw Malformed() }
+        return StoredManifestIndex(files: files, namespaces: namespaces, desired: desired, memo: memo)
+    }
+}
