@@ -186,18 +186,13 @@ final class PostgresAccess: StateWriter {
         return "\(try row.int64(0)):\(try row.int64(1)):\(try row.int64(2))"
     }
 
-    /// How many resources the source owns and a checksum of what each is (identity,
-    /// manifest hash, code root): what an apply's memo takes for granted, in one scan of
-    /// the source's rows. (No per-table change counter here, unlike SQLite's triggers.)
+    /// The generation the statement triggers bump at every write to `resources` (as on
+    /// SQLite): one row, where a checksum would read every resource of the source.
     func changeMark(source: String) throws(StoreError) -> String {
         let found = try rows(
-            """
-            SELECT count(*)::bigint, coalesce(sum(hashtextextended(
-                kind || '/' || namespace || '/' || name || ' ' || manifest_hash || ' ' || coalesce(code_root, '-'), 0)), 0)::text
-            FROM resources WHERE source = $1
-            """, [.text(source)], intent: "read the change mark of \(source)")
-        guard let row = found.first else { return "" }
-        return "h:\(try row.int64(0)):\(try row.text(1))"
+            "SELECT generation FROM change_topics WHERE topic = 'resources'", [], intent: "read the resources' change mark")
+        guard let row = found.first else { return "f:" + (try fingerprint(source: source)) }
+        return "g:\(try row.int64(0))"
     }
 
     func digests() throws(StoreError) -> [ResourceID: StoredDigest] {
