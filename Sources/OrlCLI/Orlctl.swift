@@ -1,6 +1,5 @@
 import ArgumentParser
 import Glibc
-import OrlServer
 
 /// `orlctl`: the root command.
 struct Orlctl: AsyncParsableCommand {
@@ -38,12 +37,10 @@ struct CommandFailure: Error {
 }
 
 public enum OrlctlMain {
-    /// What the binary settles before any concurrency starts: the controller's jobs go on
-    /// the API's event loops (`EventLoopConcurrency`), and `--version` is answered before
-    /// the argument parser builds its command tree, which looks types up at run time and
-    /// was most of that answer's start-up.
-    public static func prepareProcess(_ arguments: [String] = Array(CommandLine.arguments.dropFirst()), environment: [String: String]) {
-        if arguments.first == "controller" { EventLoopConcurrency.install(environment: environment) }
+    /// What the binary settles before any concurrency starts: `--version` is answered
+    /// before the argument parser builds its command tree, which looks types up at run
+    /// time and was most of that answer's start-up.
+    public static func prepareProcess(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) {
         if arguments == ["--version"] { printVersion() }
     }
 

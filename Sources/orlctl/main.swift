@@ -1,5 +1,4 @@
-import Foundation
 import OrlCLI
 
-OrlctlMain.prepareProcess(environment: ProcessInfo.processInfo.environment)
+OrlctlMain.prepareProcess()
 await OrlctlMain.run()
