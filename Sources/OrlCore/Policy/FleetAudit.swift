@@ -160,23 +160,50 @@ extension PolicyAudit {
     /// namespace matches nothing: a typo in a deny fails to restrict while a `*` allow
     /// still grants the real thing. Not reported where a document that could not be read
     /// may define the name.
-    static func unmatchedNames(_ policy: Resource, in fleet: Fleet, credentials: CredentialSecrets) -> [Diagnostic] {
+    /// What a namespace defines that a Policy may name, gathered once for all of its Policies
+    /// (per Policy, it made the audit quadratic in a namespace's size).
+    struct NamespaceNames {
+        let tools: [String]
+        let toolSet: Set<String>
+        let servers: Set<String>
+        let providerNames: Set<String>
+        let models: [String]
+        let modelSet: Set<String>
+        let agentNames: [String]
+        let agentSet: Set<String>
+        let secrets: Set<String>
+        let sortedSecrets: [String]
+        let classes: Set<String>
+        let sortedClasses: [String]
+
+        init(_ namespace: String, in fleet: Fleet) {
+            tools = PolicyEngine.tools(in: fleet, namespace: namespace).map(\.name)
+            toolSet = Set(tools)
+            let toolResources = fleet.resources(of: .tool, namespace: namespace)
+            servers = Set(toolResources.filter { $0.tool?.type == .mcp }.map(\.metadata.name))
+            let providers = fleet.resources(of: .modelProvider, namespace: namespace)
+            providerNames = Set(providers.map(\.metadata.name))
+            models = providers.flatMap { p in (p.modelProvider?.models ?? []).map { "\(p.metadata.name)/\($0.name)" } }
+            modelSet = Set(models)
+            let agents = fleet.resources(of: .agent, namespace: namespace)
+            agentNames = agents.map(\.metadata.name)
+            agentSet = Set(agentNames)
+            var secrets = Set(agents.flatMap { $0.agent?.secrets.map(\.name.value) ?? [] })
+            for provider in providers { if let key = provider.modelProvider?.apiKeySecret?.value { secrets.insert(key) } }
+            for tool in toolResources {
+                if let secret = tool.tool?.http?.credentialSecret?.value { secrets.insert(secret) }
+                if let secret = tool.tool?.mcp?.credentialSecret?.value { secrets.insert(secret) }
+            }
+            self.secrets = secrets
+            sortedSecrets = secrets.sorted()
+            classes = Set(toolResources.flatMap { $0.tool?.dataClasses ?? [] })
+            sortedClasses = classes.sorted()
+        }
+    }
+
+    static func unmatchedNames(_ policy: Resource, in fleet: Fleet, names: NamespaceNames) -> [Diagnostic] {
         guard let spec = policy.policy else { return [] }
         let namespace = policy.metadata.namespace
-        let tools = PolicyEngine.tools(in: fleet, namespace: namespace).map(\.name)
-        let servers = Set(fleet.resources(of: .tool, namespace: namespace).filter { $0.tool?.type == .mcp }.map(\.metadata.name))
-        let providers = fleet.resources(of: .modelProvider, namespace: namespace)
-        let models = providers.flatMap { p in (p.modelProvider?.models ?? []).map { "\(p.metadata.name)/\($0.name)" } }
-        let agents = fleet.resources(of: .agent, namespace: namespace)
-        let agentNames = agents.map(\.metadata.name)
-        var secrets = Set(agents.flatMap { $0.agent?.secrets.map(\.name.value) ?? [] })
-        for provider in providers { if let key = provider.modelProvider?.apiKeySecret?.value { secrets.insert(key) } }
-        for tool in fleet.resources(of: .tool, namespace: namespace) {
-            if let secret = tool.tool?.http?.credentialSecret?.value { secrets.insert(secret) }
-            if let secret = tool.tool?.mcp?.credentialSecret?.value { secrets.insert(secret) }
-        }
-        let classes = Set(
-            fleet.resources(of: .tool, namespace: namespace).flatMap { $0.tool?.dataClasses ?? [] })
 
         var diagnostics: [Diagnostic] = []
         // A data class or secret that nothing names yet may be denied ahead of time on
@@ -197,36 +224,36 @@ extension PolicyAudit {
             }
         }
         let toolExists = { (name: String) -> Bool in
-            if name.hasSuffix("/*") { return servers.contains(String(name.dropLast(2))) }
-            return tools.contains(name) || fleet.declaresTool(name, namespace: namespace)
+            if name.hasSuffix("/*") { return names.servers.contains(String(name.dropLast(2))) }
+            return names.toolSet.contains(name) || fleet.declaresTool(name, namespace: namespace)
         }
         let modelExists = { (name: String) -> Bool in
-            if name.hasSuffix("/*") { return providers.contains { $0.metadata.name == name.dropLast(2) } }
-            return models.contains(name)
+            if name.hasSuffix("/*") { return names.providerNames.contains(String(name.dropLast(2))) }
+            return names.modelSet.contains(name)
         }
         let blindTools = fleet.mayMiss(.tool, in: namespace)
         for (side, rules) in [("allow", spec.allow), ("deny", spec.deny)] {
             let base = ValuePath([.key("spec"), .key(side)])
-            check(rules.tools, base.appending("tools"), noun: "tool", blind: blindTools, candidates: tools, exists: toolExists)
+            check(rules.tools, base.appending("tools"), noun: "tool", blind: blindTools, candidates: names.tools, exists: toolExists)
             check(
                 rules.models, base.appending("models"), noun: "model", blind: fleet.mayMiss(.modelProvider, in: namespace),
-                candidates: models, exists: modelExists)
+                candidates: names.models, exists: modelExists)
             check(
                 rules.handoffs, base.appending("handoffs"), noun: "agent", blind: fleet.mayMiss(.agent, in: namespace),
-                candidates: agentNames, exists: { agentNames.contains($0) })
+                candidates: names.agentNames, exists: { names.agentSet.contains($0) })
             check(
                 rules.secrets, base.appending("secrets"), noun: "secret", blind: fleet.unidentified > 0 || !fleet.isComplete,
-                candidates: secrets.sorted(), onlyTypos: true, exists: { secrets.contains($0) })
+                candidates: names.sortedSecrets, onlyTypos: true, exists: { names.secrets.contains($0) })
             check(
-                rules.dataClasses, base.appending("dataClasses"), noun: "data class", blind: blindTools, candidates: classes.sorted(),
-                onlyTypos: true, exists: { classes.contains($0) })
+                rules.dataClasses, base.appending("dataClasses"), noun: "data class", blind: blindTools, candidates: names.sortedClasses,
+                onlyTypos: true, exists: { names.classes.contains($0) })
             check(
-                rules.egress, base.appending("egress"), noun: "data class", blind: blindTools, candidates: classes.sorted(),
-                onlyTypos: true, exists: { classes.contains($0) })
+                rules.egress, base.appending("egress"), noun: "data class", blind: blindTools, candidates: names.sortedClasses,
+                onlyTypos: true, exists: { names.classes.contains($0) })
         }
         check(
             spec.approvalTools, ValuePath([.key("spec"), .key("requireApproval"), .key("tools")]), noun: "tool", blind: blindTools,
-            candidates: tools, exists: toolExists)
+            candidates: names.tools, exists: toolExists)
         return diagnostics
     }
 }

@@ -26,8 +26,12 @@ public enum PolicyAudit {
         for workflow in fleet.resources(of: .workflow) where !blindPolicies.contains(workflow.metadata.namespace) {
             diagnostics += WorkflowAudit(workflow: workflow, fleet: fleet, engine: engine)?.run() ?? []
         }
+        var names: [String: NamespaceNames] = [:]
         for policy in fleet.resources(of: .policy) {
-            diagnostics += unmatchedNames(policy, in: fleet, credentials: credentials)
+            let namespace = policy.metadata.namespace
+            let known = names[namespace] ?? NamespaceNames(namespace, in: fleet)
+            names[namespace] = known
+            diagnostics += unmatchedNames(policy, in: fleet, names: known)
         }
         for namespace in namespaces.sorted() where !blindPolicies.contains(namespace) && !fleet.mayMiss(.agent, in: namespace) {
             diagnostics += handoffReach(in: namespace, of: fleet, engine: engine)
