@@ -79,12 +79,26 @@ final class PostgresPool: Sendable {
         let session = PostgresSession(connection: connection, pool: self)
         defer {
             if session.isBroken || connection.isClosed {
-                _ = connection.close() as EventLoopFuture<Void>
+                PostgresPool.close(connection)
             } else {
                 idle.withLock { $0.append(connection) }
             }
         }
         return try body(session)
+    }
+
+    /// Closes a connection and keeps it until it is closed: postgres-nio asserts (in debug
+    /// builds) that a connection is closed before it goes, and closing takes a turn of its
+    /// event loop.
+    static func close(_ connection: PostgresConnection) {
+        (connection.close() as EventLoopFuture<Void>).whenComplete { _ in _ = connection }
+    }
+
+    /// A connection of the caller's own, outside the pool (the change signal's LISTEN
+    /// session, which must stay open and idle).
+    func connectUnpooled() -> EventLoopFuture<PostgresConnection> {
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        return PostgresConnection.connect(on: group.next(), configuration: configuration, id: id, logger: logger)
     }
 
     private func connect(intent: String) throws(StoreError) -> PostgresConnection {
@@ -117,7 +131,7 @@ final class PostgresPool: Sendable {
         }
         let timeout = queryTimeout + .seconds(5)
         if done.wait(timeout: .now() + .milliseconds(Int(timeout.wholeMilliseconds))) == .timedOut {
-            _ = connection.close() as EventLoopFuture<Void>
+            PostgresPool.close(connection)
             throw StoreError(
                 "cannot \(intent): the PostgreSQL state \(url) did not answer within \(timeout.wholeMilliseconds / 1000)s (nothing was written)"
             )
@@ -247,7 +261,13 @@ final class PostgresSession {
         } catch {
             // A server error leaves the connection usable (the transaction is rolled back by
             // the caller); a lost or timed-out one does not.
-            if connection.isClosed || !error.message.contains("[SQLSTATE") { isBroken = true }
+            // The server ending the session (57P01 an administrator, 57P02 a crash, 57P03
+            // starting up) and connection failures (08xxx) come as server errors too.
+            if connection.isClosed || !error.message.contains("[SQLSTATE") || error.message.contains("[SQLSTATE 57P")
+                || error.message.contains("[SQLSTATE 08")
+            {
+                isBroken = true
+            }
             throw error
         }
     }
