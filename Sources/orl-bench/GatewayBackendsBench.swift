@@ -53,7 +53,7 @@ struct GatewayBackendsBench: AsyncParsableCommand {
         for (name, postgres) in [("SQLite", false), ("PostgreSQL", true)] {
             let directory = root + "/" + name
             let stateArguments = postgres ? ["--state", state] : ["--state", directory]
-            try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--no-controller"] + stateArguments)
+            try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--no-controller", "--force-conflicts"] + stateArguments)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = ["controller"] + (postgres ? ["--state", state, "--data-dir", directory] : ["--state", directory])
