@@ -1,4 +1,5 @@
 import Dispatch
+import Glibc
 import Logging
 import OrlCore
 import PostgresNIO
@@ -154,6 +155,7 @@ final class PostgresPool: Sendable {
         }
         switch error.code {
         case .connectionError:
+            if let underlying = error.underlying, let tls = describeTLS(underlying) { return tls }
             return "the connection failed: \(error.underlying.map { "\($0)" } ?? "unknown reason")"
         case .serverClosedConnection, .clientClosedConnection, .uncleanShutdown:
             return "the connection was closed (\(error.underlying.map { "\($0)" } ?? "\(error.code)"))"
@@ -166,9 +168,33 @@ final class PostgresPool: Sendable {
         }
     }
 
+    /// Why a TLS handshake failed, in the terms of the URL's `sslmode` and `sslrootcert`.
+    private static func describeTLS(_ error: any Error) -> String? {
+        if let error = error as? NIOSSLExtraError, error == .failedToValidateHostname {
+            return "the server's certificate does not name the host of the URL (sslmode=verify-full checks that it does; "
+                + "verify-ca checks the certificate only)"
+        }
+        guard let error = error as? NIOSSLError else { return nil }
+        switch error {
+        case .handshakeFailed(let reason) where "\(reason)".contains("CERTIFICATE_VERIFY_FAILED"):
+            return "the server's certificate is not signed by a CA this client trusts (those of sslrootcert, or the system's when "
+                + "the URL names none)"
+        case .handshakeFailed(let reason):
+            return "the TLS handshake failed: \(reason)"
+        default:
+            return "TLS failed: \(error)"
+        }
+    }
+
     private static func tls(_ url: PostgresURL) throws(StoreError) -> PostgresConnection.Configuration.TLS {
         var tls = TLSConfiguration.makeClientConfiguration()
-        if let root = url.sslRootCertificate { tls.trustRoots = .file(root) }
+        if let root = url.sslRootCertificate {
+            // NIOSSL reports a missing file by its error's name only.
+            guard access(root, R_OK) == 0 else {
+                throw StoreError("cannot read sslrootcert \(root) of the PostgreSQL state \(url): \(String(cString: strerror(errno)))")
+            }
+            tls.trustRoots = .file(root)
+        }
         switch url.sslMode {
         case .disable: return .disable
         case .allow, .prefer, .require:
