@@ -59,11 +59,82 @@ struct PostgresDaemonTests {
         try h.stopController()
     }
 
+    /// A detached controller on PostgreSQL loses every session to the database (as when
+    /// the server restarts): it logs it, connects again, and a change applied meanwhile
+    /// still reaches it (the agent it adds starts) without any signal.
+    @Test func aDetachedControllerReconnectsAfterTheDatabaseEndsItsSessions() throws {
+        let cluster = try PostgresCluster.shared()
+        let url = try cluster.database("reconnect")
+        let database = String(url.split(separator: "/").last!.split(separator: "?").first!)
+        let h = try Harness(postgres: url)
+        func fleet(_ names: [String]) -> String {
+            names.map {
+                """
+                apiVersion: orl.dev/v1
+                kind: Agent
+                metadata: {name: \($0), labels: {fleet: t}}
+                spec:
+                  model: sim/small
+                  runtime: {command: sleep, args: ["100000"]}
+                ---
+
+                """
+            }.joined()
+                + """
+                apiVersion: orl.dev/v1
+                kind: ModelProvider
+                metadata: {name: sim}
+                spec:
+                  apiStyle: simulated
+                  models: [{name: small, maxOutputTokens: 10, pricing: {input: 1, output: 1}}]
+                ---
+                apiVersion: orl.dev/v1
+                kind: Policy
+                metadata: {name: fleet}
+                spec:
+                  appliesTo: {selector: {matchLabels: {fleet: t}}}
+                  allow: {models: ["sim/*"]}
+                ---
+                apiVersion: orl.dev/v1
+                kind: Budget
+                metadata: {name: fleet}
+                spec:
+                  appliesTo: {selector: {matchLabels: {fleet: t}}}
+                  limits: [{window: day, usd: 1}]
+                """
+        }
+        try h.work.write("fleet.yaml", fleet(["one"]))
+        try h.apply("fleet.yaml")
+        let started = try h.orlctl(["controller", "--detach"])
+        #expect(started.status == 0, "\(started.stdout)\(started.stderr)")
+        defer {
+            if let text = try? String(contentsOfFile: h.state + "/controller.lock", encoding: .utf8),
+                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
+                kill(pid, SIGKILL)
+            }
+        }
+        func running(_ name: String) -> Bool {
+            Self.processes(under: h.state + "/agents/default/" + name).isEmpty == false
+        }
+        #expect(waitUntil(seconds: 60) { running("one") }, "\(h.file("state/logs/controller.log"))")
+
+        try cluster.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' AND pid <> pg_backend_pid()")
+        try h.work.write("fleet.yaml", fleet(["one", "two"]))
+        try h.apply("fleet.yaml")
+        #expect(waitUntil(seconds: 60) { running("two") }, "\(h.file("state/logs/controller.log"))")
+        #expect(h.file("state/logs/controller.log").contains("lost the LISTEN session"), "\(h.file("state/logs/controller.log"))")
+        let stopped = try h.orlctl(["controller", "stop"])
+        #expect(stopped.status == 0, "\(stopped.stderr)")
+        #expect(!running("one") && !running("two"))
+    }
+
     /// Live processes whose working directory is under `directory` (a data directory's agents).
     static func processes(under directory: String) -> [Int32] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
             guard let pid = Int32(entry), let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"),
-                cwd.hasPrefix(directory + "/")
+                cwd == directory || cwd.hasPrefix(directory + "/")
             else { return nil }
             return pid
         }
