@@ -49,6 +49,12 @@ public struct ManifestFileRecord: Sendable, Equatable {
         self.spansFiles = spansFiles
     }
 
+    /// Whether the file defines something in one of `namespaces` (without making a set
+    /// of its own: asked of every file at each change).
+    public func definesSomething(in namespaces: Set<String>) -> Bool {
+        entries.contains { namespaces.contains($0.id.namespace) } || unreadable.contains { namespaces.contains($0.namespace) }
+    }
+
     /// The namespaces this file defines something in: what a change to it can affect.
     public var namespaces: Set<String> {
         Set(entries.map(\.id.namespace)).union(unreadable.map(\.namespace))
@@ -190,7 +196,7 @@ public enum IncrementalValidation {
             // Unchanged files that define something in an affected namespace: taken from
             // what was kept of them when all of it is there, else read again, so that the
             // checks see the whole namespace.
-            let others = files.indices.filter { fresh[$0] == nil && !records[$0]!.namespaces.isDisjoint(with: affected) }
+            let others = files.indices.filter { fresh[$0] == nil && records[$0]!.definesSomething(in: affected) }
             let fromKept = others.isEmpty ? [:] : keptResources(others, files: files, records: records, affected: affected, kept: kept)
             let toRead = others.filter { fromKept[$0] == nil }
             for (index, part) in zip(toRead, read(toRead)) { fresh[index] = part }
