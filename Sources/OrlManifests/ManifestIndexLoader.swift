@@ -257,7 +257,19 @@ public struct ManifestIndexLoader: Sendable {
             })
         else { return [] }
         let present = blobs.compactMap { $0 }
-        return ManifestParsing.parallelMap(present.count) { ResourceSnapshot.decode(present[$0]) ?? [] }.flatMap { $0 }
+        // Each snapshot in as many parts as there are cores: one namespace is the common case.
+        let parts = max(1, ManifestParsing.processorCount)
+        let decoded = ManifestParsing.parallelMap(present.count * parts, minimumPerWorker: 1) { i in
+            ResourceSnapshot.decode(present[i / parts], part: i % parts, of: parts)
+        }
+        var kept: [ResourceSnapshot.Kept] = []
+        for (blob, start) in zip(present.indices, stride(from: 0, to: decoded.count, by: parts)) {
+            // A snapshot any part of which does not decode stands for nothing.
+            guard decoded[start..<start + parts].allSatisfy({ $0 != nil }) else { continue }
+            _ = blob
+            for part in decoded[start..<start + parts] { kept += part! }
+        }
+        return kept
     }
 
     /// Size, modification and change times in nanoseconds, inode and device: what

@@ -336,6 +336,12 @@ import Testing
             #expect(a.canonical.text == b.canonical.text)
             #expect(Self.positions(a.document) == Self.positions(b.document))
         }
+        for parts in 1...3 {
+            let pieces = (0..<parts).map { ResourceSnapshot.decode(bytes, part: $0, of: parts) }
+            #expect(pieces.allSatisfy { $0 != nil })
+            #expect(pieces.flatMap { $0 ?? [] }.map(\.resource.id) == back.map(\.resource.id))
+        }
+        #expect(ResourceSnapshot.decode(bytes, part: 2, of: 2) == nil)
         #expect(ResourceSnapshot.decode(Array(bytes.dropLast())) == nil)
         #expect(ResourceSnapshot.decode(bytes + [0]) == nil)
         #expect(ResourceSnapshot.decode(Array("orl-kept-0\n".utf8)) == nil)

@@ -28,54 +28,77 @@ public enum ResourceSnapshot {
 
     /// Versioned with the reader: a document is decoded again without its schema check,
     /// which holds only for what this version of the schemas accepted.
-    static let magic: [UInt8] = Array("orl-kept-1\n".utf8)
+    static let magic: [UInt8] = Array("orl-kept-2\n".utf8)
     /// Deeper than any manifest the YAML reader accepts; a deeper one is not ours.
     static let maxDepth = 1_000
 
     public static func encode(_ resources: [Kept]) -> [UInt8] {
-        var out = ByteWriter()
-        out.bytes.reserveCapacity(resources.count * 1_024)
-        out.bytes += magic
-        var kept: [(Kept, Node)] = []
-        kept.reserveCapacity(resources.count)
         // A document whose positions name another file (none the readers make) is left
         // out: its file is then read again rather than misplaced.
-        for entry in resources where sameFile(entry.resource.document, entry.resource.file) {
-            kept.append((entry, entry.resource.document))
+        let kept = resources.filter { sameFile($0.resource.document, $0.resource.file) }
+        var body = ByteWriter()
+        body.bytes.reserveCapacity(kept.count * 1_024)
+        var offsets: [Int] = []
+        offsets.reserveCapacity(kept.count)
+        for entry in kept {
+            offsets.append(body.bytes.count)
+            body.string(entry.resource.file)
+            body.string(entry.contentHash)
+            body.int(entry.resource.documentIndex)
+            body.string(entry.resource.kind.rawValue)
+            body.node(entry.resource.document)
         }
-        out.int(kept.count)
-        for (entry, document) in kept {
-            out.string(entry.resource.file)
-            out.string(entry.contentHash)
-            out.int(entry.resource.documentIndex)
-            out.string(entry.resource.kind.rawValue)
-            out.node(document)
-        }
+        // Where each resource starts, so that parts of a snapshot decode on several cores.
+        var out = ByteWriter()
+        out.bytes.reserveCapacity(magic.count + 8 * (offsets.count + 1) + body.bytes.count)
+        out.bytes += magic
+        out.int64(Int64(offsets.count))
+        for offset in offsets { out.int64(Int64(offset)) }
+        out.bytes += body.bytes
         return out.bytes
     }
 
     /// The kept resources, nil when the bytes are not a snapshot this version wrote. A
     /// document that no longer decodes is left out (its file is read instead).
-    public static func decode(_ bytes: [UInt8]) -> [Kept]? {
+    public static func decode(_ bytes: [UInt8]) -> [Kept]? { decode(bytes, part: 0, of: 1) }
+
+    /// The `part`th of `parts` slices of the kept resources (in order), so that callers
+    /// can decode a snapshot on several cores; nil as `decode(_:)`.
+    public static func decode(_ bytes: [UInt8], part: Int, of parts: Int) -> [Kept]? {
         bytes.withUnsafeBufferPointer { buffer -> [Kept]? in
             var reader = ByteReader(buffer)
-            guard buffer.count >= magic.count, buffer.prefix(magic.count).elementsEqual(magic) else { return nil }
+            guard parts > 0, part >= 0, part < parts, buffer.count >= magic.count, buffer.prefix(magic.count).elementsEqual(magic)
+            else { return nil }
             reader.offset = magic.count
             do throws(ByteReader.Malformed) {
-                let count = try reader.count()
+                let count = Int(try reader.int64())
+                guard count >= 0, count <= (buffer.count - reader.offset) / 8 else { return nil }
+                var offsets: [Int] = []
+                offsets.reserveCapacity(count)
+                for _ in 0..<count { offsets.append(Int(try reader.int64())) }
+                let bodyStart = reader.offset
+                let bodyCount = buffer.count - bodyStart
+                // Offsets rise from 0 within the body: each resource ends where the next starts.
+                for (i, offset) in offsets.enumerated() {
+                    guard offset >= 0, offset < bodyCount, i == 0 ? offset == 0 : offset > offsets[i - 1] else { return nil }
+                }
+                let lower = count * part / parts
+                let upper = count * (part + 1) / parts
                 var out: [Kept] = []
-                out.reserveCapacity(count)
-                for _ in 0..<count {
+                out.reserveCapacity(upper - lower)
+                for i in lower..<upper {
+                    reader.offset = bodyStart + offsets[i]
                     let file = try reader.string()
                     let contentHash = try reader.string()
                     let documentIndex = try reader.int()
                     guard let kind = ResourceKind(rawValue: try reader.string()) else { throw ByteReader.Malformed() }
                     let document = try reader.node(file: file, depth: 0)
+                    guard reader.offset == bodyStart + (i + 1 < count ? offsets[i + 1] : bodyCount) else { return nil }
                     if let resource = try? ManifestReader.decode(document, kind: kind, file: file, documentIndex: documentIndex) {
                         out.append(Kept(contentHash: contentHash, resource: resource))
                     }
                 }
-                guard reader.offset == buffer.count else { return nil }
+                if count == 0 && bodyCount != 0 { return nil }
                 return out
             } catch {
                 return nil
