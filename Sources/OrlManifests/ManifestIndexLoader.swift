@@ -198,23 +198,23 @@ public struct ManifestIndexLoader: Sendable {
         let failure = Mutex<SourceError?>(nil)
         let outcome = IncrementalValidation.validate(
             files: zip(inputs, probes).map { (path: $0.path, contentHash: $1.hash) }, previous: full ? nil : stored?.index, strict: strict,
-            kept: { namespaces in Self.kept(namespaces, source: name, store: store) }
-        ) { positions in
-            let probes = probes
-            return ManifestParsing.parallelMap(positions.count) { i in
-                let position = positions[i]
-                var file = probes[position].file
-                if file == nil {
-                    do throws(SourceError) { file = try source.read(inputs[position]) } catch {
-                        failure.withLock { $0 = $0 ?? error }
-                        return ReadManifests()
+            kept: { namespaces in Self.kept(namespaces, source: name, store: store) },
+            read: { positions in
+                let probes = probes
+                return ManifestParsing.parallelMap(positions.count) { i in
+                    let position = positions[i]
+                    var file = probes[position].file
+                    if file == nil {
+                        do throws(SourceError) { file = try source.read(inputs[position]) } catch {
+                            failure.withLock { $0 = $0 ?? error }
+                            return ReadManifests()
+                        }
                     }
+                    var read = parsing.read(file!)
+                    read.resources = read.resources.map { $0.withCanonicalForm() }
+                    return read
                 }
-                var read = parsing.read(file!)
-                read.resources = read.resources.map { $0.withCanonicalForm() }
-                return read
-            }
-        }
+            })
         if let error = failure.withLock({ $0 }) { throw error }
 
         var next: StoredManifestIndex?

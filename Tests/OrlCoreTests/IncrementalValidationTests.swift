@@ -214,8 +214,8 @@ import Testing
             let saved = snapshots
             let withKept = IncrementalValidation.validate(
                 files: hashed, previous: keptIndex, strict: strict,
-                kept: { namespaces in namespaces.flatMap { saved[$0].flatMap(ResourceSnapshot.decode) ?? [] } }
-            ) { Self.read(current, $0) }
+                kept: { namespaces in namespaces.flatMap { saved[$0].flatMap(ResourceSnapshot.decode) ?? [] } },
+                read: { Self.read(current, $0) })
             #expect(withKept.report.diagnostics == full.diagnostics, "kept: seed \(seed) step \(step)")
             #expect(withKept.report.resourceCount == full.resourceCount, "kept: seed \(seed) step \(step)")
             #expect(withKept.desired == full.fleet.resources.map(DesiredResource.init), "kept: seed \(seed) step \(step)")
@@ -292,8 +292,8 @@ import Testing
         let saved = snapshots
         let changed = IncrementalValidation.validate(
             files: hashes(), previous: first.index, strict: false,
-            kept: { namespaces in namespaces.flatMap { saved[$0].flatMap(ResourceSnapshot.decode) ?? [] } }
-        ) { Self.read(files, $0) }
+            kept: { namespaces in namespaces.flatMap { saved[$0].flatMap(ResourceSnapshot.decode) ?? [] } },
+            read: { Self.read(files, $0) })
         let all = Self.read(files, Array(files.indices))
         var merged = ReadManifests()
         for part in all { merged.append(part) }
