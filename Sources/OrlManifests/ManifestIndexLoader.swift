@@ -263,11 +263,11 @@ public struct ManifestIndexLoader: Sendable {
             ResourceSnapshot.decode(present[i / parts], part: i % parts, of: parts)
         }
         var kept: [ResourceSnapshot.Kept] = []
-        for (blob, start) in zip(present.indices, stride(from: 0, to: decoded.count, by: parts)) {
+        for start in stride(from: 0, to: decoded.count, by: parts) {
             // A snapshot any part of which does not decode stands for nothing.
-            guard decoded[start..<start + parts].allSatisfy({ $0 != nil }) else { continue }
-            _ = blob
-            for part in decoded[start..<start + parts] { kept += part! }
+            let pieces = decoded[start..<start + parts]
+            guard pieces.allSatisfy({ $0 != nil }) else { continue }
+            for piece in pieces { kept += piece! }
         }
         return kept
     }
