@@ -35,13 +35,17 @@ public struct ManifestIndexLoader: Sendable {
         let positions: [String: Int]
         let source: FileSystemSource
         let parsing: ManifestParsing
+        /// The namespaces' snapshots to write with the index (nil: none is left).
+        let snapshots: [String: [UInt8]?]
         /// Whether the plan took the previous apply's memo for granted.
         private(set) var memoHeld = false
 
         init(
             outcome: IncrementalValidation.Outcome, next: StoredManifestIndex?, previous: StoredManifestIndex?, filesUnchanged: Bool,
-            sameDesired: Bool, full: Bool, inputs: [ManifestInput], source: FileSystemSource, parsing: ManifestParsing
+            sameDesired: Bool, full: Bool, inputs: [ManifestInput], source: FileSystemSource, parsing: ManifestParsing,
+            snapshots: [String: [UInt8]?] = [:]
         ) {
+            self.snapshots = snapshots
             self.outcome = outcome
             self.next = next
             self.previous = previous
@@ -107,6 +111,9 @@ public struct ManifestIndexLoader: Sendable {
             guard var next else {
                 if previous != nil { try writer.putManifestIndex(source: source, nil) }
                 return
+            }
+            for namespace in snapshots.keys.sorted() {
+                try writer.putManifestIndex(source: ResourceSnapshot.key(source: source, namespace: namespace), snapshots[namespace]!)
             }
             if filesUnchanged, memoHeld, plan.isEmpty { return }
             // After a prune the source owns exactly what it desires; otherwise it still does
@@ -190,23 +197,24 @@ public struct ManifestIndexLoader: Sendable {
         let parsing = self.parsing
         let failure = Mutex<SourceError?>(nil)
         let outcome = IncrementalValidation.validate(
-            files: zip(inputs, probes).map { (path: $0.path, contentHash: $1.hash) }, previous: full ? nil : stored?.index, strict: strict
-        ) { positions in
-            let probes = probes
-            return ManifestParsing.parallelMap(positions.count) { i in
-                let position = positions[i]
-                var file = probes[position].file
-                if file == nil {
-                    do throws(SourceError) { file = try source.read(inputs[position]) } catch {
-                        failure.withLock { $0 = $0 ?? error }
-                        return ReadManifests()
+            files: zip(inputs, probes).map { (path: $0.path, contentHash: $1.hash) }, previous: full ? nil : stored?.index, strict: strict,
+            kept: { namespaces in Self.kept(namespaces, source: name, store: store) },
+            read: { positions in
+                let probes = probes
+                return ManifestParsing.parallelMap(positions.count) { i in
+                    let position = positions[i]
+                    var file = probes[position].file
+                    if file == nil {
+                        do throws(SourceError) { file = try source.read(inputs[position]) } catch {
+                            failure.withLock { $0 = $0 ?? error }
+                            return ReadManifests()
+                        }
                     }
+                    var read = parsing.read(file!)
+                    read.resources = read.resources.map { $0.withCanonicalForm() }
+                    return read
                 }
-                var read = parsing.read(file!)
-                read.resources = read.resources.map { $0.withCanonicalForm() }
-                return read
-            }
-        }
+            })
         if let error = failure.withLock({ $0 }) { throw error }
 
         var next: StoredManifestIndex?
@@ -223,9 +231,45 @@ public struct ManifestIndexLoader: Sendable {
             }
         }
         let sameDesired = stored.map { !full && $0.desiredResources() == outcome.desired } ?? false
+        var snapshots: [String: [UInt8]?] = [:]
+        if next != nil {
+            let namespaces = outcome.checked.keys.sorted()
+            let encoded = ManifestParsing.parallelMap(namespaces.count) { i -> [UInt8]? in
+                let kept = outcome.checked[namespaces[i]]!
+                return kept.isEmpty ? nil : ResourceSnapshot.encode(kept)
+            }
+            for (namespace, bytes) in zip(namespaces, encoded) { snapshots[namespace] = .some(bytes) }
+        }
         return Loaded(
             outcome: outcome, next: next, previous: stored, filesUnchanged: false, sameDesired: sameDesired, full: full, inputs: inputs,
-            source: source, parsing: parsing)
+            source: source, parsing: parsing, snapshots: snapshots)
+    }
+
+    /// What the state kept of these namespaces' resources; nothing of a namespace whose
+    /// snapshot cannot be read (its files are then read instead).
+    static func kept(_ namespaces: Set<String>, source: String, store: any StateStore) -> [ResourceSnapshot.Kept] {
+        let names = namespaces.sorted()
+        guard
+            let blobs = try? store.read({ reader throws(StoreError) in
+                try names.map { namespace throws(StoreError) in
+                    try reader.manifestIndex(source: ResourceSnapshot.key(source: source, namespace: namespace))
+                }
+            })
+        else { return [] }
+        let present = blobs.compactMap { $0 }
+        // Each snapshot in as many parts as there are cores: one namespace is the common case.
+        let parts = max(1, ManifestParsing.processorCount)
+        let decoded = ManifestParsing.parallelMap(present.count * parts, minimumPerWorker: 1) { i in
+            ResourceSnapshot.decode(present[i / parts], part: i % parts, of: parts)
+        }
+        var kept: [ResourceSnapshot.Kept] = []
+        for start in stride(from: 0, to: decoded.count, by: parts) {
+            // A snapshot any part of which does not decode stands for nothing.
+            let pieces = decoded[start..<start + parts]
+            guard pieces.allSatisfy({ $0 != nil }) else { continue }
+            for piece in pieces { kept += piece! }
+        }
+        return kept
     }
 
     /// Size, modification and change times in nanoseconds, inode and device: what

@@ -67,8 +67,8 @@ public struct ManifestParsing: Sendable {
     /// `body(i)` for every `i` in `0..<count`, on every core, the results in index
     /// order, so that "first defined here" always means first in path order. Blocks
     /// until all are done; small inputs run on the caller's thread.
-    public static func parallelMap<T: Sendable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T] {
-        let workers = min(Self.processorCount, max(1, count / 16))
+    public static func parallelMap<T: Sendable>(_ count: Int, minimumPerWorker: Int = 16, _ body: @Sendable (Int) -> T) -> [T] {
+        let workers = min(Self.processorCount, max(1, count / max(1, minimumPerWorker)))
         if workers == 1 { return (0..<count).map(body) }
         let parts = Mutex<[[(Int, T)]]>([])
         DispatchQueue.concurrentPerform(iterations: workers) { worker in

@@ -194,6 +194,11 @@ import Testing
         let store = InMemoryStateStore()
         let options = ApplyOptions(source: "test", prune: true, maxDeletions: .max, appliedBy: "test", codeRoot: "/src")
         var incrementalRuns = 0
+        // What an apply keeps of each namespace (`ResourceSnapshot`), written as the loader
+        // writes it: a second incremental run takes unchanged files from it.
+        var snapshots: [String: [UInt8]] = [:]
+        var keptIndex: ManifestIndex?
+        var keptRuns = 0
         for step in 0..<40 {
             if step > 0 { Self.edit(&files, &g, serial: &serial) }
             let strict = g.below(5) == 0
@@ -205,6 +210,22 @@ import Testing
             for part in all { merged.append(part) }
             let full = ManifestValidation.validate(merged, strict: strict)
             let fullOutcome = IncrementalValidation.validate(files: hashed, previous: nil, strict: strict) { Self.read(current, $0) }
+
+            let saved = snapshots
+            let withKept = IncrementalValidation.validate(
+                files: hashed, previous: keptIndex, strict: strict,
+                kept: { namespaces in namespaces.flatMap { saved[$0].flatMap(ResourceSnapshot.decode) ?? [] } },
+                read: { Self.read(current, $0) })
+            #expect(withKept.report.diagnostics == full.diagnostics, "kept: seed \(seed) step \(step)")
+            #expect(withKept.report.resourceCount == full.resourceCount, "kept: seed \(seed) step \(step)")
+            #expect(withKept.desired == full.fleet.resources.map(DesiredResource.init), "kept: seed \(seed) step \(step)")
+            #expect(withKept.index == fullOutcome.index, "kept: seed \(seed) step \(step)")
+            #expect(Set(withKept.read.keys).isSubset(of: Set(incremental.read.keys)), "kept: seed \(seed) step \(step)")
+            if withKept.parsed.count < incremental.parsed.count { keptRuns += 1 }
+            if withKept.index != nil {
+                for (namespace, resources) in withKept.checked { snapshots[namespace] = ResourceSnapshot.encode(resources) }
+            }
+            keptIndex = withKept.index
 
             #expect(incremental.report.diagnostics == full.diagnostics, "seed \(seed) step \(step)")
             #expect(incremental.report.resourceCount == full.resourceCount, "seed \(seed) step \(step)")
@@ -235,6 +256,107 @@ import Testing
         }
         // The property says something only if most rounds took the incremental path.
         #expect(incrementalRuns > 12, "only \(incrementalRuns) incremental rounds")
+        #expect(keptRuns > 8, "only \(keptRuns) rounds took unchanged files from the snapshots")
+    }
+
+    /// Edits whose verdicts land on resources in other, unchanged files: the checks over
+    /// kept resources give what reading everything gives, and only the changed file is parsed.
+    @Test(arguments: ["policy", "tool", "budget", "workflow", "provider"])
+    func changesThatMoveVerdictsElsewhereReadOnlyTheChangedFile(edit: String) {
+        var g = Generator(state: 11)
+        var files = Self.fleet(&g)
+        func hashes() -> [(path: String, contentHash: String)] {
+            files.map { (path: $0.path, contentHash: CanonicalJSON.bytesHash(Array(Self.render($0).utf8))) }
+        }
+        let first = IncrementalValidation.validate(files: hashes(), previous: nil, strict: false) { Self.read(files, $0) }
+        var snapshots: [String: [UInt8]] = [:]
+        for (namespace, resources) in first.checked { snapshots[namespace] = ResourceSnapshot.encode(resources) }
+        #expect(Set(snapshots.keys) == Set(Self.namespaces))
+
+        let kind = ["provider": 0, "tool": 1, "policy": 3, "budget": 4, "workflow": 5][edit]!
+        let at = files.firstIndex { $0.docs[0].kind == kind && $0.docs[0].namespace == "team-a" }!
+        var changedPaths = [files[at].path]
+        switch edit {
+        // The Policy now allows another tool and model: its agents' own tools and models break it.
+        case "policy": files[at].docs[0].target += 1
+        // The Tool goes away: the agent and the workflow that use it name nothing.
+        case "tool": files.remove(at: at)
+        // The Budget selects other labels.
+        case "budget": files[at].docs[0].target += 1
+        // The workflow runs another agent, with another tool.
+        case "workflow": files[at].docs[0].target += 2
+        // The provider is renamed: agents' models name nothing.
+        default: files[at].docs[0].group += 3
+        }
+        if edit == "tool" { changedPaths = [] }
+        let saved = snapshots
+        let changed = IncrementalValidation.validate(
+            files: hashes(), previous: first.index, strict: false,
+            kept: { namespaces in namespaces.flatMap { saved[$0].flatMap(ResourceSnapshot.decode) ?? [] } },
+            read: { Self.read(files, $0) })
+        let all = Self.read(files, Array(files.indices))
+        var merged = ReadManifests()
+        for part in all { merged.append(part) }
+        let full = ManifestValidation.validate(merged)
+        #expect(changed.parsed == changedPaths)
+        #expect(!changed.full)
+        #expect(changed.report.diagnostics == full.diagnostics)
+        #expect(changed.report.diagnostics != first.report.diagnostics, "the edit changed no verdict")
+        #expect(changed.desired == full.fleet.resources.map(DesiredResource.init))
+        #expect(Set(changed.checked.keys) == ["team-a"])
+    }
+
+    @Test func snapshotsRoundTripEveryNodeAndPosition() throws {
+        let text = """
+            apiVersion: orl.dev/v1
+            kind: Agent
+            metadata: {name: a, namespace: team-a, labels: {x: "1"}}
+            spec:
+              model: p/small
+              runtime: {command: python3, args: [a.py, "--n", "0x10"]}
+              tools: []
+            ---
+            apiVersion: orl.dev/v1
+            kind: Budget
+            metadata: {name: b}
+            spec:
+              appliesTo: {selector: {matchLabels: {x: "1"}}}
+              limits: [{window: day, usd: 12.50}, {window: month, usd: 1e3}]
+              onExceeded: halt
+
+            """
+        let read = ManifestReader().read(YAMLParser().parse(text, file: "dir/f.yaml"))
+        #expect(read.resources.count == 2)
+        let kept = read.resources.map { ResourceSnapshot.Kept(contentHash: "h", resource: $0) }
+        let bytes = ResourceSnapshot.encode(kept)
+        let back = try #require(ResourceSnapshot.decode(bytes))
+        #expect(back.count == 2)
+        for (a, b) in zip(read.resources, back.map(\.resource)) {
+            #expect(a.id == b.id && a.file == b.file && a.documentIndex == b.documentIndex)
+            #expect(a.canonical.text == b.canonical.text)
+            #expect(Self.positions(a.document) == Self.positions(b.document))
+        }
+        for parts in 1...3 {
+            let pieces = (0..<parts).map { ResourceSnapshot.decode(bytes, part: $0, of: parts) }
+            #expect(pieces.allSatisfy { $0 != nil })
+            #expect(pieces.flatMap { $0 ?? [] }.map(\.resource.id) == back.map(\.resource.id))
+        }
+        #expect(ResourceSnapshot.decode(bytes, part: 2, of: 2) == nil)
+        #expect(ResourceSnapshot.decode(Array(bytes.dropLast())) == nil)
+        #expect(ResourceSnapshot.decode(bytes + [0]) == nil)
+        #expect(ResourceSnapshot.decode(Array("orl-kept-0\n".utf8)) == nil)
+    }
+
+    static func positions(_ node: Node) -> [String] {
+        var out = ["\(node.location)"]
+        switch node.value {
+        case .array(let elements): for element in elements { out += positions(element) }
+        case .object(let members):
+            for member in members { out += ["\(member.key)@\(member.keyLocation)"] + positions(member.value) }
+        case .number(let number): out.append("\(number.text)|\(number.double)|\(String(describing: number.integer))")
+        default: break
+        }
+        return out
     }
 
     @Test func unchangedFilesAreNotReadAndOneChangeReadsItsNamespace() {

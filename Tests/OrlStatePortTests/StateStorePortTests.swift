@@ -152,6 +152,14 @@ import Testing
         try store.write { w throws(StoreError) in try w.putManifestIndex(source: "files:/a", nil) }
         #expect(try store.read { s throws(StoreError) in try s.manifestIndex(source: "files:/a") } == nil)
         #expect(try store.read { s throws(StoreError) in try s.manifestIndex(source: "files:/b") } == [1, 2, 3])
+        // What a source keeps of a namespace's resources sits beside its index, under a key
+        // with control characters in it, apart from the index itself.
+        let kept = ResourceSnapshot.key(source: "files:/b", namespace: "team-a")
+        try store.write { w throws(StoreError) in try w.putManifestIndex(source: kept, blob) }
+        #expect(try store.read { s throws(StoreError) in try s.manifestIndex(source: kept) } == blob)
+        #expect(try store.read { s throws(StoreError) in try s.manifestIndex(source: "files:/b") } == [1, 2, 3])
+        try store.write { w throws(StoreError) in try w.putManifestIndex(source: kept, nil) }
+        #expect(try store.read { s throws(StoreError) in try s.manifestIndex(source: kept) } == nil)
 
         // The mark an apply keeps must move with any change to what the source's resources
         // are (identity, manifest, owner), a takeover by another source and a delete included.

@@ -49,6 +49,12 @@ public struct ManifestFileRecord: Sendable, Equatable {
         self.spansFiles = spansFiles
     }
 
+    /// Whether the file defines something in one of `namespaces` (without making a set
+    /// of its own: asked of every file at each change).
+    public func definesSomething(in namespaces: Set<String>) -> Bool {
+        entries.contains { namespaces.contains($0.id.namespace) } || unreadable.contains { namespaces.contains($0.namespace) }
+    }
+
     /// The namespaces this file defines something in: what a change to it can affect.
     public var namespaces: Set<String> {
         Set(entries.map(\.id.namespace)).union(unreadable.map(\.namespace))
@@ -130,6 +136,10 @@ public enum IncrementalValidation {
         public var parsed: [String]
         /// Whether everything was read and checked.
         public var full: Bool
+        /// The resources of each namespace checked this time (every one, when `full`),
+        /// in the order they were checked, for `ResourceSnapshot` to keep; empty when
+        /// there is no index.
+        public var checked: [String: [ResourceSnapshot.Kept]] = [:]
     }
 
     /// The outcome when no file changed since `stored` was written: the index stands for
@@ -144,15 +154,19 @@ public enum IncrementalValidation {
         for namespace in stored.namespaces.keys.sorted() { diagnostics += stored.namespaces[namespace]! }
         let report = ValidationReport(
             fleet: Fleet([]), resourceCount: count, diagnostics: ManifestValidation.strictened(diagnostics, strict).sortedForReport())
-        return Outcome(report: report, desired: stored.desiredResources(), read: [:], index: nil, parsed: [], full: false)
+        return Outcome(report: report, desired: stored.desiredResources(), read: [:], index: nil, parsed: [], full: false, checked: [:])
     }
 
     /// - Parameters:
     ///   - files: the files in path order with their content hashes.
+    ///   - kept: what was kept of these namespaces' resources (`ResourceSnapshot`): an
+    ///     unchanged file whose kept resources are all there is not read again for the
+    ///     checks of its namespace.
     ///   - read: parses the files at these positions (on every core, as the caller sees
     ///     fit), in the order asked; resources with their canonical form computed.
     public static func validate(
         files: [(path: String, contentHash: String)], previous: ManifestIndex?, strict: Bool,
+        kept: (Set<String>) -> [ResourceSnapshot.Kept] = { _ in [] },
         read: ([Int]) -> [ReadManifests]
     ) -> Outcome {
         guard let previous else { return full(files: files, strict: strict, read: read) }
@@ -163,6 +177,12 @@ public enum IncrementalValidation {
         var fresh: [Int: ReadManifests] = [:]
         var namespaces = previous.namespaces
         var affected = Set<String>()
+        var checked: [String: [ResourceSnapshot.Kept]] = [:]
+        var hashes: [String: String] = [:]
+        if !changed.isEmpty || !removed.isEmpty {
+            hashes.reserveCapacity(files.count)
+            for file in files where hashes[file.path] == nil { hashes[file.path] = file.contentHash }
+        }
         if !changed.isEmpty || !removed.isEmpty {
             for (index, part) in zip(changed, read(changed)) {
                 let record = ManifestFileRecord(path: files[index].path, contentHash: files[index].contentHash, read: part)
@@ -173,16 +193,28 @@ public enum IncrementalValidation {
                 fresh[index] = part
             }
             for old in removed { affected.formUnion(old.namespaces) }
-            // Unchanged files that define something in an affected namespace: read again,
-            // so that the checks see the whole namespace.
-            let others = files.indices.filter { fresh[$0] == nil && !records[$0]!.namespaces.isDisjoint(with: affected) }
-            for (index, part) in zip(others, read(others)) { fresh[index] = part }
+            // Unchanged files that define something in an affected namespace: taken from
+            // what was kept of them when all of it is there, else read again, so that the
+            // checks see the whole namespace.
+            let others = files.indices.filter { fresh[$0] == nil && records[$0]!.definesSomething(in: affected) }
+            let fromKept = others.isEmpty ? [:] : keptResources(others, files: files, records: records, affected: affected, kept: kept)
+            let toRead = others.filter { fromKept[$0] == nil }
+            for (index, part) in zip(toRead, read(toRead)) { fresh[index] = part }
             var subset = ReadManifests()
             for index in files.indices {
-                guard let part = fresh[index] else { continue }
-                subset.resources += part.resources.filter { affected.contains($0.metadata.namespace) }
-                subset.unreadable += part.unreadable.filter { affected.contains($0.namespace) }
+                if let part = fresh[index] {
+                    subset.resources += part.resources.filter { affected.contains($0.metadata.namespace) }
+                    subset.unreadable += part.unreadable.filter { affected.contains($0.namespace) }
+                } else if let resources = fromKept[index] {
+                    subset.resources += resources
+                    subset.unreadable += records[index]!.unreadable.filter { affected.contains($0.namespace) }
+                }
             }
+            for resource in subset.resources {
+                checked[resource.metadata.namespace, default: []].append(
+                    ResourceSnapshot.Kept(contentHash: hashes[resource.file] ?? "", resource: resource))
+            }
+            for namespace in affected where checked[namespace] == nil { checked[namespace] = [] }
             guard let grouped = byNamespace(ManifestValidation.crossChecks(subset).diagnostics) else {
                 return full(files: files, strict: strict, read: read)
             }
@@ -223,7 +255,31 @@ public enum IncrementalValidation {
         return Outcome(
             report: report, desired: desired, read: resources,
             index: ManifestIndex(files: Dictionary(all.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a }), namespaces: namespaces),
-            parsed: fresh.keys.sorted().map { files[$0].path }, full: false)
+            parsed: fresh.keys.sorted().map { files[$0].path }, full: false, checked: checked)
+    }
+
+    /// The resources of the unchanged files at `positions` in the `affected` namespaces,
+    /// from what was kept of them: a file's entry only when every resource its record
+    /// names there is kept for its path and content hash, in its order.
+    static func keptResources(
+        _ positions: [Int], files: [(path: String, contentHash: String)], records: [ManifestFileRecord?], affected: Set<String>,
+        kept: (Set<String>) -> [ResourceSnapshot.Kept]
+    ) -> [Int: [Resource]] {
+        var byFile: [String: [ResourceSnapshot.Kept]] = [:]
+        for entry in kept(affected) { byFile[entry.resource.file, default: []].append(entry) }
+        guard !byFile.isEmpty else { return [:] }
+        var out: [Int: [Resource]] = [:]
+        for position in positions {
+            guard let candidates = byFile[files[position].path], let record = records[position] else { continue }
+            let wanted = record.entries.filter { affected.contains($0.id.namespace) }.map(\.id)
+            let resources = candidates.filter {
+                $0.contentHash == files[position].contentHash && affected.contains($0.resource.metadata.namespace)
+            }
+            .map(\.resource).sorted { $0.documentIndex < $1.documentIndex }
+            guard resources.map(\.id) == wanted, Set(resources.map(\.documentIndex)).count == resources.count else { continue }
+            out[position] = resources
+        }
+        return out
     }
 
     /// Everything read and checked, as `validate` does, and the index made from it.
@@ -242,9 +298,18 @@ public enum IncrementalValidation {
         }
         var read: [ResourceID: Resource] = [:]
         for resource in checked.fleet.resources { read[resource.id] = resource }
+        var kept: [String: [ResourceSnapshot.Kept]] = [:]
+        if index != nil {
+            for (file, part) in zip(files, parts) {
+                for resource in part.resources {
+                    kept[resource.metadata.namespace, default: []].append(
+                        ResourceSnapshot.Kept(contentHash: file.contentHash, resource: resource))
+                }
+            }
+        }
         return Outcome(
             report: report, desired: checked.fleet.resources.map(DesiredResource.init), read: read, index: index, parsed: files.map(\.path),
-            full: true)
+            full: true, checked: kept)
     }
 
     /// Diagnostics by the namespace of their resource, in their order; nil when one has

@@ -152,20 +152,7 @@ public struct ManifestReader: Sendable {
         }
 
         do {
-            let metadata = try NodeDecoder.decode(ObjectMeta.self, from: root["metadata"]!, at: ValuePath([.key("metadata")]))
-            let specNode = root["spec"]!
-            let specPath = ValuePath([.key("spec")])
-            let spec: Resource.Spec =
-                switch kind {
-                case .modelProvider: .modelProvider(try NodeDecoder.decode(ModelProviderSpec.self, from: specNode, at: specPath))
-                case .tool: .tool(try NodeDecoder.decode(ToolSpec.self, from: specNode, at: specPath))
-                case .agent: .agent(try NodeDecoder.decode(AgentSpec.self, from: specNode, at: specPath))
-                case .policy: .policy(try NodeDecoder.decode(PolicySpec.self, from: specNode, at: specPath))
-                case .budget: .budget(try NodeDecoder.decode(BudgetSpec.self, from: specNode, at: specPath))
-                case .workflow: .workflow(try NodeDecoder.decode(WorkflowSpec.self, from: specNode, at: specPath))
-                case .alert: .alert(try NodeDecoder.decode(AlertSpec.self, from: specNode, at: specPath))
-                }
-            return (Resource(metadata: metadata, spec: spec, document: root, file: document.file, documentIndex: document.index), [])
+            return (try Self.decode(root, kind: kind, file: document.file, documentIndex: document.index), [])
         } catch {
             // The schema accepted what the model cannot read: a defect in orl, reported
             // where it happened rather than hidden.
@@ -178,6 +165,28 @@ public struct ManifestReader: Sendable {
                 ]
             )
         }
+    }
+
+    /// The resource a document that passed its kind's schema decodes to. Also how a kept
+    /// document (`ResourceSnapshot`, already checked when its file was read) becomes a
+    /// resource again without its file being parsed or checked a second time.
+    static func decode(_ root: Node, kind: ResourceKind, file: String, documentIndex: Int) throws(NodeDecodingError) -> Resource {
+        guard let metadataNode = root["metadata"], let specNode = root["spec"] else {
+            throw NodeDecodingError(message: "expected metadata and spec", location: root.location, path: ValuePath([]))
+        }
+        let metadata = try NodeDecoder.decode(ObjectMeta.self, from: metadataNode, at: ValuePath([.key("metadata")]))
+        let specPath = ValuePath([.key("spec")])
+        let spec: Resource.Spec =
+            switch kind {
+            case .modelProvider: .modelProvider(try NodeDecoder.decode(ModelProviderSpec.self, from: specNode, at: specPath))
+            case .tool: .tool(try NodeDecoder.decode(ToolSpec.self, from: specNode, at: specPath))
+            case .agent: .agent(try NodeDecoder.decode(AgentSpec.self, from: specNode, at: specPath))
+            case .policy: .policy(try NodeDecoder.decode(PolicySpec.self, from: specNode, at: specPath))
+            case .budget: .budget(try NodeDecoder.decode(BudgetSpec.self, from: specNode, at: specPath))
+            case .workflow: .workflow(try NodeDecoder.decode(WorkflowSpec.self, from: specNode, at: specPath))
+            case .alert: .alert(try NodeDecoder.decode(AlertSpec.self, from: specNode, at: specPath))
+            }
+        return Resource(metadata: metadata, spec: spec, document: root, file: file, documentIndex: documentIndex)
     }
 
     private static let kindList = ResourceKind.allCases.map(\.rawValue).joined(separator: ", ")

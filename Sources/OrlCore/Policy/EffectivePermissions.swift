@@ -214,6 +214,21 @@ public struct EffectivePermissions: Sendable {
     /// Every allow, deny and approval rule of those policies, in policy then source order.
     public var rules: [PolicyRule] { compiled.flatMap(\.rules) }
 
+    /// The rules of `kind` with `effect`, in the order of `rules`, without copying the
+    /// others (the audit asks this of every agent of every workflow).
+    public func rules(_ kind: PermissionKind, _ effect: PolicyRule.Effect) -> [PolicyRule] {
+        var out: [PolicyRule] = []
+        for policy in compiled {
+            for rule in policy.rules where rule.kind == kind && rule.effect == effect { out.append(rule) }
+        }
+        return out
+    }
+
+    /// Whether any rule is of `kind` with `effect`.
+    public func hasRule(_ kind: PermissionKind, _ effect: PolicyRule.Effect) -> Bool {
+        compiled.contains { $0.rules.contains { $0.kind == kind && $0.effect == effect } }
+    }
+
     /// Whether the agent may: the audit's fast path, which builds no explanation.
     public func permits(_ kind: PermissionKind, _ value: String) -> Bool {
         var allowed = false

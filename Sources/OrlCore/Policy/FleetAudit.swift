@@ -82,7 +82,7 @@ extension PolicyAudit {
         // candidate; otherwise only the names the rules spell.
         var edges = [[(to: Int, rule: PolicyRule)]](repeating: [], count: agents.count)
         for (i, agent) in agents.enumerated() {
-            let rules = permissions[i].rules.filter { $0.kind == .handoff && $0.effect == .allow }
+            let rules = permissions[i].rules(.handoff, .allow)
             guard !rules.isEmpty else { continue }
             let candidates: [Int] =
                 rules.contains { $0.pattern.contains("*") } ? Array(agents.indices) : rules.compactMap { index[$0.pattern] }

@@ -324,7 +324,7 @@ struct WorkflowAudit {
         // Only senders with a handoff deny can be refused along a path.
         let denying = Set(
             agents.joined().map(\.agent).filter { agent in
-                engine.permissions(of: agent.id).rules.contains { $0.kind == .handoff && $0.effect == .deny }
+                engine.permissions(of: agent.id).hasRule(.handoff, .deny)
             }.map(\.id))
         guard !denying.isEmpty else { return [] }
         // upstream[i]: the agent steps whose output reaches step i along some path.

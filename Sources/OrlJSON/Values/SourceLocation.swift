@@ -21,5 +21,5 @@ public struct SourceLocation: Sendable, Hashable, Comparable, CustomStringConver
         (lhs.file, lhs.line, lhs.column) < (rhs.file, rhs.line, rhs.column)
     }
 
-    public var description: String { "\(file):\(line):\(column)" }
+    public var description: String { file + ":" + String(line) + ":" + String(column) }
 }
