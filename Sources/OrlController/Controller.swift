@@ -272,6 +272,29 @@ public actor Controller {
             agents[record.agent] = state
             queue.add(record.agent)
         }
+        stopUnrecorded(recorded: Set(stored.compactMap(\.process)))
+    }
+
+    /// Processes of this state that no record names (their controller was killed between
+    /// their spawn and the write that records them) are stopped, not adopted: their
+    /// launch and token were never recorded, so neither what they run nor their access
+    /// to the gateway can be vouched for. Their agent starts again once they are gone.
+    /// One left by an agent that has a live recorded process (a descendant that started a
+    /// session of its own) is left alone.
+    /// `recorded`: every process a record names, adopted here or not.
+    private func stopUnrecorded(recorded: Set<ProcessIdentity>) {
+        var orders: [StopOrder] = []
+        let marks = [AgentLaunch.stateVariable: configuration.stateDirectory]
+        for (id, process) in runtime.unrecorded(marks: marks, recorded: recorded) {
+            guard agents[id]?.alive != true else { continue }
+            emit(.stopping, id, process, message: "\(process): not recorded (its controller ended before recording it)")
+            var state = agents[id] ?? AgentState(record: SupervisionRecord(agent: id))
+            state.stopping = true
+            agents[id] = state
+            queue.add(id)
+            orders.append(StopOrder(id: id, process: process, grace: configuration.defaultGrace, restart: false))
+        }
+        stop(orders)
     }
 
     /// Has the runtime announce the process's end, when it can.

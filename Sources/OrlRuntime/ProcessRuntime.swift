@@ -600,3 +600,69 @@ extension ProcessRuntime {
         return pid
     }
 }
+
+// MARK: Unrecorded processes
+
+extension ProcessRuntime {
+    /// One scan of /proc: every process whose environment says it is an agent of this
+    /// controller (`marks`, `ORL_AGENT`, `ORL_NAMESPACE`; a command tool's, which also
+    /// has `ORL_TOOL`, is not) stands for the session it is in, whose leader is the
+    /// process a controller records (the agent itself, or its sandbox's first process,
+    /// whose environment is the controller's). Sessions of this runtime's own children
+    /// and recorded ones are left out.
+    public func unrecorded(marks: [String: String], recorded: Set<ProcessIdentity>) -> [(agent: ResourceID, process: ProcessIdentity)] {
+        let own = state.withLock { Set($0.children.keys) }
+        let recordedPIDs = Set(recorded.map(\.pid))
+        var found: [Int32: (agent: ResourceID, process: ProcessIdentity)] = [:]
+        for environment in Self.agentEnvironments(marks: marks) {
+            let pid = environment.pid
+            guard let stat = ProcStat.read(pid), stat.isAlive else { continue }
+            let leader = stat.session
+            guard leader > 1, leader != getpid(), found[leader] == nil, !own.contains(leader),
+                let leaderStat = leader == pid ? stat : ProcStat.read(leader), leaderStat.isAlive
+            else { continue }
+            let process = ProcessIdentity(pid: leader, startTime: leaderStat.startTime)
+            if recordedPIDs.contains(leader) && recorded.contains(process) { continue }
+            found[leader] = (
+                ResourceID(kind: ResourceKind.agent.rawValue, namespace: environment.namespace, name: environment.agent), process
+            )
+        }
+        return found.values.sorted { $0.process.pid < $1.process.pid }
+    }
+
+    /// The agents named by the environments of the processes that hold every mark, by PID.
+    static func agentEnvironments(marks: [String: String]) -> [(pid: Int32, namespace: String, agent: String)] {
+        // Without a mark every agent of every controller would match.
+        guard !marks.isEmpty, let directory = opendir("/proc") else { return [] }
+        defer { closedir(directory) }
+        let me = getpid()
+        let wanted = Set(marks.map { Array("\($0.key)=\($0.value)".utf8) })
+        var found: [(Int32, String, String)] = []
+        while let entry = readdir(directory) {
+            let pid = withUnsafeBytes(of: entry.pointee.d_name) { name in
+                Int32(decimal: name.prefix(while: { $0 != 0 }))
+            }
+            // Another user's process cannot be read (nor be an agent of this controller's).
+            guard let pid, pid != me, let environ = readSmallFile("/proc/\(pid)/environ") else { continue }
+            var matched = 0
+            var agent: String?
+            var namespace: String?
+            var tool = false
+            for entry in environ.split(separator: 0, omittingEmptySubsequences: true) {
+                if wanted.contains(Array(entry)) {
+                    matched += 1
+                } else if entry.starts(with: "ORL_AGENT=".utf8) {
+                    agent = String(decoding: entry.dropFirst(10), as: UTF8.self)
+                } else if entry.starts(with: "ORL_NAMESPACE=".utf8) {
+                    namespace = String(decoding: entry.dropFirst(14), as: UTF8.self)
+                } else if entry.starts(with: "ORL_TOOL=".utf8) {
+                    tool = true
+                }
+            }
+            if matched == wanted.count, !tool, let agent, let namespace, !agent.isEmpty, !namespace.isEmpty {
+                found.append((pid, namespace, agent))
+            }
+        }
+        return found
+    }
+}

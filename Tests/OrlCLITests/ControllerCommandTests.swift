@@ -185,7 +185,7 @@ import Testing
         #expect(
             names == [
                 "VERSION", "ORL_AGENT", "ORL_NAMESPACE", "ORL_MODEL", "ORL_API_URL", "ORL_TOKEN", "OPENAI_BASE_URL", "OPENAI_API_KEY",
-                "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "ORL_CODE_DIR",
+                "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "ORL_CODE_DIR", "ORL_STATE_DIR",
             ])
         #expect(environ.contains("ORL_AGENT=a\0"))
         // The gateway is the controller's API, and the agent's API key its own token.
@@ -311,6 +311,50 @@ import Testing
         try h.stopController()
         #expect(h.agents().isEmpty)
     }
+}
+
+extension ControllerCommandTests {
+    /// A controller killed between a batch's spawns and the write that records them
+    /// leaves processes no record names; here one is made by hand, with the environment
+    /// the controller gives its agents, in a session of its own and with init as its
+    /// parent, as such a process is. The next controller must stop it and run the agent
+    /// once, not twice.
+    @Test func aNewControllerStopsTheAgentsAKilledOneDidNotRecord() throws {
+        let h = try Harness()
+        try h.apply([.init(name: "a"), .init(name: "b")])
+        let directory = h.agentsDirectory + "a"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // -f: setsid always forks, so the process leads a session of its own and its parent exits.
+        let command =
+            "cd '\(directory)' && env -i ORL_STATE_DIR='\(h.state)' ORL_AGENT=a ORL_NAMESPACE=default PATH=/usr/bin:/bin "
+            + "setsid -f /bin/sh -c 'echo $$ > ../a.orphan; exec sleep 1000' </dev/null >/dev/null 2>&1"
+        #expect(system(command) == 0)
+        var orphan: Int32 = 0
+        #expect(
+            waitUntil {
+                orphan =
+                    Int32(((try? String(contentsOfFile: h.agentsDirectory + "a.orphan", encoding: .utf8)) ?? "").filter(\.isNumber)) ?? 0
+                return orphan > 0 && h.agents()["a"] == [orphan]
+            })
+        try #require(orphan > 0)
+        // Not adopted, nor left running beside a new one: stopped, then `a` runs once.
+        try h.startController()
+        let running = try h.waitForAgents(["a", "b"], "after the unrecorded process is stopped")
+        #expect(running["a"] != orphan)
+        #expect(kill(orphan, 0) != 0 || isZombie(orphan), "the unrecorded process \(orphan) still runs\n\(h.log())")
+        #expect(h.log().contains("stopping Agent/a") && h.log().contains("not recorded"), "\(h.log())")
+        #expect(!h.log().contains(" adopted "), "\(h.log())")
+        try h.stopController()
+        #expect(h.agents().isEmpty)
+    }
+}
+
+/// Whether `pid` is a zombie (exited, not reaped yet).
+func isZombie(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+        return false
+    }
+    return stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
 }
 
 /// The parent of `pid`, from /proc (0 when it cannot be read).

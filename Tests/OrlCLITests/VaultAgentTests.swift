@@ -135,7 +135,7 @@ import Testing
         let pids = try h.waitForAgents(["a", "b"], "after api-token is set")
         let own = [
             "ORL_AGENT", "ORL_NAMESPACE", "ORL_MODEL", "ORL_API_URL", "ORL_TOKEN", "OPENAI_BASE_URL", "OPENAI_API_KEY",
-            "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "VERSION", "ORL_CODE_DIR",
+            "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "VERSION", "ORL_CODE_DIR", "ORL_STATE_DIR",
         ]
         let a = try environment(pids["a"]!)
         #expect(Set(a.keys) == Set(own + ["DB_PASS", "TOKEN"]), "\(a.keys.sorted())")

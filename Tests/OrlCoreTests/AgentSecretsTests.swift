@@ -68,7 +68,8 @@ import Testing
             env == [
                 "MODE=test", "DB_PASS=value-of-db-pass", "ORL_AGENT=worker", "ORL_NAMESPACE=default", "ORL_MODEL=sim/small",
                 "ORL_API_URL=http://127.0.0.1:1",
-                "OPENAI_BASE_URL=http://127.0.0.1:1/v1", "ANTHROPIC_BASE_URL=http://127.0.0.1:1", "ORL_TOKEN=t", "OPENAI_API_KEY=t",
+                "OPENAI_BASE_URL=http://127.0.0.1:1/v1", "ANTHROPIC_BASE_URL=http://127.0.0.1:1", "ORL_STATE_DIR=/state", "ORL_TOKEN=t",
+                "OPENAI_API_KEY=t",
                 "ANTHROPIC_API_KEY=t",
             ])
         #expect(launch.withheldSecrets == ["sim-key", "search-token"])

@@ -48,7 +48,8 @@ import Testing
             env == [
                 "LOG_LEVEL=debug", "SEARCH_KEY=s3cr3t", "ORL_AGENT=researcher", "ORL_NAMESPACE=default", "ORL_MODEL=sim/small",
                 "ORL_API_URL=http://127.0.0.1:7420", "OPENAI_BASE_URL=http://127.0.0.1:7420/v1",
-                "ANTHROPIC_BASE_URL=http://127.0.0.1:7420", "ORL_TOKEN=orl-token-1", "OPENAI_API_KEY=orl-token-1",
+                "ANTHROPIC_BASE_URL=http://127.0.0.1:7420", "ORL_STATE_DIR=/var/lib/orl", "ORL_TOKEN=orl-token-1",
+                "OPENAI_API_KEY=orl-token-1",
                 "ANTHROPIC_API_KEY=orl-token-1",
             ])
         #expect(launch.withheldSecrets == ["admin-token"])

@@ -307,6 +307,46 @@ import Testing
     }
 }
 
+/// Processes of a state that no record names, found by their environment.
+@Suite struct UnrecordedTests {
+    @Test func agentsOfTheStateThatNoRecordNamesAreFoundOnceEach() async throws {
+        try await withTemporaryDirectory { directory in
+            let state = directory + "/state"
+            func agent(_ name: String, state: String, extra: [(name: String, value: String)] = []) -> ProcessSpec {
+                // The agent's child (same session) must not count as a second process.
+                spec(
+                    "/bin/sh", ["-c", "sleep 30 & echo ready; wait"], in: directory, name: name,
+                    environment: [
+                        ("PATH", "/usr/bin:/bin"), ("ORL_AGENT", name), ("ORL_NAMESPACE", "default"), (AgentLaunch.stateVariable, state),
+                    ] + extra)
+            }
+            let earlier = ProcessRuntime()
+            let a = try earlier.start(agent("a", state: state))
+            let b = try earlier.start(agent("b", state: state))
+            let tool = try earlier.start(agent("tool", state: state, extra: [("ORL_TOOL", "t")]))
+            let other = try earlier.start(agent("other", state: directory + "/another-state"))
+            defer { for process in [a, b, tool, other] { kill(-process.pid, SIGKILL) } }
+            for name in ["a", "b"] { #expect(await waitForLog(agent(name, state: state), containing: "ready")) }
+
+            let later = ProcessRuntime()
+            let found = later.unrecorded(marks: [AgentLaunch.stateVariable: state], recorded: [b])
+            let names: [String] = found.map(\.agent.name)
+            let processes: [ProcessIdentity] = found.map(\.process)
+            #expect(names == ["a"], "\(found)")
+            #expect(processes == [a], "\(found)")
+            let all: Set<ProcessIdentity> = Set(later.unrecorded(marks: [AgentLaunch.stateVariable: state], recorded: []).map(\.process))
+            #expect(all == [a, b])
+            // Every mark must be held (a node's, say, beside the state's).
+            #expect(later.unrecorded(marks: [AgentLaunch.stateVariable: state, "ORL_NODE": "n1"], recorded: []).isEmpty)
+            // The runtime that started them knows them for its own.
+            #expect(earlier.unrecorded(marks: [AgentLaunch.stateVariable: state], recorded: []).isEmpty)
+            // A recorded PID with another start time is another process.
+            let reused = ProcessIdentity(pid: a.pid, startTime: a.startTime + 1)
+            #expect(later.unrecorded(marks: [AgentLaunch.stateVariable: state], recorded: [reused]).contains { $0.process == a })
+        }
+    }
+}
+
 /// Ends announced rather than looked for: a pidfd per watched process.
 @Suite(.timeLimit(.minutes(1))) struct WatchTests {
     let runtime = ProcessRuntime()

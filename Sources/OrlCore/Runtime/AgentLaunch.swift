@@ -27,6 +27,9 @@ public enum AgentLaunch {
     public static let reservedPrefix = "ORL_"
     public static let gatewayVariables: Set<String> = ["OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"]
 
+    /// The variable that names an agent process's state directory.
+    public static let stateVariable = "ORL_STATE_DIR"
+
     static func reserved(_ name: String) -> Bool { name.hasPrefix(reservedPrefix) || gatewayVariables.contains(name) }
 
     public struct Launch: Sendable {
@@ -141,6 +144,11 @@ public enum AgentLaunch {
         }
         environment += own + code
         hashed += own + code
+        // Which state the process belongs to, so that a controller that finds it running
+        // unrecorded (its predecessor was killed before writing the record) knows it for
+        // its own. Out of the hash: the working directory and log file already depend on
+        // the state directory, and agents started before it existed keep their hash.
+        environment.append((stateVariable, context.stateDirectory))
 
         let workingDirectory = Self.workingDirectory(runtime.workingDir, of: id, stateDirectory: context.stateDirectory)
         let limits = ProcessLimits(

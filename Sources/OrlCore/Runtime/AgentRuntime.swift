@@ -178,10 +178,20 @@ public protocol AgentRuntime: Sendable {
         _ processes: [(process: ProcessIdentity, grace: Duration)],
         stopped: @escaping @Sendable ([(process: ProcessIdentity, exit: ProcessExit?)]) async -> Void
     ) async
+    /// Agent processes whose environment holds every entry of `marks` (the state's, and
+    /// the node's where there are nodes, that the controller gives its agents) that run
+    /// although no record names them (`recorded`) and this runtime did not start them: a
+    /// controller killed between a batch's spawns and the write that records them leaves
+    /// such processes. Each is named by the agent its environment says it runs and by the
+    /// process the controller would have recorded (its session's leader).
+    func unrecorded(marks: [String: String], recorded: Set<ProcessIdentity>) -> [(agent: ResourceID, process: ProcessIdentity)]
 }
 
 extension AgentRuntime {
     public func adopt(_ process: ProcessIdentity) {}
+    public func unrecorded(marks: [String: String], recorded: Set<ProcessIdentity>) -> [(agent: ResourceID, process: ProcessIdentity)] {
+        []
+    }
     public func exitNote(_ process: ProcessIdentity) -> String? { nil }
     public func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool { false }
     public func stop(
