@@ -19,7 +19,7 @@ struct ControllerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "controller",
         abstract: "Run the controller that makes agent processes match the applied Agents.",
-        subcommands: [ControllerRunCommand.self, StopController.self],
+        subcommands: [ControllerRunCommand.self, StopController.self, NodeGuardCommand.self],
         defaultSubcommand: ControllerRunCommand.self
     )
 }
@@ -82,6 +82,8 @@ struct ControllerRunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How many rotated logs to keep per agent (<name>.log.1 is the newest).", valueName: "n"))
     var logKeep = 3
 
+    @OptionGroup var node: NodeOptions
+
     /// How often the logs are looked at for rotation.
     static let logRotationInterval: Duration = .seconds(10)
 
@@ -94,6 +96,7 @@ struct ControllerRunCommand: AsyncParsableCommand {
         }
         if logMaxBytes < 1 { throw ValidationError("--log-max-bytes must be 1 or more") }
         if logKeep < 0 { throw ValidationError("--log-keep must be 0 or more") }
+        try node.validate()
     }
 
     /// How long `--detach` waits for the controller to take the lock.
@@ -107,16 +110,18 @@ struct ControllerRunCommand: AsyncParsableCommand {
             let arguments =
                 [
                     "--log-format", logFormat.rawValue, "--log-max-bytes", String(logMaxBytes), "--log-keep", String(logKeep),
-                ] + (listen.map { ["--listen", $0] } ?? []) + (metricsListen.map { ["--metrics-listen", $0] } ?? [])
+                ] + (listen.map { ["--listen", $0] } ?? []) + (metricsListen.map { ["--metrics-listen", $0] } ?? []) + node.arguments
             _ = try state.openStore()
             return try await Self.startDetached(
                 stateDirectory: PIDLock.absolute(state.resolvedDirectory), arguments: arguments, report: { writeStandardOutput($0) })
         }
         _ = try state.openStore()
         let directory = PIDLock.absolute(state.resolvedDirectory)
-        let lock = try PIDLock.acquire(directory)
+        let lock = try node.lock(directory)
         defer { lock.release() }
         var configuration = Daemon.Configuration(stateDirectory: directory)
+        let nodeGuard = try node.configure(&configuration)
+        defer { nodeGuard?.close() }
         configuration.listen = listen.flatMap(Self.address)
         configuration.metricsListen = metricsListen.flatMap(Self.address)
         configuration.logMaxBytes = logMaxBytes
