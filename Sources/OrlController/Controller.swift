@@ -162,7 +162,7 @@ public actor Controller {
     /// The agents whose process runs here or is being stopped: a node releases an agent it
     /// was moved away from only once it is not among them.
     public func localAgents() -> Set<ResourceID> {
-        Set(agents.filter { $0.value.alive || $0.value.stopping || $0.value.record.process != nil }.keys)
+        Set(agents.filter { $0.value.alive || $0.value.stopping }.keys)
     }
 
     /// The applied agents and their `spec.runtime.nodeSelector`, as the last read of the

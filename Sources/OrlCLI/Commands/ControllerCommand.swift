@@ -119,6 +119,7 @@ struct ControllerRunCommand: AsyncParsableCommand {
         let directory = PIDLock.absolute(state.resolvedDirectory)
         let lock = try node.lock(directory)
         defer { lock.release() }
+        try node.checkCoexistence(directory: directory, store: try state.openStore())
         var configuration = Daemon.Configuration(stateDirectory: directory)
         let nodeGuard = try node.configure(&configuration)
         defer { nodeGuard?.close() }

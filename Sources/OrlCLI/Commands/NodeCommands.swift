@@ -3,6 +3,7 @@ import Foundation
 import OrlController
 import OrlCore
 import OrlDaemon
+import OrlJSON
 import OrlRuntime
 
 /// `orlctl controller --node NAME --node-label k=v`: one of several controllers sharing a
@@ -57,6 +58,17 @@ struct NodeOptions: ParsableArguments {
         return try PIDLock.acquire(file: PIDLock.path(nodeDirectory), held: { pid in "node \(node) already runs for \(directory)\(pid)" })
     }
 
+    /// A lone controller refuses a state nodes share; a node refuses a state directory a lone
+    /// controller runs on.
+    func checkCoexistence(directory: String, store: any NodeStore) throws {
+        guard node != nil else { return try NodeCoexistence.checkStandalone(store, label: directory) }
+        if let pid = try PIDLock.holder(directory) {
+            throw CommandFailure(
+                message: "a controller without --node runs for \(directory) (pid \(pid)) and runs every agent: stop it first "
+                    + "(orlctl controller stop)")
+        }
+    }
+
     /// Sets the daemon up as a node, with its guard process started.
     func configure(_ configuration: inout Daemon.Configuration) throws -> NodeGuard? {
         guard let node else { return nil }
@@ -86,6 +98,99 @@ struct NodeGuardCommand: ParsableCommand {
         NodeGuard.serve { message in
             OrlctlMain.writeStandardError(
                 ControllerEvent(time: Controller.systemTime(), reason: .node, message: "guard of \(node): \(message)").textLine + "\n")
+        }
+    }
+}
+
+extension Get {
+    /// `get nodes [NAME...]`.
+    func getNodes(_ names: [String]) throws {
+        let store = try state.open()
+        let snapshot: NodeSnapshot
+        let applied: Set<ResourceID>
+        do {
+            snapshot = try store.nodeSnapshot()
+            applied = Set(try store.read { reader throws(StoreError) in try reader.resources(kind: .agent, namespace: nil).map(\.id) })
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        var rows = NodeRenderer.rows(snapshot, applied: applied)
+        var missing: [String] = []
+        if !names.isEmpty {
+            missing = names.filter { name in !rows.contains { $0.record.name == name } }.map { "node \"\($0)\" not found" }
+            rows = rows.filter { names.contains($0.record.name) }
+        }
+        switch output {
+        case nil, .wide?:
+            if rows.isEmpty && missing.isEmpty {
+                OrlctlMain.writeStandardError("No nodes found (start controllers with --node NAME: docs/nodes.md).\n")
+            } else if !rows.isEmpty {
+                writeStandardOutput(NodeRenderer.table(rows, now: snapshot.now, wide: output == .wide))
+            }
+        case .name?:
+            writeStandardOutput(rows.map { "node/\($0.record.name)\n" }.joined())
+        case .json?, .yaml?:
+            let single = names.count == 1 && rows.count == 1
+            let value = single ? NodeRenderer.object(rows[0], now: snapshot.now) : NodeRenderer.list(rows, now: snapshot.now)
+            if !(rows.isEmpty && !missing.isEmpty) {
+                writeStandardOutput(output == .json ? value.rendered() : YAMLEmitter.emit(value))
+            }
+        }
+        if !missing.isEmpty { throw NotFound.fail(missing) }
+    }
+}
+
+/// `orlctl cordon NODE` / `uncordon NODE`: a cordoned node keeps the agents it runs but is
+/// given no new ones.
+struct Cordon: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mark a controller node unschedulable: it keeps its agents, new ones go elsewhere (docs/nodes.md).",
+        discussion: "Exit codes: 0 done, 2 error (no such node).")
+
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The node's name.") var node: String
+
+    func run() throws { try Self.set(node, true, state: state) }
+
+    static func set(_ node: String, _ cordoned: Bool, state: StateOptions) throws {
+        let name = node.hasPrefix("node/") ? String(node.dropFirst(5)) : node
+        let store = try state.open()
+        let found: Bool
+        do {
+            found = try store.setCordoned(name, cordoned)
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        guard found else { throw CommandFailure(message: "no node named \(name) in \(state.label) (orlctl get nodes lists them)") }
+        writeStandardOutput("node/\(name) \(cordoned ? "cordoned" : "uncordoned")\n")
+    }
+}
+
+struct Uncordon: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mark a controller node schedulable again.", discussion: "Exit codes: 0 done, 2 error (no such node).")
+
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The node's name.") var node: String
+
+    func run() throws { try Cordon.set(node, false, state: state) }
+}
+
+/// Nodes and a lone controller do not mix on one state: each would run every agent the other runs.
+enum NodeCoexistence {
+    /// The nodes whose lease is live, by the database's clock.
+    static func liveNodes(_ store: any NodeStore) -> [String] {
+        guard let snapshot = try? store.nodeSnapshot() else { return [] }
+        return snapshot.nodes.filter { $0.lease.isLive(at: snapshot.now) }.map(\.name)
+    }
+
+    /// A controller without `--node` refuses a state that live nodes share.
+    static func checkStandalone(_ store: any NodeStore, label: String) throws {
+        let live = liveNodes(store)
+        guard live.isEmpty else {
+            throw CommandFailure(
+                message: "nodes run on \(label) (\(live.joined(separator: ", "))): start this controller with --node NAME to join them "
+                    + "(docs/nodes.md)")
         }
     }
 }
