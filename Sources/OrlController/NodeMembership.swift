@@ -141,6 +141,12 @@ public actor NodeMembership {
         roles.clear()
     }
 
+    /// Looks at the stop deadline now, as the watcher task of `run` does every 100 ms (a
+    /// test drives it with its own monotonic clock).
+    public nonisolated func checkDeadline() {
+        Self.watch(renewal, configuration, monotonic(), controller, log: log, clock: clock)
+    }
+
     /// Past the point where it must start stopping its agents, with no renewal since: the
     /// node gives them up (the controller stops them within what is left before the deadline).
     static func watch(
