@@ -636,7 +636,13 @@ public actor Controller {
             do {
                 try Self.makeDirectory(intent.launch.process.workingDirectory)
                 let token = Self.newToken()
-                launches.append((id, token, intent.launch.process(token: token), nil))
+                var spec = intent.launch.process(token: token)
+                // Which node started it: a node's guard finds by these the agents it must
+                // kill, even one spawned just before the node died, before it was tracked.
+                if let node = configuration.node {
+                    spec.environment += [("ORL_NODE", node), ("ORL_NODE_STATE", configuration.stateDirectory)]
+                }
+                launches.append((id, token, spec, nil))
             } catch {
                 launches.append((id, "", nil, error))
             }

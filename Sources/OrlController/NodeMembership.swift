@@ -184,6 +184,7 @@ public actor NodeMembership {
             do {
                 let registered = try store.registerNode(name, labels: configuration.labels, duration: timing.duration)
                 lease = registered
+                guardLink?.lease(registered.generation)
                 renewed(sent: sent)
                 log(
                     ControllerEvent(

@@ -55,6 +55,8 @@ public final class NodeGuard: NodeGuardLink {
 
     public func deadline(_ monotonicMilliseconds: Int64) { send("d \(monotonicMilliseconds)\n") }
 
+    public func lease(_ generation: Int64) { send("g \(generation)\n") }
+
     public func track(_ process: ProcessIdentity, running: Bool) {
         send("\(running ? "+" : "-") \(process.pid) \(process.startTime)\n")
     }
@@ -78,8 +80,14 @@ public final class NodeGuard: NodeGuardLink {
     // MARK: The guard's side
 
     /// The guard process's main: reads its input until it ends, killing the tracked
-    /// processes at the deadline and at the end. `report` is told what it killed.
-    public static func serve(input: Int32 = 0, report: @escaping @Sendable (String) -> Void) -> Never {
+    /// processes at the deadline and at the end, and any process that carries the node's
+    /// ORL_NODE and ORL_NODE_STATE (one spawned just before the node died, not yet tracked).
+    /// `report` is told what it killed; `ended` is called with the node's last lease
+    /// generation once the node is gone and its agents are.
+    public static func serve(
+        input: Int32 = 0, node: String, state: String, report: @escaping @Sendable (String) -> Void,
+        ended: (Int64?) -> Void
+    ) -> Never {
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGHUP, SIG_IGN)
@@ -97,7 +105,7 @@ public final class NodeGuard: NodeGuardLink {
             var now = timespec()
             clock_gettime(CLOCK_MONOTONIC, &now)
             let ms = Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
-            let (victims, ended, why) = shared.state.withLock { state -> ([ProcessIdentity], Bool, String) in
+            let (victims, gone, why) = shared.state.withLock { state -> ([ProcessIdentity], Bool, String) in
                 if state.ended {
                     defer { state.tracked = [] }
                     return (Array(state.tracked), true, "the node is gone")
@@ -108,10 +116,42 @@ public final class NodeGuard: NodeGuardLink {
                 }
                 return ([], false, "")
             }
-            for process in victims where kill(process) { report("killed pid \(process.pid): \(why)") }
-            if ended { exit(0) }
+            var killed = victims.filter { kill($0) }
+            if gone || !victims.isEmpty {
+                for process in labelled(node: node, state: state) where !killed.contains(process) && kill(process) {
+                    killed.append(process)
+                }
+            }
+            for process in killed { report("killed pid \(process.pid): \(why)") }
+            if gone {
+                // Gone for good before the lease is ended: SIGKILL is not instant.
+                for _ in 0..<200
+                where killed.contains(where: { process in
+                    ProcStat.read(process.pid).map { $0.isAlive && $0.startTime == process.startTime } ?? false
+                }) {
+                    usleep(10_000)
+                }
+                ended(shared.state.withLock { $0.generation })
+                exit(0)
+            }
             usleep(20_000)
         }
+    }
+
+    /// Processes whose environment says this node of this state started them.
+    static func labelled(node: String, state: String) -> [ProcessIdentity] {
+        let wanted = [Array("ORL_NODE=\(node)".utf8), Array("ORL_NODE_STATE=\(state)".utf8)]
+        var found: [ProcessIdentity] = []
+        guard let directory = opendir("/proc") else { return found }
+        defer { closedir(directory) }
+        while let entry = readdir(directory) {
+            let pid = withUnsafeBytes(of: entry.pointee.d_name) { name in Int32(decimal: name.prefix(while: { $0 != 0 })) }
+            guard let pid, pid != getpid(), let environ = readSmallFile("/proc/\(pid)/environ") else { continue }
+            let variables = environ.split(separator: 0).map(Array.init)
+            guard wanted.allSatisfy({ variables.contains($0) }), let stat = ProcStat.read(pid), stat.isAlive else { continue }
+            found.append(ProcessIdentity(pid: pid, startTime: stat.startTime))
+        }
+        return found
     }
 
     /// SIGKILL to the process's group and to it, if it is still the process started then.
@@ -124,7 +164,7 @@ public final class NodeGuard: NodeGuardLink {
 
     private final class ReaderBox: Sendable {
         let input: Int32
-        let state = Mutex<(deadline: Int64?, tracked: Set<ProcessIdentity>, ended: Bool)>((nil, [], false))
+        let state = Mutex<(deadline: Int64?, tracked: Set<ProcessIdentity>, ended: Bool, generation: Int64?)>((nil, [], false, nil))
         init(input: Int32) { self.input = input }
 
         func readAll() {
@@ -149,6 +189,7 @@ public final class NodeGuard: NodeGuardLink {
             state.withLock { state in
                 switch (fields.first, fields.count) {
                 case ("d"?, 2): state.deadline = Int64(fields[1])
+                case ("g"?, 2): state.generation = Int64(fields[1])
                 case ("+"?, 3):
                     if let pid = Int32(fields[1]), let start = UInt64(fields[2]) {
                         state.tracked.insert(ProcessIdentity(pid: pid, startTime: start))

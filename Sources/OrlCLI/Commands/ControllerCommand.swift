@@ -121,7 +121,7 @@ struct ControllerRunCommand: AsyncParsableCommand {
         defer { lock.release() }
         try node.checkCoexistence(directory: directory, store: try state.openStore())
         var configuration = Daemon.Configuration(stateDirectory: directory)
-        let nodeGuard = try node.configure(&configuration)
+        let nodeGuard = try node.configure(&configuration, state: state.postgresURL ?? directory)
         defer { nodeGuard?.close() }
         configuration.listen = listen.flatMap(Self.address)
         configuration.metricsListen = metricsListen.flatMap(Self.address)

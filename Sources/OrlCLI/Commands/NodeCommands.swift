@@ -4,7 +4,9 @@ import OrlController
 import OrlCore
 import OrlDaemon
 import OrlJSON
+import OrlPostgres
 import OrlRuntime
+import OrlStore
 
 /// `orlctl controller --node NAME --node-label k=v`: one of several controllers sharing a
 /// state (docs/nodes.md).
@@ -70,12 +72,16 @@ struct NodeOptions: ParsableArguments {
     }
 
     /// Sets the daemon up as a node, with its guard process started.
-    func configure(_ configuration: inout Daemon.Configuration) throws -> NodeGuard? {
+    func configure(_ configuration: inout Daemon.Configuration, state: String) throws -> NodeGuard? {
         guard let node else { return nil }
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let nodeGuard: NodeGuard
         do {
-            nodeGuard = try NodeGuard.start(executable: executable, arguments: ["controller", "node-guard", "--node", node])
+            nodeGuard = try NodeGuard.start(
+                executable: executable,
+                arguments: [
+                    "controller", "node-guard", "--node", node, "--state", state, "--state-directory", configuration.stateDirectory,
+                ])
         } catch {
             throw CommandFailure(message: error.description)
         }
@@ -92,12 +98,30 @@ struct NodeGuardCommand: ParsableCommand {
         shouldDisplay: false)
 
     @Option var node: String = ""
+    /// The state (directory or URL), to end the node's lease once its agents are killed.
+    @Option var state: String = ""
+    /// The state directory the node's agents were started for (their ORL_NODE_STATE).
+    @Option var stateDirectory: String = ""
 
     func run() throws {
-        let node = self.node
-        NodeGuard.serve { message in
+        let (node, state) = (self.node, self.state)
+        let report: @Sendable (String) -> Void = { message in
             OrlctlMain.writeStandardError(
                 ControllerEvent(time: Controller.systemTime(), reason: .node, message: "guard of \(node): \(message)").textLine + "\n")
+        }
+        NodeGuard.serve(node: node, state: stateDirectory, report: report) { generation in
+            // The node is gone and so are its agents: its lease ends now rather than in up
+            // to a lease's time, so that they move at once.
+            guard let generation else { return }
+            do {
+                let store: any NodeStore =
+                    PostgresURL.isPostgres(state)
+                    ? try PostgresStateStore(url: state, environment: System.environment) : try SQLiteStateStore(directory: state)
+                try store.expireNode(NodeLease(node: node, generation: generation, expiresAt: Timestamp(milliseconds: 0)))
+                report("ended lease generation \(generation): the node's agents may start elsewhere")
+            } catch {
+                report("cannot end lease generation \(generation) (it lapses by itself): \(error)")
+            }
         }
     }
 }

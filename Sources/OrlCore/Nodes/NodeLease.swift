@@ -93,6 +93,9 @@ extension Duration {
 /// (`OrlRuntime.NodeGuard`, a process of its own): told the instant (CLOCK_MONOTONIC,
 /// milliseconds) by which they must be gone, and which processes run.
 public protocol NodeGuardLink: Sendable {
+    /// The generation the node registered under: once the node is gone and its agents are
+    /// killed, the guard ends that lease, so the agents move at once.
+    func lease(_ generation: Int64)
     func deadline(_ monotonicMilliseconds: Int64)
     func track(_ process: ProcessIdentity, running: Bool)
 }

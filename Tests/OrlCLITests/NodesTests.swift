@@ -1,0 +1,268 @@
+import Foundation
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Several `orlctl controller --node` processes sharing one state, end to end: real
+/// processes, a real shared store, agents counted by their `ORL_AGENT` in /proc, sampled
+/// continuously, so that an agent running twice at any instant would be seen.
+@Suite(.serialized) struct NodesTests {
+    /// Every agent process of a state, sampled every 10 ms on a thread of its own.
+    final class Sampler: @unchecked Sendable {
+        struct Sample {
+            var at: ContinuousClock.Instant
+            var counts: [String: Int]
+        }
+        let root: String
+        private let state = Mutex<(samples: [Sample], stop: Bool)>(([], false))
+        private let done = DispatchSemaphore(value: 0)
+
+        init(root: String) {
+            self.root = root
+            Thread { [self] in
+                while !state.withLock({ $0.stop }) {
+                    let counts = Self.agents(under: root)
+                    state.withLock { state in
+                        if state.samples.last?.counts != counts { state.samples.append(Sample(at: .now, counts: counts)) }
+                    }
+                    usleep(10_000)
+                }
+                done.signal()
+            }.start()
+        }
+
+        func stop() {
+            state.withLock { $0.stop = true }
+            done.wait()
+        }
+
+        var latest: [String: Int] { state.withLock { $0.samples.last?.counts ?? [:] } }
+        /// The most processes any agent ever had at once.
+        var worst: [String: Int] {
+            state.withLock { state in
+                var worst: [String: Int] = [:]
+                for sample in state.samples { for (agent, count) in sample.counts { worst[agent] = max(worst[agent] ?? 0, count) } }
+                return worst
+            }
+        }
+        /// Every change seen, oldest first.
+        func samples() -> [Sample] { state.withLock { $0.samples } }
+
+        /// Processes whose working directory is under `root` and whose environment names an
+        /// agent, by agent: pids of a state's agents, however they were started.
+        static func agents(under root: String) -> [String: Int] {
+            var counts: [String: Int] = [:]
+            guard let directory = opendir("/proc") else { return counts }
+            defer { closedir(directory) }
+            while let entry = readdir(directory) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+                guard Int32(name) != nil else { continue }
+                var buffer = [CChar](repeating: 0, count: 4096)
+                let length = readlink("/proc/\(name)/cwd", &buffer, 4095)
+                guard length > 0 else { continue }
+                let cwd = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                guard cwd.hasPrefix(root) else { continue }
+                guard let environ = FileManager.default.contents(atPath: "/proc/\(name)/environ") else { continue }
+                for variable in environ.split(separator: 0) where variable.starts(with: Array("ORL_AGENT=".utf8)) {
+                    counts[String(decoding: variable.dropFirst(10), as: UTF8.self), default: 0] += 1
+                }
+            }
+            return counts
+        }
+    }
+
+    final class Cluster {
+        let work: TemporaryDirectory
+        var nodes: [String: Process] = [:]
+        var state: String { work.url.appendingPathComponent("state").path }
+
+        init() throws { work = try TemporaryDirectory() }
+
+        deinit {
+            for process in nodes.values where process.isRunning {
+                kill(process.processIdentifier, SIGCONT)
+                kill(process.processIdentifier, SIGKILL)
+            }
+        }
+
+        func start(_ name: String, labels: [String] = []) throws {
+            let process = Process()
+            process.executableURL = Orlctl.binary
+            process.arguments = ["controller", "--state", state, "--node", name] + labels.flatMap { ["--node-label", $0] }
+            process.currentDirectoryURL = work.url
+            let log = work.url.appendingPathComponent("\(name).log")
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            process.standardError = try FileHandle(forWritingTo: log)
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            nodes[name] = process
+        }
+
+        func log(_ name: String) -> String {
+            (try? String(contentsOf: work.url.appendingPathComponent("\(name).log"), encoding: .utf8)) ?? ""
+        }
+
+        func orlctl(_ arguments: [String]) throws -> Orlctl.Result {
+            try Orlctl.run(arguments + ["--state", state], in: work.url)
+        }
+
+        func apply(_ agents: [String]) throws {
+            var text = """
+                apiVersion: orl.dev/v1
+                kind: ModelProvider
+                metadata: {name: sim}
+                spec:
+                  apiStyle: simulated
+                  models: [{name: small, contextWindow: 1000, maxOutputTokens: 100, pricing: {input: 0.1, output: 0.1}}]
+                ---
+                apiVersion: orl.dev/v1
+                kind: Policy
+                metadata: {name: everyone}
+                spec:
+                  appliesTo: {agents: [\(agents.joined(separator: ", "))]}
+                  allow: {models: ["sim/*"]}
+
+                """
+            for agent in agents {
+                text += """
+                    ---
+                    apiVersion: orl.dev/v1
+                    kind: Agent
+                    metadata: {name: \(agent)}
+                    spec:
+                      model: sim/small
+                      runtime: {command: /bin/sh, args: [-c, "exec sleep 1000"], gracePeriod: 2s}
+
+                    """
+            }
+            try work.write("fleet/fleet.yaml", text)
+            let result = try orlctl(["apply", "-f", "fleet"])
+            #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        }
+
+        struct NodeStatus {
+            var live: Bool
+            var generation: Int
+            var agents: [String]
+            var roles: [String]
+        }
+
+        func nodeStatus() throws -> [String: NodeStatus] {
+            let result = try orlctl(["get", "nodes", "-o", "json"])
+            guard result.status == 0, let data = result.stdout.data(using: .utf8),
+                let list = try JSONSerialization.jsonObject(with: data) as? [String: Any], let items = list["items"] as? [[String: Any]]
+            else { return [:] }
+            var nodes: [String: NodeStatus] = [:]
+            for item in items {
+                guard let name = (item["metadata"] as? [String: Any])?["name"] as? String, let status = item["status"] as? [String: Any]
+                else { continue }
+                nodes[name] = NodeStatus(
+                    live: status["live"] as? Bool ?? false, generation: status["leaseGeneration"] as? Int ?? 0,
+                    agents: (status["agents"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String },
+                    roles: status["roles"] as? [String] ?? [])
+            }
+            return nodes
+        }
+
+        /// Polls `condition` every 50 ms until it holds or `timeout` passes.
+        func wait(_ timeout: Duration, _ condition: () throws -> Bool) throws -> Bool {
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline {
+                if try condition() { return true }
+                usleep(50_000)
+            }
+            return try condition()
+        }
+    }
+
+    let agents = ["a0", "a1", "a2", "a3", "a4", "a5"]
+
+    @Test(.timeLimit(.minutes(2))) func agentsSpreadAndOnesOfAKilledNodeComeUpElsewhereNeverTwice() throws {
+        let cluster = try Cluster()
+        for name in ["n1", "n2", "n3"] { try cluster.start(name) }
+        #expect(try cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 3 })
+        let sampler = Sampler(root: cluster.state)
+        defer { sampler.stop() }
+        try cluster.apply(agents)
+        #expect(try cluster.wait(.seconds(30)) { sampler.latest == Dictionary(uniqueKeysWithValues: agents.map { ($0, 1) }) })
+        let spread = try cluster.nodeStatus()
+        #expect(spread.values.map(\.agents.count).sorted() == [2, 2, 2], "\(spread)")
+
+        // Exactly one node drives runs: the one killed below.
+        let leaders = spread.filter { $0.value.roles.contains("runs") }.map(\.key)
+        #expect(leaders.count == 1, "\(spread)")
+        let dead = try #require(leaders.first)
+
+        // kill -9 of a node: its guard kills its agents at once, and they come up elsewhere
+        // once its lease has lapsed; the runs role moves too.
+        let victim = try #require(spread[dead]).agents
+        let killedAt = ContinuousClock.now
+        kill(cluster.nodes[dead]!.processIdentifier, SIGKILL)
+        // Back: after the victim's agents went down, a sample with every agent once, and the
+        // survivors hold all six.
+        func recovery() -> (down: NodesTests.Sampler.Sample, up: NodesTests.Sampler.Sample)? {
+            let samples = sampler.samples().filter { $0.at > killedAt }
+            guard let down = samples.first(where: { sample in victim.contains { sample.counts[$0] == nil } }),
+                let up = samples.first(where: { sample in sample.at > down.at && agents.allSatisfy { sample.counts[$0] == 1 } })
+            else { return nil }
+            return (down, up)
+        }
+        let back = try cluster.wait(.seconds(40)) {
+            guard recovery() != nil else { return false }
+            let status = try cluster.nodeStatus()
+            return !(status[dead]?.live ?? true) && status.filter { $0.key != dead }.map(\.value.agents.count).reduce(0, +) == 6
+        }
+        #expect(back)
+        let times = try #require(recovery())
+        let failover = times.up.at - killedAt
+        print(
+            "nodes: failover after kill -9 of a node: \(failover) (its agents killed by its guard after \(times.down.at - killedAt); bound 12 s)"
+        )
+        #expect(failover < .seconds(20))
+        #expect(sampler.worst.values.allSatisfy { $0 == 1 }, "an agent ran twice: \(sampler.worst)")
+        let after = try cluster.nodeStatus()
+        #expect(after.filter { $0.key != dead }.map(\.value.agents.count).reduce(0, +) == 6)
+        #expect(cluster.log(dead).contains("the node is gone"), "\(cluster.log(dead))")
+        #expect(
+            try cluster.wait(.seconds(10)) { try cluster.nodeStatus().filter { $0.value.roles.contains("runs") }.map(\.key).count == 1 })
+        #expect(try !cluster.nodeStatus()[dead]!.roles.contains("runs"))
+    }
+
+    @Test(.timeLimit(.minutes(2))) func aNodeThatStopsRenewingLosesItsAgentsBeforeAnotherStartsThemAndComesBackFenced() throws {
+        let cluster = try Cluster()
+        for name in ["n1", "n2"] { try cluster.start(name) }
+        #expect(try cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 2 })
+        let sampler = Sampler(root: cluster.state)
+        defer { sampler.stop() }
+        let four = Array(agents.prefix(4))
+        try cluster.apply(four)
+        #expect(try cluster.wait(.seconds(30)) { sampler.latest == Dictionary(uniqueKeysWithValues: four.map { ($0, 1) }) })
+        let victim = try #require(try cluster.nodeStatus()["n1"]).agents
+        #expect(victim.count == 2)
+
+        // The node hangs (SIGSTOP): it renews nothing, and cannot stop anything itself; its
+        // guard kills its agents at the stop deadline, before the lease lapses and n2 takes them.
+        let pid = cluster.nodes["n1"]!.processIdentifier
+        let stoppedAt = ContinuousClock.now
+        kill(pid, SIGSTOP)
+        #expect(try cluster.wait(.seconds(40)) { try cluster.nodeStatus()["n2"]?.agents.count == 4 && sampler.latest.count == 4 })
+        let samples = sampler.samples().filter { $0.at > stoppedAt }
+        for agent in victim {
+            let gone = try #require(samples.first { $0.counts[agent] == nil }, "\(agent) never stopped")
+            let back = try #require(samples.first { $0.at > gone.at && $0.counts[agent] == 1 }, "\(agent) never came back")
+            print("nodes: \(agent) gone \(gone.at - stoppedAt) after SIGSTOP, back on n2 after \(back.at - stoppedAt)")
+        }
+        #expect(sampler.worst.values.allSatisfy { $0 == 1 }, "an agent ran twice: \(sampler.worst)")
+
+        // It comes back with a stale lease: fenced, it stops what it had (nothing is left),
+        // registers again under a new generation and takes nothing back.
+        kill(pid, SIGCONT)
+        #expect(try cluster.wait(.seconds(30)) { try cluster.nodeStatus()["n1"].map { $0.live && $0.generation == 2 } ?? false })
+        #expect(cluster.log("n1").contains("lost its lease"), "\(cluster.log("n1"))")
+        #expect(try cluster.nodeStatus()["n2"]?.agents.count == 4)
+        #expect(sampler.worst.values.allSatisfy { $0 == 1 }, "an agent ran twice: \(sampler.worst)")
+    }
+}
