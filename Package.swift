@@ -127,7 +127,7 @@ let package = Package(
         .target(
             name: "OrlDaemon",
             dependencies: [
-                "OrlCore", "OrlStore", "OrlRuntime", "OrlController", "OrlServer",
+                "OrlCore", "OrlStore", "OrlPostgres", "OrlRuntime", "OrlController", "OrlServer",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -188,7 +188,8 @@ let package = Package(
             name: "OrlStatePortTests", dependencies: ["OrlStore", "OrlPostgres", "OrlCore", "OrlTestPostgres"], swiftSettings: strictness),
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
-            name: "OrlDaemonTests", dependencies: ["OrlDaemon", "OrlController", "OrlStore", "OrlCore", "OrlYAML"],
+            name: "OrlDaemonTests",
+            dependencies: ["OrlDaemon", "OrlController", "OrlStore", "OrlPostgres", "OrlCore", "OrlYAML", "OrlTestPostgres"],
             swiftSettings: strictness),
         .testTarget(
             name: "OrlCLITests",

@@ -27,7 +27,10 @@ actor ChangeFeed: Service {
         var notify: @Sendable () -> Void
     }
 
-    private let store: SQLiteStateStore
+    private let store: any StateUpkeep
+    /// Says why the state is gone, when it is (a SQLite state's database file deleted);
+    /// nil while it is there.
+    private let removed: (@Sendable () -> String?)?
     private let interval: Duration
     private let signal: (any ChangeSignal)?
     private let safetyInterval: Duration
@@ -43,17 +46,37 @@ actor ChangeFeed: Service {
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     init(
-        store: SQLiteStateStore, interval: Duration, signal: (any ChangeSignal)? = nil, safetyInterval: Duration = .seconds(5),
-        subscribers: [Subscriber], log: @escaping @Sendable (String) -> Void,
+        store: any StateUpkeep, removed: (@Sendable () -> String?)? = nil, interval: Duration, signal: (any ChangeSignal)? = nil,
+        safetyInterval: Duration = .seconds(5), subscribers: [Subscriber], log: @escaping @Sendable (String) -> Void,
         executor: StoreExecutor = StoreExecutor(label: "orl.change-feed")
     ) {
         self.store = store
+        self.removed = removed
         self.interval = interval
         self.signal = signal
         self.safetyInterval = safetyInterval
         self.subscribers = subscribers
         self.log = log
         self.executor = executor
+    }
+
+    /// A SQLite state: the feed ends when its database file is removed.
+    init(
+        store: SQLiteStateStore, interval: Duration, signal: (any ChangeSignal)? = nil, safetyInterval: Duration = .seconds(5),
+        subscribers: [Subscriber], log: @escaping @Sendable (String) -> Void,
+        executor: StoreExecutor = StoreExecutor(label: "orl.change-feed")
+    ) {
+        self.init(
+            store: store as any StateUpkeep, removed: Self.removal(of: store.path), interval: interval, signal: signal,
+            safetyInterval: safetyInterval, subscribers: subscribers, log: log, executor: executor)
+    }
+
+    /// Whether a SQLite state's database file is gone (its directory deleted).
+    static func removal(of path: String) -> @Sendable () -> String? {
+        {
+            guard access(path, F_OK) != 0, errno == ENOENT else { return nil }
+            return "the state database \(path) was removed"
+        }
     }
 
     func run() async throws {
@@ -80,8 +103,8 @@ actor ChangeFeed: Service {
     /// left running on it would keep its agents up with nothing left to reach or stop
     /// them by, so the feed ends and the daemon stops, as on SIGTERM.
     func stateRemoved() -> Bool {
-        guard access(store.path, F_OK) != 0, errno == ENOENT else { return false }
-        log("the state database \(store.path) was removed: the controller stops its agents and exits")
+        guard let gone = removed?() else { return false }
+        log(gone + ": the controller stops its agents and exits")
         return true
     }
 

@@ -1,21 +1,7 @@
 import Dispatch
 import Glibc
+public import OrlCore
 import Synchronization
-
-/// News that the store may have changed, from outside the change feed's own looks: the
-/// feed asks the store what changed (`data_version`, the topics' generations) when told,
-/// and otherwise only once every safety interval, in case news was lost.
-///
-/// The port through which a store announces its commits: SQLite's files watched with
-/// inotify here (`SQLiteFileSignal`); a PostgreSQL LISTEN/NOTIFY channel plugs in the
-/// same way.
-public protocol ChangeSignal: Sendable {
-    /// Calls `notify` (from any thread, as often as it likes: the feed merges the calls)
-    /// whenever the store may have changed, until `stop`. False when it cannot watch:
-    /// the feed then polls.
-    func start(notify: @escaping @Sendable () -> Void) -> Bool
-    func stop()
-}
 
 /// A commit to a SQLite database in WAL mode is a write to its `-wal` file (and a
 /// checkpoint one to the database file), whichever process makes it, so inotify on the

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 public import OrlController
 public import OrlCore
+public import OrlPostgres
 import OrlRuntime
 public import OrlServer
 public import OrlStore
@@ -61,6 +62,9 @@ public struct Daemon: Sendable {
         public var node: NodeMembership.Configuration?
         /// The node's guard process, which kills its agents if the node dies.
         public var nodeGuard: (any NodeGuardLink)?
+        /// The node's own connection to the state for its lease (nil: the state's), so that
+        /// busy services never hold up a renewal.
+        public var nodeStore: (any NodeStore)?
         /// Where controller.api and controller.token go: the state directory, or a node's
         /// directory of its own in it (several nodes may share a directory on one host).
         public var runDirectory: String { node.map { stateDirectory + "/nodes/" + $0.name } ?? stateDirectory }
@@ -72,19 +76,29 @@ public struct Daemon: Sendable {
     }
 
     public let configuration: Configuration
-    /// Opens a connection of its own to the state (one per service that uses it).
-    public let openStore: @Sendable () throws(StoreError) -> SQLiteStateStore
+    /// The state the daemon runs on (a SQLite directory or a PostgreSQL database).
+    public let state: DaemonState
     public let keys: MasterKeySource
     public let log: @Sendable (ControllerEvent) -> Void
 
     public init(
-        configuration: Configuration, keys: MasterKeySource, log: @escaping @Sendable (ControllerEvent) -> Void,
-        openStore: @escaping @Sendable () throws(StoreError) -> SQLiteStateStore
+        configuration: Configuration, keys: MasterKeySource, log: @escaping @Sendable (ControllerEvent) -> Void, state: DaemonState
     ) {
         self.configuration = configuration
         self.keys = keys
         self.log = log
-        self.openStore = openStore
+        self.state = state
+    }
+
+    /// A SQLite state in `configuration.stateDirectory`, each service on a connection
+    /// `openStore` opens.
+    public init(
+        configuration: Configuration, keys: MasterKeySource, log: @escaping @Sendable (ControllerEvent) -> Void,
+        openStore: @escaping @Sendable () throws(StoreError) -> SQLiteStateStore
+    ) {
+        self.init(
+            configuration: configuration, keys: keys, log: log,
+            state: .sqlite(directory: configuration.stateDirectory, open: openStore))
     }
 
     /// `<state>/controller.api`: the URL the last controller served its API on.
@@ -105,22 +119,25 @@ public struct Daemon: Sendable {
     /// Runs until SIGTERM or SIGINT has stopped every agent and every service.
     public func run() async throws(DaemonError) {
         let directory = configuration.stateDirectory
-        let store: SQLiteStateStore
-        let apiStore: SQLiteStateStore
-        let runsStore: SQLiteStateStore
-        let ledgerStore: SQLiteStateStore
-        let feedStore: SQLiteStateStore
-        let secretsStore: SQLiteStateStore
-        let retentionStore: SQLiteStateStore
-        let dashboardStore: SQLiteStateStore
-        let alertStore: SQLiteStateStore
-        let apiReadStore: SQLiteStateStore
+        let state = self.state
+        let store: any StateBackend
+        let apiStore: any StateBackend
+        let runsStore: any StateBackend
+        let ledgerStore: any StateBackend
+        let feedStore: any StateBackend
+        let secretsStore: any StateBackend
+        let retentionStore: any StateBackend
+        let dashboardStore: any StateBackend
+        let alertStore: any StateBackend
+        let apiReadStore: any StateBackend
         do {
-            (store, apiStore, runsStore) = (try openStore(), try openStore(), try openStore())
-            (ledgerStore, feedStore, secretsStore, retentionStore) = (try openStore(), try openStore(), try openStore(), try openStore())
-            (dashboardStore, alertStore, apiReadStore) = (try openStore(), try openStore(), try openStore())
+            (store, apiStore, runsStore) = (try state.open(), try state.open(), try state.open())
+            (ledgerStore, feedStore, secretsStore, retentionStore) = (
+                try state.open(), try state.open(), try state.open(), try state.open()
+            )
+            (dashboardStore, alertStore, apiReadStore) = (try state.open(), try state.open(), try state.open())
         } catch {
-            throw DaemonError("cannot open the state in \(directory): \(error.description)")
+            throw DaemonError("cannot open the state \(state.label): \(error.description)")
         }
         let log = self.log
 
@@ -134,7 +151,10 @@ public struct Daemon: Sendable {
         let halt = Inbox<Bool>()
         let gateway = Gateway(
             store: ledgerStore, providerKey: secretCache, clock: Controller.systemTime, log: log,
-            onExhausted: { halt.post(true) }, telemetry: configuration.telemetry)
+            onExhausted: { halt.post(true) }, telemetry: configuration.telemetry,
+            // Nodes on one SQLite state each serve a gateway too: their budgets must be exact
+            // across them.
+            reservations: state.sharesBudgets || configuration.node != nil ? ledgerStore : nil)
         // The agents' task and tool calls, on a connection of their own (on a queue of
         // the API's own: SQLite calls block): a poll waits for its agent's next Ready
         // step, which the API's own answers, the runs driver's sweeps and the change
@@ -171,12 +191,18 @@ public struct Daemon: Sendable {
         let membership: NodeMembership?
         if var node = configuration.node {
             node.roles = [NodeMembership.runsRole]
-            do {
-                membership = NodeMembership(
-                    store: try openStore(), controller: controller, configuration: node, log: log, guardLink: configuration.nodeGuard)
-            } catch {
-                throw DaemonError("cannot open the state in \(directory): \(error.description)")
+            let nodeStore: any NodeStore
+            if let own = configuration.nodeStore {
+                nodeStore = own
+            } else {
+                do throws(StoreError) {
+                    nodeStore = try state.open()
+                } catch {
+                    throw DaemonError("cannot open the state \(state.label): \(error.description)")
+                }
             }
+            membership = NodeMembership(
+                store: nodeStore, controller: controller, configuration: node, log: log, guardLink: configuration.nodeGuard)
         } else {
             membership = nil
         }
@@ -184,9 +210,10 @@ public struct Daemon: Sendable {
         if let roles = membership?.roles { leader = { roles.holds(NodeMembership.runsRole) } }
         let runs = RunsDriver(store: runsStore, log: log, onReady: { waiters.notify($0) }, leader: leader)
         let notifier = Notifier(store: alertStore, secret: secretCache, log: log, clock: Controller.systemTime)
+        let feedLog: @Sendable (String) -> Void = { log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: $0)) }
         let feed = ChangeFeed(
-            store: feedStore, interval: configuration.changePollInterval,
-            signal: SQLiteFileSignal(databasePath: feedStore.path), safetyInterval: configuration.changeSafetyInterval,
+            store: feedStore, removed: state.removed, interval: configuration.changePollInterval,
+            signal: state.signal(feedLog), safetyInterval: configuration.changeSafetyInterval,
             subscribers: [
                 .init(topics: [.resources, .secrets]) { controller.inbox.post(.storeChanged) },
                 // New agents to place.
@@ -200,7 +227,7 @@ public struct Daemon: Sendable {
                 // New events may be due to Alerts (themselves resources).
                 .init(topics: [.events, .resources]) { notifier.storeChanged.post(true) },
             ],
-            log: { log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: $0)) })
+            log: feedLog)
 
         // apply, suspend and resume signal SIGUSR1 after a change. Agents do not inherit
         // the ignored disposition: the spawn resets every signal to its default.
@@ -332,6 +359,57 @@ public struct Daemon: Sendable {
         }
         log(ControllerEvent(time: Controller.systemTime(), reason: .listening, message: started.url))
         return started
+    }
+}
+
+/// The state a daemon runs on: how each service gets its store, and how the change feed
+/// learns of commits made elsewhere (another `orlctl`, another node).
+public struct DaemonState: Sendable {
+    /// The state as messages name it: its directory, or its URL without a password.
+    public var label: String
+    /// A store for one service. SQLite: a connection of its own each time (a long write
+    /// by another process stalls only the service waiting for it). PostgreSQL: the one
+    /// store, whose pool every service shares.
+    public var open: @Sendable () throws(StoreError) -> any StateBackend
+    /// The feed's signal (nil: it polls); `log` takes what it has to say (a lost session).
+    public var signal: @Sendable (_ log: @escaping @Sendable (String) -> Void) -> (any ChangeSignal)?
+    /// Says why the state is gone, when it is; nil while it is there.
+    public var removed: (@Sendable () -> String?)?
+    /// Whether several gateways may serve the state (PostgreSQL: every node's), so that
+    /// each model call is also reserved in the store (`BudgetReservations`). A SQLite
+    /// state has one controller, whose meter is exact, and whose calls must never wait
+    /// for the file's write lock (a large apply holds it for seconds).
+    public var sharesBudgets: Bool
+
+    public init(
+        label: String, open: @escaping @Sendable () throws(StoreError) -> any StateBackend,
+        signal: @escaping @Sendable (_ log: @escaping @Sendable (String) -> Void) -> (any ChangeSignal)?,
+        removed: (@Sendable () -> String?)?, sharesBudgets: Bool
+    ) {
+        self.label = label
+        self.open = open
+        self.signal = signal
+        self.removed = removed
+        self.sharesBudgets = sharesBudgets
+    }
+
+    /// The SQLite state in `directory`: inotify on its files, and the daemon stops when
+    /// its database is deleted.
+    public static func sqlite(
+        directory: String, open: @escaping @Sendable () throws(StoreError) -> SQLiteStateStore
+    ) -> DaemonState {
+        let path = SQLiteStateStore.databasePath(directory)
+        return DaemonState(
+            label: directory, open: { () throws(StoreError) in try open() }, signal: { _ in SQLiteFileSignal(databasePath: path) },
+            removed: ChangeFeed.removal(of: path), sharesBudgets: false)
+    }
+
+    /// A PostgreSQL state: one store (one pool) for every service, and `LISTEN` on its
+    /// change channel, from every node's commits.
+    public static func postgres(_ store: PostgresStateStore) -> DaemonState {
+        DaemonState(
+            label: store.url.description, open: { () throws(StoreError) in store }, signal: { log in store.changeSignal(log: log) },
+            removed: nil, sharesBudgets: true)
     }
 }
 

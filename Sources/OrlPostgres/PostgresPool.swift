@@ -1,4 +1,5 @@
 import Dispatch
+import Glibc
 import Logging
 import OrlCore
 import PostgresNIO
@@ -78,12 +79,26 @@ final class PostgresPool: Sendable {
         let session = PostgresSession(connection: connection, pool: self)
         defer {
             if session.isBroken || connection.isClosed {
-                _ = connection.close() as EventLoopFuture<Void>
+                PostgresPool.close(connection)
             } else {
                 idle.withLock { $0.append(connection) }
             }
         }
         return try body(session)
+    }
+
+    /// Closes a connection and keeps it until it is closed: postgres-nio asserts (in debug
+    /// builds) that a connection is closed before it goes, and closing takes a turn of its
+    /// event loop.
+    static func close(_ connection: PostgresConnection) {
+        (connection.close() as EventLoopFuture<Void>).whenComplete { _ in _ = connection }
+    }
+
+    /// A connection of the caller's own, outside the pool (the change signal's LISTEN
+    /// session, which must stay open and idle).
+    func connectUnpooled() -> EventLoopFuture<PostgresConnection> {
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        return PostgresConnection.connect(on: group.next(), configuration: configuration, id: id, logger: logger)
     }
 
     private func connect(intent: String) throws(StoreError) -> PostgresConnection {
@@ -116,7 +131,7 @@ final class PostgresPool: Sendable {
         }
         let timeout = queryTimeout + .seconds(5)
         if done.wait(timeout: .now() + .milliseconds(Int(timeout.wholeMilliseconds))) == .timedOut {
-            _ = connection.close() as EventLoopFuture<Void>
+            PostgresPool.close(connection)
             throw StoreError(
                 "cannot \(intent): the PostgreSQL state \(url) did not answer within \(timeout.wholeMilliseconds / 1000)s (nothing was written)"
             )
@@ -140,6 +155,7 @@ final class PostgresPool: Sendable {
         }
         switch error.code {
         case .connectionError:
+            if let underlying = error.underlying, let tls = describeTLS(underlying) { return tls }
             return "the connection failed: \(error.underlying.map { "\($0)" } ?? "unknown reason")"
         case .serverClosedConnection, .clientClosedConnection, .uncleanShutdown:
             return "the connection was closed (\(error.underlying.map { "\($0)" } ?? "\(error.code)"))"
@@ -152,9 +168,33 @@ final class PostgresPool: Sendable {
         }
     }
 
+    /// Why a TLS handshake failed, in the terms of the URL's `sslmode` and `sslrootcert`.
+    private static func describeTLS(_ error: any Error) -> String? {
+        if let error = error as? NIOSSLExtraError, error == .failedToValidateHostname {
+            return "the server's certificate does not name the host of the URL (sslmode=verify-full checks that it does; "
+                + "verify-ca checks the certificate only)"
+        }
+        guard let error = error as? NIOSSLError else { return nil }
+        switch error {
+        case .handshakeFailed(let reason) where "\(reason)".contains("CERTIFICATE_VERIFY_FAILED"):
+            return "the server's certificate is not signed by a CA this client trusts (those of sslrootcert, or the system's when "
+                + "the URL names none)"
+        case .handshakeFailed(let reason):
+            return "the TLS handshake failed: \(reason)"
+        default:
+            return "TLS failed: \(error)"
+        }
+    }
+
     private static func tls(_ url: PostgresURL) throws(StoreError) -> PostgresConnection.Configuration.TLS {
         var tls = TLSConfiguration.makeClientConfiguration()
-        if let root = url.sslRootCertificate { tls.trustRoots = .file(root) }
+        if let root = url.sslRootCertificate {
+            // NIOSSL reports a missing file by its error's name only.
+            guard access(root, R_OK) == 0 else {
+                throw StoreError("cannot read sslrootcert \(root) of the PostgreSQL state \(url): \(String(cString: strerror(errno)))")
+            }
+            tls.trustRoots = .file(root)
+        }
         switch url.sslMode {
         case .disable: return .disable
         case .allow, .prefer, .require:
@@ -221,7 +261,13 @@ final class PostgresSession {
         } catch {
             // A server error leaves the connection usable (the transaction is rolled back by
             // the caller); a lost or timed-out one does not.
-            if connection.isClosed || !error.message.contains("[SQLSTATE") { isBroken = true }
+            // The server ending the session (57P01 an administrator, 57P02 a crash, 57P03
+            // starting up) and connection failures (08xxx) come as server errors too.
+            if connection.isClosed || !error.message.contains("[SQLSTATE") || error.message.contains("[SQLSTATE 57P")
+                || error.message.contains("[SQLSTATE 08")
+            {
+                isBroken = true
+            }
             throw error
         }
     }

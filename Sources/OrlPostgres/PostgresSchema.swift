@@ -393,6 +393,23 @@ enum PostgresSchema {
             ]
         ),
         Migration(
+            summary: "announce every counted change on the orl_changes channel (LISTEN/NOTIFY)",
+            statements: [
+                // NOTIFY is delivered at commit, to every session listening, on every node
+                // (nothing when the transaction rolls back); the same payload is sent once
+                // per transaction however many statements fired.
+                """
+                CREATE OR REPLACE FUNCTION orl_count_change() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    UPDATE change_topics SET generation = generation + 1 WHERE topic = TG_ARGV[0];
+                    PERFORM pg_notify('\(PostgresChangeSignal.channel)', TG_ARGV[0]);
+                    RETURN NULL;
+                END
+                $$
+                """
+            ]
+        ),
+        Migration(
             summary: "nodes: leases with a fencing generation, agents' placement, singletons; supervision stamped with its node",
             statements: [
                 """

@@ -45,11 +45,37 @@ public final class PostgresStateStore: StateStore {
     }
 
     func transaction<T>(writable: Bool, intent: String, _ body: (PostgresAccess) throws(StoreError) -> T) throws(StoreError) -> T {
-        try pool.withConnection(intent: intent) { session throws(StoreError) in
-            if writable {
-                try session.execute("BEGIN ISOLATION LEVEL READ COMMITTED", intent: intent)
-            } else {
-                try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", intent: intent)
+        switch try transactionOnce(writable: writable, intent: intent, body) {
+        case .done(let value): return value
+        case .stale:
+            // An idle connection the server ended (a restart, a failover, an administrator)
+            // fails at BEGIN, before anything was done: once more, on a new connection.
+            switch try transactionOnce(writable: writable, intent: intent, body) {
+            case .done(let value): return value
+            case .stale(let error): throw error
+            }
+        }
+    }
+
+    private enum Attempt<T> {
+        case done(T)
+        /// BEGIN failed on a connection that turned out closed: nothing was done.
+        case stale(StoreError)
+    }
+
+    private func transactionOnce<T>(writable: Bool, intent: String, _ body: (PostgresAccess) throws(StoreError) -> T) throws(StoreError)
+        -> Attempt<T>
+    {
+        try pool.withConnection(intent: intent) { session throws(StoreError) -> Attempt<T> in
+            do throws(StoreError) {
+                if writable {
+                    try session.execute("BEGIN ISOLATION LEVEL READ COMMITTED", intent: intent)
+                } else {
+                    try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", intent: intent)
+                }
+            } catch {
+                guard session.isBroken else { throw error }
+                return .stale(error)
             }
             let access = PostgresAccess(session, writable: writable)
             defer { access.close() }
@@ -60,7 +86,7 @@ public final class PostgresStateStore: StateStore {
                 let value = try body(access)
                 try access.flush()
                 try session.execute("COMMIT", intent: intent)
-                return value
+                return .done(value)
             } catch {
                 // A lost connection has rolled back already; otherwise roll back here, so the
                 // connection goes back to the pool outside any transaction.

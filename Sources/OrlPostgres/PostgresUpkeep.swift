@@ -106,11 +106,11 @@ extension PostgresStateStore: StateUpkeep {
 
     /// How many writes each topic (resources, secrets, runs, events) has seen, counted by
     /// triggers as SQLite's are.
-    public func changeGenerations() throws(StoreError) -> [String: Int64] {
+    public func changeGenerations() throws(StoreError) -> [ChangeTopic: Int64] {
         try pool.withConnection(intent: "read the change generations") { session throws(StoreError) in
-            var generations: [String: Int64] = [:]
+            var generations: [ChangeTopic: Int64] = [:]
             for row in try session.query("SELECT topic, generation FROM change_topics", intent: "read the change generations") {
-                generations[try row.text(0)] = try row.int64(1)
+                if let topic = ChangeTopic(rawValue: try row.text(0)) { generations[topic] = try row.int64(1) }
             }
             return generations
         }

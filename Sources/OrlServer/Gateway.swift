@@ -37,6 +37,10 @@ public final class Gateway: ModelGateway {
 
     let state = Mutex(State())
     let store: any StateStore
+    /// Where calls are also reserved when several gateways serve one state (PostgreSQL):
+    /// its conditional updates make the budgets exact across them. nil: the meter alone
+    /// (one gateway per state, which never waits on the store on a call's path).
+    let reservations: (any BudgetReservations)?
     let client: HTTPClient
     let configuration: Configuration
     let providerKey: @Sendable (SecretID) -> String?
@@ -55,10 +59,11 @@ public final class Gateway: ModelGateway {
     public init(
         store: any StateStore, configuration: Configuration = Configuration(), providerKey: @escaping @Sendable (SecretID) -> String?,
         clock: @escaping @Sendable () -> Timestamp, log: @escaping @Sendable (ControllerEvent) -> Void,
-        onExhausted: @escaping @Sendable () -> Void, telemetry: Telemetry = .off
+        onExhausted: @escaping @Sendable () -> Void, telemetry: Telemetry = .off, reservations: (any BudgetReservations)? = nil
     ) {
         self.telemetry = telemetry
         self.store = store
+        self.reservations = reservations
         self.configuration = configuration
         self.providerKey = providerKey
         self.clock = clock

@@ -101,12 +101,19 @@ extension Gateway {
             countRefusal(error, agent: caller.agent)
             return Self.error(error, api: api, requestID: requestID)
         }
+        let hold: Int64?
+        switch await reserveShared(reservation, now: now) {
+        case .success(let held): hold = held
+        case .failure(let error):
+            countRefusal(error, agent: caller.agent)
+            return Self.error(error, api: api, requestID: requestID)
+        }
         let task = serving(
             caller.agent, run: request.headers[values: Self.runHeader].first, step: request.headers[values: Self.stepHeader].first, now: now
         )
         let parent = telemetry.tracer == nil ? nil : parentContext(request.headers, task: task)
         let call = Call(
-            gateway: self, agent: caller.agent, route: route, request: parsed, bound: bound, reservation: reservation,
+            gateway: self, agent: caller.agent, route: route, request: parsed, bound: bound, reservation: reservation, hold: hold,
             requestID: requestID, started: started, run: task?.run.rawValue, step: task?.step,
             trace: telemetry.tracer.map { (span: $0.newContext(in: parent), parent: parent, start: Tracer.now()) })
 
@@ -364,6 +371,8 @@ final class Call: Sendable {
     /// The output tokens reserved for, and sent upstream as the request's bound.
     let bound: Int
     let reservation: BudgetMeter.Reservation
+    /// The store's hold, when the state's reservations are shared.
+    let hold: Int64?
     let requestID: String
     let started: ContinuousClock.Instant
     let run: String?
@@ -377,9 +386,10 @@ final class Call: Sendable {
 
     init(
         gateway: Gateway, agent: ResourceID, route: GatewayTable.Route, request: ModelRequest, bound: Int,
-        reservation: BudgetMeter.Reservation, requestID: String, started: ContinuousClock.Instant, run: String?, step: String?,
-        trace: (span: SpanContext, parent: SpanContext?, start: UInt64)? = nil
+        reservation: BudgetMeter.Reservation, hold: Int64? = nil, requestID: String, started: ContinuousClock.Instant, run: String?,
+        step: String?, trace: (span: SpanContext, parent: SpanContext?, start: UInt64)? = nil
     ) {
+        self.hold = hold
         self.span = trace?.span
         self.parent = trace?.parent
         self.startNanoseconds = trace?.start ?? 0
@@ -399,6 +409,7 @@ final class Call: Sendable {
         guard !done.exchange(true, ordering: .relaxed) else { return }
         let usd = route.cost(usage)
         let notices = gateway.state.withLock { $0.meter.settle(reservation, cost: Charge(usd: usd, tokens: usage.total)) }
+        if let hold { gateway.endShared(hold, cost: Charge(usd: usd, tokens: usage.total)) }
         let entry = entry(usage, usd: usd, outcome: outcome)
         gateway.record(entry, notices: notices)
         gateway.observe(self, entry, failed: !outcome.hasPrefix("ok"))
@@ -408,6 +419,7 @@ final class Call: Sendable {
     func release(outcome: String) {
         guard !done.exchange(true, ordering: .relaxed) else { return }
         gateway.state.withLock { $0.meter.release(reservation) }
+        if let hold { gateway.endShared(hold, cost: nil) }
         let entry = entry(TokenUsage(prompt: 0, completion: 0), usd: 0, outcome: outcome)
         gateway.record(entry, notices: [])
         gateway.observe(self, entry, failed: true)

@@ -17,6 +17,11 @@ public import OrlCore
 /// throws if used afterwards.
 public final class SQLiteStateStore: StateStore {
     /// The database file.
+    /// `<directory>/state.db`: the database file of the state in `directory`.
+    public static func databasePath(_ directory: String) -> String {
+        directory.hasSuffix("/") ? directory + "state.db" : directory + "/state.db"
+    }
+
     public let path: String
     private let connection: Locked<Database>
 
@@ -29,7 +34,7 @@ public final class SQLiteStateStore: StateStore {
     ///   default is generous.
     public init(directory: String, busyTimeout: Duration = .seconds(30)) throws(StoreError) {
         try Self.createDirectory(directory)
-        let path = directory.hasSuffix("/") ? directory + "state.db" : directory + "/state.db"
+        let path = Self.databasePath(directory)
         try Self.createIfMissing(path, busyTimeout: busyTimeout)
         Self.restrict(path)
         let database = try Database(path: path)
@@ -213,18 +218,4 @@ public final class SQLiteStateStore: StateStore {
             prefix += "/"
         }
     }
-}
-
-/// What a consumer of the store's changes reads, each counted by triggers on its
-/// tables (`change_topics`), whichever process writes: the daemon's own bookkeeping
-/// (statuses, supervision records, the ledger, the alert outbox) counts for none.
-public enum ChangeTopic: String, Sendable, Hashable, CaseIterable {
-    /// Applied resources and `orlctl suspend`'s holds.
-    case resources
-    /// The vault's sealed secrets.
-    case secrets
-    /// Workflow runs, their steps, attempts and values, and tool-call approvals.
-    case runs
-    /// Events added to the event log (what Alerts notify of).
-    case events
 }

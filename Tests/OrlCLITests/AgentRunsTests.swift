@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import OrlCore
 import OrlJSON
+import OrlPostgres
 import OrlStore
 import Testing
 
@@ -15,10 +16,16 @@ import Testing
     final class Harness {
         let work: TemporaryDirectory
         var processes: [Process] = []
+        /// The state in PostgreSQL (given to every command as ORL_STATE_URL); `state` is
+        /// then the controller's data directory (ORL_DATA_DIR).
+        let postgres: String?
         var state: String { work.url.appendingPathComponent("state").path }
         var journalPath: String { work.url.appendingPathComponent("journal.jsonl").path }
+        /// What every orlctl of the test is given.
+        var stateEnvironment: [String: String] { postgres.map { ["ORL_STATE_URL": $0, "ORL_DATA_DIR": state] } ?? [:] }
 
-        init() throws {
+        init(postgres: String? = nil) throws {
+            self.postgres = postgres
             work = try TemporaryDirectory()
             // Written by every test agent, each as the sandbox's uid.
             _ = FileManager.default.createFile(atPath: journalPath, contents: nil, attributes: [.posixPermissions: 0o666])
@@ -30,7 +37,9 @@ import Testing
         }
 
         func orlctl(_ arguments: [String], environment: [String: String] = [:]) throws -> Orlctl.Result {
-            try Orlctl.run(arguments + ["--state", state], in: work.url, environment: environment)
+            try Orlctl.run(
+                arguments + (postgres == nil ? ["--state", state] : []), in: work.url,
+                environment: stateEnvironment.merging(environment) { $1 })
         }
 
         func apply(_ path: String) throws {
@@ -55,8 +64,11 @@ import Testing
         }
 
         @discardableResult
-        func startController(log: String = "controller.log") throws -> Process {
-            try background(Orlctl.binary.path, ["controller", "--state", state], log: log)
+        func startController(log: String = "controller.log", dataDirectory: String? = nil) throws -> Process {
+            guard postgres != nil else { return try background(Orlctl.binary.path, ["controller", "--state", state], log: log) }
+            var environment = stateEnvironment
+            if let dataDirectory { environment["ORL_DATA_DIR"] = dataDirectory }
+            return try background(Orlctl.binary.path, ["controller"], log: log, environment: environment)
         }
 
         func stopController() throws {
@@ -118,7 +130,7 @@ import Testing
 
         /// The blackboard's latest value of a step's output.
         func output(_ id: String, _ step: String) throws -> [String: Any] {
-            let store = try SQLiteStateStore(directory: state)
+            let store: any RunStore = try postgres.map { try PostgresStateStore(url: $0) } ?? SQLiteStateStore(directory: state)
             let value = try store.readRuns { reader throws(StoreError) in try reader.value(of: RunID(id)!, key: step)?.value }
             return (try JSONSerialization.jsonObject(with: Data((value ?? "{}").utf8)) as? [String: Any]) ?? [:]
         }
@@ -140,7 +152,10 @@ import Testing
     /// gate, then publish (reading the draft through read-draft) and announce. A second
     /// run is denied at the gate. Model spend lands on each step.
     @Test func theContentPipelineRunsEndToEndWithTheReferenceAgent() throws {
-        let h = try Harness()
+        try Self.contentPipeline(try Harness())
+    }
+
+    static func contentPipeline(_ h: Harness) throws {
         // What scripts/quickstart does: the agents run in <state>/workspace, where the
         // repository's examples/ are linked.
         try FileManager.default.createDirectory(atPath: h.state + "/workspace", withIntermediateDirectories: true)
@@ -353,8 +368,8 @@ import Testing
     }
 
     /// Applies the test fleet (with an echo server for the http tool) and starts a controller.
-    static func fixtureHarness(spenderTokens: Int = 150) throws -> Harness {
-        let h = try Harness()
+    static func fixtureHarness(spenderTokens: Int = 150, postgres: String? = nil) throws -> Harness {
+        let h = try Harness(postgres: postgres)
         let portFile = h.work.url.appendingPathComponent("echo.port").path
         try h.background("/usr/bin/env", ["python3", "\(fixtures)/echo_server.py", portFile, "echo.jsonl"], log: "echo.log")
         #expect(waitUntil(seconds: 30) { FileManager.default.fileExists(atPath: portFile) }, "the echo server did not start")
@@ -463,7 +478,10 @@ import Testing
     /// gateway's reason, the step waits (Ready) while its agent is halted, and runs
     /// again once an apply raises the limit; the run then succeeds.
     @Test func aBudgetThatHaltsAnAgentMidRunMakesTheRunWaitUntilItIsRaised() throws {
-        let h = try Self.fixtureHarness()
+        try Self.budgetHalt(try Self.fixtureHarness())
+    }
+
+    static func budgetHalt(_ h: Harness) throws {
         let id = try h.start("spend")
         var described = ""
         // The halt and the failed attempt are two writes (the controller's and the API's),
@@ -493,7 +511,10 @@ import Testing
     /// outlives it, the next controller serves the same address, the agent's answer
     /// lands there; nothing runs twice, the approval is still pending, the run ends once.
     @Test func aControllerKilledMidRunIsResumedWithoutRunningAnythingTwice() throws {
-        let h = try Self.fixtureHarness()
+        try Self.killedMidRun(try Self.fixtureHarness())
+    }
+
+    static func killedMidRun(_ h: Harness) throws {
         let id = try h.start("slow")
         #expect(
             waitUntil(seconds: 60) { h.journal().contains { $0["step"] as? String == "slow" && $0["event"] as? String == "start" } },

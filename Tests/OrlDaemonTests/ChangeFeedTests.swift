@@ -1,6 +1,8 @@
 import Foundation
 import OrlCore
+import OrlPostgres
 import OrlStore
+import OrlTestPostgres
 import Synchronization
 import Testing
 
@@ -119,4 +121,47 @@ final class Messages: Sendable {
     private let list = Mutex<[String]>([])
     func add(_ message: String) { list.withLock { $0.append(message) } }
     var all: [String] { list.withLock { $0 } }
+}
+
+/// A PostgreSQL state's feed: LISTEN on the channel the triggers notify, so a commit on
+/// any connection (any node) is news at once; a lost session connects again and reads
+/// what it missed.
+@Suite(.enabled(if: PostgresCluster.unavailable == nil, "PostgreSQL is not installed; run scripts/install-deps"))
+struct PostgresChangeSignalTests {
+    @Test(.timeLimit(.minutes(2))) func aCommitElsewhereWakesTheFeedAndALostSessionReconnects() async throws {
+        let cluster = try PostgresCluster.shared()
+        let url = try cluster.database("signal")
+        let database = String(url.split(separator: "/").last!.split(separator: "?").first!)
+        let writer = try PostgresStateStore(url: url)
+        let feedStore = try PostgresStateStore(url: url)
+        let resources = Counter()
+        let messages = Messages()
+        let signal = feedStore.changeSignal(probeInterval: .seconds(1), log: { messages.add($0) })
+        let feed = ChangeFeed(
+            store: feedStore, interval: .seconds(3600), signal: signal, safetyInterval: .seconds(3600),
+            subscribers: [.init(topics: [.resources]) { resources.add() }], log: { _ in })
+        let watching = Task { await feed.watch() }
+        defer { watching.cancel() }
+        while signal.listeningSessions == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        let now = Timestamp(milliseconds: 1_795_161_600_000)
+        let before = resources.value
+        try apply(fleet(["a"]), to: writer, at: now)
+        await resources.wait(atLeast: before + 1)
+
+        // Every session of the database ended (as a server restart or an administrator
+        // would): the change made while the signal connects again is not lost.
+        try cluster.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' AND pid <> pg_backend_pid()")
+        let seen = resources.value
+        try apply(fleet(["a", "b"]), to: writer, at: now)
+        await resources.wait(atLeast: seen + 1)
+        while signal.listeningSessions < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(messages.all.contains { $0.contains("lost the LISTEN session") }, "\(messages.all)")
+        // And the new session hears the next commit.
+        let again = resources.value
+        try apply(fleet(["a", "b", "c"]), to: writer, at: now)
+        await resources.wait(atLeast: again + 1)
+        watching.cancel()
+        await watching.value
+    }
 }

@@ -233,7 +233,7 @@ func fleet(_ agents: [String], suspended: Set<String> = []) -> String {
     return documents.joined(separator: "\n---\n")
 }
 
-func apply(_ yaml: String, to store: SQLiteStateStore, at now: Timestamp, codeRoot: String? = nil) throws {
+func apply(_ yaml: String, to store: any StateStore, at now: Timestamp, codeRoot: String? = nil) throws {
     let report = ManifestValidation.validate([YAMLParser().parse(yaml, file: "fleet.yaml")])
     try #require(report.isValid, "\(report.diagnostics.filter { $0.severity == .error }.map(\.message))")
     _ = try ApplyOperation.apply(

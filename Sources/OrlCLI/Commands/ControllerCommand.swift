@@ -4,6 +4,7 @@ import Foundation
 import OrlController
 import OrlCore
 import OrlDaemon
+import OrlPostgres
 import OrlRuntime
 import OrlServer
 import OrlStore
@@ -29,7 +30,9 @@ struct ControllerRunCommand: AsyncParsableCommand {
         commandName: "run",
         abstract: "Run the controller in the foreground (the default).",
         discussion: """
-            One controller runs per state directory (<state>/controller.lock holds its PID). \
+            One controller runs per state directory (<state>/controller.lock holds its PID); \
+            with a PostgreSQL state, per data directory (--data-dir), and the controller \
+            sees changes made by any machine through the database (docs/postgres.md). \
             Events go to standard error, one line each (--log-format json: one \
             JSON object each); agents' lifecycle events are also kept in the state, for orlctl \
             events and describe. --detach runs it in the background. SIGTERM or SIGINT stops every agent \
@@ -41,6 +44,7 @@ struct ControllerRunCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var state: StateOptions
+    @OptionGroup var dataDirectory: DataDirectoryOption
 
     enum LogFormat: String, ExpressibleByArgument, CaseIterable {
         case text, json
@@ -106,20 +110,22 @@ struct ControllerRunCommand: AsyncParsableCommand {
         // Connections, agents' pipes and logs all take descriptors: the default soft
         // limit is what a crowd of idle connections once exhausted.
         ConnectionGuard.raiseDescriptorLimit()
+        let directory = try state.localDirectory(dataDirectory.path, create: state.postgresURL != nil)
         if detach {
             let arguments =
                 [
                     "--log-format", logFormat.rawValue, "--log-max-bytes", String(logMaxBytes), "--log-keep", String(logKeep),
                 ] + (listen.map { ["--listen", $0] } ?? []) + (metricsListen.map { ["--metrics-listen", $0] } ?? []) + node.arguments
-            _ = try state.openStore()
+            _ = try state.open()
             return try await Self.startDetached(
-                stateDirectory: PIDLock.absolute(state.resolvedDirectory), arguments: arguments, report: { writeStandardOutput($0) })
+                stateDirectory: directory, state: state.postgresURL, arguments: arguments, report: { writeStandardOutput($0) })
         }
-        _ = try state.openStore()
-        let directory = PIDLock.absolute(state.resolvedDirectory)
+        // A PostgreSQL state's services share one pool: the gateway's reservations, the
+        // agents' API and the controller's writes each hold a connection at a time.
+        let backend = try state.open(connections: 16)
         let lock = try node.lock(directory)
         defer { lock.release() }
-        try node.checkCoexistence(directory: directory, store: try state.openStore())
+        try node.checkCoexistence(directory: directory, store: backend)
         var configuration = Daemon.Configuration(stateDirectory: directory)
         let nodeGuard = try node.configure(&configuration, state: state.postgresURL ?? directory)
         defer { nodeGuard?.close() }
@@ -130,11 +136,15 @@ struct ControllerRunCommand: AsyncParsableCommand {
         configuration.logRotationInterval = Self.logRotationInterval
         configuration.identity = "\(Caller.identity) (dashboard)"
         let log = Self.sink(logFormat)
-        configuration.telemetry = try Self.telemetry(gaugeStore: try state.openStore(), log: log)
-        let daemon = Daemon(
-            configuration: configuration,
-            keys: MasterKeySource(stateDirectory: directory, environment: ProcessInfo.processInfo.environment),
-            log: log, openStore: { () throws(StoreError) in try SQLiteStateStore(directory: directory) })
+        let daemonState: DaemonState
+        if let postgres = backend as? PostgresStateStore {
+            daemonState = .postgres(postgres)
+            configuration.telemetry = try Self.telemetry(gaugeStore: postgres, log: log)
+        } else {
+            daemonState = .sqlite(directory: directory) { () throws(StoreError) in try SQLiteStateStore(directory: directory) }
+            configuration.telemetry = try Self.telemetry(gaugeStore: try state.openStore(), log: log)
+        }
+        let daemon = Daemon(configuration: configuration, keys: state.masterKeys, log: log, state: daemonState)
         do {
             try await daemon.run()
         } catch {
@@ -144,7 +154,7 @@ struct ControllerRunCommand: AsyncParsableCommand {
 
     /// Metrics always (a few counters and a state read per scrape); spans when
     /// OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set.
-    static func telemetry(gaugeStore: SQLiteStateStore, log: @escaping @Sendable (ControllerEvent) -> Void) throws -> Telemetry {
+    static func telemetry(gaugeStore: any StateUpkeep, log: @escaping @Sendable (ControllerEvent) -> Void) throws -> Telemetry {
         var tracer: Tracer?
         do throws(Tracer.ConfigurationError) {
             if var configuration = try Tracer.Configuration.fromEnvironment(ProcessInfo.processInfo.environment) {
@@ -165,8 +175,13 @@ struct ControllerRunCommand: AsyncParsableCommand {
 
     /// `--detach`: starts `orlctl controller run` for the same state, detached (not with
     /// Foundation's Process, whose child stays in our process group and is signalled with
-    /// it), then waits until it holds the lock or has exited.
-    static func startDetached(stateDirectory directory: String, arguments extra: [String], report: (String) -> Void) async throws {
+    /// it), then waits until it holds the lock or has exited. `directory` is the local
+    /// directory (the state's, or a PostgreSQL state's data directory); `postgresURL`
+    /// goes to the child in ORL_STATE_URL, never on its command line (which any user
+    /// of the machine can read), as its password may be in it.
+    static func startDetached(
+        stateDirectory directory: String, state postgresURL: String? = nil, arguments extra: [String], report: (String) -> Void
+    ) async throws {
         if let pid = try PIDLock.holder(directory) {
             throw CommandFailure(message: "a controller already runs for \(directory) (pid \(pid))")
         }
@@ -179,11 +194,18 @@ struct ControllerRunCommand: AsyncParsableCommand {
         }
         let start = (try? FileManager.default.attributesOfItem(atPath: logFile)[.size] as? Int) ?? 0
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let arguments = ["controller", "run", "--state", directory] + extra
+        var environment = ProcessInfo.processInfo.environment
+        let arguments: [String]
+        if let postgresURL {
+            environment["ORL_STATE_URL"] = postgresURL
+            arguments = ["controller", "run", "--data-dir", directory] + extra
+        } else {
+            arguments = ["controller", "run", "--state", directory] + extra
+        }
         let pid: Int32
         do {
             pid = try ProcessRuntime.spawnDetached(
-                path: executable, arguments: arguments, environment: ProcessInfo.processInfo.environment.map { "\($0)=\($1)" },
+                path: executable, arguments: arguments, environment: environment.map { "\($0)=\($1)" },
                 workingDirectory: FileManager.default.currentDirectoryPath, logFile: logFile)
         } catch {
             throw CommandFailure(message: "cannot start the controller: \(error.description)")
@@ -230,14 +252,15 @@ extension ControllerRunCommand {
 struct StopController: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stop",
-        abstract: "Stop the controller of a state directory, and so its agents.",
+        abstract: "Stop the controller of a state directory (or of a PostgreSQL state's --data-dir), and so its agents.",
         discussion: "Exit codes: 0 stopped, 1 no controller runs, 2 error."
     )
 
     @OptionGroup var state: StateOptions
+    @OptionGroup var dataDirectory: DataDirectoryOption
 
     func run() async throws {
-        let directory = PIDLock.absolute(state.resolvedDirectory)
+        let directory = try state.localDirectory(dataDirectory.path)
         guard let pid = try PIDLock.holder(directory) else {
             OrlctlMain.writeStandardError("orlctl: no controller runs for \(directory)\n")
             throw ExitCode(ExitStatus.findings.rawValue)

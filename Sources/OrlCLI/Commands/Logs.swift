@@ -9,7 +9,9 @@ struct Logs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print an agent's log (its standard output and error).",
         discussion: """
-            The log is <state>/logs/<namespace>/<name>.log; the controller rotates it by size \
+            The log is <state>/logs/<namespace>/<name>.log (with a PostgreSQL state, in the \
+            data directory of the machine whose controller runs the agent: --data-dir); the \
+            controller rotates it by size \
             (the previous one is <name>.log.1, printed by --previous). With -f, new output is \
             printed as it is written, across rotations, until interrupted.
 
@@ -32,6 +34,7 @@ struct Logs: AsyncParsableCommand {
     var previous = false
 
     @OptionGroup var state: StateOptions
+    @OptionGroup var dataDirectory: DataDirectoryOption
 
     func validate() throws {
         _ = try agentID()
@@ -54,7 +57,8 @@ struct Logs: AsyncParsableCommand {
 
     func run() async throws {
         let id = try agentID()
-        let store = try state.openStore()
+        let directory = try state.localDirectory(dataDirectory.path)
+        let store = try state.openState()
         let missing: String?
         do {
             missing = try store.read { reader throws(StoreError) in
@@ -65,7 +69,7 @@ struct Logs: AsyncParsableCommand {
         }
         if let missing { throw NotFound.fail([missing]) }
 
-        let path = Self.logPath(state: state.resolvedDirectory, id) + (previous ? ".1" : "")
+        let path = Self.logPath(state: directory, id) + (previous ? ".1" : "")
         guard let data = FileManager.default.contents(atPath: path) else {
             let what = previous ? "no previous log" : "no log yet"
             throw NotFound.fail(["agent \(Diagnostic.quoted(id.name)) has \(what) (\(path))"])

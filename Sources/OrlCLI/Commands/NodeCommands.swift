@@ -87,6 +87,17 @@ struct NodeOptions: ParsableArguments {
         }
         configuration.node = NodeMembership.Configuration(name: node, labels: try labels())
         configuration.nodeGuard = nodeGuard
+        if PostgresURL.isPostgres(state) {
+            // A pool of its own for the lease: a renewal never waits behind the services'
+            // calls, and one stuck on a dead connection gives up in seconds.
+            do {
+                configuration.nodeStore = try PostgresStateStore(
+                    url: PostgresURL(parsing: state, environment: System.environment), maxConnections: 2, timeout: .seconds(4))
+            } catch {
+                nodeGuard.close()
+                throw CommandFailure(message: "cannot open the state at \(PostgresURL.redacted(state)): \(error.description)")
+            }
+        }
         return nodeGuard
     }
 }

@@ -31,10 +31,12 @@ struct StateOptions: ParsableArguments {
     /// Opens the state whichever its backend, with every port: the one way commands open
     /// a state (a SQLite directory or a PostgreSQL database), so that none of them depends
     /// on which.
-    func open() throws -> any StateBackend {
+    /// `connections`: how many connections a PostgreSQL state's pool may open (a
+    /// controller's services share one pool).
+    func open(connections: Int = 4) throws -> any StateBackend {
         guard let url = postgresURL else { return try openSQLite() }
         do {
-            return try PostgresStateStore(url: url, environment: System.environment)
+            return try PostgresStateStore(url: PostgresURL(parsing: url, environment: System.environment), maxConnections: connections)
         } catch {
             throw CommandFailure(message: "cannot open the state at \(PostgresURL.redacted(url)): \(error.description)")
         }
@@ -57,24 +59,65 @@ struct StateOptions: ParsableArguments {
     }
 
     /// The directory to use, from the flag, then the environment, as the help says.
-    var resolvedDirectory: String {
-        if let directory { return directory }
+    var resolvedDirectory: String { directory ?? Self.defaultDirectory }
+
+    /// $ORL_HOME, else $XDG_STATE_HOME/orl, else ~/.local/state/orl.
+    static var defaultDirectory: String {
         let environment = System.environment
         if let home = environment["ORL_HOME"], !home.isEmpty { return home }
         if let state = environment["XDG_STATE_HOME"], !state.isEmpty { return state + "/orl" }
         return (environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()) + "/.local/state/orl"
     }
 
-    /// Opens the SQLite state: for the commands that need its directory (the controller,
-    /// git sync's mirrors and locks, agents' logs), which a PostgreSQL state does not
-    /// offer yet; they say so.
+    /// Opens the SQLite state, for the commands that read its directory's files (its
+    /// size on disk); refused for a PostgreSQL state.
     func openStore() throws -> SQLiteStateStore {
         if let url = postgresURL {
-            throw CommandFailure(
-                message: "this command does not support a PostgreSQL state yet (\(PostgresURL.redacted(url))); "
-                    + "every command but controller, watch, sync and logs does (docs/postgres.md)")
+            throw CommandFailure(message: "this command needs a SQLite state directory, not \(PostgresURL.redacted(url))")
         }
         return try openSQLite()
+    }
+
+    /// The directory of this machine's own files: agents' logs and working directories,
+    /// the controller's PID lock, API URL and token, git sources' mirrors and locks.
+    /// A SQLite state keeps them in its directory. A PostgreSQL state is shared by
+    /// machines that each keep their own: `--data-dir`, else $ORL_DATA_DIR, else
+    /// `<default state directory>/postgres/HOST-PORT-DATABASE` (one per database, apart
+    /// from a SQLite state's files). Absolute; created (0700) when `create`.
+    func localDirectory(_ dataDirectory: String?, create: Bool = false) throws -> String {
+        guard let url = postgresURL else {
+            if dataDirectory != nil {
+                throw CommandFailure(message: "--data-dir is for a PostgreSQL state; a SQLite state keeps its files in its directory")
+            }
+            return PIDLock.absolute(resolvedDirectory)
+        }
+        let chosen: String
+        if let dataDirectory, !dataDirectory.isEmpty {
+            chosen = dataDirectory
+        } else if let fromEnvironment = System.environment["ORL_DATA_DIR"], !fromEnvironment.isEmpty {
+            chosen = fromEnvironment
+        } else {
+            let parsed: PostgresURL
+            do {
+                parsed = try PostgresURL(parsing: url, environment: System.environment)
+            } catch {
+                throw CommandFailure(message: "cannot open the state at \(PostgresURL.redacted(url)): \(error.description)")
+            }
+            let name = "\(parsed.host)-\(parsed.port)-\(parsed.database)".map {
+                $0.isLetter || $0.isNumber || "-._".contains($0) ? $0 : "_"
+            }
+            chosen = Self.defaultDirectory + "/postgres/" + String(name)
+        }
+        let directory = PIDLock.absolute(chosen)
+        if create {
+            do {
+                try FileManager.default.createDirectory(
+                    atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw CommandFailure(message: "cannot create the data directory \(directory): \(error.localizedDescription)")
+            }
+        }
+        return directory
     }
 
     private func openSQLite() throws -> SQLiteStateStore {
@@ -88,6 +131,18 @@ struct StateOptions: ParsableArguments {
             throw CommandFailure(message: "cannot open the state in \(resolvedDirectory): \(error.description)")
         }
     }
+}
+
+/// `--data-dir DIR`: where this machine keeps its own files when the state is in
+/// PostgreSQL (`StateOptions.localDirectory`).
+struct DataDirectoryOption: ParsableArguments {
+    @Option(
+        name: .customLong("data-dir"),
+        help: ArgumentHelp(
+            "With a PostgreSQL state: this machine's directory for agents' logs and working directories, the controller's lock "
+                + "and token, and git mirrors (default: $ORL_DATA_DIR, else <default state directory>/postgres/HOST-PORT-DATABASE).",
+            valueName: "dir"))
+    var path: String?
 }
 
 /// Who is applying and when, as the history records it.

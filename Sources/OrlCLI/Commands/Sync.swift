@@ -55,6 +55,7 @@ struct GitSourceOptions: ParsableArguments {
     var tokenSecret: String?
 
     @OptionGroup var state: StateOptions
+    @OptionGroup var dataDirectory: DataDirectoryOption
 
     func validate() throws {
         if let name, !SourceRecord.isValidName(name) {
@@ -93,9 +94,10 @@ struct GitSourceOptions: ParsableArguments {
     }
 
     /// Opens the state and checks that the name is not another repository's source.
-    func open() throws -> (SQLiteStateStore, GitSourceConfiguration, SourceLock) {
-        let store = try state.openStore()
-        let directory = PIDLock.absolute(state.resolvedDirectory)
+    func open() throws -> (any StateBackend, GitSourceConfiguration, SourceLock) {
+        let store = try state.open()
+        // The mirror and the source's lock are this machine's files.
+        let directory = try state.localDirectory(dataDirectory.path, create: true)
         let configuration = configuration(state: directory, auth: try credentials())
         let existing: SourceRecord?
         do {
@@ -156,7 +158,7 @@ struct Sync: AsyncParsableCommand {
         defer { lock.release() }
         let sync = GitSourceSync(configuration: configuration, store: store, clock: { Caller.now })
         let report = await sync.round(retryFailed: true)
-        if report.changed { ControllerWake.wake(source.state.resolvedDirectory) }
+        if report.changed { source.state.wakeController() }
         if !report.failed { try await ControllerAutostart.ensure(state: source.state, optedOut: noController, json: output == .json) }
         switch output {
         case .text: try SyncRenderer.finish(report, configuration: configuration)
@@ -275,7 +277,7 @@ struct Watch: AsyncParsableCommand {
         var firstRound = true
         while !signals.stopRequested {
             let report = await sync.round(retryFailed: false)
-            if report.changed { ControllerWake.wake(source.state.resolvedDirectory) }
+            if report.changed { source.state.wakeController() }
             // After the first round and after changes only: a controller stopped on purpose
             // stays stopped until the fleet changes again.
             if !report.failed, report.changed || firstRound {
@@ -363,9 +365,8 @@ enum VaultReference {
     /// vault again only after another process changed the state (`orlctl secret set`).
     static func secret(_ text: String, flag: String, state: StateOptions) throws -> @Sendable () -> String? {
         let id = try id(text, flag: flag)
-        let store = try state.openStore()
-        let vault = StateVault(
-            store: store, keys: MasterKeySource(stateDirectory: state.resolvedDirectory, environment: System.environment))
+        let store = try state.open()
+        let vault = StateVault(store: store, keys: state.masterKeys)
         let value: String?
         do {
             value = try vault.value(of: id)

@@ -227,6 +227,58 @@ public struct BudgetMeter: Sendable {
         return .success(reservation)
     }
 
+    /// The store's lines a call of `agent` at `now` is reserved against when the state is
+    /// shared (`BudgetReservations`): each limit of each halting budget covering it, and
+    /// what this meter knows was spent in each (the ledger's sums at start-up and its own
+    /// calls since), from which the store starts a line it has not counted yet.
+    public func lines(of agent: ResourceID, now: Timestamp) -> (lines: [BudgetLine], spent: [BudgetLineKey: BudgetAmount]) {
+        var lines: [BudgetLine] = []
+        var spent: [BudgetLineKey: BudgetAmount] = [:]
+        for account in accounts(of: agent) {
+            guard let budget = budgets[account.budget], budget.spec.onExceeded == .halt else { continue }
+            for limit in budget.spec.limits {
+                let line = BudgetLine(account: account, limit: limit, now: now)
+                let bucket = Bucket(window: limit.window, start: line.windowStart)
+                lines.append(line)
+                spent[line.key] = BudgetAmount(self.spent(account, bucket), roundingUp: false)
+            }
+        }
+        return (lines.sorted(), spent)
+    }
+
+    /// The store refused a call (the calls of every gateway of the state filled `line`):
+    /// remembered as this meter's own refusal is, so that the agent halts.
+    public mutating func refusal(by line: BudgetLineState, agent: ResourceID, charge: Charge, now: Timestamp) -> Refusal {
+        for account in accounts(of: agent) {
+            guard let budget = budgets[account.budget] else { continue }
+            for limit in budget.spec.limits where BudgetLine(account: account, limit: limit, now: now).key == line.key {
+                let interval = limit.window.interval(containing: now)
+                let mark = Mark(account: account, bucket: Bucket(window: limit.window, start: interval.lowerBound))
+                let isFirst = exhausted[mark] == nil
+                exhausted[mark] = limit
+                let (spent, held) = (line.spent.charge, line.reserved.charge)
+                let broken =
+                    if let cap = line.cap.microUSD,
+                        (line.spent.microUSD ?? 0) + (line.reserved.microUSD ?? 0) + BudgetAmount.micro(charge.usd, roundingUp: true) > cap
+                    {
+                        "\(Money.format(spent.usd, decimals: 4)) spent and \(Money.format(held.usd, decimals: 4)) reserved of \(Money.format(Double(cap) / 1_000_000)) per \(limit.window.rawValue) by every gateway of the state; this call may cost up to \(Money.format(charge.usd, decimals: 4))"
+                    } else {
+                        "\(spent.tokens) tokens spent and \(held.tokens) reserved of \(line.cap.tokens ?? 0) per \(limit.window.rawValue) by every gateway of the state; this call may use up to \(charge.tokens)"
+                    }
+                return Refusal(
+                    account: account, window: limit.window, resetsAt: interval.upperBound,
+                    message: "budget \(Self.name(account)) is exhausted: \(broken); it resets at \(interval.upperBound)", isFirst: isFirst)
+            }
+        }
+        // The budget changed since the call's lines were taken: refused all the same.
+        return Refusal(
+            account: Account(
+                budget: ResourceID(kind: ResourceKind.budget.rawValue, namespace: line.key.budgetNamespace, name: line.key.budgetName),
+                agent: nil),
+            window: BudgetSpec.Window(rawValue: line.key.window) ?? .day, resetsAt: now,
+            message: "budget \(line.key.budgetNamespace)/\(line.key.budgetName) is exhausted", isFirst: false)
+    }
+
     /// Replaces the reservation by what the call cost; returns the thresholds it crossed.
     public mutating func settle(_ reservation: Reservation, cost: Charge) -> [Notice] {
         guard open.removeValue(forKey: reservation.number) != nil else { return [] }

@@ -16,6 +16,10 @@ public protocol StateUpkeep: Sendable {
     /// A number that changes whenever a write is committed by another connection (another
     /// orlctl, another node), and only then, cheap enough to poll.
     func changeMarker() throws(StoreError) -> Int64
+    /// How many writes each topic has seen (see `ChangeTopic`), counted by the store
+    /// whichever process writes: read when `changeMarker` moved, to tell which consumers
+    /// the commits concern.
+    func changeGenerations() throws(StoreError) -> [ChangeTopic: Int64]
 }
 
 /// Every port of a state: what `orlctl` opens, whichever backend holds the state.

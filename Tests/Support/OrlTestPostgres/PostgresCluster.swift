@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -17,6 +18,8 @@ public final class PostgresCluster: Sendable {
     public let port: Int
     public let directory: String
     let binaries: String
+    private let tlsFiles = Mutex<TLSFiles?>(nil)
+    private let hba = Mutex<Void>(())
 
     /// Why the cluster cannot start here (no PostgreSQL binaries), or nil when it can:
     /// what a test that needs it says when skipped.
@@ -67,6 +70,93 @@ public final class PostgresCluster: Sendable {
             binaries + "/psql",
             ["-X", "-q", "-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-c", sql],
             asPostgres: false)
+    }
+
+    // MARK: TLS
+
+    /// The certificates of the cluster's TLS: the CA that signed the server's certificate
+    /// (made for `localhost` only, so that `127.0.0.1` fails a hostname check), and a CA that
+    /// signed nothing the server shows.
+    public struct TLSFiles: Sendable {
+        public let authority: String
+        public let otherAuthority: String
+    }
+
+    /// Turns TLS on (once per process; a reload, so connections without TLS go on working):
+    /// a CA and a server certificate made with `openssl` in the cluster's directory.
+    public func enableTLS() throws -> TLSFiles {
+        try tlsFiles.withLock { (files: inout TLSFiles?) throws -> TLSFiles in
+            if let files { return files }
+            let tls = directory + "/tls"
+            guard mkdir(tls, 0o755) == 0 || errno == EEXIST else { throw ClusterError(message: "cannot create \(tls): \(errno)") }
+            let openssl = "/usr/bin/openssl"
+            let curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+            for name in ["ca", "other-ca"] {
+                try Self.run(
+                    openssl,
+                    ["req", "-x509"] + curve + [
+                        "-keyout", "\(tls)/\(name).key", "-out", "\(tls)/\(name).pem", "-days", "2", "-subj", "/CN=orl test \(name)",
+                    ],
+                    asPostgres: false)
+            }
+            try Self.run(
+                openssl, ["req"] + curve + ["-keyout", "\(tls)/server.key", "-out", "\(tls)/server.csr", "-subj", "/CN=localhost"],
+                asPostgres: false)
+            try "subjectAltName=DNS:localhost\n".write(toFile: "\(tls)/server.ext", atomically: true, encoding: .utf8)
+            try Self.run(
+                openssl,
+                [
+                    "x509", "-req", "-in", "\(tls)/server.csr", "-CA", "\(tls)/ca.pem", "-CAkey", "\(tls)/ca.key", "-CAcreateserial",
+                    "-out", "\(tls)/server.pem", "-days", "2", "-extfile", "\(tls)/server.ext",
+                ], asPostgres: false)
+            // The server refuses a key anyone but its owner can read, and runs as postgres.
+            chmod("\(tls)/server.key", 0o600)
+            if getuid() == 0, let user = getpwnam("postgres") {
+                chown("\(tls)/server.key", user.pointee.pw_uid, user.pointee.pw_gid)
+            }
+            try psql("ALTER SYSTEM SET ssl_cert_file = '\(tls)/server.pem'")
+            try psql("ALTER SYSTEM SET ssl_key_file = '\(tls)/server.key'")
+            try psql("ALTER SYSTEM SET ssl = on")
+            try psql("SELECT pg_reload_conf()")
+            // The server reloads its settings after the call returns.
+            try waitUntil("TLS on") { connects(database: "postgres", sslmode: "require") }
+            let made = TLSFiles(authority: "\(tls)/ca.pem", otherAuthority: "\(tls)/other-ca.pem")
+            files = made
+            return made
+        }
+    }
+
+    /// A new database that the server lets no one reach without TLS (`hostnossl … reject`
+    /// in pg_hba.conf), so that a command that works on it proves its connection was
+    /// encrypted. Returns its name.
+    public func tlsOnlyDatabase(_ prefix: String = "tls") throws -> String {
+        _ = try enableTLS()
+        let url = try database(prefix)
+        let name = String(url.split(separator: "/").last!.split(separator: "?").first!)
+        try hba.withLock { (_: inout Void) throws in
+            let path = directory + "/data/pg_hba.conf"
+            let current = try String(contentsOfFile: path, encoding: .utf8)
+            let rules = "hostnossl \(name) all 127.0.0.1/32 reject\nhostnossl \(name) all ::1/128 reject\n"
+            try (rules + current).write(toFile: path, atomically: false, encoding: .utf8)
+            try psql("SELECT pg_reload_conf()")
+            try waitUntil("\(name) refusing connections without TLS") { !connects(database: name, sslmode: "disable") }
+        }
+        return name
+    }
+
+    /// Whether psql (libpq) connects to `database` with `sslmode`.
+    private func connects(database: String, sslmode: String) -> Bool {
+        let conninfo = "host=127.0.0.1 port=\(port) user=postgres dbname=\(database) sslmode=\(sslmode)"
+        return (try? Self.run(binaries + "/psql", ["-X", "-q", "-d", conninfo, "-c", "SELECT 1"], asPostgres: false)) != nil
+    }
+
+    /// A reload takes effect a moment after it is asked for: waits (10 s at most) for its effect.
+    private func waitUntil(_ what: String, _ condition: () -> Bool) throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !condition() {
+            guard ContinuousClock.now < deadline else { throw ClusterError(message: "the cluster's reload did not take effect: \(what)") }
+            usleep(20_000)
+        }
     }
 
     // MARK: Starting and stopping

@@ -1,0 +1,28 @@
+/// What a consumer of the store's changes reads, each counted by triggers on its
+/// tables (`change_topics`), whichever process writes: the daemon's own bookkeeping
+/// (statuses, supervision records, the ledger, the alert outbox) counts for none.
+public enum ChangeTopic: String, Sendable, Hashable, CaseIterable {
+    /// Applied resources and `orlctl suspend`'s holds.
+    case resources
+    /// The vault's sealed secrets.
+    case secrets
+    /// Workflow runs, their steps, attempts and values, and tool-call approvals.
+    case runs
+    /// Events added to the event log (what Alerts notify of).
+    case events
+}
+
+/// News that the store may have changed, from outside the change feed's own looks: the
+/// feed asks the store what changed (`data_version`, the topics' generations) when told,
+/// and otherwise only once every safety interval, in case news was lost.
+///
+/// The port through which a store announces its commits: SQLite's files watched with
+/// inotify (`SQLiteFileSignal`, OrlDaemon), PostgreSQL's `LISTEN/NOTIFY` channel
+/// (`PostgresChangeSignal`, OrlPostgres).
+public protocol ChangeSignal: Sendable {
+    /// Calls `notify` (from any thread, as often as it likes: the feed merges the calls)
+    /// whenever the store may have changed, until `stop`. False when it cannot watch:
+    /// the feed then polls.
+    func start(notify: @escaping @Sendable () -> Void) -> Bool
+    func stop()
+}
