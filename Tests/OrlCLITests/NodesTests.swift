@@ -1,4 +1,5 @@
 import Foundation
+import OrlTestPostgres
 import Synchronization
 import Testing
 
@@ -77,9 +78,15 @@ import Testing
     final class Cluster {
         let work: TemporaryDirectory
         var nodes: [String: Process] = [:]
-        var state: String { work.url.appendingPathComponent("state").path }
+        /// A SQLite state directory, or a PostgreSQL URL (each node then has a data directory
+        /// of its own, as on a machine of its own).
+        let state: String
+        var postgres: Bool { state.hasPrefix("postgres") }
 
-        init() throws { work = try TemporaryDirectory() }
+        init(state: String? = nil) throws {
+            work = try TemporaryDirectory()
+            self.state = state ?? work.url.appendingPathComponent("state").path
+        }
 
         deinit {
             for process in nodes.values where process.isRunning {
@@ -88,10 +95,12 @@ import Testing
             }
         }
 
-        func start(_ name: String, labels: [String] = []) throws {
+        func start(_ name: String, labels: [String] = [], state url: String? = nil) throws {
             let process = Process()
             process.executableURL = Orlctl.binary
-            process.arguments = ["controller", "--state", state, "--node", name] + labels.flatMap { ["--node-label", $0] }
+            process.arguments =
+                ["controller", "--state", url ?? state, "--node", name] + labels.flatMap { ["--node-label", $0] }
+                + (postgres ? ["--data-dir", work.url.appendingPathComponent(name).path] : [])
             process.currentDirectoryURL = work.url
             let log = work.url.appendingPathComponent("\(name).log")
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
@@ -264,5 +273,173 @@ import Testing
         #expect(cluster.log("n1").contains("lost its lease"), "\(cluster.log("n1"))")
         #expect(try cluster.nodeStatus()["n2"]?.agents.count == 4)
         #expect(sampler.worst.values.allSatisfy { $0 == 1 }, "an agent ran twice: \(sampler.worst)")
+    }
+}
+
+/// A TCP proxy on loopback the test controls: it forwards to `upstream` until `cut`, then
+/// forwards nothing more and answers no new connection, without closing any: a network
+/// partition as the node sees it (queries hang, as across a dead link), not a reset.
+final class PartitionProxy: @unchecked Sendable {
+    let port: Int
+    private let upstream: Int
+    private let listener: Int32
+    private let state = Mutex<(cut: Bool, fds: [Int32], closed: Bool)>((false, [], false))
+
+    init(upstream: Int) throws {
+        self.upstream = upstream
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = Self.loopback(port: 0)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 64) == 0 else {
+            close(fd)
+            throw POSIXError(.EADDRINUSE)
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        listener = fd
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread { [self] in acceptLoop() }.start()
+    }
+
+    static func loopback(port: Int) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return address
+    }
+
+    /// Stops forwarding, in both directions, on every connection, and for new ones.
+    func cut() { state.withLock { $0.cut = true } }
+
+    private var isCut: Bool { state.withLock { $0.cut } }
+
+    private func keep(_ fd: Int32) { state.withLock { $0.fds.append(fd) } }
+
+    private func acceptLoop() {
+        while true {
+            let client = accept(listener, nil, nil)
+            if client < 0 {
+                if state.withLock({ $0.closed }) { return }
+                continue
+            }
+            keep(client)
+            // Cut: the connection is accepted and never answered.
+            if isCut { continue }
+            let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = Self.loopback(port: upstream)
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else {
+                close(server)
+                continue
+            }
+            keep(server)
+            Thread { [self] in pump(from: client, to: server) }.start()
+            Thread { [self] in pump(from: server, to: client) }.start()
+        }
+    }
+
+    private func pump(from: Int32, to: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(from, $0.baseAddress, $0.count) }
+            if count <= 0 { return }
+            // Cut: what arrives is held, never delivered.
+            while isCut {
+                if state.withLock({ $0.closed }) { return }
+                usleep(50_000)
+            }
+            var sent = 0
+            while sent < count {
+                let written = buffer[sent..<count].withUnsafeBytes { write(to, $0.baseAddress, $0.count) }
+                if written <= 0 { return }
+                sent += written
+            }
+        }
+    }
+
+    deinit {
+        let fds = state.withLock { state -> [Int32] in
+            state.closed = true
+            return state.fds
+        }
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+        for fd in fds {
+            shutdown(fd, Int32(SHUT_RDWR))
+            close(fd)
+        }
+    }
+}
+
+/// Three nodes on a PostgreSQL state, each with a data directory of its own as on three
+/// machines: agents spread, `kill -9` of one moves its agents, and one partitioned from the
+/// database (through a proxy that stops forwarding) stops its agents when it cannot renew,
+/// before another node starts them. Never an agent twice.
+@Suite(.serialized, .enabled(if: PostgresCluster.unavailable == nil, "PostgreSQL is not installed; run scripts/install-deps"))
+struct NodesPostgresTests {
+    @Test(.timeLimit(.minutes(3))) func threeNodesOnPostgresFailOverAndAPartitionedNodeStopsFirst() throws {
+        let cluster = try PostgresCluster.shared()
+        let url = try cluster.database("nodes")
+        let proxy = try PartitionProxy(upstream: cluster.port)
+        let throughProxy = url.replacingOccurrences(of: ":\(cluster.port)/", with: ":\(proxy.port)/")
+        let nodes = try NodesTests.Cluster(state: url)
+        try nodes.start("n1", state: throughProxy)
+        try nodes.start("n2")
+        try nodes.start("n3")
+        #expect(try nodes.wait(.seconds(60)) { try nodes.nodeStatus().values.filter(\.live).count == 3 }, "\(nodes.log("n1"))")
+        let sampler = NodesTests.Sampler(root: nodes.work.url.path)
+        defer { sampler.stop() }
+        let agents = ["a0", "a1", "a2", "a3", "a4", "a5"]
+        try nodes.apply(agents)
+        #expect(try nodes.wait(.seconds(60)) { sampler.latest == Dictionary(uniqueKeysWithValues: agents.map { ($0, 1) }) })
+        let spread = try nodes.nodeStatus()
+        #expect(spread.values.map(\.agents.count).sorted() == [2, 2, 2], "\(spread)")
+
+        // kill -9 of n2.
+        let killed = try #require(spread["n2"]).agents
+        let killedAt = ContinuousClock.now
+        kill(nodes.nodes["n2"]!.processIdentifier, SIGKILL)
+        #expect(
+            try nodes.wait(.seconds(40)) {
+                let status = try nodes.nodeStatus()
+                return !(status["n2"]?.live ?? true) && (status["n1"]?.agents.count ?? 0) + (status["n3"]?.agents.count ?? 0) == 6
+                    && sampler.latest.count == 6
+            })
+        let afterKill = sampler.samples().filter { $0.at > killedAt }
+        if let down = afterKill.first(where: { sample in killed.contains { sample.counts[$0] == nil } }),
+            let up = afterKill.first(where: { sample in sample.at > down.at && agents.allSatisfy { sample.counts[$0] == 1 } })
+        {
+            print(
+                "nodes (PostgreSQL): failover after kill -9 of a node: \(up.at - killedAt) (its agents killed after \(down.at - killedAt))")
+        }
+
+        // Partition n1 from the database.
+        let before = try nodes.nodeStatus()
+        let partitioned = try #require(before["n1"]).agents
+        #expect(!partitioned.isEmpty)
+        let cutAt = ContinuousClock.now
+        proxy.cut()
+        #expect(
+            try nodes.wait(.seconds(60)) {
+                let status = try nodes.nodeStatus()
+                return status["n3"]?.agents.count == 6 && sampler.latest.count == 6 && agents.allSatisfy { sampler.latest[$0] == 1 }
+            }, "\(nodes.log("n1"))")
+        let samples = sampler.samples().filter { $0.at > cutAt }
+        for agent in partitioned {
+            let gone = try #require(samples.first { $0.counts[agent] == nil }, "\(agent) never stopped")
+            let back = try #require(samples.first { $0.at > gone.at && $0.counts[agent] == 1 }, "\(agent) never came back")
+            print("nodes (PostgreSQL): \(agent) stopped \(gone.at - cutAt) after the cut, started on n3 after \(back.at - cutAt)")
+        }
+        #expect(sampler.worst.values.allSatisfy { $0 == 1 }, "an agent ran twice: \(sampler.worst)")
+        #expect(nodes.log("n1").contains("could not renew its lease"), "\(nodes.log("n1"))")
     }
 }

@@ -124,14 +124,14 @@ import Testing
     @Test(arguments: Backend.available) func aSingletonHasOneHolderUntilItsLeaseLapses(_ backend: Backend) throws {
         let state = try TestState(backend)
         let store = try state.open()
-        let n1 = try store.registerNode("n1", labels: [:], duration: .milliseconds(300))
+        let n1 = try store.registerNode("n1", labels: [:], duration: .milliseconds(1500))
         let n2 = try state.open().registerNode("n2", labels: [:], duration: .seconds(30))
         #expect(try store.claimSingleton("runs", by: n1))
         #expect(try store.claimSingleton("runs", by: n1))
         #expect(try !store.claimSingleton("runs", by: n2))
         #expect(try store.claimSingleton("source:fleet", by: n2))
         #expect(try store.nodeSnapshot().holder(of: "runs") == "n1")
-        Thread.sleep(forTimeInterval: 0.5)
+        Thread.sleep(forTimeInterval: 1.7)
         // n1's lease lapsed: the role moves.
         #expect(try store.nodeSnapshot().holder(of: "runs") == nil)
         #expect(try store.claimSingleton("runs", by: n2))
