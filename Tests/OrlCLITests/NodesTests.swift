@@ -442,4 +442,61 @@ struct NodesPostgresTests {
         #expect(sampler.worst.values.allSatisfy { $0 == 1 }, "an agent ran twice: \(sampler.worst)")
         #expect(nodes.log("n1").contains("could not renew its lease"), "\(nodes.log("n1"))")
     }
+
+    /// A git source watched by one watch per node (`watch --node`): exactly one syncs it;
+    /// when that node dies, the other node's watch takes it over.
+    @Test(.timeLimit(.minutes(3))) func aSourceIsWatchedByOneNodeAtATimeAndMovesWhenItsNodeDies() throws {
+        let url = try PostgresCluster.shared().database("watchers")
+        let repo = try GitFixture()
+        try repo.write(
+            "fleet/provider.yaml",
+            """
+            apiVersion: orl.dev/v1
+            kind: ModelProvider
+            metadata: {name: sim}
+            spec:
+              apiStyle: simulated
+              models: [{name: small, contextWindow: 1000, maxOutputTokens: 100, pricing: {input: 0.1, output: 0.1}}]
+            """)
+        try repo.commit("provider")
+        let nodes = try NodesTests.Cluster(state: url)
+        try nodes.start("n1")
+        try nodes.start("n2")
+        #expect(try nodes.wait(.seconds(60)) { try nodes.nodeStatus().values.filter(\.live).count == 2 })
+        var watches: [String: Process] = [:]
+        for name in ["n1", "n2"] {
+            let process = Process()
+            process.executableURL = Orlctl.binary
+            process.arguments = [
+                "watch", "--repo", repo.root.path, "--path", "fleet", "--interval", "1s", "--node", name, "--state", url, "--data-dir",
+                nodes.work.url.appendingPathComponent("watch-\(name)").path,
+            ]
+            process.currentDirectoryURL = nodes.work.url
+            let log = nodes.work.url.appendingPathComponent("watch-\(name).log")
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            process.standardError = try FileHandle(forWritingTo: log)
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            watches[name] = process
+        }
+        defer { for process in watches.values where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let watchers = ["n1", "n2"].map { name in (name, { nodes.log("watch-\(name)") }) }.reduce(into: [String: () -> String]()) {
+            $0[$1.0] = $1.1
+        }
+        let holding = "watched by this watch"
+        #expect(
+            try nodes.wait(.seconds(30)) { watchers.values.filter { $0().contains(holding) }.count == 1 },
+            "\(watchers.mapValues { $0() })")
+        let holder = try #require(watchers.first { $0.value().contains(holding) }?.key)
+        let other = holder == "n1" ? "n2" : "n1"
+        // Only the holder synced: the source was applied, and the other never said it synced.
+        #expect(try nodes.wait(.seconds(30)) { try nodes.orlctl(["get", "modelproviders"]).stdout.contains("sim") })
+        #expect(!watchers[other]!().contains(holding))
+        #expect(watchers[other]!().contains("left to the watch"), "\(watchers[other]!())")
+
+        // The holder's node dies: the other node's watch takes the source over.
+        kill(nodes.nodes[holder]!.processIdentifier, SIGKILL)
+        #expect(try nodes.wait(.seconds(40)) { watchers[other]!().contains(holding) }, "\(watchers[other]!())")
+        #expect(try nodes.wait(.seconds(10)) { watchers[holder]!().contains("left to the watch") }, "\(watchers[holder]!())")
+    }
 }

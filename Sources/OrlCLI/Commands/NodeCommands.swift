@@ -229,3 +229,18 @@ enum NodeCoexistence {
         }
     }
 }
+
+/// `watch --node NAME`: a git source's watcher as a singleton across nodes.
+enum WatchSingleton {
+    /// The role of a source's watcher.
+    static func role(_ source: String) -> String { "source:" + source }
+
+    /// Whether the watch of `node` may sync `source` now: the node holds a live lease and
+    /// has (or just took) the source's role, claimed under that lease (fenced by it).
+    static func holds(_ store: any NodeStore, node: String, source: String) -> Bool {
+        guard let snapshot = try? store.nodeSnapshot(),
+            let record = snapshot.nodes.first(where: { $0.name == node }), record.lease.isLive(at: snapshot.now)
+        else { return false }
+        return (try? store.claimSingleton(role(source), by: record.lease)) ?? false
+    }
+}
