@@ -224,6 +224,7 @@ struct Watch: AsyncParsableCommand {
     var node: String?
 
     func validate() throws {
+        if let node, let problem = NodeLabels.nameProblem(node) { throw ValidationError("--node: \(problem)") }
         guard let duration = DurationValue(interval)?.duration, duration > .zero else {
             throw ValidationError("--interval: \(Diagnostic.quoted(interval)) is not a duration such as 30s, 500ms or 2m")
         }
