@@ -240,6 +240,28 @@ import Testing
         #expect(try !cluster.nodeStatus()[dead]!.roles.contains("runs"))
     }
 
+    @Test(.timeLimit(.minutes(2))) func aCordonedNodeGetsNoNewAgentsAndALoneControllerRefusesTheState() throws {
+        let cluster = try Cluster()
+        for name in ["n1", "n2"] { try cluster.start(name) }
+        #expect(try cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 2 })
+        let cordoned = try cluster.orlctl(["cordon", "n2"])
+        #expect(cordoned.status == 0 && cordoned.stdout == "node/n2 cordoned\n", "\(cordoned.stdout)\(cordoned.stderr)")
+        #expect(try cluster.orlctl(["cordon", "nope"]).status == 2)
+        let table = try cluster.orlctl(["get", "nodes"])
+        #expect(table.stdout.contains("Ready,SchedulingDisabled"), "\(table.stdout)")
+        let sampler = Sampler(root: cluster.state)
+        defer { sampler.stop() }
+        try cluster.apply(["a0", "a1"])
+        #expect(try cluster.wait(.seconds(30)) { sampler.latest == ["a0": 1, "a1": 1] })
+        #expect(try cluster.nodeStatus()["n1"]?.agents == ["a0", "a1"])
+        #expect(try cluster.nodeStatus()["n2"]?.agents == [])
+        #expect(try cluster.orlctl(["uncordon", "node/n2"]).status == 0)
+        // A controller without --node would run every agent a second time: it refuses.
+        let lone = try cluster.orlctl(["controller"])
+        #expect(lone.status == 2 && lone.stderr.contains("--node NAME"), "\(lone.stderr)")
+        #expect(sampler.worst.values.allSatisfy { $0 == 1 })
+    }
+
     @Test(.timeLimit(.minutes(2))) func aNodeThatStopsRenewingLosesItsAgentsBeforeAnotherStartsThemAndComesBackFenced() throws {
         let cluster = try Cluster()
         for name in ["n1", "n2"] { try cluster.start(name) }
