@@ -76,6 +76,8 @@ public actor NodeMembership {
     private var lease: NodeLease?
     private let renewal: Renewal
     private var lastSnapshot: NodeSnapshot?
+    /// Agents no live node can run, and why, as last said.
+    private var unschedulable: [ResourceID: String] = [:]
 
     /// When the last renewal that succeeded was sent, and whether the node has given up its
     /// agents since: shared with the watcher task.
@@ -222,6 +224,7 @@ public actor NodeMembership {
         }
         lastSnapshot = snapshot
         controller.gate(Self.gate(for: lease, in: snapshot, cut: renewal.state.withLock { $0.cut }))
+        reportUnschedulable(requests, snapshot)
 
         let local = await controller.localAgents()
         let released = snapshot.assignments.values.filter {
@@ -241,6 +244,22 @@ public actor NodeMembership {
         } catch {
             log(ControllerEvent(time: clock(), reason: .error, message: "node \(name): \(error.message)"))
         }
+    }
+
+    /// Agents no live node can run, said once each time the reason changes (their status is
+    /// written by the node that runs them, and none does).
+    private func reportUnschedulable(_ requests: [ResourceID: [String: String]], _ snapshot: NodeSnapshot) {
+        let placement = requests.map { id, selector in
+            PlacementRequest(agent: id, nodeSelector: selector, current: snapshot.assignments[id]?.assignment)
+        }
+        var now: [ResourceID: String] = [:]
+        for (id, decision) in Placement.plan(placement, nodes: snapshot.nodes.map(\.view), at: snapshot.now) {
+            if case .unschedulable(let reason) = decision { now[id] = reason }
+        }
+        for (id, reason) in now.sorted(by: { $0.key < $1.key }) where unschedulable[id] != reason {
+            log(ControllerEvent(time: clock(), reason: .node, resource: id, message: "unschedulable: \(reason)"))
+        }
+        unschedulable = now
     }
 
     private func renewed(sent: Int64) {

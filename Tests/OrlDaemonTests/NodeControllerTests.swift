@@ -15,7 +15,7 @@ import Testing
 
         init(
             _ name: String, labels: [String: String] = [:], state: TemporaryState, store: any NodeStore & StateStore, clock: TestClock,
-            failing: FailingNodeStore? = nil
+            failing: FailingNodeStore? = nil, events: EventLog? = nil
         ) {
             var configuration = Controller.Configuration(stateDirectory: state.directory)
             configuration.node = name
@@ -26,7 +26,8 @@ import Testing
             membershipConfiguration.timing = NodeControllerTests.timing
             membership = NodeMembership(
                 store: failing ?? store, controller: controller, configuration: membershipConfiguration,
-                log: { _ in }, clock: { clock.now }, monotonic: { [monotonicClock = MonotonicBox.shared(for: name)] in monotonicClock.now })
+                log: { events?.record($0) }, clock: { clock.now },
+                monotonic: { [monotonicClock = MonotonicBox.shared(for: name)] in monotonicClock.now })
         }
 
         /// One membership step, then one reconcile of the controller with what it was told.
@@ -107,6 +108,17 @@ import Testing
             #expect((node.node == "n1" ? n1.running : n2.running).contains(record.agent.name))
             #expect(node.generation == 1)
         }
+    }
+
+    @Test func anAgentNoNodeMatchesIsReportedUnschedulableAndRunsNowhere() async throws {
+        try apply(fleetWithSelector(), to: store, at: clock.now)
+        let events = EventLog()
+        let n1 = Node("n1", state: state, store: store, clock: clock, events: events)
+        await settle([n1]) { n1.running.count == 4 }
+        #expect(n1.running == ["a", "b", "c", "d"])
+        #expect(
+            events.lines.contains { $0.contains("node Agent/gpu: unschedulable: no live node matches nodeSelector accelerator=gpu") },
+            "\(events.lines)")
     }
 
     @Test func aNodeWhoseLeaseWasSupersededStopsEverythingBeforeRegisteringAgain() async throws {
