@@ -259,6 +259,13 @@ import Testing
         // A controller without --node would run every agent a second time: it refuses.
         let lone = try cluster.orlctl(["controller"])
         #expect(lone.status == 2 && lone.stderr.contains("--node NAME"), "\(lone.stderr)")
+        // describe names the node that runs the agent.
+        let described = try cluster.orlctl(["describe", "agent/a0"])
+        #expect(described.stdout.contains("n1 (lease generation 1)"), "\(described.stdout)")
+        // A node stopped cleanly ends its lease at once.
+        let stopped = try cluster.orlctl(["controller", "stop", "--node", "n2"])
+        #expect(stopped.status == 0, "\(stopped.stderr)")
+        #expect(try cluster.nodeStatus()["n2"]?.live == false)
         #expect(sampler.worst.values.allSatisfy { $0 == 1 })
     }
 

@@ -259,8 +259,12 @@ struct StopController: AsyncParsableCommand {
     @OptionGroup var state: StateOptions
     @OptionGroup var dataDirectory: DataDirectoryOption
 
+    @Option(help: ArgumentHelp("Stop node NAME's controller (controller --node NAME) rather than the lone one.", valueName: "name"))
+    var node: String?
+
     func run() async throws {
-        let directory = try state.localDirectory(dataDirectory.path)
+        // A node's lock is in its own directory (docs/nodes.md).
+        let directory = try state.localDirectory(dataDirectory.path) + (node.map { "/nodes/" + $0 } ?? "")
         guard let pid = try PIDLock.holder(directory) else {
             OrlctlMain.writeStandardError("orlctl: no controller runs for \(directory)\n")
             throw ExitCode(ExitStatus.findings.rawValue)
