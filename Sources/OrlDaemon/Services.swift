@@ -79,9 +79,13 @@ actor LedgerService: Service {
         await cancelWhenGracefulShutdown {
             await gateway.run(write: { await self.flush() })
         }
+        await finish()
     }
 
     private func flush() { gateway.flush() }
+
+    /// The store's budget holds of the last calls, settled before the process exits.
+    private func finish() { gateway.finishSharedBudgets() }
 }
 
 /// The gateway's provider keys (and tools' credentials), read from the vault when the

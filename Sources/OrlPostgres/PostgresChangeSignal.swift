@@ -24,6 +24,8 @@ public final class PostgresChangeSignal: ChangeSignal {
     private let maxBackoff: Duration
     private let log: @Sendable (String) -> Void
     private let task = Mutex<Task<Void, Never>?>(nil)
+    /// The listening session, closed by `stop` (which ends the wait on it).
+    private let current = Mutex<PostgresConnection?>(nil)
     private let logger = Logger(label: "orl.postgres.listen")
     /// How many times a listening session was set up (tests watch reconnects by it).
     private let sessions = Atomic<Int>(0)
@@ -49,11 +51,12 @@ public final class PostgresChangeSignal: ChangeSignal {
     }
 
     public func stop() {
-        let current = task.withLock { task in
+        let running = task.withLock { task in
             defer { task = nil }
             return task
         }
-        current?.cancel()
+        running?.cancel()
+        if let connection = current.withLock({ $0 }) { PostgresPool.close(connection) }
     }
 
     private struct Ended: Error {}
@@ -62,31 +65,27 @@ public final class PostgresChangeSignal: ChangeSignal {
         var backoff: Duration = .milliseconds(100)
         var failing = false
         while !Task.isCancelled {
-            var connection: PostgresConnection?
             do {
-                let opened = try await pool.connectUnpooled().get()
-                connection = opened
-                try await opened.listen(on: Self.channel) { notifications in
-                    sessions.add(1, ordering: .relaxed)
-                    if failing { log("listening for changes to the PostgreSQL state \(pool.url) again") }
-                    failing = false
-                    backoff = .milliseconds(100)
-                    // Whatever was committed while no session listened is caught up now.
-                    notify()
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask {
-                            for try await _ in notifications { notify() }
-                            throw Ended()
-                        }
-                        group.addTask { try await self.probe(opened) }
-                        try await group.next()
-                        group.cancelAll()
-                    }
+                let connection = try await pool.connectUnpooled().get()
+                current.withLock { $0 = connection }
+                defer {
+                    current.withLock { $0 = nil }
+                    PostgresPool.close(connection)
                 }
+                // Notifications come on the connection's event loop, for as long as it is open.
+                connection.addListener(channel: Self.channel) { _, _ in notify() }
+                let listen: EventLoopFuture<PostgresQueryResult> = connection.query(
+                    PostgresQuery(unsafeSQL: "LISTEN \(Self.channel)"), logger: logger)
+                _ = try await listen.get()
+                sessions.add(1, ordering: .relaxed)
+                if failing { log("listening for changes to the PostgreSQL state \(pool.url) again") }
+                failing = false
+                backoff = .milliseconds(100)
+                // Whatever was committed while no session listened is caught up now.
+                notify()
+                try await watch(connection)
             } catch {
-                if let connection { PostgresPool.close(connection) }
                 if Task.isCancelled { break }
-                connection = nil
                 if !failing {
                     log(
                         "lost the LISTEN session on the PostgreSQL state \(pool.url) "
@@ -96,18 +95,29 @@ public final class PostgresChangeSignal: ChangeSignal {
                 // Changes may have been missed: the feed reads the generations again.
                 notify()
             }
-            if let connection { PostgresPool.close(connection) }
             if Task.isCancelled { break }
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, maxBackoff)
         }
     }
 
-    /// Asks the session for `SELECT 1` every `probeInterval`; throws once it does not
-    /// answer within the pool's query timeout (the connection is then closed).
-    private func probe(_ connection: PostgresConnection) async throws {
+    /// Returns (throwing) when the session closes, or does not answer a `SELECT 1` every
+    /// `probeInterval` within the pool's query timeout (it is then closed), or when the
+    /// signal is stopped. Waits on the connection's own futures: nothing to cancel.
+    private func watch(_ connection: PostgresConnection) async throws {
         while true {
-            try await Task.sleep(for: probeInterval)
+            let closed = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let once = Atomic<Bool>(false)
+                let timer = connection.eventLoop.scheduleTask(in: .milliseconds(probeInterval.wholeMilliseconds)) {
+                    if !once.exchange(true, ordering: .relaxed) { continuation.resume(returning: false) }
+                }
+                connection.closeFuture.whenComplete { _ in
+                    timer.cancel()
+                    if !once.exchange(true, ordering: .relaxed) { continuation.resume(returning: true) }
+                }
+            }
+            if Task.isCancelled { throw CancellationError() }
+            if closed || connection.isClosed { throw Ended() }
             let answer: EventLoopFuture<PostgresQueryResult> = connection.query(PostgresQuery(unsafeSQL: "SELECT 1"), logger: logger)
             let deadline = connection.eventLoop.scheduleTask(in: .milliseconds(pool.queryTimeout.wholeMilliseconds)) {
                 PostgresPool.close(connection)

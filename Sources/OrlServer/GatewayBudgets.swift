@@ -48,6 +48,14 @@ extension Gateway {
         }
     }
 
+    /// Waits until every settlement and release handed to the store so far is done: the
+    /// daemon's last step before it exits, so that no hold is left behind by a clean stop.
+    /// Blocks: call it from a thread of its own.
+    public func finishSharedBudgets() {
+        guard reservations != nil else { return }
+        Self.budgetQueue.sync(flags: .barrier) {}
+    }
+
     /// Settles the store's hold on what the call cost (`cost`), or releases it (nil), off
     /// the request's path. A hold the store cannot be told of stays reserved: the budget
     /// errs on the safe side until the hold is released.

@@ -12,7 +12,7 @@ struct OrlBench: AsyncParsableCommand {
             ValidateBench.self, AuditBench.self, ApplyBench.self, ControllerBench.self, GatewayBench.self, GatewayApplyBench.self,
             McpBench.self, RunsBench.self,
             ObservabilityBench.self,
-            SyncBench.self, IncrementalBench.self, DashboardBench.self, BudgetHammerBench.self,
+            SyncBench.self, IncrementalBench.self, DashboardBench.self, BudgetHammerBench.self, GatewayBackendsBench.self,
         ]
     )
 }

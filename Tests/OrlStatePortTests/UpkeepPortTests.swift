@@ -92,6 +92,31 @@ private func call(_ name: String, at time: Int64, usd: Double) -> LedgerEntry {
         #expect(try watcher.changeMarker() == after)
     }
 
+    /// Each topic's generation moves with the writes it counts, whichever connection
+    /// makes them; statuses and supervision records (the controller's bookkeeping) move none.
+    @Test(arguments: Backend.available) func changeGenerationsCountEachTopicOnly(_ backend: Backend) throws {
+        let state = try TestState(backend)
+        let watcher = try state.open()
+        let writer = try state.open()
+        #expect(Set(try watcher.changeGenerations().keys) == Set(ChangeTopic.allCases))
+        try writer.write { s throws(StoreError) in try s.put(stored(agent("a"))) }
+        let start = try watcher.changeGenerations()
+        func moved() throws -> Set<ChangeTopic> {
+            let now = try watcher.changeGenerations()
+            return Set(ChangeTopic.allCases.filter { now[$0] != start[$0] })
+        }
+        try writer.write { s throws(StoreError) in
+            try s.putStatus(ResourceStatus(conditions: [], observedGeneration: 1, updatedAt: Timestamp(milliseconds: 1)), for: agent("a"))
+        }
+        #expect(try moved() == [])
+        try writer.write { s throws(StoreError) in
+            try s.append(StoreEvent(time: Timestamp(milliseconds: 1), kind: .normal, resource: agent("a"), reason: "R", message: "m"))
+        }
+        #expect(try moved() == [.events])
+        try writer.write { s throws(StoreError) in try s.put(stored(agent("b"))) }
+        #expect(try moved() == [.resources, .events])
+    }
+
     @Test(arguments: Backend.available) func theAlertOutboxQueuesEachEventOnceAndRecordsDeliveries(_ backend: Backend) throws {
         let state = try TestState(backend)
         let store = try state.open()

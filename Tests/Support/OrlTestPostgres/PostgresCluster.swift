@@ -250,6 +250,13 @@ public final class PostgresCluster: Sendable {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34), which Swift's Glibc module
+    /// does not import.
+    private static let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
+
     /// Runs a program to its end; as the postgres user when root (runuser). Spawned
     /// directly rather than with Foundation's `Process`, which learns that a child ended
     /// from a descriptor the child inherits: the server that pg_ctl leaves running would
@@ -260,13 +267,6 @@ public final class PostgresCluster: Sendable {
             asPostgres && getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--", program] + arguments : [program] + arguments
         // From /tmp: the postgres user may not be able to enter the test's directory.
         let argv = ["/bin/sh", "-c", "cd /tmp && exec \"$@\"", "sh"] + command
-        // Every other descriptor of this process stays out of the child (and of the server).
-        if let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") {
-            for fd in descriptors.compactMap(Int32.init) where fd > 2 {
-                let flags = fcntl(fd, F_GETFD)
-                if flags >= 0 && flags & FD_CLOEXEC == 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
-            }
-        }
         let outputPath = "/tmp/orl-pgtest-output-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         defer { unlink(outputPath) }
         var actions = posix_spawn_file_actions_t()
@@ -275,6 +275,16 @@ public final class PostgresCluster: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Every other descriptor of this process stays out of the child (and of the server),
+        // closed in the child only. Marking this process's descriptors close-on-exec instead
+        // raced with other threads' spawns: Foundation's `Process` hands its child one end of
+        // a socket pair and learns of the child's exit when it closes; made close-on-exec
+        // meanwhile, it closed at the child's exec, and Foundation's one monitoring thread
+        // then blocked in waitpid on a child still running, hanging every later Process.
+        guard let closeFrom = Self.addCloseFrom else {
+            throw ClusterError(message: "glibc 2.34 or later is needed (closefrom in posix_spawn)")
+        }
+        _ = closeFrom(&actions, 3)
         var pid: pid_t = 0
         let cArguments = argv.map { strdup($0) } + [nil]
         defer { for argument in cArguments { free(argument) } }
