@@ -176,12 +176,13 @@ import Testing
             return nodes
         }
 
-        /// Polls `condition` every 50 ms until it holds or `timeout` passes.
-        func wait(_ timeout: Duration, _ condition: () throws -> Bool) throws -> Bool {
+        /// Polls `condition` every 50 ms until it holds or `timeout` passes, suspended in
+        /// between (never holding one of the few threads other suites' tasks run on).
+        func wait(_ timeout: Duration, _ condition: () throws -> Bool) async throws -> Bool {
             let deadline = ContinuousClock.now + timeout
             while ContinuousClock.now < deadline {
                 if try condition() { return true }
-                usleep(50_000)
+                try await Task.sleep(for: .milliseconds(50))
             }
             return try condition()
         }
@@ -189,14 +190,14 @@ import Testing
 
     let agents = ["a0", "a1", "a2", "a3", "a4", "a5"]
 
-    @Test(.timeLimit(.minutes(2))) func agentsSpreadAndOnesOfAKilledNodeComeUpElsewhereNeverTwice() throws {
+    @Test(.timeLimit(.minutes(2))) func agentsSpreadAndOnesOfAKilledNodeComeUpElsewhereNeverTwice() async throws {
         let cluster = try Cluster()
         for name in ["n1", "n2", "n3"] { try cluster.start(name) }
-        #expect(try cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 3 })
+        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 3 })
         let sampler = Sampler(root: cluster.state)
         defer { sampler.stop() }
         try cluster.apply(agents)
-        #expect(try cluster.wait(.seconds(30)) { sampler.latest == Dictionary(uniqueKeysWithValues: agents.map { ($0, 1) }) })
+        #expect(try await cluster.wait(.seconds(30)) { sampler.latest == Dictionary(uniqueKeysWithValues: agents.map { ($0, 1) }) })
         let spread = try cluster.nodeStatus()
         #expect(spread.values.map(\.agents.count).sorted() == [2, 2, 2], "\(spread)")
 
@@ -219,7 +220,7 @@ import Testing
             else { return nil }
             return (down, up)
         }
-        let back = try cluster.wait(.seconds(40)) {
+        let back = try await cluster.wait(.seconds(40)) {
             guard recovery() != nil else { return false }
             let status = try cluster.nodeStatus()
             return !(status[dead]?.live ?? true) && status.filter { $0.key != dead }.map(\.value.agents.count).reduce(0, +) == 6
@@ -236,14 +237,16 @@ import Testing
         #expect(after.filter { $0.key != dead }.map(\.value.agents.count).reduce(0, +) == 6)
         #expect(cluster.log(dead).contains("the node is gone"), "\(cluster.log(dead))")
         #expect(
-            try cluster.wait(.seconds(10)) { try cluster.nodeStatus().filter { $0.value.roles.contains("runs") }.map(\.key).count == 1 })
+            try await cluster.wait(.seconds(10)) {
+                try cluster.nodeStatus().filter { $0.value.roles.contains("runs") }.map(\.key).count == 1
+            })
         #expect(try !cluster.nodeStatus()[dead]!.roles.contains("runs"))
     }
 
-    @Test(.timeLimit(.minutes(2))) func aCordonedNodeGetsNoNewAgentsAndALoneControllerRefusesTheState() throws {
+    @Test(.timeLimit(.minutes(2))) func aCordonedNodeGetsNoNewAgentsAndALoneControllerRefusesTheState() async throws {
         let cluster = try Cluster()
         for name in ["n1", "n2"] { try cluster.start(name) }
-        #expect(try cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 2 })
+        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 2 })
         let cordoned = try cluster.orlctl(["cordon", "n2"])
         #expect(cordoned.status == 0 && cordoned.stdout == "node/n2 cordoned\n", "\(cordoned.stdout)\(cordoned.stderr)")
         #expect(try cluster.orlctl(["cordon", "nope"]).status == 2)
@@ -252,7 +255,7 @@ import Testing
         let sampler = Sampler(root: cluster.state)
         defer { sampler.stop() }
         try cluster.apply(["a0", "a1"])
-        #expect(try cluster.wait(.seconds(30)) { sampler.latest == ["a0": 1, "a1": 1] })
+        #expect(try await cluster.wait(.seconds(30)) { sampler.latest == ["a0": 1, "a1": 1] })
         #expect(try cluster.nodeStatus()["n1"]?.agents == ["a0", "a1"])
         #expect(try cluster.nodeStatus()["n2"]?.agents == [])
         #expect(try cluster.orlctl(["uncordon", "node/n2"]).status == 0)
@@ -269,15 +272,15 @@ import Testing
         #expect(sampler.worst.values.allSatisfy { $0 == 1 })
     }
 
-    @Test(.timeLimit(.minutes(2))) func aNodeThatStopsRenewingLosesItsAgentsBeforeAnotherStartsThemAndComesBackFenced() throws {
+    @Test(.timeLimit(.minutes(2))) func aNodeThatStopsRenewingLosesItsAgentsBeforeAnotherStartsThemAndComesBackFenced() async throws {
         let cluster = try Cluster()
         for name in ["n1", "n2"] { try cluster.start(name) }
-        #expect(try cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 2 })
+        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 2 })
         let sampler = Sampler(root: cluster.state)
         defer { sampler.stop() }
         let four = Array(agents.prefix(4))
         try cluster.apply(four)
-        #expect(try cluster.wait(.seconds(30)) { sampler.latest == Dictionary(uniqueKeysWithValues: four.map { ($0, 1) }) })
+        #expect(try await cluster.wait(.seconds(30)) { sampler.latest == Dictionary(uniqueKeysWithValues: four.map { ($0, 1) }) })
         let victim = try #require(try cluster.nodeStatus()["n1"]).agents
         #expect(victim.count == 2)
 
@@ -286,7 +289,7 @@ import Testing
         let pid = cluster.nodes["n1"]!.processIdentifier
         let stoppedAt = ContinuousClock.now
         kill(pid, SIGSTOP)
-        #expect(try cluster.wait(.seconds(40)) { try cluster.nodeStatus()["n2"]?.agents.count == 4 && sampler.latest.count == 4 })
+        #expect(try await cluster.wait(.seconds(40)) { try cluster.nodeStatus()["n2"]?.agents.count == 4 && sampler.latest.count == 4 })
         let samples = sampler.samples().filter { $0.at > stoppedAt }
         for agent in victim {
             let gone = try #require(samples.first { $0.counts[agent] == nil }, "\(agent) never stopped")
@@ -298,7 +301,7 @@ import Testing
         // It comes back with a stale lease: fenced, it stops what it had (nothing is left),
         // registers again under a new generation and takes nothing back.
         kill(pid, SIGCONT)
-        #expect(try cluster.wait(.seconds(30)) { try cluster.nodeStatus()["n1"].map { $0.live && $0.generation == 2 } ?? false })
+        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus()["n1"].map { $0.live && $0.generation == 2 } ?? false })
         #expect(cluster.log("n1").contains("lost its lease"), "\(cluster.log("n1"))")
         #expect(try cluster.nodeStatus()["n2"]?.agents.count == 4)
         #expect(sampler.worst.values.allSatisfy { $0 == 1 }, "an agent ran twice: \(sampler.worst)")
@@ -415,7 +418,7 @@ final class PartitionProxy: @unchecked Sendable {
 /// before another node starts them. Never an agent twice.
 @Suite(.serialized, .enabled(if: PostgresCluster.unavailable == nil, "PostgreSQL is not installed; run scripts/install-deps"))
 struct NodesPostgresTests {
-    @Test(.timeLimit(.minutes(3))) func threeNodesOnPostgresFailOverAndAPartitionedNodeStopsFirst() throws {
+    @Test(.timeLimit(.minutes(3))) func threeNodesOnPostgresFailOverAndAPartitionedNodeStopsFirst() async throws {
         let cluster = try PostgresCluster.shared()
         let url = try cluster.database("nodes")
         let proxy = try PartitionProxy(upstream: cluster.port)
@@ -424,12 +427,12 @@ struct NodesPostgresTests {
         try nodes.start("n1", state: throughProxy)
         try nodes.start("n2")
         try nodes.start("n3")
-        #expect(try nodes.wait(.seconds(60)) { try nodes.nodeStatus().values.filter(\.live).count == 3 }, "\(nodes.log("n1"))")
+        #expect(try await nodes.wait(.seconds(60)) { try nodes.nodeStatus().values.filter(\.live).count == 3 }, "\(nodes.log("n1"))")
         let sampler = NodesTests.Sampler(root: nodes.work.url.path)
         defer { sampler.stop() }
         let agents = ["a0", "a1", "a2", "a3", "a4", "a5"]
         try nodes.apply(agents)
-        #expect(try nodes.wait(.seconds(60)) { sampler.latest == Dictionary(uniqueKeysWithValues: agents.map { ($0, 1) }) })
+        #expect(try await nodes.wait(.seconds(60)) { sampler.latest == Dictionary(uniqueKeysWithValues: agents.map { ($0, 1) }) })
         let spread = try nodes.nodeStatus()
         #expect(spread.values.map(\.agents.count).sorted() == [2, 2, 2], "\(spread)")
 
@@ -438,7 +441,7 @@ struct NodesPostgresTests {
         let killedAt = ContinuousClock.now
         kill(nodes.nodes["n2"]!.processIdentifier, SIGKILL)
         #expect(
-            try nodes.wait(.seconds(40)) {
+            try await nodes.wait(.seconds(40)) {
                 let status = try nodes.nodeStatus()
                 return !(status["n2"]?.live ?? true) && (status["n1"]?.agents.count ?? 0) + (status["n3"]?.agents.count ?? 0) == 6
                     && sampler.latest.count == 6
@@ -458,7 +461,7 @@ struct NodesPostgresTests {
         let cutAt = ContinuousClock.now
         proxy.cut()
         #expect(
-            try nodes.wait(.seconds(60)) {
+            try await nodes.wait(.seconds(60)) {
                 let status = try nodes.nodeStatus()
                 return status["n3"]?.agents.count == 6 && sampler.latest.count == 6 && agents.allSatisfy { sampler.latest[$0] == 1 }
             }, "\(nodes.log("n1"))")
@@ -474,7 +477,7 @@ struct NodesPostgresTests {
 
     /// A git source watched by one watch per node (`watch --node`): exactly one syncs it;
     /// when that node dies, the other node's watch takes it over.
-    @Test(.timeLimit(.minutes(3))) func aSourceIsWatchedByOneNodeAtATimeAndMovesWhenItsNodeDies() throws {
+    @Test(.timeLimit(.minutes(3))) func aSourceIsWatchedByOneNodeAtATimeAndMovesWhenItsNodeDies() async throws {
         let url = try PostgresCluster.shared().database("watchers")
         let repo = try GitFixture()
         try repo.write(
@@ -491,7 +494,7 @@ struct NodesPostgresTests {
         let nodes = try NodesTests.Cluster(state: url)
         try nodes.start("n1")
         try nodes.start("n2")
-        #expect(try nodes.wait(.seconds(60)) { try nodes.nodeStatus().values.filter(\.live).count == 2 })
+        #expect(try await nodes.wait(.seconds(60)) { try nodes.nodeStatus().values.filter(\.live).count == 2 })
         var watches: [String: Process] = [:]
         for name in ["n1", "n2"] {
             let process = Process()
@@ -514,18 +517,18 @@ struct NodesPostgresTests {
         }
         let holding = "watched by this watch"
         #expect(
-            try nodes.wait(.seconds(30)) { watchers.values.filter { $0().contains(holding) }.count == 1 },
+            try await nodes.wait(.seconds(30)) { watchers.values.filter { $0().contains(holding) }.count == 1 },
             "\(watchers.mapValues { $0() })")
         let holder = try #require(watchers.first { $0.value().contains(holding) }?.key)
         let other = holder == "n1" ? "n2" : "n1"
         // Only the holder synced: the source was applied, and the other never said it synced.
-        #expect(try nodes.wait(.seconds(30)) { try nodes.orlctl(["get", "modelproviders"]).stdout.contains("sim") })
+        #expect(try await nodes.wait(.seconds(30)) { try nodes.orlctl(["get", "modelproviders"]).stdout.contains("sim") })
         #expect(!watchers[other]!().contains(holding))
         #expect(watchers[other]!().contains("left to the watch"), "\(watchers[other]!())")
 
         // The holder's node dies: the other node's watch takes the source over.
         kill(nodes.nodes[holder]!.processIdentifier, SIGKILL)
-        #expect(try nodes.wait(.seconds(40)) { watchers[other]!().contains(holding) }, "\(watchers[other]!())")
-        #expect(try nodes.wait(.seconds(10)) { watchers[holder]!().contains("left to the watch") }, "\(watchers[holder]!())")
+        #expect(try await nodes.wait(.seconds(40)) { watchers[other]!().contains(holding) }, "\(watchers[other]!())")
+        #expect(try await nodes.wait(.seconds(10)) { watchers[holder]!().contains("left to the watch") }, "\(watchers[holder]!())")
     }
 }
