@@ -17,7 +17,8 @@ struct Orlctl: AsyncParsableCommand {
         subcommands: [
             Validate.self, Explain.self, Apply.self, Diff.self, Get.self, Describe.self, Delete.self, History.self, Events.self,
             Logs.self, Suspend.self, Resume.self, RunWorkflow.self, Runs.self, Approve.self, Deny.self, Cancel.self,
-            SecretCommand.self, McpCommand.self, ControllerCommand.self, BudgetCommand.self, Usage.self, Sync.self, Watch.self,
+            SecretCommand.self, McpCommand.self, ControllerCommand.self, Cordon.self, Uncordon.self, BudgetCommand.self, Usage.self,
+            Sync.self, Watch.self,
             ReviewCommand.self, GC.self, StateCommand.self, TestCommand.self, Version.self, GenerateDocs.self,
         ]
     )

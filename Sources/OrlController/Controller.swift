@@ -49,6 +49,13 @@ public actor Controller {
         public var onPass: (@Sendable (Duration) -> Void)?
         /// Told each agent reconciled, as it is (tests count them).
         public var onReconcile: (@Sendable (ResourceID) -> Void)?
+        /// The node this controller is (`orlctl controller --node`): it runs only the agents
+        /// its `NodeMembership` says it may (`gate(_:)`), and stamps every write with its
+        /// lease. nil: the only controller of its state, which runs every agent.
+        public var node: String?
+        /// Told of each process started or adopted (true) and each gone (false): a node's
+        /// guard kills them if the node dies.
+        public var onProcess: (@Sendable (ProcessIdentity, Bool) -> Void)?
 
         public init(stateDirectory: String) { self.stateDirectory = stateDirectory }
     }
@@ -66,6 +73,8 @@ public actor Controller {
         case processEnded(ResourceID)
         /// Stop every agent gracefully and return from `run`.
         case stop
+        /// The node's membership changed what this node may run.
+        case nodeChanged
     }
 
     private let store: any StateStore
@@ -103,6 +112,11 @@ public actor Controller {
     private var stopRequested = false
     /// Set once adoption is done: nothing is reconciled before it.
     private var started = false
+    /// What this node may run, as its membership last said (node mode only). Until it
+    /// says anything, nothing.
+    private let nodeGate = Mutex(NodeGate.nothing)
+    /// Applied agents that run on other nodes: their records are not this node's to delete.
+    private var elsewhere: Set<ResourceID> = []
 
     public init(
         store: any StateStore, runtime: any AgentRuntime, gateway: (any ModelGateway)? = nil, configuration: Configuration,
@@ -134,6 +148,33 @@ public actor Controller {
     /// Asks for a look now rather than at the next resync (`orlctl apply` signals SIGUSR1
     /// after a change). Before `run` has adopted, or while stopping, it only marks one due.
     public nonisolated func wake(_ why: String) { inbox.post(.asked(why)) }
+
+    /// What this node may run now (node mode): agents outside the gate are stopped (their
+    /// grace periods cut to `graceCap` when set), and writes are stamped with its lease.
+    public nonisolated func gate(_ gate: NodeGate) {
+        let changed = nodeGate.withLock { current in
+            defer { current = gate }
+            return current != gate
+        }
+        if changed { inbox.post(.nodeChanged) }
+    }
+
+    /// The agents whose process runs here or is being stopped: a node releases an agent it
+    /// was moved away from only once it is not among them.
+    public func localAgents() -> Set<ResourceID> {
+        Set(agents.filter { $0.value.alive || $0.value.stopping }.keys)
+    }
+
+    /// The applied agents and their `spec.runtime.nodeSelector`, as the last read of the
+    /// store found them: what a node places.
+    public func placementRequests() -> [ResourceID: [String: String]] {
+        guard let plan else { return [:] }
+        var requests: [ResourceID: [String: String]] = [:]
+        for resource in plan.stored where resource.id.kind == ResourceKind.agent.rawValue && !plan.unreadable.contains(resource.id) {
+            requests[resource.id] = plan.fleet[resource.id]?.agent?.runtime.nodeSelector ?? [:]
+        }
+        return requests
+    }
 
     /// Adopts what runs (once), reads the store and reconciles every agent now: a full
     /// resync, for a caller that drives the controller itself (tests, with their clock).
@@ -180,6 +221,7 @@ public actor Controller {
             queueUnwatchedExits()
             drain()
             var changed = false
+            var nodeChanged = false
             for reason in await inbox.take(waitingAtMost: nextLook(lastResync: lastResync)) {
                 switch reason {
                 case .storeChanged: changed = true
@@ -188,9 +230,14 @@ public actor Controller {
                     changed = true
                 case .stopFinished(let id), .processEnded(let id): queue.add(id)
                 case .stop: stopRequested = true
+                case .nodeChanged: nodeChanged = true
                 }
             }
-            if changed { refresh(readingStore: true) }
+            if changed {
+                refresh(readingStore: true)
+            } else if nodeChanged {
+                refresh(readingStore: false)
+            }
         }
         // Not in this (maybe cancelled) task: a cancelled stop cuts grace periods short.
         await Task { await self.stopEverything() }.value
@@ -257,12 +304,16 @@ public actor Controller {
             return
         }
         for var record in stored {
+            // A node adopts only what it started itself: another node's process may be
+            // visible on the same host, and is that node's to supervise.
+            if let node = configuration.node, record.node?.node != node { continue }
             var state = AgentState(record: record)
             // What is stored: a record whose process is gone is written again without it.
             state.writtenRecord = record
             if let process = record.process, runtime.isRunning(process) {
                 state.alive = true
                 runtime.adopt(process)
+                configuration.onProcess?(process, true)
                 state.watched = watch(record.agent, process)
                 emit(.adopted, record.agent, process, message: "\(process)")
             } else {
@@ -399,6 +450,19 @@ public actor Controller {
                 generations[resource.id] = resource.generation
             }
         }
+        // A node runs only what its membership lets it: the others are, here, as if not
+        // applied (stopped if they run, no status written: their node writes it).
+        elsewhere = []
+        if configuration.node != nil {
+            let gate = nodeGate.withLock { $0 }
+            for id in Array(generations.keys) {
+                let running = agents[id].map { $0.alive || $0.stopping } ?? false
+                if gate.runnable.contains(id) || (running && gate.assigned.contains(id)) { continue }
+                generations[id] = nil
+                elsewhere.insert(id)
+            }
+            unreadable = unreadable.filter { gate.assigned.contains($0) }
+        }
         // The gateway sees the fleet before halts are asked for: a raised limit lifts them.
         publish(now: now)
         let halts = gateway?.halts(now: now) ?? [:]
@@ -431,7 +495,7 @@ public actor Controller {
             intents[id] = AgentIntent(launch: launch, restartPolicy: spec.runtime.restartPolicy, hold: hold)
         }
         for id in Set(agents.keys).union(generations.keys).union(unreadable) {
-            var state = agents[id] ?? AgentState(record: SupervisionRecord(agent: id))
+            var state = agents[id] ?? AgentState(record: SupervisionRecord(agent: id, node: nodeStamp))
             let before = state.fingerprint
             state.intent = unreadable.contains(id) ? nil : intents[id]
             state.generation = unreadable.contains(id) ? nil : generations[id]
@@ -512,6 +576,7 @@ public actor Controller {
         var observation = state.record.observation(running: state.alive)
         if let process = state.record.process, state.alive, let exit = runtime.exitStatus(process) {
             observation = Reconciler.recordExit(exit, of: observation, at: now, backoff: configuration.backoff)
+            configuration.onProcess?(process, false)
             state.alive = false
             state.watched = false
             state.jitter = random()
@@ -549,11 +614,13 @@ public actor Controller {
                 case (false, .suspended?), (false, .suspendedByUser?): .suspended
                 case (false, .halted?): .halted
                 }
-            emit(reason, id, process, message: "\(process): \(decision.message)")
+            emit(reason, id, process, message: "\(process): \(elsewhere.contains(id) ? "placed on another node" : decision.message)")
             state.stopping = true
-            stops.append(StopOrder(id: id, process: process, grace: state.grace ?? configuration.defaultGrace, restart: restart))
+            var grace = state.grace ?? configuration.defaultGrace
+            if let cap = nodeGate.withLock({ $0.graceCap }) { grace = min(grace, cap) }
+            stops.append(StopOrder(id: id, process: process, grace: grace, restart: restart))
         }
-        state.record = SupervisionRecord(agent: id, observation: observation, tokenDigest: state.record.tokenDigest)
+        state.record = SupervisionRecord(agent: id, observation: observation, tokenDigest: state.record.tokenDigest, node: nodeStamp)
         state.retryAt = decision.requeueAt
         if let generation = state.generation {
             var conditions = [
@@ -592,7 +659,13 @@ public actor Controller {
             do {
                 try Self.makeDirectory(intent.launch.process.workingDirectory)
                 let token = Self.newToken()
-                launches.append((id, token, intent.launch.process(token: token), nil))
+                var spec = intent.launch.process(token: token)
+                // Which node started it: a node's guard finds by these the agents it must
+                // kill, even one spawned just before the node died, before it was tracked.
+                if let node = configuration.node {
+                    spec.environment += [("ORL_NODE", node), ("ORL_NODE_STATE", configuration.stateDirectory)]
+                }
+                launches.append((id, token, spec, nil))
             } catch {
                 launches.append((id, "", nil, error))
             }
@@ -613,6 +686,7 @@ public actor Controller {
             var observation = state.record.observation(running: state.alive)
             switch result ?? .failure(launch.error ?? RuntimeError("cannot start agent \(id)")) {
             case .success(let process):
+                configuration.onProcess?(process, true)
                 state.record.tokenDigest = AgentToken.digest(launch.token)
                 observation = Reconciler.recordStart(process, launchHash: intent.launch.hash, of: observation, at: now)
                 state.alive = true
@@ -626,7 +700,7 @@ public actor Controller {
                     launchHash: intent.launch.hash, of: observation, at: now, backoff: configuration.backoff)
                 state.jitter = random()
             }
-            state.record = SupervisionRecord(agent: id, observation: observation, tokenDigest: state.record.tokenDigest)
+            state.record = SupervisionRecord(agent: id, observation: observation, tokenDigest: state.record.tokenDigest, node: nodeStamp)
             agents[id] = state
             queue.add(id)
         }
@@ -686,6 +760,7 @@ public actor Controller {
 
     private func stopped(_ id: ResourceID, _ process: ProcessIdentity, exit: ProcessExit?) {
         emit(.stopped, id, process, message: "\(process)\(exit.map { ": \($0)" } ?? "")")
+        configuration.onProcess?(process, false)
         guard var state = agents[id] else { return }
         state.stopping = false
         if state.record.process == process {
@@ -706,7 +781,9 @@ public actor Controller {
         where state.generation == nil && !state.unreadable && !state.alive && !state.stopping && state.record.process == nil
             && !queue.contains(id)
         {
-            if state.writtenRecord == nil {
+            // On a node, an agent placed elsewhere is forgotten here, its record left to
+            // the node that runs it now.
+            if state.writtenRecord == nil || elsewhere.contains(id) {
                 agents[id] = nil
             } else {
                 agents[id]?.forgotten = true
@@ -732,8 +809,15 @@ public actor Controller {
             writeFailed = false
             return
         }
+        // A node without a lease writes nothing: what it would write is stale by then.
+        let lease = nodeGate.withLock { $0.lease }
+        if configuration.node != nil && lease == nil {
+            writeFailed = false
+            return
+        }
         do {
             try store.write { writer throws(StoreError) in
+                if let lease { try writer.requireLease(lease) }
                 for event in events { try writer.append(event) }
                 for record in records { try writer.putSupervision(record) }
                 for id in forgotten { try writer.deleteSupervision(for: id) }
@@ -796,6 +880,13 @@ public actor Controller {
 
     // MARK: Helpers
 
+    /// The node and lease generation a record is stamped with (nil: not a node, or one
+    /// without a lease, which writes nothing).
+    private var nodeStamp: Assignment? {
+        guard configuration.node != nil, let lease = nodeGate.withLock({ $0.lease }) else { return nil }
+        return Assignment(node: lease.node, generation: lease.generation)
+    }
+
     /// Logs the event and, when it is part of an agent's life, queues it for the store
     /// (bounded, the oldest dropped, should the store stay unwritable).
     private func emit(
@@ -833,6 +924,27 @@ public actor Controller {
             prefix += "/"
         }
     }
+}
+
+/// What a node may run, as its `NodeMembership` found it.
+public struct NodeGate: Sendable, Equatable {
+    /// The lease the node holds (nil: none; it runs nothing and writes nothing).
+    public var lease: NodeLease?
+    /// Assigned to it under `lease`: one that runs here keeps running.
+    public var assigned: Set<ResourceID>
+    /// Assigned to it and free to start (`Placement.mayStart`).
+    public var runnable: Set<ResourceID>
+    /// The lease is about to lapse: stops get at most this grace period.
+    public var graceCap: Duration?
+
+    public init(lease: NodeLease?, assigned: Set<ResourceID> = [], runnable: Set<ResourceID> = [], graceCap: Duration? = nil) {
+        self.lease = lease
+        self.assigned = assigned
+        self.runnable = runnable
+        self.graceCap = graceCap
+    }
+
+    public static let nothing = NodeGate(lease: nil)
 }
 
 /// Everything the controller knows of one agent, in one place.

@@ -24,6 +24,9 @@ public actor RunsDriver {
     private let clock: @Sendable () -> Timestamp
     /// The driver runs, and so calls SQLite, on a queue of its own, never on the pool.
     private let executor: StoreExecutor
+    /// Whether this process drives runs now: on a node, only while it holds the `runs`
+    /// role (`NodeMembership`); nil: always.
+    private let leader: (@Sendable () -> Bool)?
     /// What changed in the store (posted by the change feed).
     public enum Change: Hashable, Sendable {
         /// Resources: the workflows (their cron triggers) are read again.
@@ -53,8 +56,9 @@ public actor RunsDriver {
     public init(
         store: any RunStore, interval: Duration = .seconds(30), log: @escaping @Sendable (ControllerEvent) -> Void,
         clock: @escaping @Sendable () -> Timestamp = Controller.systemTime, onReady: (@Sendable (Set<ResourceID>) -> Void)? = nil,
-        executor: StoreExecutor = StoreExecutor(label: "orl.runs")
+        executor: StoreExecutor = StoreExecutor(label: "orl.runs"), leader: (@Sendable () -> Bool)? = nil
     ) {
+        self.leader = leader
         self.operations = RunOperations(store: store, onReady: onReady)
         self.interval = interval
         self.log = log
@@ -66,6 +70,11 @@ public actor RunsDriver {
     /// once when the store changed, and at least every `interval`.
     public func run() async {
         while !Task.isCancelled {
+            if let leader, !leader() {
+                // Another node drives runs: this one looks again each second, to take over.
+                if await storeChanged.take(waitingAtMost: .seconds(1)).contains(.workflows) { schedulesStale = true }
+                continue
+            }
             tick()
             var wait = interval
             if let next = nextWake() {
@@ -97,6 +106,7 @@ public actor RunsDriver {
 
     /// One round: overdue tasks and approvals, then cron triggers.
     public func tick() {
+        if let leader, !leader() { return }
         let now = clock()
         do {
             let events = try operations.sweep(now: now) { Double.random(in: 0..<1) }

@@ -57,6 +57,17 @@ public struct Daemon: Sendable {
         public var identity = "dashboard"
         /// The controller's own settings (its API URL is set once the API listens).
         public var controller: Controller.Configuration
+        /// One node of several sharing the state (`--node`, docs/nodes.md): it runs only the
+        /// agents placed on it, and the runs driver only while it holds the `runs` role.
+        public var node: NodeMembership.Configuration?
+        /// The node's guard process, which kills its agents if the node dies.
+        public var nodeGuard: (any NodeGuardLink)?
+        /// The node's own connection to the state for its lease (nil: the state's), so that
+        /// busy services never hold up a renewal.
+        public var nodeStore: (any NodeStore)?
+        /// Where controller.api and controller.token go: the state directory, or a node's
+        /// directory of its own in it (several nodes may share a directory on one host).
+        public var runDirectory: String { node.map { stateDirectory + "/nodes/" + $0.name } ?? stateDirectory }
 
         public init(stateDirectory: String) {
             self.stateDirectory = stateDirectory
@@ -141,7 +152,9 @@ public struct Daemon: Sendable {
         let gateway = Gateway(
             store: ledgerStore, providerKey: secretCache, clock: Controller.systemTime, log: log,
             onExhausted: { halt.post(true) }, telemetry: configuration.telemetry,
-            reservations: state.sharesBudgets ? ledgerStore : nil)
+            // Nodes on one SQLite state each serve a gateway too: their budgets must be exact
+            // across them.
+            reservations: state.sharesBudgets || configuration.node != nil ? ledgerStore : nil)
         // The agents' task and tool calls, on a connection of their own (on a queue of
         // the API's own: SQLite calls block): a poll waits for its agent's next Ready
         // step, which the API's own answers, the runs driver's sweeps and the change
@@ -162,6 +175,11 @@ public struct Daemon: Sendable {
 
         var controllerConfiguration = configuration.controller
         controllerConfiguration.apiURL = url
+        if let node = configuration.node {
+            controllerConfiguration.node = node.name
+            let guardLink = configuration.nodeGuard
+            controllerConfiguration.onProcess = { process, running in guardLink?.track(process, running: running) }
+        }
         if let metrics = configuration.telemetry.metrics {
             controllerConfiguration.onPass = { took in metrics.observe(Metrics.reconcileDuration, [], Metrics.seconds(took)) }
         }
@@ -170,7 +188,27 @@ public struct Daemon: Sendable {
             store: store, runtime: ProcessRuntime(listeners: SandboxBridge(apiURL: url)), gateway: gateway,
             configuration: controllerConfiguration, log: log,
             masterKey: { () throws(VaultError) in try keys.load() })
-        let runs = RunsDriver(store: runsStore, log: log, onReady: { waiters.notify($0) })
+        let membership: NodeMembership?
+        if var node = configuration.node {
+            node.roles = [NodeMembership.runsRole]
+            let nodeStore: any NodeStore
+            if let own = configuration.nodeStore {
+                nodeStore = own
+            } else {
+                do throws(StoreError) {
+                    nodeStore = try state.open()
+                } catch {
+                    throw DaemonError("cannot open the state \(state.label): \(error.description)")
+                }
+            }
+            membership = NodeMembership(
+                store: nodeStore, controller: controller, configuration: node, log: log, guardLink: configuration.nodeGuard)
+        } else {
+            membership = nil
+        }
+        var leader: (@Sendable () -> Bool)?
+        if let roles = membership?.roles { leader = { roles.holds(NodeMembership.runsRole) } }
+        let runs = RunsDriver(store: runsStore, log: log, onReady: { waiters.notify($0) }, leader: leader)
         let notifier = Notifier(store: alertStore, secret: secretCache, log: log, clock: Controller.systemTime)
         let feedLog: @Sendable (String) -> Void = { log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: $0)) }
         let feed = ChangeFeed(
@@ -178,6 +216,8 @@ public struct Daemon: Sendable {
             signal: state.signal(feedLog), safetyInterval: configuration.changeSafetyInterval,
             subscribers: [
                 .init(topics: [.resources, .secrets]) { controller.inbox.post(.storeChanged) },
+                // New agents to place.
+                .init(topics: [.resources]) { membership?.inbox.post(true) } as ChangeFeed.Subscriber,
                 // Workflows (their cron triggers) are resources; runs move leases.
                 .init(topics: [.resources]) { runs.storeChanged.post(.workflows) },
                 .init(topics: [.runs]) { runs.storeChanged.post(.runs) },
@@ -234,7 +274,8 @@ public struct Daemon: Sendable {
                     }
                 },
                 PeriodicService("lease-pruning", every: .seconds(60)) { agents.prune() },
-                ReconcileService(controller: controller),
+            ] + (membership.map { [NodeService(membership: $0)] } ?? []) + [
+                ReconcileService(controller: controller)
             ]
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
@@ -269,7 +310,9 @@ public struct Daemon: Sendable {
     private func serve(
         _ gateway: Gateway, agents: AgentAPI, dashboard: (_ adminToken: String) -> Dashboard
     ) async throws(DaemonError) -> (String, Task<Void, any Error>) {
-        let directory = configuration.stateDirectory
+        let directory = configuration.runDirectory
+        try? FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let previous = (try? String(contentsOfFile: Self.apiFile(directory), encoding: .utf8))
             .flatMap { text -> (host: String, port: Int)? in
                 let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)

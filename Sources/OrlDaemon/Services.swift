@@ -27,6 +27,17 @@ struct RunsService: Service {
     }
 }
 
+/// A node's membership (`--node`): shut down after the controller has stopped every agent,
+/// and then ends its lease, so that those agents move to other nodes at once.
+struct NodeService: Service {
+    let membership: NodeMembership
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await membership.run() }
+        await membership.leave()
+    }
+}
+
 /// Alerts' notifications posted to their webhooks from the store's outbox.
 struct NotifierService: Service {
     let notifier: Notifier

@@ -384,7 +384,7 @@ final class PostgresAccess: StateWriter {
 
 extension PostgresAccess {
     private static let supervisionColumns =
-        "kind, namespace, name, pid, start_time, launch_hash, token_digest, started_at, restarts, crashes, last_exit, exited_at"
+        "kind, namespace, name, pid, start_time, launch_hash, token_digest, started_at, restarts, crashes, last_exit, exited_at, node, node_generation"
 
     private static func supervision(_ row: PostgresRandomAccessRow) throws(StoreError) -> SupervisionRecord {
         let agent = ResourceID(kind: try row.text(0), namespace: try row.text(1), name: try row.text(2))
@@ -405,7 +405,10 @@ extension PostgresAccess {
         return SupervisionRecord(
             agent: agent, process: process, launchHash: try row.optionalText(5), tokenDigest: try row.optionalText(6),
             startedAt: try row.optionalInt64(7).map(Timestamp.init(milliseconds:)), restarts: try row.int(8), crashes: try row.int(9),
-            lastExit: lastExit, exitedAt: try row.optionalInt64(11).map(Timestamp.init(milliseconds:)))
+            lastExit: lastExit, exitedAt: try row.optionalInt64(11).map(Timestamp.init(milliseconds:)),
+            node: try row.optionalText(12).map { node throws(StoreError) in
+                Assignment(node: node, generation: try row.optionalInt64(13) ?? 0)
+            })
     }
 
     func supervision(for agent: ResourceID) throws(StoreError) -> SupervisionRecord? {
@@ -426,19 +429,25 @@ extension PostgresAccess {
     }
 
     func putSupervision(_ record: SupervisionRecord) throws(StoreError) {
+        // A record made on a node's behalf lands only while that node holds the lease.
+        if let node = record.node {
+            try requireLease(NodeLease(node: node.node, generation: node.generation, expiresAt: Timestamp(milliseconds: 0)))
+        }
         try change(
             """
             INSERT INTO supervision (\(Self.supervisionColumns))
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
             ON CONFLICT (kind, namespace, name) DO UPDATE SET
                 pid = excluded.pid, start_time = excluded.start_time, launch_hash = excluded.launch_hash,
                 token_digest = excluded.token_digest, started_at = excluded.started_at, restarts = excluded.restarts,
-                crashes = excluded.crashes, last_exit = excluded.last_exit, exited_at = excluded.exited_at
+                crashes = excluded.crashes, last_exit = excluded.last_exit, exited_at = excluded.exited_at,
+                node = excluded.node, node_generation = excluded.node_generation
             """,
             Self.key(record.agent) + [
                 .int(record.process.map { Int64($0.pid) }), .int(record.process.map { Int64(clamping: $0.startTime) }),
                 .text(record.launchHash), .text(record.tokenDigest), .int(record.startedAt?.milliseconds), .int(record.restarts),
                 .int(record.crashes), .text(record.lastExit?.stored), .int(record.exitedAt?.milliseconds),
+                .text(record.node?.node), .int(record.node?.generation),
             ], intent: "store the supervision of \(label(record.agent))")
     }
 

@@ -409,6 +409,46 @@ enum PostgresSchema {
                 """
             ]
         ),
+        Migration(
+            summary: "nodes: leases with a fencing generation, agents' placement, singletons; supervision stamped with its node",
+            statements: [
+                """
+                CREATE TABLE nodes (
+                    name TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+                    generation BIGINT NOT NULL,
+                    expires_at BIGINT NOT NULL,
+                    renewed_at BIGINT NOT NULL,
+                    registered_at BIGINT NOT NULL,
+                    labels TEXT NOT NULL,
+                    cordoned BIGINT NOT NULL DEFAULT 0
+                )
+                """,
+                """
+                CREATE TABLE agent_assignments (
+                    kind TEXT COLLATE "C" NOT NULL,
+                    namespace TEXT COLLATE "C" NOT NULL,
+                    name TEXT COLLATE "C" NOT NULL,
+                    node TEXT COLLATE "C" NOT NULL,
+                    generation BIGINT NOT NULL,
+                    replacing_node TEXT COLLATE "C",
+                    replacing_generation BIGINT,
+                    released BIGINT NOT NULL DEFAULT 0,
+                    assigned_at BIGINT NOT NULL,
+                    PRIMARY KEY (kind, namespace, name)
+                )
+                """,
+                """
+                CREATE TABLE singletons (
+                    role TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+                    node TEXT COLLATE "C" NOT NULL,
+                    generation BIGINT NOT NULL,
+                    since BIGINT NOT NULL
+                )
+                """,
+                "ALTER TABLE supervision ADD COLUMN node TEXT COLLATE \"C\"",
+                "ALTER TABLE supervision ADD COLUMN node_generation BIGINT",
+            ]
+        ),
     ]
 
     static var version: Int { migrations.count }

@@ -400,7 +400,7 @@ final class SQLStateAccess: StateWriter {
 
 extension SQLStateAccess {
     private static let supervisionColumns =
-        "kind, namespace, name, pid, start_time, launch_hash, token_digest, started_at, restarts, crashes, last_exit, exited_at"
+        "kind, namespace, name, pid, start_time, launch_hash, token_digest, started_at, restarts, crashes, last_exit, exited_at, node, node_generation"
 
     private static func supervision(_ row: Statement) throws(StoreError) -> SupervisionRecord {
         let agent = ResourceID(kind: row.text(0), namespace: row.text(1), name: row.text(2))
@@ -421,7 +421,8 @@ extension SQLStateAccess {
         return SupervisionRecord(
             agent: agent, process: process, launchHash: row.optionalText(5), tokenDigest: row.optionalText(6),
             startedAt: row.optionalInt64(7).map(Timestamp.init(milliseconds:)), restarts: row.int(8), crashes: row.int(9),
-            lastExit: lastExit, exitedAt: row.optionalInt64(11).map(Timestamp.init(milliseconds:)))
+            lastExit: lastExit, exitedAt: row.optionalInt64(11).map(Timestamp.init(milliseconds:)),
+            node: row.optionalText(12).map { Assignment(node: $0, generation: row.optionalInt64(13) ?? 0) })
     }
 
     func supervision(for agent: ResourceID) throws(StoreError) -> SupervisionRecord? {
@@ -447,17 +448,25 @@ extension SQLStateAccess {
 
     func putSupervision(_ record: SupervisionRecord) throws(StoreError) {
         let intent = "store the supervision of \(label(record.agent))"
+        // A record made on a node's behalf lands only while that node holds the lease.
+        if let node = record.node {
+            _ = try SQLNodes.requireLease(
+                NodeLease(node: node.node, generation: node.generation, expiresAt: Timestamp(milliseconds: 0)), connection(writing: true))
+        }
         try connection(writing: true).withStatement(
             """
             INSERT INTO supervision (\(Self.supervisionColumns))
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
             ON CONFLICT (kind, namespace, name) DO UPDATE SET
                 pid = excluded.pid, start_time = excluded.start_time, launch_hash = excluded.launch_hash,
                 token_digest = excluded.token_digest, started_at = excluded.started_at, restarts = excluded.restarts,
-                crashes = excluded.crashes, last_exit = excluded.last_exit, exited_at = excluded.exited_at
+                crashes = excluded.crashes, last_exit = excluded.last_exit, exited_at = excluded.exited_at,
+                node = excluded.node, node_generation = excluded.node_generation
             """,
             intent: intent
         ) { statement throws(StoreError) in
+            try statement.bind(13, record.node?.node)
+            try statement.bind(14, record.node?.generation)
             try statement.bind(1, record.agent)
             try statement.bind(4, record.process.map { Int64($0.pid) })
             try statement.bind(5, record.process.map { Int64(clamping: $0.startTime) })

@@ -529,6 +529,46 @@ enum Schema {
                 DROP TABLE manifest_namespaces;
                 """
         ),
+        Migration(
+            summary: "nodes: leases with a fencing generation, agents' placement, singletons; supervision stamped with its node",
+            sql: """
+                -- A controller node (orlctl controller --node): its lease, by the database's
+                -- clock; generation grows at each registration and fences stale writers.
+                CREATE TABLE nodes (
+                    name TEXT PRIMARY KEY,
+                    generation INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL,      -- milliseconds since the epoch, UTC
+                    renewed_at INTEGER NOT NULL,
+                    registered_at INTEGER NOT NULL,
+                    labels TEXT NOT NULL,             -- key=value lines, in key order
+                    cordoned INTEGER NOT NULL DEFAULT 0
+                ) WITHOUT ROWID;
+                -- Where each agent is placed, under its node's generation then; the assignment
+                -- it replaced, and whether that node has stopped the agent since.
+                CREATE TABLE agent_assignments (
+                    kind TEXT NOT NULL,
+                    namespace TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    node TEXT NOT NULL,
+                    generation INTEGER NOT NULL,
+                    replacing_node TEXT,
+                    replacing_generation INTEGER,
+                    released INTEGER NOT NULL DEFAULT 0,
+                    assigned_at INTEGER NOT NULL,
+                    PRIMARY KEY (kind, namespace, name)
+                ) WITHOUT ROWID;
+                -- Which node runs each singleton (the runs driver, a git source's watcher): held
+                -- while that node's lease is live under the generation it claimed with.
+                CREATE TABLE singletons (
+                    role TEXT PRIMARY KEY,
+                    node TEXT NOT NULL,
+                    generation INTEGER NOT NULL,
+                    since INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                ALTER TABLE supervision ADD COLUMN node TEXT;
+                ALTER TABLE supervision ADD COLUMN node_generation INTEGER;
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

@@ -90,6 +90,32 @@ import Testing
         #expect(runs.first?.trigger == .schedule(cron: "*/5 * * * *", slot: Self.appliedAt.adding(.seconds(8 * 60))))
     }
 
+    /// On a node, only the driver of the node holding the `runs` role fires slots: two
+    /// drivers, one leader at a time, each slot once; the role moves and the other fires.
+    @Test func onlyTheRunsLeaderFiresCronSlots() async throws {
+        let work = try TemporaryDirectory()
+        let directory = work.url.appendingPathComponent("state").path
+        let store = try applied(directory)
+        let clock = Clock(Self.appliedAt.adding(.seconds(3 * 60 + 1)))  // 10:05:01
+        let leader = Lines()
+        leader.append("a")
+        let a = RunsDriver(store: store, log: { _ in }, clock: { clock.now }, leader: { leader.all.last == "a" })
+        let b = RunsDriver(
+            store: try SQLiteStateStore(directory: directory), log: { _ in }, clock: { clock.now }, leader: { leader.all.last == "b" })
+        await b.tick()
+        #expect(try scheduledRuns(store).isEmpty)
+        await a.tick()
+        #expect(try scheduledRuns(store).count == 1)
+        // The role moves to b: a fires nothing more, b fires the next slot (and not 10:05 again).
+        leader.append("b")
+        clock.now = Self.appliedAt.adding(.seconds(8 * 60 + 1))  // 10:10:01
+        await a.tick()
+        #expect(try scheduledRuns(store).count == 1)
+        await b.tick()
+        await b.tick()
+        #expect(try scheduledRuns(store).count == 2)
+    }
+
     /// The driver sleeps until the next thing due: the next cron slot while nothing
     /// runs, a claimed task's lease once one does.
     @Test func theNextWakeIsTheNextCronSlotOrLease() async throws {

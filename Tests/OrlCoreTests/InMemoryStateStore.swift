@@ -70,6 +70,8 @@ final class InMemoryStateStore: StateStore {
 
         func deleteSupervision(for agent: ResourceID) throws(StoreError) { state.supervision[agent] = nil }
 
+        func requireLease(_ lease: NodeLease) throws(StoreError) { throw .fenced(lease, why: "an in-memory state has no nodes") }
+
         func holds() throws(StoreError) -> [UserHold] {
             state.holds.values.sorted { ($0.agent.namespace, $0.agent.name) < ($1.agent.namespace, $1.agent.name) }
         }

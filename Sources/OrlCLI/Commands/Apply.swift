@@ -208,6 +208,8 @@ enum ControllerAutostart {
         let directory = PIDLock.absolute(state.resolvedDirectory)
         guard try PIDLock.holder(directory) == nil else { return }
         let store = try state.openStore()
+        // Nodes run the state's agents: a lone controller would run them twice.
+        guard NodeCoexistence.liveNodes(store).isEmpty else { return }
         let agents: Int
         do throws(StoreError) {
             agents = try store.read { reader throws(StoreError) in try reader.resources(kind: .agent, namespace: nil).count }

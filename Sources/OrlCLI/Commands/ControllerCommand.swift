@@ -20,7 +20,7 @@ struct ControllerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "controller",
         abstract: "Run the controller that makes agent processes match the applied Agents.",
-        subcommands: [ControllerRunCommand.self, StopController.self],
+        subcommands: [ControllerRunCommand.self, StopController.self, NodeGuardCommand.self],
         defaultSubcommand: ControllerRunCommand.self
     )
 }
@@ -86,6 +86,8 @@ struct ControllerRunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How many rotated logs to keep per agent (<name>.log.1 is the newest).", valueName: "n"))
     var logKeep = 3
 
+    @OptionGroup var node: NodeOptions
+
     /// How often the logs are looked at for rotation.
     static let logRotationInterval: Duration = .seconds(10)
 
@@ -98,6 +100,7 @@ struct ControllerRunCommand: AsyncParsableCommand {
         }
         if logMaxBytes < 1 { throw ValidationError("--log-max-bytes must be 1 or more") }
         if logKeep < 0 { throw ValidationError("--log-keep must be 0 or more") }
+        try node.validate()
     }
 
     /// How long `--detach` waits for the controller to take the lock.
@@ -112,7 +115,7 @@ struct ControllerRunCommand: AsyncParsableCommand {
             let arguments =
                 [
                     "--log-format", logFormat.rawValue, "--log-max-bytes", String(logMaxBytes), "--log-keep", String(logKeep),
-                ] + (listen.map { ["--listen", $0] } ?? []) + (metricsListen.map { ["--metrics-listen", $0] } ?? [])
+                ] + (listen.map { ["--listen", $0] } ?? []) + (metricsListen.map { ["--metrics-listen", $0] } ?? []) + node.arguments
             _ = try state.open()
             return try await Self.startDetached(
                 stateDirectory: directory, state: state.postgresURL, arguments: arguments, report: { writeStandardOutput($0) })
@@ -120,9 +123,12 @@ struct ControllerRunCommand: AsyncParsableCommand {
         // A PostgreSQL state's services share one pool: the gateway's reservations, the
         // agents' API and the controller's writes each hold a connection at a time.
         let backend = try state.open(connections: 16)
-        let lock = try PIDLock.acquire(directory)
+        let lock = try node.lock(directory)
         defer { lock.release() }
+        try node.checkCoexistence(directory: directory, store: backend)
         var configuration = Daemon.Configuration(stateDirectory: directory)
+        let nodeGuard = try node.configure(&configuration, state: state.postgresURL ?? directory)
+        defer { nodeGuard?.close() }
         configuration.listen = listen.flatMap(Self.address)
         configuration.metricsListen = metricsListen.flatMap(Self.address)
         configuration.logMaxBytes = logMaxBytes
@@ -253,8 +259,12 @@ struct StopController: AsyncParsableCommand {
     @OptionGroup var state: StateOptions
     @OptionGroup var dataDirectory: DataDirectoryOption
 
+    @Option(help: ArgumentHelp("Stop node NAME's controller (controller --node NAME) rather than the lone one.", valueName: "name"))
+    var node: String?
+
     func run() async throws {
-        let directory = try state.localDirectory(dataDirectory.path)
+        // A node's lock is in its own directory (docs/nodes.md).
+        let directory = try state.localDirectory(dataDirectory.path) + (node.map { "/nodes/" + $0 } ?? "")
         guard let pid = try PIDLock.holder(directory) else {
             OrlctlMain.writeStandardError("orlctl: no controller runs for \(directory)\n")
             throw ExitCode(ExitStatus.findings.rawValue)

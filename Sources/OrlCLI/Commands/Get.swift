@@ -45,6 +45,10 @@ struct Get: AsyncParsableCommand {
     @OptionGroup var state: StateOptions
 
     func validate() throws {
+        if NodeSelection.parse(resources) != nil {
+            if selector != nil { throw ValidationError("nodes are not selected by -l; name them") }
+            return
+        }
         if try SourceSelection.parse(resources) != nil {
             if selector != nil { throw ValidationError("sources have no labels to select by (-l)") }
             return
@@ -73,6 +77,7 @@ struct Get: AsyncParsableCommand {
 
     func run() async throws {
         if let names = try SourceSelection.parse(resources) { return try getSources(names) }
+        if let names = NodeSelection.parse(resources) { return try getNodes(names) }
         let selection = try ResourceSelection.parse(resources, allowAll: true)
         let selector = try labelSelector()
         let store = try state.openState()

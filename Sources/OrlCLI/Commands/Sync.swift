@@ -214,7 +214,17 @@ struct Watch: AsyncParsableCommand {
             valueName: "secret"))
     var webhookSecret: String?
 
+    @Option(
+        help: ArgumentHelp(
+            """
+            Watch as part of controller node NAME (docs/nodes.md): run one watch per node; the \
+            source is synced only by the one whose node holds the source's role, which moves to \
+            another node's watch when that node's lease lapses.
+            """, valueName: "name"))
+    var node: String?
+
     func validate() throws {
+        if let node, let problem = NodeLabels.nameProblem(node) { throw ValidationError("--node: \(problem)") }
         guard let duration = DurationValue(interval)?.duration, duration > .zero else {
             throw ValidationError("--interval: \(Diagnostic.quoted(interval)) is not a duration such as 30s, 500ms or 2m")
         }
@@ -275,7 +285,25 @@ struct Watch: AsyncParsableCommand {
             "watching \(configuration.url)\(ref)\(path) every \(DurationValue(self.interval)!.text) as source \(configuration.name)")
         var wasSuspended = false
         var firstRound = true
+        var holding: Bool?
         while !signals.stopRequested {
+            if let node {
+                // One watcher of the source across nodes: the one whose node holds its role.
+                let holds = WatchSingleton.holds(store, node: node, source: configuration.name)
+                if holds != holding {
+                    SyncRenderer.log(
+                        "source \(configuration.name): "
+                            + (holds ? "watched by this watch (node \(node))" : "left to the watch of the node holding its role"))
+                }
+                holding = holds
+                if !holds {
+                    let deadline = ContinuousClock.now + min(interval, .seconds(2))
+                    while ContinuousClock.now < deadline, !signals.stopRequested {
+                        await signals.wait(upTo: deadline - ContinuousClock.now)
+                    }
+                    continue
+                }
+            }
             let report = await sync.round(retryFailed: false)
             if report.changed { source.state.wakeController() }
             // After the first round and after changes only: a controller stopped on purpose

@@ -121,6 +121,9 @@ enum ResourceRenderer {
             ("startTime", running == nil ? nil : supervision?.startedAt.map { .string($0.rfc3339Seconds) }),
             ("restarts", .int(supervision?.restarts ?? 0)),
             ("lastExit", lastExit),
+            // The node that supervises it (`controller --node`), under its lease generation.
+            ("node", supervision?.node.map { .string($0.node) }),
+            ("nodeGeneration", supervision?.node.map { .int(Int($0.generation)) }),
         ]
         return .object(process + conditions.map { ($0.0, $0.1) })
     }
@@ -354,6 +357,7 @@ enum ResourceRenderer {
             out += "Process:\n"
             func line(_ label: String, _ value: String) { out += "  " + (label + ":").padding(toLength: 22) + value + "\n" }
             line("Phase", view.phase ?? "<unknown>")
+            if let node = process?.node { line("Node", "\(node.node) (lease generation \(node.generation))") }
             line("PID", view.runningProcess.map { String($0.pid) } ?? "<none>")
             if let started = process?.startedAt, view.runningProcess != nil {
                 line("Started", "\(started.rfc3339Seconds) (\(started.age(at: now)) ago)")

@@ -56,8 +56,12 @@ public struct AgentSpec: Sendable, Hashable, Decodable {
         public var isolationSetting: Located<Isolation>?
         public var isolation: Isolation { isolationSetting?.value ?? .strict }
         public var mounts: [Mount]
+        /// Labels a node must carry to run the agent (`orlctl controller --node`).
+        public var nodeSelector: [String: String]
 
-        enum CodingKeys: String, CodingKey { case command, args, env, workingDir, restartPolicy, gracePeriod, resources, isolation, mounts }
+        enum CodingKeys: String, CodingKey {
+            case command, args, env, workingDir, restartPolicy, gracePeriod, resources, isolation, mounts, nodeSelector
+        }
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -70,6 +74,7 @@ public struct AgentSpec: Sendable, Hashable, Decodable {
             resources = try c.decodeIfPresent(Resources.self, forKey: .resources)
             isolationSetting = try c.decodeIfPresent(Located<Isolation>.self, forKey: .isolation)
             mounts = try c.decodeIfPresent([Mount].self, forKey: .mounts) ?? []
+            nodeSelector = try c.decodeIfPresent([String: String].self, forKey: .nodeSelector) ?? [:]
         }
     }
 

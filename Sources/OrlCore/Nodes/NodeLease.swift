@@ -81,10 +81,21 @@ public struct LeaseTiming: Sendable, Hashable {
 
 extension Duration {
     /// `10s`, `1.5s`, `250ms`: how the lease settings read in messages.
-    var orlText: String {
+    public var orlText: String {
         let ms = wholeMilliseconds
         if ms % 1000 == 0 { return "\(ms / 1000)s" }
         if ms >= 1000 { return "\(Double(ms) / 1000)s" }
         return "\(ms)ms"
     }
+}
+
+/// What outlives a node's process to kill its agents if the node dies or stops renewing
+/// (`OrlRuntime.NodeGuard`, a process of its own): told the instant (CLOCK_MONOTONIC,
+/// milliseconds) by which they must be gone, and which processes run.
+public protocol NodeGuardLink: Sendable {
+    /// The generation the node registered under: once the node is gone and its agents are
+    /// killed, the guard ends that lease, so the agents move at once.
+    func lease(_ generation: Int64)
+    func deadline(_ monotonicMilliseconds: Int64)
+    func track(_ process: ProcessIdentity, running: Bool)
 }

@@ -36,6 +36,8 @@ public struct ControllerEvent: Sendable, Hashable {
         case toolCall = "ToolCall"
         /// A tool call was refused: the agent's policies or its task do not allow it.
         case toolRefused = "ToolRefused"
+        /// The node's lease, placement or singletons (`orlctl controller --node`).
+        case node = "Node"
         case error = "Error"
 
         /// The word a text line starts with.
@@ -61,6 +63,7 @@ public struct ControllerEvent: Sendable, Hashable {
             case .run, .runWarning: "run"
             case .toolCall: "tool call"
             case .toolRefused: "tool call refused"
+            case .node: "node"
             case .error: "error"
             }
         }
@@ -68,7 +71,7 @@ public struct ControllerEvent: Sendable, Hashable {
         /// Whether the store's event log keeps it (an agent's lifecycle, a budget's).
         var isStored: Bool {
             switch self {
-            case .woken, .logRotated, .listening, .error, .stopping, .run, .runWarning, .toolCall: false
+            case .woken, .logRotated, .listening, .error, .stopping, .run, .runWarning, .toolCall, .node: false
             default: true
             }
         }

@@ -49,6 +49,12 @@ enum BundledSchemas {
                           }
                         },
                         "workingDir": { "type": "string", "minLength": 1, "description": "Directory the process starts in; relative paths are resolved against the state directory." },
+                        "nodeSelector": {
+                          "description": "Labels a controller node must carry (orlctl controller --node NAME --node-label KEY=VALUE) to run this agent; ignored by a controller without --node. See docs/nodes.md.",
+                          "type": "object",
+                          "propertyNames": { "pattern": "^[A-Za-z0-9._/-]+$", "maxLength": 253 },
+                          "additionalProperties": { "type": "string", "pattern": "^[A-Za-z0-9._-]*$", "maxLength": 253 }
+                        },
                         "restartPolicy": {
                           "description": "When to restart the process after it exits.",
                           "enum": ["Always", "OnFailure", "Never"],

@@ -25,4 +25,4 @@ public protocol StateUpkeep: Sendable {
 /// Every port of a state: what `orlctl` opens, whichever backend holds the state.
 /// `SQLiteStateStore` and `PostgresStateStore` each implement all of it.
 public typealias StateBackend = StateStore & RunStore & ToolApprovalStore & SpendHistory & AlertOutbox & StateUpkeep
-    & BudgetReservations & StateTables
+    & BudgetReservations & StateTables & NodeStore

@@ -128,6 +128,9 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
     /// Whether another process held the database locked past the busy timeout: the
     /// one failure worth retrying (a corrupt file or a full disk stays so).
     public var isBusy: Bool
+    /// Refused because the node it was made for no longer holds the lease it named
+    /// (`NodeStore`): that node must stop its agents, not retry.
+    public var isFenced = false
 
     public init(_ message: String, resultCode: Int32? = nil, isBusy: Bool = false) {
         self.message = message
@@ -235,6 +238,9 @@ public protocol StateWriter: StateReader {
     func putSupervision(_ record: SupervisionRecord) throws(StoreError)
     /// Forgets the agent's record; forgetting one that is not there does nothing.
     func deleteSupervision(for agent: ResourceID) throws(StoreError)
+    /// Refuses the transaction (a fenced `StoreError`) unless `lease` is its node's current,
+    /// live lease by the database's clock: how a node stamps every write it makes.
+    func requireLease(_ lease: NodeLease) throws(StoreError)
     /// Suspends the agent until `deleteHold`, whatever its manifest says. The agent must
     /// exist; deleting it deletes the hold. Replaces an earlier hold.
     func putHold(_ hold: UserHold) throws(StoreError)

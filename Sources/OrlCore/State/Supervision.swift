@@ -18,11 +18,17 @@ public struct SupervisionRecord: Sendable, Hashable {
     public var crashes: Int
     public var lastExit: ProcessExit?
     public var exitedAt: Timestamp?
+    /// The node that supervises the process, under the lease it held (nil: a controller
+    /// without `--node`). The store refuses a record stamped with a lease that is not the
+    /// node's current, live one.
+    public var node: Assignment?
 
     public init(
         agent: ResourceID, process: ProcessIdentity? = nil, launchHash: String? = nil, tokenDigest: String? = nil,
-        startedAt: Timestamp? = nil, restarts: Int = 0, crashes: Int = 0, lastExit: ProcessExit? = nil, exitedAt: Timestamp? = nil
+        startedAt: Timestamp? = nil, restarts: Int = 0, crashes: Int = 0, lastExit: ProcessExit? = nil, exitedAt: Timestamp? = nil,
+        node: Assignment? = nil
     ) {
+        self.node = node
         self.agent = agent
         self.process = process
         self.launchHash = launchHash
@@ -41,11 +47,11 @@ public struct SupervisionRecord: Sendable, Hashable {
             crashes: crashes, restarts: restarts)
     }
 
-    public init(agent: ResourceID, observation: AgentObservation, tokenDigest: String?) {
+    public init(agent: ResourceID, observation: AgentObservation, tokenDigest: String?, node: Assignment? = nil) {
         self.init(
             agent: agent, process: observation.process, launchHash: observation.launchHash, tokenDigest: tokenDigest,
             startedAt: observation.startedAt, restarts: observation.restarts, crashes: observation.crashes,
-            lastExit: observation.lastExit, exitedAt: observation.exitedAt)
+            lastExit: observation.lastExit, exitedAt: observation.exitedAt, node: node)
     }
 }
 
