@@ -335,7 +335,9 @@ public actor Controller {
     /// `recorded`: every process a record names, adopted here or not.
     private func stopUnrecorded(recorded: Set<ProcessIdentity>) {
         var orders: [StopOrder] = []
-        let marks = [AgentLaunch.stateVariable: configuration.stateDirectory]
+        var marks = [AgentLaunch.stateVariable: configuration.stateDirectory]
+        // Nodes on one host can share a state directory: each sweeps only what it started.
+        if let node = configuration.node { marks["ORL_NODE"] = node }
         for (id, process) in runtime.unrecorded(marks: marks, recorded: recorded) {
             guard agents[id]?.alive != true else { continue }
             emit(.stopping, id, process, message: "\(process): not recorded (its controller ended before recording it)")

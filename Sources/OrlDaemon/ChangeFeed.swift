@@ -87,6 +87,11 @@ actor ChangeFeed: Service {
     /// shuts down, the agents first.
     func watch() async {
         start()
+        // Subscribers read the store when they were made, before this baseline: a commit
+        // in between (a `secret set` right after the controller came up) would never move
+        // a topic past the baseline, and its subscriber would keep what it read before. So
+        // everyone reads again once, after the baseline.
+        for subscriber in subscribers { subscriber.notify() }
         let bell = Inbox<Bool>()
         signalled = signal?.start { bell.post(true) } ?? false
         defer { signal?.stop() }

@@ -55,6 +55,29 @@ import Testing
     }
 }
 
+extension ChangeFeedTests {
+    /// A commit after a subscriber first read the store but before the feed took its
+    /// baseline (a `secret set` right after the controller came up) moves no topic past
+    /// that baseline: the feed has every subscriber read again once it has it.
+    @Test(.timeLimit(.minutes(1))) func aCommitBeforeTheFeedsBaselineIsNotMissed() async throws {
+        let state = try TemporaryState()
+        let store = try SQLiteStateStore(directory: state.directory)
+        let secrets = Counter()
+        let feed = ChangeFeed(
+            store: try SQLiteStateStore(directory: state.directory), interval: .seconds(3600),
+            subscribers: [.init(topics: [.secrets]) { secrets.add() }], log: { _ in })
+        let now = Timestamp(milliseconds: 1_795_161_600_000)
+        let sealed = SealedSecret(id: SecretID(name: "key"), box: [1, 2, 3], keyCheck: "check", size: 3, updatedAt: now, updatedBy: "test")
+        try store.write { writer throws(StoreError) in try writer.putSecret(sealed) }
+
+        let watching = Task { await feed.watch() }
+        defer { watching.cancel() }
+        while secrets.value == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(await feed.look() == [])
+        #expect(secrets.value == 1)
+    }
+}
+
 /// With the database's files watched, another connection's commit is news at once,
 /// with the poll and the safety look an hour away.
 @Suite struct ChangeSignalTests {
