@@ -51,6 +51,12 @@ public enum OrlctlMain {
         // Every file orlctl creates (the database, its WAL, logs, tokens, keys, clones)
         // is its user's alone, whatever the mode of the directory it lands in.
         umask(0o077)
+        // SIGUSR1 means "the state changed" to a controller or a watch, and whoever changes
+        // the state sends it to the PID in their lock as soon as that lock is held, which is
+        // before they set up their handler: its default action would end them. Ignored from
+        // the start, an early one is dropped (their first pass reads the store anyway).
+        // Agents and tools get default dispositions back (COrlSpawn resets them).
+        signal(SIGUSR1, SIG_IGN)
         exit(await execute(arguments))
     }
 

@@ -438,7 +438,10 @@ import Testing
         let stored = try Orlctl.run(["secret", "set", "echo-key", "--state", h.state], stdin: Self.echoKey + "\n", in: h.work.url)
         #expect(stored.status == 0, "\(stored.stderr)")
         let id = try h.start("tools")
-        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(
+            try h.await(id, ["Succeeded", "Failed"]) == "Succeeded",
+            "\(h.file("controller.log"))\n\(h.agentLogs())\n\(h.processes.map { "\($0.processIdentifier) running=\($0.isRunning) \($0.isRunning ? 0 : $0.terminationStatus) \($0.isRunning ? "" : "\($0.terminationReason.rawValue)")" })\n\((try? FileManager.default.subpathsOfDirectory(atPath: h.state)) ?? [])"
+        )
 
         let http = try #require(try h.output(id, "http")["tool"] as? [String: Any])
         #expect(http["status"] as? Int == 200, "\(http)")

@@ -319,6 +319,33 @@ extension ControllerCommandTests {
     /// the controller gives its agents, in a session of its own and with init as its
     /// parent, as such a process is. The next controller must stop it and run the agent
     /// once, not twice.
+    /// `apply`, `secret set` and `sync` wake the controller with SIGUSR1 as soon as its lock
+    /// names it, which is before its handler is set up: a wake in that window must not end
+    /// it (SIGUSR1's default action). Waked without pause from the moment the lock holds
+    /// its PID, it comes up and runs its agent.
+    @Test func wakesFromTheMomentItHoldsItsLockDoNotEndAController() throws {
+        let h = try Harness()
+        try h.apply([.init(name: "a")])
+        let controller = try h.startController()
+        let pid = controller.processIdentifier
+        let lock = h.state + "/controller.lock"
+        #expect(
+            waitUntil(seconds: 30, every: 0.001) {
+                (try? String(contentsOfFile: lock, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "\(pid)"
+                    || !controller.isRunning
+            })
+        var sent = 0
+        let until = ContinuousClock.now + .seconds(1)
+        while ContinuousClock.now < until && controller.isRunning {
+            kill(pid, SIGUSR1)
+            sent += 1
+            usleep(200)
+        }
+        #expect(controller.isRunning, "the controller ended after \(sent) wakes: status \(controller.terminationStatus)\n\(h.log())")
+        _ = try h.waitForAgents(["a"], "the agent runs")
+        try h.stopController()
+    }
+
     @Test func aNewControllerStopsTheAgentsAKilledOneDidNotRecord() throws {
         let h = try Harness()
         try h.apply([.init(name: "a"), .init(name: "b")])
@@ -367,11 +394,11 @@ func parentPID(of pid: Int32) -> Int32 {
 }
 
 /// Polls until `condition` holds (true) or 8 s pass (false).
-func waitUntil(seconds: Double = 8, _ condition: () -> Bool) -> Bool {
+func waitUntil(seconds: Double = 8, every interval: Double = 0.05, _ condition: () -> Bool) -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if condition() { return true }
-        usleep(50_000)
+        usleep(UInt32(interval * 1_000_000))
     }
     return condition()
 }
