@@ -33,7 +33,10 @@ import Testing
 
         deinit {
             for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            for pid in agentProcesses() { kill(-pid, SIGKILL) }
+            for pid in agentProcesses() {
+                kill(-pid, SIGKILL)
+                kill(pid, SIGKILL)
+            }
         }
 
         func orlctl(_ arguments: [String], environment: [String: String] = [:]) throws -> Orlctl.Result {
@@ -138,11 +141,16 @@ import Testing
         /// Live processes whose working directory is inside the state directory: agents.
         func agentProcesses() -> [Int32] {
             guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+            // By working directory, or by the state every agent is started for (a sandboxed
+            // agent's first process works in / and its agent need not lead a process group).
+            let mark = Array("ORL_STATE_DIR=\(state)".utf8)
             return entries.compactMap { entry in
-                guard let pid = Int32(entry), let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"),
-                    cwd.hasPrefix(state + "/")
-                else { return nil }
-                return pid
+                guard let pid = Int32(entry) else { return nil }
+                if let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"), cwd.hasPrefix(state + "/") {
+                    return pid
+                }
+                guard let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }
+                return environ.split(separator: 0).contains { Array($0) == mark } ? pid : nil
             }
         }
     }
