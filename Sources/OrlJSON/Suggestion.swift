@@ -18,6 +18,11 @@ public enum Suggestion {
             seen += 1
             if seen > maxCandidates { return nil }
             guard abs(candidate.utf8.count - word.utf8.count) <= 4 * limit + 8 else { continue }
+            // Lengths first, before lowercasing and copying: a namespace's every name is
+            // looked through for each name a policy misses. Lowercasing never shortens a
+            // name, and leaves an ASCII one as long as it was.
+            let scalars = candidate.unicodeScalars.count
+            if scalars > target.count + limit || (scalars == candidate.utf8.count && scalars < target.count - limit) { continue }
             let d = distance(target, Array(candidate.lowercased().unicodeScalars), limit: limit)
             guard d <= limit else { continue }
             if best == nil || d < best!.distance || (d == best!.distance && candidate < best!.candidate) {
