@@ -337,7 +337,7 @@ public actor Controller {
         var orders: [StopOrder] = []
         var marks = [AgentLaunch.stateVariable: configuration.stateDirectory]
         // Nodes on one host can share a state directory: each sweeps only what it started.
-        if let node = configuration.node { marks["ORL_NODE"] = node }
+        if let node = configuration.node { marks[AgentLaunch.nodeVariable] = node }
         for (id, process) in runtime.unrecorded(marks: marks, recorded: recorded) {
             guard agents[id]?.alive != true else { continue }
             emit(.stopping, id, process, message: "\(process): not recorded (its controller ended before recording it)")
@@ -665,7 +665,7 @@ public actor Controller {
                 // Which node started it: a node's guard finds by these the agents it must
                 // kill, even one spawned just before the node died, before it was tracked.
                 if let node = configuration.node {
-                    spec.environment += [("ORL_NODE", node), ("ORL_NODE_STATE", configuration.stateDirectory)]
+                    spec.environment += [(AgentLaunch.nodeVariable, node), (AgentLaunch.nodeStateVariable, configuration.stateDirectory)]
                 }
                 launches.append((id, token, spec, nil))
             } catch {

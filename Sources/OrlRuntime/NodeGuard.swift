@@ -140,7 +140,7 @@ public final class NodeGuard: NodeGuardLink {
 
     /// Processes whose environment says this node of this state started them.
     static func labelled(node: String, state: String) -> [ProcessIdentity] {
-        let wanted = [Array("ORL_NODE=\(node)".utf8), Array("ORL_NODE_STATE=\(state)".utf8)]
+        let wanted = [Array("\(AgentLaunch.nodeVariable)=\(node)".utf8), Array("\(AgentLaunch.nodeStateVariable)=\(state)".utf8)]
         var found: [ProcessIdentity] = []
         guard let directory = opendir("/proc") else { return found }
         defer { closedir(directory) }

@@ -29,6 +29,10 @@ public enum AgentLaunch {
 
     /// The variable that names an agent process's state directory.
     public static let stateVariable = "ORL_STATE_DIR"
+    /// On a node's agents: the node that started them, and the state directory it started
+    /// them for (what its guard and its sweep of unrecorded agents look for).
+    public static let nodeVariable = "ORL_NODE"
+    public static let nodeStateVariable = "ORL_NODE_STATE"
 
     static func reserved(_ name: String) -> Bool { name.hasPrefix(reservedPrefix) || gatewayVariables.contains(name) }
 
