@@ -2,11 +2,16 @@ public import OrlCore
 import PostgresNIO
 
 /// Budget reservations exact across processes and machines. A reservation is, per line,
-/// one conditional UPDATE (`… WHERE spent + reserved + amount <= cap RETURNING`): the row
-/// lock it takes makes a concurrent reserver on the same line wait, and then re-check the
+/// one conditional UPDATE (`… WHERE spent + reserved + amount <= cap`): the row lock it
+/// takes makes a concurrent reserver on the same line wait, and then re-check the
 /// condition against the committed row (READ COMMITTED re-evaluates it), so the sum never
 /// passes the cap. Lines are updated in key order, so two reservations never deadlock.
 /// None of this takes the state's write lock: reservations do not queue behind an apply.
+///
+/// A reservation is one statement and so is a settlement (functions of the schema, see
+/// `PostgresSchema`): one round trip each, and a line's row lock is held for that statement
+/// and its commit, never while the client and the server talk, which is what bounds the
+/// calls a second one budget can take from every gateway together.
 ///
 /// Reservations and settlements commit without waiting for the WAL to reach the disk
 /// (`synchronous_commit = off`, for these transactions only): every gateway's calls on a
@@ -19,69 +24,11 @@ extension PostgresStateStore: BudgetReservations {
     public func reserve(
         _ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp
     ) throws(StoreError) -> BudgetReservation {
-        let intent = "reserve against a budget"
-        let ordered = lines.sorted()
-        return try pool.withConnection(intent: intent) { session throws(StoreError) -> BudgetReservation in
-            try session.execute("BEGIN ISOLATION LEVEL READ COMMITTED", intent: intent)
-            do throws(StoreError) {
-                try session.execute("SET LOCAL synchronous_commit TO off", intent: intent)
-                // The hold first: the lines' row locks, which serialize every gateway's calls
-                // on a budget, are then held for one statement and the commit only.
-                let id = try session.query(
-                    "INSERT INTO budget_holds (micro_usd, tokens, created_at, lines) VALUES ($1, $2, $3, $4) RETURNING id",
-                    [
-                        .int(amount.microUSD ?? 0), .int(amount.tokens ?? 0), .int(now.milliseconds),
-                        .text(BudgetLineKey.encode(ordered.map(\.key))),
-                    ],
-                    intent: "record a budget hold"
-                ).first.map { row throws(StoreError) in try row.int64(0) }
-                guard let id else { throw StoreError("cannot \(intent): the hold was not recorded") }
-                for line in ordered {
-                    let key = line.key
-                    let before = spentBefore[key] ?? BudgetAmount(microUSD: 0, tokens: 0)
-                    try session.execute(
-                        """
-                        INSERT INTO budget_lines (budget_namespace, budget_name, agent_namespace, agent_name, period, period_start,
-                            cap_micro_usd, cap_tokens, spent_micro_usd, spent_tokens, reserved_micro_usd, reserved_tokens)
-                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0) ON CONFLICT DO NOTHING
-                        """,
-                        Self.binds(key) + [
-                            .int(line.cap.microUSD), .int(line.cap.tokens), .int(before.microUSD ?? 0), .int(before.tokens ?? 0),
-                        ],
-                        intent: "count a budget line")
-                    let granted = try session.query(
-                        """
-                        UPDATE budget_lines SET cap_micro_usd = $7, cap_tokens = $8,
-                            reserved_micro_usd = reserved_micro_usd + $9, reserved_tokens = reserved_tokens + $10
-                        WHERE \(Self.keyFilter)
-                            AND ($7::bigint IS NULL OR spent_micro_usd + reserved_micro_usd + $9 <= $7::bigint)
-                            AND ($8::bigint IS NULL OR spent_tokens + reserved_tokens + $10 <= $8::bigint)
-                        RETURNING 1
-                        """,
-                        Self.binds(key) + [
-                            .int(line.cap.microUSD), .int(line.cap.tokens), .int(amount.microUSD ?? 0), .int(amount.tokens ?? 0),
-                        ],
-                        intent: "reserve against a budget line")
-                    if granted.isEmpty {
-                        // The line as it stands (this statement waited for the row's lock, so
-                        // it reads what the refusing check read or later).
-                        let found = try session.query(
-                            "SELECT \(Self.lineColumns) FROM budget_lines WHERE \(Self.keyFilter)", Self.binds(key), intent: intent)
-                        var state =
-                            try found.first.map { row throws(StoreError) in try Self.line(row) }
-                            ?? BudgetLineState(key: key, cap: line.cap, spent: before, reserved: BudgetAmount(microUSD: 0, tokens: 0))
-                        state.cap = line.cap
-                        try session.execute("ROLLBACK", intent: intent)
-                        return .refused(state)
-                    }
-                }
-                try session.execute("COMMIT", intent: intent)
-                return .reserved(BudgetHold(id: id, amount: amount, lines: ordered.map(\.key)))
-            } catch {
-                if !session.isBroken { _ = try? session.execute("ROLLBACK", intent: intent) }
-                throw error
-            }
+        let statement = Self.reservation(amount, lines, spentBefore, now)
+        let rows = try pool.withConnection(intent: statement.intent) { session throws(StoreError) in
+            try session.query(statement.sql, statement.binds, intent: statement.intent)
         }
+        return try statement.outcome(rows)
     }
 
     public func settle(_ hold: Int64, cost: BudgetAmount) throws(StoreError) -> Bool {
@@ -93,43 +40,75 @@ extension PostgresStateStore: BudgetReservations {
     }
 
     private func end(_ hold: Int64, cost: BudgetAmount?) throws(StoreError) -> Bool {
-        let intent = cost == nil ? "release a budget hold" : "settle a budget hold"
-        return try pool.withConnection(intent: intent) { session throws(StoreError) -> Bool in
-            try session.execute("BEGIN ISOLATION LEVEL READ COMMITTED", intent: intent)
-            do throws(StoreError) {
-                try session.execute("SET LOCAL synchronous_commit TO off", intent: intent)
-                // Deleting claims the hold: of two settlers, one gets the row, the other none.
-                guard
-                    let row = try session.query(
-                        "DELETE FROM budget_holds WHERE id = $1 RETURNING micro_usd, tokens, lines", [.int(hold)], intent: intent
-                    ).first
-                else {
-                    try session.execute("ROLLBACK", intent: intent)
-                    return false
-                }
-                let held = BudgetAmount(microUSD: try row.int64(0), tokens: try row.int64(1))
-                guard let keys = BudgetLineKey.decode(try row.text(2)) else {
-                    throw StoreError("budget hold \(hold) is corrupt (its lines)")
-                }
-                for key in keys.sorted() {
-                    try session.execute(
-                        """
-                        UPDATE budget_lines SET reserved_micro_usd = reserved_micro_usd - $7, reserved_tokens = reserved_tokens - $8,
-                            spent_micro_usd = spent_micro_usd + $9, spent_tokens = spent_tokens + $10
-                        WHERE \(Self.keyFilter)
-                        """,
-                        Self.binds(key) + [
-                            .int(held.microUSD ?? 0), .int(held.tokens ?? 0), .int(cost?.microUSD ?? 0), .int(cost?.tokens ?? 0),
-                        ],
-                        intent: intent)
-                }
-                try session.execute("COMMIT", intent: intent)
-                return true
-            } catch {
-                if !session.isBroken { _ = try? session.execute("ROLLBACK", intent: intent) }
-                throw error
+        let statement = Self.ending(hold, cost: cost)
+        return try !pool.withConnection(intent: statement.intent) { session throws(StoreError) in
+            try session.query(statement.sql, statement.binds, intent: statement.intent)
+        }.isEmpty
+    }
+
+    /// A reservation's statement and how to read its answer.
+    struct Reservation {
+        var sql: String
+        var binds: [PostgresValue]
+        var intent: String
+        var outcome: ([PostgresRandomAccessRow]) throws(StoreError) -> BudgetReservation
+    }
+
+    /// One statement, its own transaction: `orl_budget_reserve` (PostgresSchema) takes the
+    /// lines in key order and refuses them all if one is full; the hold is recorded when
+    /// none was.
+    static func reservation(
+        _ amount: BudgetAmount, _ lines: [BudgetLine], _ spentBefore: [BudgetLineKey: BudgetAmount], _ now: Timestamp
+    ) -> Reservation {
+        let intent = "reserve against a budget"
+        let ordered = lines.sorted()
+        let keys = ordered.map(\.key)
+        let before = keys.map { spentBefore[$0] ?? BudgetAmount(microUSD: 0, tokens: 0) }
+        let sql = """
+            WITH r AS MATERIALIZED (
+                SELECT * FROM orl_budget_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            ), hold AS (
+                INSERT INTO budget_holds (micro_usd, tokens, created_at, lines)
+                SELECT $11, $12, $13, $14 FROM r WHERE r.refused_line IS NULL RETURNING id
+            )
+            SELECT (SELECT id FROM hold), r.refused_line::bigint, r.line_spent_usd, r.line_spent_tokens, r.line_reserved_usd,
+                r.line_reserved_tokens
+            FROM r
+            """
+        let binds: [PostgresValue] = [
+            .texts(keys.map(\.budgetNamespace)), .texts(keys.map(\.budgetName)), .texts(keys.map(\.agentNamespace)),
+            .texts(keys.map(\.agentName)), .texts(keys.map(\.window)), .ints(keys.map(\.windowStart)),
+            .ints(ordered.map { $0.cap.microUSD ?? -1 }), .ints(ordered.map { $0.cap.tokens ?? -1 }),
+            .ints(before.map { $0.microUSD ?? 0 }), .ints(before.map { $0.tokens ?? 0 }), .int(amount.microUSD ?? 0),
+            .int(amount.tokens ?? 0), .int(now.milliseconds), .text(BudgetLineKey.encode(keys)),
+        ]
+        return Reservation(sql: sql, binds: binds, intent: intent) { rows throws(StoreError) in
+            guard let row = rows.first else { throw StoreError("cannot \(intent): the database returned nothing") }
+            if let id = try row.optionalInt64(0) {
+                return .reserved(BudgetHold(id: id, amount: amount, lines: keys))
             }
+            guard let refused = try row.optionalInt64(1), refused >= 1, refused <= ordered.count else {
+                throw StoreError("cannot \(intent): the database neither reserved nor refused")
+            }
+            let line = ordered[Int(refused) - 1]
+            return .refused(
+                BudgetLineState(
+                    key: line.key, cap: line.cap, spent: BudgetAmount(microUSD: try row.int64(2), tokens: try row.int64(3)),
+                    reserved: BudgetAmount(microUSD: try row.int64(4), tokens: try row.int64(5))))
         }
+    }
+
+    /// One statement: deleting claims the hold (of two settlers, one gets the row, the other
+    /// none), `orl_budget_settle` moves its amount off its lines in key order. A row back
+    /// means the hold was held.
+    static func ending(_ hold: Int64, cost: BudgetAmount?) -> (sql: String, binds: [PostgresValue], intent: String) {
+        (
+            """
+            WITH hold AS (DELETE FROM budget_holds WHERE id = $1 RETURNING micro_usd, tokens, lines)
+            SELECT orl_budget_settle(lines, micro_usd, tokens, $2, $3) FROM hold
+            """, [.int(hold), .int(cost?.microUSD ?? 0), .int(cost?.tokens ?? 0)],
+            cost == nil ? "release a budget hold" : "settle a budget hold"
+        )
     }
 
     public func budgetLines(since: Timestamp?) throws(StoreError) -> [BudgetLineState] {
@@ -166,5 +145,25 @@ extension PostgresStateStore: BudgetReservations {
             cap: BudgetAmount(microUSD: try row.optionalInt64(6), tokens: try row.optionalInt64(7)),
             spent: BudgetAmount(microUSD: try row.int64(8), tokens: try row.int64(9)),
             reserved: BudgetAmount(microUSD: try row.int64(10), tokens: try row.int64(11)))
+    }
+}
+
+/// The gateway's path: the same statements, awaited without holding a thread.
+extension PostgresStateStore: AsyncBudgetReservations {
+    public func reserve(
+        _ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp
+    ) async throws(StoreError) -> BudgetReservation {
+        let statement = Self.reservation(amount, lines, spentBefore, now)
+        return try statement.outcome(try await pool.query(statement.sql, statement.binds, intent: statement.intent))
+    }
+
+    public func settle(_ hold: Int64, cost: BudgetAmount) async throws(StoreError) -> Bool {
+        let statement = Self.ending(hold, cost: cost)
+        return try await !pool.query(statement.sql, statement.binds, intent: statement.intent).isEmpty
+    }
+
+    public func release(_ hold: Int64) async throws(StoreError) -> Bool {
+        let statement = Self.ending(hold, cost: nil)
+        return try await !pool.query(statement.sql, statement.binds, intent: statement.intent).isEmpty
     }
 }

@@ -473,6 +473,97 @@ enum PostgresSchema {
                 """
             ]
         ),
+        Migration(
+            summary: "budget reservations and settlements, one statement each",
+            statements: [
+                // One call per reservation (see PostgresBudgets): the lines' row locks, which
+                // serialize every gateway's calls on a budget, are held for this function and the
+                // commit only, never across round trips. Lines are taken in key order (bytes, as
+                // every other locker of lines takes them), so two reservations never deadlock. A
+                // refused line gives back the lines reserved before it (the inner block is a
+                // subtransaction) and is returned as it stood. A cap of -1 is no cap.
+                """
+                CREATE FUNCTION orl_budget_reserve(
+                    budget_namespaces TEXT[], budget_names TEXT[], agent_namespaces TEXT[], agent_names TEXT[], periods TEXT[],
+                    period_starts BIGINT[], caps_usd BIGINT[], caps_tokens BIGINT[], before_usd BIGINT[], before_tokens BIGINT[],
+                    amount_usd BIGINT, amount_tokens BIGINT,
+                    OUT refused_line INTEGER, OUT line_spent_usd BIGINT, OUT line_spent_tokens BIGINT,
+                    OUT line_reserved_usd BIGINT, OUT line_reserved_tokens BIGINT)
+                LANGUAGE plpgsql AS $$
+                DECLARE
+                    i INTEGER;
+                    usd_cap BIGINT;
+                    token_cap BIGINT;
+                BEGIN
+                    PERFORM set_config('synchronous_commit', 'off', true);
+                    BEGIN
+                        FOR i IN
+                            SELECT o FROM generate_subscripts(budget_namespaces, 1) AS o
+                            ORDER BY budget_namespaces[o] COLLATE "C", budget_names[o] COLLATE "C", agent_namespaces[o] COLLATE "C",
+                                agent_names[o] COLLATE "C", periods[o] COLLATE "C", period_starts[o]
+                        LOOP
+                            usd_cap := NULLIF(caps_usd[i], -1);
+                            token_cap := NULLIF(caps_tokens[i], -1);
+                            INSERT INTO budget_lines (budget_namespace, budget_name, agent_namespace, agent_name, period, period_start,
+                                cap_micro_usd, cap_tokens, spent_micro_usd, spent_tokens, reserved_micro_usd, reserved_tokens)
+                            VALUES (budget_namespaces[i], budget_names[i], agent_namespaces[i], agent_names[i], periods[i],
+                                period_starts[i], usd_cap, token_cap, before_usd[i], before_tokens[i], 0, 0)
+                            ON CONFLICT DO NOTHING;
+                            UPDATE budget_lines AS b SET cap_micro_usd = usd_cap, cap_tokens = token_cap,
+                                reserved_micro_usd = b.reserved_micro_usd + amount_usd, reserved_tokens = b.reserved_tokens + amount_tokens
+                            WHERE b.budget_namespace = budget_namespaces[i] AND b.budget_name = budget_names[i]
+                                AND b.agent_namespace = agent_namespaces[i] AND b.agent_name = agent_names[i]
+                                AND b.period = periods[i] AND b.period_start = period_starts[i]
+                                AND (usd_cap IS NULL OR b.spent_micro_usd + b.reserved_micro_usd + amount_usd <= usd_cap)
+                                AND (token_cap IS NULL OR b.spent_tokens + b.reserved_tokens + amount_tokens <= token_cap);
+                            IF NOT FOUND THEN
+                                -- The UPDATE waited for the row's lock: this reads what it refused, or later.
+                                SELECT b.spent_micro_usd, b.spent_tokens, b.reserved_micro_usd, b.reserved_tokens
+                                INTO line_spent_usd, line_spent_tokens, line_reserved_usd, line_reserved_tokens
+                                FROM budget_lines AS b
+                                WHERE b.budget_namespace = budget_namespaces[i] AND b.budget_name = budget_names[i]
+                                    AND b.agent_namespace = agent_namespaces[i] AND b.agent_name = agent_names[i]
+                                    AND b.period = periods[i] AND b.period_start = period_starts[i];
+                                refused_line := i;
+                                RAISE SQLSTATE 'ORL01';
+                            END IF;
+                        END LOOP;
+                    EXCEPTION WHEN SQLSTATE 'ORL01' THEN
+                        NULL;
+                    END;
+                END
+                $$
+                """,
+                // Settling or releasing a hold's lines (the caller deletes the hold in the same
+                // statement): in the same key order as reservations.
+                """
+                CREATE FUNCTION orl_budget_settle(lines TEXT, held_usd BIGINT, held_tokens BIGINT, cost_usd BIGINT, cost_tokens BIGINT)
+                RETURNS BOOLEAN LANGUAGE plpgsql AS $$
+                DECLARE
+                    k RECORD;
+                BEGIN
+                    PERFORM set_config('synchronous_commit', 'off', true);
+                    FOR k IN
+                        SELECT f[1] AS bns, f[2] AS bn, f[3] AS ans, f[4] AS an, f[5] AS period, f[6] AS window_start, cardinality(f) AS fields
+                        FROM (SELECT string_to_array(l, E'\\t') AS f FROM unnest(string_to_array(lines, E'\\n')) AS l WHERE l <> '') AS s
+                        ORDER BY f[1] COLLATE "C", f[2] COLLATE "C", f[3] COLLATE "C", f[4] COLLATE "C", f[5] COLLATE "C",
+                            CASE WHEN f[6] ~ '^-?[0-9]+$' THEN f[6]::BIGINT END
+                    LOOP
+                        IF k.fields <> 6 OR k.window_start !~ '^-?[0-9]+$' THEN
+                            RAISE EXCEPTION 'a budget hold is corrupt (its lines)';
+                        END IF;
+                        UPDATE budget_lines SET reserved_micro_usd = reserved_micro_usd - held_usd,
+                            reserved_tokens = reserved_tokens - held_tokens,
+                            spent_micro_usd = spent_micro_usd + cost_usd, spent_tokens = spent_tokens + cost_tokens
+                        WHERE budget_namespace = k.bns AND budget_name = k.bn AND agent_namespace = k.ans AND agent_name = k.an
+                            AND period = k.period AND period_start = k.window_start::BIGINT;
+                    END LOOP;
+                    RETURN true;
+                END
+                $$
+                """,
+            ]
+        ),
     ]
 
     static var version: Int { migrations.count }

@@ -53,6 +53,16 @@ private func amount(_ micro: Int64, tokens: Int64 = 0) -> BudgetAmount { BudgetA
         let after = try store.budgetLines(since: nil)
         #expect(after.map(\.spent) == [amount(250_000, tokens: 7), amount(250_000, tokens: 7)])
         #expect(after.allSatisfy { $0.reserved == amount(0) })
+        // Refused by a line taken after one it granted (day, then month: 7 + 994 tokens >
+        // 1000): the day line gives back what it took.
+        guard
+            case .refused(let byMonth) = try store.reserve(amount(100_000, tokens: 994), against: [day, month], spentBefore: [:], now: now)
+        else {
+            Issue.record("a reservation past the month's token cap was granted")
+            return
+        }
+        #expect(byMonth.key == month.key && byMonth.spent.tokens == 7 && byMonth.reserved == amount(0))
+        #expect(try store.budgetLines(since: nil).allSatisfy { $0.reserved == amount(0) })
         // A line first counted starts at what the ledger says was spent before.
         let agentDay = line(writerAccount, usd: 100)
         let refused = try store.reserve(amount(50), against: [agentDay], spentBefore: [agentDay.key: amount(60)], now: now)
