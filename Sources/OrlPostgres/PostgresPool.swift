@@ -28,7 +28,7 @@ final class PostgresPool: Sendable {
     private let configuration: PostgresConnection.Configuration
     private let group: MultiThreadedEventLoopGroup
     private let slots: DispatchSemaphore
-    private let idle = Mutex<[PostgresConnection]>([])
+    private let idle = Mutex<[PooledConnection]>([])
     private let nextID = Atomic<Int>(1)
     private let logger = Logger(label: "orl.postgres")
 
@@ -58,7 +58,7 @@ final class PostgresPool: Sendable {
     }
 
     deinit {
-        for connection in idle.withLock({ $0 }) { _ = connection.close() as EventLoopFuture<Void> }
+        for pooled in idle.withLock({ $0 }) { _ = pooled.connection.close() as EventLoopFuture<Void> }
         try? group.syncShutdownGracefully()
     }
 
@@ -72,19 +72,117 @@ final class PostgresPool: Sendable {
         }
         defer { slots.signal() }
         // An idle connection the server closed meanwhile (a restart, an idle timeout) is dropped.
-        var reused = idle.withLock { $0.popLast() }
-        while let stale = reused, stale.isClosed { reused = idle.withLock { $0.popLast() } }
-        let connection: PostgresConnection
-        if let reused { connection = reused } else { connection = try connect(intent: intent) }
-        let session = PostgresSession(connection: connection, pool: self)
+        let pooled: PooledConnection
+        if let reused = reusedConnection() { pooled = reused } else { pooled = PooledConnection(try connect(intent: intent)) }
+        let session = PostgresSession(pooled, pool: self)
         defer {
-            if session.isBroken || connection.isClosed {
-                PostgresPool.close(connection)
+            if session.isBroken || pooled.connection.isClosed {
+                PostgresPool.close(pooled.connection)
             } else {
-                idle.withLock { $0.append(connection) }
+                idle.withLock { $0.append(pooled) }
             }
         }
         return try body(session)
+    }
+
+    /// One statement on a leased connection, for async callers (the gateway's budget
+    /// reservations): the calling task waits for the answer, no thread does, and the answer
+    /// resumes it straight from the event loop. The same bounds as `withConnection` and
+    /// `wait`; a lease finds a free slot at once in the common case, and waits for one on a
+    /// dispatch thread otherwise (never on the cooperative pool).
+    func query(_ sql: String, _ binds: [PostgresValue], intent: String) async throws(StoreError) -> [PostgresRandomAccessRow] {
+        if slots.wait(timeout: .now()) != .success {
+            let slots = self.slots
+            let deadline = DispatchTime.now() + .milliseconds(Int(leaseTimeout.wholeMilliseconds))
+            let leased = await withCheckedContinuation { continuation in
+                DispatchQueue.global().async { continuation.resume(returning: slots.wait(timeout: deadline) == .success) }
+            }
+            guard leased else {
+                throw StoreError(
+                    "cannot \(intent): every connection to the PostgreSQL state \(url) stayed busy for \(leaseTimeout.wholeMilliseconds / 1000)s"
+                )
+            }
+        }
+        defer { slots.signal() }
+        let pooled: PooledConnection
+        if let reused = reusedConnection() {
+            pooled = reused
+        } else {
+            let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+            let future: EventLoopFuture<PostgresConnection> = PostgresConnection.connect(
+                on: group.next(), configuration: configuration, id: id, logger: logger)
+            do {
+                pooled = PooledConnection(try await future.get())
+            } catch {
+                throw StoreError("cannot \(intent): cannot connect to the PostgreSQL state \(url): \(Self.describe(error))")
+            }
+        }
+        var bindings = PostgresBindings(capacity: binds.count)
+        for value in binds { value.bind(into: &bindings) }
+        let future: EventLoopFuture<PostgresQueryResult> = pooled.connection.query(
+            PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
+        do throws(StoreError) {
+            let result = try await answer(future, on: pooled, intent: intent)
+            idle.withLock { $0.append(pooled) }
+            return result.rows.map(PostgresRandomAccessRow.init)
+        } catch {
+            if PostgresSession.breaks(pooled.connection, error) {
+                PostgresPool.close(pooled.connection)
+            } else {
+                idle.withLock { $0.append(pooled) }
+            }
+            throw error
+        }
+    }
+
+    /// An idle connection; one the server closed meanwhile (a restart, an idle timeout) is dropped.
+    private func reusedConnection() -> PooledConnection? {
+        var reused = idle.withLock { $0.popLast() }
+        while let stale = reused, stale.connection.isClosed { reused = idle.withLock { $0.popLast() } }
+        return reused
+    }
+
+    /// `wait` for async callers: the first of the answer, the connection closing, or the
+    /// timeout (which closes the connection) resumes the task.
+    private func answer<T: Sendable>(_ future: EventLoopFuture<T>, on pooled: PooledConnection, intent: String) async throws(StoreError)
+        -> T
+    {
+        let connection = pooled.connection
+        let timeout = queryTimeout + .seconds(5)
+        let url = self.url
+        let outcome: Result<T, StoreError> = await withCheckedContinuation { continuation in
+            let resumed = Mutex(false)
+            let finish: @Sendable (Result<T, StoreError>) -> Void = { result in
+                guard
+                    resumed.withLock({ done in
+                        defer { done = true }
+                        return !done
+                    })
+                else { return }
+                continuation.resume(returning: result)
+            }
+            let timer = connection.closeFuture.eventLoop.scheduleTask(in: .milliseconds(timeout.wholeMilliseconds)) {
+                finish(
+                    .failure(
+                        StoreError(
+                            "cannot \(intent): the PostgreSQL state \(url) did not answer within \(timeout.wholeMilliseconds / 1000)s (nothing was written)"
+                        )))
+                PostgresPool.close(connection)
+            }
+            pooled.watch {
+                timer.cancel()
+                finish(.failure(StoreError("cannot \(intent): \(Self.describe(ConnectionClosed()))")))
+            }
+            future.whenComplete { result in
+                timer.cancel()
+                pooled.unwatch()
+                switch result {
+                case .success(let value): finish(.success(value))
+                case .failure(let error): finish(.failure(StoreError("cannot \(intent): \(Self.describe(error))")))
+                }
+            }
+        }
+        return try outcome.get()
     }
 
     /// Closes a connection and keeps it until it is closed: postgres-nio asserts (in debug
@@ -115,19 +213,18 @@ final class PostgresPool: Sendable {
     /// comes first: a query on a connection the server ended (a restart, an administrator's
     /// pg_terminate_backend, a network cut that TCP noticed) can otherwise stay pending.
     /// On timeout the connection is closed.
-    func wait<T: Sendable>(_ future: EventLoopFuture<T>, on connection: PostgresConnection, intent: String) throws(StoreError) -> T {
+    func wait<T: Sendable>(_ future: EventLoopFuture<T>, on pooled: PooledConnection, intent: String) throws(StoreError) -> T {
+        let connection = pooled.connection
         let done = DispatchSemaphore(value: 0)
         let outcome = Mutex<Result<T, any Error>?>(nil)
+        pooled.watch {
+            outcome.withLock { if $0 == nil { $0 = .failure(ConnectionClosed()) } }
+            done.signal()
+        }
+        defer { pooled.unwatch() }
         future.whenComplete { result in
             outcome.withLock { if $0 == nil { $0 = result } }
             done.signal()
-        }
-        connection.closeFuture.whenComplete { _ in
-            // The query's own failure, when it comes first, is the better message.
-            connection.closeFuture.eventLoop.scheduleTask(in: .milliseconds(50)) {
-                outcome.withLock { if $0 == nil { $0 = .failure(ConnectionClosed()) } }
-                done.signal()
-            }
         }
         let timeout = queryTimeout + .seconds(5)
         if done.wait(timeout: .now() + .milliseconds(Int(timeout.wholeMilliseconds))) == .timedOut {
@@ -217,17 +314,44 @@ final class PostgresPool: Sendable {
 /// The connection closed while a query waited for its answer.
 struct ConnectionClosed: Error {}
 
+/// A pooled connection, and whom to tell when it closes while a query waits: one callback
+/// on its `closeFuture` for its whole life, where one per query would pile up until the
+/// connection closes (millions a day on a busy gateway's connections).
+final class PooledConnection: Sendable {
+    let connection: PostgresConnection
+    private let onClose = Mutex<(@Sendable () -> Void)?>(nil)
+
+    init(_ connection: PostgresConnection) {
+        self.connection = connection
+        connection.closeFuture.whenComplete { [weak self] _ in self?.closed() }
+    }
+
+    /// Calls `action` if the connection closes before `unwatch`.
+    func watch(_ action: @escaping @Sendable () -> Void) {
+        onClose.withLock { $0 = action }
+        if connection.isClosed { closed() }
+    }
+
+    private func closed() {
+        // The query's own failure, when it comes first, is the better message.
+        connection.closeFuture.eventLoop.scheduleTask(in: .milliseconds(50)) { [weak self] in self?.onClose.withLock { $0 }?() }
+    }
+
+    func unwatch() { onClose.withLock { $0 = nil } }
+}
+
 /// One leased connection: statements run one after another, each waited for.
 final class PostgresSession {
-    let connection: PostgresConnection
+    private let pooled: PooledConnection
+    var connection: PostgresConnection { pooled.connection }
     private let pool: PostgresPool
     /// Set when a wait failed or timed out: the connection's state is unknown, so it is
     /// closed rather than returned to the pool.
     private(set) var isBroken = false
     private let logger = Logger(label: "orl.postgres")
 
-    init(connection: PostgresConnection, pool: PostgresPool) {
-        self.connection = connection
+    init(_ pooled: PooledConnection, pool: PostgresPool) {
+        self.pooled = pooled
         self.pool = pool
     }
 
@@ -256,20 +380,21 @@ final class PostgresSession {
         for value in binds { value.bind(into: &bindings) }
         let future = connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
         do {
-            let result = try pool.wait(future, on: connection, intent: intent)
+            let result = try pool.wait(future, on: pooled, intent: intent)
             return (result.rows.map(PostgresRandomAccessRow.init), result.metadata.rows ?? 0)
         } catch {
-            // A server error leaves the connection usable (the transaction is rolled back by
-            // the caller); a lost or timed-out one does not.
-            // The server ending the session (57P01 an administrator, 57P02 a crash, 57P03
-            // starting up) and connection failures (08xxx) come as server errors too.
-            if connection.isClosed || !error.message.contains("[SQLSTATE") || error.message.contains("[SQLSTATE 57P")
-                || error.message.contains("[SQLSTATE 08")
-            {
-                isBroken = true
-            }
+            if Self.breaks(connection, error) { isBroken = true }
             throw error
         }
+    }
+
+    /// Whether a failed statement leaves its connection unusable. A server error leaves it
+    /// usable (the transaction is rolled back by the caller); a lost or timed-out one does
+    /// not. The server ending the session (57P01 an administrator, 57P02 a crash, 57P03
+    /// starting up) and connection failures (08xxx) come as server errors too.
+    static func breaks(_ connection: PostgresConnection, _ error: StoreError) -> Bool {
+        connection.isClosed || !error.message.contains("[SQLSTATE") || error.message.contains("[SQLSTATE 57P")
+            || error.message.contains("[SQLSTATE 08")
     }
 }
 

@@ -6,10 +6,13 @@ import Synchronization
 /// state is in PostgreSQL): a call the meter granted is also reserved in the store, whose
 /// conditional updates grant it only when the line's spend and reservations, by every
 /// gateway on every node, leave room; the store's hold is settled (or released) with the
-/// meter's. The store's calls block, so they run on a queue of their own, never on the
-/// threads that serve requests.
+/// meter's. A store that can be awaited (`AsyncBudgetReservations`: PostgreSQL's) is, with
+/// no thread held while it answers; another's calls block, so they run on a queue of their
+/// own, never on the threads that serve requests.
 extension Gateway {
     private static let budgetQueue = DispatchQueue(label: "orl.gateway.budgets", attributes: .concurrent)
+    /// Settlements and releases handed to the store and not done yet.
+    private static let endings = DispatchGroup()
 
     /// The store's hold for the call (nil: nothing to hold, or no shared reservations), or
     /// the error to answer with: the budget is exhausted across the gateways (the agent is
@@ -19,12 +22,22 @@ extension Gateway {
         let (lines, spent) = state.withLock { $0.meter.lines(of: reservation.agent, now: now) }
         guard !lines.isEmpty else { return .success(nil) }
         let amount = BudgetAmount(reservation.charge, roundingUp: true)
-        let outcome: Result<BudgetReservation, StoreError> = await withCheckedContinuation { continuation in
-            Self.budgetQueue.async {
-                do throws(StoreError) {
-                    continuation.resume(returning: .success(try reservations.reserve(amount, against: lines, spentBefore: spent, now: now)))
-                } catch {
-                    continuation.resume(returning: .failure(error))
+        let outcome: Result<BudgetReservation, StoreError>
+        if let shared = reservations as? any AsyncBudgetReservations {
+            do throws(StoreError) {
+                outcome = .success(try await shared.reserve(amount, against: lines, spentBefore: spent, now: now))
+            } catch {
+                outcome = .failure(error)
+            }
+        } else {
+            outcome = await withCheckedContinuation { continuation in
+                Self.budgetQueue.async {
+                    do throws(StoreError) {
+                        continuation.resume(
+                            returning: .success(try reservations.reserve(amount, against: lines, spentBefore: spent, now: now)))
+                    } catch {
+                        continuation.resume(returning: .failure(error))
+                    }
                 }
             }
         }
@@ -54,6 +67,7 @@ extension Gateway {
     public func finishSharedBudgets() {
         guard reservations != nil else { return }
         Self.budgetQueue.sync(flags: .barrier) {}
+        Self.endings.wait()
     }
 
     /// Settles the store's hold on what the call cost (`cost`), or releases it (nil), off
@@ -63,6 +77,22 @@ extension Gateway {
         guard let reservations else { return }
         let log = self.log
         let clock = self.clock
+        if let shared = reservations as? any AsyncBudgetReservations {
+            Self.endings.enter()
+            Task {
+                do throws(StoreError) {
+                    if let cost {
+                        _ = try await shared.settle(hold, cost: BudgetAmount(cost, roundingUp: false))
+                    } else {
+                        _ = try await shared.release(hold)
+                    }
+                } catch {
+                    log(ControllerEvent(time: clock(), reason: .error, message: "settling a model call's budget: \(error.description)"))
+                }
+                Self.endings.leave()
+            }
+            return
+        }
         Self.budgetQueue.async {
             do throws(StoreError) {
                 if let cost {

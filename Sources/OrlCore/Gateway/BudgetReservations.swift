@@ -171,3 +171,12 @@ public protocol BudgetReservations: Sendable {
     /// after `since` when given.
     func budgetLines(since: Timestamp?) throws(StoreError) -> [BudgetLineState]
 }
+
+/// Budget reservations a caller can await without holding a thread while the store answers
+/// (a gateway serving many calls at once): the same decisions as `BudgetReservations`'.
+public protocol AsyncBudgetReservations: BudgetReservations {
+    func reserve(_ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp)
+        async throws(StoreError) -> BudgetReservation
+    func settle(_ hold: Int64, cost: BudgetAmount) async throws(StoreError) -> Bool
+    func release(_ hold: Int64) async throws(StoreError) -> Bool
+}
