@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OrlPostgres
 
 #if canImport(Glibc)
     import Glibc
@@ -31,6 +32,12 @@ struct IncrementalBench: ParsableCommand {
 
     @Flag(help: "Skip the floors.")
     var noFloors = false
+
+    @Option(
+        help:
+            "A PostgreSQL state (postgres://…, a database the bench may empty): re-applies into it are measured too, alternately with SQLite, beside psql's no-op upserts."
+    )
+    var state: String?
 
     func run() throws {
         let binary = Orlctl.binary(orlctl)
@@ -107,6 +114,66 @@ struct IncrementalBench: ParsableCommand {
         print("  apply, nothing changed:   \(Measurement.median(noChange).text)\(floorText)")
         print("  apply, one file changed:  \(Measurement.median(oneChange).text)")
         print("  apply --full, no change:  \(Measurement.median(full).text)")
+        if let url = self.state {
+            try postgres(n, binary, fleet: fleet, changedPath: changedPath, changedText: files[changedIndex].text, url: url)
+        }
+    }
+
+    /// Re-applies into PostgreSQL and into SQLite, one after the other in each run, beside
+    /// psql processes upserting one row and N rows that are already there (nothing written):
+    /// a client's floor for a statement and for a pass over N rows.
+    private func postgres(_ n: Int, _ binary: String, fleet: String, changedPath: String, changedText: String, url: String) throws {
+        try PostgresStateStore(url: url).importTables([], replace: true)  // empties every table
+        let directory = NSTemporaryDirectory() + "orl-bench-incremental-pg-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let sqliteApply = [binary, "apply", "-f", fleet, "--state", directory, "--no-controller"]
+        let postgresApply = [binary, "apply", "-f", fleet, "--state", url, "--no-controller"]
+        for apply in [sqliteApply, postgresApply] {
+            let first = Measurement.run(apply)
+            guard first.status == 0 else { throw ValidationError("the first apply exited \(first.status)") }
+        }
+        let psql = ["/usr/bin/env", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c"]
+        let table = "orl_bench_floor"
+        let upsert =
+            "ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, manifest = excluded.manifest WHERE \(table).hash <> excluded.hash"
+        let setUp = Measurement.run(
+            psql + [
+                "CREATE TABLE IF NOT EXISTS \(table) (name TEXT PRIMARY KEY, hash TEXT NOT NULL, manifest TEXT NOT NULL); "
+                    + "INSERT INTO \(table) SELECT 'r' || i, 'h' || i, repeat('x', 700) FROM generate_series(1, \(n)) AS i \(upsert)"
+            ])
+        guard setUp.status == 0 else { throw ValidationError("psql could not set up the floor's table in \(PostgresURL.redacted(url))") }
+        defer { _ = Measurement.run(psql + ["DROP TABLE IF EXISTS \(table)"]) }
+        var sqlite: [Measurement] = []
+        var postgres: [Measurement] = []
+        var sqliteSame: [Measurement] = []
+        var postgresSame: [Measurement] = []
+        var oneRow: [Measurement] = []
+        var allRows: [Measurement] = []
+        for run in 0..<runs {
+            try changedText.replacingOccurrences(of: "usd: 25", with: "usd: \(40 + run)").write(
+                toFile: changedPath, atomically: true, encoding: .utf8)
+            sqlite.append(Measurement.run(sqliteApply))
+            postgres.append(Measurement.run(postgresApply))
+            oneRow.append(Measurement.run(psql + ["INSERT INTO \(table) VALUES ('r1', 'h1', repeat('x', 700)) \(upsert)"]))
+            allRows.append(
+                Measurement.run(
+                    psql + ["INSERT INTO \(table) SELECT 'r' || i, 'h' || i, repeat('x', 700) FROM generate_series(1, \(n)) AS i \(upsert)"]
+                ))
+            sqliteSame.append(Measurement.run(sqliteApply))
+            postgresSame.append(Measurement.run(postgresApply))
+        }
+        guard (sqlite + postgres + sqliteSame + postgresSame + oneRow + allRows).allSatisfy({ $0.status == 0 }) else {
+            throw ValidationError("an apply or a psql failed")
+        }
+        print("  PostgreSQL (\(PostgresURL.redacted(url))), alternately with SQLite:")
+        print("    one file changed, PostgreSQL: \(Measurement.median(postgres).text)")
+        print("    one file changed, SQLite:     \(Measurement.median(sqlite).text)")
+        print("    nothing changed, PostgreSQL:  \(Measurement.median(postgresSame).text)")
+        print("    nothing changed, SQLite:      \(Measurement.median(sqliteSame).text)")
+        print("    floor: psql no-op upsert of 1 row \(Measurement.median(oneRow).text)")
+        print("    floor: psql no-op upsert of \(n) rows \(Measurement.median(allRows).text)")
+        let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ")
+        print("    load average: \(load ?? "?")")
     }
 
     /// The floor of a no-change apply: a process that opens the database and upserts N
