@@ -86,10 +86,12 @@ final class PostgresPool: Sendable {
     }
 
     /// One statement on a leased connection, for async callers (the gateway's budget
-    /// reservations): the calling task waits for the answer, no thread does, and the answer
-    /// resumes it straight from the event loop. The same bounds as `withConnection` and
-    /// `wait`; a lease finds a free slot at once in the common case, and waits for one on a
-    /// dispatch thread otherwise (never on the cooperative pool).
+    /// reservations): the calling task waits for the answer, no thread does. The lease ends
+    /// on the event loop, when the answer comes, before the task is resumed: a slot never
+    /// waits for a cooperative thread (which a blocking caller of `withConnection` may be
+    /// holding while it waits for a slot). The same bounds as `withConnection` and `wait`; a
+    /// lease finds a free slot at once in the common case, and waits for one on a dispatch
+    /// thread otherwise (never on the cooperative pool).
     func query(_ sql: String, _ binds: [PostgresValue], intent: String) async throws(StoreError) -> [PostgresRandomAccessRow] {
         if slots.wait(timeout: .now()) != .success {
             let slots = self.slots
@@ -103,36 +105,74 @@ final class PostgresPool: Sendable {
                 )
             }
         }
-        defer { slots.signal() }
-        let pooled: PooledConnection
-        if let reused = reusedConnection() {
-            pooled = reused
-        } else {
-            let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
-            let future: EventLoopFuture<PostgresConnection> = PostgresConnection.connect(
-                on: group.next(), configuration: configuration, id: id, logger: logger)
-            do {
-                pooled = PooledConnection(try await future.get())
-            } catch {
-                throw StoreError("cannot \(intent): cannot connect to the PostgreSQL state \(url): \(Self.describe(error))")
-            }
-        }
         var bindings = PostgresBindings(capacity: binds.count)
         for value in binds { value.bind(into: &bindings) }
-        let future: EventLoopFuture<PostgresQueryResult> = pooled.connection.query(
-            PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
-        do throws(StoreError) {
-            let result = try await answer(future, on: pooled, intent: intent)
-            idle.withLock { $0.append(pooled) }
-            return result.rows.map(PostgresRandomAccessRow.init)
-        } catch {
-            if PostgresSession.breaks(pooled.connection, error) {
-                PostgresPool.close(pooled.connection)
-            } else {
-                idle.withLock { $0.append(pooled) }
+        let query = PostgresQuery(unsafeSQL: sql, binds: bindings)
+        let reused = reusedConnection()
+        let outcome: Result<[PostgresRandomAccessRow], StoreError> = await withCheckedContinuation { continuation in
+            let resumed = Mutex(false)
+            // Once: gives the connection back (or closes it), frees the slot, resumes the task.
+            let finish: @Sendable (Result<[PostgresRandomAccessRow], StoreError>, PooledConnection?) -> Void = { result, pooled in
+                guard
+                    resumed.withLock({ done in
+                        defer { done = true }
+                        return !done
+                    })
+                else { return }
+                if let pooled {
+                    pooled.unwatch()
+                    if case .failure(let error) = result, PostgresSession.breaks(pooled.connection, error) {
+                        PostgresPool.close(pooled.connection)
+                    } else {
+                        self.idle.withLock { $0.append(pooled) }
+                    }
+                }
+                self.slots.signal()
+                continuation.resume(returning: result)
             }
-            throw error
+            let run: @Sendable (PooledConnection) -> Void = { pooled in
+                let connection = pooled.connection
+                let timeout = self.queryTimeout + .seconds(5)
+                let timer = connection.closeFuture.eventLoop.scheduleTask(in: .milliseconds(timeout.wholeMilliseconds)) {
+                    PostgresPool.close(connection)
+                    finish(
+                        .failure(
+                            StoreError(
+                                "cannot \(intent): the PostgreSQL state \(self.url) did not answer within \(timeout.wholeMilliseconds / 1000)s (nothing was written)"
+                            )), pooled)
+                }
+                pooled.watch {
+                    timer.cancel()
+                    finish(.failure(StoreError("cannot \(intent): \(Self.describe(ConnectionClosed()))")), pooled)
+                }
+                let future: EventLoopFuture<PostgresQueryResult> = connection.query(query, logger: self.logger)
+                future.whenComplete { result in
+                    timer.cancel()
+                    switch result {
+                    case .success(let answer): finish(.success(answer.rows.map(PostgresRandomAccessRow.init)), pooled)
+                    case .failure(let error): finish(.failure(StoreError("cannot \(intent): \(Self.describe(error))")), pooled)
+                    }
+                }
+            }
+            if let reused {
+                run(reused)
+            } else {
+                let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+                let connecting: EventLoopFuture<PostgresConnection> = PostgresConnection.connect(
+                    on: group.next(), configuration: configuration, id: id, logger: logger)
+                connecting.whenComplete { result in
+                    switch result {
+                    case .success(let connection): run(PooledConnection(connection))
+                    case .failure(let error):
+                        finish(
+                            .failure(
+                                StoreError("cannot \(intent): cannot connect to the PostgreSQL state \(self.url): \(Self.describe(error))")),
+                            nil)
+                    }
+                }
+            }
         }
+        return try outcome.get()
     }
 
     /// An idle connection; one the server closed meanwhile (a restart, an idle timeout) is dropped.
@@ -140,49 +180,6 @@ final class PostgresPool: Sendable {
         var reused = idle.withLock { $0.popLast() }
         while let stale = reused, stale.connection.isClosed { reused = idle.withLock { $0.popLast() } }
         return reused
-    }
-
-    /// `wait` for async callers: the first of the answer, the connection closing, or the
-    /// timeout (which closes the connection) resumes the task.
-    private func answer<T: Sendable>(_ future: EventLoopFuture<T>, on pooled: PooledConnection, intent: String) async throws(StoreError)
-        -> T
-    {
-        let connection = pooled.connection
-        let timeout = queryTimeout + .seconds(5)
-        let url = self.url
-        let outcome: Result<T, StoreError> = await withCheckedContinuation { continuation in
-            let resumed = Mutex(false)
-            let finish: @Sendable (Result<T, StoreError>) -> Void = { result in
-                guard
-                    resumed.withLock({ done in
-                        defer { done = true }
-                        return !done
-                    })
-                else { return }
-                continuation.resume(returning: result)
-            }
-            let timer = connection.closeFuture.eventLoop.scheduleTask(in: .milliseconds(timeout.wholeMilliseconds)) {
-                finish(
-                    .failure(
-                        StoreError(
-                            "cannot \(intent): the PostgreSQL state \(url) did not answer within \(timeout.wholeMilliseconds / 1000)s (nothing was written)"
-                        )))
-                PostgresPool.close(connection)
-            }
-            pooled.watch {
-                timer.cancel()
-                finish(.failure(StoreError("cannot \(intent): \(Self.describe(ConnectionClosed()))")))
-            }
-            future.whenComplete { result in
-                timer.cancel()
-                pooled.unwatch()
-                switch result {
-                case .success(let value): finish(.success(value))
-                case .failure(let error): finish(.failure(StoreError("cannot \(intent): \(Self.describe(error))")))
-                }
-            }
-        }
-        return try outcome.get()
     }
 
     /// Closes a connection and keeps it until it is closed: postgres-nio asserts (in debug
