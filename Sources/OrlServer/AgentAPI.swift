@@ -13,6 +13,7 @@ import Synchronization
 ///
 /// ```text
 /// POST /v1/tasks/next?wait=SECONDS          200 the task | 204 none came in time
+/// POST /v1/tasks/stream?wait=SECONDS        NDJSON both ways: tasks pushed, answers sent back
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/heartbeat 200 {"leaseExpiresAt": ...}
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/complete  {"output": JSON}; with ?next=SECONDS the
 ///                                           answer also carries the agent's next task
@@ -109,6 +110,7 @@ public final class AgentAPI: Sendable {
 
     func register(_ router: Router<BasicRequestContext>) {
         router.post("/v1/tasks/next") { request, _ in await self.next(request) }
+        router.post("/v1/tasks/stream") { request, _ in await self.stream(request) }
         router.post("/v1/tasks/:run/:step/:attempt/heartbeat") { request, context in
             await self.answer(request, context, .heartbeat)
         }
@@ -202,7 +204,7 @@ public final class AgentAPI: Sendable {
 
     /// The query parameter `name` as a wait in seconds, clamped to the longest poll;
     /// nil when it is absent.
-    private func wait(_ request: Request, _ name: String) throws(GatewayError) -> Duration? {
+    func wait(_ request: Request, _ name: String) throws(GatewayError) -> Duration? {
         guard let given = request.uri.queryParameters.get(name) else { return nil }
         // Clamped, never converted as given: `wait=1e16` once trapped the controller.
         guard let asked = Double(given).flatMap({ Duration.seconds(clamping: $0, atMost: configuration.longestPoll) }) else {
@@ -213,7 +215,7 @@ public final class AgentAPI: Sendable {
 
     /// Claims the agent's next task, waiting up to `wait` for one to be Ready; nil when
     /// none came in time (or the client went away).
-    private func poll(_ agent: ResourceID, for wait: Duration) async throws(RunError) -> RunTask? {
+    func poll(_ agent: ResourceID, for wait: Duration) async throws(RunError) -> RunTask? {
         let clock = ContinuousClock()
         let deadline = clock.now + wait
         while true {
@@ -263,8 +265,7 @@ public final class AgentAPI: Sendable {
         do {
             switch answer {
             case .heartbeat:
-                let lease = try await perform { () throws(RunError) in try self.operations.heartbeat(task, agent: agent, now: now) }
-                gateway.hold(task, agent: agent, until: lease)
+                let lease = try await heartbeat(task, agent: agent, now: now)
                 return Gateway.json(
                     .ok,
                     JSONValue.object([("task", .string(task.description)), ("leaseExpiresAt", .string(lease.description))])
@@ -287,12 +288,7 @@ public final class AgentAPI: Sendable {
                 }
                 // `?next=SECONDS`: the agent's next task comes with the answer, claimed in
                 // the same transaction when one is Ready, else waited for as a poll does.
-                let (record, claimed) = try await perform { () throws(RunError) in
-                    try self.operations.completeAndClaim(task, agent: agent, output: output, now: now)
-                }
-                gateway.release(task, agent: agent)
-                attemptEnded(task, agent: agent, record: record, failed: nil)
-                if let claimed { self.claimed(claimed, agent: agent) }
+                let (record, claimed) = try await completeAndClaim(task, agent: agent, output: output, now: now)
                 // The completion is committed: a failed wait for the next task is only a
                 // missing `next`, which the agent's next poll makes up for.
                 var next = claimed
@@ -304,12 +300,7 @@ public final class AgentAPI: Sendable {
                 guard let message = body?["error"]?.string, !message.isEmpty else {
                     return Gateway.error(.invalidRequest("say why the task failed: {\"error\": \"...\"}", param: "error"))
                 }
-                let retry = body?["retry"]?.bool ?? true
-                let record = try await perform { () throws(RunError) in
-                    try self.operations.fail(task, agent: agent, error: message, retry: retry, now: now, random: Double.random(in: 0..<1))
-                }
-                gateway.release(task, agent: agent)
-                attemptEnded(task, agent: agent, record: record, failed: message)
+                let record = try await fail(task, agent: agent, error: message, retry: body?["retry"]?.bool ?? true, now: now)
                 return Gateway.json(.ok, Self.state(of: record, task).compactRendered())
             case .publish, .read:
                 guard let topic = body?["topic"]?.string, !topic.isEmpty else {
@@ -340,6 +331,36 @@ public final class AgentAPI: Sendable {
             if error.kind == .conflict || error.kind == .forbidden { gateway.release(task, agent: agent) }
             return Gateway.error(GatewayError(error))
         }
+    }
+
+    func heartbeat(_ task: TaskID, agent: ResourceID, now: Timestamp) async throws(RunError) -> Timestamp {
+        let lease = try await perform { () throws(RunError) in try self.operations.heartbeat(task, agent: agent, now: now) }
+        gateway.hold(task, agent: agent, until: lease)
+        return lease
+    }
+
+    /// Completes the task and claims the agent's next one in the same transaction.
+    func completeAndClaim(
+        _ task: TaskID, agent: ResourceID, output: Node, now: Timestamp
+    ) async throws(RunError) -> (StepRecord, RunTask?) {
+        let (record, next) = try await perform { () throws(RunError) in
+            try self.operations.completeAndClaim(task, agent: agent, output: output, now: now)
+        }
+        gateway.release(task, agent: agent)
+        attemptEnded(task, agent: agent, record: record, failed: nil)
+        if let next { claimed(next, agent: agent) }
+        return (record, next)
+    }
+
+    func fail(_ task: TaskID, agent: ResourceID, error message: String, retry: Bool, now: Timestamp) async throws(RunError)
+        -> StepRecord
+    {
+        let record = try await perform { () throws(RunError) in
+            try self.operations.fail(task, agent: agent, error: message, retry: retry, now: now, random: Double.random(in: 0..<1))
+        }
+        gateway.release(task, agent: agent)
+        attemptEnded(task, agent: agent, record: record, failed: message)
+        return record
     }
 
     /// The attempt's duration and span: from its claim here, or from the step's start
@@ -379,7 +400,7 @@ public final class AgentAPI: Sendable {
 
     /// What an answer says of the task; `next` (when asked for) is the agent's next
     /// task, or null.
-    private static func state(of record: StepRecord, _ task: TaskID, next: RunTask?? = nil) -> JSONValue {
+    static func state(of record: StepRecord, _ task: TaskID, next: RunTask?? = nil) -> JSONValue {
         .object([
             ("task", .string(task.description)), ("state", .string(record.state.rawValue)),
             ("retryAt", record.state == .ready ? record.readyAt.map { .string($0.description) } : nil),
