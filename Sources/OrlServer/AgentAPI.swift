@@ -68,6 +68,9 @@ public final class AgentAPI: Sendable {
     let statusStore: (any StateStore)?
     let pinChecks = Mutex<[ResourceID: PinCheck]>([:])
     private let queue = DispatchQueue(label: "orl.agent-api.store")
+    /// The store's queue as a task executor: a task that prefers it runs between its
+    /// store calls on the thread that makes them (see `stream`).
+    let storeExecutor: QueueExecutor
     /// Reads that decide a call (may this step call this tool?), on a connection and a
     /// queue of their own: a write waiting for another process's lock (a large apply)
     /// holds up the writes queued behind it, never these (WAL readers do not wait).
@@ -92,6 +95,7 @@ public final class AgentAPI: Sendable {
         servers: (any StdioLauncher)? = nil, configuration: Configuration
     ) {
         self.gateway = gateway
+        self.storeExecutor = QueueExecutor(queue)
         self.operations = RunOperations(store: store, onReady: { waiters.notify($0) })
         self.reads = reader.map { RunOperations(store: $0) } ?? operations
         self.readQueue = reader == nil ? queue : DispatchQueue(label: "orl.agent-api.reads")
@@ -448,5 +452,18 @@ public final class AgentAPI: Sendable {
             }
         }
         return try result.get()
+    }
+}
+
+/// A dispatch queue as a task executor: the jobs of a task that prefers it run on the
+/// queue, one at a time, between the blocks queued there.
+final class QueueExecutor: TaskExecutor {
+    private let queue: DispatchQueue
+
+    init(_ queue: DispatchQueue) { self.queue = queue }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }

@@ -40,35 +40,46 @@ extension AgentAPI {
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
-                var lines = TaskStreamLines(request.body.makeAsyncIterator(), limit: limit)
-                // The tasks pushed here that the agent has not answered yet.
-                var held: Set<TaskID> = []
-                while true {
-                    if held.isEmpty {
-                        let task: RunTask?
-                        do throws(RunError) {
-                            task = try await self.poll(agent, for: wait)
-                        } catch {
-                            try await writer.write(Self.line(Self.refusal(nil, GatewayError(error))))
-                            break
-                        }
-                        guard let task else { break }
-                        held.insert(task.id)
-                        try await writer.write(Self.line(Self.pushed(task)))
-                    }
-                    let line: [UInt8]?
-                    do {
-                        line = try await lines.next()
-                    } catch let error as GatewayError {
-                        try await writer.write(Self.line(Self.refusal(nil, error)))
-                        break
-                    }
-                    // The agent closed its side: what it holds runs out with its lease.
-                    guard let line else { break }
-                    try await writer.write(Self.line(await self.streamed(line, agent: agent, held: &held)))
+                // On the store's queue: each line's operation is queued there (as every
+                // store call is), and the stream's task resumes there too, so a step
+                // crosses no thread but the event loop's and the store's.
+                try await withTaskExecutorPreference(self.storeExecutor) { () async throws in
+                    try await self.serve(agent: agent, wait: wait, limit: limit, request: request, writer: &writer)
                 }
-                try await writer.finish(nil)
             })
+    }
+
+    private func serve(
+        agent: ResourceID, wait: Duration, limit: Int, request: Request, writer: inout any ResponseBodyWriter
+    ) async throws {
+        var lines = TaskStreamLines(request.body.makeAsyncIterator(), limit: limit)
+        // The tasks pushed here that the agent has not answered yet.
+        var held: Set<TaskID> = []
+        while true {
+            if held.isEmpty {
+                let task: RunTask?
+                do throws(RunError) {
+                    task = try await self.poll(agent, for: wait)
+                } catch {
+                    try await writer.write(Self.line(Self.refusal(nil, GatewayError(error))))
+                    break
+                }
+                guard let task else { break }
+                held.insert(task.id)
+                try await writer.write(Self.line(Self.pushed(task)))
+            }
+            let line: [UInt8]?
+            do {
+                line = try await lines.next()
+            } catch let error as GatewayError {
+                try await writer.write(Self.line(Self.refusal(nil, error)))
+                break
+            }
+            // The agent closed its side: what it holds runs out with its lease.
+            guard let line else { break }
+            try await writer.write(Self.line(await self.streamed(line, agent: agent, held: &held)))
+        }
+        try await writer.finish(nil)
     }
 
     /// Runs one line the agent sent and returns the answer's line.

@@ -39,7 +39,7 @@ extension RunsBench {
     }
 
     /// How an agent gets its tasks and answers them.
-    enum Mode: CaseIterable {
+    enum Mode: String, CaseIterable, ExpressibleByArgument {
         /// A poll per task, then a completion.
         case poll
         /// The completion's answer carries the next task (`complete?next=0`).
@@ -60,16 +60,17 @@ extension RunsBench {
     private func measureAPI(_ label: String, steps: Int, workflow: String) async throws -> Double {
         var perRun: [Mode: [Duration]] = [:]
         var cpu: [Mode: Duration] = [:]
+        let modes = Mode.allCases.filter { self.modes.isEmpty || self.modes.contains($0) }
         for _ in 0..<runs {
-            for mode in Mode.allCases {
-                let used = Self.processCPU()
-                perRun[mode, default: []].append(try await driveThroughAPI(steps: steps, workflow: workflow, mode: mode))
-                cpu[mode, default: .zero] += Self.processCPU() - used
+            for mode in modes {
+                let (wall, used) = try await driveThroughAPI(steps: steps, workflow: workflow, mode: mode)
+                perRun[mode, default: []].append(wall)
+                cpu[mode, default: .zero] += used
             }
         }
         print("  \(label), run start to last completion (CPU: the whole process, agents and server, per step):")
         var result = Double.infinity
-        for mode in Mode.allCases {
+        for mode in modes {
             let times = perRun[mode, default: []].sorted()
             let median = Self.milliseconds(times[times.count / 2])
             print(
@@ -77,7 +78,7 @@ extension RunsBench {
                     format: "    %@ %.1f ms (%.3f ms per step; min %.3f, max %.3f; CPU %.3f ms per step)", mode.label, median,
                     median / Double(steps), Self.milliseconds(times.first!) / Double(steps), Self.milliseconds(times.last!) / Double(steps),
                     Self.milliseconds(cpu[mode, default: .zero]) / Double(steps * runs)))
-            result = min(result, median / Double(steps))
+            if mode == .stream || modes.count == 1 { result = min(result, median / Double(steps)) }
         }
         return result
     }
@@ -90,7 +91,9 @@ extension RunsBench {
         return duration(usage.ru_utime) + duration(usage.ru_stime)
     }
 
-    private func driveThroughAPI(steps: Int, workflow: String, mode: Mode) async throws -> Duration {
+    /// The wall time from the run's start to its last completion, and the CPU time the
+    /// process (agents and server) used meanwhile.
+    private func driveThroughAPI(steps: Int, workflow: String, mode: Mode) async throws -> (Duration, Duration) {
         let directory = NSTemporaryDirectory() + "orl-bench-runs-api-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let store = try SQLiteStateStore(directory: directory)
@@ -126,31 +129,36 @@ extension RunsBench {
         // The agents are waiting in their polls when the run starts.
         try await Task.sleep(for: .milliseconds(300))
         let began = ContinuousClock.now
+        let used = Self.processCPU()
         // As the controller's own writers do, the start announces the Ready steps.
         let run = try RunOperations(store: store, onReady: { waiters.notify($0) }).start(
             .init(workflow: ResourceID(kind: "Workflow", name: "bench"), by: "orl-bench"), now: clock(), random: 1)
         for task in agentTasks { try await task.value }
-        guard let end = progress.end else { throw ValidationError("the agents stopped before the run ended") }
+        guard let end = progress.end, let cpu = progress.cpu else { throw ValidationError("the agents stopped before the run ended") }
         let phase = try store.readRuns { reader throws(StoreError) in try reader.run(run.id)?.phase }
         guard phase == .succeeded else { throw ValidationError("the run ended \(phase?.rawValue ?? "nowhere")") }
-        return end - began
+        return (end - began, cpu - used)
     }
 
-    /// Counts completions; the last one marks the end.
+    /// Counts completions; the last one marks the end, and the process's CPU time then.
     final class Progress: Sendable {
         let steps: Int
-        private let state = Mutex<(done: Int, end: ContinuousClock.Instant?)>((0, nil))
+        private let state = Mutex<(done: Int, end: ContinuousClock.Instant?, cpu: Duration?)>((0, nil, nil))
 
         init(steps: Int) { self.steps = steps }
 
         func completed() {
             state.withLock { state in
                 state.done += 1
-                if state.done == steps { state.end = ContinuousClock.now }
+                if state.done == steps {
+                    state.end = ContinuousClock.now
+                    state.cpu = RunsBench.processCPU()
+                }
             }
         }
 
         var end: ContinuousClock.Instant? { state.withLock { $0.end } }
+        var cpu: Duration? { state.withLock { $0.cpu } }
     }
 
     /// One agent: polls for a task and completes it, until the run is done (then every
