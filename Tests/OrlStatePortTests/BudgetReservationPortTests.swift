@@ -74,6 +74,65 @@ private func amount(_ micro: Int64, tokens: Int64 = 0) -> BudgetAmount { BudgetA
         }
     }
 
+    /// Holds that expire: one whose gateway stops renewing it, and one whose node's lease
+    /// ended, are released by a sweep (from another connection, as another node's gateway);
+    /// a hold without a holder, and one of a live node that is renewed, are not. A settlement
+    /// arriving after the release counts the call's cost once and gives nothing back twice.
+    @Test(arguments: Backend.available) func abandonedHoldsAreReleasedAndALateSettlementCountsOnce(_ backend: Backend) throws {
+        let state = try TestState(backend)
+        let store = try state.open()
+        let sweeper = try state.open()
+        let day = line(usd: 10_000_000)
+        func reserved() throws -> Int64? { try sweeper.budgetLines(since: nil).first?.reserved.microUSD }
+        func spent() throws -> Int64? { try sweeper.budgetLines(since: nil).first?.spent.microUSD }
+        func hold(_ micro: Int64, _ holder: BudgetHolder?) throws -> Int64 {
+            guard case .reserved(let hold) = try store.reserve(amount(micro), against: [day], spentBefore: [:], now: now, holder: holder)
+            else { throw StoreError("refused") }
+            return hold.id
+        }
+        let n1 = try store.registerNode("n1", labels: [:], duration: .seconds(30))
+        let n2 = try store.registerNode("n2", labels: [:], duration: .seconds(30))
+        let lapsing = try hold(400_000, BudgetHolder(owner: "gw-a", lease: .seconds(60)))
+        let ofNode = try hold(300_000, BudgetHolder(owner: "gw-b", node: "n1", generation: n1.generation, lease: .seconds(60)))
+        let forever = try hold(100_000, nil)
+        let live = try hold(50_000, BudgetHolder(owner: "gw-d", node: "n2", generation: n2.generation, lease: .seconds(60)))
+        #expect(try sweeper.releaseAbandonedHolds() == 0)
+        #expect(try reserved() == 850_000)
+
+        // gw-a's last renewal gives it 200 ms more; then it renews no more (it died).
+        #expect(try store.renewHolds(of: "gw-a", lease: .milliseconds(200)) == 1)
+        #expect(try store.renewHolds(of: "nobody", lease: .seconds(60)) == 0)
+        var released = 0
+        let deadline = ContinuousClock.now + .seconds(10)
+        while released == 0 && ContinuousClock.now < deadline {
+            released = try sweeper.releaseAbandonedHolds()
+            if released == 0 { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        #expect(released == 1)
+        #expect(try reserved() == 450_000)
+
+        // n1's lease ends (its guard saw it die): its hold goes at the next sweep, though its
+        // own lease has most of a minute left; n2's, live, stays.
+        try store.expireNode(n1)
+        #expect(try sweeper.releaseAbandonedHolds() == 1)
+        #expect(try reserved() == 150_000)
+        #expect(try sweeper.releaseAbandonedHolds() == 0)
+
+        // The gateway of gw-a was alive after all: its late settlement counts the cost, once,
+        // and gives back nothing more; a late release of n1's hold changes nothing.
+        #expect(try store.settle(lapsing, cost: amount(350_000)))
+        #expect(try spent() == 350_000 && reserved() == 150_000)
+        #expect(try !store.settle(lapsing, cost: amount(350_000)))
+        #expect(try store.release(ofNode))
+        #expect(try !store.release(ofNode))
+        #expect(try spent() == 350_000 && reserved() == 150_000)
+
+        // The others are settled as usual.
+        #expect(try store.settle(live, cost: amount(20_000)))
+        #expect(try store.release(forever))
+        #expect(try spent() == 370_000 && reserved() == 0)
+    }
+
     /// The hammer: several stores (each its own connections, as several processes or
     /// nodes have), each with several threads, reserve as fast as they can against one cap
     /// of 100 calls' worth, settle each at its full amount, and keep going after refusals.
