@@ -109,7 +109,7 @@ extension PostgresStateStore: BudgetReservations {
                 // returns the row as released.
                 guard
                     let row = try session.query(
-                        "DELETE FROM budget_holds WHERE id = $1 RETURNING micro_usd, tokens, lines, (released_at IS NOT NULL)::int8", [.int(hold)],
+                        "DELETE FROM budget_holds WHERE id = $1 RETURNING micro_usd, tokens, lines, CASE WHEN released_at IS NULL THEN 0::bigint ELSE 1::bigint END", [.int(hold)],
                         intent: intent
                     ).first
                 else {
