@@ -1,4 +1,6 @@
 import Foundation
+import OrlCore
+import OrlStore
 import OrlTestPostgres
 import Synchronization
 import Testing
@@ -687,5 +689,122 @@ extension NodesTests {
     @Test(.timeLimit(.minutes(3))) func aRunInFlightFinishesAcrossAKilledNodeWithNoStepTwice() async throws {
         let cluster = try Cluster()
         try await Self.runInFlightAcrossAKilledNode(cluster, root: cluster.state)
+    }
+}
+
+/// Budget holds of a killed node: a model call hangs upstream on node n1's gateway (its
+/// worst case reserved in the shared state), n1 is killed with `kill -9`, and the other
+/// node's gateway releases the hold once n1's guard has ended its lease: the cap is not
+/// eaten by a dead controller until its window ends.
+extension NodesTests {
+    @Test(.timeLimit(.minutes(2))) func theBudgetHoldsOfAKilledNodeAreReleasedByAnother() async throws {
+        let cluster = try Cluster()
+        let portFile = cluster.work.url.appendingPathComponent("upstream.port").path
+        try cluster.work.write(
+            "upstream.py",
+            """
+            import http.server, sys, time
+            class Hang(http.server.BaseHTTPRequestHandler):
+                def do_POST(self):
+                    self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                    open(sys.argv[1] + ".hit", "w").close()
+                    time.sleep(600)
+                def log_message(self, *args):
+                    pass
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hang)
+            with open(sys.argv[1] + ".tmp", "w") as out:
+                out.write(str(server.server_address[1]))
+            import os
+            os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+            server.serve_forever()
+            """)
+        var helpers: [Process] = []
+        defer { for process in helpers where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        func python(_ arguments: [String]) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["python3"] + arguments
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            helpers.append(process)
+        }
+        try python([cluster.work.url.appendingPathComponent("upstream.py").path, portFile])
+        #expect(try await cluster.wait(.seconds(30)) { FileManager.default.fileExists(atPath: portFile) })
+        let port = try #require(Int(try String(contentsOfFile: portFile, encoding: .utf8)))
+
+        for name in ["n1", "n2"] { try cluster.start(name) }
+        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 2 })
+        try cluster.work.write(
+            "fleet/fleet.yaml",
+            """
+            apiVersion: orl.dev/v1
+            kind: ModelProvider
+            metadata: {name: slow}
+            spec:
+              apiStyle: openai
+              baseURL: http://127.0.0.1:\(port)/v1
+              timeout: 300s
+              models: [{name: big, maxOutputTokens: 100, pricing: {input: 1, output: 1}}]
+            ---
+            apiVersion: orl.dev/v1
+            kind: Agent
+            metadata: {name: caller}
+            spec:
+              model: slow/big
+              runtime: {command: /bin/sh, args: [-c, "exec sleep 1000"], gracePeriod: 2s}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Policy
+            metadata: {name: caller}
+            spec:
+              appliesTo: {agents: [caller]}
+              allow: {models: ["slow/*"]}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Budget
+            metadata: {name: cap}
+            spec:
+              appliesTo: {agents: [caller]}
+              limits: [{window: day, usd: 100}]
+              onExceeded: halt
+            """)
+        let applied = try cluster.orlctl(["apply", "-f", "fleet"])
+        try #require(applied.status == 0, "\(applied.stdout)\(applied.stderr)")
+        var placed = ""
+        try #require(
+            try await cluster.wait(.seconds(30)) {
+                placed = try cluster.nodeStatus().first { $0.value.agents == ["caller"] }?.key ?? ""
+                return !placed.isEmpty && PostgresGatewayBudgetTests.agentToken(under: cluster.state) != nil
+            })
+        let token = try #require(PostgresGatewayBudgetTests.agentToken(under: cluster.state))
+        let api = try String(contentsOfFile: cluster.state + "/nodes/\(placed)/controller.api", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try cluster.work.write(
+            "call.py",
+            """
+            import json, sys, urllib.request
+            body = json.dumps({"model": "slow/big", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}).encode()
+            request = urllib.request.Request(sys.argv[1] + "/v1/chat/completions", data=body,
+                headers={"Authorization": "Bearer " + sys.argv[2], "Content-Type": "application/json"})
+            try:
+                urllib.request.urlopen(request, timeout=600).read()
+            except Exception:
+                pass
+            """)
+        try python([cluster.work.url.appendingPathComponent("call.py").path, api, token])
+        func reserved() throws -> Int64 {
+            try SQLiteStateStore(directory: cluster.state).budgetLines(since: nil).first { $0.key.budgetName == "cap" }?.reserved.microUSD ?? 0
+        }
+        // The call is in flight upstream: its worst case is held in the store.
+        #expect(try await cluster.wait(.seconds(30)) { FileManager.default.fileExists(atPath: portFile + ".hit") })
+        #expect(try reserved() > 0)
+
+        let killedAt = ContinuousClock.now
+        kill(cluster.nodes[placed]!.processIdentifier, SIGKILL)
+        let other = placed == "n1" ? "n2" : "n1"
+        #expect(try await cluster.wait(.seconds(30)) { try reserved() == 0 }, "\(cluster.log(other))")
+        print("nodes: the budget hold of a call in flight on a killed node released after \(ContinuousClock.now - killedAt)")
+        #expect(cluster.log(other).contains("released 1 budget hold"), "\(cluster.log(other))")
     }
 }
