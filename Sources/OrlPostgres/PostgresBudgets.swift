@@ -109,7 +109,8 @@ extension PostgresStateStore: BudgetReservations {
                 // returns the row as released.
                 guard
                     let row = try session.query(
-                        "DELETE FROM budget_holds WHERE id = $1 RETURNING micro_usd, tokens, lines, CASE WHEN released_at IS NULL THEN 0::bigint ELSE 1::bigint END", [.int(hold)],
+                        "DELETE FROM budget_holds WHERE id = $1 RETURNING micro_usd, tokens, lines, CASE WHEN released_at IS NULL THEN 0::bigint ELSE 1::bigint END",
+                        [.int(hold)],
                         intent: intent
                     ).first
                 else {
@@ -125,7 +126,8 @@ extension PostgresStateStore: BudgetReservations {
                     try session.execute("COMMIT", intent: intent)
                     return true
                 }
-                let held = released ? BudgetAmount(microUSD: 0, tokens: 0) : BudgetAmount(microUSD: try row.int64(0), tokens: try row.int64(1))
+                let held =
+                    released ? BudgetAmount(microUSD: 0, tokens: 0) : BudgetAmount(microUSD: try row.int64(0), tokens: try row.int64(1))
                 for key in keys.sorted() {
                     try session.execute(
                         """

@@ -173,7 +173,9 @@ extension SQLiteStateStore: BudgetReservations {
             ) { s throws(StoreError) -> [(Int64, BudgetAmount, String)] in
                 try s.bind(1, now)
                 var holds: [(Int64, BudgetAmount, String)] = []
-                while try s.step(intent: intent) { holds.append((s.int64(0), BudgetAmount(microUSD: s.int64(1), tokens: s.int64(2)), s.text(3))) }
+                while try s.step(intent: intent) {
+                    holds.append((s.int64(0), BudgetAmount(microUSD: s.int64(1), tokens: s.int64(2)), s.text(3)))
+                }
                 return holds
             }
             for (key, amount) in try Self.byLine(holds).sorted(by: { $0.key < $1.key }) {

@@ -17,7 +17,8 @@ struct FailoverBench: ParsableCommand {
         abstract: "kill -9 of a controller node, N times: time until its agents run on the other nodes (min/median/max)."
     )
 
-    @Option(help: "The state: postgres://… (each node then gets a data directory of its own), or a directory; a new SQLite state when absent.")
+    @Option(
+        help: "The state: postgres://… (each node then gets a data directory of its own), or a directory; a new SQLite state when absent.")
     var state: String?
 
     @Option(help: "How many nodes.")
@@ -51,7 +52,8 @@ struct FailoverBench: ParsableCommand {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments =
-                ["controller", "--state", location, "--node", name] + (postgres ? ["--data-dir", work.appendingPathComponent(name).path] : [])
+                ["controller", "--state", location, "--node", name]
+                + (postgres ? ["--data-dir", work.appendingPathComponent(name).path] : [])
             process.currentDirectoryURL = work
             let log = work.appendingPathComponent("\(name).log")
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
@@ -108,7 +110,9 @@ struct FailoverBench: ParsableCommand {
                 usleep(5000)
             }
             guard worst <= 1 else { throw ValidationError("round \(round): an agent ran twice") }
-            guard let up, let down else { throw ValidationError("round \(round): the agents of \(victim.key) did not come back within a minute") }
+            guard let up, let down else {
+                throw ValidationError("round \(round): the agents of \(victim.key) did not come back within a minute")
+            }
             failovers.append(up - killed)
             stops.append(down - killed)
             print(

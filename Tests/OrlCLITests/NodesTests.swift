@@ -645,7 +645,9 @@ extension NodesTests {
         // The three parallel steps are in flight (each has started, none is done).
         #expect(
             try await cluster.wait(.seconds(60)) {
-                Set(journal().filter { $0["event"] as? String == "start" }.compactMap { $0["step"] as? String }).isSuperset(of: ["x", "y", "z"])
+                Set(journal().filter { $0["event"] as? String == "start" }.compactMap { $0["step"] as? String }).isSuperset(of: [
+                    "x", "y", "z",
+                ])
             }, "\(diagnosis())")
         #expect(!journal().contains { $0["event"] as? String == "done" && ["x", "y", "z"].contains($0["step"] as? String ?? "") })
 
@@ -794,7 +796,8 @@ extension NodesTests {
             """)
         try python([cluster.work.url.appendingPathComponent("call.py").path, api, token])
         func reserved() throws -> Int64 {
-            try SQLiteStateStore(directory: cluster.state).budgetLines(since: nil).first { $0.key.budgetName == "cap" }?.reserved.microUSD ?? 0
+            try SQLiteStateStore(directory: cluster.state).budgetLines(since: nil).first { $0.key.budgetName == "cap" }?.reserved.microUSD
+                ?? 0
         }
         // The call is in flight upstream: its worst case is held in the store.
         #expect(try await cluster.wait(.seconds(30)) { FileManager.default.fileExists(atPath: portFile + ".hit") })
