@@ -133,6 +133,61 @@ private func amount(_ micro: Int64, tokens: Int64 = 0) -> BudgetAmount { BudgetA
         #expect(try spent() == 370_000 && reserved() == 0)
     }
 
+    /// Settlements racing expiry: holds whose lease has run out are settled (or released)
+    /// by their gateways while other stores sweep them as abandoned, all at once. Whoever
+    /// claims each hold first, every reservation is given back exactly once and every cost
+    /// counted exactly once: nothing is left reserved, nothing spent twice.
+    @Test(arguments: Backend.available) func settlementsRacingExpiryCountEachHoldOnce(_ backend: Backend) throws {
+        let state = try TestState(backend)
+        let stores = try (0..<3).map { _ in try state.open() }
+        let day = line(usd: 1_000_000_000)
+        let count = 120
+        let holds = try (0..<count).map { index -> Int64 in
+            // Already past their lease when the race starts.
+            let holder = BudgetHolder(owner: "gw-\(index % 3)", lease: .milliseconds(1))
+            guard case .reserved(let hold) = try stores[0].reserve(amount(1000), against: [day], spentBefore: [:], now: now, holder: holder)
+            else { throw StoreError("refused") }
+            return hold.id
+        }
+        Thread.sleep(forTimeInterval: 0.01)
+        let failures = Failures()
+        let settled = Atomic<Int>(0)
+        let swept = Atomic<Int>(0)
+        let settlers = (0..<3).map { part -> @Sendable () -> Void in
+            {
+                // Even holds are settled at a cost of 7, odd ones released.
+                for (index, hold) in holds.enumerated() where index % 3 == part {
+                    do {
+                        let known = index % 2 == 0 ? try stores[part].settle(hold, cost: amount(7)) : try stores[part].release(hold)
+                        if known { settled.add(1, ordering: .relaxed) }
+                    } catch {
+                        failures.record(error)
+                    }
+                }
+            }
+        }
+        let sweepers = (0..<3).map { part -> @Sendable () -> Void in
+            {
+                for _ in 0..<20 {
+                    do {
+                        swept.add(try stores[part].releaseAbandonedHolds(), ordering: .relaxed)
+                    } catch {
+                        failures.record(error)
+                    }
+                }
+            }
+        }
+        onThreads(settlers + sweepers)
+        #expect(failures.all.isEmpty, "\(failures.all)")
+        // Every hold was known to its settler (released or not), once.
+        #expect(settled.load(ordering: .relaxed) == count)
+        #expect(swept.load(ordering: .relaxed) <= count)
+        let after = try #require(try stores[1].budgetLines(since: nil).first { $0.key == day.key })
+        #expect(after.reserved.microUSD == 0, "\(after)")
+        #expect(after.spent.microUSD == Int64(count / 2) * 7, "\(after)")
+        #expect(try stores[2].releaseAbandonedHolds() == 0)
+    }
+
     /// The hammer: several stores (each its own connections, as several processes or
     /// nodes have), each with several threads, reserve as fast as they can against one cap
     /// of 100 calls' worth, settle each at its full amount, and keep going after refusals.
