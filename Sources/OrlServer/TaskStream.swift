@@ -23,6 +23,8 @@ import OrlJSON
 /// before the next is handed out. A task is pushed only when the agent holds none from
 /// this stream; when none is Ready, the stream waits up to `wait` seconds (25 at most)
 /// for one, and ends (the response ends) when none came: the agent opens another.
+/// The server's idle timeout (30 s without a read, `ConnectionGuard`) also holds while a
+/// request body is being read, so an agent working on a task heartbeats on the stream.
 extension AgentAPI {
     func stream(_ request: Request) async -> Response {
         let agent: ResourceID
