@@ -22,9 +22,10 @@ import PostgresNIO
 /// three at most), which the ledger, written durably, still records.
 extension PostgresStateStore: BudgetReservations {
     public func reserve(
-        _ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp
+        _ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp,
+        holder: BudgetHolder?
     ) throws(StoreError) -> BudgetReservation {
-        let statement = Self.reservation(amount, lines, spentBefore, now)
+        let statement = Self.reservation(amount, lines, spentBefore, now, holder)
         let rows = try pool.withConnection(intent: statement.intent) { session throws(StoreError) in
             try session.query(statement.sql, statement.binds, intent: statement.intent)
         }
@@ -56,9 +57,11 @@ extension PostgresStateStore: BudgetReservations {
 
     /// One statement, its own transaction: `orl_budget_reserve` (PostgresSchema) takes the
     /// lines in key order and refuses them all if one is full; the hold is recorded when
-    /// none was.
+    /// none was, with its holder and its lease by the server's clock (nodes whose clocks
+    /// disagree agree on it).
     static func reservation(
-        _ amount: BudgetAmount, _ lines: [BudgetLine], _ spentBefore: [BudgetLineKey: BudgetAmount], _ now: Timestamp
+        _ amount: BudgetAmount, _ lines: [BudgetLine], _ spentBefore: [BudgetLineKey: BudgetAmount], _ now: Timestamp,
+        _ holder: BudgetHolder?
     ) -> Reservation {
         let intent = "reserve against a budget"
         let ordered = lines.sorted()
@@ -68,8 +71,9 @@ extension PostgresStateStore: BudgetReservations {
             WITH r AS MATERIALIZED (
                 SELECT * FROM orl_budget_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
             ), hold AS (
-                INSERT INTO budget_holds (micro_usd, tokens, created_at, lines)
-                SELECT $11, $12, $13, $14 FROM r WHERE r.refused_line IS NULL RETURNING id
+                INSERT INTO budget_holds (micro_usd, tokens, created_at, lines, owner, node, node_generation, expires_at)
+                SELECT $11, $12, $13, $14, $15, $16, $17, \(PostgresNodes.now) + $18::bigint FROM r WHERE r.refused_line IS NULL
+                RETURNING id
             )
             SELECT (SELECT id FROM hold), r.refused_line::bigint, r.line_spent_usd, r.line_spent_tokens, r.line_reserved_usd,
                 r.line_reserved_tokens
@@ -80,7 +84,8 @@ extension PostgresStateStore: BudgetReservations {
             .texts(keys.map(\.agentName)), .texts(keys.map(\.window)), .ints(keys.map(\.windowStart)),
             .ints(ordered.map { $0.cap.microUSD ?? -1 }), .ints(ordered.map { $0.cap.tokens ?? -1 }),
             .ints(before.map { $0.microUSD ?? 0 }), .ints(before.map { $0.tokens ?? 0 }), .int(amount.microUSD ?? 0),
-            .int(amount.tokens ?? 0), .int(now.milliseconds), .text(BudgetLineKey.encode(keys)),
+            .int(amount.tokens ?? 0), .int(now.milliseconds), .text(BudgetLineKey.encode(keys)), .text(holder?.owner ?? ""),
+            .text(holder?.node ?? ""), .int(holder?.generation ?? 0), .int(holder?.lease.wholeMilliseconds),
         ]
         return Reservation(sql: sql, binds: binds, intent: intent) { rows throws(StoreError) in
             guard let row = rows.first else { throw StoreError("cannot \(intent): the database returned nothing") }
@@ -98,17 +103,86 @@ extension PostgresStateStore: BudgetReservations {
         }
     }
 
-    /// One statement: deleting claims the hold (of two settlers, one gets the row, the other
-    /// none), `orl_budget_settle` moves its amount off its lines in key order. A row back
-    /// means the hold was held.
+    /// One statement: deleting claims the hold (of two settlers, or a settler and an
+    /// expiry, one gets the row, the other none; a DELETE that waited for an expiry's UPDATE
+    /// returns the row as released), `orl_budget_settle` moves its amount off its lines in
+    /// key order. A hold released as abandoned gave its reservation back then: only a cost
+    /// is left to count. A row back means the hold was known.
     static func ending(_ hold: Int64, cost: BudgetAmount?) -> (sql: String, binds: [PostgresValue], intent: String) {
         (
             """
-            WITH hold AS (DELETE FROM budget_holds WHERE id = $1 RETURNING micro_usd, tokens, lines)
-            SELECT orl_budget_settle(lines, micro_usd, tokens, $2, $3) FROM hold
-            """, [.int(hold), .int(cost?.microUSD ?? 0), .int(cost?.tokens ?? 0)],
+            WITH hold AS (
+                DELETE FROM budget_holds WHERE id = $1 RETURNING micro_usd, tokens, lines, released_at IS NOT NULL AS released
+            )
+            SELECT CASE WHEN released AND $4::bigint = 1 THEN true
+                ELSE orl_budget_settle(lines, CASE WHEN released THEN 0 ELSE micro_usd END, CASE WHEN released THEN 0 ELSE tokens END,
+                    $2, $3) END
+            FROM hold
+            """, [.int(hold), .int(cost?.microUSD ?? 0), .int(cost?.tokens ?? 0), .int(cost == nil ? 1 : 0)],
             cost == nil ? "release a budget hold" : "settle a budget hold"
         )
+    }
+
+    public func renewHolds(of owner: String, lease: Duration) throws(StoreError) -> Int {
+        let intent = "renew budget holds"
+        return try pool.withConnection(intent: intent) { session throws(StoreError) -> Int in
+            // One statement, its own transaction: no line is locked.
+            try session.execute(
+                """
+                UPDATE budget_holds SET expires_at = \(PostgresNodes.now) + $2::bigint
+                WHERE owner = $1 AND released_at IS NULL AND expires_at IS NOT NULL
+                """, [.text(owner), .int(lease.wholeMilliseconds)], intent: intent)
+        }
+    }
+
+    public func releaseAbandonedHolds() throws(StoreError) -> Int {
+        let intent = "release abandoned budget holds"
+        return try pool.withConnection(intent: intent) { session throws(StoreError) -> Int in
+            try session.execute("BEGIN ISOLATION LEVEL READ COMMITTED", intent: intent)
+            do throws(StoreError) {
+                try session.execute("SET LOCAL synchronous_commit TO off", intent: intent)
+                let now = try session.query("SELECT \(PostgresNodes.now)", intent: intent).first.map { row throws(StoreError) in
+                    try row.int64(0)
+                }
+                guard let now else { throw StoreError("cannot \(intent): the server's time was not read") }
+                // The UPDATE claims each hold (its row lock): a settlement or another sweep that
+                // meets it waits, then finds it released (or gone) and does not give it back again.
+                let rows = try session.query(
+                    """
+                    UPDATE budget_holds h SET released_at = $1
+                    WHERE h.released_at IS NULL AND h.expires_at IS NOT NULL AND (h.expires_at <= $1 OR (h.node <> '' AND NOT EXISTS (
+                        SELECT 1 FROM nodes n WHERE n.name = h.node AND n.generation = h.node_generation AND n.expires_at > $1)))
+                    RETURNING id, micro_usd, tokens, lines
+                    """, [.int(now)], intent: intent)
+                var sums: [BudgetLineKey: (Int64, Int64)] = [:]
+                for row in rows {
+                    guard let keys = BudgetLineKey.decode(try row.text(3)) else {
+                        throw StoreError("budget hold \(try row.int64(0)) is corrupt (its lines)")
+                    }
+                    let (usd, tokens) = (try row.int64(1), try row.int64(2))
+                    for key in keys {
+                        let sum = sums[key] ?? (0, 0)
+                        sums[key] = (sum.0 + usd, sum.1 + tokens)
+                    }
+                }
+                // In key order, as reservations lock lines: no cycle of waits.
+                for (key, amount) in sums.sorted(by: { $0.key < $1.key }) {
+                    try session.execute(
+                        """
+                        UPDATE budget_lines SET reserved_micro_usd = reserved_micro_usd - $7, reserved_tokens = reserved_tokens - $8
+                        WHERE \(Self.keyFilter)
+                        """, Self.binds(key) + [.int(amount.0), .int(amount.1)], intent: intent)
+                }
+                try session.execute(
+                    "DELETE FROM budget_holds WHERE released_at < $1", [.int(now - BudgetHolder.releasedMemory.wholeMilliseconds)],
+                    intent: "forget released budget holds")
+                try session.execute("COMMIT", intent: intent)
+                return rows.count
+            } catch {
+                if !session.isBroken { _ = try? session.execute("ROLLBACK", intent: intent) }
+                throw error
+            }
+        }
     }
 
     public func budgetLines(since: Timestamp?) throws(StoreError) -> [BudgetLineState] {
@@ -151,9 +225,10 @@ extension PostgresStateStore: BudgetReservations {
 /// The gateway's path: the same statements, awaited without holding a thread.
 extension PostgresStateStore: AsyncBudgetReservations {
     public func reserve(
-        _ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp
+        _ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp,
+        holder: BudgetHolder?
     ) async throws(StoreError) -> BudgetReservation {
-        let statement = Self.reservation(amount, lines, spentBefore, now)
+        let statement = Self.reservation(amount, lines, spentBefore, now, holder)
         return try statement.outcome(try await pool.query(statement.sql, statement.binds, intent: statement.intent))
     }
 
