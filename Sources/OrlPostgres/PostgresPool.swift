@@ -86,29 +86,16 @@ final class PostgresPool: Sendable {
     }
 
     /// One statement on a leased connection, for async callers (the gateway's budget
-    /// reservations): the calling task waits for the answer, no thread does. The lease ends
-    /// on the event loop, when the answer comes, before the task is resumed: a slot never
-    /// waits for a cooperative thread (which a blocking caller of `withConnection` may be
-    /// holding while it waits for a slot). The same bounds as `withConnection` and `wait`; a
-    /// lease finds a free slot at once in the common case, and waits for one on a dispatch
-    /// thread otherwise (never on the cooperative pool).
+    /// reservations): the calling task waits for the answer, no thread does. No task holds
+    /// a slot: the query starts where the slot was taken (the caller's thread when one is
+    /// free at once, else the dispatch thread that waited for one) and the lease ends on the
+    /// event loop when the answer comes, before the task is resumed. A held slot so never
+    /// waits for a cooperative thread, which a blocking caller of `withConnection` may be
+    /// holding while it waits for a slot. The same bounds as `withConnection` and `wait`.
     func query(_ sql: String, _ binds: [PostgresValue], intent: String) async throws(StoreError) -> [PostgresRandomAccessRow] {
-        if slots.wait(timeout: .now()) != .success {
-            let slots = self.slots
-            let deadline = DispatchTime.now() + .milliseconds(Int(leaseTimeout.wholeMilliseconds))
-            let leased = await withCheckedContinuation { continuation in
-                DispatchQueue.global().async { continuation.resume(returning: slots.wait(timeout: deadline) == .success) }
-            }
-            guard leased else {
-                throw StoreError(
-                    "cannot \(intent): every connection to the PostgreSQL state \(url) stayed busy for \(leaseTimeout.wholeMilliseconds / 1000)s"
-                )
-            }
-        }
         var bindings = PostgresBindings(capacity: binds.count)
         for value in binds { value.bind(into: &bindings) }
         let query = PostgresQuery(unsafeSQL: sql, binds: bindings)
-        let reused = reusedConnection()
         let outcome: Result<[PostgresRandomAccessRow], StoreError> = await withCheckedContinuation { continuation in
             let resumed = Mutex(false)
             // Once: gives the connection back (or closes it), frees the slot, resumes the task.
@@ -154,21 +141,42 @@ final class PostgresPool: Sendable {
                     }
                 }
             }
-            if let reused {
-                run(reused)
-            } else {
-                let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
-                let connecting: EventLoopFuture<PostgresConnection> = PostgresConnection.connect(
-                    on: group.next(), configuration: configuration, id: id, logger: logger)
-                connecting.whenComplete { result in
-                    switch result {
-                    case .success(let connection): run(PooledConnection(connection))
-                    case .failure(let error):
-                        finish(
-                            .failure(
-                                StoreError("cannot \(intent): cannot connect to the PostgreSQL state \(self.url): \(Self.describe(error))")),
-                            nil)
+            // Leased, the query starts from here (or from the thread that waited for the
+            // slot), never from a task that would need a cooperative thread to go on.
+            let start: @Sendable () -> Void = {
+                if let reused = self.reusedConnection() {
+                    run(reused)
+                } else {
+                    let id = self.nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+                    let connecting: EventLoopFuture<PostgresConnection> = PostgresConnection.connect(
+                        on: self.group.next(), configuration: self.configuration, id: id, logger: self.logger)
+                    connecting.whenComplete { result in
+                        switch result {
+                        case .success(let connection): run(PooledConnection(connection))
+                        case .failure(let error):
+                            finish(
+                                .failure(
+                                    StoreError(
+                                        "cannot \(intent): cannot connect to the PostgreSQL state \(self.url): \(Self.describe(error))")),
+                                nil)
+                        }
                     }
+                }
+            }
+            if self.slots.wait(timeout: .now()) == .success {
+                start()
+            } else {
+                let deadline = DispatchTime.now() + .milliseconds(Int(self.leaseTimeout.wholeMilliseconds))
+                DispatchQueue.global().async {
+                    guard self.slots.wait(timeout: deadline) == .success else {
+                        continuation.resume(
+                            returning: .failure(
+                                StoreError(
+                                    "cannot \(intent): every connection to the PostgreSQL state \(self.url) stayed busy for \(self.leaseTimeout.wholeMilliseconds / 1000)s"
+                                )))
+                        return
+                    }
+                    start()
                 }
             }
         }
