@@ -461,6 +461,13 @@ enum PostgresSchema {
                 "CREATE INDEX budget_holds_by_owner ON budget_holds (owner) WHERE released_at IS NULL",
             ]
         ),
+        Migration(
+            summary: "the process that claimed each running step (its token digest), so its end gives the attempt up at once",
+            statements: [
+                // As SQLite's: steps claimed before have none and wait for their lease.
+                "ALTER TABLE run_steps ADD COLUMN claimant TEXT COLLATE \"C\""
+            ]
+        ),
     ]
 
     static var version: Int { migrations.count }
