@@ -116,6 +116,15 @@ public enum APICatalog {
                 ), (204, "No task within `wait`."), (401, "`invalid_api_key`."),
             ]),
         Route(
+            server: agentAPI, method: "POST", path: "/v1/tasks/stream", summary: "Receive tasks and answer them on one open request",
+            description:
+                "NDJSON both ways. The server pushes `{\"next\": TASK, \"traceparent\"}` when the agent holds no task from the stream; the agent answers each with a line `{\"task\": \"RUN/STEP/ATTEMPT\", \"output\": ANY}` (complete), `{\"task\", \"error\", \"retry\"}` (fail) or `{\"task\", \"heartbeat\": true}`, and gets one line back: what the route of the same name answers (a completion's carries `next`, claimed in the same transaction), or `{\"task\", \"status\", \"error\"}`. `?wait=SECONDS` (at most and by default 25): how long the stream waits for a task when none is Ready before it ends. A connection silent for 30 s is closed: heartbeat on the stream at least every 20 s while working.",
+            auth: .agent, request: "NDJSON: one answer a line",
+            responses: [
+                (200, "`application/x-ndjson`: tasks and answers, one a line; ends after `wait` without a task"),
+                (400, "`invalid_request`."), (401, "`invalid_api_key`."),
+            ]),
+        Route(
             server: agentAPI, method: "POST", path: "/v1/tasks/{run}/{step}/{attempt}/heartbeat", summary: "Extend a task's lease",
             description: "Sent while the agent works on the task.", auth: .agent, request: nil,
             responses: [

@@ -13,6 +13,7 @@ import Synchronization
 ///
 /// ```text
 /// POST /v1/tasks/next?wait=SECONDS          200 the task | 204 none came in time
+/// POST /v1/tasks/stream?wait=SECONDS        NDJSON both ways: tasks pushed, answers sent back
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/heartbeat 200 {"leaseExpiresAt": ...}
 /// POST /v1/tasks/RUN/STEP/ATTEMPT/complete  {"output": JSON}; with ?next=SECONDS the
 ///                                           answer also carries the agent's next task
@@ -67,6 +68,9 @@ public final class AgentAPI: Sendable {
     let statusStore: (any StateStore)?
     let pinChecks = Mutex<[ResourceID: PinCheck]>([:])
     private let queue = DispatchQueue(label: "orl.agent-api.store")
+    /// The store's queue as a task executor: a task that prefers it runs between its
+    /// store calls on the thread that makes them (see `stream`).
+    let storeExecutor: QueueExecutor
     /// Reads that decide a call (may this step call this tool?), on a connection and a
     /// queue of their own: a write waiting for another process's lock (a large apply)
     /// holds up the writes queued behind it, never these (WAL readers do not wait).
@@ -91,6 +95,7 @@ public final class AgentAPI: Sendable {
         servers: (any StdioLauncher)? = nil, configuration: Configuration
     ) {
         self.gateway = gateway
+        self.storeExecutor = QueueExecutor(queue)
         self.operations = RunOperations(store: store, onReady: { waiters.notify($0) })
         self.reads = reader.map { RunOperations(store: $0) } ?? operations
         self.readQueue = reader == nil ? queue : DispatchQueue(label: "orl.agent-api.reads")
@@ -109,6 +114,7 @@ public final class AgentAPI: Sendable {
 
     func register(_ router: Router<BasicRequestContext>) {
         router.post("/v1/tasks/next") { request, _ in await self.next(request) }
+        router.post("/v1/tasks/stream") { request, _ in await self.stream(request) }
         router.post("/v1/tasks/:run/:step/:attempt/heartbeat") { request, context in
             await self.answer(request, context, .heartbeat)
         }
@@ -202,7 +208,7 @@ public final class AgentAPI: Sendable {
 
     /// The query parameter `name` as a wait in seconds, clamped to the longest poll;
     /// nil when it is absent.
-    private func wait(_ request: Request, _ name: String) throws(GatewayError) -> Duration? {
+    func wait(_ request: Request, _ name: String) throws(GatewayError) -> Duration? {
         guard let given = request.uri.queryParameters.get(name) else { return nil }
         // Clamped, never converted as given: `wait=1e16` once trapped the controller.
         guard let asked = Double(given).flatMap({ Duration.seconds(clamping: $0, atMost: configuration.longestPoll) }) else {
@@ -213,7 +219,7 @@ public final class AgentAPI: Sendable {
 
     /// Claims the agent's next task, waiting up to `wait` for one to be Ready; nil when
     /// none came in time (or the client went away).
-    private func poll(_ agent: ResourceID, claimant: String?, for wait: Duration) async throws(RunError) -> RunTask? {
+    func poll(_ agent: ResourceID, claimant: String?, for wait: Duration) async throws(RunError) -> RunTask? {
         let clock = ContinuousClock()
         let deadline = clock.now + wait
         while true {
@@ -265,8 +271,7 @@ public final class AgentAPI: Sendable {
         do {
             switch answer {
             case .heartbeat:
-                let lease = try await perform { () throws(RunError) in try self.operations.heartbeat(task, agent: agent, now: now) }
-                gateway.hold(task, agent: agent, until: lease)
+                let lease = try await heartbeat(task, agent: agent, now: now)
                 return Gateway.json(
                     .ok,
                     JSONValue.object([("task", .string(task.description)), ("leaseExpiresAt", .string(lease.description))])
@@ -289,12 +294,7 @@ public final class AgentAPI: Sendable {
                 }
                 // `?next=SECONDS`: the agent's next task comes with the answer, claimed in
                 // the same transaction when one is Ready, else waited for as a poll does.
-                let (record, claimed) = try await perform { () throws(RunError) in
-                    try self.operations.completeAndClaim(task, agent: agent, claimant: caller.digest, output: output, now: now)
-                }
-                gateway.release(task, agent: agent)
-                attemptEnded(task, agent: agent, record: record, failed: nil)
-                if let claimed { self.claimed(claimed, agent: agent) }
+                let (record, claimed) = try await completeAndClaim(task, agent: agent, claimant: caller.digest, output: output, now: now)
                 // The completion is committed: a failed wait for the next task is only a
                 // missing `next`, which the agent's next poll makes up for.
                 var next = claimed
@@ -306,12 +306,7 @@ public final class AgentAPI: Sendable {
                 guard let message = body?["error"]?.string, !message.isEmpty else {
                     return Gateway.error(.invalidRequest("say why the task failed: {\"error\": \"...\"}", param: "error"))
                 }
-                let retry = body?["retry"]?.bool ?? true
-                let record = try await perform { () throws(RunError) in
-                    try self.operations.fail(task, agent: agent, error: message, retry: retry, now: now, random: Double.random(in: 0..<1))
-                }
-                gateway.release(task, agent: agent)
-                attemptEnded(task, agent: agent, record: record, failed: message)
+                let record = try await fail(task, agent: agent, error: message, retry: body?["retry"]?.bool ?? true, now: now)
                 return Gateway.json(.ok, Self.state(of: record, task).compactRendered())
             case .publish, .read:
                 guard let topic = body?["topic"]?.string, !topic.isEmpty else {
@@ -342,6 +337,36 @@ public final class AgentAPI: Sendable {
             if error.kind == .conflict || error.kind == .forbidden { gateway.release(task, agent: agent) }
             return Gateway.error(GatewayError(error))
         }
+    }
+
+    func heartbeat(_ task: TaskID, agent: ResourceID, now: Timestamp) async throws(RunError) -> Timestamp {
+        let lease = try await perform { () throws(RunError) in try self.operations.heartbeat(task, agent: agent, now: now) }
+        gateway.hold(task, agent: agent, until: lease)
+        return lease
+    }
+
+    /// Completes the task and claims the agent's next one in the same transaction.
+    func completeAndClaim(
+        _ task: TaskID, agent: ResourceID, claimant: String?, output: Node, now: Timestamp
+    ) async throws(RunError) -> (StepRecord, RunTask?) {
+        let (record, next) = try await perform { () throws(RunError) in
+            try self.operations.completeAndClaim(task, agent: agent, claimant: claimant, output: output, now: now)
+        }
+        gateway.release(task, agent: agent)
+        attemptEnded(task, agent: agent, record: record, failed: nil)
+        if let next { claimed(next, agent: agent) }
+        return (record, next)
+    }
+
+    func fail(_ task: TaskID, agent: ResourceID, error message: String, retry: Bool, now: Timestamp) async throws(RunError)
+        -> StepRecord
+    {
+        let record = try await perform { () throws(RunError) in
+            try self.operations.fail(task, agent: agent, error: message, retry: retry, now: now, random: Double.random(in: 0..<1))
+        }
+        gateway.release(task, agent: agent)
+        attemptEnded(task, agent: agent, record: record, failed: message)
+        return record
     }
 
     /// The attempt's duration and span: from its claim here, or from the step's start
@@ -381,7 +406,7 @@ public final class AgentAPI: Sendable {
 
     /// What an answer says of the task; `next` (when asked for) is the agent's next
     /// task, or null.
-    private static func state(of record: StepRecord, _ task: TaskID, next: RunTask?? = nil) -> JSONValue {
+    static func state(of record: StepRecord, _ task: TaskID, next: RunTask?? = nil) -> JSONValue {
         .object([
             ("task", .string(task.description)), ("state", .string(record.state.rawValue)),
             ("retryAt", record.state == .ready ? record.readyAt.map { .string($0.description) } : nil),
@@ -429,5 +454,18 @@ public final class AgentAPI: Sendable {
             }
         }
         return try result.get()
+    }
+}
+
+/// A dispatch queue as a task executor: the jobs of a task that prefers it run on the
+/// queue, one at a time, between the blocks queued there.
+final class QueueExecutor: TaskExecutor {
+    private let queue: DispatchQueue
+
+    init(_ queue: DispatchQueue) { self.queue = queue }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }

@@ -55,13 +55,16 @@ extension SQLStateAccess: RunWriter {
             reason: row.optionalText(15), claimant: row.optionalText(16))
     }
 
+    /// `intent` is only formatted when a statement fails: a claim or a completion runs a
+    /// dozen statements, and formatting each one's intent cost more than some of them.
     private func rows<R>(
-        _ sql: String, intent: String, bind: (Statement) throws(StoreError) -> Void, _ read: (Statement) throws(StoreError) -> R
+        _ sql: String, intent: @autoclosure () -> String, bind: (Statement) throws(StoreError) -> Void,
+        _ read: (Statement) throws(StoreError) -> R
     ) throws(StoreError) -> [R] {
-        try connection().withStatement(sql, intent: intent) { statement throws(StoreError) in
+        try connection().withStatement(sql, intent: intent()) { statement throws(StoreError) in
             try bind(statement)
             var result: [R] = []
-            while try statement.step(intent: intent) { result.append(try read(statement)) }
+            while try statement.step(intent: intent()) { result.append(try read(statement)) }
             return result
         }
     }
@@ -69,12 +72,41 @@ extension SQLStateAccess: RunWriter {
     // MARK: Reading
 
     func run(_ id: RunID) throws(StoreError) -> RunRecord? {
-        try rows("SELECT \(Self.runColumns) FROM runs WHERE id = ?1", intent: "read run \(id)") { s throws(StoreError) in
+        try rows(Self.runByID, intent: "read run \(id)") { s throws(StoreError) in
             try s.bind(1, id.rawValue)
         } _: { s throws(StoreError) in
             try Self.run(s)
         }.first
     }
+
+    // The statements a claim or a completion runs, made once: their text is also the
+    // key of the connection's prepared statement.
+    private static let runByID = "SELECT \(runColumns) FROM runs WHERE id = ?1"
+    private static let stepByIndex = "SELECT \(stepColumns) FROM run_steps WHERE run_id = ?1 AND idx = ?2"
+    private static let nextClaimableStep = """
+        SELECT \(stepColumns) FROM run_steps
+        WHERE state = 'Ready' AND namespace = ?1 AND agent = ?2 AND ready_at <= ?3
+        ORDER BY ready_at, run_id, idx LIMIT 1
+        """
+    private static let anyOpenStep = "SELECT EXISTS (SELECT 1 FROM run_steps WHERE run_id = ?1 AND state IN \(openStates))"
+    private static let updateStep = """
+        UPDATE run_steps SET agent = ?5, state = ?6, waiting = ?7, attempt = ?8, ready_at = ?9, lease_expires_at = ?10, deadline = ?11,
+            started_at = ?12, ended_at = ?13, error = ?14, decided_by = ?15, reason = ?16, claimant = ?17
+        WHERE run_id = ?1 AND idx = ?2
+        """
+    private static let valueByKey =
+        "SELECT \(valueColumns) FROM run_values WHERE run_id = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1"
+    private static let insertValue = """
+        INSERT INTO run_values (\(valueColumns))
+        SELECT ?1, ?2, coalesce(max(version), 0) + 1, ?3, ?4, ?5, ?6 FROM run_values WHERE run_id = ?1 AND key = ?2
+        RETURNING version
+        """
+    private static let upsertAttempt = """
+        INSERT INTO run_attempts (run_id, step, attempt, namespace, agent, started_at, ended_at, outcome, error)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        ON CONFLICT (run_id, step, attempt) DO UPDATE SET
+            ended_at = excluded.ended_at, outcome = excluded.outcome, error = excluded.error
+        """
 
     func runs(namespace: String?, workflow: String?, limit: Int) throws(StoreError) -> [RunRecord] {
         var conditions: [String] = []
@@ -110,7 +142,7 @@ extension SQLStateAccess: RunWriter {
     }
 
     func step(of run: RunID, index: Int) throws(StoreError) -> StepRecord? {
-        try rows("SELECT \(Self.stepColumns) FROM run_steps WHERE run_id = ?1 AND idx = ?2", intent: "read a step of run \(run)") {
+        try rows(Self.stepByIndex, intent: "read a step of run \(run)") {
             s throws(StoreError) in
             try s.bind(1, run.rawValue)
             try s.bind(2, index)
@@ -140,14 +172,18 @@ extension SQLStateAccess: RunWriter {
         }.first ?? 0
     }
 
+    /// Stops at the first open step: counting them all made each completion of a long
+    /// chain read every step still pending after it.
+    func hasOpenSteps(of run: RunID) throws(StoreError) -> Bool {
+        try rows(Self.anyOpenStep, intent: "look for an open step of run \(run)") { s throws(StoreError) in
+            try s.bind(1, run.rawValue)
+        } _: { s throws(StoreError) in
+            s.int(0) != 0
+        }.first ?? false
+    }
+
     func nextClaimable(agent: ResourceID, at now: Timestamp) throws(StoreError) -> StepRecord? {
-        try rows(
-            """
-            SELECT \(Self.stepColumns) FROM run_steps
-            WHERE state = 'Ready' AND namespace = ?1 AND agent = ?2 AND ready_at <= ?3
-            ORDER BY ready_at, run_id, idx LIMIT 1
-            """, intent: "find the next task of \(agent)"
-        ) { s throws(StoreError) in
+        try rows(Self.nextClaimableStep, intent: "find the next task of \(agent)") { s throws(StoreError) in
             try s.bind(1, agent.namespace)
             try s.bind(2, agent.name)
             try s.bind(3, now.milliseconds)
@@ -225,10 +261,7 @@ extension SQLStateAccess: RunWriter {
     }
 
     func value(of run: RunID, key: String) throws(StoreError) -> BlackboardValue? {
-        try rows(
-            "SELECT \(Self.valueColumns) FROM run_values WHERE run_id = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1",
-            intent: "read \(key) of run \(run)"
-        ) { s throws(StoreError) in
+        try rows(Self.valueByKey, intent: "read \(key) of run \(run)") { s throws(StoreError) in
             try s.bind(1, run.rawValue)
             try s.bind(2, key)
         } _: { s throws(StoreError) in
@@ -299,10 +332,10 @@ extension SQLStateAccess: RunWriter {
 
     // MARK: Writing
 
-    private func run(_ sql: String, intent: String, bind: (Statement) throws(StoreError) -> Void) throws(StoreError) {
-        try connection(writing: true).withStatement(sql, intent: intent) { statement throws(StoreError) in
+    private func run(_ sql: String, intent: @autoclosure () -> String, bind: (Statement) throws(StoreError) -> Void) throws(StoreError) {
+        try connection(writing: true).withStatement(sql, intent: intent()) { statement throws(StoreError) in
             try bind(statement)
-            try statement.run(intent: intent)
+            try statement.run(intent: intent())
         }
     }
 
@@ -373,13 +406,7 @@ extension SQLStateAccess: RunWriter {
     }
 
     func update(_ step: StepRecord) throws(StoreError) {
-        try run(
-            """
-            UPDATE run_steps SET agent = ?5, state = ?6, waiting = ?7, attempt = ?8, ready_at = ?9, lease_expires_at = ?10, deadline = ?11,
-                started_at = ?12, ended_at = ?13, error = ?14, decided_by = ?15, reason = ?16, claimant = ?17
-            WHERE run_id = ?1 AND idx = ?2
-            """, intent: "update step \(step.id) of run \(step.run)"
-        ) { s throws(StoreError) in
+        try run(Self.updateStep, intent: "update step \(step.id) of run \(step.run)") { s throws(StoreError) in
             try s.bind(1, step.run.rawValue)
             try s.bind(2, step.index)
             // A delegated sub-task gets its agent when its planner names one.
@@ -389,32 +416,27 @@ extension SQLStateAccess: RunWriter {
     }
 
     func put(_ value: BlackboardValue) throws(StoreError) -> Int {
-        let intent = "write \(value.key) of run \(value.run)"
-        try run(
-            """
-            INSERT INTO run_values (\(Self.valueColumns))
-            SELECT ?1, ?2, coalesce(max(version), 0) + 1, ?3, ?4, ?5, ?6 FROM run_values WHERE run_id = ?1 AND key = ?2
-            """, intent: intent
-        ) { s throws(StoreError) in
+        // The version comes back from the insert (RETURNING): reading the value back for
+        // it copied the whole output once more.
+        let version = try connection(writing: true).withStatement(Self.insertValue, intent: "write \(value.key) of run \(value.run)") {
+            s throws(StoreError) -> Int in
             try s.bind(1, value.run.rawValue)
             try s.bind(2, value.key)
             try s.bind(3, value.value)
             try s.bind(4, value.writtenAt.milliseconds)
             try s.bind(5, value.step)
             try s.bind(6, value.attempt.map(Int64.init))
+            var version = 1
+            // Stepped to the end: the insert completes on the step that returns SQLITE_DONE.
+            while try s.step(intent: "write \(value.key) of run \(value.run)") { version = s.int(0) }
+            return version
         }
-        return try self.value(of: value.run, key: value.key)?.version ?? 1
+        return version
     }
 
     func put(_ attempt: AttemptRecord) throws(StoreError) {
-        try run(
-            """
-            INSERT INTO run_attempts (run_id, step, attempt, namespace, agent, started_at, ended_at, outcome, error)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-            ON CONFLICT (run_id, step, attempt) DO UPDATE SET
-                ended_at = excluded.ended_at, outcome = excluded.outcome, error = excluded.error
-            """, intent: "record attempt \(attempt.attempt) of step \(attempt.step) of run \(attempt.run)"
-        ) { s throws(StoreError) in
+        try run(Self.upsertAttempt, intent: "record attempt \(attempt.attempt) of step \(attempt.step) of run \(attempt.run)") {
+            s throws(StoreError) in
             try s.bind(1, attempt.run.rawValue)
             try s.bind(2, attempt.step)
             try s.bind(3, attempt.attempt)

@@ -22,8 +22,9 @@ extension RunsBench {
         print(
             "runs --api: \(agents) agents long-polling the controller's HTTP API on loopback, answering at once; SQLite (WAL) state; median of \(runs)"
         )
-        print("  each measured two ways, alternating: a poll per task (`/v1/tasks/next`), and the next task carried by")
-        print("  the completion's answer (`complete?next=0`, what the reference agent does), polling only when none came")
+        print("  each measured three ways, alternating: a poll per task (`/v1/tasks/next`); the next task carried by the")
+        print("  completion's answer (`complete?next=0`, what the reference agent does), polling only when none came; and")
+        print("  tasks pushed on one open request answered on the same one (`/v1/tasks/stream`, NDJSON both ways)")
         let chainMS = try await measureAPI("chain of \(chain) steps", steps: chain, workflow: Self.chain(chain))
         let fanMS = try await measureAPI("fan-out 1 → \(width) → 1 (\(width + 2) steps)", steps: width + 2, workflow: Self.fanOut(width))
         print("  side by side, per step (peers measured on this machine, ../shared/peer-bench):")
@@ -37,30 +38,62 @@ extension RunsBench {
                 fanMS / 0.45))
     }
 
-    /// The median milliseconds per step with the next task carried by the completion.
-    private func measureAPI(_ label: String, steps: Int, workflow: String) async throws -> Double {
-        var perRun: [Bool: [Duration]] = [:]
-        for _ in 0..<runs {
-            for carried in [false, true] {
-                perRun[carried, default: []].append(try await driveThroughAPI(steps: steps, workflow: workflow, carried: carried))
+    /// How an agent gets its tasks and answers them.
+    enum Mode: String, CaseIterable, ExpressibleByArgument {
+        /// A poll per task, then a completion.
+        case poll
+        /// The completion's answer carries the next task (`complete?next=0`).
+        case carried
+        /// Tasks pushed on one open request, answered on the same one.
+        case stream
+
+        var label: String {
+            switch self {
+            case .poll: "a poll per task:         "
+            case .carried: "next with the completion:"
+            case .stream: "pushed on a stream:      "
             }
         }
-        print("  \(label), run start to last completion:")
-        var result = 0.0
-        for carried in [false, true] {
-            let times = perRun[carried, default: []].sorted()
+    }
+
+    /// The median milliseconds per step of the fastest way.
+    private func measureAPI(_ label: String, steps: Int, workflow: String) async throws -> Double {
+        var perRun: [Mode: [Duration]] = [:]
+        var cpu: [Mode: Duration] = [:]
+        let modes = Mode.allCases.filter { self.modes.isEmpty || self.modes.contains($0) }
+        for _ in 0..<runs {
+            for mode in modes {
+                let (wall, used) = try await driveThroughAPI(steps: steps, workflow: workflow, mode: mode)
+                perRun[mode, default: []].append(wall)
+                cpu[mode, default: .zero] += used
+            }
+        }
+        print("  \(label), run start to last completion (CPU: the whole process, agents and server, per step):")
+        var result = Double.infinity
+        for mode in modes {
+            let times = perRun[mode, default: []].sorted()
             let median = Self.milliseconds(times[times.count / 2])
             print(
                 String(
-                    format: "    %@ %.1f ms (%.3f ms per step; min %.3f, max %.3f)",
-                    carried ? "next with the completion:" : "a poll per task:        ", median, median / Double(steps),
-                    Self.milliseconds(times.first!) / Double(steps), Self.milliseconds(times.last!) / Double(steps)))
-            result = median / Double(steps)
+                    format: "    %@ %.1f ms (%.3f ms per step; min %.3f, max %.3f; CPU %.3f ms per step)", mode.label, median,
+                    median / Double(steps), Self.milliseconds(times.first!) / Double(steps), Self.milliseconds(times.last!) / Double(steps),
+                    Self.milliseconds(cpu[mode, default: .zero]) / Double(steps * runs)))
+            if mode == .stream || modes.count == 1 { result = min(result, median / Double(steps)) }
         }
         return result
     }
 
-    private func driveThroughAPI(steps: Int, workflow: String, carried: Bool) async throws -> Duration {
+    /// The CPU time this process used so far (user and system, every thread).
+    static func processCPU() -> Duration {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        func duration(_ time: timeval) -> Duration { .seconds(Int64(time.tv_sec)) + .microseconds(Int64(time.tv_usec)) }
+        return duration(usage.ru_utime) + duration(usage.ru_stime)
+    }
+
+    /// The wall time from the run's start to its last completion, and the CPU time the
+    /// process (agents and server) used meanwhile.
+    private func driveThroughAPI(steps: Int, workflow: String, mode: Mode) async throws -> (Duration, Duration) {
         let directory = NSTemporaryDirectory() + "orl-bench-runs-api-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let store = try SQLiteStateStore(directory: directory)
@@ -85,36 +118,47 @@ extension RunsBench {
 
         let progress = Progress(steps: steps)
         let agentTasks = (0..<agents).map { _ in
-            Task { try await Self.agent(url: url, token: token, progress: progress, carried: carried) }
+            Task {
+                if mode == .stream {
+                    try await Self.streamingAgent(url: url, token: token, progress: progress)
+                } else {
+                    try await Self.agent(url: url, token: token, progress: progress, carried: mode == .carried)
+                }
+            }
         }
         // The agents are waiting in their polls when the run starts.
         try await Task.sleep(for: .milliseconds(300))
         let began = ContinuousClock.now
+        let used = Self.processCPU()
         // As the controller's own writers do, the start announces the Ready steps.
         let run = try RunOperations(store: store, onReady: { waiters.notify($0) }).start(
             .init(workflow: ResourceID(kind: "Workflow", name: "bench"), by: "orl-bench"), now: clock(), random: 1)
         for task in agentTasks { try await task.value }
-        guard let end = progress.end else { throw ValidationError("the agents stopped before the run ended") }
+        guard let end = progress.end, let cpu = progress.cpu else { throw ValidationError("the agents stopped before the run ended") }
         let phase = try store.readRuns { reader throws(StoreError) in try reader.run(run.id)?.phase }
         guard phase == .succeeded else { throw ValidationError("the run ended \(phase?.rawValue ?? "nowhere")") }
-        return end - began
+        return (end - began, cpu - used)
     }
 
-    /// Counts completions; the last one marks the end.
+    /// Counts completions; the last one marks the end, and the process's CPU time then.
     final class Progress: Sendable {
         let steps: Int
-        private let state = Mutex<(done: Int, end: ContinuousClock.Instant?)>((0, nil))
+        private let state = Mutex<(done: Int, end: ContinuousClock.Instant?, cpu: Duration?)>((0, nil, nil))
 
         init(steps: Int) { self.steps = steps }
 
         func completed() {
             state.withLock { state in
                 state.done += 1
-                if state.done == steps { state.end = ContinuousClock.now }
+                if state.done == steps {
+                    state.end = ContinuousClock.now
+                    state.cpu = RunsBench.processCPU()
+                }
             }
         }
 
         var end: ContinuousClock.Instant? { state.withLock { $0.end } }
+        var cpu: Duration? { state.withLock { $0.cpu } }
     }
 
     /// One agent: polls for a task and completes it, until the run is done (then every
@@ -145,6 +189,41 @@ extension RunsBench {
                 following.members != nil
             {
                 next = following
+            }
+        }
+    }
+
+    /// One agent on `/v1/tasks/stream`: answers each task pushed with a completion line,
+    /// and opens another stream when one ends (none came in time), until the run is done.
+    private static func streamingAgent(url: String, token: String, progress: Progress) async throws {
+        while progress.end == nil {
+            let (answers, send) = AsyncStream<ByteBuffer>.makeStream()
+            defer { send.finish() }
+            var request = HTTPClientRequest(url: url + "/v1/tasks/stream?wait=1")
+            request.method = .POST
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            request.headers.add(name: "Content-Type", value: "application/x-ndjson")
+            request.body = .stream(answers, length: .unknown)
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            guard response.status == .ok else {
+                throw ValidationError(
+                    "the stream answered \(response.status.code): \(String(buffer: try await response.body.collect(upTo: 1 << 20)))")
+            }
+            var pending = ByteBuffer()
+            for try await var chunk in response.body {
+                pending.writeBuffer(&chunk)
+                while let newline = pending.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+                    let view = pending.readableBytesView
+                    let line = Array(view[view.startIndex..<newline])
+                    pending.moveReaderIndex(forwardBy: newline - view.startIndex + 1)
+                    let message = try JSONParser.parse(bytes: line, file: "<stream>")
+                    if message["error"] != nil { throw ValidationError("the stream refused: \(String(decoding: line, as: UTF8.self))") }
+                    if message["state"] != nil { progress.completed() }
+                    if let next = message["next"], next.members != nil {
+                        guard let id = next["task"]?.string else { throw ValidationError("a task without its id: \(next)") }
+                        send.yield(ByteBuffer(string: #"{"task": ""# + id + #"", "output": {"text": "done"}}"# + "\n"))
+                    }
+                }
             }
         }
     }

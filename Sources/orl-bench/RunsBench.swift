@@ -35,14 +35,25 @@ struct RunsBench: AsyncParsableCommand {
     @Option(help: "With --api: how many agents poll at once (each a connection of its own).")
     var agents = 4
 
+    @Option(
+        name: .customLong("mode"),
+        help: "With --api: only these ways of getting tasks (poll, carried, stream; repeatable); all by default.")
+    var modes: [Mode] = []
+
     func run() async throws {
         if api { return try await measureAPI() }
         print("runs: agents answer at once; SQLite (WAL) state, each claim and completion one transaction; median of \(runs)")
-        try measure("chain of \(chain) steps", steps: chain, workflow: Self.chain(chain))
-        try measure("fan-out 1 → \(width) → 1 (\(width + 2) steps)", steps: width + 2, workflow: Self.fanOut(width))
+        for carried in [false, true] {
+            print(
+                carried
+                    ? "each completion claims the agent's next task in its transaction (what the API's `complete?next` and stream do):"
+                    : "a claim, then a completion (two transactions a step):")
+            try measure("chain of \(chain) steps", steps: chain, workflow: Self.chain(chain), carried: carried)
+            try measure("fan-out 1 → \(width) → 1 (\(width + 2) steps)", steps: width + 2, workflow: Self.fanOut(width), carried: carried)
+        }
     }
 
-    private func measure(_ label: String, steps: Int, workflow: String) throws {
+    private func measure(_ label: String, steps: Int, workflow: String, carried: Bool) throws {
         var starts: [Duration] = []
         var drives: [Duration] = []
         let clock = ContinuousClock()
@@ -66,9 +77,20 @@ struct RunsBench: AsyncParsableCommand {
             starts.append(clock.now - began)
             began = clock.now
             var done = 0
-            while let task = try operations.claim(agent: worker, now: Self.now) {
-                try operations.complete(task.id, agent: worker, output: output, now: Self.now)
-                done += 1
+            if carried {
+                // What the API does per step: the completion claims the next task in its
+                // transaction.
+                var task = try operations.claim(agent: worker, now: Self.now)
+                while let current = task {
+                    task = try operations.completeAndClaim(current.id, agent: worker, output: output, now: Self.now).next
+                    if task == nil { task = try operations.claim(agent: worker, now: Self.now) }
+                    done += 1
+                }
+            } else {
+                while let task = try operations.claim(agent: worker, now: Self.now) {
+                    try operations.complete(task.id, agent: worker, output: output, now: Self.now)
+                    done += 1
+                }
             }
             drives.append(clock.now - began)
             let phase = try store.readRuns { reader throws(StoreError) in try reader.run(run.id)?.phase }

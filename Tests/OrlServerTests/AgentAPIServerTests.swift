@@ -145,6 +145,48 @@ import Testing
             return (Int(response.status.code), json)
         }
 
+        /// Opens `/v1/tasks/stream`: lines are sent with `send`, and the server's lines
+        /// come parsed from `lines` (which ends when the response does).
+        func stream(token: String = "token-a", wait: String = "20") async throws -> (
+            send: AsyncStream<ByteBuffer>.Continuation, lines: StreamLines
+        ) {
+            let (outbound, send) = AsyncStream<ByteBuffer>.makeStream()
+            var request = HTTPClientRequest(url: url + "/v1/tasks/stream?wait=\(wait)")
+            request.method = .POST
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            request.body = .stream(outbound, length: .unknown)
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            #expect(response.status == .ok && response.headers["content-type"].first == "application/x-ndjson")
+            let (lines, yield) = AsyncThrowingStream<Data, any Error>.makeStream()
+            Task {
+                do {
+                    var pending = Data()
+                    for try await chunk in response.body {
+                        pending.append(contentsOf: chunk.readableBytesView)
+                        while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                            let line = pending[pending.startIndex..<newline]
+                            pending = Data(pending[(newline + 1)...])
+                            yield.yield(Data(line))
+                        }
+                    }
+                    yield.finish()
+                } catch {
+                    yield.finish(throwing: error)
+                }
+            }
+            return (send, StreamLines(lines: lines.makeAsyncIterator()))
+        }
+
+        /// The server's lines of a stream, parsed.
+        struct StreamLines {
+            var lines: AsyncThrowingStream<Data, any Error>.AsyncIterator
+
+            mutating func next() async throws -> [String: Any]? {
+                guard let line = try await lines.next() else { return nil }
+                return try JSONSerialization.jsonObject(with: line) as? [String: Any] ?? [:]
+            }
+        }
+
         func error(_ json: [String: Any]) -> (code: String, message: String) {
             let error = json["error"] as? [String: Any] ?? [:]
             return (error["code"] as? String ?? "", error["message"] as? String ?? "")
@@ -240,6 +282,53 @@ import Testing
         let waited = try await answer
         let next = try #require(waited.json["next"] as? [String: Any], "\(waited.json)")
         #expect(next["run"] as? String == other.rawValue && next["step"] as? String == "first", "\(next), not of \(relay)")
+        await h.stop()
+    }
+
+    /// On `/v1/tasks/stream` the agent's tasks are pushed as they become Ready and
+    /// answered on the same request: a completion's answer carries the next task, a bad
+    /// line is refused without ending the stream, and the stream ends when no task came
+    /// within its wait.
+    @Test func aStreamPushesTheAgentsTasksAndTakesTheirAnswers() async throws {
+        let h = try Harness()
+        try await h.start()
+        var (send, received) = try await h.stream(wait: "0.5")
+        // Waiting: the run starts after the stream opened.
+        let run = try h.startRun("chain")
+        let first = try #require(try await received.next())
+        let one = try #require(first["next"] as? [String: Any], "\(first)")
+        #expect(one["task"] as? String == "\(run)/one/1" && (first["traceparent"] as? String)?.hasPrefix("00-") == true)
+
+        send.yield(ByteBuffer(string: "not json\n"))
+        let refused = try #require(try await received.next())
+        #expect(refused["status"] as? Int == 400 && refused["task"] is NSNull, "\(refused)")
+        send.yield(ByteBuffer(string: #"{"task": "\#(run)/one/1", "heartbeat": true}"# + "\n"))
+        let renewed = try #require(try await received.next())
+        #expect(renewed["task"] as? String == "\(run)/one/1" && renewed["leaseExpiresAt"] is String, "\(renewed)")
+
+        // Two lines in one write: each gets its answer, in order.
+        send.yield(
+            ByteBuffer(string: #"{"task": "\#(run)/one/1", "output": {"n": 1}}"# + "\n\n" + #"{"task": "\#(run)/one/1", "output": 9}"#))
+        let done = try #require(try await received.next())
+        #expect(done["state"] as? String == "Succeeded", "\(done)")
+        let two = try #require(done["next"] as? [String: Any], "\(done)")
+        #expect(two["task"] as? String == "\(run)/two/1" && (two["dependencies"] as? [String: Any])?["one"] as? [String: Int] == ["n": 1])
+        send.yield(ByteBuffer(string: "\n"))
+        let again = try #require(try await received.next())
+        #expect(again["status"] as? Int == 409 && (again["error"] as? [String: Any])?["code"] as? String == "conflict", "\(again)")
+
+        // The next step is b's: the answer carries none, and the stream ends after its wait.
+        send.yield(ByteBuffer(string: #"{"task": "\#(run)/two/1", "output": 2}"# + "\n"))
+        let last = try #require(try await received.next())
+        #expect(last["state"] as? String == "Succeeded" && last["next"] is NSNull, "\(last)")
+        #expect(try await received.next() == nil)
+        send.finish()
+        let three = try await h.post("/v1/tasks/next?wait=0", token: "token-b")
+        #expect(three.json["step"] as? String == "three")
+
+        // Without a valid token nothing is streamed.
+        let stranger = try await h.post("/v1/tasks/stream?wait=0", token: "nobody")
+        #expect(stranger.status == 401)
         await h.stop()
     }
 

@@ -595,7 +595,7 @@ public struct RunOperations: Sendable {
                 if next.state == .waitingApproval { try tx.record(approvalRequested(run, next, plan, now)) }
             }
         }
-        if try tx.writer.openStepCount(of: run.id) == 0 {
+        if try !tx.writer.hasOpenSteps(of: run.id) {
             run.phase = .succeeded
             run.endedAt = now
             try tx.writer.update(run)

@@ -18,6 +18,8 @@ public protocol RunReader {
     func steps(of run: RunID) throws(StoreError) -> [StepRecord]
     /// How many steps of the run are not in a terminal state.
     func openStepCount(of run: RunID) throws(StoreError) -> Int
+    /// Whether any step of the run is not in a terminal state (asked at every step's end).
+    func hasOpenSteps(of run: RunID) throws(StoreError) -> Bool
     /// The Ready step of `agent` that became claimable first (at or before `now`), in
     /// any Running run.
     func nextClaimable(agent: ResourceID, at now: Timestamp) throws(StoreError) -> StepRecord?
@@ -41,6 +43,10 @@ public protocol RunReader {
     func spend(of run: RunID) throws(StoreError) -> [String: Charge]
     /// A resource's status as the controller last wrote it (an agent's process phase).
     func status(for resource: ResourceID) throws(StoreError) -> ResourceStatus?
+}
+
+extension RunReader {
+    public func hasOpenSteps(of run: RunID) throws(StoreError) -> Bool { try openStepCount(of: run) > 0 }
 }
 
 /// Writing runs, inside one exclusive transaction.
