@@ -59,7 +59,7 @@ import Testing
     static func probes(_ fleet: Fleet) -> [String] {
         var values: Set<String> = [
             "t0", "t1", "t2", "srv/x", "srv/y", "srv", "srv/", "p/m", "p/other", "q/m", "p", "*", "x*", "a", "b", "c", "pii",
-            "public", "s0", "s1", "é/x", "p/é", "K/x", "\u{212A}/x", "p/m/n", "a0", "a1", "a2", "a3",
+            "public", "s0", "s1", "é/x", "p/é", "K/x", "\u{212A}/x", "p/K", "p/m/n", "a0", "a1", "a2", "a3",
         ]
         let engine = PolicyEngine(fleet)
         for agent in fleet.resources(of: .agent) {
@@ -134,7 +134,7 @@ import Testing
                 }
                 func side() -> String {
                     """
-                    {tools: \(entries(["t0", "t1", "t2", "*", "srv/*", "srv/x", "t0/*"])), models: \(entries(["p/m", "p/*", "*", "q/*", "p/é", "é/*", "\u{212A}/*"])), secrets: \(entries(["s0", "s1", "*"])), handoffs: \(entries(["a0", "a1", "a2", "*"])), dataClasses: \(entries(["pii", "public"])), egress: \(entries(["pii", "public"]))}
+                    {tools: \(entries(["t0", "t1", "t2", "*", "srv/*", "srv/x", "t0/*"])), models: \(entries(["p/m", "p/*", "*", "q/*", "p/é", "p/\u{212A}"])), secrets: \(entries(["s0", "s1", "*"])), handoffs: \(entries(["a0", "a1", "a2", "*"])), dataClasses: \(entries(["pii", "public"])), egress: \(entries(["pii", "public"]))}
                     """
                 }
                 var approval = "tools: \(entries(["t0", "t1", "*", "srv/*"]))"

@@ -250,7 +250,9 @@ extension PolicyAudit {
         let blindTools = fleet.mayMiss(.tool, in: namespace)
         for (side, rules) in [("allow", spec.allow), ("deny", spec.deny)] {
             let base = ValuePath([.key("spec"), .key(side)])
-            check(rules.tools, base.appending("tools"), noun: "tool", blind: blindTools, candidates: names.tools, list: "tools", exists: toolExists)
+            check(
+                rules.tools, base.appending("tools"), noun: "tool", blind: blindTools, candidates: names.tools, list: "tools",
+                exists: toolExists)
             check(
                 rules.models, base.appending("models"), noun: "model", blind: fleet.mayMiss(.modelProvider, in: namespace),
                 candidates: names.models, list: "models", exists: modelExists)
