@@ -189,7 +189,10 @@ let package = Package(
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
             name: "OrlDaemonTests",
-            dependencies: ["OrlDaemon", "OrlController", "OrlStore", "OrlPostgres", "OrlCore", "OrlYAML", "OrlTestPostgres"],
+            dependencies: [
+                "OrlDaemon", "OrlController", "OrlStore", "OrlPostgres", "OrlCore", "OrlYAML", "OrlTestPostgres",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strictness),
         .testTarget(
             name: "OrlCLITests",

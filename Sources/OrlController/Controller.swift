@@ -4,8 +4,6 @@ import Synchronization
 
 #if canImport(Glibc)
     import Glibc
-#elseif canImport(Darwin)
-    import Darwin
 #endif
 
 /// Makes agent processes match the applied Agents, level-triggered: what should run

@@ -73,7 +73,9 @@ public actor NodeMembership {
     public static let runsRole = "runs"
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
-    private var lease: NodeLease?
+    private var lease: NodeLease? { didSet { if lease != oldValue { onLease?(lease) } } }
+    /// Told each lease the node holds from now on (nil: none), e.g. the gateway's holds.
+    private let onLease: (@Sendable (NodeLease?) -> Void)?
     private let renewal: Renewal
     private var lastSnapshot: NodeSnapshot?
     /// Agents no live node can run, and why, as last said.
@@ -89,8 +91,9 @@ public actor NodeMembership {
         store: any NodeStore, controller: Controller, configuration: Configuration, log: @escaping @Sendable (ControllerEvent) -> Void,
         clock: @escaping @Sendable () -> Timestamp = Controller.systemTime,
         monotonic: @escaping @Sendable () -> Int64 = NodeMembership.monotonicNow, guardLink: (any NodeGuardLink)? = nil,
-        executor: StoreExecutor = StoreExecutor(label: "orl.node")
+        executor: StoreExecutor = StoreExecutor(label: "orl.node"), onLease: (@Sendable (NodeLease?) -> Void)? = nil
     ) {
+        self.onLease = onLease
         self.store = store
         self.controller = controller
         self.configuration = configuration

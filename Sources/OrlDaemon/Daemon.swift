@@ -202,7 +202,8 @@ public struct Daemon: Sendable {
                 }
             }
             membership = NodeMembership(
-                store: nodeStore, controller: controller, configuration: node, log: log, guardLink: configuration.nodeGuard)
+                store: nodeStore, controller: controller, configuration: node, log: log, guardLink: configuration.nodeGuard,
+                onLease: { gateway.serve(node: $0) })
         } else {
             membership = nil
         }
@@ -274,6 +275,8 @@ public struct Daemon: Sendable {
                     }
                 },
                 PeriodicService("lease-pruning", every: .seconds(60)) { agents.prune() },
+                // Budget holds in the store: this gateway's renewed, abandoned ones released.
+                PeriodicService("budget-holds", every: BudgetHolder.renewInterval) { gateway.keepSharedHolds() },
             ] + (membership.map { [NodeService(membership: $0)] } ?? []) + [
                 ReconcileService(controller: controller)
             ]

@@ -2,8 +2,6 @@ public import OrlCore
 
 #if canImport(Glibc)
     import Glibc
-#elseif canImport(Darwin)
-    import Darwin
 #endif
 
 /// What `-f` named, once directories are expanded: files to read, or what standard

@@ -6,8 +6,6 @@ import Synchronization
 
 #if canImport(Glibc)
     import Glibc
-#elseif canImport(Darwin)
-    import Darwin
 #endif
 
 /// A manifest file's name (as the user will see it) and contents, from wherever it was

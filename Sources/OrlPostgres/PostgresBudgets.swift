@@ -17,7 +17,8 @@ import PostgresNIO
 /// three at most), which the ledger, written durably, still records.
 extension PostgresStateStore: BudgetReservations {
     public func reserve(
-        _ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp
+        _ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp,
+        holder: BudgetHolder?
     ) throws(StoreError) -> BudgetReservation {
         let intent = "reserve against a budget"
         let ordered = lines.sorted()
@@ -27,11 +28,16 @@ extension PostgresStateStore: BudgetReservations {
                 try session.execute("SET LOCAL synchronous_commit TO off", intent: intent)
                 // The hold first: the lines' row locks, which serialize every gateway's calls
                 // on a budget, are then held for one statement and the commit only.
+                // Its lease by the server's clock (nodes whose clocks disagree agree on it).
                 let id = try session.query(
-                    "INSERT INTO budget_holds (micro_usd, tokens, created_at, lines) VALUES ($1, $2, $3, $4) RETURNING id",
+                    """
+                    INSERT INTO budget_holds (micro_usd, tokens, created_at, lines, owner, node, node_generation, expires_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, \(PostgresNodes.now) + $8::bigint) RETURNING id
+                    """,
                     [
                         .int(amount.microUSD ?? 0), .int(amount.tokens ?? 0), .int(now.milliseconds),
-                        .text(BudgetLineKey.encode(ordered.map(\.key))),
+                        .text(BudgetLineKey.encode(ordered.map(\.key))), .text(holder?.owner ?? ""), .text(holder?.node ?? ""),
+                        .int(holder?.generation ?? 0), .int(holder?.lease.wholeMilliseconds),
                     ],
                     intent: "record a budget hold"
                 ).first.map { row throws(StoreError) in try row.int64(0) }
@@ -98,19 +104,30 @@ extension PostgresStateStore: BudgetReservations {
             try session.execute("BEGIN ISOLATION LEVEL READ COMMITTED", intent: intent)
             do throws(StoreError) {
                 try session.execute("SET LOCAL synchronous_commit TO off", intent: intent)
-                // Deleting claims the hold: of two settlers, one gets the row, the other none.
+                // Deleting claims the hold: of two settlers (or a settler and an expiry), one
+                // gets the row, the other none; a DELETE that waited for an expiry's UPDATE
+                // returns the row as released.
                 guard
                     let row = try session.query(
-                        "DELETE FROM budget_holds WHERE id = $1 RETURNING micro_usd, tokens, lines", [.int(hold)], intent: intent
+                        "DELETE FROM budget_holds WHERE id = $1 RETURNING micro_usd, tokens, lines, CASE WHEN released_at IS NULL THEN 0::bigint ELSE 1::bigint END",
+                        [.int(hold)],
+                        intent: intent
                     ).first
                 else {
                     try session.execute("ROLLBACK", intent: intent)
                     return false
                 }
-                let held = BudgetAmount(microUSD: try row.int64(0), tokens: try row.int64(1))
                 guard let keys = BudgetLineKey.decode(try row.text(2)) else {
                     throw StoreError("budget hold \(hold) is corrupt (its lines)")
                 }
+                // Released as abandoned: its reservation was given back then; only a cost is left to count.
+                let released = try row.int64(3) != 0
+                if released && cost == nil {
+                    try session.execute("COMMIT", intent: intent)
+                    return true
+                }
+                let held =
+                    released ? BudgetAmount(microUSD: 0, tokens: 0) : BudgetAmount(microUSD: try row.int64(0), tokens: try row.int64(1))
                 for key in keys.sorted() {
                     try session.execute(
                         """
@@ -125,6 +142,68 @@ extension PostgresStateStore: BudgetReservations {
                 }
                 try session.execute("COMMIT", intent: intent)
                 return true
+            } catch {
+                if !session.isBroken { _ = try? session.execute("ROLLBACK", intent: intent) }
+                throw error
+            }
+        }
+    }
+
+    public func renewHolds(of owner: String, lease: Duration) throws(StoreError) -> Int {
+        let intent = "renew budget holds"
+        return try pool.withConnection(intent: intent) { session throws(StoreError) -> Int in
+            // One statement, its own transaction: no line is locked.
+            try session.execute(
+                """
+                UPDATE budget_holds SET expires_at = \(PostgresNodes.now) + $2::bigint
+                WHERE owner = $1 AND released_at IS NULL AND expires_at IS NOT NULL
+                """, [.text(owner), .int(lease.wholeMilliseconds)], intent: intent)
+        }
+    }
+
+    public func releaseAbandonedHolds() throws(StoreError) -> Int {
+        let intent = "release abandoned budget holds"
+        return try pool.withConnection(intent: intent) { session throws(StoreError) -> Int in
+            try session.execute("BEGIN ISOLATION LEVEL READ COMMITTED", intent: intent)
+            do throws(StoreError) {
+                try session.execute("SET LOCAL synchronous_commit TO off", intent: intent)
+                let now = try session.query("SELECT \(PostgresNodes.now)", intent: intent).first.map { row throws(StoreError) in
+                    try row.int64(0)
+                }
+                guard let now else { throw StoreError("cannot \(intent): the server's time was not read") }
+                // The UPDATE claims each hold (its row lock): a settlement or another sweep that
+                // meets it waits, then finds it released (or gone) and does not give it back again.
+                let rows = try session.query(
+                    """
+                    UPDATE budget_holds h SET released_at = $1
+                    WHERE h.released_at IS NULL AND h.expires_at IS NOT NULL AND (h.expires_at <= $1 OR (h.node <> '' AND NOT EXISTS (
+                        SELECT 1 FROM nodes n WHERE n.name = h.node AND n.generation = h.node_generation AND n.expires_at > $1)))
+                    RETURNING id, micro_usd, tokens, lines
+                    """, [.int(now)], intent: intent)
+                var sums: [BudgetLineKey: (Int64, Int64)] = [:]
+                for row in rows {
+                    guard let keys = BudgetLineKey.decode(try row.text(3)) else {
+                        throw StoreError("budget hold \(try row.int64(0)) is corrupt (its lines)")
+                    }
+                    let (usd, tokens) = (try row.int64(1), try row.int64(2))
+                    for key in keys {
+                        let sum = sums[key] ?? (0, 0)
+                        sums[key] = (sum.0 + usd, sum.1 + tokens)
+                    }
+                }
+                // In key order, as reservations lock lines: no cycle of waits.
+                for (key, amount) in sums.sorted(by: { $0.key < $1.key }) {
+                    try session.execute(
+                        """
+                        UPDATE budget_lines SET reserved_micro_usd = reserved_micro_usd - $7, reserved_tokens = reserved_tokens - $8
+                        WHERE \(Self.keyFilter)
+                        """, Self.binds(key) + [.int(amount.0), .int(amount.1)], intent: intent)
+                }
+                try session.execute(
+                    "DELETE FROM budget_holds WHERE released_at < $1", [.int(now - BudgetHolder.releasedMemory.wholeMilliseconds)],
+                    intent: "forget released budget holds")
+                try session.execute("COMMIT", intent: intent)
+                return rows.count
             } catch {
                 if !session.isBroken { _ = try? session.execute("ROLLBACK", intent: intent) }
                 throw error

@@ -449,6 +449,18 @@ enum PostgresSchema {
                 "ALTER TABLE supervision ADD COLUMN node_generation BIGINT",
             ]
         ),
+        Migration(
+            summary: "budget holds that expire: who made each (gateway, node and generation), its lease, and released ones kept",
+            statements: [
+                // As SQLite's: holds made before have no expires_at and never expire.
+                "ALTER TABLE budget_holds ADD COLUMN owner TEXT COLLATE \"C\" NOT NULL DEFAULT ''",
+                "ALTER TABLE budget_holds ADD COLUMN node TEXT COLLATE \"C\" NOT NULL DEFAULT ''",
+                "ALTER TABLE budget_holds ADD COLUMN node_generation BIGINT NOT NULL DEFAULT 0",
+                "ALTER TABLE budget_holds ADD COLUMN expires_at BIGINT",
+                "ALTER TABLE budget_holds ADD COLUMN released_at BIGINT",
+                "CREATE INDEX budget_holds_by_owner ON budget_holds (owner) WHERE released_at IS NULL",
+            ]
+        ),
     ]
 
     static var version: Int { migrations.count }

@@ -41,6 +41,13 @@ public final class Gateway: ModelGateway {
     /// its conditional updates make the budgets exact across them. nil: the meter alone
     /// (one gateway per state, which never waits on the store on a call's path).
     let reservations: (any BudgetReservations)?
+    /// This gateway as its holds in the store name it (unique per process), the node it
+    /// serves under its current lease, how many of its holds are not yet settled, and the
+    /// settlements the store refused, tried again (`keepSharedHolds`).
+    let holdOwner: String
+    let holdNode = Mutex<(node: String, generation: Int64)?>(nil)
+    let openHolds = Atomic<Int>(0)
+    let unsettled = Mutex<[(hold: Int64, cost: Charge?)]>([])
     let client: HTTPClient
     let configuration: Configuration
     let providerKey: @Sendable (SecretID) -> String?
@@ -71,6 +78,7 @@ public final class Gateway: ModelGateway {
         self.onExhausted = onExhausted
         self.client = Self.sharedClient
         self.prefix = "orl-" + String(UInt32.random(in: 0...UInt32.max), radix: 16) + "-"
+        self.holdOwner = Self.newHoldOwner()
     }
 
     /// One client for the process, never shut down: a gateway lives as long as its

@@ -1,6 +1,10 @@
 import Dispatch
-import OrlCore
+public import OrlCore
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Budgets shared by every gateway of a state (`Gateway.reservations`, set when the
 /// state is in PostgreSQL): a call the meter granted is also reserved in the store, whose
@@ -19,10 +23,12 @@ extension Gateway {
         let (lines, spent) = state.withLock { $0.meter.lines(of: reservation.agent, now: now) }
         guard !lines.isEmpty else { return .success(nil) }
         let amount = BudgetAmount(reservation.charge, roundingUp: true)
+        let holder = self.holder
         let outcome: Result<BudgetReservation, StoreError> = await withCheckedContinuation { continuation in
             Self.budgetQueue.async {
                 do throws(StoreError) {
-                    continuation.resume(returning: .success(try reservations.reserve(amount, against: lines, spentBefore: spent, now: now)))
+                    continuation.resume(
+                        returning: .success(try reservations.reserve(amount, against: lines, spentBefore: spent, now: now, holder: holder)))
                 } catch {
                     continuation.resume(returning: .failure(error))
                 }
@@ -30,6 +36,7 @@ extension Gateway {
         }
         switch outcome {
         case .success(.reserved(let hold)):
+            openHolds.add(1, ordering: .relaxed)
             return .success(hold.id)
         case .success(.refused(let line)):
             let refusal = state.withLock { state in
@@ -54,11 +61,78 @@ extension Gateway {
     public func finishSharedBudgets() {
         guard reservations != nil else { return }
         Self.budgetQueue.sync(flags: .barrier) {}
+        settleAgain()
+    }
+
+    /// What the store records of this gateway on each hold: its process, and the node it
+    /// serves under that node's current lease (none while it holds none: a hold is then
+    /// kept alive by this process's renewals alone).
+    var holder: BudgetHolder {
+        let node = holdNode.withLock { $0 }
+        return BudgetHolder(owner: holdOwner, node: node?.node, generation: node?.generation ?? 0, lease: BudgetHolder.standardLease)
+    }
+
+    /// The node's lease changed (registered, renewed under a new generation, lost, ended).
+    public func serve(node lease: NodeLease?) {
+        holdNode.withLock { $0 = lease.map { ($0.node, $0.generation) } }
+    }
+
+    /// Every `BudgetHolder.renewInterval`, off the request path (blocks): settlements the
+    /// store refused are tried again, the holds of this gateway's calls in flight are
+    /// renewed, and the holds other gateways abandoned (their process died, or their node's
+    /// lease ended) are released, so that a killed controller does not keep a share of a
+    /// cap until its window ends.
+    public func keepSharedHolds() {
+        guard let reservations else { return }
+        settleAgain()
+        do throws(StoreError) {
+            if openHolds.load(ordering: .relaxed) > 0 {
+                _ = try reservations.renewHolds(of: holdOwner, lease: BudgetHolder.standardLease)
+            }
+            let released = try reservations.releaseAbandonedHolds()
+            if released > 0 {
+                log(
+                    ControllerEvent(
+                        time: clock(), reason: .node,
+                        message: "released \(released) budget hold\(released == 1 ? "" : "s") of model calls whose gateway stopped "
+                            + "(its node's lease ended, or it renewed them no more)"))
+            }
+        } catch {
+            log(ControllerEvent(time: clock(), reason: .error, message: "keeping the budget holds: \(error.description)"))
+        }
+    }
+
+    /// Settlements the store could not take, tried once more each: a late one still counts
+    /// (the store adds the cost even to a hold it released meanwhile).
+    private func settleAgain() {
+        guard let reservations else { return }
+        let waiting = unsettled.withLock { list in
+            defer { list.removeAll() }
+            return list
+        }
+        for (hold, cost) in waiting {
+            do throws(StoreError) {
+                if let cost {
+                    _ = try reservations.settle(hold, cost: BudgetAmount(cost, roundingUp: false))
+                } else {
+                    _ = try reservations.release(hold)
+                }
+                openHolds.subtract(1, ordering: .relaxed)
+            } catch {
+                unsettled.withLock { $0.append((hold, cost)) }
+            }
+        }
+    }
+
+    static func newHoldOwner() -> String {
+        var name = [CChar](repeating: 0, count: 256)
+        let host = gethostname(&name, name.count - 1) == 0 ? String(cString: name) : "host"
+        return "\(host)/\(getpid())/" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
     }
 
     /// Settles the store's hold on what the call cost (`cost`), or releases it (nil), off
-    /// the request's path. A hold the store cannot be told of stays reserved: the budget
-    /// errs on the safe side until the hold is released.
+    /// the request's path. A hold the store cannot be told of stays reserved (this gateway
+    /// renews it) and is settled again at the next `keepSharedHolds`.
     func endShared(_ hold: Int64, cost: Charge?) {
         guard let reservations else { return }
         let log = self.log
@@ -70,7 +144,10 @@ extension Gateway {
                 } else {
                     _ = try reservations.release(hold)
                 }
+                self.openHolds.subtract(1, ordering: .relaxed)
             } catch {
+                // Kept, renewed and tried again: the hold stays reserved until then.
+                self.unsettled.withLock { $0.append((hold, cost)) }
                 log(ControllerEvent(time: clock(), reason: .error, message: "settling a model call's budget: \(error.description)"))
             }
         }

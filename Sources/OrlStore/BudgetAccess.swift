@@ -4,7 +4,8 @@ public import OrlCore
 /// (`BEGIN IMMEDIATE`), so the checks of one reservation see every other's, in any process.
 extension SQLiteStateStore: BudgetReservations {
     public func reserve(
-        _ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp
+        _ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp,
+        holder: BudgetHolder?
     ) throws(StoreError) -> BudgetReservation {
         try transaction(.immediate, intent: "reserve against a budget") { access throws(StoreError) in
             let database = try access.connection(writing: true)
@@ -60,13 +61,21 @@ extension SQLiteStateStore: BudgetReservations {
                     try s.run(intent: "reserve against a budget line")
                 }
             }
+            let expires = try holder.map { holder throws(StoreError) in try SQLNodes.now(database) + holder.lease.wholeMilliseconds }
             let id = try database.withStatement(
-                "INSERT INTO budget_holds (micro_usd, tokens, created_at, lines) VALUES (?1, ?2, ?3, ?4)", intent: "record a budget hold"
+                """
+                INSERT INTO budget_holds (micro_usd, tokens, created_at, lines, owner, node, node_generation, expires_at)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                """, intent: "record a budget hold"
             ) { s throws(StoreError) -> Int64 in
                 try s.bind(1, amount.microUSD ?? 0)
                 try s.bind(2, amount.tokens ?? 0)
                 try s.bind(3, now.milliseconds)
                 try s.bind(4, BudgetLineKey.encode(ordered.map(\.key)))
+                try s.bind(5, holder?.owner ?? "")
+                try s.bind(6, holder?.node ?? "")
+                try s.bind(7, holder?.generation ?? 0)
+                try s.bind(8, expires)
                 try s.run(intent: "record a budget hold")
                 return database.lastInsertedRowID
             }
@@ -86,17 +95,22 @@ extension SQLiteStateStore: BudgetReservations {
         try transaction(.immediate, intent: cost == nil ? "release a budget hold" : "settle a budget hold") {
             access throws(StoreError) -> Bool in
             let database = try access.connection(writing: true)
+            // Deleting claims the hold: of a settlement, a release and an expiry, one gets it.
             let found = try database.withStatement(
-                "DELETE FROM budget_holds WHERE id = ?1 RETURNING micro_usd, tokens, lines", intent: "end a budget hold"
-            ) { s throws(StoreError) -> (BudgetAmount, String)? in
+                "DELETE FROM budget_holds WHERE id = ?1 RETURNING micro_usd, tokens, lines, released_at IS NOT NULL",
+                intent: "end a budget hold"
+            ) { s throws(StoreError) -> (BudgetAmount, String, Bool)? in
                 try s.bind(1, hold)
                 guard try s.step(intent: "end a budget hold") else { return nil }
-                let held = (BudgetAmount(microUSD: s.int64(0), tokens: s.int64(1)), s.text(2))
+                let held = (BudgetAmount(microUSD: s.int64(0), tokens: s.int64(1)), s.text(2), s.int64(3) != 0)
                 _ = try s.step(intent: "end a budget hold")
                 return held
             }
-            guard let (held, text) = found else { return false }
+            guard let (reserved, text, released) = found else { return false }
             guard let keys = BudgetLineKey.decode(text) else { throw StoreError("budget hold \(hold) is corrupt (its lines)") }
+            // Released as abandoned: its reservation was given back then; only a cost is left to count.
+            if released && cost == nil { return true }
+            let held = released ? BudgetAmount.none : reserved
             for key in keys.sorted() {
                 try database.withStatement(
                     """
@@ -116,6 +130,95 @@ extension SQLiteStateStore: BudgetReservations {
             }
             return true
         }
+    }
+
+    public func renewHolds(of owner: String, lease: Duration) throws(StoreError) -> Int {
+        try transaction(.immediate, intent: "renew budget holds") { access throws(StoreError) -> Int in
+            let database = try access.connection(writing: true)
+            let expires = try SQLNodes.now(database) + lease.wholeMilliseconds
+            return try database.withStatement(
+                "UPDATE budget_holds SET expires_at = ?2 WHERE owner = ?1 AND released_at IS NULL AND expires_at IS NOT NULL",
+                intent: "renew budget holds"
+            ) { s throws(StoreError) -> Int in
+                try s.bind(1, owner)
+                try s.bind(2, expires)
+                try s.run(intent: "renew budget holds")
+                return database.changes
+            }
+        }
+    }
+
+    public func releaseAbandonedHolds() throws(StoreError) -> Int {
+        // Most sweeps find nothing: they look first without the write lock.
+        let due = try transaction(.deferred, intent: "look for abandoned budget holds") { access throws(StoreError) -> Bool in
+            let database = try access.connection()
+            let now = try SQLNodes.now(database)
+            return try database.withStatement(
+                "SELECT EXISTS (SELECT 1 FROM budget_holds h WHERE \(Self.abandoned)) OR EXISTS (SELECT 1 FROM budget_holds WHERE released_at < ?2)",
+                intent: "look for abandoned budget holds"
+            ) { s throws(StoreError) -> Bool in
+                try s.bind(1, now)
+                try s.bind(2, now - BudgetHolder.releasedMemory.wholeMilliseconds)
+                return try s.step(intent: "look for abandoned budget holds") && s.int64(0) != 0
+            }
+        }
+        guard due else { return 0 }
+        return try transaction(.immediate, intent: "release abandoned budget holds") { access throws(StoreError) -> Int in
+            let database = try access.connection(writing: true)
+            let now = try SQLNodes.now(database)
+            let intent = "release abandoned budget holds"
+            let holds = try database.withStatement(
+                "UPDATE budget_holds AS h SET released_at = ?1 WHERE \(Self.abandoned) RETURNING id, micro_usd, tokens, lines",
+                intent: intent
+            ) { s throws(StoreError) -> [(Int64, BudgetAmount, String)] in
+                try s.bind(1, now)
+                var holds: [(Int64, BudgetAmount, String)] = []
+                while try s.step(intent: intent) {
+                    holds.append((s.int64(0), BudgetAmount(microUSD: s.int64(1), tokens: s.int64(2)), s.text(3)))
+                }
+                return holds
+            }
+            for (key, amount) in try Self.byLine(holds).sorted(by: { $0.key < $1.key }) {
+                try database.withStatement(
+                    """
+                    UPDATE budget_lines SET reserved_micro_usd = reserved_micro_usd - ?7, reserved_tokens = reserved_tokens - ?8
+                    WHERE \(Self.keyFilter)
+                    """, intent: intent
+                ) { s throws(StoreError) in
+                    try Self.bind(key, s)
+                    try s.bind(7, amount.microUSD ?? 0)
+                    try s.bind(8, amount.tokens ?? 0)
+                    try s.run(intent: intent)
+                }
+            }
+            try database.withStatement("DELETE FROM budget_holds WHERE released_at < ?1", intent: "forget released budget holds") {
+                s throws(StoreError) in
+                try s.bind(1, now - BudgetHolder.releasedMemory.wholeMilliseconds)
+                try s.run(intent: "forget released budget holds")
+            }
+            return holds.count
+        }
+    }
+
+    /// A hold (`h`) no one will settle in time: its gateway stopped renewing it, or its node's
+    /// lease under the generation it was made with is no longer live (?1: the database's now).
+    static let abandoned = """
+        h.released_at IS NULL AND h.expires_at IS NOT NULL AND (h.expires_at <= ?1 OR (h.node <> '' AND NOT EXISTS (
+            SELECT 1 FROM nodes n WHERE n.name = h.node AND n.generation = h.node_generation AND n.expires_at > ?1)))
+        """
+
+    /// What the holds reserved, summed per line.
+    static func byLine(_ holds: [(Int64, BudgetAmount, String)]) throws(StoreError) -> [BudgetLineKey: BudgetAmount] {
+        var sums: [BudgetLineKey: BudgetAmount] = [:]
+        for (id, amount, text) in holds {
+            guard let keys = BudgetLineKey.decode(text) else { throw StoreError("budget hold \(id) is corrupt (its lines)") }
+            for key in keys {
+                let sum = sums[key] ?? .none
+                sums[key] = BudgetAmount(
+                    microUSD: (sum.microUSD ?? 0) + (amount.microUSD ?? 0), tokens: (sum.tokens ?? 0) + (amount.tokens ?? 0))
+            }
+        }
+        return sums
     }
 
     public func budgetLines(since: Timestamp?) throws(StoreError) -> [BudgetLineState] {

@@ -569,6 +569,22 @@ enum Schema {
                 ALTER TABLE supervision ADD COLUMN node_generation INTEGER;
                 """
         ),
+        Migration(
+            summary: "budget holds that expire: who made each (gateway, node and generation), its lease, and released ones kept",
+            sql: """
+                -- The gateway process that made the hold (it renews expires_at while it lives),
+                -- the node it served under which lease generation ('' and 0: none), and, once
+                -- the hold was released as abandoned, when (a late settlement then adds the
+                -- call's cost to the lines' spend without giving the reservation back twice).
+                -- Holds made before this migration have no expires_at and never expire.
+                ALTER TABLE budget_holds ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+                ALTER TABLE budget_holds ADD COLUMN node TEXT NOT NULL DEFAULT '';
+                ALTER TABLE budget_holds ADD COLUMN node_generation INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE budget_holds ADD COLUMN expires_at INTEGER;
+                ALTER TABLE budget_holds ADD COLUMN released_at INTEGER;
+                CREATE INDEX budget_holds_by_owner ON budget_holds (owner) WHERE released_at IS NULL;
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

@@ -13,6 +13,7 @@ struct OrlBench: AsyncParsableCommand {
             McpBench.self, RunsBench.self,
             ObservabilityBench.self,
             SyncBench.self, IncrementalBench.self, DashboardBench.self, BudgetHammerBench.self, GatewayBackendsBench.self,
+            FailoverBench.self,
         ]
     )
 }

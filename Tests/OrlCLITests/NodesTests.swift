@@ -1,4 +1,6 @@
 import Foundation
+import OrlCore
+import OrlStore
 import OrlTestPostgres
 import Synchronization
 import Testing
@@ -475,6 +477,13 @@ struct NodesPostgresTests {
         #expect(nodes.log("n1").contains("could not renew its lease"), "\(nodes.log("n1"))")
     }
 
+    /// A run in flight across kill -9 of a node, on PostgreSQL (`NodesTests` runs it on SQLite).
+    @Test(.timeLimit(.minutes(3))) func aRunInFlightFinishesAcrossAKilledNodeOnPostgres() async throws {
+        let url = try PostgresCluster.shared().database("relay")
+        let nodes = try NodesTests.Cluster(state: url)
+        try await NodesTests.runInFlightAcrossAKilledNode(nodes, root: nodes.work.url.path)
+    }
+
     /// A git source watched by one watch per node (`watch --node`): exactly one syncs it;
     /// when that node dies, the other node's watch takes it over.
     @Test(.timeLimit(.minutes(3))) func aSourceIsWatchedByOneNodeAtATimeAndMovesWhenItsNodeDies() async throws {
@@ -530,5 +539,275 @@ struct NodesPostgresTests {
         kill(nodes.nodes[holder]!.processIdentifier, SIGKILL)
         #expect(try await nodes.wait(.seconds(40)) { watchers[other]!().contains(holding) }, "\(watchers[other]!())")
         #expect(try await nodes.wait(.seconds(10)) { watchers[holder]!().contains("left to the watch") }, "\(watchers[holder]!())")
+    }
+}
+
+/// A workflow run in flight across `kill -9` of a node, three nodes: its steps are worked by
+/// test agents (`Fixtures/test_agent.py`, one per node), and the node killed is the one that
+/// holds the `runs` role while its agent works one of three parallel steps. The other two
+/// steps finish during the failover, the killed agent's step is given up when its task lease
+/// lapses and done again by the agent on its new node, and the run completes: every step's
+/// side effect (the agent's `done` line) happened exactly once, no agent ever ran twice, and
+/// the runs role moved.
+extension NodesTests {
+    static let workers = ["w1", "w2", "w3"]
+
+    static func relayFleet(journal: String) -> String {
+        var text = """
+            apiVersion: orl.dev/v1
+            kind: ModelProvider
+            metadata: {name: sim}
+            spec:
+              apiStyle: simulated
+              models: [{name: small, maxOutputTokens: 10, pricing: {input: 1, output: 1}}]
+            ---
+            apiVersion: orl.dev/v1
+            kind: Policy
+            metadata: {name: workers}
+            spec:
+              appliesTo: {agents: [w1, w2, w3]}
+              allow: {models: ["sim/*"], handoffs: [w1, w2, w3]}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Workflow
+            metadata: {name: relay}
+            spec:
+              steps:
+                - {id: split, agent: w1, inputs: {chat_calls: {value: "1"}}}
+                - {id: x, agent: w1, dependsOn: [split], inputs: {sleep: {value: "6"}}, heartbeatTimeout: 4s, retry: {attempts: 3, backoff: 1s}}
+                - {id: y, agent: w2, dependsOn: [split], inputs: {sleep: {value: "6"}}, heartbeatTimeout: 4s, retry: {attempts: 3, backoff: 1s}}
+                - {id: z, agent: w3, dependsOn: [split], inputs: {sleep: {value: "6"}}, heartbeatTimeout: 4s, retry: {attempts: 3, backoff: 1s}}
+                - {id: join, agent: w2, dependsOn: [x, y, z], inputs: {chat_calls: {value: "1"}}}
+
+            """
+        for worker in workers {
+            text += """
+                ---
+                apiVersion: orl.dev/v1
+                kind: Agent
+                metadata: {name: \(worker)}
+                spec:
+                  model: sim/small
+                  runtime:
+                    command: python3
+                    args: ["\(AgentRunsTests.fixtures)/test_agent.py"]
+                    mounts:
+                      - {path: "\(journal)", writable: true}
+                      - {path: "\(Orlctl.packageRoot.appendingPathComponent("examples/agents").path)"}
+                    env:
+                      - {name: JOURNAL, value: "\(journal)"}
+                      - {name: PYTHONUNBUFFERED, value: "1"}
+                    gracePeriod: 2s
+
+                """
+        }
+        return text
+    }
+
+    /// The whole scenario, on a SQLite state directory or a PostgreSQL database; `root` is
+    /// where the agents' working directories are (what the sampler counts).
+    static func runInFlightAcrossAKilledNode(_ cluster: Cluster, root: String) async throws {
+        let journalPath = cluster.work.url.appendingPathComponent("journal.jsonl").path
+        _ = FileManager.default.createFile(atPath: journalPath, contents: nil, attributes: [.posixPermissions: 0o666])
+        func journal() -> [[String: Any]] {
+            ((try? String(contentsOfFile: journalPath, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }
+        }
+        for name in ["n1", "n2", "n3"] { try cluster.start(name) }
+        #expect(try await cluster.wait(.seconds(60)) { try cluster.nodeStatus().values.filter(\.live).count == 3 }, "\(cluster.log("n1"))")
+        let sampler = Sampler(root: root)
+        defer { sampler.stop() }
+        try cluster.work.write("fleet/fleet.yaml", relayFleet(journal: journalPath))
+        let applied = try cluster.orlctl(["apply", "-f", "fleet"])
+        try #require(applied.status == 0, "\(applied.stdout)\(applied.stderr)")
+        try #require(try await cluster.wait(.seconds(60)) { sampler.latest == ["w1": 1, "w2": 1, "w3": 1] }, "\(sampler.latest)")
+        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter { $0.roles.contains("runs") }.count == 1 })
+        let spread = try cluster.nodeStatus()
+        #expect(spread.values.map(\.agents.count).sorted() == [1, 1, 1], "\(spread)")
+        let holder = try #require(spread.first { $0.value.roles.contains("runs") })
+        let dead = holder.key
+        let victim = try #require(holder.value.agents.first)
+        let interrupted = ["w1": "x", "w2": "y", "w3": "z"][victim]!
+
+        let started = try cluster.orlctl(["run", "workflow/relay"])
+        #expect(started.status == 0, "\(started.stderr)")
+        let id = String(started.stdout.dropFirst("run/".count).prefix(13))
+        func run() throws -> [String: Any] {
+            let listed = try cluster.orlctl(["runs", "-o", "json", "-A"])
+            let runs = (try? JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [String: Any])?["runs"] as? [[String: Any]]
+            return runs?.first { $0["id"] as? String == id } ?? [:]
+        }
+        func diagnosis() -> String {
+            let described = (try? cluster.orlctl(["describe", "run/\(id)"]).stdout) ?? ""
+            return "\(described)\n\(journal())\n" + ["n1", "n2", "n3"].map { "== \($0)\n\(cluster.log($0))" }.joined()
+        }
+        // The three parallel steps are in flight (each has started, none is done).
+        #expect(
+            try await cluster.wait(.seconds(60)) {
+                Set(journal().filter { $0["event"] as? String == "start" }.compactMap { $0["step"] as? String }).isSuperset(of: [
+                    "x", "y", "z",
+                ])
+            }, "\(diagnosis())")
+        #expect(!journal().contains { $0["event"] as? String == "done" && ["x", "y", "z"].contains($0["step"] as? String ?? "") })
+
+        // kill -9 of the node that drives runs and whose agent works one of them.
+        let killedAt = ContinuousClock.now
+        kill(cluster.nodes[dead]!.processIdentifier, SIGKILL)
+        var status = ""
+        let finished = try await cluster.wait(.seconds(90)) {
+            status = try run()["status"] as? String ?? ""
+            return status == "Succeeded" || status == "Failed"
+        }
+        #expect(finished && status == "Succeeded", "run \(id) is \(status)\n\(diagnosis())")
+        print("nodes: a run in flight across kill -9 of the runs node finished \(ContinuousClock.now - killedAt) after the kill")
+
+        // Every step's side effect once; the interrupted step was started again (attempt 2,
+        // same idempotency key), the others once.
+        let entries = journal().filter { ($0["task"] as? String ?? "").hasPrefix(id + "/") }
+        for step in ["split", "x", "y", "z", "join"] {
+            let done = entries.filter { $0["step"] as? String == step && $0["event"] as? String == "done" }
+            #expect(done.count == 1, "step \(step) done \(done.count) times: \(entries)")
+            #expect(Set(done.compactMap { $0["key"] as? String }) == ["\(id)/\(step)"])
+            let starts = entries.filter { $0["step"] as? String == step && $0["event"] as? String == "start" }
+            #expect(starts.count == (step == interrupted ? 2 : 1), "step \(step) started \(starts.count) times: \(entries)")
+        }
+        let steps = Dictionary(
+            uniqueKeysWithValues: (try run()["steps"] as? [[String: Any]] ?? []).map { ($0["id"] as? String ?? "", $0) })
+        #expect(steps[interrupted]?["attempt"] as? Int == 2, "\(steps[interrupted] ?? [:])")
+        for step in ["x", "y", "z"] where step != interrupted { #expect(steps[step]?["attempt"] as? Int == 1, "\(steps[step] ?? [:])") }
+        #expect(sampler.worst.values.allSatisfy { $0 == 1 }, "an agent ran twice: \(sampler.worst)")
+
+        // The runs role moved to a live node.
+        #expect(
+            try await cluster.wait(.seconds(20)) {
+                let now = try cluster.nodeStatus()
+                return now.filter { $0.value.roles.contains("runs") }.map(\.key).count == 1 && now[dead]?.roles.contains("runs") == false
+                    && now[dead]?.live == false
+            })
+        #expect(try cluster.nodeStatus()[dead]?.agents == [])
+    }
+
+    @Test(.timeLimit(.minutes(3))) func aRunInFlightFinishesAcrossAKilledNodeWithNoStepTwice() async throws {
+        let cluster = try Cluster()
+        try await Self.runInFlightAcrossAKilledNode(cluster, root: cluster.state)
+    }
+}
+
+/// Budget holds of a killed node: a model call hangs upstream on node n1's gateway (its
+/// worst case reserved in the shared state), n1 is killed with `kill -9`, and the other
+/// node's gateway releases the hold once n1's guard has ended its lease: the cap is not
+/// eaten by a dead controller until its window ends.
+extension NodesTests {
+    @Test(.timeLimit(.minutes(2))) func theBudgetHoldsOfAKilledNodeAreReleasedByAnother() async throws {
+        let cluster = try Cluster()
+        let portFile = cluster.work.url.appendingPathComponent("upstream.port").path
+        try cluster.work.write(
+            "upstream.py",
+            """
+            import http.server, sys, time
+            class Hang(http.server.BaseHTTPRequestHandler):
+                def do_POST(self):
+                    self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                    open(sys.argv[1] + ".hit", "w").close()
+                    time.sleep(600)
+                def log_message(self, *args):
+                    pass
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hang)
+            with open(sys.argv[1] + ".tmp", "w") as out:
+                out.write(str(server.server_address[1]))
+            import os
+            os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+            server.serve_forever()
+            """)
+        var helpers: [Process] = []
+        defer { for process in helpers where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        func python(_ arguments: [String]) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["python3"] + arguments
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            helpers.append(process)
+        }
+        try python([cluster.work.url.appendingPathComponent("upstream.py").path, portFile])
+        #expect(try await cluster.wait(.seconds(30)) { FileManager.default.fileExists(atPath: portFile) })
+        let port = try #require(Int(try String(contentsOfFile: portFile, encoding: .utf8)))
+
+        for name in ["n1", "n2"] { try cluster.start(name) }
+        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 2 })
+        try cluster.work.write(
+            "fleet/fleet.yaml",
+            """
+            apiVersion: orl.dev/v1
+            kind: ModelProvider
+            metadata: {name: slow}
+            spec:
+              apiStyle: openai
+              baseURL: http://127.0.0.1:\(port)/v1
+              timeout: 300s
+              models: [{name: big, maxOutputTokens: 100, pricing: {input: 1, output: 1}}]
+            ---
+            apiVersion: orl.dev/v1
+            kind: Agent
+            metadata: {name: caller}
+            spec:
+              model: slow/big
+              runtime: {command: /bin/sh, args: [-c, "exec sleep 1000"], gracePeriod: 2s}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Policy
+            metadata: {name: caller}
+            spec:
+              appliesTo: {agents: [caller]}
+              allow: {models: ["slow/*"]}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Budget
+            metadata: {name: cap}
+            spec:
+              appliesTo: {agents: [caller]}
+              limits: [{window: day, usd: 100}]
+              onExceeded: halt
+            """)
+        let applied = try cluster.orlctl(["apply", "-f", "fleet"])
+        try #require(applied.status == 0, "\(applied.stdout)\(applied.stderr)")
+        var placed = ""
+        try #require(
+            try await cluster.wait(.seconds(30)) {
+                placed = try cluster.nodeStatus().first { $0.value.agents == ["caller"] }?.key ?? ""
+                return !placed.isEmpty && PostgresGatewayBudgetTests.agentToken(under: cluster.state) != nil
+            })
+        let token = try #require(PostgresGatewayBudgetTests.agentToken(under: cluster.state))
+        let api = try String(contentsOfFile: cluster.state + "/nodes/\(placed)/controller.api", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try cluster.work.write(
+            "call.py",
+            """
+            import json, sys, urllib.request
+            body = json.dumps({"model": "slow/big", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}).encode()
+            request = urllib.request.Request(sys.argv[1] + "/v1/chat/completions", data=body,
+                headers={"Authorization": "Bearer " + sys.argv[2], "Content-Type": "application/json"})
+            try:
+                urllib.request.urlopen(request, timeout=600).read()
+            except Exception:
+                pass
+            """)
+        try python([cluster.work.url.appendingPathComponent("call.py").path, api, token])
+        func reserved() throws -> Int64 {
+            try SQLiteStateStore(directory: cluster.state).budgetLines(since: nil).first { $0.key.budgetName == "cap" }?.reserved.microUSD
+                ?? 0
+        }
+        // The call is in flight upstream: its worst case is held in the store.
+        #expect(try await cluster.wait(.seconds(30)) { FileManager.default.fileExists(atPath: portFile + ".hit") })
+        #expect(try reserved() > 0)
+
+        let killedAt = ContinuousClock.now
+        kill(cluster.nodes[placed]!.processIdentifier, SIGKILL)
+        let other = placed == "n1" ? "n2" : "n1"
+        #expect(try await cluster.wait(.seconds(30)) { try reserved() == 0 }, "\(cluster.log(other))")
+        print("nodes: the budget hold of a call in flight on a killed node released after \(ContinuousClock.now - killedAt)")
+        #expect(cluster.log(other).contains("released 1 budget hold"), "\(cluster.log(other))")
     }
 }

@@ -74,6 +74,120 @@ private func amount(_ micro: Int64, tokens: Int64 = 0) -> BudgetAmount { BudgetA
         }
     }
 
+    /// Holds that expire: one whose gateway stops renewing it, and one whose node's lease
+    /// ended, are released by a sweep (from another connection, as another node's gateway);
+    /// a hold without a holder, and one of a live node that is renewed, are not. A settlement
+    /// arriving after the release counts the call's cost once and gives nothing back twice.
+    @Test(arguments: Backend.available) func abandonedHoldsAreReleasedAndALateSettlementCountsOnce(_ backend: Backend) throws {
+        let state = try TestState(backend)
+        let store = try state.open()
+        let sweeper = try state.open()
+        let day = line(usd: 10_000_000)
+        func reserved() throws -> Int64? { try sweeper.budgetLines(since: nil).first?.reserved.microUSD }
+        func spent() throws -> Int64? { try sweeper.budgetLines(since: nil).first?.spent.microUSD }
+        func hold(_ micro: Int64, _ holder: BudgetHolder?) throws -> Int64 {
+            guard case .reserved(let hold) = try store.reserve(amount(micro), against: [day], spentBefore: [:], now: now, holder: holder)
+            else { throw StoreError("refused") }
+            return hold.id
+        }
+        let n1 = try store.registerNode("n1", labels: [:], duration: .seconds(30))
+        let n2 = try store.registerNode("n2", labels: [:], duration: .seconds(30))
+        let lapsing = try hold(400_000, BudgetHolder(owner: "gw-a", lease: .seconds(60)))
+        let ofNode = try hold(300_000, BudgetHolder(owner: "gw-b", node: "n1", generation: n1.generation, lease: .seconds(60)))
+        let forever = try hold(100_000, nil)
+        let live = try hold(50_000, BudgetHolder(owner: "gw-d", node: "n2", generation: n2.generation, lease: .seconds(60)))
+        #expect(try sweeper.releaseAbandonedHolds() == 0)
+        #expect(try reserved() == 850_000)
+
+        // gw-a's last renewal gives it 200 ms more; then it renews no more (it died).
+        #expect(try store.renewHolds(of: "gw-a", lease: .milliseconds(200)) == 1)
+        #expect(try store.renewHolds(of: "nobody", lease: .seconds(60)) == 0)
+        var released = 0
+        let deadline = ContinuousClock.now + .seconds(10)
+        while released == 0 && ContinuousClock.now < deadline {
+            released = try sweeper.releaseAbandonedHolds()
+            if released == 0 { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        #expect(released == 1)
+        #expect(try reserved() == 450_000)
+
+        // n1's lease ends (its guard saw it die): its hold goes at the next sweep, though its
+        // own lease has most of a minute left; n2's, live, stays.
+        try store.expireNode(n1)
+        #expect(try sweeper.releaseAbandonedHolds() == 1)
+        #expect(try reserved() == 150_000)
+        #expect(try sweeper.releaseAbandonedHolds() == 0)
+
+        // The gateway of gw-a was alive after all: its late settlement counts the cost, once,
+        // and gives back nothing more; a late release of n1's hold changes nothing.
+        #expect(try store.settle(lapsing, cost: amount(350_000)))
+        #expect(try spent() == 350_000 && reserved() == 150_000)
+        #expect(try !store.settle(lapsing, cost: amount(350_000)))
+        #expect(try store.release(ofNode))
+        #expect(try !store.release(ofNode))
+        #expect(try spent() == 350_000 && reserved() == 150_000)
+
+        // The others are settled as usual.
+        #expect(try store.settle(live, cost: amount(20_000)))
+        #expect(try store.release(forever))
+        #expect(try spent() == 370_000 && reserved() == 0)
+    }
+
+    /// Settlements racing expiry: holds whose lease has run out are settled (or released)
+    /// by their gateways while other stores sweep them as abandoned, all at once. Whoever
+    /// claims each hold first, every reservation is given back exactly once and every cost
+    /// counted exactly once: nothing is left reserved, nothing spent twice.
+    @Test(arguments: Backend.available) func settlementsRacingExpiryCountEachHoldOnce(_ backend: Backend) throws {
+        let state = try TestState(backend)
+        let stores = try (0..<3).map { _ in try state.open() }
+        let day = line(usd: 1_000_000_000)
+        let count = 120
+        let holds = try (0..<count).map { index -> Int64 in
+            // Already past their lease when the race starts.
+            let holder = BudgetHolder(owner: "gw-\(index % 3)", lease: .milliseconds(1))
+            guard case .reserved(let hold) = try stores[0].reserve(amount(1000), against: [day], spentBefore: [:], now: now, holder: holder)
+            else { throw StoreError("refused") }
+            return hold.id
+        }
+        Thread.sleep(forTimeInterval: 0.01)
+        let failures = Failures()
+        let settled = Atomic<Int>(0)
+        let swept = Atomic<Int>(0)
+        let settlers = (0..<3).map { part -> @Sendable () -> Void in
+            {
+                // Even holds are settled at a cost of 7, odd ones released.
+                for (index, hold) in holds.enumerated() where index % 3 == part {
+                    do {
+                        let known = index % 2 == 0 ? try stores[part].settle(hold, cost: amount(7)) : try stores[part].release(hold)
+                        if known { settled.add(1, ordering: .relaxed) }
+                    } catch {
+                        failures.record(error)
+                    }
+                }
+            }
+        }
+        let sweepers = (0..<3).map { part -> @Sendable () -> Void in
+            {
+                for _ in 0..<20 {
+                    do {
+                        swept.add(try stores[part].releaseAbandonedHolds(), ordering: .relaxed)
+                    } catch {
+                        failures.record(error)
+                    }
+                }
+            }
+        }
+        onThreads(settlers + sweepers)
+        #expect(failures.all.isEmpty, "\(failures.all)")
+        // Every hold was known to its settler (released or not), once.
+        #expect(settled.load(ordering: .relaxed) == count)
+        #expect(swept.load(ordering: .relaxed) <= count)
+        let after = try #require(try stores[1].budgetLines(since: nil).first { $0.key == day.key })
+        #expect(after.reserved.microUSD == 0, "\(after)")
+        #expect(after.spent.microUSD == Int64(count / 2) * 7, "\(after)")
+        #expect(try stores[2].releaseAbandonedHolds() == 0)
+    }
+
     /// The hammer: several stores (each its own connections, as several processes or
     /// nodes have), each with several threads, reserve as fast as they can against one cap
     /// of 100 calls' worth, settle each at its full amount, and keep going after refusals.

@@ -11,8 +11,6 @@ import OrlStore
 
 #if canImport(Glibc)
     import Glibc
-#elseif canImport(Darwin)
-    import Darwin
 #endif
 
 /// `orlctl controller`: runs the controller in the foreground, or stops the one that runs.

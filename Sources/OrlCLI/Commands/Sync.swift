@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import OrlController
 import OrlCore
+import OrlDaemon
 import OrlGit
 import OrlJSON
 import OrlManifests
@@ -254,21 +255,11 @@ struct Watch: AsyncParsableCommand {
         let (store, configuration, lock) = try source.open()
         defer { lock.release() }
         let interval = DurationValue(interval)!.duration
-        let sync = GitSourceSync(configuration: configuration, store: store, clock: { Caller.now })
-        let signals = WatchSignals()
-        var sources: [any DispatchSourceSignal] = []
-        for (number, action) in [(SIGTERM, WatchSignals.stop), (SIGINT, WatchSignals.stop), (SIGUSR1, WatchSignals.wake)] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { signals.raise(action) }
-            source.resume()
-            sources.append(source)
-        }
-        defer { for source in sources { source.cancel() } }
+        let wakes = Inbox<Watcher.Wake>()
         var receiver: Task<Void, any Error>?
         if let webhook, let address = Self.address(webhook), let webhookSecret {
             let secret = try VaultReference.secret(webhookSecret, flag: "--webhook-secret", state: source.state)
-            let handler = Self.webhookHandler(secret: secret, ref: configuration.ref, source: configuration.name, signals: signals)
+            let handler = Self.webhookHandler(secret: secret, ref: configuration.ref, source: configuration.name, wakes: wakes)
             do {
                 ConnectionGuard.raiseDescriptorLimit()
                 let (url, task) = try await WebhookServer(host: address.host, port: address.port, handle: handler).start()
@@ -278,74 +269,106 @@ struct Watch: AsyncParsableCommand {
                 throw CommandFailure(message: "cannot serve the webhook on \(webhook): \(error)")
             }
         }
-        defer { receiver?.cancel() }
         let ref = configuration.ref.map { " \($0)" } ?? ""
         let path = configuration.path.map { " (\($0))" } ?? ""
         SyncRenderer.log(
             "watching \(configuration.url)\(ref)\(path) every \(DurationValue(self.interval)!.text) as source \(configuration.name)")
+        let rounds = WatchRounds(
+            sync: GitSourceSync(configuration: configuration, store: store, clock: { Caller.now }), store: store, state: source.state,
+            interval: interval, node: node, noController: noController)
+        do {
+            try await Watcher(wakes: wakes, receiver: receiver) { await rounds.next() }.run()
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        SyncRenderer.log("stopped watching source \(configuration.name)")
+    }
+}
+
+/// The watch's rounds: what each does and how long the watch waits after it. Called by
+/// one loop at a time (`Watcher`'s rounds service), so its lock is never contended.
+final class WatchRounds: Sendable {
+    private struct Memory {
         var wasSuspended = false
         var firstRound = true
         var holding: Bool?
-        while !signals.stopRequested {
-            if let node {
-                // One watcher of the source across nodes: the one whose node holds its role.
-                let holds = WatchSingleton.holds(store, node: node, source: configuration.name)
-                if holds != holding {
-                    SyncRenderer.log(
-                        "source \(configuration.name): "
-                            + (holds ? "watched by this watch (node \(node))" : "left to the watch of the node holding its role"))
-                }
-                holding = holds
-                if !holds {
-                    let deadline = ContinuousClock.now + min(interval, .seconds(2))
-                    while ContinuousClock.now < deadline, !signals.stopRequested {
-                        await signals.wait(upTo: deadline - ContinuousClock.now)
-                    }
-                    continue
-                }
+    }
+
+    private let sync: GitSourceSync
+    private let store: any StateBackend
+    private let state: StateOptions
+    private let interval: Duration
+    private let node: String?
+    private let noController: Bool
+    private let memory = Mutex(Memory())
+
+    init(sync: GitSourceSync, store: any StateBackend, state: StateOptions, interval: Duration, node: String?, noController: Bool) {
+        self.sync = sync
+        self.store = store
+        self.state = state
+        self.interval = interval
+        self.node = node
+        self.noController = noController
+    }
+
+    /// Runs a round (or, on a node that does not hold the source's role, only looks at
+    /// the role) and returns the wait before the next.
+    func next() async -> Duration {
+        let name = sync.configuration.name
+        if let node {
+            // One watcher of the source across nodes: the one whose node holds its role.
+            let holds = WatchSingleton.holds(store, node: node, source: name)
+            let changed = memory.withLock { memory in
+                defer { memory.holding = holds }
+                return memory.holding != holds
             }
-            let report = await sync.round(retryFailed: false)
-            if report.changed { source.state.wakeController() }
-            // After the first round and after changes only: a controller stopped on purpose
-            // stays stopped until the fleet changes again.
-            if !report.failed, report.changed || firstRound {
-                firstRound = false
-                do {
-                    try await ControllerAutostart.ensure(state: source.state, optedOut: noController, json: true)
-                } catch {
-                    SyncRenderer.log("cannot start a controller: \(error)")
-                }
+            if changed {
+                SyncRenderer.log(
+                    "source \(name): " + (holds ? "watched by this watch (node \(node))" : "left to the watch of the node holding its role")
+                )
             }
-            let suspended = if case .suspended = report.outcome { true } else { false }
-            if let recovered = report.recovered { SyncRenderer.log("source \(configuration.name): \(recovered)") }
-            if report.repeated {
-                // Still unreachable: said once, when it started.
-            } else if let line = SyncRenderer.logLine(report), !(suspended && wasSuspended) {
-                SyncRenderer.log(line)
-            } else if wasSuspended && !suspended {
-                SyncRenderer.log("source \(configuration.name): resumed")
-            }
-            if case .invalid(let validation, let files) = report.outcome {
-                OrlctlMain.writeStandardError(DiagnosticRenderer.text(validation, files: files, color: false))
-            }
-            wasSuspended = suspended
-            var wait = interval
-            if case .unreachable = report.outcome {
-                wait = SourceSync.unreachableDelay(failures: report.record?.failures ?? 1, interval: interval)
-            }
-            let deadline = ContinuousClock.now + wait
-            while ContinuousClock.now < deadline, !signals.stopRequested, !signals.takeWake() {
-                await signals.wait(upTo: deadline - ContinuousClock.now)
+            if !holds { return min(interval, .seconds(2)) }
+        }
+        let report = await sync.round(retryFailed: false)
+        if report.changed { state.wakeController() }
+        // After the first round and after changes only: a controller stopped on purpose
+        // stays stopped until the fleet changes again.
+        let firstRound = memory.withLock { $0.firstRound }
+        if !report.failed, report.changed || firstRound {
+            memory.withLock { $0.firstRound = false }
+            do {
+                try await ControllerAutostart.ensure(state: state, optedOut: noController, json: true)
+            } catch {
+                SyncRenderer.log("cannot start a controller: \(error)")
             }
         }
-        SyncRenderer.log("stopped watching source \(configuration.name)")
+        let suspended = if case .suspended = report.outcome { true } else { false }
+        let wasSuspended = memory.withLock { memory in
+            defer { memory.wasSuspended = suspended }
+            return memory.wasSuspended
+        }
+        if let recovered = report.recovered { SyncRenderer.log("source \(name): \(recovered)") }
+        if report.repeated {
+            // Still unreachable: said once, when it started.
+        } else if let line = SyncRenderer.logLine(report), !(suspended && wasSuspended) {
+            SyncRenderer.log(line)
+        } else if wasSuspended && !suspended {
+            SyncRenderer.log("source \(name): resumed")
+        }
+        if case .invalid(let validation, let files) = report.outcome {
+            OrlctlMain.writeStandardError(DiagnosticRenderer.text(validation, files: files, color: false))
+        }
+        if case .unreachable = report.outcome {
+            return SourceSync.unreachableDelay(failures: report.record?.failures ?? 1, interval: interval)
+        }
+        return interval
     }
 }
 
 extension Watch {
     /// Checks a delivery's signature, then syncs at once when it is a push to the
     /// watched ref. Unsigned or wrongly signed deliveries change nothing.
-    static func webhookHandler(secret: @escaping @Sendable () -> String?, ref: String?, source: String, signals: WatchSignals)
+    static func webhookHandler(secret: @escaping @Sendable () -> String?, ref: String?, source: String, wakes: Inbox<Watcher.Wake>)
         -> @Sendable (WebhookDelivery) async -> WebhookAnswer
     {
         { delivery in
@@ -367,7 +390,7 @@ extension Watch {
                 guard GitWebhook.moves(event, watched: ref) else {
                     return WebhookAnswer(status: 202, message: "ignored: \(pushed) is not the watched ref")
                 }
-                signals.raise(WatchSignals.wake)
+                wakes.post(.now)
                 let commit = after.map { " to \(SourceSync.short($0))" } ?? ""
                 SyncRenderer.log("source \(source): webhook: push of \(pushed)\(commit); syncing")
                 return WebhookAnswer(status: 202, message: "syncing")
@@ -408,28 +431,6 @@ enum VaultReference {
         let cache = SecretCache(vault: vault, changeMarker: { try? store.changeMarker() })
         return { cache.value(of: id) }
     }
-}
-
-/// What the signal handlers tell the watch loop.
-final class WatchSignals: Sendable {
-    static let stop = 1
-    static let wake = 2
-    private let flags = Atomic<Int>(0)
-    /// Rings the round loop, which waits on it rather than sleeping in slices.
-    private let bell = Inbox<Int>()
-
-    func raise(_ flag: Int) {
-        flags.bitwiseOr(flag, ordering: .sequentiallyConsistent)
-        bell.post(flag)
-    }
-
-    /// Returns when a signal (or webhook) came, or after `duration`.
-    func wait(upTo duration: Duration) async { _ = await bell.take(waitingAtMost: duration) }
-
-    var stopRequested: Bool { flags.load(ordering: .sequentiallyConsistent) & Self.stop != 0 }
-
-    /// Whether a wake came since the last call.
-    func takeWake() -> Bool { flags.bitwiseAnd(~Self.wake, ordering: .sequentiallyConsistent).oldValue & Self.wake != 0 }
 }
 
 /// `<state>/git/<name>.lock`: held by the process that syncs the source (a watcher for

@@ -143,6 +143,36 @@ public struct BudgetLineState: Sendable, Hashable {
     }
 }
 
+/// Who made a hold, so that one left by a gateway that died can be told from one whose call
+/// may still settle. A gateway renews the holds it made (`renewHolds`) while it lives; a hold
+/// not renewed within `lease`, or made by a node whose lease has ended (its process is gone,
+/// or it stopped its agents before the lease lapsed), is abandoned and released by whichever
+/// gateway of the state sweeps next (`releaseAbandonedHolds`).
+public struct BudgetHolder: Sendable, Hashable {
+    /// The gateway process, unique in the state (a new one at each start).
+    public var owner: String
+    /// The node it serves (`--node`) and that node's lease generation when the hold was made.
+    public var node: String?
+    public var generation: Int64
+    /// How long a hold stays reserved after it was made or last renewed, by the database's clock.
+    public var lease: Duration
+
+    public init(owner: String, node: String? = nil, generation: Int64 = 0, lease: Duration) {
+        self.owner = owner
+        self.node = node
+        self.generation = generation
+        self.lease = lease
+    }
+
+    /// What a gateway uses: renewed every 5 s, abandoned after 30 s without renewal. The
+    /// margin covers a renewal delayed by a busy database (each statement is bounded well
+    /// under it) so a live gateway's holds do not lapse.
+    public static let standardLease: Duration = .seconds(30)
+    public static let renewInterval: Duration = .seconds(5)
+    /// How long a hold released as abandoned is remembered, for a late settlement to count.
+    public static let releasedMemory: Duration = .seconds(3600)
+}
+
 /// What `reserve` decided.
 public enum BudgetReservation: Sendable, Hashable {
     case reserved(BudgetHold)
@@ -159,15 +189,38 @@ public protocol BudgetReservations: Sendable {
     /// `spent + reserved + amount` stays within its cap, per metric the cap limits (the
     /// cap is taken from the line, so a re-applied Budget's new limit counts at once). A
     /// line the store has not counted yet starts at `spentBefore[key]` (what the ledger
-    /// holds for it; zero when absent).
-    func reserve(_ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp)
-        throws(StoreError) -> BudgetReservation
-    /// Replaces the reservation by what the call cost, on each of its lines; settling one
-    /// that is not held (already settled or released) does nothing and returns false.
+    /// holds for it; zero when absent). A hold with a `holder` can be found abandoned and
+    /// released (`releaseAbandonedHolds`); one without never is.
+    func reserve(
+        _ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp,
+        holder: BudgetHolder?
+    ) throws(StoreError) -> BudgetReservation
+    /// Replaces the reservation by what the call cost, on each of its lines. A hold released
+    /// as abandoned meanwhile is settled too: its cost is added to the lines' spend (its
+    /// reservation was already given back), so a late settlement is counted, and once.
+    /// Settling one that is not known (already settled) does nothing and returns false.
     func settle(_ hold: Int64, cost: BudgetAmount) throws(StoreError) -> Bool
     /// Gives the reservation back; releasing one that is not held does nothing.
     func release(_ hold: Int64) throws(StoreError) -> Bool
+    /// Extends every hold `owner` still holds to `lease` from the database's now: how a live
+    /// gateway keeps the holds of its calls in flight. Returns how many it extended.
+    func renewHolds(of owner: String, lease: Duration) throws(StoreError) -> Int
+    /// Releases every abandoned hold: not renewed by its gateway before its lease ran out
+    /// (by the database's clock), or made by a node whose lease under that generation is no
+    /// longer live. Each is given back to its lines and kept as released, so that a
+    /// settlement arriving later still counts the call's cost (and only its cost); released
+    /// holds are forgotten an hour later. Returns how many it released.
+    func releaseAbandonedHolds() throws(StoreError) -> Int
     /// The lines the store counts, in key order; the lines of windows starting at or
     /// after `since` when given.
     func budgetLines(since: Timestamp?) throws(StoreError) -> [BudgetLineState]
+}
+
+extension BudgetReservations {
+    /// A hold that is never found abandoned: for callers without a gateway's renewals.
+    public func reserve(_ amount: BudgetAmount, against lines: [BudgetLine], spentBefore: [BudgetLineKey: BudgetAmount], now: Timestamp)
+        throws(StoreError) -> BudgetReservation
+    {
+        try reserve(amount, against: lines, spentBefore: spentBefore, now: now, holder: nil)
+    }
 }
