@@ -377,6 +377,9 @@ public actor Controller {
     private var plan: Plan?
     /// The plan and tokens the gateway was last handed: not handed again when the same.
     private var published: (plan: Int, tokens: [ResourceID: String])?
+    /// The token digest of each agent process this controller supervises that lives (or
+    /// is being stopped), as last compared: nil before the first comparison.
+    private var claimants: [ResourceID: String]?
 
     private func plan(stored: [StoredResource], sealed: [SealedSecret]) -> Plan {
         if let plan, plan.stored == stored, plan.sealed == sealed { return plan }
@@ -521,6 +524,7 @@ public actor Controller {
     /// Hands the gateway the fleet and the tokens of the processes that run; a stopped
     /// process's token stops working with the next drain.
     private func publish(now: Timestamp) {
+        releaseEndedClaims(now: now)
         guard let gateway else { return }
         var tokens: [ResourceID: String] = [:]
         for (id, state) in agents where state.record.process != nil {
@@ -530,6 +534,37 @@ public actor Controller {
         if let published, published.plan == serial, published.tokens == tokens { return }
         gateway.update(fleet: fleet, tokens: tokens, now: now)
         published = (serial, tokens)
+    }
+
+    /// Gives up at once the run steps claimed by agent processes that ended (exited,
+    /// stopped, or replaced by a new process, here or, after a node failed, elsewhere),
+    /// instead of leaving them Running until their lease lapses. The first time, a
+    /// recorded process that is not alive any more (it died while no controller
+    /// watched) counts as one that ended.
+    private func releaseEndedClaims(now: Timestamp) {
+        guard let runs = store as? any RunStore else { return }
+        var live: [ResourceID: String] = [:]
+        for (id, state) in agents where state.alive || state.stopping {
+            if let digest = state.record.tokenDigest { live[id] = digest }
+        }
+        let before = claimants ?? agents.compactMapValues(\.record.tokenDigest)
+        if before == live, claimants != nil { return }
+        var ended: [ResourceID: RunEngine.EndedClaimants] = [:]
+        for id in Set(before.keys).union(live.keys) {
+            if let gone = RunEngine.endedClaimants(before: before[id], now: live[id]) { ended[id] = gone }
+        }
+        do {
+            for event in try RunOperations(store: runs).releaseEndedClaims(ended, now: now) {
+                log(
+                    ControllerEvent(
+                        time: event.time, reason: event.kind == .warning ? .runWarning : .run, resource: event.resource,
+                        message: "\(event.reason): \(event.message)"))
+            }
+            claimants = live
+        } catch {
+            // Compared again at the next pass; meanwhile the steps' leases still end them.
+            emit(.error, message: "giving up the steps of agent processes that ended: \(error.message)")
+        }
     }
 
     // MARK: Reconciling

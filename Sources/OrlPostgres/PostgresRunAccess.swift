@@ -43,7 +43,7 @@ extension PostgresAccess: RunWriter {
     }
 
     private static let stepColumns =
-        "run_id, idx, step, namespace, agent, state, waiting, attempt, ready_at, lease_expires_at, deadline, started_at, ended_at, error, decided_by, reason"
+        "run_id, idx, step, namespace, agent, state, waiting, attempt, ready_at, lease_expires_at, deadline, started_at, ended_at, error, decided_by, reason, claimant"
 
     private static func step(_ row: PostgresRandomAccessRow) throws(StoreError) -> StepRecord {
         let runText = try row.text(0)
@@ -57,7 +57,7 @@ extension PostgresAccess: RunWriter {
             agent: try row.optionalText(4).map { ResourceID(kind: ResourceKind.agent.rawValue, namespace: namespace, name: $0) },
             state: state, waitingFor: try row.int(6), attempt: try row.int(7), readyAt: try time(8), leaseExpiresAt: try time(9),
             deadline: try time(10), startedAt: try time(11), endedAt: try time(12), error: try row.optionalText(13),
-            decidedBy: try row.optionalText(14), reason: try row.optionalText(15))
+            decidedBy: try row.optionalText(14), reason: try row.optionalText(15), claimant: try row.optionalText(16))
     }
 
     private func steps(_ sql: String, _ binds: [PostgresValue], intent: String) throws(StoreError) -> [StepRecord] {
@@ -281,7 +281,7 @@ extension PostgresAccess: RunWriter {
             try write(
                 """
                 INSERT INTO run_steps (\(Self.stepColumns))
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
                 """,
                 [
                     .text(run.id.rawValue), .int(step.index), .text(step.id), .text(step.agent?.namespace ?? run.workflow.namespace),
@@ -290,12 +290,12 @@ extension PostgresAccess: RunWriter {
         }
     }
 
-    /// Parameters 6 to 16 of a step row: everything that changes.
+    /// Parameters 6 to 17 of a step row: everything that changes.
     private static func state(of step: StepRecord) -> [PostgresValue] {
         [
             .text(step.state.rawValue), .int(step.waitingFor), .int(step.attempt), .int(step.readyAt?.milliseconds),
             .int(step.leaseExpiresAt?.milliseconds), .int(step.deadline?.milliseconds), .int(step.startedAt?.milliseconds),
-            .int(step.endedAt?.milliseconds), .text(step.error), .text(step.decidedBy), .text(step.reason),
+            .int(step.endedAt?.milliseconds), .text(step.error), .text(step.decidedBy), .text(step.reason), .text(step.claimant),
         ]
     }
 
@@ -310,7 +310,7 @@ extension PostgresAccess: RunWriter {
         try write(
             """
             UPDATE run_steps SET agent = $3, state = $4, waiting = $5, attempt = $6, ready_at = $7, lease_expires_at = $8, deadline = $9,
-                started_at = $10, ended_at = $11, error = $12, decided_by = $13, reason = $14
+                started_at = $10, ended_at = $11, error = $12, decided_by = $13, reason = $14, claimant = $15
             WHERE run_id = $1 AND idx = $2
             """,
             // A delegated sub-task gets its agent when its planner names one.

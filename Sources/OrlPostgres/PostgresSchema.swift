@@ -462,6 +462,13 @@ enum PostgresSchema {
             ]
         ),
         Migration(
+            summary: "the process that claimed each running step (its token digest), so its end gives the attempt up at once",
+            statements: [
+                // As SQLite's: steps claimed before have none and wait for their lease.
+                "ALTER TABLE run_steps ADD COLUMN claimant TEXT COLLATE \"C\""
+            ]
+        ),
+        Migration(
             summary: "manifest indexes compressed with lz4 where the server has it",
             statements: [
                 // A source's index is a blob of megabytes rewritten by every apply that changes

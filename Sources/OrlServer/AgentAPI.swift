@@ -195,7 +195,7 @@ public final class AgentAPI: Sendable {
             return Gateway.error(error)
         }
         do {
-            guard let task = try await poll(caller.agent, for: wait) else { return Response(status: .noContent) }
+            guard let task = try await poll(caller.agent, claimant: caller.digest, for: wait) else { return Response(status: .noContent) }
             var response = Gateway.json(.ok, task.json.compactRendered())
             // The attempt's span: an agent that sends it back on its model and tool
             // calls puts their spans under it (the reference agent does).
@@ -219,12 +219,14 @@ public final class AgentAPI: Sendable {
 
     /// Claims the agent's next task, waiting up to `wait` for one to be Ready; nil when
     /// none came in time (or the client went away).
-    func poll(_ agent: ResourceID, for wait: Duration) async throws(RunError) -> RunTask? {
+    func poll(_ agent: ResourceID, claimant: String?, for wait: Duration) async throws(RunError) -> RunTask? {
         let clock = ContinuousClock()
         let deadline = clock.now + wait
         while true {
             let seen = waiters.version(of: agent)
-            let task = try await perform { () throws(RunError) in try self.operations.claim(agent: agent, now: self.gateway.clock()) }
+            let task = try await perform { () throws(RunError) in
+                try self.operations.claim(agent: agent, claimant: claimant, now: self.gateway.clock())
+            }
             if let task {
                 claimed(task, agent: agent)
                 return task
@@ -292,11 +294,11 @@ public final class AgentAPI: Sendable {
                 }
                 // `?next=SECONDS`: the agent's next task comes with the answer, claimed in
                 // the same transaction when one is Ready, else waited for as a poll does.
-                let (record, claimed) = try await completeAndClaim(task, agent: agent, output: output, now: now)
+                let (record, claimed) = try await completeAndClaim(task, agent: agent, claimant: caller.digest, output: output, now: now)
                 // The completion is committed: a failed wait for the next task is only a
                 // missing `next`, which the agent's next poll makes up for.
                 var next = claimed
-                if next == nil, wait > .zero { next = (try? await poll(agent, for: wait)) ?? nil }
+                if next == nil, wait > .zero { next = (try? await poll(agent, claimant: caller.digest, for: wait)) ?? nil }
                 var response = Gateway.json(.ok, Self.state(of: record, task, next: .some(next)).compactRendered())
                 if let next { response.headers[Gateway.traceparentHeader] = SpanContext.attempt(next.id).traceparent }
                 return response
@@ -345,10 +347,10 @@ public final class AgentAPI: Sendable {
 
     /// Completes the task and claims the agent's next one in the same transaction.
     func completeAndClaim(
-        _ task: TaskID, agent: ResourceID, output: Node, now: Timestamp
+        _ task: TaskID, agent: ResourceID, claimant: String?, output: Node, now: Timestamp
     ) async throws(RunError) -> (StepRecord, RunTask?) {
         let (record, next) = try await perform { () throws(RunError) in
-            try self.operations.completeAndClaim(task, agent: agent, output: output, now: now)
+            try self.operations.completeAndClaim(task, agent: agent, claimant: claimant, output: output, now: now)
         }
         gateway.release(task, agent: agent)
         attemptEnded(task, agent: agent, record: record, failed: nil)

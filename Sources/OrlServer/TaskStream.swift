@@ -27,10 +27,10 @@ import OrlJSON
 /// request body is being read, so an agent working on a task heartbeats on the stream.
 extension AgentAPI {
     func stream(_ request: Request) async -> Response {
-        let agent: ResourceID
+        let caller: GatewayTable.Caller
         let wait: Duration
         do throws(GatewayError) {
-            agent = try gateway.authenticate(request).agent
+            caller = try gateway.authenticate(request)
             wait = try self.wait(request, "wait") ?? configuration.longestPoll
         } catch {
             return Gateway.error(error)
@@ -46,13 +46,14 @@ extension AgentAPI {
                 // store call is), and the stream's task resumes there too, so a step
                 // crosses no thread but the event loop's and the store's.
                 try await withTaskExecutorPreference(self.storeExecutor) { () async throws in
-                    try await self.serve(agent: agent, wait: wait, limit: limit, request: request, writer: &writer)
+                    try await self.serve(
+                        agent: caller.agent, claimant: caller.digest, wait: wait, limit: limit, request: request, writer: &writer)
                 }
             })
     }
 
     private func serve(
-        agent: ResourceID, wait: Duration, limit: Int, request: Request, writer: inout any ResponseBodyWriter
+        agent: ResourceID, claimant: String?, wait: Duration, limit: Int, request: Request, writer: inout any ResponseBodyWriter
     ) async throws {
         var lines = TaskStreamLines(request.body.makeAsyncIterator(), limit: limit)
         // The tasks pushed here that the agent has not answered yet.
@@ -61,7 +62,7 @@ extension AgentAPI {
             if held.isEmpty {
                 let task: RunTask?
                 do throws(RunError) {
-                    task = try await self.poll(agent, for: wait)
+                    task = try await self.poll(agent, claimant: claimant, for: wait)
                 } catch {
                     try await writer.write(Self.line(Self.refusal(nil, GatewayError(error))))
                     break
@@ -79,13 +80,13 @@ extension AgentAPI {
             }
             // The agent closed its side: what it holds runs out with its lease.
             guard let line else { break }
-            try await writer.write(Self.line(await self.streamed(line, agent: agent, held: &held)))
+            try await writer.write(Self.line(await self.streamed(line, agent: agent, claimant: claimant, held: &held)))
         }
         try await writer.finish(nil)
     }
 
     /// Runs one line the agent sent and returns the answer's line.
-    private func streamed(_ line: [UInt8], agent: ResourceID, held: inout Set<TaskID>) async -> JSONValue {
+    private func streamed(_ line: [UInt8], agent: ResourceID, claimant: String?, held: inout Set<TaskID>) async -> JSONValue {
         let message: Node
         do {
             message = try JSONParser.parse(bytes: line, file: "<stream>")
@@ -102,7 +103,7 @@ extension AgentAPI {
         let now = gateway.clock()
         do throws(RunError) {
             if let output = message["output"] {
-                let (record, next) = try await completeAndClaim(task, agent: agent, output: output, now: now)
+                let (record, next) = try await completeAndClaim(task, agent: agent, claimant: claimant, output: output, now: now)
                 held.remove(task)
                 if let next { held.insert(next.id) }
                 return Self.answered(Self.state(of: record, task, next: .some(next)), next: next)

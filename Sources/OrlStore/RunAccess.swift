@@ -40,7 +40,7 @@ extension SQLStateAccess: RunWriter {
     }
 
     private static let stepColumns =
-        "run_id, idx, step, namespace, agent, state, waiting, attempt, ready_at, lease_expires_at, deadline, started_at, ended_at, error, decided_by, reason"
+        "run_id, idx, step, namespace, agent, state, waiting, attempt, ready_at, lease_expires_at, deadline, started_at, ended_at, error, decided_by, reason, claimant"
 
     private static func step(_ row: Statement) throws(StoreError) -> StepRecord {
         guard let run = RunID(row.text(0)), let state = StepState(rawValue: row.text(5)) else {
@@ -52,7 +52,7 @@ extension SQLStateAccess: RunWriter {
             agent: row.optionalText(4).map { ResourceID(kind: ResourceKind.agent.rawValue, namespace: row.text(3), name: $0) },
             state: state, waitingFor: row.int(6), attempt: row.int(7), readyAt: time(8), leaseExpiresAt: time(9), deadline: time(10),
             startedAt: time(11), endedAt: time(12), error: row.optionalText(13), decidedBy: row.optionalText(14),
-            reason: row.optionalText(15))
+            reason: row.optionalText(15), claimant: row.optionalText(16))
     }
 
     /// `intent` is only formatted when a statement fails: a claim or a completion runs a
@@ -91,7 +91,7 @@ extension SQLStateAccess: RunWriter {
     private static let anyOpenStep = "SELECT EXISTS (SELECT 1 FROM run_steps WHERE run_id = ?1 AND state IN \(openStates))"
     private static let updateStep = """
         UPDATE run_steps SET agent = ?5, state = ?6, waiting = ?7, attempt = ?8, ready_at = ?9, lease_expires_at = ?10, deadline = ?11,
-            started_at = ?12, ended_at = ?13, error = ?14, decided_by = ?15, reason = ?16
+            started_at = ?12, ended_at = ?13, error = ?14, decided_by = ?15, reason = ?16, claimant = ?17
         WHERE run_id = ?1 AND idx = ?2
         """
     private static let valueByKey =
@@ -366,7 +366,7 @@ extension SQLStateAccess: RunWriter {
             try self.run(
                 """
                 INSERT INTO run_steps (\(Self.stepColumns))
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
                 """, intent: "store step \(step.id) of run \(run.id)"
             ) { s throws(StoreError) in
                 try s.bind(1, run.id.rawValue)
@@ -379,7 +379,7 @@ extension SQLStateAccess: RunWriter {
         }
     }
 
-    /// Parameters 6 to 16 of a step row: everything that changes.
+    /// Parameters 6 to 17 of a step row: everything that changes.
     private static func bindState(of step: StepRecord, to s: Statement) throws(StoreError) {
         try s.bind(6, step.state.rawValue)
         try s.bind(7, step.waitingFor)
@@ -392,6 +392,7 @@ extension SQLStateAccess: RunWriter {
         try s.bind(14, step.error)
         try s.bind(15, step.decidedBy)
         try s.bind(16, step.reason)
+        try s.bind(17, step.claimant)
     }
 
     func update(_ run: RunRecord) throws(StoreError) {

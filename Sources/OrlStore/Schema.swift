@@ -585,6 +585,13 @@ enum Schema {
                 CREATE INDEX budget_holds_by_owner ON budget_holds (owner) WHERE released_at IS NULL;
                 """
         ),
+        Migration(
+            summary: "the process that claimed each running step (its token digest), so its end gives the attempt up at once",
+            sql: """
+                -- Running steps claimed before this migration have none: their lease ends them.
+                ALTER TABLE run_steps ADD COLUMN claimant TEXT;
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

@@ -333,6 +333,17 @@ import Testing
             ---
             apiVersion: orl.dev/v1
             kind: Workflow
+            metadata: {name: crashy}
+            spec:
+              steps:
+                - id: crash
+                  agent: worker
+                  inputs: {crash_attempts: {value: "1"}}
+                  heartbeatTimeout: 5m
+                  retry: {attempts: 2, backoff: 1s}
+            ---
+            apiVersion: orl.dev/v1
+            kind: Workflow
             metadata: {name: doomed}
             spec:
               steps:
@@ -435,6 +446,24 @@ import Testing
         let dead = try h.orlctl(["describe", "run/\(doomed)"]).stdout
         #expect(dead.contains("Attempts:") && dead.contains("hopeless  2        Failed"), "\(dead)")
         #expect(try h.orlctl(["events", "--for", "run/\(doomed)"]).stdout.contains("DeadLetter"))
+        try h.stopController()
+    }
+
+    /// An agent process that crashes in the middle of a step (exit 1) is restarted, and the
+    /// step it held is retried by its new process at once: not after its 5-minute
+    /// heartbeatTimeout, as a second attempt whose first ended with the agent.
+    @Test func aStepWhoseAgentCrashedIsRetriedAtOnceByItsRestartedProcess() throws {
+        let h = try Self.fixtureHarness()
+        let began = ContinuousClock.now
+        let id = try h.start("crashy")
+        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(ContinuousClock.now - began < .seconds(60), "the step waited for its lease")
+        let events = h.journal().filter { $0["step"] as? String == "crash" }.map { "\($0["event"] ?? "")\($0["attempt"] ?? "")" }
+        #expect(events == ["start1", "crash1", "start2", "done2"], "\(events)")
+        let steps = try h.steps(id)
+        #expect(steps["crash"]?["attempt"] as? Int == 2)
+        let described = try h.orlctl(["describe", "run/\(id)"]).stdout
+        #expect(described.contains("agent default/worker ended while working on it"), "\(described)")
         try h.stopController()
     }
 

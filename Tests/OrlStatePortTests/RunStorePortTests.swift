@@ -105,6 +105,51 @@ private let start = Timestamp(milliseconds: 1_795_161_600_000)
         #expect(listed.map(\.id) == [run.id])
         #expect(try store.readRuns { reader throws(StoreError) in try reader.plan(of: run.id) }.steps.count == 3)
     }
+
+    /// A claim is tied to the process that made it: when that process ends, its attempt is
+    /// given up at once (no wait for the lease) and retried without backoff; a claim of
+    /// the process that replaced it is kept, and the dead process's late answer refused.
+    @Test(arguments: Backend.available) func anAttemptOfAProcessThatEndedIsRetriedAtOnce(_ backend: Backend) throws {
+        let state = try fleet(backend)
+        let store = try state.open()
+        let operations = RunOperations(store: store)
+        let run = try startRun("two", in: store)
+        let first = try #require(try operations.claim(agent: worker, claimant: "old", now: start))
+        #expect(try store.readRuns { reader throws(StoreError) in try reader.step(of: run.id, index: 0) }?.claimant == "old")
+        // Another process's end, or the same process still live, gives nothing up.
+        #expect(try operations.releaseEndedClaims([worker: .only("other")], now: start.adding(.seconds(1))).isEmpty)
+        #expect(try operations.releaseEndedClaims([worker: .allBut("old")], now: start.adding(.seconds(1))).isEmpty)
+        // The agent restarted in place: its new process took over (heartbeatTimeout is 60 s).
+        let events = try operations.releaseEndedClaims([worker: .allBut("new")], now: start.adding(.seconds(2)))
+        #expect(events.map(\.reason) == ["Retrying"])
+        #expect(events.first?.message.contains("agent default/worker ended while working on it") == true)
+        let second = try #require(try operations.claim(agent: worker, claimant: "new", now: start.adding(.seconds(2))))
+        #expect(second.id.attempt == 2 && second.idempotencyKey == first.idempotencyKey)
+        // The new process's claim survives the same comparison made again.
+        #expect(try operations.releaseEndedClaims([worker: .allBut("new")], now: start.adding(.seconds(3))).isEmpty)
+        #expect {
+            try operations.complete(first.id, agent: worker, output: JSONParser.parse("{}", file: ""), now: start.adding(.seconds(3)))
+        } throws: { ($0 as? RunError)?.kind == .conflict }
+        // Attempts are counted: the last one's process ends too, and the step is a dead letter.
+        #expect(try operations.releaseEndedClaims([worker: .only("new")], now: start.adding(.seconds(4))).map(\.reason) == ["Retrying"])
+        let third = try #require(try operations.claim(agent: worker, claimant: "newest", now: start.adding(.seconds(4))))
+        #expect(third.id.attempt == 3)
+        #expect(
+            try operations.releaseEndedClaims([worker: .only("newest")], now: start.adding(.seconds(4))).map(\.reason).contains(
+                "DeadLetter"))
+        let (attempts, steps, phase) = try store.readRuns { reader throws(StoreError) in
+            (try reader.attempts(of: run.id), try reader.steps(of: run.id), try reader.run(run.id)?.phase)
+        }
+        #expect(attempts.map(\.outcome) == [.leaseExpired, .leaseExpired, .leaseExpired])
+        #expect(attempts.first?.error?.hasPrefix("agent default/worker ended while working on it") == true)
+        #expect(steps.first?.state == .deadLetter && steps.first?.claimant == nil)
+        #expect(phase == .failed)
+        // A claim made without a claimant is left to its lease.
+        let other = try startRun("one", in: store, at: start.adding(.seconds(5)), random: 2)
+        _ = try #require(try operations.claim(agent: worker, now: start.adding(.seconds(5))))
+        #expect(try operations.releaseEndedClaims([worker: .allBut("newer")], now: start.adding(.seconds(6))).isEmpty)
+        #expect(try store.readRuns { reader throws(StoreError) in try reader.steps(of: other.id) }.map(\.state) == [.running])
+    }
 }
 
 /// The `ToolApprovalStore` and `SpendHistory` ports, against every backend.

@@ -40,7 +40,8 @@ struct Validate: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let loader = ManifestLoader(standardInput: CommandContext.current.standardInputBytes)
+        var loader = ManifestLoader(standardInput: CommandContext.current.standardInputBytes)
+        loader.parsing.reader.keepsDocuments = false
         let result: (report: ValidationReport, files: Int)
         do {
             result = try await loader.validate(paths: files, strict: strict)

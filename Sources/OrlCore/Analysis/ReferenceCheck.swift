@@ -7,14 +7,18 @@ import OrlJSON
 public enum ReferenceCheck {
     public static func run(_ fleet: Fleet) -> [Diagnostic] {
         var diagnostics: [Diagnostic] = []
+        // Whether a label selector matches some agent, by namespace: the Policies and
+        // Budgets of a team tend to share one, and each answer looks through the
+        // namespace's agents.
+        var matched: [String: [LabelSelector: Bool]] = [:]
         for resource in fleet.resources {
             switch resource.spec {
             case .agent(let agent):
                 diagnostics += check(agent, of: resource, in: fleet)
             case .policy(let policy):
-                diagnostics += check(policy.appliesTo, of: resource, in: fleet)
+                diagnostics += check(policy.appliesTo, of: resource, in: fleet, matched: &matched)
             case .budget(let budget):
-                diagnostics += check(budget.appliesTo, of: resource, in: fleet)
+                diagnostics += check(budget.appliesTo, of: resource, in: fleet, matched: &matched)
             case .modelProvider, .tool, .workflow, .alert:
                 break
             }
@@ -91,7 +95,9 @@ public enum ReferenceCheck {
 
     /// Named agents that do not exist, and label selectors that match no agent, are
     /// warnings: the resource is valid but grants or caps nothing for them.
-    private static func check(_ selector: AgentSelector, of resource: Resource, in fleet: Fleet) -> [Diagnostic] {
+    private static func check(
+        _ selector: AgentSelector, of resource: Resource, in fleet: Fleet, matched: inout [String: [LabelSelector: Bool]]
+    ) -> [Diagnostic] {
         var diagnostics: [Diagnostic] = []
         let namespace = resource.metadata.namespace
         let base = ValuePath([.key("spec"), .key("appliesTo")])
@@ -103,7 +109,12 @@ public enum ReferenceCheck {
                     consequence: consequence))
         }
         if let labels = selector.selector,
-            !fleet.resources(of: .agent, namespace: namespace).contains(where: { labels.matches($0.metadata.labels) })
+            !(matched[namespace, default: [:]][labels]
+                ?? {
+                    let found = fleet.resources(of: .agent, namespace: namespace).contains { labels.matches($0.metadata.labels) }
+                    matched[namespace, default: [:]][labels] = found
+                    return found
+                }())
         {
             let location = resource.document["spec"]?["appliesTo"]?["selector"]?.location ?? selector.location
             diagnostics.append(

@@ -69,6 +69,9 @@ public struct GatewayTable: Sendable {
         public var runtime: AgentSpec.Runtime?
         /// The allowed tools a Policy gates behind a human approval.
         public var approvalTools: Set<String> = []
+        /// The digest of the caller's token: which process of the agent calls (a task
+        /// it claims is tied to that process).
+        public var digest: String? = nil
     }
 
     private var callers: [String: Caller] = [:]
@@ -112,7 +115,7 @@ public struct GatewayTable: Sendable {
                 tools: Dictionary(
                     tools.filter { permissions.permits(.tool, $0.name) }.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }),
                 namespaceTools: Set(tools.map(\.name)), workingDir: spec.runtime.workingDir, runtime: spec.runtime,
-                approvalTools: Set(tools.filter { !permissions.approvalRules(forTool: $0.name).isEmpty }.map(\.name)))
+                approvalTools: Set(tools.filter { !permissions.approvalRules(forTool: $0.name).isEmpty }.map(\.name)), digest: digest)
         }
     }
 

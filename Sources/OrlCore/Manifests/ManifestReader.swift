@@ -51,6 +51,11 @@ public struct ManifestReader: Sendable {
         given = nil
     }
 
+    /// Whether each resource keeps its whole document, as apply needs (it hashes,
+    /// stores and diffs it). `validate` needs only where things are, and sets it off:
+    /// the documents were most of its memory (52 of 88 MB at 10,000 manifests).
+    public var keepsDocuments = true
+
     /// Reads every document of a parsed file, keeping what the parser reported.
     public func read(_ source: ParsedSource) -> ReadManifests {
         var read = ReadManifests(diagnostics: source.diagnostics)
@@ -152,7 +157,10 @@ public struct ManifestReader: Sendable {
         }
 
         do {
-            return (try Self.decode(root, kind: kind, file: document.file, documentIndex: document.index), [])
+            let resource = try Self.decode(root, kind: kind, file: document.file, documentIndex: document.index)
+            // MCP pins are matched against the whole document (`McpLock`).
+            guard !keepsDocuments, resource.tool?.type != .mcp else { return (resource, []) }
+            return (resource.withDocument(Resource.skeleton(of: root)), [])
         } catch {
             // The schema accepted what the model cannot read: a defect in orl, reported
             // where it happened rather than hidden.

@@ -85,6 +85,31 @@ public struct Resource: Sendable {
                 canonical: CanonicalJSON.manifest(document), origin: origin))
     }
 
+    /// The same resource with another document (see `skeleton(of:)`).
+    func withDocument(_ document: Node) -> Resource {
+        Resource(
+            Storage(
+                metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex,
+                canonical: storage.canonical, origin: origin))
+    }
+
+    /// What the checks across resources read of a document beyond its decoded form:
+    /// where it starts, where `metadata.name` is and where a selector is written
+    /// (`spec.appliesTo.selector`), each at its place, and nothing else.
+    static func skeleton(of root: Node) -> Node {
+        func only(_ node: Node?, _ key: String, _ inner: (Node) -> Node) -> [Node.Member] {
+            guard let member = node?.member(key) else { return [] }
+            return [Node.Member(key: key, keyLocation: member.keyLocation, value: inner(member.value))]
+        }
+        func leaf(_ node: Node) -> Node { Node(.null, at: node.location) }
+        func object(_ node: Node, _ members: [Node.Member]) -> Node { Node(.object(members), at: node.location) }
+        let metadata = only(root, "metadata") { object($0, only($0, "name") { $0 }) }
+        let spec = only(root, "spec") { spec in
+            object(spec, only(spec, "appliesTo") { appliesTo in object(appliesTo, only(appliesTo, "selector", leaf)) })
+        }
+        return object(root, metadata + spec)
+    }
+
     /// The same resource, its code coming from `origin`.
     public func with(origin: CodeOrigin?) -> Resource {
         Resource(

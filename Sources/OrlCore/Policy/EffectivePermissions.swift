@@ -127,73 +127,156 @@ public struct PermissionDecision: Sendable, Hashable {
     }
 }
 
-/// One Policy's rules, indexed once and shared by every agent the policy selects (a
-/// team-wide policy may select hundreds).
+/// One Policy's rules, in source order, and its place among the engine's policies.
 final class CompiledPolicy: Sendable {
     let id: ResourceID
     let rules: [PolicyRule]
-    /// Rule positions by kind (`PermissionKind.index`), then by the exact value they
-    /// name: deciding is one lookup per policy.
-    let exact: [[String: [Int]]]
-    /// Rules with `*` patterns, by kind: checked against every value.
-    let wildcards: [[Int]]
-    /// What `permits` needs, without copying whole rules (their strings and locations
-    /// cost a retain each) on the audit's hot path: the effects of exact rules by kind
-    /// and value, and the wildcard rules as tests.
-    let exactEffects: [[String: [PolicyRule.Effect]]]
-    let wildcardTests: [[(effect: PolicyRule.Effect, test: WildcardTest)]]
+    /// Position among the engine's policies (fleet order, which is name order within a
+    /// namespace): decisions list rules by policy in this order.
+    let ordinal: Int32
 
-    /// `PolicyRule.matches` for a pattern with a `*`, decided once.
-    enum WildcardTest: Sendable {
-        case any
-        case prefix(String)
-        /// A `*` that is not a wildcard for its kind matches only itself.
-        case literal(String)
+    init(id: ResourceID, rules: [PolicyRule], ordinal: Int) {
+        self.id = id
+        self.rules = rules
+        self.ordinal = Int32(ordinal)
+    }
+}
 
-        init(_ rule: PolicyRule) {
-            if rule.pattern == "*" {
-                self = .any
-            } else if rule.kind == .model || rule.kind == .tool, rule.pattern.hasSuffix("/*") {
-                self = .prefix(String(rule.pattern.dropLast()))
-            } else {
-                self = .literal(rule.pattern)
-            }
-        }
+/// One rule of one of the engine's policies: ordered by policy, then by the rule's
+/// place in it, the order every decision lists rules in.
+struct RuleRef: Sendable, Comparable {
+    var policy: Int32
+    var rule: Int32
 
-        func matches(_ value: String) -> Bool {
-            switch self {
-            case .any: true
-            case .prefix(let prefix): value.hasPrefix(prefix)
-            case .literal(let pattern): value == pattern
+    static func < (a: RuleRef, b: RuleRef) -> Bool { (a.policy, a.rule) < (b.policy, b.rule) }
+}
+
+/// Several policies' rules merged into one index, shared by every agent they all apply
+/// to: the policies of a namespace with the same label selector, or one policy that
+/// names an agent. Deciding costs a lookup per group an agent belongs to, not one per
+/// policy that selects it (a team-wide policy may select thousands, and a team may
+/// have thousands of such policies).
+final class PolicyGroup: Sendable {
+    struct Effects: OptionSet, Sendable {
+        let rawValue: UInt8
+        static let allow = Effects(rawValue: 1)
+        static let deny = Effects(rawValue: 2)
+        static let requireApproval = Effects(rawValue: 4)
+
+        init(rawValue: UInt8) { self.rawValue = rawValue }
+
+        init(_ effect: PolicyRule.Effect) {
+            switch effect {
+            case .allow: self = .allow
+            case .deny: self = .deny
+            case .requireApproval: self = .requireApproval
             }
         }
     }
 
-    init(id: ResourceID, rules: [PolicyRule]) {
-        self.id = id
-        self.rules = rules
-        var exact = [[String: [Int]]](repeating: [:], count: PermissionKind.allCases.count)
-        var wildcards = [[Int]](repeating: [], count: PermissionKind.allCases.count)
-        var exactEffects = [[String: [PolicyRule.Effect]]](repeating: [:], count: PermissionKind.allCases.count)
-        var wildcardTests = [[(effect: PolicyRule.Effect, test: WildcardTest)]](repeating: [], count: PermissionKind.allCases.count)
-        for (i, rule) in rules.enumerated() {
-            if rule.pattern.contains("*") {
-                wildcards[rule.kind.index].append(i)
-                wildcardTests[rule.kind.index].append((rule.effect, WildcardTest(rule)))
-            } else {
-                exact[rule.kind.index][rule.pattern, default: []].append(i)
-                exactEffects[rule.kind.index][rule.pattern, default: []].append(rule.effect)
+    /// The policies' ordinals, ascending.
+    let members: [Int32]
+    /// By kind (`PermissionKind.index`): rules that match one value (a name, or a
+    /// pattern whose `*` is not a wildcard for its kind), by that value.
+    private let exact: [[String: [RuleRef]]]
+    /// By kind: `PROVIDER/*` and `SERVER/*` rules, by the prefix they match (with its `/`).
+    private let prefixed: [[String: [RuleRef]]]
+    /// By kind: `*` rules.
+    private let any: [[RuleRef]]
+    /// What `permits` needs, without the rules: the effects of each entry above.
+    private let exactEffects: [[String: Effects]]
+    private let prefixEffects: [[String: Effects]]
+    private let anyEffects: [Effects]
+    /// By `kind.index * 3 + effect`: every rule of that kind and effect, in order.
+    private let byKindAndEffect: [[RuleRef]]
+
+    init(_ policies: [CompiledPolicy]) {
+        members = policies.map(\.ordinal)
+        let kinds = PermissionKind.allCases.count
+        var exact = [[String: [RuleRef]]](repeating: [:], count: kinds)
+        var prefixed = [[String: [RuleRef]]](repeating: [:], count: kinds)
+        var any = [[RuleRef]](repeating: [], count: kinds)
+        var exactEffects = [[String: Effects]](repeating: [:], count: kinds)
+        var prefixEffects = [[String: Effects]](repeating: [:], count: kinds)
+        var anyEffects = [Effects](repeating: [], count: kinds)
+        var byKindAndEffect = [[RuleRef]](repeating: [], count: kinds * 3)
+        for policy in policies {
+            for (i, rule) in policy.rules.enumerated() {
+                let ref = RuleRef(policy: policy.ordinal, rule: Int32(i))
+                let k = rule.kind.index
+                let effect = Effects(rule.effect)
+                byKindAndEffect[k * 3 + Self.slot(rule.effect)].append(ref)
+                // As `PolicyRule.matches` reads a pattern.
+                if rule.pattern == "*" {
+                    any[k].append(ref)
+                    anyEffects[k].formUnion(effect)
+                } else if rule.pattern.contains("*"), rule.kind == .model || rule.kind == .tool, rule.pattern.hasSuffix("/*") {
+                    let prefix = String(rule.pattern.dropLast())
+                    prefixed[k][prefix, default: []].append(ref)
+                    prefixEffects[k][prefix, default: []].formUnion(effect)
+                } else {
+                    exact[k][rule.pattern, default: []].append(ref)
+                    exactEffects[k][rule.pattern, default: []].formUnion(effect)
+                }
             }
         }
         self.exact = exact
-        self.wildcards = wildcards
+        self.prefixed = prefixed
+        self.any = any
         self.exactEffects = exactEffects
-        self.wildcardTests = wildcardTests
+        self.prefixEffects = prefixEffects
+        self.anyEffects = anyEffects
+        self.byKindAndEffect = byKindAndEffect
     }
 
-    /// The positions of this policy's rules that match `value`.
-    func matching(_ kind: PermissionKind, _ value: String) -> [Int] {
-        (exact[kind.index][value] ?? []) + wildcards[kind.index].filter { rules[$0].matches(value) }
+    private static func slot(_ effect: PolicyRule.Effect) -> Int {
+        switch effect {
+        case .allow: 0
+        case .deny: 1
+        case .requireApproval: 2
+        }
+    }
+
+    /// The effects of the rules that match `value`.
+    func effects(_ kind: PermissionKind, _ value: String) -> Effects {
+        let k = kind.index
+        var effects = anyEffects[k]
+        if let found = exactEffects[k][value] { effects.formUnion(found) }
+        if !prefixEffects[k].isEmpty {
+            Self.prefixes(of: value, among: prefixEffects[k]) { effects.formUnion($0) }
+        }
+        return effects
+    }
+
+    /// The rules that match `value`, appended to `refs` (unordered).
+    func matching(_ kind: PermissionKind, _ value: String, into refs: inout [RuleRef]) {
+        let k = kind.index
+        refs += any[k]
+        if let found = exact[k][value] { refs += found }
+        if !prefixed[k].isEmpty {
+            Self.prefixes(of: value, among: prefixed[k]) { refs += $0 }
+        }
+    }
+
+    func rules(_ kind: PermissionKind, _ effect: PolicyRule.Effect) -> [RuleRef] {
+        byKindAndEffect[kind.index * 3 + Self.slot(effect)]
+    }
+
+    /// The entries of `table` whose prefix `value` starts with. A prefix ends with `/`,
+    /// so for an ASCII value it is one of the value's own prefixes up to a `/`; any
+    /// other value is tested against every prefix, as `PolicyRule.matches` does.
+    private static func prefixes<T>(of value: String, among table: [String: T], _ body: (T) -> Void) {
+        let utf8 = value.utf8
+        if utf8.allSatisfy({ $0 < 0x80 }) {
+            var i = utf8.startIndex
+            while i != utf8.endIndex {
+                let next = utf8.index(after: i)
+                if utf8[i] == UInt8(ascii: "/"), let found = table[String(value[..<next])] { body(found) }
+                i = next
+            }
+        } else {
+            for (prefix, found) in table where value.hasPrefix(prefix) { body(found) }
+        }
     }
 }
 
@@ -201,70 +284,70 @@ final class CompiledPolicy: Sendable {
 /// allows of all policies add up; any deny wins.
 public struct EffectivePermissions: Sendable {
     public let agent: ResourceID
-    private let compiled: [CompiledPolicy]
+    /// The groups of policies that select the agent: each policy in exactly one.
+    private let groups: [PolicyGroup]
+    /// The engine's policies, by ordinal.
+    private let table: [CompiledPolicy]
 
-    init(agent: ResourceID, compiled: [CompiledPolicy]) {
+    init(agent: ResourceID, groups: [PolicyGroup], table: [CompiledPolicy]) {
         self.agent = agent
-        self.compiled = compiled
+        self.groups = groups
+        self.table = table
+    }
+
+    /// The ordinals of the policies that select the agent, ascending.
+    private var ordinals: [Int32] {
+        groups.count == 1 ? groups[0].members : groups.flatMap(\.members).sorted()
     }
 
     /// The policies that select the agent, in name order.
-    public var policies: [ResourceID] { compiled.map(\.id) }
+    public var policies: [ResourceID] { ordinals.map { table[Int($0)].id } }
 
     /// Every allow, deny and approval rule of those policies, in policy then source order.
-    public var rules: [PolicyRule] { compiled.flatMap(\.rules) }
+    public var rules: [PolicyRule] { ordinals.flatMap { table[Int($0)].rules } }
+
+    private func resolve(_ refs: [RuleRef]) -> [PolicyRule] {
+        refs.map { table[Int($0.policy)].rules[Int($0.rule)] }
+    }
 
     /// The rules of `kind` with `effect`, in the order of `rules`, without copying the
     /// others (the audit asks this of every agent of every workflow).
     public func rules(_ kind: PermissionKind, _ effect: PolicyRule.Effect) -> [PolicyRule] {
-        var out: [PolicyRule] = []
-        for policy in compiled {
-            for rule in policy.rules where rule.kind == kind && rule.effect == effect { out.append(rule) }
-        }
-        return out
+        if groups.count == 1 { return resolve(groups[0].rules(kind, effect)) }
+        return resolve(groups.flatMap { $0.rules(kind, effect) }.sorted())
     }
 
     /// Whether any rule is of `kind` with `effect`.
     public func hasRule(_ kind: PermissionKind, _ effect: PolicyRule.Effect) -> Bool {
-        compiled.contains { $0.rules.contains { $0.kind == kind && $0.effect == effect } }
+        groups.contains { !$0.rules(kind, effect).isEmpty }
     }
 
     /// Whether the agent may: the audit's fast path, which builds no explanation.
     public func permits(_ kind: PermissionKind, _ value: String) -> Bool {
         var allowed = false
-        let k = kind.index
-        for policy in compiled {
-            if let effects = policy.exactEffects[k][value] {
-                for effect in effects {
-                    switch effect {
-                    case .deny: return false
-                    case .allow: allowed = true
-                    case .requireApproval: break
-                    }
-                }
-            }
-            for wildcard in policy.wildcardTests[k] where wildcard.test.matches(value) {
-                switch wildcard.effect {
-                case .deny: return false
-                case .allow: allowed = true
-                case .requireApproval: break
-                }
-            }
+        for group in groups {
+            let effects = group.effects(kind, value)
+            if effects.contains(.deny) { return false }
+            if effects.contains(.allow) { allowed = true }
         }
         return allowed
+    }
+
+    /// The rules that match `value`, in policy then source order.
+    private func matching(_ kind: PermissionKind, _ value: String) -> [PolicyRule] {
+        var refs: [RuleRef] = []
+        for group in groups { group.matching(kind, value, into: &refs) }
+        return resolve(refs.sorted())
     }
 
     public func decide(_ kind: PermissionKind, _ value: String) -> PermissionDecision {
         var allows: [PolicyRule] = []
         var denies: [PolicyRule] = []
-        for policy in compiled {
-            for i in policy.matching(kind, value).sorted() {
-                let rule = policy.rules[i]
-                switch rule.effect {
-                case .allow: allows.append(rule)
-                case .deny: denies.append(rule)
-                case .requireApproval: break
-                }
+        for rule in matching(kind, value) {
+            switch rule.effect {
+            case .allow: allows.append(rule)
+            case .deny: denies.append(rule)
+            case .requireApproval: break
             }
         }
         if !denies.isEmpty { return PermissionDecision(outcome: .denied, rules: denies) }
@@ -274,24 +357,30 @@ public struct EffectivePermissions: Sendable {
 
     /// The rules that put `tool` behind a human approval gate for this agent.
     public func approvalRules(forTool tool: String) -> [PolicyRule] {
-        compiled.flatMap { policy in
-            policy.matching(.tool, tool).sorted().map { policy.rules[$0] }.filter { $0.effect == .requireApproval }
-        }
+        matching(.tool, tool).filter { $0.effect == .requireApproval }
     }
 }
 
 /// Computes effective permissions for the agents of a fleet, once per agent.
+///
+/// The policies of a namespace are grouped by label selector, each group indexed once;
+/// an agent's permissions are the groups whose selector matches its labels, plus each
+/// policy that names it and whose selector does not. So building the engine and each
+/// decision grow with the groups an agent is in, not with the policies that select it.
 public struct PolicyEngine: Sendable {
     private let byAgent: [ResourceID: EffectivePermissions]
+    private let table: [CompiledPolicy]
 
     public init(_ fleet: Fleet) {
-        var policiesOf: [ResourceID: [CompiledPolicy]] = [:]
+        var table: [CompiledPolicy] = []
+        var selectors: [AgentSelector] = []
         var toolsOf: [String: [(name: String, spec: ToolSpec)]] = [:]
+        var namespaces: [String] = []
         for policy in fleet.resources(of: .policy) {
             guard let spec = policy.policy else { continue }
+            let namespace = policy.metadata.namespace
             var rules = Self.rules(of: policy)
             if !spec.approvalCapabilities.isEmpty || spec.approvalRisk != nil {
-                let namespace = policy.metadata.namespace
                 let tools =
                     toolsOf[namespace]
                     ?? {
@@ -301,22 +390,70 @@ public struct PolicyEngine: Sendable {
                     }()
                 rules += Self.approvalRules(of: policy, spec, tools: tools)
             }
-            let compiled = CompiledPolicy(id: policy.id, rules: rules)
-            for agent in fleet.agents(selectedBy: spec.appliesTo, namespace: policy.metadata.namespace) {
-                policiesOf[agent.id, default: []].append(compiled)
-            }
+            if namespaces.last != namespace { namespaces.append(namespace) }
+            table.append(CompiledPolicy(id: policy.id, rules: rules, ordinal: table.count))
+            selectors.append(spec.appliesTo)
         }
         var byAgent: [ResourceID: EffectivePermissions] = [:]
-        for agent in fleet.resources(of: .agent) {
-            // Fleet order is name order, so each agent's policies are too.
-            byAgent[agent.id] = EffectivePermissions(agent: agent.id, compiled: policiesOf[agent.id] ?? [])
+        // Fleet order groups a namespace's policies together.
+        var start = 0
+        for namespace in namespaces {
+            var end = start
+            while end < table.count, table[end].id.namespace == namespace { end += 1 }
+            let agents = AgentClasses(fleet, namespace: namespace)
+            var groupOf: [LabelSelector: Int] = [:]
+            var members: [[CompiledPolicy]] = []
+            var groupSelectors: [LabelSelector] = []
+            var named = [[Int]](repeating: [], count: agents.agents.count)
+            for o in start..<end {
+                if let labels = selectors[o].selector {
+                    if let g = groupOf[labels] {
+                        members[g].append(table[o])
+                    } else {
+                        groupOf[labels] = members.count
+                        members.append([table[o]])
+                        groupSelectors.append(labels)
+                    }
+                }
+                for name in selectors[o].agents {
+                    // A name listed twice selects once.
+                    guard let a = agents.byName[name.value], named[a].last != o else { continue }
+                    named[a].append(o)
+                }
+            }
+            let groups = members.map(PolicyGroup.init)
+            let matches = groupSelectors.map(agents.matches)
+            let classGroups = agents.labels.indices.map { c in groups.indices.filter { matches[$0][c] }.map { groups[$0] } }
+            var single: [Int: PolicyGroup] = [:]
+            for (a, agent) in agents.agents.enumerated() {
+                let c = agents.classOf[a]
+                var own = classGroups[c]
+                for o in named[a] {
+                    // Already in through its selector.
+                    if let labels = selectors[o].selector, let g = groupOf[labels], matches[g][c] { continue }
+                    let group =
+                        single[o]
+                        ?? {
+                            let group = PolicyGroup([table[o]])
+                            single[o] = group
+                            return group
+                        }()
+                    own.append(group)
+                }
+                byAgent[agent.id] = EffectivePermissions(agent: agent.id, groups: own, table: table)
+            }
+            start = end
+        }
+        for agent in fleet.resources(of: .agent) where byAgent[agent.id] == nil {
+            byAgent[agent.id] = EffectivePermissions(agent: agent.id, groups: [], table: table)
         }
         self.byAgent = byAgent
+        self.table = table
     }
 
     /// The agent's permissions; an agent no policy selects may do nothing.
     public func permissions(of agent: ResourceID) -> EffectivePermissions {
-        byAgent[agent] ?? EffectivePermissions(agent: agent, compiled: [])
+        byAgent[agent] ?? EffectivePermissions(agent: agent, groups: [], table: table)
     }
 
     static func rules(of policy: Resource) -> [PolicyRule] {

@@ -175,6 +175,22 @@ extension PolicyAudit {
         let sortedSecrets: [String]
         let classes: Set<String>
         let sortedClasses: [String]
+        /// "Did you mean" answers by list and name: every Policy of a namespace may miss
+        /// the same names (a `deny: shell` in each), and each answer looks through the
+        /// namespace's every name.
+        let hints = Hints()
+
+        final class Hints {
+            var known: [String: String] = [:]
+
+            func hint(for word: String, list: String, among candidates: [String]) -> String {
+                let key = list + "\u{0}" + word
+                if let hint = known[key] { return hint }
+                let hint = Suggestion.hint(for: word, among: candidates)
+                known[key] = hint
+                return hint
+            }
+        }
 
         init(_ namespace: String, in fleet: Fleet) {
             tools = PolicyEngine.tools(in: fleet, namespace: namespace).map(\.name)
@@ -209,12 +225,12 @@ extension PolicyAudit {
         // A data class or secret that nothing names yet may be denied ahead of time on
         // purpose; only one close to a real name is a likely typo.
         func check(
-            _ entries: [Located<String>], _ path: ValuePath, noun: String, blind: Bool, candidates: [String], onlyTypos: Bool = false,
-            exists: (String) -> Bool
+            _ entries: [Located<String>], _ path: ValuePath, noun: String, blind: Bool, candidates: [String], list: String,
+            onlyTypos: Bool = false, exists: (String) -> Bool
         ) {
             guard !blind else { return }
             for (i, entry) in entries.enumerated() where entry.value != "*" && !exists(entry.value) {
-                let hint = Suggestion.hint(for: entry.value, among: candidates)
+                let hint = names.hints.hint(for: entry.value, list: list, among: candidates)
                 if onlyTypos && hint.isEmpty { continue }
                 diagnostics.append(
                     .warning(
@@ -234,26 +250,28 @@ extension PolicyAudit {
         let blindTools = fleet.mayMiss(.tool, in: namespace)
         for (side, rules) in [("allow", spec.allow), ("deny", spec.deny)] {
             let base = ValuePath([.key("spec"), .key(side)])
-            check(rules.tools, base.appending("tools"), noun: "tool", blind: blindTools, candidates: names.tools, exists: toolExists)
+            check(
+                rules.tools, base.appending("tools"), noun: "tool", blind: blindTools, candidates: names.tools, list: "tools",
+                exists: toolExists)
             check(
                 rules.models, base.appending("models"), noun: "model", blind: fleet.mayMiss(.modelProvider, in: namespace),
-                candidates: names.models, exists: modelExists)
+                candidates: names.models, list: "models", exists: modelExists)
             check(
                 rules.handoffs, base.appending("handoffs"), noun: "agent", blind: fleet.mayMiss(.agent, in: namespace),
-                candidates: names.agentNames, exists: { names.agentSet.contains($0) })
+                candidates: names.agentNames, list: "agents", exists: { names.agentSet.contains($0) })
             check(
                 rules.secrets, base.appending("secrets"), noun: "secret", blind: fleet.unidentified > 0 || !fleet.isComplete,
-                candidates: names.sortedSecrets, onlyTypos: true, exists: { names.secrets.contains($0) })
+                candidates: names.sortedSecrets, list: "secrets", onlyTypos: true, exists: { names.secrets.contains($0) })
             check(
                 rules.dataClasses, base.appending("dataClasses"), noun: "data class", blind: blindTools, candidates: names.sortedClasses,
-                onlyTypos: true, exists: { names.classes.contains($0) })
+                list: "classes", onlyTypos: true, exists: { names.classes.contains($0) })
             check(
                 rules.egress, base.appending("egress"), noun: "data class", blind: blindTools, candidates: names.sortedClasses,
-                onlyTypos: true, exists: { names.classes.contains($0) })
+                list: "classes", onlyTypos: true, exists: { names.classes.contains($0) })
         }
         check(
             spec.approvalTools, ValuePath([.key("spec"), .key("requireApproval"), .key("tools")]), noun: "tool", blind: blindTools,
-            candidates: names.tools, exists: toolExists)
+            candidates: names.tools, list: "tools", exists: toolExists)
         return diagnostics
     }
 }

@@ -17,11 +17,20 @@ public enum PolicyAudit {
         let blindBudgets = namespaces.filter { fleet.mayMiss(.budget, in: $0) }
         var diagnostics: [Diagnostic] = []
         let credentials = CredentialSecrets(fleet)
+        // Whether some Budget covers each agent, by namespace: its Budgets' selectors
+        // evaluated once per label class, not once per agent.
+        var coverage: (namespace: String, agents: AgentClasses, budgets: AgentCoverage)?
         for agent in fleet.resources(of: .agent) {
             let namespace = agent.metadata.namespace
+            if coverage?.namespace != namespace {
+                let agents = AgentClasses(fleet, namespace: namespace)
+                let budgets = fleet.resources(of: .budget, namespace: namespace).compactMap { $0.budget?.appliesTo }
+                coverage = (namespace, agents, AgentCoverage(budgets, in: agents))
+            }
+            let covered = coverage.map { $0.budgets.covers($0.agents.byName[agent.metadata.name]!, of: $0.agents) } ?? false
             diagnostics += audit(
                 agent: agent, permissions: engine.permissions(of: agent.id), credentials: credentials, fleet: fleet,
-                permissions: !blindPolicies.contains(namespace), budgets: !blindBudgets.contains(namespace))
+                permissions: !blindPolicies.contains(namespace), budgets: !blindBudgets.contains(namespace), covered: covered)
         }
         for workflow in fleet.resources(of: .workflow) where !blindPolicies.contains(workflow.metadata.namespace) {
             diagnostics += WorkflowAudit(workflow: workflow, fleet: fleet, engine: engine)?.run() ?? []
@@ -51,11 +60,11 @@ public enum PolicyAudit {
     /// whether any budget caps it.
     private static func audit(
         agent: Resource, permissions: EffectivePermissions, credentials: CredentialSecrets, fleet: Fleet,
-        permissions checkPermissions: Bool, budgets checkBudgets: Bool
+        permissions checkPermissions: Bool, budgets checkBudgets: Bool, covered: Bool
     ) -> [Diagnostic] {
         guard let spec = agent.agent else { return [] }
         var diagnostics: [Diagnostic] = []
-        if checkBudgets, let missing = budgetMissing(agent, fleet) { diagnostics.append(missing) }
+        if checkBudgets, !covered { diagnostics.append(budgetMissing(agent)) }
         guard checkPermissions else { return diagnostics }
         if let trifecta = trifectaDiagnostic(agent, permissions, fleet) { diagnostics.append(trifecta) }
         let name = agent.metadata.name
@@ -127,12 +136,8 @@ public enum PolicyAudit {
             at: setting.location, resource: agent.id, path: path, notes: requiring)
     }
 
-    private static func budgetMissing(_ agent: Resource, _ fleet: Fleet) -> Diagnostic? {
-        let covered = fleet.resources(of: .budget, namespace: agent.metadata.namespace).contains { budget in
-            budget.budget?.appliesTo.selects(agent.metadata) ?? false
-        }
-        guard !covered else { return nil }
-        return .warning(
+    private static func budgetMissing(_ agent: Resource) -> Diagnostic {
+        .warning(
             .budgetMissing, "no Budget covers agent \"\(agent.metadata.name)\", so nothing caps what it spends on models",
             at: agent.nameLocation, resource: agent.id, path: ValuePath([.key("metadata"), .key("name")]))
     }

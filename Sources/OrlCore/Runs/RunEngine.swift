@@ -281,9 +281,10 @@ public enum RunEngine {
 
     /// The agent takes the task: a new attempt, leased until a heartbeat is due, and
     /// bounded by the step's timeout.
-    public static func claim(_ record: StepRecord, _ step: RunPlan.Step, now: Timestamp) -> StepRecord {
+    public static func claim(_ record: StepRecord, _ step: RunPlan.Step, now: Timestamp, claimant: String? = nil) -> StepRecord {
         var record = record
         record.state = .running
+        record.claimant = claimant
         record.attempt += 1
         record.readyAt = nil
         record.leaseExpiresAt = now.adding(step.heartbeatTimeout)
@@ -303,6 +304,7 @@ public enum RunEngine {
         var record = record
         record.state = .succeeded
         record.endedAt = now
+        record.claimant = nil
         record.leaseExpiresAt = nil
         record.deadline = nil
         record.error = nil
@@ -319,6 +321,7 @@ public enum RunEngine {
         var record = record
         record.leaseExpiresAt = nil
         record.deadline = nil
+        record.claimant = nil
         if retry && record.attempt < step.attempts {
             record.state = .ready
             record.readyAt = now.adding(retryDelay(after: record.attempt, step, random: random))
@@ -370,8 +373,44 @@ public enum RunEngine {
         record.readyAt = nil
         record.leaseExpiresAt = nil
         record.deadline = nil
+        record.claimant = nil
         record.error = reason
         return record
+    }
+
+    /// Which processes of an agent the controller knows have ended.
+    public enum EndedClaimants: Sendable, Hashable {
+        /// A new process of the agent started with this token digest: any other process
+        /// of it has ended (an agent never runs twice, across nodes too).
+        case allBut(String)
+        /// The process with this token digest ended, and none replaced it yet.
+        case only(String)
+
+        func ended(_ claimant: String) -> Bool {
+            switch self {
+            case .allBut(let live): claimant != live
+            case .only(let gone): claimant == gone
+            }
+        }
+    }
+
+    /// The Running steps among `running` whose attempt was claimed by a process that has
+    /// ended, as `ended` says for each agent: given up at once, as a lease that lapsed.
+    /// A claim made without a claimant is left to its lease.
+    public static func orphaned(_ running: [StepRecord], ended: [ResourceID: EndedClaimants]) -> [StepRecord] {
+        running.filter { record in
+            guard record.state == .running, let claimant = record.claimant, let agent = record.agent, let gone = ended[agent] else {
+                return false
+            }
+            return gone.ended(claimant)
+        }
+    }
+
+    /// Compares the token digests of an agent's live processes before and now (nil: none
+    /// runs) and says whose claims ended; nil when nothing ended.
+    public static func endedClaimants(before: String?, now: String?) -> EndedClaimants? {
+        if let now { return now == before ? nil : .allBut(now) }
+        return before.map { .only($0) }
     }
 
     /// Why a Running step is due at `now`, if it is: its attempt timed out, or its lease

@@ -125,12 +125,17 @@ public struct StepRecord: Sendable, Hashable {
     /// Approval gates: who decided, and why.
     public var decidedBy: String?
     public var reason: String?
+    /// Running: the process that claimed the attempt, by the digest of its token (nil: a
+    /// claim made without one, which only its lease ends). When the controller learns
+    /// that process ended, the attempt is given up at once instead of when its lease lapses.
+    public var claimant: String?
 
     public init(
         run: RunID, index: Int, id: String, agent: ResourceID?, state: StepState = .pending, waitingFor: Int = 0, attempt: Int = 0,
         readyAt: Timestamp? = nil, leaseExpiresAt: Timestamp? = nil, deadline: Timestamp? = nil, startedAt: Timestamp? = nil,
-        endedAt: Timestamp? = nil, error: String? = nil, decidedBy: String? = nil, reason: String? = nil
+        endedAt: Timestamp? = nil, error: String? = nil, decidedBy: String? = nil, reason: String? = nil, claimant: String? = nil
     ) {
+        self.claimant = claimant
         self.run = run
         self.index = index
         self.id = id

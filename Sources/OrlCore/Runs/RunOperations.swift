@@ -94,7 +94,9 @@ public struct RunOperations: Sendable {
     /// Gives `agent` its next task: the Ready step of the agent that has waited longest,
     /// in any run, or nil when there is none. The step becomes Running, leased to the
     /// agent for one heartbeat timeout.
-    public func claim(agent: ResourceID, now: Timestamp) throws(RunError) -> RunTask? {
+    /// `claimant` is the claiming process's token digest: the attempt is given up at once
+    /// when the controller learns that process ended (`releaseEndedClaims`).
+    public func claim(agent: ResourceID, claimant: String? = nil, now: Timestamp) throws(RunError) -> RunTask? {
         // Agents poll: most polls find nothing, and finding nothing needs no write lock.
         let any: Bool
         do {
@@ -103,13 +105,16 @@ public struct RunOperations: Sendable {
             throw RunError(error)
         }
         guard any else { return nil }
-        return try write { tx throws(StoreError) -> Result<RunTask?, RunError> in .success(try Self.claim(agent: agent, now: now, in: tx)) }
+        return try write { tx throws(StoreError) -> Result<RunTask?, RunError> in
+            .success(try Self.claim(agent: agent, claimant: claimant, now: now, in: tx))
+        }
     }
 
-    private static func claim(agent: ResourceID, now: Timestamp, in tx: Transaction) throws(StoreError) -> RunTask? {
+    private static func claim(agent: ResourceID, claimant: String? = nil, now: Timestamp, in tx: Transaction) throws(StoreError) -> RunTask?
+    {
         guard let ready = try tx.writer.nextClaimable(agent: agent, at: now), let run = try tx.writer.run(ready.run) else { return nil }
         let plan = try tx.writer.plan(of: ready.run)
-        let record = RunEngine.claim(ready, plan.steps[ready.index], now: now)
+        let record = RunEngine.claim(ready, plan.steps[ready.index], now: now, claimant: claimant)
         try tx.writer.update(record)
         try tx.writer.put(AttemptRecord(run: run.id, step: record.id, attempt: record.attempt, agent: agent, startedAt: now))
         return try RunTask.make(record, agent: agent, run: run, plan: plan, from: tx.writer)
@@ -145,13 +150,13 @@ public struct RunOperations: Sendable {
     /// (often the step the completion just made Ready): an agent working through a
     /// chain pays one round trip and one commit per step instead of two each.
     public func completeAndClaim(
-        _ task: TaskID, agent: ResourceID, output: Node, now: Timestamp
+        _ task: TaskID, agent: ResourceID, claimant: String? = nil, output: Node, now: Timestamp
     ) throws(RunError) -> (record: StepRecord, next: RunTask?) {
         try write { tx throws(StoreError) -> Result<(record: StepRecord, next: RunTask?), RunError> in
             switch try Self.complete(task, agent: agent, output: output, now: now, in: tx) {
             case .failure(let error): return .failure(error)
             case .success(let record):
-                let next = try Self.claim(agent: agent, now: now, in: tx)
+                let next = try Self.claim(agent: agent, claimant: claimant, now: now, in: tx)
                 // The step readied for the agent is in this answer: its other polls are
                 // woken only when something else is Ready for it.
                 if next != nil, try tx.writer.nextClaimable(agent: agent, at: now) == nil { tx.claimedAll(of: agent) }
@@ -371,6 +376,39 @@ public struct RunOperations: Sendable {
         }
     }
 
+    /// Gives up at once on the attempts claimed by agent processes that have ended
+    /// (`ended`, per agent: the controller saw the process exit or stop, or started a new
+    /// one in its place): each is retried as a new attempt at once (counted against the
+    /// step's attempts), or dead-lettered. Returns the events recorded. Reads first and
+    /// takes the write lock only when such an attempt exists.
+    public func releaseEndedClaims(_ ended: [ResourceID: RunEngine.EndedClaimants], now: Timestamp) throws(RunError) -> [StoreEvent] {
+        guard !ended.isEmpty else { return [] }
+        let orphaned: [StepRecord]
+        do {
+            orphaned = try store.readRuns { reader throws(StoreError) in
+                RunEngine.orphaned(try reader.runningSteps(agent: nil), ended: ended)
+            }
+        } catch {
+            throw RunError(error)
+        }
+        guard !orphaned.isEmpty else { return [] }
+        return try write { tx throws(StoreError) -> Result<[StoreEvent], RunError> in
+            for seen in orphaned {
+                // Read again under the lock: the attempt may have ended meanwhile.
+                guard let record = try tx.writer.step(of: seen.run, index: seen.index),
+                    !RunEngine.orphaned([record], ended: ended).isEmpty, record.attempt == seen.attempt,
+                    var run = try tx.writer.run(record.run), run.phase == .running, let agent = record.agent
+                else { continue }
+                let plan = try tx.writer.plan(of: run.id)
+                let message = "agent \(agent.namespace)/\(agent.name) ended while working on it (its process is gone)"
+                _ = try Self.attemptFailed(
+                    record, outcome: .leaseExpired, error: message, retry: true, run: &run, plan: plan, now: now, random: 0,
+                    backoff: false, in: tx)
+            }
+            return .success(tx.events)
+        }
+    }
+
     /// Starts the run a cron trigger owes for `slot` (the latest slot at or before now),
     /// once: the slot is recorded with the run in one transaction, so no slot runs twice,
     /// across restarts too. The first time a trigger is seen, its latest slot only runs
@@ -429,10 +467,13 @@ public struct RunOperations: Sendable {
 
     private static func attemptFailed(
         _ record: StepRecord, outcome: AttemptRecord.Outcome, error message: String, retry: Bool, run: inout RunRecord, plan: RunPlan,
-        now: Timestamp, random: Double, in tx: Transaction
+        now: Timestamp, random: Double, backoff: Bool = true, in tx: Transaction
     ) throws(StoreError) -> StepRecord {
         let step = plan.steps[record.index]
         var next = RunEngine.attemptFailed(record, step, error: message, retry: retry, now: now, random: random)
+        // Its agent's process ended: nothing about the step failed, so no backoff (the
+        // agent's own restart backoff paces a process that crashes on it).
+        if !backoff, next.state == .ready { next.readyAt = now }
         if next.state == .deadLetter, let fallback = step.fallback {
             // What `describe run` lists as the decision: who takes over, and why.
             next.reason =

@@ -5,6 +5,7 @@ it starts and finishes is appended to $JOURNAL as a JSON line, for the tests to 
 
 Inputs a step may give (all optional):
   fail_attempts   fail attempts 1..N (retryable), succeed after
+  crash_attempts  on attempts 1..N, the process exits (status 1) in the middle of the step
   sleep           work this many seconds first (heart-beating meanwhile)
   call_tool       call this tool (the answer, or the refusal, goes in the output)
   chat_calls      call the model through the gateway this many times first
@@ -58,6 +59,9 @@ def handle(task, context):
     deadline = time.monotonic() + float(inputs.get("sleep", 0))
     while time.monotonic() < deadline and not context.lost.is_set():
         time.sleep(0.05)
+    if task["attempt"] <= int(inputs.get("crash_attempts", 0)):
+        journal("crash", task)
+        os._exit(1)
     if task["attempt"] <= int(inputs.get("fail_attempts", 0)):
         journal("fail", task)
         raise agent.TaskFailed(f"planned failure of attempt {task['attempt']}")
