@@ -186,7 +186,7 @@ public final class AgentAPI: Sendable {
     /// `POST /v1/tasks/next?wait=SECONDS`: the agent's next task, waiting up to `wait`
     /// seconds (25 at most, the default) for one.
     func next(_ request: Request) async -> Response {
-        let caller: GatewayTable.Caller
+        let caller: CallerTable.Caller
         let wait: Duration
         do throws(GatewayError) {
             caller = try gateway.authenticate(request)
@@ -253,7 +253,7 @@ public final class AgentAPI: Sendable {
 
     /// Heartbeat, complete or fail one task, named by the path as the task names itself.
     func answer(_ request: Request, _ context: BasicRequestContext, _ answer: Answer) async -> Response {
-        let caller: GatewayTable.Caller
+        let caller: CallerTable.Caller
         let body: Node?
         do throws(GatewayError) {
             caller = try gateway.authenticate(request)

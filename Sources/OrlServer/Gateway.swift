@@ -26,7 +26,7 @@ public final class Gateway: ModelGateway {
     }
 
     struct State {
-        var table = GatewayTable()
+        var table = CallerTable()
         var meter = BudgetMeter()
         /// The tasks agents hold, as the agents' API saw them: what calls are attributed to.
         var tasks = TasksInFlight()
@@ -95,7 +95,7 @@ public final class Gateway: ModelGateway {
 
     public func update(fleet: Fleet, tokens: [ResourceID: String], now: Timestamp) {
         // Worked out before the lock: calls wait for nothing but the swap.
-        let table = GatewayTable(fleet: fleet, tokens: tokens)
+        let table = CallerTable(fleet: fleet, tokens: tokens)
         let coverage = BudgetMeter.Coverage(fleet)
         let restore: [(BudgetSpec.Window, Timestamp, [ResourceID: Charge])]? =
             state.withLock { $0.restored } ? nil : restoreSpend(now: now)
@@ -116,7 +116,7 @@ public final class Gateway: ModelGateway {
     }
 
     /// The MCP servers (Tools of type mcp) of the fleet last published.
-    func mcpServers() -> [GatewayTable.ToolRoute] { state.withLock { $0.table.mcpServers } }
+    func mcpServers() -> [CallerTable.ToolRoute] { state.withLock { $0.table.mcpServers } }
 
     public func halts(now: Timestamp) -> [ResourceID: BudgetMeter.Halt] {
         state.withLock { $0.meter.halts(now: now) }

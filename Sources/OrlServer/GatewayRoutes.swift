@@ -16,7 +16,7 @@ extension Gateway {
             request.headers[Self.anthropicVersionHeader] != nil
             || request.headers[.authorization] == nil && request.headers[Self.apiKeyHeader] != nil
         let api: ModelAPI = anthropic ? .messages : .chatCompletions
-        let caller: GatewayTable.Caller
+        let caller: CallerTable.Caller
         do {
             caller = try authenticate(request)
         } catch {
@@ -66,9 +66,9 @@ extension Gateway {
         let started = ContinuousClock.now
         let now = clock()
         let requestID = nextRequestID()
-        let caller: GatewayTable.Caller
+        let caller: CallerTable.Caller
         let parsed: ModelRequest
-        let route: GatewayTable.Route
+        let route: CallerTable.Route
         let bound: Int
         var agent: ResourceID?
         do throws(GatewayError) {
@@ -323,7 +323,7 @@ extension Gateway {
 
     /// The calling agent, by its token: the gateway's, the tasks' and the tools' one check.
     /// The token comes as a bearer token (OpenAI's SDKs) or in `x-api-key` (Anthropic's).
-    func authenticate(_ request: Request) throws(GatewayError) -> GatewayTable.Caller {
+    func authenticate(_ request: Request) throws(GatewayError) -> CallerTable.Caller {
         let token: String
         if let header = request.headers[.authorization], header.hasPrefix("Bearer ") {
             token = String(header.dropFirst("Bearer ".count))
@@ -366,7 +366,7 @@ extension Gateway {
 final class Call: Sendable {
     let gateway: Gateway
     let agent: ResourceID
-    let route: GatewayTable.Route
+    let route: CallerTable.Route
     let request: ModelRequest
     /// The output tokens reserved for, and sent upstream as the request's bound.
     let bound: Int
@@ -385,7 +385,7 @@ final class Call: Sendable {
     private let done = Atomic<Bool>(false)
 
     init(
-        gateway: Gateway, agent: ResourceID, route: GatewayTable.Route, request: ModelRequest, bound: Int,
+        gateway: Gateway, agent: ResourceID, route: CallerTable.Route, request: ModelRequest, bound: Int,
         reservation: BudgetMeter.Reservation, hold: Int64? = nil, requestID: String, started: ContinuousClock.Instant, run: String?,
         step: String?, trace: (span: SpanContext, parent: SpanContext?, start: UInt64)? = nil
     ) {

@@ -52,7 +52,7 @@ extension AgentAPI {
         }
     }
 
-    private func checkPins(of server: GatewayTable.ToolRoute) async {
+    private func checkPins(of server: CallerTable.ToolRoute) async {
         guard let spec = server.spec.mcp else { return }
         var credential: String?
         if let secret = spec.credentialSecret?.value {

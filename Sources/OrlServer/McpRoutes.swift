@@ -28,7 +28,7 @@ extension AgentAPI {
         if let version = headerVersion, !McpUpstream.protocolVersions.contains(version), !Self.statelessVersions.contains(version) {
             return Self.unsupported(nil, version)
         }
-        let caller: GatewayTable.Caller
+        let caller: CallerTable.Caller
         do {
             caller = try gateway.authenticate(request)
         } catch {
@@ -59,7 +59,7 @@ extension AgentAPI {
     }
 
     private func mcp(
-        _ id: Node, method: String, params: Node?, caller: GatewayTable.Caller, request: Request, stateless: Bool
+        _ id: Node, method: String, params: Node?, caller: CallerTable.Caller, request: Request, stateless: Bool
     ) async -> Response {
         let instructions = "Tools of the MCP servers orl fronts for agent \(caller.agent.name), as its policies allow."
         let capabilities = JSONValue.object([("tools", .object([("listChanged", .bool(false))]))])
@@ -141,7 +141,7 @@ extension AgentAPI {
 
     // MARK: tools/list
 
-    private func listTools(_ id: Node, caller: GatewayTable.Caller, request: Request, stateless: Bool) async -> Response {
+    private func listTools(_ id: Node, caller: CallerTable.Caller, request: Request, stateless: Bool) async -> Response {
         var routes = caller.tools.values.filter { $0.mcp != nil }
         let agent = caller.agent
         if gateway.holdsTasks(agent, now: gateway.clock()) {
@@ -174,7 +174,7 @@ extension AgentAPI {
 
     // MARK: tools/call
 
-    private func callTool(_ id: Node, params: Node?, caller: GatewayTable.Caller, request: Request, stateless: Bool) async -> Response {
+    private func callTool(_ id: Node, params: Node?, caller: CallerTable.Caller, request: Request, stateless: Bool) async -> Response {
         let started = ContinuousClock.now
         let agent = caller.agent
         guard let wire = params?["name"]?.string else {
@@ -182,7 +182,7 @@ extension AgentAPI {
         }
         let name = Self.orlName(wire)
         let arguments = params?["arguments"].map(JSONValue.init) ?? .object([])
-        let route: GatewayTable.ToolRoute
+        let route: CallerTable.ToolRoute
         do throws(GatewayError) {
             route = try caller.tool(name)
         } catch {

@@ -27,7 +27,7 @@ import OrlJSON
 /// request body is being read, so an agent working on a task heartbeats on the stream.
 extension AgentAPI {
     func stream(_ request: Request) async -> Response {
-        let caller: GatewayTable.Caller
+        let caller: CallerTable.Caller
         let wait: Duration
         do throws(GatewayError) {
             caller = try gateway.authenticate(request)

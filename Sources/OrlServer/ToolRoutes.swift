@@ -15,8 +15,8 @@ import OrlJSON
 extension AgentAPI {
     func invoke(_ request: Request, tool name: String) async -> Response {
         let started = ContinuousClock.now
-        let caller: GatewayTable.Caller
-        let route: GatewayTable.ToolRoute
+        let caller: CallerTable.Caller
+        let route: CallerTable.ToolRoute
         do throws(GatewayError) {
             caller = try gateway.authenticate(request)
             do throws(GatewayError) {
@@ -122,7 +122,7 @@ extension AgentAPI {
     // MARK: http
 
     private func callHTTP(
-        _ route: GatewayTable.ToolRoute, grant: ToolGrant, agent: ResourceID, input: JSONValue, traceparent: String?
+        _ route: CallerTable.ToolRoute, grant: ToolGrant, agent: ResourceID, input: JSONValue, traceparent: String?
     ) async -> Result<(status: Int, output: JSONValue), GatewayError> {
         guard let endpoint = route.spec.http else {
             return .failure(
@@ -182,7 +182,7 @@ extension AgentAPI {
     // MARK: command
 
     private func runCommand(
-        _ route: GatewayTable.ToolRoute, grant: ToolGrant, caller: GatewayTable.Caller, input: JSONValue, traceparent: String?
+        _ route: CallerTable.ToolRoute, grant: ToolGrant, caller: CallerTable.Caller, input: JSONValue, traceparent: String?
     ) async -> Result<(status: Int, output: JSONValue), GatewayError> {
         guard let command = route.spec.command else {
             return .failure(.toolFailed(status: 500, code: "tool_misconfigured", "Tool \(route.id.name) has type command but no command"))

@@ -160,7 +160,7 @@ let toolFleet = """
 
     @Test func aCallersToolsAreThoseItsPoliciesAllowNow() throws {
         let fleet = validate(toolFleet).fleet
-        let table = GatewayTable(fleet: fleet, tokens: [Self.worker: AgentToken.digest("t")])
+        let table = CallerTable(fleet: fleet, tokens: [Self.worker: AgentToken.digest("t")])
         let caller = try #require(table.caller(token: "t"))
         #expect(caller.tools.keys.sorted() == ["search", "shell"])
         #expect(caller.workingDir == "/srv/work")

@@ -206,7 +206,7 @@ import Testing
                     })
                 var meter = BudgetMeter()
                 meter.configure(fleet)
-                let table = GatewayTable(fleet: fleet, tokens: [agent: AgentToken.digest("t")])
+                let table = CallerTable(fleet: fleet, tokens: [agent: AgentToken.digest("t")])
                 let route = try #require(table.caller(token: "t")?.routes.first)
                 for tokens in [0, 1, Bounds.tokens, .max] {
                     let usage = TokenUsage(prompt: tokens, completion: tokens)

@@ -152,7 +152,7 @@ private let fleetYAML = """
     // MARK: Routing
 
     @Test func routesFollowPolicyAndFailClosed() throws {
-        let table = GatewayTable(fleet: fleet, tokens: [a: AgentToken.digest("token-a"), c: AgentToken.digest("token-c")])
+        let table = CallerTable(fleet: fleet, tokens: [a: AgentToken.digest("token-a"), c: AgentToken.digest("token-c")])
         #expect(table.caller(token: "token-b") == nil)
         #expect(table.caller(token: AgentToken.digest("token-a")) == nil, "a digest is not a token")
         let callerA = try #require(table.caller(token: "token-a"))
@@ -171,7 +171,7 @@ private let fleetYAML = """
     }
 
     @Test func theCompletionBoundIsTheLeastOfWhatEveryoneSays() throws {
-        let callerA = try #require(GatewayTable(fleet: fleet, tokens: [a: AgentToken.digest("t")]).caller(token: "t"))
+        let callerA = try #require(CallerTable(fleet: fleet, tokens: [a: AgentToken.digest("t")]).caller(token: "t"))
         let small = try callerA.route("small")
         #expect(callerA.completionBound(try request(#"{"model":"small","messages":[{"role":"user","content":"x"}]}"#), small) == 40)
         #expect(

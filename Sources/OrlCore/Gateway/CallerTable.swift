@@ -1,10 +1,11 @@
 import Crypto
 import OrlJSON
 
-/// What the gateway knows of the fleet: which token is which agent, and which models
-/// each agent may call, at which price. The controller builds a new table on every pass
-/// from the applied state, so an apply that changes a policy changes the next call.
-public struct GatewayTable: Sendable {
+/// Who may call what through orl's API: which token is which agent, which models each
+/// agent may call (at which price) and which tools. The gateway, the tool and MCP routes
+/// and the agents' task routes all read it. The controller builds a new table on every
+/// pass from the applied state, so an apply that changes a policy changes the next call.
+public struct CallerTable: Sendable {
     /// A model an agent may call.
     public struct Route: Sendable, Hashable {
         public var provider: ResourceID
@@ -128,10 +129,10 @@ public struct GatewayTable: Sendable {
     public var agents: [ResourceID] { callers.values.map(\.agent).sorted() }
 }
 
-extension GatewayTable.Caller {
+extension CallerTable.Caller {
     /// The route for the model a request names. Fails closed: a model no policy allows
     /// is refused like one that does not exist, but says which it is.
-    public func route(_ name: String) throws(GatewayError) -> GatewayTable.Route {
+    public func route(_ name: String) throws(GatewayError) -> CallerTable.Route {
         if let ref = ModelRef(name) {
             if let route = routes.first(where: { $0.provider.name == ref.provider && $0.model.name == ref.model }) { return route }
             throw .modelNotAllowed(
@@ -151,7 +152,7 @@ extension GatewayTable.Caller {
 
     /// The route for a request in `api`: as `route(_:)`, and refused (naming what to
     /// use) when the model's provider does not speak that API.
-    public func route(_ name: String, for api: ModelAPI) throws(GatewayError) -> GatewayTable.Route {
+    public func route(_ name: String, for api: ModelAPI) throws(GatewayError) -> CallerTable.Route {
         let route = try route(name)
         guard api.isSpoken(by: route.spec.apiStyle) else {
             let spoken = ModelAPI.spoken(by: route.spec.apiStyle)
@@ -168,7 +169,7 @@ extension GatewayTable.Caller {
 
     /// The tool a call names, if the agent's policies allow it now. Fails closed: a tool
     /// no policy allows (or one denies) is refused, and one that is not applied is not found.
-    public func tool(_ name: String) throws(GatewayError) -> GatewayTable.ToolRoute {
+    public func tool(_ name: String) throws(GatewayError) -> CallerTable.ToolRoute {
         if let route = tools[name] { return route }
         let allowed = tools.isEmpty ? "no tool" : tools.keys.sorted().joined(separator: ", ")
         guard namespaceTools.contains(name) else {
@@ -182,7 +183,7 @@ extension GatewayTable.Caller {
 
     /// How many output tokens the call may produce: the least of the agent's own bound,
     /// the request's and the model's; 4,096 when none says; none for embeddings.
-    public func completionBound(_ request: ModelRequest, _ route: GatewayTable.Route) -> Int {
+    public func completionBound(_ request: ModelRequest, _ route: CallerTable.Route) -> Int {
         guard request.api.hasOutput else { return 0 }
         let bounds = [request.maxTokens, maxTokensPerCall, route.model.maxOutputTokens].compactMap { $0 }
         if let least = bounds.min() { return least }
