@@ -47,7 +47,8 @@ public struct APIServer: Sendable {
         logger.logLevel = .critical
         let host = self.host
         let app = Application(
-            router: router, server: connections.server(), configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            router: router, server: connections.server(onEventLoops: true),
+            configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in
                 await bound("http://\(host):\(channel.localAddress?.port ?? 0)")
             }, logger: logger)
@@ -68,6 +69,8 @@ public struct APIServer: Sendable {
 
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
+        // First: it wraps only the routes added after it.
+        router.add(middleware: OffTheEventLoop())
         router.get("/v1/models") { [gateway] request, _ in gateway.models(request) }
         for api in ModelAPI.allCases {
             router.post(RouterPath("/v1" + api.path)) { [gateway] request, _ in await gateway.serve(api, request) }

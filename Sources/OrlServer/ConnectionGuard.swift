@@ -40,9 +40,15 @@ public final class ConnectionGuard: Sendable {
     /// polls are not cut: a request in progress is not idle.
     static let idleTimeout: TimeAmount = .seconds(30)
 
-    /// The HTTP/1 server of an `Application`, guarded.
-    func server() -> HTTPServerBuilder {
-        .http1(configuration: .init(additionalChannelHandlers: [self.handler()], idleTimeout: Self.idleTimeout))
+    /// The HTTP/1 server of an `Application`, guarded; `onEventLoops`: each connection's
+    /// requests run on its event loop (see `EventLoopChildChannel`; the router must send
+    /// what may block elsewhere, as `OffTheEventLoop` does).
+    func server(onEventLoops: Bool = false) -> HTTPServerBuilder {
+        let configuration = HTTP1Channel.Configuration(additionalChannelHandlers: [self.handler()], idleTimeout: Self.idleTimeout)
+        guard onEventLoops else { return .http1(configuration: configuration) }
+        return HTTPServerBuilder { responder in
+            EventLoopChildChannel(inner: HTTP1Channel(responder: responder, configuration: configuration))
+        }
     }
 
     fileprivate func opened(_ channel: any Channel) {

@@ -152,13 +152,12 @@ extension Gateway {
     /// The request the provider gets: the agent's body with the provider's model name and
     /// the reserved output bound, the provider's key instead of the agent's token (in
     /// `x-api-key` for Anthropic, with the client's `anthropic-version` and betas).
-    private func upstreamRequest(_ call: Call, headers: HTTPFields) throws(GatewayError) -> (HTTPClientRequest, CredentialMask) {
+    private func upstreamRequest(_ call: Call, headers: HTTPFields) throws(GatewayError) -> (UpstreamRequest, CredentialMask) {
         let spec = call.route.spec
         guard let base = spec.baseURL else {
             throw .upstream(status: 502, code: "provider_misconfigured", "ModelProvider \(call.route.provider) has no baseURL")
         }
-        var upstream = HTTPClientRequest(url: (base.hasSuffix("/") ? String(base.dropLast()) : base) + call.request.api.path)
-        upstream.method = .POST
+        var upstream = UpstreamRequest(url: (base.hasSuffix("/") ? String(base.dropLast()) : base) + call.request.api.path)
         upstream.headers.add(name: "Content-Type", value: "application/json")
         upstream.headers.add(name: "Accept", value: call.request.stream ? "text/event-stream" : "application/json")
         upstream.headers.add(name: "X-Request-Id", value: call.requestID)
@@ -185,13 +184,13 @@ extension Gateway {
             }
             mask = CredentialMask([key])
         }
-        upstream.body = .bytes(ByteBuffer(bytes: call.request.upstreamBody(model: call.route.model.name, maxTokens: call.bound)))
+        upstream.body = ByteBuffer(bytes: call.request.upstreamBody(model: call.route.model.name, maxTokens: call.bound))
         return (upstream, mask)
     }
 
     private func forward(_ call: Call, headers: HTTPFields) async -> Response {
         let api = call.request.api
-        let upstream: HTTPClientRequest
+        let upstream: UpstreamRequest
         let mask: CredentialMask
         do throws(GatewayError) {
             (upstream, mask) = try upstreamRequest(call, headers: headers)
@@ -199,9 +198,29 @@ extension Gateway {
             call.release(outcome: error.code)
             return Self.error(error, api: api, requestID: call.requestID)
         }
+        let timeout = call.route.spec.timeout.duration.wholeMilliseconds
+        // A whole answer from a plain-http provider: on this event loop (`UpstreamClient`).
+        if !call.request.stream, let endpoint = UpstreamClient.Endpoint(upstream.url) {
+            let reply: UpstreamClient.Answer
+            do {
+                reply = try await UpstreamClient.shared.post(
+                    endpoint, headers: upstream.headers, body: upstream.body, timeout: .milliseconds(timeout),
+                    maxResponseBytes: configuration.maxResponseBytes)
+            } catch {
+                let failure = Self.upstreamFailure(error, provider: call.route.provider)
+                call.release(outcome: failure.code)
+                return Self.error(failure, api: api, requestID: call.requestID)
+            }
+            let eventStream = reply.headers.first(name: "content-type")?.hasPrefix("text/event-stream") == true
+            return answer(call, reply.body, status: reply.status, eventStream: eventStream, mask: mask)
+        }
+        var request = HTTPClientRequest(url: upstream.url)
+        request.method = .POST
+        request.headers = upstream.headers
+        request.body = .bytes(upstream.body)
         let response: HTTPClientResponse
         do {
-            response = try await client.execute(upstream, timeout: .milliseconds(call.route.spec.timeout.duration.wholeMilliseconds))
+            response = try await client.execute(request, timeout: .milliseconds(timeout))
         } catch {
             let failure = Self.upstreamFailure(error, provider: call.route.provider)
             call.release(outcome: failure.code)
@@ -245,16 +264,6 @@ extension Gateway {
                     }
                 })
         }
-        return await answer(call, response, status: status, eventStream: eventStream, mask: mask)
-    }
-
-    /// A provider's whole (not streamed) answer: settled on its usage and passed on, a
-    /// 5xx turned into a 502 that names the provider. The one place that reads an
-    /// upstream body.
-    private func answer(
-        _ call: Call, _ response: HTTPClientResponse, status: Int, eventStream: Bool, mask: CredentialMask
-    ) async -> Response {
-        let api = call.request.api
         let body: ByteBuffer
         do {
             body = try await response.body.collect(upTo: configuration.maxResponseBytes)
@@ -263,6 +272,14 @@ extension Gateway {
             call.release(outcome: failure.code)
             return Self.error(failure, api: api, requestID: call.requestID)
         }
+        return answer(call, body, status: status, eventStream: eventStream, mask: mask)
+    }
+
+    /// A provider's whole (not streamed) answer: settled on its usage and passed on, a
+    /// 5xx turned into a 502 that names the provider. The one place that reads an
+    /// upstream body.
+    private func answer(_ call: Call, _ body: ByteBuffer, status: Int, eventStream: Bool, mask: CredentialMask) -> Response {
+        let api = call.request.api
         let raw = Array(body.readableBytesView)
         let report = (try? JSONParser.parse(bytes: raw, file: "<response>")).flatMap { UsageReport(json: $0) }
         let bytes = mask.isEmpty ? raw : mask.mask(raw)
@@ -293,6 +310,9 @@ extension Gateway {
     }
 
     static func upstreamFailure(_ error: any Error, provider: ResourceID) -> GatewayError {
+        if case UpstreamClient.Failure.timedOut = error {
+            return .upstream(status: 504, code: "upstream_timeout", "ModelProvider \(provider) did not answer in time (\(error))")
+        }
         if let error = error as? HTTPClientError,
             [.deadlineExceeded, .readTimeout, .connectTimeout, .writeTimeout].contains(error)
         {
@@ -359,6 +379,13 @@ extension Gateway {
     static func error(_ error: GatewayError, api: ModelAPI = .chatCompletions, requestID: String? = nil) -> Response {
         json(.init(code: error.status), error.body(for: api), requestID: requestID)
     }
+}
+
+/// What the gateway sends a provider: its URL, headers and body.
+struct UpstreamRequest {
+    var url: String
+    var headers = HTTPHeaders()
+    var body = ByteBuffer()
 }
 
 /// One forwarded call: settles or releases its reservation exactly once, and writes its

@@ -35,7 +35,9 @@ final class FakeUpstream: Sendable {
     private(set) nonisolated(unsafe) var url = ""
     private nonisolated(unsafe) var task: Task<Void, any Error>?
 
-    func start() async throws {
+    /// `idleTimeout`: how long a kept-alive connection may sit idle before the server
+    /// closes it (nil: Hummingbird's default).
+    func start(idleTimeout: TimeAmount? = nil) async throws {
         let router = Router()
         router.post("/v1/chat/completions") { [self] request, _ in
             var request = request
@@ -118,7 +120,8 @@ final class FakeUpstream: Sendable {
         }
         let (urls, continuation) = AsyncStream<String>.makeStream()
         let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            router: router, server: .http1(configuration: .init(idleTimeout: idleTimeout)),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             onServerRunning: { channel in continuation.yield("http://127.0.0.1:\(channel.localAddress?.port ?? 0)/v1") })
         task = Task { try await app.run() }
         for await url in urls {

@@ -4,11 +4,12 @@ import NIOCore
 import NIOHTTP1
 import OrlCore
 import OrlJSON
-import OrlServer
 import OrlStore
 import OrlYAML
 import Synchronization
 import Testing
+
+@testable import OrlServer
 
 /// A value shared with the closures given to the gateway.
 final class Locked<Value: Sendable>: Sendable {
@@ -254,6 +255,40 @@ final class Locked<Value: Sendable>: Sendable {
         #expect(rows.count == 4 && rows.allSatisfy { $0.usd == 0 && $0.usage.total == 0 })
         let daily = h.gateway.budgetStatus(now: Self.lateEvening).first { $0.account.budget.name == "daily" }
         #expect(daily?.reserved == .zero && daily?.spent == .zero, "no reservation leaks")
+    }
+
+    /// A provider that closes kept-alive connections after a short idle time (as servers
+    /// do after a few seconds): the next call is sent on a connection that is open, and
+    /// none is lost or charged twice.
+    @Test func connectionsTheProviderClosesWhileIdleLoseNoCall() async throws {
+        let h = try Harness()
+        try await h.upstream.start(idleTimeout: .milliseconds(50))
+        h.configure(dailyUSD: 100)
+        let started = try await APIServer(gateway: h.gateway, port: 0).start()
+        h.url = started.url
+        h.server = started.task
+        defer { Task { await h.stop() } }
+
+        for round in 0..<4 {
+            let answered = try await h.post(Self.chat())
+            #expect(answered.status == 200, "round \(round): \(answered.body)")
+            // Longer than the provider keeps an idle connection: it closes the one just used.
+            try await Task.sleep(for: .milliseconds(150))
+        }
+        #expect(h.upstream.received.withLock { $0.count } == 4, "each call reached the provider once")
+        let rows = try await h.ledger(count: 4)
+        #expect(rows.count == 4 && rows.allSatisfy { $0.usage.prompt == FakeUpstream.usage.prompt && $0.outcome == "ok" })
+    }
+
+    @Test func theProvidersPlainHTTPAddressIsReadWhole() {
+        let endpoint = UpstreamClient.Endpoint("http://127.0.0.1:8080/v1/chat/completions")
+        #expect(endpoint?.target == UpstreamClient.Target(host: "127.0.0.1", port: 8080))
+        #expect(endpoint?.path == "/v1/chat/completions" && endpoint?.authority == "127.0.0.1:8080")
+        #expect(UpstreamClient.Endpoint("http://[::1]:9000/v1")?.target == UpstreamClient.Target(host: "::1", port: 9000))
+        #expect(UpstreamClient.Endpoint("http://models.internal/v1")?.target.port == 80)
+        for served in ["https://api.openai.com/v1", "http://user:pw@host/v1", "http://host:99999/v1", "http://:80/v1", "http://host:x/v1"] {
+            #expect(UpstreamClient.Endpoint(served) == nil, "\(served) goes to the general client or is refused")
+        }
     }
 
     @Test func concurrentCallsNeverSpendPastTheCap() async throws {
