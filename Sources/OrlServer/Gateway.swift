@@ -118,13 +118,16 @@ public final class Gateway: ModelGateway {
     /// The MCP servers (Tools of type mcp) of the fleet last published.
     func mcpServers() -> [CallerTable.ToolRoute] { state.withLock { $0.table.mcpServers } }
 
+    /// Worked out on a copy of the meter, after the lock: with thousands of Budgets it
+    /// takes milliseconds to a second, which every call (and every connection of the
+    /// event loop the call runs on) would wait for.
     public func halts(now: Timestamp) -> [ResourceID: BudgetMeter.Halt] {
-        state.withLock { $0.meter.halts(now: now) }
+        state.withLock { $0.meter }.halts(now: now)
     }
 
-    /// What `orlctl budget status` shows of the running controller.
+    /// What `orlctl budget status` shows of the running controller (on a copy, as `halts`).
     public func budgetStatus(now: Timestamp) -> [BudgetMeter.LimitStatus] {
-        state.withLock { $0.meter.status(now: now) }
+        state.withLock { $0.meter }.status(now: now)
     }
 
     /// The ledger's spend in the current day and month, read once, at the first update.
@@ -203,7 +206,10 @@ public final class Gateway: ModelGateway {
     }
 
     /// What the store says is in flight (at the API's start), and forgetting old leases.
-    func resetTasks(_ running: [StepRecord]) { state.withLock { $0.tasks = TasksInFlight(running) } }
+    func resetTasks(_ running: [StepRecord]) {
+        let tasks = TasksInFlight(running)
+        state.withLock { $0.tasks = tasks }
+    }
     func pruneTasks(at now: Timestamp) { state.withLock { $0.tasks.prune(at: now) } }
 
     /// The task a call serves: the one the agent names with x-orl-run and x-orl-step, or

@@ -153,7 +153,9 @@ extension Gateway {
         let clock = self.clock
         if let shared = reservations as? any AsyncBudgetReservations {
             Self.endings.enter()
-            Task {
+            // Not on the call's event loop, whose preference a plain `Task` would inherit:
+            // the store's answer may take long, and nothing waits for it.
+            Task(executorPreference: globalConcurrentExecutor) {
                 do throws(StoreError) {
                     if let cost {
                         _ = try await shared.settle(hold, cost: BudgetAmount(cost, roundingUp: false))

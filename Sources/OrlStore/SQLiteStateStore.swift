@@ -80,11 +80,29 @@ public final class SQLiteStateStore: StateStore {
     func transaction<T>(
         _ mode: Database.TransactionMode, intent: String, _ body: (SQLStateAccess) throws(StoreError) -> T
     ) throws(StoreError) -> T {
-        try connection.withLock { (database: inout Database) throws(StoreError) in
+        assert(
+            !Self.onEventLoop(),
+            "a SQLite call (\(intent)) on an event loop thread: it may wait up to the busy timeout, stalling every connection of the loop")
+        return try connection.withLock { (database: inout Database) throws(StoreError) in
             let access = SQLStateAccess(database, writable: mode == .immediate)
             defer { access.close() }
             return try database.transaction(mode, intent: intent) { () throws(StoreError) in try body(access) }
         }
+    }
+
+    /// Whether this thread is one of SwiftNIO's event loops (its threads are named
+    /// `NIO-ELT-…`, the singleton group's `NIO-SGLTN-…`): a store call blocks, and there
+    /// it would hold up every connection the loop serves (the API runs gateway calls on
+    /// their connection's loop). Checked in debug builds, at each transaction.
+    static func onEventLoop() -> Bool {
+        let file = Glibc.open("/proc/thread-self/comm", O_RDONLY)
+        guard file >= 0 else { return false }
+        defer { Glibc.close(file) }
+        var name = [UInt8](repeating: 0, count: 32)
+        let count = Glibc.read(file, &name, name.count)
+        guard count > 0 else { return false }
+        let thread = String(decoding: name[0..<count], as: UTF8.self)
+        return thread.hasPrefix("NIO-ELT-") || thread.hasPrefix("NIO-SGLTN-")
     }
 
     // MARK: Opening

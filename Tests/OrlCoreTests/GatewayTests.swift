@@ -243,6 +243,41 @@ private let fleetYAML = """
         }
     }
 
+    /// `halts` skips the accounts with no spend and no refusal (a fleet of thousands of
+    /// perAgent Budgets has millions of accounts, and the controller asks at every pass):
+    /// it must still name exactly the agents of the exhausted halting limits in `status`.
+    @Test func haltsAreTheExhaustedHaltingLimitsOfTheStatus() {
+        func expected(_ meter: BudgetMeter) -> [ResourceID: String] {
+            var result: [ResourceID: String] = [:]
+            for status in meter.status(now: evening) where status.exhausted && status.onExceeded == .halt {
+                let agents = status.account.agent.map { [$0] } ?? (status.account.budget.name == "shared" ? [a, b] : [])
+                for agent in agents where result[agent] == nil { result[agent] = status.account.budget.name }
+            }
+            return result
+        }
+        func names(_ meter: BudgetMeter) -> [ResourceID: String] { meter.halts(now: evening).mapValues(\.account.budget.name) }
+        var meter = BudgetMeter()
+        meter.configure(fleet)
+        #expect(names(meter).isEmpty && expected(meter).isEmpty)
+        // c's perAgent budget, exhausted by what it spent (its alert-only one too: no halt).
+        guard case .success(let r) = meter.reserve(c, Charge(usd: 0, tokens: 900), now: evening) else {
+            Issue.record("900 tokens fit in 1,000")
+            return
+        }
+        _ = meter.settle(r, cost: Charge(usd: 0, tokens: 1_000))
+        #expect(names(meter) == [c: "each"] && expected(meter) == [c: "each"])
+        // a's shared budget, exhausted by a refusal: both of its agents halt.
+        _ = meter.reserve(a, Charge(usd: 2, tokens: 1), now: evening)
+        #expect(names(meter) == [a: "shared", b: "shared", c: "each"] && expected(meter) == names(meter))
+        // A zero limit exhausts every account of its budget, spent or not.
+        var zero = BudgetMeter()
+        zero.configure(
+            validate(
+                fleetYAML.replacingOccurrences(of: "limits: [{window: day, tokens: 1000}]", with: "limits: [{window: day, tokens: 0}]")
+            ).fleet)
+        #expect(names(zero) == expected(zero))
+    }
+
     @Test func raisingTheLimitLiftsTheHalt() throws {
         var meter = BudgetMeter()
         meter.configure(fleet)

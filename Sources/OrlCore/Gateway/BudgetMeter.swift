@@ -305,15 +305,35 @@ public struct BudgetMeter: Sendable {
 
     /// The agents to halt now, each with the first exhausted `halt` budget covering it.
     public func halts(now: Timestamp) -> [ResourceID: Halt] {
+        // Only an account with spend, or refused before, can be exhausted (unless a limit
+        // is zero): the others are skipped, as a fleet of thousands of perAgent budgets
+        // has millions of accounts, and this runs at every reconcile pass.
+        var candidates = Set(settled.keys)
+        for mark in exhausted.keys { if let agent = mark.account.agent { candidates.insert(agent) } }
+        let intervals = Dictionary(uniqueKeysWithValues: [BudgetSpec.Window.day, .month].map { ($0, $0.interval(containing: now)) })
         var result: [ResourceID: Halt] = [:]
-        for status in status(now: now) where status.exhausted && status.onExceeded == .halt {
-            guard let budget = budgets[status.account.budget] else { continue }
-            for agent in status.account.agent.map({ [$0] }) ?? budget.agents where result[agent] == nil {
-                result[agent] = Halt(
-                    account: status.account,
-                    message:
-                        "budget \(Self.name(status.account)) is exhausted for this \(status.window.rawValue); resumes at \(status.resetsAt)",
-                    resumesAt: status.resetsAt)
+        for budget in budgets.values.sorted(by: { $0.id < $1.id }) where budget.spec.onExceeded == .halt {
+            let everyAccount = budget.spec.limits.contains { ($0.usd ?? 1) <= 0 || ($0.tokens ?? 1) <= 0 }
+            let accounts =
+                budget.spec.scope == .shared
+                ? [Account(budget: budget.id, agent: nil)]
+                : budget.agents.lazy.filter { everyAccount || candidates.contains($0) }.map { Account(budget: budget.id, agent: $0) }
+            for account in accounts {
+                for limit in budget.spec.limits {
+                    let interval = intervals[limit.window] ?? limit.window.interval(containing: now)
+                    let bucket = Bucket(window: limit.window, start: interval.lowerBound)
+                    let spent = self.spent(account, bucket)
+                    let refused = exhausted[Mark(account: account, bucket: bucket)].map { !Self.raised(limit, over: $0) } ?? false
+                    let over = limit.usd.map { spent.usd >= $0 } == true || limit.tokens.map { spent.tokens >= $0 } == true
+                    guard refused || over else { continue }
+                    for agent in account.agent.map({ [$0] }) ?? budget.agents where result[agent] == nil {
+                        result[agent] = Halt(
+                            account: account,
+                            message:
+                                "budget \(Self.name(account)) is exhausted for this \(limit.window.rawValue); resumes at \(interval.upperBound)",
+                            resumesAt: interval.upperBound)
+                    }
+                }
             }
         }
         return result
