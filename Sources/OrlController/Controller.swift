@@ -201,13 +201,11 @@ public actor Controller {
     /// every `resyncInterval` it reads the whole state again (and asks after every
     /// process) in case a change went unseen.
     public func run() async {
-        // The manifests' schemas are compiled on first use: now, rather than on the
-        // first apply's path to its agents.
-        _ = ManifestSchemas.bundled
         adopt()
         started = true
         resync()
         var lastResync = ContinuousClock.now
+        var warmed = false
         while !Task.isCancelled && !stopRequested {
             if ContinuousClock.now - lastResync >= configuration.resyncInterval {
                 resync()
@@ -218,6 +216,13 @@ public actor Controller {
             queueDue()
             queueUnwatchedExits()
             drain()
+            if !warmed {
+                // Each kind's schema is compiled on its first use: every kind now, once
+                // the state found at start is reconciled, rather than on the next apply's
+                // path to its agents (a fifth of a core-second for the first fleet).
+                for kind in ResourceKind.allCases { _ = ManifestSchemas.bundled.schema(for: kind) }
+                warmed = true
+            }
             var changed = false
             var nodeChanged = false
             for reason in await inbox.take(waitingAtMost: nextLook(lastResync: lastResync)) {
@@ -688,29 +693,26 @@ public actor Controller {
     /// records each in order: their records are written together, by the drain's write
     /// that follows at once; each is queued again to report what came of it.
     private func start(_ ids: [ResourceID], now: Timestamp) {
-        var launches: [(id: ResourceID, token: String, spec: ProcessSpec?, error: RuntimeError?)] = []
+        var launches: [(id: ResourceID, token: String, spec: ProcessSpec)] = []
         for id in ids {
             guard let intent = agents[id]?.intent else { continue }
-            do {
-                try Self.makeDirectory(intent.launch.process.workingDirectory)
-                let token = Self.newToken()
-                var spec = intent.launch.process(token: token)
-                // Which node started it: a node's guard finds by these the agents it must
-                // kill, even one spawned just before the node died, before it was tracked.
-                if let node = configuration.node {
-                    spec.environment += [(AgentLaunch.nodeVariable, node), (AgentLaunch.nodeStateVariable, configuration.stateDirectory)]
-                }
-                launches.append((id, token, spec, nil))
-            } catch {
-                launches.append((id, "", nil, error))
+            let token = Self.newToken()
+            var spec = intent.launch.process(token: token)
+            // Which node started it: a node's guard finds by these the agents it must
+            // kill, even one spawned just before the node died, before it was tracked.
+            if let node = configuration.node {
+                spec.environment += [(AgentLaunch.nodeVariable, node), (AgentLaunch.nodeStateVariable, configuration.stateDirectory)]
             }
+            launches.append((id, token, spec))
         }
         let runtime = self.runtime
         let specs = launches.map(\.spec)
-        let spawned = Self.concurrently(specs.count) { index -> Result<ProcessIdentity, RuntimeError>? in
-            guard let spec = specs[index] else { return nil }
+        // The working directory is made on the spawning threads too: creating a hundred
+        // directories one after another held up the first spawn by a tenth of a second.
+        let spawned = Self.concurrently(specs.count) { index -> Result<ProcessIdentity, RuntimeError> in
             do throws(RuntimeError) {
-                return .success(try runtime.start(spec))
+                try Self.makeDirectory(specs[index].workingDirectory)
+                return .success(try runtime.start(specs[index]))
             } catch {
                 return .failure(error)
             }
@@ -719,7 +721,7 @@ public actor Controller {
             let id = launch.id
             guard var state = agents[id], let intent = state.intent else { continue }
             var observation = state.record.observation(running: state.alive)
-            switch result ?? .failure(launch.error ?? RuntimeError("cannot start agent \(id)")) {
+            switch result {
             case .success(let process):
                 configuration.onProcess?(process, true)
                 state.record.tokenDigest = AgentToken.digest(launch.token)
