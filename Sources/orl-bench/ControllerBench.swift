@@ -1,6 +1,7 @@
 import ArgumentParser
 import COrlSpawn
 import Foundation
+import Synchronization
 
 /// The controller with real processes: N agents from an empty state to all running,
 /// all stopped again, and the controller's CPU while N agents idle. Everything goes
@@ -130,24 +131,37 @@ struct ControllerBench: ParsableCommand {
         // Settled: the controller's start-up work is not measured.
         Thread.sleep(forTimeInterval: 0.5)
 
+        // The processes are counted from before the apply starts: the controller sees the
+        // commit, and may start the first agents, before the apply has returned.
+        let watch = Arrivals()
+        let watcher = Thread { [agents] in
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline, !watch.state.withLock({ $0.stop }) {
+                let count = Self.children(of: pid).count
+                let now = Date()
+                let done = watch.state.withLock { watch -> Bool in
+                    if count > 0 && watch.first == nil { watch.first = now }
+                    if count >= agents { watch.all = now }
+                    return watch.all != nil
+                }
+                if done { return }
+                Thread.sleep(forTimeInterval: 0.001)
+            }
+        }
+        watcher.start()
         var start = Date()
         var cpu = cpuSeconds(pid)
         try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--source", "bench"], quiet: true)
         var applied = Date()
-        var first: Date?
-        guard
-            wait(
-                until: {
-                    let count = children(of: pid).count
-                    if count > 0 && first == nil { first = Date() }
-                    return count >= agents
-                }, seconds: 60, every: 0.001)
-        else {
-            throw ValidationError("only \(children(of: pid).count) of \(agents) agents came up")
+        guard wait(until: { watch.state.withLock { $0.all != nil } }, seconds: 60) else {
+            watch.state.withLock { $0.stop = true }
+            throw ValidationError("only \(Self.children(of: pid).count) of \(agents) agents came up")
         }
-        var end = Date()
+        let (first, all, _) = watch.state.withLock { $0 }
+        var end = all ?? Date()
         let apply = applied.timeIntervalSince(start)
-        let up = end.timeIntervalSince(applied)
+        // Zero when every agent ran before the apply had returned.
+        let up = max(0, end.timeIntervalSince(applied))
         let spawns = end.timeIntervalSince(first ?? end)
         let upCPU = cpuSeconds(pid) - cpu
 
@@ -156,7 +170,7 @@ struct ControllerBench: ParsableCommand {
         let idle = (cpuSeconds(pid) - before) / Double(idleSeconds) * 100
 
         // Each agent's end is told by a pidfd: the time the last one ends is exact.
-        let exits = children(of: pid).map { orl_pidfd_open($0) }.filter { $0 >= 0 }
+        let exits = Self.children(of: pid).map { orl_pidfd_open($0) }.filter { $0 >= 0 }
         defer { for fd in exits { close(fd) } }
         start = Date()
         cpu = cpuSeconds(pid)
@@ -168,7 +182,7 @@ struct ControllerBench: ParsableCommand {
             ])
         applied = Date()
         guard let gone = lastEnd(of: exits, seconds: 60) else {
-            throw ValidationError("\(children(of: pid).count) agents still run")
+            throw ValidationError("\(Self.children(of: pid).count) agents still run")
         }
         end = gone
         // The decision is logged to the millisecond, after the apply's commit.
@@ -255,7 +269,7 @@ struct ControllerBench: ParsableCommand {
     /// The processes whose parent is `pid` (agents are the controller's children), from
     /// the `children` file of each of its threads: a few small reads, where a scan of
     /// /proc reads hundreds of files at each look.
-    private func children(of pid: Int32) -> [Int32] {
+    private static func children(of pid: Int32) -> [Int32] {
         let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
         return threads.flatMap { thread -> [Int32] in
             guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(thread)/children", encoding: .utf8) else { return [] }
@@ -273,4 +287,9 @@ struct ControllerBench: ParsableCommand {
         let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
         return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
+}
+
+/// When the first agent process and the last were seen, filled in by a thread of its own.
+private final class Arrivals: Sendable {
+    let state = Mutex<(first: Date?, all: Date?, stop: Bool)>((nil, nil, false))
 }
