@@ -219,7 +219,7 @@ public actor Controller {
             if !warmed {
                 // Each kind's schema is compiled on its first use: every kind now, once
                 // the state found at start is reconciled, rather than on the next apply's
-                // path to its agents (a fifth of a core-second for the first fleet).
+                // path to its agents (60 ms of CPU for the first fleet of the benchmark).
                 for kind in ResourceKind.allCases { _ = ManifestSchemas.bundled.schema(for: kind) }
                 warmed = true
             }
@@ -693,26 +693,32 @@ public actor Controller {
     /// records each in order: their records are written together, by the drain's write
     /// that follows at once; each is queued again to report what came of it.
     private func start(_ ids: [ResourceID], now: Timestamp) {
-        var launches: [(id: ResourceID, token: String, spec: ProcessSpec)] = []
+        var launches: [(id: ResourceID, token: String, spec: ProcessSpec?, error: RuntimeError?)] = []
         for id in ids {
             guard let intent = agents[id]?.intent else { continue }
-            let token = Self.newToken()
-            var spec = intent.launch.process(token: token)
-            // Which node started it: a node's guard finds by these the agents it must
-            // kill, even one spawned just before the node died, before it was tracked.
-            if let node = configuration.node {
-                spec.environment += [(AgentLaunch.nodeVariable, node), (AgentLaunch.nodeStateVariable, configuration.stateDirectory)]
+            do {
+                // Made here, one after another, rather than on the spawning threads: the
+                // directories of one parent are created one at a time by the kernel anyway,
+                // and done first they overlap the end of the apply instead of the spawns.
+                try Self.makeDirectory(intent.launch.process.workingDirectory)
+                let token = Self.newToken()
+                var spec = intent.launch.process(token: token)
+                // Which node started it: a node's guard finds by these the agents it must
+                // kill, even one spawned just before the node died, before it was tracked.
+                if let node = configuration.node {
+                    spec.environment += [(AgentLaunch.nodeVariable, node), (AgentLaunch.nodeStateVariable, configuration.stateDirectory)]
+                }
+                launches.append((id, token, spec, nil))
+            } catch {
+                launches.append((id, "", nil, error))
             }
-            launches.append((id, token, spec))
         }
         let runtime = self.runtime
         let specs = launches.map(\.spec)
-        // The working directory is made on the spawning threads too: creating a hundred
-        // directories one after another held up the first spawn by a tenth of a second.
-        let spawned = Self.concurrently(specs.count) { index -> Result<ProcessIdentity, RuntimeError> in
+        let spawned = Self.concurrently(specs.count) { index -> Result<ProcessIdentity, RuntimeError>? in
+            guard let spec = specs[index] else { return nil }
             do throws(RuntimeError) {
-                try Self.makeDirectory(specs[index].workingDirectory)
-                return .success(try runtime.start(specs[index]))
+                return .success(try runtime.start(spec))
             } catch {
                 return .failure(error)
             }
@@ -721,7 +727,7 @@ public actor Controller {
             let id = launch.id
             guard var state = agents[id], let intent = state.intent else { continue }
             var observation = state.record.observation(running: state.alive)
-            switch result {
+            switch result ?? .failure(launch.error ?? RuntimeError("cannot start agent \(id)")) {
             case .success(let process):
                 configuration.onProcess?(process, true)
                 state.record.tokenDigest = AgentToken.digest(launch.token)
