@@ -195,7 +195,7 @@ extension SQLStateAccess: RunWriter {
     func runningSteps(agent: ResourceID?) throws(StoreError) -> [StepRecord] {
         try rows(
             """
-            SELECT \(Self.stepColumns) FROM run_steps
+            SELECT \(Self.stepColumns) FROM run_steps INDEXED BY run_steps_lease
             WHERE state = 'Running'\(agent == nil ? "" : " AND namespace = ?1 AND agent = ?2") ORDER BY run_id, idx
             """, intent: "find the tasks in flight"
         ) { s throws(StoreError) in

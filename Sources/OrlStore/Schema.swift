@@ -592,6 +592,25 @@ enum Schema {
                 ALTER TABLE run_steps ADD COLUMN claimant TEXT;
                 """
         ),
+        Migration(
+            summary: "the steps' indexes hold only the steps their queries look for (Ready, Running, open), not every step ever run",
+            sql: """
+                -- A step's every change rewrote its entry in four indexes led by its state,
+                -- and ended steps stayed in them for good: a step of a long chain paid
+                -- for WAL pages of indexes mostly made of finished steps. Partial indexes
+                -- hold a step only while a query can want it (the queries name the same
+                -- states, literally, so SQLite uses them).
+                DROP INDEX run_steps_ready;
+                DROP INDEX run_steps_deadline;
+                DROP INDEX run_steps_lease;
+                DROP INDEX run_steps_by_state;
+                CREATE INDEX run_steps_ready ON run_steps (namespace, agent, ready_at) WHERE state = 'Ready';
+                CREATE INDEX run_steps_deadline ON run_steps (deadline) WHERE state IN ('Running', 'WaitingApproval');
+                CREATE INDEX run_steps_lease ON run_steps (lease_expires_at) WHERE state = 'Running';
+                CREATE INDEX run_steps_waiting ON run_steps (namespace) WHERE state = 'WaitingApproval';
+                CREATE INDEX run_steps_open ON run_steps (run_id, state) WHERE state IN ('Pending', 'Ready', 'Running', 'WaitingApproval');
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }
