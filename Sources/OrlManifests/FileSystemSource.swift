@@ -77,9 +77,31 @@ public struct FileSystemSource: Sendable {
         }
         var found: [String] = []
         try walk(path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path, into: &found)
-        // strcmp orders by unsigned bytes, as `lexicographicallyPrecedes` on the UTF-8
-        // would, at a fraction of the cost (paths hold no NUL).
-        return found.sorted { a, b in a.withCString { a in b.withCString { b in strcmp(a, b) < 0 } } }
+        return Self.byteOrder(found)
+    }
+
+    /// In order of their UTF-8 bytes, as `lexicographicallyPrecedes` would put them, at a
+    /// fraction of the cost: the bytes laid end to end once and compared with memcmp, so
+    /// that no comparison retains a string.
+    static func byteOrder(_ paths: [String]) -> [String] {
+        guard paths.count > 1 else { return paths }
+        var bytes: [UInt8] = []
+        var offsets = [0]
+        offsets.reserveCapacity(paths.count + 1)
+        for path in paths {
+            bytes += path.utf8
+            offsets.append(bytes.count)
+        }
+        let order = bytes.withUnsafeBufferPointer { buffer in
+            offsets.withUnsafeBufferPointer { offsets in
+                Array(paths.indices).sorted { a, b in
+                    let (la, lb) = (offsets[a + 1] - offsets[a], offsets[b + 1] - offsets[b])
+                    let c = memcmp(buffer.baseAddress! + offsets[a], buffer.baseAddress! + offsets[b], min(la, lb))
+                    return c != 0 ? c < 0 : la < lb
+                }
+            }
+        }
+        return order.map { paths[$0] }
     }
 
     private func walk(_ directory: String, into found: inout [String]) throws(SourceError) {

@@ -382,7 +382,7 @@ import Testing
         #expect(changed.parsed.count < files.count / 2)
     }
 
-    @Test func recordsAndDiagnosticsRoundTripThroughTheirStoredForm() {
+    @Test func recordsAndDiagnosticsRoundTripThroughTheirStoredForm() throws {
         var g = Generator(state: 7)
         var files = Self.fleet(&g)
         files[3].docs[0].target = 9
@@ -403,14 +403,62 @@ import Testing
             namespaces: ["team-a": diagnostics, "default": []], desired: [.init(file: 0, entry: 0), .init(file: 2, entry: 0)],
             memo: ApplyMemo(mark: "g:12", codeRoot: "/src", ownsExactly: true))
         #expect(stored.files.contains { !$0.record.diagnostics.isEmpty })
-        #expect(StoredManifestIndex.decode(stored.encoded()) == stored)
+        let store = InMemoryStateStore()
+        func held() throws -> StoredManifestIndex.Stored? {
+            try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: "s", reader) }
+        }
+        try store.write { writer throws(StoreError) in try stored.write(source: "s", previous: nil, writer) }
+        let first = try #require(try held())
+        #expect(first.index == stored)
+        #expect(first.chunks.reduce(0) { $0 + $1.count } == stored.files.count)
         var noMemo = stored
         noMemo.memo = nil
-        #expect(StoredManifestIndex.decode(noMemo.encoded()) == noMemo)
+        try store.write { writer throws(StoreError) in try noMemo.write(source: "s", previous: first, writer) }
+        let second = try #require(try held())
+        #expect(second.index == noMemo)
+        // Only the head changed: every chunk is the one written before.
+        #expect(second.chunks == first.chunks)
         // Anything else is not an index: the apply reads everything rather than trust it.
-        let bytes = stored.encoded()
-        #expect(StoredManifestIndex.decode(Array(bytes.dropLast())) == nil)
-        #expect(StoredManifestIndex.decode(bytes + [0]) == nil)
-        #expect(StoredManifestIndex.decode(Array("E\tAgent\tdefault\ta\th\t1\t0\n".utf8)) == nil)
+        let head = try #require(store.snapshot.manifestIndexes["s"])
+        for broken in [Array(head.dropLast()), head + [0], Array("E\tAgent\tdefault\ta\th\t1\t0\n".utf8)] {
+            try store.write { writer throws(StoreError) in try writer.putManifestIndex(source: "s", broken) }
+            #expect(try held() == nil)
+        }
+        try store.write { writer throws(StoreError) in try writer.putManifestIndex(source: "s", head) }
+        #expect(try held()?.index == noMemo)
+        // A chunk missing or damaged: nothing is trusted either.
+        let key = StoredManifestIndex.chunkKey(source: "s", hash: first.chunks[0].hash)
+        let chunk = try #require(store.snapshot.manifestIndexes[key])
+        try store.write { writer throws(StoreError) in try writer.putManifestIndex(source: "s", Array(chunk.dropLast())) }
+        #expect(try held() == nil)
+    }
+
+    /// A change to one file of many rewrites the head and that file's chunk, and drops
+    /// the chunk it replaced; dropping the index drops every chunk.
+    @Test func aChangedFileRewritesItsChunkOnly() throws {
+        let files = (0..<2_000).map { i in
+            StoredManifestIndex.File(
+                record: ManifestFileRecord(path: "fleet/f\(i).yaml", contentHash: "h\(i)", read: ReadManifests()),
+                stamp: FileStamp(size: 10, mtime: 1, ctime: 1, inode: Int64(i), device: 1), stampedAt: 5)
+        }
+        let index = StoredManifestIndex(files: files, namespaces: [:], desired: [], memo: nil)
+        let store = InMemoryStateStore()
+        func held() throws -> StoredManifestIndex.Stored {
+            try #require(try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: "s", reader) })
+        }
+        try store.write { writer throws(StoreError) in try index.write(source: "s", previous: nil, writer) }
+        let before = try held()
+        #expect(before.chunks.count > 10)
+        #expect(store.snapshot.manifestIndexes.count == 1 + Set(before.chunks.map(\.hash)).count)
+        var changed = index
+        changed.files[1_000].record.contentHash = "new"
+        changed.files.remove(at: 1_500)
+        try store.write { writer throws(StoreError) in try changed.write(source: "s", previous: before, writer) }
+        let after = try held()
+        #expect(after.index == changed)
+        #expect(Set(after.chunks.map(\.hash)).subtracting(before.chunks.map(\.hash)).count <= 2)
+        #expect(store.snapshot.manifestIndexes.count == 1 + Set(after.chunks.map(\.hash)).count)
+        try store.write { writer throws(StoreError) in try StoredManifestIndex.drop(source: "s", writer) }
+        #expect(store.snapshot.manifestIndexes.isEmpty)
     }
 }
