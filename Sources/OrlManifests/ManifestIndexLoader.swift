@@ -101,16 +101,9 @@ public struct ManifestIndexLoader: Sendable {
             else { return nil }
             memoHeld = true
             let desired = outcome.desired
-            let before = previous.desiredResources()
-            let owned = memo.ownsExactly ? before.map(\.id) : nil
+            let owned = memo.ownsExactly ? previous.desiredResources().map(\.id) : nil
             if sameDesired { return PlanShortcut(settled: [Bool](repeating: true, count: desired.count), owned: owned) }
-            var old: [ResourceID: DesiredResource] = [:]
-            old.reserveCapacity(before.count)
-            for entry in before { old[entry.id] = entry }
-            let settled = desired.map { entry in
-                old[entry.id].map { $0.manifestHash == entry.manifestHash && $0.hasCode == entry.hasCode } ?? false
-            }
-            return PlanShortcut(settled: settled, owned: owned)
+            return PlanShortcut(settled: previous.settled(desired), owned: owned)
         }
 
         /// Writes the index of `source` in the apply's transaction, with what the next apply
@@ -143,18 +136,14 @@ public struct ManifestIndexLoader: Sendable {
 
     public func load(paths: [String], source name: String, store: any StateStore, full: Bool, strict: Bool = false) throws -> Loaded {
         let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes, standardInput: standardInput)
-        let inputs = try source.inputs(paths)
-        let held = try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: name, reader) }
-        let stored = held?.index
         // Taken before any file is looked at: a file changed after this is never vouched for
         // by a stamp taken now (see `FileStamp.vouches`).
         let now = Self.realTimeNanoseconds()
-        let stamps = ManifestParsing.parallelMap(inputs.count) { index -> FileStamp? in
-            switch inputs[index] {
-            case .read: nil
-            case .file(let path): Self.stamp(path)
-            }
-        }
+        let listed = try source.stampedInputs(paths)
+        let inputs = listed.map(\.input)
+        let stamps = listed.map(\.stamp)
+        let held = try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: name, reader) }
+        let stored = held?.index
 
         // The common case: the same files, in the same order, none changed since.
         if !full, let stored, stored.files.count == inputs.count,
@@ -238,7 +227,7 @@ public struct ManifestIndexLoader: Sendable {
                 next = StoredManifestIndex(files: files, namespaces: index.namespaces, desired: positions, memo: nil)
             }
         }
-        let sameDesired = stored.map { !full && $0.desiredResources() == outcome.desired } ?? false
+        let sameDesired = stored.map { !full && $0.desires(outcome.desired) } ?? false
         let snapshots = next == nil ? [:] : outcome.checked
         return Loaded(
             outcome: outcome, next: next, stored: held, filesUnchanged: false, sameDesired: sameDesired, full: full, inputs: inputs,
@@ -267,18 +256,6 @@ public struct ManifestIndexLoader: Sendable {
         var kept: [ResourceSnapshot.Kept] = []
         for piece in decoded { kept += piece ?? [] }
         return kept
-    }
-
-    /// Size, modification and change times in nanoseconds, inode and device: what
-    /// changes when a file's content may have.
-    static func stamp(_ path: String) -> FileStamp? {
-        var info = stat()
-        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
-        return FileStamp(
-            size: Int64(info.st_size),
-            mtime: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
-            ctime: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
-            inode: Int64(bitPattern: UInt64(info.st_ino)), device: Int64(bitPattern: UInt64(info.st_dev)))
     }
 
     static func realTimeNanoseconds() -> Int64 {

@@ -347,6 +347,52 @@ import Testing
         #expect(ResourceSnapshot.decode(Array("orl-kept-0\n".utf8)) == nil)
     }
 
+    /// What is kept of a namespace is written in chunks of whole files: a change to one
+    /// file writes the head and that file's chunk, drops the chunk it replaced, and
+    /// nothing kept drops every chunk.
+    @Test func keptResourcesAreWrittenInChunksOfFiles() throws {
+        let text = """
+            apiVersion: orl.dev/v1
+            kind: Budget
+            metadata: {name: b, namespace: team-a}
+            spec:
+              appliesTo: {selector: {matchLabels: {x: "1"}}}
+              limits: [{window: day, usd: 12.50}]
+              onExceeded: halt
+
+            """
+        let kept = (0..<300).map { i in
+            let resource = ManifestReader().read(YAMLParser().parse(text, file: "fleet/f\(i).yaml")).resources[0]
+            return ResourceSnapshot.Kept(contentHash: "h\(i)", resource: resource)
+        }
+        let store = InMemoryStateStore()
+        func chunks() throws -> [String] {
+            let head = try #require(store.snapshot.manifestIndexes[ResourceSnapshot.key(source: "s", namespace: "team-a")])
+            return try #require(ResourceSnapshot.decodeHead(head))
+        }
+        func back(_ hashes: [String]) throws -> [ResourceSnapshot.Kept] {
+            try hashes.flatMap { hash in
+                let key = ResourceSnapshot.chunkKey(source: "s", namespace: "team-a", hash: hash)
+                let bytes = try #require(store.snapshot.manifestIndexes[key])
+                return try #require(ResourceSnapshot.decode(bytes))
+            }
+        }
+        try store.write { writer throws(StoreError) in try ResourceSnapshot.write(kept, source: "s", namespace: "team-a", writer) }
+        let before = try chunks()
+        #expect(before.count > 5)
+        #expect(try back(before).map(\.resource.file) == kept.map(\.resource.file))
+        var changed = kept
+        changed[150].contentHash = "new"
+        changed.remove(at: 40)
+        try store.write { writer throws(StoreError) in try ResourceSnapshot.write(changed, source: "s", namespace: "team-a", writer) }
+        let after = try chunks()
+        #expect(Set(after).subtracting(before).count <= 2)
+        #expect(try back(after).map(\.contentHash) == changed.map(\.contentHash))
+        #expect(store.snapshot.manifestIndexes.count == 1 + Set(after).count)
+        try store.write { writer throws(StoreError) in try ResourceSnapshot.write([], source: "s", namespace: "team-a", writer) }
+        #expect(store.snapshot.manifestIndexes.isEmpty)
+    }
+
     static func positions(_ node: Node) -> [String] {
         var out = ["\(node.location)"]
         switch node.value {

@@ -106,6 +106,45 @@ public struct StoredManifestIndex: Sendable, Equatable {
         }
     }
 
+    /// Whether `desired` is this index's desired set, entry for entry (without making it).
+    public func desires(_ desired: [DesiredResource]) -> Bool {
+        guard self.desired.count == desired.count else { return false }
+        for (position, entry) in zip(self.desired, desired) {
+            let file = files[Int(position.file)]
+            guard file.path == entry.file, DesiredResource(file.record.entries[Int(position.entry)], file: file.path) == entry else {
+                return false
+            }
+        }
+        return true
+    }
+
+    /// Per entry of `desired`: whether this index desired the same resource with the same
+    /// hash and code. Both are in `Fleet` order, so one pass over the two answers it; an
+    /// entry out of that order is answered false (the plan then asks the store).
+    public func settled(_ desired: [DesiredResource]) -> [Bool] {
+        func rank(_ id: ResourceID) -> ResourceKind? { ResourceKind(rawValue: id.kind) }
+        func precedes(_ a: ResourceID, _ b: ResourceID) -> Bool {
+            guard let ka = rank(a), let kb = rank(b) else { return false }
+            return (ka, a.namespace, a.name) < (kb, b.namespace, b.name)
+        }
+        var settled = [Bool](repeating: false, count: desired.count)
+        var i = 0
+        for (k, entry) in desired.enumerated() {
+            while i < self.desired.count {
+                let position = self.desired[i]
+                let old = files[Int(position.file)].record.entries[Int(position.entry)]
+                if old.id == entry.id {
+                    settled[k] = old.manifestHash == entry.manifestHash && old.hasCode == entry.hasCode
+                    i += 1
+                    break
+                }
+                guard precedes(old.id, entry.id) else { break }
+                i += 1
+            }
+        }
+        return settled
+    }
+
     /// Positions of `desired` (as `IncrementalValidation` gives them) among `files`; nil
     /// when one is not there.
     public static func positions(of desired: [DesiredResource], in files: [File]) -> [Position]? {
