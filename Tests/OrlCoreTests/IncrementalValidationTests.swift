@@ -462,8 +462,11 @@ import Testing
         try store.write { writer throws(StoreError) in try noMemo.write(source: "s", previous: first, writer) }
         let second = try #require(try held())
         #expect(second.index == noMemo)
-        // Only the head changed: every chunk is the one written before.
+        // Only the head changed: every chunk and every namespace's diagnostics are the ones
+        // written before.
         #expect(second.chunks == first.chunks)
+        #expect(second.diagnostics == first.diagnostics && first.diagnostics.count == 2)
+        #expect(store.snapshot.manifestIndexes.count == 1 + Set(first.chunks.map(\.hash)).count + 2)
         // Anything else is not an index: the apply reads everything rather than trust it.
         let head = try #require(store.snapshot.manifestIndexes["s"])
         for broken in [Array(head.dropLast()), head + [0], Array("E\tAgent\tdefault\ta\th\t1\t0\n".utf8)] {

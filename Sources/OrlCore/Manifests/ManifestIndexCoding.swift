@@ -162,11 +162,14 @@ public struct StoredManifestIndex: Sendable, Equatable {
 
     // MARK: - The stored form
 
-    /// The head of an index: the memo, its chunks, the namespaces' diagnostics and the
-    /// desired positions. The files are in chunks of their own (`Chunk`), so that an apply
-    /// that changes a file writes the head and that file's chunk, not every file's record.
-    static let magic: [UInt8] = Array("orl-index-3\n".utf8)
+    /// The head of an index: the memo, its chunks, where each namespace's diagnostics are
+    /// and the desired positions. The files are in chunks of their own (`Chunk`) and each
+    /// namespace's diagnostics in a blob of its own, both under the hash of their bytes, so
+    /// that an apply that changes a file writes the head, that file's chunk and its
+    /// namespaces' diagnostics, not every file's record and every namespace's findings.
+    static let magic: [UInt8] = Array("orl-index-4\n".utf8)
     static let chunkMagic: [UInt8] = Array("orl-files-1\n".utf8)
+    static let diagnosticsMagic: [UInt8] = Array("orl-diagnostics-1\n".utf8)
 
     /// A run of consecutive files stored under a key of its own: the hash of its bytes
     /// (content-addressed, so a chunk that is written is never rewritten).
@@ -179,6 +182,8 @@ public struct StoredManifestIndex: Sendable, Equatable {
     public struct Stored: Sendable {
         public var index: StoredManifestIndex
         public var chunks: [Chunk]
+        /// The hash of each namespace's diagnostics.
+        public var diagnostics: [String: String] = [:]
     }
 
     /// Where the state keeps a chunk of `source`'s index: beside the head, under a name no
@@ -215,8 +220,15 @@ public struct StoredManifestIndex: Sendable, Equatable {
     /// one this version wrote (then everything is read again).
     public static func read(source: String, _ reader: any StateReader) throws(StoreError) -> Stored? {
         guard let head = try reader.manifestIndex(source: source) else { return nil }
-        guard let (partial, chunks) = decodeHead(head) else { return nil }
-        let blobs = try reader.manifestIndexes(sources: chunks.map { chunkKey(source: source, hash: $0.hash) })
+        guard let (partial, chunks, diagnostics) = decodeHead(head) else { return nil }
+        let names = diagnostics.keys.sorted()
+        let blobs = try reader.manifestIndexes(
+            sources: (chunks.map(\.hash) + names.map { diagnostics[$0]! }).map { chunkKey(source: source, hash: $0) })
+        var namespaces: [String: [Diagnostic]] = [:]
+        for (name, blob) in zip(names, blobs[chunks.count...]) {
+            guard let blob, let found = decodeDiagnostics(blob) else { return nil }
+            namespaces[name] = found
+        }
         var files: [File] = []
         files.reserveCapacity(chunks.reduce(0) { $0 + $1.count })
         for (chunk, blob) in zip(chunks, blobs) {
@@ -230,7 +242,8 @@ public struct StoredManifestIndex: Sendable, Equatable {
         }
         var index = partial
         index.files = files
-        return Stored(index: index, chunks: chunks)
+        index.namespaces = namespaces
+        return Stored(index: index, chunks: chunks, diagnostics: diagnostics)
     }
 
     /// Writes this index as `source`'s: the head, and of its chunks those the state does
@@ -239,8 +252,8 @@ public struct StoredManifestIndex: Sendable, Equatable {
     /// state's head is read again here, inside the write, so that an apply of the same
     /// source in between leaves neither a chunk missing nor one behind.
     public func write(source: String, previous: Stored?, _ writer: any StateWriter) throws(StoreError) {
-        let current = try writer.manifestIndex(source: source).flatMap(Self.decodeHead)?.1 ?? []
-        let stored = Set(current.map(\.hash))
+        let current = try writer.manifestIndex(source: source).flatMap(Self.decodeHead)
+        let stored = Set((current?.1 ?? []).map(\.hash)).union((current?.2 ?? [:]).values)
         var known: [String: (chunk: Chunk, start: Int)] = [:]
         if let previous {
             var start = 0
@@ -268,8 +281,26 @@ public struct StoredManifestIndex: Sendable, Equatable {
             }
             chunks.append(Chunk(hash: hash, count: range.count))
         }
-        try writer.putManifestIndex(source: source, head(chunks))
-        let used = Set(chunks.map(\.hash))
+        var diagnostics: [String: String] = [:]
+        for namespace in namespaces.keys.sorted() {
+            let found = namespaces[namespace]!
+            if let previous, let hash = previous.diagnostics[namespace], stored.contains(hash),
+                previous.index.namespaces[namespace] == found
+            {
+                diagnostics[namespace] = hash
+                continue
+            }
+            var out = ByteWriter()
+            out.bytes += Self.diagnosticsMagic
+            out.diagnostics(found)
+            let hash = CanonicalJSON.bytesHash(out.bytes)
+            if !stored.contains(hash), written.insert(hash).inserted {
+                try writer.putManifestIndex(source: Self.chunkKey(source: source, hash: hash), out.bytes)
+            }
+            diagnostics[namespace] = hash
+        }
+        try writer.putManifestIndex(source: source, head(chunks, diagnostics: diagnostics))
+        let used = Set(chunks.map(\.hash)).union(diagnostics.values)
         for hash in stored where !used.contains(hash) {
             try writer.putManifestIndex(source: Self.chunkKey(source: source, hash: hash), nil)
         }
@@ -277,14 +308,14 @@ public struct StoredManifestIndex: Sendable, Equatable {
 
     /// Drops the index of `source` and its chunks.
     public static func drop(source: String, _ writer: any StateWriter) throws(StoreError) {
-        let current = try writer.manifestIndex(source: source).flatMap(decodeHead)?.1 ?? []
+        let current = try writer.manifestIndex(source: source).flatMap(decodeHead)
         try writer.putManifestIndex(source: source, nil)
-        for hash in Set(current.map(\.hash)) {
+        for hash in Set((current?.1 ?? []).map(\.hash)).union((current?.2 ?? [:]).values) {
             try writer.putManifestIndex(source: chunkKey(source: source, hash: hash), nil)
         }
     }
 
-    func head(_ chunks: [Chunk]) -> [UInt8] {
+    func head(_ chunks: [Chunk], diagnostics: [String: String]) -> [UInt8] {
         var out = ByteWriter()
         out.bytes.reserveCapacity(desired.count * 4 + chunks.count * 72 + 256)
         out.bytes += Self.magic
@@ -301,10 +332,10 @@ public struct StoredManifestIndex: Sendable, Equatable {
             out.string(chunk.hash)
             out.int(chunk.count)
         }
-        out.int(namespaces.count)
-        for namespace in namespaces.keys.sorted() {
+        out.int(diagnostics.count)
+        for namespace in diagnostics.keys.sorted() {
             out.string(namespace)
-            out.diagnostics(namespaces[namespace]!)
+            out.string(diagnostics[namespace]!)
         }
         out.int(desired.count)
         for position in desired {
@@ -314,8 +345,21 @@ public struct StoredManifestIndex: Sendable, Equatable {
         return out.bytes
     }
 
-    /// The head: the index without its files, and its chunks.
-    static func decodeHead(_ bytes: [UInt8]) -> (StoredManifestIndex, [Chunk])? {
+    static func decodeDiagnostics(_ bytes: [UInt8]) -> [Diagnostic]? {
+        bytes.withUnsafeBufferPointer { buffer in
+            var reader = ByteReader(buffer)
+            guard buffer.count >= diagnosticsMagic.count, buffer.prefix(diagnosticsMagic.count).elementsEqual(diagnosticsMagic) else {
+                return nil
+            }
+            reader.offset = diagnosticsMagic.count
+            guard let found = try? reader.diagnostics(), reader.offset == buffer.count else { return nil }
+            return found
+        }
+    }
+
+    /// The head: the index without its files and diagnostics, its chunks, and the hash of
+    /// each namespace's diagnostics.
+    static func decodeHead(_ bytes: [UInt8]) -> (StoredManifestIndex, [Chunk], [String: String])? {
         bytes.withUnsafeBufferPointer { buffer in
             var reader = ByteReader(buffer)
             return try? reader.head()
@@ -547,7 +591,7 @@ struct ByteReader {
         return out
     }
 
-    mutating func head() throws(Malformed) -> (StoredManifestIndex, [StoredManifestIndex.Chunk]) {
+    mutating func head() throws(Malformed) -> (StoredManifestIndex, [StoredManifestIndex.Chunk], [String: String]) {
         let magic = StoredManifestIndex.magic
         guard buffer.count >= magic.count, buffer.prefix(magic.count).elementsEqual(magic) else { throw Malformed() }
         offset = magic.count
@@ -565,10 +609,10 @@ struct ByteReader {
             chunks.append(StoredManifestIndex.Chunk(hash: hash, count: files))
         }
         let namespaceCount = try count()
-        var namespaces: [String: [Diagnostic]] = [:]
+        var namespaces: [String: String] = [:]
         for _ in 0..<namespaceCount {
             let name = try string()
-            namespaces[name] = try diagnostics()
+            namespaces[name] = try string()
         }
         let desiredCount = try count()
         var desired: [StoredManifestIndex.Position] = []
@@ -580,7 +624,7 @@ struct ByteReader {
             desired.append(StoredManifestIndex.Position(file: Int32(file), entry: Int32(entry)))
         }
         guard offset == buffer.count else { throw Malformed() }
-        return (StoredManifestIndex(files: [], namespaces: namespaces, desired: desired, memo: memo), chunks)
+        return (StoredManifestIndex(files: [], namespaces: [:], desired: desired, memo: memo), chunks, namespaces)
     }
 
     mutating func chunk() throws(Malformed) -> [StoredManifestIndex.File] {
