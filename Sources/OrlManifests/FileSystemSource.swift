@@ -31,9 +31,27 @@ public struct FileSystemSource: Sendable {
     /// standard input), else the process's descriptor 0.
     public var standardInput: [UInt8]?
 
+    /// The working directory of the command, taken on its thread when the source is made:
+    /// files are read on every core (`ManifestParsing.parallelMap`), by threads that need
+    /// not share the command's directory (a command run in process has a directory of its
+    /// own), so a relative path is opened against this one, not the reading thread's.
+    public let workingDirectory: String
+
     public init(maxFileBytes: Int, standardInput: [UInt8]? = nil) {
         self.maxFileBytes = maxFileBytes
         self.standardInput = standardInput
+        workingDirectory = Self.currentDirectory()
+    }
+
+    /// Where `path` (as `-f` named it, and as diagnostics show it) is on any thread.
+    public func location(of path: String) -> String {
+        path.hasPrefix("/") || workingDirectory.isEmpty ? path : workingDirectory + "/" + path
+    }
+
+    private static func currentDirectory() -> String {
+        guard let buffer = getcwd(nil, 0) else { return "" }
+        defer { free(buffer) }
+        return String(cString: buffer)
     }
 
     /// The files the arguments name, in order, each once. Reading them is left to the
@@ -118,7 +136,7 @@ public struct FileSystemSource: Sendable {
     private func readFile(_ path: String) throws(SourceError) -> ManifestFile {
         // Non-blocking, so that a FIFO swapped in after the check cannot block the open;
         // what was opened is checked again.
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+        let descriptor = open(location(of: path), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         guard descriptor >= 0 else { throw SourceError(path: path, reason: Self.errnoText()) }
         defer { close(descriptor) }
         var info = stat()

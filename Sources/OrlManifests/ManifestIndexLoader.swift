@@ -144,7 +144,7 @@ public struct ManifestIndexLoader: Sendable {
         let stamps = ManifestParsing.parallelMap(inputs.count) { index -> FileStamp? in
             switch inputs[index] {
             case .read: nil
-            case .file(let path): Self.stamp(path)
+            case .file(let path): Self.stamp(source.location(of: path))
             }
         }
 

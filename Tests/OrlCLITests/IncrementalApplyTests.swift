@@ -7,7 +7,9 @@ import Testing
 /// taking the store for granted while nothing wrote to it) must do exactly what
 /// `apply --full` does: the same output, exit status and stored resources, after any
 /// sequence of edits on disk and of writes to the state behind the source's back.
-@Suite(.serialized) struct IncrementalApplyTests {
+/// Not serialized: each test (and each seed) has a directory and states of its own, and
+/// its commands run in process, so the seeds' rounds go side by side.
+@Suite struct IncrementalApplyTests {
     let work: TemporaryDirectory
     var fleet: URL { work.url.appendingPathComponent("fleet") }
 
