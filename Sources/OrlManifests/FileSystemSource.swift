@@ -200,7 +200,7 @@ public struct FileSystemSource: Sendable {
         if Int(info.st_size) > maxFileBytes {
             return ManifestFile(path: path, bytes: [], oversizedBy: Int(info.st_size))
         }
-        return ManifestFile(path: path, bytes: try readAll(descriptor: descriptor, path: path))
+        return ManifestFile(path: path, bytes: try readAll(descriptor: descriptor, path: path, sizeHint: Int(info.st_size)))
     }
 
     private func standardInputBytes() throws(SourceError) -> [UInt8] {
@@ -210,19 +210,25 @@ public struct FileSystemSource: Sendable {
         return bytes
     }
 
-    private func readAll(descriptor: Int32, path: String) throws(SourceError) -> [UInt8] {
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+    /// Reads to the end, straight into the result: a regular file's size is known, so
+    /// one read of exactly that (plus one byte to see the end) usually does it.
+    private func readAll(descriptor: Int32, path: String, sizeHint: Int = 64 * 1024) throws(SourceError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: max(sizeHint, 0) + 1)
+        var filled = 0
         while true {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+            if filled == bytes.count { bytes.append(contentsOf: repeatElement(0, count: bytes.count)) }
+            let count = bytes.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress! + filled, $0.count - filled) }
             if count < 0 {
                 if errno == EINTR { continue }
                 throw SourceError(path: path, reason: Self.errnoText())
             }
-            if count == 0 { return bytes }
-            bytes.append(contentsOf: chunk[0..<count])
+            if count == 0 {
+                bytes.removeLast(bytes.count - filled)
+                return bytes
+            }
+            filled += count
             // Standard input has no size to check up front.
-            if bytes.count > maxFileBytes {
+            if filled > maxFileBytes {
                 throw SourceError(path: path, reason: Self.tooLarge(maxFileBytes))
             }
         }

@@ -184,7 +184,7 @@ public enum ResourceSnapshot {
                     let contentHash = try reader.string()
                     let documentIndex = try reader.int()
                     guard let kind = ResourceKind(rawValue: try reader.string()) else { throw ByteReader.Malformed() }
-                    let document = try reader.node(file: file, depth: 0)
+                    let document = try reader.node(at: .file(file), depth: 0)
                     guard reader.offset == bodyStart + (i + 1 < count ? offsets[i + 1] : bodyCount) else { return nil }
                     if let resource = try? ManifestReader.decode(document, kind: kind, file: file, documentIndex: documentIndex) {
                         out.append(Kept(contentHash: contentHash, resource: resource))
@@ -248,7 +248,7 @@ extension ByteWriter {
 }
 
 extension ByteReader {
-    mutating func node(file: String, depth: Int) throws(Malformed) -> Node {
+    mutating func node(at origin: SourceLocation, depth: Int) throws(Malformed) -> Node {
         guard depth < ResourceSnapshot.maxDepth else { throw Malformed() }
         let value: Node.Value
         switch try byte() {
@@ -264,7 +264,7 @@ extension ByteReader {
             let n = try count()
             var elements: [Node] = []
             elements.reserveCapacity(n)
-            for _ in 0..<n { elements.append(try node(file: file, depth: depth + 1)) }
+            for _ in 0..<n { elements.append(try node(at: origin, depth: depth + 1)) }
             value = .array(elements)
         case 7:
             let n = try count()
@@ -272,12 +272,12 @@ extension ByteReader {
             members.reserveCapacity(n)
             for _ in 0..<n {
                 let key = try string()
-                let keyLocation = SourceLocation(file: file, line: try int(), column: try int())
-                members.append(Node.Member(key: key, keyLocation: keyLocation, value: try node(file: file, depth: depth + 1)))
+                let keyLocation = origin.at(line: try int(), column: try int())
+                members.append(Node.Member(key: key, keyLocation: keyLocation, value: try node(at: origin, depth: depth + 1)))
             }
             value = .object(members)
         default: throw Malformed()
         }
-        return Node(value, at: SourceLocation(file: file, line: try int(), column: try int()))
+        return Node(value, at: origin.at(line: try int(), column: try int()))
     }
 }
