@@ -86,15 +86,17 @@ actor ChangeFeed: Service {
     /// Returns when the task is cancelled or the state is removed: either way the group
     /// shuts down, the agents first.
     func watch() async {
+        // The signal listens before the baseline is taken: a commit between the two would
+        // otherwise be in neither, and wait for the safety look.
+        let bell = Inbox<Bool>()
+        signalled = signal?.start { bell.post(true) } ?? false
+        defer { signal?.stop() }
         start()
         // Subscribers read the store when they were made, before this baseline: a commit
         // in between (a `secret set` right after the controller came up) would never move
         // a topic past the baseline, and its subscriber would keep what it read before. So
         // everyone reads again once, after the baseline.
         for subscriber in subscribers { subscriber.notify() }
-        let bell = Inbox<Bool>()
-        signalled = signal?.start { bell.post(true) } ?? false
-        defer { signal?.stop() }
         let wait = signalled ? safetyInterval : interval
         while !Task.isCancelled {
             _ = await bell.take(waitingAtMost: wait)

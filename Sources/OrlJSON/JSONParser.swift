@@ -63,6 +63,7 @@ extension JSONParser {
     fileprivate struct Reader {
         let bytes: UnsafeBufferPointer<UInt8>
         let file: String
+        let origin: SourceLocation
         var offset = 0
         var line = 1
         var lineStart = 0
@@ -72,10 +73,11 @@ extension JSONParser {
         init(bytes: UnsafeBufferPointer<UInt8>, file: String) {
             self.bytes = bytes
             self.file = file
+            self.origin = .file(file)
         }
 
         var here: SourceLocation {
-            SourceLocation(file: file, line: line, column: offset - lineStart - lineContinuationBytes + 1)
+            origin.at(line: line, column: offset - lineStart - lineContinuationBytes + 1)
         }
 
         /// The location of an arbitrary offset, computed by rescanning; only for errors.

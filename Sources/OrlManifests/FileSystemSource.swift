@@ -31,15 +31,44 @@ public struct FileSystemSource: Sendable {
     /// standard input), else the process's descriptor 0.
     public var standardInput: [UInt8]?
 
+    /// The working directory of the command, taken on its thread when the source is made:
+    /// files are read on every core (`ManifestParsing.parallelMap`), by threads that need
+    /// not share the command's directory (a command run in process has a directory of its
+    /// own), so a relative path is opened against this one, not the reading thread's.
+    public let workingDirectory: String
+
     public init(maxFileBytes: Int, standardInput: [UInt8]? = nil) {
         self.maxFileBytes = maxFileBytes
         self.standardInput = standardInput
+        workingDirectory = Self.currentDirectory()
+    }
+
+    /// Where `path` (as `-f` named it, and as diagnostics show it) is on any thread.
+    public func location(of path: String) -> String {
+        path.hasPrefix("/") || workingDirectory.isEmpty ? path : workingDirectory + "/" + path
+    }
+
+    private static func currentDirectory() -> String {
+        guard let buffer = getcwd(nil, 0) else { return "" }
+        defer { free(buffer) }
+        return String(cString: buffer)
     }
 
     /// The files the arguments name, in order, each once. Reading them is left to the
     /// caller, so that it can read on every core.
     public func inputs(_ arguments: [String]) throws(SourceError) -> [ManifestInput] {
-        var inputs: [ManifestInput] = []
+        try listed(arguments, stamped: false).map(\.input)
+    }
+
+    /// `inputs`, each file with its stamp (`FileStamp`) taken as the walk meets it: relative
+    /// to its directory, so that the kernel looks up one name rather than the whole path.
+    /// Nil for standard input and for what is no longer a regular file.
+    public func stampedInputs(_ arguments: [String]) throws(SourceError) -> [(input: ManifestInput, stamp: FileStamp?)] {
+        try listed(arguments, stamped: true)
+    }
+
+    private func listed(_ arguments: [String], stamped: Bool) throws(SourceError) -> [(input: ManifestInput, stamp: FileStamp?)] {
+        var inputs: [(input: ManifestInput, stamp: FileStamp?)] = []
         var seen = Set<String>()
         var readStandardInput = false
         for argument in arguments {
@@ -47,14 +76,26 @@ public struct FileSystemSource: Sendable {
                 guard !readStandardInput else { continue }
                 readStandardInput = true
                 inputs.append(
-                    .read(ManifestFile(path: Self.standardInputName, bytes: try standardInputBytes())))
+                    (.read(ManifestFile(path: Self.standardInputName, bytes: try standardInputBytes())), nil))
                 continue
             }
-            for path in try expand(argument) where seen.insert(path).inserted {
-                inputs.append(.file(path))
+            // One path names each file once: only several can name one twice.
+            for (path, stamp) in try expand(argument, stamped: stamped) where arguments.count == 1 || seen.insert(path).inserted {
+                inputs.append((.file(path), stamp))
             }
         }
         return inputs
+    }
+
+    /// Size, modification and change times in nanoseconds, inode and device: what
+    /// changes when a file's content may have. Nil when it is not a regular file.
+    static func stamp(_ info: stat) -> FileStamp? {
+        guard (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return FileStamp(
+            size: Int64(info.st_size),
+            mtime: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+            ctime: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
+            inode: Int64(bitPattern: UInt64(info.st_ino)), device: Int64(bitPattern: UInt64(info.st_dev)))
     }
 
     public func read(_ input: ManifestInput) throws(SourceError) -> ManifestFile {
@@ -65,26 +106,49 @@ public struct FileSystemSource: Sendable {
     }
 
     /// The manifest files a path names: itself, or the files below it.
-    private func expand(_ path: String) throws(SourceError) -> [String] {
+    private func expand(_ path: String, stamped: Bool) throws(SourceError) -> [(path: String, stamp: FileStamp?)] {
         var info = stat()
         guard stat(path, &info) == 0 else { throw SourceError(path: path, reason: Self.errnoText()) }
         switch info.st_mode & S_IFMT {
         case S_IFDIR: break
-        case S_IFREG: return [path]
+        case S_IFREG: return [(path, stamped ? Self.stamp(info) : nil)]
         // A FIFO would block the read forever, a device never end: refused by name, as
         // inside directories they are skipped.
         default: throw SourceError(path: path, reason: Self.notRegular(info.st_mode))
         }
         var found: [String] = []
-        try walk(path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path, into: &found)
-        // strcmp orders by unsigned bytes, as `lexicographicallyPrecedes` on the UTF-8
-        // would, at a fraction of the cost (paths hold no NUL).
-        return found.sorted { a, b in a.withCString { a in b.withCString { b in strcmp(a, b) < 0 } } }
+        var stamps: [FileStamp?] = []
+        try walk(path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path, into: &found, stamps: &stamps, stamped: stamped)
+        return Self.byteOrder(found).map { (found[$0], stamped ? stamps[$0] : nil) }
     }
 
-    private func walk(_ directory: String, into found: inout [String]) throws(SourceError) {
+    /// The positions of `paths` in order of their UTF-8 bytes, as `lexicographicallyPrecedes`
+    /// would put them, at a fraction of the cost: the bytes laid end to end once and
+    /// compared with memcmp, so that no comparison retains a string.
+    static func byteOrder(_ paths: [String]) -> [Int] {
+        guard paths.count > 1 else { return Array(paths.indices) }
+        var bytes: [UInt8] = []
+        var offsets = [0]
+        offsets.reserveCapacity(paths.count + 1)
+        for path in paths {
+            bytes += path.utf8
+            offsets.append(bytes.count)
+        }
+        return bytes.withUnsafeBufferPointer { buffer in
+            offsets.withUnsafeBufferPointer { offsets in
+                Array(paths.indices).sorted { a, b in
+                    let (la, lb) = (offsets[a + 1] - offsets[a], offsets[b + 1] - offsets[b])
+                    let c = memcmp(buffer.baseAddress! + offsets[a], buffer.baseAddress! + offsets[b], min(la, lb))
+                    return c != 0 ? c < 0 : la < lb
+                }
+            }
+        }
+    }
+
+    private func walk(_ directory: String, into found: inout [String], stamps: inout [FileStamp?], stamped: Bool) throws(SourceError) {
         guard let handle = opendir(directory) else { throw SourceError(path: directory, reason: Self.errnoText()) }
         defer { closedir(handle) }
+        let descriptor = dirfd(handle)
         while let entry = readdir(handle) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
@@ -94,9 +158,11 @@ public struct FileSystemSource: Sendable {
             // The entry's type from the directory itself spares a stat per file; only
             // links and file systems that do not say are asked.
             var type = Int32(entry.pointee.d_type)
+            var known: stat?
             if type != Int32(DT_DIR) && type != Int32(DT_REG) {
                 var info = stat()
                 guard stat(path, &info) == 0 else { throw SourceError(path: path, reason: Self.errnoText()) }
+                known = info
                 type =
                     switch info.st_mode & S_IFMT {
                     case S_IFDIR: Int32(DT_DIR)
@@ -106,9 +172,16 @@ public struct FileSystemSource: Sendable {
             }
             switch type {
             case Int32(DT_DIR):
-                try walk(path, into: &found)
+                try walk(path, into: &found, stamps: &stamps, stamped: stamped)
             case Int32(DT_REG) where ManifestParsing.extensions.contains(where: { name.hasSuffix($0) }):
                 found.append(path)
+                guard stamped else { continue }
+                if let known {
+                    stamps.append(Self.stamp(known))
+                } else {
+                    var info = stat()
+                    stamps.append(fstatat(descriptor, name, &info, 0) == 0 ? Self.stamp(info) : nil)
+                }
             default:
                 continue
             }
@@ -118,7 +191,7 @@ public struct FileSystemSource: Sendable {
     private func readFile(_ path: String) throws(SourceError) -> ManifestFile {
         // Non-blocking, so that a FIFO swapped in after the check cannot block the open;
         // what was opened is checked again.
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+        let descriptor = open(location(of: path), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         guard descriptor >= 0 else { throw SourceError(path: path, reason: Self.errnoText()) }
         defer { close(descriptor) }
         var info = stat()
@@ -127,7 +200,7 @@ public struct FileSystemSource: Sendable {
         if Int(info.st_size) > maxFileBytes {
             return ManifestFile(path: path, bytes: [], oversizedBy: Int(info.st_size))
         }
-        return ManifestFile(path: path, bytes: try readAll(descriptor: descriptor, path: path))
+        return ManifestFile(path: path, bytes: try readAll(descriptor: descriptor, path: path, sizeHint: Int(info.st_size)))
     }
 
     private func standardInputBytes() throws(SourceError) -> [UInt8] {
@@ -137,19 +210,25 @@ public struct FileSystemSource: Sendable {
         return bytes
     }
 
-    private func readAll(descriptor: Int32, path: String) throws(SourceError) -> [UInt8] {
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+    /// Reads to the end, straight into the result: a regular file's size is known, so
+    /// one read of exactly that (plus one byte to see the end) usually does it.
+    private func readAll(descriptor: Int32, path: String, sizeHint: Int = 64 * 1024) throws(SourceError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: max(sizeHint, 0) + 1)
+        var filled = 0
         while true {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+            if filled == bytes.count { bytes.append(contentsOf: repeatElement(0, count: bytes.count)) }
+            let count = bytes.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress! + filled, $0.count - filled) }
             if count < 0 {
                 if errno == EINTR { continue }
                 throw SourceError(path: path, reason: Self.errnoText())
             }
-            if count == 0 { return bytes }
-            bytes.append(contentsOf: chunk[0..<count])
+            if count == 0 {
+                bytes.removeLast(bytes.count - filled)
+                return bytes
+            }
+            filled += count
             // Standard input has no size to check up front.
-            if bytes.count > maxFileBytes {
+            if filled > maxFileBytes {
                 throw SourceError(path: path, reason: Self.tooLarge(maxFileBytes))
             }
         }

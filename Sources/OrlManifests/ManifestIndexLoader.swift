@@ -26,29 +26,34 @@ public struct ManifestIndexLoader: Sendable {
         /// The index to write (without its memo), nil when the load cannot be indexed.
         let next: StoredManifestIndex?
         let previous: StoredManifestIndex?
+        /// How the state holds `previous`: what of it the write of `next` can keep.
+        let stored: StoredManifestIndex.Stored?
         /// Nothing about the files changed: the index needs no write for their sake.
         let filesUnchanged: Bool
         /// The desired set is the previous apply's, entry for entry.
         let sameDesired: Bool
         let full: Bool
         let inputs: [ManifestInput]
-        let positions: [String: Int]
+        /// Each input's position by path, made when a resource not read this time is asked for.
+        private let positions = Mutex<[String: Int]?>(nil)
         let source: FileSystemSource
         let parsing: ManifestParsing
-        /// The namespaces' snapshots to write with the index (nil: none is left).
-        let snapshots: [String: [UInt8]?]
+        /// What to keep of the namespaces checked this time, written with the index
+        /// (`ResourceSnapshot`; empty: nothing is kept of it).
+        let snapshots: [String: [ResourceSnapshot.Kept]]
         /// Whether the plan took the previous apply's memo for granted.
         private(set) var memoHeld = false
 
         init(
-            outcome: IncrementalValidation.Outcome, next: StoredManifestIndex?, previous: StoredManifestIndex?, filesUnchanged: Bool,
+            outcome: IncrementalValidation.Outcome, next: StoredManifestIndex?, stored: StoredManifestIndex.Stored?, filesUnchanged: Bool,
             sameDesired: Bool, full: Bool, inputs: [ManifestInput], source: FileSystemSource, parsing: ManifestParsing,
-            snapshots: [String: [UInt8]?] = [:]
+            snapshots: [String: [ResourceSnapshot.Kept]] = [:]
         ) {
             self.snapshots = snapshots
             self.outcome = outcome
             self.next = next
-            self.previous = previous
+            self.stored = stored
+            previous = stored?.index
             self.filesUnchanged = filesUnchanged
             self.sameDesired = sameDesired
             self.full = full
@@ -56,11 +61,6 @@ public struct ManifestIndexLoader: Sendable {
             self.source = source
             self.parsing = parsing
             files = inputs.count
-            var positions: [String: Int] = [:]
-            if !outcome.desired.isEmpty && outcome.read.count < outcome.desired.count {
-                for (index, input) in inputs.enumerated() { positions[input.path] = index }
-            }
-            self.positions = positions
         }
 
         /// The desired resource at `index`: read this time, or read now from its file
@@ -69,7 +69,15 @@ public struct ManifestIndexLoader: Sendable {
         public func resource(at index: Int) throws(StoreError) -> Resource {
             let entry = outcome.desired[index]
             if let resource = outcome.read[entry.id] { return resource }
-            guard let position = positions[entry.file], let next, position < next.files.count, next.files[position].path == entry.file
+            let position = positions.withLock { positions in
+                if positions == nil {
+                    var made: [String: Int] = [:]
+                    for (index, input) in inputs.enumerated() where made[input.path] == nil { made[input.path] = index }
+                    positions = made
+                }
+                return positions![entry.file]
+            }
+            guard let position, let next, position < next.files.count, next.files[position].path == entry.file
             else {
                 throw StoreError("\(entry.file) is no longer where it was read; run the apply again")
             }
@@ -93,27 +101,20 @@ public struct ManifestIndexLoader: Sendable {
             else { return nil }
             memoHeld = true
             let desired = outcome.desired
-            let before = previous.desiredResources()
-            let owned = memo.ownsExactly ? before.map(\.id) : nil
+            let owned = memo.ownsExactly ? previous.desiredResources().map(\.id) : nil
             if sameDesired { return PlanShortcut(settled: [Bool](repeating: true, count: desired.count), owned: owned) }
-            var old: [ResourceID: DesiredResource] = [:]
-            old.reserveCapacity(before.count)
-            for entry in before { old[entry.id] = entry }
-            let settled = desired.map { entry in
-                old[entry.id].map { $0.manifestHash == entry.manifestHash && $0.hasCode == entry.hasCode } ?? false
-            }
-            return PlanShortcut(settled: settled, owned: owned)
+            return PlanShortcut(settled: previous.settled(desired), owned: owned)
         }
 
         /// Writes the index of `source` in the apply's transaction, with what the next apply
         /// may take for granted; nothing when neither changed.
         public func writeIndex(source: String, codeRoot: String?, prune: Bool, plan: Plan, _ writer: any StateWriter) throws(StoreError) {
             guard var next else {
-                if previous != nil { try writer.putManifestIndex(source: source, nil) }
+                if stored != nil { try StoredManifestIndex.drop(source: source, writer) }
                 return
             }
             for namespace in snapshots.keys.sorted() {
-                try writer.putManifestIndex(source: ResourceSnapshot.key(source: source, namespace: namespace), snapshots[namespace]!)
+                try ResourceSnapshot.write(snapshots[namespace]!, source: source, namespace: namespace, writer)
             }
             if filesUnchanged, memoHeld, plan.isEmpty { return }
             // After a prune the source owns exactly what it desires; otherwise it still does
@@ -129,24 +130,20 @@ public struct ManifestIndexLoader: Sendable {
             }
             next.memo = ApplyMemo(mark: try writer.changeMark(source: source), codeRoot: codeRoot, ownsExactly: ownsExactly)
             if next == previous { return }
-            try writer.putManifestIndex(source: source, next.encoded())
+            try next.write(source: source, previous: stored, writer)
         }
     }
 
     public func load(paths: [String], source name: String, store: any StateStore, full: Bool, strict: Bool = false) throws -> Loaded {
         let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes, standardInput: standardInput)
-        let inputs = try source.inputs(paths)
-        let data = try store.read { reader throws(StoreError) in try reader.manifestIndex(source: name) }
-        let stored = data.flatMap(StoredManifestIndex.decode)
         // Taken before any file is looked at: a file changed after this is never vouched for
         // by a stamp taken now (see `FileStamp.vouches`).
         let now = Self.realTimeNanoseconds()
-        let stamps = ManifestParsing.parallelMap(inputs.count) { index -> FileStamp? in
-            switch inputs[index] {
-            case .read: nil
-            case .file(let path): Self.stamp(path)
-            }
-        }
+        let listed = try source.stampedInputs(paths)
+        let inputs = listed.map(\.input)
+        let stamps = listed.map(\.stamp)
+        let held = try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: name, reader) }
+        let stored = held?.index
 
         // The common case: the same files, in the same order, none changed since.
         if !full, let stored, stored.files.count == inputs.count,
@@ -157,7 +154,7 @@ public struct ManifestIndexLoader: Sendable {
         {
             let outcome = IncrementalValidation.unchanged(stored, strict: strict)
             return Loaded(
-                outcome: outcome, next: stored, previous: stored, filesUnchanged: true, sameDesired: true, full: false, inputs: inputs,
+                outcome: outcome, next: stored, stored: held, filesUnchanged: true, sameDesired: true, full: false, inputs: inputs,
                 source: source, parsing: parsing)
         }
 
@@ -230,18 +227,10 @@ public struct ManifestIndexLoader: Sendable {
                 next = StoredManifestIndex(files: files, namespaces: index.namespaces, desired: positions, memo: nil)
             }
         }
-        let sameDesired = stored.map { !full && $0.desiredResources() == outcome.desired } ?? false
-        var snapshots: [String: [UInt8]?] = [:]
-        if next != nil {
-            let namespaces = outcome.checked.keys.sorted()
-            let encoded = ManifestParsing.parallelMap(namespaces.count) { i -> [UInt8]? in
-                let kept = outcome.checked[namespaces[i]]!
-                return kept.isEmpty ? nil : ResourceSnapshot.encode(kept)
-            }
-            for (namespace, bytes) in zip(namespaces, encoded) { snapshots[namespace] = .some(bytes) }
-        }
+        let sameDesired = stored.map { !full && $0.desires(outcome.desired) } ?? false
+        let snapshots = next == nil ? [:] : outcome.checked
         return Loaded(
-            outcome: outcome, next: next, previous: stored, filesUnchanged: false, sameDesired: sameDesired, full: full, inputs: inputs,
+            outcome: outcome, next: next, stored: held, filesUnchanged: false, sameDesired: sameDesired, full: full, inputs: inputs,
             source: source, parsing: parsing, snapshots: snapshots)
     }
 
@@ -250,38 +239,23 @@ public struct ManifestIndexLoader: Sendable {
     static func kept(_ namespaces: Set<String>, source: String, store: any StateStore) -> [ResourceSnapshot.Kept] {
         let names = namespaces.sorted()
         guard
-            let blobs = try? store.read({ reader throws(StoreError) in
-                try names.map { namespace throws(StoreError) in
-                    try reader.manifestIndex(source: ResourceSnapshot.key(source: source, namespace: namespace))
+            let blobs = try? store.read({ reader throws(StoreError) -> [[UInt8]?] in
+                let heads = try reader.manifestIndexes(sources: names.map { ResourceSnapshot.key(source: source, namespace: $0) })
+                var keys: [String] = []
+                for (namespace, head) in zip(names, heads) {
+                    // A namespace whose head cannot be read keeps nothing: its files are read.
+                    guard let hashes = head.flatMap(ResourceSnapshot.decodeHead) else { continue }
+                    keys += hashes.map { ResourceSnapshot.chunkKey(source: source, namespace: namespace, hash: $0) }
                 }
+                return try reader.manifestIndexes(sources: keys)
             })
         else { return [] }
-        let present = blobs.compactMap { $0 }
-        // Each snapshot in as many parts as there are cores: one namespace is the common case.
-        let parts = max(1, ManifestParsing.processorCount)
-        let decoded = ManifestParsing.parallelMap(present.count * parts, minimumPerWorker: 1) { i in
-            ResourceSnapshot.decode(present[i / parts], part: i % parts, of: parts)
-        }
+        // Each chunk on a core of its own; a chunk that does not decode stands for nothing
+        // (its files are read instead).
+        let decoded = ManifestParsing.parallelMap(blobs.count, minimumPerWorker: 1) { i in blobs[i].flatMap(ResourceSnapshot.decode) }
         var kept: [ResourceSnapshot.Kept] = []
-        for start in stride(from: 0, to: decoded.count, by: parts) {
-            // A snapshot any part of which does not decode stands for nothing.
-            let pieces = decoded[start..<start + parts]
-            guard pieces.allSatisfy({ $0 != nil }) else { continue }
-            for piece in pieces { kept += piece! }
-        }
+        for piece in decoded { kept += piece ?? [] }
         return kept
-    }
-
-    /// Size, modification and change times in nanoseconds, inode and device: what
-    /// changes when a file's content may have.
-    static func stamp(_ path: String) -> FileStamp? {
-        var info = stat()
-        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
-        return FileStamp(
-            size: Int64(info.st_size),
-            mtime: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
-            ctime: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
-            inode: Int64(bitPattern: UInt64(info.st_ino)), device: Int64(bitPattern: UInt64(info.st_dev)))
     }
 
     static func realTimeNanoseconds() -> Int64 {

@@ -213,6 +213,18 @@ final class PostgresAccess: StateWriter {
         return try row.bytes(0)
     }
 
+    func manifestIndexes(sources: [String]) throws(StoreError) -> [[UInt8]?] {
+        guard sources.count > 1 else { return try sources.map { source throws(StoreError) in try manifestIndex(source: source) } }
+        var found: [String: [UInt8]] = [:]
+        for row in try rows(
+            "SELECT source, data FROM manifest_indexes WHERE source = ANY($1)", [.texts(sources)],
+            intent: "read \(sources.count) parts of a manifest index")
+        {
+            found[try row.text(0)] = try row.bytes(1)
+        }
+        return sources.map { found[$0] }
+    }
+
     func inventory(source: String) throws(StoreError) -> [ResourceID] {
         var ids: [ResourceID] = []
         for row in try rows(

@@ -371,78 +371,119 @@ public final class ProcessRuntime: AgentRuntime {
 
     /// Stops them together: SIGTERM to every group at once, then each is reported as
     /// its group is gone, SIGKILL to those still there at the end of their grace
-    /// period. One look serves them all: each leader's stat, and one scan of /proc for
-    /// the groups whose leader has ended (a scan per process made stopping 100 agents
-    /// cost 100 scans of /proc at every look).
+    /// period.
+    ///
+    /// Nothing is polled while the leaders live: each leader's pidfd announces its end
+    /// (as `watch` does), so a hundred agents that exit at once are reported a moment
+    /// after the last one, not at the next tick of a poll. A group whose leader has
+    /// ended but whose other members live on (no event tells of those) is looked at
+    /// with a backoff, as is a process no pidfd can be had for; one scan of /proc
+    /// serves them all at each look.
     public func stop(
         _ processes: [(process: ProcessIdentity, grace: Duration)],
         stopped: @escaping @Sendable ([(process: ProcessIdentity, exit: ProcessExit?)]) async -> Void
     ) async {
         struct Pending {
-            var process: ProcessIdentity
             var deadline: ContinuousClock.Instant
             var killed = false
+            /// The leader has ended (its pidfd said so, or a look found it gone).
+            var leaderEnded = false
+            /// No pidfd announces its end: looked at.
+            var unwatched = false
         }
         let clock = ContinuousClock()
         let began = clock.now
-        var pending: [Pending] = []
+        var pending: [ProcessIdentity: Pending] = [:]
         var ended: [(process: ProcessIdentity, exit: ProcessExit?)] = []
+        // Every signal first: no process waits for another's bookkeeping.
         for (process, grace) in processes {
             guard process.pid > 1, process.pid != getpid(), process.pid != getpgrp() else {
                 ended.append((process, nil))
                 continue
             }
-            guard isRunning(process) || isUnreapedChild(process) else {
+            guard isUnreapedChild(process) || isRunning(process) else {
                 ended.append((process, exitStatus(process)))
                 continue
             }
             signalGroup(of: process, SIGTERM)
-            pending.append(Pending(process: process, deadline: began + grace))
+            pending[process] = Pending(deadline: began + grace)
         }
         if !ended.isEmpty { await stopped(ended) }
+        guard !pending.isEmpty else { return }
+
+        let exits = Inbox<ProcessIdentity>()
+        var sources: [any DispatchSourceRead] = []
+        defer { for source in sources { source.cancel() } }
+        for process in Array(pending.keys) {
+            let fd = orl_pidfd_open(process.pid)
+            guard fd >= 0 else {
+                if errno == ESRCH { pending[process]?.leaderEnded = true } else { pending[process]?.unwatched = true }
+                continue
+            }
+            let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: Self.watchQueue)
+            source.setEventHandler {
+                source.cancel()
+                exits.post(process)
+            }
+            source.setCancelHandler { close(fd) }
+            source.resume()
+            sources.append(source)
+            // The pidfd may name a process that took the PID over: a child's PID is kept
+            // until it is reaped, an adopted one's is checked by its start time.
+            if !isUnreapedChild(process) && !isRunning(process) { pending[process]?.leaderEnded = true }
+        }
         var interval: Duration = .microseconds(500)
+        var announced: [ProcessIdentity] = []
         while !pending.isEmpty {
-            let leaderGone = pending.indices.filter { !isRunning(pending[$0].process) }
-            var gone: Set<Int> = []
+            for process in announced { pending[process]?.leaderEnded = true }
+            for (process, entry) in pending where entry.unwatched && !entry.leaderEnded && !isRunning(process) {
+                pending[process]?.leaderEnded = true
+            }
+            let leaderGone = pending.filter { $0.value.leaderEnded }.map(\.key)
+            var gone: Set<ProcessIdentity> = []
             if !leaderGone.isEmpty {
                 let live = ProcStat.liveGroups()
-                gone = Set(leaderGone.filter { !live.contains(pending[$0].process.pid) })
+                gone = Set(leaderGone.filter { !live.contains($0.pid) })
             }
             let now = clock.now
-            var remaining: [Pending] = []
             ended = []
-            for (index, entry) in pending.enumerated() {
-                if gone.contains(index) {
+            for (process, entry) in pending.sorted(by: { $0.key.pid < $1.key.pid }) {
+                if gone.contains(process) {
                     // Reaped only now, after the group is gone: the zombie leader
                     // reserved the group's ID until then.
-                    ended.append((entry.process, exitStatus(entry.process)))
+                    pending[process] = nil
+                    ended.append((process, exitStatus(process)))
                     continue
                 }
-                var entry = entry
                 if !entry.killed && (now >= entry.deadline || Task.isCancelled) {
                     // Safe even if the leader exited meanwhile: either it is our
                     // unreaped zombie, or the group still has live members; both keep
                     // the PID from being reused, so -pid is still this group.
-                    signalGroup(of: entry.process, SIGKILL)
-                    entry.killed = true
-                    entry.deadline = now + Self.killTimeout
+                    signalGroup(of: process, SIGKILL)
+                    pending[process]?.killed = true
+                    pending[process]?.deadline = now + Self.killTimeout
                 } else if entry.killed && now >= entry.deadline {
-                    ended.append((entry.process, exitStatus(entry.process)))
-                    continue
+                    pending[process] = nil
+                    ended.append((process, exitStatus(process)))
                 }
-                remaining.append(entry)
             }
-            pending = remaining
             if !ended.isEmpty { await stopped(ended) }
-            guard let next = pending.map(\.deadline).min() else { break }
-            let wait = max(.zero, min(interval, next - clock.now))
-            if Task.isCancelled {
-                // Task.sleep returns at once when cancelled; sleep without it.
-                usleep(UInt32(wait / .microseconds(1)))
-            } else {
-                try? await Task.sleep(for: wait)
+            guard let next = pending.values.map(\.deadline).min() else { break }
+            // Only what no event announces is looked at again soon.
+            let looked = pending.values.contains { $0.leaderEnded || $0.unwatched }
+            var wait = max(.zero, next - clock.now)
+            if looked {
+                wait = min(wait, interval)
+                interval = min(interval * 2, .milliseconds(20))
             }
-            interval = min(interval * 2, .milliseconds(20))
+            if Task.isCancelled {
+                // The inbox returns at once when cancelled: sleep without it (the grace
+                // periods are cut short, so only the kill's aftermath is waited for).
+                usleep(UInt32(min(wait, .milliseconds(20)) / .microseconds(1)))
+                announced = await exits.take(waitingAtMost: .zero)
+            } else {
+                announced = await exits.take(waitingAtMost: wait)
+            }
         }
     }
 

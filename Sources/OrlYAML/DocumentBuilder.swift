@@ -17,6 +17,8 @@ struct DocumentBuilder {
     private(set) var diagnostics: [Diagnostic] = []
 
     private let file: String
+    /// The file's first position; every node's location is made from it.
+    private let origin: SourceLocation
     private let limits: YAMLParser.Limits
 
     /// Set when a limit is hit: the caller must stop feeding events. Going on is what
@@ -54,6 +56,7 @@ struct DocumentBuilder {
 
     init(file: String, limits: YAMLParser.Limits) {
         self.file = file
+        self.origin = .file(file)
         self.limits = limits
     }
 
@@ -443,7 +446,7 @@ struct DocumentBuilder {
 
     private func location(_ mark: yaml_mark_t) -> SourceLocation {
         // libyaml counts lines and columns (in characters) from 0.
-        SourceLocation(file: file, line: Int(mark.line) + 1, column: Int(mark.column) + 1)
+        origin.at(line: Int(mark.line) + 1, column: Int(mark.column) + 1)
     }
 }
 

@@ -1,5 +1,7 @@
 import ArgumentParser
+import COrlSpawn
 import Foundation
+import Synchronization
 
 /// The controller with real processes: N agents from an empty state to all running,
 /// all stopped again, and the controller's CPU while N agents idle. Everything goes
@@ -22,18 +24,22 @@ struct ControllerBench: ParsableCommand {
     @Option(help: "Agents' isolation: strict, none, or both (each measured, then compared).")
     var isolation = "both"
 
+    @Option(help: "Rounds per isolation mode (their medians are printed).")
+    var rounds = 3
+
     struct Figures {
-        /// From the start of the `orlctl apply` (the apply's own time included).
+        /// The `orlctl apply` of the fleet, from its start to its return.
+        var apply: Double
+        /// From the apply's return to the last agent process up (the controller may have
+        /// begun before: its change feed sees the commit before the apply exits).
         var up: Double
-        var down: Double
-        /// From the apply's return (the controller may have begun before it: its change
-        /// feed sees the commit).
-        var upAfterApply: Double
-        var downAfterApply: Double
-        /// From the controller's first event of the change (its decision: the first
-        /// start, or the first stop) to the last process up or gone.
-        var upAfterDecision: Double?
-        var downAfterDecision: Double?
+        /// From the first agent process to the last: the spawns alone.
+        var spawns: Double
+        /// From the controller's stop decision (its first Removed event) to the last
+        /// process gone (each watched by a pidfd).
+        var stop: Double
+        /// From the return of the apply that removes them to the last process gone.
+        var stopAfterApply: Double
         /// The controller's CPU over each.
         var upCPU: Double
         var downCPU: Double
@@ -42,30 +48,55 @@ struct ControllerBench: ParsableCommand {
 
     func validate() throws {
         guard ["strict", "none", "both"].contains(isolation) else { throw ValidationError("--isolation is strict, none or both") }
+        guard rounds > 0 else { throw ValidationError("--rounds is at least 1") }
     }
 
     func run() throws {
-        var results: [(String, Figures)] = []
+        var medians: [(String, Figures)] = []
         for mode in isolation == "both" ? ["none", "strict"] : [isolation] {
-            let figures = try measure(mode)
-            results.append((mode, figures))
-            print("controller: \(agents) agents (/bin/sh then sleep), isolation \(mode), measured from the apply to the processes")
-            print(String(format: "  empty to all running:  %.3f s (%.3f s after the apply returned)", figures.up, figures.upAfterApply))
-            if let decided = figures.upAfterDecision {
-                print(String(format: "    from the first start to all running: %.3f s; controller CPU %.3f s", decided, figures.upCPU))
+            print("controller: \(agents) agents (/bin/sh then sleep), isolation \(mode)")
+            var all: [Figures] = []
+            for round in 1...rounds {
+                let figures = try measure(mode)
+                all.append(figures)
+                print(
+                    String(
+                        format:
+                            "  round %d: up %.0f ms after the apply returned (apply %.0f ms, spawns %.0f ms, CPU %.0f ms); "
+                            + "stopped %.1f ms after the decision (%.1f ms after the apply returned, CPU %.0f ms); idle %.2f%%",
+                        round, figures.up * 1000, figures.apply * 1000, figures.spawns * 1000, figures.upCPU * 1000, figures.stop * 1000,
+                        figures.stopAfterApply * 1000, figures.downCPU * 1000, figures.idle))
             }
-            print(String(format: "  all stopped again:     %.3f s (%.3f s after the apply returned)", figures.down, figures.downAfterApply))
-            if let decided = figures.downAfterDecision {
-                print(String(format: "    from the stop decision to all gone: %.3f s; controller CPU %.3f s", decided, figures.downCPU))
+            func median(_ value: (Figures) -> Double) -> Double {
+                let sorted = all.map(value).sorted()
+                return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
             }
-            print(String(format: "  controller CPU with all up, over %d s: %.2f%%", idleSeconds, figures.idle))
+            let figures = Figures(
+                apply: median(\.apply), up: median(\.up), spawns: median(\.spawns), stop: median(\.stop),
+                stopAfterApply: median(\.stopAfterApply), upCPU: median(\.upCPU), downCPU: median(\.downCPU), idle: median(\.idle))
+            medians.append((mode, figures))
+            print(String(format: "  median of %d rounds:", rounds))
+            print(
+                String(
+                    format:
+                        "    empty to all running: %.0f ms after the apply returned (the apply itself %.0f ms); spawns alone %.0f ms; controller CPU %.0f ms",
+                    figures.up * 1000, figures.apply * 1000, figures.spawns * 1000, figures.upCPU * 1000))
+            print(
+                String(
+                    format:
+                        "    all stopped: %.1f ms after the stop was decided (%.1f ms after the apply returned); controller CPU %.0f ms",
+                    figures.stop * 1000, figures.stopAfterApply * 1000, figures.downCPU * 1000))
+            print(String(format: "    controller CPU with all up, over %d s: %.2f%%", idleSeconds, figures.idle))
         }
-        if results.count == 2 {
-            let (none, strict) = (results[0].1, results[1].1)
+        if medians.count == 2 {
+            let (none, strict) = (medians[0].1, medians[1].1)
             // The difference, per agent, is what the sandbox adds to each start (the
             // controller spawns a batch on a few threads, so this is wall time, not CPU).
-            let added = (strict.up - none.up) / Double(agents) * 1000
-            print(String(format: "  sandbox: %.2f ms added per agent start; strict/none start time ratio %.2f", added, strict.up / none.up))
+            let added = (strict.spawns - none.spawns) / Double(agents) * 1000
+            print(
+                String(
+                    format: "  sandbox: %.2f ms added per agent start; strict/none spawn time ratio %.2f", added,
+                    strict.spawns / none.spawns))
         }
     }
 
@@ -97,24 +128,50 @@ struct ControllerBench: ParsableCommand {
             throw ValidationError("the controller did not start")
         }
         let pid = controller.processIdentifier
+        // Settled: the controller's start-up work is not measured.
+        Thread.sleep(forTimeInterval: 0.5)
 
+        // The processes are counted from before the apply starts: the controller sees the
+        // commit, and may start the first agents, before the apply has returned.
+        let watch = Arrivals()
+        let watcher = Thread { [agents] in
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline, !watch.state.withLock({ $0.stop }) {
+                let count = Self.children(of: pid).count
+                let now = Date()
+                let done = watch.state.withLock { watch -> Bool in
+                    if count > 0 && watch.first == nil { watch.first = now }
+                    if count >= agents { watch.all = now }
+                    return watch.all != nil
+                }
+                if done { return }
+                Thread.sleep(forTimeInterval: 0.001)
+            }
+        }
+        watcher.start()
         var start = Date()
         var cpu = cpuSeconds(pid)
-        try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--source", "bench"])
+        try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--source", "bench"], quiet: true)
         var applied = Date()
-        guard wait(until: { children(of: pid).count == agents }, seconds: 60) else {
-            throw ValidationError("only \(children(of: pid).count) of \(agents) agents came up")
+        guard wait(until: { watch.state.withLock { $0.all != nil } }, seconds: 60) else {
+            watch.state.withLock { $0.stop = true }
+            throw ValidationError("only \(Self.children(of: pid).count) of \(agents) agents came up")
         }
-        var end = Date()
-        let up = end.timeIntervalSince(start)
-        let upAfterApply = end.timeIntervalSince(applied)
-        let upAfterDecision = firstEvent(in: log, after: start, reasons: ["Started"]).map { end.timeIntervalSince($0) }
+        let (first, all, _) = watch.state.withLock { $0 }
+        var end = all ?? Date()
+        let apply = applied.timeIntervalSince(start)
+        // Zero when every agent ran before the apply had returned.
+        let up = max(0, end.timeIntervalSince(applied))
+        let spawns = end.timeIntervalSince(first ?? end)
         let upCPU = cpuSeconds(pid) - cpu
 
         let before = cpuSeconds(pid)
         Thread.sleep(forTimeInterval: Double(idleSeconds))
         let idle = (cpuSeconds(pid) - before) / Double(idleSeconds) * 100
 
+        // Each agent's end is told by a pidfd: the time the last one ends is exact.
+        let exits = Self.children(of: pid).map { orl_pidfd_open($0) }.filter { $0 >= 0 }
+        defer { for fd in exits { close(fd) } }
         start = Date()
         cpu = cpuSeconds(pid)
         try Orlctl.run(
@@ -124,17 +181,33 @@ struct ControllerBench: ParsableCommand {
                 "\(agents + 10)",
             ])
         applied = Date()
-        guard wait(until: { children(of: pid).isEmpty }, seconds: 60) else {
-            throw ValidationError("\(children(of: pid).count) agents still run")
+        guard let gone = lastEnd(of: exits, seconds: 60) else {
+            throw ValidationError("\(Self.children(of: pid).count) agents still run")
         }
-        end = Date()
-        let down = end.timeIntervalSince(start)
-        let downAfterDecision = firstEvent(in: log, after: start, reasons: ["Removed", "Stopping"]).map { end.timeIntervalSince($0) }
+        end = gone
+        // The decision is logged to the millisecond, after the apply's commit.
+        let decided = firstEvent(in: log, after: start, reasons: ["Removed", "Stopping"]) ?? start
 
         return Figures(
-            up: up, down: down, upAfterApply: upAfterApply, downAfterApply: end.timeIntervalSince(applied),
-            upAfterDecision: upAfterDecision,
-            downAfterDecision: downAfterDecision, upCPU: upCPU, downCPU: cpuSeconds(pid) - cpu, idle: idle)
+            apply: apply, up: up, spawns: spawns, stop: end.timeIntervalSince(decided), stopAfterApply: end.timeIntervalSince(applied),
+            upCPU: upCPU, downCPU: cpuSeconds(pid) - cpu, idle: idle)
+    }
+
+    /// When the last of the processes behind `fds` (pidfds) ended; nil if one still runs
+    /// after `seconds`.
+    private func lastEnd(of fds: [Int32], seconds: Double) -> Date? {
+        var waiting = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        let deadline = Date().addingTimeInterval(seconds)
+        var last = Date()
+        while !waiting.isEmpty {
+            let left = Int32(max(0, deadline.timeIntervalSinceNow) * 1000)
+            let ready = poll(&waiting, nfds_t(waiting.count), left)
+            if ready < 0 && errno == EINTR { continue }
+            guard ready > 0 else { return nil }
+            last = Date()
+            waiting = waiting.filter { $0.revents == 0 }.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+        }
+        return last
     }
 
     /// The time of the controller's first event of one of `reasons` at or after `time`
@@ -184,24 +257,23 @@ struct ControllerBench: ParsableCommand {
         return text
     }
 
-    private func wait(until condition: () -> Bool, seconds: Double) -> Bool {
+    private func wait(until condition: () -> Bool, seconds: Double, every interval: Double = 0.005) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if condition() { return true }
-            Thread.sleep(forTimeInterval: 0.005)
+            Thread.sleep(forTimeInterval: interval)
         }
         return condition()
     }
 
-    /// Live processes whose parent is `pid` (agents are the controller's children).
-    private func children(of pid: Int32) -> [Int32] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap(Int32.init).filter { child in
-            guard let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
-                let close = stat.lastIndex(of: ")")
-            else { return false }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            return fields.count > 2 && fields[0] != "Z" && Int32(fields[1]) == pid
+    /// The processes whose parent is `pid` (agents are the controller's children), from
+    /// the `children` file of each of its threads: a few small reads, where a scan of
+    /// /proc reads hundreds of files at each look.
+    private static func children(of pid: Int32) -> [Int32] {
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return threads.flatMap { thread -> [Int32] in
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(thread)/children", encoding: .utf8) else { return [] }
+            return text.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         }
     }
 
@@ -215,4 +287,9 @@ struct ControllerBench: ParsableCommand {
         let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
         return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
+}
+
+/// When the first agent process and the last were seen, filled in by a thread of its own.
+private final class Arrivals: Sendable {
+    let state = Mutex<(first: Date?, all: Date?, stop: Bool)>((nil, nil, false))
 }

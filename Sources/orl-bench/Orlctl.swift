@@ -10,12 +10,14 @@ enum Orlctl {
             .deletingLastPathComponent().appendingPathComponent("orlctl").path
     }
 
-    /// Runs `orlctl ARGUMENTS`, its output discarded; throws unless it exits 0.
-    static func run(_ binary: String, _ arguments: [String]) throws {
+    /// Runs `orlctl ARGUMENTS`, its output discarded (and its standard error too when
+    /// `quiet`: warnings a benchmark's fleet draws on purpose); throws unless it exits 0.
+    static func run(_ binary: String, _ arguments: [String], quiet: Bool = false) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        if quiet { process.standardError = FileHandle(forWritingAtPath: "/dev/null") }
         try process.run()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {

@@ -1,13 +1,17 @@
 import Foundation
 import OrlCore
+import OrlPostgres
 import OrlStore
+import OrlTestPostgres
 import Testing
 
 /// `apply` against the index the last apply kept (unchanged files not read, the plan
 /// taking the store for granted while nothing wrote to it) must do exactly what
 /// `apply --full` does: the same output, exit status and stored resources, after any
 /// sequence of edits on disk and of writes to the state behind the source's back.
-@Suite(.serialized) struct IncrementalApplyTests {
+/// Not serialized: each test (and each seed) has a directory and states of its own, and
+/// its commands run in process, so the seeds' rounds go side by side.
+@Suite struct IncrementalApplyTests {
     let work: TemporaryDirectory
     var fleet: URL { work.url.appendingPathComponent("fleet") }
 
@@ -120,14 +124,22 @@ import Testing
         try (comment + docs.map(Self.render).joined(separator: "---\n")).write(to: url, atomically: false, encoding: .utf8)
     }
 
-    func run(_ arguments: [String], state: String) async throws -> Orlctl.Result {
+    /// The states by name: a directory of the work directory, or a PostgreSQL database.
+    func location(_ state: String, _ postgres: [String: String]) -> String {
+        postgres[state] ?? work.url.appendingPathComponent(state).path
+    }
+
+    func run(_ arguments: [String], state: String, postgres: [String: String] = [:]) async throws -> Orlctl.Result {
         try await Orlctl.call(
-            arguments + ["--state", work.url.appendingPathComponent(state).path], in: work.url, environment: ["ORL_NO_CONTROLLER": "1"])
+            arguments + ["--state", location(state, postgres)], in: work.url, environment: ["ORL_NO_CONTROLLER": "1"])
     }
 
     /// Every stored resource as the store keeps it, less the times.
-    func stored(_ state: String) throws -> [String] {
-        let store = try SQLiteStateStore(directory: work.url.appendingPathComponent(state).path)
+    func stored(_ state: String, postgres: [String: String] = [:]) throws -> [String] {
+        let store: any StateStore =
+            if let url = postgres[state] { try PostgresStateStore(url: url) } else {
+                try SQLiteStateStore(directory: work.url.appendingPathComponent(state).path)
+            }
         return try store.read { reader throws(StoreError) in
             try reader.resources(kind: nil, namespace: nil).map {
                 "\($0.id) \($0.source) \($0.generation) \($0.resourceVersion) \($0.file):\($0.line) \($0.codeRoot ?? "-")\n\($0.manifest)"
@@ -137,6 +149,18 @@ import Testing
 
     @Test(arguments: [11, 12] as [UInt64])
     func incrementalApplyEqualsFullApply(seed: UInt64) async throws {
+        try await incrementalApplyEqualsFullApply(seed: seed, postgres: [:])
+    }
+
+    /// The same on PostgreSQL, whose index and kept resources are written in chunks too.
+    @Test(.enabled(if: PostgresCluster.unavailable == nil, "PostgreSQL is not installed; run scripts/install-deps"))
+    func incrementalApplyEqualsFullApplyOnPostgres() async throws {
+        let cluster = try PostgresCluster.shared()
+        try await incrementalApplyEqualsFullApply(
+            seed: 13, postgres: ["incremental": try cluster.database("incremental"), "full": try cluster.database("full")])
+    }
+
+    func incrementalApplyEqualsFullApply(seed: UInt64, postgres: [String: String]) async throws {
         var g = Generator(state: seed)
         var files: [String: [Doc]] = [:]
         for i in 0..<30 {
@@ -184,10 +208,10 @@ import Testing
                     let doc = files[path]![0]
                     let kind = ["ModelProvider", "Tool", "Agent", "Policy", "Budget", "Workflow"][doc.kind]
                     for state in ["incremental", "full"]
-                    where FileManager.default.fileExists(atPath: work.url.appendingPathComponent(state).path) {
+                    where postgres[state] != nil || FileManager.default.fileExists(atPath: work.url.appendingPathComponent(state).path) {
                         let deleted = try await run(
                             ["delete", "\(kind)/\(Self.names[doc.kind])-\(doc.group)", "-n", doc.namespace, "--ignore-not-found"],
-                            state: state)
+                            state: state, postgres: postgres)
                         #expect(deleted.status == 0, "\(deleted.stderr)")
                     }
                 case 7 where files[path]![0].kind == 4 || path.contains("/new-"):
@@ -199,13 +223,13 @@ import Testing
             }
             let prune = g.below(3) == 0 ? ["--prune", "--max-deletions", "100"] : []
             let json = g.below(4) == 0 ? ["-o", "json"] : []
-            let incremental = try await run(["apply", "-f", "fleet"] + prune + json, state: "incremental")
-            let full = try await run(["apply", "-f", "fleet", "--full"] + prune + json, state: "full")
+            let incremental = try await run(["apply", "-f", "fleet"] + prune + json, state: "incremental", postgres: postgres)
+            let full = try await run(["apply", "-f", "fleet", "--full"] + prune + json, state: "full", postgres: postgres)
             #expect(incremental.status == full.status, "seed \(seed) round \(round)")
             #expect(incremental.stdout == full.stdout, "seed \(seed) round \(round)")
             #expect(incremental.stderr == full.stderr, "seed \(seed) round \(round)")
-            if FileManager.default.fileExists(atPath: work.url.appendingPathComponent("full/state.db").path) {
-                #expect(try stored("incremental") == stored("full"), "seed \(seed) round \(round)")
+            if !postgres.isEmpty || FileManager.default.fileExists(atPath: work.url.appendingPathComponent("full/state.db").path) {
+                #expect(try stored("incremental", postgres: postgres) == stored("full", postgres: postgres), "seed \(seed) round \(round)")
             }
             if incremental.status == 0 { applied += 1 }
         }

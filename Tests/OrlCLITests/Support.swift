@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import OrlCLI
 import Synchronization
 import Testing
@@ -68,9 +69,9 @@ extension Orlctl {
     /// For every command that does not start a long-running process (a controller, a
     /// `watch`, a `logs -f`); those, and what users rely on end to end, run the binary.
     ///
-    /// The working directory is the process's, so calls in different directories take
-    /// turns (each one short), and calls run on threads of their own: commands read
-    /// SQLite and files synchronously, which must not hold the cooperative pool's threads.
+    /// Each call runs on a thread of its own with a working directory of its own (see
+    /// `InProcess.Worker`), so calls in different directories run side by side; commands
+    /// read SQLite and files synchronously, which must not hold the cooperative pool's threads.
     @discardableResult
     static func call(_ arguments: [String], stdin: String? = nil, in directory: URL = packageRoot, environment: [String: String] = [:])
         async throws -> Result
@@ -82,94 +83,96 @@ extension Orlctl {
         // In process, a detached controller would be this test runner started again.
         precondition(env["ORL_NO_CONTROLLER"] == "1", "a command that starts a controller runs the binary: use Orlctl.run")
         let context = CommandContext(environment: env, standardInput: Array((stdin ?? "").utf8))
-        let outcome = try await withTaskExecutorPreference(InProcess.threads) {
-            // Waiting and handing over happen on the commands' threads, so that they need
-            // no thread of the pool, which the suites that wait on processes can hold.
-            try await InProcess.turns.enter(directory.path)
-            defer { InProcess.turns.leave() }
+        let worker = await InProcess.workers.take()
+        defer { InProcess.workers.give(worker) }
+        let outcome = try await withTaskExecutorPreference(worker) {
+            // Every job of the command runs on the worker's thread, whose directory this is.
+            try worker.enter(directory.path)
             return await OrlctlMain.run(arguments, context: context)
         }
         return Result(status: outcome.status, stdout: outcome.standardOutput, stderr: outcome.standardError)
     }
 }
 
-/// What in-process commands share: the working directory and their threads.
+/// The threads in-process commands run on.
 enum InProcess {
-    static let turns = Turns(home: FileManager.default.currentDirectoryPath)
-    static let threads = ThreadExecutor(name: "orlctl in process", threads: 2)
+    /// Two cores' worth of commands, and one more for a command waiting on a peer
+    /// (PostgreSQL, git) rather than working.
+    static let workers = Workers(count: max(2, ProcessInfo.processInfo.activeProcessorCount) + 1)
 
-    /// Commands run side by side as long as they run in the same working directory; one
-    /// for another directory waits until those have left (and, first in line, holds
-    /// back those that come after it). Nobody holds a thread while waiting.
-    final class Turns: Sendable {
+    /// Workers handed out one call at a time, first come first served; nobody holds a
+    /// thread while waiting for one.
+    final class Workers: Sendable {
         private struct State {
-            var directory = ""
-            var inside = 0
-            var waiting: [(directory: String, continuation: CheckedContinuation<Void, Never>)] = []
+            var idle: [Worker]
+            var waiting: [CheckedContinuation<Worker, Never>] = []
         }
-        private let state = Mutex(State())
-        private let home: String
+        private let state: Mutex<State>
 
-        init(home: String) { self.home = home }
+        init(count: Int) {
+            state = Mutex(State(idle: (0..<count).map { Worker(name: "orlctl in process \($0 + 1)") }))
+        }
 
-        func enter(_ directory: String) async throws {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let now = state.withLock { (state: inout State) -> Bool in
-                    guard state.waiting.isEmpty, state.inside == 0 || state.directory == directory else {
-                        state.waiting.append((directory, continuation))
-                        return false
+        func take() async -> Worker {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Worker, Never>) in
+                let worker = state.withLock { (state: inout State) -> Worker? in
+                    guard let worker = state.idle.popLast() else {
+                        state.waiting.append(continuation)
+                        return nil
                     }
-                    state.directory = directory
-                    state.inside += 1
-                    return true
+                    return worker
                 }
-                if now { continuation.resume() }
-            }
-            // Those inside together share the directory, so entering it again is harmless.
-            guard FileManager.default.changeCurrentDirectoryPath(directory) else {
-                leave()
-                throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: directory])
+                if let worker { continuation.resume(returning: worker) }
             }
         }
 
-        func leave() {
-            let next = state.withLock { (state: inout State) -> [CheckedContinuation<Void, Never>] in
-                state.inside -= 1
-                guard state.inside == 0 else { return [] }
-                // Back home before anyone else comes in: the rest of the process reads
-                // relative paths (if any) from the package root.
-                _ = FileManager.default.changeCurrentDirectoryPath(home)
-                guard let first = state.waiting.first else { return [] }
-                state.directory = first.directory
-                var admitted: [CheckedContinuation<Void, Never>] = []
-                while let waiting = state.waiting.first, waiting.directory == first.directory {
-                    admitted.append(waiting.continuation)
-                    state.waiting.removeFirst()
-                    state.inside += 1
+        func give(_ worker: Worker) {
+            let next = state.withLock { (state: inout State) -> CheckedContinuation<Worker, Never>? in
+                guard !state.waiting.isEmpty else {
+                    state.idle.append(worker)
+                    return nil
                 }
-                return admitted
+                return state.waiting.removeFirst()
             }
-            for continuation in next { continuation.resume() }
+            next?.resume(returning: worker)
         }
     }
 
-    /// A task executor that runs its jobs on threads of its own.
-    final class ThreadExecutor: TaskExecutor, Sendable {
+    /// A task executor of one thread whose working directory is its own: the thread stops
+    /// sharing the process's file-system context (`unshare(CLONE_FS)`, Linux), so that a
+    /// `chdir` on it moves no other thread. The process's directory stays the package root.
+    final class Worker: TaskExecutor, Sendable {
         private let jobs = Mutex<[UnownedJob]>([])
         private let ready = DispatchSemaphore(value: 0)
+        private let thread = Mutex<pthread_t?>(nil)
 
-        init(name: String, threads: Int) {
-            for index in 0..<threads {
-                let thread = Thread { [self] in
-                    while true {
-                        ready.wait()
-                        let job = jobs.withLock { $0.removeFirst() }
-                        job.runSynchronously(on: asUnownedTaskExecutor())
-                    }
+        private typealias Unshare = @convention(c) (Int32) -> Int32
+        /// Glibc declares `unshare` only under _GNU_SOURCE, which Swift's Glibc module lacks.
+        private static let unshare: Unshare = unsafeBitCast(dlsym(nil, "unshare")!, to: Unshare.self)
+        private static let cloneFS: Int32 = 0x0000_0200
+
+        init(name: String) {
+            let started = DispatchSemaphore(value: 0)
+            let thread = Thread { [self] in
+                precondition(Self.unshare(Self.cloneFS) == 0, "unshare(CLONE_FS): errno \(errno)")
+                self.thread.withLock { $0 = pthread_self() }
+                started.signal()
+                while true {
+                    ready.wait()
+                    let job = jobs.withLock { $0.removeFirst() }
+                    job.runSynchronously(on: asUnownedTaskExecutor())
                 }
-                thread.name = "\(name) \(index + 1)"
-                thread.start()
             }
+            thread.name = name
+            thread.start()
+            started.wait()
+        }
+
+        /// Makes `directory` this worker's working directory; called on the worker.
+        func enter(_ directory: String) throws {
+            let own = thread.withLock { $0 }
+            precondition(own.map { pthread_equal($0, pthread_self()) != 0 } == true, "not on the worker's thread")
+            guard chdir(directory) == 0 else { throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: directory]) }
         }
 
         func enqueue(_ job: consuming ExecutorJob) {

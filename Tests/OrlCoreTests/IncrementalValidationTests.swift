@@ -347,6 +347,52 @@ import Testing
         #expect(ResourceSnapshot.decode(Array("orl-kept-0\n".utf8)) == nil)
     }
 
+    /// What is kept of a namespace is written in chunks of whole files: a change to one
+    /// file writes the head and that file's chunk, drops the chunk it replaced, and
+    /// nothing kept drops every chunk.
+    @Test func keptResourcesAreWrittenInChunksOfFiles() throws {
+        let text = """
+            apiVersion: orl.dev/v1
+            kind: Budget
+            metadata: {name: b, namespace: team-a}
+            spec:
+              appliesTo: {selector: {matchLabels: {x: "1"}}}
+              limits: [{window: day, usd: 12.50}]
+              onExceeded: halt
+
+            """
+        let kept = (0..<300).map { i in
+            let resource = ManifestReader().read(YAMLParser().parse(text, file: "fleet/f\(i).yaml")).resources[0]
+            return ResourceSnapshot.Kept(contentHash: "h\(i)", resource: resource)
+        }
+        let store = InMemoryStateStore()
+        func chunks() throws -> [String] {
+            let head = try #require(store.snapshot.manifestIndexes[ResourceSnapshot.key(source: "s", namespace: "team-a")])
+            return try #require(ResourceSnapshot.decodeHead(head))
+        }
+        func back(_ hashes: [String]) throws -> [ResourceSnapshot.Kept] {
+            try hashes.flatMap { hash in
+                let key = ResourceSnapshot.chunkKey(source: "s", namespace: "team-a", hash: hash)
+                let bytes = try #require(store.snapshot.manifestIndexes[key])
+                return try #require(ResourceSnapshot.decode(bytes))
+            }
+        }
+        try store.write { writer throws(StoreError) in try ResourceSnapshot.write(kept, source: "s", namespace: "team-a", writer) }
+        let before = try chunks()
+        #expect(before.count > 5)
+        #expect(try back(before).map(\.resource.file) == kept.map(\.resource.file))
+        var changed = kept
+        changed[150].contentHash = "new"
+        changed.remove(at: 40)
+        try store.write { writer throws(StoreError) in try ResourceSnapshot.write(changed, source: "s", namespace: "team-a", writer) }
+        let after = try chunks()
+        #expect(Set(after).subtracting(before).count <= 2)
+        #expect(try back(after).map(\.contentHash) == changed.map(\.contentHash))
+        #expect(store.snapshot.manifestIndexes.count == 1 + Set(after).count)
+        try store.write { writer throws(StoreError) in try ResourceSnapshot.write([], source: "s", namespace: "team-a", writer) }
+        #expect(store.snapshot.manifestIndexes.isEmpty)
+    }
+
     static func positions(_ node: Node) -> [String] {
         var out = ["\(node.location)"]
         switch node.value {
@@ -382,7 +428,7 @@ import Testing
         #expect(changed.parsed.count < files.count / 2)
     }
 
-    @Test func recordsAndDiagnosticsRoundTripThroughTheirStoredForm() {
+    @Test func recordsAndDiagnosticsRoundTripThroughTheirStoredForm() throws {
         var g = Generator(state: 7)
         var files = Self.fleet(&g)
         files[3].docs[0].target = 9
@@ -403,14 +449,65 @@ import Testing
             namespaces: ["team-a": diagnostics, "default": []], desired: [.init(file: 0, entry: 0), .init(file: 2, entry: 0)],
             memo: ApplyMemo(mark: "g:12", codeRoot: "/src", ownsExactly: true))
         #expect(stored.files.contains { !$0.record.diagnostics.isEmpty })
-        #expect(StoredManifestIndex.decode(stored.encoded()) == stored)
+        let store = InMemoryStateStore()
+        func held() throws -> StoredManifestIndex.Stored? {
+            try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: "s", reader) }
+        }
+        try store.write { writer throws(StoreError) in try stored.write(source: "s", previous: nil, writer) }
+        let first = try #require(try held())
+        #expect(first.index == stored)
+        #expect(first.chunks.reduce(0) { $0 + $1.count } == stored.files.count)
         var noMemo = stored
         noMemo.memo = nil
-        #expect(StoredManifestIndex.decode(noMemo.encoded()) == noMemo)
+        try store.write { writer throws(StoreError) in try noMemo.write(source: "s", previous: first, writer) }
+        let second = try #require(try held())
+        #expect(second.index == noMemo)
+        // Only the head changed: every chunk and every namespace's diagnostics are the ones
+        // written before.
+        #expect(second.chunks == first.chunks)
+        #expect(second.diagnostics == first.diagnostics && first.diagnostics.count == 2)
+        #expect(store.snapshot.manifestIndexes.count == 1 + Set(first.chunks.map(\.hash)).count + 2)
         // Anything else is not an index: the apply reads everything rather than trust it.
-        let bytes = stored.encoded()
-        #expect(StoredManifestIndex.decode(Array(bytes.dropLast())) == nil)
-        #expect(StoredManifestIndex.decode(bytes + [0]) == nil)
-        #expect(StoredManifestIndex.decode(Array("E\tAgent\tdefault\ta\th\t1\t0\n".utf8)) == nil)
+        let head = try #require(store.snapshot.manifestIndexes["s"])
+        for broken in [Array(head.dropLast()), head + [0], Array("E\tAgent\tdefault\ta\th\t1\t0\n".utf8)] {
+            try store.write { writer throws(StoreError) in try writer.putManifestIndex(source: "s", broken) }
+            #expect(try held() == nil)
+        }
+        try store.write { writer throws(StoreError) in try writer.putManifestIndex(source: "s", head) }
+        #expect(try held()?.index == noMemo)
+        // A chunk missing or damaged: nothing is trusted either.
+        let key = StoredManifestIndex.chunkKey(source: "s", hash: first.chunks[0].hash)
+        let chunk = try #require(store.snapshot.manifestIndexes[key])
+        try store.write { writer throws(StoreError) in try writer.putManifestIndex(source: "s", Array(chunk.dropLast())) }
+        #expect(try held() == nil)
+    }
+
+    /// A change to one file of many rewrites the head and that file's chunk, and drops
+    /// the chunk it replaced; dropping the index drops every chunk.
+    @Test func aChangedFileRewritesItsChunkOnly() throws {
+        let files = (0..<2_000).map { i in
+            StoredManifestIndex.File(
+                record: ManifestFileRecord(path: "fleet/f\(i).yaml", contentHash: "h\(i)", read: ReadManifests()),
+                stamp: FileStamp(size: 10, mtime: 1, ctime: 1, inode: Int64(i), device: 1), stampedAt: 5)
+        }
+        let index = StoredManifestIndex(files: files, namespaces: [:], desired: [], memo: nil)
+        let store = InMemoryStateStore()
+        func held() throws -> StoredManifestIndex.Stored {
+            try #require(try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: "s", reader) })
+        }
+        try store.write { writer throws(StoreError) in try index.write(source: "s", previous: nil, writer) }
+        let before = try held()
+        #expect(before.chunks.count > 10)
+        #expect(store.snapshot.manifestIndexes.count == 1 + Set(before.chunks.map(\.hash)).count)
+        var changed = index
+        changed.files[1_000].record.contentHash = "new"
+        changed.files.remove(at: 1_500)
+        try store.write { writer throws(StoreError) in try changed.write(source: "s", previous: before, writer) }
+        let after = try held()
+        #expect(after.index == changed)
+        #expect(Set(after.chunks.map(\.hash)).subtracting(before.chunks.map(\.hash)).count <= 2)
+        #expect(store.snapshot.manifestIndexes.count == 1 + Set(after.chunks.map(\.hash)).count)
+        try store.write { writer throws(StoreError) in try StoredManifestIndex.drop(source: "s", writer) }
+        #expect(store.snapshot.manifestIndexes.isEmpty)
     }
 }

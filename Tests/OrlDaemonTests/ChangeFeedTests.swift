@@ -1,4 +1,5 @@
 import Foundation
+import OrlController
 import OrlCore
 import OrlPostgres
 import OrlStore
@@ -120,6 +121,56 @@ extension ChangeFeedTests {
         } onCancel: {
             watching.cancel()
         }
+    }
+}
+
+/// The path from a commit to the agents: another connection commits, the feed's signal
+/// (inotify on the database's files) tells the feed, the feed tells the controller, and
+/// the controller starts the new agent, with every poll, safety look and resync an hour
+/// away: only events can bring the start about.
+@Suite struct WakePathTests {
+    @Test(.timeLimit(.minutes(1))) func aCommitStartsItsAgentWithoutWaitingForAPoll() async throws {
+        let state = try TemporaryState()
+        let writer = try SQLiteStateStore(directory: state.directory)
+        let now = Timestamp(milliseconds: 1_795_161_600_000)
+        try apply(fleet(["a"]), to: writer, at: now)
+
+        var configuration = Controller.Configuration(stateDirectory: state.directory)
+        configuration.pollInterval = .seconds(3600)
+        configuration.resyncInterval = .seconds(3600)
+        let events = EventLog()
+        let controller = Controller(
+            store: try SQLiteStateStore(directory: state.directory), runtime: FakeRuntime(announces: true), configuration: configuration,
+            log: { events.record($0) }, clock: { now })
+        let feedStore = try SQLiteStateStore(directory: state.directory)
+        // The feed tells every subscriber once when it has its baseline, its signal already
+        // listening: from then on no commit goes unseen.
+        let told = Counter()
+        let feed = ChangeFeed(
+            store: feedStore, interval: .seconds(3600), signal: SQLiteFileSignal(databasePath: feedStore.path),
+            safetyInterval: .seconds(3600),
+            subscribers: [
+                .init(topics: [.resources, .secrets]) {
+                    controller.inbox.post(.storeChanged)
+                    told.add()
+                }
+            ], log: { _ in })
+        let reconciling = Task { await controller.run() }
+        let watching = Task { await feed.watch() }
+        defer {
+            watching.cancel()
+            reconciling.cancel()
+        }
+        // The agent applied before is started by the controller's first pass; the feed
+        // is listening once it has told the controller to read.
+        await events.wait { $0.reason == .started && $0.resource?.name == "a" }
+        await told.wait(atLeast: 1)
+
+        try apply(fleet(["a", "b"]), to: writer, at: now)
+        await events.wait { $0.reason == .started && $0.resource?.name == "b" }
+        #expect(await feed.signalled)
+        controller.requestStop()
+        await reconciling.value
     }
 }
 

@@ -23,6 +23,12 @@ extension Located: Hashable where Value: Hashable {
 
 extension Located: Decodable where Value: Decodable {
     public init(from decoder: any Decoder) throws {
+        // The concrete type first: casting to a protocol looks the conformance up, a
+        // cost paid for every located field of every manifest.
+        if let decoder = decoder as? NodeDecoding {
+            self.init(try Value(from: decoder), at: decoder.node.location)
+            return
+        }
         guard let locating = decoder as? any LocatingDecoder else {
             throw DecodingError.typeMismatch(
                 Located.self,

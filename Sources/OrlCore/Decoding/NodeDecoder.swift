@@ -139,8 +139,28 @@ extension NodeDecoding: SingleValueDecodingContainer {
     func decode<T: Decodable>(_ type: T.Type) throws -> T {
         // Labels, annotations and headers are string maps on nearly every resource;
         // the generic Dictionary path decodes each entry through a keyed container.
-        if T.self == [String: String].self { return try decodeStringMap() as! T }
+        if T.self == [String: String].self { return unsafeBitCast(try decodeStringMap(), to: T.self) }
+        // The other common leaves and lists, read directly: through `T(from:)` each
+        // goes by an existential decoder, which this struct is too large to hold
+        // inline, so every value cost an allocation (and a conformance lookup).
+        if T.self == String.self { return unsafeBitCast(try decode(String.self), to: T.self) }
+        if T.self == Located<String>.self { return unsafeBitCast(Located(try decode(String.self), at: node.location), to: T.self) }
+        if T.self == [String].self { return unsafeBitCast(try decodeList { try $0.decode(String.self) }, to: T.self) }
+        if T.self == [Located<String>].self {
+            return unsafeBitCast(try decodeList { Located(try $0.decode(String.self), at: $0.node.location) }, to: T.self)
+        }
         return try T(from: self)
+    }
+
+    private func decodeList<Element>(_ element: (NodeDecoding) throws -> Element) throws -> [Element] {
+        guard let elements = node.elements else { throw mismatch("array") }
+        let path = self.path
+        var list: [Element] = []
+        list.reserveCapacity(elements.count)
+        for (index, node) in elements.enumerated() {
+            list.append(try element(NodeDecoding(node: node, parent: path, .index(index))))
+        }
+        return list
     }
 
     private func decodeStringMap() throws -> [String: String] {

@@ -106,6 +106,45 @@ public struct StoredManifestIndex: Sendable, Equatable {
         }
     }
 
+    /// Whether `desired` is this index's desired set, entry for entry (without making it).
+    public func desires(_ desired: [DesiredResource]) -> Bool {
+        guard self.desired.count == desired.count else { return false }
+        for (position, entry) in zip(self.desired, desired) {
+            let file = files[Int(position.file)]
+            guard file.path == entry.file, DesiredResource(file.record.entries[Int(position.entry)], file: file.path) == entry else {
+                return false
+            }
+        }
+        return true
+    }
+
+    /// Per entry of `desired`: whether this index desired the same resource with the same
+    /// hash and code. Both are in `Fleet` order, so one pass over the two answers it; an
+    /// entry out of that order is answered false (the plan then asks the store).
+    public func settled(_ desired: [DesiredResource]) -> [Bool] {
+        func rank(_ id: ResourceID) -> ResourceKind? { ResourceKind(rawValue: id.kind) }
+        func precedes(_ a: ResourceID, _ b: ResourceID) -> Bool {
+            guard let ka = rank(a), let kb = rank(b) else { return false }
+            return (ka, a.namespace, a.name) < (kb, b.namespace, b.name)
+        }
+        var settled = [Bool](repeating: false, count: desired.count)
+        var i = 0
+        for (k, entry) in desired.enumerated() {
+            while i < self.desired.count {
+                let position = self.desired[i]
+                let old = files[Int(position.file)].record.entries[Int(position.entry)]
+                if old.id == entry.id {
+                    settled[k] = old.manifestHash == entry.manifestHash && old.hasCode == entry.hasCode
+                    i += 1
+                    break
+                }
+                guard precedes(old.id, entry.id) else { break }
+                i += 1
+            }
+        }
+        return settled
+    }
+
     /// Positions of `desired` (as `IncrementalValidation` gives them) among `files`; nil
     /// when one is not there.
     public static func positions(of desired: [DesiredResource], in files: [File]) -> [Position]? {
@@ -123,11 +162,162 @@ public struct StoredManifestIndex: Sendable, Equatable {
 
     // MARK: - The stored form
 
-    static let magic: [UInt8] = Array("orl-index-2\n".utf8)
+    /// The head of an index: the memo, its chunks, where each namespace's diagnostics are
+    /// and the desired positions. The files are in chunks of their own (`Chunk`) and each
+    /// namespace's diagnostics in a blob of its own, both under the hash of their bytes, so
+    /// that an apply that changes a file writes the head, that file's chunk and its
+    /// namespaces' diagnostics, not every file's record and every namespace's findings.
+    static let magic: [UInt8] = Array("orl-index-4\n".utf8)
+    static let chunkMagic: [UInt8] = Array("orl-files-1\n".utf8)
+    static let diagnosticsMagic: [UInt8] = Array("orl-diagnostics-1\n".utf8)
 
-    public func encoded() -> [UInt8] {
+    /// A run of consecutive files stored under a key of its own: the hash of its bytes
+    /// (content-addressed, so a chunk that is written is never rewritten).
+    public struct Chunk: Sendable, Equatable {
+        public var hash: String
+        public var count: Int
+    }
+
+    /// An index as the state holds it: the index, and the chunks its files were read from.
+    public struct Stored: Sendable {
+        public var index: StoredManifestIndex
+        public var chunks: [Chunk]
+        /// The hash of each namespace's diagnostics.
+        public var diagnostics: [String: String] = [:]
+    }
+
+    /// Where the state keeps a chunk of `source`'s index: beside the head, under a name no
+    /// source has (sources hold no control characters).
+    public static func chunkKey(source: String, hash: String) -> String { source + "\u{1}files\u{1}" + hash }
+
+    /// The files' chunks: a chunk ends after a file whose path hashes to 0 modulo 64, so
+    /// that adding or removing a file moves the boundaries of its own chunk only (about
+    /// 64 files a chunk), or at 256 files.
+    static func chunkRanges(_ files: [File]) -> [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        var start = 0
+        for (i, file) in files.enumerated() {
+            if pathHash(file.record.path) % 64 == 0 || i + 1 - start == 256 {
+                ranges.append(start..<i + 1)
+                start = i + 1
+            }
+        }
+        if start < files.count { ranges.append(start..<files.count) }
+        return ranges
+    }
+
+    /// FNV-1a of a path's bytes: where chunks end, the same in every process.
+    static func pathHash(_ path: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        var path = path
+        path.withUTF8 { bytes in
+            for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        }
+        return hash
+    }
+
+    /// The index of `source` as the state holds it; nil when there is none, or it is not
+    /// one this version wrote (then everything is read again).
+    public static func read(source: String, _ reader: any StateReader) throws(StoreError) -> Stored? {
+        guard let head = try reader.manifestIndex(source: source) else { return nil }
+        guard let (partial, chunks, diagnostics) = decodeHead(head) else { return nil }
+        let names = diagnostics.keys.sorted()
+        let blobs = try reader.manifestIndexes(
+            sources: (chunks.map(\.hash) + names.map { diagnostics[$0]! }).map { chunkKey(source: source, hash: $0) })
+        var namespaces: [String: [Diagnostic]] = [:]
+        for (name, blob) in zip(names, blobs[chunks.count...]) {
+            guard let blob, let found = decodeDiagnostics(blob) else { return nil }
+            namespaces[name] = found
+        }
+        var files: [File] = []
+        files.reserveCapacity(chunks.reduce(0) { $0 + $1.count })
+        for (chunk, blob) in zip(chunks, blobs) {
+            guard let blob, let part = decodeChunk(blob), part.count == chunk.count else { return nil }
+            files += part
+        }
+        for position in partial.desired {
+            guard Int(position.file) < files.count, Int(position.entry) < files[Int(position.file)].record.entries.count else {
+                return nil
+            }
+        }
+        var index = partial
+        index.files = files
+        index.namespaces = namespaces
+        return Stored(index: index, chunks: chunks, diagnostics: diagnostics)
+    }
+
+    /// Writes this index as `source`'s: the head, and of its chunks those the state does
+    /// not hold already (a chunk whose files are those `previous` read is not encoded
+    /// again); the chunks the state's head named and this one does not are dropped. The
+    /// state's head is read again here, inside the write, so that an apply of the same
+    /// source in between leaves neither a chunk missing nor one behind.
+    public func write(source: String, previous: Stored?, _ writer: any StateWriter) throws(StoreError) {
+        let current = try writer.manifestIndex(source: source).flatMap(Self.decodeHead)
+        let stored = Set((current?.1 ?? []).map(\.hash)).union((current?.2 ?? [:]).values)
+        var known: [String: (chunk: Chunk, start: Int)] = [:]
+        if let previous {
+            var start = 0
+            for chunk in previous.chunks {
+                if stored.contains(chunk.hash) { known[previous.index.files[start].path] = (chunk, start) }
+                start += chunk.count
+            }
+        }
+        var chunks: [Chunk] = []
+        var written = Set<String>()
+        for range in Self.chunkRanges(files) {
+            if let previous, let old = known[files[range.lowerBound].path], old.chunk.count == range.count,
+                previous.index.files[old.start..<old.start + range.count].elementsEqual(files[range])
+            {
+                chunks.append(old.chunk)
+                continue
+            }
+            var out = ByteWriter()
+            out.bytes += Self.chunkMagic
+            out.int(range.count)
+            for file in files[range] { out.file(file) }
+            let hash = CanonicalJSON.bytesHash(out.bytes)
+            if !stored.contains(hash), written.insert(hash).inserted {
+                try writer.putManifestIndex(source: Self.chunkKey(source: source, hash: hash), out.bytes)
+            }
+            chunks.append(Chunk(hash: hash, count: range.count))
+        }
+        var diagnostics: [String: String] = [:]
+        for namespace in namespaces.keys.sorted() {
+            let found = namespaces[namespace]!
+            if let previous, let hash = previous.diagnostics[namespace], stored.contains(hash),
+                previous.index.namespaces[namespace] == found
+            {
+                diagnostics[namespace] = hash
+                continue
+            }
+            var out = ByteWriter()
+            out.bytes += Self.diagnosticsMagic
+            out.diagnostics(found)
+            let hash = CanonicalJSON.bytesHash(out.bytes)
+            if !stored.contains(hash), written.insert(hash).inserted {
+                try writer.putManifestIndex(source: Self.chunkKey(source: source, hash: hash), out.bytes)
+            }
+            diagnostics[namespace] = hash
+        }
+        try writer.putManifestIndex(source: source, head(chunks, diagnostics: diagnostics))
+        let used = Set(chunks.map(\.hash)).union(diagnostics.values)
+        for hash in stored where !used.contains(hash) {
+            try writer.putManifestIndex(source: Self.chunkKey(source: source, hash: hash), nil)
+        }
+    }
+
+    /// Drops the index of `source` and its chunks.
+    public static func drop(source: String, _ writer: any StateWriter) throws(StoreError) {
+        let current = try writer.manifestIndex(source: source).flatMap(decodeHead)
+        try writer.putManifestIndex(source: source, nil)
+        for hash in Set((current?.1 ?? []).map(\.hash)).union((current?.2 ?? [:]).values) {
+            try writer.putManifestIndex(source: chunkKey(source: source, hash: hash), nil)
+        }
+    }
+
+    func head(_ chunks: [Chunk], diagnostics: [String: String]) -> [UInt8] {
         var out = ByteWriter()
-        out.bytes.reserveCapacity(files.count * 256)
+        out.bytes.reserveCapacity(desired.count * 4 + chunks.count * 72 + 256)
         out.bytes += Self.magic
         if let memo {
             out.byte(1)
@@ -137,34 +327,15 @@ public struct StoredManifestIndex: Sendable, Equatable {
         } else {
             out.byte(0)
         }
-        out.int(files.count)
-        for file in files {
-            let record = file.record
-            out.string(record.path)
-            out.string(record.contentHash)
-            if let stamp = file.stamp {
-                out.byte(1)
-                for value in [stamp.size, stamp.mtime, stamp.ctime, stamp.inode, stamp.device, file.stampedAt] { out.int64(value) }
-            } else {
-                out.byte(0)
-            }
-            out.int(record.entries.count)
-            for entry in record.entries {
-                out.id(entry.id)
-                out.string(entry.manifestHash)
-                out.int(entry.line)
-                out.byte(entry.hasCode ? 1 : 0)
-            }
-            out.int(record.unreadable.count)
-            for id in record.unreadable { out.id(id) }
-            out.int(record.unidentified)
-            out.byte(record.spansFiles ? 1 : 0)
-            out.diagnostics(record.diagnostics)
+        out.int(chunks.count)
+        for chunk in chunks {
+            out.string(chunk.hash)
+            out.int(chunk.count)
         }
-        out.int(namespaces.count)
-        for namespace in namespaces.keys.sorted() {
+        out.int(diagnostics.count)
+        for namespace in diagnostics.keys.sorted() {
             out.string(namespace)
-            out.diagnostics(namespaces[namespace]!)
+            out.string(diagnostics[namespace]!)
         }
         out.int(desired.count)
         for position in desired {
@@ -174,11 +345,31 @@ public struct StoredManifestIndex: Sendable, Equatable {
         return out.bytes
     }
 
-    /// Nil when the bytes are not an index this version wrote: everything is read again.
-    public static func decode(_ bytes: [UInt8]) -> StoredManifestIndex? {
+    static func decodeDiagnostics(_ bytes: [UInt8]) -> [Diagnostic]? {
         bytes.withUnsafeBufferPointer { buffer in
             var reader = ByteReader(buffer)
-            return try? reader.index()
+            guard buffer.count >= diagnosticsMagic.count, buffer.prefix(diagnosticsMagic.count).elementsEqual(diagnosticsMagic) else {
+                return nil
+            }
+            reader.offset = diagnosticsMagic.count
+            guard let found = try? reader.diagnostics(), reader.offset == buffer.count else { return nil }
+            return found
+        }
+    }
+
+    /// The head: the index without its files and diagnostics, its chunks, and the hash of
+    /// each namespace's diagnostics.
+    static func decodeHead(_ bytes: [UInt8]) -> (StoredManifestIndex, [Chunk], [String: String])? {
+        bytes.withUnsafeBufferPointer { buffer in
+            var reader = ByteReader(buffer)
+            return try? reader.head()
+        }
+    }
+
+    static func decodeChunk(_ bytes: [UInt8]) -> [File]? {
+        bytes.withUnsafeBufferPointer { buffer in
+            var reader = ByteReader(buffer)
+            return try? reader.chunk()
         }
     }
 }
@@ -223,6 +414,30 @@ struct ByteWriter {
         string(id.kind)
         string(id.namespace)
         string(id.name)
+    }
+
+    mutating func file(_ file: StoredManifestIndex.File) {
+        let record = file.record
+        string(record.path)
+        string(record.contentHash)
+        if let stamp = file.stamp {
+            byte(1)
+            for value in [stamp.size, stamp.mtime, stamp.ctime, stamp.inode, stamp.device, file.stampedAt] { int64(value) }
+        } else {
+            byte(0)
+        }
+        int(record.entries.count)
+        for entry in record.entries {
+            id(entry.id)
+            string(entry.manifestHash)
+            int(entry.line)
+            byte(entry.hasCode ? 1 : 0)
+        }
+        int(record.unreadable.count)
+        for id in record.unreadable { self.id(id) }
+        int(record.unidentified)
+        byte(record.spansFiles ? 1 : 0)
+        diagnostics(record.diagnostics)
     }
 
     mutating func location(_ location: SourceLocation?) {
@@ -376,7 +591,7 @@ struct ByteReader {
         return out
     }
 
-    mutating func index() throws(Malformed) -> StoredManifestIndex {
+    mutating func head() throws(Malformed) -> (StoredManifestIndex, [StoredManifestIndex.Chunk], [String: String]) {
         let magic = StoredManifestIndex.magic
         guard buffer.count >= magic.count, buffer.prefix(magic.count).elementsEqual(magic) else { throw Malformed() }
         offset = magic.count
@@ -384,43 +599,20 @@ struct ByteReader {
         if try bool() {
             memo = ApplyMemo(mark: try string(), codeRoot: try optionalString(), ownsExactly: try bool())
         }
-        let fileCount = try count()
-        var files: [StoredManifestIndex.File] = []
-        files.reserveCapacity(fileCount)
-        for _ in 0..<fileCount {
-            let path = try string()
-            let contentHash = try string()
-            var stamp: FileStamp?
-            var stampedAt: Int64 = 0
-            if try bool() {
-                stamp = FileStamp(size: try int64(), mtime: try int64(), ctime: try int64(), inode: try int64(), device: try int64())
-                stampedAt = try int64()
-            }
-            let entryCount = try count()
-            var entries: [ManifestFileRecord.Entry] = []
-            entries.reserveCapacity(entryCount)
-            for _ in 0..<entryCount {
-                entries.append(
-                    ManifestFileRecord.Entry(id: try id(), manifestHash: try string(), line: try int(), hasCode: try bool()))
-            }
-            let unreadableCount = try count()
-            var unreadable: [ResourceID] = []
-            for _ in 0..<unreadableCount { unreadable.append(try id()) }
-            let unidentified = try int()
-            let spansFiles = try bool()
-            let diagnostics = try diagnostics()
-            files.append(
-                StoredManifestIndex.File(
-                    record: ManifestFileRecord(
-                        path: path, contentHash: contentHash, entries: entries, unreadable: unreadable, unidentified: unidentified,
-                        diagnostics: diagnostics, spansFiles: spansFiles),
-                    stamp: stamp, stampedAt: stampedAt))
+        let chunkCount = try count()
+        var chunks: [StoredManifestIndex.Chunk] = []
+        chunks.reserveCapacity(chunkCount)
+        for _ in 0..<chunkCount {
+            let hash = try string()
+            let files = try int()
+            guard files > 0 else { throw Malformed() }
+            chunks.append(StoredManifestIndex.Chunk(hash: hash, count: files))
         }
         let namespaceCount = try count()
-        var namespaces: [String: [Diagnostic]] = [:]
+        var namespaces: [String: String] = [:]
         for _ in 0..<namespaceCount {
             let name = try string()
-            namespaces[name] = try diagnostics()
+            namespaces[name] = try string()
         }
         let desiredCount = try count()
         var desired: [StoredManifestIndex.Position] = []
@@ -428,10 +620,50 @@ struct ByteReader {
         for _ in 0..<desiredCount {
             let file = try int()
             let entry = try int()
-            guard file >= 0, file < files.count, entry >= 0, entry < files[file].record.entries.count else { throw Malformed() }
+            guard file >= 0, file <= Int32.max, entry >= 0, entry <= Int32.max else { throw Malformed() }
             desired.append(StoredManifestIndex.Position(file: Int32(file), entry: Int32(entry)))
         }
         guard offset == buffer.count else { throw Malformed() }
-        return StoredManifestIndex(files: files, namespaces: namespaces, desired: desired, memo: memo)
+        return (StoredManifestIndex(files: [], namespaces: [:], desired: desired, memo: memo), chunks, namespaces)
+    }
+
+    mutating func chunk() throws(Malformed) -> [StoredManifestIndex.File] {
+        let magic = StoredManifestIndex.chunkMagic
+        guard buffer.count >= magic.count, buffer.prefix(magic.count).elementsEqual(magic) else { throw Malformed() }
+        offset = magic.count
+        let fileCount = try count()
+        var files: [StoredManifestIndex.File] = []
+        files.reserveCapacity(fileCount)
+        for _ in 0..<fileCount { files.append(try file()) }
+        guard offset == buffer.count else { throw Malformed() }
+        return files
+    }
+
+    mutating func file() throws(Malformed) -> StoredManifestIndex.File {
+        let path = try string()
+        let contentHash = try string()
+        var stamp: FileStamp?
+        var stampedAt: Int64 = 0
+        if try bool() {
+            stamp = FileStamp(size: try int64(), mtime: try int64(), ctime: try int64(), inode: try int64(), device: try int64())
+            stampedAt = try int64()
+        }
+        let entryCount = try count()
+        var entries: [ManifestFileRecord.Entry] = []
+        entries.reserveCapacity(entryCount)
+        for _ in 0..<entryCount {
+            entries.append(ManifestFileRecord.Entry(id: try id(), manifestHash: try string(), line: try int(), hasCode: try bool()))
+        }
+        let unreadableCount = try count()
+        var unreadable: [ResourceID] = []
+        for _ in 0..<unreadableCount { unreadable.append(try id()) }
+        let unidentified = try int()
+        let spansFiles = try bool()
+        let diagnostics = try diagnostics()
+        return StoredManifestIndex.File(
+            record: ManifestFileRecord(
+                path: path, contentHash: contentHash, entries: entries, unreadable: unreadable, unidentified: unidentified,
+                diagnostics: diagnostics, spansFiles: spansFiles),
+            stamp: stamp, stampedAt: stampedAt)
     }
 }

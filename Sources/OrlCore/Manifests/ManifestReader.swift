@@ -157,10 +157,8 @@ public struct ManifestReader: Sendable {
         }
 
         do {
-            let resource = try Self.decode(root, kind: kind, file: document.file, documentIndex: document.index)
-            // MCP pins are matched against the whole document (`McpLock`).
-            guard !keepsDocuments, resource.tool?.type != .mcp else { return (resource, []) }
-            return (resource.withDocument(Resource.skeleton(of: root)), [])
+            let resource = try Self.decode(root, kind: kind, file: document.file, documentIndex: document.index, compact: !keepsDocuments)
+            return (resource, [])
         } catch {
             // The schema accepted what the model cannot read: a defect in orl, reported
             // where it happened rather than hidden.
@@ -178,7 +176,11 @@ public struct ManifestReader: Sendable {
     /// The resource a document that passed its kind's schema decodes to. Also how a kept
     /// document (`ResourceSnapshot`, already checked when its file was read) becomes a
     /// resource again without its file being parsed or checked a second time.
-    static func decode(_ root: Node, kind: ResourceKind, file: String, documentIndex: Int) throws(NodeDecodingError) -> Resource {
+    /// With `compact`, the resource keeps only the skeleton of its document (see
+    /// `ManifestReader.keepsDocuments`).
+    static func decode(_ root: Node, kind: ResourceKind, file: String, documentIndex: Int, compact: Bool = false) throws(NodeDecodingError)
+        -> Resource
+    {
         guard let metadataNode = root["metadata"], let specNode = root["spec"] else {
             throw NodeDecodingError(message: "expected metadata and spec", location: root.location, path: ValuePath([]))
         }
@@ -194,7 +196,10 @@ public struct ManifestReader: Sendable {
             case .workflow: .workflow(try NodeDecoder.decode(WorkflowSpec.self, from: specNode, at: specPath))
             case .alert: .alert(try NodeDecoder.decode(AlertSpec.self, from: specNode, at: specPath))
             }
-        return Resource(metadata: metadata, spec: spec, document: root, file: file, documentIndex: documentIndex)
+        // MCP pins are matched against the whole document (`McpLock`).
+        var isMcp: Bool { if case .tool(let tool) = spec { tool.type == .mcp } else { false } }
+        let document = compact && !isMcp ? Resource.skeleton(of: root) : root
+        return Resource(metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex)
     }
 
     private static let kindList = ResourceKind.allCases.map(\.rawValue).joined(separator: ", ")

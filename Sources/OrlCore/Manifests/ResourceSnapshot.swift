@@ -32,6 +32,98 @@ public enum ResourceSnapshot {
     /// Deeper than any manifest the YAML reader accepts; a deeper one is not ours.
     static let maxDepth = 1_000
 
+    // MARK: - Chunks
+
+    /// A namespace's snapshot is a head naming chunks, each the kept resources of a run of
+    /// files (as `encode` writes them) under a key of its own: the hash of what the chunk
+    /// was read from (paths, content hashes, documents), so that a change writes the chunk
+    /// of its file and the head, not the namespace's every document.
+    static let headMagic: [UInt8] = Array("orl-kept-head-1\n".utf8)
+
+    public static func chunkKey(source: String, namespace: String, hash: String) -> String {
+        key(source: source, namespace: namespace) + "\u{1}" + hash
+    }
+
+    /// The resources in runs of whole files: a run ends after a file whose path hashes to
+    /// 0 modulo 16 (about 16 files a run), so an added or removed file moves only its own.
+    static func runs(_ resources: [Kept]) -> [ArraySlice<Kept>] {
+        var runs: [ArraySlice<Kept>] = []
+        var start = 0
+        for i in resources.indices {
+            let file = resources[i].resource.file
+            let last = i + 1 == resources.count || resources[i + 1].resource.file != file
+            if last && (StoredManifestIndex.pathHash(file) % 16 == 0 || i + 1 == resources.count) {
+                runs.append(resources[start..<i + 1])
+                start = i + 1
+            }
+        }
+        return runs
+    }
+
+    /// What a run's encoded form follows from: its files' paths and content hashes and
+    /// which documents of them it holds, with the format's version.
+    static func identity(_ run: ArraySlice<Kept>) -> String {
+        var out = ByteWriter()
+        out.bytes += magic
+        for entry in run {
+            out.string(entry.resource.file)
+            out.string(entry.contentHash)
+            out.int(entry.resource.documentIndex)
+            out.string(entry.resource.kind.rawValue)
+        }
+        return CanonicalJSON.bytesHash(out.bytes)
+    }
+
+    /// Writes `resources` as what the state keeps of `namespace` for `source` (nothing
+    /// when empty): the chunks the state does not hold yet, the head, and drops the chunks
+    /// the state's head named and this one does not.
+    public static func write(_ resources: [Kept], source: String, namespace: String, _ writer: any StateWriter) throws(StoreError) {
+        let headKey = key(source: source, namespace: namespace)
+        let current = try writer.manifestIndex(source: headKey).flatMap(decodeHead) ?? []
+        let stored = Set(current)
+        var hashes: [String] = []
+        var written = Set<String>()
+        for run in runs(resources) {
+            let hash = identity(run)
+            hashes.append(hash)
+            if !stored.contains(hash), written.insert(hash).inserted {
+                try writer.putManifestIndex(source: chunkKey(source: source, namespace: namespace, hash: hash), encode(Array(run)))
+            }
+        }
+        if hashes.isEmpty {
+            try writer.putManifestIndex(source: headKey, nil)
+        } else {
+            var head = ByteWriter()
+            head.bytes += headMagic
+            head.int(hashes.count)
+            for hash in hashes { head.string(hash) }
+            try writer.putManifestIndex(source: headKey, head.bytes)
+        }
+        let used = Set(hashes)
+        for hash in stored where !used.contains(hash) {
+            try writer.putManifestIndex(source: chunkKey(source: source, namespace: namespace, hash: hash), nil)
+        }
+    }
+
+    /// The keys of the chunks a head names, in order; nil when the bytes are not a head.
+    public static func decodeHead(_ bytes: [UInt8]) -> [String]? {
+        bytes.withUnsafeBufferPointer { buffer -> [String]? in
+            guard buffer.count >= headMagic.count, buffer.prefix(headMagic.count).elementsEqual(headMagic) else { return nil }
+            var reader = ByteReader(buffer)
+            reader.offset = headMagic.count
+            do throws(ByteReader.Malformed) {
+                let count = try reader.count()
+                var hashes: [String] = []
+                hashes.reserveCapacity(count)
+                for _ in 0..<count { hashes.append(try reader.string()) }
+                guard reader.offset == buffer.count else { return nil }
+                return hashes
+            } catch {
+                return nil
+            }
+        }
+    }
+
     public static func encode(_ resources: [Kept]) -> [UInt8] {
         // A document whose positions name another file (none the readers make) is left
         // out: its file is then read again rather than misplaced.
@@ -92,7 +184,7 @@ public enum ResourceSnapshot {
                     let contentHash = try reader.string()
                     let documentIndex = try reader.int()
                     guard let kind = ResourceKind(rawValue: try reader.string()) else { throw ByteReader.Malformed() }
-                    let document = try reader.node(file: file, depth: 0)
+                    let document = try reader.node(at: .file(file), depth: 0)
                     guard reader.offset == bodyStart + (i + 1 < count ? offsets[i + 1] : bodyCount) else { return nil }
                     if let resource = try? ManifestReader.decode(document, kind: kind, file: file, documentIndex: documentIndex) {
                         out.append(Kept(contentHash: contentHash, resource: resource))
@@ -156,7 +248,7 @@ extension ByteWriter {
 }
 
 extension ByteReader {
-    mutating func node(file: String, depth: Int) throws(Malformed) -> Node {
+    mutating func node(at origin: SourceLocation, depth: Int) throws(Malformed) -> Node {
         guard depth < ResourceSnapshot.maxDepth else { throw Malformed() }
         let value: Node.Value
         switch try byte() {
@@ -172,7 +264,7 @@ extension ByteReader {
             let n = try count()
             var elements: [Node] = []
             elements.reserveCapacity(n)
-            for _ in 0..<n { elements.append(try node(file: file, depth: depth + 1)) }
+            for _ in 0..<n { elements.append(try node(at: origin, depth: depth + 1)) }
             value = .array(elements)
         case 7:
             let n = try count()
@@ -180,12 +272,12 @@ extension ByteReader {
             members.reserveCapacity(n)
             for _ in 0..<n {
                 let key = try string()
-                let keyLocation = SourceLocation(file: file, line: try int(), column: try int())
-                members.append(Node.Member(key: key, keyLocation: keyLocation, value: try node(file: file, depth: depth + 1)))
+                let keyLocation = origin.at(line: try int(), column: try int())
+                members.append(Node.Member(key: key, keyLocation: keyLocation, value: try node(at: origin, depth: depth + 1)))
             }
             value = .object(members)
         default: throw Malformed()
         }
-        return Node(value, at: SourceLocation(file: file, line: try int(), column: try int()))
+        return Node(value, at: origin.at(line: try int(), column: try int()))
     }
 }

@@ -216,6 +216,9 @@ public protocol StateReader: AppliedResources {
     /// What the last apply of `source` read, as it wrote it (`StoredManifestIndex`, an
     /// opaque blob to the store); nil when none is kept.
     func manifestIndex(source: String) throws(StoreError) -> [UInt8]?
+    /// `manifestIndex(source:)` of each, in order: the chunks of an index in one round
+    /// trip where the store is a server. The default asks one by one.
+    func manifestIndexes(sources: [String]) throws(StoreError) -> [[UInt8]?]
     /// Changes whenever what the source's resources are changes (one written, taken over
     /// or deleted; a store may move it for any write): what an apply keeps (`ApplyMemo`)
     /// to know, at the next, that the resources it wrote are still as it left them. The
@@ -267,6 +270,13 @@ public protocol StateStore: Sendable {
 }
 
 extension StateReader {
+    public func manifestIndexes(sources: [String]) throws(StoreError) -> [[UInt8]?] {
+        var out: [[UInt8]?] = []
+        out.reserveCapacity(sources.count)
+        for source in sources { out.append(try manifestIndex(source: source)) }
+        return out
+    }
+
     public func changeMark(source: String) throws(StoreError) -> String { "f:" + (try fingerprint(source: source)) }
 
     public func fingerprint(source: String) throws(StoreError) -> String {

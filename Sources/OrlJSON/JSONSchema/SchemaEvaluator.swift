@@ -90,10 +90,15 @@ struct SchemaEvaluator {
 
         var local: Annotations? = annotations != nil || schemas[id].usesAnnotations ? Annotations() : nil
         var valid = true
-        for keyword in keywords where !apply(keyword, of: id, to: instance, &local) {
-            valid = false
-            if !reporting { return false }
+        // Through the buffer, so that each keyword is borrowed rather than copied (a
+        // copy retains every operand it holds, at every node of every document).
+        keywords.withUnsafeBufferPointer { list in
+            for index in list.indices where !apply(list[index], of: id, to: instance, &local) {
+                valid = false
+                if !reporting { return }
+            }
         }
+        if !valid && !reporting { return false }
         if let local, annotations != nil, valid || reporting {
             annotations!.formUnion(local)
         }

@@ -5,10 +5,13 @@
 /// decoding into resources, analysis) reads it, so every diagnostic can point at a
 /// file, line and column.
 public struct Node: Sendable {
-    public indirect enum Value: Sendable {
+    /// Not `indirect`: arrays and members already live on the heap, and a box per
+    /// value was one more allocation per node. Only the rare, wide number is boxed, so
+    /// that a value stays as small as a string.
+    public enum Value: Sendable {
         case null
         case bool(Bool)
-        case number(Number)
+        indirect case number(Number)
         case string(String)
         case array([Node])
         case object([Member])
