@@ -199,6 +199,10 @@ import Testing
         var snapshots: [String: [UInt8]] = [:]
         var keptIndex: ManifestIndex?
         var keptRuns = 0
+        // The index as the loader holds it (files in order, desired positions), for the
+        // by-position path of a re-apply whose files are the previous ones.
+        var stored: StoredManifestIndex?
+        var alignedRuns = 0
         for step in 0..<40 {
             if step > 0 { Self.edit(&files, &g, serial: &serial) }
             let strict = g.below(5) == 0
@@ -226,6 +230,32 @@ import Testing
                 for (namespace, resources) in withKept.checked { snapshots[namespace] = ResourceSnapshot.encode(resources) }
             }
             keptIndex = withKept.index
+
+            if let previous = stored, previous.files.map(\.path) == hashed.map(\.path) {
+                let changed = hashed.indices.filter { hashed[$0].contentHash != previous.files[$0].record.contentHash }
+                if let aligned = IncrementalValidation.validate(
+                    aligned: hashed, changed: changed, previous: previous, strict: strict,
+                    kept: { namespaces in namespaces.flatMap { saved[$0].flatMap(ResourceSnapshot.decode) ?? [] } },
+                    read: { Self.read(current, $0) })
+                {
+                    alignedRuns += 1
+                    let outcome = aligned.outcome
+                    #expect(outcome.report.diagnostics == full.diagnostics, "aligned: seed \(seed) step \(step)")
+                    #expect(outcome.report.resourceCount == full.resourceCount, "aligned: seed \(seed) step \(step)")
+                    #expect(outcome.desired == full.fleet.resources.map(DesiredResource.init), "aligned: seed \(seed) step \(step)")
+                    #expect(aligned.next.index == fullOutcome.index, "aligned: seed \(seed) step \(step)")
+                    #expect(aligned.next.desired == StoredManifestIndex.positions(of: outcome.desired, in: aligned.next.files))
+                    #expect(aligned.settled == previous.settled(outcome.desired), "aligned: seed \(seed) step \(step)")
+                    #expect(aligned.sameDesired == previous.desires(outcome.desired), "aligned: seed \(seed) step \(step)")
+                    #expect(Set(outcome.read.keys) == Set(withKept.read.keys), "aligned: seed \(seed) step \(step)")
+                    #expect(Set(outcome.checked.keys) == Set(withKept.checked.keys), "aligned: seed \(seed) step \(step)")
+                }
+            }
+            stored = withKept.index.flatMap { index -> StoredManifestIndex? in
+                let files = hashed.map { StoredManifestIndex.File(record: index.files[$0.path]!, stamp: nil, stampedAt: 0) }
+                guard let positions = StoredManifestIndex.positions(of: withKept.desired, in: files) else { return nil }
+                return StoredManifestIndex(files: files, namespaces: index.namespaces, desired: positions, memo: nil)
+            }
 
             #expect(incremental.report.diagnostics == full.diagnostics, "seed \(seed) step \(step)")
             #expect(incremental.report.resourceCount == full.resourceCount, "seed \(seed) step \(step)")
@@ -257,6 +287,7 @@ import Testing
         // The property says something only if most rounds took the incremental path.
         #expect(incrementalRuns > 12, "only \(incrementalRuns) incremental rounds")
         #expect(keptRuns > 8, "only \(keptRuns) rounds took unchanged files from the snapshots")
+        #expect(alignedRuns > 8, "only \(alignedRuns) rounds took the by-position path")
     }
 
     /// Edits whose verdicts land on resources in other, unchanged files: the checks over
@@ -304,6 +335,27 @@ import Testing
         #expect(changed.report.diagnostics != first.report.diagnostics, "the edit changed no verdict")
         #expect(changed.desired == full.fleet.resources.map(DesiredResource.init))
         #expect(Set(changed.checked.keys) == ["team-a"])
+
+        // By position, when the files are the previous ones (every edit but the removal).
+        guard edit != "tool", let index = first.index else { return }
+        let before = files.map { $0.path }
+        let stored = StoredManifestIndex(
+            files: before.map { StoredManifestIndex.File(record: index.files[$0]!, stamp: nil, stampedAt: 0) },
+            namespaces: index.namespaces,
+            desired: StoredManifestIndex.positions(
+                of: first.desired,
+                in: before.map {
+                    StoredManifestIndex.File(record: index.files[$0]!, stamp: nil, stampedAt: 0)
+                })!, memo: nil)
+        let now = hashes()
+        let aligned = IncrementalValidation.validate(
+            aligned: now, changed: now.indices.filter { now[$0].contentHash != stored.files[$0].record.contentHash }, previous: stored,
+            strict: false, kept: { namespaces in namespaces.flatMap { saved[$0].flatMap(ResourceSnapshot.decode) ?? [] } },
+            read: { Self.read(files, $0) })
+        #expect(aligned?.outcome.parsed == changedPaths)
+        #expect(aligned?.outcome.report.diagnostics == full.diagnostics)
+        #expect(aligned?.outcome.desired == full.fleet.resources.map(DesiredResource.init))
+        #expect(aligned?.next.index == changed.index)
     }
 
     @Test func snapshotsRoundTripEveryNodeAndPosition() throws {
