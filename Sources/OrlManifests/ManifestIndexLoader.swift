@@ -109,7 +109,8 @@ public struct ManifestIndexLoader: Sendable {
             else { return nil }
             memoHeld = true
             let desired = outcome.desired
-            let owned = memo.ownsExactly ? previous.desiredResources().map(\.id) : nil
+            let owned =
+                memo.ownsExactly ? previous.desired.map { previous.files[Int($0.file)].record.entries[Int($0.entry)].id } : nil
             if sameDesired { return PlanShortcut(settled: [Bool](repeating: true, count: desired.count), owned: owned) }
             return PlanShortcut(settled: settled ?? previous.settled(desired), owned: owned)
         }

@@ -19,6 +19,8 @@ import Testing
         var usd = 25
         var schemaError = false
         var cycle = false
+        /// A Policy's label selector (`team: tN`), besides the agent it names.
+        var selector: Int?
     }
 
     struct File {
@@ -89,6 +91,7 @@ import Testing
             text += """
                   appliesTo:
                     agents: [agent-\(doc.target)]
+                \(doc.selector.map { "    selector: {matchLabels: {team: t\($0)}}\n" } ?? "")\
                   allow:
                     tools: [tool-\(doc.target)]
                     models: [provider-\(doc.target)/*]
@@ -292,7 +295,7 @@ import Testing
 
     /// Edits whose verdicts land on resources in other, unchanged files: the checks over
     /// kept resources give what reading everything gives, and only the changed file is parsed.
-    @Test(arguments: ["policy", "tool", "budget", "workflow", "provider"])
+    @Test(arguments: ["policy", "tool", "budget", "workflow", "provider", "policySelector", "toolRename"])
     func changesThatMoveVerdictsElsewhereReadOnlyTheChangedFile(edit: String) {
         var g = Generator(state: 11)
         var files = Self.fleet(&g)
@@ -304,7 +307,7 @@ import Testing
         for (namespace, resources) in first.checked { snapshots[namespace] = ResourceSnapshot.encode(resources) }
         #expect(Set(snapshots.keys) == Set(Self.namespaces))
 
-        let kind = ["provider": 0, "tool": 1, "policy": 3, "budget": 4, "workflow": 5][edit]!
+        let kind = ["provider": 0, "tool": 1, "policy": 3, "budget": 4, "workflow": 5, "policySelector": 3, "toolRename": 1][edit]!
         let at = files.firstIndex { $0.docs[0].kind == kind && $0.docs[0].namespace == "team-a" }!
         var changedPaths = [files[at].path]
         switch edit {
@@ -316,6 +319,12 @@ import Testing
         case "budget": files[at].docs[0].target += 1
         // The workflow runs another agent, with another tool.
         case "workflow": files[at].docs[0].target += 2
+        // The Policy also selects agents by label: those of another label class than the
+        // agent it names now have its rules (and their verdicts cite it).
+        case "policySelector": files[at].docs[0].selector = (files[at].docs[0].target + 1) % 3
+        // The Tool is renamed: the agent that declares it and the workflow step that uses
+        // it name nothing.
+        case "toolRename": files[at].docs[0].group += 3
         // The provider is renamed: agents' models name nothing.
         default: files[at].docs[0].group += 3
         }
