@@ -19,7 +19,10 @@ public final class GitManifests {
     /// files are taken from it, otherwise from what the state kept of them.
     private var cacheComplete = false
     /// What the last read checked, so that the next checks only the namespaces its
-    /// changed files touch.
+    /// changed files touch: in the state's form (files in tree order), which a commit
+    /// keeping the same paths is checked against by position, and, when the last read
+    /// made it, by path (`IncrementalValidation.validate(files:...)` takes that form).
+    private var last: StoredManifestIndex?
     private var index: ManifestIndex?
     /// Files parsed by the last `read`, for figures: the others came from the cache.
     public private(set) var lastParsed = 0
@@ -68,56 +71,79 @@ public final class GitManifests {
     ) throws(GitError) -> Loaded {
         let files = try repository.files(
             of: commit, under: directory, extensions: ManifestParsing.extensions, missingIsEmpty: missingIsEmpty)
-        var previous = full ? nil : index
         var complete = cacheComplete
-        if previous == nil, !full, let stored {
-            previous = stored.index
+        var previousStored = full ? nil : last
+        var previousIndex = full || last == nil ? nil : index
+        if previousStored == nil, !full, let stored {
+            previousStored = stored
+            previousIndex = nil
             complete = false
         }
         let parsing = self.parsing
         var failure: GitError?
         var parsedNow: [Int: ReadManifests] = [:]
-        let outcome = IncrementalValidation.validate(
-            files: files.map { (path: $0.path, contentHash: $0.blob.hex) }, previous: previous, strict: false,
-            kept: { namespaces in complete ? [] : kept(namespaces) },
-            read: { positions in
-                var parts = [ReadManifests?](repeating: nil, count: positions.count)
-                var missing: [(slot: Int, file: ManifestFile)] = []
-                for (slot, position) in positions.enumerated() {
-                    let file = files[position]
-                    if let again = parsedNow[position] {
-                        parts[slot] = again
-                        continue
-                    }
-                    if let hit = self.cache[file.path], hit.blob == file.blob {
-                        parts[slot] = hit.read
-                        continue
-                    }
-                    // Blobs are read here, one at a time: the repository is not for two threads.
-                    do throws(GitError) {
-                        let (bytes, oversized) = try repository.blob(file.blob, maxBytes: parsing.maxFileBytes)
-                        missing.append((slot, ManifestFile(path: file.path, bytes: bytes, oversizedBy: oversized)))
-                    } catch {
-                        failure = failure ?? error
-                        parts[slot] = ReadManifests()
-                    }
+        let hashed = files.map { (path: $0.path, contentHash: $0.blob.hex) }
+        let read: ([Int]) -> [ReadManifests] = { positions in
+            var parts = [ReadManifests?](repeating: nil, count: positions.count)
+            var missing: [(slot: Int, file: ManifestFile)] = []
+            for (slot, position) in positions.enumerated() {
+                let file = files[position]
+                if let again = parsedNow[position] {
+                    parts[slot] = again
+                    continue
                 }
-                // Parsed files stay in the cache for the next loads, so each resource's
-                // canonical form is computed once here, on every core, not in every plan.
-                let toParse = missing.map(\.file)
-                let parsed = ManifestParsing.parallelMap(toParse.count) { index in
-                    var read = parsing.read(toParse[index])
-                    read.resources = read.resources.map { $0.withCanonicalForm() }
-                    return read
+                if let hit = self.cache[file.path], hit.blob == file.blob {
+                    parts[slot] = hit.read
+                    continue
                 }
-                for (slot, read) in zip(missing, parsed) {
-                    parts[slot.slot] = read
-                    parsedNow[positions[slot.slot]] = read
+                // Blobs are read here, one at a time: the repository is not for two threads.
+                do throws(GitError) {
+                    let (bytes, oversized) = try repository.blob(file.blob, maxBytes: parsing.maxFileBytes)
+                    missing.append((slot, ManifestFile(path: file.path, bytes: bytes, oversizedBy: oversized)))
+                } catch {
+                    failure = failure ?? error
+                    parts[slot] = ReadManifests()
                 }
-                return parts.map { $0! }
-            })
+            }
+            // Parsed files stay in the cache for the next loads, so each resource's
+            // canonical form is computed once here, on every core, not in every plan.
+            let toParse = missing.map(\.file)
+            let parsed = ManifestParsing.parallelMap(toParse.count) { index in
+                var read = parsing.read(toParse[index])
+                read.resources = read.resources.map { $0.withCanonicalForm() }
+                return read
+            }
+            for (slot, read) in zip(missing, parsed) {
+                parts[slot.slot] = read
+                parsedNow[positions[slot.slot]] = read
+            }
+            return parts.map { $0! }
+        }
+        let keptNow: (Set<String>) -> [ResourceSnapshot.Kept] = { namespaces in complete ? [] : kept(namespaces) }
+        // The common commit keeps every path where it was (files edited, none added,
+        // removed or renamed): checked by position against the last index, which then
+        // stands for the next one as it is, without a dictionary of the fleet by path or
+        // the desired positions found again.
+        var aligned: IncrementalValidation.Aligned?
+        if let previousStored, previousStored.files.count == files.count,
+            zip(files, previousStored.files).allSatisfy({ $0.path == $1.path })
+        {
+            let changed = hashed.indices.filter { hashed[$0].contentHash != previousStored.files[$0].record.contentHash }
+            aligned = IncrementalValidation.validate(
+                aligned: hashed, changed: changed, previous: previousStored, strict: false, kept: keptNow, read: read)
+        }
+        let outcome: IncrementalValidation.Outcome
+        let nextIndex: StoredManifestIndex?
+        if let aligned {
+            outcome = aligned.outcome
+            nextIndex = aligned.next
+        } else {
+            outcome = IncrementalValidation.validate(
+                files: hashed, previous: previousIndex ?? previousStored?.index, strict: false, kept: keptNow, read: read)
+            nextIndex = outcome.index.flatMap { Self.stored($0, files: files, desired: outcome.desired) }
+        }
         if let failure { throw failure }
-        if outcome.full || previous == nil {
+        if outcome.full || previousStored == nil {
             // Everything was read: the cache is this tree's files.
             var next: [String: Parsed] = [:]
             next.reserveCapacity(files.count)
@@ -140,10 +166,13 @@ public final class GitManifests {
             }
         }
         lastParsed = parsedNow.count
-        index = outcome.index
-        if index == nil { cacheComplete = false }
-        let next = outcome.index.flatMap { Self.stored($0, files: files, desired: outcome.desired) }
-        return Loaded(commit: commit, files: files, outcome: outcome, next: next)
+        index = aligned == nil ? outcome.index : nil
+        last = nextIndex
+        if nextIndex == nil {
+            index = nil
+            cacheComplete = false
+        }
+        return Loaded(commit: commit, files: files, outcome: outcome, next: nextIndex)
     }
 
     /// `index` as the state keeps it: its records in the order of `files`.
