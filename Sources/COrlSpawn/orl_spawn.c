@@ -708,10 +708,10 @@ static void sandbox_init(const struct child_args *args, int report_fd) {
     struct program_start start = {.args = args, .report_fd = report_fd};
     pid_t program = clone(program_entry, args->program_stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
     if (program < 0) report_and_exit(report_fd, ORL_SPAWN_INIT);
-    // The program has called execve, or has failed and said why on the report socket.
+    // The program has called execve, or has failed and said why on the report socket;
+    // either way it is reaped below, its status written (a quick program may even
+    // have ended already: it waits as a zombie).
     int status;
-    if ((pid_t)syscall(SYS_wait4, program, &status, WNOHANG, NULL) == program) _exit(127);
-
     if (args->init_exe >= 0) become_init_image(args, report_fd);
 
     // A copy of the controller (forked) serves as the init.

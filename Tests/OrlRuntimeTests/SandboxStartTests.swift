@@ -48,12 +48,20 @@ import Testing
         }
     }
 
+    /// Also for a program that ends at once (before its init has become the image).
     @Test func theProgramsExitCodeIsTheSandboxs() async throws {
         try await withTemporaryDirectory { directory in
             let agent = try sandboxed("echo ready; exit 3", in: directory)
             let process = try runtime.start(agent)
             #expect(await eventually(within: .seconds(20)) { runtime.exitStatus(process) != nil })
             #expect(runtime.exitStatus(process) == .exited(code: 3))
+            var quick = try sandboxed("", in: directory)
+            (quick.command, quick.arguments) = ("/bin/false", [])
+            for _ in 0..<5 {
+                let process = try runtime.start(quick)
+                #expect(await eventually(within: .seconds(20)) { runtime.exitStatus(process) != nil })
+                #expect(runtime.exitStatus(process) == .exited(code: 1))
+            }
         }
     }
 
