@@ -157,7 +157,8 @@ let package = Package(
                 "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlPostgres", "OrlGit", "OrlManifests", "OrlServer", "OrlRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: strictness
         ),
@@ -177,6 +178,7 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             ],
             exclude: ["Fixtures", "stdio_server.py"],
             swiftSettings: strictness
@@ -190,7 +192,7 @@ let package = Package(
         .testTarget(
             name: "OrlDaemonTests",
             dependencies: [
-                "OrlDaemon", "OrlController", "OrlStore", "OrlPostgres", "OrlCore", "OrlYAML", "OrlTestPostgres",
+                "OrlDaemon", "OrlController", "OrlJSON", "OrlStore", "OrlPostgres", "OrlCore", "OrlYAML", "OrlTestPostgres",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictness),
