@@ -12,10 +12,19 @@ public struct GitObjectID: Sendable, Hashable, Comparable, CustomStringConvertib
     }
 
     init(_ oid: git_oid) {
-        var oid = oid
-        var buffer = [CChar](repeating: 0, count: 41)
-        git_oid_tostr(&buffer, buffer.count, &oid)
-        hex = String(decoding: buffer.prefix(40).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // Written straight into the string: a tree walk makes one per file.
+        var raw = oid.id
+        hex = withUnsafeBytes(of: &raw) { bytes in
+            String(unsafeUninitializedCapacity: 40) { out in
+                let digits: StaticString = "0123456789abcdef"
+                let table = digits.utf8Start
+                for (i, byte) in bytes.prefix(20).enumerated() {
+                    out[2 * i] = table[Int(byte >> 4)]
+                    out[2 * i + 1] = table[Int(byte & 15)]
+                }
+                return 40
+            }
+        }
     }
 
     var oid: git_oid {
@@ -323,10 +332,80 @@ public final class GitRepository {
             defer { git_tree_free(tree) }
             try walk(tree!, prefix: prefix + "/", extensions: extensions, into: &files)
         }
-        return files.sorted { $0.path.utf8.lexicographicallyPrecedes($1.path.utf8) }
+        // git keeps a tree's entries in the order of their names, a directory's name as if
+        // it ended in "/": the walk yields paths in byte order already, unless the tree was
+        // written by something other than git.
+        let ordered = zip(files, files.dropFirst()).allSatisfy { Self.precedes($0.path, $1.path) }
+        return ordered ? files : files.sorted { Self.precedes($0.path, $1.path) }
     }
 
+    /// Byte order of two paths.
+    public static func precedes(_ a: String, _ b: String) -> Bool {
+        var a = a
+        var b = b
+        return a.withUTF8 { x in
+            b.withUTF8 { y in
+                let common = min(x.count, y.count)
+                let order = common == 0 ? 0 : memcmp(x.baseAddress!, y.baseAddress!, common)
+                return order != 0 ? order < 0 : x.count < y.count
+            }
+        }
+    }
+
+    /// What a walk found under one directory (a subtree at a prefix, with a filter): a
+    /// subtree git stores under the same id holds the same files, so the next walk takes
+    /// them from here rather than reading the subtree again. Keyed by the subtree's id
+    /// and prefix; kept while one of the last two walks with the filter used it (a review
+    /// alternates two revisions), with the directories under it.
+    private struct Listing: Hashable {
+        var tree: GitObjectID
+        var prefix: String
+    }
+    private struct Listed {
+        var files: [GitTreeFile]
+        /// The directories right under it, for a later walk that reads it again because
+        /// one of them changed.
+        var children: [Listing]
+    }
+    private typealias Listings = (current: [Listing: Listed], previous: [Listing: Listed])
+    private var listings: [[String]: Listings] = [:]
+
     private func walk(_ tree: OpaquePointer, prefix: String, extensions: [String], into files: inout [GitTreeFile]) throws(GitError) {
+        var cache = listings[extensions] ?? ([:], [:])
+        var used: [Listing: Listed] = [:]
+        let top = Listing(tree: GitObjectID(git_tree_id(tree).pointee), prefix: prefix)
+        if !Self.reuse(top, cache, into: &files, used: &used) {
+            let start = files.count
+            let children = try walk(tree, prefix: prefix, extensions: extensions, into: &files, cache: cache, used: &used)
+            used[top] = Listed(files: Array(files[start...]), children: children)
+        }
+        cache.previous = cache.current
+        cache.current = used
+        listings[extensions] = cache
+    }
+
+    /// Appends what an earlier walk found under `key`, and keeps it and the directories
+    /// under it for the next walks; false when no walk kept it.
+    private static func reuse(_ key: Listing, _ cache: Listings, into files: inout [GitTreeFile], used: inout [Listing: Listed]) -> Bool {
+        guard let known = cache.current[key] ?? cache.previous[key] else { return false }
+        files += known.files
+        func keep(_ key: Listing, _ listed: Listed) {
+            used[key] = listed
+            for child in listed.children where used[child] == nil {
+                if let below = cache.current[child] ?? cache.previous[child] { keep(child, below) }
+            }
+        }
+        keep(key, known)
+        return true
+    }
+
+    /// Walks `tree`, taking unchanged subtrees from `cache`; returns the directories
+    /// right under it.
+    private func walk(
+        _ tree: OpaquePointer, prefix: String, extensions: [String], into files: inout [GitTreeFile], cache: Listings,
+        used: inout [Listing: Listed]
+    ) throws(GitError) -> [Listing] {
+        var children: [Listing] = []
         for i in 0..<git_tree_entrycount(tree) {
             guard let entry = git_tree_entry_byindex(tree, i) else { continue }
             let name = String(cString: git_tree_entry_name(entry))
@@ -334,10 +413,15 @@ public final class GitRepository {
             let id = git_tree_entry_id(entry)!
             switch git_tree_entry_type(entry) {
             case GIT_OBJECT_TREE:
+                let key = Listing(tree: GitObjectID(id.pointee), prefix: prefix + name + "/")
+                children.append(key)
+                if Self.reuse(key, cache, into: &files, used: &used) { continue }
                 var subtree: OpaquePointer?
                 try Self.check(git_tree_lookup(&subtree, handle, id), "cannot read the directory \(prefix)\(name)")
                 defer { git_tree_free(subtree) }
-                try walk(subtree!, prefix: prefix + name + "/", extensions: extensions, into: &files)
+                let start = files.count
+                let below = try walk(subtree!, prefix: key.prefix, extensions: extensions, into: &files, cache: cache, used: &used)
+                used[key] = Listed(files: Array(files[start...]), children: below)
             case GIT_OBJECT_BLOB where git_tree_entry_filemode(entry) != GIT_FILEMODE_LINK:
                 if extensions.contains(where: { name.hasSuffix($0) }) {
                     files.append(GitTreeFile(path: prefix + name, blob: GitObjectID(id.pointee)))
@@ -346,6 +430,7 @@ public final class GitRepository {
                 continue
             }
         }
+        return children
     }
 
     /// Writes the commit's whole tree into `directory`, which must not exist: files with

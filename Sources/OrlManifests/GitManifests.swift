@@ -2,9 +2,11 @@ public import OrlCore
 public import OrlGit
 
 /// Manifests read straight from a commit's tree (no checkout): the git tree feeding the
-/// same reading half of the pipeline as a directory does. Parsed files are kept by path
-/// and blob id, so a file whose blob did not change is not parsed again in the next
-/// round. Not for use from two threads at once (it holds the repository's results).
+/// same reading half of the pipeline as a directory does, with the same incremental
+/// validation as `apply` (`IncrementalValidation`): a file whose blob is the one the last
+/// read (or the index the state keeps) saw is not parsed again, and only the namespaces
+/// changed files touch are checked again. Parsed files are kept by path and blob for the
+/// next read. Not for use from two threads at once (it holds the repository's results).
 public final class GitManifests {
     private struct Parsed {
         var blob: GitObjectID
@@ -13,68 +15,191 @@ public final class GitManifests {
 
     public let parsing: ManifestParsing
     private var cache: [String: Parsed] = [:]
+    /// Whether `cache` holds every file `index` stands for: then a namespace's unchanged
+    /// files are taken from it, otherwise from what the state kept of them.
+    private var cacheComplete = false
     /// What the last read checked, so that the next checks only the namespaces its
-    /// changed files touch (`IncrementalValidation`).
+    /// changed files touch.
     private var index: ManifestIndex?
     /// Files parsed by the last `read`, for figures: the others came from the cache.
     public private(set) var lastParsed = 0
-    /// The desired resources of the last `read`, in `Fleet` order, with the hashes
-    /// computed when their files were parsed.
-    public private(set) var lastDesired: [DesiredResource] = []
 
     public init(parsing: ManifestParsing = ManifestParsing()) {
         self.parsing = parsing
     }
 
-    /// The manifests of `commit` under `directory`, validated as a set, and how many
-    /// files they are. The cache keeps only this tree's files afterwards, so it never
-    /// holds more than one revision.
-    /// With `missingIsEmpty`, a directory the commit lacks is an empty fleet.
+    /// What `load` read of a commit.
+    public struct Loaded: Sendable {
+        public let commit: GitObjectID
+        /// The manifest files, in byte order of their paths.
+        public let files: [GitTreeFile]
+        /// The report's `fleet` holds only the resources read this time (`resolve` gives
+        /// any desired one); its diagnostics and count are the whole set's.
+        public let outcome: IncrementalValidation.Outcome
+        /// The index of what was read, the files in tree order, without a memo; nil when
+        /// it cannot stand for them (MCP pins, unnamed documents).
+        public let next: StoredManifestIndex?
+
+        public var report: ValidationReport { outcome.report }
+        public var desired: [DesiredResource] { outcome.desired }
+
+        /// The blob of the file at `path` in this commit.
+        public func blob(of path: String) -> GitObjectID? {
+            var low = 0
+            var high = files.count
+            while low < high {
+                let middle = (low + high) / 2
+                if files[middle].path == path { return files[middle].blob }
+                if GitRepository.precedes(files[middle].path, path) { low = middle + 1 } else { high = middle }
+            }
+            return nil
+        }
+    }
+
+    /// The manifests of `commit` under `directory`, validated as a set, the checks limited
+    /// to what changed since the last load (or since `stored`, the index the state keeps,
+    /// on a first load); `kept` gives what the state kept of some namespaces' resources
+    /// (`ResourceSnapshot`), asked only when the files parsed before are not all at hand.
+    /// With `full`, everything is read and checked. With `missingIsEmpty`, a directory
+    /// the commit lacks is an empty fleet.
+    public func load(
+        _ repository: GitRepository, commit: GitObjectID, under directory: String?, missingIsEmpty: Bool = false,
+        stored: StoredManifestIndex? = nil, kept: (Set<String>) -> [ResourceSnapshot.Kept] = { _ in [] }, full: Bool = false
+    ) throws(GitError) -> Loaded {
+        let files = try repository.files(
+            of: commit, under: directory, extensions: ManifestParsing.extensions, missingIsEmpty: missingIsEmpty)
+        var previous = full ? nil : index
+        var complete = cacheComplete
+        if previous == nil, !full, let stored {
+            previous = stored.index
+            complete = false
+        }
+        let parsing = self.parsing
+        var failure: GitError?
+        var parsedNow: [Int: ReadManifests] = [:]
+        let outcome = IncrementalValidation.validate(
+            files: files.map { (path: $0.path, contentHash: $0.blob.hex) }, previous: previous, strict: false,
+            kept: { namespaces in complete ? [] : kept(namespaces) },
+            read: { positions in
+                var parts = [ReadManifests?](repeating: nil, count: positions.count)
+                var missing: [(slot: Int, file: ManifestFile)] = []
+                for (slot, position) in positions.enumerated() {
+                    let file = files[position]
+                    if let again = parsedNow[position] {
+                        parts[slot] = again
+                        continue
+                    }
+                    if let hit = self.cache[file.path], hit.blob == file.blob {
+                        parts[slot] = hit.read
+                        continue
+                    }
+                    // Blobs are read here, one at a time: the repository is not for two threads.
+                    do throws(GitError) {
+                        let (bytes, oversized) = try repository.blob(file.blob, maxBytes: parsing.maxFileBytes)
+                        missing.append((slot, ManifestFile(path: file.path, bytes: bytes, oversizedBy: oversized)))
+                    } catch {
+                        failure = failure ?? error
+                        parts[slot] = ReadManifests()
+                    }
+                }
+                // Parsed files stay in the cache for the next loads, so each resource's
+                // canonical form is computed once here, on every core, not in every plan.
+                let toParse = missing.map(\.file)
+                let parsed = ManifestParsing.parallelMap(toParse.count) { index in
+                    var read = parsing.read(toParse[index])
+                    read.resources = read.resources.map { $0.withCanonicalForm() }
+                    return read
+                }
+                for (slot, read) in zip(missing, parsed) {
+                    parts[slot.slot] = read
+                    parsedNow[positions[slot.slot]] = read
+                }
+                return parts.map { $0! }
+            })
+        if let failure { throw failure }
+        if outcome.full || previous == nil {
+            // Everything was read: the cache is this tree's files.
+            var next: [String: Parsed] = [:]
+            next.reserveCapacity(files.count)
+            for (position, read) in parsedNow { next[files[position].path] = Parsed(blob: files[position].blob, read: read) }
+            for file in files where next[file.path] == nil {
+                if let hit = self.cache[file.path], hit.blob == file.blob { next[file.path] = hit }
+            }
+            self.cache = next
+            cacheComplete = next.count == files.count
+        } else {
+            for (position, read) in parsedNow { self.cache[files[position].path] = Parsed(blob: files[position].blob, read: read) }
+            // Files unchanged were in the cache if all were; the others were parsed now.
+            cacheComplete = complete
+            // Files no tree has any more go once they are a fair share of what is kept.
+            if self.cache.count > files.count + files.count / 4 + 64 {
+                var current = Set<String>()
+                current.reserveCapacity(files.count)
+                for file in files { current.insert(file.path) }
+                self.cache = self.cache.filter { current.contains($0.key) }
+            }
+        }
+        lastParsed = parsedNow.count
+        index = outcome.index
+        if index == nil { cacheComplete = false }
+        let next = outcome.index.flatMap { Self.stored($0, files: files, desired: outcome.desired) }
+        return Loaded(commit: commit, files: files, outcome: outcome, next: next)
+    }
+
+    /// `index` as the state keeps it: its records in the order of `files`.
+    static func stored(_ index: ManifestIndex, files: [GitTreeFile], desired: [DesiredResource]) -> StoredManifestIndex? {
+        var records: [StoredManifestIndex.File] = []
+        records.reserveCapacity(files.count)
+        for file in files {
+            guard let record = index.files[file.path] else { return nil }
+            records.append(StoredManifestIndex.File(record: record, stamp: nil, stampedAt: 0))
+        }
+        guard let positions = StoredManifestIndex.positions(of: desired, in: records) else { return nil }
+        return StoredManifestIndex(files: records, namespaces: index.namespaces, desired: positions, memo: nil)
+    }
+
+    /// The desired resource at `position` of `loaded`: read by the load, kept from an
+    /// earlier one, or read now from its blob.
+    public func resource(at position: Int, of loaded: Loaded, in repository: GitRepository) throws(GitError) -> Resource {
+        let entry = loaded.desired[position]
+        if let resource = loaded.outcome.read[entry.id] { return resource }
+        guard let blob = loaded.blob(of: entry.file) else {
+            throw GitError("\(entry.file) is not in commit \(loaded.commit.short)")
+        }
+        if let hit = cache[entry.file], hit.blob == blob, let resource = hit.read.resources.first(where: { $0.id == entry.id }) {
+            return resource
+        }
+        let (bytes, oversized) = try repository.blob(blob, maxBytes: parsing.maxFileBytes)
+        let read = parsing.read(ManifestFile(path: entry.file, bytes: bytes, oversizedBy: oversized))
+        guard let resource = read.resources.first(where: { $0.id == entry.id }) else {
+            throw GitError("\(entry.file) in commit \(loaded.commit.short) does not define \(entry.id) any more")
+        }
+        return resource.withCanonicalForm()
+    }
+
+    /// The manifests of `commit` under `directory`, validated as a set, the fleet whole,
+    /// and how many files they are.
     public func read(_ repository: GitRepository, commit: GitObjectID, under directory: String?, missingIsEmpty: Bool = false)
         throws(GitError) -> (report: ValidationReport, files: Int)
     {
-        let files = try repository.files(
-            of: commit, under: directory, extensions: ManifestParsing.extensions, missingIsEmpty: missingIsEmpty)
-        var parts = [ReadManifests?](repeating: nil, count: files.count)
-        var missing: [(index: Int, file: ManifestFile)] = []
-        for (index, file) in files.enumerated() {
+        let loaded = try load(repository, commit: commit, under: directory, missingIsEmpty: missingIsEmpty)
+        if loaded.outcome.full { return (loaded.report, loaded.files.count) }
+        // Every file's resources are at hand (parsed now or kept): the fleet is assembled
+        // from them; only the checks were limited to what changed.
+        var read = ReadManifests()
+        for file in loaded.files {
             if let hit = cache[file.path], hit.blob == file.blob {
-                parts[index] = hit.read
+                read.append(hit.read)
                 continue
             }
-            // Blobs are read here, one at a time: the repository is not for two threads.
             let (bytes, oversized) = try repository.blob(file.blob, maxBytes: parsing.maxFileBytes)
-            missing.append((index, ManifestFile(path: file.path, bytes: bytes, oversizedBy: oversized)))
+            var part = parsing.read(ManifestFile(path: file.path, bytes: bytes, oversizedBy: oversized))
+            part.resources = part.resources.map { $0.withCanonicalForm() }
+            cache[file.path] = Parsed(blob: file.blob, read: part)
+            read.append(part)
         }
-        let parsing = self.parsing
-        let toParse = missing.map(\.file)
-        // Parsed files stay in the cache for the next rounds, so each resource's
-        // canonical form is computed once here, on every core, not in every plan.
-        let parsed = ManifestParsing.parallelMap(toParse.count) { index in
-            var read = parsing.read(toParse[index])
-            read.resources = read.resources.map { $0.withCanonicalForm() }
-            return read
-        }
-        for (slot, read) in zip(missing, parsed) { parts[slot.index] = read }
-        var next: [String: Parsed] = [:]
-        next.reserveCapacity(files.count)
-        var read = ReadManifests()
-        for (file, part) in zip(files, parts) {
-            next[file.path] = Parsed(blob: file.blob, read: part!)
-            read.append(part!)
-        }
-        cache = next
-        lastParsed = missing.count
-        let outcome = IncrementalValidation.validate(
-            files: files.map { (path: $0.path, contentHash: $0.blob.hex) }, previous: index, strict: false
-        ) { positions in positions.map { parts[$0]! } }
-        index = outcome.index
-        lastDesired = outcome.desired
-        if outcome.full { return (outcome.report, files.count) }
-        // Every file's resources are at hand (parsed now or kept): the fleet to apply is
-        // assembled from them; only the checks were limited to what changed.
-        var report = outcome.report
+        var report = loaded.report
         report.fleet = Fleet.assemble(read.resources, unreadable: read.unreadable, unidentified: read.unidentified).0
-        return (report, files.count)
+        return (report, loaded.files.count)
     }
 }

@@ -26,12 +26,16 @@ public struct GitSourceConfiguration: Sendable {
     public var codeTrees: CodeTrees?
     /// Take over resources another source applied (`--force-conflicts`).
     public var forceConflicts: Bool
+    /// Read and check every file and compare every stored hash, as if nothing had been
+    /// synced before (`--full`); the index is written for the rounds after.
+    public var full: Bool
 
     public init(
         name: String, url: String, ref: String?, path: String?, prune: Bool, allowRewind: Bool, maxDeletions: Int, allowEmpty: Bool,
         auth: @escaping @Sendable () -> GitAuth, appliedBy: String, mirror: String, codeTrees: CodeTrees? = nil,
-        forceConflicts: Bool = false
+        forceConflicts: Bool = false, full: Bool = false
     ) {
+        self.full = full
         self.codeTrees = codeTrees
         self.forceConflicts = forceConflicts
         self.name = name
@@ -105,10 +109,16 @@ public struct SyncReport: Sendable {
 
 /// Syncs one git source into the state, a round at a time: ask the remote for the ref's
 /// commit (ls-remote); when it did not move, nothing else. Otherwise fetch it into the
-/// bare mirror, read the manifests from the commit's tree (unchanged blobs are not
-/// parsed again), and run the same all-or-nothing validate → audit → plan → apply
-/// (→ prune, with the same guards) as `orlctl apply`, with the source's own inventory,
-/// recording the source's status with the apply.
+/// bare mirror, read the manifests from the commit's tree, and run the same all-or-nothing
+/// validate → audit → plan → apply (→ prune, with the same guards) as `orlctl apply`, with
+/// the source's own inventory, recording the source's status with the apply.
+///
+/// As `apply` does, a round costs what the commit changed: blobs already read are not
+/// parsed again, only the namespaces changed files touch are checked again, and the plan
+/// takes for granted what the last apply left while the store's change mark holds. The
+/// index that makes this possible (`StoredManifestIndex`, with `ResourceSnapshot`s of the
+/// namespaces checked) is written with every apply, so that the first round of a new
+/// process (`sync --once`, a restarted watch) reads only what changed since as well.
 ///
 /// The repository and the parse cache are confined to a serial queue of their own:
 /// libgit2 objects are not for two threads, and fetches block on the network, off the
@@ -121,12 +131,15 @@ public final class GitSourceSync: @unchecked Sendable {
     // Touched only on `queue`.
     private var repository: GitRepository?
     private let manifests = GitManifests()
-    /// What the last apply left in the store, for the next plan to take for granted while
-    /// the store's change mark is the one taken in that apply's transaction (`ApplyMemo`).
-    private var memo: (mark: String, options: ApplyOptions, desired: [ResourceID: DesiredResource])?
-    /// The applied revision's fleet and code, kept so that an up-to-date round can put
+    /// The source's index as the state holds it, read at the first round and kept as each
+    /// apply writes it: the files read and, in its memo, what the last apply left in the
+    /// store, for the next plan to take for granted while the store's change mark is the
+    /// one taken in that apply's transaction (`ApplyMemo`).
+    private var held: StoredManifestIndex.Stored?
+    private var heldRead = false
+    /// The applied revision's manifests and code, kept so that an up-to-date round can put
     /// back drift without validating the revision again.
-    private var applied: (commit: String, fleet: Fleet, codeRoot: String?)?
+    private var applied: (commit: String, loaded: GitManifests.Loaded, codeRoot: String?)?
     /// The source's `fingerprint` when the state last matched `applied`: while it holds,
     /// an up-to-date round has no drift to look for.
     private var matched: String?
@@ -248,20 +261,20 @@ public final class GitSourceSync: @unchecked Sendable {
             }
         }
 
-        let read: (report: ValidationReport, files: Int)
+        let loaded: GitManifests.Loaded
         do {
-            read = try manifests.read(repository, commit: head, under: c.path)
+            loaded = try load(repository, commit: head, source: record.applySource)
         } catch {
             return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
         }
-        report.files = read.files
+        report.files = loaded.files.count
         report.parsed = manifests.lastParsed
-        guard read.report.isValid else {
-            let errors = read.report.diagnostics.filter { $0.severity == .error }
+        guard loaded.report.isValid else {
+            let errors = loaded.report.diagnostics.filter { $0.severity == .error }
             let first = errors.first.map { d in "; first: " + (d.location.map { "\($0): " } ?? "") + d.headline } ?? ""
             let message = "the manifests have \(errors.count) error\(errors.count == 1 ? "" : "s")\(first)"
             var failed = fail(&report, record, revision: head.hex, .invalid, reason: "InvalidManifests", message, now: now)
-            failed.outcome = .invalid(read.report, files: read.files)
+            failed.outcome = .invalid(loaded.report, files: loaded.files.count)
             return failed
         }
 
@@ -280,37 +293,41 @@ public final class GitSourceSync: @unchecked Sendable {
             source: record.applySource, prune: c.prune, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
             appliedBy: c.appliedBy, codeRoot: codeRoot, forceConflicts: c.forceConflicts)
         do {
-            let desired = manifests.lastDesired
-            let memo = self.memo
-            var mark: String?
+            let desired = loaded.desired
+            let previous = c.full ? nil : held
+            var memoHeld = false
+            var written: StoredManifestIndex.Stored??
+            let manifests = self.manifests
             let (result, next) = try SourceSync.apply(
-                read.report.fleet, revision: head.hex, record: record, options: options, events: events, to: store, now: now,
                 desired: desired,
-                shortcut: { reader throws(StoreError) in
-                    guard let memo, memo.options.source == options.source, try reader.changeMark(source: options.source) == memo.mark
-                    else { return nil }
-                    // A resource with code is stored with the code root of its revision.
-                    let sameRoot = memo.options.codeRoot == options.codeRoot
-                    let settled = desired.map { entry in
-                        memo.desired[entry.id].map {
-                            $0.manifestHash == entry.manifestHash && $0.hasCode == entry.hasCode && (sameRoot || !entry.hasCode)
-                        } ?? false
+                resolve: { index throws(StoreError) in
+                    do throws(GitError) {
+                        return try manifests.resource(at: index, of: loaded, in: repository)
+                    } catch {
+                        throw StoreError(error.description)
                     }
-                    // After a prune the source owned exactly what it desired.
-                    return PlanShortcut(settled: settled, owned: memo.options.prune ? Array(memo.desired.keys) : nil)
+                }, revision: head.hex, record: record, options: options, events: events, to: store, now: now,
+                shortcut: { reader throws(StoreError) in
+                    guard let previous, let memo = previous.index.memo, try reader.changeMark(source: options.source) == memo.mark
+                    else { return nil }
+                    memoHeld = true
+                    var settled = previous.index.settled(desired)
+                    // A resource with code is stored with the code root of its revision.
+                    if memo.codeRoot != options.codeRoot {
+                        for (i, entry) in desired.enumerated() where entry.hasCode { settled[i] = false }
+                    }
+                    return PlanShortcut(settled: settled, owned: memo.ownsExactly ? previous.index.desiredResources().map(\.id) : nil)
                 },
-                applied: { writer throws(StoreError) in mark = try writer.changeMark(source: options.source) })
-            if let mark {
-                var byID: [ResourceID: DesiredResource] = [:]
-                byID.reserveCapacity(desired.count)
-                for entry in desired { byID[entry.id] = entry }
-                self.memo = (mark, options, byID)
-            }
+                applied: { writer throws(StoreError) in
+                    written = try Self.writeIndex(
+                        loaded, previous: previous, memoHeld: memoHeld, options: options, source: options.source, writer)
+                })
+            if let written { held = written }
             report.record = next
             switch result {
             case .success(let outcome):
                 report.outcome = .applied(outcome)
-                applied = (head.hex, read.report.fleet, codeRoot)
+                applied = (head.hex, loaded, codeRoot)
                 matched = try? store.read { reader throws(StoreError) in try reader.fingerprint(source: record.applySource) }
                 if let codeRoot { c.codeTrees?.collect(current: codeRoot) }
             case .failure(let refusal): report.outcome = .refused(refusal.description)
@@ -319,6 +336,48 @@ public final class GitSourceSync: @unchecked Sendable {
             return fail(&report, record, revision: head.hex, .failed, reason: "SyncFailed", error.description, now: now)
         }
         return report
+    }
+
+    /// The manifests of `commit`, read against what the last round read or, at the first,
+    /// the index the state keeps (`--full`: everything read and checked).
+    private func load(_ repository: GitRepository, commit: GitObjectID, source: String) throws(GitError) -> GitManifests.Loaded {
+        let c = configuration
+        if !heldRead, !c.full {
+            heldRead = true
+            held = try? store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: source, reader) }
+        }
+        let store = self.store
+        return try manifests.load(
+            repository, commit: commit, under: c.path, stored: c.full ? nil : held?.index,
+            kept: { namespaces in ManifestIndexLoader.kept(namespaces, source: source, store: store) }, full: c.full)
+    }
+
+    /// Writes the index of what `loaded` read, in the transaction of the apply that
+    /// applied it, with what the next plan may take for granted and what is kept of the
+    /// namespaces checked; returns it as the state now holds it (nil: it holds none).
+    static func writeIndex(
+        _ loaded: GitManifests.Loaded, previous: StoredManifestIndex.Stored?, memoHeld: Bool, options: ApplyOptions, source: String,
+        _ writer: any StateWriter
+    ) throws(StoreError) -> StoredManifestIndex.Stored? {
+        guard var next = loaded.next else {
+            // What cannot be indexed (MCP pins, unnamed documents) is read whole next time.
+            try StoredManifestIndex.drop(source: source, writer)
+            return nil
+        }
+        // After a prune the source owns exactly what it desires; otherwise it still does
+        // if it did and kept desiring everything it did.
+        var ownsExactly = options.prune
+        if !ownsExactly, memoHeld, let previous, let memo = previous.index.memo, memo.ownsExactly {
+            let now = Set(loaded.desired.map(\.id))
+            ownsExactly = previous.index.desiredResources().allSatisfy { now.contains($0.id) }
+        }
+        next.memo = ApplyMemo(mark: try writer.changeMark(source: source), codeRoot: options.codeRoot, ownsExactly: ownsExactly)
+        for namespace in loaded.outcome.checked.keys.sorted() {
+            try ResourceSnapshot.write(loaded.outcome.checked[namespace]!, source: source, namespace: namespace, writer)
+        }
+        // The memo first: it differs after any apply that wrote, and is cheap to compare.
+        if let previous, previous.index.memo == next.memo, previous.index == next { return previous }
+        return try next.write(source: source, previous: previous, writer)
     }
 
     /// Records that the remote could not be reached: the first round of an outage with
@@ -358,8 +417,8 @@ public final class GitSourceSync: @unchecked Sendable {
             matched = try? store.read { reader throws(StoreError) in try reader.fingerprint(source: record.applySource) }
         }
         if applied?.commit != head.hex {
-            guard let read = try? manifests.read(repository, commit: head, under: c.path), read.report.isValid else { return }
-            applied = (head.hex, read.report.fleet, nil)
+            guard let loaded = try? load(repository, commit: head, source: record.applySource), loaded.report.isValid else { return }
+            applied = (head.hex, loaded, nil)
         }
         guard var current = applied else { return }
         if let trees = c.codeTrees, current.codeRoot.map({ !FileManager.default.fileExists(atPath: $0) }) ?? true {
@@ -372,7 +431,18 @@ public final class GitSourceSync: @unchecked Sendable {
         let options = ApplyOptions(
             source: record.applySource, prune: false, allowEmpty: c.allowEmpty, maxDeletions: c.maxDeletions, revision: head.hex,
             appliedBy: c.appliedBy, codeRoot: current.codeRoot, forceConflicts: c.forceConflicts)
-        guard let preview = try? ApplyOperation.apply(current.fleet, to: store, options: options, now: now, dryRun: true),
+        let manifests = self.manifests
+        let loaded = current.loaded
+        let resolve = { (index: Int) throws(StoreError) -> Resource in
+            do throws(GitError) {
+                return try manifests.resource(at: index, of: loaded, in: repository)
+            } catch {
+                throw StoreError(error.description)
+            }
+        }
+        guard
+            let preview = try? ApplyOperation.apply(
+                desired: loaded.desired, resolve: resolve, to: store, options: options, now: now, dryRun: true),
             !preview.plan.isEmpty
         else { return }
         do {
@@ -381,7 +451,9 @@ public final class GitSourceSync: @unchecked Sendable {
                 time: now, kind: .warning, resource: record.eventSubject, reason: "DriftCorrected",
                 message: "put back what changed out of band since \(head.short) was applied: \(changed)")
             let outcome: ApplyOutcome? = try store.write { writer throws(StoreError) in
-                guard case .success(let outcome) = try ApplyOperation.apply(current.fleet, in: writer, options: options, now: now),
+                guard
+                    case .success(let outcome) = try ApplyOperation.apply(
+                        desired: loaded.desired, resolve: resolve, in: writer, options: options, now: now),
                     !outcome.plan.isEmpty
                 else { return nil }
                 try writer.append(event)

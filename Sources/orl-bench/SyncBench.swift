@@ -11,10 +11,12 @@ import OrlStore
 #endif
 
 /// The GitOps watcher's round against a real repository of N synthetic manifests: the
-/// first sync, a poll when the head did not move, and a one-file change synced (ls-remote,
-/// fetch, read the changed blob, validate, plan, apply). Rounds run in process, as a
-/// watcher runs them; `git ls-remote` and `git fetch` of one commit are timed beside them,
-/// as ../shared/peer-bench measures git.
+/// first sync, a poll when the head did not move, and a one-file commit synced (ls-remote,
+/// fetch, read the changed blob, validate, plan, apply) three ways on the same commits, in
+/// turns: the watcher's round in process, `orlctl sync --once` as a process (its first
+/// round reads the index the state keeps), and the git floor measured the same way,
+/// `git fetch` of the commit into a bare clone and `git diff --name-only` of the heads.
+/// Then commit to applied through `orlctl watch --webhook`.
 struct SyncBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sync",
@@ -29,6 +31,9 @@ struct SyncBench: AsyncParsableCommand {
 
     @Option(help: "The orlctl binary for the webhook latency (default: the one next to orl-bench).")
     var orlctl: String?
+
+    @Option(help: "Only sync this many one-file commits in process after the first sync, then stop (for a profiler).")
+    var profileRounds: Int?
 
     func run() async throws {
         let root = NSTemporaryDirectory() + "orl-bench-sync-\(UUID().uuidString)"
@@ -63,6 +68,17 @@ struct SyncBench: AsyncParsableCommand {
         guard case .applied(let outcome) = first.outcome, outcome.plan.additions == count else {
             throw ValidationError("the first sync did not apply the fleet: \(first.record?.message ?? "")")
         }
+        if let profileRounds {
+            for run in 0..<profileRounds {
+                let text = files[changedIndex].text.replacingOccurrences(of: "usd: 25", with: "usd: \(30 + run % 2)")
+                try text.write(toFile: changedPath, atomically: true, encoding: .utf8)
+                try git(repo, "commit", "-q", "-am", "change \(run)")
+                guard case .applied = await sync.round(retryFailed: false).outcome else {
+                    throw ValidationError("round \(run) did not apply")
+                }
+            }
+            return
+        }
         print("sync: a git repository of \(count) manifests, rounds in process, median of \(runs)")
         print("  first sync (fetch \(count) files, parse, validate, apply): \(firstTime.seconds) s")
 
@@ -82,45 +98,107 @@ struct SyncBench: AsyncParsableCommand {
             "  no-change poll (ls-remote, drift fingerprint): \(median(polls).milliseconds) ms wall, \(median(pollCPU).milliseconds) ms CPU"
         )
 
+        // A one-file commit, synced three ways on the same commit, in turns: the watcher's
+        // round in process, `orlctl sync --once` in a process of its own (its first round
+        // reads the index the state keeps), and the git floor, `git fetch` of the commit
+        // into a bare clone and `git diff --name-only` of the two heads.
+        let binary = Orlctl.binary(orlctl)
+        let hasOrlctl = FileManager.default.isExecutableFile(atPath: binary)
+        let cliState = root + "/cli-state"
+        let syncOnce = [
+            binary, "sync", "--once", "--repo", repo, "--path", "fleet", "--name", "bench", "--prune", "--max-deletions", "10", "--state",
+            cliState, "--no-controller",
+        ]
+        if hasOrlctl {
+            let first = Measurement.run(syncOnce)
+            guard first.status == 0 else { throw ValidationError("orlctl sync --once exited \(first.status)") }
+            print("  first orlctl sync --once (a process, all \(count) files): \(first.text)")
+        }
+        let clone = root + "/clone.git"
+        try git(root, "clone", "-q", "--bare", repo, clone)
         var changes: [Duration] = []
         var changeCPU: [Duration] = []
+        var processes: [Measurement] = []
+        var floors: [Measurement] = []
+        var fetches: [Measurement] = []
+        var lsRemotes: [Measurement] = []
         var parsed = 0
         for run in 0..<runs {
+            let before = try head(repo)
             let text = files[changedIndex].text.replacingOccurrences(of: "usd: 25", with: "usd: \(30 + run)")
             try text.write(toFile: changedPath, atomically: true, encoding: .utf8)
             try git(repo, "commit", "-q", "-am", "change \(run)")
-            start = clock.now
-            let cpu = cpuTime()
-            let round = await sync.round(retryFailed: false)
-            changes.append(clock.now - start)
-            changeCPU.append(cpuTime() - cpu)
-            guard case .applied(let outcome) = round.outcome, outcome.plan.updates == 1 else {
-                throw ValidationError("the one-file change did not apply one update: \(round.outcome)")
+            let after = try head(repo)
+            func inProcess() async throws {
+                start = clock.now
+                let cpu = cpuTime()
+                let round = await sync.round(retryFailed: false)
+                changes.append(clock.now - start)
+                changeCPU.append(cpuTime() - cpu)
+                guard case .applied(let outcome) = round.outcome, outcome.plan.updates == 1 else {
+                    throw ValidationError("the one-file change did not apply one update: \(round.outcome)")
+                }
+                parsed = round.parsed
             }
-            parsed = round.parsed
+            func gitFloor() throws {
+                let fetch = Measurement.run(["git", "-C", clone, "fetch", "-q", repo, "+refs/heads/main:refs/heads/main"])
+                let diff = Measurement.run(["git", "-C", clone, "diff", "--name-only", before, after])
+                guard fetch.status == 0, diff.status == 0 else { throw ValidationError("git fetch or diff failed") }
+                fetches.append(fetch)
+                floors.append(
+                    Measurement(
+                        wall: fetch.wall + diff.wall, cpu: fetch.cpu + diff.cpu, maxRSSKiB: max(fetch.maxRSSKiB, diff.maxRSSKiB), status: 0)
+                )
+                lsRemotes.append(Measurement.run(["git", "ls-remote", repo, "refs/heads/main"]))
+            }
+            func syncOnceProcess() throws {
+                guard hasOrlctl else { return }
+                let measured = Measurement.run(syncOnce)
+                guard measured.status == 0 else { throw ValidationError("orlctl sync --once exited \(measured.status)") }
+                processes.append(measured)
+            }
+            if run % 2 == 0 {
+                try await inProcess()
+                try gitFloor()
+                try syncOnceProcess()
+            } else {
+                try syncOnceProcess()
+                try gitFloor()
+                try await inProcess()
+            }
         }
+        let floor = Measurement.median(floors)
         print(
-            "  one-file change synced (fetch, read, validate, plan, apply; \(parsed) file parsed): \(median(changes).milliseconds) ms wall, \(median(changeCPU).milliseconds) ms CPU"
+            "  one-file change synced in process (the watcher's round: ls-remote, fetch, read, validate, plan, apply; \(parsed) file parsed): \(median(changes).milliseconds) ms wall, \(median(changeCPU).milliseconds) ms CPU"
         )
-
-        try await webhookLatency(repo: repo, root: root, changedPath: changedPath, text: files[changedIndex].text)
-
-        // The peers' figures, measured the same way here.
-        var lsRemote: [Double] = []
-        var fetch: [Double] = []
-        let clone = root + "/clone.git"
-        try git(root, "clone", "-q", "--bare", repo, clone)
-        for run in 0..<runs {
-            lsRemote.append(try time(root, ["ls-remote", repo, "refs/heads/main"]))
-            try "# \(run)\n".write(toFile: repo + "/fleet/note.yaml", atomically: true, encoding: .utf8)
-            try git(repo, "add", "-A")
-            try git(repo, "commit", "-q", "-m", "note \(run)")
-            fetch.append(try time(clone, ["fetch", "-q", repo, "+refs/heads/main:refs/heads/main"]))
+        if !processes.isEmpty {
+            print("  one-file change, orlctl sync --once (a process; the state's index): \(Measurement.median(processes).text)")
         }
+        print("  git floor, same commits: fetch + diff --name-only \(floor.text); fetch alone \(Measurement.median(fetches).text)")
         print(
             String(
-                format: "git CLI: ls-remote %.1f ms, fetch of one commit %.1f ms (median)", lsRemote.sorted()[runs / 2] * 1000,
-                fetch.sorted()[runs / 2] * 1000))
+                format: "  ratio to the floor: in process %.2f× wall, %.2f× CPU",
+                seconds(median(changes)) / floor.wall, seconds(median(changeCPU)) / floor.cpu)
+                + (processes.isEmpty
+                    ? ""
+                    : String(
+                        format: "; orlctl sync --once %.2f× wall, %.2f× CPU", Measurement.median(processes).wall / floor.wall,
+                        Measurement.median(processes).cpu / floor.cpu)))
+
+        try await webhookLatency(repo: repo, root: root, changedPath: changedPath, text: files[changedIndex].text)
+        print("git CLI: ls-remote \(Measurement.median(lsRemotes).wallText) (median)")
+    }
+
+    private func head(_ repo: String) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+        process.arguments = ["-C", repo, "rev-parse", "HEAD"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Commit to applied through `orlctl watch --webhook`: a commit, a signed push
@@ -215,6 +293,10 @@ struct SyncBench: AsyncParsableCommand {
     }
 
     private func median(_ values: [Duration]) -> Duration { values.sorted()[values.count / 2] }
+
+    private func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
 
     /// This process's CPU time so far, user and system.
     private func cpuTime() -> Duration {

@@ -47,6 +47,54 @@ import Testing
         #expect(try store.read { reader throws(StoreError) in try reader.source(named: "fleet") }?.lastApplied == second)
     }
 
+    /// The first round of a new process (a restarted watch, `sync --once`) reads the index
+    /// the state keeps: a one-file commit parses that file, and the plan takes the rest
+    /// for granted while nothing else wrote to the state.
+    @Test func aNewProcessParsesOnlyWhatChangedSinceTheLastApply() async throws {
+        let repo = try GitFixture()
+        try GitFleet.write(to: repo)
+        try repo.commit("first")
+        let store = try SQLiteStateStore(directory: repo.state)
+        var report = await sync(repo, store: store).round(retryFailed: false)
+        #expect(report.files == 5 && report.parsed == 5)
+
+        try repo.write("fleet/budget.yaml", GitFleet.budget.replacingOccurrences(of: "usd: 5", with: "usd: 6"))
+        let second = try repo.commit("second")
+        report = await sync(repo, store: store).round(retryFailed: false)
+        #expect(report.files == 5 && report.parsed == 1, "only the changed file is parsed")
+        guard case .applied(let outcome) = report.outcome else {
+            Issue.record("expected applied, got \(report.outcome)")
+            return
+        }
+        #expect(outcome.plan.updates == 1 && outcome.plan.unchanged.count == 4)
+        #expect(try store.read { reader throws(StoreError) in try reader.source(named: "fleet") }?.lastApplied == second)
+
+        // A Policy that now forbids the agent's tool: the agent's file is not parsed, the
+        // check sees it through what the state kept of its namespace.
+        try repo.write("fleet/policy.yaml", GitFleet.policy(tools: ["other"]))
+        try repo.commit("third")
+        report = await sync(repo, store: store).round(retryFailed: false)
+        #expect(report.parsed == 1)
+        guard case .invalid(let validation, _) = report.outcome else {
+            Issue.record("expected invalid, got \(report.outcome)")
+            return
+        }
+        let other = repo.directory.url.appendingPathComponent("other").path
+        let full = GitSourceSync(
+            configuration: GitSourceConfiguration(
+                name: "fleet", url: repo.root.path, ref: "main", path: "fleet", prune: true, allowRewind: false, maxDeletions: 10,
+                allowEmpty: false, auth: { .none }, appliedBy: "test", mirror: other + "/git/fleet.git", full: true),
+            store: try SQLiteStateStore(directory: other), clock: { Timestamp(milliseconds: 0) })
+        let reference = await full.round(retryFailed: false)
+        guard case .invalid(let expected, _) = reference.outcome else {
+            Issue.record("expected invalid, got \(reference.outcome)")
+            return
+        }
+        #expect(reference.parsed == 5)
+        #expect(validation.diagnostics == expected.diagnostics)
+        #expect(validation.diagnostics.contains { $0.resource?.kind == "Agent" }, "\(validation.diagnostics.map(\.message))")
+    }
+
     @Test func theMirrorReadsTreesWithoutACheckout() throws {
         let repo = try GitFixture()
         try GitFleet.write(to: repo)

@@ -147,6 +147,12 @@ struct Sync: AsyncParsableCommand {
     @Flag(help: "Sync one revision and exit (required; orlctl watch keeps syncing).")
     var once = false
 
+    @Flag(
+        help:
+            "Read and check every manifest of the revision and compare every stored resource, ignoring what the last sync kept (the index is written again)."
+    )
+    var full = false
+
     @Option(name: [.short, .long], help: "Output format: text or json.")
     var output: OutputFormat = .text
 
@@ -155,8 +161,10 @@ struct Sync: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (store, configuration, lock) = try source.open()
+        let (store, opened, lock) = try source.open()
         defer { lock.release() }
+        var configuration = opened
+        configuration.full = full
         let sync = GitSourceSync(configuration: configuration, store: store, clock: { Caller.now })
         let report = await sync.round(retryFailed: true)
         if report.changed { source.state.wakeController() }

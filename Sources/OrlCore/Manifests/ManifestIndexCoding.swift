@@ -251,7 +251,9 @@ public struct StoredManifestIndex: Sendable, Equatable {
     /// again); the chunks the state's head named and this one does not are dropped. The
     /// state's head is read again here, inside the write, so that an apply of the same
     /// source in between leaves neither a chunk missing nor one behind.
-    public func write(source: String, previous: Stored?, _ writer: any StateWriter) throws(StoreError) {
+    /// Returns the index as the state now holds it (the next write's `previous`).
+    @discardableResult
+    public func write(source: String, previous: Stored?, _ writer: any StateWriter) throws(StoreError) -> Stored {
         let current = try writer.manifestIndex(source: source).flatMap(Self.decodeHead)
         let stored = Set((current?.1 ?? []).map(\.hash)).union((current?.2 ?? [:]).values)
         var known: [String: (chunk: Chunk, start: Int)] = [:]
@@ -304,6 +306,7 @@ public struct StoredManifestIndex: Sendable, Equatable {
         for hash in stored where !used.contains(hash) {
             try writer.putManifestIndex(source: Self.chunkKey(source: source, hash: hash), nil)
         }
+        return Stored(index: self, chunks: chunks, diagnostics: diagnostics)
     }
 
     /// Drops the index of `source` and its chunks.

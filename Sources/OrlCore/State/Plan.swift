@@ -197,7 +197,13 @@ public enum Planner {
                     action: .update, id: id, desired: next, current: current, fields: fields, specChanged: specChanged,
                     takesOverFrom: takesOver))
         }
-        if options.prune {
+        // What the source owns is what it desires, in the same order (the shortcut's
+        // owned set is in `Fleet` order, as `desired` is): nothing to prune, found without
+        // hashing every identity.
+        let ownsDesired =
+            options.prune
+            && (shortcut?.owned.map { owned in owned.count == desired.count && zip(owned, desired).allSatisfy { $0 == $1.id } } ?? false)
+        if options.prune, !ownsDesired {
             let desiredIDs = Set(desired.map(\.id))
             var owned = shortcut?.owned ?? []
             if shortcut?.owned == nil { owned = try actual.inventory(source: options.source) }

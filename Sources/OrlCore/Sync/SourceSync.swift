@@ -89,20 +89,27 @@ public enum SourceSync {
         shortcut: (any StateReader) throws(StoreError) -> PlanShortcut? = { _ throws(StoreError) in nil },
         applied: (any StateWriter) throws(StoreError) -> Void = { _ throws(StoreError) in }
     ) throws(StoreError) -> (Result<ApplyOutcome, PlanRefusal>, SourceRecord) {
+        let desired = desired ?? fleet.resources.map(DesiredResource.init)
+        return try apply(
+            desired: desired,
+            resolve: { index throws(StoreError) in
+                guard let resource = fleet[desired[index].id] else { throw StoreError("\(desired[index].id) is not in the fleet read") }
+                return resource
+            }, revision: revision, record: record, options: options, events: events, to: store, now: now, shortcut: shortcut,
+            applied: applied)
+    }
+
+    /// `apply` from the desired resources (the index's, hashes computed once per parse):
+    /// `resolve` gives the resource at a position of `desired` when the plan looks at it.
+    public static func apply(
+        desired: [DesiredResource], resolve: (Int) throws(StoreError) -> Resource, revision: String, record: SourceRecord,
+        options: ApplyOptions, events: [StoreEvent] = [], to store: any StateStore, now: Timestamp,
+        shortcut: (any StateReader) throws(StoreError) -> PlanShortcut? = { _ throws(StoreError) in nil },
+        applied: (any StateWriter) throws(StoreError) -> Void = { _ throws(StoreError) in }
+    ) throws(StoreError) -> (Result<ApplyOutcome, PlanRefusal>, SourceRecord) {
         try store.write { writer throws(StoreError) in
-            let result: Result<ApplyOutcome, PlanRefusal>
-            if let desired {
-                result = try ApplyOperation.apply(
-                    desired: desired,
-                    resolve: { index throws(StoreError) in
-                        guard let resource = fleet[desired[index].id] else {
-                            throw StoreError("\(desired[index].id) is not in the fleet read")
-                        }
-                        return resource
-                    }, in: writer, options: options, now: now, shortcut: try shortcut(writer))
-            } else {
-                result = try ApplyOperation.apply(fleet, in: writer, options: options, now: now)
-            }
+            let result = try ApplyOperation.apply(
+                desired: desired, resolve: resolve, in: writer, options: options, now: now, shortcut: try shortcut(writer))
             var next = record
             switch result {
             case .success(let outcome):
