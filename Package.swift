@@ -155,7 +155,11 @@ let package = Package(
                 // lld, which resolves archives in any order: Foundation's static archive needs
                 // CoreFoundation and ICU's after it, and the autolinked ones come last.
                 .unsafeFlags([
-                    "-static-stdlib", "-use-ld=lld", "-lCoreFoundation", "-l_FoundationICU", "-l_FoundationCShims",
+                    "-static-stdlib", "-use-ld=lld",
+                    // Not every symbol in the dynamic table (the static runtime's default), and
+                    // relative relocations packed: start-up read and searched megabytes of both.
+                    "-Xlinker", "--no-export-dynamic", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-lCoreFoundation",
+                    "-l_FoundationICU", "-l_FoundationCShims",
                     "-l_FoundationCollections",
                 ])
             ]),
