@@ -167,11 +167,15 @@ let package = Package(
         // (scripts/fuzz builds it with -sanitize=fuzzer).
         .target(name: "OrlFuzz", dependencies: ["OrlJSON", "OrlCore", "OrlYAML"], swiftSettings: strictness),
         .executableTarget(name: "orl-fuzz", dependencies: ["OrlFuzz"], swiftSettings: strictness),
+        // A command measured alone from outside (wall, CPU, peak memory): the benchmarks'
+        // figures and the tests' resource bounds.
+        .target(name: "OrlMeasure", swiftSettings: strictness),
         // Benchmarks: a separate command, never part of the tests.
         .executableTarget(
             name: "orl-bench",
             dependencies: [
-                "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlPostgres", "OrlGit", "OrlManifests", "OrlServer", "OrlRuntime",
+                "OrlMeasure", "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlPostgres", "OrlGit", "OrlManifests", "OrlServer",
+                "OrlRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -215,7 +219,7 @@ let package = Package(
             name: "OrlCLITests",
             dependencies: [
                 "OrlCLI", "OrlJSON", "OrlCore", "OrlYAML", "OrlStore", "OrlPostgres", "OrlController", "OrlGit", "OrlManifests",
-                "OrlTestPostgres",
+                "OrlTestPostgres", "OrlMeasure",
             ],
             exclude: ["Golden", "Fixtures"],
             swiftSettings: strictness),

@@ -32,6 +32,11 @@ public struct ManifestIndexLoader: Sendable {
         let filesUnchanged: Bool
         /// The desired set is the previous apply's, entry for entry.
         let sameDesired: Bool
+        /// Per desired entry, whether the previous apply desired it as it is (worked out by
+        /// position when the files are the previous ones); nil to compare the two sets.
+        let settled: [Bool]?
+        /// The desired set names the previous apply's resources, in the same order.
+        let sameIdentities: Bool
         let full: Bool
         let inputs: [ManifestInput]
         /// Each input's position by path, made when a resource not read this time is asked for.
@@ -46,9 +51,12 @@ public struct ManifestIndexLoader: Sendable {
 
         init(
             outcome: IncrementalValidation.Outcome, next: StoredManifestIndex?, stored: StoredManifestIndex.Stored?, filesUnchanged: Bool,
-            sameDesired: Bool, full: Bool, inputs: [ManifestInput], source: FileSystemSource, parsing: ManifestParsing,
-            snapshots: [String: [ResourceSnapshot.Kept]] = [:]
+            sameDesired: Bool, settled: [Bool]? = nil, sameIdentities: Bool = false, full: Bool, inputs: [ManifestInput],
+            source: FileSystemSource,
+            parsing: ManifestParsing, snapshots: [String: [ResourceSnapshot.Kept]] = [:]
         ) {
+            self.settled = settled
+            self.sameIdentities = sameIdentities || sameDesired
             self.snapshots = snapshots
             self.outcome = outcome
             self.next = next
@@ -101,9 +109,10 @@ public struct ManifestIndexLoader: Sendable {
             else { return nil }
             memoHeld = true
             let desired = outcome.desired
-            let owned = memo.ownsExactly ? previous.desiredResources().map(\.id) : nil
+            let owned =
+                memo.ownsExactly ? previous.desired.map { previous.files[Int($0.file)].record.entries[Int($0.entry)].id } : nil
             if sameDesired { return PlanShortcut(settled: [Bool](repeating: true, count: desired.count), owned: owned) }
-            return PlanShortcut(settled: previous.settled(desired), owned: owned)
+            return PlanShortcut(settled: settled ?? previous.settled(desired), owned: owned)
         }
 
         /// Writes the index of `source` in the apply's transaction, with what the next apply
@@ -113,6 +122,12 @@ public struct ManifestIndexLoader: Sendable {
                 if stored != nil { try StoredManifestIndex.drop(source: source, writer) }
                 return
             }
+            if !snapshots.isEmpty {
+                // The heads written below, read in one query (a round trip each otherwise, on
+                // a database server); the writes read them again from what the store holds.
+                _ = try writer.manifestIndexes(
+                    sources: [source] + snapshots.keys.sorted().map { ResourceSnapshot.key(source: source, namespace: $0) })
+            }
             for namespace in snapshots.keys.sorted() {
                 try ResourceSnapshot.write(snapshots[namespace]!, source: source, namespace: namespace, writer)
             }
@@ -121,7 +136,7 @@ public struct ManifestIndexLoader: Sendable {
             // if it did and kept desiring everything it did.
             var ownsExactly = prune
             if !ownsExactly, memoHeld, let memo = previous?.memo, memo.ownsExactly {
-                if sameDesired {
+                if sameIdentities {
                     ownsExactly = true
                 } else {
                     let now = Set(outcome.desired.map(\.id))
@@ -145,24 +160,26 @@ public struct ManifestIndexLoader: Sendable {
         let held = try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: name, reader) }
         let stored = held?.index
 
-        // The common case: the same files, in the same order, none changed since.
-        if !full, let stored, stored.files.count == inputs.count,
-            zip(inputs, stored.files).enumerated().allSatisfy({ i, pair in
-                guard let stamp = stamps[i], let old = pair.1.stamp, pair.0.path == pair.1.path else { return false }
-                return old.vouches(for: stamp, recordedAt: pair.1.stampedAt)
-            })
-        {
+        // The common cases: the same files in the same order (by position, no dictionary of
+        // the fleet), none changed since, or a few edited.
+        var aligned = !full && stored != nil && stored!.files.count == inputs.count
+        var vouched = [Bool](repeating: false, count: aligned ? inputs.count : 0)
+        if aligned, let stored {
+            for (i, (input, old)) in zip(inputs, stored.files).enumerated() {
+                guard input.path == old.path else {
+                    aligned = false
+                    break
+                }
+                if let stamp = stamps[i], let oldStamp = old.stamp { vouched[i] = oldStamp.vouches(for: stamp, recordedAt: old.stampedAt) }
+            }
+        }
+        if aligned, let stored, !vouched.contains(false) {
             let outcome = IncrementalValidation.unchanged(stored, strict: strict)
             return Loaded(
                 outcome: outcome, next: stored, stored: held, filesUnchanged: true, sameDesired: true, full: false, inputs: inputs,
                 source: source, parsing: parsing)
         }
 
-        var previousFiles: [String: StoredManifestIndex.File] = [:]
-        if !full, let stored {
-            previousFiles.reserveCapacity(stored.files.count)
-            for file in stored.files where previousFiles[file.path] == nil { previousFiles[file.path] = file }
-        }
         // Unless the stamp vouches for the record, read and hash, on every core.
         struct Probe: Sendable {
             var hash: String
@@ -171,14 +188,7 @@ public struct ManifestIndexLoader: Sendable {
             var stamp: FileStamp?
             var stampedAt: Int64
         }
-        let oldFiles = previousFiles
-        let parts = ManifestParsing.parallelMap(inputs.count) { index -> Result<Probe, SourceError> in
-            let input = inputs[index]
-            let stamp = stamps[index]
-            if let stamp, let old = oldFiles[input.path], let oldStamp = old.stamp, oldStamp.vouches(for: stamp, recordedAt: old.stampedAt)
-            {
-                return .success(Probe(hash: old.record.contentHash, file: nil, stamp: oldStamp, stampedAt: old.stampedAt))
-            }
+        @Sendable func probe(_ input: ManifestInput, _ stamp: FileStamp?) -> Result<Probe, SourceError> {
             do throws(SourceError) {
                 let file = try source.read(input)
                 let hash = file.oversizedBy.map { "oversized:\($0)" } ?? CanonicalJSON.bytesHash(file.bytes)
@@ -188,30 +198,77 @@ public struct ManifestIndexLoader: Sendable {
             }
         }
         var probes: [Probe] = []
-        probes.reserveCapacity(parts.count)
-        for part in parts { probes.append(try part.get()) }
+        probes.reserveCapacity(inputs.count)
+        if aligned, let stored {
+            let unvouched = vouched.indices.filter { !vouched[$0] }
+            let read = ManifestParsing.parallelMap(unvouched.count, minimumPerWorker: 4) {
+                probe(inputs[unvouched[$0]], stamps[unvouched[$0]])
+            }
+            for old in stored.files {
+                probes.append(Probe(hash: old.record.contentHash, file: nil, stamp: old.stamp, stampedAt: old.stampedAt))
+            }
+            for (position, part) in zip(unvouched, read) { probes[position] = try part.get() }
+        } else {
+            var previousFiles: [String: StoredManifestIndex.File] = [:]
+            if !full, let stored {
+                previousFiles.reserveCapacity(stored.files.count)
+                for file in stored.files where previousFiles[file.path] == nil { previousFiles[file.path] = file }
+            }
+            let oldFiles = previousFiles
+            let parts = ManifestParsing.parallelMap(inputs.count) { index -> Result<Probe, SourceError> in
+                let input = inputs[index]
+                let stamp = stamps[index]
+                if let stamp, let old = oldFiles[input.path], let oldStamp = old.stamp,
+                    oldStamp.vouches(for: stamp, recordedAt: old.stampedAt)
+                {
+                    return .success(Probe(hash: old.record.contentHash, file: nil, stamp: oldStamp, stampedAt: old.stampedAt))
+                }
+                return probe(input, stamp)
+            }
+            for part in parts { probes.append(try part.get()) }
+        }
 
         let parsing = self.parsing
         let failure = Mutex<SourceError?>(nil)
-        let outcome = IncrementalValidation.validate(
-            files: zip(inputs, probes).map { (path: $0.path, contentHash: $1.hash) }, previous: full ? nil : stored?.index, strict: strict,
-            kept: { namespaces in Self.kept(namespaces, source: name, store: store) },
-            read: { positions in
-                let probes = probes
-                return ManifestParsing.parallelMap(positions.count) { i in
-                    let position = positions[i]
-                    var file = probes[position].file
-                    if file == nil {
-                        do throws(SourceError) { file = try source.read(inputs[position]) } catch {
-                            failure.withLock { $0 = $0 ?? error }
-                            return ReadManifests()
-                        }
+        let parsed: ([Int]) -> [ReadManifests] = { positions in
+            let probes = probes
+            return ManifestParsing.parallelMap(positions.count) { i in
+                let position = positions[i]
+                var file = probes[position].file
+                if file == nil {
+                    do throws(SourceError) { file = try source.read(inputs[position]) } catch {
+                        failure.withLock { $0 = $0 ?? error }
+                        return ReadManifests()
                     }
-                    var read = parsing.read(file!)
-                    read.resources = read.resources.map { $0.withCanonicalForm() }
-                    return read
                 }
-            })
+                var read = parsing.read(file!)
+                read.resources = read.resources.map { $0.withCanonicalForm() }
+                return read
+            }
+        }
+        let hashed = zip(inputs, probes).map { (path: $0.path, contentHash: $1.hash) }
+        if aligned, let stored {
+            let changed = probes.indices.filter { probes[$0].hash != stored.files[$0].record.contentHash }
+            if let result = IncrementalValidation.validate(
+                aligned: hashed, changed: changed, previous: stored, strict: strict,
+                kept: { namespaces in Self.kept(namespaces, source: name, store: store) }, read: parsed)
+            {
+                if let error = failure.withLock({ $0 }) { throw error }
+                var next = result.next
+                for (i, probe) in probes.enumerated() where !vouched[i] {
+                    next.files[i].stamp = probe.stamp
+                    next.files[i].stampedAt = probe.stamp == nil ? 0 : probe.stampedAt
+                }
+                return Loaded(
+                    outcome: result.outcome, next: next, stored: held, filesUnchanged: false, sameDesired: result.sameDesired,
+                    settled: result.settled, sameIdentities: result.sameIdentities, full: false, inputs: inputs, source: source,
+                    parsing: parsing, snapshots: result.outcome.checked)
+            }
+            if let error = failure.withLock({ $0 }) { throw error }
+        }
+        let outcome = IncrementalValidation.validate(
+            files: hashed, previous: full ? nil : stored?.index, strict: strict,
+            kept: { namespaces in Self.kept(namespaces, source: name, store: store) }, read: parsed)
         if let error = failure.withLock({ $0 }) { throw error }
 
         var next: StoredManifestIndex?

@@ -14,6 +14,17 @@ final class PostgresAccess: StateWriter {
     private var pendingResources: [StoredResource] = []
     private var pendingResourceIndex: [ResourceID: Int] = [:]
     private var pendingEvents: [StoreEvent] = []
+    /// Rows of `manifest_indexes` written (nil: deleted) but not yet sent: an apply writes
+    /// a head and a few chunks and drops the chunks they replace, a statement each until
+    /// now. They are sent together, in two statements, before any statement other than
+    /// the manifest index's own reads and the change mark's (which answer from them first)
+    /// and before the transaction commits.
+    private var pendingIndexes: [String: [UInt8]?] = [:]
+    private var pendingIndexOrder: [String] = []
+    /// Rows of `manifest_indexes` read in this transaction (nil: none): no other writer
+    /// changes them meanwhile (every write holds the store's lock; a read is one snapshot),
+    /// so an apply that reads its heads together does not read them again one by one.
+    private var readIndexes: [String: [UInt8]?] = [:]
 
     init(_ session: PostgresSession, writable: Bool) {
         self.session = session
@@ -30,6 +41,14 @@ final class PostgresAccess: StateWriter {
         return session
     }
 
+    /// The session for a statement that reads neither `manifest_indexes` nor anything a
+    /// write to it changes: the manifest index rows kept stay kept.
+    private func connectionKeepingIndexes() throws(StoreError) -> PostgresSession {
+        let session = try checkedSession(writing: false)
+        try flushRows()
+        return session
+    }
+
     private func checkedSession(writing: Bool) throws(StoreError) -> PostgresSession {
         guard let session else {
             throw StoreError("the state store was used after its read or write ended; use the reader only inside the body")
@@ -43,6 +62,11 @@ final class PostgresAccess: StateWriter {
     /// Sends what `put` and `append` kept: called before any other statement and before
     /// the transaction commits.
     func flush() throws(StoreError) {
+        try flushRows()
+        try flushIndexes()
+    }
+
+    private func flushRows() throws(StoreError) {
         guard !pendingResources.isEmpty || !pendingEvents.isEmpty, let session else { return }
         let resources = pendingResources
         let events = pendingEvents
@@ -58,6 +82,51 @@ final class PostgresAccess: StateWriter {
     }
 
     private static let rowsPerStatement = 5000
+
+    /// The manifest index rows kept: the upserts in one statement (each blob as hex text,
+    /// which `unnest` takes as arrays of text), the deletions in another.
+    private func flushIndexes() throws(StoreError) {
+        guard !pendingIndexOrder.isEmpty, let session else { return }
+        let order = pendingIndexOrder
+        let rows = pendingIndexes
+        pendingIndexOrder = []
+        pendingIndexes = [:]
+        var sources: [String] = []
+        var blobs: [String] = []
+        var dropped: [String] = []
+        for source in order {
+            if let data = rows[source]! {
+                sources.append(source)
+                blobs.append(Self.hex(data))
+            } else {
+                dropped.append(source)
+            }
+        }
+        if !dropped.isEmpty {
+            try session.execute(
+                "DELETE FROM manifest_indexes WHERE source = ANY($1)", [.texts(dropped)],
+                intent: "drop \(dropped.count) parts of a manifest index")
+        }
+        if !sources.isEmpty {
+            try session.execute(
+                """
+                INSERT INTO manifest_indexes (source, data) SELECT source, decode(data, 'hex') FROM unnest($1::text[], $2::text[])
+                    AS m(source, data)
+                ON CONFLICT (source) DO UPDATE SET data = excluded.data
+                """, [.texts(sources), .texts(blobs)], intent: "write \(sources.count) parts of a manifest index")
+        }
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        let digits: [UInt8] = Array("0123456789abcdef".utf8)
+        return String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            for (i, byte) in bytes.enumerated() {
+                out[2 * i] = digits[Int(byte >> 4)]
+                out[2 * i + 1] = digits[Int(byte & 0x0f)]
+            }
+            return bytes.count * 2
+        }
+    }
 
     private static func upsert(_ resources: ArraySlice<StoredResource>, _ session: PostgresSession) throws(StoreError) {
         func texts(_ value: (StoredResource) -> String) -> PostgresValue { .texts(resources.map(value)) }
@@ -189,7 +258,7 @@ final class PostgresAccess: StateWriter {
     /// The generation the statement triggers bump at every write to `resources` (as on
     /// SQLite): one row, where a checksum would read every resource of the source.
     func changeMark(source: String) throws(StoreError) -> String {
-        let found = try rows(
+        let found = try connectionKeepingIndexes().query(
             "SELECT generation FROM change_topics WHERE topic = 'resources'", [], intent: "read the resources' change mark")
         guard let row = found.first else { return "f:" + (try fingerprint(source: source)) }
         return "g:\(try row.int64(0))"
@@ -207,22 +276,32 @@ final class PostgresAccess: StateWriter {
     }
 
     func manifestIndex(source: String) throws(StoreError) -> [UInt8]? {
-        let found = try rows(
+        if let kept = pendingIndexes[source] { return kept }
+        if let read = readIndexes[source] { return read }
+        let found = try connectionKeepingIndexes().query(
             "SELECT data FROM manifest_indexes WHERE source = $1", [.text(source)], intent: "read the manifest index of \(source)")
-        guard let row = found.first else { return nil }
-        return try row.bytes(0)
+        let data = try found.first.map { row throws(StoreError) in try row.bytes(0) }
+        readIndexes.updateValue(data, forKey: source)
+        return data
     }
 
     func manifestIndexes(sources: [String]) throws(StoreError) -> [[UInt8]?] {
-        guard sources.count > 1 else { return try sources.map { source throws(StoreError) in try manifestIndex(source: source) } }
+        let asked = sources.filter { pendingIndexes[$0] == nil && readIndexes[$0] == nil }
+        guard asked.count > 1 else {
+            return try sources.map { source throws(StoreError) in try manifestIndex(source: source) }
+        }
         var found: [String: [UInt8]] = [:]
-        for row in try rows(
-            "SELECT source, data FROM manifest_indexes WHERE source = ANY($1)", [.texts(sources)],
-            intent: "read \(sources.count) parts of a manifest index")
+        for row in try connectionKeepingIndexes().query(
+            "SELECT source, data FROM manifest_indexes WHERE source = ANY($1)", [.texts(asked)],
+            intent: "read \(asked.count) parts of a manifest index")
         {
             found[try row.text(0)] = try row.bytes(1)
         }
-        return sources.map { found[$0] }
+        for source in asked { readIndexes.updateValue(found[source], forKey: source) }
+        return sources.map { source in
+            if let kept = pendingIndexes[source] { return kept }
+            return readIndexes[source] ?? nil
+        }
     }
 
     func inventory(source: String) throws(StoreError) -> [ResourceID] {
@@ -324,14 +403,8 @@ final class PostgresAccess: StateWriter {
     }
 
     func putManifestIndex(source: String, _ data: [UInt8]?) throws(StoreError) {
-        let intent = "write the manifest index of \(source)"
-        guard let data else {
-            try change("DELETE FROM manifest_indexes WHERE source = $1", [.text(source)], intent: intent)
-            return
-        }
-        try change(
-            "INSERT INTO manifest_indexes (source, data) VALUES ($1, $2) ON CONFLICT (source) DO UPDATE SET data = excluded.data",
-            [.text(source), .bytes(data)], intent: intent)
+        _ = try checkedSession(writing: true)
+        if pendingIndexes.updateValue(data, forKey: source) == nil { pendingIndexOrder.append(source) }
     }
 
     func delete(_ id: ResourceID) throws(StoreError) {

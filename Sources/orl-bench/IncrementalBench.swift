@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OrlMeasure
 import OrlPostgres
 
 #if canImport(Glibc)
@@ -203,47 +204,13 @@ struct Measurement {
         String(format: "%.1f ms wall, %.1f ms CPU, %.1f MiB peak", wall * 1000, cpu * 1000, Double(maxRSSKiB) / 1024)
     }
 
-    /// Started by a small forking parent, not by this process: Linux keeps the peak of
-    /// the memory a process replaces at `execve` in its `ru_maxrss`, and `posix_spawn`
-    /// runs the child in this process's memory until it execs, so a child spawned from
-    /// here would report this bench's own peak when that is larger. The parent times the
-    /// child too, so its own start-up is not counted.
-    static let launcher = """
-        import os, sys, time
-        start = time.monotonic_ns()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.execvp(sys.argv[2], sys.argv[2:])
-            finally:
-                os._exit(127)
-        _, status, usage = os.wait4(pid, 0)
-        wall = (time.monotonic_ns() - start) / 1e9
-        with open(sys.argv[1], "w") as f:
-            f.write(f"{status} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime} {wall}")
-        """
-
+    /// Measured alone, from outside (`MeasuredCommand`), with its output discarded; a
+    /// command that cannot be measured counts as a failure (status -1).
     static func run(_ argv: [String]) -> Measurement {
-        let failed = Measurement(wall: 0, cpu: 0, maxRSSKiB: 0, status: -1)
-        let usagePath = NSTemporaryDirectory() + "orl-bench-usage-\(getpid())"
-        defer { unlink(usagePath) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        var pid: pid_t = 0
-        let python = "/usr/bin/python3"
-        let cArgs = ([python, "-c", launcher, usagePath] + argv).map { strdup($0) } + [nil]
-        defer { for p in cArgs { free(p) } }
-        guard posix_spawn(&pid, python, &actions, nil, cArgs, environ) == 0 else { return failed }
-        var launcherStatus: Int32 = 0
-        while waitpid(pid, &launcherStatus, 0) < 0 && errno == EINTR {}
-        let fields = (try? String(contentsOfFile: usagePath, encoding: .utf8))?.split(separator: " ") ?? []
-        guard launcherStatus == 0, fields.count == 4, let status = Int32(fields[0]), let maxRSS = Int(fields[1]),
-            let cpu = Double(fields[2]), let wall = Double(fields[3])
-        else { return failed }
-        return Measurement(wall: wall, cpu: cpu, maxRSSKiB: maxRSS, status: (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1)
+        guard let measured = try? MeasuredCommand.run(argv) else { return Measurement(wall: 0, cpu: 0, maxRSSKiB: 0, status: -1) }
+        return Measurement(
+            wall: measured.wallSeconds, cpu: measured.cpuSeconds, maxRSSKiB: measured.peakKiB,
+            status: measured.status < 128 ? measured.status : -1)
     }
 
     static func median(_ values: [Measurement]) -> Measurement {

@@ -19,6 +19,8 @@ import Testing
         var usd = 25
         var schemaError = false
         var cycle = false
+        /// A Policy's label selector (`team: tN`), besides the agent it names.
+        var selector: Int?
     }
 
     struct File {
@@ -89,6 +91,7 @@ import Testing
             text += """
                   appliesTo:
                     agents: [agent-\(doc.target)]
+                \(doc.selector.map { "    selector: {matchLabels: {team: t\($0)}}\n" } ?? "")\
                   allow:
                     tools: [tool-\(doc.target)]
                     models: [provider-\(doc.target)/*]
@@ -199,6 +202,10 @@ import Testing
         var snapshots: [String: [UInt8]] = [:]
         var keptIndex: ManifestIndex?
         var keptRuns = 0
+        // The index as the loader holds it (files in order, desired positions), for the
+        // by-position path of a re-apply whose files are the previous ones.
+        var stored: StoredManifestIndex?
+        var alignedRuns = 0
         for step in 0..<40 {
             if step > 0 { Self.edit(&files, &g, serial: &serial) }
             let strict = g.below(5) == 0
@@ -226,6 +233,32 @@ import Testing
                 for (namespace, resources) in withKept.checked { snapshots[namespace] = ResourceSnapshot.encode(resources) }
             }
             keptIndex = withKept.index
+
+            if let previous = stored, previous.files.map(\.path) == hashed.map(\.path) {
+                let changed = hashed.indices.filter { hashed[$0].contentHash != previous.files[$0].record.contentHash }
+                if let aligned = IncrementalValidation.validate(
+                    aligned: hashed, changed: changed, previous: previous, strict: strict,
+                    kept: { namespaces in namespaces.flatMap { saved[$0].flatMap(ResourceSnapshot.decode) ?? [] } },
+                    read: { Self.read(current, $0) })
+                {
+                    alignedRuns += 1
+                    let outcome = aligned.outcome
+                    #expect(outcome.report.diagnostics == full.diagnostics, "aligned: seed \(seed) step \(step)")
+                    #expect(outcome.report.resourceCount == full.resourceCount, "aligned: seed \(seed) step \(step)")
+                    #expect(outcome.desired == full.fleet.resources.map(DesiredResource.init), "aligned: seed \(seed) step \(step)")
+                    #expect(aligned.next.index == fullOutcome.index, "aligned: seed \(seed) step \(step)")
+                    #expect(aligned.next.desired == StoredManifestIndex.positions(of: outcome.desired, in: aligned.next.files))
+                    #expect(aligned.settled == previous.settled(outcome.desired), "aligned: seed \(seed) step \(step)")
+                    #expect(aligned.sameDesired == previous.desires(outcome.desired), "aligned: seed \(seed) step \(step)")
+                    #expect(Set(outcome.read.keys) == Set(withKept.read.keys), "aligned: seed \(seed) step \(step)")
+                    #expect(Set(outcome.checked.keys) == Set(withKept.checked.keys), "aligned: seed \(seed) step \(step)")
+                }
+            }
+            stored = withKept.index.flatMap { index -> StoredManifestIndex? in
+                let files = hashed.map { StoredManifestIndex.File(record: index.files[$0.path]!, stamp: nil, stampedAt: 0) }
+                guard let positions = StoredManifestIndex.positions(of: withKept.desired, in: files) else { return nil }
+                return StoredManifestIndex(files: files, namespaces: index.namespaces, desired: positions, memo: nil)
+            }
 
             #expect(incremental.report.diagnostics == full.diagnostics, "seed \(seed) step \(step)")
             #expect(incremental.report.resourceCount == full.resourceCount, "seed \(seed) step \(step)")
@@ -257,11 +290,12 @@ import Testing
         // The property says something only if most rounds took the incremental path.
         #expect(incrementalRuns > 12, "only \(incrementalRuns) incremental rounds")
         #expect(keptRuns > 8, "only \(keptRuns) rounds took unchanged files from the snapshots")
+        #expect(alignedRuns > 8, "only \(alignedRuns) rounds took the by-position path")
     }
 
     /// Edits whose verdicts land on resources in other, unchanged files: the checks over
     /// kept resources give what reading everything gives, and only the changed file is parsed.
-    @Test(arguments: ["policy", "tool", "budget", "workflow", "provider"])
+    @Test(arguments: ["policy", "tool", "budget", "workflow", "provider", "policySelector", "toolRename"])
     func changesThatMoveVerdictsElsewhereReadOnlyTheChangedFile(edit: String) {
         var g = Generator(state: 11)
         var files = Self.fleet(&g)
@@ -273,7 +307,7 @@ import Testing
         for (namespace, resources) in first.checked { snapshots[namespace] = ResourceSnapshot.encode(resources) }
         #expect(Set(snapshots.keys) == Set(Self.namespaces))
 
-        let kind = ["provider": 0, "tool": 1, "policy": 3, "budget": 4, "workflow": 5][edit]!
+        let kind = ["provider": 0, "tool": 1, "policy": 3, "budget": 4, "workflow": 5, "policySelector": 3, "toolRename": 1][edit]!
         let at = files.firstIndex { $0.docs[0].kind == kind && $0.docs[0].namespace == "team-a" }!
         var changedPaths = [files[at].path]
         switch edit {
@@ -285,6 +319,12 @@ import Testing
         case "budget": files[at].docs[0].target += 1
         // The workflow runs another agent, with another tool.
         case "workflow": files[at].docs[0].target += 2
+        // The Policy also selects agents by label: those of another label class than the
+        // agent it names now have its rules (and their verdicts cite it).
+        case "policySelector": files[at].docs[0].selector = (files[at].docs[0].target + 1) % 3
+        // The Tool is renamed: the agent that declares it and the workflow step that uses
+        // it name nothing.
+        case "toolRename": files[at].docs[0].group += 3
         // The provider is renamed: agents' models name nothing.
         default: files[at].docs[0].group += 3
         }
@@ -304,6 +344,27 @@ import Testing
         #expect(changed.report.diagnostics != first.report.diagnostics, "the edit changed no verdict")
         #expect(changed.desired == full.fleet.resources.map(DesiredResource.init))
         #expect(Set(changed.checked.keys) == ["team-a"])
+
+        // By position, when the files are the previous ones (every edit but the removal).
+        guard edit != "tool", let index = first.index else { return }
+        let before = files.map { $0.path }
+        let stored = StoredManifestIndex(
+            files: before.map { StoredManifestIndex.File(record: index.files[$0]!, stamp: nil, stampedAt: 0) },
+            namespaces: index.namespaces,
+            desired: StoredManifestIndex.positions(
+                of: first.desired,
+                in: before.map {
+                    StoredManifestIndex.File(record: index.files[$0]!, stamp: nil, stampedAt: 0)
+                })!, memo: nil)
+        let now = hashes()
+        let aligned = IncrementalValidation.validate(
+            aligned: now, changed: now.indices.filter { now[$0].contentHash != stored.files[$0].record.contentHash }, previous: stored,
+            strict: false, kept: { namespaces in namespaces.flatMap { saved[$0].flatMap(ResourceSnapshot.decode) ?? [] } },
+            read: { Self.read(files, $0) })
+        #expect(aligned?.outcome.parsed == changedPaths)
+        #expect(aligned?.outcome.report.diagnostics == full.diagnostics)
+        #expect(aligned?.outcome.desired == full.fleet.resources.map(DesiredResource.init))
+        #expect(aligned?.next.index == changed.index)
     }
 
     @Test func snapshotsRoundTripEveryNodeAndPosition() throws {

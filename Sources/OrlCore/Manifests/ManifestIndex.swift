@@ -178,11 +178,6 @@ public enum IncrementalValidation {
         var namespaces = previous.namespaces
         var affected = Set<String>()
         var checked: [String: [ResourceSnapshot.Kept]] = [:]
-        var hashes: [String: String] = [:]
-        if !changed.isEmpty || !removed.isEmpty {
-            hashes.reserveCapacity(files.count)
-            for file in files where hashes[file.path] == nil { hashes[file.path] = file.contentHash }
-        }
         if !changed.isEmpty || !removed.isEmpty {
             for (index, part) in zip(changed, read(changed)) {
                 let record = ManifestFileRecord(path: files[index].path, contentHash: files[index].contentHash, read: part)
@@ -193,51 +188,18 @@ public enum IncrementalValidation {
                 fresh[index] = part
             }
             for old in removed { affected.formUnion(old.namespaces) }
-            // Unchanged files that define something in an affected namespace: taken from
-            // what was kept of them when all of it is there, else read again, so that the
-            // checks see the whole namespace.
-            let others = files.indices.filter { fresh[$0] == nil && records[$0]!.definesSomething(in: affected) }
-            let fromKept = others.isEmpty ? [:] : keptResources(others, files: files, records: records, affected: affected, kept: kept)
-            let toRead = others.filter { fromKept[$0] == nil }
-            for (index, part) in zip(toRead, read(toRead)) { fresh[index] = part }
-            var subset = ReadManifests()
-            for index in files.indices {
-                if let part = fresh[index] {
-                    subset.resources += part.resources.filter { affected.contains($0.metadata.namespace) }
-                    subset.unreadable += part.unreadable.filter { affected.contains($0.namespace) }
-                } else if let resources = fromKept[index] {
-                    subset.resources += resources
-                    subset.unreadable += records[index]!.unreadable.filter { affected.contains($0.namespace) }
-                }
-            }
-            for resource in subset.resources {
-                checked[resource.metadata.namespace, default: []].append(
-                    ResourceSnapshot.Kept(contentHash: hashes[resource.file] ?? "", resource: resource))
-            }
-            for namespace in affected where checked[namespace] == nil { checked[namespace] = [] }
-            guard let grouped = byNamespace(ManifestValidation.crossChecks(subset).diagnostics) else {
-                return full(files: files, strict: strict, read: read)
-            }
-            for namespace in affected { namespaces[namespace] = grouped[namespace] }
+            let current = records
+            guard
+                let found = recheck(
+                    affected, files: files, record: { current[$0]! }, fresh: &fresh, kept: kept, read: read)
+            else { return full(files: files, strict: strict, read: read) }
+            for namespace in affected { namespaces[namespace] = found.namespaces[namespace] }
+            checked = found.checked
         }
         let all = records.map { $0! }
         var diagnostics = all.flatMap(\.diagnostics)
         for namespace in namespaces.keys.sorted() { diagnostics += namespaces[namespace]! }
-        var desired: [DesiredResource] = []
-        var seen = Set<ResourceID>()
-        for record in all {
-            for entry in record.entries where seen.insert(entry.id).inserted { desired.append(DesiredResource(entry, file: record.path)) }
-        }
-        // The kind's rank once per resource, not once per comparison; indices sorted, so
-        // that the (large) values are moved once. A stable sort, as `sort` is.
-        let ranks = desired.map { ResourceKind(rawValue: $0.id.kind)! }
-        let order = desired.indices.sorted { a, b in
-            let (x, y) = (desired[a].id, desired[b].id)
-            if ranks[a] != ranks[b] { return ranks[a] < ranks[b] }
-            if x.namespace != y.namespace { return x.namespace < y.namespace }
-            return x.name < y.name
-        }
-        desired = order.map { desired[$0] }
+        let desired = desiredOrder(all)
         // A resource read this time stands for its entry only if it is the one kept (a
         // duplicate's first definition may be in a file that was not read).
         var keptIn: [ResourceID: String] = [:]
@@ -258,11 +220,176 @@ public enum IncrementalValidation {
             parsed: fresh.keys.sorted().map { files[$0].path }, full: false, checked: checked)
     }
 
+    /// What `validate(aligned:...)` gives: the outcome, the index after it, and how its
+    /// desired set compares with the previous one, all worked out by position.
+    public struct Aligned: Sendable {
+        /// `index` is nil here: the index after this run is `next`.
+        public var outcome: Outcome
+        /// The previous index with the changed files' records and the affected namespaces'
+        /// diagnostics; stamps and memo as they were.
+        public var next: StoredManifestIndex
+        /// The desired set is the previous one, entry for entry.
+        public var sameDesired: Bool
+        /// The desired set names the same resources as the previous one, in the same order.
+        public var sameIdentities: Bool
+        /// Per entry of `outcome.desired`: the previous index desired it with the same hash
+        /// and code (what `StoredManifestIndex.settled` answers, without comparing names).
+        public var settled: [Bool]
+    }
+
+    /// `validate` for the common re-apply: the files are `previous`'s, the same paths in
+    /// the same order, and those at `changed` (in order) have new content. Everything is
+    /// done by position: no dictionary of the fleet by path or identity is made, and when
+    /// the changed files define the same resources as before (values edited) the desired
+    /// order is the previous one, not sorted again. Only the changed files'
+    /// namespaces are checked again, as `validate` does. Nil when the change is not of
+    /// that kind (an MCP pin, an unnamed document, a diagnostic outside a resource): the
+    /// caller then takes `validate`.
+    public static func validate(
+        aligned files: [(path: String, contentHash: String)], changed: [Int], previous: StoredManifestIndex, strict: Bool,
+        kept: (Set<String>) -> [ResourceSnapshot.Kept] = { _ in [] },
+        read: ([Int]) -> [ReadManifests]
+    ) -> Aligned? {
+        guard files.count == previous.files.count else { return nil }
+        var next = previous
+        next.memo = nil
+        var fresh: [Int: ReadManifests] = [:]
+        var affected = Set<String>()
+        var sameIdentities = true
+        var isChanged = [Bool](repeating: false, count: files.count)
+        for (index, part) in zip(changed, read(changed)) {
+            guard files[index].path == previous.files[index].path else { return nil }
+            let record = ManifestFileRecord(path: files[index].path, contentHash: files[index].contentHash, read: part)
+            if record.spansFiles || record.unidentified > 0 { return nil }
+            let old = previous.files[index].record
+            affected.formUnion(record.namespaces)
+            affected.formUnion(old.namespaces)
+            if !record.entries.elementsEqual(old.entries, by: { $0.id == $1.id }) { sameIdentities = false }
+            next.files[index].record = record
+            fresh[index] = part
+            isChanged[index] = true
+        }
+        var checked: [String: [ResourceSnapshot.Kept]] = [:]
+        if !changed.isEmpty {
+            let records = next.files
+            guard
+                let found = recheck(
+                    affected, files: files, record: { records[$0].record }, fresh: &fresh, kept: kept, read: read)
+            else { return nil }
+            for namespace in affected { next.namespaces[namespace] = found.namespaces[namespace] }
+            checked = found.checked
+        }
+        // The same resources in the same files: the previous positions stand, and so does
+        // which definition of a duplicate is kept.
+        if !sameIdentities {
+            guard let positions = StoredManifestIndex.positions(of: desiredOrder(next.files.map(\.record)), in: next.files) else {
+                return nil
+            }
+            next.desired = positions
+        }
+        let desired = next.desiredResources()
+        var settled = [Bool](repeating: true, count: desired.count)
+        var resources: [ResourceID: Resource] = [:]
+        var sameDesired = sameIdentities
+        if sameIdentities {
+            for (k, position) in next.desired.enumerated() where isChanged[Int(position.file)] {
+                let old = previous.files[Int(position.file)].record.entries[Int(position.entry)]
+                let new = next.files[Int(position.file)].record.entries[Int(position.entry)]
+                settled[k] = old.manifestHash == new.manifestHash && old.hasCode == new.hasCode
+                if old != new { sameDesired = false }
+            }
+        } else {
+            settled = previous.settled(desired)
+            sameDesired = previous.desires(desired)
+        }
+        // A resource read this time stands for its entry only if it is the one kept (a
+        // duplicate's first definition may be in a file that was not read).
+        var wanted = [Int: Set<Int>]()
+        for position in next.desired where fresh[Int(position.file)] != nil {
+            wanted[Int(position.file), default: []].insert(Int(position.entry))
+        }
+        for (file, entries) in wanted {
+            let part = fresh[file]!
+            for entry in entries where entry < part.resources.count { resources[part.resources[entry].id] = part.resources[entry] }
+        }
+        var diagnostics: [Diagnostic] = []
+        var count = 0
+        for file in next.files {
+            diagnostics += file.record.diagnostics
+            count += file.record.entries.count + file.record.unreadable.count
+        }
+        for namespace in next.namespaces.keys.sorted() { diagnostics += next.namespaces[namespace]! }
+        let report = ValidationReport(
+            fleet: Fleet(Array(resources.values)), resourceCount: count,
+            diagnostics: ManifestValidation.strictened(diagnostics, strict).sortedForReport())
+        let outcome = Outcome(
+            report: report, desired: desired, read: resources, index: nil, parsed: fresh.keys.sorted().map { files[$0].path }, full: false,
+            checked: checked)
+        return Aligned(outcome: outcome, next: next, sameDesired: sameDesired, sameIdentities: sameIdentities, settled: settled)
+    }
+
+    /// Every resource of `records` (files in path order), duplicates dropped (the first
+    /// kept), in `Fleet` order.
+    static func desiredOrder(_ records: [ManifestFileRecord]) -> [DesiredResource] {
+        var desired: [DesiredResource] = []
+        var seen = Set<ResourceID>()
+        for record in records {
+            for entry in record.entries where seen.insert(entry.id).inserted { desired.append(DesiredResource(entry, file: record.path)) }
+        }
+        // The kind's rank once per resource, not once per comparison; indices sorted, so
+        // that the (large) values are moved once. A stable sort, as `sort` is.
+        let ranks = desired.map { ResourceKind(rawValue: $0.id.kind)! }
+        let order = desired.indices.sorted { a, b in
+            let (x, y) = (desired[a].id, desired[b].id)
+            if ranks[a] != ranks[b] { return ranks[a] < ranks[b] }
+            if x.namespace != y.namespace { return x.namespace < y.namespace }
+            return x.name < y.name
+        }
+        return order.map { desired[$0] }
+    }
+
+    /// The checks across resources again for the `affected` namespaces, over the files
+    /// read this time (`fresh`, by position) and the unchanged files that define something
+    /// there: from what was kept of them when all of it is there, else read (and added to
+    /// `fresh`), so that the checks see the whole namespace. Gives each affected
+    /// namespace's diagnostics and the resources checked; nil when a diagnostic cannot be
+    /// filed under a namespace (then everything is read).
+    static func recheck(
+        _ affected: Set<String>, files: [(path: String, contentHash: String)], record: (Int) -> ManifestFileRecord,
+        fresh: inout [Int: ReadManifests], kept: (Set<String>) -> [ResourceSnapshot.Kept], read: ([Int]) -> [ReadManifests]
+    ) -> (namespaces: [String: [Diagnostic]], checked: [String: [ResourceSnapshot.Kept]])? {
+        let known = fresh
+        let others = files.indices.filter { known[$0] == nil && record($0).definesSomething(in: affected) }
+        let fromKept = others.isEmpty ? [:] : keptResources(others, files: files, record: record, affected: affected, kept: kept)
+        let toRead = others.filter { fromKept[$0] == nil }
+        for (index, part) in zip(toRead, read(toRead)) { fresh[index] = part }
+        var subset = ReadManifests()
+        var checked: [String: [ResourceSnapshot.Kept]] = [:]
+        for index in (Array(fresh.keys) + Array(fromKept.keys)).sorted() {
+            let resources: [Resource]
+            if let part = fresh[index] {
+                resources = part.resources.filter { affected.contains($0.metadata.namespace) }
+                subset.unreadable += part.unreadable.filter { affected.contains($0.namespace) }
+            } else {
+                resources = fromKept[index]!
+                subset.unreadable += record(index).unreadable.filter { affected.contains($0.namespace) }
+            }
+            subset.resources += resources
+            for resource in resources {
+                checked[resource.metadata.namespace, default: []].append(
+                    ResourceSnapshot.Kept(contentHash: files[index].contentHash, resource: resource))
+            }
+        }
+        for namespace in affected where checked[namespace] == nil { checked[namespace] = [] }
+        guard let grouped = byNamespace(ManifestValidation.crossChecks(subset).diagnostics) else { return nil }
+        return (grouped, checked)
+    }
+
     /// The resources of the unchanged files at `positions` in the `affected` namespaces,
     /// from what was kept of them: a file's entry only when every resource its record
     /// names there is kept for its path and content hash, in its order.
     static func keptResources(
-        _ positions: [Int], files: [(path: String, contentHash: String)], records: [ManifestFileRecord?], affected: Set<String>,
+        _ positions: [Int], files: [(path: String, contentHash: String)], record: (Int) -> ManifestFileRecord, affected: Set<String>,
         kept: (Set<String>) -> [ResourceSnapshot.Kept]
     ) -> [Int: [Resource]] {
         var byFile: [String: [ResourceSnapshot.Kept]] = [:]
@@ -270,7 +397,8 @@ public enum IncrementalValidation {
         guard !byFile.isEmpty else { return [:] }
         var out: [Int: [Resource]] = [:]
         for position in positions {
-            guard let candidates = byFile[files[position].path], let record = records[position] else { continue }
+            guard let candidates = byFile[files[position].path] else { continue }
+            let record = record(position)
             let wanted = record.entries.filter { affected.contains($0.id.namespace) }.map(\.id)
             let resources = candidates.filter {
                 $0.contentHash == files[position].contentHash && affected.contains($0.resource.metadata.namespace)
