@@ -69,6 +69,12 @@ struct child_args {
     int status_fd;
     /// Upper bound for the close() loop when close_range is not available.
     int max_fd;
+    /// A sandbox's init starts the program on this stack (borrowing the init's memory
+    /// until the program's execve), mapped by the parent before the clone.
+    void *program_stack_top;
+    /// >= 0: the sandbox's init, once the program runs, becomes this image (a memfd,
+    /// see `init_image`) instead of living on in a copy of the controller.
+    int init_exe;
 };
 
 static void report_and_exit(int fd, orl_spawn_step step) __attribute__((noreturn));
@@ -435,10 +441,258 @@ static void drop_privileges(const orl_sandbox *sandbox, int report_fd) {
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0) < 0) report_and_exit(report_fd, ORL_SPAWN_SECCOMP);
 }
 
+static void exec_program(const struct child_args *args, int report_fd) __attribute__((noreturn));
+
+// MARK: The sandbox's init as an image of its own
+//
+// A sandbox's PID 1 only reaps until the program ends. Living on as a copy of the
+// controller (a fork), it cost a copy of the controller's page tables at every start
+// and their teardown at every stop, the bulk of a sandboxed start's CPU. Instead the
+// controller starts the sandbox with vfork semantics (the child borrows the
+// controller's memory while it builds the namespaces and starts the program, itself
+// with vfork semantics), and the child then executes this: a few instructions, from
+// a sealed memfd made once per controller, so no page of the controller is copied at
+// all. No file on disk and no helper binary: the code is assembled into this library.
+//
+// The image: reap every child (orphans of the namespace come to PID 1); when PID 2,
+// the program, has ended, write its raw wait status on descriptor 3 (the status
+// pipe, or nothing) and exit with it (a signal N as 128+N); with no child left,
+// exit 127. Its name (`comm`) is argv[0]. Signals stay blocked, as the spawn left
+// them: an init ignores those it has no handler for anyway.
+
+// (Defining ORL_NO_INIT_IMAGE builds the forked init only, to test that path.)
+#if defined(__x86_64__) && !defined(ORL_NO_INIT_IMAGE)
+#define ORL_INIT_IMAGE 1
+#define ORL_ELF_MACHINE EM_X86_64
+__asm__(
+    ".pushsection .text\n"
+    ".p2align 4\n"
+    ".globl orl_sandbox_init_code\n"
+    ".hidden orl_sandbox_init_code\n"
+    ".globl orl_sandbox_init_code_end\n"
+    ".hidden orl_sandbox_init_code_end\n"
+    "orl_sandbox_init_code:\n"
+    "    movl $157, %eax\n"          // prctl(PR_SET_NAME, argv[0])
+    "    movl $15, %edi\n"
+    "    movq 8(%rsp), %rsi\n"
+    "    syscall\n"
+    "    subq $16, %rsp\n"           // the wait status at (%rsp)
+    "1:  movl $61, %eax\n"           // wait4(-1, &status, 0, NULL)
+    "    movq $-1, %rdi\n"
+    "    movq %rsp, %rsi\n"
+    "    xorl %edx, %edx\n"
+    "    xorl %r10d, %r10d\n"
+    "    syscall\n"
+    "    cmpq $-4, %rax\n"           // EINTR
+    "    je 1b\n"
+    "    testq %rax, %rax\n"
+    "    js 4f\n"                    // ECHILD: nothing left to wait for
+    "    cmpq $2, %rax\n"            // the program is PID 2
+    "    jne 1b\n"
+    "2:  movl $1, %eax\n"            // write(3, &status, 4)
+    "    movl $3, %edi\n"
+    "    movq %rsp, %rsi\n"
+    "    movl $4, %edx\n"
+    "    syscall\n"
+    "    cmpq $-4, %rax\n"
+    "    je 2b\n"
+    "    movl (%rsp), %ecx\n"
+    "    movl %ecx, %edi\n"
+    "    andl $0x7f, %edi\n"
+    "    jz 3f\n"
+    "    addl $128, %edi\n"          // killed by signal N: 128+N
+    "    jmp 5f\n"
+    "3:  movl %ecx, %edi\n"          // exited: its code
+    "    shrl $8, %edi\n"
+    "    andl $0xff, %edi\n"
+    "    jmp 5f\n"
+    "4:  movl $127, %edi\n"
+    "5:  movl $231, %eax\n"          // exit_group(code)
+    "    syscall\n"
+    "    hlt\n"
+    "orl_sandbox_init_code_end:\n"
+    ".popsection\n");
+extern const unsigned char orl_sandbox_init_code[] __attribute__((visibility("hidden")));
+extern const unsigned char orl_sandbox_init_code_end[] __attribute__((visibility("hidden")));
+#endif
+
+#ifndef SYS_execveat
+#define SYS_execveat 322
+#endif
+
+static char *const init_argv[] = {"orl-sandbox", NULL};
+static char *const init_envp[] = {NULL};
+
+#ifdef ORL_INIT_IMAGE
+#include <elf.h>
+#include <sys/mman.h>
+
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 0x0001U
+#endif
+#ifndef MFD_ALLOW_SEALING
+#define MFD_ALLOW_SEALING 0x0002U
+#endif
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+#ifndef SYS_memfd_create
+#define SYS_memfd_create 319
+#endif
+#ifndef F_ADD_SEALS
+#define F_ADD_SEALS 1033
+#define F_SEAL_SEAL 0x0001
+#define F_SEAL_SHRINK 0x0002
+#define F_SEAL_GROW 0x0004
+#define F_SEAL_WRITE 0x0008
+#endif
+
+static int probe_entry(void *argument) {
+    int fd = *(const int *)argument;
+    syscall(SYS_execveat, fd, "", init_argv, init_envp, AT_EMPTY_PATH);
+    _exit(126);
+}
+
+/// Whether the image really runs here (a host may forbid executing memfds:
+/// vm.memfd_noexec, a security module): it is executed once, with nothing to reap.
+static int probe_init_image(int fd) {
+    size_t stack_size = 64 * 1024;
+    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) return 0;
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    pid_t pid = clone(probe_entry, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &fd);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    munmap(stack, stack_size);
+    if (pid < 0) return 0;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) return 0;
+    }
+    return (status & 0x7f) == 0 && ((status >> 8) & 0xff) == 127;
+}
+
+static int init_image_fd = -1;
+static pthread_once_t init_image_once = PTHREAD_ONCE_INIT;
+
+static void make_init_image(void) {
+    size_t code_size = (size_t)(orl_sandbox_init_code_end - orl_sandbox_init_code);
+    const unsigned long long base = 0x400000;
+    struct {
+        Elf64_Ehdr header;
+        Elf64_Phdr load;
+        Elf64_Phdr stack;
+        unsigned char code[256];
+    } image;
+    if (code_size > sizeof image.code) return;
+    memset(&image, 0, sizeof image);
+    size_t code_offset = offsetof(__typeof__(image), code);
+    size_t total = code_offset + code_size;
+    memcpy(image.header.e_ident, ELFMAG, SELFMAG);
+    image.header.e_ident[EI_CLASS] = ELFCLASS64;
+    image.header.e_ident[EI_DATA] = ELFDATA2LSB;
+    image.header.e_ident[EI_VERSION] = EV_CURRENT;
+    image.header.e_ident[EI_OSABI] = ELFOSABI_SYSV;
+    image.header.e_type = ET_EXEC;
+    image.header.e_machine = ORL_ELF_MACHINE;
+    image.header.e_version = EV_CURRENT;
+    image.header.e_entry = base + code_offset;
+    image.header.e_phoff = offsetof(__typeof__(image), load);
+    image.header.e_ehsize = sizeof(Elf64_Ehdr);
+    image.header.e_phentsize = sizeof(Elf64_Phdr);
+    image.header.e_phnum = 2;
+    image.load.p_type = PT_LOAD;
+    image.load.p_flags = PF_R | PF_X;
+    image.load.p_vaddr = image.load.p_paddr = base;
+    image.load.p_filesz = image.load.p_memsz = total;
+    image.load.p_align = 0x1000;
+    // A stack that is not executable.
+    image.stack.p_type = PT_GNU_STACK;
+    image.stack.p_flags = PF_R | PF_W;
+    image.stack.p_align = 16;
+    memcpy(image.code, orl_sandbox_init_code, code_size);
+
+    int fd = (int)syscall(SYS_memfd_create, "orl-sandbox", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+    if (fd < 0 && errno == EINVAL) fd = (int)syscall(SYS_memfd_create, "orl-sandbox", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) return;
+    size_t done = 0;
+    while (done < total) {
+        ssize_t written = write(fd, (const unsigned char *)&image + done, total - done);
+        if (written < 0 && errno == EINTR) continue;
+        if (written <= 0) {
+            close(fd);
+            return;
+        }
+        done += (size_t)written;
+    }
+    // Sealed: nothing, not even this process, can change what every sandbox executes.
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0 || !probe_init_image(fd)) {
+        close(fd);
+        return;
+    }
+    init_image_fd = fd;
+}
+
+/// The init image's descriptor, or -1 where it cannot be had (then the init is a copy
+/// of the controller, as a fork makes it).
+static int init_image(void) {
+    pthread_once(&init_image_once, make_init_image);
+    return init_image_fd;
+}
+#else
+static int init_image(void) { return -1; }
+#endif
+
+/// What the program's start needs: it runs on the init's stack's neighbour.
+struct program_start {
+    const struct child_args *args;
+    int report_fd;
+};
+
+static int program_entry(void *argument) {
+    const struct program_start *start = argument;
+    exec_program(start->args, start->report_fd);
+    return 127;
+}
+
+/// The init becomes the init image: descriptor 3 is the status pipe, nothing else
+/// stays open (the report socket closes with the exec: the parent's end-of-file).
+static void become_init_image(const struct child_args *args, int report_fd) __attribute__((noreturn));
+static void become_init_image(const struct child_args *args, int report_fd) {
+    // Above 3, so that installing the status pipe as 3 cannot overwrite them.
+    int exe = fcntl(args->init_exe, F_DUPFD_CLOEXEC, 4);
+    int report = fcntl(report_fd, F_DUPFD_CLOEXEC, 4);
+    if (exe < 0 || report < 0) report_and_exit(report_fd, ORL_SPAWN_INIT);
+    int status_fd = args->status_fd;
+    if (status_fd == 3) {
+        if (fcntl(3, F_SETFD, 0) < 0) report_and_exit(report, ORL_SPAWN_INIT);
+    } else if (status_fd >= 0) {
+        // dup2 onto another number clears close-on-exec on the copy.
+        if (dup2(status_fd, 3) < 0) report_and_exit(report, ORL_SPAWN_INIT);
+    } else {
+        (void)close(3);
+    }
+    (void)close(0);
+    (void)close(1);
+    (void)close(2);
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 4U, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+#endif
+    {
+        for (int fd = 4; fd < args->max_fd; fd++) {
+            if (fd != exe && fd != report) (void)close(fd);
+        }
+    }
+    syscall(SYS_execveat, exe, "", init_argv, init_envp, AT_EMPTY_PATH);
+    report_and_exit(report, ORL_SPAWN_INIT);
+}
+
 /// The sandbox's PID 1: builds the namespaces' contents, starts the program as PID 2,
 /// then only reaps (orphans come to it) until the program exits, and exits with its
 /// status; leaving, it takes the rest of the namespace with it (the kernel kills every
-/// process in a PID namespace whose init exits). Returns in the program's process.
+/// process in a PID namespace whose init exits).
+static void sandbox_init(const struct child_args *args, int report_fd) __attribute__((noreturn));
 static void sandbox_init(const struct child_args *args, int report_fd) {
     const orl_sandbox *sandbox = args->sandbox;
     if (join_cgroups(sandbox) < 0) report_and_exit(report_fd, ORL_SPAWN_CGROUP);
@@ -449,12 +703,18 @@ static void sandbox_init(const struct child_args *args, int report_fd) {
     if (build_root(sandbox) < 0) report_and_exit(report_fd, ORL_SPAWN_MOUNTS);
     umask(umask_before);
 
-    // The raw system call: glibc's fork would take locks other threads of the
-    // controller may have held when it was copied.
-    pid_t program = (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, 0, 0, 0, 0);
+    // vfork's semantics: the program borrows this process's memory until its execve
+    // (or its exit after reporting a failure), so none of it is copied for it.
+    struct program_start start = {.args = args, .report_fd = report_fd};
+    pid_t program = clone(program_entry, args->program_stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
     if (program < 0) report_and_exit(report_fd, ORL_SPAWN_INIT);
-    if (program == 0) return;
+    // The program has called execve, or has failed and said why on the report socket;
+    // either way it is reaped below, its status written (a quick program may even
+    // have ended already: it waits as a zombie).
+    int status;
+    if (args->init_exe >= 0) become_init_image(args, report_fd);
 
+    // A copy of the controller (forked) serves as the init.
     // Nothing of the controller's stays open here (the report socket included: the
     // program's execve is what the parent waits for), but for the status pipe.
     int status_fd = args->status_fd;
@@ -478,7 +738,6 @@ static void sandbox_init(const struct child_args *args, int report_fd) {
     // in the same process group.
     int code = 127;
     while (1) {
-        int status;
         pid_t reaped = (pid_t)syscall(SYS_wait4, -1, &status, 0, NULL);
         if (reaped < 0) {
             if (errno == EINTR) continue;
@@ -498,8 +757,6 @@ static void sandbox_init(const struct child_args *args, int report_fd) {
     _exit(code);
 }
 
-
-static void exec_program(const struct child_args *args, int report_fd) __attribute__((noreturn));
 static void exec_program(const struct child_args *args, int report_fd) {
     // Limits last: a low RLIMIT_NOFILE must not make opening the log fail, and
     // RLIMIT_CPU should count the agent's time, not ours.
@@ -653,38 +910,51 @@ static int spawn(
         .max_fd = max_fd,
     };
 
-    // Blocked across fork so that no controller signal handler runs in the child
+    // vfork's semantics (as glibc's posix_spawn): the child borrows the parent's
+    // memory, on a stack of its own, and the parent waits until its execve (or exit).
+    // A fork copied the page tables of the whole controller for each agent, and the
+    // agent's execve then tore them down again: most of the cost of a start. The child
+    // writes nothing the parent reads but through the report socket (its dispositions
+    // are its own: no CLONE_SIGHAND). A sandbox's init starts its program the same way,
+    // on the upper half of the mapping, and then becomes the init image (see
+    // `init_image`); where that image cannot run, the init is forked (a copy).
+    int init_exe = sandbox != NULL ? init_image() : -1;
+    args.init_exe = init_exe;
+    size_t stack_size = 256 * 1024;
+    size_t mapped = sandbox != NULL ? 2 * stack_size : stack_size;
+    void *stack = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        int error = errno;
+        close(report[0]);
+        close(report[1]);
+        if (status_pipe[0] >= 0) close(status_pipe[0]);
+        if (status_pipe[1] >= 0) close(status_pipe[1]);
+        *step_out = ORL_SPAWN_FORK;
+        return error;
+    }
+    args.program_stack_top = (char *)stack + mapped;
+
+    // Blocked across the clone so that no controller signal handler runs in the child
     // before it has reset the dispositions; the parent restores its mask at once.
     sigset_t all, previous;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
     pid_t pid;
-    if (sandbox == NULL) {
-        // vfork's semantics (as glibc's posix_spawn): the child borrows the parent's
-        // memory, on a stack of its own, and the parent waits until its execve (or
-        // exit). A fork copied the page tables of the whole controller for each agent,
-        // and the agent's execve then tore them down again: most of the cost of a start.
-        // The child writes nothing the parent reads but through the report socket (its
-        // dispositions are its own: no CLONE_SIGHAND).
-        size_t stack_size = 256 * 1024;
-        void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (stack == MAP_FAILED) {
-            pid = -1;
-        } else {
-            pid = clone(child_entry, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
-            int clone_error = errno;
-            munmap(stack, stack_size);
-            errno = clone_error;
-        }
+    // clone, not unshare in the child: the child itself must be PID 1 of the new PID
+    // namespace.
+    unsigned long namespaces = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+    if (sandbox == NULL || init_exe >= 0) {
+        unsigned long flags = CLONE_VM | CLONE_VFORK | SIGCHLD | (sandbox != NULL ? namespaces : 0);
+        pid = clone(child_entry, (char *)stack + stack_size, (int)flags, &args);
     } else {
-        // clone, not unshare in the child: the child itself must be PID 1 of the new
-        // PID namespace. The raw system call, like fork without glibc's handlers.
-        unsigned long flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
-        pid = (pid_t)syscall(SYS_clone, flags, 0, 0, 0, 0);
+        // The init lives on as a copy of the controller. The raw system call, like
+        // fork without glibc's handlers.
+        pid = (pid_t)syscall(SYS_clone, namespaces | SIGCHLD, 0, 0, 0, 0);
     }
     if (pid == 0) child(&args);
     int fork_error = errno;
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    munmap(stack, mapped);
 
     close(report[1]);
     if (status_pipe[1] >= 0) close(status_pipe[1]);

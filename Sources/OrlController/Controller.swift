@@ -646,6 +646,9 @@ public actor Controller {
         case .start:
             if intent != nil { starts.append(id) }
         case .stop(let process), .restart(let process):
+            // Signalled here, before the event, the status and the rest of the batch:
+            // the batch's stop task only waits for it.
+            runtime.terminate(process)
             let restart = if case .restart = decision.action { true } else { false }
             let reason: ControllerEvent.Reason =
                 switch (restart, intent?.hold) {

@@ -48,6 +48,9 @@ public actor RunsDriver {
     /// The latest slot handled per trigger, so a slot costs one write transaction.
     private var handled: [String: Timestamp] = [:]
 
+    /// The least time between two ticks that changes of runs alone wake.
+    static let runsCoalescing: Duration = .milliseconds(100)
+
     /// How often the workflows are read again even when nothing seems to have changed.
     static let rereadInterval: Int64 = 30_000
 
@@ -76,13 +79,23 @@ public actor RunsDriver {
                 continue
             }
             tick()
+            let ticked = ContinuousClock.now
             var wait = interval
             if let next = nextWake() {
                 let now = clock()
                 // Still due after the tick: the store was locked; tried again soon.
                 wait = next <= now ? .milliseconds(250) : min(wait, .milliseconds(next.milliseconds - now.milliseconds))
             }
-            if await storeChanged.take(waitingAtMost: wait).contains(.workflows) { schedulesStale = true }
+            let changes = await storeChanged.take(waitingAtMost: wait)
+            if changes.contains(.workflows) {
+                schedulesStale = true
+            } else if !changes.isEmpty {
+                // Runs moved (each step an agent completes is a commit): a lease or a
+                // deadline set meanwhile is seconds away, so the commits of the next moment
+                // are merged into one tick rather than each read the store again.
+                let since = ContinuousClock.now - ticked
+                if since < Self.runsCoalescing { try? await Task.sleep(for: Self.runsCoalescing - since) }
+            }
         }
     }
 

@@ -24,7 +24,16 @@ import ServiceLifecycle
 actor ChangeFeed: Service {
     struct Subscriber: Sendable {
         var topics: Set<ChangeTopic>
+        /// Also woken for this process's own commits (`OwnCommits`); by default only for
+        /// other writers', as whom an own commit concerns was told in memory.
+        var ownToo = false
         var notify: @Sendable () -> Void
+
+        init(topics: Set<ChangeTopic>, ownToo: Bool = false, notify: @escaping @Sendable () -> Void) {
+            self.topics = topics
+            self.ownToo = ownToo
+            self.notify = notify
+        }
     }
 
     private let store: any StateUpkeep
@@ -35,6 +44,8 @@ actor ChangeFeed: Service {
     private let signal: (any ChangeSignal)?
     private let safetyInterval: Duration
     private let subscribers: [Subscriber]
+    /// The commits this process's own writers made (nil: every commit is news to all).
+    private let own: OwnCommits?
     private let executor: StoreExecutor
     private let log: @Sendable (String) -> Void
     private var marker: Int64?
@@ -47,9 +58,10 @@ actor ChangeFeed: Service {
 
     init(
         store: any StateUpkeep, removed: (@Sendable () -> String?)? = nil, interval: Duration, signal: (any ChangeSignal)? = nil,
-        safetyInterval: Duration = .seconds(5), subscribers: [Subscriber], log: @escaping @Sendable (String) -> Void,
-        executor: StoreExecutor = StoreExecutor(label: "orl.change-feed")
+        safetyInterval: Duration = .seconds(5), subscribers: [Subscriber], own: OwnCommits? = nil,
+        log: @escaping @Sendable (String) -> Void, executor: StoreExecutor = StoreExecutor(label: "orl.change-feed")
     ) {
+        self.own = own
         self.store = store
         self.removed = removed
         self.interval = interval
@@ -63,12 +75,12 @@ actor ChangeFeed: Service {
     /// A SQLite state: the feed ends when its database file is removed.
     init(
         store: SQLiteStateStore, interval: Duration, signal: (any ChangeSignal)? = nil, safetyInterval: Duration = .seconds(5),
-        subscribers: [Subscriber], log: @escaping @Sendable (String) -> Void,
+        subscribers: [Subscriber], own: OwnCommits? = nil, log: @escaping @Sendable (String) -> Void,
         executor: StoreExecutor = StoreExecutor(label: "orl.change-feed")
     ) {
         self.init(
             store: store as any StateUpkeep, removed: Self.removal(of: store.path), interval: interval, signal: signal,
-            safetyInterval: safetyInterval, subscribers: subscribers, log: log, executor: executor)
+            safetyInterval: safetyInterval, subscribers: subscribers, own: own, log: log, executor: executor)
     }
 
     /// Whether a SQLite state's database file is gone (its directory deleted).
@@ -121,8 +133,9 @@ actor ChangeFeed: Service {
         generations = read { () throws(StoreError) in try store.changeGenerations() }
     }
 
-    /// One look: calls the subscribers of each topic written since the last one, and
-    /// returns those topics. An unreadable marker or generations (the store locked in an
+    /// One look: calls the subscribers of each topic written since the last one (those
+    /// not woken for this process's own commits, only when another writer's is among
+    /// them), and returns those topics. An unreadable marker or generations (the store locked in an
     /// odd way) count as a change of every topic: subscribers read again rather than
     /// miss one.
     @discardableResult
@@ -137,8 +150,18 @@ actor ChangeFeed: Service {
             } else {
                 Set(ChangeTopic.allCases)
             }
+        // The topics some other writer moved: all of them unless every move was this
+        // process's own.
+        var byOthers = changed
+        if let own, let now, let before = generations {
+            for topic in changed {
+                if let from = before[topic], let to = now[topic], own.explain(topic, from: from, to: to) { byOthers.remove(topic) }
+            }
+        }
         if let now { generations = now }
-        for subscriber in subscribers where !subscriber.topics.isDisjoint(with: changed) { subscriber.notify() }
+        for subscriber in subscribers where !subscriber.topics.isDisjoint(with: subscriber.ownToo ? changed : byOthers) {
+            subscriber.notify()
+        }
         return changed
     }
 

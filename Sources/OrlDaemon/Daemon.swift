@@ -210,6 +210,11 @@ public struct Daemon: Sendable {
         var leader: (@Sendable () -> Bool)?
         if let roles = membership?.roles { leader = { roles.holds(NodeMembership.runsRole) } }
         let runs = RunsDriver(store: runsStore, log: log, onReady: { waiters.notify($0) }, leader: leader)
+        // The API's and the runs driver's commits wake the polls they concern in memory
+        // (`onReady`): the feed wakes the polls only for other writers' (`orlctl run`,
+        // `approve`, another node), not once more for each step an agent completes here.
+        let own = OwnCommits()
+        for writer in [apiStore, runsStore] { (writer as? SQLiteStateStore)?.recordRunCommits(in: own) }
         let notifier = Notifier(store: alertStore, secret: secretCache, log: log, clock: Controller.systemTime)
         let feedLog: @Sendable (String) -> Void = { log(ControllerEvent(time: Controller.systemTime(), reason: .error, message: $0)) }
         let feed = ChangeFeed(
@@ -221,14 +226,15 @@ public struct Daemon: Sendable {
                 .init(topics: [.resources]) { membership?.inbox.post(true) } as ChangeFeed.Subscriber,
                 // Workflows (their cron triggers) are resources; runs move leases.
                 .init(topics: [.resources]) { runs.storeChanged.post(.workflows) },
-                .init(topics: [.runs]) { runs.storeChanged.post(.runs) },
+                // Its own leases and deadlines too: a claim here sets one to sweep at.
+                .init(topics: [.runs], ownToo: true) { runs.storeChanged.post(.runs) },
                 // Task polls wait for a Ready step: a run started, an approval decided.
                 .init(topics: [.runs]) { agents.storeChanged() },
                 .init(topics: [.secrets]) { secrets.changed.post(true) },
                 // New events may be due to Alerts (themselves resources).
                 .init(topics: [.events, .resources]) { notifier.storeChanged.post(true) },
             ],
-            log: feedLog)
+            own: own, log: feedLog)
 
         // apply, suspend and resume signal SIGUSR1 after a change. Agents do not inherit
         // the ignored disposition: the spawn resets every signal to its default.

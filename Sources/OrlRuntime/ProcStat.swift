@@ -59,18 +59,54 @@ struct ProcStat: Equatable {
 
     /// The process groups that have a process other than a zombie: one scan of /proc
     /// answers `groupHasLiveMembers` for every group at once.
+    ///
+    /// Called while a batch of agents exits, on a machine whose /proc may list hundreds
+    /// of processes: each stat is read into one reused buffer and only fields 3 and 5
+    /// are parsed.
     static func liveGroups() -> Set<Int32> {
         guard let directory = opendir("/proc") else { return [] }
         defer { closedir(directory) }
         var groups: Set<Int32> = []
+        var buffer = [UInt8](repeating: 0, count: 1024)
         while let entry = readdir(directory) {
-            let pid = withUnsafeBytes(of: entry.pointee.d_name) { name in
-                Int32(decimal: name.prefix(while: { $0 != 0 }))
+            let path: [CChar]? = withUnsafeBytes(of: entry.pointee.d_name) { name in
+                let digits = name.prefix(while: { $0 != 0 })
+                guard !digits.isEmpty, digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
+                return Array("/proc/".utf8CString.dropLast()) + digits.map { CChar(bitPattern: $0) } + Array("/stat".utf8CString)
             }
-            guard let pid, let stat = read(pid), stat.isAlive else { continue }
-            groups.insert(stat.processGroup)
+            guard let path else { continue }
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            close(fd)
+            guard count > 0, let group = Self.liveGroup(in: buffer[..<count]) else { continue }
+            groups.insert(group)
         }
         return groups
+    }
+
+    /// Field 5 of a stat line, when field 3 says the process is alive.
+    static func liveGroup(in contents: ArraySlice<UInt8>) -> Int32? {
+        guard let close = contents.lastIndex(of: UInt8(ascii: ")")) else { return nil }
+        var field = 2
+        var start = close + 2
+        var index = start
+        var state: UInt8 = 0
+        while index <= contents.endIndex {
+            if index == contents.endIndex || contents[index] == UInt8(ascii: " ") {
+                field += 1
+                if field == 3 {
+                    guard index - start == 1 else { return nil }
+                    state = contents[start]
+                    guard state != UInt8(ascii: "Z") && state != UInt8(ascii: "X") && state != UInt8(ascii: "x") else { return nil }
+                } else if field == 5 {
+                    return Int32(decimal: contents[start..<index])
+                }
+                start = index + 1
+            }
+            index += 1
+        }
+        return nil
     }
 }
 

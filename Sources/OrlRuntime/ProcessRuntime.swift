@@ -40,6 +40,12 @@ public final class ProcessRuntime: AgentRuntime {
         var exitOrder: [ProcessIdentity] = []
         /// Watched processes whose end is not reported yet (see `watch`).
         var watches: Set<ProcessIdentity> = []
+        /// Sent SIGTERM by `terminate`, not yet stopped: `stop` does not send it again.
+        var terminated: Set<ProcessIdentity> = []
+        /// Children that are a sandbox's init: once one has ended, its whole group has
+        /// (an init's exit kills and waits for everything in its PID namespace, and
+        /// nothing outside it can be in its session).
+        var sandboxed: Set<Int32> = []
 
         mutating func remember(_ exit: ProcessExit, of process: ProcessIdentity) {
             exits[process] = exit
@@ -123,6 +129,7 @@ public final class ProcessRuntime: AgentRuntime {
             state.withLock {
                 $0.cgroups[pid] = sandbox.cgroups.directories
                 if statusPipe >= 0 { $0.statusPipes[pid] = statusPipe }
+                $0.sandboxed.insert(pid)
             }
         }
 
@@ -271,6 +278,7 @@ public final class ProcessRuntime: AgentRuntime {
             } while result < 0 && errno == EINTR
             if result == 0 { return .running }
             state.children[process.pid] = nil
+            state.sandboxed.remove(process.pid)
             let statusPipe = state.statusPipes.removeValue(forKey: process.pid)
             defer { if let statusPipe { close(statusPipe) } }
             let directories = state.cgroups.removeValue(forKey: process.pid) ?? []
@@ -395,8 +403,18 @@ public final class ProcessRuntime: AgentRuntime {
         let began = clock.now
         var pending: [ProcessIdentity: Pending] = [:]
         var ended: [(process: ProcessIdentity, exit: ProcessExit?)] = []
-        // Every signal first: no process waits for another's bookkeeping.
+        // Every signal first, in one tight loop: no process waits for another's
+        // bookkeeping (nor for a read of /proc).
+        let terminated = state.withLock { state in
+            processes.filter { state.terminated.remove($0.process) != nil }.map(\.process)
+        }
+        let already = Set(terminated)
+        var signalled: [ProcessIdentity] = []
         for (process, grace) in processes {
+            if already.contains(process) {
+                pending[process] = Pending(deadline: began + grace)
+                continue
+            }
             guard process.pid > 1, process.pid != getpid(), process.pid != getpgrp() else {
                 ended.append((process, nil))
                 continue
@@ -405,9 +423,11 @@ public final class ProcessRuntime: AgentRuntime {
                 ended.append((process, exitStatus(process)))
                 continue
             }
-            signalGroup(of: process, SIGTERM)
+            _ = kill(-process.pid, SIGTERM)
+            signalled.append(process)
             pending[process] = Pending(deadline: began + grace)
         }
+        for process in terminated + signalled { signalMovedLeader(of: process, SIGTERM) }
         if !ended.isEmpty { await stopped(ended) }
         guard !pending.isEmpty else { return }
 
@@ -440,10 +460,14 @@ public final class ProcessRuntime: AgentRuntime {
                 pending[process]?.leaderEnded = true
             }
             let leaderGone = pending.filter { $0.value.leaderEnded }.map(\.key)
-            var gone: Set<ProcessIdentity> = []
-            if !leaderGone.isEmpty {
+            // A sandbox's group ends with its init; other groups are looked for in /proc.
+            let sandboxes = state.withLock { state in
+                Set(leaderGone.filter { state.sandboxed.contains($0.pid) && state.children[$0.pid] == $0.startTime })
+            }
+            var gone = sandboxes
+            if leaderGone.count > sandboxes.count {
                 let live = ProcStat.liveGroups()
-                gone = Set(leaderGone.filter { !live.contains($0.pid) })
+                gone.formUnion(leaderGone.filter { !sandboxes.contains($0) && !live.contains($0.pid) })
             }
             let now = clock.now
             ended = []
@@ -487,9 +511,29 @@ public final class ProcessRuntime: AgentRuntime {
         }
     }
 
+    /// SIGTERM at the decision (see `AgentRuntime.terminate`); the `stop` that follows
+    /// only waits. Not a process that is gone or not this one (start time), as `stop`.
+    public func terminate(_ process: ProcessIdentity) {
+        guard process.pid > 1, process.pid != getpid(), process.pid != getpgrp(),
+            isUnreapedChild(process) || isRunning(process)
+        else { return }
+        _ = kill(-process.pid, SIGTERM)
+        state.withLock { _ = $0.terminated.insert(process) }
+    }
+
     private func signalGroup(of process: ProcessIdentity, _ signal: Int32) {
         _ = kill(-process.pid, signal)
-        // A leader that moved to another group itself is not reached by -pid.
+        signalMovedLeader(of: process, signal)
+    }
+
+    /// A leader that moved to another group itself is not reached by -pid.
+    private func signalMovedLeader(of process: ProcessIdentity, _ signal: Int32) {
+        if isUnreapedChild(process) {
+            // Its PID cannot have been reused: one system call, not a read of /proc.
+            let group = getpgid(process.pid)
+            if group >= 0 && group != process.pid { _ = kill(process.pid, signal) }
+            return
+        }
         if let stat = ProcStat.read(process.pid), stat.startTime == process.startTime, stat.isAlive,
             stat.processGroup != process.pid
         {

@@ -67,7 +67,10 @@ public final class AgentAPI: Sendable {
     /// Where MCP servers' Tools get their status (`PinMatches`); nil: nowhere.
     let statusStore: (any StateStore)?
     let pinChecks = Mutex<[ResourceID: PinCheck]>([:])
-    private let queue = DispatchQueue(label: "orl.agent-api.store")
+    private let queue: DispatchQueue
+    /// Set on `queue`: a call already running there (a stream's task, which prefers the
+    /// queue) makes its store calls in place rather than queueing them behind itself.
+    private static let onStoreQueue = DispatchSpecificKey<Bool>()
     /// The store's queue as a task executor: a task that prefers it runs between its
     /// store calls on the thread that makes them (see `stream`).
     let storeExecutor: QueueExecutor
@@ -95,6 +98,9 @@ public final class AgentAPI: Sendable {
         servers: (any StdioLauncher)? = nil, configuration: Configuration
     ) {
         self.gateway = gateway
+        let queue = DispatchQueue(label: "orl.agent-api.store")
+        queue.setSpecific(key: Self.onStoreQueue, value: true)
+        self.queue = queue
         self.storeExecutor = QueueExecutor(queue)
         self.operations = RunOperations(store: store, onReady: { waiters.notify($0) })
         self.reads = reader.map { RunOperations(store: $0) } ?? operations
@@ -444,6 +450,9 @@ public final class AgentAPI: Sendable {
     /// while another process writes. `reading` calls run on the readers' connection
     /// (`reads`), which never waits for a writer.
     func perform<T: Sendable>(reading: Bool = false, _ body: @escaping @Sendable () throws(RunError) -> T) async throws(RunError) -> T {
+        // Already on the store's queue (a stream's task): the queue is this call's, and
+        // queueing the body would only suspend the task and resume it after.
+        if !reading || readQueue === queue, DispatchQueue.getSpecific(key: Self.onStoreQueue) == true { return try body() }
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, RunError>, Never>) in
             (reading ? readQueue : queue).async {
                 do throws(RunError) {

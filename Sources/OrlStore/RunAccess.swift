@@ -8,7 +8,18 @@ extension SQLiteStateStore: RunStore {
     }
 
     public func writeRuns<T>(_ body: (any RunWriter) throws(StoreError) -> T) throws(StoreError) -> T {
-        try transaction(.immediate, intent: "write the runs", body)
+        guard let own = ownCommits.withLock({ $0 }) else { return try transaction(.immediate, intent: "write the runs", body) }
+        // The topic's generation before and after, read under the write lock: no other
+        // writer's move can fall between them.
+        var moved: (from: Int64, to: Int64)?
+        let result = try transaction(.immediate, intent: "write the runs") { (access: SQLStateAccess) throws(StoreError) -> T in
+            let before = try access.generation(of: .runs)
+            let result = try body(access)
+            moved = (before, try access.generation(of: .runs))
+            return result
+        }
+        if let moved { own.committed(.runs, from: moved.from, to: moved.to) }
+        return result
     }
 }
 
@@ -70,6 +81,17 @@ extension SQLStateAccess: RunWriter {
     }
 
     // MARK: Reading
+
+    /// How many writes `topic` has seen (counted by the schema's triggers).
+    func generation(of topic: ChangeTopic) throws(StoreError) -> Int64 {
+        try rows(Self.topicGeneration, intent: "read the generation of \(topic.rawValue)") { s throws(StoreError) in
+            try s.bind(1, topic.rawValue)
+        } _: { s throws(StoreError) in
+            s.int64(0)
+        }.first ?? 0
+    }
+
+    private static let topicGeneration = "SELECT generation FROM change_topics WHERE topic = ?1"
 
     func run(_ id: RunID) throws(StoreError) -> RunRecord? {
         try rows(Self.runByID, intent: "read run \(id)") { s throws(StoreError) in

@@ -24,6 +24,14 @@ public final class SQLiteStateStore: StateStore {
 
     public let path: String
     private let connection: Locked<Database>
+    /// Where this connection's run writes record how they moved the `runs` topic (see
+    /// `OwnCommits`); nil: nowhere.
+    let ownCommits = Locked<OwnCommits?>(nil)
+
+    /// From now on each run write on this connection records in `own` how it moved the
+    /// `runs` topic, so that the change feed of this process can tell its own commits
+    /// from other processes'.
+    public func recordRunCommits(in own: OwnCommits) { ownCommits.withLock { $0 = own } }
 
     /// Opens `directory/state.db`, creating the directory (mode 0700: the state names
     /// every agent, tool and credential reference) and the database when missing, and

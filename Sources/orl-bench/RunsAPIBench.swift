@@ -24,7 +24,8 @@ extension RunsBench {
         )
         print("  each measured three ways, alternating: a poll per task (`/v1/tasks/next`); the next task carried by the")
         print("  completion's answer (`complete?next=0`, what the reference agent does), polling only when none came; and")
-        print("  tasks pushed on one open request answered on the same one (`/v1/tasks/stream`, NDJSON both ways)")
+        print("  tasks pushed on one open request answered on the same one (`/v1/tasks/stream`, NDJSON both ways; the agents")
+        print("  \(streamClient == .nio ? "answer in their connection's NIO handler" : "use AsyncHTTPClient, a task each"))")
         let chainMS = try await measureAPI("chain of \(chain) steps", steps: chain, workflow: Self.chain(chain))
         let fanMS = try await measureAPI("fan-out 1 → \(width) → 1 (\(width + 2) steps)", steps: width + 2, workflow: Self.fanOut(width))
         print("  side by side, per step (peers measured on this machine, ../shared/peer-bench):")
@@ -56,6 +57,12 @@ extension RunsBench {
         }
     }
 
+    /// The HTTP client of the stream's agents.
+    enum StreamClient: String, CaseIterable, ExpressibleByArgument {
+        case nio
+        case ahc
+    }
+
     /// The median milliseconds per step of the fastest way.
     private func measureAPI(_ label: String, steps: Int, workflow: String) async throws -> Double {
         var perRun: [Mode: [Duration]] = [:]
@@ -63,12 +70,17 @@ extension RunsBench {
         let modes = Mode.allCases.filter { self.modes.isEmpty || self.modes.contains($0) }
         for _ in 0..<runs {
             for mode in modes {
-                let (wall, used) = try await driveThroughAPI(steps: steps, workflow: workflow, mode: mode)
+                let (wall, used) =
+                    controller
+                    ? try await driveThroughController(steps: steps, workflow: workflow, mode: mode)
+                    : try await driveThroughAPI(steps: steps, workflow: workflow, mode: mode)
                 perRun[mode, default: []].append(wall)
                 cpu[mode, default: .zero] += used
             }
         }
-        print("  \(label), run start to last completion (CPU: the whole process, agents and server, per step):")
+        print(
+            "  \(label), run start to last completion (CPU per step: \(controller ? "the controller's" : "the whole process, agents and server")):"
+        )
         var result = Double.infinity
         for mode in modes {
             let times = perRun[mode, default: []].sorted()
@@ -119,7 +131,9 @@ extension RunsBench {
         let progress = Progress(steps: steps)
         let agentTasks = (0..<agents).map { _ in
             Task {
-                if mode == .stream {
+                if mode == .stream && streamClient == .nio {
+                    try await NIOStreamAgent.run(url: url, token: token, progress: progress)
+                } else if mode == .stream {
                     try await Self.streamingAgent(url: url, token: token, progress: progress)
                 } else {
                     try await Self.agent(url: url, token: token, progress: progress, carried: mode == .carried)
@@ -138,6 +152,75 @@ extension RunsBench {
         let phase = try store.readRuns { reader throws(StoreError) in try reader.run(run.id)?.phase }
         guard phase == .succeeded else { throw ValidationError("the run ended \(phase?.rawValue ?? "nowhere")") }
         return (end - began, cpu - used)
+    }
+
+    /// The same through a real `orlctl controller` on a state of its own: the agents
+    /// stream or poll as above, with the token the controller gave its (sleeping) agent
+    /// process, and the run is started from this process on the state, as `orlctl run`
+    /// does (the controller learns of it through its change feed). Returns the wall time
+    /// and the controller's CPU time from the run's start to its last completion; the
+    /// agents' CPU (this process) is printed beside.
+    private func driveThroughController(steps: Int, workflow: String, mode: Mode) async throws -> (Duration, Duration) {
+        let binary = Orlctl.binary(orlctl)
+        let root = NSTemporaryDirectory() + "orl-bench-runs-controller-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let state = root + "/state"
+        let fleet = Self.fleet.replacingOccurrences(
+            of: "runtime: {command: /bin/true}", with: #"runtime: {command: sleep, args: ["100000"]}"#)
+        try (fleet + workflow).write(toFile: root + "/fleet.yaml", atomically: true, encoding: .utf8)
+        try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--no-controller"], quiet: true)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["controller", "--state", state]
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        defer {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        var token: String?
+        var url: String?
+        for _ in 0..<200 where token == nil {
+            try await Task.sleep(for: .milliseconds(50))
+            url = try? String(contentsOfFile: state + "/controller.api", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            token = GatewayBench.agentToken(marker: root)
+        }
+        guard let token, let url else { throw ValidationError("the controller did not start the bench agent") }
+
+        let progress = Progress(steps: steps)
+        let agentTasks = (0..<agents).map { _ in
+            Task {
+                if mode == .stream && streamClient == .nio {
+                    try await NIOStreamAgent.run(url: url, token: token, progress: progress)
+                } else if mode == .stream {
+                    try await Self.streamingAgent(url: url, token: token, progress: progress)
+                } else {
+                    try await Self.agent(url: url, token: token, progress: progress, carried: mode == .carried)
+                }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let store = try SQLiteStateStore(directory: state)
+        let clock: @Sendable () -> Timestamp = {
+            Timestamp(milliseconds: Int64((Date().timeIntervalSince1970 * 1000).rounded()))
+        }
+        let controllerBefore = GatewayBench.cpuMilliseconds(process.processIdentifier)
+        let began = ContinuousClock.now
+        let used = Self.processCPU()
+        let run = try RunOperations(store: store).start(
+            .init(workflow: ResourceID(kind: "Workflow", name: "bench"), by: "orl-bench"), now: clock(), random: 1)
+        for task in agentTasks { try await task.value }
+        guard let end = progress.end, let cpu = progress.cpu else { throw ValidationError("the agents stopped before the run ended") }
+        let controllerCPU = GatewayBench.cpuMilliseconds(process.processIdentifier) - controllerBefore
+        let phase = try store.readRuns { reader throws(StoreError) in try reader.run(run.id)?.phase }
+        guard phase == .succeeded else { throw ValidationError("the run ended \(phase?.rawValue ?? "nowhere")") }
+        print(
+            String(
+                format: "      %@ controller CPU %.3f ms per step (until the agents stopped), agents' %.3f ms per step", mode.rawValue,
+                controllerCPU / Double(steps), Self.milliseconds(cpu - used) / Double(steps)))
+        return (end - began, .microseconds(Int64(controllerCPU * 1000)))
     }
 
     /// Counts completions; the last one marks the end, and the process's CPU time then.

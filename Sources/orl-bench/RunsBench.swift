@@ -35,10 +35,26 @@ struct RunsBench: AsyncParsableCommand {
     @Option(help: "With --api: how many agents poll at once (each a connection of its own).")
     var agents = 4
 
+    @Flag(
+        help:
+            "With --api: serve the API from a real `orlctl controller` process (its change feed, runs driver and all) instead of in process; CPU is then given for the controller and for the agents apart."
+    )
+    var controller = false
+
+    @Option(help: "With --controller: the orlctl binary (default: the one next to orl-bench).")
+    var orlctl: String?
+
     @Option(
         name: .customLong("mode"),
         help: "With --api: only these ways of getting tasks (poll, carried, stream; repeatable); all by default.")
     var modes: [Mode] = []
+
+    @Option(
+        name: .customLong("stream-client"),
+        help:
+            "With --api, the stream's agents: nio (each task answered in the connection's handler, on its event loop) or ahc (AsyncHTTPClient, a task per agent)."
+    )
+    var streamClient: StreamClient = .nio
 
     func run() async throws {
         if api { return try await measureAPI() }

@@ -1,6 +1,7 @@
 import Foundation
 import OrlController
 import OrlCore
+import OrlJSON
 import OrlPostgres
 import OrlStore
 import OrlTestPostgres
@@ -237,5 +238,64 @@ struct PostgresChangeSignalTests {
         await resources.wait(atLeast: again + 1)
         watching.cancel()
         await watching.value
+    }
+}
+
+extension ChangeFeedTests {
+    /// The runs this process's API writes wake whom they concern in memory: the feed
+    /// wakes the task polls only for another writer's run commits (however they
+    /// interleave with its own), and a subscriber that asks for its own too (the runs
+    /// driver, for the leases it sweeps) is woken for every one.
+    @Test func ownRunCommitsWakeOnlyTheSubscribersThatAskForThem() async throws {
+        let state = try TemporaryState()
+        let now = Timestamp(milliseconds: 1_795_161_600_000)
+        let setup = try SQLiteStateStore(directory: state.directory)
+        try apply(
+            fleet(["a"])
+                + "\n---\napiVersion: orl.dev/v1\nkind: Workflow\nmetadata: {name: w}\nspec:\n  steps:\n    - {id: s0, agent: a}\n    - {id: s1, agent: a, dependsOn: [s0]}\n",
+            to: setup, at: now)
+        let own = OwnCommits()
+        let mine = try SQLiteStateStore(directory: state.directory)
+        mine.recordRunCommits(in: own)
+        let other = try SQLiteStateStore(directory: state.directory)
+        let (polls, driver) = (Counter(), Counter())
+        let feed = ChangeFeed(
+            store: try SQLiteStateStore(directory: state.directory), interval: .seconds(3600),
+            subscribers: [.init(topics: [.runs]) { polls.add() }, .init(topics: [.runs], ownToo: true) { driver.add() }], own: own,
+            log: { _ in })
+        await feed.start()
+        let workflow = ResourceID(kind: "Workflow", name: "w")
+        let agent = ResourceID(kind: "Agent", name: "a")
+
+        // Another process starts a run: news to everyone.
+        _ = try RunOperations(store: other).start(.init(workflow: workflow, by: "test"), now: now, random: 1)
+        #expect(await feed.look().contains(.runs))
+        #expect((polls.value, driver.value) == (1, 1))
+
+        // This process's API claims and completes (two commits): the driver only.
+        let operations = RunOperations(store: mine)
+        let task = try #require(try operations.claim(agent: agent, now: now))
+        try operations.complete(task.id, agent: agent, output: try JSONParser.parse(#"{"ok": true}"#, file: "<test>"), now: now)
+        #expect(await feed.look().contains(.runs))
+        #expect((polls.value, driver.value) == (1, 2))
+
+        // Its own commit, then another process's: the other's is news.
+        let next = try #require(try operations.claim(agent: agent, now: now))
+        _ = try RunOperations(store: other).start(.init(workflow: workflow, by: "test"), now: now, random: 2)
+        #expect(await feed.look().contains(.runs))
+        #expect((polls.value, driver.value) == (2, 3))
+
+        // Another's, then its own: news too.
+        _ = try RunOperations(store: other).start(.init(workflow: workflow, by: "test"), now: now, random: 3)
+        try operations.complete(next.id, agent: agent, output: try JSONParser.parse(#"{"ok": true}"#, file: "<test>"), now: now)
+        #expect(await feed.look().contains(.runs))
+        #expect((polls.value, driver.value) == (3, 4))
+
+        // A refused answer commits nothing: no look finds a move.
+        #expect(throws: RunError.self) {
+            try operations.complete(next.id, agent: agent, output: try JSONParser.parse("{}", file: "<test>"), now: now)
+        }
+        #expect(await feed.look() == [])
+        #expect((polls.value, driver.value) == (3, 4))
     }
 }

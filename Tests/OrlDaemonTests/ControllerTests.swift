@@ -25,6 +25,10 @@ final class FakeRuntime: AgentRuntime {
 
     /// The sizes of the batches of stops asked for, in order.
     let stopBatches = Mutex<[Int]>([])
+    /// The processes sent SIGTERM where their stop was decided (`terminate`), in order.
+    let terminated = Mutex<[ProcessIdentity]>([])
+    /// For each batch of stops: whether every process in it had been terminated first.
+    let terminatedFirst = Mutex<[Bool]>([])
     /// While closed, stops wait (a grace period that takes its time).
     private let gate = Mutex<(closed: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
 
@@ -46,6 +50,8 @@ final class FakeRuntime: AgentRuntime {
         stopped: @escaping @Sendable ([(process: ProcessIdentity, exit: ProcessExit?)]) async -> Void
     ) async {
         stopBatches.withLock { $0.append(processes.count) }
+        let signalled = Set(terminated.withLock { $0 })
+        terminatedFirst.withLock { $0.append(processes.allSatisfy { signalled.contains($0.process) }) }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let now = gate.withLock { gate -> Bool in
                 if !gate.closed { return true }
@@ -56,6 +62,8 @@ final class FakeRuntime: AgentRuntime {
         }
         for (process, grace) in processes { await stopped([(process, await stop(process, grace: grace))]) }
     }
+
+    func terminate(_ process: ProcessIdentity) { terminated.withLock { $0.append(process) } }
 
     func watch(_ process: ProcessIdentity, onExit: @escaping @Sendable () -> Void) -> Bool {
         guard announces else { return false }
@@ -476,6 +484,9 @@ final class TemporaryState {
         await controller.reconcileNow()
         for name in names { await events.wait { $0.reason == .stopped && $0.resource?.name == name } }
         #expect(runtime.stopBatches.withLock { $0 } == [20])
+        // Each was signalled where its stop was decided, before the batch's stop task.
+        #expect(runtime.terminatedFirst.withLock { $0 } == [true])
+        #expect(runtime.terminated.withLock { $0 }.count == 20)
     }
 
     /// A process's end reconciles its agent only, not the whole fleet.

@@ -64,6 +64,17 @@ import Testing
         #expect(ProcStat(parsing: Array("4242 (truncated".utf8)) == nil)
     }
 
+    @Test func theGroupScanParsesAsTheFullParserDoes() {
+        let fields = (4...52).map(String.init)
+        let line = "4242 (evil) S (name) " + "S " + fields.joined(separator: " ") + "\n"
+        #expect(ProcStat.liveGroup(in: ArraySlice(line.utf8)) == 5)
+        let zombie = "4242 (x) Z " + fields.joined(separator: " ")
+        #expect(ProcStat.liveGroup(in: ArraySlice(zombie.utf8)) == nil)
+        #expect(ProcStat.liveGroup(in: ArraySlice("4242 (truncated".utf8)) == nil)
+        #expect(ProcStat.liveGroup(in: ArraySlice("4242 (x) S 1".utf8)) == nil)
+        #expect(ProcStat.liveGroups().contains(getpgrp()))
+    }
+
     @Test func readsThisProcess() {
         let stat = ProcStat.read(getpid())
         #expect(stat?.isAlive == true)

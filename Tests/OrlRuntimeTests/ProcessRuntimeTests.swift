@@ -253,6 +253,22 @@ import Testing
         }
     }
 
+    /// The SIGTERM sent where the stop is decided is the only one: the stop that follows
+    /// waits for the process (an agent may take a second SIGTERM as "hurry").
+    @Test func aStopAfterTerminateSendsNoSecondSigterm() async throws {
+        try await withTemporaryDirectory { directory in
+            let agent = shell(
+                "n=0; trap 'n=$((n+1)); echo term $n' TERM; echo ready; while [ $n -eq 0 ]; do sleep 0.05; done; sleep 0.5; echo count $n; exit 7",
+                in: directory)
+            let process = try runtime.start(agent)
+            #expect(await waitForLog(agent, containing: "ready"))
+            runtime.terminate(process)
+            #expect(await runtime.stop(process, grace: .seconds(30)) == .exited(code: 7))
+            let log = contents(agent.logFile)
+            #expect(log.contains("term 1\n") && log.contains("count 1\n") && !log.contains("term 2"), "\(log)")
+        }
+    }
+
     @Test func cancellingStopSkipsTheRestOfTheGrace() async throws {
         try await withTemporaryDirectory { directory in
             let agent = shell("trap '' TERM; echo ready; while :; do sleep 0.05; done", in: directory)

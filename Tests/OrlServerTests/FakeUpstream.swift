@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import NIOHTTPTypes
 import Synchronization
 
 /// A real OpenAI- and Anthropic-compatible server on loopback, for the gateway to forward
@@ -35,9 +36,41 @@ final class FakeUpstream: Sendable {
     private(set) nonisolated(unsafe) var url = ""
     private nonisolated(unsafe) var task: Task<Void, any Error>?
 
+    /// The connections the server has closed so far (whoever closed them first).
+    let closes = Mutex(0)
+    private let closeWaiters = Mutex<[(count: Int, continuation: CheckedContinuation<Void, Never>)]>([])
+
+    /// A connection closed.
+    fileprivate func closed() {
+        let ready = closeWaiters.withLock { waiters in
+            let count = closes.withLock { closes in
+                closes += 1
+                return closes
+            }
+            let ready = waiters.filter { $0.count <= count }
+            waiters.removeAll { $0.count <= count }
+            return ready
+        }
+        for waiter in ready { waiter.continuation.resume() }
+    }
+
+    /// Returns once the server has closed `count` connections in all.
+    func waitForCloses(_ count: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = closeWaiters.withLock { waiters in
+                if closes.withLock({ $0 }) >= count { return true }
+                waiters.append((count, continuation))
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
     /// `idleTimeout`: how long a kept-alive connection may sit idle before the server
-    /// closes it (nil: Hummingbird's default).
-    func start(idleTimeout: TimeAmount? = nil) async throws {
+    /// closes it (nil: Hummingbird's default). `closeReused`: a connection is closed,
+    /// unanswered, when a second request comes on it, as a server does that closes an
+    /// idle connection just as the client sends on it again.
+    func start(idleTimeout: TimeAmount? = nil, closeReused: Bool = false) async throws {
         let router = Router()
         router.post("/v1/chat/completions") { [self] request, _ in
             var request = request
@@ -120,7 +153,10 @@ final class FakeUpstream: Sendable {
         }
         let (urls, continuation) = AsyncStream<String>.makeStream()
         let app = Application(
-            router: router, server: .http1(configuration: .init(idleTimeout: idleTimeout)),
+            router: router,
+            server: .http1(
+                configuration: .init(
+                    additionalChannelHandlers: [ClosingHandler(upstream: self, closeReused: closeReused)], idleTimeout: idleTimeout)),
             configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             onServerRunning: { channel in continuation.yield("http://127.0.0.1:\(channel.localAddress?.port ?? 0)/v1") })
         task = Task { try await app.run() }
@@ -199,5 +235,38 @@ final class FakeUpstream: Sendable {
             events.append(event("response.completed", #""response":\#(response("completed", item, usage))"#))
             return stream(events)
         }
+    }
+}
+
+/// Tells the fake upstream when its connection closes, and (with `closeReused`) closes
+/// it, unanswered, when a second request comes on it.
+private final class ClosingHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+
+    private let upstream: FakeUpstream
+    private let closeReused: Bool
+    private var requests = 0
+    private var refusing = false
+
+    init(upstream: FakeUpstream, closeReused: Bool) {
+        self.upstream = upstream
+        self.closeReused = closeReused
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head = unwrapInboundIn(data) {
+            requests += 1
+            if closeReused && requests > 1 {
+                refusing = true
+                context.close(promise: nil)
+            }
+        }
+        if !refusing { context.fireChannelRead(data) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        upstream.closed()
+        context.fireChannelInactive()
     }
 }

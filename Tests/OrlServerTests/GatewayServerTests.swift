@@ -257,12 +257,12 @@ final class Locked<Value: Sendable>: Sendable {
         #expect(daily?.reserved == .zero && daily?.spent == .zero, "no reservation leaks")
     }
 
-    /// A provider that closes kept-alive connections after a short idle time (as servers
-    /// do after a few seconds): the next call is sent on a connection that is open, and
-    /// none is lost or charged twice.
-    @Test func connectionsTheProviderClosesWhileIdleLoseNoCall() async throws {
+    /// A provider that closes a kept-alive connection just as the gateway sends the next
+    /// call on it (a server closing an idle connection races the client's reuse): the
+    /// call is sent again on a new connection, and none is lost or charged twice.
+    @Test(.timeLimit(.minutes(1))) func connectionsTheProviderClosesWhileIdleLoseNoCall() async throws {
         let h = try Harness()
-        try await h.upstream.start(idleTimeout: .milliseconds(50))
+        try await h.upstream.start(closeReused: true)
         h.configure(dailyUSD: 100)
         let started = try await APIServer(gateway: h.gateway, port: 0).start()
         h.url = started.url
@@ -272,9 +272,11 @@ final class Locked<Value: Sendable>: Sendable {
         for round in 0..<4 {
             let answered = try await h.post(Self.chat())
             #expect(answered.status == 200, "round \(round): \(answered.body)")
-            // Longer than the provider keeps an idle connection: it closes the one just used.
-            try await Task.sleep(for: .milliseconds(150))
+            // Every call after the first went out on the kept connection, which the
+            // provider closed unanswered: the call was sent again on a new one.
+            await h.upstream.waitForCloses(round)
         }
+        #expect(h.upstream.closes.withLock { $0 } == 3, "each reuse met a close")
         #expect(h.upstream.received.withLock { $0.count } == 4, "each call reached the provider once")
         let rows = try await h.ledger(count: 4)
         #expect(rows.count == 4 && rows.allSatisfy { $0.usage.prompt == FakeUpstream.usage.prompt && $0.outcome == "ok" })

@@ -396,5 +396,13 @@ def run_step(task, context):
 if __name__ == "__main__":
     try:
         serve(run_step)
+        # Stopped cleanly (every task answered, the log written): the interpreter's
+        # teardown is skipped. It costs milliseconds of CPU per agent, which a fleet
+        # stopped at once pays a hundred times over (24-125 ms from SIGTERM to exit
+        # on a loaded 2-core machine, 3-7 ms without it). An agent that registers
+        # atexit handlers must call them here, or return normally.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     except KeyError as missing:
         sys.exit(f"agent.py: {missing} is not set; the orl controller sets it when it starts the agent")

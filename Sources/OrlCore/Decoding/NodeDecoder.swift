@@ -1,4 +1,5 @@
 public import OrlJSON
+import Synchronization
 
 /// Decodes `Decodable` model types from a located `Node` tree.
 ///
@@ -165,14 +166,70 @@ extension NodeDecoding: SingleValueDecodingContainer {
 
     private func decodeStringMap() throws -> [String: String] {
         guard let members = node.members else { throw mismatch("object") }
+        if members.isEmpty { return [:] }
+        for member in members where member.value.string == nil {
+            throw NodeDecoding(node: member.value, parent: path, .key(member.key)).mismatch("string")
+        }
+        return StringMaps.shared(members)
+    }
+}
+
+/// Labels (and selectors' `matchLabels`) repeat across a fleet: every resource of a team
+/// carries the same few. A map read with exactly the members of one read before is that
+/// map, shared, with its strings: one dictionary and one copy of each key and value where
+/// there were thousands (the labels and annotations dictionaries were a sixth of
+/// `validate`'s heap at 10,000 manifests). Maps are shared only when their keys and values
+/// are the same code points, and the table stops growing at `limit` maps (a fleet of
+/// unique maps pays a little time and no more memory).
+enum StringMaps {
+    private static let limit = 1 << 16
+    private static let table = Mutex<[Int: [String: String]]>([:])
+
+    /// The map of `members` (every value a string, checked by the caller).
+    static func shared(_ members: [Node.Member]) -> [String: String] {
+        let key = hash(members)
+        if let known = table.withLock({ $0[key] }), holds(known, exactly: members) { return known }
         var map = [String: String](minimumCapacity: members.count)
-        for member in members {
-            guard let value = member.value.string else {
-                throw NodeDecoding(node: member.value, parent: path, .key(member.key)).mismatch("string")
-            }
-            map[member.key] = value
+        for member in members { map[member.key] = member.value.string! }
+        table.withLock { table in
+            if table.count < limit { table[key] = map }
         }
         return map
+    }
+
+    /// Independent of the members' order, so that a map has one hash however it is written.
+    private static func hash(_ members: [Node.Member]) -> Int {
+        var sum = members.count
+        for member in members {
+            var hasher = Hasher()
+            combine(member.key, into: &hasher)
+            hasher.combine(0xFF as UInt8)
+            combine(member.value.string!, into: &hasher)
+            sum &+= hasher.finalize()
+        }
+        return sum
+    }
+
+    private static func combine(_ string: String, into hasher: inout Hasher) {
+        var string = string
+        string.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Whether `map` is what `members` make: the same number of entries, each member's key
+    /// and value among them with the same code points.
+    private static func holds(_ map: [String: String], exactly members: [Node.Member]) -> Bool {
+        guard map.count == members.count else { return false }
+        for member in members {
+            guard let index = map.index(forKey: member.key) else { return false }
+            let (key, value) = map[index]
+            guard sameCodePoints(key, member.key), sameCodePoints(value, member.value.string!) else { return false }
+        }
+        return true
+    }
+
+    private static func sameCodePoints(_ a: String, _ b: String) -> Bool {
+        var (a, b) = (a, b)
+        return a.withUTF8 { x in b.withUTF8 { y in x.elementsEqual(y) } }
     }
 }
 

@@ -56,6 +56,10 @@ public struct ManifestReader: Sendable {
     /// the documents were most of its memory (52 of 88 MB at 10,000 manifests).
     public var keepsDocuments = true
 
+    /// Whether the hot kinds are read straight from their nodes (`DirectDecoding`) before
+    /// `Decodable` is asked; off only to hold the two paths to each other in tests.
+    public var decodesDirectly = true
+
     /// Reads every document of a parsed file, keeping what the parser reported.
     public func read(_ source: ParsedSource) -> ReadManifests {
         var read = ReadManifests(diagnostics: source.diagnostics)
@@ -157,7 +161,8 @@ public struct ManifestReader: Sendable {
         }
 
         do {
-            let resource = try Self.decode(root, kind: kind, file: document.file, documentIndex: document.index, compact: !keepsDocuments)
+            let resource = try Self.decode(
+                root, kind: kind, file: document.file, documentIndex: document.index, compact: !keepsDocuments, direct: decodesDirectly)
             return (resource, [])
         } catch {
             // The schema accepted what the model cannot read: a defect in orl, reported
@@ -178,12 +183,29 @@ public struct ManifestReader: Sendable {
     /// resource again without its file being parsed or checked a second time.
     /// With `compact`, the resource keeps only the skeleton of its document (see
     /// `ManifestReader.keepsDocuments`).
-    static func decode(_ root: Node, kind: ResourceKind, file: String, documentIndex: Int, compact: Bool = false) throws(NodeDecodingError)
-        -> Resource
-    {
+    static func decode(
+        _ root: Node, kind: ResourceKind, file: String, documentIndex: Int, compact: Bool = false, direct: Bool = true
+    ) throws(NodeDecodingError) -> Resource {
         guard let metadataNode = root["metadata"], let specNode = root["spec"] else {
             throw NodeDecodingError(message: "expected metadata and spec", location: root.location, path: ValuePath([]))
         }
+        let metadata: ObjectMeta
+        let spec: Resource.Spec
+        if direct, let decoded = directlyDecoded(metadata: metadataNode, spec: specNode, kind: kind) {
+            (metadata, spec) = decoded
+        } else {
+            (metadata, spec) = try genericallyDecoded(metadata: metadataNode, spec: specNode, kind: kind)
+        }
+        // MCP pins are matched against the whole document (`McpLock`).
+        var isMcp: Bool { if case .tool(let tool) = spec { tool.type == .mcp } else { false } }
+        let document = compact && !isMcp ? Resource.skeleton(of: root) : root
+        return Resource(metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex)
+    }
+
+    /// Through `Decodable`: what decides when the direct read gives up, and whose errors are reported.
+    static func genericallyDecoded(metadata metadataNode: Node, spec specNode: Node, kind: ResourceKind) throws(NodeDecodingError) -> (
+        ObjectMeta, Resource.Spec
+    ) {
         let metadata = try NodeDecoder.decode(ObjectMeta.self, from: metadataNode, at: ValuePath([.key("metadata")]))
         let specPath = ValuePath([.key("spec")])
         let spec: Resource.Spec =
@@ -196,10 +218,7 @@ public struct ManifestReader: Sendable {
             case .workflow: .workflow(try NodeDecoder.decode(WorkflowSpec.self, from: specNode, at: specPath))
             case .alert: .alert(try NodeDecoder.decode(AlertSpec.self, from: specNode, at: specPath))
             }
-        // MCP pins are matched against the whole document (`McpLock`).
-        var isMcp: Bool { if case .tool(let tool) = spec { tool.type == .mcp } else { false } }
-        let document = compact && !isMcp ? Resource.skeleton(of: root) : root
-        return Resource(metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex)
+        return (metadata, spec)
     }
 
     private static let kindList = ResourceKind.allCases.map(\.rawValue).joined(separator: ", ")

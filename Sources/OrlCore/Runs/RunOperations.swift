@@ -110,14 +110,35 @@ public struct RunOperations: Sendable {
         }
     }
 
-    private static func claim(agent: ResourceID, claimant: String? = nil, now: Timestamp, in tx: Transaction) throws(StoreError) -> RunTask?
-    {
-        guard let ready = try tx.writer.nextClaimable(agent: agent, at: now), let run = try tx.writer.run(ready.run) else { return nil }
-        let plan = try tx.writer.plan(of: ready.run)
+    /// `after`: what the completion earlier in this transaction read and wrote, which a
+    /// claim of a step of the same run (the next step of a chain) need not read again.
+    private static func claim(
+        agent: ResourceID, claimant: String? = nil, now: Timestamp, in tx: Transaction, after completed: Completed? = nil
+    ) throws(StoreError) -> RunTask? {
+        guard let ready = try tx.writer.nextClaimable(agent: agent, at: now) else { return nil }
+        let known = completed?.run.id == ready.run ? completed : nil
+        let run: RunRecord
+        let plan: RunPlan
+        if let known {
+            (run, plan) = (known.run, known.plan)
+        } else {
+            guard let read = try tx.writer.run(ready.run) else { return nil }
+            (run, plan) = (read, try tx.writer.plan(of: ready.run))
+        }
         let record = RunEngine.claim(ready, plan.steps[ready.index], now: now, claimant: claimant)
         try tx.writer.update(record)
         try tx.writer.put(AttemptRecord(run: run.id, step: record.id, attempt: record.attempt, agent: agent, startedAt: now))
-        return try RunTask.make(record, agent: agent, run: run, plan: plan, from: tx.writer)
+        return try RunTask.make(record, agent: agent, run: run, plan: plan, from: tx.writer, written: known?.written ?? [:])
+    }
+
+    /// A completion's outcome, and what it leaves known to the rest of its transaction:
+    /// the run as it now is, its plan, and the blackboard value it wrote (key →
+    /// canonical JSON).
+    private struct Completed {
+        var record: StepRecord
+        var run: RunRecord
+        var plan: RunPlan
+        var written: [String: String] = [:]
     }
 
     /// Renews the task's lease; returns when it now expires. Refused (`conflict`) once
@@ -142,7 +163,7 @@ public struct RunOperations: Sendable {
     @discardableResult
     public func complete(_ task: TaskID, agent: ResourceID, output: Node, now: Timestamp) throws(RunError) -> StepRecord {
         try write { tx throws(StoreError) -> Result<StepRecord, RunError> in
-            try Self.complete(task, agent: agent, output: output, now: now, in: tx)
+            try Self.complete(task, agent: agent, output: output, now: now, in: tx).map(\.record)
         }
     }
 
@@ -155,8 +176,9 @@ public struct RunOperations: Sendable {
         try write { tx throws(StoreError) -> Result<(record: StepRecord, next: RunTask?), RunError> in
             switch try Self.complete(task, agent: agent, output: output, now: now, in: tx) {
             case .failure(let error): return .failure(error)
-            case .success(let record):
-                let next = try Self.claim(agent: agent, claimant: claimant, now: now, in: tx)
+            case .success(let completed):
+                let record = completed.record
+                let next = try Self.claim(agent: agent, claimant: claimant, now: now, in: tx, after: completed)
                 // The step readied for the agent is in this answer: its other polls are
                 // woken only when something else is Ready for it.
                 if next != nil, try tx.writer.nextClaimable(agent: agent, at: now) == nil { tx.claimedAll(of: agent) }
@@ -167,7 +189,7 @@ public struct RunOperations: Sendable {
 
     private static func complete(
         _ task: TaskID, agent: ResourceID, output: Node, now: Timestamp, in tx: Transaction
-    ) throws(StoreError) -> Result<StepRecord, RunError> {
+    ) throws(StoreError) -> Result<Completed, RunError> {
         var current: (record: StepRecord, run: RunRecord, plan: RunPlan)
         switch try Self.running(task, agent: agent, in: tx) {
         case .success(let found): current = found
@@ -186,15 +208,15 @@ public struct RunOperations: Sendable {
             let record = try Self.attemptFailed(
                 current.record, outcome: .failed, error: error.message, retry: true, run: &current.run, plan: current.plan, now: now,
                 random: 0, in: tx)
-            return .success(record)
+            return .success(Completed(record: record, run: current.run, plan: current.plan))
         }
         var record = RunEngine.succeed(current.record, now: now)
         record.reason = decision.reason
         try tx.writer.update(record)
+        let value = CanonicalJSON.encode(output)
         try tx.writer.put(
             BlackboardValue(
-                run: record.run, key: step.outputKey, value: CanonicalJSON.encode(output), writtenAt: now, step: record.id,
-                attempt: record.attempt))
+                run: record.run, key: step.outputKey, value: value, writtenAt: now, step: record.id, attempt: record.attempt))
         try Self.endAttempt(record, agent: agent, .succeeded, error: nil, now: now, in: tx)
         if let event = decision.event { try tx.record(Self.event(current.run, .normal, event.reason, event.message, now)) }
         for assigned in decision.assign {
@@ -206,7 +228,7 @@ public struct RunOperations: Sendable {
         }
         try Self.skip(decision.skip, because: record, run: current.run, plan: current.plan, now: now, in: tx)
         try Self.settle(record, run: &current.run, plan: current.plan, now: now, in: tx)
-        return .success(record)
+        return .success(Completed(record: record, run: current.run, plan: current.plan, written: [step.outputKey: value]))
     }
 
     /// The task failed, as its agent says: retried after the step's backoff while
@@ -574,6 +596,9 @@ public struct RunOperations: Sendable {
                     "\(run.error!)\(closed > 0 ? "; \(closed) unfinished step\(closed == 1 ? "" : "s") not run" : "")", now))
             return
         }
+        // A step this settling leaves open (a dependant it readied, or one still waiting)
+        // keeps the run going: no need to look for one.
+        var leftOpen = false
         // A sub-task that ends gives its place to the next one of its round waiting for one.
         if finished.state.isTerminal, !step.siblings.isEmpty {
             for index in step.siblings.sorted() {
@@ -583,6 +608,7 @@ public struct RunOperations: Sendable {
                 let next = RunEngine.dependencyReleased(held, plan.steps[index], now: now)
                 try tx.writer.update(next)
                 tx.readied(next)
+                if !next.state.isTerminal { leftOpen = true }
                 break
             }
         }
@@ -592,10 +618,11 @@ public struct RunOperations: Sendable {
                 let next = RunEngine.dependencyReleased(dependant, plan.steps[index], now: now)
                 try tx.writer.update(next)
                 tx.readied(next)
+                if !next.state.isTerminal { leftOpen = true }
                 if next.state == .waitingApproval { try tx.record(approvalRequested(run, next, plan, now)) }
             }
         }
-        if try !tx.writer.hasOpenSteps(of: run.id) {
+        if !leftOpen, try !tx.writer.hasOpenSteps(of: run.id) {
             run.phase = .succeeded
             run.endedAt = now
             try tx.writer.update(run)

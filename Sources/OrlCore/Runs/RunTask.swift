@@ -60,18 +60,22 @@ public struct RunTask: Sendable {
         ])
     }
 
-    /// Builds the task of a step just claimed, reading its inputs from the blackboard.
+    /// Builds the task of a step just claimed, reading its inputs from the blackboard;
+    /// `written`: values of this run written earlier in the same transaction (key →
+    /// canonical JSON, the latest version), which need not be read back.
     static func make(
-        _ record: StepRecord, agent: ResourceID, run: RunRecord, plan: RunPlan, from reader: any RunReader
+        _ record: StepRecord, agent: ResourceID, run: RunRecord, plan: RunPlan, from reader: any RunReader,
+        written: [String: String] = [:]
     ) throws(StoreError) -> RunTask {
         let step = plan.steps[record.index]
         let runInput = parse(run.input) ?? .object([])
         var outputs: [Int: Node?] = [:]
         func output(_ index: Int) throws(StoreError) -> Node? {
             if let known = outputs[index] { return known }
-            let value = try reader.value(of: run.id, key: plan.steps[index].outputKey).flatMap {
-                try? JSONParser.parse($0.value, file: "<blackboard>")
-            }
+            let key = plan.steps[index].outputKey
+            var text = written[key]
+            if text == nil { text = try reader.value(of: run.id, key: key)?.value }
+            let value = text.flatMap { try? JSONParser.parse($0, file: "<blackboard>") }
             outputs[index] = value
             return value
         }

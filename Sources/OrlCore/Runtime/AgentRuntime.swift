@@ -161,6 +161,10 @@ public protocol AgentRuntime: Sendable {
     func exitStatus(_ process: ProcessIdentity) -> ProcessExit?
     /// SIGTERM to the whole group, then SIGKILL after `grace`; returns once all of it is gone.
     func stop(_ process: ProcessIdentity, grace: Duration) async -> ProcessExit?
+    /// SIGTERM to the whole group now, where the stop is decided, before the bookkeeping
+    /// around it; the `stop` that follows sends no second SIGTERM (an agent may take a
+    /// second one as "hurry") and only waits, then kills after the grace period.
+    func terminate(_ process: ProcessIdentity)
     /// A process of an earlier controller is taken over (its sandbox's API listener,
     /// which died with that controller, is made again).
     func adopt(_ process: ProcessIdentity)
@@ -189,6 +193,8 @@ public protocol AgentRuntime: Sendable {
 
 extension AgentRuntime {
     public func adopt(_ process: ProcessIdentity) {}
+    /// Nothing ahead: `stop` signals.
+    public func terminate(_ process: ProcessIdentity) {}
     public func unrecorded(marks: [String: String], recorded: Set<ProcessIdentity>) -> [(agent: ResourceID, process: ProcessIdentity)] {
         []
     }

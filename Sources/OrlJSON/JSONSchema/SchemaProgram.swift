@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The compiled form of a schema and everything it references: a flat table of
 /// subschemas that refer to each other by index, so `$ref` cycles are plain integers
 /// and evaluation never looks anything up by URI.
@@ -38,7 +40,11 @@ struct CompiledSchema: Sendable {
 /// (`properties` + `patternProperties` + `additionalProperties`, `prefixItems` +
 /// `items`, `contains` + `minContains` + `maxContains`), so one pass over the
 /// instance evaluates them together.
-enum Keyword: Sendable {
+///
+/// Indirect: evaluation copies the keyword it applies, and a copy of this many-payload
+/// enum went through its value witness, retaining every operand (a twentieth of
+/// `validate`); boxed, a copy is one retain.
+indirect enum Keyword: Sendable {
     case type(JSONTypes)
     case constant(Node)
     case enumeration(Enumeration)
@@ -162,6 +168,9 @@ struct PropertyRules: Sendable {
 struct Pattern: @unchecked Sendable {
     let source: String
     private let engine: Engine
+    /// Label keys and values, names and URLs repeat across a fleet: each short string's
+    /// answer is kept (a label key's backtracking match was a twentieth of `validate`).
+    private let memo = PatternMemo()
 
     private enum Engine {
         case ecma(ECMARegex)
@@ -187,9 +196,50 @@ struct Pattern: @unchecked Sendable {
 
     /// Unanchored search, as ECMA-262 `RegExp.prototype.test`.
     func matches(_ string: String) -> Bool {
+        guard string.utf8.count <= PatternMemo.maxLength else { return search(string) }
+        let key = PatternMemo.Key(string)
+        if let known = memo.answer(key) { return known }
+        let answer = search(string)
+        memo.remember(key, answer)
+        return answer
+    }
+
+    private func search(_ string: String) -> Bool {
         switch engine {
         case .ecma(let regex): regex.matches(string)
         case .swift(let regex): (try? regex.firstMatch(in: string)) != nil
+        }
+    }
+}
+
+/// A pattern's answers for short strings, shared by the threads that read files, up to
+/// `capacity` strings (then it answers what it knows and stops learning).
+final class PatternMemo: Sendable {
+    static let maxLength = 128
+    static let capacity = 4096
+
+    /// A string compared by its code points, as patterns match them (Swift's `==` would
+    /// equate canonically equivalent spellings, which a pattern may tell apart).
+    struct Key: Hashable, Sendable {
+        let string: String
+
+        init(_ string: String) { self.string = string }
+
+        static func == (lhs: Key, rhs: Key) -> Bool { lhs.string.hasSameCodePoints(as: rhs.string) }
+
+        func hash(into hasher: inout Hasher) {
+            var string = string
+            string.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+        }
+    }
+
+    private let table = Mutex<[Key: Bool]>([:])
+
+    func answer(_ key: Key) -> Bool? { table.withLock { $0[key] } }
+
+    func remember(_ key: Key, _ answer: Bool) {
+        table.withLock { table in
+            if table.count < Self.capacity { table[key] = answer }
         }
     }
 }

@@ -93,8 +93,8 @@ final class InternedFileName: Sendable {
         let name: String
         static func == (lhs: Key, rhs: Key) -> Bool { lhs.name.hasSameCodePoints(as: rhs.name) }
         func hash(into hasher: inout Hasher) {
-            hasher.combine(name.utf8.count)
-            for byte in name.utf8 { hasher.combine(byte) }
+            var name = name
+            name.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
         }
     }
 
