@@ -129,17 +129,7 @@ extension RunsBench {
         defer { server.cancel() }
 
         let progress = Progress(steps: steps)
-        let agentTasks = (0..<agents).map { _ in
-            Task {
-                if mode == .stream && streamClient == .nio {
-                    try await NIOStreamAgent.run(url: url, token: token, progress: progress)
-                } else if mode == .stream {
-                    try await Self.streamingAgent(url: url, token: token, progress: progress)
-                } else {
-                    try await Self.agent(url: url, token: token, progress: progress, carried: mode == .carried)
-                }
-            }
-        }
+        let agentTasks = startAgents(url: url, token: token, progress: progress, mode: mode)
         // The agents are waiting in their polls when the run starts.
         try await Task.sleep(for: .milliseconds(300))
         let began = ContinuousClock.now
@@ -152,6 +142,21 @@ extension RunsBench {
         let phase = try store.readRuns { reader throws(StoreError) in try reader.run(run.id)?.phase }
         guard phase == .succeeded else { throw ValidationError("the run ended \(phase?.rawValue ?? "nowhere")") }
         return (end - began, cpu - used)
+    }
+
+    /// The bench's agents, each on a connection of its own, getting tasks the way `mode` says.
+    private func startAgents(url: String, token: String, progress: Progress, mode: Mode) -> [Task<Void, any Error>] {
+        (0..<agents).map { _ in
+            Task {
+                if mode == .stream && streamClient == .nio {
+                    try await NIOStreamAgent.run(url: url, token: token, progress: progress)
+                } else if mode == .stream {
+                    try await Self.streamingAgent(url: url, token: token, progress: progress)
+                } else {
+                    try await Self.agent(url: url, token: token, progress: progress, carried: mode == .carried)
+                }
+            }
+        }
     }
 
     /// The same through a real `orlctl controller` on a state of its own: the agents
@@ -190,17 +195,7 @@ extension RunsBench {
         guard let token, let url else { throw ValidationError("the controller did not start the bench agent") }
 
         let progress = Progress(steps: steps)
-        let agentTasks = (0..<agents).map { _ in
-            Task {
-                if mode == .stream && streamClient == .nio {
-                    try await NIOStreamAgent.run(url: url, token: token, progress: progress)
-                } else if mode == .stream {
-                    try await Self.streamingAgent(url: url, token: token, progress: progress)
-                } else {
-                    try await Self.agent(url: url, token: token, progress: progress, carried: mode == .carried)
-                }
-            }
-        }
+        let agentTasks = startAgents(url: url, token: token, progress: progress, mode: mode)
         try await Task.sleep(for: .milliseconds(300))
         let store = try SQLiteStateStore(directory: state)
         let clock: @Sendable () -> Timestamp = {
