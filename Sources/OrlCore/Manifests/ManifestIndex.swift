@@ -142,16 +142,23 @@ public enum IncrementalValidation {
         public var checked: [String: [ResourceSnapshot.Kept]] = [:]
     }
 
-    /// The outcome when no file changed since `stored` was written: the index stands for
-    /// everything, nothing is read and nothing is checked again.
-    public static func unchanged(_ stored: StoredManifestIndex, strict: Bool) -> Outcome {
+    /// What an index records of its fleet's report: every file's diagnostics, then every
+    /// namespace's (in name order), and how many resources its files define.
+    static func recorded(_ index: StoredManifestIndex) -> (diagnostics: [Diagnostic], count: Int) {
         var diagnostics: [Diagnostic] = []
         var count = 0
-        for file in stored.files {
+        for file in index.files {
             diagnostics += file.record.diagnostics
             count += file.record.entries.count + file.record.unreadable.count
         }
-        for namespace in stored.namespaces.keys.sorted() { diagnostics += stored.namespaces[namespace]! }
+        for namespace in index.namespaces.keys.sorted() { diagnostics += index.namespaces[namespace]! }
+        return (diagnostics, count)
+    }
+
+    /// The outcome when no file changed since `stored` was written: the index stands for
+    /// everything, nothing is read and nothing is checked again.
+    public static func unchanged(_ stored: StoredManifestIndex, strict: Bool) -> Outcome {
+        let (diagnostics, count) = recorded(stored)
         let report = ValidationReport(
             fleet: Fleet([]), resourceCount: count, diagnostics: ManifestValidation.strictened(diagnostics, strict).sortedForReport())
         return Outcome(report: report, desired: stored.desiredResources(), read: [:], index: nil, parsed: [], full: false, checked: [:])
@@ -312,13 +319,7 @@ public enum IncrementalValidation {
             let part = fresh[file]!
             for entry in entries where entry < part.resources.count { resources[part.resources[entry].id] = part.resources[entry] }
         }
-        var diagnostics: [Diagnostic] = []
-        var count = 0
-        for file in next.files {
-            diagnostics += file.record.diagnostics
-            count += file.record.entries.count + file.record.unreadable.count
-        }
-        for namespace in next.namespaces.keys.sorted() { diagnostics += next.namespaces[namespace]! }
+        let (diagnostics, count) = recorded(next)
         let report = ValidationReport(
             fleet: Fleet(Array(resources.values)), resourceCount: count,
             diagnostics: ManifestValidation.strictened(diagnostics, strict).sortedForReport())
