@@ -87,7 +87,7 @@ struct IncrementalBench: ParsableCommand {
         let v = Measurement.median(validate)
         print(
             "  validate:                 \(v.text), \(String(format: "%.1f", v.cpu / Double(n) * 1e6)) µs CPU per manifest"
-                + (floors ? " | floor PyYAML + jsonschema \(Measurement.median(python).text)" : ""))
+                + (floors ? " | floor PyYAML + jsonschema \(Measurement.floor(python, { $0.text }))" : ""))
 
         let first = Measurement.run(apply)
         guard first.status == 0 else { throw ValidationError("the first apply exited \(first.status)") }
@@ -111,7 +111,7 @@ struct IncrementalBench: ParsableCommand {
         guard noChange.allSatisfy({ $0.status == 0 }), oneChange.allSatisfy({ $0.status == 0 }) else {
             throw ValidationError("an apply failed")
         }
-        let floorText = noFloors ? "" : " | floor: Python sqlite3 no-op upsert of \(n) rows \(Measurement.median(floor).wallText)"
+        let floorText = noFloors ? "" : " | floor: Python sqlite3 no-op upsert of \(n) rows \(Measurement.floor(floor, { $0.wallText }))"
         print("  apply, nothing changed:   \(Measurement.median(noChange).text)\(floorText)")
         print("  apply, one file changed:  \(Measurement.median(oneChange).text)")
         print("  apply --full, no change:  \(Measurement.median(full).text)")
@@ -171,8 +171,8 @@ struct IncrementalBench: ParsableCommand {
         print("    one file changed, SQLite:     \(Measurement.median(sqlite).text)")
         print("    nothing changed, PostgreSQL:  \(Measurement.median(postgresSame).text)")
         print("    nothing changed, SQLite:      \(Measurement.median(sqliteSame).text)")
-        print("    floor: psql no-op upsert of 1 row \(Measurement.median(oneRow).text)")
-        print("    floor: psql no-op upsert of \(n) rows \(Measurement.median(allRows).text)")
+        print("    floor: psql no-op upsert of 1 row \(Measurement.floor(oneRow, { $0.text }))")
+        print("    floor: psql no-op upsert of \(n) rows \(Measurement.floor(allRows, { $0.text }))")
         let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ")
         print("    load average: \(load ?? "?")")
     }
@@ -211,6 +211,15 @@ struct Measurement {
         return Measurement(
             wall: measured.wallSeconds, cpu: measured.cpuSeconds, maxRSSKiB: measured.peakKiB,
             status: measured.status < 128 ? measured.status : -1)
+    }
+
+    /// A floor's median, or why there is none: a peer that fails at once (python3 without
+    /// PyYAML or jsonschema on PATH, no psql) would otherwise pass for a fast floor.
+    static func floor(_ values: [Measurement], _ text: (Measurement) -> String) -> String {
+        if let failed = values.first(where: { $0.status != 0 }) {
+            return "failed (exit \(failed.status): is the peer's tool on PATH? python3 needs ../shared/peer-bench/setup.sh's venv)"
+        }
+        return text(median(values))
     }
 
     static func median(_ values: [Measurement]) -> Measurement {
