@@ -246,6 +246,7 @@ import Testing
         let task = try #require(first.json["task"] as? String)
         #expect(first.json["idempotencyKey"] as? String == "\(run)/first")
 
+        let asked = ContinuousClock.now
         async let waiting = h.post("/v1/tasks/next?wait=20", token: "token-b")
         try await h.polling()
         let beat = try await h.post("/v1/tasks/\(task)/heartbeat")
@@ -253,6 +254,8 @@ import Testing
         let done = try await h.post("/v1/tasks/\(task)/complete", #"{"output": {"n": 1}}"#)
         #expect(done.status == 200 && done.json["state"] as? String == "Succeeded", "\(done.json)")
         let second = try await waiting
+        // Woken, not answered by its own look at the end of its 20 s.
+        #expect(ContinuousClock.now - asked < .seconds(15))
         #expect(second.status == 200 && second.json["step"] as? String == "second", "\(second)")
         #expect((second.json["dependencies"] as? [String: Any])?["first"] as? [String: Int] == ["n": 1])
 
@@ -304,10 +307,12 @@ import Testing
         // Waiting: a run started elsewhere while the completion waits is its next task.
         let relay = try h.startRun("relay")
         let first = try #require(try await h.post("/v1/tasks/next?wait=0").json["task"] as? String)
+        let asked = ContinuousClock.now
         async let answer = h.post("/v1/tasks/\(first)/complete?next=20", #"{"output": 4}"#)
         try await h.polling()
         let other = try h.startRun("relay")
         let waited = try await answer
+        #expect(ContinuousClock.now - asked < .seconds(15))
         let next = try #require(waited.json["next"] as? [String: Any], "\(waited.json)")
         #expect(next["run"] as? String == other.rawValue && next["step"] as? String == "first", "\(next), not of \(relay)")
         await h.stop()
@@ -366,10 +371,12 @@ import Testing
         try await h.start()
         // Until the API has read the store once, a change could predate its marker.
         try await h.watchingTheStore()
+        let asked = ContinuousClock.now
         async let waiting = h.post("/v1/tasks/next?wait=20")
         try await h.polling()
         _ = try h.startRun("relay")
         let answer = try await waiting
+        #expect(ContinuousClock.now - asked < .seconds(15))
         #expect(answer.status == 200 && answer.json["step"] as? String == "first", "\(answer)")
         await h.stop()
     }
