@@ -34,6 +34,10 @@ public final class TaskWaiters: Sendable {
 
     public init() {}
 
+    /// How many polls are waiting now, each registered to be woken by the next
+    /// announcement that concerns it (a test waits for its poll to be among them).
+    public var waitingPolls: Int { state.withLock { $0.waiting.count } }
+
     public func version(of agent: ResourceID) -> Version {
         state.withLock { Version(everyone: $0.everyone, agent: $0.versions[agent] ?? 0) }
     }

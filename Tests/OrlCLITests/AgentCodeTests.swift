@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Where an agent's code comes from, end to end: real repositories, a real controller,
 /// real Python processes that report what they run.
 @Suite(.serialized) struct AgentCodeTests {
@@ -48,15 +52,41 @@ import Testing
         var process: Process?
         init(state: String) { self.state = state }
 
+        /// Its standard error.
+        var logFile: URL?
+
         func start(in directory: URL) throws {
             let process = Process()
             process.executableURL = Orlctl.binary
             process.arguments = ["controller", "--state", state]
             process.currentDirectoryURL = directory
-            process.standardError = FileHandle.nullDevice
+            let logFile = directory.appendingPathComponent("controller.log")
+            _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
+            process.standardError = try FileHandle(forWritingTo: logFile)
+            self.logFile = logFile
             process.standardOutput = FileHandle.nullDevice
             try process.run()
             self.process = process
+        }
+
+        func log() -> String { logFile.flatMap { try? String(contentsOf: $0, encoding: .utf8) } ?? "" }
+
+        /// The restarts it has decided (it logs each as it signals the process).
+        func restarts() -> Int { log().components(separatedBy: " restarting ").count - 1 }
+
+        /// Wakes it `count` times, each once the previous wake's `woken` line is out (as
+        /// `ControllerCommandTests.Harness.passes` does): the last line proves that what the
+        /// first wake made it do (read the store, reconcile what changed) is done.
+        func passes(_ count: Int) async -> Bool {
+            guard let process else { return false }
+            for _ in 0..<count {
+                let seen = log().components(separatedBy: "woken: SIGUSR1").count
+                kill(process.processIdentifier, SIGUSR1)
+                guard await eventually(seconds: 30, { self.log().components(separatedBy: "woken: SIGUSR1").count > seen }) else {
+                    return false
+                }
+            }
+            return true
         }
 
         deinit {
@@ -118,6 +148,7 @@ import Testing
 
         // A manifest-only change keeps the code (and the process).
         let pid = try Self.pid(repo)
+        var restarts = controller.restarts()
         let labelled = Self.fleet.replacingOccurrences(
             of: "kind: Policy\nmetadata: {name: coder}", with: "kind: Policy\nmetadata: {name: coder, labels: {a: b}}")
         #expect(labelled != Self.fleet)
@@ -125,8 +156,11 @@ import Testing
         try repo.commit("labels")
         result = try repo.orlctl(sync)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
-        try await Task.sleep(for: .microseconds(1_500_000))
+        // The sync is committed: two turns of the loop after it, the change is reconciled.
+        #expect(await controller.passes(2), "\(controller.log())")
+        #expect(controller.restarts() == restarts, "\(controller.log())")
         #expect(try Self.pid(repo) == pid)
+        #expect(Self.ran(state: repo.state).first == "v1")
 
         // A code change is a new tree and a restart onto it.
         try repo.write("bin/agent.py", Self.program("v2"))
@@ -144,9 +178,11 @@ import Testing
         try repo.write("bin/agent.py", Self.program("v3"))
         try repo.write("fleet/fleet.yaml", Self.fleet.replacingOccurrences(of: "model: sim/small", with: "model: 42"))
         try repo.commit("broken")
+        restarts = controller.restarts()
         result = try repo.orlctl(sync)
         #expect(result.status == 1, "\(result.stdout)\(result.stderr)")
-        try await Task.sleep(for: .microseconds(1_000_000))
+        #expect(await controller.passes(2), "\(controller.log())")
+        #expect(controller.restarts() == restarts, "\(controller.log())")
         #expect(Self.ran(state: repo.state).first == "v2")
         let trees = try FileManager.default.contentsOfDirectory(atPath: repo.state + "/code/app")
         #expect(trees.count == 2, "\(trees)")

@@ -109,6 +109,23 @@ import Testing
             return process
         }
 
+        /// Wakes the (last started) controller `count` times, each once the previous wake's
+        /// `woken` line is out, and says whether every wake was seen. The loop writes that
+        /// line as it takes its next wakes, which is after it read the store and drained its
+        /// queue for the previous one: the last line proves a whole pass after the one
+        /// before it, and the first one the passes that came before the first wake.
+        func passes(_ count: Int, log name: String = "controller.log") -> Bool {
+            guard let controller = controllers.last else { return false }
+            for _ in 0..<count {
+                let seen = log(name).components(separatedBy: "woken: SIGUSR1").count
+                kill(controller.processIdentifier, SIGUSR1)
+                guard waitUntil(seconds: 30, every: 0.01, { log(name).components(separatedBy: "woken: SIGUSR1").count > seen }) else {
+                    return false
+                }
+            }
+            return true
+        }
+
         func log(_ name: String = "controller.log") -> String {
             (try? String(contentsOf: work.url.appendingPathComponent(name), encoding: .utf8)) ?? ""
         }
@@ -304,8 +321,9 @@ import Testing
 
         try h.startController(log: "second.log")
         #expect(waitUntil { h.log("second.log").components(separatedBy: " adopted ").count == 3 }, "\(h.log("second.log"))")
-        // Give it a few passes to (wrongly) start duplicates.
-        usleep(800_000)
+        // Two more turns of its loop after the pass that reconciled what it adopted: a duplicate
+        // would have been started by then.
+        #expect(h.passes(2, log: "second.log"), "\(h.log("second.log"))")
         #expect(h.agents() == first.mapValues { [$0] }, "\(h.log("second.log"))")
         #expect(!h.log("second.log").contains("started"))
         try h.stopController()

@@ -213,6 +213,8 @@ enum GitFleet {
             repo: repo, arguments: ["--repo", repo.root.path, "--path", "fleet", "--name", "fleet", "--interval", "100ms"])
         defer { watcher.stop() }
         try await watcher.waitForLog("watching ")
+        // A fixed wait, some 15 rounds at 100 ms: a round that finds the failed revision
+        // still at the head (SourceSync.step's retryLater) leaves no trace to wait on.
         try await Task.sleep(for: .seconds(1.5))
         #expect(try repo.events(for: "source/fleet").filter { $0 == "InvalidManifests" }.count == 1)
         #expect(try repo.source("fleet")["failures"] as? Int == 1)
@@ -386,6 +388,8 @@ extension GitSyncTests {
         #expect(try deliver(url, event: "push", body: push, signature: GitWebhookSignature.sign(push, secret: "wrong")).0 == 401)
         let tampered = push.replacingOccurrences(of: "main\"}", with: "main\" }")
         #expect(try deliver(url, event: "push", body: tampered, signature: GitWebhookSignature.sign(push, secret: secret)).0 == 401)
+        // A fixed wait: a refused delivery must not ring the rounds loop, and a round
+        // that was not rung leaves nothing to wait on.
         try await Task.sleep(for: .seconds(1))
         #expect(try repo.source()["lastAppliedRevision"] as? String == first)
         #expect(watcher.log().contains("webhook delivery refused: bad or missing X-Hub-Signature-256"))

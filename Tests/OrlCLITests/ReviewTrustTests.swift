@@ -208,6 +208,7 @@ import Testing
         try await poll { (try repo.source("fleet")["failures"] as? Int ?? 0) >= 3 }
         let rounds = try repo.source("fleet")["failures"] as? Int ?? 0
         // Backoff: at 100ms doubling, 2 s hold at most 5 rounds (100+200+400+800+1600 ms).
+        // Time passing on purpose, in another process whose clock a test cannot move.
         try await Task.sleep(for: .seconds(2))
         let later = try repo.source("fleet")["failures"] as? Int ?? 0
         #expect(later - rounds <= 3, "the remote was asked \(later - rounds) times in 2 s")

@@ -67,22 +67,76 @@ import Testing
         try h.apply([.init(name: "a"), .init(name: "b")])
         #expect(waitUntil { h.log().contains("woken: SIGUSR1") }, "\(h.log())")
         _ = try h.waitForAgents(["a", "b"], "after the second apply")
-        // An apply that changes nothing does not signal.
-        let before = h.log().components(separatedBy: "woken").count
-        try h.apply([.init(name: "a"), .init(name: "b")])
-        usleep(300_000)
-        #expect(h.log().components(separatedBy: "woken").count == before)
         try h.stopController()
 
+        // Whether an apply signals is read from a stand-in lock holder that blocks SIGUSR1:
+        // a signal sent stays pending in it, so once `apply` has returned there is nothing
+        // left to wait for. An apply that changes nothing does not signal...
+        let holder = try SignalProbe(holdingLock: h.state + "/controller.lock")
+        defer { holder.stop() }
+        try h.apply([.init(name: "a"), .init(name: "b")])
+        #expect(!holder.signalled)
+        // ...one that changes something does (and so the probe sees a signal).
+        try h.apply([.init(name: "a"), .init(name: "b", env: "v2")])
+        #expect(holder.signalled)
+        holder.stop()
+
         // No controller holds the lock: the PID in the file is not signalled.
-        let bystander = Process()
-        bystander.executableURL = URL(fileURLWithPath: "/bin/sleep")
-        bystander.arguments = ["100"]
-        try bystander.run()
-        defer { if bystander.isRunning { kill(bystander.processIdentifier, SIGKILL) } }
-        try "\(bystander.processIdentifier)\n".write(toFile: h.state + "/controller.lock", atomically: false, encoding: .utf8)
+        let bystander = try SignalProbe(holdingLock: nil)
+        defer { bystander.stop() }
+        try "\(bystander.pid)\n".write(toFile: h.state + "/controller.lock", atomically: false, encoding: .utf8)
         try h.apply([.init(name: "a")], prune: true)
-        usleep(200_000)
-        #expect(bystander.isRunning)
+        #expect(!bystander.signalled)
     }
+}
+
+/// A process that blocks SIGUSR1, so that a SIGUSR1 sent to it stays pending (/proc's
+/// ShdPnd) instead of being handled or ending it: whether one was sent is read at once,
+/// with no wait for a delivery. With a lock file, it holds the file's flock with its PID
+/// in it, as a controller holds `controller.lock`.
+final class SignalProbe {
+    let process = Process()
+    var pid: Int32 { process.processIdentifier }
+
+    init(holdingLock lock: String?) throws {
+        let script = """
+            import fcntl, os, signal, sys
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+            if len(sys.argv) > 1:
+                lock = open(sys.argv[1], "a+")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                lock.truncate(0)
+                lock.write("%d\\n" % os.getpid())
+                lock.flush()
+            print("ready", flush=True)
+            sys.stdin.read()
+            """
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", script] + (lock.map { [$0] } ?? [])
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardInput = Pipe()
+        try process.run()
+        // Blocked and holding the lock once it says so (it reads stdin until stopped).
+        let said = String(decoding: output.fileHandleForReading.readData(ofLength: 6), as: UTF8.self)
+        guard said == "ready\n" else { throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "probe: \(said)"]) }
+    }
+
+    /// Whether a SIGUSR1 waits in it.
+    var signalled: Bool {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let pending = status.split(separator: "\n").filter { $0.hasPrefix("ShdPnd:") || $0.hasPrefix("SigPnd:") }
+        return pending.contains { line in
+            UInt64(line.split(separator: "\t").last.map(String.init) ?? "", radix: 16).map { $0 & (1 << (UInt64(SIGUSR1) - 1)) != 0 }
+                ?? false
+        }
+    }
+
+    func stop() {
+        guard process.isRunning else { return }
+        kill(pid, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    deinit { stop() }
 }

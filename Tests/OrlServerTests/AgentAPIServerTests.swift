@@ -76,6 +76,9 @@ import Testing
         let store: SQLiteStateStore
         let gateway: Gateway
         let api: AgentAPI
+        let waiters = TaskWaiters()
+        /// How many times the API has read the store's change marker.
+        let markerReads = Locked(0)
         nonisolated(unsafe) var url = ""
         nonisolated(unsafe) var server: Task<Void, any Error>?
 
@@ -100,8 +103,11 @@ import Testing
             configuration.changePollInterval = .milliseconds(20)
             let apiStore = try SQLiteStateStore(directory: directory)
             api = AgentAPI(
-                gateway: gateway, store: apiStore, waiters: TaskWaiters(), commands: NoCommands(), secret: { _ in nil },
-                changeMarker: { try? apiStore.changeMarker() }, configuration: configuration)
+                gateway: gateway, store: apiStore, waiters: waiters, commands: NoCommands(), secret: { _ in nil },
+                changeMarker: { [markerReads] in
+                    defer { markerReads.withLock { $0 += 1 } }
+                    return try? apiStore.changeMarker()
+                }, configuration: configuration)
         }
 
         static func agent(_ name: String) -> ResourceID { ResourceID(kind: "Agent", name: name) }
@@ -110,6 +116,28 @@ import Testing
             let started = try await APIServer(gateway: gateway, agents: api, port: 0).start()
             url = started.url
             server = started.task
+        }
+
+        /// Returns once `count` polls wait to be woken (a poll looks for its task first:
+        /// one that found none and waits is what an announcement must wake).
+        func polling(_ count: Int = 1) async throws {
+            try await until("\(count) waiting polls") { self.waiters.waitingPolls >= count }
+        }
+
+        /// Returns once the API has read the store's change marker: a change committed
+        /// after it is one the API announces.
+        func watchingTheStore() async throws {
+            try await until("a read of the change marker") { self.markerReads.withLock { $0 } > 0 }
+        }
+
+        private func until(_ what: String, _ condition: () -> Bool) async throws {
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !condition() {
+                guard ContinuousClock.now < deadline else {
+                    throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "no \(what) within 30 s"])
+                }
+                try await Task.sleep(for: .milliseconds(5))
+            }
         }
 
         func stop() async {
@@ -218,13 +246,16 @@ import Testing
         let task = try #require(first.json["task"] as? String)
         #expect(first.json["idempotencyKey"] as? String == "\(run)/first")
 
+        let asked = ContinuousClock.now
         async let waiting = h.post("/v1/tasks/next?wait=20", token: "token-b")
-        try await Task.sleep(for: .milliseconds(300))
+        try await h.polling()
         let beat = try await h.post("/v1/tasks/\(task)/heartbeat")
         #expect(beat.status == 200 && beat.json["leaseExpiresAt"] is String)
         let done = try await h.post("/v1/tasks/\(task)/complete", #"{"output": {"n": 1}}"#)
         #expect(done.status == 200 && done.json["state"] as? String == "Succeeded", "\(done.json)")
         let second = try await waiting
+        // Woken, not answered by its own look at the end of its 20 s.
+        #expect(ContinuousClock.now - asked < .seconds(15))
         #expect(second.status == 200 && second.json["step"] as? String == "second", "\(second)")
         #expect((second.json["dependencies"] as? [String: Any])?["first"] as? [String: Int] == ["n": 1])
 
@@ -276,10 +307,12 @@ import Testing
         // Waiting: a run started elsewhere while the completion waits is its next task.
         let relay = try h.startRun("relay")
         let first = try #require(try await h.post("/v1/tasks/next?wait=0").json["task"] as? String)
+        let asked = ContinuousClock.now
         async let answer = h.post("/v1/tasks/\(first)/complete?next=20", #"{"output": 4}"#)
-        try await Task.sleep(for: .milliseconds(300))
+        try await h.polling()
         let other = try h.startRun("relay")
         let waited = try await answer
+        #expect(ContinuousClock.now - asked < .seconds(15))
         let next = try #require(waited.json["next"] as? [String: Any], "\(waited.json)")
         #expect(next["run"] as? String == other.rawValue && next["step"] as? String == "first", "\(next), not of \(relay)")
         await h.stop()
@@ -337,11 +370,13 @@ import Testing
         let h = try Harness()
         try await h.start()
         // Until the API has read the store once, a change could predate its marker.
-        try await Task.sleep(for: .milliseconds(200))
+        try await h.watchingTheStore()
+        let asked = ContinuousClock.now
         async let waiting = h.post("/v1/tasks/next?wait=20")
-        try await Task.sleep(for: .milliseconds(300))
+        try await h.polling()
         _ = try h.startRun("relay")
         let answer = try await waiting
+        #expect(ContinuousClock.now - asked < .seconds(15))
         #expect(answer.status == 200 && answer.json["step"] as? String == "first", "\(answer)")
         await h.stop()
     }

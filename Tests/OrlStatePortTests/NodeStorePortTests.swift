@@ -68,7 +68,7 @@ import Testing
 
         // A lease that ran out is not renewed, by the database's clock.
         let short = try store.registerNode("n2", labels: [:], duration: .milliseconds(50))
-        Thread.sleep(forTimeInterval: 0.2)
+        try waitForTheLeaseToLapse(short, store)
         #expect(fenced { try store.renewNode(short, duration: .seconds(10)) })
         #expect(try !store.nodeSnapshot().nodes.first { $0.name == "n2" }!.lease.isLive(at: store.nodeSnapshot().now))
 
@@ -131,7 +131,7 @@ import Testing
         #expect(try !store.claimSingleton("runs", by: n2))
         #expect(try store.claimSingleton("source:fleet", by: n2))
         #expect(try store.nodeSnapshot().holder(of: "runs") == "n1")
-        Thread.sleep(forTimeInterval: 1.7)
+        try waitForTheLeaseToLapse(n1, store)
         // n1's lease lapsed: the role moves.
         #expect(try store.nodeSnapshot().holder(of: "runs") == nil)
         #expect(try store.claimSingleton("runs", by: n2))
@@ -182,5 +182,18 @@ import Testing
         } catch {
             return false
         }
+    }
+}
+
+/// Returns once the database's clock has passed the lease's end (time passing on
+/// purpose: a lease lapses by that clock, which no test can move).
+func waitForTheLeaseToLapse(_ lease: NodeLease, _ store: any NodeStore) throws {
+    let deadline = ContinuousClock.now + .seconds(30)
+    while lease.isLive(at: try store.nodeSnapshot().now) {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("the lease of \(lease.node) did not lapse within 30 s")
+            return
+        }
+        Thread.sleep(forTimeInterval: 0.01)
     }
 }

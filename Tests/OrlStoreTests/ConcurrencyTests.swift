@@ -74,6 +74,8 @@ import Testing
                         try first.write { writer throws(StoreError) in
                             try writer.put(stored(agent("first")))
                             holding.signal()
+                            // Time passing on purpose: the other writer must be seen to wait
+                            // (SQLite's busy handler says nothing while it waits).
                             Thread.sleep(forTimeInterval: 0.3)
                         }
                     } catch {
@@ -109,13 +111,18 @@ import Testing
             let first = try SQLiteStateStore(directory: directory)
             let impatient = try SQLiteStateStore(directory: directory, busyTimeout: .milliseconds(50))
             let holding = DispatchSemaphore(value: 0)
+            let answered = DispatchSemaphore(value: 0)
             let failures = Failures()
             onThreads([
                 {
                     do {
+                        // Held until the impatient writer has its answer, which its 50 ms
+                        // busy timeout gives long before 5 s.
                         try first.write { _ throws(StoreError) in
                             holding.signal()
-                            Thread.sleep(forTimeInterval: 0.5)
+                            if answered.wait(timeout: .now() + 5) == .timedOut {
+                                failures.record(StoreError("the impatient write still waited after 5 s"))
+                            }
                         }
                     } catch {
                         failures.record(error)
@@ -123,6 +130,7 @@ import Testing
                 },
                 {
                     holding.wait()
+                    defer { answered.signal() }
                     do throws(StoreError) {
                         try impatient.write { s throws(StoreError) in try s.put(stored(agent("impatient"))) }
                         failures.record(StoreError("the write did not time out"))
