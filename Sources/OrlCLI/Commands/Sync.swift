@@ -187,7 +187,8 @@ struct Watch: AsyncParsableCommand {
             orlctl resume sends): the same round as orlctl sync --once, except that a revision \
             that failed is not tried again until the head moves or a backoff (2 minutes, \
             doubling to an hour) has passed; the last good revision stays applied meanwhile. \
-            One line per round that changed something or failed goes to standard error; \
+            One line per round that changed something or failed goes to standard error \
+            (with --verbose, one per round, also for a round that found nothing to do); \
             the state keeps the source's status and events (orlctl get sources, describe \
             source/NAME, events --for source/NAME). One watcher per source (a lock in \
             <state>/git). With --webhook it also serves http://ADDR/webhook for GitHub-style \
@@ -210,6 +211,9 @@ struct Watch: AsyncParsableCommand {
 
     @Flag(help: "Do not start a controller when none runs (also ORL_NO_CONTROLLER=1).")
     var noController = false
+
+    @Flag(help: "Log a line for every round, also one that found nothing to do (the head is the applied or a failed revision).")
+    var verbose = false
 
     @Option(
         help: ArgumentHelp(
@@ -283,7 +287,7 @@ struct Watch: AsyncParsableCommand {
             "watching \(configuration.url)\(ref)\(path) every \(DurationValue(self.interval)!.text) as source \(configuration.name)")
         let rounds = WatchRounds(
             sync: GitSourceSync(configuration: configuration, store: store, clock: { Caller.now }), store: store, state: source.state,
-            interval: interval, node: node, noController: noController)
+            interval: interval, node: node, noController: noController, verbose: verbose)
         do {
             try await Watcher(wakes: wakes, receiver: receiver) { await rounds.next() }.run()
         } catch {
@@ -308,15 +312,22 @@ final class WatchRounds: Sendable {
     private let interval: Duration
     private let node: String?
     private let noController: Bool
+    /// A line for every round, not only those that changed or failed something: for an
+    /// operator who wants to see that the watch is alive, and for tests to wait on.
+    private let verbose: Bool
     private let memory = Mutex(Memory())
 
-    init(sync: GitSourceSync, store: any StateBackend, state: StateOptions, interval: Duration, node: String?, noController: Bool) {
+    init(
+        sync: GitSourceSync, store: any StateBackend, state: StateOptions, interval: Duration, node: String?, noController: Bool,
+        verbose: Bool
+    ) {
         self.sync = sync
         self.store = store
         self.state = state
         self.interval = interval
         self.node = node
         self.noController = noController
+        self.verbose = verbose
     }
 
     /// Runs a round (or, on a node that does not hold the source's role, only looks at
@@ -330,7 +341,7 @@ final class WatchRounds: Sendable {
                 defer { memory.holding = holds }
                 return memory.holding != holds
             }
-            if changed {
+            if changed || (verbose && !holds) {
                 SyncRenderer.log(
                     "source \(name): " + (holds ? "watched by this watch (node \(node))" : "left to the watch of the node holding its role")
                 )
@@ -358,10 +369,13 @@ final class WatchRounds: Sendable {
         if let recovered = report.recovered { SyncRenderer.log("source \(name): \(recovered)") }
         if report.repeated {
             // Still unreachable: said once, when it started.
+            if verbose, let line = SyncRenderer.logLine(report) { SyncRenderer.log(line) }
         } else if let line = SyncRenderer.logLine(report), !(suspended && wasSuspended) {
             SyncRenderer.log(line)
         } else if wasSuspended && !suspended {
             SyncRenderer.log("source \(name): resumed")
+        } else if verbose, let line = SyncRenderer.logLine(report) ?? SyncRenderer.quietLine(report) {
+            SyncRenderer.log(line)
         }
         if case .invalid(let validation, let files) = report.outcome {
             OrlctlMain.writeStandardError(DiagnosticRenderer.text(validation, files: files, color: false))

@@ -113,6 +113,21 @@ enum SyncRenderer {
         }
     }
 
+    /// `watch --verbose`'s line for a round that `logLine` leaves out: the head is the
+    /// applied revision, or one that failed and waits for its backoff.
+    static func quietLine(_ report: SyncReport) -> String? {
+        let source = "source \(report.source)"
+        let head = report.head?.short ?? "?"
+        switch report.outcome {
+        case .upToDate:
+            return "\(source): up to date at \(head)"
+        case .waiting(let until):
+            return "\(source): \(head) failed before; tried again after \(until.rfc3339Seconds) or when the head moves"
+        case .suspended, .applied, .invalid, .refused, .failed, .unreachable:
+            return nil
+        }
+    }
+
     /// A timestamped line on standard error, as the controller writes its events.
     static func log(_ line: String) {
         OrlctlMain.writeStandardError("\(Caller.now.rfc3339Seconds) \(line)\n")
