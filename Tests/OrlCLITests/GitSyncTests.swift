@@ -210,12 +210,11 @@ enum GitFleet {
 
         // A watcher does not retry the failed revision in a loop...
         let watcher = try Watcher(
-            repo: repo, arguments: ["--repo", repo.root.path, "--path", "fleet", "--name", "fleet", "--interval", "100ms"])
+            repo: repo, arguments: ["--repo", repo.root.path, "--path", "fleet", "--name", "fleet", "--interval", "100ms", "--verbose"])
         defer { watcher.stop() }
-        try await watcher.waitForLog("watching ")
-        // A fixed wait, some 15 rounds at 100 ms: a round that finds the failed revision
-        // still at the head (SourceSync.step's retryLater) leaves no trace to wait on.
-        try await Task.sleep(for: .seconds(1.5))
+        // --verbose logs the rounds that find the failed revision still at the head
+        // (SourceSync.step's retryLater): five of them, and none tried it again.
+        try await watcher.waitForLog("fleet: \(bad.prefix(7)) failed before; tried again after ", count: 5)
         #expect(try repo.events(for: "source/fleet").filter { $0 == "InvalidManifests" }.count == 1)
         #expect(try repo.source("fleet")["failures"] as? Int == 1)
 
@@ -365,6 +364,7 @@ extension GitSyncTests {
         let secret = "s3cret-\(UUID().uuidString)"
         let arguments = [
             "--repo", repo.root.path, "--path", "fleet", "--interval", "1h", "--webhook", "127.0.0.1:0", "--webhook-secret", "hook",
+            "--verbose",
         ]
         // The secret comes from the vault: none there is an error at start.
         let missing = try repo.orlctl(["watch"] + arguments)
@@ -377,21 +377,18 @@ extension GitSyncTests {
         try await watcher.waitForLog("webhook receiver listening on ")
         let url = try #require(
             watcher.log().split(separator: "\n").first { $0.contains("listening on ") }?.split(separator: " ").last.map(String.init))
-        try await poll { try repo.source()["lastAppliedRevision"] as? String == first }
+        try await watcher.waitForLog("source repo: \(first.prefix(7)) applied")
+        #expect(try repo.source()["lastAppliedRevision"] as? String == first)
 
-        try repo.write("fleet/agent.yaml", GitFleet.agent("two"))
-        let second = try repo.commit("second")
-        let push = #"{"ref": "refs/heads/main", "after": "\#(second)", "repository": {"default_branch": "main"}}"#
+        // Delivered while the head is still the applied commit, so that a round they rang
+        // would log (--verbose) "up to date" before the round of the signed push below.
+        let push = #"{"ref": "refs/heads/main", "after": "\#(first)", "repository": {"default_branch": "main"}}"#
 
         // Unsigned, wrongly signed, or signed with another secret: refused, nothing synced.
         #expect(try deliver(url, event: "push", body: push, signature: nil).0 == 401)
         #expect(try deliver(url, event: "push", body: push, signature: GitWebhookSignature.sign(push, secret: "wrong")).0 == 401)
         let tampered = push.replacingOccurrences(of: "main\"}", with: "main\" }")
         #expect(try deliver(url, event: "push", body: tampered, signature: GitWebhookSignature.sign(push, secret: secret)).0 == 401)
-        // A fixed wait: a refused delivery must not ring the rounds loop, and a round
-        // that was not rung leaves nothing to wait on.
-        try await Task.sleep(for: .seconds(1))
-        #expect(try repo.source()["lastAppliedRevision"] as? String == first)
         #expect(watcher.log().contains("webhook delivery refused: bad or missing X-Hub-Signature-256"))
 
         // A push to another branch is acknowledged and ignored; a ping is answered.
@@ -403,10 +400,17 @@ extension GitSyncTests {
         #expect(try deliver(url, event: "ping", body: "{}", signature: GitWebhookSignature.sign("{}", secret: secret)).0 == 200)
 
         // Signed with the secret: synced at once.
+        try repo.write("fleet/agent.yaml", GitFleet.agent("two"))
+        let second = try repo.commit("second")
+        let moved = #"{"ref": "refs/heads/main", "after": "\#(second)", "repository": {"default_branch": "main"}}"#
         #expect(
-            try deliver(url, event: "push", body: push, signature: GitWebhookSignature.sign(push, secret: secret)) == (202, "syncing\n"))
-        try await poll { try repo.source()["lastAppliedRevision"] as? String == second }
+            try deliver(url, event: "push", body: moved, signature: GitWebhookSignature.sign(moved, secret: secret)) == (202, "syncing\n"))
+        try await watcher.waitForLog("source repo: \(second.prefix(7)) applied")
+        #expect(try repo.source()["lastAppliedRevision"] as? String == second)
         #expect(watcher.log().contains("webhook: push of refs/heads/main to \(second.prefix(7)); syncing"))
+        // The rounds so far: the first, and the signed push's; none between them.
+        let rounds = watcher.log().split(separator: "\n").filter { $0.contains("source repo: ") && !$0.contains("webhook") }
+        #expect(rounds.count == 2 && rounds.allSatisfy { $0.contains(" applied ") }, "\(watcher.log())")
     }
 }
 
@@ -468,6 +472,11 @@ final class Watcher: @unchecked Sendable {
 
     func waitForLog(_ needle: String) async throws {
         try await poll { self.log().contains(needle) }
+    }
+
+    /// Waits until `needle` is in at least `count` lines (e.g. `--verbose`'s round lines).
+    func waitForLog(_ needle: String, count: Int) async throws {
+        try await poll { self.log().split(separator: "\n").count { $0.contains(needle) } >= count }
     }
 
     func stop() {
