@@ -212,9 +212,10 @@ enum GitFleet {
         let watcher = try Watcher(
             repo: repo, arguments: ["--repo", repo.root.path, "--path", "fleet", "--name", "fleet", "--interval", "100ms", "--verbose"])
         defer { watcher.stop() }
-        // --verbose logs the rounds that find the failed revision still at the head
-        // (SourceSync.step's retryLater): five of them, and none tried it again.
-        try await watcher.waitForLog("fleet: \(bad.prefix(7)) failed before; tried again after ", count: 5)
+        // --verbose logs every round: after five, each found the failed revision still at
+        // the head (SourceSync.step's retryLater) and none tried it again.
+        try await watcher.waitForLog("source fleet: ", count: 5)
+        #expect(watcher.log().contains("source fleet: \(bad.prefix(7)) failed before; tried again after "), "\(watcher.log())")
         #expect(try repo.events(for: "source/fleet").filter { $0 == "InvalidManifests" }.count == 1)
         #expect(try repo.source("fleet")["failures"] as? Int == 1)
 
