@@ -225,6 +225,8 @@ enum GitFleet {
         try await poll { try repo.source("fleet")["lastAppliedRevision"] as? String == fix }
         status = try repo.source("fleet")
         #expect(status["result"] as? String == "Applied")
+        // The rounds after it find nothing to do, which --verbose says too.
+        try await watcher.waitForLog("source fleet: up to date at \(fix.prefix(7))")
         watcher.stop()
         #expect(
             watcher.log().contains("source fleet: \(fix.prefix(7)) applied as #2 (was \(good.prefix(7))): Plan: 0 to add, 1 to change"),
