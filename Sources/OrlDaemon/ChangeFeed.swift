@@ -110,13 +110,29 @@ actor ChangeFeed: Service {
         // everyone reads again once, after the baseline.
         for subscriber in subscribers { subscriber.notify() }
         let wait = signalled ? safetyInterval : interval
+        // The pause before the next look after a signal (nil: none due but the usual).
+        var after: Duration?
         while !Task.isCancelled {
-            _ = await bell.take(waitingAtMost: wait)
+            let rang = !(await bell.take(waitingAtMost: after ?? wait)).isEmpty
             if Task.isCancelled { return }
             if stateRemoved() { return }
             look()
+            guard signal?.mayTellEarly == true else { continue }
+            after = rang ? Self.firstLookAfterSignal : after.flatMap { $0 < Self.lastLookAfterSignal ? $0 * 2 : nil }
         }
     }
+
+    /// A signal can come before the commit it tells of is visible (`mayTellEarly`): a SQLite writer
+    /// appends the commit's frames to the `-wal` file (the writes inotify reports) and only
+    /// then publishes them in the WAL index, in shared memory, which no file event tells
+    /// of. A look in between finds nothing new, and no event follows: the commit would
+    /// wait for the safety look, and a task poll for its own recheck (a run started by
+    /// `orlctl run` reached its first agent a second late). So after each signal the feed
+    /// looks again 1, 2, 4, … 128 ms later (a new signal starts over); a look is one
+    /// `data_version` read while nothing moved. Only a writer stalled longer than that
+    /// between its last write and its publication is left to the safety look.
+    static let firstLookAfterSignal = Duration.milliseconds(1)
+    static let lastLookAfterSignal = Duration.milliseconds(128)
 
     /// Whether the state's database file is gone (its directory deleted). A controller
     /// left running on it would keep its agents up with nothing left to reach or stop

@@ -23,6 +23,9 @@ public final class SQLiteFileSignal: ChangeSignal {
         name = Array((slash.map { String(databasePath[databasePath.index(after: $0)...]) } ?? databasePath).utf8)
     }
 
+    /// The `-wal` writes come before the commit is published in the WAL index.
+    public var mayTellEarly: Bool { true }
+
     public func start(notify: @escaping @Sendable () -> Void) -> Bool {
         let fd = inotify_init1(Int32(O_NONBLOCK | O_CLOEXEC))
         guard fd >= 0 else { return false }

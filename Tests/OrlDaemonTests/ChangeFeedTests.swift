@@ -299,3 +299,73 @@ extension ChangeFeedTests {
         #expect((polls.value, driver.value) == (3, 4))
     }
 }
+
+/// A SQLite writer's `-wal` writes (what inotify reports) come before its commit is
+/// published in the WAL index: the feed's look can fall in between, find nothing, and
+/// no event follows. Here the commit lands right after the feed read the marker on the
+/// signal's news, with the poll and the safety look an hour away: only the feed's own
+/// looks after the signal can see it.
+@Suite struct EarlySignalTests {
+    @Test func aCommitPublishedAfterTheSignalsLookIsNotMissed() async throws {
+        let state = try TemporaryState()
+        let writer = try SQLiteStateStore(directory: state.directory)
+        let store = CommitAfterRead(try SQLiteStateStore(directory: state.directory))
+        let signal = ManualSignal()
+        let told = Inbox<Bool>()
+        let feed = ChangeFeed(
+            store: store, interval: .seconds(3600), signal: signal, safetyInterval: .seconds(3600),
+            subscribers: [.init(topics: [.secrets]) { told.post(true) }], log: { _ in })
+        let watching = Task { await feed.watch() }
+        defer { watching.cancel() }
+        // Every subscriber is told once when the feed has its baseline.
+        _ = await told.take()
+
+        let now = Timestamp(milliseconds: 1_795_161_600_000)
+        let sealed = SealedSecret(id: SecretID(name: "key"), box: [1, 2, 3], keyCheck: "check", size: 3, updatedAt: now, updatedBy: "test")
+        store.arm { try? writer.write { writer throws(StoreError) in try writer.putSecret(sealed) } }
+        signal.ring()
+        // Told within a few milliseconds; the bound only ends the test when it is not
+        // (the next look would be an hour away).
+        let news = await told.take(waitingAtMost: .seconds(30))
+        #expect(!news.isEmpty, "the commit published after the signal's look was never seen")
+        #expect(store.armed == false)
+    }
+}
+
+/// A signal the test rings; like inotify's, it may ring before the commit is visible.
+final class ManualSignal: ChangeSignal {
+    private let notify = Mutex<(@Sendable () -> Void)?>(nil)
+    var mayTellEarly: Bool { true }
+    func start(notify: @escaping @Sendable () -> Void) -> Bool {
+        self.notify.withLock { $0 = notify }
+        return true
+    }
+    func stop() { notify.withLock { $0 = nil } }
+    func ring() { notify.withLock { $0 }?() }
+}
+
+/// A store whose next marker read, once armed, is followed by a commit elsewhere: the
+/// marker read saw the store before it.
+final class CommitAfterRead: StateUpkeep {
+    private let store: SQLiteStateStore
+    private let pending = Mutex<(@Sendable () -> Void)?>(nil)
+
+    init(_ store: SQLiteStateStore) { self.store = store }
+
+    func arm(_ commit: @escaping @Sendable () -> Void) { pending.withLock { $0 = commit } }
+    var armed: Bool { pending.withLock { $0 != nil } }
+
+    func changeMarker() throws(StoreError) -> Int64 {
+        let marker = try store.changeMarker()
+        pending.withLock { pending in
+            defer { pending = nil }
+            return pending
+        }?()
+        return marker
+    }
+    func changeGenerations() throws(StoreError) -> [ChangeTopic: Int64] { try store.changeGenerations() }
+    func retain(_ policy: RetentionPolicy, now: Timestamp) throws(StoreError) -> RetentionReport { try store.retain(policy, now: now) }
+    func usage(_ query: LedgerQuery) throws(StoreError) -> (calls: [LedgerEntry], days: [LedgerDay]) { try store.usage(query) }
+    func ledgerDaily() throws(StoreError) -> [LedgerDay] { try store.ledgerDaily() }
+    func fleetGauges() throws(StoreError) -> FleetGauges { try store.fleetGauges() }
+}

@@ -25,4 +25,13 @@ public protocol ChangeSignal: Sendable {
     /// the feed then polls.
     func start(notify: @escaping @Sendable () -> Void) -> Bool
     func stop()
+    /// Whether `notify` may come before the commit it tells of is visible to a reader
+    /// (SQLite's WAL writes precede their publication in the WAL index): the feed then
+    /// looks again shortly after each call. False: a call follows the commit
+    /// (PostgreSQL's notifications are delivered once their transaction committed).
+    var mayTellEarly: Bool { get }
+}
+
+extension ChangeSignal {
+    public var mayTellEarly: Bool { false }
 }
