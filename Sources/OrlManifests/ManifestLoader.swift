@@ -14,11 +14,14 @@ public struct ManifestLoader: Sendable {
         let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes, standardInput: standardInput)
         let inputs = try source.inputs(paths)
         let parsing = self.parsing
-        let parts = ManifestParsing.parallelMap(inputs.count) { index in
-            Result { () throws(SourceError) in parsing.read(try source.read(inputs[index])) }
-        }
         var read = ReadManifests()
-        for part in parts { read.append(try part.get()) }
+        do {
+            // The files' parts end here, before the checks across them take their memory.
+            let parts = ManifestParsing.parallelMap(inputs.count) { index in
+                Result { () throws(SourceError) in parsing.read(try source.read(inputs[index])) }
+            }
+            for part in parts { read.append(try part.get()) }
+        }
         return (ManifestValidation.validate(read, strict: strict), inputs.count)
     }
 }

@@ -30,6 +30,37 @@ import Testing
             #expect(compact.fleet.resources.map(\.id) == kept.fleet.resources.map(\.id))
             #expect(compact.fleet.resources.map(\.nameLocation) == kept.fleet.resources.map(\.nameLocation))
             #expect(compact.fleet.resources.map(\.location) == kept.fleet.resources.map(\.location))
+            #expect(compact.fleet.resources.allSatisfy { $0.metadata.annotations.isEmpty })
+        }
+    }
+
+    /// Without documents, annotations are checked but not kept, on both decoding paths;
+    /// with them, both paths keep them.
+    @Test(arguments: [true, false])
+    func annotationsAreKeptWithTheDocuments(direct: Bool) {
+        let yaml = """
+            apiVersion: orl.dev/v1
+            kind: Tool
+            metadata:
+              name: search
+              labels: {team: a}
+              annotations: {orl.dev/owner: someone@example.com, orl.dev/runbook: "https://runbooks.example.com/search"}
+            spec: {type: http, http: {url: "https://search.example.com"}}
+            """
+        let source = YAMLParser().parse(yaml, file: "tool.yaml")
+        for keep in [true, false] {
+            var reader = ManifestReader()
+            reader.keepsDocuments = keep
+            reader.decodesDirectly = direct
+            let read = reader.read(source)
+            #expect(read.diagnostics.isEmpty && read.resources.count == 1)
+            let metadata = read.resources.first?.metadata
+            // Without a selector, the skeleton keeps no spec at all.
+            #expect((read.resources.first?.document["spec"] == nil) == !keep)
+            #expect(metadata?.labels == ["team": "a"])
+            #expect(
+                metadata?.annotations
+                    == (keep ? ["orl.dev/owner": "someone@example.com", "orl.dev/runbook": "https://runbooks.example.com/search"] : [:]))
         }
     }
 

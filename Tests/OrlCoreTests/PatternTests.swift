@@ -170,6 +170,41 @@ let patternFleet = """
         #expect(backup.steps[2].agent?.value == "steady" && backup.steps[2].outputKey == "draft")
     }
 
+    /// A step keeps its patterns and provenance out of line (`Step.patterns`): a step
+    /// without them carries none, a copy shares them, and a change to a copy is the
+    /// copy's alone.
+    @Test func aStepsPatternsAreItsOwnAcrossCopiesAndChanges() throws {
+        let report = validate(patternFleet, strict: true)
+        let workflows = report.fleet.resources(of: .workflow).compactMap(\.workflow)
+        let steps = workflows.flatMap(\.steps)
+        let classify = try #require(steps.first { $0.id.value == "classify" })
+        #expect(classify.route?.branches.map(\.value) == ["billing", "technical", "human"])
+        #expect(classify.loop == nil && classify.fallback.isEmpty && classify.generated == nil)
+        let draft = try #require(steps.first { $0.id.value == "draft" })
+        #expect(draft.fallback.map(\.agent.value) == ["steady"] && draft.route == nil)
+        let takeover = try #require(steps.first { $0.id.value == "draft~fallback1" })
+        #expect(takeover.fallback.isEmpty && takeover.generated?.fallback == 1 && takeover.generated?.takesOverFrom == "draft")
+        let review2 = try #require(steps.first { $0.id.value == "review~r2" })
+        #expect(review2.generated?.round == 2 && review2.generated?.loop == "review" && review2.loop != nil)
+
+        var copy = classify
+        copy.route = nil
+        #expect(classify.route != nil, "the original keeps its route")
+        #expect(copy.route == nil && copy != classify)
+        copy.publish = [Located("news", at: classify.location)]
+        #expect(copy.publish.map(\.value) == ["news"] && classify.publish.isEmpty)
+        copy.publish = []
+        copy.route = classify.route
+        #expect(copy == classify, "setting back what was there gives the same step")
+
+        let plain = try #require(steps.first { $0.id.value == "check" })
+        var touched = plain
+        touched.generated = takeover.generated
+        #expect(touched.generated?.fallback == 1 && touched != plain)
+        touched.generated = nil
+        #expect(touched == plain && touched.generated == nil && touched.delegate == nil && touched.handoff == nil)
+    }
+
     static func audit(_ edits: [(String, String)]) throws -> [Diagnostic] {
         var yaml = patternFleet
         for (old, new) in edits {

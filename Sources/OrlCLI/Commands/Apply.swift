@@ -96,7 +96,16 @@ struct ManifestSourceOptions: ParsableArguments {
             } else {
                 let report = try await load(output: output, exit: invalid)
                 let store = try state.openState()
-                outcome = try ApplyOperation.apply(report.fleet, to: store, options: options, now: Caller.now, dryRun: dryRun)
+                // Each resource's canonical form is what its hash compares and what is
+                // written: made once, on every core, rather than once for the hash and
+                // again for the write, one after the other (a fifth of a first apply).
+                let resources = report.fleet.resources
+                let read = ManifestParsing.parallelMap(resources.count) { index in
+                    let resource = resources[index].withCanonicalForm()
+                    return (resource, DesiredResource(resource))
+                }
+                outcome = try ApplyOperation.apply(
+                    desired: read.map(\.1), resolve: { read[$0].0 }, to: store, options: options, now: Caller.now, dryRun: dryRun)
             }
         } catch let error as ApplyError {
             switch error {

@@ -15,9 +15,9 @@ struct DirectDecodingFailure: Error {}
 
 extension ManifestReader {
     /// `metadata` and `spec` read directly, or nil when the generic path must decide.
-    static func directlyDecoded(metadata: Node, spec: Node, kind: ResourceKind) -> (ObjectMeta, Resource.Spec)? {
+    static func directlyDecoded(metadata: Node, spec: Node, kind: ResourceKind, annotations: Bool = true) -> (ObjectMeta, Resource.Spec)? {
         do throws(DirectDecodingFailure) {
-            let meta = try ObjectMeta(direct: metadata)
+            let meta = try ObjectMeta(direct: metadata, annotations: annotations)
             let decoded: Resource.Spec =
                 switch kind {
                 case .modelProvider: .modelProvider(try ModelProviderSpec(direct: spec))
@@ -123,20 +123,32 @@ extension Node {
     }
 
     func directStringMap() throws(DirectDecodingFailure) -> [String: String] {
-        guard case .object(let members) = value else { throw DirectDecodingFailure() }
-        if members.isEmpty { return [:] }
-        for member in members where member.value.string == nil { throw DirectDecodingFailure() }
+        try checkStringMap()
+        guard case .object(let members) = value, !members.isEmpty else { return [:] }
         return StringMaps.shared(members)
+    }
+
+    /// Gives up where `directStringMap` would, without making the map.
+    func checkStringMap() throws(DirectDecodingFailure) {
+        guard case .object(let members) = value else { throw DirectDecodingFailure() }
+        for member in members where member.value.string == nil { throw DirectDecodingFailure() }
     }
 }
 
 extension ObjectMeta {
-    init(direct node: Node) throws(DirectDecodingFailure) {
+    /// Without `annotations`, they are checked as they would be read but not kept (see
+    /// `ManifestReader.decode`).
+    init(direct node: Node, annotations keepsAnnotations: Bool = true) throws(DirectDecodingFailure) {
         let f = try DirectFields(node)
         name = try f.required("name").directString()
         namespace = try f.optional("namespace")?.directString() ?? ResourceID.defaultNamespace
         labels = try f.optional("labels")?.directStringMap() ?? [:]
-        annotations = try f.optional("annotations")?.directStringMap() ?? [:]
+        if keepsAnnotations {
+            annotations = try f.optional("annotations")?.directStringMap() ?? [:]
+        } else {
+            try f.optional("annotations")?.checkStringMap()
+            annotations = [:]
+        }
     }
 }
 
@@ -388,31 +400,30 @@ extension WorkflowSpec.Input {
 extension WorkflowSpec.Step {
     init(direct node: Node) throws(DirectDecodingFailure) {
         let f = try DirectFields(node)
-        id = try f.required("id").directLocatedString()
-        description = try f.optional("description")?.directString()
+        let id = try f.required("id").directLocatedString()
+        let description = try f.optional("description")?.directString()
+        let executor: Executor
         if let approval = try f.generic(WorkflowSpec.Approval.self, "approval") {
             executor = .approval(approval)
         } else {
             executor = .agent(try f.required("agent").directLocatedString())
         }
-        dependsOn = try f.optional("dependsOn")?.directLocatedStrings() ?? []
-        tools = try f.optional("tools")?.directLocatedStrings() ?? []
+        let dependsOn = try f.optional("dependsOn")?.directLocatedStrings() ?? []
+        let tools = try f.optional("tools")?.directLocatedStrings() ?? []
+        var inputs: [(name: String, source: WorkflowSpec.InputSource)] = []
         if f.contains("inputs") {
             let i = try DirectFields(try f.required("inputs"))
-            var inputs: [(name: String, source: WorkflowSpec.InputSource)] = []
             inputs.reserveCapacity(i.members.count)
             for member in i.members {
                 // As `decode(forKey:)` reads it: the first member of that name.
                 inputs.append((member.key, try WorkflowSpec.InputSource(direct: try i.required(member.key))))
             }
-            self.inputs = inputs
-        } else {
-            inputs = []
         }
-        prompt = try f.optional("prompt")?.directString()
-        maxTokens = try f.optional("maxTokens")?.directInt()
-        timeout = try f.optional("timeout")?.directText(DurationValue.self) ?? DurationValue("10m")!
-        heartbeatTimeout = try f.optional("heartbeatTimeout")?.directText(DurationValue.self) ?? DurationValue("60s")!
+        let prompt = try f.optional("prompt")?.directString()
+        let maxTokens = try f.optional("maxTokens")?.directInt()
+        let timeout = try f.optional("timeout")?.directText(DurationValue.self) ?? DurationValue("10m")!
+        let heartbeatTimeout = try f.optional("heartbeatTimeout")?.directText(DurationValue.self) ?? DurationValue("60s")!
+        let retry: WorkflowSpec.Retry
         if let node = f.optional("retry") {
             let r = try DirectFields(node)
             retry = WorkflowSpec.Retry(
@@ -422,17 +433,21 @@ extension WorkflowSpec.Step {
         } else {
             retry = .none
         }
-        continueOnFailure = try f.optional("continueOnFailure")?.directBool() ?? false
+        let continueOnFailure = try f.optional("continueOnFailure")?.directBool() ?? false
         // The dynamic patterns are rare: read the generic way.
-        route = try f.generic(WorkflowSpec.Route.self, "route")
-        loop = try f.generic(WorkflowSpec.Loop.self, "loop")
-        fallback = try f.generic([WorkflowSpec.Fallback].self, "fallback") ?? []
-        delegate = try f.generic(WorkflowSpec.Delegate.self, "delegate")
-        handoff = try f.generic(WorkflowSpec.Handoff.self, "handoff")
-        publish = try f.optional("publish")?.directLocatedStrings() ?? []
-        subscribe = try f.optional("subscribe")?.directLocatedStrings() ?? []
-        generated = nil
-        location = node.location
+        let patterns = PatternFields(
+            route: try f.generic(WorkflowSpec.Route.self, "route"),
+            loop: try f.generic(WorkflowSpec.Loop.self, "loop"),
+            fallback: try f.generic([WorkflowSpec.Fallback].self, "fallback") ?? [],
+            delegate: try f.generic(WorkflowSpec.Delegate.self, "delegate"),
+            handoff: try f.generic(WorkflowSpec.Handoff.self, "handoff"),
+            publish: try f.optional("publish")?.directLocatedStrings() ?? [],
+            subscribe: try f.optional("subscribe")?.directLocatedStrings() ?? [],
+            generated: nil)
+        self.init(
+            id: id, description: description, executor: executor, dependsOn: dependsOn, tools: tools, inputs: inputs, prompt: prompt,
+            maxTokens: maxTokens, timeout: timeout, heartbeatTimeout: heartbeatTimeout, retry: retry, continueOnFailure: continueOnFailure,
+            patterns: patterns, location: node.location)
     }
 }
 

@@ -53,7 +53,10 @@ public struct ManifestReader: Sendable {
 
     /// Whether each resource keeps its whole document, as apply needs (it hashes,
     /// stores and diffs it). `validate` needs only where things are, and sets it off:
-    /// the documents were most of its memory (52 of 88 MB at 10,000 manifests).
+    /// the documents were most of its memory (52 of 88 MB at 10,000 manifests). Off,
+    /// the decoded annotations are not kept either: no check reads them (what shows
+    /// them reads the stored document), and, unique to each resource, they were a
+    /// tenth of `validate`'s heap.
     public var keepsDocuments = true
 
     /// Whether the hot kinds are read straight from their nodes (`DirectDecoding`) before
@@ -189,13 +192,14 @@ public struct ManifestReader: Sendable {
         guard let metadataNode = root["metadata"], let specNode = root["spec"] else {
             throw NodeDecodingError(message: "expected metadata and spec", location: root.location, path: ValuePath([]))
         }
-        let metadata: ObjectMeta
+        var metadata: ObjectMeta
         let spec: Resource.Spec
-        if direct, let decoded = directlyDecoded(metadata: metadataNode, spec: specNode, kind: kind) {
+        if direct, let decoded = directlyDecoded(metadata: metadataNode, spec: specNode, kind: kind, annotations: !compact) {
             (metadata, spec) = decoded
         } else {
             (metadata, spec) = try genericallyDecoded(metadata: metadataNode, spec: specNode, kind: kind)
         }
+        if compact { metadata.annotations = [:] }
         // MCP pins are matched against the whole document (`McpLock`).
         var isMcp: Bool { if case .tool(let tool) = spec { tool.type == .mcp } else { false } }
         let document = compact && !isMcp ? Resource.skeleton(of: root) : root

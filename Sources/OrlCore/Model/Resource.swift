@@ -89,7 +89,8 @@ public struct Resource: Sendable {
 
     /// What the checks across resources read of a document beyond its decoded form:
     /// where it starts, where `metadata.name` is and where a selector is written
-    /// (`spec.appliesTo.selector`), each at its place, and nothing else.
+    /// (`spec.appliesTo.selector`), each at its place, and nothing else: `spec` only on
+    /// the way to a selector (a member less on most resources).
     static func skeleton(of root: Node) -> Node {
         func only(_ node: Node?, _ key: String, _ inner: (Node) -> Node) -> [Node.Member] {
             guard let member = node?.member(key) else { return [] }
@@ -98,6 +99,7 @@ public struct Resource: Sendable {
         func leaf(_ node: Node) -> Node { Node(.null, at: node.location) }
         func object(_ node: Node, _ members: [Node.Member]) -> Node { Node(.object(members), at: node.location) }
         let metadata = only(root, "metadata") { object($0, only($0, "name") { $0 }) }
+        guard root["spec"]?["appliesTo"]?["selector"] != nil else { return object(root, metadata) }
         let spec = only(root, "spec") { spec in
             object(spec, only(spec, "appliesTo") { appliesTo in object(appliesTo, only(appliesTo, "selector", leaf)) })
         }

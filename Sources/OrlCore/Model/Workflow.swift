@@ -144,20 +144,100 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
         public var retry: Retry
         public var continueOnFailure: Bool
         /// Bounded dynamic patterns (see WorkflowPatterns.swift).
-        public var route: Route?
-        public var loop: Loop?
-        public var fallback: [Fallback]
-        public var delegate: Delegate?
-        public var handoff: Handoff?
+        public var route: Route? {
+            get { patterns?.fields.route }
+            set { withPatterns { $0.route = newValue } }
+        }
+        public var loop: Loop? {
+            get { patterns?.fields.loop }
+            set { withPatterns { $0.loop = newValue } }
+        }
+        public var fallback: [Fallback] {
+            get { patterns?.fields.fallback ?? [] }
+            set { withPatterns { $0.fallback = newValue } }
+        }
+        public var delegate: Delegate? {
+            get { patterns?.fields.delegate }
+            set { withPatterns { $0.delegate = newValue } }
+        }
+        public var handoff: Handoff? {
+            get { patterns?.fields.handoff }
+            set { withPatterns { $0.handoff = newValue } }
+        }
         /// Blackboard topics of the run the step may write and read while it runs: each
         /// subscriber receives what a publisher holds, so the audit treats every
         /// publisher → subscriber pair as it treats a step input.
-        public var publish: [Located<String>]
-        public var subscribe: [Located<String>]
+        public var publish: [Located<String>] {
+            get { patterns?.fields.publish ?? [] }
+            set { withPatterns { $0.publish = newValue } }
+        }
+        public var subscribe: [Located<String>] {
+            get { patterns?.fields.subscribe ?? [] }
+            set { withPatterns { $0.subscribe = newValue } }
+        }
         /// Set on the steps orl derives from the declared ones (loop rounds after the
         /// first, fallbacks), and on the declared steps of a loop (round 1).
-        public var generated: Generated?
+        public var generated: Generated? {
+            get { patterns?.fields.generated }
+            set { withPatterns { $0.generated = newValue } }
+        }
         public var location: SourceLocation
+
+        /// The fields above, which few steps set, out of line: inline, their empty space
+        /// was two thirds of a step (1 KB of which 700 bytes were these), and the steps
+        /// were the largest part of a fleet's decoded model. Nil when all are unset.
+        private var patterns: Patterns?
+
+        /// Immutable, so a copied step shares it; a setter makes a new one.
+        private final class Patterns: Sendable {
+            let fields: PatternFields
+            init(_ fields: PatternFields) { self.fields = fields }
+        }
+
+        struct PatternFields: Sendable {
+            var route: Route?
+            var loop: Loop?
+            var fallback: [Fallback] = []
+            var delegate: Delegate?
+            var handoff: Handoff?
+            var publish: [Located<String>] = []
+            var subscribe: [Located<String>] = []
+            var generated: Generated?
+
+            var isEmpty: Bool {
+                route == nil && loop == nil && fallback.isEmpty && delegate == nil && handoff == nil && publish.isEmpty
+                    && subscribe.isEmpty && generated == nil
+            }
+        }
+
+        private mutating func withPatterns(_ change: (inout PatternFields) -> Void) {
+            var fields = patterns?.fields ?? PatternFields()
+            change(&fields)
+            patterns = fields.isEmpty ? nil : Patterns(fields)
+        }
+
+        /// What the decoders read, set at once (one allocation, none when all are unset).
+        init(
+            id: Located<String>, description: String?, executor: Executor, dependsOn: [Located<String>], tools: [Located<String>],
+            inputs: [(name: String, source: InputSource)], prompt: String?, maxTokens: Int?, timeout: DurationValue,
+            heartbeatTimeout: DurationValue, retry: Retry, continueOnFailure: Bool, patterns fields: PatternFields,
+            location: SourceLocation
+        ) {
+            self.id = id
+            self.description = description
+            self.executor = executor
+            self.dependsOn = dependsOn
+            self.tools = tools
+            self.inputs = inputs
+            self.prompt = prompt
+            self.maxTokens = maxTokens
+            self.timeout = timeout
+            self.heartbeatTimeout = heartbeatTimeout
+            self.retry = retry
+            self.continueOnFailure = continueOnFailure
+            self.patterns = fields.isEmpty ? nil : Patterns(fields)
+            self.location = location
+        }
 
         public var agent: Located<String>? {
             if case .agent(let a) = executor { return a }
@@ -176,36 +256,41 @@ public struct WorkflowSpec: Sendable, Hashable, Decodable {
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            id = try c.decode(Located<String>.self, forKey: .id)
-            description = try c.decodeIfPresent(String.self, forKey: .description)
+            let id = try c.decode(Located<String>.self, forKey: .id)
+            let description = try c.decodeIfPresent(String.self, forKey: .description)
+            let executor: Executor
             if let approval = try c.decodeIfPresent(Approval.self, forKey: .approval) {
                 executor = .approval(approval)
             } else {
                 executor = .agent(try c.decode(Located<String>.self, forKey: .agent))
             }
-            dependsOn = try c.decodeIfPresent([Located<String>].self, forKey: .dependsOn) ?? []
-            tools = try c.decodeIfPresent([Located<String>].self, forKey: .tools) ?? []
+            let dependsOn = try c.decodeIfPresent([Located<String>].self, forKey: .dependsOn) ?? []
+            let tools = try c.decodeIfPresent([Located<String>].self, forKey: .tools) ?? []
+            var inputs: [(name: String, source: InputSource)] = []
             if c.contains(.inputs) {
-                let inputs = try c.nestedContainer(keyedBy: NodeKey.self, forKey: .inputs)
-                self.inputs = try inputs.allKeys.map { ($0.stringValue, try inputs.decode(InputSource.self, forKey: $0)) }
-            } else {
-                inputs = []
+                let container = try c.nestedContainer(keyedBy: NodeKey.self, forKey: .inputs)
+                inputs = try container.allKeys.map { ($0.stringValue, try container.decode(InputSource.self, forKey: $0)) }
             }
-            prompt = try c.decodeIfPresent(String.self, forKey: .prompt)
-            maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
-            timeout = try c.decodeIfPresent(DurationValue.self, forKey: .timeout) ?? DurationValue("10m")!
-            heartbeatTimeout = try c.decodeIfPresent(DurationValue.self, forKey: .heartbeatTimeout) ?? DurationValue("60s")!
-            retry = try c.decodeIfPresent(Retry.self, forKey: .retry) ?? .none
-            continueOnFailure = try c.decodeIfPresent(Bool.self, forKey: .continueOnFailure) ?? false
-            route = try c.decodeIfPresent(Route.self, forKey: .route)
-            loop = try c.decodeIfPresent(Loop.self, forKey: .loop)
-            fallback = try c.decodeIfPresent([Fallback].self, forKey: .fallback) ?? []
-            delegate = try c.decodeIfPresent(Delegate.self, forKey: .delegate)
-            handoff = try c.decodeIfPresent(Handoff.self, forKey: .handoff)
-            publish = try c.decodeIfPresent([Located<String>].self, forKey: .publish) ?? []
-            subscribe = try c.decodeIfPresent([Located<String>].self, forKey: .subscribe) ?? []
-            generated = nil
-            location = (decoder as? any LocatingDecoder)?.node.location ?? .file("")
+            let prompt = try c.decodeIfPresent(String.self, forKey: .prompt)
+            let maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
+            let timeout = try c.decodeIfPresent(DurationValue.self, forKey: .timeout) ?? DurationValue("10m")!
+            let heartbeatTimeout = try c.decodeIfPresent(DurationValue.self, forKey: .heartbeatTimeout) ?? DurationValue("60s")!
+            let retry = try c.decodeIfPresent(Retry.self, forKey: .retry) ?? .none
+            let continueOnFailure = try c.decodeIfPresent(Bool.self, forKey: .continueOnFailure) ?? false
+            let patterns = PatternFields(
+                route: try c.decodeIfPresent(Route.self, forKey: .route),
+                loop: try c.decodeIfPresent(Loop.self, forKey: .loop),
+                fallback: try c.decodeIfPresent([Fallback].self, forKey: .fallback) ?? [],
+                delegate: try c.decodeIfPresent(Delegate.self, forKey: .delegate),
+                handoff: try c.decodeIfPresent(Handoff.self, forKey: .handoff),
+                publish: try c.decodeIfPresent([Located<String>].self, forKey: .publish) ?? [],
+                subscribe: try c.decodeIfPresent([Located<String>].self, forKey: .subscribe) ?? [],
+                generated: nil)
+            self.init(
+                id: id, description: description, executor: executor, dependsOn: dependsOn, tools: tools, inputs: inputs, prompt: prompt,
+                maxTokens: maxTokens, timeout: timeout, heartbeatTimeout: heartbeatTimeout, retry: retry,
+                continueOnFailure: continueOnFailure, patterns: patterns,
+                location: (decoder as? any LocatingDecoder)?.node.location ?? .file(""))
         }
 
         public static func == (lhs: Step, rhs: Step) -> Bool {
