@@ -190,7 +190,9 @@ public struct ManifestIndexLoader: Sendable {
         let listed = try source.stampedInputs(paths)
         let inputs = listed.map(\.input)
         let stamps = listed.map(\.stamp)
-        var held = try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: name, reader, report: full ? nil : form) }
+        var held = try store.read { reader throws(StoreError) in
+            try StoredManifestIndex.read(source: name, reader, report: full ? nil : form)
+        }
         var stored = held?.index
 
         // The common cases: the same files in the same order (by position, no dictionary of
