@@ -28,6 +28,10 @@ public struct ManifestIndexLoader: Sendable {
         let previous: StoredManifestIndex?
         /// How the state holds `previous`: what of it the write of `next` can keep.
         let stored: StoredManifestIndex.Stored?
+        /// What the caller kept of the report when no file changed (`load(report:)`): then
+        /// `outcome.report` has no diagnostics, and this stands for them.
+        public let keptReport: [UInt8]?
+        let reportForm: String?
         /// Nothing about the files changed: the index needs no write for their sake.
         let filesUnchanged: Bool
         /// The desired set is the previous apply's, entry for entry.
@@ -53,8 +57,10 @@ public struct ManifestIndexLoader: Sendable {
             outcome: IncrementalValidation.Outcome, next: StoredManifestIndex?, stored: StoredManifestIndex.Stored?, filesUnchanged: Bool,
             sameDesired: Bool, settled: [Bool]? = nil, sameIdentities: Bool = false, full: Bool, inputs: [ManifestInput],
             source: FileSystemSource,
-            parsing: ManifestParsing, snapshots: [String: [ResourceSnapshot.Kept]] = [:]
+            parsing: ManifestParsing, snapshots: [String: [ResourceSnapshot.Kept]] = [:], keptReport: [UInt8]? = nil, reportForm: String?
         ) {
+            self.keptReport = keptReport
+            self.reportForm = reportForm
             self.settled = settled
             self.sameIdentities = sameIdentities || sameDesired
             self.snapshots = snapshots
@@ -116,11 +122,21 @@ public struct ManifestIndexLoader: Sendable {
         }
 
         /// Writes the index of `source` in the apply's transaction, with what the next apply
-        /// may take for granted; nothing when neither changed.
-        public func writeIndex(source: String, codeRoot: String?, prune: Bool, plan: Plan, _ writer: any StateWriter) throws(StoreError) {
+        /// may take for granted; nothing when neither changed. `report` is what the caller
+        /// makes of `outcome.report` in the form it loaded with (`load(report:)`), kept
+        /// beside the index unless the state holds it already; asked for only then.
+        public func writeIndex(
+            source: String, codeRoot: String?, prune: Bool, plan: Plan, report: () -> [UInt8]? = { nil }, _ writer: any StateWriter
+        ) throws(StoreError) {
             guard var next else {
                 if stored != nil { try StoredManifestIndex.drop(source: source, writer) }
                 return
+            }
+            // The state's head is the one read (unless an apply of the source came in
+            // between, whose report then stands for other chunks and is not replaced).
+            func keepReport() throws(StoreError) {
+                guard let reportForm, let stored, stored.report == nil, keptReport == nil, let payload = report() else { return }
+                try StoredManifestIndex.putReport(payload, form: reportForm, source: source, of: stored, writer)
             }
             if !snapshots.isEmpty {
                 // The heads written below, read in one query (a round trip each otherwise, on
@@ -131,7 +147,7 @@ public struct ManifestIndexLoader: Sendable {
             for namespace in snapshots.keys.sorted() {
                 try ResourceSnapshot.write(snapshots[namespace]!, source: source, namespace: namespace, writer)
             }
-            if filesUnchanged, memoHeld, plan.isEmpty { return }
+            if filesUnchanged, memoHeld, plan.isEmpty { return try keepReport() }
             // After a prune the source owns exactly what it desires; otherwise it still does
             // if it did and kept desiring everything it did.
             var ownsExactly = prune
@@ -144,12 +160,29 @@ public struct ManifestIndexLoader: Sendable {
                 }
             }
             next.memo = ApplyMemo(mark: try writer.changeMark(source: source), codeRoot: codeRoot, ownsExactly: ownsExactly)
-            if next == previous { return }
-            try next.write(source: source, previous: stored, writer)
+            if next == previous { return try keepReport() }
+            var held = stored
+            if let pending = stored, pending.diagnosticsPending {
+                // Read with its report kept, so its namespaces' findings were not decoded:
+                // they are written again as they were.
+                guard let decoded = pending.decodingDiagnostics() else { return try StoredManifestIndex.drop(source: source, writer) }
+                held = decoded
+                if filesUnchanged { next.namespaces = decoded.index.namespaces }
+            }
+            let written = try next.write(source: source, previous: held, writer)
+            // A kept report stays where it is: only the memo changed, so its key did not.
+            guard keptReport == nil, let reportForm, let payload = report() else { return }
+            try StoredManifestIndex.putReport(payload, form: reportForm, source: source, of: written, writer)
         }
     }
 
-    public func load(paths: [String], source name: String, store: any StateStore, full: Bool, strict: Bool = false) throws -> Loaded {
+    /// - Parameter form: the form in which the caller keeps what it makes of a report
+    ///   (`Loaded.writeIndex(report:)`), so that a load with no file changed gives it
+    ///   (`Loaded.keptReport`) in place of the report's diagnostics; nil keeps nothing.
+    public func load(
+        paths: [String], source name: String, store: any StateStore, full: Bool, strict: Bool = false, report form: String? = nil
+    ) throws -> Loaded {
+        let form = strict ? nil : form
         let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes, standardInput: standardInput)
         // Taken before any file is looked at: a file changed after this is never vouched for
         // by a stamp taken now (see `FileStamp.vouches`).
@@ -157,8 +190,10 @@ public struct ManifestIndexLoader: Sendable {
         let listed = try source.stampedInputs(paths)
         let inputs = listed.map(\.input)
         let stamps = listed.map(\.stamp)
-        let held = try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: name, reader) }
-        let stored = held?.index
+        var held = try store.read { reader throws(StoreError) in
+            try StoredManifestIndex.read(source: name, reader, report: full ? nil : form)
+        }
+        var stored = held?.index
 
         // The common cases: the same files in the same order (by position, no dictionary of
         // the fleet), none changed since, or a few edited.
@@ -174,10 +209,16 @@ public struct ManifestIndexLoader: Sendable {
             }
         }
         if aligned, let stored, !vouched.contains(false) {
-            let outcome = IncrementalValidation.unchanged(stored, strict: strict)
+            let kept = held?.report
+            let outcome = IncrementalValidation.unchanged(stored, strict: strict, diagnostics: kept == nil)
             return Loaded(
                 outcome: outcome, next: stored, stored: held, filesUnchanged: true, sameDesired: true, full: false, inputs: inputs,
-                source: source, parsing: parsing)
+                source: source, parsing: parsing, keptReport: kept, reportForm: form)
+        }
+        if let pending = held, pending.diagnosticsPending {
+            held = pending.decodingDiagnostics()
+            stored = held?.index
+            if held == nil { aligned = false }
         }
 
         // Unless the stamp vouches for the record, read and hash, on every core.
@@ -262,7 +303,7 @@ public struct ManifestIndexLoader: Sendable {
                 return Loaded(
                     outcome: result.outcome, next: next, stored: held, filesUnchanged: false, sameDesired: result.sameDesired,
                     settled: result.settled, sameIdentities: result.sameIdentities, full: false, inputs: inputs, source: source,
-                    parsing: parsing, snapshots: result.outcome.checked)
+                    parsing: parsing, snapshots: result.outcome.checked, reportForm: form)
             }
             if let error = failure.withLock({ $0 }) { throw error }
         }
@@ -288,7 +329,7 @@ public struct ManifestIndexLoader: Sendable {
         let snapshots = next == nil ? [:] : outcome.checked
         return Loaded(
             outcome: outcome, next: next, stored: held, filesUnchanged: false, sameDesired: sameDesired, full: full, inputs: inputs,
-            source: source, parsing: parsing, snapshots: snapshots)
+            source: source, parsing: parsing, snapshots: snapshots, reportForm: form)
     }
 
     /// What the state kept of these namespaces' resources; nothing of a namespace whose

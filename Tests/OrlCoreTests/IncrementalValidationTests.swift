@@ -543,6 +543,83 @@ import Testing
         #expect(try held() == nil)
     }
 
+    /// What a caller keeps of an index's report is found only for that index: the same
+    /// chunks and namespaces' findings (the memo may change), in the caller's form. Another
+    /// file's record or another namespace's findings find none, and the row kept for the
+    /// replaced head is dropped; the namespaces' findings are decoded only when asked for.
+    @Test func aKeptReportStandsOnlyForItsIndex() throws {
+        var g = Generator(state: 7)
+        var files = Self.fleet(&g)
+        files[3].docs[0].target = 9
+        files[1].docs[0].schemaError = true
+        let all = Self.read(files, Array(files.indices))
+        var merged = ReadManifests()
+        for part in all { merged.append(part) }
+        let diagnostics = ManifestValidation.validate(merged).diagnostics
+        let index = StoredManifestIndex(
+            files: zip(files, all).enumerated().map { i, pair in
+                StoredManifestIndex.File(
+                    record: ManifestFileRecord(path: pair.0.path, contentHash: "h\(i)", read: pair.1),
+                    stamp: FileStamp(size: 700, mtime: 1, ctime: 1, inode: Int64(i), device: 4), stampedAt: 9)
+            },
+            namespaces: ["team-a": diagnostics, "default": []], desired: [.init(file: 0, entry: 0)],
+            memo: ApplyMemo(mark: "g:12", codeRoot: "/src", ownsExactly: true))
+        #expect(index.files.contains { !$0.record.diagnostics.isEmpty } && !diagnostics.isEmpty)
+        let store = InMemoryStateStore()
+        func held(_ form: String?) throws -> StoredManifestIndex.Stored {
+            try #require(try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: "s", reader, report: form) })
+        }
+        func write(_ next: StoredManifestIndex, report: [UInt8]?) throws {
+            let previous = try held(nil)
+            try store.write { writer throws(StoreError) in
+                let written = try next.write(source: "s", previous: previous, writer)
+                if let report { try StoredManifestIndex.putReport(report, form: "f", source: "s", of: written, writer) }
+            }
+        }
+        func reportRows() -> Int { store.snapshot.manifestIndexes.keys.count { $0.contains("\u{1}report\u{1}") } }
+        try store.write { writer throws(StoreError) in
+            let written = try index.write(source: "s", previous: nil, writer)
+            try StoredManifestIndex.putReport(Array("first".utf8), form: "f", source: "s", of: written, writer)
+        }
+        let kept = try held("f")
+        #expect(kept.report == Array("first".utf8))
+        #expect(kept.diagnosticsPending && kept.index.namespaces.isEmpty)
+        #expect(kept.decodingDiagnostics()?.index == index)
+        // Another form, or none: no report, and the findings decoded.
+        for form in ["g", nil] as [String?] {
+            let other = try held(form)
+            #expect(other.report == nil && !other.diagnosticsPending && other.index == index)
+        }
+        // Only the memo changed: the same report.
+        var next = index
+        next.memo = ApplyMemo(mark: "g:13", codeRoot: "/src", ownsExactly: true)
+        try write(next, report: nil)
+        #expect(try held("f").report == Array("first".utf8))
+        #expect(reportRows() == 1)
+        // A file's own findings changed: the kept report does not stand for it, and is dropped.
+        var fileChanged = next
+        fileChanged.files[1].record.diagnostics.removeAll()
+        try write(fileChanged, report: nil)
+        #expect(try held("f").report == nil)
+        #expect(reportRows() == 0)
+        try write(fileChanged, report: Array("second".utf8))
+        #expect(try held("f").report == Array("second".utf8))
+        // A namespace's findings changed, or a file's resources: the same.
+        var namespaceChanged = fileChanged
+        namespaceChanged.namespaces["team-a"]!.removeLast()
+        try write(namespaceChanged, report: nil)
+        #expect(try held("f").report == nil && reportRows() == 0)
+        try write(namespaceChanged, report: Array("third".utf8))
+        var entryChanged = namespaceChanged
+        entryChanged.files[0].record.entries[0].manifestHash = "other"
+        try write(entryChanged, report: nil)
+        #expect(try held("f").report == nil && reportRows() == 0)
+        try write(entryChanged, report: Array("fourth".utf8))
+        #expect(try held("f").report == Array("fourth".utf8) && reportRows() == 1)
+        try store.write { writer throws(StoreError) in try StoredManifestIndex.drop(source: "s", writer) }
+        #expect(store.snapshot.manifestIndexes.isEmpty)
+    }
+
     /// A change to one file of many rewrites the head and that file's chunk, and drops
     /// the chunk it replaced; dropping the index drops every chunk.
     @Test func aChangedFileRewritesItsChunkOnly() throws {

@@ -70,16 +70,22 @@ struct ManifestSourceOptions: ParsableArguments {
                 let loaded: ManifestIndexLoader.Loaded
                 do {
                     loaded = try ManifestIndexLoader(standardInput: CommandContext.current.standardInputBytes).load(
-                        paths: files, source: options.source, store: store, full: full)
+                        paths: files, source: options.source, store: store, full: full, report: DiagnosticRenderer.keptForm)
                 } catch let error as SourceError {
                     throw CommandFailure(message: error.description)
                 } catch let error as StoreError {
                     throw CommandFailure(message: "cannot open the state in \(state.label): \(error.description)")
                 }
-                try ManifestLoader.check(
-                    loaded.outcome.report, files: loaded.files, output: output, stopsOn: { $0.severity == .error },
-                    notDone: notDone(invalid),
-                    exit: invalid)
+                if let kept = loaded.keptReport {
+                    // No file changed: the warnings as the apply that wrote the index printed
+                    // them (an index is written only by an apply whose manifests had no error).
+                    if output == .text, !kept.isEmpty { OrlctlMain.writeStandardError(String(decoding: kept, as: UTF8.self)) }
+                } else {
+                    try ManifestLoader.check(
+                        loaded.outcome.report, files: loaded.files, output: output, stopsOn: { $0.severity == .error },
+                        notDone: notDone(invalid),
+                        exit: invalid)
+                }
                 keepUntilExit(loaded)
                 if state.postgresURL == nil, let exposure = SQLiteStateStore.exposure(of: state.resolvedDirectory) {
                     OrlctlMain.writeStandardError("orlctl: warning: \(exposure)\n")
@@ -91,7 +97,9 @@ struct ManifestSourceOptions: ParsableArguments {
                         try loaded.shortcut(reader, source: options.source, codeRoot: options.codeRoot)
                     },
                     also: { writer, plan throws(StoreError) in
-                        try loaded.writeIndex(source: options.source, codeRoot: options.codeRoot, prune: options.prune, plan: plan, writer)
+                        try loaded.writeIndex(
+                            source: options.source, codeRoot: options.codeRoot, prune: options.prune, plan: plan,
+                            report: { DiagnosticRenderer.kept(loaded.outcome.report, files: loaded.files) }, writer)
                     })
             } else {
                 let report = try await load(output: output, exit: invalid)

@@ -26,6 +26,19 @@ enum DiagnosticRenderer {
         return out
     }
 
+    /// The form in which `apply` keeps its warnings beside the manifest index (what
+    /// `ManifestSourceOptions.plan` writes on standard error), so that an apply with no
+    /// file changed prints them as they are. A build from another commit renders in a form
+    /// of its own and does not take them.
+    static let keptForm = "diagnostics-text-1 orlctl " + Orlctl.version + " " + Version.commit
+
+    /// What `apply` prints on standard error for a report without errors, in `keptForm`;
+    /// nil for a report with errors (never kept: such an apply writes nothing).
+    static func kept(_ report: ValidationReport, files: Int) -> [UInt8]? {
+        guard !report.diagnostics.hasErrors else { return nil }
+        return report.diagnostics.isEmpty ? [] : Array(text(report, files: files, color: false).utf8)
+    }
+
     /// The message as it stands alone on a line: schema messages speak of a field's
     /// value, so the field's path goes in front of them.
     static func headline(_ diagnostic: Diagnostic) -> String { diagnostic.headline }

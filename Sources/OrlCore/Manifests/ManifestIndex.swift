@@ -156,11 +156,20 @@ public enum IncrementalValidation {
     }
 
     /// The outcome when no file changed since `stored` was written: the index stands for
-    /// everything, nothing is read and nothing is checked again.
-    public static func unchanged(_ stored: StoredManifestIndex, strict: Bool) -> Outcome {
-        let (diagnostics, count) = recorded(stored)
-        let report = ValidationReport(
-            fleet: Fleet([]), resourceCount: count, diagnostics: ManifestValidation.strictened(diagnostics, strict).sortedForReport())
+    /// everything, nothing is read and nothing is checked again. Without `diagnostics`
+    /// (the caller kept what it makes of them: `StoredManifestIndex.putReport`), the
+    /// report's diagnostics are left out and only its resource count is worked out.
+    public static func unchanged(_ stored: StoredManifestIndex, strict: Bool, diagnostics withDiagnostics: Bool = true) -> Outcome {
+        let report: ValidationReport
+        if withDiagnostics {
+            let (diagnostics, count) = recorded(stored)
+            report = ValidationReport(
+                fleet: Fleet([]), resourceCount: count, diagnostics: ManifestValidation.strictened(diagnostics, strict).sortedForReport())
+        } else {
+            report = ValidationReport(
+                fleet: Fleet([]), resourceCount: stored.files.reduce(0) { $0 + $1.record.entries.count + $1.record.unreadable.count },
+                diagnostics: [])
+        }
         return Outcome(report: report, desired: stored.desiredResources(), read: [:], index: nil, parsed: [], full: false, checked: [:])
     }
 

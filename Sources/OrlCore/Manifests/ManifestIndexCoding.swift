@@ -184,6 +184,34 @@ public struct StoredManifestIndex: Sendable, Equatable {
         public var chunks: [Chunk]
         /// The hash of each namespace's diagnostics.
         public var diagnostics: [String: String] = [:]
+        /// What the caller kept of the report this index records, in the form it asked for
+        /// (`read(source:_:report:)`); nil when none is kept.
+        public var report: [UInt8]?
+        /// The namespaces' diagnostics as stored, not decoded yet: read with a kept report,
+        /// `index.namespaces` is empty until `decodingDiagnostics()`.
+        var undecoded: [String: [UInt8]] = [:]
+
+        public init(index: StoredManifestIndex, chunks: [Chunk], diagnostics: [String: String] = [:], report: [UInt8]? = nil) {
+            self.index = index
+            self.chunks = chunks
+            self.diagnostics = diagnostics
+            self.report = report
+        }
+
+        /// Whether `index.namespaces` is left out (see `undecoded`).
+        public var diagnosticsPending: Bool { !undecoded.isEmpty }
+
+        /// The index with its namespaces' diagnostics; nil when one of them does not decode.
+        public func decodingDiagnostics() -> Stored? {
+            guard diagnosticsPending else { return self }
+            var stored = self
+            for (name, blob) in undecoded {
+                guard let found = StoredManifestIndex.decodeDiagnostics(blob) else { return nil }
+                stored.index.namespaces[name] = found
+            }
+            stored.undecoded = [:]
+            return stored
+        }
     }
 
     /// Where the state keeps a chunk of `source`'s index: beside the head, under a name no
@@ -217,16 +245,27 @@ public struct StoredManifestIndex: Sendable, Equatable {
     }
 
     /// The index of `source` as the state holds it; nil when there is none, or it is not
-    /// one this version wrote (then everything is read again).
-    public static func read(source: String, _ reader: any StateReader) throws(StoreError) -> Stored? {
+    /// one this version wrote (then everything is read again). With a `report` form, what
+    /// the caller kept of the index's report in that form (`putReport`) is read in the same
+    /// query, and when there is one the namespaces' diagnostics are left undecoded (see
+    /// `Stored.decodingDiagnostics`): printing the kept report needs none of them.
+    public static func read(source: String, _ reader: any StateReader, report form: String? = nil) throws(StoreError) -> Stored? {
         guard let head = try reader.manifestIndex(source: source) else { return nil }
         guard let (partial, chunks, diagnostics) = decodeHead(head) else { return nil }
         let names = diagnostics.keys.sorted()
-        let blobs = try reader.manifestIndexes(
-            sources: (chunks.map(\.hash) + names.map { diagnostics[$0]! }).map { chunkKey(source: source, hash: $0) })
+        var keys = (chunks.map(\.hash) + names.map { diagnostics[$0]! }).map { chunkKey(source: source, hash: $0) }
+        if form != nil { keys.append(reportKey(source: source, chunks: chunks, diagnostics: diagnostics)) }
+        let blobs = try reader.manifestIndexes(sources: keys)
+        let report = form.flatMap { form in blobs.last!.flatMap { decodeReport($0, form: form) } }
         var namespaces: [String: [Diagnostic]] = [:]
-        for (name, blob) in zip(names, blobs[chunks.count...]) {
-            guard let blob, let found = decodeDiagnostics(blob) else { return nil }
+        var undecoded: [String: [UInt8]] = [:]
+        for (name, blob) in zip(names, blobs[chunks.count..<chunks.count + names.count]) {
+            guard let blob else { return nil }
+            if report != nil {
+                undecoded[name] = blob
+                continue
+            }
+            guard let found = decodeDiagnostics(blob) else { return nil }
             namespaces[name] = found
         }
         var files: [File] = []
@@ -243,7 +282,60 @@ public struct StoredManifestIndex: Sendable, Equatable {
         var index = partial
         index.files = files
         index.namespaces = namespaces
-        return Stored(index: index, chunks: chunks, diagnostics: diagnostics)
+        var stored = Stored(index: index, chunks: chunks, diagnostics: diagnostics, report: report)
+        stored.undecoded = undecoded
+        return stored
+    }
+
+    // MARK: - The kept report
+
+    static let reportMagic: [UInt8] = Array("orl-report-1\n".utf8)
+
+    /// Where the state keeps what a caller made of the report an index records
+    /// (`IncrementalValidation.recorded`: every file's diagnostics, then every namespace's,
+    /// the resource count, and the number of files). That report is a function of the
+    /// chunks (in order) and of the namespaces' diagnostics blobs, all stored under the
+    /// hash of their bytes, so the key is derived from those hashes: an index whose
+    /// files or findings differ in any way finds no kept report, never a stale one.
+    public static func reportKey(source: String, chunks: [Chunk], diagnostics: [String: String]) -> String {
+        var out = ByteWriter()
+        out.bytes += reportMagic
+        out.int(chunks.count)
+        for chunk in chunks {
+            out.string(chunk.hash)
+            out.int(chunk.count)
+        }
+        out.int(diagnostics.count)
+        for namespace in diagnostics.keys.sorted() {
+            out.string(namespace)
+            out.string(diagnostics[namespace]!)
+        }
+        return source + "\u{1}report\u{1}" + CanonicalJSON.bytesHash(out.bytes)
+    }
+
+    /// Keeps `payload`, what the caller made of the report of `stored` in its `form` (the
+    /// rendering and its version: another form is never taken for it), beside the index,
+    /// replacing what was kept in another form. The caller makes it from this very report:
+    /// the one its load worked out for the files `stored` stands for.
+    public static func putReport(_ payload: [UInt8], form: String, source: String, of stored: Stored, _ writer: any StateWriter)
+        throws(StoreError)
+    {
+        var out = ByteWriter()
+        out.bytes.reserveCapacity(reportMagic.count + form.utf8.count + payload.count + 8)
+        out.bytes += reportMagic
+        out.string(form)
+        out.bytes += payload
+        try writer.putManifestIndex(source: reportKey(source: source, chunks: stored.chunks, diagnostics: stored.diagnostics), out.bytes)
+    }
+
+    static func decodeReport(_ bytes: [UInt8], form: String) -> [UInt8]? {
+        bytes.withUnsafeBufferPointer { buffer -> [UInt8]? in
+            guard buffer.count >= reportMagic.count, buffer.prefix(reportMagic.count).elementsEqual(reportMagic) else { return nil }
+            var reader = ByteReader(buffer)
+            reader.offset = reportMagic.count
+            guard let kept = try? reader.string(), kept == form else { return nil }
+            return Array(buffer[reader.offset...])
+        }
     }
 
     /// Writes this index as `source`'s: the head, and of its chunks those the state does
@@ -306,6 +398,13 @@ public struct StoredManifestIndex: Sendable, Equatable {
         for hash in stored where !used.contains(hash) {
             try writer.putManifestIndex(source: Self.chunkKey(source: source, hash: hash), nil)
         }
+        // The report kept for the replaced head stands for other files or findings.
+        if let current {
+            let replaced = Self.reportKey(source: source, chunks: current.1, diagnostics: current.2)
+            if replaced != Self.reportKey(source: source, chunks: chunks, diagnostics: diagnostics) {
+                try writer.putManifestIndex(source: replaced, nil)
+            }
+        }
         return Stored(index: self, chunks: chunks, diagnostics: diagnostics)
     }
 
@@ -313,6 +412,7 @@ public struct StoredManifestIndex: Sendable, Equatable {
     public static func drop(source: String, _ writer: any StateWriter) throws(StoreError) {
         let current = try writer.manifestIndex(source: source).flatMap(decodeHead)
         try writer.putManifestIndex(source: source, nil)
+        if let current { try writer.putManifestIndex(source: reportKey(source: source, chunks: current.1, diagnostics: current.2), nil) }
         for hash in Set((current?.1 ?? []).map(\.hash)).union((current?.2 ?? [:]).values) {
             try writer.putManifestIndex(source: chunkKey(source: source, hash: hash), nil)
         }
