@@ -153,7 +153,8 @@ struct PostgresStoreTests {
                 try s.put(stored(agent("fine")))
                 // PostgreSQL's text holds no NUL character.
                 try s.put(stored(agent("nul"), manifest: "{\"a\":\"\u{0}\"}"))
-                try s.append(StoreEvent(time: Timestamp(milliseconds: 1), kind: .normal, resource: agent("fine"), reason: "Applied", message: "m"))
+                try s.append(
+                    StoreEvent(time: Timestamp(milliseconds: 1), kind: .normal, resource: agent("fine"), reason: "Applied", message: "m"))
                 _ = try s.history(limit: 1)
             }
             Issue.record("a NUL character was stored")
