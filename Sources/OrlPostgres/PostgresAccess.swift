@@ -10,7 +10,8 @@ final class PostgresAccess: StateWriter {
     /// Resources and events written but not yet sent: an apply puts thousands, and one
     /// statement per row would cost a round trip each. They are sent, many rows per
     /// statement, before any other statement of the transaction runs (so every read sees
-    /// them, and numbers are assigned in the order written) and before it commits.
+    /// them, and numbers are assigned in the order written) and before it commits; sent
+    /// without waiting, their answers come with the next statement's (`PostgresSession.send`).
     private var pendingResources: [StoredResource] = []
     private var pendingResourceIndex: [ResourceID: Int] = [:]
     private var pendingEvents: [StoreEvent] = []
@@ -103,12 +104,12 @@ final class PostgresAccess: StateWriter {
             }
         }
         if !dropped.isEmpty {
-            try session.execute(
+            try session.send(
                 "DELETE FROM manifest_indexes WHERE source = ANY($1)", [.texts(dropped)],
                 intent: "drop \(dropped.count) parts of a manifest index")
         }
         if !sources.isEmpty {
-            try session.execute(
+            try session.send(
                 """
                 INSERT INTO manifest_indexes (source, data) SELECT source, decode(data, 'hex') FROM unnest($1::text[], $2::text[])
                     AS m(source, data)
@@ -137,7 +138,7 @@ final class PostgresAccess: StateWriter {
             .bools(resources.map { $0.revision == nil }), ints(\.appliedAt.milliseconds), texts(\.appliedBy), texts { $0.codeRoot ?? "" },
             .bools(resources.map { $0.codeRoot == nil }), texts { CanonicalJSON.textHash($0.manifest) },
         ]
-        try session.execute(
+        try session.send(
             """
             INSERT INTO resources (\(resourceColumns), manifest_hash)
             SELECT kind, namespace, name, manifest, spec_hash, generation, resource_version, source, file, line,
@@ -164,7 +165,7 @@ final class PostgresAccess: StateWriter {
             .bools(events.map { $0.resource == nil }), .texts(events.map(\.reason)), .texts(events.map(\.message)),
         ]
         // WITH ORDINALITY and ORDER BY: numbers are assigned in the order the events were written.
-        try session.execute(
+        try session.send(
             """
             INSERT INTO events (time, kind, resource_kind, resource_namespace, resource_name, reason, message)
             SELECT time, kind, CASE WHEN subject_null THEN NULL ELSE resource_kind END,

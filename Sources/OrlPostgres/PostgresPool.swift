@@ -119,6 +119,9 @@ final class PostgresPool: Sendable {
             }
             let run: @Sendable (PooledConnection) -> Void = { pooled in
                 let connection = pooled.connection
+                // What a lease leaves unsettled is a read's COMMIT, whose failure matters only
+                // if the connection failed, which fails this statement too.
+                pooled.deferred.withLock { $0.removeAll() }
                 let timeout = self.queryTimeout + .seconds(5)
                 let timer = connection.closeFuture.eventLoop.scheduleTask(in: .milliseconds(timeout.wholeMilliseconds)) {
                     PostgresPool.close(connection)
@@ -325,6 +328,17 @@ struct ConnectionClosed: Error {}
 final class PooledConnection: Sendable {
     let connection: PostgresConnection
     private let onClose = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Statements sent and not waited for (`PostgresSession.send`), oldest first: the
+    /// connection answers in order, so they are settled when the next waited statement is.
+    let deferred = Mutex<[Deferred]>([])
+
+    struct Deferred: Sendable {
+        let future: EventLoopFuture<PostgresQueryResult>
+        let intent: String
+        /// Sent before a transaction's body ran (its BEGIN, or the COMMIT of the read
+        /// before it on this connection): failing with the connection, nothing was done.
+        let preamble: Bool
+    }
 
     init(_ connection: PostgresConnection) {
         self.connection = connection
@@ -345,7 +359,9 @@ final class PooledConnection: Sendable {
     func unwatch() { onClose.withLock { $0 = nil } }
 }
 
-/// One leased connection: statements run one after another, each waited for.
+/// One leased connection: statements run one after another, in the order sent. Most are
+/// waited for; `send` sends one without waiting (the answer comes with the next waited
+/// statement's), which saves the caller's thread a wake-up per statement.
 final class PostgresSession {
     private let pooled: PooledConnection
     var connection: PostgresConnection { pooled.connection }
@@ -353,6 +369,9 @@ final class PostgresSession {
     /// Set when a wait failed or timed out: the connection's state is unknown, so it is
     /// closed rather than returned to the pool.
     private(set) var isBroken = false
+    /// Set when a statement failed because one sent before the transaction's body failed
+    /// with the connection (`PooledConnection.Deferred.preamble`): nothing was done.
+    private(set) var preambleFailed = false
     private let logger = Logger(label: "orl.postgres")
 
     init(_ pooled: PooledConnection, pool: PostgresPool) {
@@ -374,20 +393,58 @@ final class PostgresSession {
         try run(sql, binds, intent: intent).affected
     }
 
-    private func run(_ sql: String, _ binds: [PostgresValue], intent: String) throws(StoreError) -> (
-        rows: [PostgresRandomAccessRow], affected: Int
-    ) {
+    /// Sends one statement whose answer the caller does not need, without waiting for it: a
+    /// failure is thrown by the next waited statement (which a failed statement's transaction
+    /// makes fail too), so a transaction ends with one (its COMMIT) or is rolled back.
+    func send(_ sql: String, _ binds: [PostgresValue] = [], intent: String, preamble: Bool = false) throws(StoreError) {
+        let future = try start(sql, binds, intent: intent, preamble: preamble)
+        pooled.deferred.withLock { $0.append(.init(future: future, intent: intent, preamble: preamble)) }
+    }
+
+    private func start(_ sql: String, _ binds: [PostgresValue], intent: String, preamble: Bool = false) throws(StoreError)
+        -> EventLoopFuture<PostgresQueryResult>
+    {
         guard !connection.isClosed else {
             isBroken = true
+            let earlier = pooled.deferred.withLock { deferred in
+                defer { deferred.removeAll() }
+                return deferred.first
+            }
+            preambleFailed = preamble || earlier?.preamble == true
             throw StoreError("cannot \(intent): the connection to the PostgreSQL state \(url) was closed (nothing more was written)")
         }
         var bindings = PostgresBindings(capacity: binds.count)
         for value in binds { value.bind(into: &bindings) }
-        let future = connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
-        do {
-            let result = try pool.wait(future, on: pooled, intent: intent)
-            return (result.rows.map(PostgresRandomAccessRow.init), result.metadata.rows ?? 0)
-        } catch {
+        return connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: logger)
+    }
+
+    private func run(_ sql: String, _ binds: [PostgresValue], intent: String) throws(StoreError) -> (
+        rows: [PostgresRandomAccessRow], affected: Int
+    ) {
+        let earlier = pooled.deferred.withLock { $0 }
+        let future = try start(sql, binds, intent: intent)
+        pooled.deferred.withLock { $0.removeAll() }
+        var outcome: Result<PostgresQueryResult, StoreError>
+        do { outcome = .success(try pool.wait(future, on: pooled, intent: intent)) } catch { outcome = .failure(error) }
+        // The statements sent before it were answered before it (or failed with the
+        // connection): the first that failed is the cause, and what this one says then
+        // (a transaction aborted, a connection gone) only follows from it.
+        for statement in earlier {
+            let settled: Result<PostgresQueryResult, StoreError>
+            do { settled = .success(try pool.wait(statement.future, on: pooled, intent: statement.intent)) } catch {
+                settled = .failure(error)
+            }
+            if case .failure(let error) = settled {
+                if Self.breaks(connection, error) {
+                    isBroken = true
+                    preambleFailed = statement.preamble
+                }
+                throw error
+            }
+        }
+        switch outcome {
+        case .success(let result): return (result.rows.map(PostgresRandomAccessRow.init), result.metadata.rows ?? 0)
+        case .failure(let error):
             if Self.breaks(connection, error) { isBroken = true }
             throw error
         }

@@ -629,11 +629,17 @@ enum PostgresSchema {
 
     private static func currentVersion(_ session: PostgresSession, tableMayBeMissing: Bool) throws(StoreError) -> Int {
         let intent = "read the schema version of the PostgreSQL state"
-        if tableMayBeMissing {
-            let exists = try session.query("SELECT to_regclass('schema_migrations') IS NOT NULL", intent: intent)
-            guard let row = exists.first, (try? row[0].decode(Bool.self)) == true else { return 0 }
+        let rows: [PostgresRandomAccessRow]
+        do {
+            rows = try session.query("SELECT coalesce(max(version), 0)::bigint FROM schema_migrations", intent: intent)
+        } catch {
+            // An empty database has no table yet (42P01, undefined_table): asked directly, as
+            // every command's connect does, rather than first asking whether the table exists,
+            // which cost every command a round trip. Outside a transaction the failed
+            // statement leaves the session usable.
+            guard tableMayBeMissing, error.message.contains("[SQLSTATE 42P01]") else { throw error }
+            return 0
         }
-        let rows = try session.query("SELECT coalesce(max(version), 0)::bigint FROM schema_migrations", intent: intent)
         let current = try rows.first?.int(0) ?? 0
         guard current <= version else {
             throw StoreError(

@@ -67,27 +67,43 @@ public final class PostgresStateStore: StateStore {
         -> Attempt<T>
     {
         try pool.withConnection(intent: intent) { session throws(StoreError) -> Attempt<T> in
+            // BEGIN is sent without waiting for its answer, which comes with the next
+            // statement's: the write lock's, or the body's first (a round trip and a wake-up
+            // of this thread fewer per transaction).
             do throws(StoreError) {
                 if writable {
-                    try session.execute("BEGIN ISOLATION LEVEL READ COMMITTED", intent: intent)
+                    try session.send("BEGIN ISOLATION LEVEL READ COMMITTED", intent: intent, preamble: true)
+                    try session.execute("SELECT pg_advisory_xact_lock($1)", [.int(PostgresSchema.LockKey.write)], intent: intent)
                 } else {
-                    try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", intent: intent)
+                    try session.send("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", intent: intent, preamble: true)
                 }
             } catch {
-                guard session.isBroken else { throw error }
-                return .stale(error)
+                if session.isBroken {
+                    guard session.preambleFailed else { throw error }
+                    return .stale(error)
+                }
+                _ = try? session.execute("ROLLBACK", intent: intent)
+                throw error
             }
             let access = PostgresAccess(session, writable: writable)
             defer { access.close() }
             do throws(StoreError) {
-                if writable {
-                    try session.execute("SELECT pg_advisory_xact_lock($1)", [.int(PostgresSchema.LockKey.write)], intent: intent)
-                }
                 let value = try body(access)
                 try access.flush()
-                try session.execute("COMMIT", intent: intent)
+                if writable {
+                    try session.execute("COMMIT", intent: intent)
+                } else {
+                    // A read's COMMIT changes nothing and cannot fail but with the connection:
+                    // its answer is left to the connection's next statement, whichever lease
+                    // sends it (which then sees the failure as a stale connection's).
+                    try session.send("COMMIT", intent: intent, preamble: true)
+                }
                 return .done(value)
             } catch {
+                // A read's BEGIN (or the read before it's COMMIT) that failed with the
+                // connection fails its body's first statement: nothing was read yet, so the
+                // read is run again on a new connection as when BEGIN was waited for.
+                if session.isBroken && session.preambleFailed { return .stale(error) }
                 // A lost connection has rolled back already; otherwise roll back here, so the
                 // connection goes back to the pool outside any transaction.
                 if !session.isBroken { _ = try? session.execute("ROLLBACK", intent: intent) }

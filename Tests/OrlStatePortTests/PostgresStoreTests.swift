@@ -117,4 +117,53 @@ struct PostgresStoreTests {
         try store.write { s throws(StoreError) in try s.put(stored(agent("after"))) }
         #expect(try store.read { s throws(StoreError) in try s.resources(kind: nil, namespace: nil) }.map(\.id.name) == ["after"])
     }
+
+    /// The idle connections the server ended (a restart, an administrator) after a read and
+    /// after a write: the next read and write are run again on a new connection, though a
+    /// transaction's BEGIN (and a read's COMMIT) is no longer waited for on its own.
+    @Test func connectionsEndedWhileIdleAreReplaced() throws {
+        let cluster = try PostgresCluster.shared()
+        let url = try cluster.database("idle")
+        let store = try PostgresStateStore(url: url)
+        let name = String(url.split(separator: "/").last!.split(separator: "?").first!)
+        let endSessions = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(name)' AND pid <> pg_backend_pid()"
+        try store.write { s throws(StoreError) in try s.put(stored(agent("first"))) }
+        #expect(try store.read { s throws(StoreError) in try s.resources(kind: nil, namespace: nil) }.map(\.id.name) == ["first"])
+        try cluster.psql(endSessions)
+        #expect(try store.read { s throws(StoreError) in try s.resources(kind: nil, namespace: nil) }.map(\.id.name) == ["first"])
+        try cluster.psql(endSessions)
+        try store.write { s throws(StoreError) in try s.put(stored(agent("second"))) }
+        try cluster.psql(endSessions)
+        try store.write { s throws(StoreError) in try s.put(stored(agent("third"))) }
+        #expect(
+            try store.read { s throws(StoreError) in try s.resources(kind: nil, namespace: nil) }.map(\.id.name) == [
+                "first", "second", "third",
+            ])
+    }
+
+    /// A statement sent without waiting (the resources an apply puts) that the server refuses
+    /// fails the write with its own message, not with the "transaction is aborted" of the
+    /// statements after it, and writes nothing; the connection goes on.
+    @Test func aRefusedRowFailsTheWriteWithItsOwnMessage() throws {
+        let cluster = try PostgresCluster.shared()
+        let url = try cluster.database("refused")
+        let store = try PostgresStateStore(url: url)
+        do {
+            try store.write { s throws(StoreError) in
+                try s.put(stored(agent("fine")))
+                // PostgreSQL's text holds no NUL character.
+                try s.put(stored(agent("nul"), manifest: "{\"a\":\"\u{0}\"}"))
+                try s.append(
+                    StoreEvent(time: Timestamp(milliseconds: 1), kind: .normal, resource: agent("fine"), reason: "Applied", message: "m"))
+                _ = try s.history(limit: 1)
+            }
+            Issue.record("a NUL character was stored")
+        } catch {
+            #expect(error.message.contains("cannot store 2 resources"), "\(error.message)")
+            #expect(!error.message.contains("25P02"), "\(error.message)")
+        }
+        #expect(try store.read { s throws(StoreError) in try s.resources(kind: nil, namespace: nil) }.isEmpty)
+        try store.write { s throws(StoreError) in try s.put(stored(agent("after"))) }
+        #expect(try store.read { s throws(StoreError) in try s.resources(kind: nil, namespace: nil) }.map(\.id.name) == ["after"])
+    }
 }
