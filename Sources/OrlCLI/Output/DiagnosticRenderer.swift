@@ -1,3 +1,4 @@
+import COrlBuildInfo
 import OrlCore
 import OrlJSON
 
@@ -29,8 +30,11 @@ enum DiagnosticRenderer {
     /// The form in which `apply` keeps its warnings beside the manifest index (what
     /// `ManifestSourceOptions.plan` writes on standard error), so that an apply with no
     /// file changed prints them as they are. A build from another commit renders in a form
-    /// of its own and does not take them.
-    static let keptForm = "diagnostics-text-1 orlctl " + Orlctl.version + " " + Version.commit
+    /// of its own and does not take them. A build whose commit does not say what it renders
+    /// (uncommitted changes, or made without git) keeps nothing and takes nothing: its output
+    /// is always its own.
+    static let keptForm: String? =
+        orl_build_dirty() != 0 || Version.commit == "unknown" ? nil : "diagnostics-text-1 orlctl " + Orlctl.version + " " + Version.commit
 
     /// What `apply` prints on standard error for a report without errors, in `keptForm`;
     /// nil for a report with errors (never kept: such an apply writes nothing).
