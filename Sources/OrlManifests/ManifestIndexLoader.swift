@@ -180,7 +180,7 @@ public struct ManifestIndexLoader: Sendable {
     ///   (`Loaded.writeIndex(report:)`), so that a load with no file changed gives it
     ///   (`Loaded.keptReport`) in place of the report's diagnostics; nil keeps nothing.
     public func load(
-        paths: [String], source name: String, store: any StateStore, full: Bool, strict: Bool = false, report form: String? = nil
+        paths: [String], source name: String, store: (any StateStore)?, full: Bool, strict: Bool = false, report form: String? = nil
     ) throws -> Loaded {
         let form = strict ? nil : form
         let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes, standardInput: standardInput)
@@ -190,8 +190,11 @@ public struct ManifestIndexLoader: Sendable {
         let listed = try source.stampedInputs(paths)
         let inputs = listed.map(\.input)
         let stamps = listed.map(\.stamp)
-        var held = try store.read { reader throws(StoreError) in
-            try StoredManifestIndex.read(source: name, reader, report: full ? nil : form)
+        // No store yet (a first apply, which creates it only for valid manifests): nothing held.
+        var held = try store.flatMap { store throws(StoreError) in
+            try store.read { reader throws(StoreError) in
+                try StoredManifestIndex.read(source: name, reader, report: full ? nil : form)
+            }
         }
         var stored = held?.index
 
@@ -292,7 +295,7 @@ public struct ManifestIndexLoader: Sendable {
             let changed = probes.indices.filter { probes[$0].hash != stored.files[$0].record.contentHash }
             if let result = IncrementalValidation.validate(
                 aligned: hashed, changed: changed, previous: stored, strict: strict,
-                kept: { namespaces in Self.kept(namespaces, source: name, store: store) }, read: parsed)
+                kept: { namespaces in store.map { Self.kept(namespaces, source: name, store: $0) } ?? [] }, read: parsed)
             {
                 if let error = failure.withLock({ $0 }) { throw error }
                 var next = result.next
@@ -309,7 +312,7 @@ public struct ManifestIndexLoader: Sendable {
         }
         let outcome = IncrementalValidation.validate(
             files: hashed, previous: full ? nil : stored?.index, strict: strict,
-            kept: { namespaces in Self.kept(namespaces, source: name, store: store) }, read: parsed)
+            kept: { namespaces in store.map { Self.kept(namespaces, source: name, store: $0) } ?? [] }, read: parsed)
         if let error = failure.withLock({ $0 }) { throw error }
 
         var next: StoredManifestIndex?

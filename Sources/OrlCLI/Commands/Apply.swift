@@ -66,11 +66,16 @@ struct ManifestSourceOptions: ParsableArguments {
     ) async throws -> Plan {
         let outcome: ApplyOutcome
         do {
-            if let store = try existingStore(state) {
+            // A first apply (or one against a state that cannot be opened) loads with no
+            // state and opens (or fails to open) it only once the manifests are known to be
+            // valid, so that invalid manifests never create a state; its index is written
+            // like any other apply's, so the next apply reads only what changed.
+            let existing = try existingStore(state)
+            if existing != nil || !dryRun {
                 let loaded: ManifestIndexLoader.Loaded
                 do {
                     loaded = try ManifestIndexLoader(standardInput: CommandContext.current.standardInputBytes).load(
-                        paths: files, source: options.source, store: store, full: full, report: DiagnosticRenderer.keptForm)
+                        paths: files, source: options.source, store: existing, full: full, report: DiagnosticRenderer.keptForm)
                 } catch let error as SourceError {
                     throw CommandFailure(message: error.description)
                 } catch let error as StoreError {
@@ -87,9 +92,10 @@ struct ManifestSourceOptions: ParsableArguments {
                         exit: invalid)
                 }
                 keepUntilExit(loaded)
-                if state.postgresURL == nil, let exposure = SQLiteStateStore.exposure(of: state.resolvedDirectory) {
+                if existing != nil, state.postgresURL == nil, let exposure = SQLiteStateStore.exposure(of: state.resolvedDirectory) {
                     OrlctlMain.writeStandardError("orlctl: warning: \(exposure)\n")
                 }
+                let store = try existing ?? state.openState()
                 outcome = try ApplyOperation.apply(
                     desired: loaded.outcome.desired, resolve: { index throws(StoreError) in try loaded.resource(at: index) }, to: store,
                     options: options, now: Caller.now, dryRun: dryRun,
