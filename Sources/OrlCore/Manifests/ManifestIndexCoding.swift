@@ -300,16 +300,7 @@ public struct StoredManifestIndex: Sendable, Equatable {
     public static func reportKey(source: String, chunks: [Chunk], diagnostics: [String: String]) -> String {
         var out = ByteWriter()
         out.bytes += reportMagic
-        out.int(chunks.count)
-        for chunk in chunks {
-            out.string(chunk.hash)
-            out.int(chunk.count)
-        }
-        out.int(diagnostics.count)
-        for namespace in diagnostics.keys.sorted() {
-            out.string(namespace)
-            out.string(diagnostics[namespace]!)
-        }
+        out.chunks(chunks, diagnostics: diagnostics)
         return source + "\u{1}report\u{1}" + CanonicalJSON.bytesHash(out.bytes)
     }
 
@@ -430,16 +421,7 @@ public struct StoredManifestIndex: Sendable, Equatable {
         } else {
             out.byte(0)
         }
-        out.int(chunks.count)
-        for chunk in chunks {
-            out.string(chunk.hash)
-            out.int(chunk.count)
-        }
-        out.int(diagnostics.count)
-        for namespace in diagnostics.keys.sorted() {
-            out.string(namespace)
-            out.string(diagnostics[namespace]!)
-        }
+        out.chunks(chunks, diagnostics: diagnostics)
         out.int(desired.count)
         for position in desired {
             out.int(Int(position.file))
@@ -473,6 +455,23 @@ public struct StoredManifestIndex: Sendable, Equatable {
         bytes.withUnsafeBufferPointer { buffer in
             var reader = ByteReader(buffer)
             return try? reader.chunk()
+        }
+    }
+}
+
+extension ByteWriter {
+    /// An index's chunks and its namespaces' findings, as the head holds them and as the
+    /// kept report's key is derived from them.
+    mutating func chunks(_ chunks: [StoredManifestIndex.Chunk], diagnostics: [String: String]) {
+        int(chunks.count)
+        for chunk in chunks {
+            string(chunk.hash)
+            int(chunk.count)
+        }
+        int(diagnostics.count)
+        for namespace in diagnostics.keys.sorted() {
+            string(namespace)
+            string(diagnostics[namespace]!)
         }
     }
 }
