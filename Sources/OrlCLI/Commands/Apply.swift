@@ -58,9 +58,9 @@ struct ManifestSourceOptions: ParsableArguments {
     }
 
     /// Loads the manifests, plans (and unless `dryRun`, applies) them against the state,
-    /// and prints the plan: the whole of `apply` and `diff`. With a state that exists, the
-    /// manifests are loaded against what the last apply of the source read, so unchanged
-    /// files are not parsed again (`ManifestIndexLoader`; `full` reads everything).
+    /// and prints the plan: the whole of `apply` and `diff`. The manifests are loaded
+    /// against what the last apply of the source read, so unchanged files are not parsed
+    /// again (`ManifestIndexLoader`; `full` reads everything).
     func plan(
         state: StateOptions, output: OutputFormat, dryRun: Bool, options: ApplyOptions, invalid: ExitStatus = .findings, full: Bool = false
     ) async throws -> Plan {
@@ -71,56 +71,41 @@ struct ManifestSourceOptions: ParsableArguments {
             // valid, so that invalid manifests never create a state; its index is written
             // like any other apply's, so the next apply reads only what changed.
             let existing = try existingStore(state)
-            if existing != nil || !dryRun {
-                let loaded: ManifestIndexLoader.Loaded
-                do {
-                    loaded = try ManifestIndexLoader(standardInput: CommandContext.current.standardInputBytes).load(
-                        paths: files, source: options.source, store: existing, full: full, report: DiagnosticRenderer.keptForm)
-                } catch let error as SourceError {
-                    throw CommandFailure(message: error.description)
-                } catch let error as StoreError {
-                    throw CommandFailure(message: "cannot open the state in \(state.label): \(error.description)")
-                }
-                if let kept = loaded.keptReport {
-                    // No file changed: the warnings as the apply that wrote the index printed
-                    // them (an index is written only by an apply whose manifests had no error).
-                    if output == .text, !kept.isEmpty { OrlctlMain.writeStandardError(String(decoding: kept, as: UTF8.self)) }
-                } else {
-                    try ManifestLoader.check(
-                        loaded.outcome.report, files: loaded.files, output: output, stopsOn: { $0.severity == .error },
-                        notDone: notDone(invalid),
-                        exit: invalid)
-                }
-                keepUntilExit(loaded)
-                if existing != nil, state.postgresURL == nil, let exposure = SQLiteStateStore.exposure(of: state.resolvedDirectory) {
-                    OrlctlMain.writeStandardError("orlctl: warning: \(exposure)\n")
-                }
-                let store = try existing ?? state.openState()
-                outcome = try ApplyOperation.apply(
-                    desired: loaded.outcome.desired, resolve: { index throws(StoreError) in try loaded.resource(at: index) }, to: store,
-                    options: options, now: Caller.now, dryRun: dryRun,
-                    shortcut: { reader throws(StoreError) in
-                        try loaded.shortcut(reader, source: options.source, codeRoot: options.codeRoot)
-                    },
-                    also: { writer, plan throws(StoreError) in
-                        try loaded.writeIndex(
-                            source: options.source, codeRoot: options.codeRoot, prune: options.prune, plan: plan,
-                            report: { DiagnosticRenderer.kept(loaded.outcome.report, files: loaded.files) }, writer)
-                    })
-            } else {
-                let report = try await load(output: output, exit: invalid)
-                let store = try state.openState()
-                // Each resource's canonical form is what its hash compares and what is
-                // written: made once, on every core, rather than once for the hash and
-                // again for the write, one after the other (a fifth of a first apply).
-                let resources = report.fleet.resources
-                let read = ManifestParsing.parallelMap(resources.count) { index in
-                    let resource = resources[index].withCanonicalForm()
-                    return (resource, DesiredResource(resource))
-                }
-                outcome = try ApplyOperation.apply(
-                    desired: read.map(\.1), resolve: { read[$0].0 }, to: store, options: options, now: Caller.now, dryRun: dryRun)
+            let loaded: ManifestIndexLoader.Loaded
+            do {
+                loaded = try ManifestIndexLoader(standardInput: CommandContext.current.standardInputBytes).load(
+                    paths: files, source: options.source, store: existing, full: full, report: DiagnosticRenderer.keptForm)
+            } catch let error as SourceError {
+                throw CommandFailure(message: error.description)
+            } catch let error as StoreError {
+                throw CommandFailure(message: "cannot open the state in \(state.label): \(error.description)")
             }
+            if let kept = loaded.keptReport {
+                // No file changed: the warnings as the apply that wrote the index printed
+                // them (an index is written only by an apply whose manifests had no error).
+                if output == .text, !kept.isEmpty { OrlctlMain.writeStandardError(String(decoding: kept, as: UTF8.self)) }
+            } else {
+                try ManifestLoader.check(
+                    loaded.outcome.report, files: loaded.files, output: output, stopsOn: { $0.severity == .error },
+                    notDone: notDone(invalid),
+                    exit: invalid)
+            }
+            keepUntilExit(loaded)
+            if existing != nil, state.postgresURL == nil, let exposure = SQLiteStateStore.exposure(of: state.resolvedDirectory) {
+                OrlctlMain.writeStandardError("orlctl: warning: \(exposure)\n")
+            }
+            let store = try existing ?? state.openState()
+            outcome = try ApplyOperation.apply(
+                desired: loaded.outcome.desired, resolve: { index throws(StoreError) in try loaded.resource(at: index) }, to: store,
+                options: options, now: Caller.now, dryRun: dryRun,
+                shortcut: { reader throws(StoreError) in
+                    try loaded.shortcut(reader, source: options.source, codeRoot: options.codeRoot)
+                },
+                also: { writer, plan throws(StoreError) in
+                    try loaded.writeIndex(
+                        source: options.source, codeRoot: options.codeRoot, prune: options.prune, plan: plan,
+                        report: { DiagnosticRenderer.kept(loaded.outcome.report, files: loaded.files) }, writer)
+                })
         } catch let error as ApplyError {
             switch error {
             case .store(let e): throw CommandFailure(message: e.description)
@@ -136,9 +121,8 @@ struct ManifestSourceOptions: ParsableArguments {
         return outcome.plan
     }
 
-    /// The state, when its database exists and opens: a first apply (or one against a
-    /// state that cannot be opened) loads as `validate` does, then opens (or fails to
-    /// open) the state as before, so that invalid manifests never create a state. A
+    /// The state, when its database exists and opens (nil: `plan` loads with no state and
+    /// opens, or fails to open, it once the manifests are valid). A
     /// PostgreSQL state's database exists (its server made it): it is opened, or the
     /// apply fails saying why.
     private func existingStore(_ state: StateOptions) throws -> (any StateStore)? {
@@ -150,12 +134,6 @@ struct ManifestSourceOptions: ParsableArguments {
 
     private func notDone(_ exit: ExitStatus) -> String { exit == .findings ? "nothing was applied" : "no plan" }
 
-    /// Loads and checks the manifests; any error stops the command before it writes.
-    func load(output: OutputFormat, exit: ExitStatus = .findings) async throws -> ValidationReport {
-        try await ManifestLoader(standardInput: CommandContext.current.standardInputBytes).load(
-            paths: files, output: output, stopsOn: { $0.severity == .error },
-            notDone: notDone(exit), exit: exit)
-    }
 }
 
 /// `orlctl apply`: make the stored desired state match the manifests, all or nothing.
