@@ -145,6 +145,10 @@ private let start = Timestamp(milliseconds: 1_795_161_600_000)
         #expect(try moves() == (0, 0))
         #expect(try store.retain(RetentionPolicy(runsMaxCount: 0), now: start).runs == 1)
         #expect(try moves() == (1, 0))
+        // Importing tables rewrites the run tables.
+        let tables = try store.exportTables()
+        try store.importTables(tables, replace: true)
+        #expect(try moves().runs == 1)
     }
 
     /// A claim is tied to the process that made it: when that process ends, its attempt is
