@@ -106,8 +106,8 @@ extension PostgresStateStore: StateUpkeep {
         try changeGenerations().values.reduce(0, &+)
     }
 
-    /// How many writes each topic (resources, secrets, runs, events) has seen, counted by
-    /// triggers as SQLite's are.
+    /// Each topic's generation (resources, secrets, runs, events), moved by the writing
+    /// transactions as SQLite's are.
     public func changeGenerations() throws(StoreError) -> [ChangeTopic: Int64] {
         try pool.withConnection(intent: "read the change generations") { session throws(StoreError) in
             var generations: [ChangeTopic: Int64] = [:]
