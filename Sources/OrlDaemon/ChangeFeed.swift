@@ -14,7 +14,7 @@ import ServiceLifecycle
 /// news was lost; without a signal it polls every `interval`. It moves with every
 /// commit, though, the daemon's own bookkeeping included (statuses, supervision records,
 /// the ledger, the alert outbox), so when it does the feed reads the store's per-topic
-/// generations (`ChangeTopic`, counted by triggers whichever process writes) and calls
+/// generations (`ChangeTopic`, moved by whichever process writes) and calls
 /// only the subscribers of a topic that moved: the controller's own writes never wake
 /// it, nor does a ledger flush wake every waiting task poll. Subscribers are called with
 /// no lock held and must only post (to an `Inbox`, a waiter list).

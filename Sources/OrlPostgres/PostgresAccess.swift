@@ -36,6 +36,27 @@ final class PostgresAccess: StateWriter {
     /// statements outside its transaction, nor on a connection another caller now holds.
     func close() { session = nil }
 
+    /// Whether this transaction wrote a table of the `runs` topic (runs, their steps,
+    /// attempts and values, tool approvals) since the topic last moved.
+    private var wroteRuns = false
+
+    /// A write to a table of the `runs` topic: the topic moves (and `orl_changes` is
+    /// notified) once, when the transaction ends (`countRunChanges`), not at every statement.
+    func wroteRunTables() { wroteRuns = true }
+
+    /// Moves the `runs` topic once if this transaction wrote runs, and notifies the
+    /// channel (delivered at the commit): sent without waiting, its answer comes with the
+    /// commit's. Called at the end of every write transaction, before it commits.
+    func countRunChanges() throws(StoreError) {
+        guard wroteRuns else { return }
+        wroteRuns = false
+        try connection(writing: true).send(
+            """
+            WITH moved AS (UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs' RETURNING topic)
+            SELECT pg_notify('\(PostgresChangeSignal.channel)', topic) FROM moved
+            """, intent: "count the change of the runs")
+    }
+
     func connection(writing: Bool = false) throws(StoreError) -> PostgresSession {
         let session = try checkedSession(writing: writing)
         try flush()

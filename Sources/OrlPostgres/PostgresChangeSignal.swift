@@ -4,8 +4,9 @@ import PostgresNIO
 import Synchronization
 
 /// News of commits to a PostgreSQL state from any node: a session of its own listens on
-/// `orl_changes`, on which the statement triggers that count the topics' generations
-/// (`change_topics`) send a notification, delivered when the writing transaction commits.
+/// `orl_changes`, on which whatever moves a topic's generation (`change_topics`: the
+/// statement triggers, and a run writer at its transaction's end) sends a notification,
+/// delivered when the writing transaction commits.
 ///
 /// The listening session is not taken from the store's pool (it stays open and idle for
 /// the daemon's life). When it is lost (the server restarted, an administrator ended it,
@@ -16,7 +17,7 @@ import Synchronization
 /// probe every `probeInterval` and replaced the same way, so the signal never goes deaf
 /// silently; the feed's own safety poll covers the time in between.
 public final class PostgresChangeSignal: ChangeSignal {
-    /// The channel the triggers notify (schema migration 3).
+    /// The channel the topics' moves notify (schema migration 3).
     public static let channel = "orl_changes"
 
     private let pool: PostgresPool

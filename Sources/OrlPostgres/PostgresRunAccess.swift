@@ -258,7 +258,10 @@ extension PostgresAccess: RunWriter {
 
     // MARK: Writing
 
-    private func write(_ sql: String, _ binds: [PostgresValue], intent: String) throws(StoreError) {
+    /// A write; of a table of the `runs` topic unless `counted` is false (the cron slots,
+    /// which no one waits on).
+    private func write(_ sql: String, _ binds: [PostgresValue], counted: Bool = true, intent: String) throws(StoreError) {
+        if counted { wroteRunTables() }
         try connection(writing: true).execute(sql, binds, intent: intent)
     }
 
@@ -319,6 +322,7 @@ extension PostgresAccess: RunWriter {
     }
 
     func put(_ value: BlackboardValue) throws(StoreError) -> Int {
+        wroteRunTables()
         let inserted = try connection(writing: true).query(
             """
             INSERT INTO run_values (\(Self.valueColumns))
@@ -357,6 +361,6 @@ extension PostgresAccess: RunWriter {
                 .text(slot.workflow.namespace), .text(slot.workflow.name), .text(slot.cron), .int(slot.slot.milliseconds),
                 .text(slot.run?.rawValue),
             ],
-            intent: "record the cron slot of \(slot.workflow)")
+            counted: false, intent: "record the cron slot of \(slot.workflow)")
     }
 }

@@ -583,6 +583,13 @@ enum PostgresSchema {
                 """,
             ]
         ),
+        Migration(
+            summary: "the runs topic moves once per transaction that writes runs, not once per statement",
+            // A statement trigger on each run table moved the topic (and notified) at every
+            // statement: six in a step's transaction. The writer now moves it once, before
+            // it commits (`PostgresAccess.countRunChanges`).
+            statements: ["runs", "run_steps", "run_attempts", "run_values", "tool_approvals"].map { "DROP TRIGGER \($0)_changes ON \($0)" }
+        ),
     ]
 
     static var version: Int { migrations.count }

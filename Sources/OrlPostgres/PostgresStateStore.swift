@@ -91,6 +91,7 @@ public final class PostgresStateStore: StateStore {
                 let value = try body(access)
                 try access.flush()
                 if writable {
+                    try access.countRunChanges()
                     try session.execute("COMMIT", intent: intent)
                 } else {
                     // A read's COMMIT changes nothing and cannot fail but with the connection:

@@ -51,6 +51,8 @@ extension PostgresStateStore: StateTables {
             for (name, _) in StateTableCatalog.tables.reversed() {
                 try session.execute("DELETE FROM \(name)", intent: "empty table \(name)")
             }
+            // The run tables are rewritten: a controller watching the state learns it.
+            access.wroteRunTables()
             for table in tables {
                 let columns = try Self.columns(of: table.name, session)
                 guard Set(columns.map(\.name)) == Set(table.columns) else {

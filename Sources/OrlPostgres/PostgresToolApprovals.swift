@@ -52,6 +52,7 @@ extension PostgresAccess {
                 arguments = excluded.arguments, requested_at = excluded.requested_at, expires_at = excluded.expires_at,
                 state = excluded.state, decided_by = excluded.decided_by, reason = excluded.reason, decided_at = excluded.decided_at
             """
+        wroteRunTables()
         try connection(writing: true).execute(
             "INSERT INTO tool_approvals (\(Self.approvalColumns)) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)\(update)",
             [

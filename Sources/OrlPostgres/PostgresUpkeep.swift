@@ -22,6 +22,8 @@ extension PostgresStateStore: StateUpkeep {
                         AND id NOT IN (SELECT id FROM runs WHERE ended_at IS NOT NULL ORDER BY id DESC LIMIT $1)
                     """, Int64(count), intent: "delete the runs beyond the count kept")
             }
+            // Deleted runs (their steps, attempts and values with them) move the topic.
+            if report.runs > 0 { access.wroteRunTables() }
             if let cutoff = RetentionPolicy.cutoff(policy.eventsMaxAge, now: now) {
                 report.events += try delete("DELETE FROM events WHERE time < $1", cutoff.milliseconds, intent: "delete old events")
             }
@@ -104,8 +106,8 @@ extension PostgresStateStore: StateUpkeep {
         try changeGenerations().values.reduce(0, &+)
     }
 
-    /// How many writes each topic (resources, secrets, runs, events) has seen, counted by
-    /// triggers as SQLite's are.
+    /// Each topic's generation (resources, secrets, runs, events), moved by the writing
+    /// transactions as SQLite's are.
     public func changeGenerations() throws(StoreError) -> [ChangeTopic: Int64] {
         try pool.withConnection(intent: "read the change generations") { session throws(StoreError) in
             var generations: [ChangeTopic: Int64] = [:]

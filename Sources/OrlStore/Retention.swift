@@ -55,6 +55,8 @@ extension SQLStateAccess {
                     AND id NOT IN (SELECT id FROM runs WHERE ended_at IS NOT NULL ORDER BY id DESC LIMIT ?1)
                 """, Int64(count), intent: "delete the runs beyond the count kept")
         }
+        // Deleted runs (their steps, attempts and values with them) move the topic.
+        if report.runs > 0 { wroteRunTables() }
         if let cutoff = RetentionPolicy.cutoff(policy.eventsMaxAge, now: now) {
             report.events += try delete("DELETE FROM events WHERE time < ?1", cutoff.milliseconds, intent: "delete old events")
         }

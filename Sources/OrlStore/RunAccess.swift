@@ -9,16 +9,16 @@ extension SQLiteStateStore: RunStore {
 
     public func writeRuns<T>(_ body: (any RunWriter) throws(StoreError) -> T) throws(StoreError) -> T {
         guard let own = ownCommits.withLock({ $0 }) else { return try transaction(.immediate, intent: "write the runs", body) }
-        // The topic's generation before and after, read under the write lock: no other
-        // writer's move can fall between them.
-        var moved: (from: Int64, to: Int64)?
+        // A transaction that wrote runs moves the topic by one, under the write lock: from
+        // the generation before it to the one its count returned, no other writer's move
+        // between them.
+        var moved: Int64?
         let result = try transaction(.immediate, intent: "write the runs") { (access: SQLStateAccess) throws(StoreError) -> T in
-            let before = try access.generation(of: .runs)
             let result = try body(access)
-            moved = (before, try access.generation(of: .runs))
+            moved = try access.countRunChanges()
             return result
         }
-        if let moved { own.committed(.runs, from: moved.from, to: moved.to) }
+        if let moved { own.committed(.runs, from: moved - 1, to: moved) }
         return result
     }
 }
@@ -81,17 +81,6 @@ extension SQLStateAccess: RunWriter {
     }
 
     // MARK: Reading
-
-    /// How many writes `topic` has seen (counted by the schema's triggers).
-    func generation(of topic: ChangeTopic) throws(StoreError) -> Int64 {
-        try rows(Self.topicGeneration, intent: "read the generation of \(topic.rawValue)") { s throws(StoreError) in
-            try s.bind(1, topic.rawValue)
-        } _: { s throws(StoreError) in
-            s.int64(0)
-        }.first ?? 0
-    }
-
-    private static let topicGeneration = "SELECT generation FROM change_topics WHERE topic = ?1"
 
     func run(_ id: RunID) throws(StoreError) -> RunRecord? {
         try rows(Self.runByID, intent: "read run \(id)") { s throws(StoreError) in
@@ -354,7 +343,12 @@ extension SQLStateAccess: RunWriter {
 
     // MARK: Writing
 
-    private func run(_ sql: String, intent: @autoclosure () -> String, bind: (Statement) throws(StoreError) -> Void) throws(StoreError) {
+    /// Runs a write; of a table of the `runs` topic unless `counted` is false (the cron
+    /// slots, which no one waits on).
+    private func run(
+        _ sql: String, counted: Bool = true, intent: @autoclosure () -> String, bind: (Statement) throws(StoreError) -> Void
+    ) throws(StoreError) {
+        if counted { wroteRunTables() }
         try connection(writing: true).withStatement(sql, intent: intent()) { statement throws(StoreError) in
             try bind(statement)
             try statement.run(intent: intent())
@@ -440,6 +434,7 @@ extension SQLStateAccess: RunWriter {
     func put(_ value: BlackboardValue) throws(StoreError) -> Int {
         // The version comes back from the insert (RETURNING): reading the value back for
         // it copied the whole output once more.
+        wroteRunTables()
         let version = try connection(writing: true).withStatement(Self.insertValue, intent: "write \(value.key) of run \(value.run)") {
             s throws(StoreError) -> Int in
             try s.bind(1, value.run.rawValue)
@@ -476,7 +471,7 @@ extension SQLStateAccess: RunWriter {
             """
             INSERT INTO cron_slots (namespace, workflow, cron, slot, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
             ON CONFLICT (namespace, workflow, cron) DO UPDATE SET slot = excluded.slot, run_id = excluded.run_id
-            """, intent: "record the cron slot of \(slot.workflow)"
+            """, counted: false, intent: "record the cron slot of \(slot.workflow)"
         ) { s throws(StoreError) in
             try s.bind(1, slot.workflow.namespace)
             try s.bind(2, slot.workflow.name)

@@ -16,6 +16,32 @@ final class SQLStateAccess: StateWriter {
     /// statements outside any transaction, nor on a connection another thread now holds.
     func close() { database = nil }
 
+    /// Whether this transaction wrote a table of the `runs` topic (runs, their steps,
+    /// attempts and values, tool approvals) since the topic last moved.
+    private var wroteRuns = false
+
+    /// A write to a table of the `runs` topic: the topic moves once, when the transaction
+    /// ends (`countRunChanges`). A trigger per row moved it six times in a step's
+    /// transaction, each a write of `change_topics` inside the statement.
+    func wroteRunTables() { wroteRuns = true }
+
+    /// Moves the `runs` topic once if this transaction wrote runs since it last moved, and
+    /// returns the generation it left (nil: nothing to count). Called at the end of every
+    /// write transaction (`SQLiteStateStore.transaction`), before its commit.
+    func countRunChanges() throws(StoreError) -> Int64? {
+        guard wroteRuns else { return nil }
+        wroteRuns = false
+        let intent = "count the change of the runs"
+        return try connection(writing: true).withStatement(
+            "UPDATE change_topics SET generation = generation + 1 WHERE topic = 'runs' RETURNING generation", intent: intent
+        ) { statement throws(StoreError) -> Int64? in
+            var generation: Int64?
+            // Stepped to the end: the update completes on the step that returns SQLITE_DONE.
+            while try statement.step(intent: intent) { generation = statement.int64(0) }
+            return generation
+        }
+    }
+
     func connection(writing: Bool = false) throws(StoreError) -> Database {
         guard let database else {
             throw StoreError("the state store was used after its read or write ended; use the reader only inside the body")

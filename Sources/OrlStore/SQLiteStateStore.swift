@@ -94,7 +94,11 @@ public final class SQLiteStateStore: StateStore {
         return try connection.withLock { (database: inout Database) throws(StoreError) in
             let access = SQLStateAccess(database, writable: mode == .immediate)
             defer { access.close() }
-            return try database.transaction(mode, intent: intent) { () throws(StoreError) in try body(access) }
+            return try database.transaction(mode, intent: intent) { () throws(StoreError) in
+                let result = try body(access)
+                _ = try access.countRunChanges()
+                return result
+            }
         }
     }
 

@@ -611,6 +611,30 @@ enum Schema {
                 CREATE INDEX run_steps_open ON run_steps (run_id, state) WHERE state IN ('Pending', 'Ready', 'Running', 'WaitingApproval');
                 """
         ),
+        Migration(
+            summary: "the runs topic moves once per transaction that writes runs, not once per row written",
+            sql: """
+                -- A row trigger on each run table moved the topic at every row: six writes of
+                -- change_topics in a step's transaction, each inside its statement. The
+                -- writer now moves it once, before it commits (SQLStateAccess.countRunChanges);
+                -- a consumer only asks whether the generation moved, never by how much.
+                DROP TRIGGER runs_insert_changes;
+                DROP TRIGGER runs_update_changes;
+                DROP TRIGGER runs_delete_changes;
+                DROP TRIGGER run_steps_insert_changes;
+                DROP TRIGGER run_steps_update_changes;
+                DROP TRIGGER run_steps_delete_changes;
+                DROP TRIGGER run_attempts_insert_changes;
+                DROP TRIGGER run_attempts_update_changes;
+                DROP TRIGGER run_attempts_delete_changes;
+                DROP TRIGGER run_values_insert_changes;
+                DROP TRIGGER run_values_update_changes;
+                DROP TRIGGER run_values_delete_changes;
+                DROP TRIGGER tool_approvals_insert_changes;
+                DROP TRIGGER tool_approvals_update_changes;
+                DROP TRIGGER tool_approvals_delete_changes;
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

@@ -48,6 +48,8 @@ extension SQLiteStateStore: StateTables {
             for (name, _) in StateTableCatalog.tables.reversed() {
                 try database.execute("DELETE FROM \(name)", intent: "empty table \(name)")
             }
+            // The run tables are rewritten: a controller watching the state learns it.
+            access.wroteRunTables()
             for table in tables {
                 let columns = try Self.columns(of: table.name, in: database)
                 guard Set(columns) == Set(table.columns) else {

@@ -42,6 +42,7 @@ extension SQLStateAccess {
 
     func put(_ approval: ToolApproval, new: Bool) throws(StoreError) {
         let intent = "store tool approval \(approval.id)"
+        wroteRunTables()
         try connection(writing: true).withStatement(
             """
             \(new ? "INSERT" : "REPLACE") INTO tool_approvals (\(Self.approvalColumns))

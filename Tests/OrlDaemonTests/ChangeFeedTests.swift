@@ -239,6 +239,40 @@ struct PostgresChangeSignalTests {
         watching.cancel()
         await watching.value
     }
+
+    /// A run write is announced on the channel by its writer, once, at its commit (no
+    /// trigger on the run tables any more): each of another node's commits wakes a
+    /// subscriber of the runs with no poll.
+    @Test(.timeLimit(.minutes(1))) func aRunCommitElsewhereIsAnnouncedOnTheChannel() async throws {
+        let url = try PostgresCluster.shared().database("runsignal")
+        let writer = try PostgresStateStore(url: url)
+        let now = Timestamp(milliseconds: 1_795_161_600_000)
+        try apply(
+            fleet(["a"])
+                + "\n---\napiVersion: orl.dev/v1\nkind: Workflow\nmetadata: {name: w}\nspec:\n  steps:\n    - {id: s0, agent: a}\n",
+            to: writer, at: now)
+        let feedStore = try PostgresStateStore(url: url)
+        let runs = Counter()
+        let signal = feedStore.changeSignal(probeInterval: .seconds(3600), log: { _ in })
+        let feed = ChangeFeed(
+            store: feedStore, interval: .seconds(3600), signal: signal, safetyInterval: .seconds(3600),
+            subscribers: [.init(topics: [.runs]) { runs.add() }], log: { _ in })
+        let watching = Task { await feed.watch() }
+        defer { watching.cancel() }
+        // Everyone is told once after the feed's baseline.
+        await runs.wait(atLeast: 1)
+        while signal.listeningSessions == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        let operations = RunOperations(store: writer)
+        _ = try operations.start(.init(workflow: ResourceID(kind: "Workflow", name: "w"), by: "test"), now: now, random: 1)
+        await runs.wait(atLeast: 2)
+        let task = try #require(try operations.claim(agent: ResourceID(kind: "Agent", name: "a"), now: now))
+        await runs.wait(atLeast: 3)
+        try operations.complete(
+            task.id, agent: ResourceID(kind: "Agent", name: "a"), output: try JSONParser.parse("{}", file: "<test>"), now: now)
+        await runs.wait(atLeast: 4)
+        watching.cancel()
+        await watching.value
+    }
 }
 
 extension ChangeFeedTests {

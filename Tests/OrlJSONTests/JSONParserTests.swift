@@ -131,4 +131,22 @@ struct JSONParserTests {
         #expect(!text.contains("\n"))
         _ = try JSONParser.parse(text, file: "<test>")
     }
+
+    /// Strings are escaped as they were a scalar at a time, byte for byte: the runs between
+    /// escapes are copied whole, non-ASCII and combining marks next to an escape included.
+    @Test func stringsAreEscapedExactlyBetweenTheRunsCopiedWhole() throws {
+        let cases: [(String, String)] = [
+            ("", "\"\""),
+            ("plain", "\"plain\""),
+            ("\"", "\"\\\"\""),
+            ("\\end", "\"\\\\end\""),
+            ("\r\n\t\u{0}\u{1f}\u{7f}", "\"\\r\\n\\t\\u0000\\u001f\u{7f}\""),
+            ("café \"é\u{301}\" 日本\n🙂\\", "\"café \\\"é\u{301}\\\" 日本\\n🙂\\\\\""),
+            ("\"\u{301}x\u{8}", "\"\\\"\u{301}x\\u0008\""),
+        ]
+        for (string, rendered) in cases {
+            #expect(Array(JSONValue.string(string).compactRendered().utf8) == Array(rendered.utf8))
+            #expect(try Array((JSONParser.parse(rendered, file: "<test>").string ?? "").utf8) == Array(string.utf8))
+        }
+    }
 }

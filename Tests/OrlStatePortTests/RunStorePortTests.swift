@@ -106,6 +106,51 @@ private let start = Timestamp(milliseconds: 1_795_161_600_000)
         #expect(try store.readRuns { reader throws(StoreError) in try reader.plan(of: run.id) }.steps.count == 3)
     }
 
+    /// Each transaction that writes runs moves the `runs` topic by one, however many rows
+    /// and statements it wrote (a step's dozen moved it six times when each row counted),
+    /// and one that writes no run table, or commits nothing, leaves it.
+    @Test(arguments: Backend.available) func theRunsTopicMovesOncePerTransactionThatWritesRuns(_ backend: Backend) throws {
+        let state = try fleet(backend)
+        let store = try state.open()
+        let watcher = try state.open()
+        let operations = RunOperations(store: store)
+        var last = try watcher.changeGenerations()
+        func moves() throws -> (runs: Int64, events: Int64) {
+            let now = try watcher.changeGenerations()
+            defer { last = now }
+            return (now[.runs]! - last[.runs]!, now[.events]! - last[.events]!)
+        }
+        _ = try startRun("one", in: store)
+        #expect(try moves() == (1, 1))
+        let task = try #require(try operations.claim(agent: worker, now: start))
+        #expect(try moves() == (1, 0))
+        try operations.complete(task.id, agent: worker, output: JSONParser.parse(#"{"v":1}"#, file: ""), now: start)
+        #expect(try moves() == (1, 1))
+        // Refused: nothing written, nothing moved.
+        #expect(throws: RunError.self) {
+            try operations.complete(task.id, agent: worker, output: JSONParser.parse(#"{"v":2}"#, file: ""), now: start)
+        }
+        #expect(try moves() == (0, 0))
+        // A cron slot alone is no news to a task poll.
+        try store.writeRuns { writer throws(StoreError) in
+            try writer.put(CronSlotRecord(workflow: ResourceID(kind: "Workflow", name: "one"), cron: "* * * * *", slot: start, run: nil))
+        }
+        #expect(try moves() == (0, 0))
+        try store.request(
+            ToolApproval(
+                id: "call-1", agent: worker, tool: "fs/write", arguments: "{}", requestedAt: start, expiresAt: start.adding(.seconds(60))))
+        #expect(try moves().runs == 1)
+        // Retention that deletes runs moves it; one that deletes none does not.
+        #expect(try store.retain(RetentionPolicy(runsMaxCount: 1), now: start).runs == 0)
+        #expect(try moves() == (0, 0))
+        #expect(try store.retain(RetentionPolicy(runsMaxCount: 0), now: start).runs == 1)
+        #expect(try moves() == (1, 0))
+        // Importing tables rewrites the run tables.
+        let tables = try store.exportTables()
+        try store.importTables(tables, replace: true)
+        #expect(try moves().runs == 1)
+    }
+
     /// A claim is tied to the process that made it: when that process ends, its attempt is
     /// given up at once (no wait for the lease) and retried without backoff; a claim of
     /// the process that replaced it is kept, and the dead process's late answer refused.

@@ -1,6 +1,7 @@
-/// What a consumer of the store's changes reads, each counted by triggers on its
-/// tables (`change_topics`), whichever process writes: the daemon's own bookkeeping
-/// (statuses, supervision records, the ledger, the alert outbox) counts for none.
+/// What a consumer of the store's changes reads, each with a generation (`change_topics`)
+/// that every transaction writing its tables moves, whichever process writes (triggers
+/// on the tables; for `runs`, the writer itself, once per transaction): the daemon's own
+/// bookkeeping (statuses, supervision records, the ledger, the alert outbox) counts for none.
 public enum ChangeTopic: String, Sendable, Hashable, CaseIterable {
     /// Applied resources and `orlctl suspend`'s holds.
     case resources

@@ -16,7 +16,7 @@ public protocol StateUpkeep: Sendable {
     /// A number that changes whenever a write is committed by another connection (another
     /// orlctl, another node), and only then, cheap enough to poll.
     func changeMarker() throws(StoreError) -> Int64
-    /// How many writes each topic has seen (see `ChangeTopic`), counted by the store
+    /// Each topic's generation (see `ChangeTopic`), moved by every transaction that writes it,
     /// whichever process writes: read when `changeMarker` moved, to tell which consumers
     /// the commits concern.
     func changeGenerations() throws(StoreError) -> [ChangeTopic: Int64]

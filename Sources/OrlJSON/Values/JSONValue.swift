@@ -91,19 +91,31 @@ public enum JSONValue: Sendable {
 
     private static func quote(_ s: String, into out: inout String) {
         out += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case let c where c.value < 0x20:
-                let hex = String(c.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
+        // Runs of bytes that need no escape are appended whole (every byte to escape is
+        // ASCII, so each run starts and ends on a scalar boundary): a task's line, its
+        // inputs included, was built a scalar at a time.
+        let bytes = s.utf8
+        var run = bytes.startIndex
+        var at = run
+        while at != bytes.endIndex {
+            let byte = bytes[at]
+            if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                out += s[run..<at]
+                switch byte {
+                case UInt8(ascii: "\""): out += "\\\""
+                case UInt8(ascii: "\\"): out += "\\\\"
+                case UInt8(ascii: "\n"): out += "\\n"
+                case UInt8(ascii: "\r"): out += "\\r"
+                case UInt8(ascii: "\t"): out += "\\t"
+                default:
+                    let hex = String(byte, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                }
+                run = bytes.index(after: at)
             }
+            at = bytes.index(after: at)
         }
+        out += s[run..<bytes.endIndex]
         out += "\""
     }
 }
