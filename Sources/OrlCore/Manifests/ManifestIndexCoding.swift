@@ -271,8 +271,7 @@ public struct StoredManifestIndex: Sendable, Equatable {
         var files: [File] = []
         files.reserveCapacity(chunks.reduce(0) { $0 + $1.count })
         for (chunk, blob) in zip(chunks, blobs) {
-            guard let blob, let part = decodeChunk(blob), part.count == chunk.count else { return nil }
-            files += part
+            guard let blob, decodeChunk(blob, count: chunk.count, into: &files) else { return nil }
         }
         for position in partial.desired {
             guard Int(position.file) < files.count, Int(position.entry) < files[Int(position.file)].record.entries.count else {
@@ -451,10 +450,12 @@ public struct StoredManifestIndex: Sendable, Equatable {
         }
     }
 
-    static func decodeChunk(_ bytes: [UInt8]) -> [File]? {
+    /// Appends a chunk's `count` files to `files` (decoded in place: no array of its own
+    /// to copy from, 10,000 records a load); false when it is not such a chunk.
+    static func decodeChunk(_ bytes: [UInt8], count: Int, into files: inout [File]) -> Bool {
         bytes.withUnsafeBufferPointer { buffer in
             var reader = ByteReader(buffer)
-            return try? reader.chunk()
+            return (try? reader.chunk(count: count, into: &files)) != nil
         }
     }
 }
@@ -729,16 +730,14 @@ struct ByteReader {
         return (StoredManifestIndex(files: [], namespaces: [:], desired: desired, memo: memo), chunks, namespaces)
     }
 
-    mutating func chunk() throws(Malformed) -> [StoredManifestIndex.File] {
+    mutating func chunk(count expected: Int, into files: inout [StoredManifestIndex.File]) throws(Malformed) {
         let magic = StoredManifestIndex.chunkMagic
         guard buffer.count >= magic.count, buffer.prefix(magic.count).elementsEqual(magic) else { throw Malformed() }
         offset = magic.count
         let fileCount = try count()
-        var files: [StoredManifestIndex.File] = []
-        files.reserveCapacity(fileCount)
+        guard fileCount == expected else { throw Malformed() }
         for _ in 0..<fileCount { files.append(try file()) }
         guard offset == buffer.count else { throw Malformed() }
-        return files
     }
 
     mutating func file() throws(Malformed) -> StoredManifestIndex.File {
