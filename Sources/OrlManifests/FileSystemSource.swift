@@ -57,34 +57,43 @@ public struct FileSystemSource: Sendable {
     /// The files the arguments name, in order, each once. Reading them is left to the
     /// caller, so that it can read on every core.
     public func inputs(_ arguments: [String]) throws(SourceError) -> [ManifestInput] {
-        try listed(arguments, stamped: false).map(\.input)
+        try listed(arguments, stamped: false).inputs
     }
 
-    /// `inputs`, each file with its stamp (`FileStamp`) taken as the walk meets it: relative
-    /// to its directory, so that the kernel looks up one name rather than the whole path.
-    /// Nil for standard input and for what is no longer a regular file.
-    public func stampedInputs(_ arguments: [String]) throws(SourceError) -> [(input: ManifestInput, stamp: FileStamp?)] {
+    /// `inputs`, each file with its stamp (`FileStamp`; nil for standard input and for what
+    /// is no longer a regular file), taken relative to its directory so that the kernel
+    /// looks up one name rather than the whole path, on every core: a stamp is a system
+    /// call per file, most of what a re-apply with nothing changed costs.
+    public func stampedInputs(_ arguments: [String]) throws(SourceError) -> (inputs: [ManifestInput], stamps: [FileStamp?]) {
         try listed(arguments, stamped: true)
     }
 
-    private func listed(_ arguments: [String], stamped: Bool) throws(SourceError) -> [(input: ManifestInput, stamp: FileStamp?)] {
-        var inputs: [(input: ManifestInput, stamp: FileStamp?)] = []
+    private func listed(_ arguments: [String], stamped: Bool) throws(SourceError) -> (inputs: [ManifestInput], stamps: [FileStamp?]) {
+        var inputs: [ManifestInput] = []
+        var stamps: [FileStamp?] = []
         var seen = Set<String>()
         var readStandardInput = false
         for argument in arguments {
             if argument == "-" {
                 guard !readStandardInput else { continue }
                 readStandardInput = true
-                inputs.append(
-                    (.read(ManifestFile(path: Self.standardInputName, bytes: try standardInputBytes())), nil))
+                inputs.append(.read(ManifestFile(path: Self.standardInputName, bytes: try standardInputBytes())))
+                if stamped { stamps.append(nil) }
                 continue
             }
-            // One path names each file once: only several can name one twice.
-            for (path, stamp) in try expand(argument, stamped: stamped) where arguments.count == 1 || seen.insert(path).inserted {
-                inputs.append((.file(path), stamp))
+            let found = try expand(argument, stamped: stamped)
+            if arguments.count == 1 {
+                // One path names each file once: only several can name one twice.
+                inputs = found.paths.map { .file($0) }
+                stamps = found.stamps
+                continue
+            }
+            for (i, path) in found.paths.enumerated() where seen.insert(path).inserted {
+                inputs.append(.file(path))
+                if stamped { stamps.append(found.stamps[i]) }
             }
         }
-        return inputs
+        return (inputs, stamps)
     }
 
     /// Size, modification and change times in nanoseconds, inode and device: what
@@ -105,21 +114,114 @@ public struct FileSystemSource: Sendable {
         }
     }
 
-    /// The manifest files a path names: itself, or the files below it.
-    private func expand(_ path: String, stamped: Bool) throws(SourceError) -> [(path: String, stamp: FileStamp?)] {
+    /// The manifest files a path names: itself, or the files below it, in byte order of
+    /// their paths; with their stamps when `stamped` (else none).
+    private func expand(_ path: String, stamped: Bool) throws(SourceError) -> (paths: [String], stamps: [FileStamp?]) {
         var info = stat()
         guard stat(path, &info) == 0 else { throw SourceError(path: path, reason: Self.errnoText()) }
         switch info.st_mode & S_IFMT {
         case S_IFDIR: break
-        case S_IFREG: return [(path, stamped ? Self.stamp(info) : nil)]
+        case S_IFREG: return ([path], stamped ? [Self.stamp(info)] : [])
         // A FIFO would block the read forever, a device never end: refused by name, as
         // inside directories they are skipped.
         default: throw SourceError(path: path, reason: Self.notRegular(info.st_mode))
         }
-        var found: [String] = []
-        var stamps: [FileStamp?] = []
-        try walk(path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path, into: &found, stamps: &stamps, stamped: stamped)
-        return Self.byteOrder(found).map { (found[$0], stamped ? stamps[$0] : nil) }
+        var walk = Walk()
+        try walk.directory(path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path, stamped: stamped)
+        let order = Self.byteOrder(walk.paths)
+        let paths = order.map { walk.paths[$0] }
+        guard stamped else { return (paths, []) }
+        let stamps = self.stamps(walk)
+        return (paths, order.map { stamps[$0] })
+    }
+
+    /// What a walk found, in the order it met it: each file's path, the directory it is in
+    /// (an index into `directories`) and, for what the directory's entry did not say was a
+    /// regular file, the stamp its `stat` gave.
+    private struct Walk {
+        var paths: [String] = []
+        var directories: [String] = []
+        var directoryOf: [Int32] = []
+        var known: [Int: FileStamp?] = [:]
+
+        mutating func directory(_ directory: String, stamped: Bool) throws(SourceError) {
+            guard let handle = opendir(directory) else { throw SourceError(path: directory, reason: FileSystemSource.errnoText()) }
+            defer { closedir(handle) }
+            let index = Int32(directories.count)
+            directories.append(directory)
+            while let entry = readdir(handle) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                if name.hasPrefix(".") { continue }
+                let path = directory == "/" ? "/" + name : directory + "/" + name
+                // The entry's type from the directory itself spares a stat per file; only
+                // links and file systems that do not say are asked.
+                var type = Int32(entry.pointee.d_type)
+                var known: stat?
+                if type != Int32(DT_DIR) && type != Int32(DT_REG) {
+                    var info = stat()
+                    guard stat(path, &info) == 0 else { throw SourceError(path: path, reason: FileSystemSource.errnoText()) }
+                    known = info
+                    type =
+                        switch info.st_mode & S_IFMT {
+                        case S_IFDIR: Int32(DT_DIR)
+                        case S_IFREG: Int32(DT_REG)
+                        default: Int32(DT_UNKNOWN)
+                        }
+                }
+                switch type {
+                case Int32(DT_DIR):
+                    try self.directory(path, stamped: stamped)
+                case Int32(DT_REG) where ManifestParsing.extensions.contains(where: { name.hasSuffix($0) }):
+                    if stamped, let known { self.known[paths.count] = FileSystemSource.stamp(known) }
+                    paths.append(path)
+                    directoryOf.append(index)
+                default:
+                    continue
+                }
+            }
+        }
+    }
+
+    /// The stamps of what `walk` found, in its order: each file's taken relative to its
+    /// directory, opened once per run of its files, on every core (in contiguous runs, so
+    /// that a worker opens each directory about once). A directory is opened by where it
+    /// is (`location`), since the workers need not share the caller's working directory.
+    private func stamps(_ walk: Walk) -> [FileStamp?] {
+        let count = walk.paths.count
+        let workers = min(ManifestParsing.processorCount, max(1, count / 256))
+        let parts = ManifestParsing.parallelMap(workers, minimumPerWorker: 1) { worker -> [FileStamp?] in
+            let range = (count * worker / workers)..<(count * (worker + 1) / workers)
+            var stamps: [FileStamp?] = []
+            stamps.reserveCapacity(range.count)
+            // The directory open now, and where its files' names start in their paths.
+            var open: (directory: Int32, descriptor: Int32, nameStart: Int) = (-1, -1, 0)
+            defer { if open.descriptor >= 0 { close(open.descriptor) } }
+            for i in range {
+                if !walk.known.isEmpty, let known = walk.known[i] {
+                    stamps.append(known)
+                    continue
+                }
+                let directory = walk.directoryOf[i]
+                if directory != open.directory {
+                    if open.descriptor >= 0 { close(open.descriptor) }
+                    let path = walk.directories[Int(directory)]
+                    open = (
+                        directory, Glibc.open(location(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC), path == "/" ? 1 : path.utf8.count + 1
+                    )
+                }
+                guard open.descriptor >= 0 else {
+                    stamps.append(nil)
+                    continue
+                }
+                var info = stat()
+                let status = walk.paths[i].withCString { fstatat(open.descriptor, $0 + open.nameStart, &info, 0) }
+                stamps.append(status == 0 ? Self.stamp(info) : nil)
+            }
+            return stamps
+        }
+        return parts.count == 1 ? parts[0] : Array(parts.joined())
     }
 
     /// The positions of `paths` in order of their UTF-8 bytes, as `lexicographicallyPrecedes`
@@ -141,49 +243,6 @@ public struct FileSystemSource: Sendable {
                     let c = memcmp(buffer.baseAddress! + offsets[a], buffer.baseAddress! + offsets[b], min(la, lb))
                     return c != 0 ? c < 0 : la < lb
                 }
-            }
-        }
-    }
-
-    private func walk(_ directory: String, into found: inout [String], stamps: inout [FileStamp?], stamped: Bool) throws(SourceError) {
-        guard let handle = opendir(directory) else { throw SourceError(path: directory, reason: Self.errnoText()) }
-        defer { closedir(handle) }
-        let descriptor = dirfd(handle)
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            if name.hasPrefix(".") { continue }
-            let path = directory == "/" ? "/" + name : directory + "/" + name
-            // The entry's type from the directory itself spares a stat per file; only
-            // links and file systems that do not say are asked.
-            var type = Int32(entry.pointee.d_type)
-            var known: stat?
-            if type != Int32(DT_DIR) && type != Int32(DT_REG) {
-                var info = stat()
-                guard stat(path, &info) == 0 else { throw SourceError(path: path, reason: Self.errnoText()) }
-                known = info
-                type =
-                    switch info.st_mode & S_IFMT {
-                    case S_IFDIR: Int32(DT_DIR)
-                    case S_IFREG: Int32(DT_REG)
-                    default: Int32(DT_UNKNOWN)
-                    }
-            }
-            switch type {
-            case Int32(DT_DIR):
-                try walk(path, into: &found, stamps: &stamps, stamped: stamped)
-            case Int32(DT_REG) where ManifestParsing.extensions.contains(where: { name.hasSuffix($0) }):
-                found.append(path)
-                guard stamped else { continue }
-                if let known {
-                    stamps.append(Self.stamp(known))
-                } else {
-                    var info = stat()
-                    stamps.append(fstatat(descriptor, name, &info, 0) == 0 ? Self.stamp(info) : nil)
-                }
-            default:
-                continue
             }
         }
     }
@@ -250,7 +309,7 @@ public struct FileSystemSource: Sendable {
         return "\(what), not a manifest file; name a regular file, a directory, or - for standard input"
     }
 
-    private static func errnoText() -> String {
+    fileprivate static func errnoText() -> String {
         switch errno {
         case ENOENT: "no such file or directory"
         case EACCES: "permission denied"

@@ -1,3 +1,4 @@
+import Dispatch
 public import OrlCore
 import Synchronization
 
@@ -187,15 +188,28 @@ public struct ManifestIndexLoader: Sendable {
         // Taken before any file is looked at: a file changed after this is never vouched for
         // by a stamp taken now (see `FileStamp.vouches`).
         let now = Self.realTimeNanoseconds()
-        let listed = try source.stampedInputs(paths)
-        let inputs = listed.map(\.input)
-        let stamps = listed.map(\.stamp)
-        // No store yet (a first apply, which creates it only for valid manifests): nothing held.
-        var held = try store.flatMap { store throws(StoreError) in
-            try store.read { reader throws(StoreError) in
-                try StoredManifestIndex.read(source: name, reader, report: full ? nil : form)
+        // The index is read on another thread while the files are walked: neither needs the
+        // other, and each is a good part of a re-apply with nothing changed. No store yet (a
+        // first apply, which creates it only for valid manifests): nothing held.
+        let reading = store.map { store in
+            Pending { () -> Result<StoredManifestIndex.Stored?, StoreError> in
+                Result { () throws(StoreError) in
+                    try store.read { reader throws(StoreError) in
+                        try StoredManifestIndex.read(source: name, reader, report: full ? nil : form)
+                    }
+                }
             }
         }
+        let inputs: [ManifestInput]
+        let stamps: [FileStamp?]
+        do throws(SourceError) {
+            (inputs, stamps) = try source.stampedInputs(paths)
+        } catch {
+            // Nothing outlives the load.
+            _ = reading?.wait()
+            throw error
+        }
+        var held = try reading?.wait().get()
         var stored = held?.index
 
         // The common cases: the same files in the same order (by position, no dictionary of
@@ -373,5 +387,25 @@ extension ManifestInput {
         case .file(let path): path
         case .read(let file): file.path
         }
+    }
+}
+
+/// Work started on a thread of its own, whose result the caller waits for when it needs it.
+final class Pending<T: Sendable>: Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private let result = Mutex<T?>(nil)
+
+    init(_ body: @escaping @Sendable () -> T) {
+        DispatchQueue.global().async { [self] in
+            let value = body()
+            result.withLock { $0 = value }
+            done.signal()
+        }
+    }
+
+    /// Blocks until the work is done (once: the result is taken).
+    func wait() -> T {
+        done.wait()
+        return result.withLock { $0.take()! }
     }
 }

@@ -255,6 +255,13 @@ final class Statement {
         return Array(UnsafeRawBufferPointer(start: start, count: count))
     }
 
+    /// `blob(column)` where SQLite holds it, valid only during `body` (and only until the
+    /// statement steps or resets).
+    func withBlob<R>(_ column: Int32, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+        guard let start = sqlite3_column_blob(handle, column) else { return body(UnsafeBufferPointer(start: nil, count: 0)) }
+        return body(UnsafeBufferPointer(start: start.assumingMemoryBound(to: UInt8.self), count: Int(sqlite3_column_bytes(handle, column))))
+    }
+
     func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
 
     func int(_ column: Int32) -> Int { Int(sqlite3_column_int64(handle, column)) }

@@ -151,6 +151,20 @@ final class SQLStateAccess: StateWriter {
         }
     }
 
+    /// One statement for every row, each blob decoded where SQLite holds it (no copy).
+    func withManifestIndexes(sources: [String], _ body: (Int, UnsafeBufferPointer<UInt8>?) -> Bool) throws(StoreError) {
+        let intent = "read a manifest index"
+        try connection().withStatement("SELECT data FROM manifest_indexes WHERE source = ?1", intent: intent) {
+            statement throws(StoreError) in
+            for (i, source) in sources.enumerated() {
+                if i > 0 { statement.reset() }
+                try statement.bind(1, source)
+                let more = try statement.step(intent: intent) ? statement.withBlob(0) { body(i, $0) } : body(i, nil)
+                guard more else { return }
+            }
+        }
+    }
+
     /// The generation the change feed's triggers bump at every write to `resources`: one
     /// row, where the fingerprint would read every resource of the source.
     func changeMark(source: String) throws(StoreError) -> String {

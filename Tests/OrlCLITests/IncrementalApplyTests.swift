@@ -270,4 +270,72 @@ import Testing
         #expect(apply.stdout.contains("~ Budget/budget-1"), "\(apply.stdout)\(apply.stderr)")
         #expect(try await run(["apply", "-f", "fleet"], state: "s").stdout.hasPrefix("No changes."))
     }
+
+    /// Enough files, in nested directories and through a link, for the walk to take their
+    /// stamps on several threads (each a run of files): every stamp the index keeps is its
+    /// own file's, and a file edited with the same size and modification time, one replaced
+    /// by a rename or edited through a link is read again; one only touched is read and
+    /// found unchanged. The same as `apply --full` at every step.
+    @Test func theStampsOfManyFilesAreEachTheirOwn() async throws {
+        try write("base.yaml", [0, 1, 2, 3].map { Doc(kind: $0, namespace: "default", group: 1, target: 1) })
+        let directories = ["a", "b", "b/deep"]
+        func path(_ i: Int) -> String { "\(directories[i % 3])/budget-\(i).yaml" }
+        for i in 0..<600 { try write(path(i), [Doc(kind: 4, namespace: "default", group: i, target: 1)]) }
+        let linked = work.url.appendingPathComponent("linked.yaml")
+        try Self.render(Doc(kind: 4, namespace: "default", group: 900, target: 1)).write(to: linked, atomically: false, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(
+            atPath: fleet.appendingPathComponent("a/link.yaml").path, withDestinationPath: "../../linked.yaml")
+        func apply(_ state: String) async throws -> Orlctl.Result {
+            try await run(["apply", "-f", "fleet", "--source", "t"] + (state == "full" ? ["--full"] : []), state: state)
+        }
+        func bothApplied() async throws -> String {
+            let (incremental, full) = (try await apply("s"), try await apply("full"))
+            #expect(incremental.status == 0, "\(incremental.stdout)\(incremental.stderr)")
+            #expect(incremental.stdout == full.stdout && incremental.stderr == full.stderr && incremental.status == full.status)
+            return incremental.stdout
+        }
+        _ = try await bothApplied()
+        #expect(try await bothApplied().hasPrefix("No changes."))
+
+        let store = try SQLiteStateStore(directory: work.url.appendingPathComponent("s").path)
+        let index = try #require(try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: "t", reader) }).index
+        #expect(index.files.count == 602)
+        for file in index.files {
+            var info = stat()
+            #expect(stat(work.url.appendingPathComponent(file.path).path, &info) == 0, "\(file.path)")
+            let own = FileStamp(
+                size: Int64(info.st_size), mtime: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+                ctime: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
+                inode: Int64(bitPattern: UInt64(info.st_ino)), device: Int64(bitPattern: UInt64(info.st_dev)))
+            #expect(file.stamp == own, "\(file.path)")
+        }
+
+        /// `text` written over `url` with the same size, its modification time put back.
+        func sameSizeAndTime(_ url: URL, _ text: String, byRename: Bool = false) throws {
+            let before = try FileManager.default.attributesOfItem(atPath: url.path)
+            #expect(before[.size] as? Int == text.utf8.count)
+            if byRename {
+                let other = url.deletingLastPathComponent().appendingPathComponent(".next")
+                try text.write(to: other, atomically: false, encoding: .utf8)
+                try FileManager.default.setAttributes([.modificationDate: before[.modificationDate]!], ofItemAtPath: other.path)
+                #expect(rename(other.path, url.path) == 0)
+            } else {
+                try text.write(to: url, atomically: false, encoding: .utf8)
+                try FileManager.default.setAttributes([.modificationDate: before[.modificationDate]!], ofItemAtPath: url.path)
+            }
+        }
+        for i in [0, 299, 300, 599] {
+            try sameSizeAndTime(
+                fleet.appendingPathComponent(path(i)), Self.render(Doc(kind: 4, namespace: "default", group: i, target: 1, usd: 26)))
+        }
+        try sameSizeAndTime(
+            fleet.appendingPathComponent(path(451)), Self.render(Doc(kind: 4, namespace: "default", group: 451, target: 1, usd: 27)),
+            byRename: true)
+        try sameSizeAndTime(linked, Self.render(Doc(kind: 4, namespace: "default", group: 900, target: 1, usd: 28)))
+        try write(path(100), [Doc(kind: 4, namespace: "default", group: 100, target: 1)])
+        let changed = try await bothApplied()
+        for i in [0, 299, 300, 599, 451, 900] { #expect(changed.contains("~ Budget/budget-\(i) "), "\(i): \(changed)") }
+        #expect(!changed.contains("Budget/budget-100 "), "\(changed)")
+        #expect(try await bothApplied().hasPrefix("No changes."))
+    }
 }

@@ -139,6 +139,7 @@ struct ManifestSourceOptions: ParsableArguments {
 /// `orlctl apply`: make the stored desired state match the manifests, all or nothing.
 struct Apply: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "apply",
         abstract: "Apply manifests to the state: create, update and (with --prune) prune, all or nothing.",
         discussion: """
             The whole set is validated and audited first; any error means nothing is written. \
@@ -229,6 +230,7 @@ enum ControllerAutostart {
 /// changes"), like `diff` and `kubectl diff`.
 struct Diff: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "diff",
         abstract: "Show what apply would change. Exit 0 no changes, 1 changes, 2 error (invalid manifests included).")
 
     @OptionGroup var manifests: ManifestSourceOptions

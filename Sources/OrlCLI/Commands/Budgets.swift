@@ -139,6 +139,7 @@ struct BudgetStatus: AsyncParsableCommand {
 /// `orlctl usage`: what the gateway forwarded, from the ledger.
 struct Usage: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "usage",
         abstract: "Show model calls and their cost, from the ledger.",
         discussion: """
             By default a summary per agent and model since the start of the day (UTC); \

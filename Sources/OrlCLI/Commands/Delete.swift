@@ -7,6 +7,7 @@ import OrlStore
 /// `orlctl delete`: remove resources from the state, all or nothing.
 struct Delete: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "delete",
         abstract: "Delete resources from the state, all or nothing.",
         discussion: """
             Name resources as KIND/NAME... or KIND NAME..., or give manifests with -f: the \

@@ -7,6 +7,7 @@ import OrlStore
 /// `orlctl describe`: one resource on a page, as kubectl describe prints it.
 struct Describe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "describe",
         abstract: "Show resources in detail: metadata, where they came from, spec, status and recent events.",
         discussion: """
             Name resources as KIND/NAME... or KIND NAME...; KIND alone describes every \

@@ -7,6 +7,7 @@ import OrlManifests
 /// with `--can use KIND/VALUE`, a yes or no to one question.
 struct Explain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "explain",
         abstract: "Show an agent's effective permissions and the policy rules behind them.",
         discussion: """
             Reads and validates the manifests as validate does. Errors that make the fleet \

@@ -46,6 +46,16 @@ struct GenerateDocs: AsyncParsableCommand {
 
     static func words(_ text: String) -> [Substring] { text.split(whereSeparator: \.isWhitespace) }
 
+    /// Commands (below `command`) whose configuration leaves out `commandName`. Every
+    /// start of orlctl names all its commands; argument-parser derives a missing name from
+    /// the type's name by reflection, a search through every protocol conformance of the
+    /// binary per command that was a tenth of a re-apply's CPU.
+    static func unnamedCommands(below command: any ParsableCommand.Type = Orlctl.self) -> [String] {
+        command.configuration.subcommands.flatMap { sub in
+            (sub.configuration.commandName == nil ? ["\(sub)"] : []) + unnamedCommands(below: sub)
+        }
+    }
+
     /// docs/diagnostics.md with its table rows replaced by the catalog's.
     static func diagnosticsTable(in text: String) -> String {
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
@@ -93,6 +103,11 @@ struct GenerateDocs: AsyncParsableCommand {
             }
         }
         if check {
+            let unnamed = Self.unnamedCommands()
+            guard unnamed.isEmpty else {
+                writeStandardOutput(unnamed.map { "no commandName: \($0)\n" }.joined() + "name each command in its configuration\n")
+                throw ExitCode(ExitStatus.findings.rawValue)
+            }
             guard stale.isEmpty else {
                 writeStandardOutput(stale.map { "stale: \($0)\n" }.joined() + "run scripts/gen-docs to regenerate\n")
                 throw ExitCode(ExitStatus.findings.rawValue)

@@ -13,6 +13,7 @@ enum GetOutputFormat: String, ExpressibleByArgument, CaseIterable {
 /// `orlctl get`: list resources from the state, as kubectl get does.
 struct Get: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "get",
         abstract: "List resources in the state, as kubectl get does.",
         discussion: """
             KIND is singular, plural or short (agent, agents, ag) or all. Name resources as \

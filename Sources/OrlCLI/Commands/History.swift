@@ -6,6 +6,7 @@ import OrlStore
 /// `orlctl history`: the applies (and deletes), newest first.
 struct History: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "history",
         abstract: "Show the apply history, newest first.",
         discussion: "Every apply that changed something and every delete, with who ran it and its summary. -o json includes each plan."
     )
@@ -56,6 +57,7 @@ struct History: AsyncParsableCommand {
 /// `orlctl events`: what happened to resources, newest first.
 struct Events: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "events",
         abstract: "Show events, newest first: creates, updates, prunes and deletes.",
         discussion: "Events outlive the resources they are about, so a deleted resource's events are still listed."
     )

@@ -7,6 +7,7 @@ import OrlStore
 /// `orlctl logs agent/NAME`: an agent's output, as the controller captured it.
 struct Logs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "logs",
         abstract: "Print an agent's log (its standard output and error).",
         discussion: """
             The log is <state>/logs/<namespace>/<name>.log (with a PostgreSQL state, in the \

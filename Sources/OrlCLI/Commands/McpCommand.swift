@@ -17,6 +17,7 @@ struct McpCommand: AsyncParsableCommand {
 
     struct Pin: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "pin",
             abstract: "Ask each MCP server for its tools and write mcp.lock.json next to the manifests.",
             discussion: """
                 Reads the manifests as validate does, lists the tools of every Tool of type mcp \

@@ -179,6 +179,7 @@ extension Get {
 /// given no new ones.
 struct Cordon: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "cordon",
         abstract: "Mark a controller node unschedulable: it keeps its agents, new ones go elsewhere (docs/nodes.md).",
         discussion: "Exit codes: 0 done, 2 error (no such node).")
 
@@ -203,6 +204,7 @@ struct Cordon: ParsableCommand {
 
 struct Uncordon: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "uncordon",
         abstract: "Mark a controller node schedulable again.", discussion: "Exit codes: 0 done, 2 error (no such node).")
 
     @OptionGroup var state: StateOptions

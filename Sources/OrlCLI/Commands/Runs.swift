@@ -228,6 +228,7 @@ func readingRuns<T>(_ store: any RunStore, _ body: (any RunReader) throws(StoreE
 
 struct Runs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "runs",
         abstract: "List workflow runs, newest first, or the approvals they wait for.",
         discussion: """
             STATUS is the run's phase (Running, Succeeded, Failed, Cancelled), or \
@@ -394,6 +395,7 @@ struct DecisionArguments: ParsableArguments {
 
 struct Approve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "approve",
         abstract: "Approve a run's approval gate, so that the steps after it run, or a tool call waiting for approval.",
         discussion: "Exit codes: 0 approved, 1 no such run, step or call, or it is not waiting, 2 error."
     )
@@ -405,6 +407,7 @@ struct Approve: AsyncParsableCommand {
 
 struct Deny: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "deny",
         abstract:
             "Deny a run's approval gate (the run fails and the steps after the gate are skipped), or a tool call waiting for approval (it is refused).",
         discussion: "Exit codes: 0 denied, 1 no such run, step or call, or it is not waiting, 2 error."
@@ -417,6 +420,7 @@ struct Deny: AsyncParsableCommand {
 
 struct Cancel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "cancel",
         abstract: "Cancel a run: its unfinished steps are cancelled and running tasks told to stop.",
         discussion: """
             A running task's next heartbeat or answer is refused, which is how its agent \

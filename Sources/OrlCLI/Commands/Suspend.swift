@@ -141,6 +141,7 @@ extension HoldArguments {
 
 struct Suspend: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "suspend",
         abstract: "Suspend agents: their processes are stopped and not started until resumed.",
         discussion: """
             The hold is kept in the state, apart from the manifests, so a re-apply does not undo \
@@ -161,6 +162,7 @@ struct Suspend: AsyncParsableCommand {
 
 struct Resume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "resume",
         abstract: "Resume agents suspended by orlctl suspend.",
         discussion: """
             An agent whose manifest says spec.suspend: true stays suspended. A Resumed event is \

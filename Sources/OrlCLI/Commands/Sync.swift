@@ -120,6 +120,7 @@ struct GitSourceOptions: ParsableArguments {
 /// `orlctl sync --once`: one round, for cron and CI.
 struct Sync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "sync",
         abstract: "Sync a git repository's manifests into the state, once.",
         discussion: """
             Asks the remote for the ref's commit; when it is the applied one, does nothing \
@@ -181,6 +182,7 @@ struct Sync: AsyncParsableCommand {
 /// `orlctl watch`: rounds every `--interval` until SIGTERM or SIGINT.
 struct Watch: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "watch",
         abstract: "Keep a git repository's manifests synced into the state.",
         discussion: """
             Runs in the foreground, a round every --interval (and at once on SIGUSR1, which \

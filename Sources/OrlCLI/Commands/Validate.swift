@@ -17,6 +17,7 @@ enum ValidateOutputFormat: String, ExpressibleByArgument, CaseIterable {
 /// `orlctl validate`: offline checks of manifests, no state touched.
 struct Validate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "validate",
         abstract: "Check manifests: YAML, schemas, references and workflow DAGs.",
         discussion: """
             Reports every problem in one run, sorted by file and line. Exit 0 when there is no \

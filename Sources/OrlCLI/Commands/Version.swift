@@ -11,6 +11,7 @@ import OrlJSON
 /// installed binaries (like `kubectl version --client -o json`).
 struct Version: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "version",
         abstract: "Print orlctl's version and the commit it was built from.",
         discussion: "The commit is \"unknown\" for a build made without git (from a tarball, say)."
     )

@@ -253,27 +253,40 @@ public struct StoredManifestIndex: Sendable, Equatable {
         guard let head = try reader.manifestIndex(source: source) else { return nil }
         guard let (partial, chunks, diagnostics) = decodeHead(head) else { return nil }
         let names = diagnostics.keys.sorted()
-        var keys = (chunks.map(\.hash) + names.map { diagnostics[$0]! }).map { chunkKey(source: source, hash: $0) }
-        if form != nil { keys.append(reportKey(source: source, chunks: chunks, diagnostics: diagnostics)) }
-        let blobs = try reader.manifestIndexes(sources: keys)
-        let report = form.flatMap { form in blobs.last!.flatMap { decodeReport($0, form: form) } }
+        // The kept report first: with one, the namespaces' findings need no decoding.
+        let reportKeys = form == nil ? [] : [reportKey(source: source, chunks: chunks, diagnostics: diagnostics)]
+        let keys = reportKeys + (chunks.map(\.hash) + names.map { diagnostics[$0]! }).map { chunkKey(source: source, hash: $0) }
+        var report: [UInt8]?
         var namespaces: [String: [Diagnostic]] = [:]
         var undecoded: [String: [UInt8]] = [:]
-        for (name, blob) in zip(names, blobs[chunks.count..<chunks.count + names.count]) {
-            guard let blob else { return nil }
-            if report != nil {
-                undecoded[name] = blob
-                continue
-            }
-            guard let found = decodeDiagnostics(blob) else { return nil }
-            namespaces[name] = found
-        }
         var files: [File] = []
         files.reserveCapacity(chunks.reduce(0) { $0 + $1.count })
-        for (chunk, blob) in zip(chunks, blobs) {
-            guard let blob, let part = decodeChunk(blob), part.count == chunk.count else { return nil }
-            files += part
+        var whole = true
+        // Each row decoded as it is read (the store's copy is good only until the next).
+        try reader.withManifestIndexes(sources: keys) { position, blob in
+            var i = position - reportKeys.count
+            if i < 0 {
+                report = form.flatMap { form in blob.flatMap { decodeReport($0, form: form) } }
+                return true
+            }
+            guard let blob else {
+                whole = false
+                return false
+            }
+            if i < chunks.count {
+                whole = decodeChunk(blob, count: chunks[i].count, into: &files)
+                return whole
+            }
+            i -= chunks.count
+            if report != nil {
+                undecoded[names[i]] = Array(blob)
+                return true
+            }
+            namespaces[names[i]] = decodeDiagnostics(blob)
+            whole = namespaces[names[i]] != nil
+            return whole
         }
+        guard whole else { return nil }
         for position in partial.desired {
             guard Int(position.file) < files.count, Int(position.entry) < files[Int(position.file)].record.entries.count else {
                 return nil
@@ -319,14 +332,12 @@ public struct StoredManifestIndex: Sendable, Equatable {
         try writer.putManifestIndex(source: reportKey(source: source, chunks: stored.chunks, diagnostics: stored.diagnostics), out.bytes)
     }
 
-    static func decodeReport(_ bytes: [UInt8], form: String) -> [UInt8]? {
-        bytes.withUnsafeBufferPointer { buffer -> [UInt8]? in
-            guard buffer.count >= reportMagic.count, buffer.prefix(reportMagic.count).elementsEqual(reportMagic) else { return nil }
-            var reader = ByteReader(buffer)
-            reader.offset = reportMagic.count
-            guard let kept = try? reader.string(), kept == form else { return nil }
-            return Array(buffer[reader.offset...])
-        }
+    static func decodeReport(_ buffer: UnsafeBufferPointer<UInt8>, form: String) -> [UInt8]? {
+        guard buffer.count >= reportMagic.count, buffer.prefix(reportMagic.count).elementsEqual(reportMagic) else { return nil }
+        var reader = ByteReader(buffer)
+        reader.offset = reportMagic.count
+        guard let kept = try? reader.string(), kept == form else { return nil }
+        return Array(buffer[reader.offset...])
     }
 
     /// Writes this index as `source`'s: the head, and of its chunks those the state does
@@ -431,15 +442,17 @@ public struct StoredManifestIndex: Sendable, Equatable {
     }
 
     static func decodeDiagnostics(_ bytes: [UInt8]) -> [Diagnostic]? {
-        bytes.withUnsafeBufferPointer { buffer in
-            var reader = ByteReader(buffer)
-            guard buffer.count >= diagnosticsMagic.count, buffer.prefix(diagnosticsMagic.count).elementsEqual(diagnosticsMagic) else {
-                return nil
-            }
-            reader.offset = diagnosticsMagic.count
-            guard let found = try? reader.diagnostics(), reader.offset == buffer.count else { return nil }
-            return found
+        bytes.withUnsafeBufferPointer { decodeDiagnostics($0) }
+    }
+
+    static func decodeDiagnostics(_ buffer: UnsafeBufferPointer<UInt8>) -> [Diagnostic]? {
+        var reader = ByteReader(buffer)
+        guard buffer.count >= diagnosticsMagic.count, buffer.prefix(diagnosticsMagic.count).elementsEqual(diagnosticsMagic) else {
+            return nil
         }
+        reader.offset = diagnosticsMagic.count
+        guard let found = try? reader.diagnostics(), reader.offset == buffer.count else { return nil }
+        return found
     }
 
     /// The head: the index without its files and diagnostics, its chunks, and the hash of
@@ -451,11 +464,11 @@ public struct StoredManifestIndex: Sendable, Equatable {
         }
     }
 
-    static func decodeChunk(_ bytes: [UInt8]) -> [File]? {
-        bytes.withUnsafeBufferPointer { buffer in
-            var reader = ByteReader(buffer)
-            return try? reader.chunk()
-        }
+    /// Appends a chunk's `count` files to `files` (decoded in place: no array of its own
+    /// to copy from, 10,000 records a load); false when it is not such a chunk.
+    static func decodeChunk(_ buffer: UnsafeBufferPointer<UInt8>, count: Int, into files: inout [File]) -> Bool {
+        var reader = ByteReader(buffer)
+        return (try? reader.chunk(count: count, into: &files)) != nil
     }
 }
 
@@ -729,16 +742,14 @@ struct ByteReader {
         return (StoredManifestIndex(files: [], namespaces: [:], desired: desired, memo: memo), chunks, namespaces)
     }
 
-    mutating func chunk() throws(Malformed) -> [StoredManifestIndex.File] {
+    mutating func chunk(count expected: Int, into files: inout [StoredManifestIndex.File]) throws(Malformed) {
         let magic = StoredManifestIndex.chunkMagic
         guard buffer.count >= magic.count, buffer.prefix(magic.count).elementsEqual(magic) else { throw Malformed() }
         offset = magic.count
         let fileCount = try count()
-        var files: [StoredManifestIndex.File] = []
-        files.reserveCapacity(fileCount)
+        guard fileCount == expected else { throw Malformed() }
         for _ in 0..<fileCount { files.append(try file()) }
         guard offset == buffer.count else { throw Malformed() }
-        return files
     }
 
     mutating func file() throws(Malformed) -> StoredManifestIndex.File {

@@ -219,6 +219,11 @@ public protocol StateReader: AppliedResources {
     /// `manifestIndex(source:)` of each, in order: the chunks of an index in one round
     /// trip where the store is a server. The default asks one by one.
     func manifestIndexes(sources: [String]) throws(StoreError) -> [[UInt8]?]
+    /// `manifestIndexes(sources:)`, each handed to `body` with its position in `sources`
+    /// as it is read, valid only during the call, until `body` answers false: an index of
+    /// 10,000 files is decoded without a copy of all its chunks at once. The default reads
+    /// them all first.
+    func withManifestIndexes(sources: [String], _ body: (Int, UnsafeBufferPointer<UInt8>?) -> Bool) throws(StoreError)
     /// Changes whenever what the source's resources are changes (one written, taken over
     /// or deleted; a store may move it for any write): what an apply keeps (`ApplyMemo`)
     /// to know, at the next, that the resources it wrote are still as it left them. The
@@ -275,6 +280,12 @@ extension StateReader {
         out.reserveCapacity(sources.count)
         for source in sources { out.append(try manifestIndex(source: source)) }
         return out
+    }
+
+    public func withManifestIndexes(sources: [String], _ body: (Int, UnsafeBufferPointer<UInt8>?) -> Bool) throws(StoreError) {
+        for (i, blob) in try manifestIndexes(sources: sources).enumerated() {
+            guard blob.map({ $0.withUnsafeBufferPointer { body(i, $0) } }) ?? body(i, nil) else { return }
+        }
     }
 
     public func changeMark(source: String) throws(StoreError) -> String { "f:" + (try fingerprint(source: source)) }
