@@ -230,8 +230,12 @@ public final class AgentAPI: Sendable {
         let deadline = clock.now + wait
         while true {
             let seen = waiters.version(of: agent)
-            let task = try await perform { () throws(RunError) in
-                try self.operations.claim(agent: agent, claimant: claimant, now: self.gateway.clock())
+            // A process being stopped (or gone: the poll outlived it) is handed nothing: the
+            // task would be lost with it, and the step's attempt spent on no work.
+            guard gateway.takesTasks(claimant) else { return nil }
+            let task = try await perform { () throws(RunError) -> RunTask? in
+                guard self.gateway.takesTasks(claimant) else { return nil }
+                return try self.operations.claim(agent: agent, claimant: claimant, now: self.gateway.clock())
             }
             if let task {
                 claimed(task, agent: agent)
@@ -355,8 +359,12 @@ public final class AgentAPI: Sendable {
     func completeAndClaim(
         _ task: TaskID, agent: ResourceID, claimant: String?, output: Node, now: Timestamp
     ) async throws(RunError) -> (StepRecord, RunTask?) {
-        let (record, next) = try await perform { () throws(RunError) in
-            try self.operations.completeAndClaim(task, agent: agent, claimant: claimant, output: output, now: now)
+        let (record, next) = try await perform { () throws(RunError) -> (StepRecord, RunTask?) in
+            // A process being stopped answers what it holds, and takes nothing new (`poll`).
+            guard self.gateway.takesTasks(claimant) else {
+                return (try self.operations.complete(task, agent: agent, output: output, now: now), nil)
+            }
+            return try self.operations.completeAndClaim(task, agent: agent, claimant: claimant, output: output, now: now)
         }
         gateway.release(task, agent: agent)
         attemptEnded(task, agent: agent, record: record, failed: nil)
