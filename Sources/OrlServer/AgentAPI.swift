@@ -231,8 +231,13 @@ public final class AgentAPI: Sendable {
         while true {
             let seen = waiters.version(of: agent)
             // A process being stopped (or gone: the poll outlived it) is handed nothing: the
-            // task would be lost with it, and the step's attempt spent on no work.
-            guard gateway.takesTasks(claimant) else { return nil }
+            // task would be lost with it, and the step's attempt spent on no work. It is
+            // answered as if none came, at the end of its wait, not at once again and again.
+            guard gateway.takesTasks(claimant) else {
+                let left = deadline - clock.now
+                if left > .zero { try? await Task.sleep(for: left) }
+                return nil
+            }
             let task = try await perform { () throws(RunError) -> RunTask? in
                 guard self.gateway.takesTasks(claimant) else { return nil }
                 return try self.operations.claim(agent: agent, claimant: claimant, now: self.gateway.clock())
@@ -308,7 +313,9 @@ public final class AgentAPI: Sendable {
                 // The completion is committed: a failed wait for the next task is only a
                 // missing `next`, which the agent's next poll makes up for.
                 var next = claimed
-                if next == nil, wait > .zero { next = (try? await poll(agent, claimant: caller.digest, for: wait)) ?? nil }
+                if next == nil, wait > .zero, gateway.takesTasks(caller.digest) {
+                    next = (try? await poll(agent, claimant: caller.digest, for: wait)) ?? nil
+                }
                 var response = Gateway.json(.ok, Self.state(of: record, task, next: .some(next)).compactRendered())
                 if let next { response.headers[Gateway.traceparentHeader] = SpanContext.attempt(next.id).traceparent }
                 return response

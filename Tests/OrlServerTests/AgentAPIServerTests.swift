@@ -241,7 +241,8 @@ import Testing
     /// one, by a poll or with its completion, nor is a poll that outlived its process (its
     /// token gone): the task waits, Ready, for the agent's next process, its attempt unspent.
     @Test func aProcessBeingStoppedOrGoneIsHandedNoNewTask() async throws {
-        let h = try Harness()
+        // A poll that takes nothing is answered at the end of its wait: 10 s at most here.
+        let h = try Harness(longestPoll: .seconds(10))
         try await h.start()
         let run = try h.startRun("chain")
         let one = try await h.post("/v1/tasks/next?wait=0")
