@@ -647,7 +647,9 @@ public actor Controller {
             if intent != nil { starts.append(id) }
         case .stop(let process), .restart(let process):
             // Signalled here, before the event, the status and the rest of the batch:
-            // the batch's stop task only waits for it.
+            // the batch's stop task only waits for it. Handed no new task first: one claimed
+            // as the process stops would be lost with it, an attempt spent on no work.
+            if let digest = state.record.tokenDigest { gateway?.stopHandingTasks(to: [digest]) }
             runtime.terminate(process)
             let restart = if case .restart = decision.action { true } else { false }
             let reason: ControllerEvent.Reason =
@@ -908,6 +910,7 @@ public actor Controller {
         for (id, state) in agents.sorted(by: { $0.key < $1.key }) where state.alive {
             guard let process = state.record.process else { continue }
             emit(.stopping, id, process, message: "\(process): the controller is stopping")
+            if let digest = state.record.tokenDigest { gateway?.stopHandingTasks(to: [digest]) }
             agents[id]?.stopping = true
             orders.append(StopOrder(id: id, process: process, grace: state.grace ?? configuration.defaultGrace, restart: false))
         }

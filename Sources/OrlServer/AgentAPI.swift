@@ -230,8 +230,17 @@ public final class AgentAPI: Sendable {
         let deadline = clock.now + wait
         while true {
             let seen = waiters.version(of: agent)
-            let task = try await perform { () throws(RunError) in
-                try self.operations.claim(agent: agent, claimant: claimant, now: self.gateway.clock())
+            // A process being stopped (or gone: the poll outlived it) is handed nothing: the
+            // task would be lost with it, and the step's attempt spent on no work. It is
+            // answered as if none came, at the end of its wait, not at once again and again.
+            guard gateway.takesTasks(claimant) else {
+                let left = deadline - clock.now
+                if left > .zero { try? await Task.sleep(for: left) }
+                return nil
+            }
+            let task = try await perform { () throws(RunError) -> RunTask? in
+                guard self.gateway.takesTasks(claimant) else { return nil }
+                return try self.operations.claim(agent: agent, claimant: claimant, now: self.gateway.clock())
             }
             if let task {
                 claimed(task, agent: agent)
@@ -304,7 +313,9 @@ public final class AgentAPI: Sendable {
                 // The completion is committed: a failed wait for the next task is only a
                 // missing `next`, which the agent's next poll makes up for.
                 var next = claimed
-                if next == nil, wait > .zero { next = (try? await poll(agent, claimant: caller.digest, for: wait)) ?? nil }
+                if next == nil, wait > .zero, gateway.takesTasks(caller.digest) {
+                    next = (try? await poll(agent, claimant: caller.digest, for: wait)) ?? nil
+                }
                 var response = Gateway.json(.ok, Self.state(of: record, task, next: .some(next)).compactRendered())
                 if let next { response.headers[Gateway.traceparentHeader] = SpanContext.attempt(next.id).traceparent }
                 return response
@@ -355,8 +366,12 @@ public final class AgentAPI: Sendable {
     func completeAndClaim(
         _ task: TaskID, agent: ResourceID, claimant: String?, output: Node, now: Timestamp
     ) async throws(RunError) -> (StepRecord, RunTask?) {
-        let (record, next) = try await perform { () throws(RunError) in
-            try self.operations.completeAndClaim(task, agent: agent, claimant: claimant, output: output, now: now)
+        let (record, next) = try await perform { () throws(RunError) -> (StepRecord, RunTask?) in
+            // A process being stopped answers what it holds, and takes nothing new (`poll`).
+            guard self.gateway.takesTasks(claimant) else {
+                return (try self.operations.complete(task, agent: agent, output: output, now: now), nil)
+            }
+            return try self.operations.completeAndClaim(task, agent: agent, claimant: claimant, output: output, now: now)
         }
         gateway.release(task, agent: agent)
         attemptEnded(task, agent: agent, record: record, failed: nil)

@@ -27,6 +27,8 @@ public final class Gateway: ModelGateway {
 
     struct State {
         var table = CallerTable()
+        /// Token digests of processes being stopped (`stopHandingTasks`): no new task for them.
+        var stopping: Set<String> = []
         var meter = BudgetMeter()
         /// The tasks agents hold, as the agents' API saw them: what calls are attributed to.
         var tasks = TasksInFlight()
@@ -103,6 +105,8 @@ public final class Gateway: ModelGateway {
         let previous = state.withLock { state in
             var replaced = table
             swap(&state.table, &replaced)
+            // A process's token is its own: once it left the table it never comes back.
+            state.stopping.formIntersection(tokens.values)
             let coverage = state.meter.configure(coverage)
             if let restore, !state.restored {
                 for (window, start, spend) in restore {
@@ -113,6 +117,19 @@ public final class Gateway: ModelGateway {
             return (replaced, coverage)
         }
         _ = previous
+    }
+
+    public func stopHandingTasks(to digests: Set<String>) {
+        guard !digests.isEmpty else { return }
+        state.withLock { $0.stopping.formUnion(digests) }
+    }
+
+    /// Whether the process with this token digest may be handed a new task: it still runs
+    /// (its token is in the table) and is not being stopped. A poll that outlives its
+    /// process, or one a stop overtakes, claims nothing. nil: a claim tied to no process.
+    func takesTasks(_ digest: String?) -> Bool {
+        guard let digest else { return true }
+        return state.withLock { $0.table.caller(digest: digest) != nil && !$0.stopping.contains(digest) }
     }
 
     /// The MCP servers (Tools of type mcp) of the fleet last published.

@@ -93,17 +93,15 @@ extension ChangeFeedTests {
             safetyInterval: .seconds(3600), subscribers: [.init(topics: [.resources]) { resources.add() }], log: { _ in })
         let watching = Task { await feed.watch() }
         defer { watching.cancel() }
-        while await !feed.signalled { try await Task.sleep(for: .milliseconds(5)) }
-        // The first commit may come before the feed's first look: one each round until one is seen.
-        var round = 0
-        while resources.value == 0 {
-            round += 1
-            try apply(fleet((0...round).map { "a\($0)" }), to: store, at: Timestamp(milliseconds: 1_795_161_600_000))
-            try await Task.sleep(for: .milliseconds(20))
+        // Every subscriber is told once when the feed has its baseline, its signal already
+        // listening: from then on a commit is news only through the signal.
+        await resources.wait(atLeast: 1)
+        #expect(await feed.signalled)
+        for agents in [["a"], ["a", "b"]] {
+            let seen = resources.value
+            try apply(fleet(agents), to: store, at: Timestamp(milliseconds: 1_795_161_600_000))
+            await resources.wait(atLeast: seen + 1)
         }
-        let seen = resources.value
-        try apply(fleet(["b"]), to: store, at: Timestamp(milliseconds: 1_795_161_600_000))
-        await resources.wait(atLeast: seen + 1)
         watching.cancel()
         await watching.value
     }
@@ -111,11 +109,14 @@ extension ChangeFeedTests {
     @Test(.timeLimit(.minutes(1))) func theRemovalOfTheStateIsNewsToo() async throws {
         let state = try TemporaryState()
         let feedStore = try SQLiteStateStore(directory: state.directory)
+        let baseline = Counter()
         let feed = ChangeFeed(
             store: feedStore, interval: .seconds(3600), signal: SQLiteFileSignal(databasePath: feedStore.path),
-            safetyInterval: .seconds(3600), subscribers: [], log: { _ in })
+            safetyInterval: .seconds(3600), subscribers: [.init(topics: [.resources]) { baseline.add() }], log: { _ in })
         let watching = Task { await feed.watch() }
-        while await !feed.signalled { try await Task.sleep(for: .milliseconds(5)) }
+        // Told once the feed has its baseline, its signal listening.
+        await baseline.wait(atLeast: 1)
+        #expect(await feed.signalled)
         try FileManager.default.removeItem(atPath: state.directory)
         await withTaskCancellationHandler {
             await watching.value

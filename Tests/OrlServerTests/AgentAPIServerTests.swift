@@ -76,6 +76,7 @@ import Testing
         let store: SQLiteStateStore
         let gateway: Gateway
         let api: AgentAPI
+        let fleet: Fleet
         let waiters = TaskWaiters()
         /// How many times the API has read the store's change marker.
         let markerReads = Locked(0)
@@ -90,6 +91,7 @@ import Testing
             store = try SQLiteStateStore(directory: directory)
             let report = ManifestValidation.validate([YAMLParser().parse(AgentAPIServerTests.fleet, file: "fleet.yaml")])
             precondition(report.isValid, "\(report.diagnostics.map(\.message))")
+            fleet = report.fleet
             _ = try ApplyOperation.apply(
                 report.fleet, to: store, options: ApplyOptions(source: "test", appliedBy: "test"), now: Self.clock())
             gateway = Gateway(store: store, providerKey: { _ in nil }, clock: Self.clock, log: { _ in }, onExhausted: {})
@@ -232,6 +234,44 @@ import Testing
         #expect(stranger.status == 401)
         let silly = try await h.post("/v1/tasks/next?wait=soon")
         #expect(silly.status == 400 && h.error(silly.json).message.contains("wait must be a number of seconds"))
+        await h.stop()
+    }
+
+    /// A process its controller is stopping answers the task it holds but is handed no new
+    /// one, by a poll or with its completion, nor is a poll that outlived its process (its
+    /// token gone): the task waits, Ready, for the agent's next process, its attempt unspent.
+    @Test func aProcessBeingStoppedOrGoneIsHandedNoNewTask() async throws {
+        // A poll that takes nothing is answered at the end of its wait: 10 s at most here.
+        let h = try Harness(longestPoll: .seconds(10))
+        try await h.start()
+        let run = try h.startRun("chain")
+        let one = try await h.post("/v1/tasks/next?wait=0")
+        #expect(one.status == 200 && one.json["step"] as? String == "one")
+        // b's process waits for work; then its token goes (its process ended) and a new one
+        // of b comes.
+        async let outlived = h.post("/v1/tasks/next?wait=20", token: "token-b")
+        try await h.polling()
+
+        // a's process is being stopped: it completes "one", and "two" is not handed to it.
+        h.gateway.stopHandingTasks(to: [AgentToken.digest("token-a")])
+        let task = try #require(one.json["task"] as? String)
+        let done = try await h.post("/v1/tasks/\(task)/complete?next=0", #"{"output": {}}"#)
+        #expect(done.status == 200 && done.json["state"] as? String == "Succeeded", "\(done.json)")
+        #expect(done.json["next"] is NSNull, "\(done.json)")
+        #expect(try await h.post("/v1/tasks/next?wait=0").status == 204)
+
+        h.gateway.update(
+            fleet: h.fleet,
+            tokens: [Harness.agent("a"): AgentToken.digest("token-a2"), Harness.agent("b"): AgentToken.digest("token-b2")],
+            now: Harness.clock())
+        let two = try await h.post("/v1/tasks/next?wait=0", token: "token-a2")
+        #expect(two.status == 200 && two.json["task"] as? String == "\(run)/two/1", "\(two.json)")
+        // "three" becomes Ready: b's old poll, woken, takes nothing; b's new process gets attempt 1.
+        let second = try #require(two.json["task"] as? String)
+        #expect(try await h.post("/v1/tasks/\(second)/complete", #"{"output": {}}"#, token: "token-a2").status == 200)
+        #expect(try await outlived.status == 204)
+        let three = try await h.post("/v1/tasks/next?wait=0", token: "token-b2")
+        #expect(three.status == 200 && three.json["task"] as? String == "\(run)/three/1", "\(three.json)")
         await h.stop()
     }
 
