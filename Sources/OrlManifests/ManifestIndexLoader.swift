@@ -293,12 +293,15 @@ public struct ManifestIndexLoader: Sendable {
         let hashed = zip(inputs, probes).map { (path: $0.path, contentHash: $1.hash) }
         if aligned, let stored {
             let changed = probes.indices.filter { probes[$0].hash != stored.files[$0].record.contentHash }
-            if let result = IncrementalValidation.validate(
+            if var result = IncrementalValidation.validate(
                 aligned: hashed, changed: changed, previous: stored, strict: strict,
                 kept: { namespaces in store.map { Self.kept(namespaces, source: name, store: $0) } ?? [] }, read: parsed)
             {
                 if let error = failure.withLock({ $0 }) { throw error }
                 var next = result.next
+                // The only other reference to its files: dropped, so that restamping them
+                // below does not copy all 10,000 of them again.
+                result.next.files = []
                 for (i, probe) in probes.enumerated() where !vouched[i] {
                     next.files[i].stamp = probe.stamp
                     next.files[i].stampedAt = probe.stamp == nil ? 0 : probe.stampedAt

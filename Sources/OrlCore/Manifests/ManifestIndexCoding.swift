@@ -351,7 +351,7 @@ public struct StoredManifestIndex: Sendable, Equatable {
         var written = Set<String>()
         for range in Self.chunkRanges(files) {
             if let previous, let old = known[files[range.lowerBound].path], old.chunk.count == range.count,
-                previous.index.files[old.start..<old.start + range.count].elementsEqual(files[range])
+                Self.equal(previous.index.files, from: old.start, files, range)
             {
                 chunks.append(old.chunk)
                 continue
@@ -397,6 +397,18 @@ public struct StoredManifestIndex: Sendable, Equatable {
             }
         }
         return Stored(index: self, chunks: chunks, diagnostics: diagnostics)
+    }
+
+    /// Whether `a` from `start` holds the files of `b` in `range`, compared in place (an
+    /// `elementsEqual` copies every file it looks at, and a write looks at all of them).
+    static func equal(_ a: [File], from start: Int, _ b: [File], _ range: Range<Int>) -> Bool {
+        guard start >= 0, start + range.count <= a.count, range.lowerBound >= 0, range.upperBound <= b.count else { return false }
+        return a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                for k in 0..<range.count where a[start + k] != b[range.lowerBound + k] { return false }
+                return true
+            }
+        }
     }
 
     /// Drops the index of `source` and its chunks.
