@@ -234,6 +234,26 @@ public struct StoredManifestIndex: Sendable, Equatable {
         return ranges
     }
 
+    /// The chunks of `previous` as ranges, when `files` have its paths in its order (a
+    /// re-apply that edited files): `chunkRanges` would give them again, hashing every path.
+    static func ranges(of previous: Stored, for files: [File]) -> [Range<Int>]? {
+        guard previous.index.files.count == files.count, previous.chunks.allSatisfy({ $0.count > 0 }),
+            previous.chunks.reduce(0, { $0 + $1.count }) == files.count
+        else { return nil }
+        let same = previous.index.files.withUnsafeBufferPointer { old in
+            files.withUnsafeBufferPointer { new in new.indices.allSatisfy { old[$0].record.path == new[$0].record.path } }
+        }
+        guard same else { return nil }
+        var ranges: [Range<Int>] = []
+        ranges.reserveCapacity(previous.chunks.count)
+        var start = 0
+        for chunk in previous.chunks {
+            ranges.append(start..<start + chunk.count)
+            start += chunk.count
+        }
+        return ranges
+    }
+
     /// FNV-1a of a path's bytes: where chunks end, the same in every process.
     static func pathHash(_ path: String) -> UInt64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
@@ -349,7 +369,7 @@ public struct StoredManifestIndex: Sendable, Equatable {
         }
         var chunks: [Chunk] = []
         var written = Set<String>()
-        for range in Self.chunkRanges(files) {
+        for range in previous.flatMap({ Self.ranges(of: $0, for: files) }) ?? Self.chunkRanges(files) {
             if let previous, let old = known[files[range.lowerBound].path], old.chunk.count == range.count,
                 Self.equal(previous.index.files, from: old.start, files, range)
             {
