@@ -100,9 +100,11 @@ public struct StoredManifestIndex: Sendable, Equatable {
 
     /// The desired resources, in `Fleet` order.
     public func desiredResources() -> [DesiredResource] {
+        // Not `let file = files[i]`: binding a file copies its record (every string and
+        // array retained and released), for each of 10,000 resources.
         desired.map { position in
-            let file = files[Int(position.file)]
-            return DesiredResource(file.record.entries[Int(position.entry)], file: file.path)
+            let file = Int(position.file)
+            return DesiredResource(files[file].record.entries[Int(position.entry)], file: files[file].record.path)
         }
     }
 
