@@ -242,8 +242,14 @@ public struct StoredManifestIndex: Sendable, Equatable {
         guard previous.index.files.count == files.count, previous.chunks.allSatisfy({ $0.count > 0 }),
             previous.chunks.reduce(0, { $0 + $1.count }) == files.count
         else { return nil }
+        // Byte for byte: the bounds follow the paths' bytes, and `==` equates two spellings
+        // of one name that hash apart.
+        func sameBytes(_ a: String, _ b: String) -> Bool {
+            var (a, b) = (a, b)
+            return a.withUTF8 { x in b.withUTF8 { y in x.count == y.count && x.elementsEqual(y) } }
+        }
         let same = previous.index.files.withUnsafeBufferPointer { old in
-            files.withUnsafeBufferPointer { new in new.indices.allSatisfy { old[$0].record.path == new[$0].record.path } }
+            files.withUnsafeBufferPointer { new in new.indices.allSatisfy { sameBytes(old[$0].record.path, new[$0].record.path) } }
         }
         guard same else { return nil }
         var ranges: [Range<Int>] = []
