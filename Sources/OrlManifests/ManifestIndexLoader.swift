@@ -262,8 +262,11 @@ public struct ManifestIndexLoader: Sendable {
             let read = ManifestParsing.parallelMap(unvouched.count, minimumPerWorker: 4) {
                 probe(inputs[unvouched[$0]], stamps[unvouched[$0]])
             }
-            for old in stored.files {
-                probes.append(Probe(hash: old.record.contentHash, file: nil, stamp: old.stamp, stampedAt: old.stampedAt))
+            // Through the buffer: a `for old in` loop copies every file's record.
+            stored.files.withUnsafeBufferPointer { files in
+                for i in files.indices {
+                    probes.append(Probe(hash: files[i].record.contentHash, file: nil, stamp: files[i].stamp, stampedAt: files[i].stampedAt))
+                }
             }
             for (position, part) in zip(unvouched, read) { probes[position] = try part.get() }
         } else {
@@ -304,15 +307,18 @@ public struct ManifestIndexLoader: Sendable {
                 return read
             }
         }
-        let hashed = zip(inputs, probes).map { (path: $0.path, contentHash: $1.hash) }
+        let hashed = inputs.indices.map { (path: inputs[$0].path, contentHash: probes[$0].hash) }
         if aligned, let stored {
             let changed = probes.indices.filter { probes[$0].hash != stored.files[$0].record.contentHash }
-            if let result = IncrementalValidation.validate(
+            if var result = IncrementalValidation.validate(
                 aligned: hashed, changed: changed, previous: stored, strict: strict,
                 kept: { namespaces in store.map { Self.kept(namespaces, source: name, store: $0) } ?? [] }, read: parsed)
             {
                 if let error = failure.withLock({ $0 }) { throw error }
                 var next = result.next
+                // The only other reference to its files: dropped, so that restamping them
+                // below does not copy all 10,000 of them again.
+                result.next.files = []
                 for (i, probe) in probes.enumerated() where !vouched[i] {
                     next.files[i].stamp = probe.stamp
                     next.files[i].stampedAt = probe.stamp == nil ? 0 : probe.stampedAt

@@ -648,4 +648,38 @@ import Testing
         try store.write { writer throws(StoreError) in try StoredManifestIndex.drop(source: "s", writer) }
         #expect(store.snapshot.manifestIndexes.isEmpty)
     }
+
+    /// A re-apply over the same paths takes its chunks' bounds from the index it read
+    /// instead of hashing every path again: they must be the bounds a write from nothing
+    /// makes, and after a file is added or removed they are worked out again.
+    @Test func chunkBoundsTakenFromTheIndexReadAreTheHashedOnes() throws {
+        func file(_ i: Int, _ hash: String) -> StoredManifestIndex.File {
+            StoredManifestIndex.File(
+                record: ManifestFileRecord(path: "fleet/f\(i)-\u{E9}.yaml", contentHash: hash, read: ReadManifests()),
+                stamp: FileStamp(size: 10, mtime: 1, ctime: 1, inode: Int64(i), device: 1), stampedAt: 5)
+        }
+        let index = StoredManifestIndex(files: (0..<1_500).map { file($0, "h\($0)") }, namespaces: [:], desired: [], memo: nil)
+        let store = InMemoryStateStore()
+        let before = try store.write { writer throws(StoreError) in try index.write(source: "s", previous: nil, writer) }
+        #expect(before.chunks.count > 10)
+        for edit in 0..<5 {
+            var changed = index
+            changed.files[700].record.contentHash = "new \(edit)"
+            changed.files[3].stamp = nil
+            changed.files[3].stampedAt = 0
+            if edit == 1 { changed.files.remove(at: 900) }
+            if edit == 2 { changed.files.insert(file(1_500, "added"), at: 10) }
+            // As many files, other paths: other bounds.
+            if edit == 3 { for i in changed.files.indices { changed.files[i].record.path = "moved/f\(i).yaml" } }
+            // The same names to `==`, spelled with other bytes (decomposed): other bounds too.
+            if edit == 4 { for i in changed.files.indices { changed.files[i].record.path = "fleet/f\(i)-e\u{301}.yaml" } }
+            let expected = try InMemoryStateStore().write { writer throws(StoreError) in
+                try changed.write(source: "s", previous: nil, writer)
+            }
+            let written = try store.write { writer throws(StoreError) in try changed.write(source: "s", previous: before, writer) }
+            #expect(written.chunks == expected.chunks, "edit \(edit)")
+            let held = try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: "s", reader) }
+            #expect(held?.index == changed, "edit \(edit)")
+        }
+    }
 }

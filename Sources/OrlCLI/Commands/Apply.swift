@@ -80,17 +80,20 @@ struct ManifestSourceOptions: ParsableArguments {
             } catch let error as StoreError {
                 throw CommandFailure(message: "cannot open the state in \(state.label): \(error.description)")
             }
+            // What was printed of the report, kept beside the index as it is (not rendered again).
+            var printed: [UInt8]?
             if let kept = loaded.keptReport {
                 // No file changed: the warnings as the apply that wrote the index printed
                 // them (an index is written only by an apply whose manifests had no error).
                 if output == .text, !kept.isEmpty { OrlctlMain.writeStandardError(String(decoding: kept, as: UTF8.self)) }
             } else {
-                try ManifestLoader.check(
+                printed = try ManifestLoader.check(
                     loaded.outcome.report, files: loaded.files, output: output, stopsOn: { $0.severity == .error },
                     notDone: notDone(invalid),
                     exit: invalid)
             }
             keepUntilExit(loaded)
+            let rendered = printed
             if existing != nil, state.postgresURL == nil, let exposure = SQLiteStateStore.exposure(of: state.resolvedDirectory) {
                 OrlctlMain.writeStandardError("orlctl: warning: \(exposure)\n")
             }
@@ -104,7 +107,7 @@ struct ManifestSourceOptions: ParsableArguments {
                 also: { writer, plan throws(StoreError) in
                     try loaded.writeIndex(
                         source: options.source, codeRoot: options.codeRoot, prune: options.prune, plan: plan,
-                        report: { DiagnosticRenderer.kept(loaded.outcome.report, files: loaded.files) }, writer)
+                        report: { rendered ?? DiagnosticRenderer.kept(loaded.outcome.report, files: loaded.files) }, writer)
                 })
         } catch let error as ApplyError {
             switch error {

@@ -22,9 +22,11 @@ extension ManifestLoader {
     }
 
     /// Prints the diagnostics of loaded manifests; those `stopsOn` selects end the command.
+    /// Gives what it wrote on standard error (`DiagnosticRenderer.plain`), nil when nothing.
+    @discardableResult
     static func check(
         _ report: ValidationReport, files: Int, output: OutputFormat, stopsOn: (Diagnostic) -> Bool, notDone: String, exit: ExitStatus
-    ) throws {
+    ) throws -> [UInt8]? {
         let result = (report: report, files: files)
         keepUntilExit(report)
         if report.diagnostics.contains(where: stopsOn) {
@@ -37,8 +39,9 @@ extension ManifestLoader {
             }
             throw ExitCode(exit.rawValue)
         }
-        if output == .text, !report.diagnostics.isEmpty {
-            OrlctlMain.writeStandardError(DiagnosticRenderer.text(report, files: result.files, color: false))
-        }
+        guard output == .text, !report.diagnostics.isEmpty else { return nil }
+        let text = DiagnosticRenderer.plain(report, files: result.files)
+        OrlctlMain.writeStandardError(String(decoding: text, as: UTF8.self))
+        return text
     }
 }

@@ -25,6 +25,7 @@ public struct Fleet: Sendable {
         Fleet, [Diagnostic]
     ) {
         var first: [ResourceID: Int] = [:]
+        first.reserveCapacity(candidates.count)
         var kept: [Resource] = []
         kept.reserveCapacity(candidates.count)
         var diagnostics: [Diagnostic] = []
@@ -57,6 +58,7 @@ public struct Fleet: Sendable {
         let sorted = order.map { resources[$0] }
         self.resources = sorted
         var positions: [ResourceID: Int] = [:]
+        positions.reserveCapacity(sorted.count)
         var groups: [Group: [Int]] = [:]
         for (i, r) in sorted.enumerated() {
             positions[r.id] = i

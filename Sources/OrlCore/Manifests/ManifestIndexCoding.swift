@@ -100,9 +100,11 @@ public struct StoredManifestIndex: Sendable, Equatable {
 
     /// The desired resources, in `Fleet` order.
     public func desiredResources() -> [DesiredResource] {
+        // Not `let file = files[i]`: binding a file copies its record (every string and
+        // array retained and released), for each of 10,000 resources.
         desired.map { position in
-            let file = files[Int(position.file)]
-            return DesiredResource(file.record.entries[Int(position.entry)], file: file.path)
+            let file = Int(position.file)
+            return DesiredResource(files[file].record.entries[Int(position.entry)], file: files[file].record.path)
         }
     }
 
@@ -234,6 +236,32 @@ public struct StoredManifestIndex: Sendable, Equatable {
         return ranges
     }
 
+    /// The chunks of `previous` as ranges, when `files` have its paths in its order (a
+    /// re-apply that edited files): `chunkRanges` would give them again, hashing every path.
+    static func ranges(of previous: Stored, for files: [File]) -> [Range<Int>]? {
+        guard previous.index.files.count == files.count, previous.chunks.allSatisfy({ $0.count > 0 }),
+            previous.chunks.reduce(0, { $0 + $1.count }) == files.count
+        else { return nil }
+        // Byte for byte: the bounds follow the paths' bytes, and `==` equates two spellings
+        // of one name that hash apart.
+        func sameBytes(_ a: String, _ b: String) -> Bool {
+            var (a, b) = (a, b)
+            return a.withUTF8 { x in b.withUTF8 { y in x.count == y.count && x.elementsEqual(y) } }
+        }
+        let same = previous.index.files.withUnsafeBufferPointer { old in
+            files.withUnsafeBufferPointer { new in new.indices.allSatisfy { sameBytes(old[$0].record.path, new[$0].record.path) } }
+        }
+        guard same else { return nil }
+        var ranges: [Range<Int>] = []
+        ranges.reserveCapacity(previous.chunks.count)
+        var start = 0
+        for chunk in previous.chunks {
+            ranges.append(start..<start + chunk.count)
+            start += chunk.count
+        }
+        return ranges
+    }
+
     /// FNV-1a of a path's bytes: where chunks end, the same in every process.
     static func pathHash(_ path: String) -> UInt64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
@@ -360,9 +388,9 @@ public struct StoredManifestIndex: Sendable, Equatable {
         }
         var chunks: [Chunk] = []
         var written = Set<String>()
-        for range in Self.chunkRanges(files) {
+        for range in previous.flatMap({ Self.ranges(of: $0, for: files) }) ?? Self.chunkRanges(files) {
             if let previous, let old = known[files[range.lowerBound].path], old.chunk.count == range.count,
-                previous.index.files[old.start..<old.start + range.count].elementsEqual(files[range])
+                Self.equal(previous.index.files, from: old.start, files, range)
             {
                 chunks.append(old.chunk)
                 continue
@@ -408,6 +436,18 @@ public struct StoredManifestIndex: Sendable, Equatable {
             }
         }
         return Stored(index: self, chunks: chunks, diagnostics: diagnostics)
+    }
+
+    /// Whether `a` from `start` holds the files of `b` in `range`, compared in place (an
+    /// `elementsEqual` copies every file it looks at, and a write looks at all of them).
+    static func equal(_ a: [File], from start: Int, _ b: [File], _ range: Range<Int>) -> Bool {
+        guard start >= 0, start + range.count <= a.count, range.lowerBound >= 0, range.upperBound <= b.count else { return false }
+        return a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                for k in 0..<range.count where a[start + k] != b[range.lowerBound + k] { return false }
+                return true
+            }
+        }
     }
 
     /// Drops the index of `source` and its chunks.

@@ -6,8 +6,8 @@ public struct ValidationReport: Sendable {
     public var resourceCount: Int
     public var diagnostics: [Diagnostic]
 
-    public var errorCount: Int { diagnostics.count { $0.severity == .error } }
-    public var warningCount: Int { diagnostics.count { $0.severity == .warning } }
+    public var errorCount: Int { diagnostics.count(of: .error) }
+    public var warningCount: Int { diagnostics.count(of: .warning) }
     public var isValid: Bool { errorCount == 0 }
 }
 
