@@ -1,4 +1,8 @@
+// `stat`'s time fields are declared, for the compiler, by the module that includes
+// <sys/stat.h> first: Dispatch's here, once the merged test target's imports changed.
+import Dispatch
 import Foundation
+import Glibc
 import OrlCore
 import OrlPostgres
 import OrlStore
