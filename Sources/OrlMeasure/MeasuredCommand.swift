@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Glibc
 
 /// A command run and measured from outside, alone: its wait status, wall time, CPU time

@@ -67,7 +67,7 @@ extension PostgresStateStore: NodeStore {
 
     public func expireNode(_ lease: NodeLease) throws(StoreError) {
         let intent = "end the lease of node \(lease.node)"
-        try nodeTransaction(locked: false, intent: intent) { session throws(StoreError) in
+        _ = try nodeTransaction(locked: false, intent: intent) { session throws(StoreError) in
             try session.execute(
                 "UPDATE nodes SET expires_at = least(expires_at, \(PostgresNodes.now)) WHERE name = $1 AND generation = $2",
                 [.text(lease.node), .int(lease.generation)], intent: intent)

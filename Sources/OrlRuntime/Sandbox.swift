@@ -1,6 +1,6 @@
 import COrlSpawn
 import Glibc
-public import OrlCore
+import OrlCore
 
 /// The file-system view and the cgroups of a sandboxed process (docs/sandbox.md),
 /// derived from its launch, not from any fixed layout: the host's system directories

@@ -1,4 +1,4 @@
-public import OrlCore
+import OrlCore
 public import OrlJSON
 
 /// Every HTTP route orl serves, described once: docs/reference/openapi.json is generated

@@ -1,7 +1,7 @@
 import Hummingbird
 import Logging
 import NIOCore
-public import OrlCore
+import OrlCore
 
 /// The controller's HTTP API on loopback: the gateway under `/v1`, and the agents' task
 /// and tool calls beside it (`AgentAPI`). Agents find it in ORL_API_URL (and

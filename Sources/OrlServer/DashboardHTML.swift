@@ -1,4 +1,4 @@
-public import OrlCore
+import OrlCore
 
 /// The dashboard's pages as Swift string templates: every value from the state goes
 /// through `escape` (or `attribute`), the one place HTML escaping happens. Plain Swift,

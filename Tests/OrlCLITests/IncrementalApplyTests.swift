@@ -1,8 +1,4 @@
-// `stat`'s time fields are declared, for the compiler, by the module that includes
-// <sys/stat.h> first: Dispatch's here, once the merged test target's imports changed.
-import Dispatch
 import Foundation
-import Glibc
 import OrlCore
 import OrlPostgres
 import OrlStore
@@ -305,12 +301,7 @@ import Testing
         let index = try #require(try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: "t", reader) }).index
         #expect(index.files.count == 602)
         for file in index.files {
-            var info = stat()
-            #expect(stat(work.url.appendingPathComponent(file.path).path, &info) == 0, "\(file.path)")
-            let own = FileStamp(
-                size: Int64(info.st_size), mtime: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
-                ctime: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
-                inode: Int64(bitPattern: UInt64(info.st_ino)), device: Int64(bitPattern: UInt64(info.st_dev)))
+            let own = try #require(statStamp(work.url.appendingPathComponent(file.path).path), "\(file.path)")
             #expect(file.stamp == own, "\(file.path)")
         }
 

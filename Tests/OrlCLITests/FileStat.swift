@@ -1,0 +1,15 @@
+import Glibc
+import OrlCore
+
+/// A file's stamp as `stat` gives it, read here rather than by the walk, for tests that
+/// hold the walk's stamps to the files'. In a file of its own, without Foundation: where
+/// Foundation (and through it Dispatch) is imported too, the compiler may take `stat`'s
+/// fields for Dispatch's declarations and refuse them.
+func statStamp(_ path: String) -> FileStamp? {
+    var info = stat()
+    guard stat(path, &info) == 0 else { return nil }
+    return FileStamp(
+        size: Int64(info.st_size), mtime: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
+        ctime: Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec),
+        inode: Int64(bitPattern: UInt64(info.st_ino)), device: Int64(bitPattern: UInt64(info.st_dev)))
+}
