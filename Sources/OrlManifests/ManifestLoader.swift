@@ -12,16 +12,19 @@ public struct ManifestLoader: Sendable {
 
     public func validate(paths: [String], strict: Bool) async throws(SourceError) -> (report: ValidationReport, files: Int) {
         let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes, standardInput: standardInput)
-        let inputs = try source.inputs(paths)
         let parsing = self.parsing
         var read = ReadManifests()
+        let count: Int
         do {
-            // The files' parts end here, before the checks across them take their memory.
+            // The files' parts and the list of paths end here, before the checks across
+            // them take their memory.
+            let inputs = try source.inputs(paths)
+            count = inputs.count
             let parts = ManifestParsing.parallelMap(inputs.count) { index in
                 Result { () throws(SourceError) in parsing.read(try source.read(inputs[index])) }
             }
             for part in parts { read.append(try part.get()) }
         }
-        return (ManifestValidation.validate(read, strict: strict), inputs.count)
+        return (ManifestValidation.validate(read, strict: strict), count)
     }
 }
