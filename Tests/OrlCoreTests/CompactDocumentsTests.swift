@@ -30,6 +30,7 @@ import Testing
             #expect(compact.fleet.resources.map(\.id) == kept.fleet.resources.map(\.id))
             #expect(compact.fleet.resources.map(\.nameLocation) == kept.fleet.resources.map(\.nameLocation))
             #expect(compact.fleet.resources.map(\.location) == kept.fleet.resources.map(\.location))
+            #expect(compact.fleet.resources.map(\.selectorLocation) == kept.fleet.resources.map(\.selectorLocation))
             #expect(compact.fleet.resources.allSatisfy { $0.metadata.annotations.isEmpty })
         }
     }
@@ -55,8 +56,9 @@ import Testing
             let read = reader.read(source)
             #expect(read.diagnostics.isEmpty && read.resources.count == 1)
             let metadata = read.resources.first?.metadata
-            // Without a selector, the skeleton keeps no spec at all.
+            // Without the document, only where it starts and where its parts are.
             #expect((read.resources.first?.document["spec"] == nil) == !keep)
+            #expect(read.resources.first?.nameLocation == source.documents.first?.root["metadata"]?["name"]?.location)
             #expect(metadata?.labels == ["team": "a"])
             #expect(
                 metadata?.annotations

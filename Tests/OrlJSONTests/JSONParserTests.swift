@@ -149,4 +149,20 @@ struct JSONParserTests {
             #expect(try Array((JSONParser.parse(rendered, file: "<test>").string ?? "").utf8) == Array(string.utf8))
         }
     }
+
+    /// A string with nothing to escape is quoted whole; the rest are escaped only where JSON needs it.
+    @Test func stringsAreEscapedOnlyWhereJSONNeedsIt() throws {
+        let cases: [(String, String)] = [
+            ("plain name-1", #""plain name-1""#),
+            ("é and 😀 and e\u{301}", "\"é and 😀 and e\u{301}\""),
+            (#"a"b\c"#, #""a\"b\\c""#),
+            ("tab\there\nnew\r\u{1}\u{1f}", #""tab\there\nnew\r\u0001\u001f""#),
+            ("", "\"\""),
+        ]
+        for (value, expected) in cases {
+            #expect(JSONValue.string(value).compactRendered() == expected)
+            #expect(JSONValue.string(value).rendered() == expected + "\n")
+            #expect(try JSONParser.parse(expected, file: "<test>").string == value)
+        }
+    }
 }

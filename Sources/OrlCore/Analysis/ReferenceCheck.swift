@@ -116,7 +116,7 @@ public enum ReferenceCheck {
                     return found
                 }())
         {
-            let location = resource.document["spec"]?["appliesTo"]?["selector"]?.location ?? selector.location
+            let location = resource.selectorLocation ?? selector.location
             diagnostics.append(
                 .warning(
                     .selectorEmpty,

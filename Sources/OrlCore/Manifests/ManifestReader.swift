@@ -184,7 +184,7 @@ public struct ManifestReader: Sendable {
     /// The resource a document that passed its kind's schema decodes to. Also how a kept
     /// document (`ResourceSnapshot`, already checked when its file was read) becomes a
     /// resource again without its file being parsed or checked a second time.
-    /// With `compact`, the resource keeps only the skeleton of its document (see
+    /// With `compact`, the resource keeps only where its document's parts are (see
     /// `ManifestReader.keepsDocuments`).
     static func decode(
         _ root: Node, kind: ResourceKind, file: String, documentIndex: Int, compact: Bool = false, direct: Bool = true
@@ -202,8 +202,10 @@ public struct ManifestReader: Sendable {
         if compact { metadata.annotations = [:] }
         // MCP pins are matched against the whole document (`McpLock`).
         var isMcp: Bool { if case .tool(let tool) = spec { tool.type == .mcp } else { false } }
-        let document = compact && !isMcp ? Resource.skeleton(of: root) : root
-        return Resource(metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex)
+        if compact && !isMcp {
+            return Resource(metadata: metadata, spec: spec, placesOf: root, file: file, documentIndex: documentIndex)
+        }
+        return Resource(metadata: metadata, spec: spec, document: root, file: file, documentIndex: documentIndex)
     }
 
     /// Through `Decodable`: what decides when the direct read gives up, and whose errors are reported.

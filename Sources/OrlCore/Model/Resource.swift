@@ -33,23 +33,54 @@ public struct Resource: Sendable {
         let metadata: ObjectMeta
         let spec: Spec
         let document: Node
+        /// Set instead of a whole `document` (see `Places`).
+        let places: Places?
         let file: String
         let documentIndex: Int
+        /// What apply adds, boxed: `validate` has neither, and inline they took 90 bytes
+        /// of every resource.
+        let applied: Applied?
+
+        init(
+            metadata: ObjectMeta, spec: Spec, document: Node, places: Places? = nil, file: String, documentIndex: Int,
+            canonical: CanonicalJSON.Manifest?, origin: CodeOrigin? = nil
+        ) {
+            self.metadata = metadata
+            self.spec = spec
+            self.document = document
+            self.places = places
+            self.file = file
+            self.documentIndex = documentIndex
+            self.applied = canonical == nil && origin == nil ? nil : Applied(canonical: canonical, origin: origin)
+        }
+
+        var canonical: CanonicalJSON.Manifest? { applied?.canonical }
+        var origin: CodeOrigin? { applied?.origin }
+    }
+
+    private final class Applied: Sendable {
         /// Kept when the resource is (`withCanonicalForm`).
         let canonical: CanonicalJSON.Manifest?
         let origin: CodeOrigin?
 
-        init(
-            metadata: ObjectMeta, spec: Spec, document: Node, file: String, documentIndex: Int, canonical: CanonicalJSON.Manifest?,
-            origin: CodeOrigin? = nil
-        ) {
-            self.origin = origin
-            self.metadata = metadata
-            self.spec = spec
-            self.document = document
-            self.file = file
-            self.documentIndex = documentIndex
+        init(canonical: CanonicalJSON.Manifest?, origin: CodeOrigin?) {
             self.canonical = canonical
+            self.origin = origin
+        }
+    }
+
+    /// What the checks across resources read of a document beyond its decoded form,
+    /// kept when the document is not (`validate`): where `metadata.name` and
+    /// `spec.appliesTo.selector` are written. Held inline, where a skeleton of the
+    /// document took two or three arrays of members per resource (3 MB of `validate`'s
+    /// heap at 10,000 manifests).
+    struct Places: Sendable {
+        var name: SourceLocation?
+        var selector: SourceLocation?
+
+        init(of root: Node) {
+            name = root["metadata"]?["name"]?.location
+            selector = root["spec"]?["appliesTo"]?["selector"]?.location
         }
     }
 
@@ -58,7 +89,8 @@ public struct Resource: Sendable {
     public var metadata: ObjectMeta { storage.metadata }
     public var spec: Spec { storage.spec }
     /// The document as written: apply hashes and diffs it, so what is stored is exactly
-    /// what the user wrote, not the model's reading of it.
+    /// what the user wrote, not the model's reading of it. Read without documents
+    /// (`ManifestReader.keepsDocuments`), a null where the document starts.
     public var document: Node { storage.document }
     public var file: String { storage.file }
     /// Position of the document in its file (0-based).
@@ -68,6 +100,14 @@ public struct Resource: Sendable {
 
     public init(metadata: ObjectMeta, spec: Spec, document: Node, file: String, documentIndex: Int) {
         storage = Storage(metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex, canonical: nil)
+    }
+
+    /// A resource that keeps, of its document, only where it starts and its `Places`:
+    /// `document` is then a null at the document's start.
+    init(metadata: ObjectMeta, spec: Spec, placesOf root: Node, file: String, documentIndex: Int) {
+        storage = Storage(
+            metadata: metadata, spec: spec, document: Node(.null, at: root.location), places: Places(of: root), file: file,
+            documentIndex: documentIndex, canonical: nil)
     }
 
     private init(_ storage: Storage) { self.storage = storage }
@@ -83,35 +123,16 @@ public struct Resource: Sendable {
         guard storage.canonical == nil else { return self }
         return Resource(
             Storage(
-                metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex,
-                canonical: CanonicalJSON.manifest(document), origin: origin))
-    }
-
-    /// What the checks across resources read of a document beyond its decoded form:
-    /// where it starts, where `metadata.name` is and where a selector is written
-    /// (`spec.appliesTo.selector`), each at its place, and nothing else: `spec` only on
-    /// the way to a selector (a member less on most resources).
-    static func skeleton(of root: Node) -> Node {
-        func only(_ node: Node?, _ key: String, _ inner: (Node) -> Node) -> [Node.Member] {
-            guard let member = node?.member(key) else { return [] }
-            return [Node.Member(key: key, keyLocation: member.keyLocation, value: inner(member.value))]
-        }
-        func leaf(_ node: Node) -> Node { Node(.null, at: node.location) }
-        func object(_ node: Node, _ members: [Node.Member]) -> Node { Node(.object(members), at: node.location) }
-        let metadata = only(root, "metadata") { object($0, only($0, "name") { $0 }) }
-        guard root["spec"]?["appliesTo"]?["selector"] != nil else { return object(root, metadata) }
-        let spec = only(root, "spec") { spec in
-            object(spec, only(spec, "appliesTo") { appliesTo in object(appliesTo, only(appliesTo, "selector", leaf)) })
-        }
-        return object(root, metadata + spec)
+                metadata: metadata, spec: spec, document: document, places: storage.places, file: file,
+                documentIndex: documentIndex, canonical: CanonicalJSON.manifest(document), origin: origin))
     }
 
     /// The same resource, its code coming from `origin`.
     public func with(origin: CodeOrigin?) -> Resource {
         Resource(
             Storage(
-                metadata: metadata, spec: spec, document: document, file: file, documentIndex: documentIndex,
-                canonical: storage.canonical, origin: origin))
+                metadata: metadata, spec: spec, document: document, places: storage.places, file: file,
+                documentIndex: documentIndex, canonical: storage.canonical, origin: origin))
     }
 
     public var kind: ResourceKind { spec.kind }
@@ -119,7 +140,14 @@ public struct Resource: Sendable {
     /// Where the resource starts: the document's first line.
     public var location: SourceLocation { document.location }
     /// Where `metadata.name` is written, the best place to point at the resource as a whole.
-    public var nameLocation: SourceLocation { document["metadata"]?["name"]?.location ?? document.location }
+    public var nameLocation: SourceLocation {
+        (storage.places.map { $0.name } ?? document["metadata"]?["name"]?.location) ?? document.location
+    }
+    /// Where `spec.appliesTo.selector` is written, if it is.
+    public var selectorLocation: SourceLocation? {
+        if let places = storage.places { return places.selector }
+        return document["spec"]?["appliesTo"]?["selector"]?.location
+    }
 
     public var agent: AgentSpec? { if case .agent(let s) = spec { s } else { nil } }
     public var tool: ToolSpec? { if case .tool(let s) = spec { s } else { nil } }

@@ -458,22 +458,33 @@ public struct PolicyEngine: Sendable {
 
     static func rules(of policy: Resource) -> [PolicyRule] {
         guard let spec = policy.policy else { return [] }
-        func rules(_ entries: [Located<String>], _ kind: PermissionKind, _ effect: PolicyRule.Effect) -> [PolicyRule] {
-            entries.map { PolicyRule(effect: effect, kind: kind, pattern: $0.value, policy: policy.id, location: $0.location) }
-        }
+        let sides = [(spec.allow, PolicyRule.Effect.allow), (spec.deny, .deny)]
         var all: [PolicyRule] = []
-        for (side, effect) in [(spec.allow, PolicyRule.Effect.allow), (spec.deny, .deny)] {
-            all += rules(side.tools, .tool, effect)
-            all += rules(side.models, .model, effect)
-            all += rules(side.secrets, .secret, effect)
-            all += rules(side.handoffs, .handoff, effect)
-            all += rules(side.dataClasses, .dataClass, effect)
-            all += rules(side.egress, .egress, effect)
+        // Exactly, not by doubling: an engine keeps every policy's rules.
+        all.reserveCapacity(
+            sides.reduce(spec.approvalTools.count) { count, side in
+                let rules = side.0
+                return count + rules.tools.count + rules.models.count + rules.secrets.count + rules.handoffs.count
+                    + rules.dataClasses.count + rules.egress.count
+            })
+        func add(_ entries: [Located<String>], _ kind: PermissionKind, _ effect: PolicyRule.Effect) {
+            for entry in entries {
+                all.append(PolicyRule(effect: effect, kind: kind, pattern: entry.value, policy: policy.id, location: entry.location))
+            }
         }
-        all += rules(spec.approvalTools, .tool, .requireApproval).map { rule in
-            var rule = rule
-            rule.acceptsTimeoutApproval = spec.acceptTimeoutApproval
-            return rule
+        for (side, effect) in sides {
+            add(side.tools, .tool, effect)
+            add(side.models, .model, effect)
+            add(side.secrets, .secret, effect)
+            add(side.handoffs, .handoff, effect)
+            add(side.dataClasses, .dataClass, effect)
+            add(side.egress, .egress, effect)
+        }
+        for tool in spec.approvalTools {
+            all.append(
+                PolicyRule(
+                    effect: .requireApproval, kind: .tool, pattern: tool.value, policy: policy.id, location: tool.location,
+                    acceptsTimeoutApproval: spec.acceptTimeoutApproval))
         }
         return all
     }

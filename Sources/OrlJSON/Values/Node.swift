@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A located value: the parsed form of a YAML or JSON document in which every value
 /// (and every mapping key) remembers where it came from.
 ///
@@ -137,7 +141,10 @@ extension String {
         // Native strings are contiguous UTF-8: compare the buffers directly, which is
         // much faster than iterating the views (schema validation calls this a lot).
         let contiguous = utf8.withContiguousStorageIfAvailable { mine in
-            other.utf8.withContiguousStorageIfAvailable { theirs in mine.elementsEqual(theirs) }
+            other.utf8.withContiguousStorageIfAvailable { theirs in
+                // memcmp, not `elementsEqual`, which compares byte by byte.
+                mine.isEmpty || memcmp(mine.baseAddress!, theirs.baseAddress!, mine.count) == 0
+            }
         }
         return (contiguous ?? nil) ?? utf8.elementsEqual(other.utf8)
     }
