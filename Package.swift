@@ -100,7 +100,9 @@ let package = Package(
         .target(name: "OrlGit", dependencies: ["CGit2"], swiftSettings: strictness),
         // The manifest pipeline's reading half (manifest files parsed and read on every
         // core) and the GitOps sync of a git source into the state.
-        .target(name: "OrlManifests", dependencies: ["OrlJSON", "OrlCore", "OrlYAML", "OrlGit"], swiftSettings: strictness),
+        // glibc's malloc.h (allocator controls), which the Glibc module leaves out.
+        .systemLibrary(name: "CMalloc"),
+        .target(name: "OrlManifests", dependencies: ["OrlJSON", "OrlCore", "OrlYAML", "OrlGit", "CMalloc"], swiftSettings: strictness),
         // The reconcile loop: applied Agents in the store made into running processes.
         .target(name: "OrlController", dependencies: ["OrlJSON", "OrlCore"], swiftSettings: strictness),
         // HTTP: the gateway agents call instead of their model provider.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import OrlManifests
 
 /// `orlctl`: the root command.
 struct Orlctl: AsyncParsableCommand {
@@ -43,23 +44,7 @@ public enum OrlctlMain {
     /// time and was most of that answer's start-up.
     public static func prepareProcess(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) {
         if arguments == ["--version"] { printVersion() }
-        if ["apply", "diff"].contains(arguments.first) { reserveHeap() }
-    }
-
-    /// For a command that reads a fleet and ends: the allocator's arenas get their room
-    /// in one step. A command runs on a thread of the concurrency pool, whose arena glibc
-    /// extends page by page, an `mprotect` each (1,400 in a re-apply of 10,000 files, a
-    /// twentieth of its CPU); with a top pad the arena is made writable once. Large blocks
-    /// stay in the arenas (not a mapping each, unmapped when freed and faulted in again).
-    /// Untouched room costs no memory; long-running commands keep glibc's defaults.
-    static func reserveHeap() {
-        // Glibc's module leaves out malloc.h: mallopt and its M_TOP_PAD (-2) and
-        // M_MMAP_THRESHOLD (-3) by hand.
-        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
-        let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
-        _ = mallopt(-2, 16 << 20)
-        _ = mallopt(-3, 32 << 20)
+        if ["apply", "diff"].contains(arguments.first) { Allocator.reserveRoomForAOneShotCommand() }
     }
 
     /// The `orlctl` binary: runs the command its arguments name with the process's own
