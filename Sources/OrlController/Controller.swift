@@ -115,6 +115,8 @@ public actor Controller {
     private let nodeGate = Mutex(NodeGate.nothing)
     /// Applied agents that run on other nodes: their records are not this node's to delete.
     private var elsewhere: Set<ResourceID> = []
+    /// Why the agents in `elsewhere` do not run here, as their stop events say.
+    private var elsewhereReason = "placed on another node"
 
     public init(
         store: any StateStore, runtime: any AgentRuntime, gateway: (any ModelGateway)? = nil, configuration: Configuration,
@@ -463,6 +465,7 @@ public actor Controller {
         elsewhere = []
         if configuration.node != nil {
             let gate = nodeGate.withLock { $0 }
+            elsewhereReason = gate.lease == nil ? gate.reason ?? "its node holds no lease" : "placed on another node"
             for id in Array(generations.keys) {
                 let running = agents[id].map { $0.alive || $0.stopping } ?? false
                 if gate.runnable.contains(id) || (running && gate.assigned.contains(id)) { continue }
@@ -659,7 +662,7 @@ public actor Controller {
                 case (false, .suspended?), (false, .suspendedByUser?): .suspended
                 case (false, .halted?): .halted
                 }
-            emit(reason, id, process, message: "\(process): \(elsewhere.contains(id) ? "placed on another node" : decision.message)")
+            emit(reason, id, process, message: "\(process): \(elsewhere.contains(id) ? elsewhereReason : decision.message)")
             state.stopping = true
             var grace = state.grace ?? configuration.defaultGrace
             if let cap = nodeGate.withLock({ $0.graceCap }) { grace = min(grace, cap) }
@@ -985,12 +988,17 @@ public struct NodeGate: Sendable, Equatable {
     public var runnable: Set<ResourceID>
     /// The lease is about to lapse: stops get at most this grace period.
     public var graceCap: Duration?
+    /// Why the node runs nothing (no lease), as the stops' events say.
+    public var reason: String?
 
-    public init(lease: NodeLease?, assigned: Set<ResourceID> = [], runnable: Set<ResourceID> = [], graceCap: Duration? = nil) {
+    public init(
+        lease: NodeLease?, assigned: Set<ResourceID> = [], runnable: Set<ResourceID> = [], graceCap: Duration? = nil, reason: String? = nil
+    ) {
         self.lease = lease
         self.assigned = assigned
         self.runnable = runnable
         self.graceCap = graceCap
+        self.reason = reason
     }
 
     public static let nothing = NodeGate(lease: nil)

@@ -27,15 +27,21 @@ public final class NodeRoles: Sendable {
 /// only on what it reads, so the second placer finds nothing to change. No leader is needed,
 /// and a node's death is noticed by whichever node steps first after its lease lapses.
 ///
+/// **Renewal on its own.** The lease is renewed by a loop of its own, on an executor (and a
+/// store: on PostgreSQL, a connection) of its own, every `renewInterval`: a step waits for
+/// placement's lock, for the controller and for the other placers, and none of that may hold
+/// up a renewal, or a healthy node would stop its agents. Steps read the current lease (its
+/// generation is the fencing token) from `LeaseKeeper`.
+///
 /// **Never twice.** A node starts an agent only when it is assigned to it under its current
 /// generation and the assignment it replaced was released or lapsed (`Placement.mayStart`,
 /// by the database's clock). A node that cannot renew starts stopping its agents `stopLead`
 /// before `LeaseTiming.stopDeadline` (its grace periods cut to fit), and its guard process
 /// kills what is left at the deadline, before the lease lapses anywhere; both are measured
 /// on this host's monotonic clock from when the last successful renewal was sent. A watcher
-/// task outside the actor keeps that time, so a renewal stuck on a dead connection does not
-/// hold it up. A node told its lease is gone (fenced) stops everything at once and
-/// registers again, under a new generation, only once nothing runs.
+/// task keeps that time, so a renewal stuck on a dead connection does not hold it up. A node
+/// told its lease is gone (fenced), by a renewal or any other write, stops everything at once
+/// and registers again, under a new generation, only once nothing runs.
 public actor NodeMembership {
     public struct Configuration: Sendable {
         public var name: String
@@ -43,7 +49,7 @@ public actor NodeMembership {
         public var timing: LeaseTiming = .standard
         /// How long before the stop deadline a node that cannot renew starts stopping agents.
         public var stopLead: Duration = .seconds(3)
-        /// How often it places and looks at the others' leases (and renews): the renewal interval.
+        /// How often it places and looks at the others' leases: the renewal interval too.
         public var stepInterval: Duration { timing.renewInterval }
         /// Singleton roles it claims while it holds its lease (`runs`).
         public var roles: [String] = []
@@ -59,50 +65,51 @@ public actor NodeMembership {
     }
 
     private let store: any NodeStore
+    /// Where the lease is registered, renewed and ended: a store of its own, so that a
+    /// renewal never waits for a connection the step holds (nil: `store`).
+    private let leaseStore: any NodeStore
     private let controller: Controller
     private let configuration: Configuration
     private let log: @Sendable (ControllerEvent) -> Void
     private let clock: @Sendable () -> Timestamp
     private let monotonic: @Sendable () -> Int64
-    private let guardLink: (any NodeGuardLink)?
     private let executor: StoreExecutor
+    /// Where renewals run: never behind a step blocked in the store.
+    private let leaseExecutor: StoreExecutor
     /// Posted when the store changed (new agents to place), or to step now.
     public nonisolated let inbox = Inbox<Bool>()
-    public nonisolated let roles = NodeRoles()
+    public nonisolated let roles: NodeRoles
     /// The role of the node that drives workflow runs and cron triggers.
     public static let runsRole = "runs"
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
-    private var lease: NodeLease? { didSet { if lease != oldValue { onLease?(lease) } } }
-    /// Told each lease the node holds from now on (nil: none), e.g. the gateway's holds.
-    private let onLease: (@Sendable (NodeLease?) -> Void)?
-    private let renewal: Renewal
+    private let keeper: LeaseKeeper
     private var lastSnapshot: NodeSnapshot?
     /// Agents no live node can run, and why, as last said.
     private var unschedulable: [ResourceID: String] = [:]
 
-    /// When the last renewal that succeeded was sent, and whether the node has given up its
-    /// agents since: shared with the watcher task.
-    final class Renewal: Sendable {
-        let state = Mutex<(lastGood: Int64?, cut: Bool)>((nil, false))
-    }
-
     public init(
-        store: any NodeStore, controller: Controller, configuration: Configuration, log: @escaping @Sendable (ControllerEvent) -> Void,
+        store: any NodeStore, leaseStore: (any NodeStore)? = nil, controller: Controller, configuration: Configuration,
+        log: @escaping @Sendable (ControllerEvent) -> Void,
         clock: @escaping @Sendable () -> Timestamp = Controller.systemTime,
         monotonic: @escaping @Sendable () -> Int64 = NodeMembership.monotonicNow, guardLink: (any NodeGuardLink)? = nil,
-        executor: StoreExecutor = StoreExecutor(label: "orl.node"), onLease: (@Sendable (NodeLease?) -> Void)? = nil
+        executor: StoreExecutor = StoreExecutor(label: "orl.node"), leaseExecutor: StoreExecutor = StoreExecutor(label: "orl.node.lease"),
+        onLease: (@Sendable (NodeLease?) -> Void)? = nil
     ) {
-        self.onLease = onLease
         self.store = store
+        self.leaseStore = leaseStore ?? store
         self.controller = controller
         self.configuration = configuration
         self.log = log
         self.clock = clock
         self.monotonic = monotonic
-        self.guardLink = guardLink
         self.executor = executor
-        self.renewal = Renewal()
+        self.leaseExecutor = leaseExecutor
+        let roles = NodeRoles()
+        self.roles = roles
+        self.keeper = LeaseKeeper(
+            configuration: configuration, controller: controller, roles: roles, guardLink: guardLink, onLease: onLease, log: log,
+            clock: clock)
     }
 
     /// CLOCK_MONOTONIC in milliseconds: the clock the guard process reads too.
@@ -112,85 +119,79 @@ public actor NodeMembership {
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     }
 
-    public var currentLease: NodeLease? { lease }
+    public nonisolated var currentLease: NodeLease? { keeper.lease }
     public var snapshot: NodeSnapshot? { lastSnapshot }
 
-    /// Steps every `stepInterval` (and when woken) until cancelled; then ends the lease, so
-    /// that the node's agents, which the controller stops, move at once.
+    /// Steps every `stepInterval` (and when woken), and renews the lease every
+    /// `renewInterval` on a loop of its own, until cancelled; then ends the lease, so that
+    /// the node's agents, which the controller stops, move at once.
     public func run() async {
-        let watcher = Task.detached { [renewal, configuration, monotonic, controller, log, clock] in
+        let watcher = Task.detached { [keeper, monotonic] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(100))
-                Self.watch(renewal, configuration, monotonic(), controller, log: log, clock: clock)
+                keeper.watch(now: monotonic())
             }
         }
-        defer { watcher.cancel() }
+        let renewing = Task.detached { [self] in
+            let interval = configuration.timing.renewInterval
+            while !Task.isCancelled {
+                let began = monotonic()
+                await renew()
+                let spent = Duration.milliseconds(monotonic() - began)
+                try? await Task.sleep(for: max(.milliseconds(100), interval - spent))
+            }
+        }
         while !Task.isCancelled {
             let began = monotonic()
             await step()
             let spent = Duration.milliseconds(monotonic() - began)
             _ = await inbox.take(waitingAtMost: max(.milliseconds(100), configuration.stepInterval - spent))
         }
+        // No renewal after this: `leave` ends the lease.
+        renewing.cancel()
+        await renewing.value
+        watcher.cancel()
+    }
+
+    /// Renews the lease it holds now (nothing without one), on the lease's own executor: what
+    /// the loop of `run` does every `renewInterval` (a test calls it itself).
+    public nonisolated func renew() async {
+        await leaseExecutor.run { [keeper, leaseStore, monotonic, configuration] in
+            keeper.renew(leaseStore, duration: configuration.timing.duration, sent: monotonic)
+        }
     }
 
     /// Ends the lease now (a clean shutdown, after the controller stopped every agent).
     public func leave() {
-        guard let lease else { return }
+        guard let lease = keeper.take() else { return }
         do {
-            try store.expireNode(lease)
+            try leaseStore.expireNode(lease)
             log(ControllerEvent(time: clock(), reason: .node, message: "\(lease.node) left (lease generation \(lease.generation) ended)"))
         } catch {
             log(ControllerEvent(time: clock(), reason: .error, message: "ending the lease of node \(lease.node): \(error.message)"))
         }
-        self.lease = nil
-        roles.clear()
     }
 
     /// Looks at the stop deadline now, as the watcher task of `run` does every 100 ms (a
     /// test drives it with its own monotonic clock).
     public nonisolated func checkDeadline() {
-        Self.watch(renewal, configuration, monotonic(), controller, log: log, clock: clock)
+        keeper.watch(now: monotonic())
     }
 
-    /// Past the point where it must start stopping its agents, with no renewal since: the
-    /// node gives them up (the controller stops them within what is left before the deadline).
-    static func watch(
-        _ renewal: Renewal, _ configuration: Configuration, _ now: Int64, _ controller: Controller,
-        log: @Sendable (ControllerEvent) -> Void, clock: () -> Timestamp
-    ) {
-        let timing = configuration.timing
-        let deadlineAfter = (timing.duration - timing.safetyMargin).wholeMilliseconds
-        let stopAt = deadlineAfter - configuration.stopLead.wholeMilliseconds
-        let cut = renewal.state.withLock { state -> Int64? in
-            guard let good = state.lastGood, !state.cut, now >= good + stopAt else { return nil }
-            state.cut = true
-            return good + deadlineAfter
-        }
-        guard let deadline = cut else { return }
-        let left = max(0, deadline - now - 500)
-        log(
-            ControllerEvent(
-                time: clock(), reason: .error,
-                message: "node \(configuration.name) could not renew its lease: stopping its agents within \(left) ms, before it lapses"))
-        controller.gate(NodeGate(lease: nil, graceCap: .milliseconds(left)))
-    }
-
-    /// One step: register or renew, place, tell the controller what it may run, release what
-    /// it stopped, claim its roles.
+    /// One step: register (when it holds no lease), place, tell the controller what it may
+    /// run, release what it stopped, claim its roles. The lease is renewed elsewhere (`renew`).
     public func step() async {
         let name = configuration.name
         let timing = configuration.timing
-        if lease == nil {
+        if keeper.lease == nil {
             // Before anything else, nothing of an earlier lease may run.
-            controller.gate(NodeGate(lease: nil, graceCap: .zero))
+            controller.gate(NodeGate(lease: nil, graceCap: .zero, reason: keeper.why))
             let running = await controller.localAgents()
             if !running.isEmpty { return }
             let sent = monotonic()
             do {
-                let registered = try store.registerNode(name, labels: configuration.labels, duration: timing.duration)
-                lease = registered
-                guardLink?.lease(registered.generation)
-                renewed(sent: sent)
+                let registered = try leaseStore.registerNode(name, labels: configuration.labels, duration: timing.duration)
+                keeper.registered(registered, sent: sent)
                 log(
                     ControllerEvent(
                         time: clock(), reason: .node,
@@ -200,33 +201,21 @@ public actor NodeMembership {
                 log(ControllerEvent(time: clock(), reason: .error, message: "registering node \(name): \(error.message)"))
                 return
             }
-        } else if let held = lease {
-            let sent = monotonic()
-            do {
-                lease = try store.renewNode(held, duration: timing.duration)
-                renewed(sent: sent)
-            } catch  where error.isFenced {
-                lost(held, why: error.message)
-                return
-            } catch {
-                log(ControllerEvent(time: clock(), reason: .error, message: "renewing the lease of node \(name): \(error.message)"))
-                return
-            }
         }
-        guard let lease else { return }
+        guard let lease = keeper.lease else { return }
         let requests = await controller.placementRequests()
         let snapshot: NodeSnapshot
         do {
             snapshot = try store.place(by: lease) { snapshot in Self.decide(requests, snapshot) }
         } catch  where error.isFenced {
-            lost(lease, why: error.message)
+            keeper.lost(lease, why: error.message)
             return
         } catch {
             log(ControllerEvent(time: clock(), reason: .error, message: "placing agents on node \(name): \(error.message)"))
             return
         }
         lastSnapshot = snapshot
-        controller.gate(Self.gate(for: lease, in: snapshot, cut: renewal.state.withLock { $0.cut }))
+        keeper.gate(lease, in: snapshot)
         reportUnschedulable(requests, snapshot)
 
         let local = await controller.localAgents()
@@ -237,13 +226,17 @@ public actor NodeMembership {
             try store.release(released.sorted(), by: lease)
             for role in configuration.roles {
                 let holds = try store.claimSingleton(role, by: lease)
-                if holds != roles.holds(role) {
-                    log(ControllerEvent(time: clock(), reason: .node, message: "\(name) \(holds ? "took" : "gave up") the \(role) role"))
+                keeper.ifCurrent(lease) {
+                    if holds != roles.holds(role) {
+                        log(
+                            ControllerEvent(time: clock(), reason: .node, message: "\(name) \(holds ? "took" : "gave up") the \(role) role")
+                        )
+                    }
+                    roles.set(role, holds)
                 }
-                roles.set(role, holds)
             }
         } catch  where error.isFenced {
-            lost(lease, why: error.message)
+            keeper.lost(lease, why: error.message)
         } catch {
             log(ControllerEvent(time: clock(), reason: .error, message: "node \(name): \(error.message)"))
         }
@@ -265,25 +258,8 @@ public actor NodeMembership {
         unschedulable = now
     }
 
-    private func renewed(sent: Int64) {
-        let timing = configuration.timing
-        renewal.state.withLock { $0 = (sent, false) }
-        guardLink?.deadline(sent + (timing.duration - timing.safetyMargin).wholeMilliseconds)
-    }
-
-    /// The store refused the lease: someone may already run this node's agents. Everything
-    /// stops now, without grace; the node registers again once nothing runs.
-    private func lost(_ held: NodeLease, why: String) {
-        log(ControllerEvent(time: clock(), reason: .error, message: "node \(held.node) lost its lease: \(why); stopping its agents now"))
-        lease = nil
-        roles.clear()
-        renewal.state.withLock { $0 = (nil, true) }
-        controller.gate(NodeGate(lease: nil, graceCap: .zero))
-    }
-
     /// What the node may run under `lease`, as `snapshot` places agents.
-    static func gate(for lease: NodeLease, in snapshot: NodeSnapshot, cut: Bool) -> NodeGate {
-        guard !cut else { return NodeGate(lease: nil, graceCap: .zero) }
+    static func gate(for lease: NodeLease, in snapshot: NodeSnapshot) -> NodeGate {
         var assigned: Set<ResourceID> = []
         var runnable: Set<ResourceID> = []
         let mine = Assignment(node: lease.node, generation: lease.generation)
@@ -319,5 +295,156 @@ public actor NodeMembership {
             changes[id] = AgentAssignment(agent: id, assignment: assignment, replacing: replaced, assignedAt: snapshot.now)
         }
         return changes
+    }
+}
+
+/// The lease a node holds, shared by its renewal loop, its steps and the watcher of its stop
+/// deadline, which run on different executors: every change is made under one lock, and what
+/// depends on it (the controller's gate, the guard's deadline, the gateway's lease, the
+/// roles) is told under that lock too, so a step that placed under a lease since lost or
+/// stalled never gates the controller after the node gave its agents up.
+final class LeaseKeeper: Sendable {
+    struct Held {
+        var lease: NodeLease?
+        /// When the last renewal that succeeded was sent (the node's monotonic clock).
+        var lastGood: Int64?
+        /// The node gave its agents up (its renewals stalled, or its lease was lost) since.
+        var cut = false
+        /// Why it runs nothing, while it holds no lease or has given its agents up.
+        var why: String?
+    }
+
+    private let state = Mutex(Held())
+    private let configuration: NodeMembership.Configuration
+    private let controller: Controller
+    private let roles: NodeRoles
+    private let guardLink: (any NodeGuardLink)?
+    private let onLease: (@Sendable (NodeLease?) -> Void)?
+    private let log: @Sendable (ControllerEvent) -> Void
+    private let clock: @Sendable () -> Timestamp
+
+    /// Why a node that stalled stops its agents, as their stop events say.
+    static let stalled = "its node's lease could not be renewed in time"
+
+    init(
+        configuration: NodeMembership.Configuration, controller: Controller, roles: NodeRoles, guardLink: (any NodeGuardLink)?,
+        onLease: (@Sendable (NodeLease?) -> Void)?, log: @escaping @Sendable (ControllerEvent) -> Void,
+        clock: @escaping @Sendable () -> Timestamp
+    ) {
+        self.configuration = configuration
+        self.controller = controller
+        self.roles = roles
+        self.guardLink = guardLink
+        self.onLease = onLease
+        self.log = log
+        self.clock = clock
+    }
+
+    var lease: NodeLease? { state.withLock { $0.lease } }
+    var why: String? { state.withLock { $0.why } }
+
+    /// The node registered under `lease`, the registration sent at `sent`.
+    func registered(_ lease: NodeLease, sent: Int64) {
+        state.withLock { held in
+            held = Held(lease: lease, lastGood: sent, cut: false, why: nil)
+            guardLink?.lease(lease.generation)
+            guardLink?.deadline(deadline(after: sent))
+            onLease?(lease)
+        }
+    }
+
+    /// One renewal of the lease held now (blocks on the store: run on the lease's executor).
+    func renew(_ store: any NodeStore, duration: Duration, sent monotonic: () -> Int64) {
+        guard let held = lease else { return }
+        let sent = monotonic()
+        do {
+            let renewed = try store.renewNode(held, duration: duration)
+            state.withLock { state in
+                // Lost, or registered again, while the renewal was in flight: not this one's.
+                guard state.lease?.generation == held.generation else { return }
+                state.lease = renewed
+                // A renewal sent before one already confirmed moves nothing back.
+                if let good = state.lastGood, good > sent { return }
+                state.lastGood = sent
+                state.cut = false
+                state.why = nil
+                guardLink?.deadline(deadline(after: sent))
+                onLease?(renewed)
+            }
+        } catch  where error.isFenced {
+            lost(held, why: error.message)
+        } catch {
+            log(
+                ControllerEvent(
+                    time: clock(), reason: .error, message: "renewing the lease of node \(configuration.name): \(error.message)"))
+        }
+    }
+
+    /// The store refused the lease: someone may already run this node's agents. Everything
+    /// stops now, without grace; the node registers again once nothing runs.
+    func lost(_ lost: NodeLease, why: String) {
+        state.withLock { state in
+            guard state.lease?.generation == lost.generation else { return }
+            log(
+                ControllerEvent(time: clock(), reason: .error, message: "node \(lost.node) lost its lease: \(why); stopping its agents now")
+            )
+            let reason = "its node lost its lease"
+            state = Held(lease: nil, lastGood: nil, cut: true, why: reason)
+            roles.clear()
+            controller.gate(NodeGate(lease: nil, graceCap: .zero, reason: reason))
+            onLease?(nil)
+        }
+    }
+
+    /// Ends the node's hold on its lease (a clean shutdown): the lease to end.
+    func take() -> NodeLease? {
+        state.withLock { state in
+            let lease = state.lease
+            state.lease = nil
+            roles.clear()
+            if lease != nil { onLease?(nil) }
+            return lease
+        }
+    }
+
+    /// Tells the controller what it may run under `lease`, as `snapshot` places agents:
+    /// unless the node lost that lease or gave its agents up since it placed.
+    func gate(_ lease: NodeLease, in snapshot: NodeSnapshot) {
+        state.withLock { state in
+            guard state.lease?.generation == lease.generation, !state.cut else { return }
+            controller.gate(NodeMembership.gate(for: lease, in: snapshot))
+        }
+    }
+
+    /// Runs `body` while `lease` is still the node's (its roles are set only then).
+    func ifCurrent(_ lease: NodeLease, _ body: () -> Void) {
+        state.withLock { state in
+            if state.lease?.generation == lease.generation { body() }
+        }
+    }
+
+    /// Past the point where it must start stopping its agents, with no renewal since: the
+    /// node gives them up (the controller stops them within what is left before the deadline).
+    func watch(now: Int64) {
+        let stopAt = (configuration.timing.duration - configuration.timing.safetyMargin - configuration.stopLead).wholeMilliseconds
+        state.withLock { state in
+            guard let good = state.lastGood, !state.cut, now >= good + stopAt else { return }
+            state.cut = true
+            state.why = Self.stalled
+            let left = max(0, deadline(after: good) - now - 500)
+            log(
+                ControllerEvent(
+                    time: clock(), reason: .error,
+                    message: "node \(configuration.name) could not renew its lease: stopping its agents within \(left) ms, before it lapses"
+                ))
+            controller.gate(NodeGate(lease: nil, graceCap: .milliseconds(left), reason: Self.stalled))
+        }
+    }
+
+    /// When the guard must have killed everything, given when the last renewal that
+    /// succeeded was sent.
+    private func deadline(after sent: Int64) -> Int64 {
+        let timing = configuration.timing
+        return sent + (timing.duration - timing.safetyMargin).wholeMilliseconds
     }
 }

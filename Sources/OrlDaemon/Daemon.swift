@@ -62,9 +62,13 @@ public struct Daemon: Sendable {
         public var node: NodeMembership.Configuration?
         /// The node's guard process, which kills its agents if the node dies.
         public var nodeGuard: (any NodeGuardLink)?
-        /// The node's own connection to the state for its lease (nil: the state's), so that
-        /// busy services never hold up a renewal.
+        /// The node's own connection to the state for placement, releases and roles (nil: one
+        /// opened for it), so that busy services never hold up its steps.
         public var nodeStore: (any NodeStore)?
+        /// The connection its lease is registered, renewed and ended on (nil: one opened for
+        /// it), so that nothing a step waits for (placement's lock, the other placers) ever
+        /// holds up a renewal.
+        public var nodeLeaseStore: (any NodeStore)?
         /// Where controller.api and controller.token go: the state directory, or a node's
         /// directory of its own in it (several nodes may share a directory on one host).
         public var runDirectory: String { node.map { stateDirectory + "/nodes/" + $0.name } ?? stateDirectory }
@@ -192,17 +196,16 @@ public struct Daemon: Sendable {
         if var node = configuration.node {
             node.roles = [NodeMembership.runsRole]
             let nodeStore: any NodeStore
-            if let own = configuration.nodeStore {
-                nodeStore = own
-            } else {
-                do throws(StoreError) {
-                    nodeStore = try state.open()
-                } catch {
-                    throw DaemonError("cannot open the state \(state.label): \(error.description)")
-                }
+            let leaseStore: any NodeStore
+            do throws(StoreError) {
+                if let own = configuration.nodeStore { nodeStore = own } else { nodeStore = try state.open() }
+                if let own = configuration.nodeLeaseStore { leaseStore = own } else { leaseStore = try state.open() }
+            } catch {
+                throw DaemonError("cannot open the state \(state.label): \(error.description)")
             }
             membership = NodeMembership(
-                store: nodeStore, controller: controller, configuration: node, log: log, guardLink: configuration.nodeGuard,
+                store: nodeStore, leaseStore: leaseStore, controller: controller, configuration: node, log: log,
+                guardLink: configuration.nodeGuard,
                 onLease: { gateway.serve(node: $0) })
         } else {
             membership = nil

@@ -15,23 +15,27 @@ import Testing
 
         init(
             _ name: String, labels: [String: String] = [:], state: TemporaryState, store: any NodeStore & StateStore, clock: TestClock,
-            failing: FailingNodeStore? = nil, events: EventLog? = nil
+            failing: FailingNodeStore? = nil, nodeStore: (any NodeStore)? = nil, events: EventLog? = nil,
+            timing: LeaseTiming = NodeControllerTests.timing
         ) {
             var configuration = Controller.Configuration(stateDirectory: state.directory)
             configuration.node = name
             let runtime = self.runtime
             controller = Controller(
-                store: store, runtime: runtime, configuration: configuration, log: { _ in }, clock: { clock.now }, random: { 0.5 })
+                store: store, runtime: runtime, configuration: configuration, log: { events?.record($0) }, clock: { clock.now },
+                random: { 0.5 })
             var membershipConfiguration = NodeMembership.Configuration(name: name, labels: labels)
-            membershipConfiguration.timing = NodeControllerTests.timing
+            membershipConfiguration.timing = timing
             membership = NodeMembership(
-                store: failing ?? store, controller: controller, configuration: membershipConfiguration,
+                store: failing ?? nodeStore ?? store, controller: controller, configuration: membershipConfiguration,
                 log: { events?.record($0) }, clock: { clock.now },
                 monotonic: { [monotonicClock = MonotonicBox.shared(for: name)] in monotonicClock.now })
         }
 
-        /// One membership step, then one reconcile of the controller with what it was told.
+        /// One renewal and one membership step, then one reconcile of the controller with
+        /// what it was told.
         func step() async {
+            await membership.renew()
             await membership.step()
             await controller.reconcileNow()
         }
@@ -150,17 +154,19 @@ import Testing
         try apply(fleet(["a", "b"]), to: store, at: clock.now)
         let failing = FailingNodeStore(store)
         let name = "cut-\(UUID().uuidString.prefix(8))"
-        let n1 = Node(name, state: state, store: store, clock: clock, failing: failing)
+        let events = EventLog()
+        let n1 = Node(name, state: state, store: store, clock: clock, failing: failing, events: events)
         let monotonic = MonotonicBox.shared(for: name)
         await settle([n1]) { n1.running == ["a", "b"] }
         #expect(n1.running == ["a", "b"])
         // Renewed at t; then the database is unreachable.
-        await n1.membership.step()
+        await n1.membership.renew()
         let renewedAt = monotonic.now
         failing.failing = true
         let timing = Self.timing
         let stopAt = renewedAt + (timing.duration - timing.safetyMargin - .seconds(3)).wholeMilliseconds
         monotonic.set(stopAt - 1)
+        await n1.membership.renew()
         await n1.membership.step()
         n1.membership.checkDeadline()
         await n1.controller.reconcileNow()
@@ -176,9 +182,53 @@ import Testing
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(n1.running.isEmpty)
+        // Its stops say why: not a move to another node.
+        #expect(events.lines.contains { $0.contains("its node's lease could not be renewed in time") }, "\(events.lines)")
+        #expect(!events.lines.contains { $0.contains("placed on another node") }, "\(events.lines)")
         let lease = try #require(try store.nodeSnapshot().nodes.first)
         // The lease (by the database's clock) is still live: the agents stopped before it lapsed.
         #expect(lease.lease.isLive(at: try store.nodeSnapshot().now))
+    }
+
+    @Test func aNodeWhosePlacementIsHeldUpKeepsRenewingAndKeepsItsAgents() async throws {
+        try apply(fleet(["a", "b"]), to: store, at: clock.now)
+        let stalling = StallingNodeStore(store)
+        let name = "busy-\(UUID().uuidString.prefix(8))"
+        let events = EventLog()
+        // Renewals every 100 ms (real time); the stop lead falls 295 s after the last renewal
+        // (the test's monotonic clock).
+        let timing = LeaseTiming(duration: .seconds(300), renewInterval: .milliseconds(100), safetyMargin: .seconds(2))
+        let n1 = Node(name, state: state, store: store, clock: clock, nodeStore: stalling, events: events, timing: timing)
+        let monotonic = MonotonicBox.shared(for: name)
+        await settle([n1]) { n1.running == ["a", "b"] }
+        #expect(n1.running == ["a", "b"])
+        // Placement held up (as by another node holding its lock) for as long as the test likes.
+        stalling.holdPlacement()
+        let membership = n1.membership
+        let run = Task { await membership.run() }
+        #expect(await stalling.event("place", atLeast: 0) != nil, "the step never reached placement")
+        // 6 × 60 s: past the stop lead, counted from any renewal sent before placement was held
+        // up; each jump waits for a renewal sent after it.
+        var renewedThroughout = true
+        for _ in 0..<6 {
+            let jumped = monotonic.now + 60_000
+            monotonic.set(jumped)
+            guard await stalling.event("renew", atLeast: jumped) != nil else {
+                renewedThroughout = false
+                break
+            }
+            n1.membership.checkDeadline()
+        }
+        #expect(renewedThroughout, "no renewal while placement was held up")
+        n1.membership.checkDeadline()
+        #expect(!events.lines.contains { $0.contains("could not renew") }, "\(events.lines)")
+        await n1.controller.reconcileNow()
+        #expect(n1.running == ["a", "b"])
+        for name in ["a", "b"] { #expect(n1.runtime.processes(of: name).count == 1) }
+        stalling.releasePlacement()
+        run.cancel()
+        await run.value
+        #expect(n1.membership.currentLease?.generation == 1)
     }
 }
 
@@ -240,4 +290,84 @@ final class FailingNodeStore: NodeStore {
         try check()
         return try base.claimSingleton(role, by: lease)
     }
+}
+
+/// The node store, with placement held up while the test holds it (as another node holding
+/// placement's lock would), and each renewal and held-up placement told with the node's
+/// monotonic time when it reached the store.
+final class StallingNodeStore: NodeStore {
+    let base: SQLiteStateStore
+    private struct State {
+        var holding = false
+        var events: [(what: String, at: Int64)] = []
+        var waiters: [Int: (what: String, atLeast: Int64, CheckedContinuation<Int64?, Never>)] = [:]
+        var next = 0
+    }
+    private let state = Mutex(State())
+    private let released = DispatchSemaphore(value: 0)
+
+    init(_ base: SQLiteStateStore) { self.base = base }
+
+    func holdPlacement() { state.withLock { $0.holding = true } }
+    func releasePlacement() {
+        let held = state.withLock { state in
+            defer { state.holding = false }
+            return state.holding
+        }
+        if held { released.signal() }
+    }
+
+    private func record(_ what: String, node: String) {
+        let at = MonotonicBox.shared(for: node).now
+        let ready = state.withLock { state in
+            state.events.append((what, at))
+            let matched = state.waiters.filter { $0.value.what == what && at >= $0.value.atLeast }
+            for id in matched.keys { state.waiters[id] = nil }
+            return matched.values.map(\.2)
+        }
+        for waiter in ready { waiter.resume(returning: at) }
+    }
+
+    /// The time of an event `what` at `atLeast` or later (one already seen, or the next), or
+    /// nil when none came within 30 s.
+    func event(_ what: String, atLeast: Int64) async -> Int64? {
+        let id = state.withLock { state in
+            defer { state.next += 1 }
+            return state.next
+        }
+        let timeout = Task {
+            try? await Task.sleep(for: .seconds(30))
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.2.resume(returning: nil)
+        }
+        defer { timeout.cancel() }
+        return await withCheckedContinuation { continuation in
+            let seen = state.withLock { state -> Int64? in
+                if let event = state.events.last(where: { $0.what == what && $0.at >= atLeast }) { return event.at }
+                state.waiters[id] = (what, atLeast, continuation)
+                return nil
+            }
+            if let seen { continuation.resume(returning: seen) }
+        }
+    }
+
+    func registerNode(_ name: String, labels: [String: String], duration: Duration) throws(StoreError) -> NodeLease {
+        try base.registerNode(name, labels: labels, duration: duration)
+    }
+    func renewNode(_ lease: NodeLease, duration: Duration) throws(StoreError) -> NodeLease {
+        record("renew", node: lease.node)
+        return try base.renewNode(lease, duration: duration)
+    }
+    func expireNode(_ lease: NodeLease) throws(StoreError) { try base.expireNode(lease) }
+    func nodeSnapshot() throws(StoreError) -> NodeSnapshot { try base.nodeSnapshot() }
+    func place(by lease: NodeLease, _ decide: (NodeSnapshot) -> [ResourceID: AgentAssignment?]) throws(StoreError) -> NodeSnapshot {
+        if state.withLock({ $0.holding }) {
+            record("place", node: lease.node)
+            released.wait()
+        }
+        return try base.place(by: lease, decide)
+    }
+    func release(_ agents: [ResourceID], by lease: NodeLease) throws(StoreError) { try base.release(agents, by: lease) }
+    func setCordoned(_ node: String, _ cordoned: Bool) throws(StoreError) -> Bool { try base.setCordoned(node, cordoned) }
+    func claimSingleton(_ role: String, by lease: NodeLease) throws(StoreError) -> Bool { try base.claimSingleton(role, by: lease) }
 }

@@ -88,11 +88,14 @@ struct NodeOptions: ParsableArguments {
         configuration.node = NodeMembership.Configuration(name: node, labels: try labels())
         configuration.nodeGuard = nodeGuard
         if PostgresURL.isPostgres(state) {
-            // A pool of its own for the lease: a renewal never waits behind the services'
-            // calls, and one stuck on a dead connection gives up in seconds.
+            // Pools of the node's own: its steps never wait behind the services' calls, its
+            // renewals (one connection reserved for them) never behind its steps, which wait
+            // for placement's advisory lock; and a call stuck on a dead connection gives up in
+            // seconds.
             do {
-                configuration.nodeStore = try PostgresStateStore(
-                    url: PostgresURL(parsing: state, environment: System.environment), maxConnections: 2, timeout: .seconds(4))
+                let url = try PostgresURL(parsing: state, environment: System.environment)
+                configuration.nodeStore = try PostgresStateStore(url: url, maxConnections: 2, timeout: .seconds(4))
+                configuration.nodeLeaseStore = try PostgresStateStore(url: url, maxConnections: 1, timeout: .seconds(4))
             } catch {
                 nodeGuard.close()
                 throw CommandFailure(message: "cannot open the state at \(PostgresURL.redacted(state)): \(error.description)")
