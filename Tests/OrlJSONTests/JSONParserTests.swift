@@ -131,4 +131,19 @@ struct JSONParserTests {
         #expect(!text.contains("\n"))
         _ = try JSONParser.parse(text, file: "<test>")
     }
+
+    @Test func stringsAreEscapedOnlyWhereJSONNeedsIt() throws {
+        let cases: [(String, String)] = [
+            ("plain name-1", #""plain name-1""#),
+            ("é and 😀 and e\u{301}", "\"é and 😀 and e\u{301}\""),
+            (#"a"b\c"#, #""a\"b\\c""#),
+            ("tab\there\nnew\r\u{1}\u{1f}", #""tab\there\nnew\r\u0001\u001f""#),
+            ("", "\"\""),
+        ]
+        for (value, expected) in cases {
+            #expect(JSONValue.string(value).compactRendered() == expected)
+            #expect(JSONValue.string(value).rendered() == expected + "\n")
+            #expect(try JSONParser.parse(expected, file: "<test>").string == value)
+        }
+    }
 }
