@@ -1,10 +1,5 @@
 public import OrlCore
 
-#if canImport(Glibc)
-    /// glibc's `malloc_trim` (`malloc.h`, which the Glibc module leaves out).
-    @_silgen_name("malloc_trim") private func malloc_trim(_ pad: Int) -> Int32
-#endif
-
 /// Reads, parses and validates manifests from files: the file system feeding the
 /// pipeline's reading half (`ManifestParsing`, on every core) and the core's checks
 /// across documents.
@@ -30,12 +25,6 @@ public struct ManifestLoader: Sendable {
             }
             for part in parts { read.append(try part.get()) }
         }
-        #if canImport(Glibc)
-            // What the reading threads freed (file bytes, parse trees) stays in their
-            // malloc arenas, which the checks across files, on another thread, do not
-            // reuse: handed back now, it is not counted again in the peak.
-            _ = malloc_trim(0)
-        #endif
         return (ManifestValidation.validate(read, strict: strict), count)
     }
 }
