@@ -12,10 +12,4 @@ public enum Allocator {
         _ = mallopt(M_TOP_PAD, 16 << 20)
         _ = mallopt(M_MMAP_THRESHOLD, 32 << 20)
     }
-
-    /// Hands what other threads freed back to the system: it stays in their arenas, which
-    /// the thread that goes on does not reuse, and would count again in the peak.
-    static func handBackFreed() {
-        _ = malloc_trim(0)
-    }
 }

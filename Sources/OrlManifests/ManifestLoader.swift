@@ -25,10 +25,6 @@ public struct ManifestLoader: Sendable {
             }
             for part in parts { read.append(try part.get()) }
         }
-        // What the reading threads freed (file bytes, parse trees) stays in their malloc
-        // arenas, which the checks across files, on another thread, do not reuse: handed
-        // back now, it is not counted again in the peak.
-        Allocator.handBackFreed()
         return (ManifestValidation.validate(read, strict: strict), count)
     }
 }

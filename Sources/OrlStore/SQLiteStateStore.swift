@@ -119,10 +119,6 @@ public final class SQLiteStateStore: StateStore {
 
     // MARK: Opening
 
-    /// How many pages a connection's cache may hold before a write transaction spills
-    /// dirty ones to the WAL (`PRAGMA cache_spill`; see `configure`).
-    static let spillThresholdPages = 16_384
-
     private static func configure(_ database: Database, busyTimeout: Duration) throws(StoreError) {
         // First, so that even the pragmas below wait for a writer in another process.
         let milliseconds = max(0, min(Int64(Int32.max), busyTimeout.wholeMilliseconds))
@@ -160,14 +156,6 @@ public final class SQLiteStateStore: StateStore {
         // the manifests in git, so re-running it is the remedy, and NORMAL saves an
         // fsync per apply (tens of milliseconds on some disks).
         try database.execute("PRAGMA synchronous = NORMAL", intent: "set synchronous mode")
-        // A transaction that dirties more pages than the cache holds (2 MB by default)
-        // writes them to the WAL before it commits, and again each time a spilled page
-        // changes once more (the indexes' pages do, row after row): a first apply of
-        // 10,000 manifests wrote its 16 MB twice over to the WAL. Dirty pages stay in
-        // memory up to this many (64 MB of 4 KB pages) before they spill; only a
-        // transaction that dirties that much holds it, and a commit or rollback is the
-        // same either way.
-        try database.execute("PRAGMA cache_spill = \(Self.spillThresholdPages)", intent: "set the cache spill threshold")
         try database.execute("PRAGMA foreign_keys = ON", intent: "enable foreign keys")
     }
 
