@@ -8,8 +8,8 @@ usage: browser_test.py URL TOKEN RUN_ID AGENTS(comma-separated) ARTIFACTS
 import json, os, sys, time, urllib.error, urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 url, token, run_id, agents, artifacts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(","), sys.argv[5]
@@ -56,10 +56,28 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 opener = urllib.request.build_opener(NoRedirect)
 
 
+def left(element):
+    """True once `element`'s page is gone. Mid-navigation, chromedriver may answer for an
+    element of the page being left with "Node with given id does not belong to the
+    document" (a plain WebDriverException) rather than as a stale element, which
+    Selenium's `staleness_of` does not take for staleness."""
+    def gone(_):
+        try:
+            element.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as error:
+            if "does not belong to the document" in str(error):
+                return True
+            raise
+    return gone
+
+
 def submit(button):
     """Clicks and waits for the next page: the old one's elements go stale."""
     button.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(button))
+    WebDriverWait(driver, 30).until(left(button))
 
 
 def type_into(element_id, text):
