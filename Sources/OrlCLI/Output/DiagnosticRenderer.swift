@@ -9,54 +9,56 @@ enum DiagnosticRenderer {
     ///     manifests/wf.yaml:14:9: error[dag.cycle]: dependency cycle: a → b → a
     ///     manifests/wf.yaml:20:9: note: "b" depends on "a"
     static func text(_ report: ValidationReport, files: Int, color: Bool) -> String {
-        guard color else { return String(decoding: plain(report, files: files), as: UTF8.self) }
-        let style = TextStyle(enabled: color)
-        var out = ""
-        // Strings joined, not interpolated: interpolating a location or a code goes
-        // through `String(describing:)`'s dynamic casts, a tenth of a no-change apply
-        // that prints thousands of warnings.
-        for diagnostic in report.diagnostics {
-            let place = diagnostic.location.map { $0.description + ": " } ?? ""
-            let code = diagnostic.code.rawValue
-            let severity = diagnostic.severity == .error ? style.red("error[" + code + "]") : style.magenta("warning[" + code + "]")
-            out += style.bold(place) + severity + style.bold(": " + headline(diagnostic)) + "\n"
-            for note in diagnostic.notes {
-                out += style.bold(note.location.map { $0.description + ": " } ?? "") + style.cyan("note") + ": " + note.message + "\n"
-            }
-        }
-        out += summary(report, files: files, style: style) + "\n"
-        return out
+        String(decoding: bytes(report, files: files, style: TextStyle(enabled: color)), as: UTF8.self)
     }
 
-    /// `text` without color, appended to one buffer instead of joined from strings (an
-    /// apply prints every warning of the fleet, 3,334 of them in the benchmark's).
+    /// `text` without color, as bytes: what `apply` prints and keeps beside the index.
     static func plain(_ report: ValidationReport, files: Int) -> [UInt8] {
+        bytes(report, files: files, style: TextStyle(enabled: false))
+    }
+
+    /// The one rendering of a report, appended to one buffer rather than joined from
+    /// strings (an apply prints every warning of the fleet, 3,334 of them in the
+    /// benchmark's; interpolating a location or a code went through `String(describing:)`).
+    private static func bytes(_ report: ValidationReport, files: Int, style: TextStyle) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(report.diagnostics.count * 160 + 96)
+        func start(_ code: String) { if style.enabled { out.append(contentsOf: ("\u{1B}[" + code + "m").utf8) } }
+        func end() { if style.enabled { out.append(contentsOf: "\u{1B}[0m".utf8) } }
         func place(_ location: SourceLocation?) {
             guard let location else { return }
+            start(TextStyle.boldCode)
             out.append(contentsOf: location.file.utf8)
             out.append(UInt8(ascii: ":"))
             out.append(contentsOf: String(location.line).utf8)
             out.append(UInt8(ascii: ":"))
             out.append(contentsOf: String(location.column).utf8)
             out.append(contentsOf: ": ".utf8)
+            end()
         }
         for diagnostic in report.diagnostics {
             place(diagnostic.location)
+            start(diagnostic.severity == .error ? TextStyle.redCode : TextStyle.magentaCode)
             out.append(contentsOf: (diagnostic.severity == .error ? "error[" : "warning[").utf8)
             out.append(contentsOf: diagnostic.code.rawValue.utf8)
-            out.append(contentsOf: "]: ".utf8)
+            out.append(UInt8(ascii: "]"))
+            end()
+            start(TextStyle.boldCode)
+            out.append(contentsOf: ": ".utf8)
             out.append(contentsOf: headline(diagnostic).utf8)
+            end()
             out.append(UInt8(ascii: "\n"))
             for note in diagnostic.notes {
                 place(note.location)
-                out.append(contentsOf: "note: ".utf8)
+                start(TextStyle.cyanCode)
+                out.append(contentsOf: "note".utf8)
+                end()
+                out.append(contentsOf: ": ".utf8)
                 out.append(contentsOf: note.message.utf8)
                 out.append(UInt8(ascii: "\n"))
             }
         }
-        out.append(contentsOf: summary(report, files: files, style: TextStyle(enabled: false)).utf8)
+        out.append(contentsOf: summary(report, files: files, style: style).utf8)
         out.append(UInt8(ascii: "\n"))
         return out
     }
@@ -148,10 +150,12 @@ struct TextStyle {
         enabled && !text.isEmpty ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text
     }
 
-    func bold(_ text: String) -> String { wrap("1", text) }
-    func red(_ text: String) -> String { wrap("1;31", text) }
+    static let boldCode = "1", redCode = "1;31", magentaCode = "1;35", cyanCode = "1;36"
+
+    func bold(_ text: String) -> String { wrap(Self.boldCode, text) }
+    func red(_ text: String) -> String { wrap(Self.redCode, text) }
     func yellow(_ text: String) -> String { wrap("1;33", text) }
     func green(_ text: String) -> String { wrap("1;32", text) }
-    func magenta(_ text: String) -> String { wrap("1;35", text) }
-    func cyan(_ text: String) -> String { wrap("1;36", text) }
+    func magenta(_ text: String) -> String { wrap(Self.magentaCode, text) }
+    func cyan(_ text: String) -> String { wrap(Self.cyanCode, text) }
 }
