@@ -95,6 +95,11 @@ import Testing
                 kill(process.processIdentifier, SIGCONT)
                 kill(process.processIdentifier, SIGKILL)
             }
+            // A killed node's guard outlives it: it kills the node's agents, then ends the
+            // node's lease in the state. Both are over before `work` is removed, so that no
+            // process of the test writes under it afterwards (or survives the test).
+            for process in nodes.values { process.waitUntilExit() }
+            for pid in Survivors.awaitEnd(under: work.url.path) { kill(pid, SIGKILL) }
         }
 
         func start(_ name: String, labels: [String] = [], state url: String? = nil) throws {
@@ -726,6 +731,27 @@ extension NodesTests {
     @Test(.timeLimit(.minutes(3))) func aRunInFlightFinishesAcrossAKilledNodeWithNoStepTwice() async throws {
         let cluster = try Cluster()
         try await Self.runInFlightAcrossAKilledNode(cluster, root: cluster.state)
+    }
+}
+
+/// A SQLite state removed under its nodes stays removed: each node stops, and its guard,
+/// which ends the lease of a node that ended, finds no state rather than making a new,
+/// empty one in its place (it once did, and every test of nodes left one behind).
+extension NodesTests {
+    @Test(.timeLimit(.minutes(2))) func aStateRemovedUnderItsNodesStaysRemoved() async throws {
+        let cluster = try Cluster()
+        try cluster.start("n1")
+        #expect(try await cluster.wait(.seconds(60)) { try cluster.nodeStatus()["n1"]?.live == true }, "\(cluster.log("n1"))")
+        try FileManager.default.removeItem(atPath: cluster.state)
+        let node = try #require(cluster.nodes["n1"])
+        // The node stops by itself; its guard then has the last word, in the same log.
+        #expect(
+            try await cluster.wait(.seconds(60)) { !node.isRunning && cluster.log("n1").contains("guard of n1: ") },
+            "\(cluster.log("n1"))")
+        #expect(cluster.log("n1").contains("was removed"), "\(cluster.log("n1"))")
+        #expect(cluster.log("n1").contains("cannot end lease generation"), "\(cluster.log("n1"))")
+        Survivors.awaitEnd(under: cluster.work.url.path)
+        #expect(!FileManager.default.fileExists(atPath: cluster.state), "a new state was made: \(cluster.log("n1"))")
     }
 }
 
