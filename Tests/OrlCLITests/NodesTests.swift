@@ -707,6 +707,16 @@ extension NodesTests {
             for attempt in 1..<max(1, last) {
                 #expect(givenUp.contains { $0[0] == step && $0[1] == "\(attempt)" }, "\(step) attempt \(attempt)\n\(diagnosis())")
             }
+            // Work done again is work whose process ended while on it: each attempt that
+            // started and was not the last started on the node killed or on one that stalled.
+            #expect(mine.allSatisfy { $0["node"] is String }, "\(mine)")
+            for redone in mine where redone["event"] as? String == "start" && redone["attempt"] as? Int != last {
+                let node = redone["node"] as? String ?? ""
+                let attempt = redone["attempt"] as? Int ?? 0
+                #expect(
+                    node == dead || stalled.contains(node),
+                    "step \(step) attempt \(attempt) ran on \(node), neither killed (\(dead)) nor stalled (\(stalled))\n\(diagnosis())")
+            }
             let least = step == interrupted ? 2 : 1
             if stalled.isEmpty {
                 #expect(
