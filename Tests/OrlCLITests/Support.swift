@@ -239,6 +239,17 @@ enum Survivors {
         return found
     }
 
+    /// Kills every process working under `root` (SIGKILL: none runs another instruction,
+    /// so none writes there afterwards) and returns once they have ended.
+    static func end(under root: String) {
+        var pids = under(root)
+        while !pids.isEmpty {
+            for pid in pids { kill(pid, SIGKILL) }
+            awaitEnd(under: root, timeout: .seconds(10))
+            pids = under(root)
+        }
+    }
+
     /// Returns once every process working under `root` has ended, or `timeout` passed;
     /// returns those left. Blocks: for a `deinit`, which cannot suspend.
     @discardableResult
