@@ -241,9 +241,15 @@ public struct Daemon: Sendable {
 
         // apply, suspend and resume signal SIGUSR1 after a change. Agents do not inherit
         // the ignored disposition: the spawn resets every signal to its default.
+        // The logs are looked at too: whoever signals needs no wait of up to the rotation's
+        // interval for a log past its size to be rotated.
+        let rotationWakes = Inbox<Bool>()
         signal(SIGUSR1, SIG_IGN)
         let wake = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
-        wake.setEventHandler { controller.wake("SIGUSR1") }
+        wake.setEventHandler {
+            controller.wake("SIGUSR1")
+            rotationWakes.post(true)
+        }
         wake.resume()
         defer { wake.cancel() }
         let halts = Task {
@@ -267,7 +273,7 @@ public struct Daemon: Sendable {
                 secrets,
                 RunsService(driver: runs),
                 NotifierService(notifier: notifier),
-                PeriodicService("log-rotation", every: configuration.logRotationInterval) {
+                PeriodicService("log-rotation", every: configuration.logRotationInterval, wakes: rotationWakes) {
                     LogRotation.rotateAll(in: directory + "/logs", runtime: ProcessRuntime(), maxBytes: maxBytes, keep: keep, log: log)
                 },
                 PeriodicService("retention", every: configuration.retentionInterval, atStart: true) {

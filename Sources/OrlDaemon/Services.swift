@@ -120,18 +120,24 @@ actor SecretsService: Service {
 }
 
 /// Work that only time calls for (log rotation, history retention, forgetting lapsed
-/// leases): a timer, on an executor of its own when the work blocks.
+/// leases): a timer, on an executor of its own when the work blocks. `wakes` brings a
+/// round forward (one that came during a round brings the next at once).
 struct PeriodicService: Service {
     let name: String
     let interval: Duration
     let atStart: Bool
+    let wakes: Inbox<Bool>?
     let executor: StoreExecutor
     let work: @Sendable () -> Void
 
-    init(_ name: String, every interval: Duration, atStart: Bool = false, work: @escaping @Sendable () -> Void) {
+    init(
+        _ name: String, every interval: Duration, atStart: Bool = false, wakes: Inbox<Bool>? = nil,
+        work: @escaping @Sendable () -> Void
+    ) {
         self.name = name
         self.interval = interval
         self.atStart = atStart
+        self.wakes = wakes
         self.executor = StoreExecutor(label: "orl.\(name)")
         self.work = work
     }
@@ -140,7 +146,7 @@ struct PeriodicService: Service {
         await cancelWhenGracefulShutdown {
             if atStart { await executor.run(work) }
             while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
+                if let wakes { _ = await wakes.take(waitingAtMost: interval) } else { try? await Task.sleep(for: interval) }
                 if Task.isCancelled { break }
                 await executor.run(work)
             }

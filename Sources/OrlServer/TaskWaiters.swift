@@ -22,6 +22,7 @@ public final class TaskWaiters: Sendable {
         var cancelled: Set<Int> = []
         var everyone = 0
         var versions: [ResourceID: Int] = [:]
+        var longestWait: Duration = .zero
     }
 
     /// What was announced to an agent so far.
@@ -37,6 +38,10 @@ public final class TaskWaiters: Sendable {
     /// How many polls are waiting now, each registered to be woken by the next
     /// announcement that concerns it (a test waits for its poll to be among them).
     public var waitingPolls: Int { state.withLock { $0.waiting.count } }
+
+    /// The longest any poll has waited, or was to wait, to be woken: what the waits
+    /// agents ask for were clamped to (a test reads it rather than timing the polls).
+    public var longestWait: Duration { state.withLock { $0.longestWait } }
 
     public func version(of agent: ResourceID) -> Version {
         state.withLock { Version(everyone: $0.everyone, agent: $0.versions[agent] ?? 0) }
@@ -66,6 +71,7 @@ public final class TaskWaiters: Sendable {
     /// calling task is cancelled (the client went away), whichever comes first.
     public func wait(_ agent: ResourceID, since seen: Version, for duration: Duration) async {
         guard version(of: agent) == seen else { return }
+        state.withLock { $0.longestWait = max($0.longestWait, duration) }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await Task.sleep(for: duration) }
             group.addTask { await self.suspend(agent, since: seen) }

@@ -14,11 +14,11 @@ final class Database {
     private let handle: OpaquePointer
     /// Statements prepared once and reused (reset between uses), keyed by their SQL.
     private var statements: [String: Statement] = [:]
-    /// Opens (creating when missing) the database file at `path`.
-    init(path: String) throws(StoreError) {
+    /// Opens the database file at `path`, creating it when missing if `create`.
+    init(path: String, create: Bool = true) throws(StoreError) {
         self.path = path
         var handle: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
+        let flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
         let code = sqlite3_open_v2(path, &handle, flags, nil)
         guard let handle else {
             throw StoreError(

@@ -40,12 +40,29 @@ public final class SQLiteStateStore: StateStore {
     /// - Parameter busyTimeout: how long a write waits for another process's write
     ///   transaction to end before failing. Applies queue behind each other, so the
     ///   default is generous.
-    public init(directory: String, busyTimeout: Duration = .seconds(30)) throws(StoreError) {
-        try Self.createDirectory(directory)
+    public convenience init(directory: String, busyTimeout: Duration = .seconds(30)) throws(StoreError) {
+        try self.init(directory: directory, busyTimeout: busyTimeout, create: true)
+    }
+
+    /// Opens the state that exists in `directory`, never creating it: for a process that
+    /// found the state earlier and outlives that moment (a controller's later connections,
+    /// a node's guard). A state its owner removed meanwhile stays removed; opening it
+    /// again would silently start a new, empty one under the old name.
+    public convenience init(existing directory: String, busyTimeout: Duration = .seconds(30)) throws(StoreError) {
+        try self.init(directory: directory, busyTimeout: busyTimeout, create: false)
+    }
+
+    private init(directory: String, busyTimeout: Duration, create: Bool) throws(StoreError) {
         let path = Self.databasePath(directory)
-        try Self.createIfMissing(path, busyTimeout: busyTimeout)
-        Self.restrict(path)
-        let database = try Database(path: path)
+        if create {
+            try Self.createDirectory(directory)
+            try Self.createIfMissing(path, busyTimeout: busyTimeout)
+            Self.restrict(path)
+        } else {
+            try Self.checkExisting(path)
+        }
+        // Without `create`, SQLite too refuses a file removed since the check.
+        let database = try Database(path: path, create: create)
         try Self.configure(database, busyTimeout: busyTimeout)
         try Schema.migrate(database)
         self.path = path
@@ -164,6 +181,17 @@ public final class SQLiteStateStore: StateStore {
     /// migrated) and linked into place, so `state.db` never exists empty: an empty one
     /// was truncated (a full disk, a bad copy) and is refused, where SQLite would take
     /// it for a new database and the whole state would silently be gone.
+    private static func checkExisting(_ path: String) throws(StoreError) {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            if errno == ENOENT { throw StoreError("the state database \(path) does not exist (the state was removed)") }
+            throw StoreError("cannot read the state database \(path): \(String(cString: strerror(errno)))")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG, info.st_size > 0 else {
+            throw StoreError("the state database \(path) is not a state database (not a regular file, or empty)")
+        }
+    }
+
     private static func createIfMissing(_ path: String, busyTimeout: Duration) throws(StoreError) {
         var info = stat()
         if stat(path, &info) == 0 {

@@ -68,12 +68,21 @@ import Testing
         // Detached, so that its own log is <state>/logs/controller.log, rotated too.
         let started = try h.orlctl(["controller", "--detach", "--log-max-bytes", "150", "--log-keep", "2"])
         #expect(started.status == 0, "\(started.stderr)")
-        if let pid = Int32(started.stdout.split(separator: "(pid ").last?.prefix { $0.isNumber } ?? "") { h.detached.append(pid) }
+        let pid = try #require(Int32(started.stdout.split(separator: "(pid ").last?.prefix { $0.isNumber } ?? ""), "\(started.stdout)")
+        h.detached.append(pid)
         _ = try h.waitForAgents(["chatty"], "after start")
         let controllerLog = h.state + "/logs/controller.log"
-        // The timer runs every 10 s; the controller's log passes 150 bytes by the second run.
+        func size(_ path: String) -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
+        // The rotation's timer is 10 s; SIGUSR1 (what apply sends) has the logs looked at now.
+        #expect(waitUntil(seconds: 25) { size(logPath(h, "chatty")) > 150 }, "\(h.log())")
+        kill(pid, SIGUSR1)
         #expect(waitUntil(seconds: 25) { FileManager.default.fileExists(atPath: logPath(h, "chatty") + ".1") }, "\(h.log())")
-        #expect(waitUntil(seconds: 25) { FileManager.default.fileExists(atPath: controllerLog + ".1") })
+        // The controller's own log passes 150 bytes by the line saying so, if not before: the
+        // next look rotates it.
+        let controllerRotated = { FileManager.default.fileExists(atPath: controllerLog + ".1") }
+        #expect(waitUntil(seconds: 25) { controllerRotated() || size(controllerLog) > 150 })
+        if !controllerRotated() { kill(pid, SIGUSR1) }
+        #expect(waitUntil(seconds: 25) { controllerRotated() })
         let rotated = (try? String(contentsOfFile: controllerLog + ".1", encoding: .utf8)) ?? ""
         let current = (try? String(contentsOfFile: controllerLog, encoding: .utf8)) ?? ""
         #expect((rotated + current).contains("rotated \(logPath(h, "chatty"))"), "\(rotated)\(current)")

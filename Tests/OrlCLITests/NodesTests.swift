@@ -95,6 +95,12 @@ import Testing
                 kill(process.processIdentifier, SIGCONT)
                 kill(process.processIdentifier, SIGKILL)
             }
+            // A killed node's guard outlives it, to kill the node's agents and then end the
+            // node's lease in the state (which it made anew once the test had removed it).
+            // The guards and the agents go too, before `work` is removed: no process of the
+            // test writes under it afterwards, or survives the test. (Waited for by pidfd:
+            // Process.waitUntilExit took 10 s here for a node already killed.)
+            Survivors.end(under: work.url.path)
         }
 
         func start(_ name: String, labels: [String] = [], state url: String? = nil) throws {
@@ -702,6 +708,16 @@ extension NodesTests {
             for attempt in 1..<max(1, last) {
                 #expect(givenUp.contains { $0[0] == step && $0[1] == "\(attempt)" }, "\(step) attempt \(attempt)\n\(diagnosis())")
             }
+            // Work done again is work whose process ended while on it: each attempt that
+            // started and was not the last started on the node killed or on one that stalled.
+            #expect(mine.allSatisfy { $0["node"] is String }, "\(mine)")
+            for redone in mine where redone["event"] as? String == "start" && redone["attempt"] as? Int != last {
+                let node = redone["node"] as? String ?? ""
+                let attempt = redone["attempt"] as? Int ?? 0
+                #expect(
+                    node == dead || stalled.contains(node),
+                    "step \(step) attempt \(attempt) ran on \(node), neither killed (\(dead)) nor stalled (\(stalled))\n\(diagnosis())")
+            }
             let least = step == interrupted ? 2 : 1
             if stalled.isEmpty {
                 #expect(
@@ -726,6 +742,27 @@ extension NodesTests {
     @Test(.timeLimit(.minutes(3))) func aRunInFlightFinishesAcrossAKilledNodeWithNoStepTwice() async throws {
         let cluster = try Cluster()
         try await Self.runInFlightAcrossAKilledNode(cluster, root: cluster.state)
+    }
+}
+
+/// A SQLite state removed under its nodes stays removed: each node stops, and its guard,
+/// which ends the lease of a node that ended, finds no state rather than making a new,
+/// empty one in its place (it once did, and every test of nodes left one behind).
+extension NodesTests {
+    @Test(.timeLimit(.minutes(2))) func aStateRemovedUnderItsNodesStaysRemoved() async throws {
+        let cluster = try Cluster()
+        try cluster.start("n1")
+        #expect(try await cluster.wait(.seconds(60)) { try cluster.nodeStatus()["n1"]?.live == true }, "\(cluster.log("n1"))")
+        try FileManager.default.removeItem(atPath: cluster.state)
+        let node = try #require(cluster.nodes["n1"])
+        // The node stops by itself; its guard then has the last word, in the same log.
+        #expect(
+            try await cluster.wait(.seconds(60)) { !node.isRunning && cluster.log("n1").contains("guard of n1: ") },
+            "\(cluster.log("n1"))")
+        #expect(cluster.log("n1").contains("was removed"), "\(cluster.log("n1"))")
+        #expect(cluster.log("n1").contains("cannot end lease generation"), "\(cluster.log("n1"))")
+        Survivors.awaitEnd(under: cluster.work.url.path)
+        #expect(!FileManager.default.fileExists(atPath: cluster.state), "a new state was made: \(cluster.log("n1"))")
     }
 }
 

@@ -211,3 +211,65 @@ final class TemporaryDirectory {
 
     deinit { try? FileManager.default.removeItem(at: url) }
 }
+
+/// The processes a test started that outlive the ones it holds: a node's guard, the agents
+/// it kills, a detached controller. Each is found by its working directory, under the test's
+/// directory, and waited for with a pidfd (Linux), which says when a process that is not our
+/// child has ended.
+enum Survivors {
+    private typealias PidfdOpen = @convention(c) (pid_t, UInt32) -> Int32
+    /// glibc's `pidfd_open` (2.36), which its Swift module does not declare.
+    private static let pidfdOpen: PidfdOpen = unsafeBitCast(dlsym(nil, "pidfd_open")!, to: PidfdOpen.self)
+
+    /// Processes whose working directory is `root` or under it (this process aside).
+    static func under(_ root: String) -> [pid_t] {
+        var found: [pid_t] = []
+        guard let directory = opendir("/proc") else { return found }
+        defer { closedir(directory) }
+        let own = getpid()
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            guard let pid = pid_t(name), pid != own else { continue }
+            var buffer = [CChar](repeating: 0, count: 4096)
+            let length = readlink("/proc/\(name)/cwd", &buffer, 4095)
+            guard length > 0 else { continue }
+            let cwd = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if cwd == root || cwd.hasPrefix(root + "/") { found.append(pid) }
+        }
+        return found
+    }
+
+    /// Kills every process working under `root` (SIGKILL: none runs another instruction,
+    /// so none writes there afterwards) and returns once they have ended.
+    static func end(under root: String) {
+        var pids = under(root)
+        while !pids.isEmpty {
+            for pid in pids { kill(pid, SIGKILL) }
+            awaitEnd(under: root, timeout: .seconds(10))
+            pids = under(root)
+        }
+    }
+
+    /// Returns once every process working under `root` has ended, or `timeout` passed;
+    /// returns those left. Blocks: for a `deinit`, which cannot suspend.
+    @discardableResult
+    static func awaitEnd(under root: String, timeout: Duration = .seconds(30)) -> [pid_t] {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let pids = under(root)
+            if pids.isEmpty { return [] }
+            var fds = pids.compactMap { pid -> pollfd? in
+                let fd = pidfdOpen(pid, 0)
+                return fd >= 0 ? pollfd(fd: fd, events: Int16(POLLIN), revents: 0) : nil
+            }
+            defer { for entry in fds { close(entry.fd) } }
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return pids }
+            // Wakes when any of them ends; then looks again (an agent's child may remain).
+            if !fds.isEmpty {
+                let milliseconds = Int32(min(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000, 60_000))
+                _ = poll(&fds, nfds_t(fds.count), max(1, milliseconds))
+            }
+        }
+    }
+}

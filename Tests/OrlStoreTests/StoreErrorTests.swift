@@ -49,4 +49,27 @@ import Testing
             #expect(error.resultCode == 26, "SQLITE_NOTADB, got \(String(describing: error.resultCode)): \(error)")
         }
     }
+
+    /// A process that found the state earlier opens it again `existing`: once removed, it
+    /// stays removed (no new, empty state under the old name) and the opener is told why.
+    @Test func anExistingStateRemovedIsNotMadeAgain() throws {
+        try withStateDirectory { directory in
+            #expect(throws: StoreError.self) { _ = try SQLiteStateStore(existing: directory) }
+            #expect(!FileManager.default.fileExists(atPath: directory))
+            do {
+                let made = try SQLiteStateStore(directory: directory)
+                try made.write { writer throws(StoreError) in try writer.put(stored(agent("kept"))) }
+            }
+            let again = try SQLiteStateStore(existing: directory)
+            #expect(try again.read { reader throws(StoreError) in try reader.resource(agent("kept")) } != nil)
+            try FileManager.default.removeItem(atPath: directory)
+            let error = try #require(throws: StoreError.self) { _ = try SQLiteStateStore(existing: directory) }
+            #expect(error.message.contains("does not exist (the state was removed)"), "\(error)")
+            #expect(!FileManager.default.fileExists(atPath: directory))
+            // The directory is there, its database not: SQLite is not let to make one either.
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            #expect(throws: StoreError.self) { _ = try SQLiteStateStore(existing: directory) }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
+        }
+    }
 }

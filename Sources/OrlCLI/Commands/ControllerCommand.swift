@@ -139,8 +139,16 @@ struct ControllerRunCommand: AsyncParsableCommand {
             daemonState = .postgres(postgres)
             configuration.telemetry = try Self.telemetry(gaugeStore: postgres, log: log)
         } else {
-            daemonState = .sqlite(directory: directory) { () throws(StoreError) in try SQLiteStateStore(directory: directory) }
-            configuration.telemetry = try Self.telemetry(gaugeStore: try state.openStore(), log: log)
+            // `backend` made the state if it was missing; the services' connections open that
+            // one, and a state removed meanwhile stays removed (the daemon then stops).
+            daemonState = .sqlite(directory: directory) { () throws(StoreError) in try SQLiteStateStore(existing: directory) }
+            let gaugeStore: SQLiteStateStore
+            do {
+                gaugeStore = try SQLiteStateStore(existing: directory)
+            } catch {
+                throw CommandFailure(message: "cannot open the state in \(directory): \(error.description)")
+            }
+            configuration.telemetry = try Self.telemetry(gaugeStore: gaugeStore, log: log)
         }
         let daemon = Daemon(configuration: configuration, keys: state.masterKeys, log: log, state: daemonState)
         do {

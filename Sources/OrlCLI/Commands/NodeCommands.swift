@@ -128,9 +128,11 @@ struct NodeGuardCommand: ParsableCommand {
             // to a lease's time, so that they move at once.
             guard let generation else { return }
             do {
+                // The state the node ran on, not a new one: a state removed meanwhile (the
+                // node's lease with it) stays removed.
                 let store: any NodeStore =
                     PostgresURL.isPostgres(state)
-                    ? try PostgresStateStore(url: state, environment: System.environment) : try SQLiteStateStore(directory: state)
+                    ? try PostgresStateStore(url: state, environment: System.environment) : try SQLiteStateStore(existing: state)
                 try store.expireNode(NodeLease(node: node, generation: generation, expiresAt: Timestamp(milliseconds: 0)))
                 report("ended lease generation \(generation): the node's agents may start elsewhere")
             } catch {

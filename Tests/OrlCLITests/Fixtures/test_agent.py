@@ -25,6 +25,10 @@ import agent  # noqa: E402
 
 def journal(event, task, **extra):
     line = {"event": event, "task": task["task"], "step": task["step"], "attempt": task["attempt"], "key": task["idempotencyKey"]}
+    # The node whose controller started this process (nodes only): which node's failure
+    # an attempt given up died with.
+    if os.environ.get("ORL_NODE"):
+        line["node"] = os.environ["ORL_NODE"]
     line.update(extra)
     with open(os.environ["JOURNAL"], "a") as out:
         out.write(json.dumps(line) + "\n")
