@@ -8,23 +8,74 @@ import Synchronization
 /// state directory tells of every commit without a poll. Only the database's own files
 /// count (not the lock or token files; agents' logs are in a directory of their own).
 /// The database's removal counts too: the feed then finds the state gone and ends.
-public final class SQLiteFileSignal: ChangeSignal {
+public final class SQLiteFileSignal: ChangeSignal, PublicationProbe {
     private let directory: String
     private let name: [UInt8]
     /// A dispatch source is thread-safe (cancel and resume from any thread).
     private struct Source: @unchecked Sendable { let reader: any DispatchSourceRead }
     private let source = Mutex<Source?>(nil)
-    private static let queue = DispatchQueue(label: "orl.change-signal")
+    /// Where `notify` is called.
+    private let queue = Mutex(DispatchQueue(label: "orl.change-signal"))
+    private let sharedMemoryPath: String
 
     /// `databasePath`: the database file (`<state>/state.db`).
     public init(databasePath: String) {
         let slash = databasePath.lastIndex(of: "/")
         directory = slash.map { String(databasePath[..<$0]) } ?? "."
         name = Array((slash.map { String(databasePath[databasePath.index(after: $0)...]) } ?? databasePath).utf8)
+        sharedMemoryPath = databasePath + "-shm"
     }
+
+    /// From the next `start`, `notify` is called on `queue` (the feed's own, so that a
+    /// commit's news wakes no other thread).
+    func deliver(on queue: DispatchQueue) { self.queue.withLock { $0 = queue } }
 
     /// The `-wal` writes come before the commit is published in the WAL index.
     public var mayTellEarly: Bool { true }
+
+    /// Whether any connection, of any process (this one's too), holds the database's WAL
+    /// write lock. A writer appends its frames and publishes them in the WAL index while
+    /// it holds that lock, so when nobody holds it every write reported so far belongs to a
+    /// published commit (or to none), and one look sees them all: the feed then needs no
+    /// early re-looks. In a chain of steps this process writes one after another, that is
+    /// nearly every signal, and each re-look was a timer and a wake of the feed.
+    ///
+    /// The lock is a POSIX lock on byte 120 of the `-shm` file (SQLite's WAL-index
+    /// format, walformat.html, "the WAL-index locks"); an open file description lock's
+    /// query (`F_OFD_GETLK`) reports it even when a connection of this process holds it.
+    /// Anything unexpected (no `-shm` yet, the query refused) counts as a writer. The
+    /// `-shm` file stays the same while the feed's own connection is open (SQLite deletes
+    /// it only with the last connection), so the descriptor kept here keeps meaning it.
+    func mayStillBePublishing() -> Bool {
+        guard let fd = Self.sharedMemory(sharedMemoryPath) else { return true }
+        var probe = flock()
+        probe.l_type = Int16(F_RDLCK)
+        probe.l_whence = Int16(SEEK_SET)
+        probe.l_start = Self.writeLockOffset
+        probe.l_len = 1
+        guard fcntl(fd, Self.ofdGetLock, &probe) == 0 else { return true }
+        return probe.l_type != Int16(F_UNLCK)
+    }
+
+    /// The WAL write lock's byte in the `-shm` file (`WALINDEX_LOCK_OFFSET`).
+    static let writeLockOffset: off_t = 120
+    /// `F_OFD_GETLK` (Linux 3.15).
+    private static let ofdGetLock: Int32 = 36
+
+    /// A descriptor of each database's `-shm` file, opened once and never closed: closing
+    /// any descriptor of a file drops every POSIX lock this process holds on it, SQLite's
+    /// own locks on the `-shm` included.
+    private static let sharedMemories = Mutex<[String: Int32]>([:])
+
+    private static func sharedMemory(_ path: String) -> Int32? {
+        sharedMemories.withLock { open in
+            if let fd = open[path] { return fd }
+            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return nil }
+            open[path] = fd
+            return fd
+        }
+    }
 
     public func start(notify: @escaping @Sendable () -> Void) -> Bool {
         let fd = inotify_init1(Int32(O_NONBLOCK | O_CLOEXEC))
@@ -37,7 +88,7 @@ public final class SQLiteFileSignal: ChangeSignal {
             return false
         }
         let name = self.name
-        let reader = DispatchSource.makeReadSource(fileDescriptor: fd, queue: Self.queue)
+        let reader = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue.withLock { $0 })
         reader.setEventHandler {
             if Self.drain(fd, mentioning: name) { notify() }
         }
