@@ -46,7 +46,7 @@ actor ChangeFeed: Service {
     private let subscribers: [Subscriber]
     /// The commits this process's own writers made (nil: every commit is news to all).
     private let own: OwnCommits?
-    private let executor: FeedExecutor
+    private let executor: FeedThread
     private let log: @Sendable (String) -> Void
     private var marker: Int64?
     private var generations: [ChangeTopic: Int64]?
@@ -59,7 +59,7 @@ actor ChangeFeed: Service {
     init(
         store: any StateUpkeep, removed: (@Sendable () -> String?)? = nil, interval: Duration, signal: (any ChangeSignal)? = nil,
         safetyInterval: Duration = .seconds(5), subscribers: [Subscriber], own: OwnCommits? = nil,
-        log: @escaping @Sendable (String) -> Void, executor: FeedExecutor = FeedExecutor(label: "orl.change-feed")
+        log: @escaping @Sendable (String) -> Void, executor: FeedThread = FeedThread()
     ) {
         self.own = own
         self.store = store
@@ -76,7 +76,7 @@ actor ChangeFeed: Service {
     init(
         store: SQLiteStateStore, interval: Duration, signal: (any ChangeSignal)? = nil, safetyInterval: Duration = .seconds(5),
         subscribers: [Subscriber], own: OwnCommits? = nil, log: @escaping @Sendable (String) -> Void,
-        executor: FeedExecutor = FeedExecutor(label: "orl.change-feed")
+        executor: FeedThread = FeedThread()
     ) {
         self.init(
             store: store as any StateUpkeep, removed: Self.removal(of: store.path), interval: interval, signal: signal,
@@ -100,10 +100,13 @@ actor ChangeFeed: Service {
     func watch() async {
         // The signal listens before the baseline is taken: a commit between the two would
         // otherwise be in neither, and wait for the safety look.
-        let bell = Doorbell(queue: executor.queue)
-        (signal as? SQLiteFileSignal)?.deliver(on: executor.queue)
+        let bell = Doorbell(thread: executor)
+        (signal as? SQLiteFileSignal)?.deliver(on: executor)
         signalled = signal?.start { bell.ring() } ?? false
-        defer { signal?.stop() }
+        defer {
+            signal?.stop()
+            bell.close()
+        }
         start()
         // Subscribers read the store when they were made, before this baseline: a commit
         // in between (a `secret set` right after the controller came up) would never move

@@ -11,11 +11,16 @@ import Synchronization
 public final class SQLiteFileSignal: ChangeSignal, PublicationProbe {
     private let directory: String
     private let name: [UInt8]
-    /// A dispatch source is thread-safe (cancel and resume from any thread).
-    private struct Source: @unchecked Sendable { let reader: any DispatchSourceRead }
+    /// What reads the inotify descriptor: a dispatch source (thread-safe: cancel and
+    /// resume from any thread), or the feed's own thread.
+    private enum Source: @unchecked Sendable {
+        case dispatch(any DispatchSourceRead)
+        case thread(FeedThread, Int32)
+    }
     private let source = Mutex<Source?>(nil)
-    /// Where `notify` is called.
-    private let queue = Mutex(DispatchQueue(label: "orl.change-signal"))
+    /// The feed's thread, which reads the events itself (nil: a dispatch source does).
+    private let thread = Mutex<FeedThread?>(nil)
+    private static let queue = DispatchQueue(label: "orl.change-signal")
     private let sharedMemoryPath: String
 
     /// `databasePath`: the database file (`<state>/state.db`).
@@ -26,9 +31,9 @@ public final class SQLiteFileSignal: ChangeSignal, PublicationProbe {
         sharedMemoryPath = databasePath + "-shm"
     }
 
-    /// From the next `start`, `notify` is called on `queue` (the feed's own, so that a
-    /// commit's news wakes no other thread).
-    func deliver(on queue: DispatchQueue) { self.queue.withLock { $0 = queue } }
+    /// From the next `start`, the feed's thread reads the events and calls `notify`: a
+    /// commit's news wakes no other thread.
+    func deliver(on thread: FeedThread) { self.thread.withLock { $0 = thread } }
 
     /// The `-wal` writes come before the commit is published in the WAL index.
     public var mayTellEarly: Bool { true }
@@ -88,17 +93,29 @@ public final class SQLiteFileSignal: ChangeSignal, PublicationProbe {
             return false
         }
         let name = self.name
-        let reader = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue.withLock { $0 })
-        reader.setEventHandler {
-            if Self.drain(fd, mentioning: name) { notify() }
+        let new: Source
+        if let thread = thread.withLock({ $0 }) {
+            new = .thread(thread, fd)
+        } else {
+            let reader = DispatchSource.makeReadSource(fileDescriptor: fd, queue: Self.queue)
+            reader.setEventHandler {
+                if Self.drain(fd, mentioning: name) { notify() }
+            }
+            reader.setCancelHandler { close(fd) }
+            new = .dispatch(reader)
         }
-        reader.setCancelHandler { close(fd) }
         let previous = source.withLock { source in
-            defer { source = Source(reader: reader) }
+            defer { source = new }
             return source
         }
-        previous?.reader.cancel()
-        reader.resume()
+        if let previous { Self.end(previous) }
+        switch new {
+        case .dispatch(let reader): reader.resume()
+        case .thread(let thread, _):
+            thread.watch(fd) {
+                if Self.drain(fd, mentioning: name) { notify() }
+            }
+        }
         return true
     }
 
@@ -107,7 +124,14 @@ public final class SQLiteFileSignal: ChangeSignal, PublicationProbe {
             defer { source = nil }
             return source
         }
-        current?.reader.cancel()
+        if let current { Self.end(current) }
+    }
+
+    private static func end(_ source: Source) {
+        switch source {
+        case .dispatch(let reader): reader.cancel()
+        case .thread(let thread, let fd): thread.unwatch(fd)
+        }
     }
 
     /// Reads every event queued; true when one concerns the database's files (or the
