@@ -93,13 +93,14 @@ public final class SQLiteFileSignal: ChangeSignal, PublicationProbe {
             return false
         }
         let name = self.name
+        let buffer = EventBuffer()
         let new: Source
         if let thread = thread.withLock({ $0 }) {
             new = .thread(thread, fd)
         } else {
             let reader = DispatchSource.makeReadSource(fileDescriptor: fd, queue: Self.queue)
             reader.setEventHandler {
-                if Self.drain(fd, mentioning: name) { notify() }
+                if Self.drain(fd, into: buffer, mentioning: name) { notify() }
             }
             reader.setCancelHandler { close(fd) }
             new = .dispatch(reader)
@@ -113,7 +114,7 @@ public final class SQLiteFileSignal: ChangeSignal, PublicationProbe {
         case .dispatch(let reader): reader.resume()
         case .thread(let thread, _):
             thread.watch(fd) {
-                if Self.drain(fd, mentioning: name) { notify() }
+                if Self.drain(fd, into: buffer, mentioning: name) { notify() }
             }
         }
         return true
@@ -134,31 +135,38 @@ public final class SQLiteFileSignal: ChangeSignal, PublicationProbe {
         }
     }
 
-    /// Reads every event queued; true when one concerns the database's files (or the
-    /// directory itself went away).
-    private static func drain(_ fd: Int32, mentioning name: [UInt8]) -> Bool {
+    /// Where a signal's events are read into: one buffer for its life (a commit's events
+    /// are a few dozen bytes; the buffer was made and zeroed for every read).
+    private final class EventBuffer: @unchecked Sendable {
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 8)
+        deinit { bytes.deallocate() }
+    }
+
+    /// Reads the events queued; true when one concerns the database's files (or the
+    /// directory itself went away). It stops at a read that did not fill half the buffer:
+    /// what came after that wakes the reader again.
+    private static func drain(_ fd: Int32, into buffer: EventBuffer, mentioning name: [UInt8]) -> Bool {
         var relevant = false
-        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        let bytes = buffer.bytes
         while true {
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            let count = read(fd, bytes.baseAddress, bytes.count)
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else { return relevant }
-            buffer.withUnsafeBytes { bytes in
-                var offset = 0
-                // struct inotify_event: wd, mask, cookie, len (4 bytes each), then name.
-                while offset + 16 <= count {
-                    let mask = bytes.load(fromByteOffset: offset + 4, as: UInt32.self)
-                    let length = Int(bytes.load(fromByteOffset: offset + 12, as: UInt32.self))
-                    let start = offset + 16
-                    let eventName = bytes[start..<min(start + length, count)].prefix { $0 != 0 }
-                    if mask & (UInt32(IN_DELETE_SELF) | UInt32(IN_IGNORED) | UInt32(IN_Q_OVERFLOW)) != 0
-                        || eventName.starts(with: name)
-                    {
-                        relevant = true
-                    }
-                    offset = start + length
+            var offset = 0
+            // struct inotify_event: wd, mask, cookie, len (4 bytes each), then name.
+            while offset + 16 <= count {
+                let mask = bytes.load(fromByteOffset: offset + 4, as: UInt32.self)
+                let length = Int(bytes.load(fromByteOffset: offset + 12, as: UInt32.self))
+                let start = offset + 16
+                let eventName = bytes[start..<min(start + length, count)].prefix { $0 != 0 }
+                if mask & (UInt32(IN_DELETE_SELF) | UInt32(IN_IGNORED) | UInt32(IN_Q_OVERFLOW)) != 0
+                    || eventName.starts(with: name)
+                {
+                    relevant = true
                 }
+                offset = start + length
             }
+            if count < bytes.count / 2 { return relevant }
         }
     }
 }
