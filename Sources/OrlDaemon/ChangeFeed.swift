@@ -127,7 +127,8 @@ actor ChangeFeed: Service {
             if now >= due { due = now + wait }
             // Asked before the look: if nobody is publishing now, the look sees every
             // commit the signal told of.
-            let early = signal?.mayTellEarly == true && (rang ? (signal as? any PublicationProbe)?.mayStillBePublishing() != false : again != nil)
+            let probe = signal as? any PublicationProbe
+            let early = signal?.mayTellEarly == true && (rang ? probe?.mayStillBePublishing() != false : again != nil)
             look()
             if !early {
                 again = nil
@@ -212,4 +213,3 @@ actor ChangeFeed: Service {
         }
     }
 }
-
