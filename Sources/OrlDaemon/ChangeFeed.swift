@@ -46,7 +46,7 @@ actor ChangeFeed: Service {
     private let subscribers: [Subscriber]
     /// The commits this process's own writers made (nil: every commit is news to all).
     private let own: OwnCommits?
-    private let executor: StoreExecutor
+    private let executor: FeedThread
     private let log: @Sendable (String) -> Void
     private var marker: Int64?
     private var generations: [ChangeTopic: Int64]?
@@ -59,7 +59,7 @@ actor ChangeFeed: Service {
     init(
         store: any StateUpkeep, removed: (@Sendable () -> String?)? = nil, interval: Duration, signal: (any ChangeSignal)? = nil,
         safetyInterval: Duration = .seconds(5), subscribers: [Subscriber], own: OwnCommits? = nil,
-        log: @escaping @Sendable (String) -> Void, executor: StoreExecutor = StoreExecutor(label: "orl.change-feed")
+        log: @escaping @Sendable (String) -> Void, executor: FeedThread = FeedThread()
     ) {
         self.own = own
         self.store = store
@@ -76,7 +76,7 @@ actor ChangeFeed: Service {
     init(
         store: SQLiteStateStore, interval: Duration, signal: (any ChangeSignal)? = nil, safetyInterval: Duration = .seconds(5),
         subscribers: [Subscriber], own: OwnCommits? = nil, log: @escaping @Sendable (String) -> Void,
-        executor: StoreExecutor = StoreExecutor(label: "orl.change-feed")
+        executor: FeedThread = FeedThread()
     ) {
         self.init(
             store: store as any StateUpkeep, removed: Self.removal(of: store.path), interval: interval, signal: signal,
@@ -100,9 +100,13 @@ actor ChangeFeed: Service {
     func watch() async {
         // The signal listens before the baseline is taken: a commit between the two would
         // otherwise be in neither, and wait for the safety look.
-        let bell = Inbox<Bool>()
-        signalled = signal?.start { bell.post(true) } ?? false
-        defer { signal?.stop() }
+        let bell = Doorbell(thread: executor)
+        (signal as? SQLiteFileSignal)?.deliver(on: executor)
+        signalled = signal?.start { bell.ring() } ?? false
+        defer {
+            signal?.stop()
+            bell.close()
+        }
         start()
         // Subscribers read the store when they were made, before this baseline: a commit
         // in between (a `secret set` right after the controller came up) would never move
@@ -110,15 +114,29 @@ actor ChangeFeed: Service {
         // everyone reads again once, after the baseline.
         for subscriber in subscribers { subscriber.notify() }
         let wait = signalled ? safetyInterval : interval
-        // The pause before the next look after a signal (nil: none due but the usual).
-        var after: Duration?
+        // The next look in any case (the safety look, or the poll): it stays put while
+        // signals come, so that each signal moves no timer.
+        var due = ContinuousClock.now + wait
+        // The early re-looks after a signal: the next one, and the pause before it.
+        var again: (at: ContinuousClock.Instant, after: Duration)?
         while !Task.isCancelled {
-            let rang = !(await bell.take(waitingAtMost: after ?? wait)).isEmpty
+            let rang = await bell.wait(until: again.map { min($0.at, due) } ?? due)
             if Task.isCancelled { return }
             if stateRemoved() { return }
+            let now = ContinuousClock.now
+            if now >= due { due = now + wait }
+            // Asked before the look: if nobody is publishing now, the look sees every
+            // commit the signal told of.
+            let probe = signal as? any PublicationProbe
+            let early = signal?.mayTellEarly == true && (rang ? probe?.mayStillBePublishing() != false : again != nil)
             look()
-            guard signal?.mayTellEarly == true else { continue }
-            after = rang ? Self.firstLookAfterSignal : after.flatMap { $0 < Self.lastLookAfterSignal ? $0 * 2 : nil }
+            if !early {
+                again = nil
+            } else if rang {
+                again = (now + Self.firstLookAfterSignal, Self.firstLookAfterSignal)
+            } else if let last = again, now >= last.at {
+                again = last.after < Self.lastLookAfterSignal ? (now + last.after * 2, last.after * 2) : nil
+            }
         }
     }
 
@@ -127,8 +145,10 @@ actor ChangeFeed: Service {
     /// then publishes them in the WAL index, in shared memory, which no file event tells
     /// of. A look in between finds nothing new, and no event follows: the commit would
     /// wait for the safety look, and a task poll for its own recheck (a run started by
-    /// `orlctl run` reached its first agent a second late). So after each signal the feed
-    /// looks again 1, 2, 4, … 128 ms later (a new signal starts over); a look is one
+    /// `orlctl run` reached its first agent a second late). So after a signal the feed
+    /// looks again 1, 2, 4, … 128 ms later (a new signal starts over), unless the signal
+    /// says nobody is publishing (`PublicationProbe`: no connection holds SQLite's
+    /// write lock, so the look after the signal saw everything); a look is one
     /// `data_version` read while nothing moved. Only a writer stalled longer than that
     /// between its last write and its publication is left to the safety look.
     static let firstLookAfterSignal = Duration.milliseconds(1)

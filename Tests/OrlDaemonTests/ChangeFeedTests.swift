@@ -404,3 +404,62 @@ final class CommitAfterRead: StateUpkeep {
     func ledgerDaily() throws(StoreError) -> [LedgerDay] { try store.ledgerDaily() }
     func fleetGauges() throws(StoreError) -> FleetGauges { try store.fleetGauges() }
 }
+
+/// Whether a signal's news may still be unpublished: SQLite's WAL write lock, held by
+/// any connection (this process's own too, which a plain POSIX lock query would not
+/// report), means a writer may be between its `-wal` writes and their publication.
+@Suite struct PublicationProbeTests {
+    @Test func aWriteTransactionOfThisProcessCountsAsPublishing() throws {
+        let state = try TemporaryState()
+        let store = try SQLiteStateStore(directory: state.directory)
+        let signal = SQLiteFileSignal(databasePath: store.path)
+        _ = try store.changeMarker()
+        #expect(signal.mayStillBePublishing() == false)
+        let now = Timestamp(milliseconds: 1_795_161_600_000)
+        let sealed = SealedSecret(id: SecretID(name: "key"), box: [1, 2, 3], keyCheck: "check", size: 3, updatedAt: now, updatedBy: "test")
+        let during = try store.write { writer throws(StoreError) -> Bool in
+            try writer.putSecret(sealed)
+            return signal.mayStillBePublishing()
+        }
+        #expect(during == true)
+        #expect(signal.mayStillBePublishing() == false)
+        // A reader holds no write lock.
+        let reading = try store.read { _ throws(StoreError) -> Bool in signal.mayStillBePublishing() }
+        #expect(reading == false)
+    }
+
+    /// A signal that says a writer may still be publishing gets the early re-looks: the
+    /// commit published after the signal's look is seen without a poll.
+    @Test func aSignalThatSaysPublishingStillGetsItsReLooks() async throws {
+        let state = try TemporaryState()
+        let writer = try SQLiteStateStore(directory: state.directory)
+        let store = CommitAfterRead(try SQLiteStateStore(directory: state.directory))
+        let signal = ProbedSignal(publishing: true)
+        let told = Inbox<Bool>()
+        let feed = ChangeFeed(
+            store: store, interval: .seconds(3600), signal: signal, safetyInterval: .seconds(3600),
+            subscribers: [.init(topics: [.secrets]) { told.post(true) }], log: { _ in })
+        let watching = Task { await feed.watch() }
+        defer { watching.cancel() }
+        _ = await told.take()
+
+        let now = Timestamp(milliseconds: 1_795_161_600_000)
+        let sealed = SealedSecret(id: SecretID(name: "key"), box: [1, 2, 3], keyCheck: "check", size: 3, updatedAt: now, updatedBy: "test")
+        store.arm { try? writer.write { writer throws(StoreError) in try writer.putSecret(sealed) } }
+        signal.ring()
+        let news = await told.take(waitingAtMost: .seconds(30))
+        #expect(!news.isEmpty, "the commit published after the signal's look was never seen")
+    }
+}
+
+/// A signal the test rings, that answers the publication probe as told.
+final class ProbedSignal: ChangeSignal, PublicationProbe {
+    private let manual = ManualSignal()
+    private let publishing: Bool
+    init(publishing: Bool) { self.publishing = publishing }
+    var mayTellEarly: Bool { true }
+    func start(notify: @escaping @Sendable () -> Void) -> Bool { manual.start(notify: notify) }
+    func stop() { manual.stop() }
+    func ring() { manual.ring() }
+    func mayStillBePublishing() -> Bool { publishing }
+}
