@@ -152,12 +152,15 @@ extension PostgresAccess: RunWriter {
             """, agent.map { [.text($0.namespace), .text($0.name)] } ?? [], intent: "find the tasks in flight")
     }
 
+    /// When a step is due, as the index `run_steps_due` has it (the same expression, or
+    /// the planner does not use it): a Running step at the earlier of its lease and its
+    /// deadline (`LEAST` passes over a NULL), a gate waiting for approval at its deadline.
+    static let due = "CASE WHEN state = 'Running' THEN LEAST(lease_expires_at, deadline) ELSE deadline END"
+
     func dueSteps(at now: Timestamp, limit: Int) throws(StoreError) -> [StepRecord] {
         try steps(
             """
-            SELECT \(Self.stepColumns) FROM run_steps WHERE state IN ('Running', 'WaitingApproval') AND deadline <= $1
-            UNION
-            SELECT \(Self.stepColumns) FROM run_steps WHERE state = 'Running' AND lease_expires_at <= $1
+            SELECT \(Self.stepColumns) FROM run_steps WHERE state IN ('Running', 'WaitingApproval') AND (\(Self.due)) <= $1
             ORDER BY run_id, idx LIMIT $2
             """, [.int(now.milliseconds), .int(max(limit, 0))], intent: "find overdue steps")
     }
@@ -165,10 +168,7 @@ extension PostgresAccess: RunWriter {
     func nextDue() throws(StoreError) -> Timestamp? {
         let found = try connection().query(
             """
-            SELECT min(due)::bigint FROM (
-                SELECT min(deadline) AS due FROM run_steps WHERE state IN ('Running', 'WaitingApproval')
-                UNION ALL
-                SELECT min(lease_expires_at) FROM run_steps WHERE state = 'Running') AS dues
+            SELECT min(\(Self.due))::bigint FROM run_steps WHERE state IN ('Running', 'WaitingApproval')
             """, intent: "find the next deadline")
         return try found.first?.optionalInt64(0).map(Timestamp.init(milliseconds:))
     }

@@ -590,6 +590,30 @@ enum PostgresSchema {
             // it commits (`PostgresAccess.countRunChanges`).
             statements: ["runs", "run_steps", "run_attempts", "run_values", "tool_approvals"].map { "DROP TRIGGER \($0)_changes ON \($0)" }
         ),
+        Migration(
+            summary: "the steps' indexes hold only the steps their queries look for, and one index for what is due",
+            // The twin of SQLite's "the steps' indexes hold only the steps their queries look
+            // for" and "fewer pages written per step": a step changing state rewrote its entry in
+            // four indexes led by the state, and ended steps stayed in them for good. The
+            // partial indexes hold a step only while a query can want it; the deadline and
+            // lease indexes become one on when a step is due (a Running step at the earlier
+            // of its lease and deadline, a gate at its deadline: PostgresRunAccess names the
+            // same expression). SQLite's blackboard without rowids has no twin: a heap table
+            // and its primary key index are what PostgreSQL has.
+            statements: [
+                "DROP INDEX run_steps_ready",
+                "DROP INDEX run_steps_deadline",
+                "DROP INDEX run_steps_lease",
+                "DROP INDEX run_steps_by_state",
+                "CREATE INDEX run_steps_ready ON run_steps (namespace, agent, ready_at) WHERE state = 'Ready'",
+                """
+                CREATE INDEX run_steps_due ON run_steps ((CASE WHEN state = 'Running' THEN LEAST(lease_expires_at, deadline) ELSE deadline END))
+                WHERE state IN ('Running', 'WaitingApproval')
+                """,
+                "CREATE INDEX run_steps_waiting ON run_steps (namespace) WHERE state = 'WaitingApproval'",
+                "CREATE INDEX run_steps_open ON run_steps (run_id) WHERE state IN ('Pending', 'Ready', 'Running', 'WaitingApproval')",
+            ]
+        ),
     ]
 
     static var version: Int { migrations.count }

@@ -50,7 +50,7 @@ extension SQLStateAccess: RunWriter {
             createdBy: row.text(10), endedAt: row.optionalInt64(11).map(Timestamp.init(milliseconds:)), error: row.optionalText(12))
     }
 
-    private static let stepColumns =
+    static let stepColumns =
         "run_id, idx, step, namespace, agent, state, waiting, attempt, ready_at, lease_expires_at, deadline, started_at, ended_at, error, decided_by, reason, claimant"
 
     private static func step(_ row: Statement) throws(StoreError) -> StepRecord {
@@ -94,12 +94,15 @@ extension SQLStateAccess: RunWriter {
     // key of the connection's prepared statement.
     private static let runByID = "SELECT \(runColumns) FROM runs WHERE id = ?1"
     private static let stepByIndex = "SELECT \(stepColumns) FROM run_steps WHERE run_id = ?1 AND idx = ?2"
-    private static let nextClaimableStep = """
+    static let nextClaimableStep = """
         SELECT \(stepColumns) FROM run_steps
         WHERE state = 'Ready' AND namespace = ?1 AND agent = ?2 AND ready_at <= ?3
         ORDER BY ready_at, run_id, idx LIMIT 1
         """
-    private static let anyOpenStep = "SELECT EXISTS (SELECT 1 FROM run_steps WHERE run_id = ?1 AND state IN \(openStates))"
+    /// Named: without statistics SQLite takes the primary key for `run_id = ?`, which reads
+    /// every step of the run, ended ones included (a whole chain at its end).
+    static let anyOpenStep =
+        "SELECT EXISTS (SELECT 1 FROM run_steps INDEXED BY run_steps_open WHERE run_id = ?1 AND state IN \(openStates))"
     private static let updateStep = """
         UPDATE run_steps SET agent = ?5, state = ?6, waiting = ?7, attempt = ?8, ready_at = ?9, lease_expires_at = ?10, deadline = ?11,
             started_at = ?12, ended_at = ?13, error = ?14, decided_by = ?15, reason = ?16, claimant = ?17
@@ -171,11 +174,12 @@ extension SQLStateAccess: RunWriter {
         }
     }
 
-    private static let openStates = "('Pending', 'Ready', 'Running', 'WaitingApproval')"
+    static let openStates = "('Pending', 'Ready', 'Running', 'WaitingApproval')"
 
     func openStepCount(of run: RunID) throws(StoreError) -> Int {
         try rows(
-            "SELECT count(*) FROM run_steps WHERE run_id = ?1 AND state IN \(Self.openStates)", intent: "count the open steps of run \(run)"
+            "SELECT count(*) FROM run_steps INDEXED BY run_steps_open WHERE run_id = ?1 AND state IN \(Self.openStates)",
+            intent: "count the open steps of run \(run)"
         ) { s throws(StoreError) in
             try s.bind(1, run.rawValue)
         } _: { s throws(StoreError) in
@@ -203,13 +207,31 @@ extension SQLStateAccess: RunWriter {
         }.first
     }
 
+    /// When a step is due, as the index `run_steps_due` has it (the same expression, or
+    /// SQLite does not use it): a Running step at the earlier of its lease and its
+    /// deadline, a gate waiting for approval at its deadline.
+    static let due = """
+        CASE WHEN state = 'Running' THEN min(coalesce(lease_expires_at, deadline), coalesce(deadline, lease_expires_at))
+        ELSE deadline END
+        """
+    /// The Running steps are the only ones in `run_steps_due` of that state: the first
+    /// term names the index's own condition, so that it may be used.
+    static func runningStepsSQL(ofOneAgent: Bool) -> String {
+        """
+        SELECT \(stepColumns) FROM run_steps INDEXED BY run_steps_due
+        WHERE state IN ('Running', 'WaitingApproval') AND state = 'Running'\(ofOneAgent ? " AND namespace = ?1 AND agent = ?2" : "")
+        ORDER BY run_id, idx
+        """
+    }
+    /// Named, as the planner without statistics would scan the table.
+    static let dueStepsSQL = """
+        SELECT \(stepColumns) FROM run_steps INDEXED BY run_steps_due WHERE state IN ('Running', 'WaitingApproval') AND (\(due)) <= ?1
+        ORDER BY run_id, idx LIMIT ?2
+        """
+    static let nextDueSQL = "SELECT min(\(due)) FROM run_steps WHERE state IN ('Running', 'WaitingApproval')"
+
     func runningSteps(agent: ResourceID?) throws(StoreError) -> [StepRecord] {
-        try rows(
-            """
-            SELECT \(Self.stepColumns) FROM run_steps INDEXED BY run_steps_lease
-            WHERE state = 'Running'\(agent == nil ? "" : " AND namespace = ?1 AND agent = ?2") ORDER BY run_id, idx
-            """, intent: "find the tasks in flight"
-        ) { s throws(StoreError) in
+        try rows(Self.runningStepsSQL(ofOneAgent: agent != nil), intent: "find the tasks in flight") { s throws(StoreError) in
             if let agent {
                 try s.bind(1, agent.namespace)
                 try s.bind(2, agent.name)
@@ -220,14 +242,7 @@ extension SQLStateAccess: RunWriter {
     }
 
     func dueSteps(at now: Timestamp, limit: Int) throws(StoreError) -> [StepRecord] {
-        try rows(
-            """
-            SELECT \(Self.stepColumns) FROM run_steps WHERE state IN ('Running', 'WaitingApproval') AND deadline <= ?1
-            UNION
-            SELECT \(Self.stepColumns) FROM run_steps WHERE state = 'Running' AND lease_expires_at <= ?1
-            ORDER BY run_id, idx LIMIT ?2
-            """, intent: "find overdue steps"
-        ) { s throws(StoreError) in
+        try rows(Self.dueStepsSQL, intent: "find overdue steps") { s throws(StoreError) in
             try s.bind(1, now.milliseconds)
             try s.bind(2, max(limit, 0))
         } _: { s throws(StoreError) in
@@ -236,14 +251,7 @@ extension SQLStateAccess: RunWriter {
     }
 
     func nextDue() throws(StoreError) -> Timestamp? {
-        try rows(
-            """
-            SELECT min(due) FROM (
-                SELECT min(deadline) AS due FROM run_steps WHERE state IN ('Running', 'WaitingApproval')
-                UNION ALL
-                SELECT min(lease_expires_at) FROM run_steps WHERE state = 'Running')
-            """, intent: "find the next deadline"
-        ) { _ throws(StoreError) in
+        try rows(Self.nextDueSQL, intent: "find the next deadline") { _ throws(StoreError) in
         } _: { s throws(StoreError) in
             s.optionalInt64(0)
         }.first?.map(Timestamp.init(milliseconds:))

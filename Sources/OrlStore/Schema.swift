@@ -635,6 +635,45 @@ enum Schema {
                 DROP TRIGGER tool_approvals_delete_changes;
                 """
         ),
+        Migration(
+            summary: "fewer pages written per step: one index for what is due, open steps indexed by run, the blackboard without rowids",
+            sql: """
+                -- Each step's commit wrote about ten WAL pages (a step of a chain: its own
+                -- completion, the next step readied and claimed, in one transaction). Three
+                -- fewer here, the queries unchanged in what they return:
+                -- - the deadline and lease indexes held the same Running steps twice: one
+                --   index on when each is due (a Running step at the earlier of its lease and
+                --   its deadline, a gate waiting for approval at its deadline) serves both the
+                --   sweep and the next wake-up (RunAccess names the same expression);
+                -- - the open-steps index was led by (run, state): a step changing state moved
+                --   to another page of it; by run alone a step keeps its place while open, and
+                --   a chain's next step sits beside the one that ends;
+                -- - run_values had rowids and its key in a second b-tree (two pages a
+                --   value); keyed by (run, key, version) alone it is one. A value past about
+                --   a kilobyte spills to overflow pages either way.
+                DROP INDEX run_steps_deadline;
+                DROP INDEX run_steps_lease;
+                DROP INDEX run_steps_open;
+                CREATE INDEX run_steps_due ON run_steps (
+                    CASE WHEN state = 'Running' THEN min(coalesce(lease_expires_at, deadline), coalesce(deadline, lease_expires_at))
+                    ELSE deadline END) WHERE state IN ('Running', 'WaitingApproval');
+                CREATE INDEX run_steps_open ON run_steps (run_id) WHERE state IN ('Pending', 'Ready', 'Running', 'WaitingApproval');
+                CREATE TABLE run_values_keyed (
+                    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                    key TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    value TEXT NOT NULL,              -- canonical JSON
+                    written_at INTEGER NOT NULL,
+                    step TEXT,
+                    attempt INTEGER,
+                    PRIMARY KEY (run_id, key, version)
+                ) WITHOUT ROWID;
+                INSERT INTO run_values_keyed (run_id, key, version, value, written_at, step, attempt)
+                    SELECT run_id, key, version, value, written_at, step, attempt FROM run_values;
+                DROP TABLE run_values;
+                ALTER TABLE run_values_keyed RENAME TO run_values;
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

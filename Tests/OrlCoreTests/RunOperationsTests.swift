@@ -234,6 +234,45 @@ func string(_ value: JSONValue?) -> String? {
         #expect(h.run(run).phase == .succeeded)
     }
 
+    /// A completion that claims next holds the steps it readies until its claim (the one
+    /// taken is written once, Running): an older Ready step of another run still comes
+    /// first, and the steps not taken are Ready as if written at once.
+    @Test func aCompletionThatClaimsNextTakesTheOldestReadyStepHeldOrNot() throws {
+        let h = RunHarness()
+        let worker = RunHarness.agent("worker")
+        let fan = try h.start("fan")
+        let split = try #require(try h.claim("worker"))
+        h.advance(.seconds(1))
+        let pipeline = try h.start("pipeline", [("topic", "rivers")])
+        h.advance(.seconds(1))
+        // split readies x, y and z now; the pipeline's a has been Ready for a second.
+        let first = try h.operations.completeAndClaim(split.id, agent: worker, output: JSONParser.parse("{}", file: ""), now: h.now)
+        let a = try #require(first.next)
+        #expect(a.id.run == pipeline.id && a.id.step == "a")
+        #expect(h.states(fan) == ["split": .succeeded, "x": .ready, "y": .ready, "z": .ready, "join": .pending])
+        // a readies the reviewer's b: held, then written Ready; the worker gets x (of x, y
+        // and z, Ready at the same time, the first by index).
+        h.advance(.seconds(1))
+        let second = try h.operations.completeAndClaim(
+            a.id, agent: worker, output: JSONParser.parse(#"{"text": "Rivers flow."}"#, file: ""), now: h.now)
+        #expect(second.next?.id.run == fan.id && second.next?.id.step == "x")
+        #expect(h.states(fan) == ["split": .succeeded, "x": .running, "y": .ready, "z": .ready, "join": .pending])
+        #expect(h.states(pipeline) == ["a": .succeeded, "b": .ready, "c": .pending])
+        #expect(try h.claim("reviewer")?.id.step == "b")
+        // A chain's next step, readied and claimed in one transaction, is Running.
+        var task = try #require(second.next)
+        for step in ["y", "z"] {
+            let done = try h.operations.completeAndClaim(task.id, agent: worker, output: JSONParser.parse("{}", file: ""), now: h.now)
+            task = try #require(done.next)
+            #expect(task.id.step == step && task.id.attempt == 1)
+        }
+        let last = try h.operations.completeAndClaim(task.id, agent: worker, output: JSONParser.parse("{}", file: ""), now: h.now)
+        #expect(last.next?.id.step == "join" && last.next?.id.attempt == 1)
+        #expect(h.states(fan)["join"] == .running)
+        let attempts = h.store.snapshot.attempts.filter { $0.run == fan.id }.map { "\($0.step)/\($0.attempt)" }
+        #expect(attempts.sorted() == ["join/1", "split/1", "x/1", "y/1", "z/1"])
+    }
+
     @Test func aFailingStepIsRetriedWithBackoffUnderTheSameKeyThenSucceeds() throws {
         let h = RunHarness()
         let run = try h.start("flaky")

@@ -109,6 +109,44 @@ private let start = Timestamp(milliseconds: 1_795_161_600_000)
     /// Each transaction that writes runs moves the `runs` topic by one, however many rows
     /// and statements it wrote (a step's dozen moved it six times when each row counted),
     /// and one that writes no run table, or commits nothing, leaves it.
+    /// A Running step is due at the earlier of its lease and its deadline, a gate waiting
+    /// for approval at its deadline: one index has both (what the sweep and the next
+    /// wake-up read), and its answers are those of the two it replaced.
+    @Test(arguments: Backend.available) func aStepIsDueAtItsLeaseOrItsDeadlineWhicheverComesFirst(_ backend: Backend) throws {
+        let state = try fleet(backend)
+        let store = try state.open()
+        let operations = RunOperations(store: store)
+        // "one": a 30 s heartbeat timeout. "two": `a` first (the default 60 s lease), then
+        // `b` and the gate (its 1 h timeout).
+        let one = try startRun("one", in: store, random: 1)
+        let two = try startRun("two", in: store, random: 2)
+        let task = try #require(try operations.claim(agent: worker, now: start))
+        #expect(task.id.run == one.id)
+        let a = try #require(try operations.claim(agent: worker, now: start.adding(.seconds(10))))
+        #expect(a.id.run == two.id)
+        try operations.complete(a.id, agent: worker, output: JSONParser.parse("{}", file: ""), now: start.adding(.seconds(20)))
+        func due(at seconds: Int64) throws -> [String] {
+            try store.readRuns { reader throws(StoreError) in
+                try reader.dueSteps(at: start.adding(.seconds(seconds)), limit: 10).map { "\($0.run == one.id ? "one" : "two")/\($0.id)" }
+            }
+        }
+        let next = try store.readRuns { reader throws(StoreError) in try reader.nextDue() }
+        #expect(next == start.adding(.seconds(30)))
+        #expect(try due(at: 29).isEmpty)
+        #expect(try due(at: 30) == ["one/only"])
+        // The gate waits until 20 s + 1 h; `b` is Ready, not yet due for anything.
+        #expect(try due(at: 3_619).sorted() == ["one/only"])
+        #expect(try due(at: 3_620).sorted() == ["one/only", "two/gate"])
+        let running = try store.readRuns { reader throws(StoreError) in try reader.runningSteps(agent: worker).map(\.id) }
+        #expect(running == ["only"])
+        let b = try #require(try operations.claim(agent: worker, now: start.adding(.seconds(25))))
+        #expect(b.id.step == "b")
+        #expect(try due(at: 54) == ["one/only"])
+        #expect(try due(at: 55).sorted() == ["one/only", "two/b"])
+        let all = try store.readRuns { reader throws(StoreError) in try reader.runningSteps(agent: nil).map(\.id) }
+        #expect(all.sorted() == ["b", "only"])
+    }
+
     @Test(arguments: Backend.available) func theRunsTopicMovesOncePerTransactionThatWritesRuns(_ backend: Backend) throws {
         let state = try fleet(backend)
         let store = try state.open()

@@ -191,6 +191,70 @@ func startRun(_ workflow: String, in store: SQLiteStateStore, at time: Timestamp
         }
     }
 
+    /// A partial or expression index is used only by a query that names its condition and
+    /// expression as it does: each hot query of the runs is planned on its index, not a scan
+    /// of every step ever run.
+    @Test func theRunQueriesUseTheStepsIndexes() throws {
+        try withStateDirectory { directory in
+            let store = try storeWithFleet(directory)
+            let database = try Database(path: store.path)
+            func plan(_ sql: String) throws -> String {
+                try database.withStatement("EXPLAIN QUERY PLAN " + sql, intent: "plan") { s throws(StoreError) in
+                    var details: [String] = []
+                    while try s.step(intent: "plan") { details.append(s.text(3)) }
+                    return details.joined(separator: "; ")
+                }
+            }
+            func uses(_ sql: String, _ expected: String) throws {
+                let found = try plan(sql)
+                #expect(found.contains(expected), "\(found)")
+            }
+            try uses(SQLStateAccess.dueStepsSQL, "SEARCH run_steps USING INDEX run_steps_due (<expr><?)")
+            try uses(SQLStateAccess.nextDueSQL, "SEARCH run_steps USING INDEX run_steps_due")
+            for oneAgent in [false, true] { try uses(SQLStateAccess.runningStepsSQL(ofOneAgent: oneAgent), "USING INDEX run_steps_due") }
+            try uses(SQLStateAccess.anyOpenStep, "SEARCH run_steps USING INDEX run_steps_open (run_id=?)")
+            try uses(SQLStateAccess.nextClaimableStep, "SEARCH run_steps USING INDEX run_steps_ready")
+        }
+    }
+
+    /// A state written before the blackboard lost its rowids keeps every value, and the
+    /// table is keyed by (run, key, version) alone afterwards.
+    @Test func theBlackboardKeepsItsValuesThroughTheMigration() throws {
+        try withStateDirectory { directory in
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            let path = SQLiteStateStore.databasePath(directory)
+            let before = Schema.migrations.count - 1
+            do {
+                let database = try Database(path: path)
+                try database.execute("PRAGMA journal_mode = WAL", intent: "test")
+                for migration in Schema.migrations[..<before] { try database.execute(migration.sql, intent: migration.summary) }
+                try database.execute(
+                    """
+                    PRAGMA user_version = \(before);
+                    INSERT INTO runs (id, namespace, workflow, generation, phase, trigger, input, plan, created_at, created_by)
+                    VALUES ('1m7zpgk9g86za', 'default', 'one', 1, 'Running', 'manual', '{}', '{}', 1, 'test');
+                    INSERT INTO run_values (run_id, key, version, value, written_at, step, attempt)
+                    VALUES ('1m7zpgk9g86za', 'only', 1, '{"a":1}', 2, 'only', 1), ('1m7zpgk9g86za', 'only', 2, '{"a":2}', 3, 'only', 2),
+                        ('1m7zpgk9g86za', 'topic:notes', 1, '"n"', 4, NULL, NULL);
+                    """, intent: "test")
+            }
+            let store = try SQLiteStateStore(directory: directory)
+            let run = try #require(RunID("1m7zpgk9g86za"))
+            let values = try store.readRuns { reader throws(StoreError) in try reader.values(of: run) }
+            #expect(
+                values.map { "\($0.key)@\($0.version)=\($0.value)" } == [#"only@1={"a":1}"#, #"only@2={"a":2}"#, #"topic:notes@1="n""#])
+            #expect(values.map(\.attempt) == [1, 2, nil])
+            let database = try Database(path: path)
+            let table = try database.withStatement("SELECT sql FROM sqlite_schema WHERE name = 'run_values'", intent: "test") {
+                s throws(StoreError) in try s.step(intent: "test") ? s.text(0) : ""
+            }
+            #expect(table.hasSuffix("WITHOUT ROWID"))
+            let autoindexes = "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'sqlite_autoindex_run_values%'"
+            #expect(try database.scalar(autoindexes, intent: "test") == 0)
+        }
+    }
+
     @Test func aSlotHasAtMostOneRunWhateverTheCaller() throws {
         try withStateDirectory { directory in
             let store = try storeWithFleet(directory)

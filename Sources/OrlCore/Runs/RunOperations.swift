@@ -115,13 +115,26 @@ public struct RunOperations: Sendable {
     private static func claim(
         agent: ResourceID, claimant: String? = nil, now: Timestamp, in tx: Transaction, after completed: Completed? = nil
     ) throws(StoreError) -> RunTask? {
-        guard let ready = try tx.writer.nextClaimable(agent: agent, at: now) else { return nil }
+        var found = try tx.writer.nextClaimable(agent: agent, at: now)
+        // A held step is Ready as if written: it is taken when the query would have
+        // returned it first (the same order: ready_at, run, index).
+        var held = tx.takeHeld()
+        let claimable = held.indices.filter { held[$0].agent == agent && (held[$0].readyAt ?? now) <= now }
+        if let first = claimable.min(by: { Self.claimedBefore(held[$0], held[$1]) }),
+            found.map({ Self.claimedBefore(held[first], $0) }) ?? true
+        {
+            found = held.remove(at: first)
+        }
+        // The others are written as they are, Ready.
+        for record in held { try tx.writer.update(record) }
+        guard let ready = found else { return nil }
         let known = completed?.run.id == ready.run ? completed : nil
         let run: RunRecord
         let plan: RunPlan
         if let known {
             (run, plan) = (known.run, known.plan)
         } else {
+            // Not a held step (those are of the completed run): the query found it.
             guard let read = try tx.writer.run(ready.run) else { return nil }
             (run, plan) = (read, try tx.writer.plan(of: ready.run))
         }
@@ -129,6 +142,14 @@ public struct RunOperations: Sendable {
         try tx.writer.update(record)
         try tx.writer.put(AttemptRecord(run: run.id, step: record.id, attempt: record.attempt, agent: agent, startedAt: now))
         return try RunTask.make(record, agent: agent, run: run, plan: plan, from: tx.writer, written: known?.written ?? [:])
+    }
+
+    /// Whether `a` is claimed before `b`: the order of `RunReader.nextClaimable`.
+    private static func claimedBefore(_ a: StepRecord, _ b: StepRecord) -> Bool {
+        let (x, y) = (a.readyAt?.milliseconds ?? .min, b.readyAt?.milliseconds ?? .min)
+        if x != y { return x < y }
+        if a.run != b.run { return Array(a.run.rawValue.utf8).lexicographicallyPrecedes(b.run.rawValue.utf8) }
+        return a.index < b.index
     }
 
     /// A completion's outcome, and what it leaves known to the rest of its transaction:
@@ -174,6 +195,9 @@ public struct RunOperations: Sendable {
         _ task: TaskID, agent: ResourceID, claimant: String? = nil, output: Node, now: Timestamp
     ) throws(RunError) -> (record: StepRecord, next: RunTask?) {
         try write { tx throws(StoreError) -> Result<(record: StepRecord, next: RunTask?), RunError> in
+            // The step the completion readies is often the one the claim takes (a chain's
+            // next): held back, it is written once, Running, instead of Ready then Running.
+            tx.holdsReadied = true
             switch try Self.complete(task, agent: agent, output: output, now: now, in: tx) {
             case .failure(let error): return .failure(error)
             case .success(let completed):
@@ -616,7 +640,7 @@ public struct RunOperations: Sendable {
             for index in step.dependants {
                 guard let dependant = try tx.writer.step(of: run.id, index: index), dependant.state == .pending else { continue }
                 let next = RunEngine.dependencyReleased(dependant, plan.steps[index], now: now)
-                try tx.writer.update(next)
+                try tx.store(next)
                 tx.readied(next)
                 if !next.state.isTerminal { leftOpen = true }
                 if next.state == .waitingApproval { try tx.record(approvalRequested(run, next, plan, now)) }
@@ -693,6 +717,8 @@ public struct RunOperations: Sendable {
             result = try store.writeRuns { writer throws(StoreError) in
                 let tx = Transaction(writer)
                 let result = try body(tx)
+                // Whatever path the body took, nothing it decided stays unwritten.
+                for record in tx.takeHeld() { try writer.update(record) }
                 ready = tx.ready
                 return result
             }
@@ -712,7 +738,30 @@ private final class Transaction {
     /// The agents whose steps this transaction made Ready.
     private(set) var ready: Set<ResourceID> = []
 
+    /// Set by a completion that claims next: the agent steps it makes Ready are held
+    /// (`store`) until its claim, which writes each once.
+    var holdsReadied = false
+    private var held: [StepRecord] = []
+
     init(_ writer: any RunWriter) { self.writer = writer }
+
+    /// Writes a step's new record, or holds it when it is a Ready agent step and this
+    /// transaction holds those. Only a step nothing reads again before the claim may be
+    /// held: a dependant readied by the step that settles.
+    func store(_ record: StepRecord) throws(StoreError) {
+        if holdsReadied, record.state == .ready, record.agent != nil {
+            held.append(record)
+        } else {
+            try writer.update(record)
+        }
+    }
+
+    /// The held steps, no longer held: the caller writes them (or claims one).
+    func takeHeld() -> [StepRecord] {
+        holdsReadied = false
+        defer { held = [] }
+        return held
+    }
 
     func readied(_ step: StepRecord) {
         if step.state == .ready, let agent = step.agent { ready.insert(agent) }
