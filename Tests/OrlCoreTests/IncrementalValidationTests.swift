@@ -647,7 +647,8 @@ import Testing
             let previous = try held()
             index.files[100].record.contentHash = "edit \(edit)"
             let written = try store.write { writer throws(StoreError) in
-                try index.write(source: "s", previous: previous, dirty: [100], report: .rendered(form: "f", payload: Array("warnings".utf8)), writer)
+                try index.write(
+                    source: "s", previous: previous, dirty: [100], report: .rendered(form: "f", payload: Array("warnings".utf8)), writer)
             }
             #expect(written.chunks != previous.chunks, "edit \(edit)")
             #expect(reportRows() == first, "edit \(edit)")
