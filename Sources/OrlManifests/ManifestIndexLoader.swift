@@ -43,6 +43,9 @@ public struct ManifestIndexLoader: Sendable {
         /// The desired set names the previous apply's resources, in the same order.
         let sameIdentities: Bool
         let full: Bool
+        /// The only positions at which `next`'s files may differ from `previous`'s (those
+        /// read this time, of the same paths in the same order); nil: any may.
+        let dirty: [Int]?
         let inputs: [ManifestInput]
         /// Each input's position by path, made when a resource not read this time is asked for.
         private let positions = Mutex<[String: Int]?>(nil)
@@ -56,8 +59,8 @@ public struct ManifestIndexLoader: Sendable {
 
         init(
             outcome: IncrementalValidation.Outcome, next: StoredManifestIndex?, stored: StoredManifestIndex.Stored?, filesUnchanged: Bool,
-            sameDesired: Bool, settled: [Bool]? = nil, sameIdentities: Bool = false, full: Bool, inputs: [ManifestInput],
-            source: FileSystemSource,
+            sameDesired: Bool, settled: [Bool]? = nil, sameIdentities: Bool = false, full: Bool, dirty: [Int]? = nil,
+            inputs: [ManifestInput], source: FileSystemSource,
             parsing: ManifestParsing, snapshots: [String: [ResourceSnapshot.Kept]] = [:], keptReport: [UInt8]? = nil, reportForm: String?
         ) {
             self.keptReport = keptReport
@@ -72,6 +75,7 @@ public struct ManifestIndexLoader: Sendable {
             self.filesUnchanged = filesUnchanged
             self.sameDesired = sameDesired
             self.full = full
+            self.dirty = dirty
             self.inputs = inputs
             self.source = source
             self.parsing = parsing
@@ -170,10 +174,11 @@ public struct ManifestIndexLoader: Sendable {
                 held = decoded
                 if filesUnchanged { next.namespaces = decoded.index.namespaces }
             }
-            let written = try next.write(source: source, previous: held, writer)
-            // A kept report stays where it is: only the memo changed, so its key did not.
-            guard keptReport == nil, let reportForm, let payload = report() else { return }
-            try StoredManifestIndex.putReport(payload, form: reportForm, source: source, of: written, writer)
+            // A kept report stays where it is (only the memo changed); a report rendered
+            // this time is kept with the index, where the one kept is unless its bytes differ.
+            var kept = StoredManifestIndex.KeptReport.keep
+            if keptReport == nil, let reportForm, let payload = report() { kept = .rendered(form: reportForm, payload: payload) }
+            try next.write(source: source, previous: held, dirty: dirty, report: kept, writer)
         }
     }
 
@@ -217,12 +222,15 @@ public struct ManifestIndexLoader: Sendable {
         var aligned = !full && stored != nil && stored!.files.count == inputs.count
         var vouched = [Bool](repeating: false, count: aligned ? inputs.count : 0)
         if aligned, let stored {
-            for (i, (input, old)) in zip(inputs, stored.files).enumerated() {
-                guard input.path == old.path else {
-                    aligned = false
-                    break
+            // Through the buffer: `zip(inputs, stored.files)` copies every file's record.
+            aligned = stored.files.withUnsafeBufferPointer { files in
+                for i in files.indices {
+                    guard inputs[i].path == files[i].record.path else { return false }
+                    if let stamp = stamps[i], let oldStamp = files[i].stamp {
+                        vouched[i] = oldStamp.vouches(for: stamp, recordedAt: files[i].stampedAt)
+                    }
                 }
-                if let stamp = stamps[i], let oldStamp = old.stamp { vouched[i] = oldStamp.vouches(for: stamp, recordedAt: old.stampedAt) }
+                return true
             }
         }
         if aligned, let stored, !vouched.contains(false) {
@@ -232,11 +240,10 @@ public struct ManifestIndexLoader: Sendable {
                 outcome: outcome, next: stored, stored: held, filesUnchanged: true, sameDesired: true, full: false, inputs: inputs,
                 source: source, parsing: parsing, keptReport: kept, reportForm: form)
         }
-        if let pending = held, pending.diagnosticsPending {
-            held = pending.decodingDiagnostics()
-            stored = held?.index
-            if held == nil { aligned = false }
-        }
+        // The namespaces' findings (left undecoded beside a kept report) are decoded on
+        // another thread while the changed files are read and parsed; only their files
+        // are looked at until then.
+        let decoding = held.flatMap { pending in pending.diagnosticsPending ? Pending { pending.decodingDiagnostics() } : nil }
 
         // Unless the stamp vouches for the record, read and hash, on every core.
         struct Probe: Sendable {
@@ -307,12 +314,50 @@ public struct ManifestIndexLoader: Sendable {
                 return read
             }
         }
+        // Edited files, the common change: parsed here, while another thread decodes the
+        // findings and reads what was kept of the namespaces they defined something in
+        // (those the checks across resources see again, unless the edit moved a resource
+        // to another namespace).
+        var changed: [Int] = []
+        var early: [ReadManifests]?
+        var prefetched: (namespaces: Set<String>, kept: Pending<[ResourceSnapshot.Kept]>, taken: Bool)?
+        // Nothing outlives the load.
+        defer { if let prefetched, !prefetched.taken { _ = prefetched.kept.wait() } }
+        if aligned, let stored {
+            changed = stored.files.withUnsafeBufferPointer { files in
+                probes.indices.filter { !vouched[$0] && probes[$0].hash != files[$0].record.contentHash }
+            }
+            if let store, !changed.isEmpty {
+                var namespaces = Set<String>()
+                for i in changed { namespaces.formUnion(stored.files[i].record.namespaces) }
+                let wanted = namespaces
+                prefetched = (wanted, Pending { Self.kept(wanted, source: name, store: store) }, false)
+            }
+            early = parsed(changed)
+        }
+        if let decoding {
+            held = decoding.wait()
+            stored = held?.index
+            if held == nil { aligned = false }
+        }
         let hashed = inputs.indices.map { (path: inputs[$0].path, contentHash: probes[$0].hash) }
         if aligned, let stored {
-            let changed = probes.indices.filter { probes[$0].hash != stored.files[$0].record.contentHash }
             if var result = IncrementalValidation.validate(
                 aligned: hashed, changed: changed, previous: stored, strict: strict,
-                kept: { namespaces in store.map { Self.kept(namespaces, source: name, store: $0) } ?? [] }, read: parsed)
+                kept: { namespaces in
+                    if let wanted = prefetched, !wanted.taken, wanted.namespaces == namespaces {
+                        prefetched!.taken = true
+                        return wanted.kept.wait()
+                    }
+                    return store.map { Self.kept(namespaces, source: name, store: $0) } ?? []
+                },
+                read: { positions in
+                    if let done = early, positions == changed {
+                        early = nil
+                        return done
+                    }
+                    return parsed(positions)
+                })
             {
                 if let error = failure.withLock({ $0 }) { throw error }
                 var next = result.next
@@ -325,7 +370,8 @@ public struct ManifestIndexLoader: Sendable {
                 }
                 return Loaded(
                     outcome: result.outcome, next: next, stored: held, filesUnchanged: false, sameDesired: result.sameDesired,
-                    settled: result.settled, sameIdentities: result.sameIdentities, full: false, inputs: inputs, source: source,
+                    settled: result.settled, sameIdentities: result.sameIdentities, full: false,
+                    dirty: vouched.indices.filter { !vouched[$0] }, inputs: inputs, source: source,
                     parsing: parsing, snapshots: result.outcome.checked, reportForm: form)
             }
             if let error = failure.withLock({ $0 }) { throw error }

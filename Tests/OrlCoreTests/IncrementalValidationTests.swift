@@ -620,6 +620,110 @@ import Testing
         #expect(store.snapshot.manifestIndexes.isEmpty)
     }
 
+    /// A write that is given the report of its index keeps it under the name the replaced
+    /// head points to when the bytes are those kept (a value edited: no copy of the whole
+    /// report), and under a name of its own otherwise; the head points to the one that
+    /// stands for it, and the replaced one is dropped.
+    @Test func aReportWithTheSameBytesIsNotWrittenAgain() throws {
+        let files = (0..<300).map { i in
+            StoredManifestIndex.File(
+                record: ManifestFileRecord(path: "fleet/f\(i).yaml", contentHash: "h\(i)", read: ReadManifests()),
+                stamp: FileStamp(size: 10, mtime: 1, ctime: 1, inode: Int64(i), device: 1), stampedAt: 5)
+        }
+        let store = InMemoryStateStore()
+        func held(_ form: String? = "f") throws -> StoredManifestIndex.Stored {
+            try #require(try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: "s", reader, report: form) })
+        }
+        func reportRows() -> [String: [UInt8]] { store.snapshot.manifestIndexes.filter { $0.key.contains("\u{1}report\u{1}") } }
+        var index = StoredManifestIndex(files: files, namespaces: [:], desired: [], memo: nil)
+        try store.write { writer throws(StoreError) in
+            try index.write(source: "s", previous: nil, report: .rendered(form: "f", payload: Array("warnings".utf8)), writer)
+        }
+        let first = reportRows()
+        #expect(first.count == 1)
+        #expect(try held().report == Array("warnings".utf8))
+        // A value edited: another chunk, the same report, the same row.
+        for edit in 0..<3 {
+            let previous = try held()
+            index.files[100].record.contentHash = "edit \(edit)"
+            let written = try store.write { writer throws(StoreError) in
+                try index.write(
+                    source: "s", previous: previous, dirty: [100], report: .rendered(form: "f", payload: Array("warnings".utf8)), writer)
+            }
+            #expect(written.chunks != previous.chunks, "edit \(edit)")
+            #expect(reportRows() == first, "edit \(edit)")
+            #expect(try held().report == Array("warnings".utf8), "edit \(edit)")
+        }
+        // Read in another form (or not read at all), the bytes are not known to be the same:
+        // written again, under the new head's name.
+        for (form, payload) in [("g", "other form"), (nil, "no form read")] as [(String?, String)] {
+            let previous = try held(form)
+            index.files[200].record.contentHash = payload
+            try store.write { writer throws(StoreError) in
+                try index.write(source: "s", previous: previous, report: .rendered(form: "f", payload: Array(payload.utf8)), writer)
+            }
+            #expect(reportRows().count == 1 && reportRows() != first, "\(payload)")
+            #expect(try held().report == Array(payload.utf8), "\(payload)")
+        }
+        // Other bytes: another row, the replaced one dropped.
+        let before = reportRows()
+        let previous = try held()
+        index.files[5].record.contentHash = "with a warning"
+        try store.write { writer throws(StoreError) in
+            try index.write(source: "s", previous: previous, report: .rendered(form: "f", payload: Array("more warnings".utf8)), writer)
+        }
+        #expect(reportRows().count == 1 && reportRows() != before)
+        #expect(try held().report == Array("more warnings".utf8))
+        // The same bytes, but the state's head is no longer the one read (an apply came in
+        // between and kept none): not taken for kept.
+        let stale = try held()
+        index.files[6].record.contentHash = "in between"
+        try store.write { writer throws(StoreError) in try index.write(source: "s", previous: stale, writer) }
+        #expect(reportRows().isEmpty)
+        #expect(try held().report == nil)
+        index.files[7].record.contentHash = "after"
+        _ = try store.write { writer throws(StoreError) in
+            try index.write(source: "s", previous: stale, report: .rendered(form: "f", payload: Array("more warnings".utf8)), writer)
+        }
+        #expect(reportRows().count == 1)
+        #expect(try held().report == Array("more warnings".utf8))
+        try store.write { writer throws(StoreError) in try StoredManifestIndex.drop(source: "s", writer) }
+        #expect(store.snapshot.manifestIndexes.isEmpty)
+    }
+
+    /// A write told which positions changed keeps the other chunks without comparing them:
+    /// it must store what a write that compares every file stores.
+    @Test func chunksKeptByPositionAreTheComparedOnes() throws {
+        func file(_ i: Int, _ hash: String) -> StoredManifestIndex.File {
+            StoredManifestIndex.File(
+                record: ManifestFileRecord(path: "fleet/f\(i).yaml", contentHash: hash, read: ReadManifests()),
+                stamp: FileStamp(size: 10, mtime: 1, ctime: 1, inode: Int64(i), device: 1), stampedAt: 5)
+        }
+        let index = StoredManifestIndex(files: (0..<1_200).map { file($0, "h\($0)") }, namespaces: [:], desired: [], memo: nil)
+        for dirty in [[0], [1_199], [3, 700], [64, 65, 66, 900, 1_000], Array(0..<1_200)] {
+            let store = InMemoryStateStore()
+            let before = try store.write { writer throws(StoreError) in try index.write(source: "s", previous: nil, writer) }
+            var changed = index
+            for position in dirty {
+                changed.files[position].record.contentHash = "new"
+                changed.files[position].stamp = nil
+                changed.files[position].stampedAt = 0
+            }
+            // A position said to change that did not: compared, and kept.
+            let listed = dirty + [500]
+            let expected = try InMemoryStateStore().write { writer throws(StoreError) in
+                try changed.write(source: "s", previous: nil, writer)
+            }
+            let written = try store.write { writer throws(StoreError) in
+                try changed.write(source: "s", previous: before, dirty: listed.sorted(), writer)
+            }
+            #expect(written.chunks == expected.chunks, "\(dirty.prefix(5))")
+            #expect(store.snapshot.manifestIndexes.count == 1 + Set(written.chunks.map(\.hash)).count, "\(dirty.prefix(5))")
+            let held = try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: "s", reader) }
+            #expect(held?.index == changed, "\(dirty.prefix(5))")
+        }
+    }
+
     /// A change to one file of many rewrites the head and that file's chunk, and drops
     /// the chunk it replaced; dropping the index drops every chunk.
     @Test func aChangedFileRewritesItsChunkOnly() throws {

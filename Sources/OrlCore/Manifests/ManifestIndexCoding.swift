@@ -169,7 +169,7 @@ public struct StoredManifestIndex: Sendable, Equatable {
     /// namespace's diagnostics in a blob of its own, both under the hash of their bytes, so
     /// that an apply that changes a file writes the head, that file's chunk and its
     /// namespaces' diagnostics, not every file's record and every namespace's findings.
-    static let magic: [UInt8] = Array("orl-index-4\n".utf8)
+    static let magic: [UInt8] = Array("orl-index-5\n".utf8)
     static let chunkMagic: [UInt8] = Array("orl-files-1\n".utf8)
     static let diagnosticsMagic: [UInt8] = Array("orl-diagnostics-1\n".utf8)
 
@@ -189,6 +189,10 @@ public struct StoredManifestIndex: Sendable, Equatable {
         /// What the caller kept of the report this index records, in the form it asked for
         /// (`read(source:_:report:)`); nil when none is kept.
         public var report: [UInt8]?
+        /// The form `report` is in.
+        var reportForm: String?
+        /// The name of the kept report the head points to (whatever its form).
+        var reportName: String?
         /// The namespaces' diagnostics as stored, not decoded yet: read with a kept report,
         /// `index.namespaces` is empty until `decodingDiagnostics()`.
         var undecoded: [String: [UInt8]] = [:]
@@ -238,7 +242,9 @@ public struct StoredManifestIndex: Sendable, Equatable {
 
     /// The chunks of `previous` as ranges, when `files` have its paths in its order (a
     /// re-apply that edited files): `chunkRanges` would give them again, hashing every path.
-    static func ranges(of previous: Stored, for files: [File]) -> [Range<Int>]? {
+    /// With `dirty` (see `write`), only the paths at those positions are compared: the
+    /// others are `previous`'s files as they are.
+    static func ranges(of previous: Stored, for files: [File], dirty: [Int]? = nil) -> [Range<Int>]? {
         guard previous.index.files.count == files.count, previous.chunks.allSatisfy({ $0.count > 0 }),
             previous.chunks.reduce(0, { $0 + $1.count }) == files.count
         else { return nil }
@@ -249,7 +255,12 @@ public struct StoredManifestIndex: Sendable, Equatable {
             return a.withUTF8 { x in b.withUTF8 { y in x.count == y.count && x.elementsEqual(y) } }
         }
         let same = previous.index.files.withUnsafeBufferPointer { old in
-            files.withUnsafeBufferPointer { new in new.indices.allSatisfy { sameBytes(old[$0].record.path, new[$0].record.path) } }
+            files.withUnsafeBufferPointer { new in
+                if let dirty {
+                    return dirty.allSatisfy { new.indices.contains($0) && sameBytes(old[$0].record.path, new[$0].record.path) }
+                }
+                return new.indices.allSatisfy { sameBytes(old[$0].record.path, new[$0].record.path) }
+            }
         }
         guard same else { return nil }
         var ranges: [Range<Int>] = []
@@ -278,11 +289,12 @@ public struct StoredManifestIndex: Sendable, Equatable {
     /// query, and when there is one the namespaces' diagnostics are left undecoded (see
     /// `Stored.decodingDiagnostics`): printing the kept report needs none of them.
     public static func read(source: String, _ reader: any StateReader, report form: String? = nil) throws(StoreError) -> Stored? {
-        guard let head = try reader.manifestIndex(source: source) else { return nil }
-        guard let (partial, chunks, diagnostics) = decodeHead(head) else { return nil }
+        guard let bytes = try reader.manifestIndex(source: source) else { return nil }
+        guard let head = decodeHead(bytes) else { return nil }
+        let (partial, chunks, diagnostics) = (head.index, head.chunks, head.diagnostics)
         let names = diagnostics.keys.sorted()
         // The kept report first: with one, the namespaces' findings need no decoding.
-        let reportKeys = form == nil ? [] : [reportKey(source: source, chunks: chunks, diagnostics: diagnostics)]
+        let reportKeys = form == nil ? [] : head.report.map { [reportKey(source: source, name: $0)] } ?? []
         let keys = reportKeys + (chunks.map(\.hash) + names.map { diagnostics[$0]! }).map { chunkKey(source: source, hash: $0) }
         var report: [UInt8]?
         var namespaces: [String: [Diagnostic]] = [:]
@@ -325,6 +337,8 @@ public struct StoredManifestIndex: Sendable, Equatable {
         index.namespaces = namespaces
         var stored = Stored(index: index, chunks: chunks, diagnostics: diagnostics, report: report)
         stored.undecoded = undecoded
+        stored.reportName = head.report
+        stored.reportForm = report == nil ? nil : form
         return stored
     }
 
@@ -332,32 +346,63 @@ public struct StoredManifestIndex: Sendable, Equatable {
 
     static let reportMagic: [UInt8] = Array("orl-report-1\n".utf8)
 
-    /// Where the state keeps what a caller made of the report an index records
-    /// (`IncrementalValidation.recorded`: every file's diagnostics, then every namespace's,
-    /// the resource count, and the number of files). That report is a function of the
-    /// chunks (in order) and of the namespaces' diagnostics blobs, all stored under the
-    /// hash of their bytes, so the key is derived from those hashes: an index whose
-    /// files or findings differ in any way finds no kept report, never a stale one.
-    public static func reportKey(source: String, chunks: [Chunk], diagnostics: [String: String]) -> String {
+    /// What a caller made of the report an index records (`IncrementalValidation.recorded`:
+    /// every file's diagnostics, then every namespace's, the resource count, and the number
+    /// of files) is kept beside the index, under a name the head points to. The report is a
+    /// function of the chunks (in order) and of the namespaces' diagnostics blobs, all
+    /// stored under the hash of their bytes, so a new report is named from those hashes.
+    /// A head points to a report only when it was written with it (`write(report:)`), or
+    /// when its chunks and findings are those of the head it replaced (`.keep`), so that
+    /// an index whose files or findings differ finds no kept report, never a stale one; a
+    /// change that leaves the report's bytes as they were (a value edited) points to the
+    /// one kept, not a copy of it.
+    public static func reportName(chunks: [Chunk], diagnostics: [String: String]) -> String {
         var out = ByteWriter()
         out.bytes += reportMagic
         out.chunks(chunks, diagnostics: diagnostics)
-        return source + "\u{1}report\u{1}" + CanonicalJSON.bytesHash(out.bytes)
+        return CanonicalJSON.bytesHash(out.bytes)
     }
 
-    /// Keeps `payload`, what the caller made of the report of `stored` in its `form` (the
-    /// rendering and its version: another form is never taken for it), beside the index,
-    /// replacing what was kept in another form. The caller makes it from this very report:
-    /// the one its load worked out for the files `stored` stands for.
-    public static func putReport(_ payload: [UInt8], form: String, source: String, of stored: Stored, _ writer: any StateWriter)
-        throws(StoreError)
-    {
+    /// Where the state keeps the report named `name` (`reportName`).
+    public static func reportKey(source: String, name: String) -> String { source + "\u{1}report\u{1}" + name }
+
+    /// What a write of an index does with the kept report.
+    public enum KeptReport: Sendable {
+        /// The report of the head it replaces stays, if that head has the same chunks and
+        /// findings; otherwise none is kept.
+        case keep
+        /// The caller's report of this very index, in `form`: kept, under the name the
+        /// head it replaces points to when that one holds these bytes already.
+        case rendered(form: String, payload: [UInt8])
+    }
+
+    static func reportRow(_ payload: [UInt8], form: String) -> [UInt8] {
         var out = ByteWriter()
         out.bytes.reserveCapacity(reportMagic.count + form.utf8.count + payload.count + 8)
         out.bytes += reportMagic
         out.string(form)
         out.bytes += payload
-        try writer.putManifestIndex(source: reportKey(source: source, chunks: stored.chunks, diagnostics: stored.diagnostics), out.bytes)
+        return out.bytes
+    }
+
+    /// Keeps `payload`, what the caller made of the report of `stored` in its `form` (the
+    /// rendering and its version: another form is never taken for it), beside the index,
+    /// replacing what was kept in another form; the head is written again to point to it.
+    /// Nothing when the state's head stands for other files or findings than `stored`
+    /// (an apply of the source came in between): its report is its own. The caller makes
+    /// it from this very report: the one its load worked out for the files `stored`
+    /// stands for.
+    public static func putReport(_ payload: [UInt8], form: String, source: String, of stored: Stored, _ writer: any StateWriter)
+        throws(StoreError)
+    {
+        guard let current = try writer.manifestIndex(source: source).flatMap(decodeHead), current.chunks == stored.chunks,
+            current.diagnostics == stored.diagnostics
+        else { return }
+        let name = reportName(chunks: stored.chunks, diagnostics: stored.diagnostics)
+        try writer.putManifestIndex(source: reportKey(source: source, name: name), reportRow(payload, form: form))
+        guard current.report != name else { return }
+        try writer.putManifestIndex(source: source, current.index.head(current.chunks, diagnostics: current.diagnostics, report: name))
+        if let old = current.report { try writer.putManifestIndex(source: reportKey(source: source, name: old), nil) }
     }
 
     static func decodeReport(_ buffer: UnsafeBufferPointer<UInt8>, form: String) -> [UInt8]? {
@@ -374,10 +419,17 @@ public struct StoredManifestIndex: Sendable, Equatable {
     /// state's head is read again here, inside the write, so that an apply of the same
     /// source in between leaves neither a chunk missing nor one behind.
     /// Returns the index as the state now holds it (the next write's `previous`).
+    /// - Parameters:
+    ///   - dirty: when given, the only positions at which `files` may differ from
+    ///     `previous`'s (the caller changed those of a copy of them and no other): the
+    ///     chunks without one are `previous`'s, known without comparing their files.
+    ///   - report: what becomes of the kept report (see `KeptReport`).
     @discardableResult
-    public func write(source: String, previous: Stored?, _ writer: any StateWriter) throws(StoreError) -> Stored {
+    public func write(
+        source: String, previous: Stored?, dirty: [Int]? = nil, report: KeptReport = .keep, _ writer: any StateWriter
+    ) throws(StoreError) -> Stored {
         let current = try writer.manifestIndex(source: source).flatMap(Self.decodeHead)
-        let stored = Set((current?.1 ?? []).map(\.hash)).union((current?.2 ?? [:]).values)
+        let stored = Set((current?.chunks ?? []).map(\.hash)).union((current?.diagnostics ?? [:]).values)
         var known: [String: (chunk: Chunk, start: Int)] = [:]
         if let previous {
             var start = 0
@@ -388,9 +440,23 @@ public struct StoredManifestIndex: Sendable, Equatable {
         }
         var chunks: [Chunk] = []
         var written = Set<String>()
-        for range in previous.flatMap({ Self.ranges(of: $0, for: files) }) ?? Self.chunkRanges(files) {
+        let ranges = previous.flatMap { Self.ranges(of: $0, for: files, dirty: dirty) }
+        // Whether each range holds a position the caller changed (with `dirty` only).
+        var touched = [Bool](repeating: dirty == nil, count: ranges?.count ?? 0)
+        if let dirty, let ranges, !ranges.isEmpty {
+            for position in dirty {
+                var (low, high) = (0, ranges.count - 1)
+                while low < high {
+                    let middle = (low + high) / 2
+                    if ranges[middle].upperBound <= position { low = middle + 1 } else { high = middle }
+                }
+                touched[low] = true
+            }
+        }
+        for (k, range) in (ranges ?? Self.chunkRanges(files)).enumerated() {
             if let previous, let old = known[files[range.lowerBound].path], old.chunk.count == range.count,
-                Self.equal(previous.index.files, from: old.start, files, range)
+                (ranges != nil && !touched[k] && old.start == range.lowerBound)
+                    || Self.equal(previous.index.files, from: old.start, files, range)
             {
                 chunks.append(old.chunk)
                 continue
@@ -423,19 +489,35 @@ public struct StoredManifestIndex: Sendable, Equatable {
             }
             diagnostics[namespace] = hash
         }
-        try writer.putManifestIndex(source: source, head(chunks, diagnostics: diagnostics))
+        var name: String?
+        var kept: (payload: [UInt8], form: String)?
+        switch report {
+        case .keep:
+            if let current, current.chunks == chunks, current.diagnostics == diagnostics { name = current.report }
+        case .rendered(let form, let payload):
+            kept = (payload, form)
+            // The bytes the replaced head points to, as the load read them: no copy.
+            if let current, let held = current.report, let previous, previous.reportName == held, previous.reportForm == form,
+                previous.report == payload
+            {
+                name = held
+            } else {
+                name = Self.reportName(chunks: chunks, diagnostics: diagnostics)
+                try writer.putManifestIndex(source: Self.reportKey(source: source, name: name!), Self.reportRow(payload, form: form))
+            }
+        }
+        try writer.putManifestIndex(source: source, head(chunks, diagnostics: diagnostics, report: name))
         let used = Set(chunks.map(\.hash)).union(diagnostics.values)
         for hash in stored where !used.contains(hash) {
             try writer.putManifestIndex(source: Self.chunkKey(source: source, hash: hash), nil)
         }
-        // The report kept for the replaced head stands for other files or findings.
-        if let current {
-            let replaced = Self.reportKey(source: source, chunks: current.1, diagnostics: current.2)
-            if replaced != Self.reportKey(source: source, chunks: chunks, diagnostics: diagnostics) {
-                try writer.putManifestIndex(source: replaced, nil)
-            }
+        if let replaced = current?.report, replaced != name {
+            try writer.putManifestIndex(source: Self.reportKey(source: source, name: replaced), nil)
         }
-        return Stored(index: self, chunks: chunks, diagnostics: diagnostics)
+        var result = Stored(index: self, chunks: chunks, diagnostics: diagnostics, report: kept?.payload)
+        result.reportForm = kept?.form
+        result.reportName = name
+        return result
     }
 
     /// Whether `a` from `start` holds the files of `b` in `range`, compared in place (an
@@ -454,13 +536,13 @@ public struct StoredManifestIndex: Sendable, Equatable {
     public static func drop(source: String, _ writer: any StateWriter) throws(StoreError) {
         let current = try writer.manifestIndex(source: source).flatMap(decodeHead)
         try writer.putManifestIndex(source: source, nil)
-        if let current { try writer.putManifestIndex(source: reportKey(source: source, chunks: current.1, diagnostics: current.2), nil) }
-        for hash in Set((current?.1 ?? []).map(\.hash)).union((current?.2 ?? [:]).values) {
+        if let name = current?.report { try writer.putManifestIndex(source: reportKey(source: source, name: name), nil) }
+        for hash in Set((current?.chunks ?? []).map(\.hash)).union((current?.diagnostics ?? [:]).values) {
             try writer.putManifestIndex(source: chunkKey(source: source, hash: hash), nil)
         }
     }
 
-    func head(_ chunks: [Chunk], diagnostics: [String: String]) -> [UInt8] {
+    func head(_ chunks: [Chunk], diagnostics: [String: String], report: String?) -> [UInt8] {
         var out = ByteWriter()
         out.bytes.reserveCapacity(desired.count * 4 + chunks.count * 72 + 256)
         out.bytes += Self.magic
@@ -478,6 +560,7 @@ public struct StoredManifestIndex: Sendable, Equatable {
             out.int(Int(position.file))
             out.int(Int(position.entry))
         }
+        out.optionalString(report)
         return out.bytes
     }
 
@@ -495,9 +578,16 @@ public struct StoredManifestIndex: Sendable, Equatable {
         return found
     }
 
-    /// The head: the index without its files and diagnostics, its chunks, and the hash of
-    /// each namespace's diagnostics.
-    static func decodeHead(_ bytes: [UInt8]) -> (StoredManifestIndex, [Chunk], [String: String])? {
+    /// A head as stored: the index without its files and diagnostics, its chunks, the hash
+    /// of each namespace's diagnostics, and the name of its kept report.
+    struct Head {
+        var index: StoredManifestIndex
+        var chunks: [Chunk]
+        var diagnostics: [String: String]
+        var report: String?
+    }
+
+    static func decodeHead(_ bytes: [UInt8]) -> Head? {
         bytes.withUnsafeBufferPointer { buffer in
             var reader = ByteReader(buffer)
             return try? reader.head()
@@ -746,7 +836,7 @@ struct ByteReader {
         return out
     }
 
-    mutating func head() throws(Malformed) -> (StoredManifestIndex, [StoredManifestIndex.Chunk], [String: String]) {
+    mutating func head() throws(Malformed) -> StoredManifestIndex.Head {
         let magic = StoredManifestIndex.magic
         guard buffer.count >= magic.count, buffer.prefix(magic.count).elementsEqual(magic) else { throw Malformed() }
         offset = magic.count
@@ -778,8 +868,11 @@ struct ByteReader {
             guard file >= 0, file <= Int32.max, entry >= 0, entry <= Int32.max else { throw Malformed() }
             desired.append(StoredManifestIndex.Position(file: Int32(file), entry: Int32(entry)))
         }
+        let report = try optionalString()
         guard offset == buffer.count else { throw Malformed() }
-        return (StoredManifestIndex(files: [], namespaces: [:], desired: desired, memo: memo), chunks, namespaces)
+        return StoredManifestIndex.Head(
+            index: StoredManifestIndex(files: [], namespaces: [:], desired: desired, memo: memo), chunks: chunks, diagnostics: namespaces,
+            report: report)
     }
 
     mutating func chunk(count expected: Int, into files: inout [StoredManifestIndex.File]) throws(Malformed) {
