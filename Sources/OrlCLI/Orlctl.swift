@@ -44,7 +44,7 @@ public enum OrlctlMain {
     /// time and was most of that answer's start-up.
     public static func prepareProcess(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) {
         if arguments == ["--version"] { printVersion() }
-        if ["apply", "diff"].contains(arguments.first) { Allocator.reserveRoomForAOneShotCommand() }
+        if ["apply", "diff", "sync"].contains(arguments.first) { Allocator.reserveRoomForAOneShotCommand() }
     }
 
     /// The `orlctl` binary: runs the command its arguments name with the process's own
