@@ -65,11 +65,9 @@ let package = Package(
             providers: [.apt(["libyaml-dev"])]
         ),
         .target(name: "OrlYAML", dependencies: ["OrlJSON", "OrlCore", "CYAML"], swiftSettings: strictness),
-        .systemLibrary(
-            name: "CSQLite",
-            pkgConfig: "sqlite3",
-            providers: [.apt(["libsqlite3-dev"])]
-        ),
+        // SQLite (libsqlite3-dev for its header), opened with dlopen when a state database
+        // first is (`loader.c`), not linked: commands without a state start without it.
+        .target(name: "CSQLite"),
         .target(name: "OrlStore", dependencies: ["OrlJSON", "OrlCore", "CSQLite"], swiftSettings: strictness),
         // The state in PostgreSQL: the same ports as OrlStore, over postgres-nio.
         .target(
@@ -89,14 +87,12 @@ let package = Package(
                 .define("ORL_BUILD_COMMIT", to: "\"\(buildCommitIsHex ? buildCommit : "")\""), .define("ORL_BUILD_DIRTY", to: buildDirty),
             ]),
         .target(name: "OrlRuntime", dependencies: ["OrlCore", "COrlSpawn"], swiftSettings: strictness),
-        // Git through libgit2 (Debian 12 ships 1.5): a bare mirror per source, ls-remote,
-        // fetch, and trees read straight from commits. `shim.h` wraps the variadic
-        // git_libgit2_opts and the credentials callback.
-        .systemLibrary(
-            name: "CGit2",
-            pkgConfig: "libgit2",
-            providers: [.apt(["libgit2-dev"])]
-        ),
+        // Git through libgit2 (Debian 12 ships 1.5; libgit2-dev for its headers): a bare
+        // mirror per source, ls-remote, fetch, and trees read straight from commits.
+        // libgit2 is opened with dlopen when a repository first is (`loader.c`), not
+        // linked: with its dependencies it was most of every command's dynamic loading.
+        // `shim.h` also wraps the variadic git_libgit2_opts and the credentials callback.
+        .target(name: "CGit2"),
         .target(name: "OrlGit", dependencies: ["CGit2"], swiftSettings: strictness),
         // The manifest pipeline's reading half (manifest files parsed and read on every
         // core) and the GitOps sync of a git source into the state.

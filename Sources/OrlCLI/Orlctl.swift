@@ -44,7 +44,12 @@ public enum OrlctlMain {
     /// time and was most of that answer's start-up.
     public static func prepareProcess(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) {
         if arguments == ["--version"] { printVersion() }
-        if ["apply", "diff"].contains(arguments.first) { Allocator.reserveRoomForAOneShotCommand() }
+        // Compared one by one: `[...].contains(arguments.first)` is an array of optional
+        // strings, whose type the runtime instantiates by name at every start, checking its
+        // Equatable conformance against every one in the binary.
+        if let command = arguments.first, command == "apply" || command == "diff" || command == "sync" {
+            Allocator.reserveRoomForAOneShotCommand()
+        }
     }
 
     /// The `orlctl` binary: runs the command its arguments name with the process's own

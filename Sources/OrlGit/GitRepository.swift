@@ -91,10 +91,23 @@ public final class GitRepository {
     private let handle: OpaquePointer
     public let path: String
 
-    private static let initialized: Bool = {
-        git_libgit2_init()
-        return true
-    }()
+    /// Why libgit2 cannot be used in this process, or nil once it is loaded and initialised.
+    private static let unavailable: String? = orl_git_load().map { String(cString: $0) }
+
+    private static func loadLibrary() throws(GitError) {
+        if let unavailable { throw GitError(unavailable) }
+    }
+
+    /// Whether the library at `soname` could serve as libgit2 here (it loads and has every
+    /// function orl calls): nil if so, else why not. Nothing is left loaded.
+    public static func checkLibrary(_ soname: String) -> String? {
+        guard let message = orl_git_check(soname) else { return nil }
+        defer { free(message) }
+        return String(cString: message)
+    }
+
+    /// The library this process loads for git.
+    public static let librarySoname = String(cString: orl_git_soname())
 
     private init(_ handle: OpaquePointer, path: String) {
         self.handle = handle
@@ -107,7 +120,7 @@ public final class GitRepository {
     /// missing. Owner validation is off for the open: the mirror is orl's own, in the
     /// state directory, which a service user may have created for another.
     public static func mirror(at path: String) throws(GitError) -> GitRepository {
-        _ = initialized
+        try loadLibrary()
         _ = orl_git_set_owner_validation(0)
         defer { _ = orl_git_set_owner_validation(1) }
         var repository: OpaquePointer?
@@ -121,7 +134,7 @@ public final class GitRepository {
     /// Opens the repository that holds `path` (its work tree, a directory in it, or its
     /// `.git`; a bare repository too), with owner validation on: it is the user's.
     public static func open(_ path: String) throws(GitError) -> GitRepository {
-        _ = initialized
+        try loadLibrary()
         var repository: OpaquePointer?
         try check(git_repository_open_ext(&repository, path, 0, nil), "cannot open the git repository \(path)")
         return GitRepository(repository!, path: path)

@@ -1,4 +1,5 @@
 import CSQLite
+import Glibc
 import OrlCore
 
 /// One SQLite connection, and the statements prepared on it.
@@ -17,6 +18,7 @@ final class Database {
     /// Opens the database file at `path`, creating it when missing if `create`.
     init(path: String, create: Bool = true) throws(StoreError) {
         self.path = path
+        try SQLiteLibrary.load()
         var handle: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
         let code = sqlite3_open_v2(path, &handle, flags, nil)
@@ -297,5 +299,26 @@ extension Statement {
         case .text(let s): try bind(index, s)
         case .blob(let b): try bind(index, blob: b)
         }
+    }
+}
+
+/// The SQLite library, opened when a database first is rather than at every start.
+public enum SQLiteLibrary {
+    /// The library this process loads.
+    public static let soname = String(cString: orl_sqlite_soname())
+
+    /// Why SQLite cannot be used in this process, or nil once it is loaded.
+    private static let unavailable: String? = orl_sqlite_load().map { String(cString: $0) }
+
+    static func load() throws(StoreError) {
+        if let unavailable { throw StoreError(unavailable) }
+    }
+
+    /// Whether the library at `soname` could serve as SQLite here (it loads and has every
+    /// function orl calls): nil if so, else why not. Nothing is left loaded.
+    public static func check(_ soname: String) -> String? {
+        guard let message = orl_sqlite_check(soname) else { return nil }
+        defer { free(message) }
+        return String(cString: message)
     }
 }

@@ -41,9 +41,12 @@ struct Version: AsyncParsableCommand {
 
 extension OrlctlMain {
     /// `orlctl --version`, as ArgumentParser would print it, without building the
-    /// command tree first.
+    /// command tree first, and straight to the process's standard output: the process's
+    /// `CommandContext` copies the environment into a dictionary, and the task-local that
+    /// holds it is a generic type the runtime instantiates by name, checking its
+    /// conformances against every one in the binary (half of this answer's own CPU).
     public static func printVersion() -> Never {
-        writeStandardOutput("\(Orlctl.version) (commit \(Version.commit))\n")
+        CommandContext.Output.descriptor(1).write("\(Orlctl.version) (commit \(Version.commit))\n")
         exit(ExitStatus.clean.rawValue)
     }
 }

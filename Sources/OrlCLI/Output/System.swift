@@ -1,4 +1,4 @@
-import Foundation
+import Glibc
 
 enum System {
     /// Whether the command's standard output is a terminal.
@@ -9,5 +9,21 @@ enum System {
 
     static func environment(_ name: String) -> String? { CommandContext.current.environment[name] }
 
-    static func processEnvironment() -> [String: String] { ProcessInfo.processInfo.environment }
+    /// The process's environment as `ProcessInfo.processInfo.environment` gives it (each
+    /// entry decoded as UTF-8, split at its first "=", entries without one left out, a
+    /// later duplicate winning), read from `environ` without starting `ProcessInfo`, which
+    /// copies the arguments and instantiates its locked state at every command's start.
+    static func processEnvironment() -> [String: String] {
+        var environment: [String: String] = [:]
+        let start: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = environ
+        guard var entry = start else { return environment }
+        while let pointer = entry.pointee {
+            let text = String(cString: pointer)
+            if let delimiter = text.firstIndex(of: "=") {
+                environment[String(text[..<delimiter])] = String(text[text.index(after: delimiter)...])
+            }
+            entry += 1
+        }
+        return environment
+    }
 }

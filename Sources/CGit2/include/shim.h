@@ -4,12 +4,31 @@
 #include <git2.h>
 #include <stddef.h>
 
+/* libgit2 is opened with dlopen the first time a repository is (orl_git_load), not by
+   the dynamic loader at every start: with its 14 dependencies (OpenSSL's libcrypto,
+   Kerberos, mbedTLS, libssh2) it was most of the loader's relocations in every orlctl
+   command, `orlctl --version` included, though only sync, watch and review use git.
+   loader.c defines each git_* function orl calls as a call through the table it fills,
+   so the code calling them is written against <git2.h> as usual. */
+
+/* Loads libgit2 and initialises it, once per process. NULL when it is ready, else why
+   not (the message names the library and stays valid for the process). */
+const char *orl_git_load(void);
+
+/* Whether `soname` could serve as orl's libgit2 (it loads and has every function orl
+   calls): NULL if so, else why not, in memory the caller frees. The library is closed
+   again; orl_git_load is unaffected. */
+char *orl_git_check(const char *soname);
+
+/* The library orl_git_load opens: libgit2's ABI changes with its minor version, and
+   this is the one whose headers orl was compiled against. */
+#define ORL_GIT_SONAME "libgit2.so." LIBGIT2_SOVERSION
+static inline const char *orl_git_soname(void) { return ORL_GIT_SONAME; }
+
 /* Swift cannot call C variadic functions: the one option orl sets, wrapped. libgit2 1.5
    refuses repositories owned by another user unless owner validation is off; orl turns
    it off only around opening its own mirrors in the state directory. */
-static inline int orl_git_set_owner_validation(int enabled) {
-    return git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, enabled);
-}
+int orl_git_set_owner_validation(int enabled);
 
 /* What a credentials callback may offer, set by the caller. NULL fields are not
    offered. The counters stop libgit2 from asking again and again for credentials the
