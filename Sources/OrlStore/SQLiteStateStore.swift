@@ -176,11 +176,7 @@ public final class SQLiteStateStore: StateStore {
         try database.execute("PRAGMA foreign_keys = ON", intent: "enable foreign keys")
     }
 
-    /// Creates a new state database whole, or finds the existing one sound enough to
-    /// open. A new database is made under a temporary name (mode 0600, in WAL mode,
-    /// migrated) and linked into place, so `state.db` never exists empty: an empty one
-    /// was truncated (a full disk, a bad copy) and is refused, where SQLite would take
-    /// it for a new database and the whole state would silently be gone.
+    /// Finds the existing state database: a regular file, not empty (see `createIfMissing`).
     private static func checkExisting(_ path: String) throws(StoreError) {
         var info = stat()
         guard stat(path, &info) == 0 else {
@@ -192,6 +188,11 @@ public final class SQLiteStateStore: StateStore {
         }
     }
 
+    /// Creates a new state database whole, or finds the existing one sound enough to
+    /// open. A new database is made under a temporary name (mode 0600, in WAL mode,
+    /// migrated) and linked into place, so `state.db` never exists empty: an empty one
+    /// was truncated (a full disk, a bad copy) and is refused, where SQLite would take
+    /// it for a new database and the whole state would silently be gone.
     private static func createIfMissing(_ path: String, busyTimeout: Duration) throws(StoreError) {
         var info = stat()
         if stat(path, &info) == 0 {
