@@ -448,7 +448,11 @@ public final class GitRepository {
 
     /// Writes the commit's whole tree into `directory`, which must not exist: files with
     /// their modes (executable or not), symbolic links as links, submodules left out.
-    public func writeTree(of commit: GitObjectID, to directory: String) throws(GitError) {
+    /// `including`: whether a file (its path from the tree's top) is written; directories
+    /// are made whether or not any of their files are.
+    public func writeTree(
+        of commit: GitObjectID, to directory: String, including: (String) -> Bool = { _ in true }
+    ) throws(GitError) {
         var oid = commit.oid
         var commitObject: OpaquePointer?
         try Self.check(git_commit_lookup(&commitObject, handle, &oid), "cannot read commit \(commit.short)")
@@ -456,10 +460,12 @@ public final class GitRepository {
         var root: OpaquePointer?
         try Self.check(git_commit_tree(&root, commitObject), "cannot read the tree of commit \(commit.short)")
         defer { git_tree_free(root) }
-        try writeEntries(root!, at: directory, commit: commit)
+        try writeEntries(root!, at: directory, relative: "", commit: commit, including: including)
     }
 
-    private func writeEntries(_ tree: OpaquePointer, at directory: String, commit: GitObjectID) throws(GitError) {
+    private func writeEntries(
+        _ tree: OpaquePointer, at directory: String, relative: String, commit: GitObjectID, including: (String) -> Bool
+    ) throws(GitError) {
         guard mkdir(directory, 0o755) == 0 else {
             throw GitError("cannot create \(directory): \(String(cString: strerror(errno)))")
         }
@@ -475,8 +481,9 @@ public final class GitRepository {
                 var subtree: OpaquePointer?
                 try Self.check(git_tree_lookup(&subtree, handle, id), "cannot read the directory \(name) of commit \(commit.short)")
                 defer { git_tree_free(subtree) }
-                try writeEntries(subtree!, at: path, commit: commit)
+                try writeEntries(subtree!, at: path, relative: relative + name + "/", commit: commit, including: including)
             case GIT_OBJECT_BLOB:
+                guard including(relative + name) else { continue }
                 let (bytes, _) = try blob(GitObjectID(id.pointee), maxBytes: .max)
                 let mode = git_tree_entry_filemode(entry)
                 if mode == GIT_FILEMODE_LINK {

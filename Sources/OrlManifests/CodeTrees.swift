@@ -24,13 +24,17 @@ public struct CodeTrees: Sendable {
         if prefix == "." { prefix = "" }
         if !prefix.isEmpty { prefix += "/" }
         let files = try repository.files(of: commit, under: nil, extensions: [""])
-        let identity = CodeOrigin.identity(of: files.map { ($0.path, $0.blob.hex) }) { file in
-            file.hasPrefix(prefix) && ManifestParsing.extensions.contains(where: { file.hasSuffix($0) })
-        }
-        return try materialise(commit, as: String(identity.prefix(32)), from: repository)
+        let isManifest = { (file: String) in file.hasPrefix(prefix) && ManifestParsing.extensions.contains(where: { file.hasSuffix($0) }) }
+        let identity = CodeOrigin.identity(of: files.map { ($0.path, $0.blob.hex) }, isManifest: isManifest)
+        return try materialise(commit, as: String(identity.prefix(32)), from: repository, including: { !isManifest($0) })
     }
 
-    private func materialise(_ commit: GitObjectID, as name: String, from repository: GitRepository) throws(GitError) -> String {
+    /// A tree holds what its name stands for, the code: the source's manifests are not
+    /// written (commits that change only them share the tree, so copies there would be
+    /// some earlier commit's; and a monorepo's first sync wrote every manifest again).
+    private func materialise(
+        _ commit: GitObjectID, as name: String, from repository: GitRepository, including: (String) -> Bool
+    ) throws(GitError) -> String {
         let target = directory + "/" + name
         let files = FileManager.default
         if files.fileExists(atPath: target) { return target }
@@ -41,7 +45,7 @@ public struct CodeTrees: Sendable {
         } catch {
             throw GitError("cannot prepare \(directory) for the code of \(commit.short): \(error.localizedDescription)")
         }
-        try repository.writeTree(of: commit, to: partial)
+        try repository.writeTree(of: commit, to: partial, including: including)
         Self.setWritable(partial, false)
         guard rename(partial, target) == 0 else {
             throw GitError("cannot move the code of \(commit.short) into \(target): \(String(cString: strerror(errno)))")

@@ -141,6 +141,10 @@ import Testing
         let firstTree = URL(fileURLWithPath: ran[1]).deletingLastPathComponent().deletingLastPathComponent().path
         #expect(firstTree.hasPrefix(repo.state + "/code/app/"), "\(ran)")
         #expect(ran[2] == first)
+        // The tree is the code: the source's manifests are not in it (a manifest-only commit
+        // keeps the tree, so a copy there would be an older commit's).
+        #expect(FileManager.default.fileExists(atPath: firstTree + "/bin/agent.py"))
+        #expect(!FileManager.default.fileExists(atPath: firstTree + "/fleet/fleet.yaml"))
         // The tree is read-only: the agent writes in its own directory, not in its code.
         #expect(access(firstTree, W_OK) != 0 || getuid() == 0)
         let mode = try FileManager.default.attributesOfItem(atPath: firstTree)[.posixPermissions] as? Int
