@@ -1,4 +1,5 @@
 import Glibc
+import OrlRuntime
 import Synchronization
 
 /// The change feed's executor: a thread of its own that runs the feed's jobs and, between
@@ -146,27 +147,5 @@ final class FeedThread: SerialExecutor {
             ready?()
             expire?()
         }
-    }
-}
-
-/// Runs `body` on a new detached POSIX thread.
-private func startThread(_ body: @escaping @Sendable () -> Void) {
-    final class Box: Sendable {
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-    let context = Unmanaged.passRetained(Box(body)).toOpaque()
-    var thread = pthread_t()
-    let created = pthread_create(
-        &thread, nil,
-        { context in
-            Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
-            return nil
-        }, context)
-    if created == 0 {
-        pthread_detach(thread)
-    } else {
-        // No thread to be had: fatal for the feed, which would never look again.
-        fatalError("cannot start the change feed's thread: \(String(cString: strerror(created)))")
     }
 }

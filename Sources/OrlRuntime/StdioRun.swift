@@ -216,8 +216,9 @@ final class StdioChildProcess: StdioChild {
     }
 }
 
-/// Runs `body` on a new detached POSIX thread.
-func startThread(_ body: @escaping @Sendable () -> Void) {
+/// Runs `body` on a new detached POSIX thread (one that may block for as long as it
+/// likes without holding a thread of the cooperative pool).
+public func startThread(_ body: @escaping @Sendable () -> Void) {
     final class Box: @unchecked Sendable {
         let body: @Sendable () -> Void
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }
