@@ -625,11 +625,7 @@ import Testing
     /// report), and under a name of its own otherwise; the head points to the one that
     /// stands for it, and the replaced one is dropped.
     @Test func aReportWithTheSameBytesIsNotWrittenAgain() throws {
-        let files = (0..<300).map { i in
-            StoredManifestIndex.File(
-                record: ManifestFileRecord(path: "fleet/f\(i).yaml", contentHash: "h\(i)", read: ReadManifests()),
-                stamp: FileStamp(size: 10, mtime: 1, ctime: 1, inode: Int64(i), device: 1), stampedAt: 5)
-        }
+        let files = (0..<300).map { stampedFile($0, path: "fleet/f\($0).yaml", hash: "h\($0)") }
         let store = InMemoryStateStore()
         func held(_ form: String? = "f") throws -> StoredManifestIndex.Stored {
             try #require(try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: "s", reader, report: form) })
@@ -694,11 +690,7 @@ import Testing
     /// A write told which positions changed keeps the other chunks without comparing them:
     /// it must store what a write that compares every file stores.
     @Test func chunksKeptByPositionAreTheComparedOnes() throws {
-        func file(_ i: Int, _ hash: String) -> StoredManifestIndex.File {
-            StoredManifestIndex.File(
-                record: ManifestFileRecord(path: "fleet/f\(i).yaml", contentHash: hash, read: ReadManifests()),
-                stamp: FileStamp(size: 10, mtime: 1, ctime: 1, inode: Int64(i), device: 1), stampedAt: 5)
-        }
+        func file(_ i: Int, _ hash: String) -> StoredManifestIndex.File { stampedFile(i, path: "fleet/f\(i).yaml", hash: hash) }
         let index = StoredManifestIndex(files: (0..<1_200).map { file($0, "h\($0)") }, namespaces: [:], desired: [], memo: nil)
         for dirty in [[0], [1_199], [3, 700], [64, 65, 66, 900, 1_000], Array(0..<1_200)] {
             let store = InMemoryStateStore()
@@ -727,11 +719,7 @@ import Testing
     /// A change to one file of many rewrites the head and that file's chunk, and drops
     /// the chunk it replaced; dropping the index drops every chunk.
     @Test func aChangedFileRewritesItsChunkOnly() throws {
-        let files = (0..<2_000).map { i in
-            StoredManifestIndex.File(
-                record: ManifestFileRecord(path: "fleet/f\(i).yaml", contentHash: "h\(i)", read: ReadManifests()),
-                stamp: FileStamp(size: 10, mtime: 1, ctime: 1, inode: Int64(i), device: 1), stampedAt: 5)
-        }
+        let files = (0..<2_000).map { stampedFile($0, path: "fleet/f\($0).yaml", hash: "h\($0)") }
         let index = StoredManifestIndex(files: files, namespaces: [:], desired: [], memo: nil)
         let store = InMemoryStateStore()
         func held() throws -> StoredManifestIndex.Stored {
@@ -757,11 +745,7 @@ import Testing
     /// instead of hashing every path again: they must be the bounds a write from nothing
     /// makes, and after a file is added or removed they are worked out again.
     @Test func chunkBoundsTakenFromTheIndexReadAreTheHashedOnes() throws {
-        func file(_ i: Int, _ hash: String) -> StoredManifestIndex.File {
-            StoredManifestIndex.File(
-                record: ManifestFileRecord(path: "fleet/f\(i)-\u{E9}.yaml", contentHash: hash, read: ReadManifests()),
-                stamp: FileStamp(size: 10, mtime: 1, ctime: 1, inode: Int64(i), device: 1), stampedAt: 5)
-        }
+        func file(_ i: Int, _ hash: String) -> StoredManifestIndex.File { stampedFile(i, path: "fleet/f\(i)-\u{E9}.yaml", hash: hash) }
         let index = StoredManifestIndex(files: (0..<1_500).map { file($0, "h\($0)") }, namespaces: [:], desired: [], memo: nil)
         let store = InMemoryStateStore()
         let before = try store.write { writer throws(StoreError) in try index.write(source: "s", previous: nil, writer) }
@@ -786,4 +770,12 @@ import Testing
             #expect(held?.index == changed, "edit \(edit)")
         }
     }
+}
+
+/// An index's record of a file that defines nothing, stamped (inode `i`): what the index
+/// writes' tests store by the thousand.
+private func stampedFile(_ i: Int, path: String, hash: String) -> StoredManifestIndex.File {
+    StoredManifestIndex.File(
+        record: ManifestFileRecord(path: path, contentHash: hash, read: ReadManifests()),
+        stamp: FileStamp(size: 10, mtime: 1, ctime: 1, inode: Int64(i), device: 1), stampedAt: 5)
 }
