@@ -30,9 +30,8 @@ final class FeedThread: SerialExecutor {
     }
 
     private let state = Mutex(State())
-    /// A pipe written to wake the thread from its `poll`.
-
-    /// The read end (polled) and the write end.
+    /// A pipe written to wake the thread from its `poll`: the read end (polled) and the
+    /// write end.
     private let wakeup: (read: Int32, write: Int32)
 
     init() {
