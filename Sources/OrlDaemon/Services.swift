@@ -79,7 +79,7 @@ actor LedgerService: Service {
         await cancelWhenGracefulShutdown {
             await gateway.run(write: { await self.flush() })
         }
-        await finish()
+        finish()
     }
 
     private func flush() { gateway.flush() }

@@ -117,6 +117,9 @@ extension ProcessRuntime: CommandRunner {
 
     /// The leader's exit once it has exited, or nil at the deadline (left unreaped).
     private static func waitForExit(_ pid: pid_t, until deadline: ContinuousClock.Instant) -> ProcessExit? {
+        // Woken by its end (or the deadline); the loop below then reads its status at
+        // once, and polls only where no pidfd can be had.
+        ProcessEnd.wait(for: pid, until: deadline)
         var interval: UInt32 = 200
         while true {
             var status: Int32 = 0

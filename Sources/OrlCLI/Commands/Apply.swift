@@ -132,7 +132,9 @@ struct ManifestSourceOptions: ParsableArguments {
         if state.postgresURL != nil { return try state.openState() }
         let directory = state.resolvedDirectory
         guard access((directory.hasSuffix("/") ? directory : directory + "/") + "state.db", F_OK) == 0 else { return nil }
-        return try? SQLiteStateStore(directory: directory)
+        // Opened as one that exists: a state removed since the check is not made again,
+        // empty, before the manifests are known to be valid.
+        return try? SQLiteStateStore(existing: directory)
     }
 
     private func notDone(_ exit: ExitStatus) -> String { exit == .findings ? "nothing was applied" : "no plan" }

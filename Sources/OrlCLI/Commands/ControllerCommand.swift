@@ -278,6 +278,10 @@ struct StopController: AsyncParsableCommand {
         guard kill(pid, SIGTERM) == 0 else {
             throw CommandFailure(message: "cannot signal the controller (pid \(pid)): \(String(cString: strerror(errno)))")
         }
+        // Its lock goes with it: the kernel drops an flock when the last descriptor on it
+        // closes. Looked at again after its end only in case a process it started kept
+        // one (none should: the lock's descriptor is close-on-exec).
+        await ProcessEnd.wait(for: pid)
         while try PIDLock.holder(directory) != nil {
             try await Task.sleep(for: .milliseconds(50))
         }
