@@ -227,6 +227,10 @@ struct AgentPlayer {
         let waiting = try h.background(["run", "workflow/fan", "--wait"], log: "wait.out")
         var done: [String] = []
         while done.count < 5, let task = try player.awaitTask() {
+            // Each step is printed as it changes: Running while the agent holds it.
+            let step = task.id.step + String(repeating: " ", count: 5 - task.id.step.count)
+            let running = "  \(step)  Running (attempt 1 of "
+            #expect(waitUntil(seconds: 30) { h.file("wait.out").contains(running) }, "\(task.id.step) was not seen Running")
             try player.complete(task, #"{"step": "\#(task.id.step)"}"#)
             done.append(task.id.step)
         }

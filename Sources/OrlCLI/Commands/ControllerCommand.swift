@@ -134,14 +134,12 @@ struct ControllerRunCommand: AsyncParsableCommand {
         configuration.logRotationInterval = Self.logRotationInterval
         configuration.identity = "\(Caller.identity) (dashboard)"
         let log = Self.sink(logFormat)
-        let daemonState: DaemonState
+        // `backend` made a SQLite state if it was missing; a state removed meanwhile stays
+        // removed (the daemon then stops).
+        let daemonState = state.daemonState(backend)
         if let postgres = backend as? PostgresStateStore {
-            daemonState = .postgres(postgres)
             configuration.telemetry = try Self.telemetry(gaugeStore: postgres, log: log)
         } else {
-            // `backend` made the state if it was missing; the services' connections open that
-            // one, and a state removed meanwhile stays removed (the daemon then stops).
-            daemonState = .sqlite(directory: directory) { () throws(StoreError) in try SQLiteStateStore(existing: directory) }
             let gaugeStore: SQLiteStateStore
             do {
                 gaugeStore = try SQLiteStateStore(existing: directory)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlDaemon
 import OrlJSON
 import OrlStore
 import OrlYAML
@@ -162,7 +163,7 @@ struct RunWorkflow: AsyncParsableCommand {
             if output == .json { try printJSON(run.id, store) }
             return
         }
-        let final = try await follow(run.id, store, print: output == .text)
+        let final = try await follow(run.id, store, print: output == .text, state: state.daemonState(store))
         if output == .json { try printJSON(run.id, store) }
         guard final.phase == .succeeded else { throw ExitCode(ExitStatus.findings.rawValue) }
     }
@@ -172,8 +173,18 @@ struct RunWorkflow: AsyncParsableCommand {
         if let view { writeStandardOutput(RunRenderer.json(view).rendered()) }
     }
 
-    /// Polls the run until it ends, printing each step whose state changes.
-    private func follow(_ id: RunID, _ store: any RunStore, print: Bool) async throws -> RunRecord {
+    /// Follows the run until it ends, printing each step whose state changes. It reads
+    /// again when a commit (of any process) moves the runs, not on a timer: a step is
+    /// printed as it changes, and a waiting run costs no reads.
+    private func follow(_ id: RunID, _ store: any RunStore, print: Bool, state: DaemonState) async throws -> RunRecord {
+        let moved = Inbox<Bool>()
+        let changes: Task<Void, Never>
+        do {
+            changes = try StateChanges.follow(state, topics: [.runs], into: moved)
+        } catch {
+            throw CommandFailure(message: "cannot follow the state \(state.label): \(error.description)")
+        }
+        defer { changes.cancel() }
         var seen: [Int: (StepState, Int)] = [:]
         while true {
             guard let view = try readingRuns(store, { reader throws(StoreError) in try RunReference.view(id, in: reader) }) else {
@@ -191,7 +202,9 @@ struct RunWorkflow: AsyncParsableCommand {
                 }
                 return view.run
             }
-            try await Task.sleep(for: .milliseconds(200))
+            // Bounded only in case the feed has ended (its state removed): the read says why.
+            _ = await moved.take(waitingAtMost: .seconds(5))
+            try Task.checkCancellation()
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrlCore
+import OrlDaemon
 import OrlPostgres
 import OrlStore
 
@@ -44,6 +45,15 @@ struct StateOptions: ParsableArguments {
 
     /// The state as the `StateStore` port.
     func openState() throws -> any StateStore { try open() }
+
+    /// The state as a daemon's services, and commands that follow it, open it again;
+    /// `backend` is what `open` returned. A SQLite state's connections open the database
+    /// `backend` opened (or made): one removed meanwhile stays removed.
+    func daemonState(_ backend: any StateBackend) -> DaemonState {
+        if let postgres = backend as? PostgresStateStore { return .postgres(postgres) }
+        let directory = PIDLock.absolute(resolvedDirectory)
+        return .sqlite(directory: directory) { () throws(StoreError) in try SQLiteStateStore(existing: directory) }
+    }
 
     /// Where the state's master key comes from: `ORL_MASTER_KEY`, else (SQLite only)
     /// the state directory's master.key.
