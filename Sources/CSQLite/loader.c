@@ -20,7 +20,7 @@
     X(sqlite3_clear_bindings) X(sqlite3_finalize) X(sqlite3_bind_null) X(sqlite3_bind_int64)               \
     X(sqlite3_bind_double) X(sqlite3_bind_text64) X(sqlite3_bind_blob64) X(sqlite3_column_count)           \
     X(sqlite3_column_type) X(sqlite3_column_bytes) X(sqlite3_column_int64) X(sqlite3_column_double)        \
-    X(sqlite3_column_text) X(sqlite3_column_blob)
+    X(sqlite3_column_text) X(sqlite3_column_blob) X(sqlite3_wal_hook) X(sqlite3_wal_checkpoint)
 
 struct orl_sqlite_functions {
 #define ORL_SQLITE_FIELD(name) __typeof__(name) *name;
@@ -133,3 +133,7 @@ sqlite3_int64 sqlite3_column_int64(sqlite3_stmt *pStmt, int iCol) { return orl_s
 double sqlite3_column_double(sqlite3_stmt *pStmt, int iCol) { return orl_sqlite.sqlite3_column_double(pStmt, iCol); }
 const unsigned char *sqlite3_column_text(sqlite3_stmt *pStmt, int iCol) { return orl_sqlite.sqlite3_column_text(pStmt, iCol); }
 const void *sqlite3_column_blob(sqlite3_stmt *pStmt, int iCol) { return orl_sqlite.sqlite3_column_blob(pStmt, iCol); }
+void *sqlite3_wal_hook(sqlite3 *db, int (*hook)(void *, sqlite3 *, const char *, int), void *argument) {
+    return orl_sqlite.sqlite3_wal_hook(db, hook, argument);
+}
+int sqlite3_wal_checkpoint(sqlite3 *db, const char *zDb) { return orl_sqlite.sqlite3_wal_checkpoint(db, zDb); }

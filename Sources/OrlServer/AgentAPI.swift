@@ -68,12 +68,6 @@ public final class AgentAPI: Sendable {
     let statusStore: (any StateStore)?
     let pinChecks = Mutex<[ResourceID: PinCheck]>([:])
     private let queue: DispatchQueue
-    /// Set on `queue`: a call already running there (a stream's task, which prefers the
-    /// queue) makes its store calls in place rather than queueing them behind itself.
-    private static let onStoreQueue = DispatchSpecificKey<Bool>()
-    /// The store's queue as a task executor: a task that prefers it runs between its
-    /// store calls on the thread that makes them (see `stream`).
-    let storeExecutor: QueueExecutor
     /// Reads that decide a call (may this step call this tool?), on a connection and a
     /// queue of their own: a write waiting for another process's lock (a large apply)
     /// holds up the writes queued behind it, never these (WAL readers do not wait).
@@ -99,9 +93,7 @@ public final class AgentAPI: Sendable {
     ) {
         self.gateway = gateway
         let queue = DispatchQueue(label: "orl.agent-api.store")
-        queue.setSpecific(key: Self.onStoreQueue, value: true)
         self.queue = queue
-        self.storeExecutor = QueueExecutor(queue)
         self.operations = RunOperations(store: store, onReady: { waiters.notify($0) })
         self.reads = reader.map { RunOperations(store: $0) } ?? operations
         self.readQueue = reader == nil ? queue : DispatchQueue(label: "orl.agent-api.reads")
@@ -363,16 +355,31 @@ public final class AgentAPI: Sendable {
     }
 
     /// Completes the task and claims the agent's next one in the same transaction.
+    /// `inPlace`: first try it on the caller's thread (an event loop, a stream's), if the
+    /// store can make it without waiting; the store's queue otherwise.
     func completeAndClaim(
-        _ task: TaskID, agent: ResourceID, claimant: String?, output: Node, now: Timestamp
+        _ task: TaskID, agent: ResourceID, claimant: String?, output: Node, now: Timestamp, inPlace: Bool = false
     ) async throws(RunError) -> (StepRecord, RunTask?) {
-        let (record, next) = try await perform { () throws(RunError) -> (StepRecord, RunTask?) in
-            // A process being stopped answers what it holds, and takes nothing new (`poll`).
-            guard self.gateway.takesTasks(claimant) else {
-                return (try self.operations.complete(task, agent: agent, output: output, now: now), nil)
-            }
-            return try self.operations.completeAndClaim(task, agent: agent, claimant: claimant, output: output, now: now)
+        let done: (StepRecord, RunTask?)?
+        if inPlace, gateway.takesTasks(claimant) {
+            done = try operations.completeAndClaimIfFree(task, agent: agent, claimant: claimant, output: output, now: now)
+            let store = operations.store
+            if done != nil, store.hasUnfinishedWrites { queue.async { store.finishWrites() } }
+        } else {
+            done = nil
         }
+        let (record, next) =
+            if let done {
+                done
+            } else {
+                try await perform { () throws(RunError) -> (StepRecord, RunTask?) in
+                    // A process being stopped answers what it holds, and takes nothing new (`poll`).
+                    guard self.gateway.takesTasks(claimant) else {
+                        return (try self.operations.complete(task, agent: agent, output: output, now: now), nil)
+                    }
+                    return try self.operations.completeAndClaim(task, agent: agent, claimant: claimant, output: output, now: now)
+                }
+            }
         gateway.release(task, agent: agent)
         attemptEnded(task, agent: agent, record: record, failed: nil)
         if let next { claimed(next, agent: agent) }
@@ -465,9 +472,6 @@ public final class AgentAPI: Sendable {
     /// while another process writes. `reading` calls run on the readers' connection
     /// (`reads`), which never waits for a writer.
     func perform<T: Sendable>(reading: Bool = false, _ body: @escaping @Sendable () throws(RunError) -> T) async throws(RunError) -> T {
-        // Already on the store's queue (a stream's task): the queue is this call's, and
-        // queueing the body would only suspend the task and resume it after.
-        if !reading || readQueue === queue, DispatchQueue.getSpecific(key: Self.onStoreQueue) == true { return try body() }
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, RunError>, Never>) in
             (reading ? readQueue : queue).async {
                 do throws(RunError) {
@@ -478,18 +482,5 @@ public final class AgentAPI: Sendable {
             }
         }
         return try result.get()
-    }
-}
-
-/// A dispatch queue as a task executor: the jobs of a task that prefers it run on the
-/// queue, one at a time, between the blocks queued there.
-final class QueueExecutor: TaskExecutor {
-    private let queue: DispatchQueue
-
-    init(_ queue: DispatchQueue) { self.queue = queue }
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }

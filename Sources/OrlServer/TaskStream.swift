@@ -42,13 +42,12 @@ extension AgentAPI {
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
-                // On the store's queue: each line's operation is queued there (as every
-                // store call is), and the stream's task resumes there too, so a step
-                // crosses no thread but the event loop's and the store's.
-                try await withTaskExecutorPreference(self.storeExecutor) { () async throws in
-                    try await self.serve(
-                        agent: caller.agent, claimant: caller.digest, wait: wait, limit: limit, request: request, writer: &writer)
-                }
+                // On the connection's event loop: a completion is made there when the store
+                // can make it without waiting (`completeAndClaimIfFree`), so a step reads its
+                // line, commits and writes its answer on one thread; it goes to the store's
+                // queue only when another writer holds the store.
+                try await self.serve(
+                    agent: caller.agent, claimant: caller.digest, wait: wait, limit: limit, request: request, writer: &writer)
             })
     }
 
@@ -103,7 +102,8 @@ extension AgentAPI {
         let now = gateway.clock()
         do throws(RunError) {
             if let output = message["output"] {
-                let (record, next) = try await completeAndClaim(task, agent: agent, claimant: claimant, output: output, now: now)
+                let (record, next) = try await completeAndClaim(
+                    task, agent: agent, claimant: claimant, output: output, now: now, inPlace: true)
                 held.remove(task)
                 if let next { held.insert(next.id) }
                 return Self.answered(Self.state(of: record, task, next: .some(next)), next: next)

@@ -15,6 +15,16 @@ final class Database {
     private let handle: OpaquePointer
     /// Statements prepared once and reused (reset between uses), keyed by their SQL.
     private var statements: [String: Statement] = [:]
+    /// While set, a commit that brings the WAL to `checkpointPages` leaves the checkpoint
+    /// due (`checkpointDue`) instead of making it: a write that must not block (on an
+    /// event loop) would otherwise copy pages into the database file and sync both files.
+    var defersCheckpoints = false
+    /// A commit made while `defersCheckpoints` was set found the WAL due a checkpoint;
+    /// `checkpointIfDue` makes it.
+    private(set) var checkpointDue = false
+    /// SQLite's own automatic checkpoint threshold (`wal_autocheckpoint`'s default),
+    /// which the connection's WAL hook keeps, as SQLite's would, when nothing defers it.
+    static let checkpointPages: Int32 = 1000
     /// Opens the database file at `path`, creating it when missing if `create`.
     init(path: String, create: Bool = true) throws(StoreError) {
         self.path = path
@@ -34,10 +44,35 @@ final class Database {
             throw StoreError("could not open the state database \(path): \(message)", resultCode: extended, isBusy: Self.isBusy(extended))
         }
         self.handle = handle
+        // In place of SQLite's automatic checkpoint (itself a WAL hook, which this one
+        // replaces), so that a commit can leave its checkpoint to a thread that may block.
+        sqlite3_wal_hook(handle, walHook, Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    /// After each commit, with the pages now in the WAL: the checkpoint SQLite's
+    /// automatic one would make (passive: it waits for no reader or writer), or, while
+    /// checkpoints are deferred, a note that it is due.
+    fileprivate func committed(walPages: Int32, schema: UnsafePointer<CChar>?) {
+        guard walPages >= Self.checkpointPages else { return }
+        if defersCheckpoints {
+            checkpointDue = true
+        } else {
+            checkpointDue = false
+            sqlite3_wal_checkpoint(handle, schema)
+        }
+    }
+
+    /// Makes the checkpoint a deferred commit left due, if any (passive, as SQLite's
+    /// automatic one: a failure, such as a reader in the way, leaves it to a later commit).
+    func checkpointIfDue() {
+        guard checkpointDue, !isInTransaction else { return }
+        checkpointDue = false
+        sqlite3_wal_checkpoint(handle, nil)
     }
 
     deinit {
         for statement in statements.values { statement.finalize() }
+        sqlite3_wal_hook(handle, nil, nil)
         sqlite3_close_v2(handle)
     }
 
@@ -138,6 +173,16 @@ final class Database {
     /// A lock held by another connection (SQLITE_BUSY, SQLITE_LOCKED and their extended
     /// codes): the only failure worth retrying (a corrupt file or a full disk stays so).
     static func isBusy(_ code: Int32) -> Bool { code & 0xFF == SQLITE_BUSY || code & 0xFF == SQLITE_LOCKED }
+}
+
+/// The WAL hook of every connection (see `Database.committed`); its argument is the
+/// `Database`, which removes the hook before it closes the connection.
+private func walHook(
+    _ context: UnsafeMutableRawPointer?, _ handle: OpaquePointer?, _ schema: UnsafePointer<CChar>?, _ pages: Int32
+) -> Int32 {
+    guard let context else { return SQLITE_OK }
+    Unmanaged<Database>.fromOpaque(context).takeUnretainedValue().committed(walPages: pages, schema: schema)
+    return SQLITE_OK
 }
 
 /// A prepared statement. Parameters are numbered from 1 and columns from 0, as in

@@ -21,6 +21,18 @@ extension SQLiteStateStore: RunStore {
         if let moved { own.committed(.runs, from: moved - 1, to: moved) }
         return result
     }
+
+    public func writeRunsIfFree<T>(_ body: (any RunWriter) throws(StoreError) -> T) throws(StoreError) -> T? {
+        let own = ownCommits.withLock { $0 }
+        var moved: Int64?
+        let result = try transactionIfFree(intent: "write the runs") { (access: SQLStateAccess) throws(StoreError) -> T in
+            let result = try body(access)
+            if own != nil { moved = try access.countRunChanges() }
+            return result
+        }
+        if let own, let moved, result != nil { own.committed(.runs, from: moved - 1, to: moved) }
+        return result
+    }
 }
 
 /// Parsed plans, by database and run. A plan never changes once stored, so a cached

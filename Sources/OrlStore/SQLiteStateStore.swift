@@ -24,6 +24,10 @@ public final class SQLiteStateStore: StateStore {
 
     public let path: String
     private let connection: Locked<Database>
+    /// The busy timeout in milliseconds, which a write that must not wait sets aside.
+    private let busyMilliseconds: Int32
+    /// A write that must not wait left its commit's checkpoint due (`finishWrites`).
+    private let checkpointDue = Locked(false)
     /// Where this connection's run writes record how they moved the `runs` topic (see
     /// `OwnCommits`); nil: nowhere.
     let ownCommits = Locked<OwnCommits?>(nil)
@@ -65,6 +69,7 @@ public final class SQLiteStateStore: StateStore {
         let database = try Database(path: path, create: create)
         try Self.configure(database, busyTimeout: busyTimeout)
         try Schema.migrate(database)
+        self.busyMilliseconds = Self.milliseconds(busyTimeout)
         self.path = path
         self.connection = Locked(database)
     }
@@ -109,13 +114,58 @@ public final class SQLiteStateStore: StateStore {
             !Self.onEventLoop(),
             "a SQLite call (\(intent)) on an event loop thread: it may wait up to the busy timeout, stalling every connection of the loop")
         return try connection.withLock { (database: inout Database) throws(StoreError) in
-            let access = SQLStateAccess(database, writable: mode == .immediate)
-            defer { access.close() }
-            return try database.transaction(mode, intent: intent) { () throws(StoreError) in
-                let result = try body(access)
-                _ = try access.countRunChanges()
-                return result
+            try Self.transaction(on: database, mode, intent: intent, body)
+        }
+    }
+
+    private static func transaction<T>(
+        on database: Database, _ mode: Database.TransactionMode, intent: String, _ body: (SQLStateAccess) throws(StoreError) -> T
+    ) throws(StoreError) -> T {
+        let access = SQLStateAccess(database, writable: mode == .immediate)
+        defer { access.close() }
+        return try database.transaction(mode, intent: intent) { () throws(StoreError) in
+            let result = try body(access)
+            _ = try access.countRunChanges()
+            return result
+        }
+    }
+
+    /// A write transaction that never waits, so that it may run on an event loop: nil,
+    /// with nothing written, when it would (another thread holds the connection, or
+    /// another connection SQLite's write lock). The checkpoint its commit may be due,
+    /// which copies pages into the database file and syncs it, is left to
+    /// `finishWrites`. Only a body with no effect but through the writer may be given:
+    /// after nil, or after a lock met in its middle (then rolled back), the caller runs
+    /// it again where it may wait.
+    func transactionIfFree<T>(intent: String, _ body: (SQLStateAccess) throws(StoreError) -> T) throws(StoreError) -> T? {
+        let outcome = try connection.withLockIfFree { (database: inout Database) throws(StoreError) -> T? in
+            database.setBusyTimeout(milliseconds: 0)
+            database.defersCheckpoints = true
+            defer {
+                database.defersCheckpoints = false
+                database.setBusyTimeout(milliseconds: busyMilliseconds)
+                if database.checkpointDue { checkpointDue.withLock { $0 = true } }
             }
+            do throws(StoreError) {
+                return try Self.transaction(on: database, .immediate, intent: intent, body)
+            } catch {
+                guard error.isBusy else { throw error }
+                return nil
+            }
+        }
+        return outcome ?? nil
+    }
+
+    /// Whether a write that did not wait left work for `finishWrites`.
+    public var hasUnfinishedWrites: Bool { checkpointDue.withLock { $0 } }
+
+    /// Makes the checkpoint writes that did not wait left due. Blocks (it writes and
+    /// syncs the database file, and waits for the connection): not on an event loop.
+    public func finishWrites() {
+        guard checkpointDue.withLock({ $0 }) else { return }
+        connection.withLock { (database: inout Database) in
+            checkpointDue.withLock { $0 = false }
+            database.checkpointIfDue()
         }
     }
 
@@ -136,10 +186,13 @@ public final class SQLiteStateStore: StateStore {
 
     // MARK: Opening
 
+    private static func milliseconds(_ busyTimeout: Duration) -> Int32 {
+        Int32(max(0, min(Int64(Int32.max), busyTimeout.wholeMilliseconds)))
+    }
+
     private static func configure(_ database: Database, busyTimeout: Duration) throws(StoreError) {
         // First, so that even the pragmas below wait for a writer in another process.
-        let milliseconds = max(0, min(Int64(Int32.max), busyTimeout.wholeMilliseconds))
-        database.setBusyTimeout(milliseconds: Int32(milliseconds))
+        database.setBusyTimeout(milliseconds: milliseconds(busyTimeout))
         // WAL: readers see a snapshot and do not block the writer, nor it them; the
         // mode is stored in the file, so this is a no-op after the first open.
         // Two processes opening a new database at once can make the switch fail busy

@@ -405,6 +405,42 @@ import Testing
         await h.stop()
     }
 
+    /// A stream's completion is made on its event loop only when the store can make it
+    /// without waiting: while another process holds the write lock it waits on the
+    /// store's queue instead, and is answered once the lock is free, not refused busy.
+    @Test func aStreamsCompletionWaitsOutAnotherWriter() async throws {
+        let h = try Harness()
+        try await h.start()
+        var (send, received) = try await h.stream(wait: "0.5")
+        let run = try h.startRun("chain")
+        let first = try #require(try await received.next())
+        #expect((first["next"] as? [String: Any])?["task"] as? String == "\(run)/one/1", "\(first)")
+
+        let other = try SQLiteStateStore(directory: h.directory)
+        let locked = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        let holder = Thread {
+            try? other.write { _ throws(StoreError) in
+                locked.signal()
+                release.wait()
+            }
+        }
+        holder.start()
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                locked.wait()
+                continuation.resume()
+            }
+        }
+        send.yield(ByteBuffer(string: #"{"task": "\#(run)/one/1", "output": {"n": 1}}"# + "\n"))
+        release.signal()
+        let done = try #require(try await received.next())
+        #expect(done["state"] as? String == "Succeeded", "\(done)")
+        #expect((done["next"] as? [String: Any])?["task"] as? String == "\(run)/two/1", "\(done)")
+        send.finish()
+        await h.stop()
+    }
+
     /// A run started by another process (another connection) wakes the polls too.
     @Test func aRunStartedElsewhereWakesAWaitingPoll() async throws {
         let h = try Harness()

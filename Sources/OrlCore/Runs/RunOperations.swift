@@ -194,20 +194,36 @@ public struct RunOperations: Sendable {
     public func completeAndClaim(
         _ task: TaskID, agent: ResourceID, claimant: String? = nil, output: Node, now: Timestamp
     ) throws(RunError) -> (record: StepRecord, next: RunTask?) {
-        try write { tx throws(StoreError) -> Result<(record: StepRecord, next: RunTask?), RunError> in
-            // The step the completion readies is often the one the claim takes (a chain's
-            // next): held back, it is written once, Running, instead of Ready then Running.
-            tx.holdsReadied = true
-            switch try Self.complete(task, agent: agent, output: output, now: now, in: tx) {
-            case .failure(let error): return .failure(error)
-            case .success(let completed):
-                let record = completed.record
-                let next = try Self.claim(agent: agent, claimant: claimant, now: now, in: tx, after: completed)
-                // The step readied for the agent is in this answer: its other polls are
-                // woken only when something else is Ready for it.
-                if next != nil, try tx.writer.nextClaimable(agent: agent, at: now) == nil { tx.claimedAll(of: agent) }
-                return .success((record, next))
-            }
+        try write { tx throws(StoreError) in
+            try Self.completeAndClaim(task, agent: agent, claimant: claimant, output: output, now: now, in: tx)
+        }
+    }
+
+    /// `completeAndClaim` if the store can make it without waiting (`writeRunsIfFree`),
+    /// for a caller on an event loop: nil, with nothing done, when it would wait.
+    public func completeAndClaimIfFree(
+        _ task: TaskID, agent: ResourceID, claimant: String? = nil, output: Node, now: Timestamp
+    ) throws(RunError) -> (record: StepRecord, next: RunTask?)? {
+        try write(ifFree: true) { tx throws(StoreError) in
+            try Self.completeAndClaim(task, agent: agent, claimant: claimant, output: output, now: now, in: tx)
+        }
+    }
+
+    private static func completeAndClaim(
+        _ task: TaskID, agent: ResourceID, claimant: String?, output: Node, now: Timestamp, in tx: Transaction
+    ) throws(StoreError) -> Result<(record: StepRecord, next: RunTask?), RunError> {
+        // The step the completion readies is often the one the claim takes (a chain's
+        // next): held back, it is written once, Running, instead of Ready then Running.
+        tx.holdsReadied = true
+        switch try Self.complete(task, agent: agent, output: output, now: now, in: tx) {
+        case .failure(let error): return .failure(error)
+        case .success(let completed):
+            let record = completed.record
+            let next = try Self.claim(agent: agent, claimant: claimant, now: now, in: tx, after: completed)
+            // The step readied for the agent is in this answer: its other polls are
+            // woken only when something else is Ready for it.
+            if next != nil, try tx.writer.nextClaimable(agent: agent, at: now) == nil { tx.claimedAll(of: agent) }
+            return .success((record, next))
         }
     }
 
@@ -711,16 +727,28 @@ public struct RunOperations: Sendable {
     /// One write transaction whose body decides before it writes: a refusal returns a
     /// failure with nothing written, so the transaction commits nothing.
     private func write<T>(_ body: (Transaction) throws(StoreError) -> Result<T, RunError>) throws(RunError) -> T {
+        // Never nil: a write that may wait always writes.
+        try write(ifFree: false, body)!
+    }
+
+    /// The write, or with `ifFree` nil when the store would have to wait for it.
+    private func write<T>(ifFree: Bool, _ body: (Transaction) throws(StoreError) -> Result<T, RunError>) throws(RunError) -> T? {
         let result: Result<T, RunError>
         var ready: Set<ResourceID> = []
+        let transaction = { (writer: any RunWriter) throws(StoreError) -> Result<T, RunError> in
+            let tx = Transaction(writer)
+            let result = try body(tx)
+            // Whatever path the body took, nothing it decided stays unwritten.
+            for record in tx.takeHeld() { try writer.update(record) }
+            ready = tx.ready
+            return result
+        }
         do {
-            result = try store.writeRuns { writer throws(StoreError) in
-                let tx = Transaction(writer)
-                let result = try body(tx)
-                // Whatever path the body took, nothing it decided stays unwritten.
-                for record in tx.takeHeld() { try writer.update(record) }
-                ready = tx.ready
-                return result
+            if ifFree {
+                guard let written = try store.writeRunsIfFree(transaction) else { return nil }
+                result = written
+            } else {
+                result = try store.writeRuns(transaction)
             }
         } catch {
             throw RunError(error)

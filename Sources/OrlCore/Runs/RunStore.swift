@@ -70,4 +70,21 @@ public protocol RunWriter: RunReader {
 public protocol RunStore: Sendable {
     func readRuns<T>(_ body: (any RunReader) throws(StoreError) -> T) throws(StoreError) -> T
     func writeRuns<T>(_ body: (any RunWriter) throws(StoreError) -> T) throws(StoreError) -> T
+    /// `writeRuns` if it needs no wait for a lock, for a caller that must not block (an
+    /// event loop): nil, with nothing written, when it would. What its commit would
+    /// have done that may block is left to `finishWrites`. The body may run again in
+    /// `writeRuns` after nil, so it may have no effect but through the writer.
+    func writeRunsIfFree<T>(_ body: (any RunWriter) throws(StoreError) -> T) throws(StoreError) -> T?
+    /// Whether a `writeRunsIfFree` left work for `finishWrites`.
+    var hasUnfinishedWrites: Bool { get }
+    /// Does what `writeRunsIfFree` left (SQLite: a checkpoint). Blocks.
+    func finishWrites()
+}
+
+/// A store that cannot tell whether a write would wait (a server's store, a network
+/// away) never writes without waiting.
+extension RunStore {
+    public func writeRunsIfFree<T>(_ body: (any RunWriter) throws(StoreError) -> T) throws(StoreError) -> T? { nil }
+    public var hasUnfinishedWrites: Bool { false }
+    public func finishWrites() {}
 }
