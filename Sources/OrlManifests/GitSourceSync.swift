@@ -160,7 +160,7 @@ public final class GitSourceSync: @unchecked Sendable {
     /// What the rounds keep for the next one (the index, the applied revision's manifests,
     /// the parse cache, the repository), for a process that ends after its round
     /// (`sync --once`) to keep unfreed to the end: freed as this sync goes, their ten
-    /// thousand records cost a tenth of the round. The sync keeps them too.
+    /// thousand records cost 5–10% of such a process. The sync keeps them too.
     public func keptForTheNextRound() -> any Sendable {
         queue.sync { Retained(parts: (held, applied, manifests, repository)) }
     }
