@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import OrlGit
 import OrlManifests
 
 /// `orlctl`: the root command.
@@ -50,6 +51,7 @@ public enum OrlctlMain {
         if let command = arguments.first, command == "apply" || command == "diff" || command == "sync" {
             Allocator.reserveRoomForAOneShotCommand()
         }
+        if let command = arguments.first, command == "sync" || command == "watch" { GitRepository.loadInBackground() }
     }
 
     /// The `orlctl` binary: runs the command its arguments name with the process's own

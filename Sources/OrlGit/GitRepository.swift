@@ -98,6 +98,21 @@ public final class GitRepository {
         if let unavailable { throw GitError(unavailable) }
     }
 
+    /// Loads and initialises libgit2 on a thread of its own, for a process about to open
+    /// a repository (`sync`, `watch`): the dynamic loader binds its fifteen libraries and
+    /// libgit2 reads the system's certificates (a third of its start) while the process
+    /// parses its arguments and opens the state. The first repository opened waits for it.
+    public static func loadInBackground() {
+        var thread = pthread_t()
+        let started = pthread_create(
+            &thread, nil,
+            { _ in
+                _ = orl_git_load()
+                return nil
+            }, nil)
+        if started == 0 { pthread_detach(thread) }
+    }
+
     /// Whether the library at `soname` could serve as libgit2 here (it loads and has every
     /// function orl calls): nil if so, else why not. Nothing is left loaded.
     public static func checkLibrary(_ soname: String) -> String? {

@@ -8,12 +8,57 @@ import Testing
 
 /// The sync round in process, as a watcher runs it: what it reads and parses.
 @Suite(.serialized) struct GitSourceSyncTests {
-    func sync(_ repo: GitFixture, store: SQLiteStateStore) -> GitSourceSync {
+    func sync(_ repo: GitFixture, store: SQLiteStateStore, singleRound: Bool = false) -> GitSourceSync {
         GitSourceSync(
             configuration: GitSourceConfiguration(
                 name: "fleet", url: repo.root.path, ref: "main", path: "fleet", prune: true, allowRewind: false, maxDeletions: 10,
-                allowEmpty: false, auth: { .none }, appliedBy: "test", mirror: repo.state + "/git/fleet.git"),
+                allowEmpty: false, auth: { .none }, appliedBy: "test", mirror: repo.state + "/git/fleet.git", singleRound: singleRound),
             store: store, clock: { Timestamp(milliseconds: Int64(Date().timeIntervalSince1970 * 1000)) })
+    }
+
+    /// `sync --once` makes one round (`singleRound`) and takes no fingerprint of the state
+    /// for a round after it; rounds after it are right all the same. Its first round starts
+    /// reading the index the state keeps before asking the remote: when the remote cannot
+    /// be reached, the round after takes that read.
+    @Test func aSingleRoundLeavesNothingOutThatARoundAfterItNeeds() async throws {
+        let repo = try GitFixture()
+        try GitFleet.write(to: repo)
+        try repo.commit("first")
+        let store = try SQLiteStateStore(directory: repo.state)
+        #expect(await sync(repo, store: store).round(retryFailed: false).changed)
+        try repo.write("fleet/budget.yaml", GitFleet.budget.replacingOccurrences(of: "usd: 5", with: "usd: 6"))
+        let second = try repo.commit("second")
+
+        let once = sync(repo, store: store, singleRound: true)
+        let away = repo.directory.url.appendingPathComponent("away").path
+        try FileManager.default.moveItem(atPath: repo.root.path, toPath: away)
+        var report = await once.round(retryFailed: true)
+        guard case .unreachable = report.outcome else {
+            Issue.record("expected unreachable, got \(report.outcome)")
+            return
+        }
+        try FileManager.default.moveItem(atPath: away, toPath: repo.root.path)
+        report = await once.round(retryFailed: true)
+        #expect(report.files == 5 && report.parsed == 1, "only the changed file is parsed")
+        guard case .applied(let outcome) = report.outcome else {
+            Issue.record("expected applied, got \(report.outcome)")
+            return
+        }
+        #expect(outcome.plan.updates == 1 && outcome.plan.unchanged.count == 4)
+        #expect(try store.read { reader throws(StoreError) in try reader.source(named: "fleet") }?.lastApplied == second)
+
+        // Deleted behind the source's back: put back, though no fingerprint was taken.
+        let budget = ResourceID(kind: "Budget", namespace: ResourceID.defaultNamespace, name: "daily")
+        try store.write { writer throws(StoreError) in try writer.delete(budget) }
+        report = await once.round(retryFailed: true)
+        #expect(report.drift && report.changed)
+        #expect(try store.read { reader throws(StoreError) in try reader.resource(budget) } != nil)
+        report = await once.round(retryFailed: true)
+        guard case .upToDate = report.outcome else {
+            Issue.record("expected up to date, got \(report.outcome)")
+            return
+        }
+        #expect(!report.drift)
     }
 
     @Test func unchangedBlobsAreNotParsedAgain() async throws {

@@ -166,8 +166,13 @@ struct Sync: AsyncParsableCommand {
         defer { lock.release() }
         var configuration = opened
         configuration.full = full
+        configuration.singleRound = true
         let sync = GitSourceSync(configuration: configuration, store: store, clock: { Caller.now })
         let report = await sync.round(retryFailed: true)
+        // What the round read (the index of every file, the revision's manifests) goes
+        // back to the system with the process; the state is closed as the command ends.
+        keepUntilExit(sync.keptForTheNextRound())
+        keepUntilExit(report)
         if report.changed { source.state.wakeController() }
         if !report.failed { try await ControllerAutostart.ensure(state: source.state, optedOut: noController, json: output == .json) }
         switch output {
