@@ -281,7 +281,7 @@ extension Gateway {
     private func answer(_ call: Call, _ body: ByteBuffer, status: Int, eventStream: Bool, mask: CredentialMask) -> Response {
         let api = call.request.api
         let raw = Array(body.readableBytesView)
-        let report = (try? JSONParser.parse(bytes: raw, file: "<response>")).flatMap { UsageReport(json: $0) }
+        let report = (try? JSONParser.parse(bytes: raw, file: "<response>", keeping: UsageReport.members)).flatMap { UsageReport(json: $0) }
         let bytes = mask.isEmpty ? raw : mask.mask(raw)
         let masked = mask.isEmpty ? body : ByteBuffer(bytes: bytes)
         if (200..<300).contains(status) {
