@@ -362,13 +362,21 @@ extension Gateway {
         return caller
     }
 
+    /// Made from a list: setting fields one by one searches the fields each time, and a
+    /// name made from a string is checked each time (every answer has these).
     static func headers(eventStream: Bool, requestID: String?) -> HTTPFields {
-        var headers = HTTPFields()
-        headers[.contentType] = eventStream ? "text/event-stream" : "application/json"
-        if eventStream { headers[.cacheControl] = "no-cache" }
-        if let requestID { headers[HTTPField.Name("x-request-id")!] = requestID }
-        return headers
+        var fields: [HTTPField] = []
+        fields.reserveCapacity(3)
+        fields.append(eventStream ? Self.eventStreamType : Self.jsonType)
+        if eventStream { fields.append(Self.noCache) }
+        if let requestID { fields.append(HTTPField(name: Self.requestIDHeader, value: requestID)) }
+        return HTTPFields(fields)
     }
+
+    static let requestIDHeader = HTTPField.Name("x-request-id")!
+    private static let jsonType = HTTPField(name: .contentType, value: "application/json")
+    private static let eventStreamType = HTTPField(name: .contentType, value: "text/event-stream")
+    private static let noCache = HTTPField(name: .cacheControl, value: "no-cache")
 
     static func json(_ status: HTTPResponse.Status, _ body: String, requestID: String? = nil) -> Response {
         Response(
