@@ -200,7 +200,7 @@ extension Gateway {
         }
         let timeout = call.route.spec.timeout.duration.wholeMilliseconds
         // A whole answer from a plain-http provider: on this event loop (`UpstreamClient`).
-        if !call.request.stream, let endpoint = UpstreamClient.Endpoint(upstream.url) {
+        if !call.request.stream, let endpoint = UpstreamClient.endpoint(upstream.url) {
             let reply: UpstreamClient.Answer
             do {
                 reply = try await UpstreamClient.shared.post(

@@ -23,7 +23,7 @@ final class UpstreamClient: Sendable {
     }
 
     /// A URL this client serves: `http://host[:port]/path`, with no user info.
-    struct Endpoint: Sendable {
+    struct Endpoint: Sendable, Equatable {
         var target: Target
         var path: String
         /// What the Host header says.
@@ -57,6 +57,21 @@ final class UpstreamClient: Sendable {
             self.authority = String(authority)
         }
     }
+
+    /// The endpoint of a URL (nil: not one this client serves), parsed once: a call
+    /// asks for its provider's, and a fleet's providers have few.
+    static func endpoint(_ url: String) -> Endpoint? {
+        if let known = endpoints.withLock({ $0[url] }) { return known }
+        let parsed = Endpoint(url)
+        endpoints.withLock { known in
+            // Bounded, should URLs ever vary: forgotten at once and parsed again.
+            if known.count >= 256 { known.removeAll() }
+            known[url] = parsed
+        }
+        return parsed
+    }
+
+    private static let endpoints = Mutex<[String: Endpoint?]>([:])
 
     struct Answer: Sendable {
         var status: Int
