@@ -41,6 +41,20 @@ public enum JSONParser {
         return try bytes.withUnsafeBufferPointer { buffer in Reader.parse(buffer, file: file) }.get()
     }
 
+    /// Parses raw bytes as `parse(bytes:file:)` does (it throws where that throws), but
+    /// of a document that is an object keeps only the top-level members named in `keeping`:
+    /// the others are checked as strictly and skipped, not built. For a large document of
+    /// which a few members are read, such as a model's answer read for its usage.
+    public static func parse(bytes: [UInt8], file: String, keeping: Set<String>) throws(JSONSyntaxError) -> Node {
+        if let offset = firstInvalidUTF8Offset(bytes) {
+            let location = bytes.withUnsafeBufferPointer { buffer in
+                Reader(bytes: buffer, file: file).location(ofOffset: offset)
+            }
+            throw JSONSyntaxError("invalid UTF-8 byte sequence", at: location)
+        }
+        return try bytes.withUnsafeBufferPointer { buffer in Reader.parse(buffer, file: file, keeping: keeping) }.get()
+    }
+
     private static func firstInvalidUTF8Offset(_ bytes: [UInt8]) -> Int? {
         var iterator = bytes.makeIterator()
         var parser = Unicode.UTF8.ForwardParser()
@@ -108,6 +122,15 @@ extension JSONParser {
             }
         }
 
+        static func parse(_ bytes: UnsafeBufferPointer<UInt8>, file: String, keeping: Set<String>) -> Result<Node, JSONSyntaxError> {
+            var reader = Reader(bytes: bytes, file: file)
+            do {
+                return .success(try reader.parseDocument(keeping: keeping))
+            } catch {
+                return .failure(error)
+            }
+        }
+
         func error(_ message: String) -> JSONSyntaxError {
             JSONSyntaxError(message, at: here)
         }
@@ -116,6 +139,17 @@ extension JSONParser {
             skipWhitespace()
             guard offset < bytes.count else { throw error("empty document: expected a JSON value") }
             let value = try parseValue()
+            skipWhitespace()
+            guard offset == bytes.count else {
+                throw error("unexpected \(describeCurrent()) after the JSON value")
+            }
+            return value
+        }
+
+        mutating func parseDocument(keeping: Set<String>) throws(JSONSyntaxError) -> Node {
+            skipWhitespace()
+            guard offset < bytes.count else { throw error("empty document: expected a JSON value") }
+            let value = bytes[offset] == UInt8(ascii: "{") ? try parseObject(at: here, keeping: keeping) : try parseValue()
             skipWhitespace()
             guard offset == bytes.count else {
                 throw error("unexpected \(describeCurrent()) after the JSON value")
@@ -209,10 +243,11 @@ extension JSONParser {
             }
         }
 
-        mutating func parseObject(at location: SourceLocation) throws(JSONSyntaxError) -> Node {
+        mutating func parseObject(at location: SourceLocation, keeping: Set<String>? = nil) throws(JSONSyntaxError) -> Node {
             try enter()
             offset += 1  // {
             var members: [Node.Member] = []
+            var skipped = false
             // Small objects check duplicates by scanning; large ones by index.
             var index: [String: Int]? = nil
             skipWhitespace()
@@ -245,7 +280,16 @@ extension JSONParser {
                 offset += 1
                 skipWhitespace()
                 guard offset < bytes.count else { throw error("unexpected end of input: expected a value for key \"\(key)\"") }
-                let value = try parseValue()
+                let value: Node
+                if let keeping, !keeping.contains(key) {
+                    // Checked, not built; the member stays until the end, for duplicates.
+                    let start = here
+                    try skipValue()
+                    value = Node(.null, at: start)
+                    skipped = true
+                } else {
+                    value = try parseValue()
+                }
                 index?[key] = members.count
                 members.append(Node.Member(key: key, keyLocation: keyLocation, value: value))
                 skipWhitespace()
@@ -258,10 +302,128 @@ extension JSONParser {
                 if bytes[offset] == UInt8(ascii: "}") {
                     offset += 1
                     depth -= 1
+                    if skipped, let keeping { members.removeAll { !keeping.contains($0.key) } }
                     return Node(.object(members), at: location)
                 }
                 throw error("unexpected \(describeCurrent()): expected ',' or '}'")
             }
+        }
+
+        /// Checks a value as `parseValue` would read it (the same errors), building nothing.
+        mutating func skipValue() throws(JSONSyntaxError) {
+            switch bytes[offset] {
+            case UInt8(ascii: "{"): try skipObject()
+            case UInt8(ascii: "["): try skipArray()
+            case UInt8(ascii: "\""): try skipString()
+            case UInt8(ascii: "t"): try expectLiteral("true")
+            case UInt8(ascii: "f"): try expectLiteral("false")
+            case UInt8(ascii: "n"): try expectLiteral("null")
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): _ = try scanNumber()
+            default: throw error("unexpected \(describeCurrent()): expected a JSON value")
+            }
+        }
+
+        /// An object's keys are still read (as strings) and checked for duplicates, as
+        /// `parseObject` does; its values are skipped.
+        mutating func skipObject() throws(JSONSyntaxError) {
+            try enter()
+            offset += 1  // {
+            var keys: [(key: String, location: SourceLocation)] = []
+            var index: [String: SourceLocation]? = nil
+            skipWhitespace()
+            if offset < bytes.count, bytes[offset] == UInt8(ascii: "}") {
+                offset += 1
+                depth -= 1
+                return
+            }
+            while true {
+                guard offset < bytes.count, bytes[offset] == UInt8(ascii: "\"") else {
+                    throw error("unexpected \(describeCurrent()): expected a string key")
+                }
+                let keyLocation = here
+                let key = try parseString()
+                if index == nil, keys.count >= 16 {
+                    index = Dictionary(keys.map { ($0.key, $0.location) }, uniquingKeysWith: { first, _ in first })
+                }
+                if let first = index.map({ $0[key] }) ?? keys.first(where: { $0.key == key })?.location {
+                    throw JSONSyntaxError("duplicate key \"\(key)\" (first defined at \(first))", at: keyLocation, related: first)
+                }
+                skipWhitespace()
+                guard offset < bytes.count, bytes[offset] == UInt8(ascii: ":") else {
+                    throw error("unexpected \(describeCurrent()): expected ':' after key \"\(key)\"")
+                }
+                offset += 1
+                skipWhitespace()
+                guard offset < bytes.count else { throw error("unexpected end of input: expected a value for key \"\(key)\"") }
+                try skipValue()
+                if index != nil { index![key] = keyLocation } else { keys.append((key, keyLocation)) }
+                skipWhitespace()
+                guard offset < bytes.count else { throw error("unexpected end of input: expected ',' or '}'") }
+                if bytes[offset] == UInt8(ascii: ",") {
+                    offset += 1
+                    skipWhitespace()
+                    continue
+                }
+                if bytes[offset] == UInt8(ascii: "}") {
+                    offset += 1
+                    depth -= 1
+                    return
+                }
+                throw error("unexpected \(describeCurrent()): expected ',' or '}'")
+            }
+        }
+
+        mutating func skipArray() throws(JSONSyntaxError) {
+            try enter()
+            offset += 1  // [
+            skipWhitespace()
+            if offset < bytes.count, bytes[offset] == UInt8(ascii: "]") {
+                offset += 1
+                depth -= 1
+                return
+            }
+            while true {
+                guard offset < bytes.count else { throw error("unexpected end of input: expected a value") }
+                try skipValue()
+                skipWhitespace()
+                guard offset < bytes.count else { throw error("unexpected end of input: expected ',' or ']'") }
+                if bytes[offset] == UInt8(ascii: ",") {
+                    offset += 1
+                    skipWhitespace()
+                    continue
+                }
+                if bytes[offset] == UInt8(ascii: "]") {
+                    offset += 1
+                    depth -= 1
+                    return
+                }
+                throw error("unexpected \(describeCurrent()): expected ',' or ']'")
+            }
+        }
+
+        /// A string without escapes is only scanned; one with escapes is read by
+        /// `parseString`, which checks them.
+        mutating func skipString() throws(JSONSyntaxError) {
+            let quote = offset
+            let continuationBytes = lineContinuationBytes
+            offset += 1
+            while offset < bytes.count {
+                let byte = bytes[offset]
+                if byte == UInt8(ascii: "\"") {
+                    offset += 1
+                    return
+                }
+                if byte == UInt8(ascii: "\\") {
+                    offset = quote
+                    lineContinuationBytes = continuationBytes
+                    _ = try parseString()
+                    return
+                }
+                if byte < 0x20 { throw controlCharacterError(byte) }
+                if byte & 0xC0 == 0x80 { lineContinuationBytes += 1 }
+                offset += 1
+            }
+            throw error("unterminated string")
         }
 
         mutating func parseArray(at location: SourceLocation) throws(JSONSyntaxError) -> Node {
@@ -412,6 +574,18 @@ extension JSONParser {
         /// exact; everything else is a `Double` that keeps its source text.
         mutating func parseNumber() throws(JSONSyntaxError) -> Number {
             let start = offset
+            let isPlainInteger = try scanNumber()
+            let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<offset]), as: UTF8.self)
+            if isPlainInteger, let integer = Int(text) {
+                return Number(integer: integer)
+            }
+            // The grammar above guarantees `Double` can read it; huge values become ±inf.
+            return Number(double: Double(text) ?? .nan, text: text)
+        }
+
+        /// Reads past a number (the grammar of `parseNumber`); whether it has neither a
+        /// fraction nor an exponent.
+        mutating func scanNumber() throws(JSONSyntaxError) -> Bool {
             var isPlainInteger = true
             if bytes[offset] == UInt8(ascii: "-") { offset += 1 }
             guard offset < bytes.count, isDigit(bytes[offset]) else {
@@ -444,12 +618,7 @@ extension JSONParser {
                 }
                 skipDigits()
             }
-            let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<offset]), as: UTF8.self)
-            if isPlainInteger, let integer = Int(text) {
-                return Number(integer: integer)
-            }
-            // The grammar above guarantees `Double` can read it; huge values become ±inf.
-            return Number(double: Double(text) ?? .nan, text: text)
+            return isPlainInteger
         }
 
         func isDigit(_ byte: UInt8) -> Bool {

@@ -43,8 +43,7 @@ public struct APIServer: Sendable {
     /// listens on (with the port the system chose), before any request is served.
     public func run(bound: @escaping @Sendable (String) async -> Void) async throws {
         let router = makeRouter()
-        var logger = Logger(label: "orl.api")
-        logger.logLevel = .critical
+        let logger = ServerLog.logger(label: "orl.api")
         let host = self.host
         let app = Application(
             router: router, server: connections.server(onEventLoops: true),

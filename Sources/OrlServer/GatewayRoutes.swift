@@ -200,7 +200,7 @@ extension Gateway {
         }
         let timeout = call.route.spec.timeout.duration.wholeMilliseconds
         // A whole answer from a plain-http provider: on this event loop (`UpstreamClient`).
-        if !call.request.stream, let endpoint = UpstreamClient.Endpoint(upstream.url) {
+        if !call.request.stream, let endpoint = UpstreamClient.endpoint(upstream.url) {
             let reply: UpstreamClient.Answer
             do {
                 reply = try await UpstreamClient.shared.post(
@@ -281,7 +281,7 @@ extension Gateway {
     private func answer(_ call: Call, _ body: ByteBuffer, status: Int, eventStream: Bool, mask: CredentialMask) -> Response {
         let api = call.request.api
         let raw = Array(body.readableBytesView)
-        let report = (try? JSONParser.parse(bytes: raw, file: "<response>")).flatMap { UsageReport(json: $0) }
+        let report = (try? JSONParser.parse(bytes: raw, file: "<response>", keeping: UsageReport.members)).flatMap { UsageReport(json: $0) }
         let bytes = mask.isEmpty ? raw : mask.mask(raw)
         let masked = mask.isEmpty ? body : ByteBuffer(bytes: bytes)
         if (200..<300).contains(status) {
@@ -362,13 +362,21 @@ extension Gateway {
         return caller
     }
 
+    /// Made from a list: setting fields one by one searches the fields each time, and a
+    /// name made from a string is checked each time (every answer has these).
     static func headers(eventStream: Bool, requestID: String?) -> HTTPFields {
-        var headers = HTTPFields()
-        headers[.contentType] = eventStream ? "text/event-stream" : "application/json"
-        if eventStream { headers[.cacheControl] = "no-cache" }
-        if let requestID { headers[HTTPField.Name("x-request-id")!] = requestID }
-        return headers
+        var fields: [HTTPField] = []
+        fields.reserveCapacity(3)
+        fields.append(eventStream ? Self.eventStreamType : Self.jsonType)
+        if eventStream { fields.append(Self.noCache) }
+        if let requestID { fields.append(HTTPField(name: Self.requestIDHeader, value: requestID)) }
+        return HTTPFields(fields)
     }
+
+    static let requestIDHeader = HTTPField.Name("x-request-id")!
+    private static let jsonType = HTTPField(name: .contentType, value: "application/json")
+    private static let eventStreamType = HTTPField(name: .contentType, value: "text/event-stream")
+    private static let noCache = HTTPField(name: .cacheControl, value: "no-cache")
 
     static func json(_ status: HTTPResponse.Status, _ body: String, requestID: String? = nil) -> Response {
         Response(

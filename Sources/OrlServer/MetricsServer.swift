@@ -39,8 +39,7 @@ public struct MetricsServer: Sendable {
         let host = self.host
         let port = self.port
         return try await startServing { [self] bound in
-            var logger = Logger(label: "orl.metrics")
-            logger.logLevel = .critical
+            let logger = ServerLog.logger(label: "orl.metrics")
             let app = Application(
                 router: makeRouter(), configuration: .init(address: .hostname(host, port: port), serverName: nil),
                 onServerRunning: { channel in await bound("http://\(host):\(channel.localAddress?.port ?? 0)") }, logger: logger)

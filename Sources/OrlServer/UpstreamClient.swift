@@ -23,7 +23,7 @@ final class UpstreamClient: Sendable {
     }
 
     /// A URL this client serves: `http://host[:port]/path`, with no user info.
-    struct Endpoint: Sendable {
+    struct Endpoint: Sendable, Equatable {
         var target: Target
         var path: String
         /// What the Host header says.
@@ -57,6 +57,21 @@ final class UpstreamClient: Sendable {
             self.authority = String(authority)
         }
     }
+
+    /// The endpoint of a URL (nil: not one this client serves), parsed once: a call
+    /// asks for its provider's, and a fleet's providers have few.
+    static func endpoint(_ url: String) -> Endpoint? {
+        if let known = endpoints.withLock({ $0[url] }) { return known }
+        let parsed = Endpoint(url)
+        endpoints.withLock { known in
+            // Bounded, should URLs ever vary: forgotten at once and parsed again.
+            if known.count >= 256 { known.removeAll() }
+            known[url] = parsed
+        }
+        return parsed
+    }
+
+    private static let endpoints = Mutex<[String: Endpoint?]>([:])
 
     struct Answer: Sendable {
         var status: Int
@@ -213,7 +228,14 @@ final class UpstreamHandler: ChannelDuplexHandler {
     private var head: HTTPResponseHead?
     private var body: ByteBuffer?
     private var limit = 0
+    /// The deadline of the request in progress.
+    private var deadline: NIODeadline?
+    /// One timer per connection rather than one per request (scheduling and cancelling
+    /// one cost a call about 1% of its CPU): armed at `armedAt`, no later than the
+    /// deadline of the request in progress; when it goes off before that deadline (it was
+    /// armed for an earlier request) it is armed again for it.
     private var timer: Scheduled<Void>?
+    private var armedAt: NIODeadline = .distantPast
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
@@ -230,14 +252,28 @@ final class UpstreamHandler: ChannelDuplexHandler {
         self.head = nil
         self.body = nil
         self.limit = limit
-        let loop = context.eventLoop.assumeIsolated()
-        timer = loop.scheduleTask(deadline: deadline) { [self] in
-            self.fail(UpstreamClient.Failure.timedOut)
+        self.deadline = deadline
+        if timer == nil || armedAt > deadline {
+            timer?.cancel()
+            arm(deadline, context)
         }
         context.write(wrapOutboundOut(.head(request)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(requestBody))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         return promise.futureResult
+    }
+
+    private func arm(_ at: NIODeadline, _ context: ChannelHandlerContext) {
+        armedAt = at
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: at) { [self] in
+            self.timer = nil
+            guard let deadline = self.deadline, self.promise != nil, let context = self.context else { return }
+            if at >= deadline {
+                self.fail(UpstreamClient.Failure.timedOut)
+            } else {
+                self.arm(deadline, context)
+            }
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -254,8 +290,8 @@ final class UpstreamHandler: ChannelDuplexHandler {
         case .end:
             guard let promise, let head else { return }
             self.promise = nil
-            timer?.cancel()
-            timer = nil
+            // The timer stays armed: it goes off for nothing, or for the next request.
+            deadline = nil
             let answer = UpstreamClient.Answer(
                 status: Int(head.status.code), headers: head.headers, body: body ?? context.channel.allocator.buffer(capacity: 0))
             self.head = nil
@@ -277,6 +313,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
     private func fail(_ failure: UpstreamClient.Failure) {
         timer?.cancel()
         timer = nil
+        deadline = nil
         head = nil
         body = nil
         if let promise {

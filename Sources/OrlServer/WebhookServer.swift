@@ -76,8 +76,7 @@ public struct WebhookServer: Sendable {
     /// Serves until the task is cancelled; `bound` gets the URL deliveries go to.
     private func run(bound: @escaping @Sendable (String) async -> Void) async throws {
         let router = makeRouter()
-        var logger = Logger(label: "orl.webhook")
-        logger.logLevel = .critical
+        let logger = ServerLog.logger(label: "orl.webhook")
         let host = self.host
         let app = Application(
             router: router, server: ConnectionGuard(cap: ConnectionGuard.capForThisProcess()).server(),

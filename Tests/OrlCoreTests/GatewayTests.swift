@@ -310,6 +310,27 @@ private let fleetYAML = """
         #expect(status.map { Int($0.percentUsed.rounded()) } == 95)
     }
 
+    @Test func aSettlementReportsEveryLimitItCrossesDayThenMonth() {
+        var meter = BudgetMeter()
+        meter.configure(fleet)
+        func spend(reserving: Charge, cost: Charge) -> [String] {
+            guard case .success(let r) = meter.reserve(a, reserving, now: evening) else { return ["refused"] }
+            return meter.settle(r, cost: cost).map { "\($0.window.rawValue) \($0.kind)" }
+        }
+        #expect(
+            spend(reserving: Charge(usd: 0.9, tokens: 90_000), cost: Charge(usd: 0.9, tokens: 90_000)) == [
+                "day threshold(50)", "day threshold(80)", "month threshold(50)", "month threshold(80)",
+            ])
+        // The provider reported more than was reserved: both limits are passed at once.
+        #expect(
+            spend(reserving: Charge(usd: 0.05, tokens: 1), cost: Charge(usd: 0.2, tokens: 20_000)) == ["day exceeded", "month exceeded"])
+        #expect(spend(reserving: Charge(usd: 0, tokens: 0), cost: .zero) == ["refused"])
+        guard case .failure = meter.reserve(b, .zero, now: evening) else {
+            Issue.record("the budget b shares with a is past its cap")
+            return
+        }
+    }
+
     @Test func perAgentBudgetsAndAlertBudgets() {
         var meter = BudgetMeter()
         meter.configure(fleet)

@@ -166,3 +166,106 @@ struct JSONParserTests {
         }
     }
 }
+
+/// `parse(bytes:file:keeping:)` skips the members it does not keep: it must still accept
+/// and refuse exactly what `parse(bytes:file:)` does, with the same error, and give the
+/// kept members as that parse does.
+@Suite struct JSONKeepingParseTests {
+    static let kept: Set<String> = ["usage", "response", "message"]
+
+    /// The whole parse's outcome, with the members not kept dropped from a top-level object.
+    static func expected(_ bytes: [UInt8]) -> Result<Node, JSONSyntaxError> {
+        do {
+            var root = try JSONParser.parse(bytes: bytes, file: "b.json")
+            if case .object(let members) = root.value { root.value = .object(members.filter { kept.contains($0.key) }) }
+            return .success(root)
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    static func keeping(_ bytes: [UInt8]) -> Result<Node, JSONSyntaxError> {
+        do {
+            return .success(try JSONParser.parse(bytes: bytes, file: "b.json", keeping: kept))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    static let documents = [
+        #"{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello \"there\" \u00e9\ud83d\ude00\n"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#,
+        #"{"type":"message","message":{"usage":{"input_tokens":3,"cache_read_input_tokens":2,"output_tokens":1e2}},"content":[{"type":"text","text":"é😀"}],"stop":false,"n":-0.5E-3}"#,
+        #"{"response":{"id":"r","usage":{"input_tokens":1,"output_tokens":2}},"a":{"b":{"c":[[],{},[{"d":"x"}]]}},"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"k17":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17}}"#,
+        "[{\"usage\": 1}, 2, \"three\"]",
+        "  {\n  \"usage\" : { \"prompt_tokens\" : 1 } ,\n  \"other\" : [ true , false , null ]\n}\n",
+    ]
+
+    @Test(arguments: documents) func wholeDocumentsReadAsTheWholeParseReadsThem(document: String) {
+        #expect(Self.keeping(Array(document.utf8)) == Self.expected(Array(document.utf8)))
+    }
+
+    @Test(arguments: [
+        #"{"a":{"x":1,"x":2},"usage":{}}"#,  // a duplicate inside a skipped member
+        #"{"a":1,"usage":{},"a":2}"#,  // a skipped member's key twice at the top
+        #"{"a":{"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"k17":17,"k3":0}}"#,
+        #"{"a":"\x"}"#, #"{"a":"\ud800"}"#, #"{"a":"\ud800\u0041"}"#, #"{"a":"\u12G4"}"#, "{\"a\":\"tab\there\"}",
+        #"{"a":01}"#, #"{"a":1.}"#, #"{"a":-}"#, #"{"a":1e}"#, #"{"a":tru}"#, #"{"a":nulls}"#, #"{"a":[1,]}"#, #"{"a":{"b" 1}}"#,
+        #"{"a":"unterminated}"#, #"{"a":[1,2"#, #"{"a":1} x"#, "{\"a\":\"é\",\"a\":1}",
+    ])
+    func refusesWhatTheWholeParseRefusesWithItsError(document: String) {
+        let expected = Self.expected(Array(document.utf8))
+        #expect(throws: JSONSyntaxError.self) { try expected.get() }
+        #expect(Self.keeping(Array(document.utf8)) == expected)
+    }
+
+    @Test func limitsNestingInsideASkippedMember() {
+        let deep =
+            "{\"a\":" + String(repeating: "[", count: JSONParser.maximumDepth) + String(repeating: "]", count: JSONParser.maximumDepth)
+            + "}"
+        let expected = Self.expected(Array(deep.utf8))
+        #expect(throws: JSONSyntaxError.self) { try expected.get() }
+        #expect(Self.keeping(Array(deep.utf8)) == expected)
+        let fits =
+            "{\"a\":" + String(repeating: "[", count: JSONParser.maximumDepth - 1)
+            + String(repeating: "]", count: JSONParser.maximumDepth - 1) + "}"
+        #expect(Self.keeping(Array(fits.utf8)) == Self.expected(Array(fits.utf8)))
+        #expect(throws: Never.self) { try Self.keeping(Array(fits.utf8)).get() }
+    }
+
+    /// Seeded random edits of the documents (bytes dropped, inserted, replaced), most of
+    /// which break them somewhere in a skipped member: every outcome is the whole parse's.
+    @Test func editedDocumentsReadAsTheWholeParseReadsThem() {
+        var random = SplitMix(seed: 0x6f72_6c25)
+        let alphabet = Array(#"{}[]",:\ 0123456789eE.-+tfnulrsaxu"#.utf8) + [0x0A, 0x09, 0x01, 0xC3, 0xA9, 0xFF]
+        var refused = 0
+        for round in 0..<3_000 {
+            var bytes = Array(Self.documents[round % Self.documents.count].utf8)
+            for _ in 0..<(1 + Int(random.next() % 3)) {
+                let at = Int(random.next() % UInt64(bytes.count))
+                switch random.next() % 3 {
+                case 0: bytes.remove(at: at)
+                case 1: bytes.insert(alphabet[Int(random.next() % UInt64(alphabet.count))], at: at)
+                default: bytes[at] = alphabet[Int(random.next() % UInt64(alphabet.count))]
+                }
+                if bytes.isEmpty { bytes = [0x20] }
+            }
+            let expected = Self.expected(bytes)
+            if case .failure = expected { refused += 1 }
+            #expect(Self.keeping(bytes) == expected, "\(String(decoding: bytes, as: UTF8.self))")
+        }
+        // Both kinds of outcome were exercised.
+        #expect(refused > 1_000 && refused < 2_990)
+    }
+}
+
+private struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

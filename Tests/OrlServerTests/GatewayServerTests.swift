@@ -291,6 +291,11 @@ final class Locked<Value: Sendable>: Sendable {
         for served in ["https://api.openai.com/v1", "http://user:pw@host/v1", "http://host:99999/v1", "http://:80/v1", "http://host:x/v1"] {
             #expect(UpstreamClient.Endpoint(served) == nil, "\(served) goes to the general client or is refused")
         }
+        // Parsed once per URL: the same endpoint (or none) each time.
+        let urls = ["http://127.0.0.1:8080/v1/chat/completions", "http://[::1]:9000/v1", "https://api.openai.com/v1", "http://host:x/v1"]
+        for _ in 0..<2 {
+            for url in urls { #expect(UpstreamClient.endpoint(url) == UpstreamClient.Endpoint(url), "\(url)") }
+        }
     }
 
     @Test func concurrentCallsNeverSpendPastTheCap() async throws {

@@ -18,6 +18,9 @@ public struct Charge: Sendable, Hashable {
     public static func - (lhs: Charge, rhs: Charge) -> Charge {
         Charge(usd: lhs.usd - rhs.usd, tokens: lhs.tokens.saturatingSubtracting(rhs.tokens))
     }
+    // In place, so that a dictionary's entry is looked up once.
+    static func += (lhs: inout Charge, rhs: Charge) { lhs = lhs + rhs }
+    static func -= (lhs: inout Charge, rhs: Charge) { lhs = lhs - rhs }
 }
 
 extension BudgetSpec.Window {
@@ -223,7 +226,7 @@ public struct BudgetMeter: Sendable {
         lastNumber += 1
         let reservation = Reservation(number: lastNumber, agent: agent, charge: charge, at: now)
         open[lastNumber] = reservation
-        reserved[agent, default: .zero] = reserved[agent, default: .zero] + charge
+        reserved[agent, default: .zero] += charge
         return .success(reservation)
     }
 
@@ -282,14 +285,16 @@ public struct BudgetMeter: Sendable {
     /// Replaces the reservation by what the call cost; returns the thresholds it crossed.
     public mutating func settle(_ reservation: Reservation, cost: Charge) -> [Notice] {
         guard open.removeValue(forKey: reservation.number) != nil else { return [] }
-        reserved[reservation.agent, default: .zero] = reserved[reservation.agent, default: .zero] - reservation.charge
+        reserved[reservation.agent, default: .zero] -= reservation.charge
+        // Every call settles: the accounts are looked up once for both windows, and a
+        // window no limit watches is only added to.
+        let accounts = accounts(of: reservation.agent)
         var notices: [Notice] = []
         for window in [BudgetSpec.Window.day, .month] {
             let bucket = Bucket(window: window, start: window.interval(containing: reservation.at).lowerBound)
-            let limits = marks(of: reservation.agent, window: window, bucket: bucket)
+            let limits = marks(of: accounts, window: window, bucket: bucket)
             let before = limits.map { mark, limit in percent(spent(mark.account, bucket), limit) }
-            settled[reservation.agent, default: [:]][bucket, default: .zero] =
-                settled[reservation.agent, default: [:]][bucket, default: .zero] + cost
+            settled[reservation.agent, default: [:]][bucket, default: .zero] += cost
             for ((mark, limit), before) in zip(limits, before) {
                 notices += crossings(mark, limit: limit, from: before, to: percent(spent(mark.account, bucket), limit))
             }
@@ -300,7 +305,7 @@ public struct BudgetMeter: Sendable {
     /// Gives the reservation back: the call was not made, or failed without usage.
     public mutating func release(_ reservation: Reservation) {
         guard open.removeValue(forKey: reservation.number) != nil else { return }
-        reserved[reservation.agent, default: .zero] = reserved[reservation.agent, default: .zero] - reservation.charge
+        reserved[reservation.agent, default: .zero] -= reservation.charge
     }
 
     /// The agents to halt now, each with the first exhausted `halt` budget covering it.
@@ -383,11 +388,14 @@ public struct BudgetMeter: Sendable {
         members(account).reduce(.zero) { $0 + (reserved[$1] ?? .zero) }
     }
 
-    /// The limits in `window` of the accounts covering the agent.
-    private func marks(of agent: ResourceID, window: BudgetSpec.Window, bucket: Bucket) -> [(Mark, BudgetSpec.Limit)] {
-        accounts(of: agent).flatMap { account in
-            (budgets[account.budget]?.spec.limits ?? []).filter { $0.window == window }.map { (Mark(account: account, bucket: bucket), $0) }
+    /// The limits in `window` of the accounts (those covering an agent).
+    private func marks(of accounts: [Account], window: BudgetSpec.Window, bucket: Bucket) -> [(Mark, BudgetSpec.Limit)] {
+        var marks: [(Mark, BudgetSpec.Limit)] = []
+        for account in accounts {
+            guard let limits = budgets[account.budget]?.spec.limits else { continue }
+            for limit in limits where limit.window == window { marks.append((Mark(account: account, bucket: bucket), limit)) }
         }
+        return marks
     }
 
     private func percent(_ spent: Charge, _ limit: BudgetSpec.Limit) -> Double {

@@ -301,6 +301,10 @@ public struct UsageReport: Sendable, Hashable {
         self.completion = completion
     }
 
+    /// The top-level members of a body or event that `init(json:)` reads: the rest of a
+    /// body need not be built (`JSONParser.parse(bytes:file:keeping:)`).
+    public static let members: Set<String> = ["usage", "response", "message"]
+
     /// The report in a body or event; nil when it has none.
     public init?(json: Node) {
         guard
