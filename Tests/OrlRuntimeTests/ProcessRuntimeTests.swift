@@ -170,7 +170,8 @@ import Testing
             blocked.logFile = "\(directory)/file/sub/blocked.log"
             let error = #expect(throws: RuntimeError.self) { try runtime.start(blocked) }
             #expect(
-                error?.message == "cannot start agent Agent/blocked: cannot create the log directory \(directory)/file/sub: Not a directory")
+                error?.message
+                    == "cannot start agent Agent/blocked: cannot create the log directory \(directory)/file/sub: Not a directory")
             for process in processes { _ = await runtime.stop(process, grace: .seconds(1)) }
         }
     }
