@@ -862,6 +862,45 @@ static int child_entry(void *args) {
     return 127;
 }
 
+// MARK: The child's stack
+//
+// Kept per thread from one spawn to the next rather than mapped for each and unmapped
+// after: a fresh mapping is faulted in (and zeroed) page by page by the child, and in a
+// multi-threaded controller every munmap is a TLB shootdown on the other cores. With
+// vfork's semantics nothing runs on it once clone has returned (the child has called
+// execve or exited; a forked init has a copy of its own), so the next spawn of the
+// thread may use it again. The upper half is a sandbox program's (see `spawn`).
+
+#define ORL_CHILD_STACK (256 * 1024)
+#define ORL_CHILD_STACKS (2 * ORL_CHILD_STACK)
+
+static pthread_key_t stack_key;
+static int stack_key_made;
+static pthread_once_t stack_key_once = PTHREAD_ONCE_INIT;
+
+static void release_stack(void *base) { munmap(base, ORL_CHILD_STACKS); }
+
+static void make_stack_key(void) { stack_key_made = pthread_key_create(&stack_key, release_stack) == 0; }
+
+/// The calling thread's stacks, mapped on its first spawn (unmapped when the thread
+/// ends); NULL with errno set. `*kept` says whether the thread keeps it (else the
+/// caller unmaps it: no key could be had).
+static void *child_stacks(int *kept) {
+    pthread_once(&stack_key_once, make_stack_key);
+    *kept = 0;
+    if (stack_key_made) {
+        void *base = pthread_getspecific(stack_key);
+        if (base != NULL) {
+            *kept = 1;
+            return base;
+        }
+    }
+    void *base = mmap(NULL, ORL_CHILD_STACKS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (base == MAP_FAILED) return NULL;
+    if (stack_key_made && pthread_setspecific(stack_key, base) == 0) *kept = 1;
+    return base;
+}
+
 static int spawn(
     const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path, const int *stdio,
     const orl_spawn_limits *limits, const orl_sandbox *sandbox, pid_t *pid_out, int *listener_out, int *status_out,
@@ -920,10 +959,9 @@ static int spawn(
     // `init_image`); where that image cannot run, the init is forked (a copy).
     int init_exe = sandbox != NULL ? init_image() : -1;
     args.init_exe = init_exe;
-    size_t stack_size = 256 * 1024;
-    size_t mapped = sandbox != NULL ? 2 * stack_size : stack_size;
-    void *stack = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) {
+    int kept;
+    void *stack = child_stacks(&kept);
+    if (stack == NULL) {
         int error = errno;
         close(report[0]);
         close(report[1]);
@@ -932,7 +970,7 @@ static int spawn(
         *step_out = ORL_SPAWN_FORK;
         return error;
     }
-    args.program_stack_top = (char *)stack + mapped;
+    args.program_stack_top = (char *)stack + ORL_CHILD_STACKS;
 
     // Blocked across the clone so that no controller signal handler runs in the child
     // before it has reset the dispositions; the parent restores its mask at once.
@@ -945,7 +983,7 @@ static int spawn(
     unsigned long namespaces = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
     if (sandbox == NULL || init_exe >= 0) {
         unsigned long flags = CLONE_VM | CLONE_VFORK | SIGCHLD | (sandbox != NULL ? namespaces : 0);
-        pid = clone(child_entry, (char *)stack + stack_size, (int)flags, &args);
+        pid = clone(child_entry, (char *)stack + ORL_CHILD_STACK, (int)flags, &args);
     } else {
         // The init lives on as a copy of the controller. The raw system call, like
         // fork without glibc's handlers.
@@ -954,7 +992,7 @@ static int spawn(
     if (pid == 0) child(&args);
     int fork_error = errno;
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
-    munmap(stack, mapped);
+    if (!kept) munmap(stack, ORL_CHILD_STACKS);
 
     close(report[1]);
     if (status_pipe[1] >= 0) close(status_pipe[1]);

@@ -967,6 +967,10 @@ public actor Controller {
 
     /// mkdir -p, mode 0700.
     static func makeDirectory(_ path: String) throws(RuntimeError) {
+        // Its parent exists (every agent's but the first of a namespace): one mkdir, not one
+        // per component. Anything else is walked from the top, so that an error names the
+        // component that failed.
+        if mkdir(path, 0o700) == 0 || errno == EEXIST { return }
         var prefix = path.hasPrefix("/") ? "/" : ""
         for component in path.split(separator: "/") {
             prefix += component

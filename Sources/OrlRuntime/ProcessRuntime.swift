@@ -210,6 +210,14 @@ public final class ProcessRuntime: AgentRuntime {
     }
 
     func createDirectories(parentOf file: String, _ failure: (String) -> RuntimeError) throws(RuntimeError) {
+        // Made by the first start of the directory's agents: after that one mkdir says so
+        // (not one per component of the path); anything else is walked from the top, as
+        // the first time, so that an error names the component that failed.
+        if !file.hasSuffix("/"), let slash = file.utf8.lastIndex(of: UInt8(ascii: "/")), slash != file.utf8.startIndex,
+            mkdir(String(file[..<slash]), 0o700) == 0 || errno == EEXIST
+        {
+            return
+        }
         var prefix = ""
         for component in file.split(separator: "/").dropLast() {
             prefix += "/" + component

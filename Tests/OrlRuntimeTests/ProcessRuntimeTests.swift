@@ -151,6 +151,53 @@ import Testing
         }
     }
 
+    @Test func theLogDirectoryIsMadeWhenMissingAndOneThatCannotBeIsNamed() async throws {
+        try await withTemporaryDirectory { directory in
+            // Two levels missing for the first start; the second finds them.
+            var first = spec("sleep", ["30"], in: directory, name: "first")
+            first.logFile = "\(directory)/logs/deep/first.log"
+            var second = spec("sleep", ["30"], in: directory, name: "second")
+            second.logFile = "\(directory)/logs/deep/second.log"
+            let processes = [try runtime.start(first), try runtime.start(second)]
+            #expect(procLink(processes[0].pid, "fd/1") == first.logFile)
+            #expect(procLink(processes[1].pid, "fd/1") == second.logFile)
+            var info = stat()
+            #expect(stat("\(directory)/logs/deep", &info) == 0 && info.st_mode & 0o777 == 0o700)
+
+            // A file where a directory of the path should be: named as before.
+            try "".write(toFile: "\(directory)/file", atomically: false, encoding: .utf8)
+            var blocked = spec("sleep", ["30"], in: directory, name: "blocked")
+            blocked.logFile = "\(directory)/file/sub/blocked.log"
+            let error = #expect(throws: RuntimeError.self) { try runtime.start(blocked) }
+            #expect(
+                error?.message
+                    == "cannot start agent Agent/blocked: cannot create the log directory \(directory)/file/sub: Not a directory")
+            for process in processes { _ = await runtime.stop(process, grace: .seconds(1)) }
+        }
+    }
+
+    @Test func startsOneAfterAnotherOnOneThreadEachRunAfterAFailedOne() async throws {
+        // A thread keeps the child's stack from one spawn to the next: each start, after
+        // one that failed in the child too, runs its own program in its own directory.
+        try await withTemporaryDirectory { directory in
+            var processes: [(ProcessSpec, ProcessIdentity)] = []
+            for index in 0..<6 {
+                if index == 3 {
+                    var gone = shell("exit 0", in: "\(directory)/gone", name: "gone")
+                    gone.logFile = "\(directory)/logs/gone.log"
+                    #expect(throws: RuntimeError.self) { try runtime.start(gone) }
+                }
+                let agent = shell("echo started-\(index) $$; exec sleep 30", in: directory, name: "agent-\(index)")
+                processes.append((agent, try runtime.start(agent)))
+            }
+            for (index, (agent, process)) in processes.enumerated() {
+                #expect(await waitForLog(agent, containing: "started-\(index) \(process.pid)"))
+                #expect(procLink(process.pid, "cwd") == directory)
+            }
+            for (_, process) in processes { _ = await runtime.stop(process, grace: .seconds(1)) }
+        }
+    }
+
     @Test func startTimeIdentifiesTheProcess() async throws {
         try await withTemporaryDirectory { directory in
             let process = try runtime.start(spec("sleep", ["30"], in: directory))

@@ -1,0 +1,25 @@
+import Foundation
+import Glibc
+import OrlCore
+import Testing
+
+@testable import OrlController
+
+/// The agents' working directories: made with every missing parent (0700), found with one
+/// look when they exist, and an error that names the component that could not be made.
+@Suite struct MakeDirectoryTests {
+    @Test func makesMissingParentsFindsWhatExistsAndNamesWhatCannotBeMade() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("orl-mkdir-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        try Controller.makeDirectory("\(base)/agents/default/first")
+        try Controller.makeDirectory("\(base)/agents/default/second")
+        try Controller.makeDirectory("\(base)/agents/default/second")
+        for path in [base, "\(base)/agents", "\(base)/agents/default", "\(base)/agents/default/first", "\(base)/agents/default/second"] {
+            var info = stat()
+            #expect(stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR && info.st_mode & 0o777 == 0o700, "\(path)")
+        }
+        try "".write(toFile: "\(base)/file", atomically: false, encoding: .utf8)
+        let error = #expect(throws: RuntimeError.self) { try Controller.makeDirectory("\(base)/file/sub/agent") }
+        #expect(error?.message == "cannot create the directory \(base)/file/sub: Not a directory")
+    }
+}
