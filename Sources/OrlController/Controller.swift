@@ -708,7 +708,12 @@ public actor Controller {
                 // Made here, one after another, rather than on the spawning threads: the
                 // directories of one parent are created one at a time by the kernel anyway,
                 // and done first they overlap the end of the apply instead of the spawns.
-                try Self.makeDirectory(intent.launch.process.workingDirectory)
+                let process = intent.launch.process
+                try Self.makeDirectory(process.workingDirectory, below: configuration.stateDirectory)
+                // The log's too, so the runtime's own look finds it: made here, below the state.
+                if let slash = process.logFile.lastIndex(of: "/") {
+                    try Self.makeDirectory(String(process.logFile[..<slash]), below: configuration.stateDirectory)
+                }
                 let token = Self.newToken()
                 var spec = intent.launch.process(token: token)
                 // Which node started it: a node's guard finds by these the agents it must
@@ -965,16 +970,29 @@ public actor Controller {
         }.joined()
     }
 
-    /// mkdir -p, mode 0700.
-    static func makeDirectory(_ path: String) throws(RuntimeError) {
+    /// mkdir -p, mode 0700; below `root` (the state directory) only, when `path` is in it:
+    /// a state removed under the controller (the tests' temporary ones, a user's) is not
+    /// made again, as an empty shell, by the start of an agent in the moment before the
+    /// controller finds it gone.
+    static func makeDirectory(_ path: String, below root: String? = nil) throws(RuntimeError) {
         // Its parent exists (every agent's but the first of a namespace): one mkdir, not one
         // per component. Anything else is walked from the top, so that an error names the
         // component that failed.
         if mkdir(path, 0o700) == 0 || errno == EEXIST { return }
         var prefix = path.hasPrefix("/") ? "/" : ""
-        for component in path.split(separator: "/") {
+        var rest = Substring(path)
+        // The state directory, when `path` is in it: where the walk starts, never made.
+        var state: String?
+        if let root, !root.isEmpty {
+            let top = root.hasSuffix("/") ? root : root + "/"
+            if path.hasPrefix(top) {
+                (prefix, rest, state) = (top, path.dropFirst(top.count), root)
+            }
+        }
+        for component in rest.split(separator: "/") {
             prefix += component
             if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
+                if let state, errno == ENOENT, access(state, F_OK) != 0 { throw RuntimeError("the state directory \(state) is gone") }
                 throw RuntimeError("cannot create the directory \(prefix): \(String(cString: strerror(errno)))")
             }
             prefix += "/"

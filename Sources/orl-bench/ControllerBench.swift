@@ -67,7 +67,7 @@ struct ControllerBench: ParsableCommand {
         var roots: [String] = []
         defer { for root in roots { try? FileManager.default.removeItem(atPath: root) } }
         for mode in isolation == "both" ? ["none", "strict"] : [isolation] {
-            print("controller: \(agents) agents (/bin/sh then sleep), isolation \(mode)")
+            print("controller: \(agents) agents (/bin/sleep, as the Python peer starts), isolation \(mode)")
             var all: [Figures] = []
             for round in 1...rounds {
                 let figures = try measure(mode, roots: &roots)
@@ -290,13 +290,15 @@ struct ControllerBench: ParsableCommand {
             spec: {appliesTo: {selector: {matchLabels: {team: bench}}}, limits: [{window: day, usd: 100}]}
 
             """
+        // `sleep` itself, as the Python peer starts it (bench_spawn.py): a shell in front
+        // doubled each agent's own start-up, which is not the controller's work.
         for i in 0..<count {
             text += """
                 ---
                 apiVersion: orl.dev/v1
                 kind: Agent
                 metadata: {name: agent-\(i), labels: {team: bench}}
-                spec: {model: sim/small, runtime: {command: /bin/sh, args: [-c, "exec sleep 100000"], gracePeriod: 5s, isolation: \(isolation)}}
+                spec: {model: sim/small, runtime: {command: /bin/sleep, args: ["100000"], gracePeriod: 5s, isolation: \(isolation)}}
 
                 """
         }

@@ -23,3 +23,25 @@ import Testing
         #expect(error?.message == "cannot create the directory \(base)/file/sub: Not a directory")
     }
 }
+
+/// A state directory removed under the controller stays removed: an agent's start makes
+/// its directories below the state, never the state itself.
+@Suite struct MakeDirectoryBelowStateTests {
+    @Test func aRemovedStateIsNotMadeAgain() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("orl-mkdir-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let state = "\(base)/state"
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        try Controller.makeDirectory("\(state)/agents/default/first", below: state)
+        try Controller.makeDirectory("\(state)/logs/default", below: state)
+        #expect(access("\(state)/agents/default/first", F_OK) == 0 && access("\(state)/logs/default", F_OK) == 0)
+
+        try FileManager.default.removeItem(atPath: state)
+        let error = #expect(throws: RuntimeError.self) { try Controller.makeDirectory("\(state)/agents/default/second", below: state) }
+        #expect(error?.message == "the state directory \(state) is gone")
+        #expect(access(state, F_OK) != 0)
+        // Outside the state (an absolute workingDir), every missing parent is made as before.
+        try Controller.makeDirectory("\(base)/elsewhere/work", below: state)
+        #expect(access("\(base)/elsewhere/work", F_OK) == 0 && access(state, F_OK) != 0)
+    }
+}
