@@ -312,92 +312,15 @@ extension JSONParser {
         /// Checks a value as `parseValue` would read it (the same errors), building nothing.
         mutating func skipValue() throws(JSONSyntaxError) {
             switch bytes[offset] {
-            case UInt8(ascii: "{"): try skipObject()
-            case UInt8(ascii: "["): try skipArray()
+            // An object's keys are still read and checked for duplicates; no value is built.
+            case UInt8(ascii: "{"): _ = try parseObject(at: here, keeping: [])
+            case UInt8(ascii: "["): _ = try parseArray(at: here, building: false)
             case UInt8(ascii: "\""): try skipString()
             case UInt8(ascii: "t"): try expectLiteral("true")
             case UInt8(ascii: "f"): try expectLiteral("false")
             case UInt8(ascii: "n"): try expectLiteral("null")
             case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): _ = try scanNumber()
             default: throw error("unexpected \(describeCurrent()): expected a JSON value")
-            }
-        }
-
-        /// An object's keys are still read (as strings) and checked for duplicates, as
-        /// `parseObject` does; its values are skipped.
-        mutating func skipObject() throws(JSONSyntaxError) {
-            try enter()
-            offset += 1  // {
-            var keys: [(key: String, location: SourceLocation)] = []
-            var index: [String: SourceLocation]? = nil
-            skipWhitespace()
-            if offset < bytes.count, bytes[offset] == UInt8(ascii: "}") {
-                offset += 1
-                depth -= 1
-                return
-            }
-            while true {
-                guard offset < bytes.count, bytes[offset] == UInt8(ascii: "\"") else {
-                    throw error("unexpected \(describeCurrent()): expected a string key")
-                }
-                let keyLocation = here
-                let key = try parseString()
-                if index == nil, keys.count >= 16 {
-                    index = Dictionary(keys.map { ($0.key, $0.location) }, uniquingKeysWith: { first, _ in first })
-                }
-                if let first = index.map({ $0[key] }) ?? keys.first(where: { $0.key == key })?.location {
-                    throw JSONSyntaxError("duplicate key \"\(key)\" (first defined at \(first))", at: keyLocation, related: first)
-                }
-                skipWhitespace()
-                guard offset < bytes.count, bytes[offset] == UInt8(ascii: ":") else {
-                    throw error("unexpected \(describeCurrent()): expected ':' after key \"\(key)\"")
-                }
-                offset += 1
-                skipWhitespace()
-                guard offset < bytes.count else { throw error("unexpected end of input: expected a value for key \"\(key)\"") }
-                try skipValue()
-                if index != nil { index![key] = keyLocation } else { keys.append((key, keyLocation)) }
-                skipWhitespace()
-                guard offset < bytes.count else { throw error("unexpected end of input: expected ',' or '}'") }
-                if bytes[offset] == UInt8(ascii: ",") {
-                    offset += 1
-                    skipWhitespace()
-                    continue
-                }
-                if bytes[offset] == UInt8(ascii: "}") {
-                    offset += 1
-                    depth -= 1
-                    return
-                }
-                throw error("unexpected \(describeCurrent()): expected ',' or '}'")
-            }
-        }
-
-        mutating func skipArray() throws(JSONSyntaxError) {
-            try enter()
-            offset += 1  // [
-            skipWhitespace()
-            if offset < bytes.count, bytes[offset] == UInt8(ascii: "]") {
-                offset += 1
-                depth -= 1
-                return
-            }
-            while true {
-                guard offset < bytes.count else { throw error("unexpected end of input: expected a value") }
-                try skipValue()
-                skipWhitespace()
-                guard offset < bytes.count else { throw error("unexpected end of input: expected ',' or ']'") }
-                if bytes[offset] == UInt8(ascii: ",") {
-                    offset += 1
-                    skipWhitespace()
-                    continue
-                }
-                if bytes[offset] == UInt8(ascii: "]") {
-                    offset += 1
-                    depth -= 1
-                    return
-                }
-                throw error("unexpected \(describeCurrent()): expected ',' or ']'")
             }
         }
 
@@ -426,7 +349,8 @@ extension JSONParser {
             throw error("unterminated string")
         }
 
-        mutating func parseArray(at location: SourceLocation) throws(JSONSyntaxError) -> Node {
+        /// `building` false: the elements are checked as they would be read, and left out.
+        mutating func parseArray(at location: SourceLocation, building: Bool = true) throws(JSONSyntaxError) -> Node {
             try enter()
             offset += 1  // [
             var elements: [Node] = []
@@ -438,7 +362,7 @@ extension JSONParser {
             }
             while true {
                 guard offset < bytes.count else { throw error("unexpected end of input: expected a value") }
-                elements.append(try parseValue())
+                if building { elements.append(try parseValue()) } else { try skipValue() }
                 skipWhitespace()
                 guard offset < bytes.count else { throw error("unexpected end of input: expected ',' or ']'") }
                 if bytes[offset] == UInt8(ascii: ",") {
