@@ -42,14 +42,20 @@ import Testing
         return outcome
     }
 
+    /// A request answered at once (200, no body): the connection's timer is then armed
+    /// for `deadline`, with nothing in progress.
+    static func answered(_ handler: UpstreamHandler, _ channel: EmbeddedChannel, deadline: NIODeadline) throws {
+        let first = handler.send(head, ByteBuffer(string: "{}"), deadline: deadline, limit: 1 << 20)
+        try channel.writeInbound(HTTPClientResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
+        try channel.writeInbound(HTTPClientResponsePart.end(nil))
+        #expect(try first.wait().0.status == 200)
+    }
+
     @Test func aLaterRequestIsNotCutByTheTimerOfAnEarlierOne() throws {
         let (loop, channel, handler) = try Self.connection()
         defer { _ = try? channel.finish() }
         // Answered at once; the connection's timer is armed for its deadline, at 2 s.
-        let first = handler.send(Self.head, ByteBuffer(string: "{}"), deadline: Self.at(2_000), limit: 1 << 20)
-        try channel.writeInbound(HTTPClientResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
-        try channel.writeInbound(HTTPClientResponsePart.end(nil))
-        #expect(try first.wait().0.status == 200)
+        try Self.answered(handler, channel, deadline: Self.at(2_000))
 
         // Sent at 1 s with its deadline at 3 s, never answered.
         loop.advanceTime(to: Self.at(1_000))
@@ -67,10 +73,7 @@ import Testing
     @Test func aRequestWithAnEarlierDeadlineThanTheTimerFailsAtItsOwn() throws {
         let (loop, channel, handler) = try Self.connection()
         defer { _ = try? channel.finish() }
-        let first = handler.send(Self.head, ByteBuffer(string: "{}"), deadline: Self.at(60_000), limit: 1 << 20)
-        try channel.writeInbound(HTTPClientResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
-        try channel.writeInbound(HTTPClientResponsePart.end(nil))
-        #expect(try first.wait().0.status == 200)
+        try Self.answered(handler, channel, deadline: Self.at(60_000))
 
         // The provider's timeout was lowered: this request's deadline comes first.
         let second = Self.send(handler, deadline: Self.at(2_000))
@@ -83,10 +86,7 @@ import Testing
     @Test func anIdleConnectionOutlivesTheTimerOfItsLastRequest() throws {
         let (loop, channel, handler) = try Self.connection()
         defer { _ = try? channel.finish() }
-        let first = handler.send(Self.head, ByteBuffer(string: "{}"), deadline: Self.at(2_000), limit: 1 << 20)
-        try channel.writeInbound(HTTPClientResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
-        try channel.writeInbound(HTTPClientResponsePart.end(nil))
-        #expect(try first.wait().0.status == 200)
+        try Self.answered(handler, channel, deadline: Self.at(2_000))
         loop.advanceTime(to: Self.at(5_000))
         #expect(channel.isActive, "the timer went off with no request in progress: nothing to fail")
         // And the next request is timed again.
