@@ -29,6 +29,8 @@ public final class SQLiteStateStore: StateStore {
     /// Set when this store created the database (see `transaction`): its first write
     /// transaction has not run yet.
     private let createdUnwritten: Atomic<Bool>
+    /// The inode of the database this store created (0: it found it).
+    private let createdInode: UInt64
     /// Where this connection's run writes record how they moved the `runs` topic (see
     /// `OwnCommits`); nil: nowhere.
     let ownCommits = Locked<OwnCommits?>(nil)
@@ -74,7 +76,9 @@ public final class SQLiteStateStore: StateStore {
         self.path = path
         self.connection = Locked(database)
         self.busyTimeout = busyTimeout
-        createdUnwritten = Atomic(created)
+        var info = stat()
+        createdInode = created && stat(path, &info) == 0 ? UInt64(info.st_ino) : 0
+        createdUnwritten = Atomic(createdInode != 0)
     }
 
     public func read<T>(_ body: (any StateReader) throws(StoreError) -> T) throws(StoreError) -> T {
@@ -126,8 +130,10 @@ public final class SQLiteStateStore: StateStore {
             // committed or not. Only while no other connection has the new file open can
             // the mode change; otherwise the write goes through the WAL as any other. (A
             // connection opening the file meanwhile waits, as it switches it to WAL mode.)
+            // A database removed (or replaced) since is left as it is: SQLite would refuse
+            // to make a journal beside a file no longer there.
             let aroundWAL =
-                mode == .immediate && createdUnwritten.exchange(false, ordering: .relaxed)
+                mode == .immediate && createdUnwritten.exchange(false, ordering: .relaxed) && Self.inode(of: path) == createdInode
                 && (try? database.journalMode("DELETE")) == "delete"
             defer { if aroundWAL { try? Self.enterWAL(database, busyTimeout: busyTimeout) } }
             let access = SQLStateAccess(database, writable: mode == .immediate)
@@ -138,6 +144,11 @@ public final class SQLiteStateStore: StateStore {
                 return result
             }
         }
+    }
+
+    private static func inode(of path: String) -> UInt64? {
+        var info = stat()
+        return stat(path, &info) == 0 && info.st_nlink > 0 ? UInt64(info.st_ino) : nil
     }
 
     /// Whether the next write transaction of this store is the first into a database it

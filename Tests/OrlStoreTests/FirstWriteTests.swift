@@ -84,3 +84,16 @@ import Testing
         }
     }
 }
+
+extension FirstWriteTests {
+    /// A state removed while its store is open is written as before (through the WAL, into
+    /// the file the store holds), not refused for want of a journal beside it.
+    @Test func aNewDatabaseRemovedBeforeItsFirstWriteIsWrittenAsBefore() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("orl-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        let store = try SQLiteStateStore(directory: root.appendingPathComponent("state").path)
+        try FileManager.default.removeItem(at: root)
+        try store.write { s throws(StoreError) in try s.put(stored(agent("writer"))) }
+        #expect(try store.read { s throws(StoreError) in try s.resource(agent("writer")) } != nil)
+    }
+}
