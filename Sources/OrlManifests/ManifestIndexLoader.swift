@@ -150,7 +150,11 @@ public struct ManifestIndexLoader: Sendable {
                     sources: [source] + snapshots.keys.sorted().map { ResourceSnapshot.key(source: source, namespace: $0) })
             }
             for namespace in snapshots.keys.sorted() {
-                try ResourceSnapshot.write(snapshots[namespace]!, source: source, namespace: namespace, writer)
+                // The chunks encoded on every core: the transaction's thread waits for them
+                // (a first apply encodes every document it read).
+                try ResourceSnapshot.write(snapshots[namespace]!, source: source, namespace: namespace, writer) { runs in
+                    ManifestParsing.parallelMap(runs.count, minimumPerWorker: 8) { ResourceSnapshot.encode(Array(runs[$0])) }
+                }
             }
             if filesUnchanged, memoHeld, plan.isEmpty { return try keepReport() }
             // After a prune the source owns exactly what it desires; otherwise it still does

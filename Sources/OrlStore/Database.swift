@@ -130,6 +130,18 @@ final class Database {
         }
     }
 
+    /// Sets the journal mode (`PRAGMA journal_mode`) when `mode` is given, and returns
+    /// the one in force afterwards, in lowercase: the old one when SQLite could not
+    /// change it (another connection has the file open, say).
+    func journalMode(_ mode: String?) throws(StoreError) -> String {
+        // PRAGMA takes no parameters; the modes are this code's constants.
+        let sql = mode.map { "PRAGMA journal_mode = \($0)" } ?? "PRAGMA journal_mode"
+        let intent = mode.map { "switch to \($0) journal mode" } ?? "read the journal mode"
+        return try withStatement(sql, intent: intent) { statement throws(StoreError) in
+            try statement.step(intent: intent) ? statement.text(0).lowercased() : ""
+        }
+    }
+
     enum TransactionMode: String {
         /// Takes no lock until the first statement; a read transaction sees one snapshot.
         case deferred = "DEFERRED"

@@ -297,7 +297,8 @@ final class SQLStateAccess: StateWriter {
     /// versions are the caller's to compute. An upsert, not `INSERT OR REPLACE`, which
     /// would delete the row first and so cascade to its status.
     func put(_ resource: StoredResource) throws(StoreError) {
-        let intent = "store \(label(resource.id))"
+        // Made only for an error: a first apply puts every resource.
+        func intent() -> String { "store \(label(resource.id))" }
         try connection(writing: true).withStatement(
             """
             INSERT INTO resources (\(Self.resourceColumns), manifest_hash)
@@ -309,7 +310,7 @@ final class SQLStateAccess: StateWriter {
                 line = excluded.line, revision = excluded.revision, applied_at = excluded.applied_at,
                 applied_by = excluded.applied_by, code_root = excluded.code_root
             """,
-            intent: intent
+            intent: intent()
         ) { statement throws(StoreError) in
             try statement.bind(1, resource.id)
             try statement.bind(4, resource.manifest)
@@ -324,7 +325,7 @@ final class SQLStateAccess: StateWriter {
             try statement.bind(13, resource.appliedBy)
             try statement.bind(14, resource.codeRoot)
             try statement.bind(15, CanonicalJSON.textHash(resource.manifest))
-            try statement.run(intent: intent)
+            try statement.run(intent: intent())
         }
     }
 
@@ -378,13 +379,13 @@ final class SQLStateAccess: StateWriter {
 
     /// Appends the event; its `number` is ignored, as for applies.
     func append(_ event: StoreEvent) throws(StoreError) {
-        let intent = "record the event \(event.reason)"
+        func intent() -> String { "record the event \(event.reason)" }
         try connection(writing: true).withStatement(
             """
             INSERT INTO events (time, kind, resource_kind, resource_namespace, resource_name, reason, message)
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
             """,
-            intent: intent
+            intent: intent()
         ) { statement throws(StoreError) in
             try statement.bind(1, event.time.milliseconds)
             try statement.bind(2, event.kind.rawValue)
@@ -393,7 +394,7 @@ final class SQLStateAccess: StateWriter {
             try statement.bind(5, event.resource?.name)
             try statement.bind(6, event.reason)
             try statement.bind(7, event.message)
-            try statement.run(intent: intent)
+            try statement.run(intent: intent())
         }
     }
 

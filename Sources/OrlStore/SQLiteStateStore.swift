@@ -1,5 +1,6 @@
 import Glibc
 public import OrlCore
+import Synchronization
 
 /// The actual state in a SQLite database, `state.db` in a directory of its own.
 ///
@@ -24,10 +25,16 @@ public final class SQLiteStateStore: StateStore {
 
     public let path: String
     private let connection: Locked<Database>
-    /// The busy timeout in milliseconds, which a write that must not wait sets aside.
-    private let busyMilliseconds: Int32
     /// A write that must not wait left its commit's checkpoint due (`finishWrites`).
     private let checkpointDue = Locked(false)
+    /// How long a call waits for another connection's lock (a write that must not wait
+    /// sets it aside).
+    private let busyTimeout: Duration
+    /// Set when this store created the database (see `transaction`): its first write
+    /// transaction has not run yet.
+    private let createdUnwritten: Atomic<Bool>
+    /// The inode of the database this store created (0: it found it).
+    private let createdInode: UInt64
     /// Where this connection's run writes record how they moved the `runs` topic (see
     /// `OwnCommits`); nil: nowhere.
     let ownCommits = Locked<OwnCommits?>(nil)
@@ -58,9 +65,10 @@ public final class SQLiteStateStore: StateStore {
 
     private init(directory: String, busyTimeout: Duration, create: Bool) throws(StoreError) {
         let path = Self.databasePath(directory)
+        var created = false
         if create {
             try Self.createDirectory(directory)
-            try Self.createIfMissing(path, busyTimeout: busyTimeout)
+            created = try Self.createIfMissing(path, busyTimeout: busyTimeout)
             Self.restrict(path)
         } else {
             try Self.checkExisting(path)
@@ -69,9 +77,12 @@ public final class SQLiteStateStore: StateStore {
         let database = try Database(path: path, create: create)
         try Self.configure(database, busyTimeout: busyTimeout)
         try Schema.migrate(database)
-        self.busyMilliseconds = Self.milliseconds(busyTimeout)
         self.path = path
         self.connection = Locked(database)
+        self.busyTimeout = busyTimeout
+        var info = stat()
+        createdInode = created && stat(path, &info) == 0 ? UInt64(info.st_ino) : 0
+        createdUnwritten = Atomic(createdInode != 0)
     }
 
     public func read<T>(_ body: (any StateReader) throws(StoreError) -> T) throws(StoreError) -> T {
@@ -114,7 +125,22 @@ public final class SQLiteStateStore: StateStore {
             !Self.onEventLoop(),
             "a SQLite call (\(intent)) on an event loop thread: it may wait up to the busy timeout, stalling every connection of the loop")
         return try connection.withLock { (database: inout Database) throws(StoreError) in
-            try Self.transaction(on: database, mode, intent: intent, body)
+            // The first write into a database this store created (a first apply, often the
+            // whole fleet) goes around the WAL: in WAL mode every page is written twice, to
+            // the WAL and again into the file at the checkpoint, and a first apply of
+            // 100,000 manifests writes 300 MB. With a rollback journal, a page past the
+            // file's size when the transaction began is not journaled (a rollback truncates
+            // the file), so each is written once. WAL mode is entered again after it,
+            // committed or not. Only while no other connection has the new file open can
+            // the mode change; otherwise the write goes through the WAL as any other. (A
+            // connection opening the file meanwhile waits, as it switches it to WAL mode.)
+            // A database removed (or replaced) since is left as it is: SQLite would refuse
+            // to make a journal beside a file no longer there.
+            let aroundWAL =
+                mode == .immediate && createdUnwritten.exchange(false, ordering: .relaxed) && Self.inode(of: path) == createdInode
+                && (try? database.journalMode("DELETE")) == "delete"
+            defer { if aroundWAL { try? Self.enterWAL(database, busyTimeout: busyTimeout) } }
+            return try Self.transaction(on: database, mode, intent: intent, body)
         }
     }
 
@@ -143,7 +169,7 @@ public final class SQLiteStateStore: StateStore {
             database.defersCheckpoints = true
             defer {
                 database.defersCheckpoints = false
-                database.setBusyTimeout(milliseconds: busyMilliseconds)
+                database.setBusyTimeout(milliseconds: Self.milliseconds(busyTimeout))
                 if database.checkpointDue { checkpointDue.withLock { $0 = true } }
             }
             do throws(StoreError) {
@@ -167,6 +193,20 @@ public final class SQLiteStateStore: StateStore {
             checkpointDue.withLock { $0 = false }
             database.checkpointIfDue()
         }
+    }
+
+    private static func inode(of path: String) -> UInt64? {
+        var info = stat()
+        return stat(path, &info) == 0 && info.st_nlink > 0 ? UInt64(info.st_ino) : nil
+    }
+
+    /// Whether the next write transaction of this store is the first into a database it
+    /// created (and so skips the WAL; see `transaction`).
+    var firstWritePending: Bool { createdUnwritten.load(ordering: .relaxed) }
+
+    /// The database's journal mode, as SQLite reports it (lowercase).
+    func journalMode() throws(StoreError) -> String {
+        try connection.withLock { (database: inout Database) throws(StoreError) in try database.journalMode(nil) }
     }
 
     /// Whether this thread is one of SwiftNIO's event loops (its threads are named
@@ -195,30 +235,7 @@ public final class SQLiteStateStore: StateStore {
         database.setBusyTimeout(milliseconds: milliseconds(busyTimeout))
         // WAL: readers see a snapshot and do not block the writer, nor it them; the
         // mode is stored in the file, so this is a no-op after the first open.
-        // Two processes opening a new database at once can make the switch fail busy
-        // at once (SQLite does not always wait in the busy handler for it, to avoid a
-        // deadlock), so it is retried for as long as the busy timeout.
-        let deadline = ContinuousClock.now + busyTimeout
-        var mode = ""
-        while true {
-            do {
-                mode = try database.withStatement("PRAGMA journal_mode = WAL", intent: "switch to WAL mode") {
-                    statement throws(StoreError) in
-                    try statement.step(intent: "switch to WAL mode") ? statement.text(0) : ""
-                }
-                break
-            } catch {
-                // Only a lock is worth waiting for: a corrupt file or a full disk would
-                // be reported after the whole busy timeout, and stays so.
-                guard error.isBusy, ContinuousClock.now < deadline else { throw error }
-                usleep(10_000)
-            }
-        }
-        guard mode.lowercased() == "wal" else {
-            throw StoreError(
-                "could not switch the state database \(database.path) to WAL mode (it is in \(mode) mode); "
-                    + "is it on a network file system?")
-        }
+        try enterWAL(database, busyTimeout: busyTimeout)
         // NORMAL, not FULL: in WAL mode a commit is then written to the WAL but not
         // synced; the WAL is synced at checkpoints. The database can never be corrupted
         // this way, and a process crash loses nothing; only a power loss or OS crash can
@@ -227,6 +244,33 @@ public final class SQLiteStateStore: StateStore {
         // fsync per apply (tens of milliseconds on some disks).
         try database.execute("PRAGMA synchronous = NORMAL", intent: "set synchronous mode")
         try database.execute("PRAGMA foreign_keys = ON", intent: "enable foreign keys")
+    }
+
+    /// WAL: readers see a snapshot and do not block the writer, nor it them; the mode is
+    /// stored in the file, so this is a no-op after the first open (and after a first
+    /// write that went around the WAL, see `transaction`).
+    private static func enterWAL(_ database: Database, busyTimeout: Duration) throws(StoreError) {
+        // Two processes opening a new database at once can make the switch fail busy
+        // at once (SQLite does not always wait in the busy handler for it, to avoid a
+        // deadlock), so it is retried for as long as the busy timeout.
+        let deadline = ContinuousClock.now + busyTimeout
+        var mode = ""
+        while true {
+            do {
+                mode = try database.journalMode("WAL")
+                break
+            } catch {
+                // Only a lock is worth waiting for: a corrupt file or a full disk would
+                // be reported after the whole busy timeout, and stays so.
+                guard error.isBusy, ContinuousClock.now < deadline else { throw error }
+                usleep(10_000)
+            }
+        }
+        guard mode == "wal" else {
+            throw StoreError(
+                "could not switch the state database \(database.path) to WAL mode (it is in \(mode) mode); "
+                    + "is it on a network file system?")
+        }
     }
 
     /// Finds the existing state database: a regular file, not empty (see `createIfMissing`).
@@ -246,7 +290,8 @@ public final class SQLiteStateStore: StateStore {
     /// migrated) and linked into place, so `state.db` never exists empty: an empty one
     /// was truncated (a full disk, a bad copy) and is refused, where SQLite would take
     /// it for a new database and the whole state would silently be gone.
-    private static func createIfMissing(_ path: String, busyTimeout: Duration) throws(StoreError) {
+    /// True when this call made it (linked its new database into place).
+    private static func createIfMissing(_ path: String, busyTimeout: Duration) throws(StoreError) -> Bool {
         var info = stat()
         if stat(path, &info) == 0 {
             guard (info.st_mode & S_IFMT) == S_IFREG else {
@@ -257,7 +302,7 @@ public final class SQLiteStateStore: StateStore {
                     "the state database \(path) is empty (0 bytes): it was truncated, or is not an orl state; restore it from a "
                         + "backup, or move it away to start a new, empty state")
             }
-            return
+            return false
         }
         guard errno == ENOENT else {
             throw StoreError("cannot read the state database \(path): \(String(cString: strerror(errno)))")
@@ -280,13 +325,16 @@ public final class SQLiteStateStore: StateStore {
             try Schema.migrate(fresh)
         }
         // Another process may have created it meanwhile: theirs is as good as ours.
-        if link(temporary, path) != 0 && errno != EEXIST {
-            // A file system without hard links: renamed instead, unless one appeared.
-            var existing = stat()
-            guard stat(path, &existing) != 0, rename(temporary, path) == 0 || errno == EEXIST else {
-                throw StoreError("cannot create the state database \(path): \(String(cString: strerror(errno)))")
-            }
+        if link(temporary, path) == 0 { return true }
+        guard errno != EEXIST else { return false }
+        // A file system without hard links: renamed instead, unless one appeared.
+        var existing = stat()
+        guard stat(path, &existing) != 0 else { return false }
+        if rename(temporary, path) == 0 { return true }
+        guard errno == EEXIST else {
+            throw StoreError("cannot create the state database \(path): \(String(cString: strerror(errno)))")
         }
+        return false
     }
 
     /// Makes the database and its WAL and shared-memory files 0600 when they are not

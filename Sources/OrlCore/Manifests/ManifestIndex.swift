@@ -64,7 +64,7 @@ public struct ManifestFileRecord: Sendable, Equatable {
 extension ManifestFileRecord.Entry {
     init(_ resource: Resource) {
         id = resource.id
-        manifestHash = CanonicalJSON.textHash(resource.canonical.text)
+        manifestHash = resource.canonical.hash
         line = resource.location.line
         hasCode = CodeOrigin.hasCode(resource)
     }

@@ -76,19 +76,26 @@ public enum ResourceSnapshot {
 
     /// Writes `resources` as what the state keeps of `namespace` for `source` (nothing
     /// when empty): the chunks the state does not hold yet, the head, and drops the chunks
-    /// the state's head named and this one does not.
-    public static func write(_ resources: [Kept], source: String, namespace: String, _ writer: any StateWriter) throws(StoreError) {
+    /// the state's head named and this one does not. `encode` makes the chunks to write
+    /// (`encode(_:)` of each run, in order): a caller may spread them over its cores, as
+    /// a first apply's writer thread would otherwise encode every document alone.
+    public static func write(
+        _ resources: [Kept], source: String, namespace: String, _ writer: any StateWriter,
+        encode encodeRuns: ([ArraySlice<Kept>]) -> [[UInt8]] = { $0.map { encode(Array($0)) } }
+    ) throws(StoreError) {
         let headKey = key(source: source, namespace: namespace)
         let current = try writer.manifestIndex(source: headKey).flatMap(decodeHead) ?? []
         let stored = Set(current)
         var hashes: [String] = []
         var written = Set<String>()
+        var missing: [(hash: String, run: ArraySlice<Kept>)] = []
         for run in runs(resources) {
             let hash = identity(run)
             hashes.append(hash)
-            if !stored.contains(hash), written.insert(hash).inserted {
-                try writer.putManifestIndex(source: chunkKey(source: source, namespace: namespace, hash: hash), encode(Array(run)))
-            }
+            if !stored.contains(hash), written.insert(hash).inserted { missing.append((hash, run)) }
+        }
+        for (chunk, bytes) in zip(missing, encodeRuns(missing.map(\.run))) {
+            try writer.putManifestIndex(source: chunkKey(source: source, namespace: namespace, hash: chunk.hash), bytes)
         }
         if hashes.isEmpty {
             try writer.putManifestIndex(source: headKey, nil)
