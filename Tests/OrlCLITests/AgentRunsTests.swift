@@ -61,6 +61,7 @@ import Testing
             _ = FileManager.default.createFile(atPath: url.path, contents: nil)
             process.standardOutput = try FileHandle(forWritingTo: url)
             process.standardError = try FileHandle(forWritingTo: url)
+            Changes.signalOnExit(process)
             try process.run()
             processes.append(process)
             return process
@@ -89,7 +90,20 @@ import Testing
         }
 
         func run(_ id: String) throws -> [String: Any] {
-            let result = try orlctl(["runs", "-o", "json", "-A"])
+            try Self.run(id, in: orlctl(["runs", "-o", "json", "-A"]))
+        }
+
+        /// `run(_:)`, with the command run in this process (`Orlctl.call`): what a wait asks
+        /// at each change.
+        func runInProcess(_ id: String) async throws -> [String: Any] {
+            try await Self.run(
+                id,
+                in: Orlctl.call(
+                    ["runs", "-o", "json", "-A"] + (postgres == nil ? ["--state", state] : []), in: work.url, environment: stateEnvironment)
+            )
+        }
+
+        private static func run(_ id: String, in result: Orlctl.Result) throws -> [String: Any] {
             let runs = (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])?["runs"] as? [[String: Any]]
             return runs?.first { $0["id"] as? String == id } ?? [:]
         }
@@ -101,13 +115,15 @@ import Testing
 
         /// Waits (generously) until the run's status is one of `statuses`.
         @discardableResult
-        func await(_ id: String, _ statuses: Set<String>, seconds: Double = 90, sourceLocation: Testing.SourceLocation = #_sourceLocation)
-            throws
+        func awaitRun(
+            _ id: String, _ statuses: Set<String>, seconds: Double = 90, sourceLocation: Testing.SourceLocation = #_sourceLocation
+        )
+            async throws
             -> String
         {
             var status = ""
-            let reached = waitUntil(seconds: seconds) {
-                status = (try? run(id)["status"] as? String) ?? ""
+            let reached = await waitUntil(seconds: seconds) {
+                status = (try? await runInProcess(id)["status"] as? String) ?? ""
                 return statuses.contains(status)
             }
             let described = (try? orlctl(["describe", "run/\(id)"]).stdout) ?? ""
@@ -159,11 +175,11 @@ import Testing
     /// research and the draft (saved through the write-draft command tool), the approval
     /// gate, then publish (reading the draft through read-draft) and announce. A second
     /// run is denied at the gate. Model spend lands on each step.
-    @Test func theContentPipelineRunsEndToEndWithTheReferenceAgent() throws {
-        try Self.contentPipeline(try Harness())
+    @Test func theContentPipelineRunsEndToEndWithTheReferenceAgent() async throws {
+        try await Self.contentPipeline(try Harness())
     }
 
-    static func contentPipeline(_ h: Harness) throws {
+    static func contentPipeline(_ h: Harness) async throws {
         // What scripts/quickstart does: the agents run in <state>/workspace, where the
         // repository's examples/ are linked.
         try FileManager.default.createDirectory(atPath: h.state + "/workspace", withIntermediateDirectories: true)
@@ -173,7 +189,7 @@ import Testing
         try h.startController()
 
         let id = try h.start("content-pipeline", ["--input", "topic=otters"])
-        try h.await(id, ["WaitingApproval"])
+        try await h.awaitRun(id, ["WaitingApproval"])
         let pending = try h.orlctl(["runs", "--pending-approval"])
         #expect(pending.stdout.contains(id) && pending.stdout.contains("editorial-review"), "\(pending.stdout)")
         let draft = try h.output(id, "draft")
@@ -184,7 +200,7 @@ import Testing
 
         let approved = try h.orlctl(["approve", "run/\(id)", "--step", "editorial-review", "--reason", "ship it"])
         #expect(approved.status == 0, "\(approved.stderr)")
-        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(id, ["Succeeded", "Failed"]) == "Succeeded")
         let publish = try h.output(id, "publish")
         #expect(publish["draft_id"] as? String == id && (publish["body"] as? String)?.isEmpty == false, "read-draft read it: \(publish)")
 
@@ -207,9 +223,9 @@ import Testing
         #expect(h.file("controller.log").contains("tool call Agent/writer: tool \"write-draft\" for \(id)/draft/1: ok"))
 
         let denied = try h.start("content-pipeline")
-        try h.await(denied, ["WaitingApproval"])
+        try await h.awaitRun(denied, ["WaitingApproval"])
         #expect(try h.orlctl(["deny", "run/\(denied)", "--step", "editorial-review", "--reason", "off-topic"]).status == 0)
-        #expect(try h.await(denied, ["Succeeded", "Failed"]) == "Failed")
+        #expect(try await h.awaitRun(denied, ["Succeeded", "Failed"]) == "Failed")
         #expect(try h.steps(denied)["publish"]?["state"] as? String == "Skipped")
 
         try h.stopController()
@@ -387,11 +403,11 @@ import Testing
     }
 
     /// Applies the test fleet (with an echo server for the http tool) and starts a controller.
-    static func fixtureHarness(spenderTokens: Int = 150, postgres: String? = nil) throws -> Harness {
+    static func fixtureHarness(spenderTokens: Int = 150, postgres: String? = nil) async throws -> Harness {
         let h = try Harness(postgres: postgres)
         let portFile = h.work.url.appendingPathComponent("echo.port").path
         try h.background("/usr/bin/env", ["python3", "\(fixtures)/echo_server.py", portFile, "echo.jsonl"], log: "echo.log")
-        #expect(waitUntil(seconds: 30) { FileManager.default.fileExists(atPath: portFile) }, "the echo server did not start")
+        #expect(await waitUntil(seconds: 30) { FileManager.default.fileExists(atPath: portFile) }, "the echo server did not start")
         let port = try #require(Int(try String(contentsOfFile: portFile, encoding: .utf8)))
         try h.work.write(
             "fleet.yaml", fleet(echoPort: port, spenderTokens: spenderTokens).replacingOccurrences(of: "JOURNAL_PATH", with: h.journalPath))
@@ -400,10 +416,10 @@ import Testing
         return h
     }
 
-    @Test func aFanOutRunsItsBranchesInParallelAndTheJoinGetsThemAll() throws {
-        let h = try Self.fixtureHarness()
+    @Test func aFanOutRunsItsBranchesInParallelAndTheJoinGetsThemAll() async throws {
+        let h = try await Self.fixtureHarness()
         let id = try h.start("fanout")
-        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(id, ["Succeeded", "Failed"]) == "Succeeded")
         // Each branch waited until all three had started: they ran at once.
         let join = try h.output(id, "join")
         #expect(join["dependencies"] as? [String] == ["x", "y", "z"], "\(join)")
@@ -414,10 +430,10 @@ import Testing
 
     /// The reference agent takes a chain's next step from its completion's answer
     /// (`complete?next=0`): one poll for the whole chain, not one per step.
-    @Test func theReferenceAgentTakesAChainsNextStepWithItsCompletion() throws {
-        let h = try Self.fixtureHarness()
+    @Test func theReferenceAgentTakesAChainsNextStepWithItsCompletion() async throws {
+        let h = try await Self.fixtureHarness()
         let id = try h.start("chain")
-        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(id, ["Succeeded", "Failed"]) == "Succeeded")
         #expect(try h.output(id, "three")["dependencies"] as? [String] == ["two"])
         let log = h.file("state/logs/default/chainer.log").split(separator: "\n")
         let first = try #require(log.firstIndex { $0.contains("task \(id)/one/1 (") && $0.contains("succeeded") }, "\(log)")
@@ -428,10 +444,10 @@ import Testing
         try h.stopController()
     }
 
-    @Test func aFailingStepIsRetriedUntilItSucceedsAndOneThatKeepsFailingIsADeadLetter() throws {
-        let h = try Self.fixtureHarness()
+    @Test func aFailingStepIsRetriedUntilItSucceedsAndOneThatKeepsFailingIsADeadLetter() async throws {
+        let h = try await Self.fixtureHarness()
         let id = try h.start("retries")
-        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(id, ["Succeeded", "Failed"]) == "Succeeded")
         let attempts = h.journal().filter { $0["step"] as? String == "flaky" && $0["event"] as? String == "start" }
         #expect(attempts.compactMap { $0["attempt"] as? Int } == [1, 2, 3])
         #expect(Set(attempts.compactMap { $0["key"] as? String }) == ["\(id)/flaky"], "one idempotency key for every attempt")
@@ -439,7 +455,7 @@ import Testing
         #expect(described.contains("planned failure of attempt 1") && described.contains("planned failure of attempt 2"))
 
         let doomed = try h.start("doomed")
-        #expect(try h.await(doomed, ["Succeeded", "Failed"]) == "Failed")
+        #expect(try await h.awaitRun(doomed, ["Succeeded", "Failed"]) == "Failed")
         let steps = try h.steps(doomed)
         #expect(steps["hopeless"]?["state"] as? String == "DeadLetter" && steps["hopeless"]?["attempt"] as? Int == 2)
         #expect(steps["never"]?["state"] as? String == "Skipped")
@@ -452,11 +468,11 @@ import Testing
     /// An agent process that crashes in the middle of a step (exit 1) is restarted, and the
     /// step it held is retried by its new process at once: not after its 5-minute
     /// heartbeatTimeout, as a second attempt whose first ended with the agent.
-    @Test func aStepWhoseAgentCrashedIsRetriedAtOnceByItsRestartedProcess() throws {
-        let h = try Self.fixtureHarness()
+    @Test func aStepWhoseAgentCrashedIsRetriedAtOnceByItsRestartedProcess() async throws {
+        let h = try await Self.fixtureHarness()
         let began = ContinuousClock.now
         let id = try h.start("crashy")
-        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(id, ["Succeeded", "Failed"]) == "Succeeded")
         #expect(ContinuousClock.now - began < .seconds(60), "the step waited for its lease")
         let events = h.journal().filter { $0["step"] as? String == "crash" }.map { "\($0["event"] ?? "")\($0["attempt"] ?? "")" }
         #expect(events == ["start1", "crash1", "start2", "done2"], "\(events)")
@@ -470,13 +486,13 @@ import Testing
     /// Tools go through the controller: an http tool gets its credential from the vault
     /// (the agent never sees it), a command tool its input on stdin; a tool the step
     /// does not list, or that no policy allows, is refused.
-    @Test func toolCallsGoThroughTheControllerAndFailClosed() throws {
-        let h = try Self.fixtureHarness()
+    @Test func toolCallsGoThroughTheControllerAndFailClosed() async throws {
+        let h = try await Self.fixtureHarness()
         let stored = try Orlctl.run(["secret", "set", "echo-key", "--state", h.state], stdin: Self.echoKey + "\n", in: h.work.url)
         #expect(stored.status == 0, "\(stored.stderr)")
         let id = try h.start("tools")
         #expect(
-            try h.await(id, ["Succeeded", "Failed"]) == "Succeeded",
+            try await h.awaitRun(id, ["Succeeded", "Failed"]) == "Succeeded",
             "\(h.file("controller.log"))\n\(h.agentLogs())\n\(h.processes.map { "\($0.processIdentifier) running=\($0.isRunning) \($0.isRunning ? 0 : $0.terminationStatus) \($0.isRunning ? "" : "\($0.terminationReason.rawValue)")" })\n\((try? FileManager.default.subpathsOfDirectory(atPath: h.state)) ?? [])"
         )
 
@@ -517,16 +533,16 @@ import Testing
     /// A budget that halts an agent mid-run: the task it was doing fails with the
     /// gateway's reason, the step waits (Ready) while its agent is halted, and runs
     /// again once an apply raises the limit; the run then succeeds.
-    @Test func aBudgetThatHaltsAnAgentMidRunMakesTheRunWaitUntilItIsRaised() throws {
-        try Self.budgetHalt(try Self.fixtureHarness())
+    @Test func aBudgetThatHaltsAnAgentMidRunMakesTheRunWaitUntilItIsRaised() async throws {
+        try await Self.budgetHalt(try await Self.fixtureHarness())
     }
 
-    static func budgetHalt(_ h: Harness) throws {
+    static func budgetHalt(_ h: Harness) async throws {
         let id = try h.start("spend")
         var described = ""
         // The halt and the failed attempt are two writes (the controller's and the API's),
         // seen in either order: wait for both.
-        let waits = waitUntil(seconds: 90) {
+        let waits = await waitUntil(seconds: 90) {
             described = (try? h.orlctl(["describe", "run/\(id)"]).stdout) ?? ""
             return described.contains("Waiting for Agents:") && described.contains("(BudgetExceeded)")
                 && described.contains("model budget exceeded:")
@@ -540,7 +556,7 @@ import Testing
         // Raising the limit resumes the agent, which runs the step again.
         try h.work.write("fleet.yaml", h.file("fleet.yaml").replacingOccurrences(of: "tokens: 150}", with: "tokens: 1000000}"))
         try h.apply("fleet.yaml")
-        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(id, ["Succeeded", "Failed"]) == "Succeeded")
         let steps = try h.steps(id)
         #expect((steps["second"]?["attempt"] as? Int ?? 0) >= 2)
         #expect((steps["first"]?["tokens"] as? Int ?? 0) > 0 && (steps["second"]?["tokens"] as? Int ?? 0) > 0)
@@ -550,26 +566,26 @@ import Testing
     /// kill -9 of the controller while a task runs and an approval waits: the agent
     /// outlives it, the next controller serves the same address, the agent's answer
     /// lands there; nothing runs twice, the approval is still pending, the run ends once.
-    @Test func aControllerKilledMidRunIsResumedWithoutRunningAnythingTwice() throws {
-        try Self.killedMidRun(try Self.fixtureHarness())
+    @Test func aControllerKilledMidRunIsResumedWithoutRunningAnythingTwice() async throws {
+        try await Self.killedMidRun(try await Self.fixtureHarness())
     }
 
-    static func killedMidRun(_ h: Harness) throws {
+    static func killedMidRun(_ h: Harness) async throws {
         let id = try h.start("slow")
         #expect(
-            waitUntil(seconds: 60) { h.journal().contains { $0["step"] as? String == "slow" && $0["event"] as? String == "start" } },
+            await waitUntil(seconds: 60) { h.journal().contains { $0["step"] as? String == "slow" && $0["event"] as? String == "start" } },
             "\(h.agentLogs())")
         let first = h.processes.last!
         kill(first.processIdentifier, SIGKILL)
-        #expect(waitUntil(seconds: 30) { !first.isRunning })
+        #expect(await waitUntil(seconds: 30) { !first.isRunning })
         #expect(try h.orlctl(["runs", "--pending-approval"]).stdout.contains("gate"))
         try h.startController(log: "controller-2.log")
         #expect(
-            waitUntil(seconds: 60) { (try? h.steps(id)["slow"]?["state"] as? String) == "Succeeded" },
+            await waitUntil(seconds: 60) { (try? h.steps(id)["slow"]?["state"] as? String) == "Succeeded" },
             "\(h.file("controller-2.log"))\n\(h.agentLogs())")
         #expect(try h.orlctl(["runs", "--pending-approval"]).stdout.contains("gate"), "the approval stayed pending")
         #expect(try h.orlctl(["approve", "run/\(id)", "--step", "gate"]).status == 0)
-        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(id, ["Succeeded", "Failed"]) == "Succeeded")
 
         let journal = h.journal()
         for step in ["slow", "done"] {

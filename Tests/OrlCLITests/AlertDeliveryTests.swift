@@ -48,7 +48,7 @@ import Testing
         let directory: URL
         let port: Int
 
-        init(in directory: URL) throws {
+        init(in directory: URL) async throws {
             self.directory = directory
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             process = Process()
@@ -56,7 +56,7 @@ import Testing
             process.arguments = [AlertDeliveryTests.receiverScript, directory.path, AlertDeliveryTests.signingKey]
             try process.run()
             let portFile = directory.appendingPathComponent("port").path
-            #expect(waitUntil(seconds: 20) { FileManager.default.fileExists(atPath: portFile) }, "the receiver did not start")
+            #expect(await waitUntil(seconds: 20) { FileManager.default.fileExists(atPath: portFile) }, "the receiver did not start")
             port = Int((try? String(contentsOfFile: portFile, encoding: .utf8)) ?? "") ?? 0
         }
 
@@ -70,9 +70,9 @@ import Testing
         func requests(path: String = "/hook") -> [[String: Any]] { journal.filter { $0["path"] as? String == path } }
     }
 
-    @Test func eachAlertArrivesOnceSignedEvenWhenTheControllerIsKilledMidDelivery() throws {
+    @Test func eachAlertArrivesOnceSignedEvenWhenTheControllerIsKilledMidDelivery() async throws {
         let h = try AgentRunsTests.Harness()
-        let receiver = try Receiver(in: h.work.url.appendingPathComponent("receiver"))
+        let receiver = try await Receiver(in: h.work.url.appendingPathComponent("receiver"))
         for (name, value) in [
             ("oncall-url", "http://127.0.0.1:\(receiver.port)/hook"), ("oncall-key", Self.signingKey),
             ("chat-url", "http://127.0.0.1:\(receiver.port)/slack"), ("broken-url", "http://127.0.0.1:\(receiver.port)/broken"),
@@ -88,7 +88,7 @@ import Testing
         _ = FileManager.default.createFile(atPath: hold.path, contents: nil)
         let first = try h.startController()
         let run = try h.start("gated")
-        #expect(waitUntil(seconds: 30) { receiver.requests().count == 1 }, "no delivery arrived\n\(h.file("controller.log"))")
+        #expect(await waitUntil(seconds: 30) { receiver.requests().count == 1 }, "no delivery arrived\n\(h.file("controller.log"))")
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
         let approvalID = receiver.requests().first?["id"] as? String ?? "?"
@@ -96,11 +96,11 @@ import Testing
         // The next controller sends it again, with the same id, and it is acknowledged.
         try h.startController(log: "controller2.log")
         #expect(
-            waitUntil(seconds: 30) { receiver.requests().count == 2 },
+            await waitUntil(seconds: 30) { receiver.requests().count == 2 },
             "the killed delivery was not sent again\n\(h.file("controller2.log"))")
         try FileManager.default.removeItem(at: hold)
         #expect(
-            waitUntil(seconds: 10) {
+            await waitUntil(seconds: 10) {
                 (try? SQLiteStateStore(directory: h.state).alertDeliveries(limit: 10))?.contains {
                     $0.notification.id == approvalID && $0.state == .delivered
                 } ?? false
@@ -110,12 +110,12 @@ import Testing
         // broken hook, which gives up after its two attempts and says so in an event.
         let denied = try h.orlctl(["deny", "run/\(run)", "--step", "gate", "--reason", "not today"])
         #expect(denied.status == 0, "\(denied.stderr)")
-        #expect(waitUntil(seconds: 30) { receiver.requests().count == 3 && receiver.requests(path: "/slack").count == 1 })
-        #expect(waitUntil(seconds: 30) { receiver.requests(path: "/broken").count == 2 })
+        #expect(await waitUntil(seconds: 30) { receiver.requests().count == 3 && receiver.requests(path: "/slack").count == 1 })
+        #expect(await waitUntil(seconds: 30) { receiver.requests(path: "/broken").count == 2 })
         let store = try SQLiteStateStore(directory: h.state)
         let alertFailed = ResourceID(kind: "Alert", namespace: "default", name: "broken")
         #expect(
-            waitUntil(seconds: 10) {
+            await waitUntil(seconds: 10) {
                 ((try? store.read { reader throws(StoreError) in try reader.events(for: alertFailed, limit: 5) }) ?? []).contains {
                     $0.reason == "AlertFailed" && $0.message.contains("after 2 attempts") && $0.message.contains("answered 500")
                 }
@@ -125,7 +125,7 @@ import Testing
         try h.stopController()
         try h.startController(log: "controller3.log")
         let second = try h.start("gated")
-        #expect(waitUntil(seconds: 30) { receiver.requests().count == 4 }, "\(h.file("controller3.log"))")
+        #expect(await waitUntil(seconds: 30) { receiver.requests().count == 4 }, "\(h.file("controller3.log"))")
         try h.stopController()
 
         let hooks = receiver.requests()

@@ -67,7 +67,7 @@ import Testing
         return conditions?.first { $0["type"] as? String == "Ready" }
     }
 
-    @Test func anAgentThatSpendsItsBudgetIsHaltedAndResumedWhenTheLimitIsRaised() throws {
+    @Test func anAgentThatSpendsItsBudgetIsHaltedAndResumedWhenTheLimitIsRaised() async throws {
         let h = try Harness()
         try h.work.write("agent.py", Self.agent)
         let script = h.work.url.appendingPathComponent("agent.py").path
@@ -76,9 +76,9 @@ import Testing
         #expect(try h.orlctl(["apply", "-f", "fleet"]).status == 0)
         try h.startController()
 
-        #expect(waitUntil(seconds: 30) { ready(h)?["reason"] as? String == "BudgetExceeded" }, "\(h.log())")
+        #expect(await waitUntil(seconds: 30) { ready(h)?["reason"] as? String == "BudgetExceeded" }, "\(h.log())")
         #expect((ready(h)?["message"] as? String)?.contains("budget default/team is exhausted for this day") == true)
-        #expect(waitUntil { h.agents()["spender"] == nil }, "a halted agent's process is stopped")
+        #expect(await waitUntil { h.agents()["spender"] == nil }, "a halted agent's process is stopped")
 
         let usage = try #require(json(h, ["usage"]))
         let calls = try #require(usage["calls"] as? Int)
@@ -100,8 +100,8 @@ import Testing
         // An apply that raises the limit lifts the halt at once.
         try h.work.write("fleet/fleet.yaml", Self.fleet(dailyUSD: 100, script: script))
         #expect(try h.orlctl(["apply", "-f", "fleet"]).status == 0)
-        #expect(waitUntil(seconds: 15) { h.agents()["spender"]?.count == 1 }, "\(h.log())")
-        #expect(waitUntil(seconds: 15) { (json(h, ["usage"])?["calls"] as? Int ?? 0) > calls }, "it spends again")
-        try h.stopController()
+        #expect(await waitUntil(seconds: 15) { h.agents()["spender"]?.count == 1 }, "\(h.log())")
+        #expect(await waitUntil(seconds: 15) { (json(h, ["usage"])?["calls"] as? Int ?? 0) > calls }, "it spends again")
+        try await h.stopController()
     }
 }

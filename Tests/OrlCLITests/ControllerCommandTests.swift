@@ -104,6 +104,7 @@ import Testing
             _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
             process.standardError = try FileHandle(forWritingTo: logURL)
             process.standardOutput = FileHandle.nullDevice
+            Changes.signalOnExit(process)
             try process.run()
             controllers.append(process)
             return process
@@ -114,12 +115,12 @@ import Testing
         /// line as it takes its next wakes, which is after it read the store and drained its
         /// queue for the previous one: the last line proves a whole pass after the one
         /// before it, and the first one the passes that came before the first wake.
-        func passes(_ count: Int, log name: String = "controller.log") -> Bool {
+        func passes(_ count: Int, log name: String = "controller.log") async -> Bool {
             guard let controller = controllers.last else { return false }
             for _ in 0..<count {
                 let seen = log(name).components(separatedBy: "woken: SIGUSR1").count
                 kill(controller.processIdentifier, SIGUSR1)
-                guard waitUntil(seconds: 30, every: 0.01, { log(name).components(separatedBy: "woken: SIGUSR1").count > seen }) else {
+                guard await waitUntil(seconds: 30, { log(name).components(separatedBy: "woken: SIGUSR1").count > seen }) else {
                     return false
                 }
             }
@@ -153,11 +154,11 @@ import Testing
         }
 
         /// One pid per named agent, once each runs exactly one process.
-        func waitForAgents(_ names: Set<String>, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> [String:
+        func waitForAgents(_ names: Set<String>, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) async throws -> [String:
             Int32]
         {
             var last: [String: [Int32]] = [:]
-            let ok = waitUntil {
+            let ok = await waitUntil {
                 last = agents()
                 return Set(last.keys) == names && last.values.allSatisfy { $0.count == 1 }
             }
@@ -166,24 +167,32 @@ import Testing
             return last.mapValues { $0[0] }
         }
 
-        func stopController(sourceLocation: SourceLocation = #_sourceLocation) throws {
+        func stopController(sourceLocation: SourceLocation = #_sourceLocation) async throws {
             let stop = try orlctl(["controller", "stop"])
             #expect(stop.status == 0, "\(stop.stderr)", sourceLocation: sourceLocation)
             for controller in controllers where controller.isRunning {
-                #expect(waitUntil { !controller.isRunning }, sourceLocation: sourceLocation)
+                #expect(await waitUntil { !controller.isRunning }, sourceLocation: sourceLocation)
             }
+        }
+
+        /// `stopController()` for a `defer`, which cannot suspend: `controller stop` returns
+        /// once the controller let go of its lock, so what is left is to collect the process.
+        func stopControllerAtEnd(sourceLocation: SourceLocation = #_sourceLocation) {
+            guard let stop = try? orlctl(["controller", "stop"]) else { return }
+            #expect(stop.status == 0, "\(stop.stderr)", sourceLocation: sourceLocation)
+            if stop.status == 0 { for controller in controllers { controller.waitUntilExit() } }
         }
     }
 
-    @Test func fleetComesUpRestartsKilledAgentsAndStops() throws {
+    @Test func fleetComesUpRestartsKilledAgentsAndStops() async throws {
         let h = try Harness()
         try h.apply([.init(name: "a"), .init(name: "b")])
         let controller = try h.startController()
-        let first = try h.waitForAgents(["a", "b"], "after start")
+        let first = try await h.waitForAgents(["a", "b"], "after start")
 
         // Ready in the status that get shows.
         #expect(
-            waitUntil {
+            await waitUntil {
                 guard let r = try? h.orlctl(["get", "agents", "-o", "json"]),
                     let json = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
                     let items = json["items"] as? [[String: Any]]
@@ -222,33 +231,33 @@ import Testing
 
         // A killed agent is restarted (after the first backoff, about a second).
         kill(first["a"]!, SIGKILL)
-        #expect(waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
+        #expect(await waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
         #expect(h.agents()["b"] == [first["b"]!])
         #expect(h.log().contains("started Agent/a pid"))
 
-        try h.stopController()
+        try await h.stopController()
         #expect(controller.terminationStatus == 0)
         #expect(h.agents().isEmpty)
         #expect(try h.orlctl(["controller", "stop"]).status == 1)
     }
 
-    @Test func specChangesSuspendAndPruneTouchOnlyTheirAgent() throws {
+    @Test func specChangesSuspendAndPruneTouchOnlyTheirAgent() async throws {
         let h = try Harness()
         try h.apply([.init(name: "a"), .init(name: "b"), .init(name: "c")])
         try h.startController()
-        let first = try h.waitForAgents(["a", "b", "c"], "after start")
+        let first = try await h.waitForAgents(["a", "b", "c"], "after start")
 
         try h.apply([.init(name: "a"), .init(name: "b", env: "v2"), .init(name: "c")])
-        let changed = try h.waitForAgents(["a", "b", "c"], "after the change")
-        #expect(waitUntil { h.agents()["b"] != [first["b"]!] && h.agents()["b"]?.count == 1 }, "\(h.log())")
+        let changed = try await h.waitForAgents(["a", "b", "c"], "after the change")
+        #expect(await waitUntil { h.agents()["b"] != [first["b"]!] && h.agents()["b"]?.count == 1 }, "\(h.log())")
         #expect(changed["a"] == first["a"] && changed["c"] == first["c"])
 
         try h.apply([.init(name: "a"), .init(name: "b", env: "v2"), .init(name: "c", suspend: true)])
-        #expect(waitUntil { h.agents()["c"] == nil }, "\(h.log())")
+        #expect(await waitUntil { h.agents()["c"] == nil }, "\(h.log())")
 
         try h.apply([.init(name: "b", env: "v2"), .init(name: "c", suspend: true)], prune: true)
-        #expect(waitUntil { h.agents()["a"] == nil }, "\(h.log())")
-        let after = try h.waitForAgents(["b"], "after suspend and prune")
+        #expect(await waitUntil { h.agents()["a"] == nil }, "\(h.log())")
+        let after = try await h.waitForAgents(["b"], "after suspend and prune")
         // The controller's events say why each was stopped (Stopped lands with the next pass).
         func seen() -> Set<String> {
             guard let output = try? h.orlctl(["events", "-o", "json"]).stdout,
@@ -262,19 +271,19 @@ import Testing
                     return "\(name) \(reason)"
                 })
         }
-        #expect(waitUntil { seen().isSuperset(of: ["b Restarting", "c Suspended", "a Removed", "a Stopped"]) }, "\(seen().sorted())")
+        #expect(await waitUntil { seen().isSuperset(of: ["b Restarting", "c Suspended", "a Removed", "a Stopped"]) }, "\(seen().sorted())")
         #expect(after["b"] == h.agents()["b"]?.first)
-        try h.stopController()
+        try await h.stopController()
         #expect(h.agents().isEmpty)
     }
 
-    @Test func anAgentThatCannotStartIsStalledAndBlocksNoOther() throws {
+    @Test func anAgentThatCannotStartIsStalledAndBlocksNoOther() async throws {
         let h = try Harness()
         try h.apply([.init(name: "a"), .init(name: "broken", command: "/nonexistent/agent")])
         try h.startController()
-        _ = try h.waitForAgents(["a"], "after start")
+        _ = try await h.waitForAgents(["a"], "after start")
         #expect(
-            waitUntil {
+            await waitUntil {
                 guard let r = try? h.orlctl(["get", "agent", "broken", "-o", "json"]),
                     let json = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
                 else { return false }
@@ -294,21 +303,21 @@ import Testing
             return events.filter { $0["type"] as? String == "Warning" }.compactMap { $0["reason"] as? String }
         }
         #expect(
-            waitUntil { reasons().filter { $0 == "BackOff" }.count >= 2 && reasons().filter { $0 == "FailedToStart" }.count >= 2 },
+            await waitUntil { reasons().filter { $0 == "BackOff" }.count >= 2 && reasons().filter { $0 == "FailedToStart" }.count >= 2 },
             "\(reasons())")
-        try h.stopController()
+        try await h.stopController()
         #expect(h.agents().isEmpty)
     }
 
-    @Test func aNewControllerAdoptsTheAgentsOfAKilledOne() throws {
+    @Test func aNewControllerAdoptsTheAgentsOfAKilledOne() async throws {
         let h = try Harness()
         try h.apply([.init(name: "a"), .init(name: "b")])
         let controller = try h.startController()
-        let first = try h.waitForAgents(["a", "b"], "after start")
+        let first = try await h.waitForAgents(["a", "b"], "after start")
         // The controller records a process at the end of the pass that started it; a kill
         // before that write is the (known) window this test is not about.
         #expect(
-            waitUntil {
+            await waitUntil {
                 let listed = (try? h.orlctl(["get", "agents"]).stdout) ?? ""
                 // A sandboxed agent's program is the child of the sandbox's first process,
                 // which is the process the controller records.
@@ -320,13 +329,13 @@ import Testing
         #expect(h.agents() == first.mapValues { [$0] })
 
         try h.startController(log: "second.log")
-        #expect(waitUntil { h.log("second.log").components(separatedBy: " adopted ").count == 3 }, "\(h.log("second.log"))")
+        #expect(await waitUntil { h.log("second.log").components(separatedBy: " adopted ").count == 3 }, "\(h.log("second.log"))")
         // Two more turns of its loop after the pass that reconciled what it adopted: a duplicate
         // would have been started by then.
-        #expect(h.passes(2, log: "second.log"), "\(h.log("second.log"))")
+        #expect(await h.passes(2, log: "second.log"), "\(h.log("second.log"))")
         #expect(h.agents() == first.mapValues { [$0] }, "\(h.log("second.log"))")
         #expect(!h.log("second.log").contains("started"))
-        try h.stopController()
+        try await h.stopController()
         #expect(h.agents().isEmpty)
     }
 }
@@ -341,14 +350,14 @@ extension ControllerCommandTests {
     /// names it, which is before its handler is set up: a wake in that window must not end
     /// it (SIGUSR1's default action). Waked without pause from the moment the lock holds
     /// its PID, it comes up and runs its agent.
-    @Test func wakesFromTheMomentItHoldsItsLockDoNotEndAController() throws {
+    @Test func wakesFromTheMomentItHoldsItsLockDoNotEndAController() async throws {
         let h = try Harness()
         try h.apply([.init(name: "a")])
         let controller = try h.startController()
         let pid = controller.processIdentifier
         let lock = h.state + "/controller.lock"
         #expect(
-            waitUntil(seconds: 30, every: 0.001) {
+            await waitUntil(seconds: 30) {
                 (try? String(contentsOfFile: lock, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "\(pid)"
                     || !controller.isRunning
             })
@@ -360,11 +369,11 @@ extension ControllerCommandTests {
             usleep(200)
         }
         #expect(controller.isRunning, "the controller ended after \(sent) wakes: status \(controller.terminationStatus)\n\(h.log())")
-        _ = try h.waitForAgents(["a"], "the agent runs")
-        try h.stopController()
+        _ = try await h.waitForAgents(["a"], "the agent runs")
+        try await h.stopController()
     }
 
-    @Test func aNewControllerStopsTheAgentsAKilledOneDidNotRecord() throws {
+    @Test func aNewControllerStopsTheAgentsAKilledOneDidNotRecord() async throws {
         let h = try Harness()
         try h.apply([.init(name: "a"), .init(name: "b")])
         let directory = h.agentsDirectory + "a"
@@ -376,7 +385,7 @@ extension ControllerCommandTests {
         #expect(system(command) == 0)
         var orphan: Int32 = 0
         #expect(
-            waitUntil {
+            await waitUntil {
                 orphan =
                     Int32(((try? String(contentsOfFile: h.agentsDirectory + "a.orphan", encoding: .utf8)) ?? "").filter(\.isNumber)) ?? 0
                 return orphan > 0 && h.agents()["a"] == [orphan]
@@ -384,12 +393,12 @@ extension ControllerCommandTests {
         try #require(orphan > 0)
         // Not adopted, nor left running beside a new one: stopped, then `a` runs once.
         try h.startController()
-        let running = try h.waitForAgents(["a", "b"], "after the unrecorded process is stopped")
+        let running = try await h.waitForAgents(["a", "b"], "after the unrecorded process is stopped")
         #expect(running["a"] != orphan)
         #expect(kill(orphan, 0) != 0 || isZombie(orphan), "the unrecorded process \(orphan) still runs\n\(h.log())")
         #expect(h.log().contains("stopping Agent/a") && h.log().contains("not recorded"), "\(h.log())")
         #expect(!h.log().contains(" adopted "), "\(h.log())")
-        try h.stopController()
+        try await h.stopController()
         #expect(h.agents().isEmpty)
     }
 }
@@ -411,21 +420,11 @@ func parentPID(of pid: Int32) -> Int32 {
     return fields.count > 1 ? Int32(fields[1]) ?? 0 : 0
 }
 
-/// Polls until `condition` holds (true) or 8 s pass (false).
-func waitUntil(seconds: Double = 8, every interval: Double = 0.05, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(UInt32(interval * 1_000_000))
-    }
-    return condition()
-}
-
 /// `apply` starts the controller the applied agents need, once.
 @Suite(.serialized) struct ApplyStartsTheControllerTests {
     typealias Harness = ControllerCommandTests.Harness
 
-    @Test func applyStartsADetachedControllerWhenNoneRuns() throws {
+    @Test func applyStartsADetachedControllerWhenNoneRuns() async throws {
         let h = try Harness()
         try h.work.write("fleet/fleet.yaml", h.manifests([.init(name: "a")]))
         func apply(_ extra: [String] = []) throws -> Orlctl.Result {
@@ -441,10 +440,10 @@ func waitUntil(seconds: Double = 8, every interval: Double = 0.05, _ condition: 
         let pid = try #require(
             Int32(first.stdout.split(separator: "(pid ").last?.prefix { $0.isNumber } ?? ""), "\(first.stdout)")
         h.detached.append(pid)
-        _ = try h.waitForAgents(["a"], "after apply")
+        _ = try await h.waitForAgents(["a"], "after apply")
 
         let again = try apply()
         #expect(again.status == 0 && !again.stdout.contains("controller started"), "one controller is enough")
-        try h.stopController()
+        try await h.stopController()
     }
 }

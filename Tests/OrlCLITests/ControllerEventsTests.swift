@@ -26,16 +26,16 @@ import Testing
         return stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
     }
 
-    @Test func lifecycleEventsAreStoredAndLoggedAsJSONLines() throws {
+    @Test func lifecycleEventsAreStoredAndLoggedAsJSONLines() async throws {
         let h = try Harness()
         try h.apply([.init(name: "a")])
         try h.startController(arguments: ["--log-format", "json"])
-        let first = try h.waitForAgents(["a"], "after start")
-        #expect(waitUntil { reasons(h, "a") == ["Started"] }, "\(reasons(h, "a"))\n\(h.log())")
+        let first = try await h.waitForAgents(["a"], "after start")
+        #expect(await waitUntil { reasons(h, "a") == ["Started"] }, "\(reasons(h, "a"))\n\(h.log())")
 
         kill(first["a"]!, SIGKILL)
-        #expect(waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
-        #expect(waitUntil { reasons(h, "a").last == "Started" && reasons(h, "a").count >= 3 }, "\(reasons(h, "a"))")
+        #expect(await waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
+        #expect(await waitUntil { reasons(h, "a").last == "Started" && reasons(h, "a").count >= 3 }, "\(reasons(h, "a"))")
         let afterKill = reasons(h, "a")
         #expect(Array(afterKill.prefix(2)) == ["Started", "Exited"], "\(afterKill)")
         #expect(afterKill.last == "Started")
@@ -47,7 +47,7 @@ import Testing
         let describe = try h.orlctl(["describe", "agent/a"])
         #expect(describe.stdout.contains("Exited") && describe.stdout.contains("Started"), "\(describe.stdout)")
 
-        try h.stopController()
+        try await h.stopController()
         #expect(reasons(h, "a").last == "Stopped", "\(reasons(h, "a"))")
 
         // Every line of the log is one JSON object with the fixed members.
@@ -70,7 +70,7 @@ import Testing
         #expect(h.agents().isEmpty)
     }
 
-    @Test func detachStartsAControllerInItsOwnSessionAndRefusesASecond() throws {
+    @Test func detachStartsAControllerInItsOwnSessionAndRefusesASecond() async throws {
         let h = try Harness()
         try h.apply([.init(name: "a")])
         let started = try h.orlctl(["controller", "--detach"])
@@ -83,8 +83,8 @@ import Testing
         h.detached.append(pid)
         #expect(getsid(pid) == pid)
         #expect(getpgid(pid) == pid)
-        _ = try h.waitForAgents(["a"], "after --detach")
-        #expect(waitUntil { ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").contains("started Agent/a pid") })
+        _ = try await h.waitForAgents(["a"], "after --detach")
+        #expect(await waitUntil { ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").contains("started Agent/a pid") })
 
         let second = try h.orlctl(["controller", "--detach"])
         #expect(second.status == 2)
@@ -92,7 +92,7 @@ import Testing
 
         let stop = try h.orlctl(["controller", "stop"])
         #expect(stop.status == 0, "\(stop.stderr)")
-        #expect(waitUntil { isGone(pid) })
+        #expect(await waitUntil { isGone(pid) })
         #expect(h.agents().isEmpty)
         #expect(((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").contains("stopped Agent/a pid"))
     }

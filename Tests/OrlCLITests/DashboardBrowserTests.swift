@@ -56,13 +56,13 @@ import Testing
               approval: {message: Release it?, timeout: 1h}
         """
 
-    @Test func logInSeeTheFleetApproveAStepAndSeeTheRunFinish() throws {
+    @Test func logInSeeTheFleetApproveAStepAndSeeTheRunFinish() async throws {
         let h = try AgentRunsTests.Harness()
         try h.work.write("fleet.yaml", Self.fleet)
         try h.apply("fleet.yaml")
         try h.startController()
         let apiFile = h.state + "/controller.api"
-        #expect(waitUntil(seconds: 30) { FileManager.default.fileExists(atPath: apiFile) }, "\(h.file("controller.log"))")
+        #expect(await waitUntil(seconds: 30) { FileManager.default.fileExists(atPath: apiFile) }, "\(h.file("controller.log"))")
         let url = try String(contentsOfFile: apiFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let token = try String(contentsOfFile: h.state + "/controller.token", encoding: .utf8)
         let run = try h.start("release")

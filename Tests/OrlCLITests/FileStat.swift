@@ -1,3 +1,7 @@
+// Which module declares `stat`'s fields depends on what the compiler loaded first (Glibc's
+// or Dispatch's headers); when the other files compiled with this one bring in Dispatch
+// first, they are CDispatch's and need its import.
+import CDispatch
 import Glibc
 import OrlCore
 

@@ -61,7 +61,7 @@ import Testing
         let h = try Harness()
         try h.apply([.init(name: "up"), .init(name: "down", script: "exit 3")])
         try h.startController()
-        defer { try? h.stopController() }
+        defer { h.stopControllerAtEnd() }
         func status(_ name: String) throws -> [String: Any] {
             try Self.json(h.orlctl(["get", "agent/\(name)", "-o", "json"]))["status"] as? [String: Any] ?? [:]
         }
@@ -151,13 +151,7 @@ extension FirstHourTests {
     }
 }
 
-/// Polls `condition` until it holds (true) or `seconds` pass (false), sleeping without
-/// holding a thread of the pool that other suites' tests run on.
+/// `waitUntil`, for a condition that may throw (as false).
 func eventually(seconds: Double, _ condition: () throws -> Bool) async -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if (try? condition()) == true { return true }
-        try? await Task.sleep(for: .milliseconds(50))
-    }
-    return (try? condition()) == true
+    await waitUntil(seconds: seconds) { (try? condition()) == true }
 }

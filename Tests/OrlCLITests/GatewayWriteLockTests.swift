@@ -63,12 +63,12 @@ import Testing
             + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
     }
 
-    @Test func modelCallsAreAnsweredWhileAnotherProcessHoldsTheWriteLock() throws {
+    @Test func modelCallsAreAnsweredWhileAnotherProcessHoldsTheWriteLock() async throws {
         let h = try Harness()
         try h.apply([.init(name: "a")])
         try h.startController()
-        defer { try? h.stopController() }
-        let pids = try h.waitForAgents(["a"], "after start")
+        defer { h.stopControllerAtEnd() }
+        let pids = try await h.waitForAgents(["a"], "after start")
         let environ = try String(contentsOfFile: "/proc/\(pids["a"]!)/environ", encoding: .utf8)
         let token = try #require(environ.split(separator: "\0").first { $0.hasPrefix("ORL_TOKEN=") }.map { String($0.dropFirst(10)) })
         let api = try String(contentsOfFile: h.state + "/controller.api", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -105,7 +105,7 @@ import Testing
         // The ledger rows, held back by the lock, are written once it is released.
         let expected = 1 + 4 * calls.count
         var seen = 0
-        let written = waitUntil(seconds: 15) {
+        let written = await waitUntil(seconds: 15) {
             guard let usage = try? h.orlctl(["usage", "--calls", "--agent", "a", "-o", "json"]),
                 let json = try? JSONSerialization.jsonObject(with: Data(usage.stdout.utf8)) as? [String: Any],
                 let rows = json["calls"] as? [Any] ?? json["items"] as? [Any]

@@ -422,17 +422,10 @@ enum GitWebhookSignature {
     static func sign(_ body: String, secret: String) -> String { GitWebhook.signature(Array(body.utf8), secret: secret) }
 }
 
-/// Polls `condition` until it holds, for up to a generous deadline, sleeping without
-/// holding a thread of the pool that other suites' tests run on. It is asked once more
-/// after the deadline: under load a sleep can outlast the whole deadline, and what
-/// happened meanwhile must not count as a timeout (as `waitUntil` and `eventually` do).
+/// Waits (`waitUntil`) until `condition` holds, for up to a generous deadline; a timeout is
+/// recorded as an issue.
 func poll(timeout: TimeInterval = 30, _ condition: () throws -> Bool) async throws {
-    let deadline = Date().addingTimeInterval(timeout)
-    while Date() < deadline {
-        if try condition() { return }
-        try await Task.sleep(for: .milliseconds(50))
-    }
-    if try condition() { return }
+    if try await waitUntil(seconds: timeout, condition) { return }
     Issue.record("condition not met within \(timeout) s")
 }
 
@@ -494,7 +487,7 @@ final class Watcher: @unchecked Sendable {
 extension ControllerCommandTests {
     /// The watcher and the controller together: a commit that changes one agent is one
     /// update, and the running controller restarts that agent only.
-    @Test func aSyncedCommitRestartsTheChangedAgent() throws {
+    @Test func aSyncedCommitRestartsTheChangedAgent() async throws {
         let h = try Harness()
         let repo = h.work.url.appendingPathComponent("repo")
         func git(_ arguments: String...) throws {
@@ -514,15 +507,15 @@ extension ControllerCommandTests {
         let sync = ["sync", "--once", "--repo", repo.path]
         #expect(try h.orlctl(sync).status == 0)
         try h.startController()
-        let first = try h.waitForAgents(["a", "b"], "after the first sync")
+        let first = try await h.waitForAgents(["a", "b"], "after the first sync")
 
         try h.work.write("repo/fleet.yaml", h.manifests([.init(name: "a", env: "v2"), .init(name: "b")]))
         try git("commit", "-q", "-am", "a v2")
         let result = try h.orlctl(sync)
         #expect(result.stdout.contains("Plan: 0 to add, 1 to change, 0 to prune"), "\(result.stdout)")
-        #expect(waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
+        #expect(await waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
         #expect(h.agents()["b"] == [first["b"]!], "the unchanged agent keeps running")
         #expect(h.log().contains("Agent/a"))
-        try h.stopController()
+        try await h.stopController()
     }
 }

@@ -138,15 +138,15 @@ import Testing
 /// started with a soft limit of 1,024 open files: it raises its limit, and an agent's
 /// call still succeeds promptly.
 @Suite(.serialized) struct ConnectionExhaustionTests {
-    @Test func idleConnectionsDoNotLockAgentsOut() throws {
+    @Test func idleConnectionsDoNotLockAgentsOut() async throws {
         let h = try ControllerCommandTests.Harness()
         try h.apply([.init(name: "a")])
         // The controller inherits a soft limit of 1,024, as from a login shell.
         RawSocket.setSoftOpenFiles(1024)
         let controller = try h.startController()
         RawSocket.setSoftOpenFiles(nil)
-        defer { try? h.stopController() }
-        let pids = try h.waitForAgents(["a"], "after start")
+        defer { h.stopControllerAtEnd() }
+        let pids = try await h.waitForAgents(["a"], "after start")
         let environ = try String(contentsOfFile: "/proc/\(pids["a"]!)/environ", encoding: .utf8)
         let token = try #require(environ.split(separator: "\0").first { $0.hasPrefix("ORL_TOKEN=") }.map { String($0.dropFirst(10)) })
         let api = try String(contentsOfFile: h.state + "/controller.api", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)

@@ -8,7 +8,7 @@ import Testing
 
     func logPath(_ h: Harness, _ name: String) -> String { h.state + "/logs/default/\(name).log" }
 
-    @Test func printsTailsFollowsAcrossRotationAndReportsWhatIsMissing() throws {
+    @Test func printsTailsFollowsAcrossRotationAndReportsWhatIsMissing() async throws {
         let h = try Harness()
         let script = "for i in 1 2 3 4 5; do echo line$i; done; exec sleep 1000"
         try h.apply([.init(name: "alpha", script: script)])
@@ -22,8 +22,8 @@ import Testing
         #expect(none.stderr.contains("agent \"alpha\" has no log yet"), "\(none.stderr)")
 
         try h.startController()
-        _ = try h.waitForAgents(["alpha"], "after start")
-        #expect(waitUntil { (try? String(contentsOfFile: logPath(h, "alpha"), encoding: .utf8))?.contains("line5") == true })
+        _ = try await h.waitForAgents(["alpha"], "after start")
+        #expect(await waitUntil { (try? String(contentsOfFile: logPath(h, "alpha"), encoding: .utf8))?.contains("line5") == true })
 
         let all = try h.orlctl(["logs", "agent/alpha"])
         #expect(all.status == 0)
@@ -42,26 +42,27 @@ import Testing
         _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
         follower.standardOutput = try FileHandle(forWritingTo: outURL)
         follower.standardError = FileHandle.nullDevice
+        Changes.signalOnExit(follower)
         try follower.run()
         defer { if follower.isRunning { kill(follower.processIdentifier, SIGKILL) } }
         func followed() -> String { (try? String(contentsOf: outURL, encoding: .utf8)) ?? "" }
-        #expect(waitUntil { followed() == "line5\n" }, "\(followed())")
+        #expect(await waitUntil { followed() == "line5\n" }, "\(followed())")
 
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath(h, "alpha")))
         try log.seekToEnd()
         try log.write(contentsOf: Data("appended\n".utf8))
-        #expect(waitUntil { followed() == "line5\nappended\n" }, "\(followed())")
+        #expect(await waitUntil { followed() == "line5\nappended\n" }, "\(followed())")
         try log.truncate(atOffset: 0)
         try log.write(contentsOf: Data("new\n".utf8))
         try log.close()
-        #expect(waitUntil { followed() == "line5\nappended\nnew\n" }, "\(followed())")
+        #expect(await waitUntil { followed() == "line5\nappended\nnew\n" }, "\(followed())")
 
         kill(follower.processIdentifier, SIGINT)
-        #expect(waitUntil { !follower.isRunning })
-        try h.stopController()
+        #expect(await waitUntil { !follower.isRunning })
+        try await h.stopController()
     }
 
-    @Test func theControllerRotatesLogsBySize() throws {
+    @Test func theControllerRotatesLogsBySize() async throws {
         let h = try Harness()
         let line = String(repeating: "x", count: 100)
         try h.apply([.init(name: "chatty", script: "while true; do echo \(line); sleep 0.02; done")])
@@ -70,19 +71,19 @@ import Testing
         #expect(started.status == 0, "\(started.stderr)")
         let pid = try #require(Int32(started.stdout.split(separator: "(pid ").last?.prefix { $0.isNumber } ?? ""), "\(started.stdout)")
         h.detached.append(pid)
-        _ = try h.waitForAgents(["chatty"], "after start")
+        _ = try await h.waitForAgents(["chatty"], "after start")
         let controllerLog = h.state + "/logs/controller.log"
         func size(_ path: String) -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
         // The rotation's timer is 10 s; SIGUSR1 (what apply sends) has the logs looked at now.
-        #expect(waitUntil(seconds: 25) { size(logPath(h, "chatty")) > 150 }, "\(h.log())")
+        #expect(await waitUntil(seconds: 25) { size(logPath(h, "chatty")) > 150 }, "\(h.log())")
         kill(pid, SIGUSR1)
-        #expect(waitUntil(seconds: 25) { FileManager.default.fileExists(atPath: logPath(h, "chatty") + ".1") }, "\(h.log())")
+        #expect(await waitUntil(seconds: 25) { FileManager.default.fileExists(atPath: logPath(h, "chatty") + ".1") }, "\(h.log())")
         // The controller's own log passes 150 bytes by the line saying so, if not before: the
         // next look rotates it.
         let controllerRotated = { FileManager.default.fileExists(atPath: controllerLog + ".1") }
-        #expect(waitUntil(seconds: 25) { controllerRotated() || size(controllerLog) > 150 })
+        #expect(await waitUntil(seconds: 25) { controllerRotated() || size(controllerLog) > 150 })
         if !controllerRotated() { kill(pid, SIGUSR1) }
-        #expect(waitUntil(seconds: 25) { controllerRotated() })
+        #expect(await waitUntil(seconds: 25) { controllerRotated() })
         let rotated = (try? String(contentsOfFile: controllerLog + ".1", encoding: .utf8)) ?? ""
         let current = (try? String(contentsOfFile: controllerLog, encoding: .utf8)) ?? ""
         #expect((rotated + current).contains("rotated \(logPath(h, "chatty"))"), "\(rotated)\(current)")
@@ -90,6 +91,6 @@ import Testing
         let previous = try h.orlctl(["logs", "agent/chatty", "--previous"])
         #expect(previous.status == 0)
         #expect(previous.stdout.hasPrefix(line + "\n"))
-        try h.stopController()
+        try await h.stopController()
     }
 }

@@ -17,7 +17,7 @@ import Testing
         (ProcessInfo.processInfo.environment["ORL_MCP_VENV"] ?? NSHomeDirectory() + "/.cache/orl/mcp-venv") + "/bin/python"
     }
 
-    @Test func theReferenceAgentFilesAnIssueThroughMcp() throws {
+    @Test func theReferenceAgentFilesAnIssueThroughMcp() async throws {
         let h = try AgentRunsTests.Harness()
         let example = Orlctl.packageRoot.appendingPathComponent("examples/mcp")
         // The issues server, on a port of its own (the example's fleet says 8931).
@@ -27,7 +27,7 @@ import Testing
             log: "server.out")
         var announced: Int?
         #expect(
-            waitUntil(seconds: 30) {
+            await waitUntil(seconds: 30) {
                 let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
                 announced = text.split(separator: "\n").first { $0.hasPrefix("listening on ") }.flatMap { Int($0.dropFirst(13)) }
                 return announced != nil
@@ -58,7 +58,7 @@ import Testing
         ])
         #expect(started.status == 0, "\(started.stderr)")
         let id = String(started.stdout.dropFirst("run/".count).prefix(13))
-        let status = try h.await(id, ["Succeeded", "Failed"])
+        let status = try await h.awaitRun(id, ["Succeeded", "Failed"])
         let logs = (try? String(contentsOfFile: h.state + "/logs/mcp/triager.log", encoding: .utf8)) ?? ""
         #expect(status == "Succeeded", "\(logs)\n\(h.file("controller.log"))")
 
@@ -75,7 +75,7 @@ import Testing
 
         // And the Tool's status says its live definitions match the pins.
         var shown = ""
-        let matches = waitUntil(seconds: 15) {
+        let matches = await waitUntil(seconds: 15) {
             shown = (try? h.orlctl(["get", "tool", "issues", "-n", "mcp", "-o", "json"]).stdout) ?? ""
             let object = (try? JSONSerialization.jsonObject(with: Data(shown.utf8))) as? [String: Any]
             let conditions = (object?["status"] as? [String: Any])?["conditions"] as? [[String: Any]] ?? []

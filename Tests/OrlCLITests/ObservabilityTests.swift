@@ -70,13 +70,13 @@ import Testing
         samples.filter { s in s.name == name && `where`.allSatisfy { s.labels[$0.key] == $0.value } }.reduce(0) { $0 + $1.value }
     }
 
-    @Test func theContentPipelineIsMeteredAsTheLedgerSaysAndTracedAsOneTrace() throws {
+    @Test func theContentPipelineIsMeteredAsTheLedgerSaysAndTracedAsOneTrace() async throws {
         let h = try AgentRunsTests.Harness()
         let spansFile = h.work.url.appendingPathComponent("spans.jsonl").path
         let portFile = h.work.url.appendingPathComponent("otlp.port").path
         try h.background(
             Self.python, [AgentRunsTests.fixtures + "/otlp_receiver.py", portFile, spansFile], log: "otlp.log")
-        #expect(waitUntil(seconds: 30) { FileManager.default.fileExists(atPath: portFile) }, "\(h.file("otlp.log"))")
+        #expect(await waitUntil(seconds: 30) { FileManager.default.fileExists(atPath: portFile) }, "\(h.file("otlp.log"))")
         let otlpPort = try String(contentsOfFile: portFile, encoding: .utf8)
 
         try FileManager.default.createDirectory(atPath: h.state + "/workspace", withIntermediateDirectories: true)
@@ -88,12 +88,12 @@ import Testing
             environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(otlpPort)", "OTEL_BSP_SCHEDULE_DELAY": "100"])
 
         let id = try h.start("content-pipeline", ["--input", "topic=otters"])
-        try h.await(id, ["WaitingApproval"])
+        try await h.awaitRun(id, ["WaitingApproval"])
 
         // The approval waiting shows; on the API address only with the operator token.
         var metricsURL = ""
         #expect(
-            waitUntil(seconds: 10) {
+            await waitUntil(seconds: 10) {
                 metricsURL =
                     h.file("controller.log").split(separator: "\n").first { $0.contains("listening on") && $0.hasSuffix("/metrics") }
                     .flatMap { $0.split(separator: " ").last.map(String.init) } ?? ""
@@ -110,13 +110,13 @@ import Testing
         #expect(waiting.1.contains("# TYPE gen_ai_client_token_usage histogram"))
 
         #expect(try h.orlctl(["approve", "run/\(id)", "--step", "editorial-review", "--reason", "ship it"]).status == 0)
-        #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(id, ["Succeeded", "Failed"]) == "Succeeded")
 
         // Token and cost totals are the ledger's, per agent and model (the ledger is
         // written in batches: waited for until they agree).
         var samples: [Sample] = []
         var ledger: [[String: Any]] = []
-        let agreed = waitUntil(seconds: 15) {
+        let agreed = await waitUntil(seconds: 15) {
             let scraped = Self.get(metricsURL)
             guard scraped.0 == 200 else { return false }
             samples = Self.parse(scraped.1)
@@ -163,7 +163,7 @@ import Testing
         // the task's traceparent back, and the controller continues it).
         var spans: [[String: Any]] = []
         let workflowTrace = SpanContext.workflow(run: id)
-        let traced = waitUntil(seconds: 20) {
+        let traced = await waitUntil(seconds: 20) {
             spans = h.file("spans.jsonl").split(separator: "\n").compactMap {
                 try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
             }

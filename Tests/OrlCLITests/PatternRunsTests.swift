@@ -22,12 +22,12 @@ import Testing
 
     func state(_ steps: [String: [String: Any]], _ id: String) -> String { steps[id]?["state"] as? String ?? "?" }
 
-    @Test func theBoundedPatternsRunEndToEndWithTheReferenceAgent() throws {
+    @Test func theBoundedPatternsRunEndToEndWithTheReferenceAgent() async throws {
         let h = try Self.harness()
 
         // Routing: a technical ticket takes the technical branch only.
         let technical = try h.start("support-ticket", ["-n", "routing", "--input", #"ticket={"category": "technical"}"#])
-        #expect(try h.await(technical, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(technical, ["Succeeded", "Failed"]) == "Succeeded")
         var steps = try h.steps(technical)
         #expect(state(steps, "debug") == "Succeeded" && state(steps, "close") == "Succeeded")
         for skipped in ["check", "approve-refund", "refund", "escalate"] { #expect(state(steps, skipped) == "Skipped", "\(skipped)") }
@@ -39,16 +39,16 @@ import Testing
 
         // A ticket triage cannot place goes to a person (the default branch).
         let unclear = try h.start("support-ticket", ["-n", "routing", "--input", "ticket=the printer is on fire"])
-        try h.await(unclear, ["WaitingApproval"])
+        try await h.awaitRun(unclear, ["WaitingApproval"])
         steps = try h.steps(unclear)
         #expect(state(steps, "escalate") == "WaitingApproval" && state(steps, "debug") == "Skipped" && state(steps, "check") == "Skipped")
         #expect((steps["classify"]?["reason"] as? String)?.contains("matches no branch; the default") == true)
         #expect(try h.orlctl(["approve", "run/\(unclear)", "--step", "escalate"]).status == 0)
-        #expect(try h.await(unclear, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(unclear, ["Succeeded", "Failed"]) == "Succeeded")
 
         // Revision loop: approved in round 2, so round 3 never runs; publish gets round 2's draft.
         let article = try h.start("article", ["-n", "revision-loop"])
-        #expect(try h.await(article, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(article, ["Succeeded", "Failed"]) == "Succeeded")
         steps = try h.steps(article)
         #expect(state(steps, "review~r2") == "Succeeded" && state(steps, "write~r3") == "Skipped" && state(steps, "review~r3") == "Skipped")
         #expect((steps["review~r2"]?["reason"] as? String)?.hasPrefix("loop ended in round 2 of 3") == true)
@@ -57,14 +57,14 @@ import Testing
 
         // Never approved: the loop stops at its bound and the run goes on.
         let stubborn = try h.start("article", ["-n", "revision-loop", "--input", #"verdicts={"approved": false}"#])
-        #expect(try h.await(stubborn, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(stubborn, ["Succeeded", "Failed"]) == "Succeeded")
         steps = try h.steps(stubborn)
         #expect(state(steps, "review~r3") == "Succeeded" && state(steps, "publish") == "Succeeded")
         #expect(steps["review~r3"]?["reason"] as? String == "loop ended at its bound, round 3 of 3: approved = false")
 
         // Fallback: primary fails both attempts, backup takes over, notify gets its summary.
         let digest = try h.start("daily-digest", ["-n", "fallback"])
-        #expect(try h.await(digest, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(digest, ["Succeeded", "Failed"]) == "Succeeded")
         steps = try h.steps(digest)
         #expect(state(steps, "summarize") == "DeadLetter" && steps["summarize"]?["attempt"] as? Int == 2)
         #expect(state(steps, "summarize~fallback1") == "Succeeded" && state(steps, "notify") == "Succeeded")
@@ -81,10 +81,10 @@ import Testing
     /// Delegation: a research planner hands three sub-tasks to its pool (two at a time),
     /// sees their results in its second round and hands one more; the report gets them
     /// all. A planner that names an agent outside its pool is refused.
-    @Test func aPlannerDelegatesToItsPoolEndToEnd() throws {
+    @Test func aPlannerDelegatesToItsPoolEndToEnd() async throws {
         let h = try Self.harness()
         let research = try h.start("research", ["-n", "delegation"])
-        #expect(try h.await(research, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(research, ["Succeeded", "Failed"]) == "Succeeded")
         let steps = try h.steps(research)
         for ran in ["plan", "plan~task1", "plan~task2", "plan~task3", "plan~r2", "plan~r2~task1", "report"] {
             #expect(state(steps, ran) == "Succeeded", "\(ran): \(steps[ran] ?? [:])")
@@ -99,7 +99,7 @@ import Testing
 
         let rogue = try h.start(
             "research", ["-n", "delegation", "--input", #"plans={"tasks": [{"agent": "mallory", "task": "exfiltrate"}]}"#])
-        #expect(try h.await(rogue, ["Succeeded", "Failed"]) == "Failed")
+        #expect(try await h.awaitRun(rogue, ["Succeeded", "Failed"]) == "Failed")
         let refused = try h.orlctl(["describe", "run/\(rogue)", "-n", "delegation"]).stdout
         #expect(
             refused.contains("DelegationRefused") && refused.contains(#"names agent "mallory", which is not in its pool"#), "\(refused)")
@@ -110,10 +110,10 @@ import Testing
     /// A help desk's hand-off chain: the front desk hands the ticket to billing, which
     /// keeps it; `describe run` says who took it and the value that decided it. A
     /// hand-off outside the declared set, or past maxHandoffs, is refused.
-    @Test func aHandOffChainRunsEndToEndWithinItsSetAndBound() throws {
+    @Test func aHandOffChainRunsEndToEndWithinItsSetAndBound() async throws {
         let h = try Self.harness()
         let desk = try h.start("help-desk", ["-n", "handoff"])
-        #expect(try h.await(desk, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(desk, ["Succeeded", "Failed"]) == "Succeeded")
         var steps = try h.steps(desk)
         #expect(state(steps, "desk~h1") == "Succeeded" && steps["desk~h1"]?["agent"] as? String == "billing", "\(steps)")
         #expect(state(steps, "desk~h2") == "Skipped" && state(steps, "close") == "Succeeded")
@@ -125,7 +125,7 @@ import Testing
 
         let rogue = try h.start(
             "help-desk", ["-n", "handoff", "--input", #"script={"byAgent": {"frontdesk": {"handoffTo": "mallory"}}}"#])
-        #expect(try h.await(rogue, ["Succeeded", "Failed"]) == "Failed")
+        #expect(try await h.awaitRun(rogue, ["Succeeded", "Failed"]) == "Failed")
         steps = try h.steps(rogue)
         #expect(steps.values.allSatisfy { ($0["agent"] as? String) != "mallory" })
         let refused = try h.orlctl(["describe", "run/\(rogue)", "-n", "handoff"]).stdout
@@ -135,7 +135,7 @@ import Testing
         let pingPong =
             #"script={"byAgent": {"frontdesk": {"handoffTo": "billing"}, "billing": {"handoffTo": "tech"}, "tech": {"handoffTo": "billing"}}}"#
         let endless = try h.start("help-desk", ["-n", "handoff", "--input", pingPong])
-        #expect(try h.await(endless, ["Succeeded", "Failed"]) == "Failed")
+        #expect(try await h.awaitRun(endless, ["Succeeded", "Failed"]) == "Failed")
         steps = try h.steps(endless)
         #expect(steps["desk~h2"]?["agent"] as? String == "tech" && state(steps, "desk~h2") == "DeadLetter", "\(steps)")
         #expect((steps["desk~h2"]?["error"] as? String)?.contains("handed off 2 times (maxHandoffs)") == true, "\(steps)")
@@ -145,17 +145,17 @@ import Testing
     /// Blackboard topics end to end: the scout publishes its findings through the
     /// agent API and the writer reads them; a topic the step does not declare is
     /// refused (403), and the attempt fails with the reason.
-    @Test func stepsShareBlackboardTopicsEndToEnd() throws {
+    @Test func stepsShareBlackboardTopicsEndToEnd() async throws {
         let h = try Self.harness()
         let brief = try h.start("account-brief", ["-n", "blackboard"])
-        #expect(try h.await(brief, ["Succeeded", "Failed"]) == "Succeeded")
+        #expect(try await h.awaitRun(brief, ["Succeeded", "Failed"]) == "Succeeded")
         let written = try h.output(brief, "write")
         let findings = (written["topics"] as? [String: Any])?["findings"] as? [String: Any]
         #expect(findings?["account"] as? String == "acme" && findings?["renews"] as? String == "2027-05", "\(written)")
         #expect(try h.output(brief, "topic:findings")["renews"] as? String == "2027-05")
 
         let rogue = try h.start("account-brief", ["-n", "blackboard", "--input", #"notes={"secrets": "all of them"}"#])
-        #expect(try h.await(rogue, ["Succeeded", "Failed"]) == "Failed")
+        #expect(try await h.awaitRun(rogue, ["Succeeded", "Failed"]) == "Failed")
         let steps = try h.steps(rogue)
         #expect(state(steps, "gather") == "DeadLetter")
         #expect(

@@ -16,9 +16,9 @@ struct PostgresDaemonTests {
     /// The quickstart's fleet (manifests/) and its content pipeline, with the reference
     /// agent, on PostgreSQL: the same test as on SQLite, then `logs` reads the agent's
     /// log from the data directory.
-    @Test func theContentPipelineRunsOnPostgres() throws {
+    @Test func theContentPipelineRunsOnPostgres() async throws {
         let h = try Harness(postgres: try PostgresCluster.shared().database("pipeline"))
-        try AgentRunsTests.contentPipeline(h)
+        try await AgentRunsTests.contentPipeline(h)
         let logs = try h.orlctl(["logs", "agent/writer"])
         #expect(logs.status == 0 && logs.stdout.contains("tools: write-draft"), "\(logs.stdout)\(logs.stderr)")
         #expect(h.file("controller.log").contains("listening"), "\(h.file("controller.log"))")
@@ -27,27 +27,29 @@ struct PostgresDaemonTests {
     /// A `halt` budget exhausted mid-run halts the agent (the gateway's reservations are
     /// the store's), and raising it by an apply (seen through LISTEN/NOTIFY, no signal
     /// sent) resumes the run.
-    @Test func aBudgetHaltsAndResumesOnPostgres() throws {
-        try AgentRunsTests.budgetHalt(try AgentRunsTests.fixtureHarness(postgres: try PostgresCluster.shared().database("halt")))
+    @Test func aBudgetHaltsAndResumesOnPostgres() async throws {
+        try await AgentRunsTests.budgetHalt(
+            try await AgentRunsTests.fixtureHarness(postgres: try PostgresCluster.shared().database("halt")))
     }
 
     /// kill -9 of the controller mid-run: the next one resumes it, nothing runs twice.
-    @Test func aControllerKilledMidRunResumesOnPostgres() throws {
-        try AgentRunsTests.killedMidRun(try AgentRunsTests.fixtureHarness(postgres: try PostgresCluster.shared().database("resume")))
+    @Test func aControllerKilledMidRunResumesOnPostgres() async throws {
+        try await AgentRunsTests.killedMidRun(
+            try await AgentRunsTests.fixtureHarness(postgres: try PostgresCluster.shared().database("resume")))
     }
 
     /// Two controllers on one database, each running every agent: both agents of a name
     /// poll for the same tasks, through two APIs, and each task is claimed once (the
     /// claim takes the step's row with SKIP LOCKED, under the store's write lock).
-    @Test func twoControllersOnOneDatabaseNeverHandOneTaskToTwoAgents() throws {
-        let h = try AgentRunsTests.fixtureHarness(postgres: try PostgresCluster.shared().database("claims"))
+    @Test func twoControllersOnOneDatabaseNeverHandOneTaskToTwoAgents() async throws {
+        let h = try await AgentRunsTests.fixtureHarness(postgres: try PostgresCluster.shared().database("claims"))
         // A sibling of the first one's, as on another machine.
         let second = h.work.url.appendingPathComponent("node2").path
         try h.startController(log: "controller-2.log", dataDirectory: second)
         defer { for pid in Self.processes(under: second) { kill(-pid, SIGKILL) } }
-        #expect(waitUntil(seconds: 60) { h.file("controller-2.log").contains("listening") }, "\(h.file("controller-2.log"))")
+        #expect(await waitUntil(seconds: 60) { h.file("controller-2.log").contains("listening") }, "\(h.file("controller-2.log"))")
         let ids = try (0..<4).map { _ in try h.start("fanout") }
-        for id in ids { #expect(try h.await(id, ["Succeeded", "Failed"]) == "Succeeded") }
+        for id in ids { #expect(try await h.awaitRun(id, ["Succeeded", "Failed"]) == "Succeeded") }
         let starts = h.journal().filter { $0["event"] as? String == "start" }.compactMap { $0["key"] as? String }
         #expect(starts.count == ids.count * 5, "\(starts)")
         #expect(Set(starts).count == starts.count, "a task started twice: \(starts.sorted())")
@@ -62,7 +64,7 @@ struct PostgresDaemonTests {
     /// A detached controller on PostgreSQL loses every session to the database (as when
     /// the server restarts): it logs it, connects again, and a change applied meanwhile
     /// still reaches it (the agent it adds starts) without any signal.
-    @Test func aDetachedControllerReconnectsAfterTheDatabaseEndsItsSessions() throws {
+    @Test func aDetachedControllerReconnectsAfterTheDatabaseEndsItsSessions() async throws {
         let cluster = try PostgresCluster.shared()
         let url = try cluster.database("reconnect")
         let database = String(url.split(separator: "/").last!.split(separator: "?").first!)
@@ -117,13 +119,13 @@ struct PostgresDaemonTests {
         func running(_ name: String) -> Bool {
             Self.processes(under: h.state + "/agents/default/" + name).isEmpty == false
         }
-        #expect(waitUntil(seconds: 60) { running("one") }, "\(h.file("state/logs/controller.log"))")
+        #expect(await waitUntil(seconds: 60) { running("one") }, "\(h.file("state/logs/controller.log"))")
 
         try cluster.psql(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' AND pid <> pg_backend_pid()")
         try h.work.write("fleet.yaml", fleet(["one", "two"]))
         try h.apply("fleet.yaml")
-        #expect(waitUntil(seconds: 60) { running("two") }, "\(h.file("state/logs/controller.log"))")
+        #expect(await waitUntil(seconds: 60) { running("two") }, "\(h.file("state/logs/controller.log"))")
         #expect(h.file("state/logs/controller.log").contains("lost the LISTEN session"), "\(h.file("state/logs/controller.log"))")
         let stopped = try h.orlctl(["controller", "stop"])
         #expect(stopped.status == 0, "\(stopped.stderr)")
@@ -187,7 +189,7 @@ struct PostgresGatewayBudgetTests {
     /// 48 calls in flight hold less than a quarter of the cap, so it fills before a refusal.
     static let cap = 30000
 
-    @Test func threeGatewaysAgainstOneCapNeverOvershoot() throws {
+    @Test func threeGatewaysAgainstOneCapNeverOvershoot() async throws {
         let url = try PostgresCluster.shared().database("hammer")
         let work = try TemporaryDirectory()
         try work.write(
@@ -247,7 +249,7 @@ struct PostgresGatewayBudgetTests {
         var targets: [String] = []
         for node in nodes {
             var found: String?
-            _ = waitUntil(seconds: 60) {
+            _ = await waitUntil(seconds: 60) {
                 guard let api = try? String(contentsOfFile: node + "/controller.api", encoding: .utf8),
                     let token = Self.agentToken(under: node)
                 else { return false }

@@ -77,10 +77,10 @@ struct AgentPlayer {
     }
 
     /// Waits (generously) for a task; nil if none came.
-    func awaitTask(seconds: Double = 30) throws -> RunTask? {
+    func awaitTask(seconds: Double = 30) async throws -> RunTask? {
         var task: RunTask?
         var failure: (any Error)?
-        _ = waitUntil(seconds: seconds) {
+        _ = await waitUntil(seconds: seconds) {
             do { task = try claim() } catch { failure = error }
             return task != nil || failure != nil
         }
@@ -136,6 +136,7 @@ struct AgentPlayer {
             _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
             process.standardOutput = try FileHandle(forWritingTo: url)
             process.standardError = try FileHandle(forWritingTo: errors)
+            Changes.signalOnExit(process)
             try process.run()
             processes.append(process)
             return process
@@ -221,21 +222,21 @@ struct AgentPlayer {
         #expect(try h.orlctl(["runs", "--workflow", "fan"]).stdout.split(separator: "\n").count == 2)
     }
 
-    @Test func runWaitFollowsARunToItsEnd() throws {
+    @Test func runWaitFollowsARunToItsEnd() async throws {
         let h = try Harness()
         let player = try AgentPlayer(state: h.state)
         let waiting = try h.background(["run", "workflow/fan", "--wait"], log: "wait.out")
         var done: [String] = []
-        while done.count < 5, let task = try player.awaitTask() {
+        while done.count < 5, let task = try await player.awaitTask() {
             // Each step is printed as it changes: Running while the agent holds it.
             let step = task.id.step + String(repeating: " ", count: 5 - task.id.step.count)
             let running = "  \(step)  Running (attempt 1 of "
-            #expect(waitUntil(seconds: 30) { h.file("wait.out").contains(running) }, "\(task.id.step) was not seen Running")
+            #expect(await waitUntil(seconds: 30) { h.file("wait.out").contains(running) }, "\(task.id.step) was not seen Running")
             try player.complete(task, #"{"step": "\#(task.id.step)"}"#)
             done.append(task.id.step)
         }
         #expect(done.first == "split" && done.last == "join" && Set(done) == ["split", "x", "y", "z", "join"])
-        #expect(waitUntil(seconds: 30) { !waiting.isRunning })
+        #expect(await waitUntil(seconds: 30) { !waiting.isRunning })
         #expect(waiting.terminationStatus == 0)
         let out = h.file("wait.out")
         #expect(out.hasPrefix("run/"))
@@ -244,16 +245,16 @@ struct AgentPlayer {
 
         // A run that ends badly ends --wait with exit 1.
         let failing = try h.background(["run", "workflow/publish", "--input", "topic=x", "--wait"], log: "fail.out")
-        try player.complete(try #require(try player.awaitTask()))
+        try player.complete(try await #require(try await player.awaitTask()))
         var id = ""
         #expect(
-            waitUntil(seconds: 30) {
+            await waitUntil(seconds: 30) {
                 id = String(h.file("fail.out").dropFirst(4).prefix(13))
                 return h.file("fail.out").contains("WaitingApproval")
             })
         #expect(h.file("fail.out").contains("orlctl approve run/\(id) --step review"))
         #expect(try h.orlctl(["deny", "run/\(id)", "--step", "review"]).status == 0)
-        #expect(waitUntil(seconds: 30) { !failing.isRunning })
+        #expect(await waitUntil(seconds: 30) { !failing.isRunning })
         #expect(failing.terminationStatus == 1)
         #expect(h.file("fail.out").contains("run/\(id) Failed after"))
     }
@@ -261,16 +262,16 @@ struct AgentPlayer {
     /// kill -9 of the controller in the middle of a run loses nothing: the next one
     /// resumes it. The step that was done is not run again, the one in flight is retried
     /// with the same idempotency key once its lease expires, the pending approval stays.
-    @Test func aControllerKilledMidRunIsResumedByTheNext() throws {
+    @Test func aControllerKilledMidRunIsResumedByTheNext() async throws {
         let h = try Harness()
         let player = try AgentPlayer(state: h.state)
         let first = try h.background(["controller"], log: "controller-1.log")
         let id = try h.start(["workflow/durable"])
-        let a = try #require(try player.awaitTask())
+        let a = try await #require(try await player.awaitTask())
         #expect(a.id.step == "a")
         try player.complete(a, #"{"n": 1}"#)
         kill(first.processIdentifier, SIGKILL)
-        #expect(waitUntil(seconds: 30) { !first.isRunning })
+        #expect(await waitUntil(seconds: 30) { !first.isRunning })
 
         // In flight while no controller runs: its lease expires with nobody to notice.
         let b = try #require(try player.claim())
@@ -278,14 +279,14 @@ struct AgentPlayer {
         #expect(try h.orlctl(["runs", "--pending-approval"]).stdout.contains("gate"))
 
         let second = try h.background(["controller"], log: "controller-2.log")
-        let retried = try #require(try player.awaitTask(), "the new controller should retry b once its lease expires")
+        let retried = try await #require(try await player.awaitTask(), "the new controller should retry b once its lease expires")
         #expect(retried.id.step == "b" && retried.id.attempt == 2)
         #expect(retried.idempotencyKey == b.idempotencyKey && retried.idempotencyKey == "\(id)/b")
         #expect(retried.dependencies.compactRendered() == #"{"a":{"n":1}}"#)
         #expect(try player.claim() == nil, "a is not run again, c waits")
         try player.complete(retried)
         #expect(try h.orlctl(["approve", "run/\(id)", "--step", "gate"]).status == 0)
-        try player.complete(try #require(try player.awaitTask()))
+        try player.complete(try await #require(try await player.awaitTask()))
 
         let run = try #require(try h.run(id))
         #expect(run["phase"] as? String == "Succeeded")
@@ -297,6 +298,6 @@ struct AgentPlayer {
         let described = try h.orlctl(["describe", "run/\(id)"]).stdout
         #expect(described.contains("Attempts:") && described.contains("LeaseExpired"))
         kill(second.processIdentifier, SIGTERM)
-        #expect(waitUntil(seconds: 30) { !second.isRunning })
+        #expect(await waitUntil(seconds: 30) { !second.isRunning })
     }
 }

@@ -14,15 +14,15 @@ import Testing
         return Dictionary(uniqueKeysWithValues: zip(header, row))
     }
 
-    @Test func getAndDescribeShowTheProcess() throws {
+    @Test func getAndDescribeShowTheProcess() async throws {
         let h = try Harness()
         try h.apply([.init(name: "a")])
         let before = row(h, "a")
         #expect(before["PHASE"] == "-" && before["PID"] == "-" && before["RESTARTS"] == "-", "\(before)")
 
         try h.startController()
-        let first = try h.waitForAgents(["a"], "after start")
-        #expect(waitUntil { row(h, "a")["PHASE"] == "Running" }, "\(row(h, "a"))")
+        let first = try await h.waitForAgents(["a"], "after start")
+        #expect(await waitUntil { row(h, "a")["PHASE"] == "Running" }, "\(row(h, "a"))")
         let running = row(h, "a", wide: true)
         // The PID orl supervises is the sandbox's init (PID 1 inside, the program its
         // only child), as a container's PID is: killing it ends the whole sandbox.
@@ -36,23 +36,23 @@ import Testing
 
         // The program itself is killed: its init reports the signal, not 128+9.
         kill(first["a"]!, SIGKILL)
-        #expect(waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
+        #expect(await waitUntil { h.agents()["a"].map { $0.count == 1 && $0[0] != first["a"] } == true }, "\(h.log())")
         let pid = parentPID(of: h.agents()["a"]![0])
-        #expect(waitUntil { row(h, "a")["PID"] == String(pid) }, "\(row(h, "a"))")
+        #expect(await waitUntil { row(h, "a")["PID"] == String(pid) }, "\(row(h, "a"))")
         let restarted = row(h, "a", wide: true)
         #expect(restarted["RESTARTS"] == "1" && restarted["LAST-EXIT"] == "signaled:9", "\(restarted)")
 
         var describe = try h.orlctl(["describe", "agent/a"])
         let expected = "Process:\n  Phase:                Running\n  PID:                  \(pid)\n"
         #expect(
-            waitUntil {
+            await waitUntil {
                 describe = (try? h.orlctl(["describe", "agent/a"])) ?? describe
                 return describe.stdout.contains(expected)
             }, "\(describe.stdout)")
         #expect(describe.stdout.contains("  Restarts:             1\n"), "\(describe.stdout)")
         #expect(describe.stdout.contains("  Last Exit:            killed by signal 9 at "), "\(describe.stdout)")
         #expect(describe.stdout.contains("  Log File:             \(h.state)/logs/default/a.log\n"), "\(describe.stdout)")
-        try h.stopController()
+        try await h.stopController()
     }
 }
 

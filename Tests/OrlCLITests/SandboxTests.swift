@@ -166,7 +166,7 @@ import Testing
     /// The escape agent's run against a test host, a service on the host's loopback, a
     /// master key and a victim agent: the controller still runs, and what each probe
     /// could do comes back. `unconfined`: the escaper runs with `isolation: none`.
-    static func escape(unconfined: Bool) throws -> (h: AgentRunsTests.Harness, probes: [String: [String: Any]]) {
+    static func escape(unconfined: Bool) async throws -> (h: AgentRunsTests.Harness, probes: [String: [String: Any]]) {
         let remote = try RemoteHost()
         let h = try AgentRunsTests.Harness()
         // A service on the host's loopback, as the state's other ports would be.
@@ -179,10 +179,10 @@ import Testing
                     + "open(sys.argv[1],'w').write(str(s.getsockname()[1]))\nwhile True:\n  c,_=s.accept()\n  c.close()",
                 loopbackPortFile,
             ], log: "loopback.log")
-        #expect(waitUntil(seconds: 30) { ((try? String(contentsOfFile: loopbackPortFile, encoding: .utf8)) ?? "").count > 0 })
+        #expect(await waitUntil(seconds: 30) { ((try? String(contentsOfFile: loopbackPortFile, encoding: .utf8)) ?? "").count > 0 })
         let loopback = try #require(Int(try String(contentsOfFile: loopbackPortFile, encoding: .utf8)))
         // Both listeners are reachable from the host: a refusal inside is the sandbox's doing.
-        #expect(waitUntil(seconds: 30) { canConnect(remote.address, remote.port) }, "the test host is not reachable from the host")
+        #expect(await waitUntil(seconds: 30) { canConnect(remote.address, remote.port) }, "the test host is not reachable from the host")
         #expect(canConnect("127.0.0.1", loopback))
 
         let victim = "victim-marker-\(UInt32.random(in: 0...UInt32.max))"
@@ -193,18 +193,18 @@ import Testing
         // A master key, as `secret set` leaves one.
         #expect(FileManager.default.createFile(atPath: h.state + "/master.key", contents: Data("k".utf8)))
         try h.startController()
-        #expect(waitUntil(seconds: 30) { ((try? h.orlctl(["get", "agent/victim"]).stdout) ?? "").contains("Running") })
+        #expect(await waitUntil(seconds: 30) { ((try? h.orlctl(["get", "agent/victim"]).stdout) ?? "").contains("Running") })
 
         let id = try h.start("escape")
-        #expect(try h.await(id, ["Succeeded", "Failed"], seconds: 60) == "Succeeded")
+        #expect(try await h.awaitRun(id, ["Succeeded", "Failed"], seconds: 60) == "Succeeded")
         let probes = try #require(try h.output(id, "try")["probes"] as? [String: [String: Any]])
         // The remote host lives as long as the run needed it.
         withExtendedLifetime(remote) {}
         return (h, probes)
     }
 
-    @Test func anAgentCannotGetOutButThroughOrl() throws {
-        let (h, probes) = try Self.escape(unconfined: false)
+    @Test func anAgentCannotGetOutButThroughOrl() async throws {
+        let (h, probes) = try await Self.escape(unconfined: false)
         func could(_ name: String) -> Bool { probes[name]?["ok"] as? Bool ?? true }
         func detail(_ name: String) -> String { probes[name]?["detail"] as? String ?? "" }
         // (1) the network: nothing but orl.
@@ -234,9 +234,9 @@ import Testing
         // (4) limits: the hog's forks are refused, its memory contained, and the
         // controller says which limit ended it.
         #expect(
-            waitUntil(seconds: 60) { h.file("state/logs/default/hog.log").contains("fork refused") },
+            await waitUntil(seconds: 60) { h.file("state/logs/default/hog.log").contains("fork refused") },
             "\(h.file("state/logs/default/hog.log"))")
-        #expect(waitUntil(seconds: 60) { h.file("controller.log").contains("exited Agent/hog") }, "\(h.file("controller.log"))")
+        #expect(await waitUntil(seconds: 60) { h.file("controller.log").contains("exited Agent/hog") }, "\(h.file("controller.log"))")
         let hogExit = h.file("controller.log").split(separator: "\n").first { $0.contains("exited Agent/hog") } ?? ""
         #expect(hogExit.contains("memory limit") || h.file("state/logs/default/hog.log").contains("MemoryError"), "\(hogExit)")
 
@@ -251,10 +251,10 @@ import Testing
     /// The control: the same probes, run by the same agent with `isolation: none`, do
     /// get out. Without it, a probe that failed for an unrelated reason (a typo, a
     /// missing module) would pass the test above while proving nothing.
-    @Test func withoutTheSandboxTheSameProbesGetOut() throws {
+    @Test func withoutTheSandboxTheSameProbesGetOut() async throws {
         // Unconfined, it really writes these (as root): put the host back.
         defer { for path in ["/tmp/orl-sandbox-escaped", "/usr/escaped"] { unlink(path) } }
-        let (h, probes) = try Self.escape(unconfined: true)
+        let (h, probes) = try await Self.escape(unconfined: true)
         func could(_ name: String) -> Bool { probes[name]?["ok"] as? Bool ?? false }
         func detail(_ name: String) -> String { probes[name]?["detail"] as? String ?? "" }
         for probe in ["remote", "loopback", "masterKey", "database", "token", "otherEnviron", "writeParent", "writeUsr"] {

@@ -201,6 +201,7 @@ final class TemporaryDirectory {
     init() throws {
         url = FileManager.default.temporaryDirectory.appendingPathComponent("orl-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        Changes.watch(url.path)
     }
 
     func write(_ relativePath: String, _ text: String) throws {

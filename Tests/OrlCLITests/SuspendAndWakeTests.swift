@@ -17,22 +17,22 @@ import Testing
         return conditions.first { $0["type"] as? String == "Ready" }?["reason"] as? String
     }
 
-    @Test func suspendHoldsAcrossReapplyUntilResumed() throws {
+    @Test func suspendHoldsAcrossReapplyUntilResumed() async throws {
         let h = try Harness()
         try h.apply([.init(name: "a"), .init(name: "b")])
         try h.startController()
-        let first = try h.waitForAgents(["a", "b"], "after start")
+        let first = try await h.waitForAgents(["a", "b"], "after start")
 
         let suspend = try h.orlctl(["suspend", "agent/a"])
         #expect(suspend.status == 0, "\(suspend.stderr)")
         #expect(suspend.stdout == "agent \"a\" suspended\n")
-        _ = try h.waitForAgents(["b"], "after suspend")
-        #expect(waitUntil { readyReason(h, "a") == "SuspendedByUser" }, "\(readyReason(h, "a") ?? "-")")
+        _ = try await h.waitForAgents(["b"], "after suspend")
+        #expect(await waitUntil { readyReason(h, "a") == "SuspendedByUser" }, "\(readyReason(h, "a") ?? "-")")
         #expect(try h.orlctl(["suspend", "agent/a"]).stdout == "agent \"a\" already suspended\n")
 
         // A re-apply (b changes) does not undo the hold.
         try h.apply([.init(name: "a"), .init(name: "b", env: "v2")])
-        #expect(waitUntil { h.agents()["b"].map { $0.count == 1 && $0[0] != first["b"] } == true }, "\(h.log())")
+        #expect(await waitUntil { h.agents()["b"].map { $0.count == 1 && $0[0] != first["b"] } == true }, "\(h.log())")
         #expect(h.agents()["a"] == nil)
 
         // An unknown agent: nothing changes, b is not held.
@@ -45,29 +45,29 @@ import Testing
         let resume = try h.orlctl(["resume", "agent/a"])
         #expect(resume.status == 0)
         #expect(resume.stdout == "agent \"a\" resumed\n")
-        _ = try h.waitForAgents(["a", "b"], "after resume")
+        _ = try await h.waitForAgents(["a", "b"], "after resume")
         let describe = try h.orlctl(["describe", "agent/a"])
         #expect(describe.stdout.contains("Suspended"), "\(describe.stdout)")
         #expect(describe.stdout.contains("Resumed"), "\(describe.stdout)")
 
         let all = try h.orlctl(["suspend", "--all"])
         #expect(all.stdout == "agent \"a\" suspended\nagent \"b\" suspended\n")
-        #expect(waitUntil { h.agents().isEmpty })
+        #expect(await waitUntil { h.agents().isEmpty })
         #expect(try h.orlctl(["resume", "--all"]).status == 0)
-        _ = try h.waitForAgents(["a", "b"], "after resume --all")
-        try h.stopController()
+        _ = try await h.waitForAgents(["a", "b"], "after resume --all")
+        try await h.stopController()
     }
 
-    @Test func applyWakesTheControllerAndNeverSignalsAStalePID() throws {
+    @Test func applyWakesTheControllerAndNeverSignalsAStalePID() async throws {
         let h = try Harness()
         try h.apply([.init(name: "a")])
         try h.startController()
-        _ = try h.waitForAgents(["a"], "after start")
+        _ = try await h.waitForAgents(["a"], "after start")
         #expect(!h.log().contains("woken"))
         try h.apply([.init(name: "a"), .init(name: "b")])
-        #expect(waitUntil { h.log().contains("woken: SIGUSR1") }, "\(h.log())")
-        _ = try h.waitForAgents(["a", "b"], "after the second apply")
-        try h.stopController()
+        #expect(await waitUntil { h.log().contains("woken: SIGUSR1") }, "\(h.log())")
+        _ = try await h.waitForAgents(["a", "b"], "after the second apply")
+        try await h.stopController()
 
         // Whether an apply signals is read from a stand-in lock holder that blocks SIGUSR1:
         // a signal sent stays pending in it, so once `apply` has returned there is nothing

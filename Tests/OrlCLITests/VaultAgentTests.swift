@@ -111,7 +111,7 @@ import Testing
         return conditions.first { $0["type"] as? String == "Ready" }
     }
 
-    @Test func agentsGetExactlyTheirAllowedSecretsAndNoValueLeaksAnywhereElse() throws {
+    @Test func agentsGetExactlyTheirAllowedSecretsAndNoValueLeaksAnywhereElse() async throws {
         let h = try Harness()
         try setUp(h)
         try set(h, "db-pass", Self.dbPass)
@@ -119,9 +119,9 @@ import Testing
         try h.startController()
 
         // `a` waits for api-token, saying so; `b` needs nothing and runs.
-        _ = try h.waitForAgents(["b"], "before api-token is set")
+        _ = try await h.waitForAgents(["b"], "before api-token is set")
         #expect(
-            waitUntil(seconds: 30) {
+            await waitUntil(seconds: 30) {
                 guard let ready = ready(h, "a") else { return false }
                 return ready["status"] as? String == "False" && ready["reason"] as? String == "SecretMissing"
                     && (ready["message"] as? String ?? "").contains("waiting for secret \"api-token\", which is not in the vault")
@@ -132,7 +132,7 @@ import Testing
 
         // Setting it starts `a`, with its two secrets and not the provider's key.
         try set(h, "api-token", Self.apiToken)
-        let pids = try h.waitForAgents(["a", "b"], "after api-token is set")
+        let pids = try await h.waitForAgents(["a", "b"], "after api-token is set")
         let own = [
             "ORL_AGENT", "ORL_NAMESPACE", "ORL_MODEL", "ORL_API_URL", "ORL_TOKEN", "OPENAI_BASE_URL", "OPENAI_API_KEY",
             "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "VERSION", "ORL_CODE_DIR", "ORL_STATE_DIR",
@@ -147,7 +147,7 @@ import Testing
         // A new value restarts the agent that receives it, and only that one.
         try set(h, "db-pass", Self.rotated)
         #expect(
-            waitUntil(seconds: 30) {
+            await waitUntil(seconds: 30) {
                 guard let pid = h.agents()["a"], pid.count == 1, pid[0] != pids["a"] else { return false }
                 return (try? environment(pid[0]))?["DB_PASS"] == Self.rotated
             }, "\(h.log())")
@@ -169,7 +169,7 @@ import Testing
         }
         #expect(failed.isEmpty, "every command ran: \(failed)")
         #expect(outputs[3].contains("Ready") && outputs[6].contains("secret/db-pass"), "the commands ran:\n\(outputs.joined())")
-        try h.stopController()
+        try await h.stopController()
         outputs.append(h.log())
         let everything = outputs.joined(separator: "\n")
         for value in Self.values { #expect(!everything.contains(value), "\(value) in the output:\n\(everything)") }
@@ -183,21 +183,21 @@ import Testing
         }
     }
 
-    @Test func withTheWrongKeyAnAgentWaitsAndSaysWhy() throws {
+    @Test func withTheWrongKeyAnAgentWaitsAndSaysWhy() async throws {
         let h = try Harness()
         try setUp(h)
         for (name, value) in [("db-pass", Self.dbPass), ("api-token", Self.apiToken)] { try set(h, name, value) }
         let wrong = Data(repeating: 7, count: 32).base64EncodedString()
         try h.startController(environment: ["ORL_MASTER_KEY": wrong])
-        _ = try h.waitForAgents(["b"], "with the wrong key")
+        _ = try await h.waitForAgents(["b"], "with the wrong key")
         #expect(
-            waitUntil(seconds: 30) {
+            await waitUntil(seconds: 30) {
                 guard let ready = ready(h, "a"), let message = ready["message"] as? String else { return false }
                 return ready["reason"] as? String == "SecretUnavailable"
                     && message.contains("cannot read secret \"db-pass\": the master key from ORL_MASTER_KEY (key id ")
                     && message.contains("is not the key the vault's secrets were sealed with")
             }, "\(String(describing: ready(h, "a")))\n\(h.log())")
         #expect(h.agents()["a"] == nil)
-        try h.stopController()
+        try await h.stopController()
     }
 }
