@@ -418,7 +418,10 @@ final class CommitAfterRead: StateUpkeep {
 @Suite struct PublicationProbeTests {
     @Test func aWriteTransactionOfThisProcessCountsAsPublishing() throws {
         let state = try TemporaryState()
-        let store = try SQLiteStateStore(directory: state.directory)
+        // Opened as an existing state: the first write of the store that made it goes
+        // around the WAL (a first apply), and holds no WAL lock.
+        _ = try SQLiteStateStore(directory: state.directory)
+        let store = try SQLiteStateStore(existing: state.directory)
         let signal = SQLiteFileSignal(databasePath: store.path)
         _ = try store.changeMarker()
         #expect(signal.mayStillBePublishing() == false)
