@@ -235,7 +235,7 @@ struct JSONParserTests {
     /// Seeded random edits of the documents (bytes dropped, inserted, replaced), most of
     /// which break them somewhere in a skipped member: every outcome is the whole parse's.
     @Test func editedDocumentsReadAsTheWholeParseReadsThem() {
-        var random = SplitMix(seed: 0x6f72_6c25)
+        var random = SplitMix64(seed: 0x6f72_6c25)
         let alphabet = Array(#"{}[]",:\ 0123456789eE.-+tfnulrsaxu"#.utf8) + [0x0A, 0x09, 0x01, 0xC3, 0xA9, 0xFF]
         var refused = 0
         for round in 0..<3_000 {
@@ -255,17 +255,5 @@ struct JSONParserTests {
         }
         // Both kinds of outcome were exercised.
         #expect(refused > 1_000 && refused < 2_990)
-    }
-}
-
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
