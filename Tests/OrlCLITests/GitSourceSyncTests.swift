@@ -16,6 +16,21 @@ import Testing
             store: store, clock: { Timestamp(milliseconds: Int64(Date().timeIntervalSince1970 * 1000)) })
     }
 
+    /// The round parsed the one changed file of five, applied it as one update, and the
+    /// source now records `commit` as applied.
+    func expectOneFileApplied(
+        _ report: SyncReport, commit: String, store: SQLiteStateStore, sourceLocation: Testing.SourceLocation = #_sourceLocation
+    ) throws {
+        #expect(report.files == 5 && report.parsed == 1, "only the changed file is parsed", sourceLocation: sourceLocation)
+        guard case .applied(let outcome) = report.outcome else {
+            Issue.record("expected applied, got \(report.outcome)", sourceLocation: sourceLocation)
+            return
+        }
+        #expect(outcome.plan.updates == 1 && outcome.plan.unchanged.count == 4, sourceLocation: sourceLocation)
+        let source = try store.read { reader throws(StoreError) in try reader.source(named: "fleet") }
+        #expect(source?.lastApplied == commit, sourceLocation: sourceLocation)
+    }
+
     /// `sync --once` makes one round (`singleRound`) and takes no fingerprint of the state
     /// for a round after it; rounds after it are right all the same. Its first round starts
     /// reading the index the state keeps before asking the remote: when the remote cannot
@@ -39,13 +54,7 @@ import Testing
         }
         try FileManager.default.moveItem(atPath: away, toPath: repo.root.path)
         report = await once.round(retryFailed: true)
-        #expect(report.files == 5 && report.parsed == 1, "only the changed file is parsed")
-        guard case .applied(let outcome) = report.outcome else {
-            Issue.record("expected applied, got \(report.outcome)")
-            return
-        }
-        #expect(outcome.plan.updates == 1 && outcome.plan.unchanged.count == 4)
-        #expect(try store.read { reader throws(StoreError) in try reader.source(named: "fleet") }?.lastApplied == second)
+        try expectOneFileApplied(report, commit: second, store: store)
 
         // Deleted behind the source's back: put back, though no fingerprint was taken.
         let budget = ResourceID(kind: "Budget", namespace: ResourceID.defaultNamespace, name: "daily")
@@ -82,14 +91,8 @@ import Testing
         try repo.write("fleet/agent.yaml", GitFleet.agent("two"))
         let second = try repo.commit("second")
         report = await sync.round(retryFailed: false)
-        #expect(report.files == 5 && report.parsed == 1, "only the changed file is parsed")
         #expect(report.head?.hex == second)
-        guard case .applied(let outcome) = report.outcome else {
-            Issue.record("expected applied, got \(report.outcome)")
-            return
-        }
-        #expect(outcome.plan.updates == 1 && outcome.plan.unchanged.count == 4)
-        #expect(try store.read { reader throws(StoreError) in try reader.source(named: "fleet") }?.lastApplied == second)
+        try expectOneFileApplied(report, commit: second, store: store)
     }
 
     /// The first round of a new process (a restarted watch, `sync --once`) reads the index
@@ -106,13 +109,7 @@ import Testing
         try repo.write("fleet/budget.yaml", GitFleet.budget.replacingOccurrences(of: "usd: 5", with: "usd: 6"))
         let second = try repo.commit("second")
         report = await sync(repo, store: store).round(retryFailed: false)
-        #expect(report.files == 5 && report.parsed == 1, "only the changed file is parsed")
-        guard case .applied(let outcome) = report.outcome else {
-            Issue.record("expected applied, got \(report.outcome)")
-            return
-        }
-        #expect(outcome.plan.updates == 1 && outcome.plan.unchanged.count == 4)
-        #expect(try store.read { reader throws(StoreError) in try reader.source(named: "fleet") }?.lastApplied == second)
+        try expectOneFileApplied(report, commit: second, store: store)
 
         // A Policy that now forbids the agent's tool: the agent's file is not parsed, the
         // check sees it through what the state kept of its namespace.
