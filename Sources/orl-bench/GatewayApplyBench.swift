@@ -80,25 +80,28 @@ struct GatewayApplyBench: AsyncParsableCommand {
         let applier = Applier(binary: binary, state: state, root: root)
         print("gateway-apply: orlctl controller; `orlctl apply` of \(count) manifests in another process, round after round")
         print("(first apply, re-apply changing \(count / 3), delete); wrk \(duration) s per run, quiet and under apply alternating")
-        print("target                      conns   load      req/s   p50 ms   p99 ms   max ms  CPU ms/req  applies")
+        print("(loop wait: the controller's event loops ready to run but waiting for a CPU, ms per second of the run)")
+        print("target                      conns   load      req/s   p50 ms   p99 ms   max ms  CPU ms/req  loop wait  applies")
         for connections in connections.split(separator: ",").compactMap({ Int($0) }) {
             for _ in 0..<rounds {
                 let direct = try GatewayBench.wrk(
                     wrk, root: root, url: upstreamURL + "/chat/completions", key: "none", connections: connections, seconds: duration)
-                report("upstream direct", connections, "quiet", direct, cpu: nil, applies: nil)
+                report("upstream direct", connections, "quiet", direct, cpu: nil, wait: nil, applies: nil)
                 for (name, model) in [("gateway → upstream", "up/gpt-4o-mini"), ("gateway, simulated", "sim/gpt-4o-mini")] {
                     var pair: [GatewayBench.Figures] = []
                     for loaded in [false, true] {
                         if loaded { applier.start() }
                         let before = GatewayBench.cpuMilliseconds(controller.processIdentifier)
+                        let waitedBefore = GatewayBench.loopWaitMilliseconds(controller.processIdentifier)
                         let figures = try GatewayBench.wrk(
                             wrk, root: root, url: api + "/v1/chat/completions", key: token, connections: connections, seconds: duration,
                             model: model)
                         let cpu = (GatewayBench.cpuMilliseconds(controller.processIdentifier) - before) / Double(max(figures.requests, 1))
+                        let wait = (GatewayBench.loopWaitMilliseconds(controller.processIdentifier) - waitedBefore) / Double(duration)
                         let applies = loaded ? applier.stop() : nil
                         // The quiet run after starts once the controller has taken in the last write.
                         if loaded { try await Self.settle(controller.processIdentifier) }
-                        report(name, connections, loaded ? "apply" : "quiet", figures, cpu: cpu, applies: applies)
+                        report(name, connections, loaded ? "apply" : "quiet", figures, cpu: cpu, wait: wait, applies: applies)
                         if figures.non2xx > 0 { print("  non-2xx: \(figures.non2xx)") }
                         pair.append(figures)
                     }
@@ -125,12 +128,14 @@ struct GatewayApplyBench: AsyncParsableCommand {
         }
     }
 
-    private func report(_ name: String, _ connections: Int, _ load: String, _ f: GatewayBench.Figures, cpu: Double?, applies: String?) {
+    private func report(
+        _ name: String, _ connections: Int, _ load: String, _ f: GatewayBench.Figures, cpu: Double?, wait: Double?, applies: String?
+    ) {
         print(
             name.padding(toLength: 27, withPad: " ", startingAt: 0)
                 + String(
-                    format: " %5d   %@ %10.0f %8.3f %8.3f %8.3f  %10@  %@", connections, load, f.rps, f.p50, f.p99, f.max,
-                    cpu.map { String(format: "%.3f", $0) } ?? "-", applies ?? ""))
+                    format: " %5d   %@ %10.0f %8.3f %8.3f %8.3f  %10@  %9@  %@", connections, load, f.rps, f.p50, f.p99, f.max,
+                    cpu.map { String(format: "%.3f", $0) } ?? "-", wait.map { String(format: "%.0f", $0) } ?? "-", applies ?? ""))
     }
 
     /// `orlctl apply`, re-apply with changes and delete, one process after the other on

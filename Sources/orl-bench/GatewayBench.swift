@@ -233,6 +233,25 @@ struct GatewayBench: AsyncParsableCommand {
         return ticks * 1000 / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
+    /// How long the process's event loop threads (SwiftNIO's, named `NIO-…`) have been
+    /// ready to run but waiting for a CPU, in milliseconds (the second field of each
+    /// thread's schedstat): over a run, it tells a call held up by the machine's load
+    /// from one waiting on something else (a lock, the store), during which the loop
+    /// sleeps instead.
+    static func loopWaitMilliseconds(_ pid: Int32) -> Double {
+        guard let threads = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return 0 }
+        var nanoseconds = 0.0
+        for thread in threads {
+            let base = "/proc/\(pid)/task/\(thread)/"
+            guard let name = try? String(contentsOfFile: base + "comm", encoding: .utf8), name.hasPrefix("NIO-"),
+                let schedstat = try? String(contentsOfFile: base + "schedstat", encoding: .utf8)
+            else { continue }
+            let fields = schedstat.split(separator: " ")
+            if fields.count > 1, let waited = Double(fields[1]) { nanoseconds += waited }
+        }
+        return nanoseconds / 1e6
+    }
+
     static func which(_ name: String) -> String? {
         for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":")
         where FileManager.default.isExecutableFile(atPath: "\(directory)/\(name)") {
