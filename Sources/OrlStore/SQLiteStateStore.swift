@@ -149,11 +149,13 @@ public final class SQLiteStateStore: StateStore {
     ) throws(StoreError) -> T {
         let access = SQLStateAccess(database, writable: mode == .immediate)
         defer { access.close() }
-        return try database.transaction(mode, intent: intent) { () throws(StoreError) in
+        let result = try database.transaction(mode, intent: intent) { () throws(StoreError) in
             let result = try body(access)
             _ = try access.countRunChanges()
             return result
         }
+        access.committed()
+        return result
     }
 
     /// A write transaction that never waits, so that it may run on an event loop: nil,
