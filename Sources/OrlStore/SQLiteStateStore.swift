@@ -184,6 +184,13 @@ public final class SQLiteStateStore: StateStore {
         return outcome ?? nil
     }
 
+    /// How many commits this process's connections have made so far to the database at
+    /// `path` (a state's `state.db`, as `path` gives it), in WAL mode: what tells a change
+    /// signal that the news it brings may be this process's own.
+    public static func commitsInThisProcess(toDatabaseAt path: String) -> UInt64 {
+        Database.commitCount(path).value.load(ordering: .relaxed)
+    }
+
     /// Whether a write that did not wait left work for `finishWrites`.
     public var hasUnfinishedWrites: Bool { checkpointDue.withLock { $0 } }
 
