@@ -115,7 +115,7 @@ extension ChangeFeedTests {
         // around the WAL, where no commit is counted.
         _ = try SQLiteStateStore(directory: state.directory)
         let store = try SQLiteStateStore(existing: state.directory)
-        let quiet = Duration.milliseconds(300)
+        let quiet = Duration.seconds(1)
         let signal = SQLiteFileSignal(databasePath: store.path, ownCommitsQuiet: quiet)
         signal.deliver(on: FeedThread())
         let told = Counter()
