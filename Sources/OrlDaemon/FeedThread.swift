@@ -24,6 +24,9 @@ final class FeedThread: SerialExecutor {
         var closing: [Int32] = []
         var deadline: ContinuousClock.Instant?
         var onDeadline: (@Sendable () -> Void)?
+        /// Until then the watched file is not polled: what it reports meanwhile waits in
+        /// the kernel, and is read at once when the time is up (`mute`).
+        var mutedUntil: ContinuousClock.Instant?
         /// Whether the thread exists, and whether it sleeps in `poll`.
         var running = false
         var polling = false
@@ -68,6 +71,10 @@ final class FeedThread: SerialExecutor {
         }
     }
 
+    /// The watched file is not polled until `end`: its news then comes in one read, and
+    /// one wake of this thread, instead of one at each event.
+    func mute(until end: ContinuousClock.Instant) { update { $0.mutedUntil = end } }
+
     /// `expire` runs on this thread once `deadline` has passed (nil: no deadline); a new
     /// deadline replaces the last.
     func wake(at deadline: ContinuousClock.Instant?, expire: (@Sendable () -> Void)?) {
@@ -104,6 +111,7 @@ final class FeedThread: SerialExecutor {
             let next = state.withLock { state -> (file: Int32?, deadline: ContinuousClock.Instant?)? in
                 swap(&jobs, &state.jobs)
                 swap(&closing, &state.closing)
+                if let end = state.mutedUntil, ContinuousClock.now >= end { state.mutedUntil = nil }
                 if jobs.isEmpty && closing.isEmpty {
                     if state.file == nil && state.deadline == nil {
                         state.running = false
@@ -111,7 +119,9 @@ final class FeedThread: SerialExecutor {
                     }
                     state.polling = true
                 }
-                return (state.file?.fd, state.deadline)
+                // Muted, the file waits and the thread wakes when the mute ends.
+                guard let end = state.mutedUntil, state.file != nil else { return (state.file?.fd, state.deadline) }
+                return (nil, state.deadline.map { min($0, end) } ?? end)
             }
             for fd in closing { close(fd) }
             guard let next else { return }

@@ -1,6 +1,7 @@
 import CSQLite
 import Glibc
 import OrlCore
+import Synchronization
 
 /// One SQLite connection, and the statements prepared on it.
 ///
@@ -25,9 +26,25 @@ final class Database {
     /// SQLite's own automatic checkpoint threshold (`wal_autocheckpoint`'s default),
     /// which the connection's WAL hook keeps, as SQLite's would, when nothing defers it.
     static let checkpointPages: Int32 = 1000
+    /// This process's commits to the database at `path` (in WAL mode), counted by every
+    /// connection of it.
+    final class CommitCount: Sendable {
+        let value = Atomic<UInt64>(0)
+    }
+    private static let commitCounts = Mutex<[String: CommitCount]>([:])
+    static func commitCount(_ path: String) -> CommitCount {
+        commitCounts.withLock { counts in
+            if let count = counts[path] { return count }
+            let count = CommitCount()
+            counts[path] = count
+            return count
+        }
+    }
+    private let commits: CommitCount
     /// Opens the database file at `path`, creating it when missing if `create`.
     init(path: String, create: Bool = true) throws(StoreError) {
         self.path = path
+        commits = Self.commitCount(path)
         try SQLiteLibrary.load()
         var handle: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
@@ -53,6 +70,7 @@ final class Database {
     /// automatic one would make (passive: it waits for no reader or writer), or, while
     /// checkpoints are deferred, a note that it is due.
     fileprivate func committed(walPages: Int32, schema: UnsafePointer<CChar>?) {
+        commits.value.add(1, ordering: .relaxed)
         guard walPages >= Self.checkpointPages else { return }
         if defersCheckpoints {
             checkpointDue = true

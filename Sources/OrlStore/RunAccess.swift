@@ -41,6 +41,31 @@ extension SQLiteStateStore: RunStore {
 private let planCache = Locked<[String: RunPlan]>([:])
 private let planCacheLimit = 256
 
+extension SQLStateAccess {
+    /// The key of a run's plan in the cache: plans are by database (a process may open
+    /// several) and run.
+    fileprivate static func planKey(_ database: Database, _ run: RunID) -> String { planKey(database.path, run) }
+
+    private static func planKey(_ path: String, _ run: RunID) -> String { path + "\u{0}" + run.rawValue }
+
+    fileprivate static func cache(_ plan: RunPlan, at key: String) {
+        planCache.withLock { cache in
+            if cache.count >= planCacheLimit { cache.removeAll() }
+            cache[key] = plan
+        }
+    }
+
+    /// The plan the cache holds for `run` of the database at `path`, if any.
+    static func cachedPlan(path: String, run: RunID) -> RunPlan? { planCache.withLock { $0[planKey(path, run)] } }
+
+    /// The transaction committed: the plans of the runs it inserted are known as they are
+    /// stored (`RunPlan(json: plan.json) == plan`).
+    func committed() {
+        for (key, plan) in insertedPlans { Self.cache(plan, at: key) }
+        insertedPlans = []
+    }
+}
+
 extension SQLStateAccess: RunWriter {
     private static let runColumns =
         "id, namespace, workflow, generation, phase, trigger, cron, slot, input, created_at, created_by, ended_at, error"
@@ -150,8 +175,7 @@ extension SQLStateAccess: RunWriter {
     }
 
     func plan(of run: RunID) throws(StoreError) -> RunPlan {
-        let database = try connection()
-        let key = database.path + "\u{0}" + run.rawValue
+        let key = Self.planKey(try connection(), run)
         if let cached = planCache.withLock({ $0[key] }) { return cached }
         let text = try rows("SELECT plan FROM runs WHERE id = ?1", intent: "read the plan of run \(run)") { s throws(StoreError) in
             try s.bind(1, run.rawValue)
@@ -160,10 +184,7 @@ extension SQLStateAccess: RunWriter {
         }
         guard let text = text.first else { throw StoreError("run \(run) is not in the state") }
         let plan = try RunPlan(json: text)
-        planCache.withLock { cache in
-            if cache.count >= planCacheLimit { cache.removeAll() }
-            cache[key] = plan
-        }
+        Self.cache(plan, at: key)
         return plan
     }
 
@@ -398,6 +419,7 @@ extension SQLStateAccess: RunWriter {
             try s.bind(13, run.error)
             try s.bind(14, plan.json)
         }
+        insertedPlans.append((Self.planKey(try connection(), run.id), plan))
         for step in steps {
             try self.run(
                 """

@@ -149,11 +149,13 @@ public final class SQLiteStateStore: StateStore {
     ) throws(StoreError) -> T {
         let access = SQLStateAccess(database, writable: mode == .immediate)
         defer { access.close() }
-        return try database.transaction(mode, intent: intent) { () throws(StoreError) in
+        let result = try database.transaction(mode, intent: intent) { () throws(StoreError) in
             let result = try body(access)
             _ = try access.countRunChanges()
             return result
         }
+        access.committed()
+        return result
     }
 
     /// A write transaction that never waits, so that it may run on an event loop: nil,
@@ -180,6 +182,13 @@ public final class SQLiteStateStore: StateStore {
             }
         }
         return outcome ?? nil
+    }
+
+    /// How many commits this process's connections have made so far to the database at
+    /// `path` (a state's `state.db`, as `path` gives it), in WAL mode: what tells a change
+    /// signal that the news it brings may be this process's own.
+    public static func commitsInThisProcess(toDatabaseAt path: String) -> UInt64 {
+        Database.commitCount(path).value.load(ordering: .relaxed)
     }
 
     /// Whether a write that did not wait left work for `finishWrites`.

@@ -106,6 +106,53 @@ extension ChangeFeedTests {
         await watching.value
     }
 
+    /// While this process commits, its feed's thread reads the files' news once a quiet:
+    /// the third of three commits, each made once the last was told, is told no sooner
+    /// than a quiet after the second (whose news found this process's commit count moved).
+    @Test(.timeLimit(.minutes(1))) func newsOfThisProcesssCommitsComesOnceAQuiet() async throws {
+        let state = try TemporaryState()
+        // Opened as an existing state: the first write of the store that made it goes
+        // around the WAL, where no commit is counted.
+        _ = try SQLiteStateStore(directory: state.directory)
+        let store = try SQLiteStateStore(existing: state.directory)
+        let quiet = Duration.seconds(1)
+        let signal = SQLiteFileSignal(databasePath: store.path, ownCommitsQuiet: quiet)
+        signal.deliver(on: FeedThread())
+        let told = Counter()
+        #expect(signal.start { told.add() })
+        defer { signal.stop() }
+        let began = ContinuousClock.now
+        let counted = SQLiteStateStore.commitsInThisProcess(toDatabaseAt: store.path)
+        for i in 0..<3 {
+            let seen = told.value
+            try putSecret("key\(i)", in: store)
+            await told.wait(atLeast: seen + 1)
+        }
+        #expect(SQLiteStateStore.commitsInThisProcess(toDatabaseAt: store.path) == counted + 3)
+        #expect(ContinuousClock.now - began >= quiet)
+    }
+
+    /// Without a commit of this process, news comes at once, each time: another writer's
+    /// commit waits for no quiet.
+    @Test(.timeLimit(.minutes(1))) func newsOfOtherWritersWaitsForNoQuiet() async throws {
+        let state = try TemporaryState()
+        let store = try SQLiteStateStore(directory: state.directory)
+        // An hour: were it kept after the first news, the second would never come.
+        let signal = SQLiteFileSignal(databasePath: store.path, ownCommitsQuiet: .seconds(3600))
+        signal.deliver(on: FeedThread())
+        let told = Counter()
+        #expect(signal.start { told.add() })
+        defer { signal.stop() }
+        // A file of the database's name, written as another process's connection writes
+        // the `-wal`: an event, and no commit of this process.
+        let other = store.path + "-other"
+        for round in 0..<3 {
+            let seen = told.value
+            #expect(FileManager.default.createFile(atPath: other, contents: Data("\(round)".utf8)))
+            await told.wait(atLeast: seen + 1)
+        }
+    }
+
     @Test(.timeLimit(.minutes(1))) func theRemovalOfTheStateIsNewsToo() async throws {
         let state = try TemporaryState()
         let feedStore = try SQLiteStateStore(directory: state.directory)
@@ -457,4 +504,11 @@ final class ProbedSignal: ChangeSignal, PublicationProbe {
     func stop() { manual.stop() }
     func ring() { manual.ring() }
     func mayStillBePublishing() -> Bool { publishing }
+}
+
+/// One commit of `store`: a secret sealed under `name`.
+private func putSecret(_ name: String, in store: SQLiteStateStore) throws {
+    let now = Timestamp(milliseconds: 1_795_161_600_000)
+    let sealed = SealedSecret(id: SecretID(name: name), box: [1, 2, 3], keyCheck: "check", size: 3, updatedAt: now, updatedBy: "test")
+    try store.write { writer throws(StoreError) in try writer.putSecret(sealed) }
 }

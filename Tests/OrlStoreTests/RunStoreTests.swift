@@ -276,4 +276,36 @@ func startRun(_ workflow: String, in store: SQLiteStateStore, at time: Timestamp
             #expect(throws: StoreError.self) { try insert(2) }
         }
     }
+
+    @Test func aRunsPlanIsCachedWhenItsStartCommitsNotBefore() throws {
+        try withStateDirectory { directory in
+            let store = try storeWithFleet(directory)
+            // The start's plan is what its first claim reads, without parsing it back.
+            let started = try startRun("two", in: store)
+            let cached = try #require(SQLStateAccess.cachedPlan(path: store.path, run: started.id))
+            let database = try Database(path: store.path)
+            let text = try database.withStatement("SELECT plan FROM runs WHERE id = ?1", intent: "test") { s throws(StoreError) -> String in
+                try s.bind(1, started.id.rawValue)
+                return try s.step(intent: "test") ? s.text(0) : ""
+            }
+            #expect(try RunPlan(json: text) == cached)
+
+            // A start rolled back leaves nothing under its id, which a later run may take.
+            let workflow = ResourceID(kind: "Workflow", name: "one")
+            let fleet = Fleet.applied(try store.readRuns { reader throws(StoreError) in try reader.resources(kind: nil, namespace: nil) })
+                .fleet
+            let plan = try RunPlan.compile(fleet[workflow]!, generation: 1, in: fleet).get()
+            let run = RunRecord(
+                id: RunID(time: start, random: 7), workflow: workflow, generation: 1, trigger: .manual, input: "{}", createdAt: start,
+                createdBy: "test")
+            #expect(throws: StoreError.self) {
+                try store.writeRuns { writer throws(StoreError) in
+                    try writer.insert(run, plan: plan, steps: RunEngine.initialSteps(of: plan, run: run.id, now: start))
+                    throw StoreError("given up before the commit")
+                }
+            }
+            #expect(SQLStateAccess.cachedPlan(path: store.path, run: run.id) == nil)
+            #expect(try store.readRuns { reader throws(StoreError) in try reader.run(run.id) } == nil)
+        }
+    }
 }
