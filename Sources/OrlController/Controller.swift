@@ -529,15 +529,18 @@ public actor Controller {
         }
     }
 
-    /// Hands the gateway the fleet and the tokens of the processes that run; a stopped
-    /// process's token stops working with the next drain.
-    private func publish(now: Timestamp) {
+    /// Hands the gateway the fleet and the tokens of the processes that run, and of those
+    /// `starting` (their digests, by agent: handed before the spawn, since a process may
+    /// call the gateway the moment it runs); a stopped process's token, or one whose spawn
+    /// failed, stops working with the next drain.
+    private func publish(now: Timestamp, starting: [ResourceID: String] = [:]) {
         releaseEndedClaims(now: now)
         guard let gateway else { return }
         var tokens: [ResourceID: String] = [:]
         for (id, state) in agents where state.record.process != nil {
             if let digest = state.record.tokenDigest { tokens[id] = digest }
         }
+        tokens.merge(starting) { _, new in new }
         let serial = plan?.serial ?? 0
         if let published, published.plan == serial, published.tokens == tokens { return }
         gateway.update(fleet: fleet, tokens: tokens, now: now)
@@ -599,7 +602,7 @@ public actor Controller {
             // Stops first: their signals need not wait for the spawns.
             stop(stops)
             start(starts, now: now)
-            // Processes started now must be able to call the gateway at once.
+            // The tokens `start` handed over for spawns that failed stop working.
             publish(now: now)
             persist(now: now)
         }
@@ -726,6 +729,9 @@ public actor Controller {
                 launches.append((id, "", nil, error))
             }
         }
+        var starting: [ResourceID: String] = [:]
+        for launch in launches where launch.spec != nil { starting[launch.id] = AgentToken.digest(launch.token) }
+        publish(now: now, starting: starting)
         let runtime = self.runtime
         let specs = launches.map(\.spec)
         let spawned = Self.concurrently(specs.count) { index -> Result<ProcessIdentity, RuntimeError>? in
@@ -743,7 +749,7 @@ public actor Controller {
             switch result ?? .failure(launch.error ?? RuntimeError("cannot start agent \(id)")) {
             case .success(let process):
                 configuration.onProcess?(process, true)
-                state.record.tokenDigest = AgentToken.digest(launch.token)
+                state.record.tokenDigest = starting[id]
                 observation = Reconciler.recordStart(process, launchHash: intent.launch.hash, of: observation, at: now)
                 state.alive = true
                 state.watched = watch(id, process)

@@ -32,7 +32,15 @@ final class FakeRuntime: AgentRuntime {
     /// While closed, stops wait (a grace period that takes its time).
     private let gate = Mutex<(closed: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
 
-    init(announces: Bool = false) { self.announces = announces }
+    /// Called with each spec as it is started, before the process exists.
+    private let onStart: (@Sendable (ProcessSpec) -> Void)?
+    /// The agents whose starts fail.
+    let failing = Mutex<Set<String>>([])
+
+    init(announces: Bool = false, onStart: (@Sendable (ProcessSpec) -> Void)? = nil) {
+        self.announces = announces
+        self.onStart = onStart
+    }
 
     func closeGate() { gate.withLock { $0.closed = true } }
 
@@ -74,7 +82,9 @@ final class FakeRuntime: AgentRuntime {
     private func announce(_ process: ProcessIdentity) { watchers.withLock { $0.removeValue(forKey: process) }?() }
 
     func start(_ spec: ProcessSpec) throws(RuntimeError) -> ProcessIdentity {
-        state.withLock { state in
+        onStart?(spec)
+        if failing.withLock({ $0.contains(spec.agent.name) }) { throw RuntimeError("cannot start \(spec.agent.name)") }
+        return state.withLock { state in
             state.next += 1
             let id = ProcessIdentity(pid: state.next, startTime: UInt64(state.next))
             state.processes[id] = Process(spec: spec)
@@ -119,6 +129,15 @@ final class FakeRuntime: AgentRuntime {
     func running(_ name: String) -> ProcessIdentity? {
         processes(of: name).last { $0.process.exit == nil }?.id
     }
+}
+
+/// The gateway as the controller sees it: keeps the tokens it was last handed.
+final class RecordingGateway: ModelGateway {
+    private let handed = Mutex<[ResourceID: String]>([:])
+    var tokens: [ResourceID: String] { handed.withLock { $0 } }
+    func update(fleet: Fleet, tokens: [ResourceID: String], now: Timestamp) { handed.withLock { $0 = tokens } }
+    func stopHandingTasks(to digests: Set<String>) {}
+    func halts(now: Timestamp) -> [ResourceID: BudgetMeter.Halt] { [:] }
 }
 
 /// The store, with its write transactions counted.
@@ -305,6 +324,28 @@ final class TemporaryState {
         await controller.reconcileNow()
         #expect(try status("a")?.condition(ResourceStatus.ready)?.status == .true)
         #expect(runtime.processes(of: "a").count == 1)
+    }
+
+    /// A process may call the gateway the moment it runs (the API's first long poll, a
+    /// model call): its token must already be known then. A failed spawn's is withdrawn.
+    @Test func aProcessTokenIsKnownToTheGatewayBeforeItsSpawnAndWithdrawnWhenTheSpawnFails() async throws {
+        let gateway = RecordingGateway()
+        let knownAtSpawn = Mutex<[String: Bool]>([:])
+        let runtime = FakeRuntime(onStart: { spec in
+            let token = spec.environment.first { $0.name == "ORL_TOKEN" }?.value ?? ""
+            knownAtSpawn.withLock { $0[spec.agent.name] = gateway.tokens[spec.agent] == AgentToken.digest(token) }
+        })
+        runtime.failing.withLock { $0 = ["b"] }
+        try apply(fleet(["a", "b"]), to: store, at: clock.now)
+        let controller = Controller(
+            store: store, runtime: runtime, gateway: gateway, configuration: Controller.Configuration(stateDirectory: state.directory),
+            log: { _ in }, clock: { [clock] in clock.now }, random: { 0.5 })
+        await controller.reconcileNow()
+        #expect(knownAtSpawn.withLock { $0 } == ["a": true, "b": true])
+        let a = ResourceID(kind: "Agent", name: "a")
+        #expect(gateway.tokens.keys.sorted { $0.name < $1.name } == [a])
+        let record = try store.read { reader throws(StoreError) in try reader.supervision(for: a) }
+        #expect(record?.tokenDigest == gateway.tokens[a])
     }
 
     @Test func aCrashIsRestartedAfterItsBackoffByTheInjectedClock() async throws {
