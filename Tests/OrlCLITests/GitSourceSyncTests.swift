@@ -177,11 +177,13 @@ import Testing
         let isManifest = { (file: String) in file.hasPrefix("fleet/") && ManifestParsing.extensions.contains { file.hasSuffix($0) } }
         for round in 0..<2 {
             let all = try mirror.files(of: remote.commit, under: nil, extensions: [""])
-            let code = try mirror.files(of: remote.commit, under: nil, extensions: [""], excluding: ("./fleet/", ManifestParsing.extensions))
+            let code = try mirror.files(
+                of: remote.commit, under: nil, extensions: [""], excluding: ("./fleet/", ManifestParsing.extensions))
             #expect(code == all.filter { !isManifest($0.path) }, "round \(round)")
             #expect(
                 code.map(\.path) == [
-                    "README.md", "fleet/notes.txt", "fleet/run.sh", "fleet/sub/helper.py", "fleet/yaml", "fleet/\u{0600}.json", "tools/tool.yaml", "tools/x.py",
+                    "README.md", "fleet/notes.txt", "fleet/run.sh", "fleet/sub/helper.py", "fleet/yaml", "fleet/\u{0600}.json",
+                    "tools/tool.yaml", "tools/x.py",
                     "top.json",
                 ], "round \(round)")
             #expect(all.count == code.count + 7)

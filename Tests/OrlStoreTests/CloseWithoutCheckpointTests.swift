@@ -36,7 +36,9 @@ import Testing
             let reopened = try SQLiteStateStore(existing: directory)
             let names = try reopened.read { s throws(StoreError) in try s.resources(kind: nil, namespace: nil) }.map(\.id.name).sorted()
             #expect(names == ["first", "second", "third"])
-            #expect(try reopened.read { s throws(StoreError) in try s.resource(agent("third")) }?.manifest == String(repeating: "x", count: 5000))
+            #expect(
+                try reopened.read { s throws(StoreError) in try s.resource(agent("third")) }?.manifest
+                    == String(repeating: "x", count: 5000))
         }
     }
 
