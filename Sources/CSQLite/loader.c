@@ -20,7 +20,8 @@
     X(sqlite3_clear_bindings) X(sqlite3_finalize) X(sqlite3_bind_null) X(sqlite3_bind_int64)               \
     X(sqlite3_bind_double) X(sqlite3_bind_text64) X(sqlite3_bind_blob64) X(sqlite3_column_count)           \
     X(sqlite3_column_type) X(sqlite3_column_bytes) X(sqlite3_column_int64) X(sqlite3_column_double)        \
-    X(sqlite3_column_text) X(sqlite3_column_blob) X(sqlite3_wal_hook) X(sqlite3_wal_checkpoint)
+    X(sqlite3_column_text) X(sqlite3_column_blob) X(sqlite3_wal_hook) X(sqlite3_wal_checkpoint)             \
+    X(sqlite3_db_config) X(sqlite3_wal_checkpoint_v2)
 
 struct orl_sqlite_functions {
 #define ORL_SQLITE_FIELD(name) __typeof__(name) *name;
@@ -137,3 +138,11 @@ void *sqlite3_wal_hook(sqlite3 *db, int (*hook)(void *, sqlite3 *, const char *,
     return orl_sqlite.sqlite3_wal_hook(db, hook, argument);
 }
 int sqlite3_wal_checkpoint(sqlite3 *db, const char *zDb) { return orl_sqlite.sqlite3_wal_checkpoint(db, zDb); }
+int sqlite3_wal_checkpoint_v2(sqlite3 *db, const char *zDb, int eMode, int *pnLog, int *pnCkpt) {
+    return orl_sqlite.sqlite3_wal_checkpoint_v2(db, zDb, eMode, pnLog, pnCkpt);
+}
+/* sqlite3_db_config takes variable arguments, which neither Swift nor a trampoline can
+   pass on: the one option orl sets has a function of its own. */
+int orl_sqlite_no_checkpoint_on_close(sqlite3 *db) {
+    return orl_sqlite.sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
+}

@@ -326,10 +326,17 @@ public final class GitRepository {
     /// directory walk of a checkout would. Only tree objects are read.
     /// With `missingIsEmpty`, a directory the commit does not have holds no files (a
     /// review of the first pull request, or of one that deletes the fleet); otherwise it
-    /// is an error (a sync of a mistyped path).
-    public func files(of commit: GitObjectID, under directory: String?, extensions: [String], missingIsEmpty: Bool = false)
-        throws(GitError) -> [GitTreeFile]
-    {
+    /// is an error (a sync of a mistyped path). `excluding`: files under that directory
+    /// (the whole tree when nil or empty) whose names end with one of its extensions are
+    /// left out as the walk meets them (a git source's code beside its manifests: ten
+    /// thousand manifests are not made into paths only to be dropped).
+    public func files(
+        of commit: GitObjectID, under directory: String?, extensions: [String], missingIsEmpty: Bool = false,
+        excluding excluded: (directory: String?, extensions: [String])? = nil
+    ) throws(GitError) -> [GitTreeFile] {
+        let filter = Filter(
+            extensions: extensions, excludedUnder: excluded.map { Self.relative($0.directory).map { $0 + "/" } ?? "" },
+            excludedExtensions: excluded?.extensions.map { Array($0.utf8) } ?? [])
         var oid = commit.oid
         var commitObject: OpaquePointer?
         try Self.check(git_commit_lookup(&commitObject, handle, &oid), "cannot read commit \(commit.short)")
@@ -337,14 +344,12 @@ public final class GitRepository {
         var root: OpaquePointer?
         try Self.check(git_commit_tree(&root, commitObject), "cannot read the tree of commit \(commit.short)")
         defer { git_tree_free(root) }
-        var prefix = directory.map { String($0.drop(while: { $0 == "/" })) } ?? ""
-        while prefix.hasPrefix("./") { prefix.removeFirst(2) }
-        while prefix.hasSuffix("/") { prefix.removeLast() }
-        if prefix == "." { prefix = "" }
         var files: [GitTreeFile] = []
-        if prefix.isEmpty {
-            try walk(root!, prefix: "", extensions: extensions, into: &files)
-        } else {
+        guard let prefix = Self.relative(directory) else {
+            try walk(root!, prefix: "", filter: filter, into: &files)
+            return Self.ordered(files)
+        }
+        do {
             var entry: OpaquePointer?
             guard git_tree_entry_bypath(&entry, root, prefix) == 0 else {
                 git_error_clear()
@@ -358,13 +363,26 @@ public final class GitRepository {
             var tree: OpaquePointer?
             try Self.check(git_tree_lookup(&tree, handle, git_tree_entry_id(entry)), "cannot read \(prefix) in commit \(commit.short)")
             defer { git_tree_free(tree) }
-            try walk(tree!, prefix: prefix + "/", extensions: extensions, into: &files)
+            try walk(tree!, prefix: prefix + "/", filter: filter, into: &files)
         }
-        // git keeps a tree's entries in the order of their names, a directory's name as if
-        // it ended in "/": the walk yields paths in byte order already, unless the tree was
-        // written by something other than git.
-        let ordered = zip(files, files.dropFirst()).allSatisfy { Self.precedes($0.path, $1.path) }
-        return ordered ? files : files.sorted { Self.precedes($0.path, $1.path) }
+        return Self.ordered(files)
+    }
+
+    /// A directory of the tree as a path from its top, without slashes around it; nil for
+    /// the top itself (nil, empty, "/" or ".").
+    private static func relative(_ directory: String?) -> String? {
+        var prefix = directory.map { String($0.drop(while: { $0 == "/" })) } ?? ""
+        while prefix.hasPrefix("./") { prefix.removeFirst(2) }
+        while prefix.hasSuffix("/") { prefix.removeLast() }
+        return prefix.isEmpty || prefix == "." ? nil : prefix
+    }
+
+    /// git keeps a tree's entries in the order of their names, a directory's name as if
+    /// it ended in "/": the walk yields paths in byte order already, unless the tree was
+    /// written by something other than git.
+    private static func ordered(_ files: [GitTreeFile]) -> [GitTreeFile] {
+        let ordered = zip(files, files.dropFirst()).allSatisfy { precedes($0.path, $1.path) }
+        return ordered ? files : files.sorted { precedes($0.path, $1.path) }
     }
 
     /// Byte order of two paths.
@@ -396,20 +414,49 @@ public final class GitRepository {
         var children: [Listing]
     }
     private typealias Listings = (current: [Listing: Listed], previous: [Listing: Listed])
-    private var listings: [[String]: Listings] = [:]
+    private var listings: [Filter: Listings] = [:]
 
-    private func walk(_ tree: OpaquePointer, prefix: String, extensions: [String], into files: inout [GitTreeFile]) throws(GitError) {
-        var cache = listings[extensions] ?? ([:], [:])
+    /// Which files a walk lists: names ending with one of `extensions`, but those under
+    /// `excludedUnder` (a prefix ending in "/", or "" for the whole tree) whose names end
+    /// with one of `excludedExtensions`.
+    private struct Filter: Hashable {
+        var extensions: [String]
+        var excludedUnder: String?
+        var excludedExtensions: [[UInt8]]
+
+        /// Whether a file named `name` (`length` bytes) in a directory where `excluding`
+        /// holds is left out, read from libgit2's bytes: no string is made of a name that
+        /// ends with an extension's bytes, a dot first, after an ASCII byte (the string's
+        /// `hasSuffix`, which compares characters, then agrees: no character joins an
+        /// ASCII one and a dot). Other names that end with those bytes are asked as strings.
+        func excludes(_ name: UnsafePointer<CChar>, length: Int, excluding: Bool) -> Bool {
+            guard excluding else { return false }
+            var other = false
+            for suffix in excludedExtensions where suffix.count <= length {
+                guard memcmp(name + (length - suffix.count), suffix, suffix.count) == 0 else { continue }
+                if suffix.first == UInt8(ascii: "."), suffix.count < length, UInt8(bitPattern: name[length - suffix.count - 1]) < 0x80 {
+                    return true
+                }
+                other = true
+            }
+            guard other else { return false }
+            let text = String(cString: name)
+            return excludedExtensions.contains { text.hasSuffix(String(decoding: $0, as: UTF8.self)) }
+        }
+    }
+
+    private func walk(_ tree: OpaquePointer, prefix: String, filter: Filter, into files: inout [GitTreeFile]) throws(GitError) {
+        var cache = listings[filter] ?? ([:], [:])
         var used: [Listing: Listed] = [:]
         let top = Listing(tree: GitObjectID(git_tree_id(tree).pointee), prefix: prefix)
         if !Self.reuse(top, cache, into: &files, used: &used) {
             let start = files.count
-            let children = try walk(tree, prefix: prefix, extensions: extensions, into: &files, cache: cache, used: &used)
+            let children = try walk(tree, prefix: prefix, filter: filter, into: &files, cache: cache, used: &used)
             used[top] = Listed(files: Array(files[start...]), children: children)
         }
         cache.previous = cache.current
         cache.current = used
-        listings[extensions] = cache
+        listings[filter] = cache
     }
 
     /// Appends what an earlier walk found under `key`, and keeps it and the directories
@@ -430,16 +477,19 @@ public final class GitRepository {
     /// Walks `tree`, taking unchanged subtrees from `cache`; returns the directories
     /// right under it.
     private func walk(
-        _ tree: OpaquePointer, prefix: String, extensions: [String], into files: inout [GitTreeFile], cache: Listings,
+        _ tree: OpaquePointer, prefix: String, filter: Filter, into files: inout [GitTreeFile], cache: Listings,
         used: inout [Listing: Listed]
     ) throws(GitError) -> [Listing] {
         var children: [Listing] = []
+        let excluding = filter.excludedUnder.map { prefix.hasPrefix($0) } ?? false
         for i in 0..<git_tree_entrycount(tree) {
-            guard let entry = git_tree_entry_byindex(tree, i) else { continue }
-            let name = String(cString: git_tree_entry_name(entry))
-            if name.hasPrefix(".") { continue }
+            guard let entry = git_tree_entry_byindex(tree, i), let bytes = git_tree_entry_name(entry) else { continue }
+            if bytes.pointee == CChar(UInt8(ascii: ".")) { continue }
+            let type = git_tree_entry_type(entry)
+            if type == GIT_OBJECT_BLOB, filter.excludes(bytes, length: strlen(bytes), excluding: excluding) { continue }
+            let name = String(cString: bytes)
             let id = git_tree_entry_id(entry)!
-            switch git_tree_entry_type(entry) {
+            switch type {
             case GIT_OBJECT_TREE:
                 let key = Listing(tree: GitObjectID(id.pointee), prefix: prefix + name + "/")
                 children.append(key)
@@ -448,10 +498,10 @@ public final class GitRepository {
                 try Self.check(git_tree_lookup(&subtree, handle, id), "cannot read the directory \(prefix)\(name)")
                 defer { git_tree_free(subtree) }
                 let start = files.count
-                let below = try walk(subtree!, prefix: key.prefix, extensions: extensions, into: &files, cache: cache, used: &used)
+                let below = try walk(subtree!, prefix: key.prefix, filter: filter, into: &files, cache: cache, used: &used)
                 used[key] = Listed(files: Array(files[start...]), children: below)
             case GIT_OBJECT_BLOB where git_tree_entry_filemode(entry) != GIT_FILEMODE_LINK:
-                if extensions.contains(where: { name.hasSuffix($0) }) {
+                if filter.extensions.contains(where: { name.hasSuffix($0) }) {
                     files.append(GitTreeFile(path: prefix + name, blob: GitObjectID(id.pointee)))
                 }
             default:

@@ -23,7 +23,8 @@ public struct CodeTrees: Sendable {
         while prefix.hasSuffix("/") { prefix.removeLast() }
         if prefix == "." { prefix = "" }
         if !prefix.isEmpty { prefix += "/" }
-        let files = try repository.files(of: commit, under: nil, extensions: [""])
+        // The manifests are left out as the tree is walked: only the code is named.
+        let files = try repository.files(of: commit, under: nil, extensions: [""], excluding: (path, ManifestParsing.extensions))
         let isManifest = { (file: String) in file.hasPrefix(prefix) && ManifestParsing.extensions.contains(where: { file.hasSuffix($0) }) }
         let identity = CodeOrigin.identity(of: files.map { ($0.path, $0.blob.hex) }, isManifest: isManifest)
         return try materialise(commit, as: String(identity.prefix(32)), from: repository, including: { !isManifest($0) })

@@ -41,6 +41,14 @@ final class Database {
         }
     }
     private let commits: CommitCount
+    /// The WAL's size in pages at which a commit checkpoints: `checkpointPages`, or less
+    /// for a connection whose close leaves the WAL (`closeWithoutCheckpoint`), since each
+    /// process that opens the database then reads the whole WAL back.
+    private var checkpointAt = Database.checkpointPages
+    /// What `closeWithoutCheckpoint` lets the WAL grow to: a sync of one file among
+    /// 10,000 writes about 30 pages, so a checkpoint every ninth or so, and a process
+    /// reads back 130 pages on average (about a millisecond).
+    static let checkpointPagesWithoutCheckpointAtClose: Int32 = 256
     /// Opens the database file at `path`, creating it when missing if `create`.
     init(path: String, create: Bool = true) throws(StoreError) {
         self.path = path
@@ -71,12 +79,12 @@ final class Database {
     /// checkpoints are deferred, a note that it is due.
     fileprivate func committed(walPages: Int32, schema: UnsafePointer<CChar>?) {
         commits.value.add(1, ordering: .relaxed)
-        guard walPages >= Self.checkpointPages else { return }
+        guard walPages >= checkpointAt else { return }
         if defersCheckpoints {
             checkpointDue = true
         } else {
             checkpointDue = false
-            sqlite3_wal_checkpoint(handle, schema)
+            checkpoint(schema)
         }
     }
 
@@ -85,7 +93,22 @@ final class Database {
     func checkpointIfDue() {
         guard checkpointDue, !isInTransaction else { return }
         checkpointDue = false
-        sqlite3_wal_checkpoint(handle, nil)
+        checkpoint(nil)
+    }
+
+    /// Passive, as SQLite's automatic checkpoint: it waits for no reader or writer. A
+    /// connection whose close leaves the WAL also empties the WAL when no reader is on it
+    /// (SQLITE_CHECKPOINT_TRUNCATE, without waiting): the WAL index does not outlive the
+    /// last connection, so the next process would otherwise read back every frame of the
+    /// WAL as not yet checkpointed, and copy them all again at its own commit.
+    private func checkpoint(_ schema: UnsafePointer<CChar>?) {
+        guard checkpointAt == Self.checkpointPagesWithoutCheckpointAtClose else {
+            sqlite3_wal_checkpoint(handle, schema)
+            return
+        }
+        sqlite3_busy_timeout(handle, 0)
+        sqlite3_wal_checkpoint_v2(handle, schema, SQLITE_CHECKPOINT_TRUNCATE, nil, nil)
+        sqlite3_busy_timeout(handle, busyTimeout)
     }
 
     deinit {
@@ -94,9 +117,29 @@ final class Database {
         sqlite3_close_v2(handle)
     }
 
+    /// For a connection that its process closes soon after its write: each commit syncs
+    /// the WAL (`synchronous = FULL`), so a write is durable when it returns, and the close
+    /// neither checkpoints the WAL nor removes it and its index. The next connection to
+    /// open the database reads the WAL back (its index is rebuilt), and the WAL is folded
+    /// into the database file by the checkpoint of a commit that brings it to
+    /// `checkpointPagesWithoutCheckpointAtClose`, or by the close of a connection that
+    /// checkpoints.
+    func closeWithoutCheckpoint() throws(StoreError) {
+        try execute("PRAGMA synchronous = FULL", intent: "set synchronous mode")
+        let code = orl_sqlite_no_checkpoint_on_close(handle)
+        guard code == SQLITE_OK else { throw error(code, intent: "leave the checkpoint at close to a later connection") }
+        checkpointAt = Self.checkpointPagesWithoutCheckpointAtClose
+    }
+
     /// How long a statement waits for another connection's lock before failing with
     /// SQLITE_BUSY (SQLite sleeps and retries meanwhile).
-    func setBusyTimeout(milliseconds: Int32) { sqlite3_busy_timeout(handle, milliseconds) }
+    func setBusyTimeout(milliseconds: Int32) {
+        busyTimeout = milliseconds
+        sqlite3_busy_timeout(handle, milliseconds)
+    }
+
+    /// The busy timeout last set, in milliseconds.
+    private var busyTimeout: Int32 = 0
 
     /// Rows the last statement inserted, updated or deleted.
     var changes: Int { Int(sqlite3_changes(handle)) }

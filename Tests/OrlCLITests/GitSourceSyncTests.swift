@@ -157,4 +157,38 @@ import Testing
         #expect(try mirror.blob(files[0].blob, maxBytes: 10).oversizedBy == GitFleet.agent().utf8.count)
         #expect(throws: GitError.self) { try mirror.files(of: remote.commit, under: "fleet/agent.yaml", extensions: [".yaml"]) }
     }
+
+    /// The code tree's listing leaves out the manifests under the source's path as the walk
+    /// meets them: the same files as the whole listing with the manifests dropped.
+    @Test func theCodeListingLeavesTheManifestsUnderThePathOut() throws {
+        let repo = try GitFixture()
+        try GitFleet.write(to: repo)
+        for (path, text) in [
+            ("fleet/run.sh", "echo"), ("fleet/notes.txt", "notes"), ("fleet/sub/helper.py", "pass"), ("fleet/sub/more.yml", "a: 1"),
+            ("fleet/caf\u{E9}.yaml", "b: 2"), ("fleet/\u{0600}.json", "{}"), ("fleet/yaml", "no dot"), ("tools/tool.yaml", "c: 3"),
+            ("tools/x.py", "pass"), ("top.json", "{}"),
+        ] {
+            try repo.write(path, text)
+        }
+        let commit = try repo.commit("first")
+        let mirror = try GitRepository.mirror(at: repo.directory.url.appendingPathComponent("mirror.git").path)
+        let remote = try mirror.remoteRef(url: repo.root.path, ref: nil, auth: .none)
+        #expect(try mirror.fetch(url: repo.root.path, ref: remote.name, auth: .none).hex == commit)
+        let isManifest = { (file: String) in file.hasPrefix("fleet/") && ManifestParsing.extensions.contains { file.hasSuffix($0) } }
+        for round in 0..<2 {
+            let all = try mirror.files(of: remote.commit, under: nil, extensions: [""])
+            let code = try mirror.files(
+                of: remote.commit, under: nil, extensions: [""], excluding: ("./fleet/", ManifestParsing.extensions))
+            #expect(code == all.filter { !isManifest($0.path) }, "round \(round)")
+            #expect(
+                code.map(\.path) == [
+                    "README.md", "fleet/notes.txt", "fleet/run.sh", "fleet/sub/helper.py", "fleet/yaml", "fleet/\u{0600}.json",
+                    "tools/tool.yaml", "tools/x.py",
+                    "top.json",
+                ], "round \(round)")
+            #expect(all.count == code.count + 7)
+            let everywhere = try mirror.files(of: remote.commit, under: nil, extensions: [""], excluding: (nil, [".yaml", ".json"]))
+            #expect(everywhere == all.filter { !$0.path.hasSuffix(".yaml") && !$0.path.hasSuffix(".json") }, "round \(round)")
+        }
+    }
 }

@@ -24,4 +24,8 @@ const char *orl_sqlite_load(void);
    calls): NULL if so, else why not, in memory the caller frees. The library is closed
    again; orl_sqlite_load is unaffected. */
 char *orl_sqlite_check(const char *soname);
+
+/* sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL): closing the
+   connection neither checkpoints the WAL nor removes it and its index. */
+int orl_sqlite_no_checkpoint_on_close(sqlite3 *db);
 #endif

@@ -164,6 +164,13 @@ struct Sync: AsyncParsableCommand {
     func run() async throws {
         let (store, opened, lock) = try source.open()
         defer { lock.release() }
+        // One round, then the process ends: its apply is synced at its commit, and the
+        // close does not fold the WAL into the database (SQLiteStateStore.closeWithoutCheckpoint).
+        do {
+            try (store as? SQLiteStateStore)?.closeWithoutCheckpoint()
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
         var configuration = opened
         configuration.full = full
         configuration.singleRound = true
