@@ -302,9 +302,7 @@ struct StopController: AsyncParsableCommand {
         // closes. Looked at again after its end only in case a process it started kept
         // one (none should: the lock's descriptor is close-on-exec).
         await ProcessEnd.wait(for: pid)
-        while try PIDLock.holder(directory) != nil {
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        try await PIDLock.waitUntilFree(directory)
     }
 }
 
@@ -356,6 +354,27 @@ struct PIDLock {
     func release() {
         _ = ftruncate(descriptor, 0)
         close(descriptor)
+    }
+
+    /// Returns once nobody holds the lock (at once, usually): the wait is the kernel's, a
+    /// blocking flock on a thread of Dispatch's, let go at once.
+    static func waitUntilFree(_ directory: String) async throws {
+        let file = path(directory)
+        let fd = open(file, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return }
+            throw CommandFailure(message: "cannot open \(file): \(String(cString: strerror(errno)))")
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                DispatchQueue.global().async {
+                    while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
+                    continuation.resume()
+                }
+            }
+        }
+        _ = flock(fd, LOCK_UN)
+        close(fd)
     }
 
     /// The PID of the controller holding the lock; nil when none does.
