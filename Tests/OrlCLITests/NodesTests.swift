@@ -392,11 +392,9 @@ final class PartitionProxy: @unchecked Sendable {
         while true {
             let count = buffer.withUnsafeMutableBytes { read(from, $0.baseAddress, $0.count) }
             if count <= 0 { return }
-            // Cut: what arrives is held, never delivered.
-            while isCut {
-                if state.withLock({ $0.closed }) { return }
-                usleep(50_000)
-            }
+            // Cut (for good): what arrives is never delivered, and nothing more is read,
+            // so the sender's writes back up as across a dead link.
+            if isCut { return }
             var sent = 0
             while sent < count {
                 let written = buffer[sent..<count].withUnsafeBytes { write(to, $0.baseAddress, $0.count) }
