@@ -86,7 +86,12 @@ public enum Readiness {
         init(_ fd: Int32) { self.fd = Mutex(fd) }
         public func ready() { take().map { Readiness.report($0) } }
         public func failed(_ error: String) { take().map { Readiness.report($0, error: error) } }
-        private func take() -> Int32? { fd.withLock { fd in defer { fd = nil }; return fd } }
+        private func take() -> Int32? {
+            fd.withLock { fd in
+                defer { fd = nil }
+                return fd
+            }
+        }
     }
 
     /// Says `ready` (nil) or the error on `fd` and closes it.

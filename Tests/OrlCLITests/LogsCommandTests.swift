@@ -161,7 +161,8 @@ import Testing
         var due: [Double] = []
         for fd in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fdinfo")) ?? [] {
             let text = (try? String(contentsOfFile: "/proc/\(pid)/fdinfo/\(fd)", encoding: .utf8)) ?? ""
-            guard text.contains("clockid: \(clock)\n"), let line = text.split(separator: "\n").first(where: { $0.hasPrefix("it_value:") }) else {
+            guard text.contains("clockid: \(clock)\n"), let line = text.split(separator: "\n").first(where: { $0.hasPrefix("it_value:") })
+            else {
                 continue
             }
             // it_value: (SECONDS, NANOSECONDS); (0, 0) is disarmed.
