@@ -192,10 +192,10 @@ struct ControllerRunCommand: AsyncParsableCommand {
 
     /// `--detach`: starts `orlctl controller run` for the same state, detached (not with
     /// Foundation's Process, whose child stays in our process group and is signalled with
-    /// it), then waits until it holds the lock and its API listens, or has failed. `directory` is the local
-    /// directory (the state's, or a PostgreSQL state's data directory); `postgresURL`
-    /// goes to the child in ORL_STATE_URL, never on its command line (which any user
-    /// of the machine can read), as its password may be in it.
+    /// it), then waits until it holds the lock and its API listens, or has failed.
+    /// `directory` is the local directory (the state's, or a PostgreSQL state's data
+    /// directory); `postgresURL` goes to the child in ORL_STATE_URL, never on its command
+    /// line (which any user of the machine can read), as its password may be in it.
     static func startDetached(
         stateDirectory directory: String, state postgresURL: String? = nil, arguments extra: [String], report: (String) -> Void
     ) async throws {
