@@ -75,6 +75,9 @@ struct child_args {
     /// >= 0: the sandbox's init, once the program runs, becomes this image (a memfd,
     /// see `init_image`) instead of living on in a copy of the controller.
     int init_exe;
+    /// >= 3: a descriptor the program keeps, under the same number (see
+    /// orl_spawn_detached); -1: none.
+    int inherit_fd;
 };
 
 static void report_and_exit(int fd, orl_spawn_step step) __attribute__((noreturn));
@@ -849,9 +852,12 @@ static void child(const struct child_args *args) {
         // Kernels before 5.11: close them one by one, up to the descriptor limit
         // read before the fork.
         for (int fd = 3; fd < args->max_fd; fd++) {
-            if (fd != report_fd) (void)close(fd);
+            if (fd != report_fd && fd != args->inherit_fd) (void)close(fd);
         }
     }
+    // The one descriptor asked for survives the execve (the caller made it >= 3, so the
+    // three installed above cannot have replaced it, nor can the report pipe be it).
+    if (args->inherit_fd >= 3 && fcntl(args->inherit_fd, F_SETFD, 0) < 0) report_and_exit(report_fd, ORL_SPAWN_DUP);
 
     if (args->sandbox != NULL) sandbox_init(args, report_fd);
     exec_program(args, report_fd);
@@ -903,8 +909,8 @@ static void *child_stacks(int *kept) {
 
 static int spawn(
     const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path, const int *stdio,
-    const orl_spawn_limits *limits, const orl_sandbox *sandbox, pid_t *pid_out, int *listener_out, int *status_out,
-    orl_spawn_step *step_out) {
+    const orl_spawn_limits *limits, const orl_sandbox *sandbox, int inherit_fd, pid_t *pid_out, int *listener_out,
+    int *status_out, orl_spawn_step *step_out) {
     *step_out = ORL_SPAWN_OK;
     if (listener_out != NULL) *listener_out = -1;
     if (status_out != NULL) *status_out = -1;
@@ -942,6 +948,7 @@ static int spawn(
         .directory = directory,
         .log_path = log_path,
         .stdio = stdio,
+        .inherit_fd = inherit_fd,
         .limits = limits,
         .sandbox = sandbox,
         .report_fd = report[1],
@@ -1062,13 +1069,24 @@ static int spawn(
 int orl_spawn(
     const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path,
     const orl_spawn_limits *limits, pid_t *pid_out, orl_spawn_step *step_out) {
-    return spawn(path, argv, envp, directory, log_path, NULL, limits, NULL, pid_out, NULL, NULL, step_out);
+    return spawn(path, argv, envp, directory, log_path, NULL, limits, NULL, -1, pid_out, NULL, NULL, step_out);
+}
+
+int orl_spawn_detached(
+    const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path, int inherit_fd,
+    pid_t *pid_out, orl_spawn_step *step_out) {
+    if (inherit_fd < 3) {
+        *step_out = ORL_SPAWN_DUP;
+        return EBADF;
+    }
+    orl_spawn_limits limits = {.address_space = -1, .open_files = -1, .cpu_seconds = -1};
+    return spawn(path, argv, envp, directory, log_path, NULL, &limits, NULL, inherit_fd, pid_out, NULL, NULL, step_out);
 }
 
 int orl_spawn_stdio(
     const char *path, char *const argv[], char *const envp[], const char *directory, const int stdio[3],
     const orl_spawn_limits *limits, pid_t *pid_out, orl_spawn_step *step_out) {
-    return spawn(path, argv, envp, directory, NULL, stdio, limits, NULL, pid_out, NULL, NULL, step_out);
+    return spawn(path, argv, envp, directory, NULL, stdio, limits, NULL, -1, pid_out, NULL, NULL, step_out);
 }
 
 int orl_spawn_sandboxed(
@@ -1076,8 +1094,8 @@ int orl_spawn_sandboxed(
     const orl_spawn_limits *limits, const orl_sandbox *sandbox, pid_t *pid_out, int *listener_out, int *status_out,
     orl_spawn_step *step_out) {
     return spawn(
-        path, argv, envp, directory, log_path, log_path == NULL ? stdio : NULL, limits, sandbox, pid_out, listener_out, status_out,
-        step_out);
+        path, argv, envp, directory, log_path, log_path == NULL ? stdio : NULL, limits, sandbox, -1, pid_out, listener_out,
+        status_out, step_out);
 }
 
 struct netns_listen {

@@ -128,8 +128,12 @@ public actor NodeMembership {
     public func run() async {
         let watcher = Task.detached { [keeper, monotonic] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(100))
                 keeper.watch(now: monotonic())
+                // Asleep until the point where it must start stopping its agents (a renewal
+                // meanwhile moves it: looked at then, and asleep again until the new one), or
+                // until there is one (a lease registered, renewals back after a cut).
+                let wait = keeper.stopDue().map { Duration.milliseconds(max(1, $0 - monotonic())) }
+                _ = await keeper.watchable.take(waitingAtMost: wait)
             }
         }
         let renewing = Task.detached { [self] in
@@ -172,7 +176,7 @@ public actor NodeMembership {
         }
     }
 
-    /// Looks at the stop deadline now, as the watcher task of `run` does every 100 ms (a
+    /// Looks at the stop deadline now, as the watcher task of `run` does when it is due (a
     /// test drives it with its own monotonic clock).
     public nonisolated func checkDeadline() {
         keeper.watch(now: monotonic())
@@ -315,6 +319,9 @@ final class LeaseKeeper: Sendable {
     }
 
     private let state = Mutex(Held())
+    /// Posted when a stop deadline starts to count (a lease registered, renewals back
+    /// after a cut): the watcher sleeps until the deadline, or until there is one.
+    let watchable = Inbox<Bool>()
     private let configuration: NodeMembership.Configuration
     private let controller: Controller
     private let roles: NodeRoles
@@ -351,6 +358,7 @@ final class LeaseKeeper: Sendable {
             guardLink?.deadline(deadline(after: sent))
             onLease?(lease)
         }
+        watchable.post(true)
     }
 
     /// One renewal of the lease held now (blocks on the store: run on the lease's executor).
@@ -359,18 +367,23 @@ final class LeaseKeeper: Sendable {
         let sent = monotonic()
         do {
             let renewed = try store.renewNode(held, duration: duration)
-            state.withLock { state in
+            let counts = state.withLock { state -> Bool in
                 // Lost, or registered again, while the renewal was in flight: not this one's.
-                guard state.lease?.generation == held.generation else { return }
+                guard state.lease?.generation == held.generation else { return false }
                 state.lease = renewed
                 // A renewal sent before one already confirmed moves nothing back.
-                if let good = state.lastGood, good > sent { return }
+                if let good = state.lastGood, good > sent { return false }
+                let counted = state.lastGood != nil && !state.cut
                 state.lastGood = sent
                 state.cut = false
                 state.why = nil
                 guardLink?.deadline(deadline(after: sent))
                 onLease?(renewed)
+                return !counted
             }
+            // Only a deadline that starts to count again wakes the watcher: one moved later
+            // is seen when the earlier one is due.
+            if counts { watchable.post(true) }
         } catch  where error.isFenced {
             lost(held, why: error.message)
         } catch {
@@ -426,9 +439,8 @@ final class LeaseKeeper: Sendable {
     /// Past the point where it must start stopping its agents, with no renewal since: the
     /// node gives them up (the controller stops them within what is left before the deadline).
     func watch(now: Int64) {
-        let stopAt = (configuration.timing.duration - configuration.timing.safetyMargin - configuration.stopLead).wholeMilliseconds
         state.withLock { state in
-            guard let good = state.lastGood, !state.cut, now >= good + stopAt else { return }
+            guard let good = state.lastGood, !state.cut, now >= good + stopAfter else { return }
             state.cut = true
             state.why = Self.stalled
             let left = max(0, deadline(after: good) - now - 500)
@@ -438,6 +450,20 @@ final class LeaseKeeper: Sendable {
                     message: "node \(configuration.name) could not renew its lease: stopping its agents within \(left) ms, before it lapses"
                 ))
             controller.gate(NodeGate(lease: nil, graceCap: .milliseconds(left), reason: Self.stalled))
+        }
+    }
+
+    /// How long after a renewal was sent the node starts stopping its agents, when none
+    /// succeeded since.
+    private var stopAfter: Int64 {
+        (configuration.timing.duration - configuration.timing.safetyMargin - configuration.stopLead).wholeMilliseconds
+    }
+
+    /// When `watch` next has something to do (nil: not until a deadline starts to count).
+    func stopDue() -> Int64? {
+        state.withLock { state in
+            guard let good = state.lastGood, !state.cut else { return nil }
+            return good + stopAfter
         }
     }
 

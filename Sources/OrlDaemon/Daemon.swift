@@ -55,6 +55,9 @@ public struct Daemon: Sendable {
         public var telemetry: Telemetry = .off
         /// Who the dashboard's decisions are recorded as made by (`user@host (dashboard)`).
         public var identity = "dashboard"
+        /// Called once the API (and /metrics) listen, with the API's URL: `--detach`
+        /// returns then.
+        public var onListening: (@Sendable (String) -> Void)?
         /// The controller's own settings (its API URL is set once the API listens).
         public var controller: Controller.Configuration
         /// One node of several sharing the state (`--node`, docs/nodes.md): it runs only the
@@ -176,6 +179,7 @@ public struct Daemon: Sendable {
                 onReady: { waiters.notify($0) }, clock: Controller.systemTime, identity: configuration.identity)
         }
         let metricsServer = try await serveMetrics(gateway)
+        configuration.onListening?(url)
 
         var controllerConfiguration = configuration.controller
         controllerConfiguration.apiURL = url

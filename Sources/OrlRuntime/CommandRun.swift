@@ -119,7 +119,7 @@ extension ProcessRuntime: CommandRunner {
     private static func waitForExit(_ pid: pid_t, until deadline: ContinuousClock.Instant) -> ProcessExit? {
         // Woken by its end (or the deadline); the loop below then reads its status at
         // once, and polls only where no pidfd can be had.
-        ProcessEnd.wait(for: pid, until: deadline)
+        if ProcessEnd.wait(for: pid, until: deadline) == false { return nil }
         var interval: UInt32 = 200
         while true {
             var status: Int32 = 0

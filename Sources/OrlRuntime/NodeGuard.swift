@@ -91,51 +91,52 @@ public final class NodeGuard: NodeGuardLink {
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGHUP, SIG_IGN)
-        let shared = ReaderBox(input: input)
-        var reader = pthread_t()
-        let box = Unmanaged.passRetained(shared).toOpaque()
-        pthread_create(
-            &reader, nil,
-            { raw in
-                let box = Unmanaged<ReaderBox>.fromOpaque(raw!).takeRetainedValue()
-                box.readAll()
-                return nil
-            }, box)
+        var said = Input(fd: input)
         while true {
             var now = timespec()
             clock_gettime(CLOCK_MONOTONIC, &now)
             let ms = Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
-            let (victims, gone, why) = shared.state.withLock { state -> ([ProcessIdentity], Bool, String) in
-                if state.ended {
-                    defer { state.tracked = [] }
-                    return (Array(state.tracked), true, "the node is gone")
-                }
-                if let deadline = state.deadline, ms >= deadline, !state.tracked.isEmpty {
-                    defer { state.tracked = [] }
-                    return (Array(state.tracked), false, "the node's lease was not renewed in time")
-                }
-                return ([], false, "")
+            var victims: [ProcessIdentity] = []
+            var why = ""
+            if said.ended {
+                victims = Array(said.tracked)
+                why = "the node is gone"
+            } else if let deadline = said.deadline, ms >= deadline, !said.tracked.isEmpty {
+                victims = Array(said.tracked)
+                why = "the node's lease was not renewed in time"
             }
+            if said.ended || !victims.isEmpty { said.tracked = [] }
             var killed = victims.filter { kill($0) }
-            if gone || !victims.isEmpty {
+            if said.ended || !victims.isEmpty {
                 for process in labelled(node: node, state: state) where !killed.contains(process) && kill(process) {
                     killed.append(process)
                 }
             }
             for process in killed { report("killed pid \(process.pid): \(why)") }
-            if gone {
-                // Gone for good before the lease is ended: SIGKILL is not instant.
-                for _ in 0..<200
-                where killed.contains(where: { process in
-                    ProcStat.read(process.pid).map { $0.isAlive && $0.startTime == process.startTime } ?? false
-                }) {
-                    usleep(10_000)
-                }
-                ended(shared.state.withLock { $0.generation })
+            if said.ended {
+                // Gone for good before the lease is ended: SIGKILL is not instant. Each
+                // one's pidfd says when (2 s at most for them all).
+                let until = ContinuousClock.now + .seconds(2)
+                for process in killed { waitForEnd(process, until: until) }
+                ended(said.generation)
                 exit(0)
             }
-            usleep(20_000)
+            // Asleep until the node says something or the deadline passes: nothing to
+            // look at in between (a deadline matters only while something is tracked).
+            var timeout: Int32 = -1
+            if let deadline = said.deadline, !said.tracked.isEmpty { timeout = Int32(clamping: max(0, deadline - ms)) }
+            var entry = pollfd(fd: said.fd, events: Int16(POLLIN), revents: 0)
+            if poll(&entry, 1, timeout) > 0 { said.readOnce() }
         }
+    }
+
+    /// Returns once `process` has ended (or is not that process any more), or at `deadline`.
+    private static func waitForEnd(_ process: ProcessIdentity, until deadline: ContinuousClock.Instant) {
+        func alive() -> Bool { ProcStat.read(process.pid).map { $0.isAlive && $0.startTime == process.startTime } ?? false }
+        guard alive() else { return }
+        if ProcessEnd.wait(for: process.pid, until: deadline) != nil { return }
+        // No pidfd (a kernel before 5.3): looked at.
+        while alive() && ContinuousClock.now < deadline { usleep(10_000) }
     }
 
     /// Processes whose environment says this node of this state started them.
@@ -162,44 +163,48 @@ public final class NodeGuard: NodeGuardLink {
         return true
     }
 
-    private final class ReaderBox: Sendable {
-        let input: Int32
-        let state = Mutex<(deadline: Int64?, tracked: Set<ProcessIdentity>, ended: Bool, generation: Int64?)>((nil, [], false, nil))
-        init(input: Int32) { self.input = input }
+    /// What the node said so far; read on the guard's one thread.
+    private struct Input {
+        let fd: Int32
+        var deadline: Int64?
+        var tracked: Set<ProcessIdentity> = []
+        var ended = false
+        var generation: Int64?
+        private var pending: [UInt8] = []
 
-        func readAll() {
-            var pending: [UInt8] = []
+        init(fd: Int32) { self.fd = fd }
+
+        /// One read (poll said there is something: data, or the end).
+        mutating func readOnce() {
             var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, 4096) }
-                if count < 0 && errno == EINTR { continue }
-                if count <= 0 { break }
-                pending += buffer[..<count]
-                while let newline = pending.firstIndex(of: 10) {
-                    let line = String(decoding: pending[..<newline], as: UTF8.self)
-                    pending.removeSubrange(...newline)
-                    apply(line)
-                }
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 4096) }
+            if count < 0 && (errno == EINTR || errno == EAGAIN) { return }
+            guard count > 0 else {
+                ended = true
+                return
             }
-            state.withLock { $0.ended = true }
+            pending += buffer[..<count]
+            while let newline = pending.firstIndex(of: 10) {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                apply(line)
+            }
         }
 
-        private func apply(_ line: String) {
+        private mutating func apply(_ line: String) {
             let fields = line.split(separator: " ")
-            state.withLock { state in
-                switch (fields.first, fields.count) {
-                case ("d"?, 2): state.deadline = Int64(fields[1])
-                case ("g"?, 2): state.generation = Int64(fields[1])
-                case ("+"?, 3):
-                    if let pid = Int32(fields[1]), let start = UInt64(fields[2]) {
-                        state.tracked.insert(ProcessIdentity(pid: pid, startTime: start))
-                    }
-                case ("-"?, 3):
-                    if let pid = Int32(fields[1]), let start = UInt64(fields[2]) {
-                        state.tracked.remove(ProcessIdentity(pid: pid, startTime: start))
-                    }
-                default: break
+            switch (fields.first, fields.count) {
+            case ("d"?, 2): deadline = Int64(fields[1])
+            case ("g"?, 2): generation = Int64(fields[1])
+            case ("+"?, 3):
+                if let pid = Int32(fields[1]), let start = UInt64(fields[2]) {
+                    tracked.insert(ProcessIdentity(pid: pid, startTime: start))
                 }
+            case ("-"?, 3):
+                if let pid = Int32(fields[1]), let start = UInt64(fields[2]) {
+                    tracked.remove(ProcessIdentity(pid: pid, startTime: start))
+                }
+            default: break
             }
         }
     }

@@ -509,10 +509,10 @@ public final class ProcessRuntime: AgentRuntime {
                 interval = min(interval * 2, .milliseconds(20))
             }
             if Task.isCancelled {
-                // The inbox returns at once when cancelled: sleep without it (the grace
-                // periods are cut short, so only the kill's aftermath is waited for).
-                usleep(UInt32(min(wait, .milliseconds(20)) / .microseconds(1)))
-                announced = await exits.take(waitingAtMost: .zero)
+                // The inbox returns at once in a cancelled task: waited on in a task of
+                // its own, which is not (the grace periods are cut short, so only the
+                // kill's aftermath is waited for), still woken by the pidfds.
+                announced = await Task { await exits.take(waitingAtMost: wait) }.value
             } else {
                 announced = await exits.take(waitingAtMost: wait)
             }
@@ -675,18 +675,24 @@ func join(_ directory: String, _ name: String) -> String {
 extension ProcessRuntime {
     /// Starts a program detached, as a daemon: in a session of its own, with stdin from
     /// /dev/null, stdout and stderr appended to `logFile` (whose directory must exist),
-    /// no other descriptor inherited, default signal dispositions. Returns its PID once
-    /// it has called execve. The caller may reap it or exit and leave it to init.
+    /// no other descriptor inherited but `inherit` (>= 3, under its number), default
+    /// signal dispositions. Returns its PID once it has called execve. The caller may
+    /// reap it or exit and leave it to init.
     public static func spawnDetached(
-        path: String, arguments: [String], environment: [String], workingDirectory: String, logFile: String
+        path: String, arguments: [String], environment: [String], workingDirectory: String, logFile: String, inherit: Int32? = nil
     ) throws(RuntimeError) -> Int32 {
         let argv = CStringArray([path] + arguments)
         let envp = CStringArray(environment)
         guard argv.isComplete && envp.isComplete else { throw RuntimeError("cannot start \(path): out of memory") }
-        var limits = orl_spawn_limits(address_space: -1, open_files: -1, cpu_seconds: -1)
         var pid: pid_t = 0
         var step = ORL_SPAWN_OK
-        let code = orl_spawn(path, argv.pointers, envp.pointers, workingDirectory, logFile, &limits, &pid, &step)
+        let code: Int32
+        if let inherit {
+            code = orl_spawn_detached(path, argv.pointers, envp.pointers, workingDirectory, logFile, inherit, &pid, &step)
+        } else {
+            var limits = orl_spawn_limits(address_space: -1, open_files: -1, cpu_seconds: -1)
+            code = orl_spawn(path, argv.pointers, envp.pointers, workingDirectory, logFile, &limits, &pid, &step)
+        }
         guard code == 0 else {
             throw RuntimeError("cannot start \(path): cannot \(String(cString: orl_spawn_step_description(step))): \(describeErrno(code))")
         }

@@ -96,4 +96,51 @@ import Testing
         #expect(h.agents().isEmpty)
         #expect(((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").contains("stopped Agent/a pid"))
     }
+    /// `--detach` hears from the child itself (a pipe it inherits): it returns once the API
+    /// listens (controller.api is written by then), and a child that cannot start is
+    /// reported with its own error and exit code 2, the moment it gives up.
+    @Test func detachReturnsOnceTheAPIListensAndReportsAChildThatFails() async throws {
+        let h = try Harness()
+        try h.apply([.init(name: "a")])
+        // A port that is taken: the child holds the lock, then cannot serve its API.
+        let taken = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(taken) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(taken, pointer, length) == 0 && getsockname(taken, pointer, &length) == 0 && listen(taken, 8) == 0
+            }
+        }
+        try #require(taken >= 0 && bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let failed = try h.orlctl(["controller", "--detach", "--listen", "127.0.0.1:\(port)"])
+        #expect(failed.status == 2, "\(failed.stdout)\(failed.stderr)")
+        #expect(failed.stderr.hasPrefix("orlctl: error: the controller exited with code 2 at once: "), "\(failed.stderr)")
+        #expect(failed.stderr.contains("cannot serve the API on 127.0.0.1:\(port)"), "\(failed.stderr)")
+        #expect(failed.stderr.contains("(log: \(h.state)/logs/controller.log)"), "\(failed.stderr)")
+        #expect(try PIDLockProbe.isFree(h.state), "the failed child is gone, and its lock with it")
+
+        let started = try h.orlctl(["controller", "--detach"])
+        #expect(started.status == 0, "\(started.stderr)")
+        let pid = try #require(Int32(started.stdout.split(separator: "(pid ").last?.prefix { $0.isNumber } ?? ""), "\(started.stdout)")
+        h.detached.append(pid)
+        // Ready means serving: no wait here.
+        let api = try String(contentsOfFile: h.state + "/controller.api", encoding: .utf8)
+        #expect(api.hasPrefix("http://127.0.0.1:"), "\(api)")
+        #expect(try h.orlctl(["controller", "stop"]).status == 0)
+        #expect(await waitUntil { isGone(pid) })
+    }
+}
+
+/// Whether nobody holds `<state>/controller.lock` (tried, and let go at once).
+enum PIDLockProbe {
+    static func isFree(_ state: String) throws -> Bool {
+        let fd = open(state + "/controller.lock", O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { return errno == ENOENT }
+        defer { close(fd) }
+        return flock(fd, LOCK_EX | LOCK_NB) == 0
+    }
 }

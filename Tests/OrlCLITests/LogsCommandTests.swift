@@ -93,4 +93,83 @@ import Testing
         #expect(previous.stdout.hasPrefix(line + "\n"))
         try await h.stopController()
     }
+    /// `-f` is told by inotify: it watches the log, sleeps with no timer due meanwhile
+    /// (a 200 ms look would always have one), and follows a log renamed away to the new
+    /// file of its name, as `tail -F`, after the renamed one's last lines.
+    @Test func followWatchesTheLogAndFollowsARenameToTheNewFile() async throws {
+        let h = try Harness()
+        try h.apply([.init(name: "beta", script: "exec sleep 1000")])
+        let path = logPath(h, "beta")
+        try FileManager.default.createDirectory(atPath: h.state + "/logs/default", withIntermediateDirectories: true)
+        try "first\n".write(toFile: path, atomically: false, encoding: .utf8)
+
+        let follower = Process()
+        follower.executableURL = Orlctl.binary
+        follower.arguments = ["logs", "-f", "agent/beta", "--state", h.state]
+        let outURL = h.work.url.appendingPathComponent("follow.out")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        follower.standardOutput = try FileHandle(forWritingTo: outURL)
+        follower.standardError = FileHandle.nullDevice
+        Changes.signalOnExit(follower)
+        try follower.run()
+        defer { if follower.isRunning { kill(follower.processIdentifier, SIGKILL) } }
+        func followed() -> String { (try? String(contentsOf: outURL, encoding: .utf8)) ?? "" }
+        #expect(await waitUntil { followed() == "first\n" }, "\(followed())")
+
+        let pid = follower.processIdentifier
+        let inode = try #require(try FileManager.default.attributesOfItem(atPath: path)[.systemFileNumber] as? Int)
+        #expect(await waitUntil { Self.inotifyInodes(of: pid).contains(UInt64(inode)) }, "the log itself is watched")
+        // Swift's sleeps (ContinuousClock: CLOCK_BOOTTIME) are what a look every 200 ms
+        // arms; libdispatch's own 1 Hz check of its thread pool is on CLOCK_MONOTONIC.
+        let soon = Self.timersDue(of: pid, clock: CLOCK_BOOTTIME).filter { $0 < 60 }
+        #expect(soon.isEmpty, "no sleep due while idle: \(soon) s")
+
+        // A rotation by rename: the old file's last line, then the new file's.
+        try #require(rename(path, path + ".1") == 0)
+        let old = try FileHandle(forWritingTo: URL(fileURLWithPath: path + ".1"))
+        try old.seekToEnd()
+        try old.write(contentsOf: Data("last of the old\n".utf8))
+        try old.close()
+        try "first of the new\n".write(toFile: path, atomically: false, encoding: .utf8)
+        #expect(await waitUntil { followed() == "first\nlast of the old\nfirst of the new\n" }, "\(followed())")
+        let new = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try new.seekToEnd()
+        try new.write(contentsOf: Data("more\n".utf8))
+        try new.close()
+        #expect(await waitUntil { followed() == "first\nlast of the old\nfirst of the new\nmore\n" }, "\(followed())")
+
+        kill(pid, SIGINT)
+        #expect(await waitUntil { !follower.isRunning })
+    }
+
+    /// The inodes a process's inotify descriptors watch (/proc/PID/fdinfo).
+    static func inotifyInodes(of pid: Int32) -> Set<UInt64> {
+        var inodes: Set<UInt64> = []
+        for fd in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fdinfo")) ?? [] {
+            let text = (try? String(contentsOfFile: "/proc/\(pid)/fdinfo/\(fd)", encoding: .utf8)) ?? ""
+            for line in text.split(separator: "\n") where line.hasPrefix("inotify wd:") {
+                for field in line.split(separator: " ") where field.hasPrefix("ino:") {
+                    if let inode = UInt64(field.dropFirst(4), radix: 16) { inodes.insert(inode) }
+                }
+            }
+        }
+        return inodes
+    }
+
+    /// In how many seconds each armed timer (timerfd) of a process on `clock` fires.
+    static func timersDue(of pid: Int32, clock: Int32) -> [Double] {
+        var due: [Double] = []
+        for fd in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fdinfo")) ?? [] {
+            let text = (try? String(contentsOfFile: "/proc/\(pid)/fdinfo/\(fd)", encoding: .utf8)) ?? ""
+            guard text.contains("clockid: \(clock)\n"), let line = text.split(separator: "\n").first(where: { $0.hasPrefix("it_value:") })
+            else {
+                continue
+            }
+            // it_value: (SECONDS, NANOSECONDS); (0, 0) is disarmed.
+            let numbers = line.split(whereSeparator: { !$0.isNumber }).compactMap { Double($0) }
+            guard numbers.count == 2, numbers != [0, 0] else { continue }
+            due.append(numbers[0] + numbers[1] / 1e9)
+        }
+        return due
+    }
 }

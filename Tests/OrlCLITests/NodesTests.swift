@@ -28,9 +28,13 @@ import Testing
             Thread { [self] in
                 while !state.withLock({ $0.stop }) {
                     let counts = Self.agents(under: root)
-                    state.withLock { state in
-                        if state.samples.last?.counts != counts { state.samples.append(Sample(at: .now, counts: counts)) }
+                    let changed = state.withLock { state in
+                        guard state.samples.last?.counts != counts else { return false }
+                        state.samples.append(Sample(at: .now, counts: counts))
+                        return true
                     }
+                    // Waits on the counts look again now.
+                    if changed { Changes.signal() }
                     usleep(10_000)
                 }
                 done.signal()
@@ -167,8 +171,9 @@ import Testing
             var roles: [String]
         }
 
-        func nodeStatus() throws -> [String: NodeStatus] {
-            let result = try orlctl(["get", "nodes", "-o", "json"])
+        /// Asked in process: no orlctl started at each look of a wait.
+        func nodeStatus() async throws -> [String: NodeStatus] {
+            let result = try await Orlctl.call(["get", "nodes", "-o", "json", "--state", state], in: work.url)
             guard result.status == 0, let data = result.stdout.data(using: .utf8),
                 let list = try JSONSerialization.jsonObject(with: data) as? [String: Any], let items = list["items"] as? [[String: Any]]
             else { return [:] }
@@ -184,15 +189,10 @@ import Testing
             return nodes
         }
 
-        /// Polls `condition` every 50 ms until it holds or `timeout` passes, suspended in
-        /// between (never holding one of the few threads other suites' tasks run on).
-        func wait(_ timeout: Duration, _ condition: () throws -> Bool) async throws -> Bool {
-            let deadline = ContinuousClock.now + timeout
-            while ContinuousClock.now < deadline {
-                if try condition() { return true }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            return try condition()
+        /// Looks at `condition` whenever something changes (a file under `work`, the
+        /// sampler's counts: see `Changes`) until it holds or `timeout` passes.
+        func wait(_ timeout: Duration, _ condition: () async throws -> Bool) async throws -> Bool {
+            try await waitUntil(seconds: Double(timeout.components.seconds), condition)
         }
     }
 
@@ -201,12 +201,12 @@ import Testing
     @Test(.timeLimit(.minutes(2))) func agentsSpreadAndOnesOfAKilledNodeComeUpElsewhereNeverTwice() async throws {
         let cluster = try Cluster()
         for name in ["n1", "n2", "n3"] { try cluster.start(name) }
-        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 3 })
+        #expect(try await cluster.wait(.seconds(30)) { try await cluster.nodeStatus().values.filter(\.live).count == 3 })
         let sampler = Sampler(root: cluster.state)
         defer { sampler.stop() }
         try cluster.apply(agents)
         #expect(try await cluster.wait(.seconds(30)) { sampler.latest == Dictionary(uniqueKeysWithValues: agents.map { ($0, 1) }) })
-        let spread = try cluster.nodeStatus()
+        let spread = try await cluster.nodeStatus()
         #expect(spread.values.map(\.agents.count).sorted() == [2, 2, 2], "\(spread)")
 
         // Exactly one node drives runs: the one killed below.
@@ -230,7 +230,7 @@ import Testing
         }
         let back = try await cluster.wait(.seconds(40)) {
             guard recovery() != nil else { return false }
-            let status = try cluster.nodeStatus()
+            let status = try await cluster.nodeStatus()
             return !(status[dead]?.live ?? true) && status.filter { $0.key != dead }.map(\.value.agents.count).reduce(0, +) == 6
         }
         #expect(back)
@@ -241,20 +241,20 @@ import Testing
         )
         #expect(failover < .seconds(20))
         #expect(sampler.worst.values.allSatisfy { $0 == 1 }, "an agent ran twice: \(sampler.worst)")
-        let after = try cluster.nodeStatus()
+        let after = try await cluster.nodeStatus()
         #expect(after.filter { $0.key != dead }.map(\.value.agents.count).reduce(0, +) == 6)
         #expect(cluster.log(dead).contains("the node is gone"), "\(cluster.log(dead))")
         #expect(
             try await cluster.wait(.seconds(10)) {
-                try cluster.nodeStatus().filter { $0.value.roles.contains("runs") }.map(\.key).count == 1
+                try await cluster.nodeStatus().filter { $0.value.roles.contains("runs") }.map(\.key).count == 1
             })
-        #expect(try !cluster.nodeStatus()[dead]!.roles.contains("runs"))
+        #expect(try await !cluster.nodeStatus()[dead]!.roles.contains("runs"))
     }
 
     @Test(.timeLimit(.minutes(2))) func aCordonedNodeGetsNoNewAgentsAndALoneControllerRefusesTheState() async throws {
         let cluster = try Cluster()
         for name in ["n1", "n2"] { try cluster.start(name) }
-        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 2 })
+        #expect(try await cluster.wait(.seconds(30)) { try await cluster.nodeStatus().values.filter(\.live).count == 2 })
         let cordoned = try cluster.orlctl(["cordon", "n2"])
         #expect(cordoned.status == 0 && cordoned.stdout == "node/n2 cordoned\n", "\(cordoned.stdout)\(cordoned.stderr)")
         #expect(try cluster.orlctl(["cordon", "nope"]).status == 2)
@@ -264,8 +264,8 @@ import Testing
         defer { sampler.stop() }
         try cluster.apply(["a0", "a1"])
         #expect(try await cluster.wait(.seconds(30)) { sampler.latest == ["a0": 1, "a1": 1] })
-        #expect(try cluster.nodeStatus()["n1"]?.agents == ["a0", "a1"])
-        #expect(try cluster.nodeStatus()["n2"]?.agents == [])
+        #expect(try await cluster.nodeStatus()["n1"]?.agents == ["a0", "a1"])
+        #expect(try await cluster.nodeStatus()["n2"]?.agents == [])
         #expect(try cluster.orlctl(["uncordon", "node/n2"]).status == 0)
         // A controller without --node would run every agent a second time: it refuses.
         let lone = try cluster.orlctl(["controller"])
@@ -276,20 +276,20 @@ import Testing
         // A node stopped cleanly ends its lease at once.
         let stopped = try cluster.orlctl(["controller", "stop", "--node", "n2"])
         #expect(stopped.status == 0, "\(stopped.stderr)")
-        #expect(try cluster.nodeStatus()["n2"]?.live == false)
+        #expect(try await cluster.nodeStatus()["n2"]?.live == false)
         #expect(sampler.worst.values.allSatisfy { $0 == 1 })
     }
 
     @Test(.timeLimit(.minutes(2))) func aNodeThatStopsRenewingLosesItsAgentsBeforeAnotherStartsThemAndComesBackFenced() async throws {
         let cluster = try Cluster()
         for name in ["n1", "n2"] { try cluster.start(name) }
-        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 2 })
+        #expect(try await cluster.wait(.seconds(30)) { try await cluster.nodeStatus().values.filter(\.live).count == 2 })
         let sampler = Sampler(root: cluster.state)
         defer { sampler.stop() }
         let four = Array(agents.prefix(4))
         try cluster.apply(four)
         #expect(try await cluster.wait(.seconds(30)) { sampler.latest == Dictionary(uniqueKeysWithValues: four.map { ($0, 1) }) })
-        let victim = try #require(try cluster.nodeStatus()["n1"]).agents
+        let victim = try #require(try await cluster.nodeStatus()["n1"]).agents
         #expect(victim.count == 2)
 
         // The node hangs (SIGSTOP): it renews nothing, and cannot stop anything itself; its
@@ -297,7 +297,8 @@ import Testing
         let pid = cluster.nodes["n1"]!.processIdentifier
         let stoppedAt = ContinuousClock.now
         kill(pid, SIGSTOP)
-        #expect(try await cluster.wait(.seconds(40)) { try cluster.nodeStatus()["n2"]?.agents.count == 4 && sampler.latest.count == 4 })
+        #expect(
+            try await cluster.wait(.seconds(40)) { try await cluster.nodeStatus()["n2"]?.agents.count == 4 && sampler.latest.count == 4 })
         let samples = sampler.samples().filter { $0.at > stoppedAt }
         for agent in victim {
             let gone = try #require(samples.first { $0.counts[agent] == nil }, "\(agent) never stopped")
@@ -309,9 +310,10 @@ import Testing
         // It comes back with a stale lease: fenced, it stops what it had (nothing is left),
         // registers again under a new generation and takes nothing back.
         kill(pid, SIGCONT)
-        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus()["n1"].map { $0.live && $0.generation == 2 } ?? false })
+        #expect(
+            try await cluster.wait(.seconds(30)) { try await cluster.nodeStatus()["n1"].map { $0.live && $0.generation == 2 } ?? false })
         #expect(cluster.log("n1").contains("lost its lease"), "\(cluster.log("n1"))")
-        #expect(try cluster.nodeStatus()["n2"]?.agents.count == 4)
+        #expect(try await cluster.nodeStatus()["n2"]?.agents.count == 4)
         #expect(sampler.worst.values.allSatisfy { $0 == 1 }, "an agent ran twice: \(sampler.worst)")
     }
 }
@@ -392,11 +394,9 @@ final class PartitionProxy: @unchecked Sendable {
         while true {
             let count = buffer.withUnsafeMutableBytes { read(from, $0.baseAddress, $0.count) }
             if count <= 0 { return }
-            // Cut: what arrives is held, never delivered.
-            while isCut {
-                if state.withLock({ $0.closed }) { return }
-                usleep(50_000)
-            }
+            // Cut (for good): what arrives is never delivered, and nothing more is read,
+            // so the sender's writes back up as across a dead link.
+            if isCut { return }
             var sent = 0
             while sent < count {
                 let written = buffer[sent..<count].withUnsafeBytes { write(to, $0.baseAddress, $0.count) }
@@ -435,13 +435,13 @@ struct NodesPostgresTests {
         try nodes.start("n1", state: throughProxy)
         try nodes.start("n2")
         try nodes.start("n3")
-        #expect(try await nodes.wait(.seconds(60)) { try nodes.nodeStatus().values.filter(\.live).count == 3 }, "\(nodes.log("n1"))")
+        #expect(try await nodes.wait(.seconds(60)) { try await nodes.nodeStatus().values.filter(\.live).count == 3 }, "\(nodes.log("n1"))")
         let sampler = NodesTests.Sampler(root: nodes.work.url.path)
         defer { sampler.stop() }
         let agents = ["a0", "a1", "a2", "a3", "a4", "a5"]
         try nodes.apply(agents)
         #expect(try await nodes.wait(.seconds(60)) { sampler.latest == Dictionary(uniqueKeysWithValues: agents.map { ($0, 1) }) })
-        let spread = try nodes.nodeStatus()
+        let spread = try await nodes.nodeStatus()
         #expect(spread.values.map(\.agents.count).sorted() == [2, 2, 2], "\(spread)")
 
         // kill -9 of n2.
@@ -450,7 +450,7 @@ struct NodesPostgresTests {
         kill(nodes.nodes["n2"]!.processIdentifier, SIGKILL)
         #expect(
             try await nodes.wait(.seconds(40)) {
-                let status = try nodes.nodeStatus()
+                let status = try await nodes.nodeStatus()
                 return !(status["n2"]?.live ?? true) && (status["n1"]?.agents.count ?? 0) + (status["n3"]?.agents.count ?? 0) == 6
                     && sampler.latest.count == 6
             })
@@ -463,14 +463,14 @@ struct NodesPostgresTests {
         }
 
         // Partition n1 from the database.
-        let before = try nodes.nodeStatus()
+        let before = try await nodes.nodeStatus()
         let partitioned = try #require(before["n1"]).agents
         #expect(!partitioned.isEmpty)
         let cutAt = ContinuousClock.now
         proxy.cut()
         #expect(
             try await nodes.wait(.seconds(60)) {
-                let status = try nodes.nodeStatus()
+                let status = try await nodes.nodeStatus()
                 return status["n3"]?.agents.count == 6 && sampler.latest.count == 6 && agents.allSatisfy { sampler.latest[$0] == 1 }
             }, "\(nodes.log("n1"))")
         let samples = sampler.samples().filter { $0.at > cutAt }
@@ -509,7 +509,7 @@ struct NodesPostgresTests {
         let nodes = try NodesTests.Cluster(state: url)
         try nodes.start("n1")
         try nodes.start("n2")
-        #expect(try await nodes.wait(.seconds(60)) { try nodes.nodeStatus().values.filter(\.live).count == 2 })
+        #expect(try await nodes.wait(.seconds(60)) { try await nodes.nodeStatus().values.filter(\.live).count == 2 })
         var watches: [String: Process] = [:]
         for name in ["n1", "n2"] {
             let process = Process()
@@ -624,15 +624,18 @@ extension NodesTests {
             }
         }
         for name in ["n1", "n2", "n3"] { try cluster.start(name) }
-        #expect(try await cluster.wait(.seconds(60)) { try cluster.nodeStatus().values.filter(\.live).count == 3 }, "\(cluster.log("n1"))")
+        #expect(
+            try await cluster.wait(.seconds(60)) { try await cluster.nodeStatus().values.filter(\.live).count == 3 }, "\(cluster.log("n1"))"
+        )
         let sampler = Sampler(root: root)
         defer { sampler.stop() }
         try cluster.work.write("fleet/fleet.yaml", relayFleet(journal: journalPath))
         let applied = try cluster.orlctl(["apply", "-f", "fleet"])
         try #require(applied.status == 0, "\(applied.stdout)\(applied.stderr)")
         try #require(try await cluster.wait(.seconds(60)) { sampler.latest == ["w1": 1, "w2": 1, "w3": 1] }, "\(sampler.latest)")
-        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter { $0.roles.contains("runs") }.count == 1 })
-        let spread = try cluster.nodeStatus()
+        #expect(
+            try await cluster.wait(.seconds(30)) { try await cluster.nodeStatus().values.filter { $0.roles.contains("runs") }.count == 1 })
+        let spread = try await cluster.nodeStatus()
         #expect(spread.values.map(\.agents.count).sorted() == [1, 1, 1], "\(spread)")
         let holder = try #require(spread.first { $0.value.roles.contains("runs") })
         let dead = holder.key
@@ -732,11 +735,11 @@ extension NodesTests {
         // The runs role moved to a live node.
         #expect(
             try await cluster.wait(.seconds(20)) {
-                let now = try cluster.nodeStatus()
+                let now = try await cluster.nodeStatus()
                 return now.filter { $0.value.roles.contains("runs") }.map(\.key).count == 1 && now[dead]?.roles.contains("runs") == false
                     && now[dead]?.live == false
             })
-        #expect(try cluster.nodeStatus()[dead]?.agents == [])
+        #expect(try await cluster.nodeStatus()[dead]?.agents == [])
     }
 
     @Test(.timeLimit(.minutes(3))) func aRunInFlightFinishesAcrossAKilledNodeWithNoStepTwice() async throws {
@@ -752,7 +755,7 @@ extension NodesTests {
     @Test(.timeLimit(.minutes(2))) func aStateRemovedUnderItsNodesStaysRemoved() async throws {
         let cluster = try Cluster()
         try cluster.start("n1")
-        #expect(try await cluster.wait(.seconds(60)) { try cluster.nodeStatus()["n1"]?.live == true }, "\(cluster.log("n1"))")
+        #expect(try await cluster.wait(.seconds(60)) { try await cluster.nodeStatus()["n1"]?.live == true }, "\(cluster.log("n1"))")
         try FileManager.default.removeItem(atPath: cluster.state)
         let node = try #require(cluster.nodes["n1"])
         // The node stops by itself; its guard then has the last word, in the same log.
@@ -808,7 +811,7 @@ extension NodesTests {
         let port = try #require(Int(try String(contentsOfFile: portFile, encoding: .utf8)))
 
         for name in ["n1", "n2"] { try cluster.start(name) }
-        #expect(try await cluster.wait(.seconds(30)) { try cluster.nodeStatus().values.filter(\.live).count == 2 })
+        #expect(try await cluster.wait(.seconds(30)) { try await cluster.nodeStatus().values.filter(\.live).count == 2 })
         try cluster.work.write(
             "fleet/fleet.yaml",
             """
@@ -848,7 +851,7 @@ extension NodesTests {
         var placed = ""
         try #require(
             try await cluster.wait(.seconds(30)) {
-                placed = try cluster.nodeStatus().first { $0.value.agents == ["caller"] }?.key ?? ""
+                placed = try await cluster.nodeStatus().first { $0.value.agents == ["caller"] }?.key ?? ""
                 return !placed.isEmpty && PostgresGatewayBudgetTests.agentToken(under: cluster.state) != nil
             })
         let token = try #require(PostgresGatewayBudgetTests.agentToken(under: cluster.state))

@@ -16,7 +16,7 @@ import Testing
         init(
             _ name: String, labels: [String: String] = [:], state: TemporaryState, store: any NodeStore & StateStore, clock: TestClock,
             failing: FailingNodeStore? = nil, nodeStore: (any NodeStore)? = nil, events: EventLog? = nil,
-            timing: LeaseTiming = NodeControllerTests.timing
+            timing: LeaseTiming = NodeControllerTests.timing, monotonic: (@Sendable () -> Int64)? = nil
         ) {
             var configuration = Controller.Configuration(stateDirectory: state.directory)
             configuration.node = name
@@ -29,7 +29,7 @@ import Testing
             membership = NodeMembership(
                 store: failing ?? nodeStore ?? store, controller: controller, configuration: membershipConfiguration,
                 log: { events?.record($0) }, clock: { clock.now },
-                monotonic: { [monotonicClock = MonotonicBox.shared(for: name)] in monotonicClock.now })
+                monotonic: monotonic ?? { [monotonicClock = MonotonicBox.shared(for: name)] in monotonicClock.now })
         }
 
         /// One renewal and one membership step, then one reconcile of the controller with
@@ -188,6 +188,30 @@ import Testing
         let lease = try #require(try store.nodeSnapshot().nodes.first)
         // The lease (by the database's clock) is still live: the agents stopped before it lapsed.
         #expect(lease.lease.isLive(at: try store.nodeSnapshot().now))
+    }
+
+    /// The watcher of `run` sleeps until the stop deadline (no look every 100 ms) and acts
+    /// then on its own: no test calls `checkDeadline` here, on the real monotonic clock.
+    @Test(.timeLimit(.minutes(1))) func theWatcherOfARunningNodeGivesItsAgentsUpWhenTheDeadlineComes() async throws {
+        try apply(fleet(["a"]), to: store, at: clock.now)
+        let failing = FailingNodeStore(store)
+        let name = "due-\(UUID().uuidString.prefix(8))"
+        let events = EventLog()
+        // The agents are given up 4.5 s − 1 s (margin) − 3 s (stop lead) after the last
+        // renewal that succeeded: the registration.
+        let timing = LeaseTiming(duration: .milliseconds(4500), renewInterval: .milliseconds(200), safetyMargin: .seconds(1))
+        let n1 = Node(
+            name, state: state, store: store, clock: clock, failing: failing, events: events, timing: timing,
+            monotonic: NodeMembership.monotonicNow)
+        let before = ContinuousClock.now
+        await n1.membership.step()
+        failing.failing = true
+        let membership = n1.membership
+        let run = Task { await membership.run() }
+        await events.wait { $0.message.contains("could not renew its lease") }
+        #expect(ContinuousClock.now - before >= .milliseconds(500), "not before the deadline")
+        run.cancel()
+        await run.value
     }
 
     @Test func aNodeWhosePlacementIsHeldUpKeepsRenewingAndKeepsItsAgents() async throws {

@@ -93,6 +93,12 @@ int orl_spawn(
     const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path,
     const orl_spawn_limits *limits, pid_t *pid_out, orl_spawn_step *step_out);
 
+/// As orl_spawn with no limits, but the program also keeps `inherit_fd` (>= 3, under
+/// that number): a daemon's way to tell whoever started it that it is ready.
+int orl_spawn_detached(
+    const char *path, char *const argv[], char *const envp[], const char *directory, const char *log_path, int inherit_fd,
+    pid_t *pid_out, orl_spawn_step *step_out);
+
 /// As orl_spawn, but with `stdio[0]`, `stdio[1]` and `stdio[2]` (the caller's pipes,
 /// say) as the child's standard input, output and error instead of /dev/null and a log.
 /// The caller closes its copies of the child's ends after the call.

@@ -54,7 +54,7 @@ struct ControllerRunCommand: AsyncParsableCommand {
     @Flag(
         help: """
             Start the controller in the background, in a session of its own, with its events \
-            in <state>/logs/controller.log; return once it holds the lock.
+            in <state>/logs/controller.log; return once it holds the lock and serves its API.
             """)
     var detach = false
 
@@ -101,7 +101,7 @@ struct ControllerRunCommand: AsyncParsableCommand {
         try node.validate()
     }
 
-    /// How long `--detach` waits for the controller to take the lock.
+    /// How long `--detach` waits for the controller to be ready.
     static let detachTimeout: Duration = .seconds(10)
 
     func run() async throws {
@@ -118,6 +118,18 @@ struct ControllerRunCommand: AsyncParsableCommand {
             return try await Self.startDetached(
                 stateDirectory: directory, state: state.postgresURL, arguments: arguments, report: { writeStandardOutput($0) })
         }
+        // Started by --detach: whoever started it waits to hear that it is ready, or why
+        // it cannot be.
+        let readiness = Readiness.inherited()
+        do {
+            try await runInForeground(directory: directory, readiness: readiness)
+        } catch {
+            readiness?.failed((error as? CommandFailure)?.message ?? "\(error)")
+            throw error
+        }
+    }
+
+    private func runInForeground(directory: String, readiness: Readiness.Reporter?) async throws {
         // A PostgreSQL state's services share one pool: the gateway's reservations, the
         // agents' API and the controller's writes each hold a connection at a time.
         let backend = try state.open(connections: 16)
@@ -133,6 +145,7 @@ struct ControllerRunCommand: AsyncParsableCommand {
         configuration.logKeep = logKeep
         configuration.logRotationInterval = Self.logRotationInterval
         configuration.identity = "\(Caller.identity) (dashboard)"
+        configuration.onListening = { _ in readiness?.ready() }
         let log = Self.sink(logFormat)
         // `backend` made a SQLite state if it was missing; a state removed meanwhile stays
         // removed (the daemon then stops).
@@ -179,10 +192,10 @@ struct ControllerRunCommand: AsyncParsableCommand {
 
     /// `--detach`: starts `orlctl controller run` for the same state, detached (not with
     /// Foundation's Process, whose child stays in our process group and is signalled with
-    /// it), then waits until it holds the lock or has exited. `directory` is the local
-    /// directory (the state's, or a PostgreSQL state's data directory); `postgresURL`
-    /// goes to the child in ORL_STATE_URL, never on its command line (which any user
-    /// of the machine can read), as its password may be in it.
+    /// it), then waits until it holds the lock and its API listens, or has failed.
+    /// `directory` is the local directory (the state's, or a PostgreSQL state's data
+    /// directory); `postgresURL` goes to the child in ORL_STATE_URL, never on its command
+    /// line (which any user of the machine can read), as its password may be in it.
     static func startDetached(
         stateDirectory directory: String, state postgresURL: String? = nil, arguments extra: [String], report: (String) -> Void
     ) async throws {
@@ -206,30 +219,39 @@ struct ControllerRunCommand: AsyncParsableCommand {
         } else {
             arguments = ["controller", "run", "--state", directory] + extra
         }
-        let pid: Int32
+        // The child says on this pipe when it holds the lock and its API listens, or why
+        // it could not: nothing is looked at again and again meanwhile.
+        let ready: (read: Int32, write: Int32)
         do {
-            pid = try ProcessRuntime.spawnDetached(
-                path: executable, arguments: arguments, environment: environment.map { "\($0)=\($1)" },
-                workingDirectory: FileManager.default.currentDirectoryPath, logFile: logFile)
+            ready = try Readiness.pipe()
         } catch {
             throw CommandFailure(message: "cannot start the controller: \(error.description)")
         }
-        let deadline = ContinuousClock.now + detachTimeout
-        while ContinuousClock.now < deadline {
-            if try PIDLock.holder(directory) == pid {
-                report("controller started (pid \(pid)); logs in \(logFile)\n")
-                return
-            }
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
-                let exit = ProcessRuntime.decode(status)
-                let said = lastLine(of: logFile, from: start).map { ": \($0)" } ?? ""
-                throw CommandFailure(message: "the controller \(exit) at once\(said) (log: \(logFile))")
-            }
-            try await Task.sleep(for: .milliseconds(50))
+        environment[Readiness.variable] = String(ready.write)
+        let pid: Int32
+        do {
+            defer { close(ready.write) }
+            pid = try ProcessRuntime.spawnDetached(
+                path: executable, arguments: arguments, environment: environment.map { "\($0)=\($1)" },
+                workingDirectory: FileManager.default.currentDirectoryPath, logFile: logFile, inherit: ready.write)
+        } catch {
+            close(ready.read)
+            throw CommandFailure(message: "cannot start the controller: \(error.description)")
         }
-        throw CommandFailure(
-            message: "the controller (pid \(pid)) did not take the lock within \(detachTimeout); it may still run (log: \(logFile))")
+        switch await Readiness.await(ready.read, until: ContinuousClock.now + detachTimeout) {
+        case .ready:
+            report("controller started (pid \(pid)); logs in \(logFile)\n")
+        case .failed(let error):
+            // It closed the pipe as it failed, so it exits now (if it has not yet).
+            await ProcessEnd.wait(for: pid)
+            var status: Int32 = 0
+            let exit = waitpid(pid, &status, 0) == pid ? "\(ProcessRuntime.decode(status))" : "ended"
+            let said = error.isEmpty ? lastLine(of: logFile, from: start) : error
+            throw CommandFailure(message: "the controller \(exit) at once\(said.map { ": \($0)" } ?? "") (log: \(logFile))")
+        case .timedOut:
+            throw CommandFailure(
+                message: "the controller (pid \(pid)) was not ready within \(detachTimeout); it may still run (log: \(logFile))")
+        }
     }
 
     /// The last non-empty line written to the file from `offset` on.
@@ -280,9 +302,7 @@ struct StopController: AsyncParsableCommand {
         // closes. Looked at again after its end only in case a process it started kept
         // one (none should: the lock's descriptor is close-on-exec).
         await ProcessEnd.wait(for: pid)
-        while try PIDLock.holder(directory) != nil {
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        try await PIDLock.waitUntilFree(directory)
     }
 }
 
@@ -334,6 +354,27 @@ struct PIDLock {
     func release() {
         _ = ftruncate(descriptor, 0)
         close(descriptor)
+    }
+
+    /// Returns once nobody holds the lock (at once, usually): the wait is the kernel's, a
+    /// blocking flock on a thread of Dispatch's, let go at once.
+    static func waitUntilFree(_ directory: String) async throws {
+        let file = path(directory)
+        let fd = open(file, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return }
+            throw CommandFailure(message: "cannot open \(file): \(String(cString: strerror(errno)))")
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                DispatchQueue.global().async {
+                    while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
+                    continuation.resume()
+                }
+            }
+        }
+        _ = flock(fd, LOCK_UN)
+        close(fd)
     }
 
     /// The PID of the controller holding the lock; nil when none does.

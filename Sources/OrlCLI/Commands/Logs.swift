@@ -71,26 +71,16 @@ struct Logs: AsyncParsableCommand {
         if let missing { throw NotFound.fail([missing]) }
 
         let path = Self.logPath(state: directory, id) + (previous ? ".1" : "")
+        // Watched before the first read, so that nothing written in between goes unseen.
+        let watch = follow ? LogFollower(path: path) : nil
+        defer { watch?.close() }
         guard let data = FileManager.default.contents(atPath: path) else {
             let what = previous ? "no previous log" : "no log yet"
             throw NotFound.fail(["agent \(Diagnostic.quoted(id.name)) has \(what) (\(path))"])
         }
         writeStandardOutput(Self.lastLines(String(decoding: data, as: UTF8.self), tail))
-        guard follow else { return }
-        var offset = Int64(data.count)
-        while true {
-            try await Task.sleep(for: .milliseconds(200))
-            var info = stat()
-            guard stat(path, &info) == 0 else { continue }
-            // Smaller than what was read: rotated (copied away and truncated); start over.
-            if Int64(info.st_size) < offset { offset = 0 }
-            guard Int64(info.st_size) > offset, let handle = FileHandle(forReadingAtPath: path) else { continue }
-            defer { try? handle.close() }
-            try? handle.seek(toOffset: UInt64(offset))
-            guard let more = try? handle.readToEnd(), !more.isEmpty else { continue }
-            offset += Int64(more.count)
-            writeStandardOutput(String(decoding: more, as: UTF8.self))
-        }
+        guard let watch else { return }
+        try await watch.follow(from: Int64(data.count), write: CommandContext.current.standardOutput.write)
     }
 
     /// The last `count` lines of `text` (all when nil); a final line without a newline counts.
