@@ -235,6 +235,9 @@ let package = Package(
                 "OrlTestPostgres", "OrlMeasure",
             ],
             exclude: ["Golden", "Fixtures"],
-            swiftSettings: strictness),
+            swiftSettings: strictness,
+            // On Linux every suite is linked into one 220 MB test binary, relinked after any
+            // change: lld takes half the CPU of the default gold and half its wall (7 s for 14).
+            linkerSettings: [.unsafeFlags(["-use-ld=lld"])]),
     ]
 )

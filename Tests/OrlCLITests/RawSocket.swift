@@ -1,3 +1,7 @@
+// `timeval` comes from CDispatch as much as from Glibc: a whole-module compile (scripts/test)
+// sees the module's every import at once and takes CDispatch's, which MemberImportVisibility
+// then wants imported here.
+import CDispatch
 import Foundation
 import Glibc
 
