@@ -1,6 +1,6 @@
-// `timeval` comes from CDispatch as much as from Glibc: a whole-module compile (scripts/test)
-// sees the module's every import at once and takes CDispatch's, which MemberImportVisibility
-// then wants imported here.
+// `timeval` comes from CDispatch as much as from Glibc: a compile that sees this file with
+// others that import Dispatch (a whole module, or some batches of a clean build) takes
+// CDispatch's, which MemberImportVisibility then wants imported here.
 import CDispatch
 import Foundation
 import Glibc
