@@ -134,10 +134,11 @@ import Testing
         /// Live agent processes by agent name: processes whose working directory is the
         /// agent's home under this state directory, once they run their own program (a
         /// child between its spawn and its execve is still the controller's image, with
-        /// the controller's environment).
+        /// the controller's environment), and whose parent is not one of them: what an
+        /// agent starts in its home (a shell's `sleep`) is part of that agent's process.
         func agents() -> [String: [Int32]] {
-            var found: [String: [Int32]] = [:]
-            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return found }
+            var candidates: [(agent: String, pid: Int32, parent: Int32)] = []
+            guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [:] }
             let controller = Orlctl.binary.resolvingSymlinksInPath().path
             for entry in entries {
                 guard let pid = Int32(entry),
@@ -145,10 +146,17 @@ import Testing
                     cwd.hasPrefix(agentsDirectory),
                     (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) != controller,
                     let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                    let close = stat.lastIndex(of: ")"),
-                    !stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
+                    let close = stat.lastIndex(of: ")")
                 else { continue }
-                found[String(cwd.dropFirst(agentsDirectory.count)), default: []].append(pid)
+                // After ") ": the state, then the parent's pid.
+                let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+                guard fields.count > 1, fields[0] != "Z", let parent = Int32(fields[1]) else { continue }
+                candidates.append((String(cwd.dropFirst(agentsDirectory.count)), pid, parent))
+            }
+            let homes = Dictionary(candidates.map { ($0.pid, $0.agent) }, uniquingKeysWith: { first, _ in first })
+            var found: [String: [Int32]] = [:]
+            for candidate in candidates where homes[candidate.parent] != candidate.agent {
+                found[candidate.agent, default: []].append(candidate.pid)
             }
             return found
         }
