@@ -86,3 +86,26 @@ public struct ManifestParsing: Sendable {
         return count > 0 ? count : 1
     }
 }
+
+extension Fork {
+    /// `other` on a thread of Dispatch's global pool beside the caller's (which waits
+    /// for it at the end, as `parallelMap`'s callers wait for their workers): a
+    /// one-shot command's second core, while the first does what must stay on one thread.
+    public static let beside = Fork { other, here in
+        guard ManifestParsing.processorCount > 1 else {
+            other()
+            here()
+            return
+        }
+        // Escapes only until `wait` returns.
+        withoutActuallyEscaping(other) { other in
+            let done = DispatchSemaphore(value: 0)
+            DispatchQueue.global().async {
+                other()
+                done.signal()
+            }
+            here()
+            done.wait()
+        }
+    }
+}
