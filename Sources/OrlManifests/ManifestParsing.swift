@@ -97,15 +97,30 @@ extension Fork {
             here()
             return
         }
-        // Escapes only until `wait` returns.
         withoutActuallyEscaping(other) { other in
-            let done = DispatchSemaphore(value: 0)
-            DispatchQueue.global().async {
-                other()
-                done.signal()
-            }
+            let slot = ForkSlot(other)
+            DispatchQueue.global().async { slot.run() }
             here()
-            done.wait()
+            slot.wait()
         }
     }
+}
+
+/// The other half of `Fork.beside`, let go of before it signals: Dispatch may hold
+/// its block (and so this slot) a moment longer, and the closure must not outlive
+/// `withoutActuallyEscaping`.
+private final class ForkSlot: @unchecked Sendable {
+    // Written by the worker before `done` is signalled, read by no one else.
+    private var work: (@Sendable () -> Void)?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ work: @escaping @Sendable () -> Void) { self.work = work }
+
+    func run() {
+        work?()
+        work = nil
+        done.signal()
+    }
+
+    func wait() { done.wait() }
 }
