@@ -44,7 +44,7 @@ import Testing
         let read = Self.read()
         let inline = ManifestValidation.crossChecks(read)
         let codes = Set(inline.diagnostics.map(\.code))
-        #expect(codes.contains("policy.unmatched"), "\(codes)")
+        #expect(codes.contains(.policyUnmatched), "\(codes)")
         #expect(codes.count >= 3, "\(codes)")
         // The order the checks had when made one after the other in `crossChecks`.
         let fleet = inline.fleet
