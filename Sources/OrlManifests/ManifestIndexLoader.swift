@@ -382,7 +382,7 @@ public struct ManifestIndexLoader: Sendable {
         }
         let outcome = IncrementalValidation.validate(
             files: hashed, previous: full ? nil : stored?.index, strict: strict,
-            kept: { namespaces in store.map { Self.kept(namespaces, source: name, store: $0) } ?? [] }, read: parsed)
+            kept: { namespaces in store.map { Self.kept(namespaces, source: name, store: $0) } ?? [] }, fork: .beside, read: parsed)
         if let error = failure.withLock({ $0 }) { throw error }
 
         var next: StoredManifestIndex?

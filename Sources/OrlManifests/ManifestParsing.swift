@@ -86,3 +86,41 @@ public struct ManifestParsing: Sendable {
         return count > 0 ? count : 1
     }
 }
+
+extension Fork {
+    /// `other` on a thread of Dispatch's global pool beside the caller's (which waits
+    /// for it at the end, as `parallelMap`'s callers wait for their workers): a
+    /// one-shot command's second core, while the first does what must stay on one thread.
+    public static let beside = Fork { other, here in
+        guard ManifestParsing.processorCount > 1 else {
+            other()
+            here()
+            return
+        }
+        withoutActuallyEscaping(other) { other in
+            let slot = ForkSlot(other)
+            DispatchQueue.global().async { slot.run() }
+            here()
+            slot.wait()
+        }
+    }
+}
+
+/// The other half of `Fork.beside`, let go of before it signals: Dispatch may hold
+/// its block (and so this slot) a moment longer, and the closure must not outlive
+/// `withoutActuallyEscaping`.
+private final class ForkSlot: @unchecked Sendable {
+    // Written by the worker before `done` is signalled, read by no one else.
+    private var work: (@Sendable () -> Void)?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ work: @escaping @Sendable () -> Void) { self.work = work }
+
+    func run() {
+        work?()
+        work = nil
+        done.signal()
+    }
+
+    func wait() { done.wait() }
+}

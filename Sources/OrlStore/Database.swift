@@ -16,6 +16,8 @@ final class Database {
     private let handle: OpaquePointer
     /// Statements prepared once and reused (reset between uses), keyed by their SQL.
     private var statements: [String: Statement] = [:]
+    /// The same statements, by the identity of their `SQL` key.
+    private var keyed: [ObjectIdentifier: Statement] = [:]
     /// While set, a commit that brings the WAL to `checkpointPages` leaves the checkpoint
     /// due (`checkpointDue`) instead of making it: a write that must not block (on an
     /// event loop) would otherwise copy pages into the database file and sync both files.
@@ -178,6 +180,22 @@ final class Database {
         return try body(statement)
     }
 
+    /// `withStatement` for a statement run once per row (a resource, an event): found by
+    /// its key's identity, not by hashing its text on every use.
+    func withStatement<R>(
+        _ sql: SQL, intent: @autoclosure () -> String, _ body: (Statement) throws(StoreError) -> R
+    ) throws(StoreError) -> R {
+        let statement: Statement
+        if let cached = keyed[ObjectIdentifier(sql)] {
+            statement = cached
+        } else {
+            statement = try withStatement(sql.text, intent: intent()) { $0 }
+            keyed[ObjectIdentifier(sql)] = statement
+        }
+        defer { statement.reset() }
+        return try body(statement)
+    }
+
     /// Runs `sql`, which takes no parameters and returns no rows, on its kept statement.
     private func run(_ sql: String, intent: @autoclosure () -> String) throws(StoreError) {
         try withStatement(sql, intent: intent()) { statement throws(StoreError) in try statement.run(intent: intent()) }
@@ -256,6 +274,13 @@ private func walHook(
     guard let context else { return SQLITE_OK }
     Unmanaged<Database>.fromOpaque(context).takeUnretainedValue().committed(walPages: pages, schema: schema)
     return SQLITE_OK
+}
+
+/// The text of a statement that `Database` keeps prepared, made once (a `static let`),
+/// so that it is found again by the key's identity.
+final class SQL: Sendable {
+    let text: String
+    init(_ text: String) { self.text = text }
 }
 
 /// A prepared statement. Parameters are numbered from 1 and columns from 0, as in

@@ -302,22 +302,22 @@ final class SQLStateAccess: StateWriter {
     /// Inserts or replaces the resource, every column as given: generations and
     /// versions are the caller's to compute. An upsert, not `INSERT OR REPLACE`, which
     /// would delete the row first and so cascade to its status.
+    private static let putSQL = SQL(
+        """
+        INSERT INTO resources (\(resourceColumns), manifest_hash)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+        ON CONFLICT (kind, namespace, name) DO UPDATE SET
+            manifest = excluded.manifest, manifest_hash = excluded.manifest_hash, spec_hash = excluded.spec_hash,
+            generation = excluded.generation,
+            resource_version = excluded.resource_version, source = excluded.source, file = excluded.file,
+            line = excluded.line, revision = excluded.revision, applied_at = excluded.applied_at,
+            applied_by = excluded.applied_by, code_root = excluded.code_root
+        """)
+
     func put(_ resource: StoredResource) throws(StoreError) {
         // Made only for an error: a first apply puts every resource.
         func intent() -> String { "store \(label(resource.id))" }
-        try connection(writing: true).withStatement(
-            """
-            INSERT INTO resources (\(Self.resourceColumns), manifest_hash)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-            ON CONFLICT (kind, namespace, name) DO UPDATE SET
-                manifest = excluded.manifest, manifest_hash = excluded.manifest_hash, spec_hash = excluded.spec_hash,
-                generation = excluded.generation,
-                resource_version = excluded.resource_version, source = excluded.source, file = excluded.file,
-                line = excluded.line, revision = excluded.revision, applied_at = excluded.applied_at,
-                applied_by = excluded.applied_by, code_root = excluded.code_root
-            """,
-            intent: intent()
-        ) { statement throws(StoreError) in
+        try connection(writing: true).withStatement(Self.putSQL, intent: intent()) { statement throws(StoreError) in
             try statement.bind(1, resource.id)
             try statement.bind(4, resource.manifest)
             try statement.bind(5, resource.specHash)
@@ -383,16 +383,16 @@ final class SQLStateAccess: StateWriter {
         return Int(database.lastInsertedRowID)
     }
 
+    private static let appendSQL = SQL(
+        """
+        INSERT INTO events (time, kind, resource_kind, resource_namespace, resource_name, reason, message)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        """)
+
     /// Appends the event; its `number` is ignored, as for applies.
     func append(_ event: StoreEvent) throws(StoreError) {
         func intent() -> String { "record the event \(event.reason)" }
-        try connection(writing: true).withStatement(
-            """
-            INSERT INTO events (time, kind, resource_kind, resource_namespace, resource_name, reason, message)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-            """,
-            intent: intent()
-        ) { statement throws(StoreError) in
+        try connection(writing: true).withStatement(Self.appendSQL, intent: intent()) { statement throws(StoreError) in
             try statement.bind(1, event.time.milliseconds)
             try statement.bind(2, event.kind.rawValue)
             try statement.bind(3, event.resource?.kind)

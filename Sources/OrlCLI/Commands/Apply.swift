@@ -108,7 +108,7 @@ struct ManifestSourceOptions: ParsableArguments {
                     try loaded.writeIndex(
                         source: options.source, codeRoot: options.codeRoot, prune: options.prune, plan: plan,
                         report: { rendered ?? DiagnosticRenderer.kept(loaded.outcome.report, files: loaded.files) }, writer)
-                })
+                }, fork: .beside)
         } catch let error as ApplyError {
             switch error {
             case .store(let e): throw CommandFailure(message: e.description)

@@ -186,10 +186,10 @@ public enum IncrementalValidation {
     ///     fit), in the order asked; resources with their canonical form computed.
     public static func validate(
         files: [(path: String, contentHash: String)], previous: ManifestIndex?, strict: Bool,
-        kept: (Set<String>) -> [ResourceSnapshot.Kept] = { _ in [] },
+        kept: (Set<String>) -> [ResourceSnapshot.Kept] = { _ in [] }, fork: Fork = .inline,
         read: ([Int]) -> [ReadManifests]
     ) -> Outcome {
-        guard let previous else { return full(files: files, strict: strict, read: read) }
+        guard let previous else { return full(files: files, strict: strict, fork: fork, read: read) }
         let paths = Set(files.map(\.path))
         let changed = files.indices.filter { previous.files[files[$0].path]?.contentHash != files[$0].contentHash }
         let removed = previous.files.values.filter { !paths.contains($0.path) }
@@ -201,7 +201,7 @@ public enum IncrementalValidation {
         if !changed.isEmpty || !removed.isEmpty {
             for (index, part) in zip(changed, read(changed)) {
                 let record = ManifestFileRecord(path: files[index].path, contentHash: files[index].contentHash, read: part)
-                if record.spansFiles || record.unidentified > 0 { return full(files: files, strict: strict, read: read) }
+                if record.spansFiles || record.unidentified > 0 { return full(files: files, strict: strict, fork: fork, read: read) }
                 affected.formUnion(record.namespaces)
                 if let old = records[index] { affected.formUnion(old.namespaces) }
                 records[index] = record
@@ -212,7 +212,7 @@ public enum IncrementalValidation {
             guard
                 let found = recheck(
                     affected, files: files, record: { current[$0]! }, fresh: &fresh, kept: kept, read: read)
-            else { return full(files: files, strict: strict, read: read) }
+            else { return full(files: files, strict: strict, fork: fork, read: read) }
             for namespace in affected { namespaces[namespace] = found.namespaces[namespace] }
             checked = found.checked
         }
@@ -425,12 +425,14 @@ public enum IncrementalValidation {
     }
 
     /// Everything read and checked, as `validate` does, and the index made from it.
-    static func full(files: [(path: String, contentHash: String)], strict: Bool, read: ([Int]) -> [ReadManifests]) -> Outcome {
+    static func full(
+        files: [(path: String, contentHash: String)], strict: Bool, fork: Fork = .inline, read: ([Int]) -> [ReadManifests]
+    ) -> Outcome {
         let parts = read(Array(files.indices))
         var all = ReadManifests()
         for part in parts { all.append(part) }
         let records = zip(files, parts).map { ManifestFileRecord(path: $0.path, contentHash: $0.contentHash, read: $1) }
-        let checked = ManifestValidation.crossChecks(all)
+        let checked = ManifestValidation.crossChecks(all, fork: fork)
         let report = ValidationReport(
             fleet: checked.fleet, resourceCount: all.resources.count + all.unreadable.count,
             diagnostics: ManifestValidation.strictened(all.diagnostics + checked.diagnostics, strict).sortedForReport())

@@ -24,14 +24,22 @@ public enum ManifestValidation {
 
     /// The checks across documents: MCP pins, duplicates, references, DAGs and the
     /// audit, with the fleet they assembled. Not `read`'s own diagnostics.
-    public static func crossChecks(_ read: ReadManifests) -> (fleet: Fleet, diagnostics: [Diagnostic]) {
+    /// `fork` may make the checks against the policy engine (building it among them) on
+    /// one core and the others on another: the diagnostics come out in the same order.
+    public static func crossChecks(_ read: ReadManifests, fork: Fork = .inline) -> (fleet: Fleet, diagnostics: [Diagnostic]) {
         let attached =
             read.mcpLocks.isEmpty && !read.resources.contains(where: { $0.tool?.type == .mcp }) ? read : McpLock.attach(read)
         let (fleet, duplicates) = Fleet.assemble(attached.resources, unreadable: attached.unreadable, unidentified: attached.unidentified)
         var all = Array(attached.diagnostics[read.diagnostics.count...]) + duplicates
-        all += ReferenceCheck.run(fleet)
-        all += WorkflowCheck.run(fleet)
-        all += PolicyAudit.run(fleet, engine: PolicyEngine(fleet))
+        let (audited, others) = fork.both(
+            { PolicyAudit.engineChecks(fleet, engine: PolicyEngine(fleet)) },
+            { () -> (checks: [Diagnostic], unmatched: [Diagnostic]) in
+                (ReferenceCheck.run(fleet) + WorkflowCheck.run(fleet), PolicyAudit.unmatched(fleet))
+            })
+        all += others.checks
+        all += audited.declared
+        all += others.unmatched
+        all += audited.handoffs
         return (fleet, all)
     }
 

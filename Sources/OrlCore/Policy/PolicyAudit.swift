@@ -8,6 +8,28 @@ import OrlJSON
 /// once through the DAG in topological order, never by enumerating paths.
 public enum PolicyAudit {
     public static func run(_ fleet: Fleet, engine: PolicyEngine) -> [Diagnostic] {
+        let (declared, handoffs) = engineChecks(fleet, engine: engine)
+        return declared + unmatched(fleet) + handoffs
+    }
+
+    /// The checks that need no `PolicyEngine`: names a Policy gives that match nothing.
+    /// `run` reports them between `engineChecks`' two parts; apart, so that they can be
+    /// made on another core while the engine is built.
+    static func unmatched(_ fleet: Fleet) -> [Diagnostic] {
+        var diagnostics: [Diagnostic] = []
+        var names: [String: NamespaceNames] = [:]
+        for policy in fleet.resources(of: .policy) {
+            let namespace = policy.metadata.namespace
+            let known = names[namespace] ?? NamespaceNames(namespace, in: fleet)
+            names[namespace] = known
+            diagnostics += unmatchedNames(policy, in: fleet, names: known)
+        }
+        return diagnostics
+    }
+
+    /// The checks against the engine: what agents and workflows declare, then (apart,
+    /// as `run` reports them after `unmatched`) the handoffs' reach.
+    static func engineChecks(_ fleet: Fleet, engine: PolicyEngine) -> (declared: [Diagnostic], handoffs: [Diagnostic]) {
         // Without every Policy of a namespace the audit would report denials that the
         // unreadable one may grant; its schema error is the problem to fix first. Budgets
         // likewise for coverage.
@@ -35,17 +57,11 @@ public enum PolicyAudit {
         for workflow in fleet.resources(of: .workflow) where !blindPolicies.contains(workflow.metadata.namespace) {
             diagnostics += WorkflowAudit(workflow: workflow, fleet: fleet, engine: engine)?.run() ?? []
         }
-        var names: [String: NamespaceNames] = [:]
-        for policy in fleet.resources(of: .policy) {
-            let namespace = policy.metadata.namespace
-            let known = names[namespace] ?? NamespaceNames(namespace, in: fleet)
-            names[namespace] = known
-            diagnostics += unmatchedNames(policy, in: fleet, names: known)
-        }
+        var handoffs: [Diagnostic] = []
         for namespace in namespaces.sorted() where !blindPolicies.contains(namespace) && !fleet.mayMiss(.agent, in: namespace) {
-            diagnostics += handoffReach(in: namespace, of: fleet, engine: engine)
+            handoffs += handoffReach(in: namespace, of: fleet, engine: engine)
         }
-        return diagnostics
+        return (diagnostics, handoffs)
     }
 
     /// The audit of one workflow, and how many judgements it made (one per step, agent

@@ -40,7 +40,7 @@ public enum ApplyOperation {
         desired: [DesiredResource], resolve: (Int) throws(StoreError) -> Resource, to store: any StateStore, options: ApplyOptions,
         now: Timestamp,
         dryRun: Bool = false, shortcut: (any StateReader) throws(StoreError) -> PlanShortcut? = { _ throws(StoreError) in nil },
-        also: (any StateWriter, Plan) throws(StoreError) -> Void = { _, _ throws(StoreError) in }
+        also: (any StateWriter, Plan) throws(StoreError) -> Void = { _, _ throws(StoreError) in }, fork: Fork = .inline
     ) throws(ApplyError) -> ApplyOutcome {
         if dryRun {
             let plan: Plan
@@ -64,7 +64,8 @@ public enum ApplyOperation {
         do throws(StoreError) {
             result = try store.write { writer throws(StoreError) in
                 let result = try apply(
-                    desired: desired, resolve: resolve, in: writer, options: options, now: now, shortcut: try shortcut(writer))
+                    desired: desired, resolve: resolve, in: writer, options: options, now: now, shortcut: try shortcut(writer),
+                    fork: fork)
                 if case .success(let outcome) = result { try also(writer, outcome.plan) }
                 return result
             }
@@ -89,7 +90,7 @@ public enum ApplyOperation {
 
     public static func apply(
         desired: [DesiredResource], resolve: (Int) throws(StoreError) -> Resource, in writer: any StateWriter, options: ApplyOptions,
-        now: Timestamp, shortcut: PlanShortcut? = nil
+        now: Timestamp, shortcut: PlanShortcut? = nil, fork: Fork = .inline
     ) throws(StoreError) -> Result<ApplyOutcome, PlanRefusal> {
         let plan = try Planner.plan(desired: desired, resolve: resolve, actual: writer, options: options, now: now, shortcut: shortcut)
         do throws(PlanRefusal) {
@@ -99,19 +100,25 @@ public enum ApplyOperation {
         }
         // Re-applying the same set writes nothing, not even history.
         guard !plan.isEmpty else { return .success(ApplyOutcome(plan: plan, applyNumber: nil)) }
-        for change in plan.changes {
-            switch change.action {
-            case .create, .update:
-                try writer.put(change.desired!)
-            case .prune:
-                try writer.delete(change.id)
-            }
-            try writer.append(event(for: change, plan: plan, at: now))
-        }
+        // The history's copy of the plan (a first apply's is the size of its manifests)
+        // is rendered beside the writes, which stay on the transaction's thread.
+        let (history, _) = try fork.both(
+            { PlanJSON.render(plan).rendered() },
+            { () throws(StoreError) in
+                for change in plan.changes {
+                    switch change.action {
+                    case .create, .update:
+                        try writer.put(change.desired!)
+                    case .prune:
+                        try writer.delete(change.id)
+                    }
+                    try writer.append(event(for: change, plan: plan, at: now))
+                }
+            })
         let number = try writer.record(
             ApplyRecord(
                 number: 0, source: options.source, revision: options.revision, appliedAt: now, appliedBy: options.appliedBy,
-                summary: plan.summary, plan: PlanJSON.render(plan).rendered(), result: "applied"))
+                summary: plan.summary, plan: history, result: "applied"))
         return .success(ApplyOutcome(plan: plan, applyNumber: number))
     }
 
