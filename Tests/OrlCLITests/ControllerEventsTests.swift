@@ -103,19 +103,8 @@ import Testing
         let h = try Harness()
         try h.apply([.init(name: "a")])
         // A port that is taken: the child holds the lock, then cannot serve its API.
-        let taken = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (taken, port) = try #require(RawSocket.listen())
         defer { close(taken) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(taken, pointer, length) == 0 && getsockname(taken, pointer, &length) == 0 && listen(taken, 8) == 0
-            }
-        }
-        try #require(taken >= 0 && bound)
-        let port = Int(UInt16(bigEndian: address.sin_port))
         let failed = try h.orlctl(["controller", "--detach", "--listen", "127.0.0.1:\(port)"])
         #expect(failed.status == 2, "\(failed.stdout)\(failed.stderr)")
         #expect(failed.stderr.hasPrefix("orlctl: error: the controller exited with code 2 at once: "), "\(failed.stderr)")

@@ -35,17 +35,8 @@ import Testing
         #expect(previous.stderr.contains("has no previous log"))
 
         // Following: new output, then a rotation (truncated in place), then more output.
-        let follower = Process()
-        follower.executableURL = Orlctl.binary
-        follower.arguments = ["logs", "-f", "--tail", "1", "agent/alpha", "--state", h.state]
-        let outURL = h.work.url.appendingPathComponent("follow.out")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        follower.standardOutput = try FileHandle(forWritingTo: outURL)
-        follower.standardError = FileHandle.nullDevice
-        Changes.signalOnExit(follower)
-        try follower.run()
+        let (follower, followed) = try follow(h, ["--tail", "1", "agent/alpha"])
         defer { if follower.isRunning { kill(follower.processIdentifier, SIGKILL) } }
-        func followed() -> String { (try? String(contentsOf: outURL, encoding: .utf8)) ?? "" }
         #expect(await waitUntil { followed() == "line5\n" }, "\(followed())")
 
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath(h, "alpha")))
@@ -103,17 +94,8 @@ import Testing
         try FileManager.default.createDirectory(atPath: h.state + "/logs/default", withIntermediateDirectories: true)
         try "first\n".write(toFile: path, atomically: false, encoding: .utf8)
 
-        let follower = Process()
-        follower.executableURL = Orlctl.binary
-        follower.arguments = ["logs", "-f", "agent/beta", "--state", h.state]
-        let outURL = h.work.url.appendingPathComponent("follow.out")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        follower.standardOutput = try FileHandle(forWritingTo: outURL)
-        follower.standardError = FileHandle.nullDevice
-        Changes.signalOnExit(follower)
-        try follower.run()
+        let (follower, followed) = try follow(h, ["agent/beta"])
         defer { if follower.isRunning { kill(follower.processIdentifier, SIGKILL) } }
-        func followed() -> String { (try? String(contentsOf: outURL, encoding: .utf8)) ?? "" }
         #expect(await waitUntil { followed() == "first\n" }, "\(followed())")
 
         let pid = follower.processIdentifier
@@ -171,5 +153,20 @@ import Testing
             due.append(numbers[0] + numbers[1] / 1e9)
         }
         return due
+    }
+
+    /// `orlctl logs -f ARGUMENTS` started on the harness's state, its output going to a
+    /// file: the process and a reader of what it printed so far.
+    func follow(_ h: Harness, _ arguments: [String]) throws -> (Process, @Sendable () -> String) {
+        let follower = Process()
+        follower.executableURL = Orlctl.binary
+        follower.arguments = ["logs", "-f"] + arguments + ["--state", h.state]
+        let outURL = h.work.url.appendingPathComponent("follow.out")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        follower.standardOutput = try FileHandle(forWritingTo: outURL)
+        follower.standardError = FileHandle.nullDevice
+        Changes.signalOnExit(follower)
+        try follower.run()
+        return (follower, { (try? String(contentsOf: outURL, encoding: .utf8)) ?? "" })
     }
 }

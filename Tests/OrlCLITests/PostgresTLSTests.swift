@@ -82,19 +82,9 @@ private final class PlainServer: Sendable {
     private let served = Atomic<Int>(0)
 
     init() throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0 && listen(fd, 8) == 0
-            }
-        }
-        guard fd >= 0, bound else { throw POSIXError(.EADDRNOTAVAIL) }
-        self.fd = fd
-        self.port = Int(UInt16(bigEndian: address.sin_port))
+        guard let listening = RawSocket.listen() else { throw POSIXError(.EADDRNOTAVAIL) }
+        fd = listening.fd
+        port = listening.port
         let thread = Thread { [self] in self.serve() }
         thread.start()
     }
