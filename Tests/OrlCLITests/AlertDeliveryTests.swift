@@ -25,7 +25,7 @@ import Testing
         metadata: {name: oncall}
         spec:
           events: [ApprovalRequested, RunFailed]
-          webhook: {urlSecret: oncall-url, signingKeySecret: oncall-key}
+          webhook: {urlSecret: oncall-url, signingKeySecret: oncall-key, timeout: 10m}
         ---
         apiVersion: orl.dev/v1
         kind: Alert
@@ -83,7 +83,10 @@ import Testing
         try h.work.write("fleet.yaml", Self.manifests(port: receiver.port))
         try h.apply("fleet.yaml")
 
-        // The receiver holds its first answer; the controller is killed while it waits.
+        // The receiver holds its first answer; the controller is killed while it waits. The
+        // webhook's timeout is long, so that the held attempt is still the only one when the
+        // test sees it, however late (at the default 10 s, a test starved of threads saw the
+        // retry first and waited for one request in vain).
         let hold = receiver.directory.appendingPathComponent("hold")
         _ = FileManager.default.createFile(atPath: hold.path, contents: nil)
         let first = try h.startController()
