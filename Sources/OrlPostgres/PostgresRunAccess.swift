@@ -214,9 +214,8 @@ extension PostgresAccess: RunWriter {
         var attempts: [AttemptRecord] = []
         for row in try connection().query(
             """
-            SELECT a.run_id, a.step, a.attempt, a.namespace, a.agent, a.started_at, a.ended_at, a.outcome, a.error
-            FROM run_attempts a JOIN run_steps s ON s.run_id = a.run_id AND s.step = a.step
-            WHERE a.run_id = $1 ORDER BY s.idx, a.attempt
+            SELECT run_id, step, attempt, namespace, agent, started_at, ended_at, outcome, error
+            FROM run_attempts WHERE run_id = $1
             """, [.text(run.rawValue)], intent: "read the attempts of run \(run)")
         {
             let runText = try row.text(0)
@@ -230,7 +229,7 @@ extension PostgresAccess: RunWriter {
                     startedAt: Timestamp(milliseconds: try row.int64(5)),
                     endedAt: try row.optionalInt64(6).map(Timestamp.init(milliseconds:)), outcome: outcome, error: try row.optionalText(8)))
         }
-        return attempts
+        return AttemptRecord.reported(stored: attempts, steps: try steps(of: run))
     }
 
     func cronSlot(workflow: ResourceID, cron: String) throws(StoreError) -> CronSlotRecord? {

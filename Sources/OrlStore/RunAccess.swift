@@ -333,11 +333,10 @@ extension SQLStateAccess: RunWriter {
     }
 
     func attempts(of run: RunID) throws(StoreError) -> [AttemptRecord] {
-        try rows(
+        let stored = try rows(
             """
-            SELECT a.run_id, a.step, a.attempt, a.namespace, a.agent, a.started_at, a.ended_at, a.outcome, a.error
-            FROM run_attempts a JOIN run_steps s ON s.run_id = a.run_id AND s.step = a.step
-            WHERE a.run_id = ?1 ORDER BY s.idx, a.attempt
+            SELECT run_id, step, attempt, namespace, agent, started_at, ended_at, outcome, error
+            FROM run_attempts WHERE run_id = ?1
             """, intent: "read the attempts of run \(run)"
         ) { s throws(StoreError) in
             try s.bind(1, run.rawValue)
@@ -351,6 +350,7 @@ extension SQLStateAccess: RunWriter {
                 startedAt: Timestamp(milliseconds: s.int64(5)), endedAt: s.optionalInt64(6).map(Timestamp.init(milliseconds:)),
                 outcome: outcome, error: s.optionalText(8))
         }
+        return AttemptRecord.reported(stored: stored, steps: try steps(of: run))
     }
 
     func cronSlot(workflow: ResourceID, cron: String) throws(StoreError) -> CronSlotRecord? {

@@ -121,8 +121,7 @@ final class InMemoryRunStore: RunStore {
         }
 
         func attempts(of run: RunID) throws(StoreError) -> [AttemptRecord] {
-            let order = Dictionary(uniqueKeysWithValues: (state.steps[run] ?? []).map { ($0.id, $0.index) })
-            return state.attempts.filter { $0.run == run }.sorted { (order[$0.step] ?? 0, $0.attempt) < (order[$1.step] ?? 0, $1.attempt) }
+            AttemptRecord.reported(stored: state.attempts.filter { $0.run == run }, steps: state.steps[run] ?? [])
         }
 
         func cronSlot(workflow: ResourceID, cron: String) throws(StoreError) -> CronSlotRecord? { state.slots["\(workflow) \(cron)"] }

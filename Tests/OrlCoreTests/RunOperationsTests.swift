@@ -155,6 +155,11 @@ final class RunHarness {
 
     func run(_ run: RunRecord) -> RunRecord { store.snapshot.runs[run.id]! }
 
+    /// The run's attempts as the port reports them (`AttemptRecord.reported`).
+    func attempts(_ run: RunRecord) throws -> [AttemptRecord] {
+        try store.readRuns { reader throws(StoreError) in try reader.attempts(of: run.id) }
+    }
+
     func reasons(_ run: RunRecord) -> [String] { store.snapshot.events.filter { $0.resource == run.eventSubject }.map(\.reason) }
 
     /// Claims and completes every task of `agent` until none is left; returns the steps.
@@ -269,8 +274,10 @@ func string(_ value: JSONValue?) -> String? {
         let last = try h.operations.completeAndClaim(task.id, agent: worker, output: JSONParser.parse("{}", file: ""), now: h.now)
         #expect(last.next?.id.step == "join" && last.next?.id.attempt == 1)
         #expect(h.states(fan)["join"] == .running)
-        let attempts = h.store.snapshot.attempts.filter { $0.run == fan.id }.map { "\($0.step)/\($0.attempt)" }
-        #expect(attempts.sorted() == ["join/1", "split/1", "x/1", "y/1", "z/1"])
+        let attempts = try h.attempts(fan).map { "\($0.step)/\($0.attempt) \($0.outcome.rawValue)" }
+        #expect(attempts == ["split/1 Succeeded", "x/1 Succeeded", "y/1 Succeeded", "z/1 Succeeded", "join/1 Running"])
+        // First attempts that run or succeeded are their steps' rows: none stored apart.
+        #expect(h.store.snapshot.attempts.filter { $0.run == fan.id }.isEmpty)
     }
 
     @Test func aFailingStepIsRetriedWithBackoffUnderTheSameKeyThenSucceeds() throws {
@@ -293,7 +300,7 @@ func string(_ value: JSONValue?) -> String? {
         #expect(third.id.attempt == 3)
         try h.complete(third)
         #expect(h.states(run)["try"] == .succeeded)
-        #expect(h.store.snapshot.attempts.filter { $0.step == "try" }.map(\.outcome) == [.failed, .failed, .succeeded])
+        #expect(try h.attempts(run).filter { $0.step == "try" }.map(\.outcome) == [.failed, .failed, .succeeded])
         #expect(h.reasons(run) == ["Started", "Retrying", "Retrying"])
         // The late answer of an earlier attempt is refused.
         #expect(throws: RunError.self) { try h.complete(first) }
@@ -315,8 +322,8 @@ func string(_ value: JSONValue?) -> String? {
         #expect(record.phase == .failed)
         #expect(record.error == "step \"try\": attempt 3 of 3 (the last): broken 3")
         #expect(h.reasons(run) == ["Started", "Retrying", "Retrying", "DeadLetter", "Failed"])
-        #expect(h.store.snapshot.attempts.filter { $0.step == "try" }.map(\.error) == ["broken 1", "broken 2", "broken 3"])
-        #expect(h.store.snapshot.attempts.first { $0.step == "other" }?.outcome == .abandoned)
+        #expect(try h.attempts(run).filter { $0.step == "try" }.map(\.error) == ["broken 1", "broken 2", "broken 3"])
+        #expect(try h.attempts(run).first { $0.step == "other" }?.outcome == .abandoned)
         // The cancelled branch's agent is told to stop.
         #expect {
             try h.operations.heartbeat(other.id, agent: other.agent, now: h.now)
@@ -345,7 +352,7 @@ func string(_ value: JSONValue?) -> String? {
         #expect(events.map(\.reason) == ["Retrying"])
         #expect(events[0].message.contains("no heartbeat from agent \"worker\" for 1m"))
         #expect(h.states(run)["try"] == .ready)
-        #expect(h.store.snapshot.attempts.first?.outcome == .leaseExpired)
+        #expect(try h.attempts(run).first?.outcome == .leaseExpired)
         #expect {
             try h.complete(task)
         } throws: { ($0 as? RunError)?.kind == .conflict }
@@ -365,7 +372,7 @@ func string(_ value: JSONValue?) -> String? {
         }
         h.advance(.seconds(5))
         #expect(try h.sweep().map(\.message).first?.contains("timed out after 5m") == true)
-        #expect(h.store.snapshot.attempts.first?.outcome == .timedOut)
+        #expect(try h.attempts(run).first?.outcome == .timedOut)
         #expect(h.states(run)["try"] == .ready)
     }
 
@@ -554,5 +561,57 @@ func string(_ value: JSONValue?) -> String? {
         #expect(
             try h.operations.fire(pipeline, cron: "0 * * * *", slot: utc("2026-11-20T10:00"), now: utc("2026-11-20T10:01"), random: 3)
                 == nil)
+    }
+}
+
+/// How a run's attempts are reported from the rows stored and the steps.
+@Suite struct ReportedAttemptsTests {
+    let run = RunID("0000000000000")!
+    let worker = ResourceID(kind: ResourceKind.agent.rawValue, name: "worker")
+
+    func step(_ index: Int, _ id: String, _ state: StepState, attempt: Int, started: Int64?, ended: Int64? = nil, agent: Bool = true)
+        -> StepRecord
+    {
+        StepRecord(
+            run: run, index: index, id: id, agent: agent ? worker : nil, state: state, attempt: attempt,
+            startedAt: started.map(Timestamp.init(milliseconds:)), endedAt: ended.map(Timestamp.init(milliseconds:)))
+    }
+
+    func row(_ id: String, _ attempt: Int, _ outcome: AttemptRecord.Outcome, started: Int64, ended: Int64? = nil, error: String? = nil)
+        -> AttemptRecord
+    {
+        AttemptRecord(
+            run: run, step: id, attempt: attempt, agent: worker, startedAt: Timestamp(milliseconds: started),
+            endedAt: ended.map(Timestamp.init(milliseconds:)), outcome: outcome, error: error)
+    }
+
+    @Test func aStepsCurrentAttemptIsItsRowsWhileItRunsAndOnceItSucceeded() {
+        let steps = [
+            step(0, "done", .succeeded, attempt: 1, started: 10, ended: 20),
+            step(1, "retried", .succeeded, attempt: 2, started: 20, ended: 50),
+            step(2, "running", .running, attempt: 1, started: 30),
+            step(3, "ready", .ready, attempt: 1, started: 30),
+            step(4, "pending", .pending, attempt: 0, started: nil),
+            step(5, "gate", .succeeded, attempt: 0, started: 40, ended: 45, agent: false),
+            step(6, "old", .succeeded, attempt: 1, started: 5, ended: 60),
+        ]
+        let stored = [
+            // Stored by an older orlctl at its claim: the step's success is what counts.
+            row("old", 1, .running, started: 5),
+            row("retried", 2, .running, started: 40),
+            row("ready", 1, .failed, started: 30, ended: 35, error: "boom"),
+            row("retried", 1, .timedOut, started: 20, ended: 30, error: "late"),
+            row("gone", 1, .failed, started: 1, ended: 2),
+        ]
+        let reported = AttemptRecord.reported(stored: stored, steps: steps)
+        #expect(
+            reported == [
+                row("done", 1, .succeeded, started: 10, ended: 20),
+                row("retried", 1, .timedOut, started: 20, ended: 30, error: "late"),
+                row("retried", 2, .succeeded, started: 40, ended: 50),
+                row("running", 1, .running, started: 30),
+                row("ready", 1, .failed, started: 30, ended: 35, error: "boom"),
+                row("old", 1, .succeeded, started: 5, ended: 60),
+            ])
     }
 }

@@ -73,6 +73,34 @@ private let start = Timestamp(milliseconds: 1_795_161_600_000)
         #expect(states == Array(repeating: .running, count: 20))
     }
 
+    /// A first attempt, running then succeeded, is told by its step row (the run
+    /// operations store no attempt row for it); a row an older orlctl stored at its claim
+    /// reads the same once the step succeeds.
+    @Test(arguments: Backend.available) func aFirstAttemptIsReadFromItsStep(_ backend: Backend) throws {
+        let state = try fleet(backend)
+        let store = try state.open()
+        let operations = RunOperations(store: store)
+        let run = try startRun("two", in: store)
+        func attempts() throws -> [String] {
+            try store.readRuns { reader throws(StoreError) in try reader.attempts(of: run.id) }.map { attempt in
+                let started = attempt.startedAt.milliseconds - start.milliseconds
+                let ended = attempt.endedAt.map { "\($0.milliseconds - start.milliseconds)" } ?? ""
+                return "\(attempt.step)/\(attempt.attempt) \(attempt.outcome.rawValue) \(started)-\(ended)"
+            }
+        }
+        let a = try #require(try operations.claim(agent: worker, now: start))
+        #expect(try attempts() == ["a/1 Running 0-"])
+        let done = try operations.completeAndClaim(
+            a.id, agent: worker, output: JSONParser.parse("{}", file: ""), now: start.adding(.seconds(2)))
+        let b = try #require(done.next)
+        #expect(try attempts() == ["a/1 Succeeded 0-2000", "b/1 Running 2000-"])
+        try store.writeRuns { writer throws(StoreError) in
+            try writer.put(AttemptRecord(run: run.id, step: "b", attempt: 1, agent: worker, startedAt: start.adding(.seconds(2))))
+        }
+        try operations.complete(b.id, agent: worker, output: JSONParser.parse("{}", file: ""), now: start.adding(.seconds(3)))
+        #expect(try attempts() == ["a/1 Succeeded 0-2000", "b/1 Succeeded 2000-3000"])
+    }
+
     @Test(arguments: Backend.available) func anExpiredLeaseIsRetriedUnderTheSameKey(_ backend: Backend) throws {
         let state = try fleet(backend)
         let store = try state.open()

@@ -258,8 +258,14 @@ private func call(_ name: String, at time: Int64, usd: Double) -> LedgerEntry {
         _ = try store.retain(RetentionPolicy(ledgerMaxAge: .seconds(62 * 86_400)), now: now)
         let operations = RunOperations(store: store)
         let run = try operations.start(.init(workflow: ResourceID(kind: "Workflow", name: "two"), by: "test"), now: now, random: 1)
-        let task = try #require(try operations.claim(agent: worker, now: now))
-        _ = try operations.complete(task.id, agent: worker, output: try JSONParser.parse(#"{"title":"Otters"}"#, file: "out"), now: now)
+        // A first attempt that fails, then one that succeeds: an attempt succeeding at once
+        // is told by its step alone, and run_attempts would have no row.
+        let first = try #require(try operations.claim(agent: worker, now: now))
+        try operations.fail(first.id, agent: worker, error: "busy", now: now, random: 0)
+        let later = now.adding(.seconds(60))
+        let task = try #require(try operations.claim(agent: worker, now: later))
+        _ = try operations.complete(
+            task.id, agent: worker, output: try JSONParser.parse(#"{"title":"Otters"}"#, file: "out"), now: later)
         try store.writeRuns { s throws(StoreError) in
             try s.put(CronSlotRecord(workflow: ResourceID(kind: "Workflow", name: "one"), cron: "0 * * * *", slot: now, run: run.id))
         }

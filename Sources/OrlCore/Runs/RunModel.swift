@@ -199,6 +199,51 @@ public struct AttemptRecord: Sendable, Hashable {
     }
 }
 
+extension AttemptRecord {
+    /// A run's attempts as its readers report them, from the attempt rows a store keeps
+    /// (`stored`, of one run) and the run's steps, by step (workflow order) then attempt.
+    /// A step's current attempt, while it runs and once it has succeeded, is what its step
+    /// row says: a claim stores no row for a first attempt (it started when the step did),
+    /// and a success stores none for its end. A step of a chain that succeeds at once thus
+    /// writes no attempt row (two statements and a WAL page fewer a step); a row is stored
+    /// for a later attempt (its own start) and for every end but a success.
+    public static func reported(stored: [AttemptRecord], steps: [StepRecord]) -> [AttemptRecord] {
+        var byID: [String: StepRecord] = [:]
+        for step in steps { byID[step.id] = step }
+        func told(by step: StepRecord) -> Outcome? {
+            switch step.state {
+            case .running: .running
+            case .succeeded: .succeeded
+            default: nil
+            }
+        }
+        var attempts: [(index: Int, record: AttemptRecord)] = []
+        var kept = Set<String>()
+        for var attempt in stored {
+            // As the stores' join on the steps had it: an attempt of no step is not reported.
+            guard let step = byID[attempt.step] else { continue }
+            if step.attempt == attempt.attempt, let outcome = told(by: step) {
+                kept.insert(step.id)
+                attempt.outcome = outcome
+                if outcome == .succeeded { attempt.endedAt = step.endedAt }
+            }
+            attempts.append((step.index, attempt))
+        }
+        for step in steps where !kept.contains(step.id) && step.attempt > 0 {
+            // A row stored for its current attempt was taken above (`kept`).
+            guard let agent = step.agent, let outcome = told(by: step), let startedAt = step.startedAt else { continue }
+            attempts.append(
+                (
+                    step.index,
+                    AttemptRecord(
+                        run: step.run, step: step.id, attempt: step.attempt, agent: agent, startedAt: startedAt,
+                        endedAt: outcome == .succeeded ? step.endedAt : nil, outcome: outcome)
+                ))
+        }
+        return attempts.sorted { ($0.index, $0.record.attempt) < ($1.index, $1.record.attempt) }.map(\.record)
+    }
+}
+
 /// One version of one value on a run's blackboard. A step's output is written under
 /// the step's id when it succeeds; every write is a new version, none is overwritten.
 public struct BlackboardValue: Sendable, Hashable {

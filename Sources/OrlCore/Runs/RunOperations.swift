@@ -106,16 +106,21 @@ public struct RunOperations: Sendable {
         }
         guard any else { return nil }
         return try write { tx throws(StoreError) -> Result<RunTask?, RunError> in
-            .success(try Self.claim(agent: agent, claimant: claimant, now: now, in: tx))
+            .success(try Self.claim(agent: agent, claimant: claimant, now: now, in: tx).task)
         }
     }
 
     /// `after`: what the completion earlier in this transaction read and wrote, which a
     /// claim of a step of the same run (the next step of a chain) need not read again.
+    /// `othersLeft`: whether the agent has another claimable step, when the claim knows
+    /// without asking (it took a held step: what else is claimable is the query's answer
+    /// and the other held steps); nil when it does not.
     private static func claim(
         agent: ResourceID, claimant: String? = nil, now: Timestamp, in tx: Transaction, after completed: Completed? = nil
-    ) throws(StoreError) -> RunTask? {
-        var found = try tx.writer.nextClaimable(agent: agent, at: now)
+    ) throws(StoreError) -> (task: RunTask?, othersLeft: Bool?) {
+        let queried = try tx.writer.nextClaimable(agent: agent, at: now)
+        var found = queried
+        var othersLeft: Bool?
         // A held step is Ready as if written: it is taken when the query would have
         // returned it first (the same order: ready_at, run, index).
         var held = tx.takeHeld()
@@ -124,10 +129,11 @@ public struct RunOperations: Sendable {
             found.map({ Self.claimedBefore(held[first], $0) }) ?? true
         {
             found = held.remove(at: first)
+            othersLeft = queried != nil || held.contains { $0.agent == agent && ($0.readyAt ?? now) <= now }
         }
         // The others are written as they are, Ready.
         for record in held { try tx.writer.update(record) }
-        guard let ready = found else { return nil }
+        guard let ready = found else { return (nil, false) }
         let known = completed?.run.id == ready.run ? completed : nil
         let run: RunRecord
         let plan: RunPlan
@@ -135,13 +141,18 @@ public struct RunOperations: Sendable {
             (run, plan) = (known.run, known.plan)
         } else {
             // Not a held step (those are of the completed run): the query found it.
-            guard let read = try tx.writer.run(ready.run) else { return nil }
+            guard let read = try tx.writer.run(ready.run) else { return (nil, nil) }
             (run, plan) = (read, try tx.writer.plan(of: ready.run))
         }
         let record = RunEngine.claim(ready, plan.steps[ready.index], now: now, claimant: claimant)
         try tx.writer.update(record)
-        try tx.writer.put(AttemptRecord(run: run.id, step: record.id, attempt: record.attempt, agent: agent, startedAt: now))
-        return try RunTask.make(record, agent: agent, run: run, plan: plan, from: tx.writer, written: known?.written ?? [:])
+        // A first attempt is the step row's (`AttemptRecord.reported`): it started when
+        // the step did. A later one's start is its own.
+        if record.attempt > 1 {
+            try tx.writer.put(AttemptRecord(run: run.id, step: record.id, attempt: record.attempt, agent: agent, startedAt: now))
+        }
+        let task = try RunTask.make(record, agent: agent, run: run, plan: plan, from: tx.writer, written: known?.written ?? [:])
+        return (task, othersLeft)
     }
 
     /// Whether `a` is claimed before `b`: the order of `RunReader.nextClaimable`.
@@ -219,10 +230,14 @@ public struct RunOperations: Sendable {
         case .failure(let error): return .failure(error)
         case .success(let completed):
             let record = completed.record
-            let next = try Self.claim(agent: agent, claimant: claimant, now: now, in: tx, after: completed)
+            let (next, othersLeft) = try Self.claim(agent: agent, claimant: claimant, now: now, in: tx, after: completed)
             // The step readied for the agent is in this answer: its other polls are
             // woken only when something else is Ready for it.
-            if next != nil, try tx.writer.nextClaimable(agent: agent, at: now) == nil { tx.claimedAll(of: agent) }
+            if next != nil {
+                let more: Bool
+                if let othersLeft { more = othersLeft } else { more = try tx.writer.nextClaimable(agent: agent, at: now) != nil }
+                if !more { tx.claimedAll(of: agent) }
+            }
             return .success((record, next))
         }
     }
@@ -257,7 +272,7 @@ public struct RunOperations: Sendable {
         try tx.writer.put(
             BlackboardValue(
                 run: record.run, key: step.outputKey, value: value, writtenAt: now, step: record.id, attempt: record.attempt))
-        try Self.endAttempt(record, agent: agent, .succeeded, error: nil, now: now, in: tx)
+        // The attempt's success is the step row's (`AttemptRecord.reported`): no row written.
         if let event = decision.event { try tx.record(Self.event(current.run, .normal, event.reason, event.message, now)) }
         for assigned in decision.assign {
             guard var slot = try tx.writer.step(of: record.run, index: assigned.slot), slot.state == .pending else { continue }

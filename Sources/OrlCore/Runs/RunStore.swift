@@ -36,7 +36,8 @@ public protocol RunReader {
     func value(of run: RunID, key: String) throws(StoreError) -> BlackboardValue?
     /// Every version of every value of the run, by key then version.
     func values(of run: RunID) throws(StoreError) -> [BlackboardValue]
-    /// The run's attempts, by step index then attempt.
+    /// The run's attempts, by step index then attempt, as `AttemptRecord.reported` makes
+    /// them of the stored rows and the steps.
     func attempts(of run: RunID) throws(StoreError) -> [AttemptRecord]
     func cronSlot(workflow: ResourceID, cron: String) throws(StoreError) -> CronSlotRecord?
     /// What the model gateway's ledger records against the run, by step.
@@ -59,7 +60,8 @@ public protocol RunWriter: RunReader {
     /// Appends a version of the value (its `version` is ignored); returns the version.
     @discardableResult func put(_ value: BlackboardValue) throws(StoreError) -> Int
     /// Stores the attempt; for one already stored (same run, step and attempt), its end,
-    /// outcome and error (when it started stays as first stored).
+    /// outcome and error (when it started stays as first stored). The run operations
+    /// store no row the step row can tell (`AttemptRecord.reported`).
     func put(_ attempt: AttemptRecord) throws(StoreError)
     func put(_ slot: CronSlotRecord) throws(StoreError)
 }
