@@ -699,7 +699,8 @@ extension NodesTests {
         let entries = journal().filter { ($0["task"] as? String ?? "").hasPrefix(id + "/") }
         let givenUp: [[String]] = described.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }.filter {
             (words: [String]) -> Bool in
-            words.count > 3 && words[2] == "LeaseExpired" && words.joined(separator: " ").contains("ended while working on it (its process is gone)")
+            words.count > 3 && words[2] == "LeaseExpired"
+                && words.joined(separator: " ").contains("ended while working on it (its process is gone)")
         }
         for step in ["split", "x", "y", "z", "join"] {
             let last = try #require(steps[step]?["attempt"] as? Int, "\(steps)")
