@@ -14,15 +14,14 @@ let strictness: [SwiftSetting] = [
     .unsafeFlags(["-Xfrontend", "-function-sections"], .when(configuration: .release)),
 ]
 
-// The commit `orlctl version` reports: ORL_BUILD_COMMIT (and ORL_BUILD_DIRTY) when the
-// scripts set them (scripts/build-env), else SwiftPM's view of the repository, which
-// its manifest cache can keep from an earlier commit; a build without git (a tarball,
-// a sandbox) says "unknown" at run time rather than failing.
-let environmentCommit = Context.environment["ORL_BUILD_COMMIT"]
-let buildCommit = environmentCommit ?? Context.gitInformation?.currentCommit ?? ""
-let isDirty =
-    environmentCommit != nil ? Context.environment["ORL_BUILD_DIRTY"] == "1" : Context.gitInformation?.hasUncommittedChanges == true
-let buildDirty = isDirty ? "1" : "0"
+// The commit `orlctl version` reports when the build scripts have not written it
+// (scripts/build-env writes Sources/COrlBuildInfo/orl_build_commit.h, which wins): SwiftPM's
+// view of the repository, which its manifest cache can keep from an earlier commit; a build
+// without git (a tarball, a sandbox) says "unknown" at run time rather than failing. Not
+// the environment: every package's manifest cache is keyed on it, so a variable that
+// changed with each commit compiled all the manifests again.
+let buildCommit = Context.gitInformation?.currentCommit ?? ""
+let buildDirty = Context.gitInformation?.hasUncommittedChanges == true ? "1" : "0"
 let buildCommitIsHex = buildCommit.allSatisfy { $0.isHexDigit }
 
 // Linux only (Debian 12 and the like): the code is written against Glibc and Linux

@@ -224,11 +224,10 @@ import Testing
         #expect(environ.contains("ORL_AGENT=a\0"))
         // The gateway is the controller's API, and the agent's API key its own token.
         let api = try String(contentsOfFile: h.state + "/controller.api", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let variables = Dictionary(
-            environ.split(separator: "\0").map { ($0.prefix { $0 != "=" }, $0.drop { $0 != "=" }.dropFirst()) }.map {
-                (String($0), String($1))
-            },
-            uniquingKeysWith: { a, _ in a })
+        let pairs: [(String, String)] = environ.split(separator: "\0").map { (entry: Substring) -> (String, String) in
+            (String(entry.prefix { $0 != "=" }), String(entry.drop { $0 != "=" }.dropFirst()))
+        }
+        let variables: [String: String] = Dictionary(pairs, uniquingKeysWith: { a, _ in a })
         #expect(variables["ORL_API_URL"] == api && variables["OPENAI_BASE_URL"] == api + "/v1")
         #expect(variables["OPENAI_API_KEY"] == variables["ORL_TOKEN"] && variables["ORL_TOKEN"]?.count == 64)
 

@@ -39,7 +39,8 @@ import Testing
         let applied = try await run(["apply", "-f", "manifests/"])
         try #require(applied.status == 0, "\(applied.stderr)")
         let created = try await run(["run", "workflow/content-pipeline", "--input", "topic=x"])
-        let runID = try #require(created.stdout.split(separator: " ").first.map(String.init), "\(created.stdout)\(created.stderr)")
+        let firstWord: String? = created.stdout.split(separator: " ").first.map(String.init)
+        let runID = try #require(firstWord, "\(created.stdout)\(created.stderr)")
         let unknownRun = "run/1m94r223cwn58"
 
         let repo = try GitFixture()

@@ -53,8 +53,15 @@ import Testing
         // A build without git (a tarball, or the sandboxed build of this machine) says
         // "unknown"; one from a clone names the 40-hex commit.
         #expect(commit == "unknown" || (commit.count == 40 && commit.allSatisfy(\.isHexDigit)), "\(commit)")
-        // scripts/test sets it for the build and the tests alike (scripts/build-env).
-        if let built = ProcessInfo.processInfo.environment["ORL_BUILD_COMMIT"] { #expect(commit == built) }
+        // The scripts' builds (scripts/build-env) take both from the header it writes.
+        let header = Orlctl.packageRoot.appendingPathComponent("Sources/COrlBuildInfo/orl_build_commit.h")
+        if let written = try? String(contentsOf: header, encoding: .utf8) {
+            let lines = written.split(separator: "\n")
+            let built = lines.first { $0.hasPrefix("#define ORL_GENERATED_COMMIT ") }?.split(separator: "\"").dropFirst().first ?? ""
+            #expect(commit == (built.isEmpty ? "unknown" : String(built)), "\(written)")
+            let dirty: Bool = lines.contains("#define ORL_GENERATED_DIRTY 1")
+            #expect(object["dirty"] as? Bool == dirty, "\(written)")
+        }
         #expect(object["dirty"] is Bool)
         let text = try await Orlctl.call(["version"])
         #expect(text.stdout.hasPrefix("orlctl 0.1.0 (commit \(commit)"))

@@ -14,49 +14,38 @@ import Testing
     static let agentScript = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/sdk_agent.py")
         .path
 
-    /// Runs the SDK agent with the environment orl gives agents; its one JSON line.
+    /// Runs the SDK agent with the environment orl gives agents; its one JSON line. One
+    /// interpreter serves every call (`sdk_agent.py serve`): importing the two SDKs was two
+    /// seconds of CPU per call. Waited for on a thread of its own: a blocking read on the
+    /// cooperative pool (two threads on a two-core machine) would starve the gateway the
+    /// agent is calling.
     static func agent(_ arguments: [String], gateway url: String) async throws -> [String: Any] {
-        let process = Process()
-        // The venv scripts/install-deps --test installs the SDKs into (with the MCP SDK).
-        let venv = ProcessInfo.processInfo.environment["ORL_MCP_VENV"] ?? NSHomeDirectory() + "/.cache/orl/mcp-venv"
-        process.executableURL = URL(fileURLWithPath: venv + "/bin/python")
-        process.arguments = [agentScript] + arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["OPENAI_BASE_URL"] = url + "/v1"
-        environment["ANTHROPIC_BASE_URL"] = url
-        environment["OPENAI_API_KEY"] = GatewayServerTests.agentToken
-        environment["ANTHROPIC_API_KEY"] = GatewayServerTests.agentToken
-        process.environment = environment
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        let exited = AsyncStream<Void>.makeStream()
-        process.terminationHandler = { _ in exited.continuation.finish() }
-        try process.run()
-        // Read while it runs, so that a full pipe cannot stall it.
-        async let out = readAll(output)
-        async let err = readAll(errors)
-        let (stdout, stderr) = await (out, err)
-        for await _ in exited.stream {}
-        let said = String(decoding: stderr, as: UTF8.self)
-        guard process.terminationStatus == 0 else {
-            throw Failure(
-                "sdk_agent.py \(arguments.joined(separator: " ")) exited \(process.terminationStatus)"
-                    + (said.contains("No module named")
-                        ? " (run scripts/install-deps --test to install the openai and anthropic SDKs)" : "")
-                    + ":\n\(said)")
+        let environment = [
+            "OPENAI_BASE_URL": url + "/v1", "ANTHROPIC_BASE_URL": url, "OPENAI_API_KEY": GatewayServerTests.agentToken,
+            "ANTHROPIC_API_KEY": GatewayServerTests.agentToken,
+        ]
+        let stdout = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, any Error>) in
+            Thread {
+                continuation.resume(
+                    with: Result {
+                        do { return try agents.call([environment] + arguments) } catch {
+                            let said = "\(error)"
+                            throw Failure(
+                                "sdk_agent.py \(arguments.joined(separator: " ")) failed"
+                                    + (said.contains("No module named")
+                                        ? " (run scripts/install-deps --test to install the openai and anthropic SDKs)" : "")
+                                    + ":\n\(said)")
+                        }
+                    })
+            }.start()
         }
-        return try JSONSerialization.jsonObject(with: stdout) as? [String: Any] ?? [:]
+        return try JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any] ?? [:]
     }
 
-    /// On a thread of its own: a blocking read on the cooperative pool (two threads on a
-    /// two-core machine) would starve the gateway the agent is calling.
-    static func readAll(_ pipe: Pipe) async -> Data {
-        await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: pipe.fileHandleForReading.readDataToEndOfFile()) }.start()
-        }
-    }
+    /// The venv scripts/install-deps --test installs the SDKs into (with the MCP SDK).
+    static let agents = PythonWorkers(
+        python: (ProcessInfo.processInfo.environment["ORL_MCP_VENV"] ?? NSHomeDirectory() + "/.cache/orl/mcp-venv") + "/bin/python",
+        script: [agentScript, "serve"])
 
     struct Failure: Error, CustomStringConvertible {
         var description: String

@@ -5,6 +5,7 @@ token as both keys). Prints one JSON line: what the SDKs saw.
 
     sdk_agent.py calls OPENAI_MODEL ANTHROPIC_MODEL   each API once, plain and streamed
     sdk_agent.py flood API MODEL CLIENTS CALLS        CLIENTS concurrent clients, CALLS each
+    sdk_agent.py serve                                those commands (after the environment) a line each
 """
 import asyncio
 import json
@@ -111,8 +112,33 @@ async def flood(api, model, clients, per_client):
     print(json.dumps({"outcomes": [o for r in results for o in r]}))
 
 
-if __name__ == "__main__":
-    if sys.argv[1] == "calls":
-        calls(sys.argv[2], sys.argv[3])
+def run(arguments):
+    if arguments[0] == "calls":
+        calls(arguments[1], arguments[2])
     else:
-        asyncio.run(flood(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
+        asyncio.run(flood(arguments[1], arguments[2], int(arguments[3]), int(arguments[4])))
+
+
+def serve():
+    """One command per line of standard input (a JSON array: the environment's changes, then
+    the arguments above), one line of answer each ({"out": what it printed} or {"failed": the traceback}): the tests
+    keep this interpreter, which spent two seconds of CPU importing the two SDKs."""
+    import contextlib
+    import io
+    import traceback
+    for line in sys.stdin:
+        printed = io.StringIO()
+        try:
+            environment, *arguments = json.loads(line)
+            os.environ.update(environment)
+            with contextlib.redirect_stdout(printed):
+                run(arguments)
+            answer = {"out": printed.getvalue()}
+        except BaseException:  # reported, and the next command still served
+            answer = {"failed": traceback.format_exc()}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    serve() if sys.argv[1] == "serve" else run(sys.argv[1:])
