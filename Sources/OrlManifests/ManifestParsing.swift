@@ -1,5 +1,6 @@
 public import OrlCore
 import OrlJSON
+import OrlRuntime
 public import OrlYAML
 import Synchronization
 
@@ -66,7 +67,7 @@ public struct ManifestParsing: Sendable {
     /// means first in path order. Blocks until all are done; small inputs run on the
     /// caller's thread.
     public static func parallelMap<T: Sendable>(_ count: Int, minimumPerWorker: Int = 16, _ body: @Sendable (Int) -> T) -> [T] {
-        let workers = min(Self.processorCount, max(1, count / max(1, minimumPerWorker)))
+        let workers = min(WorkerPool.processorCount, max(1, count / max(1, minimumPerWorker)))
         if workers == 1 { return (0..<count).map(body) }
         let parts = Mutex<[[(Int, T)]]>([])
         withoutActuallyEscaping(body) { body in
@@ -85,11 +86,6 @@ public struct ManifestParsing: Sendable {
         return slots.map { $0! }
     }
 
-    /// Cores this process may run on (respects CPU affinity, as in containers and CI).
-    static var processorCount: Int {
-        let count = sysconf(Int32(_SC_NPROCESSORS_ONLN))
-        return count > 0 ? count : 1
-    }
 }
 
 extension Fork {

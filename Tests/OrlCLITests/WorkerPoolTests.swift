@@ -1,9 +1,9 @@
 import Dispatch
 import Glibc
+import OrlManifests
+import OrlRuntime
 import Synchronization
 import Testing
-
-@testable import OrlManifests
 
 /// The threads bulk work runs on beside the caller: at a lower priority than the caller,
 /// which keeps its own, and never waiting for themselves.

@@ -1,3 +1,4 @@
+import COrlSpawn
 import Dispatch
 import Synchronization
 
@@ -15,8 +16,15 @@ import Synchronization
 ///
 /// Dispatch's global pool cannot do this: its threads are the Swift cooperative pool's
 /// too, and an unprivileged thread can lower its priority but never raise it again.
-final class WorkerPool: Sendable {
-    static let shared = WorkerPool(threads: max(0, ManifestParsing.processorCount - 1))
+public final class WorkerPool: Sendable {
+    public static let shared = WorkerPool(threads: max(0, processorCount - 1))
+
+    /// The cores this process may run on: its CPU affinity (`taskset`, a container's
+    /// cpuset), else the cores online.
+    public static let processorCount: Int = {
+        let allowed = Int(orl_affinity_cpu_count())
+        return allowed > 0 ? allowed : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    }()
 
     /// A piece of work, let go of before it signals: the caller's closures are borrowed
     /// (`withoutActuallyEscaping`) and must not outlive `run`.
@@ -46,15 +54,15 @@ final class WorkerPool: Sendable {
     /// The nice value of the pool's threads: low enough that a latency-bound thread at 0
     /// wins a shared core (weight 1024 against 110), high enough that they still run
     /// beside ordinary background load.
-    static let niceness: Int32 = 10
+    public static let niceness: Int32 = 10
 
-    init(threads: Int) { self.threads = threads }
+    public init(threads: Int) { self.threads = threads }
 
     /// Runs every body and returns when all have: the first on the calling thread, the
     /// others on the pool's threads as they are free. A body still queued when the caller
     /// is done with its own runs on the caller's thread, so a pool that is busy (or a call
     /// from one of its own threads) never waits for itself.
-    func run(_ bodies: [@Sendable () -> Void]) {
+    public func run(_ bodies: [@Sendable () -> Void]) {
         guard let first = bodies.first else { return }
         guard bodies.count > 1, threads > 0 else {
             for body in bodies { body() }
@@ -66,7 +74,9 @@ final class WorkerPool: Sendable {
             defer { state.started = true }
             return !state.started
         }
-        if start { for _ in 0..<threads { Self.startThread { [self] in work() } } }
+        // A thread that cannot be had leaves its share to the callers, which run what is
+        // still queued themselves.
+        if start { for _ in 0..<threads { _ = tryStartThread { [self] in work() } } }
         for _ in jobs { ready.signal() }
         first()
         for job in jobs {
@@ -85,27 +95,6 @@ final class WorkerPool: Sendable {
             ready.wait()
             let job = queue.withLock { $0.jobs.isEmpty ? nil : $0.jobs.removeFirst() }
             job?.run()
-        }
-    }
-
-    private static func startThread(_ body: @escaping @Sendable () -> Void) {
-        final class Box: @unchecked Sendable {
-            let body: @Sendable () -> Void
-            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-        }
-        let context = Unmanaged.passRetained(Box(body)).toOpaque()
-        var thread = pthread_t()
-        let created = pthread_create(
-            &thread, nil,
-            { context in
-                Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
-                return nil
-            }, context)
-        if created == 0 {
-            pthread_detach(thread)
-        } else {
-            // No thread to be had: the callers run their queued bodies themselves.
-            Unmanaged<Box>.fromOpaque(context).release()
         }
     }
 }
