@@ -102,7 +102,9 @@ let package = Package(
         // core) and the GitOps sync of a git source into the state.
         // glibc's malloc.h (allocator controls), which the Glibc module leaves out.
         .systemLibrary(name: "CMalloc"),
-        .target(name: "OrlManifests", dependencies: ["OrlJSON", "OrlCore", "OrlYAML", "OrlGit", "CMalloc"], swiftSettings: strictness),
+        .target(
+            name: "OrlManifests", dependencies: ["OrlJSON", "OrlCore", "OrlYAML", "OrlGit", "OrlRuntime", "CMalloc"],
+            swiftSettings: strictness),
         // The reconcile loop: applied Agents in the store made into running processes.
         .target(name: "OrlController", dependencies: ["OrlJSON", "OrlCore"], swiftSettings: strictness),
         // HTTP: the gateway agents call instead of their model provider.

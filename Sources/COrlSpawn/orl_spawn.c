@@ -1159,6 +1159,12 @@ int orl_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int orl_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
+int orl_affinity_cpu_count(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+}
+
 const char *orl_spawn_step_description(orl_spawn_step step) {
     switch (step) {
     case ORL_SPAWN_OK: return "start";

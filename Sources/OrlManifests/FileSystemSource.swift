@@ -1,4 +1,5 @@
 public import OrlCore
+import OrlRuntime
 
 #if canImport(Glibc)
     import Glibc
@@ -190,7 +191,7 @@ public struct FileSystemSource: Sendable {
     /// is (`location`), since the workers need not share the caller's working directory.
     private func stamps(_ walk: Walk) -> [FileStamp?] {
         let count = walk.paths.count
-        let workers = min(ManifestParsing.processorCount, max(1, count / 256))
+        let workers = min(WorkerPool.processorCount, max(1, count / 256))
         let parts = ManifestParsing.parallelMap(workers, minimumPerWorker: 1) { worker -> [FileStamp?] in
             let range = (count * worker / workers)..<(count * (worker + 1) / workers)
             var stamps: [FileStamp?] = []

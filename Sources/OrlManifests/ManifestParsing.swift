@@ -1,6 +1,6 @@
-import Dispatch
 public import OrlCore
 import OrlJSON
+import OrlRuntime
 public import OrlYAML
 import Synchronization
 
@@ -62,16 +62,22 @@ public struct ManifestParsing: Sendable {
         return reader.read(parser.parse(file.bytes, file: file.path))
     }
 
-    /// `body(i)` for every `i` in `0..<count`, on every core, the results in index
-    /// order, so that "first defined here" always means first in path order. Blocks
-    /// until all are done; small inputs run on the caller's thread.
+    /// `body(i)` for every `i` in `0..<count`, on every core (the caller's and the
+    /// `WorkerPool`'s), the results in index order, so that "first defined here" always
+    /// means first in path order. Blocks until all are done; small inputs run on the
+    /// caller's thread.
     public static func parallelMap<T: Sendable>(_ count: Int, minimumPerWorker: Int = 16, _ body: @Sendable (Int) -> T) -> [T] {
-        let workers = min(Self.processorCount, max(1, count / max(1, minimumPerWorker)))
+        let workers = min(WorkerPool.processorCount, max(1, count / max(1, minimumPerWorker)))
         if workers == 1 { return (0..<count).map(body) }
         let parts = Mutex<[[(Int, T)]]>([])
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            let part = stride(from: worker, to: count, by: workers).map { ($0, body($0)) }
-            parts.withLock { $0.append(part) }
+        withoutActuallyEscaping(body) { body in
+            WorkerPool.shared.run(
+                (0..<workers).map { worker in
+                    {
+                        let part = stride(from: worker, to: count, by: workers).map { ($0, body($0)) }
+                        parts.withLock { $0.append(part) }
+                    }
+                })
         }
         var slots = [T?](repeating: nil, count: count)
         for part in parts.withLock({ $0 }) {
@@ -80,47 +86,26 @@ public struct ManifestParsing: Sendable {
         return slots.map { $0! }
     }
 
-    /// Cores this process may run on (respects CPU affinity, as in containers and CI).
-    static var processorCount: Int {
-        let count = sysconf(Int32(_SC_NPROCESSORS_ONLN))
-        return count > 0 ? count : 1
-    }
 }
 
 extension Fork {
-    /// `other` on a thread of Dispatch's global pool beside the caller's (which waits
-    /// for it at the end, as `parallelMap`'s callers wait for their workers): a
-    /// one-shot command's second core, while the first does what must stay on one thread.
+    /// `other` on a thread of the `WorkerPool` beside the caller's (which waits for it at
+    /// the end, as `parallelMap`'s callers wait for their workers): a one-shot command's
+    /// second core, while the first does what must stay on one thread.
     public static let beside = Fork { other, here in
-        guard ManifestParsing.processorCount > 1 else {
-            other()
-            here()
-            return
-        }
         withoutActuallyEscaping(other) { other in
-            let slot = ForkSlot(other)
-            DispatchQueue.global().async { slot.run() }
-            here()
-            slot.wait()
+            withoutActuallyEscaping(here) { here in
+                // `here` runs on the calling thread (it may hold what is not Sendable).
+                let unchecked = UncheckedBody(here)
+                WorkerPool.shared.run([{ unchecked.body() }, other])
+            }
         }
     }
 }
 
-/// The other half of `Fork.beside`, let go of before it signals: Dispatch may hold
-/// its block (and so this slot) a moment longer, and the closure must not outlive
-/// `withoutActuallyEscaping`.
-private final class ForkSlot: @unchecked Sendable {
-    // Written by the worker before `done` is signalled, read by no one else.
-    private var work: (@Sendable () -> Void)?
-    private let done = DispatchSemaphore(value: 0)
-
-    init(_ work: @escaping @Sendable () -> Void) { self.work = work }
-
-    func run() {
-        work?()
-        work = nil
-        done.signal()
-    }
-
-    func wait() { done.wait() }
+/// The caller's half of `Fork.beside`, which `WorkerPool.run` always runs on the
+/// calling thread: it may capture what is not `Sendable`.
+private struct UncheckedBody: @unchecked Sendable {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
 }

@@ -219,6 +219,13 @@ final class StdioChildProcess: StdioChild {
 /// Runs `body` on a new detached POSIX thread (one that may block for as long as it
 /// likes without holding a thread of the cooperative pool).
 public func startThread(_ body: @escaping @Sendable () -> Void) {
+    // No thread to be had: the work still runs, on a queue.
+    if !tryStartThread(body) { DispatchQueue.global().async { body() } }
+}
+
+/// Starts `body` on a new detached POSIX thread, and says whether one could be had
+/// (`body` does not run when not).
+public func tryStartThread(_ body: @escaping @Sendable () -> Void) -> Bool {
     final class Box: @unchecked Sendable {
         let body: @Sendable () -> Void
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }
@@ -228,15 +235,13 @@ public func startThread(_ body: @escaping @Sendable () -> Void) {
     let created = pthread_create(
         &thread, nil,
         { context in
-            let box = Unmanaged<Box>.fromOpaque(context!).takeRetainedValue()
-            box.body()
+            Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
             return nil
         }, context)
-    if created == 0 {
-        pthread_detach(thread)
-    } else {
-        // No thread to be had: the work still runs, on a queue.
-        let box = Unmanaged<Box>.fromOpaque(context).takeRetainedValue()
-        DispatchQueue.global().async { box.body() }
+    guard created == 0 else {
+        Unmanaged<Box>.fromOpaque(context).release()
+        return false
     }
+    pthread_detach(thread)
+    return true
 }

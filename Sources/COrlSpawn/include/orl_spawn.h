@@ -131,6 +131,10 @@ int orl_pipe_cloexec(int fds[2]);
 /// ended (reaping it is still waitpid's business); -1 with errno set (Linux before 5.3).
 int orl_pidfd_open(pid_t pid);
 
+/// The CPUs this thread may run on (sched_getaffinity, a GNU extension): what `taskset`
+/// or a container's cpuset left it; 0 when it cannot be told.
+int orl_affinity_cpu_count(void);
+
 /// What a step was doing, for error messages ("open the log file").
 const char *orl_spawn_step_description(orl_spawn_step step);
 
