@@ -108,7 +108,9 @@ final class ModelCallHandler: ChannelDuplexHandler, RemovableChannelHandler {
         return handler
     }
 
-    private func serve(_ head: HTTPRequest, _ handler: @escaping DirectRoutes.Handler, _ body: ByteBuffer?, _ context: ChannelHandlerContext) {
+    private func serve(
+        _ head: HTTPRequest, _ handler: @escaping DirectRoutes.Handler, _ body: ByteBuffer?, _ context: ChannelHandlerContext
+    ) {
         serving = true
         served += 1
         let id = served

@@ -89,7 +89,9 @@ import Testing
             #expect(answers[index].headers["x-request-id"] != nil)
         }
         #expect(Set(answers.compactMap { $0.headers["x-request-id"] }).count == 4)
-        #expect((GatewayServerTests.json(answers[3].body)["usage"] as? [String: Any])?["completion_tokens"] as? Int == FakeUpstream.usage.completion)
+        #expect(
+            (GatewayServerTests.json(answers[3].body)["usage"] as? [String: Any])?["completion_tokens"] as? Int
+                == FakeUpstream.usage.completion)
         // Hummingbird's Date header, in the same form on both paths.
         let date = #/^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$/#
         for answer in answers { #expect(answer.headers["date"].map { $0.wholeMatch(of: date) != nil } == true, "\(answer.headers)") }
