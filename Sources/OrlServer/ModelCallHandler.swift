@@ -122,22 +122,30 @@ final class ModelCallHandler: ChannelDuplexHandler, RemovableChannelHandler {
             writer.head = response.head
             writer.flushEach = response.body.contentLength == nil
             do {
+                // A stream's head goes out at once, as Hummingbird sends it, before its first event.
+                if writer.flushEach { try await writer.start() }
                 try await response.body.write(writer)
+                writer.end()
             } catch {
-                // The connection failed or closed under the answer: nothing more goes on it.
+                // The answer failed or the connection did under it: as Hummingbird does when a
+                // response's body throws, the connection is closed.
+                writer.end(closing: true)
             }
-            writer.end()
         }
     }
 
     /// Writes a part of the answer to request `id` (on the loop), with the head first if
     /// it has not gone out. A future when the caller should wait for it: a stream's part
     /// while the socket cannot take more.
-    fileprivate func emit(_ id: Int, _ head: HTTPResponse?, _ part: HTTPResponsePart, flush: Bool) throws -> EventLoopFuture<Void>? {
+    fileprivate func emit(_ id: Int, _ head: HTTPResponse?, _ part: HTTPResponsePart?, flush: Bool) throws -> EventLoopFuture<Void>? {
         guard id == served, serving, let context, context.channel.isActive else { throw ChannelError.ioOnClosedChannel }
         if var head {
             head.headerFields[.date] = date.now()
             context.write(wrapOutboundOut(.head(head)), promise: nil)
+        }
+        guard let part else {
+            context.flush()
+            return nil
         }
         guard flush else {
             context.write(wrapOutboundOut(part), promise: nil)
@@ -154,9 +162,14 @@ final class ModelCallHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The answer to request `id` has been written (or could not be): the parts that
     /// waited go on, and the socket is read again.
-    fileprivate func done(_ id: Int) {
+    fileprivate func done(_ id: Int, closing: Bool = false) {
         guard id == served, serving, let context else { return }
         serving = false
+        if closing {
+            waiting = []
+            context.close(promise: nil)
+            return
+        }
         var handed = false
         while !serving, !waiting.isEmpty {
             if take(waiting.removeFirst(), context) { handed = true }
@@ -205,11 +218,20 @@ private struct DirectBodyWriter: ResponseBodyWriter {
         }
     }
 
-    /// Ends the request, written or not (nothing when `finish` has).
-    func end() {
+    /// Writes and flushes the head alone.
+    mutating func start() async throws {
+        guard let head = self.head else { return }
+        self.head = nil
+        let id = self.id
+        try await onLoop { try $0.emit(id, head, nil, flush: true) }
+    }
+
+    /// Ends the request, written or not (nothing when `finish` has); `closing`: and its
+    /// connection.
+    func end(closing: Bool = false) {
         let (handler, id) = (self.handler, self.id)
         let loop = handler.eventLoop
-        if loop.inEventLoop { handler.value.done(id) } else { loop.execute { handler.value.done(id) } }
+        if loop.inEventLoop { handler.value.done(id, closing: closing) } else { loop.execute { handler.value.done(id, closing: closing) } }
     }
 
     private func onLoop(_ body: @escaping @Sendable (ModelCallHandler) throws -> EventLoopFuture<Void>?) async throws {
