@@ -46,7 +46,7 @@ public struct APIServer: Sendable {
         let logger = ServerLog.logger(label: "orl.api")
         let host = self.host
         let app = Application(
-            router: router, server: connections.server(onEventLoops: true),
+            router: router, server: connections.server(onEventLoops: true, direct: directRoutes),
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in
                 await bound("http://\(host):\(channel.localAddress?.port ?? 0)")
@@ -61,6 +61,16 @@ public struct APIServer: Sendable {
             try await group.next()
             group.cancelAll()
         }
+    }
+
+    /// The model calls, served from each connection's pipeline rather than through the
+    /// router (the same handlers the router has for them).
+    var directRoutes: DirectRoutes {
+        var handlers: [String: DirectRoutes.Handler] = [:]
+        for api in ModelAPI.allCases {
+            handlers["/v1" + api.path] = { [gateway] request in await gateway.serve(api, request) }
+        }
+        return DirectRoutes(handlers: handlers, maxBodyBytes: gateway.configuration.maxRequestBytes)
     }
 
     /// `METHOD /path` of every route this server registers (APICatalog describes them).

@@ -42,12 +42,13 @@ public final class ConnectionGuard: Sendable {
 
     /// The HTTP/1 server of an `Application`, guarded; `onEventLoops`: each connection's
     /// requests run on its event loop (see `EventLoopChildChannel`; the router must send
-    /// what may block elsewhere, as `OffTheEventLoop` does).
-    func server(onEventLoops: Bool = false) -> HTTPServerBuilder {
+    /// what may block elsewhere, as `OffTheEventLoop` does); `direct`: routes served from
+    /// the connection's pipeline (`ModelCallHandler`), only with `onEventLoops`.
+    func server(onEventLoops: Bool = false, direct: DirectRoutes? = nil) -> HTTPServerBuilder {
         let configuration = HTTP1Channel.Configuration(additionalChannelHandlers: [self.handler()], idleTimeout: Self.idleTimeout)
         guard onEventLoops else { return .http1(configuration: configuration) }
         return HTTPServerBuilder { responder in
-            EventLoopChildChannel(inner: HTTP1Channel(responder: responder, configuration: configuration))
+            EventLoopChildChannel(inner: HTTP1Channel(responder: responder, configuration: configuration), direct: direct)
         }
     }
 

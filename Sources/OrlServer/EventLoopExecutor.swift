@@ -20,11 +20,22 @@ final class EventLoopExecutor: TaskExecutor {
 
 /// A server's connections, each handled by a task that prefers the connection's event
 /// loop. Only work that never blocks may stay there: `OffTheEventLoop` sends every route
-/// but the gateway's back to Swift's pool.
+/// but the gateway's back to Swift's pool. `direct`: routes the connection's pipeline
+/// serves itself (`ModelCallHandler`).
 struct EventLoopChildChannel<Inner: ServerChildChannel>: ServerChildChannel {
     let inner: Inner
+    var direct: DirectRoutes? = nil
 
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Inner.Value> { inner.setup(channel: channel, logger: logger) }
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Inner.Value> {
+        let value = inner.setup(channel: channel, logger: logger)
+        guard let direct else { return value }
+        return value.flatMapThrowing { value in
+            let pipeline = channel.pipeline.syncOperations
+            let state = try pipeline.handler(type: HTTPConnectionStateHandler.self)
+            try pipeline.addHandler(ModelCallHandler(direct), position: .after(state))
+            return value
+        }
+    }
 
     func handle(value: Inner.Value, logger: Logger) async {
         await withTaskExecutorPreference(EventLoopExecutor(value.channel.eventLoop)) {
