@@ -128,18 +128,22 @@ private func call(_ name: String, at time: Int64, usd: Double) -> LedgerEntry {
         func moves() throws -> [ChangeTopic: Int64] {
             let now = try watcher.changeGenerations()
             defer { before = now }
-            return Dictionary(uniqueKeysWithValues: ChangeTopic.allCases.compactMap { t in now[t] == before[t] ? nil : (t, now[t]! - before[t]!) })
+            let moved = ChangeTopic.allCases.compactMap { t in now[t] == before[t] ? nil : (t, now[t]! - before[t]!) }
+            return Dictionary(uniqueKeysWithValues: moved)
         }
         try writer.write { s throws(StoreError) in
             for i in 0..<50 {
                 try s.put(stored(agent("a\(i)")))
-                try s.append(StoreEvent(time: Timestamp(milliseconds: 1), kind: .normal, resource: agent("a\(i)"), reason: "R", message: "m"))
+                try s.append(
+                    StoreEvent(time: Timestamp(milliseconds: 1), kind: .normal, resource: agent("a\(i)"), reason: "R", message: "m"))
             }
         }
         let wrote = try moves()
         #expect(Set(wrote.keys) == [.resources, .events])
         if backend == .sqlite { #expect(wrote == [.resources: 1, .events: 1]) }
-        try writer.write { s throws(StoreError) in try s.putHold(UserHold(agent: agent("a1"), at: Timestamp(milliseconds: 5), by: "alice")) }
+        try writer.write { s throws(StoreError) in
+            try s.putHold(UserHold(agent: agent("a1"), at: Timestamp(milliseconds: 5), by: "alice"))
+        }
         #expect(Set(try moves().keys) == [.resources])
         try writer.write { s throws(StoreError) in try s.deleteHold(for: agent("a1")) }
         #expect(Set(try moves().keys) == [.resources])
