@@ -65,10 +65,14 @@ final class SQLStateAccess: StateWriter {
     /// writes of `change_topics` in a first apply of 100,000 manifests. Called at the end
     /// of every write transaction (`SQLiteStateStore.transaction`), before its commit.
     func countChanges() throws(StoreError) {
-        guard wroteResources || wroteEvents else { return }
-        let topics = [wroteResources ? "resources" : nil, wroteEvents ? "events" : nil].compactMap { $0 }
-        wroteResources = false
-        wroteEvents = false
+        try countChanges(resources: wroteResources, events: wroteEvents)
+    }
+
+    private func countChanges(resources: Bool, events: Bool) throws(StoreError) {
+        guard resources || events else { return }
+        let topics = [resources ? "resources" : nil, events ? "events" : nil].compactMap { $0 }
+        if resources { wroteResources = false }
+        if events { wroteEvents = false }
         let intent = "count the change of the \(topics.joined(separator: " and "))"
         let list = topics.map { "'\($0)'" }.joined(separator: ", ")
         // The topics are constants of this code, not input.
@@ -199,9 +203,13 @@ final class SQLStateAccess: StateWriter {
         }
     }
 
-    /// The generation the change feed's triggers bump at every write to `resources`: one
-    /// row, where the fingerprint would read every resource of the source.
+    /// The generation of the `resources` topic, moved by every transaction that writes
+    /// resources or holds: one row, where the fingerprint would read every resource of the
+    /// source.
     func changeMark(source: String) throws(StoreError) -> String {
+        // A mark read inside a write (what an apply keeps beside its index) must show the
+        // resources it wrote: the topic moves now, not at the commit.
+        if isWritable, wroteResources { try countChanges(resources: true, events: false) }
         let intent = "read the resources' change mark"
         return try connection().withStatement("SELECT generation FROM change_topics WHERE topic = 'resources'", intent: intent) {
             statement throws(StoreError) in
