@@ -157,7 +157,7 @@ final class PostgresAccess: StateWriter {
             texts(\.id.kind), texts(\.id.namespace), texts(\.id.name), texts(\.manifest), texts(\.specHash), ints { Int64($0.generation) },
             ints { Int64($0.resourceVersion) }, texts(\.source), texts(\.file), ints { Int64($0.line) }, texts { $0.revision ?? "" },
             .bools(resources.map { $0.revision == nil }), ints(\.appliedAt.milliseconds), texts(\.appliedBy), texts { $0.codeRoot ?? "" },
-            .bools(resources.map { $0.codeRoot == nil }), texts { CanonicalJSON.textHash($0.manifest) },
+            .bools(resources.map { $0.codeRoot == nil }), texts(\.manifestHash),
         ]
         try session.send(
             """

@@ -48,6 +48,38 @@ final class SQLStateAccess: StateWriter {
         }
     }
 
+    /// Whether this transaction wrote resources or holds (the `resources` topic), or
+    /// events (the `events` topic), since the topic last moved.
+    private var wroteResources = false
+    private var wroteEvents = false
+
+    /// A write of the `resources` and `events` topics' tables by a statement of its own
+    /// (an import): each topic moves once, when the transaction ends.
+    func wroteResourceAndEventTables() {
+        wroteResources = true
+        wroteEvents = true
+    }
+
+    /// Moves the `resources` and `events` topics, each once, if this transaction wrote
+    /// their tables since they last moved: a row trigger moved them at every row, 200,000
+    /// writes of `change_topics` in a first apply of 100,000 manifests. Called at the end
+    /// of every write transaction (`SQLiteStateStore.transaction`), before its commit.
+    func countChanges() throws(StoreError) {
+        try countChanges(resources: wroteResources, events: wroteEvents)
+    }
+
+    private func countChanges(resources: Bool, events: Bool) throws(StoreError) {
+        guard resources || events else { return }
+        let topics = [resources ? "resources" : nil, events ? "events" : nil].compactMap { $0 }
+        if resources { wroteResources = false }
+        if events { wroteEvents = false }
+        let intent = "count the change of the \(topics.joined(separator: " and "))"
+        let list = topics.map { "'\($0)'" }.joined(separator: ", ")
+        // The topics are constants of this code, not input.
+        try connection(writing: true).execute(
+            "UPDATE change_topics SET generation = generation + 1 WHERE topic IN (\(list))", intent: intent)
+    }
+
     func connection(writing: Bool = false) throws(StoreError) -> Database {
         guard let database else {
             throw StoreError("the state store was used after its read or write ended; use the reader only inside the body")
@@ -171,9 +203,13 @@ final class SQLStateAccess: StateWriter {
         }
     }
 
-    /// The generation the change feed's triggers bump at every write to `resources`: one
-    /// row, where the fingerprint would read every resource of the source.
+    /// The generation of the `resources` topic, moved by every transaction that writes
+    /// resources or holds: one row, where the fingerprint would read every resource of the
+    /// source.
     func changeMark(source: String) throws(StoreError) -> String {
+        // A mark read inside a write (what an apply keeps beside its index) must show the
+        // resources it wrote: the topic moves now, not at the commit.
+        if isWritable, wroteResources { try countChanges(resources: true, events: false) }
         let intent = "read the resources' change mark"
         return try connection().withStatement("SELECT generation FROM change_topics WHERE topic = 'resources'", intent: intent) {
             statement throws(StoreError) in
@@ -330,9 +366,10 @@ final class SQLStateAccess: StateWriter {
             try statement.bind(12, resource.appliedAt.milliseconds)
             try statement.bind(13, resource.appliedBy)
             try statement.bind(14, resource.codeRoot)
-            try statement.bind(15, CanonicalJSON.textHash(resource.manifest))
+            try statement.bind(15, resource.manifestHash)
             try statement.run(intent: intent())
         }
+        wroteResources = true
     }
 
     func putManifestIndex(source: String, _ data: [UInt8]?) throws(StoreError) {
@@ -356,7 +393,7 @@ final class SQLStateAccess: StateWriter {
     }
 
     func delete(_ id: ResourceID) throws(StoreError) {
-        try deleteRow(from: "resources", id, intent: "delete \(label(id))")
+        if try deleteRow(from: "resources", id, intent: "delete \(label(id))") { wroteResources = true }
     }
 
     /// Appends the apply; its `number` is ignored: the store numbers applies, never
@@ -402,6 +439,7 @@ final class SQLStateAccess: StateWriter {
             try statement.bind(7, event.message)
             try statement.run(intent: intent())
         }
+        wroteEvents = true
     }
 
     /// Replaces the resource's status row. `phase` keeps kstatus' summary of the
@@ -566,19 +604,24 @@ extension SQLStateAccess {
             try statement.bind(5, hold.by)
             try statement.run(intent: intent)
         }
+        wroteResources = true
     }
 
     func deleteHold(for agent: ResourceID) throws(StoreError) {
-        try deleteRow(from: "holds", agent, intent: "resume \(label(agent))")
+        if try deleteRow(from: "holds", agent, intent: "resume \(label(agent))") { wroteResources = true }
     }
 
     /// Deletes the row keyed by a resource from `table`; a missing row is not an error.
-    fileprivate func deleteRow(from table: String, _ id: ResourceID, intent: String) throws(StoreError) {
-        try connection(writing: true).withStatement(
+    /// Whether a row was deleted: deleting none moves no change topic.
+    @discardableResult
+    fileprivate func deleteRow(from table: String, _ id: ResourceID, intent: String) throws(StoreError) -> Bool {
+        let database = try connection(writing: true)
+        return try database.withStatement(
             "DELETE FROM \(table) WHERE kind = ?1 AND namespace = ?2 AND name = ?3", intent: intent
-        ) { statement throws(StoreError) in
+        ) { statement throws(StoreError) -> Bool in
             try statement.bind(1, id)
             try statement.run(intent: intent)
+            return database.changes > 0
         }
     }
 }

@@ -162,6 +162,7 @@ public final class SQLiteStateStore: StateStore {
         defer { access.close() }
         let result = try database.transaction(mode, intent: intent) { () throws(StoreError) in
             let result = try body(access)
+            try access.countChanges()
             _ = try access.countRunChanges()
             return result
         }

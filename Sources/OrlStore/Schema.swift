@@ -674,6 +674,24 @@ enum Schema {
                 ALTER TABLE run_values_keyed RENAME TO run_values;
                 """
         ),
+        Migration(
+            summary: "the resources and events topics move once per transaction that writes them, not once per row written",
+            sql: """
+                -- A row trigger moved the topic at every resource, hold and event written: a
+                -- first apply of 100,000 manifests wrote change_topics 200,000 times on its one
+                -- writing thread. The writer now moves each topic once, before it commits
+                -- (SQLStateAccess.countChanges), as it does the runs topic; a consumer only
+                -- asks whether a generation moved, never by how much. The secrets keep their
+                -- triggers: one secret is written at a time.
+                DROP TRIGGER resources_insert_changes;
+                DROP TRIGGER resources_update_changes;
+                DROP TRIGGER resources_delete_changes;
+                DROP TRIGGER holds_insert_changes;
+                DROP TRIGGER holds_update_changes;
+                DROP TRIGGER holds_delete_changes;
+                DROP TRIGGER events_insert_changes;
+                """
+        ),
     ]
 
     static var version: Int { migrations.count }

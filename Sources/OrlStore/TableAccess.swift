@@ -50,6 +50,7 @@ extension SQLiteStateStore: StateTables {
             }
             // The run tables are rewritten: a controller watching the state learns it.
             access.wroteRunTables()
+            access.wroteResourceAndEventTables()
             for table in tables {
                 let columns = try Self.columns(of: table.name, in: database)
                 guard Set(columns) == Set(table.columns) else {

@@ -117,6 +117,45 @@ private func call(_ name: String, at time: Int64, usd: Double) -> LedgerEntry {
         #expect(try moved() == [.resources, .events])
     }
 
+    /// A write of many resources, holds and events moves each of their topics (SQLite: once
+    /// per transaction, not per row, however many rows); a delete that finds nothing moves none
+    /// in SQLite (PostgreSQL's statement triggers move it: a reader reads again, nothing more).
+    @Test(arguments: Backend.available) func aTransactionMovesTheTopicsItWrote(_ backend: Backend) throws {
+        let state = try TestState(backend)
+        let watcher = try state.open()
+        let writer = try state.open()
+        var before = try watcher.changeGenerations()
+        func moves() throws -> [ChangeTopic: Int64] {
+            let now = try watcher.changeGenerations()
+            defer { before = now }
+            let moved = ChangeTopic.allCases.compactMap { t in now[t] == before[t] ? nil : (t, now[t]! - before[t]!) }
+            return Dictionary(uniqueKeysWithValues: moved)
+        }
+        try writer.write { s throws(StoreError) in
+            for i in 0..<50 {
+                try s.put(stored(agent("a\(i)")))
+                try s.append(
+                    StoreEvent(time: Timestamp(milliseconds: 1), kind: .normal, resource: agent("a\(i)"), reason: "R", message: "m"))
+            }
+        }
+        let wrote = try moves()
+        #expect(Set(wrote.keys) == [.resources, .events])
+        if backend == .sqlite { #expect(wrote == [.resources: 1, .events: 1]) }
+        try writer.write { s throws(StoreError) in
+            try s.putHold(UserHold(agent: agent("a1"), at: Timestamp(milliseconds: 5), by: "alice"))
+        }
+        #expect(Set(try moves().keys) == [.resources])
+        try writer.write { s throws(StoreError) in try s.deleteHold(for: agent("a1")) }
+        #expect(Set(try moves().keys) == [.resources])
+        try writer.write { s throws(StoreError) in try s.delete(agent("a2")) }
+        #expect(Set(try moves().keys) == [.resources])
+        try writer.write { s throws(StoreError) in
+            try s.delete(agent("ghost"))
+            try s.deleteHold(for: agent("a3"))
+        }
+        if backend == .sqlite { #expect(try moves() == [:]) }
+    }
+
     @Test(arguments: Backend.available) func theAlertOutboxQueuesEachEventOnceAndRecordsDeliveries(_ backend: Backend) throws {
         let state = try TestState(backend)
         let store = try state.open()

@@ -188,7 +188,7 @@ public enum Planner {
             var next = StoredResource(
                 id: id, manifest: manifest, specHash: specHash, generation: 1, resourceVersion: 1, source: options.source,
                 file: resource.file, line: resource.location.line, revision: options.revision, appliedAt: now, appliedBy: options.appliedBy,
-                codeRoot: codeRoot)
+                codeRoot: codeRoot, manifestHash: canonical.hash)
             guard let current else {
                 changes.append(
                     Plan.Change(action: .create, id: id, desired: next, current: nil, fields: [], specChanged: true, takesOverFrom: nil))

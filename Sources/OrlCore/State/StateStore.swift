@@ -25,7 +25,16 @@ public struct StoredResource: Sendable, Hashable {
     public var id: ResourceID
     /// The whole manifest as applied, in canonical JSON (sorted keys, no insignificant
     /// space), so that two applies of the same content compare equal byte for byte.
-    public var manifest: String
+    public var manifest: String {
+        didSet { knownManifestHash = nil }
+    }
+    /// `manifestHash` as the canonical form that made `manifest` took it (on the parsing
+    /// cores): a first apply of 100,000 manifests hashed each again on its writing
+    /// thread. Not part of the resource's value: it is `manifest`'s hash or nil.
+    private var knownManifestHash: String?
+    /// SHA-256 of `manifest`, in hex (`CanonicalJSON.textHash`): what the store keeps
+    /// beside it for the plan's first comparison.
+    public var manifestHash: String { knownManifestHash ?? CanonicalJSON.textHash(manifest) }
     /// SHA-256 of the canonical `spec`, hex: what "the spec changed" means.
     public var specHash: String
     /// Bumped only when the spec changes (Kubernetes' metadata.generation).
@@ -46,11 +55,12 @@ public struct StoredResource: Sendable, Hashable {
 
     public init(
         id: ResourceID, manifest: String, specHash: String, generation: Int, resourceVersion: Int, source: String, file: String,
-        line: Int, revision: String?, appliedAt: Timestamp, appliedBy: String, codeRoot: String? = nil
+        line: Int, revision: String?, appliedAt: Timestamp, appliedBy: String, codeRoot: String? = nil, manifestHash: String? = nil
     ) {
         self.codeRoot = codeRoot
         self.id = id
         self.manifest = manifest
+        self.knownManifestHash = manifestHash
         self.specHash = specHash
         self.generation = generation
         self.resourceVersion = resourceVersion
@@ -60,6 +70,27 @@ public struct StoredResource: Sendable, Hashable {
         self.revision = revision
         self.appliedAt = appliedAt
         self.appliedBy = appliedBy
+    }
+
+    public static func == (a: StoredResource, b: StoredResource) -> Bool {
+        a.id == b.id && a.manifest == b.manifest && a.specHash == b.specHash && a.generation == b.generation
+            && a.resourceVersion == b.resourceVersion && a.source == b.source && a.file == b.file && a.line == b.line
+            && a.revision == b.revision && a.appliedAt == b.appliedAt && a.appliedBy == b.appliedBy && a.codeRoot == b.codeRoot
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(id)
+        hasher.combine(manifest)
+        hasher.combine(specHash)
+        hasher.combine(generation)
+        hasher.combine(resourceVersion)
+        hasher.combine(source)
+        hasher.combine(file)
+        hasher.combine(line)
+        hasher.combine(revision)
+        hasher.combine(appliedAt)
+        hasher.combine(appliedBy)
+        hasher.combine(codeRoot)
     }
 }
 
@@ -174,7 +205,7 @@ extension AppliedResources {
         var digests: [ResourceID: StoredDigest] = [:]
         for resource in try resources(kind: nil, namespace: nil) {
             digests[resource.id] = StoredDigest(
-                manifestHash: CanonicalJSON.textHash(resource.manifest), source: resource.source, codeRoot: resource.codeRoot)
+                manifestHash: resource.manifestHash, source: resource.source, codeRoot: resource.codeRoot)
         }
         return digests
     }
