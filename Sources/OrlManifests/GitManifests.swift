@@ -67,7 +67,8 @@ public final class GitManifests {
     /// the commit lacks is an empty fleet.
     public func load(
         _ repository: GitRepository, commit: GitObjectID, under directory: String?, missingIsEmpty: Bool = false,
-        stored: StoredManifestIndex? = nil, kept: (Set<String>) -> [ResourceSnapshot.Kept] = { _ in [] }, full: Bool = false
+        stored: StoredManifestIndex? = nil, kept: @escaping @Sendable (Set<String>) -> [ResourceSnapshot.Kept] = { _ in [] },
+        full: Bool = false
     ) throws(GitError) -> Loaded {
         let files = try repository.files(
             of: commit, under: directory, extensions: ManifestParsing.extensions, missingIsEmpty: missingIsEmpty)
@@ -119,7 +120,20 @@ public final class GitManifests {
             }
             return parts.map { $0! }
         }
-        let keptNow: (Set<String>) -> [ResourceSnapshot.Kept] = { namespaces in complete ? [] : kept(namespaces) }
+        // What the state kept of the namespaces the changed files defined something in,
+        // read and decoded on another core while they are parsed (a first load: nothing
+        // parsed before is at hand); taken when those are the namespaces the checks ask
+        // for, as when values are edited.
+        var early: (namespaces: Set<String>, kept: Pending<[ResourceSnapshot.Kept]>)?
+        let keptNow: (Set<String>) -> [ResourceSnapshot.Kept] = { namespaces in
+            if complete { return [] }
+            if let started = early {
+                early = nil
+                let found = started.kept.wait()
+                if started.namespaces == namespaces { return found }
+            }
+            return kept(namespaces)
+        }
         // The common commit keeps every path where it was (files edited, none added,
         // removed or renamed): checked by position against the last index, which then
         // stands for the next one as it is, without a dictionary of the fleet by path or
@@ -131,6 +145,11 @@ public final class GitManifests {
             files.indices.allSatisfy({ files[$0].path == previousStored.files[$0].record.path })
         {
             let changed = hashed.indices.filter { hashed[$0].contentHash != previousStored.files[$0].record.contentHash }
+            if !complete, !changed.isEmpty {
+                var namespaces = Set<String>()
+                for index in changed { namespaces.formUnion(previousStored.files[index].record.namespaces) }
+                if !namespaces.isEmpty { early = (namespaces, Pending { [namespaces] in kept(namespaces) }) }
+            }
             aligned = IncrementalValidation.validate(
                 aligned: hashed, changed: changed, previous: previousStored, strict: false, kept: keptNow, read: read)
         }
@@ -144,6 +163,8 @@ public final class GitManifests {
                 files: hashed, previous: previousIndex ?? previousStored?.index, strict: false, kept: keptNow, read: read)
             nextIndex = outcome.index.flatMap { Self.stored($0, files: files, desired: outcome.desired) }
         }
+        // Not asked for (the checks needed no kept resource): the read ends before the state is written.
+        if let started = early { _ = started.kept.wait() }
         if let failure { throw failure }
         if outcome.full || previousStored == nil {
             // Everything was read: the cache is this tree's files.
