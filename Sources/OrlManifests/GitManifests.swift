@@ -42,6 +42,11 @@ public final class GitManifests {
         /// The index of what was read, the files in tree order, without a memo; nil when
         /// it cannot stand for them (MCP pins, unnamed documents).
         public let next: StoredManifestIndex?
+        /// When the files were checked by position against the index given as `stored`:
+        /// per entry of `desired`, whether that index desired it with the same hash and
+        /// code (its `settled(desired)`), and whether it desired the same resources in the
+        /// same order. Nil otherwise.
+        public let againstStored: (settled: [Bool], sameIdentities: Bool)?
 
         public var report: ValidationReport { outcome.report }
         public var desired: [DesiredResource] { outcome.desired }
@@ -75,8 +80,10 @@ public final class GitManifests {
         var complete = cacheComplete
         var previousStored = full ? nil : last
         var previousIndex = full || last == nil ? nil : index
+        var alignedWithStored = false
         if previousStored == nil, !full, let stored {
             previousStored = stored
+            alignedWithStored = true
             previousIndex = nil
             complete = false
         }
@@ -195,7 +202,8 @@ public final class GitManifests {
             index = nil
             cacheComplete = false
         }
-        return Loaded(commit: commit, files: files, outcome: outcome, next: nextIndex)
+        let againstStored = aligned.flatMap { alignedWithStored ? ($0.settled, $0.sameIdentities) : nil }
+        return Loaded(commit: commit, files: files, outcome: outcome, next: nextIndex, againstStored: againstStored)
     }
 
     /// `index` as the state keeps it: its records in the order of `files`.
