@@ -40,7 +40,7 @@ import Testing
         // Taken by the direct parse, not by falling back.
         #expect(try Sync.parseAsRoot(Array(arguments.dropFirst())) is Sync)
         let direct = try OrlctlMain.parse(arguments)
-        let tree = try Orlctl.parseAsRoot(arguments)
+        let tree = try OrlCLI.Orlctl.parseAsRoot(arguments)
         #expect(direct is Sync)
         #expect(Self.dumped(direct) == Self.dumped(tree))
     }
@@ -50,9 +50,9 @@ import Testing
             do {
                 return "parsed " + Self.dumped(try parse())
             } catch {
-                return "\(Orlctl.exitCode(for: error).rawValue) \(Orlctl.fullMessage(for: error))"
+                return "\(OrlCLI.Orlctl.exitCode(for: error).rawValue) \(OrlCLI.Orlctl.fullMessage(for: error))"
             }
         }
-        #expect(outcome { try OrlctlMain.parse(arguments) } == outcome { try Orlctl.parseAsRoot(arguments) })
+        #expect(outcome { try OrlctlMain.parse(arguments) } == outcome { try OrlCLI.Orlctl.parseAsRoot(arguments) })
     }
 }
