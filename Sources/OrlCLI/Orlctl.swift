@@ -86,7 +86,7 @@ public enum OrlctlMain {
     /// codes (ArgumentParser's own usage code, 64, becomes 2).
     static func execute(_ arguments: [String]) async -> Int32 {
         do {
-            var command = try Orlctl.parseAsRoot(arguments)
+            var command = try parse(arguments)
             if var command = command as? any AsyncParsableCommand {
                 try await command.run()
             } else {
@@ -108,6 +108,17 @@ public enum OrlctlMain {
             writeStandardError(Orlctl.fullMessage(for: error) + "\n")
             return ExitStatus.failure.rawValue
         }
+    }
+
+    /// The command the arguments name. `sync` (one round, a process of its own, timed
+    /// against `git fetch`) is parsed as a root of its own first: the whole tree is not
+    /// built, nor are the arguments parsed again as a request for a completion script
+    /// (a third of the parse, most of it the runtime's conformance lookups). Anything it
+    /// does not take as a `Sync` (a usage error, `--help`, a completion request) goes
+    /// through the whole tree, so the messages, help and exit codes are the tree's.
+    static func parse(_ arguments: [String]) throws -> any ParsableCommand {
+        if arguments.first == "sync", let sync = try? Sync.parseAsRoot(Array(arguments.dropFirst())) as? Sync { return sync }
+        return try Orlctl.parseAsRoot(arguments)
     }
 
     static func writeStandardError(_ text: String) {

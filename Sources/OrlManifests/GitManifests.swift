@@ -42,6 +42,11 @@ public final class GitManifests {
         /// The index of what was read, the files in tree order, without a memo; nil when
         /// it cannot stand for them (MCP pins, unnamed documents).
         public let next: StoredManifestIndex?
+        /// When the files were checked by position against the index given as `stored`:
+        /// per entry of `desired`, whether that index desired it with the same hash and
+        /// code (its `settled(desired)`), and whether it desired the same resources in the
+        /// same order. Nil otherwise.
+        public let againstStored: (settled: [Bool], sameIdentities: Bool)?
 
         public var report: ValidationReport { outcome.report }
         public var desired: [DesiredResource] { outcome.desired }
@@ -67,15 +72,18 @@ public final class GitManifests {
     /// the commit lacks is an empty fleet.
     public func load(
         _ repository: GitRepository, commit: GitObjectID, under directory: String?, missingIsEmpty: Bool = false,
-        stored: StoredManifestIndex? = nil, kept: (Set<String>) -> [ResourceSnapshot.Kept] = { _ in [] }, full: Bool = false
+        stored: StoredManifestIndex? = nil, kept: @escaping @Sendable (Set<String>) -> [ResourceSnapshot.Kept] = { _ in [] },
+        full: Bool = false
     ) throws(GitError) -> Loaded {
         let files = try repository.files(
             of: commit, under: directory, extensions: ManifestParsing.extensions, missingIsEmpty: missingIsEmpty)
         var complete = cacheComplete
         var previousStored = full ? nil : last
         var previousIndex = full || last == nil ? nil : index
+        var alignedWithStored = false
         if previousStored == nil, !full, let stored {
             previousStored = stored
+            alignedWithStored = true
             previousIndex = nil
             complete = false
         }
@@ -119,7 +127,20 @@ public final class GitManifests {
             }
             return parts.map { $0! }
         }
-        let keptNow: (Set<String>) -> [ResourceSnapshot.Kept] = { namespaces in complete ? [] : kept(namespaces) }
+        // What the state kept of the namespaces the changed files defined something in,
+        // read and decoded on another core while they are parsed (a first load: nothing
+        // parsed before is at hand); taken when those are the namespaces the checks ask
+        // for, as when values are edited.
+        var early: (namespaces: Set<String>, kept: Pending<[ResourceSnapshot.Kept]>)?
+        let keptNow: (Set<String>) -> [ResourceSnapshot.Kept] = { namespaces in
+            if complete { return [] }
+            if let started = early {
+                early = nil
+                let found = started.kept.wait()
+                if started.namespaces == namespaces { return found }
+            }
+            return kept(namespaces)
+        }
         // The common commit keeps every path where it was (files edited, none added,
         // removed or renamed): checked by position against the last index, which then
         // stands for the next one as it is, without a dictionary of the fleet by path or
@@ -131,6 +152,11 @@ public final class GitManifests {
             files.indices.allSatisfy({ files[$0].path == previousStored.files[$0].record.path })
         {
             let changed = hashed.indices.filter { hashed[$0].contentHash != previousStored.files[$0].record.contentHash }
+            if !complete, !changed.isEmpty {
+                var namespaces = Set<String>()
+                for index in changed { namespaces.formUnion(previousStored.files[index].record.namespaces) }
+                if !namespaces.isEmpty { early = (namespaces, Pending { [namespaces] in kept(namespaces) }) }
+            }
             aligned = IncrementalValidation.validate(
                 aligned: hashed, changed: changed, previous: previousStored, strict: false, kept: keptNow, read: read)
         }
@@ -144,6 +170,8 @@ public final class GitManifests {
                 files: hashed, previous: previousIndex ?? previousStored?.index, strict: false, kept: keptNow, read: read)
             nextIndex = outcome.index.flatMap { Self.stored($0, files: files, desired: outcome.desired) }
         }
+        // Not asked for (the checks needed no kept resource): the read ends before the state is written.
+        if let started = early { _ = started.kept.wait() }
         if let failure { throw failure }
         if outcome.full || previousStored == nil {
             // Everything was read: the cache is this tree's files.
@@ -174,7 +202,8 @@ public final class GitManifests {
             index = nil
             cacheComplete = false
         }
-        return Loaded(commit: commit, files: files, outcome: outcome, next: nextIndex)
+        let againstStored = aligned.flatMap { alignedWithStored ? ($0.settled, $0.sameIdentities) : nil }
+        return Loaded(commit: commit, files: files, outcome: outcome, next: nextIndex, againstStored: againstStored)
     }
 
     /// `index` as the state keeps it: its records in the order of `files`.

@@ -336,12 +336,18 @@ public final class GitSourceSync: @unchecked Sendable {
                     guard let previous, let memo = previous.index.memo, try reader.changeMark(source: options.source) == memo.mark
                     else { return nil }
                     memoHeld = true
-                    var settled = previous.index.settled(desired)
+                    // A first round's load checked the files against this very index, by
+                    // position: what it found stands, and the index's desired set is not
+                    // made again (10,000 entries) when it names the same resources.
+                    let against = loaded.againstStored
+                    var settled = against?.settled ?? previous.index.settled(desired)
                     // A resource with code is stored with the code root of its revision.
                     if memo.codeRoot != options.codeRoot {
                         for (i, entry) in desired.enumerated() where entry.hasCode { settled[i] = false }
                     }
-                    return PlanShortcut(settled: settled, owned: memo.ownsExactly ? previous.index.desiredResources().map(\.id) : nil)
+                    guard memo.ownsExactly else { return PlanShortcut(settled: settled, owned: nil) }
+                    let owned = against?.sameIdentities == true ? desired.map(\.id) : previous.index.desiredResources().map(\.id)
+                    return PlanShortcut(settled: settled, owned: owned)
                 },
                 applied: { writer throws(StoreError) in
                     written = try Self.writeIndex(

@@ -4,6 +4,7 @@ import OrlGit
 import OrlJSON
 import OrlManifests
 import OrlStore
+import Synchronization
 import Testing
 
 /// The sync round in process, as a watcher runs it: what it reads and parses.
@@ -135,6 +136,51 @@ import Testing
         #expect(reference.parsed == 5)
         #expect(validation.diagnostics == expected.diagnostics)
         #expect(validation.diagnostics.contains { $0.resource?.kind == "Agent" }, "\(validation.diagnostics.map(\.message))")
+    }
+
+    /// A first load against the index the state keeps (a new process's round): what the
+    /// state kept of the changed file's namespaces is read beside the parse and asked for
+    /// once; a resource moved to another namespace asks again for both, and the result is a
+    /// full read's. What the load found against that index (`againstStored`) is that
+    /// index's own answer, which the plan's shortcut takes.
+    @Test func aFirstLoadReadsWhatTheStateKeptBesideTheParse() throws {
+        let repo = try GitFixture()
+        try GitFleet.write(to: repo)
+        let first = try GitObjectID(hex: repo.commit("first"))!
+        let git = try GitRepository.open(repo.root.path)
+        let loaded = try GitManifests().load(git, commit: first, under: "fleet")
+        let stored = try #require(loaded.next)
+        let kept = loaded.outcome.checked
+        #expect(loaded.againstStored == nil)
+        let asked = Mutex<[Set<String>]>([])
+        let keptOf: @Sendable (Set<String>) -> [ResourceSnapshot.Kept] = { namespaces in
+            asked.withLock { $0.append(namespaces) }
+            return namespaces.sorted().flatMap { kept[$0] ?? [] }
+        }
+
+        try repo.write("fleet/budget.yaml", GitFleet.budget.replacingOccurrences(of: "usd: 5", with: "usd: 6"))
+        let second = try GitObjectID(hex: repo.commit("second"))!
+        let again = try GitManifests().load(git, commit: second, under: "fleet", stored: stored, kept: keptOf)
+        #expect(asked.withLock { $0 } == [[ResourceID.defaultNamespace]])
+        #expect(again.outcome.parsed == ["fleet/budget.yaml"] && !again.outcome.full)
+        let against = try #require(again.againstStored)
+        #expect(against.settled == stored.settled(again.desired))
+        #expect(against.settled.filter { !$0 }.count == 1 && against.sameIdentities)
+        let reference = try GitManifests().load(git, commit: second, under: "fleet", full: true)
+        #expect(again.report.diagnostics == reference.report.diagnostics)
+        #expect(again.desired == reference.desired)
+
+        asked.withLock { $0 = [] }
+        let movedBudget = GitFleet.budget.replacingOccurrences(of: "{name: daily}", with: "{name: daily, namespace: team}")
+        try repo.write("fleet/budget.yaml", movedBudget)
+        let third = try GitObjectID(hex: repo.commit("third"))!
+        let moved = try GitManifests().load(git, commit: third, under: "fleet", stored: stored, kept: keptOf)
+        #expect(asked.withLock { $0 } == [[ResourceID.defaultNamespace], [ResourceID.defaultNamespace, "team"]])
+        let movedReference = try GitManifests().load(git, commit: third, under: "fleet", full: true)
+        #expect(moved.report.diagnostics == movedReference.report.diagnostics)
+        #expect(moved.desired == movedReference.desired)
+        #expect(moved.againstStored?.sameIdentities == false)
+        #expect(moved.againstStored.map { $0.settled == stored.settled(moved.desired) } ?? true)
     }
 
     @Test func theMirrorReadsTreesWithoutACheckout() throws {

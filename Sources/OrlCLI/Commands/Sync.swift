@@ -121,6 +121,9 @@ struct GitSourceOptions: ParsableArguments {
 struct Sync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sync",
+        // Read only when `sync` is parsed as a root (`OrlctlMain.parse`): it is `orlctl`'s,
+        // so no completion script is looked for. Under `orlctl` the root's name is used.
+        _superCommandName: "orlctl",
         abstract: "Sync a git repository's manifests into the state, once.",
         discussion: """
             Asks the remote for the ref's commit; when it is the applied one, does nothing \
