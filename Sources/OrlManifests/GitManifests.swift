@@ -1,5 +1,6 @@
 public import OrlCore
 public import OrlGit
+import OrlRuntime
 
 /// Manifests read straight from a commit's tree (no checkout): the git tree feeding the
 /// same reading half of the pipeline as a directory does, with the same incremental
@@ -155,7 +156,7 @@ public final class GitManifests {
             if !complete, !changed.isEmpty {
                 var namespaces = Set<String>()
                 for index in changed { namespaces.formUnion(previousStored.files[index].record.namespaces) }
-                if !namespaces.isEmpty { early = (namespaces, Pending { [namespaces] in kept(namespaces) }) }
+                if !namespaces.isEmpty { early = (namespaces, WorkerPool.shared.start { [namespaces] in kept(namespaces) }) }
             }
             aligned = IncrementalValidation.validate(
                 aligned: hashed, changed: changed, previous: previousStored, strict: false, kept: keptNow, read: read)

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 public import OrlCore
 public import OrlGit
+import OrlRuntime
 
 /// What a git source syncs and how: the flags of `orlctl sync` and `orlctl watch`.
 public struct GitSourceConfiguration: Sendable {
@@ -200,7 +201,9 @@ public final class GitSourceSync: @unchecked Sendable {
         if !heldRead, !c.full {
             heldRead = true
             let (store, source) = (self.store, record.applySource)
-            heldReading = Pending { try? store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: source, reader) } }
+            heldReading = WorkerPool.shared.start {
+                try? store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: source, reader) }
+            }
         }
 
         let repository: GitRepository

@@ -1,5 +1,5 @@
-import Dispatch
 public import OrlCore
+import OrlRuntime
 import Synchronization
 
 #if canImport(Glibc)
@@ -201,7 +201,7 @@ public struct ManifestIndexLoader: Sendable {
         // other, and each is a good part of a re-apply with nothing changed. No store yet (a
         // first apply, which creates it only for valid manifests): nothing held.
         let reading = store.map { store in
-            Pending { () -> Result<StoredManifestIndex.Stored?, StoreError> in
+            WorkerPool.shared.start { () -> Result<StoredManifestIndex.Stored?, StoreError> in
                 Result { () throws(StoreError) in
                     try store.read { reader throws(StoreError) in
                         try StoredManifestIndex.read(source: name, reader, report: full ? nil : form)
@@ -247,7 +247,9 @@ public struct ManifestIndexLoader: Sendable {
         // The namespaces' findings (left undecoded beside a kept report) are decoded on
         // another thread while the changed files are read and parsed; only their files
         // are looked at until then.
-        let decoding = held.flatMap { pending in pending.diagnosticsPending ? Pending { pending.decodingDiagnostics() } : nil }
+        let decoding = held.flatMap { pending in
+            pending.diagnosticsPending ? WorkerPool.shared.start { pending.decodingDiagnostics() } : nil
+        }
 
         // Unless the stamp vouches for the record, read and hash, on every core.
         struct Probe: Sendable {
@@ -335,7 +337,7 @@ public struct ManifestIndexLoader: Sendable {
                 var namespaces = Set<String>()
                 for i in changed { namespaces.formUnion(stored.files[i].record.namespaces) }
                 let wanted = namespaces
-                prefetched = (wanted, Pending { Self.kept(wanted, source: name, store: store) }, false)
+                prefetched = (wanted, WorkerPool.shared.start { Self.kept(wanted, source: name, store: store) }, false)
             }
             early = parsed(changed)
         }
@@ -446,22 +448,4 @@ extension ManifestInput {
     }
 }
 
-/// Work started on a thread of its own, whose result the caller waits for when it needs it.
-final class Pending<T: Sendable>: Sendable {
-    private let done = DispatchSemaphore(value: 0)
-    private let result = Mutex<T?>(nil)
-
-    init(_ body: @escaping @Sendable () -> T) {
-        DispatchQueue.global().async { [self] in
-            let value = body()
-            result.withLock { $0 = value }
-            done.signal()
-        }
-    }
-
-    /// Blocks until the work is done (once: the result is taken).
-    func wait() -> T {
-        done.wait()
-        return result.withLock { $0.take()! }
-    }
-}
+typealias Pending = WorkerPool.Pending

@@ -28,7 +28,7 @@ public final class WorkerPool: Sendable {
 
     /// A piece of work, let go of before it signals: the caller's closures are borrowed
     /// (`withoutActuallyEscaping`) and must not outlive `run`.
-    private final class Job: @unchecked Sendable {
+    fileprivate final class Job: @unchecked Sendable {
         // Set at creation, cleared by whichever thread runs it (exactly one: the one that
         // took it off the queue), before `done` is signalled.
         private var body: (@Sendable () -> Void)?
@@ -69,6 +69,39 @@ public final class WorkerPool: Sendable {
             return
         }
         let jobs = bodies.dropFirst().map(Job.init)
+        enqueue(jobs)
+        first()
+        for job in jobs { finish(job) }
+    }
+
+    /// Starts `body` on a thread of the pool, for a caller that goes on with other work
+    /// and asks for the result when it needs it (`Pending.wait`, which runs `body` itself
+    /// if no thread of the pool has taken it by then).
+    public func start<T: Sendable>(_ body: @escaping @Sendable () -> T) -> Pending<T> {
+        let pending = Pending<T>(pool: self)
+        pending.job = Job { [pending] in pending.result.withLock { $0 = body() } }
+        if threads > 0 { enqueue([pending.job]) }
+        return pending
+    }
+
+    /// Work started on the pool (`start`), whose result the caller waits for when it needs it.
+    public final class Pending<T: Sendable>: @unchecked Sendable {
+        fileprivate let pool: WorkerPool
+        // Set once by `start`, before the pending value is shared.
+        fileprivate var job: Job!
+        fileprivate let result = Mutex<T?>(nil)
+
+        fileprivate init(pool: WorkerPool) { self.pool = pool }
+
+        /// Blocks until the work is done, running it here if no thread has taken it
+        /// (once: the result is taken).
+        public func wait() -> T {
+            pool.finish(job)
+            return result.withLock { $0.take()! }
+        }
+    }
+
+    private func enqueue(_ jobs: [Job]) {
         let start = queue.withLock { state in
             state.jobs.append(contentsOf: jobs)
             defer { state.started = true }
@@ -78,15 +111,16 @@ public final class WorkerPool: Sendable {
         // still queued themselves.
         if start { for _ in 0..<threads { _ = tryStartThread { [self] in work() } } }
         for _ in jobs { ready.signal() }
-        first()
-        for job in jobs {
-            let queued = queue.withLock { state in
-                guard let index = state.jobs.firstIndex(where: { $0 === job }) else { return false }
-                state.jobs.remove(at: index)
-                return true
-            }
-            if queued { job.run() } else { job.wait() }
+    }
+
+    /// Returns once `job` has run: here, if it is still queued.
+    private func finish(_ job: Job) {
+        let queued = queue.withLock { state in
+            guard let index = state.jobs.firstIndex(where: { $0 === job }) else { return false }
+            state.jobs.remove(at: index)
+            return true
         }
+        if queued || threads == 0 { job.run() } else { job.wait() }
     }
 
     private func work() {

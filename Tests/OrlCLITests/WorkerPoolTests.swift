@@ -63,6 +63,22 @@ import Testing
         #expect(ran.withLock { $0 }.sorted() == ["inner first", "inner second", "outer first"])
     }
 
+    @Test func startedWorkIsWaitedForOrRunByTheCaller() {
+        let caller = pthread_self()
+        // No thread: the caller runs it when it asks for the result.
+        let alone = WorkerPool(threads: 0).start { pthread_equal(pthread_self(), caller) != 0 }
+        #expect(alone.wait())
+        // A thread: it takes the work while the caller goes on.
+        let pool = WorkerPool(threads: 1)
+        let taken = DispatchSemaphore(value: 0)
+        let started = pool.start { () -> Bool in
+            taken.signal()
+            return pthread_equal(pthread_self(), caller) != 0
+        }
+        #expect(taken.wait(timeout: .now() + 60) == .success)
+        #expect(started.wait() == false)
+    }
+
     @Test func parallelMapKeepsTheIndexOrder() {
         let squares = ManifestParsing.parallelMap(1_000, minimumPerWorker: 1) { $0 * $0 }
         #expect(squares == (0..<1_000).map { $0 * $0 })
