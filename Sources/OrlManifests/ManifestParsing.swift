@@ -71,13 +71,11 @@ public struct ManifestParsing: Sendable {
         if workers == 1 { return (0..<count).map(body) }
         let parts = Mutex<[[(Int, T)]]>([])
         withoutActuallyEscaping(body) { body in
-            WorkerPool.shared.run(
-                (0..<workers).map { worker in
-                    {
-                        let part = stride(from: worker, to: count, by: workers).map { ($0, body($0)) }
-                        parts.withLock { $0.append(part) }
-                    }
-                })
+            let work = { @Sendable (worker: Int) in
+                let part = stride(from: worker, to: count, by: workers).map { ($0, body($0)) }
+                parts.withLock { $0.append(part) }
+            }
+            WorkerPool.shared.run({ work(0) }, beside: (1..<workers).map { worker in { work(worker) } })
         }
         var slots = [T?](repeating: nil, count: count)
         for part in parts.withLock({ $0 }) {
@@ -85,7 +83,6 @@ public struct ManifestParsing: Sendable {
         }
         return slots.map { $0! }
     }
-
 }
 
 extension Fork {
@@ -93,19 +90,6 @@ extension Fork {
     /// the end, as `parallelMap`'s callers wait for their workers): a one-shot command's
     /// second core, while the first does what must stay on one thread.
     public static let beside = Fork { other, here in
-        withoutActuallyEscaping(other) { other in
-            withoutActuallyEscaping(here) { here in
-                // `here` runs on the calling thread (it may hold what is not Sendable).
-                let unchecked = UncheckedBody(here)
-                WorkerPool.shared.run([{ unchecked.body() }, other])
-            }
-        }
+        withoutActuallyEscaping(other) { other in WorkerPool.shared.run(here, beside: [other]) }
     }
-}
-
-/// The caller's half of `Fork.beside`, which `WorkerPool.run` always runs on the
-/// calling thread: it may capture what is not `Sendable`.
-private struct UncheckedBody: @unchecked Sendable {
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
 }

@@ -58,19 +58,19 @@ public final class WorkerPool: Sendable {
 
     public init(threads: Int) { self.threads = threads }
 
-    /// Runs every body and returns when all have: the first on the calling thread, the
-    /// others on the pool's threads as they are free. A body still queued when the caller
-    /// is done with its own runs on the caller's thread, so a pool that is busy (or a call
-    /// from one of its own threads) never waits for itself.
-    public func run(_ bodies: [@Sendable () -> Void]) {
-        guard let first = bodies.first else { return }
-        guard bodies.count > 1, threads > 0 else {
-            for body in bodies { body() }
+    /// Runs `here` on the calling thread (it may use what is not `Sendable`) and `others`
+    /// on the pool's threads as they are free, and returns when all have run. A body still
+    /// queued when `here` is done runs on the caller's thread, so a pool that is busy (or a
+    /// call from one of its own threads) never waits for itself.
+    public func run(_ here: () -> Void, beside others: [@Sendable () -> Void]) {
+        guard !others.isEmpty, threads > 0 else {
+            here()
+            for body in others { body() }
             return
         }
-        let jobs = bodies.dropFirst().map(Job.init)
+        let jobs = others.map(Job.init)
         enqueue(jobs)
-        first()
+        here()
         for job in jobs { finish(job) }
     }
 

@@ -16,21 +16,22 @@ import Testing
         let started = DispatchSemaphore(value: 0)
         let seen = Mutex<(caller: Int32?, worker: Int32?, sameThread: Bool)>((nil, nil, true))
         let caller = pthread_self()
-        pool.run([
+        pool.run(
             {
                 // Held until the pool's thread has taken the other body, so that it is
                 // not run here once this one ends.
                 let taken = started.wait(timeout: .now() + 60) == .success
                 seen.withLock { $0.caller = taken ? Self.nice() : nil }
             },
-            {
-                seen.withLock {
-                    $0.worker = Self.nice()
-                    $0.sameThread = pthread_equal(pthread_self(), caller) != 0
+            beside: [
+                {
+                    seen.withLock {
+                        $0.worker = Self.nice()
+                        $0.sameThread = pthread_equal(pthread_self(), caller) != 0
+                    }
+                    started.signal()
                 }
-                started.signal()
-            },
-        ])
+            ])
         let result = seen.withLock { $0 }
         #expect(result.caller == callerBefore)
         #expect(result.sameThread == false)
@@ -43,7 +44,7 @@ import Testing
         let ran = Mutex<[String]>([])
         let release = DispatchSemaphore(value: 0)
         let inner = DispatchSemaphore(value: 0)
-        pool.run([
+        pool.run(
             {
                 // The pool's one thread is busy with the body below, which itself calls
                 // the pool: its second body can only run on that thread, as a caller.
@@ -51,15 +52,15 @@ import Testing
                 ran.withLock { $0.append("outer first") }
                 release.signal()
             },
-            {
-                pool.run([
-                    { ran.withLock { $0.append("inner first") } },
-                    { ran.withLock { $0.append("inner second") } },
-                ])
-                inner.signal()
-                _ = release.wait(timeout: .now() + 60)
-            },
-        ])
+            beside: [
+                {
+                    pool.run(
+                        { ran.withLock { $0.append("inner first") } },
+                        beside: [{ ran.withLock { $0.append("inner second") } }])
+                    inner.signal()
+                    _ = release.wait(timeout: .now() + 60)
+                }
+            ])
         #expect(ran.withLock { $0 }.sorted() == ["inner first", "inner second", "outer first"])
     }
 
