@@ -171,8 +171,9 @@ public final class GitManifests {
                 files: hashed, previous: previousIndex ?? previousStored?.index, strict: false, kept: keptNow, read: read)
             nextIndex = outcome.index.flatMap { Self.stored($0, files: files, desired: outcome.desired) }
         }
-        // Not asked for (the checks needed no kept resource): the read ends before the state is written.
-        if let started = early { _ = started.kept.wait() }
+        // Not asked for (the checks needed no kept resource): dropped if no thread has taken
+        // it, else it ends before the state is written.
+        early?.kept.cancel()
         if let failure { throw failure }
         if outcome.full || previousStored == nil {
             // Everything was read: the cache is this tree's files.

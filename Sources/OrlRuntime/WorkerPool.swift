@@ -45,6 +45,9 @@ public final class WorkerPool: Sendable {
         }
 
         func wait() { done.wait() }
+
+        /// Lets the work go without running it (it was taken off the queue, or never queued).
+        func drop() { body = nil }
     }
 
     private let threads: Int
@@ -99,6 +102,12 @@ public final class WorkerPool: Sendable {
             pool.finish(job)
             return result.withLock { $0.take()! }
         }
+
+        /// The result is not wanted: work no thread has taken is dropped, and work under
+        /// way is waited for (what it reads must not outlive what the caller does next).
+        public func cancel() {
+            pool.finish(job, running: false)
+        }
     }
 
     private func enqueue(_ jobs: [Job]) {
@@ -113,14 +122,19 @@ public final class WorkerPool: Sendable {
         for _ in jobs { ready.signal() }
     }
 
-    /// Returns once `job` has run: here, if it is still queued.
-    private func finish(_ job: Job) {
+    /// Returns once `job` has run: here, if it is still queued (or, when `running` is
+    /// false, not at all).
+    private func finish(_ job: Job, running: Bool = true) {
         let queued = queue.withLock { state in
             guard let index = state.jobs.firstIndex(where: { $0 === job }) else { return false }
             state.jobs.remove(at: index)
             return true
         }
-        if queued || threads == 0 { job.run() } else { job.wait() }
+        if queued || threads == 0 {
+            if running { job.run() } else { job.drop() }
+        } else {
+            job.wait()
+        }
     }
 
     private func work() {

@@ -80,6 +80,12 @@ import Testing
         #expect(started.wait() == false)
     }
 
+    @Test func cancelledWorkNoThreadTookIsNotRun() {
+        let ran = Atomic<Int>(0)
+        WorkerPool(threads: 0).start { ran.add(1, ordering: .relaxed) }.cancel()
+        #expect(ran.load(ordering: .relaxed) == 0)
+    }
+
     @Test func parallelMapKeepsTheIndexOrder() {
         let squares = ManifestParsing.parallelMap(1_000, minimumPerWorker: 1) { $0 * $0 }
         #expect(squares == (0..<1_000).map { $0 * $0 })
