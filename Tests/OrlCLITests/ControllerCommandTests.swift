@@ -300,7 +300,7 @@ import Testing
                         && ($0["message"] as? String ?? "").contains("/nonexistent/agent")
                 }
             }, "\(h.log())")
-        #expect(h.log().contains("error starting Agent/broken"))
+        #expect(await waitUntil { h.log().contains("error starting Agent/broken") }, "\(h.log())")
         // Each failed start is a Warning in the store, and each backoff after it too.
         func reasons() -> [String] {
             guard let output = try? h.orlctl(["events", "--for", "agent/broken", "-o", "json"]).stdout,

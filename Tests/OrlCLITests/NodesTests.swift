@@ -245,7 +245,7 @@ import Testing
         // Summed apart: inside #expect this one expression took a second to type-check.
         let agentsElsewhere: Int = after.filter { $0.key != dead }.reduce(0) { $0 + $1.value.agents.count }
         #expect(agentsElsewhere == 6)
-        #expect(cluster.log(dead).contains("the node is gone"), "\(cluster.log(dead))")
+        #expect(try await cluster.wait(.seconds(10)) { cluster.log(dead).contains("the node is gone") }, "\(cluster.log(dead))")
         #expect(
             try await cluster.wait(.seconds(10)) {
                 try await cluster.nodeStatus().filter { $0.value.roles.contains("runs") }.map(\.key).count == 1
@@ -314,7 +314,7 @@ import Testing
         kill(pid, SIGCONT)
         #expect(
             try await cluster.wait(.seconds(30)) { try await cluster.nodeStatus()["n1"].map { $0.live && $0.generation == 2 } ?? false })
-        #expect(cluster.log("n1").contains("lost its lease"), "\(cluster.log("n1"))")
+        #expect(try await cluster.wait(.seconds(10)) { cluster.log("n1").contains("lost its lease") }, "\(cluster.log("n1"))")
         #expect(try await cluster.nodeStatus()["n2"]?.agents.count == 4)
         #expect(sampler.worst.values.allSatisfy { $0 == 1 }, "an agent ran twice: \(sampler.worst)")
     }
@@ -482,7 +482,7 @@ struct NodesPostgresTests {
             print("nodes (PostgreSQL): \(agent) stopped \(gone.at - cutAt) after the cut, started on n3 after \(back.at - cutAt)")
         }
         #expect(sampler.worst.values.allSatisfy { $0 == 1 }, "an agent ran twice: \(sampler.worst)")
-        #expect(nodes.log("n1").contains("could not renew its lease"), "\(nodes.log("n1"))")
+        #expect(try await nodes.wait(.seconds(10)) { nodes.log("n1").contains("could not renew its lease") }, "\(nodes.log("n1"))")
     }
 
     /// A run in flight across kill -9 of a node, on PostgreSQL (`NodesTests` runs it on SQLite).
@@ -887,6 +887,9 @@ extension NodesTests {
         let other = placed == "n1" ? "n2" : "n1"
         #expect(try await cluster.wait(.seconds(30)) { try reserved() == 0 }, "\(cluster.log(other))")
         print("nodes: the budget hold of a call in flight on a killed node released after \(ContinuousClock.now - killedAt)")
-        #expect(cluster.log(other).contains("released 1 budget hold"), "\(cluster.log(other))")
+        // The store commits the release before the node logs it: wait for the line too.
+        #expect(
+            try await cluster.wait(.seconds(10)) { cluster.log(other).contains("released 1 budget hold") },
+            "\(cluster.log(other))")
     }
 }
