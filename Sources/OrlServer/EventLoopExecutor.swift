@@ -26,20 +26,38 @@ struct EventLoopChildChannel<Inner: ServerChildChannel>: ServerChildChannel {
     let inner: Inner
     var direct: DirectRoutes? = nil
 
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Inner.Value> {
+    struct Value: ServerChildChannelValue {
+        let inner: Inner.Value
+        /// The calls served from the pipeline, when it serves some.
+        let calls: ModelCalls?
+        var channel: any Channel { inner.channel }
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let value = inner.setup(channel: channel, logger: logger)
-        guard let direct else { return value }
+        guard let direct else { return value.map { Value(inner: $0, calls: nil) } }
         return value.flatMapThrowing { value in
             let pipeline = channel.pipeline.syncOperations
             let state = try pipeline.handler(type: HTTPConnectionStateHandler.self)
-            try pipeline.addHandler(ModelCallHandler(direct), position: .after(state))
-            return value
+            let calls = ModelCalls()
+            try pipeline.addHandler(ModelCallHandler(direct, calls: calls), position: .after(state))
+            return Value(inner: value, calls: calls)
         }
     }
 
-    func handle(value: Inner.Value, logger: Logger) async {
-        await withTaskExecutorPreference(EventLoopExecutor(value.channel.eventLoop)) {
-            await inner.handle(value: value, logger: logger)
+    /// Returns once the connection has closed and its calls served from the pipeline have
+    /// ended: the server, which waits for this, has then no call left running.
+    func handle(value: Value, logger: Logger) async {
+        await withTaskCancellationHandler {
+            await withTaskExecutorPreference(EventLoopExecutor(value.channel.eventLoop)) {
+                await inner.handle(value: value.inner, logger: logger)
+            }
+            guard let calls = value.calls else { return }
+            // No call starts once the channel is closed.
+            try? await value.channel.closeFuture.get()
+            await calls.finished()
+        } onCancel: {
+            value.calls?.cancel()
         }
     }
 }

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdCore
 import NIOCore
 import NIOHTTPTypes
+import Synchronization
 
 /// The routes a connection's pipeline serves itself (`ModelCallHandler`): exact paths
 /// of `POST` requests, each answered by a handler that never blocks.
@@ -28,6 +29,12 @@ struct DirectRoutes: Sendable {
 /// waiting for its answer's end, and while one served here is in progress the parts
 /// that come after it wait (and the socket is not read) until its answer has gone out.
 /// A request with `Connection: close` is handed on, since Hummingbird closes after it.
+///
+/// Each call runs in a task of `ModelCalls`, which the connection's handler waits for
+/// (and cancels when it is cancelled, as it would a route of its own), and a close asked
+/// for from behind (the async channel's, when the server shuts down) waits until the
+/// answer in progress has gone out, as Hummingbird's own routes' answers do: so a server
+/// that has stopped has no call left that could still write the ledger.
 final class ModelCallHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -35,6 +42,7 @@ final class ModelCallHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPResponsePart
 
     private let routes: DirectRoutes
+    private let calls: ModelCalls
     private var context: ChannelHandlerContext?
     private var executor: EventLoopExecutor?
     /// Requests handed on whose answer's end has not been written.
@@ -50,8 +58,13 @@ final class ModelCallHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// A read asked for while a request was answered here.
     private var readHeld = false
     private var date = HTTPDate()
+    /// A close asked for while a request was answered here: done once it has been.
+    private var closeHeld: (mode: CloseMode, promise: EventLoopPromise<Void>?)?
 
-    init(_ routes: DirectRoutes) { self.routes = routes }
+    init(_ routes: DirectRoutes, calls: ModelCalls) {
+        self.routes = routes
+        self.calls = calls
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -116,7 +129,7 @@ final class ModelCallHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let id = served
         let request = Request(head: head, body: RequestBody(buffer: body ?? context.channel.allocator.buffer(capacity: 0)))
         let writer = DirectBodyWriter(handler: NIOLoopBound(self, eventLoop: context.eventLoop), id: id, head: nil, flushEach: false)
-        Task(executorPreference: executor) {
+        calls.run(id, on: executor) {
             let response = await handler(request)
             var writer = writer
             writer.head = response.head
@@ -165,9 +178,12 @@ final class ModelCallHandler: ChannelDuplexHandler, RemovableChannelHandler {
     fileprivate func done(_ id: Int, closing: Bool = false) {
         guard id == served, serving, let context else { return }
         serving = false
-        if closing {
+        if closing || closeHeld != nil {
             waiting = []
-            context.close(promise: nil)
+            let mode = closing ? .all : closeHeld!.mode
+            let promise = closeHeld?.promise
+            closeHeld = nil
+            context.close(mode: mode, promise: promise)
             return
         }
         var handed = false
@@ -181,6 +197,29 @@ final class ModelCallHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        // Closing the input alone stops what comes next, not the answer being written.
+        if serving, mode != .input, context.channel.isActive {
+            if let held = closeHeld, let first = held.promise {
+                if let promise { first.futureResult.cascade(to: promise) }
+                closeHeld = (held.mode == .all ? .all : mode, first)
+            } else {
+                closeHeld = (closeHeld?.mode == .all ? .all : mode, promise)
+            }
+            return
+        }
+        context.close(mode: mode, promise: promise)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // Closed under the answer (by the peer, or the idle timeout): what was held is done.
+        if let held = closeHeld {
+            closeHeld = nil
+            context.close(mode: held.mode, promise: held.promise)
+        }
+        context.fireChannelInactive()
+    }
+
     func read(context: ChannelHandlerContext) {
         if serving {
             readHeld = true
@@ -192,6 +231,62 @@ final class ModelCallHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data), handedOn > 0 { handedOn -= 1 }
         context.write(data, promise: promise)
+    }
+}
+
+/// The model calls in progress on one connection, each in a task of its own (preferring
+/// the connection's loop): the connection's handler waits for them once the connection
+/// has closed, and cancels them when it is cancelled, as it would a route it ran itself.
+final class ModelCalls: Sendable {
+    private struct State {
+        var running: [Int: Task<Void, Never>] = [:]
+        var cancelled = false
+        var idle: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    /// Runs call `id`'s `body` in a task of its own.
+    func run(_ id: Int, on executor: (any TaskExecutor)?, _ body: @escaping @Sendable () async -> Void) {
+        state.withLock { state in
+            // A task never starts inside its creation, so its end cannot come before this.
+            let task = Task(executorPreference: executor) {
+                await body()
+                self.ended(id)
+            }
+            state.running[id] = task
+            if state.cancelled { task.cancel() }
+        }
+    }
+
+    private func ended(_ id: Int) {
+        let idle = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.running[id] = nil
+            guard state.running.isEmpty else { return [] }
+            defer { state.idle = [] }
+            return state.idle
+        }
+        for waiter in idle { waiter.resume() }
+    }
+
+    /// Cancels the calls in progress and every one started after.
+    func cancel() {
+        state.withLock { state in
+            state.cancelled = true
+            for task in state.running.values { task.cancel() }
+        }
+    }
+
+    /// Returns once no call is in progress.
+    func finished() async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state in
+                if state.running.isEmpty { return true }
+                state.idle.append(waiter)
+                return false
+            }
+            if now { waiter.resume() }
+        }
     }
 }
 

@@ -40,6 +40,31 @@ final class FakeUpstream: Sendable {
     let closes = Mutex(0)
     private let closeWaiters = Mutex<[(count: Int, continuation: CheckedContinuation<Void, Never>)]>([])
 
+    private let receivedWaiters = Mutex<[(count: Int, continuation: CheckedContinuation<Void, Never>)]>([])
+
+    /// A chat completion's request was recorded.
+    private func arrived() {
+        let ready = receivedWaiters.withLock { waiters in
+            let count = received.withLock { $0.count }
+            let ready = waiters.filter { $0.count <= count }
+            waiters.removeAll { $0.count <= count }
+            return ready
+        }
+        for waiter in ready { waiter.continuation.resume() }
+    }
+
+    /// Returns once `count` chat completions' requests have come in all.
+    func waitForRequests(_ count: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = receivedWaiters.withLock { waiters in
+                if received.withLock({ $0.count }) >= count { return true }
+                waiters.append((count, continuation))
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
     /// A connection closed.
     fileprivate func closed() {
         let ready = closeWaiters.withLock { waiters in
@@ -79,6 +104,7 @@ final class FakeUpstream: Sendable {
                 authorization: request.headers[.authorization], traceparent: request.headers[HTTPField.Name("traceparent")!],
                 raw: Array(body.readableBytesView))
             self.received.withLock { $0.append(received) }
+            self.arrived()
             switch behaviour.withLock({ $0 }) {
             case .fail(let status):
                 return Response(

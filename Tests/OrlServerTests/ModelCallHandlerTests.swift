@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import OrlCore
+import Synchronization
 import Testing
 
 @testable import OrlServer
@@ -115,5 +116,34 @@ import Testing
         #expect(refused.body.contains("request_too_large"))
         let after = try await h.post(GatewayServerTests.chat(model: "sim/m"))
         #expect(after.status == 200)
+    }
+
+    /// The server stops (the daemon's shutdown cancels it) while a forwarded call waits for
+    /// its provider: it stops only once the call has ended, answered and in the ledger's
+    /// pending rows, so the ledger's last flush after it writes the call (as it did when
+    /// Hummingbird's router served these calls).
+    @Test(.timeLimit(.minutes(1))) func aCallInProgressWhenTheServerStopsIsAnsweredBeforeItStops() async throws {
+        let h = try GatewayServerTests.Harness()
+        try await h.upstream.start()
+        defer { Task { await h.stop() } }
+        // Answered by the gateway's timeout: the provider never does.
+        h.configure(dailyUSD: 100, timeout: "2s")
+        h.upstream.behaviour.withLock { $0 = .stall(seconds: 30) }
+        let (url, server) = try await APIServer(gateway: h.gateway, port: 0, runsBackgroundWork: false).start()
+        let text = Self.request("POST", "/v1/chat/completions", body: GatewayServerTests.chat())
+        // The blocking socket on a thread of its own, not the pool's.
+        let answer = Task {
+            await withCheckedContinuation { (done: CheckedContinuation<String, Never>) in
+                Thread.detachNewThread { done.resume(returning: (try? Self.exchange(url, text)) ?? "") }
+            }
+        }
+        await h.upstream.waitForRequests(1)
+        server.cancel()
+        _ = await server.result
+        h.gateway.flush()
+        let rows = try h.ledger()
+        #expect(rows.map(\.outcome) == ["upstream_timeout"])
+        let answers = Self.answers(await answer.value)
+        #expect(answers.map(\.status) == ["HTTP/1.1 504 Gateway Timeout"])
     }
 }
