@@ -40,6 +40,10 @@ extension SQLiteStateStore: RunStore {
 /// more than the claim.
 private let planCache = Locked<[String: RunPlan]>([:])
 private let planCacheLimit = 256
+/// Runs as last read or stored, by the plan cache's key: a run's fields never change but
+/// its phase, end and error, which `cachedRun`'s callers take only from a step that
+/// shows the run Running. Each completion read the run row again for nothing else.
+private let runCache = Locked<[String: RunRecord]>([:])
 
 extension SQLStateAccess {
     /// The key of a run's plan in the cache: plans are by database (a process may open
@@ -55,14 +59,25 @@ extension SQLStateAccess {
         }
     }
 
+    fileprivate static func cache(_ run: RunRecord, at key: String) {
+        runCache.withLock { cache in
+            if cache.count >= planCacheLimit { cache.removeAll() }
+            cache[key] = run
+        }
+    }
+
     /// The plan the cache holds for `run` of the database at `path`, if any.
     static func cachedPlan(path: String, run: RunID) -> RunPlan? { planCache.withLock { $0[planKey(path, run)] } }
 
     /// The transaction committed: the plans of the runs it inserted are known as they are
-    /// stored (`RunPlan(json: plan.json) == plan`).
+    /// stored (`RunPlan(json: plan.json) == plan`), and the runs it inserted or read as
+    /// they are.
     func committed() {
-        for (key, plan) in insertedPlans { Self.cache(plan, at: key) }
-        insertedPlans = []
+        for (key, run, plan) in toCache {
+            if let plan { Self.cache(plan, at: key) }
+            Self.cache(run, at: key)
+        }
+        toCache = []
     }
 }
 
@@ -120,11 +135,20 @@ extension SQLStateAccess: RunWriter {
     // MARK: Reading
 
     func run(_ id: RunID) throws(StoreError) -> RunRecord? {
-        try rows(Self.runByID, intent: "read run \(id)") { s throws(StoreError) in
+        let run = try rows(Self.runByID, intent: "read run \(id)") { s throws(StoreError) in
             try s.bind(1, id.rawValue)
         } _: { s throws(StoreError) in
             try Self.run(s)
         }.first
+        if let run { toCache.append((Self.planKey(try connection(), id), run, nil)) }
+        return run
+    }
+
+    func cachedRun(_ id: RunID) -> (run: RunRecord, plan: RunPlan)? {
+        guard let key = try? Self.planKey(connection(), id), let plan = planCache.withLock({ $0[key] }),
+            let run = runCache.withLock({ $0[key] })
+        else { return nil }
+        return (run, plan)
     }
 
     // The statements a claim or a completion runs, made once: their text is also the
@@ -419,7 +443,7 @@ extension SQLStateAccess: RunWriter {
             try s.bind(13, run.error)
             try s.bind(14, plan.json)
         }
-        insertedPlans.append((Self.planKey(try connection(), run.id), plan))
+        toCache.append((Self.planKey(try connection(), run.id), run, plan))
         for step in steps {
             try self.run(
                 """
@@ -461,6 +485,7 @@ extension SQLStateAccess: RunWriter {
             try s.bind(3, run.endedAt?.milliseconds)
             try s.bind(4, run.error)
         }
+        toCache.append((Self.planKey(try connection(), run.id), run, nil))
     }
 
     func update(_ step: StepRecord) throws(StoreError) {

@@ -16,11 +16,12 @@ final class SQLStateAccess: StateWriter {
     /// statements outside any transaction, nor on a connection another thread now holds.
     func close() { database = nil }
 
-    /// The plans of the runs this transaction inserted, by the cache's key: the plan
-    /// cache takes them once the transaction commits (`committed`), so that the run's
-    /// first claim does not parse back the plan its start has just rendered. Not before:
-    /// a run rolled back leaves no plan under an id a later run could take.
-    var insertedPlans: [(key: String, plan: RunPlan)] = []
+    /// The runs this transaction inserted (with their plans) or read, by the cache's key:
+    /// the caches take them once the transaction commits (`committed`), so that the run's
+    /// first claim does not parse back the plan its start has just rendered, nor a
+    /// completion read the run again. Not before: a run rolled back leaves nothing under
+    /// an id a later run could take.
+    var toCache: [(key: String, run: RunRecord, plan: RunPlan?)] = []
 
     /// Whether this transaction wrote a table of the `runs` topic (runs, their steps,
     /// attempts and values, tool approvals) since the topic last moved.

@@ -306,7 +306,35 @@ func startRun(_ workflow: String, in store: SQLiteStateStore, at time: Timestamp
                 }
             }
             #expect(SQLStateAccess.cachedPlan(path: store.path, run: run.id) == nil)
+            #expect(try store.readRuns { reader throws(StoreError) in reader.cachedRun(run.id) } == nil)
             #expect(try store.readRuns { reader throws(StoreError) in try reader.run(run.id) } == nil)
+        }
+    }
+
+    /// A completion takes the run as this process knew it (`cachedRun`) only when the step
+    /// shows the run Running: once another process has cancelled the run, it reads the
+    /// run again and tells the agent why it is refused.
+    @Test func aCompletionOfARunCancelledElsewhereIsRefusedWithTheRunsPhase() throws {
+        try withStateDirectory { directory in
+            let store = try storeWithFleet(directory)
+            let operations = RunOperations(store: store)
+            let run = try startRun("one", in: store)
+            let task = try #require(try operations.claim(agent: worker, now: start))
+            let known = try #require(try store.readRuns { reader throws(StoreError) in reader.cachedRun(run.id) })
+            #expect(known.run.id == run.id && known.run.phase == .running && known.plan.steps.map(\.id) == ["only"])
+            // As another process's `orlctl cancel` leaves it, which no cache here sees.
+            let other = try Database(path: store.path)
+            try other.execute("UPDATE runs SET phase = 'Cancelled', ended_at = \(start.milliseconds)", intent: "test")
+            try other.execute("UPDATE run_steps SET state = 'Cancelled', ended_at = \(start.milliseconds)", intent: "test")
+            #expect(try store.readRuns { reader throws(StoreError) in reader.cachedRun(run.id) }?.run.phase == .running)
+            #expect {
+                try operations.complete(task.id, agent: worker, output: JSONParser.parse("{}", file: ""), now: start)
+            } throws: { error in
+                guard let error = error as? RunError else { return false }
+                return error.kind == .conflict && error.description.contains("the run cancelled")
+            }
+            // The run read for the refusal is what the cache now holds.
+            #expect(try store.readRuns { reader throws(StoreError) in reader.cachedRun(run.id) }?.run.phase == .cancelled)
         }
     }
 }

@@ -140,9 +140,14 @@ public struct RunOperations: Sendable {
         if let known {
             (run, plan) = (known.run, known.plan)
         } else {
-            // Not a held step (those are of the completed run): the query found it.
-            guard let read = try tx.writer.run(ready.run) else { return (nil, nil) }
-            (run, plan) = (read, try tx.writer.plan(of: ready.run))
+            // Not a held step (those are of the completed run): the query found it, Ready,
+            // so its run is Running.
+            if let cached = tx.writer.cachedRun(ready.run) {
+                (run, plan) = (Self.running(cached.run), cached.plan)
+            } else {
+                guard let read = try tx.writer.run(ready.run) else { return (nil, nil) }
+                (run, plan) = (read, try tx.writer.plan(of: ready.run))
+            }
         }
         let record = RunEngine.claim(ready, plan.steps[ready.index], now: now, claimant: claimant)
         try tx.writer.update(record)
@@ -518,10 +523,28 @@ public struct RunOperations: Sendable {
 
     // MARK: Transitions shared by the operations
 
+    /// A run known from `cachedRun` as it is while a step of it is open (Ready, Running
+    /// or waiting): every end closes the run's open steps in the transaction that ends it.
+    private static func running(_ known: RunRecord) -> RunRecord {
+        var run = known
+        run.phase = .running
+        run.endedAt = nil
+        run.error = nil
+        return run
+    }
+
     /// The running task's record, checked against what the agent names.
     private static func running(
         _ task: TaskID, agent: ResourceID, in tx: Transaction
     ) throws(StoreError) -> Result<(record: StepRecord, run: RunRecord, plan: RunPlan), RunError> {
+        // The run as this process knows it, when the step shows it still Running: a
+        // completion of a chain read the run row again at every step for that alone.
+        if let known = tx.writer.cachedRun(task.run), let index = known.plan.index[task.step],
+            let record = try tx.writer.step(of: task.run, index: index), record.agent == agent, record.state == .running,
+            record.attempt == task.attempt
+        {
+            return .success((record, Self.running(known.run), known.plan))
+        }
         guard let run = try tx.writer.run(task.run) else { return .failure(runNotFound(task.run)) }
         let plan = try tx.writer.plan(of: task.run)
         guard let index = plan.index[task.step], let record = try tx.writer.step(of: task.run, index: index) else {

@@ -9,6 +9,11 @@ public protocol RunReader {
     func events(for resource: ResourceID?, limit: Int) throws(StoreError) -> [StoreEvent]
 
     func run(_ id: RunID) throws(StoreError) -> RunRecord?
+    /// The run and its plan as this process last read or stored them, without asking the
+    /// store; nil when it has not kept them. A run's fields never change but its phase,
+    /// end and error: a caller takes those only from a step of the run that shows it
+    /// Running (a run ends with no step open), and reads the run otherwise.
+    func cachedRun(_ id: RunID) -> (run: RunRecord, plan: RunPlan)?
     /// Newest first; nil filters mean any.
     func runs(namespace: String?, workflow: String?, limit: Int) throws(StoreError) -> [RunRecord]
     /// The plan the run was created with.
@@ -47,6 +52,7 @@ public protocol RunReader {
 }
 
 extension RunReader {
+    public func cachedRun(_ id: RunID) -> (run: RunRecord, plan: RunPlan)? { nil }
     public func hasOpenSteps(of run: RunID) throws(StoreError) -> Bool { try openStepCount(of: run) > 0 }
 }
 
