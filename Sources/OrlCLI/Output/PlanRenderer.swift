@@ -27,7 +27,9 @@ enum PlanRenderer {
         var out = ""
         let names = plan.changes.map { name($0.id) }
         let width = names.lazy.map(\.count).max() ?? 0
-        let create = style.green("  + "), update = style.yellow("  ~ "), prune = style.red("  - ")
+        let create = style.green("  + ")
+        let update = style.yellow("  ~ ")
+        let prune = style.red("  - ")
         for (change, name) in zip(plan.changes, names) {
             let label = name.padding(toLength: width)
             switch change.action {
