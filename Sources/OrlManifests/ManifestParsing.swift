@@ -66,16 +66,27 @@ public struct ManifestParsing: Sendable {
     /// `WorkerPool`'s), the results in index order, so that "first defined here" always
     /// means first in path order. Blocks until all are done; small inputs run on the
     /// caller's thread.
+    ///
+    /// Each thread takes the next index not yet taken, so the threads finish together
+    /// however their shares of the machine differ: the pool's threads run at a lower
+    /// priority, and with fixed shares (every `workers`th index) the caller, done with its
+    /// own, waited for theirs while the machine's other work had their core.
     public static func parallelMap<T: Sendable>(_ count: Int, minimumPerWorker: Int = 16, _ body: @Sendable (Int) -> T) -> [T] {
         let workers = min(WorkerPool.processorCount, max(1, count / max(1, minimumPerWorker)))
         if workers == 1 { return (0..<count).map(body) }
         let parts = Mutex<[[(Int, T)]]>([])
+        let next = NextIndex()
         withoutActuallyEscaping(body) { body in
-            let work = { @Sendable (worker: Int) in
-                let part = stride(from: worker, to: count, by: workers).map { ($0, body($0)) }
+            let work = { @Sendable in
+                var part: [(Int, T)] = []
+                while true {
+                    let index = next.take()
+                    guard index < count else { break }
+                    part.append((index, body(index)))
+                }
                 parts.withLock { $0.append(part) }
             }
-            WorkerPool.shared.run({ work(0) }, beside: (1..<workers).map { worker in { work(worker) } })
+            WorkerPool.shared.run({ work() }, beside: (1..<workers).map { _ in { work() } })
         }
         var slots = [T?](repeating: nil, count: count)
         for part in parts.withLock({ $0 }) {
@@ -83,6 +94,13 @@ public struct ManifestParsing: Sendable {
         }
         return slots.map { $0! }
     }
+}
+
+/// The next index of a `parallelMap` for whichever thread asks first.
+private final class NextIndex: Sendable {
+    private let value = Atomic<Int>(0)
+
+    func take() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
 }
 
 extension Fork {

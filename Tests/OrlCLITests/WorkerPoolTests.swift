@@ -90,4 +90,22 @@ import Testing
         let squares = ManifestParsing.parallelMap(1_000, minimumPerWorker: 1) { $0 * $0 }
         #expect(squares == (0..<1_000).map { $0 * $0 })
     }
+
+    /// A thread held at one index (the pool's, behind the machine's other work) leaves
+    /// every other index to the threads that are free, rather than a fixed share of them.
+    @Test(.enabled(if: WorkerPool.processorCount > 1)) func parallelMapLeavesAHeldThreadsShareToTheOthers() {
+        let count = 200
+        let others = DispatchSemaphore(value: 0)
+        let done = Atomic<Int>(0)
+        let results = ManifestParsing.parallelMap(count, minimumPerWorker: 1) { index -> Bool in
+            if index == 0 {
+                // Whichever thread took index 0 waits here until every other index has run.
+                return others.wait(timeout: .now() + 60) == .success
+            }
+            if done.add(1, ordering: .relaxed).newValue == count - 1 { others.signal() }
+            return true
+        }
+        #expect(results.allSatisfy { $0 })
+        #expect(done.load(ordering: .relaxed) == count - 1)
+    }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import OrlCore
 import OrlManifests
+import OrlRuntime
 import OrlStore
 
 /// What `apply` and `diff` share: which manifests, and which source they make up.
@@ -65,6 +66,11 @@ struct ManifestSourceOptions: ParsableArguments {
         state: StateOptions, output: OutputFormat, dryRun: Bool, options: ApplyOptions, invalid: ExitStatus = .findings, full: Bool = false
     ) async throws -> Plan {
         let outcome: ApplyOutcome
+        let style = TextStyle.forStandardOutput()
+        // The plan's lines, rendered on another core while the transaction's thread writes
+        // the index and commits (a first apply's are a line per manifest), then printed.
+        var changesAhead: WorkerPool.Pending<String>?
+        defer { changesAhead?.cancel() }
         do {
             // A first apply (or one against a state that cannot be opened) loads with no
             // state and opens (or fails to open) it only once the manifests are known to be
@@ -105,6 +111,11 @@ struct ManifestSourceOptions: ParsableArguments {
                     try loaded.shortcut(reader, source: options.source, codeRoot: options.codeRoot)
                 },
                 also: { writer, plan throws(StoreError) in
+                    if output == .text, !plan.isEmpty {
+                        // A transaction tried again plans again.
+                        changesAhead?.cancel()
+                        changesAhead = WorkerPool.shared.start { PlanRenderer.changes(plan, style: style) }
+                    }
                     try loaded.writeIndex(
                         source: options.source, codeRoot: options.codeRoot, prune: options.prune, plan: plan,
                         report: { rendered ?? DiagnosticRenderer.kept(loaded.outcome.report, files: loaded.files) }, writer)
@@ -118,7 +129,10 @@ struct ManifestSourceOptions: ParsableArguments {
             }
         }
         switch output {
-        case .text: writeStandardOutput(PlanRenderer.text(outcome, dryRun: dryRun, style: TextStyle.forStandardOutput()))
+        case .text:
+            let changes = changesAhead?.wait()
+            changesAhead = nil
+            writeStandardOutput(PlanRenderer.text(outcome, dryRun: dryRun, style: style, changes: changes))
         case .json: writeStandardOutput(PlanRenderer.json(outcome, dryRun: dryRun))
         }
         return outcome.plan

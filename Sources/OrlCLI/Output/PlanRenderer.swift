@@ -4,12 +4,14 @@ import OrlJSON
 /// Plans for people (terraform's `+ ~ -` with field changes and one summary line) and
 /// for machines.
 enum PlanRenderer {
-    static func text(_ outcome: ApplyOutcome, dryRun: Bool, style: TextStyle) -> String {
+    /// `changes`, when given, is `changes(outcome.plan, style: style)` rendered ahead (an
+    /// apply renders it on another core while its transaction writes).
+    static func text(_ outcome: ApplyOutcome, dryRun: Bool, style: TextStyle, changes rendered: String? = nil) -> String {
         let plan = outcome.plan
         if plan.isEmpty {
             return "No changes. \(DiagnosticRenderer.plural(plan.unchanged.count, "resource")) up to date.\n"
         }
-        var out = changes(plan, style: style)
+        var out = rendered ?? changes(plan, style: style)
         out += "\n" + style.bold(plan.summary) + "\n"
         if let number = outcome.applyNumber {
             out += "Applied as #\(number).\n"
@@ -19,21 +21,38 @@ enum PlanRenderer {
         return out
     }
 
-    /// The plan's `+ ~ -` lines, with field changes under updates.
+    /// The plan's `+ ~ -` lines, with field changes under updates. Appended piece by piece
+    /// (a first apply's is a line per manifest: 16 MB at 100,000).
     static func changes(_ plan: Plan, style: TextStyle) -> String {
         var out = ""
-        let width = plan.changes.map { name($0.id).count }.max() ?? 0
-        for change in plan.changes {
-            let label = name(change.id).padding(toLength: width)
+        let names = plan.changes.map { name($0.id) }
+        let width = names.lazy.map(\.count).max() ?? 0
+        let create = style.green("  + ")
+        let update = style.yellow("  ~ ")
+        let prune = style.red("  - ")
+        for (change, name) in zip(plan.changes, names) {
+            let label = name.padding(toLength: width)
             switch change.action {
             case .create:
-                out += style.green("  + ") + label + "  " + (change.desired.map { "\($0.file):\($0.line)" } ?? "") + "\n"
+                out += create
+                out += label
+                out += "  "
+                if let desired = change.desired {
+                    out += desired.file
+                    out += ":"
+                    out += String(desired.line)
+                }
+                out += "\n"
             case .update:
                 var notes: [String] = []
                 if let desired = change.desired { notes.append("\(desired.file):\(desired.line)") }
                 if change.specChanged, let generation = change.desired?.generation { notes.append("generation \(generation)") }
                 if let previous = change.takesOverFrom { notes.append("taken over from source \(previous)") }
-                out += style.yellow("  ~ ") + label + "  " + notes.joined(separator: ", ") + "\n"
+                out += update
+                out += label
+                out += "  "
+                out += notes.joined(separator: ", ")
+                out += "\n"
                 for field in change.fields {
                     switch field.kind {
                     case .added: out += style.green("      + ") + "\(field.path): \(field.after ?? "")\n"
@@ -42,8 +61,11 @@ enum PlanRenderer {
                     }
                 }
             case .prune:
-                let from = change.current.map { ", applied from \($0.file):\($0.line)" } ?? ""
-                out += style.red("  - ") + label + "  pruned: no longer in the manifests\(from)\n"
+                out += prune
+                out += label
+                out += "  pruned: no longer in the manifests"
+                if let current = change.current { out += ", applied from \(current.file):\(current.line)" }
+                out += "\n"
             }
         }
         return out
