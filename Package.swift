@@ -132,7 +132,6 @@ let package = Package(
             name: "OrlDaemon",
             dependencies: [
                 "OrlCore", "OrlStore", "OrlPostgres", "OrlRuntime", "OrlController", "OrlServer",
-                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

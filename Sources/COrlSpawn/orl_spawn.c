@@ -1165,38 +1165,6 @@ int orl_affinity_cpu_count(void) {
     return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
 }
 
-// struct sched_attr as the kernel takes it (SCHED_ATTR_SIZE_VER0): glibc before 2.41
-// declares neither the struct nor the calls.
-struct orl_sched_attr {
-    uint32_t size;
-    uint32_t sched_policy;
-    uint64_t sched_flags;
-    int32_t sched_nice;
-    uint32_t sched_priority;
-    uint64_t sched_runtime;
-    uint64_t sched_deadline;
-    uint64_t sched_period;
-};
-
-int orl_set_thread_slice(uint64_t nanoseconds) {
-    struct orl_sched_attr attr;
-    memset(&attr, 0, sizeof attr);
-    if (syscall(SYS_sched_getattr, 0, &attr, sizeof attr, 0) != 0) return errno;
-    // A real-time or idle thread is left as it is: the slice is SCHED_OTHER's.
-    if (attr.sched_policy != SCHED_OTHER) return 0;
-    attr.size = sizeof attr;
-    attr.sched_flags = 0;
-    attr.sched_runtime = nanoseconds;
-    return syscall(SYS_sched_setattr, 0, &attr, 0) == 0 ? 0 : errno;
-}
-
-int64_t orl_thread_slice(pid_t thread) {
-    struct orl_sched_attr attr;
-    memset(&attr, 0, sizeof attr);
-    if (syscall(SYS_sched_getattr, thread, &attr, sizeof attr, 0) != 0) return -1;
-    return (int64_t)attr.sched_runtime;
-}
-
 const char *orl_spawn_step_description(orl_spawn_step step) {
     switch (step) {
     case ORL_SPAWN_OK: return "start";

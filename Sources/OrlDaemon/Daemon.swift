@@ -1,7 +1,5 @@
 import Foundation
 import Logging
-import NIOCore
-import NIOPosix
 public import OrlController
 public import OrlCore
 public import OrlPostgres
@@ -125,19 +123,8 @@ public struct Daemon: Sendable {
         return host.isEmpty ? nil : (host, port)
     }
 
-    /// NIO's shared loops serve the API and the gateway, and carry each forwarded call to
-    /// its provider (AsyncHTTPClient's): on a machine busy with an `apply` or builds, a
-    /// short slice lets them take a core when a call arrives rather than after the busy
-    /// thread's slice (`LatencyThread`).
-    private static func markEventLoopsLatencyBound() {
-        for loop in MultiThreadedEventLoopGroup.singleton.makeIterator() {
-            loop.execute { LatencyThread.markCurrent() }
-        }
-    }
-
     /// Runs until SIGTERM or SIGINT has stopped every agent and every service.
     public func run() async throws(DaemonError) {
-        Self.markEventLoopsLatencyBound()
         let directory = configuration.stateDirectory
         let state = self.state
         let store: any StateBackend

@@ -1,5 +1,4 @@
 import Foundation
-import OrlRuntime
 import Testing
 
 #if canImport(Glibc)
@@ -378,46 +377,6 @@ extension ControllerCommandTests {
         }
         #expect(controller.isRunning, "the controller ended after \(sent) wakes: status \(controller.terminationStatus)\n\(h.log())")
         _ = try await h.waitForAgents(["a"], "the agent runs")
-        try await h.stopController()
-    }
-
-    /// NIO's loops serve the gateway and the agents' API: a short slice lets them take a
-    /// busy core when a call arrives (`LatencyThread`). Only where the kernel takes it.
-    @Test func theControllersEventLoopsWakeWithAShortSlice() async throws {
-        // This kernel's answer, asked from a thread of this process.
-        let supported = await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(returning: LatencyThread.markCurrent() && LatencyThread.slice() == LatencyThread.slice)
-            }
-        }
-        guard supported else {
-            print("ControllerCommandTests: this kernel keeps no slice per thread (before Linux 6.6); not checked")
-            return
-        }
-        let h = try Harness()
-        try h.apply([.init(name: "a")])
-        let controller = try h.startController()
-        func loops() -> [Int32: UInt64?] {
-            let tasks = "/proc/\(controller.processIdentifier)/task"
-            var found: [Int32: UInt64?] = [:]
-            for tid in (try? FileManager.default.contentsOfDirectory(atPath: tasks)) ?? [] {
-                let name = (try? String(contentsOfFile: "\(tasks)/\(tid)/comm", encoding: .utf8)) ?? ""
-                if name.hasPrefix("NIO-SGLTN"), let id = Int32(tid) { found[id] = LatencyThread.slice(of: id) }
-            }
-            return found
-        }
-        let agent = try await h.waitForAgents(["a"], "the agent runs")
-        #expect(
-            await waitUntil(seconds: 30) {
-                let found = loops()
-                return !found.isEmpty && found.values.allSatisfy { $0 == LatencyThread.slice }
-            }, "\(loops())")
-        // The other threads keep the kernel's default.
-        let threads = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(controller.processIdentifier)/task")
-        let others = threads.compactMap(Int32.init).filter { loops()[$0] == nil }
-        #expect(!others.isEmpty && others.allSatisfy { LatencyThread.slice(of: $0) != LatencyThread.slice })
-        // And so do the agents: a slice is not inherited.
-        #expect(agent["a"].map { LatencyThread.slice(of: $0) != LatencyThread.slice } == true)
         try await h.stopController()
     }
 

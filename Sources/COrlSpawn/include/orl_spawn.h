@@ -1,7 +1,6 @@
 #ifndef ORL_SPAWN_H
 #define ORL_SPAWN_H
 
-#include <stdint.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -135,16 +134,6 @@ int orl_pidfd_open(pid_t pid);
 /// The CPUs this thread may run on (sched_getaffinity, a GNU extension): what `taskset`
 /// or a container's cpuset left it; 0 when it cannot be told.
 int orl_affinity_cpu_count(void);
-
-/// Gives the calling thread a CPU slice of `nanoseconds` under the kernel's EEVDF
-/// scheduler (sched_setattr's sched_runtime for SCHED_OTHER, Linux 6.6; a shorter slice
-/// preempts a busy thread on wake-up from 6.12), keeping its policy and nice value.
-/// Returns 0, or the errno that refused it (a kernel before 6.6 takes it and ignores it).
-int orl_set_thread_slice(uint64_t nanoseconds);
-
-/// A thread's slice as the kernel reports it (sched_getattr's sched_runtime; `thread` 0:
-/// the calling one), or -1.
-int64_t orl_thread_slice(pid_t thread);
 
 /// What a step was doing, for error messages ("open the log file").
 const char *orl_spawn_step_description(orl_spawn_step step);
