@@ -37,59 +37,18 @@ final class FakeUpstream: Sendable {
     private nonisolated(unsafe) var task: Task<Void, any Error>?
 
     /// The connections the server has closed so far (whoever closed them first).
-    let closes = Mutex(0)
-    private let closeWaiters = Mutex<[(count: Int, continuation: CheckedContinuation<Void, Never>)]>([])
-
-    private let receivedWaiters = Mutex<[(count: Int, continuation: CheckedContinuation<Void, Never>)]>([])
-
-    /// A chat completion's request was recorded.
-    private func arrived() {
-        let ready = receivedWaiters.withLock { waiters in
-            let count = received.withLock { $0.count }
-            let ready = waiters.filter { $0.count <= count }
-            waiters.removeAll { $0.count <= count }
-            return ready
-        }
-        for waiter in ready { waiter.continuation.resume() }
-    }
+    let closes = Tally()
+    /// The chat completions' requests recorded so far.
+    private let requests = Tally()
 
     /// Returns once `count` chat completions' requests have come in all.
-    func waitForRequests(_ count: Int) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = receivedWaiters.withLock { waiters in
-                if received.withLock({ $0.count }) >= count { return true }
-                waiters.append((count, continuation))
-                return false
-            }
-            if now { continuation.resume() }
-        }
-    }
+    func waitForRequests(_ count: Int) async { await requests.wait(for: count) }
 
     /// A connection closed.
-    fileprivate func closed() {
-        let ready = closeWaiters.withLock { waiters in
-            let count = closes.withLock { closes in
-                closes += 1
-                return closes
-            }
-            let ready = waiters.filter { $0.count <= count }
-            waiters.removeAll { $0.count <= count }
-            return ready
-        }
-        for waiter in ready { waiter.continuation.resume() }
-    }
+    fileprivate func closed() { closes.add() }
 
     /// Returns once the server has closed `count` connections in all.
-    func waitForCloses(_ count: Int) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = closeWaiters.withLock { waiters in
-                if closes.withLock({ $0 }) >= count { return true }
-                waiters.append((count, continuation))
-                return false
-            }
-            if now { continuation.resume() }
-        }
-    }
+    func waitForCloses(_ count: Int) async { await closes.wait(for: count) }
 
     /// `idleTimeout`: how long a kept-alive connection may sit idle before the server
     /// closes it (nil: Hummingbird's default). `closeReused`: a connection is closed,
@@ -104,7 +63,7 @@ final class FakeUpstream: Sendable {
                 authorization: request.headers[.authorization], traceparent: request.headers[HTTPField.Name("traceparent")!],
                 raw: Array(body.readableBytesView))
             self.received.withLock { $0.append(received) }
-            self.arrived()
+            self.requests.add()
             switch behaviour.withLock({ $0 }) {
             case .fail(let status):
                 return Response(
@@ -294,5 +253,34 @@ private final class ClosingHandler: ChannelInboundHandler, RemovableChannelHandl
     func channelInactive(context: ChannelHandlerContext) {
         upstream.closed()
         context.fireChannelInactive()
+    }
+}
+
+/// A count that only grows, and the tasks waiting for it to reach theirs.
+final class Tally: Sendable {
+    private let state = Mutex<(count: Int, waiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)])>((0, []))
+
+    var count: Int { state.withLock { $0.count } }
+
+    func add() {
+        let ready = state.withLock { state in
+            state.count += 1
+            let count = state.count
+            defer { state.waiters.removeAll { $0.count <= count } }
+            return state.waiters.filter { $0.count <= count }
+        }
+        for waiter in ready { waiter.continuation.resume() }
+    }
+
+    /// Returns once the count is `count` or more.
+    func wait(for count: Int) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state in
+                if state.count >= count { return true }
+                state.waiters.append((count, continuation))
+                return false
+            }
+            if now { continuation.resume() }
+        }
     }
 }

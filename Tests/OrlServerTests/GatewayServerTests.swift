@@ -276,7 +276,7 @@ final class Locked<Value: Sendable>: Sendable {
             // provider closed unanswered: the call was sent again on a new one.
             await h.upstream.waitForCloses(round)
         }
-        #expect(h.upstream.closes.withLock { $0 } == 3, "each reuse met a close")
+        #expect(h.upstream.closes.count == 3, "each reuse met a close")
         #expect(h.upstream.received.withLock { $0.count } == 4, "each call reached the provider once")
         let rows = try await h.ledger(count: 4)
         #expect(rows.count == 4 && rows.allSatisfy { $0.usage.prompt == FakeUpstream.usage.prompt && $0.outcome == "ok" })
