@@ -440,7 +440,10 @@ final class Watcher: @unchecked Sendable {
     init(repo: GitFixture, arguments: [String], environment: [String: String] = [:]) throws {
         process.executableURL = Orlctl.binary
         process.arguments = ["watch"] + arguments + ["--state", repo.state]
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        // No controller started in the background, as for every other command here: one
+        // outlived the test, and wrote into its directory while the test removed it.
+        let settings = ["ORL_NO_CONTROLLER": "1"].merging(environment) { _, new in new }
+        process.environment = ProcessInfo.processInfo.environment.merging(settings) { _, new in new }
         process.currentDirectoryURL = repo.directory.url
         let pipe = Pipe()
         process.standardError = pipe
