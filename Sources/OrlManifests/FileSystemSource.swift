@@ -187,13 +187,16 @@ public struct FileSystemSource: Sendable {
 
     /// The stamps of what `walk` found, in its order: each file's taken relative to its
     /// directory, opened once per run of its files, on every core (in contiguous runs, so
-    /// that a worker opens each directory about once). A directory is opened by where it
-    /// is (`location`), since the workers need not share the caller's working directory.
+    /// that a thread opens each directory about once). Four runs a core, which the threads
+    /// take as they are free (`parallelMap`): one whose core the machine's other work has
+    /// taken leaves the rest to the others, where a run a core made the caller wait for it.
+    /// A directory is opened by where it is (`location`), since the threads need not
+    /// share the caller's working directory.
     private func stamps(_ walk: Walk) -> [FileStamp?] {
         let count = walk.paths.count
-        let workers = min(WorkerPool.processorCount, max(1, count / 256))
-        let parts = ManifestParsing.parallelMap(workers, minimumPerWorker: 1) { worker -> [FileStamp?] in
-            let range = (count * worker / workers)..<(count * (worker + 1) / workers)
+        let runs = min(WorkerPool.processorCount * 4, max(1, count / 256))
+        let parts = ManifestParsing.parallelMap(runs, minimumPerWorker: 1) { run -> [FileStamp?] in
+            let range = (count * run / runs)..<(count * (run + 1) / runs)
             var stamps: [FileStamp?] = []
             stamps.reserveCapacity(range.count)
             // The directory open now, and where its files' names start in their paths.

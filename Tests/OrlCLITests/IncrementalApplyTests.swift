@@ -294,7 +294,7 @@ import Testing
     }
 
     /// Enough files, in nested directories and through a link, for the walk to take their
-    /// stamps on several threads (each a run of files): every stamp the index keeps is its
+    /// stamps in more runs of files than there are cores here: every stamp the index keeps is its
     /// own file's, and a file edited with the same size and modification time, one replaced
     /// by a rename or edited through a link is read again; one only touched is read and
     /// found unchanged. The same as `apply --full` at every step.
@@ -302,9 +302,9 @@ import Testing
         try write("base.yaml", [0, 1, 2, 3].map { Doc(kind: $0, namespace: "default", group: 1, target: 1) })
         let directories = ["a", "b", "b/deep"]
         func path(_ i: Int) -> String { "\(directories[i % 3])/budget-\(i).yaml" }
-        for i in 0..<600 { try write(path(i), [Doc(kind: 4, namespace: "default", group: i, target: 1)]) }
+        for i in 0..<1_100 { try write(path(i), [Doc(kind: 4, namespace: "default", group: i, target: 1)]) }
         let linked = work.url.appendingPathComponent("linked.yaml")
-        try Self.render(Doc(kind: 4, namespace: "default", group: 900, target: 1)).write(to: linked, atomically: false, encoding: .utf8)
+        try Self.render(Doc(kind: 4, namespace: "default", group: 5_000, target: 1)).write(to: linked, atomically: false, encoding: .utf8)
         try FileManager.default.createSymbolicLink(
             atPath: fleet.appendingPathComponent("a/link.yaml").path, withDestinationPath: "../../linked.yaml")
         func apply(_ state: String) async throws -> Orlctl.Result {
@@ -321,7 +321,7 @@ import Testing
 
         let store = try SQLiteStateStore(directory: work.url.appendingPathComponent("s").path)
         let index = try #require(try store.read { reader throws(StoreError) in try StoredManifestIndex.read(source: "t", reader) }).index
-        #expect(index.files.count == 602)
+        #expect(index.files.count == 1_102)
         for file in index.files {
             let own = try #require(statStamp(work.url.appendingPathComponent(file.path).path), "\(file.path)")
             #expect(file.stamp == own, "\(file.path)")
@@ -341,17 +341,17 @@ import Testing
                 try FileManager.default.setAttributes([.modificationDate: before[.modificationDate]!], ofItemAtPath: url.path)
             }
         }
-        for i in [0, 299, 300, 599] {
+        for i in [0, 299, 300, 599, 1_099] {
             try sameSizeAndTime(
                 fleet.appendingPathComponent(path(i)), Self.render(Doc(kind: 4, namespace: "default", group: i, target: 1, usd: 26)))
         }
         try sameSizeAndTime(
             fleet.appendingPathComponent(path(451)), Self.render(Doc(kind: 4, namespace: "default", group: 451, target: 1, usd: 27)),
             byRename: true)
-        try sameSizeAndTime(linked, Self.render(Doc(kind: 4, namespace: "default", group: 900, target: 1, usd: 28)))
+        try sameSizeAndTime(linked, Self.render(Doc(kind: 4, namespace: "default", group: 5_000, target: 1, usd: 28)))
         try write(path(100), [Doc(kind: 4, namespace: "default", group: 100, target: 1)])
         let changed = try await bothApplied()
-        for i in [0, 299, 300, 599, 451, 900] { #expect(changed.contains("~ Budget/budget-\(i) "), "\(i): \(changed)") }
+        for i in [0, 299, 300, 599, 1_099, 451, 5_000] { #expect(changed.contains("~ Budget/budget-\(i) "), "\(i): \(changed)") }
         #expect(!changed.contains("Budget/budget-100 "), "\(changed)")
         #expect(try await bothApplied().hasPrefix("No changes."))
     }
