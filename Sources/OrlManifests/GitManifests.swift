@@ -132,7 +132,7 @@ public final class GitManifests {
         // read and decoded on another core while they are parsed (a first load: nothing
         // parsed before is at hand); taken when those are the namespaces the checks ask
         // for, as when values are edited.
-        var early: (namespaces: Set<String>, kept: Pending<[ResourceSnapshot.Kept]>)?
+        var early: (namespaces: Set<String>, kept: WorkerPool.Pending<[ResourceSnapshot.Kept]>)?
         let keptNow: (Set<String>) -> [ResourceSnapshot.Kept] = { namespaces in
             if complete { return [] }
             if let started = early {

@@ -143,7 +143,7 @@ public final class GitSourceSync: @unchecked Sendable {
     private var held: StoredManifestIndex.Stored?
     private var heldRead = false
     /// The first round's read of `held`, started before git is asked for the head.
-    private var heldReading: Pending<StoredManifestIndex.Stored?>?
+    private var heldReading: WorkerPool.Pending<StoredManifestIndex.Stored?>?
     /// The applied revision's manifests and code, kept so that an up-to-date round can put
     /// back drift without validating the revision again.
     private var applied: (commit: String, loaded: GitManifests.Loaded, codeRoot: String?)?

@@ -326,7 +326,7 @@ public struct ManifestIndexLoader: Sendable {
         // to another namespace).
         var changed: [Int] = []
         var early: [ReadManifests]?
-        var prefetched: (namespaces: Set<String>, kept: Pending<[ResourceSnapshot.Kept]>, taken: Bool)?
+        var prefetched: (namespaces: Set<String>, kept: WorkerPool.Pending<[ResourceSnapshot.Kept]>, taken: Bool)?
         // Nothing outlives the load.
         defer { if let prefetched, !prefetched.taken { _ = prefetched.kept.wait() } }
         if aligned, let stored {
@@ -447,5 +447,3 @@ extension ManifestInput {
         }
     }
 }
-
-typealias Pending = WorkerPool.Pending

@@ -143,7 +143,7 @@ public struct RunOperations: Sendable {
             // Not a held step (those are of the completed run): the query found it, Ready,
             // so its run is Running.
             if let cached = tx.writer.cachedRun(ready.run) {
-                (run, plan) = (Self.running(cached.run), cached.plan)
+                (run, plan) = (Self.asRunning(cached.run), cached.plan)
             } else {
                 guard let read = try tx.writer.run(ready.run) else { return (nil, nil) }
                 (run, plan) = (read, try tx.writer.plan(of: ready.run))
@@ -525,7 +525,7 @@ public struct RunOperations: Sendable {
 
     /// A run known from `cachedRun` as it is while a step of it is open (Ready, Running
     /// or waiting): every end closes the run's open steps in the transaction that ends it.
-    private static func running(_ known: RunRecord) -> RunRecord {
+    private static func asRunning(_ known: RunRecord) -> RunRecord {
         var run = known
         run.phase = .running
         run.endedAt = nil
@@ -543,7 +543,7 @@ public struct RunOperations: Sendable {
             let record = try tx.writer.step(of: task.run, index: index), record.agent == agent, record.state == .running,
             record.attempt == task.attempt
         {
-            return .success((record, Self.running(known.run), known.plan))
+            return .success((record, Self.asRunning(known.run), known.plan))
         }
         guard let run = try tx.writer.run(task.run) else { return .failure(runNotFound(task.run)) }
         let plan = try tx.writer.plan(of: task.run)
