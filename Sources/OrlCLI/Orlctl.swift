@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import OrlGit
 import OrlManifests
+import OrlRuntime
 
 /// `orlctl`: the root command.
 struct Orlctl: AsyncParsableCommand {
@@ -50,6 +51,7 @@ public enum OrlctlMain {
         // Equatable conformance against every one in the binary.
         if let command = arguments.first, command == "apply" || command == "diff" || command == "sync" {
             Allocator.reserveRoomForAOneShotCommand()
+            HugePages.want()
         }
         if let command = arguments.first, command == "sync" || command == "watch" { GitRepository.loadInBackground() }
     }

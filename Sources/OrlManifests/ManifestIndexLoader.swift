@@ -192,6 +192,7 @@ public struct ManifestIndexLoader: Sendable {
     public func load(
         paths: [String], source name: String, store: (any StateStore)?, full: Bool, strict: Bool = false, report form: String? = nil
     ) throws -> Loaded {
+        HugePages.adviseThisThreadsHeap()
         let form = strict ? nil : form
         let source = FileSystemSource(maxFileBytes: parsing.maxFileBytes, standardInput: standardInput)
         // Taken before any file is looked at: a file changed after this is never vouched for

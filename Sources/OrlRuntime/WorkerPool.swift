@@ -73,6 +73,7 @@ public final class WorkerPool: Sendable {
         }
         let jobs = others.map(Job.init)
         enqueue(jobs)
+        HugePages.adviseThisThreadsHeap()
         here()
         for job in jobs { finish(job) }
     }
@@ -139,6 +140,7 @@ public final class WorkerPool: Sendable {
 
     private func work() {
         _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Self.niceness)
+        HugePages.adviseThisThreadsHeap()
         while true {
             ready.wait()
             let job = queue.withLock { $0.jobs.isEmpty ? nil : $0.jobs.removeFirst() }
