@@ -81,7 +81,10 @@ struct SchemaIndexTests {
         // earlier, as when every document is indexed in order.
         let root = #"{"$ref": "c.json"}"#
         let documents: [(uri: String, text: String)] = [
-            (uri: "https://example.com/c.json", text: #"{"$dynamicAnchor": "t", "$ref": "#/$defs/u", "$defs": {"u": {"$dynamicRef": "#t"}}}"#),
+            (
+                uri: "https://example.com/c.json",
+                text: ##"{"$dynamicAnchor": "t", "$ref": "#/$defs/u", "$defs": {"u": {"$dynamicRef": "#t"}}}"##
+            ),
             (uri: "https://example.com/a.json", text: #"{"$defs": {"c": {"$id": "c.json", "$dynamicAnchor": "t", "type": "string"}}}"#),
         ]
         // It compiles: the dynamic reference lands on the anchor.

@@ -217,7 +217,8 @@ struct SchemaIndex {
         var node = documents[position.document]
         guard !position.pointer.isEmpty else { return node }
         for token in position.pointer.dropFirst().split(separator: "/", omittingEmptySubsequences: false) {
-            let key = token.utf8.contains(UInt8(ascii: "~")) ? String(token).replacingAll("~1", with: "/").replacingAll("~0", with: "~") : String(token)
+            var key = String(token)
+            if token.utf8.contains(UInt8(ascii: "~")) { key = key.replacingAll("~1", with: "/").replacingAll("~0", with: "~") }
             switch node.value {
             case .object:
                 guard let child = node[key] else { return nil }
