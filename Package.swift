@@ -11,7 +11,14 @@ let strictness: [SwiftSetting] = [
     // command runs together (scripts/orlctl.order); a file's functions otherwise move as one.
     // The compiler keeps an object whose IR is unchanged, whatever the flags: a release build
     // made before this line needs its .build/*/release/Orl*.build/*.o removed once.
-    .unsafeFlags(["-Xfrontend", "-function-sections"], .when(configuration: .release)),
+    // Concrete generic types' metadata (a `Set<ResourceID>`'s storage, a `Result<_, StoreError>`)
+    // comes from accessor functions that pass the conformances it needs, not from its mangled
+    // name: the runtime checks a mangled name's requirements by scanning the static binary's
+    // ~11,600 conformance records once per type and protocol it meets, milliseconds of every
+    // one-shot process (docs/performance.md, "Re-applying costs what changed").
+    .unsafeFlags(
+        ["-Xfrontend", "-function-sections", "-Xfrontend", "-disable-concrete-type-metadata-mangled-name-accessors"],
+        .when(configuration: .release)),
 ]
 
 // The commit `orlctl version` reports when the build scripts have not written it

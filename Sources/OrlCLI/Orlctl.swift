@@ -88,7 +88,11 @@ public enum OrlctlMain {
     /// codes (ArgumentParser's own usage code, 64, becomes 2).
     static func execute(_ arguments: [String]) async -> Int32 {
         do {
-            var command = try parse(arguments)
+            if var command = direct(arguments) {
+                try await command.run()
+                return ExitStatus.clean.rawValue
+            }
+            var command = try Orlctl.parseAsRoot(arguments)
             if var command = command as? any AsyncParsableCommand {
                 try await command.run()
             } else {
@@ -112,15 +116,37 @@ public enum OrlctlMain {
         }
     }
 
-    /// The command the arguments name. `sync` (one round, a process of its own, timed
-    /// against `git fetch`) is parsed as a root of its own first: the whole tree is not
-    /// built, nor are the arguments parsed again as a request for a completion script
-    /// (a third of the parse, most of it the runtime's conformance lookups). Anything it
-    /// does not take as a `Sync` (a usage error, `--help`, a completion request) goes
-    /// through the whole tree, so the messages, help and exit codes are the tree's.
+    /// The command the arguments name. The one-shot commands timed against their floors
+    /// (`apply`, `diff`, `validate`, and `sync`, one round against `git fetch`) are parsed as
+    /// roots of their own first (`direct`); anything else goes through the whole tree.
     static func parse(_ arguments: [String]) throws -> any ParsableCommand {
-        if arguments.first == "sync", let sync = try? Sync.parseAsRoot(Array(arguments.dropFirst())) as? Sync { return sync }
+        if let command = direct(arguments) { return command }
         return try Orlctl.parseAsRoot(arguments)
+    }
+
+    /// `apply`, `diff`, `validate` or `sync` parsed as a root of its own, by ArgumentParser as
+    /// the tree would: the whole tree is not built and reflected, the arguments are not parsed
+    /// again as a request for a completion script (those commands' configurations name
+    /// `orlctl` as their super-command), and the command comes back as what it is, not cast
+    /// to `AsyncParsableCommand` at run time. Those were most of a one-shot command's
+    /// argument parsing, and most of that the runtime's conformance lookups (a scan of the
+    /// binary's ~11,600 conformance records per type and protocol). Anything the direct parse
+    /// does not take as its command (a usage error, `--help`, `--version`, a completion
+    /// request) is nil, so the tree parses it and the messages, help and exit codes are the
+    /// tree's (`DirectParseTests`).
+    static func direct(_ arguments: [String]) -> (any AsyncParsableCommand)? {
+        func parsed<Command: AsyncParsableCommand>(_: Command.Type) -> Command? {
+            // A cast to the concrete type compares metadata; no conformance is looked up.
+            try? Command.parseAsRoot(Array(arguments.dropFirst())) as? Command
+        }
+        guard let name = arguments.first else { return nil }
+        switch name {
+        case "apply": return parsed(Apply.self)
+        case "diff": return parsed(Diff.self)
+        case "validate": return parsed(Validate.self)
+        case "sync": return parsed(Sync.self)
+        default: return nil
+        }
     }
 
     static func writeStandardError(_ text: String) {

@@ -159,6 +159,9 @@ struct ManifestSourceOptions: ParsableArguments {
 struct Apply: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apply",
+        // Read only when the command is parsed as a root (`OrlctlMain.parse`): it is `orlctl`'s,
+        // so no completion script is looked for. Under `orlctl` the root's name is used.
+        _superCommandName: "orlctl",
         abstract: "Apply manifests to the state: create, update and (with --prune) prune, all or nothing.",
         discussion: """
             The whole set is validated and audited first; any error means nothing is written. \
@@ -250,6 +253,9 @@ enum ControllerAutostart {
 struct Diff: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diff",
+        // Read only when the command is parsed as a root (`OrlctlMain.parse`): it is `orlctl`'s,
+        // so no completion script is looked for. Under `orlctl` the root's name is used.
+        _superCommandName: "orlctl",
         abstract: "Show what apply would change. Exit 0 no changes, 1 changes, 2 error (invalid manifests included).")
 
     @OptionGroup var manifests: ManifestSourceOptions

@@ -18,6 +18,9 @@ enum ValidateOutputFormat: String, ExpressibleByArgument, CaseIterable {
 struct Validate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "validate",
+        // Read only when the command is parsed as a root (`OrlctlMain.parse`): it is `orlctl`'s,
+        // so no completion script is looked for. Under `orlctl` the root's name is used.
+        _superCommandName: "orlctl",
         abstract: "Check manifests: YAML, schemas, references and workflow DAGs.",
         discussion: """
             Reports every problem in one run, sorted by file and line. Exit 0 when there is no \

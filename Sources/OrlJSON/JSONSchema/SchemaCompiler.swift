@@ -25,9 +25,7 @@ struct SchemaCompiler {
         index.add(root, uri: baseURI)
         for document in registry.documents { index.add(document.root, uri: document.uri) }
         // The embedded meta-schemas come last so a registered document may stand in for one.
-        for meta in MetaSchemas.documents where !index.contains(uri: meta.uri) {
-            index.add(meta.root, uri: meta.uri)
-        }
+        for meta in MetaSchemas.documents { index.add(meta.root, unlessDefined: meta.uri) }
         var compiler = SchemaCompiler(index: index, options: options)
         let rootID = try compiler.compile(SchemaPosition(document: 0, pointer: ""))
         try compiler.compileDynamicAnchors()
@@ -40,7 +38,7 @@ struct SchemaCompiler {
     private mutating func compileDynamicAnchors() throws(SchemaError) {
         var next = 0
         while next < resources.count {
-            for (name, position) in index.dynamicAnchors[resources[next].uri] ?? [:] {
+            for (name, position) in index.dynamicAnchors(of: resources[next].uri) {
                 let id = try compile(position)
                 resources[next].dynamicAnchors[name] = id
             }
@@ -284,7 +282,7 @@ struct SchemaCompiler {
 
     // MARK: References
 
-    private func resolve(_ member: Node.Member, _ context: Context) throws(SchemaError) -> (SchemaPosition, String) {
+    private mutating func resolve(_ member: Node.Member, _ context: Context) throws(SchemaError) -> (SchemaPosition, String) {
         guard let reference = member.value.string else {
             throw context.error(member, "\"\(member.key)\" must be a string")
         }

@@ -12,28 +12,147 @@ struct SchemaScope {
     var dialect: String?
 }
 
-/// Every identifier the known documents define, found before compiling: references
-/// may point forwards, backwards, into other documents, or at an embedded resource
-/// by an `$id` that differs from the document's own URI.
+/// Every identifier the known documents define: references may point forwards,
+/// backwards, into other documents, or at an embedded resource by an `$id` that differs
+/// from the document's own URI.
+///
+/// Documents are indexed as references reach them, not all up front: a manifest kind's
+/// schema reaches two of the nine bundled documents and none of the meta-schemas'
+/// vocabularies, and indexing every subschema of every document was most of compiling
+/// it. What is indexed is what indexing them all in order gives: a document is indexed
+/// out of order only when every document before it that is not indexed yet is "plain"
+/// (no subschema with an `$id` but its root, naming its own URI: it defines its own
+/// resource and nothing else) under another URI than its own, so neither can change what
+/// the other defines; otherwise those before it are indexed first, in order.
 struct SchemaIndex {
     private(set) var documents: [Node] = []
     /// Absolute URI (no fragment) → the resource's root.
-    private(set) var resources: [String: SchemaPosition] = [:]
+    private var resources: [String: SchemaPosition] = [:]
     /// `uri#name` → the subschema with that `$anchor` or `$dynamicAnchor`.
     private var anchors: [String: SchemaPosition] = [:]
     /// Resource URI → `$dynamicAnchor` name → subschema.
-    private(set) var dynamicAnchors: [String: [String: SchemaPosition]] = [:]
+    private var dynamicAnchors: [String: [String: SchemaPosition]] = [:]
     /// The scope of every subschema reachable through schema keywords.
     private var scopes: [SchemaPosition: SchemaScope] = [:]
+    /// Each document's place in the order, and whether it is indexed yet.
+    private var entries: [Entry] = []
 
-    func contains(uri: String) -> Bool { resources[uri] != nil }
+    private struct Entry {
+        /// Where it is retrieved from (no fragment): the resource its root starts.
+        var retrieval: URIReference
+        /// Added only if no document before it defines this URI (compared as given): an
+        /// embedded meta-schema a registered document may stand in for.
+        var unlessDefined: String?
+        /// nil until asked: whether the document defines its own resource only.
+        var plain: Bool?
+        var state: State
+        enum State { case pending, indexed, skipped }
+    }
 
+    /// `root`, retrievable at `uri`, after the documents added before it.
     mutating func add(_ root: Node, uri: String) {
-        let retrieval = URIReference(uri).withoutFragment
-        let position = SchemaPosition(document: documents.count, pointer: "")
         documents.append(root)
+        entries.append(Entry(retrieval: URIReference(uri).withoutFragment, unlessDefined: nil, plain: nil, state: .pending))
+    }
+
+    /// `root` at `uri`, unless a document added before it defines `uri`.
+    mutating func add(_ root: Node, unlessDefined uri: String) {
+        documents.append(root)
+        entries.append(Entry(retrieval: URIReference(uri).withoutFragment, unlessDefined: uri, plain: nil, state: .pending))
+    }
+
+    /// Indexes document `index` as indexing every document in order would have.
+    private mutating func index(_ index: Int) {
+        guard entries[index].state == .pending else { return }
+        let before = (0..<index).filter { entries[$0].state == .pending }
+        var clash = false
+        if !before.isEmpty {
+            let plain = isPlain(index)
+            let own = entries[index].retrieval.string
+            for other in before {
+                // Either may define what the other does, or decide whether the other is
+                // added at all.
+                let theirs = entries[other].retrieval.string
+                if !plain || !isPlain(other) || theirs == own || entries[other].unlessDefined == own
+                    || entries[index].unlessDefined == theirs
+                {
+                    clash = true
+                    break
+                }
+            }
+        }
+        if clash {
+            for other in before { self.index(other) }
+        }
+        if let uri = entries[index].unlessDefined, resources[uri] != nil {
+            entries[index].state = .skipped
+            return
+        }
+        entries[index].state = .indexed
+        let retrieval = entries[index].retrieval
+        let position = SchemaPosition(document: index, pointer: "")
         if resources[retrieval.string] == nil { resources[retrieval.string] = position }
-        walk(root, at: position, inherited: SchemaScope(base: retrieval, resourcePointer: "", dialect: nil))
+        walk(documents[index], at: position, inherited: SchemaScope(base: retrieval, resourcePointer: "", dialect: nil))
+    }
+
+    /// Whether document `index` defines its own resource and nothing else: no subschema
+    /// of it (what the walk visits) has an `$id` but its root, naming its own URI.
+    private mutating func isPlain(_ index: Int) -> Bool {
+        if let plain = entries[index].plain { return plain }
+        let root = documents[index]
+        let own = entries[index].retrieval
+        var plain = true
+        if let id = root["$id"]?.string {
+            plain = URIReference(id).resolved(against: own).withoutFragment.string == own.string
+        }
+        if plain { plain = !Self.subschemasHoldID(root) }
+        entries[index].plain = plain
+        return plain
+    }
+
+    /// Whether a subschema below `node`, reached as the walk reaches them, has an `$id`.
+    private static func subschemasHoldID(_ node: Node) -> Bool {
+        guard case .object(let members) = node.value else { return false }
+        func holds(_ subschema: Node) -> Bool { subschema["$id"]?.string != nil || subschemasHoldID(subschema) }
+        for member in members {
+            guard let shape = Keywords.subschemaShape[member.key] else { continue }
+            switch (shape, member.value.value) {
+            case (.schema, _): if holds(member.value) { return true }
+            case (.schemaArray, .array(let elements)): if elements.contains(where: holds) { return true }
+            case (.schemaMap, .object(let entries)): if entries.contains(where: { holds($0.value) }) { return true }
+            default: continue
+            }
+        }
+        return false
+    }
+
+    /// The documents not indexed yet that may define something under `uri`: any that is
+    /// not plain, and a plain one retrieved from `uri`.
+    private mutating func mayDefine(_ uri: String) -> [Int] {
+        var found: [Int] = []
+        for index in entries.indices where entries[index].state == .pending {
+            if !isPlain(index) || entries[index].retrieval.string == uri { found.append(index) }
+        }
+        return found
+    }
+
+    /// How many documents are indexed so far.
+    var indexedCount: Int { entries.count { $0.state == .indexed } }
+
+    private mutating func indexAll() {
+        for index in entries.indices { self.index(index) }
+    }
+
+    /// The root of the resource `uri`, from the first document that defines it.
+    private mutating func resourceRoot(_ uri: String) -> SchemaPosition? {
+        while resources[uri] == nil, let next = mayDefine(uri).first { index(next) }
+        return resources[uri]
+    }
+
+    /// The `$dynamicAnchor`s of the resource `uri`, from every document.
+    mutating func dynamicAnchors(of uri: String) -> [String: SchemaPosition] {
+        for next in mayDefine(uri) { index(next) }
+        return dynamicAnchors[uri] ?? [:]
     }
 
     private mutating func walk(_ node: Node, at position: SchemaPosition, inherited: SchemaScope) {
@@ -79,15 +198,17 @@ struct SchemaIndex {
 
     /// The position a reference denotes, resolved against `base`: a resource URI with
     /// an optional JSON Pointer fragment, or a plain-name fragment naming an anchor.
-    func resolve(_ reference: String, against base: URIReference) -> SchemaPosition? {
+    mutating func resolve(_ reference: String, against base: URIReference) -> SchemaPosition? {
         let absolute = URIReference(reference).resolved(against: base)
         let resource = absolute.withoutFragment.string
         let fragment = (absolute.fragment ?? "").percentDecoded
         if fragment.isEmpty || fragment.hasPrefix("/") {
-            guard let root = resources[resource] else { return nil }
+            guard let root = resourceRoot(resource) else { return nil }
             let target = SchemaPosition(document: root.document, pointer: root.pointer + fragment)
             return node(at: target) == nil ? nil : target
         }
+        // A later document's anchor of the same name replaces an earlier one's.
+        indexAll()
         return anchors[resource + "#" + fragment]
     }
 
@@ -96,7 +217,8 @@ struct SchemaIndex {
         var node = documents[position.document]
         guard !position.pointer.isEmpty else { return node }
         for token in position.pointer.dropFirst().split(separator: "/", omittingEmptySubsequences: false) {
-            let key = String(token).replacingAll("~1", with: "/").replacingAll("~0", with: "~")
+            var key = String(token)
+            if token.utf8.contains(UInt8(ascii: "~")) { key = key.replacingAll("~1", with: "/").replacingAll("~0", with: "~") }
             switch node.value {
             case .object:
                 guard let child = node[key] else { return nil }
@@ -115,7 +237,8 @@ struct SchemaIndex {
     /// recorded by the walk; a reference may also point elsewhere (into an unknown
     /// keyword, say), and such a position inherits the scope of its nearest recorded
     /// ancestor, plus its own `$id`/`$schema`.
-    func scope(at position: SchemaPosition, of node: Node) -> SchemaScope {
+    mutating func scope(at position: SchemaPosition, of node: Node) -> SchemaScope {
+        index(position.document)
         if let scope = scopes[position] { return scope }
         var ancestor = position.pointer
         var scope = SchemaScope(base: URIReference(""), resourcePointer: "", dialect: nil)
@@ -147,6 +270,9 @@ extension SchemaScope {
 extension String {
     /// RFC 6901 escaping of one reference token.
     var jsonPointerEscaped: String {
-        replacingAll("~", with: "~0").replacingAll("/", with: "~1")
+        // Nearly every key holds neither character, and `contains` on a String searches by
+        // Character: the index of a schema's documents escaped every key it walked that way.
+        guard utf8.contains(where: { $0 == UInt8(ascii: "~") || $0 == UInt8(ascii: "/") }) else { return self }
+        return replacingAll("~", with: "~0").replacingAll("/", with: "~1")
     }
 }
