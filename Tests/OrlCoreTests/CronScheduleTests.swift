@@ -144,6 +144,11 @@ func utc(_ text: String) -> Timestamp {
         #expect(RunID("0123456789ab") == nil)
         // Crockford: i, l and o read as 1, 1 and 0.
         #expect(RunID("o1jd3k5x2a7qf")?.rawValue == "01jd3k5x2a7qf")
+        #expect(RunID("O1JD3K5X2A7QF")?.rawValue == "01jd3k5x2a7qf")
+        // 13 bytes, the Kelvin sign (3 of them) among them: Unicode lowercases it to `k`,
+        // a name of 11 characters; only ASCII is read.
+        #expect(RunID("01jd3\u{212A}5x2a7") == nil)
+        #expect(RunID("01jd3k5x2a7q\u{7F}") == nil && RunID("01jd3k5x2a7q ") == nil)
     }
 
     @Test func durationsReadAsManifestsWriteThem() {

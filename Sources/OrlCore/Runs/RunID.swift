@@ -14,12 +14,18 @@ public struct RunID: Sendable, Hashable, Comparable, CustomStringConvertible {
     public init?(_ text: String) {
         guard text.utf8.count == Self.length else { return nil }
         var normalized: [UInt8] = []
-        for byte in text.lowercased().utf8 {
+        normalized.reserveCapacity(Self.length)
+        // Byte by byte: every character of a name is ASCII, and `lowercased()` (Unicode's
+        // case mapping, a new string) was most of a stream step's parse of its task. It
+        // also turned a non-ASCII letter into an ASCII one (the Kelvin sign into `k`),
+        // which made a name of the wrong length; such a byte is refused here.
+        for byte in text.utf8 {
+            let lower = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte + 32 : byte
             let mapped: UInt8 =
-                switch byte {
+                switch lower {
                 case UInt8(ascii: "i"), UInt8(ascii: "l"): UInt8(ascii: "1")
                 case UInt8(ascii: "o"): UInt8(ascii: "0")
-                default: byte
+                default: lower
                 }
             guard Self.alphabet.contains(mapped) else { return nil }
             normalized.append(mapped)
