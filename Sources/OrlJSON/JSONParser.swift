@@ -55,15 +55,28 @@ public enum JSONParser {
         return try bytes.withUnsafeBufferPointer { buffer in Reader.parse(buffer, file: file, keeping: keeping) }.get()
     }
 
-    private static func firstInvalidUTF8Offset(_ bytes: [UInt8]) -> Int? {
-        var iterator = bytes.makeIterator()
-        var parser = Unicode.UTF8.ForwardParser()
-        var offset = 0
-        while true {
-            switch parser.parseScalar(from: &iterator) {
-            case .valid(let scalar): offset += scalar.count
-            case .error: return offset
-            case .emptyInput: return nil
+    /// The byte offset of the first byte that starts no valid UTF-8 sequence, nil when
+    /// every byte is valid. ASCII, most of any JSON, is skipped a word at a time; each
+    /// other scalar is decoded from its first byte, as a byte-by-byte pass would decode it.
+    static func firstInvalidUTF8Offset(_ bytes: [UInt8]) -> Int? {
+        bytes.withUnsafeBufferPointer { buffer -> Int? in
+            guard let base = buffer.baseAddress else { return nil }
+            let count = buffer.count
+            let raw = UnsafeRawPointer(base)
+            var offset = 0
+            while true {
+                while offset + 8 <= count, raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self) & 0x8080_8080_8080_8080 == 0 {
+                    offset += 8
+                }
+                while offset < count, buffer[offset] < 0x80 { offset += 1 }
+                guard offset < count else { return nil }
+                var iterator = buffer[offset...].makeIterator()
+                var parser = Unicode.UTF8.ForwardParser()
+                switch parser.parseScalar(from: &iterator) {
+                case .valid(let scalar): offset += scalar.count
+                case .error: return offset
+                case .emptyInput: return nil
+                }
             }
         }
     }
