@@ -27,7 +27,8 @@ struct DirectRoutes: Sendable {
 ///
 /// Order is kept: a request is served here only when no request handed on is still
 /// waiting for its answer's end, and while one served here is in progress the parts
-/// that come after it wait (and the socket is not read) until its answer has gone out.
+/// that come after it wait (and, once some do, the socket is not read) until its answer
+/// has gone out.
 /// A request with `Connection: close` is handed on, since Hummingbird closes after it.
 ///
 /// Each call runs in a task of `ModelCalls`, which the connection's handler waits for
@@ -55,7 +56,7 @@ final class ModelCallHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var served = 0
     /// Parts that came while a request was read or answered here, in order.
     private var waiting: [HTTPRequestPart] = []
-    /// A read asked for while a request was answered here.
+    /// A read asked for while a request was answered here and parts waited.
     private var readHeld = false
     private var date = HTTPDate()
     /// A close asked for while a request was answered here: done once it has been.
@@ -221,7 +222,11 @@ final class ModelCallHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if serving {
+        // Held only once parts wait behind the answer: holding every read while a call is
+        // answered took the socket out of the loop's interest and put it back (two
+        // `epoll_ctl`s a call) though an agent at one connection sends nothing meanwhile.
+        // So at most what one read brings is kept beside the answer in progress.
+        if serving, !waiting.isEmpty {
             readHeld = true
             return
         }
