@@ -15,8 +15,9 @@ import Testing
             + "\r\n" + body
     }
 
-    /// Sends `text` at once on a new connection and reads until the server closes it.
-    static func exchange(_ url: String, _ text: String) throws -> String {
+    /// Sends `text` at once on a new connection (then closes its writing side when
+    /// `halfClose`) and reads until the server closes it.
+    static func exchange(_ url: String, _ text: String, halfClose: Bool = false) throws -> String {
         let port = UInt16(url.split(separator: ":").last!)!
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
@@ -37,6 +38,7 @@ import Testing
             guard n > 0 else { throw POSIXError(.EPIPE) }
             sent += n
         }
+        if halfClose { shutdown(fd, Int32(SHUT_WR)) }
         var received: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -98,6 +100,23 @@ import Testing
         for answer in answers { #expect(answer.headers["date"].map { $0.wholeMatch(of: date) != nil } == true, "\(answer.headers)") }
         let rows = try await h.ledger(count: 4)
         #expect(rows.count == 4 && rows.allSatisfy { $0.outcome == "ok" })
+    }
+
+    /// The socket is read while a call is answered, so the agent's end of its sending (a
+    /// half-close) can come before the answer has gone out: the answer still goes out.
+    @Test(.timeLimit(.minutes(1))) func aCallWhoseAgentStopsSendingIsStillAnswered() async throws {
+        let h = try GatewayServerTests.Harness()
+        try await h.start()
+        defer { Task { await h.stop() } }
+        let url = h.url
+        for body in [GatewayServerTests.chat(), GatewayServerTests.chat(model: "sim/m")] {
+            let text = Self.request("POST", "/v1/chat/completions", body: body)
+            let answers = Self.answers(try await Task.detached { try Self.exchange(url, text, halfClose: true) }.value)
+            #expect(answers.map(\.status) == ["HTTP/1.1 200 OK"])
+            #expect(GatewayServerTests.json(answers.first?.body ?? "")["object"] as? String == "chat.completion")
+        }
+        let rows = try await h.ledger(count: 2)
+        #expect(rows.count == 2 && rows.allSatisfy { $0.outcome == "ok" })
     }
 
     @Test func theDateIsTheHTTPForm() {

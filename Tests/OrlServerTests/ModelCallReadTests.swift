@@ -46,7 +46,8 @@ import Testing
             handlers: [
                 "/v1/chat/completions": { _ in
                     await gate.wait()
-                    return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{}")))
+                    return Response(
+                        status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{}")))
                 }
             ], maxBodyBytes: 1 << 20)
         let reads = Reads()
