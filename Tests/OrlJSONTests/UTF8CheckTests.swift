@@ -28,7 +28,7 @@ struct UTF8CheckTests {
             Array("😀".utf8), [0x80], [0xC3], [0xE2, 0x82], [0xF0, 0x9F, 0x98], [0xC0, 0xAF], [0xED, 0xA0, 0x80],
             [0xF4, 0x90, 0x80, 0x80], [0xFF],
         ]
-        var generator = SplitMix(seed: 0x5EED)
+        var generator = SplitMix64(seed: 0x5EED)
         var bad = 0
         for _ in 0..<4000 {
             var bytes: [UInt8] = []
@@ -52,17 +52,5 @@ struct UTF8CheckTests {
         } catch {
             #expect(error.location == SourceLocation(file: "f.json", line: 1, column: 34))
         }
-    }
-}
-
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
