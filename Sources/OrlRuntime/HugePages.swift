@@ -34,7 +34,7 @@ public enum HugePages {
         guard let probe = malloc(1) else { return }
         let address = UInt(bitPattern: probe)
         free(probe)
-        let reservation = address & ~(arenaReservation - 1)
+        let reservation = address & ~(arenaReservationSize - 1)
         guard state.withLock({ $0.advised.insert(reservation).inserted }),
             let maps = try? readProcFile("/proc/self/maps"),
             let range = arenaReservation(holding: address, maps: maps)
@@ -43,7 +43,7 @@ public enum HugePages {
     }
 
     /// glibc's HEAP_MAX_SIZE on 64-bit Linux: each thread arena's reservation, and its alignment.
-    static let arenaReservation: UInt = 64 << 20
+    static let arenaReservationSize: UInt = 64 << 20
 
     /// The 64 MiB reservation holding `address` by `maps` (/proc/self/maps' text): anonymous
     /// mappings, one after the other, from a 64 MiB boundary to the next, the first of them
@@ -62,8 +62,8 @@ public enum HugePages {
         }
         guard let first = mappings.firstIndex(where: { $0.range.contains(address) }) else { return nil }
         let start = mappings[first].range.lowerBound
-        guard mappings[first].anonymous, start % arenaReservation == 0 else { return nil }
-        let end = start + arenaReservation
+        guard mappings[first].anonymous, start % arenaReservationSize == 0 else { return nil }
+        let end = start + arenaReservationSize
         var reached = start
         for mapping in mappings[first...] {
             guard reached < end, mapping.anonymous, mapping.range.lowerBound == reached else { break }
