@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import Synchronization
 
 /// The gateway while another process applies a large fleet into the same state: the
@@ -15,7 +16,11 @@ struct GatewayApplyBench: AsyncParsableCommand {
         discussion: """
             Needs wrk (apt-get install wrk). The synthetic Agents are applied suspended: the figure \
             is about the write lock and the controller's reconcile of the change, not about starting \
-            1,667 processes (`orl-bench controller` measures that).
+            1,667 processes (`orl-bench controller` measures that). Each apply runs in a session of \
+            its own, as an operator's shell runs it beside a controller started with --detach or \
+            by a service manager: Linux schedules each session as a group of its own (autogroup), \
+            so the apply's threads compete with the controller as one group, not thread by \
+            thread. --shared-session keeps them in the bench's session, with the controller.
             """
     )
 
@@ -33,6 +38,9 @@ struct GatewayApplyBench: AsyncParsableCommand {
 
     @Option(help: "The orlctl binary (default: the one next to orl-bench).")
     var orlctl: String?
+
+    @Flag(help: "Run the applies in the bench's session, the controller's, rather than in one of their own.")
+    var sharedSession = false
 
     func run() async throws {
         let binary = Orlctl.binary(orlctl)
@@ -77,9 +85,12 @@ struct GatewayApplyBench: AsyncParsableCommand {
         }
         guard let token, let api else { throw ValidationError("the controller did not start the bench agent") }
 
-        let applier = Applier(binary: binary, state: state, root: root)
+        let applier = Applier(binary: binary, state: state, root: root, ownSession: !sharedSession)
         print("gateway-apply: orlctl controller; `orlctl apply` of \(count) manifests in another process, round after round")
         print("(first apply, re-apply changing \(count / 3), delete); wrk \(duration) s per run, quiet and under apply alternating")
+        print(
+            sharedSession
+                ? "(the applies in the controller's session)" : "(each apply in a session of its own, as from an operator's shell)")
         print("(loop wait: the controller's event loops ready to run but waiting for a CPU, ms per second of the run)")
         print("target                      conns   load      req/s   p50 ms   p99 ms   max ms  CPU ms/req  loop wait  applies")
         for connections in connections.split(separator: ",").compactMap({ Int($0) }) {
@@ -145,14 +156,16 @@ struct GatewayApplyBench: AsyncParsableCommand {
         let binary: String
         let state: String
         let root: String
+        let ownSession: Bool
         private let running = Atomic<Bool>(false)
         private let done = Mutex<(phase: Int, window: [String], all: [String: [Double]])>((0, [], [:]))
         private let finished = DispatchSemaphore(value: 0)
 
-        init(binary: String, state: String, root: String) {
+        init(binary: String, state: String, root: String, ownSession: Bool) {
             self.binary = binary
             self.state = state
             self.root = root
+            self.ownSession = ownSession
         }
 
         func start() {
@@ -193,25 +206,41 @@ struct GatewayApplyBench: AsyncParsableCommand {
                 case 1: ("re-apply", ["apply", "-f", root + "/synthetic-b", "--no-controller"])
                 default: ("delete", ["delete", "-f", root + "/synthetic-b"])
                 }
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = arguments + ["--state", state]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
             let started = DispatchTime.now().uptimeNanoseconds
-            do {
-                try process.run()
-            } catch {
-                return
-            }
-            process.waitUntilExit()
+            guard let status = run([binary] + arguments + ["--state", state]) else { return }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-            let ok = process.terminationStatus <= 1
             done.withLock { state in
                 state.phase += 1
-                state.window.append(ok ? name : name + "(exit \(process.terminationStatus))")
+                state.window.append(status <= 1 ? name : name + "(exit \(status))")
                 state.all[name, default: []].append(seconds)
             }
+        }
+
+        /// Runs `argv` with its output discarded, in a session of its own when
+        /// `ownSession` (`POSIX_SPAWN_SETSID`; Foundation's `Process` keeps its children in
+        /// ours); its exit status, 128 plus the signal that ended it, or nil when it could
+        /// not be started.
+        private func run(_ argv: [String]) -> Int32? {
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+            var attributes = posix_spawnattr_t()
+            posix_spawnattr_init(&attributes)
+            defer { posix_spawnattr_destroy(&attributes) }
+            // glibc's POSIX_SPAWN_SETSID, declared only under _GNU_SOURCE, which Swift's
+            // Glibc module is not built with.
+            let setSessionID: Int16 = 0x80
+            if ownSession { posix_spawnattr_setflags(&attributes, setSessionID) }
+            let cArgs = argv.map { strdup($0) } + [nil]
+            defer { for pointer in cArgs { free(pointer) } }
+            var pid: pid_t = 0
+            guard posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, environ) == 0 else { return nil }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+            return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         }
     }
 }
