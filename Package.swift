@@ -210,7 +210,7 @@ let package = Package(
         .testTarget(
             name: "OrlServerTests",
             dependencies: [
-                "OrlJSON", "OrlServer", "OrlCore", "OrlStore", "OrlYAML", "OrlRuntime",
+                "OrlJSON", "OrlServer", "OrlCore", "OrlStore", "OrlYAML", "OrlRuntime", "OrlTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -225,6 +225,8 @@ let package = Package(
         ),
         // A throwaway PostgreSQL cluster for the tests (initdb, pg_ctl on loopback).
         .target(name: "OrlTestPostgres", path: "Tests/Support/OrlTestPostgres", swiftSettings: strictness),
+        // What the tests of several targets wait on (`Tally`).
+        .target(name: "OrlTestSupport", path: "Tests/Support/OrlTestSupport", swiftSettings: strictness),
         // The store ports' expectations, run against SQLite and PostgreSQL alike.
         .testTarget(
             name: "OrlStatePortTests", dependencies: ["OrlStore", "OrlPostgres", "OrlCore", "OrlTestPostgres"], swiftSettings: strictness),
@@ -233,6 +235,7 @@ let package = Package(
             name: "OrlDaemonTests",
             dependencies: [
                 "OrlDaemon", "OrlController", "OrlJSON", "OrlStore", "OrlPostgres", "OrlCore", "OrlYAML", "OrlTestPostgres",
+                "OrlTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictness),

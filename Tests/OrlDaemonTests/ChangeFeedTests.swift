@@ -5,6 +5,7 @@ import OrlJSON
 import OrlPostgres
 import OrlStore
 import OrlTestPostgres
+import OrlTestSupport
 import Synchronization
 import Testing
 
@@ -17,7 +18,7 @@ import Testing
     @Test func wakesOnlyTheSubscribersOfTheTopicsWritten() async throws {
         let state = try TemporaryState()
         let store = try SQLiteStateStore(directory: state.directory)
-        let (resources, secrets, runs, events) = (Counter(), Counter(), Counter(), Counter())
+        let (resources, secrets, runs, events) = (Tally(), Tally(), Tally(), Tally())
         let feed = ChangeFeed(
             store: try SQLiteStateStore(directory: state.directory), interval: .seconds(3600),
             subscribers: [
@@ -31,7 +32,7 @@ import Testing
         // An apply writes resources and its events.
         try apply(fleet(["a"]), to: store, at: now)
         #expect(await feed.look() == [.resources, .events])
-        #expect((resources.value, secrets.value, runs.value, events.value) == (1, 0, 0, 1))
+        #expect((resources.count, secrets.count, runs.count, events.count) == (1, 0, 0, 1))
 
         // What the controller writes as it goes: statuses and supervision records. The
         // store moved (data_version), no topic did.
@@ -41,7 +42,7 @@ import Testing
             try writer.putSupervision(SupervisionRecord(agent: agent))
         }
         #expect(await feed.look() == [])
-        #expect((resources.value, secrets.value, runs.value, events.value) == (1, 0, 0, 1))
+        #expect((resources.count, secrets.count, runs.count, events.count) == (1, 0, 0, 1))
         // An event is news for the notifier only.
         try store.write { writer throws(StoreError) in
             try writer.append(StoreEvent(time: now, kind: .normal, resource: agent, reason: "Started", message: "test"))
@@ -53,7 +54,7 @@ import Testing
         let sealed = SealedSecret(id: SecretID(name: "key"), box: [1, 2, 3], keyCheck: "check", size: 3, updatedAt: now, updatedBy: "test")
         try store.write { writer throws(StoreError) in try writer.putSecret(sealed) }
         #expect(await feed.look() == [.secrets])
-        #expect((resources.value, secrets.value, runs.value, events.value) == (2, 1, 0, 2))
+        #expect((resources.count, secrets.count, runs.count, events.count) == (2, 1, 0, 2))
     }
 }
 
@@ -64,7 +65,7 @@ extension ChangeFeedTests {
     @Test(.timeLimit(.minutes(1))) func aCommitBeforeTheFeedsBaselineIsNotMissed() async throws {
         let state = try TemporaryState()
         let store = try SQLiteStateStore(directory: state.directory)
-        let secrets = Counter()
+        let secrets = Tally()
         let feed = ChangeFeed(
             store: try SQLiteStateStore(directory: state.directory), interval: .seconds(3600),
             subscribers: [.init(topics: [.secrets]) { secrets.add() }], log: { _ in })
@@ -74,9 +75,9 @@ extension ChangeFeedTests {
 
         let watching = Task { await feed.watch() }
         defer { watching.cancel() }
-        while secrets.value == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        await secrets.wait(atLeast: 1)
         #expect(await feed.look() == [])
-        #expect(secrets.value == 1)
+        #expect(secrets.count == 1)
     }
 }
 
@@ -86,7 +87,7 @@ extension ChangeFeedTests {
     @Test(.timeLimit(.minutes(1))) func aCommitElsewhereWakesTheFeedWithoutAPoll() async throws {
         let state = try TemporaryState()
         let store = try SQLiteStateStore(directory: state.directory)
-        let resources = Counter()
+        let resources = Tally()
         let feedStore = try SQLiteStateStore(directory: state.directory)
         let feed = ChangeFeed(
             store: feedStore, interval: .seconds(3600), signal: SQLiteFileSignal(databasePath: feedStore.path),
@@ -98,7 +99,7 @@ extension ChangeFeedTests {
         await resources.wait(atLeast: 1)
         #expect(await feed.signalled)
         for agents in [["a"], ["a", "b"]] {
-            let seen = resources.value
+            let seen = resources.count
             try apply(fleet(agents), to: store, at: Timestamp(milliseconds: 1_795_161_600_000))
             await resources.wait(atLeast: seen + 1)
         }
@@ -118,13 +119,13 @@ extension ChangeFeedTests {
         let quiet = Duration.seconds(1)
         let signal = SQLiteFileSignal(databasePath: store.path, ownCommitsQuiet: quiet)
         signal.deliver(on: FeedThread())
-        let told = Counter()
+        let told = Tally()
         #expect(signal.start { told.add() })
         defer { signal.stop() }
         let began = ContinuousClock.now
         let counted = SQLiteStateStore.commitsInThisProcess(toDatabaseAt: store.path)
         for i in 0..<3 {
-            let seen = told.value
+            let seen = told.count
             try putSecret("key\(i)", in: store)
             await told.wait(atLeast: seen + 1)
         }
@@ -140,14 +141,14 @@ extension ChangeFeedTests {
         // An hour: were it kept after the first news, the second would never come.
         let signal = SQLiteFileSignal(databasePath: store.path, ownCommitsQuiet: .seconds(3600))
         signal.deliver(on: FeedThread())
-        let told = Counter()
+        let told = Tally()
         #expect(signal.start { told.add() })
         defer { signal.stop() }
         // A file of the database's name, written as another process's connection writes
         // the `-wal`: an event, and no commit of this process.
         let other = store.path + "-other"
         for round in 0..<3 {
-            let seen = told.value
+            let seen = told.count
             #expect(FileManager.default.createFile(atPath: other, contents: Data("\(round)".utf8)))
             await told.wait(atLeast: seen + 1)
         }
@@ -156,7 +157,7 @@ extension ChangeFeedTests {
     @Test(.timeLimit(.minutes(1))) func theRemovalOfTheStateIsNewsToo() async throws {
         let state = try TemporaryState()
         let feedStore = try SQLiteStateStore(directory: state.directory)
-        let baseline = Counter()
+        let baseline = Tally()
         let feed = ChangeFeed(
             store: feedStore, interval: .seconds(3600), signal: SQLiteFileSignal(databasePath: feedStore.path),
             safetyInterval: .seconds(3600), subscribers: [.init(topics: [.resources]) { baseline.add() }], log: { _ in })
@@ -194,7 +195,7 @@ extension ChangeFeedTests {
         let feedStore = try SQLiteStateStore(directory: state.directory)
         // The feed tells every subscriber once when it has its baseline, its signal already
         // listening: from then on no commit goes unseen.
-        let told = Counter()
+        let told = Tally()
         let feed = ChangeFeed(
             store: feedStore, interval: .seconds(3600), signal: SQLiteFileSignal(databasePath: feedStore.path),
             safetyInterval: .seconds(3600),
@@ -257,7 +258,7 @@ struct PostgresChangeSignalTests {
         let database = String(url.split(separator: "/").last!.split(separator: "?").first!)
         let writer = try PostgresStateStore(url: url)
         let feedStore = try PostgresStateStore(url: url)
-        let resources = Counter()
+        let resources = Tally()
         let messages = Messages()
         let signal = feedStore.changeSignal(probeInterval: .seconds(1), log: { messages.add($0) })
         let feed = ChangeFeed(
@@ -267,7 +268,7 @@ struct PostgresChangeSignalTests {
         defer { watching.cancel() }
         while signal.listeningSessions == 0 { try await Task.sleep(for: .milliseconds(5)) }
         let now = Timestamp(milliseconds: 1_795_161_600_000)
-        let before = resources.value
+        let before = resources.count
         try apply(fleet(["a"]), to: writer, at: now)
         await resources.wait(atLeast: before + 1)
 
@@ -275,13 +276,13 @@ struct PostgresChangeSignalTests {
         // would): the change made while the signal connects again is not lost.
         try cluster.psql(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' AND pid <> pg_backend_pid()")
-        let seen = resources.value
+        let seen = resources.count
         try apply(fleet(["a", "b"]), to: writer, at: now)
         await resources.wait(atLeast: seen + 1)
         while signal.listeningSessions < 2 { try await Task.sleep(for: .milliseconds(5)) }
         #expect(messages.all.contains { $0.contains("lost the LISTEN session") }, "\(messages.all)")
         // And the new session hears the next commit.
-        let again = resources.value
+        let again = resources.count
         try apply(fleet(["a", "b", "c"]), to: writer, at: now)
         await resources.wait(atLeast: again + 1)
         watching.cancel()
@@ -300,7 +301,7 @@ struct PostgresChangeSignalTests {
                 + "\n---\napiVersion: orl.dev/v1\nkind: Workflow\nmetadata: {name: w}\nspec:\n  steps:\n    - {id: s0, agent: a}\n",
             to: writer, at: now)
         let feedStore = try PostgresStateStore(url: url)
-        let runs = Counter()
+        let runs = Tally()
         let signal = feedStore.changeSignal(probeInterval: .seconds(3600), log: { _ in })
         let feed = ChangeFeed(
             store: feedStore, interval: .seconds(3600), signal: signal, safetyInterval: .seconds(3600),
@@ -340,7 +341,7 @@ extension ChangeFeedTests {
         let mine = try SQLiteStateStore(directory: state.directory)
         mine.recordRunCommits(in: own)
         let other = try SQLiteStateStore(directory: state.directory)
-        let (polls, driver) = (Counter(), Counter())
+        let (polls, driver) = (Tally(), Tally())
         let feed = ChangeFeed(
             store: try SQLiteStateStore(directory: state.directory), interval: .seconds(3600),
             subscribers: [.init(topics: [.runs]) { polls.add() }, .init(topics: [.runs], ownToo: true) { driver.add() }], own: own,
@@ -352,33 +353,33 @@ extension ChangeFeedTests {
         // Another process starts a run: news to everyone.
         _ = try RunOperations(store: other).start(.init(workflow: workflow, by: "test"), now: now, random: 1)
         #expect(await feed.look().contains(.runs))
-        #expect((polls.value, driver.value) == (1, 1))
+        #expect((polls.count, driver.count) == (1, 1))
 
         // This process's API claims and completes (two commits): the driver only.
         let operations = RunOperations(store: mine)
         let task = try #require(try operations.claim(agent: agent, now: now))
         try operations.complete(task.id, agent: agent, output: try JSONParser.parse(#"{"ok": true}"#, file: "<test>"), now: now)
         #expect(await feed.look().contains(.runs))
-        #expect((polls.value, driver.value) == (1, 2))
+        #expect((polls.count, driver.count) == (1, 2))
 
         // Its own commit, then another process's: the other's is news.
         let next = try #require(try operations.claim(agent: agent, now: now))
         _ = try RunOperations(store: other).start(.init(workflow: workflow, by: "test"), now: now, random: 2)
         #expect(await feed.look().contains(.runs))
-        #expect((polls.value, driver.value) == (2, 3))
+        #expect((polls.count, driver.count) == (2, 3))
 
         // Another's, then its own: news too.
         _ = try RunOperations(store: other).start(.init(workflow: workflow, by: "test"), now: now, random: 3)
         try operations.complete(next.id, agent: agent, output: try JSONParser.parse(#"{"ok": true}"#, file: "<test>"), now: now)
         #expect(await feed.look().contains(.runs))
-        #expect((polls.value, driver.value) == (3, 4))
+        #expect((polls.count, driver.count) == (3, 4))
 
         // A refused answer commits nothing: no look finds a move.
         #expect(throws: RunError.self) {
             try operations.complete(next.id, agent: agent, output: try JSONParser.parse("{}", file: "<test>"), now: now)
         }
         #expect(await feed.look() == [])
-        #expect((polls.value, driver.value) == (3, 4))
+        #expect((polls.count, driver.count) == (3, 4))
     }
 }
 

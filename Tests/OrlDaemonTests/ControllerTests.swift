@@ -2,6 +2,7 @@ import Foundation
 import OrlController
 import OrlCore
 import OrlStore
+import OrlTestSupport
 import OrlYAML
 import Synchronization
 import Testing
@@ -18,7 +19,7 @@ final class FakeRuntime: AgentRuntime {
 
     private let state = Mutex<(next: Int32, processes: [ProcessIdentity: Process])>((1000, [:]))
     /// How many times the controller asked whether a process had ended.
-    let looks = Counter()
+    let looks = Tally()
     /// Whether it announces ends (`watch`), as the real runtime does with pidfds.
     let announces: Bool
     private let watchers = Mutex<[ProcessIdentity: @Sendable () -> Void]>([:])
@@ -143,7 +144,7 @@ final class RecordingGateway: ModelGateway {
 /// The store, with its write transactions counted.
 final class CountingStore: StateStore {
     let base: SQLiteStateStore
-    let writes = Counter()
+    let writes = Tally()
     init(_ base: SQLiteStateStore) { self.base = base }
     func read<T>(_ body: (any StateReader) throws(StoreError) -> T) throws(StoreError) -> T { try base.read(body) }
     func write<T>(_ body: (any StateWriter) throws(StoreError) -> T) throws(StoreError) -> T {
@@ -157,35 +158,6 @@ final class Reconciles: Sendable {
     private let counts = Mutex<[String: Int]>([:])
     func add(_ id: ResourceID) { counts.withLock { $0[id.name, default: 0] += 1 } }
     var all: [String: Int] { counts.withLock { $0 } }
-}
-
-/// A count a test waits on (passes, looks at processes), rather than sleeping.
-final class Counter: Sendable {
-    private let state = Mutex<(count: Int, waiters: [(atLeast: Int, CheckedContinuation<Void, Never>)])>((0, []))
-
-    var value: Int { state.withLock { $0.count } }
-
-    func add() {
-        let ready = state.withLock { state in
-            state.count += 1
-            let count = state.count
-            defer { state.waiters.removeAll { $0.atLeast <= count } }
-            return state.waiters.filter { $0.atLeast <= count }.map(\.1)
-        }
-        for continuation in ready { continuation.resume() }
-    }
-
-    /// Returns once the count is at least `count`.
-    func wait(atLeast count: Int) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { state -> Bool in
-                if state.count >= count { return true }
-                state.waiters.append((count, continuation))
-                return false
-            }
-            if now { continuation.resume() }
-        }
-    }
 }
 
 /// Time as the test sets it.
@@ -437,7 +409,7 @@ final class TemporaryState {
     @Test func anIdleFleetIsLookedAtWithoutPassesOrWrites() async throws {
         let names = (0..<20).map { "agent-\($0)" }
         try apply(fleet(names), to: store, at: clock.now)
-        let passes = Counter()
+        let passes = Tally()
         let controller = controller {
             $0.pollInterval = .milliseconds(2)
             $0.resyncInterval = .seconds(3600)
@@ -447,12 +419,12 @@ final class TemporaryState {
         let loop = Task { await controller.run() }
         for name in names { await events.wait { $0.reason == .started && $0.resource?.name == name } }
         // The pass that reports them Running, then two looks at every process.
-        await runtime.looks.wait(atLeast: runtime.looks.value + 3 * names.count)
-        let (converged, marker) = (passes.value, try observer.changeMarker())
+        await runtime.looks.wait(atLeast: runtime.looks.count + 3 * names.count)
+        let (converged, marker) = (passes.count, try observer.changeMarker())
         #expect(try status("agent-0")?.condition(ResourceStatus.ready)?.status == .true)
         // Five more looks at every process.
-        await runtime.looks.wait(atLeast: runtime.looks.value + 5 * names.count)
-        #expect(passes.value == converged)
+        await runtime.looks.wait(atLeast: runtime.looks.count + 5 * names.count)
+        #expect(passes.count == converged)
         #expect(try observer.changeMarker() == marker)
         controller.requestStop()
         await loop.value
@@ -509,7 +481,7 @@ final class TemporaryState {
         let controller = controller(store: counting)
         await controller.reconcileNow()
         #expect(names.allSatisfy { runtime.running($0) != nil })
-        #expect(counting.writes.value == 2)
+        #expect(counting.writes.count == 2)
         #expect(try status("agent-7")?.condition(ResourceStatus.ready)?.status == .true)
         let record = try store.read { reader throws(StoreError) in try reader.supervision(for: ResourceID(kind: "Agent", name: "agent-7")) }
         #expect(record?.process == runtime.running("agent-7"))

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOHTTPTypes
+import OrlTestSupport
 import Synchronization
 
 /// A real OpenAI- and Anthropic-compatible server on loopback, for the gateway to forward
@@ -42,13 +43,13 @@ final class FakeUpstream: Sendable {
     private let requests = Tally()
 
     /// Returns once `count` chat completions' requests have come in all.
-    func waitForRequests(_ count: Int) async { await requests.wait(for: count) }
+    func waitForRequests(_ count: Int) async { await requests.wait(atLeast: count) }
 
     /// A connection closed.
     fileprivate func closed() { closes.add() }
 
     /// Returns once the server has closed `count` connections in all.
-    func waitForCloses(_ count: Int) async { await closes.wait(for: count) }
+    func waitForCloses(_ count: Int) async { await closes.wait(atLeast: count) }
 
     /// `idleTimeout`: how long a kept-alive connection may sit idle before the server
     /// closes it (nil: Hummingbird's default). `closeReused`: a connection is closed,
@@ -253,34 +254,5 @@ private final class ClosingHandler: ChannelInboundHandler, RemovableChannelHandl
     func channelInactive(context: ChannelHandlerContext) {
         upstream.closed()
         context.fireChannelInactive()
-    }
-}
-
-/// A count that only grows, and the tasks waiting for it to reach theirs.
-final class Tally: Sendable {
-    private let state = Mutex<(count: Int, waiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)])>((0, []))
-
-    var count: Int { state.withLock { $0.count } }
-
-    func add() {
-        let ready = state.withLock { state in
-            state.count += 1
-            let count = state.count
-            defer { state.waiters.removeAll { $0.count <= count } }
-            return state.waiters.filter { $0.count <= count }
-        }
-        for waiter in ready { waiter.continuation.resume() }
-    }
-
-    /// Returns once the count is `count` or more.
-    func wait(for count: Int) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { state in
-                if state.count >= count { return true }
-                state.waiters.append((count, continuation))
-                return false
-            }
-            if now { continuation.resume() }
-        }
     }
 }

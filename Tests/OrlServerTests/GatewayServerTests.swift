@@ -5,6 +5,7 @@ import NIOHTTP1
 import OrlCore
 import OrlJSON
 import OrlStore
+import OrlTestSupport
 import OrlYAML
 import Synchronization
 import Testing
