@@ -396,16 +396,8 @@ final class PostgresAccess: StateWriter {
     }
 
     private static func conditions(_ json: String, of resource: ResourceID) throws(StoreError) -> [ResourceStatus.Condition] {
-        let corrupt = StoreError("the stored status of \(label(resource)) is not a JSON array of conditions")
-        guard let node = try? JSONParser.parse(json, file: "<status>"), let items = node.elements else { throw corrupt }
-        var conditions: [ResourceStatus.Condition] = []
-        for item in items {
-            guard let type = item["type"]?.string, let value = item["status"]?.string.flatMap(ResourceStatus.Condition.Value.init)
-            else { throw corrupt }
-            conditions.append(
-                ResourceStatus.Condition(
-                    type: type, status: value, reason: item["reason"]?.string ?? "", message: item["message"]?.string ?? "",
-                    lastTransitionTime: item["lastTransitionTime"]?.number?.integer.map { Timestamp(milliseconds: Int64($0)) }))
+        guard let conditions = ResourceStatus.conditions(stored: json) else {
+            throw StoreError("the stored status of \(label(resource)) is not a JSON array of conditions")
         }
         return conditions
     }
@@ -456,16 +448,6 @@ final class PostgresAccess: StateWriter {
     /// Replaces the resource's status row, when the resource exists: a failed statement
     /// would abort the whole transaction in PostgreSQL, so the check is in the statement.
     func putStatus(_ status: ResourceStatus, for resource: ResourceID) throws(StoreError) {
-        let conditions = JSONValue.array(
-            status.conditions.map { c in
-                .object([
-                    ("type", .string(c.type)),
-                    ("status", .string(c.status.rawValue)),
-                    ("reason", .string(c.reason)),
-                    ("message", .string(c.message)),
-                    ("lastTransitionTime", c.lastTransitionTime.map { .int(Int($0.milliseconds)) }),
-                ])
-            })
         let stored = try change(
             """
             INSERT INTO status (kind, namespace, name, phase, conditions, observed_generation, updated_at)
@@ -476,7 +458,7 @@ final class PostgresAccess: StateWriter {
                 observed_generation = excluded.observed_generation, updated_at = excluded.updated_at
             """,
             Self.key(resource) + [
-                .text(status.summary(generation: status.observedGeneration ?? 1)), .text(conditions.rendered()),
+                .text(status.summary(generation: status.observedGeneration ?? 1)), .text(status.storedConditions),
                 .int(status.observedGeneration ?? 0), .int(status.updatedAt.milliseconds),
             ], intent: "store the status of \(label(resource))")
         guard stored > 0 else { throw StoreError("cannot store the status of \(label(resource)): it is not in the state") }

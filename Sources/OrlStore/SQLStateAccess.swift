@@ -320,16 +320,8 @@ final class SQLStateAccess: StateWriter {
     }
 
     private static func conditions(_ json: String, of resource: ResourceID) throws(StoreError) -> [ResourceStatus.Condition] {
-        let corrupt = StoreError("the stored status of \(label(resource)) is not a JSON array of conditions")
-        guard let node = try? JSONParser.parse(json, file: "<status>"), let items = node.elements else { throw corrupt }
-        var conditions: [ResourceStatus.Condition] = []
-        for item in items {
-            guard let type = item["type"]?.string, let value = item["status"]?.string.flatMap(ResourceStatus.Condition.Value.init)
-            else { throw corrupt }
-            conditions.append(
-                ResourceStatus.Condition(
-                    type: type, status: value, reason: item["reason"]?.string ?? "", message: item["message"]?.string ?? "",
-                    lastTransitionTime: item["lastTransitionTime"]?.number?.integer.map { Timestamp(milliseconds: Int64($0)) }))
+        guard let conditions = ResourceStatus.conditions(stored: json) else {
+            throw StoreError("the stored status of \(label(resource)) is not a JSON array of conditions")
         }
         return conditions
     }
@@ -447,16 +439,6 @@ final class SQLStateAccess: StateWriter {
     /// conditions against their own generation, for people reading the database.
     func putStatus(_ status: ResourceStatus, for resource: ResourceID) throws(StoreError) {
         let intent = "store the status of \(label(resource))"
-        let conditions = JSONValue.array(
-            status.conditions.map { c in
-                .object([
-                    ("type", .string(c.type)),
-                    ("status", .string(c.status.rawValue)),
-                    ("reason", .string(c.reason)),
-                    ("message", .string(c.message)),
-                    ("lastTransitionTime", c.lastTransitionTime.map { .int(Int($0.milliseconds)) }),
-                ])
-            })
         try connection(writing: true).withStatement(
             """
             INSERT INTO status (kind, namespace, name, phase, conditions, observed_generation, updated_at)
@@ -469,7 +451,7 @@ final class SQLStateAccess: StateWriter {
         ) { statement throws(StoreError) in
             try statement.bind(1, resource)
             try statement.bind(4, status.summary(generation: status.observedGeneration ?? 1))
-            try statement.bind(5, conditions.rendered())
+            try statement.bind(5, status.storedConditions)
             try statement.bind(6, status.observedGeneration ?? 0)
             try statement.bind(7, status.updatedAt.milliseconds)
             do throws(StoreError) {

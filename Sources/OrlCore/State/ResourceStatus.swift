@@ -87,6 +87,37 @@ public struct ResourceStatus: Sendable, Hashable {
         }
     }
 
+    /// The conditions as the state keeps them, in either backend: a JSON array, times in
+    /// milliseconds since the epoch.
+    public var storedConditions: String {
+        JSONValue.array(
+            conditions.map { c in
+                .object([
+                    ("type", .string(c.type)),
+                    ("status", .string(c.status.rawValue)),
+                    ("reason", .string(c.reason)),
+                    ("message", .string(c.message)),
+                    ("lastTransitionTime", c.lastTransitionTime.map { .int(Int($0.milliseconds)) }),
+                ])
+            }
+        ).rendered()
+    }
+
+    /// The conditions read back from `storedConditions`' form; nil when `json` is not
+    /// in it (a corrupt row: the caller names the resource).
+    public static func conditions(stored json: String) -> [Condition]? {
+        guard let node = try? JSONParser.parse(json, file: "<status>"), let items = node.elements else { return nil }
+        var conditions: [Condition] = []
+        for item in items {
+            guard let type = item["type"]?.string, let value = item["status"]?.string.flatMap(Condition.Value.init) else { return nil }
+            conditions.append(
+                Condition(
+                    type: type, status: value, reason: item["reason"]?.string ?? "", message: item["message"]?.string ?? "",
+                    lastTransitionTime: item["lastTransitionTime"]?.number?.integer.map { Timestamp(milliseconds: Int64($0)) }))
+        }
+        return conditions
+    }
+
     /// The `status` object of `get -o json|yaml`, as Kubernetes spells it.
     public var json: JSONValue {
         .object([
