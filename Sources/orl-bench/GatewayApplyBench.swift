@@ -67,23 +67,9 @@ struct GatewayApplyBench: AsyncParsableCommand {
             }
         }
 
-        let controller = Process()
-        controller.executableURL = URL(fileURLWithPath: binary)
-        controller.arguments = ["controller", "--state", state]
-        controller.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try controller.run()
-        defer {
-            controller.terminate()
-            controller.waitUntilExit()
-        }
-        var token: String?
-        var api: String?
-        for _ in 0..<200 where token == nil {
-            try await Task.sleep(for: .milliseconds(50))
-            api = try? String(contentsOfFile: state + "/controller.api", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            token = GatewayBench.agentToken(marker: root)
-        }
-        guard let token, let api else { throw ValidationError("the controller did not start the bench agent") }
+        let controller = try await Orlctl.controller(binary, ["--state", state], directory: state, marker: root)
+        defer { controller.stop() }
+        let (api, token) = (controller.api, controller.token)
 
         let applier = Applier(binary: binary, state: state, root: root, ownSession: !sharedSession)
         print("gateway-apply: orlctl controller; `orlctl apply` of \(count) manifests in another process, round after round")
@@ -102,16 +88,18 @@ struct GatewayApplyBench: AsyncParsableCommand {
                     var pair: [GatewayBench.Figures] = []
                     for loaded in [false, true] {
                         if loaded { applier.start() }
-                        let before = GatewayBench.cpuMilliseconds(controller.processIdentifier)
-                        let waitedBefore = GatewayBench.loopWaitMilliseconds(controller.processIdentifier)
+                        let before = GatewayBench.cpuMilliseconds(controller.process.processIdentifier)
+                        let waitedBefore = GatewayBench.loopWaitMilliseconds(controller.process.processIdentifier)
                         let figures = try GatewayBench.wrk(
                             wrk, root: root, url: api + "/v1/chat/completions", key: token, connections: connections, seconds: duration,
                             model: model)
-                        let cpu = (GatewayBench.cpuMilliseconds(controller.processIdentifier) - before) / Double(max(figures.requests, 1))
-                        let wait = (GatewayBench.loopWaitMilliseconds(controller.processIdentifier) - waitedBefore) / Double(duration)
+                        let cpu =
+                            (GatewayBench.cpuMilliseconds(controller.process.processIdentifier) - before) / Double(max(figures.requests, 1))
+                        let wait =
+                            (GatewayBench.loopWaitMilliseconds(controller.process.processIdentifier) - waitedBefore) / Double(duration)
                         let applies = loaded ? applier.stop() : nil
                         // The quiet run after starts once the controller has taken in the last write.
-                        if loaded { try await Self.settle(controller.processIdentifier) }
+                        if loaded { try await Self.settle(controller.process.processIdentifier) }
                         report(name, connections, loaded ? "apply" : "quiet", figures, cpu: cpu, wait: wait, applies: applies)
                         if figures.non2xx > 0 { print("  non-2xx: \(figures.non2xx)") }
                         pair.append(figures)

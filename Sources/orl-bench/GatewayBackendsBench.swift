@@ -39,36 +39,20 @@ struct GatewayBackendsBench: AsyncParsableCommand {
         struct Node {
             var name: String
             var directory: String
-            var process: Process
-            var api: String
-            var token: String
+            var controller: Orlctl.Controller
         }
         var nodes: [Node] = []
         defer {
-            for node in nodes {
-                node.process.terminate()
-                node.process.waitUntilExit()
-            }
+            for node in nodes { node.controller.stop() }
         }
         for (name, postgres) in [("SQLite", false), ("PostgreSQL", true)] {
             let directory = root + "/" + name
             let stateArguments = postgres ? ["--state", state] : ["--state", directory]
             try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--no-controller", "--force-conflicts"] + stateArguments)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["controller"] + (postgres ? ["--state", state, "--data-dir", directory] : ["--state", directory])
-            process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-            try process.run()
-            var token: String?
-            var api: String?
-            for _ in 0..<400 where token == nil {
-                try await Task.sleep(for: .milliseconds(50))
-                api = try? String(contentsOfFile: directory + "/controller.api", encoding: .utf8)
-                    .trimmingCharacters(in: .whitespacesAndNewlines)
-                token = GatewayBench.agentToken(marker: directory)
-            }
-            guard let token, let api else { throw ValidationError("the \(name) controller did not start the bench agent") }
-            nodes.append(Node(name: name, directory: directory, process: process, api: api, token: token))
+            let controller = try await Orlctl.controller(
+                binary, postgres ? ["--state", state, "--data-dir", directory] : ["--state", directory], directory: directory,
+                marker: directory, seconds: 20)
+            nodes.append(Node(name: name, directory: directory, controller: controller))
         }
 
         print("gateway of one node, simulated provider, halting budget; wrk \(duration) s per run, backends alternated")
@@ -76,11 +60,14 @@ struct GatewayBackendsBench: AsyncParsableCommand {
         for connections in connections.split(separator: ",").compactMap({ Int($0) }) {
             for _ in 0..<rounds {
                 for node in nodes {
-                    let before = GatewayBench.cpuMilliseconds(node.process.processIdentifier)
+                    let before = GatewayBench.cpuMilliseconds(node.controller.process.processIdentifier)
                     let figures = try GatewayBench.wrk(
-                        wrk, root: root, url: node.api + "/v1/chat/completions", key: node.token, connections: connections,
+                        wrk, root: root, url: node.controller.api + "/v1/chat/completions", key: node.controller.token,
+                        connections: connections,
                         seconds: duration, model: "sim/gpt-4o-mini")
-                    let cpu = (GatewayBench.cpuMilliseconds(node.process.processIdentifier) - before) / Double(max(figures.requests, 1))
+                    let cpu =
+                        (GatewayBench.cpuMilliseconds(node.controller.process.processIdentifier) - before)
+                        / Double(max(figures.requests, 1))
                     print(
                         node.name.padding(toLength: 20, withPad: " ", startingAt: 0)
                             + String(

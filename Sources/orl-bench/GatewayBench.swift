@@ -51,24 +51,9 @@ struct GatewayBench: AsyncParsableCommand {
         try Self.fleet(upstream: upstreamURL).write(toFile: root + "/fleet.yaml", atomically: true, encoding: .utf8)
         try Self.script.write(toFile: root + "/post.lua", atomically: true, encoding: .utf8)
         try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--no-controller"])
-        let controller = Process()
-        controller.executableURL = URL(fileURLWithPath: binary)
-        controller.arguments = ["controller", "--state", state]
-        controller.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try controller.run()
-        defer {
-            controller.terminate()
-            controller.waitUntilExit()
-        }
-        // The agent's own token, from its environment, as a real agent would have it.
-        var token: String?
-        var api: String?
-        for _ in 0..<200 where token == nil {
-            try await Task.sleep(for: .milliseconds(50))
-            api = try? String(contentsOfFile: state + "/controller.api", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            token = Self.agentToken(marker: root)
-        }
-        guard let token, let api else { throw ValidationError("the controller did not start the bench agent") }
+        let controller = try await Orlctl.controller(binary, ["--state", state], directory: state, marker: root)
+        defer { controller.stop() }
+        let (api, token) = (controller.api, controller.token)
 
         print("gateway: orlctl controller in front of \(upstream == nil ? "a built-in upstream" : upstreamURL); wrk \(duration) s per run")
         print("target               conns      req/s     p50 ms     p99 ms   CPU ms/req (controller)")
@@ -76,10 +61,10 @@ struct GatewayBench: AsyncParsableCommand {
             let direct = try Self.wrk(
                 wrk, root: root, url: upstreamURL + "/chat/completions", key: "none", connections: connections, seconds: duration)
             Self.report("upstream direct", connections, direct, cpu: nil)
-            let before = Self.cpuMilliseconds(controller.processIdentifier)
+            let before = Self.cpuMilliseconds(controller.process.processIdentifier)
             let via = try Self.wrk(
                 wrk, root: root, url: api + "/v1/chat/completions", key: token, connections: connections, seconds: duration)
-            let cpu = (Self.cpuMilliseconds(controller.processIdentifier) - before) / Double(max(via.requests, 1))
+            let cpu = (Self.cpuMilliseconds(controller.process.processIdentifier) - before) / Double(max(via.requests, 1))
             Self.report("gateway → upstream", connections, via, cpu: cpu)
             let simulated = try Self.wrk(
                 wrk, root: root, url: api + "/v1/chat/completions", key: token, connections: connections, seconds: duration,

@@ -175,24 +175,9 @@ extension RunsBench {
             of: "runtime: {command: /bin/true}", with: #"runtime: {command: sleep, args: ["100000"]}"#)
         try (fleet + workflow).write(toFile: root + "/fleet.yaml", atomically: true, encoding: .utf8)
         try Orlctl.run(binary, ["apply", "-f", root + "/fleet.yaml", "--state", state, "--no-controller"], quiet: true)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["controller", "--state", state]
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
-        defer {
-            process.terminate()
-            process.waitUntilExit()
-        }
-        var token: String?
-        var url: String?
-        for _ in 0..<200 where token == nil {
-            try await Task.sleep(for: .milliseconds(50))
-            url = try? String(contentsOfFile: state + "/controller.api", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            token = GatewayBench.agentToken(marker: root)
-        }
-        guard let token, let url else { throw ValidationError("the controller did not start the bench agent") }
+        let controller = try await Orlctl.controller(binary, ["--state", state], directory: state, marker: root)
+        defer { controller.stop() }
+        let (url, token) = (controller.api, controller.token)
 
         let progress = Progress(steps: steps)
         let agentTasks = startAgents(url: url, token: token, progress: progress, mode: mode)
@@ -201,14 +186,14 @@ extension RunsBench {
         let clock: @Sendable () -> Timestamp = {
             Timestamp(milliseconds: Int64((Date().timeIntervalSince1970 * 1000).rounded()))
         }
-        let controllerBefore = GatewayBench.cpuMilliseconds(process.processIdentifier)
+        let controllerBefore = GatewayBench.cpuMilliseconds(controller.process.processIdentifier)
         let began = ContinuousClock.now
         let used = Self.processCPU()
         let run = try RunOperations(store: store).start(
             .init(workflow: ResourceID(kind: "Workflow", name: "bench"), by: "orl-bench"), now: clock(), random: 1)
         for task in agentTasks { try await task.value }
         guard let end = progress.end, let cpu = progress.cpu else { throw ValidationError("the agents stopped before the run ended") }
-        let controllerCPU = GatewayBench.cpuMilliseconds(process.processIdentifier) - controllerBefore
+        let controllerCPU = GatewayBench.cpuMilliseconds(controller.process.processIdentifier) - controllerBefore
         let phase = try store.readRuns { reader throws(StoreError) in try reader.run(run.id)?.phase }
         guard phase == .succeeded else { throw ValidationError("the run ended \(phase?.rawValue ?? "nowhere")") }
         print(
