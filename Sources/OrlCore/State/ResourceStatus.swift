@@ -90,17 +90,7 @@ public struct ResourceStatus: Sendable, Hashable {
     /// The conditions as the state keeps them, in either backend: a JSON array, times in
     /// milliseconds since the epoch.
     public var storedConditions: String {
-        JSONValue.array(
-            conditions.map { c in
-                .object([
-                    ("type", .string(c.type)),
-                    ("status", .string(c.status.rawValue)),
-                    ("reason", .string(c.reason)),
-                    ("message", .string(c.message)),
-                    ("lastTransitionTime", c.lastTransitionTime.map { .int(Int($0.milliseconds)) }),
-                ])
-            }
-        ).rendered()
+        conditionsJSON { .int(Int($0.milliseconds)) }.rendered()
     }
 
     /// The conditions read back from `storedConditions`' form; nil when `json` is not
@@ -122,20 +112,22 @@ public struct ResourceStatus: Sendable, Hashable {
     public var json: JSONValue {
         .object([
             ("observedGeneration", observedGeneration.map { .int($0) }),
-            (
-                "conditions",
-                .array(
-                    conditions.map { c in
-                        .object([
-                            ("type", .string(c.type)),
-                            ("status", .string(c.status.rawValue)),
-                            ("reason", .string(c.reason)),
-                            ("message", .string(c.message)),
-                            ("lastTransitionTime", c.lastTransitionTime.map { .string($0.rfc3339Seconds) }),
-                        ])
-                    })
-            ),
+            ("conditions", conditionsJSON { .string($0.rfc3339Seconds) }),
         ])
+    }
+
+    /// The conditions as Kubernetes spells them, each time as `time` writes it.
+    private func conditionsJSON(time: (Timestamp) -> JSONValue) -> JSONValue {
+        .array(
+            conditions.map { c in
+                .object([
+                    ("type", .string(c.type)),
+                    ("status", .string(c.status.rawValue)),
+                    ("reason", .string(c.reason)),
+                    ("message", .string(c.message)),
+                    ("lastTransitionTime", c.lastTransitionTime.map(time)),
+                ])
+            })
     }
 }
 
