@@ -249,6 +249,7 @@ import Testing
         #expect(all.map(\.message) == ["m4", "m3", "m2", "m1"])
         #expect(all[1].resource == nil && all[1].kind == .warning)
         #expect(try store.read { s throws(StoreError) in try s.events(for: nil, limit: 3) }.map(\.number) == [4, 3, 2])
+        #expect(try store.read { s throws(StoreError) in try s.events(for: writer, limit: 1) }.map(\.number) == [4])
         // Events outlive their resource.
         try store.write { s throws(StoreError) in try s.delete(writer) }
         #expect(try store.read { s throws(StoreError) in try s.events(for: writer, limit: 10) }.count == 2)
