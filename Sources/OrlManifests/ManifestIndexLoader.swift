@@ -317,7 +317,7 @@ public struct ManifestIndexLoader: Sendable {
                     }
                 }
                 var read = parsing.read(file!)
-                read.resources = read.resources.map { $0.withCanonicalForm() }
+                read.resources = read.resources.map { $0.withKeptForms() }
                 return read
             }
         }

@@ -134,7 +134,7 @@ public enum ResourceSnapshot {
     public static func encode(_ resources: [Kept]) -> [UInt8] {
         // A document whose positions name another file (none the readers make) is left
         // out: its file is then read again rather than misplaced.
-        let kept = resources.filter { sameFile($0.resource.document, $0.resource.file) }
+        let kept = resources.filter { $0.resource.encodedDocument != nil || sameFile($0.resource.document, $0.resource.file) }
         var body = ByteWriter()
         body.bytes.reserveCapacity(kept.count * 1_024)
         var offsets: [Int] = []
@@ -145,7 +145,7 @@ public enum ResourceSnapshot {
             body.string(entry.contentHash)
             body.int(entry.resource.documentIndex)
             body.string(entry.resource.kind.rawValue)
-            body.node(entry.resource.document)
+            if let encoded = entry.resource.encodedDocument { body.bytes += encoded } else { body.node(entry.resource.document) }
         }
         // Where each resource starts, so that parts of a snapshot decode on several cores.
         var out = ByteWriter()
@@ -205,7 +205,7 @@ public enum ResourceSnapshot {
         }
     }
 
-    private static func sameFile(_ node: Node, _ file: String) -> Bool {
+    static func sameFile(_ node: Node, _ file: String) -> Bool {
         guard node.location.file == file else { return false }
         switch node.value {
         case .array(let elements): return elements.allSatisfy { sameFile($0, file) }
