@@ -150,8 +150,9 @@ public struct ManifestIndexLoader: Sendable {
                     sources: [source] + snapshots.keys.sorted().map { ResourceSnapshot.key(source: source, namespace: $0) })
             }
             for namespace in snapshots.keys.sorted() {
-                // The chunks encoded on every core: the transaction's thread waits for them
-                // (a first apply encodes every document it read).
+                // The chunks made on every core: the transaction's thread waits for them (a
+                // first apply copies in every document it read, each encoded on the parse
+                // threads by `withKeptForms`; a document kept as a tree is encoded here).
                 try ResourceSnapshot.write(snapshots[namespace]!, source: source, namespace: namespace, writer) { runs in
                     ManifestParsing.parallelMap(runs.count, minimumPerWorker: 8) { ResourceSnapshot.encode(Array(runs[$0])) }
                 }
