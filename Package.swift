@@ -206,7 +206,7 @@ let package = Package(
         .testTarget(
             name: "OrlYAMLTests", dependencies: ["OrlJSON", "OrlYAML", "OrlCore", "OrlFuzz"], exclude: ["FuzzCorpus"],
             swiftSettings: strictness),
-        .testTarget(name: "OrlStoreTests", dependencies: ["OrlJSON", "OrlStore", "OrlCore"], swiftSettings: strictness),
+        .testTarget(name: "OrlStoreTests", dependencies: ["OrlJSON", "OrlStore", "OrlCore", "OrlTestSupport"], swiftSettings: strictness),
         .testTarget(
             name: "OrlServerTests",
             dependencies: [
@@ -226,10 +226,11 @@ let package = Package(
         // A throwaway PostgreSQL cluster for the tests (initdb, pg_ctl on loopback).
         .target(name: "OrlTestPostgres", path: "Tests/Support/OrlTestPostgres", swiftSettings: strictness),
         // What the tests of several targets wait on (`Tally`).
-        .target(name: "OrlTestSupport", path: "Tests/Support/OrlTestSupport", swiftSettings: strictness),
+        .target(name: "OrlTestSupport", dependencies: ["OrlCore"], path: "Tests/Support/OrlTestSupport", swiftSettings: strictness),
         // The store ports' expectations, run against SQLite and PostgreSQL alike.
         .testTarget(
-            name: "OrlStatePortTests", dependencies: ["OrlStore", "OrlPostgres", "OrlCore", "OrlTestPostgres"], swiftSettings: strictness),
+            name: "OrlStatePortTests", dependencies: ["OrlStore", "OrlPostgres", "OrlCore", "OrlTestPostgres", "OrlTestSupport"],
+            swiftSettings: strictness),
         .testTarget(name: "OrlRuntimeTests", dependencies: ["OrlRuntime", "OrlCore"], swiftSettings: strictness),
         .testTarget(
             name: "OrlDaemonTests",

@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlTestSupport
 import Synchronization
 import Testing
 

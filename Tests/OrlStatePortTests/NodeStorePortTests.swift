@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlTestSupport
 import Testing
 
 /// The `NodeStore` port: leases by the database's clock with a generation that fences stale

@@ -2,6 +2,7 @@ import Foundation
 import OrlCore
 import OrlPostgres
 import OrlTestPostgres
+import OrlTestSupport
 import Testing
 
 /// What only the PostgreSQL backend has: its URL, its migrations, its failures.

@@ -1,6 +1,7 @@
 import Foundation
 import OrlCore
 import OrlJSON
+import OrlTestSupport
 import Synchronization
 import Testing
 

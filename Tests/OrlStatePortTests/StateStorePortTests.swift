@@ -1,6 +1,7 @@
 import Foundation
 import OrlCore
 import OrlTestPostgres
+import OrlTestSupport
 import Synchronization
 import Testing
 

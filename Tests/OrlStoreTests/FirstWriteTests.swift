@@ -1,5 +1,6 @@
 import Foundation
 import OrlCore
+import OrlTestSupport
 import Testing
 
 @testable import OrlStore

@@ -1,6 +1,7 @@
 import Foundation
 import OrlCore
 import OrlJSON
+import OrlTestSupport
 import Testing
 
 @testable import OrlStore

@@ -1,4 +1,5 @@
 import OrlCore
+import OrlTestSupport
 import Testing
 
 @testable import OrlStore

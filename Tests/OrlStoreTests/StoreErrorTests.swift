@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import OrlCore
+import OrlTestSupport
 import Testing
 
 @testable import OrlStore

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import OrlCore
 import OrlJSON
+import OrlTestSupport
 import Testing
 
 @testable import OrlStore
