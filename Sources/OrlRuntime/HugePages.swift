@@ -35,11 +35,14 @@ public enum HugePages {
         let address = UInt(bitPattern: probe)
         free(probe)
         let reservation = address & ~(arenaReservationSize - 1)
-        guard state.withLock({ $0.advised.insert(reservation).inserted }),
+        guard !state.withLock({ $0.advised.contains(reservation) }),
             let maps = try? readProcFile("/proc/self/maps"),
             let range = arenaReservation(holding: address, maps: maps)
         else { return }
-        _ = madvise(UnsafeMutableRawPointer(bitPattern: range.lowerBound), Int(range.count), MADV_HUGEPAGE)
+        // Only an advice given counts: /proc/self/maps, read while other threads map and
+        // unmap, can miss a line, and the next call (a `WorkerPool` run) then looks again.
+        guard madvise(UnsafeMutableRawPointer(bitPattern: range.lowerBound), Int(range.count), MADV_HUGEPAGE) == 0 else { return }
+        state.withLock { _ = $0.advised.insert(reservation) }
     }
 
     /// glibc's HEAP_MAX_SIZE on 64-bit Linux: each thread arena's reservation, and its alignment.
