@@ -21,28 +21,34 @@ import Synchronization
 /// other allocator, or another layout, is left as it is. The main arena (the `[heap]` that
 /// `brk` grows and trims under the caller) is not advised: the commands run on other threads.
 public enum HugePages {
-    private static let state = Mutex<(wanted: Bool, advised: Set<UInt>)>((false, []))
+    /// `looked`: the reservations looked at, and how often (`lookLimit` once advised).
+    private static let state = Mutex<(wanted: Bool, looked: [UInt: Int])>((false, [:]))
+    /// A reservation whose layout was not found is looked at once more, at a later call:
+    /// /proc/self/maps, read while other threads map and unmap, can miss a line. After
+    /// that (the main arena, another allocator) a call costs an allocation and a lock.
+    private static let lookLimit = 2
 
     /// From now on, `adviseThisThreadsHeap` advises. For one-shot commands only: a daemon's
     /// heaps stay in small pages, which it gives back as it frees them.
     public static func want() { state.withLock { $0.wanted = true } }
 
     /// Advises the arena the calling thread allocates from, once, if `want` was called.
-    /// Cheap when there is nothing to do: an allocation and a lock.
+    /// Cheap when there is nothing to do: an allocation and a lock (see `lookLimit`).
     public static func adviseThisThreadsHeap() {
         guard state.withLock({ $0.wanted }) else { return }
         guard let probe = malloc(1) else { return }
         let address = UInt(bitPattern: probe)
         free(probe)
         let reservation = address & ~(arenaReservationSize - 1)
-        guard !state.withLock({ $0.advised.contains(reservation) }),
-            let maps = try? readProcFile("/proc/self/maps"),
-            let range = arenaReservation(holding: address, maps: maps)
+        let look = state.withLock { state -> Bool in
+            guard state.looked[reservation, default: 0] < lookLimit else { return false }
+            state.looked[reservation, default: 0] += 1
+            return true
+        }
+        guard look, let maps = try? readProcFile("/proc/self/maps"), let range = arenaReservation(holding: address, maps: maps),
+            madvise(UnsafeMutableRawPointer(bitPattern: range.lowerBound), Int(range.count), MADV_HUGEPAGE) == 0
         else { return }
-        // Only an advice given counts: /proc/self/maps, read while other threads map and
-        // unmap, can miss a line, and the next call (a `WorkerPool` run) then looks again.
-        guard madvise(UnsafeMutableRawPointer(bitPattern: range.lowerBound), Int(range.count), MADV_HUGEPAGE) == 0 else { return }
-        state.withLock { _ = $0.advised.insert(reservation) }
+        state.withLock { $0.looked[reservation] = lookLimit }
     }
 
     /// glibc's HEAP_MAX_SIZE on 64-bit Linux: each thread arena's reservation, and its alignment.
