@@ -52,7 +52,13 @@ enum Orlctl {
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
         for _ in 0..<seconds * 20 {
-            try await Task.sleep(for: .milliseconds(50))
+            do {
+                try await Task.sleep(for: .milliseconds(50))
+            } catch {
+                process.terminate()
+                process.waitUntilExit()
+                throw error
+            }
             if let api = try? String(contentsOfFile: directory + "/controller.api", encoding: .utf8)
                 .trimmingCharacters(in: .whitespacesAndNewlines), let token = GatewayBench.agentToken(marker: marker)
             {
